@@ -1,0 +1,85 @@
+/**
+ * High-resolution methods. A method turns the current whole latent into one fused model output for the
+ * whole latent at a step; the scheduler then steps it. Methods never step patches themselves.
+ *
+ * The unit of work is one classifier-free-guided UNet evaluation of one native-size (or, for `direct`,
+ * full-size) latent at one step. Units handed to `evaluate` in one call are independent of each other and
+ * may run on different devices in any order; a unit that depends on another unit's result is handed over
+ * in a later call. Portable: no Node APIs.
+ */
+import type { RandomSource } from '../random/types.ts';
+import type { Scheduler } from '../schedulers/types.ts';
+
+export type MethodName = 'direct' | 'multidiffusion' | 'cutdiffusion' | 'asg';
+
+export type UnitKind = 'full' | 'patch' | 'window';
+
+export interface UnetUnit {
+  /** Stable identity, e.g. "s1/k12/p3", used in progress events and error messages. */
+  id: string;
+  kind: UnitKind;
+  /** Step index (0-based) this unit belongs to. */
+  step: number;
+  /** Patch or window index within its step. */
+  index: number;
+  /** Model input, already multiplied by scheduler.inputScale(step): shape [1, C, height, width]. */
+  sample: Float32Array;
+  height: number;
+  width: number;
+  /** Model timestep for this unit (scheduler.timesteps[step]). */
+  timestep: number;
+  /** Ask for the cross-attention probe outputs (only the key patch does). */
+  wantAttention: boolean;
+  /** SDXL micro-conditioning: [orig_h, orig_w, crop_top, crop_left, target_h, target_w] in pixels. */
+  timeIds?: readonly number[];
+}
+
+/** Cross-attention probabilities of one up-block attn2 layer, conditional branch, averaged over heads. */
+export interface AttentionMap {
+  /** Layer name as found in the graph, e.g. "/up_blocks.1/attentions.0/transformer_blocks.0/attn2". */
+  layer: string;
+  /** Spatial size of the layer's query grid. */
+  height: number;
+  width: number;
+  tokens: number;
+  /** [height * width, tokens], row-major. */
+  data: Float32Array;
+}
+
+export interface UnitResult {
+  /** CFG-combined model output, same shape as the unit's sample. */
+  output: Float32Array;
+  /** Present when the unit asked for attention and the model supports it. */
+  attention?: AttentionMap[];
+}
+
+export interface ProgressEvent {
+  stage: 1 | 2;
+  step: number;
+  totalSteps: number;
+  unitsDone: number;
+  unitsTotal: number;
+  unitId?: string;
+}
+
+export interface MethodContext {
+  scheduler: Scheduler;
+  /** Evaluates independent units (possibly in parallel); results are in the same order as `units`. */
+  evaluate(units: UnetUnit[]): Promise<UnitResult[]>;
+  /** Seeded streams owned by the coordinator. */
+  random: { permutation: RandomSource; jitter: RandomSource };
+  /** Token indices (into the 77 tokens) whose attention forms the mask. */
+  maskTokens: readonly number[];
+  signal?: AbortSignal;
+}
+
+export interface HighResMethod {
+  readonly name: MethodName;
+  /** Number of UNet units the method evaluates at this step (for progress and the evaluation-count test). */
+  unitsAt(step: number): number;
+  /**
+   * Fused model output for the whole latent at `step`. `latent` is the current latent [1, C, h, w]
+   * (not input-scaled). Methods may keep state across steps (the stale key output and mask).
+   */
+  predict(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array>;
+}

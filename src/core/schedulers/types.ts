@@ -1,0 +1,67 @@
+/**
+ * Scheduler interface with diffusers' semantics (set_timesteps / scale_model_input / step), reshaped so
+ * that all mutable state is an explicit value: a Scheduler is an immutable plan for a fixed number of
+ * steps; a SchedulerState carries the step index and the multistep history. Patches that advance at
+ * different times each carry their own state. Portable: no Node APIs.
+ */
+import type { RandomSource } from '../random/types.ts';
+
+export type PredictionType = 'epsilon' | 'v_prediction' | 'sample';
+
+/** scheduler/scheduler_config.json with diffusers' field names (all optional; defaults per scheduler). */
+export interface SchedulerConfig {
+  _class_name?: string;
+  num_train_timesteps?: number;
+  beta_start?: number;
+  beta_end?: number;
+  beta_schedule?: string;
+  trained_betas?: number[] | null;
+  prediction_type?: string;
+  timestep_spacing?: string;
+  steps_offset?: number;
+  set_alpha_to_one?: boolean;
+  clip_sample?: boolean;
+  clip_sample_range?: number;
+  skip_prk_steps?: boolean;
+  use_karras_sigmas?: boolean;
+  [key: string]: unknown;
+}
+
+export interface SchedulerState {
+  /** Index into `timesteps` of the next step to take. */
+  readonly stepIndex: number;
+  /** Scheduler-specific history (previous model outputs for multistep solvers), never shared. */
+  readonly history: readonly Float32Array[];
+  /** Any further scheduler-specific scalars (e.g. PNDM counters). */
+  readonly extra?: Readonly<Record<string, number>>;
+}
+
+export interface StepResult {
+  prevSample: Float32Array;
+  state: SchedulerState;
+}
+
+export interface Scheduler {
+  /** Canonical name, e.g. "euler", "euler-ancestral", "ddim", "pndm", "dpmpp-2m", "lms". */
+  readonly name: string;
+  readonly predictionType: PredictionType;
+  /** Model timesteps, one per step, as diffusers' scheduler.timesteps (floats for Euler linspace). */
+  readonly timesteps: readonly number[];
+  /** Number of model evaluations (equals timesteps.length). */
+  readonly numSteps: number;
+  /** Standard deviation of the initial noise (diffusers init_noise_sigma). */
+  readonly initNoiseSigma: number;
+  initialState(): SchedulerState;
+  /** Factor the model input is multiplied by at this step (diffusers scale_model_input), 1 for most. */
+  inputScale(stepIndex: number): number;
+  /**
+   * Noise level of the sample at this step in the scheduler's own sample space:
+   * sample = alpha * x0 + sigma * eps. Euler-type: alpha = 1, sigma = sigma_k; DDPM-type: sqrt(abar), sqrt(1 - abar).
+   */
+  noiseLevel(stepIndex: number): { alpha: number; sigma: number };
+  /**
+   * One step on the whole latent. `modelOutput` and `sample` have the same length; neither is modified.
+   * Stochastic schedulers draw their noise from `rng` (required for them, ignored by others).
+   */
+  step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array, rng?: RandomSource): StepResult;
+}
