@@ -9,6 +9,7 @@
  */
 import type { RandomSource } from '../random/types.ts';
 import type { Scheduler } from '../schedulers/types.ts';
+import type { Tensor } from '../tensor.ts';
 
 export type MethodName = 'direct' | 'multidiffusion' | 'cutdiffusion' | 'asg';
 
@@ -62,6 +63,18 @@ export interface ProgressEvent {
   unitId?: string;
 }
 
+/** A look at the generation in progress, for a live preview (the caller decodes it with the VAE). */
+export interface MethodPreview {
+  stage: 1 | 2;
+  step: number;
+  /** 'key-patch': stage-1 key patch 0 (a low-resolution view); 'downscaled': the HR latent box-averaged by n_h x n_w. */
+  kind: 'key-patch' | 'downscaled';
+  /** The latent passed to predict at this step (not input-scaled), [1, C, height, width]. */
+  latent: Tensor;
+  /** Denoised estimate x0 = (x - sigma * eps) / alpha from the fused output; only for epsilon-prediction schedulers. */
+  denoised?: Tensor;
+}
+
 export interface MethodContext {
   scheduler: Scheduler;
   /** Evaluates independent units (possibly in parallel); results are in the same order as `units`. */
@@ -71,10 +84,20 @@ export interface MethodContext {
   /** Token indices (into the 77 tokens) whose attention forms the mask. */
   maskTokens: readonly number[];
   signal?: AbortSignal;
+  /** Called after every evaluate call returns (unitsDone/unitsTotal count over the whole run). */
+  onProgress?(event: ProgressEvent): void;
+  /** Called every `previewEvery` steps (method option; 0 = never). */
+  onPreview?(preview: MethodPreview): void;
+  /** Called once per distinct warning (e.g. the model gave no attention maps, mask fell back to 1). */
+  onWarning?(message: string): void;
 }
 
 export interface HighResMethod {
   readonly name: MethodName;
+  /** Warnings recorded so far (also reported through ctx.onWarning), e.g. the mask fallback. */
+  readonly warnings: readonly string[];
+  /** Total units over all steps (sum of unitsAt). */
+  readonly unitsTotal: number;
   /** Number of UNet units the method evaluates at this step (for progress and the evaluation-count test). */
   unitsAt(step: number): number;
   /**

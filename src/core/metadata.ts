@@ -1,0 +1,79 @@
+/**
+ * Generation metadata embedded in output files: a text block a person can read, in the style other Stable
+ * Diffusion tools use ("parameters"), and a JSON document a program reads back to reproduce the image.
+ * Portable.
+ */
+import type { ResolvedParams } from './params.ts';
+
+export const METADATA_VERSION = 1;
+export const TEXT_KEY = 'parameters';
+export const JSON_KEY = 'asgdiffusion';
+
+export interface GenerationMetadata {
+  version: number;
+  tool: string;
+  model: { name: string; family: string };
+  prompt: string;
+  negativePrompt: string;
+  width: number;
+  height: number;
+  steps: number;
+  guidanceScale: number;
+  /** Decimal string: seeds go up to 2^64 - 1. */
+  seed: string;
+  scheduler: string;
+  noise: string;
+  method: string;
+  methodOptions: Record<string, unknown>;
+  maskWords?: string[];
+  vae: { tiling: string; tileSize: number; overlap: number };
+}
+
+export function buildMetadata(p: ResolvedParams, model: { name: string; family: string }, scheduler: string, tool: string): GenerationMetadata {
+  return {
+    version: METADATA_VERSION,
+    tool,
+    model,
+    prompt: p.prompt,
+    negativePrompt: p.negativePrompt,
+    width: p.width,
+    height: p.height,
+    steps: p.steps,
+    guidanceScale: p.guidanceScale,
+    seed: p.seed.toString(),
+    scheduler,
+    noise: p.noise,
+    method: p.method,
+    methodOptions: p.methodOptions,
+    ...(p.maskWords ? { maskWords: p.maskWords } : {}),
+    vae: { ...p.vae },
+  };
+}
+
+/** "prompt\nNegative prompt: ...\nSteps: 30, Sampler: euler, CFG scale: 7.5, Seed: 1, Size: 512x512, ..." */
+export function formatParametersText(m: GenerationMetadata): string {
+  const fields: [string, string][] = [
+    ['Steps', String(m.steps)],
+    ['Sampler', m.scheduler],
+    ['CFG scale', String(m.guidanceScale)],
+    ['Seed', m.seed],
+    ['Size', `${m.width}x${m.height}`],
+    ['Model', m.model.name],
+    ['Method', m.method],
+  ];
+  for (const [k, v] of Object.entries(m.methodOptions)) fields.push([k, JSON.stringify(v)]);
+  if (m.maskWords) fields.push(['Mask words', m.maskWords.join(' ')]);
+  fields.push(['Version', m.tool]);
+  const lines = [m.prompt];
+  if (m.negativePrompt) lines.push(`Negative prompt: ${m.negativePrompt}`);
+  lines.push(fields.map(([k, v]) => `${k}: ${v.includes(',') ? JSON.stringify(v) : v}`).join(', '));
+  return lines.join('\n');
+}
+
+export function parseMetadataJson(text: string): GenerationMetadata {
+  const v = JSON.parse(text) as GenerationMetadata;
+  if (!v || typeof v !== 'object' || typeof v.prompt !== 'string' || typeof v.seed !== 'string') {
+    throw new Error('not asgdiffusion generation metadata');
+  }
+  return v;
+}

@@ -1,0 +1,99 @@
+/**
+ * Structure guidance (ASGDiffusion Eq. 3 with the mask of Eq. 4), applied on the host to the un-shuffled
+ * patch outputs [N, C, p_h, p_w] of one step. Patch 0 is the key patch and is never changed.
+ *
+ *   eps space (default):  eps~^i = eps^i + w_t * M ⊙ (K - eps^i),                 K = key eps
+ *   x0 space (option):    eps~^i = eps^i - w_t * M ⊙ (alpha / sigma) * (X - x0^i),  X = key x0,
+ *                         x0^i = (x^i - sigma * eps^i) / alpha
+ *
+ * The x0 form makes the guided denoised estimate exactly x0^i + w_t * M ⊙ (X - x0^i) (with alpha = 1 it is
+ * method.md's formula). alpha and sigma are scheduler.noiseLevel(step) of the step being guided and x^i is
+ * the patch of the latent passed to predict at that step. What K and X are (current or one step stale) is
+ * decided by the caller (staged.ts). M is [p_h, p_w] broadcast over channels; null means M = 1.
+ * Portable: no Node APIs.
+ */
+
+export type StructureSchedule = 'constant' | 'cosine';
+export type StructureSpace = 'eps' | 'x0';
+
+/** Model timesteps run over [0, 1000) for every supported scheduler family. */
+const TRAIN_TIMESTEPS = 1000;
+
+/** w_t: constant w_max, or w_max * c(t)^gamma with c(t) = (1 + cos(pi * (1000 - t) / 1000)) / 2 (1 at t = 1000, 0 at t = 0). */
+export function structureWeightAt(
+  schedule: StructureSchedule,
+  wMax: number,
+  gamma: number,
+  timestep: number,
+): number {
+  if (schedule === 'constant') return wMax;
+  const c = (1 + Math.cos((Math.PI * (TRAIN_TIMESTEPS - timestep)) / TRAIN_TIMESTEPS)) / 2;
+  return wMax * Math.pow(Math.min(1, Math.max(0, c)), gamma);
+}
+
+/** In place on eps [N, C, plane] (plane = p_h * p_w), patches 1..N-1. */
+export function applyEpsGuidance(
+  eps: Float32Array,
+  key: Float32Array,
+  mask: Float32Array | null,
+  weight: number,
+  n: number,
+  channels: number,
+  plane: number,
+): void {
+  const size = channels * plane;
+  for (let i = 1; i < n; i++) {
+    const base = i * size;
+    for (let c = 0; c < channels; c++) {
+      const o = c * plane;
+      for (let q = 0; q < plane; q++) {
+        const e = base + o + q;
+        const m = mask === null ? weight : weight * mask[q];
+        eps[e] += m * (key[o + q] - eps[e]);
+      }
+    }
+  }
+}
+
+/** x0 = (x - sigma * eps) / alpha, elementwise. */
+export function denoisedEstimate(
+  x: Float32Array,
+  eps: Float32Array,
+  alpha: number,
+  sigma: number,
+  out?: Float32Array,
+): Float32Array {
+  const dst = out ?? new Float32Array(x.length);
+  for (let e = 0; e < x.length; e++) dst[e] = (x[e] - sigma * eps[e]) / alpha;
+  return dst;
+}
+
+/** In place on eps [N, C, plane], patches 1..N-1; `x` holds the patches' latents [N, C, plane]. */
+export function applyX0Guidance(
+  eps: Float32Array,
+  x: Float32Array,
+  keyX0: Float32Array,
+  mask: Float32Array | null,
+  weight: number,
+  alpha: number,
+  sigma: number,
+  n: number,
+  channels: number,
+  plane: number,
+): void {
+  if (!(sigma > 0)) return; // no noise left: nothing to steer through eps
+  const size = channels * plane;
+  const gain = (weight * alpha) / sigma;
+  for (let i = 1; i < n; i++) {
+    const base = i * size;
+    for (let c = 0; c < channels; c++) {
+      const o = c * plane;
+      for (let q = 0; q < plane; q++) {
+        const e = base + o + q;
+        const x0 = (x[e] - sigma * eps[e]) / alpha;
+        const m = mask === null ? gain : gain * mask[q];
+        eps[e] -= m * (keyX0[o + q] - x0);
+      }
+    }
+  }
+}

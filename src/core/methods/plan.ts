@@ -1,0 +1,75 @@
+/**
+ * Everything fixed before the first step: patch geometry, stage-2 windows, the stage split and the number
+ * of units per step. Portable: no Node APIs.
+ */
+import { invalidArgument } from '../errors.ts';
+import type { GeometryInput, PatchGeometry } from './geometry.ts';
+import { planGeometry } from './geometry.ts';
+import type { MethodOptions } from './options.ts';
+import type { MethodName } from './types.ts';
+import type { WindowGrid } from './windows.ts';
+import { planWindows } from './windows.ts';
+
+export interface MethodSetup extends GeometryInput {
+  /** T, the number of scheduler steps (must equal ctx.scheduler.numSteps). */
+  numSteps: number;
+  /** SDXL micro-conditioning: give every unit time_ids (orig = target = HR size in pixels, crop per unit). */
+  timeIds?: boolean;
+  /** Image pixels per latent pixel (8 for Stable Diffusion). Default 8. */
+  vaeScaleFactor?: number;
+}
+
+export interface MethodPlan {
+  name: MethodName;
+  geometry: PatchGeometry;
+  windows: WindowGrid;
+  numSteps: number;
+  /** S: steps 0..S-1 are stage 1 (patches), S..T-1 stage 2 (windows); 0 for direct and multidiffusion. */
+  stage1Steps: number;
+  /** unitsBefore[k] = units of steps 0..k-1; unitsBefore[T] = total. */
+  unitsBefore: number[];
+  timeIds: boolean;
+  vaeScaleFactor: number;
+}
+
+export function unitsPerStep(name: MethodName, geo: PatchGeometry, windows: WindowGrid, s: number, step: number): number {
+  if (name === 'direct') return 1;
+  return step < s ? geo.count : windows.count;
+}
+
+export function planMethod(name: MethodName, options: MethodOptions, setup: MethodSetup): MethodPlan {
+  const geometry = planGeometry(setup);
+  const numSteps = setup.numSteps;
+  if (typeof numSteps !== 'number' || !Number.isInteger(numSteps) || numSteps < 1) {
+    throw invalidArgument('steps', 'a positive integer', numSteps, 'Use e.g. 50.');
+  }
+  const vaeScaleFactor = setup.vaeScaleFactor ?? 8;
+  if (!Number.isInteger(vaeScaleFactor) || vaeScaleFactor < 1) {
+    throw invalidArgument('vaeScaleFactor', 'a positive integer', vaeScaleFactor, 'Stable Diffusion uses 8.');
+  }
+  const maxStride = Math.min(geometry.nativeHeight, geometry.nativeWidth);
+  if (options.windowStride !== null && options.windowStride > maxStride) {
+    throw invalidArgument(
+      'windowStride',
+      `an integer from 1 to the window size (${maxStride} latent px)`,
+      options.windowStride,
+      'A stride larger than the window leaves gaps; omit it for half the window.',
+    );
+  }
+  const windows = planWindows(geometry, options.windowStride ?? undefined);
+  const stage1Steps = name === 'cutdiffusion' || name === 'asg' ? Math.round(numSteps * options.stageSplit) : 0;
+  const unitsBefore = [0];
+  for (let k = 0; k < numSteps; k++) {
+    unitsBefore.push(unitsBefore[k] + unitsPerStep(name, geometry, windows, stage1Steps, k));
+  }
+  return { name, geometry, windows, numSteps, stage1Steps, unitsBefore, timeIds: setup.timeIds ?? false, vaeScaleFactor };
+}
+
+/** SDXL time_ids for a unit whose origin in the (zero-padded) canvas is (cropTop, cropLeft) latent px. */
+export function unitTimeIds(plan: MethodPlan, cropTop: number, cropLeft: number): number[] | undefined {
+  if (!plan.timeIds) return undefined;
+  const f = plan.vaeScaleFactor;
+  const h = plan.geometry.height * f;
+  const w = plan.geometry.width * f;
+  return [h, w, cropTop * f, cropLeft * f, h, w];
+}

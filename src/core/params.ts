@@ -1,0 +1,123 @@
+/**
+ * Generation settings: the plain option object users pass, its defaults, and validation that names each bad
+ * parameter, what was expected and what was received. Portable.
+ */
+import { invalidArgument } from './errors.ts';
+import type { MethodName } from './methods/types.ts';
+
+export const MIN_SIZE = 64;
+export const MAX_SIZE = 8192;
+
+export interface VaeDecodeOptions {
+  /** 'auto' tiles latents larger than the tile size; 'on' always tiles; 'off' never. */
+  tiling: 'auto' | 'on' | 'off';
+  /** Tile size in latent pixels. */
+  tileSize: number;
+  /** Tile overlap in latent pixels. */
+  overlap: number;
+}
+
+export interface GenerateParams {
+  prompt: string;
+  negativePrompt?: string;
+  /** Output width in pixels (multiple of 8); default: the model's native width. */
+  width?: number;
+  height?: number;
+  /** Denoising steps (default 30). */
+  steps?: number;
+  /** Classifier-free guidance scale (default 7.5). */
+  guidanceScale?: number;
+  /** Seed (0 .. 2^64-1); default: a random one, recorded in the result. */
+  seed?: number | bigint | string;
+  /** Scheduler name overriding the model's scheduler config (see SCHEDULER_NAMES). */
+  scheduler?: string;
+  /** Initial-noise generator: 'torch' reproduces torch.randn with a CPU generator. */
+  noise?: 'torch';
+  /** High-resolution method (default 'asg'). */
+  method?: MethodName;
+  /** Method options (see the method's documented options). */
+  methodOptions?: Record<string, unknown>;
+  /** Words of the prompt whose cross-attention forms the mask (default: all content tokens). */
+  maskWords?: string[];
+  vae?: Partial<VaeDecodeOptions>;
+}
+
+export interface ResolvedParams {
+  prompt: string;
+  negativePrompt: string;
+  width: number;
+  height: number;
+  steps: number;
+  guidanceScale: number;
+  seed: bigint;
+  scheduler?: string;
+  noise: 'torch';
+  method: MethodName;
+  methodOptions: Record<string, unknown>;
+  maskWords?: string[];
+  vae: VaeDecodeOptions;
+}
+
+export const DEFAULT_STEPS = 30;
+export const DEFAULT_GUIDANCE = 7.5;
+export const DEFAULT_VAE: VaeDecodeOptions = { tiling: 'auto', tileSize: 64, overlap: 16 };
+export const METHOD_NAMES: MethodName[] = ['asg', 'cutdiffusion', 'multidiffusion', 'direct'];
+
+function checkSize(name: 'width' | 'height', v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v % 8 !== 0 || v < MIN_SIZE || v > MAX_SIZE) {
+    throw invalidArgument(name, `a multiple of 8 between ${MIN_SIZE} and ${MAX_SIZE} pixels`, v, typeof v === 'number' && Number.isFinite(v) ? `Try ${Math.max(MIN_SIZE, Math.min(MAX_SIZE, Math.round(v / 8) * 8))}` : undefined);
+  }
+  return v;
+}
+
+export function randomSeed(): bigint {
+  const hi = BigInt(Math.floor(Math.random() * 2 ** 31));
+  const lo = BigInt(Math.floor(Math.random() * 2 ** 32));
+  return (hi << 32n) | lo;
+}
+
+export function parseSeed(v: unknown): bigint {
+  let s: bigint | undefined;
+  if (typeof v === 'bigint') s = v;
+  else if (typeof v === 'number' && Number.isSafeInteger(v)) s = BigInt(v);
+  else if (typeof v === 'string' && /^\d+$/.test(v.trim())) s = BigInt(v.trim());
+  if (s === undefined || s < 0n || s >= 2n ** 64n) throw invalidArgument('seed', 'an integer in [0, 2^64 - 1]', v);
+  return s;
+}
+
+export function resolveParams(p: GenerateParams, native: { width: number; height: number }): ResolvedParams {
+  if (!p || typeof p !== 'object') throw invalidArgument('params', 'an object with at least a prompt', p);
+  if (typeof p.prompt !== 'string') throw invalidArgument('prompt', 'a string', p.prompt);
+  if (p.negativePrompt !== undefined && typeof p.negativePrompt !== 'string') throw invalidArgument('negativePrompt', 'a string', p.negativePrompt);
+  const width = checkSize('width', p.width ?? native.width);
+  const height = checkSize('height', p.height ?? native.height);
+  const steps = p.steps ?? DEFAULT_STEPS;
+  if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw invalidArgument('steps', 'an integer between 1 and 1000', steps);
+  const guidanceScale = p.guidanceScale ?? DEFAULT_GUIDANCE;
+  if (typeof guidanceScale !== 'number' || !Number.isFinite(guidanceScale)) throw invalidArgument('guidanceScale', 'a finite number (typically 1 to 15)', guidanceScale);
+  const seed = p.seed === undefined ? randomSeed() : parseSeed(p.seed);
+  const noise = p.noise ?? 'torch';
+  if (noise !== 'torch') throw invalidArgument('noise', '"torch"', noise);
+  const method = p.method ?? 'asg';
+  if (!METHOD_NAMES.includes(method)) throw invalidArgument('method', `one of ${METHOD_NAMES.join(', ')}`, method);
+  const vae: VaeDecodeOptions = { ...DEFAULT_VAE, ...(p.vae ?? {}) };
+  if (!['auto', 'on', 'off'].includes(vae.tiling)) throw invalidArgument('vae.tiling', '"auto", "on" or "off"', vae.tiling);
+  if (p.maskWords !== undefined && (!Array.isArray(p.maskWords) || p.maskWords.some((w) => typeof w !== 'string' || !w.trim()))) {
+    throw invalidArgument('maskWords', 'a list of words from the prompt', p.maskWords);
+  }
+  return {
+    prompt: p.prompt,
+    negativePrompt: p.negativePrompt ?? '',
+    width,
+    height,
+    steps,
+    guidanceScale,
+    seed,
+    scheduler: p.scheduler,
+    noise,
+    method,
+    methodOptions: { ...(p.methodOptions ?? {}) },
+    maskWords: p.maskWords?.length ? p.maskWords : undefined,
+    vae,
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * PNG text chunks: insert iTXt chunks (UTF-8 keyword/value) before IEND, and read tEXt/iTXt back. Used to embed
+ * the generation parameters. Portable: works on Uint8Array, no Node APIs.
+ */
+const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
+
+let crcTable: Uint32Array | undefined;
+function crc32(bytes: Uint8Array): number {
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = crcTable[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function isPng(png: Uint8Array): boolean {
+  return png.length >= 8 && SIGNATURE.every((b, i) => png[i] === b);
+}
+
+function chunk(type: string, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + data.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, data.length);
+  for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
+  out.set(data, 8);
+  view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+  return out;
+}
+
+/** iTXt: keyword, 0, compression flag 0, method 0, empty language tag, 0, empty translated keyword, 0, UTF-8 text. */
+function itxt(keyword: string, text: string): Uint8Array {
+  const enc = new TextEncoder();
+  const k = enc.encode(keyword);
+  const t = enc.encode(text);
+  const data = new Uint8Array(k.length + 5 + t.length);
+  data.set(k, 0);
+  data.set([0, 0, 0, 0, 0], k.length);
+  data.set(t, k.length + 5);
+  return chunk('iTXt', data);
+}
+
+export function addPngTextChunks(png: Uint8Array, entries: Record<string, string>): Uint8Array {
+  if (!isPng(png)) throw new Error('addPngTextChunks: not a PNG');
+  // IEND is the last 12 bytes of a well-formed PNG.
+  const iendAt = png.length - 12;
+  const chunks = Object.entries(entries).map(([k, v]) => itxt(k, v));
+  const extra = chunks.reduce((n, c) => n + c.length, 0);
+  const out = new Uint8Array(png.length + extra);
+  out.set(png.subarray(0, iendAt), 0);
+  let at = iendAt;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  out.set(png.subarray(iendAt), at);
+  return out;
+}
+
+export function readPngTextChunks(png: Uint8Array): Record<string, string> {
+  if (!isPng(png)) throw new Error('not a PNG file');
+  const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  const out: Record<string, string> = {};
+  const utf8 = new TextDecoder('utf-8');
+  const latin1 = new TextDecoder('latin1');
+  for (let at = 8; at + 12 <= png.length; ) {
+    const len = view.getUint32(at);
+    const type = String.fromCharCode(...png.subarray(at + 4, at + 8));
+    const data = png.subarray(at + 8, at + 8 + len);
+    if (type === 'tEXt') {
+      const z = data.indexOf(0);
+      if (z > 0) out[latin1.decode(data.subarray(0, z))] = latin1.decode(data.subarray(z + 1));
+    } else if (type === 'iTXt') {
+      const z = data.indexOf(0);
+      const compressed = data[z + 1] === 1;
+      let p = z + 3;
+      p = data.indexOf(0, p) + 1; // language tag
+      p = data.indexOf(0, p) + 1; // translated keyword
+      if (z > 0 && !compressed) out[utf8.decode(data.subarray(0, z))] = utf8.decode(data.subarray(p));
+    } else if (type === 'IEND') {
+      break;
+    }
+    at += 12 + len;
+  }
+  return out;
+}

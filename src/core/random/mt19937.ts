@@ -1,0 +1,126 @@
+/**
+ * MT19937, the 32-bit Mersenne Twister, laid out exactly like torch's CPU engine (at::mt19937): a
+ * 624-word state seeded from the low 32 bits of the seed, regenerated in one block when exhausted.
+ * All arithmetic is 32-bit integer math (Math.imul and >>> 0); no BigInt, so it is fast in V8.
+ */
+
+const N = 624;
+const M = 397;
+const MATRIX_A = 0x9908b0df;
+const UPPER_MASK = 0x80000000;
+const LOWER_MASK = 0x7fffffff;
+
+export class Mt19937 {
+  private readonly state = new Uint32Array(N);
+  /** Index of the next state word to temper; N means the block is used up. */
+  private next = N;
+
+  /** `seed32` is taken modulo 2^32, as torch keeps only the low 32 bits of its 64-bit seed. */
+  constructor(seed32: number) {
+    const s = this.state;
+    s[0] = seed32 >>> 0;
+    for (let j = 1; j < N; j++) {
+      const prev = s[j - 1];
+      s[j] = (Math.imul(1812433253, (prev ^ (prev >>> 30)) >>> 0) + j) >>> 0;
+    }
+    this.next = N;
+  }
+
+  /**
+   * A generator seeded from a whole key of 32-bit words (the reference init_by_array of MT19937, the
+   * seeding Python's random.seed(int) uses), so that more than 32 bits of seed reach the state.
+   */
+  static fromKey(key: readonly number[]): Mt19937 {
+    const mt = new Mt19937(19650218);
+    const s = mt.state;
+    const len = Math.max(1, key.length);
+    let i = 1;
+    let j = 0;
+    for (let k = Math.max(N, len); k > 0; k--) {
+      const prev = s[i - 1] ^ (s[i - 1] >>> 30);
+      s[i] = ((s[i] ^ Math.imul(prev, 1664525)) + ((key[j] ?? 0) >>> 0) + j) >>> 0;
+      i++;
+      j++;
+      if (i >= N) {
+        s[0] = s[N - 1];
+        i = 1;
+      }
+      if (j >= len) j = 0;
+    }
+    for (let k = N - 1; k > 0; k--) {
+      const prev = s[i - 1] ^ (s[i - 1] >>> 30);
+      s[i] = ((s[i] ^ Math.imul(prev, 1566083941)) - i) >>> 0;
+      i++;
+      if (i >= N) {
+        s[0] = s[N - 1];
+        i = 1;
+      }
+    }
+    s[0] = 0x80000000;
+    return mt;
+  }
+
+  /** Next raw 32-bit output as an unsigned integer in [0, 2^32). */
+  nextUint32(): number {
+    if (this.next >= N) this.twist();
+    let y = this.state[this.next++];
+    y ^= y >>> 11;
+    y ^= (y << 7) & 0x9d2c5680;
+    y ^= (y << 15) & 0xefc60000;
+    y ^= y >>> 18;
+    return y >>> 0;
+  }
+
+  /** Fills `out` with successive outputs; same stream as calling nextUint32 `out.length` times. */
+  fillUint32(out: Uint32Array): void {
+    this.fillMapped(out, 0, out.length, 0xffffffff, 1);
+  }
+
+  /**
+   * Writes ((output & mask) * scale) to out[start..end) for successive outputs: one pass for the common
+   * "keep some bits and scale" conversions (torch's float uniform is mask 0xffffff, scale 2^-24).
+   */
+  fillMapped(out: Uint32Array | Float32Array | Float64Array, start: number, end: number, mask: number, scale: number): void {
+    const s = this.state;
+    let i = start;
+    while (i < end) {
+      if (this.next >= N) this.twist();
+      const stop = Math.min(end, i + (N - this.next));
+      let k = this.next;
+      for (; i < stop; i++) {
+        let y = s[k++];
+        y ^= y >>> 11;
+        y ^= (y << 7) & 0x9d2c5680;
+        y ^= (y << 15) & 0xefc60000;
+        y ^= y >>> 18;
+        out[i] = ((y & mask) >>> 0) * scale;
+      }
+      this.next = k;
+    }
+  }
+
+  /** An independent copy with the same position in the stream. */
+  clone(): Mt19937 {
+    const copy = new Mt19937(0);
+    copy.state.set(this.state);
+    copy.next = this.next;
+    return copy;
+  }
+
+  /** Regenerates all 624 words (the reference "next_state" step). */
+  private twist(): void {
+    const s = this.state;
+    let k = 0;
+    for (; k < N - M; k++) {
+      const y = (s[k] & UPPER_MASK) | (s[k + 1] & LOWER_MASK);
+      s[k] = s[k + M] ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
+    }
+    for (; k < N - 1; k++) {
+      const y = (s[k] & UPPER_MASK) | (s[k + 1] & LOWER_MASK);
+      s[k] = s[k + M - N] ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
+    }
+    const y = (s[N - 1] & UPPER_MASK) | (s[0] & LOWER_MASK);
+    s[N - 1] = s[M - 1] ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
+    this.next = 0;
+  }
+}

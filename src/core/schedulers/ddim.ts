@@ -1,0 +1,115 @@
+/**
+ * DDIM (diffusers DDIMScheduler, eta = 0, deterministic): sample = sqrt(abar) x0 + sqrt(1 - abar) eps.
+ * As in diffusers, the previous timestep is always t - num_train_timesteps // numSteps, whatever the
+ * spacing, and a negative one uses final_alpha_cumprod (1 with set_alpha_to_one, else abar_0).
+ */
+import type { ConfigReader } from './config.ts';
+import { checkIndex, checkStep, initialState } from './common.ts';
+import { alphasCumprod, readNoiseSchedule } from './noise-schedule.ts';
+import { f32, roundHalfEven, sqrt32 } from './numeric.ts';
+import {
+  TIMESTEP_SPACINGS,
+  checkNumSteps,
+  checkTimestepRange,
+  leadingDescending,
+  linspaceDescending,
+  trailingDescending,
+} from './spacing.ts';
+import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
+
+/**
+ * Integer timesteps of the DDPM-type classes (DDIM, and PNDM in reverse), descending. `linspace`
+ * rounds half to even as NumPy does.
+ */
+export function integerTimesteps(reader: ConfigReader, numTrain: number, numSteps: number): number[] {
+  const spacing = reader.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
+  const offset = reader.integer('steps_offset', 0);
+  let ts: number[];
+  if (spacing === 'linspace') ts = linspaceDescending(numTrain - 1, numSteps).map(roundHalfEven);
+  else if (spacing === 'leading') ts = leadingDescending(numTrain, numSteps, offset);
+  else ts = trailingDescending(numTrain, numTrain, numSteps);
+  checkTimestepRange(ts, numTrain);
+  return ts;
+}
+
+export class DdimScheduler implements Scheduler {
+  readonly name = 'ddim';
+  readonly predictionType: PredictionType;
+  readonly timesteps: readonly number[];
+  readonly numSteps: number;
+  readonly initNoiseSigma = 1;
+  /** float32 alphas_cumprod over the training timesteps. */
+  readonly alphasCumprod: Float64Array;
+  readonly finalAlphaCumprod: number;
+  private readonly stride: number;
+  private readonly clipRange: number | null;
+
+  constructor(reader: ConfigReader, numSteps: number) {
+    this.predictionType = reader.oneOf('prediction_type', ['epsilon', 'sample', 'v_prediction']);
+    reader.unsupportedFlag('thresholding');
+    const noise = readNoiseSchedule(reader, true);
+    const n = noise.numTrainTimesteps;
+    checkNumSteps(numSteps, n);
+    this.alphasCumprod = alphasCumprod(noise);
+    this.finalAlphaCumprod = reader.boolean('set_alpha_to_one') ? 1 : this.alphasCumprod[0]!;
+    this.clipRange = reader.boolean('clip_sample')
+      ? reader.number('clip_sample_range', (v) => Number.isFinite(v) && v > 0, 'a positive number')
+      : null;
+    this.timesteps = integerTimesteps(reader, n, numSteps);
+    this.numSteps = numSteps;
+    this.stride = Math.floor(n / numSteps);
+  }
+
+  initialState(): SchedulerState {
+    return initialState();
+  }
+
+  inputScale(stepIndex: number): number {
+    checkIndex(this.name, stepIndex, this.numSteps);
+    return 1;
+  }
+
+  private abarAt(t: number): number {
+    return t >= 0 ? this.alphasCumprod[t]! : this.finalAlphaCumprod;
+  }
+
+  noiseLevel(stepIndex: number): { alpha: number; sigma: number } {
+    checkIndex(this.name, stepIndex, this.numSteps);
+    const t =
+      stepIndex < this.numSteps ? this.timesteps[stepIndex]! : this.timesteps[this.numSteps - 1]! - this.stride;
+    const a = this.abarAt(t);
+    return { alpha: sqrt32(a), sigma: sqrt32(f32(1 - a)) };
+  }
+
+  step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
+    const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
+    const t = this.timesteps[k]!;
+    const a = this.abarAt(t);
+    const aPrev = this.abarAt(t - this.stride);
+    const sa = sqrt32(a);
+    const sb = sqrt32(f32(1 - a));
+    const saPrev = sqrt32(aPrev);
+    const direction = sqrt32(f32(1 - aPrev));
+    const clip = this.clipRange;
+    const prev = new Float32Array(sample.length);
+    for (let i = 0; i < prev.length; i++) {
+      const s = sample[i]!;
+      const m = modelOutput[i]!;
+      let x0: number;
+      let eps: number;
+      if (this.predictionType === 'epsilon') {
+        x0 = (s - sb * m) / sa;
+        eps = m;
+      } else if (this.predictionType === 'sample') {
+        x0 = m;
+        eps = (s - sa * x0) / sb;
+      } else {
+        x0 = sa * s - sb * m;
+        eps = sa * m + sb * s;
+      }
+      if (clip !== null) x0 = Math.min(Math.max(x0, -clip), clip);
+      prev[i] = saPrev * x0 + direction * eps;
+    }
+    return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
+  }
+}

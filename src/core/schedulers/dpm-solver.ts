@@ -1,0 +1,189 @@
+/**
+ * DPM-Solver++ multistep (diffusers DPMSolverMultistepScheduler, algorithm_type "dpmsolver++",
+ * solver_order 1 or 2, solver_type midpoint or heun): the "DPM++ 2M" sampler. The sample lives in
+ * DDPM space (sample = alpha_t x0 + sigma_t eps, init noise sigma 1, no input scaling); the solver
+ * works on x0 predictions and log-SNR lambda = log(alpha_t / sigma_t).
+ *
+ * State: history = the previous x0 predictions (newest last, at most solver_order), extra.lowerOrderNums
+ * = how many steps have been taken, capped at solver_order (diffusers' lower_order_nums).
+ */
+import { invalidArgument } from '../errors.ts';
+import type { ConfigReader } from './config.ts';
+import { checkIndex, checkStep, initialState } from './common.ts';
+import { alphasCumprod, readNoiseSchedule, trainingSigmas } from './noise-schedule.ts';
+import { exp32, f32, log32, roundHalfEven, sqrt32 } from './numeric.ts';
+import { optionalPositive } from './sigma-schedule.ts';
+import { karrasSigmas, sigmaToT } from './sigmas.ts';
+import {
+  TIMESTEP_SPACINGS,
+  checkNumSteps,
+  checkTimestepRange,
+  leadingDescending,
+  linspaceDescending,
+  trailingDescending,
+} from './spacing.ts';
+import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
+
+/** diffusers' _sigma_to_alpha_sigma_t in float32: alpha = 1 / sqrt(sigma^2 + 1), sigma_t = sigma alpha. */
+export function alphaSigma(sigma: number): { alpha: number; sigma: number } {
+  const alpha = f32(1 / sqrt32(f32(f32(sigma * sigma) + 1)));
+  return { alpha, sigma: f32(sigma * alpha) };
+}
+
+function lambdaOf(p: { alpha: number; sigma: number }): number {
+  return f32(log32(p.alpha) - log32(p.sigma));
+}
+
+export class DpmSolverMultistepScheduler implements Scheduler {
+  readonly name = 'dpmpp-2m';
+  readonly predictionType: PredictionType;
+  readonly timesteps: readonly number[];
+  readonly numSteps: number;
+  readonly initNoiseSigma = 1;
+  /** float32 sigmas (sqrt((1 - abar) / abar) at each step), numSteps + 1 values. */
+  readonly sigmas: Float64Array;
+  readonly solverOrder: 1 | 2;
+  readonly solverType: 'midpoint' | 'heun';
+  private readonly lowerOrderFinal: boolean;
+  private readonly eulerAtFinal: boolean;
+  private readonly finalSigmaZero: boolean;
+
+  constructor(reader: ConfigReader, numSteps: number) {
+    this.predictionType = reader.oneOf('prediction_type', ['epsilon', 'sample', 'v_prediction']);
+    reader.oneOf('algorithm_type', ['dpmsolver++']);
+    const order = reader.raw('solver_order');
+    if (order !== 1 && order !== 2) {
+      throw invalidArgument(
+        'scheduler config solver_order',
+        '1 or 2 (for dpmpp-2m)',
+        order,
+        'Set solver_order to 2 in scheduler/scheduler_config.json.',
+      );
+    }
+    this.solverOrder = order;
+    // diffusers maps the UniPC / DEIS solver types to midpoint.
+    const type = reader.oneOf('solver_type', ['midpoint', 'heun', 'logrho', 'bh1', 'bh2']);
+    this.solverType = type === 'heun' ? 'heun' : 'midpoint';
+    reader.unsupportedFlag('thresholding');
+    reader.unsupportedFlag('use_exponential_sigmas');
+    reader.unsupportedFlag('use_beta_sigmas');
+    reader.unsupportedFlag('use_lu_lambdas');
+    reader.unsupportedFlag('use_flow_sigmas');
+    reader.unsupportedFlag('use_dynamic_shifting');
+    const variance = reader.raw('variance_type');
+    if (variance !== undefined && variance !== null) {
+      throw invalidArgument('scheduler config variance_type', 'null (learned variance is not implemented)', variance);
+    }
+    const clipped = reader.raw('lambda_min_clipped');
+    if (clipped !== undefined && clipped !== null && clipped !== -Infinity) {
+      throw invalidArgument('scheduler config lambda_min_clipped', 'null or -Infinity (no clipping)', clipped);
+    }
+    this.lowerOrderFinal = reader.boolean('lower_order_final');
+    this.eulerAtFinal = reader.boolean('euler_at_final');
+    this.finalSigmaZero = reader.oneOf('final_sigmas_type', ['zero', 'sigma_min']) === 'zero';
+
+    const noise = readNoiseSchedule(reader, true);
+    const n = noise.numTrainTimesteps;
+    checkNumSteps(numSteps, n);
+    const abar = alphasCumprod(noise);
+    if (noise.rescaleBetasZeroSnr) abar[n - 1] = 2 ** -24;
+    const train = trainingSigmas(abar);
+
+    const spacing = reader.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
+    const offset = reader.integer('steps_offset', 0);
+    let timesteps: number[];
+    if (spacing === 'linspace') timesteps = linspaceDescending(n - 1, numSteps + 1).map(roundHalfEven).slice(0, -1);
+    else if (spacing === 'leading') timesteps = leadingDescending(n, numSteps + 1, offset).slice(0, -1); // ratio n // (steps + 1)
+    else timesteps = trailingDescending(n, n, numSteps);
+    checkTimestepRange(timesteps, n);
+
+    let sig: number[];
+    if (reader.boolean('use_karras_sigmas')) {
+      const lo = optionalPositive(reader, 'sigma_min') ?? train[0]!;
+      const hi = optionalPositive(reader, 'sigma_max') ?? train[n - 1]!;
+      sig = karrasSigmas(lo, hi, numSteps);
+      const logSigmas = train.map(log32);
+      const cosine = noise.betaSchedule === 'squaredcos_cap_v2';
+      // Rounded (half to even) except for squaredcos_cap_v2, where torch's int64 cast truncates.
+      timesteps = sig.map((s) => sigmaToT(s, logSigmas)).map((t) => (cosine ? Math.trunc(t) : roundHalfEven(t)));
+    } else {
+      sig = timesteps.map((t) => train[t]!);
+    }
+    const last = this.finalSigmaZero ? 0 : train[0]!;
+    this.sigmas = Float64Array.from([...sig, last], f32);
+    this.timesteps = timesteps;
+    this.numSteps = timesteps.length;
+  }
+
+  initialState(): SchedulerState {
+    return { ...initialState(), extra: { lowerOrderNums: 0 } };
+  }
+
+  inputScale(stepIndex: number): number {
+    checkIndex(this.name, stepIndex, this.numSteps);
+    return 1;
+  }
+
+  noiseLevel(stepIndex: number): { alpha: number; sigma: number } {
+    checkIndex(this.name, stepIndex, this.numSteps);
+    return alphaSigma(this.sigmas[stepIndex]!);
+  }
+
+  /** diffusers' convert_model_output for dpmsolver++: the x0 prediction, stored as float32. */
+  private x0(k: number, modelOutput: Float32Array, sample: Float32Array): Float32Array {
+    const { alpha, sigma } = alphaSigma(this.sigmas[k]!);
+    const out = new Float32Array(sample.length);
+    if (this.predictionType === 'epsilon') {
+      for (let i = 0; i < out.length; i++) out[i] = (sample[i]! - sigma * modelOutput[i]!) / alpha;
+    } else if (this.predictionType === 'v_prediction') {
+      for (let i = 0; i < out.length; i++) out[i] = alpha * sample[i]! - sigma * modelOutput[i]!;
+    } else {
+      out.set(modelOutput);
+    }
+    return out;
+  }
+
+  step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
+    const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
+    const lowerOrderNums = state.extra?.lowerOrderNums ?? 0;
+    const n = this.numSteps;
+    const lowerOrderFinal =
+      k === n - 1 && (this.eulerAtFinal || (this.lowerOrderFinal && n < 15) || this.finalSigmaZero);
+    const x0 = this.x0(k, modelOutput, sample);
+    const outputs = [...state.history, x0].slice(-this.solverOrder) as Float32Array[];
+
+    const t = alphaSigma(this.sigmas[k + 1]!);
+    const s0 = alphaSigma(this.sigmas[k]!);
+    const lambdaT = lambdaOf(t);
+    const lambdaS0 = lambdaOf(s0);
+    const h = f32(lambdaT - lambdaS0);
+    const ratio = f32(t.sigma / s0.sigma);
+    const expm1 = f32(exp32(-h) - 1);
+    const c0 = f32(t.alpha * expm1);
+    const prev = new Float32Array(sample.length);
+
+    if (this.solverOrder === 1 || lowerOrderNums < 1 || lowerOrderFinal) {
+      for (let i = 0; i < prev.length; i++) prev[i] = ratio * sample[i]! - c0 * x0[i]!;
+    } else {
+      const s1 = alphaSigma(this.sigmas[k - 1]!);
+      const h0 = f32(lambdaS0 - lambdaOf(s1));
+      const invR0 = f32(1 / f32(h0 / h));
+      const m0 = outputs[outputs.length - 1]!;
+      const m1 = outputs[outputs.length - 2]!;
+      const c1 = this.solverType === 'midpoint' ? f32(0.5 * c0) : -f32(t.alpha * f32(f32(expm1 / h) + 1));
+      for (let i = 0; i < prev.length; i++) {
+        const d1 = invR0 * (m0[i]! - m1[i]!);
+        prev[i] = ratio * sample[i]! - c0 * m0[i]! - c1 * d1;
+      }
+    }
+    return {
+      prevSample: prev,
+      state: {
+        stepIndex: k + 1,
+        history: outputs,
+        extra: { lowerOrderNums: Math.min(lowerOrderNums + 1, this.solverOrder) },
+      },
+    };
+  }
+}
+

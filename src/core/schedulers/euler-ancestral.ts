@@ -1,0 +1,75 @@
+/**
+ * Euler ancestral (diffusers EulerAncestralDiscreteScheduler): an Euler step down to sigma_down, then
+ * fresh noise of standard deviation sigma_up, with sigma_down^2 + sigma_up^2 = sigma_next^2.
+ * The noise is rng.randn([n]) each step, as diffusers' randn_tensor(model_output.shape).
+ */
+import type { RandomSource } from '../random/types.ts';
+import type { ConfigReader } from './config.ts';
+import { checkIndex, checkStep, drawNoise, initialState } from './common.ts';
+import { sigmaSpaceX0 } from './euler.ts';
+import { f32, sqrt32 } from './numeric.ts';
+import { buildSigmaSchedule, sigmaInputScale } from './sigma-schedule.ts';
+import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
+
+export class EulerAncestralScheduler implements Scheduler {
+  readonly name = 'euler-ancestral';
+  readonly predictionType: PredictionType;
+  readonly timesteps: readonly number[];
+  readonly numSteps: number;
+  readonly initNoiseSigma: number;
+  readonly sigmas: Float64Array;
+
+  constructor(reader: ConfigReader, numSteps: number) {
+    this.predictionType = reader.oneOf('prediction_type', ['epsilon', 'v_prediction']);
+    const plan = buildSigmaSchedule(reader, numSteps, {
+      karras: false,
+      karrasRangeFromConfig: false,
+      finalSigmasType: false,
+      rescale: true,
+    });
+    this.timesteps = plan.timesteps;
+    this.numSteps = numSteps;
+    this.sigmas = plan.sigmas;
+    this.initNoiseSigma = plan.initNoiseSigma;
+  }
+
+  initialState(): SchedulerState {
+    return initialState();
+  }
+
+  inputScale(stepIndex: number): number {
+    checkIndex(this.name, stepIndex, this.numSteps);
+    return sigmaInputScale(this.sigmas[stepIndex]!);
+  }
+
+  noiseLevel(stepIndex: number): { alpha: number; sigma: number } {
+    checkIndex(this.name, stepIndex, this.numSteps);
+    return { alpha: 1, sigma: this.sigmas[stepIndex]! };
+  }
+
+  /** sigma_up and sigma_down of step k, in float32 as diffusers computes them. */
+  ancestralSigmas(k: number): { up: number; down: number } {
+    const from = this.sigmas[k]!;
+    const to = this.sigmas[k + 1]!;
+    const from2 = f32(from * from);
+    const to2 = f32(to * to);
+    const up = sqrt32(f32(f32(to2 * f32(from2 - to2)) / from2));
+    const down = sqrt32(f32(to2 - f32(up * up)));
+    return { up, down };
+  }
+
+  step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array, rng?: RandomSource): StepResult {
+    const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
+    const sigma = this.sigmas[k]!;
+    const { up, down } = this.ancestralSigmas(k);
+    const dt = f32(down - sigma);
+    const x0 = sigmaSpaceX0(this.predictionType, sigma, modelOutput, sample);
+    const noise = drawNoise(this.name, rng, sample.length);
+    const prev = new Float32Array(sample.length);
+    for (let i = 0; i < prev.length; i++) {
+      const s = sample[i]!;
+      prev[i] = s + ((s - x0[i]!) / sigma) * dt + noise[i]! * up;
+    }
+    return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
+  }
+}

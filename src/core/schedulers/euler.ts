@@ -1,0 +1,87 @@
+/**
+ * Euler discrete (diffusers EulerDiscreteScheduler with s_churn = 0; Karras et al. 2022, Algorithm 2):
+ * x_{k+1} = x_k + (x_k - x0) / sigma_k * (sigma_{k+1} - sigma_k).
+ */
+import type { ConfigReader } from './config.ts';
+import { checkIndex, checkStep, initialState } from './common.ts';
+import { f32, sqrt32 } from './numeric.ts';
+import { buildSigmaSchedule, sigmaInputScale, type SigmaSchedule } from './sigma-schedule.ts';
+import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
+
+/**
+ * x0 prediction in sigma space for a step at `sigma`, per prediction type; float32 scalar
+ * coefficients, float64 element arithmetic.
+ */
+export function sigmaSpaceX0(
+  prediction: PredictionType,
+  sigma: number,
+  modelOutput: Float32Array,
+  sample: Float32Array,
+): Float64Array {
+  const n = sample.length;
+  const x0 = new Float64Array(n);
+  if (prediction === 'epsilon') {
+    for (let i = 0; i < n; i++) x0[i] = sample[i]! - sigma * modelOutput[i]!;
+  } else if (prediction === 'v_prediction') {
+    // x0 = -sigma / sqrt(sigma^2 + 1) * v + x / (sigma^2 + 1)
+    const s2p1 = f32(f32(sigma * sigma) + 1);
+    const cOut = f32(-sigma / sqrt32(s2p1));
+    for (let i = 0; i < n; i++) x0[i] = modelOutput[i]! * cOut + sample[i]! / s2p1;
+  } else {
+    for (let i = 0; i < n; i++) x0[i] = modelOutput[i]!;
+  }
+  return x0;
+}
+
+export class EulerScheduler implements Scheduler {
+  readonly name = 'euler';
+  readonly predictionType: PredictionType;
+  readonly timesteps: readonly number[];
+  readonly numSteps: number;
+  readonly initNoiseSigma: number;
+  /** float32 sigmas, numSteps + 1 values. */
+  readonly sigmas: Float64Array;
+
+  constructor(reader: ConfigReader, numSteps: number) {
+    this.predictionType = reader.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample']);
+    reader.oneOf('interpolation_type', ['linear']);
+    if (this.predictionType === 'v_prediction') reader.oneOf('timestep_type', ['discrete']);
+    const plan: SigmaSchedule = buildSigmaSchedule(reader, numSteps, {
+      karras: true,
+      karrasRangeFromConfig: true,
+      finalSigmasType: true,
+      rescale: true,
+    });
+    this.timesteps = plan.timesteps;
+    this.numSteps = numSteps;
+    this.sigmas = plan.sigmas;
+    this.initNoiseSigma = plan.initNoiseSigma;
+  }
+
+  initialState(): SchedulerState {
+    return initialState();
+  }
+
+  inputScale(stepIndex: number): number {
+    checkIndex(this.name, stepIndex, this.numSteps);
+    return sigmaInputScale(this.sigmas[stepIndex]!);
+  }
+
+  noiseLevel(stepIndex: number): { alpha: number; sigma: number } {
+    checkIndex(this.name, stepIndex, this.numSteps);
+    return { alpha: 1, sigma: this.sigmas[stepIndex]! };
+  }
+
+  step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
+    const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
+    const sigma = this.sigmas[k]!;
+    const dt = f32(this.sigmas[k + 1]! - sigma);
+    const x0 = sigmaSpaceX0(this.predictionType, sigma, modelOutput, sample);
+    const prev = new Float32Array(sample.length);
+    for (let i = 0; i < prev.length; i++) {
+      const s = sample[i]!;
+      prev[i] = s + ((s - x0[i]!) / sigma) * dt;
+    }
+    return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
+  }
+}

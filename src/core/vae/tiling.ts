@@ -1,0 +1,103 @@
+/**
+ * Tiled VAE decoding, planned apart from running: tiles over the latent with overlap, and separable linear blend
+ * weights normalised per axis so they sum to exactly 1 at every pixel: overlaps blend without seams and no
+ * weight canvas is needed. Peak model memory is bounded by the tile. Portable: no Node APIs.
+ */
+import { invalidArgument } from '../errors.ts';
+
+export interface TileOptions {
+  /** Tile size in latent pixels (default 64, i.e. 512 px). */
+  tileSize: number;
+  /** Overlap between neighbouring tiles in latent pixels (default 16). */
+  overlap: number;
+}
+
+export const DEFAULT_TILE_OPTIONS: TileOptions = { tileSize: 64, overlap: 16 };
+
+export interface AxisTile {
+  start: number;
+  end: number;
+}
+
+export interface Tile {
+  y: AxisTile;
+  x: AxisTile;
+}
+
+export function validateTileOptions(o: TileOptions): void {
+  if (!Number.isInteger(o.tileSize) || o.tileSize < 8) throw invalidArgument('vaeTileSize', 'an integer >= 8 (latent pixels)', o.tileSize);
+  if (!Number.isInteger(o.overlap) || o.overlap < 0 || o.overlap * 2 > o.tileSize) {
+    throw invalidArgument('vaeTileOverlap', `an integer in [0, ${Math.floor(o.tileSize / 2)}] (at most half the tile)`, o.overlap);
+  }
+}
+
+/** Tile positions along one axis: stride tileSize - overlap, the last aligned to the end. */
+export function planAxis(size: number, tileSize: number, overlap: number): AxisTile[] {
+  if (size <= tileSize) return [{ start: 0, end: size }];
+  const stride = tileSize - overlap;
+  const tiles: AxisTile[] = [];
+  for (let s = 0; ; s += stride) {
+    if (s + tileSize >= size) {
+      tiles.push({ start: size - tileSize, end: size });
+      break;
+    }
+    tiles.push({ start: s, end: s + tileSize });
+  }
+  return tiles;
+}
+
+export function planTiles(height: number, width: number, o: TileOptions): Tile[] {
+  validateTileOptions(o);
+  const ys = planAxis(height, o.tileSize, o.overlap);
+  const xs = planAxis(width, o.tileSize, o.overlap);
+  const tiles: Tile[] = [];
+  for (const y of ys) for (const x of xs) tiles.push({ y, x });
+  return tiles;
+}
+
+/**
+ * Blend weights of every tile along one axis, in output pixels (scale = output px per latent px). Each tile ramps
+ * linearly over `overlap` latent px at its inner edges (not at the image border); the weights are then divided by
+ * their sum at each position, so they sum to exactly 1 however the tiles overlap.
+ */
+export function axisWeights(tiles: AxisTile[], size: number, overlap: number, scale: number): Float32Array[] {
+  const ramp = Math.max(1, overlap * scale);
+  const total = new Float64Array(size * scale);
+  const raw = tiles.map((t) => {
+    const a = t.start * scale;
+    const b = t.end * scale;
+    const w = new Float32Array(b - a);
+    for (let p = a; p < b; p++) {
+      let v = 1;
+      if (t.start > 0) v = Math.min(v, (p - a + 0.5) / ramp);
+      if (t.end < size) v = Math.min(v, (b - p - 0.5) / ramp);
+      w[p - a] = v;
+      total[p] += v;
+    }
+    return w;
+  });
+  raw.forEach((w, i) => {
+    const a = tiles[i]!.start * scale;
+    for (let k = 0; k < w.length; k++) w[k] = w[k]! / total[a + k]!;
+  });
+  return raw;
+}
+
+/** Accumulates a decoded tile [3, th, tw] into the canvas [3, H, W] with its blend weights. */
+export function blendTile(
+  canvas: Float32Array, height: number, width: number,
+  tileData: Float32Array, tile: Tile, wy: Float32Array, wx: Float32Array, scale: number,
+): void {
+  const y0 = tile.y.start * scale;
+  const x0 = tile.x.start * scale;
+  const th = wy.length;
+  const tw = wx.length;
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < th; y++) {
+      const wyv = wy[y]!;
+      const src = (c * th + y) * tw;
+      const dst = (c * height + y0 + y) * width + x0;
+      for (let x = 0; x < tw; x++) canvas[dst + x]! += tileData[src + x]! * wyv * wx[x]!;
+    }
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Encoding and writing images: PNG (parameters in iTXt chunks), JPEG and WebP (parameters in XMP), chosen by the
+ * file extension. Writes are atomic: the bytes go to a temporary file in the same folder, then a rename; a failed
+ * or interrupted run leaves no partial file.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import sharp from 'sharp';
+import { AsgdError } from '../../core/errors.ts';
+import type { RgbImage } from '../../core/image.ts';
+import { JSON_KEY, TEXT_KEY, formatParametersText, parseMetadataJson, type GenerationMetadata } from '../../core/metadata.ts';
+import { addPngTextChunks, readPngTextChunks } from '../../core/png-chunks.ts';
+
+export type ImageFormat = 'png' | 'jpeg' | 'webp';
+
+export function formatFromPath(file: string): ImageFormat {
+  const ext = path.extname(file).toLowerCase();
+  if (ext === '.png') return 'png';
+  if (ext === '.jpg' || ext === '.jpeg') return 'jpeg';
+  if (ext === '.webp') return 'webp';
+  throw new AsgdError('Unsupported output file type', {
+    kind: 'invalid-argument', parameter: 'output', expected: '.png, .jpg, .jpeg or .webp', received: ext || 'no extension',
+    hint: 'Name the output file with one of these extensions',
+  });
+}
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+function xmpPacket(meta: GenerationMetadata): string {
+  return (
+    '<?xpacket begin="\uFEFF" id="W5M0MpCehiHzreSzNTczkc9d"?>' +
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">' +
+    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:asgd="https://asgdiffusion.dev/ns/1.0/">' +
+    `<dc:description><rdf:Alt><rdf:li xml:lang="x-default">${escapeXml(formatParametersText(meta))}</rdf:li></rdf:Alt></dc:description>` +
+    `<asgd:${JSON_KEY}>${escapeXml(JSON.stringify(meta))}</asgd:${JSON_KEY}>` +
+    '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+  );
+}
+
+export async function encodeImage(img: RgbImage, format: ImageFormat, meta?: GenerationMetadata): Promise<Uint8Array> {
+  const base = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), {
+    raw: { width: img.width, height: img.height, channels: 3 },
+    limitInputPixels: false,
+  });
+  if (format === 'png') {
+    const png = new Uint8Array(await base.png({ compressionLevel: 6, adaptiveFiltering: true }).toBuffer());
+    if (!meta) return png;
+    return addPngTextChunks(png, { [TEXT_KEY]: formatParametersText(meta), [JSON_KEY]: JSON.stringify(meta) });
+  }
+  const withMeta = meta ? base.withXmp(xmpPacket(meta)) : base;
+  const out = format === 'jpeg' ? withMeta.jpeg({ quality: 92, chromaSubsampling: '4:4:4' }) : withMeta.webp({ quality: 92 });
+  return new Uint8Array(await out.toBuffer());
+}
+
+/** Checks before any work: the folder exists and is writable, the file is absent unless overwrite. */
+export function checkOutputPath(file: string, overwrite: boolean): void {
+  formatFromPath(file);
+  const abs = path.resolve(file);
+  const dir = path.dirname(abs);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new AsgdError(`The output folder does not exist: ${dir}`, { kind: 'output', parameter: 'output', hint: 'Create the folder first or choose another path' });
+  }
+  if (!st.isDirectory()) throw new AsgdError(`The output folder is not a folder: ${dir}`, { kind: 'output', parameter: 'output', hint: 'Choose another path' });
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch {
+    throw new AsgdError(`The output folder is not writable: ${dir}`, { kind: 'output', parameter: 'output', hint: 'Choose a folder you can write to' });
+  }
+  if (fs.existsSync(abs)) {
+    if (fs.statSync(abs).isDirectory()) throw new AsgdError(`The output path is a folder: ${abs}`, { kind: 'output', parameter: 'output', hint: 'Give a file name such as out.png' });
+    if (!overwrite) throw new AsgdError(`The output file already exists: ${abs}`, { kind: 'output', parameter: 'output', hint: 'Pass --overwrite (API: overwrite: true) to replace it, or choose another name' });
+  }
+}
+
+/** Atomic write: temp file in the same folder, fsync, rename. Never leaves a partial file behind. */
+export function writeFileAtomic(file: string, bytes: Uint8Array, overwrite: boolean): void {
+  checkOutputPath(file, overwrite);
+  const abs = path.resolve(file);
+  const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.${process.pid}.${Date.now()}.tmp`);
+  try {
+    const fd = fs.openSync(tmp, 'wx');
+    try {
+      fs.writeSync(fd, bytes);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (!overwrite && fs.existsSync(abs)) {
+      throw new AsgdError(`The output file already exists: ${abs}`, { kind: 'output', parameter: 'output', hint: 'Pass --overwrite to replace it' });
+    }
+    fs.renameSync(tmp, abs);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    if (err instanceof AsgdError) throw err;
+    throw new AsgdError(`Cannot write ${abs}: ${(err as Error).message}`, { kind: 'output', parameter: 'output', hint: 'Check the disk space and permissions', cause: err });
+  }
+}
+
+export async function saveImage(file: string, img: RgbImage, meta: GenerationMetadata | undefined, overwrite = false): Promise<void> {
+  const bytes = await encodeImage(img, formatFromPath(file), meta);
+  writeFileAtomic(file, bytes, overwrite);
+}
+
+/** Reads the generation metadata embedded by saveImage (PNG text chunks, or XMP in JPEG/WebP). */
+export async function readImageMetadata(file: string): Promise<{ metadata?: GenerationMetadata; parameters?: string }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(fs.readFileSync(file));
+  } catch (err) {
+    throw new AsgdError(`Cannot read image ${file}`, { kind: 'invalid-argument', parameter: 'image', hint: 'Check the path', cause: err });
+  }
+  if (bytes[0] === 0x89 && bytes[1] === 0x50) {
+    const text = readPngTextChunks(bytes);
+    return { metadata: text[JSON_KEY] ? parseMetadataJson(text[JSON_KEY]) : undefined, parameters: text[TEXT_KEY] };
+  }
+  const info = await sharp(bytes).metadata();
+  const xmp = info.xmp?.toString('utf8');
+  if (!xmp) return {};
+  const unescape = (s: string) => s.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+  const json = new RegExp(`<asgd:${JSON_KEY}>([\\s\\S]*?)</asgd:${JSON_KEY}>`).exec(xmp)?.[1];
+  const desc = /<rdf:li[^>]*>([\s\S]*?)<\/rdf:li>/.exec(xmp)?.[1];
+  return { metadata: json ? parseMetadataJson(unescape(json)) : undefined, parameters: desc ? unescape(desc) : undefined };
+}

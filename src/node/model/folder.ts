@@ -1,0 +1,219 @@
+/**
+ * Reads a diffusers/optimum ONNX model folder (or the older flat layout) into a ModelSpec: a plain, serialisable
+ * description of where each component lives and what its configs say. Sessions are created later, by path, inside
+ * the device workers.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { AsgdError } from '../../core/errors.ts';
+import type { SchedulerConfig } from '../../core/schedulers/types.ts';
+import type { TokenizerFiles } from '../../core/text/clip-tokenizer.ts';
+
+export type ModelFamily = 'sd' | 'sdxl';
+export type ModelLayout = 'optimum' | 'flat';
+
+export interface ComponentPaths {
+  textEncoder: string;
+  textEncoder2?: string;
+  unet: string;
+  vaeDecoder: string;
+  vaeEncoder?: string;
+}
+
+export interface ModelSpec {
+  dir: string;
+  layout: ModelLayout;
+  family: ModelFamily;
+  className: string;
+  paths: ComponentPaths;
+  schedulerConfig: SchedulerConfig;
+  vae: { scalingFactor: number; forceUpcast: boolean };
+  /** Native latent size from unet/config.json sample_size (or the static sample shape), if known. */
+  unetSampleSize?: number;
+  tokenizer: TokenizerFiles;
+  tokenizer2?: TokenizerFiles;
+  /** Config values the loader fell back on, for `asgd info`. */
+  notes: string[];
+}
+
+function modelError(message: string, parameter: string, hint: string, cause?: unknown): AsgdError {
+  return new AsgdError(message, { kind: 'model', parameter, hint, cause });
+}
+
+function readJson(file: string, label: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw modelError(`Cannot read ${label} (${file})`, label, 'Check that the file exists and is readable', err);
+  }
+  try {
+    const value = JSON.parse(text) as unknown;
+    if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object');
+    return value as Record<string, unknown>;
+  } catch (err) {
+    throw modelError(`${label} is not valid JSON (${file})`, label, 'Re-export the model or fix the file', err);
+  }
+}
+
+function readJsonIfExists(file: string, label: string): Record<string, unknown> | undefined {
+  return fs.existsSync(file) ? readJson(file, label) : undefined;
+}
+
+/** First existing candidate, relative to dir. */
+function findFile(dir: string, candidates: string[]): string | undefined {
+  for (const c of candidates) {
+    const p = path.join(dir, c);
+    if (fs.existsSync(p) && fs.statSync(p).isFile()) return p;
+  }
+  return undefined;
+}
+
+export function readTokenizerFiles(dir: string, label: string): TokenizerFiles {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+    throw modelError(`The model has no ${label} folder (${dir})`, label, 'Re-export the model with optimum-cli, which writes it');
+  }
+  const files: TokenizerFiles = {};
+  const vocab = path.join(dir, 'vocab.json');
+  const merges = path.join(dir, 'merges.txt');
+  const tokJson = path.join(dir, 'tokenizer.json');
+  if (fs.existsSync(vocab) && fs.existsSync(merges)) {
+    files.vocab = readJson(vocab, `${label}/vocab.json`) as Record<string, number>;
+    files.merges = fs.readFileSync(merges, 'utf8');
+  } else if (fs.existsSync(tokJson)) {
+    files.tokenizerJson = readJson(tokJson, `${label}/tokenizer.json`);
+  } else {
+    throw modelError(
+      `The ${label} folder has neither vocab.json + merges.txt nor tokenizer.json (${dir})`,
+      label,
+      'Re-export the model with optimum-cli, which writes the tokenizer files',
+    );
+  }
+  files.tokenizerConfig = readJsonIfExists(path.join(dir, 'tokenizer_config.json'), `${label}/tokenizer_config.json`);
+  files.specialTokensMap = readJsonIfExists(path.join(dir, 'special_tokens_map.json'), `${label}/special_tokens_map.json`);
+  return files;
+}
+
+export function readModelFolder(dir: string): ModelSpec {
+  const abs = path.resolve(dir);
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(abs);
+  } catch (err) {
+    throw modelError(
+      `Model folder not found: ${abs}`,
+      'model',
+      'Pass the folder written by `optimum-cli export onnx --model <id> <folder>` (or run `npm run fixtures` for the built-in test model)',
+      err,
+    );
+  }
+  if (!stat.isDirectory()) {
+    throw modelError(`The model path is not a folder: ${abs}`, 'model', 'Pass the export folder, not a file inside it');
+  }
+  try {
+    fs.accessSync(abs, fs.constants.R_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw modelError(`The model folder is not readable: ${abs}`, 'model', 'Check its permissions', err);
+  }
+
+  const notes: string[] = [];
+  const indexFile = path.join(abs, 'model_index.json');
+  const modelIndex = readJsonIfExists(indexFile, 'model_index.json');
+  const className = typeof modelIndex?.['_class_name'] === 'string' ? (modelIndex['_class_name'] as string) : '';
+  if (!modelIndex) notes.push('no model_index.json: family guessed from the files');
+
+  const optimumUnet = findFile(abs, ['unet/model.onnx']);
+  const flatUnet = findFile(abs, ['unet.onnx']);
+  let layout: ModelLayout;
+  let paths: ComponentPaths;
+  const need = (p: string | undefined, label: string, expected: string): string => {
+    if (!p) {
+      throw modelError(
+        `The model folder has no ${label} (${abs})`,
+        label,
+        `Expected ${expected}; re-export the model with optimum-cli or point at the right folder`,
+      );
+    }
+    return p;
+  };
+  if (optimumUnet) {
+    layout = 'optimum';
+    paths = {
+      unet: optimumUnet,
+      textEncoder: need(findFile(abs, ['text_encoder/model.onnx']), 'text_encoder', 'text_encoder/model.onnx'),
+      vaeDecoder: need(findFile(abs, ['vae_decoder/model.onnx']), 'vae_decoder', 'vae_decoder/model.onnx'),
+      vaeEncoder: findFile(abs, ['vae_encoder/model.onnx']),
+      textEncoder2: findFile(abs, ['text_encoder_2/model.onnx']),
+    };
+  } else if (flatUnet) {
+    layout = 'flat';
+    paths = {
+      unet: flatUnet,
+      textEncoder: need(findFile(abs, ['text_encoder.onnx']), 'text_encoder', 'text_encoder.onnx'),
+      vaeDecoder: need(findFile(abs, ['vae_decoder.onnx']), 'vae_decoder', 'vae_decoder.onnx'),
+      vaeEncoder: findFile(abs, ['vae_encoder.onnx']),
+      textEncoder2: findFile(abs, ['text_encoder_2.onnx']),
+    };
+    notes.push('flat layout (unet.onnx at the root)');
+  } else if (modelIndex || fs.existsSync(path.join(abs, 'unet'))) {
+    throw modelError(
+      `The model folder has no UNet (${abs})`,
+      'unet',
+      'Expected unet/model.onnx (optimum layout) or unet.onnx (flat layout); re-export the model with optimum-cli',
+    );
+  } else {
+    throw modelError(
+      `Unknown model layout: ${abs} holds neither model_index.json nor unet/model.onnx nor unet.onnx`,
+      'model',
+      'Export a Stable Diffusion model with `optimum-cli export onnx --model <id> <folder>` and pass that folder',
+    );
+  }
+
+  let family: ModelFamily = 'sd';
+  if (/XL/i.test(className) || paths.textEncoder2) family = 'sdxl';
+  if (/Refiner|Img2Img/i.test(className) && family === 'sdxl' && !paths.textEncoder) {
+    throw modelError(`Refiner exports are not supported yet (${className})`, 'model', 'Use an SDXL base export');
+  }
+
+  const schedFile = findFile(abs, ['scheduler/scheduler_config.json', 'scheduler_config.json']);
+  const schedulerConfig = (schedFile ? readJson(schedFile, 'scheduler/scheduler_config.json') : {}) as SchedulerConfig;
+  if (!schedFile) notes.push('no scheduler config: diffusers defaults for EulerDiscreteScheduler');
+
+  const vaeConfig =
+    readJsonIfExists(path.join(abs, 'vae_decoder', 'config.json'), 'vae_decoder/config.json') ??
+    readJsonIfExists(path.join(abs, 'vae', 'config.json'), 'vae/config.json');
+  let scalingFactor = Number(vaeConfig?.['scaling_factor']);
+  if (!Number.isFinite(scalingFactor) || scalingFactor <= 0) {
+    scalingFactor = family === 'sdxl' ? 0.13025 : 0.18215;
+    notes.push(`no VAE scaling_factor: using ${scalingFactor}`);
+  }
+  const forceUpcast = vaeConfig?.['force_upcast'] === true;
+
+  const unetConfig = readJsonIfExists(path.join(abs, 'unet', 'config.json'), 'unet/config.json');
+  const sampleSize = Number(unetConfig?.['sample_size']);
+
+  const tokenizer = readTokenizerFiles(path.join(abs, 'tokenizer'), 'tokenizer');
+  const tokenizer2 =
+    family === 'sdxl' ? readTokenizerFiles(path.join(abs, 'tokenizer_2'), 'tokenizer_2') : undefined;
+  if (family === 'sdxl' && !paths.textEncoder2) {
+    throw modelError(
+      `The SDXL model has no second text encoder (${abs})`,
+      'text_encoder_2',
+      'Expected text_encoder_2/model.onnx; re-export the model with optimum-cli',
+    );
+  }
+
+  return {
+    dir: abs,
+    layout,
+    family,
+    className: className || (family === 'sdxl' ? 'ORTStableDiffusionXLPipeline' : 'ORTStableDiffusionPipeline'),
+    paths,
+    schedulerConfig,
+    vae: { scalingFactor, forceUpcast },
+    unetSampleSize: Number.isInteger(sampleSize) && sampleSize > 0 ? sampleSize : undefined,
+    tokenizer,
+    tokenizer2,
+    notes,
+  };
+}

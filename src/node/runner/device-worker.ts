@@ -1,0 +1,93 @@
+/** The coordinator's handle on one device worker thread: request/response with transfer, failure and shutdown. */
+import { Worker } from 'node:worker_threads';
+import { AsgdError, type ErrorKind } from '../../core/errors.ts';
+import type { DeviceSpec } from './devices.ts';
+import type { SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
+
+const WORKER_URL = new URL('./worker-entry.mjs', import.meta.url);
+
+interface Pending {
+  resolve: (r: WorkerResult) => void;
+  reject: (e: unknown) => void;
+  what: string;
+}
+
+export class DeviceWorker {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private deadError: AsgdError | undefined;
+  private terminated = false;
+
+  constructor(readonly device: DeviceSpec) {
+    this.worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')) });
+    this.worker.on('message', (reply: WorkerReply) => this.onReply(reply));
+    this.worker.on('error', (err) => this.fail(err));
+    this.worker.on('exit', (code) => {
+      if (!this.terminated) this.fail(new Error(`worker exited with code ${code}`));
+    });
+  }
+
+  get label(): string {
+    return this.device.label;
+  }
+
+  get busy(): boolean {
+    return this.pending.size > 0;
+  }
+
+  request<T extends WorkerResult['type']>(req: WorkerRequest, what: string, transfer: ArrayBuffer[] = []): Promise<Extract<WorkerResult, { type: T }>> {
+    if (this.deadError) return Promise.reject(this.deadError);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (r: WorkerResult) => void, reject, what });
+      this.worker.postMessage({ id, req }, transfer);
+    });
+  }
+
+  private onReply(reply: WorkerReply): void {
+    const p = this.pending.get(reply.id);
+    if (!p) return;
+    this.pending.delete(reply.id);
+    if (reply.ok) p.resolve(reply.result);
+    else p.reject(this.rebuildError(reply.error, p.what));
+  }
+
+  private rebuildError(e: SerializedError, what: string): Error {
+    if (e.kind) {
+      return new AsgdError(e.message, { kind: e.kind as ErrorKind, parameter: e.parameter, hint: undefined });
+    }
+    return new AsgdError(`Device ${this.label} failed on ${what}: ${e.message}`, {
+      kind: 'device',
+      parameter: 'devices',
+      hint: 'Run with --devices cpu to check whether the model itself works',
+      cause: e.stack,
+    });
+  }
+
+  private fail(err: unknown): void {
+    const msg = err instanceof Error ? err.message : String(err);
+    this.deadError = new AsgdError(`Device ${this.label} stopped: ${msg}`, {
+      kind: 'device',
+      parameter: 'devices',
+      hint: 'The worker died (out of memory or a crash in the execution provider); try fewer devices or --devices cpu',
+      cause: err,
+    });
+    for (const [id, p] of this.pending) {
+      this.pending.delete(id);
+      p.reject(new AsgdError(`Device ${this.label} stopped during ${p.what}: ${msg}`, { kind: 'device', parameter: 'devices', cause: err }));
+    }
+  }
+
+  /** Stops the thread at once (an in-flight model call is abandoned). */
+  async terminate(): Promise<void> {
+    if (this.terminated) return;
+    this.terminated = true;
+    const cancelled = new AsgdError('Generation cancelled', { kind: 'cancelled' });
+    for (const [id, p] of this.pending) {
+      this.pending.delete(id);
+      p.reject(cancelled);
+    }
+    await this.worker.terminate();
+  }
+}

@@ -1,0 +1,84 @@
+/** Parsing `--devices` (cpu, cpu,cpu, webgpu:0, cuda:0,cuda:1, mixtures) into device specs. */
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import { AsgdError, invalidArgument } from '../../core/errors.ts';
+import type { ProviderName } from '../../onnx/session.ts';
+
+export interface DeviceSpec {
+  provider: ProviderName;
+  deviceId?: number;
+  /** CPU intra-op threads for this worker (0: ONNX Runtime's default). */
+  threads: number;
+  /** Display name, e.g. "cpu#1" or "cuda:0". */
+  label: string;
+}
+
+const PROVIDERS: ProviderName[] = ['cpu', 'webgpu', 'cuda'];
+
+export function parseDevices(list: string, threads = 0): DeviceSpec[] {
+  if (!Number.isInteger(threads) || threads < 0) throw invalidArgument('threads', 'an integer >= 0 (0: ONNX Runtime default)', threads);
+  const entries = list.split(',').map((s) => s.trim());
+  if (entries.length === 0 || entries.some((e) => e === '')) {
+    throw invalidArgument('devices', 'a comma-separated list such as "cpu", "cpu,cpu", "webgpu:0" or "cuda:0,cuda:1"', list);
+  }
+  let cpuCount = 0;
+  return entries.map((entry) => {
+    const m = /^([a-z]+)(?::(\d+))?$/i.exec(entry);
+    const provider = m?.[1]?.toLowerCase() as ProviderName | undefined;
+    if (!m || !provider || !PROVIDERS.includes(provider)) {
+      throw invalidArgument('devices', `entries of the form cpu, webgpu[:N] or cuda[:N] (providers: ${PROVIDERS.join(', ')})`, entry);
+    }
+    if (provider === 'cpu' && m[2] !== undefined) throw invalidArgument('devices', '"cpu" without an index (repeat it for more CPU workers)', entry);
+    const deviceId = m[2] !== undefined ? Number(m[2]) : provider === 'cpu' ? undefined : 0;
+    const label = provider === 'cpu' ? `cpu#${cpuCount++}` : `${provider}:${deviceId}`;
+    return { provider, deviceId, threads, label };
+  });
+}
+
+/** Throws a clear error for providers this onnxruntime-node build does not have. */
+export function checkProvidersAvailable(devices: DeviceSpec[]): void {
+  const backends = ort.listSupportedBackends();
+  for (const d of devices) {
+    const b = backends.find((x) => x.name === d.provider);
+    if (!b || (d.provider === 'cuda' && !cudaInstalled())) {
+      throw new AsgdError(`The ${d.provider} execution provider is not installed`, {
+        kind: 'device',
+        parameter: 'devices',
+        received: d.label,
+        hint:
+          d.provider === 'cuda'
+            ? 'Install it with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node` on a machine with CUDA 12 and cuDNN 9 (and internet), or use --devices cpu / webgpu'
+            : `This onnxruntime-node build offers: ${backends.map((x) => x.name).join(', ')}`,
+      });
+    }
+  }
+}
+
+let cudaCache: boolean | undefined;
+/** The CUDA provider ships as a separate shared library that onnxruntime-node's install script downloads. */
+export function cudaInstalled(): boolean {
+  if (cudaCache !== undefined) return cudaCache;
+  const b = ort.listSupportedBackends().find((x) => x.name === 'cuda');
+  cudaCache = !!b && (b.bundled || providerLibraryPresent('libonnxruntime_providers_cuda.so'));
+  return cudaCache;
+}
+
+function providerLibraryPresent(name: string): boolean {
+  try {
+    const pkg = createRequire(import.meta.url).resolve('onnxruntime-node/package.json');
+    return fs.existsSync(path.join(path.dirname(pkg), 'bin', 'napi-v6', process.platform, process.arch, name));
+  } catch {
+    return false;
+  }
+}
+
+export function describeAvailableDevices(): { name: string; available: boolean; note: string }[] {
+  const backends = ort.listSupportedBackends();
+  return [
+    { name: 'cpu', available: true, note: 'bundled; repeat "cpu" for several CPU workers' },
+    { name: 'webgpu', available: backends.some((b) => b.name === 'webgpu'), note: 'bundled; runs on the GPU through Vulkan/Metal/D3D12 when a driver is present' },
+    { name: 'cuda', available: cudaInstalled(), note: cudaInstalled() ? 'installed' : 'not installed: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node' },
+  ];
+}

@@ -1,0 +1,128 @@
+/**
+ * A device worker: owns the ONNX Runtime sessions of one device and evaluates requests one at a time, off the
+ * coordinator's thread. Holds the generation's text conditioning so it is sent once.
+ */
+import { parentPort } from 'node:worker_threads';
+import { AsgdError } from '../../core/errors.ts';
+import { openSession, releaseSession, type OpenSession, type SessionOptions } from '../../onnx/session.ts';
+import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
+import { UnetAdapter, type TextConditioning } from '../../onnx/unet.ts';
+import { VaeDecoderAdapter, VaeEncoderAdapter } from '../../onnx/vae.ts';
+import type { ComponentName, SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
+
+const LABELS: Record<ComponentName, string> = {
+  textEncoder: 'text_encoder',
+  textEncoder2: 'text_encoder_2',
+  unet: 'unet',
+  unetProbe: 'unet (attention probe)',
+  vaeDecoder: 'vae_decoder',
+  vaeEncoder: 'vae_encoder',
+};
+
+interface State {
+  sessions: Partial<Record<ComponentName, OpenSession>>;
+  text?: TextEncoderAdapter;
+  text2?: TextEncoderAdapter;
+  unet?: UnetAdapter;
+  probe?: UnetAdapter;
+  decoder?: VaeDecoderAdapter;
+  encoder?: VaeEncoderAdapter;
+  cond?: TextConditioning;
+  unetCalls: number;
+  failAfter?: number;
+  options?: SessionOptions;
+}
+
+const state: State = { sessions: {}, unetCalls: 0 };
+
+function serialize(err: unknown): SerializedError {
+  if (err instanceof AsgdError) {
+    return { message: err.message, name: err.name, kind: err.kind, parameter: err.parameter, expected: err.expected, received: err.received, hint: err.hint, stack: err.stack };
+  }
+  if (err instanceof Error) return { message: err.message, name: err.name, stack: err.stack };
+  return { message: String(err), name: 'Error' };
+}
+
+async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; transfer: ArrayBuffer[] }> {
+  switch (req.type) {
+    case 'init': {
+      state.options = req.session;
+      state.failAfter = req.failAfterUnetCalls;
+      for (const [name, file] of Object.entries(req.paths) as [ComponentName, string][]) {
+        state.sessions[name] = await openSession(file, LABELS[name], req.session);
+      }
+      const s = state.sessions;
+      if (s.textEncoder) state.text = new TextEncoderAdapter(s.textEncoder, 'text_encoder');
+      if (s.textEncoder2) state.text2 = new TextEncoderAdapter(s.textEncoder2, 'text_encoder_2');
+      if (s.unet) state.unet = new UnetAdapter(s.unet);
+      if (s.unetProbe) state.probe = new UnetAdapter(s.unetProbe);
+      if (s.vaeDecoder) state.decoder = new VaeDecoderAdapter(s.vaeDecoder);
+      if (s.vaeEncoder) state.encoder = new VaeEncoderAdapter(s.vaeEncoder);
+      return { result: { type: 'ok' }, transfer: [] };
+    }
+    case 'describe': {
+      const components: Record<string, { inputs: unknown; outputs: unknown }> = {};
+      for (const [name, s] of Object.entries(state.sessions)) components[name] = { inputs: s!.inputs, outputs: s!.outputs };
+      return { result: { type: 'describe', components } as WorkerResult, transfer: [] };
+    }
+    case 'encodeText': {
+      const enc = req.which === 'textEncoder2' ? state.text2 : state.text;
+      if (!enc) throw new Error(`worker: ${req.which} not loaded`);
+      const r = await enc.encode(req.rows, req.layer);
+      // Sent once per generation: copied, not transferred (ORT may own the buffers).
+      return { result: { type: 'encodeText', hidden: r.hidden, tokens: r.tokens, dim: r.dim, pooled: r.pooled, pooledDim: r.pooledDim }, transfer: [] };
+    }
+    case 'setConditioning':
+      state.cond = req.cond;
+      return { result: { type: 'ok' }, transfer: [] };
+    case 'unet': {
+      if (!state.unet || !state.cond) throw new Error('worker: unet or conditioning not ready');
+      state.unetCalls++;
+      if (state.failAfter !== undefined && state.unetCalls > state.failAfter) {
+        throw new Error(`injected failure after ${state.failAfter} UNet calls`);
+      }
+      const adapter = req.wantAttention && state.probe ? state.probe : state.unet;
+      const r = await adapter.run(
+        { sample: req.sample, channels: req.channels, height: req.height, width: req.width, timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds },
+        state.cond,
+      );
+      const transfer = [r.output.buffer as ArrayBuffer];
+      const attention = r.attention?.map((a) => ({ ...a, data: a.data.slice() }));
+      attention?.forEach((a) => transfer.push(a.data.buffer as ArrayBuffer));
+      return {
+        result: { type: 'unet', output: r.output, attention, attentionUnsupported: req.wantAttention && !state.probe },
+        transfer,
+      };
+    }
+    case 'vaeDecode': {
+      if (!state.decoder) throw new Error('worker: vae_decoder not loaded');
+      const r = await state.decoder.decode(req.latent, req.channels, req.height, req.width);
+      const data = r.data.buffer.byteLength === r.data.byteLength ? r.data : r.data.slice();
+      return { result: { type: 'vaeDecode', data, height: r.height, width: r.width }, transfer: [data.buffer as ArrayBuffer] };
+    }
+    case 'vaeEncode': {
+      if (!state.encoder) throw new Error('worker: vae_encoder not loaded');
+      const r = await state.encoder.encodeMean(req.image, req.height, req.width);
+      return { result: { type: 'vaeEncode', ...r }, transfer: [r.data.buffer as ArrayBuffer] };
+    }
+    case 'close':
+      for (const s of Object.values(state.sessions)) await releaseSession(s);
+      state.sessions = {};
+      return { result: { type: 'ok' }, transfer: [] };
+  }
+}
+
+const port = parentPort;
+if (!port) throw new Error('worker.ts must run in a worker thread');
+port.on('message', (msg: { id: number; req: WorkerRequest }) => {
+  handle(msg.req).then(
+    ({ result, transfer }) => {
+      const reply: WorkerReply = { id: msg.id, ok: true, result };
+      port.postMessage(reply, transfer);
+    },
+    (err: unknown) => {
+      const reply: WorkerReply = { id: msg.id, ok: false, error: serialize(err) };
+      port.postMessage(reply);
+    },
+  );
+});

@@ -1,0 +1,125 @@
+/**
+ * ONNX Runtime sessions, created by path (so external data and files over 2 GiB load), with the IO metadata the
+ * component adapters read instead of assuming names, dtypes or ranks.
+ */
+import ort from 'onnxruntime-node';
+import fs from 'node:fs';
+import { AsgdError } from '../core/errors.ts';
+import { float16ToFloat32, float32ToFloat16 } from '../core/float16.ts';
+
+export type ProviderName = 'cpu' | 'webgpu' | 'cuda';
+
+export interface SessionOptions {
+  provider: ProviderName;
+  deviceId?: number;
+  /** Intra-op threads for the CPU provider (0 or undefined: ORT's default). */
+  threads?: number;
+}
+
+export interface IoInfo {
+  name: string;
+  type: string;
+  shape: ReadonlyArray<number | string>;
+}
+
+export interface OpenSession {
+  session: ort.InferenceSession;
+  file: string;
+  inputs: IoInfo[];
+  outputs: IoInfo[];
+}
+
+function ioList(meta: readonly ort.InferenceSession.ValueMetadata[]): IoInfo[] {
+  return meta.map((m) => (m.isTensor ? { name: m.name, type: m.type, shape: m.shape } : { name: m.name, type: 'non-tensor', shape: [] }));
+}
+
+export function executionProviders(opts: SessionOptions): ort.InferenceSession.ExecutionProviderConfig[] {
+  switch (opts.provider) {
+    case 'cpu':
+      return ['cpu'];
+    case 'webgpu':
+      return [{ name: 'webgpu', ...(opts.deviceId !== undefined ? { deviceId: opts.deviceId } : {}) } as ort.InferenceSession.ExecutionProviderConfig];
+    case 'cuda':
+      return [{ name: 'cuda', deviceId: opts.deviceId ?? 0 } as ort.InferenceSession.ExecutionProviderConfig];
+  }
+}
+
+export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions): Promise<OpenSession> {
+  const options: ort.InferenceSession.SessionOptions = {
+    executionProviders: executionProviders(opts),
+    graphOptimizationLevel: 'all',
+  };
+  if (opts.provider === 'cpu' && opts.threads && opts.threads > 0) {
+    options.intraOpNumThreads = opts.threads;
+    options.interOpNumThreads = 1;
+  }
+  if (typeof file === 'string') {
+    try {
+      fs.accessSync(file, fs.constants.R_OK);
+    } catch (err) {
+      throw new AsgdError(`Cannot read ${label} (${file})`, { kind: 'model', parameter: label, hint: 'Check that the file exists and is readable', cause: err });
+    }
+  }
+  let session: ort.InferenceSession;
+  try {
+    session = typeof file === 'string' ? await ort.InferenceSession.create(file, options) : await ort.InferenceSession.create(file, options);
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (opts.provider !== 'cpu' && /provider|backend|cuda|webgpu|adapter/i.test(msg)) {
+      throw new AsgdError(`The ${opts.provider} execution provider could not load ${label}: ${msg}`, {
+        kind: 'device',
+        parameter: 'devices',
+        hint:
+          opts.provider === 'cuda'
+            ? 'Install the CUDA provider with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node` (needs CUDA 12 and cuDNN 9), or use --devices cpu'
+            : 'Check the GPU driver (WebGPU runs through Vulkan on Linux), or use --devices cpu',
+        cause: err,
+      });
+    }
+    throw new AsgdError(`ONNX Runtime cannot load ${label}: ${msg}`, {
+      kind: 'model',
+      parameter: label,
+      hint: 'The file is damaged or not an ONNX model; re-export the model',
+      cause: err,
+    });
+  }
+  return { session, file: typeof file === 'string' ? file : '<memory>', inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
+}
+
+/** A float tensor in the dtype the session input wants (float32 or float16). */
+export function floatTensor(type: string, data: Float32Array, dims: readonly number[], label: string): ort.Tensor {
+  if (type === 'float32') return new ort.Tensor('float32', data, dims);
+  if (type === 'float16') return new ort.Tensor('float16', float32ToFloat16(data), dims);
+  throw new AsgdError(`${label} has element type ${type}`, { kind: 'model', parameter: label, expected: 'float32 or float16', received: type, hint: 'The model does not match the Stable Diffusion ONNX contract' });
+}
+
+/** Output tensor data as float32 (converting float16). */
+export function readFloat(t: ort.Tensor, label: string): Float32Array {
+  if (t.type === 'float32') return t.data as Float32Array;
+  if (t.type === 'float16') {
+    const d = t.data as unknown;
+    if (d instanceof Uint16Array) return float16ToFloat32(d);
+    // Newer ORT builds may hand back a Float16Array; read element-wise.
+    return Float32Array.from(d as ArrayLike<number>);
+  }
+  throw new AsgdError(`${label} has element type ${t.type}`, { kind: 'model', parameter: label, expected: 'float32 or float16', received: t.type, hint: 'The model does not match the Stable Diffusion ONNX contract' });
+}
+
+export function findIo(list: IoInfo[], names: string[], label: string, component: string, fallbackIndex?: number): IoInfo {
+  for (const n of names) {
+    const hit = list.find((io) => io.name === n);
+    if (hit) return hit;
+  }
+  if (fallbackIndex !== undefined && list[fallbackIndex]) return list[fallbackIndex]!;
+  throw new AsgdError(`${component} has no ${label}`, {
+    kind: 'model',
+    parameter: component,
+    expected: `one of ${names.join(', ')}`,
+    received: list.map((io) => io.name).join(', ') || 'none',
+    hint: 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli',
+  });
+}
+
+export async function releaseSession(s: OpenSession | undefined): Promise<void> {
+  if (s) await s.session.release();
+}

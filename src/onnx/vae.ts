@@ -1,0 +1,40 @@
+/** VAE decoder/encoder adapters: latents (already divided by the scaling factor) to images in [-1, 1] and back. */
+import { findIo, floatTensor, readFloat, type IoInfo, type OpenSession } from './session.ts';
+
+export class VaeDecoderAdapter {
+  readonly input: IoInfo;
+  readonly output: IoInfo;
+  constructor(readonly s: OpenSession) {
+    this.input = findIo(s.inputs, ['latent_sample'], 'latent_sample input', 'vae_decoder', 0);
+    this.output = findIo(s.outputs, ['sample'], 'sample output', 'vae_decoder', 0);
+  }
+
+  /** latent [1, C, h, w] -> image [1, 3, 8h, 8w] (the factor is read from the output). */
+  async decode(latent: Float32Array, channels: number, h: number, w: number): Promise<{ data: Float32Array; height: number; width: number }> {
+    const out = await this.s.session.run({ [this.input.name]: floatTensor(this.input.type, latent, [1, channels, h, w], 'vae_decoder latent_sample') });
+    const t = out[this.output.name]!;
+    return { data: readFloat(t, 'vae_decoder output'), height: Number(t.dims[2]), width: Number(t.dims[3]) };
+  }
+}
+
+export class VaeEncoderAdapter {
+  readonly input: IoInfo;
+  readonly output: IoInfo;
+  constructor(readonly s: OpenSession) {
+    this.input = findIo(s.inputs, ['sample'], 'sample input', 'vae_encoder', 0);
+    this.output = findIo(s.outputs, ['latent_parameters', 'latent_sample'], 'latent output', 'vae_encoder', 0);
+  }
+
+  /** image [1, 3, H, W] in [-1, 1] -> latent mean [1, 4, H/8, W/8] (not yet multiplied by the scaling factor). */
+  async encodeMean(image: Float32Array, h: number, w: number): Promise<{ data: Float32Array; channels: number; height: number; width: number }> {
+    const out = await this.s.session.run({ [this.input.name]: floatTensor(this.input.type, image, [1, 3, h, w], 'vae_encoder sample') });
+    const t = out[this.output.name]!;
+    const data = readFloat(t, 'vae_encoder output');
+    const c = Number(t.dims[1]);
+    const lh = Number(t.dims[2]);
+    const lw = Number(t.dims[3]);
+    // latent_parameters holds mean then logvar; keep the mean.
+    const channels = this.output.name === 'latent_parameters' ? c / 2 : c;
+    return { data: data.slice(0, channels * lh * lw), channels, height: lh, width: lw };
+  }
+}

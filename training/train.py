@@ -1,0 +1,302 @@
+"""Trains the shapes-128 latent diffusion model: VAE first, then text encoder + UNet (epsilon prediction).
+
+    python3 train.py --device cuda --minutes 7 --out OUT      (GPU: bf16 autocast, batch 256)
+    python3 train.py --device cpu --minutes 25 --out OUT      (CPU: batch 32)
+
+Writes to OUT: model.npz (float32 weights of vae/text/unet, the UNet and text encoder as EMA, plus a
+'__config__' JSON string), loss.csv and hparams.json. The npz is rewritten atomically every few
+minutes and at the end, also when the run is interrupted. Runs on torch 1.13 and 2.x, numpy 1 and 2.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import data  # noqa: E402
+from models import DEFAULT_CONFIG, build_models, count_parameters  # noqa: E402
+from schedule import NUM_TRAIN_TIMESTEPS, alphas_cumprod  # noqa: E402
+from tokenizer import ClipTokenizer, build_files  # noqa: E402
+from weights import save_weights  # noqa: E402
+
+TOKENIZER_DIR = os.path.join(HERE, 'tokenizer')
+
+
+def log(msg):
+    print(f'[{time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    p.add_argument('--minutes', type=float, required=True, help='wall-clock budget for the VAE + UNet phases')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', required=True)
+    p.add_argument('--vae-fraction', type=float, default=0.2, help='share of --minutes spent on the VAE')
+    p.add_argument('--batch', type=int, default=None, help='default 256 on cuda, 32 on cpu')
+    p.add_argument('--vae-batch', type=int, default=None, help='default 128 on cuda, 16 on cpu')
+    p.add_argument('--lr', type=float, default=None, help='UNet/text learning rate (default 4e-4 cuda, 3e-4 cpu)')
+    p.add_argument('--vae-lr', type=float, default=1e-3)
+    p.add_argument('--kl-weight', type=float, default=1e-5, help='per-element KL weight against per-pixel MSE')
+    p.add_argument('--ema', type=float, default=None, help='EMA decay cap (default 0.999 cuda, 0.995 cpu)')
+    p.add_argument('--caption-dropout', type=float, default=0.1)
+    p.add_argument('--threads', type=int, default=2, help='CPU threads for torch')
+    p.add_argument('--log-every', type=int, default=None, help='steps per loss.csv line (default 50 cuda, 10 cpu)')
+    p.add_argument('--save-every', type=float, default=None, help='seconds between checkpoints (default 60 cuda, 180 cpu)')
+    a = p.parse_args(argv)
+    gpu = a.device == 'cuda'
+    for name, g, c in [('batch', 256, 32), ('vae_batch', 128, 16), ('lr', 4e-4, 3e-4), ('ema', 0.999, 0.995),
+                       ('log_every', 50, 10), ('save_every', 60.0, 180.0)]:
+        if getattr(a, name) is None:
+            setattr(a, name, g if gpu else c)
+    return a
+
+
+class Stop(Exception):
+    pass
+
+
+def _on_signal(signum, frame):
+    raise Stop(f'signal {signum}')
+
+
+class Trainer:
+    def __init__(self, args):
+        self.args = args
+        self.device = torch.device(args.device)
+        self.gpu = args.device == 'cuda'
+        os.makedirs(args.out, exist_ok=True)
+        if not os.path.exists(os.path.join(TOKENIZER_DIR, 'vocab.json')):
+            build_files(TOKENIZER_DIR)
+        self.tok = ClipTokenizer(TOKENIZER_DIR)
+        self.config = json.loads(json.dumps(DEFAULT_CONFIG))
+        self.config['text']['vocab_size'] = self.tok.vocab_size
+        self.config['text']['eos_id'] = self.tok.eos
+        self.config['text']['bos_id'] = self.tok.bos
+        self.config['scaling_factor'] = None
+        torch.manual_seed(args.seed)
+        self.vae, self.text, self.unet = build_models(self.config, self.tok.vocab_size, self.tok.eos)
+        for m in (self.vae, self.text, self.unet):
+            m.to(self.device)
+        self.ema_text = {k: v.detach().clone().float() for k, v in self.text.state_dict().items()}
+        self.ema_unet = {k: v.detach().clone().float() for k, v in self.unet.state_dict().items()}
+        self.gen = torch.Generator(device=self.device).manual_seed(args.seed + 1)
+        # Token ids of every caption (indexed by shape, object colour, background) and of the empty prompt.
+        table = torch.zeros(len(data.SHAPES), len(data.COLOURS), len(data.COLOURS), 77, dtype=torch.long)
+        for s, sh in enumerate(data.SHAPES):
+            for o, oc in enumerate(data.COLOURS):
+                for b, bc in enumerate(data.COLOURS):
+                    table[s, o, b] = torch.tensor(self.tok(data.caption(sh, oc, bc)))
+        self.id_table = table.to(self.device)
+        self.empty_ids = torch.tensor(self.tok(''), device=self.device)
+        self.acp = alphas_cumprod(self.device)
+        self.log_file = open(os.path.join(args.out, 'loss.csv'), 'w')
+        self.log_file.write('phase,step,elapsed_s,loss,lr,samples_per_s\n')
+        self.stats = {'vae_steps': 0, 'unet_steps': 0, 'vae_loss': None, 'unet_loss': None}
+        self.t0 = None
+        self.last_save = time.time()
+
+    def autocast(self):
+        if self.gpu:
+            return torch.autocast(device_type='cuda', dtype=torch.bfloat16)
+        return torch.autocast(device_type='cpu', enabled=False)
+
+    def elapsed(self):
+        return time.time() - self.t0
+
+    def log_line(self, phase, step, loss, lr, rate):
+        self.log_file.write(f'{phase},{step},{self.elapsed():.1f},{loss:.6f},{lr:.3e},{rate:.1f}\n')
+        self.log_file.flush()
+
+    # ------------------------------------------------------------------------------------ phase 1
+    def train_vae(self, deadline):
+        a = self.args
+        opt = torch.optim.AdamW(self.vae.parameters(), lr=a.vae_lr, weight_decay=0.0)
+        start, step, acc, n_acc, t_last = self.elapsed(), 0, 0.0, 0, time.time()
+        span = max(deadline - start, 1e-6)
+        self.vae.train()
+        while self.elapsed() < deadline:
+            frac = (self.elapsed() - start) / span
+            lr = a.vae_lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            for g in opt.param_groups:
+                g['lr'] = lr
+            x, _, _ = data.batch(a.vae_batch, self.gen)
+            with self.autocast():
+                mean, logvar = self.vae.encode(x)
+                z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+                rec = self.vae.decoder(z)
+            rec_loss = F.mse_loss(rec.float(), x)
+            kl = 0.5 * (mean.float() ** 2 + logvar.float().exp() - 1.0 - logvar.float()).mean()
+            loss = rec_loss + a.kl_weight * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
+            opt.step()
+            step += 1
+            acc += rec_loss.item()
+            n_acc += 1
+            if step % a.log_every == 0:
+                rate = n_acc * a.vae_batch / (time.time() - t_last)
+                self.log_line('vae', step, acc / n_acc, lr, rate)
+                log(f'vae step {step} mse {acc / n_acc:.5f} kl {kl.item():.3f} lr {lr:.2e} {rate:.0f} img/s')
+                self.stats['vae_loss'] = acc / n_acc
+                acc, n_acc, t_last = 0.0, 0, time.time()
+            self.stats['vae_steps'] = step
+        self.vae.eval()
+
+    @torch.no_grad()
+    def measure_scaling_factor(self, n=2048):
+        chunks = []
+        for _ in range(max(1, n // self.args.vae_batch)):
+            x, _, _ = data.batch(self.args.vae_batch, self.gen)
+            with self.autocast():
+                mean, _ = self.vae.encode(x)
+            chunks.append(mean.float())
+        std = torch.cat(chunks).std().item()
+        return 1.0 / std
+
+    # ------------------------------------------------------------------------------------ phase 2
+    def update_ema(self, step):
+        decay = min(self.args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, model in ((self.ema_text, self.text), (self.ema_unet, self.unet)):
+                for k, v in model.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+                    else:
+                        ema[k].copy_(v)
+
+    def train_unet(self, deadline):
+        a = self.args
+        sf = self.config['scaling_factor']
+        params = list(self.unet.parameters()) + list(self.text.parameters())
+        opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
+        start, step, acc, n_acc, t_last = self.elapsed(), 0, 0.0, 0, time.time()
+        span = max(deadline - start, 1e-6)
+        warmup = 200 if self.gpu else 50
+        self.unet.train()
+        self.text.train()
+        while self.elapsed() < deadline:
+            frac = (self.elapsed() - start) / span
+            lr = a.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            for g in opt.param_groups:
+                g['lr'] = lr
+            b = a.batch
+            shape, obj, bg = data.sample_labels(b, self.gen, self.device)
+            with torch.no_grad():
+                x = data.render(shape, obj, bg, self.gen)
+                with self.autocast():
+                    mean, logvar = self.vae.encode(x)
+                z0 = (mean.float() + torch.exp(0.5 * logvar.float()) * torch.randn(
+                    mean.shape, generator=self.gen, device=self.device)) * sf
+                ids = self.id_table[shape, obj, bg]
+                drop = torch.rand(b, generator=self.gen, device=self.device) < a.caption_dropout
+                ids = torch.where(drop[:, None], self.empty_ids[None], ids)
+                t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (b,), generator=self.gen, device=self.device)
+                noise = torch.randn(z0.shape, generator=self.gen, device=self.device)
+                acp = self.acp[t][:, None, None, None]
+                zt = acp.sqrt() * z0 + (1 - acp).sqrt() * noise
+            with self.autocast():
+                ctx, _ = self.text(ids)
+                pred = self.unet(zt, t, ctx)
+            loss = F.mse_loss(pred.float(), noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            self.update_ema(step)
+            step += 1
+            acc += loss.item()
+            n_acc += 1
+            self.stats['unet_steps'] = step
+            if step % a.log_every == 0:
+                rate = n_acc * b / (time.time() - t_last)
+                self.log_line('unet', step, acc / n_acc, lr, rate)
+                log(f'unet step {step} loss {acc / n_acc:.5f} lr {lr:.2e} {rate:.0f} samples/s '
+                    f'({self.elapsed():.0f}/{a.minutes * 60:.0f} s)')
+                self.stats['unet_loss'] = acc / n_acc
+                acc, n_acc, t_last = 0.0, 0, time.time()
+            if time.time() - self.last_save > a.save_every:
+                self.save()
+
+    # ------------------------------------------------------------------------------------- output
+    def save(self, final=False):
+        arrays = {}
+        for prefix, state in (('vae', self.vae.state_dict()), ('text', self.ema_text), ('unet', self.ema_unet)):
+            for k, v in state.items():
+                arrays[f'{prefix}.{k}'] = v.detach().float().cpu().numpy()
+        save_weights(os.path.join(self.args.out, 'model.npz'), arrays, self.config)
+        a = self.args
+        hp = {
+            'config': self.config,
+            'args': vars(a),
+            'parameters': {'vae_encoder': count_parameters(self.vae.encoder),
+                           'vae_decoder': count_parameters(self.vae.decoder),
+                           'text_encoder': count_parameters(self.text), 'unet': count_parameters(self.unet)},
+            'stats': dict(self.stats, elapsed_s=round(self.elapsed(), 1) if self.t0 else 0, final=final),
+            'schedule': {'beta_schedule': 'scaled_linear', 'beta_start': 0.00085, 'beta_end': 0.012,
+                         'num_train_timesteps': NUM_TRAIN_TIMESTEPS, 'prediction_type': 'epsilon'},
+            'data': {'size': data.SIZE, 'shapes': list(data.SHAPES), 'object_colours': list(data.OBJECT_COLOURS),
+                     'background_colours': list(data.BACKGROUND_COLOURS),
+                     'object_fraction': [data.MIN_FRACTION, data.MAX_FRACTION]},
+            'versions': {'python': platform.python_version(), 'torch': torch.__version__, 'numpy': np.__version__,
+                         'gpu': torch.cuda.get_device_name(0) if self.gpu else None},
+        }
+        tmp = os.path.join(a.out, 'hparams.json.tmp')
+        with open(tmp, 'w') as f:
+            json.dump(hp, f, indent=2)
+        os.replace(tmp, os.path.join(a.out, 'hparams.json'))
+        self.last_save = time.time()
+        log(f'saved {os.path.join(a.out, "model.npz")} (final={final})')
+
+    def run(self):
+        a = self.args
+        log(f'device {a.device} torch {torch.__version__} numpy {np.__version__} batch {a.batch} '
+            f'vae batch {a.vae_batch} minutes {a.minutes}')
+        log('parameters: vae encoder {} decoder {} text {} unet {}'.format(
+            count_parameters(self.vae.encoder), count_parameters(self.vae.decoder),
+            count_parameters(self.text), count_parameters(self.unet)))
+        budget = a.minutes * 60.0
+        self.t0 = time.time()
+        try:
+            self.train_vae(budget * a.vae_fraction)
+            self.config['scaling_factor'] = self.measure_scaling_factor()
+            log(f'vae done: {self.stats["vae_steps"]} steps, scaling factor {self.config["scaling_factor"]:.5f}')
+            self.save()
+            self.train_unet(budget)
+            log(f'unet done: {self.stats["unet_steps"]} steps')
+        except (Stop, KeyboardInterrupt) as e:
+            log(f'interrupted ({e!r}); saving what there is')
+        finally:
+            if self.config['scaling_factor'] is None:
+                self.config['scaling_factor'] = self.measure_scaling_factor(256)
+            self.save(final=True)
+            self.log_file.close()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == 'cpu':
+        torch.set_num_threads(args.threads)
+    else:
+        if not torch.cuda.is_available():
+            sys.exit('--device cuda: no CUDA device is visible to torch')
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    signal.signal(signal.SIGTERM, _on_signal)
+    Trainer(args).run()
+
+
+if __name__ == '__main__':
+    main()
