@@ -19,7 +19,9 @@ test('blend weights sum to exactly 1 at every pixel, even where three tiles over
     const sum = new Float64Array(size * scale);
     tiles.forEach((t, i) => w[i]!.forEach((v, k) => (sum[t.start * scale + k] += v)));
     for (let p = 0; p < sum.length; p++) assert.ok(Math.abs(sum[p]! - 1) < 1e-6, `size ${size} pixel ${p}: ${sum[p]}`);
-    // Weights are positive inside every tile, so each tile contributes where it is the only one.
-    assert.ok(w.every((arr) => arr.every((v) => v > 0)));
+    // At a tile's inner edge its weight is 0 over the margin (overlap / 4 latent px), where padding corrupts it.
+    tiles.forEach((t, i) => {
+      if (t.start > 0) for (let k = 0; k < Math.floor(overlap / 4) * scale; k++) assert.equal(w[i]![k], 0);
+    });
   }
 });

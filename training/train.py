@@ -270,7 +270,7 @@ class Trainer:
         self.t0 = time.time()
         try:
             self.train_vae(budget * a.vae_fraction)
-            self.config['scaling_factor'] = self.measure_scaling_factor()
+            self.config['scaling_factor'] = self.measure_scaling_factor(2048 if self.gpu else 256)
             log(f'vae done: {self.stats["vae_steps"]} steps, scaling factor {self.config["scaling_factor"]:.5f}')
             self.save()
             self.train_unet(budget)

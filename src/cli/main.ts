@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AsgdError, invalidArgument } from '../core/errors.ts';
 import type { GenerationMetadata } from '../core/metadata.ts';
-import type { GenerateParams } from '../core/params.ts';
+import { validateParams, type GenerateParams } from '../core/params.ts';
 import { EXIT, exitCodeFor } from './exit-codes.ts';
 import { createProgressView } from './progress.ts';
 
@@ -133,6 +133,7 @@ async function runGenerate(f: GenerateFlags, cmd: Command): Promise<number> {
       ...(f.vaeTileOverlap !== undefined ? { overlap: f.vaeTileOverlap } : {}),
     },
   };
+  validateParams(params);
   const { checkOutputPath, saveImage } = await import('../node/image/write.ts');
   // Fail on a bad output path before loading anything.
   checkOutputPath(f.output, !!f.overwrite);

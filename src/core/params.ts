@@ -121,3 +121,8 @@ export function resolveParams(p: GenerateParams, native: { width: number; height
     vae,
   };
 }
+
+/** Validates settings before any model is loaded (sizes are checked as given; defaults need the model). */
+export function validateParams(p: GenerateParams): void {
+  resolveParams({ ...p, seed: p.seed ?? 0 }, { width: p.width ?? 512, height: p.height ?? 512 });
+}

@@ -96,6 +96,8 @@ export interface ModelInfo {
   vae: { scalingFactor: number; forceUpcast: boolean };
   components: Partial<Record<ComponentName, { file: string; inputs: IoInfo[]; outputs: IoInfo[] }>>;
   attentionProbe: { available: boolean; layers: string[]; reason?: string };
+  /** Set when the UNet export fixed its spatial input size (static-shape exports). */
+  staticLatentSize?: { height: number; width: number };
   notes: string[];
 }
 
@@ -183,6 +185,7 @@ export class Pipeline {
       await Promise.all(this.workers.map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
       const tText = performance.now();
 
+      this.checkStaticSize(p);
       const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, p.scheduler);
       const latentH = p.height / 8;
       const latentW = p.width / 8;
@@ -247,6 +250,24 @@ export class Pipeline {
       throw err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Static-shape UNets accept one latent size: every unit must be exactly native-sized. */
+  private checkStaticSize(p: ResolvedParams): void {
+    const fixed = this.info.staticLatentSize;
+    if (!fixed) return;
+    const nh = fixed.height * 8;
+    const nw = fixed.width * 8;
+    const multiple = p.width % nw === 0 && p.height % nh === 0;
+    if (!multiple || (p.method === 'direct' && (p.width !== nw || p.height !== nh))) {
+      throw new AsgdError('This UNet export has a static input size', {
+        kind: 'invalid-argument',
+        parameter: 'width/height',
+        expected: p.method === 'direct' ? `${nw}x${nh} with method direct, or multiples of it with a patch method` : `multiples of ${nw}x${nh}`,
+        received: `${p.width}x${p.height}`,
+        hint: 'Re-export the model with dynamic axes (optimum-cli does by default) to use other sizes',
+      });
     }
   }
 
@@ -373,9 +394,6 @@ function describeModel(
   if (typeof unetDim === 'number' && typeof teDim === 'number' && unetDim !== teDim) {
     throw contractError('The text encoder and the UNet disagree on the text embedding width', 'unet', `encoder_hidden_states width ${teDim} (the text encoder's)`, String(unetDim));
   }
-  if (typeof sample.shape[1] === 'number' && sample.shape[1] !== 4 && sample.shape[1] !== 9) {
-    void 0;
-  }
   const staticH = sample.shape[2];
   let native = spec.unetSampleSize ? spec.unetSampleSize * 8 : typeof staticH === 'number' && staticH > 0 ? staticH * 8 : 512;
   if (!spec.unetSampleSize && typeof staticH !== 'number') spec.notes.push('no unet/config.json sample_size: assuming a native size of 512 px');
@@ -401,6 +419,7 @@ function describeModel(
     scheduler: { className: typeof sc['_class_name'] === 'string' ? (sc['_class_name'] as string) : 'EulerDiscreteScheduler', config: sc },
     vae: spec.vae,
     components: out,
+    staticLatentSize: typeof staticH === 'number' && typeof sample.shape[3] === 'number' ? { height: staticH, width: sample.shape[3] } : undefined,
     attentionProbe: 'file' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },
     notes: spec.notes,
   };

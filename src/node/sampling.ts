@@ -52,12 +52,13 @@ export async function runMethod(input: SamplingInput): Promise<SamplingResult> {
     timeIds: input.timeIds,
   });
   const geo = method.plan.geometry;
-  const noise = createRandom(p.seed, 'noise').randn([geo.count, geo.channels, geo.patchHeight, geo.patchWidth]);
+  // As diffusers does, ancestral noise continues the same torch generator after the initial latent.
+  const noiseGen = createRandom(p.seed, 'noise');
+  const noise = noiseGen.randn([geo.count, geo.channels, geo.patchHeight, geo.patchWidth]);
   const sigma0 = scheduler.initNoiseSigma;
   if (sigma0 !== 1) for (let i = 0; i < noise.length; i++) noise[i] = noise[i]! * sigma0;
   let latent = patchesToLatent(noise, geo);
   let state = scheduler.initialState();
-  const ancestral = createRandom(p.seed, 'ancestral');
   const ctx = {
     scheduler,
     evaluate: input.evaluate,
@@ -76,7 +77,7 @@ export async function runMethod(input: SamplingInput): Promise<SamplingResult> {
   for (let k = 0; k < scheduler.numSteps; k++) {
     throwIfAborted(input.signal);
     const fused = await method.predict(latent, k, ctx);
-    const r = scheduler.step(state, fused, latent, ancestral);
+    const r = scheduler.step(state, fused, latent, noiseGen);
     input.onStep?.(k, fused, r.prevSample, r.state);
     latent = r.prevSample;
     state = r.state;

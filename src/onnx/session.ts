@@ -44,11 +44,24 @@ export function executionProviders(opts: SessionOptions): ort.InferenceSession.E
   }
 }
 
-export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions): Promise<OpenSession> {
+/** How to load a model file whose external data does not sit next to it. */
+export interface ModelLoad {
+  /**
+   * Folder the model's relative external-data locations refer to. The model is then read into memory (it must be
+   * small: its weights are external) and created from bytes with this folder, because onnxruntime-node refuses
+   * external data outside the model file's own folder (absolute, `..` or symlinked locations).
+   */
+  externalDataFolder?: string;
+}
+
+export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions, load: ModelLoad = {}): Promise<OpenSession> {
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: executionProviders(opts),
     graphOptimizationLevel: 'all',
   };
+  if (load.externalDataFolder) {
+    options.extra = { session: { model_external_initializers_file_folder_path: load.externalDataFolder } };
+  }
   if (opts.provider === 'cpu' && opts.threads && opts.threads > 0) {
     options.intraOpNumThreads = opts.threads;
     options.interOpNumThreads = 1;
@@ -62,7 +75,11 @@ export async function openSession(file: string | Uint8Array, label: string, opts
   }
   let session: ort.InferenceSession;
   try {
-    session = typeof file === 'string' ? await ort.InferenceSession.create(file, options) : await ort.InferenceSession.create(file, options);
+    if (typeof file === 'string' && load.externalDataFolder) {
+      session = await ort.InferenceSession.create(fs.readFileSync(file), options);
+    } else {
+      session = typeof file === 'string' ? await ort.InferenceSession.create(file, options) : await ort.InferenceSession.create(file, options);
+    }
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     if (opts.provider !== 'cpu' && /provider|backend|cuda|webgpu|adapter/i.test(msg)) {

@@ -35,9 +35,21 @@ function sdAttention(): AttentionMap[] {
   return maps;
 }
 
-export async function benchHostWork(
-  options: { steps?: number; methods?: string[]; extra?: Partial<MethodOptions> } = {},
-): Promise<HostTiming[]> {
+export interface BenchOptions {
+  /** Steps per method (half stage 1, half stage 2 for the two-stage methods). Default 8. */
+  steps?: number;
+  methods?: string[];
+  /** Method options to bench with (e.g. { guidanceSync: true }). */
+  extra?: Partial<MethodOptions>;
+  /**
+   * Milliseconds clock; default performance.now (wall time). On a loaded machine pass a CPU-time clock,
+   * e.g. () => process.cpuUsage().user / 1000 under Node, to time the host work alone.
+   */
+  clock?: () => number;
+}
+
+export async function benchHostWork(options: BenchOptions = {}): Promise<HostTiming[]> {
+  const clock = options.clock ?? now;
   const steps = options.steps ?? 8;
   const methods = options.methods ?? ['direct', 'multidiffusion', 'cutdiffusion', 'asg'];
   const setup = { height: 256, width: 256, nativeHeight: 64, nativeWidth: 64, numSteps: steps };
@@ -66,9 +78,9 @@ export async function benchHostWork(
     for (let round = 0; round < 2; round++) {
       // Round 0 warms the JIT up; round 1 is timed.
       for (let k = 0; k < steps; k++) {
-        const t0 = now();
+        const t0 = clock();
         await method.predict(latent, k, ctx);
-        if (round === 1) perStep.push(now() - t0);
+        if (round === 1) perStep.push(clock() - t0);
       }
     }
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);

@@ -42,17 +42,24 @@ export function applyEpsGuidance(
   plane: number,
 ): void {
   const size = channels * plane;
+  const wm = weightedMask(mask, weight, plane);
   for (let i = 1; i < n; i++) {
     const base = i * size;
     for (let c = 0; c < channels; c++) {
       const o = c * plane;
       for (let q = 0; q < plane; q++) {
         const e = base + o + q;
-        const m = mask === null ? weight : weight * mask[q];
-        eps[e] += m * (key[o + q] - eps[e]);
+        eps[e] += wm[q] * (key[o + q] - eps[e]);
       }
     }
   }
+}
+
+/** w * M per position (w everywhere when the mask is null), in double precision. */
+function weightedMask(mask: Float32Array | null, weight: number, plane: number): Float64Array {
+  const wm = new Float64Array(plane);
+  for (let q = 0; q < plane; q++) wm[q] = mask === null ? weight : weight * mask[q];
+  return wm;
 }
 
 /** x0 = (x - sigma * eps) / alpha, elementwise. */
@@ -83,7 +90,7 @@ export function applyX0Guidance(
 ): void {
   if (!(sigma > 0)) return; // no noise left: nothing to steer through eps
   const size = channels * plane;
-  const gain = (weight * alpha) / sigma;
+  const gm = weightedMask(mask, (weight * alpha) / sigma, plane);
   for (let i = 1; i < n; i++) {
     const base = i * size;
     for (let c = 0; c < channels; c++) {
@@ -91,8 +98,7 @@ export function applyX0Guidance(
       for (let q = 0; q < plane; q++) {
         const e = base + o + q;
         const x0 = (x[e] - sigma * eps[e]) / alpha;
-        const m = mask === null ? gain : gain * mask[q];
-        eps[e] -= m * (keyX0[o + q] - x0);
+        eps[e] -= gm[q] * (keyX0[o + q] - x0);
       }
     }
   }

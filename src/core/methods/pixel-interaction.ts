@@ -9,27 +9,72 @@ import type { RandomSource } from '../random/types.ts';
 
 export type Permutations = Uint8Array | Uint16Array;
 
+/** Largest range one randint draw may cover: 2^32 keeps a 32-bit generator on its one-word path. */
+const GROUP_LIMIT = 4294967296;
+
 /**
- * One Fisher-Yates permutation of N per element, drawn element by element (e ascending), each with
- * k = N-1 down to 1: r = rng.randint(k + 1), swap(k, r). N = 1 draws nothing.
+ * Splits Fisher-Yates' swap ranges k + 1 (k = N-1 down to 1) into consecutive groups whose product stays
+ * within GROUP_LIMIT. For N = 16: [16..8] (product 4,151,347,200) and [7..2] (5,040).
  */
-export function drawPermutations(rng: RandomSource, elements: number, n: number): Permutations {
-  const perm = n <= 256 ? new Uint8Array(elements * n) : new Uint16Array(elements * n);
+export function fisherYatesGroups(n: number): number[][] {
+  const groups: number[][] = [];
+  let current: number[] = [];
+  let product = 1;
+  for (let k = n - 1; k > 0; k--) {
+    if (product * (k + 1) > GROUP_LIMIT) {
+      groups.push(current);
+      current = [];
+      product = 1;
+    }
+    current.push(k);
+    product *= k + 1;
+  }
+  if (current.length > 0) groups.push(current);
+  return groups;
+}
+
+/**
+ * One uniform permutation of N per element, drawn element by element (e ascending) by Fisher-Yates
+ * (k = N-1 down to 1: swap(k, r_k) with r_k uniform in [0, k]). The r_k of a group of consecutive k come
+ * from ONE rng.randint(prod (k+1)) read as mixed-radix digits (r_k = R mod (k+1), R = floor(R / (k+1))),
+ * which makes them exactly independent and uniform while calling the generator 2 times per element
+ * instead of 15 for N = 16 (8x less host time). N = 1 draws nothing.
+ */
+export function drawPermutations(rng: RandomSource, elements: number, n: number, out?: Permutations): Permutations {
+  const perm =
+    out !== undefined && out.length === elements * n && (n <= 256) === out instanceof Uint8Array
+      ? out
+      : n <= 256
+        ? new Uint8Array(elements * n)
+        : new Uint16Array(elements * n);
+  const groups = fisherYatesGroups(n);
+  // Flattened: ranges[g] = product of group g; stops[g] = index in ks where group g ends.
+  const ranges = groups.map((ks) => ks.reduce((p, k) => p * (k + 1), 1));
+  const ks = Int32Array.from(groups.flat());
+  const stops = Int32Array.from(groups.map((_, g) => groups.slice(0, g + 1).flat().length));
   for (let e = 0, base = 0; e < elements; e++, base += n) {
     for (let k = 0; k < n; k++) perm[base + k] = k;
-    for (let k = n - 1; k > 0; k--) {
-      const r = rng.randint(k + 1);
-      const t = perm[base + k];
-      perm[base + k] = perm[base + r];
-      perm[base + r] = t;
+    for (let g = 0, i = 0; g < ranges.length; g++) {
+      let r = rng.randint(ranges[g]);
+      for (const stop = stops[g]; i < stop; i++) {
+        const k = ks[i];
+        const m = k + 1;
+        const q = Math.floor(r / m); // r may exceed 2^31: avoid the slow floating-point %
+        const j = r - q * m;
+        r = q;
+        const t = perm[base + k];
+        perm[base + k] = perm[base + j];
+        perm[base + j] = t;
+      }
     }
   }
   return perm;
 }
 
 /**
- * Unit inputs from patches [N, E]: unit j gets patches[perm_e[j]][e] * scale. Each unit gets its own
- * Float32Array with its own ArrayBuffer (so a caller may transfer it to a worker). `perm` null = identity.
+ * Unit inputs from patches [N, E]: unit j gets patches[perm_e[j]][e] * scale, written into `into[j]` when
+ * given (reused buffers) or into new arrays, each with its own ArrayBuffer (so a caller may transfer it to a
+ * worker). `perm` null = identity.
  */
 export function shuffleToUnits(
   patches: Float32Array,
@@ -37,10 +82,11 @@ export function shuffleToUnits(
   n: number,
   elements: number,
   scale = 1,
+  into?: readonly Float32Array[],
 ): Float32Array[] {
   const units: Float32Array[] = [];
   for (let j = 0; j < n; j++) {
-    const dst = new Float32Array(elements);
+    const dst = into?.[j] ?? new Float32Array(elements);
     if (perm === null || n === 1) {
       const src = patches.subarray(j * elements, (j + 1) * elements);
       if (scale === 1) dst.set(src);

@@ -15,6 +15,7 @@
  * attention. Portable: no Node APIs.
  */
 import { AsgdError, invalidArgument } from '../errors.ts';
+import { BufferPool } from './buffers.ts';
 import { patchSize } from './geometry.ts';
 import { applyEpsGuidance, applyX0Guidance, denoisedEstimate, structureWeightAt } from './guidance.ts';
 import { buildMask } from './mask.ts';
@@ -22,6 +23,7 @@ import { MethodBase } from './method-base.ts';
 import type { MethodOptions } from './options.ts';
 import type { MethodPlan } from './plan.ts';
 import { unitTimeIds } from './plan.ts';
+import type { Permutations } from './pixel-interaction.ts';
 import { drawPermutations, shuffleToUnits, unshuffleFromUnits } from './pixel-interaction.ts';
 import { downscaleLatent, extractPatches, padLatent, relocatePatches } from './polyphase.ts';
 import type { MethodContext, UnetUnit, UnitResult } from './types.ts';
@@ -35,6 +37,10 @@ export class StagedMethod extends MethodBase {
   private mask: Float32Array | null = null;
   private patchBuffer: Float32Array | null = null;
   private epsBuffer: Float32Array | null = null;
+  /** Unit inputs, reused from step to step (see buffers.ts and the contract in types.ts). */
+  private readonly samples = new BufferPool();
+  private canvas: WindowCanvas | null = null;
+  private permBuffer: Permutations | undefined;
 
   constructor(plan: MethodPlan, options: MethodOptions) {
     super(plan, options);
@@ -80,8 +86,11 @@ export class StagedMethod extends MethodBase {
     const padded = padLatent(latent, geo);
     this.patchBuffer ??= new Float32Array(n * size);
     const patches = extractPatches(padded, geo, this.patchBuffer);
-    const perm = options.pixelInteraction && n > 1 ? drawPermutations(ctx.random.permutation, size, n) : null;
-    const samples = shuffleToUnits(patches, perm, n, size, sched.inputScale(step));
+    const perm =
+      options.pixelInteraction && n > 1 ? drawPermutations(ctx.random.permutation, size, n, this.permBuffer) : null;
+    if (perm) this.permBuffer = perm;
+    const into = Array.from({ length: n }, (_, j) => this.samples.take(j, size));
+    const samples = shuffleToUnits(patches, perm, n, size, sched.inputScale(step), into);
     const wantMask = this.maskComputedAt(step);
     const timestep = sched.timesteps[step];
     const timeIds = unitTimeIds(plan, 0, 0);
@@ -182,7 +191,18 @@ export class StagedMethod extends MethodBase {
       kind: 'window',
       step,
       index: p.index,
-      sample: extractWindow(padded, geo.channels, geo.paddedHeight, geo.paddedWidth, p.top, p.left, winH, winW, scale),
+      sample: extractWindow(
+        padded,
+        geo.channels,
+        geo.paddedHeight,
+        geo.paddedWidth,
+        p.top,
+        p.left,
+        winH,
+        winW,
+        scale,
+        this.samples.take(p.index, geo.channels * winH * winW),
+      ),
       height: winH,
       width: winW,
       timestep,
@@ -191,7 +211,9 @@ export class StagedMethod extends MethodBase {
       timeIds: unitTimeIds(plan, p.top + grid.vertical.jitter, p.left + grid.horizontal.jitter),
     }));
     const results = await this.evaluate(ctx, units, step, 0);
-    const canvas = new WindowCanvas(geo.channels, geo.height, geo.width);
+    this.canvas ??= new WindowCanvas(geo.channels, geo.height, geo.width);
+    const canvas = this.canvas;
+    canvas.reset();
     for (let i = 0; i < units.length; i++) {
       canvas.add(results[i].output, placements[i].top, placements[i].left, winH, winW);
     }

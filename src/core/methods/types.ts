@@ -23,7 +23,12 @@ export interface UnetUnit {
   step: number;
   /** Patch or window index within its step. */
   index: number;
-  /** Model input, already multiplied by scheduler.inputScale(step): shape [1, C, height, width]. */
+  /**
+   * Model input, already multiplied by scheduler.inputScale(step): shape [1, C, height, width]. Each unit's
+   * sample has its own ArrayBuffer. It is valid until the evaluate promise settles: the method reuses the
+   * buffer at a later step (copy it to keep it; transferring it to a worker is fine, a detached buffer is
+   * replaced). Likewise the method copies what it needs out of UnitResult and never keeps it.
+   */
   sample: Float32Array;
   height: number;
   width: number;

@@ -83,7 +83,7 @@ export function placeWindows(grid: WindowGrid, rng?: RandomSource): WindowPlacem
 
 /**
  * Copies the window at (top, left) of size winH x winW out of `src` ([C, srcH, srcW]), reading zeros
- * outside it, multiplied by `scale`, into a new Float32Array [C, winH, winW].
+ * outside it, multiplied by `scale`, into `out` (or a new Float32Array) [C, winH, winW].
  */
 export function extractWindow(
   src: Float32Array,
@@ -95,76 +95,109 @@ export function extractWindow(
   winH: number,
   winW: number,
   scale: number,
+  out?: Float32Array,
 ): Float32Array {
-  const out = new Float32Array(channels * winH * winW);
-  const x0 = Math.max(0, -left);
-  const x1 = Math.min(winW, srcW - left);
+  const dst = out ?? new Float32Array(channels * winH * winW);
+  const x0 = Math.max(0, Math.min(winW, -left));
+  const x1 = Math.max(x0, Math.min(winW, srcW - left));
   for (let c = 0; c < channels; c++) {
     for (let y = 0; y < winH; y++) {
       const sy = top + y;
-      if (sy < 0 || sy >= srcH || x1 <= x0) continue;
-      const s = (c * srcH + sy) * srcW + left;
       const d = (c * winH + y) * winW;
-      if (scale === 1) out.set(src.subarray(s + x0, s + x1), d + x0);
-      else for (let x = x0; x < x1; x++) out[d + x] = src[s + x] * scale;
+      if (sy < 0 || sy >= srcH || x1 === x0) {
+        dst.fill(0, d, d + winW);
+        continue;
+      }
+      if (x0 > 0) dst.fill(0, d, d + x0);
+      if (x1 < winW) dst.fill(0, d + x1, d + winW);
+      const s = (c * srcH + sy) * srcW + left;
+      if (scale === 1) dst.set(src.subarray(s + x0, s + x1), d + x0);
+      else for (let x = x0; x < x1; x++) dst[d + x] = src[s + x] * scale;
     }
   }
-  return out;
+  return dst;
 }
 
 /**
  * Uniform-weight fusion of window outputs into an outH x outW canvas (the cropped HR latent): positions of a
- * window outside the canvas (zero padding, geometry padding) are dropped.
+ * window outside the canvas (zero padding, geometry padding) are dropped. Outputs are summed straight into
+ * the result array and divided by the coverage at the end; coverage is counted with a 2-D difference array
+ * (four updates per window), so the per-element work is one add per window element and one multiply.
  */
 export class WindowCanvas {
-  private readonly sum: Float64Array;
-  private readonly coverage: Uint16Array;
+  private out: Float32Array;
+  private readonly diff: Int32Array;
 
   constructor(
     readonly channels: number,
     readonly height: number,
     readonly width: number,
   ) {
-    this.sum = new Float64Array(channels * height * width);
-    this.coverage = new Uint16Array(height * width);
+    this.out = new Float32Array(channels * height * width);
+    this.diff = new Int32Array((height + 1) * (width + 1));
+  }
+
+  /** Starts a new fusion into a fresh result array. */
+  reset(): void {
+    this.out = new Float32Array(this.channels * this.height * this.width);
+    this.diff.fill(0);
   }
 
   add(window: Float32Array, top: number, left: number, winH: number, winW: number): void {
-    const { channels, height, width, sum, coverage } = this;
+    const { channels, height, width, out, diff } = this;
     const x0 = Math.max(0, -left);
     const x1 = Math.min(winW, width - left);
-    if (x1 <= x0) return;
     const y0 = Math.max(0, -top);
     const y1 = Math.min(winH, height - top);
-    for (let y = y0; y < y1; y++) {
-      const row = (top + y) * width + left;
-      for (let x = x0; x < x1; x++) coverage[row + x]++;
-    }
+    if (x1 <= x0 || y1 <= y0) return;
+    const w1 = width + 1;
+    diff[(top + y0) * w1 + left + x0]++;
+    diff[(top + y0) * w1 + left + x1]--;
+    diff[(top + y1) * w1 + left + x0]--;
+    diff[(top + y1) * w1 + left + x1]++;
     for (let c = 0; c < channels; c++) {
       for (let y = y0; y < y1; y++) {
         const d = (c * height + top + y) * width + left;
         const s = (c * winH + y) * winW;
-        for (let x = x0; x < x1; x++) sum[d + x] += window[s + x];
+        for (let x = x0; x < x1; x++) out[d + x] += window[s + x];
       }
     }
   }
 
-  /** Number of windows covering each position [height * width]. */
-  coverageMap(): Uint16Array {
-    return this.coverage;
+  /** Number of windows covering each position [height * width] (prefix sums of the difference array). */
+  coverageMap(): Int32Array {
+    const { height, width, diff } = this;
+    const w1 = width + 1;
+    const cov = new Int32Array(height * width);
+    const row = new Int32Array(width);
+    for (let y = 0; y < height; y++) {
+      let run = 0;
+      for (let x = 0; x < width; x++) {
+        run += diff[y * w1 + x];
+        row[x] += run;
+        cov[y * width + x] = row[x];
+      }
+    }
+    return cov;
   }
 
   /** sum / coverage as float32 [C, height, width]; throws if a position is uncovered (a planning bug). */
   result(): Float32Array {
-    const { channels, height, width, sum, coverage } = this;
+    const { channels, height, width, out } = this;
     const plane = height * width;
-    const out = new Float32Array(channels * plane);
+    const cov = this.coverageMap();
+    const inv = new Float32Array(plane);
+    let allOnce = true;
     for (let i = 0; i < plane; i++) {
-      if (coverage[i] === 0) throw new Error(`windows: latent position ${i} is not covered by any window`);
+      if (cov[i] === 0) throw new Error(`windows: latent position ${i} is not covered by any window`);
+      if (cov[i] !== 1) allOnce = false;
+      inv[i] = 1 / cov[i];
     }
-    for (let c = 0; c < channels; c++) {
-      const base = c * plane;
-      for (let i = 0; i < plane; i++) out[base + i] = sum[base + i] / coverage[i];
+    if (!allOnce) {
+      for (let c = 0; c < channels; c++) {
+        const base = c * plane;
+        for (let i = 0; i < plane; i++) out[base + i] *= inv[i];
+      }
     }
     return out;
   }

@@ -84,7 +84,7 @@ function fillNormalVectorized(mt: Mt19937, data: Float32Array): void {
   }
 }
 
-/**
+/*
  * Every multiply-add below is a float32 FMA in torch's binary (GCC contracts a*b+c under -mfma). Here it
  * is f(a * b + c): a * b is exact in double, so the only possible error is double rounding, when the
  * double sum lands exactly halfway between two floats. An exhaustive check over every input the kernel
@@ -169,7 +169,8 @@ export function logAvx2(m: number): number {
  * writes [sin, cos] into `out`. Exported for the exhaustive test.
  */
 export function sinCosAvx2(theta: number, out: Float64Array): void {
-  const octant = (Math.trunc(f(theta * FOUR_OVER_PI)) + 1) & ~1;
+  // theta * 4/pi lies in [0, 8], so "| 0" is the truncating conversion (cvttps2dq).
+  const octant = ((f(theta * FOUR_OVER_PI) | 0) + 1) & ~1;
   let r = f(octant * MINUS_DP1 + theta);
   r = f(octant * MINUS_DP2 + r);
   r = f(octant * MINUS_DP3 + r);

@@ -98,17 +98,17 @@ export class DdimScheduler implements Scheduler {
       let x0: number;
       let eps: number;
       if (this.predictionType === 'epsilon') {
-        x0 = (s - sb * m) / sa;
+        x0 = f32(f32(s - f32(sb * m)) / sa);
         eps = m;
       } else if (this.predictionType === 'sample') {
         x0 = m;
-        eps = (s - sa * x0) / sb;
+        eps = f32(f32(s - f32(sa * x0)) / sb);
       } else {
-        x0 = sa * s - sb * m;
-        eps = sa * m + sb * s;
+        x0 = f32(f32(sa * s) - f32(sb * m));
+        eps = f32(f32(sa * m) + f32(sb * s));
       }
       if (clip !== null) x0 = Math.min(Math.max(x0, -clip), clip);
-      prev[i] = saPrev * x0 + direction * eps;
+      prev[i] = f32(saPrev * x0) + f32(direction * eps);
     }
     return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
   }

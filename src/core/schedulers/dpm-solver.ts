@@ -134,9 +134,9 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const { alpha, sigma } = alphaSigma(this.sigmas[k]!);
     const out = new Float32Array(sample.length);
     if (this.predictionType === 'epsilon') {
-      for (let i = 0; i < out.length; i++) out[i] = (sample[i]! - sigma * modelOutput[i]!) / alpha;
+      for (let i = 0; i < out.length; i++) out[i] = f32(sample[i]! - f32(sigma * modelOutput[i]!)) / alpha;
     } else if (this.predictionType === 'v_prediction') {
-      for (let i = 0; i < out.length; i++) out[i] = alpha * sample[i]! - sigma * modelOutput[i]!;
+      for (let i = 0; i < out.length; i++) out[i] = f32(alpha * sample[i]!) - f32(sigma * modelOutput[i]!);
     } else {
       out.set(modelOutput);
     }
@@ -163,17 +163,18 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const prev = new Float32Array(sample.length);
 
     if (this.solverOrder === 1 || lowerOrderNums < 1 || lowerOrderFinal) {
-      for (let i = 0; i < prev.length; i++) prev[i] = ratio * sample[i]! - c0 * x0[i]!;
+      for (let i = 0; i < prev.length; i++) prev[i] = f32(ratio * sample[i]!) - f32(c0 * x0[i]!);
     } else {
       const s1 = alphaSigma(this.sigmas[k - 1]!);
       const h0 = f32(lambdaS0 - lambdaOf(s1));
       const invR0 = f32(1 / f32(h0 / h));
       const m0 = outputs[outputs.length - 1]!;
       const m1 = outputs[outputs.length - 2]!;
-      const c1 = this.solverType === 'midpoint' ? f32(0.5 * c0) : -f32(t.alpha * f32(f32(expm1 / h) + 1));
+      // midpoint: ... - 0.5 * c0 * D1; heun: ... + alpha_t * ((exp(-h) - 1) / h + 1) * D1.
+      const c1 = this.solverType === 'midpoint' ? -f32(0.5 * c0) : f32(t.alpha * f32(f32(expm1 / h) + 1));
       for (let i = 0; i < prev.length; i++) {
-        const d1 = invR0 * (m0[i]! - m1[i]!);
-        prev[i] = ratio * sample[i]! - c0 * m0[i]! - c1 * d1;
+        const d1 = f32(invR0 * f32(m0[i]! - m1[i]!));
+        prev[i] = f32(f32(ratio * sample[i]!) - f32(c0 * m0[i]!)) + f32(c1 * d1);
       }
     }
     return {

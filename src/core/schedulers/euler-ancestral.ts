@@ -68,7 +68,7 @@ export class EulerAncestralScheduler implements Scheduler {
     const prev = new Float32Array(sample.length);
     for (let i = 0; i < prev.length; i++) {
       const s = sample[i]!;
-      prev[i] = s + ((s - x0[i]!) / sigma) * dt + noise[i]! * up;
+      prev[i] = f32(s + f32(f32(f32(s - x0[i]!) / sigma) * dt)) + f32(noise[i]! * up);
     }
     return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
   }

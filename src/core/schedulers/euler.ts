@@ -9,26 +9,27 @@ import { buildSigmaSchedule, sigmaInputScale, type SigmaSchedule } from './sigma
 import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
 
 /**
- * x0 prediction in sigma space for a step at `sigma`, per prediction type; float32 scalar
- * coefficients, float64 element arithmetic.
+ * x0 prediction in sigma space for a step at `sigma`, per prediction type. Element arithmetic is
+ * rounded to float32 after every operation, in diffusers' order, so results follow torch's float32
+ * tensors (see numeric.ts).
  */
 export function sigmaSpaceX0(
   prediction: PredictionType,
   sigma: number,
   modelOutput: Float32Array,
   sample: Float32Array,
-): Float64Array {
+): Float32Array {
   const n = sample.length;
-  const x0 = new Float64Array(n);
+  const x0 = new Float32Array(n);
   if (prediction === 'epsilon') {
-    for (let i = 0; i < n; i++) x0[i] = sample[i]! - sigma * modelOutput[i]!;
+    for (let i = 0; i < n; i++) x0[i] = sample[i]! - f32(sigma * modelOutput[i]!);
   } else if (prediction === 'v_prediction') {
     // x0 = -sigma / sqrt(sigma^2 + 1) * v + x / (sigma^2 + 1)
     const s2p1 = f32(f32(sigma * sigma) + 1);
     const cOut = f32(-sigma / sqrt32(s2p1));
-    for (let i = 0; i < n; i++) x0[i] = modelOutput[i]! * cOut + sample[i]! / s2p1;
+    for (let i = 0; i < n; i++) x0[i] = f32(modelOutput[i]! * cOut) + f32(sample[i]! / s2p1);
   } else {
-    for (let i = 0; i < n; i++) x0[i] = modelOutput[i]!;
+    x0.set(modelOutput);
   }
   return x0;
 }
@@ -80,7 +81,7 @@ export class EulerScheduler implements Scheduler {
     const prev = new Float32Array(sample.length);
     for (let i = 0; i < prev.length; i++) {
       const s = sample[i]!;
-      prev[i] = s + ((s - x0[i]!) / sigma) * dt;
+      prev[i] = s + f32(f32(f32(s - x0[i]!) / sigma) * dt);
     }
     return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
   }

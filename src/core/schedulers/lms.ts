@@ -10,6 +10,7 @@
 import type { ConfigReader } from './config.ts';
 import { checkIndex, checkStep, initialState } from './common.ts';
 import { sigmaSpaceX0 } from './euler.ts';
+import { f32 } from './numeric.ts';
 import { buildSigmaSchedule, sigmaInputScale } from './sigma-schedule.ts';
 import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
 
@@ -80,15 +81,18 @@ export class LmsScheduler implements Scheduler {
     const sigma = this.sigmas[k]!;
     const x0 = sigmaSpaceX0(this.predictionType, sigma, modelOutput, sample);
     const derivative = new Float32Array(sample.length);
-    for (let i = 0; i < derivative.length; i++) derivative[i] = (sample[i]! - x0[i]!) / sigma;
+    for (let i = 0; i < derivative.length; i++) derivative[i] = f32(sample[i]! - x0[i]!) / sigma;
     const derivatives = [...state.history, derivative].slice(-LMS_ORDER) as Float32Array[];
     const order = Math.min(k + 1, LMS_ORDER);
-    const prev = new Float64Array(sample);
+    // sample + sum(coeff * derivative): each product and partial sum is a float32 tensor in diffusers.
+    const total = new Float32Array(sample.length);
     for (let c = 0; c < order; c++) {
-      const coeff = this.coefficient(order, k, c);
+      const coeff = f32(this.coefficient(order, k, c));
       const d = derivatives[derivatives.length - 1 - c]!;
-      for (let i = 0; i < prev.length; i++) prev[i] += coeff * d[i]!;
+      for (let i = 0; i < total.length; i++) total[i] = total[i]! + f32(coeff * d[i]!);
     }
-    return { prevSample: Float32Array.from(prev), state: { stepIndex: k + 1, history: derivatives } };
+    const prev = new Float32Array(sample.length);
+    for (let i = 0; i < prev.length; i++) prev[i] = sample[i]! + total[i]!;
+    return { prevSample: prev, state: { stepIndex: k + 1, history: derivatives } };
   }
 }

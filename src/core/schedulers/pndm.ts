@@ -131,8 +131,8 @@ export class PndmScheduler implements Scheduler {
     const out = new Float32Array(sample.length);
     for (let i = 0; i < out.length; i++) {
       const s = sample[i]!;
-      const eps = v ? sa * e[i]! + sb * s : e[i]!;
-      out[i] = sampleCoeff * s - (diff * eps) / denom;
+      const eps = v ? f32(f32(sa * e[i]!) + f32(sb * s)) : e[i]!;
+      out[i] = f32(sampleCoeff * s) - f32(f32(diff * eps) / denom);
     }
     return out;
   }
@@ -158,19 +158,22 @@ export class PndmScheduler implements Scheduler {
     let acc = m.acc;
     let output: ArrayLike<number> = e;
     const n = e.length;
+    // diffusers: cur_model_output += 1/6 * e, += 1/3 * e, ...; the Python float becomes float32.
+    const sixth = f32(1 / 6);
+    const third = f32(1 / 3);
     if (c % 4 === 0) {
       acc = new Float32Array(n);
-      for (let i = 0; i < n; i++) acc[i] = e[i]! / 6;
+      for (let i = 0; i < n; i++) acc[i] = sixth * e[i]!;
       ets = [...ets, e];
       curSample = Float32Array.from(sample);
     } else if (c % 4 === 3) {
       const combined = new Float32Array(n);
-      for (let i = 0; i < n; i++) combined[i] = acc![i]! + e[i]! / 6;
+      for (let i = 0; i < n; i++) combined[i] = acc![i]! + f32(sixth * e[i]!);
       output = combined;
       acc = null;
     } else {
       const next = new Float32Array(n);
-      for (let i = 0; i < n; i++) next[i] = acc![i]! + e[i]! / 3;
+      for (let i = 0; i < n; i++) next[i] = acc![i]! + f32(third * e[i]!);
       acc = next;
     }
     const prev = this.prevSample(curSample ?? sample, tFrom, tPrev, output);
@@ -197,8 +200,8 @@ export class PndmScheduler implements Scheduler {
       output = e;
       curSample = Float32Array.from(sample);
     } else if (ets.length === 1 && c === 1) {
-      const avg = new Float64Array(n);
-      for (let i = 0; i < n; i++) avg[i] = (e[i]! + ets[0]![i]!) / 2;
+      const avg = new Float32Array(n);
+      for (let i = 0; i < n; i++) avg[i] = f32(e[i]! + ets[0]![i]!) / 2;
       output = avg;
       from = curSample!;
       curSample = null;
@@ -210,21 +213,27 @@ export class PndmScheduler implements Scheduler {
   }
 }
 
-/** Adams-Bashforth combination of the stored noise predictions (newest last). */
-function plmsCombination(ets: Float32Array[]): Float64Array {
+/** Adams-Bashforth combination of the stored noise predictions (newest last), float32 per operation. */
+function plmsCombination(ets: Float32Array[]): Float32Array {
   const n = ets[0]!.length;
-  const out = new Float64Array(n);
+  const out = new Float32Array(n);
   const e1 = ets[ets.length - 1]!;
   const e2 = ets[ets.length - 2]!;
   if (ets.length === 2) {
-    for (let i = 0; i < n; i++) out[i] = (3 * e1[i]! - e2[i]!) / 2;
+    for (let i = 0; i < n; i++) out[i] = f32(f32(3 * e1[i]!) - e2[i]!) / 2;
   } else if (ets.length === 3) {
     const e3 = ets[0]!;
-    for (let i = 0; i < n; i++) out[i] = (23 * e1[i]! - 16 * e2[i]! + 5 * e3[i]!) / 12;
+    for (let i = 0; i < n; i++) {
+      out[i] = f32(f32(f32(23 * e1[i]!) - f32(16 * e2[i]!)) + f32(5 * e3[i]!)) / 12;
+    }
   } else {
     const e3 = ets[ets.length - 3]!;
     const e4 = ets[ets.length - 4]!;
-    for (let i = 0; i < n; i++) out[i] = (1 / 24) * (55 * e1[i]! - 59 * e2[i]! + 37 * e3[i]! - 9 * e4[i]!);
+    const c = f32(1 / 24);
+    for (let i = 0; i < n; i++) {
+      const inner = f32(f32(f32(f32(55 * e1[i]!) - f32(59 * e2[i]!)) + f32(37 * e3[i]!)) - f32(9 * e4[i]!));
+      out[i] = c * inner;
+    }
   }
   return out;
 }

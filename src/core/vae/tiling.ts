@@ -56,21 +56,24 @@ export function planTiles(height: number, width: number, o: TileOptions): Tile[]
 }
 
 /**
- * Blend weights of every tile along one axis, in output pixels (scale = output px per latent px). Each tile ramps
- * linearly over `overlap` latent px at its inner edges (not at the image border); the weights are then divided by
- * their sum at each position, so they sum to exactly 1 however the tiles overlap.
+ * Blend weights of every tile along one axis, in output pixels (scale = output px per latent px). At each inner
+ * edge a tile's weight is 0 over a margin of overlap/4 latent px (where zero padding corrupts the decoder's
+ * output), then ramps linearly to 1 over the middle half of the overlap; the weights are then divided by their
+ * sum at each position, so they sum to exactly 1 however the tiles overlap.
  */
 export function axisWeights(tiles: AxisTile[], size: number, overlap: number, scale: number): Float32Array[] {
-  const ramp = Math.max(1, overlap * scale);
+  const margin = Math.floor(overlap / 4) * scale;
+  const ramp = Math.max(1, overlap * scale - 2 * margin);
   const total = new Float64Array(size * scale);
+  const rise = (d: number) => Math.min(1, Math.max(0, (d - margin + 0.5) / ramp));
   const raw = tiles.map((t) => {
     const a = t.start * scale;
     const b = t.end * scale;
     const w = new Float32Array(b - a);
     for (let p = a; p < b; p++) {
       let v = 1;
-      if (t.start > 0) v = Math.min(v, (p - a + 0.5) / ramp);
-      if (t.end < size) v = Math.min(v, (b - p - 0.5) / ramp);
+      if (t.start > 0) v = Math.min(v, rise(p - a));
+      if (t.end < size) v = Math.min(v, rise(b - 1 - p));
       w[p - a] = v;
       total[p] += v;
     }
@@ -78,7 +81,7 @@ export function axisWeights(tiles: AxisTile[], size: number, overlap: number, sc
   });
   raw.forEach((w, i) => {
     const a = tiles[i]!.start * scale;
-    for (let k = 0; k < w.length; k++) w[k] = w[k]! / total[a + k]!;
+    for (let k = 0; k < w.length; k++) w[k] = total[a + k]! > 0 ? w[k]! / total[a + k]! : 0;
   });
   return raw;
 }

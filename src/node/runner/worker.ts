@@ -8,6 +8,7 @@ import { openSession, releaseSession, type OpenSession, type SessionOptions } fr
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import { UnetAdapter, type TextConditioning } from '../../onnx/unet.ts';
 import { VaeDecoderAdapter, VaeEncoderAdapter } from '../../onnx/vae.ts';
+import { probeLoadOptions } from '../probe.ts';
 import type { ComponentName, SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
 const LABELS: Record<ComponentName, string> = {
@@ -49,7 +50,9 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       state.options = req.session;
       state.failAfter = req.failAfterUnetCalls;
       for (const [name, file] of Object.entries(req.paths) as [ComponentName, string][]) {
-        state.sessions[name] = await openSession(file, LABELS[name], req.session);
+        // A cached probe refers to the source UNet's folder for its weights (see probe.ts).
+        const load = name === 'unetProbe' ? probeLoadOptions(file) : {};
+        state.sessions[name] = await openSession(file, LABELS[name], req.session, load);
       }
       const s = state.sessions;
       if (s.textEncoder) state.text = new TextEncoderAdapter(s.textEncoder, 'text_encoder');

@@ -1,0 +1,349 @@
+/**
+ * Graph surgery that derives the attention-probe UNet: the user's UNet plus one graph output per up-block
+ * cross-attention (attn2) layer, `attn2_probs:<layer>` = that layer's softmax probabilities averaged over heads,
+ * float32 [B, HW, T]. The reduction runs in-graph so only B*HW*T values per layer leave the session.
+ *
+ * Works on the ModelProto alone (no weights needed, no Node APIs): initializers stored as external data stay
+ * external. Finds the Softmax nodes by the torch/diffusers export scope (`.../up_blocks.N/.../attn2/Softmax`) and
+ * checks their structure: the Softmax reads q·kᵀ (times a scale) and the keys come from `encoder_hidden_states`
+ * through the to_k projection, so its last axis is the text length. Both score layouts are handled: [B*heads, HW, T]
+ * (older diffusers exports) and [B, heads, HW, T].
+ */
+import { create } from '@bufbuild/protobuf';
+import {
+  AttributeProtoSchema,
+  AttributeProto_AttributeType,
+  NodeProtoSchema,
+  TensorProtoSchema,
+  TensorShapeProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TypeProtoSchema,
+  TypeProto_TensorSchema,
+  ValueInfoProtoSchema,
+  type AttributeProto,
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorShapeProto_Dimension,
+} from 'onnx-buf';
+import { invalidArgument } from '../core/errors.ts';
+import { PROBE_OUTPUT_PREFIX } from './unet.ts';
+
+/** One up-block cross-attention Softmax the probe can expose. */
+export interface CrossAttentionSite {
+  /** Layer name: the node scope up to `/attn2`, e.g. `/up_blocks.1/attentions.0/transformer_blocks.0/attn2`. */
+  layer: string;
+  /** The Softmax node's name and output tensor (the probabilities). */
+  softmaxNode: string;
+  probabilities: string;
+  /** The q·kᵀ MatMul's output and its key-side input (traced back to encoder_hidden_states). */
+  scores: string;
+}
+
+export interface CrossAttentionScan {
+  sites: CrossAttentionSite[];
+  /** attn2 Softmax nodes that were found but cannot be exposed, with why. */
+  rejected: { layer: string; why: string }[];
+  /** Fused attention operators present (op type -> count); they hide the probabilities. */
+  fused: Record<string, number>;
+}
+
+export type ProbeSurgery = { layers: string[] } | { reason: string };
+
+export const MASK_OFF_HINT = 'turn the cross-attention mask off with --no-mask';
+
+const TEXT_INPUT = 'encoder_hidden_states';
+const SAMPLE_INPUT = 'sample';
+const FLOAT32 = 1;
+const ATTN2 = '/attn2';
+/** Scope of every node and tensor the surgery adds (torch never emits it). */
+const PROBE_SCOPE = '/asgd_probe';
+
+/** Operators that compute attention internally without a separate Softmax. */
+const FUSED_ATTENTION_OPS = new Set([
+  'Attention',
+  'MultiHeadAttention',
+  'PackedAttention',
+  'PackedMultiHeadAttention',
+  'GroupQueryAttention',
+  'DecoderMaskedMultiHeadAttention',
+  'SparseAttention',
+  'PagedAttention',
+  'ScaledDotProductAttention',
+]);
+/** Between the scores MatMul and the Softmax: the scale, an additive mask or bias, a cast. */
+const SCORE_OPS = new Set(['Mul', 'Div', 'Add', 'Sub', 'Cast', 'Identity']);
+/** On the key path: data movement (follow the data input) ... */
+const LAYOUT_OPS = new Set(['Transpose', 'Reshape', 'Cast', 'Identity', 'Unsqueeze', 'Squeeze', 'Flatten', 'Expand']);
+/** ... and the projection/scale, whose other operands are weights. */
+const AFFINE_OPS = new Set(['MatMul', 'FusedMatMul', 'Gemm', 'Mul', 'Div', 'Add', 'Sub']);
+/** Outputs that do not depend on their inputs' values (only on shapes) or on no input at all. */
+const VALUE_FREE_OPS = new Set(['Constant', 'Shape', 'Size', 'ConstantOfShape', 'EyeLike']);
+
+export function probeOutputName(layer: string): string {
+  return `${PROBE_OUTPUT_PREFIX}${layer}`;
+}
+
+/** The layer a node belongs to: its name (or, when an optimizer dropped the name, its output's) up to `/attn2`. */
+function attn2Layer(node: NodeProto): string | undefined {
+  for (const name of [node.name, node.output[0] ?? '']) {
+    const at = name.indexOf(`${ATTN2}/`);
+    if (at >= 0) return name.slice(0, at + ATTN2.length);
+  }
+  return undefined;
+}
+
+function isUpBlock(layer: string): boolean {
+  return /(^|\/)up_blocks\.\d+\//.test(layer);
+}
+
+/** Tensors whose values are fixed at load time: initializers and what is computed from them or from shapes. */
+function staticTensors(graph: GraphProto): Set<string> {
+  const known = new Set<string>(['']);
+  for (const t of graph.initializer) known.add(t.name);
+  // ONNX requires nodes in topological order, so one forward pass settles every tensor.
+  for (const node of graph.node) {
+    if (VALUE_FREE_OPS.has(node.opType) || node.input.every((i) => known.has(i))) {
+      for (const o of node.output) known.add(o);
+    }
+  }
+  return known;
+}
+
+function intAttr(node: NodeProto, name: string): bigint | undefined {
+  const a = node.attribute.find((x) => x.name === name);
+  return a && a.type === AttributeProto_AttributeType.INT ? a.i : undefined;
+}
+
+function defaultOpset(model: ModelProto): number {
+  const entry = model.opsetImport.find((o) => o.domain === '' || o.domain === 'ai.onnx');
+  return entry ? Number(entry.version) : 0;
+}
+
+/** Static dimension of a value, if the graph declares one (value_info is optional in ONNX). */
+function declaredDims(graph: GraphProto, tensor: string): readonly TensorShapeProto_Dimension[] | undefined {
+  const vi = [...graph.valueInfo, ...graph.output, ...graph.input].find((v) => v.name === tensor);
+  const type = vi?.type?.value;
+  return type?.case === 'tensorType' ? type.value.shape?.dim : undefined;
+}
+
+function dimValue(d: TensorShapeProto_Dimension | undefined): number | undefined {
+  return d?.value.case === 'dimValue' ? Number(d.value.value) : undefined;
+}
+
+/** Finds every attn2 Softmax and keeps the up-block ones whose structure is q·kᵀ over the text keys. */
+export function scanCrossAttention(model: ModelProto): CrossAttentionScan {
+  const graph = model.graph;
+  const scan: CrossAttentionScan = { sites: [], rejected: [], fused: {} };
+  if (!graph) return scan;
+  const producer = new Map<string, NodeProto>();
+  for (const node of graph.node) for (const o of node.output) producer.set(o, node);
+  const fixed = staticTensors(graph);
+  // Old exports (IR < 4) also list the initializers as inputs: those are weights, not data.
+  const inputs = new Set(graph.input.map((i) => i.name).filter((n) => !fixed.has(n)));
+  const dynamicInputs = (node: NodeProto) => node.input.filter((i) => !fixed.has(i));
+  const textInput = graph.input.find((i) => i.name === TEXT_INPUT);
+  const textLength = textInput ? dimValue(declaredDims(graph, TEXT_INPUT)?.[1]) : undefined;
+  const opset = defaultOpset(model);
+
+  for (const node of graph.node) {
+    if (FUSED_ATTENTION_OPS.has(node.opType)) scan.fused[node.opType] = (scan.fused[node.opType] ?? 0) + 1;
+  }
+
+  const seen = new Set<string>();
+  for (const node of graph.node) {
+    if (node.opType !== 'Softmax' || (node.domain !== '' && node.domain !== 'ai.onnx')) continue;
+    const layer = attn2Layer(node);
+    if (layer === undefined || !isUpBlock(layer)) continue;
+    const reject = (why: string) => scan.rejected.push({ layer, why });
+    if (seen.has(layer)) {
+      reject('a second Softmax in the same attn2 scope');
+      continue;
+    }
+    if (!textInput) {
+      reject(`the graph has no ${TEXT_INPUT} input`);
+      continue;
+    }
+    // Before opset 13, Softmax flattens from `axis` (default 1) on: only the last axis gives per-row probabilities.
+    const axis = intAttr(node, 'axis') ?? (opset >= 13 ? -1n : 1n);
+    const outDims = declaredDims(graph, node.output[0]!);
+    const rank = outDims?.length;
+    if (axis !== -1n && !(rank !== undefined && axis === BigInt(rank - 1)) && !(rank === undefined && (axis === 2n || axis === 3n))) {
+      reject(`Softmax axis ${axis} is not the last axis`);
+      continue;
+    }
+    const last = dimValue(outDims?.[outDims.length - 1]);
+    if (last !== undefined && textLength !== undefined && last !== textLength) {
+      reject(`its last axis has ${last} entries, the text has ${textLength} tokens`);
+      continue;
+    }
+    // Back from the Softmax to the q·kᵀ MatMul (the only one with two data operands).
+    let t = node.input[0]!;
+    let scores: NodeProto | undefined;
+    for (let step = 0; step < 16 && !scores; step++) {
+      const p = producer.get(t);
+      if (!p) break;
+      const data = dynamicInputs(p);
+      if ((p.opType === 'MatMul' || p.opType === 'FusedMatMul') && data.length === 2) scores = p;
+      else if (SCORE_OPS.has(p.opType) && data.length === 1) t = data[0]!;
+      else break;
+    }
+    if (!scores) {
+      reject('its input is not a q·kᵀ MatMul (optionally scaled)');
+      continue;
+    }
+    // The key side must be the text: through layout ops and the to_k projection to encoder_hidden_states.
+    let k = scores.input[1]!;
+    let fromText = false;
+    for (let step = 0; step < 32; step++) {
+      if (inputs.has(k)) {
+        fromText = k === TEXT_INPUT;
+        break;
+      }
+      const p = producer.get(k);
+      if (!p) break;
+      const data = dynamicInputs(p);
+      if (LAYOUT_OPS.has(p.opType)) k = p.input[0]!;
+      else if (AFFINE_OPS.has(p.opType) && data.length === 1) k = data[0]!;
+      else break;
+    }
+    if (!fromText) {
+      reject(`its keys do not come from ${TEXT_INPUT} (not a cross-attention over the text)`);
+      continue;
+    }
+    seen.add(layer);
+    scan.sites.push({ layer, softmaxNode: node.name, probabilities: node.output[0]!, scores: scores.output[0]! });
+  }
+  return scan;
+}
+
+/** Why a model gives no probe, in words the user can act on. */
+export function noProbeReason(scan: CrossAttentionScan): string {
+  const lead = 'The UNet has no separable attention probabilities';
+  const fused = Object.entries(scan.fused);
+  if (fused.length > 0) {
+    const ops = fused.map(([op, n]) => `${n} ${op}`).join(', ');
+    return (
+      `${lead}: its attention runs in fused operators (${ops}) that do not expose the softmax. ` +
+      `The cross-attention mask needs them: ${MASK_OFF_HINT}, or use an export without fused attention ` +
+      '(a plain torch.onnx / optimum-cli export, not one run through the ONNX Runtime transformer optimizer)'
+    );
+  }
+  if (scan.rejected.length > 0) {
+    const why = scan.rejected.map((r) => `${r.layer}: ${r.why}`).join('; ');
+    return `${lead}: the up-block attn2 Softmax nodes do not have the expected structure (${why}). The cross-attention mask needs them: ${MASK_OFF_HINT}`;
+  }
+  return (
+    `${lead}: no up-block cross-attention Softmax (a node named like /up_blocks.N/attentions.M/transformer_blocks.K/attn2/Softmax) was found. ` +
+    `The cross-attention mask needs them: ${MASK_OFF_HINT}, or use a diffusers UNet exported with torch.onnx / optimum-cli`
+  );
+}
+
+function attr(name: string, value: number | number[]): AttributeProto {
+  return typeof value === 'number'
+    ? create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(value) })
+    : create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: value.map(BigInt) });
+}
+
+/** Appends the reduction nodes to a graph; every name lives under PROBE_SCOPE. */
+class ProbeWriter {
+  private count = 0;
+  constructor(private readonly graph: GraphProto) {}
+
+  node(opType: string, inputs: string[], attrs: Record<string, number | number[]> = {}, output?: string): string {
+    const name = `${PROBE_SCOPE}/${opType}_${this.count++}`;
+    const out = output ?? `${name}_output_0`;
+    this.graph.node.push(
+      create(NodeProtoSchema, {
+        name,
+        opType,
+        input: inputs,
+        output: [out],
+        attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)),
+      }),
+    );
+    return out;
+  }
+
+  int64(values: number[]): string {
+    const name = `${PROBE_SCOPE}/Constant_${this.count++}_output_0`;
+    const raw = new Uint8Array(values.length * 8);
+    const view = new DataView(raw.buffer);
+    values.forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
+    this.graph.initializer.push(create(TensorProtoSchema, { name, dataType: 7, dims: [BigInt(values.length)], rawData: raw }));
+    return name;
+  }
+}
+
+/**
+ * Adds `attn2_probs:<layer>` outputs to `model` (mutated in place) for the up-block cross-attention layers, or
+ * returns why it cannot. `layers` restricts the outputs to the named layers (all found ones by default).
+ */
+export function addAttentionProbe(model: ModelProto, opts: { layers?: readonly string[] } = {}): ProbeSurgery {
+  const graph = model.graph;
+  const scan = scanCrossAttention(model);
+  if (!graph || scan.sites.length === 0) return { reason: noProbeReason(scan) };
+  let sites = scan.sites;
+  if (opts.layers) {
+    const found = new Set(sites.map((s) => s.layer));
+    const unknown = opts.layers.filter((l) => !found.has(l));
+    if (unknown.length > 0 || opts.layers.length === 0) {
+      throw invalidArgument(
+        'layers',
+        `a non-empty list of the UNet's up-block attn2 layers (${[...found].join(', ')})`,
+        opts.layers,
+        'Name layers exactly as the model lists them, or leave the option out to use all of them',
+      );
+    }
+    sites = sites.filter((s) => opts.layers!.includes(s.layer));
+  }
+  if (graph.node.some((n) => n.name.startsWith(`${PROBE_SCOPE}/`)) || graph.output.some((o) => o.name.startsWith(PROBE_OUTPUT_PREFIX))) {
+    return { reason: 'The UNet already is an attention-probe graph; pass the original UNet' };
+  }
+  const sample = graph.input.find((i) => i.name === SAMPLE_INPUT) ?? graph.input[0];
+  if (!sample) return { reason: 'The UNet graph has no inputs' };
+  const text = graph.input.find((i) => i.name === TEXT_INPUT)!;
+  const opset = defaultOpset(model);
+  if (opset < 11) return { reason: `The UNet uses ONNX opset ${opset}; the attention probe needs opset 11 or later. Re-export the UNet, or ${MASK_OFF_HINT}` };
+
+  const w = new ProbeWriter(graph);
+  // The batch comes from the sample input, so the head count need not be known: [B*heads, ...] and
+  // [B, heads, ...] both reshape to [B, heads, HW, T].
+  const batch = w.node('Slice', [w.node('Shape', [sample.name]), w.int64([0]), w.int64([1]), w.int64([0])]);
+  const minusOne = w.int64([-1]);
+  const sampleDims = declaredDims(graph, sample.name);
+  const textDims = declaredDims(graph, text.name);
+  for (const [i, site] of sites.entries()) {
+    const probs = site.probabilities;
+    const last2 = w.node('Slice', [w.node('Shape', [probs]), w.int64([-2]), w.int64([Number.MAX_SAFE_INTEGER]), w.int64([0])]);
+    const grouped = w.node('Reshape', [probs, w.node('Concat', [batch, minusOne, last2], { axis: 0 })]);
+    // Cast first (a no-op for float32 models): float16 models get float32 probabilities, averaged in float32.
+    const asFloat = w.node('Cast', [grouped], { to: FLOAT32 });
+    const output = probeOutputName(site.layer);
+    // ReduceMean took `axes` as an attribute until opset 18, as an input since.
+    if (opset >= 18) w.node('ReduceMean', [asFloat, w.int64([1])], { keepdims: 0 }, output);
+    else w.node('ReduceMean', [asFloat], { axes: [1], keepdims: 0 }, output);
+    const dim = (value: TensorShapeProto_Dimension['value']) => create(TensorShapeProto_DimensionSchema, { value });
+    graph.output.push(
+      create(ValueInfoProtoSchema, {
+        name: output,
+        type: create(TypeProtoSchema, {
+          value: {
+            case: 'tensorType',
+            value: create(TypeProto_TensorSchema, {
+              elemType: FLOAT32,
+              shape: create(TensorShapeProtoSchema, {
+                dim: [
+                  sampleDims?.[0] ? dim(sampleDims[0].value) : dim({ case: 'dimParam', value: 'batch' }),
+                  dim({ case: 'dimParam', value: `attn2_hw_${i}` }),
+                  textDims?.[1] ? dim(textDims[1].value) : dim({ case: 'dimParam', value: 'tokens' }),
+                ],
+              }),
+            }),
+          },
+        }),
+      }),
+    );
+  }
+  return { layers: sites.map((s) => s.layer) };
+}

@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { AsgdError } from '../src/core/errors.ts';
+import { VARIANTS } from '../src/fixtures/index.ts';
+import { readImageMetadata, saveImage } from '../src/node/image/write.ts';
+import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
+import { copyModel, tempDir, tinyModel } from './helpers/models.ts';
+
+let pipe: Pipeline;
+before(async () => {
+  pipe = await loadPipeline(await tinyModel('standard'), { threads: 1 });
+});
+after(async () => {
+  await pipe?.close();
+});
+
+const base = { prompt: 'a red circle on a blue background', negativePrompt: 'blurry', steps: 3, guidanceScale: 7.5 };
+
+test('end to end: an image of the requested size with readable embedded parameters', async () => {
+  const r = await pipe.generate({ ...base, width: 256, height: 192, seed: 5 });
+  assert.equal(r.image.width, 256);
+  assert.equal(r.image.height, 192);
+  assert.equal(r.image.data.length, 256 * 192 * 3);
+  const dir = tempDir();
+  const file = path.join(dir, 'a.png');
+  await saveImage(file, r.image, r.metadata);
+  const back = await readImageMetadata(file);
+  assert.equal(back.metadata?.prompt, base.prompt);
+  assert.equal(back.metadata?.negativePrompt, 'blurry');
+  assert.equal(back.metadata?.seed, '5');
+  assert.equal(back.metadata?.width, 256);
+  assert.equal(back.metadata?.steps, 3);
+  assert.match(back.parameters ?? '', /^a red circle on a blue background\nNegative prompt: blurry\nSteps: 3, Sampler: pndm, CFG scale: 7\.5, Seed: 5, Size: 256x192/);
+  for (const ext of ['jpg', 'webp']) {
+    const f = path.join(dir, `a.${ext}`);
+    await saveImage(f, r.image, r.metadata);
+    const m = await readImageMetadata(f);
+    assert.equal(m.metadata?.seed, '5', ext);
+    assert.equal(m.metadata?.prompt, base.prompt, ext);
+  }
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['a.jpg', 'a.png', 'a.webp']);
+});
+
+test('the same seed gives byte-identical files, another seed a different one', async () => {
+  const dir = tempDir();
+  const files: Buffer[] = [];
+  for (const [i, seed] of [11, 11, 12].entries()) {
+    const r = await pipe.generate({ ...base, seed });
+    const f = path.join(dir, `s${i}.png`);
+    await saveImage(f, r.image, r.metadata);
+    files.push(fs.readFileSync(f));
+  }
+  assert.ok(files[0]!.equals(files[1]!), 'same seed, same bytes');
+  assert.ok(!files[0]!.equals(files[2]!), 'other seed, other bytes');
+});
+
+test('every loader variant loads and generates', async () => {
+  for (const variant of VARIANTS.filter((v) => v !== 'sdxl')) {
+    const p = await loadPipeline(await tinyModel(variant), { threads: 1 });
+    try {
+      const size = variant === 'static-shape' ? 512 : 128;
+      const r = await p.generate({ ...base, steps: 2, seed: 3, width: size, height: size, method: 'direct' });
+      assert.equal(r.image.width, size, variant);
+      assert.ok(r.image.data.some((v) => v !== r.image.data[0]), `${variant}: image not constant`);
+      assert.equal(p.info.latentChannels, 4, variant);
+      if (variant === 'static-shape') {
+        await assert.rejects(p.generate({ ...base, steps: 1, width: 256, height: 256 }), /static input size; expected multiples of 512x512.*received 256x256/);
+      }
+    } finally {
+      await p.close();
+    }
+  }
+});
+
+test('tiled and untiled VAE decoding agree and show no seam', async () => {
+  const h = 40;
+  const w = 56;
+  const latent = new Float32Array(4 * h * w);
+  // A smooth latent so any seam would stand out against its neighbours.
+  for (let c = 0; c < 4; c++) for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) latent[(c * h + y) * w + x] = 0.15 * Math.sin(0.21 * x + 0.13 * y + c);
+  const full = await pipe.decodeLatent(latent, h, w, { tiling: 'off', tileSize: 32, overlap: 16 });
+  const tiled = await pipe.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 32, overlap: 16 });
+  assert.equal(tiled.width, full.width);
+  let maxDiff = 0;
+  for (let i = 0; i < full.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(full.data[i]! - tiled.data[i]!));
+  // The built-in decoder is local (radius 3 latent px < the 4 px blend margin): tiles agree up to rounding.
+  assert.ok(maxDiff <= 2, `max difference ${maxDiff} levels`);
+});
+
+test('bad model folders get clear errors', async () => {
+  const cases: [string, (dir: string) => void, RegExp][] = [
+    ['missing vae', (d) => fs.rmSync(path.join(d, 'vae_decoder'), { recursive: true }), /The model folder has no vae_decoder.*Expected vae_decoder\/model\.onnx/],
+    ['missing tokenizer', (d) => fs.rmSync(path.join(d, 'tokenizer'), { recursive: true }), /The model has no tokenizer folder/],
+    ['unknown layout', (d) => { for (const e of fs.readdirSync(d)) fs.rmSync(path.join(d, e), { recursive: true }); fs.writeFileSync(path.join(d, 'x.txt'), 'x'); }, /Unknown model layout/],
+    ['no unet', (d) => fs.rmSync(path.join(d, 'unet'), { recursive: true }), /has no UNet/],
+    ['unet not matching the contract', (d) => fs.copyFileSync(path.join(d, 'vae_decoder', 'model.onnx'), path.join(d, 'unet', 'model.onnx')), /unet has no timestep input.*re-export/],
+    ['damaged onnx', (d) => fs.writeFileSync(path.join(d, 'text_encoder', 'model.onnx'), 'garbage'), /ONNX Runtime cannot load text_encoder/],
+    ['bad json', (d) => fs.writeFileSync(path.join(d, 'model_index.json'), '{'), /model_index\.json is not valid JSON/],
+  ];
+  for (const [name, breakIt, re] of cases) {
+    const dir = await copyModel('standard');
+    breakIt(dir);
+    await assert.rejects(loadPipeline(dir, { threads: 1 }), (e: unknown) => e instanceof AsgdError && e.kind === 'model' && re.test(e.message), name);
+  }
+  await assert.rejects(loadPipeline('/nonexistent/model'), /Model folder not found/);
+});
+
+test('cancelling stops within one model call and the pipeline reports it', async () => {
+  const p = await loadPipeline(await tinyModel('standard'), { threads: 1 });
+  const controller = new AbortController();
+  let events = 0;
+  const t0 = performance.now();
+  await assert.rejects(
+    p.generate({ ...base, steps: 50, seed: 1, width: 512, height: 512 }, {
+      signal: controller.signal,
+      onProgress: () => {
+        if (++events === 2) controller.abort();
+      },
+    }),
+    (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled',
+  );
+  assert.equal(events, 2, 'no progress after the abort');
+  assert.ok(performance.now() - t0 < 20_000);
+  await p.close();
+});
+
+test('a long prompt is truncated with a warning that says how many tokens were dropped', async () => {
+  const long = Array.from({ length: 90 }, () => 'red').join(' ');
+  const r = await pipe.generate({ ...base, prompt: long, steps: 1, seed: 1, width: 64, height: 64, method: 'direct' });
+  assert.deepEqual(r.warnings.filter((w) => /too long/.test(w)), ["The prompt is too long: 15 token(s) beyond the model's 75 were dropped"]);
+});

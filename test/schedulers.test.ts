@@ -1,0 +1,301 @@
+/**
+ * Schedulers against diffusers' semantics.
+ *
+ * Reference numbers: test/reference/schedulers-cases.json, written by
+ * scripts/reference/schedulers_reference.py, an independent NumPy re-implementation of diffusers'
+ * schedulers with diffusers' float32/float64 dtypes (regenerate with
+ * `/usr/bin/python3 scripts/reference/schedulers_reference.py`). Each case runs a scheduler over its
+ * whole schedule on fixed 64-element inputs: model output at step k = fround(a * w1_k + b * w2_k),
+ * ancestral noise = fround(c * v1_k + d * v2_k), weights stored in the JSON.
+ *
+ * Tolerance: 1e-6 relative. The reference does every element operation in float32 as torch does; the
+ * TypeScript code rounds once per element, so near-zero elements get an absolute floor of 1e-6 times
+ * the array's largest magnitude.
+ * The SD 1.5 timesteps are also hard-coded below from diffusers' documented behaviour.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+
+import { AsgdError } from '../src/core/errors.ts';
+import type { RandomSource } from '../src/core/random/types.ts';
+import { benchSchedulerStep } from '../src/core/schedulers/bench.ts';
+import { SCHEDULER_NAMES, createScheduler } from '../src/core/schedulers/index.ts';
+import type { Scheduler, SchedulerConfig, SchedulerState } from '../src/core/schedulers/types.ts';
+
+interface RefCase {
+  name: string;
+  config: SchedulerConfig;
+  scheduler: string | null;
+  resolvedName: string;
+  steps: number;
+  numSteps: number;
+  timesteps: number[];
+  sigmas?: number[];
+  initNoiseSigma: number;
+  inputScales: number[];
+  noiseLevels: [number, number][];
+  initialSample: number[];
+  outputWeights: [number, number][];
+  noiseWeights: [number, number][];
+  samples: Record<string, number[]>;
+}
+
+const REF = JSON.parse(readFileSync(new URL('./reference/schedulers-cases.json', import.meta.url), 'utf8')) as {
+  inputs: Record<'x' | 'a' | 'b' | 'c' | 'd', number[]>;
+  cases: RefCase[];
+};
+
+const SD15: SchedulerConfig = {
+  _class_name: 'PNDMScheduler',
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  num_train_timesteps: 1000,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  trained_betas: null,
+  clip_sample: false,
+};
+
+const REL = 1e-6;
+const FLOOR = 0.01;
+
+/**
+ * Relative comparison. `floor` (a fraction of the largest reference magnitude) sets the smallest
+ * magnitude an element is compared relative to: 0 for schedule values (every one compared relative
+ * to itself), FLOOR for samples, whose near-zero elements come from cancellations that float32
+ * rounding (in the reference, as in torch) makes noisy.
+ */
+function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, label: string, floor = 0): void {
+  assert.equal(actual.length, expected.length, `${label}: length`);
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]!));
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i]!;
+    const e = expected[i]!;
+    const tol = REL * Math.max(Math.abs(e), floor * scale);
+    if (!(Math.abs(a - e) <= tol)) {
+      assert.fail(`${label}[${i}]: ${a} vs reference ${e} (|diff| ${Math.abs(a - e)}, tolerance ${tol})`);
+    }
+  }
+}
+
+function mix(p: number[], q: number[], w: [number, number]): Float32Array {
+  const out = new Float32Array(p.length);
+  for (let i = 0; i < p.length; i++) out[i] = p[i]! * w[0] + q[i]! * w[1];
+  return out;
+}
+
+/** A RandomSource that hands out the reference's ancestral noise, one array per randn call. */
+function scriptedNoise(arrays: Float32Array[]): RandomSource & { calls: number } {
+  const source = {
+    calls: 0,
+    randn(shape: readonly number[]): Float32Array {
+      const next = arrays[source.calls++];
+      assert.ok(next, 'more noise draws than steps');
+      assert.deepEqual([...shape], [next.length]);
+      return next;
+    },
+    randint: () => 0,
+    uniform: () => 0,
+  };
+  return source;
+}
+
+function runCase(c: RefCase, scheduler: Scheduler): Map<number, Float32Array> {
+  const noise = c.noiseWeights.map((w) => mix(REF.inputs.c, REF.inputs.d, w));
+  const rng = scriptedNoise(noise);
+  let state: SchedulerState = scheduler.initialState();
+  let x = Float32Array.from(c.initialSample);
+  const kept = new Map<number, Float32Array>();
+  for (let k = 0; k < scheduler.numSteps; k++) {
+    const out = mix(REF.inputs.a, REF.inputs.b, c.outputWeights[k]!);
+    const r = scheduler.step(state, out, x, rng);
+    assert.equal(r.state.stepIndex, k + 1);
+    state = r.state;
+    x = r.prevSample;
+    if (c.samples[String(k)]) kept.set(k, x);
+  }
+  assert.equal(rng.calls, c.resolvedName === 'euler-ancestral' ? scheduler.numSteps : 0, 'noise draws');
+  return kept;
+}
+
+for (const c of REF.cases) {
+  test(`reference: ${c.name}`, () => {
+    const s = createScheduler(c.config, c.steps, c.scheduler ?? undefined);
+    assert.equal(s.name, c.resolvedName);
+    assert.equal(s.numSteps, c.numSteps);
+    assert.equal(s.timesteps.length, c.numSteps);
+    assertClose(s.timesteps, c.timesteps, 'timesteps');
+    const sigmas = (s as unknown as { sigmas?: Float64Array }).sigmas;
+    if (c.sigmas) assertClose(sigmas!, c.sigmas, 'sigmas');
+    assertClose([s.initNoiseSigma], [c.initNoiseSigma], 'initNoiseSigma');
+    assertClose(
+      c.inputScales.map((_, k) => s.inputScale(k)),
+      c.inputScales,
+      'inputScale',
+    );
+    const levels = c.noiseLevels.map((_, k) => s.noiseLevel(k));
+    assertClose(
+      levels.map((l) => l.alpha),
+      c.noiseLevels.map((l) => l[0]),
+      'noiseLevel.alpha',
+    );
+    assertClose(
+      levels.map((l) => l.sigma),
+      c.noiseLevels.map((l) => l[1]),
+      'noiseLevel.sigma',
+    );
+    const kept = runCase(c, s);
+    for (const [k, expected] of Object.entries(c.samples)) {
+      assertClose(kept.get(Number(k))!, expected, `sample after step ${k}`, FLOOR);
+    }
+  });
+}
+
+test('SD 1.5 config with Euler at 50 steps: timesteps 981, 961, ..., 1 (leading spacing kept from PNDM)', () => {
+  const s = createScheduler(SD15, 50, 'euler');
+  assert.deepEqual(
+    [...s.timesteps],
+    Array.from({ length: 50 }, (_, i) => 981 - 20 * i),
+  );
+  // init noise sigma for leading spacing is sqrt(sigma_max^2 + 1); sigma at t = 981 is about 13.12.
+  assert.ok(Math.abs(s.initNoiseSigma - 13.158) < 1e-3, String(s.initNoiseSigma));
+});
+
+test('SD 1.5 config with PNDM (PLMS) at 50 steps: 51 evaluations, the second timestep repeated', () => {
+  const s = createScheduler(SD15, 50);
+  assert.equal(s.name, 'pndm');
+  const expected = [981, 961, 961, ...Array.from({ length: 48 }, (_, i) => 941 - 20 * i)];
+  assert.deepEqual([...s.timesteps], expected);
+  assert.equal(s.numSteps, 51);
+  assert.equal(s.timesteps.at(-1), 1);
+});
+
+test('every name in SCHEDULER_NAMES builds from the SD 1.5 config', () => {
+  assert.deepEqual([...SCHEDULER_NAMES], ['euler', 'euler-ancestral', 'ddim', 'pndm', 'dpmpp-2m', 'lms']);
+  for (const name of SCHEDULER_NAMES) assert.equal(createScheduler(SD15, 20, name).name, name);
+});
+
+test('step is pure: inputs untouched, same state gives the same result, interleaved states do not interfere', () => {
+  for (const name of ['pndm', 'dpmpp-2m', 'lms'] as const) {
+    const s = createScheduler(SD15, 12, name);
+    const n = 64;
+    const x0 = Float32Array.from({ length: n }, (_, i) => Math.sin(i));
+    const out = (k: number) => Float32Array.from({ length: n }, (_, i) => Math.cos(i * 0.3 + k));
+    // Run A alone.
+    let a = s.initialState();
+    let xa = x0;
+    const trajectory: Float32Array[] = [];
+    for (let k = 0; k < 5; k++) {
+      const o = out(k);
+      const oCopy = o.slice();
+      const xCopy = xa.slice();
+      const r = s.step(a, o, xa);
+      assert.deepEqual(o, oCopy, `${name}: modelOutput modified`);
+      assert.deepEqual(xa, xCopy, `${name}: sample modified`);
+      const again = s.step(a, o, xa);
+      assert.deepEqual(again.prevSample, r.prevSample, `${name}: step not deterministic`);
+      a = r.state;
+      xa = r.prevSample;
+      trajectory.push(xa);
+    }
+    // Two patches interleaved on the same scheduler object, each with its own state.
+    let p = s.initialState();
+    let q = s.initialState();
+    let xp = x0;
+    let xq = x0.map((v) => -v);
+    for (let k = 0; k < 5; k++) {
+      const rp = s.step(p, out(k), xp);
+      const rq = s.step(q, out(k + 7), xq);
+      p = rp.state;
+      q = rq.state;
+      xp = rp.prevSample;
+      xq = rq.prevSample;
+      assert.deepEqual(xp, trajectory[k], `${name}: interleaving changed the result at step ${k}`);
+    }
+  }
+});
+
+function assertAsgdError(fn: () => unknown, parts: (string | RegExp)[]): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof AsgdError, `expected AsgdError, got ${String(err)}`);
+    assert.equal(err.kind, 'invalid-argument');
+    for (const p of parts) {
+      if (typeof p === 'string') assert.ok(err.message.includes(p), `message lacks ${JSON.stringify(p)}: ${err.message}`);
+      else assert.match(err.message, p);
+    }
+    return true;
+  });
+}
+
+test('errors name the parameter, what is supported, and what was received', () => {
+  assertAsgdError(() => createScheduler(SD15, 20, 'heun'), [
+    'Invalid scheduler',
+    'euler, euler-ancestral, ddim, pndm, dpmpp-2m, lms',
+    'received "heun"',
+  ]);
+  assertAsgdError(() => createScheduler({ ...SD15, _class_name: 'UniPCMultistepScheduler' }, 20), [
+    'scheduler config _class_name',
+    'EulerDiscreteScheduler',
+    'received "UniPCMultistepScheduler"',
+    '--scheduler',
+  ]);
+  assertAsgdError(() => createScheduler({ ...SD15, beta_schedule: 'foo' }, 20, 'euler'), [
+    'scheduler config beta_schedule',
+    '"linear", "scaled_linear", "squaredcos_cap_v2"',
+    'received "foo"',
+  ]);
+  assertAsgdError(() => createScheduler({ ...SD15, prediction_type: 'sample' }, 20), [
+    'scheduler config prediction_type',
+    '"epsilon", "v_prediction" (for pndm)',
+    'received "sample"',
+  ]);
+  assertAsgdError(() => createScheduler({ ...SD15, prediction_type: 'sample' }, 20, 'euler-ancestral'), [
+    '(for euler-ancestral)',
+  ]);
+  assertAsgdError(() => createScheduler({ ...SD15, timestep_spacing: 'bar' }, 20, 'ddim'), [
+    'scheduler config timestep_spacing',
+    '"linspace", "leading", "trailing"',
+    'received "bar"',
+  ]);
+  for (const steps of [0, 2.5, 1001, Number.NaN]) {
+    assertAsgdError(() => createScheduler(SD15, steps, 'euler'), ['Invalid steps', 'an integer from 1 to 1000']);
+  }
+  assertAsgdError(() => createScheduler({ ...SD15, algorithm_type: 'dpmsolver' }, 20, 'dpmpp-2m'), [
+    'scheduler config algorithm_type',
+    '"dpmsolver++"',
+    'received "dpmsolver"',
+  ]);
+  assertAsgdError(() => createScheduler({ ...SD15, solver_order: 3 }, 20, 'dpmpp-2m'), ['solver_order', '1 or 2']);
+  assertAsgdError(() => createScheduler({ ...SD15, thresholding: true }, 20, 'ddim'), [
+    'scheduler config thresholding',
+    'not implemented',
+    'received true',
+  ]);
+  assertAsgdError(() => createScheduler({ ...SD15, num_train_timesteps: 0 }, 20, 'euler'), ['num_train_timesteps']);
+  assertAsgdError(() => createScheduler({ ...SD15, skip_prk_steps: false }, 3), ['at least 4']);
+  // leading spacing with steps_offset 1 at 1000 steps would index timestep 1000.
+  assertAsgdError(() => createScheduler(SD15, 1000, 'ddim'), ['timesteps stay within 0..999']);
+});
+
+test('step checks its arguments', () => {
+  const s = createScheduler(SD15, 10, 'euler');
+  const x = new Float32Array(8);
+  assertAsgdError(() => s.step(s.initialState(), new Float32Array(4), x), ['modelOutput', '8 elements']);
+  assertAsgdError(() => s.step({ stepIndex: 10, history: [] }, x, x), ['stepIndex', 'from 0 to 9']);
+  assertAsgdError(() => s.inputScale(11), ['stepIndex']);
+  const ancestral = createScheduler(SD15, 10, 'euler-ancestral');
+  assert.throws(() => ancestral.step(ancestral.initialState(), x, x), /no random source/);
+});
+
+test('benchSchedulerStep times one step of every scheduler on a 1x4x256x256 latent', () => {
+  const results = benchSchedulerStep({ repeats: 1 });
+  assert.deepEqual(
+    results.map((r) => r.name),
+    [...SCHEDULER_NAMES],
+  );
+  for (const r of results) assert.ok(r.msPerStep > 0 && Number.isFinite(r.msPerStep), `${r.name}: ${r.msPerStep}`);
+});
