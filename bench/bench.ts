@@ -85,9 +85,9 @@ function hostCosts(): void {
 }
 
 async function methodsHost(): Promise<void> {
-  const mod = (await import('../src/core/methods/bench.ts')) as { benchHostWork?: () => { method: string; msPerStep: number }[] };
+  const mod = (await import('../src/core/methods/bench.ts')) as { benchHostWork?: () => Promise<{ method: string; msPerStep: number }[]> };
   if (!mod.benchHostWork) return;
-  const rows = mod.benchHostWork();
+  const rows = await mod.benchHostWork();
   table('Method host work per step at latent 256x256 (16 patches / 49 windows, 512-native model), ms', ['method', 'ms per step'], rows.map((r) => [r.method, r.msPerStep]));
   results['methodsHost'] = rows;
 }

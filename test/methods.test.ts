@@ -4,7 +4,8 @@ import { AsgdError } from '../src/core/errors.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createMethod, DEFAULT_METHOD_OPTIONS, METHOD_NAMES } from '../src/core/methods/index.ts';
 import type { MethodOptions, MethodSetup } from '../src/core/methods/index.ts';
-import { fakeEulerScheduler, fakeUnet } from '../src/core/methods/fakes.ts';
+import { fakeUnet, SD_SCHEDULER_CONFIG } from '../src/core/methods/fakes.ts';
+import { createScheduler } from '../src/core/schedulers/index.ts';
 import { patchSize } from '../src/core/methods/geometry.ts';
 import { applyEpsGuidance, structureWeightAt } from '../src/core/methods/guidance.ts';
 import { buildMask } from '../src/core/methods/mask.ts';
@@ -20,6 +21,10 @@ import type {
 import type { Scheduler } from '../src/core/schedulers/types.ts';
 
 const TOKENS = [1, 2, 3];
+
+function euler(steps: number, extra: Record<string, unknown> = {}): Scheduler {
+  return createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', ...extra }, steps);
+}
 
 interface Run {
   fused: Float32Array[];
@@ -39,7 +44,7 @@ async function generate(
 ): Promise<Run> {
   const seed = extra.seed ?? 42;
   const method = createMethod(name, options, setup);
-  const sched = extra.scheduler ?? fakeEulerScheduler(setup.numSteps);
+  const sched = extra.scheduler ?? euler(setup.numSteps);
   const geo = method.plan.geometry;
   const noise = createRandom(seed, 'noise').randn([geo.count, geo.channels, geo.patchHeight, geo.patchWidth]);
   for (let i = 0; i < noise.length; i++) noise[i] *= sched.initNoiseSigma;
@@ -59,12 +64,13 @@ async function generate(
     onPreview: (p) => run.previews.push(p),
   };
   let state = sched.initialState();
+  const ancestral = createRandom(seed, 'ancestral');
   for (let k = 0; k < setup.numSteps; k++) {
     run.latents.push(latent);
     const fused = await method.predict(latent, k, ctx);
     assert.equal(fused.length, latent.length);
     run.fused.push(fused);
-    ({ prevSample: latent, state } = sched.step(state, fused, latent));
+    ({ prevSample: latent, state } = sched.step(state, fused, latent, ancestral));
   }
   return run;
 }
@@ -193,7 +199,7 @@ describe('asg', () => {
     const x0 = await generate('asg', { structureSpace: 'x0' }, SMALL);
     assert.deepEqual(x0.fused[0], eps.fused[0]);
     assert.notDeepEqual(x0.fused[1], eps.fused[1]);
-    const v = { ...fakeEulerScheduler(SMALL.numSteps), predictionType: 'v_prediction' as const };
+    const v = euler(SMALL.numSteps, { prediction_type: 'v_prediction' });
     await assert.rejects(generate('asg', { structureSpace: 'x0' }, SMALL, { scheduler: v }), (e: unknown) => {
       return e instanceof AsgdError && e.parameter === 'structureSpace';
     });
@@ -233,6 +239,21 @@ describe('unit counts', () => {
       asg.calls.map((c) => c.units[0].id),
       ['s1/k0/p0', 's1/k1/p0', 's1/k2/p0', 's2/k3/w0', 's2/k4/w0'], // S = round(2.5) = 3,
     );
+  });
+});
+
+describe('schedulers', () => {
+  it('asg runs deterministically with multistep and stochastic schedulers', async () => {
+    for (const className of ['DPMSolverMultistepScheduler', 'EulerAncestralDiscreteScheduler', 'DDIMScheduler', 'PNDMScheduler']) {
+      const sched = () => createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: className, skip_prk_steps: true }, SMALL.numSteps);
+      // The method is planned for the scheduler's model evaluations (PNDM: one more than the steps asked).
+      const setup = { ...SMALL, numSteps: sched().numSteps };
+      const a = await generate('asg', {}, setup, { scheduler: sched() });
+      const b = await generate('asg', {}, setup, { scheduler: sched() });
+      assert.deepEqual(a.fused, b.fused, className);
+      assert.ok(a.fused.every((f) => f.every(Number.isFinite)), className);
+      assert.equal(a.calls.reduce((n, c) => n + c.units.length, 0), a.method.unitsTotal, className);
+    }
   });
 });
 
@@ -302,7 +323,7 @@ describe('conditioning, previews and step order', () => {
   it('rejects steps out of order and a latent of the wrong size', async () => {
     const method = createMethod('asg', {}, SMALL);
     const ctx: MethodContext = {
-      scheduler: fakeEulerScheduler(SMALL.numSteps),
+      scheduler: euler(SMALL.numSteps),
       evaluate: async (units) => units.map((u) => fakeUnet(u)),
       random: { permutation: createRandom(1, 'permutation'), jitter: createRandom(1, 'jitter') },
       maskTokens: TOKENS,
@@ -344,5 +365,7 @@ describe('option validation', () => {
     assert.equal(DEFAULT_METHOD_OPTIONS.guidanceSync, false);
     assert.equal(createMethod('asg', {}, setup).plan.stage1Steps, 3);
     assert.equal(createMethod('asg', { stageSplit: 1 }, setup).plan.stage1Steps, 6);
+    assert.equal(createMethod('asg', { windowStride: undefined, stageSplit: undefined }, setup).plan.stage1Steps, 3);
+    assert.equal(createMethod('multidiffusion', { windowStride: 4 }, setup).unitsAt(0), 25);
   });
 });

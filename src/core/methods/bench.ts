@@ -5,7 +5,8 @@
  * attention maps), so only host work is timed. Portable: no Node APIs (performance.now is a web global).
  */
 import { createRandom } from '../random/index.ts';
-import { fakeEulerScheduler } from './fakes.ts';
+import { createScheduler } from '../schedulers/index.ts';
+import { SD_SCHEDULER_CONFIG } from './fakes.ts';
 import { createMethod } from './index.ts';
 import type { MethodOptions } from './options.ts';
 import type { AttentionMap, MethodContext, UnitResult } from './types.ts';
@@ -55,7 +56,7 @@ export async function benchHostWork(options: BenchOptions = {}): Promise<HostTim
   const setup = { height: 256, width: 256, nativeHeight: 64, nativeWidth: 64, numSteps: steps };
   const attention = sdAttention();
   const outputs = new Map<number, Float32Array>();
-  const scheduler = fakeEulerScheduler(steps);
+  const scheduler = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, steps);
   const latent = createRandom(1, 'noise').randn([1, 4, 256, 256]);
   const timings: HostTiming[] = [];
   for (const name of methods) {

@@ -1,45 +1,8 @@
 /**
- * Deterministic stand-ins for the UNet and the scheduler, used by the method tests and by bench.ts, so the
- * methods can be exercised without a model. Portable: no Node APIs.
+ * A deterministic stand-in for the UNet, used by the method tests and by bench.ts, so the methods can be
+ * exercised without a model. Portable: no Node APIs.
  */
-import type { Scheduler, SchedulerState, StepResult } from '../schedulers/types.ts';
 import type { AttentionMap, UnetUnit, UnitResult } from './types.ts';
-
-/**
- * Euler-like plan: timesteps linspace(999, 0, T), sigma_k from the scaled-linear SD schedule at those
- * timesteps, input scale 1 / sqrt(sigma^2 + 1), step x + (sigma_{k+1} - sigma_k) * eps. Good enough for
- * exercising methods; not a reference scheduler.
- */
-export function fakeEulerScheduler(numSteps: number): Scheduler {
-  const timesteps: number[] = [];
-  const sigmas: number[] = [];
-  for (let k = 0; k < numSteps; k++) {
-    const t = numSteps === 1 ? 999 : 999 - (999 * k) / (numSteps - 1);
-    timesteps.push(t);
-    const beta = (Math.sqrt(0.00085) + (t / 999) * (Math.sqrt(0.012) - Math.sqrt(0.00085))) ** 2;
-    // Rough cumulative product of (1 - beta) along a linear beta ramp, enough for a monotone sigma.
-    const abar = Math.exp(-(t + 1) * (0.00085 + beta) * 0.5);
-    sigmas.push(Math.sqrt((1 - abar) / abar));
-  }
-  sigmas.push(0);
-  return {
-    name: 'fake-euler',
-    predictionType: 'epsilon',
-    timesteps,
-    numSteps,
-    initNoiseSigma: sigmas[0],
-    initialState: (): SchedulerState => ({ stepIndex: 0, history: [] }),
-    inputScale: (k: number) => 1 / Math.sqrt(sigmas[k] * sigmas[k] + 1),
-    noiseLevel: (k: number) => ({ alpha: 1, sigma: sigmas[k] }),
-    step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
-      const k = state.stepIndex;
-      const dt = sigmas[k + 1] - sigmas[k];
-      const prevSample = new Float32Array(sample.length);
-      for (let i = 0; i < sample.length; i++) prevSample[i] = sample[i] + dt * modelOutput[i];
-      return { prevSample, state: { stepIndex: k + 1, history: [] } };
-    },
-  };
-}
 
 /** Layer names the fake attention uses (two up-block layers at 1/2 and 1/4 of the unit size). */
 export const FAKE_LAYERS = ['/up_blocks.1/attentions.0/transformer_blocks.0/attn2', '/up_blocks.2/attentions.1/transformer_blocks.0/attn2'];
@@ -63,7 +26,7 @@ export function fakeUnet(unit: UnetUnit, withAttention = true): UnitResult {
   }
   if (!unit.wantAttention || !withAttention) return { output: out };
   const attention: AttentionMap[] = FAKE_LAYERS.map((layer, l) => {
-    const f = 2 << l;
+    const f = 2 << l; // maps at 1/2 and 1/4 of the unit size
     const lh = Math.max(1, Math.floor(h / f));
     const lw = Math.max(1, Math.floor(w / f));
     const tokens = 77;
@@ -80,3 +43,13 @@ export function fakeUnet(unit: UnetUnit, withAttention = true): UnitResult {
   });
   return { output: out, attention };
 }
+
+/** Stable Diffusion 1.x scheduler config (scaled-linear betas) for tests and benches. */
+export const SD_SCHEDULER_CONFIG = {
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  num_train_timesteps: 1000,
+  steps_offset: 1,
+  prediction_type: 'epsilon',
+};

@@ -111,7 +111,9 @@ export function resolveMethodOptions(options: Partial<MethodOptions> = {}): Meth
       throw invalidArgument('method option', `one of ${KEYS.join(', ')}`, key);
     }
   }
-  const o = { ...DEFAULT_METHOD_OPTIONS, ...options } as Record<keyof MethodOptions, unknown>;
+  // An option given as undefined takes its default (callers often forward unset CLI flags).
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  const o = { ...DEFAULT_METHOD_OPTIONS, ...given } as Record<keyof MethodOptions, unknown>;
   const windowStride = o.windowStride;
   if (windowStride !== null) integerAtLeast('windowStride', windowStride, 1, 'Use a stride of at most the native latent size, or omit it for half of it.');
   if (!Array.isArray(o.maskLayers) || o.maskLayers.some((s) => typeof s !== 'string')) {

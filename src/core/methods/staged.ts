@@ -126,7 +126,6 @@ export class StagedMethod extends MethodBase {
       this.epsBuffer,
     );
 
-    let keyPreview: Float32Array | null = null;
     if (this.guided) {
       const sync = options.guidanceSync;
       let newMask: Float32Array | null | undefined;
@@ -149,7 +148,10 @@ export class StagedMethod extends MethodBase {
           ? Float32Array.from(keyEps)
           : denoisedEstimate(patches.subarray(0, size), keyEps, alpha, sigma);
       const key = sync ? keyNow : this.staleKey;
-      const weight = step >= 1 ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep) : 0;
+      const weight =
+        step >= 1
+          ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep)
+          : 0;
       if (key !== null && weight > 0) {
         const mask = options.mask ? this.mask : null;
         if (options.structureSpace === 'eps') applyEpsGuidance(eps, key, mask, weight, n, geo.channels, plane);
@@ -161,12 +163,12 @@ export class StagedMethod extends MethodBase {
 
     const fused = relocatePatches(eps, geo, geo.height, geo.width);
     if (this.wantsPreview(step, ctx)) {
-      keyPreview = Float32Array.from(patches.subarray(0, size));
+      // Patch 0 of the current latent (un-shuffled) and its output (the key patch is never guided).
       this.emitPreview(
         ctx,
         step,
         'key-patch',
-        keyPreview,
+        Float32Array.from(patches.subarray(0, size)),
         Float32Array.from(eps.subarray(0, size)),
         geo.patchHeight,
         geo.patchWidth,

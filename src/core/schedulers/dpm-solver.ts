@@ -92,8 +92,12 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const spacing = reader.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
     const offset = reader.integer('steps_offset', 0);
     let timesteps: number[];
-    if (spacing === 'linspace') timesteps = linspaceDescending(n - 1, numSteps + 1).map(roundHalfEven).slice(0, -1);
-    else if (spacing === 'leading') timesteps = leadingDescending(n, numSteps + 1, offset).slice(0, -1); // ratio n // (steps + 1)
+    // linspace and leading lay out numSteps + 1 points and drop the last (t = 0 before the offset).
+    if (spacing === 'linspace') {
+      timesteps = linspaceDescending(n - 1, numSteps + 1)
+        .map(roundHalfEven)
+        .slice(0, -1);
+    } else if (spacing === 'leading') timesteps = leadingDescending(n, numSteps + 1, offset).slice(0, -1);
     else timesteps = trailingDescending(n, n, numSteps);
     checkTimestepRange(timesteps, n);
 

@@ -141,7 +141,7 @@ export class PndmScheduler implements Scheduler {
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
     const m = unpack(state);
     if (m.counter !== k) {
-      throw invalidArgument(`${this.name} scheduler state`, `counter ${k}`, m.counter, 'Pass the state step() returned.');
+      throw invalidArgument(`${this.name} scheduler state`, `counter ${k}`, m.counter, 'Pass the state step() returns.');
     }
     const e = Float32Array.from(modelOutput);
     const result = m.counter < this.prkSteps ? this.stepPrk(m, e, sample) : this.stepPlms(m, e, sample);

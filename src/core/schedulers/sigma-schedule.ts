@@ -64,8 +64,9 @@ export function buildSigmaSchedule(reader: ConfigReader, numSteps: number, opts:
     reader.unsupportedFlag('use_exponential_sigmas');
     reader.unsupportedFlag('use_beta_sigmas');
     if (reader.boolean('use_karras_sigmas')) {
-      const lo = (opts.karrasRangeFromConfig ? optionalPositive(reader, 'sigma_min') : undefined) ?? sig[sig.length - 1]!;
-      const hi = (opts.karrasRangeFromConfig ? optionalPositive(reader, 'sigma_max') : undefined) ?? sig[0]!;
+      const fromConfig = (key: string) => (opts.karrasRangeFromConfig ? optionalPositive(reader, key) : undefined);
+      const lo = fromConfig('sigma_min') ?? sig[sig.length - 1]!;
+      const hi = fromConfig('sigma_max') ?? sig[0]!;
       sig = karrasSigmas(lo, hi, numSteps);
       const logSigmas = train.map(log32);
       timesteps = sig.map((s) => sigmaToT(s, logSigmas));

@@ -48,7 +48,8 @@ function readJson(file: string, label: string): Record<string, unknown> {
     throw modelError(`Cannot read ${label} (${file})`, label, 'Check that the file exists and is readable', err);
   }
   try {
-    const value = JSON.parse(text) as unknown;
+    // Python's json writes Infinity/NaN (diffusers saves lambda_min_clipped: -Infinity); JSON has no such values.
+    const value = JSON.parse(text.replace(/:(\s*)(-?Infinity|NaN)\b/g, ':$1null')) as unknown;
     if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object');
     return value as Record<string, unknown>;
   } catch (err) {
