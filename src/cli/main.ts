@@ -68,6 +68,8 @@ interface GenerateFlags {
   preview?: string;
   previewEvery?: number;
   from?: string;
+  vae?: string;
+  originalSize?: string;
   json?: boolean;
   quiet?: boolean;
 }
@@ -91,6 +93,12 @@ function methodOptionsFrom(f: GenerateFlags, base: Record<string, unknown>): Rec
   set('stageSplit', f.stageSplit);
   set('windowStride', f.windowStride);
   return o;
+}
+
+function parseSize(flag: string, v: string): { width: number; height: number } {
+  const m = /^(\d+)x(\d+)$/i.exec(v.trim());
+  if (!m) throw invalidArgument(flag, 'WIDTHxHEIGHT in pixels, e.g. 1024x1024', v);
+  return { width: Number(m[1]), height: Number(m[2]) };
 }
 
 async function readFrom(file: string): Promise<GenerationMetadata> {
@@ -132,6 +140,7 @@ async function runGenerate(f: GenerateFlags, cmd: Command): Promise<number> {
       ...(f.vaeTileSize !== undefined ? { tileSize: f.vaeTileSize } : {}),
       ...(f.vaeTileOverlap !== undefined ? { overlap: f.vaeTileOverlap } : {}),
     },
+    originalSize: f.originalSize !== undefined ? parseSize('--original-size', f.originalSize) : from?.originalSize,
   };
   validateParams(params);
   const { checkOutputPath, saveImage } = await import('../node/image/write.ts');
@@ -149,7 +158,7 @@ async function runGenerate(f: GenerateFlags, cmd: Command): Promise<number> {
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   const progress = createProgressView(!quiet);
-  const pipeline = await loadPipeline(modelDir, { devices: f.devices, threads: f.threads });
+  const pipeline = await loadPipeline(modelDir, { devices: f.devices, threads: f.threads, vae: f.vae });
   try {
     const result = await pipeline.generate(params, {
       signal: controller.signal,
@@ -273,6 +282,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .addOption(new Option('--vae-tiling <mode>', 'VAE tiled decoding').choices(['auto', 'on', 'off']))
     .option('--vae-tile-size <n>', 'VAE tile size in latent pixels', num('--vae-tile-size', true))
     .option('--vae-tile-overlap <n>', 'VAE tile overlap in latent pixels', num('--vae-tile-overlap', true))
+    .option('--vae <dir>', 'a separate VAE folder replacing the model\'s (optimum export or a folder with model.onnx)')
+    .option('--original-size <WxH>', 'SDXL: original_size micro-conditioning (default: the output size)')
     .option('--preview <file>', 'write a low-resolution preview image every --preview-every steps')
     .option('--preview-every <n>', 'preview interval in steps (default 5)', num('--preview-every', true, 1))
     .option('--from <image>', 're-run the generation embedded in an image (flags given override it)')

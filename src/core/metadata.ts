@@ -27,6 +27,7 @@ export interface GenerationMetadata {
   methodOptions: Record<string, unknown>;
   maskWords?: string[];
   vae: { tiling: string; tileSize: number; overlap: number };
+  originalSize?: { width: number; height: number };
 }
 
 export function buildMetadata(p: ResolvedParams, model: { name: string; family: string }, scheduler: string, tool: string): GenerationMetadata {
@@ -47,6 +48,7 @@ export function buildMetadata(p: ResolvedParams, model: { name: string; family: 
     methodOptions: p.methodOptions,
     ...(p.maskWords ? { maskWords: p.maskWords } : {}),
     vae: { ...p.vae },
+    ...(p.originalSize ? { originalSize: p.originalSize } : {}),
   };
 }
 

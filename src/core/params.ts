@@ -40,6 +40,8 @@ export interface GenerateParams {
   /** Words of the prompt whose cross-attention forms the mask (default: all content tokens). */
   maskWords?: string[];
   vae?: Partial<VaeDecodeOptions>;
+  /** SDXL only: the `original_size` micro-conditioning in pixels (default: the output size). */
+  originalSize?: { width: number; height: number };
 }
 
 export interface ResolvedParams {
@@ -56,6 +58,7 @@ export interface ResolvedParams {
   methodOptions: Record<string, unknown>;
   maskWords?: string[];
   vae: VaeDecodeOptions;
+  originalSize?: { width: number; height: number };
 }
 
 export const DEFAULT_STEPS = 30;
@@ -105,6 +108,10 @@ export function resolveParams(p: GenerateParams, native: { width: number; height
   if (p.maskWords !== undefined && (!Array.isArray(p.maskWords) || p.maskWords.some((w) => typeof w !== 'string' || !w.trim()))) {
     throw invalidArgument('maskWords', 'a list of words from the prompt', p.maskWords);
   }
+  const o = p.originalSize;
+  if (o !== undefined && (!o || !Number.isInteger(o.width) || !Number.isInteger(o.height) || o.width < 1 || o.height < 1)) {
+    throw invalidArgument('originalSize', 'positive integer width and height in pixels', o);
+  }
   return {
     prompt: p.prompt,
     negativePrompt: p.negativePrompt ?? '',
@@ -119,6 +126,7 @@ export function resolveParams(p: GenerateParams, native: { width: number; height
     methodOptions: { ...(p.methodOptions ?? {}) },
     maskWords: p.maskWords?.length ? p.maskWords : undefined,
     vae,
+    ...(o ? { originalSize: { width: o.width, height: o.height } } : {}),
   };
 }
 

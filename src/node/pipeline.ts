@@ -14,11 +14,12 @@ import { createScheduler } from '../core/schedulers/index.ts';
 import { ClipTokenizer, type TokenizedPrompt } from '../core/text/clip-tokenizer.ts';
 import { axisWeights, blendTile, planAxis } from '../core/vae/tiling.ts';
 import { runMethod } from './sampling.ts';
-import { readModelFolder, type ModelSpec } from './model/folder.ts';
+import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
 import { DeviceWorker } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner/devices.ts';
 import { DevicePool } from './runner/pool.ts';
-import type { ComponentName } from './runner/protocol.ts';
+import type { ComponentName, FailMode, WorkerRequest } from './runner/protocol.ts';
+import type { SplitMode } from '../core/scheduling/tasks.ts';
 import type { TextConditioning } from '../onnx/unet.ts';
 import type { IoInfo } from '../onnx/session.ts';
 
@@ -31,8 +32,21 @@ export interface PipelineOptions {
   threads?: number;
   /** Build the attention-probe UNet for the cross-attention mask (default true; false skips it). */
   attentionProbe?: boolean;
-  /** Test hook: make device `index` fail after `after` UNet calls. */
-  injectFailure?: { device: number; after: number };
+  /** A separate VAE folder replacing the model's (`--vae`). */
+  vae?: string;
+  /**
+   * Split units into their CFG halves (two batch-1 calls) to balance devices. 'auto' (default): 'balance' when
+   * every device is a CPU (ONNX Runtime's CPU provider gives a batch-1 call the same bits as the row of a batch-2
+   * call, so results stay identical on any device count), else 'never'. 'balance' on GPUs may change the last
+   * bits with the device count; 'always' splits every unit on any device count (identical results everywhere).
+   */
+  splitCfg?: 'auto' | SplitMode;
+  /** Re-run a unit whose device failed on another device (that device is given up) instead of failing. */
+  retryOnOtherDevice?: boolean;
+  /** Test hook: make device `index` fail after `after` UNet calls, by throwing (default) or by ending its thread. */
+  injectFailure?: { device: number; after: number; mode?: FailMode };
+  /** Test hook: hold each UNet result back by a random delay (seeded) of up to maxMs, shuffling completion order. */
+  completionJitter?: { seed: number; maxMs: number };
 }
 
 export type GenerationPhase = 'text' | 'denoise' | 'decode';
@@ -60,6 +74,10 @@ export interface GenerateRunOptions {
   onPreview?: (image: RgbImage, step: number) => void;
   previewEvery?: number;
   signal?: AbortSignal;
+  /** Instrument: the text conditioning sent to the devices (embeddings, pooled embeddings). */
+  onConditioning?: (cond: TextConditioning) => void;
+  /** Instrument: every batch of independent units, before it is evaluated. */
+  onUnits?: (units: readonly UnetUnit[]) => void;
 }
 
 export interface GenerationTimings {
@@ -115,18 +133,18 @@ export class Pipeline {
     private readonly tokenizer: ClipTokenizer,
     readonly info: ModelInfo,
     private readonly probeLayers: string[],
+    private readonly tokenizer2?: ClipTokenizer,
   ) {}
 
   static async load(dir: string, options: PipelineOptions = {}): Promise<Pipeline> {
-    const spec = readModelFolder(dir);
-    if (spec.family === 'sdxl') {
-      throw new AsgdError('SDXL models are not supported yet', { kind: 'model', parameter: 'model', received: spec.className, hint: 'Use an SD 1.x or 2.x export for now' });
-    }
+    const folder = readModelFolder(dir);
+    const spec = options.vae ? withVaeFolder(folder, options.vae) : folder;
     const devices = typeof options.devices === 'string' || options.devices === undefined
       ? parseDevices(options.devices ?? 'cpu', options.threads ?? 0)
       : options.devices;
     checkProvidersAvailable(devices);
     const tokenizer = new ClipTokenizer(spec.tokenizer, 'tokenizer');
+    const tokenizer2 = spec.tokenizer2 ? new ClipTokenizer(spec.tokenizer2, 'tokenizer_2') : undefined;
 
     let probe: { file: string; layers: string[] } | { reason: string } = { reason: 'disabled' };
     if (options.attentionProbe !== false) {
@@ -141,6 +159,7 @@ export class Pipeline {
         const paths: Partial<Record<ComponentName, string>> = { unet: spec.paths.unet };
         if (i === 0) {
           paths.textEncoder = spec.paths.textEncoder;
+          if (spec.paths.textEncoder2) paths.textEncoder2 = spec.paths.textEncoder2;
           paths.vaeDecoder = spec.paths.vaeDecoder;
           if ('file' in probe) paths.unetProbe = probe.file;
         }
@@ -148,14 +167,25 @@ export class Pipeline {
           {
             type: 'init', paths, session: { provider: d.provider, deviceId: d.deviceId, threads: d.threads },
             failAfterUnetCalls: options.injectFailure?.device === i ? options.injectFailure.after : undefined,
+            failMode: options.injectFailure?.device === i ? options.injectFailure.mode : undefined,
           },
           'loading the model',
         );
       }
       const desc = await workers[0]!.request<'describe'>({ type: 'describe' }, 'describing the model');
       const info = describeModel(spec, desc.components, probe);
-      const pool = new DevicePool(workers, new Set('file' in probe ? [0] : []));
-      return new Pipeline(spec, devices, workers, pool, tokenizer, info, 'layers' in probe ? probe.layers : []);
+      const holdings = workers.map((_, i): ComponentName[] =>
+        i > 0 ? ['unet'] : ['unet', 'textEncoder', 'vaeDecoder', ...(spec.paths.textEncoder2 ? ['textEncoder2' as const] : []), ...('file' in probe ? ['unetProbe' as const] : [])],
+      );
+      const pool = new DevicePool(workers, holdings, {
+        split: splitModeFor(options.splitCfg ?? 'auto', devices, desc.components.unet?.inputs),
+        retry: options.retryOnOtherDevice ?? false,
+        paths: { ...spec.paths, ...('file' in probe ? { unetProbe: probe.file } : {}) } as Partial<Record<ComponentName, string>>,
+        completionJitter: options.completionJitter
+          ? { random: createRandom(BigInt(options.completionJitter.seed), 'jitter'), maxMs: options.completionJitter.maxMs }
+          : undefined,
+      });
+      return new Pipeline(spec, devices, workers, pool, tokenizer, info, 'layers' in probe ? probe.layers : [], tokenizer2);
     } catch (err) {
       await Promise.all(workers.map((w) => w.terminate()));
       throw err;
@@ -181,16 +211,28 @@ export class Pipeline {
       throwIfAborted(signal);
       const t0 = performance.now();
       const { cond, prompt } = await this.encodeText(p, warn);
+      run.onConditioning?.(cond);
       const maskTokens = this.maskTokens(p, prompt);
-      await Promise.all(this.workers.map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
+      await Promise.all(this.workers.filter((w) => w.alive).map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
       const tText = performance.now();
 
       this.checkStaticSize(p);
+      if (p.originalSize && this.spec.family !== 'sdxl') {
+        throw new AsgdError('originalSize is an SDXL option', {
+          kind: 'invalid-argument', parameter: 'originalSize', expected: 'an SDXL model', received: `a ${this.spec.family === 'sd' ? 'Stable Diffusion 1.x/2.x' : this.spec.family} model`,
+          hint: 'Leave --original-size out for this model',
+        });
+      }
       const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, p.scheduler);
       const latentH = p.height / 8;
       const latentW = p.width / 8;
       let unetMs = 0;
       const evaluate = async (units: UnetUnit[]): Promise<UnitResult[]> => {
+        if (p.originalSize) {
+          // SDXL micro-conditioning: original_size replaces the first two time ids (default: the HR size).
+          for (const u of units) if (u.timeIds) u.timeIds = [p.originalSize.height, p.originalSize.width, ...u.timeIds.slice(2)];
+        }
+        run.onUnits?.(units);
         const t = performance.now();
         try {
           return await this.pool.evaluate(units, p.guidanceScale, signal);
@@ -207,6 +249,7 @@ export class Pipeline {
         nativeWidth: this.info.nativeWidth / 8,
         channels: this.info.latentChannels,
         latentMultiple: this.latentMultiple(),
+        timeIds: this.spec.family === 'sdxl',
         evaluate,
         maskTokens,
         signal,
@@ -247,6 +290,8 @@ export class Pipeline {
         await this.abortWorkers();
         throw new AsgdError('Generation cancelled', { kind: 'cancelled' });
       }
+      // A device failed (and was not retried): the workers' state is unknown, so none is left running.
+      if (err instanceof AsgdError && err.kind === 'device') await this.abortWorkers();
       throw err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -281,11 +326,36 @@ export class Pipeline {
     const negative = this.tokenizer.encode(p.negativePrompt);
     if (prompt.truncated > 0) warn(`The prompt is too long: ${prompt.truncated} token(s) beyond the model's ${this.tokenizer.maxLength - 2} were dropped`);
     if (negative.truncated > 0) warn(`The negative prompt is too long: ${negative.truncated} token(s) were dropped`);
-    const r = await this.workers[0]!.request<'encodeText'>(
-      { type: 'encodeText', which: 'textEncoder', rows: [negative.ids, prompt.ids], layer: 'last' },
-      'encoding the prompt',
-    );
-    return { cond: { hidden: r.hidden, tokens: r.tokens, dim: r.dim }, prompt };
+    const encoder = { request: <T extends 'encodeText'>(req: WorkerRequest, what: string) => this.pool.request<T>(req.type === 'encodeText' ? req.which : 'textEncoder', req, what) };
+    if (!this.tokenizer2) {
+      const r = await encoder.request<'encodeText'>(
+        { type: 'encodeText', which: 'textEncoder', rows: [negative.ids, prompt.ids], layer: 'last' },
+        'encoding the prompt',
+      );
+      return { cond: { hidden: r.hidden, tokens: r.tokens, dim: r.dim }, prompt };
+    }
+    // SDXL: penultimate hidden states of both encoders, concatenated on the feature axis; pooled text_embeds from
+    // the second encoder; unconditional half zeroed when no negative prompt is given and the model asks for it.
+    const rows2 = [this.tokenizer2.encode(p.negativePrompt).ids, this.tokenizer2.encode(p.prompt).ids];
+    const a = await encoder.request<'encodeText'>({ type: 'encodeText', which: 'textEncoder', rows: [negative.ids, prompt.ids], layer: 'penultimate' }, 'encoding the prompt');
+    const b = await encoder.request<'encodeText'>({ type: 'encodeText', which: 'textEncoder2', rows: rows2, layer: 'penultimate' }, 'encoding the prompt (second encoder)');
+    if (!b.pooled || !b.pooledDim) {
+      throw new AsgdError('The second text encoder has no pooled output', { kind: 'model', parameter: 'text_encoder_2', expected: 'a text_embeds output', received: 'none', hint: 'Re-export the SDXL model with optimum-cli' });
+    }
+    if (a.tokens !== b.tokens) throw new AsgdError('The two text encoders disagree on the token count', { kind: 'model', parameter: 'text_encoder_2', expected: String(a.tokens), received: String(b.tokens) });
+    const t = a.tokens;
+    const dim = a.dim + b.dim;
+    const hidden = new Float32Array(2 * t * dim);
+    for (let r = 0; r < 2 * t; r++) {
+      hidden.set(a.hidden.subarray(r * a.dim, (r + 1) * a.dim), r * dim);
+      hidden.set(b.hidden.subarray(r * b.dim, (r + 1) * b.dim), r * dim + a.dim);
+    }
+    const textEmbeds = b.pooled.slice();
+    if (p.negativePrompt === '' && this.spec.forceZerosForEmptyPrompt) {
+      hidden.fill(0, 0, t * dim);
+      textEmbeds.fill(0, 0, b.pooledDim);
+    }
+    return { cond: { hidden, tokens: t, dim, textEmbeds, pooledDim: b.pooledDim }, prompt };
   }
 
   /** Token positions whose cross-attention forms the mask: content tokens, or the words the user named. */
@@ -322,7 +392,7 @@ export class Pipeline {
     const scaled = new Float32Array(latent.length);
     for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
     const tile = opts.tiling === 'on' || (opts.tiling === 'auto' && (h > opts.tileSize || w > opts.tileSize));
-    const decoder = this.workers[0]!;
+    const decoder = { request: <T extends 'vaeDecode'>(req: WorkerRequest, what: string, transfer?: ArrayBuffer[]) => this.pool.request<T>('vaeDecoder', req, what, transfer) };
     if (!tile) {
       const r = await decoder.request<'vaeDecode'>({ type: 'vaeDecode', latent: scaled, channels: c, height: h, width: w }, 'VAE decoding', [scaled.buffer]);
       onTile?.(1, 1);
@@ -394,6 +464,10 @@ function describeModel(
   if (typeof unetDim === 'number' && typeof teDim === 'number' && unetDim !== teDim) {
     throw contractError('The text encoder and the UNet disagree on the text embedding width', 'unet', `encoder_hidden_states width ${teDim} (the text encoder's)`, String(unetDim));
   }
+  const timeIds = unet.inputs.find((i) => i.name === 'time_ids');
+  if (timeIds && timeIds.shape[1] === 5) {
+    throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'unet', expected: 'time_ids with 6 values (SDXL base)', received: '5 values (refiner: aesthetic score)', hint: 'Use an SDXL base export' });
+  }
   const staticH = sample.shape[2];
   let native = spec.unetSampleSize ? spec.unetSampleSize * 8 : typeof staticH === 'number' && staticH > 0 ? staticH * 8 : 512;
   if (!spec.unetSampleSize && typeof staticH !== 'number') spec.notes.push('no unet/config.json sample_size: assuming a native size of 512 px');
@@ -423,6 +497,15 @@ function describeModel(
     attentionProbe: 'file' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },
     notes: spec.notes,
   };
+}
+
+/** Resolves 'auto' CFG splitting: balance on CPU-only device lists (batch-invariant), never elsewhere. */
+function splitModeFor(mode: 'auto' | SplitMode, devices: DeviceSpec[], unetInputs: IoInfo[] | undefined): SplitMode {
+  const batch = unetInputs?.find((i) => i.name === 'sample')?.shape[0] ?? unetInputs?.[0]?.shape[0];
+  // A static batch of 2 cannot run halves (static batch 1 already does, two calls per unit).
+  if (typeof batch === 'number' && batch > 1) return 'never';
+  if (mode !== 'auto') return mode;
+  return devices.length > 1 && devices.every((d) => d.provider === 'cpu') ? 'balance' : 'never';
 }
 
 export async function loadPipeline(dir: string, options?: PipelineOptions): Promise<Pipeline> {

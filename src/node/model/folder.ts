@@ -28,6 +28,8 @@ export interface ModelSpec {
   paths: ComponentPaths;
   schedulerConfig: SchedulerConfig;
   vae: { scalingFactor: number; forceUpcast: boolean };
+  /** SDXL: zero the unconditional embeddings when no negative prompt is given (model_index.json, default true). */
+  forceZerosForEmptyPrompt: boolean;
   /** Native latent size from unet/config.json sample_size (or the static sample shape), if known. */
   unetSampleSize?: number;
   tokenizer: TokenizerFiles;
@@ -137,6 +139,16 @@ export function readModelFolder(dir: string): ModelSpec {
     }
     return p;
   };
+  const refinerLike = (dirName: string, flat: string) =>
+    !fs.existsSync(path.join(abs, dirName)) && !fs.existsSync(path.join(abs, flat)) &&
+    (fs.existsSync(path.join(abs, 'text_encoder_2')) || fs.existsSync(path.join(abs, 'text_encoder_2.onnx')));
+  if (refinerLike('text_encoder', 'text_encoder.onnx') || /Refiner/i.test(className)) {
+    throw modelError(
+      `SDXL refiner exports are not supported (${abs})`,
+      'model',
+      'The folder has only the second text encoder, as refiner exports do; use an SDXL base export (the refiner is an image-to-image stage)',
+    );
+  }
   if (optimumUnet) {
     layout = 'optimum';
     paths = {
@@ -172,9 +184,6 @@ export function readModelFolder(dir: string): ModelSpec {
 
   let family: ModelFamily = 'sd';
   if (/XL/i.test(className) || paths.textEncoder2) family = 'sdxl';
-  if (/Refiner|Img2Img/i.test(className) && family === 'sdxl' && !paths.textEncoder) {
-    throw modelError(`Refiner exports are not supported yet (${className})`, 'model', 'Use an SDXL base export');
-  }
 
   const schedFile = findFile(abs, ['scheduler/scheduler_config.json', 'scheduler_config.json']);
   const schedulerConfig = (schedFile ? readJson(schedFile, 'scheduler/scheduler_config.json') : {}) as SchedulerConfig;
@@ -212,9 +221,35 @@ export function readModelFolder(dir: string): ModelSpec {
     paths,
     schedulerConfig,
     vae: { scalingFactor, forceUpcast },
+    forceZerosForEmptyPrompt: modelIndex?.['force_zeros_for_empty_prompt'] !== false,
     unetSampleSize: Number.isInteger(sampleSize) && sampleSize > 0 ? sampleSize : undefined,
     tokenizer,
     tokenizer2,
     notes,
+  };
+}
+
+/**
+ * Replaces the model's VAE with a separate VAE folder (`--vae`): an optimum export folder with vae_decoder/ (and
+ * optionally vae_encoder/), or a folder holding model.onnx + config.json directly.
+ */
+export function withVaeFolder(spec: ModelSpec, dir: string): ModelSpec {
+  const abs = path.resolve(dir);
+  const decoder = findFile(abs, ['vae_decoder/model.onnx', 'model.onnx', 'vae_decoder.onnx']);
+  if (!decoder) {
+    throw modelError(`The VAE folder has no decoder (${abs})`, 'vae', 'Expected vae_decoder/model.onnx or model.onnx in the folder given to --vae');
+  }
+  const config =
+    readJsonIfExists(path.join(path.dirname(decoder), 'config.json'), 'vae config.json') ??
+    readJsonIfExists(path.join(abs, 'config.json'), 'vae config.json');
+  const sf = Number(config?.['scaling_factor']);
+  return {
+    ...spec,
+    paths: { ...spec.paths, vaeDecoder: decoder, vaeEncoder: findFile(abs, ['vae_encoder/model.onnx', 'vae_encoder.onnx']) },
+    vae: {
+      scalingFactor: Number.isFinite(sf) && sf > 0 ? sf : spec.vae.scalingFactor,
+      forceUpcast: config?.['force_upcast'] === true,
+    },
+    notes: [...spec.notes, `VAE from ${abs}`],
   };
 }

@@ -6,6 +6,13 @@ import type { SerializedError, WorkerReply, WorkerRequest, WorkerResult } from '
 
 const WORKER_URL = new URL('./worker-entry.mjs', import.meta.url);
 
+/** Thread ids of device workers started and not yet exited, process-wide (to check that none is orphaned). */
+const running = new Set<number>();
+
+export function liveWorkerThreadIds(): number[] {
+  return [...running].sort((a, b) => a - b);
+}
+
 interface Pending {
   resolve: (r: WorkerResult) => void;
   reject: (e: unknown) => void;
@@ -18,18 +25,32 @@ export class DeviceWorker {
   private nextId = 1;
   private deadError: AsgdError | undefined;
   private terminated = false;
+  /** Settles when the thread has exited (for whatever reason). */
+  readonly exited: Promise<void>;
+  readonly threadId: number;
 
   constructor(readonly device: DeviceSpec) {
     this.worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')) });
+    this.threadId = this.worker.threadId;
+    running.add(this.threadId);
     this.worker.on('message', (reply: WorkerReply) => this.onReply(reply));
     this.worker.on('error', (err) => this.fail(err));
-    this.worker.on('exit', (code) => {
-      if (!this.terminated) this.fail(new Error(`worker exited with code ${code}`));
+    this.exited = new Promise((resolve) => {
+      this.worker.on('exit', (code) => {
+        running.delete(this.threadId);
+        if (!this.terminated) this.fail(new Error(`worker exited with code ${code}`));
+        resolve();
+      });
     });
   }
 
   get label(): string {
     return this.device.label;
+  }
+
+  /** Neither terminated nor dead. */
+  get alive(): boolean {
+    return !this.terminated && this.deadError === undefined;
   }
 
   get busy(): boolean {
@@ -79,15 +100,17 @@ export class DeviceWorker {
     }
   }
 
-  /** Stops the thread at once (an in-flight model call is abandoned). */
+  /** Stops the thread at once (an in-flight model call is abandoned); resolves once it has exited. */
   async terminate(): Promise<void> {
-    if (this.terminated) return;
-    this.terminated = true;
-    const cancelled = new AsgdError('Generation cancelled', { kind: 'cancelled' });
-    for (const [id, p] of this.pending) {
-      this.pending.delete(id);
-      p.reject(cancelled);
+    if (!this.terminated) {
+      this.terminated = true;
+      const cancelled = new AsgdError('Generation cancelled', { kind: 'cancelled' });
+      for (const [id, p] of this.pending) {
+        this.pending.delete(id);
+        p.reject(cancelled);
+      }
+      await this.worker.terminate();
     }
-    await this.worker.terminate();
+    await this.exited;
   }
 }

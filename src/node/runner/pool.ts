@@ -1,66 +1,144 @@
 /**
- * The device pool: the coordinator's view of its workers. Hands independent units to idle devices as they free
- * up; results land in unit order whatever the completion order, so the generation does not depend on how many
- * devices ran it. The key unit (which wants attention probabilities) runs on a device that holds the probe graph, if any does.
+ * The device pool: the coordinator's view of its device workers. UNet units go through the portable dispatcher
+ * (src/core/scheduling: load balance, CFG-half splitting, result order, faults); the other components (text
+ * encoder, VAE) are requested from a worker holding them. With retry on, a lost worker is replaced: its tasks run
+ * on the others, which load the component they miss (probe graph, text encoder, VAE) on demand.
  */
-import { AsgdError, cancelled } from '../../core/errors.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AsgdError } from '../../core/errors.ts';
 import type { UnetUnit, UnitResult } from '../../core/methods/types.ts';
+import type { RandomSource } from '../../core/random/types.ts';
+import { Dispatcher, type DeviceStats } from '../../core/scheduling/dispatcher.ts';
+import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../../core/scheduling/tasks.ts';
 import type { DeviceWorker } from './device-worker.ts';
+import type { ComponentName, WorkerRequest, WorkerResult } from './protocol.ts';
 
-export interface PoolStats {
-  /** Sum over devices of time spent inside model calls, ms (as measured by the coordinator). */
-  busyMs: number[];
-  units: number[];
+export interface PoolOptions {
+  /** How units may be split into CFG halves (see SplitMode). Default 'never'. */
+  split?: SplitMode;
+  /** Re-run a failed unit on another device instead of failing. */
+  retry?: boolean;
+  /** Component files, for loading a component on a surviving worker. */
+  paths?: Partial<Record<ComponentName, string>>;
+  /** Test hook: hold each UNet result back by a random delay of up to `maxMs`, to shuffle completion order. */
+  completionJitter?: { random: RandomSource; maxMs: number };
+}
+
+/** One device worker as the dispatcher sees it. */
+class WorkerDevice implements ExecDevice {
+  /** Shared staging buffer for samples: one copy in, no allocation, nothing to serialise. */
+  private staging: Float32Array | undefined;
+
+  constructor(
+    readonly worker: DeviceWorker,
+    readonly hasProbe: boolean,
+    private readonly jitter?: PoolOptions['completionJitter'],
+  ) {}
+
+  get label(): string {
+    return this.worker.label;
+  }
+
+  async run(task: UnitTask, guidanceScale: number): Promise<TaskOutput> {
+    const u = task.unit;
+    const n = u.sample.length;
+    if (!this.staging || this.staging.length < n) this.staging = new Float32Array(new SharedArrayBuffer(4 * n));
+    const sample = this.staging.subarray(0, n);
+    sample.set(u.sample);
+    const r = await this.worker.request<'unet'>(
+      {
+        type: 'unet', sample, part: task.part, channels: n / (u.height * u.width), height: u.height, width: u.width,
+        timestep: u.timestep, guidanceScale, wantAttention: u.wantAttention, timeIds: u.timeIds ? [...u.timeIds] : undefined,
+      },
+      `unit ${task.id}`,
+    );
+    if (this.jitter) await sleep(this.jitter.random.uniform() * this.jitter.maxMs);
+    return { output: r.output, attention: r.attention, attentionUnsupported: r.attentionUnsupported };
+  }
 }
 
 export class DevicePool {
-  readonly stats: PoolStats;
-  /** Whether the last attention request found no probe graph (the model has no separable attention). */
-  attentionUnsupported = false;
+  readonly dispatcher: Dispatcher;
+  private readonly devices: WorkerDevice[];
+  /** Components each worker holds. */
+  private readonly holdings: Set<ComponentName>[];
+  private readonly retry: boolean;
 
   constructor(
     readonly workers: DeviceWorker[],
-    private readonly probeHolders: ReadonlySet<number>,
+    holdings: ReadonlyArray<Iterable<ComponentName>>,
+    private readonly options: PoolOptions = {},
   ) {
-    this.stats = { busyMs: workers.map(() => 0), units: workers.map(() => 0) };
+    this.retry = options.retry ?? false;
+    this.holdings = workers.map((_, i) => new Set(holdings[i] ?? []));
+    this.devices = workers.map((w, i) => new WorkerDevice(w, this.holdings[i]!.has('unetProbe'), options.completionJitter));
+    this.dispatcher = new Dispatcher(this.devices, {
+      now: () => performance.now(),
+      split: options.split ?? 'never',
+      retry: this.retry,
+      // A worker that failed may be broken (out of memory, a crashed provider): end it.
+      onDeviceLost: (dev) => void (dev as WorkerDevice).worker.terminate(),
+      acquireProbe: options.paths?.unetProbe && this.retry
+        ? async (dev) => {
+            const i = this.devices.indexOf(dev as WorkerDevice);
+            await this.load(i, 'unetProbe');
+          }
+        : undefined,
+    });
   }
 
-  async evaluate(units: UnetUnit[], guidanceScale: number, signal?: AbortSignal): Promise<UnitResult[]> {
-    if (signal?.aborted) throw cancelled();
-    const results: (UnitResult | undefined)[] = new Array(units.length);
-    // Probe units first, each to a probe holder; then the rest to whoever is free.
-    const queue = units.map((u, i) => i).sort((a, b) => Number(units[b]!.wantAttention) - Number(units[a]!.wantAttention));
-    let failure: unknown;
-    const runOn = async (w: number): Promise<void> => {
-      while (queue.length > 0 && failure === undefined) {
-        const pick = queue.findIndex((i) => !units[i]!.wantAttention || this.probeHolders.size === 0 || this.probeHolders.has(w));
-        if (pick < 0) return;
-        const i = queue.splice(pick, 1)[0]!;
-        const u = units[i]!;
-        const t0 = performance.now();
-        try {
-          const r = await this.workers[w]!.request<'unet'>(
-            {
-              type: 'unet', sample: u.sample, channels: u.sample.length / (u.height * u.width), height: u.height, width: u.width,
-              timestep: u.timestep, guidanceScale, wantAttention: u.wantAttention, timeIds: u.timeIds ? [...u.timeIds] : undefined,
-            },
-            `unit ${u.id}`,
-          );
-          if (r.attentionUnsupported) this.attentionUnsupported = true;
-          results[i] = { output: r.output, attention: r.attention };
-        } catch (err) {
-          if (failure === undefined) failure = err instanceof AsgdError && err.kind !== 'cancelled' && !err.message.includes(u.id)
-            ? new AsgdError(`${err.message} (unit ${u.id} on ${this.workers[w]!.label})`, { kind: err.kind, parameter: err.parameter, cause: err })
-            : err;
-        }
-        this.stats.busyMs[w]! += performance.now() - t0;
-        this.stats.units[w]!++;
+  /** Whether a unit asked for attention and its device had no probe graph. */
+  get attentionUnsupported(): boolean {
+    return this.dispatcher.attentionUnsupported;
+  }
+
+  get stats(): DeviceStats[] {
+    return this.dispatcher.stats;
+  }
+
+  evaluate(units: UnetUnit[], guidanceScale: number, signal?: AbortSignal): Promise<UnitResult[]> {
+    return this.dispatcher.evaluate(units, guidanceScale, { signal });
+  }
+
+  /**
+   * A request for `component` on a live worker holding it. With retry on, a failure of that worker (or its loss)
+   * moves the request to another worker, loading the component there; `transfer` buffers are then copied, not
+   * transferred, so that the request can be sent again.
+   */
+  async request<T extends WorkerResult['type']>(
+    component: ComponentName, req: WorkerRequest, what: string, transfer: ArrayBuffer[] = [],
+  ): Promise<Extract<WorkerResult, { type: T }>> {
+    for (;;) {
+      let i = this.workers.findIndex((w, k) => w.alive && this.holdings[k]!.has(component));
+      if (i < 0) {
+        if (!this.retry) throw this.missing(component, what);
+        i = this.workers.findIndex((w) => w.alive);
+        if (i < 0) throw this.missing(component, what);
+        await this.load(i, component);
       }
-    };
-    await Promise.all(this.workers.map((_, w) => runOn(w)));
-    if (signal?.aborted) throw cancelled();
-    if (failure !== undefined) throw failure;
-    if (queue.length > 0) throw new Error('pool: units left with no device able to run them');
-    return results as UnitResult[];
+      try {
+        return await this.workers[i]!.request<T>(req, what, this.retry ? [] : transfer);
+      } catch (err) {
+        if (!this.retry || (err instanceof AsgdError && err.kind === 'cancelled')) throw err;
+        await this.workers[i]!.terminate();
+      }
+    }
+  }
+
+  private async load(i: number, component: ComponentName): Promise<void> {
+    const file = this.options.paths?.[component];
+    if (!file) throw this.missing(component, `loading ${component}`);
+    await this.workers[i]!.request<'ok'>({ type: 'load', paths: { [component]: file } }, `loading ${component}`);
+    this.holdings[i]!.add(component);
+  }
+
+  private missing(component: ComponentName, what: string): AsgdError {
+    const holders = this.workers.filter((_, k) => this.holdings[k]!.has(component)).map((w) => w.label);
+    return new AsgdError(`No running device holds ${component} for ${what}`, {
+      kind: 'device',
+      parameter: 'devices',
+      received: holders.length ? `${holders.join(', ')} (stopped)` : 'none',
+      hint: 'A device failed earlier; turn retry on (--retry) to continue on the other devices',
+    });
   }
 }

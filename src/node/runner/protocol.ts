@@ -1,5 +1,10 @@
-/** Messages between the coordinator and a device worker. Tensors travel as transferred typed arrays, never JSON. */
+/**
+ * Messages between the coordinator and a device worker. Tensors travel as typed arrays, never JSON: UNet samples
+ * through a shared buffer per device (copied in once, nothing to allocate), results as transferred buffers; the
+ * text embeddings once per generation.
+ */
 import type { AttentionMap } from '../../core/methods/types.ts';
+import type { CfgPart } from '../../core/scheduling/tasks.ts';
 import type { SessionOptions } from '../../onnx/session.ts';
 import type { TextConditioning } from '../../onnx/unet.ts';
 import type { IoInfo } from '../../onnx/session.ts';
@@ -12,11 +17,18 @@ export interface InitRequest {
   session: SessionOptions;
   /** Test hook: fail every UNet call after this many (to exercise fault handling). */
   failAfterUnetCalls?: number;
+  /** How the test hook fails: throw an error (default) or end the thread abruptly (process.exit in the worker). */
+  failMode?: FailMode;
 }
+
+export type FailMode = 'throw' | 'exit';
 
 export interface UnetRequest {
   type: 'unet';
+  /** A view of the device's shared staging buffer (valid until the reply). */
   sample: Float32Array;
+  /** 'both' (CFG combined in the worker) or one CFG half (raw output). */
+  part: CfgPart;
   channels: number;
   height: number;
   width: number;
@@ -28,6 +40,8 @@ export interface UnetRequest {
 
 export type WorkerRequest =
   | InitRequest
+  /** Opens more sessions with the init's options (e.g. the probe graph after its holder failed). */
+  | { type: 'load'; paths: Partial<Record<ComponentName, string>> }
   | { type: 'describe' }
   | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
   | { type: 'setConditioning'; cond: TextConditioning }

@@ -9,7 +9,7 @@ import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import { UnetAdapter, type TextConditioning } from '../../onnx/unet.ts';
 import { VaeDecoderAdapter, VaeEncoderAdapter } from '../../onnx/vae.ts';
 import { probeLoadOptions } from '../probe.ts';
-import type { ComponentName, SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
+import type { ComponentName, FailMode, SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
 const LABELS: Record<ComponentName, string> = {
   textEncoder: 'text_encoder',
@@ -31,6 +31,7 @@ interface State {
   cond?: TextConditioning;
   unetCalls: number;
   failAfter?: number;
+  failMode?: FailMode;
   options?: SessionOptions;
 }
 
@@ -49,20 +50,13 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
     case 'init': {
       state.options = req.session;
       state.failAfter = req.failAfterUnetCalls;
-      for (const [name, file] of Object.entries(req.paths) as [ComponentName, string][]) {
-        // A cached probe refers to the source UNet's folder for its weights (see probe.ts).
-        const load = name === 'unetProbe' ? probeLoadOptions(file) : {};
-        state.sessions[name] = await openSession(file, LABELS[name], req.session, load);
-      }
-      const s = state.sessions;
-      if (s.textEncoder) state.text = new TextEncoderAdapter(s.textEncoder, 'text_encoder');
-      if (s.textEncoder2) state.text2 = new TextEncoderAdapter(s.textEncoder2, 'text_encoder_2');
-      if (s.unet) state.unet = new UnetAdapter(s.unet);
-      if (s.unetProbe) state.probe = new UnetAdapter(s.unetProbe);
-      if (s.vaeDecoder) state.decoder = new VaeDecoderAdapter(s.vaeDecoder);
-      if (s.vaeEncoder) state.encoder = new VaeEncoderAdapter(s.vaeEncoder);
+      state.failMode = req.failMode;
+      await load(req.paths);
       return { result: { type: 'ok' }, transfer: [] };
     }
+    case 'load':
+      await load(req.paths);
+      return { result: { type: 'ok' }, transfer: [] };
     case 'describe': {
       const components: Record<string, { inputs: unknown; outputs: unknown }> = {};
       for (const [name, s] of Object.entries(state.sessions)) components[name] = { inputs: s!.inputs, outputs: s!.outputs };
@@ -82,18 +76,25 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       if (!state.unet || !state.cond) throw new Error('worker: unet or conditioning not ready');
       state.unetCalls++;
       if (state.failAfter !== undefined && state.unetCalls > state.failAfter) {
+        // Test hook: 'exit' ends this thread at once, as a crash in the execution provider would.
+        if (state.failMode === 'exit') process.exit(70);
         throw new Error(`injected failure after ${state.failAfter} UNet calls`);
       }
-      const adapter = req.wantAttention && state.probe ? state.probe : state.unet;
+      // The probe graph serves the conditional branch of the key unit; its uncond half runs the plain graph.
+      const probe = req.wantAttention && req.part !== 'uncond' ? state.probe : undefined;
+      const adapter = probe ?? state.unet;
       const r = await adapter.run(
-        { sample: req.sample, channels: req.channels, height: req.height, width: req.width, timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds },
+        {
+          sample: req.sample, part: req.part, channels: req.channels, height: req.height, width: req.width,
+          timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds,
+        },
         state.cond,
       );
       const transfer = [r.output.buffer as ArrayBuffer];
       const attention = r.attention?.map((a) => ({ ...a, data: a.data.slice() }));
       attention?.forEach((a) => transfer.push(a.data.buffer as ArrayBuffer));
       return {
-        result: { type: 'unet', output: r.output, attention, attentionUnsupported: req.wantAttention && !state.probe },
+        result: { type: 'unet', output: r.output, attention, attentionUnsupported: req.wantAttention && req.part !== 'uncond' && !state.probe },
         transfer,
       };
     }
@@ -113,6 +114,23 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       state.sessions = {};
       return { result: { type: 'ok' }, transfer: [] };
   }
+}
+
+async function load(paths: Partial<Record<ComponentName, string>>): Promise<void> {
+  if (!state.options) throw new Error('worker: load before init');
+  for (const [name, file] of Object.entries(paths) as [ComponentName, string][]) {
+    if (state.sessions[name]) continue;
+    // A cached probe refers to the source UNet's folder for its weights (see probe.ts).
+    const extra = name === 'unetProbe' ? probeLoadOptions(file) : {};
+    state.sessions[name] = await openSession(file, LABELS[name], state.options, extra);
+  }
+  const s = state.sessions;
+  if (s.textEncoder) state.text ??= new TextEncoderAdapter(s.textEncoder, 'text_encoder');
+  if (s.textEncoder2) state.text2 ??= new TextEncoderAdapter(s.textEncoder2, 'text_encoder_2');
+  if (s.unet) state.unet ??= new UnetAdapter(s.unet);
+  if (s.unetProbe) state.probe ??= new UnetAdapter(s.unetProbe);
+  if (s.vaeDecoder) state.decoder ??= new VaeDecoderAdapter(s.vaeDecoder);
+  if (s.vaeEncoder) state.encoder ??= new VaeEncoderAdapter(s.vaeEncoder);
 }
 
 const port = parentPort;
