@@ -60,8 +60,11 @@ interface GenerateFlags {
   maskLayers?: string;
   stageSplit?: number;
   windowStride?: number;
+  windowJitter?: boolean;
   devices?: string;
   threads?: number;
+  retry?: boolean;
+  splitCfg?: string;
   vaeTiling?: string;
   vaeTileSize?: number;
   vaeTileOverlap?: number;
@@ -92,6 +95,7 @@ function methodOptionsFrom(f: GenerateFlags, base: Record<string, unknown>): Rec
   if (f.maskLayers !== undefined) o['maskLayers'] = f.maskLayers.split(',').map((s) => s.trim()).filter(Boolean);
   set('stageSplit', f.stageSplit);
   set('windowStride', f.windowStride);
+  if (f.windowJitter === false) o['windowJitter'] = false;
   return o;
 }
 
@@ -158,7 +162,10 @@ async function runGenerate(f: GenerateFlags, cmd: Command): Promise<number> {
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   const progress = createProgressView(!quiet);
-  const pipeline = await loadPipeline(modelDir, { devices: f.devices, threads: f.threads, vae: f.vae });
+  const pipeline = await loadPipeline(modelDir, {
+    devices: f.devices, threads: f.threads, vae: f.vae,
+    retryOnOtherDevice: f.retry, splitCfg: f.splitCfg as 'auto' | undefined,
+  });
   try {
     const result = await pipeline.generate(params, {
       signal: controller.signal,
@@ -224,8 +231,8 @@ async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }): 
 }
 
 async function runDevices(opts: { json?: boolean }): Promise<number> {
-  const { describeAvailableDevices } = await import('../node/runner/devices.ts');
-  const list = describeAvailableDevices();
+  const { checkAvailableDevices } = await import('../node/runner/devices.ts');
+  const list = await checkAvailableDevices();
   if (opts.json) process.stdout.write(JSON.stringify(list, null, 2) + '\n');
   else for (const d of list) process.stdout.write(`${d.name.padEnd(8)} ${d.available ? 'available ' : 'missing   '} ${d.note}\n`);
   return EXIT.ok;
@@ -277,8 +284,11 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--mask-layers <list>', 'asg: attention layers to use (name substrings, comma separated)')
     .option('--stage-split <f>', 'asg/cutdiffusion: fraction of steps in stage 1, [0, 1]', num('--stage-split', false))
     .option('--window-stride <n>', 'stage-2 window stride in latent pixels', num('--window-stride', true))
+    .option('--no-window-jitter', 'stage-2 windows at fixed positions (no per-step jitter)')
     .option('--devices <list>', 'devices, e.g. cpu | cpu,cpu | webgpu:0 | cuda:0,cuda:1', 'cpu')
-    .option('--threads <n>', 'threads per CPU worker (0: ONNX Runtime default)', num('--threads', true, 0))
+    .option('--threads <n>', 'threads per CPU worker (0: ONNX Runtime default; the cores divided among several CPU workers)', num('--threads', true, 0))
+    .option('--retry', 'if a device fails, re-run its units on the other devices instead of stopping')
+    .addOption(new Option('--split-cfg <mode>', 'run units as two CFG halves to balance devices: auto (CPU only) | balance | always | never').choices(['auto', 'balance', 'always', 'never']))
     .addOption(new Option('--vae-tiling <mode>', 'VAE tiled decoding').choices(['auto', 'on', 'off']))
     .option('--vae-tile-size <n>', 'VAE tile size in latent pixels', num('--vae-tile-size', true))
     .option('--vae-tile-overlap <n>', 'VAE tile overlap in latent pixels', num('--vae-tile-overlap', true))

@@ -45,6 +45,8 @@ export interface MethodOptions {
   maskThreshold: number;
   /** Stage-2 window stride in latent px for both axes, 1..native size; null = half the native size. */
   windowStride: number | null;
+  /** Redraw the stage-2 window jitter every step (off: windows sit at their base positions, e.g. for references). */
+  windowJitter: boolean;
   /** Call ctx.onPreview every n steps (after steps n-1, 2n-1, ...); 0 = never. */
   previewEvery: number;
 }
@@ -63,6 +65,7 @@ export const DEFAULT_METHOD_OPTIONS: Readonly<MethodOptions> = Object.freeze({
   maskGamma: 1,
   maskThreshold: 0,
   windowStride: null,
+  windowJitter: true,
   previewEvery: 0,
 } as MethodOptions);
 
@@ -128,6 +131,7 @@ export function resolveMethodOptions(options: Partial<MethodOptions> = {}): Meth
     structureSpace: oneOf('structureSpace', o.structureSpace, ['eps', 'x0'] as const),
     guidanceSync: bool('guidanceSync', o.guidanceSync),
     mask: bool('mask', o.mask),
+    windowJitter: bool('windowJitter', o.windowJitter),
     maskEvery: integerAtLeast('maskEvery', o.maskEvery, 1, 'Use 1 to recompute the mask every step.'),
     maskLayers: [...(o.maskLayers as string[])],
     maskGamma: numberIn('maskGamma', o.maskGamma, 0, Infinity, 'Use 1 for the plain normalised map.', true),

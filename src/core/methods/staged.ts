@@ -187,7 +187,7 @@ export class StagedMethod extends MethodBase {
     const winW = grid.horizontal.window;
     const scale = sched.inputScale(step);
     const timestep = sched.timesteps[step];
-    const placements = placeWindows(grid, ctx.random.jitter);
+    const placements = placeWindows(grid, this.options.windowJitter ? ctx.random.jitter : undefined);
     const units: UnetUnit[] = placements.map((p) => ({
       id: `s2/k${step}/w${p.index}`,
       kind: 'window',
