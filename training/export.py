@@ -5,6 +5,10 @@
 Writes model_index.json, scheduler/, tokenizer/, text_encoder/, unet/, vae_encoder/, vae_decoder/ under
 --out (README.md there is left alone), then torch inputs/outputs as .npy plus manifest.json under
 --check-dir for check-export.mjs (onnxruntime-node must reproduce them within 1e-4).
+The modules are exported directly (no wrapper), so node names start at the model root, e.g.
+/up_blocks.1/attentions.0/transformer_blocks.0/attn2/Softmax. vae_encoder returns diffusers' latent
+parameters ([mean, logvar] on channels, unscaled); vae_decoder takes latents already divided by
+scaling_factor.
 """
 import argparse
 import inspect
@@ -18,7 +22,6 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 import data  # noqa: E402
 from tokenizer import ClipTokenizer  # noqa: E402
@@ -30,46 +33,6 @@ OPSET = 17
 # Node names the ASGD mask reads (up-block cross-attention probabilities); the export must contain them.
 REQUIRED_NODES = ('/up_blocks.1/attentions.0/transformer_blocks.0/attn2/Softmax',
                   '/up_blocks.0/attentions.0/transformer_blocks.0/attn2/Softmax')
-
-
-class TextEncoderExport(nn.Module):
-    def __init__(self, text):
-        super().__init__()
-        self.text = text
-
-    def forward(self, input_ids):
-        return self.text(input_ids)
-
-
-class UNetExport(nn.Module):
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states)
-
-
-class VaeEncoderExport(nn.Module):
-    """Outputs diffusers' latent parameters: [mean, logvar] on the channel axis, not yet scaled."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.encoder = vae.encoder
-
-    def forward(self, sample):
-        return self.encoder(sample)
-
-
-class VaeDecoderExport(nn.Module):
-    """Takes latents already divided by scaling_factor, returns images in about [-1, 1]."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.decoder = vae.decoder
-
-    def forward(self, latent_sample):
-        return self.decoder(latent_sample)
 
 
 def onnx_export(module, args, path, input_names, output_names, dynamic_axes):
@@ -234,20 +197,20 @@ def main(argv=None):
     ctx = torch.randn(2, 77, width)
 
     paths = {k: os.path.join(out, k, 'model.onnx') for k in ('text_encoder', 'unet', 'vae_encoder', 'vae_decoder')}
-    onnx_export(TextEncoderExport(text), (ids,), paths['text_encoder'], ['input_ids'],
+    onnx_export(text, (ids,), paths['text_encoder'], ['input_ids'],
                 ['last_hidden_state', 'pooler_output'],
                 {'input_ids': {0: 'batch'}, 'last_hidden_state': {0: 'batch'}, 'pooler_output': {0: 'batch'}})
-    onnx_export(UNetExport(unet), (sample, timestep, ctx), paths['unet'],
+    onnx_export(unet, (sample, timestep, ctx), paths['unet'],
                 ['sample', 'timestep', 'encoder_hidden_states'], ['out_sample'],
                 {'sample': {0: 'batch', 2: 'height', 3: 'width'}, 'timestep': {0: 'batch'},
                  'encoder_hidden_states': {0: 'batch', 1: 'sequence'},
                  'out_sample': {0: 'batch', 2: 'height', 3: 'width'}})
     image = data.render(torch.tensor([0, 2]), torch.tensor([0, 4]), torch.tensor([2, 8]), torch.Generator().manual_seed(0))
-    onnx_export(VaeEncoderExport(vae), (image,), paths['vae_encoder'], ['sample'], ['latent_parameters'],
+    onnx_export(vae.encoder, (image,), paths['vae_encoder'], ['sample'], ['latent_parameters'],
                 {'sample': {0: 'batch', 2: 'height', 3: 'width'},
                  'latent_parameters': {0: 'batch', 2: 'latent_height', 3: 'latent_width'}})
     latents = torch.randn(2, 4, 16, 16) / config['scaling_factor']
-    onnx_export(VaeDecoderExport(vae), (latents,), paths['vae_decoder'], ['latent_sample'], ['sample'],
+    onnx_export(vae.decoder, (latents,), paths['vae_decoder'], ['latent_sample'], ['sample'],
                 {'latent_sample': {0: 'batch', 2: 'latent_height', 3: 'latent_width'},
                  'sample': {0: 'batch', 2: 'height', 3: 'width'}})
     softmax = check_node_names(paths['unet'])

@@ -98,6 +98,7 @@ def main(argv=None):
     p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--recon', action='store_true', help='show VAE reconstructions of training images instead')
+    p.add_argument('--json', default=None, help="report path (default: next to --out; '' writes none)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -142,8 +143,10 @@ def main(argv=None):
                'background_correct': bg_ok, 'size': a.size, 'steps': a.steps, 'cfg': a.cfg, 'seed': a.seed,
                'recon_mse': mse, 'seconds': round(elapsed, 1),
                'mean_count': float(np.mean([r['count'] for r in results]))}
-    with open(os.path.splitext(a.out)[0] + '.json', 'w') as f:
-        json.dump({'summary': summary, 'samples': results}, f, indent=1)
+    report = os.path.splitext(a.out)[0] + '.json' if a.json is None else a.json
+    if report:
+        with open(report, 'w') as f:
+            json.dump({'summary': summary, 'samples': results}, f, indent=1)
     for r in results:
         print(f"{'ok ' if r['correct'] else 'BAD'} n={r['count']} "
               f"{[(o['shape'], o['q'], o['fill']) for o in r['objects']]} bg={r['background']} | {r['caption']}")

@@ -164,3 +164,34 @@ class ClipTokenizer:
         """77 ids: BOS, at most 75 tokens (longer prompts are truncated), EOS, EOS padding."""
         ids = [self.bos] + self.tokenize(text)[:MAX_LENGTH - 2] + [self.eos]
         return ids + [self.eos] * (MAX_LENGTH - len(ids))
+
+
+EXAMPLE_CAPTIONS = (
+    'a red circle on a blue background',
+    '',
+    'a yellow triangle on a purple background',
+    '  A  WHITE square\ton a   Gray background ',
+    'an orange star on a grey background!',
+    'red,green;blue...',
+    'a black square on a white background, 4k photo',
+    "the triangle's circles aren't squares",
+    'café naïve 東京',
+    ' '.join(['a green circle'] * 30),
+)
+
+
+def write_examples(path, directory):
+    tok = ClipTokenizer(directory)
+    examples = [{'text': t, 'input_ids': tok(t)} for t in EXAMPLE_CAPTIONS]
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump({'tokenizer': 'training/tokenizer', 'bos': tok.bos, 'eos': tok.eos, 'pad': tok.eos,
+                   'examples': examples}, f, ensure_ascii=False, indent=1)
+        f.write('\n')
+
+
+if __name__ == '__main__':
+    # Rebuilds the tokenizer files (deterministic) and the reference encodings for the TypeScript tokenizer.
+    here = os.path.dirname(os.path.abspath(__file__))
+    size = build_files(os.path.join(here, 'tokenizer'))
+    write_examples(os.path.join(here, 'tokenizer-examples.json'), os.path.join(here, 'tokenizer'))
+    print(f'vocabulary: {size} tokens; wrote tokenizer/ and tokenizer-examples.json')

@@ -88,8 +88,11 @@ class Trainer:
         self.vae, self.text, self.unet = build_models(self.config, self.tok.vocab_size, self.tok.eos)
         for m in (self.vae, self.text, self.unet):
             m.to(self.device)
-        self.ema_text = {k: v.detach().clone().float() for k, v in self.text.state_dict().items()}
-        self.ema_unet = {k: v.detach().clone().float() for k, v in self.unet.state_dict().items()}
+        self.ema_text = {k: v.detach().clone().float() for k, v in self.text.named_parameters()}
+        self.ema_unet = {k: v.detach().clone().float() for k, v in self.unet.named_parameters()}
+        assert set(self.ema_text) == set(self.text.state_dict()) and set(self.ema_unet) == set(self.unet.state_dict())
+        self.ema_list = list(self.ema_text.values()) + list(self.ema_unet.values())
+        self.param_list = [p for _, p in self.text.named_parameters()] + [p for _, p in self.unet.named_parameters()]
         self.gen = torch.Generator(device=self.device).manual_seed(args.seed + 1)
         # Token ids of every caption (indexed by shape, object colour, background) and of the empty prompt.
         table = torch.zeros(len(data.SHAPES), len(data.COLOURS), len(data.COLOURS), 77, dtype=torch.long)
@@ -127,7 +130,7 @@ class Trainer:
         self.vae.train()
         while self.elapsed() < deadline:
             frac = (self.elapsed() - start) / span
-            lr = a.vae_lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            lr = a.vae_lr * min(1.0, (step + 1) / (100 if self.gpu else 20)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
             for g in opt.param_groups:
                 g['lr'] = lr
             x, _, _ = data.batch(a.vae_batch, self.gen)
@@ -143,9 +146,10 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
             opt.step()
             step += 1
-            acc += rec_loss.item()
+            acc = acc + rec_loss.detach()
             n_acc += 1
             if step % a.log_every == 0:
+                acc = acc.item()
                 rate = n_acc * a.vae_batch / (time.time() - t_last)
                 self.log_line('vae', step, acc / n_acc, lr, rate)
                 log(f'vae step {step} mse {acc / n_acc:.5f} kl {kl.item():.3f} lr {lr:.2e} {rate:.0f} img/s')
@@ -167,14 +171,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ phase 2
     def update_ema(self, step):
+        """EMA of text encoder + UNet parameters (both have no persistent buffers), with warm-up."""
         decay = min(self.args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for ema, model in ((self.ema_text, self.text), (self.ema_unet, self.unet)):
-                for k, v in model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
-                    else:
-                        ema[k].copy_(v)
+            if hasattr(torch, '_foreach_mul_'):
+                torch._foreach_mul_(self.ema_list, decay)
+                torch._foreach_add_(self.ema_list, self.param_list, alpha=1 - decay)
+            else:
+                for e, p in zip(self.ema_list, self.param_list):
+                    e.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
     def train_unet(self, deadline):
         a = self.args
@@ -216,10 +221,11 @@ class Trainer:
             opt.step()
             self.update_ema(step)
             step += 1
-            acc += loss.item()
+            acc = acc + loss.detach()
             n_acc += 1
             self.stats['unet_steps'] = step
             if step % a.log_every == 0:
+                acc = acc.item()
                 rate = n_acc * b / (time.time() - t_last)
                 self.log_line('unet', step, acc / n_acc, lr, rate)
                 log(f'unet step {step} loss {acc / n_acc:.5f} lr {lr:.2e} {rate:.0f} samples/s '
