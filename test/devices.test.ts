@@ -6,7 +6,7 @@ import { checkProvidersAvailable, cudaInstalled, parseDevices } from '../src/nod
 test('device lists parse into one worker per entry', () => {
   assert.deepEqual(parseDevices('cpu'), [{ provider: 'cpu', deviceId: undefined, threads: 0, label: 'cpu#0' }]);
   assert.deepEqual(parseDevices('cpu,cpu', 1).map((d) => [d.label, d.threads]), [['cpu#0', 1], ['cpu#1', 1]]);
-  assert.deepEqual(parseDevices('webgpu:1, cuda:0,cpu').map((d) => d.label), ['webgpu:1', 'cuda:0', 'cpu#0']);
+  assert.deepEqual(parseDevices('webgpu:0, cuda:1,cpu').map((d) => d.label), ['webgpu:0', 'cuda:1', 'cpu#0']);
   assert.deepEqual(parseDevices('webgpu').map((d) => d.deviceId), [0]);
 });
 

@@ -178,7 +178,9 @@ export class Pipeline {
         i > 0 ? ['unet'] : ['unet', 'textEncoder', 'vaeDecoder', ...(spec.paths.textEncoder2 ? ['textEncoder2' as const] : []), ...('file' in probe ? ['unetProbe' as const] : [])],
       );
       const pool = new DevicePool(workers, holdings, {
-        split: splitModeFor(options.splitCfg ?? 'auto', devices, desc.components.unet?.inputs),
+        split: await splitModeFor(options.splitCfg ?? 'auto', devices, desc.components.unet?.inputs, () =>
+          workers[0]!.request<'checkCfgSplit'>({ type: 'checkCfgSplit', height: 16, width: 16 }, 'checking CFG splitting').then((r) => r.identical),
+        ),
         retry: options.retryOnOtherDevice ?? false,
         paths: { ...spec.paths, ...('file' in probe ? { unetProbe: probe.file } : {}) } as Partial<Record<ComponentName, string>>,
         completionJitter: options.completionJitter
@@ -458,11 +460,15 @@ function describeModel(
   const sample = unet.inputs.find((i) => i.name === 'sample') ?? unet.inputs[0]!;
   const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
   const hidden = unet.inputs.find((i) => i.name === 'encoder_hidden_states');
-  const teOut = te.outputs.find((o) => o.name === 'last_hidden_state') ?? te.outputs[0]!;
+  const width = (c: { outputs: IoInfo[] } | undefined) => (c?.outputs.find((o) => o.name === 'last_hidden_state') ?? c?.outputs[0])?.shape[2];
   const unetDim = hidden?.shape[2];
-  const teDim = teOut.shape[2];
-  if (typeof unetDim === 'number' && typeof teDim === 'number' && unetDim !== teDim) {
-    throw contractError('The text encoder and the UNet disagree on the text embedding width', 'unet', `encoder_hidden_states width ${teDim} (the text encoder's)`, String(unetDim));
+  // SDXL concatenates both encoders' hidden states on the feature axis.
+  const w1 = width(te);
+  const w2 = spec.family === 'sdxl' ? width(components.textEncoder2) : 0;
+  const teDim = typeof w1 === 'number' && typeof w2 === 'number' ? w1 + w2 : undefined;
+  if (typeof unetDim === 'number' && teDim !== undefined && unetDim !== teDim) {
+    const what = spec.family === 'sdxl' ? 'the two text encoders\' widths added' : 'the text encoder\'s';
+    throw contractError('The text encoder and the UNet disagree on the text embedding width', 'unet', `encoder_hidden_states width ${teDim} (${what})`, String(unetDim));
   }
   const timeIds = unet.inputs.find((i) => i.name === 'time_ids');
   if (timeIds && timeIds.shape[1] === 5) {
@@ -499,13 +505,19 @@ function describeModel(
   };
 }
 
-/** Resolves 'auto' CFG splitting: balance on CPU-only device lists (batch-invariant), never elsewhere. */
-function splitModeFor(mode: 'auto' | SplitMode, devices: DeviceSpec[], unetInputs: IoInfo[] | undefined): SplitMode {
+/**
+ * Resolves 'auto' CFG splitting: 'balance' on CPU-only device lists when the model, checked on a small latent,
+ * gives a split unit the same bits as a whole one (so results do not depend on the device count); else 'never'.
+ */
+async function splitModeFor(
+  mode: 'auto' | SplitMode, devices: DeviceSpec[], unetInputs: IoInfo[] | undefined, splitIsExact: () => Promise<boolean>,
+): Promise<SplitMode> {
   const batch = unetInputs?.find((i) => i.name === 'sample')?.shape[0] ?? unetInputs?.[0]?.shape[0];
   // A static batch of 2 cannot run halves (static batch 1 already does, two calls per unit).
   if (typeof batch === 'number' && batch > 1) return 'never';
   if (mode !== 'auto') return mode;
-  return devices.length > 1 && devices.every((d) => d.provider === 'cpu') ? 'balance' : 'never';
+  if (devices.length < 2 || devices.some((d) => d.provider !== 'cpu')) return 'never';
+  return (await splitIsExact()) ? 'balance' : 'never';
 }
 
 export async function loadPipeline(dir: string, options?: PipelineOptions): Promise<Pipeline> {

@@ -168,7 +168,9 @@ export function scanCrossAttention(model: ModelProto): CrossAttentionScan {
     const axis = intAttr(node, 'axis') ?? (opset >= 13 ? -1n : 1n);
     const outDims = declaredDims(graph, node.output[0]!);
     const rank = outDims?.length;
-    if (axis !== -1n && !(rank !== undefined && axis === BigInt(rank - 1)) && !(rank === undefined && (axis === 2n || axis === 3n))) {
+    // Without a declared rank, a positive axis is accepted where it is the last axis of one of the two layouts.
+    const lastAxis = axis === -1n || (rank !== undefined ? axis === BigInt(rank - 1) : axis === 2n || axis === 3n);
+    if (!lastAxis) {
       reject(`Softmax axis ${axis} is not the last axis`);
       continue;
     }

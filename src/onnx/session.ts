@@ -38,7 +38,8 @@ export function executionProviders(opts: SessionOptions): ort.InferenceSession.E
     case 'cpu':
       return ['cpu'];
     case 'webgpu':
-      return [{ name: 'webgpu', ...(opts.deviceId !== undefined ? { deviceId: opts.deviceId } : {}) } as ort.InferenceSession.ExecutionProviderConfig];
+      // The Node binding's WebGPU provider takes no adapter index (it rejects `deviceId`): the default adapter runs.
+      return [{ name: 'webgpu' }];
     case 'cuda':
       return [{ name: 'cuda', deviceId: opts.deviceId ?? 0 } as ort.InferenceSession.ExecutionProviderConfig];
   }

@@ -1,12 +1,15 @@
 /**
  * The UNet adapter: one classifier-free-guided evaluation of one latent ([1,C,h,w]) per call, with the batch
- * [uncond, cond]. Reads the session's metadata for the timestep's dtype and rank, float16 inputs, static batch
+ * [uncond, cond], or one CFG half alone (batch 1, raw output) when the coordinator splits a unit across devices.
+ * Reads the session's metadata for the timestep's dtype and rank, float16 inputs, static batch
  * and the SDXL extra inputs. When the session is the attention-probe graph, also returns the conditional branch's
  * attn2 probabilities.
  */
 import ort from 'onnxruntime-node';
 import { AsgdError } from '../core/errors.ts';
 import type { AttentionMap } from '../core/methods/types.ts';
+import { combineCfg } from '../core/scheduling/cfg.ts';
+import type { CfgPart } from '../core/scheduling/tasks.ts';
 import { findIo, floatTensor, readFloat, type IoInfo, type OpenSession } from './session.ts';
 
 /** Graph outputs added by the attention probe are named with this prefix followed by the layer name. */
@@ -31,6 +34,8 @@ export interface UnetCall {
   guidanceScale: number;
   /** SDXL [orig_h, orig_w, crop_top, crop_left, target_h, target_w]. */
   timeIds?: readonly number[];
+  /** 'both' (default): CFG-combined output; 'uncond' / 'cond': that branch alone at batch 1, raw output. */
+  part?: CfgPart;
 }
 
 export interface UnetOutput {
@@ -104,25 +109,12 @@ export class UnetAdapter {
     const { channels: c, height: h, width: w } = call;
     const n = c * h * w;
     if (call.sample.length !== n) throw new Error(`unet: sample has ${call.sample.length} elements, expected ${n}`);
+    const part = call.part ?? 'both';
+    if (part !== 'both') return this.runHalf(call, cond, part === 'uncond' ? 0 : 1);
     const batch2 = new Float32Array(2 * n);
     batch2.set(call.sample, 0);
     batch2.set(call.sample, n);
-    const feeds: Record<string, ort.Tensor> = {
-      [this.sample.name]: floatTensor(this.sample.type, batch2, [2, c, h, w], 'unet sample'),
-      [this.timestep.name]: this.timestepTensor(call.timestep, 2),
-      [this.hidden.name]: floatTensor(this.hidden.type, cond.hidden, [2, cond.tokens, cond.dim], 'unet encoder_hidden_states'),
-    };
-    if (this.textEmbeds) {
-      if (!cond.textEmbeds || !cond.pooledDim) throw new Error('unet: SDXL model needs pooled text embeddings');
-      feeds[this.textEmbeds.name] = floatTensor(this.textEmbeds.type, cond.textEmbeds, [2, cond.pooledDim], 'unet text_embeds');
-    }
-    if (this.timeIds) {
-      if (!call.timeIds || call.timeIds.length !== 6) throw new Error('unet: SDXL model needs 6 time ids');
-      const ids = new Float32Array(12);
-      ids.set(call.timeIds, 0);
-      ids.set(call.timeIds, 6);
-      feeds[this.timeIds.name] = floatTensor(this.timeIds.type, ids, [2, 6], 'unet time_ids');
-    }
+    const feeds = this.feeds(call, cond, batch2, [0, 1]);
     let results: ort.InferenceSession.ReturnType;
     if (this.staticBatch === 1) {
       // Static batch-1 exports: two calls, one per CFG half.
@@ -131,17 +123,96 @@ export class UnetAdapter {
       results = await this.s.session.run(feeds);
     }
     const raw = readFloat(results[this.out.name]!, 'unet output');
-    const s = call.guidanceScale;
-    const output = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      const u = raw[i]!;
-      output[i] = u + s * (raw[n + i]! - u);
-    }
+    const output = combineCfg(raw.subarray(0, n), raw.subarray(n, 2 * n), call.guidanceScale);
     let attention: AttentionMap[] | undefined;
     if (this.probeOutputs.length > 0) {
-      attention = this.probeOutputs.map((name) => condAttention(name, readFloat(results[name]!, name), h, w, cond.tokens));
+      attention = this.probeOutputs.map((name) => condAttention(name, readFloat(results[name]!, name), 2, h, w, cond.tokens));
     }
     return { output, attention };
+  }
+
+  /**
+   * Whether this session gives a unit split into two batch-1 CFG halves (combined as the coordinator does) the
+   * same bits as one batch-2 call, on a deterministic input of the given latent size. ONNX Runtime's CPU provider
+   * does for the models tried; GPU kernels generally do not (they pick algorithms by batch size).
+   */
+  async checkCfgSplit(height: number, width: number): Promise<{ identical: boolean; maxAbs: number }> {
+    const fixed = this.staticSize;
+    const h = fixed?.height ?? height;
+    const w = fixed?.width ?? width;
+    const c = typeof this.sample.shape[1] === 'number' ? this.sample.shape[1] : 4;
+    const tokens = typeof this.hidden.shape[1] === 'number' ? this.hidden.shape[1] : 77;
+    const dim = this.hidden.shape[2];
+    const pooled = this.textEmbeds?.shape[1];
+    if (typeof dim !== 'number' || (this.textEmbeds && typeof pooled !== 'number')) return { identical: false, maxAbs: NaN };
+    const fill = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.618 + k));
+    const cond: TextConditioning = { hidden: fill(2 * tokens * dim, 1), tokens, dim };
+    if (this.textEmbeds) {
+      cond.textEmbeds = fill(2 * (pooled as number), 2);
+      cond.pooledDim = pooled as number;
+    }
+    const call: UnetCall = {
+      sample: fill(c * h * w, 3), channels: c, height: h, width: w, timestep: 500, guidanceScale: 7.5,
+      timeIds: this.timeIds ? [8 * h, 8 * w, 0, 0, 8 * h, 8 * w] : undefined,
+    };
+    const both = (await this.run({ ...call, part: 'both' }, cond)).output;
+    const u = (await this.run({ ...call, part: 'uncond' }, cond)).output;
+    const k = (await this.run({ ...call, part: 'cond' }, cond)).output;
+    const split = combineCfg(u, k, call.guidanceScale);
+    let identical = true;
+    let maxAbs = 0;
+    for (let i = 0; i < both.length; i++) {
+      if (!Object.is(both[i], split[i])) identical = false;
+      maxAbs = Math.max(maxAbs, Math.abs(both[i]! - split[i]!));
+    }
+    return { identical, maxAbs };
+  }
+
+  /** One CFG branch (row 0: uncond, 1: cond of the conditioning) at batch 1; the output is the raw model output. */
+  private async runHalf(call: UnetCall, cond: TextConditioning, row: 0 | 1): Promise<UnetOutput> {
+    if (this.staticBatch !== undefined && this.staticBatch !== 1) {
+      throw new AsgdError('This UNet export has a static batch size, so a unit cannot run as two CFG halves', {
+        kind: 'invalid-argument', parameter: 'splitCfg', expected: 'a UNet with a dynamic batch (or static batch 1)', received: `batch ${this.staticBatch}`,
+        hint: 'Turn CFG splitting off (splitCfg: never, --split-cfg never)',
+      });
+    }
+    const { channels: c, height: h, width: w } = call;
+    // A private copy: the caller's buffer may be shared memory, which ONNX Runtime does not accept.
+    const sample = Float32Array.from(call.sample);
+    const results = await this.s.session.run(this.feeds(call, cond, sample, [row]));
+    const raw = readFloat(results[this.out.name]!, 'unet output');
+    const output = raw.byteOffset === 0 && raw.buffer.byteLength === raw.byteLength ? raw : raw.slice();
+    let attention: AttentionMap[] | undefined;
+    if (this.probeOutputs.length > 0 && row === 1) {
+      attention = this.probeOutputs.map((name) => condAttention(name, readFloat(results[name]!, name), 1, h, w, cond.tokens));
+    }
+    return { output, attention };
+  }
+
+  /** Feeds for the batch rows `rows` of the conditioning (0: uncond, 1: cond); `sample` holds one latent per row. */
+  private feeds(call: UnetCall, cond: TextConditioning, sample: Float32Array, rows: readonly number[]): Record<string, ort.Tensor> {
+    const { channels: c, height: h, width: w } = call;
+    const b = rows.length;
+    const pick = (data: Float32Array, per: number): Float32Array => {
+      if (b === 2) return data;
+      return data.subarray(rows[0]! * per, (rows[0]! + 1) * per);
+    };
+    const feeds: Record<string, ort.Tensor> = {
+      [this.sample.name]: floatTensor(this.sample.type, sample, [b, c, h, w], 'unet sample'),
+      [this.timestep.name]: this.timestepTensor(call.timestep, b),
+      [this.hidden.name]: floatTensor(this.hidden.type, pick(cond.hidden, cond.tokens * cond.dim), [b, cond.tokens, cond.dim], 'unet encoder_hidden_states'),
+    };
+    if (this.textEmbeds) {
+      if (!cond.textEmbeds || !cond.pooledDim) throw new Error('unet: SDXL model needs pooled text embeddings');
+      feeds[this.textEmbeds.name] = floatTensor(this.textEmbeds.type, pick(cond.textEmbeds, cond.pooledDim), [b, cond.pooledDim], 'unet text_embeds');
+    }
+    if (this.timeIds) {
+      if (!call.timeIds || call.timeIds.length !== 6) throw new Error('unet: SDXL model needs 6 time ids');
+      const ids = new Float32Array(6 * b);
+      for (let r = 0; r < b; r++) ids.set(call.timeIds, 6 * r);
+      feeds[this.timeIds.name] = floatTensor(this.timeIds.type, ids, [b, 6], 'unet time_ids');
+    }
+    return feeds;
   }
 
   private async runSplit(
@@ -182,10 +253,10 @@ function sliceBatch(t: ort.Tensor, b: number, dims: number[]): ort.Tensor {
   return new ort.Tensor(t.type as 'float32', data.slice(b * per, (b + 1) * per) as Float32Array, dims);
 }
 
-/** The conditional half of a probe output [2, HW, T], with its grid found among latent / 2^k. */
-function condAttention(name: string, data: Float32Array, latentH: number, latentW: number, tokens: number): AttentionMap {
+/** The conditional row (the last) of a probe output [rows, HW, T], with its grid found among latent / 2^k. */
+function condAttention(name: string, data: Float32Array, rows: number, latentH: number, latentW: number, tokens: number): AttentionMap {
   const layer = name.slice(PROBE_OUTPUT_PREFIX.length);
-  const half = data.length / 2;
+  const half = data.length / rows;
   const hw = half / tokens;
   let height = latentH;
   let width = latentW;
@@ -194,5 +265,5 @@ function condAttention(name: string, data: Float32Array, latentH: number, latent
     width = Math.ceil(width / 2);
   }
   if (height * width !== hw) throw new Error(`unet: cannot infer the grid of attention output ${name} (${half} values per batch)`);
-  return { layer, height, width, tokens, data: data.subarray(half) };
+  return { layer, height, width, tokens, data: data.subarray(data.length - half) };
 }

@@ -1,10 +1,20 @@
-/** The coordinator's handle on one device worker thread: request/response with transfer, failure and shutdown. */
+/**
+ * The coordinator's handle on one device worker thread: request/response with transfer, failure and shutdown.
+ *
+ * Shutdown never ends a thread while ONNX Runtime runs a model in it: onnxruntime-node 1.30 aborts the whole
+ * process ("terminate called after throwing an instance of 'Napi::Error'") when a worker is terminated during
+ * session.run. terminate() therefore rejects the pending requests at once (the coordinator moves on) and ends the
+ * thread as soon as the worker has answered what it was running, or after a grace period if it never does.
+ */
 import { Worker } from 'node:worker_threads';
 import { AsgdError, type ErrorKind } from '../../core/errors.ts';
 import type { DeviceSpec } from './devices.ts';
 import type { SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
 const WORKER_URL = new URL('./worker-entry.mjs', import.meta.url);
+
+/** How long terminate() waits for a model call in flight before ending the thread regardless. */
+export const TERMINATE_GRACE_MS = 60_000;
 
 /** Thread ids of device workers started and not yet exited, process-wide (to check that none is orphaned). */
 const running = new Set<number>();
@@ -25,6 +35,9 @@ export class DeviceWorker {
   private nextId = 1;
   private deadError: AsgdError | undefined;
   private terminated = false;
+  /** Requests the worker is still executing after terminate() rejected them. */
+  private readonly draining = new Set<number>();
+  private drained: (() => void) | undefined;
   /** Settles when the thread has exited (for whatever reason). */
   readonly exited: Promise<void>;
   readonly threadId: number;
@@ -59,6 +72,7 @@ export class DeviceWorker {
 
   request<T extends WorkerResult['type']>(req: WorkerRequest, what: string, transfer: ArrayBuffer[] = []): Promise<Extract<WorkerResult, { type: T }>> {
     if (this.deadError) return Promise.reject(this.deadError);
+    if (this.terminated) return Promise.reject(new AsgdError(`Device ${this.label} was stopped`, { kind: 'device', parameter: 'devices', hint: 'It failed earlier or the pipeline was closed' }));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (r: WorkerResult) => void, reject, what });
@@ -67,6 +81,7 @@ export class DeviceWorker {
   }
 
   private onReply(reply: WorkerReply): void {
+    if (this.draining.delete(reply.id) && this.draining.size === 0) this.drained?.();
     const p = this.pending.get(reply.id);
     if (!p) return;
     this.pending.delete(reply.id);
@@ -98,16 +113,30 @@ export class DeviceWorker {
       this.pending.delete(id);
       p.reject(new AsgdError(`Device ${this.label} stopped during ${p.what}: ${msg}`, { kind: 'device', parameter: 'devices', cause: err }));
     }
+    this.draining.clear();
+    this.drained?.();
   }
 
-  /** Stops the thread at once (an in-flight model call is abandoned); resolves once it has exited. */
-  async terminate(): Promise<void> {
+  /**
+   * Stops the thread: pending requests are rejected at once; the thread ends when the model call it is running
+   * returns (at most TERMINATE_GRACE_MS). Resolves once it has exited.
+   */
+  async terminate(graceMs = TERMINATE_GRACE_MS): Promise<void> {
     if (!this.terminated) {
       this.terminated = true;
       const cancelled = new AsgdError('Generation cancelled', { kind: 'cancelled' });
       for (const [id, p] of this.pending) {
         this.pending.delete(id);
+        this.draining.add(id);
         p.reject(cancelled);
+      }
+      if (this.draining.size > 0 && this.deadError === undefined) {
+        let timer: NodeJS.Timeout | undefined;
+        await new Promise<void>((resolve) => {
+          this.drained = resolve;
+          timer = setTimeout(resolve, graceMs);
+        });
+        clearTimeout(timer);
       }
       await this.worker.terminate();
     }

@@ -1,6 +1,7 @@
 /** Parsing `--devices` (cpu, cpu,cpu, webgpu:0, cuda:0,cuda:1, mixtures) into device specs. */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { AsgdError, invalidArgument } from '../../core/errors.ts';
@@ -17,13 +18,19 @@ export interface DeviceSpec {
 
 const PROVIDERS: ProviderName[] = ['cpu', 'webgpu', 'cuda'];
 
-export function parseDevices(list: string, threads = 0): DeviceSpec[] {
+/**
+ * One spec per entry. `threads` applies to every CPU worker; 0 means ONNX Runtime's default for a single CPU
+ * worker, and the machine's cores divided among several (each session would otherwise take every core).
+ */
+export function parseDevices(list: string, threads = 0, cores = os.availableParallelism()): DeviceSpec[] {
   if (!Number.isInteger(threads) || threads < 0) throw invalidArgument('threads', 'an integer >= 0 (0: ONNX Runtime default)', threads);
   const entries = list.split(',').map((s) => s.trim());
   if (entries.length === 0 || entries.some((e) => e === '')) {
     throw invalidArgument('devices', 'a comma-separated list such as "cpu", "cpu,cpu", "webgpu:0" or "cuda:0,cuda:1"', list);
   }
   let cpuCount = 0;
+  const cpuWorkers = entries.filter((e) => /^cpu$/i.test(e)).length;
+  const cpuThreads = threads === 0 && cpuWorkers > 1 ? Math.max(1, Math.floor(cores / cpuWorkers)) : threads;
   return entries.map((entry) => {
     const m = /^([a-z]+)(?::(\d+))?$/i.exec(entry);
     const provider = m?.[1]?.toLowerCase() as ProviderName | undefined;
@@ -31,9 +38,12 @@ export function parseDevices(list: string, threads = 0): DeviceSpec[] {
       throw invalidArgument('devices', `entries of the form cpu, webgpu[:N] or cuda[:N] (providers: ${PROVIDERS.join(', ')})`, entry);
     }
     if (provider === 'cpu' && m[2] !== undefined) throw invalidArgument('devices', '"cpu" without an index (repeat it for more CPU workers)', entry);
+    if (provider === 'webgpu' && m[2] !== undefined && m[2] !== '0') {
+      throw invalidArgument('devices', '"webgpu" or "webgpu:0"', entry, "onnxruntime-node's WebGPU provider always uses the system's default GPU adapter; use cuda:N to pick a GPU");
+    }
     const deviceId = m[2] !== undefined ? Number(m[2]) : provider === 'cpu' ? undefined : 0;
     const label = provider === 'cpu' ? `cpu#${cpuCount++}` : `${provider}:${deviceId}`;
-    return { provider, deviceId, threads, label };
+    return { provider, deviceId, threads: provider === 'cpu' ? cpuThreads : threads, label };
   });
 }
 
@@ -74,11 +84,33 @@ function providerLibraryPresent(name: string): boolean {
   }
 }
 
-export function describeAvailableDevices(): { name: string; available: boolean; note: string }[] {
+export interface DeviceAvailability {
+  name: string;
+  available: boolean;
+  note: string;
+}
+
+export function describeAvailableDevices(): DeviceAvailability[] {
   const backends = ort.listSupportedBackends();
   return [
-    { name: 'cpu', available: true, note: 'bundled; repeat "cpu" for several CPU workers' },
+    { name: 'cpu', available: true, note: `bundled; ${os.availableParallelism()} cores; repeat "cpu" for several CPU workers` },
     { name: 'webgpu', available: backends.some((b) => b.name === 'webgpu'), note: 'bundled; runs on the GPU through Vulkan/Metal/D3D12 when a driver is present' },
     { name: 'cuda', available: cudaInstalled(), note: cudaInstalled() ? 'installed' : 'not installed: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node' },
   ];
+}
+
+/**
+ * Like describeAvailableDevices, but the WebGPU entry is checked by running a one-node model on adapter 0: the
+ * provider is bundled everywhere, a GPU adapter (and its driver) is not.
+ */
+export async function checkAvailableDevices(): Promise<DeviceAvailability[]> {
+  const list = describeAvailableDevices();
+  const webgpu = list.find((d) => d.name === 'webgpu');
+  if (webgpu?.available) {
+    const { tryWebGpu } = await import('./webgpu-check.ts');
+    const r = await tryWebGpu();
+    webgpu.available = r.ok;
+    webgpu.note = r.ok ? `adapter found: a test model ran in ${r.ms.toFixed(0)} ms` : `bundled, but no usable adapter: ${r.reason}`;
+  }
+  return list;
 }

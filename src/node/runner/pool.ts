@@ -87,6 +87,11 @@ export class DevicePool {
     });
   }
 
+  /** How units are split into CFG halves. */
+  get splitMode(): SplitMode {
+    return this.options.split ?? 'never';
+  }
+
   /** Whether a unit asked for attention and its device had no probe graph. */
   get attentionUnsupported(): boolean {
     return this.dispatcher.attentionUnsupported;

@@ -43,6 +43,8 @@ export type WorkerRequest =
   /** Opens more sessions with the init's options (e.g. the probe graph after its holder failed). */
   | { type: 'load'; paths: Partial<Record<ComponentName, string>> }
   | { type: 'describe' }
+  /** Runs a unit whole and as two CFG halves and compares the bits (see UnetAdapter.checkCfgSplit). */
+  | { type: 'checkCfgSplit'; height: number; width: number }
   | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
   | { type: 'setConditioning'; cond: TextConditioning }
   | UnetRequest
@@ -54,6 +56,7 @@ export type WorkerResult =
   | { type: 'ok' }
   | { type: 'describe'; components: Partial<Record<ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }>> }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
+  | { type: 'checkCfgSplit'; identical: boolean; maxAbs: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }
   | { type: 'vaeEncode'; data: Float32Array; channels: number; height: number; width: number };

@@ -62,6 +62,10 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       for (const [name, s] of Object.entries(state.sessions)) components[name] = { inputs: s!.inputs, outputs: s!.outputs };
       return { result: { type: 'describe', components } as WorkerResult, transfer: [] };
     }
+    case 'checkCfgSplit': {
+      if (!state.unet) throw new Error('worker: unet not loaded');
+      return { result: { type: 'checkCfgSplit', ...(await state.unet.checkCfgSplit(req.height, req.width)) }, transfer: [] };
+    }
     case 'encodeText': {
       const enc = req.which === 'textEncoder2' ? state.text2 : state.text;
       if (!enc) throw new Error(`worker: ${req.which} not loaded`);

@@ -1,0 +1,228 @@
+/**
+ * Benchmark of the multi-device runner (not a test). Prints Markdown tables and writes bench/results/runner.json.
+ *
+ *   node --import tsx bench/runner.ts                 both parts
+ *   node --import tsx bench/runner.ts --model-only    only the latency-model part (about a minute)
+ *   node --import tsx bench/runner.ts --real-only [--configs cpu:2,cpu*2:1]
+ *
+ * Real part: the built-in tiny model at 16x its native area (2048x2048 px, asg, 4 steps) on CPU workers; each
+ * config is "cpu*<workers>:<threads per worker>". Default: 1 worker x 2 threads vs 2 workers x 1 thread.
+ *
+ * Latency-model part: the real methods, scheduler and dispatcher driving latency-model devices (a benchmark
+ * instrument, see latency-model.ts) at the paper's SDXL geometries, 50 steps, K = 1, 2, 4, 8.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { SplitMode } from '../src/core/scheduling/tasks.ts';
+import { writeTinySdModel } from '../src/fixtures/index.ts';
+import { loadPipeline } from '../src/node/pipeline.ts';
+import { simulateGeneration, simulateRunAhead, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const flag = (name: string) => args.includes(name);
+const option = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+
+// ------------------------------------------------------------------------------------------------ real part
+
+interface RealRow {
+  config: string;
+  workers: number;
+  threads: number;
+  denoiseMs: number;
+  totalMs: number;
+  unetEvaluations: number;
+  unitsPerSecond: number;
+  speedup: number;
+  identical: boolean;
+}
+
+async function realPart(): Promise<RealRow[]> {
+  const dir = path.join(os.tmpdir(), 'asgd-bench-tiny');
+  if (!fs.existsSync(path.join(dir, 'model_index.json'))) await writeTinySdModel(dir, { variant: 'standard' });
+  const configs = (option('--configs') ?? 'cpu*1:2,cpu*2:1').split(',').map((c) => {
+    const m = /^cpu(?:\*(\d+))?:(\d+)$/.exec(c.trim());
+    if (!m) throw new Error(`bad config ${c}: use cpu*<workers>:<threads>`);
+    return { workers: Number(m[1] ?? 1), threads: Number(m[2]) };
+  });
+  const params = { prompt: 'a red circle on a blue background', steps: 4, seed: 3, width: 2048, height: 2048 };
+  const rows: RealRow[] = [];
+  let reference: Float32Array | undefined;
+  for (const c of configs) {
+    const devices = Array.from({ length: c.workers }, () => 'cpu').join(',');
+    const p = await loadPipeline(dir, { devices, threads: c.threads });
+    try {
+      await p.generate({ ...params, steps: 1, width: 1024, height: 1024 }); // warm-up: first-run allocations
+      let best: Awaited<ReturnType<typeof p.generate>> | undefined;
+      for (let rep = 0; rep < 2; rep++) {
+        const r = await p.generate(params);
+        if (!best || r.timings.denoiseMs < best.timings.denoiseMs) best = r;
+      }
+      reference ??= best!.latent;
+      const identical = best!.latent.length === reference.length && best!.latent.every((v, i) => Object.is(v, reference![i]));
+      rows.push({
+        config: `${c.workers} worker${c.workers > 1 ? 's' : ''} x ${c.threads} thread${c.threads > 1 ? 's' : ''}`,
+        workers: c.workers,
+        threads: c.threads,
+        denoiseMs: best!.timings.denoiseMs,
+        totalMs: best!.timings.totalMs,
+        unetEvaluations: best!.unetEvaluations,
+        unitsPerSecond: best!.unetEvaluations / (best!.timings.denoiseMs / 1000),
+        speedup: 0,
+        identical,
+      });
+    } finally {
+      await p.close();
+    }
+  }
+  for (const r of rows) r.speedup = rows[0]!.denoiseMs / r.denoiseMs;
+  console.log(`\n### Real: tiny model, 2048x2048 px (16x native area), asg, ${params.steps} steps, ${os.availableParallelism()} cores\n`);
+  console.log('| config | denoise s | total s | UNet units | units/s | throughput vs first | same latent bits |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(`| ${r.config} | ${(r.denoiseMs / 1000).toFixed(2)} | ${(r.totalMs / 1000).toFixed(2)} | ${r.unetEvaluations} | ${r.unitsPerSecond.toFixed(1)} | ${r.speedup.toFixed(2)}x | ${r.identical ? 'yes' : 'NO'} |`);
+  }
+  return rows;
+}
+
+// ------------------------------------------------------------------------------------------------ model part
+
+const GEOMETRIES: Geometry[] = [
+  { name: 'SDXL 2048x2048 (4 patches, 9 windows)', latent: 256, native: 128 },
+  { name: 'SDXL 3072x3072 (9 patches, 25 windows)', latent: 384, native: 128 },
+];
+/** One SDXL UNet CFG call at 1024 px takes about 100 ms on the paper's GPUs (34 s for 325 calls at 2048 px). */
+const LATENCY: LatencyParams = { unitMs: 100, nativeArea: 128 * 128, halfCost: 0.5, probeExtra: 0.15, callOverheadMs: 1 };
+const KS = [1, 2, 4, 8];
+const STEPS = 50;
+
+interface ModelRow {
+  geometry: string;
+  mode: string;
+  split: SplitMode | 'n/a';
+  latency: LatencyParams;
+  chargeHost: boolean;
+  devices: number;
+  seconds: number;
+  speedup: number;
+  idle: number[];
+  unitsSplit: number;
+  hostMsPerStep: number;
+}
+
+const MODES = [
+  { mode: 'async, pixel interaction', pixelInteraction: true, guidanceSync: false },
+  { mode: 'sync, pixel interaction', pixelInteraction: true, guidanceSync: true },
+  { mode: 'async, no pixel interaction', pixelInteraction: false, guidanceSync: false },
+  { mode: 'sync, no pixel interaction', pixelInteraction: false, guidanceSync: true },
+];
+
+function row(geometry: Geometry, mode: string, split: ModelRow['split'], latency: LatencyParams, chargeHost: boolean, k: number, r: SimResult, base: number): ModelRow {
+  return {
+    geometry: geometry.name, mode, split, latency, chargeHost, devices: k, seconds: r.makespanMs / 1000, speedup: base / r.makespanMs,
+    idle: r.idle, unitsSplit: r.unitsSplit, hostMsPerStep: r.hostMsPerStep,
+  };
+}
+
+const baselines = new Map<string, number>();
+
+async function sweep(
+  geometry: Geometry, mode: (typeof MODES)[number], split: SplitMode, latency: LatencyParams, chargeHost = false, ks = KS,
+): Promise<ModelRow[]> {
+  const run = (k: number, s: SplitMode) => simulateGeneration({ geometry, devices: k, steps: STEPS, pixelInteraction: mode.pixelInteraction, guidanceSync: mode.guidanceSync, split: s, latency, chargeHost });
+  // Baseline: one device, whole units (what a single GPU runs).
+  const key = JSON.stringify([geometry.name, mode.mode, latency, chargeHost]);
+  if (!baselines.has(key)) baselines.set(key, (await run(1, 'never')).makespanMs);
+  const base = baselines.get(key)!;
+  const rows: ModelRow[] = [];
+  for (const k of ks) rows.push(row(geometry, mode.mode, split, latency, chargeHost, k, await run(k, split), base));
+  return rows;
+}
+
+function printModel(title: string, rows: ModelRow[], columns: ('mode' | 'split' | 'latency')[]): void {
+  console.log(`\n### ${title}\n`);
+  const head = ['geometry', ...columns, 'K', 'time s', 'speed-up', 'idle per device', 'units split'];
+  console.log(`| ${head.join(' | ')} |`);
+  console.log(`|${head.map(() => '---').join('|')}|`);
+  for (const r of rows) {
+    const cells = [r.geometry.split(' (')[0]!];
+    for (const c of columns) {
+      if (c === 'mode') cells.push(r.mode);
+      if (c === 'split') cells.push(r.split);
+      if (c === 'latency') cells.push(`half ${r.latency.halfCost}, probe +${Math.round(r.latency.probeExtra * 100)}%${r.chargeHost ? `, host ${r.hostMsPerStep.toFixed(0)} ms/step` : ''}`);
+    }
+    cells.push(String(r.devices), r.seconds.toFixed(2), `${r.speedup.toFixed(2)}x`, r.idle.map((x) => `${Math.round(x * 100)}%`).join(' '), String(r.unitsSplit));
+    console.log(`| ${cells.join(' | ')} |`);
+  }
+}
+
+async function modelPart(): Promise<ModelRow[]> {
+  const t0 = performance.now();
+  const all: ModelRow[] = [];
+  // 1. Every guidance mode with load balancing ('balance': what CPU device lists get by default).
+  const byMode: ModelRow[] = [];
+  for (const g of GEOMETRIES) for (const m of MODES) byMode.push(...(await sweep(g, m, 'balance', LATENCY)));
+  printModel(`Latency model: speed-up over 1 device, CFG halves as needed (split balance), ${STEPS} steps, unit ${LATENCY.unitMs} ms`, byMode, ['mode']);
+  all.push(...byMode);
+
+  // 2. The split policies, default mode.
+  const bySplit: ModelRow[] = [];
+  for (const g of GEOMETRIES) for (const s of ['never', 'always'] as SplitMode[]) bySplit.push(...(await sweep(g, MODES[0]!, s, LATENCY)));
+  printModel('Latency model: split policies (async guidance, pixel interaction on)', bySplit, ['split']);
+  all.push(...bySplit);
+
+  // 3. Sensitivity: dearer batch-1 halves, a dearer mask, and the coordinator's own host time (measured here).
+  const sens: ModelRow[] = [];
+  for (const g of GEOMETRIES) {
+    for (const [lat, host] of [
+      [{ ...LATENCY, halfCost: 0.55 }, false],
+      // Measured on an H200 with an SDXL-sized PyTorch UNet proxy at a 128x128 latent: fp32 0.57, fp16 (eager) 1.04.
+      [{ ...LATENCY, halfCost: 0.57 }, false],
+      [{ ...LATENCY, halfCost: 1.04 }, false],
+      [{ ...LATENCY, probeExtra: 0.3 }, false],
+      [LATENCY, true],
+    ] as [LatencyParams, boolean][]) {
+      sens.push(...(await sweep(g, MODES[0]!, 'balance', lat, host, [4, 8])));
+    }
+  }
+  printModel('Latency model: sensitivity (async, pixel interaction on, split balance)', sens, ['latency']);
+  all.push(...sens);
+
+  // 4. Stretch, modelled only: per-patch run-ahead (async, no pixel interaction, own scheduler state per patch).
+  const ahead: ModelRow[] = [];
+  for (const g of GEOMETRIES) {
+    const base = (await simulateRunAhead({ geometry: g, devices: 1, steps: STEPS, split: 'never', latency: LATENCY })).makespanMs;
+    for (const k of KS) {
+      const r = await simulateRunAhead({ geometry: g, devices: k, steps: STEPS, split: 'balance', latency: LATENCY });
+      ahead.push(row(g, 'run-ahead model (async, no pixel interaction)', 'balance', LATENCY, false, k, r, base));
+    }
+  }
+  printModel('Latency model: stage-1 patches running ahead of the key patch (modelled, not implemented in the methods)', ahead, ['mode']);
+  all.push(...ahead);
+  console.log(`\n(latency-model part: ${((performance.now() - t0) / 1000).toFixed(0)} s wall)`);
+  return all;
+}
+
+async function main(): Promise<void> {
+  const file = path.join(ROOT, 'bench', 'results', 'runner.json');
+  // A run of one part keeps the other part's last results.
+  let out: Record<string, unknown> = {};
+  try {
+    out = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch {
+    out = {};
+  }
+  Object.assign(out, { date: new Date().toISOString(), node: process.version, cores: os.availableParallelism() });
+  if (!flag('--model-only')) out['real'] = await realPart();
+  if (!flag('--real-only')) out['latencyModel'] = { params: LATENCY, steps: STEPS, rows: await modelPart() };
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  console.log(`\nWrote ${path.relative(process.cwd(), file)}`);
+}
+
+await main();

@@ -1,0 +1,62 @@
+/**
+ * Whether the WebGPU execution provider finds a GPU adapter here: builds a one-node ONNX model (y = x + x) in
+ * memory and runs it on the default adapter (the Node binding cannot pick another). The provider ships with
+ * onnxruntime-node on every platform; an adapter needs a GPU driver (Vulkan on Linux), which only a real session
+ * creation can tell.
+ */
+import { create, toBinary } from '@bufbuild/protobuf';
+import {
+  GraphProtoSchema,
+  ModelProtoSchema,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  TensorShapeProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TypeProtoSchema,
+  TypeProto_TensorSchema,
+  ValueInfoProtoSchema,
+} from 'onnx-buf';
+import ort from 'onnxruntime-node';
+
+const FLOAT = 1;
+
+function floatInfo(name: string, size: number) {
+  const shape = create(TensorShapeProtoSchema, { dim: [create(TensorShapeProto_DimensionSchema, { value: { case: 'dimValue', value: BigInt(size) } })] });
+  const tensorType = create(TypeProto_TensorSchema, { elemType: FLOAT, shape });
+  return create(ValueInfoProtoSchema, { name, type: create(TypeProtoSchema, { value: { case: 'tensorType', value: tensorType } }) });
+}
+
+export function addModelBytes(size = 4): Uint8Array {
+  const graph = create(GraphProtoSchema, {
+    name: 'webgpu_check',
+    node: [create(NodeProtoSchema, { opType: 'Add', input: ['x', 'x'], output: ['y'], name: 'add' })],
+    input: [floatInfo('x', size)],
+    output: [floatInfo('y', size)],
+  });
+  const model = create(ModelProtoSchema, {
+    irVersion: 8n,
+    opsetImport: [create(OperatorSetIdProtoSchema, { domain: '', version: 17n })],
+    graph,
+  });
+  return toBinary(ModelProtoSchema, model);
+}
+
+export async function tryWebGpu(): Promise<{ ok: true; ms: number } | { ok: false; reason: string }> {
+  const t0 = performance.now();
+  let session: ort.InferenceSession | undefined;
+  try {
+    session = await ort.InferenceSession.create(addModelBytes(), {
+      executionProviders: [{ name: 'webgpu' }],
+    });
+    const r = await session.run({ x: new ort.Tensor('float32', new Float32Array([1, 2, 3, 4]), [4]) });
+    const y = r['y']!.data as Float32Array;
+    if (y[3] !== 8) return { ok: false, reason: `wrong result ${Array.from(y).join(',')}` };
+    return { ok: true, ms: performance.now() - t0 };
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    // ORT prefixes the source location; keep the sentence.
+    return { ok: false, reason: msg.replace(/^.*?(Failed to get a WebGPU adapter:\s*)/s, '').trim() || msg };
+  } finally {
+    await session?.release().catch(() => undefined);
+  }
+}

@@ -1,0 +1,258 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { AsgdError } from '../src/core/errors.ts';
+import type { UnetUnit } from '../src/core/methods/types.ts';
+import { planBatch } from '../src/core/scheduling/balance.ts';
+import { combineCfg } from '../src/core/scheduling/cfg.ts';
+import { CostModel } from '../src/core/scheduling/cost.ts';
+import { Dispatcher } from '../src/core/scheduling/dispatcher.ts';
+import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/scheduling/tasks.ts';
+import { loadPipeline, type GenerateResult, type PipelineOptions } from '../src/node/pipeline.ts';
+import { liveWorkerThreadIds } from '../src/node/runner/device-worker.ts';
+import { parseDevices } from '../src/node/runner/devices.ts';
+import { tinyModel } from './helpers/models.ts';
+
+// ---------------------------------------------------------------------------------------------------------------
+// The dispatcher against scripted devices (no model): order, CFG halves, balance, faults.
+
+function unit(i: number, size = 8, wantAttention = false): UnetUnit {
+  const sample = new Float32Array(4 * size * size);
+  for (let k = 0; k < sample.length; k++) sample[k] = Math.sin(i * 31 + k * 0.7);
+  return { id: `s2/k0/w${i}`, kind: 'window', step: 0, index: i, sample, height: size, width: size, timestep: 500, wantAttention };
+}
+
+/** Deterministic fake model: branch outputs depend on the sample and the branch only. */
+function branch(task: UnitTask, part: 'uncond' | 'cond'): Float32Array {
+  const s = task.unit.sample;
+  return Float32Array.from(s, (v, k) => (part === 'cond' ? Math.fround(v * 0.75 + k * 1e-3) : Math.fround(v * 0.5 - 0.1)));
+}
+
+class ScriptedDevice implements ExecDevice {
+  readonly ran: UnitTask[] = [];
+  constructor(
+    readonly label: string,
+    readonly hasProbe: boolean,
+    private readonly ms: (task: UnitTask) => number,
+    private readonly failOn?: (task: UnitTask, n: number) => boolean,
+  ) {}
+  async run(task: UnitTask, scale: number): Promise<TaskOutput> {
+    this.ran.push(task);
+    await new Promise((r) => setTimeout(r, this.ms(task)));
+    if (this.failOn?.(task, this.ran.length)) throw new Error('out of memory');
+    const out: TaskOutput =
+      task.part === 'both' ? { output: combineCfg(branch(task, 'uncond'), branch(task, 'cond'), scale) } : { output: branch(task, task.part) };
+    if (task.probe) out.attention = [{ layer: this.label, height: 1, width: 1, tokens: 1, data: new Float32Array([1]) }];
+    return out;
+  }
+}
+
+const reference = (u: UnetUnit, scale: number) => {
+  const t = { id: u.id, unit: u, part: 'both' as const, probe: false };
+  return combineCfg(branch(t, 'uncond'), branch(t, 'cond'), scale);
+};
+
+test('results come back in unit order, CFG halves combined exactly, whatever the completion order', async () => {
+  const units = Array.from({ length: 9 }, (_, i) => unit(i));
+  for (const split of ['never', 'balance', 'always'] as SplitMode[]) {
+    // Durations that scramble completion order.
+    const devices = [0, 1, 2].map((d) => new ScriptedDevice(`dev${d}`, false, (t) => ((t.unit.index * 7 + d * 5) % 11) + 1));
+    const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split });
+    const results = await dispatcher.evaluate(units, 7.5);
+    results.forEach((r, i) => assert.deepEqual(r.output, reference(units[i]!, 7.5), `${split}: unit ${i}`));
+    const halves = devices.reduce((n, d) => n + d.ran.filter((t) => t.part !== 'both').length, 0);
+    if (split === 'never') assert.equal(halves, 0);
+    if (split === 'always') assert.equal(halves, 18);
+  }
+});
+
+test('balance: 9 windows on 4 devices split one unit (2.5 unit-times instead of 3); the probe task goes first, to its holder', () => {
+  const cost = new CostModel(4);
+  const slots = [0, 1, 2, 3].map((device) => ({ device, freeAt: 0, probe: device === 0 }));
+  const windows = Array.from({ length: 9 }, (_, i) => unit(i, 16));
+  const plan = planBatch(windows, slots, cost, 'balance', true);
+  assert.equal(plan.splitUnits, 1);
+  assert.equal(plan.makespan, 2.5 * 256);
+  assert.equal(planBatch(windows, slots, cost, 'never', true).makespan, 3 * 256);
+  // One device: splitting gains nothing, so nothing is split.
+  assert.equal(planBatch(windows, slots.slice(0, 1), cost, 'balance', true).splitUnits, 0);
+  // Stage 1 on 4 devices: the key (probe) unit is split so that its conditional half runs first on the holder.
+  const patches = [unit(0, 16, true), unit(1, 16), unit(2, 16), unit(3, 16)];
+  const p1 = planBatch(patches, slots, cost, 'balance', true);
+  assert.equal(p1.tasks[0]!.id, 's2/k0/w0/cond');
+  assert.ok(p1.tasks[0]!.probe);
+  assert.ok(p1.makespan < 1.15 * 256, `key split shortens the step: ${p1.makespan / 256}`);
+});
+
+test('a faster device gets more work once its speed is measured', async () => {
+  const fast = new ScriptedDevice('fast', false, () => 2);
+  const slow = new ScriptedDevice('slow', false, () => 12);
+  const dispatcher = new Dispatcher([slow, fast], { now: () => performance.now(), split: 'never' });
+  for (let k = 0; k < 4; k++) await dispatcher.evaluate(Array.from({ length: 6 }, (_, i) => unit(i)), 2);
+  const [s, f] = dispatcher.stats;
+  assert.ok(f!.tasks >= 2 * s!.tasks, `fast ${f!.tasks} tasks, slow ${s!.tasks}`);
+});
+
+test('balance learns what halves cost: no split once they are measured as dear as whole units', () => {
+  const slots = [0, 1, 2, 3].map((device) => ({ device, freeAt: 0, probe: device === 0 }));
+  const windows = Array.from({ length: 9 }, (_, i) => unit(i, 16));
+  const whole = { id: 'w', unit: windows[0]!, part: 'both' as const, probe: false };
+  const half = { ...whole, part: 'cond' as const };
+  const cost = new CostModel(4);
+  // Only halves timed so far (at the price of a whole): one unit must stay whole so the ratio gets measured.
+  for (const d of [0, 1, 2, 3]) cost.observe(half, d, 256 * 1.04);
+  const patches = [unit(0, 16, true), unit(1, 16), unit(2, 16), unit(3, 16)];
+  assert.ok(planBatch(patches, slots, cost, 'balance', true).splitUnits < patches.length);
+  // Whole units timed on one device: halves are now known to be dear, and nothing is split.
+  cost.observe(whole, 1, 256);
+  assert.equal(planBatch(windows, slots, cost, 'balance', true).splitUnits, 0);
+  assert.equal(planBatch(patches, slots, cost, 'balance', true).splitUnits, 0);
+  // Cheap halves measured instead: 9 windows on 4 devices split again.
+  const cheap = new CostModel(4);
+  for (const d of [0, 1, 2, 3]) cheap.observe(whole, d, 256), cheap.observe(half, d, 128);
+  assert.equal(planBatch(windows, slots, cheap, 'balance', true).splitUnits, 1);
+});
+
+test('a failing device: named error without retry; with retry the units finish elsewhere, the probe moves too', async () => {
+  const units = [unit(0, 8, true), ...Array.from({ length: 5 }, (_, i) => unit(i + 1))];
+  const failing = () => new ScriptedDevice('gpu0', true, () => 2, (_, n) => n >= 2);
+  const healthy = () => new ScriptedDevice('gpu1', false, () => 3);
+  const d1 = new Dispatcher([failing(), healthy()], { now: () => performance.now(), split: 'never' });
+  await assert.rejects(d1.evaluate(units, 5), (e: unknown) =>
+    e instanceof AsgdError && e.kind === 'device' && /^Device gpu0 failed on unit s2\/k0\/w\d+: out of memory/.test(e.message));
+  assert.deepEqual(d1.liveDevices.map((d) => d.label), ['gpu1']);
+
+  const acquired: string[] = [];
+  const lost: string[] = [];
+  const d2 = new Dispatcher([failing(), healthy()], {
+    now: () => performance.now(), split: 'never', retry: true,
+    onDeviceLost: (d) => lost.push(d.label),
+    acquireProbe: async (d) => void acquired.push(d.label),
+  });
+  for (let round = 0; round < 2; round++) {
+    const r = await d2.evaluate(units, 5);
+    r.forEach((x, i) => assert.deepEqual(x.output, reference(units[i]!, 5)));
+    assert.equal(r[0]!.attention?.length, 1, 'the probe unit still gets its attention');
+  }
+  assert.deepEqual(lost, ['gpu0']);
+  assert.deepEqual(acquired, ['gpu1'], 'the probe graph is loaded on the surviving device');
+  assert.ok(d2.retried.length >= 1);
+
+  // Every device failing ends in an error, not a hang.
+  const d3 = new Dispatcher([failing(), new ScriptedDevice('gpu1', false, () => 1, () => true)], { now: () => performance.now(), retry: true });
+  await assert.rejects(d3.evaluate(units, 5), (e: unknown) => e instanceof AsgdError && e.kind === 'device');
+  await assert.rejects(d3.evaluate(units, 5), /No device left to run unit/, 'a later batch fails at once, without hanging');
+});
+
+test('device lists: thread division and adapter indexes', () => {
+  assert.deepEqual(parseDevices('cpu,cpu', 0, 16).map((d) => d.threads), [8, 8]);
+  assert.deepEqual(parseDevices('cpu,cpu,cpu', 0, 2).map((d) => d.threads), [1, 1, 1]);
+  assert.deepEqual(parseDevices('cpu,cuda:1', 0, 16).map((d) => [d.label, d.threads]), [['cpu#0', 0], ['cuda:1', 0]]);
+  assert.deepEqual(parseDevices('webgpu:0,cpu', 3, 16).map((d) => d.label), ['webgpu:0', 'cpu#0']);
+  assert.throws(() => parseDevices('webgpu:1'), /Invalid devices; expected "webgpu" or "webgpu:0".*default GPU adapter/);
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// The pipeline on worker threads with the built-in tiny model: asg at 2x the native size (4 patches, 9 windows).
+
+const params = { prompt: 'a red circle on a blue background', steps: 4, seed: 21, width: 1024, height: 1024, guidanceScale: 7.5 };
+let model: string;
+let reference1: GenerateResult;
+
+interface PoolView {
+  splitMode: string;
+  dispatcher: { unitsSplit: number; retried: unknown[] };
+}
+
+async function generate(options: PipelineOptions, signal?: AbortSignal): Promise<GenerateResult & { pool: PoolView }> {
+  const p = await loadPipeline(model, { threads: 1, ...options });
+  try {
+    const r = await p.generate(params, { signal });
+    return { ...r, pool: (p as unknown as { pool: PoolView }).pool };
+  } finally {
+    await p.close();
+  }
+}
+
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  return a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+}
+
+async function assertNoWorkers(): Promise<void> {
+  // Thread exits are reported asynchronously; give them a moment, no more.
+  for (let i = 0; i < 50 && liveWorkerThreadIds().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(liveWorkerThreadIds(), [], 'no device worker is left running');
+}
+
+before(async () => {
+  model = await tinyModel('standard');
+  reference1 = await generate({ devices: 'cpu' });
+});
+after(assertNoWorkers);
+
+test('1 and 2 CPU workers give bit-identical images, also with shuffled completion order and every unit split', async () => {
+  for (const options of [
+    { devices: 'cpu,cpu' },
+    { devices: 'cpu,cpu', completionJitter: { seed: 5, maxMs: 15 } },
+    { devices: 'cpu,cpu', splitCfg: 'always' as const, completionJitter: { seed: 6, maxMs: 10 } },
+  ]) {
+    const r = await generate(options);
+    // 'auto' on CPU workers checked that a split unit gives the same bits, and then split units to balance.
+    assert.equal(r.pool.splitMode, options.splitCfg ?? 'balance');
+    assert.ok(r.pool.dispatcher.unitsSplit > 0, 'some units ran as CFG halves');
+    assert.ok(sameBits(r.latent, reference1.latent), JSON.stringify(options));
+    assert.ok(Buffer.from(r.image.data).equals(Buffer.from(reference1.image.data)), JSON.stringify(options));
+  }
+  await assertNoWorkers();
+});
+
+test('a device that throws fails the generation naming the device and the unit; no worker is left', async () => {
+  await assert.rejects(generate({ devices: 'cpu,cpu', injectFailure: { device: 1, after: 3 } }), (e: unknown) =>
+    e instanceof AsgdError && e.kind === 'device' && /Device cpu#1 failed on unit s[12]\/k\d+\/[pw]\d+(\/(un)?cond)?: injected failure after 3 UNet calls/.test(e.message));
+  await assertNoWorkers();
+});
+
+test('a device whose thread dies abruptly fails the generation naming it and the unit; no worker is left', async () => {
+  const t0 = performance.now();
+  await assert.rejects(generate({ devices: 'cpu,cpu', injectFailure: { device: 1, after: 2, mode: 'exit' } }), (e: unknown) =>
+    e instanceof AsgdError && e.kind === 'device' && /Device cpu#1 stopped during unit s[12]\/k\d+\/[pw]\d+(\/(un)?cond)?: worker exited with code 70/.test(e.message));
+  assert.ok(performance.now() - t0 < 15_000, 'no hang');
+  await assertNoWorkers();
+});
+
+test('with retry, a failing device is dropped and the generation equals the fault-free one', async () => {
+  // Device 1 dies; then device 0 (which holds the probe graph, text encoder and VAE) dies and device 1 takes over.
+  for (const injectFailure of [{ device: 1, after: 2, mode: 'exit' as const }, { device: 0, after: 5, mode: 'exit' as const }, { device: 1, after: 4 }]) {
+    const r = await generate({ devices: 'cpu,cpu', retryOnOtherDevice: true, injectFailure });
+    assert.ok(sameBits(r.latent, reference1.latent), JSON.stringify(injectFailure));
+    assert.equal(r.pool.dispatcher.retried.length, 1, 'one unit was re-run');
+    assert.deepEqual(r.warnings, []);
+  }
+  await assertNoWorkers();
+});
+
+test('cancelling mid-run stops every worker, between model calls or during one', async () => {
+  for (const when of ['between calls', 'during a call'] as const) {
+    const controller = new AbortController();
+    const p = await loadPipeline(model, { devices: 'cpu,cpu', threads: 1 });
+    let events = 0;
+    let abortedAt = 0;
+    const abort = () => {
+      abortedAt = performance.now();
+      controller.abort();
+    };
+    const run = p.generate({ ...params, steps: 30 }, {
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.phase !== 'denoise' || ++events !== 3) return;
+        // Terminating a worker inside session.run would abort the process (see device-worker.ts): the pool waits.
+        if (when === 'between calls') abort();
+        else setTimeout(abort, 7);
+      },
+    });
+    await assert.rejects(run, (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled', when);
+    assert.ok(performance.now() - abortedAt < 2000, `${when}: stopped promptly`);
+    if (when === 'between calls') assert.equal(events, 3, 'no progress after the abort');
+    await assertNoWorkers();
+    await p.close();
+  }
+});
