@@ -4,9 +4,12 @@
  * (recorded in the JSON with the CPU model); compare ratios within one run.
  *
  *   npm run bench                 all sections
- *   npm run bench -- --only host  one section: generation | host | methods
+ *   npm run bench -- --only host  one section: generation | host | methods | runner | repetition
+ * The runner (multi-device) and repetition benchmarks are their own scripts (npm run bench:runner,
+ * npm run bench:repetition); `npm run bench` runs them too (repetition in its --quick form).
  *   npm run bench -- --model DIR  use another model folder (default: the model the repository ships)
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -116,7 +119,23 @@ async function methodsReal(): Promise<void> {
   results['methods'] = out;
 }
 
-const sections: Record<string, () => Promise<void> | void> = { generation: generationSplit, host: hostCosts, methods: async () => { await methodsHost(); await methodsReal(); } };
+function script(file: string, extra: string[]): () => void {
+  return () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', file), ...extra], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error(`bench/${file} failed with exit code ${r.status}`);
+  };
+}
+
+const sections: Record<string, () => Promise<void> | void> = {
+  generation: generationSplit,
+  host: hostCosts,
+  methods: async () => {
+    await methodsHost();
+    await methodsReal();
+  },
+  runner: script('runner.ts', []),
+  repetition: script('repetition.ts', ['--quick']),
+};
 for (const [name, fn] of Object.entries(sections)) {
   if (only && only !== name) continue;
   await fn();
