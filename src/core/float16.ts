@@ -38,7 +38,7 @@ export function fromFloat16Bits(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
-export function float32ToFloat16(src: Float32Array): Uint16Array {
+export function float32ToFloat16(src: ArrayLike<number>): Uint16Array {
   const out = new Uint16Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = toFloat16Bits(src[i]!);
   return out;
