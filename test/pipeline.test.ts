@@ -131,3 +131,15 @@ test('a long prompt is truncated with a warning that says how many tokens were d
   const r = await pipe.generate({ ...base, prompt: long, steps: 1, seed: 1, width: 64, height: 64, method: 'direct' });
   assert.deepEqual(r.warnings.filter((w) => /too long/.test(w)), ["The prompt is too long: 15 token(s) beyond the model's 75 were dropped"]);
 });
+
+test('patch methods above the native size use euler instead of a linear multistep config scheduler, unless one is named', async () => {
+  const hr = await pipe.generate({ ...base, steps: 2, seed: 1, width: 1024, height: 512, method: 'asg' });
+  assert.equal(hr.metadata.scheduler, 'euler');
+  assert.ok(hr.warnings.some((w) => /Using the euler scheduler instead of the model's pndm/.test(w)));
+  const named = await pipe.generate({ ...base, steps: 2, seed: 1, width: 1024, height: 512, method: 'asg', scheduler: 'pndm' });
+  assert.equal(named.metadata.scheduler, 'pndm');
+  const native = await pipe.generate({ ...base, steps: 2, seed: 1, method: 'asg' });
+  assert.equal(native.metadata.scheduler, 'pndm');
+  const direct = await pipe.generate({ ...base, steps: 2, seed: 1, width: 1024, height: 512, method: 'direct' });
+  assert.equal(direct.metadata.scheduler, 'pndm');
+});

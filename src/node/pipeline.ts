@@ -11,6 +11,7 @@ import type { ProgressEvent as MethodProgress, UnetUnit, UnitResult } from '../c
 import { resolveParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
+import { nameForClass } from '../core/schedulers/config.ts';
 import { ClipTokenizer, type TokenizedPrompt } from '../core/text/clip-tokenizer.ts';
 import { axisWeights, blendTile, planAxis } from '../core/vae/tiling.ts';
 import { runMethod } from './sampling.ts';
@@ -225,7 +226,7 @@ export class Pipeline {
           hint: 'Leave --original-size out for this model',
         });
       }
-      const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, p.scheduler);
+      const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, p.scheduler ?? this.patchScheduler(p, warn));
       const latentH = p.height / 8;
       const latentW = p.width / 8;
       let unetMs = 0;
@@ -298,6 +299,21 @@ export class Pipeline {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * Linear multistep schedulers (PNDM's PLMS, LMS) extrapolate from the last few model outputs of each latent
+   * element. Above the native size the patch methods redraw pixel-interaction permutations and window jitter every
+   * step, so consecutive outputs of one element come from different UNet views, and the extrapolation amplifies
+   * their differences into speckle (measured on the shipped model: docs/benchmarks.md). So patch methods above the
+   * native size use Euler unless the user names a scheduler; the choice is recorded in the metadata.
+   */
+  private patchScheduler(p: ResolvedParams, warn: (m: string) => void): string | undefined {
+    const patched = p.method !== 'direct' && (p.width > this.info.nativeWidth || p.height > this.info.nativeHeight);
+    const configured = nameForClass(String(this.spec.schedulerConfig._class_name ?? ''));
+    if (!patched || (configured !== 'pndm' && configured !== 'lms')) return undefined;
+    warn(`Using the euler scheduler instead of the model's ${configured} for ${p.method} above the native size (multistep extrapolation across re-drawn patches adds noise); pass --scheduler ${configured} to keep it`);
+    return 'euler';
   }
 
   /** Static-shape UNets accept one latent size: every unit must be exactly native-sized. */
