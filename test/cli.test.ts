@@ -108,3 +108,24 @@ test('info, devices and --help', () => {
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /unknown command/);
 });
+
+test('--from reproduces a high-resolution asg image with its method options', () => {
+  const dir = tempDir('cli-from');
+  const out = path.join(dir, 'hr.png');
+  const args = ['-m', model, '-p', 'a red circle', '-W', '1024', '-H', '512', '--seed', '4', '--structure-weight', '0.3', '--structure-space', 'x0', '--no-pixel-interaction', '--mask-words', 'red'];
+  const r = asgd(['generate', ...args, '-o', out, '--json', ...quick]);
+  assert.equal(r.code, 0, r.stderr);
+  const meta = JSON.parse(r.stdout).metadata;
+  assert.equal(meta.method, 'asg');
+  assert.equal(meta.methodOptions.structureWeight, 0.3);
+  assert.equal(meta.methodOptions.structureSpace, 'x0');
+  assert.equal(meta.methodOptions.pixelInteraction, false);
+  assert.deepEqual(meta.maskWords, ['red']);
+  const again = path.join(dir, 'again.png');
+  const r2 = asgd(['generate', '-m', model, '--from', out, '-o', again, '--quiet', '--threads', '1']);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.ok(fs.readFileSync(out).equals(fs.readFileSync(again)), '--from reproduces the image byte for byte');
+  const bad = asgd(['generate', ...args, '--structure-weight', '-1', '-o', path.join(dir, 'x.png'), ...quick]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /Invalid structureWeight/);
+});

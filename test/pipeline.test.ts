@@ -143,3 +143,42 @@ test('patch methods above the native size use euler instead of a linear multiste
   const direct = await pipe.generate({ ...base, steps: 2, seed: 1, width: 1024, height: 512, method: 'direct' });
   assert.equal(direct.metadata.scheduler, 'pndm');
 });
+
+test('odd sizes come out exactly; progress counts every UNet evaluation by the formula; previews arrive', async () => {
+  const events: { stage: number; step: number; unitsDone: number; unitsTotal: number; phase: string }[] = [];
+  const previews: { w: number; h: number; step: number }[] = [];
+  // 1000x600 px on a 512-native model: latent 125x75 -> 2 x 1 patches (padded), 3 x 2 windows.
+  const r = await pipe.generate(
+    { ...base, steps: 4, seed: 2, width: 1000, height: 600, method: 'asg', scheduler: 'euler' },
+    { onProgress: (p) => events.push({ ...p }), onPreview: (img, step) => previews.push({ w: img.width, h: img.height, step }), previewEvery: 2 },
+  );
+  assert.equal(r.image.width, 1000);
+  assert.equal(r.image.height, 600);
+  const denoise = events.filter((e) => e.phase === 'denoise');
+  const total = denoise[0]!.unitsTotal;
+  // asg: N x S + windows x (T - S) with N = 2 (rows 1, cols 2), S = 2, windows = 2 rows x 3 cols.
+  assert.equal(total, 2 * 2 + 6 * 2);
+  assert.equal(r.unetEvaluations, total);
+  assert.equal(denoise[denoise.length - 1]!.unitsDone, total);
+  assert.deepEqual([...new Set(denoise.map((e) => e.stage))], [1, 2]);
+  assert.ok(events.some((e) => e.phase === 'decode'));
+  await new Promise((res) => setTimeout(res, 200));
+  assert.ok(previews.length >= 1, 'a preview every 2 steps');
+  assert.ok(previews.every((p) => p.w > 0 && p.h > 0 && p.w <= 1000));
+});
+
+test('method option errors name the option; a mask word not in the prompt is refused', async () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ structureWeight: -0.5 }, /Invalid structureWeight; expected a number in \[0, 1\]; received -0\.5/],
+    [{ stageSplit: 1.5 }, /Invalid stageSplit; expected a number in \[0, 1\]/],
+    [{ windowStride: 100 }, /Invalid windowStride; expected an integer from 1 to the window size \(64 latent px\)/],
+    [{ maskEvery: 0 }, /Invalid maskEvery/],
+    [{ nonsense: 1 }, /Invalid method option; expected one of/],
+  ];
+  for (const [methodOptions, re] of cases) {
+    await assert.rejects(pipe.generate({ ...base, steps: 1, width: 1024, height: 512, methodOptions }), (e: unknown) => e instanceof AsgdError && e.kind === 'invalid-argument' && re.test(e.message), JSON.stringify(methodOptions));
+  }
+  await assert.rejects(pipe.generate({ ...base, steps: 1, maskWords: ['dog'] }), /The mask word "dog" is not in the prompt.*Prompt words: a red circle on blue background/);
+  const ok = await pipe.generate({ ...base, steps: 1, seed: 1, width: 1024, height: 512, maskWords: ['red', 'circle'] });
+  assert.equal(ok.metadata.maskWords?.join(' '), 'red circle');
+});
