@@ -182,3 +182,22 @@ test('method option errors name the option; a mask word not in the prompt is ref
   const ok = await pipe.generate({ ...base, steps: 1, seed: 1, width: 1024, height: 512, maskWords: ['red', 'circle'] });
   assert.equal(ok.metadata.maskWords?.join(' '), 'red circle');
 });
+
+test('force_upcast with a float16 VAE warns; --vae replaces the VAE with a float32 one', async () => {
+  const fp16 = await loadPipeline(await tinyModel('fp16'), { threads: 1, attentionProbe: false });
+  try {
+    const r = await fp16.generate({ ...base, steps: 1, seed: 1, width: 64, height: 64, method: 'direct' });
+    assert.ok(r.warnings.some((w) => /force_upcast but vae_decoder is a float16 export.*--vae/.test(w)), r.warnings.join('\n'));
+  } finally {
+    await fp16.close();
+  }
+  const mixed = await loadPipeline(await tinyModel('fp16'), { threads: 1, attentionProbe: false, vae: await tinyModel('standard') });
+  try {
+    assert.equal(mixed.info.components.vaeDecoder?.inputs[0]?.type, 'float32');
+    const r = await mixed.generate({ ...base, steps: 1, seed: 1, width: 64, height: 64, method: 'direct' });
+    assert.ok(!r.warnings.some((w) => /force_upcast/.test(w)));
+  } finally {
+    await mixed.close();
+  }
+  await assert.rejects(loadPipeline(await tinyModel('standard'), { vae: tempDir('novae') }), /The VAE folder has no decoder/);
+});

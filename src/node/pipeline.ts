@@ -265,6 +265,11 @@ export class Pipeline {
           : undefined,
       });
       const tDenoise = performance.now();
+      const vaeInput = this.info.components.vaeDecoder?.inputs[0];
+      if (this.spec.vae.forceUpcast && vaeInput?.type === 'float16') {
+        // The VAE config asks for float32 decoding (SDXL's VAE overflows in float16), but this export is float16.
+        warn('The VAE config sets force_upcast but vae_decoder is a float16 export: decoding may overflow to NaN or black; pass --vae with a float32 VAE export');
+      }
       throwIfAborted(signal);
       const image = await this.decodeLatent(sampled.latent, latentH, latentW, p.vae, (done, total) =>
         run.onProgress?.({ phase: 'decode', stage: 2, step: p.steps, totalSteps: p.steps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
