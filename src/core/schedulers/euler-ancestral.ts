@@ -5,46 +5,25 @@
  */
 import type { RandomSource } from '../random/types.ts';
 import type { ConfigReader } from './config.ts';
-import { checkIndex, checkStep, drawNoise, initialState } from './common.ts';
+import { checkStep, drawNoise } from './common.ts';
 import { sigmaSpaceX0 } from './euler.ts';
 import { f32, sqrt32 } from './numeric.ts';
-import { buildSigmaSchedule, sigmaInputScale } from './sigma-schedule.ts';
-import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
+import { buildSigmaSchedule } from './sigma-schedule.ts';
+import { SigmaScheduler } from './sigma-scheduler.ts';
+import type { SchedulerState, StepResult } from './types.ts';
 
-export class EulerAncestralScheduler implements Scheduler {
+export class EulerAncestralScheduler extends SigmaScheduler {
   readonly name = 'euler-ancestral';
-  readonly predictionType: PredictionType;
-  readonly timesteps: readonly number[];
-  readonly numSteps: number;
-  readonly initNoiseSigma: number;
-  readonly sigmas: Float64Array;
 
   constructor(reader: ConfigReader, numSteps: number) {
-    this.predictionType = reader.oneOf('prediction_type', ['epsilon', 'v_prediction']);
+    const prediction = reader.oneOf('prediction_type', ['epsilon', 'v_prediction']);
     const plan = buildSigmaSchedule(reader, numSteps, {
       karras: false,
       karrasRangeFromConfig: false,
       finalSigmasType: false,
       rescale: true,
     });
-    this.timesteps = plan.timesteps;
-    this.numSteps = numSteps;
-    this.sigmas = plan.sigmas;
-    this.initNoiseSigma = plan.initNoiseSigma;
-  }
-
-  initialState(): SchedulerState {
-    return initialState();
-  }
-
-  inputScale(stepIndex: number): number {
-    checkIndex(this.name, stepIndex, this.numSteps);
-    return sigmaInputScale(this.sigmas[stepIndex]!);
-  }
-
-  noiseLevel(stepIndex: number): { alpha: number; sigma: number } {
-    checkIndex(this.name, stepIndex, this.numSteps);
-    return { alpha: 1, sigma: this.sigmas[stepIndex]! };
+    super(prediction, plan, numSteps);
   }
 
   /** sigma_up and sigma_down of step k, in float32 as diffusers computes them. */

@@ -3,10 +3,11 @@
  * x_{k+1} = x_k + (x_k - x0) / sigma_k * (sigma_{k+1} - sigma_k).
  */
 import type { ConfigReader } from './config.ts';
-import { checkIndex, checkStep, initialState } from './common.ts';
+import { checkStep } from './common.ts';
 import { f32, sqrt32 } from './numeric.ts';
-import { buildSigmaSchedule, sigmaInputScale, type SigmaSchedule } from './sigma-schedule.ts';
-import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
+import { buildSigmaSchedule, type SigmaSchedule } from './sigma-schedule.ts';
+import { SigmaScheduler } from './sigma-scheduler.ts';
+import type { PredictionType, SchedulerState, StepResult } from './types.ts';
 
 /**
  * x0 prediction in sigma space for a step at `sigma`, per prediction type. Element arithmetic is
@@ -34,43 +35,20 @@ export function sigmaSpaceX0(
   return x0;
 }
 
-export class EulerScheduler implements Scheduler {
+export class EulerScheduler extends SigmaScheduler {
   readonly name = 'euler';
-  readonly predictionType: PredictionType;
-  readonly timesteps: readonly number[];
-  readonly numSteps: number;
-  readonly initNoiseSigma: number;
-  /** float32 sigmas, numSteps + 1 values. */
-  readonly sigmas: Float64Array;
 
   constructor(reader: ConfigReader, numSteps: number) {
-    this.predictionType = reader.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample']);
+    const prediction = reader.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample']);
     reader.oneOf('interpolation_type', ['linear']);
-    if (this.predictionType === 'v_prediction') reader.oneOf('timestep_type', ['discrete']);
+    if (prediction === 'v_prediction') reader.oneOf('timestep_type', ['discrete']);
     const plan: SigmaSchedule = buildSigmaSchedule(reader, numSteps, {
       karras: true,
       karrasRangeFromConfig: true,
       finalSigmasType: true,
       rescale: true,
     });
-    this.timesteps = plan.timesteps;
-    this.numSteps = numSteps;
-    this.sigmas = plan.sigmas;
-    this.initNoiseSigma = plan.initNoiseSigma;
-  }
-
-  initialState(): SchedulerState {
-    return initialState();
-  }
-
-  inputScale(stepIndex: number): number {
-    checkIndex(this.name, stepIndex, this.numSteps);
-    return sigmaInputScale(this.sigmas[stepIndex]!);
-  }
-
-  noiseLevel(stepIndex: number): { alpha: number; sigma: number } {
-    checkIndex(this.name, stepIndex, this.numSteps);
-    return { alpha: 1, sigma: this.sigmas[stepIndex]! };
+    super(prediction, plan, numSteps);
   }
 
   step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {

@@ -8,11 +8,12 @@
  * State: history = the previous derivatives, newest last, at most 4.
  */
 import type { ConfigReader } from './config.ts';
-import { checkIndex, checkStep, initialState } from './common.ts';
+import { checkStep } from './common.ts';
 import { sigmaSpaceX0 } from './euler.ts';
 import { f32 } from './numeric.ts';
-import { buildSigmaSchedule, sigmaInputScale } from './sigma-schedule.ts';
-import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
+import { buildSigmaSchedule } from './sigma-schedule.ts';
+import { SigmaScheduler } from './sigma-scheduler.ts';
+import type { SchedulerState, StepResult } from './types.ts';
 
 const LMS_ORDER = 4;
 
@@ -20,40 +21,18 @@ const LMS_ORDER = 4;
 const GL_NODES = [-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526];
 const GL_WEIGHTS = [0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538];
 
-export class LmsScheduler implements Scheduler {
+export class LmsScheduler extends SigmaScheduler {
   readonly name = 'lms';
-  readonly predictionType: PredictionType;
-  readonly timesteps: readonly number[];
-  readonly numSteps: number;
-  readonly initNoiseSigma: number;
-  readonly sigmas: Float64Array;
 
   constructor(reader: ConfigReader, numSteps: number) {
-    this.predictionType = reader.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample']);
+    const prediction = reader.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample']);
     const plan = buildSigmaSchedule(reader, numSteps, {
       karras: true,
       karrasRangeFromConfig: false,
       finalSigmasType: false,
       rescale: false,
     });
-    this.timesteps = plan.timesteps;
-    this.numSteps = numSteps;
-    this.sigmas = plan.sigmas;
-    this.initNoiseSigma = plan.initNoiseSigma;
-  }
-
-  initialState(): SchedulerState {
-    return initialState();
-  }
-
-  inputScale(stepIndex: number): number {
-    checkIndex(this.name, stepIndex, this.numSteps);
-    return sigmaInputScale(this.sigmas[stepIndex]!);
-  }
-
-  noiseLevel(stepIndex: number): { alpha: number; sigma: number } {
-    checkIndex(this.name, stepIndex, this.numSteps);
-    return { alpha: 1, sigma: this.sigmas[stepIndex]! };
+    super(prediction, plan, numSteps);
   }
 
   /** Coefficient of the derivative taken `current` steps ago, for step k with `order` derivatives. */
