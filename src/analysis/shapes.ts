@@ -11,10 +11,11 @@
  * 2. Objects: the mask of the asked colour is closed (dilated then eroded by a 5x5 square: joins the speckles
  *    of a textured object) and its holes are filled; objects are its 8-connected components with at least
  *    `minArea` pixels (see minObjectArea). Areas are those of the filled components.
- * 3. Shape: the component's fill ratio of its tightest bounding box over all orientations (circle pi/4 = 0.785,
- *    square 1, equilateral triangle 0.5). The axis-aligned fill is reported as `fill` too, but it cannot decide:
- *    a square rotated by 10 degrees fills its axis-aligned box to 0.75, like a disc. A component far from convex
- *    (solidity < 0.8: ragged) or elongated (box aspect > 1.35: e.g. two objects merged) is 'irregular' instead.
+ * 3. Shape: how the component's convex hull fills its tightest bounding box over all orientations (circle
+ *    pi/4 = 0.785, square 1, equilateral triangle 0.5). The axis-aligned fill is reported as `fill` too, but it
+ *    cannot decide: a square rotated by 10 degrees fills its axis-aligned box to 0.75, like a disc. A component
+ *    far from convex (solidity < 0.7: ragged) or elongated (box aspect > 1.35: e.g. two objects merged) is
+ *    'irregular' instead.
  * 4. Sharpness of the object outlines (edgeSharpness) and texture noise away from them (textureNoise).
  */
 import { invalidArgument } from '../core/errors.ts';
@@ -46,8 +47,8 @@ export const NATIVE_MIN_OBJECT_AREA = (Math.sqrt(3) / 4) * (MIN_EXTENT_FRACTION 
 /** Components below this fraction of NATIVE_MIN_OBJECT_AREA (at native scale) are specks, not objects. */
 export const MIN_AREA_FRACTION = 0.2;
 export const MAX_COLOUR_DISTANCE = 0.3;
-/** Below this solidity a component is 'irregular' rather than a circle, square or triangle. */
-export const MIN_SOLIDITY = 0.8;
+/** Below this solidity (area / convex hull area) a component is 'irregular' rather than a circle, square or triangle. */
+export const MIN_SOLIDITY = 0.7;
 /** Above this aspect ratio of the tightest box a component is 'irregular' (the triangle's is 2 / sqrt(3) = 1.15). */
 export const MAX_ASPECT = 1.35;
 /** Radius of the square closing applied to the colour mask (2: a 5x5 square). */
@@ -232,66 +233,20 @@ function boundaryOf(pixels: Int32Array, inside: Uint8Array, width: number, heigh
   return Int32Array.from(out);
 }
 
-/**
- * Largest fill ratio area / (box area) over bounding boxes rotated by 0..89 degrees (1 degree apart), each pixel
- * counted as a unit square. Only boundary pixels can be extreme, so only they are projected.
- */
-export function orientedFill(area: number, boundary: Int32Array, width: number): { fill: number; angle: number; aspect: number } {
-  let best = 0;
-  let bestAngle = 0;
-  let bestAspect = 1;
-  for (let deg = 0; deg < 90; deg++) {
-    const t = (deg * Math.PI) / 180;
-    const c = Math.cos(t);
-    const s = Math.sin(t);
-    let uMin = Infinity;
-    let uMax = -Infinity;
-    let vMin = Infinity;
-    let vMax = -Infinity;
-    for (const p of boundary) {
-      const x = p % width;
-      const y = (p - x) / width;
-      const u = c * x + s * y;
-      const v = -s * x + c * y;
-      if (u < uMin) uMin = u;
-      if (u > uMax) uMax = u;
-      if (v < vMin) vMin = v;
-      if (v > vMax) vMax = v;
-    }
-    const pad = Math.abs(c) + Math.abs(s); // a unit pixel's extent along a rotated axis
-    const a = uMax - uMin + pad;
-    const b = vMax - vMin + pad;
-    const fill = area / (a * b);
-    if (fill > best) {
-      best = fill;
-      bestAngle = deg;
-      bestAspect = Math.max(a, b) / Math.min(a, b);
-    }
-  }
-  return { fill: best, angle: bestAngle, aspect: bestAspect };
-}
+type Point = [number, number];
 
-/** Shape class from the oriented fill ratio: below 0.643 triangle, below 0.893 circle, else square. */
-export function classifyFill(fill: number): ShapeName {
-  return fill < TRIANGLE_CIRCLE_SPLIT ? 'triangle' : fill < CIRCLE_SQUARE_SPLIT ? 'circle' : 'square';
-}
-
-/**
- * area / area of the convex hull of the component's pixel squares: about 0.95-1 for the three convex shapes
- * (pixel staircases cost a little on small ones), lower for ragged or merged blobs.
- */
-export function solidity(area: number, boundary: Int32Array, width: number): number {
-  const pts: [number, number][] = [];
+/** Convex hull (counter-clockwise in image coordinates) of the corners of the given pixels' unit squares. */
+export function pixelHull(boundary: Int32Array, width: number): Point[] {
+  const pts: Point[] = [];
   for (const p of boundary) {
     const x = p % width;
     const y = (p - x) / width;
     pts.push([x, y], [x + 1, y], [x, y + 1], [x + 1, y + 1]);
   }
   pts.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  const cross = (o: [number, number], a: [number, number], b: [number, number]) =>
-    (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
+  const cross = (o: Point, a: Point, b: Point) => (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
   // Andrew's monotone chain: lower then upper hull.
-  const hull: [number, number][] = [];
+  const hull: Point[] = [];
   for (const pass of [pts, [...pts].reverse()]) {
     const start = hull.length;
     for (const q of pass) {
@@ -300,14 +255,48 @@ export function solidity(area: number, boundary: Int32Array, width: number): num
     }
     hull.pop();
   }
+  return hull;
+}
+
+export function polygonArea(poly: readonly Point[]): number {
   let twice = 0;
-  for (let i = 0; i < hull.length; i++) {
-    const a = hull[i]!;
-    const b = hull[(i + 1) % hull.length]!;
+  for (let i = 0; i < poly.length; i++) {
+    const a = poly[i]!;
+    const b = poly[(i + 1) % poly.length]!;
     twice += a[0] * b[1] - b[0] * a[1];
   }
-  const hullArea = Math.abs(twice) / 2;
-  return hullArea > 0 ? Math.min(1, area / hullArea) : 1;
+  return Math.abs(twice) / 2;
+}
+
+/** Smallest-area box around a polygon over orientations 0..89 degrees, 1 degree apart. */
+export function tightestBox(poly: readonly Point[]): { area: number; angle: number; aspect: number } {
+  let best = { area: Infinity, angle: 0, aspect: 1 };
+  for (let deg = 0; deg < 90; deg++) {
+    const t = (deg * Math.PI) / 180;
+    const c = Math.cos(t);
+    const s = Math.sin(t);
+    let uMin = Infinity;
+    let uMax = -Infinity;
+    let vMin = Infinity;
+    let vMax = -Infinity;
+    for (const [x, y] of poly) {
+      const u = c * x + s * y;
+      const v = -s * x + c * y;
+      if (u < uMin) uMin = u;
+      if (u > uMax) uMax = u;
+      if (v < vMin) vMin = v;
+      if (v > vMax) vMax = v;
+    }
+    const a = uMax - uMin;
+    const b = vMax - vMin;
+    if (a * b < best.area) best = { area: a * b, angle: deg, aspect: Math.max(a, b) / Math.max(1e-9, Math.min(a, b)) };
+  }
+  return best;
+}
+
+/** Shape class from a fill ratio of the tightest box: below 0.643 triangle, below 0.893 circle, else square. */
+export function classifyFill(fill: number): ShapeName {
+  return fill < TRIANGLE_CIRCLE_SPLIT ? 'triangle' : fill < CIRCLE_SQUARE_SPLIT ? 'circle' : 'square';
 }
 
 export interface ShapeComponent {
@@ -317,16 +306,21 @@ export interface ShapeComponent {
   bbox: { x0: number; y0: number; x1: number; y1: number };
   /** area / axis-aligned box area. */
   fill: number;
-  /** area / area of the tightest box over all orientations: what `shape` is decided from. */
+  /** area / area of the tightest box over all orientations. */
   orientedFill: number;
+  /**
+   * Convex hull area / the same box area: what `shape` is decided from. The hull ignores the notches and
+   * speckle holes of a textured object's outline, which lower orientedFill (a notched square reads as a disc).
+   */
+  hullFill: number;
   /** Orientation of that box in degrees (0..89). */
   angle: number;
-  /** area / convex hull area (see solidity). */
+  /** area / convex hull area: about 0.95-1 for the three shapes (pixel staircases cost a little), lower for ragged blobs. */
   solidity: number;
   /** Long / short side of the tightest box (1 for circle and square, 1.15 for the triangle). */
   aspect: number;
   /**
-   * From orientedFill; 'irregular' when solidity < MIN_SOLIDITY or aspect > MAX_ASPECT (a ragged blob, or objects
+   * From hullFill; 'irregular' when solidity < MIN_SOLIDITY or aspect > MAX_ASPECT (a ragged blob, or objects
    * merged: two touching discs fill their box like one disc, 0.79, but their box is twice as long as wide).
    */
   shape: ShapeName | 'irregular';
@@ -494,17 +488,20 @@ export function analyseImage(rgb: Uint8Array, width: number, height: number, opt
     }
     const area = pixels.length;
     const boundary = boundaryOf(pixels, inside, width, height);
-    const oriented = orientedFill(area, boundary, width);
-    const solid = solidity(area, boundary, width);
+    const hull = pixelHull(boundary, width);
+    const hullArea = polygonArea(hull);
+    const box = tightestBox(hull);
+    const solid = Math.min(1, area / hullArea);
     return {
       area,
       bbox: { x0, y0, x1, y1 },
       fill: area / ((x1 - x0) * (y1 - y0)),
-      orientedFill: oriented.fill,
-      angle: oriented.angle,
+      orientedFill: area / box.area,
+      hullFill: hullArea / box.area,
+      angle: box.angle,
       solidity: solid,
-      aspect: oriented.aspect,
-      shape: solid < MIN_SOLIDITY || oriented.aspect > MAX_ASPECT ? 'irregular' as const : classifyFill(oriented.fill),
+      aspect: box.aspect,
+      shape: solid < MIN_SOLIDITY || box.aspect > MAX_ASPECT ? 'irregular' as const : classifyFill(hullArea / box.area),
       centre: { x: sx / area, y: sy / area },
       boundary,
     };
