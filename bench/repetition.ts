@@ -13,10 +13,10 @@
  *
  * Other flags: --sizes 128,256 (pixel sizes instead of native x 1, 2, 4), --threads N, --devices cpu,cpu,
  * --margin 0.1 (sharpness loss vs cutdiffusion the sweep and the targets tolerate), --asg JSON (options for both
- * asg rows, e.g. '{"structureSpace":"x0"}'), --methods asg,cutdiffusion (a subset of the rows), --sweep-top N (settings besides the default carried from the
+ * asg rows, e.g. '{"structureSpace":"x0"}'), --options JSON (options for every row but direct, e.g. '{"stageSplit":0.9}'), --tag NAME (write repetition-NAME.json / -<size>.png instead), --methods asg,cutdiffusion (a subset of the rows), --sweep-top N (settings besides the default carried from the
  * sweep's first size to the next, default 4), --resume (reuse images already generated under
- * bench/results/repetition-images/ for the same model file, steps, method and resolved options, size, prompt
- * and seed), --cached-only (only analyse such images, generate nothing: re-scores a run after analysis changes).
+ * bench/results/repetition-images/ for the same model file, steps, code version (see codeVersion), method and
+ * resolved options, size, prompt and seed), --cached-only (only analyse such images, generate nothing: re-scores a run after analysis changes).
  * Without --model it uses models/shapes-128, or the random-weight fixture when that is absent (only to check
  * that the benchmark runs: its images hold no shapes).
  */
@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
@@ -158,8 +159,10 @@ function parseCli() {
       devices: { type: 'string' },
       margin: { type: 'string' },
       asg: { type: 'string' },
+      options: { type: 'string' },
       methods: { type: 'string' },
       design: { type: 'string' },
+      tag: { type: 'string' },
       'sweep-top': { type: 'string' },
       quick: { type: 'boolean', default: false },
       sweep: { type: 'boolean', default: false },
@@ -177,15 +180,22 @@ function parseCli() {
   });
   const margin = values.margin === undefined ? 0.1 : Number(values.margin);
   if (!(margin >= 0 && margin < 1)) throw invalidArgument('--margin', 'a fraction in [0, 1)', values.margin, 'e.g. 0.1 for 10 %');
-  let asg: Record<string, unknown> | undefined;
-  if (values.asg !== undefined) {
+  const json = (flag: string, text: string | undefined): Record<string, unknown> | undefined => {
+    if (text === undefined) return undefined;
+    let o: unknown;
     try {
-      asg = JSON.parse(values.asg) as Record<string, unknown>;
+      o = JSON.parse(text);
     } catch {
-      throw invalidArgument('--asg', 'a JSON object of asg method options', values.asg, 'e.g. --asg \'{"structureSpace":"x0"}\'');
+      o = undefined;
     }
-    resolveMethodOptions(asg); // names a bad option before any work
-  }
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) {
+      throw invalidArgument(flag, 'a JSON object of method options', text, `e.g. ${flag} '{"stageSplit":0.8}'`);
+    }
+    resolveMethodOptions(o as Record<string, unknown>); // names a bad option before any work
+    return o as Record<string, unknown>;
+  };
+  const asg = json('--asg', values.asg);
+  const common = json('--options', values.options);
   const labels = METHODS.map((m) => m.label);
   const methods = values.methods?.split(',').map((m) => m.trim());
   if (methods && (methods.length === 0 || methods.some((m) => !labels.includes(m)))) {
@@ -193,10 +203,13 @@ function parseCli() {
   }
   const design = values.design ?? 'options';
   if (design !== 'options' && design !== 'split') throw invalidArgument('--design', 'options or split', values.design);
+  if (values.tag !== undefined && !/^[a-z0-9-]{1,40}$/.test(values.tag)) throw invalidArgument('--tag', 'lowercase letters, digits and dashes', values.tag);
   return {
     model: values.model,
+    tag: values.tag,
     design: design as 'options' | 'split',
     asg,
+    common,
     methods,
     sweepTop: intFlag('sweep-top', values['sweep-top'], 4, 0),
     quick,
@@ -322,6 +335,23 @@ function cacheFolder(root: string, method: string, options: Record<string, unkno
   return path.join(root, `${method}-${shortHash(JSON.stringify(options))}`);
 }
 
+/**
+ * The version of the code that makes images: the last commit touching src/ (the analysis aside) plus a hash of
+ * any uncommitted change there. Part of the image cache key, so --resume never mixes images of different library
+ * versions (a scheduler or method change alters every image). 'nogit' outside a git checkout.
+ */
+function codeVersion(): string {
+  try {
+    const spec = ['--', 'src', ':(exclude)src/analysis'];
+    const git = (...args: string[]) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const commit = git('log', '-1', '--format=%h', ...spec).trim();
+    const diff = git('diff', 'HEAD', ...spec);
+    return diff ? `${commit}+${shortHash(diff)}` : commit;
+  } catch {
+    return 'nogit';
+  }
+}
+
 /** What identifies the model measured: its folder, a hash of the UNet file, and the training record when present. */
 function describeModel(dir: string) {
   const unet = path.join(dir, 'unet', 'model.onnx');
@@ -341,13 +371,15 @@ async function main(): Promise<void> {
   const variants = opts.sweep
     ? sweepVariants(opts.design)
     : METHODS.filter((v) => !opts.methods || opts.methods.includes(v.label))
-      .map((v) => (v.method === 'asg' && opts.asg ? { ...v, methodOptions: { ...v.methodOptions, ...opts.asg } } : v));
+      .map((v) => (v.method === 'direct' ? v : { ...v, methodOptions: { ...v.methodOptions, ...opts.common, ...(v.method === 'asg' ? opts.asg : {}) } }));
   const prompts = PROMPTS.slice(0, opts.prompts);
   const seeds = Array.from({ length: opts.seeds }, (_, i) => i + 1);
   const modelName = path.basename(dir);
-  // Images are cached per model file, steps, method and fully resolved options, so --resume never reuses an image
-  // made with other defaults or another model.
-  const imageRoot = path.join(RESULTS, 'repetition-images', `${modelName}-${(model.unetSha256 ?? 'nounet').slice(0, 8)}-${opts.steps}steps`);
+  // Images are cached per model file, steps, code version, method and resolved options, so --resume never reuses
+  // an image made with other defaults, another model or another version of the library (e.g. the switch of patch
+  // methods above the native size to Euler).
+  const code = codeVersion();
+  const imageRoot = path.join(RESULTS, 'repetition-images', `${modelName}-${(model.unetSha256 ?? 'nounet').slice(0, 8)}-${opts.steps}steps`, code);
   const records: Record_[] = [];
   const sheets = new Map<number, Map<string, { image: RgbImage; correct: boolean }[]>>();
   const ran = new Map<number, Variant[]>();
@@ -419,7 +451,7 @@ async function main(): Promise<void> {
   console.log(`\n${markdown(`${title} (${setting})`, summaries, native)}\n`);
 
   fs.mkdirSync(RESULTS, { recursive: true });
-  const base = opts.sweep ? (opts.design === 'split' ? 'repetition-sweep-split' : 'repetition-sweep') : 'repetition';
+  const base = (opts.sweep ? (opts.design === 'split' ? 'repetition-sweep-split' : 'repetition-sweep') : 'repetition') + (opts.tag ? `-${opts.tag}` : '');
   const legend = {
     rows: Object.fromEntries([...ran].map(([size, vs]) => [size, vs.map((v) => v.label)])),
     columns: prompts.flatMap((p, i) => seeds.map((s) => ({ prompt: p, promptIndex: i, seed: s }))),
@@ -433,6 +465,7 @@ async function main(): Promise<void> {
     machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, node: process.version, date: new Date().toISOString() },
     command: `node --import tsx bench/repetition.ts ${process.argv.slice(2).join(' ')}`.trim(),
     model,
+    code,
     nativeSize: native,
     steps: opts.steps,
     guidanceScale: 7.5,

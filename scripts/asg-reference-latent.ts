@@ -42,7 +42,8 @@ export const DEFAULT_SETTINGS: ReferenceSettings = {
   guidanceScale: 7,
   scheduler: 'ddim',
   method: 'asg',
-  methodOptions: { pixelInteraction: false, windowJitter: false },
+  // The reading the torch reference implements, pinned so that changing the method's defaults keeps it valid.
+  methodOptions: { pixelInteraction: false, windowJitter: false, stageSplit: 0.5, structureSpace: 'eps', structureSchedule: 'cosine', structureGamma: 1 },
 };
 
 /** pipe.generate parameters for these settings (the image is not compared: one untiled decode keeps it short). */

@@ -67,14 +67,14 @@ for (const [file, width, height, latentH, latentW] of [
 ] as const) {
   test(`asg ${width}x${height} matches the torch reference (${file})`, async () => {
     const ref = readReference(file);
-    // The committed settings are the documented ones (default options except pixel interaction and jitter).
+    // The committed settings are the documented ones (eps-space guidance, half the steps in stage 1, no pixel
+    // interaction or jitter; pinned, not the method's current defaults).
     assert.deepEqual(
-      { ...ref.settings, methodOptions: { pixelInteraction: false, windowJitter: false } },
+      { ...ref.settings, methodOptions: DEFAULT_SETTINGS.methodOptions },
       { ...DEFAULT_SETTINGS, width, height },
     );
     assert.deepEqual(ref.settings.methodOptions, {
-      pixelInteraction: false,
-      windowJitter: false,
+      ...DEFAULT_SETTINGS.methodOptions,
       structureWeight: 0.5,
       mask: true,
     });

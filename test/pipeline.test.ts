@@ -156,8 +156,8 @@ test('odd sizes come out exactly; progress counts every UNet evaluation by the f
   assert.equal(r.image.height, 600);
   const denoise = events.filter((e) => e.phase === 'denoise');
   const total = denoise[0]!.unitsTotal;
-  // asg: N x S + windows x (T - S) with N = 2 (rows 1, cols 2), S = 2, windows = 2 rows x 3 cols.
-  assert.equal(total, 2 * 2 + 6 * 2);
+  // asg: N x S + windows x (T - S) with N = 2 (rows 1, cols 2), S = round(4 x 0.8) = 3, windows = 2 rows x 3 cols.
+  assert.equal(total, 2 * 3 + 6 * 1);
   assert.equal(r.unetEvaluations, total);
   assert.equal(denoise[denoise.length - 1]!.unitsDone, total);
   assert.deepEqual([...new Set(denoise.map((e) => e.stage))], [1, 2]);

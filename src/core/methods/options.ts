@@ -11,20 +11,27 @@ export const METHOD_NAMES: readonly MethodName[] = ['direct', 'multidiffusion', 
 export const DEFAULT_METHOD: MethodName = 'asg';
 
 export interface MethodOptions {
-  /** Fraction of the steps spent in stage 1: S = round(T * stageSplit). [0, 1]. */
+  /**
+   * Fraction of the steps spent in stage 1: S = round(T * stageSplit), in [0, 1]. Default 0.8, measured
+   * (docs/repetition.md): with 0.5 the stage-2 windows still invent objects at 16x area.
+   */
   stageSplit: number;
   /** Shuffle every latent element across the N patches each stage-1 step (CutDiffusion). */
   pixelInteraction: boolean;
   /**
    * w_max of the structure guidance, in [0, 1] (0 = no guidance, i.e. cutdiffusion; 1 = patches take the
-   * key's output wherever M = 1). The paper gives no value; 0.5 is provisional until the benchmark tunes it.
+   * key's output wherever M = 1). The paper gives no value; 1 with x0-space guidance, measured
+   * (docs/repetition.md).
    */
   structureWeight: number;
   /** w_t schedule: 'cosine' (w_max * c(t)^gamma, strong early, 0 at t = 0) or 'constant'. */
   structureSchedule: StructureSchedule;
   /** gamma of the cosine schedule (> 0). */
   structureGamma: number;
-  /** 'eps' (the paper's Eq. 3) or 'x0' (align denoised estimates; see guidance.ts and method.md's caveat). */
+  /**
+   * 'x0' (default: align denoised estimates; see guidance.ts and method.md's caveat) or 'eps' (the paper's Eq. 3,
+   * which also pulls the noise across patches and blurred the shipped model's images: docs/repetition.md).
+   */
   structureSpace: StructureSpace;
   /**
    * false (default, the paper's contribution): step k is guided by the key output and mask of step k-1, so
@@ -52,12 +59,12 @@ export interface MethodOptions {
 }
 
 export const DEFAULT_METHOD_OPTIONS: Readonly<MethodOptions> = Object.freeze({
-  stageSplit: 0.5,
+  stageSplit: 0.8,
   pixelInteraction: true,
-  structureWeight: 0.5,
+  structureWeight: 1,
   structureSchedule: 'cosine',
   structureGamma: 1,
-  structureSpace: 'eps',
+  structureSpace: 'x0',
   guidanceSync: false,
   mask: true,
   maskEvery: 1,
