@@ -225,7 +225,8 @@ test('with retry, a failing device is dropped and the generation equals the faul
     const r = await generate({ devices: 'cpu,cpu', retryOnOtherDevice: true, injectFailure });
     assert.ok(sameBits(r.latent, reference1.latent), JSON.stringify(injectFailure));
     assert.equal(r.pool.dispatcher.retried.length, 1, 'one unit was re-run');
-    assert.deepEqual(r.warnings, []);
+    // No warning about the fault (the scheduler notice of patch methods above the native size is expected).
+    assert.deepEqual(r.warnings.filter((w) => !/Using the euler scheduler/.test(w)), []);
   }
   await assertNoWorkers();
 });
