@@ -31,7 +31,7 @@ import sharp from 'sharp';
 import { analyseImage, parsePrompt, type ShapeAnalysis } from '../src/analysis/shapes.ts';
 import { AsgdError, invalidArgument } from '../src/core/errors.ts';
 import type { RgbImage } from '../src/core/image.ts';
-import { resolveMethodOptions } from '../src/core/methods/options.ts';
+import { DEFAULT_METHOD_OPTIONS, resolveMethodOptions } from '../src/core/methods/options.ts';
 import type { MethodName } from '../src/core/methods/types.ts';
 import { writeTinySdModel } from '../src/fixtures/index.ts';
 import { saveImage } from '../src/node/image/write.ts';
@@ -514,7 +514,8 @@ function targets(summaries: Summary[], native: number, margin: number) {
   return out;
 }
 
-const DEFAULT_SETTING = 'w0.5-cosine-eps-mask-pi';
+/** The sweep label of the library's default asg options (always carried to the sweep's next size). */
+const DEFAULT_SETTING = ((o) => `w${o.structureWeight}-${o.structureSchedule}-${o.structureSpace}-${o.mask ? 'mask' : 'nomask'}-${o.pixelInteraction ? 'pi' : 'nopi'}`)(DEFAULT_METHOD_OPTIONS);
 
 /**
  * Settings carried to the next sweep size: cutdiffusion (the sharpness reference), the default setting, and the
