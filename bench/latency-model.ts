@@ -8,6 +8,7 @@
  * busy, in seconds of wall time for 50-step runs. Host work (methods, scheduler) takes no virtual time unless
  * `chargeHost` is set, in which case the coordinator's measured wall time is added (one coordinator thread).
  */
+import { SD15_SCHEDULER_CONFIG } from '../src/core/schedulers/presets.ts';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { AttentionMap, UnetUnit } from '../src/core/methods/types.ts';
 import { resolveParams } from '../src/core/params.ts';
@@ -169,7 +170,7 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
     { width: s.geometry.native * 8, height: s.geometry.native * 8 },
   );
   const scheduler = createScheduler(
-    { _class_name: 'EulerDiscreteScheduler', beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', num_train_timesteps: 1000, steps_offset: 1, prediction_type: 'epsilon' },
+    { ...SD15_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' },
     s.steps,
   );
   let units = 0;

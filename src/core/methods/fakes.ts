@@ -2,6 +2,7 @@
  * A deterministic stand-in for the UNet, used by the method tests and by bench.ts, so the methods can be
  * exercised without a model. Portable: no Node APIs.
  */
+import { SD15_SCHEDULER_CONFIG } from '../schedulers/presets.ts';
 import type { AttentionMap, UnetUnit, UnitResult } from './types.ts';
 
 /** Layer names the fake attention uses (two up-block layers at 1/2 and 1/4 of the unit size). */
@@ -45,11 +46,4 @@ export function fakeUnet(unit: UnetUnit, withAttention = true): UnitResult {
 }
 
 /** Stable Diffusion 1.x scheduler config (scaled-linear betas) for tests and benches. */
-export const SD_SCHEDULER_CONFIG = {
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  beta_schedule: 'scaled_linear',
-  num_train_timesteps: 1000,
-  steps_offset: 1,
-  prediction_type: 'epsilon',
-};
+export const SD_SCHEDULER_CONFIG = SD15_SCHEDULER_CONFIG;

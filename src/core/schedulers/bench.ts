@@ -5,19 +5,9 @@
  */
 import type { RandomSource } from '../random/types.ts';
 import { SCHEDULER_NAMES, createScheduler } from './index.ts';
-import type { SchedulerConfig, SchedulerState } from './types.ts';
+import { SD15_SCHEDULER_CONFIG } from './presets.ts';
+import type { SchedulerState } from './types.ts';
 
-const SD15_CONFIG: SchedulerConfig = {
-  _class_name: 'PNDMScheduler',
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  beta_schedule: 'scaled_linear',
-  num_train_timesteps: 1000,
-  set_alpha_to_one: false,
-  skip_prk_steps: true,
-  steps_offset: 1,
-  clip_sample: false,
-};
 
 /** Deterministic stand-in noise: the benchmark times the scheduler, not a generator. */
 function fixedRandom(n: number): RandomSource {
@@ -33,7 +23,7 @@ export function benchSchedulerStep(options: { repeats?: number } = {}): { name: 
   const rng = fixedRandom(n);
   const results: { name: string; msPerStep: number }[] = [];
   for (const name of SCHEDULER_NAMES) {
-    const scheduler = createScheduler(SD15_CONFIG, 50, name);
+    const scheduler = createScheduler(SD15_SCHEDULER_CONFIG, 50, name);
     // Warm up into the middle of the schedule so multistep histories are full.
     let state: SchedulerState = scheduler.initialState();
     let x: Float32Array = sample;
