@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randn } from '../src/core/random/index.ts';
-import { benchSchedulerStep } from '../src/core/schedulers/bench.ts';
+import { benchSchedulerStep } from './host/scheduler-step.ts';
 import { defaultModelDir } from '../src/cli/main.ts';
 import { saveImage } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
@@ -88,7 +88,7 @@ function hostCosts(): void {
 }
 
 async function methodsHost(): Promise<void> {
-  const mod = (await import('../src/core/methods/bench.ts')) as { benchHostWork?: () => Promise<{ method: string; msPerStep: number }[]> };
+  const mod = (await import('./host/method-step.ts')) as { benchHostWork?: () => Promise<{ method: string; msPerStep: number }[]> };
   if (!mod.benchHostWork) return;
   const rows = await mod.benchHostWork();
   table('Method host work per step at latent 256x256 (16 patches / 49 windows, 512-native model), ms', ['method', 'ms per step'], rows.map((r) => [r.method, r.msPerStep]));

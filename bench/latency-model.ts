@@ -12,8 +12,8 @@ import { SD15_SCHEDULER_CONFIG } from '../src/core/schedulers/presets.ts';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { AttentionMap, UnetUnit } from '../src/core/methods/types.ts';
 import { resolveParams } from '../src/core/params.ts';
-import { Dispatcher } from '../src/core/scheduling/dispatcher.ts';
-import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/scheduling/tasks.ts';
+import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
+import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
 import { runMethod } from '../src/node/sampling.ts';
 

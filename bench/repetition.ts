@@ -28,7 +28,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import { analyseImage, parsePrompt, type ShapeAnalysis } from '../src/analysis/shapes.ts';
+import { analyseImage, parsePrompt, type ShapeAnalysis } from './analysis/shapes.ts';
 import { AsgdError, invalidArgument } from '../src/core/errors.ts';
 import type { RgbImage } from '../src/core/image.ts';
 import { DEFAULT_METHOD_OPTIONS, resolveMethodOptions } from '../src/core/methods/options.ts';

@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { SplitMode } from '../src/core/scheduling/tasks.ts';
+import type { SplitMode } from '../src/core/dispatch/tasks.ts';
 import { writeTinySdModel } from '../src/fixtures/index.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { simulateGeneration, simulateRunAhead, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';

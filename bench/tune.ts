@@ -4,7 +4,7 @@
  *
  *   node --import tsx bench/tune.ts '[["cut","cutdiffusion",{"stageSplit":0.8}]]' 512
  */
-import { analyseImage, parsePrompt } from '../src/analysis/shapes.ts';
+import { analyseImage, parsePrompt } from './analysis/shapes.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 const pipe = await loadPipeline('models/shapes-128', { threads: 2 });
 const prompts = ['a red circle on a blue background', 'a blue square on a yellow background', 'a white triangle on a green background', 'a yellow circle on a purple background'];

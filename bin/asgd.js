@@ -1,7 +1,5 @@
 #!/usr/bin/env node
-// Entry point of the `asgd` command: registers the TypeScript loader, then runs the CLI.
-import { register } from 'tsx/esm/api';
+// Entry point of the `asgd` command: the compiled CLI (npm run build writes dist/; `prepare` runs it on install).
+import { main } from '../dist/cli/main.js';
 
-register();
-const { main } = await import('../src/cli/main.ts');
 process.exit(await main(process.argv.slice(2)));

@@ -4,7 +4,7 @@ import { AsgdError } from '../src/core/errors.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createMethod as createMethodWithDefaults, DEFAULT_METHOD_OPTIONS, METHOD_NAMES } from '../src/core/methods/index.ts';
 import type { MethodOptions, MethodSetup } from '../src/core/methods/index.ts';
-import { fakeUnet, SD_SCHEDULER_CONFIG } from '../src/core/methods/fakes.ts';
+import { fakeUnet, SD_SCHEDULER_CONFIG } from './helpers/fake-unet.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
 import { patchSize } from '../src/core/methods/geometry.ts';
 import { applyEpsGuidance, structureWeightAt } from '../src/core/methods/guidance.ts';

@@ -19,7 +19,7 @@ import { test } from 'node:test';
 
 import { AsgdError } from '../src/core/errors.ts';
 import type { RandomSource } from '../src/core/random/types.ts';
-import { benchSchedulerStep } from '../src/core/schedulers/bench.ts';
+import { benchSchedulerStep } from '../bench/host/scheduler-step.ts';
 import { SCHEDULER_NAMES, createScheduler } from '../src/core/schedulers/index.ts';
 import type { Scheduler, SchedulerConfig, SchedulerState } from '../src/core/schedulers/types.ts';
 

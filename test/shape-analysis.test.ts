@@ -13,7 +13,7 @@ import {
   parsePrompt,
   type ColourName,
   type ShapeName,
-} from '../src/analysis/shapes.ts';
+} from '../bench/analysis/shapes.ts';
 
 interface Shape {
   shape: ShapeName;

@@ -11,6 +11,7 @@ import type { GenerationMetadata } from '../core/metadata.ts';
 import { validateParams, type GenerateParams } from '../core/params.ts';
 import { EXIT, exitCodeFor } from './exit-codes.ts';
 import { createProgressView } from './progress.ts';
+import { PACKAGE_VERSION } from '../node/version.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -251,7 +252,7 @@ async function runRead(file: string, opts: { json?: boolean }): Promise<number> 
 export function buildProgram(setExit: (code: number) => void): Command {
   const program = new Command('asgd')
     .description('High-resolution images from Stable Diffusion ONNX models with ASGDiffusion, on one or several devices')
-    .version('0.1.0')
+    .version(PACKAGE_VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 

@@ -2,6 +2,7 @@
  * Every user-facing failure is an AsgdError: it names the parameter (or component), what was expected,
  * what was received, and what to do. The CLI maps `kind` to an exit code.
  */
+import type { AbortSignalLike } from './platform.ts';
 export type ErrorKind =
   | 'invalid-argument' // bad option value or combination (exit 2)
   | 'model' // model folder missing, unreadable, or not matching the contract (exit 3)
@@ -63,7 +64,7 @@ export function cancelled(): AsgdError {
   return new AsgdError('Generation cancelled', { kind: 'cancelled' });
 }
 
-export function throwIfAborted(signal: AbortSignal | undefined): void {
+export function throwIfAborted(signal: AbortSignalLike | undefined): void {
   if (signal?.aborted) throw cancelled();
 }
 

@@ -2,6 +2,8 @@
  * PNG text chunks: insert iTXt chunks (UTF-8 keyword/value) before IEND, and read tEXt/iTXt back. Used to embed
  * the generation parameters. Portable: works on Uint8Array, no Node APIs.
  */
+import { textDecoder, utf8Encode } from './platform.ts';
+
 const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
 
 let crcTable: Uint32Array | undefined;
@@ -35,9 +37,8 @@ function chunk(type: string, data: Uint8Array): Uint8Array {
 
 /** iTXt: keyword, 0, compression flag 0, method 0, empty language tag, 0, empty translated keyword, 0, UTF-8 text. */
 function itxt(keyword: string, text: string): Uint8Array {
-  const enc = new TextEncoder();
-  const k = enc.encode(keyword);
-  const t = enc.encode(text);
+  const k = utf8Encode(keyword);
+  const t = utf8Encode(text);
   const data = new Uint8Array(k.length + 5 + t.length);
   data.set(k, 0);
   data.set([0, 0, 0, 0, 0], k.length);
@@ -66,8 +67,8 @@ export function readPngTextChunks(png: Uint8Array): Record<string, string> {
   if (!isPng(png)) throw new Error('not a PNG file');
   const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
   const out: Record<string, string> = {};
-  const utf8 = new TextDecoder('utf-8');
-  const latin1 = new TextDecoder('latin1');
+  const utf8 = textDecoder('utf-8');
+  const latin1 = textDecoder('latin1');
   for (let at = 8; at + 12 <= png.length; ) {
     const len = view.getUint32(at);
     const type = String.fromCharCode(...png.subarray(at + 4, at + 8));

@@ -15,16 +15,16 @@ import { nameForClass } from '../core/schedulers/config.ts';
 import { ClipTokenizer, type TokenizedPrompt } from '../core/text/clip-tokenizer.ts';
 import { axisWeights, blendTile, planAxis } from '../core/vae/tiling.ts';
 import { runMethod } from './sampling.ts';
+import { TOOL_VERSION } from './version.ts';
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
 import { DeviceWorker } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner/devices.ts';
 import { DevicePool } from './runner/pool.ts';
 import type { ComponentName, FailMode, WorkerRequest } from './runner/protocol.ts';
-import type { SplitMode } from '../core/scheduling/tasks.ts';
+import type { SplitMode } from '../core/dispatch/tasks.ts';
 import type { TextConditioning } from '../onnx/unet.ts';
 import type { IoInfo } from '../onnx/session.ts';
 
-export const TOOL_VERSION = 'asgdiffusion 0.1.0';
 
 export interface PipelineOptions {
   /** Comma-separated device list ("cpu", "cpu,cpu", "webgpu:0", "cuda:0,cuda:1") or parsed specs. Default "cpu". */

@@ -8,8 +8,8 @@
 import ort from 'onnxruntime-node';
 import { AsgdError } from '../core/errors.ts';
 import type { AttentionMap } from '../core/methods/types.ts';
-import { combineCfg } from '../core/scheduling/cfg.ts';
-import type { CfgPart } from '../core/scheduling/tasks.ts';
+import { combineCfg } from '../core/dispatch/cfg.ts';
+import type { CfgPart } from '../core/dispatch/tasks.ts';
 import { findIo, floatTensor, readFloat, type IoInfo, type OpenSession } from './session.ts';
 
 /** Graph outputs added by the attention probe are named with this prefix followed by the layer name. */

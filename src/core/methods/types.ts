@@ -10,6 +10,7 @@
 import type { RandomSource } from '../random/types.ts';
 import type { Scheduler } from '../schedulers/types.ts';
 import type { Tensor } from '../tensor.ts';
+import type { AbortSignalLike } from '../platform.ts';
 
 export type MethodName = 'direct' | 'multidiffusion' | 'cutdiffusion' | 'asg';
 
@@ -88,7 +89,7 @@ export interface MethodContext {
   random: { permutation: RandomSource; jitter: RandomSource };
   /** Token indices (into the 77 tokens) whose attention forms the mask. */
   maskTokens: readonly number[];
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   /** Called after every evaluate call returns (unitsDone/unitsTotal count over the whole run). */
   onProgress?(event: ProgressEvent): void;
   /** Called every `previewEvery` steps (method option; 0 = never). */

@@ -11,7 +11,10 @@ import { AsgdError, type ErrorKind } from '../../core/errors.ts';
 import type { DeviceSpec } from './devices.ts';
 import type { SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
-const WORKER_URL = new URL('./worker-entry.mjs', import.meta.url);
+// Built package: the compiled worker. From the TypeScript sources: a bootstrap that registers the loader first.
+const WORKER_URL = import.meta.url.endsWith('.ts')
+  ? new URL('./worker-dev.mjs', import.meta.url)
+  : new URL('./worker.js', import.meta.url);
 
 /** How long terminate() waits for a model call in flight before ending the thread regardless. */
 export const TERMINATE_GRACE_MS = 60_000;

@@ -8,8 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AsgdError } from '../../core/errors.ts';
 import type { UnetUnit, UnitResult } from '../../core/methods/types.ts';
 import type { RandomSource } from '../../core/random/types.ts';
-import { Dispatcher, type DeviceStats } from '../../core/scheduling/dispatcher.ts';
-import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../../core/scheduling/tasks.ts';
+import { Dispatcher, type DeviceStats } from '../../core/dispatch/dispatcher.ts';
+import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../../core/dispatch/tasks.ts';
 import type { DeviceWorker } from './device-worker.ts';
 import type { ComponentName, WorkerRequest, WorkerResult } from './protocol.ts';
 

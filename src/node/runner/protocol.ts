@@ -4,7 +4,7 @@
  * text embeddings once per generation.
  */
 import type { AttentionMap } from '../../core/methods/types.ts';
-import type { CfgPart } from '../../core/scheduling/tasks.ts';
+import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { SessionOptions } from '../../onnx/session.ts';
 import type { TextConditioning } from '../../onnx/unet.ts';
 import type { IoInfo } from '../../onnx/session.ts';

@@ -2,8 +2,8 @@
  * A deterministic stand-in for the UNet, used by the method tests and by bench.ts, so the methods can be
  * exercised without a model. Portable: no Node APIs.
  */
-import { SD15_SCHEDULER_CONFIG } from '../schedulers/presets.ts';
-import type { AttentionMap, UnetUnit, UnitResult } from './types.ts';
+import { SD15_SCHEDULER_CONFIG } from '../../src/core/schedulers/presets.ts';
+import type { AttentionMap, UnetUnit, UnitResult } from '../../src/core/methods/types.ts';
 
 /** Layer names the fake attention uses (two up-block layers at 1/2 and 1/4 of the unit size). */
 export const FAKE_LAYERS = ['/up_blocks.1/attentions.0/transformer_blocks.0/attn2', '/up_blocks.2/attentions.1/transformer_blocks.0/attn2'];

@@ -18,6 +18,7 @@ import { planBatch, simulateEft, type Slot } from './balance.ts';
 import { combineCfg } from './cfg.ts';
 import { CostModel, type CostParams } from './cost.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from './tasks.ts';
+import type { AbortSignalLike } from '../platform.ts';
 
 export interface DispatcherOptions {
   /** Monotonic clock in milliseconds (performance.now, or a virtual clock). */
@@ -43,7 +44,7 @@ export interface TaskEvent {
 }
 
 export interface EvaluateOptions {
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   /** Higher runs first among queued batches (default 0). */
   priority?: number;
 }

@@ -3,10 +3,10 @@
  * every scheduler, with SD 1.5's scheduler config. Steps are timed in the middle of a 50-step plan so
  * the multistep schedulers run their full-order update. Portable: performance.now() only.
  */
-import type { RandomSource } from '../random/types.ts';
-import { SCHEDULER_NAMES, createScheduler } from './index.ts';
-import { SD15_SCHEDULER_CONFIG } from './presets.ts';
-import type { SchedulerState } from './types.ts';
+import type { RandomSource } from '../../src/core/random/types.ts';
+import { SCHEDULER_NAMES, createScheduler } from '../../src/core/schedulers/index.ts';
+import { SD15_SCHEDULER_CONFIG } from '../../src/core/schedulers/presets.ts';
+import type { SchedulerState } from '../../src/core/schedulers/types.ts';
 
 
 /** Deterministic stand-in noise: the benchmark times the scheduler, not a generator. */

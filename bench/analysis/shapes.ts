@@ -18,7 +18,7 @@
  *    'irregular' instead.
  * 4. Sharpness of the object outlines (edgeSharpness) and texture noise away from them (textureNoise).
  */
-import { invalidArgument } from '../core/errors.ts';
+import { invalidArgument } from '../../src/core/errors.ts';
 
 export const SHAPES = ['circle', 'square', 'triangle'] as const;
 export type ShapeName = (typeof SHAPES)[number];

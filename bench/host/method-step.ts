@@ -4,12 +4,12 @@
  * 49 windows). The evaluator hands back preallocated outputs (and, for the key unit, SD 1.5-sized
  * attention maps), so only host work is timed. Portable: no Node APIs (performance.now is a web global).
  */
-import { createRandom } from '../random/index.ts';
-import { createScheduler } from '../schedulers/index.ts';
-import { SD_SCHEDULER_CONFIG } from './fakes.ts';
-import { createMethod } from './index.ts';
-import type { MethodOptions } from './options.ts';
-import type { AttentionMap, MethodContext, UnitResult } from './types.ts';
+import { createRandom } from '../../src/core/random/index.ts';
+import { createScheduler } from '../../src/core/schedulers/index.ts';
+import { SD_SCHEDULER_CONFIG } from '../../test/helpers/fake-unet.ts';
+import { createMethod } from '../../src/core/methods/index.ts';
+import type { MethodOptions } from '../../src/core/methods/options.ts';
+import type { AttentionMap, MethodContext, UnitResult } from '../../src/core/methods/types.ts';
 
 export interface HostTiming {
   /** Method, or method/stage1 and method/stage2 for the two-stage methods. */

@@ -1,0 +1,35 @@
+/**
+ * asgdiffusion/core: the portable part of the library. No Node built-in, no ONNX Runtime, no sharp is loaded by
+ * importing it (tsconfig.core.json compiles it with no Node types), so it runs in browsers and workers too.
+ *
+ *   import { createScheduler, randn, planMethod } from 'asgdiffusion/core';
+ */
+export { AsgdError, invalidArgument, type AsgdErrorDetails, type ErrorKind } from './errors.ts';
+export type { AbortSignalLike } from './platform.ts';
+export {
+  DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_VAE, MAX_SIZE, MIN_SIZE, parseSeed, resolveParams, validateParams,
+  type GenerateParams, type ResolvedParams, type VaeDecodeOptions,
+} from './params.ts';
+export {
+  buildMetadata, formatParametersText, parseMetadataJson, JSON_KEY, METADATA_VERSION, TEXT_KEY, type GenerationMetadata,
+} from './metadata.ts';
+export { chwToRgb8, type RgbImage } from './image.ts';
+export { float16ToFloat32, float32ToFloat16, fromFloat16Bits, toFloat16Bits } from './float16.ts';
+export { addPngTextChunks, readPngTextChunks } from './png-chunks.ts';
+export { sizeOf, tensor, zeros, type Tensor } from './tensor.ts';
+export { createRandom, randn, Mt19937, TorchGenerator, type RandomSource, type RandomStream } from './random/index.ts';
+export {
+  createScheduler, CLASS_NAMES, SCHEDULER_NAMES,
+  type PredictionType, type Scheduler, type SchedulerConfig, type SchedulerName, type SchedulerState, type StepResult,
+} from './schedulers/index.ts';
+export {
+  createMethod, DEFAULT_METHOD, DEFAULT_METHOD_OPTIONS, METHOD_NAMES, planGeometry, planMethod, planWindows,
+  placeWindows, resolveMethodOptions,
+  type GeometryInput, type MethodOptions, type MethodPlan, type MethodSetup, type PatchGeometry, type WindowGrid,
+  type WindowPlacement,
+} from './methods/index.ts';
+export type {
+  AttentionMap, HighResMethod, MethodContext, MethodName, MethodPreview, ProgressEvent, UnetUnit, UnitKind, UnitResult,
+} from './methods/types.ts';
+export { ClipTokenizer, CLIP_MAX_LENGTH, type TokenizedPrompt, type TokenizerFiles } from './text/clip-tokenizer.ts';
+export { axisWeights, blendTile, planAxis, planTiles, type AxisTile, type Tile, type TileOptions } from './vae/tiling.ts';

@@ -1,0 +1,31 @@
+/**
+ * The few web-standard globals the portable core uses, typed here so that the core compiles with no Node or DOM
+ * types (tsconfig.core.json) while running unchanged on Node, in browsers and in workers, which all have them.
+ */
+
+/** The part of `AbortSignal` the core reads; a real AbortSignal satisfies it. */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
+interface TextEncoderLike {
+  encode(text: string): Uint8Array;
+}
+interface TextDecoderLike {
+  decode(bytes: Uint8Array): string;
+}
+
+const globals = globalThis as unknown as {
+  TextEncoder: new () => TextEncoderLike;
+  TextDecoder: new (label?: string) => TextDecoderLike;
+};
+
+export function utf8Encode(text: string): Uint8Array {
+  return new globals.TextEncoder().encode(text);
+}
+
+export function textDecoder(label: 'utf-8' | 'latin1'): TextDecoderLike {
+  return new globals.TextDecoder(label);
+}
