@@ -17,7 +17,7 @@ import { TINY_TEXT, TINY_UNET, writeTinySdModel, type VariantName } from '../src
 import { linear } from '../src/fixtures/layers.ts';
 import { GraphBuilder, valueInfo } from '../src/fixtures/onnx-graph.ts';
 import { mulberry32 } from '../src/fixtures/prng.ts';
-import { addAttentionProbe, probeOutputName, scanCrossAttention } from '../src/onnx/attention-probe.ts';
+import { addAttentionProbe, probeOutputName, scanCrossAttention } from '../src/graph/attention-probe.ts';
 import { openSession, readFloat } from '../src/onnx/session.ts';
 import { initializerRawDataSpans, prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 

@@ -6,7 +6,7 @@ import type { UnetUnit } from '../src/core/methods/types.ts';
 import { ClipTokenizer } from '../src/core/text/clip-tokenizer.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
-import type { TextConditioning } from '../src/onnx/unet.ts';
+import type { TextConditioning } from '../src/core/conditioning.ts';
 import { tinyModel } from './helpers/models.ts';
 
 let dir: string;

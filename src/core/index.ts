@@ -6,6 +6,7 @@
  */
 export { AsgdError, invalidArgument, type AsgdErrorDetails, type ErrorKind } from './errors.ts';
 export type { AbortSignalLike } from './platform.ts';
+export type { TextConditioning } from './conditioning.ts';
 export {
   DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_VAE, MAX_SIZE, MIN_SIZE, parseSeed, resolveParams, validateParams,
   type GenerateParams, type ResolvedParams, type VaeDecodeOptions,

@@ -22,8 +22,8 @@ import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner
 import { DevicePool } from './runner/pool.ts';
 import type { ComponentName, FailMode, WorkerRequest } from './runner/protocol.ts';
 import type { SplitMode } from '../core/dispatch/tasks.ts';
-import type { TextConditioning } from '../onnx/unet.ts';
-import type { IoInfo } from '../onnx/session.ts';
+import type { TextConditioning } from '../core/conditioning.ts';
+import type { IoInfo } from '../onnx/io.ts';
 
 
 export interface PipelineOptions {
@@ -124,7 +124,7 @@ function contractError(message: string, parameter: string, expected: string, rec
   return new AsgdError(message, { kind: 'model', parameter, expected, received, hint: 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli' });
 }
 
-export class Pipeline {
+export class Pipeline implements AsyncDisposable {
   private closed = false;
   private constructor(
     readonly spec: ModelSpec,
@@ -457,6 +457,11 @@ export class Pipeline {
     // Terminating stops an in-flight model call at once; the pipeline cannot be used afterwards.
     this.closed = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  /** `await using pipe = await loadPipeline(...)` closes the pipeline when the scope ends. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   async close(): Promise<void> {

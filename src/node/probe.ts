@@ -23,7 +23,7 @@ import path from 'node:path';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, StringStringEntryProtoSchema, type ModelProto } from 'onnx-buf';
 import { AsgdError } from '../core/errors.ts';
-import { MASK_OFF_HINT, addAttentionProbe } from '../onnx/attention-probe.ts';
+import { MASK_OFF_HINT, addAttentionProbe } from '../graph/attention-probe.ts';
 
 export interface AttentionProbeOptions {
   /** Restrict the probe to these attn2 layers (default: every up-block attn2 layer found). */

@@ -7,20 +7,8 @@ import fs from 'node:fs';
 import { AsgdError } from '../core/errors.ts';
 import { float16ToFloat32, float32ToFloat16 } from '../core/float16.ts';
 
-export type ProviderName = 'cpu' | 'webgpu' | 'cuda';
-
-export interface SessionOptions {
-  provider: ProviderName;
-  deviceId?: number;
-  /** Intra-op threads for the CPU provider (0 or undefined: ORT's default). */
-  threads?: number;
-}
-
-export interface IoInfo {
-  name: string;
-  type: string;
-  shape: ReadonlyArray<number | string>;
-}
+export type { IoInfo, ProviderName, SessionOptions } from './io.ts';
+import type { IoInfo, SessionOptions } from './io.ts';
 
 export interface OpenSession {
   session: ort.InferenceSession;
@@ -136,6 +124,23 @@ export function findIo(list: IoInfo[], names: string[], label: string, component
     received: list.map((io) => io.name).join(', ') || 'none',
     hint: 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli',
   });
+}
+
+/** A tensor handed to or returned by ONNX Runtime. */
+export type OrtTensor = ort.Tensor;
+/** What a session run returns: output name to tensor. */
+export type RunOutputs = ort.InferenceSession.ReturnType;
+
+type TensorData = { float32: Float32Array; float16: Uint16Array; int64: BigInt64Array; int32: Int32Array };
+
+/** A tensor of exactly this element type and data (no conversion). */
+export function makeTensor<K extends keyof TensorData>(type: K, data: TensorData[K], dims: readonly number[]): OrtTensor {
+  return new ort.Tensor(type, data as Float32Array, dims);
+}
+
+/** The execution providers this onnxruntime-node build offers, and whether each is bundled with it. */
+export function supportedBackends(): { name: string; bundled: boolean }[] {
+  return ort.listSupportedBackends().map((b) => ({ name: b.name, bundled: b.bundled }));
 }
 
 export async function releaseSession(s: OpenSession | undefined): Promise<void> {

@@ -1,6 +1,5 @@
 /** The text encoder adapter: input_ids (int32 or int64, per metadata) to hidden states and pooled output. */
-import ort from 'onnxruntime-node';
-import { findIo, readFloat, type IoInfo, type OpenSession } from './session.ts';
+import { findIo, makeTensor, readFloat, type IoInfo, type OpenSession } from './session.ts';
 
 export interface EncodedText {
   /** [B, T, D] hidden states of the requested layer. */
@@ -29,8 +28,8 @@ export class TextEncoderAdapter {
     rows.forEach((r, i) => flat.set(r, i * t));
     const input =
       this.ids.type === 'int64'
-        ? new ort.Tensor('int64', BigInt64Array.from(flat, (v) => BigInt(v)), [b, t])
-        : new ort.Tensor('int32', flat, [b, t]);
+        ? makeTensor('int64', BigInt64Array.from(flat, (v) => BigInt(v)), [b, t])
+        : makeTensor('int32', flat, [b, t]);
     const out = await this.s.session.run({ [this.ids.name]: input });
     let hiddenName: string;
     if (layer === 'penultimate') {

@@ -5,25 +5,17 @@
  * and the SDXL extra inputs. When the session is the attention-probe graph, also returns the conditional branch's
  * attn2 probabilities.
  */
-import ort from 'onnxruntime-node';
 import { AsgdError } from '../core/errors.ts';
 import type { AttentionMap } from '../core/methods/types.ts';
 import { combineCfg } from '../core/dispatch/cfg.ts';
 import type { CfgPart } from '../core/dispatch/tasks.ts';
-import { findIo, floatTensor, readFloat, type IoInfo, type OpenSession } from './session.ts';
+import { findIo, floatTensor, readFloat, type IoInfo, type OpenSession, makeTensor, type OrtTensor, type RunOutputs } from './session.ts';
 
 /** Graph outputs added by the attention probe are named with this prefix followed by the layer name. */
-export const PROBE_OUTPUT_PREFIX = 'attn2_probs:';
+import { PROBE_OUTPUT_PREFIX } from '../graph/attention-probe.ts';
 
-export interface TextConditioning {
-  /** [2, 77, D]: uncond then cond. */
-  hidden: Float32Array;
-  tokens: number;
-  dim: number;
-  /** SDXL pooled embeddings [2, P]. */
-  textEmbeds?: Float32Array;
-  pooledDim?: number;
-}
+export type { TextConditioning } from '../core/conditioning.ts';
+import type { TextConditioning } from '../core/conditioning.ts';
 
 export interface UnetCall {
   sample: Float32Array;
@@ -89,7 +81,7 @@ export class UnetAdapter {
     return typeof h === 'number' && typeof w === 'number' && h > 0 && w > 0 ? { height: h, width: w } : undefined;
   }
 
-  private timestepTensor(t: number, batch: number): ort.Tensor {
+  private timestepTensor(t: number, batch: number): OrtTensor {
     const io = this.timestep;
     const rank0 = io.shape.length === 0;
     const dims = rank0 ? [] : [batch];
@@ -97,9 +89,9 @@ export class UnetAdapter {
     switch (io.type) {
       case 'int64':
         // optimum's pipelines cast the scheduler's timestep to the input's dtype (numpy truncation).
-        return new ort.Tensor('int64', new BigInt64Array(n).fill(BigInt(Math.trunc(t))), dims);
+        return makeTensor('int64', new BigInt64Array(n).fill(BigInt(Math.trunc(t))), dims);
       case 'int32':
-        return new ort.Tensor('int32', new Int32Array(n).fill(Math.trunc(t)), dims);
+        return makeTensor('int32', new Int32Array(n).fill(Math.trunc(t)), dims);
       default:
         return floatTensor(io.type, new Float32Array(n).fill(t), dims, 'unet timestep');
     }
@@ -115,7 +107,7 @@ export class UnetAdapter {
     batch2.set(call.sample, 0);
     batch2.set(call.sample, n);
     const feeds = this.feeds(call, cond, batch2, [0, 1]);
-    let results: ort.InferenceSession.ReturnType;
+    let results: RunOutputs;
     if (this.staticBatch === 1) {
       // Static batch-1 exports: two calls, one per CFG half.
       results = await this.runSplit(feeds, c, h, w, cond);
@@ -190,14 +182,14 @@ export class UnetAdapter {
   }
 
   /** Feeds for the batch rows `rows` of the conditioning (0: uncond, 1: cond); `sample` holds one latent per row. */
-  private feeds(call: UnetCall, cond: TextConditioning, sample: Float32Array, rows: readonly number[]): Record<string, ort.Tensor> {
+  private feeds(call: UnetCall, cond: TextConditioning, sample: Float32Array, rows: readonly number[]): Record<string, OrtTensor> {
     const { channels: c, height: h, width: w } = call;
     const b = rows.length;
     const pick = (data: Float32Array, per: number): Float32Array => {
       if (b === 2) return data;
       return data.subarray(rows[0]! * per, (rows[0]! + 1) * per);
     };
-    const feeds: Record<string, ort.Tensor> = {
+    const feeds: Record<string, OrtTensor> = {
       [this.sample.name]: floatTensor(this.sample.type, sample, [b, c, h, w], 'unet sample'),
       [this.timestep.name]: this.timestepTensor(call.timestep, b),
       [this.hidden.name]: floatTensor(this.hidden.type, pick(cond.hidden, cond.tokens * cond.dim), [b, cond.tokens, cond.dim], 'unet encoder_hidden_states'),
@@ -216,11 +208,11 @@ export class UnetAdapter {
   }
 
   private async runSplit(
-    feeds: Record<string, ort.Tensor>, c: number, h: number, w: number, cond: TextConditioning,
-  ): Promise<ort.InferenceSession.ReturnType> {
-    const halves: ort.InferenceSession.ReturnType[] = [];
+    feeds: Record<string, OrtTensor>, c: number, h: number, w: number, cond: TextConditioning,
+  ): Promise<RunOutputs> {
+    const halves: RunOutputs[] = [];
     for (let b = 0; b < 2; b++) {
-      const part: Record<string, ort.Tensor> = {};
+      const part: Record<string, OrtTensor> = {};
       part[this.sample.name] = sliceBatch(feeds[this.sample.name]!, b, [1, c, h, w]);
       part[this.timestep.name] = this.timestepTensor(Number(readScalar(feeds[this.timestep.name]!)), 1);
       part[this.hidden.name] = sliceBatch(feeds[this.hidden.name]!, b, [1, cond.tokens, cond.dim]);
@@ -228,7 +220,7 @@ export class UnetAdapter {
       if (this.timeIds) part[this.timeIds.name] = sliceBatch(feeds[this.timeIds.name]!, b, [1, 6]);
       halves.push(await this.s.session.run(part));
     }
-    const merged: Record<string, ort.Tensor> = {};
+    const merged: Record<string, OrtTensor> = {};
     for (const name of Object.keys(halves[0]!)) {
       const a = readFloat(halves[0]![name]!, name);
       const bb = readFloat(halves[1]![name]!, name);
@@ -237,20 +229,20 @@ export class UnetAdapter {
       data.set(bb, a.length);
       const dims = [...halves[0]![name]!.dims];
       dims[0] = 2;
-      merged[name] = new ort.Tensor('float32', data, dims);
+      merged[name] = makeTensor('float32', data, dims);
     }
-    return merged as ort.InferenceSession.ReturnType;
+    return merged as RunOutputs;
   }
 }
 
-function readScalar(t: ort.Tensor): number | bigint {
+function readScalar(t: OrtTensor): number | bigint {
   return (t.data as ArrayLike<number | bigint>)[0]!;
 }
 
-function sliceBatch(t: ort.Tensor, b: number, dims: number[]): ort.Tensor {
+function sliceBatch(t: OrtTensor, b: number, dims: number[]): OrtTensor {
   const per = dims.reduce((a, d) => a * d, 1);
   const data = t.data as Float32Array | Uint16Array;
-  return new ort.Tensor(t.type as 'float32', data.slice(b * per, (b + 1) * per) as Float32Array, dims);
+  return makeTensor(t.type as 'float32', data.slice(b * per, (b + 1) * per) as Float32Array, dims);
 }
 
 /** The conditional row (the last) of a probe output [rows, HW, T], with its grid found among latent / 2^k. */

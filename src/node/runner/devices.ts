@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import ort from 'onnxruntime-node';
+import { supportedBackends } from '../../onnx/session.ts';
 import { AsgdError, invalidArgument } from '../../core/errors.ts';
-import type { ProviderName } from '../../onnx/session.ts';
+import type { ProviderName } from '../../onnx/io.ts';
 
 export interface DeviceSpec {
   provider: ProviderName;
@@ -49,7 +49,7 @@ export function parseDevices(list: string, threads = 0, cores = os.availablePara
 
 /** Throws a clear error for providers this onnxruntime-node build does not have. */
 export function checkProvidersAvailable(devices: DeviceSpec[]): void {
-  const backends = ort.listSupportedBackends();
+  const backends = supportedBackends();
   for (const d of devices) {
     const b = backends.find((x) => x.name === d.provider);
     if (!b || (d.provider === 'cuda' && !cudaInstalled())) {
@@ -70,7 +70,7 @@ let cudaCache: boolean | undefined;
 /** The CUDA provider ships as a separate shared library that onnxruntime-node's install script downloads. */
 export function cudaInstalled(): boolean {
   if (cudaCache !== undefined) return cudaCache;
-  const b = ort.listSupportedBackends().find((x) => x.name === 'cuda');
+  const b = supportedBackends().find((x) => x.name === 'cuda');
   cudaCache = !!b && (b.bundled || providerLibraryPresent('libonnxruntime_providers_cuda.so'));
   return cudaCache;
 }
@@ -91,7 +91,7 @@ export interface DeviceAvailability {
 }
 
 export function describeAvailableDevices(): DeviceAvailability[] {
-  const backends = ort.listSupportedBackends();
+  const backends = supportedBackends();
   return [
     { name: 'cpu', available: true, note: `bundled; ${os.availableParallelism()} cores; repeat "cpu" for several CPU workers` },
     { name: 'webgpu', available: backends.some((b) => b.name === 'webgpu'), note: 'bundled; runs on the GPU through Vulkan/Metal/D3D12 when a driver is present' },

@@ -5,9 +5,8 @@
  */
 import type { AttentionMap } from '../../core/methods/types.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
-import type { SessionOptions } from '../../onnx/session.ts';
-import type { TextConditioning } from '../../onnx/unet.ts';
-import type { IoInfo } from '../../onnx/session.ts';
+import type { IoInfo, SessionOptions } from '../../onnx/io.ts';
+import type { TextConditioning } from '../../core/conditioning.ts';
 
 export type ComponentName = 'textEncoder' | 'textEncoder2' | 'unet' | 'unetProbe' | 'vaeDecoder' | 'vaeEncoder';
 

@@ -16,7 +16,7 @@ import {
   TypeProto_TensorSchema,
   ValueInfoProtoSchema,
 } from 'onnx-buf';
-import ort from 'onnxruntime-node';
+import { makeTensor, openSession, type OpenSession } from '../../onnx/session.ts';
 
 const FLOAT = 1;
 
@@ -43,12 +43,10 @@ export function addModelBytes(size = 4): Uint8Array {
 
 export async function tryWebGpu(): Promise<{ ok: true; ms: number } | { ok: false; reason: string }> {
   const t0 = performance.now();
-  let session: ort.InferenceSession | undefined;
+  let opened: OpenSession | undefined;
   try {
-    session = await ort.InferenceSession.create(addModelBytes(), {
-      executionProviders: [{ name: 'webgpu' }],
-    });
-    const r = await session.run({ x: new ort.Tensor('float32', new Float32Array([1, 2, 3, 4]), [4]) });
+    opened = await openSession(addModelBytes(), 'webgpu check', { provider: 'webgpu' });
+    const r = await opened.session.run({ x: makeTensor('float32', new Float32Array([1, 2, 3, 4]), [4]) });
     const y = r['y']!.data as Float32Array;
     if (y[3] !== 8) return { ok: false, reason: `wrong result ${Array.from(y).join(',')}` };
     return { ok: true, ms: performance.now() - t0 };
@@ -57,6 +55,6 @@ export async function tryWebGpu(): Promise<{ ok: true; ms: number } | { ok: fals
     // ORT prefixes the source location; keep the sentence.
     return { ok: false, reason: msg.replace(/^.*?(Failed to get a WebGPU adapter:\s*)/s, '').trim() || msg };
   } finally {
-    await session?.release().catch(() => undefined);
+    await opened?.session.release().catch(() => undefined);
   }
 }

@@ -27,7 +27,9 @@ import {
   type TensorShapeProto_Dimension,
 } from 'onnx-buf';
 import { invalidArgument } from '../core/errors.ts';
-import { PROBE_OUTPUT_PREFIX } from './unet.ts';
+
+/** Name prefix of the outputs the probe adds: `attn2_probs:<layer>`; the UNet adapter finds them by it. */
+export const PROBE_OUTPUT_PREFIX = 'attn2_probs:';
 
 /** One up-block cross-attention Softmax the probe can expose. */
 export interface CrossAttentionSite {

@@ -1,0 +1,20 @@
+/**
+ * Plain types of the ONNX Runtime boundary, with no import of ONNX Runtime itself: what the rest of the project
+ * (and the public API) may name without loading or type-referencing the native binding.
+ */
+export type ProviderName = 'cpu' | 'webgpu' | 'cuda';
+
+/** How one device's sessions are created. */
+export interface SessionOptions {
+  provider: ProviderName;
+  deviceId?: number;
+  /** Intra-op threads for the CPU provider (0 or undefined: ORT's default). */
+  threads?: number;
+}
+
+/** One input or output of a model, as the session reports it. */
+export interface IoInfo {
+  name: string;
+  type: string;
+  shape: ReadonlyArray<number | string>;
+}

@@ -1,0 +1,158 @@
+/**
+ * The package as a user gets it: `npm pack`, installed into a fresh project that has no tsx, used with plain
+ * `node` (library, `asgdiffusion/core`, the `asgd` bin) and type-checked with `tsc` against the shipped `.d.ts`.
+ * Dependencies come from npm's cache when present (`--prefer-offline`), else from the registry.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { loadPipeline } from '../src/node/pipeline.ts';
+import { tempDir } from './helpers/models.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+const devVersion = (name: string): string =>
+  (JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+
+function run(cmd: string, args: string[], opts: SpawnSyncOptions = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300_000, ...opts, env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', ...opts.env } });
+  return { code: r.status, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), error: r.error };
+}
+
+const PROMPT = 'a red circle on a blue background';
+let app: string;
+let packedFiles: string[];
+
+before(async () => {
+  const work = tempDir('package');
+  const pack = run(NPM, ['pack', '--json', '--pack-destination', work], { cwd: ROOT });
+  assert.equal(pack.code, 0, pack.stderr);
+  const info = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[];
+  packedFiles = info[0]!.files.map((f) => f.path);
+  app = path.join(work, 'app');
+  fs.mkdirSync(app);
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
+  const install = run(
+    NPM,
+    ['install', '--no-audit', '--no-fund', '--prefer-offline', path.join(work, info[0]!.filename), `typescript@${devVersion('typescript')}`, `@types/node@${devVersion('@types/node')}`],
+    { cwd: app },
+  );
+  assert.equal(install.code, 0, install.stderr);
+});
+
+test('the tarball ships dist, bin, the default model, README and LICENSE, and nothing of tests, benches, training or fixtures', () => {
+  for (const f of ['LICENSE', 'README.md', 'package.json', 'bin/asgd.js', 'dist/index.js', 'dist/index.d.ts', 'dist/core/index.js', 'dist/core/index.d.ts', 'dist/cli/main.js', 'dist/node/runner/worker.js', 'models/shapes-128/unet/model.onnx', 'models/shapes-128/model_index.json']) {
+    assert.ok(packedFiles.includes(f), `${f} is in the tarball`);
+  }
+  const unwanted = packedFiles.filter((f) => /^(test|bench|training|scripts|src|docs)\//.test(f) || /fixtures|\.asgd-probe\.|\.tsbuildinfo|worker-dev/.test(f));
+  assert.deepEqual(unwanted, []);
+  assert.ok(!fs.existsSync(path.join(app, 'node_modules', 'tsx')), 'tsx is not installed with the package');
+});
+
+test('plain node imports asgdiffusion and generates the same 128 px image as the sources', async () => {
+  const script = `
+    import { loadPipeline } from 'asgdiffusion';
+    import { createHash } from 'node:crypto';
+    const model = new URL('./node_modules/asgdiffusion/models/shapes-128', import.meta.url).pathname;
+    const pipe = await loadPipeline(model, { threads: 1 });
+    let r;
+    try {
+      r = await pipe.generate({ prompt: ${JSON.stringify(PROMPT)}, seed: 11, steps: 4 });
+    } finally {
+      await pipe[Symbol.asyncDispose]();  // Node 20 has the symbol but not the 'await using' syntax
+    }
+    console.log(JSON.stringify({ w: r.image.width, h: r.image.height, sha: createHash('sha256').update(r.image.data).digest('hex') }));
+  `;
+  fs.writeFileSync(path.join(app, 'gen.mjs'), script);
+  const r = run(process.execPath, ['gen.mjs'], { cwd: app });
+  assert.equal(r.code, 0, r.stderr);
+  const got = JSON.parse(r.stdout.trim()) as { w: number; h: number; sha: string };
+  assert.equal(got.w, 128);
+  assert.equal(got.h, 128);
+  const pipe = await loadPipeline(path.join(ROOT, 'models', 'shapes-128'), { threads: 1 });
+  try {
+    const ref = await pipe.generate({ prompt: PROMPT, seed: 11, steps: 4 });
+    assert.equal(got.sha, createHash('sha256').update(ref.image.data).digest('hex'));
+  } finally {
+    await pipe.close();
+  }
+});
+
+test('the asgd bin of the installed package shows help and generates with the shipped model', () => {
+  const bin = path.join(app, 'node_modules', '.bin', 'asgd');
+  const help = run(bin, ['--help'], { cwd: app });
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /generate/);
+  const version = run(bin, ['--version'], { cwd: app });
+  assert.equal(version.stdout.trim(), JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
+  const out = path.join(app, 'bin-out.png');
+  const gen = run(bin, ['generate', '-p', PROMPT, '--seed', '5', '--steps', '3', '--threads', '1', '-o', out, '--json'], { cwd: app });
+  assert.equal(gen.code, 0, gen.stderr);
+  const j = JSON.parse(gen.stdout) as { output: string; width: number; metadata: { model: { name: string } } };
+  assert.equal(j.output, out);
+  assert.equal(j.width, 128);
+  assert.equal(j.metadata.model.name, 'shapes-128');
+  assert.ok(fs.statSync(out).size > 0);
+});
+
+test('importing asgdiffusion/core loads no Node built-in, no onnxruntime-node and no sharp', () => {
+  // A resolve hook records every import; the core must import nothing but its own files and pure-JS packages.
+  fs.writeFileSync(
+    path.join(app, 'trace-hooks.mjs'),
+    `import fs from 'node:fs';
+     export async function resolve(specifier, context, next) {
+       const r = await next(specifier, context);
+       fs.appendFileSync(process.env.TRACE_FILE, JSON.stringify({ specifier, parent: context.parentURL ?? '', url: r.url }) + '\\n');
+       return r;
+     }`,
+  );
+  fs.writeFileSync(path.join(app, 'trace.mjs'), `import { register } from 'node:module';\nregister('./trace-hooks.mjs', import.meta.url);\n`);
+  fs.writeFileSync(
+    path.join(app, 'core.mjs'),
+    `const core = await import('asgdiffusion/core');
+     const s = core.createScheduler({ _class_name: 'EulerDiscreteScheduler', num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear' }, 4);
+     console.log(JSON.stringify({ timesteps: Array.from(s.timesteps), randn: Array.from(core.randn([3], 0n)) }));`,
+  );
+  const traceFile = path.join(app, 'trace.jsonl');
+  const r = run(process.execPath, ['--import', './trace.mjs', 'core.mjs'], { cwd: app, env: { TRACE_FILE: traceFile } });
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim()) as { timesteps: number[]; randn: number[] };
+  assert.equal(out.timesteps.length, 4);
+  // torch.manual_seed(0); torch.randn(3)
+  assert.deepEqual(out.randn.map((v) => v.toFixed(4)), ['1.5410', '-0.2934', '-2.1788']);
+  const records = fs.readFileSync(traceFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { specifier: string; parent: string; url: string });
+  const fromPackage = records.filter((x) => x.parent.includes('/node_modules/asgdiffusion/'));
+  assert.ok(fromPackage.length > 10, 'the hook saw the core’s own imports');
+  assert.deepEqual(records.filter((x) => x.url.startsWith('node:') && x.parent.includes('/node_modules/')).map((x) => `${x.specifier} from ${x.parent}`), []);
+  assert.deepEqual(records.filter((x) => /\/node_modules\/(onnxruntime-node|onnxruntime-common|sharp|@img)\//.test(x.url)).map((x) => x.url), []);
+});
+
+test('a TypeScript consumer type-checks against the shipped declarations', () => {
+  fs.writeFileSync(
+    path.join(app, 'consumer.ts'),
+    `import { loadPipeline, AsgdError, type GenerateResult, type GenerationProgress } from 'asgdiffusion';
+     import { createScheduler, randn, resolveMethodOptions, type MethodOptions } from 'asgdiffusion/core';
+     const options: Partial<MethodOptions> = { structureWeight: 0.5, stageSplit: 0.8 };
+     const noise: Float32Array = randn([1, 4, 8, 8], 1n);
+     export async function make(): Promise<GenerateResult> {
+       await using pipe = await loadPipeline('model', { devices: 'cpu', threads: 1 });
+       return pipe.generate({ prompt: 'a', methodOptions: options }, { onProgress: (p: GenerationProgress) => void p.step });
+     }
+     export const resolved: MethodOptions = resolveMethodOptions(options);
+     export const isError = (e: unknown): boolean => e instanceof AsgdError && e.kind === 'invalid-argument';
+     void createScheduler; void noise;
+     // @ts-expect-error methodOptions are typed: an unknown option is a compile error
+     export const bad: Partial<MethodOptions> = { structureWieght: 1 };
+    `,
+  );
+  fs.writeFileSync(
+    path.join(app, 'tsconfig.json'),
+    JSON.stringify({ compilerOptions: { strict: true, module: 'NodeNext', moduleResolution: 'NodeNext', target: 'ES2022', lib: ['ES2022', 'ESNext.Disposable'], noEmit: true, skipLibCheck: false, types: ['node'] }, files: ['consumer.ts'] }),
+  );
+  const r = run(process.execPath, [path.join(app, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '.'], { cwd: app });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+});
