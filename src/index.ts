@@ -1,21 +1,24 @@
 /**
- * asgdiffusion: high-resolution images from pretrained Stable Diffusion ONNX models with ASGDiffusion.
+ * asgdiffusion: high-resolution images from pretrained Stable Diffusion ONNX models with ASGDiffusion, on Node.
+ * Everything portable is also here (it is `asgdiffusion/core`, re-exported), so one import serves Node users.
  *
  *   import { loadPipeline, saveImage } from 'asgdiffusion';
- *   const pipe = await loadPipeline('models/shapes-128');
+ *   await using pipe = await loadPipeline('models/shapes-128');
  *   const r = await pipe.generate({ prompt: 'a red circle on a blue background', width: 512, height: 512, seed: 1 });
  *   await saveImage('out.png', r.image, r.metadata);
- *   await pipe.close();
  */
-export { loadPipeline, Pipeline, type PipelineOptions, type GenerateResult, type GenerateRunOptions, type GenerationProgress, type GenerationTimings, type ModelInfo } from './node/pipeline.ts';
-export { saveImage, readImageMetadata, encodeImage } from './node/image/write.ts';
-export { readModelFolder, type ModelSpec } from './node/model/folder.ts';
-export { parseDevices, describeAvailableDevices, type DeviceSpec } from './node/runner/devices.ts';
-export { AsgdError, type ErrorKind } from './core/errors.ts';
-export type { GenerateParams, VaeDecodeOptions } from './core/params.ts';
-export type { GenerationMetadata } from './core/metadata.ts';
-export type { RgbImage } from './core/image.ts';
-export { randn, TorchGenerator, createRandom } from './core/random/index.ts';
-export { createScheduler, SCHEDULER_NAMES } from './core/schedulers/index.ts';
-export { createMethod, DEFAULT_METHOD_OPTIONS, METHOD_NAMES, type MethodOptions } from './core/methods/index.ts';
-export { ClipTokenizer } from './core/text/clip-tokenizer.ts';
+export * from './core/index.ts';
+export {
+  loadPipeline, Pipeline,
+  type GenerateResult, type GenerateRunOptions, type GenerationPhase, type GenerationProgress, type GenerationTimings,
+  type ModelInfo, type PipelineOptions,
+} from './node/pipeline.ts';
+export { TOOL_VERSION, PACKAGE_VERSION } from './node/version.ts';
+export { encodeImage, formatFromPath, readImageMetadata, saveImage, type ImageFormat } from './node/image/write.ts';
+export { readModelFolder, type ComponentPaths, type ModelFamily, type ModelLayout, type ModelSpec } from './node/model/folder.ts';
+export {
+  checkAvailableDevices, describeAvailableDevices, parseDevices, type DeviceAvailability, type DeviceSpec,
+} from './node/runner/devices.ts';
+export type { IoInfo, ProviderName } from './onnx/io.ts';
+export type { SplitMode } from './core/dispatch/tasks.ts';
+export type { ComponentName } from './node/runner/protocol.ts';

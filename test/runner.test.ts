@@ -7,7 +7,7 @@ import { combineCfg } from '../src/core/dispatch/cfg.ts';
 import { CostModel } from '../src/core/dispatch/cost.ts';
 import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
-import { loadPipeline, type GenerateResult, type PipelineOptions } from '../src/node/pipeline.ts';
+import { loadPipeline, openPipeline, type GenerateResult, type PipelineOptions, type PipelineTestHooks } from '../src/node/pipeline.ts';
 import { liveWorkerThreadIds } from '../src/node/runner/device-worker.ts';
 import { parseDevices } from '../src/node/runner/devices.ts';
 import { tinyModel } from './helpers/models.ts';
@@ -163,8 +163,9 @@ interface PoolView {
   dispatcher: { unitsSplit: number; retried: unknown[] };
 }
 
-async function generate(options: PipelineOptions, signal?: AbortSignal): Promise<GenerateResult & { pool: PoolView }> {
-  const p = await loadPipeline(model, { threads: 1, ...options });
+async function generate(options: PipelineOptions & PipelineTestHooks, signal?: AbortSignal): Promise<GenerateResult & { pool: PoolView }> {
+  const { injectFailure, completionJitter, ...rest } = options;
+  const p = await openPipeline(model, { threads: 1, ...rest }, { injectFailure, completionJitter });
   try {
     const r = await p.generate(params, { signal });
     return { ...r, pool: (p as unknown as { pool: PoolView }).pool };

@@ -1,6 +1,6 @@
 /** Text conditioning as the UNet takes it: what the prompt-encoding stage produces. Portable. */
 export interface TextConditioning {
-  /** [2, tokens, dim]: unconditional then conditional hidden states. */
+  /** Shape `[2, tokens, dim]`: unconditional then conditional hidden states. */
   hidden: Float32Array;
   tokens: number;
   dim: number;

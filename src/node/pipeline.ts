@@ -44,9 +44,17 @@ export interface PipelineOptions {
   splitCfg?: 'auto' | SplitMode;
   /** Re-run a unit whose device failed on another device (that device is given up) instead of failing. */
   retryOnOtherDevice?: boolean;
-  /** Test hook: make device `index` fail after `after` UNet calls, by throwing (default) or by ending its thread. */
+}
+
+/**
+ * Fault and timing injection for the runner's tests; not part of the public API (use `openPipeline`, which
+ * `src/index.ts` does not export).
+ * @internal
+ */
+export interface PipelineTestHooks {
+  /** Make device `device` fail after `after` UNet calls, by throwing (default) or by ending its thread. */
   injectFailure?: { device: number; after: number; mode?: FailMode };
-  /** Test hook: hold each UNet result back by a random delay (seeded) of up to maxMs, shuffling completion order. */
+  /** Hold each UNet result back by a random delay (seeded) of up to maxMs, shuffling completion order. */
   completionJitter?: { seed: number; maxMs: number };
 }
 
@@ -137,7 +145,8 @@ export class Pipeline implements AsyncDisposable {
     private readonly tokenizer2?: ClipTokenizer,
   ) {}
 
-  static async load(dir: string, options: PipelineOptions = {}): Promise<Pipeline> {
+  /** @internal */
+  static async load(dir: string, options: PipelineOptions = {}, hooks: PipelineTestHooks = {}): Promise<Pipeline> {
     const folder = readModelFolder(dir);
     const spec = options.vae ? withVaeFolder(folder, options.vae) : folder;
     const devices = typeof options.devices === 'string' || options.devices === undefined
@@ -167,8 +176,8 @@ export class Pipeline implements AsyncDisposable {
         await w.request<'ok'>(
           {
             type: 'init', paths, session: { provider: d.provider, deviceId: d.deviceId, threads: d.threads },
-            failAfterUnetCalls: options.injectFailure?.device === i ? options.injectFailure.after : undefined,
-            failMode: options.injectFailure?.device === i ? options.injectFailure.mode : undefined,
+            failAfterUnetCalls: hooks.injectFailure?.device === i ? hooks.injectFailure.after : undefined,
+            failMode: hooks.injectFailure?.device === i ? hooks.injectFailure.mode : undefined,
           },
           'loading the model',
         );
@@ -184,8 +193,8 @@ export class Pipeline implements AsyncDisposable {
         ),
         retry: options.retryOnOtherDevice ?? false,
         paths: { ...spec.paths, ...('file' in probe ? { unetProbe: probe.file } : {}) } as Partial<Record<ComponentName, string>>,
-        completionJitter: options.completionJitter
-          ? { random: createRandom(BigInt(options.completionJitter.seed), 'jitter'), maxMs: options.completionJitter.maxMs }
+        completionJitter: hooks.completionJitter
+          ? { random: createRandom(BigInt(hooks.completionJitter.seed), 'jitter'), maxMs: hooks.completionJitter.maxMs }
           : undefined,
       });
       return new Pipeline(spec, devices, workers, pool, tokenizer, info, 'layers' in probe ? probe.layers : [], tokenizer2);
@@ -546,6 +555,15 @@ async function splitModeFor(
   return (await splitIsExact()) ? 'balance' : 'never';
 }
 
+/** Loads a model folder onto the devices: reads the folder, starts one worker per device, opens the sessions. */
 export async function loadPipeline(dir: string, options?: PipelineOptions): Promise<Pipeline> {
   return Pipeline.load(dir, options);
+}
+
+/**
+ * loadPipeline with test hooks (fault and timing injection).
+ * @internal
+ */
+export async function openPipeline(dir: string, options: PipelineOptions, hooks: PipelineTestHooks): Promise<Pipeline> {
+  return Pipeline.load(dir, options, hooks);
 }
