@@ -525,8 +525,7 @@ def main(argv=None):
             'description': 'Final latent of method asg computed in torch by training/asg_reference.py from the '
                            'weights of the shipped ONNX files; every setting the test passes to the pipeline is '
                            'under "settings" (scheduler null: none named, the pipeline picks "schedulerUsed")',
-            'command': 'OPENBLAS_NUM_THREADS=1 /usr/bin/python3 training/asg_reference.py ' + ' '.join(
-                arg if not os.path.isabs(arg) else os.path.relpath(arg, ROOT) for arg in sys.argv[1:]),
+            'command': 'OPENBLAS_NUM_THREADS=1 /usr/bin/python3 training/asg_reference.py ' + ' '.join(sys.argv[1:]),
             'settings': settings,
             'shape': [1, latent.shape[0], latent.shape[1], latent.shape[2]],
             **info,
