@@ -510,9 +510,10 @@ def main(argv=None):
             'description': 'Final latent of method asg on the torch model (training/asg_reference.py), '
                            + ('pixel interaction and window jitter off' if not (a.pixel_interaction or a.window_jitter)
                               else 'sampled values'),
-            'settings': {**settings, 'methodOptions': {'pixelInteraction': a.pixel_interaction,
-                                                       'windowJitter': a.window_jitter,
-                                                       'structureWeight': a.structure_weight, 'mask': a.mask}},
+            'settings': {**settings, 'methodOptions': {
+                'pixelInteraction': a.pixel_interaction, 'windowJitter': a.window_jitter,
+                'structureWeight': a.structure_weight, 'mask': a.mask, 'stageSplit': a.stage_split,
+                'structureSpace': a.structure_space, 'structureSchedule': 'cosine', 'structureGamma': 1}},
             'shape': [1, latent.shape[0], latent.shape[1], latent.shape[2]],
             **{k: v for k, v in info.items() if k in ('rows', 'cols', 'patch', 'stage1Steps', 'timesteps',
                                                        'maskTokens')},

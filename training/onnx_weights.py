@@ -21,6 +21,7 @@ operator and input slot:
                                 position_embedding(position_ids)[None] with position_ids = arange(77), i.e. the
                                 position_embedding weight itself
 
+Equal initializers may be shared through Identity nodes (the exporter deduplicates them); those are read through.
 Every torch parameter must receive exactly one initializer with the right shape (load_state_dict strict), every
 initializer must be used, and an initializer that kept a parameter name must land on that name. Only the text
 encoder and the UNet are loaded (the references compare latents, not images).
@@ -67,6 +68,11 @@ def onnx_state_dict(path):
     model = onnx.load(path)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producers = {out: n for n in model.graph.node for out in n.output}
+    # The exporter shares equal initializers between parameters through Identity nodes (e.g. freshly initialised
+    # LayerNorm weights): read through them.
+    alias = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == 'Identity' and n.input[0] in inits}
+    for out, src in alias.items():
+        inits[out] = inits[src]
     state = {}
     used = set()
 
@@ -74,9 +80,11 @@ def onnx_state_dict(path):
         if name in state:
             raise ValueError(f'{path}: {name} assigned twice (second from {source})')
         state[name] = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
-        used.add(source)
+        used.add(alias.get(source, source))
 
     for node in model.graph.node:
+        if node.op_type == 'Identity' and node.output[0] in alias:
+            continue
         scope = _scope(node.name)
         for slot, inp in enumerate(node.input):
             if inp not in inits:
@@ -112,11 +120,11 @@ def onnx_state_dict(path):
                     raise ValueError(f'{path}: cannot place initializer {inp} read by {node.name}')
             else:
                 raise ValueError(f'{path}: cannot place initializer {inp} read by {node.op_type} {node.name}[{slot}]')
-    unused = sorted(set(inits) - used)
+    unused = sorted(set(inits) - used - set(alias))
     if unused:
         raise ValueError(f'{path}: initializers not assigned to any parameter: {unused}')
     for name in inits:
-        if not name.startswith('onnx::') and name not in state:
+        if name not in alias and not name.startswith('onnx::') and name not in state:
             raise ValueError(f'{path}: initializer {name} keeps a parameter name but was mapped elsewhere')
     return state
 
