@@ -5,6 +5,7 @@
  *   node --import tsx scripts/asg-reference-latent.ts --width 512 --height 512 --out /tmp/ts-512.f32 [--no-mask]
  *   node --import tsx scripts/asg-reference-latent.ts --from test/reference/asg-reference-512x512.json --out ...
  *   ... --set guidanceSync=true --set maskLayers='["up_blocks.1"]'     (any method option, value as JSON)
+ *   ... --scheduler ddim                                               (or none: the pipeline's choice)
  *
  * `generateReferenceLatent` is also what test/asg-reference.test.ts runs.
  */
@@ -27,7 +28,8 @@ export interface ReferenceSettings {
   seed: number;
   steps: number;
   guidanceScale: number;
-  scheduler: string;
+  /** null: none named, so the pipeline picks one (euler for patch methods above the native size on PNDM/LMS configs). */
+  scheduler: string | null;
   method: 'asg';
   methodOptions: Record<string, unknown>;
 }
@@ -56,7 +58,7 @@ export function referenceParams(settings: ReferenceSettings): GenerateParams {
     seed: settings.seed,
     steps: settings.steps,
     guidanceScale: settings.guidanceScale,
-    scheduler: settings.scheduler,
+    ...(settings.scheduler === null ? {} : { scheduler: settings.scheduler }),
     method: settings.method,
     methodOptions: settings.methodOptions,
     vae: { tiling: 'off' },
@@ -86,6 +88,8 @@ async function main(): Promise<void> {
       'no-mask': { type: 'boolean', default: false },
       'structure-weight': { type: 'string' },
       'pixel-interaction': { type: 'boolean', default: false },
+      /** A scheduler name, or "none" for none named (the pipeline's choice). */
+      scheduler: { type: 'string' },
       /** Any other method option as name=JSON, e.g. --set guidanceSync=true (repeatable). */
       set: { type: 'string', multiple: true },
       model: { type: 'string', default: SHAPES_MODEL },
@@ -101,6 +105,7 @@ async function main(): Promise<void> {
   if (values['no-mask']) settings.methodOptions.mask = false;
   if (values['structure-weight']) settings.methodOptions.structureWeight = Number(values['structure-weight']);
   if (values['pixel-interaction']) settings.methodOptions.pixelInteraction = true;
+  if (values.scheduler) settings.scheduler = values.scheduler === 'none' ? null : values.scheduler;
   for (const pair of values.set ?? []) {
     const eq = pair.indexOf('=');
     if (eq < 1) throw new Error(`--set expects name=JSON, got ${pair}`);

@@ -168,6 +168,42 @@ class ModelTest(unittest.TestCase):
             self.assertTrue(torch.equal(v, unet.state_dict()[k]), k)
 
 
+class OnnxWeightsTest(unittest.TestCase):
+    """onnx_weights.py: the parameters read back from an export are the module's own, bit for bit."""
+
+    def test_roundtrip_through_export(self):
+        from export import onnx_export
+        from onnx_weights import onnx_state_dict
+        torch.manual_seed(1)
+        tok = ClipTokenizer(TOK_DIR)
+        _vae, text, unet = build_models(DEFAULT_CONFIG, tok.vocab_size, tok.eos)
+        with torch.no_grad():
+            # Distinct values everywhere in the UNet (norm scales and shifts too); the text encoder keeps its initial
+            # LayerNorm ones and zeros, which the exporter shares between layers through Identity nodes.
+            for param in unet.parameters():
+                param.uniform_(-0.5, 0.5)
+        ids = torch.tensor([tok('a red circle'), tok('')], dtype=torch.int32)
+        with tempfile.TemporaryDirectory() as d:
+            onnx_export(text, (ids,), os.path.join(d, 'text.onnx'), ['input_ids'],
+                        ['last_hidden_state', 'pooler_output'], {'input_ids': {0: 'batch'}})
+            onnx_export(unet, (torch.randn(2, 4, 16, 16), torch.tensor([999, 1]), torch.randn(2, 77, 64)),
+                        os.path.join(d, 'unet.onnx'), ['sample', 'timestep', 'encoder_hidden_states'], ['out_sample'],
+                        {'sample': {0: 'batch', 2: 'height', 3: 'width'}, 'timestep': {0: 'batch'}})
+            for module, name in ((text, 'text.onnx'), (unet, 'unet.onnx')):
+                state = onnx_state_dict(os.path.join(d, name))
+                own = module.state_dict()
+                self.assertEqual(sorted(state), sorted(own), name)
+                for k, v in own.items():
+                    self.assertTrue(torch.equal(v, state[k]), f'{name}: {k}')
+
+    def test_shipped_model_loads(self):
+        from onnx_weights import load_onnx_models
+        config, text, unet = load_onnx_models(os.path.join(os.path.dirname(HERE), 'models', 'shapes-128'))
+        self.assertEqual(count_parameters(text), 141376)
+        self.assertEqual(count_parameters(unet), 2765540)
+        self.assertEqual(config['unet']['block_out_channels'], [64, 96])
+
+
 class ScheduleAndPngTest(unittest.TestCase):
     def test_sd_schedule(self):
         acp = alphas_cumprod()
