@@ -156,10 +156,9 @@ function maxDiff(a: Float32Array, b: Float32Array): { worst: number; at: number 
   return { worst, at };
 }
 
-/** The method options the pipeline resolves when none are given (previewEvery is not a sampling setting). */
+/** The method options the pipeline resolves when none are given. */
 function shippedMethodOptions(): Record<string, unknown> {
-  const { previewEvery: _preview, ...options } = resolveMethodOptions({});
-  return options;
+  return { ...resolveMethodOptions({}) };
 }
 
 const EULER_SUBSTITUTION = /^Using the euler scheduler instead of the model's pndm for asg above the native size/;

@@ -48,7 +48,7 @@ async function generate(
   name: string,
   options: Partial<MethodOptions>,
   setup: MethodSetup,
-  extra: { seed?: number; attention?: boolean; scheduler?: Scheduler } = {},
+  extra: { seed?: number; attention?: boolean; scheduler?: Scheduler; previewEvery?: number } = {},
 ): Promise<Run> {
   const seed = extra.seed ?? 42;
   const method = createMethod(name, options, setup);
@@ -70,6 +70,7 @@ async function generate(
     onWarning: (m) => run.warnings.push(m),
     onProgress: (e) => run.progress.push(e),
     onPreview: (p) => run.previews.push(p),
+    previewEvery: extra.previewEvery ?? 0,
   };
   let state = sched.initialState();
   const ancestral = createRandom(seed, 'ancestral');
@@ -314,7 +315,7 @@ describe('conditioning, previews and step order', () => {
   });
 
   it('previews the key patch in stage 1 and the downscaled latent in stage 2', async () => {
-    const run = await generate('asg', { previewEvery: 2 }, SMALL);
+    const run = await generate('asg', {}, SMALL, { previewEvery: 2 });
     assert.deepEqual(
       run.previews.map((p) => [p.step, p.stage, p.kind, p.latent.shape.join('x')]),
       [

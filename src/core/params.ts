@@ -3,10 +3,11 @@
  * parameter, what was expected and what was received. Portable.
  */
 import { invalidArgument } from './errors.ts';
-import type { MethodName } from './methods/types.ts';
+import { resolveMethodOptions, type MethodOptions } from './methods/options.ts';
+import { MAX_SIZE, METHOD_NAMES, MIN_SIZE, PARAM_OPTIONS, VAE_OPTIONS, optionSpec, type MethodName } from './options/registry.ts';
+import { checkOption } from './options/spec.ts';
 
-export const MIN_SIZE = 64;
-export const MAX_SIZE = 8192;
+export { MAX_SIZE, MIN_SIZE };
 
 export interface VaeDecodeOptions {
   /** 'auto' tiles latents larger than the tile size; 'on' always tiles; 'off' never. */
@@ -35,8 +36,8 @@ export interface GenerateParams {
   noise?: 'torch';
   /** High-resolution method (default 'asg'). */
   method?: MethodName;
-  /** Method options (see the method's documented options). */
-  methodOptions?: Record<string, unknown>;
+  /** Method options (see MethodOptions); unset ones take their defaults. */
+  methodOptions?: Partial<MethodOptions>;
   /** Words of the prompt whose cross-attention forms the mask (default: all content tokens). */
   maskWords?: string[];
   vae?: Partial<VaeDecodeOptions>;
@@ -55,16 +56,32 @@ export interface ResolvedParams {
   scheduler?: string;
   noise: 'torch';
   method: MethodName;
-  methodOptions: Record<string, unknown>;
+  /** Every method option, defaults filled in and validated. */
+  methodOptions: MethodOptions;
   maskWords?: string[];
   vae: VaeDecodeOptions;
   originalSize?: { width: number; height: number };
 }
 
-export const DEFAULT_STEPS = 30;
-export const DEFAULT_GUIDANCE = 7.5;
-export const DEFAULT_VAE: VaeDecodeOptions = { tiling: 'auto', tileSize: 64, overlap: 16 };
-export const METHOD_NAMES: MethodName[] = ['asg', 'cutdiffusion', 'multidiffusion', 'direct'];
+const spec = (key: (typeof PARAM_OPTIONS)[number]['key']) => optionSpec(PARAM_OPTIONS, key);
+export const DEFAULT_STEPS = spec('steps').default as number;
+export const DEFAULT_GUIDANCE = spec('guidanceScale').default as number;
+export const DEFAULT_VAE: Readonly<VaeDecodeOptions> = Object.freeze(
+  Object.fromEntries(VAE_OPTIONS.map((o) => [o.key, o.default])) as unknown as VaeDecodeOptions,
+);
+
+function checkVae(v: unknown): VaeDecodeOptions {
+  if (v !== undefined && (v === null || typeof v !== 'object')) throw invalidArgument('vae', 'an object of VAE decoding options', v);
+  const given = (v ?? {}) as Record<string, unknown>;
+  for (const key of Object.keys(given)) {
+    if (!VAE_OPTIONS.some((o) => o.key === key)) throw invalidArgument('vae option', `one of ${VAE_OPTIONS.map((o) => o.key).join(', ')}`, key);
+  }
+  const out = Object.fromEntries(VAE_OPTIONS.map((o) => [o.key, checkOption(o, given[o.key] ?? o.default, `vae.${o.key}`)])) as unknown as VaeDecodeOptions;
+  if (out.overlap * 2 > out.tileSize) {
+    throw invalidArgument('vae.overlap', `an integer in [0, ${Math.floor(out.tileSize / 2)}] (at most half the tile)`, out.overlap);
+  }
+  return out;
+}
 
 function checkSize(name: 'width' | 'height', v: unknown): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v % 8 !== 0 || v < MIN_SIZE || v > MAX_SIZE) {
@@ -94,17 +111,15 @@ export function resolveParams(p: GenerateParams, native: { width: number; height
   if (p.negativePrompt !== undefined && typeof p.negativePrompt !== 'string') throw invalidArgument('negativePrompt', 'a string', p.negativePrompt);
   const width = checkSize('width', p.width ?? native.width);
   const height = checkSize('height', p.height ?? native.height);
-  const steps = p.steps ?? DEFAULT_STEPS;
-  if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw invalidArgument('steps', 'an integer between 1 and 1000', steps);
-  const guidanceScale = p.guidanceScale ?? DEFAULT_GUIDANCE;
-  if (typeof guidanceScale !== 'number' || !Number.isFinite(guidanceScale)) throw invalidArgument('guidanceScale', 'a finite number (typically 1 to 15)', guidanceScale);
+  const steps = checkOption<number>(spec('steps'), p.steps ?? DEFAULT_STEPS);
+  const guidanceScale = checkOption<number>(spec('guidanceScale'), p.guidanceScale ?? DEFAULT_GUIDANCE);
   const seed = p.seed === undefined ? randomSeed() : parseSeed(p.seed);
   const noise = p.noise ?? 'torch';
   if (noise !== 'torch') throw invalidArgument('noise', '"torch"', noise);
-  const method = p.method ?? 'asg';
-  if (!METHOD_NAMES.includes(method)) throw invalidArgument('method', `one of ${METHOD_NAMES.join(', ')}`, method);
-  const vae: VaeDecodeOptions = { ...DEFAULT_VAE, ...(p.vae ?? {}) };
-  if (!['auto', 'on', 'off'].includes(vae.tiling)) throw invalidArgument('vae.tiling', '"auto", "on" or "off"', vae.tiling);
+  const method = checkOption<MethodName>(spec('method'), p.method ?? spec('method').default);
+  if (p.scheduler !== undefined) checkOption(spec('scheduler'), p.scheduler);
+  const methodOptions = resolveMethodOptions(p.methodOptions ?? {});
+  const vae = checkVae(p.vae);
   if (p.maskWords !== undefined && (!Array.isArray(p.maskWords) || p.maskWords.some((w) => typeof w !== 'string' || !w.trim()))) {
     throw invalidArgument('maskWords', 'a list of words from the prompt', p.maskWords);
   }
@@ -123,7 +138,7 @@ export function resolveParams(p: GenerateParams, native: { width: number; height
     scheduler: p.scheduler,
     noise,
     method,
-    methodOptions: { ...(p.methodOptions ?? {}) },
+    methodOptions,
     maskWords: p.maskWords?.length ? p.maskWords : undefined,
     vae,
     ...(o ? { originalSize: { width: o.width, height: o.height } } : {}),

@@ -120,7 +120,7 @@ export abstract class MethodBase implements HighResMethod {
   }
 
   protected wantsPreview(step: number, ctx: MethodContext): boolean {
-    const n = this.options.previewEvery;
+    const n = ctx.previewEvery ?? 0;
     return n > 0 && ctx.onPreview !== undefined && (step + 1) % n === 0;
   }
 

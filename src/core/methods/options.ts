@@ -4,11 +4,11 @@
  * Portable: no Node APIs.
  */
 import { invalidArgument } from '../errors.ts';
+import { DEFAULT_METHOD, METHOD_NAMES, METHOD_OPTIONS, type MethodName } from '../options/registry.ts';
+import { checkOption } from '../options/spec.ts';
 import type { StructureSchedule, StructureSpace } from './guidance.ts';
-import type { MethodName } from './types.ts';
 
-export const METHOD_NAMES: readonly MethodName[] = ['direct', 'multidiffusion', 'cutdiffusion', 'asg'];
-export const DEFAULT_METHOD: MethodName = 'asg';
+export { DEFAULT_METHOD, METHOD_NAMES };
 
 export interface MethodOptions {
   /**
@@ -54,58 +54,14 @@ export interface MethodOptions {
   windowStride: number | null;
   /** Redraw the stage-2 window jitter every step (off: windows sit at their base positions, e.g. for references). */
   windowJitter: boolean;
-  /** Call ctx.onPreview every n steps (after steps n-1, 2n-1, ...); 0 = never. */
-  previewEvery: number;
-}
-
-export const DEFAULT_METHOD_OPTIONS: Readonly<MethodOptions> = Object.freeze({
-  stageSplit: 0.8,
-  pixelInteraction: true,
-  structureWeight: 1,
-  structureSchedule: 'cosine',
-  structureGamma: 1,
-  structureSpace: 'x0',
-  guidanceSync: false,
-  mask: true,
-  maskEvery: 1,
-  maskLayers: [],
-  maskGamma: 1,
-  maskThreshold: 0,
-  windowStride: null,
-  windowJitter: true,
-  previewEvery: 0,
-} as MethodOptions);
-
-const KEYS = Object.keys(DEFAULT_METHOD_OPTIONS) as (keyof MethodOptions)[];
-
-function numberIn(name: string, value: unknown, lo: number, hi: number, hint: string, open = false): number {
-  const ok =
-    typeof value === 'number' && Number.isFinite(value) && (open ? value > lo : value >= lo) && value <= hi;
-  if (!ok) {
-    const range = hi === Infinity ? `${open ? '>' : '>='} ${lo}` : `in ${open ? '(' : '['}${lo}, ${hi}]`;
-    throw invalidArgument(name, `a number ${range}`, value, hint);
   }
-  return value as number;
-}
 
-function integerAtLeast(name: string, value: unknown, lo: number, hint: string): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < lo) {
-    throw invalidArgument(name, `an integer >= ${lo}`, value, hint);
-  }
-  return value;
-}
+/** The defaults, from the option registry (options/registry.ts), where each default is stated once. */
+export const DEFAULT_METHOD_OPTIONS: Readonly<MethodOptions> = Object.freeze(
+  Object.fromEntries(METHOD_OPTIONS.map((o) => [o.key, o.default])) as unknown as MethodOptions,
+);
 
-function bool(name: string, value: unknown): boolean {
-  if (typeof value !== 'boolean') throw invalidArgument(name, 'true or false', value);
-  return value;
-}
-
-function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
-  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
-    throw invalidArgument(name, `one of ${allowed.join(', ')}`, value);
-  }
-  return value as T;
-}
+const KEYS = METHOD_OPTIONS.map((o) => o.key) as readonly string[];
 
 export function validateMethodName(name: unknown): MethodName {
   if (typeof name !== 'string' || !(METHOD_NAMES as readonly string[]).includes(name)) {
@@ -116,34 +72,16 @@ export function validateMethodName(name: unknown): MethodName {
 
 /** Fills defaults and validates every option; unknown option names are rejected (likely typos). */
 export function resolveMethodOptions(options: Partial<MethodOptions> = {}): MethodOptions {
+  if (!options || typeof options !== 'object') throw invalidArgument('methodOptions', 'an object of method options', options);
   for (const key of Object.keys(options)) {
-    if (!(KEYS as string[]).includes(key)) {
-      throw invalidArgument('method option', `one of ${KEYS.join(', ')}`, key);
-    }
+    if (!KEYS.includes(key)) throw invalidArgument('method option', `one of ${KEYS.join(', ')}`, key);
   }
-  // An option given as undefined takes its default (callers often forward unset CLI flags).
-  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
-  const o = { ...DEFAULT_METHOD_OPTIONS, ...given } as Record<keyof MethodOptions, unknown>;
-  const windowStride = o.windowStride;
-  if (windowStride !== null) integerAtLeast('windowStride', windowStride, 1, 'Use a stride of at most the native latent size, or omit it for half of it.');
-  if (!Array.isArray(o.maskLayers) || o.maskLayers.some((s) => typeof s !== 'string')) {
-    throw invalidArgument('maskLayers', 'an array of layer-name substrings', o.maskLayers, 'Use [] for all up-block layers.');
+  const out: Record<string, unknown> = {};
+  for (const spec of METHOD_OPTIONS) {
+    // An option given as undefined takes its default (callers often forward unset CLI flags).
+    const given = (options as Record<string, unknown>)[spec.key];
+    const value = checkOption(spec, given === undefined ? spec.default : given);
+    out[spec.key] = Array.isArray(value) ? [...value] : value;
   }
-  return {
-    stageSplit: numberIn('stageSplit', o.stageSplit, 0, 1, 'It is the fraction of steps spent in stage 1, e.g. 0.5.'),
-    pixelInteraction: bool('pixelInteraction', o.pixelInteraction),
-    structureWeight: numberIn('structureWeight', o.structureWeight, 0, 1, 'Use 0 to turn guidance off, at most 1.'),
-    structureSchedule: oneOf('structureSchedule', o.structureSchedule, ['constant', 'cosine'] as const),
-    structureGamma: numberIn('structureGamma', o.structureGamma, 0, Infinity, 'Use 1 for the plain cosine decay.', true),
-    structureSpace: oneOf('structureSpace', o.structureSpace, ['eps', 'x0'] as const),
-    guidanceSync: bool('guidanceSync', o.guidanceSync),
-    mask: bool('mask', o.mask),
-    windowJitter: bool('windowJitter', o.windowJitter),
-    maskEvery: integerAtLeast('maskEvery', o.maskEvery, 1, 'Use 1 to recompute the mask every step.'),
-    maskLayers: [...(o.maskLayers as string[])],
-    maskGamma: numberIn('maskGamma', o.maskGamma, 0, Infinity, 'Use 1 for the plain normalised map.', true),
-    maskThreshold: numberIn('maskThreshold', o.maskThreshold, 0, 1, 'Use 0 to keep the whole mask.'),
-    windowStride: windowStride as number | null,
-    previewEvery: integerAtLeast('previewEvery', o.previewEvery, 0, 'Use 0 to turn previews off.'),
-  };
+  return out as unknown as MethodOptions;
 }

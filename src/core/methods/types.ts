@@ -12,7 +12,8 @@ import type { Scheduler } from '../schedulers/types.ts';
 import type { Tensor } from '../tensor.ts';
 import type { AbortSignalLike } from '../platform.ts';
 
-export type MethodName = 'direct' | 'multidiffusion' | 'cutdiffusion' | 'asg';
+export type { MethodName } from '../options/registry.ts';
+import type { MethodName } from '../options/registry.ts';
 
 export type UnitKind = 'full' | 'patch' | 'window';
 
@@ -92,7 +93,9 @@ export interface MethodContext {
   signal?: AbortSignalLike;
   /** Called after every evaluate call returns (unitsDone/unitsTotal count over the whole run). */
   onProgress?(event: ProgressEvent): void;
-  /** Called every `previewEvery` steps (method option; 0 = never). */
+  /** Call onPreview every n steps (after steps n-1, 2n-1, ...); 0 or absent: never. */
+  previewEvery?: number;
+  /** Called every `previewEvery` steps. */
   onPreview?(preview: MethodPreview): void;
   /** Called once per distinct warning (e.g. the model gave no attention maps, mask fell back to 1). */
   onWarning?(message: string): void;

@@ -1,0 +1,92 @@
+/**
+ * The one registry of names and defaults: every option of a generation, of the methods, of VAE decoding, of
+ * loading a pipeline, and of the `asgd generate` command. Validation (params.ts, methods/options.ts), the CLI's
+ * flags and help (cli/options.ts) and the README's option table (scripts/options-table.ts) come from here.
+ * Portable.
+ */
+import type { OptionSpec } from './spec.ts';
+
+/** The high-resolution methods, the default first. */
+export const METHOD_NAMES = ['asg', 'cutdiffusion', 'multidiffusion', 'direct'] as const;
+export type MethodName = (typeof METHOD_NAMES)[number];
+export const DEFAULT_METHOD: MethodName = 'asg';
+
+/** Scheduler names (diffusers' classes in schedulers/config.ts). */
+export const SCHEDULER_NAMES = ['euler', 'euler-ancestral', 'ddim', 'pndm', 'dpmpp-2m', 'lms'] as const;
+export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
+
+export const MIN_SIZE = 64;
+export const MAX_SIZE = 8192;
+
+const PATCH_METHODS = ['asg', 'cutdiffusion', 'multidiffusion'] as const;
+
+/** Options of GenerateParams (the generation settings), in the order the help lists them. */
+export const PARAM_OPTIONS = [
+  { key: 'prompt', scope: 'params', kind: 'string', help: 'what to draw', cli: { flag: '--prompt', short: '-p', arg: '<text>' } },
+  { key: 'negativePrompt', scope: 'params', kind: 'string', default: '', defaultText: 'empty', help: 'what to avoid', cli: { flag: '--negative-prompt', short: '-n', arg: '<text>' } },
+  { key: 'width', scope: 'params', kind: 'integer', min: MIN_SIZE, max: MAX_SIZE, defaultText: 'the native width', help: 'image width in pixels, a multiple of 8', cli: { flag: '--width', short: '-W', arg: '<px>' } },
+  { key: 'height', scope: 'params', kind: 'integer', min: MIN_SIZE, max: MAX_SIZE, defaultText: 'the native height', help: 'image height in pixels, a multiple of 8', cli: { flag: '--height', short: '-H', arg: '<px>' } },
+  { key: 'steps', scope: 'params', kind: 'integer', default: 30, min: 1, max: 1000, help: 'denoising steps', cli: { flag: '--steps', short: '-s', arg: '<n>' } },
+  { key: 'guidanceScale', scope: 'params', kind: 'number', default: 7.5, help: 'classifier-free guidance scale (typically 1 to 15)', cli: { flag: '--guidance-scale', short: '-g', arg: '<x>' } },
+  { key: 'seed', scope: 'params', kind: 'string', defaultText: 'random (recorded in the image)', help: 'seed, 0 .. 2^64-1', cli: { flag: '--seed', arg: '<n>' } },
+  { key: 'scheduler', scope: 'params', kind: 'choice', choices: SCHEDULER_NAMES, defaultText: "the model's (euler for patch methods above the native size instead of pndm/lms)", help: 'scheduler', cli: { flag: '--scheduler', arg: '<name>' } },
+  { key: 'method', scope: 'params', kind: 'choice', choices: METHOD_NAMES, default: DEFAULT_METHOD, help: 'high-resolution method', cli: { flag: '--method', arg: '<name>' } },
+  { key: 'maskWords', scope: 'params', kind: 'list', defaultText: 'all content tokens', methods: ['asg'], help: 'prompt words whose cross-attention forms the mask (comma/space separated)', cli: { flag: '--mask-words', arg: '<words>' } },
+  { key: 'originalSize', scope: 'params', kind: 'string', defaultText: 'the output size', help: 'SDXL: original_size micro-conditioning, WIDTHxHEIGHT', cli: { flag: '--original-size', arg: '<WxH>' } },
+] as const satisfies readonly OptionSpec[];
+
+/** Options of MethodOptions. */
+export const METHOD_OPTIONS = [
+  { key: 'stageSplit', scope: 'method', kind: 'number', default: 0.8, min: 0, max: 1, methods: ['asg', 'cutdiffusion'], help: 'fraction of the steps in stage 1 (patches), the rest in stage 2 (windows)', hint: 'It is the fraction of steps spent in stage 1, e.g. 0.8.', cli: { flag: '--stage-split', arg: '<f>' } },
+  { key: 'pixelInteraction', scope: 'method', kind: 'boolean', default: true, methods: ['asg', 'cutdiffusion'], help: 'shuffle latent pixels between patches every stage-1 step', cli: { flag: '--pixel-interaction' } },
+  { key: 'structureWeight', scope: 'method', kind: 'number', default: 1, min: 0, max: 1, methods: ['asg'], help: 'structure guidance weight w_max (0: no guidance)', hint: 'Use 0 to turn guidance off, at most 1.', cli: { flag: '--structure-weight', arg: '<w>' } },
+  { key: 'structureSchedule', scope: 'method', kind: 'choice', choices: ['cosine', 'constant'], default: 'cosine', methods: ['asg'], help: 'w_t schedule over the steps', cli: { flag: '--structure-schedule', arg: '<s>' } },
+  { key: 'structureGamma', scope: 'method', kind: 'number', default: 1, min: 0, exclusiveMin: true, methods: ['asg'], help: 'exponent of the cosine schedule', hint: 'Use 1 for the plain cosine decay.', cli: { flag: '--structure-gamma', arg: '<g>' } },
+  { key: 'structureSpace', scope: 'method', kind: 'choice', choices: ['x0', 'eps'], default: 'x0', methods: ['asg'], help: 'align denoised estimates (x0) or noise predictions (eps, the paper\'s Eq. 3)', cli: { flag: '--structure-space', arg: '<s>' } },
+  { key: 'guidanceSync', scope: 'method', kind: 'boolean', default: false, methods: ['asg'], help: 'synchronous structure guidance (default: asynchronous, one step stale)', cli: { flag: '--guidance-sync' } },
+  { key: 'mask', scope: 'method', kind: 'boolean', default: true, methods: ['asg'], help: 'weight the guidance by the cross-attention mask', cli: { flag: '--mask' } },
+  { key: 'maskEvery', scope: 'method', kind: 'integer', default: 1, min: 1, methods: ['asg'], help: 'recompute the mask every n guided steps', hint: 'Use 1 to recompute the mask every step.', cli: { flag: '--mask-every', arg: '<n>' } },
+  { key: 'maskLayers', scope: 'method', kind: 'list', default: [], methods: ['asg'], help: 'attention layers to use (name substrings, comma separated)', hint: 'Use [] for all up-block layers.', cli: { flag: '--mask-layers', arg: '<list>' } },
+  { key: 'maskGamma', scope: 'method', kind: 'number', default: 1, min: 0, exclusiveMin: true, methods: ['asg'], help: 'mask exponent after min-max normalisation', hint: 'Use 1 for the plain normalised map.', cli: { flag: '--mask-gamma', arg: '<g>' } },
+  { key: 'maskThreshold', scope: 'method', kind: 'number', default: 0, min: 0, max: 1, methods: ['asg'], help: 'mask values below this become 0', hint: 'Use 0 to keep the whole mask.', cli: { flag: '--mask-threshold', arg: '<t>' } },
+  { key: 'windowStride', scope: 'method', kind: 'integer', default: null, nullable: true, min: 1, defaultText: 'half the native latent size', methods: PATCH_METHODS, help: 'stage-2 window stride in latent pixels', hint: 'Use a stride of at most the native latent size, or omit it for half of it.', cli: { flag: '--window-stride', arg: '<n>' } },
+  { key: 'windowJitter', scope: 'method', kind: 'boolean', default: true, methods: PATCH_METHODS, help: 'redraw the stage-2 window offsets every step', cli: { flag: '--window-jitter' } },
+] as const satisfies readonly OptionSpec[];
+
+/** Options of VaeDecodeOptions (GenerateParams.vae). */
+export const VAE_OPTIONS = [
+  { key: 'tiling', scope: 'vae', kind: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: 'tiled VAE decoding (auto: when the latent exceeds the tile)', cli: { flag: '--vae-tiling', arg: '<mode>' } },
+  { key: 'tileSize', scope: 'vae', kind: 'integer', default: 64, min: 8, help: 'VAE tile size in latent pixels', cli: { flag: '--vae-tile-size', arg: '<n>' } },
+  { key: 'overlap', scope: 'vae', kind: 'integer', default: 16, min: 0, help: 'VAE tile overlap in latent pixels (at most half the tile)', cli: { flag: '--vae-tile-overlap', arg: '<n>' } },
+] as const satisfies readonly OptionSpec[];
+
+/** Options of PipelineOptions (loading). */
+export const PIPELINE_OPTIONS = [
+  { key: 'devices', scope: 'pipeline', kind: 'string', default: 'cpu', help: 'devices, e.g. cpu | cpu,cpu | webgpu:0 | cuda:0,cuda:1', cli: { flag: '--devices', arg: '<list>' } },
+  { key: 'threads', scope: 'pipeline', kind: 'integer', default: 0, min: 0, defaultText: '0 (ONNX Runtime default; the cores divided among several CPU workers)', help: 'threads per CPU worker', cli: { flag: '--threads', arg: '<n>' } },
+  { key: 'splitCfg', scope: 'pipeline', kind: 'choice', choices: ['auto', 'balance', 'always', 'never'], default: 'auto', help: 'run units as two CFG halves to balance devices (auto: on CPU workers, where it is bit-exact)', cli: { flag: '--split-cfg', arg: '<mode>' } },
+  { key: 'retryOnOtherDevice', scope: 'pipeline', kind: 'boolean', default: false, help: "re-run a failed device's units on the other devices instead of stopping", cli: { flag: '--retry' } },
+  { key: 'vae', scope: 'pipeline', kind: 'string', help: "a separate VAE folder replacing the model's", cli: { flag: '--vae', arg: '<dir>' } },
+] as const satisfies readonly OptionSpec[];
+
+/** Options of the `asgd generate` command alone. */
+export const CLI_OPTIONS = [
+  { key: 'model', scope: 'cli', kind: 'string', defaultText: 'the model shipped in the package', help: 'model folder (optimum ONNX export)', cli: { flag: '--model', short: '-m', arg: '<dir>' } },
+  { key: 'output', scope: 'cli', kind: 'string', default: 'out.png', help: 'output image (.png, .jpg, .webp)', cli: { flag: '--output', short: '-o', arg: '<file>' } },
+  { key: 'overwrite', scope: 'cli', kind: 'boolean', default: false, help: 'replace an existing output file', cli: { flag: '--overwrite' } },
+  { key: 'preview', scope: 'cli', kind: 'string', help: 'write a low-resolution preview image every --preview-every steps', cli: { flag: '--preview', arg: '<file>' } },
+  { key: 'previewEvery', scope: 'cli', kind: 'integer', default: 5, min: 1, help: 'preview interval in steps', cli: { flag: '--preview-every', arg: '<n>' } },
+  { key: 'from', scope: 'cli', kind: 'string', help: 're-run the generation embedded in an image (flags given override it)', cli: { flag: '--from', arg: '<image>' } },
+  { key: 'json', scope: 'cli', kind: 'boolean', default: false, help: 'print a machine-readable result on stdout (implies --quiet)', cli: { flag: '--json' } },
+  { key: 'quiet', scope: 'cli', kind: 'boolean', default: false, help: 'no progress bar or summary', cli: { flag: '--quiet', short: '-q' } },
+] as const satisfies readonly OptionSpec[];
+
+/** Every option, in the order `asgd generate --help` and the README list them. */
+export const ALL_OPTIONS: readonly OptionSpec[] = [...CLI_OPTIONS.slice(0, 1), ...PARAM_OPTIONS, ...METHOD_OPTIONS, ...VAE_OPTIONS, ...PIPELINE_OPTIONS, ...CLI_OPTIONS.slice(1)];
+
+/** The spec of `key` in a group (a typo in a key is a compile error). */
+export function optionSpec<G extends readonly OptionSpec[]>(group: G, key: G[number]['key']): OptionSpec {
+  const s = group.find((o) => o.key === key);
+  if (!s) throw new Error(`no option ${String(key)}`);
+  return s;
+}
