@@ -15,7 +15,7 @@ import { resolveParams } from '../src/core/params.ts';
 import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
-import { runMethod } from '../src/node/sampling.ts';
+import { denoise as runMethod } from '../src/core/generation/denoise.ts';
 
 /**
  * Discrete-event clock: `run` advances time to the next timer whenever the program waits only on timers. With

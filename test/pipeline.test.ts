@@ -107,6 +107,20 @@ test('bad model folders get clear errors', async () => {
   await assert.rejects(loadPipeline('/nonexistent/model'), /Model folder not found/);
 });
 
+test('an error raised inside a device worker keeps its fields (parameter, expected, received, hint)', async () => {
+  const dir = await copyModel('standard');
+  fs.copyFileSync(path.join(dir, 'vae_decoder', 'model.onnx'), path.join(dir, 'unet', 'model.onnx'));
+  const err = await loadPipeline(dir, { threads: 1 }).then(() => undefined, (e: unknown) => e);
+  assert.ok(err instanceof AsgdError, String(err));
+  assert.equal(err.kind, 'model');
+  assert.equal(err.parameter, 'unet');
+  assert.match(err.expected ?? '', /^one of timestep/);
+  assert.equal(err.received, 'latent_sample');
+  assert.match(err.hint ?? '', /re-export it with optimum-cli/);
+  assert.equal(err.summary, 'unet has no timestep input');
+  assert.equal(err.message, `unet has no timestep input; expected ${err.expected}; received latent_sample. ${err.hint}`);
+});
+
 test('cancelling stops within one model call and the pipeline reports it', async () => {
   const p = await loadPipeline(await tinyModel('standard'), { threads: 1 });
   const controller = new AbortController();

@@ -2,7 +2,7 @@
  * `asgd`: the command-line tool. generate | info | devices | read. Every failure prints one clear message on
  * stderr and exits with a code from exit-codes.ts; outputs are written atomically.
  */
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +11,14 @@ import type { GenerationMetadata } from '../core/metadata.ts';
 import { validateParams, type GenerateParams } from '../core/params.ts';
 import { EXIT, exitCodeFor } from './exit-codes.ts';
 import { createProgressView } from './progress.ts';
+import { addOptions, givenValues } from './options.ts';
+import { ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
+import type { OptionSpec } from '../core/options/spec.ts';
+import type { PipelineOptions } from '../node/pipeline.ts';
+
+function defaults(specs: readonly OptionSpec[]): Record<string, unknown> {
+  return Object.fromEntries(specs.filter((s) => s.default !== undefined).map((s) => [s.key, s.default]));
+}
 import { PACKAGE_VERSION } from '../node/version.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -20,84 +28,6 @@ export function defaultModelDir(): string {
   const trained = path.join(ROOT, 'models', 'shapes-128');
   if (fs.existsSync(path.join(trained, 'model_index.json'))) return trained;
   return path.join(ROOT, '.cache', 'models', 'tiny-sd');
-}
-
-function num(flag: string, integer: boolean, min?: number, max?: number) {
-  return (value: string): number => {
-    const v = Number(value);
-    const okInt = !integer || Number.isInteger(v);
-    if (value.trim() === '' || !Number.isFinite(v) || !okInt || (min !== undefined && v < min) || (max !== undefined && v > max)) {
-      const range = min !== undefined && max !== undefined ? ` between ${min} and ${max}` : min !== undefined ? ` >= ${min}` : '';
-      throw invalidArgument(flag, `${integer ? 'an integer' : 'a finite number'}${range}`, value);
-    }
-    return v;
-  };
-}
-
-interface GenerateFlags {
-  model?: string;
-  prompt?: string;
-  negativePrompt?: string;
-  width?: number;
-  height?: number;
-  steps?: number;
-  guidanceScale?: number;
-  seed?: string;
-  output: string;
-  overwrite?: boolean;
-  scheduler?: string;
-  method?: string;
-  structureWeight?: number;
-  structureSchedule?: string;
-  structureGamma?: number;
-  structureSpace?: string;
-  guidanceSync?: boolean;
-  pixelInteraction?: boolean;
-  mask?: boolean;
-  maskWords?: string;
-  maskEvery?: number;
-  maskGamma?: number;
-  maskThreshold?: number;
-  maskLayers?: string;
-  stageSplit?: number;
-  windowStride?: number;
-  windowJitter?: boolean;
-  devices?: string;
-  threads?: number;
-  retry?: boolean;
-  splitCfg?: string;
-  vaeTiling?: string;
-  vaeTileSize?: number;
-  vaeTileOverlap?: number;
-  preview?: string;
-  previewEvery?: number;
-  from?: string;
-  vae?: string;
-  originalSize?: string;
-  json?: boolean;
-  quiet?: boolean;
-}
-
-function methodOptionsFrom(f: GenerateFlags, base: Record<string, unknown>): Record<string, unknown> {
-  const o: Record<string, unknown> = { ...base };
-  const set = (k: string, v: unknown) => {
-    if (v !== undefined) o[k] = v;
-  };
-  set('structureWeight', f.structureWeight);
-  set('structureSchedule', f.structureSchedule);
-  set('structureGamma', f.structureGamma);
-  set('structureSpace', f.structureSpace);
-  if (f.guidanceSync) o['guidanceSync'] = true;
-  if (f.pixelInteraction === false) o['pixelInteraction'] = false;
-  if (f.mask === false) o['mask'] = false;
-  set('maskEvery', f.maskEvery);
-  set('maskGamma', f.maskGamma);
-  set('maskThreshold', f.maskThreshold);
-  if (f.maskLayers !== undefined) o['maskLayers'] = f.maskLayers.split(',').map((s) => s.trim()).filter(Boolean);
-  set('stageSplit', f.stageSplit);
-  set('windowStride', f.windowStride);
-  if (f.windowJitter === false) o['windowJitter'] = false;
-  return o;
 }
 
 function parseSize(flag: string, v: string): { width: number; height: number } {
@@ -117,44 +47,42 @@ async function readFrom(file: string): Promise<GenerationMetadata> {
   return r.metadata;
 }
 
-async function runGenerate(f: GenerateFlags, cmd: Command): Promise<number> {
-  const quiet = !!f.quiet || !!f.json;
-  const src = (name: string) => cmd.getOptionValueSource(name);
-  const explicit = (name: string) => src(name) === 'cli' || src(name) === 'env';
-  const from = f.from ? await readFrom(f.from) : undefined;
+async function runGenerate(cmd: Command): Promise<number> {
+  const cli = { ...defaults(CLI_OPTIONS), ...givenValues(cmd, CLI_OPTIONS) } as {
+    model?: string; output: string; overwrite: boolean; preview?: string; previewEvery: number; from?: string; json: boolean; quiet: boolean;
+  };
+  const given = givenValues(cmd, PARAM_OPTIONS) as Partial<Record<(typeof PARAM_OPTIONS)[number]['key'], string & string[] & number>>;
+  const pipelineFlags = givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions;
+  const quiet = cli.quiet || cli.json;
+  const from = cli.from ? await readFrom(cli.from) : undefined;
 
-  const prompt = f.prompt ?? from?.prompt;
+  const prompt = given.prompt ?? from?.prompt;
   if (prompt === undefined) {
     throw invalidArgument('--prompt', 'a text prompt', undefined, 'Pass --prompt "a red circle on a blue background" (or --from image.png)');
   }
   const params: GenerateParams = {
-    prompt: explicit('prompt') || !from ? prompt : from.prompt,
-    negativePrompt: f.negativePrompt ?? from?.negativePrompt,
-    width: f.width ?? from?.width,
-    height: f.height ?? from?.height,
-    steps: f.steps ?? from?.steps,
-    guidanceScale: f.guidanceScale ?? from?.guidanceScale,
-    seed: f.seed ?? from?.seed,
-    scheduler: f.scheduler ?? from?.scheduler,
-    method: (f.method ?? from?.method) as GenerateParams['method'],
-    methodOptions: methodOptionsFrom(f, from?.methodOptions ?? {}),
-    maskWords: f.maskWords !== undefined ? f.maskWords.split(/[,\s]+/).filter(Boolean) : from?.maskWords,
-    vae: {
-      ...(from?.vae as GenerateParams['vae']),
-      ...(f.vaeTiling !== undefined ? { tiling: f.vaeTiling as 'auto' } : {}),
-      ...(f.vaeTileSize !== undefined ? { tileSize: f.vaeTileSize } : {}),
-      ...(f.vaeTileOverlap !== undefined ? { overlap: f.vaeTileOverlap } : {}),
-    },
-    originalSize: f.originalSize !== undefined ? parseSize('--original-size', f.originalSize) : from?.originalSize,
+    prompt,
+    negativePrompt: given.negativePrompt ?? from?.negativePrompt,
+    width: given.width ?? from?.width,
+    height: given.height ?? from?.height,
+    steps: given.steps ?? from?.steps,
+    guidanceScale: given.guidanceScale ?? from?.guidanceScale,
+    seed: given.seed ?? from?.seed,
+    scheduler: given.scheduler ?? from?.scheduler,
+    method: (given.method ?? from?.method) as GenerateParams['method'],
+    methodOptions: { ...(from?.methodOptions ?? {}), ...givenValues(cmd, METHOD_OPTIONS) },
+    maskWords: given.maskWords ?? from?.maskWords,
+    vae: { ...(from?.vae as GenerateParams['vae']), ...givenValues(cmd, VAE_OPTIONS) },
+    originalSize: given.originalSize !== undefined ? parseSize('--original-size', given.originalSize) : from?.originalSize,
   };
   validateParams(params);
   const { checkOutputPath, saveImage } = await import('../node/image/write.ts');
   // Fail on a bad output path before loading anything.
-  checkOutputPath(f.output, !!f.overwrite);
-  if (f.preview) checkOutputPath(f.preview, true);
+  checkOutputPath(cli.output, cli.overwrite);
+  if (cli.preview) checkOutputPath(cli.preview, true);
 
   const { loadPipeline } = await import('../node/pipeline.ts');
-  const modelDir = f.model ?? defaultModelDir();
+  const modelDir = cli.model ?? defaultModelDir();
   const controller = new AbortController();
   const onSigint = () => {
     if (!quiet) process.stderr.write('\nCancelling...\n');
@@ -163,26 +91,23 @@ async function runGenerate(f: GenerateFlags, cmd: Command): Promise<number> {
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   const progress = createProgressView(!quiet);
-  const pipeline = await loadPipeline(modelDir, {
-    devices: f.devices, threads: f.threads, vae: f.vae,
-    retryOnOtherDevice: f.retry, splitCfg: f.splitCfg as 'auto' | undefined,
-  });
+  const pipeline = await loadPipeline(modelDir, pipelineFlags);
   try {
     const result = await pipeline.generate(params, {
       signal: controller.signal,
       onProgress: (p) => progress.update(p),
       onWarning: (m) => {
-        if (!f.quiet) process.stderr.write(`warning: ${m}\n`);
+        if (!cli.quiet) process.stderr.write(`warning: ${m}\n`);
       },
-      previewEvery: f.previewEvery,
-      onPreview: f.preview
-        ? (img) => void saveImage(f.preview!, img, undefined, true).catch(() => undefined)
+      previewEvery: cli.previewEvery,
+      onPreview: cli.preview
+        ? (img) => void saveImage(cli.preview!, img, undefined, true).catch(() => undefined)
         : undefined,
     });
     progress.stop();
-    await saveImage(f.output, result.image, result.metadata, !!f.overwrite);
-    const out = path.resolve(f.output);
-    if (f.json) {
+    await saveImage(cli.output, result.image, result.metadata, cli.overwrite);
+    const out = path.resolve(cli.output);
+    if (cli.json) {
       process.stdout.write(
         JSON.stringify({ output: out, width: result.image.width, height: result.image.height, unetEvaluations: result.unetEvaluations, timings: result.timings, warnings: result.warnings, metadata: result.metadata }, null, 2) + '\n',
       );
@@ -256,51 +181,11 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
-  program
+  const generate = program
     .command('generate')
-    .description('Generate an image (default method: asg, the high-resolution method)')
-    .option('-m, --model <dir>', 'model folder (optimum ONNX export); default: the model shipped in the repository')
-    .option('-p, --prompt <text>', 'what to draw')
-    .option('-n, --negative-prompt <text>', 'what to avoid')
-    .option('-W, --width <px>', 'image width, multiple of 8 (default: the native width)', num('--width', true))
-    .option('-H, --height <px>', 'image height, multiple of 8 (default: the native height)', num('--height', true))
-    .option('-s, --steps <n>', 'denoising steps (default 30)', num('--steps', true))
-    .option('-g, --guidance-scale <x>', 'classifier-free guidance scale (default 7.5)', num('--guidance-scale', false))
-    .option('--seed <n>', 'seed, 0 .. 2^64-1 (default: random, printed and embedded)')
-    .option('-o, --output <file>', 'output image (.png, .jpg, .webp)', 'out.png')
-    .option('--overwrite', 'replace an existing output file')
-    .option('--scheduler <name>', 'euler, euler-ancestral, ddim, pndm, dpmpp-2m, lms (default: the model\'s)')
-    .addOption(new Option('--method <name>', 'high-resolution method').choices(['asg', 'cutdiffusion', 'multidiffusion', 'direct']))
-    .option('--structure-weight <w>', 'asg: structure guidance weight w_max in [0, 1]', num('--structure-weight', false))
-    .option('--structure-schedule <s>', 'asg: constant | cosine')
-    .option('--structure-gamma <g>', 'asg: exponent of the cosine schedule', num('--structure-gamma', false))
-    .option('--structure-space <s>', 'asg: eps | x0')
-    .option('--guidance-sync', 'asg: synchronous structure guidance (default asynchronous, one step stale)')
-    .option('--no-pixel-interaction', 'asg/cutdiffusion: do not shuffle pixels between patches')
-    .option('--no-mask', 'asg: uniform structure guidance, no cross-attention mask')
-    .option('--mask-words <words>', 'asg: prompt words whose attention forms the mask (comma/space separated)')
-    .option('--mask-every <n>', 'asg: recompute the mask every n steps', num('--mask-every', true, 1))
-    .option('--mask-gamma <g>', 'asg: mask exponent', num('--mask-gamma', false))
-    .option('--mask-threshold <t>', 'asg: mask values below t become 0', num('--mask-threshold', false))
-    .option('--mask-layers <list>', 'asg: attention layers to use (name substrings, comma separated)')
-    .option('--stage-split <f>', 'asg/cutdiffusion: fraction of steps in stage 1, [0, 1]', num('--stage-split', false))
-    .option('--window-stride <n>', 'stage-2 window stride in latent pixels', num('--window-stride', true))
-    .option('--no-window-jitter', 'stage-2 windows at fixed positions (no per-step jitter)')
-    .option('--devices <list>', 'devices, e.g. cpu | cpu,cpu | webgpu:0 | cuda:0,cuda:1', 'cpu')
-    .option('--threads <n>', 'threads per CPU worker (0: ONNX Runtime default; the cores divided among several CPU workers)', num('--threads', true, 0))
-    .option('--retry', 'if a device fails, re-run its units on the other devices instead of stopping')
-    .addOption(new Option('--split-cfg <mode>', 'run units as two CFG halves to balance devices: auto (CPU only) | balance | always | never').choices(['auto', 'balance', 'always', 'never']))
-    .addOption(new Option('--vae-tiling <mode>', 'VAE tiled decoding').choices(['auto', 'on', 'off']))
-    .option('--vae-tile-size <n>', 'VAE tile size in latent pixels', num('--vae-tile-size', true))
-    .option('--vae-tile-overlap <n>', 'VAE tile overlap in latent pixels', num('--vae-tile-overlap', true))
-    .option('--vae <dir>', 'a separate VAE folder replacing the model\'s (optimum export or a folder with model.onnx)')
-    .option('--original-size <WxH>', 'SDXL: original_size micro-conditioning (default: the output size)')
-    .option('--preview <file>', 'write a low-resolution preview image every --preview-every steps')
-    .option('--preview-every <n>', 'preview interval in steps (default 5)', num('--preview-every', true, 1))
-    .option('--from <image>', 're-run the generation embedded in an image (flags given override it)')
-    .option('--json', 'print a machine-readable result on stdout (implies --quiet)')
-    .option('-q, --quiet', 'no progress bar or summary')
-    .action(async (flags: GenerateFlags, cmd: Command) => setExit(await runGenerate(flags, cmd)));
+    .description('Generate an image (default method: asg, the high-resolution method)');
+  addOptions(generate, ALL_OPTIONS);
+  generate.action(async (_flags: unknown, cmd: Command) => setExit(await runGenerate(cmd)));
 
   program
     .command('info')

@@ -24,6 +24,8 @@ export interface AsgdErrorDetails {
 
 export class AsgdError extends Error {
   readonly kind: ErrorKind;
+  /** The first sentence of the message, before expected/received/hint were added to it. */
+  readonly summary: string;
   readonly parameter?: string;
   readonly expected?: string;
   readonly received?: string;
@@ -38,6 +40,7 @@ export class AsgdError extends Error {
     super(text, details.cause !== undefined ? { cause: details.cause } : undefined);
     this.name = 'AsgdError';
     this.kind = details.kind;
+    this.summary = message;
     this.parameter = details.parameter;
     this.expected = details.expected;
     this.received = details.received;

@@ -45,7 +45,7 @@ export function buildMetadata(p: ResolvedParams, model: { name: string; family: 
     scheduler,
     noise: p.noise,
     method: p.method,
-    methodOptions: p.methodOptions,
+    methodOptions: { ...p.methodOptions },
     ...(p.maskWords ? { maskWords: p.maskWords } : {}),
     vae: { ...p.vae },
     ...(p.originalSize ? { originalSize: p.originalSize } : {}),

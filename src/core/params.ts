@@ -4,7 +4,7 @@
  */
 import { invalidArgument } from './errors.ts';
 import { resolveMethodOptions, type MethodOptions } from './methods/options.ts';
-import { MAX_SIZE, METHOD_NAMES, MIN_SIZE, PARAM_OPTIONS, VAE_OPTIONS, optionSpec, type MethodName } from './options/registry.ts';
+import { MAX_SIZE, MIN_SIZE, PARAM_OPTIONS, VAE_OPTIONS, optionSpec, type MethodName } from './options/registry.ts';
 import { checkOption } from './options/spec.ts';
 
 export { MAX_SIZE, MIN_SIZE };

@@ -8,19 +8,20 @@ import { AsgdError, throwIfAborted } from '../core/errors.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata } from '../core/metadata.ts';
 import type { ProgressEvent as MethodProgress, UnetUnit, UnitResult } from '../core/methods/types.ts';
-import { resolveParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
+import type { GenerateParams, ResolvedParams } from '../core/params.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
-import { nameForClass } from '../core/schedulers/config.ts';
-import { ClipTokenizer, type TokenizedPrompt } from '../core/text/clip-tokenizer.ts';
-import { axisWeights, blendTile, planAxis } from '../core/vae/tiling.ts';
-import { runMethod } from './sampling.ts';
+import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
+import { checkGeneration, type ModelFacts } from '../core/generation/check.ts';
+import { decodeLatent as decodeStage, decodesTiled } from '../core/generation/decode.ts';
+import { denoise } from '../core/generation/denoise.ts';
+import { encodePrompt } from '../core/generation/prompt.ts';
 import { TOOL_VERSION } from './version.ts';
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
 import { DeviceWorker } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner/devices.ts';
 import { DevicePool } from './runner/pool.ts';
-import type { ComponentName, FailMode, WorkerRequest } from './runner/protocol.ts';
+import type { ComponentName, FailMode } from './runner/protocol.ts';
 import type { SplitMode } from '../core/dispatch/tasks.ts';
 import type { TextConditioning } from '../core/conditioning.ts';
 import type { IoInfo } from '../onnx/io.ts';
@@ -141,7 +142,6 @@ export class Pipeline implements AsyncDisposable {
     private readonly pool: DevicePool,
     private readonly tokenizer: ClipTokenizer,
     readonly info: ModelInfo,
-    private readonly probeLayers: string[],
     private readonly tokenizer2?: ClipTokenizer,
   ) {}
 
@@ -197,7 +197,7 @@ export class Pipeline implements AsyncDisposable {
           ? { random: createRandom(BigInt(hooks.completionJitter.seed), 'jitter'), maxMs: hooks.completionJitter.maxMs }
           : undefined,
       });
-      return new Pipeline(spec, devices, workers, pool, tokenizer, info, 'layers' in probe ? probe.layers : [], tokenizer2);
+      return new Pipeline(spec, devices, workers, pool, tokenizer, info, tokenizer2);
     } catch (err) {
       await Promise.all(workers.map((w) => w.terminate()));
       throw err;
@@ -210,40 +210,36 @@ export class Pipeline implements AsyncDisposable {
 
   async generate(params: GenerateParams, run: GenerateRunOptions = {}): Promise<GenerateResult> {
     if (this.closed) throw new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' });
-    const p = resolveParams(params, this.nativeSize);
+    // Stage 1, check: every setting against the model, before any model call.
+    const plan = checkGeneration(params, this.facts(), this.tokenizer);
+    const p = plan.params;
     const signal = run.signal;
     const warnings: string[] = [];
     const warn = (m: string) => {
       warnings.push(m);
       run.onWarning?.(m);
     };
+    plan.warnings.forEach(warn);
     const onAbort = () => void this.abortWorkers();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       throwIfAborted(signal);
       const t0 = performance.now();
-      const { cond, prompt } = await this.encodeText(p, warn);
+      // Stage 2, encode the prompt, and hand the conditioning to every device once.
+      const cond = await encodePrompt(
+        { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative },
+        { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt },
+        (which, rows, layer) =>
+          this.pool.request<'encodeText'>(which, { type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : 'encoding the prompt (second encoder)'),
+      );
       run.onConditioning?.(cond);
-      const maskTokens = this.maskTokens(p, prompt);
       await Promise.all(this.workers.filter((w) => w.alive).map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
       const tText = performance.now();
 
-      this.checkStaticSize(p);
-      if (p.originalSize && this.spec.family !== 'sdxl') {
-        throw new AsgdError('originalSize is an SDXL option', {
-          kind: 'invalid-argument', parameter: 'originalSize', expected: 'an SDXL model', received: `a ${this.spec.family === 'sd' ? 'Stable Diffusion 1.x/2.x' : this.spec.family} model`,
-          hint: 'Leave --original-size out for this model',
-        });
-      }
-      const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, p.scheduler ?? this.patchScheduler(p, warn));
-      const latentH = p.height / 8;
-      const latentW = p.width / 8;
+      // Stage 3, denoise: the method fuses one prediction per step, the scheduler steps it; units run on the devices.
+      const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
       let unetMs = 0;
       const evaluate = async (units: UnetUnit[]): Promise<UnitResult[]> => {
-        if (p.originalSize) {
-          // SDXL micro-conditioning: original_size replaces the first two time ids (default: the HR size).
-          for (const u of units) if (u.timeIds) u.timeIds = [p.originalSize.height, p.originalSize.width, ...u.timeIds.slice(2)];
-        }
         run.onUnits?.(units);
         const t = performance.now();
         try {
@@ -252,18 +248,18 @@ export class Pipeline implements AsyncDisposable {
           unetMs += performance.now() - t;
         }
       };
-      const sampled = await runMethod({
+      const sampled = await denoise({
         params: p,
         scheduler,
-        latentHeight: latentH,
-        latentWidth: latentW,
+        latentHeight: plan.latentHeight,
+        latentWidth: plan.latentWidth,
         nativeHeight: this.info.nativeHeight / 8,
         nativeWidth: this.info.nativeWidth / 8,
         channels: this.info.latentChannels,
-        latentMultiple: this.latentMultiple(),
+        latentMultiple: plan.latentMultiple,
         timeIds: this.spec.family === 'sdxl',
         evaluate,
-        maskTokens,
+        maskTokens: plan.maskTokens,
         signal,
         onWarning: warn,
         onProgress: (e: MethodProgress, unitsTotal: number, unitsDone: number) =>
@@ -274,19 +270,15 @@ export class Pipeline implements AsyncDisposable {
           : undefined,
       });
       const tDenoise = performance.now();
-      const vaeInput = this.info.components.vaeDecoder?.inputs[0];
-      if (this.spec.vae.forceUpcast && vaeInput?.type === 'float16') {
-        // The VAE config asks for float32 decoding (SDXL's VAE overflows in float16), but this export is float16.
-        warn('The VAE config sets force_upcast but vae_decoder is a float16 export: decoding may overflow to NaN or black; pass --vae with a float32 VAE export');
-      }
       throwIfAborted(signal);
-      const image = await this.decodeLatent(sampled.latent, latentH, latentW, p.vae, (done, total) =>
+
+      // Stage 4, decode (tiled above the tile size).
+      const image = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
         run.onProgress?.({ phase: 'decode', stage: 2, step: p.steps, totalSteps: p.steps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
       );
       throwIfAborted(signal);
       const tEnd = performance.now();
-      const metadata = buildMetadata(p, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION);
-      metadata.methodOptions = sampled.methodOptions;
+      const metadata = buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION);
       return {
         image,
         metadata,
@@ -315,151 +307,31 @@ export class Pipeline implements AsyncDisposable {
     }
   }
 
-  /**
-   * Linear multistep schedulers (PNDM's PLMS, LMS) extrapolate from the last few model outputs of each latent
-   * element. Above the native size the patch methods redraw pixel-interaction permutations and window jitter every
-   * step, so consecutive outputs of one element come from different UNet views, and the extrapolation amplifies
-   * their differences into speckle (measured on the shipped model: docs/benchmarks.md). So patch methods above the
-   * native size use Euler unless the user names a scheduler; the choice is recorded in the metadata.
-   */
-  private patchScheduler(p: ResolvedParams, warn: (m: string) => void): string | undefined {
-    const patched = p.method !== 'direct' && (p.width > this.info.nativeWidth || p.height > this.info.nativeHeight);
-    const configured = nameForClass(String(this.spec.schedulerConfig._class_name ?? ''));
-    if (!patched || (configured !== 'pndm' && configured !== 'lms')) return undefined;
-    warn(`Using the euler scheduler instead of the model's ${configured} for ${p.method} above the native size (multistep extrapolation across re-drawn patches adds noise); pass --scheduler ${configured} to keep it`);
-    return 'euler';
+  /** What the check stage needs of the model. */
+  private facts(): ModelFacts {
+    return {
+      family: this.spec.family,
+      nativeWidth: this.info.nativeWidth,
+      nativeHeight: this.info.nativeHeight,
+      latentChannels: this.info.latentChannels,
+      staticLatentSize: this.info.staticLatentSize,
+      schedulerClassName: String(this.spec.schedulerConfig._class_name ?? ''),
+      vaeForceUpcast: this.spec.vae.forceUpcast,
+      vaeIsFloat16: this.info.components.vaeDecoder?.inputs[0]?.type === 'float16',
+    };
   }
 
-  /** Static-shape UNets accept one latent size: every unit must be exactly native-sized. */
-  private checkStaticSize(p: ResolvedParams): void {
-    const fixed = this.info.staticLatentSize;
-    if (!fixed) return;
-    const nh = fixed.height * 8;
-    const nw = fixed.width * 8;
-    const multiple = p.width % nw === 0 && p.height % nh === 0;
-    if (!multiple || (p.method === 'direct' && (p.width !== nw || p.height !== nh))) {
-      throw new AsgdError('This UNet export has a static input size', {
-        kind: 'invalid-argument',
-        parameter: 'width/height',
-        expected: p.method === 'direct' ? `${nw}x${nh} with method direct, or multiples of it with a patch method` : `multiples of ${nw}x${nh}`,
-        received: `${p.width}x${p.height}`,
-        hint: 'Re-export the model with dynamic axes (optimum-cli does by default) to use other sizes',
-      });
-    }
-  }
-
-  private latentMultiple(): number {
-    // Three downsamplings in SD's UNet: latent sizes must be multiples of 8; the probe of smaller UNets may allow less.
-    return 8;
-  }
-
-  private async encodeText(p: ResolvedParams, warn: (m: string) => void): Promise<{ cond: TextConditioning; prompt: TokenizedPrompt }> {
-    const prompt = this.tokenizer.encode(p.prompt);
-    const negative = this.tokenizer.encode(p.negativePrompt);
-    if (prompt.truncated > 0) warn(`The prompt is too long: ${prompt.truncated} token(s) beyond the model's ${this.tokenizer.maxLength - 2} were dropped`);
-    if (negative.truncated > 0) warn(`The negative prompt is too long: ${negative.truncated} token(s) were dropped`);
-    const encoder = { request: <T extends 'encodeText'>(req: WorkerRequest, what: string) => this.pool.request<T>(req.type === 'encodeText' ? req.which : 'textEncoder', req, what) };
-    if (!this.tokenizer2) {
-      const r = await encoder.request<'encodeText'>(
-        { type: 'encodeText', which: 'textEncoder', rows: [negative.ids, prompt.ids], layer: 'last' },
-        'encoding the prompt',
-      );
-      return { cond: { hidden: r.hidden, tokens: r.tokens, dim: r.dim }, prompt };
-    }
-    // SDXL: penultimate hidden states of both encoders, concatenated on the feature axis; pooled text_embeds from
-    // the second encoder; unconditional half zeroed when no negative prompt is given and the model asks for it.
-    const rows2 = [this.tokenizer2.encode(p.negativePrompt).ids, this.tokenizer2.encode(p.prompt).ids];
-    const a = await encoder.request<'encodeText'>({ type: 'encodeText', which: 'textEncoder', rows: [negative.ids, prompt.ids], layer: 'penultimate' }, 'encoding the prompt');
-    const b = await encoder.request<'encodeText'>({ type: 'encodeText', which: 'textEncoder2', rows: rows2, layer: 'penultimate' }, 'encoding the prompt (second encoder)');
-    if (!b.pooled || !b.pooledDim) {
-      throw new AsgdError('The second text encoder has no pooled output', { kind: 'model', parameter: 'text_encoder_2', expected: 'a text_embeds output', received: 'none', hint: 'Re-export the SDXL model with optimum-cli' });
-    }
-    if (a.tokens !== b.tokens) throw new AsgdError('The two text encoders disagree on the token count', { kind: 'model', parameter: 'text_encoder_2', expected: String(a.tokens), received: String(b.tokens) });
-    const t = a.tokens;
-    const dim = a.dim + b.dim;
-    const hidden = new Float32Array(2 * t * dim);
-    for (let r = 0; r < 2 * t; r++) {
-      hidden.set(a.hidden.subarray(r * a.dim, (r + 1) * a.dim), r * dim);
-      hidden.set(b.hidden.subarray(r * b.dim, (r + 1) * b.dim), r * dim + a.dim);
-    }
-    const textEmbeds = b.pooled.slice();
-    if (p.negativePrompt === '' && this.spec.forceZerosForEmptyPrompt) {
-      hidden.fill(0, 0, t * dim);
-      textEmbeds.fill(0, 0, b.pooledDim);
-    }
-    return { cond: { hidden, tokens: t, dim, textEmbeds, pooledDim: b.pooledDim }, prompt };
-  }
-
-  /** Token positions whose cross-attention forms the mask: content tokens, or the words the user named. */
-  private maskTokens(p: ResolvedParams, prompt: TokenizedPrompt): number[] {
-    const content = prompt.tokens.map((_, i) => i + 1);
-    if (!p.maskWords) return content;
-    const norm = (t: string) => t.replace(/<\/w>$/, '').toLowerCase();
-    const picked: number[] = [];
-    for (const word of p.maskWords) {
-      const pieces = this.tokenizer.encode(word).tokens.map(norm);
-      let found = false;
-      for (let i = 0; i + pieces.length <= prompt.tokens.length; i++) {
-        if (pieces.every((piece, k) => norm(prompt.tokens[i + k]!) === piece)) {
-          for (let k = 0; k < pieces.length; k++) picked.push(i + k + 1);
-          found = true;
-        }
-      }
-      if (!found) {
-        throw new AsgdError(`The mask word ${JSON.stringify(word)} is not in the prompt`, {
-          kind: 'invalid-argument', parameter: 'maskWords', expected: 'words that appear in the prompt', received: JSON.stringify(word),
-          hint: `Prompt words: ${[...new Set(prompt.tokens.map(norm))].join(' ')}`,
-        });
-      }
-    }
-    return [...new Set(picked)].sort((a, b) => a - b);
-  }
-
-  /** VAE decoding, tiled when the latent exceeds the tile (or when asked); latents divided by the scaling factor. */
+  /** VAE decoding on the device that holds the decoder, tiled when the latent exceeds the tile (or when asked). */
   async decodeLatent(
     latent: Float32Array, h: number, w: number, opts: ResolvedParams['vae'], onTile?: (done: number, total: number) => void,
   ): Promise<RgbImage> {
-    const c = this.info.latentChannels;
-    const inv = 1 / this.spec.vae.scalingFactor;
-    const scaled = new Float32Array(latent.length);
-    for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
-    const tile = opts.tiling === 'on' || (opts.tiling === 'auto' && (h > opts.tileSize || w > opts.tileSize));
-    const decoder = { request: <T extends 'vaeDecode'>(req: WorkerRequest, what: string, transfer?: ArrayBuffer[]) => this.pool.request<T>('vaeDecoder', req, what, transfer) };
-    if (!tile) {
-      const r = await decoder.request<'vaeDecode'>({ type: 'vaeDecode', latent: scaled, channels: c, height: h, width: w }, 'VAE decoding', [scaled.buffer]);
-      onTile?.(1, 1);
-      return chwToRgb8(r.data, r.height, r.width);
-    }
-    const ys = planAxis(h, opts.tileSize, opts.overlap);
-    const xs = planAxis(w, opts.tileSize, opts.overlap);
-    let canvas: Float32Array | undefined;
-    let scale = 8;
-    let wy: Float32Array[] = [];
-    let wx: Float32Array[] = [];
-    let done = 0;
-    for (const [iy, ty] of ys.entries()) {
-      for (const [ix, tx] of xs.entries()) {
-        const th = ty.end - ty.start;
-        const tw = tx.end - tx.start;
-        const part = new Float32Array(c * th * tw);
-        for (let ch = 0; ch < c; ch++) {
-          for (let y = 0; y < th; y++) {
-            const src = (ch * h + ty.start + y) * w + tx.start;
-            part.set(scaled.subarray(src, src + tw), (ch * th + y) * tw);
-          }
-        }
-        const r = await decoder.request<'vaeDecode'>({ type: 'vaeDecode', latent: part, channels: c, height: th, width: tw }, `VAE tile ${done + 1}`, [part.buffer]);
-        if (!canvas) {
-          scale = r.height / th;
-          canvas = new Float32Array(3 * h * scale * w * scale);
-          wy = axisWeights(ys, h, opts.overlap, scale);
-          wx = axisWeights(xs, w, opts.overlap, scale);
-        }
-        blendTile(canvas, h * scale, w * scale, r.data, { y: ty, x: tx }, wy[iy]!, wx[ix]!, scale);
-        onTile?.(++done, ys.length * xs.length);
-      }
-    }
-    return chwToRgb8(canvas!, h * scale, w * scale);
+    const r = await decodeStage(
+      { latent, channels: this.info.latentChannels, height: h, width: w, scalingFactor: this.spec.vae.scalingFactor, options: opts },
+      (part, c, th, tw, index) =>
+        this.pool.request<'vaeDecode'>('vaeDecoder', { type: 'vaeDecode', latent: part, channels: c, height: th, width: tw }, index === 0 && !decodesTiled(opts, h, w) ? 'VAE decoding' : `VAE tile ${index + 1}`, [part.buffer as ArrayBuffer]),
+      onTile,
+    );
+    return chwToRgb8(r.data, r.height, r.width);
   }
 
   private async abortWorkers(): Promise<void> {

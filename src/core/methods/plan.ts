@@ -13,8 +13,10 @@ import { planWindows } from './windows.ts';
 export interface MethodSetup extends GeometryInput {
   /** T, the number of scheduler steps (must equal ctx.scheduler.numSteps). */
   numSteps: number;
-  /** SDXL micro-conditioning: give every unit time_ids (orig = target = HR size in pixels, crop per unit). */
+  /** SDXL micro-conditioning: give every unit time_ids (target = HR size in pixels, crop per unit). */
   timeIds?: boolean;
+  /** SDXL `original_size` in pixels for the time ids (default: the HR size). */
+  originalSize?: { width: number; height: number };
   /** Image pixels per latent pixel (8 for Stable Diffusion). Default 8. */
   vaeScaleFactor?: number;
 }
@@ -29,6 +31,7 @@ export interface MethodPlan {
   /** unitsBefore[k] = units of steps 0..k-1; unitsBefore[T] = total. */
   unitsBefore: number[];
   timeIds: boolean;
+  originalSize?: { width: number; height: number };
   vaeScaleFactor: number;
 }
 
@@ -62,7 +65,7 @@ export function planMethod(name: MethodName, options: MethodOptions, setup: Meth
   for (let k = 0; k < numSteps; k++) {
     unitsBefore.push(unitsBefore[k] + unitsPerStep(name, geometry, windows, stage1Steps, k));
   }
-  return { name, geometry, windows, numSteps, stage1Steps, unitsBefore, timeIds: setup.timeIds ?? false, vaeScaleFactor };
+  return { name, geometry, windows, numSteps, stage1Steps, unitsBefore, timeIds: setup.timeIds ?? false, originalSize: setup.originalSize, vaeScaleFactor };
 }
 
 /** SDXL time_ids for a unit whose origin in the (zero-padded) canvas is (cropTop, cropLeft) latent px. */
@@ -71,5 +74,6 @@ export function unitTimeIds(plan: MethodPlan, cropTop: number, cropLeft: number)
   const f = plan.vaeScaleFactor;
   const h = plan.geometry.height * f;
   const w = plan.geometry.width * f;
-  return [h, w, cropTop * f, cropLeft * f, h, w];
+  const original = plan.originalSize ?? { height: h, width: w };
+  return [original.height, original.width, cropTop * f, cropLeft * f, h, w];
 }

@@ -29,7 +29,7 @@ export const PARAM_OPTIONS = [
   { key: 'steps', scope: 'params', kind: 'integer', default: 30, min: 1, max: 1000, help: 'denoising steps', cli: { flag: '--steps', short: '-s', arg: '<n>' } },
   { key: 'guidanceScale', scope: 'params', kind: 'number', default: 7.5, help: 'classifier-free guidance scale (typically 1 to 15)', cli: { flag: '--guidance-scale', short: '-g', arg: '<x>' } },
   { key: 'seed', scope: 'params', kind: 'string', defaultText: 'random (recorded in the image)', help: 'seed, 0 .. 2^64-1', cli: { flag: '--seed', arg: '<n>' } },
-  { key: 'scheduler', scope: 'params', kind: 'choice', choices: SCHEDULER_NAMES, defaultText: "the model's (euler for patch methods above the native size instead of pndm/lms)", help: 'scheduler', cli: { flag: '--scheduler', arg: '<name>' } },
+  { key: 'scheduler', scope: 'params', kind: 'choice', choices: SCHEDULER_NAMES, defaultText: "the model's; euler instead of pndm/lms for patch methods above the native size", help: 'scheduler', cli: { flag: '--scheduler', arg: '<name>' } },
   { key: 'method', scope: 'params', kind: 'choice', choices: METHOD_NAMES, default: DEFAULT_METHOD, help: 'high-resolution method', cli: { flag: '--method', arg: '<name>' } },
   { key: 'maskWords', scope: 'params', kind: 'list', defaultText: 'all content tokens', methods: ['asg'], help: 'prompt words whose cross-attention forms the mask (comma/space separated)', cli: { flag: '--mask-words', arg: '<words>' } },
   { key: 'originalSize', scope: 'params', kind: 'string', defaultText: 'the output size', help: 'SDXL: original_size micro-conditioning, WIDTHxHEIGHT', cli: { flag: '--original-size', arg: '<WxH>' } },
@@ -38,19 +38,19 @@ export const PARAM_OPTIONS = [
 /** Options of MethodOptions. */
 export const METHOD_OPTIONS = [
   { key: 'stageSplit', scope: 'method', kind: 'number', default: 0.8, min: 0, max: 1, methods: ['asg', 'cutdiffusion'], help: 'fraction of the steps in stage 1 (patches), the rest in stage 2 (windows)', hint: 'It is the fraction of steps spent in stage 1, e.g. 0.8.', cli: { flag: '--stage-split', arg: '<f>' } },
-  { key: 'pixelInteraction', scope: 'method', kind: 'boolean', default: true, methods: ['asg', 'cutdiffusion'], help: 'shuffle latent pixels between patches every stage-1 step', cli: { flag: '--pixel-interaction' } },
+  { key: 'pixelInteraction', scope: 'method', kind: 'boolean', default: true, methods: ['asg', 'cutdiffusion'], help: 'shuffle latent pixels between patches every stage-1 step', offHelp: 'no pixel shuffling between patches', cli: { flag: '--pixel-interaction' } },
   { key: 'structureWeight', scope: 'method', kind: 'number', default: 1, min: 0, max: 1, methods: ['asg'], help: 'structure guidance weight w_max (0: no guidance)', hint: 'Use 0 to turn guidance off, at most 1.', cli: { flag: '--structure-weight', arg: '<w>' } },
   { key: 'structureSchedule', scope: 'method', kind: 'choice', choices: ['cosine', 'constant'], default: 'cosine', methods: ['asg'], help: 'w_t schedule over the steps', cli: { flag: '--structure-schedule', arg: '<s>' } },
   { key: 'structureGamma', scope: 'method', kind: 'number', default: 1, min: 0, exclusiveMin: true, methods: ['asg'], help: 'exponent of the cosine schedule', hint: 'Use 1 for the plain cosine decay.', cli: { flag: '--structure-gamma', arg: '<g>' } },
   { key: 'structureSpace', scope: 'method', kind: 'choice', choices: ['x0', 'eps'], default: 'x0', methods: ['asg'], help: 'align denoised estimates (x0) or noise predictions (eps, the paper\'s Eq. 3)', cli: { flag: '--structure-space', arg: '<s>' } },
   { key: 'guidanceSync', scope: 'method', kind: 'boolean', default: false, methods: ['asg'], help: 'synchronous structure guidance (default: asynchronous, one step stale)', cli: { flag: '--guidance-sync' } },
-  { key: 'mask', scope: 'method', kind: 'boolean', default: true, methods: ['asg'], help: 'weight the guidance by the cross-attention mask', cli: { flag: '--mask' } },
+  { key: 'mask', scope: 'method', kind: 'boolean', default: true, methods: ['asg'], help: 'weight the guidance by the cross-attention mask', offHelp: 'uniform structure guidance, no cross-attention mask', cli: { flag: '--mask' } },
   { key: 'maskEvery', scope: 'method', kind: 'integer', default: 1, min: 1, methods: ['asg'], help: 'recompute the mask every n guided steps', hint: 'Use 1 to recompute the mask every step.', cli: { flag: '--mask-every', arg: '<n>' } },
   { key: 'maskLayers', scope: 'method', kind: 'list', default: [], methods: ['asg'], help: 'attention layers to use (name substrings, comma separated)', hint: 'Use [] for all up-block layers.', cli: { flag: '--mask-layers', arg: '<list>' } },
   { key: 'maskGamma', scope: 'method', kind: 'number', default: 1, min: 0, exclusiveMin: true, methods: ['asg'], help: 'mask exponent after min-max normalisation', hint: 'Use 1 for the plain normalised map.', cli: { flag: '--mask-gamma', arg: '<g>' } },
   { key: 'maskThreshold', scope: 'method', kind: 'number', default: 0, min: 0, max: 1, methods: ['asg'], help: 'mask values below this become 0', hint: 'Use 0 to keep the whole mask.', cli: { flag: '--mask-threshold', arg: '<t>' } },
   { key: 'windowStride', scope: 'method', kind: 'integer', default: null, nullable: true, min: 1, defaultText: 'half the native latent size', methods: PATCH_METHODS, help: 'stage-2 window stride in latent pixels', hint: 'Use a stride of at most the native latent size, or omit it for half of it.', cli: { flag: '--window-stride', arg: '<n>' } },
-  { key: 'windowJitter', scope: 'method', kind: 'boolean', default: true, methods: PATCH_METHODS, help: 'redraw the stage-2 window offsets every step', cli: { flag: '--window-jitter' } },
+  { key: 'windowJitter', scope: 'method', kind: 'boolean', default: true, methods: PATCH_METHODS, help: 'redraw the stage-2 window offsets every step', offHelp: 'stage-2 windows at fixed positions (no per-step jitter)', cli: { flag: '--window-jitter' } },
 ] as const satisfies readonly OptionSpec[];
 
 /** Options of VaeDecodeOptions (GenerateParams.vae). */

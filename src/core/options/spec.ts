@@ -26,6 +26,8 @@ export interface OptionSpec {
   /** null is a valid value (it means "derive it", as `defaultText` explains). */
   nullable?: boolean;
   help: string;
+  /** For booleans whose default is true: what the `--no-` flag does. */
+  offHelp?: string;
   /** What to do about a bad value. */
   hint?: string;
   /** The methods that read it (shown in the help); absent: every method. */
@@ -48,7 +50,7 @@ export function expectedText(s: OptionSpec): string {
   const nullText = s.nullable ? ' (or null)' : '';
   switch (s.kind) {
     case 'number':
-      return `a finite number${describeRange(s)}${nullText}`;
+      return `a number${describeRange(s)}${nullText}`;
     case 'integer':
       return `an integer${describeRange(s)}${nullText}`;
     case 'boolean':

@@ -8,8 +8,9 @@
 import { invalidArgument } from '../errors.ts';
 import type { SchedulerConfig } from './types.ts';
 
-export const SCHEDULER_NAMES = ['euler', 'euler-ancestral', 'ddim', 'pndm', 'dpmpp-2m', 'lms'] as const;
-export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
+import { SCHEDULER_NAMES, type SchedulerName } from '../options/registry.ts';
+
+export { SCHEDULER_NAMES, type SchedulerName };
 
 export const CLASS_NAMES: Record<SchedulerName, string> = {
   euler: 'EulerDiscreteScheduler',

@@ -94,7 +94,10 @@ export class DeviceWorker {
 
   private rebuildError(e: SerializedError, what: string): Error {
     if (e.kind) {
-      return new AsgdError(e.message, { kind: e.kind as ErrorKind, parameter: e.parameter, hint: undefined });
+      // Rebuilt with every field (summary + details recompose the same message).
+      return new AsgdError(e.summary ?? e.message, {
+        kind: e.kind as ErrorKind, parameter: e.parameter, expected: e.expected, received: e.received, hint: e.hint, cause: e.stack,
+      });
     }
     return new AsgdError(`Device ${this.label} failed on ${what}: ${e.message}`, {
       kind: 'device',

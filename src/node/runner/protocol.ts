@@ -62,6 +62,8 @@ export type WorkerResult =
 
 export interface SerializedError {
   message: string;
+  /** AsgdError's summary (its message before the details), so the error is rebuilt with every field. */
+  summary?: string;
   name: string;
   kind?: string;
   parameter?: string;

@@ -39,7 +39,7 @@ const state: State = { sessions: {}, unetCalls: 0 };
 
 function serialize(err: unknown): SerializedError {
   if (err instanceof AsgdError) {
-    return { message: err.message, name: err.name, kind: err.kind, parameter: err.parameter, expected: err.expected, received: err.received, hint: err.hint, stack: err.stack };
+    return { message: err.message, summary: err.summary, name: err.name, kind: err.kind, parameter: err.parameter, expected: err.expected, received: err.received, hint: err.hint, stack: err.stack };
   }
   if (err instanceof Error) return { message: err.message, name: err.name, stack: err.stack };
   return { message: String(err), name: 'Error' };

@@ -1,17 +1,19 @@
 /**
- * The denoising loop: a method fuses one model output for the whole latent per step, the scheduler steps it.
+ * The denoise stage: a method fuses one model output for the whole latent per step, the scheduler steps it.
  * Initial noise is torch-compatible: randn([N, C, p_h, p_w], seed) relocated into the HR latent, which at N = 1
  * is exactly diffusers' starting latent for the same seed.
  */
-import { createMethod } from '../core/methods/index.ts';
-import type { MethodPreview, ProgressEvent, UnetUnit, UnitResult } from '../core/methods/types.ts';
-import { patchesToLatent } from '../core/methods/polyphase.ts';
-import type { ResolvedParams } from '../core/params.ts';
-import { createRandom } from '../core/random/index.ts';
-import type { Scheduler, SchedulerState } from '../core/schedulers/types.ts';
-import { throwIfAborted } from '../core/errors.ts';
+import { throwIfAborted } from '../errors.ts';
+import { createMethod } from '../methods/index.ts';
+import type { MethodOptions } from '../methods/options.ts';
+import { patchesToLatent } from '../methods/polyphase.ts';
+import type { MethodContext, MethodPreview, ProgressEvent, UnetUnit, UnitResult } from '../methods/types.ts';
+import type { ResolvedParams } from '../params.ts';
+import type { AbortSignalLike } from '../platform.ts';
+import { createRandom } from '../random/index.ts';
+import type { Scheduler, SchedulerState } from '../schedulers/types.ts';
 
-export interface SamplingInput {
+export interface DenoiseInput {
   params: ResolvedParams;
   scheduler: Scheduler;
   latentHeight: number;
@@ -23,7 +25,7 @@ export interface SamplingInput {
   timeIds?: boolean;
   evaluate(units: UnetUnit[]): Promise<UnitResult[]>;
   maskTokens: readonly number[];
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   onWarning?(message: string): void;
   onProgress?(event: ProgressEvent, unitsTotal: number, unitsDone: number): void;
   previewEvery: number;
@@ -32,16 +34,16 @@ export interface SamplingInput {
   onStep?(step: number, fused: Float32Array, latent: Float32Array, state: SchedulerState): void;
 }
 
-export interface SamplingResult {
+export interface DenoiseResult {
   latent: Float32Array;
   unitEvaluations: number;
   /** The method's options as resolved (defaults filled in), for the metadata. */
-  methodOptions: Record<string, unknown>;
+  methodOptions: MethodOptions;
 }
 
-export async function runMethod(input: SamplingInput): Promise<SamplingResult> {
+export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
   const { params: p, scheduler } = input;
-  const method = createMethod(p.method, { ...p.methodOptions, previewEvery: input.previewEvery }, {
+  const method = createMethod(p.method, p.methodOptions, {
     height: input.latentHeight,
     width: input.latentWidth,
     nativeHeight: input.nativeHeight,
@@ -50,6 +52,7 @@ export async function runMethod(input: SamplingInput): Promise<SamplingResult> {
     channels: input.channels,
     numSteps: scheduler.numSteps,
     timeIds: input.timeIds,
+    originalSize: p.originalSize,
   });
   const geo = method.plan.geometry;
   // As diffusers does, ancestral noise continues the same torch generator after the initial latent.
@@ -59,7 +62,7 @@ export async function runMethod(input: SamplingInput): Promise<SamplingResult> {
   if (sigma0 !== 1) for (let i = 0; i < noise.length; i++) noise[i] = noise[i]! * sigma0;
   let latent = patchesToLatent(noise, geo);
   let state = scheduler.initialState();
-  const ctx = {
+  const ctx: MethodContext = {
     scheduler,
     evaluate: input.evaluate,
     random: { permutation: createRandom(p.seed, 'permutation'), jitter: createRandom(p.seed, 'jitter') },
@@ -67,6 +70,7 @@ export async function runMethod(input: SamplingInput): Promise<SamplingResult> {
     signal: input.signal,
     onProgress: (e: ProgressEvent) => input.onProgress?.(e, method.unitsTotal, e.unitsDone),
     onWarning: input.onWarning,
+    previewEvery: input.previewEvery,
     onPreview: input.onPreviewLatent
       ? (pv: MethodPreview) => {
           const t = pv.denoised ?? pv.latent;
@@ -82,7 +86,5 @@ export async function runMethod(input: SamplingInput): Promise<SamplingResult> {
     latent = r.prevSample;
     state = r.state;
   }
-  const methodOptions: Record<string, unknown> = { ...method.options };
-  delete methodOptions['previewEvery'];
-  return { latent, unitEvaluations: method.unitsTotal, methodOptions };
+  return { latent, unitEvaluations: method.unitsTotal, methodOptions: method.options };
 }

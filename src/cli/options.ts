@@ -1,0 +1,68 @@
+/**
+ * Command-line flags made from the option registry (core/options/registry.ts): flag text, help with the
+ * default, value parsing and validation that names the flag, and reading the given flags back into the library's
+ * option objects. Only flags the user gave (on the command line) are read, so `--from` can supply the rest.
+ */
+import { Option, type Command } from 'commander';
+import { invalidArgument } from '../core/errors.ts';
+import { checkOption, defaultText, flagText, type OptionSpec } from '../core/options/spec.ts';
+
+/** The help line of a spec: which methods read it, what it does, its default. */
+export function helpText(s: OptionSpec): string {
+  const scope = s.methods ? `${s.methods.join('/')}: ` : '';
+  if (s.kind === 'boolean') return `${scope}${s.default === true ? s.offHelp ?? `do not ${s.help}` : s.help}`;
+  const d = defaultText(s);
+  return `${scope}${s.help}${d ? ` (default: ${d})` : ''}`;
+}
+
+function parser(s: OptionSpec, flag: string): ((value: string) => unknown) | undefined {
+  if (s.kind === 'number' || s.kind === 'integer') {
+    return (value: string) => {
+      const v = value.trim() === '' ? NaN : Number(value);
+      try {
+        return checkOption(s, v, flag);
+      } catch {
+        throw invalidArgument(flag, checkExpected(s), value, s.hint);
+      }
+    };
+  }
+  if (s.kind === 'list') return (value: string) => value.split(/[,\s]+/).map((x) => x.trim()).filter(Boolean);
+  return undefined;
+}
+
+function checkExpected(s: OptionSpec): string {
+  try {
+    checkOption(s, Symbol('probe'));
+  } catch (e) {
+    return (e as { expected?: string }).expected ?? '';
+  }
+  return '';
+}
+
+/** Commander's Option for a spec (`--mask-layers` splits on commas, `--no-mask` for a default-true boolean). */
+export function cliOption(s: OptionSpec): Option {
+  const o = new Option(flagText(s), helpText(s));
+  const p = parser(s, s.cli!.flag);
+  if (p) o.argParser(p);
+  if (s.kind === 'choice') o.choices([...s.choices!]);
+  return o;
+}
+
+/** Adds a flag for every spec that has one. */
+export function addOptions(cmd: Command, specs: readonly OptionSpec[]): Command {
+  for (const s of specs) if (s.cli) cmd.addOption(cliOption(s));
+  return cmd;
+}
+
+/** The values of the flags the user gave (command line or environment), under the specs' library keys. */
+export function givenValues(cmd: Command, specs: readonly OptionSpec[]): Record<string, unknown> {
+  const values = cmd.opts();
+  const out: Record<string, unknown> = {};
+  for (const s of specs) {
+    if (!s.cli) continue;
+    const attr = cliOption(s).attributeName();
+    const source = cmd.getOptionValueSource(attr);
+    if (source === 'cli' || source === 'env') out[s.key] = values[attr];
+  }
+  return out;
+}

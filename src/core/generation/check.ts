@@ -1,0 +1,137 @@
+/**
+ * The check stage: every check of a generation's settings against the model, before any model call (sizes,
+ * static-shape exports, SDXL-only options, method options and their plan, mask words, scheduler choice), and the
+ * plan the later stages follow. Portable.
+ */
+import { AsgdError } from '../errors.ts';
+import { planMethod, type MethodPlan } from '../methods/plan.ts';
+import { resolveParams, type GenerateParams, type ResolvedParams } from '../params.ts';
+import { nameForClass } from '../schedulers/config.ts';
+import type { ClipTokenizer, TokenizedPrompt } from '../text/clip-tokenizer.ts';
+
+/** What the check stage needs to know of the model. */
+export interface ModelFacts {
+  family: 'sd' | 'sdxl';
+  nativeWidth: number;
+  nativeHeight: number;
+  latentChannels: number;
+  /** Set when the UNet export fixed its spatial input size. */
+  staticLatentSize?: { height: number; width: number };
+  /** diffusers class name of the model's scheduler config. */
+  schedulerClassName: string;
+  /** The VAE config asks for float32 decoding, and whether this VAE export is float16. */
+  vaeForceUpcast: boolean;
+  vaeIsFloat16: boolean;
+}
+
+export interface GenerationPlan {
+  params: ResolvedParams;
+  /** The scheduler to use instead of the model's config (user's choice, or euler for patch methods; see below). */
+  scheduler?: string;
+  prompt: TokenizedPrompt;
+  negative: TokenizedPrompt;
+  /** Token positions whose cross-attention forms the mask. */
+  maskTokens: number[];
+  latentHeight: number;
+  latentWidth: number;
+  /** Latent sizes must be multiples of this (three downsamplings in SD's UNet). */
+  latentMultiple: number;
+  method: MethodPlan;
+  warnings: string[];
+}
+
+const LATENT_MULTIPLE = 8;
+
+export function checkGeneration(input: GenerateParams, model: ModelFacts, tokenizer: ClipTokenizer): GenerationPlan {
+  const p = resolveParams(input, { width: model.nativeWidth, height: model.nativeHeight });
+  const warnings: string[] = [];
+  checkStaticSize(p, model);
+  if (p.originalSize && model.family !== 'sdxl') {
+    throw new AsgdError('originalSize is an SDXL option', {
+      kind: 'invalid-argument', parameter: 'originalSize', expected: 'an SDXL model', received: 'a Stable Diffusion 1.x/2.x model',
+      hint: 'Leave --original-size out for this model',
+    });
+  }
+  const prompt = tokenizer.encode(p.prompt);
+  const negative = tokenizer.encode(p.negativePrompt);
+  if (prompt.truncated > 0) warnings.push(`The prompt is too long: ${prompt.truncated} token(s) beyond the model's ${tokenizer.maxLength - 2} were dropped`);
+  if (negative.truncated > 0) warnings.push(`The negative prompt is too long: ${negative.truncated} token(s) were dropped`);
+  const maskTokens = pickMaskTokens(p, prompt, tokenizer);
+  const scheduler = p.scheduler ?? patchScheduler(p, model, warnings);
+  const latentHeight = p.height / 8;
+  const latentWidth = p.width / 8;
+  const method = planMethod(p.method, p.methodOptions, {
+    height: latentHeight,
+    width: latentWidth,
+    nativeHeight: model.nativeHeight / 8,
+    nativeWidth: model.nativeWidth / 8,
+    latentMultiple: LATENT_MULTIPLE,
+    channels: model.latentChannels,
+    numSteps: p.steps,
+    timeIds: model.family === 'sdxl',
+    originalSize: p.originalSize,
+  });
+  if (model.vaeForceUpcast && model.vaeIsFloat16) {
+    // The VAE config asks for float32 decoding (SDXL's VAE overflows in float16), but this export is float16.
+    warnings.push('The VAE config sets force_upcast but vae_decoder is a float16 export: decoding may overflow to NaN or black; pass --vae with a float32 VAE export');
+  }
+  return { params: p, scheduler, prompt, negative, maskTokens, latentHeight, latentWidth, latentMultiple: LATENT_MULTIPLE, method, warnings };
+}
+
+/** Static-shape UNets accept one latent size: every unit must be exactly native-sized. */
+function checkStaticSize(p: ResolvedParams, model: ModelFacts): void {
+  const fixed = model.staticLatentSize;
+  if (!fixed) return;
+  const nh = fixed.height * 8;
+  const nw = fixed.width * 8;
+  const multiple = p.width % nw === 0 && p.height % nh === 0;
+  if (!multiple || (p.method === 'direct' && (p.width !== nw || p.height !== nh))) {
+    throw new AsgdError('This UNet export has a static input size', {
+      kind: 'invalid-argument',
+      parameter: 'width/height',
+      expected: p.method === 'direct' ? `${nw}x${nh} with method direct, or multiples of it with a patch method` : `multiples of ${nw}x${nh}`,
+      received: `${p.width}x${p.height}`,
+      hint: 'Re-export the model with dynamic axes (optimum-cli does by default) to use other sizes',
+    });
+  }
+}
+
+/**
+ * Linear multistep schedulers (PNDM's PLMS, LMS) extrapolate from the last few model outputs of each latent
+ * element. Above the native size the patch methods redraw pixel-interaction permutations and window jitter every
+ * step, so consecutive outputs of one element come from different UNet views, and the extrapolation amplifies
+ * their differences into speckle (measured on the shipped model: docs/benchmarks.md). So patch methods above the
+ * native size use Euler unless the user names a scheduler; the choice is recorded in the metadata.
+ */
+function patchScheduler(p: ResolvedParams, model: ModelFacts, warnings: string[]): string | undefined {
+  const patched = p.method !== 'direct' && (p.width > model.nativeWidth || p.height > model.nativeHeight);
+  const configured = nameForClass(model.schedulerClassName);
+  if (!patched || (configured !== 'pndm' && configured !== 'lms')) return undefined;
+  warnings.push(`Using the euler scheduler instead of the model's ${configured} for ${p.method} above the native size (multistep extrapolation across re-drawn patches adds noise); pass --scheduler ${configured} to keep it`);
+  return 'euler';
+}
+
+/** Token positions whose cross-attention forms the mask: content tokens, or the words the user named. */
+function pickMaskTokens(p: ResolvedParams, prompt: TokenizedPrompt, tokenizer: ClipTokenizer): number[] {
+  const content = prompt.tokens.map((_, i) => i + 1);
+  if (!p.maskWords) return content;
+  const norm = (t: string) => t.replace(/<\/w>$/, '').toLowerCase();
+  const picked: number[] = [];
+  for (const word of p.maskWords) {
+    const pieces = tokenizer.encode(word).tokens.map(norm);
+    let found = false;
+    for (let i = 0; i + pieces.length <= prompt.tokens.length; i++) {
+      if (pieces.every((piece, k) => norm(prompt.tokens[i + k]!) === piece)) {
+        for (let k = 0; k < pieces.length; k++) picked.push(i + k + 1);
+        found = true;
+      }
+    }
+    if (!found) {
+      throw new AsgdError(`The mask word ${JSON.stringify(word)} is not in the prompt`, {
+        kind: 'invalid-argument', parameter: 'maskWords', expected: 'words that appear in the prompt', received: JSON.stringify(word),
+        hint: `Prompt words: ${[...new Set(prompt.tokens.map(norm))].join(' ')}`,
+      });
+    }
+  }
+  return [...new Set(picked)].sort((a, b) => a - b);
+}
