@@ -114,14 +114,11 @@ test('an output path that cannot be written: exit 4, a clear message and no file
 test('Ctrl-C stops the generation, exits 130 and leaves no file', async () => {
   const dir = tempDir('cli-int');
   const out = path.join(dir, 'x.png');
-  const child = spawn(process.execPath, [BIN, 'generate', '-m', model, '-p', 'x', '--steps', '200', '-W', '512', '-H', '512', '-o', out, '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  await new Promise((r) => setTimeout(r, 2500));
-  child.kill('SIGINT');
-  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  assert.equal(code, 130, stderr);
-  assert.match(stderr, /Generation cancelled/);
+  const run = await startUntilPreview(['--steps', '200', '-W', '512', '-H', '512', '-o', out, '--threads', '1']);
+  run.child.kill('SIGINT');
+  const code = await run.exited;
+  assert.equal(code, 130, run.stderr());
+  assert.match(run.stderr(), /Generation cancelled/);
   assert.deepEqual(fs.readdirSync(dir), []);
 });
 
