@@ -101,7 +101,7 @@ test('an output path that cannot be written: exit 4, a clear message and no file
   // the write fails after denoising, with the same exit code and no file or temporary file left.
   const outDir = tempDir('cli-replaced');
   const out = path.join(outDir, 'x.png');
-  const run = await startUntilPreview(['-W', '512', '-H', '512', '--steps', '12', '--threads', '1', '-o', out]);
+  const run = await startUntilPreview(['-W', '512', '-H', '512', '--steps', '30', '--threads', '1', '-o', out]);
   fs.rmSync(outDir, { recursive: true });
   fs.writeFileSync(outDir, 'now a file');
   const code = await run.exited;
