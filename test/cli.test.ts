@@ -64,27 +64,78 @@ test('bad input: clear message, non-zero exit, no output file', () => {
   }
   assert.deepEqual(fs.readdirSync(dir), ['exists.png']);
   assert.equal(fs.readFileSync(existing, 'utf8'), 'keep me');
-  if (process.getuid?.() !== 0) {
-    const ro = tempDir('ro');
-    fs.chmodSync(ro, 0o555);
-    const r = asgd(['generate', '-m', model, '-p', 'x', '-o', path.join(ro, 'x.png'), ...quick]);
-    assert.equal(r.code, 4);
-    assert.match(r.stderr, /not writable/);
+});
+
+/** Starts `asgd generate` with a preview written every step; resolves once the first preview exists (mid-denoise). */
+async function startUntilPreview(args: string[]) {
+  const previewDir = tempDir('cli-preview');
+  const preview = path.join(previewDir, 'p.png');
+  const child = spawn(process.execPath, [BIN, 'generate', '-m', model, '-p', 'a red circle', '--preview', preview, '--preview-every', '1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  let running = true;
+  void exited.then(() => (running = false));
+  const t0 = performance.now();
+  while (!fs.existsSync(preview)) {
+    assert.ok(running, `asgd exited before the first preview: ${stderr}`);
+    assert.ok(performance.now() - t0 < 120_000, 'no preview within 120 s');
+    await new Promise((r) => setTimeout(r, 20));
   }
+  return { child, exited, previewDir, stderr: () => stderr };
+}
+
+test('an output path that cannot be written: exit 4, a clear message and no file, whoever runs it (root too)', async () => {
+  // The cause is a regular file where the output folder should be (ENOTDIR), which holds for root as well,
+  // unlike a read-only folder (root may write into a folder without write permission).
+  const dir = tempDir('cli-unwritable');
+  const notAFolder = path.join(dir, 'file.txt');
+  fs.writeFileSync(notAFolder, 'a file, not a folder');
+  const r = asgd(['generate', '-m', model, '-p', 'x', '-o', path.join(notAFolder, 'x.png'), ...quick]);
+  assert.equal(r.code, 4, r.stderr);
+  assert.equal(r.stderr, `asgd: The output folder is not a folder: ${notAFolder}. Choose another path\n`);
+  assert.deepEqual(fs.readdirSync(dir), ['file.txt']);
+  assert.equal(fs.readFileSync(notAFolder, 'utf8'), 'a file, not a folder');
+
+  // The same cause arising during the generation (the folder replaced by a file after the checks at the start):
+  // the write fails after denoising, with the same exit code and no file or temporary file left.
+  const outDir = tempDir('cli-replaced');
+  const out = path.join(outDir, 'x.png');
+  const run = await startUntilPreview(['-W', '512', '-H', '512', '--steps', '30', '--threads', '1', '-o', out]);
+  fs.rmSync(outDir, { recursive: true });
+  fs.writeFileSync(outDir, 'now a file');
+  const code = await run.exited;
+  assert.equal(code, 4, run.stderr());
+  assert.ok(run.stderr().endsWith(`asgd: The output folder is not a folder: ${outDir}. Choose another path\n`), run.stderr());
+  assert.equal(fs.readFileSync(outDir, 'utf8'), 'now a file');
+  assert.deepEqual(fs.readdirSync(path.dirname(outDir)).filter((f) => f.startsWith(`.${path.basename(outDir)}`) || f.endsWith('.tmp')), []);
 });
 
 test('Ctrl-C stops the generation, exits 130 and leaves no file', async () => {
   const dir = tempDir('cli-int');
   const out = path.join(dir, 'x.png');
-  const child = spawn(process.execPath, [BIN, 'generate', '-m', model, '-p', 'x', '--steps', '200', '-W', '512', '-H', '512', '-o', out, '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  await new Promise((r) => setTimeout(r, 2500));
-  child.kill('SIGINT');
-  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  assert.equal(code, 130, stderr);
-  assert.match(stderr, /Generation cancelled/);
+  const run = await startUntilPreview(['--steps', '200', '-W', '512', '-H', '512', '-o', out, '--threads', '1']);
+  run.child.kill('SIGINT');
+  const code = await run.exited;
+  assert.equal(code, 130, run.stderr());
+  assert.match(run.stderr(), /Generation cancelled/);
   assert.deepEqual(fs.readdirSync(dir), []);
+});
+
+test('Ctrl-C with two CPU workers, mid-denoise: exit 130, no output file and no temporary file', async () => {
+  const dir = tempDir('cli-int2');
+  const out = path.join(dir, 'x.png');
+  // 1024 px on the 512-native model: 4 patches per step, dealt to both workers.
+  const run = await startUntilPreview(['-W', '1024', '-H', '1024', '--steps', '200', '--devices', 'cpu,cpu', '--threads', '1', '-o', out]);
+  const t0 = performance.now();
+  run.child.kill('SIGINT');
+  const code = await run.exited;
+  assert.equal(code, 130, run.stderr());
+  assert.match(run.stderr(), /Cancelling\.\.\.\nasgd: Generation cancelled\n$/);
+  assert.ok(performance.now() - t0 < 30_000, 'stops within 30 s of Ctrl-C');
+  assert.equal(fs.existsSync(out), false);
+  assert.deepEqual(fs.readdirSync(dir), [], 'nothing in the output folder, temporary files included');
+  assert.deepEqual(fs.readdirSync(run.previewDir).filter((f) => f !== 'p.png'), [], 'no temporary preview file either');
 });
 
 test('info, devices and --help', () => {

@@ -216,7 +216,7 @@ describe('asg', () => {
 });
 
 describe('unit counts', () => {
-  it('match the formula: SD 1.x 2048 px (N 16, 49 windows) and SDXL 2048 px (325 units at T = 50)', () => {
+  it("match the formula at the paper's stage split 0.5: SD 1.x 2048 px (N 16, 49 windows) and SDXL 2048 px (325 units at T = 50)", () => {
     const sd = { height: 256, width: 256, nativeHeight: 64, nativeWidth: 64, numSteps: 50 };
     const xl = { ...sd, nativeHeight: 128, nativeWidth: 128 };
     const total = (name: string, setup: MethodSetup) => createMethod(name, {}, setup).unitsTotal;
@@ -228,6 +228,30 @@ describe('unit counts', () => {
     assert.equal(total('direct', sd), 50);
     const m = createMethod('asg', { stageSplit: 0.3 }, sd);
     assert.deepEqual([m.unitsAt(0), m.unitsAt(14), m.unitsAt(15), m.unitsAt(49)], [16, 16, 49, 49]);
+  });
+
+  it('at the default stage split 0.8: SDXL 2048 px makes 250 units at T = 50 (325 at 0.5), SD 1.x 2048 px 1130 (1625)', () => {
+    // Built without the paper reading above: these are the counts a user gets with the shipped defaults.
+    const sd = { height: 256, width: 256, nativeHeight: 64, nativeWidth: 64, numSteps: 50 };
+    const xl = { ...sd, nativeHeight: 128, nativeWidth: 128 };
+    const total = (name: string, setup: MethodSetup, options: Partial<MethodOptions> = {}) => createMethodWithDefaults(name, options, setup).unitsTotal;
+    assert.equal(createMethodWithDefaults('asg', {}, xl).plan.stage1Steps, 40);
+    for (const name of ['asg', 'cutdiffusion']) {
+      assert.equal(total(name, xl), 40 * 4 + 10 * 9, name);
+      assert.equal(total(name, xl), 250, name);
+      assert.equal(total(name, xl, { stageSplit: 0.5 }), 325, name);
+      assert.equal(total(name, sd), 40 * 16 + 10 * 49, name);
+      assert.equal(total(name, sd), 1130, name);
+      assert.equal(total(name, sd, { stageSplit: 0.5 }), 1625, name);
+    }
+    // The stage split does not apply to the one-stage methods.
+    assert.equal(total('multidiffusion', xl), 50 * 9);
+    assert.equal(total('direct', xl), 50);
+    // docs/benchmarks.md, methods on the shipped model (native latent 16), 10 steps: 4x area 50 units (65 at 0.5),
+    // 16x area 226 (325 at 0.5).
+    const shapes = (px: number) => ({ height: px / 8, width: px / 8, nativeHeight: 16, nativeWidth: 16, numSteps: 10 });
+    assert.deepEqual([total('asg', shapes(256)), total('asg', shapes(256), { stageSplit: 0.5 })], [50, 65]);
+    assert.deepEqual([total('asg', shapes(512)), total('asg', shapes(512), { stageSplit: 0.5 })], [226, 325]);
   });
 
   it('equal the units actually evaluated per step, and progress counts them', async () => {

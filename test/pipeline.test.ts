@@ -43,6 +43,23 @@ test('end to end: an image of the requested size with readable embedded paramete
   assert.deepEqual(fs.readdirSync(dir).sort(), ['a.jpg', 'a.png', 'a.webp']);
 });
 
+test('saveImage to a path whose folder is a regular file fails with kind output and leaves no file (root too)', async () => {
+  const dir = tempDir('unwritable');
+  const notAFolder = path.join(dir, 'file.txt');
+  fs.writeFileSync(notAFolder, 'a file');
+  const img = { data: new Uint8Array(8 * 8 * 3).fill(128), width: 8, height: 8 };
+  const cases: [string, string][] = [
+    [path.join(notAFolder, 'a.png'), `The output folder is not a folder: ${notAFolder}`],
+    [path.join(notAFolder, 'sub', 'a.png'), `The output folder does not exist: ${path.join(notAFolder, 'sub')}`],
+  ];
+  for (const [file, message] of cases) {
+    await assert.rejects(saveImage(file, img, undefined, true), (e: unknown) =>
+      e instanceof AsgdError && e.kind === 'output' && e.parameter === 'output' && e.message.startsWith(`${message}. `), file);
+  }
+  assert.deepEqual(fs.readdirSync(dir), ['file.txt']);
+  assert.equal(fs.readFileSync(notAFolder, 'utf8'), 'a file');
+});
+
 test('the same seed gives byte-identical files, another seed a different one', async () => {
   const dir = tempDir();
   const files: Buffer[] = [];
