@@ -36,3 +36,11 @@ export type { StructureSchedule, StructureSpace } from './methods/guidance.ts';
 export type { WindowAxis } from './methods/windows.ts';
 export { ClipTokenizer, CLIP_MAX_LENGTH, type TokenizedPrompt, type TokenizerFiles } from './text/clip-tokenizer.ts';
 export { axisWeights, blendTile, planAxis, planTiles, type AxisTile, type Tile, type TileOptions } from './vae/tiling.ts';
+export {
+  ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, VAE_OPTIONS, optionSpec,
+} from './options/registry.ts';
+export { checkOption, defaultText, expectedText, flagText, type OptionKind, type OptionScope, type OptionSpec } from './options/spec.ts';
+export { checkGeneration, type GenerationPlan, type ModelFacts } from './generation/check.ts';
+export { encodePrompt, type EncodedText, type EncodeText, type PromptEncoders, type PromptInput, type TextEncoderName } from './generation/prompt.ts';
+export { denoise, type DenoiseInput, type DenoiseResult } from './generation/denoise.ts';
+export { decodeLatent, decodesTiled, type DecodedImage, type DecodeInput, type DecodeTile } from './generation/decode.ts';

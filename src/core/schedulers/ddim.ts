@@ -5,32 +5,11 @@
  */
 import type { ConfigReader } from './config.ts';
 import { checkIndex, checkStep, initialState } from './common.ts';
-import { alphasCumprod, readNoiseSchedule } from './noise-schedule.ts';
-import { f32, roundHalfEven, sqrt32 } from './numeric.ts';
-import {
-  TIMESTEP_SPACINGS,
-  checkNumSteps,
-  checkTimestepRange,
-  leadingDescending,
-  linspaceDescending,
-  trailingDescending,
-} from './spacing.ts';
+import { CumulativeAlphas, integerTimesteps } from './ddpm-schedule.ts';
+import { readNoiseSchedule } from './noise-schedule.ts';
+import { f32, sqrt32 } from './numeric.ts';
+import { checkNumSteps } from './spacing.ts';
 import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
-
-/**
- * Integer timesteps of the DDPM-type classes (DDIM, and PNDM in reverse), descending. `linspace`
- * rounds half to even as NumPy does.
- */
-export function integerTimesteps(reader: ConfigReader, numTrain: number, numSteps: number): number[] {
-  const spacing = reader.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
-  const offset = reader.integer('steps_offset', 0);
-  let ts: number[];
-  if (spacing === 'linspace') ts = linspaceDescending(numTrain - 1, numSteps).map(roundHalfEven);
-  else if (spacing === 'leading') ts = leadingDescending(numTrain, numSteps, offset);
-  else ts = trailingDescending(numTrain, numTrain, numSteps);
-  checkTimestepRange(ts, numTrain);
-  return ts;
-}
 
 export class DdimScheduler implements Scheduler {
   readonly name = 'ddim';
@@ -41,6 +20,7 @@ export class DdimScheduler implements Scheduler {
   /** float32 alphas_cumprod over the training timesteps. */
   readonly alphasCumprod: Float64Array;
   readonly finalAlphaCumprod: number;
+  private readonly alphas: CumulativeAlphas;
   private readonly stride: number;
   private readonly clipRange: number | null;
 
@@ -50,8 +30,9 @@ export class DdimScheduler implements Scheduler {
     const noise = readNoiseSchedule(reader, true);
     const n = noise.numTrainTimesteps;
     checkNumSteps(numSteps, n);
-    this.alphasCumprod = alphasCumprod(noise);
-    this.finalAlphaCumprod = reader.boolean('set_alpha_to_one') ? 1 : this.alphasCumprod[0]!;
+    this.alphas = new CumulativeAlphas(reader, noise);
+    this.alphasCumprod = this.alphas.values;
+    this.finalAlphaCumprod = this.alphas.final;
     this.clipRange = reader.boolean('clip_sample')
       ? reader.number('clip_sample_range', (v) => Number.isFinite(v) && v > 0, 'a positive number')
       : null;
@@ -70,7 +51,7 @@ export class DdimScheduler implements Scheduler {
   }
 
   private abarAt(t: number): number {
-    return t >= 0 ? this.alphasCumprod[t]! : this.finalAlphaCumprod;
+    return this.alphas.at(t);
   }
 
   noiseLevel(stepIndex: number): { alpha: number; sigma: number } {

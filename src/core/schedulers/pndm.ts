@@ -11,8 +11,8 @@
 import { invalidArgument } from '../errors.ts';
 import type { ConfigReader } from './config.ts';
 import { checkIndex, checkStep, initialState } from './common.ts';
-import { integerTimesteps } from './ddim.ts';
-import { alphasCumprod, readNoiseSchedule } from './noise-schedule.ts';
+import { CumulativeAlphas, integerTimesteps } from './ddpm-schedule.ts';
+import { readNoiseSchedule } from './noise-schedule.ts';
 import { f32, sqrt32 } from './numeric.ts';
 import { checkNumSteps } from './spacing.ts';
 import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
@@ -53,6 +53,7 @@ export class PndmScheduler implements Scheduler {
   readonly initNoiseSigma = 1;
   readonly alphasCumprod: Float64Array;
   readonly finalAlphaCumprod: number;
+  private readonly alphas: CumulativeAlphas;
   readonly skipPrkSteps: boolean;
   /** Number of leading PRK evaluations (0 with skip_prk_steps). */
   readonly prkSteps: number;
@@ -64,8 +65,9 @@ export class PndmScheduler implements Scheduler {
     const noise = readNoiseSchedule(reader, false);
     const n = noise.numTrainTimesteps;
     checkNumSteps(numSteps, n);
-    this.alphasCumprod = alphasCumprod(noise);
-    this.finalAlphaCumprod = reader.boolean('set_alpha_to_one') ? 1 : this.alphasCumprod[0]!;
+    this.alphas = new CumulativeAlphas(reader, noise);
+    this.alphasCumprod = this.alphas.values;
+    this.finalAlphaCumprod = this.alphas.final;
     this.skipPrkSteps = reader.boolean('skip_prk_steps');
     this.stride = Math.floor(n / numSteps);
     const asc = integerTimesteps(reader, n, numSteps).reverse();
@@ -105,7 +107,7 @@ export class PndmScheduler implements Scheduler {
   }
 
   private abarAt(t: number): number {
-    return t >= 0 ? this.alphasCumprod[t]! : this.finalAlphaCumprod;
+    return this.alphas.at(t);
   }
 
   noiseLevel(stepIndex: number): { alpha: number; sigma: number } {

@@ -99,6 +99,33 @@ export class ClipTokenizer {
   }
 }
 
+/** CLIP's text pipeline in HF tokenizers' serialisation: normalizer, pre-tokenizer, decoder. */
+export const CLIP_TOKENIZER_PIPELINE = {
+  normalizer: {
+    type: 'Sequence',
+    normalizers: [
+      { type: 'NFC' },
+      { type: 'Replace', pattern: { Regex: '\\s+' }, content: ' ' },
+      { type: 'Lowercase' },
+    ],
+  },
+  pre_tokenizer: {
+    type: 'Sequence',
+    pretokenizers: [
+      {
+        type: 'Split',
+        pattern: {
+          Regex: "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+",
+        },
+        behavior: 'Removed',
+        invert: true,
+      },
+      { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+    ],
+  },
+  decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+} as const;
+
 /** A tokenizer.json equivalent to CLIP's, built in memory from vocab.json + merges.txt. */
 export function buildTokenizerJson(files: TokenizerFiles, label = 'tokenizer'): Record<string, unknown> {
   if (!files.vocab || files.merges === undefined) {
@@ -122,30 +149,10 @@ export function buildTokenizerJson(files: TokenizerFiles, label = 'tokenizer'): 
   return {
     version: '1.0',
     added_tokens: special,
-    normalizer: {
-      type: 'Sequence',
-      normalizers: [
-        { type: 'NFC' },
-        { type: 'Replace', pattern: { Regex: '\\s+' }, content: ' ' },
-        { type: 'Lowercase' },
-      ],
-    },
-    pre_tokenizer: {
-      type: 'Sequence',
-      pretokenizers: [
-        {
-          type: 'Split',
-          pattern: {
-            Regex: "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+",
-          },
-          behavior: 'Removed',
-          invert: true,
-        },
-        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
-      ],
-    },
+    normalizer: CLIP_TOKENIZER_PIPELINE.normalizer,
+    pre_tokenizer: CLIP_TOKENIZER_PIPELINE.pre_tokenizer,
     post_processor: null,
-    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    decoder: CLIP_TOKENIZER_PIPELINE.decoder,
     model: {
       type: 'BPE',
       dropout: null,

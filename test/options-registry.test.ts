@@ -1,0 +1,65 @@
+/**
+ * One registry of names and defaults (src/core/options/registry.ts): validation, the CLI's flags and help, and the
+ * README's option table come from it, so none can drift from the others.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { test } from 'node:test';
+import { buildProgram } from '../src/cli/main.ts';
+import { flagText, type OptionSpec } from '../src/core/options/spec.ts';
+import { ALL_OPTIONS, METHOD_NAMES, METHOD_OPTIONS, PARAM_OPTIONS, VAE_OPTIONS } from '../src/core/options/registry.ts';
+import { DEFAULT_METHOD_OPTIONS, resolveMethodOptions } from '../src/core/methods/options.ts';
+import { resolveParams } from '../src/core/params.ts';
+import { SCHEDULER_NAMES } from '../src/core/schedulers/index.ts';
+import { README, withTable } from '../scripts/options-table.ts';
+
+test('the README option table is the one the registry generates', () => {
+  const readme = fs.readFileSync(README, 'utf8');
+  assert.equal(withTable(readme), readme, 'run: node --import tsx scripts/options-table.ts');
+});
+
+test('asgd generate has exactly the registry flags, in its order, with its help', () => {
+  const generate = buildProgram(() => undefined).commands.find((c) => c.name() === 'generate')!;
+  const flags = generate.options.map((o) => o.flags);
+  assert.deepEqual(flags, ALL_OPTIONS.filter((s) => s.cli).map(flagText));
+  const mask = generate.options.find((o) => o.long === '--no-mask')!;
+  assert.equal(mask.description, 'asg: uniform structure guidance, no cross-attention mask');
+  const steps = generate.options.find((o) => o.long === '--steps')!;
+  assert.equal(steps.description, 'denoising steps (default: 30)');
+});
+
+test('library defaults are the registry defaults', () => {
+  const r = resolveParams({ prompt: 'x', seed: 1 }, { width: 512, height: 512 });
+  const param = (k: string) => (PARAM_OPTIONS as readonly OptionSpec[]).find((s) => s.key === k)!.default;
+  assert.equal(r.steps, param('steps'));
+  assert.equal(r.guidanceScale, param('guidanceScale'));
+  assert.equal(r.method, param('method'));
+  assert.deepEqual(r.vae, Object.fromEntries(VAE_OPTIONS.map((s) => [s.key, s.default])));
+  assert.deepEqual(r.methodOptions, Object.fromEntries(METHOD_OPTIONS.map((s) => [s.key, s.default])));
+  assert.deepEqual(resolveMethodOptions({}), DEFAULT_METHOD_OPTIONS);
+  // The shipped defaults of asg that docs/repetition.md measured.
+  assert.deepEqual(
+    { stageSplit: r.methodOptions.stageSplit, structureWeight: r.methodOptions.structureWeight, structureSpace: r.methodOptions.structureSpace, pixelInteraction: r.methodOptions.pixelInteraction, windowJitter: r.methodOptions.windowJitter },
+    { stageSplit: 0.8, structureWeight: 1, structureSpace: 'x0', pixelInteraction: true, windowJitter: true },
+  );
+});
+
+test('names live once: methods and schedulers', () => {
+  assert.deepEqual([...METHOD_NAMES], ['asg', 'cutdiffusion', 'multidiffusion', 'direct']);
+  assert.deepEqual(PARAM_OPTIONS.find((s) => s.key === 'method')!.choices, METHOD_NAMES);
+  assert.deepEqual(PARAM_OPTIONS.find((s) => s.key === 'scheduler')!.choices, SCHEDULER_NAMES);
+});
+
+test('validation messages come from the registry and name the option, range and fix', () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ methodOptions: { maskGamma: 0 } }, /Invalid maskGamma; expected a number > 0; received 0\. Use 1 for the plain normalised map\.$/],
+    [{ methodOptions: { windowStride: 2.5 } }, /Invalid windowStride; expected an integer >= 1 \(or null\); received 2\.5/],
+    [{ vae: { tiling: 'sometimes' } }, /Invalid vae\.tiling; expected one of auto, on, off; received "sometimes"$/],
+    [{ vae: { tileSize: 32, overlap: 20 } }, /Invalid vae\.overlap; expected an integer in \[0, 16\]/],
+    [{ scheduler: 'heun' }, /Invalid scheduler; expected one of euler, euler-ancestral, ddim, pndm, dpmpp-2m, lms; received "heun"$/],
+    [{ steps: 1001 }, /Invalid steps; expected an integer in \[1, 1000\]; received 1001$/],
+  ];
+  for (const [extra, re] of cases) {
+    assert.throws(() => resolveParams({ prompt: 'x', ...extra } as never, { width: 512, height: 512 }), re);
+  }
+});
