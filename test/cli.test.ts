@@ -46,9 +46,9 @@ test('bad input: clear message, non-zero exit, no output file', () => {
   fs.writeFileSync(existing, 'keep me');
   const cases: [string[], number, RegExp][] = [
     [['-m', path.join(dir, 'missing-model'), '-p', 'x', '-o', out], 3, /Model folder not found/],
-    [['-m', model, '-p', 'x', '-W', '100', '-o', out], 2, /Invalid width; expected a multiple of 8/],
-    [['-m', model, '-p', 'x', '-H', '16384', '-o', out], 2, /Invalid height/],
-    [['-m', model, '-p', 'x', '--steps', '0', '-o', out], 2, /Invalid steps/],
+    [['-m', model, '-p', 'x', '-W', '100', '-o', out], 2, /Invalid --width; expected a multiple of 8 between 64 and 8192; received "100"/],
+    [['-m', model, '-p', 'x', '-H', '16384', '-o', out], 2, /Invalid --height; expected a multiple of 8 between 64 and 8192; received "16384"/],
+    [['-m', model, '-p', 'x', '--steps', '0', '-o', out], 2, /Invalid --steps; expected an integer in \[1, 1000\]; received "0"/],
     [['-m', model, '-p', 'x', '-g', 'inf', '-o', out], 2, /Invalid --guidance-scale; expected a finite number/],
     [['-m', model, '-p', 'x', '-o', path.join(dir, 'no', 'such', 'x.png')], 4, /The output folder does not exist/],
     [['-m', model, '-p', 'x', '-o', existing], 4, /The output file already exists.*--overwrite/],
@@ -178,5 +178,5 @@ test('--from reproduces a high-resolution asg image with its method options', ()
   assert.ok(fs.readFileSync(out).equals(fs.readFileSync(again)), '--from reproduces the image byte for byte');
   const bad = asgd(['generate', ...args, '--structure-weight', '-1', '-o', path.join(dir, 'x.png'), ...quick]);
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /Invalid structureWeight/);
+  assert.match(bad.stderr, /Invalid --structure-weight; expected a number in \[0, 1\]; received "-1"\. Use 0 to turn guidance off/);
 });

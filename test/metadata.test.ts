@@ -22,7 +22,7 @@ test('resolveParams rejects bad values naming the parameter', () => {
     [{ width: 100 }, /Invalid width; expected a multiple of 8 between 64 and 8192 pixels; received 100\. Try 104/],
     [{ height: 9000 }, /Invalid height.*received 9000/],
     [{ steps: 0 }, /Invalid steps.*received 0/],
-    [{ guidanceScale: Number.NaN }, /Invalid guidanceScale; expected a number; received NaN/],
+    [{ guidanceScale: Number.NaN }, /Invalid guidanceScale; expected a finite number; received NaN/],
     [{ guidanceScale: Infinity }, /Invalid guidanceScale/],
     [{ seed: -1 }, /Invalid seed/],
     [{ seed: 2n ** 64n }, /Invalid seed/],

@@ -24,8 +24,8 @@ const PATCH_METHODS = ['asg', 'cutdiffusion', 'multidiffusion'] as const;
 export const PARAM_OPTIONS = [
   { key: 'prompt', scope: 'params', kind: 'string', help: 'what to draw', cli: { flag: '--prompt', short: '-p', arg: '<text>' } },
   { key: 'negativePrompt', scope: 'params', kind: 'string', default: '', defaultText: 'empty', help: 'what to avoid', cli: { flag: '--negative-prompt', short: '-n', arg: '<text>' } },
-  { key: 'width', scope: 'params', kind: 'integer', min: MIN_SIZE, max: MAX_SIZE, defaultText: 'the native width', help: 'image width in pixels, a multiple of 8', cli: { flag: '--width', short: '-W', arg: '<px>' } },
-  { key: 'height', scope: 'params', kind: 'integer', min: MIN_SIZE, max: MAX_SIZE, defaultText: 'the native height', help: 'image height in pixels, a multiple of 8', cli: { flag: '--height', short: '-H', arg: '<px>' } },
+  { key: 'width', scope: 'params', kind: 'integer', min: MIN_SIZE, max: MAX_SIZE, multipleOf: 8, defaultText: 'the native width', help: 'image width in pixels, a multiple of 8', cli: { flag: '--width', short: '-W', arg: '<px>' } },
+  { key: 'height', scope: 'params', kind: 'integer', min: MIN_SIZE, max: MAX_SIZE, multipleOf: 8, defaultText: 'the native height', help: 'image height in pixels, a multiple of 8', cli: { flag: '--height', short: '-H', arg: '<px>' } },
   { key: 'steps', scope: 'params', kind: 'integer', default: 30, min: 1, max: 1000, help: 'denoising steps', cli: { flag: '--steps', short: '-s', arg: '<n>' } },
   { key: 'guidanceScale', scope: 'params', kind: 'number', default: 7.5, help: 'classifier-free guidance scale (typically 1 to 15)', cli: { flag: '--guidance-scale', short: '-g', arg: '<x>' } },
   { key: 'seed', scope: 'params', kind: 'string', defaultText: 'random (recorded in the image)', help: 'seed, 0 .. 2^64-1', cli: { flag: '--seed', arg: '<n>' } },

@@ -22,6 +22,8 @@ export interface OptionSpec {
   max?: number;
   /** min is exclusive (value > min). */
   exclusiveMin?: boolean;
+  /** Integers only: the value must be a multiple of this. */
+  multipleOf?: number;
   choices?: readonly string[];
   /** null is a valid value (it means "derive it", as `defaultText` explains). */
   nullable?: boolean;
@@ -50,8 +52,9 @@ export function expectedText(s: OptionSpec): string {
   const nullText = s.nullable ? ' (or null)' : '';
   switch (s.kind) {
     case 'number':
-      return `a number${describeRange(s)}${nullText}`;
+      return `${describeRange(s) ? 'a number' : 'a finite number'}${describeRange(s)}${nullText}`;
     case 'integer':
+      if (s.multipleOf !== undefined && s.min !== undefined && s.max !== undefined) return `a multiple of ${s.multipleOf} between ${s.min} and ${s.max}${nullText}`;
       return `an integer${describeRange(s)}${nullText}`;
     case 'boolean':
       return 'true or false';
@@ -75,6 +78,7 @@ export function checkOption<T = unknown>(s: OptionSpec, value: unknown, name: st
       ok = typeof value === 'number' && Number.isFinite(n) && (s.kind === 'number' || Number.isInteger(n));
       if (ok && s.min !== undefined) ok = s.exclusiveMin ? n > s.min : n >= s.min;
       if (ok && s.max !== undefined) ok = n <= s.max;
+      if (ok && s.multipleOf !== undefined) ok = n % s.multipleOf === 0;
       break;
     }
     case 'boolean':
