@@ -131,6 +131,28 @@ test('importing asgdiffusion/core loads no Node built-in, no onnxruntime-node an
   assert.deepEqual(records.filter((x) => /\/node_modules\/(onnxruntime-node|onnxruntime-common|sharp|@img)\//.test(x.url)).map((x) => x.url), []);
 });
 
+test('importing asgdiffusion loads neither ONNX Runtime nor sharp until a pipeline or an image needs them', () => {
+  fs.writeFileSync(
+    path.join(app, 'lazy.mjs'),
+    `import { createRequire } from 'node:module';
+     const api = await import('asgdiffusion');
+     const cached = () => Object.keys(createRequire(import.meta.url).cache).filter((k) => /onnxruntime|sharp|@img/.test(k)).length;
+     const before = cached();
+     const devices = api.describeAvailableDevices();
+     console.log(JSON.stringify({ exports: typeof api.loadPipeline, before, after: cached(), cpu: devices[0].available }));`,
+  );
+  const traceFile = path.join(app, 'trace-lazy.jsonl');
+  const r = run(process.execPath, ['--import', './trace.mjs', 'lazy.mjs'], { cwd: app, env: { TRACE_FILE: traceFile } });
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim()) as { exports: string; before: number; after: number; cpu: boolean };
+  assert.equal(out.exports, 'function');
+  assert.equal(out.before, 0, 'no ONNX Runtime or sharp module is loaded by the import');
+  assert.ok(out.after > 0, 'describing the devices loads ONNX Runtime (so the check above can see it)');
+  assert.equal(out.cpu, true);
+  const records = fs.readFileSync(traceFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { url: string });
+  assert.deepEqual(records.filter((x) => /\/node_modules\/(sharp|@img)\//.test(x.url)).map((x) => x.url), []);
+});
+
 test('a TypeScript consumer type-checks against the shipped declarations', () => {
   fs.writeFileSync(
     path.join(app, 'consumer.ts'),

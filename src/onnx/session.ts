@@ -2,13 +2,33 @@
  * ONNX Runtime sessions, created by path (so external data and files over 2 GiB load), with the IO metadata the
  * component adapters read instead of assuming names, dtypes or ranks.
  */
-import ort from 'onnxruntime-node';
+import type ortTypes from 'onnxruntime-node';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import { AsgdError } from '../core/errors.ts';
 import { float16ToFloat32, float32ToFloat16 } from '../core/float16.ts';
 
 export type { IoInfo, ProviderName, SessionOptions } from './io.ts';
 import type { IoInfo, SessionOptions } from './io.ts';
+
+type Ort = typeof ortTypes;
+let loaded: Ort | undefined;
+/** ONNX Runtime's native binding, loaded on first use (importing the package does not load it). */
+function runtime(): Ort {
+  loaded ??= createRequire(import.meta.url)('onnxruntime-node') as Ort;
+  return loaded;
+}
+// Type names only; every value goes through runtime().
+declare namespace ort {
+  type Tensor = ortTypes.Tensor;
+  namespace InferenceSession {
+    type ValueMetadata = ortTypes.InferenceSession.ValueMetadata;
+    type ExecutionProviderConfig = ortTypes.InferenceSession.ExecutionProviderConfig;
+    type SessionOptions = ortTypes.InferenceSession.SessionOptions;
+    type ReturnType = ortTypes.InferenceSession.ReturnType;
+  }
+  type InferenceSession = ortTypes.InferenceSession;
+}
 
 export interface OpenSession {
   session: ort.InferenceSession;
@@ -65,9 +85,9 @@ export async function openSession(file: string | Uint8Array, label: string, opts
   let session: ort.InferenceSession;
   try {
     if (typeof file === 'string' && load.externalDataFolder) {
-      session = await ort.InferenceSession.create(fs.readFileSync(file), options);
+      session = await runtime().InferenceSession.create(fs.readFileSync(file), options);
     } else {
-      session = typeof file === 'string' ? await ort.InferenceSession.create(file, options) : await ort.InferenceSession.create(file, options);
+      session = typeof file === 'string' ? await runtime().InferenceSession.create(file, options) : await runtime().InferenceSession.create(file, options);
     }
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
@@ -94,8 +114,8 @@ export async function openSession(file: string | Uint8Array, label: string, opts
 
 /** A float tensor in the dtype the session input wants (float32 or float16). */
 export function floatTensor(type: string, data: Float32Array, dims: readonly number[], label: string): ort.Tensor {
-  if (type === 'float32') return new ort.Tensor('float32', data, dims);
-  if (type === 'float16') return new ort.Tensor('float16', float32ToFloat16(data), dims);
+  if (type === 'float32') return new (runtime().Tensor)('float32', data, dims);
+  if (type === 'float16') return new (runtime().Tensor)('float16', float32ToFloat16(data), dims);
   throw new AsgdError(`${label} has element type ${type}`, { kind: 'model', parameter: label, expected: 'float32 or float16', received: type, hint: 'The model does not match the Stable Diffusion ONNX contract' });
 }
 
@@ -135,12 +155,12 @@ type TensorData = { float32: Float32Array; float16: Uint16Array; int64: BigInt64
 
 /** A tensor of exactly this element type and data (no conversion). */
 export function makeTensor<K extends keyof TensorData>(type: K, data: TensorData[K], dims: readonly number[]): OrtTensor {
-  return new ort.Tensor(type, data as Float32Array, dims);
+  return new (runtime().Tensor)(type, data as Float32Array, dims);
 }
 
 /** The execution providers this onnxruntime-node build offers, and whether each is bundled with it. */
 export function supportedBackends(): { name: string; bundled: boolean }[] {
-  return ort.listSupportedBackends().map((b) => ({ name: b.name, bundled: b.bundled }));
+  return runtime().listSupportedBackends().map((b) => ({ name: b.name, bundled: b.bundled }));
 }
 
 export async function releaseSession(s: OpenSession | undefined): Promise<void> {

@@ -1,15 +1,8 @@
 /** The text encoder adapter: input_ids (int32 or int64, per metadata) to hidden states and pooled output. */
 import { findIo, makeTensor, readFloat, type IoInfo, type OpenSession } from './session.ts';
 
-export interface EncodedText {
-  /** [B, T, D] hidden states of the requested layer. */
-  hidden: Float32Array;
-  tokens: number;
-  dim: number;
-  /** [B, P] pooled output (pooler_output or text_embeds), if the model has one. */
-  pooled?: Float32Array;
-  pooledDim?: number;
-}
+export type { EncodedText } from '../core/generation/prompt.ts';
+import type { EncodedText } from '../core/generation/prompt.ts';
 
 export class TextEncoderAdapter {
   readonly ids: IoInfo;

@@ -12,9 +12,11 @@ export type TextEncoderName = 'textEncoder' | 'textEncoder2';
 
 /** What one text encoder returns for a batch of token rows. */
 export interface EncodedText {
+  /** [B, T, D] hidden states of the requested layer. */
   hidden: Float32Array;
   tokens: number;
   dim: number;
+  /** [B, P] pooled output (pooler_output or text_embeds), if the model has one. */
   pooled?: Float32Array;
   pooledDim?: number;
 }

@@ -5,7 +5,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import sharp from 'sharp';
 import { AsgdError } from '../../core/errors.ts';
 import type { RgbImage } from '../../core/image.ts';
 import { JSON_KEY, TEXT_KEY, formatParametersText, parseMetadataJson, type GenerationMetadata } from '../../core/metadata.ts';
@@ -39,7 +38,13 @@ function xmpPacket(meta: GenerationMetadata): string {
   );
 }
 
+/** sharp (libvips), loaded on first use: importing the package does not load it. */
+async function loadSharp(): Promise<typeof import('sharp').default> {
+  return (await import('sharp')).default;
+}
+
 export async function encodeImage(img: RgbImage, format: ImageFormat, meta?: GenerationMetadata): Promise<Uint8Array> {
+  const sharp = await loadSharp();
   const base = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), {
     raw: { width: img.width, height: img.height, channels: 3 },
     limitInputPixels: false,
@@ -118,7 +123,7 @@ export async function readImageMetadata(file: string): Promise<{ metadata?: Gene
     const text = readPngTextChunks(bytes);
     return { metadata: text[JSON_KEY] ? parseMetadataJson(text[JSON_KEY]) : undefined, parameters: text[TEXT_KEY] };
   }
-  const info = await sharp(bytes).metadata();
+  const info = await (await loadSharp())(bytes).metadata();
   const xmp = info.xmp?.toString('utf8');
   if (!xmp) return {};
   const unescape = (s: string) => s.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
