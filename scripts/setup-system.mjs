@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// System programs the tests need, checked before `npm test` (the `pretest` script) and by .ci/run:
+// a Vulkan driver that gives WebGPU (Dawn) an adapter, so the webgpu device is tested on every run.
+// Debian 12's own Mesa (22.3) gives Dawn no adapter; Mesa 25 from bookworm-backports (lavapipe, on the CPU) does.
+// As root on Debian this installs what is missing; otherwise it prints the exact commands and fails.
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+
+const BACKPORTS = '/etc/apt/sources.list.d/asgdiffusion-backports.list';
+const COMMANDS = [
+  `echo "deb http://deb.debian.org/debian bookworm-backports main" > ${BACKPORTS}`,
+  'apt-get update',
+  'apt-get install -y -t bookworm-backports libvulkan1 mesa-vulkan-drivers',
+];
+
+async function webgpuWorks() {
+  const { tryWebGpu } = await import('../dist/node/runner/webgpu-check.js');
+  return tryWebGpu();
+}
+
+let check = await webgpuWorks();
+if (!check.ok) {
+  const root = typeof process.getuid === 'function' && process.getuid() === 0;
+  const debian = fs.existsSync('/etc/debian_version') && spawnSync('apt-get', ['--version']).status === 0;
+  if (!root || !debian) {
+    process.stderr.write(
+      `setup: WebGPU has no adapter here (${check.reason}).\n` +
+        'The tests run the webgpu device on a Vulkan driver. On Debian 12, as root:\n' +
+        COMMANDS.map((c) => `  ${c}\n`).join('') +
+        'Elsewhere: install a Vulkan driver (Mesa >= 25 lavapipe, or a GPU driver) and the Vulkan loader.\n',
+    );
+    process.exit(1);
+  }
+  process.stderr.write('setup: installing the Vulkan loader and Mesa 25 (bookworm-backports) for the webgpu tests\n');
+  fs.writeFileSync(BACKPORTS, 'deb http://deb.debian.org/debian bookworm-backports main\n');
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
+  execFileSync('apt-get', ['install', '-y', '-qq', '-t', 'bookworm-backports', 'libvulkan1', 'mesa-vulkan-drivers'], {
+    stdio: 'inherit',
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
+  check = await webgpuWorks();
+  if (!check.ok) {
+    process.stderr.write(`setup: WebGPU still has no adapter after the install: ${check.reason}\n`);
+    process.exit(1);
+  }
+}

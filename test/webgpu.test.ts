@@ -1,0 +1,99 @@
+/**
+ * The webgpu device against the cpu device, on the Vulkan driver the test setup provides (scripts/setup-system.mjs:
+ * Mesa's lavapipe runs WebGPU on the CPU, so this is correctness, not speed).
+ *
+ * Measured on lavapipe (max |webgpu - cpu|): direct 128 px latent 2.3e-4, image 1 level; asg 256 px with the probe
+ * mask 1.3e-3 and 1 level (4.0e-4 on cpu,webgpu:0); the float16 fixture latent 5.7e-3, image 1 level (GPU kernels
+ * sum in another order, float16 rounds). Tolerances: latents 3e-3 (float32), images 2 levels (3 for float16).
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { AsgdError } from '../src/core/errors.ts';
+import type { GenerateParams } from '../src/core/params.ts';
+import { loadPipeline, openPipeline, type GenerateResult, type Pipeline } from '../src/node/pipeline.ts';
+import { liveWorkerThreadIds } from '../src/node/runner/device-worker.ts';
+import { tinyModel } from './helpers/models.ts';
+
+const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
+const LEVELS = 2;
+const LATENT = 3e-3;
+
+function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+async function run(devices: string, params: GenerateParams, model = SHIPPED): Promise<GenerateResult> {
+  const p = await loadPipeline(model, { devices, threads: 1 });
+  try {
+    return await p.generate(params);
+  } finally {
+    await p.close();
+  }
+}
+
+const direct: GenerateParams = { prompt: 'a red circle on a blue background', seed: 3, steps: 3, method: 'direct' };
+// 256 px: four 128 px patches, the attention-probe graph gives the mask, stage-2 windows follow.
+const asg: GenerateParams = { prompt: 'a red circle on a blue background', seed: 5, steps: 3, width: 256, height: 256, method: 'asg' };
+let cpuAsg: GenerateResult;
+
+before(async () => {
+  cpuAsg = await run('cpu', asg);
+});
+after(async () => {
+  for (let i = 0; i < 50 && liveWorkerThreadIds().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(liveWorkerThreadIds(), [], 'no device worker is left running');
+});
+
+test('webgpu generates the shipped model within the stated tolerance of cpu', async (t) => {
+  const [cpu, gpu] = [await run('cpu', direct), await run('webgpu:0', direct)];
+  t.diagnostic(`direct 128 px: latent ${maxDiff(gpu.latent, cpu.latent)}, image ${maxDiff(gpu.image.data, cpu.image.data)} levels`);
+  assert.equal(gpu.image.width, 128);
+  assert.ok(maxDiff(gpu.latent, cpu.latent) <= LATENT, `latent max diff ${maxDiff(gpu.latent, cpu.latent)}`);
+  assert.ok(maxDiff(gpu.image.data, cpu.image.data) <= LEVELS, `image max diff ${maxDiff(gpu.image.data, cpu.image.data)} levels`);
+});
+
+test('asg with the attention-probe mask on webgpu, and on cpu,webgpu:0 together, matches cpu', async (t) => {
+  for (const devices of ['webgpu:0', 'cpu,webgpu:0']) {
+    const r = await run(devices, asg);
+    t.diagnostic(`asg 256 px on ${devices}: latent ${maxDiff(r.latent, cpuAsg.latent)}, image ${maxDiff(r.image.data, cpuAsg.image.data)} levels`);
+    assert.deepEqual(r.warnings.filter((w) => !/Using the euler scheduler/.test(w)), [], `${devices}: the mask came from the probe`);
+    assert.equal(r.unetEvaluations, cpuAsg.unetEvaluations);
+    assert.ok(maxDiff(r.latent, cpuAsg.latent) <= LATENT, `${devices}: latent max diff ${maxDiff(r.latent, cpuAsg.latent)}`);
+    assert.ok(maxDiff(r.image.data, cpuAsg.image.data) <= LEVELS, `${devices}: image max diff ${maxDiff(r.image.data, cpuAsg.image.data)}`);
+  }
+});
+
+test('a float16 model runs on webgpu within float16 rounding of cpu', async (t) => {
+  const model = await tinyModel('fp16');
+  const params: GenerateParams = { prompt: 'a red circle', seed: 2, steps: 2, width: 64, height: 64, method: 'direct' };
+  const [cpu, gpu] = [await run('cpu', params, model), await run('webgpu:0', params, model)];
+  t.diagnostic(`fp16 fixture: latent ${maxDiff(gpu.latent, cpu.latent)}, image ${maxDiff(gpu.image.data, cpu.image.data)} levels`);
+  assert.ok(maxDiff(gpu.image.data, cpu.image.data) <= 3, `image max diff ${maxDiff(gpu.image.data, cpu.image.data)}`);
+});
+
+test('a webgpu device that fails mid-run is dropped with --retry and the result still matches', async () => {
+  const p: Pipeline = await openPipeline(SHIPPED, { devices: 'cpu,webgpu:0', threads: 1, retryOnOtherDevice: true }, { injectFailure: { device: 1, after: 3 } });
+  try {
+    const r = await p.generate(asg);
+    assert.ok(maxDiff(r.latent, cpuAsg.latent) <= LATENT, `latent max diff ${maxDiff(r.latent, cpuAsg.latent)}`);
+  } finally {
+    await p.close();
+  }
+});
+
+test('cancelling a webgpu generation stops it and reports cancelled', async () => {
+  const p = await loadPipeline(SHIPPED, { devices: 'webgpu:0' });
+  const controller = new AbortController();
+  let events = 0;
+  await assert.rejects(
+    p.generate({ ...asg, steps: 20 }, { signal: controller.signal, onProgress: () => void (++events === 2 && controller.abort()) }),
+    (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled',
+  );
+  assert.ok(events >= 2 && events < 20 * 4, `stopped after ${events} progress events`);
+  await p.close();
+});
