@@ -6,6 +6,7 @@
  *   node --import tsx scripts/asg-reference-latent.ts --from test/reference/asg-reference-512x512.json --out ...
  *   ... --set guidanceSync=true --set maskLayers='["up_blocks.1"]'     (any method option, value as JSON)
  *   ... --scheduler ddim                                               (or none: the pipeline's choice)
+ *   ... --steps 20 --threads 2
  *
  * `generateReferenceLatent` is also what test/asg-reference.test.ts runs.
  */
@@ -93,6 +94,8 @@ async function main(): Promise<void> {
       /** Any other method option as name=JSON, e.g. --set guidanceSync=true (repeatable). */
       set: { type: 'string', multiple: true },
       model: { type: 'string', default: SHAPES_MODEL },
+      steps: { type: 'string' },
+      threads: { type: 'string', default: '1' },
       out: { type: 'string' },
     },
   });
@@ -102,6 +105,7 @@ async function main(): Promise<void> {
     : { ...DEFAULT_SETTINGS, methodOptions: { ...DEFAULT_SETTINGS.methodOptions } };
   if (values.width) settings.width = Number(values.width);
   if (values.height) settings.height = Number(values.height);
+  if (values.steps) settings.steps = Number(values.steps);
   if (values['no-mask']) settings.methodOptions.mask = false;
   if (values['structure-weight']) settings.methodOptions.structureWeight = Number(values['structure-weight']);
   if (values['pixel-interaction']) settings.methodOptions.pixelInteraction = true;
@@ -112,7 +116,7 @@ async function main(): Promise<void> {
     settings.methodOptions[pair.slice(0, eq)] = JSON.parse(pair.slice(eq + 1));
   }
   const t0 = performance.now();
-  const latent = await generateReferenceLatent(settings, values.model);
+  const latent = await generateReferenceLatent(settings, values.model, Number(values.threads));
   fs.writeFileSync(values.out, new Uint8Array(latent.buffer, latent.byteOffset, latent.byteLength));
   let sum = 0;
   for (const v of latent) sum += v;
