@@ -15,6 +15,11 @@ export interface VaeDecodeOptions {
   tileSize: number;
   /** Tile overlap in latent pixels. */
   overlap: number;
+  /**
+   * Normalisation statistics of tiled decoding: 'exact' (the whole image's, accumulated over tiles in a few passes),
+   * 'estimate' (from a downscaled decode, one pass) or 'off' (each tile its own: colours shift between tiles).
+   */
+  stats: 'exact' | 'estimate' | 'off';
 }
 
 export interface GenerateParams {
@@ -63,7 +68,7 @@ export interface ResolvedParams {
 
 export const DEFAULT_STEPS = 30;
 export const DEFAULT_GUIDANCE = 7.5;
-export const DEFAULT_VAE: VaeDecodeOptions = { tiling: 'auto', tileSize: 64, overlap: 16 };
+export const DEFAULT_VAE: VaeDecodeOptions = { tiling: 'auto', tileSize: 64, overlap: 16, stats: 'exact' };
 export const METHOD_NAMES: MethodName[] = ['asg', 'cutdiffusion', 'multidiffusion', 'direct'];
 
 function checkSize(name: 'width' | 'height', v: unknown): number {
@@ -105,6 +110,7 @@ export function resolveParams(p: GenerateParams, native: { width: number; height
   if (!METHOD_NAMES.includes(method)) throw invalidArgument('method', `one of ${METHOD_NAMES.join(', ')}`, method);
   const vae: VaeDecodeOptions = { ...DEFAULT_VAE, ...(p.vae ?? {}) };
   if (!['auto', 'on', 'off'].includes(vae.tiling)) throw invalidArgument('vae.tiling', '"auto", "on" or "off"', vae.tiling);
+  if (!['exact', 'estimate', 'off'].includes(vae.stats)) throw invalidArgument('vae.stats', '"exact", "estimate" or "off"', vae.stats);
   if (p.maskWords !== undefined && (!Array.isArray(p.maskWords) || p.maskWords.some((w) => typeof w !== 'string' || !w.trim()))) {
     throw invalidArgument('maskWords', 'a list of words from the prompt', p.maskWords);
   }

@@ -13,8 +13,8 @@ import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { nameForClass } from '../core/schedulers/config.ts';
 import { ClipTokenizer, type TokenizedPrompt } from '../core/text/clip-tokenizer.ts';
-import { axisWeights, blendTile, planAxis } from '../core/vae/tiling.ts';
 import { runMethod } from './sampling.ts';
+import { decodeLatentImage, type DecoderRequest } from './vae-decode.ts';
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
 import { DeviceWorker } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner/devices.ts';
@@ -273,7 +273,7 @@ export class Pipeline {
       throwIfAborted(signal);
       const image = await this.decodeLatent(sampled.latent, latentH, latentW, p.vae, (done, total) =>
         run.onProgress?.({ phase: 'decode', stage: 2, step: p.steps, totalSteps: p.steps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
-      );
+      warn);
       throwIfAborted(signal);
       const tEnd = performance.now();
       const metadata = buildMetadata(p, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION);
@@ -409,48 +409,14 @@ export class Pipeline {
   /** VAE decoding, tiled when the latent exceeds the tile (or when asked); latents divided by the scaling factor. */
   async decodeLatent(
     latent: Float32Array, h: number, w: number, opts: ResolvedParams['vae'], onTile?: (done: number, total: number) => void,
+    onWarning?: (message: string) => void,
   ): Promise<RgbImage> {
     const c = this.info.latentChannels;
     const inv = 1 / this.spec.vae.scalingFactor;
     const scaled = new Float32Array(latent.length);
     for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
-    const tile = opts.tiling === 'on' || (opts.tiling === 'auto' && (h > opts.tileSize || w > opts.tileSize));
-    const decoder = { request: <T extends 'vaeDecode'>(req: WorkerRequest, what: string, transfer?: ArrayBuffer[]) => this.pool.request<T>('vaeDecoder', req, what, transfer) };
-    if (!tile) {
-      const r = await decoder.request<'vaeDecode'>({ type: 'vaeDecode', latent: scaled, channels: c, height: h, width: w }, 'VAE decoding', [scaled.buffer]);
-      onTile?.(1, 1);
-      return chwToRgb8(r.data, r.height, r.width);
-    }
-    const ys = planAxis(h, opts.tileSize, opts.overlap);
-    const xs = planAxis(w, opts.tileSize, opts.overlap);
-    let canvas: Float32Array | undefined;
-    let scale = 8;
-    let wy: Float32Array[] = [];
-    let wx: Float32Array[] = [];
-    let done = 0;
-    for (const [iy, ty] of ys.entries()) {
-      for (const [ix, tx] of xs.entries()) {
-        const th = ty.end - ty.start;
-        const tw = tx.end - tx.start;
-        const part = new Float32Array(c * th * tw);
-        for (let ch = 0; ch < c; ch++) {
-          for (let y = 0; y < th; y++) {
-            const src = (ch * h + ty.start + y) * w + tx.start;
-            part.set(scaled.subarray(src, src + tw), (ch * th + y) * tw);
-          }
-        }
-        const r = await decoder.request<'vaeDecode'>({ type: 'vaeDecode', latent: part, channels: c, height: th, width: tw }, `VAE tile ${done + 1}`, [part.buffer]);
-        if (!canvas) {
-          scale = r.height / th;
-          canvas = new Float32Array(3 * h * scale * w * scale);
-          wy = axisWeights(ys, h, opts.overlap, scale);
-          wx = axisWeights(xs, w, opts.overlap, scale);
-        }
-        blendTile(canvas, h * scale, w * scale, r.data, { y: ty, x: tx }, wy[iy]!, wx[ix]!, scale);
-        onTile?.(++done, ys.length * xs.length);
-      }
-    }
-    return chwToRgb8(canvas!, h * scale, w * scale);
+    const request: DecoderRequest = (req, what, transfer) => this.pool.request('vaeDecoder', req, what, transfer);
+    return decodeLatentImage({ scaled, channels: c, height: h, width: w, opts, decoderPath: this.spec.paths.vaeDecoder, request, onTile, onWarning });
   }
 
   private async abortWorkers(): Promise<void> {

@@ -23,6 +23,24 @@ export interface InitRequest {
 
 export type FailMode = 'throw' | 'exit';
 
+/** The derived VAE graphs (statistics and tile graphs, src/onnx/vae-norm-graph.ts), opened on first use. */
+export type VaeGraphName = 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeEncoderStats' | 'vaeEncoderTile';
+
+/** Runs a derived VAE graph; the tile graphs take the norm layers' affine maps and the owned region. */
+export interface VaeNormRequest {
+  type: 'vaeNorm';
+  graph: VaeGraphName;
+  file: string;
+  /** Folder of the weights when the graph does not sit next to its source model. */
+  externalDataFolder?: string;
+  input: Float32Array;
+  channels: number;
+  height: number;
+  width: number;
+  affine?: Float32Array;
+  region?: number[];
+}
+
 export interface UnetRequest {
   type: 'unet';
   /** A view of the device's shared staging buffer (valid until the reply). */
@@ -50,6 +68,7 @@ export type WorkerRequest =
   | UnetRequest
   | { type: 'vaeDecode'; latent: Float32Array; channels: number; height: number; width: number }
   | { type: 'vaeEncode'; image: Float32Array; height: number; width: number }
+  | VaeNormRequest
   | { type: 'close' };
 
 export type WorkerResult =
@@ -59,7 +78,8 @@ export type WorkerResult =
   | { type: 'checkCfgSplit'; identical: boolean; maxAbs: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }
-  | { type: 'vaeEncode'; data: Float32Array; channels: number; height: number; width: number };
+  | { type: 'vaeEncode'; data: Float32Array; channels: number; height: number; width: number }
+  | { type: 'vaeNorm'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array };
 
 export interface SerializedError {
   message: string;
