@@ -68,6 +68,7 @@ interface GenerateFlags {
   vaeTiling?: string;
   vaeTileSize?: number;
   vaeTileOverlap?: number;
+  vaeTileStats?: string;
   preview?: string;
   previewEvery?: number;
   from?: string;
@@ -143,6 +144,7 @@ async function runGenerate(f: GenerateFlags, cmd: Command): Promise<number> {
       ...(f.vaeTiling !== undefined ? { tiling: f.vaeTiling as 'auto' } : {}),
       ...(f.vaeTileSize !== undefined ? { tileSize: f.vaeTileSize } : {}),
       ...(f.vaeTileOverlap !== undefined ? { overlap: f.vaeTileOverlap } : {}),
+      ...(f.vaeTileStats !== undefined ? { stats: f.vaeTileStats as 'exact' } : {}),
     },
     originalSize: f.originalSize !== undefined ? parseSize('--original-size', f.originalSize) : from?.originalSize,
   };
@@ -292,6 +294,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .addOption(new Option('--vae-tiling <mode>', 'VAE tiled decoding').choices(['auto', 'on', 'off']))
     .option('--vae-tile-size <n>', 'VAE tile size in latent pixels', num('--vae-tile-size', true))
     .option('--vae-tile-overlap <n>', 'VAE tile overlap in latent pixels', num('--vae-tile-overlap', true))
+    .addOption(new Option('--vae-tile-stats <mode>', 'GroupNorm statistics of VAE tiles: exact (the whole image\'s, a few passes; default) | estimate (from a downscaled decode, one pass) | off (per tile)').choices(['exact', 'estimate', 'off']))
     .option('--vae <dir>', 'a separate VAE folder replacing the model\'s (optimum export or a folder with model.onnx)')
     .option('--original-size <WxH>', 'SDXL: original_size micro-conditioning (default: the output size)')
     .option('--preview <file>', 'write a low-resolution preview image every --preview-every steps')
