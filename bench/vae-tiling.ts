@@ -29,6 +29,8 @@ export interface TilingRow {
   tile: number;
   overlap: number;
   stats: TileStatsMode;
+  /** The pass limit of 'exact' (undefined: until converged, at most one more than the norm layers). */
+  maxPasses?: number;
   maxDiff: number;
   meanDiff: number;
   seam: number;
@@ -126,7 +128,9 @@ export async function syntheticLatent(modelDir: string, size: number): Promise<F
   }
 }
 
-export async function benchVaeTiling(opts: { modelDir: string; sizes: number[]; tiles: number[]; overlap?: number; modes?: TileStatsMode[]; latent?: { data: Float32Array; size: number } }): Promise<TilingRow[]> {
+export async function benchVaeTiling(opts: {
+  modelDir: string; sizes: number[]; tiles: number[]; overlap?: number; modes?: TileStatsMode[]; passLimits?: number[]; latent?: { data: Float32Array; size: number };
+}): Promise<TilingRow[]> {
   const spec = readModelFolder(opts.modelDir);
   const dec = await localBackend(spec.paths.vaeDecoder, 'vae_decoder');
   const rows: TilingRow[] = [];
@@ -138,13 +142,16 @@ export async function benchVaeTiling(opts: { modelDir: string; sizes: number[]; 
       const fullImg = chwToRgb8(full.data, full.height, full.width);
       for (const tile of opts.tiles) {
         const overlap = opts.overlap ?? Math.min(16, tile / 2);
-        for (const stats of opts.modes ?? (['off', 'estimate', 'exact'] as TileStatsMode[])) {
+        const runs: [TileStatsMode, number | undefined][] = (opts.modes ?? (['off', 'estimate', 'exact'] as TileStatsMode[])).flatMap((m) =>
+          m === 'exact' ? [...(opts.passLimits ?? []).map((n): [TileStatsMode, number] => [m, n]), [m, undefined] as [TileStatsMode, undefined]] : [[m, undefined] as [TileStatsMode, undefined]],
+        );
+        for (const [stats, maxPasses] of runs) {
           const t0 = performance.now();
-          const r = await decodeTiled(latent, 4, h, h, dec, { tileSize: tile, overlap, stats });
+          const r = await decodeTiled(latent, 4, h, h, dec, { tileSize: tile, overlap, stats, maxPasses });
           const ms = performance.now() - t0;
           const img = chwToRgb8(r.data, r.height, r.width);
           const d = levelDiff(img, fullImg);
-          rows.push({ size, tile, overlap, stats: r.stats, maxDiff: d.max, meanDiff: d.mean, seam: seamMeasure(img, fullImg, h, h, tile, overlap), passes: r.passes, ms });
+          rows.push({ size, tile, overlap, stats: r.stats, maxPasses, maxDiff: d.max, meanDiff: d.mean, seam: seamMeasure(img, fullImg, h, h, tile, overlap), passes: r.passes, ms });
         }
       }
     }
@@ -157,7 +164,7 @@ export async function benchVaeTiling(opts: { modelDir: string; sizes: number[]; 
 export function tilingTable(rows: TilingRow[]): string {
   const lines = ['| size | tile (latent px) | overlap | statistics | passes | max diff (levels) | mean diff | seam | time (ms) |', '|---|---|---|---|---|---|---|---|---|'];
   for (const r of rows) {
-    lines.push(`| ${r.size} | ${r.tile} | ${r.overlap} | ${r.stats} | ${r.passes} | ${r.maxDiff} | ${r.meanDiff.toFixed(3)} | ${(r.seam * 100).toFixed(1)} % | ${r.ms.toFixed(0)} |`);
+    lines.push(`| ${r.size} | ${r.tile} | ${r.overlap} | ${r.stats}${r.maxPasses ? ` (≤ ${r.maxPasses} passes)` : ''} | ${r.passes} | ${r.maxDiff} | ${r.meanDiff.toFixed(3)} | ${(r.seam * 100).toFixed(1)} % | ${r.ms.toFixed(0)} |`);
   }
   return lines.join('\n');
 }
@@ -169,7 +176,10 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const modelDir = arg('--model') ?? defaultModelDir();
   const latentFile = arg('--latent');
   const latent = latentFile ? { data: new Float32Array(fs.readFileSync(latentFile).buffer.slice(0)), size: Number((arg('--latent-size') ?? '').split('x')[0]) * 8 } : undefined;
-  const rows = await benchVaeTiling({ modelDir, sizes: list('--sizes', [512, 1024]), tiles: list('--tiles', [32, 64]), overlap: arg('--overlap') ? Number(arg('--overlap')) : undefined, latent });
+  const rows = await benchVaeTiling({
+    modelDir, sizes: list('--sizes', [512, 1024]), tiles: list('--tiles', [32, 64]), overlap: arg('--overlap') ? Number(arg('--overlap')) : undefined,
+    passLimits: list('--pass-limits', [2, 3]), latent,
+  });
   console.log(`VAE tiling on ${path.basename(modelDir)} (tiled vs untiled decode of the same latent)\n`);
   console.log(tilingTable(rows));
   fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });

@@ -45,6 +45,11 @@ export interface TiledDecodeOptions {
   stats: TileStatsMode;
   /** Passes of 'exact' at most (default: the number of norm layers + 1, which makes every layer exact). */
   maxPasses?: number;
+  /**
+   * Largest side (input pixels) the estimate decodes at (default: the tile size, so the estimate costs one tile). At
+   * or above the input's size the estimate is the untiled statistics (a measurement device, not a saving).
+   */
+  estimateMaxSize?: number;
   /** 'exact' stops when statsChange falls below this (default 1e-3). */
   tolerance?: number;
   onTile?: (done: number, total: number) => void;
@@ -128,7 +133,7 @@ export async function decodeTiled(
   }
 
   // The estimate: the statistics graph on the latent shrunk to fit one tile.
-  const small = estimateSize(h, w, opts.tileSize);
+  const small = estimateSize(h, w, opts.estimateMaxSize ?? opts.tileSize);
   const smallLatent = small.height === h && small.width === w ? latent : downscaleArea(latent, channels, h, w, small.height, small.width);
   let stats: NormStats = unpackStats(layers, (await backend.runStats(smallLatent, channels, small.height, small.width)).stats, 1);
   const maxPasses = mode === 'exact' ? (opts.maxPasses ?? layers.length + 1) : 1;
