@@ -8,7 +8,7 @@ import ort from 'onnxruntime-node';
 import { float16ToFloat32, float32ToFloat16 } from '../src/core/float16.ts';
 import { chwToRgb8, type RgbImage } from '../src/core/image.ts';
 import { StatsAccumulator, downscaleArea, ownedSpans, packAffine, unpackStats, type NormLayer } from '../src/core/vae/norm-stats.ts';
-import { decodeTiled } from '../src/core/vae/tiled.ts';
+import { decodeTiled, encodeTiled } from '../src/core/vae/tiled.ts';
 import { planAxis } from '../src/core/vae/tiling.ts';
 import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder, type GroupNormForm } from '../src/fixtures/groupnorm-vae.ts';
 import { buildTinyVaeDecoder } from '../src/fixtures/tiny-vae.ts';
@@ -18,6 +18,7 @@ import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT, deriveStatsGra
 import { tempDir } from './helpers/models.ts';
 
 const SHIPPED_DECODER = path.resolve(import.meta.dirname, '../models/shapes-128/vae_decoder/model.onnx');
+const SHIPPED_ENCODER = path.resolve(import.meta.dirname, '../models/shapes-128/vae_encoder/model.onnx');
 const FORMS: GroupNormForm[] = ['instance-norm', 'group-normalization-18', 'group-normalization-21'];
 
 function smallDecoder(form: GroupNormForm, floatType: 'float32' | 'float16' = 'float32'): ModelProto {
@@ -252,6 +253,38 @@ describe('tiled decoding with shared statistics', () => {
     assert.equal(r.stats, 'off');
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]!, /^Tiled VAE decoding falls back to per-tile normalisation \(colours may shift between tiles\): normalisation layers it cannot rewrite: .*norm1\/InstanceNormalization: InstanceNormalization whose input is not a Reshape/);
+  });
+
+  it('tiled encoding of the shipped encoder: exact statistics match the untiled latent mean, per-tile do not', async () => {
+    const be = await localBackend(SHIPPED_ENCODER, 'vae_encoder');
+    try {
+      const size = 256;
+      // A red square and a yellow disc on a purple ramp, in [-1, 1].
+      const img = new Float32Array(3 * size * size);
+      for (let y = 0; y < size; y++) {
+        for (let x = 0; x < size; x++) {
+          let c = [0.5 * (1 + 0.1 * (y / size - 0.5)), 0, 0.5];
+          if (x >= 50 && x < 160 && y >= 50 && y < 160) c = [0.9, 0.1, 0.1];
+          if ((x - 185) ** 2 + (y - 180) ** 2 < 45 ** 2) c = [0.95, 0.85, 0.1];
+          for (let k = 0; k < 3; k++) img[(k * size + y) * size + x] = 2 * c[k]! - 1;
+        }
+      }
+      const full = await be.run(img.slice(), 3, size, size);
+      assert.deepEqual([full.height, full.width, full.data.length], [32, 32, 4 * 32 * 32]);
+      const err = async (stats: 'off' | 'exact') => {
+        const r = await encodeTiled(img, size, size, be, { tileSize: 16, overlap: 8, stats });
+        assert.deepEqual([r.channels, r.height, r.width, r.stats], [4, 32, 32, stats]);
+        let max = 0;
+        for (let i = 0; i < full.data.length; i++) max = Math.max(max, Math.abs(r.data[i]! - full.data[i]!));
+        return max;
+      };
+      const off = await err('off');
+      const exact = await err('exact');
+      assert.ok(off > 0.3, `per-tile statistics: max latent difference ${off}`);
+      assert.ok(exact < 0.05, `exact statistics: max latent difference ${exact}`);
+    } finally {
+      await be.close();
+    }
   });
 
   it('caches the derived graphs next to the model and reuses them', async () => {

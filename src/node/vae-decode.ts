@@ -6,8 +6,8 @@
 import type { RgbImage } from '../core/image.ts';
 import { chwToRgb8 } from '../core/image.ts';
 import type { VaeDecodeOptions } from '../core/params.ts';
-import { decodeTiled, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
-import { floatTensor, openSession, readFloat, releaseSession, type SessionOptions } from '../onnx/session.ts';
+import { decodeTiled, encodeTiled, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
+import { openSession, releaseSession, type SessionOptions } from '../onnx/session.ts';
 import { VaeDecoderAdapter, VaeNormAdapter } from '../onnx/vae.ts';
 import type { VaeGraphName, WorkerRequest, WorkerResult } from './runner/protocol.ts';
 import { prepareVaeGraphs, type VaeGraphs } from './vae-graphs.ts';
@@ -75,12 +75,7 @@ export async function localBackend(
   return {
     graphs,
     norms: 'reason' in graphs ? { reason: graphs.reason } : { layers: graphs.layers },
-    run: async (input, c, h, w) => {
-      if (decoder) return decoder.decode(input, c, h, w);
-      const out = await plainSession.session.run({ [plainNorm!.input.name]: floatTensor(plainNorm!.input.type, input, [1, c, h, w], 'vae_encoder sample') });
-      const t = out[plainNorm!.output.name]!;
-      return { data: readFloat(t, 'vae_encoder output'), height: Number(t.dims[2]), width: Number(t.dims[3]) };
-    },
+    run: async (input, c, h, w) => (decoder ? decoder.decode(input, c, h, w) : plainNorm!.run(input, c, h, w)),
     runStats: async (input, c, h, w) => {
       if (!stats) throw missing();
       return stats.run(input, c, h, w);
@@ -123,4 +118,33 @@ export async function decodeLatentImage(args: {
     tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, onTile: args.onTile, onWarning: args.onWarning,
   });
   return { ...chwToRgb8(result.data, result.height, result.width), tiled: result };
+}
+
+/**
+ * VAE encoding of an image [3, H, W] in [-1, 1] to the latent mean [C, H/8, W/8] (not yet multiplied by the scaling
+ * factor), tiled like decoding (tile size and overlap in latent pixels) with the whole image's GroupNorm statistics.
+ * `request` reaches a worker holding the VAE encoder.
+ */
+export async function encodeImageLatent(args: {
+  image: Float32Array;
+  height: number;
+  width: number;
+  opts: VaeDecodeOptions;
+  encoderPath: string;
+  request: DecoderRequest;
+  onTile?: (done: number, total: number) => void;
+  onWarning?: (message: string) => void;
+}): Promise<{ data: Float32Array; channels: number; height: number; width: number; tiled?: TiledDecodeResult }> {
+  const { image, height: H, width: W, opts } = args;
+  const tile = opts.tiling === 'on' || (opts.tiling === 'auto' && (H > opts.tileSize * 8 || W > opts.tileSize * 8));
+  if (!tile) {
+    const r = await args.request<'vaeEncode'>({ type: 'vaeEncode', image, height: H, width: W }, 'VAE encoding', [image.buffer as ArrayBuffer]);
+    args.onTile?.(1, 1);
+    return r;
+  }
+  const graphs: VaeGraphs = opts.stats === 'off' ? { reason: 'statistics off' } : await vaeGraphsFor(args.encoderPath);
+  const r = await encodeTiled(image, H, W, workerBackend(args.request, graphs, 'encoder'), {
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, onTile: args.onTile, onWarning: args.onWarning,
+  });
+  return { data: r.data, channels: r.channels, height: r.height, width: r.width, tiled: r };
 }

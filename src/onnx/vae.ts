@@ -43,7 +43,8 @@ export class VaeEncoderAdapter {
 /**
  * The derived VAE graphs (src/onnx/vae-norm-graph.ts): the statistics graph (decode or encode plus every norm
  * layer's statistics) and the tile graph (norm layers applying given affine maps; statistics over a region).
- * Works for a decoder (latent in, image out) and an encoder (image in, latent parameters out) alike.
+ * Works for a decoder (latent in, image out) and an encoder (image in, the latent mean out) alike; also runs the
+ * plain encoder (no statistics output).
  */
 export class VaeNormAdapter {
   readonly input: IoInfo;
@@ -64,7 +65,16 @@ export class VaeNormAdapter {
     }
     const out = await this.s.session.run(feeds);
     const t = out[this.output.name]!;
-    const stats = out[NORM_STATS_OUTPUT]!.data as Float32Array;
-    return { data: readFloat(t, 'vae output'), channels: Number(t.dims[1]), height: Number(t.dims[2]), width: Number(t.dims[3]), stats };
+    const stats = (out[NORM_STATS_OUTPUT]?.data as Float32Array | undefined) ?? new Float32Array(0);
+    let data = readFloat(t, 'vae output');
+    let c = Number(t.dims[1]);
+    const lh = Number(t.dims[2]);
+    const lw = Number(t.dims[3]);
+    // An encoder's latent_parameters holds mean then logvar: keep the mean, as VaeEncoderAdapter does.
+    if (this.output.name === 'latent_parameters') {
+      c /= 2;
+      data = data.slice(0, c * lh * lw);
+    }
+    return { data, channels: c, height: lh, width: lw, stats };
   }
 }

@@ -86,26 +86,58 @@ export function estimateSize(h: number, w: number, tileSize: number): { height: 
   return { height: Math.max(1, Math.round(h / k)), width: Math.max(1, Math.round(w / k)) };
 }
 
-export async function decodeTiled(
+/**
+ * Tiled decoding of a latent [C, h, w] (tiles and overlap in latent pixels). The result is the image [3, 8h, 8w]
+ * (the factor is read from the decoder's output).
+ */
+export function decodeTiled(
   latent: Float32Array, channels: number, h: number, w: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
 ): Promise<TiledDecodeResult> {
+  return runTiled(latent, channels, h, w, 1, backend, opts);
+}
+
+/**
+ * Tiled encoding of an image [3, H, W] (H and W multiples of 8; tile size and overlap in latent pixels, i.e. eighths
+ * of the image). The result is the encoder's output [C, H/8, W/8] (all its channels: mean and logvar for
+ * latent_parameters). The encoder's norm layers run at 1/1 to 1/8 of the image, so owned regions are cut at
+ * multiples of 8 image pixels.
+ */
+export function encodeTiled(
+  image: Float32Array, height: number, width: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
+): Promise<TiledDecodeResult & { channels: number }> {
+  if (height % 8 !== 0 || width % 8 !== 0) throw new Error(`encodeTiled: ${width}x${height} is not a multiple of 8`);
+  return runTiled(image, 3, height / 8, width / 8, 8, backend, opts);
+}
+
+/**
+ * Runs a VAE half over tiles of a grid of gh x gw cells; the input has `inScale` pixels per cell (1 for the decoder's
+ * latent, 8 for the encoder's image). Tiles are planned and blended in cells; the output's pixels per cell are read
+ * from the first tile's output.
+ */
+async function runTiled(
+  input: Float32Array, inChannels: number, gh: number, gw: number, inScale: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
+): Promise<TiledDecodeResult & { channels: number }> {
   validateTileOptions(opts);
-  const ys = planAxis(h, opts.tileSize, opts.overlap);
-  const xs = planAxis(w, opts.tileSize, opts.overlap);
+  const ys = planAxis(gh, opts.tileSize, opts.overlap);
+  const xs = planAxis(gw, opts.tileSize, opts.overlap);
   const ownY = ownedSpans(ys);
   const ownX = ownedSpans(xs);
   const total = ys.length * xs.length;
+  const H = gh * inScale;
+  const W = gw * inScale;
+  const inAxis = (t: AxisTile): AxisTile => ({ start: t.start * inScale, end: t.end * inScale });
   let mode = opts.stats;
   if (mode !== 'off' && 'reason' in backend.norms) {
-    opts.onWarning?.(`Tiled VAE decoding falls back to per-tile normalisation (colours may shift between tiles): ${backend.norms.reason}`);
+    opts.onWarning?.(`Tiled VAE ${inScale === 1 ? 'decoding' : 'encoding'} falls back to per-tile normalisation (colours may shift between tiles): ${backend.norms.reason}`);
     mode = 'off';
   }
   const layers = 'layers' in backend.norms ? backend.norms.layers : [];
-  // A decoder without norm layers is local: plain tiles are already right.
+  // A model without norm layers is local: plain tiles are already right.
   if (layers.length === 0) mode = 'off';
 
   let canvas: Float32Array | undefined;
   let scale = 0;
+  let outChannels = 0;
   let wy: Float32Array[] = [];
   let wx: Float32Array[] = [];
   const place = (r: DecodedImage, iy: number, ix: number) => {
@@ -113,29 +145,34 @@ export async function decodeTiled(
     const tx = xs[ix]!;
     if (!canvas) {
       scale = r.height / (ty.end - ty.start);
-      canvas = new Float32Array(3 * h * scale * w * scale);
-      wy = axisWeights(ys, h, opts.overlap, scale);
-      wx = axisWeights(xs, w, opts.overlap, scale);
+      outChannels = r.data.length / (r.height * r.width);
+      canvas = new Float32Array(outChannels * gh * scale * gw * scale);
+      wy = axisWeights(ys, gh, opts.overlap, scale);
+      wx = axisWeights(xs, gw, opts.overlap, scale);
     }
-    blendTile(canvas, h * scale, w * scale, r.data, { y: ty, x: tx }, wy[iy]!, wx[ix]!, scale);
+    blendTile(canvas, gh * scale, gw * scale, r.data, { y: ty, x: tx }, wy[iy]!, wx[ix]!, scale, outChannels);
   };
+  const tileInput = (ty: AxisTile, tx: AxisTile) => cropChw(input, inChannels, H, W, inAxis(ty), inAxis(tx));
+  const result = (passes: number, lastChange?: number) =>
+    ({ data: canvas!, channels: outChannels, height: gh * scale, width: gw * scale, stats: mode, passes, lastChange, tiles: total });
 
   if (mode === 'off') {
     let done = 0;
     for (const [iy, ty] of ys.entries()) {
       for (const [ix, tx] of xs.entries()) {
-        const part = cropChw(latent, channels, h, w, ty, tx);
-        place(await backend.run(part, channels, ty.end - ty.start, tx.end - tx.start), iy, ix);
+        place(await backend.run(tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale), iy, ix);
         opts.onTile?.(++done, total);
       }
     }
-    return { data: canvas!, height: h * scale, width: w * scale, stats: 'off', passes: 1, tiles: total };
+    return result(1);
   }
 
-  // The estimate: the statistics graph on the latent shrunk to fit one tile.
-  const small = estimateSize(h, w, opts.estimateMaxSize ?? opts.tileSize);
-  const smallLatent = small.height === h && small.width === w ? latent : downscaleArea(latent, channels, h, w, small.height, small.width);
-  let stats: NormStats = unpackStats(layers, (await backend.runStats(smallLatent, channels, small.height, small.width)).stats, 1);
+  // The estimate: the statistics graph on the input shrunk to fit one tile.
+  const small = estimateSize(gh, gw, opts.estimateMaxSize ?? opts.tileSize);
+  const smallInput = small.height === gh && small.width === gw
+    ? input
+    : downscaleArea(input, inChannels, H, W, small.height * inScale, small.width * inScale);
+  let stats: NormStats = unpackStats(layers, (await backend.runStats(smallInput, inChannels, small.height * inScale, small.width * inScale)).stats, 1);
   const maxPasses = mode === 'exact' ? (opts.maxPasses ?? layers.length + 1) : 1;
   const tolerance = opts.tolerance ?? 1e-3;
   let passes = 0;
@@ -149,11 +186,10 @@ export async function decodeTiled(
     const acc = new StatsAccumulator(layers);
     for (const [iy, ty] of ys.entries()) {
       for (const [ix, tx] of xs.entries()) {
-        const part = cropChw(latent, channels, h, w, ty, tx);
         const oy = ownY[iy]!;
         const ox = ownX[ix]!;
-        const region = [oy.start - ty.start, ox.start - tx.start, oy.end - ty.start, ox.end - tx.start] as const;
-        const r = await backend.runTile(part, channels, ty.end - ty.start, tx.end - tx.start, affine, region);
+        const region = [(oy.start - ty.start) * inScale, (ox.start - tx.start) * inScale, (oy.end - ty.start) * inScale, (ox.end - tx.start) * inScale] as const;
+        const r = await backend.runTile(tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region);
         place(r, iy, ix);
         if (mode === 'exact') acc.add(unpackStats(layers, r.stats, (oy.end - oy.start) * (ox.end - ox.start)));
         opts.onTile?.(++done, totalWork);
@@ -166,5 +202,5 @@ export async function decodeTiled(
     if (lastChange < tolerance) break;
   }
   if (done < totalWork) opts.onTile?.(totalWork, totalWork);
-  return { data: canvas!, height: h * scale, width: w * scale, stats: mode, passes, lastChange, tiles: total };
+  return result(passes, lastChange);
 }
