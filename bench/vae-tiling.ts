@@ -4,7 +4,7 @@
  * bench/results/vae-tiling.json.
  *
  *   npm run bench:vae                          the shipped model, 512 and 1024 px, tiles of 32 and 64 latent px
- *   npm run bench:vae -- --model DIR --sizes 512 --tiles 32
+ *   npm run bench:vae -- --model DIR --sizes 512 --tiles 32 --pass-limits 2,3   (also 'exact' capped at 2 and 3 passes; 'none')
  *   npm run bench:vae -- --latent FILE.f32 --latent-size 64x64   decode a saved latent (float32 [4, h, w], scaled)
  *
  * The latent is the encoder's mean of a synthetic picture in the training data's style (a coloured square and a
@@ -140,7 +140,7 @@ export async function benchVaeTiling(opts: {
       const latent = opts.latent?.data ?? (await syntheticLatent(opts.modelDir, size));
       const full = await dec.run(latent.slice(), 4, h, h);
       const fullImg = chwToRgb8(full.data, full.height, full.width);
-      for (const tile of opts.tiles) {
+      for (const tile of opts.tiles.filter((t) => t < h)) {
         const overlap = opts.overlap ?? Math.min(16, tile / 2);
         const runs: [TileStatsMode, number | undefined][] = (opts.modes ?? (['off', 'estimate', 'exact'] as TileStatsMode[])).flatMap((m) =>
           m === 'exact' ? [...(opts.passLimits ?? []).map((n): [TileStatsMode, number] => [m, n]), [m, undefined] as [TileStatsMode, undefined]] : [[m, undefined] as [TileStatsMode, undefined]],
@@ -172,7 +172,7 @@ export function tilingTable(rows: TilingRow[]): string {
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
   const arg = (k: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : undefined);
-  const list = (k: string, d: number[]) => (arg(k) ? arg(k)!.split(',').map(Number) : d);
+  const list = (k: string, d: number[]) => (arg(k) === 'none' ? [] : arg(k) ? arg(k)!.split(',').map(Number) : d);
   const modelDir = arg('--model') ?? defaultModelDir();
   const latentFile = arg('--latent');
   const latent = latentFile ? { data: new Float32Array(fs.readFileSync(latentFile).buffer.slice(0)), size: Number((arg('--latent-size') ?? '').split('x')[0]) * 8 } : undefined;
