@@ -14,7 +14,7 @@ import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder, type GroupNormForm } from 
 import { buildTinyVaeDecoder } from '../src/fixtures/tiny-vae.ts';
 import { localBackend } from '../src/node/vae-decode.ts';
 import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
-import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT, deriveStatsGraph, deriveTileGraph, scanNorms } from '../src/onnx/vae-norm-graph.ts';
+import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT, derivePrefixGraph, deriveStatsGraph, deriveTileGraph, scanNorms } from '../src/onnx/vae-norm-graph.ts';
 import { tempDir } from './helpers/models.ts';
 
 const SHIPPED_DECODER = path.resolve(import.meta.dirname, '../models/shapes-128/vae_decoder/model.onnx');
@@ -167,6 +167,47 @@ describe('VAE norm graph surgery', () => {
     }
   }
 
+  it('prefix graphs: layer k\'s statistics alone, from only the nodes before it', async () => {
+    const bytes = fs.readFileSync(SHIPPED_DECODER);
+    const tileModel = fromBinary(ModelProtoSchema, bytes);
+    const t = deriveTileGraph(tileModel);
+    assert.ok('layers' in t);
+    const tile = await ort.InferenceSession.create(toBinary(ModelProtoSchema, tileModel));
+    const h = 8;
+    const lat = stepLatent(h, h);
+    const affine = new Float32Array(t.layers.reduce((n, l) => n + 2 * l.groups, 0));
+    for (let i = 0, at = 0; i < t.layers.length; at += 2 * t.layers[i]!.groups, i++) {
+      for (let g = 0; g < t.layers[i]!.groups; g++) {
+        affine[at + g] = 0.8 + 0.01 * g; // a != 1, b != 0: the prefix must apply the earlier layers' maps
+        affine[at + t.layers[i]!.groups + g] = 0.05 * (g % 3) - 0.05;
+      }
+    }
+    const feeds = {
+      latent_sample: new ort.Tensor('float32', lat, [1, 4, h, h]),
+      [NORM_AFFINE_INPUT]: new ort.Tensor('float32', affine, [affine.length]),
+      [NORM_REGION_INPUT]: new ort.Tensor('int64', BigInt64Array.from([1n, 2n, 7n, 6n]), [4]),
+    };
+    const all = (await tile.run(feeds))[NORM_STATS_OUTPUT]!.data as Float32Array;
+    const conv = (m: ModelProto) => m.graph!.node.filter((n) => n.opType === 'Conv').length;
+    let at = 0;
+    let lastConvs = 0;
+    for (const [k, layer] of t.layers.entries()) {
+      const prefix = fromBinary(ModelProtoSchema, bytes);
+      derivePrefixGraph(prefix, k);
+      assert.deepEqual(prefix.graph!.output.map((o) => o.name), [NORM_STATS_OUTPUT]);
+      const convs = conv(prefix);
+      assert.ok(convs > lastConvs && convs < conv(tileModel), `prefix ${k} keeps ${convs} of ${conv(tileModel)} convolutions`);
+      lastConvs = convs;
+      const session = await ort.InferenceSession.create(toBinary(ModelProtoSchema, prefix));
+      const got = (await session.run(feeds))[NORM_STATS_OUTPUT]!.data as Float32Array;
+      const want = all.subarray(at, at + 2 * layer.groups);
+      assert.equal(got.length, want.length);
+      for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i]! - want[i]!) <= 1e-5 * (1 + Math.abs(want[i]!)), `layer ${k} value ${i}: ${got[i]} vs ${want[i]}`);
+      at += 2 * layer.groups;
+    }
+    assert.throws(() => derivePrefixGraph(fromBinary(ModelProtoSchema, bytes), t.layers.length), /no norm layer 7/);
+  });
+
   it('refuses a norm it cannot rewrite, naming the node and why', () => {
     const model = smallDecoder('instance-norm');
     // An InstanceNormalization that reads the conv output directly (per-channel, not a GroupNorm export).
@@ -205,7 +246,12 @@ describe('tiled decoding with shared statistics', () => {
       const exact = await run('exact');
       assert.ok(off.d.max > 40 && off.d.mean > 4, `per-tile statistics shift colours (${JSON.stringify(off.d)})`);
       assert.ok(exact.d.max <= 6 && exact.d.mean <= 0.2, `exact statistics: ${JSON.stringify(exact.d)}`);
-      assert.ok(exact.passes > 1 && exact.passes <= 14, `passes ${exact.passes}`);
+      // Layer by layer: the 13 prefixes, then the image.
+      assert.equal(exact.passes, 14);
+      // Whole passes repeated from the estimate instead of prefixes: the same image up to the convergence tolerance.
+      const passes = await decodeTiled(lat, 4, h, w, be, { tileSize: 24, overlap: 12, stats: 'exact', maxPasses: 14 });
+      const byPasses = diff(chwToRgb8(passes.data, passes.height, passes.width), fullImg);
+      assert.ok(byPasses.max <= 6 && byPasses.mean <= 0.2, `exact by passes: ${JSON.stringify(byPasses)}`);
       // Deterministic.
       const again = await run('exact');
       assert.deepEqual(again, exact);
@@ -292,6 +338,7 @@ describe('tiled decoding with shared statistics', () => {
     const a = await prepareVaeGraphs(file);
     assert.ok('statsFile' in a);
     assert.equal(path.dirname(a.statsFile), path.dirname(file));
+    assert.equal(a.prefixFiles.length, 13);
     assert.equal(a.externalDataFolder, undefined);
     // Weights are referenced, not copied: the derived graphs are much smaller than the model.
     assert.ok(fs.statSync(a.tileFile).size < fs.statSync(file).size / 2, 'tile graph references the weights');

@@ -55,6 +55,7 @@ export function workerBackend(request: DecoderRequest, graphs: VaeGraphs, which:
     run: plain,
     runStats: (input, c, h, w) => norm(`${prefix}Stats`, (graphs as { statsFile: string }).statsFile, input, c, h, w),
     runTile: (input, c, h, w, affine, region) => norm(`${prefix}Tile`, (graphs as { tileFile: string }).tileFile, input, c, h, w, { affine, region }),
+    runPrefix: (k, input, c, h, w, affine, region) => norm(`${prefix}Prefix`, (graphs as { prefixFiles: string[] }).prefixFiles[k]!, input, c, h, w, { affine, region }),
   };
 }
 
@@ -72,6 +73,7 @@ export async function localBackend(
   const plainNorm = component === 'vae_encoder' ? new VaeNormAdapter(plainSession, component) : undefined;
   const decoder = component === 'vae_decoder' ? new VaeDecoderAdapter(plainSession) : undefined;
   const missing = () => new Error('localBackend: no derived graphs');
+  let prefix: { k: number; adapter: VaeNormAdapter } | undefined;
   return {
     graphs,
     norms: 'reason' in graphs ? { reason: graphs.reason } : { layers: graphs.layers },
@@ -84,8 +86,17 @@ export async function localBackend(
       if (!tile) throw missing();
       return tile.run(input, c, h, w, { affine, region });
     },
+    // One prefix session at a time: layer k's runs over all tiles come together.
+    runPrefix: async (k, input, c, h, w, affine, region) => {
+      if ('reason' in graphs) throw missing();
+      if (!prefix || prefix.k !== k) {
+        await releaseSession(prefix?.adapter.s);
+        prefix = { k, adapter: new VaeNormAdapter(await openSession(graphs.prefixFiles[k]!, `${component} (prefix graph ${k})`, session, load), component) };
+      }
+      return prefix.adapter.run(input, c, h, w, { affine, region });
+    },
     close: async () => {
-      for (const s of [plainSession, statsSession, tileSession]) await releaseSession(s);
+      for (const s of [plainSession, statsSession, tileSession, prefix?.adapter.s]) await releaseSession(s);
     },
   };
 }

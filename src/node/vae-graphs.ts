@@ -1,7 +1,7 @@
 /**
  * Prepares the derived VAE graphs of a decoder or encoder on disk (see src/onnx/vae-norm-graph.ts): the statistics
- * graph `model.asgd-vae-stats.onnx` and the tile graph `model.asgd-vae-tile.onnx`, with a sidecar
- * `model.asgd-vae.json`. Stored as the attention probe is (src/node/probe.ts): weights are never copied (inline
+ * graph `model.asgd-vae-stats.onnx`, the tile graph `model.asgd-vae-tile.onnx` and one prefix graph per norm layer
+ * `model.asgd-vae-prefix-<k>.onnx`, with a sidecar `model.asgd-vae.json`. Stored as the attention probe is (src/node/probe.ts): weights are never copied (inline
  * initializers become external references into the source file), next to the source when its folder is writable,
  * else under the cache folder (then loaded with the source folder as the external-data folder). Rebuilt only when
  * the source's content or the surgery's format changes.
@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import type { NormLayer } from '../core/vae/norm-stats.ts';
-import { deriveStatsGraph, deriveTileGraph } from '../onnx/vae-norm-graph.ts';
+import { derivePrefixGraph, deriveStatsGraph, deriveTileGraph } from '../onnx/vae-norm-graph.ts';
 import { cacheRoot, referenceInlineWeights, writeAtomic } from './probe.ts';
 
 export interface VaeGraphOptions {
@@ -26,6 +26,8 @@ export interface VaeGraphOptions {
 export interface VaeGraphFiles {
   statsFile: string;
   tileFile: string;
+  /** Prefix graph of each norm layer (its statistics only, from the part of the model before it). */
+  prefixFiles: string[];
   layers: NormLayer[];
   /** Set when the files do not sit next to the source (their weights live in this folder). */
   externalDataFolder?: string;
@@ -34,7 +36,7 @@ export interface VaeGraphFiles {
 export type VaeGraphs = VaeGraphFiles | { reason: string };
 
 /** Bump when the surgery's output changes, so cached graphs are rebuilt. */
-const FORMAT = 1;
+const FORMAT = 2;
 const MAX_SINGLE_FILE = 2 ** 31 - 1;
 
 interface Sidecar {
@@ -43,7 +45,7 @@ interface Sidecar {
   size: number;
   mtimeMs: number;
   sha256: string;
-  result: { layers: NormLayer[]; statsBytes: number; tileBytes: number } | { reason: string };
+  result: { layers: NormLayer[]; statsBytes: number; tileBytes: number; prefixBytes: number[] } | { reason: string };
   externalDataFolder: string | null;
 }
 
@@ -53,6 +55,7 @@ function filesIn(dir: string, source: string) {
     stats: path.join(dir, `${base}.asgd-vae-stats.onnx`),
     tile: path.join(dir, `${base}.asgd-vae-tile.onnx`),
     sidecar: path.join(dir, `${base}.asgd-vae.json`),
+    prefix: (k: number) => path.join(dir, `${base}.asgd-vae-prefix-${k}.onnx`),
   };
 }
 
@@ -67,9 +70,11 @@ async function readSidecar(file: string): Promise<Sidecar | undefined> {
 
 async function usable(side: Sidecar, files: ReturnType<typeof filesIn>): Promise<VaeGraphs | undefined> {
   if ('reason' in side.result) return { reason: side.result.reason };
-  const [s, t] = await Promise.all([stat(files.stats).catch(() => undefined), stat(files.tile).catch(() => undefined)]);
-  if (!s || !t || s.size !== side.result.statsBytes || t.size !== side.result.tileBytes) return undefined;
-  return { statsFile: files.stats, tileFile: files.tile, layers: side.result.layers, ...(side.externalDataFolder ? { externalDataFolder: side.externalDataFolder } : {}) };
+  const prefixFiles = side.result.prefixBytes.map((_, k) => files.prefix(k));
+  const sizes = await Promise.all([files.stats, files.tile, ...prefixFiles].map((f) => stat(f).then((x) => x.size, () => -1)));
+  const expected = [side.result.statsBytes, side.result.tileBytes, ...side.result.prefixBytes];
+  if (sizes.some((n, i) => n !== expected[i])) return undefined;
+  return { statsFile: files.stats, tileFile: files.tile, prefixFiles, layers: side.result.layers, ...(side.externalDataFolder ? { externalDataFolder: side.externalDataFolder } : {}) };
 }
 
 /**
@@ -122,6 +127,7 @@ export async function prepareVaeGraphs(modelPath: string, opts: VaeGraphOptions 
   const base = { format: FORMAT, source, size: st.size, mtimeMs: st.mtimeMs, sha256 };
   let statsBytes: Uint8Array | undefined;
   let tileBytes: Uint8Array | undefined;
+  const prefixBytes: Uint8Array[] = [];
   let result: Sidecar['result'];
   if ('reason' in s || 'reason' in t) {
     result = { reason: 'reason' in s ? s.reason : (t as { reason: string }).reason };
@@ -131,7 +137,13 @@ export async function prepareVaeGraphs(modelPath: string, opts: VaeGraphOptions 
     referenceInlineWeights(tileModel, bytes, location);
     statsBytes = toBinary(ModelProtoSchema, statsModel);
     tileBytes = toBinary(ModelProtoSchema, tileModel);
-    result = { layers: s.layers, statsBytes: statsBytes.length, tileBytes: tileBytes.length };
+    for (let k = 0; k < s.layers.length; k++) {
+      const prefix = fromBinary(ModelProtoSchema, bytes);
+      derivePrefixGraph(prefix, k);
+      referenceInlineWeights(prefix, bytes, location);
+      prefixBytes.push(toBinary(ModelProtoSchema, prefix));
+    }
+    result = { layers: s.layers, statsBytes: statsBytes.length, tileBytes: tileBytes.length, prefixBytes: prefixBytes.map((b) => b.length) };
   }
   const failures: string[] = [];
   for (const p of places) {
@@ -141,9 +153,15 @@ export async function prepareVaeGraphs(modelPath: string, opts: VaeGraphOptions 
       if (statsBytes && tileBytes) {
         await writeAtomic(p.stats, statsBytes);
         await writeAtomic(p.tile, tileBytes);
+        for (const [k, b] of prefixBytes.entries()) await writeAtomic(p.prefix(k), b);
       }
       await writeAtomic(p.sidecar, JSON.stringify(side, null, 2));
-      return 'reason' in result ? result : { statsFile: p.stats, tileFile: p.tile, layers: result.layers, ...(side.externalDataFolder ? { externalDataFolder: side.externalDataFolder } : {}) };
+      return 'reason' in result
+        ? result
+        : {
+            statsFile: p.stats, tileFile: p.tile, prefixFiles: prefixBytes.map((_, k) => p.prefix(k)), layers: result.layers,
+            ...(side.externalDataFolder ? { externalDataFolder: side.externalDataFolder } : {}),
+          };
     } catch (err) {
       failures.push(`${p.sidecar}: ${err instanceof Error ? err.message : String(err)}`);
     }

@@ -253,7 +253,7 @@ export function deriveStatsGraph(model: ModelProto): VaeNormSurgery {
  * Rewrites every GroupNorm layer to apply the affine map from `asgd_norm_affine`, and adds `asgd_region` and the
  * `asgd_norm_stats` output (statistics over the region); mutates `model`.
  */
-export function deriveTileGraph(model: ModelProto): VaeNormSurgery {
+export function deriveTileGraph(model: ModelProto, opts: { prefixOf?: number } = {}): VaeNormSurgery {
   const scan = prepare(model);
   if ('reason' in scan) return scan;
   const graph = model.graph!;
@@ -317,11 +317,47 @@ export function deriveTileGraph(model: ModelProto): VaeNormSurgery {
     at += 2 * site.groups;
   }
   w.target = tail;
-  w.node('Concat', statsParts, { axis: 0 }, NORM_STATS_OUTPUT);
+  const k = opts.prefixOf;
+  if (k !== undefined && !(Number.isInteger(k) && k >= 0 && k < scan.sites.length)) throw new RangeError(`deriveTileGraph: no norm layer ${k}`);
+  if (k === undefined) w.node('Concat', statsParts, { axis: 0 }, NORM_STATS_OUTPUT);
+  else w.node('Identity', [statsParts[k]!], {}, NORM_STATS_OUTPUT);
   const rebuilt: NodeProto[] = [...head];
   for (const node of graph.node) rebuilt.push(...(replacement.get(node) ?? [node]));
   rebuilt.push(...tail);
   graph.node = rebuilt;
-  graph.output.push(floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [total]));
+  if (k === undefined) {
+    graph.output.push(floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [total]));
+  } else {
+    // The prefix graph: only layer k's statistics, and only what computes them (ONNX Runtime runs every node).
+    graph.output = [floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [2 * scan.sites[k]!.groups])];
+    prune(graph);
+  }
   return { layers: layersOf(scan.sites) };
+}
+
+/**
+ * The prefix graph of norm layer k: the tile graph cut to what layer k's input needs, with one output, layer k's
+ * statistics over the region (2 * groups values). Layer k's input depends only on the layers before it, so running
+ * the prefix graphs in order, each fed the statistics accumulated so far, gives every layer's exact statistics at the
+ * cost of the prefixes (the decoder split at its norm layers). Mutates `model`.
+ */
+export function derivePrefixGraph(model: ModelProto, k: number): VaeNormSurgery {
+  return deriveTileGraph(model, { prefixOf: k });
+}
+
+/** Removes the nodes no graph output needs, and the initializers no remaining node reads. */
+function prune(graph: GraphProto): void {
+  const needed = new Set(graph.output.map((o) => o.name));
+  const keep: NodeProto[] = [];
+  for (let i = graph.node.length - 1; i >= 0; i--) {
+    const node = graph.node[i]!;
+    if (!node.output.some((o) => needed.has(o))) continue;
+    keep.push(node);
+    for (const t of node.input) if (t) needed.add(t);
+    // Subgraph attributes (If/Loop) may read outer tensors: keep everything they name.
+    for (const a of node.attribute) for (const sub of [a.g, ...a.graphs]) if (sub) for (const n of sub.node) for (const t of n.input) needed.add(t);
+  }
+  graph.node = keep.reverse();
+  graph.initializer = graph.initializer.filter((t) => needed.has(t.name));
+  graph.valueInfo = graph.valueInfo.filter((v) => needed.has(v.name));
 }

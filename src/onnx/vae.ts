@@ -48,11 +48,13 @@ export class VaeEncoderAdapter {
  */
 export class VaeNormAdapter {
   readonly input: IoInfo;
-  readonly output: IoInfo;
+  /** The image or latent output (a prefix graph has none: only statistics). */
+  readonly output: IoInfo | undefined;
   constructor(readonly s: OpenSession, component: 'vae_decoder' | 'vae_encoder') {
     const dec = component === 'vae_decoder';
     this.input = findIo(s.inputs, dec ? ['latent_sample'] : ['sample'], dec ? 'latent_sample input' : 'sample input', component, 0);
-    this.output = findIo(s.outputs, dec ? ['sample'] : ['latent_parameters', 'latent_sample'], dec ? 'sample output' : 'latent output', component, 0);
+    const outputs = s.outputs.filter((o) => o.name !== NORM_STATS_OUTPUT);
+    this.output = outputs.length > 0 ? findIo(outputs, dec ? ['sample'] : ['latent_parameters', 'latent_sample'], dec ? 'sample output' : 'latent output', component, 0) : undefined;
   }
 
   async run(
@@ -64,8 +66,9 @@ export class VaeNormAdapter {
       feeds[NORM_REGION_INPUT] = int64Tensor(tile.region);
     }
     const out = await this.s.session.run(feeds);
-    const t = out[this.output.name]!;
     const stats = (out[NORM_STATS_OUTPUT]?.data as Float32Array | undefined) ?? new Float32Array(0);
+    if (!this.output) return { data: new Float32Array(0), channels: 0, height: 0, width: 0, stats };
+    const t = out[this.output.name]!;
     let data = readFloat(t, 'vae output');
     let c = Number(t.dims[1]);
     const lh = Number(t.dims[2]);

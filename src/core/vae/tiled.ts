@@ -6,11 +6,13 @@
  * Statistics modes:
  * - 'estimate': one run of the statistics graph on the latent downscaled (box filter) to fit one tile, then one
  *   tiled pass that normalises every tile with those statistics.
- * - 'exact': starts from the estimate, then repeats tiled passes; each pass normalises with the statistics of the
- *   previous one and measures, for every norm layer, the statistics of its input over the part of the image each
- *   tile owns, combined over the tiles. Layer k's statistics depend only on layers before it, so after k passes the
- *   first k layers are exact (up to the tiles' border effects); the passes stop when the statistics stop changing
- *   (statsChange below `tolerance`) or after `maxPasses`. The image of the last pass is the result.
+ * - 'exact': the decoder split at its norm layers. Layer k's statistics depend only on the layers before it; for
+ *   k = 1..L the prefix graph of layer k runs over all tiles, fed the statistics found so far, and each tile
+ *   contributes its input's statistics over the part of the image it owns (combined exactly over the tiles). Then one
+ *   tiled pass of the tile graph makes the image. Cost: the L prefixes plus one pass. Exact up to the tiles' border
+ *   effects. Without prefix graphs (runPrefix absent), whole passes of the tile graph are repeated from the estimate
+ *   (after k passes the first k layers are exact) until the statistics stop changing (statsChange below
+ *   `tolerance`) or after `maxPasses`; the image of the last pass is the result.
  * - 'off': tiles normalise with their own statistics (the old behaviour; colours shift between tiles).
  */
 import { axisWeights, blendTile, planAxis, validateTileOptions, type AxisTile } from './tiling.ts';
@@ -37,13 +39,24 @@ export interface TiledVaeBackend {
   runTile(
     input: Float32Array, channels: number, height: number, width: number, affine: Float32Array, region: readonly [number, number, number, number],
   ): Promise<DecodedImage & { stats: Float32Array }>;
+  /**
+   * The prefix graph of norm layer `layer`: that layer's statistics over `region` only, computing just the part of
+   * the model before it. When present, 'exact' runs the prefixes in order (every layer exact, at the cost of the
+   * prefixes) instead of repeating whole passes.
+   */
+  runPrefix?(
+    layer: number, input: Float32Array, channels: number, height: number, width: number, affine: Float32Array, region: readonly [number, number, number, number],
+  ): Promise<{ stats: Float32Array }>;
 }
 
 export interface TiledDecodeOptions {
   tileSize: number;
   overlap: number;
   stats: TileStatsMode;
-  /** Passes of 'exact' at most (default: the number of norm layers + 1, which makes every layer exact). */
+  /**
+   * Run 'exact' as repeated whole passes of the tile graph, at most this many (default: layer by layer through the
+   * prefix graphs when the backend has them, else passes until converged, at most the number of norm layers + 1).
+   */
   maxPasses?: number;
   /**
    * Largest side (input pixels) the estimate decodes at (default: the tile size, so the estimate costs one tile). At
@@ -167,6 +180,46 @@ async function runTiled(
     return result(1);
   }
 
+  const regionOf = (iy: number, ix: number) => {
+    const ty = ys[iy]!;
+    const tx = xs[ix]!;
+    const oy = ownY[iy]!;
+    const ox = ownX[ix]!;
+    const region = [(oy.start - ty.start) * inScale, (ox.start - tx.start) * inScale, (oy.end - ty.start) * inScale, (ox.end - tx.start) * inScale] as const;
+    return { region, count: (oy.end - oy.start) * (ox.end - ox.start) };
+  };
+
+  if (mode === 'exact' && backend.runPrefix && opts.maxPasses === undefined) {
+    // Layer by layer: the prefix of layer k over all tiles, with layers < k already exact.
+    const stats: NormStats = { mean: layers.map((l) => new Float64Array(l.groups)), variance: layers.map((l) => new Float64Array(l.groups).fill(1)), count: 1 };
+    const totalWork = total * (layers.length + 1);
+    let done = 0;
+    for (const [k, layer] of layers.entries()) {
+      const affine = packAffine(layers, stats);
+      const acc = new StatsAccumulator([layer]);
+      for (const [iy, ty] of ys.entries()) {
+        for (const [ix, tx] of xs.entries()) {
+          const { region, count } = regionOf(iy, ix);
+          const r = await backend.runPrefix(k, tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region);
+          acc.add(unpackStats([layer], r.stats, count));
+          opts.onTile?.(++done, totalWork);
+        }
+      }
+      const layerStats = acc.result();
+      stats.mean[k] = layerStats.mean[0]!;
+      stats.variance[k] = layerStats.variance[0]!;
+    }
+    const affine = packAffine(layers, stats);
+    for (const [iy, ty] of ys.entries()) {
+      for (const [ix, tx] of xs.entries()) {
+        const { region } = regionOf(iy, ix);
+        place(await backend.runTile(tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region), iy, ix);
+        opts.onTile?.(++done, totalWork);
+      }
+    }
+    return result(layers.length + 1);
+  }
+
   // The estimate: the statistics graph on the input shrunk to fit one tile.
   const small = estimateSize(gh, gw, opts.estimateMaxSize ?? opts.tileSize);
   const smallInput = small.height === gh && small.width === gw
@@ -186,12 +239,10 @@ async function runTiled(
     const acc = new StatsAccumulator(layers);
     for (const [iy, ty] of ys.entries()) {
       for (const [ix, tx] of xs.entries()) {
-        const oy = ownY[iy]!;
-        const ox = ownX[ix]!;
-        const region = [(oy.start - ty.start) * inScale, (ox.start - tx.start) * inScale, (oy.end - ty.start) * inScale, (ox.end - tx.start) * inScale] as const;
+        const { region, count } = regionOf(iy, ix);
         const r = await backend.runTile(tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region);
         place(r, iy, ix);
-        if (mode === 'exact') acc.add(unpackStats(layers, r.stats, (oy.end - oy.start) * (ox.end - ox.start)));
+        if (mode === 'exact') acc.add(unpackStats(layers, r.stats, count));
         opts.onTile?.(++done, totalWork);
       }
     }

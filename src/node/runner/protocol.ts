@@ -24,7 +24,7 @@ export interface InitRequest {
 export type FailMode = 'throw' | 'exit';
 
 /** The derived VAE graphs (statistics and tile graphs, src/onnx/vae-norm-graph.ts), opened on first use. */
-export type VaeGraphName = 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeEncoderStats' | 'vaeEncoderTile';
+export type VaeGraphName = 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeDecoderPrefix' | 'vaeEncoderStats' | 'vaeEncoderTile' | 'vaeEncoderPrefix';
 
 /** Runs a derived VAE graph; the tile graphs take the norm layers' affine maps and the owned region. */
 export interface VaeNormRequest {
