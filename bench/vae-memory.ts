@@ -47,7 +47,7 @@ if (args[0] === '--child') {
     image = chwToRgb8(r.data, r.height, r.width);
     ms = performance.now() - t0;
   } else {
-    // The plain, statistics and tile graphs' sessions, as the worker holds them for a tiled decode.
+    // The plain decoder's session and, opened on first use, the statistics and tile graphs' (as in the worker).
     const be = await localBackend(file!, 'vae_decoder');
     const t0 = performance.now();
     const r = await decodeTiled(latent, 4, h, h, be, { tileSize: 64, overlap: 16, stats: 'estimate' });

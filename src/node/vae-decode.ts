@@ -66,24 +66,26 @@ export async function localBackend(
   const graphs = await prepareVaeGraphs(modelPath);
   const plainSession = await openSession(modelPath, component, session);
   const load = 'reason' in graphs ? {} : graphs.externalDataFolder ? { externalDataFolder: graphs.externalDataFolder } : {};
-  const statsSession = 'reason' in graphs ? undefined : await openSession(graphs.statsFile, `${component} (statistics graph)`, session, load);
-  const tileSession = 'reason' in graphs ? undefined : await openSession(graphs.tileFile, `${component} (tile graph)`, session, load);
-  const stats = statsSession && new VaeNormAdapter(statsSession, component);
-  const tile = tileSession && new VaeNormAdapter(tileSession, component);
   const plainNorm = component === 'vae_encoder' ? new VaeNormAdapter(plainSession, component) : undefined;
   const decoder = component === 'vae_decoder' ? new VaeDecoderAdapter(plainSession) : undefined;
   const missing = () => new Error('localBackend: no derived graphs');
+  // Derived sessions open on first use, as in the worker.
+  let stats: VaeNormAdapter | undefined;
+  let tile: VaeNormAdapter | undefined;
   let prefix: { k: number; adapter: VaeNormAdapter } | undefined;
+  const open = async (file: string, what: string) => new VaeNormAdapter(await openSession(file, `${component} (${what})`, session, load), component);
   return {
     graphs,
     norms: 'reason' in graphs ? { reason: graphs.reason } : { layers: graphs.layers },
     run: async (input, c, h, w) => (decoder ? decoder.decode(input, c, h, w) : plainNorm!.run(input, c, h, w)),
     runStats: async (input, c, h, w) => {
-      if (!stats) throw missing();
+      if ('reason' in graphs) throw missing();
+      stats ??= await open(graphs.statsFile, 'statistics graph');
       return stats.run(input, c, h, w);
     },
     runTile: async (input, c, h, w, affine, region) => {
-      if (!tile) throw missing();
+      if ('reason' in graphs) throw missing();
+      tile ??= await open(graphs.tileFile, 'tile graph');
       return tile.run(input, c, h, w, { affine, region });
     },
     // One prefix session at a time: layer k's runs over all tiles come together.
@@ -91,12 +93,12 @@ export async function localBackend(
       if ('reason' in graphs) throw missing();
       if (!prefix || prefix.k !== k) {
         await releaseSession(prefix?.adapter.s);
-        prefix = { k, adapter: new VaeNormAdapter(await openSession(graphs.prefixFiles[k]!, `${component} (prefix graph ${k})`, session, load), component) };
+        prefix = { k, adapter: await open(graphs.prefixFiles[k]!, `prefix graph ${k}`) };
       }
       return prefix.adapter.run(input, c, h, w, { affine, region });
     },
     close: async () => {
-      for (const s of [plainSession, statsSession, tileSession, prefix?.adapter.s]) await releaseSession(s);
+      for (const s of [plainSession, stats?.s, tile?.s, prefix?.adapter.s]) await releaseSession(s);
     },
   };
 }
