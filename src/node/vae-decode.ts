@@ -65,40 +65,38 @@ export async function localBackend(
 ): Promise<TiledVaeBackend & { graphs: VaeGraphs; close(): Promise<void> }> {
   const graphs = await prepareVaeGraphs(modelPath);
   const plainSession = await openSession(modelPath, component, session);
-  const load = 'reason' in graphs ? {} : graphs.externalDataFolder ? { externalDataFolder: graphs.externalDataFolder } : {};
+  const load = 'reason' in graphs || !graphs.externalDataFolder ? {} : { externalDataFolder: graphs.externalDataFolder };
   const plainNorm = component === 'vae_encoder' ? new VaeNormAdapter(plainSession, component) : undefined;
   const decoder = component === 'vae_decoder' ? new VaeDecoderAdapter(plainSession) : undefined;
   const missing = () => new Error('localBackend: no derived graphs');
-  // Derived sessions open on first use, as in the worker.
-  let stats: VaeNormAdapter | undefined;
-  let tile: VaeNormAdapter | undefined;
-  let prefix: { k: number; adapter: VaeNormAdapter } | undefined;
-  const open = async (file: string, what: string) => new VaeNormAdapter(await openSession(file, `${component} (${what})`, session, load), component);
+  // Derived sessions open on first use and one at a time, as in the worker.
+  let held: { file: string; adapter: VaeNormAdapter } | undefined;
+  const use = async (file: string, what: string) => {
+    if (held?.file !== file) {
+      await releaseSession(held?.adapter.s);
+      held = undefined;
+      held = { file, adapter: new VaeNormAdapter(await openSession(file, `${component} (${what})`, session, load), component) };
+    }
+    return held.adapter;
+  };
   return {
     graphs,
     norms: 'reason' in graphs ? { reason: graphs.reason } : { layers: graphs.layers },
     run: async (input, c, h, w) => (decoder ? decoder.decode(input, c, h, w) : plainNorm!.run(input, c, h, w)),
     runStats: async (input, c, h, w) => {
       if ('reason' in graphs) throw missing();
-      stats ??= await open(graphs.statsFile, 'statistics graph');
-      return stats.run(input, c, h, w);
+      return (await use(graphs.statsFile, 'statistics graph')).run(input, c, h, w);
     },
     runTile: async (input, c, h, w, affine, region) => {
       if ('reason' in graphs) throw missing();
-      tile ??= await open(graphs.tileFile, 'tile graph');
-      return tile.run(input, c, h, w, { affine, region });
+      return (await use(graphs.tileFile, 'tile graph')).run(input, c, h, w, { affine, region });
     },
-    // One prefix session at a time: layer k's runs over all tiles come together.
     runPrefix: async (k, input, c, h, w, affine, region) => {
       if ('reason' in graphs) throw missing();
-      if (!prefix || prefix.k !== k) {
-        await releaseSession(prefix?.adapter.s);
-        prefix = { k, adapter: await open(graphs.prefixFiles[k]!, `prefix graph ${k}`) };
-      }
-      return prefix.adapter.run(input, c, h, w, { affine, region });
+      return (await use(graphs.prefixFiles[k]!, `prefix graph ${k}`)).run(input, c, h, w, { affine, region });
     },
     close: async () => {
-      for (const s of [plainSession, stats?.s, tile?.s, prefix?.adapter.s]) await releaseSession(s);
+      for (const s of [plainSession, held?.adapter.s]) await releaseSession(s);
     },
   };
 }

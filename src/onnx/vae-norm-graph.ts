@@ -57,6 +57,8 @@ export interface NormSite extends NormLayer {
   input: string;
   /** The grouped tensor [N, groups, -1] the InstanceNormalization reads (instance-norm form). */
   grouped?: string;
+  /** Whether the layer computes in float32 (known from its scale's type): its statistics need no Cast. */
+  float32: boolean;
 }
 
 export interface NormScan {
@@ -110,6 +112,16 @@ function int64Constant(graph: GraphProto, producers: Map<string, NodeProto>, nam
   return Array.from({ length: raw.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true)));
 }
 
+/** The element type of a tensor when the graph states it plainly (initializer, Constant, Cast output), else undefined. */
+function elemTypeOf(graph: GraphProto, producers: Map<string, NodeProto>, name: string): number | undefined {
+  const init = graph.initializer.find((i) => i.name === name);
+  if (init) return init.dataType;
+  const p = producers.get(name);
+  if (p?.opType === 'Constant') return p.attribute.find((a) => a.name === 'value')?.t?.dataType;
+  if (p?.opType === 'Cast') return intAttr(p, 'to');
+  return undefined;
+}
+
 /** Finds every GroupNorm layer, and the normalisation nodes that cannot be rewritten. */
 export function scanNorms(model: ModelProto): NormScan {
   const graph = model.graph;
@@ -133,7 +145,7 @@ export function scanNorms(model: ModelProto): NormScan {
       }
       scan.sites.push({
         name: layerName(node), form: 'instance-norm', groups: shape[1]!, epsilon: floatAttr(node, 'epsilon', 1e-5),
-        node, input: reshape.input[0]!, grouped: node.input[0]!,
+        node, input: reshape.input[0]!, grouped: node.input[0]!, float32: elemTypeOf(graph, producers, node.input[1] ?? '') === FLOAT32,
       });
     } else if (node.opType === 'GroupNormalization' && (node.domain === '' || node.domain === 'ai.onnx')) {
       const groups = intAttr(node, 'num_groups');
@@ -145,7 +157,10 @@ export function scanNorms(model: ModelProto): NormScan {
         scan.problems.push(`${name}: GroupNormalization in a model of opset ${opset}`);
         continue;
       }
-      scan.sites.push({ name: layerName(node), form: 'group-normalization', groups, epsilon: floatAttr(node, 'epsilon', 1e-5), node, input: node.input[0]! });
+      scan.sites.push({
+        name: layerName(node), form: 'group-normalization', groups, epsilon: floatAttr(node, 'epsilon', 1e-5), node, input: node.input[0]!,
+        float32: elemTypeOf(graph, producers, node.input[1] ?? '') === FLOAT32,
+      });
     } else if (OTHER_NORMS.has(node.opType)) {
       scan.problems.push(`${name}: a ${node.opType} node (${node.domain || 'ai.onnx'}), which the surgery does not rewrite`);
     }
@@ -186,9 +201,9 @@ class Writer {
     return this.opset >= 18 ? this.node('ReduceMean', [x, this.int64([2])], { keepdims: 1 }) : this.node('ReduceMean', [x], { axes: [2], keepdims: 1 });
   }
 
-  /** Per-group mean and variance of a 4-D tensor, as float32 [2 * groups]. */
-  groupStats(x: string, groups: number): string {
-    const g = this.node('Reshape', [this.node('Cast', [x], { to: FLOAT32 }), this.int64([0, groups, -1])]);
+  /** Per-group mean and variance of a 4-D tensor, as float32 [2 * groups] (`float32`: x already is, no Cast). */
+  groupStats(x: string, groups: number, float32 = false): string {
+    const g = this.node('Reshape', [float32 ? x : this.node('Cast', [x], { to: FLOAT32 }), this.int64([0, groups, -1])]);
     const mean = this.meanLast(g);
     const d = this.node('Sub', [g, mean]);
     const variance = this.meanLast(this.node('Mul', [d, d]));
@@ -241,10 +256,19 @@ export function deriveStatsGraph(model: ModelProto): VaeNormSurgery {
   if ('reason' in scan) return scan;
   const graph = model.graph!;
   const w = new Writer(graph, defaultOpset(model));
-  w.target = graph.node;
   if (scan.sites.length === 0) return { layers: [] };
-  const parts = scan.sites.map((s) => w.groupStats(s.input, s.groups));
+  // Each layer's statistics are computed just before its norm node, so that its input need not stay alive to the end.
+  const before = new Map<NodeProto, NodeProto[]>();
+  const parts = scan.sites.map((site) => {
+    w.target = [];
+    before.set(site.node, w.target);
+    return w.groupStats(site.input, site.groups, site.float32);
+  });
+  const rebuilt: NodeProto[] = [];
+  for (const node of graph.node) rebuilt.push(...(before.get(node) ?? []), node);
+  w.target = rebuilt;
   w.node('Concat', parts, { axis: 0 }, NORM_STATS_OUTPUT);
+  graph.node = rebuilt;
   graph.output.push(floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [statsLength(scan.sites)]));
   return { layers: layersOf(scan.sites) };
 }
@@ -279,7 +303,13 @@ export function deriveTileGraph(model: ModelProto, opts: { prefixOf?: number } =
   let at = 0;
   for (const site of scan.sites) {
     const nodes: NodeProto[] = [];
+    // Statistics of the layer's input over the owned region, at the layer's resolution; computed just before the
+    // norm, so that the input need not stay alive to the end of the graph.
     w.target = nodes;
+    const layerSize = w.node('Slice', [w.node('Shape', [site.input]), w.int64([2]), w.int64([4]), w.int64([0])]);
+    const scaleCorner = (c: string) => w.node('Div', [w.node('Mul', [c, layerSize]), inputSize]);
+    const crop = w.node('Slice', [site.input, scaleCorner(regionStart), scaleCorner(regionEnd), w.int64([2, 3])]);
+    statsParts.push(w.groupStats(crop, site.groups, site.float32));
     const slice = (from: number, to: number) => w.node('Slice', [NORM_AFFINE_INPUT, w.int64([from]), w.int64([to]), w.int64([0])]);
     const like = (t: string, ref: string) => (opset >= 15 ? w.node('CastLike', [t, ref]) : inputType === FLOAT16 ? w.node('Cast', [t], { to: FLOAT16 }) : t);
     const asColumn = (t: string) => w.node('Reshape', [t, w.int64([site.groups, 1])]);
@@ -308,12 +338,6 @@ export function deriveTileGraph(model: ModelProto, opts: { prefixOf?: number } =
       }
     }
     replacement.set(site.node, nodes);
-    // Statistics of the layer's input over the owned region, at the layer's resolution.
-    w.target = tail;
-    const layerSize = w.node('Slice', [w.node('Shape', [site.input]), w.int64([2]), w.int64([4]), w.int64([0])]);
-    const scaleCorner = (c: string) => w.node('Div', [w.node('Mul', [c, layerSize]), inputSize]);
-    const crop = w.node('Slice', [site.input, scaleCorner(regionStart), scaleCorner(regionEnd), w.int64([2, 3])]);
-    statsParts.push(w.groupStats(crop, site.groups));
     at += 2 * site.groups;
   }
   w.target = tail;

@@ -153,7 +153,11 @@ async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
   if (!state.options) throw new Error('worker: vaeNorm before init');
   const held = state.vaeNorm[req.graph];
   if (held && held.file === req.file) return held.adapter;
-  if (held) await releaseSession(held.adapter.s);
+  // One derived graph at a time (they run in phases: prefixes, then tiles): their memory arenas do not add up.
+  for (const [name, v] of Object.entries(state.vaeNorm)) {
+    await releaseSession(v.adapter.s);
+    delete state.vaeNorm[name as VaeGraphName];
+  }
   const label = `${req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder'} (${req.graph.endsWith('Tile') ? 'tile' : req.graph.endsWith('Prefix') ? 'prefix' : 'statistics'} graph)`;
   const s = await openSession(req.file, label, state.options, req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {});
   const adapter = new VaeNormAdapter(s, req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder');
