@@ -4,9 +4,9 @@
  * (recorded in the JSON with the CPU model); compare ratios within one run.
  *
  *   npm run bench                 all sections
- *   npm run bench -- --only host  one section: generation | host | methods | runner | repetition
- * The runner (multi-device) and repetition benchmarks are their own scripts (npm run bench:runner,
- * npm run bench:repetition); `npm run bench` runs them too (repetition in its --quick form).
+ *   npm run bench -- --only host  one section: generation | host | methods | runner | repetition | vae
+ * The runner (multi-device), repetition and VAE tiling benchmarks are their own scripts (npm run bench:runner,
+ * npm run bench:repetition, npm run bench:vae); `npm run bench` runs them too (repetition in its --quick form).
  *   npm run bench -- --model DIR  use another model folder (default: the model the repository ships)
  */
 import { spawnSync } from 'node:child_process';
@@ -135,6 +135,7 @@ const sections: Record<string, () => Promise<void> | void> = {
   },
   runner: script('runner.ts', []),
   repetition: script('repetition.ts', ['--quick']),
+  vae: script('vae-tiling.ts', [...(modelArg ? ['--model', modelArg] : []), '--pass-limits', 'none']),
 };
 for (const [name, fn] of Object.entries(sections)) {
   if (only && only !== name) continue;

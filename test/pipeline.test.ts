@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
 import { AsgdError } from '../src/core/errors.ts';
+import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from '../src/fixtures/groupnorm-vae.ts';
 import { VARIANTS } from '../src/fixtures/index.ts';
 import { readImageMetadata, saveImage } from '../src/node/image/write.ts';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
@@ -91,19 +94,42 @@ test('every loader variant loads and generates', async () => {
   }
 });
 
-test('tiled and untiled VAE decoding agree and show no seam', async () => {
-  const h = 40;
-  const w = 56;
-  const latent = new Float32Array(4 * h * w);
-  // A smooth latent so any seam would stand out against its neighbours.
-  for (let c = 0; c < 4; c++) for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) latent[(c * h + y) * w + x] = 0.15 * Math.sin(0.21 * x + 0.13 * y + c);
-  const full = await pipe.decodeLatent(latent, h, w, { tiling: 'off', tileSize: 32, overlap: 16 });
-  const tiled = await pipe.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 32, overlap: 16 });
-  assert.equal(tiled.width, full.width);
-  let maxDiff = 0;
-  for (let i = 0; i < full.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(full.data[i]! - tiled.data[i]!));
-  // The built-in decoder is local (radius 3 latent px < the 4 px blend margin): tiles agree up to rounding.
-  assert.ok(maxDiff <= 2, `max difference ${maxDiff} levels`);
+test('tiled and untiled VAE decoding agree on a decoder with image-wide GroupNorm (shared statistics), not with per-tile statistics', async () => {
+  // The tiny model's own decoder is local; this VAE normalises over the whole image, as SD's does.
+  const vaeDir = tempDir('gn-vae');
+  fs.mkdirSync(path.join(vaeDir, 'vae_decoder'));
+  fs.writeFileSync(path.join(vaeDir, 'vae_decoder', 'model.onnx'), toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 3, floatType: 'float32', form: 'instance-norm', ...SMALL_VAE_DECODER })));
+  fs.writeFileSync(path.join(vaeDir, 'vae_decoder', 'config.json'), JSON.stringify({ scaling_factor: 0.5 }));
+  const p = await loadPipeline(await tinyModel('standard'), { threads: 1, vae: vaeDir, attentionProbe: false });
+  try {
+    const h = 40;
+    const w = 56;
+    const latent = new Float32Array(4 * h * w);
+    // A smooth latent with a step on the right: tiles see different statistics.
+    for (let c = 0; c < 4; c++) for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) latent[(c * h + y) * w + x] = 0.5 * Math.sin(0.21 * x + 0.13 * y + c) + (x > 30 ? 0.6 : 0);
+    const full = await p.decodeLatent(latent, h, w, { tiling: 'off', tileSize: 24, overlap: 12, stats: 'exact' });
+    const warnings: string[] = [];
+    const tiled = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'exact' }, undefined, (m) => warnings.push(m));
+    const perTile = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'off' });
+    assert.deepEqual(warnings, []);
+    assert.equal(tiled.width, full.width);
+    const diff = (a: typeof full) => {
+      let max = 0;
+      let sum = 0;
+      for (let i = 0; i < full.data.length; i++) {
+        const d = Math.abs(full.data[i]! - a.data[i]!);
+        max = Math.max(max, d);
+        sum += d;
+      }
+      return { max, mean: sum / full.data.length };
+    };
+    const shared = diff(tiled);
+    const own = diff(perTile);
+    assert.ok(shared.max <= 6 && shared.mean <= 0.25, `shared statistics: ${JSON.stringify(shared)}`);
+    assert.ok(own.max >= 30 && own.mean >= 2, `per-tile statistics: ${JSON.stringify(own)}`);
+  } finally {
+    await p.close();
+  }
 });
 
 test('bad model folders get clear errors', async () => {

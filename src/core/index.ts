@@ -43,4 +43,7 @@ export { checkOption, defaultText, expectedText, flagText, type OptionKind, type
 export { checkGeneration, type GenerationPlan, type ModelFacts } from './generation/check.ts';
 export { encodePrompt, type EncodedText, type EncodeText, type PromptEncoders, type PromptInput, type TextEncoderName } from './generation/prompt.ts';
 export { denoise, type DenoiseInput, type DenoiseResult } from './generation/denoise.ts';
-export { decodeLatent, decodesTiled, type DecodedImage, type DecodeInput, type DecodeTile } from './generation/decode.ts';
+export {
+  decodeTiled, encodeTiled, TILE_STATS_MODES, type DecodedImage, type TiledDecodeOptions, type TiledDecodeResult, type TiledVaeBackend,
+  type TileStatsMode,
+} from './vae/tiled.ts';

@@ -16,6 +16,11 @@ export interface VaeDecodeOptions {
   tileSize: number;
   /** Tile overlap in latent pixels. */
   overlap: number;
+  /**
+   * Normalisation statistics of tiled decoding: 'exact' (the whole image's, accumulated over tiles in a few passes),
+   * 'estimate' (from a downscaled decode, one pass) or 'off' (each tile its own: colours shift between tiles).
+   */
+  stats: 'exact' | 'estimate' | 'off';
 }
 
 export interface GenerateParams {

@@ -13,10 +13,10 @@ import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { checkGeneration, type ModelFacts } from '../core/generation/check.ts';
-import { decodeLatent as decodeStage, decodesTiled } from '../core/generation/decode.ts';
 import { denoise } from '../core/generation/denoise.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { TOOL_VERSION } from './version.ts';
+import { decodeLatentImage, type DecoderRequest } from './vae-decode.ts';
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
 import { DeviceWorker } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner/devices.ts';
@@ -275,7 +275,7 @@ export class Pipeline implements AsyncDisposable {
       // Stage 4, decode (tiled above the tile size).
       const image = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
         run.onProgress?.({ phase: 'decode', stage: 2, step: p.steps, totalSteps: p.steps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
-      );
+      warn);
       throwIfAborted(signal);
       const tEnd = performance.now();
       const metadata = buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION);
@@ -324,14 +324,14 @@ export class Pipeline implements AsyncDisposable {
   /** VAE decoding on the device that holds the decoder, tiled when the latent exceeds the tile (or when asked). */
   async decodeLatent(
     latent: Float32Array, h: number, w: number, opts: ResolvedParams['vae'], onTile?: (done: number, total: number) => void,
+    onWarning?: (message: string) => void,
   ): Promise<RgbImage> {
-    const r = await decodeStage(
-      { latent, channels: this.info.latentChannels, height: h, width: w, scalingFactor: this.spec.vae.scalingFactor, options: opts },
-      (part, c, th, tw, index) =>
-        this.pool.request<'vaeDecode'>('vaeDecoder', { type: 'vaeDecode', latent: part, channels: c, height: th, width: tw }, index === 0 && !decodesTiled(opts, h, w) ? 'VAE decoding' : `VAE tile ${index + 1}`, [part.buffer as ArrayBuffer]),
-      onTile,
-    );
-    return chwToRgb8(r.data, r.height, r.width);
+    const c = this.info.latentChannels;
+    const inv = 1 / this.spec.vae.scalingFactor;
+    const scaled = new Float32Array(latent.length);
+    for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
+    const request: DecoderRequest = (req, what, transfer) => this.pool.request('vaeDecoder', req, what, transfer);
+    return decodeLatentImage({ scaled, channels: c, height: h, width: w, opts, decoderPath: this.spec.paths.vaeDecoder, request, onTile, onWarning });
   }
 
   private async abortWorkers(): Promise<void> {

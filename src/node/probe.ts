@@ -66,7 +66,7 @@ function probePaths(dir: string, source: string): { file: string; sidecar: strin
   return { file: path.join(dir, `${base}.asgd-probe.onnx`), sidecar: path.join(dir, `${base}.asgd-probe.json`) };
 }
 
-function cacheRoot(opts: AttentionProbeOptions): string {
+export function cacheRoot(opts: AttentionProbeOptions): string {
   if (opts.cacheDir) return opts.cacheDir;
   if (process.env.ASGD_CACHE_DIR) return process.env.ASGD_CACHE_DIR;
   return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'asgdiffusion');
@@ -86,7 +86,7 @@ async function readSidecar(file: string): Promise<Sidecar | undefined> {
   }
 }
 
-async function writeAtomic(file: string, data: Uint8Array | string): Promise<void> {
+export async function writeAtomic(file: string, data: Uint8Array | string): Promise<void> {
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     await writeFile(tmp, data);

@@ -119,6 +119,16 @@ export function floatTensor(type: string, data: Float32Array, dims: readonly num
   throw new AsgdError(`${label} has element type ${type}`, { kind: 'model', parameter: label, expected: 'float32 or float16', received: type, hint: 'The model does not match the Stable Diffusion ONNX contract' });
 }
 
+/** An int64 tensor (shapes, regions). */
+export function int64Tensor(values: readonly number[], dims: readonly number[] = [values.length]): ort.Tensor {
+  return new (runtime().Tensor)('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
+}
+
+/** A float32 tensor, whatever the model's float type (inputs the project's own graph surgery adds). */
+export function float32Tensor(data: Float32Array, dims: readonly number[]): ort.Tensor {
+  return new (runtime().Tensor)('float32', data, dims);
+}
+
 /** Output tensor data as float32 (converting float16). */
 export function readFloat(t: ort.Tensor, label: string): Float32Array {
   if (t.type === 'float32') return t.data as Float32Array;

@@ -1,5 +1,6 @@
 /** VAE decoder/encoder adapters: latents (already divided by the scaling factor) to images in [-1, 1] and back. */
-import { findIo, floatTensor, readFloat, type IoInfo, type OpenSession } from './session.ts';
+import { findIo, float32Tensor, floatTensor, int64Tensor, readFloat, type IoInfo, type OpenSession } from './session.ts';
+import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT } from '../graph/vae-norm-graph.ts';
 
 export class VaeDecoderAdapter {
   readonly input: IoInfo;
@@ -36,5 +37,47 @@ export class VaeEncoderAdapter {
     // latent_parameters holds mean then logvar; keep the mean.
     const channels = this.output.name === 'latent_parameters' ? c / 2 : c;
     return { data: data.slice(0, channels * lh * lw), channels, height: lh, width: lw };
+  }
+}
+
+/**
+ * The derived VAE graphs (src/graph/vae-norm-graph.ts): the statistics graph (decode or encode plus every norm
+ * layer's statistics) and the tile graph (norm layers applying given affine maps; statistics over a region).
+ * Works for a decoder (latent in, image out) and an encoder (image in, the latent mean out) alike; also runs the
+ * plain encoder (no statistics output).
+ */
+export class VaeNormAdapter {
+  readonly input: IoInfo;
+  /** The image or latent output (a prefix graph has none: only statistics). */
+  readonly output: IoInfo | undefined;
+  constructor(readonly s: OpenSession, component: 'vae_decoder' | 'vae_encoder') {
+    const dec = component === 'vae_decoder';
+    this.input = findIo(s.inputs, dec ? ['latent_sample'] : ['sample'], dec ? 'latent_sample input' : 'sample input', component, 0);
+    const outputs = s.outputs.filter((o) => o.name !== NORM_STATS_OUTPUT);
+    this.output = outputs.length > 0 ? findIo(outputs, dec ? ['sample'] : ['latent_parameters', 'latent_sample'], dec ? 'sample output' : 'latent output', component, 0) : undefined;
+  }
+
+  async run(
+    input: Float32Array, channels: number, h: number, w: number, tile?: { affine: Float32Array; region: readonly number[] },
+  ): Promise<{ data: Float32Array; channels: number; height: number; width: number; stats: Float32Array }> {
+    const feeds: Record<string, ReturnType<typeof floatTensor>> = { [this.input.name]: floatTensor(this.input.type, input, [1, channels, h, w], `${this.input.name}`) };
+    if (tile) {
+      feeds[NORM_AFFINE_INPUT] = float32Tensor(tile.affine, [tile.affine.length]);
+      feeds[NORM_REGION_INPUT] = int64Tensor(tile.region);
+    }
+    const out = await this.s.session.run(feeds);
+    const stats = (out[NORM_STATS_OUTPUT]?.data as Float32Array | undefined) ?? new Float32Array(0);
+    if (!this.output) return { data: new Float32Array(0), channels: 0, height: 0, width: 0, stats };
+    const t = out[this.output.name]!;
+    let data = readFloat(t, 'vae output');
+    let c = Number(t.dims[1]);
+    const lh = Number(t.dims[2]);
+    const lw = Number(t.dims[3]);
+    // An encoder's latent_parameters holds mean then logvar: keep the mean, as VaeEncoderAdapter does.
+    if (this.output.name === 'latent_parameters') {
+      c /= 2;
+      data = data.slice(0, c * lh * lw);
+    }
+    return { data, channels: c, height: lh, width: lw, stats };
   }
 }

@@ -86,16 +86,16 @@ export function axisWeights(tiles: AxisTile[], size: number, overlap: number, sc
   return raw;
 }
 
-/** Accumulates a decoded tile [3, th, tw] into the canvas [3, H, W] with its blend weights. */
+/** Accumulates a decoded tile [C, th, tw] into the canvas [C, H, W] with its blend weights (C = 3 unless given). */
 export function blendTile(
   canvas: Float32Array, height: number, width: number,
-  tileData: Float32Array, tile: Tile, wy: Float32Array, wx: Float32Array, scale: number,
+  tileData: Float32Array, tile: Tile, wy: Float32Array, wx: Float32Array, scale: number, channels = 3,
 ): void {
   const y0 = tile.y.start * scale;
   const x0 = tile.x.start * scale;
   const th = wy.length;
   const tw = wx.length;
-  for (let c = 0; c < 3; c++) {
+  for (let c = 0; c < channels; c++) {
     for (let y = 0; y < th; y++) {
       const wyv = wy[y]!;
       const src = (c * th + y) * tw;

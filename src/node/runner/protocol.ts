@@ -22,6 +22,24 @@ export interface InitRequest {
 
 export type FailMode = 'throw' | 'exit';
 
+/** The derived VAE graphs (statistics and tile graphs, src/graph/vae-norm-graph.ts), opened on first use. */
+export type VaeGraphName = 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeDecoderPrefix' | 'vaeEncoderStats' | 'vaeEncoderTile' | 'vaeEncoderPrefix';
+
+/** Runs a derived VAE graph; the tile graphs take the norm layers' affine maps and the owned region. */
+export interface VaeNormRequest {
+  type: 'vaeNorm';
+  graph: VaeGraphName;
+  file: string;
+  /** Folder of the weights when the graph does not sit next to its source model. */
+  externalDataFolder?: string;
+  input: Float32Array;
+  channels: number;
+  height: number;
+  width: number;
+  affine?: Float32Array;
+  region?: number[];
+}
+
 export interface UnetRequest {
   type: 'unet';
   /** A view of the device's shared staging buffer (valid until the reply). */
@@ -49,6 +67,7 @@ export type WorkerRequest =
   | UnetRequest
   | { type: 'vaeDecode'; latent: Float32Array; channels: number; height: number; width: number }
   | { type: 'vaeEncode'; image: Float32Array; height: number; width: number }
+  | VaeNormRequest
   | { type: 'close' };
 
 export type WorkerResult =
@@ -58,7 +77,8 @@ export type WorkerResult =
   | { type: 'checkCfgSplit'; identical: boolean; maxAbs: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }
-  | { type: 'vaeEncode'; data: Float32Array; channels: number; height: number; width: number };
+  | { type: 'vaeEncode'; data: Float32Array; channels: number; height: number; width: number }
+  | { type: 'vaeNorm'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array };
 
 export interface SerializedError {
   message: string;

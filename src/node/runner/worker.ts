@@ -7,9 +7,9 @@ import { AsgdError } from '../../core/errors.ts';
 import { openSession, releaseSession, type OpenSession, type SessionOptions } from '../../onnx/session.ts';
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import { UnetAdapter, type TextConditioning } from '../../onnx/unet.ts';
-import { VaeDecoderAdapter, VaeEncoderAdapter } from '../../onnx/vae.ts';
+import { VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
 import { probeLoadOptions } from '../probe.ts';
-import type { ComponentName, FailMode, SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
+import type { ComponentName, FailMode, SerializedError, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
 const LABELS: Record<ComponentName, string> = {
   textEncoder: 'text_encoder',
@@ -33,9 +33,11 @@ interface State {
   failAfter?: number;
   failMode?: FailMode;
   options?: SessionOptions;
+  /** Derived VAE graphs, opened on first use (by file). */
+  vaeNorm: Partial<Record<VaeGraphName, { file: string; adapter: VaeNormAdapter }>>;
 }
 
-const state: State = { sessions: {}, unetCalls: 0 };
+const state: State = { sessions: {}, unetCalls: 0, vaeNorm: {} };
 
 function serialize(err: unknown): SerializedError {
   if (err instanceof AsgdError) {
@@ -113,9 +115,19 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       const r = await state.encoder.encodeMean(req.image, req.height, req.width);
       return { result: { type: 'vaeEncode', ...r }, transfer: [r.data.buffer as ArrayBuffer] };
     }
+    case 'vaeNorm': {
+      const adapter = await vaeNormAdapter(req);
+      const tile = req.affine && req.region ? { affine: req.affine, region: req.region } : undefined;
+      const r = await adapter.run(req.input, req.channels, req.height, req.width, tile);
+      const data = r.data.buffer.byteLength === r.data.byteLength ? r.data : r.data.slice();
+      const stats = r.stats.slice();
+      return { result: { type: 'vaeNorm', data, channels: r.channels, height: r.height, width: r.width, stats }, transfer: [data.buffer as ArrayBuffer, stats.buffer] };
+    }
     case 'close':
       for (const s of Object.values(state.sessions)) await releaseSession(s);
+      for (const v of Object.values(state.vaeNorm)) await releaseSession(v.adapter.s);
       state.sessions = {};
+      state.vaeNorm = {};
       return { result: { type: 'ok' }, transfer: [] };
   }
 }
@@ -135,6 +147,22 @@ async function load(paths: Partial<Record<ComponentName, string>>): Promise<void
   if (s.unetProbe) state.probe ??= new UnetAdapter(s.unetProbe);
   if (s.vaeDecoder) state.decoder ??= new VaeDecoderAdapter(s.vaeDecoder);
   if (s.vaeEncoder) state.encoder ??= new VaeEncoderAdapter(s.vaeEncoder);
+}
+
+async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
+  if (!state.options) throw new Error('worker: vaeNorm before init');
+  const held = state.vaeNorm[req.graph];
+  if (held && held.file === req.file) return held.adapter;
+  // One derived graph at a time (they run in phases: prefixes, then tiles): their memory arenas do not add up.
+  for (const [name, v] of Object.entries(state.vaeNorm)) {
+    await releaseSession(v.adapter.s);
+    delete state.vaeNorm[name as VaeGraphName];
+  }
+  const label = `${req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder'} (${req.graph.endsWith('Tile') ? 'tile' : req.graph.endsWith('Prefix') ? 'prefix' : 'statistics'} graph)`;
+  const s = await openSession(req.file, label, state.options, req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {});
+  const adapter = new VaeNormAdapter(s, req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder');
+  state.vaeNorm[req.graph] = { file: req.file, adapter };
+  return adapter;
 }
 
 const port = parentPort;

@@ -1,0 +1,257 @@
+/**
+ * Tiled VAE decoding with the normalisation statistics of the whole image. The model runs behind a backend (three
+ * graphs: the plain decoder, its statistics graph, its tile graph; see src/graph/vae-norm-graph.ts); this module plans
+ * the tiles, gets the statistics and blends. Portable: no Node APIs.
+ *
+ * Statistics modes:
+ * - 'estimate': one run of the statistics graph on the latent downscaled (box filter) to fit one tile, then one
+ *   tiled pass that normalises every tile with those statistics.
+ * - 'exact': the decoder split at its norm layers. Layer k's statistics depend only on the layers before it; for
+ *   k = 1..L the prefix graph of layer k runs over all tiles, fed the statistics found so far, and each tile
+ *   contributes its input's statistics over the part of the image it owns (combined exactly over the tiles). Then one
+ *   tiled pass of the tile graph makes the image. Cost: the L prefixes plus one pass. Exact up to the tiles' border
+ *   effects. Without prefix graphs (runPrefix absent), whole passes of the tile graph are repeated from the estimate
+ *   (after k passes the first k layers are exact) until the statistics stop changing (statsChange below
+ *   `tolerance`) or after `maxPasses`; the image of the last pass is the result.
+ * - 'off': tiles normalise with their own statistics (the old behaviour; colours shift between tiles).
+ */
+import { axisWeights, blendTile, planAxis, validateTileOptions, type AxisTile } from './tiling.ts';
+import { StatsAccumulator, downscaleArea, ownedSpans, packAffine, statsChange, unpackStats, type NormLayer, type NormStats } from './norm-stats.ts';
+
+export type TileStatsMode = 'exact' | 'estimate' | 'off';
+
+export const TILE_STATS_MODES: readonly TileStatsMode[] = ['exact', 'estimate', 'off'];
+
+export interface DecodedImage {
+  data: Float32Array;
+  height: number;
+  width: number;
+}
+
+/** What runs the decoder. `layers` is the norm layers of the derived graphs, or why there are none. */
+export interface TiledVaeBackend {
+  norms: { layers: NormLayer[] } | { reason: string };
+  /** The plain decoder on a [C, h, w] input. */
+  run(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage>;
+  /** The statistics graph: the decode and the flat statistics of every norm layer. */
+  runStats(input: Float32Array, channels: number, height: number, width: number): Promise<{ stats: Float32Array }>;
+  /** The tile graph with the given affine maps; statistics over `region` ([y0, x0, y1, x1], input pixels). */
+  runTile(
+    input: Float32Array, channels: number, height: number, width: number, affine: Float32Array, region: readonly [number, number, number, number],
+  ): Promise<DecodedImage & { stats: Float32Array }>;
+  /**
+   * The prefix graph of norm layer `layer`: that layer's statistics over `region` only, computing just the part of
+   * the model before it. When present, 'exact' runs the prefixes in order (every layer exact, at the cost of the
+   * prefixes) instead of repeating whole passes.
+   */
+  runPrefix?(
+    layer: number, input: Float32Array, channels: number, height: number, width: number, affine: Float32Array, region: readonly [number, number, number, number],
+  ): Promise<{ stats: Float32Array }>;
+}
+
+export interface TiledDecodeOptions {
+  tileSize: number;
+  overlap: number;
+  stats: TileStatsMode;
+  /**
+   * Run 'exact' as repeated whole passes of the tile graph, at most this many (default: layer by layer through the
+   * prefix graphs when the backend has them, else passes until converged, at most the number of norm layers + 1).
+   */
+  maxPasses?: number;
+  /**
+   * Largest side (input pixels) the estimate decodes at (default: the tile size, so the estimate costs one tile). At
+   * or above the input's size the estimate is the untiled statistics (a measurement device, not a saving).
+   */
+  estimateMaxSize?: number;
+  /** 'exact' stops when statsChange falls below this (default 1e-3). */
+  tolerance?: number;
+  onTile?: (done: number, total: number) => void;
+  onWarning?: (message: string) => void;
+}
+
+export interface TiledDecodeResult extends DecodedImage {
+  /** The statistics mode that ran ('off' after a fallback). */
+  stats: TileStatsMode;
+  /** Tiled passes run. */
+  passes: number;
+  /** statsChange of the last pass of 'exact' (how far from converged the image's statistics are). */
+  lastChange?: number;
+  tiles: number;
+}
+
+/** Copies the [C, th, tw] window at (y0, x0) out of a [C, h, w] tensor. */
+export function cropChw(src: Float32Array, channels: number, h: number, w: number, y: AxisTile, x: AxisTile): Float32Array {
+  const th = y.end - y.start;
+  const tw = x.end - x.start;
+  const part = new Float32Array(channels * th * tw);
+  for (let c = 0; c < channels; c++) {
+    for (let r = 0; r < th; r++) {
+      const at = (c * h + y.start + r) * w + x.start;
+      part.set(src.subarray(at, at + tw), (c * th + r) * tw);
+    }
+  }
+  return part;
+}
+
+/** The size the estimate decodes at: the input shrunk by one integer factor until it fits one tile. */
+export function estimateSize(h: number, w: number, tileSize: number): { height: number; width: number } {
+  const k = Math.max(1, Math.ceil(Math.max(h, w) / tileSize));
+  return { height: Math.max(1, Math.round(h / k)), width: Math.max(1, Math.round(w / k)) };
+}
+
+/**
+ * Tiled decoding of a latent [C, h, w] (tiles and overlap in latent pixels). The result is the image [3, 8h, 8w]
+ * (the factor is read from the decoder's output).
+ */
+export function decodeTiled(
+  latent: Float32Array, channels: number, h: number, w: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
+): Promise<TiledDecodeResult> {
+  return runTiled(latent, channels, h, w, 1, backend, opts);
+}
+
+/**
+ * Tiled encoding of an image [3, H, W] (H and W multiples of 8; tile size and overlap in latent pixels, i.e. eighths
+ * of the image). The result is the encoder's output [C, H/8, W/8] (all its channels: mean and logvar for
+ * latent_parameters). The encoder's norm layers run at 1/1 to 1/8 of the image, so owned regions are cut at
+ * multiples of 8 image pixels.
+ */
+export function encodeTiled(
+  image: Float32Array, height: number, width: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
+): Promise<TiledDecodeResult & { channels: number }> {
+  if (height % 8 !== 0 || width % 8 !== 0) throw new Error(`encodeTiled: ${width}x${height} is not a multiple of 8`);
+  return runTiled(image, 3, height / 8, width / 8, 8, backend, opts);
+}
+
+/**
+ * Runs a VAE half over tiles of a grid of gh x gw cells; the input has `inScale` pixels per cell (1 for the decoder's
+ * latent, 8 for the encoder's image). Tiles are planned and blended in cells; the output's pixels per cell are read
+ * from the first tile's output.
+ */
+async function runTiled(
+  input: Float32Array, inChannels: number, gh: number, gw: number, inScale: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
+): Promise<TiledDecodeResult & { channels: number }> {
+  validateTileOptions(opts);
+  const ys = planAxis(gh, opts.tileSize, opts.overlap);
+  const xs = planAxis(gw, opts.tileSize, opts.overlap);
+  const ownY = ownedSpans(ys);
+  const ownX = ownedSpans(xs);
+  const total = ys.length * xs.length;
+  const H = gh * inScale;
+  const W = gw * inScale;
+  const inAxis = (t: AxisTile): AxisTile => ({ start: t.start * inScale, end: t.end * inScale });
+  let mode = opts.stats;
+  if (mode !== 'off' && 'reason' in backend.norms) {
+    opts.onWarning?.(`Tiled VAE ${inScale === 1 ? 'decoding' : 'encoding'} falls back to per-tile normalisation (colours may shift between tiles): ${backend.norms.reason}`);
+    mode = 'off';
+  }
+  const layers = 'layers' in backend.norms ? backend.norms.layers : [];
+  // A model without norm layers is local: plain tiles are already right.
+  if (layers.length === 0) mode = 'off';
+
+  let canvas: Float32Array | undefined;
+  let scale = 0;
+  let outChannels = 0;
+  let wy: Float32Array[] = [];
+  let wx: Float32Array[] = [];
+  const place = (r: DecodedImage, iy: number, ix: number) => {
+    const ty = ys[iy]!;
+    const tx = xs[ix]!;
+    if (!canvas) {
+      scale = r.height / (ty.end - ty.start);
+      outChannels = r.data.length / (r.height * r.width);
+      canvas = new Float32Array(outChannels * gh * scale * gw * scale);
+      wy = axisWeights(ys, gh, opts.overlap, scale);
+      wx = axisWeights(xs, gw, opts.overlap, scale);
+    }
+    blendTile(canvas, gh * scale, gw * scale, r.data, { y: ty, x: tx }, wy[iy]!, wx[ix]!, scale, outChannels);
+  };
+  const tileInput = (ty: AxisTile, tx: AxisTile) => cropChw(input, inChannels, H, W, inAxis(ty), inAxis(tx));
+  const result = (passes: number, lastChange?: number) =>
+    ({ data: canvas!, channels: outChannels, height: gh * scale, width: gw * scale, stats: mode, passes, lastChange, tiles: total });
+
+  if (mode === 'off') {
+    let done = 0;
+    for (const [iy, ty] of ys.entries()) {
+      for (const [ix, tx] of xs.entries()) {
+        place(await backend.run(tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale), iy, ix);
+        opts.onTile?.(++done, total);
+      }
+    }
+    return result(1);
+  }
+
+  const regionOf = (iy: number, ix: number) => {
+    const ty = ys[iy]!;
+    const tx = xs[ix]!;
+    const oy = ownY[iy]!;
+    const ox = ownX[ix]!;
+    const region = [(oy.start - ty.start) * inScale, (ox.start - tx.start) * inScale, (oy.end - ty.start) * inScale, (ox.end - tx.start) * inScale] as const;
+    return { region, count: (oy.end - oy.start) * (ox.end - ox.start) };
+  };
+
+  if (mode === 'exact' && backend.runPrefix && opts.maxPasses === undefined) {
+    // Layer by layer: the prefix of layer k over all tiles, with layers < k already exact.
+    const stats: NormStats = { mean: layers.map((l) => new Float64Array(l.groups)), variance: layers.map((l) => new Float64Array(l.groups).fill(1)), count: 1 };
+    const totalWork = total * (layers.length + 1);
+    let done = 0;
+    for (const [k, layer] of layers.entries()) {
+      const affine = packAffine(layers, stats);
+      const acc = new StatsAccumulator([layer]);
+      for (const [iy, ty] of ys.entries()) {
+        for (const [ix, tx] of xs.entries()) {
+          const { region, count } = regionOf(iy, ix);
+          const r = await backend.runPrefix(k, tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region);
+          acc.add(unpackStats([layer], r.stats, count));
+          opts.onTile?.(++done, totalWork);
+        }
+      }
+      const layerStats = acc.result();
+      stats.mean[k] = layerStats.mean[0]!;
+      stats.variance[k] = layerStats.variance[0]!;
+    }
+    const affine = packAffine(layers, stats);
+    for (const [iy, ty] of ys.entries()) {
+      for (const [ix, tx] of xs.entries()) {
+        const { region } = regionOf(iy, ix);
+        place(await backend.runTile(tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region), iy, ix);
+        opts.onTile?.(++done, totalWork);
+      }
+    }
+    return result(layers.length + 1);
+  }
+
+  // The estimate: the statistics graph on the input shrunk to fit one tile.
+  const small = estimateSize(gh, gw, opts.estimateMaxSize ?? opts.tileSize);
+  const smallInput = small.height === gh && small.width === gw
+    ? input
+    : downscaleArea(input, inChannels, H, W, small.height * inScale, small.width * inScale);
+  let stats: NormStats = unpackStats(layers, (await backend.runStats(smallInput, inChannels, small.height * inScale, small.width * inScale)).stats, 1);
+  const maxPasses = mode === 'exact' ? (opts.maxPasses ?? layers.length + 1) : 1;
+  const tolerance = opts.tolerance ?? 1e-3;
+  let passes = 0;
+  let lastChange: number | undefined;
+  let done = 0;
+  const totalWork = total * maxPasses;
+  while (passes < maxPasses) {
+    passes++;
+    canvas?.fill(0);
+    const affine = packAffine(layers, stats);
+    const acc = new StatsAccumulator(layers);
+    for (const [iy, ty] of ys.entries()) {
+      for (const [ix, tx] of xs.entries()) {
+        const { region, count } = regionOf(iy, ix);
+        const r = await backend.runTile(tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region);
+        place(r, iy, ix);
+        if (mode === 'exact') acc.add(unpackStats(layers, r.stats, count));
+        opts.onTile?.(++done, totalWork);
+      }
+    }
+    if (mode !== 'exact') break;
+    const next = acc.result();
+    lastChange = statsChange(layers, stats, next);
+    stats = next;
+    if (lastChange < tolerance) break;
+  }
+  if (done < totalWork) opts.onTile?.(totalWork, totalWork);
+  return result(passes, lastChange);
+}

@@ -1,0 +1,387 @@
+/**
+ * Graph surgery that derives, from a user's VAE decoder (or encoder), the two graphs tiled decoding with shared
+ * normalisation statistics needs:
+ *
+ * - the statistics graph: the model unchanged, plus one output `asgd_norm_stats` holding, for every GroupNorm layer
+ *   in graph order, its per-group mean then its per-group (biased) variance, float32, as computed over the whole
+ *   input;
+ * - the tile graph: every GroupNorm layer applies a per-group affine map x * a + b read from a new input
+ *   `asgd_norm_affine` (float32, per layer `groups` a's then `groups` b's) instead of normalising with its own
+ *   statistics; a second new input `asgd_region` (int64 [y0, x0, y1, x1], in input pixels) names the part of the tile
+ *   the tile owns, and the output `asgd_norm_stats` holds each layer's per-group mean and variance of its input over
+ *   that part (scaled to the layer's resolution), so statistics can be accumulated over tiles.
+ *
+ * GroupNorm reaches ONNX in two forms, both recognised in float32 and float16 graphs: torch's export at opsets
+ * below 18 (Reshape to [N, groups, -1] -> InstanceNormalization -> Reshape back -> affine Mul/Add), and the
+ * GroupNormalization operator (opset 18-20: per-group scale and bias; opset 21+: per-channel). Any other
+ * normalisation node, or a GroupNorm in another layout, makes the surgery refuse with a reason (the caller falls
+ * back to tiles with their own statistics).
+ *
+ * Works on the ModelProto alone (no Node APIs, no ONNX Runtime): initializers stored as external data stay external.
+ */
+import { create } from '@bufbuild/protobuf';
+import {
+  AttributeProtoSchema,
+  AttributeProto_AttributeType,
+  NodeProtoSchema,
+  TensorProtoSchema,
+  TensorShapeProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TypeProtoSchema,
+  TypeProto_TensorSchema,
+  ValueInfoProtoSchema,
+  type AttributeProto,
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+} from 'onnx-buf';
+import type { NormLayer } from '../core/vae/norm-stats.ts';
+
+export const NORM_STATS_OUTPUT = 'asgd_norm_stats';
+export const NORM_AFFINE_INPUT = 'asgd_norm_affine';
+export const NORM_REGION_INPUT = 'asgd_region';
+
+/** Scope of every node and tensor the surgery adds. */
+const SCOPE = '/asgd_vae';
+const FLOAT32 = 1;
+const INT64 = 7;
+const FLOAT16 = 10;
+
+/** One GroupNorm layer found in the graph. */
+export interface NormSite extends NormLayer {
+  form: 'instance-norm' | 'group-normalization';
+  /** The node that normalises (InstanceNormalization or GroupNormalization). */
+  node: NodeProto;
+  /** The layer's 4-D input [N, C, H, W] (before the grouping Reshape). */
+  input: string;
+  /** The grouped tensor [N, groups, -1] the InstanceNormalization reads (instance-norm form). */
+  grouped?: string;
+  /** Whether the layer computes in float32 (known from its scale's type): its statistics need no Cast. */
+  float32: boolean;
+}
+
+export interface NormScan {
+  sites: NormSite[];
+  /** Normalisation nodes the surgery cannot rewrite, with why. */
+  problems: string[];
+}
+
+export type VaeNormSurgery = { layers: NormLayer[] } | { reason: string };
+
+/** Normalisation operators whose statistics would be tile-local and that the surgery does not rewrite. */
+const OTHER_NORMS = new Set(['LayerNormalization', 'GroupNorm', 'SkipGroupNorm', 'BatchNormalization', 'LpNormalization', 'MeanVarianceNormalization', 'SimplifiedLayerNormalization', 'SkipLayerNormalization']);
+
+function defaultOpset(model: ModelProto): number {
+  const entry = model.opsetImport.find((o) => o.domain === '' || o.domain === 'ai.onnx');
+  return entry ? Number(entry.version) : 0;
+}
+
+function layerName(node: NodeProto): string {
+  const name = node.name || node.output[0] || '';
+  const at = name.lastIndexOf('/');
+  return at > 0 ? name.slice(0, at) : name;
+}
+
+function floatAttr(node: NodeProto, name: string, fallback: number): number {
+  const a = node.attribute.find((x) => x.name === name);
+  return a && a.type === AttributeProto_AttributeType.FLOAT ? a.f : fallback;
+}
+
+function intAttr(node: NodeProto, name: string): number | undefined {
+  const a = node.attribute.find((x) => x.name === name);
+  return a && a.type === AttributeProto_AttributeType.INT ? Number(a.i) : undefined;
+}
+
+/** Values of a constant int64 tensor (initializer or Constant node), if it is one. */
+function int64Constant(graph: GraphProto, producers: Map<string, NodeProto>, name: string): number[] | undefined {
+  let t: TensorProto | undefined = graph.initializer.find((i) => i.name === name);
+  if (!t) {
+    const p = producers.get(name);
+    if (p?.opType === 'Constant') {
+      const v = p.attribute.find((a) => a.name === 'value');
+      if (v?.t) t = v.t;
+      const ints = p.attribute.find((a) => a.name === 'value_ints');
+      if (ints) return ints.ints.map(Number);
+    }
+  }
+  if (!t || t.dataType !== INT64 || t.dataLocation === 1) return undefined;
+  if (t.int64Data.length > 0) return t.int64Data.map(Number);
+  const raw = t.rawData;
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  return Array.from({ length: raw.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true)));
+}
+
+/** The element type of a tensor when the graph states it plainly (initializer, Constant, Cast output), else undefined. */
+function elemTypeOf(graph: GraphProto, producers: Map<string, NodeProto>, name: string): number | undefined {
+  const init = graph.initializer.find((i) => i.name === name);
+  if (init) return init.dataType;
+  const p = producers.get(name);
+  if (p?.opType === 'Constant') return p.attribute.find((a) => a.name === 'value')?.t?.dataType;
+  if (p?.opType === 'Cast') return intAttr(p, 'to');
+  return undefined;
+}
+
+/** Finds every GroupNorm layer, and the normalisation nodes that cannot be rewritten. */
+export function scanNorms(model: ModelProto): NormScan {
+  const graph = model.graph;
+  const scan: NormScan = { sites: [], problems: [] };
+  if (!graph) return scan;
+  const producers = new Map<string, NodeProto>();
+  for (const n of graph.node) for (const o of n.output) producers.set(o, n);
+  const opset = defaultOpset(model);
+  for (const node of graph.node) {
+    const name = node.name || node.output[0] || node.opType;
+    if (node.opType === 'InstanceNormalization' && (node.domain === '' || node.domain === 'ai.onnx')) {
+      const reshape = producers.get(node.input[0] ?? '');
+      if (!reshape || reshape.opType !== 'Reshape') {
+        scan.problems.push(`${name}: InstanceNormalization whose input is not a Reshape (not a GroupNorm export)`);
+        continue;
+      }
+      const shape = int64Constant(graph, producers, reshape.input[1] ?? '');
+      if (!shape || shape.length !== 3 || shape[2] !== -1 || !(shape[1]! > 0) || !(shape[0] === 0 || shape[0] === 1)) {
+        scan.problems.push(`${name}: InstanceNormalization after a Reshape to ${shape ? `[${shape.join(', ')}]` : 'a computed shape'}, not [N, groups, -1]`);
+        continue;
+      }
+      scan.sites.push({
+        name: layerName(node), form: 'instance-norm', groups: shape[1]!, epsilon: floatAttr(node, 'epsilon', 1e-5),
+        node, input: reshape.input[0]!, grouped: node.input[0]!, float32: elemTypeOf(graph, producers, node.input[1] ?? '') === FLOAT32,
+      });
+    } else if (node.opType === 'GroupNormalization' && (node.domain === '' || node.domain === 'ai.onnx')) {
+      const groups = intAttr(node, 'num_groups');
+      if (!groups || groups < 1) {
+        scan.problems.push(`${name}: GroupNormalization without num_groups`);
+        continue;
+      }
+      if (opset < 18) {
+        scan.problems.push(`${name}: GroupNormalization in a model of opset ${opset}`);
+        continue;
+      }
+      scan.sites.push({
+        name: layerName(node), form: 'group-normalization', groups, epsilon: floatAttr(node, 'epsilon', 1e-5), node, input: node.input[0]!,
+        float32: elemTypeOf(graph, producers, node.input[1] ?? '') === FLOAT32,
+      });
+    } else if (OTHER_NORMS.has(node.opType)) {
+      scan.problems.push(`${name}: a ${node.opType} node (${node.domain || 'ai.onnx'}), which the surgery does not rewrite`);
+    }
+  }
+  return scan;
+}
+
+function attr(name: string, value: number | number[]): AttributeProto {
+  return typeof value === 'number'
+    ? create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(value) })
+    : create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: value.map(BigInt) });
+}
+
+/** Writes the added nodes (into a target list) and constants; every name lives under SCOPE. */
+class Writer {
+  private count = 0;
+  target: NodeProto[] = [];
+  constructor(private readonly graph: GraphProto, readonly opset: number) {}
+
+  node(opType: string, inputs: string[], attrs: Record<string, number | number[]> = {}, output?: string): string {
+    const name = `${SCOPE}/${opType}_${this.count++}`;
+    const out = output ?? `${name}_output_0`;
+    this.target.push(create(NodeProtoSchema, { name, opType, input: inputs, output: [out], attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)) }));
+    return out;
+  }
+
+  int64(values: number[]): string {
+    const name = `${SCOPE}/Constant_${this.count++}_output_0`;
+    const raw = new Uint8Array(values.length * 8);
+    const view = new DataView(raw.buffer);
+    values.forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
+    this.graph.initializer.push(create(TensorProtoSchema, { name, dataType: INT64, dims: [BigInt(values.length)], rawData: raw }));
+    return name;
+  }
+
+  /** Mean over the last axis of [N, G, L], keeping it (ReduceMean took axes as an attribute before opset 18). */
+  meanLast(x: string): string {
+    return this.opset >= 18 ? this.node('ReduceMean', [x, this.int64([2])], { keepdims: 1 }) : this.node('ReduceMean', [x], { axes: [2], keepdims: 1 });
+  }
+
+  /** Per-group mean and variance of a 4-D tensor, as float32 [2 * groups] (`float32`: x already is, no Cast). */
+  groupStats(x: string, groups: number, float32 = false): string {
+    const g = this.node('Reshape', [float32 ? x : this.node('Cast', [x], { to: FLOAT32 }), this.int64([0, groups, -1])]);
+    const mean = this.meanLast(g);
+    const d = this.node('Sub', [g, mean]);
+    const variance = this.meanLast(this.node('Mul', [d, d]));
+    return this.node('Concat', [this.node('Reshape', [mean, this.int64([-1])]), this.node('Reshape', [variance, this.int64([-1])])], { axis: 0 });
+  }
+}
+
+function floatValueInfo(name: string, elemType: number, dims: (number | string)[]) {
+  return create(ValueInfoProtoSchema, {
+    name,
+    type: create(TypeProtoSchema, {
+      value: {
+        case: 'tensorType',
+        value: create(TypeProto_TensorSchema, {
+          elemType,
+          shape: create(TensorShapeProtoSchema, {
+            dim: dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: typeof d === 'number' ? { case: 'dimValue', value: BigInt(d) } : { case: 'dimParam', value: d } })),
+          }),
+        }),
+      },
+    }),
+  });
+}
+
+/** Checks common to both derivations; the scan when the graph can be rewritten. */
+function prepare(model: ModelProto): NormScan | { reason: string } {
+  const graph = model.graph;
+  if (!graph || graph.input.length === 0) return { reason: 'the graph has no inputs' };
+  if (graph.node.some((n) => n.name.startsWith(`${SCOPE}/`)) || graph.output.some((o) => o.name === NORM_STATS_OUTPUT)) {
+    return { reason: 'the model already is a derived statistics or tile graph; pass the original' };
+  }
+  const opset = defaultOpset(model);
+  if (opset < 11) return { reason: `it uses ONNX opset ${opset}; the surgery needs opset 11 or later` };
+  const scan = scanNorms(model);
+  if (scan.problems.length > 0) return { reason: `normalisation layers it cannot rewrite: ${scan.problems.join('; ')}` };
+  return scan;
+}
+
+function statsLength(sites: readonly NormSite[]): number {
+  return sites.reduce((s, l) => s + 2 * l.groups, 0);
+}
+
+function layersOf(sites: readonly NormSite[]): NormLayer[] {
+  return sites.map((s) => ({ name: s.name, groups: s.groups, epsilon: s.epsilon }));
+}
+
+/** Adds the `asgd_norm_stats` output (whole-input statistics of every GroupNorm layer); mutates `model`. */
+export function deriveStatsGraph(model: ModelProto): VaeNormSurgery {
+  const scan = prepare(model);
+  if ('reason' in scan) return scan;
+  const graph = model.graph!;
+  const w = new Writer(graph, defaultOpset(model));
+  if (scan.sites.length === 0) return { layers: [] };
+  // Each layer's statistics are computed just before its norm node, so that its input need not stay alive to the end.
+  const before = new Map<NodeProto, NodeProto[]>();
+  const parts = scan.sites.map((site) => {
+    w.target = [];
+    before.set(site.node, w.target);
+    return w.groupStats(site.input, site.groups, site.float32);
+  });
+  const rebuilt: NodeProto[] = [];
+  for (const node of graph.node) rebuilt.push(...(before.get(node) ?? []), node);
+  w.target = rebuilt;
+  w.node('Concat', parts, { axis: 0 }, NORM_STATS_OUTPUT);
+  graph.node = rebuilt;
+  graph.output.push(floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [statsLength(scan.sites)]));
+  return { layers: layersOf(scan.sites) };
+}
+
+/**
+ * Rewrites every GroupNorm layer to apply the affine map from `asgd_norm_affine`, and adds `asgd_region` and the
+ * `asgd_norm_stats` output (statistics over the region); mutates `model`.
+ */
+export function deriveTileGraph(model: ModelProto, opts: { prefixOf?: number } = {}): VaeNormSurgery {
+  const scan = prepare(model);
+  if ('reason' in scan) return scan;
+  const graph = model.graph!;
+  const opset = defaultOpset(model);
+  if (scan.sites.length === 0) return { layers: [] };
+  const w = new Writer(graph, opset);
+  const dataInput = graph.input.find((i) => !graph.initializer.some((t) => t.name === i.name))!;
+  const inputType = dataInput.type?.value.case === 'tensorType' ? dataInput.type.value.value.elemType : FLOAT32;
+  const total = statsLength(scan.sites);
+  graph.input.push(floatValueInfo(NORM_AFFINE_INPUT, FLOAT32, [total]));
+  graph.input.push(floatValueInfo(NORM_REGION_INPUT, INT64, [4]));
+
+  // Region arithmetic shared by all layers: the input's spatial size, the region's start and end corners.
+  const head: NodeProto[] = [];
+  w.target = head;
+  const inputSize = w.node('Slice', [w.node('Shape', [dataInput.name]), w.int64([2]), w.int64([4]), w.int64([0])]);
+  const regionStart = w.node('Slice', [NORM_REGION_INPUT, w.int64([0]), w.int64([2]), w.int64([0])]);
+  const regionEnd = w.node('Slice', [NORM_REGION_INPUT, w.int64([2]), w.int64([4]), w.int64([0])]);
+
+  const replacement = new Map<NodeProto, NodeProto[]>();
+  const statsParts: string[] = [];
+  const tail: NodeProto[] = [];
+  let at = 0;
+  for (const site of scan.sites) {
+    const nodes: NodeProto[] = [];
+    // Statistics of the layer's input over the owned region, at the layer's resolution; computed just before the
+    // norm, so that the input need not stay alive to the end of the graph.
+    w.target = nodes;
+    const layerSize = w.node('Slice', [w.node('Shape', [site.input]), w.int64([2]), w.int64([4]), w.int64([0])]);
+    const scaleCorner = (c: string) => w.node('Div', [w.node('Mul', [c, layerSize]), inputSize]);
+    const crop = w.node('Slice', [site.input, scaleCorner(regionStart), scaleCorner(regionEnd), w.int64([2, 3])]);
+    statsParts.push(w.groupStats(crop, site.groups, site.float32));
+    const slice = (from: number, to: number) => w.node('Slice', [NORM_AFFINE_INPUT, w.int64([from]), w.int64([to]), w.int64([0])]);
+    const like = (t: string, ref: string) => (opset >= 15 ? w.node('CastLike', [t, ref]) : inputType === FLOAT16 ? w.node('Cast', [t], { to: FLOAT16 }) : t);
+    const asColumn = (t: string) => w.node('Reshape', [t, w.int64([site.groups, 1])]);
+    const out = site.node.output[0]!;
+    if (site.form === 'instance-norm') {
+      // InstanceNormalization(r, scale, bias) -> (r * a + b) * scale + bias, all per group ([G, 1] against [N, G, L]).
+      const r = site.grouped!;
+      const a = like(asColumn(slice(at, at + site.groups)), r);
+      const b = like(asColumn(slice(at + site.groups, at + 2 * site.groups)), r);
+      const normed = w.node('Add', [w.node('Mul', [r, a]), b]);
+      w.node('Add', [w.node('Mul', [normed, asColumn(site.node.input[1]!)]), asColumn(site.node.input[2]!)], {}, out);
+    } else {
+      const x = site.input;
+      const r = w.node('Reshape', [x, w.int64([0, site.groups, -1])]);
+      const a = like(asColumn(slice(at, at + site.groups)), r);
+      const b = like(asColumn(slice(at + site.groups, at + 2 * site.groups)), r);
+      const normed = w.node('Add', [w.node('Mul', [r, a]), b]);
+      if (opset >= 21) {
+        // Per-channel scale and bias, applied after the reshape back to [N, C, ...].
+        const back = w.node('Reshape', [normed, w.node('Shape', [x])]);
+        const perChannel = (t: string) => w.node('Reshape', [t, w.int64([-1, 1, 1])]);
+        w.node('Add', [w.node('Mul', [back, perChannel(site.node.input[1]!)]), perChannel(site.node.input[2]!)], {}, out);
+      } else {
+        const affine = w.node('Add', [w.node('Mul', [normed, asColumn(site.node.input[1]!)]), asColumn(site.node.input[2]!)]);
+        w.node('Reshape', [affine, w.node('Shape', [x])], {}, out);
+      }
+    }
+    replacement.set(site.node, nodes);
+    at += 2 * site.groups;
+  }
+  w.target = tail;
+  const k = opts.prefixOf;
+  if (k !== undefined && !(Number.isInteger(k) && k >= 0 && k < scan.sites.length)) throw new RangeError(`deriveTileGraph: no norm layer ${k}`);
+  if (k === undefined) w.node('Concat', statsParts, { axis: 0 }, NORM_STATS_OUTPUT);
+  else w.node('Identity', [statsParts[k]!], {}, NORM_STATS_OUTPUT);
+  const rebuilt: NodeProto[] = [...head];
+  for (const node of graph.node) rebuilt.push(...(replacement.get(node) ?? [node]));
+  rebuilt.push(...tail);
+  graph.node = rebuilt;
+  if (k === undefined) {
+    graph.output.push(floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [total]));
+  } else {
+    // The prefix graph: only layer k's statistics, and only what computes them (ONNX Runtime runs every node).
+    graph.output = [floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [2 * scan.sites[k]!.groups])];
+    prune(graph);
+  }
+  return { layers: layersOf(scan.sites) };
+}
+
+/**
+ * The prefix graph of norm layer k: the tile graph cut to what layer k's input needs, with one output, layer k's
+ * statistics over the region (2 * groups values). Layer k's input depends only on the layers before it, so running
+ * the prefix graphs in order, each fed the statistics accumulated so far, gives every layer's exact statistics at the
+ * cost of the prefixes (the decoder split at its norm layers). Mutates `model`.
+ */
+export function derivePrefixGraph(model: ModelProto, k: number): VaeNormSurgery {
+  return deriveTileGraph(model, { prefixOf: k });
+}
+
+/** Removes the nodes no graph output needs, and the initializers no remaining node reads. */
+function prune(graph: GraphProto): void {
+  const needed = new Set(graph.output.map((o) => o.name));
+  const keep: NodeProto[] = [];
+  for (let i = graph.node.length - 1; i >= 0; i--) {
+    const node = graph.node[i]!;
+    if (!node.output.some((o) => needed.has(o))) continue;
+    keep.push(node);
+    for (const t of node.input) if (t) needed.add(t);
+    // Subgraph attributes (If/Loop) may read outer tensors: keep everything they name.
+    for (const a of node.attribute) for (const sub of [a.g, ...a.graphs]) if (sub) for (const n of sub.node) for (const t of n.input) needed.add(t);
+  }
+  graph.node = keep.reverse();
+  graph.initializer = graph.initializer.filter((t) => needed.has(t.name));
+  graph.valueInfo = graph.valueInfo.filter((v) => needed.has(v.name));
+}

@@ -1,0 +1,161 @@
+/**
+ * VAE decoding for the pipeline: untiled, or tiled with the whole image's normalisation statistics
+ * (src/core/vae/tiled.ts) through the derived graphs (src/node/vae-graphs.ts) on the worker that holds the decoder.
+ * Also a backend over sessions opened in this thread, for benchmarks and tests.
+ */
+import type { RgbImage } from '../core/image.ts';
+import { chwToRgb8 } from '../core/image.ts';
+import type { VaeDecodeOptions } from '../core/params.ts';
+import { decodeTiled, encodeTiled, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
+import { openSession, releaseSession, type SessionOptions } from '../onnx/session.ts';
+import { VaeDecoderAdapter, VaeNormAdapter } from '../onnx/vae.ts';
+import type { VaeGraphName, WorkerRequest, WorkerResult } from './runner/protocol.ts';
+import { prepareVaeGraphs, type VaeGraphs } from './vae-graphs.ts';
+
+/** Sends a request to the worker holding the VAE decoder. */
+export type DecoderRequest = <T extends WorkerResult['type']>(req: WorkerRequest, what: string, transfer?: ArrayBuffer[]) => Promise<Extract<WorkerResult, { type: T }>>;
+
+const prepared = new Map<string, Promise<VaeGraphs>>();
+
+/** The derived graphs of a decoder, prepared once per process and file. */
+export function vaeGraphsFor(modelPath: string): Promise<VaeGraphs> {
+  let p = prepared.get(modelPath);
+  if (!p) {
+    p = prepareVaeGraphs(modelPath).catch((err: unknown) => ({ reason: `the derived graphs could not be prepared (${err instanceof Error ? err.message : String(err)})` }));
+    prepared.set(modelPath, p);
+  }
+  return p;
+}
+
+/** A backend whose graphs run on a device worker. */
+export function workerBackend(request: DecoderRequest, graphs: VaeGraphs, which: 'decoder' | 'encoder' = 'decoder'): TiledVaeBackend {
+  const plain = async (input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage> => {
+    if (which === 'encoder') {
+      const r = await request<'vaeEncode'>({ type: 'vaeEncode', image: input, height, width }, 'VAE encoding', [input.buffer as ArrayBuffer]);
+      return { data: r.data, height: r.height, width: r.width };
+    }
+    const r = await request<'vaeDecode'>({ type: 'vaeDecode', latent: input, channels, height, width }, 'VAE decoding', [input.buffer as ArrayBuffer]);
+    return r;
+  };
+  const norm = async (graph: VaeGraphName, file: string, input: Float32Array, channels: number, height: number, width: number, tile?: { affine: Float32Array; region: readonly number[] }) => {
+    if ('reason' in graphs) throw new Error('workerBackend: no derived graphs');
+    const r = await request<'vaeNorm'>(
+      {
+        type: 'vaeNorm', graph, file, externalDataFolder: graphs.externalDataFolder, input, channels, height, width,
+        affine: tile?.affine, region: tile ? [...tile.region] : undefined,
+      },
+      `VAE ${graph.endsWith('Tile') ? 'tile' : 'statistics'}`,
+      [input.buffer as ArrayBuffer],
+    );
+    return r;
+  };
+  const prefix = which === 'decoder' ? 'vaeDecoder' : 'vaeEncoder';
+  return {
+    norms: 'reason' in graphs ? { reason: graphs.reason } : { layers: graphs.layers },
+    run: plain,
+    runStats: (input, c, h, w) => norm(`${prefix}Stats`, (graphs as { statsFile: string }).statsFile, input, c, h, w),
+    runTile: (input, c, h, w, affine, region) => norm(`${prefix}Tile`, (graphs as { tileFile: string }).tileFile, input, c, h, w, { affine, region }),
+    runPrefix: (k, input, c, h, w, affine, region) => norm(`${prefix}Prefix`, (graphs as { prefixFiles: string[] }).prefixFiles[k]!, input, c, h, w, { affine, region }),
+  };
+}
+
+/** A backend over sessions opened in this thread (benchmarks, tests). Release it with `close`. */
+export async function localBackend(
+  modelPath: string, component: 'vae_decoder' | 'vae_encoder', session: SessionOptions = { provider: 'cpu' },
+): Promise<TiledVaeBackend & { graphs: VaeGraphs; close(): Promise<void> }> {
+  const graphs = await prepareVaeGraphs(modelPath);
+  const plainSession = await openSession(modelPath, component, session);
+  const load = 'reason' in graphs || !graphs.externalDataFolder ? {} : { externalDataFolder: graphs.externalDataFolder };
+  const plainNorm = component === 'vae_encoder' ? new VaeNormAdapter(plainSession, component) : undefined;
+  const decoder = component === 'vae_decoder' ? new VaeDecoderAdapter(plainSession) : undefined;
+  const missing = () => new Error('localBackend: no derived graphs');
+  // Derived sessions open on first use and one at a time, as in the worker.
+  let held: { file: string; adapter: VaeNormAdapter } | undefined;
+  const use = async (file: string, what: string) => {
+    if (held?.file !== file) {
+      await releaseSession(held?.adapter.s);
+      held = undefined;
+      held = { file, adapter: new VaeNormAdapter(await openSession(file, `${component} (${what})`, session, load), component) };
+    }
+    return held.adapter;
+  };
+  return {
+    graphs,
+    norms: 'reason' in graphs ? { reason: graphs.reason } : { layers: graphs.layers },
+    run: async (input, c, h, w) => (decoder ? decoder.decode(input, c, h, w) : plainNorm!.run(input, c, h, w)),
+    runStats: async (input, c, h, w) => {
+      if ('reason' in graphs) throw missing();
+      return (await use(graphs.statsFile, 'statistics graph')).run(input, c, h, w);
+    },
+    runTile: async (input, c, h, w, affine, region) => {
+      if ('reason' in graphs) throw missing();
+      return (await use(graphs.tileFile, 'tile graph')).run(input, c, h, w, { affine, region });
+    },
+    runPrefix: async (k, input, c, h, w, affine, region) => {
+      if ('reason' in graphs) throw missing();
+      return (await use(graphs.prefixFiles[k]!, `prefix graph ${k}`)).run(input, c, h, w, { affine, region });
+    },
+    close: async () => {
+      for (const s of [plainSession, held?.adapter.s]) await releaseSession(s);
+    },
+  };
+}
+
+/**
+ * The pipeline's VAE decoding: `scaled` is the latent already divided by the scaling factor. Tiles when the latent
+ * exceeds the tile (tiling 'auto') or when asked ('on'); warns (once per call) when the decoder's norm layers cannot
+ * share statistics.
+ */
+export async function decodeLatentImage(args: {
+  scaled: Float32Array;
+  channels: number;
+  height: number;
+  width: number;
+  opts: VaeDecodeOptions;
+  decoderPath: string;
+  request: DecoderRequest;
+  onTile?: (done: number, total: number) => void;
+  onWarning?: (message: string) => void;
+}): Promise<RgbImage & { tiled?: TiledDecodeResult }> {
+  const { scaled, channels: c, height: h, width: w, opts } = args;
+  const tile = opts.tiling === 'on' || (opts.tiling === 'auto' && (h > opts.tileSize || w > opts.tileSize));
+  if (!tile) {
+    const r = await args.request<'vaeDecode'>({ type: 'vaeDecode', latent: scaled, channels: c, height: h, width: w }, 'VAE decoding', [scaled.buffer as ArrayBuffer]);
+    args.onTile?.(1, 1);
+    return chwToRgb8(r.data, r.height, r.width);
+  }
+  const graphs: VaeGraphs = opts.stats === 'off' ? { reason: 'statistics off' } : await vaeGraphsFor(args.decoderPath);
+  const result = await decodeTiled(scaled, c, h, w, workerBackend(args.request, graphs), {
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, onTile: args.onTile, onWarning: args.onWarning,
+  });
+  return { ...chwToRgb8(result.data, result.height, result.width), tiled: result };
+}
+
+/**
+ * VAE encoding of an image [3, H, W] in [-1, 1] to the latent mean [C, H/8, W/8] (not yet multiplied by the scaling
+ * factor), tiled like decoding (tile size and overlap in latent pixels) with the whole image's GroupNorm statistics.
+ * `request` reaches a worker holding the VAE encoder.
+ */
+export async function encodeImageLatent(args: {
+  image: Float32Array;
+  height: number;
+  width: number;
+  opts: VaeDecodeOptions;
+  encoderPath: string;
+  request: DecoderRequest;
+  onTile?: (done: number, total: number) => void;
+  onWarning?: (message: string) => void;
+}): Promise<{ data: Float32Array; channels: number; height: number; width: number; tiled?: TiledDecodeResult }> {
+  const { image, height: H, width: W, opts } = args;
+  const tile = opts.tiling === 'on' || (opts.tiling === 'auto' && (H > opts.tileSize * 8 || W > opts.tileSize * 8));
+  if (!tile) {
+    const r = await args.request<'vaeEncode'>({ type: 'vaeEncode', image, height: H, width: W }, 'VAE encoding', [image.buffer as ArrayBuffer]);
+    args.onTile?.(1, 1);
+    return r;
+  }
+  const graphs: VaeGraphs = opts.stats === 'off' ? { reason: 'statistics off' } : await vaeGraphsFor(args.encoderPath);
+  const r = await encodeTiled(image, H, W, workerBackend(args.request, graphs, 'encoder'), {
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, onTile: args.onTile, onWarning: args.onWarning,
+  });
+  return { data: r.data, channels: r.channels, height: r.height, width: r.width, tiled: r };
+}
