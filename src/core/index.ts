@@ -47,3 +47,4 @@ export {
   decodeTiled, encodeTiled, TILE_STATS_MODES, type DecodedImage, type TiledDecodeOptions, type TiledDecodeResult, type TiledVaeBackend,
   type TileStatsMode,
 } from './vae/tiled.ts';
+export type { NormLayer } from './vae/norm-stats.ts';
