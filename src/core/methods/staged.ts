@@ -74,7 +74,11 @@ export class StagedMethod extends MethodBase {
     const size = patchSize(geo);
     const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
-    if (this.guided && options.structureSpace === 'x0' && sched.predictionType !== 'epsilon') {
+    const target = this.guided ? ctx.structureTarget : undefined;
+    if (target && target.length !== size) {
+      throw invalidArgument('structureTarget', `${size} values ([${geo.channels}, ${geo.patchHeight}, ${geo.patchWidth}], one patch)`, `${target.length} values`);
+    }
+    if (this.guided && (options.structureSpace === 'x0' || target) && sched.predictionType !== 'epsilon') {
       throw invalidArgument(
         'structureSpace',
         "'eps' for a scheduler whose prediction type is not epsilon",
@@ -142,6 +146,12 @@ export class StagedMethod extends MethodBase {
       if (sync && newMask !== undefined) this.mask = newMask;
 
       const { alpha, sigma } = sched.noiseLevel(step);
+      if (target) {
+        // A fixed x0 target (an upscale's input): every patch, the key too, from the first step on.
+        const w = structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep);
+        if (w > 0) applyX0Guidance(eps, patches, target, options.mask ? this.mask : null, w, alpha, sigma, n, geo.channels, plane, 0);
+        if (newMask !== undefined) this.mask = newMask;
+      }
       const keyEps = eps.subarray(0, size);
       const keyNow =
         options.structureSpace === 'eps'
@@ -152,7 +162,7 @@ export class StagedMethod extends MethodBase {
         step >= 1
           ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep)
           : 0;
-      if (key !== null && weight > 0) {
+      if (!target && key !== null && weight > 0) {
         const mask = options.mask ? this.mask : null;
         if (options.structureSpace === 'eps') applyEpsGuidance(eps, key, mask, weight, n, geo.channels, plane);
         else applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, geo.channels, plane);

@@ -99,6 +99,11 @@ export interface MethodContext {
   onPreview?(preview: MethodPreview): void;
   /** Called once per distinct warning (e.g. the model gave no attention maps, mask fell back to 1). */
   onWarning?(message: string): void;
+  /**
+   * asg: a fixed x0 target [C, p_h, p_w] for structure guidance (an upscale's input encoded at the patch size),
+   * replacing the key patch's estimate; every patch, the key patch too, is guided toward it in x0 space.
+   */
+  structureTarget?: Float32Array;
 }
 
 export interface HighResMethod {
