@@ -342,8 +342,10 @@ export class Pipeline implements AsyncDisposable {
     const g = await this.generate(params, run);
     const { createHash } = await import('node:crypto');
     const source: SourceImage = { image: g.image, hadAlpha: false, sha256: createHash('sha256').update(g.image.data).digest('hex'), name: 'the generated image' };
-    const { prompt, negativePrompt, width: _w, height: _h, ...rest } = params;
-    const r = await this.upscaleSource(source, { ...rest, seed: g.metadata.seed, prompt, negativePrompt, image: g.image, ...upscale }, run, g.metadata);
+    const { prompt, negativePrompt, width: _w, height: _h, scheduler, ...rest } = params;
+    // The first stage's scheduler, unless it cannot start mid-schedule (then the upscale's default).
+    const second = scheduler === undefined || scheduler === 'pndm' || scheduler === 'lms' ? undefined : scheduler;
+    const r = await this.upscaleSource(source, { ...rest, scheduler: second, seed: g.metadata.seed, prompt, negativePrompt, image: g.image, ...upscale }, run, g.metadata);
     return {
       ...r,
       unetEvaluations: g.unetEvaluations + r.unetEvaluations,
