@@ -122,6 +122,7 @@ export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the 
   if (bytes[0] === 0x89 && bytes[1] === 0x50) {
     let text: Record<string, string>;
     try {
+      if (!hasPngEnd(bytes)) throw new Error('truncated: no IEND chunk');
       text = readPngTextChunks(bytes);
     } catch (err) {
       throw notAnImage(name, err);
@@ -149,4 +150,12 @@ export function notAnImage(name: string, cause?: unknown): AsgdError {
     kind: 'invalid-argument', parameter: 'image', expected: 'a PNG, JPEG or WebP image', received: name,
     hint: 'Check that the file is a complete image', cause,
   });
+}
+
+/** Whether a PNG's bytes hold its IEND chunk (a cut-off file does not). */
+function hasPngEnd(png: Uint8Array): boolean {
+  for (let i = png.length - 8; i >= 8; i--) {
+    if (png[i] === 0x49 && png[i + 1] === 0x45 && png[i + 2] === 0x4e && png[i + 3] === 0x44) return true;
+  }
+  return false;
 }
