@@ -209,6 +209,17 @@ test('upscale on the SDXL fixture runs (time ids at the output size)', async () 
   assert.equal(r.metadata.upscale?.scale, 2);
 });
 
+test('asgd upscale has exactly the registry flags (generate\'s without --upscale, then the upscale options)', async () => {
+  const { buildProgram } = await import('../src/cli/main.ts');
+  const { flagText } = await import('../src/core/options/spec.ts');
+  const { UPSCALE_COMMAND_OPTIONS } = await import('../src/core/options/registry.ts');
+  const cmd = buildProgram(() => undefined).commands.find((c) => c.name() === 'upscale')!;
+  const flags = cmd.options.map((o) => o.flags);
+  assert.deepEqual(flags, UPSCALE_COMMAND_OPTIONS.filter((s) => s.cli).map(flagText));
+  assert.deepEqual(flags.slice(-4), ['--scale <x>', '--strength <s>', '--structure-source <s>', '--max-pixels <n>']);
+  assert.ok(!flags.includes('--upscale <x>'));
+});
+
 function asgd(args: string[]) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
