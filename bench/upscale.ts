@@ -32,6 +32,7 @@ interface Variant {
   label: string;
   method: MethodName;
   structureSource?: StructureSource;
+  methodOptions?: Record<string, unknown>;
 }
 
 const VARIANTS: Variant[] = [
@@ -42,6 +43,7 @@ const VARIANTS: Variant[] = [
   { label: 'asg-input-skip', method: 'asg', structureSource: 'input-skip' },
   { label: 'asg-skip', method: 'asg', structureSource: 'skip' },
   { label: 'asg-key', method: 'asg', structureSource: 'key' },
+  { label: 'asg-input-nomask', method: 'asg', structureSource: 'input', methodOptions: { mask: false } },
 ];
 
 /** Every object colour with every shape, each on a background of another colour. */
@@ -173,7 +175,7 @@ async function main(): Promise<void> {
       for (const [k, inp] of usable.entries()) {
         const s = parsePrompt(inp.prompt);
         const t = performance.now();
-        const r = await pipe.upscale({ image: inp.image, prompt: inp.prompt, scale, steps, seed: inp.seed, method: v.method, strength, structureSource: v.structureSource });
+        const r = await pipe.upscale({ image: inp.image, prompt: inp.prompt, scale, steps, seed: inp.seed, method: v.method, methodOptions: v.methodOptions, strength, structureSource: v.structureSource });
         secs.push((performance.now() - t) / 1000);
         const a = analyseImage(r.image.data, size, size, { colour: s.colour, shape: s.shape, nativeSize: native });
         const m = objectMask(r.image, s.colour, native);

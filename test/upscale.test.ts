@@ -145,6 +145,12 @@ test('prompt from the input: this project\'s JSON or another tool\'s parameters;
   const alpha = await pipe.upscale({ image: rgba, prompt: 'x', steps: 2, seed: 1, scale: 2 });
   assert.equal(alpha.image.data.length, 64 * 64 * 3);
   assert.ok(alpha.warnings.includes('The input\'s alpha channel is dropped: the output is RGB'));
+  // JPEG and WebP inputs.
+  for (const format of ['jpeg', 'webp'] as const) {
+    const bytes = await encodeImage(disc(24, 16), format);
+    const u = await pipe.upscale({ image: bytes, prompt: 'x', steps: 2, seed: 1, scale: 3 });
+    assert.deepEqual([u.image.width, u.image.height, u.metadata.upscale?.source.width, u.metadata.upscale?.source.height], [72, 48, 24, 16], format);
+  }
   // The JSON of an upscaled image gives its prompt.
   const up = path.join(dir, 'prompted.png');
   await saveImage(up, r.image, { ...r.metadata, prompt: 'a blue circle', negativePrompt: '' });
