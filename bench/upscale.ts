@@ -44,6 +44,8 @@ const VARIANTS: Variant[] = [
   { label: 'asg-skip', method: 'asg', structureSource: 'skip' },
   { label: 'asg-key', method: 'asg', structureSource: 'key' },
   { label: 'asg-input-nomask', method: 'asg', structureSource: 'input', methodOptions: { mask: false } },
+  { label: 'asg-polyphase', method: 'asg', structureSource: 'polyphase' },
+  { label: 'asg-polyphase-nomask', method: 'asg', structureSource: 'polyphase', methodOptions: { mask: false } },
 ];
 
 /** Every object colour with every shape, each on a background of another colour. */

@@ -95,7 +95,7 @@ test('checkUpscale: sizes, the grid, and every bad setting with its message', ()
     [[{ width: 1000, height: 1000 }, { scale: 4 }], /^The upscaled image would exceed the pixel limit; expected at most 16777216 pixels \(width x height\); received 4000x4000 = 16000000/],
     [[{ width: 100, height: 100 }, { scale: 2, maxPixels: 1000 }], /^The upscaled image would exceed the pixel limit; expected at most 1000 pixels \(width x height\); received 200x200 = 40000 pixels\. Use a smaller scale or size, or raise the limit with --max-pixels 40000 \(API: maxPixels\)$/],
     [[{ width: 100, height: 100 }, { scale: 2, width: 300 }], /^Give either a scale or an output size, not both/],
-    [[{ width: 64, height: 64 }, { structureSource: 'nope' as never }], /^Invalid structureSource; expected one of input, input-skip, skip, key/],
+    [[{ width: 64, height: 64 }, { structureSource: 'nope' as never }], /^Invalid structureSource; expected one of input, polyphase, input-skip, skip, key/],
   ];
   // 4000 x 4000 is under 4096^2: that one must pass.
   const [ok] = bad.splice(4, 1);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { AsgdError, throwIfAborted } from '../core/errors.ts';
 import { chwToRgb8, cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
-import { checkUpscale, img2imgScheduler, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
+import { checkUpscale, img2imgScheduler, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
 import type { ProgressEvent as MethodProgress, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, ResolvedParams } from '../core/params.ts';
@@ -401,6 +401,7 @@ export class Pipeline implements AsyncDisposable {
         const padded = padEdgesRgb(resized, Math.max(up.workWidth, geo.paddedWidth * 8), Math.max(up.workHeight, geo.paddedHeight * 8));
         init.structureTarget = await this.encodeImage(await resizeLanczos(padded, geo.patchWidth * 8, geo.patchHeight * 8));
       }
+      if (asg && geo.count > 1 && up.structureSource === 'polyphase') init.structureTarget = polyphaseTargets(latent, geo);
       if (asg && (up.structureSource === 'skip' || up.structureSource === 'input-skip')) init.skipResidual = true;
       throwIfAborted(signal);
       const tEncode = performance.now();

@@ -11,6 +11,8 @@
 import { AsgdError, invalidArgument } from '../errors.ts';
 import { MAX_SIZE, MIN_SIZE, UPSCALE_OPTIONS, optionSpec, type StructureSource } from '../options/registry.ts';
 import { checkOption } from '../options/spec.ts';
+import type { PatchGeometry } from '../methods/geometry.ts';
+import { extractPatches, padLatent } from '../methods/polyphase.ts';
 import type { RandomSource } from '../random/types.ts';
 import { nameForClass } from '../schedulers/config.ts';
 import type { Scheduler, SchedulerState, StepResult } from '../schedulers/types.ts';
@@ -201,6 +203,14 @@ export interface Img2ImgInit {
   latent: Float32Array;
   /** DemoFusion skip residual toward the noised input before each step (weight skipWeight(t)). */
   skipResidual?: boolean;
-  /** asg: the x0 every stage-1 patch is guided toward [C, p_h, p_w] (the input encoded at the patch size). */
+  /**
+   * asg: the x0 the stage-1 patches are guided toward: [C, p_h, p_w] for all (the input encoded at the patch size)
+   * or [N, C, p_h, p_w], one per patch (polyphaseTargets).
+   */
   structureTarget?: Float32Array;
+}
+
+/** Each patch's own x0 target: the polyphase patches [N, C, p_h, p_w] of the encoded input at the output size. */
+export function polyphaseTargets(latent: Float32Array, geo: PatchGeometry): Float32Array {
+  return extractPatches(padLatent(latent, geo), geo);
 }

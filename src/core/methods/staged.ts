@@ -75,8 +75,8 @@ export class StagedMethod extends MethodBase {
     const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
     const target = this.guided ? ctx.structureTarget : undefined;
-    if (target && target.length !== size) {
-      throw invalidArgument('structureTarget', `${size} values ([${geo.channels}, ${geo.patchHeight}, ${geo.patchWidth}], one patch)`, `${target.length} values`);
+    if (target && target.length !== size && target.length !== n * size) {
+      throw invalidArgument('structureTarget', `${size} values (one patch, [${geo.channels}, ${geo.patchHeight}, ${geo.patchWidth}]) or ${n * size} (one per patch)`, `${target.length} values`);
     }
     if (this.guided && (options.structureSpace === 'x0' || target) && sched.predictionType !== 'epsilon') {
       throw invalidArgument(
@@ -149,7 +149,15 @@ export class StagedMethod extends MethodBase {
       if (target) {
         // A fixed x0 target (an upscale's input): every patch, the key too, from the first step on.
         const w = structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep);
-        if (w > 0) applyX0Guidance(eps, patches, target, options.mask ? this.mask : null, w, alpha, sigma, n, geo.channels, plane, 0);
+        const m = options.mask ? this.mask : null;
+        if (w > 0 && target.length === size) applyX0Guidance(eps, patches, target, m, w, alpha, sigma, n, geo.channels, plane, 0);
+        else if (w > 0) {
+          // One target per patch (its own polyphase component of the input).
+          for (let i = 0; i < n; i++) {
+            const part = (a: Float32Array) => a.subarray(i * size, (i + 1) * size);
+            applyX0Guidance(part(eps), part(patches), part(target), m, w, alpha, sigma, 1, geo.channels, plane, 0);
+          }
+        }
         if (newMask !== undefined) this.mask = newMask;
       }
       const keyEps = eps.subarray(0, size);
