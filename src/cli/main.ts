@@ -12,9 +12,10 @@ import { validateParams, type GenerateParams } from '../core/params.ts';
 import { EXIT, exitCodeFor } from './exit-codes.ts';
 import { createProgressView } from './progress.ts';
 import { addOptions, givenValues } from './options.ts';
-import { ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
+import { ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, UPSCALE_COMMAND_OPTIONS, UPSCALE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
+import type { UpscaleSettings } from '../core/generation/img2img.ts';
 import type { OptionSpec } from '../core/options/spec.ts';
-import type { PipelineOptions } from '../node/pipeline.ts';
+import type { GenerateResult, PipelineOptions } from '../node/pipeline.ts';
 
 function defaults(specs: readonly OptionSpec[]): Record<string, unknown> {
   return Object.fromEntries(specs.filter((s) => s.default !== undefined).map((s) => [s.key, s.default]));
@@ -54,7 +55,26 @@ async function runGenerate(cmd: Command): Promise<number> {
   const given = givenValues(cmd, PARAM_OPTIONS) as Partial<Record<(typeof PARAM_OPTIONS)[number]['key'], string & string[] & number>>;
   const pipelineFlags = givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions;
   const quiet = cli.quiet || cli.json;
-  const from = cli.from ? await readFrom(cli.from) : undefined;
+  const read = cli.from ? await readFrom(cli.from) : undefined;
+  if (read?.upscale && !read.upscale.source.generation) {
+    const src = read.upscale.source;
+    throw new AsgdError(`${cli.from} is an upscale of another image file (${src.width}x${src.height}, sha256 ${src.sha256})`, {
+      kind: 'invalid-argument', parameter: 'from', hint: `Re-run it with: asgd upscale SOURCE --from ${cli.from}`,
+    });
+  }
+  // An image of `generate --upscale`: the first stage's settings, then the upscale's.
+  const from = read?.upscale?.source.generation ?? read;
+  const upscaleFlags = givenValues(cmd, UPSCALE_OPTIONS) as UpscaleSettings;
+  const scale = (cli as { upscale?: number }).upscale ?? read?.upscale?.scale ?? undefined;
+  if (scale === undefined && Object.keys(upscaleFlags).length > 0) {
+    throw invalidArgument('--upscale', 'a factor with the upscale options (--strength, --structure-source, --max-pixels)', undefined, 'Pass --upscale 2, or leave the upscale options out');
+  }
+  const upscale: UpscaleSettings | undefined = scale === undefined ? undefined : {
+    scale,
+    strength: upscaleFlags.strength ?? read?.upscale?.strength,
+    structureSource: upscaleFlags.structureSource ?? (read?.upscale?.structureSource as UpscaleSettings['structureSource']),
+    maxPixels: upscaleFlags.maxPixels,
+  };
 
   const prompt = given.prompt ?? from?.prompt;
   if (prompt === undefined) {
@@ -76,6 +96,10 @@ async function runGenerate(cmd: Command): Promise<number> {
     originalSize: given.originalSize !== undefined ? parseSize('--original-size', given.originalSize) : from?.originalSize,
   };
   validateParams(params);
+  if (upscale) {
+    const { checkUpscale } = await import('../core/generation/img2img.ts');
+    checkUpscale({ width: params.width ?? 64, height: params.height ?? 64 }, upscale);
+  }
   const { checkOutputPath, saveImage } = await import('../node/image/write.ts');
   // Fail on a bad output path before loading anything.
   checkOutputPath(cli.output, cli.overwrite);
@@ -93,30 +117,129 @@ async function runGenerate(cmd: Command): Promise<number> {
   const progress = createProgressView(!quiet);
   const pipeline = await loadPipeline(modelDir, pipelineFlags);
   try {
-    const result = await pipeline.generate(params, {
+    const runOptions = {
+      signal: controller.signal,
+      onProgress: (p: Parameters<typeof progress.update>[0]) => progress.update(p),
+      onWarning: (m: string) => {
+        if (!cli.quiet) process.stderr.write(`warning: ${m}\n`);
+      },
+      previewEvery: cli.previewEvery,
+      onPreview: cli.preview
+        ? (img: Parameters<typeof saveImage>[1]) => void saveImage(cli.preview!, img, undefined, true).catch(() => undefined)
+        : undefined,
+    };
+    const result = upscale ? await pipeline.generateUpscaled(params, upscale, runOptions) : await pipeline.generate(params, runOptions);
+    progress.stop();
+    await saveImage(cli.output, result.image, result.metadata, cli.overwrite);
+    report(cli, result);
+    return EXIT.ok;
+  } finally {
+    progress.stop();
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+    await pipeline.close();
+  }
+}
+
+/** The summary line, or the JSON result. */
+function report(cli: { output: string; json: boolean; quiet: boolean }, result: GenerateResult): void {
+  const out = path.resolve(cli.output);
+  if (cli.json) {
+    process.stdout.write(
+      JSON.stringify({ output: out, width: result.image.width, height: result.image.height, unetEvaluations: result.unetEvaluations, timings: result.timings, warnings: result.warnings, metadata: result.metadata }, null, 2) + '\n',
+    );
+  } else if (!cli.quiet) {
+    const t = result.timings;
+    process.stderr.write(
+      `Wrote ${out} (${result.image.width}x${result.image.height}, seed ${result.metadata.seed}, ${result.unetEvaluations} UNet evaluations, ${(t.totalMs / 1000).toFixed(1)} s)\n`,
+    );
+  }
+}
+
+async function runUpscale(input: string | undefined, cmd: Command): Promise<number> {
+  const cli = { ...defaults(CLI_OPTIONS), ...givenValues(cmd, CLI_OPTIONS) } as {
+    model?: string; output: string; overwrite: boolean; preview?: string; previewEvery: number; from?: string; json: boolean; quiet: boolean;
+  };
+  const given = givenValues(cmd, PARAM_OPTIONS) as Partial<Record<(typeof PARAM_OPTIONS)[number]['key'], string & string[] & number>>;
+  const upscaleFlags = givenValues(cmd, UPSCALE_OPTIONS) as UpscaleSettings;
+  const pipelineFlags = givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions;
+  const quiet = cli.quiet || cli.json;
+  const from = cli.from ? await readFrom(cli.from) : undefined;
+  if (from && !from.upscale) {
+    throw new AsgdError(`${cli.from} is not an upscale`, { kind: 'invalid-argument', parameter: 'from', hint: `Re-run it with: asgd generate --from ${cli.from}` });
+  }
+  const record = from?.upscale;
+  if (record?.source.generation) {
+    throw new AsgdError(`${cli.from} was generated and upscaled in one run`, { kind: 'invalid-argument', parameter: 'from', hint: `Re-run it with: asgd generate --from ${cli.from}` });
+  }
+  if (input === undefined) {
+    const hint = record
+      ? `Pass the source image it was upscaled from (${record.source.width}x${record.source.height}, sha256 ${record.source.sha256}): asgd upscale SOURCE --from ${cli.from}`
+      : 'Pass the image to upscale: asgd upscale IN.png -o OUT.png --scale 2';
+    throw new AsgdError(record ? 'Re-running an upscale needs its source image' : 'No input image given', { kind: 'invalid-argument', parameter: 'image', hint });
+  }
+  const { fileSha256, readSourceImage } = await import('../node/image/read.ts');
+  const source = await readSourceImage(input);
+  if (record && fileSha256(input) !== record.source.sha256) {
+    throw new AsgdError(`${input} is not the source of ${cli.from}`, {
+      kind: 'invalid-argument', parameter: 'image', expected: `sha256 ${record.source.sha256} (${record.source.width}x${record.source.height})`, received: `sha256 ${source.sha256} (${source.image.width}x${source.image.height})`,
+      hint: 'Pass the file it was upscaled from',
+    });
+  }
+  const sized = given.width !== undefined || given.height !== undefined;
+  const settings: UpscaleSettings = {
+    scale: upscaleFlags.scale ?? (sized ? undefined : record ? record.scale ?? undefined : undefined),
+    width: sized ? given.width : upscaleFlags.scale === undefined && record && record.scale === null ? from!.width : undefined,
+    height: sized ? given.height : upscaleFlags.scale === undefined && record && record.scale === null ? from!.height : undefined,
+    strength: upscaleFlags.strength ?? record?.strength,
+    structureSource: upscaleFlags.structureSource ?? (record?.structureSource as UpscaleSettings['structureSource']),
+    maxPixels: upscaleFlags.maxPixels,
+  };
+  const params = {
+    prompt: given.prompt ?? from?.prompt,
+    negativePrompt: given.negativePrompt ?? from?.negativePrompt,
+    steps: given.steps ?? from?.steps,
+    guidanceScale: given.guidanceScale ?? from?.guidanceScale,
+    seed: given.seed ?? from?.seed,
+    scheduler: given.scheduler ?? (from && from.scheduler !== 'pndm' && from.scheduler !== 'lms' ? from.scheduler : undefined),
+    method: (given.method ?? from?.method) as GenerateParams['method'],
+    methodOptions: { ...(from?.methodOptions ?? {}), ...givenValues(cmd, METHOD_OPTIONS) },
+    maskWords: given.maskWords ?? from?.maskWords,
+    vae: { ...(from?.vae as GenerateParams['vae']), ...givenValues(cmd, VAE_OPTIONS) },
+    originalSize: given.originalSize !== undefined ? parseSize('--original-size', given.originalSize) : from?.originalSize,
+  };
+  // Every check that needs no model, before loading it: the settings, the size against the input, the output path.
+  validateParams({ ...params, prompt: params.prompt ?? '', width: undefined, height: undefined });
+  const { checkUpscale } = await import('../core/generation/img2img.ts');
+  checkUpscale({ width: source.image.width, height: source.image.height }, settings);
+  const { checkOutputPath, saveImage } = await import('../node/image/write.ts');
+  checkOutputPath(cli.output, cli.overwrite);
+  if (cli.preview) checkOutputPath(cli.preview, true);
+
+  const { loadPipeline } = await import('../node/pipeline.ts');
+  const controller = new AbortController();
+  const onSigint = () => {
+    if (!quiet) process.stderr.write('\nCancelling...\n');
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+  const progress = createProgressView(!quiet);
+  const pipeline = await loadPipeline(cli.model ?? defaultModelDir(), pipelineFlags);
+  try {
+    const fs = await import('node:fs');
+    const result = await pipeline.upscale({ ...params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, {
       signal: controller.signal,
       onProgress: (p) => progress.update(p),
       onWarning: (m) => {
         if (!cli.quiet) process.stderr.write(`warning: ${m}\n`);
       },
       previewEvery: cli.previewEvery,
-      onPreview: cli.preview
-        ? (img) => void saveImage(cli.preview!, img, undefined, true).catch(() => undefined)
-        : undefined,
+      onPreview: cli.preview ? (img) => void saveImage(cli.preview!, img, undefined, true).catch(() => undefined) : undefined,
     });
     progress.stop();
     await saveImage(cli.output, result.image, result.metadata, cli.overwrite);
-    const out = path.resolve(cli.output);
-    if (cli.json) {
-      process.stdout.write(
-        JSON.stringify({ output: out, width: result.image.width, height: result.image.height, unetEvaluations: result.unetEvaluations, timings: result.timings, warnings: result.warnings, metadata: result.metadata }, null, 2) + '\n',
-      );
-    } else if (!quiet) {
-      const t = result.timings;
-      process.stderr.write(
-        `Wrote ${out} (${result.image.width}x${result.image.height}, seed ${result.metadata.seed}, ${result.unetEvaluations} UNet evaluations, ${(t.totalMs / 1000).toFixed(1)} s)\n`,
-      );
-    }
+    report(cli, result);
     return EXIT.ok;
   } finally {
     progress.stop();
@@ -186,6 +309,13 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('Generate an image (default method: asg, the high-resolution method)');
   addOptions(generate, ALL_OPTIONS);
   generate.action(async (_flags: unknown, cmd: Command) => setExit(await runGenerate(cmd)));
+
+  const upscale = program
+    .command('upscale')
+    .description('Upscale an image: resize, re-noise to --strength and denoise at the new size (default method: asg, structure from the input)')
+    .argument('[image]', 'the image to upscale (PNG, JPEG or WebP)');
+  addOptions(upscale, UPSCALE_COMMAND_OPTIONS);
+  upscale.action(async (image: string | undefined, _flags: unknown, cmd: Command) => setExit(await runUpscale(image, cmd)));
 
   program
     .command('info')

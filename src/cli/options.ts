@@ -67,6 +67,10 @@ export function givenValues(cmd: Command, specs: readonly OptionSpec[]): Record<
   return out;
 }
 
+const SCOPE_OBJECT: Record<Exclude<OptionSpec['scope'], 'params' | 'cli'>, string> = {
+  method: 'methodOptions', vae: 'vae', pipeline: 'PipelineOptions', upscale: 'UpscaleSettings',
+};
+
 /** The README's table of `asgd generate` options (scripts/options-table.ts writes it; a test checks it). */
 export function optionsTable(specs: readonly OptionSpec[]): string {
   const esc = (t: string) => t.replace(/\|/g, '\\|');
@@ -74,7 +78,7 @@ export function optionsTable(specs: readonly OptionSpec[]): string {
     const d = s.kind === 'boolean' ? '' : defaultText(s);
     const scope = s.methods ? `${s.methods.join('/')}: ` : '';
     const meaning = s.kind === 'boolean' && s.default === true ? s.offHelp ?? `do not ${s.help}` : s.help;
-    const library = s.scope === 'cli' ? '' : `\`${s.scope === 'params' ? '' : `${s.scope === 'method' ? 'methodOptions' : s.scope === 'vae' ? 'vae' : 'PipelineOptions'}.`}${s.key}\``;
+    const library = s.scope === 'cli' ? '' : `\`${s.scope === 'params' ? '' : `${SCOPE_OBJECT[s.scope]}.`}${s.key}\``;
     const choices = s.kind === 'choice' ? `: ${s.choices!.map((c) => `\`${c}\``).join(', ')}` : '';
     return `| \`${esc(flagText(s))}\` | ${library} | ${esc(d)} | ${esc(scope + meaning + choices)} |`;
   });

@@ -12,9 +12,10 @@ export {
   type GenerateParams, type ResolvedParams, type VaeDecodeOptions,
 } from './params.ts';
 export {
-  buildMetadata, formatParametersText, parseMetadataJson, JSON_KEY, METADATA_VERSION, TEXT_KEY, type GenerationMetadata,
+  buildMetadata, formatParametersText, parseMetadataJson, promptFromParametersText, JSON_KEY, METADATA_VERSION, TEXT_KEY,
+  type GenerationMetadata, type UpscaleRecord,
 } from './metadata.ts';
-export { chwToRgb8, type RgbImage } from './image.ts';
+export { chwToRgb8, cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from './image.ts';
 export { float16ToFloat32, float32ToFloat16, fromFloat16Bits, toFloat16Bits } from './float16.ts';
 export { addPngTextChunks, readPngTextChunks } from './png-chunks.ts';
 export { sizeOf, tensor, zeros, type Tensor } from './tensor.ts';
@@ -37,7 +38,8 @@ export type { WindowAxis } from './methods/windows.ts';
 export { ClipTokenizer, CLIP_MAX_LENGTH, type TokenizedPrompt, type TokenizerFiles } from './text/clip-tokenizer.ts';
 export { axisWeights, blendTile, planAxis, planTiles, type AxisTile, type Tile, type TileOptions } from './vae/tiling.ts';
 export {
-  ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, VAE_OPTIONS, optionSpec,
+  ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, STRUCTURE_SOURCES, UPSCALE_COMMAND_OPTIONS, UPSCALE_OPTIONS,
+  VAE_OPTIONS, optionSpec,
 } from './options/registry.ts';
 export { checkOption, defaultText, expectedText, flagText, type OptionKind, type OptionScope, type OptionSpec } from './options/spec.ts';
 export { checkGeneration, type GenerationPlan, type ModelFacts } from './generation/check.ts';
@@ -48,3 +50,8 @@ export {
   type TileStatsMode,
 } from './vae/tiled.ts';
 export type { NormLayer } from './vae/norm-stats.ts';
+export {
+  applySkipResidual, checkUpscale, img2imgScheduler, noiseTo, schedulerFrom, skipWeight, startStep, DEFAULT_MAX_PIXELS, DEFAULT_SCALE,
+  DEFAULT_STRENGTH, DEFAULT_STRUCTURE_SOURCE, MIN_SOURCE_SIZE,
+  type Img2ImgInit, type StructureSource, type UpscalePlan, type UpscaleSettings,
+} from './generation/img2img.ts';

@@ -28,6 +28,26 @@ export interface GenerationMetadata {
   maskWords?: string[];
   vae: { tiling: string; tileSize: number; overlap: number };
   originalSize?: { width: number; height: number };
+  /** Set when the image is an upscale: of a file (`asgd upscale`), or of the generation in `source.generation`. */
+  upscale?: UpscaleRecord;
+}
+
+/** How an image was upscaled: its source and the upscale settings (width/height above are the output's). */
+export interface UpscaleRecord {
+  source: {
+    /** SHA-256 (hex) of the source file's bytes (of its RGB pixels when the source was given as pixels). */
+    sha256: string;
+    width: number;
+    height: number;
+    /** `asgd generate --upscale`: the first stage, generated at the native size in the same run. */
+    generation?: Omit<GenerationMetadata, 'upscale'>;
+  };
+  /** The scale asked for; null when the output size was given instead. */
+  scale: number | null;
+  strength: number;
+  structureSource: string;
+  /** The index of the first of the `steps` scheduler steps that ran. */
+  startStep: number;
 }
 
 export function buildMetadata(p: ResolvedParams, model: { name: string; family: string }, scheduler: string, tool: string): GenerationMetadata {
@@ -65,6 +85,12 @@ export function formatParametersText(m: GenerationMetadata): string {
   ];
   for (const [k, v] of Object.entries(m.methodOptions)) fields.push([k, JSON.stringify(v)]);
   if (m.maskWords) fields.push(['Mask words', m.maskWords.join(' ')]);
+  if (m.upscale) {
+    const u = m.upscale;
+    fields.push(['Denoising strength', String(u.strength)]);
+    fields.push(['Upscale', `${u.scale === null ? '' : `${u.scale}x `}from ${u.source.width}x${u.source.height}${u.source.generation ? ' (generated)' : ` sha256 ${u.source.sha256}`}`]);
+    fields.push(['Structure source', u.structureSource]);
+  }
   fields.push(['Version', m.tool]);
   const lines = [m.prompt];
   if (m.negativePrompt) lines.push(`Negative prompt: ${m.negativePrompt}`);
@@ -78,4 +104,20 @@ export function parseMetadataJson(text: string): GenerationMetadata {
     throw new Error('not asgdiffusion generation metadata');
   }
   return v;
+}
+
+/**
+ * Prompt and negative prompt from the `parameters` text Stable Diffusion tools write ("prompt lines", then an
+ * optional "Negative prompt: ..." section, then a last line of "Key: value, ..." settings starting with "Steps:").
+ */
+export function promptFromParametersText(text: string): { prompt: string; negativePrompt: string } {
+  const lines = text.replace(/\r\n?/g, '\n').split('\n');
+  let end = lines.length;
+  while (end > 0 && lines[end - 1]!.trim() === '') end--;
+  if (end > 0 && /^Steps: /.test(lines[end - 1]!)) end--;
+  const body = lines.slice(0, end);
+  const neg = body.findIndex((l) => l.startsWith('Negative prompt:'));
+  const prompt = (neg < 0 ? body : body.slice(0, neg)).join('\n').trim();
+  const negativePrompt = neg < 0 ? '' : [body[neg]!.slice('Negative prompt:'.length), ...body.slice(neg + 1)].join('\n').trim();
+  return { prompt, negativePrompt };
 }

@@ -5,8 +5,10 @@
  */
 import path from 'node:path';
 import { AsgdError, throwIfAborted } from '../core/errors.ts';
-import { chwToRgb8, type RgbImage } from '../core/image.ts';
-import { buildMetadata, type GenerationMetadata } from '../core/metadata.ts';
+import { chwToRgb8, cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
+import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
+import { checkUpscale, img2imgScheduler, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
+import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
 import type { ProgressEvent as MethodProgress, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, ResolvedParams } from '../core/params.ts';
 import { createRandom } from '../core/random/index.ts';
@@ -99,6 +101,8 @@ export interface GenerationTimings {
   hostMs: number;
   decodeMs: number;
   totalMs: number;
+  /** Upscales: resizing and VAE-encoding the input (and the structure target). */
+  encodeMs?: number;
 }
 
 export interface GenerateResult {
@@ -128,6 +132,17 @@ export interface ModelInfo {
   staticLatentSize?: { height: number; width: number };
   notes: string[];
 }
+
+/** `pipe.upscale`: the source image, the upscale settings, and generate's settings (the prompt is optional). */
+export interface UpscaleParams extends Omit<GenerateParams, 'prompt' | 'width' | 'height'>, UpscaleSettings {
+  /** A file path, the file's bytes (PNG, JPEG, WebP), or decoded RGB pixels. */
+  image: ImageInput;
+  /** Default: the prompt embedded in the input (this project's metadata or another tool's `parameters`), else empty. */
+  prompt?: string;
+}
+
+/** `pipe.generateUpscaled`: generate, then upscale the result in the same run (settings as UpscaleSettings). */
+export type GenerateUpscaleSettings = Omit<UpscaleSettings, 'width' | 'height'>;
 
 function contractError(message: string, parameter: string, expected: string, received: string): AsgdError {
   return new AsgdError(message, { kind: 'model', parameter, expected, received, hint: 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli' });
@@ -305,6 +320,199 @@ export class Pipeline implements AsyncDisposable {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * Upscales an image: resize (Lanczos) to the output size, VAE-encode, noise to `strength`, denoise the remaining
+   * steps with the method (asg takes its structure from the input: see UpscaleSettings.structureSource), decode.
+   * The result's metadata records the source's SHA-256 and size and the upscale settings.
+   */
+  async upscale(params: UpscaleParams, run: GenerateRunOptions = {}): Promise<GenerateResult> {
+    if (this.closed) throw new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' });
+    if (!params || typeof params !== 'object') throw new AsgdError('Invalid upscale parameters', { kind: 'invalid-argument', parameter: 'params', expected: 'an object with an image', received: String(params) });
+    const source = await readSourceImage(params.image);
+    return this.upscaleSource(source, params, run);
+  }
+
+  /** Generates at the given settings, then upscales the image in the same run: one result whose metadata holds both. */
+  async generateUpscaled(params: GenerateParams, upscale: GenerateUpscaleSettings, run: GenerateRunOptions = {}): Promise<GenerateResult> {
+    // The upscale settings are checked before anything runs (the size against the first stage's).
+    const first = checkGeneration(params, this.facts(), this.tokenizer).params;
+    checkUpscale({ width: first.width, height: first.height }, upscale);
+    const g = await this.generate(params, run);
+    const { createHash } = await import('node:crypto');
+    const source: SourceImage = { image: g.image, hadAlpha: false, sha256: createHash('sha256').update(g.image.data).digest('hex'), name: 'the generated image' };
+    const { prompt, negativePrompt, width: _w, height: _h, scheduler, ...rest } = params;
+    // The first stage's scheduler, unless it cannot start mid-schedule (then the upscale's default).
+    const second = scheduler === undefined || scheduler === 'pndm' || scheduler === 'lms' ? undefined : scheduler;
+    const r = await this.upscaleSource(source, { ...rest, scheduler: second, seed: g.metadata.seed, prompt, negativePrompt, image: g.image, ...upscale }, run, g.metadata);
+    return {
+      ...r,
+      unetEvaluations: g.unetEvaluations + r.unetEvaluations,
+      warnings: [...g.warnings, ...r.warnings],
+      timings: {
+        textMs: g.timings.textMs + r.timings.textMs, denoiseMs: g.timings.denoiseMs + r.timings.denoiseMs, unetMs: g.timings.unetMs + r.timings.unetMs,
+        hostMs: g.timings.hostMs + r.timings.hostMs, decodeMs: g.timings.decodeMs + r.timings.decodeMs, totalMs: g.timings.totalMs + r.timings.totalMs,
+        encodeMs: r.timings.encodeMs,
+      },
+    };
+  }
+
+  private async upscaleSource(source: SourceImage, params: UpscaleParams, run: GenerateRunOptions, generation?: GenerationMetadata): Promise<GenerateResult> {
+    const { image: _image, prompt: givenPrompt, scale, width, height, strength, structureSource, maxPixels, ...rest } = params;
+    // Stage 1, check: the upscale against its source, then the generation at the (grid-rounded) output size.
+    const up = checkUpscale({ width: source.image.width, height: source.image.height }, { scale, width, height, strength, structureSource, maxPixels });
+    const warnings: string[] = [];
+    const warn = (m: string) => {
+      warnings.push(m);
+      run.onWarning?.(m);
+    };
+    const prompt = givenPrompt ?? source.embedded?.prompt;
+    const negativePrompt = rest.negativePrompt ?? (givenPrompt === undefined ? source.embedded?.negativePrompt : undefined);
+    if (prompt === undefined) warn('No prompt given and none embedded in the input: upscaling with an empty prompt');
+    if (!this.spec.paths.vaeEncoder) {
+      throw new AsgdError('This model has no VAE encoder, which upscaling needs', {
+        kind: 'model', parameter: 'vae_encoder', expected: 'vae_encoder/model.onnx', received: 'none',
+        hint: 'Export the model with its encoder (optimum-cli exports it by default), or pass --vae with a folder holding vae_encoder',
+      });
+    }
+    const chosen = img2imgScheduler(rest.scheduler, String(this.spec.schedulerConfig._class_name ?? ''));
+    const plan = checkGeneration({ ...rest, scheduler: chosen.scheduler, prompt: prompt ?? '', negativePrompt, width: up.workWidth, height: up.workHeight }, this.facts(), this.tokenizer);
+    const p = plan.params;
+    up.notes.forEach(warn);
+    if (chosen.warning) warn(chosen.warning);
+    if (source.hadAlpha) warn('The input\'s alpha channel is dropped: the output is RGB');
+    plan.warnings.forEach(warn);
+    const asg = p.method === 'asg';
+    const geo = plan.method.geometry;
+    const signal = run.signal;
+    const onAbort = () => void this.abortWorkers();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      throwIfAborted(signal);
+      const t0 = performance.now();
+      // Stage 2, the input: resized to the output, padded to the latent grid, encoded; for asg's 'input' sources
+      // also at the patch size (the native-size view every stage-1 patch is guided toward).
+      const resized = await resizeLanczos(source.image, up.targetWidth, up.targetHeight);
+      await this.pool.ensure('vaeEncoder', 'vaeDecoder');
+      const latent = await this.encodeImage(padEdgesRgb(resized, up.workWidth, up.workHeight));
+      const init: Img2ImgInit = { latent };
+      if (asg && geo.count > 1 && (up.structureSource === 'input' || up.structureSource === 'input-skip')) {
+        const padded = padEdgesRgb(resized, Math.max(up.workWidth, geo.paddedWidth * 8), Math.max(up.workHeight, geo.paddedHeight * 8));
+        init.structureTarget = await this.encodeImage(await resizeLanczos(padded, geo.patchWidth * 8, geo.patchHeight * 8));
+      }
+      if (asg && geo.count > 1 && up.structureSource === 'polyphase') init.structureTarget = polyphaseTargets(latent, geo);
+      if (asg && (up.structureSource === 'skip' || up.structureSource === 'input-skip')) init.skipResidual = true;
+      throwIfAborted(signal);
+      const tEncode = performance.now();
+
+      // Stage 3, the prompt, as generate.
+      const cond = await encodePrompt(
+        { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative },
+        { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt },
+        (which, rows, layer) =>
+          this.pool.request<'encodeText'>(which, { type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : 'encoding the prompt (second encoder)'),
+      );
+      run.onConditioning?.(cond);
+      await Promise.all(this.workers.filter((w) => w.alive).map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
+      const tText = performance.now();
+
+      // Stage 4, denoise the last steps from the noised input.
+      const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
+      const start = startStep(p.steps, up.strength);
+      const scheduler = schedulerFrom(full, start);
+      let unetMs = 0;
+      const evaluate = async (units: UnetUnit[]): Promise<UnitResult[]> => {
+        run.onUnits?.(units);
+        const t = performance.now();
+        try {
+          return await this.pool.evaluate(units, p.guidanceScale, signal);
+        } finally {
+          unetMs += performance.now() - t;
+        }
+      };
+      const sampled = await denoise({
+        params: p,
+        scheduler,
+        latentHeight: plan.latentHeight,
+        latentWidth: plan.latentWidth,
+        nativeHeight: this.info.nativeHeight / 8,
+        nativeWidth: this.info.nativeWidth / 8,
+        channels: this.info.latentChannels,
+        latentMultiple: plan.latentMultiple,
+        timeIds: this.spec.family === 'sdxl',
+        evaluate,
+        maskTokens: plan.maskTokens,
+        signal,
+        onWarning: warn,
+        init,
+        onProgress: (e: MethodProgress, unitsTotal: number, unitsDone: number) =>
+          run.onProgress?.({ phase: 'denoise', stage: e.stage, step: e.step, totalSteps: scheduler.numSteps, unitsDone, unitsTotal }),
+        previewEvery: run.onPreview ? run.previewEvery ?? 5 : 0,
+        onPreviewLatent: run.onPreview
+          ? (l, h, w, step) => void this.decodeLatent(l, h, w, { ...p.vae, tiling: 'off' }).then((img) => run.onPreview!(img, step), () => undefined)
+          : undefined,
+      });
+      const tDenoise = performance.now();
+      throwIfAborted(signal);
+
+      // Stage 5, decode and crop to the output size.
+      const decoded = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
+        run.onProgress?.({ phase: 'decode', stage: 2, step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
+      );
+      throwIfAborted(signal);
+      const image = cropRgb(decoded, up.targetWidth, up.targetHeight);
+      const tEnd = performance.now();
+      const record: UpscaleRecord = {
+        source: { sha256: source.sha256, width: source.image.width, height: source.image.height, ...(generation ? { generation } : {}) },
+        scale: up.scale,
+        strength: up.strength,
+        structureSource: up.structureSource,
+        startStep: start,
+      };
+      const metadata: GenerationMetadata = {
+        ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION),
+        upscale: record,
+      };
+      return {
+        image,
+        metadata,
+        latent: sampled.latent,
+        unetEvaluations: sampled.unitEvaluations,
+        warnings,
+        timings: {
+          textMs: tText - tEncode,
+          denoiseMs: tDenoise - tText,
+          unetMs,
+          hostMs: tDenoise - tText - unetMs,
+          decodeMs: tEnd - tDenoise,
+          totalMs: tEnd - t0,
+          encodeMs: tEncode - t0,
+        },
+      };
+    } catch (err) {
+      if (signal?.aborted) {
+        await this.abortWorkers();
+        throw new AsgdError('Upscale cancelled', { kind: 'cancelled' });
+      }
+      if (err instanceof AsgdError && err.kind === 'device') await this.abortWorkers();
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** VAE-encodes an RGB image (sides multiples of 8) to a latent multiplied by the scaling factor. Plain, untiled. */
+  private async encodeImage(img: RgbImage): Promise<Float32Array> {
+    const chw = rgb8ToChw(img);
+    const r = await this.pool.request<'vaeEncode'>('vaeEncoder', { type: 'vaeEncode', image: chw, height: img.height, width: img.width }, 'VAE encoding', [chw.buffer as ArrayBuffer]);
+    if (r.channels !== this.info.latentChannels || r.height * 8 !== img.height || r.width * 8 !== img.width) {
+      throw contractError('The VAE encoder returned a latent of an unexpected shape', 'vae_encoder', `[1, ${this.info.latentChannels}, ${img.height / 8}, ${img.width / 8}]`, `[1, ${r.channels}, ${r.height}, ${r.width}]`);
+    }
+    const f = this.spec.vae.scalingFactor;
+    const out = new Float32Array(r.data.length);
+    for (let i = 0; i < out.length; i++) out[i] = r.data[i]! * f;
+    return out;
   }
 
   /** What the check stage needs of the model. */

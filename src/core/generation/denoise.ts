@@ -11,6 +11,7 @@ import type { MethodContext, MethodPreview, ProgressEvent, UnetUnit, UnitResult 
 import type { ResolvedParams } from '../params.ts';
 import type { AbortSignalLike } from '../platform.ts';
 import { createRandom } from '../random/index.ts';
+import { applySkipResidual, noiseTo, skipWeight, type Img2ImgInit } from './img2img.ts';
 import type { Scheduler, SchedulerState } from '../schedulers/types.ts';
 
 export interface DenoiseInput {
@@ -30,6 +31,11 @@ export interface DenoiseInput {
   onProgress?(event: ProgressEvent, unitsTotal: number, unitsDone: number): void;
   previewEvery: number;
   onPreviewLatent?(latent: Float32Array, height: number, width: number, step: number): void;
+  /**
+   * Image to image: start from this encoded input noised to the scheduler's first step (give a scheduler of the
+   * remaining steps, img2img.ts schedulerFrom) instead of from pure noise.
+   */
+  init?: Img2ImgInit;
   /** Test instrument: sees every step's fused output and latent. */
   onStep?(step: number, fused: Float32Array, latent: Float32Array, state: SchedulerState): void;
 }
@@ -59,12 +65,21 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
   const noiseGen = createRandom(p.seed, 'noise');
   const noise = noiseGen.randn([geo.count, geo.channels, geo.patchHeight, geo.patchWidth]);
   const sigma0 = scheduler.initNoiseSigma;
-  if (sigma0 !== 1) for (let i = 0; i < noise.length; i++) noise[i] = noise[i]! * sigma0;
+  const init = input.init;
+  if (sigma0 !== 1 && !init) for (let i = 0; i < noise.length; i++) noise[i] = noise[i]! * sigma0;
   let latent = patchesToLatent(noise, geo);
+  let startNoise: Float32Array | undefined;
+  if (init) {
+    // The noise as drawn (unit variance), in the latent's layout, noised to the first step's level.
+    startNoise = latent;
+    const { alpha, sigma } = scheduler.noiseLevel(0);
+    latent = noiseTo(init.latent, startNoise, alpha, sigma);
+  }
   let state = scheduler.initialState();
   const ctx: MethodContext = {
     scheduler,
     evaluate: input.evaluate,
+    structureTarget: init?.structureTarget,
     random: { permutation: createRandom(p.seed, 'permutation'), jitter: createRandom(p.seed, 'jitter') },
     maskTokens: input.maskTokens,
     signal: input.signal,
@@ -80,6 +95,10 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
   };
   for (let k = 0; k < scheduler.numSteps; k++) {
     throwIfAborted(input.signal);
+    if (init?.skipResidual && k > 0) {
+      const { alpha, sigma } = scheduler.noiseLevel(k);
+      applySkipResidual(latent, init.latent, startNoise!, alpha, sigma, skipWeight(scheduler.timesteps[k]!));
+    }
     const fused = await method.predict(latent, k, ctx);
     const r = scheduler.step(state, fused, latent, noiseGen);
     input.onStep?.(k, fused, r.prevSample, r.state);

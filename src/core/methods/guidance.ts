@@ -75,7 +75,7 @@ export function denoisedEstimate(
   return dst;
 }
 
-/** In place on eps [N, C, plane], patches 1..N-1; `x` holds the patches' latents [N, C, plane]. */
+/** In place on eps [N, C, plane], patches first..N-1 (default 1); `x` holds the patches' latents [N, C, plane]. */
 export function applyX0Guidance(
   eps: Float32Array,
   x: Float32Array,
@@ -87,11 +87,12 @@ export function applyX0Guidance(
   n: number,
   channels: number,
   plane: number,
+  first = 1,
 ): void {
   if (!(sigma > 0)) return; // no noise left: nothing to steer through eps
   const size = channels * plane;
   const gm = weightedMask(mask, (weight * alpha) / sigma, plane);
-  for (let i = 1; i < n; i++) {
+  for (let i = first; i < n; i++) {
     const base = i * size;
     for (let c = 0; c < channels; c++) {
       const o = c * plane;

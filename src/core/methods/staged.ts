@@ -74,7 +74,11 @@ export class StagedMethod extends MethodBase {
     const size = patchSize(geo);
     const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
-    if (this.guided && options.structureSpace === 'x0' && sched.predictionType !== 'epsilon') {
+    const target = this.guided ? ctx.structureTarget : undefined;
+    if (target && target.length !== size && target.length !== n * size) {
+      throw invalidArgument('structureTarget', `${size} values (one patch, [${geo.channels}, ${geo.patchHeight}, ${geo.patchWidth}]) or ${n * size} (one per patch)`, `${target.length} values`);
+    }
+    if (this.guided && (options.structureSpace === 'x0' || target) && sched.predictionType !== 'epsilon') {
       throw invalidArgument(
         'structureSpace',
         "'eps' for a scheduler whose prediction type is not epsilon",
@@ -142,6 +146,20 @@ export class StagedMethod extends MethodBase {
       if (sync && newMask !== undefined) this.mask = newMask;
 
       const { alpha, sigma } = sched.noiseLevel(step);
+      if (target) {
+        // A fixed x0 target (an upscale's input): every patch, the key too, from the first step on.
+        const w = structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep);
+        const m = options.mask ? this.mask : null;
+        if (w > 0 && target.length === size) applyX0Guidance(eps, patches, target, m, w, alpha, sigma, n, geo.channels, plane, 0);
+        else if (w > 0) {
+          // One target per patch (its own polyphase component of the input).
+          for (let i = 0; i < n; i++) {
+            const part = (a: Float32Array) => a.subarray(i * size, (i + 1) * size);
+            applyX0Guidance(part(eps), part(patches), part(target), m, w, alpha, sigma, 1, geo.channels, plane, 0);
+          }
+        }
+        if (newMask !== undefined) this.mask = newMask;
+      }
       const keyEps = eps.subarray(0, size);
       const keyNow =
         options.structureSpace === 'eps'
@@ -152,7 +170,7 @@ export class StagedMethod extends MethodBase {
         step >= 1
           ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep)
           : 0;
-      if (key !== null && weight > 0) {
+      if (!target && key !== null && weight > 0) {
         const mask = options.mask ? this.mask : null;
         if (options.structureSpace === 'eps') applyEpsGuidance(eps, key, mask, weight, n, geo.channels, plane);
         else applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, geo.channels, plane);

@@ -99,6 +99,12 @@ export interface MethodContext {
   onPreview?(preview: MethodPreview): void;
   /** Called once per distinct warning (e.g. the model gave no attention maps, mask fell back to 1). */
   onWarning?(message: string): void;
+  /**
+   * asg: a fixed x0 target for structure guidance, replacing the key patch's estimate: one patch [C, p_h, p_w]
+   * for all (an upscale's input encoded at the patch size), or one per patch [N, C, p_h, p_w] (patch order of
+   * polyphase.ts). Every patch, the key patch too, is guided toward it in x0 space.
+   */
+  structureTarget?: Float32Array;
 }
 
 export interface HighResMethod {

@@ -70,6 +70,18 @@ export const PIPELINE_OPTIONS = [
   { key: 'vae', scope: 'pipeline', kind: 'string', help: "a separate VAE folder replacing the model's", cli: { flag: '--vae', arg: '<dir>' } },
 ] as const satisfies readonly OptionSpec[];
 
+/** asg's structure sources when upscaling (core/generation/img2img.ts), the default first. */
+export const STRUCTURE_SOURCES = ['input', 'polyphase', 'input-skip', 'skip', 'key'] as const;
+export type StructureSource = (typeof STRUCTURE_SOURCES)[number];
+
+/** Options of UpscaleSettings (`asgd upscale`, `pipe.upscale`, and `asgd generate --upscale`). */
+export const UPSCALE_OPTIONS = [
+  { key: 'scale', scope: 'upscale', kind: 'number', default: 2, min: 1, max: 8, help: 'output size = input size x scale (or give -W/-H)', hint: 'Use a scale of at least 1, e.g. 2.', cli: { flag: '--scale', arg: '<x>' } },
+  { key: 'strength', scope: 'upscale', kind: 'number', default: 0.5, min: 0, exclusiveMin: true, max: 1, help: 'fraction of the steps re-run from the noised input (near 0 keeps it, 1 redraws it)', hint: 'Use a strength above 0 and at most 1, e.g. 0.5.', cli: { flag: '--strength', arg: '<s>' } },
+  { key: 'structureSource', scope: 'upscale', kind: 'choice', choices: STRUCTURE_SOURCES, default: 'input', methods: ['asg'], help: 'structure the patches follow: the input at native size (input), each patch its own polyphase part of the input (polyphase), input plus a skip residual (input-skip), the skip residual with the key patch (skip), or the key patch alone (key)', cli: { flag: '--structure-source', arg: '<s>' } },
+  { key: 'maxPixels', scope: 'upscale', kind: 'integer', default: 4096 * 4096, min: 1, help: 'refuse upscaled outputs above this many pixels', hint: 'Use a positive pixel count, e.g. 16777216.', cli: { flag: '--max-pixels', arg: '<n>' } },
+] as const satisfies readonly OptionSpec[];
+
 /** Options of the `asgd generate` command alone. */
 export const CLI_OPTIONS = [
   { key: 'model', scope: 'cli', kind: 'string', defaultText: 'the model shipped in the package', help: 'model folder (optimum ONNX export)', cli: { flag: '--model', short: '-m', arg: '<dir>' } },
@@ -78,12 +90,19 @@ export const CLI_OPTIONS = [
   { key: 'preview', scope: 'cli', kind: 'string', help: 'write a low-resolution preview image every --preview-every steps', cli: { flag: '--preview', arg: '<file>' } },
   { key: 'previewEvery', scope: 'cli', kind: 'integer', default: 5, min: 1, help: 'preview interval in steps', cli: { flag: '--preview-every', arg: '<n>' } },
   { key: 'from', scope: 'cli', kind: 'string', help: 're-run the generation embedded in an image (flags given override it)', cli: { flag: '--from', arg: '<image>' } },
+  { key: 'upscale', scope: 'cli', kind: 'number', min: 1, max: 8, help: 'generate: then upscale by this factor in the same run (one file; settings from the upscale options)', hint: 'Use a factor of at least 1, e.g. 2.', cli: { flag: '--upscale', arg: '<x>' } },
   { key: 'json', scope: 'cli', kind: 'boolean', default: false, help: 'print a machine-readable result on stdout (implies --quiet)', cli: { flag: '--json' } },
   { key: 'quiet', scope: 'cli', kind: 'boolean', default: false, help: 'no progress bar or summary', cli: { flag: '--quiet', short: '-q' } },
 ] as const satisfies readonly OptionSpec[];
 
 /** Every option, in the order `asgd generate --help` and the README list them. */
-export const ALL_OPTIONS: readonly OptionSpec[] = [...CLI_OPTIONS.slice(0, 1), ...PARAM_OPTIONS, ...METHOD_OPTIONS, ...VAE_OPTIONS, ...PIPELINE_OPTIONS, ...CLI_OPTIONS.slice(1)];
+export const ALL_OPTIONS: readonly OptionSpec[] = [...CLI_OPTIONS.slice(0, 1), ...PARAM_OPTIONS, ...METHOD_OPTIONS, ...VAE_OPTIONS, ...PIPELINE_OPTIONS, ...CLI_OPTIONS.slice(1), ...UPSCALE_OPTIONS.slice(1)];
+
+/** The options of `asgd upscale`: generate's, without --upscale, and the upscale options with --scale. */
+export const UPSCALE_COMMAND_OPTIONS: readonly OptionSpec[] = [
+  ...ALL_OPTIONS.filter((s) => s.key !== 'upscale' && !UPSCALE_OPTIONS.some((u) => u === s)),
+  ...UPSCALE_OPTIONS,
+];
 
 /** The spec of `key` in a group (a typo in a key is a compile error). */
 export function optionSpec<G extends readonly OptionSpec[]>(group: G, key: G[number]['key']): OptionSpec {

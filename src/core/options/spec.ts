@@ -7,8 +7,8 @@ import { invalidArgument } from '../errors.ts';
 
 export type OptionKind = 'number' | 'integer' | 'boolean' | 'choice' | 'string' | 'list';
 
-/** Where an option goes: generation settings, method options, VAE decoding, pipeline loading, or the CLI only. */
-export type OptionScope = 'params' | 'method' | 'vae' | 'pipeline' | 'cli';
+/** Where an option goes: generation settings, method options, VAE decoding, pipeline loading, upscaling, or the CLI only. */
+export type OptionScope = 'params' | 'method' | 'vae' | 'pipeline' | 'upscale' | 'cli';
 
 export interface OptionSpec {
   /** The name in the library's option object (GenerateParams, MethodOptions, VaeDecodeOptions, PipelineOptions). */

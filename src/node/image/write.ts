@@ -39,7 +39,7 @@ function xmpPacket(meta: GenerationMetadata): string {
 }
 
 /** sharp (libvips), loaded on first use: importing the package does not load it. */
-async function loadSharp(): Promise<typeof import('sharp').default> {
+export async function loadSharp(): Promise<typeof import('sharp').default> {
   return (await import('sharp')).default;
 }
 
@@ -119,15 +119,48 @@ export async function readImageMetadata(file: string): Promise<{ metadata?: Gene
   } catch (err) {
     throw new AsgdError(`Cannot read image ${file}`, { kind: 'invalid-argument', parameter: 'image', hint: 'Check the path', cause: err });
   }
+  return readImageMetadataFromBytes(bytes, file);
+}
+
+/** readImageMetadata on an image's bytes; `name` names it in errors. A file that is not an image is an AsgdError. */
+export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the image'): Promise<{ metadata?: GenerationMetadata; parameters?: string }> {
   if (bytes[0] === 0x89 && bytes[1] === 0x50) {
-    const text = readPngTextChunks(bytes);
+    let text: Record<string, string>;
+    try {
+      if (!hasPngEnd(bytes)) throw new Error('truncated: no IEND chunk');
+      text = readPngTextChunks(bytes);
+    } catch (err) {
+      throw notAnImage(name, err);
+    }
     return { metadata: text[JSON_KEY] ? parseMetadataJson(text[JSON_KEY]) : undefined, parameters: text[TEXT_KEY] };
   }
-  const info = await (await loadSharp())(bytes).metadata();
+  let info: import('sharp').Metadata;
+  try {
+    info = await (await loadSharp())(bytes).metadata();
+  } catch (err) {
+    throw notAnImage(name, err);
+  }
   const xmp = info.xmp?.toString('utf8');
   if (!xmp) return {};
   const unescape = (s: string) => s.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
   const json = new RegExp(`<asgd:${JSON_KEY}>([\\s\\S]*?)</asgd:${JSON_KEY}>`).exec(xmp)?.[1];
   const desc = /<rdf:li[^>]*>([\s\S]*?)<\/rdf:li>/.exec(xmp)?.[1];
   return { metadata: json ? parseMetadataJson(unescape(json)) : undefined, parameters: desc ? unescape(desc) : undefined };
+}
+
+/** The error for a file that is not a readable PNG, JPEG or WebP image. */
+export function notAnImage(name: string, cause?: unknown): AsgdError {
+  const why = cause instanceof Error ? cause.message.split('\n')[0]!.trim() : '';
+  return new AsgdError(`${name} is not a readable image${why ? ` (${why})` : ''}`, {
+    kind: 'invalid-argument', parameter: 'image', expected: 'a PNG, JPEG or WebP image', received: name,
+    hint: 'Check that the file is a complete image', cause,
+  });
+}
+
+/** Whether a PNG's bytes hold its IEND chunk (a cut-off file does not). */
+function hasPngEnd(png: Uint8Array): boolean {
+  for (let i = png.length - 8; i >= 8; i--) {
+    if (png[i] === 0x49 && png[i + 1] === 0x45 && png[i + 2] === 0x4e && png[i + 3] === 0x44) return true;
+  }
+  return false;
 }

@@ -130,6 +130,15 @@ export class DevicePool {
     }
   }
 
+  /** Loads `component` (once) on the first live worker holding `beside`, e.g. the VAE encoder beside the decoder. */
+  async ensure(component: ComponentName, beside: ComponentName): Promise<void> {
+    if (this.workers.some((w, k) => w.alive && this.holdings[k]!.has(component))) return;
+    let i = this.workers.findIndex((w, k) => w.alive && this.holdings[k]!.has(beside));
+    if (i < 0) i = this.workers.findIndex((w) => w.alive);
+    if (i < 0) throw this.missing(component, `loading ${component}`);
+    await this.load(i, component);
+  }
+
   private async load(i: number, component: ComponentName): Promise<void> {
     const file = this.options.paths?.[component];
     if (!file) throw this.missing(component, `loading ${component}`);

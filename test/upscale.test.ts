@@ -1,0 +1,303 @@
+/**
+ * Upscaling (issue 12): the img2img stage pieces, `pipe.upscale` / `generateUpscaled` on the tiny fixtures and the
+ * shipped shapes model, and `asgd upscale` (bad inputs, --from, Ctrl-C).
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { AsgdError } from '../src/core/errors.ts';
+import { checkUpscale, noiseTo, schedulerFrom, startStep } from '../src/core/generation/img2img.ts';
+import type { RgbImage } from '../src/core/image.ts';
+import { promptFromParametersText } from '../src/core/metadata.ts';
+import { addPngTextChunks } from '../src/core/png-chunks.ts';
+import { createRandom } from '../src/core/random/index.ts';
+import { createScheduler } from '../src/core/schedulers/index.ts';
+import { resizeLanczos } from '../src/node/image/read.ts';
+import { encodeImage, readImageMetadata, saveImage } from '../src/node/image/write.ts';
+import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
+import { tempDir, tinyModel } from './helpers/models.ts';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(ROOT, 'bin', 'asgd.js');
+const SHAPES = path.join(ROOT, 'models', 'shapes-128');
+
+/** A red disc on a blue background (the shapes model's palette), w x h. */
+function disc(w: number, h: number): RgbImage {
+  const data = new Uint8Array(w * h * 3);
+  const r = Math.min(w, h) * 0.3;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const inside = (x + 0.5 - w / 2) ** 2 + (y + 0.5 - h / 2) ** 2 < r * r;
+      data.set(inside ? [224, 26, 26] : [31, 56, 230], (y * w + x) * 3);
+    }
+  }
+  return { data, width: w, height: h };
+}
+
+async function pngBytes(img: RgbImage, text?: Record<string, string>): Promise<Uint8Array> {
+  const png = await encodeImage(img, 'png');
+  return text ? addPngTextChunks(png, text) : png;
+}
+
+let pipe: Pipeline;
+let dir: string;
+let sourceFile: string;
+before(async () => {
+  pipe = await loadPipeline(await tinyModel('standard'), { threads: 1 });
+  dir = tempDir('upscale');
+  sourceFile = path.join(dir, 'source.png');
+  fs.writeFileSync(sourceFile, await pngBytes(disc(40, 32)));
+});
+after(async () => {
+  await pipe?.close();
+});
+
+const quick = { steps: 4, seed: 7, prompt: 'a red circle on a blue background' };
+
+test('strength picks the last floor(T * s) steps (at least one)', () => {
+  assert.deepEqual([1, 0.5, 0.3, 0.01, 0.999].map((s) => startStep(20, s)), [0, 10, 14, 19, 1]);
+  assert.equal(startStep(3, 0.5), 2);
+});
+
+test('schedulerFrom runs the last steps of the full schedule, bit for bit', () => {
+  const config = { _class_name: 'EulerDiscreteScheduler', beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012 };
+  const full = createScheduler(config, 10);
+  const tail = schedulerFrom(full, 6);
+  assert.equal(tail.numSteps, 4);
+  assert.deepEqual(tail.timesteps, full.timesteps.slice(6));
+  assert.deepEqual(tail.noiseLevel(0), full.noiseLevel(6));
+  assert.equal(tail.inputScale(3), full.inputScale(9));
+  const x = createRandom(1n, 'noise').randn([1, 4, 4, 4]);
+  const eps = createRandom(2n, 'noise').randn([1, 4, 4, 4]);
+  const a = tail.step(tail.initialState(), eps, x);
+  const b = full.step({ ...full.initialState(), stepIndex: 6 }, eps, x);
+  assert.deepEqual(a.prevSample, b.prevSample);
+  assert.equal(a.state.stepIndex, 1);
+  // Noising: alpha * x0 + sigma * n.
+  assert.deepEqual(noiseTo(Float32Array.of(1, 2), Float32Array.of(0.5, -1), 1, 2), Float32Array.of(2, 0));
+});
+
+test('checkUpscale: sizes, the grid, and every bad setting with its message', () => {
+  const p = checkUpscale({ width: 100, height: 75 }, { scale: 3 });
+  assert.deepEqual([p.targetWidth, p.targetHeight, p.workWidth, p.workHeight, p.scale, p.strength, p.structureSource], [300, 225, 304, 232, 3, 0.5, 'input']);
+  assert.match(p.notes[0]!, /The output 300x225 is denoised at 304x232/);
+  assert.deepEqual([checkUpscale({ width: 100, height: 50 }, { width: 400 }).targetHeight, checkUpscale({ width: 100, height: 50 }, { width: 400 }).scale], [200, null]);
+  const bad: [Parameters<typeof checkUpscale>, RegExp][] = [
+    [[{ width: 64, height: 64 }, { scale: 0.5 }], /^Invalid scale; expected a number in \[1, 8\]; received 0\.5\. Use a scale of at least 1, e\.g\. 2\.$/],
+    [[{ width: 64, height: 64 }, { strength: 0 }], /^Invalid strength; expected a number in \(0, 1\]; received 0\./],
+    [[{ width: 64, height: 64 }, { strength: 1.5 }], /^Invalid strength; expected a number in \(0, 1\]; received 1\.5\./],
+    [[{ width: 7, height: 64 }, {}], /^The input image is too small to upscale; expected at least 8x8 pixels; received 7x64\. Use a larger image$/],
+    [[{ width: 1000, height: 1000 }, { scale: 4 }], /^The upscaled image would exceed the pixel limit; expected at most 16777216 pixels \(width x height\); received 4000x4000 = 16000000/],
+    [[{ width: 100, height: 100 }, { scale: 2, maxPixels: 1000 }], /^The upscaled image would exceed the pixel limit; expected at most 1000 pixels \(width x height\); received 200x200 = 40000 pixels\. Use a smaller scale or size, or raise the limit with --max-pixels 40000 \(API: maxPixels\)$/],
+    [[{ width: 100, height: 100 }, { scale: 2, width: 300 }], /^Give either a scale or an output size, not both/],
+    [[{ width: 64, height: 64 }, { structureSource: 'nope' as never }], /^Invalid structureSource; expected one of input, polyphase, input-skip, skip, key/],
+  ];
+  // 4000 x 4000 is under 4096^2: that one must pass.
+  const [ok] = bad.splice(4, 1);
+  assert.equal(checkUpscale(...ok![0]).targetWidth, 4000);
+  for (const [args, re] of bad) {
+    assert.throws(() => checkUpscale(...args), (e: unknown) => e instanceof AsgdError && e.kind === 'invalid-argument' && re.test(e.message), String(re));
+  }
+});
+
+test('prompts from another tool\'s parameters text', () => {
+  assert.deepEqual(promptFromParametersText('a green square,\nbig\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Seed: 1'), { prompt: 'a green square,\nbig', negativePrompt: 'blurry' });
+  assert.deepEqual(promptFromParametersText('just a prompt'), { prompt: 'just a prompt', negativePrompt: '' });
+});
+
+test('upscale is deterministic and its metadata records the source and settings; the round trip re-runs it', async () => {
+  const a = await pipe.upscale({ ...quick, image: sourceFile, scale: 2, strength: 0.5 });
+  const b = await pipe.upscale({ ...quick, image: sourceFile, scale: 2, strength: 0.5 });
+  assert.equal(a.image.width, 80);
+  assert.equal(a.image.height, 64);
+  assert.deepEqual(a.image.data, b.image.data);
+  const sha = createHash('sha256').update(fs.readFileSync(sourceFile)).digest('hex');
+  assert.deepEqual(a.metadata.upscale, { source: { sha256: sha, width: 40, height: 32 }, scale: 2, strength: 0.5, structureSource: 'input', startStep: 2 });
+  assert.deepEqual([a.metadata.width, a.metadata.height, a.metadata.steps, a.metadata.seed, a.metadata.scheduler], [80, 64, 4, '7', 'euler']);
+  const out = path.join(dir, 'up.png');
+  await saveImage(out, a.image, a.metadata);
+  const back = await readImageMetadata(out);
+  assert.deepEqual(back.metadata, a.metadata);
+  assert.match(back.parameters ?? '', /, Denoising strength: 0\.5, Upscale: 2x from 40x32 sha256 [0-9a-f]{64}, Structure source: input, Version: /);
+  // Above the native size (512 px for this fixture: several patches) the structure sources differ.
+  const x4 = { ...quick, image: sourceFile, width: 1024, steps: 5, strength: 1 };
+  const fromInput = await pipe.upscale(x4);
+  const fromKey = await pipe.upscale({ ...x4, structureSource: 'key' });
+  assert.deepEqual([fromInput.image.width, fromInput.image.height], [1024, 819]);
+  assert.notDeepEqual(fromKey.image.data, fromInput.image.data);
+  const direct = await pipe.upscale({ ...quick, image: sourceFile, scale: 2, strength: 0.5, method: 'direct' });
+  assert.equal(direct.unetEvaluations, 2);
+});
+
+test('prompt from the input: this project\'s JSON or another tool\'s parameters; none: empty with a note; alpha dropped with a note', async () => {
+  const withText = await pngBytes(disc(32, 32), { parameters: 'a green square\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a' });
+  const r = await pipe.upscale({ image: withText, steps: 2, seed: 1, scale: 2 });
+  assert.deepEqual([r.metadata.prompt, r.metadata.negativePrompt], ['a green square', 'blurry']);
+  const plain = await pipe.upscale({ image: disc(32, 32), steps: 2, seed: 1, scale: 2 });
+  assert.equal(plain.metadata.prompt, '');
+  assert.ok(plain.warnings.includes('No prompt given and none embedded in the input: upscaling with an empty prompt'), plain.warnings.join('|'));
+  const rgba = new Uint8Array(await sharp(Buffer.from(disc(32, 32).data), { raw: { width: 32, height: 32, channels: 3 } }).ensureAlpha(0.5).png().toBuffer());
+  const alpha = await pipe.upscale({ image: rgba, prompt: 'x', steps: 2, seed: 1, scale: 2 });
+  assert.equal(alpha.image.data.length, 64 * 64 * 3);
+  assert.ok(alpha.warnings.includes('The input\'s alpha channel is dropped: the output is RGB'));
+  // JPEG and WebP inputs.
+  for (const format of ['jpeg', 'webp'] as const) {
+    const bytes = await encodeImage(disc(24, 16), format);
+    const u = await pipe.upscale({ image: bytes, prompt: 'x', steps: 2, seed: 1, scale: 3 });
+    assert.deepEqual([u.image.width, u.image.height, u.metadata.upscale?.source.width, u.metadata.upscale?.source.height], [72, 48, 24, 16], format);
+  }
+  // The JSON of an upscaled image gives its prompt.
+  const up = path.join(dir, 'prompted.png');
+  await saveImage(up, r.image, { ...r.metadata, prompt: 'a blue circle', negativePrompt: '' });
+  const again = await pipe.upscale({ image: up, steps: 2, seed: 1, scale: 1 });
+  assert.equal(again.metadata.prompt, 'a blue circle');
+});
+
+test('bad inputs to pipe.upscale: clear invalid-argument errors before any UNet call', async () => {
+  const png = fs.readFileSync(sourceFile);
+  let units = 0;
+  const cases: [Parameters<Pipeline['upscale']>[0], RegExp][] = [
+    [{ image: new TextEncoder().encode('not an image at all') }, /^the image is not a readable image/],
+    [{ image: png.subarray(0, Math.floor(png.length / 2)) }, /^the image is not a readable image/],
+    [{ image: disc(6, 20) }, /^The input image is too small to upscale; expected at least 8x8 pixels; received 6x20/],
+    [{ image: sourceFile, scale: 8, maxPixels: 10_000 }, /^The upscaled image would exceed the pixel limit; expected at most 10000 pixels/],
+    [{ image: sourceFile, scale: 0.9 }, /^Invalid scale; expected a number in \[1, 8\]; received 0\.9/],
+    [{ image: sourceFile, strength: 0 }, /^Invalid strength/],
+    [{ image: sourceFile, strength: 1.01 }, /^Invalid strength/],
+    [{ image: path.join(dir, 'missing.png') }, /^Cannot read image/],
+    [{ image: sourceFile, scheduler: 'pndm' }, /^Invalid scheduler; expected a scheduler that can start from a partly noised image/],
+  ];
+  for (const [params, re] of cases) {
+    await assert.rejects(pipe.upscale({ prompt: 'x', steps: 2, ...params }, { onUnits: () => void units++ }), (e: unknown) => e instanceof AsgdError && e.kind === 'invalid-argument' && re.test(e.message), String(re));
+  }
+  assert.equal(units, 0);
+});
+
+test('generateUpscaled: one result whose metadata holds both stages; the same bytes as generate then upscale', async () => {
+  const params = { prompt: 'a red circle', steps: 3, seed: 11, width: 64, height: 64 };
+  const both = await pipe.generateUpscaled(params, { scale: 2, strength: 0.6 });
+  const g = await pipe.generate(params);
+  const u = await pipe.upscale({ prompt: 'a red circle', steps: 3, seed: 11, image: g.image, scale: 2, strength: 0.6 });
+  assert.deepEqual(both.image.data, u.image.data);
+  assert.deepEqual(both.metadata.upscale?.source.generation, g.metadata);
+  assert.equal(both.unetEvaluations, g.unetEvaluations + u.unetEvaluations);
+});
+
+test('strength near 0 returns nearly the input (shapes model: mean |difference| to a Lanczos resize under 4 %)', async () => {
+  await using shapes = await loadPipeline(SHAPES, { threads: 1 });
+  const src = disc(128, 128);
+  const r = await shapes.upscale({ image: src, prompt: 'a red circle on a blue background', scale: 2, strength: 0.02, steps: 20, seed: 3, method: 'direct' });
+  assert.equal(r.metadata.upscale?.startStep, 19);
+  const plain = await resizeLanczos(src, 256, 256);
+  let sum = 0;
+  for (let i = 0; i < plain.data.length; i++) sum += Math.abs(plain.data[i]! - r.image.data[i]!);
+  const mad = sum / plain.data.length / 255;
+  console.log('strength 0.02 mean abs difference', mad);
+  assert.ok(mad < 0.04, `mean abs difference ${mad}`);
+  // Full strength redraws it: much further from the input.
+  const redrawn = await shapes.upscale({ image: src, prompt: 'a red circle on a blue background', scale: 2, strength: 1, steps: 20, seed: 3, method: 'direct' });
+  let far = 0;
+  for (let i = 0; i < plain.data.length; i++) far += Math.abs(plain.data[i]! - redrawn.image.data[i]!);
+  assert.ok(far / plain.data.length / 255 > mad, 'strength 1 stays closer to the input than strength 0.02');
+});
+
+test('upscale on the SDXL fixture runs (time ids at the output size)', async () => {
+  await using xl = await loadPipeline(await tinyModel('sdxl'), { threads: 1 });
+  const r = await xl.upscale({ image: disc(48, 40), prompt: 'a red circle', steps: 2, seed: 1, scale: 2 });
+  assert.equal(r.image.width, 96);
+  assert.equal(r.image.height, 80);
+  assert.equal(r.metadata.model.family, 'sdxl');
+  assert.equal(r.metadata.upscale?.scale, 2);
+});
+
+test('asgd upscale has exactly the registry flags (generate\'s without --upscale, then the upscale options)', async () => {
+  const { buildProgram } = await import('../src/cli/main.ts');
+  const { flagText } = await import('../src/core/options/spec.ts');
+  const { UPSCALE_COMMAND_OPTIONS } = await import('../src/core/options/registry.ts');
+  const cmd = buildProgram(() => undefined).commands.find((c) => c.name() === 'upscale')!;
+  const flags = cmd.options.map((o) => o.flags);
+  assert.deepEqual(flags, UPSCALE_COMMAND_OPTIONS.filter((s) => s.cli).map(flagText));
+  assert.deepEqual(flags.slice(-4), ['--scale <x>', '--strength <s>', '--structure-source <s>', '--max-pixels <n>']);
+  assert.ok(!flags.includes('--upscale <x>'));
+});
+
+function asgd(args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('asgd upscale: writes the image, --from re-runs it from the same source (same bytes) or says it needs it', async () => {
+  const model = await tinyModel('standard');
+  const out = path.join(dir, 'cli-a.png');
+  const r = asgd(['upscale', sourceFile, '-m', model, '-o', out, '--scale', '2', '--steps', '3', '--seed', '4', '--threads', '1', '-p', 'a red circle', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.deepEqual([j.width, j.height, j.metadata.upscale.scale], [80, 64, 2]);
+  const again = path.join(dir, 'cli-b.png');
+  assert.equal(asgd(['upscale', sourceFile, '-m', model, '--from', out, '-o', again, '--threads', '1', '-q']).code, 0);
+  assert.deepEqual(fs.readFileSync(again), fs.readFileSync(out));
+  const missing = asgd(['upscale', '-m', model, '--from', out, '-o', path.join(dir, 'cli-c.png')]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /^asgd: Re-running an upscale needs its source image\. Pass the source image it was upscaled from \(40x32, sha256 [0-9a-f]{64}\): asgd upscale SOURCE --from /);
+  const generateFrom = asgd(['generate', '-m', model, '--from', out, '-o', path.join(dir, 'cli-c.png')]);
+  assert.equal(generateFrom.code, 2);
+  assert.match(generateFrom.stderr, /is an upscale of another image file \(40x32, sha256 [0-9a-f]{64}\)\. Re-run it with: asgd upscale SOURCE --from /);
+  assert.ok(!fs.existsSync(path.join(dir, 'cli-c.png')));
+});
+
+test('asgd bad inputs: exit 2, one clear line, nothing written (generate --from a non-image too)', async () => {
+  const model = await tinyModel('standard');
+  const bad = tempDir('cli-bad');
+  const text = path.join(bad, 'text.png');
+  fs.writeFileSync(text, 'hello, not an image');
+  const cut = path.join(bad, 'cut.png');
+  fs.writeFileSync(cut, fs.readFileSync(sourceFile).subarray(0, 200));
+  const tiny = path.join(bad, 'tiny.png');
+  fs.writeFileSync(tiny, await pngBytes(disc(7, 7)));
+  const out = path.join(bad, 'out.png');
+  const cases: [string[], RegExp][] = [
+    [['upscale', text], /^asgd: .*text\.png is not a readable image \(.*\); expected a PNG, JPEG or WebP image/],
+    [['upscale', cut], /^asgd: .*cut\.png is not a readable image/],
+    [['upscale', tiny], /^asgd: The input image is too small to upscale; expected at least 8x8 pixels; received 7x7/],
+    [['upscale', sourceFile, '--scale', '0.5'], /^asgd: Invalid --scale; expected a number in \[1, 8\]; received "0\.5"/],
+    [['upscale', sourceFile, '--strength', '0'], /^asgd: Invalid --strength; expected a number in \(0, 1\]; received "0"/],
+    [['upscale', sourceFile, '--strength', '1.2'], /^asgd: Invalid --strength/],
+    [['upscale', sourceFile, '--scale', '8', '--max-pixels', '5000'], /^asgd: The upscaled image would exceed the pixel limit; expected at most 5000 pixels \(width x height\); received 320x256 = 81920 pixels\. Use a smaller scale or size, or raise the limit with --max-pixels 81920 \(API: maxPixels\)\n$/],
+    [['upscale', sourceFile, '--scale', '2', '-W', '200'], /^asgd: Give either a scale or an output size, not both/],
+    [['generate', '--from', text], /^asgd: .*text\.png is not a readable image/],
+    [['generate', '--from', cut], /^asgd: .*cut\.png is not a readable image/],
+  ];
+  for (const [args, re] of cases) {
+    const r = asgd([...args, '-m', model, '-o', out]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.split('\n').length, 2, r.stderr);
+  }
+  assert.deepEqual(fs.readdirSync(bad).sort(), ['cut.png', 'text.png', 'tiny.png']);
+});
+
+test('Ctrl-C during asgd upscale: exit 130, no output file', async () => {
+  const model = await tinyModel('standard');
+  const d = tempDir('cli-cancel');
+  const out = path.join(d, 'out.png');
+  const preview = path.join(d, 'p.png');
+  const child = spawn(process.execPath, [BIN, 'upscale', sourceFile, '-m', model, '-o', out, '-W', '512', '--steps', '30', '--strength', '1', '--threads', '1', '-p', 'x', '--preview', preview, '--preview-every', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c) => (stderr += c));
+  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  const t0 = performance.now();
+  while (!fs.existsSync(preview)) {
+    assert.ok(child.exitCode === null, `exited before the first preview: ${stderr}`);
+    assert.ok(performance.now() - t0 < 120_000, 'no preview within 120 s');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill('SIGINT');
+  assert.equal(await exited, 130, stderr);
+  assert.match(stderr, /asgd: Upscale cancelled\n$/);
+  assert.deepEqual(fs.readdirSync(d).filter((f) => f !== 'p.png'), []);
+});
