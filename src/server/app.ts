@@ -95,7 +95,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       } catch {
         originHost = '';
       }
-      if (originHost !== host) return reply.code(403).send({ error: 'forbidden', message: `Requests from ${origin} are not allowed` });
+      if (originHost !== normalHost(host)) return reply.code(403).send({ error: 'forbidden', message: `Requests from ${origin} are not allowed` });
     } else if (origin === 'null' || req.headers['sec-fetch-site'] === 'cross-site') {
       return reply.code(403).send({ error: 'forbidden', message: 'Cross-site requests are not allowed' });
     }
@@ -376,6 +376,15 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     for (const r of [...sse]) r.raw.end();
   });
   return app;
+}
+
+/** A Host header as URL.host writes it (no default port). */
+function normalHost(host: string): string {
+  try {
+    return new URL(`http://${host}`).host;
+  } catch {
+    return host;
+  }
 }
 
 function contentType(file: string): string {
