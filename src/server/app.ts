@@ -372,7 +372,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     return reply.type(contentType(file)).send(fs.readFileSync(file));
   });
 
-  app.addHook('onClose', async () => {
+  // Open event streams would hold the server open: end them first.
+  app.addHook('preClose', async () => {
     for (const r of [...sse]) r.raw.end();
   });
   return app;
