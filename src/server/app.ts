@@ -40,6 +40,8 @@ const FINAL = new Set(['completed', 'failed', 'cancelled']);
 /** Output file names: no folders, no leading dot, an image extension. */
 const OUTPUT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(png|jpe?g|webp)$/i;
 const THUMB_SIZE = 256;
+/** Jobs whose last preview is kept after they end. */
+const PREVIEWS_KEPT = 8;
 
 /** The output file of a job: named after the job, so a job re-run after a crash finds its finished output. */
 export function outputNameFor(job: Pick<JobRecord, 'id' | 'createdAt'>): string {
@@ -138,7 +140,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         },
       });
     } finally {
-      previews.delete(job.id);
+      // The last preview stays a while (a page may still ask for it); only the newest jobs' are kept.
+      for (const id of [...previews.keys()].slice(0, Math.max(0, previews.size - PREVIEWS_KEPT))) previews.delete(id);
     }
     return { output: name };
   });
