@@ -206,8 +206,14 @@ test('with the real engine and the shipped model: a 256 px image generated from 
   assert.equal(await page.textContent('dd[data-meta="model"]'), 'shapes-128');
   await page.click('#close-viewer');
   if (process.env['ASGD_SCREENSHOT']) {
+    // The main view mid-generation: the finished image in the gallery, the next one forming.
     await page.fill('[name="prompt"]', 'a red circle on a blue background');
+    await page.fill('[name="seed"]', '2');
+    await page.click('#queue-button');
+    await page.waitForFunction(`document.querySelector('#preview')?.complete && document.querySelector('#preview')?.naturalWidth > 0 && /step [4-9]/.test(document.querySelector('#progress-text')?.textContent ?? '')`, undefined, { timeout: 120_000 });
     await page.screenshot({ path: path.join(ROOT, 'docs', 'webapp.png') });
+    await page.click('#cancel');
+    await page.waitForSelector('#idle:not([hidden])');
   }
   assert.deepEqual(errors, []);
 });
