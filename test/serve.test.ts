@@ -75,6 +75,17 @@ test('asgd serve generates a 128 px image with the shipped model; Ctrl-C mid-job
     const info = await sharp(file).metadata();
     assert.deepEqual([info.width, info.height], [128, 128]);
 
+    // Cancelling a running job stops it within a model call; the next job loads the model again and runs.
+    const c = await queueJob(s1.url, { prompt: 'a cancelled circle', steps: 200, seed: '3', width: 128, height: 128 });
+    await waitFor('the job to cancel to denoise', async () => {
+      const j = await getJob(s1.url, c);
+      return j.state === 'running' && (j.progress?.step ?? 0) >= 1 ? j : undefined;
+    });
+    const t1 = Date.now();
+    const cancelled = (await (await fetch(`${s1.url}/api/v1/jobs/${c}`, { method: 'DELETE' })).json()) as JobRecord;
+    assert.equal(cancelled.state, 'cancelled');
+    assert.ok(Date.now() - t1 < 5000, `cancelled in ${Date.now() - t1} ms`);
+
     const b = await queueJob(s1.url, { prompt: 'a green square', steps: 40, seed: '5', width: 128, height: 128 });
     await waitFor('the second job to denoise', async () => {
       const j = await getJob(s1.url, b);

@@ -324,6 +324,19 @@ test('a request from another site (Origin) or another host name (DNS rebinding) 
   assert.equal((await post(h, { prompt: 'x', steps: 1 })).statusCode, 202, 'scripts without an Origin may post');
 });
 
+test('with a token, API requests without it get 401; the page itself needs none', async () => {
+  const queue = new LocalJobQueue({ dir: tempDir('state') });
+  const app = await createServer({ queue, engine: new FakeEngine(), outputsDir: tempDir('outputs'), token: 'sesame' });
+  open.push({ app, queue, engine: new FakeEngine(), stateDir: '', outputsDir: '', url: '' });
+  assert.equal((await app.inject({ url: '/api/v1/jobs' })).statusCode, 401);
+  assert.equal((await app.inject({ url: '/api/v1/jobs', headers: { authorization: 'Bearer wrong' } })).statusCode, 401);
+  assert.equal((await app.inject({ url: '/api/v1/jobs', headers: { authorization: 'Bearer sesame' } })).statusCode, 200);
+  assert.equal((await app.inject({ url: '/api/v1/jobs?token=sesame' })).statusCode, 200);
+  assert.equal((await app.inject({ method: 'POST', url: '/api/v1/jobs', payload: { prompt: 'x' } })).statusCode, 401);
+  assert.equal((await app.inject({ url: '/' })).statusCode, 200);
+  await queue.close();
+});
+
 test('output names cannot escape the outputs folder', async () => {
   const root = tempDir('escape');
   const outputsDir = path.join(root, 'outputs');

@@ -197,10 +197,20 @@ test('with the real engine and the shipped model: a 256 px image generated from 
   await page.fill('[name="height"]', '256');
   await page.fill('[name="steps"]', '12');
   await page.fill('[name="seed"]', '1');
+  await page.waitForFunction(`(() => {
+    const e = document.querySelector('#estimate');
+    const body = JSON.parse(e?.dataset.for || '{}');
+    return body.width === 256 && body.height === 256 && body.steps === 12 && /^\\d+ UNet evaluations$/.test(e.textContent);
+  })()`);
+  const estimated = Number(await page.getAttribute('#estimate', 'data-units'));
   await page.click('#queue-button');
   await page.waitForFunction(`/denoise/.test(document.querySelector('#progress-text')?.textContent ?? '')`, undefined, { timeout: 120_000 });
   await page.waitForSelector('#gallery figure', { timeout: 240_000 });
   assert.match(await page.textContent('#gallery figcaption') ?? '', /256x256 · seed 1$/);
+  const done = (await jobs(real.url))[0]!;
+  assert.equal(done.progress?.unitsTotal, estimated, 'the estimate before queueing is what the library ran');
+  assert.ok(estimated > 12, `asg at 4x the native area runs several units per step (${estimated})`);
+  await page.waitForFunction(`/UNet evaluations · about \\d+ s/.test(document.querySelector('#estimate')?.textContent ?? '')`);
   await page.click('#gallery figure');
   assert.equal(await page.textContent('dd[data-meta="seed"]'), '1');
   assert.equal(await page.textContent('dd[data-meta="model"]'), 'shapes-128');

@@ -12,7 +12,8 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { AsgdError } from '../core/errors.ts';
 import type { GenerationMetadata } from '../core/metadata.ts';
-import { validateParams, type GenerateParams } from '../core/params.ts';
+import { planMethod } from '../core/methods/plan.ts';
+import { resolveParams, validateParams, type GenerateParams } from '../core/params.ts';
 import { readImageMetadata } from '../node/image/write.ts';
 import { PACKAGE_VERSION } from '../node/version.ts';
 import type { Engine } from './engine.ts';
@@ -130,10 +131,20 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     const name = outputNameFor(job);
     const file = path.join(outputsDir, name);
     if (fs.existsSync(file)) return { output: name };
+    const params = toGenerateParams(job.spec.settings);
+    let first: { t: number; units: number } | undefined;
+    let last: { t: number; units: number } | undefined;
     try {
-      await o.engine.generate(toGenerateParams(job.spec.settings), job.spec.model, file, {
+      await o.engine.generate(params, job.spec.model, file, {
         signal: ctx.signal,
-        onProgress: (p) => ctx.progress(p),
+        onProgress: (p) => {
+          if (p.phase === 'denoise') {
+            const now = { t: performance.now(), units: p.unitsDone };
+            first ??= now;
+            last = now;
+          }
+          ctx.progress(p);
+        },
         onPreview: (png) => {
           previews.set(job.id, png);
           ctx.preview();
@@ -143,8 +154,20 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       // The last preview stays a while (a page may still ask for it); only the newest jobs' are kept.
       for (const id of [...previews.keys()].slice(0, Math.max(0, previews.size - PREVIEWS_KEPT))) previews.delete(id);
     }
+    if (first && last && last.units > first.units) {
+      const model = modelEntry(job.spec.model);
+      const scale = unitArea(params, model);
+      unitMs.set(model.name, (last.t - first.t) / (last.units - first.units) / scale);
+    }
     return { output: name };
   });
+
+  /** Measured milliseconds of one native-size UNet evaluation, per model (from the last completed job). */
+  const unitMs = new Map<string, number>();
+  const modelEntry = (name: string | undefined) => (name === undefined ? o.engine.models()[0]! : o.engine.models().find((m) => m.name === name) ?? o.engine.models()[0]!);
+  /** The area of one unit relative to the native size: 1 for the patch methods, the whole image for direct. */
+  const unitArea = (p: GenerateParams, m: { nativeWidth?: number; nativeHeight?: number }) =>
+    (p.method ?? 'asg') === 'direct' ? ((p.width ?? m.nativeWidth ?? 512) * (p.height ?? m.nativeHeight ?? 512)) / ((m.nativeWidth ?? 512) * (m.nativeHeight ?? 512)) : 1;
 
   const jobId = (req: FastifyRequest) => (req.params as { id: string }).id;
   const notFound = (reply: FastifyReply, what = 'No such job') => reply.code(404).send({ error: 'not-found', message: what });
@@ -197,6 +220,21 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         validateParams(toGenerateParams(body));
         const job = await o.queue.add({ kind: 'generate', model, settings: body }, o.engine.deviceSet);
         return reply.code(202).send({ id: job.id });
+      },
+    },
+    {
+      method: 'POST', url: '/api/v1/estimate', summary: 'How many UNet evaluations a generation takes, and about how long (once a job was measured here)', body: generateRequestSchema(),
+      responses: { 200: { description: 'estimate', schema: { type: 'object', properties: { unetEvaluations: { type: 'integer' }, seconds: { type: 'number' } } } }, 400: err('invalid settings') },
+      handler: async (req) => {
+        const params = toGenerateParams(req.body as Record<string, unknown>);
+        const model = modelEntry((req.body as { model?: string }).model);
+        const nw = model.nativeWidth ?? 512;
+        const nh = model.nativeHeight ?? 512;
+        const p = resolveParams({ ...params, seed: '0' }, { width: nw, height: nh });
+        const plan = planMethod(p.method, p.methodOptions, { height: p.height / 8, width: p.width / 8, nativeHeight: nh / 8, nativeWidth: nw / 8, numSteps: p.steps });
+        const units = plan.unitsBefore[plan.numSteps]!;
+        const ms = unitMs.get(model.name);
+        return { unetEvaluations: units, ...(ms !== undefined ? { seconds: Math.round((units * ms * unitArea(p, model)) / 100) / 10 } : {}) };
       },
     },
     {

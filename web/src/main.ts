@@ -320,6 +320,27 @@ async function submit(): Promise<void> {
   await refreshJobs();
 }
 
+let estimateTimer: ReturnType<typeof setTimeout> | undefined;
+/** Shows the UNet evaluations (and the time, once measured on this machine) the form's settings take. */
+function scheduleEstimate(): void {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(async () => {
+    const { body, errors } = readForm();
+    const out = $('#estimate');
+    if (Object.keys(errors).length) {
+      out.textContent = '';
+      return;
+    }
+    const r = await api<{ unetEvaluations?: number; seconds?: number }>('/estimate', { method: 'POST', body: JSON.stringify(body) });
+    const e = r.body;
+    out.textContent = r.status === 200 && e?.unetEvaluations !== undefined
+      ? `${e.unetEvaluations} UNet evaluations${e.seconds !== undefined ? ` · about ${e.seconds < 60 ? `${Math.ceil(e.seconds)} s` : `${Math.round(e.seconds / 60)} min`}` : ''}`
+      : '';
+    out.dataset['units'] = String(e?.unetEvaluations ?? '');
+    out.dataset['for'] = JSON.stringify(body);
+  }, 200);
+}
+
 function saveForm(): void {
   const values: Record<string, string | boolean> = {};
   for (const name of fieldSchemas.keys()) {
@@ -354,6 +375,7 @@ function setForm(m: Metadata, seedOnly: boolean): void {
     else el.value = Array.isArray(v) ? v.join(', ') : String(v);
   };
   set('seed', m.seed);
+  scheduleEstimate();
   if (!seedOnly) {
     for (const k of ['prompt', 'negativePrompt', 'width', 'height', 'steps', 'guidanceScale', 'scheduler', 'method', 'maskWords'] as const) set(k, m[k]);
     if (models.some((x) => x.name === m.model?.name)) set('model', m.model.name);
@@ -411,6 +433,7 @@ function watch(job: Job | undefined): void {
       if (j.state === 'completed') lastSeed = String(j.spec.settings['seed'] ?? lastSeed);
       void refreshJobs();
       void refreshGallery();
+      scheduleEstimate();
     }
   });
 }
@@ -601,7 +624,10 @@ async function main(): Promise<void> {
     e.preventDefault();
     void submit();
   });
-  form.addEventListener('input', saveForm);
+  form.addEventListener('input', () => {
+    saveForm();
+    scheduleEstimate();
+  });
   form.addEventListener('change', (e) => {
     if ((e.target as HTMLElement).id !== 'f-size' && ['width', 'height'].includes((e.target as HTMLInputElement).name)) ($('#f-size') as HTMLSelectElement).value = '';
   });
@@ -616,6 +642,7 @@ async function main(): Promise<void> {
     await refreshJobs();
   });
   setupViewer();
+  scheduleEstimate();
   await refreshJobs();
   await refreshGallery();
   document.body.dataset['ready'] = 'true';
