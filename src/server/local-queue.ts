@@ -263,7 +263,14 @@ export class LocalJobQueue implements JobQueue {
       const gone = kept.splice(0, kept.length - EVENTS_KEPT);
       this.dropped.set(jobId, parseEventId(gone.at(-1)!.id)!.seq);
     }
-    for (const l of this.listeners.get(jobId) ?? []) l(e);
+    for (const l of this.listeners.get(jobId) ?? []) {
+      // A listener's failure (a client gone) must not reach the job.
+      try {
+        l(e);
+      } catch {
+        this.listeners.get(jobId)?.delete(l);
+      }
+    }
   }
 
   /** Writes the state file atomically: a reader (or a restart) sees the old file or the new one, never a mix. */
