@@ -4,7 +4,7 @@
  * Dependencies come from npm's cache when present (`--prefer-offline`), else from the registry.
  */
 import assert from 'node:assert/strict';
-import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -97,6 +97,33 @@ test('the asgd bin of the installed package shows help and generates with the sh
   assert.equal(j.width, 128);
   assert.equal(j.metadata.model.name, 'shapes-128');
   assert.ok(fs.statSync(out).size > 0);
+});
+
+test('asgd serve of the installed package serves the built page and the API, and stops on Ctrl-C', async () => {
+  assert.ok(packedFiles.includes('dist/web/index.html'), 'the page is in the tarball');
+  const bin = path.join(app, 'node_modules', '.bin', 'asgd');
+  const child = spawn(bin, ['serve', '--port', '0', '--outputs', path.join(app, 'gallery')], { cwd: app, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+        const m = /asgd serve: (http:\/\/\S+?)\/?\s/.exec(err);
+        if (m) resolve(m[1]!);
+      });
+      void exited.then((code) => reject(new Error(`asgd serve exited with ${code}: ${err}`)));
+    });
+    const page = await (await fetch(`${url}/`)).text();
+    const script = /src="(\/assets\/[^"]+\.js)"/.exec(page)?.[1];
+    assert.ok(script, page);
+    assert.equal((await fetch(`${url}${script}`)).status, 200);
+    const models = (await (await fetch(`${url}/api/v1/models`)).json()) as { models: { name: string }[] };
+    assert.deepEqual(models.models.map((m) => m.name), ['shapes-128']);
+  } finally {
+    child.kill('SIGINT');
+  }
+  assert.equal(await exited, 0, err);
 });
 
 test('importing asgdiffusion/core loads no Node built-in, no onnxruntime-node and no sharp', () => {

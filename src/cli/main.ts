@@ -2,7 +2,7 @@
  * `asgd`: the command-line tool. generate | info | devices | read. Every failure prints one clear message on
  * stderr and exits with a code from exit-codes.ts; outputs are written atomically.
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +11,7 @@ import type { GenerationMetadata } from '../core/metadata.ts';
 import { validateParams, type GenerateParams } from '../core/params.ts';
 import { EXIT, exitCodeFor } from './exit-codes.ts';
 import { createProgressView } from './progress.ts';
-import { addOptions, givenValues } from './options.ts';
+import { addOptions, givenValues, helpText } from './options.ts';
 import { ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, UPSCALE_COMMAND_OPTIONS, UPSCALE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
 import type { UpscaleSettings } from '../core/generation/img2img.ts';
 import type { OptionSpec } from '../core/options/spec.ts';
@@ -297,6 +297,30 @@ async function runRead(file: string, opts: { json?: boolean }): Promise<number> 
   return EXIT.ok;
 }
 
+async function runServe(cmd: Command): Promise<number> {
+  const opts = cmd.opts<{ port: number; host: string; outputs: string; model?: string[]; token?: string }>();
+  const { serve } = await import('../server/serve.ts');
+  const server = await serve({
+    port: opts.port, host: opts.host, outputsDir: opts.outputs, modelDirs: opts.model ?? [defaultModelDir()],
+    pipeline: givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions, token: opts.token,
+    webDir: path.join(ROOT, 'dist', 'web'),
+  });
+  process.stderr.write(`asgd serve: ${server.url}\n(Ctrl-C stops; a running job is queued again for the next start)\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.stderr.write('\nStopping...\n');
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      // A second Ctrl-C ends the process at once.
+      process.once('SIGINT', () => process.exit(EXIT.cancelled));
+      void server.close().then(resolve, resolve);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  return EXIT.ok;
+}
+
 export function buildProgram(setExit: (code: number) => void): Command {
   const program = new Command('asgd')
     .description('High-resolution images from Stable Diffusion ONNX models with ASGDiffusion, on one or several devices')
@@ -316,6 +340,21 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .argument('[image]', 'the image to upscale (PNG, JPEG or WebP)');
   addOptions(upscale, UPSCALE_COMMAND_OPTIONS);
   upscale.action(async (image: string | undefined, _flags: unknown, cmd: Command) => setExit(await runUpscale(image, cmd)));
+
+  const serveCmd = program
+    .command('serve')
+    .description('Start the web app and its HTTP API (http://127.0.0.1:7860 by default)')
+    .addOption(new Option('--port <n>', 'port').default(7860).argParser((v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 65535) throw invalidArgument('--port', 'an integer in [0, 65535]', v);
+      return n;
+    }))
+    .option('--host <address>', 'address to listen on (other than loopback requires a token)', '127.0.0.1')
+    .option('--outputs <dir>', 'the gallery: outputs and the queue state are kept here', 'outputs')
+    .addOption(new Option(`-m, --model <dir...>`, helpText(CLI_OPTIONS.find((s) => s.key === 'model')!)))
+    .option('--token <token>', 'require this token on API requests (generated and printed for a non-loopback host)');
+  addOptions(serveCmd, PIPELINE_OPTIONS);
+  serveCmd.action(async (_flags: unknown, cmd: Command) => setExit(await runServe(cmd)));
 
   program
     .command('info')

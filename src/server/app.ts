@@ -1,0 +1,462 @@
+/**
+ * The HTTP server of `asgd serve`: a versioned JSON API under /api/v1 (OpenAPI document at
+ * /api/v1/openapi.json), Server-Sent Events for progress, the outputs folder as the gallery, and the page.
+ *
+ * Fastify: it validates every request body against a JSON schema before a handler runs (Ajv, compiled once),
+ * it is among the fastest Node HTTP frameworks, it is actively maintained, and `inject` tests the routes without
+ * a socket. The server stays thin: jobs go to a JobQueue, the queue runs them through an Engine.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import fs from 'node:fs';
+import path from 'node:path';
+import sharp from 'sharp';
+import { AsgdError } from '../core/errors.ts';
+import type { GenerationMetadata } from '../core/metadata.ts';
+import { planMethod } from '../core/methods/plan.ts';
+import { resolveParams, validateParams, type GenerateParams } from '../core/params.ts';
+import { readImageMetadata } from '../node/image/write.ts';
+import { PACKAGE_VERSION } from '../node/version.ts';
+import type { Engine } from './engine.ts';
+import { QueueError } from './local-queue.ts';
+import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
+import { errorSchema, generateRequestSchema, jobSchema, moveRequestSchema, outputSchema, type JsonSchema } from './schema.ts';
+
+export interface ServerOptions {
+  queue: JobQueue;
+  engine: Engine;
+  /** The gallery: outputs are written here, with their metadata. */
+  outputsDir: string;
+  /** The built page (index.html and assets/); absent: the root answers with a note on how to build it. */
+  webDir?: string;
+  /** Required on every API request when set (`Authorization: Bearer <token>` or `?token=`). */
+  token?: string;
+  /** Host names the Host header may carry besides the loopback names (the bound address). */
+  allowedHosts?: string[];
+  /** Largest request body in bytes (default 1 MiB). */
+  bodyLimit?: number;
+}
+
+const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
+const FINAL = new Set(['completed', 'failed', 'cancelled']);
+/** Output file names: no folders, no leading dot, an image extension. */
+const OUTPUT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(png|jpe?g|webp)$/i;
+const THUMB_SIZE = 256;
+/** Jobs whose last preview is kept after they end. */
+const PREVIEWS_KEPT = 8;
+
+/** The output file of a job: named after the job, so a job re-run after a crash finds its finished output. */
+export function outputNameFor(job: Pick<JobRecord, 'id' | 'createdAt'>): string {
+  const stamp = job.createdAt.replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  return `asgd-${stamp}-${job.id}.png`;
+}
+
+/** A validated request body as the library's GenerateParams. */
+export function toGenerateParams(body: Record<string, unknown>): GenerateParams {
+  const { model: _model, originalSize, ...rest } = body;
+  const params = { ...rest } as unknown as GenerateParams;
+  if (typeof originalSize === 'string') {
+    const [w, h] = originalSize.split('x').map(Number);
+    params.originalSize = { width: w!, height: h! };
+  }
+  return params;
+}
+
+interface Route {
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE';
+  url: string;
+  summary: string;
+  body?: JsonSchema;
+  responses: Record<string, { description: string; schema?: JsonSchema; type?: string }>;
+  handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+}
+
+export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: o.bodyLimit ?? 1024 * 1024,
+    // Bodies are taken as sent: no type coercion, no defaults filled in, nothing removed.
+    ajv: { customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false } },
+  });
+  const outputsDir = path.resolve(o.outputsDir);
+  fs.mkdirSync(outputsDir, { recursive: true });
+  const previews = new Map<string, Uint8Array>();
+  const allowedHosts = new Set([...LOOPBACK_HOSTS, ...(o.allowedHosts ?? [])]);
+  const sse = new Set<FastifyReply>();
+
+  // Host and Origin: block DNS rebinding (a foreign name resolving to this machine) and other sites' pages.
+  app.addHook('onRequest', async (req, reply) => {
+    const host = req.headers.host ?? '';
+    const hostname = host.replace(/:\d+$/, '').toLowerCase();
+    if (!o.allowedHosts?.includes('*') && !allowedHosts.has(hostname)) {
+      return reply.code(403).send({ error: 'forbidden', message: `Host ${host} is not served here` });
+    }
+    const origin = req.headers.origin;
+    if (origin !== undefined && origin !== 'null') {
+      let originHost: string;
+      try {
+        originHost = new URL(origin).host;
+      } catch {
+        originHost = '';
+      }
+      if (originHost !== normalHost(host)) return reply.code(403).send({ error: 'forbidden', message: `Requests from ${origin} are not allowed` });
+    } else if (origin === 'null' || req.headers['sec-fetch-site'] === 'cross-site') {
+      return reply.code(403).send({ error: 'forbidden', message: 'Cross-site requests are not allowed' });
+    }
+    if (o.token && req.url.startsWith('/api/')) {
+      const auth = req.headers.authorization;
+      const q = new URL(req.url, 'http://x').searchParams.get('token');
+      if (auth !== `Bearer ${o.token}` && q !== o.token) return reply.code(401).send({ error: 'unauthorized', message: 'A token is required (Authorization: Bearer <token> or ?token=)' });
+    }
+    return undefined;
+  });
+
+  app.setErrorHandler((err: Error & { validation?: { instancePath: string; message?: string; params: Record<string, unknown> }[]; statusCode?: number; code?: string }, _req, reply) => {
+    if (err.validation && err.validation.length) {
+      const v = err.validation[0]!;
+      const extra = (v.params['missingProperty'] ?? v.params['additionalProperty']) as string | undefined;
+      const field = [...v.instancePath.split('/').filter(Boolean), ...(extra ? [extra] : [])].join('.') || 'body';
+      const what = v.params['additionalProperty'] ? 'is not a known setting' : v.params['missingProperty'] ? 'is required' : v.message ?? 'is invalid';
+      return reply.code(400).send({ error: 'invalid-argument', field, message: `Invalid ${field}: ${what}` });
+    }
+    if (err instanceof AsgdError && err.kind === 'invalid-argument') {
+      return reply.code(400).send({ error: 'invalid-argument', field: err.parameter, message: err.message });
+    }
+    if (err instanceof QueueError) return reply.code(err.status).send({ error: 'queue', message: err.message });
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    return reply.code(status).send({ error: status === 500 ? 'internal' : err.code ?? 'bad-request', message: err.message });
+  });
+
+  // The queue runs jobs through the engine; an output that exists belongs to a run that completed before a crash.
+  o.queue.process(async (job, ctx) => {
+    const name = outputNameFor(job);
+    const file = path.join(outputsDir, name);
+    if (fs.existsSync(file)) return { output: name };
+    const params = toGenerateParams(job.spec.settings);
+    let first: { t: number; units: number } | undefined;
+    let last: { t: number; units: number } | undefined;
+    try {
+      await o.engine.generate(params, job.spec.model, file, {
+        signal: ctx.signal,
+        onProgress: (p) => {
+          if (p.phase === 'denoise') {
+            const now = { t: performance.now(), units: p.unitsDone };
+            first ??= now;
+            last = now;
+          }
+          ctx.progress(p);
+        },
+        onPreview: (png) => {
+          previews.set(job.id, png);
+          ctx.preview();
+        },
+      });
+    } finally {
+      // The last preview stays a while (a page may still ask for it); only the newest jobs' are kept.
+      for (const id of [...previews.keys()].slice(0, Math.max(0, previews.size - PREVIEWS_KEPT))) previews.delete(id);
+    }
+    if (first && last && last.units > first.units) {
+      const model = modelEntry(job.spec.model);
+      const scale = unitArea(params, model);
+      unitMs.set(model.name, (last.t - first.t) / (last.units - first.units) / scale);
+    }
+    return { output: name };
+  });
+
+  /** Measured milliseconds of one native-size UNet evaluation, per model (from the last completed job). */
+  const unitMs = new Map<string, number>();
+  const modelEntry = (name: string | undefined) => (name === undefined ? o.engine.models()[0]! : o.engine.models().find((m) => m.name === name) ?? o.engine.models()[0]!);
+  /** The area of one unit relative to the native size: 1 for the patch methods, the whole image for direct. */
+  const unitArea = (p: GenerateParams, m: { nativeWidth?: number; nativeHeight?: number }) =>
+    (p.method ?? 'asg') === 'direct' ? ((p.width ?? m.nativeWidth ?? 512) * (p.height ?? m.nativeHeight ?? 512)) / ((m.nativeWidth ?? 512) * (m.nativeHeight ?? 512)) : 1;
+
+  const jobId = (req: FastifyRequest) => (req.params as { id: string }).id;
+  const notFound = (reply: FastifyReply, what = 'No such job') => reply.code(404).send({ error: 'not-found', message: what });
+
+  function outputFile(name: string, reply: FastifyReply): string | undefined {
+    if (!OUTPUT_NAME.test(name)) {
+      void reply.code(400).send({ error: 'invalid-argument', field: 'name', message: 'Invalid output name' });
+      return undefined;
+    }
+    const file = path.resolve(outputsDir, name);
+    if (path.dirname(file) !== outputsDir || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      void notFound(reply, 'No such output');
+      return undefined;
+    }
+    return file;
+  }
+
+  const metaCache = new Map<string, { mtimeMs: number; metadata?: GenerationMetadata }>();
+  async function describeOutput(name: string): Promise<{ name: string; size: number; modified: string; metadata?: GenerationMetadata }> {
+    const file = path.join(outputsDir, name);
+    const st = fs.statSync(file);
+    let cached = metaCache.get(name);
+    if (!cached || cached.mtimeMs !== st.mtimeMs) {
+      let metadata: GenerationMetadata | undefined;
+      try {
+        metadata = (await readImageMetadata(file)).metadata;
+      } catch {
+        metadata = undefined;
+      }
+      cached = { mtimeMs: st.mtimeMs, metadata };
+      metaCache.set(name, cached);
+    }
+    return { name, size: st.size, modified: st.mtime.toISOString(), ...(cached.metadata ? { metadata: cached.metadata } : {}) };
+  }
+
+  const idParams = { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] };
+  const nameParams = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] };
+  const err = (description: string) => ({ description, schema: errorSchema });
+
+  const routes: Route[] = [
+    {
+      method: 'POST', url: '/api/v1/jobs', summary: 'Queue a generation', body: generateRequestSchema(),
+      responses: { 202: { description: 'queued', schema: { type: 'object', properties: { id: { type: 'string' } } } }, 400: err('invalid settings (the field is named)') },
+      handler: async (req, reply) => {
+        const body = req.body as Record<string, unknown>;
+        const model = body['model'] as string | undefined;
+        if (model !== undefined && !o.engine.models().some((m) => m.name === model)) {
+          return reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
+        }
+        validateParams(toGenerateParams(body));
+        const job = await o.queue.add({ kind: 'generate', model, settings: body }, o.engine.deviceSet);
+        return reply.code(202).send({ id: job.id });
+      },
+    },
+    {
+      method: 'POST', url: '/api/v1/estimate', summary: 'How many UNet evaluations a generation takes, and about how long (once a job was measured here)', body: generateRequestSchema(),
+      responses: { 200: { description: 'estimate', schema: { type: 'object', properties: { unetEvaluations: { type: 'integer' }, seconds: { type: 'number' } } } }, 400: err('invalid settings') },
+      handler: async (req) => {
+        const params = toGenerateParams(req.body as Record<string, unknown>);
+        const model = modelEntry((req.body as { model?: string }).model);
+        const nw = model.nativeWidth ?? 512;
+        const nh = model.nativeHeight ?? 512;
+        const p = resolveParams({ ...params, seed: '0' }, { width: nw, height: nh });
+        const plan = planMethod(p.method, p.methodOptions, { height: p.height / 8, width: p.width / 8, nativeHeight: nh / 8, nativeWidth: nw / 8, numSteps: p.steps });
+        const units = plan.unitsBefore[plan.numSteps]!;
+        const ms = unitMs.get(model.name);
+        return { unetEvaluations: units, ...(ms !== undefined ? { seconds: Math.round((units * ms * unitArea(p, model)) / 100) / 10 } : {}) };
+      },
+    },
+    {
+      method: 'GET', url: '/api/v1/jobs', summary: 'Every job: running, queued in order, then finished (newest first)',
+      responses: { 200: { description: 'jobs', schema: { type: 'object', properties: { jobs: { type: 'array', items: jobSchema } } } } },
+      handler: async () => ({ jobs: await o.queue.list() }),
+    },
+    {
+      method: 'GET', url: '/api/v1/jobs/:id', summary: 'One job',
+      responses: { 200: { description: 'the job', schema: jobSchema }, 404: err('no such job') },
+      handler: async (req, reply) => (await o.queue.get(jobId(req))) ?? notFound(reply),
+    },
+    {
+      method: 'PATCH', url: '/api/v1/jobs/:id', summary: 'Move a queued job', body: moveRequestSchema,
+      responses: { 200: { description: 'the queued jobs in their new order' }, 404: err('no such job'), 409: err('the job is not queued') },
+      handler: async (req) => ({ queued: (await o.queue.move(jobId(req), (req.body as { position: number }).position)).map((j) => j.id) }),
+    },
+    {
+      method: 'DELETE', url: '/api/v1/jobs/:id', summary: 'Cancel a queued or running job; remove a finished one',
+      responses: { 200: { description: 'cancelled', schema: jobSchema }, 204: { description: 'removed' }, 404: err('no such job') },
+      handler: async (req, reply) => {
+        const job = await o.queue.get(jobId(req));
+        if (!job) return notFound(reply);
+        if (FINAL.has(job.state)) {
+          await o.queue.remove(job.id);
+          return reply.code(204).send();
+        }
+        return o.queue.cancel(job.id);
+      },
+    },
+    {
+      method: 'GET', url: '/api/v1/jobs/:id/events', summary: 'Server-Sent Events of a job: state and progress; resumable with Last-Event-ID',
+      responses: { 200: { description: 'event stream (event: state | progress; data: JSON)', type: 'text/event-stream' }, 404: err('no such job') },
+      handler: async (req, reply) => {
+        const id = jobId(req);
+        if (!(await o.queue.get(id))) return notFound(reply);
+        const last = (req.headers['last-event-id'] as string | undefined) ?? (req.query as { lastEventId?: string }).lastEventId;
+        reply.hijack();
+        const res = reply.raw;
+        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+        res.write('retry: 1000\n\n');
+        let ended = false;
+        let unsubscribe: (() => void) | undefined;
+        const end = () => {
+          if (ended) return;
+          ended = true;
+          clearInterval(heartbeat);
+          unsubscribe?.();
+          sse.delete(reply);
+          res.end();
+        };
+        const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+        sse.add(reply);
+        req.raw.on('close', end);
+        const send = (e: JobEvent) => {
+          if (ended) return;
+          const data = e.type === 'state' ? e.job : e.progress;
+          res.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(data)}\n\n`);
+          if (e.type === 'state' && FINAL.has(e.job.state)) end();
+        };
+        unsubscribe = o.queue.subscribe(id, last, send);
+        if (ended) unsubscribe();
+        return reply;
+      },
+    },
+    {
+      method: 'GET', url: '/api/v1/jobs/:id/preview', summary: 'The latest preview of a running job (PNG)',
+      responses: { 200: { description: 'PNG', type: 'image/png' }, 404: err('no preview yet') },
+      handler: async (req, reply) => {
+        const png = previews.get(jobId(req));
+        if (!png) return notFound(reply, 'No preview');
+        return reply.type('image/png').header('cache-control', 'no-store').send(Buffer.from(png));
+      },
+    },
+    {
+      method: 'GET', url: '/api/v1/outputs', summary: 'The gallery: output files with their metadata, newest first',
+      responses: { 200: { description: 'outputs', schema: { type: 'object', properties: { outputs: { type: 'array', items: outputSchema } } } } },
+      handler: async () => {
+        const names = fs.readdirSync(outputsDir).filter((n) => OUTPUT_NAME.test(n) && fs.statSync(path.join(outputsDir, n)).isFile());
+        const outputs = await Promise.all(names.map(describeOutput));
+        return { outputs: outputs.sort((a, b) => b.modified.localeCompare(a.modified) || b.name.localeCompare(a.name)) };
+      },
+    },
+    {
+      method: 'GET', url: '/api/v1/outputs/:name', summary: 'An output file',
+      responses: { 200: { description: 'the image', type: 'image/*' }, 400: err('invalid name'), 404: err('no such output') },
+      handler: async (req, reply) => {
+        const file = outputFile((req.params as { name: string }).name, reply);
+        if (!file) return reply;
+        const ext = path.extname(file).slice(1).toLowerCase();
+        return reply.type(ext === 'png' ? 'image/png' : ext === 'webp' ? 'image/webp' : 'image/jpeg').send(fs.createReadStream(file));
+      },
+    },
+    {
+      method: 'GET', url: '/api/v1/outputs/:name/metadata', summary: "An output's embedded generation settings",
+      responses: { 200: { description: 'metadata', schema: outputSchema }, 400: err('invalid name'), 404: err('no such output') },
+      handler: async (req, reply) => {
+        const name = (req.params as { name: string }).name;
+        if (!outputFile(name, reply)) return reply;
+        return describeOutput(name);
+      },
+    },
+    {
+      method: 'GET', url: '/api/v1/outputs/:name/thumbnail', summary: `A ${THUMB_SIZE} px thumbnail (WebP), made once and cached`,
+      responses: { 200: { description: 'WebP', type: 'image/webp' }, 400: err('invalid name'), 404: err('no such output') },
+      handler: async (req, reply) => {
+        const name = (req.params as { name: string }).name;
+        const file = outputFile(name, reply);
+        if (!file) return reply;
+        const thumbs = path.join(outputsDir, '.thumbnails');
+        const thumb = path.join(thumbs, `${name}.webp`);
+        if (!fs.existsSync(thumb) || fs.statSync(thumb).mtimeMs < fs.statSync(file).mtimeMs) {
+          fs.mkdirSync(thumbs, { recursive: true });
+          const bytes = await sharp(file).resize(THUMB_SIZE, THUMB_SIZE, { fit: 'inside', withoutEnlargement: true }).webp().toBuffer();
+          const tmp = `${thumb}.${process.pid}.tmp`;
+          fs.writeFileSync(tmp, bytes);
+          fs.renameSync(tmp, thumb);
+        }
+        return reply.type('image/webp').send(fs.readFileSync(thumb));
+      },
+    },
+    {
+      method: 'DELETE', url: '/api/v1/outputs/:name', summary: 'Delete an output (and its thumbnail)',
+      responses: { 204: { description: 'deleted' }, 400: err('invalid name'), 404: err('no such output') },
+      handler: async (req, reply) => {
+        const name = (req.params as { name: string }).name;
+        const file = outputFile(name, reply);
+        if (!file) return reply;
+        fs.rmSync(file);
+        fs.rmSync(path.join(outputsDir, '.thumbnails', `${name}.webp`), { force: true });
+        metaCache.delete(name);
+        return reply.code(204).send();
+      },
+    },
+    {
+      method: 'GET', url: '/api/v1/models', summary: 'The models jobs can name',
+      responses: { 200: { description: 'models' } },
+      handler: async () => ({ models: o.engine.models() }),
+    },
+    {
+      method: 'GET', url: '/api/v1/devices', summary: 'The device set jobs run on, and what this machine offers',
+      responses: { 200: { description: 'devices' } },
+      handler: async () => ({ deviceSet: o.engine.deviceSet, devices: await o.engine.devices() }),
+    },
+  ];
+
+  const openapi = openApiDocument(routes);
+  routes.push({
+    method: 'GET', url: '/api/v1/openapi.json', summary: 'This document', responses: { 200: { description: 'OpenAPI 3.1' } },
+    handler: async () => openapi,
+  });
+  (openapi['paths'] as Record<string, unknown>)['/api/v1/openapi.json'] = { get: { summary: 'This document', responses: { 200: { description: 'OpenAPI 3.1' } } } };
+
+  for (const r of routes) {
+    const params = r.url.includes(':id') ? idParams : r.url.includes(':name') ? nameParams : undefined;
+    app.route({
+      method: r.method, url: r.url, handler: r.handler,
+      schema: { ...(r.body ? { body: r.body } : {}), ...(params ? { params } : {}) },
+    });
+  }
+
+  // The page.
+  const web = o.webDir && fs.existsSync(path.join(o.webDir, 'index.html')) ? path.resolve(o.webDir) : undefined;
+  app.get('/*', async (req, reply) => {
+    if (req.url.startsWith('/api/')) return notFound(reply, 'No such endpoint');
+    if (!web) {
+      return reply.type('text/html').send('<!doctype html><title>asgd</title><p>The page is not built. Run <code>npm run build</code> in the asgdiffusion folder, then start <code>asgd serve</code> again. The API is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>');
+    }
+    const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname).replace(/^\/+/, '') || 'index.html';
+    const file = path.resolve(web, rel);
+    if (!file.startsWith(web + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      // Unknown paths get the page (it has one view); missing assets 404.
+      if (rel.startsWith('assets/')) return notFound(reply, 'No such file');
+      return reply.type('text/html').send(fs.readFileSync(path.join(web, 'index.html')));
+    }
+    return reply.type(contentType(file)).send(fs.readFileSync(file));
+  });
+
+  // Open event streams would hold the server open: end them first.
+  app.addHook('preClose', async () => {
+    for (const r of [...sse]) r.raw.end();
+  });
+  return app;
+}
+
+/** A Host header as URL.host writes it (no default port). */
+function normalHost(host: string): string {
+  try {
+    return new URL(`http://${host}`).host;
+  } catch {
+    return host;
+  }
+}
+
+function contentType(file: string): string {
+  const ext = path.extname(file).toLowerCase();
+  const types: Record<string, string> = {
+    '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8',
+    '.svg': 'image/svg+xml', '.png': 'image/png', '.json': 'application/json', '.ico': 'image/x-icon', '.webp': 'image/webp',
+  };
+  return types[ext] ?? 'application/octet-stream';
+}
+
+function openApiDocument(routes: Route[]): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of routes) {
+    const p = r.url.replace(/:(\w+)/g, '{$1}');
+    const names = [...r.url.matchAll(/:(\w+)/g)].map((m) => m[1]!);
+    paths[p] ??= {};
+    paths[p][r.method.toLowerCase()] = {
+      summary: r.summary,
+      ...(names.length ? { parameters: names.map((n) => ({ name: n, in: 'path', required: true, schema: { type: 'string' } })) } : {}),
+      ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: r.body } } } } : {}),
+      responses: Object.fromEntries(Object.entries(r.responses).map(([code, v]) => [code, {
+        description: v.description,
+        ...(v.schema ? { content: { 'application/json': { schema: v.schema } } } : v.type ? { content: { [v.type]: {} } } : {}),
+      }])),
+    };
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: 'asgdiffusion', version: PACKAGE_VERSION, description: 'Queue high-resolution Stable Diffusion generations and browse the outputs. Seeds are decimal strings.' },
+    paths,
+  };
+}

@@ -1,0 +1,51 @@
+/**
+ * What the server runs jobs through: an engine that generates one image into a file. The real one
+ * (library-engine.ts) wraps loadPipeline / generate / saveImage; tests use a fast deterministic fake behind the
+ * same interface.
+ */
+import type { GenerateParams } from '../core/params.ts';
+
+export interface EngineProgress {
+  phase: 'load' | 'text' | 'denoise' | 'decode' | 'save';
+  stage: number;
+  step: number;
+  totalSteps: number;
+  unitsDone: number;
+  unitsTotal: number;
+  tilesDone?: number;
+  tilesTotal?: number;
+}
+
+export interface EngineRunContext {
+  signal: AbortSignal;
+  onProgress(p: EngineProgress): void;
+  /** A low-resolution preview, PNG-encoded. */
+  onPreview(png: Uint8Array): void;
+}
+
+export interface ModelEntry {
+  /** The name jobs use (the folder's name). */
+  name: string;
+  /** Native size in pixels, when known without loading the model. */
+  nativeWidth?: number;
+  nativeHeight?: number;
+}
+
+export interface DeviceEntry {
+  name: string;
+  available: boolean;
+  note: string;
+}
+
+export interface Engine {
+  models(): ModelEntry[];
+  /** The device list jobs run on (one device set: jobs run one at a time). */
+  readonly deviceSet: string;
+  devices(): Promise<DeviceEntry[]>;
+  /**
+   * Generates with `params` on `model` (undefined: the first) and writes the image with its metadata to `file`
+   * atomically: the file exists complete or not at all. Rejects with an error of kind 'cancelled' on abort.
+   */
+  generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,77 @@
+/**
+ * The real engine: the library's loadPipeline / generate / saveImage. One pipeline is kept loaded (the model of
+ * the last job); a cancelled generation ends its pipeline's workers, so the next job loads it again.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { AsgdError } from '../core/errors.ts';
+import type { GenerateParams } from '../core/params.ts';
+import { encodeImage, saveImage } from '../node/image/write.ts';
+import { loadPipeline, type Pipeline, type PipelineOptions } from '../node/pipeline.ts';
+import { checkAvailableDevices } from '../node/runner/devices.ts';
+import type { DeviceEntry, Engine, EngineRunContext, ModelEntry } from './engine.ts';
+
+export class LibraryEngine implements Engine {
+  private loaded?: { name: string; pipeline: Pipeline };
+  private readonly entries: { name: string; dir: string }[];
+  readonly deviceSet: string;
+
+  constructor(modelDirs: string[], private readonly options: PipelineOptions = {}) {
+    if (modelDirs.length === 0) throw new Error('LibraryEngine: no model folder');
+    this.entries = modelDirs.map((dir) => ({ name: path.basename(path.resolve(dir)), dir: path.resolve(dir) }));
+    this.deviceSet = typeof options.devices === 'string' ? options.devices : 'cpu';
+  }
+
+  models(): ModelEntry[] {
+    return this.entries.map((e) => {
+      let sampleSize: number | undefined;
+      try {
+        const cfg = JSON.parse(fs.readFileSync(path.join(e.dir, 'unet', 'config.json'), 'utf8')) as { sample_size?: number };
+        sampleSize = typeof cfg.sample_size === 'number' ? cfg.sample_size : undefined;
+      } catch {
+        sampleSize = undefined;
+      }
+      return { name: e.name, ...(sampleSize ? { nativeWidth: sampleSize * 8, nativeHeight: sampleSize * 8 } : {}) };
+    });
+  }
+
+  async devices(): Promise<DeviceEntry[]> {
+    return (await checkAvailableDevices()).map((d) => ({ name: d.name, available: d.available, note: d.note }));
+  }
+
+  async generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
+    const entry = model === undefined ? this.entries[0]! : this.entries.find((e) => e.name === model);
+    if (!entry) throw new AsgdError(`Unknown model ${model}`, { kind: 'invalid-argument', parameter: 'model', expected: this.entries.map((e) => e.name).join(', ') });
+    ctx.onProgress({ phase: 'load', stage: 1, step: 0, totalSteps: params.steps ?? 0, unitsDone: 0, unitsTotal: 0 });
+    if (this.loaded && this.loaded.name !== entry.name) {
+      await this.loaded.pipeline.close();
+      this.loaded = undefined;
+    }
+    this.loaded ??= { name: entry.name, pipeline: await loadPipeline(entry.dir, this.options) };
+    const pipeline = this.loaded.pipeline;
+    const steps = params.steps ?? 30;
+    let result;
+    try {
+      result = await pipeline.generate(params, {
+        signal: ctx.signal,
+        onProgress: (p) => ctx.onProgress({ ...p }),
+        previewEvery: Math.max(1, Math.round(steps / 10)),
+        onPreview: (img) => void encodeImage(img, 'png').then((png) => ctx.onPreview(png), () => undefined),
+      });
+    } catch (err) {
+      // After a cancellation or a device failure the pipeline's workers are gone: load it again next time.
+      if (err instanceof AsgdError && (err.kind === 'cancelled' || err.kind === 'device')) {
+        await pipeline.close().catch(() => undefined);
+        if (this.loaded?.pipeline === pipeline) this.loaded = undefined;
+      }
+      throw err;
+    }
+    ctx.onProgress({ phase: 'save', stage: 2, step: steps, totalSteps: steps, unitsDone: result.unetEvaluations, unitsTotal: result.unetEvaluations });
+    await saveImage(file, result.image, result.metadata, false);
+  }
+
+  async close(): Promise<void> {
+    await this.loaded?.pipeline.close();
+    this.loaded = undefined;
+  }
+}

@@ -1,0 +1,320 @@
+/**
+ * The in-process JobQueue: FIFO with reorder and remove, one running job per lane (device set), and the whole
+ * queue persisted to one JSON file after every change, written atomically (temp file, fsync, rename), so a
+ * restart loses nothing. A job that was running when the process died is queued again at the front; the
+ * processor makes that safe by naming the output after the job and not running a job whose output exists.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { JobContext, JobEvent, JobProcessor, JobProgress, JobQueue, JobRecord, JobSpec } from './queue.ts';
+
+const FILE_VERSION = 1;
+/** Events kept per job for Last-Event-ID resume. */
+const EVENTS_KEPT = 4096;
+
+interface StateFile {
+  version: number;
+  /** Incremented at every start: event ids of an earlier run do not resume into this one. */
+  epoch: number;
+  /** Queued job ids in the order they run. */
+  order: string[];
+  jobs: JobRecord[];
+}
+
+interface Running {
+  controller: AbortController;
+  settled: Promise<void>;
+}
+
+export interface LocalQueueOptions {
+  /** Folder of the state file (queue.json); created when missing. */
+  dir: string;
+  /** The lane of jobs added without one. */
+  defaultLane?: string;
+}
+
+const FINAL = new Set(['completed', 'failed', 'cancelled']);
+
+export class LocalJobQueue implements JobQueue {
+  private readonly file: string;
+  private readonly jobs = new Map<string, JobRecord>();
+  private order: string[] = [];
+  private readonly epoch: number;
+  private seq = 0;
+  private readonly events = new Map<string, JobEvent[]>();
+  /** The last event id (seq) no longer kept, per job. */
+  private readonly dropped = new Map<string, number>();
+  private readonly listeners = new Map<string, Set<(e: JobEvent) => void>>();
+  private readonly running = new Map<string, Running>();
+  private readonly busyLanes = new Set<string>();
+  private processor?: JobProcessor;
+  private closing = false;
+  private readonly defaultLane: string;
+
+  constructor(options: LocalQueueOptions) {
+    this.defaultLane = options.defaultLane ?? 'default';
+    fs.mkdirSync(options.dir, { recursive: true });
+    this.file = path.join(options.dir, 'queue.json');
+    const saved = readState(this.file);
+    this.epoch = (saved?.epoch ?? 0) + 1;
+    if (saved) {
+      for (const j of saved.jobs) this.jobs.set(j.id, j);
+      const interrupted = saved.jobs.filter((j) => j.state === 'running').map((j) => j.id);
+      for (const id of interrupted) {
+        const j = this.jobs.get(id)!;
+        j.state = 'queued';
+        delete j.progress;
+      }
+      this.order = [...interrupted, ...saved.order.filter((id) => this.jobs.get(id)?.state === 'queued' && !interrupted.includes(id))];
+    }
+    this.persist();
+  }
+
+  async add(spec: JobSpec, lane?: string): Promise<JobRecord> {
+    const job: JobRecord = {
+      id: randomBytes(8).toString('hex'),
+      spec,
+      state: 'queued',
+      lane: lane ?? this.defaultLane,
+      createdAt: new Date().toISOString(),
+      attempts: 0,
+    };
+    this.jobs.set(job.id, job);
+    this.order.push(job.id);
+    this.persist();
+    this.emitState(job);
+    this.pump();
+    return clone(job);
+  }
+
+  async get(id: string): Promise<JobRecord | undefined> {
+    const j = this.jobs.get(id);
+    return j && clone(j);
+  }
+
+  async list(): Promise<JobRecord[]> {
+    const all = [...this.jobs.values()];
+    const running = all.filter((j) => j.state === 'running');
+    const queued = this.order.map((id) => this.jobs.get(id)!);
+    const done = all.filter((j) => FINAL.has(j.state)).sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
+    return [...running, ...queued, ...done].map(clone);
+  }
+
+  async move(id: string, index: number): Promise<JobRecord[]> {
+    const from = this.order.indexOf(id);
+    if (from < 0) throw new QueueError(this.jobs.has(id) ? 'The job is not queued' : 'No such job', this.jobs.has(id) ? 409 : 404);
+    this.order.splice(from, 1);
+    this.order.splice(Math.max(0, Math.min(index, this.order.length)), 0, id);
+    this.persist();
+    return this.order.map((i) => clone(this.jobs.get(i)!));
+  }
+
+  async cancel(id: string): Promise<JobRecord | undefined> {
+    const j = this.jobs.get(id);
+    if (!j) return undefined;
+    if (j.state === 'queued') {
+      this.order = this.order.filter((i) => i !== id);
+      this.finish(j, 'cancelled');
+    } else if (j.state === 'running') {
+      const r = this.running.get(id)!;
+      r.controller.abort('cancel');
+      await r.settled;
+    }
+    return clone(j);
+  }
+
+  async remove(id: string): Promise<boolean> {
+    const j = this.jobs.get(id);
+    if (!j) return false;
+    if (!FINAL.has(j.state)) await this.cancel(id);
+    this.jobs.delete(id);
+    this.events.delete(id);
+    this.dropped.delete(id);
+    this.persist();
+    return true;
+  }
+
+  subscribe(id: string, afterId: string | undefined, listener: (e: JobEvent) => void): () => void {
+    const job = this.jobs.get(id);
+    if (!job) throw new QueueError('No such job', 404);
+    const kept = this.events.get(id) ?? [];
+    const after = parseEventId(afterId);
+    const resumable = after && after.epoch === this.epoch && after.seq >= (this.dropped.get(id) ?? 0);
+    if (resumable) {
+      for (const e of kept) if (parseEventId(e.id)!.seq > after.seq) listener(e);
+    } else {
+      // A fresh subscriber (or one from before a restart) starts from a snapshot of the job, then what follows.
+      const lastId = kept.at(-1)?.id ?? `${this.epoch}-0`;
+      listener({ id: lastId, type: 'state', job: clone(job) });
+    }
+    let set = this.listeners.get(id);
+    if (!set) this.listeners.set(id, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+    };
+  }
+
+  process(processor: JobProcessor): void {
+    this.processor = processor;
+    this.pump();
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const r of this.running.values()) r.controller.abort('shutdown');
+    await Promise.all([...this.running.values()].map((r) => r.settled));
+    this.persist();
+  }
+
+  private pump(): void {
+    if (!this.processor || this.closing) return;
+    for (const id of [...this.order]) {
+      const j = this.jobs.get(id)!;
+      if (this.busyLanes.has(j.lane)) continue;
+      this.start(j, this.processor);
+    }
+  }
+
+  private start(job: JobRecord, processor: JobProcessor): void {
+    this.order = this.order.filter((i) => i !== job.id);
+    this.busyLanes.add(job.lane);
+    job.state = 'running';
+    job.startedAt = new Date().toISOString();
+    job.attempts += 1;
+    job.progress = { phase: 'load', stage: 1, step: 0, totalSteps: 0, unitsDone: 0, unitsTotal: 0, previewRevision: 0 };
+    this.persist();
+    this.emitState(job);
+    const controller = new AbortController();
+    let firstUnits: { t: number; units: number } | undefined;
+    const ctx: JobContext = {
+      signal: controller.signal,
+      progress: (p) => {
+        if (job.state !== 'running') return;
+        const now = performance.now();
+        let eta = p.etaSeconds;
+        if (eta === undefined && p.unitsDone > 0) {
+          firstUnits ??= { t: now, units: p.unitsDone };
+          const done = p.unitsDone - firstUnits.units;
+          const elapsed = (now - firstUnits.t) / 1000;
+          if (done > 0) eta = ((p.unitsTotal - p.unitsDone) * elapsed) / done;
+        }
+        job.progress = { ...p, etaSeconds: eta === undefined ? undefined : Math.round(eta * 10) / 10, previewRevision: job.progress?.previewRevision ?? 0 };
+        this.emit(job.id, { id: this.nextId(), type: 'progress', jobId: job.id, progress: { ...job.progress } });
+      },
+      preview: () => {
+        if (job.state !== 'running' || !job.progress) return;
+        job.progress = { ...job.progress, previewRevision: job.progress.previewRevision + 1 };
+        this.emit(job.id, { id: this.nextId(), type: 'progress', jobId: job.id, progress: { ...job.progress } });
+      },
+    };
+    const settled = (async () => {
+      try {
+        const r = await processor(clone(job), ctx);
+        job.output = r.output;
+        this.finish(job, 'completed');
+      } catch (err) {
+        const reason: unknown = controller.signal.reason;
+        if (controller.signal.aborted && reason === 'shutdown') {
+          // Interrupted by a shutdown: queued again at the front, to run when the server is back.
+          job.state = 'queued';
+          delete job.progress;
+          this.order.unshift(job.id);
+          this.persist();
+          this.emitState(job);
+        } else if (controller.signal.aborted) {
+          this.finish(job, 'cancelled');
+        } else {
+          const e = err as { message?: string; kind?: string; parameter?: string };
+          job.error = { message: e?.message ?? String(err), ...(e?.kind ? { kind: e.kind } : {}), ...(e?.parameter ? { parameter: e.parameter } : {}) };
+          this.finish(job, 'failed');
+        }
+      } finally {
+        this.running.delete(job.id);
+        this.busyLanes.delete(job.lane);
+        this.pump();
+      }
+    })();
+    this.running.set(job.id, { controller, settled });
+  }
+
+  private finish(job: JobRecord, state: 'completed' | 'failed' | 'cancelled'): void {
+    job.state = state;
+    job.finishedAt = new Date().toISOString();
+    this.persist();
+    this.emitState(job);
+  }
+
+  private nextId(): string {
+    this.seq += 1;
+    return `${this.epoch}-${this.seq}`;
+  }
+
+  private emitState(job: JobRecord): void {
+    this.emit(job.id, { id: this.nextId(), type: 'state', job: clone(job) });
+  }
+
+  private emit(jobId: string, e: JobEvent): void {
+    let kept = this.events.get(jobId);
+    if (!kept) this.events.set(jobId, (kept = []));
+    kept.push(e);
+    if (kept.length > EVENTS_KEPT) {
+      const gone = kept.splice(0, kept.length - EVENTS_KEPT);
+      this.dropped.set(jobId, parseEventId(gone.at(-1)!.id)!.seq);
+    }
+    for (const l of this.listeners.get(jobId) ?? []) {
+      // A listener's failure (a client gone) must not reach the job.
+      try {
+        l(e);
+      } catch {
+        this.listeners.get(jobId)?.delete(l);
+      }
+    }
+  }
+
+  /** Writes the state file atomically: a reader (or a restart) sees the old file or the new one, never a mix. */
+  private persist(): void {
+    const state: StateFile = { version: FILE_VERSION, epoch: this.epoch, order: this.order, jobs: [...this.jobs.values()].map((j) => ({ ...j, progress: undefined })) };
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      fs.writeSync(fd, JSON.stringify(state));
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, this.file);
+  }
+}
+
+export class QueueError extends Error {
+  constructor(message: string, readonly status: number) {
+    super(message);
+  }
+}
+
+function readState(file: string): StateFile | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const s = JSON.parse(text) as StateFile;
+  if (s.version !== FILE_VERSION || !Array.isArray(s.jobs) || !Array.isArray(s.order)) {
+    throw new Error(`${file} is not a queue state file of version ${FILE_VERSION}`);
+  }
+  return s;
+}
+
+function parseEventId(id: string | undefined): { epoch: number; seq: number } | undefined {
+  const m = id ? /^(\d+)-(\d+)$/.exec(id) : null;
+  return m ? { epoch: Number(m[1]), seq: Number(m[2]) } : undefined;
+}
+
+function clone(j: JobRecord): JobRecord {
+  return structuredClone(j);
+}
+
+export type { JobProgress };

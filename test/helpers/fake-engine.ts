@@ -1,0 +1,90 @@
+/**
+ * A fast deterministic engine for the server's tests: it walks the phases and steps of a generation with a fixed
+ * delay per step, reports previews, honours cancellation between steps, and writes a small image whose pixels
+ * depend only on the seed, with the library's metadata, atomically. `log` gets one line per completed file.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { AsgdError } from '../../src/core/errors.ts';
+import { buildMetadata } from '../../src/core/metadata.ts';
+import { resolveParams, type GenerateParams } from '../../src/core/params.ts';
+import { encodeImage, saveImage } from '../../src/node/image/write.ts';
+import { TOOL_VERSION } from '../../src/node/version.ts';
+import type { DeviceEntry, Engine, EngineRunContext, ModelEntry } from '../../src/server/engine.ts';
+
+export interface FakeEngineOptions {
+  stepMs?: number;
+  /** Append the file name of every completed output here. */
+  log?: string;
+  /** Preview every n steps (default 2). */
+  previewEvery?: number;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new AsgdError('Generation cancelled', { kind: 'cancelled' }));
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(new AsgdError('Generation cancelled', { kind: 'cancelled' }));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function picture(seed: bigint, width: number, height: number, shade: number) {
+  const data = new Uint8Array(width * height * 3);
+  const r = Number(seed % 256n);
+  const g = Number((seed >> 8n) % 256n);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      data[i] = (r + x) & 255;
+      data[i + 1] = (g + y) & 255;
+      data[i + 2] = shade & 255;
+    }
+  }
+  return { data, width, height };
+}
+
+export class FakeEngine implements Engine {
+  readonly deviceSet = 'cpu';
+  /** Jobs started (including ones later cancelled). */
+  started = 0;
+
+  constructor(private readonly o: FakeEngineOptions = {}) {}
+
+  models(): ModelEntry[] {
+    return [{ name: 'fake-64', nativeWidth: 64, nativeHeight: 64 }, { name: 'fake-other', nativeWidth: 64, nativeHeight: 64 }];
+  }
+
+  async devices(): Promise<DeviceEntry[]> {
+    return [{ name: 'cpu', available: true, note: 'fake engine' }];
+  }
+
+  async generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
+    this.started += 1;
+    const p = resolveParams(params, { width: 64, height: 64 });
+    const stepMs = this.o.stepMs ?? 5;
+    const every = this.o.previewEvery ?? 2;
+    const total = p.steps;
+    ctx.onProgress({ phase: 'load', stage: 1, step: 0, totalSteps: total, unitsDone: 0, unitsTotal: total * 2 });
+    await sleep(stepMs, ctx.signal);
+    ctx.onProgress({ phase: 'text', stage: 1, step: 0, totalSteps: total, unitsDone: 0, unitsTotal: total * 2 });
+    for (let step = 1; step <= total; step++) {
+      await sleep(stepMs, ctx.signal);
+      ctx.onProgress({ phase: 'denoise', stage: step <= total * 0.8 ? 1 : 2, step, totalSteps: total, unitsDone: step * 2, unitsTotal: total * 2 });
+      if (step % every === 0) ctx.onPreview(await encodeImage(picture(p.seed, 16, 16, step * 16), 'png'));
+    }
+    await sleep(stepMs, ctx.signal);
+    ctx.onProgress({ phase: 'decode', stage: 2, step: total, totalSteps: total, unitsDone: total * 2, unitsTotal: total * 2 });
+    const metadata = buildMetadata(p, { name: model ?? 'fake-64', family: 'sd' }, p.scheduler ?? 'euler', TOOL_VERSION);
+    await saveImage(file, picture(p.seed, p.width, p.height, 128), metadata, false);
+    if (this.o.log) fs.appendFileSync(this.o.log, `${path.basename(file)}\n`);
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,384 @@
+/**
+ * The HTTP API of `asgd serve` with the fake engine: job lifecycle, Server-Sent Events and their resumption,
+ * cancel, reorder and remove, persistence across a restart and a crash (SIGKILL), validation, Origin/Host
+ * checks, path escapes, and the OpenAPI document built from the option registry.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import { METHOD_OPTIONS, PARAM_OPTIONS, VAE_OPTIONS } from '../src/core/options/registry.ts';
+import { readImageMetadata } from '../src/node/image/write.ts';
+import { createServer, outputNameFor } from '../src/server/app.ts';
+import { LocalJobQueue } from '../src/server/local-queue.ts';
+import type { JobProgress, JobRecord } from '../src/server/queue.ts';
+import { FakeEngine } from './helpers/fake-engine.ts';
+import { tempDir } from './helpers/models.ts';
+import { readEvents } from './helpers/sse.ts';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+interface Harness {
+  app: FastifyInstance;
+  queue: LocalJobQueue;
+  engine: FakeEngine;
+  stateDir: string;
+  outputsDir: string;
+  url: string;
+}
+
+const open: Harness[] = [];
+after(async () => {
+  for (const h of open) await h.app.close().catch(() => undefined);
+});
+
+async function start(o: { stepMs?: number; stateDir?: string; outputsDir?: string; listen?: boolean } = {}): Promise<Harness> {
+  const stateDir = o.stateDir ?? tempDir('state');
+  const outputsDir = o.outputsDir ?? tempDir('outputs');
+  const queue = new LocalJobQueue({ dir: stateDir });
+  const engine = new FakeEngine({ stepMs: o.stepMs ?? 2 });
+  const app = await createServer({ queue, engine, outputsDir });
+  app.addHook('onClose', async () => {
+    await queue.close();
+  });
+  let url = '';
+  if (o.listen) {
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const a = app.server.address();
+    url = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`;
+  }
+  const h = { app, queue, engine, stateDir, outputsDir, url };
+  open.push(h);
+  return h;
+}
+
+async function post(h: Harness, body: unknown, headers: Record<string, string> = {}) {
+  return h.app.inject({ method: 'POST', url: '/api/v1/jobs', payload: body as object, headers });
+}
+
+async function job(h: Harness, id: string): Promise<JobRecord> {
+  const r = await h.app.inject({ url: `/api/v1/jobs/${id}` });
+  assert.equal(r.statusCode, 200, r.body);
+  return r.json() as JobRecord;
+}
+
+async function waitFor<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await f();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const finished = (h: Harness, id: string) =>
+  waitFor(`job ${id} to finish`, async () => {
+    const j = await job(h, id);
+    return ['completed', 'failed', 'cancelled'].includes(j.state) ? j : undefined;
+  });
+
+test('a job goes queued -> running -> completed; its output is in the gallery with its metadata, a thumbnail, and can be deleted', async () => {
+  const h = await start();
+  const r = await post(h, { prompt: 'a red circle', steps: 6, width: 96, height: 64, seed: '18446744073709551615', method: 'direct' });
+  assert.equal(r.statusCode, 202, r.body);
+  const { id } = r.json() as { id: string };
+  const done = await finished(h, id);
+  assert.equal(done.state, 'completed', JSON.stringify(done.error));
+  assert.equal(done.attempts, 1);
+  assert.equal(done.output, outputNameFor(done));
+  assert.equal(done.spec.settings['seed'], '18446744073709551615');
+
+  const list = (await h.app.inject({ url: '/api/v1/jobs' })).json() as { jobs: JobRecord[] };
+  assert.deepEqual(list.jobs.map((j) => j.id), [id]);
+
+  const outputs = (await h.app.inject({ url: '/api/v1/outputs' })).json() as { outputs: { name: string; metadata?: { seed: string; prompt: string; width: number } }[] };
+  assert.equal(outputs.outputs.length, 1);
+  assert.equal(outputs.outputs[0]!.name, done.output);
+  assert.equal(outputs.outputs[0]!.metadata?.seed, '18446744073709551615', 'a seed above 2^53 is kept exactly');
+  assert.equal(outputs.outputs[0]!.metadata?.prompt, 'a red circle');
+  assert.equal(outputs.outputs[0]!.metadata?.width, 96);
+
+  const file = await h.app.inject({ url: `/api/v1/outputs/${done.output}` });
+  assert.equal(file.statusCode, 200);
+  assert.equal(file.headers['content-type'], 'image/png');
+  assert.deepEqual([...file.rawPayload.subarray(1, 4)].map((c) => String.fromCharCode(c)).join(''), 'PNG');
+  const meta = (await h.app.inject({ url: `/api/v1/outputs/${done.output}/metadata` })).json() as { metadata: { steps: number } };
+  assert.equal(meta.metadata.steps, 6);
+  const thumb = await h.app.inject({ url: `/api/v1/outputs/${done.output}/thumbnail` });
+  assert.equal(thumb.statusCode, 200);
+  assert.equal(thumb.headers['content-type'], 'image/webp');
+  assert.ok(fs.existsSync(path.join(h.outputsDir, '.thumbnails', `${done.output}.webp`)), 'the thumbnail is cached');
+
+  assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${done.output}` })).statusCode, 204);
+  assert.equal((await h.app.inject({ url: `/api/v1/outputs/${done.output}` })).statusCode, 404);
+  assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${id}` })).statusCode, 204, 'a finished job is removed');
+  assert.equal((await h.app.inject({ url: `/api/v1/jobs/${id}` })).statusCode, 404);
+});
+
+test('Server-Sent Events: a client that drops mid-stream and resumes with Last-Event-ID sees every step once, in order', async () => {
+  const h = await start({ stepMs: 15, listen: true });
+  const { id } = (await post(h, { prompt: 'a square', steps: 40, seed: '7' })).json() as { id: string };
+  const first = await readEvents(`${h.url}/api/v1/jobs/${id}/events`, {
+    stop: (e) => e.event === 'progress' && (e.data as JobProgress).step >= 10,
+  });
+  const lastId = first.at(-1)!.id!;
+  // Events go on while no client listens.
+  await new Promise((r) => setTimeout(r, 100));
+  const rest = await readEvents(`${h.url}/api/v1/jobs/${id}/events`, { lastEventId: lastId });
+  const all = [...first, ...rest];
+  const ids = all.map((e) => e.id!);
+  assert.equal(new Set(ids).size, ids.length, 'no event twice');
+  const steps = all.filter((e) => e.event === 'progress' && (e.data as JobProgress).phase === 'denoise').map((e) => (e.data as JobProgress).step);
+  const distinct = steps.filter((s, i) => i === 0 || s !== steps[i - 1]);
+  assert.deepEqual(distinct, Array.from({ length: 40 }, (_, i) => i + 1), 'steps 1..40, none repeated or skipped');
+  assert.ok(rest.length > 0 && rest[0]!.event === 'progress', 'the resumed stream starts with what followed, not a snapshot');
+  const last = rest.at(-1)!;
+  assert.equal(last.event, 'state');
+  assert.equal((last.data as JobRecord).state, 'completed');
+  const revisions = all.filter((e) => e.event === 'progress').map((e) => (e.data as JobProgress).previewRevision);
+  assert.equal(Math.max(...revisions), 20, 'a preview every 2 steps');
+  assert.ok(all.some((e) => e.event === 'progress' && typeof (e.data as JobProgress).etaSeconds === 'number'), 'an ETA is reported');
+
+  // A client arriving after the end gets the final state at once.
+  const late = await readEvents(`${h.url}/api/v1/jobs/${id}/events`);
+  assert.deepEqual(late.map((e) => [e.event, (e.data as JobRecord).state]), [['state', 'completed']]);
+});
+
+test('cancel: a running job stops within one step and writes nothing; a queued one never starts; the next job runs', async () => {
+  const h = await start({ stepMs: 20 });
+  const a = ((await post(h, { prompt: 'a', steps: 200 })).json() as { id: string }).id;
+  const b = ((await post(h, { prompt: 'b', steps: 200 })).json() as { id: string }).id;
+  const c = ((await post(h, { prompt: 'c', steps: 3 })).json() as { id: string }).id;
+  await waitFor('a to denoise', async () => ((await job(h, a)).progress?.step ?? 0) >= 2);
+  const cancelB = await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${b}` });
+  assert.equal(cancelB.statusCode, 200);
+  assert.equal((cancelB.json() as JobRecord).state, 'cancelled');
+  const t0 = performance.now();
+  const cancelA = await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${a}` });
+  const ms = performance.now() - t0;
+  assert.equal((cancelA.json() as JobRecord).state, 'cancelled');
+  assert.ok(ms < 500, `cancel answered in ${ms.toFixed(0)} ms`);
+  const jc = await finished(h, c);
+  assert.equal(jc.state, 'completed');
+  assert.equal((await job(h, a)).output, undefined);
+  assert.equal(h.engine.started, 2, 'b never started');
+  assert.deepEqual(fs.readdirSync(h.outputsDir).filter((n) => !n.startsWith('.')), [jc.output], 'only the completed job wrote a file, and no temp file is left');
+});
+
+test('queue: reorder and remove queued jobs while one runs; they run in the new order', async () => {
+  const h = await start({ stepMs: 10 });
+  const ids: string[] = [];
+  for (const p of ['a', 'b', 'c', 'd']) ids.push(((await post(h, { prompt: p, steps: p === 'a' ? 30 : 2 })).json() as { id: string }).id);
+  const [a, b, c, d] = ids as [string, string, string, string];
+  await waitFor('a to run', async () => (await job(h, a)).state === 'running');
+  const moved = await h.app.inject({ method: 'PATCH', url: `/api/v1/jobs/${d}`, payload: { position: 0 } });
+  assert.equal(moved.statusCode, 200, moved.body);
+  assert.deepEqual((moved.json() as { queued: string[] }).queued, [d, b, c]);
+  assert.equal((await h.app.inject({ method: 'PATCH', url: `/api/v1/jobs/${a}`, payload: { position: 0 } })).statusCode, 409, 'a running job cannot move');
+  assert.equal((await h.app.inject({ method: 'PATCH', url: '/api/v1/jobs/nope', payload: { position: 0 } })).statusCode, 404);
+  const list = (await h.app.inject({ url: '/api/v1/jobs' })).json() as { jobs: JobRecord[] };
+  assert.deepEqual(list.jobs.map((j) => j.id), [a, d, b, c], 'running first, then the queue in order');
+  assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${c}` })).statusCode, 200);
+  assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${c}` })).statusCode, 204, 'the cancelled job is then removed');
+  const jb = await finished(h, b);
+  const jd = await job(h, d);
+  const ja = await job(h, a);
+  assert.equal(jb.state, 'completed');
+  assert.ok(ja.finishedAt! <= jd.startedAt! && jd.finishedAt! <= jb.startedAt!, 'a, then d, then b: one at a time, in the new order');
+  assert.equal((await h.app.inject({ url: `/api/v1/jobs/${c}` })).statusCode, 404);
+});
+
+test('a restart loses nothing: queued and interrupted jobs run after it, each output written once', async () => {
+  const stateDir = tempDir('state');
+  const outputsDir = tempDir('outputs');
+  const h1 = await start({ stepMs: 10, stateDir, outputsDir });
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push(((await post(h1, { prompt: `job ${i}`, steps: 20, seed: String(i) })).json() as { id: string }).id);
+  await waitFor('the first job to denoise', async () => ((await job(h1, ids[0]!)).progress?.step ?? 0) >= 3);
+  await h1.app.close();
+  const saved = JSON.parse(fs.readFileSync(path.join(stateDir, 'queue.json'), 'utf8')) as { order: string[]; jobs: JobRecord[] };
+  assert.deepEqual(saved.order, ids, 'the interrupted job is queued again at the front');
+  assert.deepEqual(fs.readdirSync(outputsDir), [], 'the interrupted job wrote nothing');
+
+  const h2 = await start({ stepMs: 2, stateDir, outputsDir });
+  for (const id of ids) assert.equal((await finished(h2, id)).state, 'completed');
+  assert.equal((await job(h2, ids[0]!)).attempts, 2);
+  assert.equal(fs.readdirSync(outputsDir).filter((n) => n.endsWith('.png')).length, 3);
+});
+
+test('a job whose output was written just before a crash completes without running again', async () => {
+  const stateDir = tempDir('state');
+  const outputsDir = tempDir('outputs');
+  const record: JobRecord = { id: '00000000000000aa', spec: { kind: 'generate', settings: { prompt: 'x' } }, state: 'running', lane: 'cpu', createdAt: '2026-01-02T03:04:05.000Z', attempts: 1 };
+  fs.writeFileSync(path.join(stateDir, 'queue.json'), JSON.stringify({ version: 1, epoch: 3, order: [], jobs: [record] }));
+  fs.writeFileSync(path.join(outputsDir, outputNameFor(record)), 'the finished output');
+  const h = await start({ stateDir, outputsDir });
+  const j = await finished(h, record.id);
+  assert.equal(j.state, 'completed');
+  assert.equal(j.output, outputNameFor(record));
+  assert.equal(h.engine.started, 0, 'not run a second time');
+});
+
+test('a server killed with SIGKILL mid-job and restarted completes every job exactly once, no file half-written', { timeout: 120_000 }, async () => {
+  const stateDir = tempDir('state');
+  const outputsDir = tempDir('outputs');
+  const log = path.join(tempDir('log'), 'completed.txt');
+  const spawnServer = async (): Promise<{ child: ChildProcess; url: string }> => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(HERE, 'helpers', 'serve-fake.ts'), stateDir, outputsDir, log, '15'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const port = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /port (\d+)/.exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      child.on('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    });
+    return { child, url: `http://127.0.0.1:${port}` };
+  };
+  const getJob = async (url: string, id: string) => (await (await fetch(`${url}/api/v1/jobs/${id}`)).json()) as JobRecord;
+
+  const s1 = await spawnServer();
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await fetch(`${s1.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: `p${i}`, steps: 12, seed: String(100 + i) }) });
+    assert.equal(r.status, 202);
+    ids.push(((await r.json()) as { id: string }).id);
+  }
+  await waitFor('the second job to be mid-denoise', async () => {
+    const j = await getJob(s1.url, ids[1]!);
+    return j.state === 'running' && (j.progress?.step ?? 0) >= 4;
+  });
+  s1.child.kill('SIGKILL');
+  await new Promise((r) => s1.child.once('exit', r));
+  assert.equal((await getJobStates(stateDir))[ids[1]!], 'running', 'the state file says it was running');
+
+  const s2 = await spawnServer();
+  try {
+    for (const id of ids) await waitFor(`job ${id}`, async () => ((await getJob(s2.url, id)).state === 'completed' ? true : undefined), 60_000);
+    const second = await getJob(s2.url, ids[1]!);
+    assert.equal(second.attempts, 2, 'the interrupted job ran again');
+  } finally {
+    s2.child.kill('SIGTERM');
+    await new Promise((r) => s2.child.once('exit', r));
+  }
+  const lines = fs.readFileSync(log, 'utf8').trim().split('\n');
+  assert.equal(lines.length, 4, 'four completions in all');
+  assert.equal(new Set(lines).size, 4, 'no job completed twice');
+  const files = fs.readdirSync(outputsDir);
+  assert.deepEqual(files.sort(), [...lines].sort(), 'exactly the outputs, no temp file');
+  for (const f of files) assert.ok((await readImageMetadata(path.join(outputsDir, f))).metadata, `${f} is whole, with its metadata`);
+});
+
+async function getJobStates(stateDir: string): Promise<Record<string, string>> {
+  const s = JSON.parse(fs.readFileSync(path.join(stateDir, 'queue.json'), 'utf8')) as { jobs: JobRecord[] };
+  return Object.fromEntries(s.jobs.map((j) => [j.id, j.state]));
+}
+
+test('an invalid body is answered 400 with a message naming the field, and queues nothing', async () => {
+  const h = await start();
+  const cases: [unknown, string][] = [
+    [{ steps: 5 }, 'prompt'],
+    [{ prompt: 'x', steps: 0 }, 'steps'],
+    [{ prompt: 'x', steps: '5' }, 'steps'],
+    [{ prompt: 'x', seed: 12 }, 'seed'],
+    [{ prompt: 'x', seed: '-1' }, 'seed'],
+    [{ prompt: 'x', seed: '18446744073709551616' }, 'seed'],
+    [{ prompt: 'x', stepz: 5 }, 'stepz'],
+    [{ prompt: 'x', method: 'sideways' }, 'method'],
+    [{ prompt: 'x', methodOptions: { stageSplit: 2 } }, 'methodOptions.stageSplit'],
+    [{ prompt: 'x', vae: { tiling: 'maybe' } }, 'vae.tiling'],
+    [{ prompt: 'x', width: 100 }, 'width'],
+    [{ prompt: 'x', model: 'nope' }, 'model'],
+  ];
+  for (const [body, field] of cases) {
+    const r = await post(h, body);
+    assert.equal(r.statusCode, 400, `${JSON.stringify(body)}: ${r.body}`);
+    const e = r.json() as { field: string; message: string };
+    assert.equal(e.field, field, JSON.stringify(e));
+    assert.match(e.message, new RegExp(field.split('.').at(-1)!), JSON.stringify(e));
+  }
+  const notJson = await h.app.inject({ method: 'POST', url: '/api/v1/jobs', payload: '{"prompt": ', headers: { 'content-type': 'application/json' } });
+  assert.equal(notJson.statusCode, 400);
+  const huge = await post(h, { prompt: 'x'.repeat(2 * 1024 * 1024) });
+  assert.equal(huge.statusCode, 413, 'the body size is limited');
+  assert.deepEqual(((await h.app.inject({ url: '/api/v1/jobs' })).json() as { jobs: unknown[] }).jobs, []);
+  assert.equal(h.engine.started, 0);
+});
+
+test('a request from another site (Origin) or another host name (DNS rebinding) gets 403', async () => {
+  const h = await start();
+  const foreign = await post(h, { prompt: 'x' }, { origin: 'https://evil.example' });
+  assert.equal(foreign.statusCode, 403);
+  assert.equal((await h.app.inject({ url: '/api/v1/outputs', headers: { origin: 'http://localhost:9999' } })).statusCode, 403, 'another port is another origin');
+  assert.equal((await h.app.inject({ method: 'DELETE', url: '/api/v1/jobs/x', headers: { origin: 'null' } })).statusCode, 403);
+  assert.equal((await post(h, { prompt: 'x' }, { 'sec-fetch-site': 'cross-site' })).statusCode, 403);
+  assert.equal((await h.app.inject({ url: '/api/v1/jobs', headers: { host: 'rebind.example:7860' } })).statusCode, 403);
+  assert.deepEqual(((await h.app.inject({ url: '/api/v1/jobs' })).json() as { jobs: unknown[] }).jobs, [], 'nothing was queued');
+  const same = await post(h, { prompt: 'x', steps: 1 }, { origin: 'http://localhost:80', host: 'localhost:80' });
+  assert.equal(same.statusCode, 202, 'the page itself may post');
+  assert.equal((await post(h, { prompt: 'x', steps: 1 })).statusCode, 202, 'scripts without an Origin may post');
+});
+
+test('with a token, API requests without it get 401; the page itself needs none', async () => {
+  const queue = new LocalJobQueue({ dir: tempDir('state') });
+  const app = await createServer({ queue, engine: new FakeEngine(), outputsDir: tempDir('outputs'), token: 'sesame' });
+  open.push({ app, queue, engine: new FakeEngine(), stateDir: '', outputsDir: '', url: '' });
+  assert.equal((await app.inject({ url: '/api/v1/jobs' })).statusCode, 401);
+  assert.equal((await app.inject({ url: '/api/v1/jobs', headers: { authorization: 'Bearer wrong' } })).statusCode, 401);
+  assert.equal((await app.inject({ url: '/api/v1/jobs', headers: { authorization: 'Bearer sesame' } })).statusCode, 200);
+  assert.equal((await app.inject({ url: '/api/v1/jobs?token=sesame' })).statusCode, 200);
+  assert.equal((await app.inject({ method: 'POST', url: '/api/v1/jobs', payload: { prompt: 'x' } })).statusCode, 401);
+  assert.equal((await app.inject({ url: '/' })).statusCode, 200);
+  await queue.close();
+});
+
+test('output names cannot escape the outputs folder', async () => {
+  const root = tempDir('escape');
+  const outputsDir = path.join(root, 'outputs');
+  fs.mkdirSync(outputsDir);
+  fs.writeFileSync(path.join(root, 'secret.png'), 'not yours');
+  const h = await start({ outputsDir });
+  for (const name of ['..%2Fsecret.png', '%2E%2E%2Fsecret.png', '..%5Csecret.png', '%2Fetc%2Fpasswd', '.thumbnails', 'queue.json', 'x%00.png', 'missing.png']) {
+    for (const suffix of ['', '/metadata', '/thumbnail']) {
+      const r = await h.app.inject({ url: `/api/v1/outputs/${name}${suffix}` });
+      assert.ok(r.statusCode === 400 || r.statusCode === 404, `${name}${suffix}: ${r.statusCode}`);
+      assert.doesNotMatch(r.body, /not yours/);
+    }
+    const d = await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${name}` });
+    assert.ok(d.statusCode === 400 || d.statusCode === 404, `DELETE ${name}: ${d.statusCode}`);
+  }
+  assert.ok(fs.existsSync(path.join(root, 'secret.png')));
+  const r = await h.app.inject({ url: '/api/v1/outputs/..%2F..%2F..%2Fetc%2Fpasswd' });
+  assert.ok(r.statusCode === 400 || r.statusCode === 404);
+});
+
+test('the OpenAPI document lists every endpoint and its generation schema is the option registry', async () => {
+  const h = await start();
+  const doc = (await h.app.inject({ url: '/api/v1/openapi.json' })).json() as { openapi: string; paths: Record<string, Record<string, { requestBody?: { content: { 'application/json': { schema: { properties: Record<string, Record<string, unknown>> } } } } }>> };
+  assert.equal(doc.openapi, '3.1.0');
+  for (const [p, m] of [['/api/v1/jobs', 'post'], ['/api/v1/jobs', 'get'], ['/api/v1/jobs/{id}', 'get'], ['/api/v1/jobs/{id}', 'delete'], ['/api/v1/jobs/{id}', 'patch'], ['/api/v1/jobs/{id}/events', 'get'], ['/api/v1/outputs', 'get'], ['/api/v1/outputs/{name}', 'get'], ['/api/v1/outputs/{name}', 'delete'], ['/api/v1/outputs/{name}/metadata', 'get'], ['/api/v1/models', 'get'], ['/api/v1/devices', 'get'], ['/api/v1/openapi.json', 'get']] as const) {
+    assert.ok(doc.paths[p]?.[m], `${m.toUpperCase()} ${p}`);
+  }
+  const props = doc.paths['/api/v1/jobs']!['post']!.requestBody!.content['application/json'].schema.properties;
+  for (const s of PARAM_OPTIONS) {
+    assert.ok(props[s.key], s.key);
+    if ('default' in s) assert.deepEqual(props[s.key]!['default'], s.default, `${s.key} default`);
+    if ('min' in s) assert.equal(props[s.key]!['minimum'], s.min, `${s.key} minimum`);
+    if ('max' in s) assert.equal(props[s.key]!['maximum'], s.max, `${s.key} maximum`);
+    if ('choices' in s) assert.deepEqual(props[s.key]!['enum'], [...s.choices], `${s.key} choices`);
+  }
+  assert.equal(props['seed']!['type'], 'string');
+  const method = props['methodOptions']!['properties'] as Record<string, Record<string, unknown>>;
+  assert.deepEqual(Object.keys(method), METHOD_OPTIONS.map((s) => s.key));
+  for (const s of METHOD_OPTIONS) assert.deepEqual(method[s.key]!['default'], s.default, `${s.key} default`);
+  assert.deepEqual(Object.keys(props['vae']!['properties'] as object), VAE_OPTIONS.map((s) => s.key));
+  const models = (await h.app.inject({ url: '/api/v1/models' })).json() as { models: { name: string }[] };
+  assert.deepEqual(models.models.map((m) => m.name), ['fake-64', 'fake-other']);
+  const devices = (await h.app.inject({ url: '/api/v1/devices' })).json() as { deviceSet: string; devices: unknown[] };
+  assert.equal(devices.deviceSet, 'cpu');
+});

@@ -1,0 +1,229 @@
+/**
+ * The page of `asgd serve` in a real browser: Debian's Chromium (/usr/bin/chromium, installed by
+ * scripts/setup-browser.sh) driven by playwright-core. The page is built from web/ by Vite for the test; the
+ * server runs in this process with the fake engine, and once with the real engine and the shipped model.
+ * ASGD_SCREENSHOT=1 also writes docs/webapp.png (1280x800) from the real-engine run.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { build } from 'vite';
+import { METHOD_NAMES } from '../src/core/options/registry.ts';
+import { createServer } from '../src/server/app.ts';
+import type { Engine } from '../src/server/engine.ts';
+import { LibraryEngine } from '../src/server/library-engine.ts';
+import { LocalJobQueue } from '../src/server/local-queue.ts';
+import type { JobRecord } from '../src/server/queue.ts';
+import { FakeEngine } from './helpers/fake-engine.ts';
+import { tempDir } from './helpers/models.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CHROMIUM = '/usr/bin/chromium';
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+let webDir: string;
+let browser: Browser;
+const closers: (() => Promise<void>)[] = [];
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM), `The browser tests need Debian's Chromium at ${CHROMIUM}: run \`npm run setup:browser\` as root, or \`sudo apt-get install -y chromium\``);
+  webDir = tempDir('web');
+  await build({ configFile: path.join(ROOT, 'web', 'vite.config.ts'), logLevel: 'warn', build: { outDir: webDir, emptyOutDir: true } });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+});
+
+after(async () => {
+  for (const c of closers.reverse()) await c().catch(() => undefined);
+  await browser?.close();
+});
+
+async function startServer(engine: Engine): Promise<{ url: string; outputsDir: string }> {
+  const outputsDir = tempDir('web-outputs');
+  const queue = new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
+  const app = await createServer({ queue, engine, outputsDir, webDir });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  closers.push(async () => {
+    await queue.close();
+    await app.close();
+    await engine.close();
+  });
+  const a = app.server.address();
+  return { url: `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`, outputsDir };
+}
+
+/** A page that records console errors and uncaught exceptions. */
+async function openPage(url: string): Promise<{ page: Page; errors: string[] }> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  closers.push(() => context.close());
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(url);
+  await page.waitForSelector('body[data-ready="true"]');
+  return { page, errors };
+}
+
+async function jobs(url: string): Promise<JobRecord[]> {
+  return ((await (await fetch(`${url}/api/v1/jobs`)).json()) as { jobs: JobRecord[] }).jobs;
+}
+
+let fake: { url: string; outputsDir: string };
+const SEED = '12345678901234567891'; // above 2^53: only exact as a string
+
+test('the page loads with no console error and builds its form from the API schema', async () => {
+  fake = await startServer(new FakeEngine({ stepMs: 40 }));
+  const { page, errors } = await openPage(fake.url);
+  const methods = await page.$$eval('select[name="method"] option', (os) => os.map((o) => (o as unknown as { value: string }).value));
+  assert.deepEqual(methods, [...METHOD_NAMES]);
+  assert.equal(await page.inputValue('select[name="method"]'), 'asg');
+  assert.ok(await page.$('[name="methodOptions.stageSplit"]'), 'method options are in the advanced section');
+  assert.ok(await page.$('[name="vae.tiling"]'));
+  assert.equal(await page.getAttribute('[name="steps"]', 'max'), '1000');
+  assert.deepEqual(errors, []);
+});
+
+test('generate: progress advances, the preview changes, the image lands in the gallery with its seed and metadata', async () => {
+  const { page, errors } = await openPage(fake.url);
+  await page.evaluate(`(() => {
+    const seen = (window.seen = { previews: [], texts: [] });
+    const preview = document.querySelector('#preview');
+    const text = document.querySelector('#progress-text');
+    new MutationObserver(() => seen.previews.push(preview.getAttribute('src') ?? '')).observe(preview, { attributes: true, attributeFilter: ['src'] });
+    new MutationObserver(() => seen.texts.push(text.textContent ?? '')).observe(text, { childList: true, characterData: true, subtree: true });
+  })()`);
+  await page.fill('[name="prompt"]', 'a red circle on a blue background');
+  await page.fill('[name="steps"]', '24');
+  await page.fill('[name="seed"]', SEED);
+  await page.keyboard.press('Control+Enter');
+  await page.waitForSelector('#gallery figure', { timeout: 20_000 });
+  const seen = (await page.evaluate('window.seen')) as { previews: string[]; texts: string[] };
+  const previews = new Set(seen.previews.filter(Boolean));
+  assert.ok(previews.size >= 2, `the preview changed ${previews.size} times`);
+  const steps = seen.texts.map((t) => /step (\d+)\/24/.exec(t)?.[1]).filter(Boolean).map(Number);
+  assert.ok(new Set(steps).size >= 3, `progress advanced: ${steps.join(',')}`);
+  assert.deepEqual(steps, [...steps].sort((a, b) => a - b), 'steps only go forward');
+  assert.match(await page.textContent('#gallery figcaption') ?? '', new RegExp(`seed ${SEED}`));
+  await page.click('#gallery figure');
+  assert.equal(await page.textContent('dd[data-meta="seed"]'), SEED);
+  assert.equal(await page.textContent('dd[data-meta="prompt"]'), 'a red circle on a blue background');
+  assert.equal(await page.textContent('dd[data-meta="steps"]'), '24');
+  await page.click('#close-viewer');
+  assert.deepEqual(errors, []);
+});
+
+test('reuse seed and use these settings fill the form exactly (a seed above 2^53 too); the form survives a reload', async () => {
+  const { page, errors } = await openPage(fake.url);
+  await page.fill('[name="seed"]', '');
+  await page.fill('[name="prompt"]', 'something else');
+  await page.click('#gallery figure');
+  await page.click('#reuse-seed');
+  assert.equal(await page.inputValue('[name="seed"]'), SEED);
+  assert.equal(await page.inputValue('[name="prompt"]'), 'something else', 'reuse seed leaves the rest');
+  await page.click('#gallery figure');
+  await page.click('#use-settings');
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a red circle on a blue background');
+  assert.equal(await page.inputValue('[name="steps"]'), '24');
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.inputValue('[name="seed"]'), SEED);
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a red circle on a blue background');
+  assert.equal(await page.locator('#gallery figure').count(), 1, 'the gallery is there after a reload');
+  assert.deepEqual(errors, []);
+});
+
+test('invalid input is shown at its field and queues nothing', async () => {
+  const { page, errors } = await openPage(fake.url);
+  const before = (await jobs(fake.url)).length;
+  await page.fill('[name="prompt"]', 'x');
+  await page.fill('[name="steps"]', '0');
+  await page.fill('[name="width"]', '100');
+  await page.click('#queue-button');
+  assert.match(await page.textContent('.field[data-field="steps"] .field-error') ?? '', /At least 1/);
+  assert.match(await page.textContent('.field[data-field="width"] .field-error') ?? '', /multiple of 8/);
+  await page.fill('[name="steps"]', '5');
+  await page.fill('[name="width"]', '');
+  await page.fill('[name="prompt"]', '');
+  await page.click('#queue-button');
+  assert.match(await page.textContent('.field[data-field="prompt"] .field-error') ?? '', /Required/);
+  await page.waitForTimeout(200);
+  assert.equal((await jobs(fake.url)).length, before, 'nothing was queued');
+  assert.deepEqual(errors, []);
+});
+
+test('queue: add while one runs, reorder, remove, and cancel the running job', async () => {
+  const { page, errors } = await openPage(fake.url);
+  await page.fill('[name="seed"]', '1');
+  for (const [prompt, steps] of [['long', '400'], ['b', '2'], ['c', '2'], ['d', '2']] as const) {
+    await page.fill('[name="prompt"]', prompt);
+    await page.fill('[name="steps"]', steps);
+    await page.click('#queue-button');
+    await page.waitForFunction(`[...document.querySelectorAll('#queue .prompt, #running-prompt')].some((e) => e.textContent === ${JSON.stringify(prompt)})`);
+  }
+  const order = () => page.$$eval('#queue li .prompt', (es) => es.map((e) => e.textContent));
+  assert.deepEqual(await order(), ['b', 'c', 'd']);
+  await page.click('#queue li:nth-child(3) .move-up');
+  await page.waitForFunction(`document.querySelector('#queue li:nth-child(2) .prompt')?.textContent === 'd'`);
+  await page.click('#queue li:nth-child(2) .move-up');
+  await page.waitForFunction(`document.querySelector('#queue li:nth-child(1) .prompt')?.textContent === 'd'`);
+  assert.deepEqual(await order(), ['d', 'b', 'c']);
+  await page.click('#queue li:nth-child(3) .remove');
+  await page.waitForFunction(`document.querySelectorAll('#queue li .prompt').length === 2`);
+  const queued = (await jobs(fake.url)).filter((j) => j.state === 'queued').map((j) => j.spec.settings['prompt']);
+  assert.deepEqual(queued, ['d', 'b'], 'the server has the same order');
+
+  assert.equal(await page.textContent('#running-prompt'), 'long');
+  await page.waitForFunction(`/step \\d+\\/400/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
+  await page.click('#cancel');
+  // The next jobs run after the cancel.
+  await page.waitForFunction(`document.querySelectorAll('#gallery figure').length >= 3`, undefined, { timeout: 20_000 });
+  const all = await jobs(fake.url);
+  assert.equal(all.find((j) => j.spec.settings['prompt'] === 'long')?.state, 'cancelled');
+  assert.deepEqual(all.filter((j) => ['b', 'd'].includes(String(j.spec.settings['prompt']))).map((j) => j.state), ['completed', 'completed']);
+  assert.equal(all.find((j) => j.spec.settings['prompt'] === 'c'), undefined, 'c was removed');
+  assert.deepEqual(errors, []);
+});
+
+test('with the real engine and the shipped model: a 256 px image generated from the page, in the gallery with its seed', { timeout: 300_000 }, async () => {
+  const real = await startServer(new LibraryEngine([path.join(ROOT, 'models', 'shapes-128')]));
+  const { page, errors } = await openPage(real.url);
+  await page.fill('[name="prompt"]', 'a blue square on a yellow background');
+  await page.fill('[name="width"]', '256');
+  await page.fill('[name="height"]', '256');
+  await page.fill('[name="steps"]', '12');
+  await page.fill('[name="seed"]', '1');
+  await page.waitForFunction(`(() => {
+    const e = document.querySelector('#estimate');
+    const body = JSON.parse(e?.dataset.for || '{}');
+    return body.width === 256 && body.height === 256 && body.steps === 12 && /^\\d+ UNet evaluations$/.test(e.textContent);
+  })()`);
+  const estimated = Number(await page.getAttribute('#estimate', 'data-units'));
+  await page.click('#queue-button');
+  await page.waitForFunction(`/denoise/.test(document.querySelector('#progress-text')?.textContent ?? '')`, undefined, { timeout: 120_000 });
+  await page.waitForSelector('#gallery figure', { timeout: 240_000 });
+  assert.match(await page.textContent('#gallery figcaption') ?? '', /256x256 · seed 1$/);
+  const done = (await jobs(real.url))[0]!;
+  assert.equal(done.progress?.unitsTotal, estimated, 'the estimate before queueing is what the library ran');
+  assert.ok(estimated > 12, `asg at 4x the native area runs several units per step (${estimated})`);
+  await page.waitForFunction(`/UNet evaluations · about \\d+ s/.test(document.querySelector('#estimate')?.textContent ?? '')`);
+  await page.click('#gallery figure');
+  assert.equal(await page.textContent('dd[data-meta="seed"]'), '1');
+  assert.equal(await page.textContent('dd[data-meta="model"]'), 'shapes-128');
+  await page.click('#close-viewer');
+  if (process.env['ASGD_SCREENSHOT']) {
+    // The main view mid-generation: the finished image in the gallery, the next one forming.
+    await page.fill('[name="prompt"]', 'a red circle on a blue background');
+    await page.fill('[name="seed"]', '2');
+    await page.click('#queue-button');
+    await page.waitForFunction(`document.querySelector('#preview')?.complete && document.querySelector('#preview')?.naturalWidth > 0 && /step [4-9]/.test(document.querySelector('#progress-text')?.textContent ?? '')`, undefined, { timeout: 120_000 });
+    await page.screenshot({ path: path.join(ROOT, 'docs', 'webapp.png') });
+    await page.click('#cancel');
+    await page.waitForSelector('#idle:not([hidden])');
+  }
+  assert.deepEqual(errors, []);
+});

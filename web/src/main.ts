@@ -1,0 +1,652 @@
+/**
+ * The page of `asgd serve`: a generate form built from the API's OpenAPI document (itself built from the
+ * library's option registry), live progress over Server-Sent Events with a preview, the queue, and the gallery.
+ * Plain TypeScript and the DOM: the page is small enough that a framework would not pay for itself.
+ */
+type Schema = {
+  type?: string | string[];
+  enum?: string[];
+  minimum?: number;
+  maximum?: number;
+  exclusiveMinimum?: number;
+  pattern?: string;
+  default?: unknown;
+  description?: string;
+  properties?: Record<string, Schema>;
+  required?: string[];
+  items?: Schema;
+};
+
+interface Progress {
+  phase: string;
+  stage: number;
+  step: number;
+  totalSteps: number;
+  unitsDone: number;
+  unitsTotal: number;
+  tilesDone?: number;
+  tilesTotal?: number;
+  etaSeconds?: number;
+  previewRevision: number;
+}
+
+interface Job {
+  id: string;
+  state: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+  spec: { kind: string; model?: string; settings: Record<string, unknown> };
+  progress?: Progress;
+  output?: string;
+  error?: { message: string };
+}
+
+interface Metadata {
+  prompt: string;
+  negativePrompt: string;
+  width: number;
+  height: number;
+  steps: number;
+  guidanceScale: number;
+  seed: string;
+  scheduler: string;
+  method: string;
+  methodOptions: Record<string, unknown>;
+  maskWords?: string[];
+  vae: Record<string, unknown>;
+  model: { name: string };
+}
+
+interface Output {
+  name: string;
+  modified: string;
+  metadata?: Metadata;
+}
+
+const $ = <T extends HTMLElement>(sel: string): T => {
+  const el = document.querySelector<T>(sel);
+  if (!el) throw new Error(`missing ${sel}`);
+  return el;
+};
+
+const token = new URLSearchParams(location.search).get('token');
+function apiUrl(path: string): string {
+  const url = `/api/v1${path}`;
+  return token ? `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}` : url;
+}
+async function api<T>(path: string, init: RequestInit = {}): Promise<{ status: number; body: T }> {
+  const res = await fetch(apiUrl(path), { ...init, headers: { ...(init.body ? { 'content-type': 'application/json' } : {}), ...init.headers } });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
+}
+
+// ---------- the form ----------
+
+const TOP_FIELDS = ['prompt', 'negativePrompt', 'model', 'size', 'width', 'height', 'method', 'steps', 'guidanceScale', 'scheduler', 'seed'];
+const STORAGE_KEY = 'asgd.form';
+let schema: Schema = {};
+let models: { name: string; nativeWidth?: number; nativeHeight?: number }[] = [];
+let lastSeed: string | undefined;
+const fieldSchemas = new Map<string, Schema>();
+
+function label(key: string): string {
+  const leaf = key.split('.').at(-1)!;
+  const words = leaf.replace(/([A-Z])/g, ' $1').toLowerCase();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+function typeOf(s: Schema): string {
+  return Array.isArray(s.type) ? s.type.find((t) => t !== 'null')! : s.type ?? 'string';
+}
+
+function control(name: string, s: Schema): HTMLElement {
+  const t = typeOf(s);
+  let el: HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
+  if (s.enum) {
+    const sel = document.createElement('select');
+    if (s.default === undefined) sel.append(new Option(name === 'scheduler' ? "the model's" : '(default)', ''));
+    for (const v of s.enum) sel.append(new Option(v, v));
+    if (s.default !== undefined) sel.value = String(s.default);
+    el = sel;
+  } else if (t === 'boolean') {
+    const cb = document.createElement('input');
+    cb.type = 'checkbox';
+    cb.checked = s.default === true;
+    el = cb;
+  } else if (name === 'prompt' || name === 'negativePrompt') {
+    el = document.createElement('textarea');
+    el.rows = name === 'prompt' ? 3 : 2;
+  } else {
+    const input = document.createElement('input');
+    if (t === 'integer' || t === 'number') {
+      input.type = 'number';
+      input.step = name === 'width' || name === 'height' ? '8' : t === 'integer' ? '1' : 'any';
+      if (s.minimum !== undefined) input.min = String(s.minimum);
+      if (s.maximum !== undefined) input.max = String(s.maximum);
+      if (typeof s.default === 'number') input.placeholder = String(s.default);
+    } else {
+      input.type = 'text';
+      if (Array.isArray(s.default) && s.default.length === 0) input.placeholder = '(all)';
+      if (name === 'seed') input.placeholder = 'random';
+    }
+    if (name === 'seed') input.inputMode = 'numeric';
+    el = input;
+  }
+  el.name = name;
+  el.id = `f-${name.replace('.', '-')}`;
+  return el;
+}
+
+function fieldRow(name: string, s: Schema, extra?: HTMLElement): HTMLElement {
+  fieldSchemas.set(name, s);
+  const row = document.createElement('div');
+  row.className = 'field';
+  row.dataset['field'] = name;
+  const lab = document.createElement('label');
+  const input = control(name, s);
+  lab.htmlFor = input.id;
+  lab.textContent = label(name);
+  lab.title = s.description ?? '';
+  const err = document.createElement('small');
+  err.className = 'field-error';
+  row.append(lab, input);
+  if (extra) row.append(extra);
+  row.append(err);
+  return row;
+}
+
+function sizePresets(): [string, number, number][] {
+  const native = models[0]?.nativeWidth ?? 512;
+  const snap = (v: number) => Math.max(64, Math.round(v / 8) * 8);
+  const out: [string, number, number][] = [[`native (${native})`, native, models[0]?.nativeHeight ?? native]];
+  for (const n of [2048, 3072, 4096]) out.push([`${n} x ${n}`, n, n]);
+  for (const [name, w, h] of [['16:9', 16, 9], ['3:2', 3, 2], ['4:3', 4, 3], ['9:16', 9, 16], ['2:3', 2, 3]] as const) {
+    const long = 2048;
+    out.push([`${name} (${w > h ? long : snap((long * w) / h)} x ${w > h ? snap((long * h) / w) : long})`, w > h ? long : snap((long * w) / h), w > h ? snap((long * h) / w) : long]);
+  }
+  return out;
+}
+
+function buildForm(): void {
+  const props = schema.properties ?? {};
+  const top = $('#fields');
+  const adv = $('#advanced-fields');
+  for (const key of TOP_FIELDS) {
+    if (key === 'model') {
+      const row = fieldRow('model', { type: 'string', enum: models.map((m) => m.name), default: models[0]?.name, description: 'model' });
+      top.append(row);
+      continue;
+    }
+    if (key === 'size') {
+      const row = document.createElement('div');
+      row.className = 'field';
+      const lab = document.createElement('label');
+      lab.textContent = 'Size preset';
+      lab.htmlFor = 'f-size';
+      const sel = document.createElement('select');
+      sel.id = 'f-size';
+      sel.append(new Option('(custom)', ''));
+      for (const [name, w, h] of sizePresets()) sel.append(new Option(name, `${w}x${h}`));
+      sel.addEventListener('change', () => {
+        if (!sel.value) return;
+        const [w, h] = sel.value.split('x');
+        input('width').value = w!;
+        input('height').value = h!;
+        saveForm();
+      });
+      row.append(lab, sel);
+      top.append(row);
+      continue;
+    }
+    const s = props[key];
+    if (!s) continue;
+    let extra: HTMLElement | undefined;
+    if (key === 'seed') {
+      extra = document.createElement('span');
+      extra.className = 'seed-buttons';
+      const random = button('Random', 'seed-random', () => {
+        input('seed').value = randomSeed();
+        saveForm();
+      });
+      const reuse = button('Reuse last', 'seed-reuse', () => {
+        if (lastSeed) input('seed').value = lastSeed;
+        saveForm();
+      });
+      extra.append(random, reuse);
+    }
+    top.append(fieldRow(key, s, extra));
+  }
+  for (const [key, s] of Object.entries(props)) {
+    if (TOP_FIELDS.includes(key) || key === 'model') continue;
+    if (s.properties) {
+      const group = document.createElement('fieldset');
+      const legend = document.createElement('legend');
+      legend.textContent = key === 'methodOptions' ? 'Method' : key === 'vae' ? 'VAE decoding' : label(key);
+      group.append(legend);
+      for (const [sub, ss] of Object.entries(s.properties)) group.append(fieldRow(`${key}.${sub}`, ss));
+      adv.append(group);
+    } else {
+      adv.append(fieldRow(key, s));
+    }
+  }
+}
+
+function button(text: string, id: string, onClick: () => void): HTMLButtonElement {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = text;
+  b.id = id;
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+function input(name: string): HTMLInputElement {
+  return document.querySelector<HTMLInputElement>(`[name="${name}"]`)!;
+}
+
+function randomSeed(): string {
+  const a = new BigUint64Array(1);
+  crypto.getRandomValues(a);
+  return a[0]!.toString();
+}
+
+/** Reads the form into a request body; returns the errors by field instead when a value is invalid. */
+function readForm(): { body: Record<string, unknown>; errors: Record<string, string> } {
+  const body: Record<string, unknown> = {};
+  const errors: Record<string, string> = {};
+  for (const [name, s] of fieldSchemas) {
+    const el = document.querySelector<HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement>(`[name="${name}"]`)!;
+    const t = typeOf(s);
+    let value: unknown;
+    if (el instanceof HTMLInputElement && el.type === 'checkbox') {
+      if (el.checked === (s.default === true)) continue;
+      value = el.checked;
+    } else {
+      const raw = el.value.trim();
+      if (raw === '') {
+        if (schema.required?.includes(name)) errors[name] = 'Required';
+        continue;
+      }
+      if (t === 'integer' || t === 'number') {
+        const n = Number(raw);
+        if (!Number.isFinite(n)) errors[name] = 'Not a number';
+        else if (t === 'integer' && !Number.isInteger(n)) errors[name] = 'A whole number';
+        else if (s.minimum !== undefined && n < s.minimum) errors[name] = `At least ${s.minimum}`;
+        else if (s.exclusiveMinimum !== undefined && n <= s.exclusiveMinimum) errors[name] = `Above ${s.exclusiveMinimum}`;
+        else if (s.maximum !== undefined && n > s.maximum) errors[name] = `At most ${s.maximum}`;
+        else if ((name === 'width' || name === 'height') && n % 8 !== 0) errors[name] = 'A multiple of 8';
+        value = n;
+      } else if (t === 'array') {
+        value = raw.split(/[,\s]+/).filter(Boolean);
+      } else {
+        if (s.pattern && !new RegExp(s.pattern).test(raw)) errors[name] = name === 'seed' ? 'Digits only, 0 .. 2^64-1' : 'Invalid format';
+        else if (name === 'seed' && BigInt(raw) >= 2n ** 64n) errors[name] = 'At most 2^64-1';
+        value = raw;
+      }
+      if (name === 'model' && value === models[0]?.name) continue;
+    }
+    const [head, sub] = name.split('.');
+    if (sub) ((body[head!] ??= {}) as Record<string, unknown>)[sub] = value;
+    else body[name] = value;
+  }
+  return { body, errors };
+}
+
+function showErrors(errors: Record<string, string>, general = ''): void {
+  for (const row of document.querySelectorAll<HTMLElement>('.field')) {
+    const e = errors[row.dataset['field'] ?? ''];
+    row.classList.toggle('invalid', Boolean(e));
+    const small = row.querySelector('.field-error');
+    if (small) small.textContent = e ?? '';
+    if (e && row.closest('details')) (row.closest('details') as HTMLDetailsElement).open = true;
+  }
+  $('#form-error').textContent = general;
+}
+
+async function submit(): Promise<void> {
+  const { body, errors } = readForm();
+  if (Object.keys(errors).length) {
+    showErrors(errors, 'Fix the marked fields; nothing was queued.');
+    return;
+  }
+  // A random seed is drawn here so it can be reused before the image is done.
+  body['seed'] ??= randomSeed();
+  const r = await api<{ id?: string; field?: string; message?: string }>('/jobs', { method: 'POST', body: JSON.stringify(body) });
+  if (r.status !== 202) {
+    const field = r.body?.field;
+    showErrors(field && fieldSchemas.has(field) ? { [field]: r.body?.message ?? 'Invalid' } : {}, r.body?.message ?? `Error ${r.status}`);
+    return;
+  }
+  lastSeed = String(body['seed']);
+  showErrors({});
+  await refreshJobs();
+}
+
+let estimateTimer: ReturnType<typeof setTimeout> | undefined;
+/** Shows the UNet evaluations (and the time, once measured on this machine) the form's settings take. */
+function scheduleEstimate(): void {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(async () => {
+    const { body, errors } = readForm();
+    const out = $('#estimate');
+    if (Object.keys(errors).length) {
+      out.textContent = '';
+      return;
+    }
+    const r = await api<{ unetEvaluations?: number; seconds?: number }>('/estimate', { method: 'POST', body: JSON.stringify(body) });
+    const e = r.body;
+    out.textContent = r.status === 200 && e?.unetEvaluations !== undefined
+      ? `${e.unetEvaluations} UNet evaluations${e.seconds !== undefined ? ` · about ${e.seconds < 60 ? `${Math.ceil(e.seconds)} s` : `${Math.round(e.seconds / 60)} min`}` : ''}`
+      : '';
+    out.dataset['units'] = String(e?.unetEvaluations ?? '');
+    out.dataset['for'] = JSON.stringify(body);
+  }, 200);
+}
+
+function saveForm(): void {
+  const values: Record<string, string | boolean> = {};
+  for (const name of fieldSchemas.keys()) {
+    const el = document.querySelector<HTMLInputElement>(`[name="${name}"]`)!;
+    values[name] = el.type === 'checkbox' ? el.checked : el.value;
+  }
+  localStorage.setItem(STORAGE_KEY, JSON.stringify({ values, lastSeed }));
+}
+
+function restoreForm(): void {
+  const saved = localStorage.getItem(STORAGE_KEY);
+  if (!saved) return;
+  try {
+    const { values, lastSeed: seed } = JSON.parse(saved) as { values: Record<string, string | boolean>; lastSeed?: string };
+    lastSeed = seed;
+    for (const [name, v] of Object.entries(values)) {
+      const el = document.querySelector<HTMLInputElement>(`[name="${name}"]`);
+      if (!el) continue;
+      if (el.type === 'checkbox') el.checked = v === true;
+      else el.value = String(v);
+    }
+  } catch {
+    localStorage.removeItem(STORAGE_KEY);
+  }
+}
+
+function setForm(m: Metadata, seedOnly: boolean): void {
+  const set = (name: string, v: unknown) => {
+    const el = document.querySelector<HTMLInputElement>(`[name="${name}"]`);
+    if (!el || v === undefined || v === null) return;
+    if (el.type === 'checkbox') el.checked = v === true;
+    else el.value = Array.isArray(v) ? v.join(', ') : String(v);
+  };
+  set('seed', m.seed);
+  scheduleEstimate();
+  if (!seedOnly) {
+    for (const k of ['prompt', 'negativePrompt', 'width', 'height', 'steps', 'guidanceScale', 'scheduler', 'method', 'maskWords'] as const) set(k, m[k]);
+    if (models.some((x) => x.name === m.model?.name)) set('model', m.model.name);
+    for (const [k, v] of Object.entries(m.methodOptions ?? {})) set(`methodOptions.${k}`, v);
+    for (const [k, v] of Object.entries(m.vae ?? {})) set(`vae.${k}`, v);
+  }
+  saveForm();
+}
+
+// ---------- progress and queue ----------
+
+let watching: { id: string; source: EventSource; revision: number } | undefined;
+let jobs: Job[] = [];
+
+function describeProgress(p: Progress | undefined): string {
+  if (!p) return '';
+  const parts = [p.phase];
+  if (p.phase === 'denoise' || p.phase === 'decode') parts.push(`stage ${p.stage}`);
+  if (p.totalSteps) parts.push(`step ${p.step}/${p.totalSteps}`);
+  if (p.tilesTotal) parts.push(`tile ${p.tilesDone}/${p.tilesTotal}`);
+  if (p.etaSeconds !== undefined) parts.push(`ETA ${p.etaSeconds < 60 ? `${Math.ceil(p.etaSeconds)} s` : `${Math.floor(p.etaSeconds / 60)} min ${Math.round(p.etaSeconds % 60)} s`}`);
+  return parts.join(' · ');
+}
+
+function showProgress(id: string, p: Progress | undefined): void {
+  $('#progress-text').textContent = describeProgress(p);
+  const bar = $<HTMLProgressElement>('#progress-bar');
+  bar.value = p && p.unitsTotal ? p.unitsDone / p.unitsTotal : 0;
+  if (p && watching?.id === id && p.previewRevision > watching.revision) {
+    watching.revision = p.previewRevision;
+    $<HTMLImageElement>('#preview').src = apiUrl(`/jobs/${id}/preview?rev=${p.previewRevision}`);
+  }
+}
+
+function watch(job: Job | undefined): void {
+  if (watching && watching.id === job?.id) return;
+  watching?.source.close();
+  watching = undefined;
+  $('#running').hidden = !job;
+  $('#idle').hidden = Boolean(job);
+  $('#busy').textContent = job ? 'busy' : 'idle';
+  if (!job) return;
+  $('#running-prompt').textContent = String(job.spec.settings['prompt'] ?? '');
+  $<HTMLImageElement>('#preview').removeAttribute('src');
+  const source = new EventSource(apiUrl(`/jobs/${job.id}/events`));
+  watching = { id: job.id, source, revision: 0 };
+  showProgress(job.id, job.progress);
+  source.addEventListener('progress', (e) => showProgress(job.id, JSON.parse((e as MessageEvent<string>).data) as Progress));
+  source.addEventListener('state', (e) => {
+    const j = JSON.parse((e as MessageEvent<string>).data) as Job;
+    if (j.state === 'running') showProgress(j.id, j.progress);
+    if (['completed', 'failed', 'cancelled'].includes(j.state)) {
+      source.close();
+      if (watching?.source === source) watching = undefined;
+      if (j.state === 'completed') lastSeed = String(j.spec.settings['seed'] ?? lastSeed);
+      void refreshJobs();
+      void refreshGallery();
+      scheduleEstimate();
+    }
+  });
+}
+
+function renderQueue(): void {
+  const list = $('#queue');
+  list.replaceChildren();
+  const queued = jobs.filter((j) => j.state === 'queued');
+  for (const [i, j] of queued.entries()) {
+    const li = document.createElement('li');
+    li.dataset['id'] = j.id;
+    const text = document.createElement('span');
+    text.className = 'prompt';
+    text.textContent = String(j.spec.settings['prompt'] ?? '');
+    li.append(text);
+    const move = (to: number) => async () => {
+      await api(`/jobs/${j.id}`, { method: 'PATCH', body: JSON.stringify({ position: to }) });
+      await refreshJobs();
+    };
+    const up = button('↑', '', move(i - 1));
+    up.title = 'Move up';
+    up.className = 'move-up';
+    up.disabled = i === 0;
+    const down = button('↓', '', move(i + 1));
+    down.title = 'Move down';
+    down.className = 'move-down';
+    down.disabled = i === queued.length - 1;
+    const remove = button('✕', '', async () => {
+      await api(`/jobs/${j.id}`, { method: 'DELETE' });
+      await api(`/jobs/${j.id}`, { method: 'DELETE' });
+      await refreshJobs();
+    });
+    remove.title = 'Remove';
+    remove.className = 'remove';
+    li.append(up, down, remove);
+    list.append(li);
+  }
+  if (!queued.length) {
+    const li = document.createElement('li');
+    li.className = 'muted empty';
+    li.textContent = 'Empty.';
+    list.append(li);
+  }
+  const failed = jobs.find((j) => j.state === 'failed');
+  $('#form-error').dataset['jobError'] = failed?.error?.message ?? '';
+}
+
+let completedCount = -1;
+async function refreshJobs(): Promise<void> {
+  const r = await api<{ jobs: Job[] }>('/jobs');
+  if (r.status !== 200) return;
+  jobs = r.body.jobs;
+  watch(jobs.find((j) => j.state === 'running'));
+  renderQueue();
+  const completed = jobs.filter((j) => j.state === 'completed').length;
+  if (completed !== completedCount) {
+    completedCount = completed;
+    await refreshGallery();
+  }
+}
+
+// ---------- gallery and viewer ----------
+
+let outputs: Output[] = [];
+let viewing: Output | undefined;
+
+async function refreshGallery(): Promise<void> {
+  const r = await api<{ outputs: Output[] }>('/outputs');
+  if (r.status !== 200) return;
+  outputs = r.body.outputs;
+  const g = $('#gallery');
+  g.replaceChildren();
+  for (const o of outputs) {
+    const fig = document.createElement('figure');
+    fig.dataset['name'] = o.name;
+    fig.tabIndex = 0;
+    const img = document.createElement('img');
+    img.src = apiUrl(`/outputs/${encodeURIComponent(o.name)}/thumbnail`);
+    img.alt = o.metadata?.prompt ?? o.name;
+    img.loading = 'lazy';
+    const cap = document.createElement('figcaption');
+    cap.textContent = o.metadata ? `${o.metadata.width}x${o.metadata.height} · seed ${o.metadata.seed}` : o.name;
+    fig.append(img, cap);
+    fig.addEventListener('click', () => openViewer(o));
+    fig.addEventListener('keydown', (e) => e.key === 'Enter' && openViewer(o));
+    g.append(fig);
+  }
+  if (!outputs.length) g.textContent = 'No images yet.';
+}
+
+const view = { scale: 1, x: 0, y: 0 };
+function applyView(): void {
+  $('#viewer-image').style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.scale})`;
+}
+
+function openViewer(o: Output): void {
+  viewing = o;
+  const img = $<HTMLImageElement>('#viewer-image');
+  img.src = apiUrl(`/outputs/${encodeURIComponent(o.name)}`);
+  Object.assign(view, { scale: 1, x: 0, y: 0 });
+  applyView();
+  const dl = $('#viewer-meta');
+  dl.replaceChildren();
+  const m = o.metadata;
+  const rows: [string, string][] = m
+    ? [
+        ['Prompt', m.prompt], ['Negative', m.negativePrompt || '—'], ['Size', `${m.width} x ${m.height}`], ['Seed', m.seed],
+        ['Steps', String(m.steps)], ['Guidance', String(m.guidanceScale)], ['Method', m.method], ['Scheduler', m.scheduler], ['Model', m.model?.name ?? ''],
+      ]
+    : [['File', o.name]];
+  for (const [k, v] of rows) {
+    const dt = document.createElement('dt');
+    dt.textContent = k;
+    const dd = document.createElement('dd');
+    dd.textContent = v;
+    dd.dataset['meta'] = k.toLowerCase();
+    dl.append(dt, dd);
+  }
+  const a = $<HTMLAnchorElement>('#download');
+  a.href = apiUrl(`/outputs/${encodeURIComponent(o.name)}`);
+  a.download = o.name;
+  $<HTMLButtonElement>('#use-settings').disabled = !m;
+  $<HTMLButtonElement>('#reuse-seed').disabled = !m;
+  const dialog = $<HTMLDialogElement>('#viewer');
+  if (!dialog.open) dialog.showModal();
+}
+
+function setupViewer(): void {
+  const port = $('#viewport');
+  port.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    const rect = port.getBoundingClientRect();
+    const cx = e.clientX - rect.left - view.x;
+    const cy = e.clientY - rect.top - view.y;
+    const k = Math.exp(-e.deltaY / 400);
+    const scale = Math.min(32, Math.max(0.05, view.scale * k));
+    const f = scale / view.scale;
+    view.x -= cx * (f - 1);
+    view.y -= cy * (f - 1);
+    view.scale = scale;
+    applyView();
+  }, { passive: false });
+  let drag: { x: number; y: number } | undefined;
+  port.addEventListener('pointerdown', (e) => {
+    drag = { x: e.clientX - view.x, y: e.clientY - view.y };
+    port.setPointerCapture(e.pointerId);
+  });
+  port.addEventListener('pointermove', (e) => {
+    if (!drag) return;
+    view.x = e.clientX - drag.x;
+    view.y = e.clientY - drag.y;
+    applyView();
+  });
+  port.addEventListener('pointerup', () => (drag = undefined));
+  const close = () => $<HTMLDialogElement>('#viewer').close();
+  $('#close-viewer').addEventListener('click', close);
+  $('#use-settings').addEventListener('click', () => {
+    if (viewing?.metadata) setForm(viewing.metadata, false);
+    close();
+  });
+  $('#reuse-seed').addEventListener('click', () => {
+    if (viewing?.metadata) setForm(viewing.metadata, true);
+    close();
+  });
+  $('#delete-output').addEventListener('click', async () => {
+    if (!viewing) return;
+    await api(`/outputs/${encodeURIComponent(viewing.name)}`, { method: 'DELETE' });
+    close();
+    await refreshGallery();
+  });
+}
+
+// ---------- start ----------
+
+async function main(): Promise<void> {
+  const [doc, m, d] = await Promise.all([
+    api<{ paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Schema }> } }>> }>('/openapi.json'),
+    api<{ models: typeof models }>('/models'),
+    api<{ deviceSet: string }>('/devices'),
+  ]);
+  schema = doc.body.paths['/api/v1/jobs']!['post']!.requestBody!.content['application/json']!.schema;
+  models = m.body.models;
+  $('#devices').innerHTML = `devices: <b>${d.body.deviceSet.replace(/</g, '&lt;')}</b> · <span id="busy">idle</span>`;
+  buildForm();
+  restoreForm();
+  const form = $<HTMLFormElement>('#form');
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    void submit();
+  });
+  form.addEventListener('input', () => {
+    saveForm();
+    scheduleEstimate();
+  });
+  form.addEventListener('change', (e) => {
+    if ((e.target as HTMLElement).id !== 'f-size' && ['width', 'height'].includes((e.target as HTMLInputElement).name)) ($('#f-size') as HTMLSelectElement).value = '';
+  });
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      void submit();
+    }
+  });
+  $('#cancel').addEventListener('click', async () => {
+    if (watching) await api(`/jobs/${watching.id}`, { method: 'DELETE' });
+    await refreshJobs();
+  });
+  setupViewer();
+  scheduleEstimate();
+  await refreshJobs();
+  await refreshGallery();
+  document.body.dataset['ready'] = 'true';
+  setInterval(() => void refreshJobs(), 1000);
+}
+
+void main();
