@@ -18,8 +18,12 @@ const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 const devVersion = (name: string): string =>
   (JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
 
+// A user's environment: none of this project's npm settings (`npm test` hands them to its children as
+// npm_config_* variables, e.g. engine-strict from .npmrc).
+const userEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
+
 function run(cmd: string, args: string[], opts: SpawnSyncOptions = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300_000, ...opts, env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', ...opts.env } });
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300_000, ...opts, env: { ...userEnv, ONNXRUNTIME_NODE_INSTALL: 'skip', ...opts.env } });
   return { code: r.status, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), error: r.error };
 }
 
