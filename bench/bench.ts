@@ -19,7 +19,7 @@ import { benchSchedulerStep } from './host/scheduler-step.ts';
 import { defaultModelDir } from '../src/cli/main.ts';
 import { saveImage } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
-import { writeTinySdModel } from '../src/fixtures/index.ts';
+import { writeTinySdModel } from '../test/fixtures/index.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);

@@ -33,7 +33,7 @@ import { AsgdError, invalidArgument } from '../src/core/errors.ts';
 import type { RgbImage } from '../src/core/image.ts';
 import { DEFAULT_METHOD_OPTIONS, resolveMethodOptions } from '../src/core/methods/options.ts';
 import type { MethodName } from '../src/core/methods/types.ts';
-import { writeTinySdModel } from '../src/fixtures/index.ts';
+import { writeTinySdModel } from '../test/fixtures/index.ts';
 import { saveImage } from '../src/node/image/write.ts';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
 

@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SplitMode } from '../src/core/dispatch/tasks.ts';
-import { writeTinySdModel } from '../src/fixtures/index.ts';
+import { writeTinySdModel } from '../test/fixtures/index.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { simulateGeneration, simulateRunAhead, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';
 

@@ -20,7 +20,7 @@ import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { chwToRgb8 } from '../src/core/image.ts';
 import { decodeTiled, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
-import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../src/fixtures/groupnorm-vae.ts';
+import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
 import { localBackend } from '../src/node/vae-decode.ts';
 import { levelDiff, seamMeasure } from './vae-tiling.ts';
 

@@ -17,7 +17,7 @@ import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { chwToRgb8 } from '../src/core/image.ts';
 import { decodeTiled } from '../src/core/vae/tiled.ts';
-import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../src/fixtures/groupnorm-vae.ts';
+import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
 import { openSession } from '../src/onnx/session.ts';
 import { VaeDecoderAdapter } from '../src/onnx/vae.ts';
 import { localBackend } from '../src/node/vae-decode.ts';

@@ -1,5 +1,5 @@
 /**
- * Writes tiny random-weight Stable Diffusion model folders (see src/fixtures).
+ * Writes tiny random-weight Stable Diffusion model folders (see test/fixtures).
  *
  *   node --import tsx scripts/build-fixtures.ts [outDir] [variant...] [--seed N]
  *
@@ -8,7 +8,7 @@
  */
 import { Command } from 'commander';
 import { AsgdError, invalidArgument } from '../src/core/errors.ts';
-import { VARIANTS, isVariantName, writeTinySdModel, type VariantName } from '../src/fixtures/tiny-sd.ts';
+import { VARIANTS, isVariantName, writeTinySdModel, type VariantName } from '../test/fixtures/tiny-sd.ts';
 import { join } from 'node:path';
 
 const program = new Command()

@@ -18,7 +18,7 @@ import { defaultModelDir } from '../src/cli/main.ts';
 import { exitCodeFor } from '../src/cli/exit-codes.ts';
 import { createProgressView } from '../src/cli/progress.ts';
 import type { GenerateParams } from '../src/core/params.ts';
-import { writeTinySdModel } from '../src/fixtures/index.ts';
+import { writeTinySdModel } from '../test/fixtures/index.ts';
 import { sideBySide } from '../src/node/image/side-by-side.ts';
 import { saveImage } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';

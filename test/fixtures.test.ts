@@ -8,12 +8,12 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
 import * as ort from 'onnxruntime-node';
 import { AsgdError } from '../src/core/errors.ts';
-import { fromFloat16Bits, toFloat16Bits } from '../src/fixtures/float16.ts';
-import { valueInfo } from '../src/fixtures/onnx-graph.ts';
-import { normals } from '../src/fixtures/prng.ts';
-import { CAPTION_WORDS, bytesToUnicode } from '../src/fixtures/tiny-tokenizer.ts';
-import { TINY_VAE } from '../src/fixtures/tiny-vae.ts';
-import { VARIANTS, writeTinySdModel, type VariantName } from '../src/fixtures/tiny-sd.ts';
+import { fromFloat16Bits, toFloat16Bits } from './fixtures/float16.ts';
+import { valueInfo } from './fixtures/onnx-graph.ts';
+import { normals } from './fixtures/prng.ts';
+import { CAPTION_WORDS, bytesToUnicode } from './fixtures/tiny-tokenizer.ts';
+import { TINY_VAE } from './fixtures/tiny-vae.ts';
+import { VARIANTS, writeTinySdModel, type VariantName } from './fixtures/tiny-sd.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'asgd-fixtures-'));
 const dirs = new Map<VariantName, string>();

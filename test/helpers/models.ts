@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeTinySdModel, type VariantName } from '../../src/fixtures/index.ts';
+import { writeTinySdModel, type VariantName } from '../fixtures/index.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-test-'));
 const built = new Map<string, Promise<string>>();
