@@ -20,7 +20,7 @@ import { decodeTiled, type TileStatsMode } from '../src/core/vae/tiled.ts';
 import { planAxis } from '../src/core/vae/tiling.ts';
 import { defaultModelDir } from '../src/cli/main.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
-import { localBackend } from '../src/node/vae-decode.ts';
+import { localBackend } from '../src/node/vae-local.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
