@@ -6,6 +6,7 @@
  *   npm run bench:vae                          the shipped model, 512 and 1024 px, tiles of 32 and 64 latent px
  *   npm run bench:vae -- --model DIR --sizes 512 --tiles 32 --pass-limits 2,3   (also 'exact' capped at 2 and 3 passes; 'none')
  *   npm run bench:vae -- --latent FILE.f32 --latent-size 64x64   decode a saved latent (float32 [4, h, w], scaled)
+ *   npm run bench:vae -- --encoder --sizes 256 --tiles 16           the encoder: tiled vs untiled latent mean
  *
  * The latent is the encoder's mean of a synthetic picture in the training data's style (a coloured square and a
  * circle on a ramped background), multiplied by the scaling factor as a generated latent would be. Metrics, on the
@@ -16,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chwToRgb8, type RgbImage } from '../src/core/image.ts';
-import { decodeTiled, type TileStatsMode } from '../src/core/vae/tiled.ts';
+import { decodeTiled, encodeTiled, type TileStatsMode } from '../src/core/vae/tiled.ts';
 import { planAxis } from '../src/core/vae/tiling.ts';
 import { defaultModelDir } from '../src/cli/main.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
@@ -161,6 +162,38 @@ export async function benchVaeTiling(opts: {
   return rows;
 }
 
+/** The encoder: max and mean absolute difference of the tiled latent mean from the untiled one (and the latent's rms). */
+export async function benchEncoderTiling(opts: { modelDir: string; sizes: number[]; tiles: number[]; overlap?: number }) {
+  const spec = readModelFolder(opts.modelDir);
+  if (!spec.paths.vaeEncoder) throw new Error(`${opts.modelDir} has no vae_encoder`);
+  const enc = await localBackend(spec.paths.vaeEncoder, 'vae_encoder');
+  const rows: { size: number; tile: number; overlap: number; stats: TileStatsMode; passes: number; maxDiff: number; meanDiff: number; rms: number }[] = [];
+  try {
+    for (const size of opts.sizes) {
+      const img = syntheticPicture(size);
+      const full = await enc.run(img.slice(), 3, size, size);
+      const rms = Math.sqrt(full.data.reduce((a, v) => a + v * v, 0) / full.data.length);
+      for (const tile of opts.tiles.filter((t) => t < size / 8)) {
+        const overlap = opts.overlap ?? Math.min(16, tile / 2);
+        for (const stats of ['off', 'estimate', 'exact'] as TileStatsMode[]) {
+          const r = await encodeTiled(img, size, size, enc, { tileSize: tile, overlap, stats });
+          let max = 0;
+          let sum = 0;
+          for (let i = 0; i < full.data.length; i++) {
+            const d = Math.abs(r.data[i]! - full.data[i]!);
+            max = Math.max(max, d);
+            sum += d;
+          }
+          rows.push({ size, tile, overlap, stats, passes: r.passes, maxDiff: max, meanDiff: sum / full.data.length, rms });
+        }
+      }
+    }
+  } finally {
+    await enc.close();
+  }
+  return rows;
+}
+
 export function tilingTable(rows: TilingRow[]): string {
   const lines = ['| size | tile (latent px) | overlap | statistics | passes | max diff (levels) | mean diff | seam | time (ms) |', '|---|---|---|---|---|---|---|---|---|'];
   for (const r of rows) {
@@ -174,6 +207,13 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const arg = (k: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : undefined);
   const list = (k: string, d: number[]) => (arg(k) === 'none' ? [] : arg(k) ? arg(k)!.split(',').map(Number) : d);
   const modelDir = arg('--model') ?? defaultModelDir();
+  if (args.includes('--encoder')) {
+    const rows = await benchEncoderTiling({ modelDir, sizes: list('--sizes', [256, 512]), tiles: list('--tiles', [16, 32]), overlap: arg('--overlap') ? Number(arg('--overlap')) : undefined });
+    console.log(`VAE encoder tiling on ${path.basename(modelDir)} (tiled vs untiled latent mean of a synthetic picture)\n`);
+    console.log('| size | tile (latent px) | overlap | statistics | passes | max diff | mean diff | latent rms |\n|---|---|---|---|---|---|---|---|');
+    for (const r of rows) console.log(`| ${r.size} | ${r.tile} | ${r.overlap} | ${r.stats} | ${r.passes} | ${r.maxDiff.toFixed(4)} | ${r.meanDiff.toFixed(4)} | ${r.rms.toFixed(3)} |`);
+    process.exit(0);
+  }
   const latentFile = arg('--latent');
   const latent = latentFile ? { data: new Float32Array(fs.readFileSync(latentFile).buffer.slice(0)), size: Number((arg('--latent-size') ?? '').split('x')[0]) * 8 } : undefined;
   const rows = await benchVaeTiling({
