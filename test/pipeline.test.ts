@@ -94,6 +94,12 @@ test('tiled and untiled VAE decoding agree on a decoder with image-wide GroupNor
     const warnings: string[] = [];
     const tiled = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'exact' }, undefined, (m) => warnings.push(m));
     const perTile = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'off' });
+    // Tiling forced on a latent that fits one tile: the estimate runs on the latent itself (not a downscaled copy).
+    const one = await p.decodeLatent(latent.slice(0, 4 * 20 * 20), 20, 20, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'estimate' });
+    const oneFull = await p.decodeLatent(latent.slice(0, 4 * 20 * 20), 20, 20, { tiling: 'off', tileSize: 24, overlap: 12, stats: 'estimate' });
+    let oneMax = 0;
+    for (let i = 0; i < one.data.length; i++) oneMax = Math.max(oneMax, Math.abs(one.data[i]! - oneFull.data[i]!));
+    assert.ok(oneMax <= 1, `one tile with its own whole-image statistics: ${oneMax}`);
     assert.deepEqual(warnings, []);
     assert.equal(tiled.width, full.width);
     const diff = (a: typeof full) => {
