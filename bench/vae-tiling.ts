@@ -7,6 +7,8 @@
  *   npm run bench:vae -- --model DIR --sizes 512 --tiles 32 --pass-limits 2,3   (also 'exact' capped at 2 and 3 passes; 'none')
  *   npm run bench:vae -- --latent FILE.f32 --latent-size 64x64   decode a saved latent (float32 [4, h, w], scaled)
  *   npm run bench:vae -- --encoder --sizes 256 --tiles 16           the encoder: tiled vs untiled latent mean
+ *   npm run bench:vae -- --generate --sizes 512 --tiles 32          decode the final latent of an asg generation
+ *     (prompt "a red square on a blue background", seed 1, default steps) instead of the synthetic picture's
  *
  * The latent is the encoder's mean of a synthetic picture in the training data's style (a coloured square and a
  * circle on a ramped background), multiplied by the scaling factor as a generated latent would be. Metrics, on the
@@ -129,8 +131,22 @@ export async function syntheticLatent(modelDir: string, size: number): Promise<F
   }
 }
 
+/** The final latent of an asg generation at `size` px, divided by the scaling factor (what the decoder takes). */
+export async function generatedLatent(modelDir: string, size: number): Promise<Float32Array> {
+  const { loadPipeline } = await import('../src/node/pipeline.ts');
+  const pipe = await loadPipeline(modelDir);
+  try {
+    const r = await pipe.generate({ prompt: 'a red square on a blue background', width: size, height: size, seed: 1, method: 'asg', vae: { tiling: 'off' } });
+    const inv = 1 / pipe.spec.vae.scalingFactor;
+    return Float32Array.from(r.latent, (v) => v * inv);
+  } finally {
+    await pipe.close();
+  }
+}
+
 export async function benchVaeTiling(opts: {
   modelDir: string; sizes: number[]; tiles: number[]; overlap?: number; modes?: TileStatsMode[]; passLimits?: number[]; latent?: { data: Float32Array; size: number };
+  generate?: boolean;
 }): Promise<TilingRow[]> {
   const spec = readModelFolder(opts.modelDir);
   const dec = await localBackend(spec.paths.vaeDecoder, 'vae_decoder');
@@ -138,7 +154,7 @@ export async function benchVaeTiling(opts: {
   try {
     for (const size of opts.latent ? [opts.latent.size] : opts.sizes) {
       const h = size / 8;
-      const latent = opts.latent?.data ?? (await syntheticLatent(opts.modelDir, size));
+      const latent = opts.latent?.data ?? (opts.generate ? await generatedLatent(opts.modelDir, size) : await syntheticLatent(opts.modelDir, size));
       const full = await dec.run(latent.slice(), 4, h, h);
       const fullImg = chwToRgb8(full.data, full.height, full.width);
       for (const tile of opts.tiles.filter((t) => t < h)) {
@@ -218,7 +234,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const latent = latentFile ? { data: new Float32Array(fs.readFileSync(latentFile).buffer.slice(0)), size: Number((arg('--latent-size') ?? '').split('x')[0]) * 8 } : undefined;
   const rows = await benchVaeTiling({
     modelDir, sizes: list('--sizes', [512, 1024]), tiles: list('--tiles', [32, 64]), overlap: arg('--overlap') ? Number(arg('--overlap')) : undefined,
-    passLimits: list('--pass-limits', [2, 3]), latent,
+    passLimits: list('--pass-limits', [2, 3]), latent, generate: args.includes('--generate'),
   });
   console.log(`VAE tiling on ${path.basename(modelDir)} (tiled vs untiled decode of the same latent)\n`);
   console.log(tilingTable(rows));
