@@ -4,7 +4,7 @@
  * (recorded in the JSON with the CPU model); compare ratios within one run.
  *
  *   npm run bench                 all sections
- *   npm run bench -- --only host  one section: generation | host | methods | runner | repetition | vae
+ *   npm run bench -- --only host  one section: generation | host | methods | runner | repetition | vae | vae-memory
  * The runner (multi-device), repetition and VAE tiling benchmarks are their own scripts (npm run bench:runner,
  * npm run bench:repetition, npm run bench:vae); `npm run bench` runs them too (repetition in its --quick form).
  *   npm run bench -- --model DIR  use another model folder (default: the model the repository ships)
@@ -136,6 +136,8 @@ const sections: Record<string, () => Promise<void> | void> = {
   runner: script('runner.ts', []),
   repetition: script('repetition.ts', ['--quick']),
   vae: script('vae-tiling.ts', [...(modelArg ? ['--model', modelArg] : []), '--pass-limits', 'none']),
+  // Peak memory on the shipped decoder at 4096 px (the SD-width case: npm run bench:vae-memory, about 10 minutes).
+  'vae-memory': script('vae-memory.ts', ['--cases', 'shipped:4096']),
 };
 for (const [name, fn] of Object.entries(sections)) {
   if (only && only !== name) continue;

@@ -21,7 +21,7 @@ import { ModelProtoSchema } from 'onnx-buf';
 import { chwToRgb8 } from '../src/core/image.ts';
 import { decodeTiled, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
 import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
-import { localBackend } from '../src/node/vae-decode.ts';
+import { localBackend } from '../src/node/vae-local.ts';
 import { levelDiff, seamMeasure } from './vae-tiling.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

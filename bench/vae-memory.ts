@@ -20,7 +20,7 @@ import { decodeTiled } from '../src/core/vae/tiled.ts';
 import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
 import { openSession } from '../src/onnx/session.ts';
 import { VaeDecoderAdapter } from '../src/onnx/vae.ts';
-import { localBackend } from '../src/node/vae-decode.ts';
+import { localBackend } from '../src/node/vae-local.ts';
 import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -6,6 +6,9 @@
  *   npm run bench:vae                          the shipped model, 512 and 1024 px, tiles of 32 and 64 latent px
  *   npm run bench:vae -- --model DIR --sizes 512 --tiles 32 --pass-limits 2,3   (also 'exact' capped at 2 and 3 passes; 'none')
  *   npm run bench:vae -- --latent FILE.f32 --latent-size 64x64   decode a saved latent (float32 [4, h, w], scaled)
+ *   npm run bench:vae -- --encoder --sizes 256 --tiles 16           the encoder: tiled vs untiled latent mean
+ *   npm run bench:vae -- --generate --sizes 512 --tiles 32          decode the final latent of an asg generation
+ *     (prompt "a red square on a blue background", seed 1, default steps) instead of the synthetic picture's
  *
  * The latent is the encoder's mean of a synthetic picture in the training data's style (a coloured square and a
  * circle on a ramped background), multiplied by the scaling factor as a generated latent would be. Metrics, on the
@@ -16,11 +19,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chwToRgb8, type RgbImage } from '../src/core/image.ts';
-import { decodeTiled, type TileStatsMode } from '../src/core/vae/tiled.ts';
+import { decodeTiled, encodeTiled, type TileStatsMode } from '../src/core/vae/tiled.ts';
 import { planAxis } from '../src/core/vae/tiling.ts';
 import { defaultModelDir } from '../src/cli/main.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
-import { localBackend } from '../src/node/vae-decode.ts';
+import { localBackend } from '../src/node/vae-local.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -128,8 +131,22 @@ export async function syntheticLatent(modelDir: string, size: number): Promise<F
   }
 }
 
+/** The final latent of an asg generation at `size` px, divided by the scaling factor (what the decoder takes). */
+export async function generatedLatent(modelDir: string, size: number): Promise<Float32Array> {
+  const { loadPipeline } = await import('../src/node/pipeline.ts');
+  const pipe = await loadPipeline(modelDir);
+  try {
+    const r = await pipe.generate({ prompt: 'a red square on a blue background', width: size, height: size, seed: 1, method: 'asg', vae: { tiling: 'off' } });
+    const inv = 1 / pipe.spec.vae.scalingFactor;
+    return Float32Array.from(r.latent, (v) => v * inv);
+  } finally {
+    await pipe.close();
+  }
+}
+
 export async function benchVaeTiling(opts: {
   modelDir: string; sizes: number[]; tiles: number[]; overlap?: number; modes?: TileStatsMode[]; passLimits?: number[]; latent?: { data: Float32Array; size: number };
+  generate?: boolean;
 }): Promise<TilingRow[]> {
   const spec = readModelFolder(opts.modelDir);
   const dec = await localBackend(spec.paths.vaeDecoder, 'vae_decoder');
@@ -137,7 +154,7 @@ export async function benchVaeTiling(opts: {
   try {
     for (const size of opts.latent ? [opts.latent.size] : opts.sizes) {
       const h = size / 8;
-      const latent = opts.latent?.data ?? (await syntheticLatent(opts.modelDir, size));
+      const latent = opts.latent?.data ?? (opts.generate ? await generatedLatent(opts.modelDir, size) : await syntheticLatent(opts.modelDir, size));
       const full = await dec.run(latent.slice(), 4, h, h);
       const fullImg = chwToRgb8(full.data, full.height, full.width);
       for (const tile of opts.tiles.filter((t) => t < h)) {
@@ -161,6 +178,38 @@ export async function benchVaeTiling(opts: {
   return rows;
 }
 
+/** The encoder: max and mean absolute difference of the tiled latent mean from the untiled one (and the latent's rms). */
+export async function benchEncoderTiling(opts: { modelDir: string; sizes: number[]; tiles: number[]; overlap?: number }) {
+  const spec = readModelFolder(opts.modelDir);
+  if (!spec.paths.vaeEncoder) throw new Error(`${opts.modelDir} has no vae_encoder`);
+  const enc = await localBackend(spec.paths.vaeEncoder, 'vae_encoder');
+  const rows: { size: number; tile: number; overlap: number; stats: TileStatsMode; passes: number; maxDiff: number; meanDiff: number; rms: number }[] = [];
+  try {
+    for (const size of opts.sizes) {
+      const img = syntheticPicture(size);
+      const full = await enc.run(img.slice(), 3, size, size);
+      const rms = Math.sqrt(full.data.reduce((a, v) => a + v * v, 0) / full.data.length);
+      for (const tile of opts.tiles.filter((t) => t < size / 8)) {
+        const overlap = opts.overlap ?? Math.min(16, tile / 2);
+        for (const stats of ['off', 'estimate', 'exact'] as TileStatsMode[]) {
+          const r = await encodeTiled(img, size, size, enc, { tileSize: tile, overlap, stats });
+          let max = 0;
+          let sum = 0;
+          for (let i = 0; i < full.data.length; i++) {
+            const d = Math.abs(r.data[i]! - full.data[i]!);
+            max = Math.max(max, d);
+            sum += d;
+          }
+          rows.push({ size, tile, overlap, stats, passes: r.passes, maxDiff: max, meanDiff: sum / full.data.length, rms });
+        }
+      }
+    }
+  } finally {
+    await enc.close();
+  }
+  return rows;
+}
+
 export function tilingTable(rows: TilingRow[]): string {
   const lines = ['| size | tile (latent px) | overlap | statistics | passes | max diff (levels) | mean diff | seam | time (ms) |', '|---|---|---|---|---|---|---|---|---|'];
   for (const r of rows) {
@@ -174,11 +223,18 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const arg = (k: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : undefined);
   const list = (k: string, d: number[]) => (arg(k) === 'none' ? [] : arg(k) ? arg(k)!.split(',').map(Number) : d);
   const modelDir = arg('--model') ?? defaultModelDir();
+  if (args.includes('--encoder')) {
+    const rows = await benchEncoderTiling({ modelDir, sizes: list('--sizes', [256, 512]), tiles: list('--tiles', [16, 32]), overlap: arg('--overlap') ? Number(arg('--overlap')) : undefined });
+    console.log(`VAE encoder tiling on ${path.basename(modelDir)} (tiled vs untiled latent mean of a synthetic picture)\n`);
+    console.log('| size | tile (latent px) | overlap | statistics | passes | max diff | mean diff | latent rms |\n|---|---|---|---|---|---|---|---|');
+    for (const r of rows) console.log(`| ${r.size} | ${r.tile} | ${r.overlap} | ${r.stats} | ${r.passes} | ${r.maxDiff.toFixed(4)} | ${r.meanDiff.toFixed(4)} | ${r.rms.toFixed(3)} |`);
+    process.exit(0);
+  }
   const latentFile = arg('--latent');
   const latent = latentFile ? { data: new Float32Array(fs.readFileSync(latentFile).buffer.slice(0)), size: Number((arg('--latent-size') ?? '').split('x')[0]) * 8 } : undefined;
   const rows = await benchVaeTiling({
     modelDir, sizes: list('--sizes', [512, 1024]), tiles: list('--tiles', [32, 64]), overlap: arg('--overlap') ? Number(arg('--overlap')) : undefined,
-    passLimits: list('--pass-limits', [2, 3]), latent,
+    passLimits: list('--pass-limits', [2, 3]), latent, generate: args.includes('--generate'),
   });
   console.log(`VAE tiling on ${path.basename(modelDir)} (tiled vs untiled decode of the same latent)\n`);
   console.log(tilingTable(rows));

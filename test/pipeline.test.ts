@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { toBinary } from '@bufbuild/protobuf';
-import { ModelProtoSchema } from 'onnx-buf';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { AttributeProtoSchema, AttributeProto_AttributeType, ModelProtoSchema, NodeProtoSchema } from 'onnx-buf';
 import { AsgdError } from '../src/core/errors.ts';
 import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from './fixtures/groupnorm-vae.ts';
 import { VARIANTS } from './fixtures/index.ts';
@@ -111,6 +111,12 @@ test('tiled and untiled VAE decoding agree on a decoder with image-wide GroupNor
     const warnings: string[] = [];
     const tiled = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'exact' }, undefined, (m) => warnings.push(m));
     const perTile = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'off' });
+    // Tiling forced on a latent that fits one tile: the estimate runs on the latent itself (not a downscaled copy).
+    const one = await p.decodeLatent(latent.slice(0, 4 * 20 * 20), 20, 20, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'estimate' });
+    const oneFull = await p.decodeLatent(latent.slice(0, 4 * 20 * 20), 20, 20, { tiling: 'off', tileSize: 24, overlap: 12, stats: 'estimate' });
+    let oneMax = 0;
+    for (let i = 0; i < one.data.length; i++) oneMax = Math.max(oneMax, Math.abs(one.data[i]! - oneFull.data[i]!));
+    assert.ok(oneMax <= 1, `one tile with its own whole-image statistics: ${oneMax}`);
     assert.deepEqual(warnings, []);
     assert.equal(tiled.width, full.width);
     const diff = (a: typeof full) => {
@@ -127,6 +133,29 @@ test('tiled and untiled VAE decoding agree on a decoder with image-wide GroupNor
     const own = diff(perTile);
     assert.ok(shared.max <= 6 && shared.mean <= 0.25, `shared statistics: ${JSON.stringify(shared)}`);
     assert.ok(own.max >= 30 && own.mean >= 2, `per-tile statistics: ${JSON.stringify(own)}`);
+  } finally {
+    await p.close();
+  }
+});
+
+test('a decoder whose norm the surgery cannot rewrite is tiled with per-tile statistics, with a warning that names the node', async () => {
+  const model = buildGroupNormVaeDecoder({ seed: 3, floatType: 'float32', form: 'instance-norm', ...SMALL_VAE_DECODER });
+  const graph = model.graph!;
+  // The first GroupNorm's Reshape gets its shape from a Concat: still a GroupNorm, but not one the surgery can prove.
+  const norm = graph.node.find((n) => n.opType === 'InstanceNormalization')!;
+  const reshape = graph.node.find((n) => n.output[0] === norm.input[0])!;
+  const concat = create(NodeProtoSchema, { name: '/test/Concat', opType: 'Concat', input: [reshape.input[1]!], output: ['/test/Concat_output_0'], attribute: [create(AttributeProtoSchema, { name: 'axis', type: AttributeProto_AttributeType.INT, i: 0n })] });
+  graph.node.splice(graph.node.indexOf(reshape), 0, concat);
+  reshape.input[1] = '/test/Concat_output_0';
+  const vaeDir = tempDir('gn-vae-fallback');
+  fs.writeFileSync(path.join(vaeDir, 'model.onnx'), toBinary(ModelProtoSchema, model));
+  const p = await loadPipeline(await tinyModel('standard'), { threads: 1, vae: vaeDir, attentionProbe: false });
+  try {
+    const warnings: string[] = [];
+    const img = await p.decodeLatent(new Float32Array(4 * 20 * 20).fill(0.1), 20, 20, { tiling: 'on', tileSize: 12, overlap: 6, stats: 'exact' }, undefined, (m) => warnings.push(m));
+    assert.equal(img.width, 160);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /^Tiled VAE decoding falls back to per-tile normalisation \(colours may shift between tiles\): normalisation layers it cannot rewrite: \/decoder\/mid_block\/resnets\.0\/norm1\/InstanceNormalization: InstanceNormalization after a Reshape to a computed shape, not \[N, groups, -1\]$/);
   } finally {
     await p.close();
   }

@@ -12,7 +12,7 @@ import { decodeTiled, encodeTiled } from '../src/core/vae/tiled.ts';
 import { planAxis } from '../src/core/vae/tiling.ts';
 import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder, type GroupNormForm } from './fixtures/groupnorm-vae.ts';
 import { buildTinyVaeDecoder } from './fixtures/tiny-vae.ts';
-import { localBackend } from '../src/node/vae-decode.ts';
+import { localBackend } from '../src/node/vae-local.ts';
 import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
 import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT, derivePrefixGraph, deriveStatsGraph, deriveTileGraph, scanNorms } from '../src/graph/vae-norm-graph.ts';
 import { tempDir } from './helpers/models.ts';

@@ -1,16 +1,15 @@
 /**
  * VAE decoding for the pipeline: untiled, or tiled with the whole image's normalisation statistics
  * (src/core/vae/tiled.ts) through the derived graphs (src/node/vae-graphs.ts) on the worker that holds the decoder.
- * Also a backend over sessions opened in this thread, for benchmarks and tests.
+ * The coordinator loads neither ONNX Runtime nor the graph surgery until a tiled decode needs it (src/node/vae-local.ts
+ * has a backend over sessions in this thread, for benchmarks and tests).
  */
 import type { RgbImage } from '../core/image.ts';
 import { chwToRgb8 } from '../core/image.ts';
 import type { VaeDecodeOptions } from '../core/params.ts';
 import { decodeTiled, encodeTiled, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
-import { openSession, releaseSession, type SessionOptions } from '../onnx/session.ts';
-import { VaeDecoderAdapter, VaeNormAdapter } from '../onnx/vae.ts';
 import type { VaeGraphName, WorkerRequest, WorkerResult } from './runner/protocol.ts';
-import { prepareVaeGraphs, type VaeGraphs } from './vae-graphs.ts';
+import type { VaeGraphs } from './vae-graphs.ts';
 
 /** Sends a request to the worker holding the VAE decoder. */
 export type DecoderRequest = <T extends WorkerResult['type']>(req: WorkerRequest, what: string, transfer?: ArrayBuffer[]) => Promise<Extract<WorkerResult, { type: T }>>;
@@ -21,7 +20,7 @@ const prepared = new Map<string, Promise<VaeGraphs>>();
 export function vaeGraphsFor(modelPath: string): Promise<VaeGraphs> {
   let p = prepared.get(modelPath);
   if (!p) {
-    p = prepareVaeGraphs(modelPath).catch((err: unknown) => ({ reason: `the derived graphs could not be prepared (${err instanceof Error ? err.message : String(err)})` }));
+    p = import('./vae-graphs.ts').then((m) => m.prepareVaeGraphs(modelPath)).catch((err: unknown) => ({ reason: `the derived graphs could not be prepared (${err instanceof Error ? err.message : String(err)})` }));
     prepared.set(modelPath, p);
   }
   return p;
@@ -56,48 +55,6 @@ export function workerBackend(request: DecoderRequest, graphs: VaeGraphs, which:
     runStats: (input, c, h, w) => norm(`${prefix}Stats`, (graphs as { statsFile: string }).statsFile, input, c, h, w),
     runTile: (input, c, h, w, affine, region) => norm(`${prefix}Tile`, (graphs as { tileFile: string }).tileFile, input, c, h, w, { affine, region }),
     runPrefix: (k, input, c, h, w, affine, region) => norm(`${prefix}Prefix`, (graphs as { prefixFiles: string[] }).prefixFiles[k]!, input, c, h, w, { affine, region }),
-  };
-}
-
-/** A backend over sessions opened in this thread (benchmarks, tests). Release it with `close`. */
-export async function localBackend(
-  modelPath: string, component: 'vae_decoder' | 'vae_encoder', session: SessionOptions = { provider: 'cpu' },
-): Promise<TiledVaeBackend & { graphs: VaeGraphs; close(): Promise<void> }> {
-  const graphs = await prepareVaeGraphs(modelPath);
-  const plainSession = await openSession(modelPath, component, session);
-  const load = 'reason' in graphs || !graphs.externalDataFolder ? {} : { externalDataFolder: graphs.externalDataFolder };
-  const plainNorm = component === 'vae_encoder' ? new VaeNormAdapter(plainSession, component) : undefined;
-  const decoder = component === 'vae_decoder' ? new VaeDecoderAdapter(plainSession) : undefined;
-  const missing = () => new Error('localBackend: no derived graphs');
-  // Derived sessions open on first use and one at a time, as in the worker.
-  let held: { file: string; adapter: VaeNormAdapter } | undefined;
-  const use = async (file: string, what: string) => {
-    if (held?.file !== file) {
-      await releaseSession(held?.adapter.s);
-      held = undefined;
-      held = { file, adapter: new VaeNormAdapter(await openSession(file, `${component} (${what})`, session, load), component) };
-    }
-    return held.adapter;
-  };
-  return {
-    graphs,
-    norms: 'reason' in graphs ? { reason: graphs.reason } : { layers: graphs.layers },
-    run: async (input, c, h, w) => (decoder ? decoder.decode(input, c, h, w) : plainNorm!.run(input, c, h, w)),
-    runStats: async (input, c, h, w) => {
-      if ('reason' in graphs) throw missing();
-      return (await use(graphs.statsFile, 'statistics graph')).run(input, c, h, w);
-    },
-    runTile: async (input, c, h, w, affine, region) => {
-      if ('reason' in graphs) throw missing();
-      return (await use(graphs.tileFile, 'tile graph')).run(input, c, h, w, { affine, region });
-    },
-    runPrefix: async (k, input, c, h, w, affine, region) => {
-      if ('reason' in graphs) throw missing();
-      return (await use(graphs.prefixFiles[k]!, `prefix graph ${k}`)).run(input, c, h, w, { affine, region });
-    },
-    close: async () => {
-      for (const s of [plainSession, held?.adapter.s]) await releaseSession(s);
-    },
   };
 }
 

@@ -222,8 +222,9 @@ async function runTiled(
 
   // The estimate: the statistics graph on the input shrunk to fit one tile.
   const small = estimateSize(gh, gw, opts.estimateMaxSize ?? opts.tileSize);
+  // A copy when not downscaled: backends may transfer (detach) the buffers they are given.
   const smallInput = small.height === gh && small.width === gw
-    ? input
+    ? input.slice()
     : downscaleArea(input, inChannels, H, W, small.height * inScale, small.width * inScale);
   let stats: NormStats = unpackStats(layers, (await backend.runStats(smallInput, inChannels, small.height * inScale, small.width * inScale)).stats, 1);
   const maxPasses = mode === 'exact' ? (opts.maxPasses ?? layers.length + 1) : 1;
