@@ -17,7 +17,11 @@ import type { Engine } from '../src/server/engine.ts';
 import { LibraryEngine } from '../src/server/library-engine.ts';
 import { LocalJobQueue } from '../src/server/local-queue.ts';
 import type { JobRecord } from '../src/server/queue.ts';
+import { buildMetadata } from '../src/core/metadata.ts';
+import { resolveParams } from '../src/core/params.ts';
+import { encodeImage } from '../src/node/image/write.ts';
 import { FakeEngine } from './helpers/fake-engine.ts';
+import { A1111_TEXT, COMFY_PROMPT, FOOOCUS_PARAMETERS, INVOKE_METADATA, jpegWithUserComment, plainPng, pngWithText } from './helpers/image-texts.ts';
 import { tempDir } from './helpers/models.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -26,6 +30,8 @@ const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backgro
 
 let webDir: string;
 let browser: Browser;
+/** The server with the fake engine most tests share (its gallery grows from test to test). */
+let fake: { url: string; outputsDir: string };
 const closers: (() => Promise<void>)[] = [];
 
 before(async () => {
@@ -33,6 +39,7 @@ before(async () => {
   webDir = tempDir('web');
   await build({ configFile: path.join(ROOT, 'web', 'vite.config.ts'), logLevel: 'warn', build: { outDir: webDir, emptyOutDir: true } });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  fake = await startServer(new FakeEngine({ stepMs: 40 }));
 });
 
 after(async () => {
@@ -73,11 +80,9 @@ async function jobs(url: string): Promise<JobRecord[]> {
   return ((await (await fetch(`${url}/api/v1/jobs`)).json()) as { jobs: JobRecord[] }).jobs;
 }
 
-let fake: { url: string; outputsDir: string };
 const SEED = '12345678901234567891'; // above 2^53: only exact as a string
 
 test('the page loads with no console error and builds its form from the API schema', async () => {
-  fake = await startServer(new FakeEngine({ stepMs: 40 }));
   const { page, errors } = await openPage(fake.url);
   const methods = await page.$$eval('select[name="method"] option', (os) => os.map((o) => (o as unknown as { value: string }).value));
   assert.deepEqual(methods, [...METHOD_NAMES]);
@@ -186,6 +191,48 @@ test('queue: add while one runs, reorder, remove, and cancel the running job', a
   assert.equal(all.find((j) => j.spec.settings['prompt'] === 'long')?.state, 'cancelled');
   assert.deepEqual(all.filter((j) => ['b', 'd'].includes(String(j.spec.settings['prompt']))).map((j) => j.state), ['completed', 'completed']);
   assert.equal(all.find((j) => j.spec.settings['prompt'] === 'c'), undefined, 'c was removed');
+  assert.deepEqual(errors, []);
+});
+
+test('dropping an image loads its settings: this project, AUTOMATIC1111 (PNG, JPEG), ComfyUI, InvokeAI, Fooocus; unknown files get a friendly message', async () => {
+  const { page, errors } = await openPage(fake.url);
+  const drop = async (name: string, bytes: Uint8Array, type: string) => {
+    await page.evaluate(`(() => {
+      const bin = atob(${JSON.stringify(Buffer.from(bytes).toString('base64'))});
+      const arr = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) arr[i] = bin.charCodeAt(i);
+      const dt = new DataTransfer();
+      dt.items.add(new File([arr], ${JSON.stringify(name)}, { type: ${JSON.stringify(type)} }));
+      document.body.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    })()`);
+    await page.waitForFunction(`document.querySelector('#drop-message').textContent.includes(${JSON.stringify(name)})`);
+    return page.textContent('#drop-message');
+  };
+  const values = () => Promise.all(['prompt', 'negativePrompt', 'width', 'height', 'steps', 'guidanceScale', 'seed', 'scheduler'].map((n) => page.inputValue(`[name="${n}"]`)));
+
+  const p = resolveParams({ prompt: 'ours', width: 1024, height: 512, steps: 21, seed: '18446744073709551557', method: 'direct', methodOptions: { structureWeight: 0.25 } }, { width: 512, height: 512 });
+  const ours = await encodeImage({ data: new Uint8Array(8 * 8 * 3), width: 8, height: 8 }, 'webp', buildMetadata(p, { name: 'x', family: 'sd' }, 'ddim', 'test'));
+  assert.match(await drop('ours.webp', ours, 'image/webp') ?? '', /asgdiffusion/);
+  assert.deepEqual(await values(), ['ours', '', '1024', '512', '21', '7.5', '18446744073709551557', 'ddim']);
+  assert.equal(await page.inputValue('[name="method"]'), 'direct');
+  assert.equal(await page.inputValue('[name="methodOptions.structureWeight"]'), '0.25');
+
+  assert.match(await drop('a1111.png', await pngWithText({ parameters: A1111_TEXT }), 'image/png') ?? '', /AUTOMATIC1111/);
+  assert.deepEqual(await values(), ['a castle on a hill, sunset', 'blurry, low quality', '768', '512', '28', '6.5', '3141592653', 'dpmpp-2m']);
+  await page.fill('[name="prompt"]', 'changed');
+  assert.match(await drop('a1111.jpg', await jpegWithUserComment(A1111_TEXT), 'image/jpeg') ?? '', /AUTOMATIC1111/);
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a castle on a hill, sunset');
+  assert.match(await drop('comfy.png', await pngWithText({ prompt: COMFY_PROMPT }), 'image/png') ?? '', /ComfyUI/);
+  assert.deepEqual(await values(), ['a bottle with a galaxy inside', 'text, watermark', '640', '448', '20', '8', '8566257', 'euler-ancestral']);
+  assert.match(await drop('invoke.png', await pngWithText({ invokeai_metadata: INVOKE_METADATA }), 'image/png') ?? '', /InvokeAI/);
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a fox in the snow');
+  assert.match(await drop('fooocus.png', await pngWithText({ parameters: FOOOCUS_PARAMETERS }), 'image/png') ?? '', /Fooocus/);
+  assert.equal(await page.inputValue('[name="seed"]'), '1234567890123456789');
+  assert.equal(await page.inputValue('[name="width"]'), '1152');
+
+  assert.match(await drop('plain.png', await plainPng(), 'image/png') ?? '', /has no generation settings/);
+  assert.match(await drop('notes.txt', new TextEncoder().encode('hello'), 'text/plain') ?? '', /not a PNG, JPEG or WebP image/);
+  assert.equal(await page.inputValue('[name="seed"]'), '1234567890123456789', 'an unknown file changes nothing');
   assert.deepEqual(errors, []);
 });
 

@@ -61,6 +61,8 @@ interface Output {
   metadata?: Metadata;
 }
 
+import { readDroppedParameters, UnsupportedImage, type ParameterFormat } from './parameters.ts';
+
 const $ = <T extends HTMLElement>(sel: string): T => {
   const el = document.querySelector<T>(sel);
   if (!el) throw new Error(`missing ${sel}`);
@@ -367,22 +369,58 @@ function restoreForm(): void {
   }
 }
 
-function setForm(m: Metadata, seedOnly: boolean): void {
+/** Puts settings (library names; methodOptions and vae nested) into the form; fields not given are left as they are. */
+function applySettings(settings: Record<string, unknown>): void {
   const set = (name: string, v: unknown) => {
     const el = document.querySelector<HTMLInputElement>(`[name="${name}"]`);
     if (!el || v === undefined || v === null) return;
     if (el.type === 'checkbox') el.checked = v === true;
     else el.value = Array.isArray(v) ? v.join(', ') : String(v);
   };
-  set('seed', m.seed);
-  scheduleEstimate();
-  if (!seedOnly) {
-    for (const k of ['prompt', 'negativePrompt', 'width', 'height', 'steps', 'guidanceScale', 'scheduler', 'method', 'maskWords'] as const) set(k, m[k]);
-    if (models.some((x) => x.name === m.model?.name)) set('model', m.model.name);
-    for (const [k, v] of Object.entries(m.methodOptions ?? {})) set(`methodOptions.${k}`, v);
-    for (const [k, v] of Object.entries(m.vae ?? {})) set(`vae.${k}`, v);
+  for (const [k, v] of Object.entries(settings)) {
+    if ((k === 'methodOptions' || k === 'vae') && v && typeof v === 'object') {
+      for (const [sub, sv] of Object.entries(v)) set(`${k}.${sub}`, sv);
+    } else if (k !== 'model') {
+      set(k, v);
+    }
   }
+  ($('#f-size') as HTMLSelectElement).value = '';
   saveForm();
+  scheduleEstimate();
+}
+
+function setForm(m: Metadata, seedOnly: boolean): void {
+  if (seedOnly) {
+    applySettings({ seed: m.seed });
+    return;
+  }
+  applySettings({
+    prompt: m.prompt, negativePrompt: m.negativePrompt, width: m.width, height: m.height, steps: m.steps, guidanceScale: m.guidanceScale,
+    seed: m.seed, scheduler: m.scheduler, method: m.method, maskWords: m.maskWords, methodOptions: m.methodOptions, vae: m.vae,
+  });
+  if (models.some((x) => x.name === m.model?.name)) (document.querySelector('[name="model"]') as HTMLSelectElement).value = m.model.name;
+  saveForm();
+}
+
+const FORMAT_NAMES: Record<ParameterFormat, string> = {
+  asgdiffusion: 'asgdiffusion', a1111: 'AUTOMATIC1111', comfyui: 'ComfyUI', invokeai: 'InvokeAI', fooocus: 'Fooocus',
+};
+
+/** A dropped PNG, JPEG or WebP: its generation settings go into the form. */
+async function onDrop(file: File): Promise<void> {
+  const note = $('#drop-message');
+  note.classList.remove('error');
+  try {
+    const found = readDroppedParameters(new Uint8Array(await file.arrayBuffer()));
+    if (!found) {
+      note.textContent = `${file.name} has no generation settings this page can read.`;
+      return;
+    }
+    applySettings(found.settings);
+    note.textContent = `Loaded ${Object.keys(found.settings).length} settings from ${file.name} (${FORMAT_NAMES[found.format]}).`;
+  } catch (err) {
+    note.textContent = err instanceof UnsupportedImage ? `${file.name} is not a PNG, JPEG or WebP image.` : `Could not read ${file.name}.`;
+  }
 }
 
 // ---------- progress and queue ----------
@@ -642,6 +680,17 @@ async function main(): Promise<void> {
     await refreshJobs();
   });
   setupViewer();
+  document.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    document.body.classList.add('dragging');
+  });
+  document.addEventListener('dragleave', () => document.body.classList.remove('dragging'));
+  document.addEventListener('drop', (e) => {
+    e.preventDefault();
+    document.body.classList.remove('dragging');
+    const file = e.dataTransfer?.files[0];
+    if (file) void onDrop(file);
+  });
   scheduleEstimate();
   await refreshJobs();
   await refreshGallery();
