@@ -194,6 +194,36 @@ test('queue: add while one runs, reorder, remove, and cancel the running job', a
   assert.deepEqual(errors, []);
 });
 
+test('compare: direct and asg on one seed side by side with a split slider; the viewer zooms with the wheel', async () => {
+  const { page, errors } = await openPage(fake.url);
+  await page.fill('[name="prompt"]', 'compare me');
+  await page.fill('[name="steps"]', '4');
+  await page.fill('[name="seed"]', '77');
+  const before = await page.locator('#gallery figure').count();
+  await page.click('#compare-button');
+  await page.waitForFunction(`document.querySelectorAll('#gallery figure').length >= ${before + 2}`, undefined, { timeout: 20_000 });
+  const outputs = ((await (await fetch(`${fake.url}/api/v1/outputs`)).json()) as { outputs: { name: string; metadata: { seed: string; method: string; prompt: string } }[] }).outputs;
+  const pair = outputs.filter((o) => o.metadata.prompt === 'compare me');
+  assert.deepEqual(pair.map((o) => o.metadata.method).sort(), ['asg', 'direct']);
+  assert.deepEqual(pair.map((o) => o.metadata.seed), ['77', '77']);
+
+  await page.click(`#gallery figure[data-name="${pair[0]!.name}"]`);
+  await page.hover('#viewport');
+  await page.mouse.wheel(0, -600);
+  await page.waitForFunction(`/scale\\((\\d+\\.?\\d*)\\)/.exec(document.querySelector('#viewer-image').style.transform)?.[1] > 2`);
+  assert.equal(await page.isEnabled('#compare'), true);
+  await page.click('#compare');
+  await page.waitForSelector('#comparer[open]');
+  assert.equal(await page.textContent('#compare-left-label'), 'direct');
+  assert.equal(await page.textContent('#compare-right-label'), 'asg');
+  const direct = pair.find((o) => o.metadata.method === 'direct')!;
+  assert.match(await page.getAttribute('#compare-left', 'src') ?? '', new RegExp(direct.name));
+  await page.evaluate(`(() => { const s = document.querySelector('#compare-slider'); s.value = '30'; s.dispatchEvent(new Event('input')); })()`);
+  assert.match(await page.evaluate(`document.querySelector('#compare-left').style.clipPath`) as string, /inset\(0(px)? 70% 0(px)? 0(px)?\)/);
+  await page.click('#close-compare');
+  assert.deepEqual(errors, []);
+});
+
 test('dropping an image loads its settings: this project, AUTOMATIC1111 (PNG, JPEG), ComfyUI, InvokeAI, Fooocus; unknown files get a friendly message', async () => {
   const { page, errors } = await openPage(fake.url);
   const drop = async (name: string, bytes: Uint8Array, type: string) => {

@@ -303,6 +303,27 @@ function showErrors(errors: Record<string, string>, general = ''): void {
   $('#form-error').textContent = general;
 }
 
+/** Queues the form's settings twice, with direct and with asg, on one seed: the gallery then compares them. */
+async function submitCompare(): Promise<void> {
+  const { body, errors } = readForm();
+  if (Object.keys(errors).length) {
+    showErrors(errors, 'Fix the marked fields; nothing was queued.');
+    return;
+  }
+  body['seed'] ??= randomSeed();
+  for (const method of ['direct', 'asg']) {
+    const r = await api<{ field?: string; message?: string }>('/jobs', { method: 'POST', body: JSON.stringify({ ...body, method }) });
+    if (r.status !== 202) {
+      const field = r.body?.field;
+      showErrors(field && fieldSchemas.has(field) ? { [field]: r.body?.message ?? 'Invalid' } : {}, r.body?.message ?? `Error ${r.status}`);
+      return;
+    }
+  }
+  lastSeed = String(body['seed']);
+  showErrors({});
+  await refreshJobs();
+}
+
 async function submit(): Promise<void> {
   const { body, errors } = readForm();
   if (Object.keys(errors).length) {
@@ -595,11 +616,50 @@ function openViewer(o: Output): void {
   a.download = o.name;
   $<HTMLButtonElement>('#use-settings').disabled = !m;
   $<HTMLButtonElement>('#reuse-seed').disabled = !m;
+  const partner = partnerOf(o);
+  $<HTMLButtonElement>('#compare').disabled = !partner;
+  $('#compare').title = partner ? `Side by side with ${partner.metadata?.method}` : 'No image with the same settings and seed and the other method yet';
   const dialog = $<HTMLDialogElement>('#viewer');
   if (!dialog.open) dialog.showModal();
 }
 
+/** The output with the same prompt, size, steps and seed but another method (direct vs the others). */
+function partnerOf(o: Output): Output | undefined {
+  const m = o.metadata;
+  if (!m) return undefined;
+  return outputs.find((x) => {
+    const n = x.metadata;
+    return x !== o && n && n.seed === m.seed && n.prompt === m.prompt && n.width === m.width && n.height === m.height && n.steps === m.steps && n.method !== m.method && (n.method === 'direct') !== (m.method === 'direct');
+  });
+}
+
+function openCompare(a: Output, b: Output): void {
+  // direct on the left, the high-resolution method on the right.
+  const [left, right] = a.metadata?.method === 'direct' ? [a, b] : [b, a];
+  $<HTMLImageElement>('#compare-left').src = apiUrl(`/outputs/${encodeURIComponent(left.name)}`);
+  $<HTMLImageElement>('#compare-right').src = apiUrl(`/outputs/${encodeURIComponent(right.name)}`);
+  $('#compare-left-label').textContent = left.metadata?.method ?? '';
+  $('#compare-right-label').textContent = right.metadata?.method ?? '';
+  const slider = $<HTMLInputElement>('#compare-slider');
+  slider.value = '50';
+  applySplit();
+  $<HTMLDialogElement>('#comparer').showModal();
+}
+
+function applySplit(): void {
+  const v = Number($<HTMLInputElement>('#compare-slider').value);
+  $('#compare-left').style.clipPath = `inset(0 ${100 - v}% 0 0)`;
+}
+
 function setupViewer(): void {
+  $('#compare-slider').addEventListener('input', applySplit);
+  $('#close-compare').addEventListener('click', () => $<HTMLDialogElement>('#comparer').close());
+  $('#compare').addEventListener('click', () => {
+    const partner = viewing && partnerOf(viewing);
+    if (!viewing || !partner) return;
+    $<HTMLDialogElement>('#viewer').close();
+    openCompare(viewing, partner);
+  });
   const port = $('#viewport');
   port.addEventListener('wheel', (e) => {
     e.preventDefault();
@@ -675,6 +735,7 @@ async function main(): Promise<void> {
       void submit();
     }
   });
+  $('#compare-button').addEventListener('click', () => void submitCompare());
   $('#cancel').addEventListener('click', async () => {
     if (watching) await api(`/jobs/${watching.id}`, { method: 'DELETE' });
     await refreshJobs();
