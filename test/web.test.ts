@@ -47,18 +47,21 @@ after(async () => {
   await browser?.close();
 });
 
-async function startServer(engine: Engine): Promise<{ url: string; outputsDir: string }> {
-  const outputsDir = tempDir('web-outputs');
+async function startServer(engine: Engine, o: { outputsDir?: string; port?: number } = {}): Promise<{ url: string; outputsDir: string; close: () => Promise<void> }> {
+  const outputsDir = o.outputsDir ?? tempDir('web-outputs');
   const queue = new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
   const app = await createServer({ queue, engine, outputsDir, webDir });
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  closers.push(async () => {
-    await queue.close();
-    await app.close();
-    await engine.close();
-  });
+  await app.listen({ port: o.port ?? 0, host: '127.0.0.1' });
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    (closed ??= (async () => {
+      await queue.close();
+      await app.close();
+      await engine.close();
+    })());
+  closers.push(close);
   const a = app.server.address();
-  return { url: `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`, outputsDir };
+  return { url: `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`, outputsDir, close };
 }
 
 /** A page that records console errors and uncaught exceptions. */
@@ -264,6 +267,30 @@ test('dropping an image loads its settings: this project, AUTOMATIC1111 (PNG, JP
   assert.match(await drop('notes.txt', new TextEncoder().encode('hello'), 'text/plain') ?? '', /not a PNG, JPEG or WebP image/);
   assert.equal(await page.inputValue('[name="seed"]'), '1234567890123456789', 'an unknown file changes nothing');
   assert.deepEqual(errors, []);
+});
+
+test('the gallery and the queue survive a server restart: the reloaded page shows both, the interrupted job completes', async () => {
+  const s1 = await startServer(new FakeEngine({ stepMs: 40 }));
+  const port = Number(new URL(s1.url).port);
+  const { page, errors } = await openPage(s1.url);
+  await page.fill('[name="prompt"]', 'before the restart');
+  await page.fill('[name="steps"]', '2');
+  await page.click('#queue-button');
+  await page.waitForSelector('#gallery figure', { timeout: 20_000 });
+  await page.fill('[name="prompt"]', 'interrupted');
+  await page.fill('[name="steps"]', '400');
+  await page.click('#queue-button');
+  await page.waitForFunction(`/step \\d+\\/400/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
+  await s1.close();
+  const s2 = await startServer(new FakeEngine({ stepMs: 2 }), { outputsDir: s1.outputsDir, port });
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.match(await page.textContent('#gallery figcaption') ?? '', /seed/);
+  await page.waitForFunction(`document.querySelectorAll('#gallery figure').length === 2`, undefined, { timeout: 20_000 });
+  const all = await jobs(s2.url);
+  assert.deepEqual(all.map((j) => [j.spec.settings['prompt'], j.state, j.attempts]).sort(), [['before the restart', 'completed', 1], ['interrupted', 'completed', 2]]);
+  // While the server was down the browser logged its failed requests; the page itself raised nothing.
+  assert.deepEqual(errors.filter((e) => !/Failed to load resource: net::ERR_CONNECTION_REFUSED/.test(e)), []);
 });
 
 test('with the real engine and the shipped model: a 256 px image generated from the page, in the gallery with its seed', { timeout: 300_000 }, async () => {

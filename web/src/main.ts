@@ -756,7 +756,13 @@ async function main(): Promise<void> {
   await refreshJobs();
   await refreshGallery();
   document.body.dataset['ready'] = 'true';
-  setInterval(() => void refreshJobs(), 1000);
+  // The server may restart: polling goes on, and the header says when it cannot be reached.
+  setInterval(() => {
+    refreshJobs().then(
+      () => $('#devices').classList.remove('offline'),
+      () => $('#devices').classList.add('offline'),
+    );
+  }, 1000);
 }
 
 void main();
