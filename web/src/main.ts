@@ -69,6 +69,11 @@ const $ = <T extends HTMLElement>(sel: string): T => {
   return el;
 };
 
+/** Fire and forget: a request that fails while the server is away is retried by the next poll. */
+function quietly(p: Promise<unknown>): void {
+  p.catch(() => $('#devices').classList.add('offline'));
+}
+
 const token = new URLSearchParams(location.search).get('token');
 function apiUrl(path: string): string {
   const url = `/api/v1${path}`;
@@ -231,12 +236,15 @@ function buildForm(): void {
   }
 }
 
-function button(text: string, id: string, onClick: () => void): HTMLButtonElement {
+function button(text: string, id: string, onClick: () => void | Promise<void>): HTMLButtonElement {
   const b = document.createElement('button');
   b.type = 'button';
   b.textContent = text;
   b.id = id;
-  b.addEventListener('click', onClick);
+  b.addEventListener('click', () => {
+    const r = onClick();
+    if (r) quietly(r);
+  });
   return b;
 }
 
@@ -347,21 +355,23 @@ let estimateTimer: ReturnType<typeof setTimeout> | undefined;
 /** Shows the UNet evaluations (and the time, once measured on this machine) the form's settings take. */
 function scheduleEstimate(): void {
   clearTimeout(estimateTimer);
-  estimateTimer = setTimeout(async () => {
-    const { body, errors } = readForm();
-    const out = $('#estimate');
-    if (Object.keys(errors).length) {
-      out.textContent = '';
-      return;
-    }
-    const r = await api<{ unetEvaluations?: number; seconds?: number }>('/estimate', { method: 'POST', body: JSON.stringify(body) });
-    const e = r.body;
-    out.textContent = r.status === 200 && e?.unetEvaluations !== undefined
-      ? `${e.unetEvaluations} UNet evaluations${e.seconds !== undefined ? ` · about ${e.seconds < 60 ? `${Math.ceil(e.seconds)} s` : `${Math.round(e.seconds / 60)} min`}` : ''}`
-      : '';
-    out.dataset['units'] = String(e?.unetEvaluations ?? '');
-    out.dataset['for'] = JSON.stringify(body);
-  }, 200);
+  estimateTimer = setTimeout(() => quietly(estimate()), 200);
+}
+
+async function estimate(): Promise<void> {
+  const { body, errors } = readForm();
+  const out = $('#estimate');
+  if (Object.keys(errors).length) {
+    out.textContent = '';
+    return;
+  }
+  const r = await api<{ unetEvaluations?: number; seconds?: number }>('/estimate', { method: 'POST', body: JSON.stringify(body) });
+  const e = r.body;
+  out.textContent = r.status === 200 && e?.unetEvaluations !== undefined
+    ? `${e.unetEvaluations} UNet evaluations${e.seconds !== undefined ? ` · about ${e.seconds < 60 ? `${Math.ceil(e.seconds)} s` : `${Math.round(e.seconds / 60)} min`}` : ''}`
+    : '';
+  out.dataset['units'] = String(e?.unetEvaluations ?? '');
+  out.dataset['for'] = JSON.stringify(body);
 }
 
 function saveForm(): void {
@@ -490,8 +500,8 @@ function watch(job: Job | undefined): void {
       source.close();
       if (watching?.source === source) watching = undefined;
       if (j.state === 'completed') lastSeed = String(j.spec.settings['seed'] ?? lastSeed);
-      void refreshJobs();
-      void refreshGallery();
+      quietly(refreshJobs());
+      quietly(refreshGallery());
       scheduleEstimate();
     }
   });
@@ -696,11 +706,11 @@ function setupViewer(): void {
     if (viewing?.metadata) setForm(viewing.metadata, true);
     close();
   });
-  $('#delete-output').addEventListener('click', async () => {
+  $('#delete-output').addEventListener('click', () => {
     if (!viewing) return;
-    await api(`/outputs/${encodeURIComponent(viewing.name)}`, { method: 'DELETE' });
+    const name = viewing.name;
     close();
-    await refreshGallery();
+    quietly(api(`/outputs/${encodeURIComponent(name)}`, { method: 'DELETE' }).then(refreshGallery));
   });
 }
 
@@ -720,7 +730,7 @@ async function main(): Promise<void> {
   const form = $<HTMLFormElement>('#form');
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    void submit();
+    quietly(submit());
   });
   form.addEventListener('input', () => {
     saveForm();
@@ -732,13 +742,13 @@ async function main(): Promise<void> {
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
       e.preventDefault();
-      void submit();
+      quietly(submit());
     }
   });
-  $('#compare-button').addEventListener('click', () => void submitCompare());
-  $('#cancel').addEventListener('click', async () => {
-    if (watching) await api(`/jobs/${watching.id}`, { method: 'DELETE' });
-    await refreshJobs();
+  $('#compare-button').addEventListener('click', () => quietly(submitCompare()));
+  $('#cancel').addEventListener('click', () => {
+    const id = watching?.id;
+    quietly((id ? api(`/jobs/${id}`, { method: 'DELETE' }) : Promise.resolve()).then(refreshJobs));
   });
   setupViewer();
   document.addEventListener('dragover', (e) => {
@@ -750,7 +760,7 @@ async function main(): Promise<void> {
     e.preventDefault();
     document.body.classList.remove('dragging');
     const file = e.dataTransfer?.files[0];
-    if (file) void onDrop(file);
+    if (file) quietly(onDrop(file));
   });
   scheduleEstimate();
   await refreshJobs();
