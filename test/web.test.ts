@@ -109,15 +109,16 @@ test('generate: progress advances, the preview changes, the image lands in the g
   await page.fill('[name="steps"]', '24');
   await page.fill('[name="seed"]', SEED);
   await page.keyboard.press('Control+Enter');
-  await page.waitForSelector('#gallery figure', { timeout: 20_000 });
+  await page.waitForFunction(`[...document.querySelectorAll('#gallery figcaption')].some((c) => c.textContent.endsWith('seed ${SEED}'))`, undefined, { timeout: 20_000 });
   const seen = (await page.evaluate('window.seen')) as { previews: string[]; texts: string[] };
   const previews = new Set(seen.previews.filter(Boolean));
   assert.ok(previews.size >= 2, `the preview changed ${previews.size} times`);
   const steps = seen.texts.map((t) => /step (\d+)\/24/.exec(t)?.[1]).filter(Boolean).map(Number);
   assert.ok(new Set(steps).size >= 3, `progress advanced: ${steps.join(',')}`);
   assert.deepEqual(steps, [...steps].sort((a, b) => a - b), 'steps only go forward');
-  assert.match(await page.textContent('#gallery figcaption') ?? '', new RegExp(`seed ${SEED}`));
-  await page.click('#gallery figure');
+  const figure = page.locator('#gallery figure', { hasText: `seed ${SEED}` });
+  assert.equal(await figure.count(), 1);
+  await figure.click();
   assert.equal(await page.textContent('dd[data-meta="seed"]'), SEED);
   assert.equal(await page.textContent('dd[data-meta="prompt"]'), 'a red circle on a blue background');
   assert.equal(await page.textContent('dd[data-meta="steps"]'), '24');
@@ -126,22 +127,32 @@ test('generate: progress advances, the preview changes, the image lands in the g
 });
 
 test('reuse seed and use these settings fill the form exactly (a seed above 2^53 too); the form survives a reload', async () => {
+  // An image of its own, queued through the API.
+  const r = await fetch(`${fake.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'a seed to reuse', steps: 13, seed: '18446744073709551001' }) });
+  const { id } = (await r.json()) as { id: string };
+  let output: string | undefined;
+  for (let i = 0; i < 400 && !output; i++) {
+    output = (await jobs(fake.url)).find((j) => j.id === id && j.state === 'completed')?.output;
+    if (!output) await new Promise((res) => setTimeout(res, 25));
+  }
+  assert.ok(output, 'the job completed');
+  const figure = `#gallery figure[data-name="${output}"]`;
   const { page, errors } = await openPage(fake.url);
   await page.fill('[name="seed"]', '');
   await page.fill('[name="prompt"]', 'something else');
-  await page.click('#gallery figure');
+  await page.click(figure);
   await page.click('#reuse-seed');
-  assert.equal(await page.inputValue('[name="seed"]'), SEED);
+  assert.equal(await page.inputValue('[name="seed"]'), '18446744073709551001');
   assert.equal(await page.inputValue('[name="prompt"]'), 'something else', 'reuse seed leaves the rest');
-  await page.click('#gallery figure');
+  await page.click(figure);
   await page.click('#use-settings');
-  assert.equal(await page.inputValue('[name="prompt"]'), 'a red circle on a blue background');
-  assert.equal(await page.inputValue('[name="steps"]'), '24');
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a seed to reuse');
+  assert.equal(await page.inputValue('[name="steps"]'), '13');
   await page.reload();
   await page.waitForSelector('body[data-ready="true"]');
-  assert.equal(await page.inputValue('[name="seed"]'), SEED);
-  assert.equal(await page.inputValue('[name="prompt"]'), 'a red circle on a blue background');
-  assert.equal(await page.locator('#gallery figure').count(), 1, 'the gallery is there after a reload');
+  assert.equal(await page.inputValue('[name="seed"]'), '18446744073709551001');
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a seed to reuse');
+  assert.equal(await page.locator(figure).count(), 1, 'the gallery is there after a reload');
   assert.deepEqual(errors, []);
 });
 
@@ -166,6 +177,7 @@ test('invalid input is shown at its field and queues nothing', async () => {
 
 test('queue: add while one runs, reorder, remove, and cancel the running job', async () => {
   const { page, errors } = await openPage(fake.url);
+  const before = await page.locator('#gallery figure').count();
   await page.fill('[name="seed"]', '1');
   for (const [prompt, steps] of [['long', '400'], ['b', '2'], ['c', '2'], ['d', '2']] as const) {
     await page.fill('[name="prompt"]', prompt);
@@ -189,7 +201,7 @@ test('queue: add while one runs, reorder, remove, and cancel the running job', a
   await page.waitForFunction(`/step \\d+\\/400/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
   await page.click('#cancel');
   // The next jobs run after the cancel.
-  await page.waitForFunction(`document.querySelectorAll('#gallery figure').length >= 3`, undefined, { timeout: 20_000 });
+  await page.waitForFunction(`document.querySelectorAll('#gallery figure').length >= ${before + 2}`, undefined, { timeout: 20_000 });
   const all = await jobs(fake.url);
   assert.equal(all.find((j) => j.spec.settings['prompt'] === 'long')?.state, 'cancelled');
   assert.deepEqual(all.filter((j) => ['b', 'd'].includes(String(j.spec.settings['prompt']))).map((j) => j.state), ['completed', 'completed']);
