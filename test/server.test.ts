@@ -14,6 +14,7 @@ import { METHOD_OPTIONS, PARAM_OPTIONS, VAE_OPTIONS } from '../src/core/options/
 import { readImageMetadata } from '../src/node/image/write.ts';
 import { createServer, outputNameFor } from '../src/server/app.ts';
 import { LocalJobQueue } from '../src/server/local-queue.ts';
+import { serve } from '../src/server/serve.ts';
 import type { JobProgress, JobRecord } from '../src/server/queue.ts';
 import { FakeEngine } from './helpers/fake-engine.ts';
 import { tempDir } from './helpers/models.ts';
@@ -335,6 +336,29 @@ test('with a token, API requests without it get 401; the page itself needs none'
   assert.equal((await app.inject({ method: 'POST', url: '/api/v1/jobs', payload: { prompt: 'x' } })).statusCode, 401);
   assert.equal((await app.inject({ url: '/' })).statusCode, 200);
   await queue.close();
+});
+
+test('serve on an address other than loopback generates a token, prints it in the URL, and checks the Host', async () => {
+  const outputsDir = tempDir('outputs');
+  const server = await serve({ port: 0, host: '127.0.0.2', outputsDir, modelDirs: [], pipeline: {}, engine: new FakeEngine() });
+  try {
+    const m = /^http:\/\/127\.0\.0\.2:(\d+)\/\?token=([0-9a-f]{32})$/.exec(server.url);
+    assert.ok(m, server.url);
+    const base = `http://127.0.0.2:${m[1]}`;
+    assert.equal((await fetch(`${base}/api/v1/jobs`)).status, 401);
+    assert.equal((await fetch(`${base}/api/v1/jobs`, { headers: { authorization: `Bearer ${m[2]}` } })).status, 200);
+    assert.equal((await fetch(`${base}/api/v1/jobs?token=${m[2]}`)).status, 200);
+    assert.ok(fs.existsSync(path.join(outputsDir, '.queue', 'queue.json')), 'the queue is kept in the outputs folder');
+  } finally {
+    await server.close();
+  }
+  const local = await serve({ port: 0, host: '127.0.0.1', outputsDir, modelDirs: [], pipeline: {}, engine: new FakeEngine() });
+  try {
+    assert.equal(local.token, undefined, 'loopback needs no token');
+    assert.equal((await fetch(`${local.url}api/v1/jobs`)).status, 200);
+  } finally {
+    await local.close();
+  }
 });
 
 test('output names cannot escape the outputs folder', async () => {

@@ -17,7 +17,11 @@ import type { Engine } from '../src/server/engine.ts';
 import { LibraryEngine } from '../src/server/library-engine.ts';
 import { LocalJobQueue } from '../src/server/local-queue.ts';
 import type { JobRecord } from '../src/server/queue.ts';
+import { buildMetadata } from '../src/core/metadata.ts';
+import { resolveParams } from '../src/core/params.ts';
+import { encodeImage } from '../src/node/image/write.ts';
 import { FakeEngine } from './helpers/fake-engine.ts';
+import { A1111_TEXT, COMFY_PROMPT, FOOOCUS_PARAMETERS, INVOKE_METADATA, jpegWithUserComment, plainPng, pngWithText } from './helpers/image-texts.ts';
 import { tempDir } from './helpers/models.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -26,6 +30,8 @@ const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backgro
 
 let webDir: string;
 let browser: Browser;
+/** The server with the fake engine most tests share (its gallery grows from test to test). */
+let fake: { url: string; outputsDir: string };
 const closers: (() => Promise<void>)[] = [];
 
 before(async () => {
@@ -33,6 +39,7 @@ before(async () => {
   webDir = tempDir('web');
   await build({ configFile: path.join(ROOT, 'web', 'vite.config.ts'), logLevel: 'warn', build: { outDir: webDir, emptyOutDir: true } });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  fake = await startServer(new FakeEngine({ stepMs: 40 }));
 });
 
 after(async () => {
@@ -40,18 +47,21 @@ after(async () => {
   await browser?.close();
 });
 
-async function startServer(engine: Engine): Promise<{ url: string; outputsDir: string }> {
-  const outputsDir = tempDir('web-outputs');
+async function startServer(engine: Engine, o: { outputsDir?: string; port?: number } = {}): Promise<{ url: string; outputsDir: string; close: () => Promise<void> }> {
+  const outputsDir = o.outputsDir ?? tempDir('web-outputs');
   const queue = new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
   const app = await createServer({ queue, engine, outputsDir, webDir });
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  closers.push(async () => {
-    await queue.close();
-    await app.close();
-    await engine.close();
-  });
+  await app.listen({ port: o.port ?? 0, host: '127.0.0.1' });
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    (closed ??= (async () => {
+      await queue.close();
+      await app.close();
+      await engine.close();
+    })());
+  closers.push(close);
   const a = app.server.address();
-  return { url: `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`, outputsDir };
+  return { url: `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`, outputsDir, close };
 }
 
 /** A page that records console errors and uncaught exceptions. */
@@ -73,11 +83,9 @@ async function jobs(url: string): Promise<JobRecord[]> {
   return ((await (await fetch(`${url}/api/v1/jobs`)).json()) as { jobs: JobRecord[] }).jobs;
 }
 
-let fake: { url: string; outputsDir: string };
 const SEED = '12345678901234567891'; // above 2^53: only exact as a string
 
 test('the page loads with no console error and builds its form from the API schema', async () => {
-  fake = await startServer(new FakeEngine({ stepMs: 40 }));
   const { page, errors } = await openPage(fake.url);
   const methods = await page.$$eval('select[name="method"] option', (os) => os.map((o) => (o as unknown as { value: string }).value));
   assert.deepEqual(methods, [...METHOD_NAMES]);
@@ -101,15 +109,16 @@ test('generate: progress advances, the preview changes, the image lands in the g
   await page.fill('[name="steps"]', '24');
   await page.fill('[name="seed"]', SEED);
   await page.keyboard.press('Control+Enter');
-  await page.waitForSelector('#gallery figure', { timeout: 20_000 });
+  await page.waitForFunction(`[...document.querySelectorAll('#gallery figcaption')].some((c) => c.textContent.endsWith('seed ${SEED}'))`, undefined, { timeout: 20_000 });
   const seen = (await page.evaluate('window.seen')) as { previews: string[]; texts: string[] };
   const previews = new Set(seen.previews.filter(Boolean));
   assert.ok(previews.size >= 2, `the preview changed ${previews.size} times`);
   const steps = seen.texts.map((t) => /step (\d+)\/24/.exec(t)?.[1]).filter(Boolean).map(Number);
   assert.ok(new Set(steps).size >= 3, `progress advanced: ${steps.join(',')}`);
   assert.deepEqual(steps, [...steps].sort((a, b) => a - b), 'steps only go forward');
-  assert.match(await page.textContent('#gallery figcaption') ?? '', new RegExp(`seed ${SEED}`));
-  await page.click('#gallery figure');
+  const figure = page.locator('#gallery figure', { hasText: `seed ${SEED}` });
+  assert.equal(await figure.count(), 1);
+  await figure.click();
   assert.equal(await page.textContent('dd[data-meta="seed"]'), SEED);
   assert.equal(await page.textContent('dd[data-meta="prompt"]'), 'a red circle on a blue background');
   assert.equal(await page.textContent('dd[data-meta="steps"]'), '24');
@@ -118,22 +127,32 @@ test('generate: progress advances, the preview changes, the image lands in the g
 });
 
 test('reuse seed and use these settings fill the form exactly (a seed above 2^53 too); the form survives a reload', async () => {
+  // An image of its own, queued through the API.
+  const r = await fetch(`${fake.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'a seed to reuse', steps: 13, seed: '18446744073709551001' }) });
+  const { id } = (await r.json()) as { id: string };
+  let output: string | undefined;
+  for (let i = 0; i < 400 && !output; i++) {
+    output = (await jobs(fake.url)).find((j) => j.id === id && j.state === 'completed')?.output;
+    if (!output) await new Promise((res) => setTimeout(res, 25));
+  }
+  assert.ok(output, 'the job completed');
+  const figure = `#gallery figure[data-name="${output}"]`;
   const { page, errors } = await openPage(fake.url);
   await page.fill('[name="seed"]', '');
   await page.fill('[name="prompt"]', 'something else');
-  await page.click('#gallery figure');
+  await page.click(figure);
   await page.click('#reuse-seed');
-  assert.equal(await page.inputValue('[name="seed"]'), SEED);
+  assert.equal(await page.inputValue('[name="seed"]'), '18446744073709551001');
   assert.equal(await page.inputValue('[name="prompt"]'), 'something else', 'reuse seed leaves the rest');
-  await page.click('#gallery figure');
+  await page.click(figure);
   await page.click('#use-settings');
-  assert.equal(await page.inputValue('[name="prompt"]'), 'a red circle on a blue background');
-  assert.equal(await page.inputValue('[name="steps"]'), '24');
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a seed to reuse');
+  assert.equal(await page.inputValue('[name="steps"]'), '13');
   await page.reload();
   await page.waitForSelector('body[data-ready="true"]');
-  assert.equal(await page.inputValue('[name="seed"]'), SEED);
-  assert.equal(await page.inputValue('[name="prompt"]'), 'a red circle on a blue background');
-  assert.equal(await page.locator('#gallery figure').count(), 1, 'the gallery is there after a reload');
+  assert.equal(await page.inputValue('[name="seed"]'), '18446744073709551001');
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a seed to reuse');
+  assert.equal(await page.locator(figure).count(), 1, 'the gallery is there after a reload');
   assert.deepEqual(errors, []);
 });
 
@@ -158,6 +177,7 @@ test('invalid input is shown at its field and queues nothing', async () => {
 
 test('queue: add while one runs, reorder, remove, and cancel the running job', async () => {
   const { page, errors } = await openPage(fake.url);
+  const before = await page.locator('#gallery figure').count();
   await page.fill('[name="seed"]', '1');
   for (const [prompt, steps] of [['long', '400'], ['b', '2'], ['c', '2'], ['d', '2']] as const) {
     await page.fill('[name="prompt"]', prompt);
@@ -181,12 +201,108 @@ test('queue: add while one runs, reorder, remove, and cancel the running job', a
   await page.waitForFunction(`/step \\d+\\/400/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
   await page.click('#cancel');
   // The next jobs run after the cancel.
-  await page.waitForFunction(`document.querySelectorAll('#gallery figure').length >= 3`, undefined, { timeout: 20_000 });
+  await page.waitForFunction(`document.querySelectorAll('#gallery figure').length >= ${before + 2}`, undefined, { timeout: 20_000 });
   const all = await jobs(fake.url);
   assert.equal(all.find((j) => j.spec.settings['prompt'] === 'long')?.state, 'cancelled');
   assert.deepEqual(all.filter((j) => ['b', 'd'].includes(String(j.spec.settings['prompt']))).map((j) => j.state), ['completed', 'completed']);
   assert.equal(all.find((j) => j.spec.settings['prompt'] === 'c'), undefined, 'c was removed');
   assert.deepEqual(errors, []);
+});
+
+test('compare: direct and asg on one seed side by side with a split slider; the viewer zooms with the wheel', async () => {
+  const { page, errors } = await openPage(fake.url);
+  await page.fill('[name="prompt"]', 'compare me');
+  await page.fill('[name="steps"]', '4');
+  await page.fill('[name="seed"]', '77');
+  const before = await page.locator('#gallery figure').count();
+  await page.click('#compare-button');
+  await page.waitForFunction(`document.querySelectorAll('#gallery figure').length >= ${before + 2}`, undefined, { timeout: 20_000 });
+  const outputs = ((await (await fetch(`${fake.url}/api/v1/outputs`)).json()) as { outputs: { name: string; metadata: { seed: string; method: string; prompt: string } }[] }).outputs;
+  const pair = outputs.filter((o) => o.metadata.prompt === 'compare me');
+  assert.deepEqual(pair.map((o) => o.metadata.method).sort(), ['asg', 'direct']);
+  assert.deepEqual(pair.map((o) => o.metadata.seed), ['77', '77']);
+
+  await page.click(`#gallery figure[data-name="${pair[0]!.name}"]`);
+  await page.hover('#viewport');
+  await page.mouse.wheel(0, -600);
+  await page.waitForFunction(`/scale\\((\\d+\\.?\\d*)\\)/.exec(document.querySelector('#viewer-image').style.transform)?.[1] > 2`);
+  assert.equal(await page.isEnabled('#compare'), true);
+  await page.click('#compare');
+  await page.waitForSelector('#comparer[open]');
+  assert.equal(await page.textContent('#compare-left-label'), 'direct');
+  assert.equal(await page.textContent('#compare-right-label'), 'asg');
+  const direct = pair.find((o) => o.metadata.method === 'direct')!;
+  assert.match(await page.getAttribute('#compare-left', 'src') ?? '', new RegExp(direct.name));
+  await page.evaluate(`(() => { const s = document.querySelector('#compare-slider'); s.value = '30'; s.dispatchEvent(new Event('input')); })()`);
+  assert.match(await page.evaluate(`document.querySelector('#compare-left').style.clipPath`) as string, /inset\(0(px)? 70% 0(px)? 0(px)?\)/);
+  await page.click('#close-compare');
+  assert.deepEqual(errors, []);
+});
+
+test('dropping an image loads its settings: this project, AUTOMATIC1111 (PNG, JPEG), ComfyUI, InvokeAI, Fooocus; unknown files get a friendly message', async () => {
+  const { page, errors } = await openPage(fake.url);
+  const drop = async (name: string, bytes: Uint8Array, type: string) => {
+    await page.evaluate(`(() => {
+      const bin = atob(${JSON.stringify(Buffer.from(bytes).toString('base64'))});
+      const arr = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) arr[i] = bin.charCodeAt(i);
+      const dt = new DataTransfer();
+      dt.items.add(new File([arr], ${JSON.stringify(name)}, { type: ${JSON.stringify(type)} }));
+      document.body.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    })()`);
+    await page.waitForFunction(`document.querySelector('#drop-message').textContent.includes(${JSON.stringify(name)})`);
+    return page.textContent('#drop-message');
+  };
+  const values = () => Promise.all(['prompt', 'negativePrompt', 'width', 'height', 'steps', 'guidanceScale', 'seed', 'scheduler'].map((n) => page.inputValue(`[name="${n}"]`)));
+
+  const p = resolveParams({ prompt: 'ours', width: 1024, height: 512, steps: 21, seed: '18446744073709551557', method: 'direct', methodOptions: { structureWeight: 0.25 } }, { width: 512, height: 512 });
+  const ours = await encodeImage({ data: new Uint8Array(8 * 8 * 3), width: 8, height: 8 }, 'webp', buildMetadata(p, { name: 'x', family: 'sd' }, 'ddim', 'test'));
+  assert.match(await drop('ours.webp', ours, 'image/webp') ?? '', /asgdiffusion/);
+  assert.deepEqual(await values(), ['ours', '', '1024', '512', '21', '7.5', '18446744073709551557', 'ddim']);
+  assert.equal(await page.inputValue('[name="method"]'), 'direct');
+  assert.equal(await page.inputValue('[name="methodOptions.structureWeight"]'), '0.25');
+
+  assert.match(await drop('a1111.png', await pngWithText({ parameters: A1111_TEXT }), 'image/png') ?? '', /AUTOMATIC1111/);
+  assert.deepEqual(await values(), ['a castle on a hill, sunset', 'blurry, low quality', '768', '512', '28', '6.5', '3141592653', 'dpmpp-2m']);
+  await page.fill('[name="prompt"]', 'changed');
+  assert.match(await drop('a1111.jpg', await jpegWithUserComment(A1111_TEXT), 'image/jpeg') ?? '', /AUTOMATIC1111/);
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a castle on a hill, sunset');
+  assert.match(await drop('comfy.png', await pngWithText({ prompt: COMFY_PROMPT }), 'image/png') ?? '', /ComfyUI/);
+  assert.deepEqual(await values(), ['a bottle with a galaxy inside', 'text, watermark', '640', '448', '20', '8', '8566257', 'euler-ancestral']);
+  assert.match(await drop('invoke.png', await pngWithText({ invokeai_metadata: INVOKE_METADATA }), 'image/png') ?? '', /InvokeAI/);
+  assert.equal(await page.inputValue('[name="prompt"]'), 'a fox in the snow');
+  assert.match(await drop('fooocus.png', await pngWithText({ parameters: FOOOCUS_PARAMETERS }), 'image/png') ?? '', /Fooocus/);
+  assert.equal(await page.inputValue('[name="seed"]'), '1234567890123456789');
+  assert.equal(await page.inputValue('[name="width"]'), '1152');
+
+  assert.match(await drop('plain.png', await plainPng(), 'image/png') ?? '', /has no generation settings/);
+  assert.match(await drop('notes.txt', new TextEncoder().encode('hello'), 'text/plain') ?? '', /not a PNG, JPEG or WebP image/);
+  assert.equal(await page.inputValue('[name="seed"]'), '1234567890123456789', 'an unknown file changes nothing');
+  assert.deepEqual(errors, []);
+});
+
+test('the gallery and the queue survive a server restart: the reloaded page shows both, the interrupted job completes', async () => {
+  const s1 = await startServer(new FakeEngine({ stepMs: 40 }));
+  const port = Number(new URL(s1.url).port);
+  const { page, errors } = await openPage(s1.url);
+  await page.fill('[name="prompt"]', 'before the restart');
+  await page.fill('[name="steps"]', '2');
+  await page.click('#queue-button');
+  await page.waitForSelector('#gallery figure', { timeout: 20_000 });
+  await page.fill('[name="prompt"]', 'interrupted');
+  await page.fill('[name="steps"]', '400');
+  await page.click('#queue-button');
+  await page.waitForFunction(`/step \\d+\\/400/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
+  await s1.close();
+  const s2 = await startServer(new FakeEngine({ stepMs: 2 }), { outputsDir: s1.outputsDir, port });
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.match(await page.textContent('#gallery figcaption') ?? '', /seed/);
+  await page.waitForFunction(`document.querySelectorAll('#gallery figure').length === 2`, undefined, { timeout: 20_000 });
+  const all = await jobs(s2.url);
+  assert.deepEqual(all.map((j) => [j.spec.settings['prompt'], j.state, j.attempts]).sort(), [['before the restart', 'completed', 1], ['interrupted', 'completed', 2]]);
+  // While the server was down the browser logged its failed requests; the page itself raised nothing.
+  assert.deepEqual(errors.filter((e) => !/^Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET)$/.test(e)), []);
 });
 
 test('with the real engine and the shipped model: a 256 px image generated from the page, in the gallery with its seed', { timeout: 300_000 }, async () => {

@@ -61,11 +61,18 @@ interface Output {
   metadata?: Metadata;
 }
 
+import { readDroppedParameters, UnsupportedImage, type ParameterFormat } from './parameters.ts';
+
 const $ = <T extends HTMLElement>(sel: string): T => {
   const el = document.querySelector<T>(sel);
   if (!el) throw new Error(`missing ${sel}`);
   return el;
 };
+
+/** Fire and forget: a request that fails while the server is away is retried by the next poll. */
+function quietly(p: Promise<unknown>): void {
+  p.catch(() => $('#devices').classList.add('offline'));
+}
 
 const token = new URLSearchParams(location.search).get('token');
 function apiUrl(path: string): string {
@@ -229,12 +236,15 @@ function buildForm(): void {
   }
 }
 
-function button(text: string, id: string, onClick: () => void): HTMLButtonElement {
+function button(text: string, id: string, onClick: () => void | Promise<void>): HTMLButtonElement {
   const b = document.createElement('button');
   b.type = 'button';
   b.textContent = text;
   b.id = id;
-  b.addEventListener('click', onClick);
+  b.addEventListener('click', () => {
+    const r = onClick();
+    if (r) quietly(r);
+  });
   return b;
 }
 
@@ -301,6 +311,27 @@ function showErrors(errors: Record<string, string>, general = ''): void {
   $('#form-error').textContent = general;
 }
 
+/** Queues the form's settings twice, with direct and with asg, on one seed: the gallery then compares them. */
+async function submitCompare(): Promise<void> {
+  const { body, errors } = readForm();
+  if (Object.keys(errors).length) {
+    showErrors(errors, 'Fix the marked fields; nothing was queued.');
+    return;
+  }
+  body['seed'] ??= randomSeed();
+  for (const method of ['direct', 'asg']) {
+    const r = await api<{ field?: string; message?: string }>('/jobs', { method: 'POST', body: JSON.stringify({ ...body, method }) });
+    if (r.status !== 202) {
+      const field = r.body?.field;
+      showErrors(field && fieldSchemas.has(field) ? { [field]: r.body?.message ?? 'Invalid' } : {}, r.body?.message ?? `Error ${r.status}`);
+      return;
+    }
+  }
+  lastSeed = String(body['seed']);
+  showErrors({});
+  await refreshJobs();
+}
+
 async function submit(): Promise<void> {
   const { body, errors } = readForm();
   if (Object.keys(errors).length) {
@@ -324,21 +355,23 @@ let estimateTimer: ReturnType<typeof setTimeout> | undefined;
 /** Shows the UNet evaluations (and the time, once measured on this machine) the form's settings take. */
 function scheduleEstimate(): void {
   clearTimeout(estimateTimer);
-  estimateTimer = setTimeout(async () => {
-    const { body, errors } = readForm();
-    const out = $('#estimate');
-    if (Object.keys(errors).length) {
-      out.textContent = '';
-      return;
-    }
-    const r = await api<{ unetEvaluations?: number; seconds?: number }>('/estimate', { method: 'POST', body: JSON.stringify(body) });
-    const e = r.body;
-    out.textContent = r.status === 200 && e?.unetEvaluations !== undefined
-      ? `${e.unetEvaluations} UNet evaluations${e.seconds !== undefined ? ` · about ${e.seconds < 60 ? `${Math.ceil(e.seconds)} s` : `${Math.round(e.seconds / 60)} min`}` : ''}`
-      : '';
-    out.dataset['units'] = String(e?.unetEvaluations ?? '');
-    out.dataset['for'] = JSON.stringify(body);
-  }, 200);
+  estimateTimer = setTimeout(() => quietly(estimate()), 200);
+}
+
+async function estimate(): Promise<void> {
+  const { body, errors } = readForm();
+  const out = $('#estimate');
+  if (Object.keys(errors).length) {
+    out.textContent = '';
+    return;
+  }
+  const r = await api<{ unetEvaluations?: number; seconds?: number }>('/estimate', { method: 'POST', body: JSON.stringify(body) });
+  const e = r.body;
+  out.textContent = r.status === 200 && e?.unetEvaluations !== undefined
+    ? `${e.unetEvaluations} UNet evaluations${e.seconds !== undefined ? ` · about ${e.seconds < 60 ? `${Math.ceil(e.seconds)} s` : `${Math.round(e.seconds / 60)} min`}` : ''}`
+    : '';
+  out.dataset['units'] = String(e?.unetEvaluations ?? '');
+  out.dataset['for'] = JSON.stringify(body);
 }
 
 function saveForm(): void {
@@ -367,22 +400,58 @@ function restoreForm(): void {
   }
 }
 
-function setForm(m: Metadata, seedOnly: boolean): void {
+/** Puts settings (library names; methodOptions and vae nested) into the form; fields not given are left as they are. */
+function applySettings(settings: Record<string, unknown>): void {
   const set = (name: string, v: unknown) => {
     const el = document.querySelector<HTMLInputElement>(`[name="${name}"]`);
     if (!el || v === undefined || v === null) return;
     if (el.type === 'checkbox') el.checked = v === true;
     else el.value = Array.isArray(v) ? v.join(', ') : String(v);
   };
-  set('seed', m.seed);
-  scheduleEstimate();
-  if (!seedOnly) {
-    for (const k of ['prompt', 'negativePrompt', 'width', 'height', 'steps', 'guidanceScale', 'scheduler', 'method', 'maskWords'] as const) set(k, m[k]);
-    if (models.some((x) => x.name === m.model?.name)) set('model', m.model.name);
-    for (const [k, v] of Object.entries(m.methodOptions ?? {})) set(`methodOptions.${k}`, v);
-    for (const [k, v] of Object.entries(m.vae ?? {})) set(`vae.${k}`, v);
+  for (const [k, v] of Object.entries(settings)) {
+    if ((k === 'methodOptions' || k === 'vae') && v && typeof v === 'object') {
+      for (const [sub, sv] of Object.entries(v)) set(`${k}.${sub}`, sv);
+    } else if (k !== 'model') {
+      set(k, v);
+    }
   }
+  ($('#f-size') as HTMLSelectElement).value = '';
   saveForm();
+  scheduleEstimate();
+}
+
+function setForm(m: Metadata, seedOnly: boolean): void {
+  if (seedOnly) {
+    applySettings({ seed: m.seed });
+    return;
+  }
+  applySettings({
+    prompt: m.prompt, negativePrompt: m.negativePrompt, width: m.width, height: m.height, steps: m.steps, guidanceScale: m.guidanceScale,
+    seed: m.seed, scheduler: m.scheduler, method: m.method, maskWords: m.maskWords, methodOptions: m.methodOptions, vae: m.vae,
+  });
+  if (models.some((x) => x.name === m.model?.name)) (document.querySelector('[name="model"]') as HTMLSelectElement).value = m.model.name;
+  saveForm();
+}
+
+const FORMAT_NAMES: Record<ParameterFormat, string> = {
+  asgdiffusion: 'asgdiffusion', a1111: 'AUTOMATIC1111', comfyui: 'ComfyUI', invokeai: 'InvokeAI', fooocus: 'Fooocus',
+};
+
+/** A dropped PNG, JPEG or WebP: its generation settings go into the form. */
+async function onDrop(file: File): Promise<void> {
+  const note = $('#drop-message');
+  note.classList.remove('error');
+  try {
+    const found = readDroppedParameters(new Uint8Array(await file.arrayBuffer()));
+    if (!found) {
+      note.textContent = `${file.name} has no generation settings this page can read.`;
+      return;
+    }
+    applySettings(found.settings);
+    note.textContent = `Loaded ${Object.keys(found.settings).length} settings from ${file.name} (${FORMAT_NAMES[found.format]}).`;
+  } catch (err) {
+    note.textContent = err instanceof UnsupportedImage ? `${file.name} is not a PNG, JPEG or WebP image.` : `Could not read ${file.name}.`;
+  }
 }
 
 // ---------- progress and queue ----------
@@ -431,8 +500,8 @@ function watch(job: Job | undefined): void {
       source.close();
       if (watching?.source === source) watching = undefined;
       if (j.state === 'completed') lastSeed = String(j.spec.settings['seed'] ?? lastSeed);
-      void refreshJobs();
-      void refreshGallery();
+      quietly(refreshJobs());
+      quietly(refreshGallery());
       scheduleEstimate();
     }
   });
@@ -557,11 +626,50 @@ function openViewer(o: Output): void {
   a.download = o.name;
   $<HTMLButtonElement>('#use-settings').disabled = !m;
   $<HTMLButtonElement>('#reuse-seed').disabled = !m;
+  const partner = partnerOf(o);
+  $<HTMLButtonElement>('#compare').disabled = !partner;
+  $('#compare').title = partner ? `Side by side with ${partner.metadata?.method}` : 'No image with the same settings and seed and the other method yet';
   const dialog = $<HTMLDialogElement>('#viewer');
   if (!dialog.open) dialog.showModal();
 }
 
+/** The output with the same prompt, size, steps and seed but another method (direct vs the others). */
+function partnerOf(o: Output): Output | undefined {
+  const m = o.metadata;
+  if (!m) return undefined;
+  return outputs.find((x) => {
+    const n = x.metadata;
+    return x !== o && n && n.seed === m.seed && n.prompt === m.prompt && n.width === m.width && n.height === m.height && n.steps === m.steps && n.method !== m.method && (n.method === 'direct') !== (m.method === 'direct');
+  });
+}
+
+function openCompare(a: Output, b: Output): void {
+  // direct on the left, the high-resolution method on the right.
+  const [left, right] = a.metadata?.method === 'direct' ? [a, b] : [b, a];
+  $<HTMLImageElement>('#compare-left').src = apiUrl(`/outputs/${encodeURIComponent(left.name)}`);
+  $<HTMLImageElement>('#compare-right').src = apiUrl(`/outputs/${encodeURIComponent(right.name)}`);
+  $('#compare-left-label').textContent = left.metadata?.method ?? '';
+  $('#compare-right-label').textContent = right.metadata?.method ?? '';
+  const slider = $<HTMLInputElement>('#compare-slider');
+  slider.value = '50';
+  applySplit();
+  $<HTMLDialogElement>('#comparer').showModal();
+}
+
+function applySplit(): void {
+  const v = Number($<HTMLInputElement>('#compare-slider').value);
+  $('#compare-left').style.clipPath = `inset(0 ${100 - v}% 0 0)`;
+}
+
 function setupViewer(): void {
+  $('#compare-slider').addEventListener('input', applySplit);
+  $('#close-compare').addEventListener('click', () => $<HTMLDialogElement>('#comparer').close());
+  $('#compare').addEventListener('click', () => {
+    const partner = viewing && partnerOf(viewing);
+    if (!viewing || !partner) return;
+    $<HTMLDialogElement>('#viewer').close();
+    openCompare(viewing, partner);
+  });
   const port = $('#viewport');
   port.addEventListener('wheel', (e) => {
     e.preventDefault();
@@ -598,11 +706,11 @@ function setupViewer(): void {
     if (viewing?.metadata) setForm(viewing.metadata, true);
     close();
   });
-  $('#delete-output').addEventListener('click', async () => {
+  $('#delete-output').addEventListener('click', () => {
     if (!viewing) return;
-    await api(`/outputs/${encodeURIComponent(viewing.name)}`, { method: 'DELETE' });
+    const name = viewing.name;
     close();
-    await refreshGallery();
+    quietly(api(`/outputs/${encodeURIComponent(name)}`, { method: 'DELETE' }).then(refreshGallery));
   });
 }
 
@@ -622,7 +730,7 @@ async function main(): Promise<void> {
   const form = $<HTMLFormElement>('#form');
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    void submit();
+    quietly(submit());
   });
   form.addEventListener('input', () => {
     saveForm();
@@ -634,19 +742,37 @@ async function main(): Promise<void> {
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
       e.preventDefault();
-      void submit();
+      quietly(submit());
     }
   });
-  $('#cancel').addEventListener('click', async () => {
-    if (watching) await api(`/jobs/${watching.id}`, { method: 'DELETE' });
-    await refreshJobs();
+  $('#compare-button').addEventListener('click', () => quietly(submitCompare()));
+  $('#cancel').addEventListener('click', () => {
+    const id = watching?.id;
+    quietly((id ? api(`/jobs/${id}`, { method: 'DELETE' }) : Promise.resolve()).then(refreshJobs));
   });
   setupViewer();
+  document.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    document.body.classList.add('dragging');
+  });
+  document.addEventListener('dragleave', () => document.body.classList.remove('dragging'));
+  document.addEventListener('drop', (e) => {
+    e.preventDefault();
+    document.body.classList.remove('dragging');
+    const file = e.dataTransfer?.files[0];
+    if (file) quietly(onDrop(file));
+  });
   scheduleEstimate();
   await refreshJobs();
   await refreshGallery();
   document.body.dataset['ready'] = 'true';
-  setInterval(() => void refreshJobs(), 1000);
+  // The server may restart: polling goes on, and the header says when it cannot be reached.
+  setInterval(() => {
+    refreshJobs().then(
+      () => $('#devices').classList.remove('offline'),
+      () => $('#devices').classList.add('offline'),
+    );
+  }, 1000);
 }
 
 void main();

@@ -1,0 +1,229 @@
+/**
+ * Generation settings from a dropped image: this project's metadata (PNG iTXt `asgdiffusion`, XMP in JPEG/WebP),
+ * AUTOMATIC1111 (`parameters` text, or EXIF UserComment in JPEG/WebP), ComfyUI (`prompt` graph), InvokeAI
+ * (`invokeai_metadata`, older `sd-metadata`) and Fooocus (`parameters` JSON), mapped to the library's names as far
+ * as they map. No DOM or Node APIs: the page and the tests use it alike.
+ */
+import { readPngTextChunks } from '../../src/core/png-chunks.ts';
+
+export type ParameterFormat = 'asgdiffusion' | 'a1111' | 'comfyui' | 'invokeai' | 'fooocus';
+
+export interface DroppedParameters {
+  format: ParameterFormat;
+  /** Settings under the library's names (seed as a decimal string). */
+  settings: Record<string, unknown>;
+}
+
+export class UnsupportedImage extends Error {}
+
+/** Texts an image carries: PNG text chunks, JPEG/WebP XMP (`xmp`) and EXIF UserComment (`UserComment`). */
+export function imageTexts(bytes: Uint8Array): Record<string, string> {
+  if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return readPngTextChunks(bytes);
+  if (bytes[0] === 0xff && bytes[1] === 0xd8) return jpegTexts(bytes);
+  if (ascii(bytes, 0, 4) === 'RIFF' && ascii(bytes, 8, 4) === 'WEBP') return webpTexts(bytes);
+  throw new UnsupportedImage('not a PNG, JPEG or WebP image');
+}
+
+/** The settings in an image, or undefined when it carries none this page knows. */
+export function readDroppedParameters(bytes: Uint8Array): DroppedParameters | undefined {
+  return parametersFromTexts(imageTexts(bytes));
+}
+
+export function parametersFromTexts(t: Record<string, string>): DroppedParameters | undefined {
+  const ours = t['asgdiffusion'] ?? xmpValue(t['xmp'], 'asgd:asgdiffusion');
+  if (ours) return { format: 'asgdiffusion', settings: fromOurs(JSON.parse(ours) as Record<string, unknown>) };
+  if (t['invokeai_metadata']) return { format: 'invokeai', settings: fromInvoke(JSON.parse(t['invokeai_metadata']) as Record<string, unknown>) };
+  if (t['sd-metadata']) return { format: 'invokeai', settings: fromOldInvoke(JSON.parse(t['sd-metadata']) as Record<string, unknown>) };
+  if (t['prompt'] && t['prompt'].trimStart().startsWith('{')) {
+    const s = fromComfy(JSON.parse(t['prompt']) as Record<string, { class_type?: string; inputs?: Record<string, unknown> }>);
+    if (s) return { format: 'comfyui', settings: s };
+  }
+  const params = t['parameters'] ?? t['UserComment'];
+  if (params && params.trimStart().startsWith('{')) return { format: 'fooocus', settings: fromFooocus(JSON.parse(params) as Record<string, unknown>) };
+  if (params && /(^|\n)Steps: /.test(params)) return { format: 'a1111', settings: fromA1111(params) };
+  return undefined;
+}
+
+// ---------- mapping ----------
+
+/** Sampler names of other tools to this project's schedulers (those without an equal are left out). */
+function scheduler(name: unknown): string | undefined {
+  if (typeof name !== 'string') return undefined;
+  const n = name.toLowerCase().replace(/[\s_+-]+/g, '');
+  const map: Record<string, string> = {
+    euler: 'euler', eulera: 'euler-ancestral', eulerancestral: 'euler-ancestral', ddim: 'ddim', pndm: 'pndm', plms: 'pndm',
+    lms: 'lms', dpm2m: 'dpmpp-2m', dpmpp2m: 'dpmpp-2m', dpmpp2mkarras: 'dpmpp-2m', dpm2mkarras: 'dpmpp-2m', kdpmpp2m: 'dpmpp-2m',
+  };
+  return map[n];
+}
+
+function seedText(v: unknown): string | undefined {
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return String(v);
+  if (typeof v === 'string' && /^\d{1,20}$/.test(v.trim())) return v.trim();
+  return undefined;
+}
+
+function num(v: unknown): number | undefined {
+  const n = typeof v === 'string' ? Number(v) : v;
+  return typeof n === 'number' && Number.isFinite(n) ? n : undefined;
+}
+
+function clean(s: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined && v !== ''));
+}
+
+function fromOurs(m: Record<string, unknown>): Record<string, unknown> {
+  const keys = ['prompt', 'negativePrompt', 'width', 'height', 'steps', 'guidanceScale', 'seed', 'scheduler', 'method', 'methodOptions', 'maskWords', 'vae'];
+  return clean(Object.fromEntries(keys.map((k) => [k, m[k]])));
+}
+
+function fromA1111(text: string): Record<string, unknown> {
+  const lines = text.replace(/\r/g, '').split('\n');
+  let paramsAt = lines.length - 1;
+  while (paramsAt > 0 && !/^Steps: /.test(lines[paramsAt]!)) paramsAt -= 1;
+  const before = lines.slice(0, paramsAt);
+  const negAt = before.findIndex((l) => l.startsWith('Negative prompt:'));
+  const prompt = (negAt < 0 ? before : before.slice(0, negAt)).join('\n').trim();
+  const negative = negAt < 0 ? '' : before.slice(negAt).join('\n').replace(/^Negative prompt:\s*/, '').trim();
+  const fields: Record<string, string> = {};
+  for (const m of lines.slice(paramsAt).join(', ').matchAll(/\s*([\w \-/]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)/g)) fields[m[1]!.trim()] = m[2]!.trim();
+  const size = /^(\d+)x(\d+)$/.exec(fields['Size'] ?? '');
+  return clean({
+    prompt, negativePrompt: negative,
+    steps: num(fields['Steps']), guidanceScale: num(fields['CFG scale']), seed: seedText(fields['Seed']),
+    scheduler: scheduler(fields['Sampler']),
+    width: size ? Number(size[1]) : undefined, height: size ? Number(size[2]) : undefined,
+  });
+}
+
+function fromComfy(graph: Record<string, { class_type?: string; inputs?: Record<string, unknown> }>): Record<string, unknown> | undefined {
+  const nodes = Object.values(graph);
+  const sampler = nodes.find((n) => /KSampler/.test(n.class_type ?? ''));
+  if (!sampler?.inputs) return undefined;
+  const i = sampler.inputs;
+  const linked = (v: unknown) => (Array.isArray(v) ? graph[String(v[0])] : undefined);
+  const text = (v: unknown): string | undefined => {
+    const n = linked(v);
+    const t = n?.inputs?.['text'] ?? n?.inputs?.['text_g'];
+    return typeof t === 'string' ? t : undefined;
+  };
+  const latent = linked(i['latent_image'])?.inputs;
+  return clean({
+    prompt: text(i['positive']), negativePrompt: text(i['negative']),
+    steps: num(i['steps']), guidanceScale: num(i['cfg']), seed: seedText(i['seed'] ?? i['noise_seed']),
+    scheduler: scheduler(i['sampler_name']),
+    width: num(latent?.['width']), height: num(latent?.['height']),
+  });
+}
+
+function fromInvoke(m: Record<string, unknown>): Record<string, unknown> {
+  return clean({
+    prompt: m['positive_prompt'], negativePrompt: m['negative_prompt'], width: num(m['width']), height: num(m['height']),
+    steps: num(m['steps']), guidanceScale: num(m['cfg_scale']), seed: seedText(m['seed']), scheduler: scheduler(m['scheduler']),
+  });
+}
+
+function fromOldInvoke(m: Record<string, unknown>): Record<string, unknown> {
+  const img = (m['image'] ?? {}) as Record<string, unknown>;
+  const p = img['prompt'];
+  const prompt = Array.isArray(p) ? (p[0] as { prompt?: string } | undefined)?.prompt : p;
+  return clean({
+    prompt, width: num(img['width']), height: num(img['height']), steps: num(img['steps']), guidanceScale: num(img['cfg_scale']),
+    seed: seedText(img['seed']), scheduler: scheduler(img['sampler']),
+  });
+}
+
+function fromFooocus(raw: Record<string, unknown>): Record<string, unknown> {
+  const m = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k.toLowerCase().replace(/\s+/g, '_'), v]));
+  const res = /\(?\s*(\d+)\s*[,x*]\s*(\d+)/.exec(String(m['resolution'] ?? ''));
+  return clean({
+    prompt: m['prompt'], negativePrompt: m['negative_prompt'], steps: num(m['steps']), guidanceScale: num(m['guidance_scale']),
+    seed: seedText(m['seed']), scheduler: scheduler(m['sampler']),
+    width: res ? Number(res[1]) : undefined, height: res ? Number(res[2]) : undefined,
+  });
+}
+
+// ---------- containers ----------
+
+function ascii(b: Uint8Array, at: number, n: number): string {
+  return String.fromCharCode(...b.subarray(at, at + n));
+}
+
+function xmpValue(xmp: string | undefined, tag: string): string | undefined {
+  const v = xmp ? new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xmp)?.[1] : undefined;
+  return v?.replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+}
+
+const XMP_ID = 'http://ns.adobe.com/xap/1.0/\0';
+
+function jpegTexts(b: Uint8Array): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let at = 2; at + 4 <= b.length; ) {
+    if (b[at] !== 0xff) break;
+    const marker = b[at + 1]!;
+    if (marker === 0xda || marker === 0xd9) break; // image data follows
+    const len = (b[at + 2]! << 8) | b[at + 3]!;
+    const seg = b.subarray(at + 4, at + 2 + len);
+    if (marker === 0xe1 && ascii(seg, 0, 6) === 'Exif\0\0') Object.assign(out, exifTexts(seg.subarray(6)));
+    else if (marker === 0xe1 && ascii(seg, 0, XMP_ID.length) === XMP_ID) out['xmp'] = new TextDecoder('utf-8').decode(seg.subarray(XMP_ID.length));
+    else if (marker === 0xfe) out['parameters'] ??= new TextDecoder('utf-8').decode(seg);
+    at += 2 + len;
+  }
+  return out;
+}
+
+function webpTexts(b: Uint8Array): Record<string, string> {
+  const out: Record<string, string> = {};
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  for (let at = 12; at + 8 <= b.length; ) {
+    const type = ascii(b, at, 4);
+    const len = view.getUint32(at + 4, true);
+    const data = b.subarray(at + 8, at + 8 + len);
+    if (type === 'EXIF') Object.assign(out, exifTexts(ascii(data, 0, 6) === 'Exif\0\0' ? data.subarray(6) : data));
+    else if (type === 'XMP ') out['xmp'] = new TextDecoder('utf-8').decode(data);
+    at += 8 + len + (len & 1);
+  }
+  return out;
+}
+
+/** EXIF (a TIFF structure): the UserComment tag, in IFD0 or the Exif IFD. */
+function exifTexts(tiff: Uint8Array): Record<string, string> {
+  if (tiff.length < 8) return {};
+  const view = new DataView(tiff.buffer, tiff.byteOffset, tiff.byteLength);
+  const le = ascii(tiff, 0, 2) === 'II';
+  const u16 = (o: number) => view.getUint16(o, le);
+  const u32 = (o: number) => view.getUint32(o, le);
+  const readIfd = (offset: number, depth: number): string | undefined => {
+    if (offset + 2 > tiff.length || depth > 2) return undefined;
+    const n = u16(offset);
+    for (let k = 0; k < n; k++) {
+      const e = offset + 2 + k * 12;
+      if (e + 12 > tiff.length) return undefined;
+      const tag = u16(e);
+      if (tag === 0x8769) {
+        const r = readIfd(u32(e + 8), depth + 1);
+        if (r !== undefined) return r;
+      } else if (tag === 0x9286) {
+        const count = u32(e + 4);
+        const data = count <= 4 ? tiff.subarray(e + 8, e + 8 + count) : tiff.subarray(u32(e + 8), u32(e + 8) + count);
+        return userComment(data);
+      }
+    }
+    return undefined;
+  };
+  const c = readIfd(u32(4), 0);
+  return c ? { UserComment: c } : {};
+}
+
+function userComment(data: Uint8Array): string {
+  const charset = ascii(data, 0, 8);
+  const body = data.subarray(8);
+  if (charset.startsWith('UNICODE')) {
+    // Writers differ in byte order: take the one that reads as more plain text.
+    const be = new TextDecoder('utf-16be').decode(body);
+    const le = new TextDecoder('utf-16le').decode(body);
+    const plain = (s: string) => [...s].filter((ch) => ch.charCodeAt(0) < 128).length;
+    return (plain(be) >= plain(le) ? be : le).replace(/\0+$/, '');
+  }
+  return new TextDecoder('utf-8').decode(charset.startsWith('ASCII') ? body : data).replace(/\0+$/, '');
+}
