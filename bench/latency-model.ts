@@ -3,7 +3,7 @@
  *
  * `LatencyModelDevice` implements the same ExecDevice interface as a worker thread, but instead of running a
  * model it spends a configured time per task on a virtual clock (a discrete-event simulation: no real sleeping)
- * and returns cheap zero outputs. Driving the real methods (createMethod, via the real denoising loop runMethod),
+ * and returns cheap zero outputs. Driving the real methods (createMethod, via the real denoising loop, the denoise stage),
  * the real scheduler and the real dispatcher with such devices measures how well the scheduling keeps K devices
  * busy, in seconds of wall time for 50-step runs. Host work (methods, scheduler) takes no virtual time unless
  * `chargeHost` is set, in which case the coordinator's measured wall time is added (one coordinator thread).

@@ -1,7 +1,7 @@
 /**
  * The repetition benchmark: does a method keep one object at high resolution? For the shapes toy model
  * (models/shapes-128, captions of training/data.py) it generates every prompt x seed at native size, 4x and 16x
- * area with each method, counts the objects of the asked colour (src/analysis/shapes.ts) and reports per method
+ * area with each method, counts the objects of the asked colour (bench/analysis/shapes.ts) and reports per method
  * and size: the single-object rate (exactly one object, of the asked shape), the mean object count and the mean
  * edge sharpness. Markdown on stdout, JSON in bench/results/repetition.json, a contact sheet per size in
  * bench/results/repetition-<size>.png (one row per method, one column per (prompt, seed); the strip under a cell
@@ -342,7 +342,7 @@ function cacheFolder(root: string, method: string, options: Record<string, unkno
  */
 function codeVersion(): string {
   try {
-    const spec = ['--', 'src', ':(exclude)src/analysis'];
+    const spec = ['--', 'src'];
     const git = (...args: string[]) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     const commit = git('log', '-1', '--format=%h', ...spec).trim();
     const diff = git('diff', 'HEAD', ...spec);

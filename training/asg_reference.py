@@ -24,7 +24,7 @@ onnx_weights.py (--weights FILE.npz takes a training checkpoint instead). Only t
 code of the TypeScript pipeline runs here.
 
 What is computed (docs/method.md section 9 and the behaviour documented in src/core/methods/*.ts, src/core/random/*.ts
-and src/node/sampling.ts, src/node/pipeline.ts; written here from those descriptions):
+and src/core/generation/denoise.ts, src/node/pipeline.ts; written here from those descriptions):
   - geometry: per axis n = max(1, round(h / 16)), patch = ceil(h / n) rounded up to 8; the latent is edge-padded at
     the bottom/right to n * patch; patch i = a * n_w + b is X[:, a::n_h, b::n_w]; key patch 0;
   - initial noise torch.randn([N, 4, p_h, p_w], Generator('cpu').manual_seed(seed)) * init_noise_sigma, relocated;

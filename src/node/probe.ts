@@ -1,5 +1,5 @@
 /**
- * Prepares the attention-probe UNet file (see src/onnx/attention-probe.ts) for a UNet on disk, and says how to load it.
+ * Prepares the attention-probe UNet file (see src/graph/attention-probe.ts) for a UNet on disk, and says how to load it.
  *
  * Storage: the probe never copies weights. Initializers the source keeps as external data keep their relative
  * `location`; initializers stored inline in a single-file model.onnx become external references to their bytes

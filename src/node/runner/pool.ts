@@ -1,6 +1,6 @@
 /**
  * The device pool: the coordinator's view of its device workers. UNet units go through the portable dispatcher
- * (src/core/scheduling: load balance, CFG-half splitting, result order, faults); the other components (text
+ * (src/core/dispatch: load balance, CFG-half splitting, result order, faults); the other components (text
  * encoder, VAE) are requested from a worker holding them. With retry on, a lost worker is replaced: its tasks run
  * on the others, which load the component they miss (probe graph, text encoder, VAE) on demand.
  */
