@@ -406,3 +406,35 @@ test('the OpenAPI document lists every endpoint and its generation schema is the
   const devices = (await h.app.inject({ url: '/api/v1/devices' })).json() as { deviceSet: string; devices: unknown[] };
   assert.equal(devices.deviceSet, 'cpu');
 });
+
+test('an output can be upscaled: POST /outputs/{name}/upscale queues a job whose output is the upscaled picture', async () => {
+  const h = await start();
+  const g = await post(h, { prompt: 'a red circle', seed: '21', steps: 2, width: 64, height: 64 });
+  assert.equal(g.statusCode, 202, g.body);
+  const gen = await finished(h, g.json().id);
+  assert.equal(gen.state, 'completed');
+  const source = gen.output!;
+
+  const r = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${source}/upscale`, payload: { scale: 2, strength: 0.4, steps: 3, seed: '5' } });
+  assert.equal(r.statusCode, 202, r.body);
+  const up = await finished(h, r.json().id);
+  assert.equal(up.state, 'completed', JSON.stringify(up.error));
+  assert.equal(up.spec.kind, 'upscale');
+  assert.equal(up.spec.settings['source'], source);
+  const meta = await readImageMetadata(path.join(h.outputsDir, up.output!));
+  assert.equal(meta.metadata?.width, 128);
+  assert.equal(meta.metadata?.height, 128);
+  assert.equal(meta.metadata?.steps, 3);
+
+  // Checked before queueing: the source must exist, the settings must be valid, the target within the limit.
+  const missing = await h.app.inject({ method: 'POST', url: '/api/v1/outputs/nope.png/upscale', payload: {} });
+  assert.equal(missing.statusCode, 404, missing.body);
+  const strength = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${source}/upscale`, payload: { strength: 0 } });
+  assert.equal(strength.statusCode, 400, strength.body);
+  assert.equal(strength.json().field, 'strength');
+  const big = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${source}/upscale`, payload: { scale: 4, maxPixels: 10000 } });
+  assert.equal(big.statusCode, 400, big.body);
+  assert.match(big.json().message, /10000/);
+  const escape = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/..%2F..%2Fetc%2Fpasswd/upscale`, payload: {} });
+  assert.ok(escape.statusCode === 400 || escape.statusCode === 404, String(escape.statusCode));
+});

@@ -19,7 +19,8 @@ import { PACKAGE_VERSION } from '../node/version.ts';
 import type { Engine } from './engine.ts';
 import { QueueError } from './local-queue.ts';
 import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
-import { errorSchema, generateRequestSchema, jobSchema, moveRequestSchema, outputSchema, type JsonSchema } from './schema.ts';
+import { errorSchema, generateRequestSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
+import { checkUpscale } from '../core/generation/img2img.ts';
 
 export interface ServerOptions {
   queue: JobQueue;
@@ -134,8 +135,13 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     const params = toGenerateParams(job.spec.settings);
     let first: { t: number; units: number } | undefined;
     let last: { t: number; units: number } | undefined;
+    const run = (c: Parameters<Engine['generate']>[3]) => {
+      if (job.spec.kind !== 'upscale') return o.engine.generate(params, job.spec.model, file, c);
+      const { source, model: _model, ...settings } = job.spec.settings;
+      return o.engine.upscale(path.join(outputsDir, String(source)), settings, job.spec.model, file, c);
+    };
     try {
-      await o.engine.generate(params, job.spec.model, file, {
+      await run({
         signal: ctx.signal,
         onProgress: (p) => {
           if (p.phase === 'denoise') {
@@ -219,6 +225,28 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         }
         validateParams(toGenerateParams(body));
         const job = await o.queue.add({ kind: 'generate', model, settings: body }, o.engine.deviceSet);
+        return reply.code(202).send({ id: job.id });
+      },
+    },
+    {
+      method: 'POST', url: '/api/v1/outputs/:name/upscale', summary: 'Queue an upscale of an output (img2img with structure from the picture)', body: upscaleRequestSchema(),
+      responses: { 202: { description: 'queued', schema: { type: 'object', properties: { id: { type: 'string' } } } }, 400: err('invalid settings (the field is named)'), 404: err('no such output') },
+      handler: async (req, reply) => {
+        const name = (req.params as { name: string }).name;
+        const file = outputFile(name, reply);
+        if (!file) return reply;
+        const body = req.body as Record<string, unknown>;
+        const model = body['model'] as string | undefined;
+        if (model !== undefined && !o.engine.models().some((m) => m.name === model)) {
+          return reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
+        }
+        // Every check the library makes before a model call: the settings, and the size against the source's.
+        const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
+        const size = await sharp(file).metadata();
+        checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
+        const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, ...generation } = body;
+        validateParams({ ...toGenerateParams(generation), prompt: String(body['prompt'] ?? ''), width: undefined, height: undefined });
+        const job = await o.queue.add({ kind: 'upscale', model, settings: { ...body, source: name } }, o.engine.deviceSet);
         return reply.code(202).send({ id: job.id });
       },
     },

@@ -4,6 +4,7 @@
  * same interface.
  */
 import type { GenerateParams } from '../core/params.ts';
+import type { UpscaleParams } from '../node/pipeline.ts';
 
 export interface EngineProgress {
   phase: 'load' | 'text' | 'denoise' | 'decode' | 'save';
@@ -47,5 +48,7 @@ export interface Engine {
    * atomically: the file exists complete or not at all. Rejects with an error of kind 'cancelled' on abort.
    */
   generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void>;
+  /** Upscales the image in `source` (a file) with `params` and writes the result to `file`, as generate does. */
+  upscale(source: string, params: Omit<UpscaleParams, 'image'>, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void>;
   close(): Promise<void>;
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { AsgdError } from '../core/errors.ts';
 import type { GenerateParams } from '../core/params.ts';
 import { encodeImage, saveImage } from '../node/image/write.ts';
-import { loadPipeline, type Pipeline, type PipelineOptions } from '../node/pipeline.ts';
+import { loadPipeline, type GenerateResult, type GenerateRunOptions, type Pipeline, type PipelineOptions, type UpscaleParams } from '../node/pipeline.ts';
 import { checkAvailableDevices } from '../node/runner/devices.ts';
 import type { DeviceEntry, Engine, EngineRunContext, ModelEntry } from './engine.ts';
 
@@ -40,19 +40,30 @@ export class LibraryEngine implements Engine {
   }
 
   async generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
+    await this.run(model, params.steps ?? 30, file, ctx, (pipeline, run) => pipeline.generate(params, run));
+  }
+
+  async upscale(source: string, params: Omit<UpscaleParams, 'image'>, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
+    await this.run(model, params.steps ?? 30, file, ctx, (pipeline, run) => pipeline.upscale({ ...params, image: source }, run));
+  }
+
+  /** Runs one job on the model's pipeline (loaded once, reloaded after a cancel) and saves its image. */
+  private async run(
+    model: string | undefined, steps: number, file: string, ctx: EngineRunContext,
+    job: (pipeline: Pipeline, run: GenerateRunOptions) => Promise<GenerateResult>,
+  ): Promise<void> {
     const entry = model === undefined ? this.entries[0]! : this.entries.find((e) => e.name === model);
     if (!entry) throw new AsgdError(`Unknown model ${model}`, { kind: 'invalid-argument', parameter: 'model', expected: this.entries.map((e) => e.name).join(', ') });
-    ctx.onProgress({ phase: 'load', stage: 1, step: 0, totalSteps: params.steps ?? 0, unitsDone: 0, unitsTotal: 0 });
+    ctx.onProgress({ phase: 'load', stage: 1, step: 0, totalSteps: steps, unitsDone: 0, unitsTotal: 0 });
     if (this.loaded && this.loaded.name !== entry.name) {
       await this.loaded.pipeline.close();
       this.loaded = undefined;
     }
     this.loaded ??= { name: entry.name, pipeline: await loadPipeline(entry.dir, this.options) };
     const pipeline = this.loaded.pipeline;
-    const steps = params.steps ?? 30;
     let result;
     try {
-      result = await pipeline.generate(params, {
+      result = await job(pipeline, {
         signal: ctx.signal,
         onProgress: (p) => ctx.onProgress({ ...p }),
         previewEvery: Math.max(1, Math.round(steps / 10)),

@@ -6,13 +6,14 @@
 
 export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
-export type JobKind = 'generate';
+export type JobKind = 'generate' | 'upscale';
 
 /** What to run: the kind and its settings (for 'generate': the library's GenerateParams with a string seed). */
 export interface JobSpec {
   kind: JobKind;
   /** Model name (one of GET /api/v1/models); undefined: the server's first model. */
   model?: string;
+  /** 'generate': GenerateParams. 'upscale': UpscaleParams without the image, and `source`, an output's name. */
   settings: Record<string, unknown>;
 }
 

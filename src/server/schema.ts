@@ -3,7 +3,7 @@
  * ranges, choices and help come from there, so the API, the CLI and the README cannot disagree. The seed is a
  * decimal string (seeds go up to 2^64 - 1, beyond JSON's exact integers).
  */
-import { METHOD_OPTIONS, PARAM_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
+import { METHOD_OPTIONS, PARAM_OPTIONS, UPSCALE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
 import type { OptionSpec } from '../core/options/spec.ts';
 
 export type JsonSchema = Record<string, unknown>;
@@ -73,6 +73,19 @@ export function generateRequestSchema(): JsonSchema {
   };
 }
 
+/**
+ * The body of POST /api/v1/outputs/{name}/upscale: the upscale settings (scale or width/height, strength,
+ * structure source, pixel limit) and the generation settings, all optional; the prompt defaults to the one embedded
+ * in the source image.
+ */
+export function upscaleRequestSchema(): JsonSchema {
+  const base = generateRequestSchema() as { properties: Record<string, JsonSchema> };
+  const properties: Record<string, JsonSchema> = { ...base.properties };
+  for (const s of UPSCALE_OPTIONS) properties[s.key] = optionSchema(s);
+  delete properties['originalSize'];
+  return { type: 'object', additionalProperties: false, properties };
+}
+
 const progressSchema: JsonSchema = {
   type: 'object',
   properties: {
@@ -94,7 +107,7 @@ export const jobSchema: JsonSchema = {
   properties: {
     id: { type: 'string' },
     state: { type: 'string', enum: ['queued', 'running', 'completed', 'failed', 'cancelled'] },
-    spec: { type: 'object', properties: { kind: { type: 'string', enum: ['generate'] }, model: { type: 'string' }, settings: { type: 'object' } } },
+    spec: { type: 'object', properties: { kind: { type: 'string', enum: ['generate', 'upscale'] }, model: { type: 'string' }, settings: { type: 'object' } } },
     lane: { type: 'string', description: 'the device set that runs it' },
     createdAt: { type: 'string', format: 'date-time' },
     startedAt: { type: 'string', format: 'date-time' },

@@ -11,6 +11,7 @@ import { resolveParams, type GenerateParams } from '../../src/core/params.ts';
 import { encodeImage, saveImage } from '../../src/node/image/write.ts';
 import { TOOL_VERSION } from '../../src/node/version.ts';
 import type { DeviceEntry, Engine, EngineRunContext, ModelEntry } from '../../src/server/engine.ts';
+import type { UpscaleParams } from '../../src/node/pipeline.ts';
 
 export interface FakeEngineOptions {
   stepMs?: number;
@@ -83,6 +84,31 @@ export class FakeEngine implements Engine {
     ctx.onProgress({ phase: 'decode', stage: 2, step: total, totalSteps: total, unitsDone: total * 2, unitsTotal: total * 2 });
     const metadata = buildMetadata(p, { name: model ?? 'fake-64', family: 'sd' }, p.scheduler ?? 'euler', TOOL_VERSION);
     await saveImage(file, picture(p.seed, p.width, p.height, 128), metadata, false);
+    if (this.o.log) fs.appendFileSync(this.o.log, `${path.basename(file)}\n`);
+  }
+
+  /** Upscale: the source's pixels scaled by nearest neighbour (deterministic), with the settings in the metadata. */
+  async upscale(source: string, params: Omit<UpscaleParams, 'image'>, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
+    this.started += 1;
+    const { readSourceImage } = await import('../../src/node/image/read.ts');
+    const src = (await readSourceImage(source)).image;
+    const scale = params.scale ?? 2;
+    const width = Math.round(src.width * scale);
+    const height = Math.round(src.height * scale);
+    const p = resolveParams({ ...params, prompt: params.prompt ?? '', width: Math.ceil(width / 8) * 8, height: Math.ceil(height / 8) * 8 }, { width: 64, height: 64 });
+    for (let step = 1; step <= p.steps; step++) {
+      await sleep(this.o.stepMs ?? 5, ctx.signal);
+      ctx.onProgress({ phase: 'denoise', stage: 1, step, totalSteps: p.steps, unitsDone: step, unitsTotal: p.steps });
+    }
+    const data = new Uint8Array(width * height * 3);
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const s = (Math.floor(y / scale) * src.width + Math.floor(x / scale)) * 3;
+        data.set(src.data.subarray(s, s + 3), (y * width + x) * 3);
+      }
+    }
+    const metadata = buildMetadata(p, { name: model ?? 'fake-64', family: 'sd' }, 'euler', TOOL_VERSION);
+    await saveImage(file, { data, width, height }, metadata, false);
     if (this.o.log) fs.appendFileSync(this.o.log, `${path.basename(file)}\n`);
   }
 
