@@ -156,6 +156,30 @@ test('reuse seed and use these settings fill the form exactly (a seed above 2^53
   assert.deepEqual(errors, []);
 });
 
+test('upscale 2x from the viewer queues an upscale of that image, which lands in the gallery at twice the size', async () => {
+  const r = await fetch(`${fake.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'a picture to upscale', steps: 3, width: 64, height: 64, seed: '77' }) });
+  const { id } = (await r.json()) as { id: string };
+  let output: string | undefined;
+  for (let i = 0; i < 400 && !output; i++) {
+    output = (await jobs(fake.url)).find((j) => j.id === id && j.state === 'completed')?.output;
+    if (!output) await new Promise((res) => setTimeout(res, 25));
+  }
+  assert.ok(output, 'the job completed');
+  const { page, errors } = await openPage(fake.url);
+  await page.click(`#gallery figure[data-name="${output}"]`);
+  await page.click('#upscale-output');
+  let upscaled: JobRecord | undefined;
+  for (let i = 0; i < 400 && !upscaled; i++) {
+    upscaled = (await jobs(fake.url)).find((j) => j.spec.kind === 'upscale' && j.spec.settings['source'] === output && j.state === 'completed');
+    if (!upscaled) await new Promise((res) => setTimeout(res, 25));
+  }
+  assert.ok(upscaled?.output, 'the upscale job completed');
+  await page.waitForSelector(`#gallery figure[data-name="${upscaled.output}"]`);
+  const meta = (await (await fetch(`${fake.url}/api/v1/outputs/${upscaled.output}/metadata`)).json()) as { metadata: { width: number } };
+  assert.equal(meta.metadata.width, 128);
+  assert.deepEqual(errors, []);
+});
+
 test('invalid input is shown at its field and queues nothing', async () => {
   const { page, errors } = await openPage(fake.url);
   const before = (await jobs(fake.url)).length;

@@ -706,6 +706,17 @@ function setupViewer(): void {
     if (viewing?.metadata) setForm(viewing.metadata, true);
     close();
   });
+  $('#upscale-output').addEventListener('click', () => {
+    if (!viewing) return;
+    const name = viewing.name;
+    close();
+    quietly(
+      api<{ message?: string }>(`/outputs/${encodeURIComponent(name)}/upscale`, { method: 'POST', body: JSON.stringify({ scale: 2 }) }).then((r) => {
+        if (r.status !== 202) showErrors({}, r.body?.message ?? `Error ${r.status}`);
+        return refreshJobs();
+      }),
+    );
+  });
   $('#delete-output').addEventListener('click', () => {
     if (!viewing) return;
     const name = viewing.name;
