@@ -11,7 +11,10 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { AsgdError } from '../src/core/errors.ts';
-import { checkUpscale, noiseTo, schedulerFrom, startStep } from '../src/core/generation/img2img.ts';
+import { checkUpscale, noiseTo, polyphaseTargets, schedulerFrom, startStep } from '../src/core/generation/img2img.ts';
+import { createMethod } from '../src/core/methods/index.ts';
+import { extractPatches } from '../src/core/methods/polyphase.ts';
+import type { UnetUnit } from '../src/core/methods/types.ts';
 import type { RgbImage } from '../src/core/image.ts';
 import { promptFromParametersText } from '../src/core/metadata.ts';
 import { addPngTextChunks } from '../src/core/png-chunks.ts';
@@ -80,6 +83,36 @@ test('schedulerFrom runs the last steps of the full schedule, bit for bit', () =
   assert.equal(a.state.stepIndex, 1);
   // Noising: alpha * x0 + sigma * n.
   assert.deepEqual(noiseTo(Float32Array.of(1, 2), Float32Array.of(0.5, -1), 1, 2), Float32Array.of(2, 0));
+});
+
+test('asg with a structure target: at weight 1 every patch\'s denoised estimate becomes its target (shared or per patch)', async () => {
+  const config = { _class_name: 'EulerDiscreteScheduler', beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012 };
+  const sched = schedulerFrom(createScheduler(config, 10), 5);
+  const setup = { height: 16, width: 16, nativeHeight: 8, nativeWidth: 8, channels: 4, numSteps: sched.numSteps };
+  const options = { structureWeight: 1, structureSchedule: 'constant' as const, mask: false };
+  const latent = createRandom(3n, 'noise').randn([1, 4, 16, 16]);
+  const hr = createRandom(4n, 'noise').randn([1, 4, 16, 16]);
+  const evaluate = async (units: UnetUnit[]) => units.map((u) => ({ output: u.sample.map((v, i) => Math.sin(v + i)) }));
+  const ctxFor = (target: Float32Array) => ({
+    scheduler: sched, evaluate, maskTokens: [], structureTarget: target,
+    random: { permutation: createRandom(1n, 'permutation'), jitter: createRandom(1n, 'jitter') },
+  });
+  const perPatch = polyphaseTargets(hr, createMethod('asg', options, setup).plan.geometry);
+  const shared = perPatch.slice(0, 4 * 8 * 8);
+  for (const [target, name] of [[perPatch, 'per patch'], [shared, 'shared']] as const) {
+    const method = createMethod('asg', options, setup);
+    const geo = method.plan.geometry;
+    assert.equal(geo.count, 4);
+    const fused = await method.predict(latent, 0, ctxFor(target));
+    const { alpha, sigma } = sched.noiseLevel(0);
+    const x0 = extractPatches(latent.map((x, i) => (x - sigma * fused[i]!) / alpha), geo);
+    for (let i = 0; i < x0.length; i++) {
+      const want = target.length === x0.length ? target[i]! : target[i % target.length]!;
+      assert.ok(Math.abs(x0[i]! - want) < 1e-4, `${name}: element ${i}: ${x0[i]} vs ${want}`);
+    }
+  }
+  assert.deepEqual(perPatch.length, 4 * 4 * 8 * 8);
+  await assert.rejects(createMethod('asg', options, setup).predict(latent, 0, ctxFor(new Float32Array(5))), /Invalid structureTarget; expected 256 values \(one patch, \[4, 8, 8\]\) or 1024 \(one per patch\); received 5$/);
 });
 
 test('checkUpscale: sizes, the grid, and every bad setting with its message', () => {
