@@ -11,7 +11,10 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { AsgdError } from '../src/core/errors.ts';
-import { checkUpscale, noiseTo, schedulerFrom, startStep } from '../src/core/generation/img2img.ts';
+import { checkUpscale, noiseTo, polyphaseTargets, schedulerFrom, startStep } from '../src/core/generation/img2img.ts';
+import { createMethod } from '../src/core/methods/index.ts';
+import { extractPatches } from '../src/core/methods/polyphase.ts';
+import type { UnetUnit } from '../src/core/methods/types.ts';
 import type { RgbImage } from '../src/core/image.ts';
 import { promptFromParametersText } from '../src/core/metadata.ts';
 import { addPngTextChunks } from '../src/core/png-chunks.ts';
@@ -82,9 +85,39 @@ test('schedulerFrom runs the last steps of the full schedule, bit for bit', () =
   assert.deepEqual(noiseTo(Float32Array.of(1, 2), Float32Array.of(0.5, -1), 1, 2), Float32Array.of(2, 0));
 });
 
+test('asg with a structure target: at weight 1 every patch\'s denoised estimate becomes its target (shared or per patch)', async () => {
+  const config = { _class_name: 'EulerDiscreteScheduler', beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012 };
+  const sched = schedulerFrom(createScheduler(config, 10), 5);
+  const setup = { height: 16, width: 16, nativeHeight: 8, nativeWidth: 8, channels: 4, numSteps: sched.numSteps };
+  const options = { structureWeight: 1, structureSchedule: 'constant' as const, mask: false };
+  const latent = createRandom(3n, 'noise').randn([1, 4, 16, 16]);
+  const hr = createRandom(4n, 'noise').randn([1, 4, 16, 16]);
+  const evaluate = async (units: UnetUnit[]) => units.map((u) => ({ output: u.sample.map((v, i) => Math.sin(v + i)) }));
+  const ctxFor = (target: Float32Array) => ({
+    scheduler: sched, evaluate, maskTokens: [], structureTarget: target,
+    random: { permutation: createRandom(1n, 'permutation'), jitter: createRandom(1n, 'jitter') },
+  });
+  const perPatch = polyphaseTargets(hr, createMethod('asg', options, setup).plan.geometry);
+  const shared = perPatch.slice(0, 4 * 8 * 8);
+  for (const [target, name] of [[perPatch, 'per patch'], [shared, 'shared']] as const) {
+    const method = createMethod('asg', options, setup);
+    const geo = method.plan.geometry;
+    assert.equal(geo.count, 4);
+    const fused = await method.predict(latent, 0, ctxFor(target));
+    const { alpha, sigma } = sched.noiseLevel(0);
+    const x0 = extractPatches(latent.map((x, i) => (x - sigma * fused[i]!) / alpha), geo);
+    for (let i = 0; i < x0.length; i++) {
+      const want = target.length === x0.length ? target[i]! : target[i % target.length]!;
+      assert.ok(Math.abs(x0[i]! - want) < 1e-4, `${name}: element ${i}: ${x0[i]} vs ${want}`);
+    }
+  }
+  assert.deepEqual(perPatch.length, 4 * 4 * 8 * 8);
+  await assert.rejects(createMethod('asg', options, setup).predict(latent, 0, ctxFor(new Float32Array(5))), /Invalid structureTarget; expected 256 values \(one patch, \[4, 8, 8\]\) or 1024 \(one per patch\); received 5$/);
+});
+
 test('checkUpscale: sizes, the grid, and every bad setting with its message', () => {
   const p = checkUpscale({ width: 100, height: 75 }, { scale: 3 });
-  assert.deepEqual([p.targetWidth, p.targetHeight, p.workWidth, p.workHeight, p.scale, p.strength, p.structureSource], [300, 225, 304, 232, 3, 0.5, 'input']);
+  assert.deepEqual([p.targetWidth, p.targetHeight, p.workWidth, p.workHeight, p.scale, p.strength, p.structureSource], [300, 225, 304, 232, 3, 0.5, 'polyphase']);
   assert.match(p.notes[0]!, /The output 300x225 is denoised at 304x232/);
   assert.deepEqual([checkUpscale({ width: 100, height: 50 }, { width: 400 }).targetHeight, checkUpscale({ width: 100, height: 50 }, { width: 400 }).scale], [200, null]);
   const bad: [Parameters<typeof checkUpscale>, RegExp][] = [
@@ -95,7 +128,7 @@ test('checkUpscale: sizes, the grid, and every bad setting with its message', ()
     [[{ width: 1000, height: 1000 }, { scale: 4 }], /^The upscaled image would exceed the pixel limit; expected at most 16777216 pixels \(width x height\); received 4000x4000 = 16000000/],
     [[{ width: 100, height: 100 }, { scale: 2, maxPixels: 1000 }], /^The upscaled image would exceed the pixel limit; expected at most 1000 pixels \(width x height\); received 200x200 = 40000 pixels\. Use a smaller scale or size, or raise the limit with --max-pixels 40000 \(API: maxPixels\)$/],
     [[{ width: 100, height: 100 }, { scale: 2, width: 300 }], /^Give either a scale or an output size, not both/],
-    [[{ width: 64, height: 64 }, { structureSource: 'nope' as never }], /^Invalid structureSource; expected one of input, polyphase, input-skip, skip, key/],
+    [[{ width: 64, height: 64 }, { structureSource: 'nope' as never }], /^Invalid structureSource; expected one of polyphase, input, input-skip, skip, key/],
   ];
   // 4000 x 4000 is under 4096^2: that one must pass.
   const [ok] = bad.splice(4, 1);
@@ -117,19 +150,21 @@ test('upscale is deterministic and its metadata records the source and settings;
   assert.equal(a.image.height, 64);
   assert.deepEqual(a.image.data, b.image.data);
   const sha = createHash('sha256').update(fs.readFileSync(sourceFile)).digest('hex');
-  assert.deepEqual(a.metadata.upscale, { source: { sha256: sha, width: 40, height: 32 }, scale: 2, strength: 0.5, structureSource: 'input', startStep: 2 });
+  assert.deepEqual(a.metadata.upscale, { source: { sha256: sha, width: 40, height: 32 }, scale: 2, strength: 0.5, structureSource: 'polyphase', startStep: 2 });
   assert.deepEqual([a.metadata.width, a.metadata.height, a.metadata.steps, a.metadata.seed, a.metadata.scheduler], [80, 64, 4, '7', 'euler']);
   const out = path.join(dir, 'up.png');
   await saveImage(out, a.image, a.metadata);
   const back = await readImageMetadata(out);
   assert.deepEqual(back.metadata, a.metadata);
-  assert.match(back.parameters ?? '', /, Denoising strength: 0\.5, Upscale: 2x from 40x32 sha256 [0-9a-f]{64}, Structure source: input, Version: /);
+  assert.match(back.parameters ?? '', /, Denoising strength: 0\.5, Upscale: 2x from 40x32 sha256 [0-9a-f]{64}, Structure source: polyphase, Version: /);
   // Above the native size (512 px for this fixture: several patches) the structure sources differ.
   const x4 = { ...quick, image: sourceFile, width: 1024, steps: 5, strength: 1 };
-  const fromInput = await pipe.upscale(x4);
+  const byPolyphase = await pipe.upscale(x4);
+  const fromInput = await pipe.upscale({ ...x4, structureSource: 'input' });
   const fromKey = await pipe.upscale({ ...x4, structureSource: 'key' });
   assert.deepEqual([fromInput.image.width, fromInput.image.height], [1024, 819]);
   assert.notDeepEqual(fromKey.image.data, fromInput.image.data);
+  assert.notDeepEqual(byPolyphase.image.data, fromInput.image.data);
   const direct = await pipe.upscale({ ...quick, image: sourceFile, scale: 2, strength: 0.5, method: 'direct' });
   assert.equal(direct.unetEvaluations, 2);
 });

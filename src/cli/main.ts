@@ -227,7 +227,6 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
   const progress = createProgressView(!quiet);
   const pipeline = await loadPipeline(cli.model ?? defaultModelDir(), pipelineFlags);
   try {
-    const fs = await import('node:fs');
     const result = await pipeline.upscale({ ...params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, {
       signal: controller.signal,
       onProgress: (p) => progress.update(p),

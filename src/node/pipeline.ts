@@ -3,6 +3,7 @@
  * generators; device workers own the ONNX Runtime sessions. A generation is a pure function of its settings and
  * seed, whatever the number of devices.
  */
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { AsgdError, throwIfAborted } from '../core/errors.ts';
 import { chwToRgb8, cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
@@ -340,7 +341,6 @@ export class Pipeline implements AsyncDisposable {
     const first = checkGeneration(params, this.facts(), this.tokenizer).params;
     checkUpscale({ width: first.width, height: first.height }, upscale);
     const g = await this.generate(params, run);
-    const { createHash } = await import('node:crypto');
     const source: SourceImage = { image: g.image, hadAlpha: false, sha256: createHash('sha256').update(g.image.data).digest('hex'), name: 'the generated image' };
     const { prompt, negativePrompt, width: _w, height: _h, scheduler, ...rest } = params;
     // The first stage's scheduler, unless it cannot start mid-schedule (then the upscale's default).

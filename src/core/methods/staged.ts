@@ -76,7 +76,7 @@ export class StagedMethod extends MethodBase {
     const sched = ctx.scheduler;
     const target = this.guided ? ctx.structureTarget : undefined;
     if (target && target.length !== size && target.length !== n * size) {
-      throw invalidArgument('structureTarget', `${size} values (one patch, [${geo.channels}, ${geo.patchHeight}, ${geo.patchWidth}]) or ${n * size} (one per patch)`, `${target.length} values`);
+      throw invalidArgument('structureTarget', `${size} values (one patch, [${geo.channels}, ${geo.patchHeight}, ${geo.patchWidth}]) or ${n * size} (one per patch)`, target.length);
     }
     if (this.guided && (options.structureSpace === 'x0' || target) && sched.predictionType !== 'epsilon') {
       throw invalidArgument(

@@ -71,14 +71,14 @@ export const PIPELINE_OPTIONS = [
 ] as const satisfies readonly OptionSpec[];
 
 /** asg's structure sources when upscaling (core/generation/img2img.ts), the default first. */
-export const STRUCTURE_SOURCES = ['input', 'polyphase', 'input-skip', 'skip', 'key'] as const;
+export const STRUCTURE_SOURCES = ['polyphase', 'input', 'input-skip', 'skip', 'key'] as const;
 export type StructureSource = (typeof STRUCTURE_SOURCES)[number];
 
 /** Options of UpscaleSettings (`asgd upscale`, `pipe.upscale`, and `asgd generate --upscale`). */
 export const UPSCALE_OPTIONS = [
   { key: 'scale', scope: 'upscale', kind: 'number', default: 2, min: 1, max: 8, help: 'output size = input size x scale (or give -W/-H)', hint: 'Use a scale of at least 1, e.g. 2.', cli: { flag: '--scale', arg: '<x>' } },
   { key: 'strength', scope: 'upscale', kind: 'number', default: 0.5, min: 0, exclusiveMin: true, max: 1, help: 'fraction of the steps re-run from the noised input (near 0 keeps it, 1 redraws it)', hint: 'Use a strength above 0 and at most 1, e.g. 0.5.', cli: { flag: '--strength', arg: '<s>' } },
-  { key: 'structureSource', scope: 'upscale', kind: 'choice', choices: STRUCTURE_SOURCES, default: 'input', methods: ['asg'], help: 'structure the patches follow: the input at native size (input), each patch its own polyphase part of the input (polyphase), input plus a skip residual (input-skip), the skip residual with the key patch (skip), or the key patch alone (key)', cli: { flag: '--structure-source', arg: '<s>' } },
+  { key: 'structureSource', scope: 'upscale', kind: 'choice', choices: STRUCTURE_SOURCES, default: 'polyphase', methods: ['asg'], help: 'structure the patches follow: each patch its own polyphase part of the encoded input (polyphase; measured: docs/upscale.md), the input at native size for every patch (input), input plus a skip residual (input-skip), the skip residual with the key patch (skip), or the key patch alone (key)', cli: { flag: '--structure-source', arg: '<s>' } },
   { key: 'maxPixels', scope: 'upscale', kind: 'integer', default: 4096 * 4096, min: 1, help: 'refuse upscaled outputs above this many pixels', hint: 'Use a positive pixel count, e.g. 16777216.', cli: { flag: '--max-pixels', arg: '<n>' } },
 ] as const satisfies readonly OptionSpec[];
 

@@ -57,8 +57,9 @@ export async function readSourceImage(input: ImageInput): Promise<SourceImage> {
   let decoded: { data: Buffer; info: OutputInfo };
   let hadAlpha: boolean;
   try {
-    // failOn 'truncated': a cut-off file is an error, not an image with a grey bottom.
-    const img = (await loadSharp())(bytes, { failOn: 'truncated', limitInputPixels: false });
+    // failOn 'truncated': a cut-off file is an error, not an image with a grey bottom. sharp's input pixel limit
+    // (about 268 Mpx) stays: a larger input is refused as unreadable.
+    const img = (await loadSharp())(bytes, { failOn: 'truncated' });
     const meta = await img.metadata();
     hadAlpha = meta.hasAlpha === true;
     decoded = await img.rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
