@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { AsgdError, throwIfAborted } from '../core/errors.ts';
-import { chwToRgb8, cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
+import { cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
 import { checkUpscale, img2imgScheduler, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
@@ -15,8 +15,9 @@ import type { GenerateParams, ResolvedParams } from '../core/params.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
-import { checkGeneration, type ModelFacts } from '../core/generation/check.ts';
-import { denoise } from '../core/generation/denoise.ts';
+import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
+import { denoise, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
+import type { Scheduler } from '../core/schedulers/types.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { TOOL_VERSION } from './version.ts';
 import { decodeLatentImage, type DecoderRequest } from './vae-decode.ts';
@@ -242,49 +243,12 @@ export class Pipeline implements AsyncDisposable {
       throwIfAborted(signal);
       const t0 = performance.now();
       // Stage 2, encode the prompt, and hand the conditioning to every device once.
-      const cond = await encodePrompt(
-        { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative },
-        { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt },
-        (which, rows, layer) =>
-          this.pool.request<'encodeText'>(which, { type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : 'encoding the prompt (second encoder)'),
-      );
-      run.onConditioning?.(cond);
-      await Promise.all(this.workers.filter((w) => w.alive).map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
+      await this.encodeAndShare(plan, run);
       const tText = performance.now();
 
       // Stage 3, denoise: the method fuses one prediction per step, the scheduler steps it; units run on the devices.
       const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
-      let unetMs = 0;
-      const evaluate = async (units: UnetUnit[]): Promise<UnitResult[]> => {
-        run.onUnits?.(units);
-        const t = performance.now();
-        try {
-          return await this.pool.evaluate(units, p.guidanceScale, signal);
-        } finally {
-          unetMs += performance.now() - t;
-        }
-      };
-      const sampled = await denoise({
-        params: p,
-        scheduler,
-        latentHeight: plan.latentHeight,
-        latentWidth: plan.latentWidth,
-        nativeHeight: this.info.nativeHeight / 8,
-        nativeWidth: this.info.nativeWidth / 8,
-        channels: this.info.latentChannels,
-        latentMultiple: plan.latentMultiple,
-        timeIds: this.spec.family === 'sdxl',
-        evaluate,
-        maskTokens: plan.maskTokens,
-        signal,
-        onWarning: warn,
-        onProgress: (e: MethodProgress, unitsTotal: number, unitsDone: number) =>
-          run.onProgress?.({ phase: 'denoise', stage: e.stage, step: e.step, totalSteps: p.steps, unitsDone, unitsTotal }),
-        previewEvery: run.onPreview ? run.previewEvery ?? 5 : 0,
-        onPreviewLatent: run.onPreview
-          ? (latent, h, w, step) => void this.decodeLatent(latent, h, w, { ...p.vae, tiling: 'off' }).then((img) => run.onPreview!(img, step), () => undefined)
-          : undefined,
-      });
+      const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, p.steps, run, warn);
       const tDenoise = performance.now();
       throwIfAborted(signal);
 
@@ -407,52 +371,14 @@ export class Pipeline implements AsyncDisposable {
       const tEncode = performance.now();
 
       // Stage 3, the prompt, as generate.
-      const cond = await encodePrompt(
-        { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative },
-        { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt },
-        (which, rows, layer) =>
-          this.pool.request<'encodeText'>(which, { type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : 'encoding the prompt (second encoder)'),
-      );
-      run.onConditioning?.(cond);
-      await Promise.all(this.workers.filter((w) => w.alive).map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
+      await this.encodeAndShare(plan, run);
       const tText = performance.now();
 
       // Stage 4, denoise the last steps from the noised input.
       const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
       const start = startStep(p.steps, up.strength);
       const scheduler = schedulerFrom(full, start);
-      let unetMs = 0;
-      const evaluate = async (units: UnetUnit[]): Promise<UnitResult[]> => {
-        run.onUnits?.(units);
-        const t = performance.now();
-        try {
-          return await this.pool.evaluate(units, p.guidanceScale, signal);
-        } finally {
-          unetMs += performance.now() - t;
-        }
-      };
-      const sampled = await denoise({
-        params: p,
-        scheduler,
-        latentHeight: plan.latentHeight,
-        latentWidth: plan.latentWidth,
-        nativeHeight: this.info.nativeHeight / 8,
-        nativeWidth: this.info.nativeWidth / 8,
-        channels: this.info.latentChannels,
-        latentMultiple: plan.latentMultiple,
-        timeIds: this.spec.family === 'sdxl',
-        evaluate,
-        maskTokens: plan.maskTokens,
-        signal,
-        onWarning: warn,
-        init,
-        onProgress: (e: MethodProgress, unitsTotal: number, unitsDone: number) =>
-          run.onProgress?.({ phase: 'denoise', stage: e.stage, step: e.step, totalSteps: scheduler.numSteps, unitsDone, unitsTotal }),
-        previewEvery: run.onPreview ? run.previewEvery ?? 5 : 0,
-        onPreviewLatent: run.onPreview
-          ? (l, h, w, step) => void this.decodeLatent(l, h, w, { ...p.vae, tiling: 'off' }).then((img) => run.onPreview!(img, step), () => undefined)
-          : undefined,
-      });
+      const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, scheduler.numSteps, run, warn, init);
       const tDenoise = performance.now();
       throwIfAborted(signal);
 
@@ -513,6 +439,60 @@ export class Pipeline implements AsyncDisposable {
     const out = new Float32Array(r.data.length);
     for (let i = 0; i < out.length; i++) out[i] = r.data[i]! * f;
     return out;
+  }
+
+  /** The prompt-encoding stage on the device that holds the text encoders; the conditioning goes to every device once. */
+  private async encodeAndShare(plan: GenerationPlan, run: GenerateRunOptions): Promise<void> {
+    const p = plan.params;
+    const cond = await encodePrompt(
+      { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative },
+      { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt },
+      (which, rows, layer) =>
+        this.pool.request<'encodeText'>(which, { type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : 'encoding the prompt (second encoder)'),
+    );
+    run.onConditioning?.(cond);
+    await Promise.all(this.workers.filter((w) => w.alive).map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
+  }
+
+  /** The denoise stage with the units evaluated on the devices; returns the result and the time spent in UNet calls. */
+  private async denoiseStage(
+    plan: GenerationPlan, scheduler: Scheduler, totalSteps: number, run: GenerateRunOptions, warn: (m: string) => void, init?: DenoiseInput['init'],
+  ): Promise<{ sampled: DenoiseResult; unetMs: number }> {
+    const p = plan.params;
+    const signal = run.signal;
+    let unetMs = 0;
+    const evaluate = async (units: UnetUnit[]): Promise<UnitResult[]> => {
+      run.onUnits?.(units);
+      const t = performance.now();
+      try {
+        return await this.pool.evaluate(units, p.guidanceScale, signal);
+      } finally {
+        unetMs += performance.now() - t;
+      }
+    };
+    const sampled = await denoise({
+      params: p,
+      scheduler,
+      latentHeight: plan.latentHeight,
+      latentWidth: plan.latentWidth,
+      nativeHeight: this.info.nativeHeight / 8,
+      nativeWidth: this.info.nativeWidth / 8,
+      channels: this.info.latentChannels,
+      latentMultiple: plan.latentMultiple,
+      timeIds: this.spec.family === 'sdxl',
+      evaluate,
+      maskTokens: plan.maskTokens,
+      signal,
+      onWarning: warn,
+      ...(init ? { init } : {}),
+      onProgress: (e: MethodProgress, unitsTotal: number, unitsDone: number) =>
+        run.onProgress?.({ phase: 'denoise', stage: e.stage, step: e.step, totalSteps, unitsDone, unitsTotal }),
+      previewEvery: run.onPreview ? run.previewEvery ?? 5 : 0,
+      onPreviewLatent: run.onPreview
+        ? (latent, h, w, step) => void this.decodeLatent(latent, h, w, { ...p.vae, tiling: 'off' }).then((img) => run.onPreview!(img, step), () => undefined)
+        : undefined,
+    });
+    return { sampled, unetMs };
   }
 
   /** What the check stage needs of the model. */
