@@ -15,7 +15,7 @@ import { addOptions, givenValues, helpText } from './options.ts';
 import { ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, UPSCALE_COMMAND_OPTIONS, UPSCALE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
 import type { UpscaleSettings } from '../core/generation/img2img.ts';
 import type { OptionSpec } from '../core/options/spec.ts';
-import type { GenerateResult, PipelineOptions } from '../node/pipeline.ts';
+import type { GenerateResult, GenerateRunOptions, Pipeline, PipelineOptions } from '../node/pipeline.ts';
 
 function defaults(specs: readonly OptionSpec[]): Record<string, unknown> {
   return Object.fromEntries(specs.filter((s) => s.default !== undefined).map((s) => [s.key, s.default]));
@@ -49,12 +49,9 @@ async function readFrom(file: string): Promise<GenerationMetadata> {
 }
 
 async function runGenerate(cmd: Command): Promise<number> {
-  const cli = { ...defaults(CLI_OPTIONS), ...givenValues(cmd, CLI_OPTIONS) } as {
-    model?: string; output: string; overwrite: boolean; preview?: string; previewEvery: number; from?: string; json: boolean; quiet: boolean;
-  };
+  const cli = { ...defaults(CLI_OPTIONS), ...givenValues(cmd, CLI_OPTIONS) } as CliValues;
   const given = givenValues(cmd, PARAM_OPTIONS) as Partial<Record<(typeof PARAM_OPTIONS)[number]['key'], string & string[] & number>>;
   const pipelineFlags = givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions;
-  const quiet = cli.quiet || cli.json;
   const read = cli.from ? await readFrom(cli.from) : undefined;
   if (read?.upscale && !read.upscale.source.generation) {
     const src = read.upscale.source;
@@ -100,13 +97,28 @@ async function runGenerate(cmd: Command): Promise<number> {
     const { checkUpscale } = await import('../core/generation/img2img.ts');
     checkUpscale({ width: params.width ?? 64, height: params.height ?? 64 }, upscale);
   }
+  const modelDir = cli.model ?? defaultModelDir();
+  return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
+    upscale ? pipeline.generateUpscaled(params, upscale, run) : pipeline.generate(params, run),
+  );
+}
+
+type CliValues = { model?: string; output: string; overwrite: boolean; preview?: string; previewEvery: number; from?: string; json: boolean; quiet: boolean };
+
+/**
+ * What generate and upscale share once their settings are checked: the output path checked before the model loads,
+ * Ctrl-C cancelling, the progress bar, warnings, previews, the atomic write and the summary.
+ */
+async function runWithPipeline(
+  cli: CliValues, modelDir: string, pipelineFlags: PipelineOptions,
+  job: (pipeline: Pipeline, run: GenerateRunOptions) => Promise<GenerateResult>,
+): Promise<number> {
+  const quiet = cli.quiet || cli.json;
   const { checkOutputPath, saveImage } = await import('../node/image/write.ts');
   // Fail on a bad output path before loading anything.
   checkOutputPath(cli.output, cli.overwrite);
   if (cli.preview) checkOutputPath(cli.preview, true);
-
   const { loadPipeline } = await import('../node/pipeline.ts');
-  const modelDir = cli.model ?? defaultModelDir();
   const controller = new AbortController();
   const onSigint = () => {
     if (!quiet) process.stderr.write('\nCancelling...\n');
@@ -117,18 +129,15 @@ async function runGenerate(cmd: Command): Promise<number> {
   const progress = createProgressView(!quiet);
   const pipeline = await loadPipeline(modelDir, pipelineFlags);
   try {
-    const runOptions = {
+    const result = await job(pipeline, {
       signal: controller.signal,
-      onProgress: (p: Parameters<typeof progress.update>[0]) => progress.update(p),
-      onWarning: (m: string) => {
+      onProgress: (p) => progress.update(p),
+      onWarning: (m) => {
         if (!cli.quiet) process.stderr.write(`warning: ${m}\n`);
       },
       previewEvery: cli.previewEvery,
-      onPreview: cli.preview
-        ? (img: Parameters<typeof saveImage>[1]) => void saveImage(cli.preview!, img, undefined, true).catch(() => undefined)
-        : undefined,
-    };
-    const result = upscale ? await pipeline.generateUpscaled(params, upscale, runOptions) : await pipeline.generate(params, runOptions);
+      onPreview: cli.preview ? (img) => void saveImage(cli.preview!, img, undefined, true).catch(() => undefined) : undefined,
+    });
     progress.stop();
     await saveImage(cli.output, result.image, result.metadata, cli.overwrite);
     report(cli, result);
@@ -157,13 +166,10 @@ function report(cli: { output: string; json: boolean; quiet: boolean }, result: 
 }
 
 async function runUpscale(input: string | undefined, cmd: Command): Promise<number> {
-  const cli = { ...defaults(CLI_OPTIONS), ...givenValues(cmd, CLI_OPTIONS) } as {
-    model?: string; output: string; overwrite: boolean; preview?: string; previewEvery: number; from?: string; json: boolean; quiet: boolean;
-  };
+  const cli = { ...defaults(CLI_OPTIONS), ...givenValues(cmd, CLI_OPTIONS) } as CliValues;
   const given = givenValues(cmd, PARAM_OPTIONS) as Partial<Record<(typeof PARAM_OPTIONS)[number]['key'], string & string[] & number>>;
   const upscaleFlags = givenValues(cmd, UPSCALE_OPTIONS) as UpscaleSettings;
   const pipelineFlags = givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions;
-  const quiet = cli.quiet || cli.json;
   const from = cli.from ? await readFrom(cli.from) : undefined;
   if (from && !from.upscale) {
     throw new AsgdError(`${cli.from} is not an upscale`, { kind: 'invalid-argument', parameter: 'from', hint: `Re-run it with: asgd generate --from ${cli.from}` });
@@ -212,40 +218,9 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
   validateParams({ ...params, prompt: params.prompt ?? '', width: undefined, height: undefined });
   const { checkUpscale } = await import('../core/generation/img2img.ts');
   checkUpscale({ width: source.image.width, height: source.image.height }, settings);
-  const { checkOutputPath, saveImage } = await import('../node/image/write.ts');
-  checkOutputPath(cli.output, cli.overwrite);
-  if (cli.preview) checkOutputPath(cli.preview, true);
-
-  const { loadPipeline } = await import('../node/pipeline.ts');
-  const controller = new AbortController();
-  const onSigint = () => {
-    if (!quiet) process.stderr.write('\nCancelling...\n');
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
-  const progress = createProgressView(!quiet);
-  const pipeline = await loadPipeline(cli.model ?? defaultModelDir(), pipelineFlags);
-  try {
-    const result = await pipeline.upscale({ ...params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, {
-      signal: controller.signal,
-      onProgress: (p) => progress.update(p),
-      onWarning: (m) => {
-        if (!cli.quiet) process.stderr.write(`warning: ${m}\n`);
-      },
-      previewEvery: cli.previewEvery,
-      onPreview: cli.preview ? (img) => void saveImage(cli.preview!, img, undefined, true).catch(() => undefined) : undefined,
-    });
-    progress.stop();
-    await saveImage(cli.output, result.image, result.metadata, cli.overwrite);
-    report(cli, result);
-    return EXIT.ok;
-  } finally {
-    progress.stop();
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
-    await pipeline.close();
-  }
+  return runWithPipeline(cli, cli.model ?? defaultModelDir(), pipelineFlags, (pipeline, run) =>
+    pipeline.upscale({ ...params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, run),
+  );
 }
 
 async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }): Promise<number> {

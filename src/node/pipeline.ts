@@ -237,9 +237,7 @@ export class Pipeline implements AsyncDisposable {
       run.onWarning?.(m);
     };
     plan.warnings.forEach(warn);
-    const onAbort = () => void this.abortWorkers();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    try {
+    return this.guarded(signal, 'Generation cancelled', async () => {
       throwIfAborted(signal);
       const t0 = performance.now();
       // Stage 2, encode the prompt, and hand the conditioning to every device once.
@@ -274,17 +272,7 @@ export class Pipeline implements AsyncDisposable {
           totalMs: tEnd - t0,
         },
       };
-    } catch (err) {
-      if (signal?.aborted) {
-        await this.abortWorkers();
-        throw new AsgdError('Generation cancelled', { kind: 'cancelled' });
-      }
-      // A device failed (and was not retried): the workers' state is unknown, so none is left running.
-      if (err instanceof AsgdError && err.kind === 'device') await this.abortWorkers();
-      throw err;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-    }
+    });
   }
 
   /**
@@ -350,9 +338,7 @@ export class Pipeline implements AsyncDisposable {
     const asg = p.method === 'asg';
     const geo = plan.method.geometry;
     const signal = run.signal;
-    const onAbort = () => void this.abortWorkers();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    try {
+    return this.guarded(signal, 'Upscale cancelled', async () => {
       throwIfAborted(signal);
       const t0 = performance.now();
       // Stage 2, the input: resized to the output, padded to the latent grid, encoded; for asg's 'input' sources
@@ -416,16 +402,7 @@ export class Pipeline implements AsyncDisposable {
           encodeMs: tEncode - t0,
         },
       };
-    } catch (err) {
-      if (signal?.aborted) {
-        await this.abortWorkers();
-        throw new AsgdError('Upscale cancelled', { kind: 'cancelled' });
-      }
-      if (err instanceof AsgdError && err.kind === 'device') await this.abortWorkers();
-      throw err;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-    }
+    });
   }
 
   /** VAE-encodes an RGB image (sides multiples of 8) to a latent multiplied by the scaling factor. Plain, untiled. */
@@ -439,6 +416,27 @@ export class Pipeline implements AsyncDisposable {
     const out = new Float32Array(r.data.length);
     for (let i = 0; i < out.length; i++) out[i] = r.data[i]! * f;
     return out;
+  }
+
+  /**
+   * Runs a generation's model-calling stages: an abort stops every worker at once and ends as a 'cancelled' error;
+   * a failed device (not retried) leaves no worker running, since their state is unknown.
+   */
+  private async guarded<T>(signal: AbortSignal | undefined, cancelledMessage: string, body: () => Promise<T>): Promise<T> {
+    const onAbort = () => void this.abortWorkers();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await body();
+    } catch (err) {
+      if (signal?.aborted) {
+        await this.abortWorkers();
+        throw new AsgdError(cancelledMessage, { kind: 'cancelled' });
+      }
+      if (err instanceof AsgdError && err.kind === 'device') await this.abortWorkers();
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   /** The prompt-encoding stage on the device that holds the text encoders; the conditioning goes to every device once. */
