@@ -4,6 +4,8 @@
  * here names files, timers or threads.
  */
 
+import type { EngineProgress } from './engine.ts';
+
 export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
 export type JobKind = 'generate' | 'upscale';
@@ -17,16 +19,8 @@ export interface JobSpec {
   settings: Record<string, unknown>;
 }
 
-/** Where a running job is. */
-export interface JobProgress {
-  phase: 'load' | 'text' | 'denoise' | 'decode' | 'save';
-  stage: number;
-  step: number;
-  totalSteps: number;
-  unitsDone: number;
-  unitsTotal: number;
-  tilesDone?: number;
-  tilesTotal?: number;
+/** Where a running job is: what the engine reports, and what the queue adds. */
+export interface JobProgress extends EngineProgress {
   /** Seconds left, estimated from the model calls so far; undefined before the first one. */
   etaSeconds?: number;
   /** Increases each time a new preview image is ready. */
