@@ -166,7 +166,7 @@ test('SD 1.5 config with PNDM (PLMS) at 50 steps: 51 evaluations, the second tim
 });
 
 test('every name in SCHEDULER_NAMES builds from the SD 1.5 config', () => {
-  assert.deepEqual([...SCHEDULER_NAMES], ['euler', 'euler-ancestral', 'ddim', 'pndm', 'dpmpp-2m', 'lms']);
+  assert.deepEqual([...SCHEDULER_NAMES], ['euler', 'euler-ancestral', 'ddim', 'pndm', 'dpmpp-2m', 'lms', 'flow-euler']);
   for (const name of SCHEDULER_NAMES) assert.equal(createScheduler(SD15, 20, name).name, name);
 });
 

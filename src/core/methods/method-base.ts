@@ -5,6 +5,7 @@
 import { AsgdError, invalidArgument, throwIfAborted } from '../errors.ts';
 import type { Tensor } from '../tensor.ts';
 import { denoisedEstimate } from './guidance.ts';
+import { outputToX0 } from '../schedulers/prediction.ts';
 import type { MethodOptions } from './options.ts';
 import type { MethodPlan } from './plan.ts';
 import type {
@@ -124,7 +125,7 @@ export abstract class MethodBase implements HighResMethod {
     return n > 0 && ctx.onPreview !== undefined && (step + 1) % n === 0;
   }
 
-  /** Preview of a latent and its model output (both [C, h, w]); denoised only for epsilon prediction. */
+  /** Preview of a latent and its model output (both [C, h, w]); denoised for epsilon and flow prediction. */
   protected emitPreview(
     ctx: MethodContext,
     step: number,
@@ -137,8 +138,9 @@ export abstract class MethodBase implements HighResMethod {
     const c = this.plan.geometry.channels;
     const shape = [1, c, h, w];
     const preview: MethodPreview = { stage: this.stageOf(step), step, kind, latent: { data: latent, shape } };
-    if (ctx.scheduler.predictionType === 'epsilon') {
-      const { alpha, sigma } = ctx.scheduler.noiseLevel(step);
+    const map = outputToX0(ctx.scheduler, step);
+    if (map) {
+      const { alpha, sigma } = map;
       const denoised: Tensor = { data: denoisedEstimate(latent, output, alpha, sigma), shape: [...shape] };
       preview.denoised = denoised;
     }

@@ -20,6 +20,7 @@ import { patchSize } from './geometry.ts';
 import { applyEpsGuidance, applyX0Guidance, denoisedEstimate, structureWeightAt } from './guidance.ts';
 import { buildMask } from './mask.ts';
 import { MethodBase } from './method-base.ts';
+import { X0_MAPPED, outputToX0 } from '../schedulers/prediction.ts';
 import type { MethodOptions } from './options.ts';
 import type { MethodPlan } from './plan.ts';
 import { unitTimeIds } from './plan.ts';
@@ -78,10 +79,10 @@ export class StagedMethod extends MethodBase {
     if (target && target.length !== size && target.length !== n * size) {
       throw invalidArgument('structureTarget', `${size} values (one patch, [${geo.channels}, ${geo.patchHeight}, ${geo.patchWidth}]) or ${n * size} (one per patch)`, target.length);
     }
-    if (this.guided && (options.structureSpace === 'x0' || target) && sched.predictionType !== 'epsilon') {
+    if (this.guided && (options.structureSpace === 'x0' || target) && !X0_MAPPED.includes(sched.predictionType)) {
       throw invalidArgument(
         'structureSpace',
-        "'eps' for a scheduler whose prediction type is not epsilon",
+        "'eps' for a scheduler whose prediction type is neither epsilon nor flow",
         'x0',
         `The model predicts ${sched.predictionType}; use structureSpace 'eps'.`,
       );
@@ -145,7 +146,8 @@ export class StagedMethod extends MethodBase {
       }
       if (sync && newMask !== undefined) this.mask = newMask;
 
-      const { alpha, sigma } = sched.noiseLevel(step);
+      // x0 = (x - sigma * output) / alpha: the noise level for epsilon, (1, sigma) for flow velocity.
+      const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
       if (target) {
         // A fixed x0 target (an upscale's input): every patch, the key too, from the first step on.
         const w = structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep);

@@ -12,7 +12,7 @@ export type MethodName = (typeof METHOD_NAMES)[number];
 export const DEFAULT_METHOD: MethodName = 'asg';
 
 /** Scheduler names (diffusers' classes in schedulers/config.ts). */
-export const SCHEDULER_NAMES = ['euler', 'euler-ancestral', 'ddim', 'pndm', 'dpmpp-2m', 'lms'] as const;
+export const SCHEDULER_NAMES = ['euler', 'euler-ancestral', 'ddim', 'pndm', 'dpmpp-2m', 'lms', 'flow-euler'] as const;
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
 
 export const MIN_SIZE = 64;

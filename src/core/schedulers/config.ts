@@ -19,6 +19,7 @@ export const CLASS_NAMES: Record<SchedulerName, string> = {
   pndm: 'PNDMScheduler',
   'dpmpp-2m': 'DPMSolverMultistepScheduler',
   lms: 'LMSDiscreteScheduler',
+  'flow-euler': 'FlowMatchEulerDiscreteScheduler',
 };
 
 const COMMON = {
@@ -83,6 +84,22 @@ export const CLASS_DEFAULTS: Record<SchedulerName, Record<string, unknown>> = {
     use_exponential_sigmas: false,
     use_beta_sigmas: false,
     timestep_spacing: 'linspace',
+  },
+  'flow-euler': {
+    num_train_timesteps: 1000,
+    shift: 1.0,
+    use_dynamic_shifting: false,
+    base_shift: 0.5,
+    max_shift: 1.15,
+    base_image_seq_len: 256,
+    max_image_seq_len: 4096,
+    invert_sigmas: false,
+    shift_terminal: null,
+    use_karras_sigmas: false,
+    use_exponential_sigmas: false,
+    use_beta_sigmas: false,
+    time_shift_type: 'exponential',
+    stochastic_sampling: false,
   },
 };
 

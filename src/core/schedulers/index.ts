@@ -9,11 +9,13 @@ import { DdimScheduler } from './ddim.ts';
 import { DpmSolverMultistepScheduler } from './dpm-solver.ts';
 import { EulerAncestralScheduler } from './euler-ancestral.ts';
 import { EulerScheduler } from './euler.ts';
+import { FlowMatchEulerScheduler, type FlowMatchOptions } from './flow-match.ts';
 import { LmsScheduler } from './lms.ts';
 import { PndmScheduler } from './pndm.ts';
 import type { Scheduler, SchedulerConfig } from './types.ts';
 
 export { SCHEDULER_NAMES, CLASS_NAMES, type SchedulerName } from './config.ts';
+export { FlowMatchEulerScheduler, type FlowMatchOptions } from './flow-match.ts';
 export type { Scheduler, SchedulerConfig, SchedulerState, StepResult, PredictionType } from './types.ts';
 
 function pickName(config: SchedulerConfig, override: string | undefined): SchedulerName {
@@ -36,8 +38,16 @@ function pickName(config: SchedulerConfig, override: string | undefined): Schedu
   return name;
 }
 
-/** A scheduler planned for `numSteps` inference steps (an integer from 1 to num_train_timesteps). */
-export function createScheduler(config: SchedulerConfig, numSteps: number, override?: string): Scheduler {
+/**
+ * A scheduler planned for `numSteps` inference steps (an integer from 1 to num_train_timesteps). `flow` gives
+ * the image token count the flow-matching scheduler's dynamic shift needs (ignored by the others).
+ */
+export function createScheduler(
+  config: SchedulerConfig,
+  numSteps: number,
+  override?: string,
+  flow?: FlowMatchOptions,
+): Scheduler {
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
     throw invalidArgument('scheduler config', 'a JSON object (scheduler/scheduler_config.json)', config);
   }
@@ -56,5 +66,7 @@ export function createScheduler(config: SchedulerConfig, numSteps: number, overr
       return new DpmSolverMultistepScheduler(reader, numSteps);
     case 'lms':
       return new LmsScheduler(reader, numSteps);
+    case 'flow-euler':
+      return new FlowMatchEulerScheduler(reader, numSteps, flow);
   }
 }

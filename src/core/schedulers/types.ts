@@ -6,7 +6,8 @@
  */
 import type { RandomSource } from '../random/types.ts';
 
-export type PredictionType = 'epsilon' | 'v_prediction' | 'sample';
+/** 'flow': the velocity n - x0 of flow matching (x_t = (1 - sigma) x0 + sigma n; SD3). */
+export type PredictionType = 'epsilon' | 'v_prediction' | 'sample' | 'flow';
 
 /** scheduler/scheduler_config.json with diffusers' field names (all optional; defaults per scheduler). */
 export interface SchedulerConfig {
