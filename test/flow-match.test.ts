@@ -54,7 +54,7 @@ for (const c of REF.cases) {
     close(s.timesteps, c.timesteps, 'timesteps');
     close(s.sigmas, c.sigmas, 'sigmas');
     let state: SchedulerState = s.initialState();
-    let x = Float32Array.from(REF.inputs.x);
+    let x: Float32Array = Float32Array.from(REF.inputs.x);
     for (let k = 0; k < s.numSteps; k++) {
       assert.equal(s.inputScale(k), 1);
       const { alpha, sigma } = s.noiseLevel(k);

@@ -19,9 +19,12 @@ import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/g
 import { denoise, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
 import type { Scheduler } from '../core/schedulers/types.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
+import { encodeSd3Prompt } from '../core/generation/sd3-prompt.ts';
+import { T5Tokenizer, T5_MAX_LENGTH } from '../core/text/t5-tokenizer.ts';
 import { TOOL_VERSION } from './version.ts';
 import { decodeLatentImage, type DecoderRequest } from './vae-decode.ts';
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
+import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner/devices.ts';
 import { DevicePool } from './runner/pool.ts';
@@ -127,7 +130,12 @@ export interface ModelInfo {
   nativeHeight: number;
   latentChannels: number;
   scheduler: { className: string; config: Record<string, unknown> };
-  vae: { scalingFactor: number; forceUpcast: boolean };
+  vae: { scalingFactor: number; forceUpcast: boolean; shiftFactor?: number };
+  /** Width of the denoiser's encoder_hidden_states (SD3: joint_attention_dim). */
+  textWidth?: number;
+  /** SD3: the transformer's patch size, and which text encoders the folder has. */
+  patchSize?: number;
+  textEncoders?: string[];
   components: Partial<Record<ComponentName, { file: string; inputs: IoInfo[]; outputs: IoInfo[] }>>;
   attentionProbe: { available: boolean; layers: string[]; reason?: string };
   /** Set when the UNet export fixed its spatial input size (static-shape exports). */
@@ -160,6 +168,7 @@ export class Pipeline implements AsyncDisposable {
     private readonly tokenizer: ClipTokenizer,
     readonly info: ModelInfo,
     private readonly tokenizer2?: ClipTokenizer,
+    private readonly tokenizer3?: T5Tokenizer,
   ) {}
 
   /** @internal */
@@ -172,6 +181,7 @@ export class Pipeline implements AsyncDisposable {
     checkProvidersAvailable(devices);
     const tokenizer = new ClipTokenizer(spec.tokenizer, 'tokenizer');
     const tokenizer2 = spec.tokenizer2 ? new ClipTokenizer(spec.tokenizer2, 'tokenizer_2') : undefined;
+    const tokenizer3 = spec.tokenizer3 ? new T5Tokenizer(spec.tokenizer3, 'tokenizer_3') : undefined;
 
     let probe: { file: string; layers: string[] } | { reason: string } = { reason: 'disabled' };
     if (options.attentionProbe !== false) {
@@ -187,6 +197,7 @@ export class Pipeline implements AsyncDisposable {
         if (i === 0) {
           paths.textEncoder = spec.paths.textEncoder;
           if (spec.paths.textEncoder2) paths.textEncoder2 = spec.paths.textEncoder2;
+          if (spec.paths.textEncoder3) paths.textEncoder3 = spec.paths.textEncoder3;
           paths.vaeDecoder = spec.paths.vaeDecoder;
           if ('file' in probe) paths.unetProbe = probe.file;
         }
@@ -202,7 +213,7 @@ export class Pipeline implements AsyncDisposable {
       const desc = await workers[0]!.request<'describe'>({ type: 'describe' }, 'describing the model');
       const info = describeModel(spec, desc.components, probe);
       const holdings = workers.map((_, i): ComponentName[] =>
-        i > 0 ? ['unet'] : ['unet', 'textEncoder', 'vaeDecoder', ...(spec.paths.textEncoder2 ? ['textEncoder2' as const] : []), ...('file' in probe ? ['unetProbe' as const] : [])],
+        i > 0 ? ['unet'] : ['unet', 'textEncoder', 'vaeDecoder', ...(spec.paths.textEncoder2 ? ['textEncoder2' as const] : []), ...(spec.paths.textEncoder3 ? ['textEncoder3' as const] : []), ...('file' in probe ? ['unetProbe' as const] : [])],
       );
       const pool = new DevicePool(workers, holdings, {
         split: await splitModeFor(options.splitCfg ?? 'auto', devices, desc.components.unet?.inputs, () =>
@@ -214,7 +225,7 @@ export class Pipeline implements AsyncDisposable {
           ? { random: createRandom(BigInt(hooks.completionJitter.seed), 'jitter'), maxMs: hooks.completionJitter.maxMs }
           : undefined,
       });
-      return new Pipeline(spec, devices, workers, pool, tokenizer, info, tokenizer2);
+      return new Pipeline(spec, devices, workers, pool, tokenizer, info, tokenizer2, tokenizer3);
     } catch (err) {
       await Promise.all(workers.map((w) => w.terminate()));
       throw err;
@@ -241,11 +252,11 @@ export class Pipeline implements AsyncDisposable {
       throwIfAborted(signal);
       const t0 = performance.now();
       // Stage 2, encode the prompt, and hand the conditioning to every device once.
-      await this.encodeAndShare(plan, run);
+      await this.encodeAndShare(plan, run, warn);
       const tText = performance.now();
 
       // Stage 3, denoise: the method fuses one prediction per step, the scheduler steps it; units run on the devices.
-      const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
+      const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
       const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, p.steps, run, warn);
       const tDenoise = performance.now();
       throwIfAborted(signal);
@@ -357,11 +368,11 @@ export class Pipeline implements AsyncDisposable {
       const tEncode = performance.now();
 
       // Stage 3, the prompt, as generate.
-      await this.encodeAndShare(plan, run);
+      await this.encodeAndShare(plan, run, warn);
       const tText = performance.now();
 
       // Stage 4, denoise the last steps from the noised input.
-      const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
+      const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
       const start = startStep(p.steps, up.strength);
       const scheduler = schedulerFrom(full, start);
       const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, scheduler.numSteps, run, warn, init);
@@ -413,8 +424,9 @@ export class Pipeline implements AsyncDisposable {
       throw contractError('The VAE encoder returned a latent of an unexpected shape', 'vae_encoder', `[1, ${this.info.latentChannels}, ${img.height / 8}, ${img.width / 8}]`, `[1, ${r.channels}, ${r.height}, ${r.width}]`);
     }
     const f = this.spec.vae.scalingFactor;
+    const shift = this.spec.vae.shiftFactor ?? 0;
     const out = new Float32Array(r.data.length);
-    for (let i = 0; i < out.length; i++) out[i] = r.data[i]! * f;
+    for (let i = 0; i < out.length; i++) out[i] = (r.data[i]! - shift) * f;
     return out;
   }
 
@@ -440,14 +452,24 @@ export class Pipeline implements AsyncDisposable {
   }
 
   /** The prompt-encoding stage on the device that holds the text encoders; the conditioning goes to every device once. */
-  private async encodeAndShare(plan: GenerationPlan, run: GenerateRunOptions): Promise<void> {
+  private async encodeAndShare(plan: GenerationPlan, run: GenerateRunOptions, warn: (m: string) => void = () => undefined): Promise<void> {
     const p = plan.params;
-    const cond = await encodePrompt(
-      { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative },
-      { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt },
-      (which, rows, layer) =>
-        this.pool.request<'encodeText'>(which, { type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : 'encoding the prompt (second encoder)'),
-    );
+    const input = { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative };
+    const encode = (which: 'textEncoder' | 'textEncoder2' | 'textEncoder3', rows: Int32Array[], layer: 'last' | 'penultimate') =>
+      this.pool.request<'encodeText'>(which, { type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : `encoding the prompt (${which})`);
+    const cond =
+      this.spec.family === 'sd3'
+        ? await encodeSd3Prompt(
+            input,
+            {
+              tokenizer2: this.tokenizer2!,
+              t5: this.tokenizer3 ? { tokenizer: this.tokenizer3, maxLength: T5_MAX_LENGTH } : undefined,
+              jointDim: this.info.textWidth!,
+              onWarning: warn,
+            },
+            encode,
+          )
+        : await encodePrompt(input, { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt }, encode);
     run.onConditioning?.(cond);
     await Promise.all(this.workers.filter((w) => w.alive).map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
   }
@@ -497,6 +519,7 @@ export class Pipeline implements AsyncDisposable {
   private facts(): ModelFacts {
     return {
       family: this.spec.family,
+      latentMultiple: this.spec.family === 'sd3' ? this.spec.patchSize ?? 2 : undefined,
       nativeWidth: this.info.nativeWidth,
       nativeHeight: this.info.nativeHeight,
       latentChannels: this.info.latentChannels,
@@ -513,9 +536,16 @@ export class Pipeline implements AsyncDisposable {
     onWarning?: (message: string) => void,
   ): Promise<RgbImage> {
     const c = this.info.latentChannels;
-    const inv = 1 / this.spec.vae.scalingFactor;
+    // diffusers: latent / scaling_factor + shift_factor (the shift is 0 except for SD3's VAE).
+    const sf = this.spec.vae.scalingFactor;
+    const shift = this.spec.vae.shiftFactor ?? 0;
     const scaled = new Float32Array(latent.length);
-    for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
+    if (shift === 0) {
+      const inv = 1 / sf;
+      for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
+    } else {
+      for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! / sf + shift;
+    }
     const request: DecoderRequest = (req, what, transfer) => this.pool.request('vaeDecoder', req, what, transfer);
     return decodeLatentImage({ scaled, channels: c, height: h, width: w, opts, decoderPath: this.spec.paths.vaeDecoder, request, onTile, onWarning });
   }
@@ -550,7 +580,8 @@ function describeModel(
   const unet = components.unet;
   const te = components.textEncoder;
   if (!unet || !te) throw new Error('describeModel: components missing');
-  const sample = unet.inputs.find((i) => i.name === 'sample') ?? unet.inputs[0]!;
+  const sd3 = spec.family === 'sd3' ? checkSd3Components(spec, components) : undefined;
+  const sample = unet.inputs.find((i) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
   const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
   const hidden = unet.inputs.find((i) => i.name === 'encoder_hidden_states');
   const width = (c: { outputs: IoInfo[] } | undefined) => (c?.outputs.find((o) => o.name === 'last_hidden_state') ?? c?.outputs[0])?.shape[2];
@@ -559,7 +590,7 @@ function describeModel(
   const w1 = width(te);
   const w2 = spec.family === 'sdxl' ? width(components.textEncoder2) : 0;
   const teDim = typeof w1 === 'number' && typeof w2 === 'number' ? w1 + w2 : undefined;
-  if (typeof unetDim === 'number' && teDim !== undefined && unetDim !== teDim) {
+  if (!sd3 && typeof unetDim === 'number' && teDim !== undefined && unetDim !== teDim) {
     const what = spec.family === 'sdxl' ? 'the two text encoders\' widths added' : 'the text encoder\'s';
     throw contractError('The text encoder and the UNet disagree on the text embedding width', 'unet', `encoder_hidden_states width ${teDim} (${what})`, String(unetDim));
   }
@@ -573,6 +604,8 @@ function describeModel(
   native = Math.max(64, native);
   const files: Record<string, string> = {
     textEncoder: spec.paths.textEncoder, unet: spec.paths.unet, vaeDecoder: spec.paths.vaeDecoder,
+    ...(spec.paths.textEncoder2 ? { textEncoder2: spec.paths.textEncoder2 } : {}),
+    ...(spec.paths.textEncoder3 ? { textEncoder3: spec.paths.textEncoder3 } : {}),
   };
   const out: ModelInfo['components'] = {};
   for (const [k, v] of Object.entries(components) as [ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }][]) {
@@ -591,6 +624,13 @@ function describeModel(
     latentChannels: channels,
     scheduler: { className: typeof sc['_class_name'] === 'string' ? (sc['_class_name'] as string) : 'EulerDiscreteScheduler', config: sc },
     vae: spec.vae,
+    ...(sd3
+      ? {
+          textWidth: sd3.textWidth,
+          patchSize: spec.patchSize ?? 2,
+          textEncoders: ['text_encoder (CLIP-L)', 'text_encoder_2 (CLIP-G)', ...(spec.paths.textEncoder3 ? ['text_encoder_3 (T5)'] : [])],
+        }
+      : typeof unetDim === 'number' ? { textWidth: unetDim } : {}),
     components: out,
     staticLatentSize: typeof staticH === 'number' && typeof sample.shape[3] === 'number' ? { height: staticH, width: sample.shape[3] } : undefined,
     attentionProbe: 'file' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },

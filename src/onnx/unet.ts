@@ -35,6 +35,26 @@ export interface UnetOutput {
   attention?: AttentionMap[];
 }
 
+/** The tensor names a denoiser adapter looks for (first match wins); see transformer.ts for SD3's. */
+export interface DenoiserNames {
+  component: string;
+  sample: string[];
+  timestep: string[];
+  hidden: string[];
+  /** Pooled text input: SDXL's text_embeds, SD3's pooled_projections. */
+  pooled: string[];
+  output: string[];
+}
+
+export const UNET_NAMES: DenoiserNames = {
+  component: 'unet',
+  sample: ['sample'],
+  timestep: ['timestep', 'timesteps', 't'],
+  hidden: ['encoder_hidden_states'],
+  pooled: ['text_embeds'],
+  output: ['out_sample'],
+};
+
 export class UnetAdapter {
   readonly sample: IoInfo;
   readonly timestep: IoInfo;
@@ -46,14 +66,14 @@ export class UnetAdapter {
   /** Fixed batch of the sample input if the export is static, else undefined. */
   readonly staticBatch?: number;
 
-  constructor(readonly s: OpenSession) {
-    const comp = 'unet';
-    this.sample = findIo(s.inputs, ['sample'], 'sample input', comp, 0);
-    this.timestep = findIo(s.inputs, ['timestep', 'timesteps', 't'], 'timestep input', comp);
-    this.hidden = findIo(s.inputs, ['encoder_hidden_states'], 'encoder_hidden_states input', comp);
-    this.textEmbeds = s.inputs.find((io) => io.name === 'text_embeds');
+  constructor(readonly s: OpenSession, names: DenoiserNames = UNET_NAMES) {
+    const comp = names.component;
+    this.sample = findIo(s.inputs, names.sample, `${names.sample[0]} input`, comp, 0);
+    this.timestep = findIo(s.inputs, names.timestep, 'timestep input', comp);
+    this.hidden = findIo(s.inputs, names.hidden, 'encoder_hidden_states input', comp);
+    this.textEmbeds = s.inputs.find((io) => names.pooled.includes(io.name));
     this.timeIds = s.inputs.find((io) => io.name === 'time_ids');
-    this.out = findIo(s.outputs, ['out_sample'], 'output', comp, 0);
+    this.out = findIo(s.outputs, names.output, 'output', comp, 0);
     this.probeOutputs = s.outputs.filter((o) => o.name.startsWith(PROBE_OUTPUT_PREFIX)).map((o) => o.name);
     const b = this.sample.shape[0];
     this.staticBatch = typeof b === 'number' && b > 0 ? b : undefined;
@@ -133,6 +153,7 @@ export class UnetAdapter {
     const h = fixed?.height ?? height;
     const w = fixed?.width ?? width;
     const c = typeof this.sample.shape[1] === 'number' ? this.sample.shape[1] : 4;
+    // Transformers patchify: an even latent side suits every patch size in use (1, 2).
     const tokens = typeof this.hidden.shape[1] === 'number' ? this.hidden.shape[1] : 77;
     const dim = this.hidden.shape[2];
     const pooled = this.textEmbeds?.shape[1];

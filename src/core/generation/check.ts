@@ -11,7 +11,9 @@ import type { ClipTokenizer, TokenizedPrompt } from '../text/clip-tokenizer.ts';
 
 /** What the check stage needs to know of the model. */
 export interface ModelFacts {
-  family: 'sd' | 'sdxl';
+  family: 'sd' | 'sdxl' | 'sd3';
+  /** Latent sizes must be multiples of this: 8 for the UNets (default), the patch size for SD3's transformer. */
+  latentMultiple?: number;
   nativeWidth: number;
   nativeHeight: number;
   latentChannels: number;
@@ -34,8 +36,10 @@ export interface GenerationPlan {
   maskTokens: number[];
   latentHeight: number;
   latentWidth: number;
-  /** Latent sizes must be multiples of this (three downsamplings in SD's UNet). */
+  /** Latent sizes must be multiples of this (three downsamplings in SD's UNet; the patch size for SD3). */
   latentMultiple: number;
+  /** SD3: image tokens of the whole latent, (h / patch) * (w / patch), for the scheduler's dynamic shift. */
+  imageSeqLen?: number;
   method: MethodPlan;
   warnings: string[];
 }
@@ -57,15 +61,17 @@ export function checkGeneration(input: GenerateParams, model: ModelFacts, tokeni
   if (prompt.truncated > 0) warnings.push(`The prompt is too long: ${prompt.truncated} token(s) beyond the model's ${tokenizer.maxLength - 2} were dropped`);
   if (negative.truncated > 0) warnings.push(`The negative prompt is too long: ${negative.truncated} token(s) were dropped`);
   const maskTokens = pickMaskTokens(p, prompt, tokenizer);
+  checkSchedulerFamily(p.scheduler, model);
   const scheduler = p.scheduler ?? patchScheduler(p, model, warnings);
   const latentHeight = p.height / 8;
   const latentWidth = p.width / 8;
+  const latentMultiple = model.latentMultiple ?? LATENT_MULTIPLE;
   const method = planMethod(p.method, p.methodOptions, {
     height: latentHeight,
     width: latentWidth,
     nativeHeight: model.nativeHeight / 8,
     nativeWidth: model.nativeWidth / 8,
-    latentMultiple: LATENT_MULTIPLE,
+    latentMultiple,
     channels: model.latentChannels,
     numSteps: p.steps,
     timeIds: model.family === 'sdxl',
@@ -75,7 +81,33 @@ export function checkGeneration(input: GenerateParams, model: ModelFacts, tokeni
     // The VAE config asks for float32 decoding (SDXL's VAE overflows in float16), but this export is float16.
     warnings.push('The VAE config sets force_upcast but vae_decoder is a float16 export: decoding may overflow to NaN or black; pass --vae with a float32 VAE export');
   }
-  return { params: p, scheduler, prompt, negative, maskTokens, latentHeight, latentWidth, latentMultiple: LATENT_MULTIPLE, method, warnings };
+  const imageSeqLen =
+    model.family === 'sd3' ? Math.ceil(latentHeight / latentMultiple) * Math.ceil(latentWidth / latentMultiple) : undefined;
+  return { params: p, scheduler, prompt, negative, maskTokens, latentHeight, latentWidth, latentMultiple, imageSeqLen, method, warnings };
+}
+
+/** SD3 predicts flow-matching velocity: only flow-euler fits it, and flow-euler fits no other family. */
+function checkSchedulerFamily(chosen: string | undefined, model: ModelFacts): void {
+  const configured = nameForClass(model.schedulerClassName);
+  if (model.family === 'sd3') {
+    if (chosen !== undefined && chosen !== 'flow-euler') {
+      throw new AsgdError('SD3 models need the flow-matching scheduler', {
+        kind: 'invalid-argument', parameter: 'scheduler', expected: 'flow-euler (or none: the model\'s)', received: chosen,
+        hint: 'SD3 predicts a flow-matching velocity; leave --scheduler out',
+      });
+    }
+    if (chosen === undefined && configured !== 'flow-euler') {
+      throw new AsgdError('The SD3 model\'s scheduler config is not a flow-matching scheduler', {
+        kind: 'model', parameter: 'scheduler', expected: 'FlowMatchEulerDiscreteScheduler', received: model.schedulerClassName || 'none',
+        hint: 'Fix scheduler/scheduler_config.json or pass --scheduler flow-euler',
+      });
+    }
+  } else if (chosen === 'flow-euler' || (chosen === undefined && configured === 'flow-euler')) {
+    throw new AsgdError('The flow-matching scheduler is for SD3 models only', {
+      kind: 'invalid-argument', parameter: 'scheduler', expected: 'a noise-prediction scheduler (euler, ddim, ...)', received: 'flow-euler',
+      hint: 'Pick another --scheduler for Stable Diffusion 1.x/2.x and SDXL models',
+    });
+  }
 }
 
 /** Static-shape UNets accept one latent size: every unit must be exactly native-sized. */

@@ -8,7 +8,7 @@ import { AsgdError } from '../errors.ts';
 import type { TextConditioning } from '../conditioning.ts';
 import type { ClipTokenizer, TokenizedPrompt } from '../text/clip-tokenizer.ts';
 
-export type TextEncoderName = 'textEncoder' | 'textEncoder2';
+export type TextEncoderName = 'textEncoder' | 'textEncoder2' | 'textEncoder3';
 
 /** What one text encoder returns for a batch of token rows. */
 export interface EncodedText {

@@ -9,12 +9,15 @@ import { AsgdError } from '../../core/errors.ts';
 import type { SchedulerConfig } from '../../core/schedulers/types.ts';
 import type { TokenizerFiles } from '../../core/text/clip-tokenizer.ts';
 
-export type ModelFamily = 'sd' | 'sdxl';
+export type ModelFamily = 'sd' | 'sdxl' | 'sd3';
 export type ModelLayout = 'optimum' | 'flat';
 
 export interface ComponentPaths {
   textEncoder: string;
   textEncoder2?: string;
+  /** SD3's T5 encoder (text_encoder_3), optional. */
+  textEncoder3?: string;
+  /** The denoising network: unet/model.onnx, or transformer/model.onnx for SD3. */
   unet: string;
   vaeDecoder: string;
   vaeEncoder?: string;
@@ -27,13 +30,18 @@ export interface ModelSpec {
   className: string;
   paths: ComponentPaths;
   schedulerConfig: SchedulerConfig;
-  vae: { scalingFactor: number; forceUpcast: boolean };
+  /** latent = (encoded - shiftFactor) * scalingFactor; shiftFactor is 0 except for SD3's VAE. */
+  vae: { scalingFactor: number; forceUpcast: boolean; shiftFactor?: number };
   /** SDXL: zero the unconditional embeddings when no negative prompt is given (model_index.json, default true). */
   forceZerosForEmptyPrompt: boolean;
   /** Native latent size from unet/config.json sample_size (or the static sample shape), if known. */
   unetSampleSize?: number;
   tokenizer: TokenizerFiles;
   tokenizer2?: TokenizerFiles;
+  /** SD3's T5 tokenizer (tokenizer_3/tokenizer.json), present with text_encoder_3. */
+  tokenizer3?: TokenizerFiles;
+  /** SD3: the transformer's patch size (transformer/config.json patch_size, default 2). */
+  patchSize?: number;
   /** Config values the loader fell back on, for `asgd info`. */
   notes: string[];
 }
@@ -124,6 +132,9 @@ export function readModelFolder(dir: string): ModelSpec {
   const modelIndex = readJsonIfExists(indexFile, 'model_index.json');
   const className = typeof modelIndex?.['_class_name'] === 'string' ? (modelIndex['_class_name'] as string) : '';
   if (!modelIndex) notes.push('no model_index.json: family guessed from the files');
+
+  const transformer = findFile(abs, ['transformer/model.onnx']);
+  if (transformer || /StableDiffusion3|Flux/i.test(className)) return readSd3Folder(abs, className, modelIndex, notes);
 
   const optimumUnet = findFile(abs, ['unet/model.onnx']);
   const flatUnet = findFile(abs, ['unet.onnx']);
@@ -230,6 +241,87 @@ export function readModelFolder(dir: string): ModelSpec {
 }
 
 /**
+ * An SD3 / SD3.5 folder (optimum's ORTStableDiffusion3Pipeline layout). FLUX exports share the transformer/ layout
+ * but not the contract (packed latents, img_ids / txt_ids, guidance): refused by name.
+ */
+function readSd3Folder(abs: string, className: string, modelIndex: Record<string, unknown> | undefined, notes: string[]): ModelSpec {
+  const transformerConfig = readJsonIfExists(path.join(abs, 'transformer', 'config.json'), 'transformer/config.json');
+  const transformerClass = typeof transformerConfig?.['_class_name'] === 'string' ? (transformerConfig['_class_name'] as string) : '';
+  if (/Flux/i.test(className) || /Flux/i.test(transformerClass)) {
+    throw modelError(
+      `FLUX exports are not supported (${abs})`,
+      'model',
+      'FLUX has a different contract (packed latents, img_ids/txt_ids, distilled guidance); use a Stable Diffusion 1.x/2.x, SDXL or SD3 export',
+    );
+  }
+  if (transformerClass && transformerClass !== 'SD3Transformer2DModel') {
+    throw modelError(
+      `Unsupported transformer class ${transformerClass} (${abs})`,
+      'transformer',
+      'Only SD3Transformer2DModel (Stable Diffusion 3 / 3.5) transformers are supported',
+    );
+  }
+  const need = (rel: string, label: string, why: string): string => {
+    const p = findFile(abs, [rel]);
+    if (!p) throw modelError(`The SD3 model folder has no ${label} (${abs})`, label, `Expected ${rel} (${why}); re-export the model with optimum-cli`);
+    return p;
+  };
+  const paths: ComponentPaths = {
+    unet: need('transformer/model.onnx', 'transformer', 'the SD3 transformer'),
+    textEncoder: need('text_encoder/model.onnx', 'text_encoder', 'CLIP-L, which SD3 needs'),
+    textEncoder2: need('text_encoder_2/model.onnx', 'text_encoder_2', 'CLIP-G, which SD3 needs'),
+    textEncoder3: findFile(abs, ['text_encoder_3/model.onnx']),
+    vaeDecoder: need('vae_decoder/model.onnx', 'vae_decoder', 'the 16-channel VAE decoder'),
+    vaeEncoder: findFile(abs, ['vae_encoder/model.onnx']),
+  };
+  if (!paths.textEncoder3) {
+    notes.push('no text_encoder_3 (T5): its part of the text conditioning is zeros, as diffusers does without it (prompt adherence is weaker)');
+  }
+  const schedFile = findFile(abs, ['scheduler/scheduler_config.json']);
+  const schedulerConfig = (schedFile
+    ? readJson(schedFile, 'scheduler/scheduler_config.json')
+    : { _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3.0 }) as SchedulerConfig;
+  if (!schedFile) notes.push('no scheduler config: FlowMatchEulerDiscreteScheduler with shift 3 (SD3\'s)');
+
+  const vaeConfig = readJsonIfExists(path.join(abs, 'vae_decoder', 'config.json'), 'vae_decoder/config.json');
+  let scalingFactor = Number(vaeConfig?.['scaling_factor']);
+  if (!Number.isFinite(scalingFactor) || scalingFactor <= 0) {
+    scalingFactor = 1.5305;
+    notes.push(`no VAE scaling_factor: using SD3's ${scalingFactor}`);
+  }
+  let shiftFactor = Number(vaeConfig?.['shift_factor']);
+  if (!Number.isFinite(shiftFactor)) {
+    shiftFactor = 0.0609;
+    notes.push(`no VAE shift_factor: using SD3's ${shiftFactor}`);
+  }
+  const sampleSize = Number(transformerConfig?.['sample_size']);
+  const patch = Number(transformerConfig?.['patch_size'] ?? 2);
+  if (!Number.isInteger(patch) || patch < 1) {
+    throw modelError(`transformer/config.json has an invalid patch_size (${String(transformerConfig?.['patch_size'])})`, 'transformer', 'Expected a positive integer (2 for SD3)');
+  }
+  const tokenizer3 = paths.textEncoder3 ? readTokenizerFiles(path.join(abs, 'tokenizer_3'), 'tokenizer_3') : undefined;
+  if (tokenizer3 && !tokenizer3.tokenizerJson) {
+    throw modelError(`The tokenizer_3 folder has no tokenizer.json (${abs})`, 'tokenizer_3', 'The T5 tokenizer is read from tokenizer.json; re-export the model with optimum-cli');
+  }
+  return {
+    dir: abs,
+    layout: 'optimum',
+    family: 'sd3',
+    className: className || 'ORTStableDiffusion3Pipeline',
+    paths,
+    schedulerConfig,
+    vae: { scalingFactor, forceUpcast: vaeConfig?.['force_upcast'] === true, shiftFactor },
+    forceZerosForEmptyPrompt: modelIndex?.['force_zeros_for_empty_prompt'] === true,
+    unetSampleSize: Number.isInteger(sampleSize) && sampleSize > 0 ? sampleSize : undefined,
+    tokenizer: readTokenizerFiles(path.join(abs, 'tokenizer'), 'tokenizer'),
+    tokenizer2: readTokenizerFiles(path.join(abs, 'tokenizer_2'), 'tokenizer_2'),
+    tokenizer3,
+    patchSize: patch,
+    notes,
+  };
+}
+
+/**
  * Replaces the model's VAE with a separate VAE folder (`--vae`): an optimum export folder with vae_decoder/ (and
  * optionally vae_encoder/), or a folder holding model.onnx + config.json directly.
  */
@@ -249,6 +341,9 @@ export function withVaeFolder(spec: ModelSpec, dir: string): ModelSpec {
     vae: {
       scalingFactor: Number.isFinite(sf) && sf > 0 ? sf : spec.vae.scalingFactor,
       forceUpcast: config?.['force_upcast'] === true,
+      ...(spec.vae.shiftFactor !== undefined || config?.['shift_factor'] !== undefined
+        ? { shiftFactor: Number.isFinite(Number(config?.['shift_factor'])) ? Number(config?.['shift_factor']) : spec.vae.shiftFactor }
+        : {}),
     },
     notes: [...spec.notes, `VAE from ${abs}`],
   };

@@ -8,7 +8,7 @@ import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { IoInfo, SessionOptions } from '../../onnx/io.ts';
 import type { TextConditioning } from '../../core/conditioning.ts';
 
-export type ComponentName = 'textEncoder' | 'textEncoder2' | 'unet' | 'unetProbe' | 'vaeDecoder' | 'vaeEncoder';
+export type ComponentName = 'textEncoder' | 'textEncoder2' | 'textEncoder3' | 'unet' | 'unetProbe' | 'vaeDecoder' | 'vaeEncoder';
 
 export interface InitRequest {
   type: 'init';
@@ -62,7 +62,7 @@ export type WorkerRequest =
   | { type: 'describe' }
   /** Runs a unit whole and as two CFG halves and compares the bits (see UnetAdapter.checkCfgSplit). */
   | { type: 'checkCfgSplit'; height: number; width: number }
-  | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
+  | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2' | 'textEncoder3'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
   | { type: 'setConditioning'; cond: TextConditioning }
   | UnetRequest
   | { type: 'vaeDecode'; latent: Float32Array; channels: number; height: number; width: number }

@@ -6,7 +6,8 @@ import { parentPort } from 'node:worker_threads';
 import { AsgdError } from '../../core/errors.ts';
 import { openSession, releaseSession, type OpenSession, type SessionOptions } from '../../onnx/session.ts';
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
-import { UnetAdapter, type TextConditioning } from '../../onnx/unet.ts';
+import type { UnetAdapter, TextConditioning } from '../../onnx/unet.ts';
+import { denoiserAdapter } from '../../onnx/transformer.ts';
 import { VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
 import { probeLoadOptions } from '../probe.ts';
 import type { ComponentName, FailMode, SerializedError, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
@@ -14,6 +15,7 @@ import type { ComponentName, FailMode, SerializedError, VaeGraphName, VaeNormReq
 const LABELS: Record<ComponentName, string> = {
   textEncoder: 'text_encoder',
   textEncoder2: 'text_encoder_2',
+  textEncoder3: 'text_encoder_3',
   unet: 'unet',
   unetProbe: 'unet (attention probe)',
   vaeDecoder: 'vae_decoder',
@@ -24,6 +26,7 @@ interface State {
   sessions: Partial<Record<ComponentName, OpenSession>>;
   text?: TextEncoderAdapter;
   text2?: TextEncoderAdapter;
+  text3?: TextEncoderAdapter;
   unet?: UnetAdapter;
   probe?: UnetAdapter;
   decoder?: VaeDecoderAdapter;
@@ -69,7 +72,7 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       return { result: { type: 'checkCfgSplit', ...(await state.unet.checkCfgSplit(req.height, req.width)) }, transfer: [] };
     }
     case 'encodeText': {
-      const enc = req.which === 'textEncoder2' ? state.text2 : state.text;
+      const enc = req.which === 'textEncoder3' ? state.text3 : req.which === 'textEncoder2' ? state.text2 : state.text;
       if (!enc) throw new Error(`worker: ${req.which} not loaded`);
       const r = await enc.encode(req.rows, req.layer);
       // Sent once per generation: copied, not transferred (ORT may own the buffers).
@@ -143,8 +146,9 @@ async function load(paths: Partial<Record<ComponentName, string>>): Promise<void
   const s = state.sessions;
   if (s.textEncoder) state.text ??= new TextEncoderAdapter(s.textEncoder, 'text_encoder');
   if (s.textEncoder2) state.text2 ??= new TextEncoderAdapter(s.textEncoder2, 'text_encoder_2');
-  if (s.unet) state.unet ??= new UnetAdapter(s.unet);
-  if (s.unetProbe) state.probe ??= new UnetAdapter(s.unetProbe);
+  if (s.textEncoder3) state.text3 ??= new TextEncoderAdapter(s.textEncoder3, 'text_encoder_3');
+  if (s.unet) state.unet ??= denoiserAdapter(s.unet);
+  if (s.unetProbe) state.probe ??= denoiserAdapter(s.unetProbe);
   if (s.vaeDecoder) state.decoder ??= new VaeDecoderAdapter(s.vaeDecoder);
   if (s.vaeEncoder) state.encoder ??= new VaeEncoderAdapter(s.vaeEncoder);
 }
