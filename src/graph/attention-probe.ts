@@ -59,10 +59,10 @@ const SAMPLE_INPUT = 'sample';
 const FLOAT32 = 1;
 const ATTN2 = '/attn2';
 /** Scope of every node and tensor the surgery adds (torch never emits it). */
-const PROBE_SCOPE = '/asgd_probe';
+export const PROBE_SCOPE = '/asgd_probe';
 
 /** Operators that compute attention internally without a separate Softmax. */
-const FUSED_ATTENTION_OPS = new Set([
+export const FUSED_ATTENTION_OPS = new Set([
   'Attention',
   'MultiHeadAttention',
   'PackedAttention',
@@ -74,11 +74,11 @@ const FUSED_ATTENTION_OPS = new Set([
   'ScaledDotProductAttention',
 ]);
 /** Between the scores MatMul and the Softmax: the scale, an additive mask or bias, a cast. */
-const SCORE_OPS = new Set(['Mul', 'Div', 'Add', 'Sub', 'Cast', 'Identity']);
+export const SCORE_OPS = new Set(['Mul', 'Div', 'Add', 'Sub', 'Cast', 'Identity']);
 /** On the key path: data movement (follow the data input) ... */
-const LAYOUT_OPS = new Set(['Transpose', 'Reshape', 'Cast', 'Identity', 'Unsqueeze', 'Squeeze', 'Flatten', 'Expand']);
+export const LAYOUT_OPS = new Set(['Transpose', 'Reshape', 'Cast', 'Identity', 'Unsqueeze', 'Squeeze', 'Flatten', 'Expand']);
 /** ... and the projection/scale, whose other operands are weights. */
-const AFFINE_OPS = new Set(['MatMul', 'FusedMatMul', 'Gemm', 'Mul', 'Div', 'Add', 'Sub']);
+export const AFFINE_OPS = new Set(['MatMul', 'FusedMatMul', 'Gemm', 'Mul', 'Div', 'Add', 'Sub']);
 /** Outputs that do not depend on their inputs' values (only on shapes) or on no input at all. */
 const VALUE_FREE_OPS = new Set(['Constant', 'Shape', 'Size', 'ConstantOfShape', 'EyeLike']);
 
@@ -100,7 +100,7 @@ function isUpBlock(layer: string): boolean {
 }
 
 /** Tensors whose values are fixed at load time: initializers and what is computed from them or from shapes. */
-function staticTensors(graph: GraphProto): Set<string> {
+export function staticTensors(graph: GraphProto): Set<string> {
   const known = new Set<string>(['']);
   for (const t of graph.initializer) known.add(t.name);
   // ONNX requires nodes in topological order, so one forward pass settles every tensor.
@@ -112,24 +112,24 @@ function staticTensors(graph: GraphProto): Set<string> {
   return known;
 }
 
-function intAttr(node: NodeProto, name: string): bigint | undefined {
+export function intAttr(node: NodeProto, name: string): bigint | undefined {
   const a = node.attribute.find((x) => x.name === name);
   return a && a.type === AttributeProto_AttributeType.INT ? a.i : undefined;
 }
 
-function defaultOpset(model: ModelProto): number {
+export function defaultOpset(model: ModelProto): number {
   const entry = model.opsetImport.find((o) => o.domain === '' || o.domain === 'ai.onnx');
   return entry ? Number(entry.version) : 0;
 }
 
 /** Static dimension of a value, if the graph declares one (value_info is optional in ONNX). */
-function declaredDims(graph: GraphProto, tensor: string): readonly TensorShapeProto_Dimension[] | undefined {
+export function declaredDims(graph: GraphProto, tensor: string): readonly TensorShapeProto_Dimension[] | undefined {
   const vi = [...graph.valueInfo, ...graph.output, ...graph.input].find((v) => v.name === tensor);
   const type = vi?.type?.value;
   return type?.case === 'tensorType' ? type.value.shape?.dim : undefined;
 }
 
-function dimValue(d: TensorShapeProto_Dimension | undefined): number | undefined {
+export function dimValue(d: TensorShapeProto_Dimension | undefined): number | undefined {
   return d?.value.case === 'dimValue' ? Number(d.value.value) : undefined;
 }
 
@@ -250,7 +250,7 @@ function attr(name: string, value: number | number[]): AttributeProto {
 }
 
 /** Appends the reduction nodes to a graph; every name lives under PROBE_SCOPE. */
-class ProbeWriter {
+export class ProbeWriter {
   private count = 0;
   constructor(private readonly graph: GraphProto) {}
 

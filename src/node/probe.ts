@@ -24,6 +24,7 @@ import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, StringStringEntryProtoSchema, type ModelProto } from 'onnx-buf';
 import { AsgdError } from '../core/errors.ts';
 import { MASK_OFF_HINT, addAttentionProbe } from '../graph/attention-probe.ts';
+import { addJointAttentionProbe, isJointTransformer } from '../graph/joint-attention-probe.ts';
 
 export interface AttentionProbeOptions {
   /** Restrict the probe to these attn2 layers (default: every up-block attn2 layer found). */
@@ -43,7 +44,7 @@ export interface ProbeLoad {
 }
 
 /** Bump when the surgery's output changes, so cached probes are rebuilt. */
-const PROBE_FORMAT = 1;
+const PROBE_FORMAT = 2;
 /** One Node buffer (and one protobuf message) holds at most 2 GiB - 1. */
 const MAX_SINGLE_FILE = 2 ** 31 - 1;
 /** Inline initializers at least this large become references into the source file. */
@@ -160,7 +161,7 @@ export async function prepareAttentionProbe(unetPath: string, opts: AttentionPro
   } catch (err) {
     throw new AsgdError(`Cannot parse the UNet (${source}) as an ONNX model`, { kind: 'model', parameter: 'unet', hint: 'The file is damaged or not an ONNX model; re-export the model', cause: err });
   }
-  const surgery = addAttentionProbe(model, { layers: opts.layers });
+  const surgery = isJointTransformer(model) ? addJointAttentionProbe(model, { layers: opts.layers }) : addAttentionProbe(model, { layers: opts.layers });
   const base = { format: PROBE_FORMAT, source, size: st.size, mtimeMs: st.mtimeMs, sha256, layersRequested: opts.layers ?? null };
   let probeBytes: Uint8Array | undefined;
   if ('layers' in surgery) {
