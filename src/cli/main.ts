@@ -234,12 +234,15 @@ async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }): 
     }
     const lines = [
       `Model:        ${i.dir}`,
-      `Family:       ${i.family === 'sd' ? 'Stable Diffusion 1.x/2.x' : 'SDXL'} (${i.className}, ${i.layout} layout)`,
+      `Family:       ${i.family === 'sd' ? 'Stable Diffusion 1.x/2.x' : i.family === 'sd3' ? 'Stable Diffusion 3' : 'SDXL'} (${i.className}, ${i.layout} layout)`,
       `Native size:  ${i.nativeWidth}x${i.nativeHeight} px (latent ${i.nativeWidth / 8}x${i.nativeHeight / 8}, ${i.latentChannels} channels)`,
-      `Scheduler:    ${i.scheduler.className} (${['beta_schedule', 'prediction_type', 'timestep_spacing'].map((k) => `${k}=${String(i.scheduler.config[k] ?? 'default')}`).join(', ')})`,
-      `VAE:          scaling factor ${i.vae.scalingFactor}${i.vae.forceUpcast ? ', force_upcast' : ''}`,
-      `Mask probe:   ${i.attentionProbe.available ? `${i.attentionProbe.layers.length} up-block attn2 layers` : `unavailable (${i.attentionProbe.reason})`}`,
+      `Scheduler:    ${i.scheduler.className} (${(i.family === 'sd3' ? ['shift', 'use_dynamic_shifting'] : ['beta_schedule', 'prediction_type', 'timestep_spacing']).map((k) => `${k}=${String(i.scheduler.config[k] ?? 'default')}`).join(', ')})`,
+      `VAE:          scaling factor ${i.vae.scalingFactor}${i.vae.shiftFactor ? `, shift factor ${i.vae.shiftFactor}` : ''}${i.vae.forceUpcast ? ', force_upcast' : ''}`,
+      `Mask probe:   ${i.attentionProbe.available ? `${i.attentionProbe.layers.length} ${i.family === 'sd3' ? 'joint-attention blocks' : 'up-block attn2 layers'}` : `unavailable (${i.attentionProbe.reason})`}`,
     ];
+    if (i.family === 'sd3') {
+      lines.splice(3, 0, `Transformer:  patch size ${i.patchSize}, text width ${i.textWidth}`, `Encoders:     ${(i.textEncoders ?? []).join(', ')}`);
+    }
     for (const [name, c] of Object.entries(i.components)) {
       lines.push(`${name} (${c!.file}):`);
       for (const io of c!.inputs) lines.push(`  in   ${io.name}: ${io.type} [${io.shape.join(', ')}]`);
