@@ -1,0 +1,289 @@
+/**
+ * Stable Diffusion 3 on the tiny SD3 fixture (test/fixtures/tiny-sd3*.ts, optimum's layout and tensor names):
+ * folder reading and contract errors, text conditioning against direct ONNX runs of the fixture's encoders, the
+ * joint-attention probe against probabilities recomputed from q and k, every method end to end, native-size
+ * equality with direct, odd sizes.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
+import ort from 'onnxruntime-node';
+import type { TextConditioning } from '../src/core/conditioning.ts';
+import { AsgdError } from '../src/core/errors.ts';
+import { checkGeneration } from '../src/core/generation/check.ts';
+import { ClipTokenizer } from '../src/core/text/clip-tokenizer.ts';
+import { T5Tokenizer, T5_MAX_LENGTH } from '../src/core/text/t5-tokenizer.ts';
+import { addJointAttentionProbe, scanJointAttention } from '../src/graph/joint-attention-probe.ts';
+import { readModelFolder } from '../src/node/model/folder.ts';
+import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
+import { valueInfo } from './fixtures/onnx-graph.ts';
+import { TINY_SD3, TINY_SD3_TEXT, writeTinySd3Model, type Sd3VariantName } from './fixtures/tiny-sd3.ts';
+import { tempDir } from './helpers/models.ts';
+
+const built = new Map<string, Promise<string>>();
+function sd3Model(variant: Sd3VariantName = 'sd3'): Promise<string> {
+  let p = built.get(variant);
+  if (!p) {
+    const dir = path.join(tempDir('sd3'), variant);
+    p = writeTinySd3Model(dir, { variant }).then(() => dir);
+    built.set(variant, p);
+  }
+  return p;
+}
+async function brokenCopy(variant: Sd3VariantName, edit: (dir: string) => void): Promise<string> {
+  const dst = tempDir('sd3-broken');
+  fs.cpSync(await sd3Model(variant), dst, { recursive: true });
+  edit(dst);
+  return dst;
+}
+
+let pipe: Pipeline;
+before(async () => {
+  pipe = await loadPipeline(await sd3Model('sd3'), { threads: 1 });
+});
+after(async () => pipe?.close());
+
+const NATIVE = TINY_SD3.sampleSize * 8;
+const D = TINY_SD3_TEXT.t5;
+
+async function run(file: string, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
+  const s = await ort.InferenceSession.create(file);
+  const out = await s.run(feeds);
+  await s.release();
+  return out;
+}
+const ids64 = (rows: Int32Array[]) => new ort.Tensor('int64', BigInt64Array.from(rows.flatMap((r) => [...r]), BigInt), [rows.length, rows[0]!.length]);
+
+test('an SD3 folder is read as family sd3 with its three encoders, flow scheduler and 16-channel VAE', async () => {
+  const spec = readModelFolder(await sd3Model());
+  assert.equal(spec.family, 'sd3');
+  assert.match(spec.paths.unet, /transformer[\\/]model\.onnx$/);
+  assert.ok(spec.paths.textEncoder3 && spec.tokenizer3);
+  assert.equal(spec.patchSize, 2);
+  assert.deepEqual(spec.vae, { scalingFactor: 1.5305, forceUpcast: false, shiftFactor: 0.0609 });
+  assert.equal(pipe.info.family, 'sd3');
+  assert.equal(pipe.info.nativeWidth, NATIVE);
+  assert.equal(pipe.info.latentChannels, 16);
+  assert.equal(pipe.info.textWidth, D);
+  assert.deepEqual(pipe.info.attentionProbe.layers, ['/transformer_blocks.0/attn', '/transformer_blocks.1/attn']);
+  const tr = pipe.info.components.unet!;
+  assert.deepEqual(tr.inputs.map((i) => i.name), ['hidden_states', 'timestep', 'encoder_hidden_states', 'pooled_projections']);
+  assert.deepEqual(tr.outputs.map((o) => o.name), ['out_hidden_states']);
+});
+
+test('text conditioning: CLIP-L + CLIP-G penultimate states padded to the T5 width, then T5 along the sequence; pooled = both text_embeds', async () => {
+  const spec = readModelFolder(await sd3Model());
+  const prompt = 'a photo of a red cat on a beach';
+  const negative = 'blurry';
+  let cond: TextConditioning | undefined;
+  await pipe.generate({ prompt, negativePrompt: negative, steps: 1, seed: 3 }, { onConditioning: (c) => (cond = c) });
+  assert.ok(cond);
+  const t1 = new ClipTokenizer(spec.tokenizer, 'tokenizer');
+  const t2 = new ClipTokenizer(spec.tokenizer2!, 'tokenizer_2');
+  const t3 = new T5Tokenizer(spec.tokenizer3!, 'tokenizer_3');
+  const e1 = await run(spec.paths.textEncoder, { input_ids: ids64([t1.encode(negative).ids, t1.encode(prompt).ids]) });
+  const e2 = await run(spec.paths.textEncoder2!, { input_ids: ids64([t2.encode(negative).ids, t2.encode(prompt).ids]) });
+  const e3 = await run(spec.paths.textEncoder3!, { input_ids: ids64([t3.encode(negative).ids, t3.encode(prompt).ids]) });
+  const l = e1['hidden_states.1']!.data as Float32Array; // penultimate of hidden_states.0..2
+  const g = e2['hidden_states.1']!.data as Float32Array;
+  const t5 = e3['last_hidden_state']!.data as Float32Array;
+  const L = TINY_SD3_TEXT.clipL;
+  const G = TINY_SD3_TEXT.clipG;
+  const T = 77 + T5_MAX_LENGTH;
+  assert.equal(cond.tokens, T);
+  assert.equal(cond.dim, D);
+  for (let r = 0; r < 2; r++) {
+    for (let i = 0; i < T; i++) {
+      for (let c = 0; c < D; c++) {
+        let want: number;
+        if (i < 77) want = c < L ? l[(r * 77 + i) * L + c]! : c < L + G ? g[(r * 77 + i) * G + c - L]! : 0;
+        else want = t5[(r * T5_MAX_LENGTH + i - 77) * D + c]!;
+        const got = cond.hidden[(r * T + i) * D + c]!;
+        if (got !== want) assert.fail(`hidden[${r}, ${i}, ${c}] = ${got}, expected ${want}`);
+      }
+    }
+  }
+  const p1 = e1['text_embeds']!.data as Float32Array;
+  const p2 = e2['text_embeds']!.data as Float32Array;
+  assert.equal(cond.pooledDim, L + G);
+  assert.deepEqual([...cond.textEmbeds!], [...p1.slice(0, L), ...p2.slice(0, G), ...p1.slice(L), ...p2.slice(G)]);
+});
+
+test('without text_encoder_3 the T5 part is 77 zero tokens, with a note; a long prompt warns about T5 truncation', async () => {
+  const dir = await sd3Model('sd3-no-t5');
+  const spec = readModelFolder(dir);
+  assert.equal(spec.paths.textEncoder3, undefined);
+  assert.ok(spec.notes.some((n) => /text_encoder_3.*zeros/.test(n)));
+  const p = await loadPipeline(dir, { threads: 1, attentionProbe: false });
+  try {
+    let cond: TextConditioning | undefined;
+    await p.generate({ prompt: 'a cat', steps: 1 }, { onConditioning: (c) => (cond = c) });
+    assert.equal(cond!.tokens, 154);
+    for (let r = 0; r < 2; r++) {
+      const t5 = cond!.hidden.subarray((r * 154 + 77) * D, (r + 1) * 154 * D);
+      assert.ok(t5.every((v) => v === 0), 'T5 part is zeros');
+    }
+  } finally {
+    await p.close();
+  }
+  const long = Array.from({ length: 300 }, () => 'cat').join(' ');
+  const r = await pipe.generate({ prompt: long, steps: 1 });
+  assert.ok(r.warnings.some((w) => /too long for T5: 45 piece/.test(w)), r.warnings.join('\n'));
+});
+
+test('joint-attention probe: image-query x text-key probabilities equal softmax(q kᵀ) recomputed from q and k', async () => {
+  const spec = readModelFolder(await sd3Model());
+  const model = fromBinary(ModelProtoSchema, fs.readFileSync(spec.paths.unet));
+  const sites = scanJointAttention(model).sites;
+  assert.equal(sites.length, TINY_SD3.layers);
+  const surgery = addJointAttentionProbe(model);
+  assert.ok('layers' in surgery);
+  // Test-only outputs: the q and kᵀ operands of the first block's score MatMul.
+  model.graph!.output.push(valueInfo(sites[0]!.query, 'float32', ['b', 'h', 's', 'd']), valueInfo(sites[0]!.key, 'float32', ['b', 'h', 'd', 's']));
+  const s = await ort.InferenceSession.create(toBinary(ModelProtoSchema, model));
+  const H = 12, W = 10, L = 9, B = 2;
+  const fill = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + k));
+  const out = await s.run({
+    hidden_states: new ort.Tensor('float32', fill(B * 16 * H * W, 1), [B, 16, H, W]),
+    timestep: new ort.Tensor('float32', new Float32Array([700, 700]), [B]),
+    encoder_hidden_states: new ort.Tensor('float32', fill(B * L * D, 2), [B, L, D]),
+    pooled_projections: new ort.Tensor('float32', fill(B * 80, 3), [B, 80]),
+  });
+  await s.release();
+  const q = out[sites[0]!.query]!;
+  const kt = out[sites[0]!.key]!;
+  const [, heads, T, d] = q.dims.map(Number) as [number, number, number, number];
+  const S = (H / 2) * (W / 2);
+  assert.equal(T, S + L);
+  const probe = out[`attn2_probs:${sites[0]!.layer}`]!;
+  assert.deepEqual(probe.dims.map(Number), [B, S, L]);
+  const qd = q.data as Float32Array;
+  const kd = kt.data as Float32Array;
+  const got = probe.data as Float32Array;
+  let maxErr = 0;
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < S; i++) {
+      const mean = new Float64Array(L);
+      for (let h = 0; h < heads; h++) {
+        const logits = new Float64Array(T);
+        for (let j = 0; j < T; j++) {
+          let dot = 0;
+          for (let c = 0; c < d; c++) dot += qd[((b * heads + h) * T + i) * d + c]! * kd[((b * heads + h) * d + c) * T + j]!;
+          logits[j] = dot;
+        }
+        const max = Math.max(...logits);
+        let sum = 0;
+        for (let j = 0; j < T; j++) sum += Math.exp(logits[j]! - max);
+        for (let j = 0; j < L; j++) mean[j]! += Math.exp(logits[S + j]! - max) / sum / heads;
+      }
+      for (let j = 0; j < L; j++) maxErr = Math.max(maxErr, Math.abs(mean[j]! - got[(b * S + i) * L + j]!));
+    }
+  }
+  assert.ok(maxErr < 1e-6, `max difference ${maxErr}`);
+});
+
+test('every method runs end to end above the native size; asg gets a mask from the joint attention', async () => {
+  const units: Record<string, number> = {};
+  for (const method of ['direct', 'multidiffusion', 'cutdiffusion', 'asg'] as const) {
+    const r = await pipe.generate({ prompt: 'a photo of a cat', steps: 4, width: 2 * NATIVE, height: 2 * NATIVE, seed: 5, method, methodOptions: method === 'asg' || method === 'cutdiffusion' ? { stageSplit: 0.5 } : {} });
+    assert.equal(r.image.width, 2 * NATIVE);
+    assert.equal(r.image.height, 2 * NATIVE);
+    assert.ok(r.latent.every(Number.isFinite));
+    assert.ok(!r.warnings.some((w) => /mask disabled/.test(w)), r.warnings.join('\n'));
+    assert.equal(r.metadata.scheduler, 'flow-euler');
+    units[method] = r.unetEvaluations;
+  }
+  // 2x2 patches for 2 steps, 3x3 windows (stride P/2) for 2; multidiffusion 9 windows for 4 steps.
+  assert.deepEqual(units, { direct: 4, multidiffusion: 36, cutdiffusion: 26, asg: 26 });
+});
+
+test('at the native size every method equals direct bit for bit', async () => {
+  const latents = [];
+  for (const method of ['direct', 'multidiffusion', 'cutdiffusion', 'asg'] as const) {
+    latents.push((await pipe.generate({ prompt: 'a dog', steps: 3, seed: 9, method })).latent);
+  }
+  for (let m = 1; m < latents.length; m++) assert.deepEqual(latents[m], latents[0]);
+});
+
+test('odd sizes: latents that are not multiples of the patch size are padded and cropped back', async () => {
+  for (const method of ['direct', 'asg'] as const) {
+    const r = await pipe.generate({ prompt: 'a tree', steps: 2, width: 200, height: 136, seed: 1, method });
+    assert.equal(r.image.width, 200);
+    assert.equal(r.image.height, 136);
+    assert.equal(r.latent.length, 16 * 25 * 17);
+    assert.ok(r.latent.every(Number.isFinite));
+  }
+});
+
+test('SD3.5 (QK-norm), the dynamic shift and fused attention load; fused attention gets the uniform mask with a note', async () => {
+  for (const variant of ['sd3.5', 'sd3-dynamic-shift', 'sd3-fused-attention'] as const) {
+    const p = await loadPipeline(await sd3Model(variant), { threads: 1 });
+    try {
+      const fused = variant === 'sd3-fused-attention';
+      assert.equal(p.info.attentionProbe.available, !fused);
+      if (fused) assert.match(p.info.attentionProbe.reason!, /fused operators \(2 MultiHeadAttention\).*uniform \(M = 1\)/);
+      const r = await p.generate({ prompt: 'a cat', steps: 2, width: 2 * NATIVE, height: NATIVE, seed: 2, method: 'asg' });
+      assert.ok(r.latent.every(Number.isFinite));
+      assert.equal(r.warnings.some((w) => /mask disabled/.test(w)), fused);
+    } finally {
+      await p.close();
+    }
+  }
+});
+
+test('the flow scheduler is tied to SD3: other schedulers are refused for it, and it for other families', () => {
+  const tokenizer = pipe['tokenizer'] as ClipTokenizer;
+  const facts = { family: 'sd3' as const, latentMultiple: 2, nativeWidth: 128, nativeHeight: 128, latentChannels: 16, schedulerClassName: 'FlowMatchEulerDiscreteScheduler', vaeForceUpcast: false, vaeIsFloat16: false };
+  assert.throws(() => checkGeneration({ prompt: 'a', scheduler: 'euler' }, facts, tokenizer), (e: unknown) => e instanceof AsgdError && e.parameter === 'scheduler' && /flow-euler/.test(e.expected ?? ''));
+  assert.throws(() => checkGeneration({ prompt: 'a' }, { ...facts, schedulerClassName: 'EulerDiscreteScheduler' }, tokenizer), /not a flow-matching scheduler/);
+  assert.throws(() => checkGeneration({ prompt: 'a', scheduler: 'flow-euler' }, { ...facts, family: 'sd', latentMultiple: 8, schedulerClassName: 'PNDMScheduler' }, tokenizer), /for SD3 models only/);
+  const plan = checkGeneration({ prompt: 'a', width: 256, height: 192 }, facts, tokenizer);
+  assert.equal(plan.imageSeqLen, 16 * 12);
+});
+
+test('bad folders: missing encoders, a FLUX export, a 4-channel VAE, mismatched text widths', async () => {
+  const expectModelError = async (dir: string, pattern: RegExp, parameter: string) => {
+    await assert.rejects(
+      async () => {
+        const p = await loadPipeline(dir, { threads: 1, attentionProbe: false });
+        await p.close();
+      },
+      (e: unknown) => {
+        assert.ok(e instanceof AsgdError, String(e));
+        assert.match(e.message, pattern);
+        assert.equal(e.parameter, parameter);
+        assert.ok(e.message.includes(dir) || (e.hint ?? '').length > 0);
+        return true;
+      },
+    );
+  };
+  await expectModelError(await brokenCopy('sd3', (d) => fs.rmSync(path.join(d, 'text_encoder_2'), { recursive: true })), /no text_encoder_2/, 'text_encoder_2');
+  await expectModelError(
+    await brokenCopy('sd3', (d) => {
+      const f = path.join(d, 'model_index.json');
+      fs.writeFileSync(f, JSON.stringify({ ...JSON.parse(fs.readFileSync(f, 'utf8')), _class_name: 'FluxPipeline' }));
+    }),
+    /FLUX exports are not supported/,
+    'model',
+  );
+  // A 4-channel VAE (from the SD fixture) next to the 16-channel transformer.
+  const { buildTinySdFiles } = await import('./fixtures/tiny-sd-files.ts');
+  const sd = buildTinySdFiles();
+  await expectModelError(
+    await brokenCopy('sd3', (d) => fs.writeFileSync(path.join(d, 'vae_decoder', 'model.onnx'), sd.get('vae_decoder/model.onnx')!)),
+    /latent channels differ/,
+    'vae_decoder',
+  );
+  // CLIP-G swapped for a wider encoder: the pooled width no longer adds up.
+  const { buildTinyTextEncoder } = await import('./fixtures/tiny-text-encoder.ts');
+  const { buildTinyVocab } = await import('./fixtures/tiny-tokenizer.ts');
+  const wide = buildTinyTextEncoder({ seed: 0, modelKey: 'x', vocabSize: buildTinyVocab().tokens.length, hidden: 40, layers: 1, heads: 2, inputIds: 'int64', floatType: 'float32', hiddenStates: true, projectionDim: 40 });
+  await expectModelError(
+    await brokenCopy('sd3', (d) => fs.writeFileSync(path.join(d, 'text_encoder_2', 'model.onnx'), toBinary(ModelProtoSchema, wide))),
+    /pooled width/,
+    'transformer',
+  );
+});
