@@ -56,7 +56,7 @@ test('validation messages come from the registry and name the option, range and 
     [{ methodOptions: { windowStride: 2.5 } }, /Invalid windowStride; expected an integer >= 1 \(or null\); received 2\.5/],
     [{ vae: { tiling: 'sometimes' } }, /Invalid vae\.tiling; expected one of auto, on, off; received "sometimes"$/],
     [{ vae: { tileSize: 32, overlap: 20 } }, /Invalid vae\.overlap; expected an integer in \[0, 16\]/],
-    [{ scheduler: 'heun' }, /Invalid scheduler; expected one of euler, euler-ancestral, ddim, pndm, dpmpp-2m, lms; received "heun"$/],
+    [{ scheduler: 'heun' }, /Invalid scheduler; expected one of euler, euler-ancestral, ddim, pndm, dpmpp-2m, lms, flow-euler; received "heun"$/],
     [{ steps: 1001 }, /Invalid steps; expected an integer in \[1, 1000\]; received 1001$/],
   ];
   for (const [extra, re] of cases) {

@@ -101,7 +101,7 @@ test('text conditioning: CLIP-L + CLIP-G penultimate states padded to the T5 wid
         let want: number;
         if (i < 77) want = c < L ? l[(r * 77 + i) * L + c]! : c < L + G ? g[(r * 77 + i) * G + c - L]! : 0;
         else want = t5[(r * T5_MAX_LENGTH + i - 77) * D + c]!;
-        const got = cond.hidden[(r * T + i) * D + c]!;
+        const got: number = cond.hidden[(r * T + i) * D + c]!;
         if (got !== want) assert.fail(`hidden[${r}, ${i}, ${c}] = ${got}, expected ${want}`);
       }
     }

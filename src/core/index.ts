@@ -21,7 +21,7 @@ export { addPngTextChunks, readPngTextChunks } from './png-chunks.ts';
 export { sizeOf, tensor, zeros, type Tensor } from './tensor.ts';
 export { createRandom, randn, Mt19937, TorchGenerator, type RandomSource, type RandomStream } from './random/index.ts';
 export {
-  createScheduler, CLASS_NAMES, SCHEDULER_NAMES,
+  createScheduler, CLASS_NAMES, SCHEDULER_NAMES, type FlowMatchOptions,
   type PredictionType, type Scheduler, type SchedulerConfig, type SchedulerName, type SchedulerState, type StepResult,
 } from './schedulers/index.ts';
 export {
