@@ -287,3 +287,12 @@ test('bad folders: missing encoders, a FLUX export, a 4-channel VAE, mismatched 
     'transformer',
   );
 });
+
+test('upscaling an image on SD3: encode with the shift factor, noise with the flow schedule, asg to twice the size', async () => {
+  const g = await pipe.generate({ prompt: 'a red house', steps: 2, seed: 4 });
+  const r = await pipe.upscale({ image: g.image, prompt: 'a red house', scale: 2, strength: 0.6, steps: 4, seed: 4, method: 'asg' });
+  assert.equal(r.image.width, 2 * NATIVE);
+  assert.equal(r.image.height, 2 * NATIVE);
+  assert.ok(r.latent.every(Number.isFinite));
+  assert.equal(r.metadata.scheduler, 'flow-euler');
+});
