@@ -20,7 +20,7 @@ import { addJointAttentionProbe, scanJointAttention } from '../src/graph/joint-a
 import { readModelFolder } from '../src/node/model/folder.ts';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
 import { valueInfo } from './fixtures/onnx-graph.ts';
-import { TINY_SD3, TINY_SD3_TEXT, writeTinySd3Model, type Sd3VariantName } from './fixtures/tiny-sd3.ts';
+import { SD3_MEDIUM_SIZE, TINY_SD3, TINY_SD3_TEXT, sd3TransformerParameters, writeTinySd3Model, type Sd3VariantName } from './fixtures/tiny-sd3.ts';
 import { tempDir } from './helpers/models.ts';
 
 const built = new Map<string, Promise<string>>();
@@ -295,4 +295,26 @@ test('upscaling an image on SD3: encode with the shift factor, noise with the fl
   assert.equal(r.image.height, 2 * NATIVE);
   assert.ok(r.latent.every(Number.isFinite));
   assert.equal(r.metadata.scheduler, 'flow-euler');
+});
+
+test('the SD3 builder generalises to other sizes; at SD3 medium size it has SD3 medium\'s 2,028,328,000 weights plus the position table', async () => {
+  const { buildTinySd3Transformer } = await import('./fixtures/tiny-sd3-transformer.ts');
+  const size = { ...TINY_SD3, heads: 3, headDim: 8, layers: 3 };
+  for (const qkNorm of [false, true]) {
+    const m = buildTinySd3Transformer({ seed: 0, floatType: 'float32', jointAttentionDim: 40, pooledProjectionDim: 24, qkNorm, size });
+    let weights = 0;
+    for (const t of m.graph!.initializer) if (!t.name.includes('Constant')) weights += t.dims.reduce((a, b) => a * Number(b), 1);
+    assert.equal(weights, sd3TransformerParameters(size, 40, 24, qkNorm));
+    const s = await ort.InferenceSession.create(toBinary(ModelProtoSchema, m));
+    const out = await s.run({
+      hidden_states: new ort.Tensor('float32', new Float32Array(16 * 8 * 6).fill(0.5), [1, 16, 8, 6]),
+      timestep: new ort.Tensor('float32', new Float32Array([10]), [1]),
+      encoder_hidden_states: new ort.Tensor('float32', new Float32Array(5 * 40).fill(0.1), [1, 5, 40]),
+      pooled_projections: new ort.Tensor('float32', new Float32Array(24).fill(0.2), [1, 24]),
+    });
+    await s.release();
+    assert.deepEqual(out['out_hidden_states']!.dims.map(Number), [1, 16, 8, 6]);
+  }
+  const table = SD3_MEDIUM_SIZE.posEmbedMaxSize ** 2 * SD3_MEDIUM_SIZE.heads * SD3_MEDIUM_SIZE.headDim;
+  assert.equal(sd3TransformerParameters(SD3_MEDIUM_SIZE, 4096, 2048) - table, 2_028_328_000);
 });
