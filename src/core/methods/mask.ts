@@ -92,7 +92,7 @@ export function buildMask(
     warning: `structure mask disabled (M = 1): ${why}`,
   });
   if (!maps || maps.length === 0) {
-    return fallback('the model returned no cross-attention maps (no separable attention found in the UNet)');
+    return fallback('the model returned no cross-attention maps (no separable attention found in the UNet or transformer)');
   }
   const selected =
     settings.layers.length === 0 ? maps : maps.filter((m) => settings.layers.some((s) => m.layer.includes(s)));
