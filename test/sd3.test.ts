@@ -318,3 +318,15 @@ test('the SD3 builder generalises to other sizes; at SD3 medium size it has SD3 
   const table = SD3_MEDIUM_SIZE.posEmbedMaxSize ** 2 * SD3_MEDIUM_SIZE.heads * SD3_MEDIUM_SIZE.headDim;
   assert.equal(sd3TransformerParameters(SD3_MEDIUM_SIZE, 4096, 2048) - table, 2_028_328_000);
 });
+
+test('two CPU devices give the same SD3 image as one (units and CFG halves spread over workers)', async () => {
+  const params = { prompt: 'a cat in a garden', steps: 3, width: 2 * NATIVE, height: NATIVE, seed: 8, method: 'asg' as const };
+  const one = await pipe.generate(params);
+  const p2 = await loadPipeline(await sd3Model('sd3'), { threads: 1, devices: 'cpu,cpu' });
+  try {
+    const two = await p2.generate(params);
+    assert.deepEqual(two.latent, one.latent);
+  } finally {
+    await p2.close();
+  }
+});
