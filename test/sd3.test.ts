@@ -218,12 +218,14 @@ test('odd sizes: latents that are not multiples of the patch size are padded and
   }
 });
 
-test('SD3.5 (QK-norm), the dynamic shift and fused attention load; fused attention gets the uniform mask with a note', async () => {
-  for (const variant of ['sd3.5', 'sd3-dynamic-shift', 'sd3-fused-attention'] as const) {
+test('SD3.5 (QK-norm), SD3.5 medium (dual attention), the dynamic shift and fused attention load; fused attention gets the uniform mask with a note', async () => {
+  for (const variant of ['sd3.5', 'sd3.5-medium', 'sd3-dynamic-shift', 'sd3-fused-attention'] as const) {
     const p = await loadPipeline(await sd3Model(variant), { threads: 1 });
     try {
       const fused = variant === 'sd3-fused-attention';
       assert.equal(p.info.attentionProbe.available, !fused);
+      // Only the joint attentions: SD3.5 medium's image-only attn2 is not among the probe's layers.
+      if (!fused) assert.deepEqual(p.info.attentionProbe.layers, ['/transformer_blocks.0/attn', '/transformer_blocks.1/attn']);
       if (fused) assert.match(p.info.attentionProbe.reason!, /fused operators \(2 MultiHeadAttention\).*uniform \(M = 1\)/);
       const r = await p.generate({ prompt: 'a cat', steps: 2, width: 2 * NATIVE, height: NATIVE, seed: 2, method: 'asg' });
       assert.ok(r.latent.every(Number.isFinite));
