@@ -9,28 +9,33 @@
 import { Command } from 'commander';
 import { AsgdError, invalidArgument } from '../src/core/errors.ts';
 import { VARIANTS, isVariantName, writeTinySdModel, type VariantName } from '../test/fixtures/tiny-sd.ts';
+import { SD3_VARIANTS, writeTinySd3Model, type Sd3VariantName } from '../test/fixtures/tiny-sd3.ts';
 import { join } from 'node:path';
 
 const program = new Command()
   .name('build-fixtures')
   .description('Write tiny random-weight Stable Diffusion ONNX model folders (optimum layout).')
   .argument('[outDir]', 'output folder', '.cache/models/tiny-sd')
-  .argument('[variants...]', `variants to write: ${VARIANTS.join(', ')}, or all`, ['standard'])
+  .argument('[variants...]', `variants to write: ${[...VARIANTS, ...SD3_VARIANTS].join(', ')}, or all`, ['standard'])
   .option('--seed <n>', 'weight seed (same seed gives byte-identical files)', '0')
   .action(async (outDir: string, requested: string[], options: { seed: string }) => {
     const seed = Number(options.seed);
     if (!/^\d+$/.test(options.seed) || seed > 0xffffffff) {
       throw invalidArgument('--seed', 'an integer from 0 to 4294967295', options.seed);
     }
-    const names = requested.includes('all') ? [...VARIANTS] : requested;
-    const variants: VariantName[] = names.map((name) => {
-      if (!isVariantName(name)) throw invalidArgument('variant', `one of ${VARIANTS.join(', ')} or all`, name, 'Run with --help to list them.');
+    const names = requested.includes('all') ? [...VARIANTS, ...SD3_VARIANTS] : requested;
+    const isSd3 = (name: string): name is Sd3VariantName => (SD3_VARIANTS as readonly string[]).includes(name);
+    const variants: (VariantName | Sd3VariantName)[] = names.map((name) => {
+      if (!isVariantName(name) && !isSd3(name)) {
+        throw invalidArgument('variant', `one of ${[...VARIANTS, ...SD3_VARIANTS].join(', ')} or all`, name, 'Run with --help to list them.');
+      }
       return name;
     });
     for (const variant of variants) {
       const dir = variants.length === 1 ? outDir : join(outDir, variant);
       const started = performance.now();
-      await writeTinySdModel(dir, { variant, seed });
+      if (isSd3(variant)) await writeTinySd3Model(dir, { variant, seed });
+      else await writeTinySdModel(dir, { variant, seed });
       console.log(`${variant}: ${dir} (${Math.round(performance.now() - started)} ms)`);
     }
   });
