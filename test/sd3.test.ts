@@ -218,8 +218,8 @@ test('odd sizes: latents that are not multiples of the patch size are padded and
   }
 });
 
-test('SD3.5 (QK-norm), SD3.5 medium (dual attention), the dynamic shift and fused attention load; fused attention gets the uniform mask with a note', async () => {
-  for (const variant of ['sd3.5', 'sd3.5-medium', 'sd3-dynamic-shift', 'sd3-fused-attention'] as const) {
+test('SD3.5 (QK-norm), SD3.5 medium (dual attention), the dynamic shift, float16 and fused attention load; fused attention gets the uniform mask with a note', async () => {
+  for (const variant of ['sd3.5', 'sd3.5-medium', 'sd3-dynamic-shift', 'sd3-fused-attention', 'sd3-fp16'] as const) {
     const p = await loadPipeline(await sd3Model(variant), { threads: 1 });
     try {
       const fused = variant === 'sd3-fused-attention';

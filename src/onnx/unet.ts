@@ -3,7 +3,7 @@
  * [uncond, cond], or one CFG half alone (batch 1, raw output) when the coordinator splits a unit across devices.
  * Reads the session's metadata for the timestep's dtype and rank, float16 inputs, static batch
  * and the SDXL extra inputs. When the session is the attention-probe graph, also returns the conditional branch's
- * attn2 probabilities.
+ * attn2 probabilities. The tensor names are a parameter (DenoiserNames): transformer.ts gives SD3's.
  */
 import { AsgdError } from '../core/errors.ts';
 import type { AttentionMap } from '../core/methods/types.ts';
@@ -153,7 +153,6 @@ export class UnetAdapter {
     const h = fixed?.height ?? height;
     const w = fixed?.width ?? width;
     const c = typeof this.sample.shape[1] === 'number' ? this.sample.shape[1] : 4;
-    // Transformers patchify: an even latent side suits every patch size in use (1, 2).
     const tokens = typeof this.hidden.shape[1] === 'number' ? this.hidden.shape[1] : 77;
     const dim = this.hidden.shape[2];
     const pooled = this.textEmbeds?.shape[1];
