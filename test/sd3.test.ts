@@ -332,3 +332,11 @@ test('two CPU devices give the same SD3 image as one (units and CFG halves sprea
     await p2.close();
   }
 });
+
+test('the first transformer input is torch-compatible randn([1, 16, h, w], seed), unscaled (flow matching starts at sigma 1)', async () => {
+  const { createRandom } = await import('../src/core/random/index.ts');
+  let first: Float32Array | undefined;
+  await pipe.generate({ prompt: 'a cat', steps: 1, seed: 1234, method: 'direct' }, { onUnits: (u) => (first ??= Float32Array.from(u[0]!.sample)) });
+  const h = TINY_SD3.sampleSize;
+  assert.deepEqual(first, createRandom(1234n, 'noise').randn([1, 16, h, h]));
+});
