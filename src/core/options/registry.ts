@@ -93,6 +93,7 @@ export const CLI_OPTIONS = [
   { key: 'upscale', scope: 'cli', kind: 'number', min: 1, max: 8, help: 'generate: then upscale by this factor in the same run (one file; settings from the upscale options)', hint: 'Use a factor of at least 1, e.g. 2.', cli: { flag: '--upscale', arg: '<x>' } },
   { key: 'json', scope: 'cli', kind: 'boolean', default: false, help: 'print a machine-readable result on stdout (implies --quiet)', cli: { flag: '--json' } },
   { key: 'quiet', scope: 'cli', kind: 'boolean', default: false, help: 'no progress bar or summary', cli: { flag: '--quiet', short: '-q' } },
+  { key: 'verbose', scope: 'cli', kind: 'boolean', default: false, help: "also show ONNX Runtime's and the GPU driver's warnings (hidden otherwise; the environment variable ASGD_RUNTIME_LOG=warning|info|verbose does the same for the library)", cli: { flag: '--verbose' } },
 ] as const satisfies readonly OptionSpec[];
 
 /** Every option, in the order `asgd generate --help` and the README list them. */
