@@ -55,7 +55,7 @@ export const METHOD_OPTIONS = [
 
 /** Options of VaeDecodeOptions (GenerateParams.vae). */
 export const VAE_OPTIONS = [
-  { key: 'tiling', scope: 'vae', kind: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: 'tiled VAE decoding (auto: when the latent exceeds the tile)', cli: { flag: '--vae-tiling', arg: '<mode>' } },
+  { key: 'tiling', scope: 'vae', kind: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: 'tiled VAE decoding and encoding (auto: when the latent exceeds the tile)', cli: { flag: '--vae-tiling', arg: '<mode>' } },
   { key: 'tileSize', scope: 'vae', kind: 'integer', default: 64, min: 8, help: 'VAE tile size in latent pixels', cli: { flag: '--vae-tile-size', arg: '<n>' } },
   { key: 'overlap', scope: 'vae', kind: 'integer', default: 16, min: 0, help: 'VAE tile overlap in latent pixels (at most half the tile)', cli: { flag: '--vae-tile-overlap', arg: '<n>' } },
   { key: 'stats', scope: 'vae', kind: 'choice', choices: ['exact', 'estimate', 'off'], default: 'exact', help: "GroupNorm statistics of the tiles: the whole image's, exact (a few passes) or estimated from a downscaled decode (one pass); off: each tile its own (colours shift between tiles)", cli: { flag: '--vae-tile-stats', arg: '<mode>' } },
