@@ -442,7 +442,7 @@ async function onDrop(file: File): Promise<void> {
   const note = $('#drop-message');
   note.classList.remove('error');
   try {
-    const found = readDroppedParameters(new Uint8Array(await file.arrayBuffer()));
+    const found = await readDroppedParameters(new Uint8Array(await file.arrayBuffer()));
     if (!found) {
       note.textContent = `${file.name} has no generation settings this page can read.`;
       return;

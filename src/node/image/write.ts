@@ -9,6 +9,7 @@ import { AsgdError } from '../../core/errors.ts';
 import type { RgbImage } from '../../core/image.ts';
 import { JSON_KEY, TEXT_KEY, formatParametersText, parseMetadataJson, type GenerationMetadata } from '../../core/metadata.ts';
 import { addPngTextChunks, readPngTextChunks } from '../../core/png-chunks.ts';
+import { inflateSync } from 'node:zlib';
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
@@ -128,7 +129,7 @@ export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the 
     let text: Record<string, string>;
     try {
       if (!hasPngEnd(bytes)) throw new Error('truncated: no IEND chunk');
-      text = readPngTextChunks(bytes);
+      text = readPngTextChunks(bytes, (b) => inflateSync(b));
     } catch (err) {
       throw notAnImage(name, err);
     }
