@@ -333,7 +333,7 @@ export class Pipeline implements AsyncDisposable {
     const p = plan.params;
     up.notes.forEach(warn);
     if (chosen.warning) warn(chosen.warning);
-    if (source.hadAlpha) warn('The input\'s alpha channel is dropped: the output is RGB');
+
     plan.warnings.forEach(warn);
     const asg = p.method === 'asg';
     const geo = plan.method.geometry;
@@ -374,6 +374,8 @@ export class Pipeline implements AsyncDisposable {
       );
       throwIfAborted(signal);
       const image = cropRgb(decoded, up.targetWidth, up.targetHeight);
+      // The input's opacity, resized with it (the models draw colour only).
+      if (resized.alpha) image.alpha = resized.alpha;
       const tEnd = performance.now();
       const record: UpscaleRecord = {
         source: { sha256: source.sha256, width: source.image.width, height: source.image.height, ...(generation ? { generation } : {}) },

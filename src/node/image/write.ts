@@ -46,8 +46,20 @@ export async function loadSharp(): Promise<typeof import('sharp').default> {
 
 export async function encodeImage(img: RgbImage, format: ImageFormat, meta?: GenerationMetadata): Promise<Uint8Array> {
   const sharp = await loadSharp();
-  const base = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), {
-    raw: { width: img.width, height: img.height, channels: 3 },
+  // JPEG holds no alpha: a kept alpha plane goes into PNG and WebP only.
+  const alpha = format !== 'jpeg' && img.alpha?.length === img.width * img.height ? img.alpha : undefined;
+  let pixels = img.data;
+  if (alpha) {
+    pixels = new Uint8Array(img.width * img.height * 4);
+    for (let i = 0, j = 0; i < alpha.length; i++, j += 3) {
+      pixels[4 * i] = img.data[j]!;
+      pixels[4 * i + 1] = img.data[j + 1]!;
+      pixels[4 * i + 2] = img.data[j + 2]!;
+      pixels[4 * i + 3] = alpha[i]!;
+    }
+  }
+  const base = sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), {
+    raw: { width: img.width, height: img.height, channels: alpha ? 4 : 3 },
     limitInputPixels: false,
   });
   if (format === 'png') {
