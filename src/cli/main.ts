@@ -245,7 +245,7 @@ async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }): 
       lines.splice(3, 0, `Transformer:  patch size ${i.patchSize}, text width ${i.textWidth}`, `Encoders:     ${(i.textEncoders ?? []).join(', ')}`);
     }
     for (const [name, c] of Object.entries(i.components)) {
-      lines.push(`${name} (${c!.file}):`);
+      lines.push(`${i.family === 'sd3' && name === 'unet' ? 'transformer' : name} (${c!.file}):`);
       for (const io of c!.inputs) lines.push(`  in   ${io.name}: ${io.type} [${io.shape.join(', ')}]`);
       for (const io of c!.outputs) lines.push(`  out  ${io.name}: ${io.type} [${io.shape.join(', ')}]`);
     }
