@@ -340,3 +340,23 @@ test('the first transformer input is torch-compatible randn([1, 16, h, w], seed)
   const h = TINY_SD3.sampleSize;
   assert.deepEqual(first, createRandom(1234n, 'noise').randn([1, 16, h, h]));
 });
+
+test('asgd info describes an SD3 export: family, native size, encoders present, mask availability; a bad folder fails with the folder named', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const bin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'asgd.js');
+  const dir = await sd3Model('sd3-no-t5');
+  const r = spawnSync(process.execPath, [bin, 'info', dir], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /Family: +Stable Diffusion 3 \(ORTStableDiffusion3Pipeline, optimum layout\)/);
+  assert.match(r.stdout, new RegExp(`Native size: +${NATIVE}x${NATIVE} px \\(latent ${NATIVE / 8}x${NATIVE / 8}, 16 channels\\)`));
+  assert.match(r.stdout, /Encoders: +text_encoder \(CLIP-L\), text_encoder_2 \(CLIP-G\)\n/);
+  assert.match(r.stdout, /Mask probe: +2 joint-attention blocks/);
+  assert.match(r.stdout, /note: no text_encoder_3 \(T5\)/);
+  assert.match(r.stdout, /^transformer \(transformer\/model\.onnx\):/m);
+  const broken = await brokenCopy('sd3', (d) => fs.rmSync(path.join(d, 'text_encoder'), { recursive: true }));
+  const bad = spawnSync(process.execPath, [bin, 'info', broken], { encoding: 'utf8', timeout: 120_000 });
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /no text_encoder/);
+  assert.ok(bad.stderr.includes(broken), bad.stderr);
+});
