@@ -360,3 +360,13 @@ test('asgd info describes an SD3 export: family, native size, encoders present, 
   assert.match(bad.stderr, /no text_encoder/);
   assert.ok(bad.stderr.includes(broken), bad.stderr);
 });
+
+test('mask columns: the CLIP content tokens plus the T5 prompt pieces (not </s> or padding); mask words select CLIP columns only', async () => {
+  const { sd3MaskTokens } = await import('../src/core/generation/sd3-prompt.ts');
+  const spec = readModelFolder(await sd3Model());
+  const t5 = new T5Tokenizer(spec.tokenizer3!, 'tokenizer_3').encode('a photo of a cat');
+  assert.equal(t5.eosIndex, 5);
+  assert.deepEqual(sd3MaskTokens([1, 2, 3, 4, 5], 77, t5.eosIndex, false), [1, 2, 3, 4, 5, 77, 78, 79, 80, 81]);
+  assert.deepEqual(sd3MaskTokens([5], 77, t5.eosIndex, true), [5]);
+  assert.deepEqual(sd3MaskTokens([1, 2], 77, undefined, false), [1, 2]);
+});

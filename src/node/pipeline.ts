@@ -19,7 +19,7 @@ import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/g
 import { denoise, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
 import type { Scheduler } from '../core/schedulers/types.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
-import { encodeSd3Prompt } from '../core/generation/sd3-prompt.ts';
+import { encodeSd3Prompt, sd3MaskTokens } from '../core/generation/sd3-prompt.ts';
 import { T5Tokenizer, T5_MAX_LENGTH } from '../core/text/t5-tokenizer.ts';
 import { TOOL_VERSION } from './version.ts';
 import { decodeLatentImage, encodeImageLatent, type DecoderRequest } from './vae-decode.ts';
@@ -510,7 +510,10 @@ export class Pipeline implements AsyncDisposable {
       latentMultiple: plan.latentMultiple,
       timeIds: this.spec.family === 'sdxl',
       evaluate,
-      maskTokens: plan.maskTokens,
+      maskTokens:
+        this.spec.family === 'sd3'
+          ? sd3MaskTokens(plan.maskTokens, this.tokenizer.maxLength, this.tokenizer3?.encode(p.prompt, T5_MAX_LENGTH).eosIndex, p.maskWords !== undefined)
+          : plan.maskTokens,
       signal,
       onWarning: warn,
       ...(init ? { init } : {}),

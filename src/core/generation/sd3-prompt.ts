@@ -86,3 +86,13 @@ export async function encodeSd3Prompt(input: PromptInput, enc: Sd3Encoders, enco
   }
   return { hidden, tokens, dim: D, textEmbeds, pooledDim };
 }
+
+/**
+ * The text-key columns the SD3 mask averages: the CLIP part's selected tokens (content tokens, or the mask words),
+ * plus, when T5 is present and no mask words were given, the T5 part's prompt pieces (columns clipLength + 0 ..
+ * clipLength + eosIndex - 1; `</s>` and padding excluded). With mask words only the CLIP columns are used.
+ */
+export function sd3MaskTokens(clipTokens: readonly number[], clipLength: number, t5Eos: number | undefined, maskWords: boolean): number[] {
+  if (t5Eos === undefined || maskWords) return [...clipTokens];
+  return [...clipTokens, ...Array.from({ length: t5Eos }, (_, i) => clipLength + i)];
+}

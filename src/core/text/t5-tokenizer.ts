@@ -13,6 +13,8 @@ export const T5_MAX_LENGTH = 256;
 
 export interface T5TokenizedPrompt {
   ids: Int32Array;
+  /** Index of `</s>` in `ids` (= the number of prompt pieces kept). */
+  eosIndex: number;
   /** Pieces dropped by truncation (0 if none). */
   truncated: number;
 }
@@ -57,6 +59,6 @@ export class T5Tokenizer {
     const ids = new Int32Array(maxLength).fill(this.padId);
     ids.set(body, 0);
     ids[body.length] = this.eosId;
-    return { ids, truncated: Math.max(0, enc.ids.length - room) };
+    return { ids, eosIndex: body.length, truncated: Math.max(0, enc.ids.length - room) };
   }
 }
