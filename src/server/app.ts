@@ -35,6 +35,10 @@ export interface ServerOptions {
   allowedHosts?: string[];
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number;
+  /** The latest preview of a job run elsewhere (a fleet worker), when the engine here does not make it. */
+  preview?: (jobId: string) => Promise<Uint8Array | undefined>;
+  /** The fleet's status (GET /api/v1/fleet), when jobs run on fleet workers. */
+  fleetStatus?: () => Promise<unknown>;
 }
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
@@ -332,7 +336,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       method: 'GET', url: '/api/v1/jobs/:id/preview', summary: 'The latest preview of a running job (PNG)',
       responses: { 200: { description: 'PNG', type: 'image/png' }, 404: err('no preview yet') },
       handler: async (req, reply) => {
-        const png = previews.get(jobId(req));
+        const png = previews.get(jobId(req)) ?? (await o.preview?.(jobId(req)));
         if (!png) return notFound(reply, 'No preview');
         return reply.type('image/png').header('cache-control', 'no-store').send(Buffer.from(png));
       },
@@ -408,6 +412,14 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       handler: async () => ({ deviceSet: o.engine.deviceSet, devices: await o.engine.devices() }),
     },
   ];
+  const fleetStatus = o.fleetStatus;
+  if (fleetStatus) {
+    routes.push({
+      method: 'GET', url: '/api/v1/fleet', summary: 'The fleet: live workers (devices, models, what each runs) and queue depths per model',
+      responses: { 200: { description: 'fleet status' } },
+      handler: async () => fleetStatus(),
+    });
+  }
 
   const openapi = openApiDocument(routes);
   routes.push({
