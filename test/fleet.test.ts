@@ -1,0 +1,199 @@
+/**
+ * The fleet (asgd serve --queue + asgd worker) with the fake engine, on a redis-server of the test's own: no live
+ * worker -> 409; a size no worker takes -> 409; idempotent submission; throttled progress in order over SSE with
+ * previews from the shared folder; reordering (priorities); cancelling a running job (no retry) and a queued one;
+ * a server restart with the queue and the history intact; the status view.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { serve, type RunningServer } from '../src/server/serve.ts';
+import { startWorker, type RunningFleetWorker } from '../src/server/fleet/worker.ts';
+import type { JobProgress, JobRecord } from '../src/server/queue.ts';
+import { api, FAKE_ENGINE, fakeModelDir, outputFiles, waitFor } from './helpers/fleet.ts';
+import { tempDir } from './helpers/models.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { readEvents } from './helpers/sse.ts';
+
+let redis: TestRedis;
+let server: RunningServer;
+let worker: RunningFleetWorker | undefined;
+const outputs = tempDir('fleet-outputs');
+const engineLog = path.join(tempDir('fleet-log'), 'engine.log');
+const PREFIX = 'fleet-test';
+
+const startServer = () => serve({ port: 0, host: '127.0.0.1', outputsDir: outputs, modelDirs: [], pipeline: {}, queue: redis.url, prefix: PREFIX });
+
+before(async () => {
+  redis = await startRedis();
+  server = await startServer();
+});
+
+after(async () => {
+  await server?.close();
+  await worker?.close();
+  await redis?.stop();
+});
+
+const a = () => api(server.url);
+const logged = () => (fs.existsSync(engineLog) ? fs.readFileSync(engineLog, 'utf8').split('\n').filter(Boolean) : []);
+
+test('no live worker: a job is refused with 409, not queued to wait forever', async () => {
+  const r = await a().post({ prompt: 'nobody to run it', seed: '1' });
+  assert.equal(r.status, 409, JSON.stringify(r.json));
+  assert.match(r.json.message!, /No live worker/);
+  assert.equal((await a().jobs()).length, 0);
+});
+
+test('a worker joins: models and devices come from its heartbeat; a size beyond its limit is refused with 409', async () => {
+  worker = await startWorker({
+    queue: redis.url, prefix: PREFIX, outputsDir: outputs, modelDirs: [fakeModelDir('fake-64')], maxPixels: { direct: 64 * 64 },
+    timings: { progressIntervalMs: 40, heartbeatMs: 500 },
+    engine: { module: FAKE_ENGINE, exportName: 'FakeEngine', options: { stepMs: 10, log: engineLog } },
+    log: () => undefined,
+  });
+  // The server reads the directory every second.
+  const models = await waitFor('the model to be listed', async () => {
+    const m = (await (await fetch(`${a().url}/api/v1/models`)).json()) as { models: { name: string }[] };
+    return m.models.length ? m : undefined;
+  });
+  assert.deepEqual(models.models.map((m) => m.name), ['fake-64']);
+  const devices = (await (await fetch(`${a().url}/api/v1/devices`)).json()) as { devices: { name: string }[] };
+  assert.deepEqual(devices.devices.map((d) => d.name), [`${worker.id}/cpu`]);
+
+  const big = await a().post({ prompt: 'too big for direct here', method: 'direct', width: 128, height: 128, seed: '1' });
+  assert.equal(big.status, 409, JSON.stringify(big.json));
+  assert.match(big.json.message!, /direct at 128x128/);
+  const unknown = await a().post({ prompt: 'x', model: 'not-served', seed: '1' });
+  assert.equal(unknown.status, 400);
+});
+
+test('the same settings and seed give the same job: submitted again, it returns the existing job and output', async () => {
+  const body = { prompt: 'idempotent', seed: '18446744073709551615', width: 64, height: 64, steps: 6 };
+  const id1 = await a().queue(body);
+  const id2 = await a().queue({ ...body });
+  assert.equal(id2, id1);
+  const done = await a().finished(id1);
+  assert.equal(done.state, 'completed', JSON.stringify(done.error));
+  assert.equal(done.spec.settings['seed'], '18446744073709551615');
+  // Again after completion, and with the defaults spelled out differently: the same job, no new run.
+  assert.equal(await a().queue({ ...body, method: 'asg' }), id1);
+  assert.equal((await a().job(id1)).output, done.output);
+  assert.equal(logged().filter((l) => l.includes(id1)).length, 1, 'generated once');
+  assert.deepEqual(outputFiles(outputs).filter((n) => n.includes(id1)), [done.output]);
+  // A different seed is a different job; no seed gets a random one, chosen at submission (decimal string).
+  assert.notEqual(await a().queue({ ...body, seed: '5' }), id1);
+  const random = await a().job(await a().queue({ prompt: 'random seed', steps: 2 }));
+  assert.match(String(random.spec.settings['seed']), /^\d+$/);
+});
+
+test('progress reaches the SSE stream throttled and in order, with previews from the shared folder', async () => {
+  const id = await a().queue({ prompt: 'progress', seed: '77', steps: 30 });
+  const events = await readEvents(`${a().url}/api/v1/jobs/${id}/events`);
+  const last = events.at(-1)!;
+  assert.equal(last.event, 'state');
+  assert.equal((last.data as JobRecord).state, 'completed');
+  const progress = events.filter((e) => e.event === 'progress').map((e) => e.data as JobProgress);
+  assert.ok(progress.length >= 3, `${progress.length} progress events`);
+  assert.ok(progress.length < 30 + 3, `throttled: ${progress.length} progress events for 30 steps`);
+  const order = ['load', 'text', 'denoise', 'decode', 'save'];
+  for (let i = 1; i < progress.length; i++) {
+    const [p, q] = [progress[i - 1]!, progress[i]!];
+    assert.ok(order.indexOf(q.phase) >= order.indexOf(p.phase), `phase ${p.phase} -> ${q.phase}`);
+    assert.ok(q.step >= p.step, `step ${p.step} -> ${q.step}`);
+    assert.ok(q.previewRevision >= p.previewRevision);
+  }
+  assert.equal(progress.filter((p) => p.phase === 'denoise').at(-1)!.step, 30, 'the last step is flushed');
+  assert.ok(progress.at(-1)!.previewRevision >= 2, 'previews were counted');
+  const ids = events.map((e) => e.id!).filter((e) => e !== '0-0');
+  assert.equal(new Set(ids).size, ids.length, 'event ids are unique');
+  const preview = await fetch(`${a().url}/api/v1/jobs/${id}/preview`);
+  assert.equal(preview.status, 200);
+  assert.equal(preview.headers.get('content-type'), 'image/png');
+});
+
+test('reordering queued jobs sets their priorities: the moved job runs next', async () => {
+  const busy = await a().queue({ prompt: 'occupies the worker', seed: '100', steps: 80 });
+  await waitFor('the long job to run', async () => (await a().job(busy)).state === 'running');
+  const [j1, j2, j3] = [await a().queue({ prompt: 'first', seed: '101', steps: 2 }), await a().queue({ prompt: 'second', seed: '102', steps: 2 }), await a().queue({ prompt: 'third', seed: '103', steps: 2 })];
+  const moved = await fetch(`${a().url}/api/v1/jobs/${j3}`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ position: 0 }) });
+  assert.equal(moved.status, 200);
+  assert.deepEqual(((await moved.json()) as { queued: string[] }).queued, [j3, j1, j2]);
+  const listed = (await a().jobs()).filter((j) => j.state === 'queued').map((j) => j.id);
+  assert.deepEqual(listed, [j3, j1, j2]);
+  const done = await Promise.all([j1, j2, j3].map((id) => a().finished(id)));
+  const started = done.map((j) => Date.parse(j.startedAt!));
+  assert.ok(started[2]! <= started[0]! && started[0]! <= started[1]!, `ran in the order third, first, second: ${started.join(', ')}`);
+  await a().finished(busy);
+  // A running job cannot be moved.
+  const notQueued = await fetch(`${a().url}/api/v1/jobs/${busy}`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ position: 0 }) });
+  assert.equal(notQueued.status, 409);
+});
+
+test('cancelling a running job stops it on the worker within a model call, and it is not retried; a queued one is cancelled too', async () => {
+  const id = await a().queue({ prompt: 'to cancel', seed: '200', steps: 1000 });
+  await waitFor('the job to denoise', async () => {
+    const j = await a().job(id);
+    return j.state === 'running' && (j.progress?.step ?? 0) >= 2;
+  });
+  const queued = await a().queue({ prompt: 'queued behind', seed: '201', steps: 4 });
+  const t0 = Date.now();
+  const r = await fetch(`${a().url}/api/v1/jobs/${id}`, { method: 'DELETE' });
+  const ms = Date.now() - t0;
+  assert.equal(r.status, 200);
+  const rj = (await r.json()) as JobRecord;
+  assert.equal(rj.state, 'cancelled', JSON.stringify(rj));
+  assert.ok(ms < 3000, `cancelled in ${ms} ms`);
+  const next = await a().finished(queued);
+  assert.equal(next.state, 'completed', 'the next job runs');
+  const j = await a().job(id);
+  assert.equal(j.state, 'cancelled');
+  assert.equal(j.attempts, 1, 'not retried');
+  assert.ok(!outputFiles(outputs).some((n) => n.includes(id)), 'no output');
+  assert.ok(!logged().some((l) => l.includes(id)));
+
+  const busy = await a().queue({ prompt: 'busy again', seed: '202', steps: 40 });
+  await waitFor('busy', async () => (await a().job(busy)).state === 'running');
+  const waiting = await a().queue({ prompt: 'never runs', seed: '203', steps: 4 });
+  const c = (await (await fetch(`${a().url}/api/v1/jobs/${waiting}`, { method: 'DELETE' })).json()) as JobRecord;
+  assert.equal(c.state, 'cancelled');
+  await a().finished(busy);
+  assert.equal((await a().job(waiting)).state, 'cancelled');
+  assert.ok((await a().jobs()).some((x) => x.id === waiting && x.state === 'cancelled'), 'listed as cancelled');
+  // Removing a finished job forgets it.
+  assert.equal((await fetch(`${a().url}/api/v1/jobs/${waiting}`, { method: 'DELETE' })).status, 204);
+  assert.equal((await fetch(`${a().url}/api/v1/jobs/${waiting}`)).status, 404);
+});
+
+test('the status view lists the live worker, its devices and models, and the queue depths', async () => {
+  const s = (await (await fetch(`${a().url}/api/v1/fleet`)).json()) as {
+    workers: { id: string; devices: { name: string }[]; models: { name: string; hash: string }[]; maxPixels: Record<string, number> }[];
+    queues: { queue: string; model?: string; counts: Record<string, number> }[];
+  };
+  assert.equal(s.workers.length, 1);
+  assert.equal(s.workers[0]!.id, worker!.id);
+  assert.deepEqual(s.workers[0]!.models.map((m) => m.name), ['fake-64']);
+  assert.match(s.workers[0]!.models[0]!.hash, /^[0-9a-f]{64}$/);
+  assert.equal(s.workers[0]!.maxPixels['direct'], 4096);
+  assert.equal(s.queues.length, 1);
+  assert.equal(s.queues[0]!.model, 'fake-64');
+  assert.ok(s.queues[0]!.counts['completed']! >= 5);
+});
+
+test('a restarted server finds the queue and the history in Redis; queued jobs complete', async () => {
+  const busy = await a().queue({ prompt: 'running across the restart', seed: '300', steps: 100 });
+  await waitFor('busy', async () => (await a().job(busy)).state === 'running');
+  const queued = [await a().queue({ prompt: 'q1', seed: '301', steps: 3 }), await a().queue({ prompt: 'q2', seed: '302', steps: 3 })];
+  const before = (await a().jobs()).map((j) => j.id).sort();
+  await server.close();
+  server = await startServer();
+  const after = await a().jobs();
+  assert.deepEqual(after.map((j) => j.id).sort(), before);
+  for (const id of [busy, ...queued]) assert.equal((await a().finished(id)).state, 'completed');
+  const history = (await a().jobs()).filter((j) => j.state === 'completed');
+  for (const j of history) assert.ok(fs.existsSync(path.join(outputs, j.output!)), `${j.output} exists`);
+  // Exactly one file per completed job, no temporary file left.
+  assert.equal(outputFiles(outputs).length, history.length);
+  assert.deepEqual(fs.readdirSync(path.join(outputs, '.fleet-tmp')), []);
+});
