@@ -173,7 +173,10 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
           await job.moveToWait(token);
           throw new WaitingError();
         }
-        if (reason === 'lock-lost') throw new Error('The worker lost the job\'s lock; it runs elsewhere');
+        if (reason === 'lock-lost') {
+          log(`asgd worker ${id}: job ${jobId}: lock lost, run stopped (the job runs elsewhere)`);
+          throw new Error('The worker lost the job\'s lock; it runs elsewhere');
+        }
         if (reason !== undefined) throw new UnrecoverableError(CANCELLED_REASON);
         const e = err as EngineRunError;
         // Invalid settings fail the same way on every worker: no retry. A device failure is retried.
