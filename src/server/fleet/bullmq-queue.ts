@@ -68,10 +68,16 @@ export class BullJobQueue implements JobQueue {
     return q;
   }
 
+  /**
+   * The job and its state. The state is read first: states only move forward, so the job's fields read after it
+   * are at least as new (a 'failed' state always comes with its reason, 'completed' with its return value).
+   */
   private async find(id: string): Promise<{ job: BullJob; state: string } | undefined> {
     for (const { queue } of this.queues.values()) {
+      const state = await queue.getJobState(id);
+      if (state === 'unknown') continue;
       const job = (await queue.getJob(id)) as BullJob | undefined;
-      if (job) return { job, state: await job.getState() };
+      if (job) return { job, state };
     }
     return undefined;
   }
@@ -93,8 +99,8 @@ export class BullJobQueue implements JobQueue {
     const name = queueNameFor(model.hash);
     const { queue } = this.open(name);
     await this.o.redis.sadd(this.keys.queues, name);
-    const existing = (await queue.getJob(id)) as BullJob | undefined;
-    if (existing) return toRecord(existing, await existing.getState());
+    const existing = await this.find(id);
+    if (existing) return toRecord(existing.job, existing.state);
     await this.o.redis.hdel(this.keys.cancelled, id);
     const data: FleetJobData = { spec: full, modelHash: model.hash, createdAt: new Date().toISOString() };
     // BullMQ adds nothing when a job with this id exists (a race with another submission of the same settings).
