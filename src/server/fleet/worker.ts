@@ -211,7 +211,6 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
       signal?.removeEventListener('abort', onSignal);
       running.delete(jobId);
       release();
-      void beat().catch(() => undefined);
     }
   };
 

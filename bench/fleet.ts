@@ -1,0 +1,130 @@
+/**
+ * The fleet on loopback (bounded): `asgd serve --queue` in this process, N fake-engine worker processes, one
+ * redis-server of its own. A burst of jobs (all queued at once) gives the throughput and the queue wait; a paced
+ * run below capacity gives the pick-up latency (queued -> started on a worker). Checks that nothing is lost or
+ * made twice (one completion, one engine run and one output file per job), and reads Redis's memory after.
+ *
+ *   node --import tsx bench/fleet.ts [jobs=1000] [workers=4] [paced=200]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve } from '../src/server/serve.ts';
+import type { JobRecord } from '../src/server/queue.ts';
+import { api, fakeModelDir, waitFor } from '../test/helpers/fleet.ts';
+import { startRedis } from '../test/helpers/redis.ts';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const WORKER = path.join(HERE, '..', 'test', 'helpers', 'fleet-worker.ts');
+const [jobs = 1000, workers = 4, paced = 200] = process.argv.slice(2).map(Number);
+const PACED_RATE = 20;
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((x, y) => x - y);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
+};
+
+const redis = await startRedis();
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-bench-fleet-'));
+const outputs = path.join(work, 'outputs');
+const engineLog = path.join(work, 'engine.log');
+const model = fakeModelDir('fake-64');
+const server = await serve({ port: 0, host: '127.0.0.1', outputsDir: outputs, modelDirs: [], pipeline: {}, queue: redis.url, prefix: 'bench' });
+const a = api(server.url);
+const procs: ChildProcess[] = [];
+for (let i = 0; i < workers; i++) {
+  const cfg = { queue: redis.url, prefix: 'bench', outputsDir: outputs, modelDirs: [model], stepMs: 0, engineLog };
+  const child = spawn(process.execPath, ['--import', 'tsx', WORKER, JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  procs.push(child);
+}
+await Promise.all(procs.map((c) => new Promise<void>((resolve) => {
+  let out = '';
+  c.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (/ready /.test(out)) resolve();
+  });
+})));
+await waitFor('the workers in the status view', async () => (await a.fleet()).workers.length === workers || undefined, 30_000);
+
+async function runAll(ids: string[]): Promise<JobRecord[]> {
+  return waitFor('every job to finish', async () => {
+    const all = await a.jobs();
+    const byId = new Map(all.map((j) => [j.id, j]));
+    const done = ids.map((id) => byId.get(id)).filter((j): j is JobRecord => !!j && ['completed', 'failed', 'cancelled'].includes(j.state));
+    return done.length === ids.length ? done : undefined;
+  }, 600_000, 250);
+}
+
+// Burst: every job queued at once (1 step each).
+const t0 = performance.now();
+const burstIds: string[] = [];
+for (let i = 0; i < jobs; i++) burstIds.push(await a.queue({ prompt: `burst ${i}`, seed: String(i), steps: 1, width: 64, height: 64 }));
+const queuedS = (performance.now() - t0) / 1000;
+const burst = await runAll(burstIds);
+const burstS = (performance.now() - t0) / 1000;
+const firstStart = Math.min(...burst.map((j) => Date.parse(j.startedAt!)));
+const lastEnd = Math.max(...burst.map((j) => Date.parse(j.finishedAt!)));
+const wait = burst.map((j) => Date.parse(j.startedAt!) - Date.parse(j.createdAt));
+
+// Paced: below capacity, so the latency is the queue's pick-up time, not the backlog.
+const pacedIds: string[] = [];
+const t1 = performance.now();
+for (let i = 0; i < paced; i++) {
+  pacedIds.push(await a.queue({ prompt: `paced ${i}`, seed: String(1_000_000 + i), steps: 1, width: 64, height: 64 }));
+  const next = t1 + ((i + 1) * 1000) / PACED_RATE;
+  await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
+}
+const pacedDone = await runAll(pacedIds);
+const pickup = pacedDone.map((j) => Date.parse(j.startedAt!) - Date.parse(j.createdAt));
+
+const all = [...burst, ...pacedDone];
+const files = fs.readdirSync(outputs).filter((n) => !n.startsWith('.'));
+const runs = fs.readFileSync(engineLog, 'utf8').split('\n').filter(Boolean);
+const perId = new Map<string, number>();
+for (const r of runs) {
+  const id = /-(j[0-9a-f]+)\.png/.exec(r)?.[1] ?? r;
+  perId.set(id, (perId.get(id) ?? 0) + 1);
+}
+const completed = all.filter((j) => j.state === 'completed');
+const result = {
+  date: new Date().toISOString(),
+  host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => Math.round(x * 10) / 10) },
+  workers,
+  burst: {
+    jobs,
+    queueSeconds: Math.round(queuedS * 10) / 10,
+    seconds: Math.round(burstS * 10) / 10,
+    jobsPerSecond: Math.round((jobs / ((lastEnd - firstStart) / 1000)) * 10) / 10,
+    queueWaitMs: { p50: pct(wait, 50), p99: pct(wait, 99) },
+  },
+  paced: { jobs: paced, ratePerSecond: PACED_RATE, pickupMs: { p50: pct(pickup, 50), p99: pct(pickup, 99) } },
+  redisUsedMemoryBytes: redis.usedMemory(),
+  lost: all.length - completed.length + (jobs + paced - all.length),
+  duplicated: [...perId.values()].filter((n) => n > 1).length + Math.max(0, files.length - completed.length),
+  outputFiles: files.length,
+  engineRuns: runs.length,
+};
+
+process.stdout.write(`
+fleet: ${workers} worker processes, fake engine (1 step), ${os.cpus().length} CPUs (load ${result.host.loadavg.join(' ')})
+| run | jobs | throughput (jobs/s) | queue wait p50 / p99 (ms) |
+| --- | --- | --- | --- |
+| burst (all queued at once) | ${jobs} | ${result.burst.jobsPerSecond} | ${result.burst.queueWaitMs.p50} / ${result.burst.queueWaitMs.p99} |
+| paced (${PACED_RATE}/s, below capacity) | ${paced} | - | ${result.paced.pickupMs.p50} / ${result.paced.pickupMs.p99} |
+Redis used_memory after: ${(result.redisUsedMemoryBytes / 1024 / 1024).toFixed(2)} MiB (${jobs + paced} finished jobs kept as history)
+lost: ${result.lost}, duplicated: ${result.duplicated} (outputs ${files.length}, engine runs ${runs.length}, completed ${completed.length})
+`);
+const dir = path.join(HERE, 'results');
+fs.mkdirSync(dir, { recursive: true });
+const file = path.join(dir, `fleet-${result.date.replace(/[:.]/g, '-')}.json`);
+fs.writeFileSync(file, JSON.stringify(result, null, 2));
+process.stdout.write(`wrote ${file}\n`);
+
+for (const c of procs) c.kill('SIGTERM');
+await Promise.all(procs.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
+await server.close();
+await redis.stop();
+fs.rmSync(work, { recursive: true, force: true });
+process.exit(result.lost || result.duplicated ? 1 : 0);
