@@ -48,13 +48,17 @@ await Promise.all(procs.map((c) => new Promise<void>((resolve) => {
 })));
 await waitFor('the workers in the status view', async () => (await a.fleet()).workers.length === workers || undefined, 30_000);
 
+let finishedBefore = 0;
+/** Waits on the queue's counts (cheap), then lists the jobs once. */
 async function runAll(ids: string[]): Promise<JobRecord[]> {
-  return waitFor('every job to finish', async () => {
-    const all = await a.jobs();
-    const byId = new Map(all.map((j) => [j.id, j]));
-    const done = ids.map((id) => byId.get(id)).filter((j): j is JobRecord => !!j && ['completed', 'failed', 'cancelled'].includes(j.state));
-    return done.length === ids.length ? done : undefined;
-  }, 600_000, 250);
+  await waitFor('every job to finish', async () => {
+    const q = (await a.fleet()).queues;
+    const finished = q.reduce((n, x) => n + (x.counts['completed'] ?? 0) + (x.counts['failed'] ?? 0), 0);
+    return finished - finishedBefore >= ids.length || undefined;
+  }, 600_000, 100);
+  finishedBefore += ids.length;
+  const byId = new Map((await a.jobs()).map((j) => [j.id, j]));
+  return ids.map((id) => byId.get(id)).filter((j): j is JobRecord => !!j);
 }
 
 // Burst: every job queued at once (1 step each).
