@@ -23,6 +23,13 @@ const outputs = tempDir('fleet-outputs');
 const engineLog = path.join(tempDir('fleet-log'), 'engine.log');
 const PREFIX = 'fleet-test';
 
+const modelDir = fakeModelDir('fake-64');
+const startFakeWorker = () => startWorker({
+  queue: redis.url, prefix: PREFIX, outputsDir: outputs, modelDirs: [modelDir], maxPixels: { direct: 64 * 64 },
+  timings: { progressIntervalMs: 40, heartbeatMs: 500 },
+  engine: { module: FAKE_ENGINE, exportName: 'FakeEngine', options: { stepMs: 10, log: engineLog } },
+  log: () => undefined,
+});
 const startServer = () => serve({ port: 0, host: '127.0.0.1', outputsDir: outputs, modelDirs: [], pipeline: {}, queue: redis.url, prefix: PREFIX });
 
 before(async () => {
@@ -47,12 +54,7 @@ test('no live worker: a job is refused with 409, not queued to wait forever', as
 });
 
 test('a worker joins: models and devices come from its heartbeat; a size beyond its limit is refused with 409', async () => {
-  worker = await startWorker({
-    queue: redis.url, prefix: PREFIX, outputsDir: outputs, modelDirs: [fakeModelDir('fake-64')], maxPixels: { direct: 64 * 64 },
-    timings: { progressIntervalMs: 40, heartbeatMs: 500 },
-    engine: { module: FAKE_ENGINE, exportName: 'FakeEngine', options: { stepMs: 10, log: engineLog } },
-    log: () => undefined,
-  });
+  worker = await startFakeWorker();
   // The server reads the directory every second.
   const models = await waitFor('the model to be listed', async () => {
     const m = (await (await fetch(`${a().url}/api/v1/models`)).json()) as { models: { name: string }[] };
@@ -196,4 +198,16 @@ test('a restarted server finds the queue and the history in Redis; queued jobs c
   // Exactly one file per completed job, no temporary file left.
   assert.equal(outputFiles(outputs).length, history.length);
   assert.deepEqual(fs.readdirSync(path.join(outputs, '.fleet-tmp')), []);
+});
+
+test('a worker that stops (Ctrl-C) puts its running job back in the queue; the next worker completes it', async () => {
+  const id = await a().queue({ prompt: 'interrupted by a worker stop', seed: '400', steps: 300 });
+  await waitFor('the job to denoise', async () => ((await a().job(id)).progress?.step ?? 0) >= 2);
+  await worker!.close();
+  assert.equal((await a().job(id)).state, 'queued');
+  worker = await startFakeWorker();
+  const done = await a().finished(id);
+  assert.equal(done.state, 'completed', JSON.stringify(done.error));
+  assert.equal(done.attempts, 2);
+  assert.equal(outputFiles(outputs).filter((n) => n.includes(id)).length, 1);
 });

@@ -53,7 +53,7 @@ export function api(base: string) {
         return ['completed', 'failed', 'cancelled'].includes(j.state) ? j : undefined;
       }, timeoutMs);
     },
-    async fleet(): Promise<{ workers: { id: string; running: { jobId: string }[] }[]; queues: { queue: string; counts: Record<string, number> }[] }> {
+    async fleet(): Promise<{ workers: { id: string; running: { jobId: string }[]; models: { name: string; hash: string }[] }[]; queues: { queue: string; counts: Record<string, number> }[] }> {
       return (await (await fetch(`${url}/api/v1/fleet`)).json()) as never;
     },
   };

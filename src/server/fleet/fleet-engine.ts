@@ -15,6 +15,7 @@ export class FleetEngine implements Engine {
   private known: FleetModel[] = [];
   private live: WorkerBeat[] = [];
   private timer?: NodeJS.Timeout;
+  private refreshedAt = 0;
 
   constructor(private readonly redis: Redis, private readonly prefix: string) {}
 
@@ -29,6 +30,7 @@ export class FleetEngine implements Engine {
     const [known, live] = await Promise.all([knownModels(this.redis, this.prefix), liveWorkers(this.redis, this.prefix)]);
     this.known = known;
     this.live = live;
+    this.refreshedAt = Date.now();
     return live;
   }
 
@@ -49,7 +51,8 @@ export class FleetEngine implements Engine {
    * it at its size with its method. Throws a 409 naming what is missing when no live worker can.
    */
   async route(model: string | undefined, method: string, size: { width?: number; height?: number } | undefined): Promise<FleetModel> {
-    const live = await this.refresh();
+    // The directory as read within the last refresh period (heartbeats expire after 6 s anyway).
+    const live = Date.now() - this.refreshedAt < REFRESH_MS ? this.live : await this.refresh();
     const served = live.flatMap((w) => w.models);
     if (live.length === 0) throw new QueueError('No live worker: start one with `asgd worker --queue ...` (jobs are not queued while none can run them)', 409);
     const entry = model === undefined ? [...served].sort((a, b) => a.name.localeCompare(b.name))[0] : served.find((m) => m.name === model);
