@@ -1,11 +1,15 @@
 /**
  * A redis-server of a test's own, on a unix socket in a temporary folder (never a system service): started, and
  * stopped or restarted by the test. With `appendonly`, it keeps its data across a restart (fsync on every write).
+ * ASGD_TEST_REDIS_SERVER / ASGD_TEST_REDIS_CLI run another server binary (e.g. valkey-server / valkey-cli).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+
+const SERVER = process.env['ASGD_TEST_REDIS_SERVER'] || 'redis-server';
+const CLI = process.env['ASGD_TEST_REDIS_CLI'] || 'redis-cli';
 
 export interface TestRedis {
   /** unix:///.../redis.sock */
@@ -28,15 +32,15 @@ export async function startRedis(o: { appendonly?: boolean } = {}): Promise<Test
   ];
   let child: ChildProcess | undefined;
   const launch = async () => {
-    child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     await new Promise<void>((resolve, reject) => {
       child!.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
         if (/ready to accept connections/i.test(out)) resolve();
       });
-      child!.on('error', (err) => reject(new Error(`redis-server could not start (run: npm run setup:system): ${err.message}`)));
-      child!.on('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${out}`)));
+      child!.on('error', (err) => reject(new Error(`${SERVER} could not start (run: npm run setup:system): ${err.message}`)));
+      child!.on('exit', (code) => reject(new Error(`${SERVER} exited with ${code}: ${out}`)));
     });
   };
   const stop = async () => {
@@ -53,7 +57,7 @@ export async function startRedis(o: { appendonly?: boolean } = {}): Promise<Test
     url: `unix://${socket}`,
     socket,
     usedMemory() {
-      const r = spawnSync('redis-cli', ['-s', socket, 'info', 'memory'], { encoding: 'utf8' });
+      const r = spawnSync(CLI, ['-s', socket, 'info', 'memory'], { encoding: 'utf8' });
       return Number(/used_memory:(\d+)/.exec(r.stdout)?.[1] ?? NaN);
     },
     stop: async () => {
