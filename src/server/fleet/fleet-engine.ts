@@ -51,8 +51,19 @@ export class FleetEngine implements Engine {
    * it at its size with its method. Throws a 409 naming what is missing when no live worker can.
    */
   async route(model: string | undefined, method: string, size: { width?: number; height?: number } | undefined): Promise<FleetModel> {
-    // The directory as read within the last refresh period (heartbeats expire after 6 s anyway).
-    const live = Date.now() - this.refreshedAt < REFRESH_MS ? this.live : await this.refresh();
+    // The directory as read within the last refresh period (heartbeats expire after 6 s anyway); read again
+    // before refusing, so a worker that just joined is found.
+    if (Date.now() - this.refreshedAt < REFRESH_MS) {
+      try {
+        return this.pick(this.live, model, method, size);
+      } catch {
+        // fall through to a fresh read
+      }
+    }
+    return this.pick(await this.refresh(), model, method, size);
+  }
+
+  private pick(live: WorkerBeat[], model: string | undefined, method: string, size: { width?: number; height?: number } | undefined): FleetModel {
     const served = live.flatMap((w) => w.models);
     if (live.length === 0) throw new QueueError('No live worker: start one with `asgd worker --queue ...` (jobs are not queued while none can run them)', 409);
     const entry = model === undefined ? [...served].sort((a, b) => a.name.localeCompare(b.name))[0] : served.find((m) => m.name === model);
