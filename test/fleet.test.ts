@@ -115,6 +115,27 @@ test('progress reaches the SSE stream throttled and in order, with previews from
   assert.equal(preview.headers.get('content-type'), 'image/png');
 });
 
+test('a client that drops mid-stream and resumes with Last-Event-ID gets what followed, nothing twice', async () => {
+  const id = await a().queue({ prompt: 'resume', seed: '78', steps: 60 });
+  const first = await readEvents(`${a().url}/api/v1/jobs/${id}/events`, {
+    stop: (e) => e.event === 'progress' && (e.data as JobProgress).step >= 10,
+  });
+  await new Promise((r) => setTimeout(r, 150));
+  const rest = await readEvents(`${a().url}/api/v1/jobs/${id}/events`, { lastEventId: first.at(-1)!.id! });
+  assert.equal(rest[0]!.event, 'progress', 'the resumed stream starts with what followed, not a snapshot');
+  const all = [...first, ...rest];
+  const ids = all.map((e) => e.id!);
+  assert.equal(new Set(ids).size, ids.length, 'no event twice');
+  const steps = all.filter((e) => e.event === 'progress').map((e) => (e.data as JobProgress).step);
+  for (let i = 1; i < steps.length; i++) assert.ok(steps[i]! >= steps[i - 1]!, `steps in order: ${steps.join(',')}`);
+  // Progress is throttled to one update per 40 ms (4 steps of 10 ms): the events kept while no client listened
+  // leave no larger gap.
+  const lastBefore = (first.at(-1)!.data as JobProgress).step;
+  const firstAfter = (rest[0]!.data as JobProgress).step;
+  assert.ok(firstAfter - lastBefore <= 8, `resumed at step ${firstAfter} after ${lastBefore}`);
+  assert.equal((rest.at(-1)!.data as JobRecord).state, 'completed');
+});
+
 test('reordering queued jobs sets their priorities: the moved job runs next', async () => {
   const busy = await a().queue({ prompt: 'occupies the worker', seed: '100', steps: 80 });
   await waitFor('the long job to run', async () => (await a().job(busy)).state === 'running');

@@ -32,6 +32,8 @@ interface Listener {
 const EVENTS_KEPT = 1024;
 /** Finished jobs listed per queue and state. */
 const FINISHED_LISTED = 1000;
+/** How long a job's events are still kept after its last listener left. */
+const WATCH_AFTER_DROP_MS = 5 * 60_000;
 const QUEUED_STATES = ['wait', 'prioritized', 'delayed', 'waiting-children', 'waiting'];
 const RELAYED = ['added', 'waiting', 'active', 'progress', 'completed', 'failed', 'removed', 'stalled', 'delayed', 'priority'] as const;
 
@@ -41,6 +43,8 @@ export class BullJobQueue implements JobQueue {
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly kept = new Map<string, JobEvent[]>();
   private readonly chains = new Map<string, Promise<void>>();
+  /** Jobs whose events are kept although nobody listens now (a client dropped and may resume). */
+  private readonly watchedUntil = new Map<string, number>();
   private closed = false;
 
   constructor(private readonly o: BullQueueOptions) {
@@ -207,6 +211,8 @@ export class BullJobQueue implements JobQueue {
     });
     return () => {
       set.delete(l);
+      // A client that drops may come back with Last-Event-ID: the job's events are kept a while for it.
+      this.watchedUntil.set(id, Date.now() + WATCH_AFTER_DROP_MS);
     };
   }
 
@@ -220,7 +226,16 @@ export class BullJobQueue implements JobQueue {
   }
 
   private relay(_queue: string, type: string, jobId: string, data: unknown, streamId: string | undefined, known?: JobRecord): void {
-    if (this.closed || !this.listeners.get(jobId)?.size) return;
+    if (this.closed) return;
+    if (!this.listeners.get(jobId)?.size) {
+      const until = this.watchedUntil.get(jobId);
+      if (until === undefined) return;
+      if (until < Date.now()) {
+        this.watchedUntil.delete(jobId);
+        this.kept.delete(jobId);
+        return;
+      }
+    }
     this.chain(jobId, async () => {
       let e: JobEvent;
       const id = streamId ?? `${Date.now()}-0`;
@@ -246,7 +261,10 @@ export class BullJobQueue implements JobQueue {
       if (e.type === 'state' && ['completed', 'failed', 'cancelled'].includes(e.job.state)) {
         // A finished job's events are kept a minute for late resumes, then dropped.
         setTimeout(() => {
-          if (!this.listeners.get(jobId)?.size) this.kept.delete(jobId);
+          if (!this.listeners.get(jobId)?.size) {
+            this.kept.delete(jobId);
+            this.watchedUntil.delete(jobId);
+          }
         }, 60_000).unref();
       }
     });
