@@ -189,6 +189,26 @@ test('cancelling a running job stops it on the worker within a model call, and i
   assert.equal((await fetch(`${a().url}/api/v1/jobs/${waiting}`)).status, 404);
 });
 
+test('an output is upscaled on a worker (the source is read from the shared folder); a cancelled job submitted again runs again', async () => {
+  const src = await a().finished(await a().queue({ prompt: 'to upscale', seed: '500', steps: 2, width: 64, height: 64 }));
+  const r = await fetch(`${a().url}/api/v1/outputs/${src.output}/upscale`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ scale: 2, steps: 2, seed: '501' }) });
+  assert.equal(r.status, 202, await r.clone().text());
+  const up = await a().finished(((await r.json()) as { id: string }).id);
+  assert.equal(up.state, 'completed', JSON.stringify(up.error));
+  assert.equal(up.spec.kind, 'upscale');
+  const meta = (await (await fetch(`${a().url}/api/v1/outputs/${up.output}/metadata`)).json()) as { metadata: { width: number } };
+  assert.equal(meta.metadata.width, 128);
+
+  const body = { prompt: 'cancelled, then again', seed: '502', steps: 1000 };
+  const id = await a().queue(body);
+  await waitFor('running', async () => ((await a().job(id)).progress?.step ?? 0) >= 1);
+  assert.equal(((await (await fetch(`${a().url}/api/v1/jobs/${id}`, { method: 'DELETE' })).json()) as JobRecord).state, 'cancelled');
+  assert.equal(await a().queue({ ...body, steps: 3 }) === id, false, 'other settings, another job');
+  assert.equal(await a().queue(body), id, 'the same settings: the same job, queued again');
+  await waitFor('running again', async () => (await a().job(id)).state === 'running');
+  assert.equal(((await (await fetch(`${a().url}/api/v1/jobs/${id}`, { method: 'DELETE' })).json()) as JobRecord).state, 'cancelled');
+});
+
 test('the status view lists the live worker, its devices and models, and the queue depths', async () => {
   const s = (await (await fetch(`${a().url}/api/v1/fleet`)).json()) as {
     workers: { id: string; devices: { name: string }[]; models: { name: string; hash: string }[]; maxPixels: Record<string, number> }[];
@@ -202,6 +222,7 @@ test('the status view lists the live worker, its devices and models, and the que
   assert.equal(s.queues.length, 1);
   assert.equal(s.queues[0]!.model, 'fake-64');
   assert.ok(s.queues[0]!.counts['completed']! >= 5);
+  assert.ok(s.queues[0]!.counts['failed']! >= 2, 'cancelled running jobs are failed in BullMQ');
 });
 
 test('a restarted server finds the queue and the history in Redis; queued jobs complete', async () => {

@@ -104,8 +104,15 @@ export class BullJobQueue implements JobQueue {
     const { queue } = this.open(name);
     await this.o.redis.sadd(this.keys.queues, name);
     const existing = await this.find(id);
-    if (existing) return toRecord(existing.job, existing.state);
-    await this.o.redis.hdel(this.keys.cancelled, id);
+    if (existing) {
+      // The same job again: its record (and output, once it has one). A failed or cancelled one runs again.
+      if (existing.state !== 'failed') return toRecord(existing.job, existing.state);
+      await this.o.redis.del(`${this.keys.cancelChannel}:${id}`);
+      await existing.job.retry('failed');
+      const again = await this.find(id);
+      return toRecord(again!.job, again!.state);
+    }
+    await this.o.redis.multi().hdel(this.keys.cancelled, id).del(`${this.keys.cancelChannel}:${id}`).exec();
     const data: FleetJobData = { spec: full, modelHash: model.hash, createdAt: new Date().toISOString() };
     // BullMQ adds nothing when a job with this id exists (a race with another submission of the same settings).
     const job = (await queue.add(spec.kind, data, { ...JOB_OPTIONS, jobId: id, priority: NEW_JOB_PRIORITY })) as BullJob;
@@ -188,7 +195,7 @@ export class BullJobQueue implements JobQueue {
     if (r.state === 'queued' || r.state === 'running') await this.cancel(id);
     const found = await this.find(id);
     if (found) await found.job.remove().catch(() => undefined);
-    await this.o.redis.hdel(this.keys.cancelled, id);
+    await this.o.redis.multi().hdel(this.keys.cancelled, id).del(`${this.keys.cancelChannel}:${id}`).exec();
     this.kept.delete(id);
     return true;
   }
