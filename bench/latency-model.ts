@@ -147,6 +147,8 @@ export interface SimSettings {
   chargeHost?: boolean;
   /** Relative device speeds (default all 1). */
   speeds?: number[];
+  /** Stage split (default 0.5, the paper's; the shipped default is 0.8). */
+  stageSplit?: number;
 }
 
 export interface SimResult {
@@ -166,7 +168,7 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
   const dispatcher = new Dispatcher(devices, { now: () => clock.time, split: s.split });
   const px = s.geometry.latent * 8;
   const params = resolveParams(
-    { prompt: 'a photo', width: px, height: px, steps: s.steps, seed: 1, method: 'asg', methodOptions: { stageSplit: 0.5, pixelInteraction: s.pixelInteraction, guidanceSync: s.guidanceSync } },
+    { prompt: 'a photo', width: px, height: px, steps: s.steps, seed: 1, method: 'asg', methodOptions: { stageSplit: s.stageSplit ?? 0.5, pixelInteraction: s.pixelInteraction, guidanceSync: s.guidanceSync } },
     { width: s.geometry.native * 8, height: s.geometry.native * 8 },
   );
   const scheduler = createScheduler(

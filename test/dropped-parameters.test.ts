@@ -16,7 +16,7 @@ test("this project's metadata from PNG, JPEG and WebP, a seed above 2^53 exact",
   const p = resolveParams({ prompt: 'a red circle', negativePrompt: 'blur', width: 1024, height: 768, steps: 25, seed: '18446744073709551557', method: 'asg', methodOptions: { structureWeight: 0.4 } }, { width: 512, height: 512 });
   const meta = buildMetadata(p, { name: 'shapes-128', family: 'sd' }, 'euler', 'test');
   for (const format of ['png', 'jpeg', 'webp'] as const) {
-    const r = readDroppedParameters(await encodeImage(img, format, meta));
+    const r = await readDroppedParameters(await encodeImage(img, format, meta));
     assert.equal(r?.format, 'asgdiffusion', format);
     assert.equal(r.settings['seed'], '18446744073709551557');
     assert.equal(r.settings['prompt'], 'a red circle');
@@ -29,30 +29,47 @@ test("this project's metadata from PNG, JPEG and WebP, a seed above 2^53 exact",
 
 test('AUTOMATIC1111 parameters from a PNG text chunk and from JPEG EXIF UserComment', async () => {
   const want = { prompt: 'a castle on a hill, sunset', negativePrompt: 'blurry, low quality', steps: 28, guidanceScale: 6.5, seed: '3141592653', scheduler: 'dpmpp-2m', width: 768, height: 512 };
-  const png = readDroppedParameters(await pngWithText({ parameters: A1111_TEXT }));
+  const png = await readDroppedParameters(await pngWithText({ parameters: A1111_TEXT }));
   assert.deepEqual(png, { format: 'a1111', settings: want });
-  const jpeg = readDroppedParameters(await jpegWithUserComment(A1111_TEXT));
+  const jpeg = await readDroppedParameters(await jpegWithUserComment(A1111_TEXT));
   assert.deepEqual(jpeg, { format: 'a1111', settings: want });
 });
 
 test('ComfyUI, InvokeAI and Fooocus', async () => {
-  assert.deepEqual(readDroppedParameters(await pngWithText({ prompt: COMFY_PROMPT, workflow: '{"nodes":[]}' })), {
+  assert.deepEqual(await readDroppedParameters(await pngWithText({ prompt: COMFY_PROMPT, workflow: '{"nodes":[]}' })), {
     format: 'comfyui',
     settings: { prompt: 'a bottle with a galaxy inside', negativePrompt: 'text, watermark', steps: 20, guidanceScale: 8, seed: '8566257', scheduler: 'euler-ancestral', width: 640, height: 448 },
   });
-  assert.deepEqual(readDroppedParameters(await pngWithText({ invokeai_metadata: INVOKE_METADATA })), {
+  assert.deepEqual(await readDroppedParameters(await pngWithText({ invokeai_metadata: INVOKE_METADATA })), {
     format: 'invokeai',
     settings: { prompt: 'a fox in the snow', negativePrompt: 'cartoon', width: 512, height: 704, steps: 30, guidanceScale: 7, seed: '424242', scheduler: 'euler-ancestral' },
   });
-  assert.deepEqual(readDroppedParameters(await pngWithText({ parameters: FOOOCUS_PARAMETERS, fooocus_scheme: 'fooocus' })), {
+  assert.deepEqual(await readDroppedParameters(await pngWithText({ parameters: FOOOCUS_PARAMETERS, fooocus_scheme: 'fooocus' })), {
     format: 'fooocus',
     settings: { prompt: 'a lighthouse at night', negativePrompt: 'people', steps: 30, guidanceScale: 4, seed: '1234567890123456789', width: 1152, height: 896 },
   });
 });
 
 test('an image without parameters gives none; a file that is no image is told apart', async () => {
-  assert.equal(readDroppedParameters(await plainPng()), undefined);
-  assert.equal(readDroppedParameters(await plainJpeg()), undefined);
-  assert.equal(readDroppedParameters(await pngWithText({ Software: 'an editor' })), undefined);
-  assert.throws(() => readDroppedParameters(new TextEncoder().encode('GIF89a not supported')), UnsupportedImage);
+  assert.equal(await readDroppedParameters(await plainPng()), undefined);
+  assert.equal(await readDroppedParameters(await plainJpeg()), undefined);
+  assert.equal(await readDroppedParameters(await pngWithText({ Software: 'an editor' })), undefined);
+  await assert.rejects(readDroppedParameters(new TextEncoder().encode('GIF89a not supported')), UnsupportedImage);
+});
+
+test('compressed PNG texts (zTXt, compressed iTXt) are read like plain ones, by the page and by the library', async () => {
+  const { pngWithCompressedText } = await import('./helpers/image-texts.ts');
+  const { readImageMetadataFromBytes } = await import('../src/node/image/write.ts');
+  const plainA1111 = await readDroppedParameters(await pngWithText({ parameters: A1111_TEXT }));
+  const z = await pngWithCompressedText({ parameters: A1111_TEXT }, 'zTXt');
+  assert.deepEqual(await readDroppedParameters(z), plainA1111);
+  assert.equal((await readImageMetadataFromBytes(z)).parameters, A1111_TEXT);
+  const comfy = await pngWithCompressedText({ prompt: COMFY_PROMPT, workflow: '{"nodes":[]}' }, 'iTXt');
+  assert.deepEqual(await readDroppedParameters(comfy), await readDroppedParameters(await pngWithText({ prompt: COMFY_PROMPT })));
+  // A compressed text that is not zlib data is skipped, not fatal.
+  const broken = Uint8Array.from(z);
+  const at = Buffer.from(broken).indexOf('zTXtparameters') + 'zTXtparameters'.length + 2;
+  broken.fill(0xff, at, at + 8);
+  assert.equal(await readDroppedParameters(broken), undefined);
+  assert.equal((await readImageMetadataFromBytes(broken)).parameters, undefined);
 });

@@ -5,6 +5,7 @@
  * ASGD_SCREENSHOT=1 also writes docs/webapp.png (1280x800) from the real-engine run.
  */
 import assert from 'node:assert/strict';
+import sharp from 'sharp';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -178,6 +179,31 @@ test('upscale 2x from the viewer queues an upscale of that image, which lands in
   const meta = (await (await fetch(`${fake.url}/api/v1/outputs/${upscaled.output}/metadata`)).json()) as { metadata: { width: number } };
   assert.equal(meta.metadata.width, 128);
   assert.deepEqual(errors, []);
+});
+
+test('a picture of one\'s own: "Add a picture" uploads it into the gallery, opens it, and it upscales from the viewer', async () => {
+  const { page, errors } = await openPage(fake.url);
+  const png = await sharp({ create: { width: 48, height: 40, channels: 3, background: { r: 20, g: 180, b: 90 } } }).png().toBuffer();
+  await page.setInputFiles('#upload', { name: 'mine.png', mimeType: 'image/png', buffer: png });
+  await page.waitForFunction(`document.querySelector('#upload-message').textContent.includes('is in the gallery')`);
+  const name = /as (upload-[0-9a-f]{16}\.png)/.exec((await page.textContent('#upload-message')) ?? '')?.[1];
+  assert.ok(name, await page.textContent('#upload-message') ?? '');
+  await page.waitForSelector(`#gallery figure[data-name="${name}"]`);
+  assert.ok(await page.isVisible('#viewer'), 'the viewer opened on the upload');
+  await page.click('#upscale-output');
+  let upscaled: JobRecord | undefined;
+  for (let i = 0; i < 400 && !upscaled; i++) {
+    upscaled = (await jobs(fake.url)).find((j) => j.spec.kind === 'upscale' && j.spec.settings['source'] === name && j.state === 'completed');
+    if (!upscaled) await new Promise((res) => setTimeout(res, 25));
+  }
+  assert.ok(upscaled?.output, 'the upscale of the upload completed');
+  const meta = (await (await fetch(`${fake.url}/api/v1/outputs/${upscaled.output}/metadata`)).json()) as { metadata: { width: number; height: number } };
+  assert.deepEqual([meta.metadata.width, meta.metadata.height], [96, 80]);
+  // Not a picture: the message says so, the gallery is unchanged.
+  await page.setInputFiles('#upload', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not a picture') });
+  await page.waitForFunction(`document.querySelector('#upload-message').classList.contains('error')`);
+  assert.match(await page.textContent('#upload-message') ?? '', /notes\.png: .*PNG, JPEG or WebP/);
+  assert.deepEqual(errors.filter((e) => !/400 \(Bad Request\)/.test(e)), []);
 });
 
 test('invalid input is shown at its field and queues nothing', async () => {

@@ -97,3 +97,28 @@ test('cancelling a webgpu generation stops it and reports cancelled', async () =
   assert.ok(events >= 2 && events < 20 * 4, `stopped after ${events} progress events`);
   await p.close();
 });
+
+test('asgd -q on webgpu writes nothing to stderr; --verbose shows the runtime warnings', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-quiet-'));
+  const bin = path.join(path.dirname(SHIPPED), '..', 'bin', 'asgd.js');
+  const run = (extra: string[]) => {
+    // stderr to a file, as from a terminal or a shell redirection (see test/runtime-log.test.ts).
+    const errFile = path.join(dir, `stderr-${extra.length}.txt`);
+    const fd = fs.openSync(errFile, 'w');
+    const env = { ...process.env };
+    delete env['ASGD_RUNTIME_LOG'];
+    const r = spawnSync(process.execPath, [bin, 'generate', '-q', '--devices', 'webgpu:0', '-p', 'a red circle', '--method', 'direct', '--steps', '1', '-o', path.join(dir, `out-${extra.length}.png`), ...extra], { stdio: ['ignore', 'pipe', fd], env, encoding: 'utf8' });
+    fs.closeSync(fd);
+    return { status: r.status, stderr: fs.readFileSync(errFile, 'utf8') };
+  };
+  const quiet = run([]);
+  assert.equal(quiet.status, 0, quiet.stderr);
+  assert.equal(quiet.stderr, '');
+  const verbose = run(['--verbose']);
+  assert.equal(verbose.status, 0, verbose.stderr);
+  assert.match(verbose.stderr, /\[W:onnxruntime:/);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -12,7 +12,8 @@ import { validateParams, type GenerateParams } from '../core/params.ts';
 import { EXIT, exitCodeFor } from './exit-codes.ts';
 import { createProgressView } from './progress.ts';
 import { addOptions, givenValues, helpText } from './options.ts';
-import { ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, UPSCALE_COMMAND_OPTIONS, UPSCALE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
+import { ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIONS, UPSCALE_COMMAND_OPTIONS, UPSCALE_OPTIONS, VAE_OPTIONS, optionSpec } from '../core/options/registry.ts';
+import { RUNTIME_LOG_ENV } from '../onnx/runtime-log.ts';
 import type { UpscaleSettings } from '../core/generation/img2img.ts';
 import type { OptionSpec } from '../core/options/spec.ts';
 import type { GenerateResult, GenerateRunOptions, Pipeline, PipelineOptions } from '../node/pipeline.ts';
@@ -366,7 +367,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--token <token>', 'require this token on API requests (generated and printed for a non-loopback host)')
     .option('--queue <address>', 'a Redis address (redis://HOST:PORT, unix:///PATH): jobs run on `asgd worker`s (see docs/fleet.md)')
     .option('--prefix <name>', 'key prefix in Redis, to keep several fleets apart', 'asgd');
-  addOptions(serveCmd, PIPELINE_OPTIONS);
+  addOptions(serveCmd, [...PIPELINE_OPTIONS, optionSpec(CLI_OPTIONS, 'verbose')]);
   serveCmd.action(async (_flags: unknown, cmd: Command) => setExit(await runServe(cmd)));
 
   const workerCmd = program
@@ -377,7 +378,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .addOption(new Option(`-m, --model <dir...>`, helpText(CLI_OPTIONS.find((s) => s.key === 'model')!)))
     .option('--prefix <name>', 'key prefix in Redis (as the server\'s)', 'asgd')
     .addOption(new Option('--max-pixels <n>', 'the largest width x height this worker takes: a number, or METHOD=N pairs (e.g. direct=1048576,asg=16777216)').argParser(parseMaxPixels));
-  addOptions(workerCmd, PIPELINE_OPTIONS);
+  addOptions(workerCmd, [...PIPELINE_OPTIONS, optionSpec(CLI_OPTIONS, 'verbose')]);
   workerCmd.action(async (_flags: unknown, cmd: Command) => setExit(await runWorker(cmd)));
 
   program
@@ -392,7 +393,13 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .command('devices')
     .description('List the execution providers this machine offers')
     .option('--json', 'machine-readable output')
+    .option('--verbose', optionSpec(CLI_OPTIONS, 'verbose').help)
     .action(async (opts: { json?: boolean }) => setExit(await runDevices(opts)));
+
+  // Device workers read the runtime's log level from the environment (src/onnx/runtime-log.ts).
+  program.hook('preAction', (_program, action) => {
+    if (action.opts()['verbose'] === true) process.env[RUNTIME_LOG_ENV] ||= 'warning';
+  });
 
   program
     .command('read')

@@ -4,6 +4,11 @@ export interface RgbImage {
   data: Uint8Array;
   width: number;
   height: number;
+  /**
+   * Optional opacity, one byte per pixel, row-major: an upscale keeps its input's alpha (resized with the picture;
+   * the models draw colour only). PNG and WebP outputs store it; JPEG has none.
+   */
+  alpha?: Uint8Array;
 }
 
 export function chwToRgb8(chw: Float32Array, height: number, width: number): RgbImage {

@@ -17,7 +17,7 @@ export {
 } from './metadata.ts';
 export { chwToRgb8, cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from './image.ts';
 export { float16ToFloat32, float32ToFloat16, fromFloat16Bits, toFloat16Bits } from './float16.ts';
-export { addPngTextChunks, readPngTextChunks } from './png-chunks.ts';
+export { addPngTextChunks, compressedTextChunks, readPngTextChunks, type CompressedTextChunk, type Inflate } from './png-chunks.ts';
 export { sizeOf, tensor, zeros, type Tensor } from './tensor.ts';
 export { createRandom, randn, Mt19937, TorchGenerator, type RandomSource, type RandomStream } from './random/index.ts';
 export {

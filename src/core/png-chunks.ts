@@ -1,5 +1,5 @@
 /**
- * PNG text chunks: insert iTXt chunks (UTF-8 keyword/value) before IEND, and read tEXt/iTXt back. Used to embed
+ * PNG text chunks: insert iTXt chunks (UTF-8 keyword/value) before IEND, and read tEXt/iTXt/zTXt back. Used to embed
  * the generation parameters. Portable: works on Uint8Array, no Node APIs.
  */
 import { textDecoder, utf8Encode } from './platform.ts';
@@ -63,26 +63,71 @@ export function addPngTextChunks(png: Uint8Array, entries: Record<string, string
   return out;
 }
 
-export function readPngTextChunks(png: Uint8Array): Record<string, string> {
+/** Inflates zlib data (a compressed zTXt or iTXt text); Node: zlib.inflateSync; browsers: see inflateTextChunks. */
+export type Inflate = (compressed: Uint8Array) => Uint8Array;
+
+/** A compressed text chunk: its keyword, its zlib data, and whether the text is UTF-8 (iTXt) or Latin-1 (zTXt). */
+export interface CompressedTextChunk {
+  keyword: string;
+  data: Uint8Array;
+  utf8: boolean;
+}
+
+/**
+ * The text chunks of a PNG: tEXt, iTXt and zTXt. Compressed texts (zTXt, and iTXt with its compression flag, as
+ * some tools write long settings or workflows) are inflated with `inflate` when given and skipped otherwise (see
+ * compressedTextChunks for an asynchronous inflater).
+ */
+export function readPngTextChunks(png: Uint8Array, inflate?: Inflate): Record<string, string> {
+  const out: Record<string, string> = {};
+  const utf8 = textDecoder('utf-8');
+  const latin1 = textDecoder('latin1');
+  for (const c of textChunks(png)) {
+    if (c.compressed === undefined) out[c.keyword] = c.text;
+    else if (inflate) {
+      try {
+        out[c.keyword] = (c.compressed.utf8 ? utf8 : latin1).decode(inflate(c.compressed.data));
+      } catch {
+        // A damaged compressed text is skipped like an unknown chunk.
+      }
+    }
+  }
+  return out;
+}
+
+/** The compressed text chunks of a PNG, for an inflater that is asynchronous (a browser's DecompressionStream). */
+export function compressedTextChunks(png: Uint8Array): CompressedTextChunk[] {
+  return textChunks(png).flatMap((c) => (c.compressed ? [c.compressed] : []));
+}
+
+type TextChunk = { keyword: string; text: string; compressed?: undefined } | { keyword: string; text?: undefined; compressed: CompressedTextChunk };
+
+function textChunks(png: Uint8Array): TextChunk[] {
   if (!isPng(png)) throw new Error('not a PNG file');
   const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
-  const out: Record<string, string> = {};
+  const out: TextChunk[] = [];
   const utf8 = textDecoder('utf-8');
   const latin1 = textDecoder('latin1');
   for (let at = 8; at + 12 <= png.length; ) {
     const len = view.getUint32(at);
     const type = String.fromCharCode(...png.subarray(at + 4, at + 8));
     const data = png.subarray(at + 8, at + 8 + len);
+    const z = data.indexOf(0);
     if (type === 'tEXt') {
-      const z = data.indexOf(0);
-      if (z > 0) out[latin1.decode(data.subarray(0, z))] = latin1.decode(data.subarray(z + 1));
+      if (z > 0) out.push({ keyword: latin1.decode(data.subarray(0, z)), text: latin1.decode(data.subarray(z + 1)) });
+    } else if (type === 'zTXt') {
+      // keyword, 0, compression method (0: zlib), compressed Latin-1 text.
+      if (z > 0 && data[z + 1] === 0) out.push({ keyword: latin1.decode(data.subarray(0, z)), compressed: { keyword: latin1.decode(data.subarray(0, z)), data: data.subarray(z + 2), utf8: false } });
     } else if (type === 'iTXt') {
-      const z = data.indexOf(0);
       const compressed = data[z + 1] === 1;
       let p = z + 3;
       p = data.indexOf(0, p) + 1; // language tag
       p = data.indexOf(0, p) + 1; // translated keyword
-      if (z > 0 && !compressed) out[utf8.decode(data.subarray(0, z))] = utf8.decode(data.subarray(p));
+      if (z > 0 && p > 0) {
+        const keyword = utf8.decode(data.subarray(0, z));
+        if (!compressed) out.push({ keyword, text: utf8.decode(data.subarray(p)) });
+        else if (data[z + 2] === 0) out.push({ keyword, compressed: { keyword, data: data.subarray(p), utf8: true } });
+      }
     } else if (type === 'IEND') {
       break;
     }

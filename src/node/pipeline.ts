@@ -20,7 +20,7 @@ import { denoise, type DenoiseInput, type DenoiseResult } from '../core/generati
 import type { Scheduler } from '../core/schedulers/types.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { TOOL_VERSION } from './version.ts';
-import { decodeLatentImage, type DecoderRequest } from './vae-decode.ts';
+import { decodeLatentImage, encodeImageLatent, type DecoderRequest } from './vae-decode.ts';
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
 import { DeviceWorker } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner/devices.ts';
@@ -333,7 +333,7 @@ export class Pipeline implements AsyncDisposable {
     const p = plan.params;
     up.notes.forEach(warn);
     if (chosen.warning) warn(chosen.warning);
-    if (source.hadAlpha) warn('The input\'s alpha channel is dropped: the output is RGB');
+
     plan.warnings.forEach(warn);
     const asg = p.method === 'asg';
     const geo = plan.method.geometry;
@@ -345,11 +345,11 @@ export class Pipeline implements AsyncDisposable {
       // also at the patch size (the native-size view every stage-1 patch is guided toward).
       const resized = await resizeLanczos(source.image, up.targetWidth, up.targetHeight);
       await this.pool.ensure('vaeEncoder', 'vaeDecoder');
-      const latent = await this.encodeImage(padEdgesRgb(resized, up.workWidth, up.workHeight));
+      const latent = await this.encodeImage(padEdgesRgb(resized, up.workWidth, up.workHeight), p.vae, warn);
       const init: Img2ImgInit = { latent };
       if (asg && geo.count > 1 && (up.structureSource === 'input' || up.structureSource === 'input-skip')) {
         const padded = padEdgesRgb(resized, Math.max(up.workWidth, geo.paddedWidth * 8), Math.max(up.workHeight, geo.paddedHeight * 8));
-        init.structureTarget = await this.encodeImage(await resizeLanczos(padded, geo.patchWidth * 8, geo.patchHeight * 8));
+        init.structureTarget = await this.encodeImage(await resizeLanczos(padded, geo.patchWidth * 8, geo.patchHeight * 8), p.vae, warn);
       }
       if (asg && geo.count > 1 && up.structureSource === 'polyphase') init.structureTarget = polyphaseTargets(latent, geo);
       if (asg && (up.structureSource === 'skip' || up.structureSource === 'input-skip')) init.skipResidual = true;
@@ -374,6 +374,8 @@ export class Pipeline implements AsyncDisposable {
       );
       throwIfAborted(signal);
       const image = cropRgb(decoded, up.targetWidth, up.targetHeight);
+      // The input's opacity, resized with it (the models draw colour only).
+      if (resized.alpha) image.alpha = resized.alpha;
       const tEnd = performance.now();
       const record: UpscaleRecord = {
         source: { sha256: source.sha256, width: source.image.width, height: source.image.height, ...(generation ? { generation } : {}) },
@@ -405,15 +407,22 @@ export class Pipeline implements AsyncDisposable {
     });
   }
 
-  /** VAE-encodes an RGB image (sides multiples of 8) to a latent multiplied by the scaling factor. Plain, untiled. */
-  private async encodeImage(img: RgbImage): Promise<Float32Array> {
-    const chw = rgb8ToChw(img);
-    const r = await this.pool.request<'vaeEncode'>('vaeEncoder', { type: 'vaeEncode', image: chw, height: img.height, width: img.width }, 'VAE encoding', [chw.buffer as ArrayBuffer]);
-    if (r.channels !== this.info.latentChannels || r.height * 8 !== img.height || r.width * 8 !== img.width) {
-      throw contractError('The VAE encoder returned a latent of an unexpected shape', 'vae_encoder', `[1, ${this.info.latentChannels}, ${img.height / 8}, ${img.width / 8}]`, `[1, ${r.channels}, ${r.height}, ${r.width}]`);
+  /**
+   * VAE-encodes an RGB image (sides multiples of 8) to a latent multiplied by the scaling factor; tiled like decoding
+   * (the same `vae` settings, tile size in latent pixels) with the whole image's GroupNorm statistics.
+   */
+  private async encodeImage(img: RgbImage, vae: ResolvedParams['vae'], onWarning?: (message: string) => void): Promise<Float32Array> {
+    const request: DecoderRequest = (req, what, transfer) => this.pool.request('vaeEncoder', req, what, transfer);
+    const r = await encodeImageLatent({
+      image: rgb8ToChw(img), height: img.height, width: img.width, opts: vae, encoderPath: this.spec.paths.vaeEncoder!, request, onWarning,
+    });
+    const c = this.info.latentChannels;
+    // An encoder that outputs latent_parameters gives mean then logvar: the mean is the first half.
+    if ((r.channels !== c && r.channels !== 2 * c) || r.height * 8 !== img.height || r.width * 8 !== img.width) {
+      throw contractError('The VAE encoder returned a latent of an unexpected shape', 'vae_encoder', `[1, ${c}, ${img.height / 8}, ${img.width / 8}]`, `[1, ${r.channels}, ${r.height}, ${r.width}]`);
     }
     const f = this.spec.vae.scalingFactor;
-    const out = new Float32Array(r.data.length);
+    const out = new Float32Array(c * r.height * r.width);
     for (let i = 0; i < out.length; i++) out[i] = r.data[i]! * f;
     return out;
   }

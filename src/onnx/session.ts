@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { AsgdError } from '../core/errors.ts';
 import { float16ToFloat32, float32ToFloat16 } from '../core/float16.ts';
+import { ortSeverity, runtimeLogLevel, withDriverNotesFiltered } from './runtime-log.ts';
 
 export type { IoInfo, ProviderName, SessionOptions } from './io.ts';
 import type { IoInfo, SessionOptions } from './io.ts';
@@ -15,7 +16,11 @@ type Ort = typeof ortTypes;
 let loaded: Ort | undefined;
 /** ONNX Runtime's native binding, loaded on first use (importing the package does not load it). */
 function runtime(): Ort {
-  loaded ??= createRequire(import.meta.url)('onnxruntime-node') as Ort;
+  if (!loaded) {
+    loaded = createRequire(import.meta.url)('onnxruntime-node') as Ort;
+    // The default logger (messages outside a session) takes the level before the first session is created.
+    loaded.env.logLevel = runtimeLogLevel();
+  }
   return loaded;
 }
 // Type names only; every value goes through runtime().
@@ -67,6 +72,7 @@ export async function openSession(file: string | Uint8Array, label: string, opts
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: executionProviders(opts),
     graphOptimizationLevel: 'all',
+    logSeverityLevel: ortSeverity(runtimeLogLevel()),
   };
   if (load.externalDataFolder) {
     options.extra = { session: { model_external_initializers_file_folder_path: load.externalDataFolder } };
@@ -83,12 +89,13 @@ export async function openSession(file: string | Uint8Array, label: string, opts
     }
   }
   let session: ort.InferenceSession;
+  const create = async () => {
+    if (typeof file === 'string' && load.externalDataFolder) return runtime().InferenceSession.create(fs.readFileSync(file), options);
+    return typeof file === 'string' ? runtime().InferenceSession.create(file, options) : runtime().InferenceSession.create(file, options);
+  };
   try {
-    if (typeof file === 'string' && load.externalDataFolder) {
-      session = await runtime().InferenceSession.create(fs.readFileSync(file), options);
-    } else {
-      session = typeof file === 'string' ? await runtime().InferenceSession.create(file, options) : await runtime().InferenceSession.create(file, options);
-    }
+    // The WebGPU provider's driver stack writes notes to stderr natively (see runtime-log.ts).
+    session = opts.provider === 'webgpu' ? await withDriverNotesFiltered(create) : await create();
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     if (opts.provider !== 'cpu' && /provider|backend|cuda|webgpu|adapter/i.test(msg)) {

@@ -21,6 +21,12 @@ import { QueueError } from './local-queue.ts';
 import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
 import { errorSchema, generateRequestSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
 import { checkUpscale } from '../core/generation/img2img.ts';
+import { saveUpload, UPLOAD_MAX_BYTES, UPLOAD_TYPES } from './uploads.ts';
+
+const uploadSchema: JsonSchema = {
+  type: 'object',
+  properties: { name: { type: 'string' }, width: { type: 'integer' }, height: { type: 'integer' }, created: { type: 'boolean' } },
+};
 
 export interface ServerOptions {
   queue: JobQueue;
@@ -71,6 +77,8 @@ interface Route {
   url: string;
   summary: string;
   body?: JsonSchema;
+  /** A body that is not JSON: the content types taken (the route's own parser is registered), and a size limit. */
+  rawBody?: { types: readonly string[]; limit: number };
   responses: Record<string, { description: string; schema?: JsonSchema; type?: string }>;
   handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
 }
@@ -255,6 +263,22 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       },
     },
     {
+      method: 'POST', url: '/api/v1/uploads', summary: 'Add a picture (PNG, JPEG or WebP bytes as the body) to the gallery, to upscale it like an output',
+      rawBody: { types: Object.keys(UPLOAD_TYPES), limit: UPLOAD_MAX_BYTES },
+      responses: {
+        201: { description: 'added', schema: uploadSchema }, 200: { description: 'the same bytes were uploaded before', schema: uploadSchema },
+        400: err('not a PNG, JPEG or WebP picture, or a side outside 8 to 8192 px'), 413: err('larger than 64 MiB'), 415: err('another content type'),
+      },
+      handler: async (req, reply) => {
+        const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+        if (!(type in UPLOAD_TYPES) || !Buffer.isBuffer(req.body)) {
+          return reply.code(415).send({ error: 'unsupported-media-type', field: 'content-type', message: `Invalid content-type: expected ${Object.keys(UPLOAD_TYPES).join(', ')}, received ${type || 'none'}` });
+        }
+        const saved = await saveUpload(outputsDir, req.body);
+        return reply.code(saved.created ? 201 : 200).send(saved);
+      },
+    },
+    {
       method: 'POST', url: '/api/v1/estimate', summary: 'How many UNet evaluations a generation takes, and about how long (once a job was measured here)', body: generateRequestSchema(),
       responses: { 200: { description: 'estimate', schema: { type: 'object', properties: { unetEvaluations: { type: 'integer' }, seconds: { type: 'number' } } } }, 400: err('invalid settings') },
       handler: async (req) => {
@@ -430,6 +454,15 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
 
   for (const r of routes) {
     const params = r.url.includes(':id') ? idParams : r.url.includes(':name') ? nameParams : undefined;
+    if (r.rawBody) {
+      // The raw body's parser applies to this route alone (a plugin scope), with the route's size limit.
+      const raw = r.rawBody;
+      await app.register(async (scope) => {
+        scope.addContentTypeParser([...raw.types], { parseAs: 'buffer', bodyLimit: raw.limit }, (_req, body, done) => done(null, body));
+        scope.route({ method: r.method, url: r.url, handler: r.handler, bodyLimit: raw.limit });
+      });
+      continue;
+    }
     app.route({
       method: r.method, url: r.url, handler: r.handler,
       schema: { ...(r.body ? { body: r.body } : {}), ...(params ? { params } : {}) },
@@ -488,6 +521,7 @@ function openApiDocument(routes: Route[]): Record<string, unknown> {
       summary: r.summary,
       ...(names.length ? { parameters: names.map((n) => ({ name: n, in: 'path', required: true, schema: { type: 'string' } })) } : {}),
       ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: r.body } } } } : {}),
+      ...(r.rawBody ? { requestBody: { required: true, content: Object.fromEntries(r.rawBody.types.map((t) => [t, { schema: { type: 'string', format: 'binary' } }])) } } : {}),
       responses: Object.fromEntries(Object.entries(r.responses).map(([code, v]) => [code, {
         description: v.description,
         ...(v.schema ? { content: { 'application/json': { schema: v.schema } } } : v.type ? { content: { [v.type]: {} } } : {}),

@@ -28,6 +28,19 @@ export async function pngWithText(entries: Record<string, string>): Promise<Uint
   return new Uint8Array(Buffer.concat([png.subarray(0, iend), ...chunks, png.subarray(iend)]));
 }
 
+/** A PNG whose texts are compressed: zTXt (Latin-1) or iTXt with the compression flag (UTF-8), zlib data. */
+export async function pngWithCompressedText(entries: Record<string, string>, type: 'zTXt' | 'iTXt'): Promise<Uint8Array> {
+  const { deflateSync } = await import('node:zlib');
+  const png = await plainPng();
+  const iend = png.length - 12;
+  const chunks = Object.entries(entries).map(([k, v]) =>
+    type === 'zTXt'
+      ? pngChunk('zTXt', Buffer.concat([Buffer.from(k, 'latin1'), Buffer.from([0, 0]), deflateSync(Buffer.from(v, 'latin1'))]))
+      : pngChunk('iTXt', Buffer.concat([Buffer.from(k, 'utf8'), Buffer.from([0, 1, 0, 0, 0]), deflateSync(Buffer.from(v, 'utf8'))])),
+  );
+  return new Uint8Array(Buffer.concat([png.subarray(0, iend), ...chunks, png.subarray(iend)]));
+}
+
 /** A JPEG whose EXIF UserComment holds `text` (UNICODE, big-endian), as AUTOMATIC1111 writes JPEG and WebP. */
 export async function jpegWithUserComment(text: string): Promise<Uint8Array> {
   const jpeg = await plainJpeg();

@@ -442,7 +442,7 @@ async function onDrop(file: File): Promise<void> {
   const note = $('#drop-message');
   note.classList.remove('error');
   try {
-    const found = readDroppedParameters(new Uint8Array(await file.arrayBuffer()));
+    const found = await readDroppedParameters(new Uint8Array(await file.arrayBuffer()));
     if (!found) {
       note.textContent = `${file.name} has no generation settings this page can read.`;
       return;
@@ -591,6 +591,24 @@ async function refreshGallery(): Promise<void> {
     g.append(fig);
   }
   if (!outputs.length) g.textContent = 'No images yet.';
+}
+
+/** A picture of the visitor's own joins the gallery (POST /uploads) and opens in the viewer, ready to upscale. */
+async function uploadPicture(file: File): Promise<void> {
+  const note = $('#upload-message');
+  note.classList.remove('error');
+  note.textContent = `Uploading ${file.name}…`;
+  const res = await fetch(apiUrl('/uploads'), { method: 'POST', body: file, headers: { 'content-type': file.type || 'application/octet-stream' } });
+  const body = (await res.json().catch(() => ({}))) as { name?: string; message?: string };
+  if (!res.ok || !body.name) {
+    note.classList.add('error');
+    note.textContent = `${file.name}: ${body.message ?? `the server answered ${res.status}`}`;
+    return;
+  }
+  note.textContent = `${file.name} is in the gallery as ${body.name}.`;
+  await refreshGallery();
+  const added = outputs.find((o) => o.name === body.name);
+  if (added) openViewer(added);
 }
 
 const view = { scale: 1, x: 0, y: 0 };
@@ -789,6 +807,12 @@ async function main(): Promise<void> {
     quietly((id ? api(`/jobs/${id}`, { method: 'DELETE' }) : Promise.resolve()).then(refreshJobs));
   });
   setupViewer();
+  $<HTMLInputElement>('#upload').addEventListener('change', (e) => {
+    const input = e.target as HTMLInputElement;
+    const file = input.files?.[0];
+    input.value = '';
+    if (file) quietly(uploadPicture(file));
+  });
   document.addEventListener('dragover', (e) => {
     e.preventDefault();
     document.body.classList.add('dragging');

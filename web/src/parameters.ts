@@ -4,7 +4,7 @@
  * (`invokeai_metadata`, older `sd-metadata`) and Fooocus (`parameters` JSON), mapped to the library's names as far
  * as they map. No DOM or Node APIs: the page and the tests use it alike.
  */
-import { readPngTextChunks } from '../../src/core/png-chunks.ts';
+import { compressedTextChunks, readPngTextChunks } from '../../src/core/png-chunks.ts';
 
 export type ParameterFormat = 'asgdiffusion' | 'a1111' | 'comfyui' | 'invokeai' | 'fooocus';
 
@@ -16,17 +16,36 @@ export interface DroppedParameters {
 
 export class UnsupportedImage extends Error {}
 
-/** Texts an image carries: PNG text chunks, JPEG/WebP XMP (`xmp`) and EXIF UserComment (`UserComment`). */
-export function imageTexts(bytes: Uint8Array): Record<string, string> {
-  if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return readPngTextChunks(bytes);
+/** zlib data inflated by the platform's DecompressionStream (browsers; Node 18+). */
+async function inflate(data: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream('deflate'));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/**
+ * Texts an image carries: PNG text chunks (compressed ones inflated), JPEG/WebP XMP (`xmp`) and EXIF UserComment
+ * (`UserComment`).
+ */
+export async function imageTexts(bytes: Uint8Array): Promise<Record<string, string>> {
+  if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) {
+    const texts = readPngTextChunks(bytes);
+    for (const c of compressedTextChunks(bytes)) {
+      try {
+        texts[c.keyword] = new TextDecoder(c.utf8 ? 'utf-8' : 'latin1').decode(await inflate(c.data));
+      } catch {
+        // A damaged compressed text is skipped like an unknown chunk.
+      }
+    }
+    return texts;
+  }
   if (bytes[0] === 0xff && bytes[1] === 0xd8) return jpegTexts(bytes);
   if (ascii(bytes, 0, 4) === 'RIFF' && ascii(bytes, 8, 4) === 'WEBP') return webpTexts(bytes);
   throw new UnsupportedImage('not a PNG, JPEG or WebP image');
 }
 
 /** The settings in an image, or undefined when it carries none this page knows. */
-export function readDroppedParameters(bytes: Uint8Array): DroppedParameters | undefined {
-  return parametersFromTexts(imageTexts(bytes));
+export async function readDroppedParameters(bytes: Uint8Array): Promise<DroppedParameters | undefined> {
+  return parametersFromTexts(await imageTexts(bytes));
 }
 
 export function parametersFromTexts(t: Record<string, string>): DroppedParameters | undefined {

@@ -88,9 +88,17 @@ export abstract class MethodBase implements HighResMethod {
   }
 
   /** Evaluates one batch of independent units and reports progress; `doneBefore` = units of this step already done. */
-  protected async evaluate(ctx: MethodContext, units: UnetUnit[], step: number, doneBefore: number): Promise<UnitResult[]> {
+  /**
+   * Evaluates `units`. `whileWaiting` runs right after the units are handed over (the evaluator dispatches them
+   * synchronously), so host work that does not depend on their results overlaps the devices' work.
+   */
+  protected async evaluate(
+    ctx: MethodContext, units: UnetUnit[], step: number, doneBefore: number, whileWaiting?: () => void,
+  ): Promise<UnitResult[]> {
     throwIfAborted(ctx.signal);
-    const results = await ctx.evaluate(units);
+    const pending = ctx.evaluate(units);
+    whileWaiting?.();
+    const results = await pending;
     throwIfAborted(ctx.signal);
     if (!Array.isArray(results) || results.length !== units.length) {
       throw new AsgdError('The evaluator returned the wrong number of results', {

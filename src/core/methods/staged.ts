@@ -41,6 +41,9 @@ export class StagedMethod extends MethodBase {
   private readonly samples = new BufferPool();
   private canvas: WindowCanvas | null = null;
   private permBuffer: Permutations | undefined;
+  /** The next stage-1 step's permutations, drawn while the devices work on this step (same stream, same order). */
+  private aheadPerm: { step: number; perm: Permutations } | null = null;
+  private spareBuffer: Permutations | undefined;
 
   constructor(plan: MethodPlan, options: MethodOptions) {
     super(plan, options);
@@ -52,6 +55,7 @@ export class StagedMethod extends MethodBase {
     super.reset();
     this.staleKey = null;
     this.mask = null;
+    this.aheadPerm = null;
   }
 
   /** Whether the key unit of this stage-1 step must return attention (see the schedule above). */
@@ -90,9 +94,25 @@ export class StagedMethod extends MethodBase {
     const padded = padLatent(latent, geo);
     this.patchBuffer ??= new Float32Array(n * size);
     const patches = extractPatches(padded, geo, this.patchBuffer);
-    const perm =
-      options.pixelInteraction && n > 1 ? drawPermutations(ctx.random.permutation, size, n, this.permBuffer) : null;
+    const interacting = options.pixelInteraction && n > 1;
+    let perm: Permutations | null = null;
+    if (interacting && this.aheadPerm?.step === step) {
+      // Drawn during the previous step: swap it in, keeping the old buffer for the next draw ahead.
+      perm = this.aheadPerm.perm;
+      this.spareBuffer = this.permBuffer;
+    } else if (interacting) {
+      perm = drawPermutations(ctx.random.permutation, size, n, this.permBuffer);
+    }
+    this.aheadPerm = null;
     if (perm) this.permBuffer = perm;
+    const drawAhead =
+      interacting && step + 1 < plan.stage1Steps
+        ? () => {
+            const next = drawPermutations(ctx.random.permutation, size, n, this.spareBuffer);
+            this.spareBuffer = undefined;
+            this.aheadPerm = { step: step + 1, perm: next };
+          }
+        : undefined;
     const into = Array.from({ length: n }, (_, j) => this.samples.take(j, size));
     const samples = shuffleToUnits(patches, perm, n, size, sched.inputScale(step), into);
     const wantMask = this.maskComputedAt(step);
@@ -114,11 +134,11 @@ export class StagedMethod extends MethodBase {
     let results: UnitResult[];
     if (this.guided && options.guidanceSync) {
       // Synchronous mode: the key unit first, in its own call, then the others.
-      const key = await this.evaluate(ctx, units.slice(0, 1), step, 0);
+      const key = await this.evaluate(ctx, units.slice(0, 1), step, 0, drawAhead);
       const rest = await this.evaluate(ctx, units.slice(1), step, 1);
       results = key.concat(rest);
     } else {
-      results = await this.evaluate(ctx, units, step, 0);
+      results = await this.evaluate(ctx, units, step, 0, drawAhead);
     }
 
     this.epsBuffer ??= new Float32Array(n * size);

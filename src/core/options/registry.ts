@@ -55,7 +55,7 @@ export const METHOD_OPTIONS = [
 
 /** Options of VaeDecodeOptions (GenerateParams.vae). */
 export const VAE_OPTIONS = [
-  { key: 'tiling', scope: 'vae', kind: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: 'tiled VAE decoding (auto: when the latent exceeds the tile)', cli: { flag: '--vae-tiling', arg: '<mode>' } },
+  { key: 'tiling', scope: 'vae', kind: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: 'tiled VAE decoding and encoding (auto: when the latent exceeds the tile)', cli: { flag: '--vae-tiling', arg: '<mode>' } },
   { key: 'tileSize', scope: 'vae', kind: 'integer', default: 64, min: 8, help: 'VAE tile size in latent pixels', cli: { flag: '--vae-tile-size', arg: '<n>' } },
   { key: 'overlap', scope: 'vae', kind: 'integer', default: 16, min: 0, help: 'VAE tile overlap in latent pixels (at most half the tile)', cli: { flag: '--vae-tile-overlap', arg: '<n>' } },
   { key: 'stats', scope: 'vae', kind: 'choice', choices: ['exact', 'estimate', 'off'], default: 'exact', help: "GroupNorm statistics of the tiles: the whole image's, exact (a few passes) or estimated from a downscaled decode (one pass); off: each tile its own (colours shift between tiles)", cli: { flag: '--vae-tile-stats', arg: '<mode>' } },
@@ -93,6 +93,7 @@ export const CLI_OPTIONS = [
   { key: 'upscale', scope: 'cli', kind: 'number', min: 1, max: 8, help: 'generate: then upscale by this factor in the same run (one file; settings from the upscale options)', hint: 'Use a factor of at least 1, e.g. 2.', cli: { flag: '--upscale', arg: '<x>' } },
   { key: 'json', scope: 'cli', kind: 'boolean', default: false, help: 'print a machine-readable result on stdout (implies --quiet)', cli: { flag: '--json' } },
   { key: 'quiet', scope: 'cli', kind: 'boolean', default: false, help: 'no progress bar or summary', cli: { flag: '--quiet', short: '-q' } },
+  { key: 'verbose', scope: 'cli', kind: 'boolean', default: false, help: "also show ONNX Runtime's and the GPU driver's warnings (hidden otherwise; the environment variable ASGD_RUNTIME_LOG=warning|info|verbose does the same for the library)", cli: { flag: '--verbose' } },
 ] as const satisfies readonly OptionSpec[];
 
 /** Every option, in the order `asgd generate --help` and the README list them. */

@@ -55,8 +55,18 @@ export class EulerScheduler extends SigmaScheduler {
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
     const sigma = this.sigmas[k]!;
     const dt = f32(this.sigmas[k + 1]! - sigma);
-    const x0 = sigmaSpaceX0(this.predictionType, sigma, modelOutput, sample);
     const prev = new Float32Array(sample.length);
+    if (this.predictionType === 'epsilon') {
+      // The same operations as below with x0 = sample - sigma * eps inlined (no x0 array: this runs on the
+      // coordinator between device rounds, on the whole high-resolution latent).
+      for (let i = 0; i < prev.length; i++) {
+        const s = sample[i]!;
+        const x0 = f32(s - f32(sigma * modelOutput[i]!));
+        prev[i] = s + f32(f32(f32(s - x0) / sigma) * dt);
+      }
+      return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
+    }
+    const x0 = sigmaSpaceX0(this.predictionType, sigma, modelOutput, sample);
     for (let i = 0; i < prev.length; i++) {
       const s = sample[i]!;
       prev[i] = s + f32(f32(f32(s - x0[i]!) / sigma) * dt);

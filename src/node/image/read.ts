@@ -16,7 +16,7 @@ export type ImageInput = string | Uint8Array | RgbImage;
 
 export interface SourceImage {
   image: RgbImage;
-  /** The source had an alpha channel (dropped: the output is RGB). */
+  /** The source had an alpha channel (kept in `image.alpha`, resized with the picture into the output). */
   hadAlpha: boolean;
   /** SHA-256 (hex) of the file's bytes, or of the RGB pixels when given decoded. */
   sha256: string;
@@ -31,14 +31,22 @@ function isRgbImage(v: unknown): v is RgbImage {
 
 export async function readSourceImage(input: ImageInput): Promise<SourceImage> {
   if (isRgbImage(input)) {
-    const { data, width, height } = input;
+    const { data, width, height, alpha } = input;
     if (!(data instanceof Uint8Array) || !Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1 || data.length !== width * height * 3) {
       throw new AsgdError('The image pixels do not match their size', {
         kind: 'invalid-argument', parameter: 'image', expected: 'interleaved 8-bit RGB of width x height x 3 bytes',
         received: `${data instanceof Uint8Array ? data.length : typeof data} bytes for ${String(width)}x${String(height)}`,
       });
     }
-    return { image: input, hadAlpha: false, sha256: createHash('sha256').update(data).digest('hex'), name: 'the image' };
+    if (alpha !== undefined && (!(alpha instanceof Uint8Array) || alpha.length !== width * height)) {
+      throw new AsgdError('The image alpha does not match its size', {
+        kind: 'invalid-argument', parameter: 'image.alpha', expected: `one byte per pixel (${width * height})`,
+        received: alpha instanceof Uint8Array ? `${alpha.length} bytes` : typeof alpha,
+      });
+    }
+    const hash = createHash('sha256').update(data);
+    if (alpha) hash.update(alpha);
+    return { image: input, hadAlpha: alpha !== undefined, sha256: hash.digest('hex'), name: 'the image' };
   }
   let bytes: Uint8Array;
   let name = 'the image';
@@ -55,19 +63,25 @@ export async function readSourceImage(input: ImageInput): Promise<SourceImage> {
     throw new AsgdError('Invalid image', { kind: 'invalid-argument', parameter: 'image', expected: 'a file path, the file\'s bytes, or { data, width, height } RGB pixels', received: typeof input });
   }
   let decoded: { data: Buffer; info: OutputInfo };
-  let hadAlpha: boolean;
+  let alpha: Buffer | undefined;
   try {
     // failOn 'truncated': a cut-off file is an error, not an image with a grey bottom. sharp's input pixel limit
     // (about 268 Mpx) stays: a larger input is refused as unreadable.
-    const img = (await loadSharp())(bytes, { failOn: 'truncated' });
+    const sharp = await loadSharp();
+    const img = sharp(bytes, { failOn: 'truncated' });
     const meta = await img.metadata();
-    hadAlpha = meta.hasAlpha === true;
-    decoded = await img.rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    decoded = await img.clone().rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    if (meta.hasAlpha === true) alpha = await img.clone().rotate().ensureAlpha().extractChannel('alpha').toColourspace('b-w').raw().toBuffer();
   } catch (err) {
     throw notAnImage(name, err);
   }
   if (decoded.info.channels !== 3) throw notAnImage(name, new Error(`${decoded.info.channels} channels after conversion`));
   const image: RgbImage = { data: new Uint8Array(decoded.data.buffer, decoded.data.byteOffset, decoded.data.byteLength), width: decoded.info.width, height: decoded.info.height };
+  // An alpha plane that is fully opaque says nothing: the output stays RGB.
+  if (alpha && alpha.length === image.width * image.height && alpha.some((a) => a !== 255)) {
+    image.alpha = new Uint8Array(alpha.buffer, alpha.byteOffset, alpha.byteLength);
+  }
+  const hadAlpha = image.alpha !== undefined;
   const found = await readImageMetadataFromBytes(bytes, name).catch(() => ({} as { metadata?: GenerationMetadata; parameters?: string }));
   let embedded: SourceImage['embedded'];
   if (found.metadata) embedded = { metadata: found.metadata, prompt: found.metadata.prompt, negativePrompt: found.metadata.negativePrompt };
@@ -75,14 +89,19 @@ export async function readSourceImage(input: ImageInput): Promise<SourceImage> {
   return { image, hadAlpha, sha256: createHash('sha256').update(bytes).digest('hex'), embedded, name };
 }
 
-/** Resizes with Lanczos (sharp's lanczos3) to exactly width x height. */
+/** Resizes with Lanczos (sharp's lanczos3) to exactly width x height (the alpha plane too, when there is one). */
 export async function resizeLanczos(img: RgbImage, width: number, height: number): Promise<RgbImage> {
   if (img.width === width && img.height === height) return img;
-  const out = await (await loadSharp())(img.data, { raw: { width: img.width, height: img.height, channels: 3 }, limitInputPixels: false })
-    .resize(width, height, { kernel: 'lanczos3', fit: 'fill' })
-    .raw()
-    .toBuffer();
-  return { data: new Uint8Array(out.buffer, out.byteOffset, out.byteLength), width, height };
+  const sharp = await loadSharp();
+  const resize = async (data: Uint8Array, channels: 1 | 3) => {
+    const resized = sharp(data, { raw: { width: img.width, height: img.height, channels }, limitInputPixels: false })
+      .resize(width, height, { kernel: 'lanczos3', fit: 'fill' });
+    // One channel stays one channel (sharp writes sRGB otherwise).
+    const out = await (channels === 1 ? resized.toColourspace('b-w') : resized).raw().toBuffer();
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  };
+  const data = await resize(img.data, 3);
+  return img.alpha ? { data, width, height, alpha: await resize(img.alpha, 1) } : { data, width, height };
 }
 
 /** SHA-256 (hex) of a file, to check that `--from` is given the same source. */

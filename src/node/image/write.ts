@@ -9,6 +9,7 @@ import { AsgdError } from '../../core/errors.ts';
 import type { RgbImage } from '../../core/image.ts';
 import { JSON_KEY, TEXT_KEY, formatParametersText, parseMetadataJson, type GenerationMetadata } from '../../core/metadata.ts';
 import { addPngTextChunks, readPngTextChunks } from '../../core/png-chunks.ts';
+import { inflateSync } from 'node:zlib';
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
@@ -45,8 +46,20 @@ export async function loadSharp(): Promise<typeof import('sharp').default> {
 
 export async function encodeImage(img: RgbImage, format: ImageFormat, meta?: GenerationMetadata): Promise<Uint8Array> {
   const sharp = await loadSharp();
-  const base = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), {
-    raw: { width: img.width, height: img.height, channels: 3 },
+  // JPEG holds no alpha: a kept alpha plane goes into PNG and WebP only.
+  const alpha = format !== 'jpeg' && img.alpha?.length === img.width * img.height ? img.alpha : undefined;
+  let pixels = img.data;
+  if (alpha) {
+    pixels = new Uint8Array(img.width * img.height * 4);
+    for (let i = 0, j = 0; i < alpha.length; i++, j += 3) {
+      pixels[4 * i] = img.data[j]!;
+      pixels[4 * i + 1] = img.data[j + 1]!;
+      pixels[4 * i + 2] = img.data[j + 2]!;
+      pixels[4 * i + 3] = alpha[i]!;
+    }
+  }
+  const base = sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), {
+    raw: { width: img.width, height: img.height, channels: alpha ? 4 : 3 },
     limitInputPixels: false,
   });
   if (format === 'png') {
@@ -128,7 +141,7 @@ export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the 
     let text: Record<string, string>;
     try {
       if (!hasPngEnd(bytes)) throw new Error('truncated: no IEND chunk');
-      text = readPngTextChunks(bytes);
+      text = readPngTextChunks(bytes, (b) => inflateSync(b));
     } catch (err) {
       throw notAnImage(name, err);
     }
