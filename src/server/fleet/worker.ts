@@ -133,12 +133,15 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
     if (await redis.exists(cancelKey)) throw new UnrecoverableError(CANCELLED_REASON);
     const release = await acquire();
     const controller = new AbortController();
-    const onSignal = () => controller.abort(signal?.reason === 'cancel' ? 'cancel' : signal?.reason ?? 'cancel');
+    // BullMQ's own signal (Worker.cancelJob) means a cancel too.
+    const onSignal = () => controller.abort('cancel');
     signal?.addEventListener('abort', onSignal, { once: true });
     running.set(jobId, { controller, queue: job.queueName, since: new Date().toISOString() });
     void beat().catch(() => undefined);
     const t0 = performance.now();
     try {
+      // Cancelled while it waited for the engine (a worker serving several models)?
+      if (await redis.exists(cancelKey)) throw new UnrecoverableError(CANCELLED_REASON);
       const name = outputNameFor({ id: jobId, createdAt: job.data.createdAt });
       const final = path.join(outputsDir, name);
       if (fs.existsSync(final)) return { output: name, ...sha256File(final), worker: id, runMs: 0, reused: true };
