@@ -187,6 +187,13 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const unitArea = (p: GenerateParams, m: { nativeWidth?: number; nativeHeight?: number }) =>
     (p.method ?? 'asg') === 'direct' ? ((p.width ?? m.nativeWidth ?? 512) * (p.height ?? m.nativeHeight ?? 512)) / ((m.nativeWidth ?? 512) * (m.nativeHeight ?? 512)) : 1;
 
+  /** Whether jobs may name `model`; an engine whose models change while it runs (the fleet's) is read again first. */
+  const knownModel = async (model: string) => {
+    const has = () => o.engine.models().some((m) => m.name === model);
+    if (has() || !o.engine.refresh) return has();
+    await o.engine.refresh();
+    return has();
+  };
   const jobId = (req: FastifyRequest) => (req.params as { id: string }).id;
   const notFound = (reply: FastifyReply, what = 'No such job') => reply.code(404).send({ error: 'not-found', message: what });
 
@@ -232,7 +239,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       handler: async (req, reply) => {
         const body = req.body as Record<string, unknown>;
         const model = body['model'] as string | undefined;
-        if (model !== undefined && !o.engine.models().some((m) => m.name === model)) {
+        if (model !== undefined && !(await knownModel(model))) {
           return reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
         }
         validateParams(toGenerateParams(body));
@@ -249,7 +256,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         if (!file) return reply;
         const body = req.body as Record<string, unknown>;
         const model = body['model'] as string | undefined;
-        if (model !== undefined && !o.engine.models().some((m) => m.name === model)) {
+        if (model !== undefined && !(await knownModel(model))) {
           return reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
         }
         // Every check the library makes before a model call: the settings, and the size against the source's.
