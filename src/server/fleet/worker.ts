@@ -60,6 +60,23 @@ function readNative(dir: string): { nativeWidth?: number; nativeHeight?: number 
   }
 }
 
+/** Removes files older than `ageMs` from `dir` (previews of finished jobs, temporary files of killed workers). */
+function prune(dir: string, ageMs: number): void {
+  const now = Date.now();
+  try {
+    for (const name of fs.readdirSync(dir)) {
+      const file = path.join(dir, name);
+      try {
+        if (now - fs.statSync(file).mtimeMs > ageMs) fs.rmSync(file, { force: true });
+      } catch {
+        // Another worker removed it.
+      }
+    }
+  } catch {
+    // The folder is gone or unreadable: nothing to prune.
+  }
+}
+
 function sha256File(file: string): { sha256: string; bytes: number } {
   const bytes = fs.readFileSync(file);
   return { sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
@@ -139,6 +156,10 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
     running.set(jobId, { controller, queue: job.queueName, since: new Date().toISOString() });
     void beat().catch(() => undefined);
     const t0 = performance.now();
+    // A preview matters while its job runs; a temporary file is linked the moment it is written, so an old one
+    // belongs to a worker that was killed.
+    prune(previewDir, 10 * 60_000);
+    prune(tmpDir, 60 * 60_000);
     try {
       // Cancelled while it waited for the engine (a worker serving several models)?
       if (await redis.exists(cancelKey)) throw new UnrecoverableError(CANCELLED_REASON);
