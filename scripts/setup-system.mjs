@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // System programs the tests need, checked before `npm test` (the `pretest` script) and by .ci/run:
+// redis-server (the fleet tests start their own, on a unix socket; no system service is used), and
 // a Vulkan driver that gives WebGPU (Dawn) an adapter, so the webgpu device is tested on every run.
 // Debian 12's own Mesa (22.3) gives Dawn no adapter; Mesa 25 from bookworm-backports (lavapipe, on the CPU) does.
 // As root on Debian this installs what is missing; otherwise it prints the exact commands and fails.
@@ -18,11 +19,31 @@ async function webgpuWorks() {
   return tryWebGpu();
 }
 
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+const isDebian = fs.existsSync('/etc/debian_version') && spawnSync('apt-get', ['--version']).status === 0;
+const redisWorks = () => spawnSync('redis-server', ['--version']).status === 0;
+
+if (!redisWorks()) {
+  if (!isRoot || !isDebian) {
+    process.stderr.write(
+      'setup: redis-server is missing; the fleet tests (test/fleet*.test.ts) start their own. On Debian, as root:\n' +
+        '  apt-get update\n  apt-get install -y redis-server\n' +
+        'Elsewhere: install Redis >= 6.2 (or Valkey, whose redis-server works the same) so that `redis-server` is on the PATH.\n',
+    );
+    process.exit(1);
+  }
+  process.stderr.write('setup: installing redis-server for the fleet tests (each test starts its own; the service is not used)\n');
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
+  execFileSync('apt-get', ['install', '-y', '-qq', 'redis-server'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  if (!redisWorks()) {
+    process.stderr.write('setup: redis-server still does not run after the install\n');
+    process.exit(1);
+  }
+}
+
 let check = await webgpuWorks();
 if (!check.ok) {
-  const root = typeof process.getuid === 'function' && process.getuid() === 0;
-  const debian = fs.existsSync('/etc/debian_version') && spawnSync('apt-get', ['--version']).status === 0;
-  if (!root || !debian) {
+  if (!isRoot || !isDebian) {
     process.stderr.write(
       `setup: WebGPU has no adapter here (${check.reason}).\n` +
         'The tests run the webgpu device on a Vulkan driver. On Debian 12, as root:\n' +

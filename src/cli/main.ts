@@ -276,14 +276,17 @@ async function runRead(file: string, opts: { json?: boolean }): Promise<number> 
 }
 
 async function runServe(cmd: Command): Promise<number> {
-  const opts = cmd.opts<{ port: number; host: string; outputs: string; model?: string[]; token?: string }>();
+  const opts = cmd.opts<{ port: number; host: string; outputs: string; model?: string[]; token?: string; queue?: string; prefix: string }>();
   const { serve } = await import('../server/serve.ts');
   const server = await serve({
     port: opts.port, host: opts.host, outputsDir: opts.outputs, modelDirs: opts.model ?? [defaultModelDir()],
     pipeline: givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions, token: opts.token,
-    webDir: path.join(ROOT, 'dist', 'web'),
+    webDir: path.join(ROOT, 'dist', 'web'), queue: opts.queue, prefix: opts.prefix,
   });
-  process.stderr.write(`asgd serve: ${server.url}\n(Ctrl-C stops; a running job is queued again for the next start)\n`);
+  process.stderr.write(`asgd serve: ${server.url}\n`);
+  process.stderr.write(opts.queue
+    ? `(jobs run on the fleet's workers: asgd worker --queue ${opts.queue} --outputs ${path.resolve(opts.outputs)}; Ctrl-C stops this server only)\n`
+    : '(Ctrl-C stops; a running job is queued again for the next start)\n');
   await new Promise<void>((resolve) => {
     const stop = () => {
       process.stderr.write('\nStopping...\n');
@@ -292,6 +295,40 @@ async function runServe(cmd: Command): Promise<number> {
       // A second Ctrl-C ends the process at once.
       process.once('SIGINT', () => process.exit(EXIT.cancelled));
       void server.close().then(resolve, resolve);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  return EXIT.ok;
+}
+
+/** `--max-pixels 16777216` (every method) or `--max-pixels direct=1048576,asg=16777216` (per method). */
+function parseMaxPixels(v: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of v.split(',')) {
+    const m = /^(?:([a-z-]+)=)?(\d+)$/.exec(part.trim());
+    if (!m || Number(m[2]) < 1) throw invalidArgument('--max-pixels', 'a pixel count, or METHOD=PIXELS pairs separated by commas (e.g. direct=1048576,asg=16777216)', v);
+    const methods = m[1] ? [m[1]] : (PARAM_OPTIONS.find((s) => s.key === 'method')?.choices ?? []);
+    for (const method of methods) out[method] = Number(m[2]);
+  }
+  return out;
+}
+
+async function runWorker(cmd: Command): Promise<number> {
+  const opts = cmd.opts<{ queue: string; outputs: string; model?: string[]; prefix: string; maxPixels?: Record<string, number> }>();
+  const { startWorker } = await import('../server/fleet/worker.ts');
+  const worker = await startWorker({
+    queue: opts.queue, prefix: opts.prefix, outputsDir: opts.outputs, modelDirs: opts.model ?? [defaultModelDir()],
+    pipeline: givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions, ...(opts.maxPixels ? { maxPixels: opts.maxPixels } : {}),
+  });
+  process.stderr.write(`asgd worker ${worker.id}: taking jobs (Ctrl-C stops; a running job goes back to the queue)\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.stderr.write('\nStopping...\n');
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      process.once('SIGINT', () => process.exit(EXIT.cancelled));
+      void worker.close().then(resolve, resolve);
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
@@ -330,9 +367,22 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--host <address>', 'address to listen on (other than loopback requires a token)', '127.0.0.1')
     .option('--outputs <dir>', 'the gallery: outputs and the queue state are kept here', 'outputs')
     .addOption(new Option(`-m, --model <dir...>`, helpText(CLI_OPTIONS.find((s) => s.key === 'model')!)))
-    .option('--token <token>', 'require this token on API requests (generated and printed for a non-loopback host)');
+    .option('--token <token>', 'require this token on API requests (generated and printed for a non-loopback host)')
+    .option('--queue <address>', 'a Redis address (redis://HOST:PORT, unix:///PATH): jobs run on `asgd worker`s (see docs/fleet.md)')
+    .option('--prefix <name>', 'key prefix in Redis, to keep several fleets apart', 'asgd');
   addOptions(serveCmd, [...PIPELINE_OPTIONS, optionSpec(CLI_OPTIONS, 'verbose')]);
   serveCmd.action(async (_flags: unknown, cmd: Command) => setExit(await runServe(cmd)));
+
+  const workerCmd = program
+    .command('worker')
+    .description("Take jobs from a fleet's queue (started by `asgd serve --queue`) and run them; any number on any machines")
+    .requiredOption('--queue <address>', 'the Redis address the server uses (redis://HOST:PORT, rediss://, unix:///PATH)')
+    .option('--outputs <dir>', "the server's outputs folder, shared with this machine (outputs are written there)", 'outputs')
+    .addOption(new Option(`-m, --model <dir...>`, helpText(CLI_OPTIONS.find((s) => s.key === 'model')!)))
+    .option('--prefix <name>', 'key prefix in Redis (as the server\'s)', 'asgd')
+    .addOption(new Option('--max-pixels <n>', 'the largest width x height this worker takes: a number, or METHOD=N pairs (e.g. direct=1048576,asg=16777216)').argParser(parseMaxPixels));
+  addOptions(workerCmd, [...PIPELINE_OPTIONS, optionSpec(CLI_OPTIONS, 'verbose')]);
+  workerCmd.action(async (_flags: unknown, cmd: Command) => setExit(await runWorker(cmd)));
 
   program
     .command('info')

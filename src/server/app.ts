@@ -41,6 +41,10 @@ export interface ServerOptions {
   allowedHosts?: string[];
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number;
+  /** The latest preview of a job run elsewhere (a fleet worker), when the engine here does not make it. */
+  preview?: (jobId: string) => Promise<Uint8Array | undefined>;
+  /** The fleet's status (GET /api/v1/fleet), when jobs run on fleet workers. */
+  fleetStatus?: () => Promise<unknown>;
 }
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
@@ -183,6 +187,13 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const unitArea = (p: GenerateParams, m: { nativeWidth?: number; nativeHeight?: number }) =>
     (p.method ?? 'asg') === 'direct' ? ((p.width ?? m.nativeWidth ?? 512) * (p.height ?? m.nativeHeight ?? 512)) / ((m.nativeWidth ?? 512) * (m.nativeHeight ?? 512)) : 1;
 
+  /** Whether jobs may name `model`; an engine whose models change while it runs (the fleet's) is read again first. */
+  const knownModel = async (model: string) => {
+    const has = () => o.engine.models().some((m) => m.name === model);
+    if (has() || !o.engine.refresh) return has();
+    await o.engine.refresh();
+    return has();
+  };
   const jobId = (req: FastifyRequest) => (req.params as { id: string }).id;
   const notFound = (reply: FastifyReply, what = 'No such job') => reply.code(404).send({ error: 'not-found', message: what });
 
@@ -228,7 +239,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       handler: async (req, reply) => {
         const body = req.body as Record<string, unknown>;
         const model = body['model'] as string | undefined;
-        if (model !== undefined && !o.engine.models().some((m) => m.name === model)) {
+        if (model !== undefined && !(await knownModel(model))) {
           return reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
         }
         validateParams(toGenerateParams(body));
@@ -245,7 +256,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         if (!file) return reply;
         const body = req.body as Record<string, unknown>;
         const model = body['model'] as string | undefined;
-        if (model !== undefined && !o.engine.models().some((m) => m.name === model)) {
+        if (model !== undefined && !(await knownModel(model))) {
           return reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
         }
         // Every check the library makes before a model call: the settings, and the size against the source's.
@@ -356,7 +367,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       method: 'GET', url: '/api/v1/jobs/:id/preview', summary: 'The latest preview of a running job (PNG)',
       responses: { 200: { description: 'PNG', type: 'image/png' }, 404: err('no preview yet') },
       handler: async (req, reply) => {
-        const png = previews.get(jobId(req));
+        const png = previews.get(jobId(req)) ?? (await o.preview?.(jobId(req)));
         if (!png) return notFound(reply, 'No preview');
         return reply.type('image/png').header('cache-control', 'no-store').send(Buffer.from(png));
       },
@@ -432,6 +443,14 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       handler: async () => ({ deviceSet: o.engine.deviceSet, devices: await o.engine.devices() }),
     },
   ];
+  const fleetStatus = o.fleetStatus;
+  if (fleetStatus) {
+    routes.push({
+      method: 'GET', url: '/api/v1/fleet', summary: 'The fleet: live workers (devices, models, what each runs) and queue depths per model',
+      responses: { 200: { description: 'fleet status' } },
+      handler: async () => fleetStatus(),
+    });
+  }
 
   const openapi = openApiDocument(routes);
   routes.push({

@@ -43,6 +43,8 @@ export interface Engine {
   /** The device list jobs run on (one device set: jobs run one at a time). */
   readonly deviceSet: string;
   devices(): Promise<DeviceEntry[]>;
+  /** Reads the model list again, for an engine whose models change while it runs (the fleet's workers come and go). */
+  refresh?(): Promise<unknown>;
   /**
    * Generates with `params` on `model` (undefined: the first) and writes the image with its metadata to `file`
    * atomically: the file exists complete or not at all. Rejects with an error of kind 'cancelled' on abort.

@@ -21,6 +21,10 @@ export interface ServeOptions {
   webDir?: string;
   /** An engine instead of the library's (tests). */
   engine?: Engine;
+  /** A Redis address: jobs go to the fleet's BullMQ queue and run on `asgd worker`s; no engine runs here. */
+  queue?: string;
+  /** Key prefix in Redis (default 'asgd'): several fleets can share one Redis. */
+  prefix?: string;
 }
 
 export interface RunningServer {
@@ -37,16 +41,19 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
   const token = o.token ?? (loopback ? undefined : randomBytes(16).toString('hex'));
   const anyHost = o.host === '0.0.0.0' || o.host === '::';
   const outputsDir = path.resolve(o.outputsDir);
-  const queue = new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
-  const engine = o.engine ?? new (await import('./library-engine.ts')).LibraryEngine(o.modelDirs, o.pipeline);
+  const fleet = o.queue ? await (await import('./fleet/server-parts.ts')).fleetServerParts(o.queue, outputsDir, o.prefix) : undefined;
+  const queue = fleet?.queue ?? new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
+  const engine = fleet?.engine ?? o.engine ?? new (await import('./library-engine.ts')).LibraryEngine(o.modelDirs, o.pipeline);
+  const closeQueue = () => (fleet ? fleet.close() : queue.close());
   const app = await createServer({
     queue, engine, outputsDir, webDir: o.webDir, token,
     allowedHosts: anyHost ? ['*'] : loopback ? [] : [o.host.toLowerCase()],
+    ...(fleet ? { preview: fleet.preview, fleetStatus: fleet.status } : {}),
   });
   try {
     await app.listen({ port: o.port, host: o.host });
   } catch (err) {
-    await queue.close();
+    await closeQueue();
     await engine.close();
     throw err;
   }
@@ -60,7 +67,8 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
     close: () =>
       (closing ??= (async () => {
         // Stop the queue first (the running job is interrupted and re-queued), then the sockets, then the models.
-        await queue.close();
+        // A fleet's jobs keep running on the workers.
+        await closeQueue();
         await app.close();
         await engine.close();
       })()),

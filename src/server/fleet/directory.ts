@@ -1,0 +1,69 @@
+/**
+ * Who is in the fleet: each worker's heartbeat (what it can run, what it runs now) in a key that expires after
+ * three missed beats, and the models workers have advertised. The server routes jobs and answers the status view
+ * from here.
+ */
+import type { Redis } from 'ioredis';
+import type { DeviceEntry } from '../engine.ts';
+import { fleetKeys } from './settings.ts';
+
+export interface FleetModel {
+  name: string;
+  /** Content hash of the model folder (model-hash.ts). */
+  hash: string;
+  nativeWidth?: number;
+  nativeHeight?: number;
+}
+
+export interface WorkerBeat {
+  id: string;
+  host: string;
+  pid: number;
+  startedAt: string;
+  beatAt: string;
+  deviceSet: string;
+  devices: DeviceEntry[];
+  models: FleetModel[];
+  /** The largest width x height per method this worker takes; a method not listed has no limit. */
+  maxPixels: Record<string, number>;
+  running: { jobId: string; queue: string; since: string }[];
+  /** Jobs this worker finished since it started. */
+  completed: number;
+}
+
+export async function writeBeat(redis: Redis, prefix: string, beat: WorkerBeat, ttlMs: number): Promise<void> {
+  const k = fleetKeys(prefix);
+  const models = Object.fromEntries(beat.models.map((m) => [m.name, JSON.stringify(m)]));
+  const tx = redis.multi().set(k.worker(beat.id), JSON.stringify(beat), 'PX', ttlMs).sadd(k.workers, beat.id);
+  if (beat.models.length) tx.hset(k.models, models);
+  await tx.exec();
+}
+
+export async function removeBeat(redis: Redis, prefix: string, id: string): Promise<void> {
+  const k = fleetKeys(prefix);
+  await redis.multi().del(k.worker(id)).srem(k.workers, id).exec();
+}
+
+/** The live workers (a worker whose heartbeat expired is dropped from the set). */
+export async function liveWorkers(redis: Redis, prefix: string): Promise<WorkerBeat[]> {
+  const k = fleetKeys(prefix);
+  const ids = (await redis.smembers(k.workers)).sort();
+  if (ids.length === 0) return [];
+  const values = await redis.mget(ids.map(k.worker));
+  const dead = ids.filter((_, i) => values[i] === null);
+  if (dead.length) await redis.srem(k.workers, ...dead);
+  return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as WorkerBeat);
+}
+
+/** Every model a worker has advertised (live or not), by name. */
+export async function knownModels(redis: Redis, prefix: string): Promise<FleetModel[]> {
+  const all = await redis.hgetall(fleetKeys(prefix).models);
+  return Object.values(all).map((v) => JSON.parse(v) as FleetModel).sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Can this worker run a job of `method` at `pixels` on the model `hash`? */
+export function canRun(w: WorkerBeat, hash: string, method: string, pixels: number): boolean {
+  if (!w.models.some((m) => m.hash === hash)) return false;
+  const max = w.maxPixels[method];
+  return max === undefined || pixels <= max;
+}
