@@ -20,3 +20,4 @@ export { encodePng } from './png.ts';
 export { TOOL_VERSION } from './version.ts';
 export type { IoInfo } from '../onnx/io.ts';
 export type { ComponentIo } from './device/protocol.ts';
+export type { DeviceStats } from '../core/dispatch/dispatcher.ts';

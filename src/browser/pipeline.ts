@@ -5,7 +5,7 @@
  * depend on how many workers ran it.
  */
 import type { TextConditioning } from '../core/conditioning.ts';
-import { Dispatcher } from '../core/dispatch/dispatcher.ts';
+import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
 import { AsgdError, throwIfAborted } from '../core/errors.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise } from '../core/generation/denoise.ts';
@@ -165,6 +165,11 @@ export class WebPipeline {
       devices.forEach((d) => d.terminate());
       throw err;
     }
+  }
+
+  /** Per device: tasks run, time busy, whether it was given up (the dispatcher's view). */
+  get deviceStats(): DeviceStats[] {
+    return this.dispatcher.stats;
   }
 
   get nativeSize(): { width: number; height: number } {
