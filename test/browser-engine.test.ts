@@ -10,6 +10,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import { build } from 'vite';
@@ -26,13 +27,16 @@ const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const MODEL = path.join(ROOT, 'models', 'shapes-128');
 const PROMPT = 'a red circle on a blue background';
-const STEPS = 6;
+const STEPS = 4;
 
 /**
- * Tolerances against the Node CPU image (8-bit RGB): ONNX Runtime's WebAssembly kernels (SIMD128) round
+ * Tolerances against the Node CPU image (8-bit RGB levels): ONNX Runtime's WebAssembly kernels (SIMD128) round
  * differently from the native CPU kernels (AVX2/FMA), and denoising carries the differences through the steps.
+ * Measured (docs/browser.md): max 1 level, mean 0.001 at 128 and 256 px; the bound leaves one level of margin.
  */
-export const WASM_TOLERANCE = { meanAbs: 1.0, maxAbs: 24 };
+const WASM_TOLERANCE = { meanAbs: 0.05, maxAbs: 2 };
+/** The page's own JavaScript (every .js the build emits, ONNX Runtime's glue included; its .wasm excluded), gzip -9. */
+const BUNDLE_BUDGET = 250_000;
 
 let siteDir: string;
 let server: http.Server;
@@ -66,7 +70,7 @@ before(async () => {
       'Content-Length': fs.statSync(file).size,
       'Cross-Origin-Opener-Policy': 'same-origin',
       'Cross-Origin-Embedder-Policy': 'require-corp',
-      'Cache-Control': 'no-store',
+      ...(url.includes('/models/') ? { 'Cache-Control': 'no-store' } : {}),
     });
     fs.createReadStream(file).pipe(res);
   });
@@ -109,7 +113,7 @@ async function openDemo(context: BrowserContext, query: string): Promise<Opened>
     if (new URL(r.url()).pathname.includes('/models/')) modelRequests.push(r.url());
   });
   await page.goto(`${baseUrl}?${query}`);
-  await page.waitForSelector('body[data-state="ready"], body[data-state="error"]', { timeout: 60_000 });
+  await page.waitForSelector('body[data-state="ready"], body[data-state="error"]', { timeout: 180_000 });
   assert.equal(await page.getAttribute('body', 'data-state'), 'ready', `the model loaded: ${await page.textContent('#status')}`);
   return { page, errors, modelRequests };
 }
@@ -179,49 +183,60 @@ test('the browser entry writes the same tool version as Node', () => {
   assert.equal(WEB_TOOL_VERSION, NODE_TOOL_VERSION);
 });
 
-test('WASM: the page loads with no console error, makes the 128 px and 256 px asg images as Node does, and the second load reads the stored model', async () => {
-  const context = await newContext();
-  const first = await openDemo(context, 'provider=wasm');
-  assert.ok(first.modelRequests.some((u) => u.endsWith('/unet/model.onnx')), 'the first load downloads the model');
-  const r128 = await generateOnPage(first.page, { width: 128, height: 128, seed: 7 });
-  await matchesNode(r128, { width: 128, height: 128, seed: 7 });
-  const r256 = await generateOnPage(first.page, { width: 256, height: 256, seed: 11 });
-  await matchesNode(r256, { width: 256, height: 256, seed: 11 });
-  assert.deepEqual(first.errors, []);
-  await first.page.close();
+test('the page\'s JavaScript fits the budget (without ONNX Runtime\'s WebAssembly)', () => {
+  const assets = path.join(siteDir, 'assets');
+  const js = fs.readdirSync(assets).filter((f) => f.endsWith('.js'));
+  const sizes = js.map((f) => ({ f, raw: fs.statSync(path.join(assets, f)).size, gz: gzipSync(fs.readFileSync(path.join(assets, f)), { level: 9 }).length }));
+  const total = sizes.reduce((n, x) => n + x.gz, 0);
+  console.log(`# page JavaScript: ${sizes.map((x) => `${x.f} ${x.raw} B (${x.gz} B gz)`).join(', ')}; total ${total} B gzip`);
+  assert.ok(total <= BUNDLE_BUDGET, `${total} B gzip, budget ${BUNDLE_BUDGET}`);
+  assert.ok(fs.readdirSync(assets).some((f) => f.endsWith('.wasm')), 'ONNX Runtime\'s .wasm is in the build');
+  assert.ok(fs.existsSync(path.join(siteDir, 'models', 'shapes-128', 'unet', 'model.onnx')), 'the shipped model is in the build');
+});
 
-  const before = served.length;
-  const second = await openDemo(context, 'provider=wasm');
-  assert.deepEqual(second.modelRequests, [], 'no model request on the second load');
-  assert.deepEqual(served.slice(before).filter((u) => u.includes('/models/')), []);
-  const again = await generateOnPage(second.page, { width: 128, height: 128, seed: 7 });
-  assert.ok(again.png.equals(r128.png), 'the stored model gives the same image');
-  assert.deepEqual(second.errors, []);
+// One context for the WASM tests: its Cache Storage keeps the model between the two page loads.
+let context: BrowserContext;
+let single: Opened;
+const images: Record<string, PageResult> = {};
+
+test('WASM: the page loads with no console error and makes the 128 px and 256 px asg images as Node does', async () => {
+  context = await newContext();
+  single = await openDemo(context, 'provider=wasm&workers=1');
+  assert.ok(single.modelRequests.some((u) => u.endsWith('/unet/model.onnx')), 'the first load downloads the model');
+  images.r128 = await generateOnPage(single.page, { width: 128, height: 128, seed: 7 });
+  await matchesNode(images.r128, { width: 128, height: 128, seed: 7 });
+  images.r256 = await generateOnPage(single.page, { width: 256, height: 256, seed: 11 });
+  await matchesNode(images.r256, { width: 256, height: 256, seed: 11 });
+  assert.deepEqual(single.errors, []);
 });
 
 test('WASM: cancel stops a generation, and the page generates again afterwards', async () => {
-  const { page, errors } = await openDemo(await newContext(), 'provider=wasm&store=0');
+  const { page, errors } = single;
   await page.fill('[name="prompt"]', PROMPT);
   await page.selectOption('[name="size"]', '256x256');
   await page.fill('[name="steps"]', '40');
   await page.click('#generate');
   await page.waitForFunction(`/Step [1-9]/.test(document.querySelector('#status').textContent)`, undefined, { timeout: 60_000 });
+  const t = performance.now();
   await page.click('#cancel');
   await page.waitForSelector('body[data-state="cancelled"]', { timeout: 20_000 });
-  const r = await generateOnPage(page, { width: 128, height: 128, seed: 3, steps: 2 });
-  assert.equal(r.metadata.steps, 2);
+  console.log(`# cancelled after ${(performance.now() - t).toFixed(0)} ms`);
+  const r = await generateOnPage(page, { width: 128, height: 128, seed: 7 });
+  assert.ok(r.png.equals(images.r128!.png), 'the same image as before the cancelled run');
   assert.deepEqual(errors, []);
+  await page.close();
 });
 
-test('WASM: two workers give the same image as one, both doing work', async () => {
-  const context = await newContext();
-  const one = await openDemo(context, 'provider=wasm&workers=1');
-  const a = await generateOnPage(one.page, { width: 256, height: 256, seed: 5, steps: 4 });
+test('WASM: the second load reads the stored model (no model request), and two workers give the same image as one', async () => {
+  const before = served.length;
   const two = await openDemo(context, 'provider=wasm&workers=2');
-  const b = await generateOnPage(two.page, { width: 256, height: 256, seed: 5, steps: 4 });
-  assert.equal(b.stats.length, 2);
-  assert.ok(b.stats.every((s) => s.tasks > 0), `both workers ran units: ${JSON.stringify(b.stats)}`);
-  const d = compare(await rgbOf(a.png), await rgbOf(b.png));
+  assert.deepEqual(two.modelRequests, [], 'no model request on the second load');
+  assert.deepEqual(served.slice(before).filter((u) => u.includes('/models/')), []);
+  const r = await generateOnPage(two.page, { width: 256, height: 256, seed: 11 });
+  assert.equal(r.stats.length, 2);
+  assert.ok(r.stats.every((s) => s.tasks > 0), `both workers ran units: ${JSON.stringify(r.stats)}`);
+  const d = compare(await rgbOf(r.png), await rgbOf(images.r256!.png));
   assert.equal(d.maxAbs, 0, `identical pixels: ${JSON.stringify(d)}`);
-  assert.deepEqual([...one.errors, ...two.errors], []);
+  assert.ok(r.png.equals(images.r256!.png), 'identical files');
+  assert.deepEqual(two.errors, []);
 });

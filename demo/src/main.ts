@@ -1,6 +1,7 @@
 /**
  * The demo page: the shipped model in the visitor's browser through asgdiffusion/web. Query parameters (for
- * links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, steps, store=0 (no Cache Storage).
+ * links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, threads (per worker), steps, size
+ * (WxH), store=0 (no Cache Storage).
  */
 import { AsgdError, METHOD_NAMES, loadWebPipeline, type LoadProgress, type WebGenerateResult, type WebPipeline } from '../../src/browser/index.ts';
 
@@ -60,7 +61,8 @@ async function ensurePipeline(): Promise<WebPipeline> {
       statusText.textContent = `Opening ${p.component} on ${p.device}…`;
     }
   };
-  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, store: query.get('store') !== '0', onProgress });
+  const threads = query.get('threads') ? Number(query.get('threads')) : undefined;
+  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, threads, store: query.get('store') !== '0', onProgress });
   pipeKey = key;
   exposed.pipeline = pipe;
   fillSizes(pipe.nativeSize.width, pipe.nativeSize.height);

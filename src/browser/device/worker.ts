@@ -3,7 +3,6 @@
  * component adapters as the Node worker threads (src/onnx/), one request at a time. Holds the generation's text
  * conditioning so that it crosses the worker boundary once.
  */
-import * as ort from 'onnxruntime-web/webgpu';
 import { AsgdError } from '../../core/errors.ts';
 import type { TextConditioning } from '../../core/conditioning.ts';
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
@@ -33,6 +32,17 @@ interface State {
 }
 
 const state: State = { sessions: {} };
+
+type OrtWeb = typeof import('onnxruntime-web/wasm');
+let ort: OrtWeb;
+
+/**
+ * ONNX Runtime Web for the provider: the WebGPU build (WebGPU and WebAssembly kernels, the larger .wasm) only when
+ * WebGPU runs; the plain WebAssembly build (about half the download and compile time) otherwise.
+ */
+async function runtimeFor(provider: DeviceInit['provider']): Promise<OrtWeb> {
+  return provider === 'webgpu' ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm');
+}
 
 async function open(component: WebComponent, bytes: Uint8Array): Promise<OpenSession> {
   const init = state.init;
@@ -76,6 +86,9 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
   switch (req.type) {
     case 'init': {
       state.init = req.init;
+      ort = await runtimeFor(req.init.provider);
+      // ONNX Runtime prints its warnings (e.g. shape ops placed on the CPU) on the console's error channel.
+      ort.env.logLevel = 'error';
       if (req.init.threads > 0) ort.env.wasm.numThreads = req.init.threads;
       if (req.init.wasmPaths) ort.env.wasm.wasmPaths = req.init.wasmPaths;
       bindOrt(ort);
