@@ -1,4 +1,5 @@
 /** The progress events of a generation, the same from the Node pipeline and the browser pipeline. Portable. */
+/** What a progress event is about: encoding the prompt, denoising, or VAE decoding. */
 export type GenerationPhase = 'text' | 'denoise' | 'decode';
 
 export interface GenerationProgress {
