@@ -115,7 +115,7 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
       const bytes = await readBody(res, (loaded) => opts.onProgress?.({ file, loaded, total, fromStore: false }), opts.signal);
       if (store) {
         const type = res.headers.get('content-type') ?? 'application/octet-stream';
-        await store.put(url, new Response(new Blob([bytes as BlobPart]), { headers: { 'content-type': type, 'content-length': String(bytes.length) } })).catch(() => undefined);
+        await store.put(url, new Response(new Blob([bytes as Uint8Array<ArrayBuffer>]), { headers: { 'content-type': type, 'content-length': String(bytes.length) } })).catch(() => undefined);
       }
       return bytes;
     },
