@@ -1,6 +1,8 @@
 // The demo page (demo/): `npm run web` serves it with the shipped model; `npm run web:build` writes a static site
 // to demo/dist (the page, ONNX Runtime Web's files and models/shapes-128) for any static host. Both send the
-// cross-origin isolation headers WebAssembly threads need.
+// cross-origin isolation headers WebAssembly threads need. The page imports `asgdiffusion/web` as a user would:
+// the built entry (dist/browser, from `npm run build` or `tsc -p tsconfig.build.web.json`), so what ships is what
+// the browser test runs.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,6 +11,8 @@ import { defineConfig, type Connect, type Plugin } from 'vite';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODELS = path.join(ROOT, 'models');
 const SHIPPED = 'shapes-128';
+const ENTRY = path.join(ROOT, 'dist', 'browser', 'index.js');
+if (!fs.existsSync(ENTRY)) throw new Error(`The demo imports the built asgdiffusion/web (${ENTRY}): run \`npm run build\` first`);
 
 /** Cross-origin isolation: SharedArrayBuffer, hence ONNX Runtime's WebAssembly threads. */
 export const ISOLATION_HEADERS = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
@@ -54,6 +58,7 @@ export default defineConfig({
   base: './',
   logLevel: 'warn',
   plugins: [models()],
+  resolve: { alias: { 'asgdiffusion/web': ENTRY } },
   // ONNX Runtime Web finds its .wasm next to its module: serve it unbundled in dev.
   optimizeDeps: { exclude: ['onnxruntime-web'] },
   worker: { format: 'es' },

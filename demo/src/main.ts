@@ -3,7 +3,7 @@
  * links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, threads (per worker), steps, size
  * (WxH), store=0 (no Cache Storage).
  */
-import { AsgdError, METHOD_NAMES, loadWebPipeline, type LoadProgress, type WebGenerateResult, type WebPipeline } from '../../src/browser/index.ts';
+import { AsgdError, METHOD_NAMES, loadWebPipeline, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
 
 const query = new URLSearchParams(location.search);
 const MODEL_URL = query.get('model') ?? new URL('models/shapes-128/', location.href).href;
