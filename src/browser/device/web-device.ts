@@ -56,9 +56,11 @@ export class WebDevice implements ExecDevice {
 
   async run(task: UnitTask, guidanceScale: number): Promise<TaskOutput> {
     const u = task.unit;
+    // Cloned on posting: a view would clone its whole buffer, so a view is cut out first.
+    const whole = u.sample.byteOffset === 0 && u.sample.byteLength === u.sample.buffer.byteLength;
     const r = await this.request<'unet'>(
       {
-        type: 'unet', sample: u.sample, part: task.part, channels: u.sample.length / (u.height * u.width), height: u.height, width: u.width,
+        type: 'unet', sample: whole ? u.sample : u.sample.slice(), part: task.part, channels: u.sample.length / (u.height * u.width), height: u.height, width: u.width,
         timestep: u.timestep, guidanceScale, wantAttention: u.wantAttention, timeIds: u.timeIds ? [...u.timeIds] : undefined,
       },
       `unit ${task.id}`,
