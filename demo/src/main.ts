@@ -20,6 +20,7 @@ const timing = $<HTMLSpanElement>('#timing');
 const generateButton = $<HTMLButtonElement>('#generate');
 const cancelButton = $<HTMLButtonElement>('#cancel');
 const formError = $<HTMLParagraphElement>('#form-error');
+const warnings = $<HTMLUListElement>('#warnings');
 
 type State = 'loading' | 'ready' | 'running' | 'done' | 'cancelled' | 'error';
 function setState(s: State, text?: string): void {
@@ -106,6 +107,7 @@ async function generate(): Promise<void> {
   const [width, height] = field<HTMLSelectElement>('size').value.split('x').map(Number) as [number, number];
   controller = new AbortController();
   setState('running', 'Encoding the prompt…');
+  warnings.replaceChildren();
   progress.value = 0;
   const r = await p.generate(
     {
@@ -119,7 +121,11 @@ async function generate(): Promise<void> {
       signal: controller.signal,
       previewEvery: 2,
       onPreview: drawPreview,
-      onWarning: (m) => console.warn(m),
+      onWarning: (m) => {
+        const li = document.createElement('li');
+        li.textContent = m;
+        warnings.append(li);
+      },
       onProgress: (e) => {
         if (e.phase === 'denoise') {
           progress.value = e.unitsTotal ? e.unitsDone / e.unitsTotal : 0;
