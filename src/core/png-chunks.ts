@@ -25,7 +25,8 @@ function isPng(png: Uint8Array): boolean {
   return png.length >= 8 && SIGNATURE.every((b, i) => png[i] === b);
 }
 
-function chunk(type: string, data: Uint8Array): Uint8Array {
+/** One PNG chunk: length, type, data and CRC. */
+export function pngChunk(type: string, data: Uint8Array): Uint8Array {
   const out = new Uint8Array(12 + data.length);
   const view = new DataView(out.buffer);
   view.setUint32(0, data.length);
@@ -43,7 +44,7 @@ function itxt(keyword: string, text: string): Uint8Array {
   data.set(k, 0);
   data.set([0, 0, 0, 0, 0], k.length);
   data.set(t, k.length + 5);
-  return chunk('iTXt', data);
+  return pngChunk('iTXt', data);
 }
 
 export function addPngTextChunks(png: Uint8Array, entries: Record<string, string>): Uint8Array {

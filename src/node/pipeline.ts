@@ -66,22 +66,8 @@ export interface PipelineTestHooks {
   completionJitter?: { seed: number; maxMs: number };
 }
 
-export type GenerationPhase = 'text' | 'denoise' | 'decode';
-
-export interface GenerationProgress {
-  phase: GenerationPhase;
-  /** 1 or 2 for the two-stage methods, 1 otherwise. */
-  stage: number;
-  /** Steps completed (0..totalSteps). */
-  step: number;
-  totalSteps: number;
-  /** UNet evaluations completed and planned in total. */
-  unitsDone: number;
-  unitsTotal: number;
-  /** VAE tiles decoded so far, during 'decode'. */
-  tilesDone?: number;
-  tilesTotal?: number;
-}
+export type { GenerationPhase, GenerationProgress } from '../core/generation/progress.ts';
+import type { GenerationProgress } from '../core/generation/progress.ts';
 
 export interface GenerateRunOptions {
   onProgress?: (p: GenerationProgress) => void;

@@ -6,11 +6,14 @@ import type ortTypes from 'onnxruntime-node';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { AsgdError } from '../core/errors.ts';
-import { float16ToFloat32, float32ToFloat16 } from '../core/float16.ts';
 import { ortSeverity, runtimeLogLevel, withDriverNotesFiltered } from './runtime-log.ts';
+import { bindOrt, ioList, type OpenSession } from './tensors.ts';
 
 export type { IoInfo, ProviderName, SessionOptions } from './io.ts';
-import type { IoInfo, SessionOptions } from './io.ts';
+import type { SessionOptions } from './io.ts';
+export {
+  findIo, float32Tensor, floatTensor, int64Tensor, makeTensor, readFloat, type OpenSession, type OrtTensor, type RunOutputs,
+} from './tensors.ts';
 
 type Ort = typeof ortTypes;
 let loaded: Ort | undefined;
@@ -20,6 +23,7 @@ function runtime(): Ort {
     loaded = createRequire(import.meta.url)('onnxruntime-node') as Ort;
     // The default logger (messages outside a session) takes the level before the first session is created.
     loaded.env.logLevel = runtimeLogLevel();
+    bindOrt(loaded);
   }
   return loaded;
 }
@@ -33,17 +37,6 @@ declare namespace ort {
     type ReturnType = ortTypes.InferenceSession.ReturnType;
   }
   type InferenceSession = ortTypes.InferenceSession;
-}
-
-export interface OpenSession {
-  session: ort.InferenceSession;
-  file: string;
-  inputs: IoInfo[];
-  outputs: IoInfo[];
-}
-
-function ioList(meta: readonly ort.InferenceSession.ValueMetadata[]): IoInfo[] {
-  return meta.map((m) => (m.isTensor ? { name: m.name, type: m.type, shape: m.shape } : { name: m.name, type: 'non-tensor', shape: [] }));
 }
 
 export function executionProviders(opts: SessionOptions): ort.InferenceSession.ExecutionProviderConfig[] {
@@ -117,62 +110,6 @@ export async function openSession(file: string | Uint8Array, label: string, opts
     });
   }
   return { session, file: typeof file === 'string' ? file : '<memory>', inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
-}
-
-/** A float tensor in the dtype the session input wants (float32 or float16). */
-export function floatTensor(type: string, data: Float32Array, dims: readonly number[], label: string): ort.Tensor {
-  if (type === 'float32') return new (runtime().Tensor)('float32', data, dims);
-  if (type === 'float16') return new (runtime().Tensor)('float16', float32ToFloat16(data), dims);
-  throw new AsgdError(`${label} has element type ${type}`, { kind: 'model', parameter: label, expected: 'float32 or float16', received: type, hint: 'The model does not match the Stable Diffusion ONNX contract' });
-}
-
-/** An int64 tensor (shapes, regions). */
-export function int64Tensor(values: readonly number[], dims: readonly number[] = [values.length]): ort.Tensor {
-  return new (runtime().Tensor)('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
-}
-
-/** A float32 tensor, whatever the model's float type (inputs the project's own graph surgery adds). */
-export function float32Tensor(data: Float32Array, dims: readonly number[]): ort.Tensor {
-  return new (runtime().Tensor)('float32', data, dims);
-}
-
-/** Output tensor data as float32 (converting float16). */
-export function readFloat(t: ort.Tensor, label: string): Float32Array {
-  if (t.type === 'float32') return t.data as Float32Array;
-  if (t.type === 'float16') {
-    const d = t.data as unknown;
-    if (d instanceof Uint16Array) return float16ToFloat32(d);
-    // Newer ORT builds may hand back a Float16Array; read element-wise.
-    return Float32Array.from(d as ArrayLike<number>);
-  }
-  throw new AsgdError(`${label} has element type ${t.type}`, { kind: 'model', parameter: label, expected: 'float32 or float16', received: t.type, hint: 'The model does not match the Stable Diffusion ONNX contract' });
-}
-
-export function findIo(list: IoInfo[], names: string[], label: string, component: string, fallbackIndex?: number): IoInfo {
-  for (const n of names) {
-    const hit = list.find((io) => io.name === n);
-    if (hit) return hit;
-  }
-  if (fallbackIndex !== undefined && list[fallbackIndex]) return list[fallbackIndex]!;
-  throw new AsgdError(`${component} has no ${label}`, {
-    kind: 'model',
-    parameter: component,
-    expected: `one of ${names.join(', ')}`,
-    received: list.map((io) => io.name).join(', ') || 'none',
-    hint: 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli',
-  });
-}
-
-/** A tensor handed to or returned by ONNX Runtime. */
-export type OrtTensor = ort.Tensor;
-/** What a session run returns: output name to tensor. */
-export type RunOutputs = ort.InferenceSession.ReturnType;
-
-type TensorData = { float32: Float32Array; float16: Uint16Array; int64: BigInt64Array; int32: Int32Array };
-
-/** A tensor of exactly this element type and data (no conversion). */
-export function makeTensor<K extends keyof TensorData>(type: K, data: TensorData[K], dims: readonly number[]): OrtTensor {
-  return new (runtime().Tensor)(type, data as Float32Array, dims);
 }
 
 /** The execution providers this onnxruntime-node build offers, and whether each is bundled with it. */

@@ -1,5 +1,6 @@
 /** The text encoder adapter: input_ids (int32 or int64, per metadata) to hidden states and pooled output. */
-import { findIo, makeTensor, readFloat, type IoInfo, type OpenSession } from './session.ts';
+import type { IoInfo } from './io.ts';
+import { findIo, makeTensor, readFloat, type OpenSession } from './tensors.ts';
 
 export type { EncodedText } from '../core/generation/prompt.ts';
 import type { EncodedText } from '../core/generation/prompt.ts';

@@ -9,7 +9,8 @@ import { AsgdError } from '../core/errors.ts';
 import type { AttentionMap } from '../core/methods/types.ts';
 import { combineCfg } from '../core/dispatch/cfg.ts';
 import type { CfgPart } from '../core/dispatch/tasks.ts';
-import { findIo, floatTensor, readFloat, type IoInfo, type OpenSession, makeTensor, type OrtTensor, type RunOutputs } from './session.ts';
+import type { IoInfo } from './io.ts';
+import { findIo, floatTensor, readFloat, type OpenSession, makeTensor, type OrtTensor, type RunOutputs } from './tensors.ts';
 
 /** Graph outputs added by the attention probe are named with this prefix followed by the layer name. */
 import { PROBE_OUTPUT_PREFIX } from '../graph/attention-probe.ts';

@@ -1,0 +1,181 @@
+/**
+ * The demo page: the shipped model in the visitor's browser through asgdiffusion/web. Query parameters (for
+ * links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, threads (per worker), steps, size
+ * (WxH), store=0 (no Cache Storage).
+ */
+import { AsgdError, METHOD_NAMES, loadWebPipeline, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
+
+const query = new URLSearchParams(location.search);
+const MODEL_URL = query.get('model') ?? new URL('models/shapes-128/', location.href).href;
+
+const $ = <T extends Element>(sel: string) => document.querySelector(sel) as T;
+const form = $<HTMLFormElement>('#form');
+const field = <T extends HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement>(name: string) => form.elements.namedItem(name) as T;
+const statusText = $<HTMLParagraphElement>('#status');
+const progress = $<HTMLProgressElement>('#progress');
+const preview = $<HTMLCanvasElement>('#preview');
+const result = $<HTMLImageElement>('#result');
+const download = $<HTMLAnchorElement>('#download');
+const timing = $<HTMLSpanElement>('#timing');
+const generateButton = $<HTMLButtonElement>('#generate');
+const cancelButton = $<HTMLButtonElement>('#cancel');
+const formError = $<HTMLParagraphElement>('#form-error');
+const warnings = $<HTMLUListElement>('#warnings');
+
+type State = 'loading' | 'ready' | 'running' | 'done' | 'cancelled' | 'error';
+function setState(s: State, text?: string): void {
+  document.body.dataset.state = s;
+  if (text !== undefined) statusText.textContent = text;
+  generateButton.disabled = s === 'loading' || s === 'running';
+  cancelButton.disabled = s !== 'running';
+}
+
+/** What tests and curious visitors can read: the pipeline and the last result. */
+const exposed: { pipeline?: WebPipeline; result?: WebGenerateResult; error?: string } = {};
+(window as unknown as { asgdDemo: typeof exposed }).asgdDemo = exposed;
+
+for (const m of METHOD_NAMES) field<HTMLSelectElement>('method').add(new Option(m, m));
+if (query.get('provider')) field<HTMLSelectElement>('provider').value = query.get('provider')!;
+if (query.get('workers')) field<HTMLInputElement>('workers').value = query.get('workers')!;
+if (query.get('steps')) field<HTMLInputElement>('steps').value = query.get('steps')!;
+
+function mb(n: number): string {
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+let pipe: WebPipeline | undefined;
+let pipeKey = '';
+async function ensurePipeline(): Promise<WebPipeline> {
+  const provider = field<HTMLSelectElement>('provider').value as 'auto' | 'webgpu' | 'wasm';
+  const workers = Number(field<HTMLInputElement>('workers').value);
+  const key = `${provider}/${workers}`;
+  if (pipe && key === pipeKey) return pipe;
+  setState('loading', 'Loading the model…');
+  await pipe?.close();
+  pipe = undefined;
+  exposed.pipeline = undefined;
+  const onProgress = (p: LoadProgress) => {
+    if (p.phase === 'download') {
+      statusText.textContent = p.fromStore ? `Read ${p.file} from this browser's storage` : `Downloading ${p.file}: ${mb(p.loaded)}${p.total ? ` of ${mb(p.total)}` : ''}`;
+      progress.value = p.total ? p.loaded / p.total : 0;
+    } else {
+      statusText.textContent = `Opening ${p.component} on ${p.device}…`;
+    }
+  };
+  const threads = query.get('threads') ? Number(query.get('threads')) : undefined;
+  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, threads, store: query.get('store') !== '0', onProgress });
+  pipeKey = key;
+  exposed.pipeline = pipe;
+  fillSizes(pipe.nativeSize.width, pipe.nativeSize.height);
+  return pipe;
+}
+
+/** Sizes from the native size up to 16 times its area. */
+function fillSizes(w: number, h: number): void {
+  const select = field<HTMLSelectElement>('size');
+  const keep = select.value;
+  select.length = 0;
+  const sizes: [number, number][] = [[1, 1], [1.5, 1.5], [2, 2], [2, 1], [1, 2], [3, 3], [4, 2], [2, 4], [4, 4]];
+  for (const [a, b] of sizes) {
+    const sw = Math.round((w * a) / 8) * 8;
+    const sh = Math.round((h * b) / 8) * 8;
+    select.add(new Option(`${sw} × ${sh}${a * b === 1 ? ' (native)' : ` (${a * b}× area)`}`, `${sw}x${sh}`));
+  }
+  select.value = keep && [...select.options].some((o) => o.value === keep) ? keep : `${w * 2}x${h * 2}`;
+  if (query.get('size')) select.value = query.get('size')!;
+}
+
+function drawPreview(img: { data: Uint8Array; width: number; height: number }): void {
+  preview.width = img.width;
+  preview.height = img.height;
+  const rgba = new ImageData(img.width, img.height);
+  for (let i = 0, j = 0; i < img.data.length; i += 3, j += 4) {
+    rgba.data[j] = img.data[i]!;
+    rgba.data[j + 1] = img.data[i + 1]!;
+    rgba.data[j + 2] = img.data[i + 2]!;
+    rgba.data[j + 3] = 255;
+  }
+  preview.getContext('2d')!.putImageData(rgba, 0, 0);
+}
+
+let controller: AbortController | undefined;
+let lastUrl: string | undefined;
+
+async function generate(): Promise<void> {
+  formError.textContent = '';
+  const p = await ensurePipeline();
+  const [width, height] = field<HTMLSelectElement>('size').value.split('x').map(Number) as [number, number];
+  controller = new AbortController();
+  setState('running', 'Encoding the prompt…');
+  warnings.replaceChildren();
+  progress.value = 0;
+  const r = await p.generate(
+    {
+      prompt: field<HTMLTextAreaElement>('prompt').value,
+      width, height,
+      method: field<HTMLSelectElement>('method').value as (typeof METHOD_NAMES)[number],
+      steps: Number(field<HTMLInputElement>('steps').value),
+      seed: field<HTMLInputElement>('seed').value.trim() || undefined,
+    },
+    {
+      signal: controller.signal,
+      previewEvery: 2,
+      onPreview: drawPreview,
+      onWarning: (m) => {
+        const li = document.createElement('li');
+        li.textContent = m;
+        warnings.append(li);
+      },
+      onProgress: (e) => {
+        if (e.phase === 'denoise') {
+          progress.value = e.unitsTotal ? e.unitsDone / e.unitsTotal : 0;
+          statusText.textContent = `Step ${e.step}/${e.totalSteps}${e.stage > 1 || e.unitsTotal > e.totalSteps ? ` · stage ${e.stage}` : ''} · ${e.unitsDone}/${e.unitsTotal} UNet calls`;
+        } else if (e.phase === 'decode') {
+          statusText.textContent = 'Decoding the image…';
+        }
+      },
+    },
+  );
+  exposed.result = r;
+  if (lastUrl) URL.revokeObjectURL(lastUrl);
+  lastUrl = URL.createObjectURL(new Blob([r.png as BlobPart], { type: 'image/png' }));
+  result.src = lastUrl;
+  result.width = r.image.width;
+  result.hidden = false;
+  download.href = lastUrl;
+  download.download = `asgdiffusion-${r.metadata.method}-${r.metadata.width}x${r.metadata.height}-seed${r.metadata.seed}.png`;
+  download.hidden = false;
+  progress.value = 1;
+  timing.textContent = `${(r.timings.totalMs / 1000).toFixed(1)} s on ${p.info.provider} × ${p.info.workers}`;
+  setState('done', `Done: ${r.metadata.width} × ${r.metadata.height}, seed ${r.metadata.seed}`);
+}
+
+form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  generate().catch((err: unknown) => {
+    if (err instanceof AsgdError && err.kind === 'cancelled') {
+      setState('cancelled', 'Cancelled');
+      return;
+    }
+    const msg = err instanceof Error ? err.message : String(err);
+    exposed.error = msg;
+    if (err instanceof AsgdError && err.kind === 'invalid-argument') {
+      formError.textContent = msg;
+      setState(pipe ? 'ready' : 'error');
+    } else {
+      setState('error', msg);
+    }
+  });
+});
+form.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) form.requestSubmit();
+});
+cancelButton.addEventListener('click', () => controller?.abort());
+
+ensurePipeline().then(
+  (p) => setState('ready', `Ready: ${p.info.name} (${p.info.nativeWidth} px native) on ${p.info.provider} × ${p.info.workers}${crossOriginIsolated ? '' : ' (single-threaded: the page is not cross-origin isolated)'}`),
+  (err: unknown) => {
+    exposed.error = err instanceof Error ? err.message : String(err);
+    setState('error', `The model could not be loaded: ${exposed.error}`);
+  },
+);

@@ -1,0 +1,60 @@
+/**
+ * Messages between the page (the coordinator) and a device Web Worker. Tensors travel as typed arrays (structured
+ * clone or transfer), never JSON. A worker owns the ONNX Runtime Web sessions of one device.
+ */
+import type { TextConditioning } from '../../core/conditioning.ts';
+import type { CfgPart } from '../../core/dispatch/tasks.ts';
+import type { AttentionMap } from '../../core/methods/types.ts';
+import type { IoInfo } from '../../onnx/io.ts';
+
+/** ONNX Runtime Web's execution providers this package drives. */
+export type WebProvider = 'wasm' | 'webgpu';
+
+/** The model parts a device worker may hold. */
+export type WebComponent = 'textEncoder' | 'textEncoder2' | 'unet' | 'unetProbe' | 'vaeDecoder';
+
+export interface DeviceInit {
+  provider: WebProvider;
+  /** WebAssembly threads per worker (0: ONNX Runtime's default; threads need a cross-origin isolated page). */
+  threads: number;
+  /** Where ONNX Runtime finds its .wasm/.mjs files (a folder URL ending in "/"); default: next to the bundle. */
+  wasmPaths?: string;
+}
+
+export type DeviceRequest =
+  | { type: 'init'; init: DeviceInit }
+  /** Opens a session from the model file's bytes; 'unetProbe' derives the attention-probe graph from the UNet's bytes. */
+  | { type: 'load'; component: WebComponent; bytes: Uint8Array }
+  | { type: 'describe' }
+  | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
+  | { type: 'setConditioning'; cond: TextConditioning }
+  | {
+      type: 'unet'; sample: Float32Array; part: CfgPart; channels: number; height: number; width: number; timestep: number;
+      guidanceScale: number; wantAttention: boolean; timeIds?: number[];
+    }
+  | { type: 'vaeDecode'; latent: Float32Array; channels: number; height: number; width: number }
+  | { type: 'close' };
+
+export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
+
+export type DeviceResult =
+  | { type: 'ok' }
+  | { type: 'loaded'; io: ComponentIo; layers?: string[]; reason?: string }
+  | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>> }
+  | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
+  | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
+  | { type: 'vaeDecode'; data: Float32Array; height: number; width: number };
+
+/** An error as it crosses the worker boundary; AsgdError's fields are kept so it is rebuilt whole. */
+export interface WireError {
+  message: string;
+  summary?: string;
+  name: string;
+  kind?: string;
+  parameter?: string;
+  expected?: string;
+  received?: string;
+  hint?: string;
+}
+
+export type DeviceReply = { id: number; ok: true; result: DeviceResult } | { id: number; ok: false; error: WireError };

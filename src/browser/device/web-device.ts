@@ -1,0 +1,83 @@
+/**
+ * One device worker as the page sees it: request/reply over postMessage, and the dispatcher's device interface
+ * (src/core/dispatch/tasks.ts ExecDevice) for UNet units. A worker that dies fails its pending requests with an
+ * error naming the device.
+ */
+import { AsgdError } from '../../core/errors.ts';
+import type { ExecDevice, TaskOutput, UnitTask } from '../../core/dispatch/tasks.ts';
+import type { DeviceReply, DeviceRequest, DeviceResult } from './protocol.ts';
+import { fromWire } from './wire-error.ts';
+
+interface Pending {
+  resolve(result: DeviceResult): void;
+  reject(error: unknown): void;
+  what: string;
+}
+
+export class WebDevice implements ExecDevice {
+  /** Set once this device holds the attention-probe graph (before the dispatcher is made). */
+  hasProbe = false;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private ended = false;
+
+  constructor(
+    private readonly worker: Worker,
+    readonly label: string,
+  ) {
+    worker.onmessage = (e: MessageEvent<DeviceReply>) => {
+      const reply = e.data;
+      const p = this.pending.get(reply.id);
+      if (!p) return;
+      this.pending.delete(reply.id);
+      if (reply.ok) p.resolve(reply.result);
+      else p.reject(fromWire(reply.error));
+    };
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      this.fail(new AsgdError(`Device ${label} stopped: ${e.message || 'the worker failed to start or crashed'}`, {
+        kind: 'device', parameter: 'workers', hint: 'Reload the page; if it persists, use fewer workers or the wasm provider',
+      }));
+    };
+  }
+
+  get alive(): boolean {
+    return !this.ended;
+  }
+
+  request<T extends DeviceResult['type']>(req: DeviceRequest, what: string, transfer: Transferable[] = []): Promise<Extract<DeviceResult, { type: T }>> {
+    if (this.ended) return Promise.reject(new AsgdError(`Device ${this.label} is closed`, { kind: 'device', parameter: 'pipeline', hint: 'Load the pipeline again' }));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (r: DeviceResult) => void, reject, what });
+      this.worker.postMessage({ id, req }, transfer);
+    });
+  }
+
+  async run(task: UnitTask, guidanceScale: number): Promise<TaskOutput> {
+    const u = task.unit;
+    // Cloned on posting: a view would clone its whole buffer, so a view is cut out first.
+    const whole = u.sample.byteOffset === 0 && u.sample.byteLength === u.sample.buffer.byteLength;
+    const r = await this.request<'unet'>(
+      {
+        type: 'unet', sample: whole ? u.sample : u.sample.slice(), part: task.part, channels: u.sample.length / (u.height * u.width), height: u.height, width: u.width,
+        timestep: u.timestep, guidanceScale, wantAttention: u.wantAttention, timeIds: u.timeIds ? [...u.timeIds] : undefined,
+      },
+      `unit ${task.id}`,
+    );
+    return { output: r.output, attention: r.attention, attentionUnsupported: r.attentionUnsupported };
+  }
+
+  /** Ends the worker at once; pending requests fail. */
+  terminate(): void {
+    if (this.ended) return;
+    this.worker.terminate();
+    this.fail(new AsgdError(`Device ${this.label} was closed`, { kind: 'cancelled', parameter: 'pipeline' }));
+  }
+
+  private fail(error: AsgdError): void {
+    this.ended = true;
+    for (const p of this.pending.values()) p.reject(error);
+    this.pending.clear();
+  }
+}

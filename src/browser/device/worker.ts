@@ -1,0 +1,157 @@
+/**
+ * A device Web Worker: owns one device's ONNX Runtime Web sessions (WebGPU or WebAssembly) and runs the same
+ * component adapters as the Node worker threads (src/onnx/), one request at a time. Holds the generation's text
+ * conditioning so that it crosses the worker boundary once.
+ */
+import { AsgdError } from '../../core/errors.ts';
+import type { TextConditioning } from '../../core/conditioning.ts';
+import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
+import { bindOrt, ioList, type OpenSession } from '../../onnx/tensors.ts';
+import { UnetAdapter } from '../../onnx/unet.ts';
+import { VaeDecoderAdapter } from '../../onnx/vae.ts';
+import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, WebComponent } from './protocol.ts';
+import { toWire } from './wire-error.ts';
+
+const LABELS: Record<WebComponent, string> = {
+  textEncoder: 'text_encoder',
+  textEncoder2: 'text_encoder_2',
+  unet: 'unet',
+  unetProbe: 'unet (attention probe)',
+  vaeDecoder: 'vae_decoder',
+};
+
+interface State {
+  init?: DeviceInit;
+  sessions: Partial<Record<WebComponent, OpenSession>>;
+  text?: TextEncoderAdapter;
+  text2?: TextEncoderAdapter;
+  unet?: UnetAdapter;
+  probe?: UnetAdapter;
+  decoder?: VaeDecoderAdapter;
+  cond?: TextConditioning;
+}
+
+const state: State = { sessions: {} };
+
+type OrtWeb = typeof import('onnxruntime-web/wasm');
+let ort: OrtWeb;
+
+/**
+ * ONNX Runtime Web for the provider: the WebGPU build (WebGPU and WebAssembly kernels, the larger .wasm) only when
+ * WebGPU runs; the plain WebAssembly build (about half the download and compile time) otherwise.
+ */
+async function runtimeFor(provider: DeviceInit['provider']): Promise<OrtWeb> {
+  return provider === 'webgpu' ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm');
+}
+
+async function open(component: WebComponent, bytes: Uint8Array): Promise<OpenSession> {
+  const init = state.init;
+  if (!init) throw new Error('device worker: load before init');
+  const label = LABELS[component];
+  try {
+    const session = await ort.InferenceSession.create(bytes, { executionProviders: [init.provider], graphOptimizationLevel: 'all' });
+    return { session, file: label, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (init.provider === 'webgpu' && /webgpu|adapter|device|gpu/i.test(msg)) {
+      throw new AsgdError(`The webgpu provider could not load ${label}: ${msg}`, {
+        kind: 'device', parameter: 'provider', expected: 'a browser with WebGPU', received: 'webgpu failed', hint: 'Use provider "wasm"', cause: err,
+      });
+    }
+    throw new AsgdError(`ONNX Runtime Web cannot load ${label}: ${msg}`, { kind: 'model', parameter: label, hint: 'The file is damaged or not an ONNX model', cause: err });
+  }
+}
+
+async function load(component: WebComponent, bytes: Uint8Array): Promise<DeviceResult> {
+  let layers: string[] | undefined;
+  if (component === 'unetProbe') {
+    const { probeModelBytes } = await import('./probe-graph.ts');
+    const probe = probeModelBytes(bytes);
+    if ('reason' in probe) return { type: 'loaded', io: { inputs: [], outputs: [] }, reason: probe.reason };
+    bytes = probe.bytes;
+    layers = probe.layers;
+  }
+  const s = await open(component, bytes);
+  await state.sessions[component]?.session.release();
+  state.sessions[component] = s;
+  if (component === 'textEncoder') state.text = new TextEncoderAdapter(s, 'text_encoder');
+  if (component === 'textEncoder2') state.text2 = new TextEncoderAdapter(s, 'text_encoder_2');
+  if (component === 'unet') state.unet = new UnetAdapter(s);
+  if (component === 'unetProbe') state.probe = new UnetAdapter(s);
+  if (component === 'vaeDecoder') state.decoder = new VaeDecoderAdapter(s);
+  return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...(layers ? { layers } : {}) };
+}
+
+async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; transfer: Transferable[] }> {
+  switch (req.type) {
+    case 'init': {
+      state.init = req.init;
+      ort = await runtimeFor(req.init.provider);
+      // ONNX Runtime prints its warnings (e.g. shape ops placed on the CPU) on the console's error channel.
+      ort.env.logLevel = 'error';
+      if (req.init.threads > 0) ort.env.wasm.numThreads = req.init.threads;
+      if (req.init.wasmPaths) ort.env.wasm.wasmPaths = req.init.wasmPaths;
+      bindOrt(ort);
+      return { result: { type: 'ok' }, transfer: [] };
+    }
+    case 'load':
+      return { result: await load(req.component, req.bytes), transfer: [] };
+    case 'describe': {
+      const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
+      for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
+      return { result: { type: 'describe', components }, transfer: [] };
+    }
+    case 'encodeText': {
+      const enc = req.which === 'textEncoder2' ? state.text2 : state.text;
+      if (!enc) throw new Error(`device worker: ${req.which} not loaded`);
+      const r = await enc.encode(req.rows, req.layer);
+      return { result: { type: 'encodeText', hidden: r.hidden.slice(), tokens: r.tokens, dim: r.dim, pooled: r.pooled?.slice(), pooledDim: r.pooledDim }, transfer: [] };
+    }
+    case 'setConditioning':
+      state.cond = req.cond;
+      return { result: { type: 'ok' }, transfer: [] };
+    case 'unet': {
+      if (!state.unet || !state.cond) throw new Error('device worker: unet or conditioning not ready');
+      // The probe graph serves the conditional branch of a unit that wants attention; its uncond half runs the plain graph.
+      const probe = req.wantAttention && req.part !== 'uncond' ? state.probe : undefined;
+      const r = await (probe ?? state.unet).run(
+        { sample: req.sample, part: req.part, channels: req.channels, height: req.height, width: req.width, timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds },
+        state.cond,
+      );
+      const output = r.output.byteOffset === 0 && r.output.buffer.byteLength === r.output.byteLength ? r.output : r.output.slice();
+      const attention = r.attention?.map((a) => ({ ...a, data: a.data.slice() }));
+      const transfer: Transferable[] = [output.buffer as ArrayBuffer, ...(attention ?? []).map((a) => a.data.buffer as ArrayBuffer)];
+      return {
+        result: { type: 'unet', output, attention, attentionUnsupported: req.wantAttention && req.part !== 'uncond' && !state.probe },
+        transfer,
+      };
+    }
+    case 'vaeDecode': {
+      if (!state.decoder) throw new Error('device worker: vae_decoder not loaded');
+      const r = await state.decoder.decode(req.latent, req.channels, req.height, req.width);
+      const data = r.data.slice();
+      return { result: { type: 'vaeDecode', data, height: r.height, width: r.width }, transfer: [data.buffer] };
+    }
+    case 'close':
+      for (const s of Object.values(state.sessions)) await s.session.release();
+      state.sessions = {};
+      return { result: { type: 'ok' }, transfer: [] };
+  }
+}
+
+const scope = globalThis as unknown as {
+  onmessage: ((e: MessageEvent<{ id: number; req: DeviceRequest }>) => void) | null;
+  postMessage(message: DeviceReply, transfer: Transferable[]): void;
+};
+
+// Requests run one at a time, in arrival order (a session is not run concurrently).
+let chain: Promise<void> = Promise.resolve();
+scope.onmessage = (e) => {
+  const { id, req } = e.data;
+  chain = chain.then(() =>
+    handle(req).then(
+      ({ result, transfer }) => scope.postMessage({ id, ok: true, result }, transfer),
+      (err: unknown) => scope.postMessage({ id, ok: false, error: toWire(err) }, []),
+    ),
+  );
+};

@@ -1,0 +1,31 @@
+/** The browser pipeline's load options and what its events carry. */
+import type { FileProgress } from './model/model-files.ts';
+import type { WebComponent, WebProvider } from './device/protocol.ts';
+
+export type { FileProgress, WebComponent, WebProvider };
+
+export interface WebPipelineOptions {
+  /** 'auto' (default): WebGPU when the browser offers an adapter, else WebAssembly. */
+  provider?: 'auto' | WebProvider;
+  /** Device workers (default 1): several workers are several devices; the image does not depend on the count. */
+  workers?: number;
+  /** WebAssembly threads per worker (default 0: ONNX Runtime's choice; threads need a cross-origin isolated page). */
+  threads?: number;
+  /** Build the attention-probe UNet for the cross-attention mask (default true, as in Node). */
+  attentionProbe?: boolean;
+  /** Keep the model files in the browser's Cache Storage so the next visit loads them from disk (default true). */
+  store?: boolean;
+  /** Folder URL of ONNX Runtime Web's .wasm/.mjs files (default: where the bundler put them). */
+  wasmPaths?: string;
+  /** Makes the device worker `index` (default: the package's worker module). */
+  createWorker?: (index: number) => Worker;
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+  /** The fetch used for model files (default: the global fetch). */
+  fetch?: typeof fetch;
+}
+
+/** Loading: model files (downloaded or read from storage), then sessions opened on the devices. */
+export type LoadProgress =
+  | ({ phase: 'download' } & FileProgress)
+  | { phase: 'session'; component: WebComponent; device: string };

@@ -1,0 +1,141 @@
+/**
+ * The engine in a real browser: the demo page (demo/, built by Vite as for a static host) in Debian's Chromium
+ * (/usr/bin/chromium, scripts/setup-browser.sh) driven by playwright-core, running the shipped model on ONNX
+ * Runtime Web's WebAssembly provider. Images are compared with the Node CPU pipeline's, made in this process.
+ * Few steps keep it short (the machine is shared). WebGPU: see docs/browser.md and scripts/browser-check.ts.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { chromium, type Browser, type BrowserContext } from 'playwright-core';
+import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
+import { TOOL_VERSION as NODE_TOOL_VERSION } from '../src/node/version.ts';
+import { TOOL_VERSION as WEB_TOOL_VERSION } from '../src/browser/version.ts';
+import { readPngTextChunks } from '../src/core/png-chunks.ts';
+import { JSON_KEY, TEXT_KEY, formatParametersText } from '../src/core/metadata.ts';
+import { ROOT, buildDemoSite, compareRgb, generateOnDemo, openDemo, rgbOfPng, serveSite, type DemoResult, type OpenedDemo, type StaticSite } from './helpers/demo-site.ts';
+import { tempDir } from './helpers/models.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const MODEL = path.join(ROOT, 'models', 'shapes-128');
+const PROMPT = 'a red circle on a blue background';
+const STEPS = 4;
+
+/**
+ * Tolerances against the Node CPU image (8-bit RGB levels): ONNX Runtime's WebAssembly kernels (SIMD128) round
+ * differently from the native CPU kernels (AVX2/FMA), and denoising carries the differences through the steps.
+ * Measured (docs/browser.md): max 1 level at 128 and 256 px (mean 0.0004 and 0.0006); the bound leaves one level
+ * of margin.
+ */
+const WASM_TOLERANCE = { meanAbs: 0.05, maxAbs: 2 };
+/** The page's own JavaScript (every .js the build emits, ONNX Runtime's glue included; its .wasm excluded), gzip -9. */
+const BUNDLE_BUDGET = 250_000;
+
+let siteDir: string;
+let site: StaticSite;
+let browser: Browser;
+let node: Pipeline;
+const closers: (() => Promise<unknown>)[] = [];
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM), `The browser tests need Debian's Chromium at ${CHROMIUM}: run \`npm run setup:browser\` as root`);
+  siteDir = tempDir('demo-site');
+  await buildDemoSite(siteDir);
+  site = await serveSite(siteDir);
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  node = await loadPipeline(MODEL, { devices: 'cpu' });
+});
+
+after(async () => {
+  for (const c of closers.reverse()) await c().catch(() => undefined);
+  await browser?.close();
+  await node?.close();
+  await site?.close();
+});
+
+async function newContext(): Promise<BrowserContext> {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  closers.push(() => context.close());
+  return context;
+}
+
+const settings = (width: number, height: number, seed: number) => ({ prompt: PROMPT, width, height, seed, steps: STEPS });
+
+async function matchesNode(r: DemoResult, s: { width: number; height: number; seed: number }): Promise<void> {
+  const t = performance.now();
+  const ref = await node.generate({ prompt: PROMPT, width: s.width, height: s.height, seed: s.seed, steps: STEPS, method: 'asg' });
+  const nodeMs = performance.now() - t;
+  const d = compareRgb(await rgbOfPng(r.png), ref.image);
+  console.log(`# ${s.width}x${s.height} asg ${STEPS} steps: browser (wasm) ${r.totalMs.toFixed(0)} ms, node cpu ${nodeMs.toFixed(0)} ms; mean |diff| ${d.meanAbs.toFixed(4)}, max |diff| ${d.maxAbs}, ${d.differing} values differ, PSNR ${d.psnr.toFixed(1)} dB`);
+  assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `within ${JSON.stringify(WASM_TOLERANCE)}: ${JSON.stringify(d)}`);
+  // The same metadata as Node's, in the same chunks.
+  assert.deepEqual(r.metadata, ref.metadata);
+  const chunks = readPngTextChunks(new Uint8Array(r.png));
+  assert.equal(chunks[TEXT_KEY], formatParametersText(ref.metadata));
+  assert.deepEqual(JSON.parse(chunks[JSON_KEY]!), ref.metadata);
+}
+
+test('the browser entry writes the same tool version as Node', () => {
+  assert.equal(WEB_TOOL_VERSION, NODE_TOOL_VERSION);
+});
+
+test('the page\'s JavaScript fits the budget (without ONNX Runtime\'s WebAssembly)', () => {
+  const assets = path.join(siteDir, 'assets');
+  const js = fs.readdirSync(assets).filter((f) => f.endsWith('.js'));
+  const sizes = js.map((f) => ({ f, raw: fs.statSync(path.join(assets, f)).size, gz: gzipSync(fs.readFileSync(path.join(assets, f)), { level: 9 }).length }));
+  const total = sizes.reduce((n, x) => n + x.gz, 0);
+  console.log(`# page JavaScript: ${sizes.map((x) => `${x.f} ${x.raw} B (${x.gz} B gz)`).join(', ')}; total ${total} B gzip`);
+  assert.ok(total <= BUNDLE_BUDGET, `${total} B gzip, budget ${BUNDLE_BUDGET}`);
+  assert.ok(fs.readdirSync(assets).some((f) => f.endsWith('.wasm')), 'ONNX Runtime\'s .wasm is in the build');
+  assert.ok(fs.existsSync(path.join(siteDir, 'models', 'shapes-128', 'unet', 'model.onnx')), 'the shipped model is in the build');
+});
+
+// One context for the WASM tests: its Cache Storage keeps the model between the two page loads.
+let context: BrowserContext;
+let single: OpenedDemo;
+const images: Record<string, DemoResult> = {};
+
+test('WASM: the page loads with no console error and makes the 128 px and 256 px asg images as Node does', async () => {
+  context = await newContext();
+  single = await openDemo(context, site.url, 'provider=wasm&workers=1');
+  assert.ok(single.modelRequests.some((u) => u.endsWith('/unet/model.onnx')), 'the first load downloads the model');
+  images.r128 = await generateOnDemo(single.page, settings(128, 128, 7));
+  await matchesNode(images.r128, { width: 128, height: 128, seed: 7 });
+  images.r256 = await generateOnDemo(single.page, settings(256, 256, 11));
+  await matchesNode(images.r256, { width: 256, height: 256, seed: 11 });
+  assert.deepEqual(single.errors, []);
+});
+
+test('WASM: cancel stops a generation, and the page generates again afterwards', async () => {
+  const { page, errors } = single;
+  await page.fill('[name="prompt"]', PROMPT);
+  await page.selectOption('[name="size"]', '256x256');
+  await page.fill('[name="steps"]', '40');
+  await page.click('#generate');
+  await page.waitForFunction(`/Step [1-9]/.test(document.querySelector('#status').textContent)`, undefined, { timeout: 60_000 });
+  const t = performance.now();
+  await page.click('#cancel');
+  await page.waitForSelector('body[data-state="cancelled"]', { timeout: 20_000 });
+  console.log(`# cancelled after ${(performance.now() - t).toFixed(0)} ms`);
+  const r = await generateOnDemo(page, settings(128, 128, 7));
+  assert.ok(r.png.equals(images.r128!.png), 'the same image as before the cancelled run');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('WASM: the second load reads the stored model (no model request), and two workers give the same image as one', async () => {
+  const before = site.served.length;
+  const two = await openDemo(context, site.url, 'provider=wasm&workers=2');
+  assert.deepEqual(two.modelRequests, [], 'no model request on the second load');
+  assert.deepEqual(site.served.slice(before).filter((u) => u.includes('/models/')), []);
+  const r = await generateOnDemo(two.page, settings(256, 256, 11));
+  assert.equal(r.stats.length, 2);
+  assert.ok(r.stats.every((s) => s.tasks > 0), `both workers ran units: ${JSON.stringify(r.stats)}`);
+  const d = compareRgb(await rgbOfPng(r.png), await rgbOfPng(images.r256!.png));
+  assert.equal(d.maxAbs, 0, `identical pixels: ${JSON.stringify(d)}`);
+  assert.ok(r.png.equals(images.r256!.png), 'identical files');
+  assert.deepEqual(two.errors, []);
+});
