@@ -11,6 +11,7 @@
  *            Writes an SDXL-layout model folder from the test fixture writer (tiny tokenizers and VAE, text
  *            encoders of the given widths: SDXL's 768, 1280 and a 1280 pooled projection by default), then puts the
  *            exported UNet (model.onnx, its external data, config.json) in unet/.
+ *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model
  *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1] --out JSON
  *            One whole `asg` generation (other settings at the shipped defaults) after a 1-step warm-up generation
  *            at the same size (so kernels and shaders are compiled), with the time split of GenerateResult.
@@ -21,10 +22,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { floatTensor, makeTensor, openSession, readFloat, releaseSession, type OrtTensor } from '../src/onnx/session.ts';
+import { floatTensor, makeTensor, openSession, readFloat, releaseSession, supportedBackends, type OrtTensor } from '../src/onnx/session.ts';
 import { UnetAdapter, type TextConditioning } from '../src/onnx/unet.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
+import { checkAvailableDevices } from '../src/node/runner/devices.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
 
 type Args = Record<string, string>;
@@ -244,8 +246,12 @@ async function main(): Promise<void> {
     case 'generate':
       result = await benchGenerate(args);
       break;
+    case 'devices':
+      // What `asgd devices` says: the providers of this build, WebGPU checked by running a one-node model.
+      result = { machine: machine(), devices: await checkAvailableDevices(), backends: supportedBackends() };
+      break;
     default:
-      throw new Error('card: usage: card (unet | folder | generate) [--options]; see the header of bench/card.ts');
+      throw new Error('card: usage: card (unet | folder | generate | devices) [--options]; see the header of bench/card.ts');
   }
   if (args['out']) writeJson(args['out'], result);
   else console.log(JSON.stringify(result, null, 2));
