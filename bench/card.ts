@@ -236,6 +236,19 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
 async function main(): Promise<void> {
   const { command, args } = parseArgs(process.argv.slice(2));
   let result: Record<string, unknown>;
+  try {
+    result = await run(command, args);
+  } catch (err) {
+    // The JSON records the failure too (stderr may be lost on the device), then the exit code says it.
+    if (args['out']) writeJson(args['out'], { command, args, error: err instanceof Error ? err.message : String(err) });
+    throw err;
+  }
+  if (args['out']) writeJson(args['out'], result);
+  else console.log(JSON.stringify(result, null, 2));
+}
+
+async function run(command: string, args: Args): Promise<Record<string, unknown>> {
+  let result: Record<string, unknown>;
   switch (command) {
     case 'unet':
       result = await benchUnet(args);
@@ -253,8 +266,7 @@ async function main(): Promise<void> {
     default:
       throw new Error('card: usage: card (unet | folder | generate | devices) [--options]; see the header of bench/card.ts');
   }
-  if (args['out']) writeJson(args['out'], result);
-  else console.log(JSON.stringify(result, null, 2));
+  return result;
 }
 
 const invoked = process.argv[1] ? path.resolve(process.argv[1]) : '';

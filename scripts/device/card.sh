@@ -38,10 +38,14 @@ START=$(date +%s)
 
 if ((SMALL)); then
   BUDGET=${CARD_BUDGET_S:-1500}; ITERS=${CARD_ITERS:-3}; STEPS=${CARD_STEPS:-3}; SIZE=${CARD_SIZE:-512}
-  PYSCALE=(--small --warmup 1); TEXT=32,48,48; LAT15=16; LATXL=32
+  PYSCALE="--small --warmup 1"; TEXT=32,48,48; LAT15=16; LATXL=32
+  SLOW=${CARD_SLOW:-4}  # lavapipe and busy CPUs: every part's own limit times this
+  UNET_WARMUP=1
 else
   BUDGET=${CARD_BUDGET_S:-480}; ITERS=${CARD_ITERS:-10}; STEPS=${CARD_STEPS:-50}; SIZE=${CARD_SIZE:-2048}
-  PYSCALE=(--warmup 3); TEXT=768,1280,1280; LAT15=64; LATXL=128
+  PYSCALE="--warmup 3"; TEXT=768,1280,1280; LAT15=64; LATXL=128
+  SLOW=${CARD_SLOW:-1}
+  UNET_WARMUP=3
 fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
@@ -118,11 +122,13 @@ part() {  # part NAME LIMIT_S command...
     merge
     return 0
   fi
+  ((limit *= SLOW))
   ((limit > left)) && limit=$left
   echo "=== $name (limit ${limit}s, ${left}s of the budget left) $(date -u +%T)"
   local t0 rc
   t0=$(date +%s.%N)
-  timeout --kill-after=15 "$limit" "$@"
+  # A fresh bash runs the part (functions and variables exported below), so timeout ends all of it.
+  timeout --kill-after=15 "$limit" bash -c '"$@"' "card-$name" "$@"
   rc=$?
   local secs
   secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
@@ -152,15 +158,18 @@ env_part() {
 }
 
 torch_part() {  # torch_part MODEL LATENT
+  # shellcheck disable=SC2086
   "$PY" scripts/device/sd_models.py --model "$1" --latent "$2" --out-dir "$WORK/models" --json "$WORK/parts/torch-$1.json" \
-    --iters "$ITERS" "${PYSCALE[@]}"
+    --iters "$ITERS" $PYSCALE
 }
 
 unet_part() {  # unet_part MODEL LATENT
   "$NODE" "$CARD" unet --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
-    --warmup 3 --out "$WORK/parts/unet-$1.json"
+    --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-$1.json"
 }
 
+export -f env_part torch_part unet_part
+export PY NODE CARD RT WORK ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
 part torch-sd15 120 torch_part sd15 "$LAT15"
 part unet-sd15 90 unet_part sd15 "$LAT15"
