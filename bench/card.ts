@@ -12,9 +12,11 @@
  *            encoders of the given widths: SDXL's 768, 1280 and a 1280 pooled projection by default), then puts the
  *            exported UNet (model.onnx, its external data, config.json) in unet/.
  *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model
- *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1] --out JSON
- *            One whole `asg` generation (other settings at the shipped defaults) after a 1-step warm-up generation
- *            at the same size (so kernels and shaders are compiled), with the time split of GenerateResult.
+ *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1]
+ *            [--warmup-width W] --out JSON
+ *            One whole `asg` generation (other settings at the shipped defaults) after a short warm-up generation
+ *            (warmup-steps at warmup-width, default the same size: kernels and shaders get compiled), with the time
+ *            split of GenerateResult (text, UNet, host, VAE).
  *
  * It is TypeScript checked with the project; on the device (no tsx, no npm) it runs as JavaScript compiled by
  * `tsc -p tsconfig.card.json` into .device/build (scripts/device/pack.sh does that).
@@ -213,8 +215,9 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
     const params = { prompt: 'a lighthouse on a cliff at dusk, detailed', width, height, steps, seed: 1, method };
     if (warmupSteps > 0) {
       const w0 = performance.now();
-      const w = await pipe.generate({ ...params, steps: warmupSteps });
-      result['warmup'] = { ms: performance.now() - w0, unetEvaluations: w.unetEvaluations, timings: w.timings };
+      const ww = num(args, 'warmup-width', width);
+      const w = await pipe.generate({ ...params, width: ww, height: Math.round((ww * height) / width / 8) * 8, steps: warmupSteps });
+      result['warmup'] = { ms: performance.now() - w0, size: [w.image.width, w.image.height], unetEvaluations: w.unetEvaluations, timings: w.timings };
       console.error(`[card] warm-up generation (${warmupSteps} step): ${(performance.now() - w0).toFixed(0)} ms`);
     }
     let units = 0;

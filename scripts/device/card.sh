@@ -3,8 +3,8 @@
 # Prepare here first: `bash scripts/device/pack.sh` (fills the ignored .device/ and .gl/), then with the device
 # tool: run(command="bash scripts/device/card.sh", carry=[".device", ".gl"], timeout_s=600).
 #
-# Parts, in order, each under its own timeout inside one overall budget (CARD_BUDGET_S, default 480 s), so a part
-# that fails or runs long still leaves the others' results:
+# Parts, in order, each under its own timeout inside one overall budget (CARD_BUDGET_S, default 540 s), so a part
+# that fails or runs long still leaves the others' results (a part the budget no longer allows is "skipped"):
 #   env         nvidia-smi, driver, Vulkan loader, python/torch/onnx/node/onnxruntime-node versions, `asgd devices`
 #   torch-sd15  SD 1.5-sized UNet (random weights): PyTorch eager float16 + SDPA, one call at batch 2 and 1 at
 #               latent 64x64; the same weights exported to ONNX float16 with external data
@@ -12,9 +12,14 @@
 #   torch-sdxl  the same for the SDXL-sized UNet at 128x128 (text_embeds 1280, 6 time ids)
 #   unet-sdxl   that export on WebGPU
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
-#   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0
-#   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0)
+#               (exported now if no earlier part or run on this machine left it in CARD_WORK)
+#   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
+#               warm-up generation at 1024x1024; time split text / UNet / host / VAE
+#   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0; on lavapipe this failed: see
+#               docs/benchmarks.md)
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
+# If the budget skips the generations, run again at once (the machine keeps CARD_WORK while warm) with
+# CARD_PARTS="folder gen-1 gen-2".
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
 # parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
@@ -42,7 +47,7 @@ if ((SMALL)); then
   SLOW=${CARD_SLOW:-4}  # lavapipe and busy CPUs: every part's own limit times this
   UNET_WARMUP=1
 else
-  BUDGET=${CARD_BUDGET_S:-480}; ITERS=${CARD_ITERS:-10}; STEPS=${CARD_STEPS:-50}; SIZE=${CARD_SIZE:-2048}
+  BUDGET=${CARD_BUDGET_S:-540}; ITERS=${CARD_ITERS:-10}; STEPS=${CARD_STEPS:-50}; SIZE=${CARD_SIZE:-2048}
   PYSCALE="--warmup 3"; TEXT=768,1280,1280; LAT15=64; LATXL=128
   SLOW=${CARD_SLOW:-1}
   UNET_WARMUP=3
@@ -168,15 +173,29 @@ unet_part() {  # unet_part MODEL LATENT
     --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-$1.json"
 }
 
-export -f env_part torch_part unet_part
+folder_part() {  # the SDXL export from torch-sdxl (this run, or an earlier one on this machine), else made now
+  if [[ ! -f $WORK/models/sdxl/unet/model.onnx ]]; then
+    # shellcheck disable=SC2086
+    "$PY" scripts/device/sd_models.py --model sdxl --no-time --out-dir "$WORK/models" --json "$WORK/parts/folder-export.json" $PYSCALE || return
+  fi
+  "$NODE" "$CARD" folder --dir "$WORK/sdxl-folder" --unet-dir "$WORK/models/sdxl/unet" --text "$TEXT" --out "$WORK/parts/folder.json"
+}
+
+gen_part() {  # gen_part DEVICES NAME: warm-up of 1 step at half the size (the native size: the UNet's shapes), then the run
+  "$NODE" "$CARD" generate --model "$WORK/sdxl-folder" --devices "$1" --width "$SIZE" --steps "$STEPS" \
+    --warmup-steps 1 --warmup-width $((SIZE / 2)) --out "$WORK/parts/$2.json"
+}
+
+export -f env_part torch_part unet_part folder_part gen_part
+export TEXT SIZE STEPS
 export PY NODE CARD RT WORK ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
 part torch-sd15 120 torch_part sd15 "$LAT15"
 part unet-sd15 90 unet_part sd15 "$LAT15"
 part torch-sdxl 200 torch_part sdxl "$LATXL"
 part unet-sdxl 120 unet_part sdxl "$LATXL"
-part folder 60 "$NODE" "$CARD" folder --dir "$WORK/sdxl-folder" --unet-dir "$WORK/models/sdxl/unet" --text "$TEXT" --out "$WORK/parts/folder.json"
-part gen-1 240 "$NODE" "$CARD" generate --model "$WORK/sdxl-folder" --devices "$GPU1" --width "$SIZE" --steps "$STEPS" --out "$WORK/parts/gen-1.json"
-part gen-2 240 "$NODE" "$CARD" generate --model "$WORK/sdxl-folder" --devices "$GPU2" --width "$SIZE" --steps "$STEPS" --out "$WORK/parts/gen-2.json"
+part folder 200 folder_part
+part gen-1 240 gen_part "$GPU1" gen-1
+part gen-2 240 gen_part "$GPU2" gen-2
 merge
 echo "card.sh: done in $(($(date +%s) - START)) s; $OUT/card.json"
