@@ -67,14 +67,17 @@ if [[ -z $PY ]]; then
 fi
 
 # --- Node and the built project, unpacked from .device (pack.sh); a node already on PATH when .device has none.
+unxz_to_stdout() {  # xz, or Python's lzma where the image has no xz
+  if command -v xz >/dev/null; then xz -dc "$1"; else "${PY:-python3}" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"; fi
+}
 NODE=$(command -v node || true)
 if [[ -f .device/node.xz ]]; then
   mkdir -p "$WORK/bin"
-  xz -dc .device/node.xz >"$WORK/bin/node" && chmod +x "$WORK/bin/node" && NODE="$WORK/bin/node"
+  unxz_to_stdout .device/node.xz >"$WORK/bin/node" && chmod +x "$WORK/bin/node" && NODE="$WORK/bin/node"
 fi
 RT="$WORK/rt"
 if [[ -f .device/runtime.tar.xz ]]; then
-  rm -rf "$RT" && mkdir -p "$RT" && xz -dc .device/runtime.tar.xz | tar -C "$RT" -xf -
+  rm -rf "$RT" && mkdir -p "$RT" && unxz_to_stdout .device/runtime.tar.xz | tar -C "$RT" -xf -
 else
   echo "card.sh: .device/runtime.tar.xz is missing: run scripts/device/pack.sh first" >&2
 fi
