@@ -6,11 +6,13 @@
 # Parts, in order, each under its own timeout inside one overall budget (CARD_BUDGET_S, default 540 s), so a part
 # that fails or runs long still leaves the others' results (a part the budget no longer allows is "skipped"):
 #   env         nvidia-smi, driver, Vulkan loader, python/torch/onnx/node/onnxruntime-node versions, `asgd devices`
-#   torch-sd15  SD 1.5-sized UNet (random weights): PyTorch eager float16 + SDPA, one call at batch 2 and 1 at
-#               latent 64x64; the same weights exported to ONNX float16 with external data
-#   unet-sd15   that export through the project's session module on WebGPU: batch 2 and 1 (CFG-half ratio)
+#   export-sdxl, export-sd15  (in the background from the start: CPU-bound) the SD-sized UNets (random weights,
+#               seed 0) exported to ONNX float16 with external data
+#   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2 and 1 at latent 64x64
 #   torch-sdxl  the same for the SDXL-sized UNet at 128x128 (text_embeds 1280, 6 time ids)
-#   unet-sdxl   that export on WebGPU
+#   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2 and 1 (CFG-half ratio)
+#               (the SDXL export may still run on the CPU meanwhile)
+#   unet-sdxl   the SDXL export on WebGPU
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
 #               (exported now if no earlier part or run on this machine left it in CARD_WORK)
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
@@ -55,7 +57,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env torch-sd15 unet-sd15 torch-sdxl unet-sdxl folder gen-1 gen-2}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 gen-2}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -165,10 +167,16 @@ env_part() {
   } >"$WORK/parts/env.json"
 }
 
-torch_part() {  # torch_part MODEL LATENT
+torch_part() {  # torch_part MODEL LATENT: the PyTorch timing alone
   # shellcheck disable=SC2086
-  "$PY" scripts/device/sd_models.py --model "$1" --latent "$2" --out-dir "$WORK/models" --json "$WORK/parts/torch-$1.json" \
-    --iters "$ITERS" $PYSCALE
+  "$PY" scripts/device/sd_models.py --model "$1" --latent "$2" --no-export --out-dir "$WORK/models" \
+    --json "$WORK/parts/torch-$1.json" --iters "$ITERS" $PYSCALE
+}
+
+export_part() {  # export_part MODEL LATENT: the same weights (same seed) exported to ONNX, no timing
+  # shellcheck disable=SC2086
+  "$PY" scripts/device/sd_models.py --model "$1" --latent "$2" --no-time --out-dir "$WORK/models" \
+    --json "$WORK/parts/export-$1.json" $PYSCALE
 }
 
 unet_part() {  # unet_part MODEL LATENT
@@ -189,13 +197,22 @@ gen_part() {  # gen_part DEVICES NAME: warm-up of 1 step at half the size (the n
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --out "$WORK/parts/$2.json"
 }
 
-export -f env_part torch_part unet_part folder_part gen_part
+export -f env_part torch_part export_part unet_part folder_part gen_part
 export TEXT SIZE STEPS
 export PY NODE CARD RT WORK ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
+# The exports are CPU-bound for minutes (the TorchScript exporter's passes over thousands of nodes): they run in
+# the background from the start, while the GPU timings run (each export touches the GPU only to build the model and
+# trace one call, in its first seconds). Same seed, so the exports hold the weights the timings used.
+part export-sdxl 480 export_part sdxl "$LATXL" &
+EXPORT_XL=$!
+part export-sd15 240 export_part sd15 "$LAT15" &
+EXPORT_15=$!
 part torch-sd15 120 torch_part sd15 "$LAT15"
+part torch-sdxl 150 torch_part sdxl "$LATXL"
+wait "$EXPORT_15"
 part unet-sd15 90 unet_part sd15 "$LAT15"
-part torch-sdxl 200 torch_part sdxl "$LATXL"
+wait "$EXPORT_XL"
 part unet-sdxl 120 unet_part sdxl "$LATXL"
 part folder 200 folder_part
 part gen-1 240 gen_part "$GPU1" gen-1

@@ -98,7 +98,7 @@ def torch_export(model, args, path, names, axes):
     """TorchScript exporter (dynamo=False where torch has the choice); the dynamo exporter if that one is gone."""
     params = inspect.signature(torch.onnx.export).parameters
     kwargs = dict(input_names=names, output_names=OUTPUTS, dynamic_axes=axes, opset_version=OPSET,
-                  do_constant_folding=True)
+                  do_constant_folding=os.environ.get('SD_EXPORT_FOLD', '1') != '0')
     if 'dynamo' in params:
         kwargs['dynamo'] = False
     try:
