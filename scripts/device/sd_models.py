@@ -227,6 +227,9 @@ def main(argv=None):
     run_dtype = torch.float16 if (device.type == 'cuda' and args.dtype == 'float16') else torch.float32
     model = model.to(device=device, dtype=run_dtype).eval()
     result.update(config=cfg, parameters=count_parameters(model), build_s=time.perf_counter() - t0)
+    # The timing and the export run in separate processes: equal fingerprints say they held the same weights.
+    with torch.no_grad():
+        result['weights_fingerprint'] = float(sum(p.double().abs().sum().item() for p in model.parameters()))
     latent = args.latent or cfg['sample_size']
     result['latent'] = latent
     log(f'{args.model}: {result["parameters"] / 1e6:.1f} M parameters, built in {result["build_s"]:.1f} s')
