@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // System programs the tests need, checked before `npm test` (the `pretest` script) and by .ci/run:
-// redis-server (the fleet tests start their own, on a unix socket; no system service is used), and
+// redis-server (the fleet tests start their own, on a unix socket; no system service is used), Debian's
+// python3-torch and python3-onnx (the on-the-card scripts at small scale), and
 // a Vulkan driver that gives WebGPU (Dawn) an adapter, so the webgpu device is tested on every run.
 // Debian 12's own Mesa (22.3) gives Dawn no adapter; Mesa 25 from bookworm-backports (lavapipe, on the CPU) does.
 // As root on Debian this installs what is missing; otherwise it prints the exact commands and fails.
@@ -37,6 +38,26 @@ if (!redisWorks()) {
   execFileSync('apt-get', ['install', '-y', '-qq', 'redis-server'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
   if (!redisWorks()) {
     process.stderr.write('setup: redis-server still does not run after the install\n');
+    process.exit(1);
+  }
+}
+
+// Python with torch and onnx: the on-the-card scripts (scripts/device/) are run at small scale by
+// test/card-script.test.ts. Debian's packages (torch 1.13, CPU), not pip: the machine has no PyPI.
+const torchWorks = () => spawnSync('/usr/bin/python3', ['-c', 'import torch, onnx'], { stdio: 'ignore' }).status === 0;
+if (!torchWorks()) {
+  if (!isRoot || !isDebian) {
+    process.stderr.write(
+      'setup: /usr/bin/python3 has no torch and onnx; test/card-script.test.ts runs scripts/device/ with them. On Debian, as root:\n' +
+        '  apt-get update\n  apt-get install -y python3-torch python3-onnx\n',
+    );
+    process.exit(1);
+  }
+  process.stderr.write('setup: installing python3-torch and python3-onnx for the on-the-card script test\n');
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
+  execFileSync('apt-get', ['install', '-y', '-qq', 'python3-torch', 'python3-onnx'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  if (!torchWorks()) {
+    process.stderr.write('setup: python3 still cannot import torch and onnx after the install\n');
     process.exit(1);
   }
 }

@@ -1,0 +1,281 @@
+/**
+ * The Node side of the on-the-card measurements (issue 15), run by scripts/device/card.sh. Three subcommands, each
+ * writing one JSON file:
+ *
+ *   unet     --unet FILE --provider webgpu|cpu [--latent N] [--warmup W] [--iters N] --out JSON
+ *            One UNet call through the project's session module (src/onnx/session.ts): batch 2 and batch 1, the
+ *            median of N after W warm-ups, timing session.run alone on prepared tensors and the UnetAdapter's call
+ *            (the host conversions and the CFG combination the pipeline pays). batch1 / batch2 is the cost of a
+ *            CFG half relative to a full call.
+ *   folder   --dir DIR --unet-dir EXPORT/unet [--text H1,H2,P2]
+ *            Writes an SDXL-layout model folder from the test fixture writer (tiny tokenizers and VAE, text
+ *            encoders of the given widths: SDXL's 768, 1280 and a 1280 pooled projection by default), then puts the
+ *            exported UNet (model.onnx, its external data, config.json) in unet/.
+ *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model
+ *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1]
+ *            [--warmup-width W] --out JSON
+ *            One whole `asg` generation (other settings at the shipped defaults) after a short warm-up generation
+ *            (warmup-steps at warmup-width, default the same size: kernels and shaders get compiled), with the time
+ *            split of GenerateResult (text, UNet, host, VAE).
+ *
+ * It is TypeScript checked with the project; on the device (no tsx, no npm) it runs as JavaScript compiled by
+ * `tsc -p tsconfig.card.json` into .device/build (scripts/device/pack.sh does that).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { floatTensor, makeTensor, openSession, readFloat, releaseSession, supportedBackends, type OrtTensor } from '../src/onnx/session.ts';
+import { UnetAdapter, type TextConditioning } from '../src/onnx/unet.ts';
+import type { ProviderName } from '../src/onnx/io.ts';
+import { loadPipeline } from '../src/node/pipeline.ts';
+import { checkAvailableDevices } from '../src/node/runner/devices.ts';
+import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
+
+type Args = Record<string, string>;
+
+function parseArgs(argv: string[]): { command: string; args: Args } {
+  const [command = '', ...rest] = argv;
+  const args: Args = {};
+  for (let i = 0; i < rest.length; i++) {
+    const key = rest[i]!;
+    if (!key.startsWith('--')) throw new Error(`card: unexpected argument ${key}`);
+    const value = rest[i + 1];
+    if (value === undefined || value.startsWith('--')) args[key.slice(2)] = 'true';
+    else {
+      args[key.slice(2)] = value;
+      i++;
+    }
+  }
+  return { command, args };
+}
+
+function need(args: Args, key: string): string {
+  const v = args[key];
+  if (v === undefined) throw new Error(`card: --${key} is required`);
+  return v;
+}
+
+function num(args: Args, key: string, fallback: number): number {
+  const v = args[key];
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`card: --${key} must be a number (got ${v})`);
+  return n;
+}
+
+function writeJson(file: string, value: unknown): void {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Deterministic values in [-1, 1] (no RNG state: the same inputs on every run). */
+function wave(n: number, k: number): Float32Array {
+  return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.618 + k));
+}
+
+export interface CallTiming {
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  iters: number;
+  warmup: number;
+  firstMs: number;
+}
+
+async function timeIt(fn: () => Promise<unknown>, warmup: number, iters: number): Promise<CallTiming> {
+  const times: number[] = [];
+  let firstMs = NaN;
+  for (let i = 0; i < warmup + iters; i++) {
+    const t0 = performance.now();
+    await fn();
+    const ms = performance.now() - t0;
+    if (i === 0) firstMs = ms;
+    if (i >= warmup) times.push(ms);
+  }
+  return { medianMs: median(times), minMs: Math.min(...times), maxMs: Math.max(...times), iters, warmup, firstMs };
+}
+
+function machine(): Record<string, unknown> {
+  return { node: process.version, platform: `${process.platform}-${process.arch}`, cpu: os.cpus()[0]?.model, cores: os.cpus().length, date: new Date().toISOString() };
+}
+
+/** One UNet call at batch 2 and 1: session.run alone and through the adapter. */
+export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
+  const file = need(args, 'unet');
+  const provider = (args['provider'] ?? 'webgpu') as ProviderName;
+  const warmup = num(args, 'warmup', 3);
+  const iters = num(args, 'iters', 10);
+  const t0 = performance.now();
+  const s = await openSession(file, 'unet', { provider });
+  const sessionMs = performance.now() - t0;
+  const result: Record<string, unknown> = { machine: machine(), file, provider, sessionMs, inputs: s.inputs, outputs: s.outputs };
+  try {
+    const unet = new UnetAdapter(s);
+    const configured = Number(JSON.parse(fs.readFileSync(path.join(path.dirname(file), 'config.json'), 'utf8')).sample_size);
+    const latent = num(args, 'latent', Number.isFinite(configured) ? configured : 64);
+    const dim = s.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape[2];
+    const pooled = unet.textEmbeds?.shape[1];
+    if (typeof dim !== 'number' || (unet.textEmbeds && typeof pooled !== 'number')) throw new Error('card: the UNet export has no static text widths');
+    const tokens = 77;
+    result['latent'] = latent;
+    const feeds = (batch: number): Record<string, OrtTensor> => {
+      const f: Record<string, OrtTensor> = {
+        [unet.sample.name]: floatTensor(unet.sample.type, wave(batch * 4 * latent * latent, 1), [batch, 4, latent, latent], 'sample'),
+        [unet.timestep.name]: makeTensor('int64', new BigInt64Array(batch).fill(500n), [batch]),
+        [unet.hidden.name]: floatTensor(unet.hidden.type, wave(batch * tokens * dim, 2), [batch, tokens, dim], 'encoder_hidden_states'),
+      };
+      if (unet.textEmbeds) f[unet.textEmbeds.name] = floatTensor(unet.textEmbeds.type, wave(batch * (pooled as number), 3), [batch, pooled as number], 'text_embeds');
+      if (unet.timeIds) {
+        const px = 8 * latent;
+        const ids = new Float32Array(6 * batch);
+        for (let b = 0; b < batch; b++) ids.set([px, px, 0, 0, px, px], 6 * b);
+        f[unet.timeIds.name] = floatTensor(unet.timeIds.type, ids, [batch, 6], 'time_ids');
+      }
+      return f;
+    };
+    const finite: Record<string, boolean> = {};
+    for (const batch of [2, 1]) {
+      const f = feeds(batch);
+      let out: Float32Array = new Float32Array();
+      const timing = await timeIt(async () => {
+        const r = await s.session.run(f);
+        out = readFloat(r[unet.out.name]!, 'out_sample');
+      }, warmup, iters);
+      finite[`batch${batch}`] = out.length === batch * 4 * latent * latent && out.every(Number.isFinite);
+      result[`run_batch${batch}`] = timing;
+      console.error(`[card] ${provider} session.run batch ${batch}: ${timing.medianMs.toFixed(2)} ms (median of ${iters}; first ${timing.firstMs.toFixed(0)} ms)`);
+    }
+    result['finite'] = finite;
+    result['run_batch1_over_batch2'] = (result['run_batch1'] as CallTiming).medianMs / (result['run_batch2'] as CallTiming).medianMs;
+    // The adapter's call, as the pipeline makes it: float32 latent in, CFG-combined float32 out (or one half).
+    const cond: TextConditioning = { hidden: wave(2 * tokens * dim, 2), tokens, dim };
+    if (unet.textEmbeds) {
+      cond.textEmbeds = wave(2 * (pooled as number), 3);
+      cond.pooledDim = pooled as number;
+    }
+    const call = { sample: wave(4 * latent * latent, 1), channels: 4, height: latent, width: latent, timestep: 500, guidanceScale: 7.5,
+      timeIds: unet.timeIds ? [8 * latent, 8 * latent, 0, 0, 8 * latent, 8 * latent] : undefined };
+    result['adapter_both'] = await timeIt(() => unet.run({ ...call, part: 'both' }, cond), Math.min(warmup, 1), iters);
+    result['adapter_half'] = await timeIt(() => unet.run({ ...call, part: 'cond' }, cond), Math.min(warmup, 1), iters);
+    result['adapter_half_over_both'] = (result['adapter_half'] as CallTiming).medianMs / (result['adapter_both'] as CallTiming).medianMs;
+  } finally {
+    await releaseSession(s);
+  }
+  return result;
+}
+
+/** An SDXL-layout folder: fixture tokenizers, text encoders at the given widths and VAE; the exported UNet in unet/. */
+export async function writeFolder(args: Args): Promise<Record<string, unknown>> {
+  const dir = need(args, 'dir');
+  const unetDir = need(args, 'unet-dir');
+  const [hidden = 768, hidden2 = 1280, projection2 = 1280] = (args['text'] ?? '768,1280,1280').split(',').map(Number);
+  const t0 = performance.now();
+  fs.rmSync(dir, { recursive: true, force: true });
+  await writeTinySdModel(dir, { variant: 'sdxl', text: { hidden, hidden2, projection2 } });
+  const target = path.join(dir, 'unet');
+  fs.rmSync(target, { recursive: true, force: true });
+  fs.mkdirSync(target, { recursive: true });
+  const moved: string[] = [];
+  for (const name of fs.readdirSync(unetDir)) {
+    if (name.includes('asgd-probe')) continue;
+    const from = path.join(unetDir, name);
+    const to = path.join(target, name);
+    // Same file system: a hard link costs nothing (the SDXL weights are 5 GB); else a copy.
+    try {
+      fs.linkSync(from, to);
+    } catch {
+      fs.copyFileSync(from, to);
+    }
+    moved.push(name);
+  }
+  return { dir, unetFrom: unetDir, unetFiles: moved, text: { hidden, hidden2, projection2 }, ms: performance.now() - t0 };
+}
+
+/** One whole generation (after a warm-up generation of warmup-steps at the same size), with the time split. */
+export async function benchGenerate(args: Args): Promise<Record<string, unknown>> {
+  const dir = need(args, 'model');
+  const devices = args['devices'] ?? 'webgpu:0';
+  const width = num(args, 'width', 2048);
+  const height = num(args, 'height', width);
+  const steps = num(args, 'steps', 50);
+  const warmupSteps = num(args, 'warmup-steps', 1);
+  const method = (args['method'] ?? 'asg') as 'asg';
+  const result: Record<string, unknown> = { machine: machine(), model: dir, devices, width, height, steps, method, warmupSteps };
+  const t0 = performance.now();
+  const pipe = await loadPipeline(dir, { devices });
+  result['loadMs'] = performance.now() - t0;
+  result['splitCfg'] = 'auto';
+  try {
+    const params = { prompt: 'a lighthouse on a cliff at dusk, detailed', width, height, steps, seed: 1, method };
+    if (warmupSteps > 0) {
+      const w0 = performance.now();
+      const ww = num(args, 'warmup-width', width);
+      const w = await pipe.generate({ ...params, width: ww, height: Math.round((ww * height) / width / 8) * 8, steps: warmupSteps });
+      result['warmup'] = { ms: performance.now() - w0, size: [w.image.width, w.image.height], unetEvaluations: w.unetEvaluations, timings: w.timings };
+      console.error(`[card] warm-up generation (${warmupSteps} step): ${(performance.now() - w0).toFixed(0)} ms`);
+    }
+    let units = 0;
+    const r = await pipe.generate(params, { onUnits: (u) => { units += u.length; } });
+    const t = r.timings;
+    let finite = true;
+    for (const v of r.latent) if (!Number.isFinite(v)) { finite = false; break; }
+    result['result'] = {
+      size: [r.image.width, r.image.height], unetEvaluations: r.unetEvaluations, unitsDispatched: units, timings: t,
+      unetMsPerEvaluation: t.unetMs / Math.max(1, r.unetEvaluations), hostMsPerStep: t.hostMs / steps, latentFinite: finite, warnings: r.warnings,
+    };
+    console.error(`[card] ${devices} ${method} ${width}x${height} ${steps} steps: total ${t.totalMs.toFixed(0)} ms (UNet ${t.unetMs.toFixed(0)}, host ${t.hostMs.toFixed(0)}, VAE ${t.decodeMs.toFixed(0)}; ${r.unetEvaluations} UNet evaluations)`);
+  } finally {
+    await pipe.close();
+  }
+  return result;
+}
+
+async function main(): Promise<void> {
+  const { command, args } = parseArgs(process.argv.slice(2));
+  let result: Record<string, unknown>;
+  try {
+    result = await run(command, args);
+  } catch (err) {
+    // The JSON records the failure too (stderr may be lost on the device), then the exit code says it.
+    if (args['out']) writeJson(args['out'], { command, args, error: err instanceof Error ? err.message : String(err) });
+    throw err;
+  }
+  if (args['out']) writeJson(args['out'], result);
+  else console.log(JSON.stringify(result, null, 2));
+}
+
+async function run(command: string, args: Args): Promise<Record<string, unknown>> {
+  let result: Record<string, unknown>;
+  switch (command) {
+    case 'unet':
+      result = await benchUnet(args);
+      break;
+    case 'folder':
+      result = await writeFolder(args);
+      break;
+    case 'generate':
+      result = await benchGenerate(args);
+      break;
+    case 'devices':
+      // What `asgd devices` says: the providers of this build, WebGPU checked by running a one-node model.
+      result = { machine: machine(), devices: await checkAvailableDevices(), backends: supportedBackends() };
+      break;
+    default:
+      throw new Error('card: usage: card (unet | folder | generate | devices) [--options]; see the header of bench/card.ts');
+  }
+  return result;
+}
+
+const invoked = process.argv[1] ? path.resolve(process.argv[1]) : '';
+if (invoked.endsWith(`${path.sep}card.ts`) || invoked.endsWith(`${path.sep}card.js`)) {
+  main().catch((err: unknown) => {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    process.exit(1);
+  });
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Every on-the-card measurement of issue 15 in one run, for the GPU machine (one H200; no node, no npm registry).
+# Prepare here first: `bash scripts/device/pack.sh` (fills the ignored .device/ and .gl/), then with the device
+# tool: run(command="bash scripts/device/card.sh", carry=[".device", ".gl"], timeout_s=600).
+#
+# Parts, in order, each under its own timeout inside one overall budget (CARD_BUDGET_S, default 540 s), so a part
+# that fails or runs long still leaves the others' results (a part the budget no longer allows is "skipped"):
+#   env         nvidia-smi, driver, Vulkan loader, python/torch/onnx/node/onnxruntime-node versions, `asgd devices`
+#   export-sdxl, export-sd15  (in the background from the start: CPU-bound) the SD-sized UNets (random weights,
+#               seed 0) exported to ONNX float16 with external data
+#   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2 and 1 at latent 64x64
+#   torch-sdxl  the same for the SDXL-sized UNet at 128x128 (text_embeds 1280, 6 time ids)
+#   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2 and 1 (CFG-half ratio)
+#               (the SDXL export may still run on the CPU meanwhile)
+#   unet-sdxl   the SDXL export on WebGPU
+#   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
+#               (exported now if no earlier part or run on this machine left it in CARD_WORK)
+#   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
+#               warm-up generation at 1024x1024; time split text / UNet / host / VAE
+#   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0; on lavapipe this failed: see
+#               docs/benchmarks.md)
+# Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
+# If the budget skips the generations, run again at once (the machine keeps CARD_WORK while warm) with
+# CARD_PARTS="folder gen-1 gen-2".
+#
+# Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
+# parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
+# CARD_WORK (scratch folder, default /tmp/card-work); PYTHON (a python3 with torch and onnx).
+# `--small` (or CARD_SMALL=1): the same code paths at small scale for a machine without a GPU (torch on the CPU,
+# WebGPU on Mesa's lavapipe): widths / 10, depth 1, tiny text widths, 512x512 in 3 steps.
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+SMALL=${CARD_SMALL:-0}
+[[ "${1:-}" == --small ]] && SMALL=1
+OUT=${OUT:-/tmp/card-out}
+WORK=${CARD_WORK:-/tmp/card-work}
+mkdir -p "$OUT" "$WORK/parts"
+rm -f "$WORK"/parts/*.json "$WORK"/parts/*.status
+LOG="$OUT/card.log"
+: >"$LOG"
+exec > >(tee -a "$LOG") 2>&1
+export PYTHONUNBUFFERED=1
+START=$(date +%s)
+
+if ((SMALL)); then
+  BUDGET=${CARD_BUDGET_S:-1500}; ITERS=${CARD_ITERS:-3}; STEPS=${CARD_STEPS:-3}; SIZE=${CARD_SIZE:-512}
+  PYSCALE="--small --warmup 1"; TEXT=32,48,48; LAT15=16; LATXL=32
+  SLOW=${CARD_SLOW:-4}  # lavapipe and busy CPUs: every part's own limit times this
+  UNET_WARMUP=1
+else
+  BUDGET=${CARD_BUDGET_S:-540}; ITERS=${CARD_ITERS:-10}; STEPS=${CARD_STEPS:-50}; SIZE=${CARD_SIZE:-2048}
+  PYSCALE="--warmup 3"; TEXT=768,1280,1280; LAT15=64; LATXL=128
+  SLOW=${CARD_SLOW:-1}
+  UNET_WARMUP=3
+fi
+PROVIDER=${CARD_PROVIDER:-webgpu}
+GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
+GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 gen-2}
+echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
+
+# --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
+PY=${PYTHON:-}
+if [[ -z $PY ]]; then
+  for p in python3 /usr/bin/python3; do
+    if "$p" -c 'import torch, onnx' 2>/dev/null; then PY=$p; break; fi
+  done
+fi
+
+# --- Node and the built project, unpacked from .device (pack.sh); a node already on PATH when .device has none.
+unxz_to_stdout() {  # xz, or Python's lzma where the image has no xz
+  if command -v xz >/dev/null; then xz -dc "$1"; else "${PY:-python3}" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"; fi
+}
+NODE=$(command -v node || true)
+if [[ -f .device/node.xz ]]; then
+  mkdir -p "$WORK/bin"
+  unxz_to_stdout .device/node.xz >"$WORK/bin/node" && chmod +x "$WORK/bin/node" && NODE="$WORK/bin/node"
+fi
+RT="$WORK/rt"
+if [[ -f .device/runtime.tar.xz ]]; then
+  rm -rf "$RT" && mkdir -p "$RT" && unxz_to_stdout .device/runtime.tar.xz | tar -C "$RT" -xf -
+else
+  echo "card.sh: .device/runtime.tar.xz is missing: run scripts/device/pack.sh first" >&2
+fi
+CARD="$RT/build/bench/card.js"
+
+# --- Vulkan (device notes): unpack the carried loader when the system has none; the NVIDIA ICD if not found.
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+  if ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  fi
+fi
+NV_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [[ -f $NV_ICD ]] && ! grep -ls nvidia /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+  export VK_DRIVER_FILES=$NV_ICD __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+fi
+
+# --- Parts: each runs under timeout within the budget; card.json is rebuilt after each one.
+merge() {
+  "${PY:-python3}" - "$WORK/parts" "$OUT/card.json" "$SMALL" "$PROVIDER" <<'PYEOF'
+import json, os, sys
+parts_dir, out, small, provider = sys.argv[1:5]
+doc = {'small': small == '1', 'provider': provider, 'parts': {}}
+names = sorted({f.rsplit('.', 1)[0] for f in os.listdir(parts_dir)})
+for name in names:
+    entry = {}
+    st = os.path.join(parts_dir, name + '.status')
+    if os.path.exists(st):
+        entry.update(json.load(open(st)))
+    js = os.path.join(parts_dir, name + '.json')
+    if os.path.exists(js):
+        try:
+            entry['result'] = json.load(open(js))
+        except ValueError as e:
+            entry['result_error'] = str(e)
+    doc['parts'][name] = entry
+json.dump(doc, open(out, 'w'), indent=1)
+PYEOF
+}
+
+want() { [[ " $PARTS " == *" $1 "* ]]; }
+
+part() {  # part NAME LIMIT_S command...
+  local name=$1 limit=$2
+  shift 2
+  want "$name" || return 0
+  local left=$((BUDGET - ($(date +%s) - START)))
+  if ((left < 10)); then
+    echo "{\"status\": \"skipped\", \"reason\": \"budget spent\"}" >"$WORK/parts/$name.status"
+    merge
+    return 0
+  fi
+  ((limit *= SLOW))
+  ((limit > left)) && limit=$left
+  echo "=== $name (limit ${limit}s, ${left}s of the budget left) $(date -u +%T)"
+  local t0 rc
+  t0=$(date +%s.%N)
+  # A fresh bash runs the part (functions and variables exported below), so timeout ends all of it.
+  timeout --kill-after=15 "$limit" bash -c '"$@"' "card-$name" "$@"
+  rc=$?
+  local secs
+  secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+  local status=ok
+  ((rc == 124 || rc == 137)) && status=timeout
+  ((rc != 0 && rc != 124 && rc != 137)) && status=failed
+  echo "{\"status\": \"$status\", \"rc\": $rc, \"seconds\": $secs, \"limit_s\": $limit}" >"$WORK/parts/$name.status"
+  echo "=== $name: $status (rc $rc) in ${secs}s"
+  merge
+}
+
+env_part() {
+  {
+    echo "{"
+    echo "\"date\": \"$(date -u +%FT%TZ)\","
+    echo "\"uname\": $(uname -a | "${PY:-python3}" -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))'),"
+    echo "\"nvidia_smi_query\": $( (nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv 2>&1 || echo none) | "${PY:-python3}" -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))'),"
+    echo "\"nvidia_smi\": $( (nvidia-smi 2>&1 || echo none) | "${PY:-python3}" -c 'import json,sys; print(json.dumps(sys.stdin.read()))'),"
+    echo "\"vulkan_loader\": $( (ldconfig -p | grep libvulkan || echo none) | "${PY:-python3}" -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))'),"
+    echo "\"VK_DRIVER_FILES\": \"${VK_DRIVER_FILES:-}\","
+    echo "\"python\": $("${PY:-python3}" -c 'import json, platform; import torch, onnx; print(json.dumps({"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(), "onnx": onnx.__version__}))' 2>/dev/null || echo null),"
+    echo "\"node\": \"$("$NODE" --version 2>&1)\","
+    echo "\"onnxruntime_node\": \"$("${PY:-python3}" -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$RT/node_modules/onnxruntime-node/package.json" 2>/dev/null)\","
+    echo "\"asgd_devices\": $(timeout 60 "$NODE" "$CARD" devices 2>/dev/null || echo null)"
+    echo "}"
+  } >"$WORK/parts/env.json"
+}
+
+torch_part() {  # torch_part MODEL LATENT: the PyTorch timing alone
+  # shellcheck disable=SC2086
+  "$PY" scripts/device/sd_models.py --model "$1" --latent "$2" --no-export --out-dir "$WORK/models" \
+    --json "$WORK/parts/torch-$1.json" --iters "$ITERS" $PYSCALE
+}
+
+export_part() {  # export_part MODEL LATENT: the same weights (same seed) exported to ONNX, no timing
+  # shellcheck disable=SC2086
+  "$PY" scripts/device/sd_models.py --model "$1" --latent "$2" --no-time --out-dir "$WORK/models" \
+    --json "$WORK/parts/export-$1.json" $PYSCALE
+}
+
+unet_part() {  # unet_part MODEL LATENT
+  "$NODE" "$CARD" unet --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
+    --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-$1.json"
+}
+
+folder_part() {  # the SDXL export from torch-sdxl (this run, or an earlier one on this machine), else made now
+  if [[ ! -f $WORK/models/sdxl/unet/model.onnx ]]; then
+    # shellcheck disable=SC2086
+    "$PY" scripts/device/sd_models.py --model sdxl --no-time --out-dir "$WORK/models" --json "$WORK/parts/folder-export.json" $PYSCALE || return
+  fi
+  "$NODE" "$CARD" folder --dir "$WORK/sdxl-folder" --unet-dir "$WORK/models/sdxl/unet" --text "$TEXT" --out "$WORK/parts/folder.json"
+}
+
+gen_part() {  # gen_part DEVICES NAME: warm-up of 1 step at half the size (the native size: the UNet's shapes), then the run
+  "$NODE" "$CARD" generate --model "$WORK/sdxl-folder" --devices "$1" --width "$SIZE" --steps "$STEPS" \
+    --warmup-steps 1 --warmup-width $((SIZE / 2)) --out "$WORK/parts/$2.json"
+}
+
+export -f env_part torch_part export_part unet_part folder_part gen_part
+export TEXT SIZE STEPS
+export PY NODE CARD RT WORK ITERS PROVIDER PYSCALE UNET_WARMUP
+part env 90 env_part
+# The exports are CPU-bound for minutes (the TorchScript exporter's passes over thousands of nodes): they run in
+# the background from the start, while the GPU timings run (each export touches the GPU only to build the model and
+# trace one call, in its first seconds). Same seed, so the exports hold the weights the timings used.
+part export-sdxl 480 export_part sdxl "$LATXL" &
+EXPORT_XL=$!
+part export-sd15 240 export_part sd15 "$LAT15" &
+EXPORT_15=$!
+part torch-sd15 120 torch_part sd15 "$LAT15"
+part torch-sdxl 150 torch_part sdxl "$LATXL"
+wait "$EXPORT_15"
+part unet-sd15 90 unet_part sd15 "$LAT15"
+wait "$EXPORT_XL"
+part unet-sdxl 120 unet_part sdxl "$LATXL"
+part folder 200 folder_part
+part gen-1 240 gen_part "$GPU1" gen-1
+part gen-2 240 gen_part "$GPU2" gen-2
+merge
+echo "card.sh: done in $(($(date +%s) - START)) s; $OUT/card.json"

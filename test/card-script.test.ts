@@ -1,0 +1,105 @@
+/**
+ * The on-the-card scripts at small scale (scripts/device/sd_models.py, bench/card.ts): the torch-built SDXL-layout
+ * UNet (widths / 10, depth 1) is timed and exported to ONNX float16 with external data, the export loads through
+ * the project's loader with the contract's IO and gives finite outputs on the CPU, and the SDXL-layout folder
+ * built around it generates. Needs a python3 with torch and onnx (Debian's python3-torch here); installed by the test setup.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { benchGenerate, benchUnet, writeFolder } from '../bench/card.ts';
+import { openSession, releaseSession } from '../src/onnx/session.ts';
+import { UnetAdapter } from '../src/onnx/unet.ts';
+import { TINY_TEXT } from './fixtures/index.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function torchPython(): string | undefined {
+  for (const p of ['/usr/bin/python3', 'python3']) {
+    const r = spawnSync(p, ['-c', 'import torch, onnx'], { stdio: 'ignore' });
+    if (r.status === 0) return p;
+  }
+  return undefined;
+}
+
+// The test command's setup (scripts/setup-system.mjs) installs Debian's python3-torch and python3-onnx.
+const PY = torchPython();
+let dir = '';
+let exported: Record<string, any> = {};
+
+before(() => {
+  assert.ok(PY, 'no python3 with torch and onnx: run `node scripts/setup-system.mjs` (as root on Debian it installs python3-torch and python3-onnx)');
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-card-'));
+  const r = spawnSync(PY, ['scripts/device/sd_models.py', '--model', 'sdxl', '--small', '--device', 'cpu', '--latent', '16',
+    '--iters', '1', '--warmup', '0', '--out-dir', dir, '--json', path.join(dir, 'torch-sdxl.json')], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, `sd_models.py failed:\n${r.stderr.slice(-3000)}`);
+  exported = JSON.parse(fs.readFileSync(path.join(dir, 'torch-sdxl.json'), 'utf8'));
+});
+
+after(() => {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('the small SDXL-layout UNet is timed in torch and exported as float16 with external data and the contract IO', () => {
+  assert.equal(exported.model, 'sdxl');
+  assert.deepEqual(exported.config.block_out_channels, [32, 64, 128]);
+  assert.equal(exported.config.cross_attention_dim, TINY_TEXT.hidden + TINY_TEXT.hidden2);
+  for (const b of ['batch2', 'batch1']) {
+    assert.ok(exported.torch_eager[b].median_ms > 0, b);
+    assert.equal(exported.torch_eager[b].finite, true, b);
+  }
+  const e = exported.export;
+  assert.equal(e.dtype, 'float16');
+  assert.deepEqual(e.inputs.map((i: { name: string }) => i.name), ['sample', 'timestep', 'encoder_hidden_states', 'text_embeds', 'time_ids']);
+  assert.deepEqual(e.inputs.map((i: { type: string }) => i.type), ['float16', 'int64', 'float16', 'float16', 'float16']);
+  assert.deepEqual(e.inputs[0].shape, ['batch', 4, 'height', 'width']);
+  assert.deepEqual(e.outputs, [{ name: 'out_sample', type: 'float16', shape: ['batch', 4, 'height', 'width'] }]);
+  assert.ok(e.up_block_attn2_softmax_nodes > 0, 'up-block attn2 Softmax nodes (the attention probe reads them)');
+  const files = fs.readdirSync(path.join(dir, 'sdxl', 'unet')).sort();
+  assert.deepEqual(files, ['config.json', 'model.onnx', 'model.onnx_data']);
+  // The weights are in the external file, the graph alone in model.onnx.
+  assert.ok(fs.statSync(path.join(dir, 'sdxl', 'unet', 'model.onnx_data')).size > 4 * fs.statSync(path.join(dir, 'sdxl', 'unet', 'model.onnx')).size);
+});
+
+test('the export loads through the project loader and gives finite outputs on the CPU', async () => {
+  const file = path.join(dir, 'sdxl', 'unet', 'model.onnx');
+  const s = await openSession(file, 'unet', { provider: 'cpu', threads: 1 });
+  try {
+    const unet = new UnetAdapter(s);
+    assert.equal(unet.isSdxl, true);
+    assert.equal(unet.staticBatch, undefined);
+    assert.equal(unet.timestep.type, 'int64');
+    const h = 16;
+    const w = 24; // dynamic height and width: not the traced 16x16
+    const dim = TINY_TEXT.hidden + TINY_TEXT.hidden2;
+    const cond = { hidden: Float32Array.from({ length: 2 * 77 * dim }, (_, i) => Math.sin(i)), tokens: 77, dim, textEmbeds: new Float32Array(2 * 48).fill(0.25), pooledDim: 48 };
+    const call = { sample: Float32Array.from({ length: 4 * h * w }, (_, i) => Math.cos(i * 0.3)), channels: 4, height: h, width: w, timestep: 981, guidanceScale: 7.5, timeIds: [128, 192, 0, 0, 128, 192] };
+    const both = (await unet.run(call, cond)).output;
+    const half = (await unet.run({ ...call, part: 'cond' }, cond)).output;
+    assert.equal(both.length, 4 * h * w);
+    assert.equal(half.length, 4 * h * w);
+    assert.ok(both.every(Number.isFinite) && half.every(Number.isFinite));
+    assert.ok(both.some((v) => v !== 0) && both.some((v, i) => v !== half[i]), 'CFG combination differs from the conditional half');
+  } finally {
+    await releaseSession(s);
+  }
+});
+
+test('bench/card.ts times the export, builds the SDXL-layout folder around it, and generates with it', async () => {
+  const unet = await benchUnet({ unet: path.join(dir, 'sdxl', 'unet', 'model.onnx'), provider: 'cpu', latent: '16', warmup: '0', iters: '1' });
+  assert.deepEqual(unet['finite'], { batch2: true, batch1: true });
+  assert.ok((unet['run_batch1_over_batch2'] as number) > 0);
+  const folder = path.join(dir, 'folder');
+  const written = await writeFolder({ dir: folder, 'unet-dir': path.join(dir, 'sdxl', 'unet'), text: `${TINY_TEXT.hidden},${TINY_TEXT.hidden2},${TINY_TEXT.projection2}` });
+  assert.deepEqual((written['unetFiles'] as string[]).sort(), ['config.json', 'model.onnx', 'model.onnx_data']);
+  const gen = await benchGenerate({ model: folder, devices: 'cpu', width: '512', steps: '2', 'warmup-steps': '0' });
+  const r = gen['result'] as { size: number[]; unetEvaluations: number; latentFinite: boolean; timings: Record<string, number> };
+  assert.deepEqual(r.size, [512, 512]); // 2x the small UNet's native 256 px (sample_size 32)
+  assert.ok(r.unetEvaluations > 2, 'asg evaluates several patches per step');
+  assert.equal(r.latentFinite, true);
+  for (const k of ['unetMs', 'hostMs', 'decodeMs', 'totalMs']) assert.ok(r.timings[k]! > 0, k);
+});
