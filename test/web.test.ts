@@ -267,10 +267,10 @@ test('compare: direct and asg on one seed side by side with a split slider; the 
   const before = await page.locator('#gallery figure').count();
   await page.click('#compare-button');
   await page.waitForFunction(`document.querySelectorAll('#gallery figure').length >= ${before + 2}`, undefined, { timeout: 20_000 });
-  const outputs = ((await (await fetch(`${fake.url}/api/v1/outputs`)).json()) as { outputs: { name: string; metadata: { seed: string; method: string; prompt: string } }[] }).outputs;
-  const pair = outputs.filter((o) => o.metadata.prompt === 'compare me');
-  assert.deepEqual(pair.map((o) => o.metadata.method).sort(), ['asg', 'direct']);
-  assert.deepEqual(pair.map((o) => o.metadata.seed), ['77', '77']);
+  const outputs = ((await (await fetch(`${fake.url}/api/v1/outputs`)).json()) as { outputs: { name: string; metadata?: { seed: string; method: string; prompt: string } }[] }).outputs;
+  const pair = outputs.filter((o) => o.metadata?.prompt === 'compare me');
+  assert.deepEqual(pair.map((o) => o.metadata!.method).sort(), ['asg', 'direct']);
+  assert.deepEqual(pair.map((o) => o.metadata!.seed), ['77', '77']);
 
   await page.click(`#gallery figure[data-name="${pair[0]!.name}"]`);
   await page.hover('#viewport');
@@ -281,7 +281,7 @@ test('compare: direct and asg on one seed side by side with a split slider; the 
   await page.waitForSelector('#comparer[open]');
   assert.equal(await page.textContent('#compare-left-label'), 'direct');
   assert.equal(await page.textContent('#compare-right-label'), 'asg');
-  const direct = pair.find((o) => o.metadata.method === 'direct')!;
+  const direct = pair.find((o) => o.metadata?.method === 'direct')!;
   assert.match(await page.getAttribute('#compare-left', 'src') ?? '', new RegExp(direct.name));
   await page.evaluate(`(() => { const s = document.querySelector('#compare-slider'); s.value = '30'; s.dispatchEvent(new Event('input')); })()`);
   assert.match(await page.evaluate(`document.querySelector('#compare-left').style.clipPath`) as string, /inset\(0(px)? 70% 0(px)? 0(px)?\)/);
