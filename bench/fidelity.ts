@@ -10,7 +10,7 @@
  *
  * Flags: --model DIR (default models/shapes-128), --prompts scenes|shapes (caption set, default scenes for a model
  * folder named scenes-*, else shapes), --seeds N (seeds 1..N, default 4), --seed-start K, --sizes 256,512 (pixel
- * sizes above the native one), --methods direct,multidiffusion,cutdiffusion,asg,asg-sync, --steps N (20),
+ * sizes above the native one; '' for native images only), --methods direct,multidiffusion,cutdiffusion,asg,asg-sync, --steps N (20),
  * --threads N (1), --asg JSON (options of both asg rows), --options JSON (every row but direct), --tag NAME
  * (results folder, default the model folder's name), --report-only, --sheets (contact sheets: a row per method,
  * a column per image, at most --sheet-columns, default 24).
@@ -129,7 +129,7 @@ function cli() {
     promptSet,
     prompts: promptSet === 'scenes' ? SCENE_PROMPTS : SHAPE_PROMPTS,
     seeds: Array.from({ length: int('seeds', values.seeds!, 1) }, (_, i) => seedStart + i),
-    sizes: values.sizes!.split(',').map((s) => int('sizes', s, 64)),
+    sizes: values.sizes!.split(',').filter((s) => s.trim() !== '').map((s) => int('sizes', s, 64)),
     variants,
     steps: int('steps', values.steps!, 1),
     threads: int('threads', values.threads!, 0),
