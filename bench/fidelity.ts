@@ -12,7 +12,8 @@
  * folder named scenes-*, else shapes), --seeds N (seeds 1..N, default 4), --seed-start K, --sizes 256,512 (pixel
  * sizes above the native one; '' for native images only), --methods direct,multidiffusion,cutdiffusion,asg,asg-sync, --steps N (20),
  * --threads N (1), --asg JSON (options of both asg rows), --options JSON (every row but direct), --tag NAME
- * (results folder, default the model folder's name), --report-only, --sheets (contact sheets: a row per method,
+ * (results folder, default the model folder's name), --report-only, --rescore (measure every recorded image
+ * again from its saved PNG, and the native one, and rewrite records.jsonl: after a change of the analysis), --sheets (contact sheets: a row per method,
  * a column per image, at most --sheet-columns, default 24).
  *
  * Results go to bench/results/fidelity/<tag>/: records.jsonl (one JSON line per image, appended as each image is
@@ -100,6 +101,7 @@ function cli() {
       options: { type: 'string' },
       tag: { type: 'string' },
       'report-only': { type: 'boolean', default: false },
+      rescore: { type: 'boolean', default: false },
       sheets: { type: 'boolean', default: false },
       'sheet-columns': { type: 'string', default: '24' },
     },
@@ -134,7 +136,8 @@ function cli() {
     steps: int('steps', values.steps!, 1),
     threads: int('threads', values.threads!, 0),
     tag,
-    reportOnly: values['report-only']!,
+    reportOnly: values['report-only']! || values.rescore!,
+    rescore: values.rescore!,
     sheets: values.sheets!,
     sheetColumns: int('sheet-columns', values['sheet-columns']!, 1),
   };
@@ -185,7 +188,7 @@ async function contactSheets(dir: string, records: FidelityRecord[], columns: nu
     const keys = [...new Set(rs.map((r) => `${r.promptIndex}:${r.seed}`))].slice(0, columns);
     const width = gap + keys.length * (cell + gap);
     const height = gap + labels.length * (cell + strip + gap);
-    const parts: sharp.OverlayOptions[] = [];
+    const parts: NonNullable<Parameters<ReturnType<typeof sharp>['composite']>[0]> = [];
     for (const [row, label] of labels.entries()) {
       for (const [col, key] of keys.entries()) {
         const r = rs.find((x) => x.label === label && `${x.promptIndex}:${x.seed}` === key);
@@ -263,6 +266,23 @@ async function main(): Promise<void> {
     } finally {
       await pipe.close();
     }
+  }
+  if (o.rescore) {
+    const nativeOf = new Map(have.filter((r) => r.label === 'native').map((r) => [`${r.promptIndex}|${r.seed}`, r]));
+    const next: FidelityRecord[] = [];
+    for (const r of have) {
+      const file = path.join(dir, r.image);
+      if (!fs.existsSync(file)) throw new Error(`--rescore: ${file} is missing`);
+      const nat = r.label === 'native' ? null : nativeOf.get(`${r.promptIndex}|${r.seed}`);
+      const nativeImage = nat ? await readPng(path.join(dir, nat.image)) : null;
+      const image = await readPng(file);
+      const nativeSize = have.find((x) => x.label === 'native')?.size ?? r.size;
+      next.push({ ...r, ...measure(image, r.prompt, nativeImage, nativeSize) });
+    }
+    fs.writeFileSync(`${recordsFile}.tmp`, next.map((r) => `${JSON.stringify(r)}\n`).join(''));
+    fs.renameSync(`${recordsFile}.tmp`, recordsFile);
+    have.splice(0, have.length, ...next);
+    console.error(`rescored ${next.length} records`);
   }
   const summary = summarise(have);
   const setting = `${path.basename(o.model)}, ${o.steps} steps, guidance 7.5, ${os.cpus()[0]?.model ?? 'cpu'} (${os.cpus().length} cores)`;

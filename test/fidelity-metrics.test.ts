@@ -94,15 +94,25 @@ describe('fidelity metrics', () => {
     assert.deepEqual(row(4), [1, 1, 1, 0, 0, 1, 1, 1]);
   });
 
-  it('seamContrast compares the step across the border lines with the step elsewhere', () => {
-    // columns: 100 left of x=4, 105 up to x=8, 115 from x=8: a step of 10 on the line x=8, of 5 at x=4
-    const img = grey(16, 16, (x) => (x < 4 ? 100 : x < 8 ? 105 : 115));
-    const s = seamContrast(img, 8, new Uint8Array(256).fill(1));
-    assert.equal(s.pairs, 32);
-    assert.ok(Math.abs(s.border - (16 * 3 * (10 / 255) ** 2) / 32) < 1e-15);
-    assert.ok(Math.abs(s.elsewhere - (16 * 3 * (5 / 255) ** 2) / 448) < 1e-15);
-    assert.ok(Math.abs(s.ratio! - 56) < 1e-9);
-    assert.equal(seamContrast(grey(16, 16, () => 7), 8, new Uint8Array(256).fill(1)).ratio, null);
+  it('seamContrast compares the step across the border lines with the step next to them', () => {
+    // columns: 100 left of x=6, 105 up to x=8, 115 from x=8: a step of 10 on the line x=8, of 5 at x=6
+    const img = grey(16, 16, (x) => (x < 6 ? 100 : x < 8 ? 105 : 115));
+    const keep = new Uint8Array(256).fill(1);
+    // band 3: references at x, y with x % 8 in {1, 2, 3, 5, 6, 7}: 12 per row and column, one step of 5 per row
+    const wide = seamContrast(img, 8, keep, 3);
+    assert.equal(wide.pairs, 32);
+    assert.ok(Math.abs(wide.border - (16 * 3 * (10 / 255) ** 2) / 32) < 1e-15);
+    assert.ok(Math.abs(wide.elsewhere - (16 * 3 * (5 / 255) ** 2) / 384) < 1e-15);
+    assert.ok(Math.abs(wide.ratio! - 150 / (1200 / 384)) < 1e-9);
+    // band 2: references at x, y in {1, 2, 6, 7, 9, 10, 14, 15}: 8 per row and column, one step of 5 per row
+    const near = seamContrast(img, 8, keep, 2);
+    assert.ok(Math.abs(near.ratio! - 32) < 1e-9);
+    // pairs outside `keep` do not count: drop column 6 and the step of 5 is gone
+    const noStep = keep.slice();
+    for (let y = 0; y < 16; y++) noStep[y * 16 + 6] = 0;
+    assert.equal(seamContrast(img, 8, noStep, 2).ratio, null);
+    assert.equal(seamContrast(grey(16, 16, () => 7), 8, keep, 2).ratio, null);
+    assert.throws(() => seamContrast(img, 8, keep, 4));
   });
 
   it('wilson intervals', () => {

@@ -128,7 +128,7 @@ export function flatEnergy(image: Rgb, interior: Uint8Array): number | null {
 export interface SeamContrast {
   /** Mean squared RGB step (unit RGB, summed over channels) across the border lines. */
   border: number;
-  /** The same across every other pixel column/row boundary. */
+  /** The same across the column/row boundaries 1..band px from a border line (a local reference). */
   elsewhere: number;
   /** border / elsewhere (1: no seam), null when either is undefined or elsewhere is 0. */
   ratio: number | null;
@@ -138,13 +138,15 @@ export interface SeamContrast {
 
 /**
  * The colour step across the lines x = k * period and y = k * period (0 < k * period < side: where patch or window
- * edges of a method sit), against the step across every other column and row boundary. A pair of neighbours is
- * counted only when both pixels are in `keep` (e.g. flatInterior with r >= 1, so object and stripe edges that
- * happen to cross a line do not count as seams). Squared RGB distance in unit RGB.
+ * edges of a method sit), against the step across the column and row boundaries 1..band px away from such a line
+ * (the same objects and background, so what the image holds cancels out). A pair of neighbours counts only when
+ * both pixels are in `keep` (e.g. flatInterior with r >= 1, so object and stripe edges that cross a line are not
+ * seams). Squared RGB distance in unit RGB.
  */
-export function seamContrast(image: Rgb, period: number, keep: Uint8Array): SeamContrast {
+export function seamContrast(image: Rgb, period: number, keep: Uint8Array, band = 4): SeamContrast {
   const { data, width, height } = image;
-  if (!Number.isInteger(period) || period < 1) throw new Error(`seamContrast: period ${period}`);
+  if (!Number.isInteger(period) || period < 2) throw new Error(`seamContrast: period ${period}`);
+  if (!Number.isInteger(band) || band < 1 || 2 * band >= period) throw new Error(`seamContrast: band ${band} for period ${period}`);
   let bSum = 0;
   let bN = 0;
   let oSum = 0;
@@ -154,32 +156,30 @@ export function seamContrast(image: Rgb, period: number, keep: Uint8Array): Seam
     for (let c = 0; c < 3; c++) e += ((data[3 * p + c]! - data[3 * q + c]!) / 255) ** 2;
     return e;
   };
+  /** 0 on a line, the distance to the nearest line when within band, -1 otherwise. */
+  const place = (i: number) => {
+    const d = Math.min(i % period, period - (i % period));
+    return d === 0 ? 0 : d <= band ? d : -1;
+  };
+  const add = (where: number, e: number) => {
+    if (where === 0) {
+      bSum += e;
+      bN++;
+    } else if (where > 0) {
+      oSum += e;
+      oN++;
+    }
+  };
   for (let y = 0; y < height; y++) {
     for (let x = 1; x < width; x++) {
       const p = y * width + x;
-      if (!keep[p] || !keep[p - 1]) continue;
-      const e = step(p, p - 1);
-      if (x % period === 0) {
-        bSum += e;
-        bN++;
-      } else {
-        oSum += e;
-        oN++;
-      }
+      if (keep[p] && keep[p - 1]) add(place(x), step(p, p - 1));
     }
   }
   for (let y = 1; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const p = y * width + x;
-      if (!keep[p] || !keep[p - width]) continue;
-      const e = step(p, p - width);
-      if (y % period === 0) {
-        bSum += e;
-        bN++;
-      } else {
-        oSum += e;
-        oN++;
-      }
+      if (keep[p] && keep[p - width]) add(place(y), step(p, p - width));
     }
   }
   const border = bN === 0 ? NaN : bSum / bN;
