@@ -213,7 +213,10 @@ async function contactSheets(dir: string, records: FidelityRecord[], columns: nu
 
 function readRecords(file: string): FidelityRecord[] {
   if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as FidelityRecord);
+  const all = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as FidelityRecord);
+  // Two runs of one tag (e.g. one per size) may both record a native image: the last record of a key wins.
+  const byKey = new Map(all.map((r) => [`${r.label}|${r.size}|${r.promptIndex}|${r.seed}`, r]));
+  return [...byKey.values()];
 }
 
 async function main(): Promise<void> {
