@@ -94,25 +94,27 @@ describe('fidelity metrics', () => {
     assert.deepEqual(row(4), [1, 1, 1, 0, 0, 1, 1, 1]);
   });
 
-  it('seamContrast compares the step across the border lines with the step next to them', () => {
-    // columns: 100 left of x=6, 105 up to x=8, 115 from x=8: a step of 10 on the line x=8, of 5 at x=6
-    const img = grey(16, 16, (x) => (x < 6 ? 100 : x < 8 ? 105 : 115));
-    const keep = new Uint8Array(256).fill(1);
-    // band 3: references at x, y with x % 8 in {1, 2, 3, 5, 6, 7}: 12 per row and column, one step of 5 per row
-    const wide = seamContrast(img, 8, keep, 3);
-    assert.equal(wide.pairs, 32);
-    assert.ok(Math.abs(wide.border - (16 * 3 * (10 / 255) ** 2) / 32) < 1e-15);
-    assert.ok(Math.abs(wide.elsewhere - (16 * 3 * (5 / 255) ** 2) / 384) < 1e-15);
-    assert.ok(Math.abs(wide.ratio! - 150 / (1200 / 384)) < 1e-9);
-    // band 2: references at x, y in {1, 2, 6, 7, 9, 10, 14, 15}: 8 per row and column, one step of 5 per row
-    const near = seamContrast(img, 8, keep, 2);
-    assert.ok(Math.abs(near.ratio! - 32) < 1e-9);
-    // pairs outside `keep` do not count: drop column 6 and the step of 5 is gone
+  it('seamContrast compares the step across the border lines with same-phase steps next to them', () => {
+    // columns: 100 left of x=12, 105 at x=12, 120 up to x=16, 130 from x=16: a step of 10 on the line x=16,
+    // of 5 at x=12 (a reference: phase 4, 4 px from the line), of 15 at x=13 (off phase: ignored)
+    const img = grey(32, 32, (x) => (x < 12 ? 100 : x < 13 ? 105 : x < 16 ? 120 : 130));
+    const keep = new Uint8Array(32 * 32).fill(1);
+    // band 8: references at 8, 12, 20, 24 on both axes (4 per row and column), one step of 5 per row
+    const wide = seamContrast(img, 16, keep, 8, 4);
+    assert.equal(wide.pairs, 64);
+    assert.ok(Math.abs(wide.border - (32 * 3 * (10 / 255) ** 2) / 64) < 1e-15);
+    assert.ok(Math.abs(wide.elsewhere - (32 * 3 * (5 / 255) ** 2) / 256) < 1e-15);
+    assert.ok(Math.abs(wide.ratio! - 16) < 1e-9);
+    // band 4: references at 12 and 20 only
+    assert.ok(Math.abs(seamContrast(img, 16, keep, 4, 4).ratio! - 8) < 1e-9);
+    // pairs outside `keep` do not count: drop column 12 and the reference steps are all 0
     const noStep = keep.slice();
-    for (let y = 0; y < 16; y++) noStep[y * 16 + 6] = 0;
-    assert.equal(seamContrast(img, 8, noStep, 2).ratio, null);
-    assert.equal(seamContrast(grey(16, 16, () => 7), 8, keep, 2).ratio, null);
-    assert.throws(() => seamContrast(img, 8, keep, 4));
+    for (let y = 0; y < 32; y++) noStep[y * 32 + 12] = 0;
+    assert.equal(seamContrast(img, 16, noStep, 8, 4).ratio, null);
+    assert.equal(seamContrast(grey(32, 32, () => 7), 16, keep, 8, 4).ratio, null);
+    assert.throws(() => seamContrast(img, 16, keep, 8, 3));
+    assert.throws(() => seamContrast(img, 16, keep, 2, 4));
+    assert.throws(() => seamContrast(img, 16, keep, 16, 4));
   });
 
   it('wilson intervals', () => {

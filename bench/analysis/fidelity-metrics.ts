@@ -128,7 +128,7 @@ export function flatEnergy(image: Rgb, interior: Uint8Array): number | null {
 export interface SeamContrast {
   /** Mean squared RGB step (unit RGB, summed over channels) across the border lines. */
   border: number;
-  /** The same across the column/row boundaries 1..band px from a border line (a local reference). */
+  /** The same across the reference boundaries: same phase (multiples of `phase`), within `band` px of a line. */
   elsewhere: number;
   /** border / elsewhere (1: no seam), null when either is undefined or elsewhere is 0. */
   ratio: number | null;
@@ -138,15 +138,18 @@ export interface SeamContrast {
 
 /**
  * The colour step across the lines x = k * period and y = k * period (0 < k * period < side: where patch or window
- * edges of a method sit), against the step across the column and row boundaries 1..band px away from such a line
- * (the same objects and background, so what the image holds cancels out). A pair of neighbours counts only when
- * both pixels are in `keep` (e.g. flatInterior with r >= 1, so object and stripe edges that cross a line are not
- * seams). Squared RGB distance in unit RGB.
+ * edges of a method sit), against the step across the column and row boundaries at other multiples of `phase`
+ * within `band` px of such a line. Local, so what the image holds cancels out; on the same phase, because a VAE
+ * decoder that upsamples by 8 leaves a pattern with period 8 (every window line is also a latent-cell edge).
+ * A pair of neighbours counts only when both pixels are in `keep` (e.g. flatInterior with r >= 1, so object and
+ * stripe edges that cross a line are not seams). Squared RGB distance in unit RGB.
  */
-export function seamContrast(image: Rgb, period: number, keep: Uint8Array, band = 4): SeamContrast {
+export function seamContrast(image: Rgb, period: number, keep: Uint8Array, band = 16, phase = 8): SeamContrast {
   const { data, width, height } = image;
-  if (!Number.isInteger(period) || period < 2) throw new Error(`seamContrast: period ${period}`);
-  if (!Number.isInteger(band) || band < 1 || 2 * band >= period) throw new Error(`seamContrast: band ${band} for period ${period}`);
+  if (!Number.isInteger(phase) || phase < 1 || !Number.isInteger(period) || period % phase !== 0 || period < 2 * phase) {
+    throw new Error(`seamContrast: period ${period} must be a multiple (>= 2) of phase ${phase}`);
+  }
+  if (!Number.isInteger(band) || band < phase || band >= period) throw new Error(`seamContrast: band ${band} for period ${period}, phase ${phase}`);
   let bSum = 0;
   let bN = 0;
   let oSum = 0;
@@ -156,11 +159,19 @@ export function seamContrast(image: Rgb, period: number, keep: Uint8Array, band 
     for (let c = 0; c < 3; c++) e += ((data[3 * p + c]! - data[3 * q + c]!) / 255) ** 2;
     return e;
   };
-  /** 0 on a line, the distance to the nearest line when within band, -1 otherwise. */
-  const place = (i: number) => {
-    const d = Math.min(i % period, period - (i % period));
-    return d === 0 ? 0 : d <= band ? d : -1;
+  /** Per boundary position (between i - 1 and i): 0 on a line, 1 a reference, -1 neither. */
+  const places = (size: number) => {
+    const out = new Int8Array(size).fill(-1);
+    for (let line = period; line < size; line += period) {
+      out[line] = 0;
+      for (let d = phase; d <= band; d += phase) {
+        for (const i of [line - d, line + d]) if (i > 0 && i < size && out[i] !== 0) out[i] = 1;
+      }
+    }
+    return out;
   };
+  const col = places(width);
+  const row = places(height);
   const add = (where: number, e: number) => {
     if (where === 0) {
       bSum += e;
@@ -173,13 +184,14 @@ export function seamContrast(image: Rgb, period: number, keep: Uint8Array, band 
   for (let y = 0; y < height; y++) {
     for (let x = 1; x < width; x++) {
       const p = y * width + x;
-      if (keep[p] && keep[p - 1]) add(place(x), step(p, p - 1));
+      if (col[x]! >= 0 && keep[p] && keep[p - 1]) add(col[x]!, step(p, p - 1));
     }
   }
   for (let y = 1; y < height; y++) {
+    if (row[y]! < 0) continue;
     for (let x = 0; x < width; x++) {
       const p = y * width + x;
-      if (keep[p] && keep[p - width]) add(place(y), step(p, p - width));
+      if (keep[p] && keep[p - width]) add(row[y]!, step(p, p - width));
     }
   }
   const border = bN === 0 ? NaN : bSum / bN;
