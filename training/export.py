@@ -52,7 +52,7 @@ def write_json(path, obj):
         f.write('\n')
 
 
-def write_configs(out, config, tok):
+def write_configs(out, config, tok, tokenizer_dir=TOKENIZER_DIR):
     t, u, v = config['text'], config['unet'], config['vae']
     levels = len(u['block_out_channels'])
     write_json(os.path.join(out, 'model_index.json'), {
@@ -137,7 +137,7 @@ def write_configs(out, config, tok):
     write_json(os.path.join(out, 'vae_encoder', 'config.json'), vae_config)
     os.makedirs(os.path.join(out, 'tokenizer'), exist_ok=True)
     for name in TOKENIZER_FILES:
-        shutil.copyfile(os.path.join(TOKENIZER_DIR, name), os.path.join(out, 'tokenizer', name))
+        shutil.copyfile(os.path.join(tokenizer_dir, name), os.path.join(out, 'tokenizer', name))
 
 
 def check_node_names(path):
@@ -176,14 +176,16 @@ def main(argv=None):
     p.add_argument('--weights', required=True)
     p.add_argument('--out', required=True)
     p.add_argument('--check-dir', default=os.path.join(HERE, 'runs', 'export-check'))
+    p.add_argument('--tokenizer', default=TOKENIZER_DIR,
+                   help='tokenizer folder of the weights (train.py --data scenes writes OUT/tokenizer)')
     a = p.parse_args(argv)
     torch.set_num_threads(2)
     config, vae, text, unet = load_models(a.weights)
-    tok = ClipTokenizer(TOKENIZER_DIR)
+    tok = ClipTokenizer(a.tokenizer)
     if tok.vocab_size != config['text']['vocab_size']:
         raise SystemExit(f'tokenizer has {tok.vocab_size} tokens but the weights expect {config["text"]["vocab_size"]}')
     out = a.out
-    write_configs(out, config, tok)
+    write_configs(out, config, tok, a.tokenizer)
     extra = os.path.join(os.path.dirname(os.path.abspath(a.weights)), 'hparams.json')
     if os.path.exists(extra):
         shutil.copyfile(extra, os.path.join(out, 'training_hparams.json'))

@@ -2,6 +2,9 @@
 
     python3 train.py --device cuda --minutes 7 --out OUT      (GPU: bf16 autocast, batch 256)
     python3 train.py --device cpu --minutes 25 --out OUT      (CPU: batch 32)
+    python3 train.py --data scenes --init ../models/shapes-128 --tokenizer-dir OUT/tokenizer --minutes 60 --out OUT
+        (scenes.py's compositional scenes, fine-tuned from a shipped model folder: its VAE, text encoder and UNet
+        weights are the start, token embeddings are carried over by token string, new tokens start random)
 
 Writes to OUT: model.npz (float32 weights of vae/text/unet, the UNet and text encoder as EMA, plus a
 '__config__' JSON string), loss.csv and hparams.json. The npz is rewritten atomically every few
@@ -24,6 +27,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import data  # noqa: E402
+import scenes  # noqa: E402
 from models import DEFAULT_CONFIG, build_models, count_parameters  # noqa: E402
 from schedule import NUM_TRAIN_TIMESTEPS, alphas_cumprod  # noqa: E402
 from tokenizer import ClipTokenizer, build_files  # noqa: E402
@@ -53,6 +57,12 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=2, help='CPU threads for torch')
     p.add_argument('--log-every', type=int, default=None, help='steps per loss.csv line (default 50 cuda, 10 cpu)')
     p.add_argument('--save-every', type=float, default=None, help='seconds between checkpoints (default 60 cuda, 180 cpu)')
+    p.add_argument('--data', choices=['shapes', 'scenes'], default='shapes',
+                   help="shapes: data.py's single objects; scenes: scenes.py's compositional scenes")
+    p.add_argument('--tokenizer-dir', default=None, help='tokenizer folder (built from the data\'s caption words '
+                   'when absent; default training/tokenizer for shapes, OUT/tokenizer for scenes)')
+    p.add_argument('--init', default=None, help='model folder (ONNX, e.g. ../models/shapes-128) to start from; '
+                   'keeps its VAE scaling factor')
     a = p.parse_args(argv)
     gpu = a.device == 'cuda'
     for name, g, c in [('batch', 256, 32), ('vae_batch', 128, 16), ('lr', 4e-4, 3e-4), ('ema', 0.999, 0.995),
@@ -76,9 +86,12 @@ class Trainer:
         self.device = torch.device(args.device)
         self.gpu = args.device == 'cuda'
         os.makedirs(args.out, exist_ok=True)
-        if not os.path.exists(os.path.join(TOKENIZER_DIR, 'vocab.json')):
-            build_files(TOKENIZER_DIR)
-        self.tok = ClipTokenizer(TOKENIZER_DIR)
+        self.scenes = args.data == 'scenes'
+        tok_dir = args.tokenizer_dir or (os.path.join(args.out, 'tokenizer') if self.scenes else TOKENIZER_DIR)
+        if not os.path.exists(os.path.join(tok_dir, 'vocab.json')):
+            build_files(tok_dir, scenes.CAPTION_WORDS if self.scenes else data.CAPTION_WORDS)
+        self.tok = ClipTokenizer(tok_dir)
+        self.caption_ids = {}
         self.config = json.loads(json.dumps(DEFAULT_CONFIG))
         self.config['text']['vocab_size'] = self.tok.vocab_size
         self.config['text']['eos_id'] = self.tok.eos
@@ -86,6 +99,8 @@ class Trainer:
         self.config['scaling_factor'] = None
         torch.manual_seed(args.seed)
         self.vae, self.text, self.unet = build_models(self.config, self.tok.vocab_size, self.tok.eos)
+        if args.init:
+            self.load_init(args.init)
         for m in (self.vae, self.text, self.unet):
             m.to(self.device)
         self.ema_text = {k: v.detach().clone().float() for k, v in self.text.named_parameters()}
@@ -109,6 +124,45 @@ class Trainer:
         self.t0 = None
         self.last_save = time.time()
 
+    def load_init(self, folder):
+        """Weights of an exported model folder; token embeddings matched by token string (new ones stay random)."""
+        from onnx_weights import onnx_state_dict
+        for module, comp in ((self.vae.encoder, 'vae_encoder'), (self.vae.decoder, 'vae_decoder'),
+                             (self.unet, 'unet')):
+            module.load_state_dict(onnx_state_dict(os.path.join(folder, comp, 'model.onnx')), strict=True)
+        state = onnx_state_dict(os.path.join(folder, 'text_encoder', 'model.onnx'))
+        with open(os.path.join(folder, 'tokenizer', 'vocab.json'), encoding='utf-8') as f:
+            old_vocab = json.load(f)
+        old_emb = state.pop('token_embedding.weight')
+        new_emb = self.text.token_embedding.weight.detach().clone()
+        carried = 0
+        for token, i in self.tok.encoder.items():
+            if token in old_vocab:
+                new_emb[i] = old_emb[old_vocab[token]]
+                carried += 1
+        state['token_embedding.weight'] = new_emb
+        self.text.load_state_dict(state, strict=True)
+        with open(os.path.join(folder, 'vae_decoder', 'config.json')) as f:
+            self.init_scaling_factor = json.load(f)['scaling_factor']
+        log(f'init from {folder}: {carried}/{self.tok.vocab_size} token embeddings carried over, '
+            f'scaling factor {self.init_scaling_factor:.5f}')
+
+    def ids_for(self, captions):
+        out = []
+        for c in captions:
+            if c not in self.caption_ids:
+                self.caption_ids[c] = torch.tensor(self.tok(c))
+            out.append(self.caption_ids[c])
+        return torch.stack(out).to(self.device)
+
+    def training_batch(self, n):
+        """(images in [-1, 1], token ids) of the chosen data."""
+        if self.scenes:
+            x, captions, _ = scenes.batch(n, self.gen)
+            return x, self.ids_for(captions)
+        shape, obj, bg = data.sample_labels(n, self.gen, self.device)
+        return data.render(shape, obj, bg, self.gen), self.id_table[shape, obj, bg]
+
     def autocast(self):
         if self.gpu:
             return torch.autocast(device_type='cuda', dtype=torch.bfloat16)
@@ -124,7 +178,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------ phase 1
     def train_vae(self, deadline):
         a = self.args
-        opt = torch.optim.AdamW(self.vae.parameters(), lr=a.vae_lr, weight_decay=0.0)
+        # Starting from a model (--init), only the decoder learns: the latent space the UNet knows stays the same.
+        vae_params = list(self.vae.decoder.parameters()) if a.init else list(self.vae.parameters())
+        opt = torch.optim.AdamW(vae_params, lr=a.vae_lr, weight_decay=0.0)
         start, step, acc, n_acc, t_last = self.elapsed(), 0, 0.0, 0, time.time()
         span = max(deadline - start, 1e-6)
         self.vae.train()
@@ -133,9 +189,10 @@ class Trainer:
             lr = a.vae_lr * min(1.0, (step + 1) / (100 if self.gpu else 20)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
             for g in opt.param_groups:
                 g['lr'] = lr
-            x, _, _ = data.batch(a.vae_batch, self.gen)
-            with self.autocast():
+            x, _ = self.training_batch(a.vae_batch)
+            with self.autocast(), torch.set_grad_enabled(not a.init):
                 mean, logvar = self.vae.encode(x)
+            with self.autocast():
                 z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
                 rec = self.vae.decoder(z)
             rec_loss = F.mse_loss(rec.float(), x)
@@ -143,7 +200,7 @@ class Trainer:
             loss = rec_loss + a.kl_weight * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(vae_params, 1.0)
             opt.step()
             step += 1
             acc = acc + rec_loss.detach()
@@ -162,7 +219,7 @@ class Trainer:
     def measure_scaling_factor(self, n=2048):
         chunks = []
         for _ in range(max(1, n // self.args.vae_batch)):
-            x, _, _ = data.batch(self.args.vae_batch, self.gen)
+            x, _ = self.training_batch(self.args.vae_batch)
             with self.autocast():
                 mean, _ = self.vae.encode(x)
             chunks.append(mean.float())
@@ -197,14 +254,12 @@ class Trainer:
             for g in opt.param_groups:
                 g['lr'] = lr
             b = a.batch
-            shape, obj, bg = data.sample_labels(b, self.gen, self.device)
             with torch.no_grad():
-                x = data.render(shape, obj, bg, self.gen)
+                x, ids = self.training_batch(b)
                 with self.autocast():
                     mean, logvar = self.vae.encode(x)
                 z0 = (mean.float() + torch.exp(0.5 * logvar.float()) * torch.randn(
                     mean.shape, generator=self.gen, device=self.device)) * sf
-                ids = self.id_table[shape, obj, bg]
                 drop = torch.rand(b, generator=self.gen, device=self.device) < a.caption_dropout
                 ids = torch.where(drop[:, None], self.empty_ids[None], ids)
                 t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (b,), generator=self.gen, device=self.device)
@@ -252,9 +307,12 @@ class Trainer:
             'stats': dict(self.stats, elapsed_s=round(self.elapsed(), 1) if self.t0 else 0, final=final),
             'schedule': {'beta_schedule': 'scaled_linear', 'beta_start': 0.00085, 'beta_end': 0.012,
                          'num_train_timesteps': NUM_TRAIN_TIMESTEPS, 'prediction_type': 'epsilon'},
-            'data': {'size': data.SIZE, 'shapes': list(data.SHAPES), 'object_colours': list(data.OBJECT_COLOURS),
+            'data': {'kind': a.data, 'size': data.SIZE, 'shapes': list(data.SHAPES), 'object_colours': list(data.OBJECT_COLOURS),
                      'background_colours': list(data.BACKGROUND_COLOURS),
-                     'object_fraction': [data.MIN_FRACTION, data.MAX_FRACTION]},
+                     'object_fraction': [data.MIN_FRACTION, data.MAX_FRACTION],
+                     **({'scenes': {'kinds': dict(zip(scenes.KINDS, scenes.KIND_PROBS)),
+                                    'relations': list(scenes.RELATIONS), 'striped': scenes.STRIPED_PROB,
+                                    'sized_pairs': scenes.SIZED_PROB, 'counts': [2, 3]}} if a.data == 'scenes' else {})},
             'versions': {'python': platform.python_version(), 'torch': torch.__version__, 'numpy': np.__version__,
                          'gpu': torch.cuda.get_device_name(0) if self.gpu else None},
         }
@@ -276,7 +334,8 @@ class Trainer:
         self.t0 = time.time()
         try:
             self.train_vae(budget * a.vae_fraction)
-            self.config['scaling_factor'] = self.measure_scaling_factor(2048 if self.gpu else 256)
+            self.config['scaling_factor'] = (self.init_scaling_factor if self.args.init
+                                             else self.measure_scaling_factor(2048 if self.gpu else 256))
             log(f'vae done: {self.stats["vae_steps"]} steps, scaling factor {self.config["scaling_factor"]:.5f}')
             self.save()
             self.train_unet(budget)
