@@ -321,33 +321,42 @@ export function addAttentionProbe(model: ModelProto, opts: { layers?: readonly s
     const probs = site.probabilities;
     const last2 = w.node('Slice', [w.node('Shape', [probs]), w.int64([-2]), w.int64([Number.MAX_SAFE_INTEGER]), w.int64([0])]);
     const grouped = w.node('Reshape', [probs, w.node('Concat', [batch, minusOne, last2], { axis: 0 })]);
-    // Cast first (a no-op for float32 models): float16 models get float32 probabilities, averaged in float32.
-    const asFloat = w.node('Cast', [grouped], { to: FLOAT32 });
-    const output = probeOutputName(site.layer);
-    // ReduceMean took `axes` as an attribute until opset 18, as an input since.
-    if (opset >= 18) w.node('ReduceMean', [asFloat, w.int64([1])], { keepdims: 0 }, output);
-    else w.node('ReduceMean', [asFloat], { axes: [1], keepdims: 0 }, output);
-    const dim = (value: TensorShapeProto_Dimension['value']) => create(TensorShapeProto_DimensionSchema, { value });
-    graph.output.push(
-      create(ValueInfoProtoSchema, {
-        name: output,
-        type: create(TypeProtoSchema, {
-          value: {
-            case: 'tensorType',
-            value: create(TypeProto_TensorSchema, {
-              elemType: FLOAT32,
-              shape: create(TensorShapeProtoSchema, {
-                dim: [
-                  sampleDims?.[0] ? dim(sampleDims[0].value) : dim({ case: 'dimParam', value: 'batch' }),
-                  dim({ case: 'dimParam', value: `attn2_hw_${i}` }),
-                  textDims?.[1] ? dim(textDims[1].value) : dim({ case: 'dimParam', value: 'tokens' }),
-                ],
-              }),
-            }),
-          },
-        }),
-      }),
-    );
+    addHeadMeanOutput(w, graph, grouped, probeOutputName(site.layer), opset, [sampleDims?.[0], `attn2_hw_${i}`, textDims?.[1] ?? 'tokens']);
   }
   return { layers: sites.map((s) => s.layer) };
+}
+
+/**
+ * The probe's output: grouped probabilities [batch, heads, queries, keys] cast to float32 (a no-op for float32
+ * models: float16 models get float32 probabilities, averaged in float32), averaged over the heads into `output`,
+ * declared as a graph output. `dims`: the batch dimension (declared, or 'batch'), a name for the queries, and the
+ * key dimension (declared, or a name).
+ */
+export function addHeadMeanOutput(
+  w: ProbeWriter, graph: GraphProto, grouped: string, output: string, opset: number,
+  dims: [TensorShapeProto_Dimension | undefined, string, TensorShapeProto_Dimension | string],
+): void {
+  const asFloat = w.node('Cast', [grouped], { to: FLOAT32 });
+  // ReduceMean took `axes` as an attribute until opset 18, as an input since.
+  if (opset >= 18) w.node('ReduceMean', [asFloat, w.int64([1])], { keepdims: 0 }, output);
+  else w.node('ReduceMean', [asFloat], { axes: [1], keepdims: 0 }, output);
+  const dim = (value: TensorShapeProto_Dimension['value']) => create(TensorShapeProto_DimensionSchema, { value });
+  const param = (name: string) => dim({ case: 'dimParam', value: name });
+  const [batch, queries, keys] = dims;
+  graph.output.push(
+    create(ValueInfoProtoSchema, {
+      name: output,
+      type: create(TypeProtoSchema, {
+        value: {
+          case: 'tensorType',
+          value: create(TypeProto_TensorSchema, {
+            elemType: FLOAT32,
+            shape: create(TensorShapeProtoSchema, {
+              dim: [batch ? dim(batch.value) : param('batch'), param(queries), typeof keys === 'string' ? param(keys) : dim(keys.value)],
+            }),
+          }),
+        },
+      }),
+    }),
+  );
 }

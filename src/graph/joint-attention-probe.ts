@@ -10,17 +10,7 @@
  * Softmax`; SD3.5's image-only `attn2` is not joint and is skipped) and checked structurally: the Softmax reads
  * q·kᵀ (scaled) and the keys come from a two-input Concat along the sequence. Portable: ModelProto only.
  */
-import { create } from '@bufbuild/protobuf';
-import {
-  TensorShapeProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TypeProtoSchema,
-  TypeProto_TensorSchema,
-  ValueInfoProtoSchema,
-  type ModelProto,
-  type NodeProto,
-  type TensorShapeProto_Dimension,
-} from 'onnx-buf';
+import { type ModelProto, type NodeProto } from 'onnx-buf';
 import { invalidArgument } from '../core/errors.ts';
 import {
   AFFINE_OPS,
@@ -31,6 +21,7 @@ import {
   PROBE_SCOPE,
   ProbeWriter,
   SCORE_OPS,
+  addHeadMeanOutput,
   declaredDims,
   defaultOpset,
   intAttr,
@@ -42,7 +33,6 @@ import {
 const IMAGE_INPUT = 'hidden_states';
 const TEXT_INPUT = 'encoder_hidden_states';
 const POOLED_INPUT = 'pooled_projections';
-const FLOAT32 = 1;
 
 export interface JointAttentionSite {
   /** The node scope up to `/attn`, e.g. `/transformer_blocks.3/attn`. */
@@ -191,31 +181,7 @@ export function addJointAttentionProbe(model: ModelProto, opts: { layers?: reado
     const block = w.node('Slice', [rows, nImage, end, minusOne]);
     const last2 = w.node('Concat', [nImage, textLen], { axis: 0 });
     const grouped = w.node('Reshape', [block, w.node('Concat', [batch, minusOne, last2], { axis: 0 })]);
-    const asFloat = w.node('Cast', [grouped], { to: FLOAT32 });
-    const output = probeOutputName(site.layer);
-    if (opset >= 18) w.node('ReduceMean', [asFloat, w.int64([1])], { keepdims: 0 }, output);
-    else w.node('ReduceMean', [asFloat], { axes: [1], keepdims: 0 }, output);
-    const dim = (value: TensorShapeProto_Dimension['value']) => create(TensorShapeProto_DimensionSchema, { value });
-    graph.output.push(
-      create(ValueInfoProtoSchema, {
-        name: output,
-        type: create(TypeProtoSchema, {
-          value: {
-            case: 'tensorType',
-            value: create(TypeProto_TensorSchema, {
-              elemType: FLOAT32,
-              shape: create(TensorShapeProtoSchema, {
-                dim: [
-                  imageDims?.[0] ? dim(imageDims[0].value) : dim({ case: 'dimParam', value: 'batch' }),
-                  dim({ case: 'dimParam', value: `joint_image_tokens_${i}` }),
-                  textDims?.[1] ? dim(textDims[1].value) : dim({ case: 'dimParam', value: 'text_tokens' }),
-                ],
-              }),
-            }),
-          },
-        }),
-      }),
-    );
+    addHeadMeanOutput(w, graph, grouped, probeOutputName(site.layer), opset, [imageDims?.[0], `joint_image_tokens_${i}`, textDims?.[1] ?? 'text_tokens']);
   }
   return { layers: sites.map((s) => s.layer) };
 }
