@@ -8,12 +8,12 @@ import type { TextConditioning } from '../core/conditioning.ts';
 import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
 import { AsgdError, throwIfAborted } from '../core/errors.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
-import { denoise } from '../core/generation/denoise.ts';
+import { denoise, planDenoiseInput } from '../core/generation/denoise.ts';
 import type { GenerationProgress } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata } from '../core/metadata.ts';
-import type { ProgressEvent as MethodProgress, UnetUnit, UnitResult } from '../core/methods/types.ts';
+import type { UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
@@ -227,27 +227,18 @@ export class WebPipeline {
         unetMs += performance.now() - t;
       }
     };
-    const sampled = await denoise({
-      params: p,
-      scheduler,
-      latentHeight: plan.latentHeight,
-      latentWidth: plan.latentWidth,
-      nativeHeight: this.info.nativeHeight / 8,
-      nativeWidth: this.info.nativeWidth / 8,
-      channels: this.info.latentChannels,
-      latentMultiple: plan.latentMultiple,
-      timeIds: this.spec.family === 'sdxl',
+    const model = { nativeWidth: this.info.nativeWidth, nativeHeight: this.info.nativeHeight, latentChannels: this.info.latentChannels, timeIds: this.spec.family === 'sdxl' };
+    const sampled = await denoise(planDenoiseInput(plan, scheduler, model, {
       evaluate,
-      maskTokens: plan.maskTokens,
       signal,
       onWarning: warn,
-      onProgress: (e: MethodProgress, unitsTotal: number, unitsDone: number) =>
-        run.onProgress?.({ phase: 'denoise', stage: e.stage, step: e.step, totalSteps: p.steps, unitsDone, unitsTotal }),
-      previewEvery: run.onPreview ? run.previewEvery ?? 5 : 0,
+      totalSteps: p.steps,
+      onProgress: run.onProgress,
+      previewEvery: run.previewEvery,
       onPreviewLatent: run.onPreview
         ? (latent, h, w, step) => void this.decodeLatent(latent, h, w, { ...p.vae, tiling: 'off' }).then((img) => run.onPreview!(img, step), () => undefined)
         : undefined,
-    });
+    }));
     const tDenoise = performance.now();
     throwIfAborted(signal);
     const image = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>

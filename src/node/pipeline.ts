@@ -10,13 +10,13 @@ import { cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts
 import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
 import { checkUpscale, img2imgScheduler, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
-import type { ProgressEvent as MethodProgress, UnetUnit, UnitResult } from '../core/methods/types.ts';
+import type { UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, ResolvedParams } from '../core/params.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
-import { denoise, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
+import { denoise, planDenoiseInput, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
 import type { Scheduler } from '../core/schedulers/types.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { encodeSd3Prompt, sd3MaskTokens } from '../core/generation/sd3-prompt.ts';
@@ -485,31 +485,23 @@ export class Pipeline implements AsyncDisposable {
         unetMs += performance.now() - t;
       }
     };
-    const sampled = await denoise({
-      params: p,
-      scheduler,
-      latentHeight: plan.latentHeight,
-      latentWidth: plan.latentWidth,
-      nativeHeight: this.info.nativeHeight / 8,
-      nativeWidth: this.info.nativeWidth / 8,
-      channels: this.info.latentChannels,
-      latentMultiple: plan.latentMultiple,
-      timeIds: this.spec.family === 'sdxl',
+    const model = { nativeWidth: this.info.nativeWidth, nativeHeight: this.info.nativeHeight, latentChannels: this.info.latentChannels, timeIds: this.spec.family === 'sdxl' };
+    const sampled = await denoise(planDenoiseInput(plan, scheduler, model, {
       evaluate,
       maskTokens:
         this.spec.family === 'sd3'
           ? sd3MaskTokens(plan.maskTokens, this.tokenizer.maxLength, this.tokenizer3?.encode(p.prompt, T5_MAX_LENGTH).eosIndex, p.maskWords !== undefined)
-          : plan.maskTokens,
+          : undefined,
       signal,
       onWarning: warn,
-      ...(init ? { init } : {}),
-      onProgress: (e: MethodProgress, unitsTotal: number, unitsDone: number) =>
-        run.onProgress?.({ phase: 'denoise', stage: e.stage, step: e.step, totalSteps, unitsDone, unitsTotal }),
-      previewEvery: run.onPreview ? run.previewEvery ?? 5 : 0,
+      init,
+      totalSteps,
+      onProgress: run.onProgress,
+      previewEvery: run.previewEvery,
       onPreviewLatent: run.onPreview
         ? (latent, h, w, step) => void this.decodeLatent(latent, h, w, { ...p.vae, tiling: 'off' }).then((img) => run.onPreview!(img, step), () => undefined)
         : undefined,
-    });
+    }));
     return { sampled, unetMs };
   }
 

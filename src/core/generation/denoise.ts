@@ -13,6 +13,8 @@ import type { AbortSignalLike } from '../platform.ts';
 import { createRandom } from '../random/index.ts';
 import { applySkipResidual, noiseTo, skipWeight, type Img2ImgInit } from './img2img.ts';
 import type { Scheduler, SchedulerState } from '../schedulers/types.ts';
+import type { GenerationPlan } from './check.ts';
+import type { GenerationProgress } from './progress.ts';
 
 export interface DenoiseInput {
   params: ResolvedParams;
@@ -38,6 +40,58 @@ export interface DenoiseInput {
   init?: Img2ImgInit;
   /** Test instrument: sees every step's fused output and latent. */
   onStep?(step: number, fused: Float32Array, latent: Float32Array, state: SchedulerState): void;
+}
+
+/** What a pipeline knows of its model that the denoise stage needs (sizes in pixels). */
+export interface DenoiseModel {
+  nativeWidth: number;
+  nativeHeight: number;
+  latentChannels: number;
+  /** SDXL's micro-conditioning time ids go with every unit. */
+  timeIds: boolean;
+}
+
+/** What a pipeline adds to a checked plan for the denoise stage. */
+export interface DenoiseParts {
+  evaluate(units: UnetUnit[]): Promise<UnitResult[]>;
+  /** Mask columns other than the plan's (SD3 adds the T5 prompt pieces). */
+  maskTokens?: readonly number[];
+  signal?: AbortSignalLike;
+  onWarning(message: string): void;
+  /** Steps the progress events count to (an upscale's remaining steps, or the plan's steps). */
+  totalSteps: number;
+  onProgress?(progress: GenerationProgress): void;
+  /** Decode a preview latent every `previewEvery` steps (default 5); absent: no previews. */
+  onPreviewLatent?(latent: Float32Array, height: number, width: number, step: number): void;
+  previewEvery?: number;
+  init?: Img2ImgInit;
+}
+
+/**
+ * The denoise stage's input for a checked plan, as the Node and browser pipelines build it: the plan's sizes, the
+ * model's native size in latent pixels, and progress reported as 'denoise' events.
+ */
+export function planDenoiseInput(plan: GenerationPlan, scheduler: Scheduler, model: DenoiseModel, parts: DenoiseParts): DenoiseInput {
+  return {
+    params: plan.params,
+    scheduler,
+    latentHeight: plan.latentHeight,
+    latentWidth: plan.latentWidth,
+    nativeHeight: model.nativeHeight / 8,
+    nativeWidth: model.nativeWidth / 8,
+    channels: model.latentChannels,
+    latentMultiple: plan.latentMultiple,
+    timeIds: model.timeIds,
+    evaluate: parts.evaluate,
+    maskTokens: parts.maskTokens ?? plan.maskTokens,
+    signal: parts.signal,
+    onWarning: parts.onWarning,
+    ...(parts.init ? { init: parts.init } : {}),
+    onProgress: (e, unitsTotal, unitsDone) =>
+      parts.onProgress?.({ phase: 'denoise', stage: e.stage, step: e.step, totalSteps: parts.totalSteps, unitsDone, unitsTotal }),
+    previewEvery: parts.onPreviewLatent ? parts.previewEvery ?? 5 : 0,
+    onPreviewLatent: parts.onPreviewLatent,
+  };
 }
 
 export interface DenoiseResult {
