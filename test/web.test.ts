@@ -326,6 +326,11 @@ test('dropping an image loads its settings: this project, AUTOMATIC1111 (PNG, JP
   assert.equal(await page.inputValue('[name="width"]'), '1152');
 
   assert.match(await drop('plain.png', await plainPng(), 'image/png') ?? '', /has no generation settings/);
+  // A dropped picture can go to the gallery, to upscale it.
+  await page.click('#drop-upscale');
+  await page.waitForFunction(`document.querySelector('#upload-message').textContent.includes('plain.png is in the gallery')`);
+  assert.ok(await page.isVisible('#viewer'), 'the viewer opened on the dropped picture');
+  await page.click('#close-viewer');
   assert.match(await drop('notes.txt', new TextEncoder().encode('hello'), 'text/plain') ?? '', /not a PNG, JPEG or WebP image/);
   assert.equal(await page.inputValue('[name="seed"]'), '1234567890123456789', 'an unknown file changes nothing');
   assert.deepEqual(errors, []);

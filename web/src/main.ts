@@ -437,18 +437,22 @@ const FORMAT_NAMES: Record<ParameterFormat, string> = {
   asgdiffusion: 'asgdiffusion', a1111: 'AUTOMATIC1111', comfyui: 'ComfyUI', invokeai: 'InvokeAI', fooocus: 'Fooocus',
 };
 
-/** A dropped PNG, JPEG or WebP: its generation settings go into the form. */
+/** A dropped PNG, JPEG or WebP: its generation settings go into the form, and it can be added to upscale it. */
 async function onDrop(file: File): Promise<void> {
   const note = $('#drop-message');
   note.classList.remove('error');
   try {
     const found = await readDroppedParameters(new Uint8Array(await file.arrayBuffer()));
-    if (!found) {
-      note.textContent = `${file.name} has no generation settings this page can read.`;
-      return;
-    }
-    applySettings(found.settings);
-    note.textContent = `Loaded ${Object.keys(found.settings).length} settings from ${file.name} (${FORMAT_NAMES[found.format]}).`;
+    if (found) applySettings(found.settings);
+    note.textContent = found
+      ? `Loaded ${Object.keys(found.settings).length} settings from ${file.name} (${FORMAT_NAMES[found.format]}). `
+      : `${file.name} has no generation settings this page can read. `;
+    const add = document.createElement('button');
+    add.type = 'button';
+    add.id = 'drop-upscale';
+    add.textContent = 'Add it to the gallery to upscale';
+    add.addEventListener('click', () => quietly(uploadPicture(file)));
+    note.append(add);
   } catch (err) {
     note.textContent = err instanceof UnsupportedImage ? `${file.name} is not a PNG, JPEG or WebP image.` : `Could not read ${file.name}.`;
   }
