@@ -189,7 +189,7 @@ test('a picture of one\'s own: "Add a picture" uploads it into the gallery, open
   const name = /as (upload-[0-9a-f]{16}\.png)/.exec((await page.textContent('#upload-message')) ?? '')?.[1];
   assert.ok(name, await page.textContent('#upload-message') ?? '');
   await page.waitForSelector(`#gallery figure[data-name="${name}"]`);
-  assert.ok(await page.isVisible('#viewer'), 'the viewer opened on the upload');
+  await page.waitForSelector('#viewer[open]');
   await page.click('#upscale-output');
   let upscaled: JobRecord | undefined;
   for (let i = 0; i < 400 && !upscaled; i++) {
@@ -329,7 +329,7 @@ test('dropping an image loads its settings: this project, AUTOMATIC1111 (PNG, JP
   // A dropped picture can go to the gallery, to upscale it.
   await page.click('#drop-upscale');
   await page.waitForFunction(`document.querySelector('#upload-message').textContent.includes('plain.png is in the gallery')`);
-  assert.ok(await page.isVisible('#viewer'), 'the viewer opened on the dropped picture');
+  await page.waitForSelector('#viewer[open]');
   await page.click('#close-viewer');
   assert.match(await drop('notes.txt', new TextEncoder().encode('hello'), 'text/plain') ?? '', /not a PNG, JPEG or WebP image/);
   assert.equal(await page.inputValue('[name="seed"]'), '1234567890123456789', 'an unknown file changes nothing');

@@ -609,10 +609,10 @@ async function uploadPicture(file: File): Promise<void> {
     note.textContent = `${file.name}: ${body.message ?? `the server answered ${res.status}`}`;
     return;
   }
-  note.textContent = `${file.name} is in the gallery as ${body.name}.`;
   await refreshGallery();
   const added = outputs.find((o) => o.name === body.name);
   if (added) openViewer(added);
+  note.textContent = `${file.name} is in the gallery as ${body.name}.`;
 }
 
 const view = { scale: 1, x: 0, y: 0 };
