@@ -29,7 +29,7 @@ import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { flatEnergy, flatInterior, seamContrast, type Rgb } from './analysis/fidelity-metrics.ts';
 import { askedByColour, layoutAgainst, parseScene, scoreScene } from './analysis/scenes.ts';
-import { labelColours } from './analysis/shapes.ts';
+import { SHAPE_PROMPTS, labelColours } from './analysis/shapes.ts';
 import { resolveMethodOptions } from '../src/core/methods/options.ts';
 import type { MethodName } from '../src/core/methods/types.ts';
 import { saveImage } from '../src/node/image/write.ts';
@@ -52,16 +52,6 @@ export const SCENE_PROMPTS = [
   'three green squares on a orange background',
   'a red square on a striped white and blue background',
   'a yellow circle on a striped purple and gray background',
-];
-
-/** The repetition benchmark's captions (training/data.py). */
-export const SHAPE_PROMPTS = [
-  'a red circle on a blue background',
-  'a blue square on a yellow background',
-  'a white triangle on a green background',
-  'a yellow circle on a purple background',
-  'a green square on a orange background',
-  'a black triangle on a white background',
 ];
 
 interface Variant {

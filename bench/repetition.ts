@@ -28,7 +28,8 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import { analyseImage, parsePrompt, type ShapeAnalysis } from './analysis/shapes.ts';
+import { SHAPE_PROMPTS as PROMPTS, analyseImage, parsePrompt, type ShapeAnalysis } from './analysis/shapes.ts';
+import { contactSheet } from './analysis/contact-sheet.ts';
 import { AsgdError, invalidArgument } from '../src/core/errors.ts';
 import type { RgbImage } from '../src/core/image.ts';
 import { DEFAULT_METHOD_OPTIONS, resolveMethodOptions } from '../src/core/methods/options.ts';
@@ -39,16 +40,6 @@ import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS = path.join(ROOT, 'bench', 'results');
-
-/** Every shape twice, with object/background pairs of high and low contrast (captions as in training/data.py). */
-const PROMPTS = [
-  'a red circle on a blue background',
-  'a blue square on a yellow background',
-  'a white triangle on a green background',
-  'a yellow circle on a purple background',
-  'a green square on a orange background',
-  'a black triangle on a white background',
-];
 
 interface Variant {
   label: string;
@@ -241,31 +232,6 @@ async function readPng(file: string): Promise<RgbImage> {
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
 }
 
-/** Thumbnails side by side: rows x columns cells of `cell` px, a 6 px strip under each (green correct, red not). */
-async function contactSheet(rows: { image: RgbImage; correct: boolean }[][], cell: number): Promise<RgbImage> {
-  const gap = 4;
-  const strip = 6;
-  const cols = Math.max(...rows.map((r) => r.length));
-  const width = gap + cols * (cell + gap);
-  const height = gap + rows.length * (cell + strip + gap);
-  const data = new Uint8Array(width * height * 3).fill(40);
-  for (const [r, row] of rows.entries()) {
-    for (const [c, { image, correct }] of row.entries()) {
-      const thumb = image.width === cell && image.height === cell
-        ? image.data
-        : new Uint8Array(await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } })
-          .resize(cell, cell, { kernel: 'lanczos3', fit: 'fill' }).raw().toBuffer());
-      const x0 = gap + c * (cell + gap);
-      const y0 = gap + r * (cell + strip + gap);
-      for (let y = 0; y < cell; y++) data.set(thumb.subarray(y * cell * 3, (y + 1) * cell * 3), ((y0 + y) * width + x0) * 3);
-      const colour = correct ? [40, 200, 60] : [220, 40, 40];
-      for (let y = y0 + cell + 1; y < y0 + cell + strip; y++) {
-        for (let x = x0; x < x0 + cell; x++) data.set(colour, (y * width + x) * 3);
-      }
-    }
-  }
-  return { data, width, height };
-}
 
 function mean(xs: number[]): number | null {
   return xs.length === 0 ? null : xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -381,7 +347,7 @@ async function main(): Promise<void> {
   const code = codeVersion();
   const imageRoot = path.join(RESULTS, 'repetition-images', `${modelName}-${(model.unetSha256 ?? 'nounet').slice(0, 8)}-${opts.steps}steps`, code);
   const records: Record_[] = [];
-  const sheets = new Map<number, Map<string, { image: RgbImage; correct: boolean }[]>>();
+  const sheets = new Map<number, Map<string, { image: RgbImage; ok: boolean }[]>>();
   const ran = new Map<number, Variant[]>();
   let done = 0;
   const t0 = performance.now();
@@ -419,9 +385,9 @@ async function main(): Promise<void> {
       count: a.count, correct: a.correct, sharpness: a.sharpness, noise: a.noise, shapes: a.components.map((c) => c.shape),
       background: a.background, ms, unetEvaluations,
     });
-    const bySize = sheets.get(size) ?? new Map<string, { image: RgbImage; correct: boolean }[]>();
+    const bySize = sheets.get(size) ?? new Map<string, { image: RgbImage; ok: boolean }[]>();
     sheets.set(size, bySize);
-    bySize.set(v.label, [...(bySize.get(v.label) ?? []), { image, correct: a.correct }]);
+    bySize.set(v.label, [...(bySize.get(v.label) ?? []), { image, ok: a.correct }]);
     done++;
     console.error(`[${done}/${total}] ${v.label} ${size}x${size} p${pi} s${seed}: ${a.count} object(s) [${a.components.map((c) => c.shape).join(' ')}]` +
       `${a.correct ? ' correct' : ''}, sharpness ${a.sharpness?.toFixed(2) ?? '-'}, noise ${a.noise.toFixed(3)}${reused ? ' (reused)' : ` (${(ms! / 1000).toFixed(1)} s)`}`);

@@ -18,6 +18,16 @@
  *    'irregular' instead.
  * 4. Sharpness of the object outlines (edgeSharpness) and texture noise away from them (textureNoise).
  */
+
+/** Every shape twice, with object/background pairs of high and low contrast (captions as in training/data.py). */
+export const SHAPE_PROMPTS = [
+  'a red circle on a blue background',
+  'a blue square on a yellow background',
+  'a white triangle on a green background',
+  'a yellow circle on a purple background',
+  'a green square on a orange background',
+  'a black triangle on a white background',
+];
 import { invalidArgument } from '../../src/core/errors.ts';
 
 export const SHAPES = ['circle', 'square', 'triangle'] as const;

@@ -9,7 +9,7 @@ import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
 import { AsgdError, throwIfAborted } from '../core/errors.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, planDenoiseInput } from '../core/generation/denoise.ts';
-import type { GenerationProgress } from '../core/generation/progress.ts';
+import type { GenerationCallbacks, GenerationTimings } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata } from '../core/metadata.ts';
@@ -27,25 +27,13 @@ import type { LoadProgress, WebPipelineOptions } from './options.ts';
 import { encodePng } from './png.ts';
 import { TOOL_VERSION } from './version.ts';
 
-export interface WebGenerateRunOptions {
-  onProgress?: (p: GenerationProgress) => void;
-  /** Warnings a user should see (prompt truncated, mask unavailable). */
-  onWarning?: (message: string) => void;
-  /** Called every `previewEvery` steps with a low-resolution preview as RGB. */
-  onPreview?: (image: RgbImage, step: number) => void;
-  previewEvery?: number;
+export interface WebGenerateRunOptions extends GenerationCallbacks {
   /** Stops the generation at the next unit boundary; the pipeline stays usable. */
   signal?: AbortSignal;
 }
 
-export interface WebGenerationTimings {
-  textMs: number;
-  denoiseMs: number;
-  unetMs: number;
-  hostMs: number;
-  decodeMs: number;
-  totalMs: number;
-}
+/** Where a browser generation's time went (no encodeMs: no upscaling in the browser). */
+export type WebGenerationTimings = Omit<GenerationTimings, 'encodeMs'>;
 
 export interface WebGenerateResult {
   image: RgbImage;

@@ -287,19 +287,23 @@ async function runServe(cmd: Command): Promise<number> {
   process.stderr.write(opts.queue
     ? `(jobs run on the fleet's workers: asgd worker --queue ${opts.queue} --outputs ${path.resolve(opts.outputs)}; Ctrl-C stops this server only)\n`
     : '(Ctrl-C stops; a running job is queued again for the next start)\n');
-  await new Promise<void>((resolve) => {
+  await untilStopped(() => server.close());
+  return EXIT.ok;
+}
+
+/** Waits for Ctrl-C or SIGTERM, then for `close`; a second Ctrl-C ends the process at once. */
+function untilStopped(close: () => Promise<unknown>): Promise<void> {
+  return new Promise<void>((resolve) => {
     const stop = () => {
       process.stderr.write('\nStopping...\n');
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
-      // A second Ctrl-C ends the process at once.
       process.once('SIGINT', () => process.exit(EXIT.cancelled));
-      void server.close().then(resolve, resolve);
+      void close().then(() => resolve(), () => resolve());
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
-  return EXIT.ok;
 }
 
 /** `--max-pixels 16777216` (every method) or `--max-pixels direct=1048576,asg=16777216` (per method). */
@@ -322,17 +326,7 @@ async function runWorker(cmd: Command): Promise<number> {
     pipeline: givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions, ...(opts.maxPixels ? { maxPixels: opts.maxPixels } : {}),
   });
   process.stderr.write(`asgd worker ${worker.id}: taking jobs (Ctrl-C stops; a running job goes back to the queue)\n`);
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.stderr.write('\nStopping...\n');
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      process.once('SIGINT', () => process.exit(EXIT.cancelled));
-      void worker.close().then(resolve, resolve);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopped(() => worker.close());
   return EXIT.ok;
 }
 

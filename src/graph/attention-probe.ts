@@ -133,17 +133,52 @@ export function dimValue(d: TensorShapeProto_Dimension | undefined): number | un
   return d?.value.case === 'dimValue' ? Number(d.value.value) : undefined;
 }
 
+/** Who produces each tensor, which tensors are weights, and a node's data (non-weight) inputs. */
+export interface GraphIndex {
+  producer: Map<string, NodeProto>;
+  fixed: Set<string>;
+  dynamicInputs(node: NodeProto): string[];
+}
+
+export function indexGraph(graph: GraphProto): GraphIndex {
+  const producer = new Map<string, NodeProto>();
+  for (const node of graph.node) for (const o of node.output) producer.set(o, node);
+  const fixed = staticTensors(graph);
+  return { producer, fixed, dynamicInputs: (node) => node.input.filter((i) => !fixed.has(i)) };
+}
+
+/** Why a Softmax does not give per-row probabilities over its last axis; undefined when it does. */
+export function softmaxAxisProblem(node: NodeProto, graph: GraphProto, opset: number): string | undefined {
+  // Before opset 13, Softmax flattens from `axis` (default 1) on: only the last axis gives per-row probabilities.
+  const axis = intAttr(node, 'axis') ?? (opset >= 13 ? -1n : 1n);
+  const rank = declaredDims(graph, node.output[0]!)?.length;
+  // Without a declared rank, a positive axis is accepted where it is the last axis of one of the two layouts.
+  const last = axis === -1n || (rank !== undefined ? axis === BigInt(rank - 1) : axis === 2n || axis === 3n);
+  return last ? undefined : `Softmax axis ${axis} is not the last axis`;
+}
+
+/** Back from a Softmax through scaling ops to the q·kᵀ MatMul (the only one with two data operands). */
+export function scoresMatMul(softmax: NodeProto, index: GraphIndex): NodeProto | undefined {
+  let t = softmax.input[0]!;
+  for (let step = 0; step < 16; step++) {
+    const p = index.producer.get(t);
+    if (!p) return undefined;
+    const data = index.dynamicInputs(p);
+    if ((p.opType === 'MatMul' || p.opType === 'FusedMatMul') && data.length === 2) return p;
+    if (SCORE_OPS.has(p.opType) && data.length === 1) t = data[0]!;
+    else return undefined;
+  }
+  return undefined;
+}
+
 /** Finds every attn2 Softmax and keeps the up-block ones whose structure is q·kᵀ over the text keys. */
 export function scanCrossAttention(model: ModelProto): CrossAttentionScan {
   const graph = model.graph;
   const scan: CrossAttentionScan = { sites: [], rejected: [], fused: {} };
   if (!graph) return scan;
-  const producer = new Map<string, NodeProto>();
-  for (const node of graph.node) for (const o of node.output) producer.set(o, node);
-  const fixed = staticTensors(graph);
+  const { producer, fixed, dynamicInputs } = indexGraph(graph);
   // Old exports (IR < 4) also list the initializers as inputs: those are weights, not data.
   const inputs = new Set(graph.input.map((i) => i.name).filter((n) => !fixed.has(n)));
-  const dynamicInputs = (node: NodeProto) => node.input.filter((i) => !fixed.has(i));
   const textInput = graph.input.find((i) => i.name === TEXT_INPUT);
   const textLength = textInput ? dimValue(declaredDims(graph, TEXT_INPUT)?.[1]) : undefined;
   const opset = defaultOpset(model);
@@ -166,32 +201,18 @@ export function scanCrossAttention(model: ModelProto): CrossAttentionScan {
       reject(`the graph has no ${TEXT_INPUT} input`);
       continue;
     }
-    // Before opset 13, Softmax flattens from `axis` (default 1) on: only the last axis gives per-row probabilities.
-    const axis = intAttr(node, 'axis') ?? (opset >= 13 ? -1n : 1n);
-    const outDims = declaredDims(graph, node.output[0]!);
-    const rank = outDims?.length;
-    // Without a declared rank, a positive axis is accepted where it is the last axis of one of the two layouts.
-    const lastAxis = axis === -1n || (rank !== undefined ? axis === BigInt(rank - 1) : axis === 2n || axis === 3n);
-    if (!lastAxis) {
-      reject(`Softmax axis ${axis} is not the last axis`);
+    const axisProblem = softmaxAxisProblem(node, graph, opset);
+    if (axisProblem) {
+      reject(axisProblem);
       continue;
     }
+    const outDims = declaredDims(graph, node.output[0]!);
     const last = dimValue(outDims?.[outDims.length - 1]);
     if (last !== undefined && textLength !== undefined && last !== textLength) {
       reject(`its last axis has ${last} entries, the text has ${textLength} tokens`);
       continue;
     }
-    // Back from the Softmax to the q·kᵀ MatMul (the only one with two data operands).
-    let t = node.input[0]!;
-    let scores: NodeProto | undefined;
-    for (let step = 0; step < 16 && !scores; step++) {
-      const p = producer.get(t);
-      if (!p) break;
-      const data = dynamicInputs(p);
-      if ((p.opType === 'MatMul' || p.opType === 'FusedMatMul') && data.length === 2) scores = p;
-      else if (SCORE_OPS.has(p.opType) && data.length === 1) t = data[0]!;
-      else break;
-    }
+    const scores = scoresMatMul(node, { producer, fixed, dynamicInputs });
     if (!scores) {
       reject('its input is not a q·kᵀ MatMul (optionally scaled)');
       continue;

@@ -20,13 +20,13 @@ import {
   PROBE_OUTPUT_PREFIX,
   PROBE_SCOPE,
   ProbeWriter,
-  SCORE_OPS,
   addHeadMeanOutput,
+  indexGraph,
+  scoresMatMul,
+  softmaxAxisProblem,
   declaredDims,
   defaultOpset,
-  intAttr,
   probeOutputName,
-  staticTensors,
   type ProbeSurgery,
 } from './attention-probe.ts';
 
@@ -70,10 +70,8 @@ export function scanJointAttention(model: ModelProto): JointAttentionScan {
   const graph = model.graph;
   const scan: JointAttentionScan = { sites: [], rejected: [], fused: {} };
   if (!graph) return scan;
-  const producer = new Map<string, NodeProto>();
-  for (const node of graph.node) for (const o of node.output) producer.set(o, node);
-  const fixed = staticTensors(graph);
-  const dynamicInputs = (node: NodeProto) => node.input.filter((i) => !fixed.has(i));
+  const index = indexGraph(graph);
+  const { producer, dynamicInputs } = index;
   for (const node of graph.node) {
     if (FUSED_ATTENTION_OPS.has(node.opType)) scan.fused[node.opType] = (scan.fused[node.opType] ?? 0) + 1;
   }
@@ -88,22 +86,12 @@ export function scanJointAttention(model: ModelProto): JointAttentionScan {
       reject('a second Softmax in the same attention scope');
       continue;
     }
-    const axis = intAttr(node, 'axis') ?? (opset >= 13 ? -1n : 1n);
-    const rank = declaredDims(graph, node.output[0]!)?.length;
-    if (!(axis === -1n || (rank !== undefined ? axis === BigInt(rank - 1) : axis === 2n || axis === 3n))) {
-      reject(`Softmax axis ${axis} is not the last axis`);
+    const axisProblem = softmaxAxisProblem(node, graph, opset);
+    if (axisProblem) {
+      reject(axisProblem);
       continue;
     }
-    let t = node.input[0]!;
-    let scores: NodeProto | undefined;
-    for (let step = 0; step < 16 && !scores; step++) {
-      const p = producer.get(t);
-      if (!p) break;
-      const data = dynamicInputs(p);
-      if ((p.opType === 'MatMul' || p.opType === 'FusedMatMul') && data.length === 2) scores = p;
-      else if (SCORE_OPS.has(p.opType) && data.length === 1) t = data[0]!;
-      else break;
-    }
+    const scores = scoresMatMul(node, index);
     if (!scores) {
       reject('its input is not a q·kᵀ MatMul (optionally scaled)');
       continue;

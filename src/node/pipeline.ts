@@ -66,34 +66,15 @@ export interface PipelineTestHooks {
   completionJitter?: { seed: number; maxMs: number };
 }
 
-export type { GenerationPhase, GenerationProgress } from '../core/generation/progress.ts';
-import type { GenerationProgress } from '../core/generation/progress.ts';
+export type { GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
+import type { GenerationCallbacks, GenerationTimings } from '../core/generation/progress.ts';
 
-export interface GenerateRunOptions {
-  onProgress?: (p: GenerationProgress) => void;
-  /** Called with warnings a user should see (prompt truncated, mask unavailable). */
-  onWarning?: (message: string) => void;
-  /** Called every `previewEvery` steps with a low-resolution preview (key patch / downscaled latent) as RGB. */
-  onPreview?: (image: RgbImage, step: number) => void;
-  previewEvery?: number;
+export interface GenerateRunOptions extends GenerationCallbacks {
   signal?: AbortSignal;
   /** Instrument: the text conditioning sent to the devices (embeddings, pooled embeddings). */
   onConditioning?: (cond: TextConditioning) => void;
   /** Instrument: every batch of independent units, before it is evaluated. */
   onUnits?: (units: readonly UnetUnit[]) => void;
-}
-
-export interface GenerationTimings {
-  textMs: number;
-  denoiseMs: number;
-  /** Time the coordinator waited on UNet calls. */
-  unetMs: number;
-  /** Everything in the denoising loop outside UNet calls (methods, scheduler, RNG). */
-  hostMs: number;
-  decodeMs: number;
-  totalMs: number;
-  /** Upscales: resizing and VAE-encoding the input (and the structure target). */
-  encodeMs?: number;
 }
 
 export interface GenerateResult {

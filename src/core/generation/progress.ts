@@ -1,4 +1,6 @@
 /** The progress events of a generation, the same from the Node pipeline and the browser pipeline. Portable. */
+import type { RgbImage } from '../image.ts';
+
 /** What a progress event is about: encoding the prompt, denoising, or VAE decoding. */
 export type GenerationPhase = 'text' | 'denoise' | 'decode';
 
@@ -15,4 +17,28 @@ export interface GenerationProgress {
   /** VAE tiles decoded so far, during 'decode'. */
   tilesDone?: number;
   tilesTotal?: number;
+}
+
+/** What a caller of the Node or browser pipeline's generate may watch (each adds its own cancellation signal). */
+export interface GenerationCallbacks {
+  onProgress?: (p: GenerationProgress) => void;
+  /** Warnings a user should see (prompt truncated, mask unavailable). */
+  onWarning?: (message: string) => void;
+  /** Called every `previewEvery` steps with a low-resolution preview (key patch / downscaled latent) as RGB. */
+  onPreview?: (image: RgbImage, step: number) => void;
+  previewEvery?: number;
+}
+
+/** Where a generation's time went, ms. */
+export interface GenerationTimings {
+  textMs: number;
+  denoiseMs: number;
+  /** Time the coordinator waited on UNet calls. */
+  unetMs: number;
+  /** Everything in the denoising loop outside UNet calls (methods, scheduler, RNG). */
+  hostMs: number;
+  decodeMs: number;
+  totalMs: number;
+  /** Upscales: resizing and VAE-encoding the input (and the structure target). */
+  encodeMs?: number;
 }
