@@ -10,7 +10,7 @@
 export * from './core/index.ts';
 export {
   loadPipeline, Pipeline,
-  type GenerateResult, type GenerateRunOptions, type GenerateUpscaleSettings, type GenerationPhase, type GenerationProgress,
+  type DeviceActivity, type GenerateResult, type GenerateRunOptions, type GenerateUpscaleSettings, type GenerationPhase, type GenerationProgress,
   type GenerationCallbacks, type GenerationTimings, type ModelInfo, type PipelineOptions, type UpscaleParams,
 } from './node/pipeline.ts';
 export { TOOL_VERSION, PACKAGE_VERSION } from './node/version.ts';

@@ -40,7 +40,7 @@ before(async () => {
   webDir = tempDir('web');
   await build({ configFile: path.join(ROOT, 'web', 'vite.config.ts'), logLevel: 'warn', build: { outDir: webDir, emptyOutDir: true } });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
-  fake = await startServer(new FakeEngine({ stepMs: 40 }));
+  fake = await startServer(new FakeEngine({ stepMs: 40, devices: ['cpu#0', 'cpu#1'] }));
 });
 
 after(async () => {
@@ -100,18 +100,28 @@ test('the page loads with no console error and builds its form from the API sche
 test('generate: progress advances, the preview changes, the image lands in the gallery with its seed and metadata', async () => {
   const { page, errors } = await openPage(fake.url);
   await page.evaluate(`(() => {
-    const seen = (window.seen = { previews: [], texts: [] });
+    const seen = (window.seen = { previews: [], texts: [], devices: [] });
     const preview = document.querySelector('#preview');
     const text = document.querySelector('#progress-text');
+    const devices = document.querySelector('#progress-devices');
     new MutationObserver(() => seen.previews.push(preview.getAttribute('src') ?? '')).observe(preview, { attributes: true, attributeFilter: ['src'] });
     new MutationObserver(() => seen.texts.push(text.textContent ?? '')).observe(text, { childList: true, characterData: true, subtree: true });
+    // What a person sees of the devices line: shown or not, and its text.
+    new MutationObserver(() => seen.devices.push(devices.checkVisibility() ? devices.innerText.replace(/\s+/g, ' ').trim() : '')).observe(devices, { childList: true, subtree: true, attributes: true });
   })()`);
   await page.fill('[name="prompt"]', 'a red circle on a blue background');
   await page.fill('[name="steps"]', '24');
   await page.fill('[name="seed"]', SEED);
   await page.keyboard.press('Control+Enter');
   await page.waitForFunction(`[...document.querySelectorAll('#gallery figcaption')].some((c) => c.textContent.endsWith('seed ${SEED}'))`, undefined, { timeout: 20_000 });
-  const seen = (await page.evaluate('window.seen')) as { previews: string[]; texts: string[] };
+  const seen = (await page.evaluate('window.seen')) as { previews: string[]; texts: string[]; devices: string[] };
+  // The devices line during the run: both devices named, each seen busy in turn, calls counted.
+  const lines = seen.devices.filter(Boolean);
+  assert.ok(lines.length >= 4, `the devices line was shown ${lines.length} times`);
+  assert.ok(lines.every((l) => /^cpu#0 (busy|idle) · \d+ calls? cpu#1 (busy|idle) · \d+ calls?$/.test(l)), `devices lines: ${lines.slice(0, 4).join(' | ')}`);
+  assert.ok(lines.some((l) => /cpu#0 busy/.test(l) && /cpu#1 idle/.test(l)), 'cpu#0 busy while cpu#1 idles');
+  assert.ok(lines.some((l) => /cpu#1 busy/.test(l) && /cpu#0 idle/.test(l)), 'cpu#1 busy while cpu#0 idles');
+  assert.ok(lines.some((l) => /cpu#0 \w+ · 12 calls cpu#1 \w+ · 12 calls/.test(l)), `calls counted up to 12 each: ${lines.at(-1)}`);
   const previews = new Set(seen.previews.filter(Boolean));
   assert.ok(previews.size >= 2, `the preview changed ${previews.size} times`);
   const steps = seen.texts.map((t) => /step (\d+)\/24/.exec(t)?.[1]).filter(Boolean).map(Number);
@@ -376,6 +386,8 @@ test('with the real engine and the shipped model: a 256 px image generated from 
   const estimated = Number(await page.getAttribute('#estimate', 'data-units'));
   await page.click('#queue-button');
   await page.waitForFunction(`/denoise/.test(document.querySelector('#progress-text')?.textContent ?? '')`, undefined, { timeout: 120_000 });
+  // The devices line names the engine's one device while it denoises.
+  await page.waitForFunction(`/^cpu#0 (busy|idle) · \\d+ calls?$/.test(document.querySelector('#progress-devices')?.checkVisibility() ? document.querySelector('#progress-devices').innerText.replace(/\\s+/g, ' ').trim() : '')`, undefined, { timeout: 120_000 });
   await page.waitForSelector('#gallery figure', { timeout: 240_000 });
   assert.match(await page.textContent('#gallery figcaption') ?? '', /256x256 · seed 1$/);
   const done = (await jobs(real.url))[0]!;

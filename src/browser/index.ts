@@ -8,7 +8,7 @@
  *   const { png } = await pipe.generate({ prompt: 'a red circle on a blue background', width: 512, height: 512, seed: 1 });
  */
 export * from '../core/index.ts';
-export type { GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
+export type { DeviceActivity, GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
 export {
   loadWebPipeline, WebPipeline,
   type WebGenerateResult, type WebGenerateRunOptions, type WebGenerationTimings, type WebModelInfo,

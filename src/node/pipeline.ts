@@ -66,8 +66,8 @@ export interface PipelineTestHooks {
   completionJitter?: { seed: number; maxMs: number };
 }
 
-export type { GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
-import type { GenerationCallbacks, GenerationTimings } from '../core/generation/progress.ts';
+export type { DeviceActivity, GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
+import type { DeviceActivity, GenerationCallbacks, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
 
 export interface GenerateRunOptions extends GenerationCallbacks {
   signal?: AbortSignal;
@@ -75,6 +75,11 @@ export interface GenerateRunOptions extends GenerationCallbacks {
   onConditioning?: (cond: TextConditioning) => void;
   /** Instrument: every batch of independent units, before it is evaluated. */
   onUnits?: (units: readonly UnetUnit[]) => void;
+}
+
+/** A run whose progress carries the devices' activity (Pipeline.withDeviceActivity). */
+interface ActivityRun extends GenerateRunOptions {
+  onDispatched?(): void;
 }
 
 export interface GenerateResult {
@@ -215,6 +220,7 @@ export class Pipeline implements AsyncDisposable {
       run.onWarning?.(m);
     };
     plan.warnings.forEach(warn);
+    run = this.withDeviceActivity(run);
     return this.guarded(signal, 'Generation cancelled', async () => {
       throwIfAborted(signal);
       const t0 = performance.now();
@@ -313,6 +319,7 @@ export class Pipeline implements AsyncDisposable {
     if (chosen.warning) warn(chosen.warning);
 
     plan.warnings.forEach(warn);
+    run = this.withDeviceActivity(run);
     const asg = p.method === 'asg';
     const geo = plan.method.geometry;
     const signal = run.signal;
@@ -460,8 +467,11 @@ export class Pipeline implements AsyncDisposable {
     const evaluate = async (units: UnetUnit[]): Promise<UnitResult[]> => {
       run.onUnits?.(units);
       const t = performance.now();
+      // Handing the units over starts them on the devices at once: tell the watcher which devices are busy now.
+      const pending = this.pool.evaluate(units, p.guidanceScale, signal);
+      (run as ActivityRun).onDispatched?.();
       try {
-        return await this.pool.evaluate(units, p.guidanceScale, signal);
+        return await pending;
       } finally {
         unetMs += performance.now() - t;
       }
@@ -484,6 +494,33 @@ export class Pipeline implements AsyncDisposable {
         : undefined,
     }));
     return { sampled, unetMs };
+  }
+
+  /**
+   * `run` with progress events that carry the devices' activity (GenerationProgress.devices): which devices run
+   * a model call now, and the UNet calls each has done in this run. Its `onDispatched` repeats the last denoise
+   * event right after a batch of units is handed to the devices, so a watcher sees them busy during a step (at
+   * the step's own event, once its units are back, they are mostly idle again). No onProgress: `run` as it is.
+   */
+  private withDeviceActivity(run: GenerateRunOptions): ActivityRun {
+    const report = run.onProgress;
+    if (!report || (run as ActivityRun).onDispatched) return run;
+    const base = this.pool.stats.map((s) => s.tasks);
+    const devices = (): DeviceActivity[] => {
+      const stats = this.pool.stats;
+      return this.workers.map((w, i) => ({ id: w.label, busy: w.busy, calls: stats[i]!.tasks - base[i]!, ...(w.alive ? {} : { lost: true }) }));
+    };
+    let last: GenerationProgress | undefined;
+    return {
+      ...run,
+      onProgress: (q) => {
+        if (q.phase === 'denoise') last = q;
+        report({ ...q, devices: devices() });
+      },
+      onDispatched: () => {
+        if (last) report({ ...last, devices: devices() });
+      },
+    };
   }
 
   /** What the check stage needs of the model. */

@@ -19,7 +19,7 @@ import { PACKAGE_VERSION } from '../node/version.ts';
 import type { Engine } from './engine.ts';
 import { QueueError } from './local-queue.ts';
 import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
-import { errorSchema, generateRequestSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
+import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
 import { checkUpscale } from '../core/generation/img2img.ts';
 import { saveUpload, UPLOAD_MAX_BYTES, UPLOAD_TYPES } from './uploads.ts';
 
@@ -79,6 +79,7 @@ interface Route {
   body?: JsonSchema;
   /** A body that is not JSON: the content types taken (the route's own parser is registered), and a size limit. */
   rawBody?: { types: readonly string[]; limit: number };
+  /** `type`: the content type when not JSON; `schema` describes the body (for an event stream: each event's data). */
   responses: Record<string, { description: string; schema?: JsonSchema; type?: string }>;
   handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
 }
@@ -330,7 +331,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     },
     {
       method: 'GET', url: '/api/v1/jobs/:id/events', summary: 'Server-Sent Events of a job: state and progress; resumable with Last-Event-ID',
-      responses: { 200: { description: 'event stream (event: state | progress; data: JSON)', type: 'text/event-stream' }, 404: err('no such job') },
+      responses: { 200: { description: 'event stream (event: state | progress; data: JSON)', type: 'text/event-stream', schema: jobEventSchema }, 404: err('no such job') },
       handler: async (req, reply) => {
         const id = jobId(req);
         if (!(await o.queue.get(id))) return notFound(reply);
@@ -531,7 +532,7 @@ function openApiDocument(routes: Route[]): Record<string, unknown> {
       ...(r.rawBody ? { requestBody: { required: true, content: Object.fromEntries(r.rawBody.types.map((t) => [t, { schema: { type: 'string', format: 'binary' } }])) } } : {}),
       responses: Object.fromEntries(Object.entries(r.responses).map(([code, v]) => [code, {
         description: v.description,
-        ...(v.schema ? { content: { 'application/json': { schema: v.schema } } } : v.type ? { content: { [v.type]: {} } } : {}),
+        ...(v.schema || v.type ? { content: { [v.type ?? 'application/json']: v.schema ? { schema: v.schema } : {} } } : {}),
       }])),
     };
   }

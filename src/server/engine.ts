@@ -3,6 +3,7 @@
  * (library-engine.ts) wraps loadPipeline / generate / saveImage; tests use a fast deterministic fake behind the
  * same interface.
  */
+import type { DeviceActivity } from '../core/generation/progress.ts';
 import type { GenerateParams } from '../core/params.ts';
 import type { UpscaleParams } from '../node/pipeline.ts';
 
@@ -15,6 +16,8 @@ export interface EngineProgress {
   unitsTotal: number;
   tilesDone?: number;
   tilesTotal?: number;
+  /** What each of the engine's devices is doing (the library's GenerationProgress.devices), when it says. */
+  devices?: DeviceActivity[];
 }
 
 export interface EngineRunContext {

@@ -86,7 +86,7 @@ export function upscaleRequestSchema(): JsonSchema {
   return { type: 'object', additionalProperties: false, properties };
 }
 
-const progressSchema: JsonSchema = {
+export const progressSchema: JsonSchema = {
   type: 'object',
   properties: {
     phase: { type: 'string', enum: ['load', 'text', 'denoise', 'decode', 'save'] },
@@ -99,6 +99,20 @@ const progressSchema: JsonSchema = {
     tilesTotal: { type: 'integer' },
     etaSeconds: { type: 'number' },
     previewRevision: { type: 'integer' },
+    devices: {
+      type: 'array',
+      description: "what each device of the engine's device set is doing, in the order of the device list (absent before the model is loaded)",
+      items: {
+        type: 'object',
+        required: ['id', 'busy', 'calls'],
+        properties: {
+          id: { type: 'string', description: 'the device label: cpu#0, cpu#1, cuda:0, webgpu:0' },
+          busy: { type: 'boolean', description: 'running a model call now' },
+          calls: { type: 'integer', description: 'UNet calls it completed in this job' },
+          lost: { type: 'boolean', description: 'given up after a failure' },
+        },
+      },
+    },
   },
 };
 
@@ -117,6 +131,12 @@ export const jobSchema: JsonSchema = {
     output: { type: 'string', description: 'output file name (GET /api/v1/outputs/{name})' },
     error: { type: 'object', properties: { message: { type: 'string' }, kind: { type: 'string' }, parameter: { type: 'string' } } },
   },
+};
+
+/** The data of the events of GET /api/v1/jobs/{id}/events: `state` carries the job, `progress` its progress. */
+export const jobEventSchema: JsonSchema = {
+  description: 'Each event has an `id` (resume with Last-Event-ID), an `event` name and JSON `data`: for `event: state` the job (as GET /api/v1/jobs/{id}), for `event: progress` its progress (phase, stage, step, units, ETA, preview revision, devices).',
+  oneOf: [jobSchema, progressSchema],
 };
 
 export const moveRequestSchema: JsonSchema = {

@@ -10,6 +10,7 @@ import { buildMetadata } from '../../src/core/metadata.ts';
 import { resolveParams, type GenerateParams } from '../../src/core/params.ts';
 import { encodeImage, saveImage } from '../../src/node/image/write.ts';
 import { TOOL_VERSION } from '../../src/node/version.ts';
+import type { DeviceActivity } from '../../src/core/generation/progress.ts';
 import type { DeviceEntry, Engine, EngineRunContext, ModelEntry } from '../../src/server/engine.ts';
 import type { UpscaleParams } from '../../src/node/pipeline.ts';
 
@@ -19,6 +20,20 @@ export interface FakeEngineOptions {
   log?: string;
   /** Preview every n steps (default 2). */
   previewEvery?: number;
+  /**
+   * Device labels: progress then carries their activity as the library's does (each step runs on one device in
+   * turn: it shows busy when the step is handed over, then idle with its call counted).
+   */
+  devices?: string[];
+}
+
+/** The fake devices' activity after `done` steps, with the device of step `running` (1-based) busy, if any. */
+function activity(ids: readonly string[], done: number, running?: number): DeviceActivity[] {
+  return ids.map((id, i) => ({
+    id,
+    busy: running !== undefined && (running - 1) % ids.length === i,
+    calls: done > i ? Math.floor((done - 1 - i) / ids.length) + 1 : 0,
+  }));
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -75,9 +90,13 @@ export class FakeEngine implements Engine {
     ctx.onProgress({ phase: 'load', stage: 1, step: 0, totalSteps: total, unitsDone: 0, unitsTotal: total * 2 });
     await sleep(stepMs, ctx.signal);
     ctx.onProgress({ phase: 'text', stage: 1, step: 0, totalSteps: total, unitsDone: 0, unitsTotal: total * 2 });
+    const ids = this.o.devices;
+    const stageOf = (step: number) => (step <= total * 0.8 ? 1 : 2);
     for (let step = 1; step <= total; step++) {
+      // As the library does, the units handed to a device show it busy at once (repeating the last step's numbers).
+      if (ids) ctx.onProgress({ phase: 'denoise', stage: stageOf(Math.max(1, step - 1)), step: step - 1, totalSteps: total, unitsDone: (step - 1) * 2, unitsTotal: total * 2, devices: activity(ids, step - 1, step) });
       await sleep(stepMs, ctx.signal);
-      ctx.onProgress({ phase: 'denoise', stage: step <= total * 0.8 ? 1 : 2, step, totalSteps: total, unitsDone: step * 2, unitsTotal: total * 2 });
+      ctx.onProgress({ phase: 'denoise', stage: stageOf(step), step, totalSteps: total, unitsDone: step * 2, unitsTotal: total * 2, ...(ids ? { devices: activity(ids, step) } : {}) });
       if (step % every === 0) ctx.onPreview(await encodeImage(picture(p.seed, 16, 16, step * 16), 'png'));
     }
     await sleep(stepMs, ctx.signal);

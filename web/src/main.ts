@@ -28,6 +28,8 @@ interface Progress {
   tilesTotal?: number;
   etaSeconds?: number;
   previewRevision: number;
+  /** What each device of the engine is doing (GET /api/v1/openapi.json: progress.devices). */
+  devices?: { id: string; busy: boolean; calls: number; lost?: boolean }[];
 }
 
 interface Job {
@@ -473,8 +475,29 @@ function describeProgress(p: Progress | undefined): string {
   return parts.join(' · ');
 }
 
+/** One chip per device: its label, busy / idle / lost, and the UNet calls it has done in this job. */
+function showDevices(p: Progress | undefined): void {
+  const list = $('#progress-devices');
+  const devices = p?.devices ?? [];
+  list.hidden = devices.length === 0;
+  list.replaceChildren(...devices.map((d) => {
+    const li = document.createElement('li');
+    const state = d.lost ? 'lost' : d.busy ? 'busy' : 'idle';
+    li.className = `device ${state}`;
+    li.dataset['device'] = d.id;
+    li.dataset['state'] = state;
+    li.textContent = `${d.id} ${state}`;
+    const calls = document.createElement('span');
+    calls.className = 'calls';
+    calls.textContent = ` · ${d.calls} call${d.calls === 1 ? '' : 's'}`;
+    li.append(calls);
+    return li;
+  }));
+}
+
 function showProgress(id: string, p: Progress | undefined): void {
   $('#progress-text').textContent = describeProgress(p);
+  showDevices(p);
   const bar = $<HTMLProgressElement>('#progress-bar');
   bar.value = p && p.unitsTotal ? p.unitsDone / p.unitsTotal : 0;
   if (p && watching?.id === id && p.previewRevision > watching.revision) {

@@ -17,6 +17,24 @@ export interface GenerationProgress {
   /** VAE tiles decoded so far, during 'decode'. */
   tilesDone?: number;
   tilesTotal?: number;
+  /**
+   * What each device is doing, in the order of the device list (the Node pipeline; absent where there is one
+   * implicit device, as in the browser). During denoising an event comes both when a step's units are handed to
+   * the devices (they show busy) and when they are done.
+   */
+  devices?: DeviceActivity[];
+}
+
+/** What one device of a pipeline is doing at the time of a progress event. */
+export interface DeviceActivity {
+  /** The device's label, as errors and logs name it: cpu#0, cpu#1, cuda:0, webgpu:0. */
+  id: string;
+  /** Whether it is running a model call (UNet, text encoder or VAE) right now. */
+  busy: boolean;
+  /** UNet calls it completed in this run (a unit split into its two CFG halves counts as two). */
+  calls: number;
+  /** Given up after a failure (with retry on, the other devices took over its work). */
+  lost?: boolean;
 }
 
 /** What a caller of the Node or browser pipeline's generate may watch (each adds its own cancellation signal). */
