@@ -107,7 +107,7 @@ test('generate: progress advances, the preview changes, the image lands in the g
     new MutationObserver(() => seen.previews.push(preview.getAttribute('src') ?? '')).observe(preview, { attributes: true, attributeFilter: ['src'] });
     new MutationObserver(() => seen.texts.push(text.textContent ?? '')).observe(text, { childList: true, characterData: true, subtree: true });
     // What a person sees of the devices line: shown or not, and its text.
-    new MutationObserver(() => seen.devices.push(devices.checkVisibility() ? devices.innerText.replace(/\s+/g, ' ').trim() : '')).observe(devices, { childList: true, subtree: true, attributes: true });
+    new MutationObserver(() => seen.devices.push(devices.checkVisibility() ? devices.innerText.replace(/\\s+/g, ' ').trim() : '')).observe(devices, { childList: true, subtree: true, attributes: true });
   })()`);
   await page.fill('[name="prompt"]', 'a red circle on a blue background');
   await page.fill('[name="steps"]', '24');
