@@ -1,8 +1,8 @@
 /**
  * The fleet (asgd serve --queue + asgd worker) with the fake engine, on a redis-server of the test's own: no live
  * worker -> 409; a size no worker takes -> 409; idempotent submission; throttled progress in order over SSE with
- * previews from the shared folder; reordering (priorities); cancelling a running job (no retry) and a queued one;
- * a server restart with the queue and the history intact; the status view.
+ * previews from the shared folder and the worker's devices' activity; reordering (priorities); cancelling a
+ * running job (no retry) and a queued one; a server restart with the queue and the history intact; the status view.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -28,7 +28,7 @@ const modelDir = fakeModelDir('fake-64');
 const startFakeWorker = () => startWorker({
   queue: redis.url, prefix: PREFIX, outputsDir: outputs, modelDirs: [modelDir], maxPixels: { direct: 64 * 64 },
   timings: { progressIntervalMs: 40, heartbeatMs: 500 },
-  engine: { module: FAKE_ENGINE, exportName: 'FakeEngine', options: { stepMs: 10, log: engineLog } },
+  engine: { module: FAKE_ENGINE, exportName: 'FakeEngine', options: { stepMs: 10, log: engineLog, devices: ['cpu#0', 'cpu#1'] } },
   log: () => undefined,
 });
 const startServer = () => serve({ port: 0, host: '127.0.0.1', outputsDir: outputs, modelDirs: [], pipeline: {}, queue: redis.url, prefix: PREFIX });
@@ -109,6 +109,11 @@ test('progress reaches the SSE stream throttled and in order, with previews from
     assert.ok(q.previewRevision >= p.previewRevision);
   }
   assert.equal(progress.filter((p) => p.phase === 'denoise').at(-1)!.step, 30, 'the last step is flushed');
+  // The worker's devices' activity comes through: both named in every denoise event, busy in turn, calls counted.
+  const denoise = progress.filter((p) => p.phase === 'denoise');
+  for (const p of denoise) assert.deepEqual(p.devices?.map((d) => d.id), ['cpu#0', 'cpu#1'], JSON.stringify(p));
+  assert.ok(denoise.some((p) => p.devices!.some((d) => d.busy)), 'a device seen busy');
+  assert.deepEqual(denoise.at(-1)!.devices!.map((d) => [d.busy, d.calls]), [[false, 15], [false, 15]], 'after the last step: both idle, 15 calls each');
   assert.ok(progress.at(-1)!.previewRevision >= 2, 'previews were counted');
   const ids = events.map((e) => e.id!).filter((e) => e !== '0-0');
   assert.equal(new Set(ids).size, ids.length, 'event ids are unique');

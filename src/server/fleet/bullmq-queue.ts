@@ -5,6 +5,7 @@
  */
 import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
+import { DEFAULT_METHOD } from '../../core/options/registry.ts';
 import { randomSeed } from '../../core/params.ts';
 import { QueueError } from '../local-queue.ts';
 import type { JobEvent, JobQueue, JobRecord, JobSpec } from '../queue.ts';
@@ -97,7 +98,7 @@ export class BullJobQueue implements JobQueue {
     const settings = { ...spec.settings };
     if (settings['seed'] === undefined) settings['seed'] = randomSeed().toString();
     const size = spec.kind === 'generate' ? { width: settings['width'] as number | undefined, height: settings['height'] as number | undefined } : undefined;
-    const model = await this.o.engine.route(spec.model, String(settings['method'] ?? 'asg'), size);
+    const model = await this.o.engine.route(spec.model, String(settings['method'] ?? DEFAULT_METHOD), size);
     const full: JobSpec = { kind: spec.kind, model: model.name, settings };
     const id = jobIdFor(full, model.hash, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
     const name = queueNameFor(model.hash);

@@ -4,6 +4,7 @@
  * from here.
  */
 import type { Redis } from 'ioredis';
+import { DEFAULT_METHOD } from '../../core/options/registry.ts';
 import type { DeviceEntry } from '../engine.ts';
 import { fleetKeys } from './settings.ts';
 
@@ -59,6 +60,32 @@ export async function liveWorkers(redis: Redis, prefix: string): Promise<WorkerB
 export async function knownModels(redis: Redis, prefix: string): Promise<FleetModel[]> {
   const all = await redis.hgetall(fleetKeys(prefix).models);
   return Object.values(all).map((v) => JSON.parse(v) as FleetModel).sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * The method and size a generate job asks for, its defaults filled in (the registry's method, the model's native
+ * size): what the server's routing and a worker's own check compare with the workers' limits.
+ */
+export function jobDemand(settings: Record<string, unknown>, model: Pick<FleetModel, 'nativeWidth' | 'nativeHeight'>): { method: string; width: number; height: number } {
+  return {
+    method: typeof settings['method'] === 'string' ? settings['method'] : DEFAULT_METHOD,
+    width: typeof settings['width'] === 'number' ? settings['width'] : model.nativeWidth ?? 512,
+    height: typeof settings['height'] === 'number' ? settings['height'] : model.nativeHeight ?? 512,
+  };
+}
+
+/**
+ * Why this worker may not run a generate job of this size, or undefined when it may: the size, the limit and
+ * the fix, for a job that reached a worker whose `--max-pixels` is below it (routing let it in while a larger
+ * worker was alive).
+ */
+export function overLimit(settings: Record<string, unknown>, model: FleetModel, maxPixels: Record<string, number>, workerId: string): string | undefined {
+  const d = jobDemand(settings, model);
+  const max = maxPixels[d.method];
+  if (max === undefined || d.width * d.height <= max) return undefined;
+  return `Worker ${workerId} takes ${d.method} on ${model.name} up to ${max} pixels (--max-pixels), and this job asks for ${d.width}x${d.height} `
+    + `(${d.width * d.height} pixels): queue it at most ${max} pixels, or start a worker with --max-pixels ${d.method}=${d.width * d.height} or more `
+    + '(it reached this worker because a worker with a larger limit was live when it was queued)';
 }
 
 /** Can this worker run a job of `method` at `pixels` on the model `hash`? */

@@ -5,7 +5,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { DeviceEntry, Engine, ModelEntry } from '../engine.ts';
-import { canRun, knownModels, liveWorkers, type FleetModel, type WorkerBeat } from './directory.ts';
+import { canRun, jobDemand, knownModels, liveWorkers, type FleetModel, type WorkerBeat } from './directory.ts';
 import { QueueError } from '../local-queue.ts';
 
 export const REFRESH_MS = 1000;
@@ -70,8 +70,7 @@ export class FleetEngine implements Engine {
     if (!entry) {
       throw new QueueError(`No live worker serves model ${model}: expected one of ${[...new Set(served.map((m) => m.name))].join(', ')}`, 409);
     }
-    const width = size?.width ?? entry.nativeWidth ?? 512;
-    const height = size?.height ?? entry.nativeHeight ?? 512;
+    const { width, height } = jobDemand({ ...size }, entry);
     if (!live.some((w) => canRun(w, entry.hash, method, width * height))) {
       const limits = live.filter((w) => w.models.some((m) => m.hash === entry.hash)).map((w) => `${w.id}: ${w.maxPixels[method] ?? 'no limit'}`);
       throw new QueueError(`No live worker can run ${method} at ${width}x${height} (${width * height} pixels) on ${entry.name}: largest per worker ${limits.join(', ')}`, 409);

@@ -16,7 +16,7 @@ import type { PipelineOptions } from '../../node/pipeline.ts';
 import { outputNameFor, toGenerateParams } from '../app.ts';
 import type { EngineProgress } from '../engine.ts';
 import { bullConnection, redisOptions } from './connection.ts';
-import { removeBeat, writeBeat, type FleetModel, type WorkerBeat } from './directory.ts';
+import { overLimit, removeBeat, writeBeat, type FleetModel, type WorkerBeat } from './directory.ts';
 import { EngineProcess, type EngineRunError } from './engine-process.ts';
 import { failureReason, type FleetJobData, type FleetJobResult } from './job-data.ts';
 import { progressRelay } from './progress-relay.ts';
@@ -148,6 +148,13 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
     const jobId = job.id!;
     const cancelKey = `${keys.cancelChannel}:${jobId}`;
     if (await redis.exists(cancelKey)) throw new UnrecoverableError(CANCELLED_REASON);
+    // Routing checked the size against the workers live at submission; this worker's own limit is checked here
+    // (a larger worker may have left since). Too large here is too large on every retry here: not retried.
+    const tooLarge = job.data.spec.kind === 'generate' ? overLimit(job.data.spec.settings, model, o.maxPixels ?? {}, id) : undefined;
+    if (tooLarge) {
+      log(`asgd worker ${id}: job ${jobId}: refused: ${tooLarge}`);
+      throw new UnrecoverableError(failureReason({ message: tooLarge, kind: 'too-large', parameter: 'width' }));
+    }
     const release = await acquire();
     const controller = new AbortController();
     // BullMQ's own signal (Worker.cancelJob) means a cancel too.
