@@ -19,8 +19,8 @@ export interface GenerationProgress {
   tilesTotal?: number;
   /**
    * What each device is doing, in the order of the device list (the Node pipeline; absent where there is one
-   * implicit device, as in the browser). During denoising an event comes both when a step's units are handed to
-   * the devices (they show busy) and when they are done.
+   * implicit device, as in the browser). During denoising an event comes when a batch of units is done and, from
+   * the second batch on, also when one is handed to the devices (the last event's numbers, the devices busy).
    */
   devices?: DeviceActivity[];
 }
