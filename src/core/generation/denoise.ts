@@ -88,7 +88,8 @@ export function planDenoiseInput(plan: GenerationPlan, scheduler: Scheduler, mod
     onWarning: parts.onWarning,
     ...(parts.init ? { init: parts.init } : {}),
     onProgress: (e, unitsTotal, unitsDone) =>
-      parts.onProgress?.({ phase: 'denoise', stage: e.stage, step: e.step, totalSteps: parts.totalSteps, unitsDone, unitsTotal }),
+      // The method counts steps from 0; a progress event names the step it belongs to from 1 ("step 1/20").
+      parts.onProgress?.({ phase: 'denoise', stage: e.stage, step: e.step + 1, totalSteps: parts.totalSteps, unitsDone, unitsTotal }),
     previewEvery: parts.onPreviewLatent ? parts.previewEvery ?? 5 : 0,
     onPreviewLatent: parts.onPreviewLatent,
   };

@@ -8,7 +8,7 @@ export interface GenerationProgress {
   phase: GenerationPhase;
   /** 1 or 2 for the two-stage methods, 1 otherwise. */
   stage: number;
-  /** Steps completed (0..totalSteps). */
+  /** The step running or just run, from 1 (0 while the prompt is encoded; decode events carry totalSteps). */
   step: number;
   totalSteps: number;
   /** UNet evaluations completed and planned in total. */
