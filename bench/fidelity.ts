@@ -10,7 +10,7 @@
  *
  * Flags: --model DIR (default models/shapes-128), --prompts scenes|shapes (caption set, default scenes for a model
  * folder named scenes-*, else shapes), --seeds N (seeds 1..N, default 4), --seed-start K, --sizes 256,512 (pixel
- * sizes above the native one; '' for native images only), --methods direct,multidiffusion,cutdiffusion,asg,asg-sync, --steps N (20),
+ * sizes above the native one; '' for native images only), --methods direct,multidiffusion,cutdiffusion,asg,asg-sync (and the defaults sweep: asg-nomask, asg-split05, asg-eps, asg-constant), --steps N (20),
  * --threads N (1), --asg JSON (options of both asg rows), --options JSON (every row but direct), --tag NAME
  * (results folder, default the model folder's name), --report-only, --rescore (measure every recorded image
  * again from its saved PNG, and the native one, and rewrite records.jsonl: after a change of the analysis), --sheets (contact sheets: a row per method,
@@ -66,6 +66,11 @@ const VARIANTS: Variant[] = [
   { label: 'cutdiffusion', method: 'cutdiffusion', methodOptions: {} },
   { label: 'asg', method: 'asg', methodOptions: {} },
   { label: 'asg-sync', method: 'asg', methodOptions: { guidanceSync: true } },
+  // The defaults sweep: one asg setting changed at a time.
+  { label: 'asg-nomask', method: 'asg', methodOptions: { mask: false } },
+  { label: 'asg-split05', method: 'asg', methodOptions: { stageSplit: 0.5 } },
+  { label: 'asg-eps', method: 'asg', methodOptions: { structureSpace: 'eps' } },
+  { label: 'asg-constant', method: 'asg', methodOptions: { structureSchedule: 'constant' } },
 ];
 
 function jsonObject(flag: string, text: string | undefined): Record<string, unknown> {

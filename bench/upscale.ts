@@ -10,7 +10,7 @@
  * input, plain Lanczos resize, then each variant; a green strip under a cell when it holds the one object).
  *
  *   node --import tsx bench/upscale.ts [--images 24] [--scales 2,4] [--steps 20] [--strength s] [--variants a,b]
- *     [--threads N] [--model DIR]
+ *     [--threads N] [--model DIR] [--only substring,...]
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -47,6 +47,11 @@ const VARIANTS: Variant[] = [
   { label: 'asg-input-nomask', method: 'asg', structureSource: 'input', methodOptions: { mask: false } },
   { label: 'asg-polyphase', method: 'asg', structureSource: 'polyphase' },
   { label: 'asg-polyphase-nomask', method: 'asg', structureSource: 'polyphase', methodOptions: { mask: false } },
+  { label: 'asg-polyphase-constant', method: 'asg', structureSource: 'polyphase', methodOptions: { structureSchedule: 'constant' } },
+  // Until docs/upscale.md's run 4 the upscale default was this cosine schedule (runs 1-3 measured every asg variant with it).
+  { label: 'asg-polyphase-cosine', method: 'asg', structureSource: 'polyphase', methodOptions: { structureSchedule: 'cosine' } },
+  { label: 'asg-polyphase-gamma0.5', method: 'asg', structureSource: 'polyphase', methodOptions: { structureGamma: 0.5 } },
+  { label: 'asg-polyphase-split1', method: 'asg', structureSource: 'polyphase', methodOptions: { stageSplit: 1 } },
 ];
 
 /** Every object colour with every shape, each on a background of another colour. */
@@ -104,6 +109,7 @@ async function main(): Promise<void> {
     options: {
       images: { type: 'string' }, scales: { type: 'string' }, steps: { type: 'string' }, strength: { type: 'string' },
       variants: { type: 'string' }, threads: { type: 'string' }, model: { type: 'string' }, tag: { type: 'string' },
+      only: { type: 'string' },
     },
   });
   const images = Number(values.images ?? 24);
@@ -128,7 +134,9 @@ async function main(): Promise<void> {
     const a = analyseImage(r.image.data, r.image.width, r.image.height, { colour: s.colour, shape: s.shape, nativeSize: native });
     inputs.push({ ...j, image: r.image, ok: a.correct, mask: objectMask(r.image, s.colour, native) });
   }
-  const usable = inputs.filter((i) => i.ok);
+  // --only a,b: keep the inputs whose prompt contains one of these (a quick screen of variants on hard inputs).
+  const only = values.only?.split(',');
+  const usable = inputs.filter((i) => i.ok && (!only || only.some((o) => i.prompt.includes(o))));
   process.stderr.write(`${usable.length}/${inputs.length} native inputs hold one object of the asked shape (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
 
   const records: Record<string, unknown>[] = [];

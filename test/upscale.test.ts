@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { AsgdError } from '../src/core/errors.ts';
-import { checkUpscale, noiseTo, polyphaseTargets, schedulerFrom, startStep } from '../src/core/generation/img2img.ts';
+import { checkUpscale, noiseTo, polyphaseTargets, schedulerFrom, startStep, upscaleMethodOptions } from '../src/core/generation/img2img.ts';
 import { createMethod } from '../src/core/methods/index.ts';
 import { extractPatches } from '../src/core/methods/polyphase.ts';
 import type { UnetUnit } from '../src/core/methods/types.ts';
@@ -167,6 +167,19 @@ test('upscale is deterministic and its metadata records the source and settings;
   assert.notDeepEqual(byPolyphase.image.data, fromInput.image.data);
   const direct = await pipe.upscale({ ...quick, image: sourceFile, scale: 2, strength: 0.5, method: 'direct' });
   assert.equal(direct.unetEvaluations, 2);
+  // asg's structure guidance is held at full weight when upscaling unless asked otherwise; recorded either way.
+  assert.equal(byPolyphase.metadata.methodOptions?.structureSchedule, 'constant');
+  const cosine = await pipe.upscale({ ...x4, methodOptions: { structureSchedule: 'cosine' } });
+  assert.equal(cosine.metadata.methodOptions?.structureSchedule, 'cosine');
+  assert.notDeepEqual(cosine.image.data, byPolyphase.image.data);
+});
+
+test('upscale method options: the registry\'s upscale defaults fill what the caller left out, for the methods that read them', () => {
+  assert.deepEqual(upscaleMethodOptions(undefined, undefined), { structureSchedule: 'constant' });
+  assert.deepEqual(upscaleMethodOptions('asg', { mask: false }), { mask: false, structureSchedule: 'constant' });
+  assert.deepEqual(upscaleMethodOptions('asg', { structureSchedule: 'cosine' }), { structureSchedule: 'cosine' });
+  assert.equal(upscaleMethodOptions('cutdiffusion', undefined), undefined);
+  assert.deepEqual(upscaleMethodOptions('direct', { stageSplit: 0.5 }), { stageSplit: 0.5 });
 });
 
 test('prompt from the input: this project\'s JSON or another tool\'s parameters; none: empty with a note; alpha kept', async () => {

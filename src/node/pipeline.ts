@@ -8,7 +8,7 @@ import path from 'node:path';
 import { AsgdError, throwIfAborted } from '../core/errors.ts';
 import { cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
-import { checkUpscale, img2imgScheduler, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
+import { checkUpscale, img2imgScheduler, upscaleMethodOptions, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
 import type { UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, ResolvedParams } from '../core/params.ts';
@@ -313,7 +313,8 @@ export class Pipeline implements AsyncDisposable {
       });
     }
     const chosen = img2imgScheduler(rest.scheduler, String(this.spec.schedulerConfig._class_name ?? ''));
-    const plan = checkGeneration({ ...rest, scheduler: chosen.scheduler, prompt: prompt ?? '', negativePrompt, width: up.workWidth, height: up.workHeight }, this.facts(), this.tokenizer);
+    const methodOptions = upscaleMethodOptions(rest.method, rest.methodOptions);
+    const plan = checkGeneration({ ...rest, methodOptions, scheduler: chosen.scheduler, prompt: prompt ?? '', negativePrompt, width: up.workWidth, height: up.workHeight }, this.facts(), this.tokenizer);
     const p = plan.params;
     up.notes.forEach(warn);
     if (chosen.warning) warn(chosen.warning);

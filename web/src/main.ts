@@ -277,6 +277,9 @@ function readForm(): { body: Record<string, unknown>; errors: Record<string, str
         if (schema.required?.includes(name)) errors[name] = 'Required';
         continue;
       }
+      // A choice left at its default is not sent: the server applies the default that fits the job (an upscale's
+      // can differ from a generation's, e.g. methodOptions.structureSchedule).
+      if (el instanceof HTMLSelectElement && s.default !== undefined && raw === String(s.default) && name !== 'model') continue;
       if (t === 'integer' || t === 'number') {
         const n = Number(raw);
         if (!Number.isFinite(n)) errors[name] = 'Not a number';

@@ -9,7 +9,8 @@
  * would draw for the same seed and size.
  */
 import { AsgdError, invalidArgument } from '../errors.ts';
-import { MAX_SIZE, MIN_SIZE, UPSCALE_OPTIONS, optionSpec, type StructureSource } from '../options/registry.ts';
+import { DEFAULT_METHOD, MAX_SIZE, METHOD_OPTIONS, MIN_SIZE, UPSCALE_OPTIONS, optionSpec, type StructureSource } from '../options/registry.ts';
+import type { MethodOptions } from '../methods/options.ts';
 import { checkOption } from '../options/spec.ts';
 import type { PatchGeometry } from '../methods/geometry.ts';
 import { extractPatches, padLatent } from '../methods/polyphase.ts';
@@ -27,6 +28,21 @@ export const DEFAULT_STRENGTH = spec('strength').default as number;
 export const DEFAULT_STRUCTURE_SOURCE = spec('structureSource').default as StructureSource;
 export const DEFAULT_MAX_PIXELS = spec('maxPixels').default as number;
 export const DEFAULT_SCALE = spec('scale').default as number;
+
+/**
+ * The method options an upscale runs with: the given ones, plus the upscale default (OptionSpec.upscaleDefault) of
+ * every option the method reads that the caller left out. (asg's structure guidance follows the input itself when
+ * upscaling, a target that does not drift, so it is held at full weight: measured in docs/upscale.md.)
+ */
+export function upscaleMethodOptions(method: string | undefined, given: Partial<MethodOptions> | undefined): Partial<MethodOptions> | undefined {
+  const m = method ?? DEFAULT_METHOD;
+  let out = given;
+  for (const s of METHOD_OPTIONS as readonly { key: string; methods?: readonly string[]; upscaleDefault?: unknown }[]) {
+    if (s.upscaleDefault === undefined || (s.methods && !s.methods.includes(m)) || (given && s.key in given)) continue;
+    out = { ...out, [s.key]: s.upscaleDefault };
+  }
+  return out;
+}
 
 /** What an upscale asks for: a scale or an output size (not both), and how far to re-noise. */
 export interface UpscaleSettings {

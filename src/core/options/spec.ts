@@ -18,6 +18,8 @@ export interface OptionSpec {
   /** The default; undefined when there is none or it depends on the model (then `defaultText` says which). */
   default?: unknown;
   defaultText?: string;
+  /** Method options only: the default when upscaling an image, where it differs (measured: docs/upscale.md). */
+  upscaleDefault?: unknown;
   min?: number;
   max?: number;
   /** min is exclusive (value > min). */
