@@ -22,6 +22,25 @@ export type TileStatsMode = 'exact' | 'estimate' | 'off';
 
 export const TILE_STATS_MODES: readonly TileStatsMode[] = ['exact', 'estimate', 'off'];
 
+/**
+ * Where the decoder's self-attention runs when tiling: 'global' computes the decoder up to just after its attention
+ * (the head) once on the whole latent and tiles the rest (the tail); 'tile' runs the whole decoder per tile, so the
+ * attention sees only its tile.
+ */
+export type VaeAttentionMode = 'global' | 'tile';
+
+export const VAE_ATTENTION_MODES: readonly VaeAttentionMode[] = ['global', 'tile'];
+
+/** The decoder split after its attention (src/graph/vae-attention-split.ts), for attention 'global'. */
+export interface GlobalAttentionBackend {
+  /** The head on the whole latent [C, h, w]: the tensor after the attention, [C', h, w] on the latent's grid. */
+  runHead(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage & { channels: number; chunks?: number }>;
+  /** The tail (input: the head's output), run over tiles exactly as the decoder is, statistics included. */
+  tail: TiledVaeBackend;
+  /** Why the head cannot run on an h x w latent (e.g. unchunkable attention scores over the memory budget). */
+  check?(height: number, width: number): string | undefined;
+}
+
 export interface DecodedImage {
   data: Float32Array;
   height: number;
@@ -47,6 +66,8 @@ export interface TiledVaeBackend {
   runPrefix?(
     layer: number, input: Float32Array, channels: number, height: number, width: number, affine: Float32Array, region: readonly [number, number, number, number],
   ): Promise<{ stats: Float32Array }>;
+  /** The decoder split after its attention, or why it cannot be (attention 'global'; absent: not offered). */
+  attention?: GlobalAttentionBackend | { reason: string };
 }
 
 export interface TiledDecodeOptions {
@@ -65,6 +86,8 @@ export interface TiledDecodeOptions {
   estimateMaxSize?: number;
   /** 'exact' stops when statsChange falls below this (default 1e-3). */
   tolerance?: number;
+  /** Where the decoder's attention runs (default 'tile'; the pipeline's default is the options registry's). */
+  attention?: VaeAttentionMode;
   onTile?: (done: number, total: number) => void;
   onWarning?: (message: string) => void;
 }
@@ -77,6 +100,10 @@ export interface TiledDecodeResult extends DecodedImage {
   /** statsChange of the last pass of 'exact' (how far from converged the image's statistics are). */
   lastChange?: number;
   tiles: number;
+  /** Where the attention ran ('tile' after a fallback); set by decodeTiled. */
+  attention?: VaeAttentionMode;
+  /** Query chunks the head's attention ran in (global attention). */
+  headChunks?: number;
 }
 
 /** Copies the [C, th, tw] window at (y0, x0) out of a [C, h, w] tensor. */
@@ -103,10 +130,24 @@ export function estimateSize(h: number, w: number, tileSize: number): { height: 
  * Tiled decoding of a latent [C, h, w] (tiles and overlap in latent pixels). The result is the image [3, 8h, 8w]
  * (the factor is read from the decoder's output).
  */
-export function decodeTiled(
+export async function decodeTiled(
   latent: Float32Array, channels: number, h: number, w: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
 ): Promise<TiledDecodeResult> {
-  return runTiled(latent, channels, h, w, 1, backend, opts);
+  if ((opts.attention ?? 'tile') === 'global') {
+    const split = backend.attention;
+    let why = !split ? 'the backend does not split the decoder at its attention' : 'reason' in split ? split.reason : split.check?.(h, w);
+    if (split && !('reason' in split) && why === undefined) {
+      // A copy: backends may transfer (detach) the buffers they are given.
+      const head = await split.runHead(latent.slice(), channels, h, w);
+      if (head.height === h && head.width === w) {
+        const r = await runTiled(head.data, head.channels, h, w, 1, split.tail, opts);
+        return { ...r, attention: 'global', headChunks: head.chunks };
+      }
+      why = `the tensor after its attention is ${head.width}x${head.height}, not on the latent's ${w}x${h} grid`;
+    }
+    opts.onWarning?.(`Tiled VAE decoding falls back to per-tile attention (each tile's attention sees only the tile): ${why}`);
+  }
+  return { ...(await runTiled(latent, channels, h, w, 1, backend, opts)), attention: 'tile' };
 }
 
 /**
