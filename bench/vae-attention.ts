@@ -1,16 +1,17 @@
 /**
- * `npm run bench:vae-attention`: what the decoder's self-attention block costs tiled decoding. A tile's attention
- * sees only the tile, so even with the whole image's GroupNorm statistics a tiled decode differs from the untiled
- * one. Measured on a random-weight decoder with SD 1.x/2.x's VAE structure and widths (up blocks of 512/512/256/128
- * channels, 3 resnets each, GroupNorm 32, the mid-block attention; about 49 M parameters), with and without its
- * attention block (same weights otherwise), tiled against untiled:
- *   - per-tile statistics (off),
- *   - the untiled decode's own statistics given to every tile (oracle: what exact statistics converge to, so the
- *     difference left is the attention's and the tile borders'),
- *   - exact statistics (layer by layer through the prefix graphs), as the pipeline runs by default.
+ * `npm run bench:vae-attention`: what the decoder's self-attention block costs tiled decoding, and what computing it
+ * once for the whole latent (attention 'global': the decoder split after its attention, src/graph/vae-attention-split.ts)
+ * recovers. Measured on a random-weight decoder with SD 1.x/2.x's VAE structure and widths (up blocks of
+ * 512/512/256/128 channels, 3 resnets each, GroupNorm 32, the mid-block attention; about 49 M parameters), with and
+ * without its attention block (same weights otherwise), tiled against untiled:
+ *   - attention 'tile' (each tile's attention sees the tile) or 'global' (the head once on the whole latent, the tail
+ *     tiled);
+ *   - statistics: per tile (off), the untiled decode's own statistics given to every tile (oracle: what exact
+ *     statistics converge to), exact (layer by layer through the prefix graphs), as the pipeline runs by default.
+ * Then the head's attention run in query chunks (a tiny chunk budget) against the unchunked head graph.
  *
- *   npm run bench:vae-attention -- [--size 256] [--tile 16] [--overlap 8]
- * Writes bench/results/vae-attention.json.
+ *   npm run bench:vae-attention -- [--size 256] [--tile 16] [--overlap 8] [--threads 1] [--quick]
+ * (--quick: only the default modes, tile/exact and global/exact, with attention.) Writes bench/results/vae-attention.json.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -21,7 +22,7 @@ import { ModelProtoSchema } from 'onnx-buf';
 import { chwToRgb8 } from '../src/core/image.ts';
 import { decodeTiled, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
 import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
-import { localBackend } from '../src/node/vae-local.ts';
+import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
 import { levelDiff, seamMeasure } from './vae-tiling.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -30,7 +31,10 @@ const arg = (k: string, d: number) => (args.includes(k) ? Number(args[args.index
 const size = arg('--size', 256);
 const tile = arg('--tile', 16);
 const overlap = arg('--overlap', 8);
+const threads = arg('--threads', 1);
+const quick = args.includes('--quick');
 const h = size / 8;
+const session = { provider: 'cpu' as const, threads };
 
 const latent = new Float32Array(4 * h * h);
 for (let c = 0; c < 4; c++) {
@@ -39,40 +43,80 @@ for (let c = 0; c < 4; c++) {
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-sd-vae-'));
 const rows: Record<string, unknown>[] = [];
+let chunkCheck: Record<string, unknown> | undefined;
 try {
-  for (const midAttention of [true, false]) {
+  for (const midAttention of quick ? [true] : [true, false]) {
     const file = path.join(dir, `decoder-${midAttention ? 'attn' : 'noattn'}.onnx`);
     fs.writeFileSync(file, toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float32', form: 'instance-norm', ...SD_VAE_DECODER, midAttention })));
-    const be = await localBackend(file, 'vae_decoder');
+    const be = await localAttentionBackend(file, session);
     try {
       let t0 = performance.now();
       const full = await be.run(latent.slice(), 4, h, h);
       const untiledMs = performance.now() - t0;
       const fullImg = chwToRgb8(full.data, full.height, full.width);
-      const cases: [string, Partial<TiledDecodeOptions>][] = [
-        ['off', { stats: 'off' }],
-        ['oracle (untiled statistics)', { stats: 'estimate', estimateMaxSize: h }],
-        ['exact', { stats: 'exact' }],
-      ];
-      for (const [label, o] of cases) {
+      const cases: [string, string, Partial<TiledDecodeOptions>][] = midAttention
+        ? [
+            ...(quick ? [] : [['tile', 'off', { stats: 'off' }] as [string, string, Partial<TiledDecodeOptions>]]),
+            ['tile', 'exact', { stats: 'exact' }],
+            ...(quick ? [] : ([['global', 'off', { stats: 'off' }], ['global', 'oracle (untiled statistics)', { stats: 'estimate', estimateMaxSize: h }]] as [string, string, Partial<TiledDecodeOptions>][])),
+            ['global', 'exact', { stats: 'exact' }],
+          ]
+        : [['tile', 'exact', { stats: 'exact' }]];
+      for (const [attention, label, o] of cases) {
+        const warnings: string[] = [];
         t0 = performance.now();
-        const r = await decodeTiled(latent, 4, h, h, be, { tileSize: tile, overlap, stats: 'off', ...o });
+        const r = await decodeTiled(latent, 4, h, h, be, { tileSize: tile, overlap, stats: 'off', attention: attention as 'global' | 'tile', onWarning: (m) => warnings.push(m), ...o });
         const ms = performance.now() - t0;
         const img = chwToRgb8(r.data, r.height, r.width);
         const d = levelDiff(img, fullImg);
-        const row = { midAttention, statistics: label, passes: r.passes, maxDiff: d.max, meanDiff: Number(d.mean.toFixed(3)), seam: Number(seamMeasure(img, fullImg, h, h, tile, overlap).toFixed(4)), ms: Math.round(ms), untiledMs: Math.round(untiledMs) };
+        const row = {
+          midAttention, attention, ran: r.attention, statistics: label, passes: r.passes, maxDiff: d.max, meanDiff: Number(d.mean.toFixed(3)),
+          seam: Number(seamMeasure(img, fullImg, h, h, tile, overlap).toFixed(4)), ms: Math.round(ms), untiledMs: Math.round(untiledMs), warnings,
+        };
         rows.push(row);
         console.log(JSON.stringify(row));
       }
     } finally {
       await be.close();
     }
+    if (midAttention) {
+      // The head's attention in query chunks against the unchunked head graph.
+      const budget = 64 * 1024;
+      const chunked = await localAttentionBackend(file, session, { chunkBytes: budget });
+      const whole = await localAttentionBackend(file, session, { unchunked: true });
+      try {
+        const run = async (b: typeof chunked) => {
+          if (!b.attention || 'reason' in b.attention) throw new Error('no attention split');
+          const t = performance.now();
+          const r = await b.attention.runHead(latent.slice(), 4, h, h);
+          return { ...r, ms: performance.now() - t };
+        };
+        const a = await run(chunked);
+        const b = await run(whole);
+        let maxAbs = 0;
+        let maxRef = 0;
+        for (let i = 0; i < a.data.length; i++) {
+          maxAbs = Math.max(maxAbs, Math.abs(a.data[i]! - b.data[i]!));
+          maxRef = Math.max(maxRef, Math.abs(b.data[i]!));
+        }
+        chunkCheck = { budgetBytes: budget, chunks: a.chunks, maxAbsDiff: maxAbs, maxAbs: maxRef, chunkedMs: Math.round(a.ms), unchunkedMs: Math.round(b.ms), shape: [a.channels, a.height, a.width] };
+        console.log(JSON.stringify(chunkCheck));
+      } finally {
+        await chunked.close();
+        await whole.close();
+      }
+    }
   }
 } finally {
   fs.rmSync(dir, { recursive: true, force: true });
 }
-console.log(`\nSD-width random-weight VAE decoder, ${size} px, tiles of ${tile} latent px, overlap ${overlap}\n`);
-console.log('| mid attention | statistics | passes | max diff | mean diff | seam | time (ms) |\n|---|---|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.midAttention ? 'yes' : 'no'} | ${r.statistics} | ${r.passes} | ${r.maxDiff} | ${r.meanDiff} | ${((r.seam as number) * 100).toFixed(1)} % | ${r.ms} |`);
+console.log(`\nSD-width random-weight VAE decoder, ${size} px, tiles of ${tile} latent px, overlap ${overlap}, ${threads} thread(s)\n`);
+console.log('| mid attention | attention | statistics | passes | max diff | mean diff | seam | time (ms) |\n|---|---|---|---|---|---|---|---|');
+for (const r of rows) {
+  console.log(`| ${r.midAttention ? 'yes' : 'no'} | ${r.attention}${r.ran !== r.attention ? ` (ran ${r.ran})` : ''} | ${r.statistics} | ${r.passes} | ${r.maxDiff} | ${r.meanDiff} | ${((r.seam as number) * 100).toFixed(1)} % | ${r.ms} |`);
+}
+if (chunkCheck) {
+  console.log(`\nHead in ${chunkCheck.chunks} query chunks (scores budget ${chunkCheck.budgetBytes} bytes) vs the unchunked head: max abs diff ${chunkCheck.maxAbsDiff} (values up to ${(chunkCheck.maxAbs as number).toFixed(2)}); ${chunkCheck.chunkedMs} ms vs ${chunkCheck.unchunkedMs} ms`);
+}
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
-fs.writeFileSync(path.join(ROOT, 'bench/results/vae-attention.json'), JSON.stringify({ size, tile, overlap, rows }, null, 2));
+fs.writeFileSync(path.join(ROOT, 'bench/results/vae-attention.json'), JSON.stringify({ size, tile, overlap, threads, rows, chunkCheck }, null, 2));

@@ -31,6 +31,7 @@ import {
   type NodeProto,
   type TensorProto,
 } from 'onnx-buf';
+import { NO_ATTENTION_REASON } from '../core/vae/attention-chunks.ts';
 import { FUSED_ATTENTION_OPS, defaultOpset, indexGraph, scoresMatMul, softmaxAxisProblem } from './attention-probe.ts';
 
 /** Where a decoder is cut after its attention, or why it cannot be. */
@@ -88,7 +89,7 @@ export function findAttentionCut(model: ModelProto): AttentionCut | Reason {
   const graph = model.graph;
   if (!graph || graph.node.length === 0) return { reason: 'the graph is empty' };
   const attn = attentionNodes(graph);
-  if (attn.length === 0) return { reason: 'the decoder has no self-attention (no Softmax or attention operator)' };
+  if (attn.length === 0) return { reason: NO_ATTENTION_REASON };
   const last = attn[attn.length - 1]!;
   const at = graph.node.indexOf(last);
   const constant = constantTensors(graph);

@@ -82,8 +82,13 @@ export async function decodeLatentImage(args: {
     return chwToRgb8(r.data, r.height, r.width);
   }
   const graphs: VaeGraphs = opts.stats === 'off' ? { reason: 'statistics off' } : await vaeGraphsFor(args.decoderPath);
-  const result = await decodeTiled(scaled, c, h, w, workerBackend(args.request, graphs), {
-    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, onTile: args.onTile, onWarning: args.onWarning,
+  const backend = workerBackend(args.request, graphs);
+  if (opts.attention === 'global') {
+    const split = await import('./vae-decode-attention.ts');
+    backend.attention = split.workerAttention(args.request, await split.vaeAttentionGraphsFor(args.decoderPath), opts.stats);
+  }
+  const result = await decodeTiled(scaled, c, h, w, backend, {
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, attention: opts.attention, onTile: args.onTile, onWarning: args.onWarning,
   });
   return { ...chwToRgb8(result.data, result.height, result.width), tiled: result };
 }

@@ -6,6 +6,12 @@
  * Portable: no Node APIs.
  */
 
+/**
+ * Why a decoder without attention is not split: nothing is gained, so tiled decoding runs it whole per tile without
+ * a warning (as a decoder without norm layers tiles plainly).
+ */
+export const NO_ATTENTION_REASON = 'the decoder has no self-attention (no Softmax or attention operator)';
+
 /** Default bound on one chunk's attention scores (float32): 256 MiB. */
 export const DEFAULT_ATTENTION_CHUNK_BYTES = 256 * 2 ** 20;
 

@@ -15,6 +15,7 @@
  *   `tolerance`) or after `maxPasses`; the image of the last pass is the result.
  * - 'off': tiles normalise with their own statistics (the old behaviour; colours shift between tiles).
  */
+import { NO_ATTENTION_REASON } from './attention-chunks.ts';
 import { axisWeights, blendTile, planAxis, validateTileOptions, type AxisTile } from './tiling.ts';
 import { StatsAccumulator, downscaleArea, ownedSpans, packAffine, statsChange, unpackStats, type NormLayer, type NormStats } from './norm-stats.ts';
 
@@ -145,7 +146,8 @@ export async function decodeTiled(
       }
       why = `the tensor after its attention is ${head.width}x${head.height}, not on the latent's ${w}x${h} grid`;
     }
-    opts.onWarning?.(`Tiled VAE decoding falls back to per-tile attention (each tile's attention sees only the tile): ${why}`);
+    // A decoder without attention has nothing to compute globally: it tiles whole, silently.
+    if (why !== NO_ATTENTION_REASON) opts.onWarning?.(`Tiled VAE decoding falls back to per-tile attention (each tile's attention sees only the tile): ${why}`);
   }
   return { ...(await runTiled(latent, channels, h, w, 1, backend, opts)), attention: 'tile' };
 }
