@@ -88,7 +88,7 @@ try {
         const run = async (b: typeof chunked) => {
           if (!b.attention || 'reason' in b.attention) throw new Error('no attention split');
           const t = performance.now();
-          const r = await b.attention.runHead(latent.slice(), 4, h, h);
+          const r = await b.attention.runGlobal(latent.slice(), 4, h, h);
           return { ...r, ms: performance.now() - t };
         };
         const a = await run(chunked);

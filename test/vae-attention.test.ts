@@ -125,8 +125,8 @@ test('the attention core in query chunks equals the unchunked head', async () =>
   const whole = await localAttentionBackend(file, SESSION, { unchunked: true });
   try {
     const latent = latentOf(24, 20);
-    const a = chunked.attention && !('reason' in chunked.attention) ? await chunked.attention.runHead(latent.slice(), 4, 24, 20) : undefined;
-    const b = whole.attention && !('reason' in whole.attention) ? await whole.attention.runHead(latent.slice(), 4, 24, 20) : undefined;
+    const a = chunked.attention && !('reason' in chunked.attention) ? await chunked.attention.runGlobal(latent.slice(), 4, 24, 20) : undefined;
+    const b = whole.attention && !('reason' in whole.attention) ? await whole.attention.runGlobal(latent.slice(), 4, 24, 20) : undefined;
     assert.ok(a && b);
     // 480 tokens, 16 KiB of scores per chunk: 8 rows per chunk.
     assert.equal(a.chunks, 60);

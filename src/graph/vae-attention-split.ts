@@ -84,14 +84,21 @@ function attentionNodes(graph: GraphProto): NodeProto[] {
   return graph.node.filter((n) => (n.opType === 'Softmax' && isDefaultDomain(n)) || FUSED_ATTENTION_OPS.has(n.opType));
 }
 
-/** Finds the single-tensor cut after the decoder's last attention. */
-export function findAttentionCut(model: ModelProto): AttentionCut | Reason {
+/** A decoder is cut after its last attention, an encoder before its first. */
+export type VaeHalf = 'decoder' | 'encoder';
+
+/**
+ * Finds the single-tensor cut: for a decoder, the first point after its last attention where one non-constant tensor
+ * is live (the part before runs once on the whole latent, the part after in tiles); for an encoder, the last point
+ * before its first attention (the part before runs in tiles, the part after once on the whole latent grid).
+ */
+export function findAttentionCut(model: ModelProto, half: VaeHalf = 'decoder'): AttentionCut | Reason {
   const graph = model.graph;
   if (!graph || graph.node.length === 0) return { reason: 'the graph is empty' };
   const attn = attentionNodes(graph);
   if (attn.length === 0) return { reason: NO_ATTENTION_REASON };
-  const last = attn[attn.length - 1]!;
-  const at = graph.node.indexOf(last);
+  const anchor = half === 'decoder' ? attn[attn.length - 1]! : attn[0]!;
+  const at = graph.node.indexOf(anchor);
   const constant = constantTensors(graph);
   const outputs = new Set(graph.output.map((o) => o.name));
   // Liveness of every non-constant tensor: produced at p (graph inputs: -1), last read at u (outputs: infinity).
@@ -107,34 +114,53 @@ export function findAttentionCut(model: ModelProto): AttentionCut | Reason {
     for (const a of n.attribute) for (const sub of [a.g, ...a.graphs]) if (sub) for (const sn of sub.node) for (const i of sn.input) if (produced.has(i)) lastUse.set(i, j);
   });
   for (const o of outputs) lastUse.set(o, Infinity);
-  // live(i) = #{t : produced(t) <= i < lastUse(t)}, swept over the nodes.
+  // live[i] = #{t : produced(t) <= i < lastUse(t)}, swept over the nodes.
   const n = graph.node.length;
   const add = new Int32Array(n);
   const drop = new Int32Array(n);
-  let live = 0;
+  let count = 0;
   for (const [t, p] of produced) {
     const u = lastUse.get(t);
     if (u === undefined) continue; // never read
-    if (p < 0) live++;
+    if (p < 0) count++;
     else add[p]! += 1;
     if (u !== Infinity) drop[u]! += 1;
   }
-  for (let i = 0; i < n; i++) {
-    live += add[i]! - drop[i]!;
-    if (i < at || live !== 1) continue;
+  const live = new Int32Array(n);
+  for (let i = 0; i < n; i++) live[i] = count += add[i]! - drop[i]!;
+  const single = (i: number) => {
+    if (live[i] !== 1) return undefined;
     const crossing = [...produced].filter(([t, p]) => p <= i && (lastUse.get(t) ?? -1) > i).map(([t]) => t);
-    if (crossing.length !== 1) continue;
-    const cut = crossing[0]!;
-    if (outputs.has(cut)) return { reason: `nothing follows the attention ${nodeLabel(last)} but the graph's output` };
-    for (let j = 0; j <= i; j++) {
+    return crossing.length === 1 && !outputs.has(crossing[0]!) ? crossing[0]! : undefined;
+  };
+  const label = nodeLabel(anchor);
+  if (half === 'decoder') {
+    for (let i = at; i < n; i++) {
+      const cut = single(i);
+      if (cut === undefined) continue;
+      for (let j = 0; j <= i; j++) {
+        const node = graph.node[j]!;
+        if (RESAMPLING_OPS.has(node.opType) || (node.opType === 'Conv' && stridedConv(node))) {
+          return { reason: `its attention ${label} is not at latent resolution (${nodeLabel(node)}, a ${node.opType}, comes before it)` };
+        }
+      }
+      return { cut, index: i, attention: label };
+    }
+    return { reason: `no single tensor carries everything after the attention ${label} to the rest of the decoder` };
+  }
+  if (graph.output.length !== 1) return { reason: `the encoder has ${graph.output.length} outputs` };
+  for (let i = at - 1; i >= 0; i--) {
+    const cut = single(i);
+    if (cut === undefined) continue;
+    for (let j = i + 1; j < n; j++) {
       const node = graph.node[j]!;
       if (RESAMPLING_OPS.has(node.opType) || (node.opType === 'Conv' && stridedConv(node))) {
-        return { reason: `its attention ${nodeLabel(last)} is not at latent resolution (${nodeLabel(node)}, a ${node.opType}, comes before it)` };
+        return { reason: `its attention ${label} is not at latent resolution (${nodeLabel(node)}, a ${node.opType}, comes after it)` };
       }
     }
-    return { cut, index: i, attention: nodeLabel(last) };
+    return { cut, index: i, attention: label };
   }
-  return { reason: `no single tensor carries everything after the attention ${nodeLabel(last)} to the rest of the decoder` };
+  return { reason: `no single tensor carries everything before the attention ${label} into it` };
 }
 
 function stridedConv(node: NodeProto): boolean {
@@ -246,30 +272,56 @@ function extract(model: ModelProto, nodes: ReadonlySet<NodeProto>, inputs: reado
   return undefined;
 }
 
-function prepareCut(model: ModelProto): AttentionCut | Reason {
+function prepareCut(model: ModelProto, half: VaeHalf): AttentionCut | Reason {
   if (!model.graph) return { reason: 'the model has no graph' };
   if (defaultOpset(model) < 11) return { reason: `it uses ONNX opset ${defaultOpset(model)}; the surgery needs opset 11 or later` };
-  return findAttentionCut(model);
+  return findAttentionCut(model, half);
 }
 
-/** The head: the decoder up to the cut, whose only output is the cut tensor. Mutates `model`. */
+/** The nodes, inputs and output of the part of `half` that runs on the whole latent. */
+function globalRange(graph: GraphProto, cut: AttentionCut, half: VaeHalf): { nodes: NodeProto[]; inputs: string[]; output: string } {
+  return half === 'decoder'
+    ? { nodes: graph.node.slice(0, cut.index + 1), inputs: dataInputNames(graph), output: cut.cut }
+    : { nodes: graph.node.slice(cut.index + 1), inputs: [cut.cut], output: graph.output[0]!.name };
+}
+
+/** The nodes, inputs and outputs of the part of `half` that runs over tiles. */
+function tiledRange(graph: GraphProto, cut: AttentionCut, half: VaeHalf): { nodes: NodeProto[]; inputs: string[]; outputs: string[] } {
+  return half === 'decoder'
+    ? { nodes: graph.node.slice(cut.index + 1), inputs: [cut.cut], outputs: graph.output.map((o) => o.name) }
+    : { nodes: graph.node.slice(0, cut.index + 1), inputs: dataInputNames(graph), outputs: [cut.cut] };
+}
+
+/**
+ * The part run once on the whole latent: a decoder's head (latent in, the cut out) or an encoder's tail (the cut in,
+ * the encoder's output out). Mutates `model`.
+ */
+export function deriveAttentionGlobal(model: ModelProto, half: VaeHalf = 'decoder'): AttentionCut | Reason {
+  const cut = prepareCut(model, half);
+  if ('reason' in cut) return cut;
+  const r = globalRange(model.graph!, cut, half);
+  return extract(model, new Set(r.nodes), r.inputs, [r.output], half === 'decoder' ? 'head' : 'tail') ?? cut;
+}
+
+/**
+ * The part run over tiles: a decoder's tail (the cut in, its first input) or an encoder's head (the image in, the
+ * cut out). Mutates `model`.
+ */
+export function deriveAttentionTiled(model: ModelProto, half: VaeHalf = 'decoder'): AttentionCut | Reason {
+  const cut = prepareCut(model, half);
+  if ('reason' in cut) return cut;
+  const r = tiledRange(model.graph!, cut, half);
+  return extract(model, new Set(r.nodes), r.inputs, r.outputs, half === 'decoder' ? 'tail' : 'head') ?? cut;
+}
+
+/** The decoder's head (see deriveAttentionGlobal). */
 export function deriveAttentionHead(model: ModelProto): AttentionCut | Reason {
-  const cut = prepareCut(model);
-  if ('reason' in cut) return cut;
-  const graph = model.graph!;
-  const dataInputs = dataInputNames(graph);
-  const r = extract(model, new Set(graph.node.slice(0, cut.index + 1)), dataInputs, [cut.cut], 'head');
-  return r ?? cut;
+  return deriveAttentionGlobal(model, 'decoder');
 }
 
-/** The tail: the decoder from the cut on, whose only input is the cut tensor (its first input). Mutates `model`. */
+/** The decoder's tail (see deriveAttentionTiled). */
 export function deriveAttentionTail(model: ModelProto): AttentionCut | Reason {
-  const cut = prepareCut(model);
-  if ('reason' in cut) return cut;
-  const graph = model.graph!;
-  const outputs = graph.output.map((o) => o.name);
-  const r = extract(model, new Set(graph.node.slice(cut.index + 1)), [cut.cut], outputs, 'tail');
-  return r ?? cut;
+  return deriveAttentionTiled(model, 'decoder');
 }
 
 function dataInputNames(graph: GraphProto): string[] {
@@ -291,13 +343,16 @@ function constantSize(graph: GraphProto, producer: Map<string, NodeProto>, name:
 }
 
 /**
- * The attention core of the head (the cut's attention) and the node sets of pre, core and post, or why the core is
- * not row-independent.
+ * The attention core of the global part (its attention: the decoder's last, the encoder's first) and the node sets of
+ * pre, core and post, or why the core is not row-independent.
  */
-function planCore(model: ModelProto, cut: AttentionCut): (AttentionCore & { pre: Set<NodeProto>; core: Set<NodeProto>; post: Set<NodeProto> }) | Reason {
+function planCore(
+  model: ModelProto, range: { nodes: NodeProto[]; inputs: string[]; output: string }, half: VaeHalf,
+): (AttentionCore & { pre: Set<NodeProto>; core: Set<NodeProto>; post: Set<NodeProto> }) | Reason {
   const graph = model.graph!;
-  const head = graph.node.slice(0, cut.index + 1);
-  const softmax = [...head].reverse().find((n) => (n.opType === 'Softmax' && isDefaultDomain(n)) || FUSED_ATTENTION_OPS.has(n.opType))!;
+  const head = range.nodes;
+  const isAttention = (n: NodeProto) => (n.opType === 'Softmax' && isDefaultDomain(n)) || FUSED_ATTENTION_OPS.has(n.opType);
+  const softmax = (half === 'decoder' ? [...head].reverse() : head).find(isAttention)!;
   if (softmax.opType !== 'Softmax') return { reason: `the attention is a fused ${softmax.opType} operator` };
   const axis = softmaxAxisProblem(softmax, graph, defaultOpset(model));
   if (axis) return { reason: axis };
@@ -350,41 +405,31 @@ function planCore(model: ModelProto, cut: AttentionCut): (AttentionCore & { pre:
       for (const i of n.input) if (coreOut.has(i) && i !== out.output[0]) return { reason: `${i} inside the attention core is also read after it` };
     }
   }
-  if (!postOut.has(cut.cut)) return { reason: 'the cut does not follow the attention core' };
+  if (!postOut.has(range.output)) return { reason: `${range.output} does not follow the attention core` };
   const pre = new Set(head.filter((n) => !core.has(n) && !post.has(n)));
-  const preOut = new Set([...dataInputNames(graph), ...[...pre].flatMap((n) => n.output)]);
+  const preOut = new Set([...range.inputs, ...[...pre].flatMap((n) => n.output)]);
   for (const n of core) for (const i of n.input) if (!constant.has(i) && !coreOut.has(i) && ![q, k, v].includes(i)) return { reason: `the attention core reads ${i} besides q, k and v` };
   for (const x of [q, k, v]) if (!preOut.has(x)) return { reason: `${x} is not computed before the attention core` };
   const crossing = [...new Set([...post].flatMap((n) => n.input).filter((i) => preOut.has(i) && !constant.has(i)))];
   return { q, k, v, out: out.output[0]!, crossing, pre, core, post };
 }
 
-/** The pre graph: outputs [q, k, v, ...crossing]. Mutates `model`. */
-export function deriveAttentionPre(model: ModelProto): (AttentionCut & AttentionCore) | Reason {
-  const cut = prepareCut(model);
+/**
+ * One part of the global part split at its attention core (mutates `model`):
+ * - 'pre': the global part's inputs -> [q, k, v, ...crossing];
+ * - 'core': (q rows, k, v) -> the attention output for those rows;
+ * - 'post': (the core's output, ...crossing) -> the global part's output.
+ */
+export function deriveAttentionCorePart(model: ModelProto, part: 'pre' | 'core' | 'post', half: VaeHalf = 'decoder'): (AttentionCut & AttentionCore) | Reason {
+  const cut = prepareCut(model, half);
   if ('reason' in cut) return cut;
-  const plan = planCore(model, cut);
+  const range = globalRange(model.graph!, cut, half);
+  const plan = planCore(model, range, half);
   if ('reason' in plan) return plan;
-  const r = extract(model, plan.pre, dataInputNames(model.graph!), [...new Set([plan.q, plan.k, plan.v, ...plan.crossing])], 'pre-attention graph');
-  return r ?? { ...cut, q: plan.q, k: plan.k, v: plan.v, out: plan.out, crossing: plan.crossing };
-}
-
-/** The core graph: (q rows, k, v) -> the attention output for those rows. Mutates `model`. */
-export function deriveAttentionCore(model: ModelProto): (AttentionCut & AttentionCore) | Reason {
-  const cut = prepareCut(model);
-  if ('reason' in cut) return cut;
-  const plan = planCore(model, cut);
-  if ('reason' in plan) return plan;
-  const r = extract(model, plan.core, [plan.q, plan.k, plan.v], [plan.out], 'attention core');
-  return r ?? { ...cut, q: plan.q, k: plan.k, v: plan.v, out: plan.out, crossing: plan.crossing };
-}
-
-/** The post graph: (the core's output, ...crossing) -> the cut tensor. Mutates `model`. */
-export function deriveAttentionPost(model: ModelProto): (AttentionCut & AttentionCore) | Reason {
-  const cut = prepareCut(model);
-  if ('reason' in cut) return cut;
-  const plan = planCore(model, cut);
-  if ('reason' in plan) return plan;
-  const r = extract(model, plan.post, [plan.out, ...plan.crossing.filter((c) => c !== plan.out)], [cut.cut], 'post-attention graph');
+  const r = part === 'pre'
+    ? extract(model, plan.pre, range.inputs, [...new Set([plan.q, plan.k, plan.v, ...plan.crossing])], 'pre-attention graph')
+    : part === 'core'
+      ? extract(model, plan.core, [plan.q, plan.k, plan.v], [plan.out], 'attention core')
+      : extract(model, plan.post, [plan.out, ...plan.crossing.filter((c) => c !== plan.out)], [range.output], 'post-attention graph');
   return r ?? { ...cut, q: plan.q, k: plan.k, v: plan.v, out: plan.out, crossing: plan.crossing };
 }

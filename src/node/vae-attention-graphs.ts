@@ -1,8 +1,9 @@
 /**
- * Prepares, on disk, the graphs of a VAE decoder split after its self-attention (src/graph/vae-attention-split.ts):
- * the head `model.asgd-vae-attn-head.onnx`, the pre/core/post graphs of the chunked head (`-pre`, `-core`, `-post`),
- * the tail `model.asgd-vae-attn-tail.onnx` and the tail's GroupNorm-statistics graphs (src/node/vae-graphs.ts, derived
- * from the tail as from a decoder: `model.asgd-vae-attn-tail.asgd-vae-*.onnx`), with a sidecar
+ * Prepares, on disk, the graphs of a VAE decoder split after its self-attention, or of an encoder split before it
+ * (src/graph/vae-attention-split.ts): the part run once on the whole latent `model.asgd-vae-attn-global.onnx` (the
+ * decoder's head, the encoder's tail), its pre/core/post graphs for a chunked attention (`-pre`, `-core`, `-post`),
+ * the part run over tiles `model.asgd-vae-attn-tiled.onnx` and its GroupNorm-statistics graphs (src/node/vae-graphs.ts,
+ * derived from it as from a whole decoder or encoder: `model.asgd-vae-attn-tiled.asgd-vae-*.onnx`), with a sidecar
  * `model.asgd-vae-attn.json`. Stored as the other derived graphs are: weights referenced, never copied; next to the
  * source when its folder is writable, else under the cache folder; rebuilt when the source or the format changes.
  */
@@ -12,23 +13,21 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
-import {
-  deriveAttentionCore, deriveAttentionHead, deriveAttentionPost, deriveAttentionPre, deriveAttentionTail, type Reason,
-} from '../graph/vae-attention-split.ts';
+import { deriveAttentionCorePart, deriveAttentionGlobal, deriveAttentionTiled, type Reason, type VaeHalf } from '../graph/vae-attention-split.ts';
 import { cacheRoot, referenceInlineWeights, writeAtomic } from './probe.ts';
 import { prepareVaeGraphs, type VaeGraphOptions, type VaeGraphs } from './vae-graphs.ts';
 
 export interface VaeAttentionGraphFiles {
-  /** The decoder up to the tensor after its attention (run once on the whole latent). */
-  head: string;
-  /** The head as pre, attention core (run over query chunks) and post graphs; absent when the core is not row-independent. */
+  /** The part with the attention, run once on the whole latent grid (a decoder's head, an encoder's tail). */
+  global: string;
+  /** It as pre, attention core (run over query chunks) and post graphs; absent when the core is not row-independent. */
   chunked?: { pre: string; core: string; post: string };
-  /** Why the head's attention cannot run in query chunks. */
+  /** Why its attention cannot run in query chunks. */
   coreReason?: string;
-  /** The rest of the decoder (input: the head's output), tiled. */
-  tail: string;
-  /** The tail's statistics, tile and prefix graphs, or why there are none. */
-  tailNorms: VaeGraphs;
+  /** The part run over tiles (a decoder's tail, an encoder's head). */
+  tiled: string;
+  /** Its statistics, tile and prefix graphs, or why there are none. */
+  tiledNorms: VaeGraphs;
   /** The tensor the decoder is cut at, and the attention it follows. */
   cut: string;
   attention: string;
@@ -41,7 +40,7 @@ export type VaeAttentionGraphs = VaeAttentionGraphFiles | { reason: string };
 /** Bump when the surgery's output changes, so cached graphs are rebuilt. */
 const FORMAT = 1;
 const MAX_SINGLE_FILE = 2 ** 31 - 1;
-const PARTS = ['head', 'pre', 'core', 'post', 'tail'] as const;
+const PARTS = ['global', 'pre', 'core', 'post', 'tiled'] as const;
 type Part = (typeof PARTS)[number];
 
 interface Sidecar {
@@ -75,15 +74,15 @@ async function complete(side: Sidecar, files: ReturnType<typeof filesIn>, opts: 
     if ((await stat(files.part(p)).then((x) => x.size, () => -1)) !== n) return undefined;
   }
   const external = side.externalDataFolder ?? undefined;
-  let tailNorms = await prepareVaeGraphs(files.part('tail'), { ...opts, placement: 'auto' });
-  // The tail's graphs refer to the source's weights, which live where the tail's do.
-  if (external && !('reason' in tailNorms)) tailNorms = { ...tailNorms, externalDataFolder: external };
+  let tiledNorms = await prepareVaeGraphs(files.part('tiled'), { ...opts, placement: 'auto' });
+  // Its graphs refer to the source's weights, which live where the tiled part's do.
+  if (external && !('reason' in tiledNorms)) tiledNorms = { ...tiledNorms, externalDataFolder: external };
   return {
-    head: files.part('head'),
+    global: files.part('global'),
     ...(r.bytes.pre !== undefined ? { chunked: { pre: files.part('pre'), core: files.part('core'), post: files.part('post') } } : {}),
     ...(r.coreReason ? { coreReason: r.coreReason } : {}),
-    tail: files.part('tail'),
-    tailNorms,
+    tiled: files.part('tiled'),
+    tiledNorms,
     cut: r.cut,
     attention: r.attention,
     ...(external ? { externalDataFolder: external } : {}),
@@ -91,10 +90,10 @@ async function complete(side: Sidecar, files: ReturnType<typeof filesIn>, opts: 
 }
 
 /**
- * The graphs of the decoder at `modelPath` split after its attention, or why it cannot be split (the caller then
- * tiles the whole decoder, each tile's attention seeing only the tile, and warns with the reason).
+ * The graphs of the decoder (or encoder) at `modelPath` split at its attention, or why it cannot be split (the caller
+ * then tiles the whole model, each tile's attention seeing only the tile, and warns with the reason).
  */
-export async function prepareVaeAttentionGraphs(modelPath: string, opts: VaeGraphOptions = {}): Promise<VaeAttentionGraphs> {
+export async function prepareVaeAttentionGraphs(modelPath: string, half: VaeHalf = 'decoder', opts: VaeGraphOptions = {}): Promise<VaeAttentionGraphs> {
   const source = path.resolve(modelPath);
   let st: fs.Stats;
   try {
@@ -118,29 +117,29 @@ export async function prepareVaeAttentionGraphs(modelPath: string, opts: VaeGrap
   const bytes = await readFile(source);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   const location = path.basename(source);
-  const derive = (f: (m: ModelProto) => object): { bytes: Uint8Array; meta: object } | Reason => {
+  const derive = (f: (m: ModelProto, half: VaeHalf) => object): { bytes: Uint8Array; meta: object } | Reason => {
     let m: ModelProto;
     try {
       m = fromBinary(ModelProtoSchema, bytes);
     } catch {
       return { reason: 'the file cannot be parsed as an ONNX model' };
     }
-    const meta = f(m);
+    const meta = f(m, half);
     if ('reason' in meta) return meta as Reason;
     referenceInlineWeights(m, bytes, location);
     return { bytes: toBinary(ModelProtoSchema, m), meta };
   };
   const out: Partial<Record<Part, Uint8Array>> = {};
   let result: Sidecar['result'];
-  const head = derive(deriveAttentionHead);
-  const tail = 'reason' in head ? head : derive(deriveAttentionTail);
-  if ('reason' in head || 'reason' in tail) {
-    result = { reason: 'reason' in head ? head.reason : (tail as Reason).reason };
+  const global = derive(deriveAttentionGlobal);
+  const tiled = 'reason' in global ? global : derive(deriveAttentionTiled);
+  if ('reason' in global || 'reason' in tiled) {
+    result = { reason: 'reason' in global ? global.reason : (tiled as Reason).reason };
   } else {
-    out.head = head.bytes;
-    out.tail = tail.bytes;
-    const cut = head.meta as { cut: string; attention: string };
-    const parts = [derive(deriveAttentionPre), derive(deriveAttentionCore), derive(deriveAttentionPost)];
+    out.global = global.bytes;
+    out.tiled = tiled.bytes;
+    const cut = global.meta as { cut: string; attention: string };
+    const parts = (['pre', 'core', 'post'] as const).map((part) => derive((m, h) => deriveAttentionCorePart(m, part, h)));
     const coreProblem = parts.find((x): x is Reason => 'reason' in x);
     if (!coreProblem) [out.pre, out.core, out.post] = parts.map((x) => (x as { bytes: Uint8Array }).bytes);
     result = {

@@ -116,8 +116,13 @@ export async function encodeImageLatent(args: {
     return r;
   }
   const graphs: VaeGraphs = opts.stats === 'off' ? { reason: 'statistics off' } : await vaeGraphsFor(args.encoderPath);
-  const r = await encodeTiled(image, H, W, workerBackend(args.request, graphs, 'encoder'), {
-    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, onTile: args.onTile, onWarning: args.onWarning,
+  const backend = workerBackend(args.request, graphs, 'encoder');
+  if (opts.attention === 'global') {
+    const split = await import('./vae-decode-attention.ts');
+    backend.attention = split.workerAttention(args.request, await split.vaeAttentionGraphsFor(args.encoderPath, 'encoder'), opts.stats, 'encoder');
+  }
+  const r = await encodeTiled(image, H, W, backend, {
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, attention: opts.attention, onTile: args.onTile, onWarning: args.onWarning,
   });
   return { data: r.data, channels: r.channels, height: r.height, width: r.width, tiled: r };
 }

@@ -1,17 +1,17 @@
 /**
- * Runs the head of a VAE decoder split after its attention (src/graph/vae-attention-split.ts) on a whole latent:
- * either the head graph at once, or the pre graph, the attention core over chunks of query rows (all keys and
+ * Runs the part of a VAE decoder or encoder split at its attention (src/graph/vae-attention-split.ts) that holds the
+ * attention, on the whole latent grid (a decoder's head, an encoder's tail): either its graph at once, or the pre graph, the attention core over chunks of query rows (all keys and
  * values; each chunk's scores within a byte budget, src/core/vae/attention-chunks.ts), then the post graph. Sessions
- * are opened one at a time and released after use (the head runs once per decode).
+ * are opened one at a time and released after use (it runs once per decode or encode).
  */
 import { attentionChunkRows, placeRows, sliceRows, type FloatWords } from '../core/vae/attention-chunks.ts';
 import type { SessionOptions } from './io.ts';
 import { openSession, releaseSession, type ModelLoad } from './session.ts';
 import { floatTensor, makeTensor, readFloat, type OpenSession, type OrtTensor } from './tensors.ts';
 
-/** The head's graph files: the whole head, and (when the core runs in chunks) pre, core and post. */
+/** The graph files of the part with the attention: it whole, and (when the core runs in chunks) pre, core and post. */
 export interface AttentionHeadFiles {
-  head: string;
+  global: string;
   chunked?: { pre: string; core: string; post: string };
 }
 
@@ -20,9 +20,12 @@ export interface AttentionHeadResult {
   channels: number;
   height: number;
   width: number;
-  /** Query chunks the core ran in (1: unchunked; 0: the whole head graph ran). */
+  /** Query chunks the core ran in (1: unchunked; 0: the whole graph ran). */
   chunks: number;
 }
+
+/** The component the part belongs to: an encoder's latent_parameters output keeps only the mean (as VaeNormAdapter). */
+export type AttentionHalf = 'vae_decoder' | 'vae_encoder';
 
 async function withSession<T>(file: string, label: string, session: SessionOptions, load: ModelLoad, f: (s: OpenSession) => Promise<T>): Promise<T> {
   const s = await openSession(file, label, session, load);
@@ -33,31 +36,42 @@ async function withSession<T>(file: string, label: string, session: SessionOptio
   }
 }
 
-function toResult(t: OrtTensor, chunks: number): AttentionHeadResult {
-  return { data: readFloat(t, 'vae_decoder head output'), channels: Number(t.dims[1]), height: Number(t.dims[2]), width: Number(t.dims[3]), chunks };
+function toResult(t: OrtTensor, name: string, chunks: number): AttentionHeadResult {
+  let data = readFloat(t, `${name} output`);
+  let channels = Number(t.dims[1]);
+  const height = Number(t.dims[2]);
+  const width = Number(t.dims[3]);
+  if (name === 'latent_parameters') {
+    channels /= 2;
+    data = data.slice(0, channels * height * width);
+  }
+  return { data, channels, height, width, chunks };
 }
 
 /**
- * The head on a latent [1, C, h, w]: the tensor after the attention. With `files.chunked`, the core runs in query
- * chunks whose float32 scores stay within `budgetBytes`; without it the head graph runs at once.
+ * The part on an input [1, C, h, w] (a decoder's latent, or the tensor before an encoder's attention). With
+ * `files.chunked`, the core runs in query chunks whose float32 scores stay within `budgetBytes`; without it the whole
+ * graph runs at once. An encoder's latent_parameters output is cut to its mean.
  */
 export async function runAttentionHead(
   files: AttentionHeadFiles, session: SessionOptions, load: ModelLoad, latent: Float32Array, channels: number, h: number, w: number, budgetBytes: number,
+  half: AttentionHalf = 'vae_decoder',
 ): Promise<AttentionHeadResult> {
+  const label = (what: string) => `${half} (${what})`;
   if (!files.chunked) {
-    return withSession(files.head, 'vae_decoder (attention head)', session, load, async (s) => {
+    return withSession(files.global, label('the part with the attention'), session, load, async (s) => {
       const input = s.inputs[0]!;
-      const out = await s.session.run({ [input.name]: floatTensor(input.type, latent, [1, channels, h, w], 'vae_decoder latent_sample') });
-      return toResult(out[s.outputs[0]!.name]!, 0);
+      const out = await s.session.run({ [input.name]: floatTensor(input.type, latent, [1, channels, h, w], label(input.name)) });
+      return toResult(out[s.outputs[0]!.name]!, s.outputs[0]!.name, 0);
     });
   }
   const { pre, core, post } = files.chunked;
-  const mid = await withSession(pre, 'vae_decoder (before the attention core)', session, load, async (s) => {
+  const mid = await withSession(pre, label('before the attention core'), session, load, async (s) => {
     const input = s.inputs[0]!;
-    return s.session.run({ [input.name]: floatTensor(input.type, latent, [1, channels, h, w], 'vae_decoder latent_sample') });
+    return s.session.run({ [input.name]: floatTensor(input.type, latent, [1, channels, h, w], label(input.name)) });
   });
   let chunks = 0;
-  const attended = await withSession(core, 'vae_decoder (attention core)', session, load, async (s) => {
+  const attended = await withSession(core, label('attention core'), session, load, async (s) => {
     const [qName, kName, vName] = s.inputs.map((i) => i.name) as [string, string, string];
     const q = mid[qName]!;
     const k = mid[kName]!;
@@ -88,10 +102,10 @@ export async function runAttentionHead(
     }
     return makeTensor(outType as 'float32', whole as Float32Array, outDims);
   });
-  return withSession(post, 'vae_decoder (after the attention core)', session, load, async (s) => {
+  return withSession(post, label('after the attention core'), session, load, async (s) => {
     const feeds: Record<string, OrtTensor> = {};
     for (const input of s.inputs) feeds[input.name] = mid[input.name] ?? attended;
     const out = await s.session.run(feeds);
-    return toResult(out[s.outputs[0]!.name]!, chunks);
+    return toResult(out[s.outputs[0]!.name]!, s.outputs[0]!.name, chunks);
   });
 }

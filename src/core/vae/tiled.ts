@@ -32,13 +32,19 @@ export type VaeAttentionMode = 'global' | 'tile';
 
 export const VAE_ATTENTION_MODES: readonly VaeAttentionMode[] = ['global', 'tile'];
 
-/** The decoder split after its attention (src/graph/vae-attention-split.ts), for attention 'global'. */
+/**
+ * A decoder split after its attention, or an encoder split before it (src/graph/vae-attention-split.ts), for
+ * attention 'global'.
+ */
 export interface GlobalAttentionBackend {
-  /** The head on the whole latent [C, h, w]: the tensor after the attention, [C', h, w] on the latent's grid. */
-  runHead(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage & { channels: number; chunks?: number }>;
-  /** The tail (input: the head's output), run over tiles exactly as the decoder is, statistics included. */
-  tail: TiledVaeBackend;
-  /** Why the head cannot run on an h x w latent (e.g. unchunkable attention scores over the memory budget). */
+  /**
+   * The part with the attention, on the whole latent grid [C, h, w]: a decoder's head (the latent in, the tensor
+   * after the attention out, [C', h, w]) or an encoder's tail (the tensor before the attention in, the latent out).
+   */
+  runGlobal(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage & { channels: number; chunks?: number }>;
+  /** The other part, run over tiles exactly as the whole model is, statistics included: a decoder's tail, an encoder's head. */
+  tiled: TiledVaeBackend;
+  /** Why the global part cannot run on an h x w latent (e.g. unchunkable attention scores over the memory budget). */
   check?(height: number, width: number): string | undefined;
 }
 
@@ -103,7 +109,7 @@ export interface TiledDecodeResult extends DecodedImage {
   tiles: number;
   /** Where the attention ran ('tile' after a fallback); set by decodeTiled. */
   attention?: VaeAttentionMode;
-  /** Query chunks the head's attention ran in (global attention). */
+  /** Query chunks the global part's attention ran in (global attention; 0: it ran whole). */
   headChunks?: number;
 }
 
@@ -139,9 +145,9 @@ export async function decodeTiled(
     let why = !split ? 'the backend does not split the decoder at its attention' : 'reason' in split ? split.reason : split.check?.(h, w);
     if (split && !('reason' in split) && why === undefined) {
       // A copy: backends may transfer (detach) the buffers they are given.
-      const head = await split.runHead(latent.slice(), channels, h, w);
+      const head = await split.runGlobal(latent.slice(), channels, h, w);
       if (head.height === h && head.width === w) {
-        const r = await runTiled(head.data, head.channels, h, w, 1, split.tail, opts);
+        const r = await runTiled(head.data, head.channels, h, w, 1, split.tiled, opts);
         return { ...r, attention: 'global', headChunks: head.chunks };
       }
       why = `the tensor after its attention is ${head.width}x${head.height}, not on the latent's ${w}x${h} grid`;
@@ -158,11 +164,27 @@ export async function decodeTiled(
  * latent_parameters). The encoder's norm layers run at 1/1 to 1/8 of the image, so owned regions are cut at
  * multiples of 8 image pixels.
  */
-export function encodeTiled(
+export async function encodeTiled(
   image: Float32Array, height: number, width: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
 ): Promise<TiledDecodeResult & { channels: number }> {
   if (height % 8 !== 0 || width % 8 !== 0) throw new Error(`encodeTiled: ${width}x${height} is not a multiple of 8`);
-  return runTiled(image, 3, height / 8, width / 8, 8, backend, opts);
+  const h = height / 8;
+  const w = width / 8;
+  if ((opts.attention ?? 'tile') === 'global') {
+    // The mirror of decoding: the encoder up to just before its attention in tiles, the rest once on the whole grid.
+    const split = backend.attention;
+    let why = !split ? 'the backend does not split the encoder at its attention' : 'reason' in split ? split.reason : split.check?.(h, w);
+    if (split && !('reason' in split) && why === undefined) {
+      const head = await runTiled(image, 3, h, w, 8, split.tiled, opts);
+      if (head.height === h && head.width === w) {
+        const r = await split.runGlobal(head.data, head.channels, h, w);
+        return { ...head, data: r.data, channels: r.channels, height: r.height, width: r.width, attention: 'global', headChunks: r.chunks };
+      }
+      why = `the tensor before its attention is ${head.width}x${head.height}, not on the latent's ${w}x${h} grid`;
+    }
+    if (why !== NO_ATTENTION_REASON) opts.onWarning?.(`Tiled VAE encoding falls back to per-tile attention (each tile's attention sees only the tile): ${why}`);
+  }
+  return { ...(await runTiled(image, 3, h, w, 8, backend, opts)), attention: 'tile' };
 }
 
 /**

@@ -23,12 +23,17 @@ export interface InitRequest {
 export type FailMode = 'throw' | 'exit';
 
 /** The derived VAE graphs (statistics and tile graphs, src/graph/vae-norm-graph.ts), opened on first use. */
-export type VaeGraphName = 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeDecoderPrefix' | 'vaeDecoderTail' | 'vaeEncoderStats' | 'vaeEncoderTile' | 'vaeEncoderPrefix';
+export type VaeGraphName =
+  | 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeDecoderPrefix' | 'vaeDecoderTail' | 'vaeEncoderStats' | 'vaeEncoderTile' | 'vaeEncoderPrefix' | 'vaeEncoderHead';
 
-/** Runs the head of a decoder split after its attention (src/onnx/vae-attention.ts) on the whole latent. */
+/**
+ * Runs the part of a decoder or encoder split at its attention that holds the attention (src/onnx/vae-attention.ts)
+ * on the whole latent grid.
+ */
 export interface VaeHeadRequest {
   type: 'vaeHead';
-  files: { head: string; chunked?: { pre: string; core: string; post: string } };
+  half: 'vae_decoder' | 'vae_encoder';
+  files: { global: string; chunked?: { pre: string; core: string; post: string } };
   externalDataFolder?: string;
   input: Float32Array;
   channels: number;

@@ -135,7 +135,7 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
         delete state.vaeNorm[name as VaeGraphName];
       }
       const load = req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {};
-      const r = await runAttentionHead(req.files, state.options, load, req.input, req.channels, req.height, req.width, req.chunkBytes);
+      const r = await runAttentionHead(req.files, state.options, load, req.input, req.channels, req.height, req.width, req.chunkBytes, req.half);
       const data = r.data.buffer.byteLength === r.data.byteLength ? r.data : r.data.slice();
       return { result: { type: 'vaeHead', ...r, data }, transfer: [data.buffer as ArrayBuffer] };
     }
@@ -175,7 +175,7 @@ async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
     await releaseSession(v.adapter.s);
     delete state.vaeNorm[name as VaeGraphName];
   }
-  const label = `${req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder'} (${req.graph.endsWith('Tile') ? 'tile' : req.graph.endsWith('Prefix') ? 'prefix' : req.graph.endsWith('Tail') ? 'attention split tail' : 'statistics'} graph)`;
+  const label = `${req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder'} (${req.graph.endsWith('Tile') ? 'tile' : req.graph.endsWith('Prefix') ? 'prefix' : req.graph.endsWith('Tail') || req.graph.endsWith('Head') ? 'attention split, tiled part' : 'statistics'} graph)`;
   const s = await openSession(req.file, label, state.options, req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {});
   const adapter = new VaeNormAdapter(s, req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder');
   state.vaeNorm[req.graph] = { file: req.file, adapter };
