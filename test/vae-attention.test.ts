@@ -10,13 +10,13 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, NodeProtoSchema, TensorProtoSchema, type ModelProto } from 'onnx-buf';
-import { chwToRgb8 } from '../src/core/image.ts';
+import { chwToRgb8, type RgbImage } from '../src/core/image.ts';
 import { attentionChunkRows, headSizeProblem, placeRows, sliceRows } from '../src/core/vae/attention-chunks.ts';
-import { decodeTiled, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
+import { decodeTiled, encodeTiled, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
 import { deriveAttentionHead, deriveAttentionTail, findAttentionCut } from '../src/graph/vae-attention-split.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
-import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from './fixtures/groupnorm-vae.ts';
+import { SMALL_VAE_DECODER, SMALL_VAE_ENCODER, buildGroupNormVaeDecoder, buildGroupNormVaeEncoder } from './fixtures/groupnorm-vae.ts';
 import { tempDir, tinyModel } from './helpers/models.ts';
 
 const SESSION = { provider: 'cpu' as const, threads: 1 };
@@ -227,11 +227,13 @@ test('decoders that cannot be split fall back to per-tile attention with a warni
   }
 });
 
-test('the pipeline decodes with global attention on its worker (the default), matching the untiled decode', async () => {
+test('the pipeline decodes and encodes with global attention on its workers (the default), matching the untiled results', async () => {
   const vaeDir = tempDir('attn-vae');
   fs.mkdirSync(path.join(vaeDir, 'vae_decoder'));
+  fs.mkdirSync(path.join(vaeDir, 'vae_encoder'));
   fs.writeFileSync(path.join(vaeDir, 'vae_decoder', 'model.onnx'), toBinary(ModelProtoSchema, attnDecoder()));
   fs.writeFileSync(path.join(vaeDir, 'vae_decoder', 'config.json'), JSON.stringify({ scaling_factor: 0.5 }));
+  fs.writeFileSync(path.join(vaeDir, 'vae_encoder', 'model.onnx'), toBinary(ModelProtoSchema, buildGroupNormVaeEncoder({ seed: 7, floatType: 'float32', form: 'instance-norm', ...SMALL_VAE_ENCODER })));
   const p = await loadPipeline(await tinyModel('standard'), { threads: 1, vae: vaeDir, attentionProbe: false });
   try {
     const latent = latentOf(H, H);
@@ -255,7 +257,65 @@ test('the pipeline decodes with global attention on its worker (the default), ma
     const t = diff(perTile);
     assert.ok(g.max <= 8 && g.mean <= 0.3, `global: ${JSON.stringify(g)}`);
     assert.ok(t.mean >= 5, `per tile: ${JSON.stringify(t)}`);
+    // The encoder (the upscaler's path), through its worker: a private method, the pipeline's only entry short of a whole upscale.
+    const internals = p as unknown as { pool: { ensure(...c: string[]): Promise<void> }; encodeImage(img: RgbImage, vae: object, warn: (m: string) => void): Promise<Float32Array> };
+    await internals.pool.ensure('vaeEncoder', 'vaeDecoder');
+    const encWarnings: string[] = [];
+    const encFull = await internals.encodeImage(full, { ...vae, tiling: 'off', attention: 'global' }, (m) => encWarnings.push(m));
+    const encGlobal = await internals.encodeImage(full, { ...vae, tiling: 'on', attention: 'global' }, (m) => encWarnings.push(m));
+    assert.deepEqual(encWarnings, []);
+    let encMax = 0;
+    for (let i = 0; i < encFull.length; i++) encMax = Math.max(encMax, Math.abs(encFull[i]! - encGlobal[i]!));
+    assert.equal(encFull.length, 4 * H * H);
+    assert.ok(encMax <= 0.06, `encoder, global attention: max ${encMax}`);
   } finally {
     await p.close();
+  }
+});
+
+test('the encoder, mirrored: tiled up to its attention, the rest once on the whole latent; matches the untiled latent where per-tile attention does not', async () => {
+  const file = writeModel(buildGroupNormVaeEncoder({ seed: 7, floatType: 'float32', form: 'instance-norm', ...SMALL_VAE_ENCODER }), 'attn-encoder');
+  const be = await localAttentionBackend(file, SESSION, { half: 'encoder' });
+  const chunked = await localAttentionBackend(file, SESSION, { half: 'encoder', chunkBytes: 8 * 1024 });
+  try {
+    assert.ok(!('reason' in be.attentionGraphs), JSON.stringify(be.attentionGraphs));
+    // Cut before the attention block: its input, the mid block's first resnet's output.
+    assert.equal(be.attentionGraphs.cut, '/encoder/mid_block/resnets.0/Add_output_0');
+    const S = 192;
+    const image = new Float32Array(3 * S * S);
+    for (let c = 0; c < 3; c++) {
+      for (let y = 0; y < S; y++) for (let x = 0; x < S; x++) image[(c * S + y) * S + x] = 0.6 * Math.sin(0.03 * x + 0.05 * y + c) + ((x - 120) ** 2 + (y - 70) ** 2 < 2000 ? 0.4 : -0.1);
+    }
+    const full = await be.run(image.slice(), 3, S, S);
+    const diff = (a: Float32Array) => {
+      let max = 0;
+      let sum = 0;
+      for (let i = 0; i < full.data.length; i++) {
+        const d = Math.abs(a[i]! - full.data[i]!);
+        max = Math.max(max, d);
+        sum += d;
+      }
+      return { max, mean: sum / full.data.length };
+    };
+    const warnings: string[] = [];
+    const opts = { ...TILES, stats: 'exact' as const, onWarning: (m: string) => warnings.push(m) };
+    const global = await encodeTiled(image, S, S, be, { ...opts, attention: 'global' });
+    const perTile = await encodeTiled(image, S, S, be, { ...opts, attention: 'tile' });
+    const inChunks = await encodeTiled(image, S, S, chunked, { ...opts, attention: 'global' });
+    assert.deepEqual(warnings, []);
+    assert.equal(global.attention, 'global');
+    assert.deepEqual([global.channels, global.height, global.width], [4, 24, 24]);
+    assert.ok(inChunks.headChunks! > 1);
+    const g = diff(global.data);
+    const t = diff(perTile.data);
+    // Latent units (rms about 1). Measured at 256 px: global max 0.035, mean 0.003; per-tile attention max 0.20, mean 0.026.
+    assert.ok(g.max <= 0.06 && g.mean <= 0.006, `global: ${JSON.stringify(g)}`);
+    assert.ok(t.max >= 0.1 && t.mean >= 0.012, `per tile: ${JSON.stringify(t)}`);
+    let chunkDiff = 0;
+    for (let i = 0; i < global.data.length; i++) chunkDiff = Math.max(chunkDiff, Math.abs(global.data[i]! - inChunks.data[i]!));
+    assert.ok(chunkDiff <= 1e-5, `chunked vs unchunked: ${chunkDiff}`);
+  } finally {
+    await be.close();
+    await chunked.close();
   }
 });
