@@ -10,8 +10,10 @@
  *     statistics converge to), exact (layer by layer through the prefix graphs), as the pipeline runs by default.
  * Then the head's attention run in query chunks (a tiny chunk budget) against the unchunked head graph.
  *
- *   npm run bench:vae-attention -- [--size 256] [--tile 16] [--overlap 8] [--threads 1] [--quick]
- * (--quick: only the default modes, tile/exact and global/exact, with attention.) Writes bench/results/vae-attention.json.
+ *   npm run bench:vae-attention -- [--size 256] [--tile 16] [--overlap 8] [--threads 1] [--quick] [--encoder]
+ * (--quick: only the default modes, tile/exact and global/exact, with attention. --encoder: the SD-width encoder
+ * instead, attention tile/exact and global/exact, differences of the latent mean in latent units.) Writes
+ * bench/results/vae-attention.json (vae-attention-encoder.json).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,8 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { chwToRgb8 } from '../src/core/image.ts';
-import { decodeTiled, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
-import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
+import { decodeTiled, encodeTiled, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
+import { SD_VAE_DECODER, SD_VAE_ENCODER, buildGroupNormVaeDecoder, buildGroupNormVaeEncoder } from '../test/fixtures/groupnorm-vae.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
 import { levelDiff, seamMeasure } from './vae-tiling.ts';
 
@@ -39,6 +41,11 @@ const session = { provider: 'cpu' as const, threads };
 const latent = new Float32Array(4 * h * h);
 for (let c = 0; c < 4; c++) {
   for (let y = 0; y < h; y++) for (let x = 0; x < h; x++) latent[(c * h + y) * h + x] = Math.sin(0.21 * x + 0.13 * y + c) + (x > (h * 5) / 9 ? (c === 1 ? 1.5 : -0.75) : 0);
+}
+
+if (args.includes('--encoder')) {
+  await benchEncoder();
+  process.exit(0);
 }
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-sd-vae-'));
@@ -120,3 +127,73 @@ if (chunkCheck) {
 }
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
 fs.writeFileSync(path.join(ROOT, 'bench/results/vae-attention.json'), JSON.stringify({ size, tile, overlap, threads, rows, chunkCheck }, null, 2));
+
+/** The mirrored split on an SD-width random-weight encoder (down blocks of 128/256/512/512, 2 resnets each, mid attention). */
+async function benchEncoder(): Promise<void> {
+  const S = size;
+  const image = new Float32Array(3 * S * S);
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < S; y++) for (let x = 0; x < S; x++) image[(c * S + y) * S + x] = 0.6 * Math.sin(0.03 * x + 0.05 * y + c) + ((x - S * 0.6) ** 2 + (y - S * 0.4) ** 2 < (S / 5) ** 2 ? 0.4 : -0.1);
+  }
+  const edir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-sd-vae-enc-'));
+  const erows: Record<string, unknown>[] = [];
+  let check: Record<string, unknown> | undefined;
+  try {
+    const file = path.join(edir, 'encoder.onnx');
+    fs.writeFileSync(file, toBinary(ModelProtoSchema, buildGroupNormVaeEncoder({ seed: 12, floatType: 'float32', form: 'instance-norm', ...SD_VAE_ENCODER })));
+    const be = await localAttentionBackend(file, session, { half: 'encoder' });
+    try {
+      let t0 = performance.now();
+      const full = await be.run(image.slice(), 3, S, S);
+      const untiledMs = performance.now() - t0;
+      let rms = 0;
+      for (const v of full.data) rms += v * v;
+      rms = Math.sqrt(rms / full.data.length);
+      for (const attention of ['tile', 'global'] as const) {
+        const warnings: string[] = [];
+        t0 = performance.now();
+        const r = await encodeTiled(image, S, S, be, { tileSize: tile, overlap, stats: 'exact', attention, onWarning: (m) => warnings.push(m) });
+        const ms = performance.now() - t0;
+        let max = 0;
+        let sum = 0;
+        for (let i = 0; i < full.data.length; i++) {
+          const d = Math.abs(r.data[i]! - full.data[i]!);
+          max = Math.max(max, d);
+          sum += d;
+        }
+        const row = { attention, ran: r.attention, statistics: 'exact', passes: r.passes, maxDiff: Number(max.toFixed(4)), meanDiff: Number((sum / full.data.length).toFixed(4)), ms: Math.round(ms), untiledMs: Math.round(untiledMs), rms: Number(rms.toFixed(3)), warnings };
+        erows.push(row);
+        console.log(JSON.stringify(row));
+      }
+      // The global part's attention in query chunks against the unchunked graph, on the whole image's cut tensor.
+      const split = be.attention;
+      if (split && !('reason' in split)) {
+        const cut = await split.tiled.run(image.slice(), 3, S, S);
+        const channels = cut.data.length / (cut.height * cut.width);
+        const chunked = await localAttentionBackend(file, session, { half: 'encoder', chunkBytes: 64 * 1024 });
+        const whole = await localAttentionBackend(file, session, { half: 'encoder', unchunked: true });
+        try {
+          const a = await (chunked.attention as typeof split).runGlobal(cut.data.slice(), channels, cut.height, cut.width);
+          const b = await (whole.attention as typeof split).runGlobal(cut.data.slice(), channels, cut.height, cut.width);
+          let maxAbs = 0;
+          for (let i = 0; i < a.data.length; i++) maxAbs = Math.max(maxAbs, Math.abs(a.data[i]! - b.data[i]!));
+          check = { budgetBytes: 64 * 1024, chunks: a.chunks, maxAbsDiff: maxAbs };
+          console.log(JSON.stringify(check));
+        } finally {
+          await chunked.close();
+          await whole.close();
+        }
+      }
+    } finally {
+      await be.close();
+    }
+  } finally {
+    fs.rmSync(edir, { recursive: true, force: true });
+  }
+  console.log(`\nSD-width random-weight VAE encoder, ${S} px, tiles of ${tile} latent px, overlap ${overlap}, ${threads} thread(s); latent mean rms ${erows[0]?.rms}\n`);
+  console.log('| attention | statistics | passes | max diff | mean diff | time (ms) |\n|---|---|---|---|---|---|');
+  for (const r of erows) console.log(`| ${r.attention}${r.ran !== r.attention ? ` (ran ${r.ran})` : ''} | ${r.statistics} | ${r.passes} | ${r.maxDiff} | ${r.meanDiff} | ${r.ms} |`);
+  if (check) console.log(`\nGlobal part in ${check.chunks} query chunks vs unchunked: max abs diff ${check.maxAbsDiff}`);
+  fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
+  fs.writeFileSync(path.join(ROOT, 'bench/results/vae-attention-encoder.json'), JSON.stringify({ size: S, tile, overlap, threads, rows: erows, chunkCheck: check }, null, 2));
+}
