@@ -12,7 +12,7 @@ import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, NodeProtoSchema, TensorProtoSchema, type ModelProto } from 'onnx-buf';
 import { chwToRgb8, type RgbImage } from '../src/core/image.ts';
 import { attentionChunkRows, headSizeProblem, placeRows, sliceRows } from '../src/core/vae/attention-chunks.ts';
-import { decodeTiled, encodeTiled, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
+import { decodeTiled, encodeTiled, type GlobalAttentionBackend, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
 import { deriveAttentionHead, deriveAttentionTail, findAttentionCut } from '../src/graph/vae-attention-split.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
@@ -135,6 +135,25 @@ test('the attention core in query chunks equals the unchunked head', async () =>
     let max = 0;
     for (let i = 0; i < a.data.length; i++) max = Math.max(max, Math.abs(a.data[i]! - b.data[i]!));
     assert.ok(max <= 1e-5, `chunked vs unchunked: ${max}`);
+  } finally {
+    await chunked.close();
+    await whole.close();
+  }
+});
+
+test('float16 decoders (GroupNormalization, opset 18): the scale is a cast constant; the chunked core equals the unchunked head', async () => {
+  const file = writeModel(buildGroupNormVaeDecoder({ seed: 5, floatType: 'float16', form: 'group-normalization-18', ...SMALL_VAE_DECODER, midAttention: true }), 'attn-f16');
+  const chunked = await localAttentionBackend(file, SESSION, { chunkBytes: 16 * 1024 });
+  const whole = await localAttentionBackend(file, SESSION, { unchunked: true });
+  try {
+    assert.ok(!('reason' in chunked.attentionGraphs) && chunked.attentionGraphs.chunked, JSON.stringify(chunked.attentionGraphs));
+    const latent = latentOf(16, 16);
+    const a = await (chunked.attention as GlobalAttentionBackend).runGlobal(latent.slice(), 4, 16, 16);
+    const b = await (whole.attention as GlobalAttentionBackend).runGlobal(latent.slice(), 4, 16, 16);
+    assert.equal(a.chunks, 16);
+    let max = 0;
+    for (let i = 0; i < a.data.length; i++) max = Math.max(max, Math.abs(a.data[i]! - b.data[i]!));
+    assert.ok(max <= 1e-2, `chunked vs unchunked (float16): ${max}`);
   } finally {
     await chunked.close();
     await whole.close();

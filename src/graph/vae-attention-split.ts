@@ -334,6 +334,8 @@ function constantSize(graph: GraphProto, producer: Map<string, NodeProto>, name:
   let t: TensorProto | undefined = graph.initializer.find((i) => i.name === name);
   if (!t) {
     const p = producer.get(name);
+    // A constant cast to the graph's float type (float16 exports) keeps its size.
+    if ((p?.opType === 'Cast' || p?.opType === 'Identity') && p.input[0]) return constantSize(graph, producer, p.input[0]);
     if (p?.opType !== 'Constant') return undefined;
     const a = p.attribute.find((x) => x.name.startsWith('value'));
     if (a?.name === 'value_float' || a?.name === 'value_int') return 1;
@@ -371,7 +373,7 @@ function planCore(
     if (p.opType !== 'Cast' && p.opType !== 'Identity') {
       if (!['Mul', 'Div'].includes(p.opType)) return { reason: `${nodeLabel(p)} (${p.opType}) between the scores and the Softmax is not a scalar scale` };
       const other = p.input.find((i) => i !== data[0])!;
-      if (constantSize(graph, index.producer, other) !== 1) return { reason: `${nodeLabel(p)} scales the scores by a tensor that is not a constant scalar` };
+      if (!constant.has(other) || constantSize(graph, index.producer, other) !== 1) return { reason: `${nodeLabel(p)} scales the scores by a tensor that is not a constant scalar` };
     }
     t = data[0]!;
   }

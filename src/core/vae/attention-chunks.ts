@@ -66,6 +66,6 @@ export function headSizeProblem(unchunkable: string | undefined, h: number, w: n
   if (unchunkable === undefined) return undefined;
   const bytes = attentionScoresBytes(1, h * w, h * w);
   if (bytes <= budgetBytes) return undefined;
-  const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
+  const mib = (b: number) => (b >= 2 ** 20 ? `${Math.round(b / 2 ** 20)} MiB` : `${Math.round(b / 1024)} KiB`);
   return `its attention cannot run in query chunks (${unchunkable}) and its scores for a ${w}x${h} latent take at least ${mib(bytes)}, over the ${mib(budgetBytes)} budget`;
 }
