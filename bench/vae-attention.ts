@@ -11,6 +11,7 @@
  * Then the head's attention run in query chunks (a tiny chunk budget) against the unchunked head graph.
  *
  *   npm run bench:vae-attention -- [--size 256] [--tile 16] [--overlap 8] [--threads 1] [--quick] [--encoder]
+ *   npm run bench:vae-attention -- --head-memory [--size 1024] [--unchunked]   (one process per run: peak RSS)
  * (--quick: only the default modes, tile/exact and global/exact, with attention. --encoder: the SD-width encoder
  * instead, attention tile/exact and global/exact, differences of the latent mean in latent units.) Writes
  * bench/results/vae-attention.json (vae-attention-encoder.json).
@@ -25,6 +26,8 @@ import { chwToRgb8 } from '../src/core/image.ts';
 import { decodeTiled, encodeTiled, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
 import { SD_VAE_DECODER, SD_VAE_ENCODER, buildGroupNormVaeDecoder, buildGroupNormVaeEncoder } from '../test/fixtures/groupnorm-vae.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
+import { prepareVaeAttentionGraphs } from '../src/node/vae-attention-graphs.ts';
+import { runAttentionHead } from '../src/onnx/vae-attention.ts';
 import { levelDiff, seamMeasure } from './vae-tiling.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -45,6 +48,10 @@ for (let c = 0; c < 4; c++) {
 
 if (args.includes('--encoder')) {
   await benchEncoder();
+  process.exit(0);
+}
+if (args.includes('--head-memory')) {
+  await benchHeadMemory();
   process.exit(0);
 }
 
@@ -196,4 +203,24 @@ async function benchEncoder(): Promise<void> {
   if (check) console.log(`\nGlobal part in ${check.chunks} query chunks vs unchunked: max abs diff ${check.maxAbsDiff}`);
   fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
   fs.writeFileSync(path.join(ROOT, 'bench/results/vae-attention-encoder.json'), JSON.stringify({ size: S, tile, overlap, threads, rows: erows, chunkCheck: check }, null, 2));
+}
+
+/** The decoder's head alone on a large latent, chunked (256 MiB of scores per chunk) or not: time and peak RSS of this process. */
+async function benchHeadMemory(): Promise<void> {
+  const hdir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-sd-vae-head-'));
+  try {
+    const file = path.join(hdir, 'decoder.onnx');
+    fs.writeFileSync(file, toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float32', form: 'instance-norm', ...SD_VAE_DECODER })));
+    const graphs = await prepareVaeAttentionGraphs(file);
+    if ('reason' in graphs) throw new Error(graphs.reason);
+    const rssBefore = process.resourceUsage().maxRSS / 1024;
+    const unchunked = args.includes('--unchunked');
+    const t0 = performance.now();
+    const r = await runAttentionHead({ global: graphs.global, ...(unchunked ? {} : { chunked: graphs.chunked }) }, session, {}, latent, 4, h, h, 256 * 2 ** 20);
+    const ms = performance.now() - t0;
+    const row = { latent: `${h}x${h}`, tokens: h * h, unchunked, chunks: r.chunks, ms: Math.round(ms), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), rssBeforeMiB: Math.round(rssBefore) };
+    console.log(JSON.stringify(row));
+  } finally {
+    fs.rmSync(hdir, { recursive: true, force: true });
+  }
 }
