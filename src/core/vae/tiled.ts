@@ -24,9 +24,9 @@ export type TileStatsMode = 'exact' | 'estimate' | 'off';
 export const TILE_STATS_MODES: readonly TileStatsMode[] = ['exact', 'estimate', 'off'];
 
 /**
- * Where the decoder's self-attention runs when tiling: 'global' computes the decoder up to just after its attention
- * (the head) once on the whole latent and tiles the rest (the tail); 'tile' runs the whole decoder per tile, so the
- * attention sees only its tile.
+ * Where the self-attention runs when tiling: 'global' computes the decoder up to just after its attention (the head)
+ * once on the whole latent and tiles the rest (the tail); an encoder is tiled up to just before its attention and the
+ * rest runs once; 'tile' runs the whole model per tile, so the attention sees only its tile.
  */
 export type VaeAttentionMode = 'global' | 'tile';
 
@@ -73,7 +73,7 @@ export interface TiledVaeBackend {
   runPrefix?(
     layer: number, input: Float32Array, channels: number, height: number, width: number, affine: Float32Array, region: readonly [number, number, number, number],
   ): Promise<{ stats: Float32Array }>;
-  /** The decoder split after its attention, or why it cannot be (attention 'global'; absent: not offered). */
+  /** The model split at its attention (a decoder after it, an encoder before it), or why it cannot be (attention 'global'; absent: not offered). */
   attention?: GlobalAttentionBackend | { reason: string };
 }
 
@@ -93,7 +93,7 @@ export interface TiledDecodeOptions {
   estimateMaxSize?: number;
   /** 'exact' stops when statsChange falls below this (default 1e-3). */
   tolerance?: number;
-  /** Where the decoder's attention runs (default 'tile'; the pipeline's default is the options registry's). */
+  /** Where the attention runs (default 'tile'; the pipeline's default is the options registry's, 'global'). */
   attention?: VaeAttentionMode;
   onTile?: (done: number, total: number) => void;
   onWarning?: (message: string) => void;
