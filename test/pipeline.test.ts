@@ -107,13 +107,13 @@ test('tiled and untiled VAE decoding agree on a decoder with image-wide GroupNor
     const latent = new Float32Array(4 * h * w);
     // A smooth latent with a step on the right: tiles see different statistics.
     for (let c = 0; c < 4; c++) for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) latent[(c * h + y) * w + x] = 0.5 * Math.sin(0.21 * x + 0.13 * y + c) + (x > 30 ? 0.6 : 0);
-    const full = await p.decodeLatent(latent, h, w, { tiling: 'off', tileSize: 24, overlap: 12, stats: 'exact' });
+    const full = await p.decodeLatent(latent, h, w, { tiling: 'off', tileSize: 24, overlap: 12, stats: 'exact', attention: 'global' });
     const warnings: string[] = [];
-    const tiled = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'exact' }, undefined, (m) => warnings.push(m));
-    const perTile = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'off' });
+    const tiled = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'exact', attention: 'global' }, undefined, (m) => warnings.push(m));
+    const perTile = await p.decodeLatent(latent, h, w, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'off', attention: 'global' });
     // Tiling forced on a latent that fits one tile: the estimate runs on the latent itself (not a downscaled copy).
-    const one = await p.decodeLatent(latent.slice(0, 4 * 20 * 20), 20, 20, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'estimate' });
-    const oneFull = await p.decodeLatent(latent.slice(0, 4 * 20 * 20), 20, 20, { tiling: 'off', tileSize: 24, overlap: 12, stats: 'estimate' });
+    const one = await p.decodeLatent(latent.slice(0, 4 * 20 * 20), 20, 20, { tiling: 'on', tileSize: 24, overlap: 12, stats: 'estimate', attention: 'global' });
+    const oneFull = await p.decodeLatent(latent.slice(0, 4 * 20 * 20), 20, 20, { tiling: 'off', tileSize: 24, overlap: 12, stats: 'estimate', attention: 'global' });
     let oneMax = 0;
     for (let i = 0; i < one.data.length; i++) oneMax = Math.max(oneMax, Math.abs(one.data[i]! - oneFull.data[i]!));
     assert.ok(oneMax <= 1, `one tile with its own whole-image statistics: ${oneMax}`);
@@ -152,7 +152,7 @@ test('a decoder whose norm the surgery cannot rewrite is tiled with per-tile sta
   const p = await loadPipeline(await tinyModel('standard'), { threads: 1, vae: vaeDir, attentionProbe: false });
   try {
     const warnings: string[] = [];
-    const img = await p.decodeLatent(new Float32Array(4 * 20 * 20).fill(0.1), 20, 20, { tiling: 'on', tileSize: 12, overlap: 6, stats: 'exact' }, undefined, (m) => warnings.push(m));
+    const img = await p.decodeLatent(new Float32Array(4 * 20 * 20).fill(0.1), 20, 20, { tiling: 'on', tileSize: 12, overlap: 6, stats: 'exact', attention: 'global' }, undefined, (m) => warnings.push(m));
     assert.equal(img.width, 160);
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]!, /^Tiled VAE decoding falls back to per-tile normalisation \(colours may shift between tiles\): normalisation layers it cannot rewrite: \/decoder\/mid_block\/resnets\.0\/norm1\/InstanceNormalization: InstanceNormalization after a Reshape to a computed shape, not \[N, groups, -1\]$/);

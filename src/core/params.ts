@@ -21,6 +21,11 @@ export interface VaeDecodeOptions {
    * 'estimate' (from a downscaled decode, one pass) or 'off' (each tile its own: colours shift between tiles).
    */
   stats: 'exact' | 'estimate' | 'off';
+  /**
+   * Where the decoder's self-attention runs when tiling: 'global' (the decoder up to just after its attention runs
+   * once on the whole latent, the rest is tiled) or 'tile' (each tile's attention sees only the tile).
+   */
+  attention: 'global' | 'tile';
 }
 
 export interface GenerateParams {

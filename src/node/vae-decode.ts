@@ -7,7 +7,7 @@
 import type { RgbImage } from '../core/image.ts';
 import { chwToRgb8 } from '../core/image.ts';
 import type { VaeDecodeOptions } from '../core/params.ts';
-import { decodeTiled, encodeTiled, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
+import { decodeTiled, encodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
 import type { VaeGraphName, WorkerRequest, WorkerResult } from './runner/protocol.ts';
 import type { VaeGraphs } from './vae-graphs.ts';
 
@@ -58,6 +58,24 @@ export function workerBackend(request: DecoderRequest, graphs: VaeGraphs, which:
   };
 }
 
+/** The model split at its attention (attention 'global'), or why not; the surgery loads only when needed. */
+async function attentionSplit(
+  request: DecoderRequest, modelPath: string, stats: VaeDecodeOptions['stats'], half: 'decoder' | 'encoder',
+): Promise<GlobalAttentionBackend | { reason: string }> {
+  const m = await import('./vae-decode-attention.ts');
+  return m.workerAttention(request, await m.vaeAttentionGraphsFor(modelPath, half), stats, half);
+}
+
+/**
+ * The whole model's statistics graphs: not prepared when statistics are off, or when the attention split will run
+ * on this latent (its tiled part has its own; on SD that saves deriving 30 prefix graphs).
+ */
+async function wholeGraphs(modelPath: string, stats: VaeDecodeOptions['stats'], split: GlobalAttentionBackend | { reason: string } | undefined, h: number, w: number): Promise<VaeGraphs> {
+  if (stats === 'off') return { reason: 'statistics off' };
+  if (split && !('reason' in split) && split.check?.(h, w) === undefined) return { reason: 'the whole model was not rewritten: its attention split runs instead' };
+  return vaeGraphsFor(modelPath);
+}
+
 /**
  * The pipeline's VAE decoding: `scaled` is the latent already divided by the scaling factor. Tiles when the latent
  * exceeds the tile (tiling 'auto') or when asked ('on'); warns (once per call) when the decoder's norm layers cannot
@@ -81,9 +99,11 @@ export async function decodeLatentImage(args: {
     args.onTile?.(1, 1);
     return chwToRgb8(r.data, r.height, r.width);
   }
-  const graphs: VaeGraphs = opts.stats === 'off' ? { reason: 'statistics off' } : await vaeGraphsFor(args.decoderPath);
-  const result = await decodeTiled(scaled, c, h, w, workerBackend(args.request, graphs), {
-    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, onTile: args.onTile, onWarning: args.onWarning,
+  const split = opts.attention === 'global' ? await attentionSplit(args.request, args.decoderPath, opts.stats, 'decoder') : undefined;
+  const backend = workerBackend(args.request, await wholeGraphs(args.decoderPath, opts.stats, split, h, w));
+  backend.attention = split;
+  const result = await decodeTiled(scaled, c, h, w, backend, {
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, attention: opts.attention, onTile: args.onTile, onWarning: args.onWarning,
   });
   return { ...chwToRgb8(result.data, result.height, result.width), tiled: result };
 }
@@ -110,9 +130,11 @@ export async function encodeImageLatent(args: {
     args.onTile?.(1, 1);
     return r;
   }
-  const graphs: VaeGraphs = opts.stats === 'off' ? { reason: 'statistics off' } : await vaeGraphsFor(args.encoderPath);
-  const r = await encodeTiled(image, H, W, workerBackend(args.request, graphs, 'encoder'), {
-    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, onTile: args.onTile, onWarning: args.onWarning,
+  const split = opts.attention === 'global' ? await attentionSplit(args.request, args.encoderPath, opts.stats, 'encoder') : undefined;
+  const backend = workerBackend(args.request, await wholeGraphs(args.encoderPath, opts.stats, split, H / 8, W / 8), 'encoder');
+  backend.attention = split;
+  const r = await encodeTiled(image, H, W, backend, {
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, attention: opts.attention, onTile: args.onTile, onWarning: args.onWarning,
   });
   return { data: r.data, channels: r.channels, height: r.height, width: r.width, tiled: r };
 }

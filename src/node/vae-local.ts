@@ -1,15 +1,17 @@
 /** A backend over ONNX Runtime sessions opened in this thread, for benchmarks and tests (the pipeline runs its graphs on workers). */
 import type { TiledVaeBackend } from '../core/vae/tiled.ts';
-import { openSession, releaseSession, type SessionOptions } from '../onnx/session.ts';
+import { openSession, releaseSession, type ModelLoad, type SessionOptions } from '../onnx/session.ts';
 import { VaeDecoderAdapter, VaeNormAdapter } from '../onnx/vae.ts';
 import { prepareVaeGraphs, type VaeGraphs } from './vae-graphs.ts';
 
 /** A backend over sessions opened in this thread (benchmarks, tests). Release it with `close`. */
 export async function localBackend(
   modelPath: string, component: 'vae_decoder' | 'vae_encoder', session: SessionOptions = { provider: 'cpu' },
+  /** A derived graph as the model (the attention split's tail): its weights' folder and its prepared graphs. */
+  derived: { load?: ModelLoad; graphs?: VaeGraphs } = {},
 ): Promise<TiledVaeBackend & { graphs: VaeGraphs; close(): Promise<void> }> {
-  const graphs = await prepareVaeGraphs(modelPath);
-  const plainSession = await openSession(modelPath, component, session);
+  const graphs = derived.graphs ?? (await prepareVaeGraphs(modelPath));
+  const plainSession = await openSession(modelPath, component, session, derived.load);
   const load = 'reason' in graphs || !graphs.externalDataFolder ? {} : { externalDataFolder: graphs.externalDataFolder };
   const plainNorm = component === 'vae_encoder' ? new VaeNormAdapter(plainSession, component) : undefined;
   const decoder = component === 'vae_decoder' ? new VaeDecoderAdapter(plainSession) : undefined;

@@ -15,12 +15,38 @@
  *   `tolerance`) or after `maxPasses`; the image of the last pass is the result.
  * - 'off': tiles normalise with their own statistics (the old behaviour; colours shift between tiles).
  */
+import { NO_ATTENTION_REASON } from './attention-chunks.ts';
 import { axisWeights, blendTile, planAxis, validateTileOptions, type AxisTile } from './tiling.ts';
 import { StatsAccumulator, downscaleArea, ownedSpans, packAffine, statsChange, unpackStats, type NormLayer, type NormStats } from './norm-stats.ts';
 
 export type TileStatsMode = 'exact' | 'estimate' | 'off';
 
 export const TILE_STATS_MODES: readonly TileStatsMode[] = ['exact', 'estimate', 'off'];
+
+/**
+ * Where the self-attention runs when tiling: 'global' computes the decoder up to just after its attention (the head)
+ * once on the whole latent and tiles the rest (the tail); an encoder is tiled up to just before its attention and the
+ * rest runs once; 'tile' runs the whole model per tile, so the attention sees only its tile.
+ */
+export type VaeAttentionMode = 'global' | 'tile';
+
+export const VAE_ATTENTION_MODES: readonly VaeAttentionMode[] = ['global', 'tile'];
+
+/**
+ * A decoder split after its attention, or an encoder split before it (src/graph/vae-attention-split.ts), for
+ * attention 'global'.
+ */
+export interface GlobalAttentionBackend {
+  /**
+   * The part with the attention, on the whole latent grid [C, h, w]: a decoder's head (the latent in, the tensor
+   * after the attention out, [C', h, w]) or an encoder's tail (the tensor before the attention in, the latent out).
+   */
+  runGlobal(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage & { channels: number; chunks?: number }>;
+  /** The other part, run over tiles exactly as the whole model is, statistics included: a decoder's tail, an encoder's head. */
+  tiled: TiledVaeBackend;
+  /** Why the global part cannot run on an h x w latent (e.g. unchunkable attention scores over the memory budget). */
+  check?(height: number, width: number): string | undefined;
+}
 
 export interface DecodedImage {
   data: Float32Array;
@@ -47,6 +73,8 @@ export interface TiledVaeBackend {
   runPrefix?(
     layer: number, input: Float32Array, channels: number, height: number, width: number, affine: Float32Array, region: readonly [number, number, number, number],
   ): Promise<{ stats: Float32Array }>;
+  /** The model split at its attention (a decoder after it, an encoder before it), or why it cannot be (attention 'global'; absent: not offered). */
+  attention?: GlobalAttentionBackend | { reason: string };
 }
 
 export interface TiledDecodeOptions {
@@ -65,6 +93,8 @@ export interface TiledDecodeOptions {
   estimateMaxSize?: number;
   /** 'exact' stops when statsChange falls below this (default 1e-3). */
   tolerance?: number;
+  /** Where the attention runs (default 'tile'; the pipeline's default is the options registry's, 'global'). */
+  attention?: VaeAttentionMode;
   onTile?: (done: number, total: number) => void;
   onWarning?: (message: string) => void;
 }
@@ -77,6 +107,10 @@ export interface TiledDecodeResult extends DecodedImage {
   /** statsChange of the last pass of 'exact' (how far from converged the image's statistics are). */
   lastChange?: number;
   tiles: number;
+  /** Where the attention ran ('tile' after a fallback); set by decodeTiled. */
+  attention?: VaeAttentionMode;
+  /** Query chunks the global part's attention ran in (global attention; 0: it ran whole). */
+  headChunks?: number;
 }
 
 /** Copies the [C, th, tw] window at (y0, x0) out of a [C, h, w] tensor. */
@@ -103,10 +137,25 @@ export function estimateSize(h: number, w: number, tileSize: number): { height: 
  * Tiled decoding of a latent [C, h, w] (tiles and overlap in latent pixels). The result is the image [3, 8h, 8w]
  * (the factor is read from the decoder's output).
  */
-export function decodeTiled(
+export async function decodeTiled(
   latent: Float32Array, channels: number, h: number, w: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
 ): Promise<TiledDecodeResult> {
-  return runTiled(latent, channels, h, w, 1, backend, opts);
+  if ((opts.attention ?? 'tile') === 'global') {
+    const split = backend.attention;
+    let why = !split ? 'the backend does not split the decoder at its attention' : 'reason' in split ? split.reason : split.check?.(h, w);
+    if (split && !('reason' in split) && why === undefined) {
+      // A copy: backends may transfer (detach) the buffers they are given.
+      const head = await split.runGlobal(latent.slice(), channels, h, w);
+      if (head.height === h && head.width === w) {
+        const r = await runTiled(head.data, head.channels, h, w, 1, split.tiled, opts);
+        return { ...r, attention: 'global', headChunks: head.chunks };
+      }
+      why = `the tensor after its attention is ${head.width}x${head.height}, not on the latent's ${w}x${h} grid`;
+    }
+    // A decoder without attention has nothing to compute globally: it tiles whole, silently.
+    if (why !== NO_ATTENTION_REASON) opts.onWarning?.(`Tiled VAE decoding falls back to per-tile attention (each tile's attention sees only the tile): ${why}`);
+  }
+  return { ...(await runTiled(latent, channels, h, w, 1, backend, opts)), attention: 'tile' };
 }
 
 /**
@@ -115,11 +164,27 @@ export function decodeTiled(
  * latent_parameters). The encoder's norm layers run at 1/1 to 1/8 of the image, so owned regions are cut at
  * multiples of 8 image pixels.
  */
-export function encodeTiled(
+export async function encodeTiled(
   image: Float32Array, height: number, width: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
 ): Promise<TiledDecodeResult & { channels: number }> {
   if (height % 8 !== 0 || width % 8 !== 0) throw new Error(`encodeTiled: ${width}x${height} is not a multiple of 8`);
-  return runTiled(image, 3, height / 8, width / 8, 8, backend, opts);
+  const h = height / 8;
+  const w = width / 8;
+  if ((opts.attention ?? 'tile') === 'global') {
+    // The mirror of decoding: the encoder up to just before its attention in tiles, the rest once on the whole grid.
+    const split = backend.attention;
+    let why = !split ? 'the backend does not split the encoder at its attention' : 'reason' in split ? split.reason : split.check?.(h, w);
+    if (split && !('reason' in split) && why === undefined) {
+      const head = await runTiled(image, 3, h, w, 8, split.tiled, opts);
+      if (head.height === h && head.width === w) {
+        const r = await split.runGlobal(head.data, head.channels, h, w);
+        return { ...head, data: r.data, channels: r.channels, height: r.height, width: r.width, attention: 'global', headChunks: r.chunks };
+      }
+      why = `the tensor before its attention is ${head.width}x${head.height}, not on the latent's ${w}x${h} grid`;
+    }
+    if (why !== NO_ATTENTION_REASON) opts.onWarning?.(`Tiled VAE encoding falls back to per-tile attention (each tile's attention sees only the tile): ${why}`);
+  }
+  return { ...(await runTiled(image, 3, h, w, 8, backend, opts)), attention: 'tile' };
 }
 
 /**

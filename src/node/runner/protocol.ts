@@ -23,7 +23,25 @@ export interface InitRequest {
 export type FailMode = 'throw' | 'exit';
 
 /** The derived VAE graphs (statistics and tile graphs, src/graph/vae-norm-graph.ts), opened on first use. */
-export type VaeGraphName = 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeDecoderPrefix' | 'vaeEncoderStats' | 'vaeEncoderTile' | 'vaeEncoderPrefix';
+export type VaeGraphName =
+  | 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeDecoderPrefix' | 'vaeDecoderTail' | 'vaeEncoderStats' | 'vaeEncoderTile' | 'vaeEncoderPrefix' | 'vaeEncoderHead';
+
+/**
+ * Runs the part of a decoder or encoder split at its attention that holds the attention (src/onnx/vae-attention.ts)
+ * on the whole latent grid.
+ */
+export interface VaeHeadRequest {
+  type: 'vaeHead';
+  half: 'vae_decoder' | 'vae_encoder';
+  files: { global: string; chunked?: { pre: string; core: string; post: string } };
+  externalDataFolder?: string;
+  input: Float32Array;
+  channels: number;
+  height: number;
+  width: number;
+  /** Bound on one query chunk's attention scores, bytes. */
+  chunkBytes: number;
+}
 
 /** Runs a derived VAE graph; the tile graphs take the norm layers' affine maps and the owned region. */
 export interface VaeNormRequest {
@@ -68,6 +86,7 @@ export type WorkerRequest =
   | { type: 'vaeDecode'; latent: Float32Array; channels: number; height: number; width: number }
   | { type: 'vaeEncode'; image: Float32Array; height: number; width: number }
   | VaeNormRequest
+  | VaeHeadRequest
   | { type: 'close' };
 
 export type WorkerResult =
@@ -78,7 +97,8 @@ export type WorkerResult =
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }
   | { type: 'vaeEncode'; data: Float32Array; channels: number; height: number; width: number }
-  | { type: 'vaeNorm'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array };
+  | { type: 'vaeNorm'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array }
+  | { type: 'vaeHead'; data: Float32Array; channels: number; height: number; width: number; chunks: number };
 
 export interface SerializedError {
   message: string;

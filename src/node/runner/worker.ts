@@ -10,6 +10,7 @@ import type { UnetAdapter, TextConditioning } from '../../onnx/unet.ts';
 import { denoiserAdapter } from '../../onnx/transformer.ts';
 import { VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
 import { probeLoadOptions } from '../probe.ts';
+import { runAttentionHead } from '../../onnx/vae-attention.ts';
 import type { ComponentName, FailMode, SerializedError, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
 const LABELS: Record<ComponentName, string> = {
@@ -126,6 +127,18 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       const stats = r.stats.slice();
       return { result: { type: 'vaeNorm', data, channels: r.channels, height: r.height, width: r.width, stats }, transfer: [data.buffer as ArrayBuffer, stats.buffer] };
     }
+    case 'vaeHead': {
+      if (!state.options) throw new Error('worker: vaeHead before init');
+      // The head runs before the tiles: the derived sessions held from an earlier decode give their memory back first.
+      for (const [name, v] of Object.entries(state.vaeNorm)) {
+        await releaseSession(v.adapter.s);
+        delete state.vaeNorm[name as VaeGraphName];
+      }
+      const load = req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {};
+      const r = await runAttentionHead(req.files, state.options, load, req.input, req.channels, req.height, req.width, req.chunkBytes, req.half);
+      const data = r.data.buffer.byteLength === r.data.byteLength ? r.data : r.data.slice();
+      return { result: { type: 'vaeHead', ...r, data }, transfer: [data.buffer as ArrayBuffer] };
+    }
     case 'close':
       for (const s of Object.values(state.sessions)) await releaseSession(s);
       for (const v of Object.values(state.vaeNorm)) await releaseSession(v.adapter.s);
@@ -162,7 +175,7 @@ async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
     await releaseSession(v.adapter.s);
     delete state.vaeNorm[name as VaeGraphName];
   }
-  const label = `${req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder'} (${req.graph.endsWith('Tile') ? 'tile' : req.graph.endsWith('Prefix') ? 'prefix' : 'statistics'} graph)`;
+  const label = `${req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder'} (${req.graph.endsWith('Tile') ? 'tile' : req.graph.endsWith('Prefix') ? 'prefix' : req.graph.endsWith('Tail') || req.graph.endsWith('Head') ? 'attention split, tiled part' : 'statistics'} graph)`;
   const s = await openSession(req.file, label, state.options, req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {});
   const adapter = new VaeNormAdapter(s, req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder');
   state.vaeNorm[req.graph] = { file: req.file, adapter };
