@@ -186,7 +186,9 @@ async function main(): Promise<void> {
     }
     await saveImage(path.join(RESULTS, `upscale${tag}-x${scale}.png`), await contactSheet(sheet, 96), undefined, true);
   }
-  fs.writeFileSync(path.join(RESULTS, `upscale${tag}.json`), JSON.stringify({ images, usable: usable.length, steps, strength: strength ?? null, scales, variants, records }, null, 2));
+  // The per-image records are committed (bench/results/upscale/); images and sheets stay local.
+  fs.mkdirSync(path.join(RESULTS, 'upscale'), { recursive: true });
+  fs.writeFileSync(path.join(RESULTS, 'upscale', `upscale${tag}.json`), JSON.stringify({ images, usable: usable.length, steps, strength: strength ?? null, scales, variants, records }, null, 2));
   process.stdout.write(lines.join('\n') + '\n');
   await pipe.close();
 }
