@@ -10,7 +10,7 @@
  */
 import { SD15_SCHEDULER_CONFIG } from '../src/core/schedulers/presets.ts';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import type { AttentionMap, UnetUnit } from '../src/core/methods/types.ts';
+import type { AttentionMap, EvaluateHint, UnetUnit } from '../src/core/methods/types.ts';
 import { resolveParams } from '../src/core/params.ts';
 import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
@@ -149,6 +149,10 @@ export interface SimSettings {
   speeds?: number[];
   /** Stage split (default 0.5, the paper's; the shipped default is 0.8). */
   stageSplit?: number;
+  /** Method options beyond the above (e.g. interactionEvery, stage2Windows). */
+  methodOptions?: Record<string, unknown>;
+  /** Every stage-1 step a barrier (no run-ahead), as before run-ahead existed. */
+  lockstep?: boolean;
 }
 
 export interface SimResult {
@@ -168,7 +172,7 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
   const dispatcher = new Dispatcher(devices, { now: () => clock.time, split: s.split });
   const px = s.geometry.latent * 8;
   const params = resolveParams(
-    { prompt: 'a photo', width: px, height: px, steps: s.steps, seed: 1, method: 'asg', methodOptions: { stageSplit: s.stageSplit ?? 0.5, pixelInteraction: s.pixelInteraction, guidanceSync: s.guidanceSync } },
+    { prompt: 'a photo', width: px, height: px, steps: s.steps, seed: 1, method: 'asg', methodOptions: { stageSplit: s.stageSplit ?? 0.5, pixelInteraction: s.pixelInteraction, guidanceSync: s.guidanceSync, ...s.methodOptions } },
     { width: s.geometry.native * 8, height: s.geometry.native * 8 },
   );
   const scheduler = createScheduler(
@@ -187,10 +191,11 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
       channels: 4,
       latentMultiple: 8,
       timeIds: true,
-      evaluate: (batch: UnetUnit[]) => {
+      evaluate: (batch: UnetUnit[], hint?: EvaluateHint) => {
         units += batch.length;
-        return dispatcher.evaluate(batch, 5);
+        return dispatcher.evaluate(batch, 5, { priority: hint?.priority });
       },
+      lockstep: s.lockstep,
       maskTokens: [1, 2, 3],
       previewEvery: 0,
     }),
