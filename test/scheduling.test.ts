@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { denoise } from '../src/core/generation/denoise.ts';
 import { planGeometry } from '../src/core/methods/geometry.ts';
 import { createMethod } from '../src/core/methods/index.ts';
-import type { UnetUnit, UnitResult } from '../src/core/methods/types.ts';
+import type { MethodName, UnetUnit, UnitResult } from '../src/core/methods/types.ts';
 import { WindowCanvas, placeWindows, planWindowsFor } from '../src/core/methods/windows.ts';
 import { resolveParams } from '../src/core/params.ts';
 import { createRandom } from '../src/core/random/index.ts';
@@ -66,7 +66,7 @@ describe('stage2Windows: grids sized to K', () => {
 /** Runs the denoise stage on the fake UNet; `devices` > 1 completes units out of order with random delays. */
 async function run(
   methodOptions: Record<string, unknown>,
-  opts: { devices: number; lockstep?: boolean; seed?: number; method?: string; scheduler?: string; size?: number } = { devices: 1 },
+  opts: { devices: number; lockstep?: boolean; seed?: number; method?: MethodName; scheduler?: string; size?: number } = { devices: 1 },
 ): Promise<{ latent: Float32Array; aheadDispatches: number; units: UnetUnit[] }> {
   const size = opts.size ?? 32;
   const params = resolveParams(
@@ -101,7 +101,7 @@ const sameBits = (a: Float32Array, b: Float32Array) =>
 
 describe('interactionEvery: stage-1 patches run ahead between pixel-interaction steps', () => {
   it('bit-identical latents with every step a barrier, and out of order on "several devices", for each guidance mode', async () => {
-    const cases: [string, Record<string, unknown>, string?][] = [
+    const cases: [string, Record<string, unknown>, MethodName?][] = [
       ['asg m 3', { interactionEvery: 3 }],
       ['asg m 4, sync', { interactionEvery: 4, guidanceSync: true }],
       ['asg m 4, eps space, mask every 2', { interactionEvery: 4, structureSpace: 'eps', maskEvery: 2 }],
