@@ -12,7 +12,12 @@
  * key's own denoised estimate at its own step) and the latest mask. Staleness is by step index only.
  * Mask schedule: guided steps are g = 1..S-1; the mask used at g comes from step g-1 (async) or g (sync)
  * and is recomputed when (g - 1) % maskEvery == 0, reused in between. Only those steps' key unit asks for
- * attention. Portable: no Node APIs.
+ * attention.
+ *
+ * Pixel interaction every m-th stage-1 step (interactionEvery): the steps in between form run-ahead blocks in which
+ * every patch runs its own chain of units (startBlock), waiting only for itself and the key patch, where the context
+ * offers a part-of-the-latent scheduler step (MethodContext.advance); the fused outputs are bit for bit the lockstep
+ * ones. Portable: no Node APIs.
  */
 import { AsgdError, invalidArgument } from '../errors.ts';
 import { BufferPool } from './buffers.ts';
