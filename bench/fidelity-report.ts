@@ -100,7 +100,7 @@ function paired(a: FidelityRecord[], b: FidelityRecord[], f: (r: FidelityRecord)
 }
 
 const KINDS = ['single', 'relation', 'count'] as const;
-const ORDER = ['native', 'direct', 'multidiffusion', 'cutdiffusion', 'asg', 'asg-sync'];
+const ORDER = ['native', 'direct', 'multidiffusion', 'cutdiffusion', 'asg', 'asg-sync', 'asg-w4', 'asg-m4', 'asg-m8'];
 
 export function summarise(records: FidelityRecord[]): { cells: Cell[]; comparisons: Comparison[]; markdown: string } {
   const sizes = [...new Set(records.map((r) => r.size))].sort((a, b) => a - b);
@@ -129,22 +129,25 @@ export function summarise(records: FidelityRecord[]): { cells: Cell[]; compariso
         seconds: mean(rs.map((r) => r.ms / 1000)),
         byKind: Object.fromEntries(KINDS.filter((k) => rs.some((r) => r.kind === k)).map((k) => [k, rate(rs.filter((r) => r.kind === k).map((r) => r.correct))])),
       });
-      const base = records.filter((r) => r.size === size && r.label === 'cutdiffusion');
-      if (label !== 'cutdiffusion' && label !== 'native' && base.length > 0) {
-        const relA = rs.filter((r) => r.kind === 'relation');
-        comparisons.push({
-          size,
-          label,
-          against: 'cutdiffusion',
-          pairs: paired(rs, base, () => 0)?.n ?? 0,
-          correct: paired(rs, base, (r) => +r.correct),
-          countCorrect: paired(rs, base, (r) => +r.countCorrect),
-          relationKept: paired(relA, base, (r) => +(r.relationKept === true)),
-          layoutIoU: paired(rs, base, (r) => r.layoutIoU),
-          flatEnergy: paired(rs, base, (r) => (r.flatEnergy === null ? null : 1000 * r.flatEnergy)),
-          seamRatio: paired(rs, base, (r) => r.seamRatio),
-          sharpness: paired(rs, base, (r) => r.sharpness),
-        });
+      // Every method against cutdiffusion; asg variants (asg-*) also against asg with today's settings.
+      for (const against of ['cutdiffusion', ...(label.startsWith('asg-') ? ['asg'] : [])]) {
+        const base = records.filter((r) => r.size === size && r.label === against);
+        if (label !== against && label !== 'native' && base.length > 0) {
+          const relA = rs.filter((r) => r.kind === 'relation');
+          comparisons.push({
+            size,
+            label,
+            against,
+            pairs: paired(rs, base, () => 0)?.n ?? 0,
+            correct: paired(rs, base, (r) => +r.correct),
+            countCorrect: paired(rs, base, (r) => +r.countCorrect),
+            relationKept: paired(relA, base, (r) => +(r.relationKept === true)),
+            layoutIoU: paired(rs, base, (r) => r.layoutIoU),
+            flatEnergy: paired(rs, base, (r) => (r.flatEnergy === null ? null : 1000 * r.flatEnergy)),
+            seamRatio: paired(rs, base, (r) => r.seamRatio),
+            sharpness: paired(rs, base, (r) => r.sharpness),
+          });
+        }
       }
     }
   }
@@ -179,11 +182,11 @@ function markdown(cells: Cell[], comparisons: Comparison[]): string {
     out.push('', `| size | method | ${kinds.map((k) => `correct: ${k}`).join(' | ')} |`, `| --- | --- | ${kinds.map(() => '---:').join(' | ')} |`);
     for (const c of cells) out.push(`| ${c.size} | ${c.label} | ${kinds.map((k) => (c.byKind[k] ? `${pct(c.byKind[k]!)} (${c.byKind[k]!.n})` : '-')).join(' | ')} |`);
   }
-  if (comparisons.length > 0) {
-    out.push('', 'Paired with cutdiffusion on the same prompts and seeds: mean difference (method - cutdiffusion), bootstrap 95 % interval; * = the interval excludes 0.', '',
+  for (const against of [...new Set(comparisons.map((c) => c.against))]) {
+    out.push('', `Paired with ${against} on the same prompts and seeds: mean difference (method - ${against}), bootstrap 95 % interval; * = the interval excludes 0.`, '',
       '| size | method | pairs | correct (points) | count right (points) | relation kept (points) | layout IoU (x100) | flat energy | seam ratio | sharpness |',
       '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-    for (const c of comparisons) {
+    for (const c of comparisons.filter((x) => x.against === against)) {
       out.push(`| ${c.size} | ${c.label} | ${c.pairs} | ${diff(c.correct, 100)} | ${diff(c.countCorrect, 100)} | ${diff(c.relationKept, 100)} | ${diff(c.layoutIoU, 100)} | ${diff(c.flatEnergy, 1, 2)} | ${diff(c.seamRatio, 1, 2)} | ${diff(c.sharpness, 1, 3)} |`);
     }
   }

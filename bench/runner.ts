@@ -2,7 +2,8 @@
  * Benchmark of the multi-device runner (not a test). Prints Markdown tables and writes bench/results/runner.json.
  *
  *   node --import tsx bench/runner.ts                 both parts
- *   node --import tsx bench/runner.ts --model-only    only the latency-model part (about a minute)
+ *   node --import tsx bench/runner.ts --model-only    only the latency-model part (a few minutes)
+ *   node --import tsx bench/runner.ts --scheduling-only   only the scheduling settings at the shipped defaults
  *   node --import tsx bench/runner.ts --real-only [--configs cpu:2,cpu*2:1]
  *
  * Real part: the built-in tiny model at 16x its native area (2048x2048 px, asg, 4 steps) on CPU workers; each
@@ -18,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import type { SplitMode } from '../src/core/dispatch/tasks.ts';
 import { writeTinySdModel } from '../test/fixtures/index.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
-import { simulateGeneration, simulateRunAhead, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';
+import { simulateGeneration, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -214,20 +215,64 @@ async function modelPart(): Promise<ModelRow[]> {
   for (const r of hostRows) console.log(`| ${r.geometry} | ${r.devices} | ${r.hostMsPerStep.toFixed(1)} | ${r.exposedMsPerStep.toFixed(1)} |`);
   hostWork = hostRows;
 
-  // 5. Stretch, modelled only: per-patch run-ahead (async, no pixel interaction, own scheduler state per patch).
-  const ahead: ModelRow[] = [];
-  for (const g of GEOMETRIES) {
-    const base = (await simulateRunAhead({ geometry: g, devices: 1, steps: STEPS, split: 'never', latency: LATENCY })).makespanMs;
-    for (const k of KS) {
-      const r = await simulateRunAhead({ geometry: g, devices: k, steps: STEPS, split: 'balance', latency: LATENCY });
-      ahead.push(row(g, 'run-ahead model (async, no pixel interaction)', 'balance', LATENCY, false, k, r, base));
-    }
-  }
-  printModel('Latency model: stage-1 patches running ahead of the key patch (modelled, not implemented in the methods)', ahead, ['mode']);
-  all.push(...ahead);
+  // 5. The scheduling settings of issue 15 (stage2Windows, interactionEvery with stage-1 run-ahead): the real
+  // methods, at the shipped defaults (stage split 0.8, a CFG half 1.04 of a whole call, async guidance).
+  all.push(...(await schedulingPart()));
   console.log(`\n(latency-model part: ${((performance.now() - t0) / 1000).toFixed(0)} s wall)`);
   return all;
 }
+
+interface SchedulingRow {
+  geometry: string;
+  devices: number;
+  settings: string;
+  methodOptions: Record<string, unknown>;
+  units: number;
+  seconds: number;
+  /** Over one device running the same settings. */
+  speedup: number;
+  /** Over one device running today's defaults (the time a user waits, relative). */
+  speedupVsDefaults: number;
+  idle: number[];
+}
+
+/** Scheduling settings at the shipped defaults, 4 devices at 2048 px and 8 at 3072 px (the issue's targets). */
+async function schedulingPart(): Promise<ModelRow[]> {
+  const shipped = { ...LATENCY, halfCost: 1.04 };
+  const rows: SchedulingRow[] = [];
+  for (const [g, k] of [[GEOMETRIES[0]!, 4], [GEOMETRIES[1]!, 8]] as const) {
+    const settings: [string, Record<string, unknown>][] = [
+      ['defaults (every step a barrier)', {}],
+      [`stage2Windows ${k}`, { stage2Windows: k }],
+      ['interactionEvery 4', { interactionEvery: 4 }],
+      ['interactionEvery 8', { interactionEvery: 8 }],
+      [`interactionEvery 4, stage2Windows ${k}`, { interactionEvery: 4, stage2Windows: k }],
+      [`interactionEvery 8, stage2Windows ${k}`, { interactionEvery: 8, stage2Windows: k }],
+      [`no pixel interaction, stage2Windows ${k}`, { pixelInteraction: false, stage2Windows: k }],
+    ];
+    const sim = (devices: number, methodOptions: Record<string, unknown>, split: SplitMode) =>
+      simulateGeneration({ geometry: g, devices, steps: STEPS, pixelInteraction: true, guidanceSync: false, split, latency: shipped, stageSplit: 0.8, methodOptions });
+    const today = (await sim(1, {}, 'never')).makespanMs;
+    for (const [label, methodOptions] of settings) {
+      const one = Object.keys(methodOptions).length === 0 ? today : (await sim(1, methodOptions, 'never')).makespanMs;
+      const r = await sim(k, methodOptions, 'balance');
+      rows.push({
+        geometry: g.name, devices: k, settings: label, methodOptions, units: r.units, seconds: r.makespanMs / 1000,
+        speedup: one / r.makespanMs, speedupVsDefaults: today / r.makespanMs, idle: r.idle,
+      });
+    }
+  }
+  console.log('\n### Scheduling settings at the shipped defaults (stage split 0.8, CFG half 1.04, async guidance, split balance)\n');
+  console.log('| geometry | K | settings | units | time s | speed-up (same settings on 1 device) | vs defaults on 1 device | idle per device |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(`| ${r.geometry.split(' (')[0]} | ${r.devices} | ${r.settings} | ${r.units} | ${r.seconds.toFixed(2)} | ${r.speedup.toFixed(2)}x | ${r.speedupVsDefaults.toFixed(2)}x | ${r.idle.map((x) => `${Math.round(x * 100)}%`).join(' ')} |`);
+  }
+  scheduling = rows;
+  return [];
+}
+
+let scheduling: SchedulingRow[] | undefined;
 
 async function main(): Promise<void> {
   const file = path.join(ROOT, 'bench', 'results', 'runner.json');
@@ -239,8 +284,12 @@ async function main(): Promise<void> {
     out = {};
   }
   Object.assign(out, { date: new Date().toISOString(), node: process.version, cores: os.availableParallelism() });
-  if (!flag('--model-only')) out['real'] = await realPart();
-  if (!flag('--real-only')) out['latencyModel'] = { params: LATENCY, steps: STEPS, rows: await modelPart(), hostWork };
+  if (!flag('--model-only') && !flag('--scheduling-only')) out['real'] = await realPart();
+  if (flag('--scheduling-only')) {
+    await schedulingPart();
+    const lm = (out['latencyModel'] ?? {}) as Record<string, unknown>;
+    out['latencyModel'] = { ...lm, scheduling };
+  } else if (!flag('--real-only')) out['latencyModel'] = { params: LATENCY, steps: STEPS, rows: await modelPart(), hostWork, scheduling };
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   console.log(`\nWrote ${path.relative(process.cwd(), file)}`);

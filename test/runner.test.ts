@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AsgdError } from '../src/core/errors.ts';
 import type { UnetUnit } from '../src/core/methods/types.ts';
+import type { GenerateParams } from '../src/core/params.ts';
 import { planBatch } from '../src/core/dispatch/balance.ts';
 import { combineCfg } from '../src/core/dispatch/cfg.ts';
 import { CostModel } from '../src/core/dispatch/cost.ts';
@@ -163,11 +164,13 @@ interface PoolView {
   dispatcher: { unitsSplit: number; retried: unknown[] };
 }
 
-async function generate(options: PipelineOptions & PipelineTestHooks, signal?: AbortSignal): Promise<GenerateResult & { pool: PoolView }> {
+async function generate(
+  options: PipelineOptions & PipelineTestHooks, signal?: AbortSignal, over: Partial<GenerateParams> = {}, onUnits?: (units: readonly UnetUnit[]) => void,
+): Promise<GenerateResult & { pool: PoolView }> {
   const { injectFailure, completionJitter, ...rest } = options;
   const p = await openPipeline(model, { threads: 1, ...rest }, { injectFailure, completionJitter });
   try {
-    const r = await p.generate(params, { signal });
+    const r = await p.generate({ ...params, ...over }, { signal, onUnits });
     return { ...r, pool: (p as unknown as { pool: PoolView }).pool };
   } finally {
     await p.close();
@@ -203,6 +206,20 @@ test('1 and 2 CPU workers give bit-identical images, also with shuffled completi
     assert.ok(sameBits(r.latent, reference1.latent), JSON.stringify(options));
     assert.ok(Buffer.from(r.image.data).equals(Buffer.from(reference1.image.data)), JSON.stringify(options));
   }
+  await assertNoWorkers();
+});
+
+test('stage2Windows and interactionEvery set: 1 and 2 CPU workers give bit-identical latents, the patches running ahead on 2', async () => {
+  const over = { steps: 6, methodOptions: { stage2Windows: 2, interactionEvery: 3 } };
+  const calls: (readonly UnetUnit[])[] = [];
+  const one = await generate({ devices: 'cpu' }, undefined, over);
+  const two = await generate({ devices: 'cpu,cpu', completionJitter: { seed: 8, maxMs: 10 } }, undefined, over, (u) => calls.push(u));
+  assert.ok(sameBits(two.latent, one.latent));
+  assert.ok(!sameBits(one.latent, reference1.latent));
+  // Lockstep stage-1 steps hand over all 4 patches at once; run-ahead steps one patch per call.
+  assert.ok(calls.some((c) => c.length === 1 && c[0]!.kind === 'patch'), 'stage-1 patches were handed over one by one');
+  // 6 windows per stage-2 step (2 x 3 and 3 x 2 on a 2 x 2 patch latent) instead of 9.
+  assert.ok(calls.some((c) => c.length === 6 && c[0]!.kind === 'window'));
   await assertNoWorkers();
 });
 

@@ -437,7 +437,8 @@ def method_options(a):
     return {'stageSplit': a.stage_split, 'pixelInteraction': a.pixel_interaction, 'structureWeight': a.structure_weight,
             'structureSchedule': 'cosine', 'structureGamma': 1, 'structureSpace': a.structure_space,
             'guidanceSync': False, 'mask': a.mask, 'maskEvery': 1, 'maskLayers': [], 'maskGamma': 1,
-            'maskThreshold': 0, 'windowStride': None, 'windowJitter': a.window_jitter}
+            'maskThreshold': 0, 'windowStride': None, 'windowJitter': a.window_jitter,
+            'interactionEvery': 1, 'stage2Windows': 0}
 
 
 def sample_indices(length, count=SAMPLE_COUNT):

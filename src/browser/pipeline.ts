@@ -13,7 +13,7 @@ import type { GenerationCallbacks, GenerationTimings } from '../core/generation/
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata } from '../core/metadata.ts';
-import type { UnetUnit, UnitResult } from '../core/methods/types.ts';
+import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
@@ -207,12 +207,15 @@ export class WebPipeline {
 
     const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
     let unetMs = 0;
-    const evaluate = async (units: UnetUnit[]): Promise<UnitResult[]> => {
-      const t = performance.now();
+    // Wall time with at least one call outstanding (stage-1 run-ahead keeps several outstanding at once).
+    let inFlight = 0;
+    let since = 0;
+    const evaluate = async (units: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]> => {
+      if (inFlight++ === 0) since = performance.now();
       try {
-        return await this.dispatcher.evaluate(units, p.guidanceScale, { signal });
+        return await this.dispatcher.evaluate(units, p.guidanceScale, { signal, priority: hint?.priority });
       } finally {
-        unetMs += performance.now() - t;
+        if (--inFlight === 0) unetMs += performance.now() - since;
       }
     };
     const model = { nativeWidth: this.info.nativeWidth, nativeHeight: this.info.nativeHeight, latentChannels: this.info.latentChannels, timeIds: this.spec.family === 'sdxl' };

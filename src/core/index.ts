@@ -31,7 +31,7 @@ export {
   type WindowPlacement,
 } from './methods/index.ts';
 export type {
-  AttentionMap, HighResMethod, MethodContext, MethodName, MethodPreview, ProgressEvent, UnetUnit, UnitKind, UnitResult,
+  AttentionMap, EvaluateHint, HighResMethod, MethodContext, MethodName, MethodPreview, ProgressEvent, UnetUnit, UnitKind, UnitResult,
 } from './methods/types.ts';
 export type { StructureSchedule, StructureSpace } from './methods/guidance.ts';
 export type { WindowAxis } from './methods/windows.ts';

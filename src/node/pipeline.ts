@@ -10,7 +10,7 @@ import { cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts
 import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
 import { checkUpscale, img2imgScheduler, upscaleMethodOptions, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
-import type { UnetUnit, UnitResult } from '../core/methods/types.ts';
+import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, ResolvedParams } from '../core/params.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
@@ -465,16 +465,19 @@ export class Pipeline implements AsyncDisposable {
     const p = plan.params;
     const signal = run.signal;
     let unetMs = 0;
-    const evaluate = async (units: UnetUnit[]): Promise<UnitResult[]> => {
+    // Wall time with at least one call outstanding (stage-1 run-ahead keeps several outstanding at once).
+    let inFlight = 0;
+    let since = 0;
+    const evaluate = async (units: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]> => {
       run.onUnits?.(units);
-      const t = performance.now();
+      if (inFlight++ === 0) since = performance.now();
       // Handing the units over starts them on the devices at once: tell the watcher which devices are busy now.
-      const pending = this.pool.evaluate(units, p.guidanceScale, signal);
+      const pending = this.pool.evaluate(units, p.guidanceScale, signal, hint?.priority);
       (run as ActivityRun).onDispatched?.();
       try {
         return await pending;
       } finally {
-        unetMs += performance.now() - t;
+        if (--inFlight === 0) unetMs += performance.now() - since;
       }
     };
     const model = { nativeWidth: this.info.nativeWidth, nativeHeight: this.info.nativeHeight, latentChannels: this.info.latentChannels, timeIds: this.spec.family === 'sdxl' };

@@ -7,7 +7,7 @@ import { throwIfAborted } from '../errors.ts';
 import { createMethod } from '../methods/index.ts';
 import type { MethodOptions } from '../methods/options.ts';
 import { patchesToLatent } from '../methods/polyphase.ts';
-import type { MethodContext, MethodPreview, ProgressEvent, UnetUnit, UnitResult } from '../methods/types.ts';
+import type { EvaluateHint, MethodContext, MethodPreview, ProgressEvent, UnetUnit, UnitResult } from '../methods/types.ts';
 import type { ResolvedParams } from '../params.ts';
 import type { AbortSignalLike } from '../platform.ts';
 import { createRandom } from '../random/index.ts';
@@ -26,7 +26,7 @@ export interface DenoiseInput {
   channels: number;
   latentMultiple: number;
   timeIds?: boolean;
-  evaluate(units: UnetUnit[]): Promise<UnitResult[]>;
+  evaluate(units: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]>;
   maskTokens: readonly number[];
   signal?: AbortSignalLike;
   onWarning?(message: string): void;
@@ -38,6 +38,11 @@ export interface DenoiseInput {
    * remaining steps, img2img.ts schedulerFrom) instead of from pure noise.
    */
   init?: Img2ImgInit;
+  /**
+   * Test instrument: never let stage-1 patches run ahead (every step a barrier). The result is the same bit for bit;
+   * only the order units are handed over differs.
+   */
+  lockstep?: boolean;
   /** Test instrument: sees every step's fused output and latent. */
   onStep?(step: number, fused: Float32Array, latent: Float32Array, state: SchedulerState): void;
 }
@@ -53,7 +58,7 @@ export interface DenoiseModel {
 
 /** What a pipeline adds to a checked plan for the denoise stage. */
 export interface DenoiseParts {
-  evaluate(units: UnetUnit[]): Promise<UnitResult[]>;
+  evaluate(units: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]>;
   /** Mask columns other than the plan's (SD3 adds the T5 prompt pieces). */
   maskTokens?: readonly number[];
   signal?: AbortSignalLike;
@@ -102,6 +107,12 @@ export interface DenoiseResult {
   methodOptions: MethodOptions;
 }
 
+/**
+ * Schedulers whose step is a function of (step index, model output, sample) per element, with no history and no
+ * noise: stepping part of the latent gives those positions of the whole-latent step bit for bit (schedulers.test.ts).
+ */
+const STATELESS_STEPS = new Set(['euler', 'ddim', 'flow-euler']);
+
 export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
   const { params: p, scheduler } = input;
   const method = createMethod(p.method, p.methodOptions, {
@@ -131,7 +142,15 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
     latent = noiseTo(init.latent, startNoise, alpha, sigma);
   }
   let state = scheduler.initialState();
+  // Part-of-the-latent steps for stage-1 run-ahead: only where a step is stateless, elementwise and noise-free, and
+  // nothing changes the latent between steps (an upscale's skip residual does).
+  const advance =
+    STATELESS_STEPS.has(scheduler.name) && !init?.skipResidual && !input.lockstep
+      ? (step: number, output: Float32Array, sample: Float32Array) =>
+          scheduler.step({ stepIndex: step, history: [] }, output, sample).prevSample
+      : undefined;
   const ctx: MethodContext = {
+    ...(advance ? { advance } : {}),
     scheduler,
     evaluate: input.evaluate,
     structureTarget: init?.structureTarget,

@@ -31,7 +31,7 @@ export function structureWeightAt(
   return wMax * Math.pow(Math.min(1, Math.max(0, c)), gamma);
 }
 
-/** In place on eps [N, C, plane] (plane = p_h * p_w), patches 1..N-1. */
+/** In place on eps [N, C, plane] (plane = p_h * p_w), patches first..N-1 (default 1). */
 export function applyEpsGuidance(
   eps: Float32Array,
   key: Float32Array,
@@ -40,10 +40,11 @@ export function applyEpsGuidance(
   n: number,
   channels: number,
   plane: number,
+  first = 1,
 ): void {
   const size = channels * plane;
   const wm = weightedMask(mask, weight, plane);
-  for (let i = 1; i < n; i++) {
+  for (let i = first; i < n; i++) {
     const base = i * size;
     for (let c = 0; c < channels; c++) {
       const o = c * plane;

@@ -9,6 +9,7 @@ import { outputToX0 } from '../schedulers/prediction.ts';
 import type { MethodOptions } from './options.ts';
 import type { MethodPlan } from './plan.ts';
 import type {
+  EvaluateHint,
   HighResMethod,
   MethodContext,
   MethodName,
@@ -95,9 +96,10 @@ export abstract class MethodBase implements HighResMethod {
    */
   protected async evaluate(
     ctx: MethodContext, units: UnetUnit[], step: number, doneBefore: number, whileWaiting?: () => void,
+    hint?: EvaluateHint & { quiet?: boolean },
   ): Promise<UnitResult[]> {
     throwIfAborted(ctx.signal);
-    const pending = ctx.evaluate(units);
+    const pending = hint?.priority === undefined ? ctx.evaluate(units) : ctx.evaluate(units, { priority: hint.priority });
     whileWaiting?.();
     const results = await pending;
     throwIfAborted(ctx.signal);
@@ -117,15 +119,20 @@ export abstract class MethodBase implements HighResMethod {
         });
       }
     }
+    if (!hint?.quiet) this.reportProgress(ctx, step, doneBefore + units.length, units[units.length - 1]?.id);
+    return results;
+  }
+
+  /** Progress: `done` units of `step` are finished. */
+  protected reportProgress(ctx: MethodContext, step: number, done: number, unitId?: string): void {
     ctx.onProgress?.({
       stage: this.stageOf(step),
       step,
       totalSteps: this.plan.numSteps,
-      unitsDone: this.plan.unitsBefore[step] + doneBefore + units.length,
+      unitsDone: this.plan.unitsBefore[step] + done,
       unitsTotal: this.unitsTotal,
-      unitId: units[units.length - 1]?.id,
+      unitId,
     });
-    return results;
   }
 
   protected wantsPreview(step: number, ctx: MethodContext): boolean {

@@ -19,6 +19,12 @@ export interface MethodOptions {
   /** Shuffle every latent element across the N patches each stage-1 step (CutDiffusion). */
   pixelInteraction: boolean;
   /**
+   * Pixel interaction at stage-1 steps k with k % interactionEvery == 0 only (1, the default: every step). Between
+   * those steps no patch depends on another's output but the key patch's, so on several devices the patches run
+   * ahead of each other (staged.ts); the result depends on the setting, never on the devices.
+   */
+  interactionEvery: number;
+  /**
    * w_max of the structure guidance, in [0, 1] (0 = no guidance, i.e. cutdiffusion; 1 = patches take the
    * key's output wherever M = 1). The paper gives no value; 1 with x0-space guidance, measured
    * (docs/repetition.md).
@@ -54,7 +60,12 @@ export interface MethodOptions {
   windowStride: number | null;
   /** Redraw the stage-2 window jitter every step (off: windows sit at their base positions, e.g. for references). */
   windowJitter: boolean;
-  }
+  /**
+   * Stage-2 grids with a multiple of K windows per step (windows.ts planWindowsFor), e.g. K = the device count so
+   * that every round fills every device; 0 (default): one grid of stride windowStride.
+   */
+  stage2Windows: number;
+}
 
 /** The defaults, from the option registry (options/registry.ts), where each default is stated once. */
 export const DEFAULT_METHOD_OPTIONS: Readonly<MethodOptions> = Object.freeze(

@@ -8,7 +8,7 @@ import { planGeometry } from './geometry.ts';
 import type { MethodOptions } from './options.ts';
 import type { MethodName } from './types.ts';
 import type { WindowGrid } from './windows.ts';
-import { planWindows } from './windows.ts';
+import { planWindows, planWindowsFor } from './windows.ts';
 
 export interface MethodSetup extends GeometryInput {
   /** T, the number of scheduler steps (must equal ctx.scheduler.numSteps). */
@@ -24,7 +24,10 @@ export interface MethodSetup extends GeometryInput {
 export interface MethodPlan {
   name: MethodName;
   geometry: PatchGeometry;
+  /** The stage-2 grid of the first stage-2 step (the only one unless stage2Windows is set). */
   windows: WindowGrid;
+  /** Stage-2 grids; stage-2 step k uses grids[(k - S) % grids.length] (see gridAt). */
+  grids: WindowGrid[];
   numSteps: number;
   /** S: steps 0..S-1 are stage 1 (patches), S..T-1 stage 2 (windows); 0 for direct and multidiffusion. */
   stage1Steps: number;
@@ -35,9 +38,14 @@ export interface MethodPlan {
   vaeScaleFactor: number;
 }
 
-export function unitsPerStep(name: MethodName, geo: PatchGeometry, windows: WindowGrid, s: number, step: number): number {
+export function unitsPerStep(name: MethodName, geo: PatchGeometry, grids: readonly WindowGrid[], s: number, step: number): number {
   if (name === 'direct') return 1;
-  return step < s ? geo.count : windows.count;
+  return step < s ? geo.count : grids[(step - s) % grids.length].count;
+}
+
+/** The stage-2 grid of step `step` (>= S). */
+export function gridAt(plan: MethodPlan, step: number): WindowGrid {
+  return plan.grids[(step - plan.stage1Steps) % plan.grids.length];
 }
 
 export function planMethod(name: MethodName, options: MethodOptions, setup: MethodSetup): MethodPlan {
@@ -59,13 +67,22 @@ export function planMethod(name: MethodName, options: MethodOptions, setup: Meth
       'A stride larger than the window leaves gaps; omit it for half the window.',
     );
   }
-  const windows = planWindows(geometry, options.windowStride ?? undefined);
+  if (options.stage2Windows > 0 && options.windowStride !== null) {
+    throw invalidArgument(
+      'stage2Windows',
+      'no windowStride beside it (the grids set their own spacing)',
+      options.stage2Windows,
+      'Give either windowStride or stage2Windows.',
+    );
+  }
+  const grids = options.stage2Windows > 0 ? planWindowsFor(geometry, options.stage2Windows) : [planWindows(geometry, options.windowStride ?? undefined)];
+  const windows = grids[0];
   const stage1Steps = name === 'cutdiffusion' || name === 'asg' ? Math.round(numSteps * options.stageSplit) : 0;
   const unitsBefore = [0];
   for (let k = 0; k < numSteps; k++) {
-    unitsBefore.push(unitsBefore[k] + unitsPerStep(name, geometry, windows, stage1Steps, k));
+    unitsBefore.push(unitsBefore[k] + unitsPerStep(name, geometry, grids, stage1Steps, k));
   }
-  return { name, geometry, windows, numSteps, stage1Steps, unitsBefore, timeIds: setup.timeIds ?? false, originalSize: setup.originalSize, vaeScaleFactor };
+  return { name, geometry, windows, grids, numSteps, stage1Steps, unitsBefore, timeIds: setup.timeIds ?? false, originalSize: setup.originalSize, vaeScaleFactor };
 }
 
 /** SDXL time_ids for a unit whose origin in the (zero-padded) canvas is (cropTop, cropLeft) latent px. */

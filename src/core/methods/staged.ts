@@ -12,23 +12,64 @@
  * key's own denoised estimate at its own step) and the latest mask. Staleness is by step index only.
  * Mask schedule: guided steps are g = 1..S-1; the mask used at g comes from step g-1 (async) or g (sync)
  * and is recomputed when (g - 1) % maskEvery == 0, reused in between. Only those steps' key unit asks for
- * attention. Portable: no Node APIs.
+ * attention.
+ *
+ * Pixel interaction every m-th stage-1 step (interactionEvery): the steps in between form run-ahead blocks in which
+ * every patch runs its own chain of units (startBlock), waiting only for itself and the key patch, where the context
+ * offers a part-of-the-latent scheduler step (MethodContext.advance); the fused outputs are bit for bit the lockstep
+ * ones. Portable: no Node APIs.
  */
 import { AsgdError, invalidArgument } from '../errors.ts';
 import { BufferPool } from './buffers.ts';
-import { patchSize } from './geometry.ts';
+import { isPadded, patchSize } from './geometry.ts';
 import { applyEpsGuidance, applyX0Guidance, denoisedEstimate, structureWeightAt } from './guidance.ts';
 import { buildMask } from './mask.ts';
 import { MethodBase } from './method-base.ts';
 import { X0_MAPPED, outputToX0 } from '../schedulers/prediction.ts';
 import type { MethodOptions } from './options.ts';
 import type { MethodPlan } from './plan.ts';
-import { unitTimeIds } from './plan.ts';
+import { gridAt, unitTimeIds } from './plan.ts';
 import type { Permutations } from './pixel-interaction.ts';
 import { drawPermutations, shuffleToUnits, unshuffleFromUnits } from './pixel-interaction.ts';
 import { downscaleLatent, extractPatches, padLatent, relocatePatches } from './polyphase.ts';
 import type { MethodContext, UnetUnit, UnitResult } from './types.ts';
 import { WindowCanvas, extractWindow, placeWindows } from './windows.ts';
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+/** A promise settled from outside; its rejection is handled here (whoever awaits it still sees it). */
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
+/** The key patch's guidance reference after a step: its estimate and the latest mask. */
+interface KeyRef {
+  key: Float32Array | null;
+  mask: Float32Array | null;
+}
+
+/** Stage-1 steps start..end-1 run ahead (see startBlock). */
+interface AheadBlock {
+  start: number;
+  end: number;
+  /** Per step: the guided outputs of all patches [N, C, p_h, p_w], done when the last patch has written its own. */
+  steps: Map<number, { eps: Float32Array; left: number; done: Deferred<Float32Array> }>;
+  /** Per step: the key patch's reference after it. */
+  keys: Map<number, Deferred<KeyRef>>;
+  /** The reference before `start` (from the lockstep path). */
+  startRef: KeyRef;
+}
 
 export class StagedMethod extends MethodBase {
   /** Structure guidance is on (asg with w_max > 0 and at least one guided step). */
@@ -52,8 +93,12 @@ export class StagedMethod extends MethodBase {
       plan.name === 'asg' && options.structureWeight > 0 && plan.stage1Steps > 1 && plan.geometry.count > 1;
   }
 
+  /** The run-ahead block in progress, if any. */
+  private block: AheadBlock | null = null;
+
   protected override reset(): void {
     super.reset();
+    this.block = null;
     this.staleKey = null;
     this.mask = null;
     this.aheadPerm = null;
@@ -68,16 +113,22 @@ export class StagedMethod extends MethodBase {
     return g >= 1 && g <= s - 1 && (g - 1) % n === 0;
   }
 
+  /** Whether stage-1 step `step` shuffles (pixel interaction at every interactionEvery-th step). */
+  interactsAt(step: number): boolean {
+    const { options, plan } = this;
+    return options.pixelInteraction && plan.geometry.count > 1 && step < plan.stage1Steps && step % options.interactionEvery === 0;
+  }
+
   protected async predictStep(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
     return step < this.plan.stage1Steps ? this.stage1(latent, step, ctx) : this.stage2(latent, step, ctx);
   }
 
-  private async stage1(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
-    const { plan, options } = this;
-    const geo = plan.geometry;
+  /** Checks of stage 1's inputs; returns the structure target when guidance uses one. */
+  private checkStage1(ctx: MethodContext): Float32Array | undefined {
+    const { options } = this;
+    const geo = this.plan.geometry;
     const n = geo.count;
     const size = patchSize(geo);
-    const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
     const target = this.guided ? ctx.structureTarget : undefined;
     if (target && target.length !== size && target.length !== n * size) {
@@ -91,11 +142,40 @@ export class StagedMethod extends MethodBase {
         `The model predicts ${sched.predictionType}; use structureSpace 'eps'.`,
       );
     }
+    return target;
+  }
+
+  /**
+   * Whether stage-1 step `step` may start a run-ahead block: the context can step part of the latent, the step
+   * does not shuffle, and nothing else couples the patches (no structure target, no geometry padding, whose
+   * replicated edge would be stepped apart from its source).
+   */
+  private canRunAhead(step: number, ctx: MethodContext): boolean {
+    const geo = this.plan.geometry;
+    return (
+      ctx.advance !== undefined && geo.count > 1 && !this.interactsAt(step) && !isPadded(geo) &&
+      !(this.guided && ctx.structureTarget)
+    );
+  }
+
+  private async stage1(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
+    const { plan, options } = this;
+    const geo = plan.geometry;
+    const n = geo.count;
+    const size = patchSize(geo);
+    const plane = geo.patchHeight * geo.patchWidth;
+    const sched = ctx.scheduler;
+    const target = this.checkStage1(ctx);
+    if (this.block && step >= this.block.start && step < this.block.end) return this.fromBlock(latent, step, ctx);
+    if (this.canRunAhead(step, ctx)) {
+      this.block = this.startBlock(latent, step, ctx);
+      return this.fromBlock(latent, step, ctx);
+    }
 
     const padded = padLatent(latent, geo);
     this.patchBuffer ??= new Float32Array(n * size);
     const patches = extractPatches(padded, geo, this.patchBuffer);
-    const interacting = options.pixelInteraction && n > 1;
+    const interacting = this.interactsAt(step);
     let perm: Permutations | null = null;
     if (interacting && this.aheadPerm?.step === step) {
       // Drawn during the previous step: swap it in, keeping the old buffer for the next draw ahead.
@@ -107,7 +187,7 @@ export class StagedMethod extends MethodBase {
     this.aheadPerm = null;
     if (perm) this.permBuffer = perm;
     const drawAhead =
-      interacting && step + 1 < plan.stage1Steps
+      this.interactsAt(step + 1)
         ? () => {
             const next = drawPermutations(ctx.random.permutation, size, n, this.spareBuffer);
             this.spareBuffer = undefined;
@@ -217,10 +297,129 @@ export class StagedMethod extends MethodBase {
     return fused;
   }
 
+  /**
+   * Stage-1 run-ahead from `start` to the next pixel-interaction step (or the stage's end). Each patch runs its
+   * own chain: evaluate its unit at step t, guide it (async: by the key patch's step t-1; sync: step t), step its
+   * part of the latent with ctx.advance, go on to t+1. A patch thus waits only for its own previous step and the
+   * key patch's, never for the other patches, so on several devices the patches run ahead of each other. The
+   * arithmetic is that of the lockstep path (same inputs, same guidance per element, same scheduler step), so the
+   * fused outputs and the latent are bit for bit those of one device; predict(t) returns step t's fused output once
+   * every patch has it, and the denoise loop steps the whole latent as always.
+   */
+  private startBlock(latent: Float32Array, start: number, ctx: MethodContext): AheadBlock {
+    const { plan } = this;
+    const geo = plan.geometry;
+    const n = geo.count;
+    const size = patchSize(geo);
+    let end = start + 1;
+    while (end < plan.stage1Steps && !this.interactsAt(end)) end++;
+    const patches = extractPatches(padLatent(latent, geo), geo);
+    const block: AheadBlock = {
+      start,
+      end,
+      steps: new Map(),
+      keys: new Map(),
+      startRef: { key: this.staleKey, mask: this.mask },
+    };
+    for (let t = start; t < end; t++) {
+      block.steps.set(t, { eps: new Float32Array(n * size), left: n, done: deferred() });
+      block.keys.set(t, deferred());
+    }
+    const fail = (error: unknown) => {
+      for (const s of block.steps.values()) s.done.reject(error);
+      for (const k of block.keys.values()) k.reject(error);
+    };
+    for (let i = 0; i < n; i++) {
+      this.patchChain(block, i, patches.slice(i * size, (i + 1) * size), ctx).catch(fail);
+    }
+    return block;
+  }
+
+  private async patchChain(block: AheadBlock, i: number, start: Float32Array, ctx: MethodContext): Promise<void> {
+    const { plan, options } = this;
+    const geo = plan.geometry;
+    const size = patchSize(geo);
+    const plane = geo.patchHeight * geo.patchWidth;
+    const sched = ctx.scheduler;
+    const timeIds = unitTimeIds(plan, 0, 0);
+    const sync = options.guidanceSync;
+    let x = start;
+    let mask = block.startRef.mask;
+    for (let t = block.start; t < block.end; t++) {
+      const scale = sched.inputScale(t);
+      // The same arithmetic as shuffleToUnits without a permutation.
+      const sample = this.samples.take(i, size);
+      if (scale === 1) sample.set(x);
+      else for (let e = 0; e < size; e++) sample[e] = x[e] * scale;
+      const wantAttention = i === 0 && this.maskComputedAt(t);
+      const timestep = sched.timesteps[t];
+      const unit: UnetUnit = {
+        id: `s1/k${t}/p${i}`, kind: 'patch', step: t, index: i, sample, height: geo.patchHeight, width: geo.patchWidth,
+        timestep, wantAttention, timeIds,
+      };
+      // The key patch first: every other patch waits for it.
+      const [result] = await this.evaluate(ctx, [unit], t, 0, undefined, { priority: i === 0 ? 1 : 0, quiet: true });
+      const slot = block.steps.get(t)!;
+      const eps = slot.eps.subarray(i * size, (i + 1) * size);
+      eps.set(result.output);
+      if (this.guided) {
+        const { alpha, sigma } = outputToX0(sched, t) ?? sched.noiseLevel(t);
+        if (i === 0) {
+          if (wantAttention) {
+            const built = buildMask(result.attention, geo.patchHeight, geo.patchWidth, {
+              tokens: ctx.maskTokens,
+              layers: options.maskLayers,
+              gamma: options.maskGamma,
+              threshold: options.maskThreshold,
+            });
+            if (built.warning) this.warn(ctx, built.warning);
+            mask = built.mask;
+          }
+          const key = options.structureSpace === 'eps' ? Float32Array.from(eps) : denoisedEstimate(x, eps, alpha, sigma);
+          block.keys.get(t)!.resolve({ key, mask });
+        } else {
+          const ref = sync ? await block.keys.get(t)!.promise : t === block.start ? block.startRef : await block.keys.get(t - 1)!.promise;
+          const weight = t >= 1 ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep) : 0;
+          if (ref.key !== null && weight > 0) {
+            const m = options.mask ? ref.mask : null;
+            if (options.structureSpace === 'eps') applyEpsGuidance(eps, ref.key, m, weight, 1, geo.channels, plane, 0);
+            else applyX0Guidance(eps, x, ref.key, m, weight, alpha, sigma, 1, geo.channels, plane, 0);
+          }
+        }
+      }
+      if (--slot.left === 0) slot.done.resolve(slot.eps);
+      if (t + 1 < block.end) x = ctx.advance!(t, eps, x);
+    }
+  }
+
+  /** Step `step` of the run-ahead block: its fused output once every patch has its guided output. */
+  private async fromBlock(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
+    const block = this.block!;
+    const geo = this.plan.geometry;
+    const size = patchSize(geo);
+    const eps = await block.steps.get(step)!.done.promise;
+    block.steps.delete(step);
+    if (this.guided) {
+      // The guidance state after this step, as the lockstep path leaves it.
+      const rec = await block.keys.get(step)!.promise;
+      this.staleKey = rec.key;
+      this.mask = rec.mask;
+      block.keys.delete(step - 1);
+    }
+    if (step === block.end - 1) this.block = null;
+    this.reportProgress(ctx, step, geo.count, `s1/k${step}/p${geo.count - 1}`);
+    const fused = relocatePatches(eps, geo, geo.height, geo.width);
+    if (this.wantsPreview(step, ctx)) {
+      const key = extractPatches(padLatent(latent, geo), geo).subarray(0, size);
+      this.emitPreview(ctx, step, 'key-patch', Float32Array.from(key), Float32Array.from(eps.subarray(0, size)), geo.patchHeight, geo.patchWidth);
+    }
+    return fused;
+  }
+
   private async stage2(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
     const { plan } = this;
     const geo = plan.geometry;
-    const grid = plan.windows;
+    const grid = gridAt(plan, step);
     const sched = ctx.scheduler;
     const padded = padLatent(latent, geo);
     const winH = grid.vertical.window;

@@ -82,10 +82,26 @@ export interface MethodPreview {
   denoised?: Tensor;
 }
 
+export interface EvaluateHint {
+  /** Higher runs first among queued calls (default 0). */
+  priority?: number;
+}
+
 export interface MethodContext {
   scheduler: Scheduler;
-  /** Evaluates independent units (possibly in parallel); results are in the same order as `units`. */
-  evaluate(units: UnetUnit[]): Promise<UnitResult[]>;
+  /**
+   * Evaluates independent units (possibly in parallel); results are in the same order as `units`. Several calls
+   * may be outstanding at once (stage-1 run-ahead); `hint.priority` orders queued calls (higher first).
+   */
+  evaluate(units: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]>;
+  /**
+   * One scheduler step of part of the latent: `sample` and `modelOutput` hold the same positions of the latent and
+   * of the fused output at `step`, and the result equals those positions of the whole-latent step bit for bit.
+   * Present only where that holds (a stateless, elementwise, noise-free step: Euler, DDIM, flow Euler) and the
+   * latent is not changed between steps; with it, stage-1 patches run ahead of each other between pixel-interaction
+   * steps (staged.ts). The scheduler still steps the whole latent; this only lets units be dispatched earlier.
+   */
+  advance?(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
   /** Seeded streams owned by the coordinator. */
   random: { permutation: RandomSource; jitter: RandomSource };
   /** Token indices (into the 77 tokens) whose attention forms the mask. */

@@ -54,6 +54,57 @@ export function planWindows(geo: PatchGeometry, stride?: number): WindowGrid {
   return { vertical, horizontal, count: vertical.bases.length * horizontal.bases.length };
 }
 
+/**
+ * An axis of `count` windows spread evenly over `size` (bases round(i * (size - window) / (count - 1)), the last
+ * at the end), jitter J = floor((window - largest gap) / 4): 0 where consecutive windows only touch, so coverage
+ * holds for any draw as in planAxis.
+ */
+export function spreadAxis(size: number, native: number, count: number): WindowAxis {
+  const window = Math.min(native, size);
+  if (count <= 1 || size <= window) return { size, window, stride: window, jitter: 0, bases: [0] };
+  const bases: number[] = [];
+  for (let i = 0; i < count; i++) bases.push(i === count - 1 ? size - window : Math.round((i * (size - window)) / (count - 1)));
+  let gap = 0;
+  for (let i = 1; i < count; i++) gap = Math.max(gap, bases[i] - bases[i - 1]);
+  if (gap > window) throw new Error(`windows: ${count} windows of ${window} leave gaps on an axis of ${size}`);
+  return { size, window, stride: gap, jitter: Math.floor((window - gap) / 4), bases };
+}
+
+/**
+ * Stage-2 grids sized to a device count K (method option stage2Windows): every grid has a multiple of K windows,
+ * as few as cover the padded latent with overlap along at least one axis (an axis of windows that only touch has
+ * fixed seams in that step). When several row x column layouts tie (2 x 4 and 4 x 2 on an SDXL 2048 latent with
+ * K = 4), all are returned and the steps cycle through them, so the seams move from step to step. Depends only on
+ * the geometry and K, never on the devices that run it.
+ */
+export function planWindowsFor(geo: PatchGeometry, k: number): WindowGrid[] {
+  const axisMin = (size: number, native: number) => (size <= native ? 1 : Math.ceil(size / native));
+  const axisMax = (size: number, native: number) => (size <= native ? 1 : size - native + 1);
+  const overlaps = (size: number, native: number, c: number) => c === 1 || c * Math.min(native, size) > size;
+  const rMin = axisMin(geo.paddedHeight, geo.nativeHeight);
+  const cMin = axisMin(geo.paddedWidth, geo.nativeWidth);
+  const rMax = axisMax(geo.paddedHeight, geo.nativeHeight);
+  const cMax = axisMax(geo.paddedWidth, geo.nativeWidth);
+  let best = Infinity;
+  let layouts: [number, number][] = [];
+  for (let r = rMin; r <= Math.min(rMax, rMin + 2 * k); r++) {
+    for (let c = cMin; c <= Math.min(cMax, cMin + 2 * k); c++) {
+      if ((r * c) % k !== 0 || r * c > best) continue;
+      const single = r === 1 && c === 1;
+      if (!single && !overlaps(geo.paddedHeight, geo.nativeHeight, r) && !overlaps(geo.paddedWidth, geo.nativeWidth, c)) continue;
+      if (r * c < best) layouts = [];
+      best = r * c;
+      layouts.push([r, c]);
+    }
+  }
+  if (layouts.length === 0) return [planWindows(geo)];
+  return layouts.map(([r, c]) => {
+    const vertical = spreadAxis(geo.paddedHeight, geo.nativeHeight, r);
+    const horizontal = spreadAxis(geo.paddedWidth, geo.nativeWidth, c);
+    return { vertical, horizontal, count: r * c };
+  });
+}
+
 function shift(axis: WindowAxis, i: number, rng: RandomSource): number {
   const j = axis.jitter;
   if (j === 0) return 0;

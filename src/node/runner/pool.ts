@@ -101,8 +101,8 @@ export class DevicePool {
     return this.dispatcher.stats;
   }
 
-  evaluate(units: UnetUnit[], guidanceScale: number, signal?: AbortSignal): Promise<UnitResult[]> {
-    return this.dispatcher.evaluate(units, guidanceScale, { signal });
+  evaluate(units: UnetUnit[], guidanceScale: number, signal?: AbortSignal, priority?: number): Promise<UnitResult[]> {
+    return this.dispatcher.evaluate(units, guidanceScale, { signal, priority });
   }
 
   /**
