@@ -1,6 +1,6 @@
 /** A backend over ONNX Runtime sessions opened in this thread, for benchmarks and tests (the pipeline runs its graphs on workers). */
-import type { TiledVaeBackend } from '../core/vae/tiled.ts';
-import { openSession, releaseSession, type SessionOptions } from '../onnx/session.ts';
+import type { DecodedImage, TiledVaeBackend } from '../core/vae/tiled.ts';
+import { openSession, releaseSession, type OpenSession, type SessionOptions } from '../onnx/session.ts';
 import { VaeDecoderAdapter, VaeNormAdapter } from '../onnx/vae.ts';
 import { prepareVaeGraphs, type VaeGraphs } from './vae-graphs.ts';
 
@@ -9,10 +9,22 @@ export async function localBackend(
   modelPath: string, component: 'vae_decoder' | 'vae_encoder', session: SessionOptions = { provider: 'cpu' },
 ): Promise<TiledVaeBackend & { graphs: VaeGraphs; close(): Promise<void> }> {
   const graphs = await prepareVaeGraphs(modelPath);
-  const plainSession = await openSession(modelPath, component, session);
   const load = 'reason' in graphs || !graphs.externalDataFolder ? {} : { externalDataFolder: graphs.externalDataFolder };
-  const plainNorm = component === 'vae_encoder' ? new VaeNormAdapter(plainSession, component) : undefined;
-  const decoder = component === 'vae_decoder' ? new VaeDecoderAdapter(plainSession) : undefined;
+  // The plain model's session opens on first use: a tiled run with shared statistics never needs it.
+  let plain: { s: OpenSession; run: (input: Float32Array, c: number, h: number, w: number) => Promise<DecodedImage> } | undefined;
+  const openPlain = async () => {
+    if (!plain) {
+      const s = await openSession(modelPath, component, session);
+      if (component === 'vae_decoder') {
+        const decoder = new VaeDecoderAdapter(s);
+        plain = { s, run: (input, c, h, w) => decoder.decode(input, c, h, w) };
+      } else {
+        const encoder = new VaeNormAdapter(s, component);
+        plain = { s, run: (input, c, h, w) => encoder.run(input, c, h, w) };
+      }
+    }
+    return plain;
+  };
   const missing = () => new Error('localBackend: no derived graphs');
   // Derived sessions open on first use and one at a time, as in the worker.
   let held: { file: string; adapter: VaeNormAdapter } | undefined;
@@ -27,7 +39,7 @@ export async function localBackend(
   return {
     graphs,
     norms: 'reason' in graphs ? { reason: graphs.reason } : { layers: graphs.layers },
-    run: async (input, c, h, w) => (decoder ? decoder.decode(input, c, h, w) : plainNorm!.run(input, c, h, w)),
+    run: async (input, c, h, w) => (await openPlain()).run(input, c, h, w),
     runStats: async (input, c, h, w) => {
       if ('reason' in graphs) throw missing();
       return (await use(graphs.statsFile, 'statistics graph')).run(input, c, h, w);
@@ -41,7 +53,7 @@ export async function localBackend(
       return (await use(graphs.prefixFiles[k]!, `prefix graph ${k}`)).run(input, c, h, w, { affine, region });
     },
     close: async () => {
-      for (const s of [plainSession, held?.adapter.s]) await releaseSession(s);
+      for (const s of [plain?.s, held?.adapter.s]) await releaseSession(s);
     },
   };
 }

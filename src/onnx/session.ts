@@ -59,14 +59,28 @@ export interface ModelLoad {
    * external data outside the model file's own folder (absolute, `..` or symlinked locations).
    */
   externalDataFolder?: string;
+  /** ONNX Runtime's memory settings for this session (default: ORT's, with every graph optimisation). */
+  memory?: SessionMemory;
+}
+
+/** Memory-related ONNX Runtime settings of one session (see docs/vae-tiling.md, "Memory", for measurements). */
+export interface SessionMemory {
+  /** Graph optimisation level (default 'all'). */
+  optimization?: 'basic' | 'extended' | 'all';
+  /** ORT's CPU memory arena (default on). */
+  cpuArena?: boolean;
+  /** ORT's memory pattern planning (default on). */
+  memPattern?: boolean;
 }
 
 export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions, load: ModelLoad = {}): Promise<OpenSession> {
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: executionProviders(opts),
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: load.memory?.optimization ?? 'all',
     logSeverityLevel: ortSeverity(runtimeLogLevel()),
   };
+  if (load.memory?.cpuArena === false) options.enableCpuMemArena = false;
+  if (load.memory?.memPattern === false) options.enableMemPattern = false;
   if (load.externalDataFolder) {
     options.extra = { session: { model_external_initializers_file_folder_path: load.externalDataFolder } };
   }
