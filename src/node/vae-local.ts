@@ -1,7 +1,7 @@
 /** A backend over ONNX Runtime sessions opened in this thread, for benchmarks and tests (the pipeline runs its graphs on workers). */
 import type { DecodedImage, TiledVaeBackend } from '../core/vae/tiled.ts';
 import { openSession, releaseSession, type OpenSession, type SessionOptions } from '../onnx/session.ts';
-import { VaeDecoderAdapter, VaeNormAdapter } from '../onnx/vae.ts';
+import { VAE_GRAPH_MEMORY, VaeDecoderAdapter, VaeNormAdapter } from '../onnx/vae.ts';
 import { prepareVaeGraphs, type VaeGraphs } from './vae-graphs.ts';
 
 /** A backend over sessions opened in this thread (benchmarks, tests). Release it with `close`. */
@@ -9,7 +9,7 @@ export async function localBackend(
   modelPath: string, component: 'vae_decoder' | 'vae_encoder', session: SessionOptions = { provider: 'cpu' },
 ): Promise<TiledVaeBackend & { graphs: VaeGraphs; close(): Promise<void> }> {
   const graphs = await prepareVaeGraphs(modelPath);
-  const load = 'reason' in graphs || !graphs.externalDataFolder ? {} : { externalDataFolder: graphs.externalDataFolder };
+  const load = { ...('reason' in graphs || !graphs.externalDataFolder ? {} : { externalDataFolder: graphs.externalDataFolder }), memory: VAE_GRAPH_MEMORY };
   // The plain model's session opens on first use: a tiled run with shared statistics never needs it.
   let plain: { s: OpenSession; run: (input: Float32Array, c: number, h: number, w: number) => Promise<DecodedImage> } | undefined;
   const openPlain = async () => {

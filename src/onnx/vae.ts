@@ -1,5 +1,6 @@
 /** VAE decoder/encoder adapters: latents (already divided by the scaling factor) to images in [-1, 1] and back. */
 import type { IoInfo } from './io.ts';
+import type { SessionMemory } from './session.ts';
 import { findIo, float32Tensor, floatTensor, int64Tensor, readFloat, type OpenSession } from './tensors.ts';
 import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT } from '../graph/vae-norm-graph.ts';
 
@@ -40,6 +41,14 @@ export class VaeEncoderAdapter {
     return { data: data.slice(0, channels * lh * lw), channels, height: lh, width: lw };
   }
 }
+
+/**
+ * ONNX Runtime settings of the derived VAE graphs' sessions (measured in docs/vae-tiling.md, "Memory"): graph
+ * optimisations up to 'extended', without the 'all' level's NCHWc layout transformation, which keeps a second,
+ * reordered copy of every convolution's weights and reorders activations between layouts: on the SD-width decoder at
+ * one 512 px tile it peaks at 1360 MiB against 'all''s 2010 MiB, at the same speed with one thread.
+ */
+export const VAE_GRAPH_MEMORY: SessionMemory = { optimization: 'extended' };
 
 /**
  * The derived VAE graphs (src/graph/vae-norm-graph.ts): the statistics graph (decode or encode plus every norm

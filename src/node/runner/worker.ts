@@ -8,7 +8,7 @@ import { openSession, releaseSession, type OpenSession, type SessionOptions } fr
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import type { UnetAdapter, TextConditioning } from '../../onnx/unet.ts';
 import { denoiserAdapter } from '../../onnx/transformer.ts';
-import { VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
+import { VAE_GRAPH_MEMORY, VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
 import { probeLoadOptions } from '../probe.ts';
 import type { ComponentName, FailMode, SerializedError, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
@@ -170,7 +170,7 @@ async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
   // Nor with the plain model's session: a tiled run with shared statistics does not use it (reopened when needed).
   await releasePlainVae(req.graph.startsWith('vaeDecoder') ? 'vaeDecoder' : 'vaeEncoder');
   const label = `${req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder'} (${req.graph.endsWith('Tile') ? 'tile' : req.graph.endsWith('Prefix') ? 'prefix' : 'statistics'} graph)`;
-  const s = await openSession(req.file, label, state.options, req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {});
+  const s = await openSession(req.file, label, state.options, { ...(req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {}), memory: VAE_GRAPH_MEMORY });
   const adapter = new VaeNormAdapter(s, req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder');
   state.vaeNorm[req.graph] = { file: req.file, adapter };
   return adapter;
