@@ -19,11 +19,18 @@
  * peak is reached once the canvas exists and one tile has run (the child records the peak after every model tile;
  * the table gives it after N and after 2N tiles, from two separate processes).
  *
+ * Single graphs (`--probe plain|tile|stats [--size 512] [--ort JSON]`): the SD-width fixture's plain decoder or one
+ * of its derived graphs run once on one latent of that size (for the tile graph: unit affine maps, the middle 75 % of
+ * each side as the owned region) in a fresh process, with ONNX Runtime's session options merged from --ort (e.g.
+ * '{"graphOptimizationLevel":"extended","enableCpuMemArena":false,"enableMemPattern":false}'): the peak RSS and CPU
+ * time of that graph alone, as the settings in docs/vae-tiling.md were chosen.
+ *
  * Tiled cases use 'estimate' statistics by default: the tile graph's memory does not depend on the statistics mode
  * ('exact' runs the prefix graphs, each a part of the tile graph, one session at a time; `--stats exact` measures it).
  * Writes bench/results/vae-memory.json.
  */
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,6 +44,7 @@ import { openSession } from '../src/onnx/session.ts';
 import { VaeDecoderAdapter } from '../src/onnx/vae.ts';
 import { localBackend } from '../src/node/vae-local.ts';
 import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
+import { NORM_AFFINE_INPUT, NORM_REGION_INPUT } from '../src/graph/vae-norm-graph.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -64,6 +72,29 @@ function bounded(be: TiledVaeBackend, limit: number, peaks: number[]): TiledVaeB
       return last;
     },
   };
+}
+
+if (args[0] === '--probe-child') {
+  const [, file, sizeArg, ortJson] = args;
+  const ort = createRequire(import.meta.url)('onnxruntime-node') as typeof import('onnxruntime-node');
+  const h = Number(sizeArg) / 8;
+  const options = { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: 1, interOpNumThreads: 1, ...JSON.parse(ortJson!) } as import('onnxruntime-node').InferenceSession.SessionOptions;
+  const s = await ort.InferenceSession.create(file!, options);
+  const afterLoadMiB = rssMiB();
+  const feeds: Record<string, import('onnxruntime-node').Tensor> = { latent_sample: new ort.Tensor('float32', smoothLatent(h, h), [1, 4, h, h]) };
+  if (s.inputNames.includes(NORM_AFFINE_INPUT)) {
+    const n = (s.inputMetadata.find((m) => m.name === NORM_AFFINE_INPUT) as unknown as { shape: readonly number[] }).shape[0]!;
+    // Unit maps: a = 1, b = 0 per layer (SD's layers have 32 groups).
+    const affine = new Float32Array(n).map((_, i) => (Math.floor(i / 32) % 2 === 0 ? 1 : 0));
+    feeds[NORM_AFFINE_INPUT] = new ort.Tensor('float32', affine, [n]);
+    const m = Math.round(h / 8);
+    feeds[NORM_REGION_INPUT] = new ort.Tensor('int64', BigInt64Array.from([m, m, h - m, h - m].map(BigInt)), [4]);
+  }
+  const t0 = performance.now();
+  await s.run(feeds);
+  const cpu = process.cpuUsage();
+  console.log(JSON.stringify({ afterLoadMiB, maxRssMiB: rssMiB(), ms: Math.round(performance.now() - t0), cpuMs: Math.round((cpu.user + cpu.system) / 1000) }));
+  process.exit(0);
 }
 
 if (args[0] === '--child') {
@@ -95,6 +126,26 @@ if (args[0] === '--child') {
     Object.assign(extra, { tiles: r.tiles, modelTiles: limit > 0 ? Math.min(limit, r.tiles) : r.tiles, ...(limit > 0 ? { peakAfterTileMiB: peaks } : {}) });
   }
   console.log(JSON.stringify({ width: image.width, maxRssMiB: rssMiB(), ms: Math.round(ms), ...extra }));
+  process.exit(0);
+}
+
+if (args.includes('--probe')) {
+  const which = flag('--probe', 'tile');
+  const size = flag('--size', '512');
+  const ortJson = flag('--ort', '{}');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-vae-probe-'));
+  try {
+    const file = path.join(tmp, 'sd-vae-decoder.onnx');
+    fs.writeFileSync(file, toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float32', form: 'instance-norm', ...SD_VAE_DECODER })));
+    const graphs = await prepareVaeGraphs(file);
+    if ('reason' in graphs) throw new Error(graphs.reason);
+    const target = which === 'plain' ? file : which === 'stats' ? graphs.statsFile : graphs.tileFile;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', SELF, '--probe-child', target, size, ortJson], { encoding: 'utf8', cwd: ROOT });
+    if (r.status !== 0) throw new Error(`probe failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+    console.log(JSON.stringify({ graph: which, size: Number(size), ort: JSON.parse(ortJson), ...JSON.parse(r.stdout.trim().split('\n').pop()!) }));
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
   process.exit(0);
 }
 
