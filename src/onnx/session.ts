@@ -9,8 +9,8 @@ import { AsgdError } from '../core/errors.ts';
 import { ortSeverity, runtimeLogLevel, withDriverNotesFiltered } from './runtime-log.ts';
 import { bindOrt, ioList, type OpenSession } from './tensors.ts';
 
-export type { IoInfo, ProviderName, SessionOptions } from './io.ts';
-import type { SessionOptions } from './io.ts';
+export type { IoInfo, ProviderName, SessionMemory, SessionOptions } from './io.ts';
+import type { SessionMemory, SessionOptions } from './io.ts';
 export {
   findIo, float32Tensor, floatTensor, int64Tensor, makeTensor, readFloat, type OpenSession, type OrtTensor, type RunOutputs,
 } from './tensors.ts';
@@ -63,15 +63,6 @@ export interface ModelLoad {
   memory?: SessionMemory;
 }
 
-/** Memory-related ONNX Runtime settings of one session (see docs/vae-tiling.md, "Memory", for measurements). */
-export interface SessionMemory {
-  /** Graph optimisation level (default 'all'). */
-  optimization?: 'basic' | 'extended' | 'all';
-  /** ORT's CPU memory arena (default on). */
-  cpuArena?: boolean;
-  /** ORT's memory pattern planning (default on). */
-  memPattern?: boolean;
-}
 
 export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions, load: ModelLoad = {}): Promise<OpenSession> {
   const options: ort.InferenceSession.SessionOptions = {

@@ -1,6 +1,5 @@
 /** VAE decoder/encoder adapters: latents (already divided by the scaling factor) to images in [-1, 1] and back. */
-import type { IoInfo } from './io.ts';
-import type { SessionMemory } from './session.ts';
+import type { IoInfo, SessionMemory } from './io.ts';
 import { findIo, float32Tensor, floatTensor, int64Tensor, readFloat, type OpenSession } from './tensors.ts';
 import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT } from '../graph/vae-norm-graph.ts';
 
