@@ -42,12 +42,15 @@ export class VaeEncoderAdapter {
 }
 
 /**
- * ONNX Runtime settings of the derived VAE graphs' sessions (measured in docs/vae-tiling.md, "Memory"): graph
- * optimisations up to 'extended', without the 'all' level's NCHWc layout transformation, which keeps a second,
- * reordered copy of every convolution's weights and reorders activations between layouts: the tile graph of the
- * SD-width decoder at one 512 px tile peaks at 1360 MiB against 1616 MiB with 'all', at the same speed (one thread).
+ * ONNX Runtime settings of the derived VAE graphs' sessions (measured in docs/vae-tiling.md, "Memory"):
+ * - graph optimisations up to 'extended', without the 'all' level's NCHWc layout transformation, which keeps a
+ *   second, reordered copy of every convolution's weights and reorders activations between layouts: the tile graph
+ *   of the SD-width decoder at one 512 px tile peaks at 1360 MiB against 1616 MiB with 'all', at the same speed;
+ * - no memory pattern: the pattern ORT plans in the first run is allocated as one block in the second, beside the
+ *   arena's chunks of the first (the tile graph's crops have data-dependent shapes): +840 MiB from the second tile
+ *   on; without it three runs peak at 1362, 1365 and 1365 MiB.
  */
-export const VAE_GRAPH_MEMORY: SessionMemory = { optimization: 'extended' };
+export const VAE_GRAPH_MEMORY: SessionMemory = { optimization: 'extended', memPattern: false };
 
 /**
  * The derived VAE graphs (src/graph/vae-norm-graph.ts): the statistics graph (decode or encode plus every norm
