@@ -46,9 +46,9 @@ export class VaeEncoderAdapter {
  * - graph optimisations up to 'extended', without the 'all' level's NCHWc layout transformation, which keeps a
  *   second, reordered copy of every convolution's weights and reorders activations between layouts: the tile graph
  *   of the SD-width decoder at one 512 px tile peaks at 1360 MiB against 1616 MiB with 'all', at the same speed;
- * - no memory pattern: the pattern ORT plans in the first run is allocated as one block in the second, beside the
- *   arena's chunks of the first (the tile graph's crops have data-dependent shapes): +840 MiB from the second tile
- *   on; without it three runs peak at 1362, 1365 and 1365 MiB.
+ * - no memory pattern: with it, the second run of a session (the second tile) raised the peak by 840 MiB (most
+ *   likely the block ORT allocates for the pattern it planned in the first run, beside the arena's chunks of the
+ *   first run); without it three runs of the tile graph peak at 1362, 1365 and 1365 MiB.
  */
 export const VAE_GRAPH_MEMORY: SessionMemory = { optimization: 'extended', memPattern: false };
 
