@@ -19,8 +19,8 @@
  * peak is reached once the canvas exists and one tile has run (the child records the peak after every model tile;
  * the table gives it after N and after 2N tiles, from two separate processes).
  *
- * Single graphs (`--probe plain|tile|stats [--size 512] [--ort JSON]`): the SD-width fixture's plain decoder or one
- * of its derived graphs run once on one latent of that size (for the tile graph: unit affine maps, the middle 75 % of
+ * Single graphs (`--probe plain|tile|stats [--size 512] [--ort JSON] [--runs 1]`): the SD-width fixture's plain
+ * decoder or one of its derived graphs run (`--runs` times, the owned region moved between runs) on one latent of that size (for the tile graph: unit affine maps, the middle 75 % of
  * each side as the owned region) in a fresh process, with ONNX Runtime's session options merged from --ort (e.g.
  * '{"graphOptimizationLevel":"extended","enableCpuMemArena":false,"enableMemPattern":false}'): the peak RSS and CPU
  * time of that graph alone, as the settings in docs/vae-tiling.md were chosen.
@@ -30,7 +30,6 @@
  * Writes bench/results/vae-memory.json.
  */
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -44,7 +43,6 @@ import { openSession } from '../src/onnx/session.ts';
 import { VaeDecoderAdapter } from '../src/onnx/vae.ts';
 import { localBackend } from '../src/node/vae-local.ts';
 import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
-import { NORM_AFFINE_INPUT, NORM_REGION_INPUT } from '../src/graph/vae-norm-graph.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -72,29 +70,6 @@ function bounded(be: TiledVaeBackend, limit: number, peaks: number[]): TiledVaeB
       return last;
     },
   };
-}
-
-if (args[0] === '--probe-child') {
-  const [, file, sizeArg, ortJson] = args;
-  const ort = createRequire(import.meta.url)('onnxruntime-node') as typeof import('onnxruntime-node');
-  const h = Number(sizeArg) / 8;
-  const options = { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: 1, interOpNumThreads: 1, ...JSON.parse(ortJson!) } as import('onnxruntime-node').InferenceSession.SessionOptions;
-  const s = await ort.InferenceSession.create(file!, options);
-  const afterLoadMiB = rssMiB();
-  const feeds: Record<string, import('onnxruntime-node').Tensor> = { latent_sample: new ort.Tensor('float32', smoothLatent(h, h), [1, 4, h, h]) };
-  if (s.inputNames.includes(NORM_AFFINE_INPUT)) {
-    const n = (s.inputMetadata.find((m) => m.name === NORM_AFFINE_INPUT) as unknown as { shape: readonly number[] }).shape[0]!;
-    // Unit maps: a = 1, b = 0 per layer (SD's layers have 32 groups).
-    const affine = new Float32Array(n).map((_, i) => (Math.floor(i / 32) % 2 === 0 ? 1 : 0));
-    feeds[NORM_AFFINE_INPUT] = new ort.Tensor('float32', affine, [n]);
-    const m = Math.round(h / 8);
-    feeds[NORM_REGION_INPUT] = new ort.Tensor('int64', BigInt64Array.from([m, m, h - m, h - m].map(BigInt)), [4]);
-  }
-  const t0 = performance.now();
-  await s.run(feeds);
-  const cpu = process.cpuUsage();
-  console.log(JSON.stringify({ afterLoadMiB, maxRssMiB: rssMiB(), ms: Math.round(performance.now() - t0), cpuMs: Math.round((cpu.user + cpu.system) / 1000) }));
-  process.exit(0);
 }
 
 if (args[0] === '--child') {
@@ -140,7 +115,7 @@ if (args.includes('--probe')) {
     const graphs = await prepareVaeGraphs(file);
     if ('reason' in graphs) throw new Error(graphs.reason);
     const target = which === 'plain' ? file : which === 'stats' ? graphs.statsFile : graphs.tileFile;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', SELF, '--probe-child', target, size, ortJson], { encoding: 'utf8', cwd: ROOT });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/vae-memory-probe.ts'), target, size, ortJson, flag('--runs', '1')], { encoding: 'utf8', cwd: ROOT });
     if (r.status !== 0) throw new Error(`probe failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
     console.log(JSON.stringify({ graph: which, size: Number(size), ort: JSON.parse(ortJson), ...JSON.parse(r.stdout.trim().split('\n').pop()!) }));
   } finally {
