@@ -63,7 +63,6 @@ export interface ModelLoad {
   memory?: SessionMemory;
 }
 
-
 export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions, load: ModelLoad = {}): Promise<OpenSession> {
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: executionProviders(opts),
