@@ -136,7 +136,8 @@ const sections: Record<string, () => Promise<void> | void> = {
   runner: script('runner.ts', []),
   repetition: script('repetition.ts', ['--quick']),
   vae: script('vae-tiling.ts', [...(modelArg ? ['--model', modelArg] : []), '--pass-limits', 'none']),
-  // Peak memory on the shipped decoder at 4096 px (the SD-width case: npm run bench:vae-memory, about 10 minutes).
+  // Peak memory on the shipped decoder at 4096 px (the SD-width cases, 1024 px and a bounded 4096 px run:
+  // npm run bench:vae-memory, about 30 minutes on 2 cores).
   'vae-memory': script('vae-memory.ts', ['--cases', 'shipped:4096']),
 };
 for (const [name, fn] of Object.entries(sections)) {

@@ -1,11 +1,32 @@
 /**
  * `npm run bench:vae-memory`: peak memory (max RSS of a fresh process) of decoding one latent untiled and tiled.
- * Each case runs in its own child process, so the figures do not mix.
+ * Each case runs in its own child process, so the figures do not mix; ONNX Runtime runs with one thread.
  *
- *   npm run bench:vae-memory                                   the shipped decoder at 4096 px; the SD-width fixture at 1024 px
- *   npm run bench:vae-memory -- --cases shipped:4096,sd:1024     pick cases (model:size)
- * Tiled cases use tiles of 64 latent px (overlap 16) and 'estimate' statistics: the tile graph's memory does not
- * depend on the statistics mode ('exact' runs the same graph more often, plus an accumulator of a few KiB).
+ *   npm run bench:vae-memory                          the default cases (below)
+ *   npm run bench:vae-memory -- --cases sd:1024,sd:4096@4   pick cases: model:size (untiled and tiled), model:size:untiled,
+ *                                                     model:size:tiled, model:size@N (tiled, N tiles run; see below)
+ *   npm run bench:vae-memory -- --max-tiles 4         the bounded 4096 px SD-width case with N and 2N tiles (default 4)
+ *   npm run bench:vae-memory -- --tile 64 --overlap 16 --stats estimate
+ *
+ * Default cases: the shipped decoder at 4096 px (untiled and tiled); the SD-width fixture (test/fixtures/groupnorm-vae.ts,
+ * random weights) at 1024 px untiled and tiled; the SD-width fixture at 4096 px tiled, bounded (below) to N and 2N
+ * tiles. Untiled at 4096 px the SD-width decoder needs more memory than a 24 GiB machine has; tiled it is 121 tiles
+ * of 512 px, over an hour on 2 CPU cores.
+ *
+ * Bounded runs (`@N`): the whole tiled decode runs (input, every tile's crop, the full-size float canvas, blending,
+ * the 8-bit image at the end, every session opened as in a full run) but only the first N tiles run the model; each
+ * later tile reuses the last model output (no model run). What a tile allocates is freed before the next, so the
+ * peak is reached once the canvas exists and one tile has run (the child records the peak after every model tile;
+ * the table gives it after N and after 2N tiles, from two separate processes).
+ *
+ * Single graphs (`--probe plain|tile|stats [--size 512] [--ort JSON] [--runs 1]`): the SD-width fixture's plain
+ * decoder or one of its derived graphs run (`--runs` times, the owned region moved between runs) on one latent of that size (for the tile graph: unit affine maps, the middle 75 % of
+ * each side as the owned region) in a fresh process, with ONNX Runtime's session options merged from --ort (e.g.
+ * '{"graphOptimizationLevel":"extended","enableCpuMemArena":false,"enableMemPattern":false}'): the peak RSS and CPU
+ * time of that graph alone, as the settings in docs/vae-tiling.md were chosen.
+ *
+ * Tiled cases use 'estimate' statistics by default: the tile graph's memory does not depend on the statistics mode
+ * ('exact' runs the prefix graphs, each a part of the tile graph, one session at a time; `--stats exact` measures it).
  * Writes bench/results/vae-memory.json.
  */
 import { spawnSync } from 'node:child_process';
@@ -16,7 +37,7 @@ import { fileURLToPath } from 'node:url';
 import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { chwToRgb8 } from '../src/core/image.ts';
-import { decodeTiled } from '../src/core/vae/tiled.ts';
+import { decodeTiled, type TiledVaeBackend, type TileStatsMode } from '../src/core/vae/tiled.ts';
 import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
 import { openSession } from '../src/onnx/session.ts';
 import { VaeDecoderAdapter } from '../src/onnx/vae.ts';
@@ -26,6 +47,8 @@ import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
 const args = process.argv.slice(2);
+const flag = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1]! : fallback);
+const SESSION = { provider: 'cpu', threads: 1 } as const;
 
 function smoothLatent(h: number, w: number): Float32Array {
   const lat = new Float32Array(4 * h * w);
@@ -33,35 +56,85 @@ function smoothLatent(h: number, w: number): Float32Array {
   return lat;
 }
 
+const rssMiB = () => Math.round(process.resourceUsage().maxRSS / 1024);
+
+/** Runs the model for the first `limit` tiles only; later tiles reuse the last output. Records the peak after each model tile. */
+function bounded(be: TiledVaeBackend, limit: number, peaks: number[]): TiledVaeBackend {
+  let last: Awaited<ReturnType<TiledVaeBackend['runTile']>> | undefined;
+  return {
+    ...be,
+    runTile: async (input, c, h, w, affine, region) => {
+      if (last && peaks.length >= limit && last.height === h * 8 && last.width === w * 8) return last;
+      last = await be.runTile(input, c, h, w, affine, region);
+      peaks.push(rssMiB());
+      return last;
+    },
+  };
+}
+
 if (args[0] === '--child') {
-  const [, file, sizeArg, mode] = args;
+  const [, file, sizeArg, mode, limitArg, tileArg, overlapArg, statsArg] = args;
   const h = Number(sizeArg) / 8;
   const latent = smoothLatent(h, h);
   let image;
   let ms: number;
+  const extra: Record<string, unknown> = {};
   if (mode === 'untiled') {
     // Only the plain decoder's session, as the pipeline holds for an untiled decode.
-    const s = await openSession(file!, 'vae_decoder', { provider: 'cpu' });
+    const s = await openSession(file!, 'vae_decoder', SESSION);
     const t0 = performance.now();
     const r = await new VaeDecoderAdapter(s).decode(latent, 4, h, h);
     image = chwToRgb8(r.data, r.height, r.width);
     ms = performance.now() - t0;
   } else {
-    // The plain decoder's session and, opened on first use, the statistics and tile graphs' (as in the worker).
-    const be = await localBackend(file!, 'vae_decoder');
+    // The derived graphs' sessions, opened on first use, one at a time (as in the worker).
+    const be = await localBackend(file!, 'vae_decoder', SESSION);
+    const limit = Number(limitArg);
+    const peaks: number[] = [];
     const t0 = performance.now();
-    const r = await decodeTiled(latent, 4, h, h, be, { tileSize: 64, overlap: 16, stats: 'estimate' });
+    const r = await decodeTiled(latent, 4, h, h, limit > 0 ? bounded(be, limit, peaks) : be, {
+      tileSize: Number(tileArg), overlap: Number(overlapArg), stats: statsArg as TileStatsMode,
+    });
     image = chwToRgb8(r.data, r.height, r.width);
     ms = performance.now() - t0;
     await be.close();
+    Object.assign(extra, { tiles: r.tiles, modelTiles: limit > 0 ? Math.min(limit, r.tiles) : r.tiles, ...(limit > 0 ? { peakAfterTileMiB: peaks } : {}) });
   }
-  console.log(JSON.stringify({ width: image.width, maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), ms: Math.round(ms) }));
+  console.log(JSON.stringify({ width: image.width, maxRssMiB: rssMiB(), ms: Math.round(ms), ...extra }));
   process.exit(0);
 }
 
-const cases = (args.includes('--cases') ? args[args.indexOf('--cases') + 1]! : 'shipped:4096,sd:1024').split(',').map((c) => {
-  const [model, size] = c.split(':');
-  return { model: model!, size: Number(size) };
+if (args.includes('--probe')) {
+  const which = flag('--probe', 'tile');
+  const size = flag('--size', '512');
+  const ortJson = flag('--ort', '{}');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-vae-probe-'));
+  try {
+    const file = path.join(tmp, 'sd-vae-decoder.onnx');
+    fs.writeFileSync(file, toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float32', form: 'instance-norm', ...SD_VAE_DECODER })));
+    const graphs = await prepareVaeGraphs(file);
+    if ('reason' in graphs) throw new Error(graphs.reason);
+    const target = which === 'plain' ? file : which === 'stats' ? graphs.statsFile : graphs.tileFile;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/vae-memory-probe.ts'), target, size, ortJson, flag('--runs', '1')], { encoding: 'utf8', cwd: ROOT });
+    if (r.status !== 0) throw new Error(`probe failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+    console.log(JSON.stringify({ graph: which, size: Number(size), ort: JSON.parse(ortJson), ...JSON.parse(r.stdout.trim().split('\n').pop()!) }));
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  process.exit(0);
+}
+
+const maxTiles = Number(flag('--max-tiles', '4'));
+const tile = Number(flag('--tile', '64'));
+const overlap = Number(flag('--overlap', '16'));
+const stats = flag('--stats', 'estimate');
+const defaultCases = `shipped:4096,sd:1024,sd:4096@${maxTiles},sd:4096@${2 * maxTiles}`;
+const cases = flag('--cases', defaultCases).split(',').flatMap((c) => {
+  const [model, sizeAt, only] = c.split(':');
+  const [size, at] = sizeAt!.split('@');
+  const limit = at ? Number(at) : 0;
+  const modes = limit > 0 ? ['tiled'] : only ? [only] : ['untiled', 'tiled'];
+  return modes.map((mode) => ({ model: model!, size: Number(size), mode, limit }));
 });
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-vae-mem-'));
 const files: Record<string, string> = { shipped: path.join(ROOT, 'models/shapes-128/vae_decoder/model.onnx') };
@@ -74,18 +147,22 @@ try {
     }
     // Derived graphs prepared here, so that the children find them cached (parsing the model is not their memory).
     await prepareVaeGraphs(files[c.model]!);
-    for (const mode of ['untiled', 'tiled']) {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', SELF, '--child', files[c.model]!, String(c.size), mode], { encoding: 'utf8', cwd: ROOT });
-      const line = r.stdout.trim().split('\n').pop() ?? '';
-      const row = r.status === 0 ? { model: c.model, size: c.size, mode, ...JSON.parse(line) } : { model: c.model, size: c.size, mode, failed: `exit ${r.status ?? r.signal}: ${r.stderr.trim().split('\n').slice(-2).join(' ')}` };
-      rows.push(row);
-      console.log(JSON.stringify(row));
-    }
+    const childArgs = ['--import', 'tsx', SELF, '--child', files[c.model]!, String(c.size), c.mode, String(c.limit), String(tile), String(overlap), stats];
+    const r = spawnSync(process.execPath, childArgs, { encoding: 'utf8', cwd: ROOT });
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    const base = { model: c.model, size: c.size, mode: c.mode, ...(c.mode === 'tiled' ? { tile, overlap, stats } : {}), ...(c.limit ? { limit: c.limit } : {}) };
+    const row = r.status === 0 ? { ...base, ...JSON.parse(line) } : { ...base, failed: `exit ${r.status ?? r.signal}: ${r.stderr.trim().split('\n').slice(-2).join(' ')}` };
+    rows.push(row);
+    console.log(JSON.stringify(row));
   }
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });
 }
-console.log('\n| decoder | size | decode | peak RSS (MiB) | time (ms) |\n|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.model === 'sd' ? 'SD-width fixture' : 'shapes-128'} | ${r.size} | ${r.mode}${r.mode === 'tiled' ? ' (64, overlap 16)' : ''} | ${r.maxRssMiB ?? r.failed} | ${r.ms ?? ''} |`);
+console.log('\n| decoder | size | decode | tiles run | peak RSS (MiB) | time (ms) |\n|---|---|---|---|---|---|');
+for (const r of rows) {
+  const decode = r.mode === 'tiled' ? `tiled (${r.tile}, overlap ${r.overlap}, ${r.stats})` : 'untiled';
+  const run = r.mode === 'tiled' ? `${r.modelTiles ?? '?'} of ${r.tiles ?? '?'}` : '';
+  console.log(`| ${r.model === 'sd' ? 'SD-width fixture' : 'shapes-128'} | ${r.size} | ${decode} | ${run} | ${r.maxRssMiB ?? r.failed} | ${r.ms ?? ''} |`);
+}
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
 fs.writeFileSync(path.join(ROOT, 'bench/results/vae-memory.json'), JSON.stringify({ rows }, null, 2));

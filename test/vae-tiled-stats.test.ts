@@ -208,6 +208,30 @@ describe('VAE norm graph surgery', () => {
     assert.throws(() => derivePrefixGraph(fromBinary(ModelProtoSchema, bytes), t.layers.length), /no norm layer 7/);
   });
 
+  it('every layer\'s statistics are read by the layer (so ONNX Runtime runs them before it, not after the decoder)', () => {
+    // ORT orders nodes by a walk from the outputs: statistics only the statistics output reads ran after the whole
+    // decoder and kept every norm layer's input alive to the end (+1 GiB at 512 px on an SD-width decoder).
+    for (const derive of [deriveTileGraph, deriveStatsGraph]) {
+      for (const form of FORMS) {
+        const model = smallDecoder(form);
+        assert.ok('layers' in derive(model));
+        const graph = model.graph!;
+        const producer = new Map(graph.node.flatMap((n) => n.output.map((o) => [o, n] as const)));
+        const ancestors = new Set<string>();
+        const stack = ['sample'];
+        while (stack.length > 0) {
+          const node = producer.get(stack.pop()!);
+          if (!node || ancestors.has(node.name)) continue;
+          ancestors.add(node.name);
+          stack.push(...node.input);
+        }
+        const reductions = graph.node.filter((n) => n.opType === 'ReduceSumSquare');
+        assert.equal(reductions.length, SMALL_VAE_DECODER.widths.length * SMALL_VAE_DECODER.resnetsPerBlock * 2 + 5, `${derive.name} ${form}`);
+        for (const r of reductions) assert.ok(ancestors.has(r.name), `${derive.name} ${form}: ${r.name} does not feed the image`);
+      }
+    }
+  });
+
   it('refuses a norm it cannot rewrite, naming the node and why', () => {
     const model = smallDecoder('instance-norm');
     // An InstanceNormalization that reads the conv output directly (per-channel, not a GroupNorm export).

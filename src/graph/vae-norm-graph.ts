@@ -47,6 +47,7 @@ const SCOPE = '/asgd_vae';
 const FLOAT32 = 1;
 const INT64 = 7;
 const FLOAT16 = 10;
+const BOOL = 9;
 
 /** One GroupNorm layer found in the graph. */
 export interface NormSite extends NormLayer {
@@ -196,17 +197,38 @@ class Writer {
     return name;
   }
 
-  /** Mean over the last axis of [N, G, L], keeping it (ReduceMean took axes as an attribute before opset 18). */
-  meanLast(x: string): string {
-    return this.opset >= 18 ? this.node('ReduceMean', [x, this.int64([2])], { keepdims: 1 }) : this.node('ReduceMean', [x], { axes: [2], keepdims: 1 });
+  /**
+   * `value` unchanged, computed only once `dependency` is: Where(false, dependency[0], value). ONNX Runtime orders
+   * nodes by a depth-first walk from the outputs, which puts statistics nothing else reads after the whole decoder,
+   * keeping every norm layer's input alive to the end (measured: +1 GiB at 512 px on an SD-width decoder); made an
+   * input of their layer's norm, they run just before it. `float32`: value is float32 (else cast to its type).
+   */
+  after(value: string, dependency: string, float32: boolean): string {
+    let dep = this.node('Slice', [dependency, this.int64([0]), this.int64([1]), this.int64([0])]);
+    if (!float32) dep = this.opset >= 15 ? this.node('CastLike', [dep, value]) : this.node('Cast', [dep], { to: FLOAT16 });
+    const no = `${SCOPE}/Constant_${this.count++}_output_0`;
+    this.graph.initializer.push(create(TensorProtoSchema, { name: no, dataType: BOOL, dims: [1n], rawData: new Uint8Array([0]) }));
+    return this.node('Where', [no, dep, value]);
   }
 
-  /** Per-group mean and variance of a 4-D tensor, as float32 [2 * groups] (`float32`: x already is, no Cast). */
+  /** A reduction over the last axis of [N, G, L], keeping it (`axesAsInput`: the opset from which axes are an input). */
+  private reduceLast(op: string, x: string, axesAsInput: number): string {
+    return this.opset >= axesAsInput ? this.node(op, [x, this.int64([2])], { keepdims: 1 }) : this.node(op, [x], { axes: [2], keepdims: 1 });
+  }
+
+  /**
+   * Per-group mean and variance of a 4-D tensor, as float32 [2 * groups] (`float32`: x already is, no Cast).
+   * Computed as E[x] and E[x²] - E[x]² with fused reductions (ReduceMean, ReduceSumSquare), so that no tensor of the
+   * input's size is made beyond the float32 view: the two-pass form (x - mean, its square) made two, which at a
+   * wide decoder's full-resolution layers set the tile graph's peak memory. In float32 the cancellation costs about
+   * 1e-7 * (mean / std)² of the variance; rounding below 0 is clamped.
+   */
   groupStats(x: string, groups: number, float32 = false): string {
     const g = this.node('Reshape', [float32 ? x : this.node('Cast', [x], { to: FLOAT32 }), this.int64([0, groups, -1])]);
-    const mean = this.meanLast(g);
-    const d = this.node('Sub', [g, mean]);
-    const variance = this.meanLast(this.node('Mul', [d, d]));
+    const mean = this.reduceLast('ReduceMean', g, 18);
+    const count = this.node('Cast', [this.node('Slice', [this.node('Shape', [g]), this.int64([2]), this.int64([3]), this.int64([0])])], { to: FLOAT32 });
+    const meanSquare = this.node('Div', [this.reduceLast('ReduceSumSquare', g, 18), count]);
+    const variance = this.node('Relu', [this.node('Sub', [meanSquare, this.node('Mul', [mean, mean])])]);
     return this.node('Concat', [this.node('Reshape', [mean, this.int64([-1])]), this.node('Reshape', [variance, this.int64([-1])])], { axis: 0 });
   }
 }
@@ -262,7 +284,9 @@ export function deriveStatsGraph(model: ModelProto): VaeNormSurgery {
   const parts = scan.sites.map((site) => {
     w.target = [];
     before.set(site.node, w.target);
-    return w.groupStats(site.input, site.groups, site.float32);
+    const part = w.groupStats(site.input, site.groups, site.float32);
+    site.node.input[2] = w.after(site.node.input[2]!, part, site.float32);
+    return part;
   });
   const rebuilt: NodeProto[] = [];
   for (const node of graph.node) rebuilt.push(...(before.get(node) ?? []), node);
@@ -309,33 +333,42 @@ export function deriveTileGraph(model: ModelProto, opts: { prefixOf?: number } =
     const layerSize = w.node('Slice', [w.node('Shape', [site.input]), w.int64([2]), w.int64([4]), w.int64([0])]);
     const scaleCorner = (c: string) => w.node('Div', [w.node('Mul', [c, layerSize]), inputSize]);
     const crop = w.node('Slice', [site.input, scaleCorner(regionStart), scaleCorner(regionEnd), w.int64([2, 3])]);
-    statsParts.push(w.groupStats(crop, site.groups, site.float32));
+    const part = w.groupStats(crop, site.groups, site.float32);
+    statsParts.push(part);
     const slice = (from: number, to: number) => w.node('Slice', [NORM_AFFINE_INPUT, w.int64([from]), w.int64([to]), w.int64([0])]);
+    // The layer's b values (float32), read only after its statistics: they run before the layer, not at the end.
+    const shiftIn = w.after(slice(at + site.groups, at + 2 * site.groups), part, true);
     const like = (t: string, ref: string) => (opset >= 15 ? w.node('CastLike', [t, ref]) : inputType === FLOAT16 ? w.node('Cast', [t], { to: FLOAT16 }) : t);
     const asColumn = (t: string) => w.node('Reshape', [t, w.int64([site.groups, 1])]);
+    /** (r * a + b) * s + t as r * (a * s) + (b * s + t), with a, b, s, t per group ([G, 1]). */
+    const folded = (a: string, b: string, s: string, t: string) => {
+      const sc = asColumn(s);
+      return { scale: w.node('Mul', [a, sc]), shift: w.node('Add', [w.node('Mul', [b, sc]), asColumn(t)]) };
+    };
     const out = site.node.output[0]!;
     if (site.form === 'instance-norm') {
-      // InstanceNormalization(r, scale, bias) -> (r * a + b) * scale + bias, all per group ([G, 1] against [N, G, L]).
+      // InstanceNormalization(r, scale, bias) -> r * (a * scale) + (b * scale + bias): the per-group maps folded on
+      // [G, 1] first, so the layer makes two tensors of its input's size (as the norm it replaces), not four.
       const r = site.grouped!;
-      const a = like(asColumn(slice(at, at + site.groups)), r);
-      const b = like(asColumn(slice(at + site.groups, at + 2 * site.groups)), r);
-      const normed = w.node('Add', [w.node('Mul', [r, a]), b]);
-      w.node('Add', [w.node('Mul', [normed, asColumn(site.node.input[1]!)]), asColumn(site.node.input[2]!)], {}, out);
-    } else {
+      const { scale, shift } = folded(like(asColumn(slice(at, at + site.groups)), r), like(asColumn(shiftIn), r), site.node.input[1]!, site.node.input[2]!);
+      w.node('Add', [w.node('Mul', [r, scale]), shift], {}, out);
+    } else if (opset < 21) {
+      // GroupNormalization with per-group scale and bias (opset 18-20): folded as above, then back to [N, C, ...].
       const x = site.input;
       const r = w.node('Reshape', [x, w.int64([0, site.groups, -1])]);
-      const a = like(asColumn(slice(at, at + site.groups)), r);
-      const b = like(asColumn(slice(at + site.groups, at + 2 * site.groups)), r);
-      const normed = w.node('Add', [w.node('Mul', [r, a]), b]);
-      if (opset >= 21) {
-        // Per-channel scale and bias, applied after the reshape back to [N, C, ...].
-        const back = w.node('Reshape', [normed, w.node('Shape', [x])]);
-        const perChannel = (t: string) => w.node('Reshape', [t, w.int64([-1, 1, 1])]);
-        w.node('Add', [w.node('Mul', [back, perChannel(site.node.input[1]!)]), perChannel(site.node.input[2]!)], {}, out);
-      } else {
-        const affine = w.node('Add', [w.node('Mul', [normed, asColumn(site.node.input[1]!)]), asColumn(site.node.input[2]!)]);
-        w.node('Reshape', [affine, w.node('Shape', [x])], {}, out);
-      }
+      const { scale, shift } = folded(like(asColumn(slice(at, at + site.groups)), r), like(asColumn(shiftIn), r), site.node.input[1]!, site.node.input[2]!);
+      w.node('Reshape', [w.node('Add', [w.node('Mul', [r, scale]), shift]), w.node('Shape', [x])], {}, out);
+    } else {
+      // Per-channel scale and bias (opset 21+): a and b per group, scale and bias per channel, folded to per-channel
+      // maps [C, 1, 1] ([G, 1, 1] times [G, C/G, 1]) applied to the layer's input as it is.
+      const x = site.input;
+      const perGroup = (t: string) => w.node('Reshape', [t, w.int64([site.groups, 1, 1])]);
+      const grouped = (t: string) => w.node('Reshape', [t, w.int64([site.groups, -1, 1])]);
+      const perChannel = (t: string) => w.node('Reshape', [t, w.int64([-1, 1, 1])]);
+      const sc = grouped(site.node.input[1]!);
+      const scale = perChannel(w.node('Mul', [like(perGroup(slice(at, at + site.groups)), x), sc]));
+      const shift = perChannel(w.node('Add', [w.node('Mul', [like(perGroup(shiftIn), x), sc]), grouped(site.node.input[2]!)]));
+      w.node('Add', [w.node('Mul', [x, scale]), shift], {}, out);
     }
     replacement.set(site.node, nodes);
     at += 2 * site.groups;

@@ -36,7 +36,7 @@ export interface VaeGraphFiles {
 export type VaeGraphs = VaeGraphFiles | { reason: string };
 
 /** Bump when the surgery's output changes, so cached graphs are rebuilt. */
-const FORMAT = 2;
+const FORMAT = 4;
 const MAX_SINGLE_FILE = 2 ** 31 - 1;
 
 interface Sidecar {

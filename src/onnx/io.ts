@@ -12,6 +12,16 @@ export interface SessionOptions {
   threads?: number;
 }
 
+/** Memory-related ONNX Runtime settings of one session (see docs/vae-tiling.md, "Memory", for measurements). */
+export interface SessionMemory {
+  /** Graph optimisation level (default 'all'). */
+  optimization?: 'basic' | 'extended' | 'all';
+  /** ORT's CPU memory arena (default on). */
+  cpuArena?: boolean;
+  /** ORT's memory pattern planning (default on). */
+  memPattern?: boolean;
+}
+
 /** One input or output of a model, as the session reports it. */
 export interface IoInfo {
   name: string;

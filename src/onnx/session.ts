@@ -9,8 +9,8 @@ import { AsgdError } from '../core/errors.ts';
 import { ortSeverity, runtimeLogLevel, withDriverNotesFiltered } from './runtime-log.ts';
 import { bindOrt, ioList, type OpenSession } from './tensors.ts';
 
-export type { IoInfo, ProviderName, SessionOptions } from './io.ts';
-import type { SessionOptions } from './io.ts';
+export type { IoInfo, ProviderName, SessionMemory, SessionOptions } from './io.ts';
+import type { SessionMemory, SessionOptions } from './io.ts';
 export {
   findIo, float32Tensor, floatTensor, int64Tensor, makeTensor, readFloat, type OpenSession, type OrtTensor, type RunOutputs,
 } from './tensors.ts';
@@ -59,14 +59,18 @@ export interface ModelLoad {
    * external data outside the model file's own folder (absolute, `..` or symlinked locations).
    */
   externalDataFolder?: string;
+  /** ONNX Runtime's memory settings for this session (default: ORT's, with every graph optimisation). */
+  memory?: SessionMemory;
 }
 
 export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions, load: ModelLoad = {}): Promise<OpenSession> {
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: executionProviders(opts),
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: load.memory?.optimization ?? 'all',
     logSeverityLevel: ortSeverity(runtimeLogLevel()),
   };
+  if (load.memory?.cpuArena === false) options.enableCpuMemArena = false;
+  if (load.memory?.memPattern === false) options.enableMemPattern = false;
   if (load.externalDataFolder) {
     options.extra = { session: { model_external_initializers_file_folder_path: load.externalDataFolder } };
   }

@@ -1,5 +1,5 @@
 /** VAE decoder/encoder adapters: latents (already divided by the scaling factor) to images in [-1, 1] and back. */
-import type { IoInfo } from './io.ts';
+import type { IoInfo, SessionMemory } from './io.ts';
 import { findIo, float32Tensor, floatTensor, int64Tensor, readFloat, type OpenSession } from './tensors.ts';
 import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT } from '../graph/vae-norm-graph.ts';
 
@@ -40,6 +40,17 @@ export class VaeEncoderAdapter {
     return { data: data.slice(0, channels * lh * lw), channels, height: lh, width: lw };
   }
 }
+
+/**
+ * ONNX Runtime settings of the derived VAE graphs' sessions (measured in docs/vae-tiling.md, "Memory"):
+ * - graph optimisations up to 'extended', without the 'all' level's NCHWc layout transformation, which keeps a
+ *   second, reordered copy of every convolution's weights and reorders activations between layouts: the tile graph
+ *   of the SD-width decoder at one 512 px tile peaks at 1360 MiB against 1616 MiB with 'all', at the same speed;
+ * - no memory pattern: with it, the second run of a session (the second tile) raised the peak by 840 MiB (most
+ *   likely the block ORT allocates for the pattern it planned in the first run, beside the arena's chunks of the
+ *   first run); without it three runs of the tile graph peak at 1362, 1365 and 1365 MiB.
+ */
+export const VAE_GRAPH_MEMORY: SessionMemory = { optimization: 'extended', memPattern: false };
 
 /**
  * The derived VAE graphs (src/graph/vae-norm-graph.ts): the statistics graph (decode or encode plus every norm

@@ -8,7 +8,7 @@ import { openSession, releaseSession, type OpenSession, type SessionOptions } fr
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import type { UnetAdapter, TextConditioning } from '../../onnx/unet.ts';
 import { denoiserAdapter } from '../../onnx/transformer.ts';
-import { VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
+import { VAE_GRAPH_MEMORY, VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
 import { probeLoadOptions } from '../probe.ts';
 import { runAttentionHead } from '../../onnx/vae-attention.ts';
 import type { ComponentName, FailMode, SerializedError, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
@@ -39,9 +39,11 @@ interface State {
   options?: SessionOptions;
   /** Derived VAE graphs, opened on first use (by file). */
   vaeNorm: Partial<Record<VaeGraphName, { file: string; adapter: VaeNormAdapter }>>;
+  /** Plain VAE sessions released while their derived graphs run (file to reopen on the next plain request). */
+  released: Partial<Record<'vaeDecoder' | 'vaeEncoder', string>>;
 }
 
-const state: State = { sessions: {}, unetCalls: 0, vaeNorm: {} };
+const state: State = { sessions: {}, unetCalls: 0, vaeNorm: {}, released: {} };
 
 function serialize(err: unknown): SerializedError {
   if (err instanceof AsgdError) {
@@ -109,12 +111,14 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       };
     }
     case 'vaeDecode': {
+      await reopenPlainVae('vaeDecoder');
       if (!state.decoder) throw new Error('worker: vae_decoder not loaded');
       const r = await state.decoder.decode(req.latent, req.channels, req.height, req.width);
       const data = r.data.buffer.byteLength === r.data.byteLength ? r.data : r.data.slice();
       return { result: { type: 'vaeDecode', data, height: r.height, width: r.width }, transfer: [data.buffer as ArrayBuffer] };
     }
     case 'vaeEncode': {
+      await reopenPlainVae('vaeEncoder');
       if (!state.encoder) throw new Error('worker: vae_encoder not loaded');
       const r = await state.encoder.encodeMean(req.image, req.height, req.width);
       return { result: { type: 'vaeEncode', ...r }, transfer: [r.data.buffer as ArrayBuffer] };
@@ -144,6 +148,7 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       for (const v of Object.values(state.vaeNorm)) await releaseSession(v.adapter.s);
       state.sessions = {};
       state.vaeNorm = {};
+      state.released = {};
       return { result: { type: 'ok' }, transfer: [] };
   }
 }
@@ -175,11 +180,36 @@ async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
     await releaseSession(v.adapter.s);
     delete state.vaeNorm[name as VaeGraphName];
   }
+  // Nor with the plain model's session: a tiled run with shared statistics does not use it (reopened when needed).
+  await releasePlainVae(req.graph.startsWith('vaeDecoder') ? 'vaeDecoder' : 'vaeEncoder');
   const label = `${req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder'} (${req.graph.endsWith('Tile') ? 'tile' : req.graph.endsWith('Prefix') ? 'prefix' : req.graph.endsWith('Tail') || req.graph.endsWith('Head') ? 'attention split, tiled part' : 'statistics'} graph)`;
-  const s = await openSession(req.file, label, state.options, req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {});
+  const s = await openSession(req.file, label, state.options, { ...(req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {}), memory: VAE_GRAPH_MEMORY });
   const adapter = new VaeNormAdapter(s, req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder');
   state.vaeNorm[req.graph] = { file: req.file, adapter };
   return adapter;
+}
+
+/**
+ * A VAE half's plain session and its derived graphs' sessions take turns, so that their weights and arenas are not
+ * held at once (memory a released session frees is reused by the next one, though not always returned to the system).
+ */
+async function releasePlainVae(name: 'vaeDecoder' | 'vaeEncoder'): Promise<void> {
+  const s = state.sessions[name];
+  if (!s) return;
+  await releaseSession(s);
+  delete state.sessions[name];
+  state.released[name] = s.file;
+  if (name === 'vaeDecoder') state.decoder = undefined;
+  else state.encoder = undefined;
+}
+
+async function reopenPlainVae(name: 'vaeDecoder' | 'vaeEncoder'): Promise<void> {
+  const file = state.released[name];
+  if (state.sessions[name] || !file) return;
+  for (const v of Object.values(state.vaeNorm)) await releaseSession(v.adapter.s);
+  state.vaeNorm = {};
+  delete state.released[name];
+  await load({ [name]: file });
 }
 
 const port = parentPort;
