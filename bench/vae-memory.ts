@@ -4,7 +4,9 @@
  *
  *   npm run bench:vae-memory                          the default cases (below)
  *   npm run bench:vae-memory -- --cases sd:1024,sd:4096@4   pick cases: model:size (untiled and tiled), model:size:untiled,
- *                                                     model:size:tiled, model:size@N (tiled, N tiles run; see below)
+ *                                                     model:size:tiled, model:size@N (tiled, N tiles run; see below),
+ *                                                     model:size:global, model:size@N:global (attention 'global': the
+ *                                                     head once, in query chunks; bounded: N chunks and N tiles run)
  *   npm run bench:vae-memory -- --max-tiles 4         the bounded 4096 px SD-width case with N and 2N tiles (default 4)
  *   npm run bench:vae-memory -- --tile 64 --overlap 16 --stats estimate
  *
@@ -43,6 +45,8 @@ import { openSession } from '../src/onnx/session.ts';
 import { VaeDecoderAdapter } from '../src/onnx/vae.ts';
 import { localBackend } from '../src/node/vae-local.ts';
 import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
+import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
+import { prepareVaeAttentionGraphs } from '../src/node/vae-attention-graphs.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -86,6 +90,21 @@ if (args[0] === '--child') {
     const r = await new VaeDecoderAdapter(s).decode(latent, 4, h, h);
     image = chwToRgb8(r.data, r.height, r.width);
     ms = performance.now() - t0;
+  } else if (mode === 'global') {
+    // Attention 'global' (the pipeline's default): the head once on the whole latent (the attention in query chunks
+    // of 256 MiB of scores; bounded: the first N chunks run the model), then the tail in tiles (bounded: N tiles).
+    const limit = Number(limitArg);
+    const ab = await localAttentionBackend(file!, SESSION, limit > 0 ? { modelChunks: limit } : {});
+    if (!ab.attention || 'reason' in ab.attention) throw new Error(`no attention split: ${ab.attention && 'reason' in ab.attention ? ab.attention.reason : 'none'}`);
+    const peaks: number[] = [];
+    const be: TiledVaeBackend = limit > 0 ? { ...ab, attention: { ...ab.attention, tiled: bounded(ab.attention.tiled, limit, peaks) } } : ab;
+    const t0 = performance.now();
+    const r = await decodeTiled(latent, 4, h, h, be, { tileSize: Number(tileArg), overlap: Number(overlapArg), stats: statsArg as TileStatsMode, attention: 'global' });
+    if (r.attention !== 'global') throw new Error('the decode fell back to per-tile attention');
+    image = chwToRgb8(r.data, r.height, r.width);
+    ms = performance.now() - t0;
+    await ab.close();
+    Object.assign(extra, { tiles: r.tiles, headChunks: r.headChunks, modelTiles: limit > 0 ? Math.min(limit, r.tiles) : r.tiles, ...(limit > 0 ? { peakAfterTileMiB: peaks } : {}) });
   } else {
     // The derived graphs' sessions, opened on first use, one at a time (as in the worker).
     const be = await localBackend(file!, 'vae_decoder', SESSION);
@@ -133,7 +152,7 @@ const cases = flag('--cases', defaultCases).split(',').flatMap((c) => {
   const [model, sizeAt, only] = c.split(':');
   const [size, at] = sizeAt!.split('@');
   const limit = at ? Number(at) : 0;
-  const modes = limit > 0 ? ['tiled'] : only ? [only] : ['untiled', 'tiled'];
+  const modes = limit > 0 ? [only ?? 'tiled'] : only ? [only] : ['untiled', 'tiled'];
   return modes.map((mode) => ({ model: model!, size: Number(size), mode, limit }));
 });
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-vae-mem-'));
@@ -147,10 +166,11 @@ try {
     }
     // Derived graphs prepared here, so that the children find them cached (parsing the model is not their memory).
     await prepareVaeGraphs(files[c.model]!);
+    if (c.mode === 'global') await prepareVaeAttentionGraphs(files[c.model]!);
     const childArgs = ['--import', 'tsx', SELF, '--child', files[c.model]!, String(c.size), c.mode, String(c.limit), String(tile), String(overlap), stats];
     const r = spawnSync(process.execPath, childArgs, { encoding: 'utf8', cwd: ROOT });
     const line = r.stdout.trim().split('\n').pop() ?? '';
-    const base = { model: c.model, size: c.size, mode: c.mode, ...(c.mode === 'tiled' ? { tile, overlap, stats } : {}), ...(c.limit ? { limit: c.limit } : {}) };
+    const base = { model: c.model, size: c.size, mode: c.mode, ...(c.mode !== 'untiled' ? { tile, overlap, stats } : {}), ...(c.limit ? { limit: c.limit } : {}) };
     const row = r.status === 0 ? { ...base, ...JSON.parse(line) } : { ...base, failed: `exit ${r.status ?? r.signal}: ${r.stderr.trim().split('\n').slice(-2).join(' ')}` };
     rows.push(row);
     console.log(JSON.stringify(row));
@@ -160,8 +180,8 @@ try {
 }
 console.log('\n| decoder | size | decode | tiles run | peak RSS (MiB) | time (ms) |\n|---|---|---|---|---|---|');
 for (const r of rows) {
-  const decode = r.mode === 'tiled' ? `tiled (${r.tile}, overlap ${r.overlap}, ${r.stats})` : 'untiled';
-  const run = r.mode === 'tiled' ? `${r.modelTiles ?? '?'} of ${r.tiles ?? '?'}` : '';
+  const decode = r.mode === 'untiled' ? 'untiled' : `tiled (${r.tile}, overlap ${r.overlap}, ${r.stats}${r.mode === 'global' ? `, attention global, head in ${r.headChunks ?? '?'} chunks${r.limit ? `, ${r.limit} run` : ''}` : ''})`;
+  const run = r.mode !== 'untiled' ? `${r.modelTiles ?? '?'} of ${r.tiles ?? '?'}` : '';
   console.log(`| ${r.model === 'sd' ? 'SD-width fixture' : 'shapes-128'} | ${r.size} | ${decode} | ${run} | ${r.maxRssMiB ?? r.failed} | ${r.ms ?? ''} |`);
 }
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });

@@ -17,6 +17,8 @@ export interface LocalAttentionOptions {
   chunkBytes?: number;
   /** Run the whole graph with the attention, never the chunked core (to compare them). */
   unchunked?: boolean;
+  /** Memory benchmarks: the attention core runs the model for this many query chunks only (see runAttentionHead). */
+  modelChunks?: number;
 }
 
 /** A local backend offering the attention split. Release it with `close`. */
@@ -34,7 +36,7 @@ export async function localAttentionBackend(
   const files = { global: graphs.global, ...(graphs.chunked && !opts.unchunked ? { chunked: graphs.chunked } : {}) };
   const attention: GlobalAttentionBackend = {
     check: (h, w) => headSizeProblem(files.chunked ? undefined : (graphs.coreReason ?? 'the core is not split'), h, w, budget),
-    runGlobal: (input, c, h, w) => runAttentionHead(files, session, load, input, c, h, w, budget, component),
+    runGlobal: (input, c, h, w) => runAttentionHead(files, session, load, input, c, h, w, budget, component, opts.modelChunks === undefined ? {} : { modelChunks: opts.modelChunks }),
     tiled,
   };
   return {

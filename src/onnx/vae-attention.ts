@@ -56,6 +56,8 @@ function toResult(t: OrtTensor, name: string, chunks: number): AttentionHeadResu
 export async function runAttentionHead(
   files: AttentionHeadFiles, session: SessionOptions, load: ModelLoad, latent: Float32Array, channels: number, h: number, w: number, budgetBytes: number,
   half: AttentionHalf = 'vae_decoder',
+  /** Memory benchmarks: run the core for the first `modelChunks` chunks only, later chunks repeat the last output (every buffer is allocated as in a full run). */
+  bench: { modelChunks?: number } = {},
 ): Promise<AttentionHeadResult> {
   const label = (what: string) => `${half} (${what})`;
   if (!files.chunked) {
@@ -85,10 +87,13 @@ export async function runAttentionHead(
     let whole: FloatWords | undefined;
     let outDims: number[] = [];
     let outType = '';
+    let last: OrtTensor | undefined;
     for (let r0 = 0; r0 < rows; r0 += step) {
       const r1 = Math.min(rows, r0 + step);
       const part = r0 === 0 && r1 === rows ? q : makeTensor(q.type as 'float32', sliceRows(q.data as FloatWords, qDims, r0, r1) as Float32Array, [...qDims.slice(0, -2), r1 - r0, qDims[qDims.length - 1]!]);
-      const o = (await s.session.run({ [qName]: part, [kName]: k, [vName]: v }))[outName]!;
+      const reuse = bench.modelChunks !== undefined && chunks >= bench.modelChunks && last && Number(last.dims[last.dims.length - 2]) === r1 - r0;
+      const o = reuse ? last! : (await s.session.run({ [qName]: part, [kName]: k, [vName]: v }))[outName]!;
+      last = o;
       chunks++;
       if (r0 === 0 && r1 === rows) return o;
       const od = o.dims.map(Number);
