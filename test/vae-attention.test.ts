@@ -12,7 +12,7 @@ import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, NodeProtoSchema, TensorProtoSchema, type ModelProto } from 'onnx-buf';
 import { chwToRgb8, type RgbImage } from '../src/core/image.ts';
 import { attentionChunkRows, headSizeProblem, placeRows, sliceRows } from '../src/core/vae/attention-chunks.ts';
-import { decodeTiled, encodeTiled, type GlobalAttentionBackend, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
+import { AUTO_GLOBAL_MAX_LATENT_AREA, attentionModeFor, decodeTiled, encodeTiled, type GlobalAttentionBackend, type TiledDecodeOptions } from '../src/core/vae/tiled.ts';
 import { deriveAttentionHead, deriveAttentionTail, findAttentionCut } from '../src/graph/vae-attention-split.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
@@ -74,6 +74,17 @@ test('query chunks: rows are sliced and placed back per leading block; the chunk
   assert.equal(attentionChunkRows(8, 100, 1e9, 1), 1);
   assert.equal(headSizeProblem(undefined, 512, 512), undefined);
   assert.match(headSizeProblem('a mask', 128, 128)!, /cannot run in query chunks \(a mask\) and its scores for a 128x128 latent take at least 1024 MiB, over the 256 MiB budget/);
+});
+
+test('attention auto: global up to a 256x256 latent (2048 px), per tile above; global and tile as asked', () => {
+  assert.equal(AUTO_GLOBAL_MAX_LATENT_AREA, 65536);
+  assert.equal(attentionModeFor('auto', 256, 256), 'global');
+  assert.equal(attentionModeFor('auto', 128, 512), 'global');
+  assert.equal(attentionModeFor('auto', 256, 264), 'tile');
+  assert.equal(attentionModeFor('auto', 512, 512), 'tile');
+  assert.equal(attentionModeFor('global', 512, 512), 'global');
+  assert.equal(attentionModeFor('tile', 8, 8), 'tile');
+  assert.equal(attentionModeFor(undefined, 8, 8), 'tile');
 });
 
 test('the cut: the tensor after the mid-block attention; the tail reads only it, not the whole image\'s shapes', () => {

@@ -46,7 +46,7 @@ export { checkGeneration, type GenerationPlan, type ModelFacts } from './generat
 export { encodePrompt, type EncodedText, type EncodeText, type PromptEncoders, type PromptInput, type TextEncoderName } from './generation/prompt.ts';
 export { denoise, type DenoiseInput, type DenoiseResult } from './generation/denoise.ts';
 export {
-  decodeTiled, encodeTiled, TILE_STATS_MODES, VAE_ATTENTION_MODES, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeOptions,
+  attentionModeFor, AUTO_GLOBAL_MAX_LATENT_AREA, decodeTiled, encodeTiled, TILE_STATS_MODES, VAE_ATTENTION_MODES, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeOptions,
   type TiledDecodeResult, type TiledVaeBackend, type TileStatsMode, type VaeAttentionMode,
 } from './vae/tiled.ts';
 export type { NormLayer } from './vae/norm-stats.ts';

@@ -23,9 +23,10 @@ export interface VaeDecodeOptions {
   stats: 'exact' | 'estimate' | 'off';
   /**
    * Where the decoder's self-attention runs when tiling: 'global' (the decoder up to just after its attention runs
-   * once on the whole latent, the rest is tiled) or 'tile' (each tile's attention sees only the tile).
+   * once on the whole latent, the rest is tiled), 'tile' (each tile's attention sees only the tile), or 'auto'
+   * (global up to a 256x256 latent, tile above: core/vae/tiled.ts attentionModeFor).
    */
-  attention: 'global' | 'tile';
+  attention: 'auto' | 'global' | 'tile';
 }
 
 export interface GenerateParams {

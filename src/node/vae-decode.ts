@@ -7,7 +7,7 @@
 import type { RgbImage } from '../core/image.ts';
 import { chwToRgb8 } from '../core/image.ts';
 import type { VaeDecodeOptions } from '../core/params.ts';
-import { decodeTiled, encodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
+import { attentionModeFor, decodeTiled, encodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
 import type { VaeGraphName, WorkerRequest, WorkerResult } from './runner/protocol.ts';
 import type { VaeGraphs } from './vae-graphs.ts';
 
@@ -99,7 +99,7 @@ export async function decodeLatentImage(args: {
     args.onTile?.(1, 1);
     return chwToRgb8(r.data, r.height, r.width);
   }
-  const split = opts.attention === 'global' ? await attentionSplit(args.request, args.decoderPath, opts.stats, 'decoder') : undefined;
+  const split = attentionModeFor(opts.attention, h, w) === 'global' ? await attentionSplit(args.request, args.decoderPath, opts.stats, 'decoder') : undefined;
   const backend = workerBackend(args.request, await wholeGraphs(args.decoderPath, opts.stats, split, h, w));
   backend.attention = split;
   const result = await decodeTiled(scaled, c, h, w, backend, {
@@ -130,7 +130,7 @@ export async function encodeImageLatent(args: {
     args.onTile?.(1, 1);
     return r;
   }
-  const split = opts.attention === 'global' ? await attentionSplit(args.request, args.encoderPath, opts.stats, 'encoder') : undefined;
+  const split = attentionModeFor(opts.attention, H / 8, W / 8) === 'global' ? await attentionSplit(args.request, args.encoderPath, opts.stats, 'encoder') : undefined;
   const backend = workerBackend(args.request, await wholeGraphs(args.encoderPath, opts.stats, split, H / 8, W / 8), 'encoder');
   backend.attention = split;
   const r = await encodeTiled(image, H, W, backend, {

@@ -61,7 +61,7 @@ export const VAE_OPTIONS = [
   { key: 'tileSize', scope: 'vae', kind: 'integer', default: 64, min: 8, help: 'VAE tile size in latent pixels', cli: { flag: '--vae-tile-size', arg: '<n>' } },
   { key: 'overlap', scope: 'vae', kind: 'integer', default: 16, min: 0, help: 'VAE tile overlap in latent pixels (at most half the tile)', cli: { flag: '--vae-tile-overlap', arg: '<n>' } },
   { key: 'stats', scope: 'vae', kind: 'choice', choices: ['exact', 'estimate', 'off'], default: 'exact', help: "GroupNorm statistics of the tiles: the whole image's, exact (a few passes) or estimated from a downscaled decode (one pass); off: each tile its own (colours shift between tiles)", cli: { flag: '--vae-tile-stats', arg: '<mode>' } },
-  { key: 'attention', scope: 'vae', kind: 'choice', choices: ['global', 'tile'], default: 'global', help: "where the VAE decoder's self-attention runs when tiling: global (once over the whole latent, in query chunks when large; the rest tiled) or tile (each tile's attention sees only the tile)", cli: { flag: '--vae-attention', arg: '<mode>' } },
+  { key: 'attention', scope: 'vae', kind: 'choice', choices: ['auto', 'global', 'tile'], default: 'auto', help: "where the VAE's self-attention runs when tiling: global (once over the whole latent, in query chunks when large; the rest tiled), tile (each tile's attention sees only the tile: less memory), or auto (global up to a 256x256 latent, 2048 px; tile above)", cli: { flag: '--vae-attention', arg: '<mode>' } },
 ] as const satisfies readonly OptionSpec[];
 
 /** Options of PipelineOptions (loading). */
