@@ -12,7 +12,7 @@
  *
  * Default cases: the shipped decoder at 4096 px (untiled and tiled); the SD-width fixture (test/fixtures/groupnorm-vae.ts,
  * random weights) at 1024 px untiled and tiled; the SD-width fixture at 4096 px tiled, bounded (below) to N and 2N
- * tiles. Untiled at 4096 px the SD-width decoder needs more memory than a 24 GiB machine has; tiled it is 121 tiles
+ * tiles; and attention 'global' (the head once, in query chunks) at 1024 px and, bounded, at 4096 px. Untiled at 4096 px the SD-width decoder needs more memory than a 24 GiB machine has; tiled it is 121 tiles
  * of 512 px, over an hour on 2 CPU cores.
  *
  * Bounded runs (`@N`): the whole tiled decode runs (input, every tile's crop, the full-size float canvas, blending,
@@ -147,7 +147,7 @@ const maxTiles = Number(flag('--max-tiles', '4'));
 const tile = Number(flag('--tile', '64'));
 const overlap = Number(flag('--overlap', '16'));
 const stats = flag('--stats', 'estimate');
-const defaultCases = `shipped:4096,sd:1024,sd:4096@${maxTiles},sd:4096@${2 * maxTiles}`;
+const defaultCases = `shipped:4096,sd:1024,sd:4096@${maxTiles},sd:4096@${2 * maxTiles},sd:1024:global,sd:4096@${maxTiles}:global`;
 const cases = flag('--cases', defaultCases).split(',').flatMap((c) => {
   const [model, sizeAt, only] = c.split(':');
   const [size, at] = sizeAt!.split('@');
