@@ -371,4 +371,24 @@ describe('tiled decoding with shared statistics', () => {
     assert.deepEqual(b, a);
     assert.equal(fs.statSync(a.tileFile).mtimeMs, mtime);
   });
+
+  it('stores them under the cache folder on request (weights read from the model\'s folder); a touched model reuses them by content', async () => {
+    const file = writeModel(smallDecoder('group-normalization-21'));
+    const cacheDir = tempDir('vae-cache');
+    const a = await prepareVaeGraphs(file, { placement: 'cache', cacheDir });
+    assert.ok('statsFile' in a);
+    assert.ok(a.tileFile.startsWith(path.join(cacheDir, 'vae-graphs')), a.tileFile);
+    assert.equal(a.externalDataFolder, path.dirname(file));
+    const mtime = fs.statSync(a.tileFile).mtimeMs;
+    const later = new Date(Date.now() + 60_000);
+    fs.utimesSync(file, later, later);
+    const b = await prepareVaeGraphs(file, { placement: 'cache', cacheDir });
+    assert.deepEqual(b, a);
+    assert.equal(fs.statSync(a.tileFile).mtimeMs, mtime, 'not derived again');
+    const side = JSON.parse(fs.readFileSync(path.join(path.dirname(a.tileFile), 'model.asgd-vae.json'), 'utf8')) as { mtimeMs: number };
+    assert.equal(side.mtimeMs, fs.statSync(file).mtimeMs, 'the sidecar records the new stamp');
+    const bad = writeModel(smallDecoder('group-normalization-21'), 'broken.onnx');
+    fs.writeFileSync(bad, 'not a model');
+    assert.deepEqual(await prepareVaeGraphs(bad), { reason: 'the file cannot be parsed as an ONNX model' });
+  });
 });

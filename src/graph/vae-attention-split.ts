@@ -33,6 +33,7 @@ import {
 } from 'onnx-buf';
 import { NO_ATTENTION_REASON } from '../core/vae/attention-chunks.ts';
 import { FUSED_ATTENTION_OPS, defaultOpset, indexGraph, scoresMatMul, softmaxAxisProblem } from './attention-probe.ts';
+import { pruneGraph } from './prune.ts';
 
 /** Where a decoder is cut after its attention, or why it cannot be. */
 export interface AttentionCut {
@@ -229,22 +230,6 @@ function valueInfo(name: string, elemType: number) {
   });
 }
 
-/** Removes the nodes no graph output needs, and the initializers no remaining node reads. */
-function prune(graph: GraphProto): void {
-  const needed = new Set(graph.output.map((o) => o.name));
-  const keep: NodeProto[] = [];
-  for (let i = graph.node.length - 1; i >= 0; i--) {
-    const node = graph.node[i]!;
-    if (!node.output.some((o) => needed.has(o))) continue;
-    keep.push(node);
-    for (const t of node.input) if (t) needed.add(t);
-    for (const a of node.attribute) for (const sub of [a.g, ...a.graphs]) if (sub) for (const n of sub.node) for (const t of n.input) needed.add(t);
-  }
-  graph.node = keep.reverse();
-  graph.initializer = graph.initializer.filter((t) => needed.has(t.name));
-  graph.valueInfo = graph.valueInfo.filter((v) => needed.has(v.name));
-  graph.input = graph.input.filter((i) => needed.has(i.name));
-}
 
 /**
  * Rewrites `model` into the part made of `nodes` (plus the pure-constant nodes it needs), reading `inputs` and
@@ -262,7 +247,7 @@ function extract(model: ModelProto, nodes: ReadonlySet<NodeProto>, inputs: reado
   const weightInputs = graph.input.filter((i) => inits.has(i.name));
   graph.input = [...inputs.map((i) => graph.input.find((x) => x.name === i) ?? valueInfo(i, typeOf(i))), ...weightInputs];
   graph.output = outputs.map((o) => graph.output.find((x) => x.name === o) ?? valueInfo(o, typeOf(o)));
-  prune(graph);
+  pruneGraph(graph, { inputs: true });
   const available = new Set<string>(['', ...inputs, ...graph.initializer.map((t) => t.name)]);
   for (const node of graph.node) {
     for (const i of node.input) if (!available.has(i)) return { reason: `the ${what} reads ${i}, which it does not compute` };

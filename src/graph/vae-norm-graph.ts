@@ -37,6 +37,7 @@ import {
   type TensorProto,
 } from 'onnx-buf';
 import type { NormLayer } from '../core/vae/norm-stats.ts';
+import { pruneGraph } from './prune.ts';
 
 export const NORM_STATS_OUTPUT = 'asgd_norm_stats';
 export const NORM_AFFINE_INPUT = 'asgd_norm_affine';
@@ -387,7 +388,7 @@ export function deriveTileGraph(model: ModelProto, opts: { prefixOf?: number } =
   } else {
     // The prefix graph: only layer k's statistics, and only what computes them (ONNX Runtime runs every node).
     graph.output = [floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [2 * scan.sites[k]!.groups])];
-    prune(graph);
+    pruneGraph(graph);
   }
   return { layers: layersOf(scan.sites) };
 }
@@ -402,19 +403,3 @@ export function derivePrefixGraph(model: ModelProto, k: number): VaeNormSurgery 
   return deriveTileGraph(model, { prefixOf: k });
 }
 
-/** Removes the nodes no graph output needs, and the initializers no remaining node reads. */
-function prune(graph: GraphProto): void {
-  const needed = new Set(graph.output.map((o) => o.name));
-  const keep: NodeProto[] = [];
-  for (let i = graph.node.length - 1; i >= 0; i--) {
-    const node = graph.node[i]!;
-    if (!node.output.some((o) => needed.has(o))) continue;
-    keep.push(node);
-    for (const t of node.input) if (t) needed.add(t);
-    // Subgraph attributes (If/Loop) may read outer tensors: keep everything they name.
-    for (const a of node.attribute) for (const sub of [a.g, ...a.graphs]) if (sub) for (const n of sub.node) for (const t of n.input) needed.add(t);
-  }
-  graph.node = keep.reverse();
-  graph.initializer = graph.initializer.filter((t) => needed.has(t.name));
-  graph.valueInfo = graph.valueInfo.filter((v) => needed.has(v.name));
-}

@@ -7,14 +7,13 @@
  * `model.asgd-vae-attn.json`. Stored as the other derived graphs are: weights referenced, never copied; next to the
  * source when its folder is writable, else under the cache folder; rebuilt when the source or the format changes.
  */
-import { createHash } from 'node:crypto';
-import fs from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
 import { deriveAttentionCorePart, deriveAttentionGlobal, deriveAttentionTiled, type Reason, type VaeHalf } from '../graph/vae-attention-split.ts';
-import { cacheRoot, referenceInlineWeights, writeAtomic } from './probe.ts';
+import { prepareDerivedGraphs, type DerivedSidecar } from './derived-graphs.ts';
+import { referenceInlineWeights } from './probe.ts';
 import { prepareVaeGraphs, type VaeGraphOptions, type VaeGraphs } from './vae-graphs.ts';
 
 export interface VaeAttentionGraphFiles {
@@ -39,37 +38,16 @@ export type VaeAttentionGraphs = VaeAttentionGraphFiles | { reason: string };
 
 /** Bump when the surgery's output changes, so cached graphs are rebuilt. */
 const FORMAT = 1;
-const MAX_SINGLE_FILE = 2 ** 31 - 1;
-const PARTS = ['global', 'pre', 'core', 'post', 'tiled'] as const;
-type Part = (typeof PARTS)[number];
-
-interface Sidecar {
-  format: number;
-  source: string;
-  size: number;
-  mtimeMs: number;
-  sha256: string;
-  result: { cut: string; attention: string; coreReason?: string; bytes: Partial<Record<Part, number>> } | { reason: string };
-  externalDataFolder: string | null;
-}
+type Part = 'global' | 'pre' | 'core' | 'post' | 'tiled';
+type SplitResult = { cut: string; attention: string; coreReason?: string; bytes: Partial<Record<Part, number>> };
 
 function filesIn(dir: string, source: string) {
   const base = path.basename(source).replace(/\.onnx$/i, '');
   return { part: (p: Part) => path.join(dir, `${base}.asgd-vae-attn-${p}.onnx`), sidecar: path.join(dir, `${base}.asgd-vae-attn.json`) };
 }
 
-async function readSidecar(file: string): Promise<Sidecar | undefined> {
-  try {
-    const s = JSON.parse(await readFile(file, 'utf8')) as Sidecar;
-    return s.format === FORMAT ? s : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function complete(side: Sidecar, files: ReturnType<typeof filesIn>, opts: VaeGraphOptions): Promise<VaeAttentionGraphs | undefined> {
+async function complete(side: DerivedSidecar<SplitResult> & { result: SplitResult }, files: ReturnType<typeof filesIn>, opts: VaeGraphOptions): Promise<VaeAttentionGraphFiles | undefined> {
   const r = side.result;
-  if ('reason' in r) return { reason: r.reason };
   for (const [p, n] of Object.entries(r.bytes) as [Part, number][]) {
     if ((await stat(files.part(p)).then((x) => x.size, () => -1)) !== n) return undefined;
   }
@@ -89,35 +67,10 @@ async function complete(side: Sidecar, files: ReturnType<typeof filesIn>, opts: 
   };
 }
 
-/**
- * The graphs of the decoder (or encoder) at `modelPath` split at its attention, or why it cannot be split (the caller
- * then tiles the whole model, each tile's attention seeing only the tile, and warns with the reason).
- */
-export async function prepareVaeAttentionGraphs(modelPath: string, half: VaeHalf = 'decoder', opts: VaeGraphOptions = {}): Promise<VaeAttentionGraphs> {
-  const source = path.resolve(modelPath);
-  let st: fs.Stats;
-  try {
-    st = await stat(source);
-  } catch (err) {
-    return { reason: `the model file cannot be read (${err instanceof Error ? err.message : String(err)})` };
-  }
-  if (st.size > MAX_SINGLE_FILE) return { reason: `it is a single ONNX file of ${(st.size / 2 ** 30).toFixed(1)} GiB, over what Node can read; re-export it with external data` };
-  const key = createHash('sha256').update(source).digest('hex').slice(0, 16);
-  const sibling = filesIn(path.dirname(source), source);
-  const cached = filesIn(path.join(cacheRoot(opts), 'vae-graphs', key), source);
-  const places = opts.placement === 'cache' ? [cached] : [sibling, cached];
-  const sidecars = await Promise.all(places.map((p) => readSidecar(p.sidecar)));
-  for (const [i, p] of places.entries()) {
-    const side = sidecars[i];
-    if (side && side.source === source && side.size === st.size && side.mtimeMs === st.mtimeMs) {
-      const hit = await complete(side, p, opts);
-      if (hit) return hit;
-    }
-  }
-  const bytes = await readFile(source);
-  const sha256 = createHash('sha256').update(bytes).digest('hex');
+/** The parts of a decoder or encoder's bytes split at its attention, or why it cannot be split. */
+function derive(bytes: Uint8Array, source: string, half: VaeHalf) {
   const location = path.basename(source);
-  const derive = (f: (m: ModelProto, half: VaeHalf) => object): { bytes: Uint8Array; meta: object } | Reason => {
+  const part = (f: (m: ModelProto, half: VaeHalf) => object): { bytes: Uint8Array; meta: object } | Reason => {
     let m: ModelProto;
     try {
       m = fromBinary(ModelProtoSchema, bytes);
@@ -129,38 +82,32 @@ export async function prepareVaeAttentionGraphs(modelPath: string, half: VaeHalf
     referenceInlineWeights(m, bytes, location);
     return { bytes: toBinary(ModelProtoSchema, m), meta };
   };
-  const out: Partial<Record<Part, Uint8Array>> = {};
-  let result: Sidecar['result'];
-  const global = derive(deriveAttentionGlobal);
-  const tiled = 'reason' in global ? global : derive(deriveAttentionTiled);
-  if ('reason' in global || 'reason' in tiled) {
-    result = { reason: 'reason' in global ? global.reason : (tiled as Reason).reason };
-  } else {
-    out.global = global.bytes;
-    out.tiled = tiled.bytes;
-    const cut = global.meta as { cut: string; attention: string };
-    const parts = (['pre', 'core', 'post'] as const).map((part) => derive((m, h) => deriveAttentionCorePart(m, part, h)));
-    const coreProblem = parts.find((x): x is Reason => 'reason' in x);
-    if (!coreProblem) [out.pre, out.core, out.post] = parts.map((x) => (x as { bytes: Uint8Array }).bytes);
-    result = {
+  const global = part(deriveAttentionGlobal);
+  const tiled = 'reason' in global ? global : part(deriveAttentionTiled);
+  if ('reason' in global || 'reason' in tiled) return { reason: 'reason' in global ? global.reason : (tiled as Reason).reason };
+  const out: Partial<Record<Part, Uint8Array>> = { global: global.bytes, tiled: tiled.bytes };
+  const cut = global.meta as { cut: string; attention: string };
+  const parts = (['pre', 'core', 'post'] as const).map((name) => part((m, h) => deriveAttentionCorePart(m, name, h)));
+  const coreProblem = parts.find((x): x is Reason => 'reason' in x);
+  if (!coreProblem) [out.pre, out.core, out.post] = parts.map((x) => (x as { bytes: Uint8Array }).bytes);
+  return {
+    result: {
       cut: cut.cut, attention: cut.attention, ...(coreProblem ? { coreReason: coreProblem.reason } : {}),
       bytes: Object.fromEntries(Object.entries(out).map(([k, b]) => [k, b.length])),
-    };
-  }
-  const failures: string[] = [];
-  for (const p of places) {
-    const side: Sidecar = { format: FORMAT, source, size: st.size, mtimeMs: st.mtimeMs, sha256, result, externalDataFolder: p === sibling ? null : path.dirname(source) };
-    try {
-      await mkdir(path.dirname(p.sidecar), { recursive: true });
-      for (const [k, b] of Object.entries(out) as [Part, Uint8Array][]) await writeAtomic(p.part(k), b);
-      await writeAtomic(p.sidecar, JSON.stringify(side, null, 2));
-      const hit = await complete(side, p, opts);
-      if (hit) return hit;
-      failures.push(`${p.sidecar}: the written graphs are incomplete`);
-    } catch (err) {
-      failures.push(`${p.sidecar}: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  }
-  if ('reason' in result) return result;
-  return { reason: `the derived graphs could not be written (${failures.join('; ')}); make the model's folder or the cache folder writable (ASGD_CACHE_DIR)` };
+    },
+    files: (p: ReturnType<typeof filesIn>) => (Object.entries(out) as [Part, Uint8Array][]).map(([k, b]): [string, Uint8Array] => [p.part(k), b]),
+  };
+}
+
+/**
+ * The graphs of the decoder (or encoder) at `modelPath` split at its attention, or why it cannot be split (the caller
+ * then tiles the whole model, each tile's attention seeing only the tile, and warns with the reason).
+ */
+export async function prepareVaeAttentionGraphs(modelPath: string, half: VaeHalf = 'decoder', opts: VaeGraphOptions = {}): Promise<VaeAttentionGraphs> {
+  return prepareDerivedGraphs<SplitResult, ReturnType<typeof filesIn>, VaeAttentionGraphFiles>(modelPath, opts, {
+    format: FORMAT,
+    filesIn,
+    open: (side, files) => complete(side, files, opts),
+    derive: (bytes, source) => derive(bytes, source, half),
+  });
 }

@@ -150,6 +150,15 @@ export class StagedMethod extends MethodBase {
    * does not shuffle, and nothing else couples the patches (no structure target, no geometry padding, whose
    * replicated edge would be stepped apart from its source).
    */
+  /** The cross-attention mask from the key patch's attention maps (null: uniform guidance); warns once on a problem. */
+  private keyMask(attention: Parameters<typeof buildMask>[0], ctx: MethodContext): Float32Array | null {
+    const geo = this.plan.geometry;
+    const o = this.options;
+    const built = buildMask(attention, geo.patchHeight, geo.patchWidth, { tokens: ctx.maskTokens, layers: o.maskLayers, gamma: o.maskGamma, threshold: o.maskThreshold });
+    if (built.warning) this.warn(ctx, built.warning);
+    return built.mask;
+  }
+
   private canRunAhead(step: number, ctx: MethodContext): boolean {
     const geo = this.plan.geometry;
     return (
@@ -235,14 +244,7 @@ export class StagedMethod extends MethodBase {
       const sync = options.guidanceSync;
       let newMask: Float32Array | null | undefined;
       if (wantMask) {
-        const built = buildMask(results[0].attention, geo.patchHeight, geo.patchWidth, {
-          tokens: ctx.maskTokens,
-          layers: options.maskLayers,
-          gamma: options.maskGamma,
-          threshold: options.maskThreshold,
-        });
-        if (built.warning) this.warn(ctx, built.warning);
-        newMask = built.mask;
+        newMask = this.keyMask(results[0].attention, ctx);
       }
       if (sync && newMask !== undefined) this.mask = newMask;
 
@@ -366,14 +368,7 @@ export class StagedMethod extends MethodBase {
         const { alpha, sigma } = outputToX0(sched, t) ?? sched.noiseLevel(t);
         if (i === 0) {
           if (wantAttention) {
-            const built = buildMask(result.attention, geo.patchHeight, geo.patchWidth, {
-              tokens: ctx.maskTokens,
-              layers: options.maskLayers,
-              gamma: options.maskGamma,
-              threshold: options.maskThreshold,
-            });
-            if (built.warning) this.warn(ctx, built.warning);
-            mask = built.mask;
+            mask = this.keyMask(result.attention, ctx);
           }
           const key = options.structureSpace === 'eps' ? Float32Array.from(eps) : denoisedEstimate(x, eps, alpha, sigma);
           block.keys.get(t)!.resolve({ key, mask });
