@@ -38,13 +38,24 @@ test('a job above a worker\'s own limit that reaches it (its larger worker gone)
   server = await serve({ port: 0, host: '127.0.0.1', outputsDir: outputs, modelDirs: [], pipeline: {}, queue: redis.url, prefix: PREFIX });
   const a = api(server.url);
 
-  // A worker without a limit is busy with a long job; a 128x128 job is queued behind it (routing: it can run it).
+  const upscale = (source: string, body: object) => fetch(`${a.url}/api/v1/outputs/${source}/upscale`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+
+  // A worker without a limit makes a 64x64 picture to upscale, then is busy with a long job; a 128x128 job and a
+  // 2x upscale of the picture (128x128 too, a size only the source says) are queued behind it (routing: it can run them).
   const large = await start();
   await waitFor('the worker in the status view', async () => (await a.fleet()).workers.length === 1 || undefined);
+  const source = await a.finished(await a.queue({ prompt: 'source', seed: '4', steps: 2, width: 64, height: 64 }));
+  assert.equal(source.state, 'completed', JSON.stringify(source.error));
   const long = await a.queue({ prompt: 'long', seed: '1', steps: 400, width: 64, height: 64 });
   await waitFor('the long job to run', async () => (await a.job(long)).state === 'running' || undefined);
   const big = await a.queue({ prompt: 'big', seed: '2', steps: 2, width: 128, height: 128, method: 'asg' });
   assert.equal((await a.job(big)).state, 'queued');
+  const bigUpscale = await upscale(source.output!, { scale: 2, steps: 2, seed: '5', method: 'asg' });
+  assert.equal(bigUpscale.status, 202, await bigUpscale.clone().text());
+  const bigUp = ((await bigUpscale.json()) as { id: string }).id;
+  assert.equal((await a.job(bigUp)).state, 'queued');
 
   // That worker leaves (its running job goes back to the queue, and is then cancelled there); a worker that
   // takes asg up to 64x64 joins and finds the 128x128 job.
@@ -73,6 +84,17 @@ test('a job above a worker\'s own limit that reaches it (its larger worker gone)
   const still = await a.job(big);
   assert.equal(still.state, 'failed');
   assert.equal(still.attempts, 1);
+  // The upscale too: its size comes from its source (64x64 at scale 2), not from its settings.
+  const failedUp = await a.finished(bigUp);
+  assert.equal(failedUp.state, 'failed', JSON.stringify(failedUp));
+  assert.match(failedUp.error?.message ?? '', /up to 4096 pixels.*128x128 \(16384 pixels\)/);
+  assert.equal(failedUp.error?.kind, 'too-large');
+  assert.equal(failedUp.attempts, 1, 'not retried');
+  assert.ok(!(fs.existsSync(engineLog) ? fs.readFileSync(engineLog, 'utf8') : '').includes(bigUp), 'the engine never ran the upscale');
+  // With only that worker live, routing refuses the same upscale at once (409, naming the size).
+  const refused = await upscale(source.output!, { scale: 2, steps: 2, seed: '6', method: 'asg' });
+  assert.equal(refused.status, 409);
+  assert.match(await refused.text(), /asg at 128x128 \(16384 pixels\)/);
   // A job within the limit runs on that worker.
   const fits = await a.finished(await a.queue({ prompt: 'fits', seed: '3', steps: 2, width: 64, height: 64, method: 'asg' }));
   assert.equal(fits.state, 'completed', JSON.stringify(fits.error));

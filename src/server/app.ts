@@ -263,10 +263,12 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         // Every check the library makes before a model call: the settings, and the size against the source's.
         const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
         const size = await sharp(file).metadata();
-        checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
+        const plan = checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
         const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, ...generation } = body;
         validateParams({ ...toGenerateParams(generation), prompt: String(body['prompt'] ?? ''), width: undefined, height: undefined });
-        const job = await o.queue.add({ kind: 'upscale', model, settings: { ...body, source: name } }, o.engine.deviceSet);
+        const job = await o.queue.add(
+          { kind: 'upscale', model, settings: { ...body, source: name }, size: { width: plan.workWidth, height: plan.workHeight } }, o.engine.deviceSet,
+        );
         return reply.code(202).send({ id: job.id });
       },
     },

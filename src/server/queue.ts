@@ -17,6 +17,11 @@ export interface JobSpec {
   model?: string;
   /** 'generate': GenerateParams. 'upscale': UpscaleParams without the image, and `source`, an output's name. */
   settings: Record<string, unknown>;
+  /**
+   * The size the job denoises where its settings do not say it: an upscale's, from its source's size (the server
+   * computes it when the job is added). Routing and a worker's `--max-pixels` check read it; not part of the job id.
+   */
+  size?: { width: number; height: number };
 }
 
 /** Where a running job is: what the engine reports, and what the queue adds. */

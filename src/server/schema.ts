@@ -121,7 +121,7 @@ export const jobSchema: JsonSchema = {
   properties: {
     id: { type: 'string' },
     state: { type: 'string', enum: ['queued', 'running', 'completed', 'failed', 'cancelled'] },
-    spec: { type: 'object', properties: { kind: { type: 'string', enum: ['generate', 'upscale'] }, model: { type: 'string' }, settings: { type: 'object' } } },
+    spec: { type: 'object', properties: { kind: { type: 'string', enum: ['generate', 'upscale'] }, model: { type: 'string' }, settings: { type: 'object' }, size: { type: 'object', description: 'the size an upscale denoises (from its source)', properties: { width: { type: 'integer' }, height: { type: 'integer' } } } } },
     lane: { type: 'string', description: 'the device set that runs it' },
     createdAt: { type: 'string', format: 'date-time' },
     startedAt: { type: 'string', format: 'date-time' },

@@ -97,9 +97,9 @@ export class BullJobQueue implements JobQueue {
   async add(spec: JobSpec): Promise<JobRecord> {
     const settings = { ...spec.settings };
     if (settings['seed'] === undefined) settings['seed'] = randomSeed().toString();
-    const size = spec.kind === 'generate' ? { width: settings['width'] as number | undefined, height: settings['height'] as number | undefined } : undefined;
+    const size = spec.kind === 'generate' ? { width: settings['width'] as number | undefined, height: settings['height'] as number | undefined } : spec.size;
     const model = await this.o.engine.route(spec.model, String(settings['method'] ?? DEFAULT_METHOD), size);
-    const full: JobSpec = { kind: spec.kind, model: model.name, settings };
+    const full: JobSpec = { kind: spec.kind, model: model.name, settings, ...(spec.size ? { size: spec.size } : {}) };
     const id = jobIdFor(full, model.hash, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
     const name = queueNameFor(model.hash);
     const { queue } = this.open(name);

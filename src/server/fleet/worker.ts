@@ -150,7 +150,8 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
     if (await redis.exists(cancelKey)) throw new UnrecoverableError(CANCELLED_REASON);
     // Routing checked the size against the workers live at submission; this worker's own limit is checked here
     // (a larger worker may have left since). Too large here is too large on every retry here: not retried.
-    const tooLarge = job.data.spec.kind === 'generate' ? overLimit(job.data.spec.settings, model, o.maxPixels ?? {}, id) : undefined;
+    const { spec } = job.data;
+    const tooLarge = overLimit(spec.kind === 'generate' ? spec.settings : { ...spec.settings, ...spec.size }, model, o.maxPixels ?? {}, id);
     if (tooLarge) {
       log(`asgd worker ${id}: job ${jobId}: refused: ${tooLarge}`);
       throw new UnrecoverableError(failureReason({ message: tooLarge, kind: 'too-large', parameter: 'width' }));
@@ -177,7 +178,6 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
       const progress = progressRelay(job, timings.progressIntervalMs, async () => {
         if (await redis.exists(cancelKey)) controller.abort('cancel');
       });
-      const { spec } = job.data;
       const { source, model: _m, ...settings } = spec.settings;
       try {
         await engine.run({
