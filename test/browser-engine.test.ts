@@ -15,7 +15,7 @@ import { TOOL_VERSION as NODE_TOOL_VERSION } from '../src/node/version.ts';
 import { TOOL_VERSION as WEB_TOOL_VERSION } from '../src/browser/version.ts';
 import { readPngTextChunks } from '../src/core/png-chunks.ts';
 import { JSON_KEY, TEXT_KEY, formatParametersText } from '../src/core/metadata.ts';
-import { ROOT, buildDemoSite, compareRgb, generateOnDemo, openDemo, rgbOfPng, serveSite, type DemoResult, type OpenedDemo, type StaticSite } from './helpers/demo-site.ts';
+import { ROOT, buildDemoSite, compareRgb, generateOnDemo, generateOnPipeline, openDemo, rgbOfPng, serveSite, type DemoResult, type OpenedDemo, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -138,4 +138,28 @@ test('WASM: the second load reads the stored model (no model request), and two w
   assert.equal(d.maxAbs, 0, `identical pixels: ${JSON.stringify(d)}`);
   assert.ok(r.png.equals(images.r256!.png), 'identical files');
   assert.deepEqual(two.errors, []);
+});
+
+/**
+ * Tiled decoding in the browser against Node's, same settings and seed: small tiles force 9 tiles on the 32x32 latent.
+ * Measured (docs/browser.md): max 1 level from Node's tiled decode (mean 0.0006), 23 levels (mean 0.6) from Node's
+ * per-tile-statistics decode.
+ */
+const TILED_VAE = { tiling: 'on', tileSize: 16, overlap: 4, stats: 'exact' } as const;
+
+test('WASM: a tiled decode uses the whole image\'s normalisation statistics, as Node\'s does', async () => {
+  const { page, errors } = await openDemo(await newContext(), site.url, 'provider=wasm&workers=1');
+  const params = { ...settings(256, 256, 11), method: 'asg', vae: TILED_VAE };
+  const r = await generateOnPipeline(page, params);
+  assert.deepEqual(r.warnings.filter((m) => /VAE/.test(m)), [], 'no fallback warning');
+  const web = await rgbOfPng(r.png);
+  const shared = await node.generate(params);
+  const perTile = await node.generate({ ...params, vae: { ...TILED_VAE, stats: 'off' } });
+  const d = compareRgb(web, shared.image);
+  const off = compareRgb(web, perTile.image);
+  console.log(`# 256x256 tiled decode (16-latent tiles, overlap 4, exact statistics): browser ${r.decodeMs.toFixed(0)} ms; against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}; against Node's per-tile statistics: mean ${off.meanAbs.toFixed(4)}, max ${off.maxAbs}`);
+  assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `within ${JSON.stringify(WASM_TOLERANCE)} of Node's tiled decode: ${JSON.stringify(d)}`);
+  assert.ok(off.maxAbs >= 4 * WASM_TOLERANCE.maxAbs && off.meanAbs >= 4 * WASM_TOLERANCE.meanAbs, `clearly apart from per-tile statistics: ${JSON.stringify(off)}`);
+  assert.deepEqual(errors, []);
+  await page.close();
 });
