@@ -149,7 +149,7 @@ const TILED_VAE = { tiling: 'on', tileSize: 16, overlap: 4, stats: 'exact' } as 
 
 test('WASM: a tiled decode uses the whole image\'s normalisation statistics, as Node\'s does', async () => {
   const { page, errors } = await openDemo(await newContext(), site.url, 'provider=wasm&workers=1');
-  const params = { ...settings(256, 256, 11), method: 'asg', vae: TILED_VAE };
+  const params = { ...settings(256, 256, 11), method: 'asg' as const, vae: TILED_VAE };
   const r = await generateOnPipeline(page, params);
   assert.deepEqual(r.warnings.filter((m) => /VAE/.test(m)), [], 'no fallback warning');
   const web = await rgbOfPng(r.png);
