@@ -6,6 +6,7 @@ import type { TextConditioning } from '../../core/conditioning.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { AttentionMap } from '../../core/methods/types.ts';
 import type { NormLayer } from '../../core/vae/norm-stats.ts';
+import type { NormGraphInput } from '../../core/vae/pipeline-decode.ts';
 import type { IoInfo } from '../../onnx/io.ts';
 
 /** ONNX Runtime Web's execution providers this package drives. */
@@ -46,16 +47,10 @@ export type DeviceRequest =
 export type VaeGraphSource = 'decoder' | 'tail';
 
 /** Runs a derived graph of the decoder: a norm-statistics graph of `of`, or the tail as it is (graph 'plain'). */
-export interface VaeGraphRequest {
+export interface VaeGraphRequest extends NormGraphInput {
   type: 'vaeGraph';
   of: VaeGraphSource;
   graph: 'stats' | 'tile' | 'plain' | { prefix: number };
-  input: Float32Array;
-  channels: number;
-  height: number;
-  width: number;
-  affine?: Float32Array;
-  region?: number[];
 }
 
 export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };

@@ -60,6 +60,16 @@ export async function decodeLatentWith(
   return { data: tiled.data, height: tiled.height, width: tiled.width, tiled };
 }
 
+/** What a derived graph run sends to the worker holding the model: the input [1, C, h, w] and, for the tile and prefix graphs, the affine maps and the owned region. */
+export interface NormGraphInput {
+  input: Float32Array;
+  channels: number;
+  height: number;
+  width: number;
+  affine?: Float32Array;
+  region?: number[];
+}
+
 /** One of a model's norm-statistics graphs (src/graph/vae-norm-graph.ts): statistics, tile, or norm layer k's prefix. */
 export type NormGraphKind = 'stats' | 'tile' | { prefix: number };
 
