@@ -96,6 +96,8 @@ test('the page\'s JavaScript fits the budget (without ONNX Runtime\'s WebAssembl
 // One context for the WASM tests: its Cache Storage keeps the model between the two page loads.
 let context: BrowserContext;
 let single: OpenedDemo;
+/** The last page opened, reused by later tests (a page load costs about 20 s here); they open their own when run alone. */
+let loaded: OpenedDemo | undefined;
 const images: Record<string, DemoResult> = {};
 
 test('WASM: the page loads with no console error and makes the 128 px and 256 px asg images as Node does', async () => {
@@ -129,6 +131,7 @@ test('WASM: cancel stops a generation, and the page generates again afterwards',
 test('WASM: the second load reads the stored model (no model request), and two workers give the same image as one', async () => {
   const before = site.served.length;
   const two = await openDemo(context, site.url, 'provider=wasm&workers=2');
+  loaded = two;
   assert.deepEqual(two.modelRequests, [], 'no model request on the second load');
   assert.deepEqual(site.served.slice(before).filter((u) => u.includes('/models/')), []);
   const r = await generateOnDemo(two.page, settings(256, 256, 11));
@@ -148,7 +151,7 @@ test('WASM: the second load reads the stored model (no model request), and two w
 const TILED_VAE = { tiling: 'on', tileSize: 16, overlap: 4, stats: 'exact' } as const;
 
 test('WASM: a tiled decode uses the whole image\'s normalisation statistics, as Node\'s does', async () => {
-  const { page, errors } = await openDemo(await newContext(), site.url, 'provider=wasm&workers=1');
+  const { page, errors } = loaded ?? (await openDemo(await newContext(), site.url, 'provider=wasm&workers=1'));
   const params = { ...settings(256, 256, 11), method: 'asg' as const, vae: TILED_VAE };
   const r = await generateOnPipeline(page, params);
   assert.deepEqual(r.warnings.filter((m) => /VAE/.test(m)), [], 'no fallback warning');
