@@ -9,6 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
 import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
 import { TOOL_VERSION as NODE_TOOL_VERSION } from '../src/node/version.ts';
@@ -17,6 +19,7 @@ import { readPngTextChunks } from '../src/core/png-chunks.ts';
 import { JSON_KEY, TEXT_KEY, formatParametersText } from '../src/core/metadata.ts';
 import { ROOT, buildDemoSite, compareRgb, generateOnDemo, generateOnPipeline, openDemo, rgbOfPng, serveSite, type DemoResult, type OpenedDemo, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
+import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from './fixtures/groupnorm-vae.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -163,6 +166,28 @@ test('WASM: a tiled decode uses the whole image\'s normalisation statistics, as 
   console.log(`# 256x256 tiled decode (16-latent tiles, overlap 4, exact statistics): browser ${r.decodeMs.toFixed(0)} ms; against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}; against Node's per-tile statistics: mean ${off.meanAbs.toFixed(4)}, max ${off.maxAbs}`);
   assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `within ${JSON.stringify(WASM_TOLERANCE)} of Node's tiled decode: ${JSON.stringify(d)}`);
   assert.ok(off.maxAbs >= 4 * WASM_TOLERANCE.maxAbs && off.meanAbs >= 4 * WASM_TOLERANCE.meanAbs, `clearly apart from per-tile statistics: ${JSON.stringify(off)}`);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('WASM: a decoder with self-attention: the tiled decode computes the attention once for the whole latent, as Node\'s does', async () => {
+  // The shipped model with a small SD-structured decoder (GroupNorm, mid-block attention) in place of its own.
+  const folder = path.join(siteDir, 'models', 'shapes-attn');
+  fs.cpSync(MODEL, folder, { recursive: true });
+  fs.writeFileSync(path.join(folder, 'vae_decoder', 'model.onnx'), toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 5, floatType: 'float32', form: 'instance-norm', ...SMALL_VAE_DECODER, midAttention: true })));
+  const attnNode = await loadPipeline(folder, { devices: 'cpu', attentionProbe: false });
+  closers.push(() => attnNode.close());
+  const { page, errors } = await openDemo(context ?? (await newContext()), site.url, `provider=wasm&workers=1&model=${encodeURIComponent(`${site.url}models/shapes-attn/`)}`);
+  const vae = { ...TILED_VAE, overlap: 8, attention: 'global' } as const;
+  const params = { ...settings(256, 256, 11), method: 'asg' as const, vae, methodOptions: { mask: false } };
+  const r = await generateOnPipeline(page, params);
+  assert.deepEqual(r.warnings.filter((m) => /VAE/.test(m)), [], 'no fallback warning');
+  const web = await rgbOfPng(r.png);
+  const d = compareRgb(web, (await attnNode.generate(params)).image);
+  const tile = compareRgb(web, (await attnNode.generate({ ...params, vae: { ...vae, attention: 'tile' } })).image);
+  console.log(`# 256x256 tiled decode, decoder with attention (global, exact statistics): browser ${r.decodeMs.toFixed(0)} ms; against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}; against Node's per-tile attention: mean ${tile.meanAbs.toFixed(4)}, max ${tile.maxAbs}`);
+  assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `within ${JSON.stringify(WASM_TOLERANCE)} of Node's tiled decode: ${JSON.stringify(d)}`);
+  assert.ok(tile.maxAbs >= 4 * WASM_TOLERANCE.maxAbs && tile.meanAbs >= 4 * WASM_TOLERANCE.meanAbs, `clearly apart from per-tile attention: ${JSON.stringify(tile)}`);
   assert.deepEqual(errors, []);
   await page.close();
 });
