@@ -37,13 +37,9 @@ export class DecoderGraphs {
   private normsOf(of: VaeGraphSource): Norms {
     let n = this.norms.get(of);
     if (!n) {
-      const source = of === 'decoder' ? this.decoder : this.splitGraphs();
-      if ('reason' in source) {
-        n = source;
-      } else {
-        const m = deriveVaeNormModels(source instanceof Uint8Array ? source : source.tail);
-        n = 'reason' in m ? m : { layers: m.layers, stats: bin(m.stats), tile: bin(m.tile), prefix: m.prefix };
-      }
+      const split = of === 'tail' ? this.splitGraphs() : undefined;
+      const m = split && 'reason' in split ? split : deriveVaeNormModels(split ? split.tail : this.decoder);
+      n = 'reason' in m ? m : { layers: m.layers, stats: bin(m.stats), tile: bin(m.tile), prefix: m.prefix };
       this.norms.set(of, n);
     }
     return n;
