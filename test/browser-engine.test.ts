@@ -9,14 +9,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
 import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
 import { TOOL_VERSION as NODE_TOOL_VERSION } from '../src/node/version.ts';
 import { TOOL_VERSION as WEB_TOOL_VERSION } from '../src/browser/version.ts';
 import { readPngTextChunks } from '../src/core/png-chunks.ts';
 import { JSON_KEY, TEXT_KEY, formatParametersText } from '../src/core/metadata.ts';
-import { ROOT, buildDemoSite, compareRgb, generateOnDemo, openDemo, rgbOfPng, serveSite, type DemoResult, type OpenedDemo, type StaticSite } from './helpers/demo-site.ts';
+import { ROOT, buildDemoSite, compareRgb, generateOnDemo, generateOnPipeline, openDemo, rgbOfPng, serveSite, type DemoResult, type OpenedDemo, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
+import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from './fixtures/groupnorm-vae.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -96,6 +99,8 @@ test('the page\'s JavaScript fits the budget (without ONNX Runtime\'s WebAssembl
 // One context for the WASM tests: its Cache Storage keeps the model between the two page loads.
 let context: BrowserContext;
 let single: OpenedDemo;
+/** The last page opened, reused by later tests (a page load costs about 20 s here); they open their own when run alone. */
+let loaded: OpenedDemo | undefined;
 const images: Record<string, DemoResult> = {};
 
 test('WASM: the page loads with no console error and makes the 128 px and 256 px asg images as Node does', async () => {
@@ -129,6 +134,7 @@ test('WASM: cancel stops a generation, and the page generates again afterwards',
 test('WASM: the second load reads the stored model (no model request), and two workers give the same image as one', async () => {
   const before = site.served.length;
   const two = await openDemo(context, site.url, 'provider=wasm&workers=2');
+  loaded = two;
   assert.deepEqual(two.modelRequests, [], 'no model request on the second load');
   assert.deepEqual(site.served.slice(before).filter((u) => u.includes('/models/')), []);
   const r = await generateOnDemo(two.page, settings(256, 256, 11));
@@ -138,4 +144,51 @@ test('WASM: the second load reads the stored model (no model request), and two w
   assert.equal(d.maxAbs, 0, `identical pixels: ${JSON.stringify(d)}`);
   assert.ok(r.png.equals(images.r256!.png), 'identical files');
   assert.deepEqual(two.errors, []);
+});
+
+/**
+ * Tiled decoding in the browser against Node's, same settings and seed: small tiles force 9 tiles on the 32x32 latent.
+ * Measured (docs/browser.md): max 1 level from Node's tiled decode (mean 0.0001), 68 levels (mean 5.6) from Node's
+ * per-tile-statistics decode; the test asks for 4x the tolerance at least.
+ */
+const TILED_VAE = { tiling: 'on', tileSize: 16, overlap: 4, stats: 'exact' } as const;
+
+test('WASM: a tiled decode uses the whole image\'s normalisation statistics, as Node\'s does', async () => {
+  const { page, errors } = loaded ?? (await openDemo(await newContext(), site.url, 'provider=wasm&workers=1'));
+  const params = { ...settings(256, 256, 11), method: 'asg' as const, vae: TILED_VAE };
+  const r = await generateOnPipeline(page, params);
+  assert.deepEqual(r.warnings.filter((m) => /VAE/.test(m)), [], 'no fallback warning');
+  const web = await rgbOfPng(r.png);
+  const shared = await node.generate(params);
+  const perTile = await node.generate({ ...params, vae: { ...TILED_VAE, stats: 'off' } });
+  const d = compareRgb(web, shared.image);
+  const off = compareRgb(web, perTile.image);
+  console.log(`# 256x256 tiled decode (16-latent tiles, overlap 4, exact statistics): browser ${r.decodeMs.toFixed(0)} ms; against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}; against Node's per-tile statistics: mean ${off.meanAbs.toFixed(4)}, max ${off.maxAbs}`);
+  assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `within ${JSON.stringify(WASM_TOLERANCE)} of Node's tiled decode: ${JSON.stringify(d)}`);
+  assert.ok(off.maxAbs >= 4 * WASM_TOLERANCE.maxAbs && off.meanAbs >= 4 * WASM_TOLERANCE.meanAbs, `clearly apart from per-tile statistics: ${JSON.stringify(off)}`);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('WASM: a decoder with self-attention: the tiled decode computes the attention once for the whole latent, as Node\'s does', async () => {
+  // The shipped model with a small SD-structured decoder (GroupNorm, mid-block attention) in place of its own.
+  const folder = path.join(siteDir, 'models', 'shapes-attn');
+  fs.cpSync(MODEL, folder, { recursive: true });
+  fs.writeFileSync(path.join(folder, 'vae_decoder', 'model.onnx'), toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 5, floatType: 'float32', form: 'instance-norm', ...SMALL_VAE_DECODER, midAttention: true })));
+  const attnNode = await loadPipeline(folder, { devices: 'cpu', attentionProbe: false });
+  closers.push(() => attnNode.close());
+  // No attention probe, few steps, estimated statistics (the test above covers them): the attention is the point.
+  const { page, errors } = await openDemo(context ?? (await newContext()), site.url, `provider=wasm&workers=1&probe=0&model=${encodeURIComponent(`${site.url}models/shapes-attn/`)}`);
+  const vae = { ...TILED_VAE, overlap: 8, stats: 'estimate', attention: 'global' } as const;
+  const params = { ...settings(256, 256, 11), steps: 2, method: 'asg' as const, vae, methodOptions: { mask: false } };
+  const r = await generateOnPipeline(page, params);
+  assert.deepEqual(r.warnings.filter((m) => /VAE/.test(m)), [], 'no fallback warning');
+  const web = await rgbOfPng(r.png);
+  const d = compareRgb(web, (await attnNode.generate(params)).image);
+  const tile = compareRgb(web, (await attnNode.generate({ ...params, vae: { ...vae, attention: 'tile' } })).image);
+  console.log(`# 256x256 tiled decode, decoder with attention (global, estimated statistics): browser ${r.decodeMs.toFixed(0)} ms; against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}; against Node's per-tile attention: mean ${tile.meanAbs.toFixed(4)}, max ${tile.maxAbs}`);
+  assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `within ${JSON.stringify(WASM_TOLERANCE)} of Node's tiled decode: ${JSON.stringify(d)}`);
+  assert.ok(tile.maxAbs >= 4 * WASM_TOLERANCE.maxAbs && tile.meanAbs >= 4 * WASM_TOLERANCE.meanAbs, `clearly apart from per-tile attention: ${JSON.stringify(tile)}`);
+  assert.deepEqual(errors, []);
+  await page.close();
 });

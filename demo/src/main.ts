@@ -1,7 +1,7 @@
 /**
  * The demo page: the shipped model in the visitor's browser through asgdiffusion/web. Query parameters (for
  * links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, threads (per worker), steps, size
- * (WxH), store=0 (no Cache Storage).
+ * (WxH), store=0 (no Cache Storage), probe=0 (no attention-probe UNet: asg runs without its mask).
  */
 import { AsgdError, METHOD_NAMES, loadWebPipeline, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
 
@@ -63,7 +63,7 @@ async function ensurePipeline(): Promise<WebPipeline> {
     }
   };
   const threads = query.get('threads') ? Number(query.get('threads')) : undefined;
-  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, threads, store: query.get('store') !== '0', onProgress });
+  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, threads, store: query.get('store') !== '0', attentionProbe: query.get('probe') !== '0', onProgress });
   pipeKey = key;
   exposed.pipeline = pipe;
   fillSizes(pipe.nativeSize.width, pipe.nativeSize.height);

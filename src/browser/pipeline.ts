@@ -17,7 +17,7 @@ import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.t
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
-import { decodeTiled, type DecodedImage } from '../core/vae/tiled.ts';
+import { decodeLatentWith } from '../core/vae/pipeline-decode.ts';
 import type { IoInfo } from '../onnx/io.ts';
 import type { ComponentIo, DeviceInit, WebComponent, WebProvider } from './device/protocol.ts';
 import { WebDevice } from './device/web-device.ts';
@@ -25,6 +25,7 @@ import { folderUrl, modelFileSource } from './model/model-files.ts';
 import { readWebModel, type WebModelSpec } from './model/web-model.ts';
 import type { LoadProgress, WebPipelineOptions } from './options.ts';
 import { encodePng } from './png.ts';
+import { webDecoderRunner } from './vae-runner.ts';
 import { TOOL_VERSION } from './version.ts';
 
 export interface WebGenerateRunOptions extends GenerationCallbacks {
@@ -246,32 +247,17 @@ export class WebPipeline {
   }
 
   /**
-   * VAE decoding on the first device: whole, or tiled when the latent exceeds the tile (or when asked). Tiles
-   * normalise with their own statistics here (the derived statistics graphs are Node-only), with a warning.
+   * VAE decoding on the first device: whole, or tiled when the latent exceeds the tile (or when asked), with the
+   * whole image's normalisation statistics and the attention where the settings put it, as in Node
+   * (src/core/vae/pipeline-decode.ts); the device worker derives the graphs from the decoder's bytes.
    */
   private async decodeLatent(
     latent: Float32Array, h: number, w: number, opts: VaeDecodeOptions, onTile?: (done: number, total: number) => void, onWarning?: (m: string) => void,
   ): Promise<RgbImage> {
-    const c = this.info.latentChannels;
     const inv = 1 / this.spec.vae.scalingFactor;
     const scaled = new Float32Array(latent.length);
     for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
-    const head = this.devices[0]!;
-    const plain = async (input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage> => {
-      const r = await head.request<'vaeDecode'>({ type: 'vaeDecode', latent: input, channels, height, width }, 'VAE decoding', [input.buffer as ArrayBuffer]);
-      return { data: r.data, height: r.height, width: r.width };
-    };
-    const tile = opts.tiling === 'on' || (opts.tiling === 'auto' && (h > opts.tileSize || w > opts.tileSize));
-    if (!tile) {
-      const r = await plain(scaled, c, h, w);
-      onTile?.(1, 1);
-      return chwToRgb8(r.data, r.height, r.width);
-    }
-    const unsupported = () => Promise.reject(new Error('browser: no derived VAE graphs'));
-    const r = await decodeTiled(scaled, c, h, w, {
-      norms: { reason: 'the browser pipeline decodes tiles with the plain decoder' },
-      run: plain, runStats: unsupported, runTile: unsupported,
-    }, { tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, onTile, onWarning });
+    const r = await decodeLatentWith(webDecoderRunner(this.devices[0]!), scaled, this.info.latentChannels, h, w, opts, { onTile, onWarning });
     return chwToRgb8(r.data, r.height, r.width);
   }
 

@@ -9,9 +9,10 @@
  */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
-import { deriveAttentionCorePart, deriveAttentionGlobal, deriveAttentionTiled, type Reason, type VaeHalf } from '../graph/vae-attention-split.ts';
+import type { VaeHalf } from '../graph/vae-attention-split.ts';
+import { deriveVaeAttentionModels } from '../graph/vae-derived-models.ts';
 import { prepareDerivedGraphs, type DerivedSidecar } from './derived-graphs.ts';
 import { referenceInlineWeights } from './probe.ts';
 import { prepareVaeGraphs, type VaeGraphOptions, type VaeGraphs } from './vae-graphs.ts';
@@ -69,30 +70,18 @@ async function complete(side: DerivedSidecar<SplitResult> & { result: SplitResul
 
 /** The parts of a decoder or encoder's bytes split at its attention, or why it cannot be split. */
 function derive(bytes: Uint8Array, source: string, half: VaeHalf) {
+  const models = deriveVaeAttentionModels(bytes, half);
+  if ('reason' in models) return models;
   const location = path.basename(source);
-  const part = (f: (m: ModelProto, half: VaeHalf) => object): { bytes: Uint8Array; meta: object } | Reason => {
-    let m: ModelProto;
-    try {
-      m = fromBinary(ModelProtoSchema, bytes);
-    } catch {
-      return { reason: 'the file cannot be parsed as an ONNX model' };
-    }
-    const meta = f(m, half);
-    if ('reason' in meta) return meta as Reason;
+  const serialize = (m: ModelProto) => {
     referenceInlineWeights(m, bytes, location);
-    return { bytes: toBinary(ModelProtoSchema, m), meta };
+    return toBinary(ModelProtoSchema, m);
   };
-  const global = part(deriveAttentionGlobal);
-  const tiled = 'reason' in global ? global : part(deriveAttentionTiled);
-  if ('reason' in global || 'reason' in tiled) return { reason: 'reason' in global ? global.reason : (tiled as Reason).reason };
-  const out: Partial<Record<Part, Uint8Array>> = { global: global.bytes, tiled: tiled.bytes };
-  const cut = global.meta as { cut: string; attention: string };
-  const parts = (['pre', 'core', 'post'] as const).map((name) => part((m, h) => deriveAttentionCorePart(m, name, h)));
-  const coreProblem = parts.find((x): x is Reason => 'reason' in x);
-  if (!coreProblem) [out.pre, out.core, out.post] = parts.map((x) => (x as { bytes: Uint8Array }).bytes);
+  const out: Partial<Record<Part, Uint8Array>> = { global: serialize(models.global), tiled: serialize(models.tiled) };
+  if (models.chunked) [out.pre, out.core, out.post] = [models.chunked.pre, models.chunked.core, models.chunked.post].map(serialize);
   return {
     result: {
-      cut: cut.cut, attention: cut.attention, ...(coreProblem ? { coreReason: coreProblem.reason } : {}),
+      cut: models.cut, attention: models.attention, ...(models.coreReason ? { coreReason: models.coreReason } : {}),
       bytes: Object.fromEntries(Object.entries(out).map(([k, b]) => [k, b.length])),
     },
     files: (p: ReturnType<typeof filesIn>) => (Object.entries(out) as [Part, Uint8Array][]).map(([k, b]): [string, Uint8Array] => [p.part(k), b]),

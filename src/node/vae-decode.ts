@@ -7,7 +7,8 @@
 import type { RgbImage } from '../core/image.ts';
 import { chwToRgb8 } from '../core/image.ts';
 import type { VaeDecodeOptions } from '../core/params.ts';
-import { attentionModeFor, decodeTiled, encodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
+import { decodeLatentWith, graphBackend, tiledBackend, tilingWanted, type VaeGraphRunner } from '../core/vae/pipeline-decode.ts';
+import { encodeTiled, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
 import type { VaeGraphName, WorkerRequest, WorkerResult } from './runner/protocol.ts';
 import type { VaeGraphs } from './vae-graphs.ts';
 
@@ -36,44 +37,32 @@ export function workerBackend(request: DecoderRequest, graphs: VaeGraphs, which:
     const r = await request<'vaeDecode'>({ type: 'vaeDecode', latent: input, channels, height, width }, 'VAE decoding', [input.buffer as ArrayBuffer]);
     return r;
   };
-  const norm = async (graph: VaeGraphName, file: string, input: Float32Array, channels: number, height: number, width: number, tile?: { affine: Float32Array; region: readonly number[] }) => {
-    if ('reason' in graphs) throw new Error('workerBackend: no derived graphs');
-    const r = await request<'vaeNorm'>(
+  if ('reason' in graphs) return graphBackend({ reason: graphs.reason }, plain, () => Promise.reject(new Error('workerBackend: no derived graphs')));
+  const prefix = which === 'decoder' ? 'vaeDecoder' : 'vaeEncoder';
+  return graphBackend({ layers: graphs.layers }, plain, async (kind, input, channels, height, width, tile) => {
+    const graph: VaeGraphName = kind === 'stats' ? `${prefix}Stats` : kind === 'tile' ? `${prefix}Tile` : `${prefix}Prefix`;
+    const file = kind === 'stats' ? graphs.statsFile : kind === 'tile' ? graphs.tileFile : graphs.prefixFiles[kind.prefix]!;
+    return request<'vaeNorm'>(
       {
         type: 'vaeNorm', graph, file, externalDataFolder: graphs.externalDataFolder, input, channels, height, width,
         affine: tile?.affine, region: tile ? [...tile.region] : undefined,
       },
-      `VAE ${graph.endsWith('Tile') ? 'tile' : 'statistics'}`,
+      `VAE ${kind === 'tile' ? 'tile' : 'statistics'}`,
       [input.buffer as ArrayBuffer],
     );
-    return r;
-  };
-  const prefix = which === 'decoder' ? 'vaeDecoder' : 'vaeEncoder';
+  });
+}
+
+/** A runner of a decoder or encoder on its worker, its derived graphs prepared on disk when first needed. */
+function workerRunner(request: DecoderRequest, modelPath: string, half: 'decoder' | 'encoder'): VaeGraphRunner {
   return {
-    norms: 'reason' in graphs ? { reason: graphs.reason } : { layers: graphs.layers },
-    run: plain,
-    runStats: (input, c, h, w) => norm(`${prefix}Stats`, (graphs as { statsFile: string }).statsFile, input, c, h, w),
-    runTile: (input, c, h, w, affine, region) => norm(`${prefix}Tile`, (graphs as { tileFile: string }).tileFile, input, c, h, w, { affine, region }),
-    runPrefix: (k, input, c, h, w, affine, region) => norm(`${prefix}Prefix`, (graphs as { prefixFiles: string[] }).prefixFiles[k]!, input, c, h, w, { affine, region }),
+    modelBackend: async (norms) => workerBackend(request, norms === 'derived' ? await vaeGraphsFor(modelPath) : norms, half),
+    // The surgery loads only when the attention runs globally.
+    attentionSplit: async (stats) => {
+      const m = await import('./vae-decode-attention.ts');
+      return m.workerAttention(request, await m.vaeAttentionGraphsFor(modelPath, half), stats, half);
+    },
   };
-}
-
-/** The model split at its attention (attention 'global'), or why not; the surgery loads only when needed. */
-async function attentionSplit(
-  request: DecoderRequest, modelPath: string, stats: VaeDecodeOptions['stats'], half: 'decoder' | 'encoder',
-): Promise<GlobalAttentionBackend | { reason: string }> {
-  const m = await import('./vae-decode-attention.ts');
-  return m.workerAttention(request, await m.vaeAttentionGraphsFor(modelPath, half), stats, half);
-}
-
-/**
- * The whole model's statistics graphs: not prepared when statistics are off, or when the attention split will run
- * on this latent (its tiled part has its own; on SD that saves deriving 30 prefix graphs).
- */
-async function wholeGraphs(modelPath: string, stats: VaeDecodeOptions['stats'], split: GlobalAttentionBackend | { reason: string } | undefined, h: number, w: number): Promise<VaeGraphs> {
-  if (stats === 'off') return { reason: 'statistics off' };
-  if (split && !('reason' in split) && split.check?.(h, w) === undefined) return { reason: 'the whole model was not rewritten: its attention split runs instead' };
-  return vaeGraphsFor(modelPath);
 }
 
 /**
@@ -92,20 +81,13 @@ export async function decodeLatentImage(args: {
   onTile?: (done: number, total: number) => void;
   onWarning?: (message: string) => void;
 }): Promise<RgbImage & { tiled?: TiledDecodeResult }> {
-  const { scaled, channels: c, height: h, width: w, opts } = args;
-  const tile = opts.tiling === 'on' || (opts.tiling === 'auto' && (h > opts.tileSize || w > opts.tileSize));
-  if (!tile) {
-    const r = await args.request<'vaeDecode'>({ type: 'vaeDecode', latent: scaled, channels: c, height: h, width: w }, 'VAE decoding', [scaled.buffer as ArrayBuffer]);
-    args.onTile?.(1, 1);
-    return chwToRgb8(r.data, r.height, r.width);
-  }
-  const split = attentionModeFor(opts.attention, h, w) === 'global' ? await attentionSplit(args.request, args.decoderPath, opts.stats, 'decoder') : undefined;
-  const backend = workerBackend(args.request, await wholeGraphs(args.decoderPath, opts.stats, split, h, w));
-  backend.attention = split;
-  const result = await decodeTiled(scaled, c, h, w, backend, {
-    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, attention: opts.attention, onTile: args.onTile, onWarning: args.onWarning,
-  });
-  return { ...chwToRgb8(result.data, result.height, result.width), tiled: result };
+  const runner = {
+    ...workerRunner(args.request, args.decoderPath, 'decoder'),
+    run: (input: Float32Array, channels: number, height: number, width: number) =>
+      args.request<'vaeDecode'>({ type: 'vaeDecode', latent: input, channels, height, width }, 'VAE decoding', [input.buffer as ArrayBuffer]),
+  };
+  const r = await decodeLatentWith(runner, args.scaled, args.channels, args.height, args.width, args.opts, { onTile: args.onTile, onWarning: args.onWarning });
+  return { ...chwToRgb8(r.data, r.height, r.width), ...(r.tiled ? { tiled: r.tiled } : {}) };
 }
 
 /**
@@ -124,15 +106,12 @@ export async function encodeImageLatent(args: {
   onWarning?: (message: string) => void;
 }): Promise<{ data: Float32Array; channels: number; height: number; width: number; tiled?: TiledDecodeResult }> {
   const { image, height: H, width: W, opts } = args;
-  const tile = opts.tiling === 'on' || (opts.tiling === 'auto' && (H > opts.tileSize * 8 || W > opts.tileSize * 8));
-  if (!tile) {
+  if (!tilingWanted(opts, H / 8, W / 8)) {
     const r = await args.request<'vaeEncode'>({ type: 'vaeEncode', image, height: H, width: W }, 'VAE encoding', [image.buffer as ArrayBuffer]);
     args.onTile?.(1, 1);
     return r;
   }
-  const split = attentionModeFor(opts.attention, H / 8, W / 8) === 'global' ? await attentionSplit(args.request, args.encoderPath, opts.stats, 'encoder') : undefined;
-  const backend = workerBackend(args.request, await wholeGraphs(args.encoderPath, opts.stats, split, H / 8, W / 8), 'encoder');
-  backend.attention = split;
+  const backend = await tiledBackend(workerRunner(args.request, args.encoderPath, 'encoder'), opts, H / 8, W / 8);
   const r = await encodeTiled(image, H, W, backend, {
     tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, attention: opts.attention, onTile: args.onTile, onWarning: args.onWarning,
   });

@@ -8,10 +8,10 @@
  */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import { ModelProtoSchema } from 'onnx-buf';
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
 import type { NormLayer } from '../core/vae/norm-stats.ts';
-import { derivePrefixGraph, deriveStatsGraph, deriveTileGraph } from '../graph/vae-norm-graph.ts';
+import { deriveVaeNormModels } from '../graph/vae-derived-models.ts';
 import { prepareDerivedGraphs, type DerivedGraphOptions, type DerivedSidecar } from './derived-graphs.ts';
 import { referenceInlineWeights } from './probe.ts';
 
@@ -54,31 +54,18 @@ async function open(side: DerivedSidecar<NormResult> & { result: NormResult }, f
 
 /** The statistics, tile and prefix graphs of a decoder or encoder's bytes, or why they cannot be derived. */
 function derive(bytes: Uint8Array, source: string) {
-  let statsModel;
-  let tileModel;
-  try {
-    statsModel = fromBinary(ModelProtoSchema, bytes);
-    tileModel = fromBinary(ModelProtoSchema, bytes);
-  } catch {
-    return { reason: 'the file cannot be parsed as an ONNX model' };
-  }
-  const s = deriveStatsGraph(statsModel);
-  const t = deriveTileGraph(tileModel);
-  if ('reason' in s || 'reason' in t) return { reason: 'reason' in s ? s.reason : (t as { reason: string }).reason };
+  const models = deriveVaeNormModels(bytes);
+  if ('reason' in models) return models;
   const location = path.basename(source);
-  referenceInlineWeights(statsModel, bytes, location);
-  referenceInlineWeights(tileModel, bytes, location);
-  const statsBytes = toBinary(ModelProtoSchema, statsModel);
-  const tileBytes = toBinary(ModelProtoSchema, tileModel);
-  const prefixBytes: Uint8Array[] = [];
-  for (let k = 0; k < s.layers.length; k++) {
-    const prefix = fromBinary(ModelProtoSchema, bytes);
-    derivePrefixGraph(prefix, k);
-    referenceInlineWeights(prefix, bytes, location);
-    prefixBytes.push(toBinary(ModelProtoSchema, prefix));
-  }
+  const serialize = (m: ModelProto) => {
+    referenceInlineWeights(m, bytes, location);
+    return toBinary(ModelProtoSchema, m);
+  };
+  const statsBytes = serialize(models.stats);
+  const tileBytes = serialize(models.tile);
+  const prefixBytes = models.layers.map((_, k) => serialize(models.prefix(k)));
   return {
-    result: { layers: s.layers, statsBytes: statsBytes.length, tileBytes: tileBytes.length, prefixBytes: prefixBytes.map((b) => b.length) },
+    result: { layers: models.layers, statsBytes: statsBytes.length, tileBytes: tileBytes.length, prefixBytes: prefixBytes.map((b) => b.length) },
     files: (p: ReturnType<typeof filesIn>): [string, Uint8Array][] => [[p.stats, statsBytes], [p.tile, tileBytes], ...prefixBytes.map((b, k): [string, Uint8Array] => [p.prefix(k), b])],
   };
 }

@@ -142,3 +142,14 @@ export async function generateOnDemo(page: Page, s: DemoSettings, timeout = 120_
   })()`)) as Omit<DemoResult, 'png'> & { png: number[] };
   return { ...r, png: Buffer.from(r.png) };
 }
+
+/** Generates through the page's pipeline object (window.asgdDemo.pipeline), for settings the form does not offer. */
+export async function generateOnPipeline(page: Page, params: Record<string, unknown>): Promise<{ png: Buffer; warnings: string[]; decodeMs: number }> {
+  const r = (await page.evaluate(`(async () => {
+    const seen = [];
+    const r = await window.asgdDemo.pipeline.generate(${JSON.stringify(params)}, { onWarning: (m) => seen.push(m) });
+    if (JSON.stringify(seen) !== JSON.stringify(r.warnings)) throw new Error('onWarning and warnings differ: ' + JSON.stringify([seen, r.warnings]));
+    return { png: Array.from(r.png), warnings: r.warnings, decodeMs: r.timings.decodeMs };
+  })()`)) as { png: number[]; warnings: string[]; decodeMs: number };
+  return { ...r, png: Buffer.from(r.png) };
+}

@@ -5,6 +5,8 @@
 import type { TextConditioning } from '../../core/conditioning.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { AttentionMap } from '../../core/methods/types.ts';
+import type { NormLayer } from '../../core/vae/norm-stats.ts';
+import type { NormGraphInput } from '../../core/vae/pipeline-decode.ts';
 import type { IoInfo } from '../../onnx/io.ts';
 
 /** ONNX Runtime Web's execution providers this package drives. */
@@ -33,7 +35,23 @@ export type DeviceRequest =
       guidanceScale: number; wantAttention: boolean; timeIds?: number[];
     }
   | { type: 'vaeDecode'; latent: Float32Array; channels: number; height: number; width: number }
+  /** Derives (once per loaded decoder) the norm-statistics graphs of the decoder or of its split's tiled part. */
+  | { type: 'vaeNorms'; of: VaeGraphSource }
+  /** Derives (once per loaded decoder) the decoder split after its attention. */
+  | { type: 'vaeSplit' }
+  | VaeGraphRequest
+  | { type: 'vaeHead'; input: Float32Array; channels: number; height: number; width: number; chunkBytes: number }
   | { type: 'close' };
+
+/** The loaded decoder itself, or the part of it after its attention (run over tiles when the attention runs globally). */
+export type VaeGraphSource = 'decoder' | 'tail';
+
+/** Runs a derived graph of the decoder: a norm-statistics graph of `of`, or the tail as it is (graph 'plain'). */
+export interface VaeGraphRequest extends NormGraphInput {
+  type: 'vaeGraph';
+  of: VaeGraphSource;
+  graph: 'stats' | 'tile' | 'plain' | { prefix: number };
+}
 
 export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
 
@@ -43,7 +61,11 @@ export type DeviceResult =
   | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>> }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
-  | { type: 'vaeDecode'; data: Float32Array; height: number; width: number };
+  | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }
+  | { type: 'vaeNorms'; layers?: NormLayer[]; reason?: string }
+  | { type: 'vaeSplit'; chunked?: boolean; coreReason?: string; reason?: string }
+  | { type: 'vaeGraph'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array }
+  | { type: 'vaeHead'; data: Float32Array; channels: number; height: number; width: number; chunks: number };
 
 /** An error as it crosses the worker boundary; AsgdError's fields are kept so it is rebuilt whole. */
 export interface WireError {

@@ -10,6 +10,7 @@ import { bindOrt, ioList, type OpenSession } from '../../onnx/tensors.ts';
 import { UnetAdapter } from '../../onnx/unet.ts';
 import { VaeDecoderAdapter } from '../../onnx/vae.ts';
 import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, WebComponent } from './protocol.ts';
+import type { DecoderGraphs } from './vae-graphs.ts';
 import { toWire } from './wire-error.ts';
 
 const LABELS: Record<WebComponent, string> = {
@@ -28,6 +29,9 @@ interface State {
   unet?: UnetAdapter;
   probe?: UnetAdapter;
   decoder?: VaeDecoderAdapter;
+  /** The decoder's derived graphs (tiled decoding), made from its bytes on first use. */
+  decoderGraphs?: Promise<DecoderGraphs>;
+  decoderBytes?: Uint8Array;
   cond?: TextConditioning;
 }
 
@@ -44,10 +48,9 @@ async function runtimeFor(provider: DeviceInit['provider']): Promise<OrtWeb> {
   return provider === 'webgpu' ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm');
 }
 
-async function open(component: WebComponent, bytes: Uint8Array): Promise<OpenSession> {
+async function open(bytes: Uint8Array, label: string): Promise<OpenSession> {
   const init = state.init;
   if (!init) throw new Error('device worker: load before init');
-  const label = LABELS[component];
   try {
     const session = await ort.InferenceSession.create(bytes, { executionProviders: [init.provider], graphOptimizationLevel: 'all' });
     return { session, file: label, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
@@ -71,15 +74,28 @@ async function load(component: WebComponent, bytes: Uint8Array): Promise<DeviceR
     bytes = probe.bytes;
     layers = probe.layers;
   }
-  const s = await open(component, bytes);
+  const s = await open(bytes, LABELS[component]);
   await state.sessions[component]?.session.release();
   state.sessions[component] = s;
   if (component === 'textEncoder') state.text = new TextEncoderAdapter(s, 'text_encoder');
   if (component === 'textEncoder2') state.text2 = new TextEncoderAdapter(s, 'text_encoder_2');
   if (component === 'unet') state.unet = new UnetAdapter(s);
   if (component === 'unetProbe') state.probe = new UnetAdapter(s);
-  if (component === 'vaeDecoder') state.decoder = new VaeDecoderAdapter(s);
+  if (component === 'vaeDecoder') {
+    state.decoder = new VaeDecoderAdapter(s);
+    await (await state.decoderGraphs)?.release();
+    state.decoderBytes = bytes;
+    state.decoderGraphs = undefined;
+  }
   return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...(layers ? { layers } : {}) };
+}
+
+/** The loaded decoder's derived graphs; the graph surgery loads on first use. */
+function decoderGraphs(): Promise<DecoderGraphs> {
+  const bytes = state.decoderBytes;
+  if (!bytes) return Promise.reject(new Error('device worker: vae_decoder not loaded'));
+  state.decoderGraphs ??= import('./vae-graphs.ts').then((m) => new m.DecoderGraphs(bytes, open));
+  return state.decoderGraphs;
 }
 
 async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; transfer: Transferable[] }> {
@@ -132,7 +148,20 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       const data = r.data.slice();
       return { result: { type: 'vaeDecode', data, height: r.height, width: r.width }, transfer: [data.buffer] };
     }
+    case 'vaeNorms':
+      return { result: (await decoderGraphs()).prepareNorms(req.of), transfer: [] };
+    case 'vaeSplit':
+      return { result: (await decoderGraphs()).prepareSplit(), transfer: [] };
+    case 'vaeGraph': {
+      const r = await (await decoderGraphs()).run(req);
+      return { result: r, transfer: [r.data.buffer as ArrayBuffer, r.stats.buffer as ArrayBuffer] };
+    }
+    case 'vaeHead': {
+      const r = await (await decoderGraphs()).runHead(req.input, req.channels, req.height, req.width, req.chunkBytes);
+      return { result: r, transfer: [r.data.buffer as ArrayBuffer] };
+    }
     case 'close':
+      await (await state.decoderGraphs)?.release();
       for (const s of Object.values(state.sessions)) await s.session.release();
       state.sessions = {};
       return { result: { type: 'ok' }, transfer: [] };

@@ -7,6 +7,7 @@ import type { AttentionMap } from '../../core/methods/types.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { IoInfo, SessionOptions } from '../../onnx/io.ts';
 import type { TextConditioning } from '../../core/conditioning.ts';
+import type { NormGraphInput } from '../../core/vae/pipeline-decode.ts';
 
 export type ComponentName = 'textEncoder' | 'textEncoder2' | 'textEncoder3' | 'unet' | 'unetProbe' | 'vaeDecoder' | 'vaeEncoder';
 
@@ -44,18 +45,12 @@ export interface VaeHeadRequest {
 }
 
 /** Runs a derived VAE graph; the tile graphs take the norm layers' affine maps and the owned region. */
-export interface VaeNormRequest {
+export interface VaeNormRequest extends NormGraphInput {
   type: 'vaeNorm';
   graph: VaeGraphName;
   file: string;
   /** Folder of the weights when the graph does not sit next to its source model. */
   externalDataFolder?: string;
-  input: Float32Array;
-  channels: number;
-  height: number;
-  width: number;
-  affine?: Float32Array;
-  region?: number[];
 }
 
 export interface UnetRequest {

@@ -1,0 +1,121 @@
+/**
+ * The decoder's derived graphs in a device worker: the same graph surgery as in Node (src/graph/vae-derived-models.ts)
+ * on the decoder's bytes, kept in memory with the weights inline (there is no disk store in the browser). The
+ * statistics, tile and split graphs are derived once per loaded decoder and kept for the session; a prefix graph is
+ * derived when its session opens (it holds the weights before its layer, so keeping all of them would hold the
+ * decoder's weights many times over). One derived session is open at a time, as in Node's worker. Loaded by the
+ * worker on demand, so pages that never tile never load the protobuf code.
+ */
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
+import type { NormLayer } from '../../core/vae/norm-stats.ts';
+import { deriveVaeAttentionModels, deriveVaeNormModels } from '../../graph/vae-derived-models.ts';
+import { runAttentionParts, type AttentionPart } from '../../onnx/vae-attention-parts.ts';
+import type { OpenSession } from '../../onnx/tensors.ts';
+import { VaeNormAdapter } from '../../onnx/vae.ts';
+import type { DeviceResult, VaeGraphRequest, VaeGraphSource } from './protocol.ts';
+
+type Reason = { reason: string };
+type Norms = { layers: NormLayer[]; stats: Uint8Array; tile: Uint8Array; prefix(k: number): ModelProto } | Reason;
+type Split = { global: Uint8Array; chunked?: Record<Exclude<AttentionPart, 'global'>, Uint8Array>; coreReason?: string; tail: Uint8Array } | Reason;
+
+/** Opens a session from a model's bytes (the worker's providers and settings); `label` names it in errors. */
+export type OpenBytes = (bytes: Uint8Array, label: string) => Promise<OpenSession>;
+
+const bin = (m: ModelProto) => toBinary(ModelProtoSchema, m);
+
+export class DecoderGraphs {
+  private readonly norms = new Map<VaeGraphSource, Norms>();
+  private split?: Split;
+  private held?: { key: string; adapter: VaeNormAdapter };
+
+  constructor(
+    private readonly decoder: Uint8Array,
+    private readonly open: OpenBytes,
+  ) {}
+
+  private normsOf(of: VaeGraphSource): Norms {
+    let n = this.norms.get(of);
+    if (!n) {
+      const split = of === 'tail' ? this.splitGraphs() : undefined;
+      const m = split && 'reason' in split ? split : deriveVaeNormModels(split ? split.tail : this.decoder);
+      n = 'reason' in m ? m : { layers: m.layers, stats: bin(m.stats), tile: bin(m.tile), prefix: m.prefix };
+      this.norms.set(of, n);
+    }
+    return n;
+  }
+
+  private splitGraphs(): Split {
+    if (!this.split) {
+      const m = deriveVaeAttentionModels(this.decoder, 'decoder');
+      this.split = 'reason' in m
+        ? m
+        : {
+          global: bin(m.global), tail: bin(m.tiled), ...(m.coreReason ? { coreReason: m.coreReason } : {}),
+          ...(m.chunked ? { chunked: { pre: bin(m.chunked.pre), core: bin(m.chunked.core), post: bin(m.chunked.post) } } : {}),
+        };
+    }
+    return this.split;
+  }
+
+  prepareNorms(of: VaeGraphSource): Extract<DeviceResult, { type: 'vaeNorms' }> {
+    const n = this.normsOf(of);
+    return 'reason' in n ? { type: 'vaeNorms', reason: n.reason } : { type: 'vaeNorms', layers: n.layers };
+  }
+
+  prepareSplit(): Extract<DeviceResult, { type: 'vaeSplit' }> {
+    const s = this.splitGraphs();
+    if ('reason' in s) return { type: 'vaeSplit', reason: s.reason };
+    return { type: 'vaeSplit', chunked: s.chunked !== undefined, ...(s.coreReason ? { coreReason: s.coreReason } : {}) };
+  }
+
+  async run(req: VaeGraphRequest): Promise<Extract<DeviceResult, { type: 'vaeGraph' }>> {
+    const adapter = await this.session(req.of, req.graph);
+    const tile = req.affine && req.region ? { affine: req.affine, region: req.region } : undefined;
+    const r = await adapter.run(req.input, req.channels, req.height, req.width, tile);
+    return { type: 'vaeGraph', data: r.data.slice(), channels: r.channels, height: r.height, width: r.width, stats: r.stats.slice() };
+  }
+
+  /** The part up to just after the attention, on the whole latent (its core in query chunks when it can be). */
+  async runHead(input: Float32Array, channels: number, height: number, width: number, chunkBytes: number): Promise<Extract<DeviceResult, { type: 'vaeHead' }>> {
+    const s = this.splitGraphs();
+    if ('reason' in s) throw new Error(`device worker: no attention split (${s.reason})`);
+    await this.release();
+    const chunked = s.chunked;
+    const parts = {
+      chunked: chunked !== undefined,
+      open: (part: AttentionPart, label: string) => this.open(part === 'global' ? s.global : chunked![part], label),
+      release: (x: OpenSession) => x.session.release(),
+    };
+    const r = await runAttentionParts(parts, input, channels, height, width, chunkBytes, 'vae_decoder');
+    return { type: 'vaeHead', ...r, data: r.data.slice() };
+  }
+
+  private async session(of: VaeGraphSource, graph: VaeGraphRequest['graph']): Promise<VaeNormAdapter> {
+    const key = `${of}:${typeof graph === 'object' ? `prefix-${graph.prefix}` : graph}`;
+    if (this.held?.key === key) return this.held.adapter;
+    await this.release();
+    let bytes: Uint8Array;
+    if (graph === 'plain') {
+      const s = this.splitGraphs();
+      if ('reason' in s) throw new Error(`device worker: no attention split (${s.reason})`);
+      bytes = s.tail;
+    } else {
+      const n = this.normsOf(of);
+      if ('reason' in n) throw new Error(`device worker: no norm-statistics graphs (${n.reason})`);
+      bytes = graph === 'stats' ? n.stats : graph === 'tile' ? n.tile : bin(n.prefix(graph.prefix));
+    }
+    const what = of === 'tail' ? 'vae_decoder after its attention' : 'vae_decoder';
+    const label = `${what} (${typeof graph === 'object' ? `prefix graph ${graph.prefix}` : graph === 'plain' ? 'tiled part' : `${graph} graph`})`;
+    const adapter = new VaeNormAdapter(await this.open(bytes, label), 'vae_decoder');
+    this.held = { key, adapter };
+    return adapter;
+  }
+
+  /** Releases the derived session held (before the head runs, on close). */
+  async release(): Promise<void> {
+    const held = this.held;
+    this.held = undefined;
+    await held?.adapter.s.session.release();
+  }
+}

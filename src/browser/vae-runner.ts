@@ -1,0 +1,46 @@
+/**
+ * The browser's runner of the VAE decoder for the portable decoding (src/core/vae/pipeline-decode.ts): the plain
+ * decoder and its derived graphs (norm statistics, attention split) run on the device worker holding the decoder,
+ * which derives them in memory from the decoder's bytes (src/browser/device/vae-graphs.ts).
+ */
+import { DEFAULT_ATTENTION_CHUNK_BYTES, headSizeProblem } from '../core/vae/attention-chunks.ts';
+import { graphBackend, type NormGraphRun, type VaeGraphRunner } from '../core/vae/pipeline-decode.ts';
+import type { DecodedImage, TiledVaeBackend } from '../core/vae/tiled.ts';
+import type { VaeGraphRequest, VaeGraphSource } from './device/protocol.ts';
+import type { WebDevice } from './device/web-device.ts';
+
+export function webDecoderRunner(device: WebDevice): VaeGraphRunner & { run: TiledVaeBackend['run'] } {
+  const run = async (input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage> => {
+    const r = await device.request<'vaeDecode'>({ type: 'vaeDecode', latent: input, channels, height, width }, 'VAE decoding', [input.buffer as ArrayBuffer]);
+    return { data: r.data, height: r.height, width: r.width };
+  };
+  const graphRun = (of: VaeGraphSource) => (
+    graph: VaeGraphRequest['graph'], input: Float32Array, channels: number, height: number, width: number, tile?: Parameters<NormGraphRun>[5],
+  ) =>
+    device.request<'vaeGraph'>(
+      { type: 'vaeGraph', of, graph, input, channels, height, width, affine: tile?.affine, region: tile ? [...tile.region] : undefined },
+      `VAE ${graph === 'tile' ? 'tile' : 'statistics'}`,
+      [input.buffer as ArrayBuffer],
+    );
+  const norms = async (of: VaeGraphSource): Promise<TiledVaeBackend['norms']> => {
+    const r = await device.request<'vaeNorms'>({ type: 'vaeNorms', of }, 'deriving the VAE statistics graphs');
+    return r.layers ? { layers: r.layers } : { reason: r.reason ?? 'the device worker gave no reason' };
+  };
+  return {
+    run,
+    modelBackend: async (n) => graphBackend(n === 'derived' ? await norms('decoder') : n, run, graphRun('decoder')),
+    attentionSplit: async (stats) => {
+      const split = await device.request<'vaeSplit'>({ type: 'vaeSplit' }, 'splitting the VAE decoder at its attention');
+      if (split.reason !== undefined) return { reason: split.reason };
+      const tail = graphRun('tail');
+      const runTail = async (input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage> => tail('plain', input, channels, height, width);
+      const chunkBytes = DEFAULT_ATTENTION_CHUNK_BYTES;
+      return {
+        tiled: graphBackend(stats === 'off' ? { reason: 'statistics off' } : await norms('tail'), runTail, tail),
+        check: (h, w) => headSizeProblem(split.chunked ? undefined : split.coreReason, h, w, chunkBytes),
+        runGlobal: (input, channels, height, width) =>
+          device.request<'vaeHead'>({ type: 'vaeHead', input, channels, height, width, chunkBytes }, 'VAE decoding (up to the attention)', [input.buffer as ArrayBuffer]),
+      };
+    },
+  };
+}

@@ -1,0 +1,92 @@
+/**
+ * A pipeline's VAE decoding and tiled encoding over a runner of ONNX sessions (Node: worker threads running graphs
+ * derived on disk, src/node/vae-decode.ts; the browser: a device Web Worker deriving them in memory,
+ * src/browser/vae-runner.ts): whether to tile, which derived graphs the settings need, and the backend decodeTiled
+ * or encodeTiled runs. Portable: no Node APIs.
+ */
+import type { VaeDecodeOptions } from '../params.ts';
+import { attentionModeFor, decodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend, type TileStatsMode } from './tiled.ts';
+
+/** Runs one VAE half (decoder or encoder) and its derived graphs. */
+export interface VaeGraphRunner {
+  /**
+   * A backend over the model: with its norm-statistics graphs when `norms` is 'derived' (its `norms` field names
+   * why when they cannot be derived), else the plain model only, `norms` saying why.
+   */
+  modelBackend(norms: 'derived' | { reason: string }): Promise<TiledVaeBackend>;
+  /** The model split at its attention, its tiled part with statistics graphs unless `stats` is 'off'; or why not. */
+  attentionSplit(stats: TileStatsMode): Promise<GlobalAttentionBackend | { reason: string }>;
+}
+
+export interface VaeRunCallbacks {
+  onTile?: (done: number, total: number) => void;
+  onWarning?: (message: string) => void;
+}
+
+/** Whether an h x w latent is decoded in tiles: larger than a tile (tiling 'auto'), or asked ('on'). */
+export function tilingWanted(opts: Pick<VaeDecodeOptions, 'tiling' | 'tileSize'>, h: number, w: number): boolean {
+  return opts.tiling === 'on' || (opts.tiling === 'auto' && (h > opts.tileSize || w > opts.tileSize));
+}
+
+/**
+ * The backend a tiled run of an h x w latent needs: the attention split when the attention runs globally; the whole
+ * model's statistics graphs unless statistics are off or the split runs instead (its tiled part has its own; on
+ * SD that saves deriving 30 prefix graphs).
+ */
+export async function tiledBackend(runner: VaeGraphRunner, opts: Pick<VaeDecodeOptions, 'stats' | 'attention'>, h: number, w: number): Promise<TiledVaeBackend> {
+  const split = attentionModeFor(opts.attention, h, w) === 'global' ? await runner.attentionSplit(opts.stats) : undefined;
+  const splitRuns = split !== undefined && !('reason' in split) && split.check?.(h, w) === undefined;
+  const norms = opts.stats === 'off' ? { reason: 'statistics off' } : splitRuns ? { reason: 'the whole model was not rewritten: its attention split runs instead' } : 'derived';
+  return { ...(await runner.modelBackend(norms)), attention: split };
+}
+
+/**
+ * Decodes a latent [C, h, w] already divided by the scaling factor: whole, or tiled with the whole image's
+ * normalisation statistics and the attention where `opts.attention` puts it (decodeTiled warns when it falls back).
+ */
+export async function decodeLatentWith(
+  runner: VaeGraphRunner & { run(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage> },
+  scaled: Float32Array, channels: number, h: number, w: number, opts: VaeDecodeOptions, cb: VaeRunCallbacks = {},
+): Promise<DecodedImage & { tiled?: TiledDecodeResult }> {
+  if (!tilingWanted(opts, h, w)) {
+    const r = await runner.run(scaled, channels, h, w);
+    cb.onTile?.(1, 1);
+    return r;
+  }
+  const backend = await tiledBackend(runner, opts, h, w);
+  const tiled = await decodeTiled(scaled, channels, h, w, backend, {
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, attention: opts.attention, onTile: cb.onTile, onWarning: cb.onWarning,
+  });
+  return { data: tiled.data, height: tiled.height, width: tiled.width, tiled };
+}
+
+/** What a derived graph run sends to the worker holding the model: the input [1, C, h, w] and, for the tile and prefix graphs, the affine maps and the owned region. */
+export interface NormGraphInput {
+  input: Float32Array;
+  channels: number;
+  height: number;
+  width: number;
+  affine?: Float32Array;
+  region?: number[];
+}
+
+/** One of a model's norm-statistics graphs (src/graph/vae-norm-graph.ts): statistics, tile, or norm layer k's prefix. */
+export type NormGraphKind = 'stats' | 'tile' | { prefix: number };
+
+/** Runs a norm-statistics graph; `tile` (affine maps, owned region) for the tile and prefix graphs. */
+export type NormGraphRun = (
+  graph: NormGraphKind, input: Float32Array, channels: number, height: number, width: number, tile?: { affine: Float32Array; region: readonly number[] },
+) => Promise<DecodedImage & { stats: Float32Array }>;
+
+/** A backend whose plain model runs through `run` and whose derived graphs run through `runGraph` (absent: `norms` says why). */
+export function graphBackend(
+  norms: TiledVaeBackend['norms'], run: TiledVaeBackend['run'], runGraph: NormGraphRun,
+): TiledVaeBackend {
+  return {
+    norms,
+    run,
+    runStats: (input, c, h, w) => runGraph('stats', input, c, h, w),
+    runTile: (input, c, h, w, affine, region) => runGraph('tile', input, c, h, w, { affine, region }),
+    runPrefix: (k, input, c, h, w, affine, region) => runGraph({ prefix: k }, input, c, h, w, { affine, region }),
+  };
+}
