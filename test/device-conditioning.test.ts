@@ -4,7 +4,7 @@
  * conditioning fed from the device equals the host-fed output bit for bit (measured: max diff 0 on the shipped model
  * and the SDXL fixture, so the tolerance is 0), it is uploaded once per conditioning and CFG rows however many calls
  * follow, the old tensors are disposed when a new conditioning arrives, and a whole webgpu generation is the same
- * either way. On the CPU provider nothing changes: the adapter feeds exactly the host tensors of the ONNX contract.
+ * either way, with one upload per generation and worker (per graph and CFG rows), counted through the workers. On the CPU provider nothing changes: the adapter feeds exactly the host tensors of the ONNX contract.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { combineCfg } from '../src/core/dispatch/cfg.ts';
 import { float32ToFloat16 } from '../src/core/float16.ts';
 import type { GenerateParams } from '../src/core/params.ts';
-import { loadPipeline } from '../src/node/pipeline.ts';
+import { openPipeline, type PipelineTestHooks } from '../src/node/pipeline.ts';
 import { liveWorkerThreadIds } from '../src/node/runner/device-worker.ts';
 import { DeviceConditioning } from '../src/onnx/device-conditioning.ts';
 import { DeviceUploader } from '../src/onnx/device-upload.ts';
@@ -98,30 +98,53 @@ for (const which of ['shipped', 'sdxl'] as const) {
   });
 }
 
-test('a webgpu generation with device-resident conditioning equals the host-fed one bit for bit', async (t) => {
+test('webgpu generations: device-resident equals host-fed bit for bit, uploaded once per generation and worker, disposed on the next', async (t) => {
   const params: GenerateParams = { prompt: 'a red circle on a blue background', seed: 5, steps: 2, width: 256, height: 256, method: 'asg' };
-  const generate = async (env: string | undefined) => {
+  type Described = Awaited<ReturnType<Parameters<NonNullable<PipelineTestHooks['inspectWorkers']>>[0]>>;
+  const open = async (env: string | undefined) => {
     const before = process.env['ASGD_DEVICE_CONDITIONING'];
     if (env === undefined) delete process.env['ASGD_DEVICE_CONDITIONING'];
     else process.env['ASGD_DEVICE_CONDITIONING'] = env;
     try {
-      const p = await loadPipeline(SHIPPED, { devices: 'webgpu:0' });
-      try {
-        return await p.generate(params);
-      } finally {
-        await p.close();
-      }
+      let ask: (() => Promise<Described>) | undefined;
+      const p = await openPipeline(SHIPPED, { devices: 'webgpu:0' }, { inspectWorkers: (f) => (ask = f) });
+      return { p, counts: async () => (await ask!())[0]!.deviceConditioning };
     } finally {
       if (before === undefined) delete process.env['ASGD_DEVICE_CONDITIONING'];
       else process.env['ASGD_DEVICE_CONDITIONING'] = before;
     }
   };
-  const hostFed = await generate('0');
-  const resident = await generate(undefined);
-  t.diagnostic(`asg 256 px, ${resident.unetEvaluations} UNet evaluations (probe graph included)`);
-  assert.ok(resident.unetEvaluations > 4, 'several patches per step');
-  assert.deepEqual(resident.latent, hostFed.latent);
-  assert.deepEqual(resident.image.data, hostFed.image.data);
+  const host = await open('0');
+  let hostFed;
+  try {
+    hostFed = await host.p.generate(params);
+    assert.deepEqual(await host.counts(), { unet: undefined, probe: undefined }, 'ASGD_DEVICE_CONDITIONING=0: nothing held on the device');
+  } finally {
+    await host.p.close();
+  }
+  const dev = await open(undefined);
+  try {
+    const first = await dev.p.generate(params);
+    assert.deepEqual(first.latent, hostFed.latent);
+    assert.deepEqual(first.image.data, hostFed.image.data);
+    const c1 = await dev.counts();
+    t.diagnostic(`asg 256 px: ${first.unetEvaluations} UNet evaluations; held on the device: unet ${JSON.stringify(c1.unet)}, probe ${JSON.stringify(c1.probe)}`);
+    assert.ok(c1.unet && c1.probe, 'the UNet and the probe graph hold the conditioning on the device');
+    const uploads1 = c1.unet.uploads + c1.probe.uploads;
+    assert.ok(first.unetEvaluations > 2 * uploads1, `${first.unetEvaluations} evaluations, ${uploads1} uploads`);
+    // At most one upload per (graph, CFG rows) in a generation: both rows, row 0, row 1.
+    assert.ok(c1.unet.uploads >= 1 && c1.unet.uploads <= 3 && c1.probe.uploads >= 1 && c1.probe.uploads <= 3);
+    assert.deepEqual([c1.unet.disposed, c1.unet.live, c1.probe.disposed, c1.probe.live], [0, c1.unet.uploads, 0, c1.probe.uploads]);
+
+    // The next generation (a new conditioning): the first one's tensors are disposed, its own uploaded once.
+    const second = await dev.p.generate({ ...params, prompt: 'a blue square on a red background' });
+    const c2 = await dev.counts();
+    assert.notDeepEqual(second.latent, first.latent);
+    assert.deepEqual(c2.unet, { uploads: 2 * c1.unet.uploads, disposed: c1.unet.uploads, live: c1.unet.uploads });
+    assert.deepEqual(c2.probe, { uploads: 2 * c1.probe.uploads, disposed: c1.probe.uploads, live: c1.probe.uploads });
+  } finally {
+    await dev.p.close();
+  }
 });
 
 /** The ONNX contract's host feeds for one CFG call, built here independently of the adapter. */

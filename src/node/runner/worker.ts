@@ -72,7 +72,8 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
     case 'describe': {
       const components: Record<string, { inputs: unknown; outputs: unknown }> = {};
       for (const [name, s] of Object.entries(state.sessions)) components[name] = { inputs: s!.inputs, outputs: s!.outputs };
-      return { result: { type: 'describe', components } as WorkerResult, transfer: [] };
+      const deviceConditioning = { unet: state.unet?.device?.counts, probe: state.probe?.device?.counts };
+      return { result: { type: 'describe', components, deviceConditioning } as WorkerResult, transfer: [] };
     }
     case 'checkCfgSplit': {
       if (!state.unet) throw new Error('worker: unet not loaded');
