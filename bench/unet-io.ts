@@ -218,7 +218,7 @@ export async function benchUnetIo(o: UnetIoOptions): Promise<{ machine: Record<s
       throw new Error(`unet-io: unknown case ${name} (expected shipped, sd15 or sdxl)`);
     }
   }
-  for (const file of o.files) models.push({ name: path.relative(process.cwd(), file), file, latent: configuredLatent(file, o.latent) });
+  for (const file of o.files) models.push({ name: path.resolve(file).split(path.sep).slice(-3).join('/'), file, latent: configuredLatent(file, o.latent) });
   const cases: UnetIoCase[] = [];
   for (const m of models) {
     console.error(`[unet-io] ${m.name} on ${o.provider} ...`);
@@ -232,12 +232,12 @@ const f2 = (x: number) => x.toFixed(2);
 
 export function unetIoTable(cases: UnetIoCase[]): string {
   const rows = [
-    '| case | latent | context | conditioning sent per host-fed call | device-resident / host-fed | upload alone / host-fed call | device max diff | CFG on device / host-fed |',
+    '| case | latent | context | conditioning sent per host-fed call | device-resident / host-fed | upload alone / host-fed call | device max diff | CFG on device / device-resident |',
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const c of cases) {
-    const cfg = !c.deviceCfg ? 'n/a' : 'error' in c.deviceCfg ? `failed: ${c.deviceCfg.error}` : `${f2(c.deviceCfg.overHost)} (max diff ${c.deviceCfg.maxDiff.toExponential(1)})`;
-    rows.push(`| ${c.name} | ${c.latent}x${c.latent} | ${c.context} | ${(c.conditioningBytes / 1024).toFixed(0)} KiB | ${f2(c.deviceOverHost)} | ${f2(c.uploadOverHost)} | ${c.deviceMaxDiff} | ${cfg} |`);
+    const cfg = !c.deviceCfg ? 'n/a' : 'error' in c.deviceCfg ? `failed: ${c.deviceCfg.error}` : `${f2(c.deviceCfg.overDevice)} (max diff ${c.deviceCfg.maxDiff.toExponential(1)})`;
+    rows.push(`| ${c.name} | ${c.latent}x${c.latent} | ${c.context} | ${(c.conditioningBytes / 1024).toFixed(0)} KiB | ${f2(c.deviceOverHost)} | ${c.uploadOverHost.toFixed(4)} | ${c.deviceMaxDiff} | ${cfg} |`);
   }
   return rows.join('\n');
 }
