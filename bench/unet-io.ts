@@ -6,7 +6,7 @@
  * the CFG combination on the device tried on top (a small graph on the UNet's device-resident output, so only
  * [1,C,h,w] comes back). Graph capture is not measured: onnxruntime-node 1.30 cannot turn it on (docs/benchmarks.md).
  *
- *   npm run bench:unet-io -- [--device webgpu:0|cpu] [--iters 20] [--warmup 3] [--latent 32] [--cases shipped,sd15,sdxl]
+ *   npm run bench:unet-io -- [--device webgpu:0] [--iters 20] [--warmup 3] [--latent 32] [--cases shipped,sd15,sdxl]
  *                            [--unet FILE ...] [--out bench/results/unet-io-<date>.json]
  *
  * Cases: `shipped` is models/shapes-128's UNet (context 77x64) at its 16x16 latent; `sd15` and `sdxl` are the
