@@ -7,6 +7,9 @@
  *            median of N after W warm-ups, timing session.run alone on prepared tensors and the UnetAdapter's call
  *            (the host conversions and the CFG combination the pipeline pays). batch1 / batch2 is the cost of a
  *            CFG half relative to a full call.
+ *   unet-io  --unets FILE,FILE [--cases sd15,sdxl] [--latent N] [--warmup W] [--iters N] --out JSON
+ *            bench/unet-io.ts on WebGPU: each UNet (missing files skipped) and fixture case one at a time, the JSON
+ *            rewritten after each: host-fed vs device-resident conditioning, the upload alone, CFG on the device.
  *   folder   --dir DIR --unet-dir EXPORT/unet [--text H1,H2,P2]
  *            Writes an SDXL-layout model folder from the test fixture writer (tiny tokenizers and VAE, text
  *            encoders of the given widths: SDXL's 768, 1280 and a 1280 pooled projection by default), then puts the
@@ -30,6 +33,7 @@ import type { ProviderName } from '../src/onnx/io.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { checkAvailableDevices } from '../src/node/runner/devices.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
+import { benchUnetIo, unetIoTable, type UnetIoCase } from './unet-io.ts';
 
 type Args = Record<string, string>;
 
@@ -170,6 +174,25 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
   return result;
 }
 
+/** bench/unet-io.ts case by case, the JSON (with the markdown table) written after each so a timeout keeps the rest. */
+export async function benchUnetIoCard(args: Args): Promise<Record<string, unknown>> {
+  const files = (args['unets'] ?? '').split(',').filter((f) => f !== '');
+  const cases = (args['cases'] ?? 'sd15,sdxl').split(',').filter((c) => c !== '');
+  const base = { provider: 'webgpu' as const, iters: num(args, 'iters', 10), warmup: num(args, 'warmup', 3), latent: num(args, 'latent', 64) };
+  const done: UnetIoCase[] = [];
+  const missing = files.filter((f) => !fs.existsSync(f));
+  let result: Record<string, unknown> = {};
+  const steps = [...files.filter((f) => fs.existsSync(f)).map((f) => ({ cases: [], files: [f] })), ...cases.map((c) => ({ cases: [c], files: [] }))];
+  for (const step of steps) {
+    const r = await benchUnetIo({ ...base, ...step });
+    done.push(...r.cases);
+    result = { machine: r.machine, options: base, missing, cases: done, table: unetIoTable(done) };
+    if (args['out']) writeJson(args['out'], result);
+    console.error(`[card] unet-io ${done[done.length - 1]!.name}: device-resident / host-fed ${done[done.length - 1]!.deviceOverHost.toFixed(2)}`);
+  }
+  return result;
+}
+
 /** An SDXL-layout folder: fixture tokenizers, text encoders at the given widths and VAE; the exported UNet in unet/. */
 export async function writeFolder(args: Args): Promise<Record<string, unknown>> {
   const dir = need(args, 'dir');
@@ -262,12 +285,15 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
     case 'generate':
       result = await benchGenerate(args);
       break;
+    case 'unet-io':
+      result = await benchUnetIoCard(args);
+      break;
     case 'devices':
       // What `asgd devices` says: the providers of this build, WebGPU checked by running a one-node model.
       result = { machine: machine(), devices: await checkAvailableDevices(), backends: supportedBackends() };
       break;
     default:
-      throw new Error('card: usage: card (unet | folder | generate | devices) [--options]; see the header of bench/card.ts');
+      throw new Error('card: usage: card (unet | unet-io | folder | generate | devices) [--options]; see the header of bench/card.ts');
   }
   return result;
 }

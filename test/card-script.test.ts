@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { benchGenerate, benchUnet, writeFolder } from '../bench/card.ts';
+import { benchGenerate, benchUnet, benchUnetIoCard, writeFolder } from '../bench/card.ts';
+import type { UnetIoCase } from '../bench/unet-io.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { UnetAdapter } from '../src/onnx/unet.ts';
 import { TINY_TEXT } from './fixtures/index.ts';
@@ -102,4 +103,14 @@ test('bench/card.ts times the export, builds the SDXL-layout folder around it, a
   assert.ok(r.unetEvaluations > 2, 'asg evaluates several patches per step');
   assert.equal(r.latentFinite, true);
   for (const k of ['unetMs', 'hostMs', 'decodeMs', 'totalMs']) assert.ok(r.timings[k]! > 0, k);
+});
+
+test('bench/card.ts unet-io runs the float16 export on webgpu (lavapipe) with the conditioning on the device, equal to host-fed', async () => {
+  const r = await benchUnetIoCard({ unets: path.join(dir, 'sdxl', 'unet', 'model.onnx'), cases: '', latent: '16', iters: '1', warmup: '0' });
+  const cases = r['cases'] as UnetIoCase[];
+  assert.equal(cases.length, 1);
+  assert.equal(cases[0]!.deviceMaxDiff, 0, 'device-resident conditioning gives the host-fed output');
+  assert.equal(cases[0]!.uploadsCounted, 2, 'encoder_hidden_states and text_embeds, once');
+  assert.equal(cases[0]!.conditioningBytes, 2 * 2 * (77 * (TINY_TEXT.hidden + TINY_TEXT.hidden2) + 48), 'float16 bytes');
+  assert.match(r['table'] as string, /device-resident/);
 });

@@ -13,6 +13,9 @@
 #   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2 and 1 (CFG-half ratio)
 #               (the SDXL export may still run on the CPU meanwhile)
 #   unet-sdxl   the SDXL export on WebGPU
+#   unet-io     bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
+#               device, the upload alone, CFG combined on the device; the shipped UNet, both exports, the fixture
+#               UNet at SD 1.5 and SDXL context widths
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
 #               (exported now if no earlier part or run on this machine left it in CARD_WORK)
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
@@ -57,7 +60,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 gen-2}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl unet-io folder gen-1 gen-2}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -184,6 +187,11 @@ unet_part() {  # unet_part MODEL LATENT
     --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-$1.json"
 }
 
+unet_io_part() {  # the shipped UNet and the exports of this run (a missing one is skipped), then the fixture cases
+  "$NODE" "$CARD" unet-io --unets "models/shapes-128/unet/model.onnx,$WORK/models/sd15/unet/model.onnx,$WORK/models/sdxl/unet/model.onnx" \
+    --cases sd15,sdxl --latent "$LAT15" --iters "$ITERS" --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-io.json"
+}
+
 folder_part() {  # the SDXL export from torch-sdxl (this run, or an earlier one on this machine), else made now
   if [[ ! -f $WORK/models/sdxl/unet/model.onnx ]]; then
     # shellcheck disable=SC2086
@@ -197,8 +205,8 @@ gen_part() {  # gen_part DEVICES NAME: warm-up of 1 step at half the size (the n
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --out "$WORK/parts/$2.json"
 }
 
-export -f env_part torch_part export_part unet_part folder_part gen_part
-export TEXT SIZE STEPS
+export -f env_part torch_part export_part unet_part unet_io_part folder_part gen_part
+export TEXT SIZE STEPS LAT15
 export PY NODE CARD RT WORK ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
 # The exports are CPU-bound for minutes (the TorchScript exporter's passes over thousands of nodes): they run in
@@ -214,6 +222,7 @@ wait "$EXPORT_15"
 part unet-sd15 90 unet_part sd15 "$LAT15"
 wait "$EXPORT_XL"
 part unet-sdxl 120 unet_part sdxl "$LATXL"
+part unet-io 60 unet_io_part
 part folder 200 folder_part
 part gen-1 240 gen_part "$GPU1" gen-1
 part gen-2 240 gen_part "$GPU2" gen-2

@@ -28,7 +28,7 @@ import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner/devices.ts';
 import { DevicePool } from './runner/pool.ts';
-import type { ComponentName, FailMode } from './runner/protocol.ts';
+import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts';
 import type { SplitMode } from '../core/dispatch/tasks.ts';
 import type { TextConditioning } from '../core/conditioning.ts';
 import type { IoInfo } from '../onnx/io.ts';
@@ -64,6 +64,8 @@ export interface PipelineTestHooks {
   injectFailure?: { device: number; after: number; mode?: FailMode };
   /** Hold each UNet result back by a random delay (seeded) of up to maxMs, shuffling completion order. */
   completionJitter?: { seed: number; maxMs: number };
+  /** Receives a function that asks every device worker for its description (the device-conditioning counts). */
+  inspectWorkers?: (ask: () => Promise<Extract<WorkerResult, { type: 'describe' }>[]>) => void;
 }
 
 export type { DeviceActivity, GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
@@ -197,6 +199,7 @@ export class Pipeline implements AsyncDisposable {
           ? { random: createRandom(BigInt(hooks.completionJitter.seed), 'jitter'), maxMs: hooks.completionJitter.maxMs }
           : undefined,
       });
+      hooks.inspectWorkers?.(() => Promise.all(workers.map((w) => w.request<'describe'>({ type: 'describe' }, 'describing the worker'))));
       return new Pipeline(spec, devices, workers, pool, tokenizer, info, tokenizer2, tokenizer3);
     } catch (err) {
       await Promise.all(workers.map((w) => w.terminate()));

@@ -61,6 +61,8 @@ export interface ModelLoad {
   externalDataFolder?: string;
   /** ONNX Runtime's memory settings for this session (default: ORT's, with every graph optimisation). */
   memory?: SessionMemory;
+  /** 'gpu-buffer': the outputs stay on the device (WebGPU provider only); never read their data on the host. */
+  outputLocation?: 'gpu-buffer';
 }
 
 export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions, load: ModelLoad = {}): Promise<OpenSession> {
@@ -71,6 +73,15 @@ export async function openSession(file: string | Uint8Array, label: string, opts
   };
   if (load.memory?.cpuArena === false) options.enableCpuMemArena = false;
   if (load.memory?.memPattern === false) options.enableMemPattern = false;
+  if (load.outputLocation) {
+    if (opts.provider !== 'webgpu') {
+      throw new AsgdError(`${label}: outputs on the device need the webgpu provider`, {
+        kind: 'invalid-argument', parameter: 'outputLocation', expected: "the webgpu provider with 'gpu-buffer'", received: opts.provider,
+        hint: 'Leave outputLocation unset on other providers (outputs come back to the host)',
+      });
+    }
+    options.preferredOutputLocation = load.outputLocation;
+  }
   if (load.externalDataFolder) {
     options.extra = { session: { model_external_initializers_file_folder_path: load.externalDataFolder } };
   }
@@ -113,7 +124,7 @@ export async function openSession(file: string | Uint8Array, label: string, opts
       cause: err,
     });
   }
-  return { session, file: typeof file === 'string' ? file : '<memory>', inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
+  return { session, file: typeof file === 'string' ? file : '<memory>', provider: opts.provider, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
 }
 
 /** The execution providers this onnxruntime-node build offers, and whether each is bundled with it. */

@@ -37,6 +37,8 @@ export type OrtSession = ortTypes.InferenceSession;
 export interface OpenSession {
   session: OrtSession;
   file: string;
+  /** The execution provider the session runs on (set by the Node loader; undefined in the browser). */
+  provider?: string;
   inputs: IoInfo[];
   outputs: IoInfo[];
 }

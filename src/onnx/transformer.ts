@@ -4,8 +4,9 @@
  * flow-matching timestep sigma * 1000), encoder_hidden_states [B, L, joint_attention_dim], pooled_projections
  * [B, pooled_projection_dim] -> out_hidden_states [B, 16, h, w].
  */
+import type { DeviceConditioning } from './device-conditioning.ts';
 import type { OpenSession } from './session.ts';
-import { UnetAdapter, type DenoiserNames } from './unet.ts';
+import { UNET_NAMES, UnetAdapter, type DenoiserNames } from './unet.ts';
 
 export const TRANSFORMER_NAMES: DenoiserNames = {
   component: 'transformer',
@@ -23,9 +24,9 @@ export function isTransformerSession(s: OpenSession): boolean {
 }
 
 /** The adapter for a denoiser session: the transformer's names when it is one, the UNet's otherwise. */
-export function denoiserAdapter(s: OpenSession): UnetAdapter {
-  if (!isTransformerSession(s)) return new UnetAdapter(s);
-  const adapter = new UnetAdapter(s, TRANSFORMER_NAMES);
+export function denoiserAdapter(s: OpenSession, options: { device?: DeviceConditioning } = {}): UnetAdapter {
+  if (!isTransformerSession(s)) return new UnetAdapter(s, UNET_NAMES, options);
+  const adapter = new UnetAdapter(s, TRANSFORMER_NAMES, options);
   if (!adapter.textEmbeds) throw new Error('transformer: no pooled_projections input');
   return adapter;
 }

@@ -4,6 +4,11 @@
  * Reads the session's metadata for the timestep's dtype and rank, float16 inputs, static batch
  * and the SDXL extra inputs. When the session is the attention-probe graph, also returns the conditional branch's
  * attn2 probabilities. The tensor names are a parameter (DenoiserNames): transformer.ts gives SD3's.
+ *
+ * With a DeviceConditioning (the Node worker gives one on the webgpu provider) the text conditioning is uploaded once
+ * per conditioning and CFG rows and fed from the device; the sample and timestep cross every call (the host steps the
+ * scheduler and fuses patches between calls). Float16 inputs are converted once on the host (the sample before it is
+ * duplicated into the CFG batch), float16 outputs once back to float32; nothing else is copied.
  */
 import { AsgdError } from '../core/errors.ts';
 import type { AttentionMap } from '../core/methods/types.ts';
@@ -11,6 +16,8 @@ import { combineCfg } from '../core/dispatch/cfg.ts';
 import type { CfgPart } from '../core/dispatch/tasks.ts';
 import type { IoInfo } from './io.ts';
 import { findIo, floatTensor, readFloat, type OpenSession, makeTensor, type OrtTensor, type RunOutputs } from './tensors.ts';
+import { float32ToFloat16 } from '../core/float16.ts';
+import { hostTensor, type DeviceConditioning, type HostTensor } from './device-conditioning.ts';
 
 /** Graph outputs added by the attention probe are named with this prefix followed by the layer name. */
 import { PROBE_OUTPUT_PREFIX } from '../graph/attention-probe.ts';
@@ -67,7 +74,11 @@ export class UnetAdapter {
   /** Fixed batch of the sample input if the export is static, else undefined. */
   readonly staticBatch?: number;
 
-  constructor(readonly s: OpenSession, names: DenoiserNames = UNET_NAMES) {
+  /** The device-resident text conditioning, when the session's provider has one (see device-conditioning.ts). */
+  readonly device?: DeviceConditioning;
+
+  constructor(readonly s: OpenSession, names: DenoiserNames = UNET_NAMES, options: { device?: DeviceConditioning } = {}) {
+    this.device = options.device;
     const comp = names.component;
     this.sample = findIo(s.inputs, names.sample, `${names.sample[0]} input`, comp, 0);
     this.timestep = findIo(s.inputs, names.timestep, 'timestep input', comp);
@@ -124,16 +135,12 @@ export class UnetAdapter {
     if (call.sample.length !== n) throw new Error(`unet: sample has ${call.sample.length} elements, expected ${n}`);
     const part = call.part ?? 'both';
     if (part !== 'both') return this.runHalf(call, cond, part === 'uncond' ? 0 : 1);
-    const batch2 = new Float32Array(2 * n);
-    batch2.set(call.sample, 0);
-    batch2.set(call.sample, n);
-    const feeds = this.feeds(call, cond, batch2, [0, 1]);
     let results: RunOutputs;
     if (this.staticBatch === 1) {
       // Static batch-1 exports: two calls, one per CFG half.
-      results = await this.runSplit(feeds, c, h, w, cond);
+      results = await this.runSplit(call, cond);
     } else {
-      results = await this.s.session.run(feeds);
+      results = await this.s.session.run(await this.feeds(call, cond, [0, 1]));
     }
     const raw = readFloat(results[this.out.name]!, 'unet output');
     const output = combineCfg(raw.subarray(0, n), raw.subarray(n, 2 * n), call.guidanceScale);
@@ -189,10 +196,8 @@ export class UnetAdapter {
         hint: 'Turn CFG splitting off (splitCfg: never, --split-cfg never)',
       });
     }
-    const { channels: c, height: h, width: w } = call;
-    // A private copy: the caller's buffer may be shared memory, which ONNX Runtime does not accept.
-    const sample = Float32Array.from(call.sample);
-    const results = await this.s.session.run(this.feeds(call, cond, sample, [row]));
+    const { height: h, width: w } = call;
+    const results = await this.s.session.run(await this.feeds(call, cond, [row]));
     const raw = readFloat(results[this.out.name]!, 'unet output');
     const output = raw.byteOffset === 0 && raw.buffer.byteLength === raw.byteLength ? raw : raw.slice();
     let attention: AttentionMap[] | undefined;
@@ -202,22 +207,53 @@ export class UnetAdapter {
     return { output, attention };
   }
 
-  /** Feeds for the batch rows `rows` of the conditioning (0: uncond, 1: cond); `sample` holds one latent per row. */
-  private feeds(call: UnetCall, cond: TextConditioning, sample: Float32Array, rows: readonly number[]): Record<string, OrtTensor> {
-    const { channels: c, height: h, width: w } = call;
+  /** The sample for `rows` CFG rows: one conversion to the input's type, then the copies the batch needs. */
+  private sampleTensor(call: UnetCall, rows: number): OrtTensor {
+    const { channels: c, height: h, width: w, sample } = call;
+    const dims = [rows, c, h, w];
+    const n = sample.length;
+    if (this.sample.type === 'float16') {
+      const half = float32ToFloat16(sample);
+      if (rows === 1) return makeTensor('float16', half, dims);
+      const both = new Uint16Array(2 * n);
+      both.set(half, 0);
+      both.set(half, n);
+      return makeTensor('float16', both, dims);
+    }
+    // Always a private copy: the caller's buffer may be shared memory, which ONNX Runtime does not accept.
+    const data = new Float32Array(rows * n);
+    for (let r = 0; r < rows; r++) data.set(sample, r * n);
+    return floatTensor(this.sample.type, data, dims, 'unet sample');
+  }
+
+  /** Feeds for the batch rows `rows` of the conditioning (0: uncond, 1: cond); bench/unet-io.ts runs them itself. */
+  async feeds(call: UnetCall, cond: TextConditioning, rows: readonly number[]): Promise<Record<string, OrtTensor>> {
     const b = rows.length;
-    const pick = (data: Float32Array, per: number): Float32Array => {
-      if (b === 2) return data;
-      return data.subarray(rows[0]! * per, (rows[0]! + 1) * per);
-    };
     const feeds: Record<string, OrtTensor> = {
-      [this.sample.name]: floatTensor(this.sample.type, sample, [b, c, h, w], 'unet sample'),
+      [this.sample.name]: this.sampleTensor(call, b),
       [this.timestep.name]: this.timestepTensor(call.timestep, b),
-      [this.hidden.name]: floatTensor(this.hidden.type, pick(cond.hidden, cond.tokens * cond.dim), [b, cond.tokens, cond.dim], 'unet encoder_hidden_states'),
     };
+    const text = (io: IoInfo, data: Float32Array, dims: number[], label: string): HostTensor => {
+      const per = dims.reduce((a, d) => a * d, 1) / b;
+      const part = b === 2 ? data : data.subarray(rows[0]! * per, (rows[0]! + 1) * per);
+      if (io.type === 'float16') return { type: 'float16', data: float32ToFloat16(part), dims };
+      const t = floatTensor(io.type, part, dims, label);
+      return { type: 'float32', data: t.data as Float32Array, dims };
+    };
+    const rowsKey = rows.join('');
+    const feed = async (io: IoInfo, host: () => HostTensor) => {
+      if (this.device) {
+        feeds[io.name] = await this.device.tensor(cond, `${io.name}/${rowsKey}`, host);
+      } else {
+        feeds[io.name] = hostTensor(host());
+      }
+    };
+    await feed(this.hidden, () => text(this.hidden, cond.hidden, [b, cond.tokens, cond.dim], 'unet encoder_hidden_states'));
     if (this.textEmbeds) {
-      if (!cond.textEmbeds || !cond.pooledDim) throw new Error('unet: SDXL model needs pooled text embeddings');
-      feeds[this.textEmbeds.name] = floatTensor(this.textEmbeds.type, pick(cond.textEmbeds, cond.pooledDim), [b, cond.pooledDim], 'unet text_embeds');
+      const pooled = cond.textEmbeds;
+      const pooledDim = cond.pooledDim;
+      if (!pooled || !pooledDim) throw new Error('unet: SDXL model needs pooled text embeddings');
+      await feed(this.textEmbeds, () => text(this.textEmbeds!, pooled, [b, pooledDim], 'unet text_embeds'));
     }
     if (this.timeIds) {
       if (!call.timeIds || call.timeIds.length !== 6) throw new Error('unet: SDXL model needs 6 time ids');
@@ -228,19 +264,10 @@ export class UnetAdapter {
     return feeds;
   }
 
-  private async runSplit(
-    feeds: Record<string, OrtTensor>, c: number, h: number, w: number, cond: TextConditioning,
-  ): Promise<RunOutputs> {
+  /** The CFG batch as two batch-1 calls (static batch-1 exports), outputs merged into batch 2. */
+  private async runSplit(call: UnetCall, cond: TextConditioning): Promise<RunOutputs> {
     const halves: RunOutputs[] = [];
-    for (let b = 0; b < 2; b++) {
-      const part: Record<string, OrtTensor> = {};
-      part[this.sample.name] = sliceBatch(feeds[this.sample.name]!, b, [1, c, h, w]);
-      part[this.timestep.name] = this.timestepTensor(Number(readScalar(feeds[this.timestep.name]!)), 1);
-      part[this.hidden.name] = sliceBatch(feeds[this.hidden.name]!, b, [1, cond.tokens, cond.dim]);
-      if (this.textEmbeds) part[this.textEmbeds.name] = sliceBatch(feeds[this.textEmbeds.name]!, b, [1, cond.pooledDim!]);
-      if (this.timeIds) part[this.timeIds.name] = sliceBatch(feeds[this.timeIds.name]!, b, [1, 6]);
-      halves.push(await this.s.session.run(part));
-    }
+    for (const row of [0, 1]) halves.push(await this.s.session.run(await this.feeds(call, cond, [row])));
     const merged: Record<string, OrtTensor> = {};
     for (const name of Object.keys(halves[0]!)) {
       const a = readFloat(halves[0]![name]!, name);
@@ -254,16 +281,6 @@ export class UnetAdapter {
     }
     return merged as RunOutputs;
   }
-}
-
-function readScalar(t: OrtTensor): number | bigint {
-  return (t.data as ArrayLike<number | bigint>)[0]!;
-}
-
-function sliceBatch(t: OrtTensor, b: number, dims: number[]): OrtTensor {
-  const per = dims.reduce((a, d) => a * d, 1);
-  const data = t.data as Float32Array | Uint16Array;
-  return makeTensor(t.type as 'float32', data.slice(b * per, (b + 1) * per) as Float32Array, dims);
 }
 
 /** The conditional row (the last) of a probe output [rows, HW, T], with its grid found among latent / 2^k. */

@@ -3,6 +3,7 @@
  * through a shared buffer per device (copied in once, nothing to allocate), results as transferred buffers; the
  * text embeddings once per generation.
  */
+import type { DeviceConditioningCounts } from '../../onnx/device-conditioning.ts';
 import type { AttentionMap } from '../../core/methods/types.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { IoInfo, SessionOptions } from '../../onnx/io.ts';
@@ -86,7 +87,12 @@ export type WorkerRequest =
 
 export type WorkerResult =
   | { type: 'ok' }
-  | { type: 'describe'; components: Partial<Record<ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }>> }
+  | {
+      type: 'describe';
+      components: Partial<Record<ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }>>;
+      /** Text conditioning tensors held on the device (webgpu) by the UNet and probe adapters, counted since load. */
+      deviceConditioning: { unet?: DeviceConditioningCounts; probe?: DeviceConditioningCounts };
+    }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'checkCfgSplit'; identical: boolean; maxAbs: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }

@@ -4,41 +4,12 @@
  * onnxruntime-node on every platform; an adapter needs a GPU driver (Vulkan on Linux), which only a real session
  * creation can tell.
  */
-import { create, toBinary } from '@bufbuild/protobuf';
-import {
-  GraphProtoSchema,
-  ModelProtoSchema,
-  NodeProtoSchema,
-  OperatorSetIdProtoSchema,
-  TensorShapeProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TypeProtoSchema,
-  TypeProto_TensorSchema,
-  ValueInfoProtoSchema,
-} from 'onnx-buf';
+import { smallModelBytes } from '../../graph/small-model.ts';
 import { makeTensor, openSession, type OpenSession } from '../../onnx/session.ts';
 
-const FLOAT = 1;
-
-function floatInfo(name: string, size: number) {
-  const shape = create(TensorShapeProtoSchema, { dim: [create(TensorShapeProto_DimensionSchema, { value: { case: 'dimValue', value: BigInt(size) } })] });
-  const tensorType = create(TypeProto_TensorSchema, { elemType: FLOAT, shape });
-  return create(ValueInfoProtoSchema, { name, type: create(TypeProtoSchema, { value: { case: 'tensorType', value: tensorType } }) });
-}
-
 export function addModelBytes(size = 4): Uint8Array {
-  const graph = create(GraphProtoSchema, {
-    name: 'webgpu_check',
-    node: [create(NodeProtoSchema, { opType: 'Add', input: ['x', 'x'], output: ['y'], name: 'add' })],
-    input: [floatInfo('x', size)],
-    output: [floatInfo('y', size)],
-  });
-  const model = create(ModelProtoSchema, {
-    irVersion: 8n,
-    opsetImport: [create(OperatorSetIdProtoSchema, { domain: '', version: 17n })],
-    graph,
-  });
-  return toBinary(ModelProtoSchema, model);
+  const v = (name: string) => ({ name, type: 'float32' as const, dims: [size] });
+  return smallModelBytes('webgpu_check', [{ opType: 'Add', input: ['x', 'x'], output: ['y'] }], [v('x')], [v('y')]);
 }
 
 export async function tryWebGpu(): Promise<{ ok: true; ms: number } | { ok: false; reason: string }> {

@@ -8,6 +8,8 @@ import { openSession, releaseSession, type OpenSession, type SessionOptions } fr
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import type { UnetAdapter, TextConditioning } from '../../onnx/unet.ts';
 import { denoiserAdapter } from '../../onnx/transformer.ts';
+import { DeviceConditioning } from '../../onnx/device-conditioning.ts';
+import { DeviceUploader } from '../../onnx/device-upload.ts';
 import { VAE_GRAPH_MEMORY, VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
 import { probeLoadOptions } from '../probe.ts';
 import { runAttentionHead } from '../../onnx/vae-attention.ts';
@@ -33,6 +35,8 @@ interface State {
   decoder?: VaeDecoderAdapter;
   encoder?: VaeEncoderAdapter;
   cond?: TextConditioning;
+  /** Puts the text conditioning on the device (webgpu), shared by the UNet and probe adapters. */
+  uploader?: DeviceUploader;
   unetCalls: number;
   failAfter?: number;
   failMode?: FailMode;
@@ -68,7 +72,8 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
     case 'describe': {
       const components: Record<string, { inputs: unknown; outputs: unknown }> = {};
       for (const [name, s] of Object.entries(state.sessions)) components[name] = { inputs: s!.inputs, outputs: s!.outputs };
-      return { result: { type: 'describe', components } as WorkerResult, transfer: [] };
+      const deviceConditioning = { unet: state.unet?.device?.counts, probe: state.probe?.device?.counts };
+      return { result: { type: 'describe', components, deviceConditioning } as WorkerResult, transfer: [] };
     }
     case 'checkCfgSplit': {
       if (!state.unet) throw new Error('worker: unet not loaded');
@@ -144,6 +149,10 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       return { result: { type: 'vaeHead', ...r, data }, transfer: [data.buffer as ArrayBuffer] };
     }
     case 'close':
+      state.unet?.device?.clear();
+      state.probe?.device?.clear();
+      await state.uploader?.release();
+      state.uploader = undefined;
       for (const s of Object.values(state.sessions)) await releaseSession(s);
       for (const v of Object.values(state.vaeNorm)) await releaseSession(v.adapter.s);
       state.sessions = {};
@@ -165,10 +174,20 @@ async function load(paths: Partial<Record<ComponentName, string>>): Promise<void
   if (s.textEncoder) state.text ??= new TextEncoderAdapter(s.textEncoder, 'text_encoder');
   if (s.textEncoder2) state.text2 ??= new TextEncoderAdapter(s.textEncoder2, 'text_encoder_2');
   if (s.textEncoder3) state.text3 ??= new TextEncoderAdapter(s.textEncoder3, 'text_encoder_3');
-  if (s.unet) state.unet ??= denoiserAdapter(s.unet);
-  if (s.unetProbe) state.probe ??= denoiserAdapter(s.unetProbe);
+  if (s.unet) state.unet ??= denoiserAdapter(s.unet, deviceConditioning());
+  if (s.unetProbe) state.probe ??= denoiserAdapter(s.unetProbe, deviceConditioning());
   if (s.vaeDecoder) state.decoder ??= new VaeDecoderAdapter(s.vaeDecoder);
   if (s.vaeEncoder) state.encoder ??= new VaeEncoderAdapter(s.vaeEncoder);
+}
+
+/**
+ * On webgpu the text conditioning stays on the device between UNet calls (src/onnx/device-conditioning.ts);
+ * ASGD_DEVICE_CONDITIONING=0 feeds it from the host every call instead (for benchmarks: docs/benchmarks.md).
+ */
+function deviceConditioning(): { device?: DeviceConditioning } {
+  if (state.options?.provider !== 'webgpu' || process.env['ASGD_DEVICE_CONDITIONING'] === '0') return {};
+  state.uploader ??= new DeviceUploader(state.options);
+  return { device: new DeviceConditioning(state.uploader) };
 }
 
 async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {

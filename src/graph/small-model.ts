@@ -1,0 +1,81 @@
+/**
+ * Models of a few ONNX nodes, built in memory: the WebGPU availability check (y = x + x), the device uploads
+ * (Identity, whose output the session keeps on the GPU) and the CFG combination on the device (measured by
+ * bench/unet-io.ts). Dimensions are fixed sizes or symbolic names. Portable: no Node APIs, no ONNX Runtime.
+ */
+import { create, toBinary } from '@bufbuild/protobuf';
+import {
+  GraphProtoSchema,
+  ModelProtoSchema,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  TensorShapeProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TypeProtoSchema,
+  TypeProto_TensorSchema,
+  ValueInfoProtoSchema,
+} from 'onnx-buf';
+
+export type SmallElemType = 'float32' | 'float16' | 'int64';
+const ELEM_TYPE: Record<SmallElemType, number> = { float32: 1, float16: 10, int64: 7 };
+
+export interface SmallValue {
+  name: string;
+  type: SmallElemType;
+  dims: ReadonlyArray<number | string>;
+}
+
+function valueInfo(v: SmallValue) {
+  const dim = v.dims.map((d) =>
+    create(TensorShapeProto_DimensionSchema, { value: typeof d === 'number' ? { case: 'dimValue', value: BigInt(d) } : { case: 'dimParam', value: d } }),
+  );
+  const tensorType = create(TypeProto_TensorSchema, { elemType: ELEM_TYPE[v.type], shape: create(TensorShapeProtoSchema, { dim }) });
+  return create(ValueInfoProtoSchema, { name: v.name, type: create(TypeProtoSchema, { value: { case: 'tensorType', value: tensorType } }) });
+}
+
+export interface SmallNode {
+  opType: string;
+  input: string[];
+  output: string[];
+}
+
+/** The serialized model (opset 17) of `nodes` from the graph `inputs` to the graph `outputs`. */
+export function smallModelBytes(name: string, nodes: SmallNode[], inputs: SmallValue[], outputs: SmallValue[]): Uint8Array {
+  const graph = create(GraphProtoSchema, {
+    name,
+    node: nodes.map((n, i) => create(NodeProtoSchema, { ...n, name: `${n.opType.toLowerCase()}_${i}` })),
+    input: inputs.map(valueInfo),
+    output: outputs.map(valueInfo),
+  });
+  const model = create(ModelProtoSchema, {
+    irVersion: 8n,
+    opsetImport: [create(OperatorSetIdProtoSchema, { domain: '', version: 17n })],
+    graph,
+  });
+  return toBinary(ModelProtoSchema, model);
+}
+
+/** y = x for a tensor of any shape of the element type (rank given): the device upload graph. */
+export function identityModelBytes(type: SmallElemType, rank: number): Uint8Array {
+  const dims = Array.from({ length: rank }, (_, i) => `d${i}`);
+  return smallModelBytes('asgd_upload', [{ opType: 'Identity', input: ['x'], output: ['y'] }], [{ name: 'x', type, dims }], [{ name: 'y', type, dims }]);
+}
+
+/**
+ * Classifier-free guidance of a CFG batch: out = u + scale * (c - u) for raw = [u; c] ([2, C, h, w], the UNet's
+ * output type) and scale [1] of the same type; out is [1, C, h, w].
+ */
+export function cfgCombineModelBytes(type: 'float32' | 'float16'): Uint8Array {
+  const nodes: SmallNode[] = [
+    { opType: 'Split', input: ['raw'], output: ['u', 'c'] },
+    { opType: 'Sub', input: ['c', 'u'], output: ['d'] },
+    { opType: 'Mul', input: ['d', 'scale'], output: ['sd'] },
+    { opType: 'Add', input: ['u', 'sd'], output: ['out'] },
+  ];
+  return smallModelBytes(
+    'asgd_cfg_combine',
+    nodes,
+    [{ name: 'raw', type, dims: [2, 'c', 'h', 'w'] }, { name: 'scale', type, dims: [1] }],
+    [{ name: 'out', type, dims: [1, 'c', 'h', 'w'] }],
+  );
+}

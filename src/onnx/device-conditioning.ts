@@ -1,0 +1,78 @@
+/**
+ * The text conditioning held on the device for a denoiser session: each (input, CFG rows) tensor is uploaded on
+ * first use and fed from the device on every later call with the same TextConditioning object; a new conditioning
+ * object (the next generation) disposes the old tensors first. The upload itself is the caller's (onnx/device-upload.ts
+ * in Node). Portable: no Node APIs.
+ */
+import type { TextConditioning } from '../core/conditioning.ts';
+import { makeTensor, type OrtTensor } from './tensors.ts';
+
+/** Host data in the element type the session input wants. */
+export type HostTensor =
+  | { type: 'float32'; data: Float32Array; dims: readonly number[] }
+  | { type: 'float16'; data: Uint16Array; dims: readonly number[] }
+  | { type: 'int64'; data: BigInt64Array; dims: readonly number[] };
+
+/** The ONNX Runtime tensor of host data (no copy). */
+export function hostTensor(t: HostTensor): OrtTensor {
+  switch (t.type) {
+    case 'float32':
+      return makeTensor('float32', t.data, t.dims);
+    case 'float16':
+      return makeTensor('float16', t.data, t.dims);
+    case 'int64':
+      return makeTensor('int64', t.data, t.dims);
+  }
+}
+
+/** Puts host data on the device; the returned tensor is the caller's to dispose. */
+export interface TensorUploader {
+  upload(t: HostTensor): Promise<OrtTensor>;
+}
+
+/** Counts an observer can read (tests, the benchmark): tensors uploaded and disposed since the cache was made. */
+export interface DeviceConditioningCounts {
+  uploads: number;
+  disposed: number;
+  live: number;
+}
+
+export class DeviceConditioning {
+  private cond?: TextConditioning;
+  private readonly held = new Map<string, Promise<OrtTensor>>();
+  private uploads = 0;
+  private disposed = 0;
+
+  constructor(private readonly uploader: TensorUploader) {}
+
+  /** The device tensor for `key` of `cond`, uploaded from `host()` the first time. */
+  tensor(cond: TextConditioning, key: string, host: () => HostTensor): Promise<OrtTensor> {
+    if (cond !== this.cond) {
+      this.clear();
+      this.cond = cond;
+    }
+    let t = this.held.get(key);
+    if (!t) {
+      t = this.uploader.upload(host());
+      this.uploads++;
+      this.held.set(key, t);
+      // A failed upload is not kept: the next call tries again.
+      t.catch(() => this.held.get(key) === t && this.held.delete(key));
+    }
+    return t;
+  }
+
+  /** Disposes every held tensor (a new conditioning, or the session's release). */
+  clear(): void {
+    for (const t of this.held.values()) {
+      this.disposed++;
+      t.then((x) => x.dispose(), () => undefined);
+    }
+    this.held.clear();
+    this.cond = undefined;
+  }
+
+  get counts(): DeviceConditioningCounts {
+    return { uploads: this.uploads, disposed: this.disposed, live: this.held.size };
+  }
+}
