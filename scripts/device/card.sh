@@ -13,18 +13,18 @@
 #   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2 and 1 (CFG-half ratio)
 #               (the SDXL export may still run on the CPU meanwhile)
 #   unet-sdxl   the SDXL export on WebGPU
-#   unet-io     bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
-#               device, the upload alone, CFG combined on the device; the shipped UNet, both exports, the fixture
-#               UNet at SD 1.5 and SDXL context widths
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
 #               (exported now if no earlier part or run on this machine left it in CARD_WORK)
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
 #               warm-up generation at 1024x1024; time split text / UNet / host / VAE
 #   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0; on lavapipe this failed: see
 #               docs/benchmarks.md)
+#   unet-io     (last) bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
+#               device, the upload alone, CFG combined on the device; the shipped UNet, both exports, the fixture
+#               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # If the budget skips the generations, run again at once (the machine keeps CARD_WORK while warm) with
-# CARD_PARTS="folder gen-1 gen-2".
+# CARD_PARTS="folder gen-1 gen-2 unet-io".
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
 # parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
@@ -60,7 +60,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl unet-io folder gen-1 gen-2}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 gen-2 unet-io}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -222,9 +222,10 @@ wait "$EXPORT_15"
 part unet-sd15 90 unet_part sd15 "$LAT15"
 wait "$EXPORT_XL"
 part unet-sdxl 120 unet_part sdxl "$LATXL"
-part unet-io 60 unet_io_part
 part folder 200 folder_part
 part gen-1 240 gen_part "$GPU1" gen-1
 part gen-2 240 gen_part "$GPU2" gen-2
+# Last: the generations matter more if the budget runs short.
+part unet-io 60 unet_io_part
 merge
 echo "card.sh: done in $(($(date +%s) - START)) s; $OUT/card.json"
