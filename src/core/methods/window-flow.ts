@@ -4,10 +4,10 @@
  *
  * The fused output at a position is the average of the windows covering it (WindowCanvas), and where the context
  * offers a part-of-the-latent scheduler step (MethodContext.advance) the latent at t+1 there depends only on those
- * windows. Each step's latent is cut into cells, rectangles covered by the same windows; a cell is fused and stepped
- * once its windows are done, and a window of the next step is handed over once every cell it reads is. The sums run
- * in window order from zero and divide by the same float32 reciprocal as WindowCanvas, so the fused outputs and the
- * latent are bit for bit those of the barrier. Portable: no Node APIs.
+ * windows. Each step's latent is cut into square tiles; a tile is fused and stepped once every window over it is
+ * done, and a window of the next step is handed over once every tile it reads is. The sums run in window order from
+ * zero and are multiplied by the same float32 reciprocal as in WindowCanvas, so the fused outputs and the latent are
+ * bit for bit those of the barrier. Portable: no Node APIs.
  */
 import { AsgdError } from '../errors.ts';
 import type { RandomSource } from '../random/types.ts';
@@ -52,13 +52,13 @@ interface Rect {
   x1: number;
 }
 
-/** A rectangle covered by the same windows of a step: fused and stepped as one piece. */
-interface Cell extends Rect {
-  /** The covering windows in ascending order (the order WindowCanvas adds them in). */
+/** A square of the latent, fused and stepped as one piece once every window over it is done. */
+interface Tile extends Rect {
+  /** The windows over it in ascending order (the order WindowCanvas adds them in). */
   windows: number[];
-  /** Covering windows not done yet. */
+  /** Windows over it not done yet. */
   left: number;
-  /** Windows of the next step that read this cell. */
+  /** Windows of the next step that read it. */
   readers: number[];
 }
 
@@ -66,17 +66,19 @@ interface FlowStep {
   step: number;
   grid: WindowGrid;
   placements: WindowPlacement[];
-  cells: Cell[];
-  /** Per window: the cells it covers. */
-  covers: Cell[][];
-  /** Per window: cells of the previous step it still waits for. */
+  /** Per window: the part of the latent it writes. */
+  rects: Rect[];
+  tiles: Tile[];
+  /** Per window: the tiles it writes to. */
+  covers: Tile[][];
+  /** Per window: tiles of the previous step it still waits for. */
   waits: number[];
   /** Per window: a copy of its output once done. */
   outputs: (Float32Array | undefined)[];
-  /** The padded latent at this step, written cell by cell by the previous step (null once no longer read). */
+  /** The padded latent at this step, written tile by tile by the previous step (null once no longer read). */
   latent: Float32Array | null;
   fused: Float32Array;
-  cellsLeft: number;
+  tilesLeft: number;
   done: Deferred<Float32Array>;
 }
 
@@ -111,40 +113,44 @@ function readRect(geo: PatchGeometry, grid: WindowGrid, p: WindowPlacement): Rec
 const isEmpty = (r: Rect) => r.y1 <= r.y0 || r.x1 <= r.x0;
 const overlaps = (a: Rect, b: Rect) => !isEmpty(a) && !isEmpty(b) && a.y0 < b.y1 && b.y0 < a.y1 && a.x0 < b.x1 && b.x0 < a.x1;
 
-/** Sorted distinct cut positions of one axis: 0, size and every rectangle's edges. */
-function cuts(rects: Rect[], size: number, lo: 'y0' | 'x0', hi: 'y1' | 'x1'): number[] {
-  const at = new Set([0, size]);
-  for (const r of rects) if (!isEmpty(r)) at.add(r[lo]).add(r[hi]);
-  return [...at].sort((a, b) => a - b);
+/**
+ * Tiles of half the window stride: fine enough that a window waits for little more than the windows it reads, coarse
+ * enough that the host work per tile stays small (rectangles of equal coverage are a few pixels wide once every
+ * window has its own jitter).
+ */
+function tileSize(grid: WindowGrid): number {
+  return Math.max(4, Math.floor(Math.min(grid.vertical.stride, grid.horizontal.stride) / 2));
 }
 
-/** The cells of one step's windows and, per window, the cells it covers. */
-function cutCells(geo: PatchGeometry, rects: Rect[]): { cells: Cell[]; covers: Cell[][] } {
-  const ys = cuts(rects, geo.height, 'y0', 'y1');
-  const xs = cuts(rects, geo.width, 'x0', 'x1');
-  const cells: Cell[] = [];
-  const covers: Cell[][] = rects.map(() => []);
-  for (let a = 0; a + 1 < ys.length; a++) {
-    for (let b = 0; b + 1 < xs.length; b++) {
-      const cell: Cell = { y0: ys[a], y1: ys[a + 1], x0: xs[b], x1: xs[b + 1], windows: [], left: 0, readers: [] };
+/** The tiles of one step and, per window, the tiles it writes to. */
+function cutTiles(geo: PatchGeometry, rects: Rect[], size: number): { tiles: Tile[]; covers: Tile[][] } {
+  const tiles: Tile[] = [];
+  const covers: Tile[][] = rects.map(() => []);
+  for (let y0 = 0; y0 < geo.height; y0 += size) {
+    for (let x0 = 0; x0 < geo.width; x0 += size) {
+      const tile: Tile = { y0, y1: Math.min(geo.height, y0 + size), x0, x1: Math.min(geo.width, x0 + size), windows: [], left: 0, readers: [] };
       rects.forEach((r, i) => {
-        if (overlaps(r, cell)) {
-          cell.windows.push(i);
-          covers[i].push(cell);
-        }
+        if (!overlaps(r, tile)) return;
+        tile.windows.push(i);
+        covers[i].push(tile);
       });
-      if (cell.windows.length === 0) throw new AsgdError('Stage-2 windows left a latent position uncovered', { kind: 'internal' });
-      cell.left = cell.windows.length;
-      cells.push(cell);
+      if (tile.windows.length === 0) throw uncovered();
+      tile.left = tile.windows.length;
+      tiles.push(tile);
     }
   }
-  return { cells, covers };
+  return { tiles, covers };
 }
+
+const uncovered = () => new AsgdError('Stage-2 windows left a latent position uncovered', { kind: 'internal' });
 
 /** Stage-2 steps start..T-1 as a dataflow (see the top of this file). */
 export class WindowFlow {
   private readonly steps = new Map<number, FlowStep>();
   private readonly buffers = new BufferStack();
+  /** Per position of a tile: the number of windows over it, and its float32 reciprocal (as WindowCanvas). */
+  private coverage = new Int32Array(0);
+  private inverse = new Float32Array(0);
   private stopped = false;
 
   constructor(
@@ -160,12 +166,13 @@ export class WindowFlow {
       // All steps' placements now, in step order: the jitter stream's draws are those of the barrier.
       const grid = gridAt(plan, t);
       const placements = placeWindows(grid, jitter);
-      const { cells, covers } = cutCells(geo, placements.map((p) => canvasRect(geo, grid, p)));
+      const rects = placements.map((p) => canvasRect(geo, grid, p));
+      const { tiles, covers } = cutTiles(geo, rects, tileSize(grid));
       const waits = placements.map(() => 0);
       if (prev) this.link(prev, grid, placements, waits);
       const s: FlowStep = {
-        step: t, grid, placements, cells, covers, waits, outputs: [], latent: null,
-        fused: new Float32Array(0), cellsLeft: cells.length, done: deferred(),
+        step: t, grid, placements, rects, tiles, covers, waits, outputs: [], latent: null,
+        fused: new Float32Array(0), tilesLeft: tiles.length, done: deferred(),
       };
       this.steps.set(t, s);
       prev = s;
@@ -189,13 +196,13 @@ export class WindowFlow {
     for (const s of this.steps.values()) s.done.reject(error);
   }
 
-  /** Which cells of `prev` each window of the next step reads. */
+  /** Which tiles of `prev` each window of the next step reads. */
   private link(prev: FlowStep, grid: WindowGrid, placements: WindowPlacement[], waits: number[]): void {
     placements.forEach((p, j) => {
       const reads = readRect(this.plan.geometry, grid, p);
-      for (const cell of prev.cells) {
-        if (!overlaps(cell, reads)) continue;
-        cell.readers.push(j);
+      for (const tile of prev.tiles) {
+        if (!overlaps(tile, reads)) continue;
+        tile.readers.push(j);
         waits[j]++;
       }
     });
@@ -206,7 +213,7 @@ export class WindowFlow {
     const geo = this.plan.geometry;
     const sample = this.buffers.take(geo.channels * s.grid.vertical.window * s.grid.horizontal.window);
     const unit = windowUnit(this.plan, this.hooks.scheduler, s.step, s.grid, s.placements[i], s.latent!, sample);
-    // Earlier steps first: their cells unblock the most.
+    // Earlier steps first: their tiles unblock the most.
     this.hooks
       .evaluate(unit, this.plan.numSteps - s.step)
       .then((output) => {
@@ -220,74 +227,110 @@ export class WindowFlow {
     const copy = this.buffers.take(output.length);
     copy.set(output);
     s.outputs[i] = copy;
-    for (const cell of s.covers[i]) if (--cell.left === 0) this.cellDone(s, cell);
+    for (const tile of s.covers[i]) if (--tile.left === 0) this.tileDone(s, tile);
   }
 
-  private cellDone(s: FlowStep, cell: Cell): void {
+  private tileDone(s: FlowStep, tile: Tile): void {
     const geo = this.plan.geometry;
     if (s.fused.length === 0) s.fused = new Float32Array(geo.channels * geo.height * geo.width);
-    this.fuse(s, cell);
+    const part = this.fuse(s, tile);
+    copyRect(part, s.fused, tile, geo.height, geo.width, geo.channels, true);
     const next = this.steps.get(s.step + 1);
     if (next) {
-      this.stepCell(s, next, cell);
-      for (const j of cell.readers) if (--next.waits[j] === 0) this.dispatch(next, j);
+      this.stepTile(s, next, tile, part);
+      for (const j of tile.readers) if (--next.waits[j] === 0) this.dispatch(next, j);
     }
-    if (--s.cellsLeft > 0) return;
+    if (--s.tilesLeft > 0) return;
     for (const out of s.outputs) if (out) this.buffers.give(out);
     s.outputs = [];
     s.latent = null;
     s.done.resolve(s.fused);
   }
 
-  /** WindowCanvas's arithmetic over one cell: add the windows in order starting from zero, times 1 / coverage. */
-  private fuse(s: FlowStep, cell: Cell): void {
-    const { channels, height, width } = this.plan.geometry;
+  /**
+   * The fused output over a tile, [C, th, tw], with WindowCanvas's arithmetic per position: the windows added in
+   * ascending order starting from zero, then times the float32 reciprocal of their number.
+   */
+  private fuse(s: FlowStep, tile: Tile): Float32Array {
+    const channels = this.plan.geometry.channels;
     const winH = s.grid.vertical.window;
     const winW = s.grid.horizontal.window;
-    const fused = s.fused;
-    const n = cell.windows.length;
-    const inv = Math.fround(1 / n);
-    for (let c = 0; c < channels; c++) {
-      for (let y = cell.y0; y < cell.y1; y++) {
-        const d = (c * height + y) * width;
-        for (const i of cell.windows) {
-          const out = s.outputs[i]!;
-          const p = s.placements[i];
-          const src = (c * winH + y - p.top) * winW - p.left;
-          for (let x = cell.x0; x < cell.x1; x++) fused[d + x] += out[src + x];
+    const tw = tile.x1 - tile.x0;
+    const plane = (tile.y1 - tile.y0) * tw;
+    const part = new Float32Array(channels * plane);
+    if (this.coverage.length < plane) {
+      this.coverage = new Int32Array(plane);
+      this.inverse = new Float32Array(plane);
+    }
+    const cov = this.coverage;
+    cov.fill(0, 0, plane);
+    for (const i of tile.windows) {
+      const out = s.outputs[i]!;
+      const { top, left } = s.placements[i];
+      const r = s.rects[i];
+      const y0 = Math.max(r.y0, tile.y0);
+      const y1 = Math.min(r.y1, tile.y1);
+      const x0 = Math.max(r.x0, tile.x0);
+      const x1 = Math.min(r.x1, tile.x1);
+      for (let y = y0; y < y1; y++) {
+        const d = (y - tile.y0) * tw - tile.x0;
+        for (let x = x0; x < x1; x++) cov[d + x]++;
+      }
+      for (let c = 0; c < channels; c++) {
+        for (let y = y0; y < y1; y++) {
+          const d = c * plane + (y - tile.y0) * tw - tile.x0;
+          const src = (c * winH + y - top) * winW - left;
+          for (let x = x0; x < x1; x++) part[d + x] += out[src + x];
         }
-        if (n > 1) for (let x = cell.x0; x < cell.x1; x++) fused[d + x] *= inv;
       }
     }
+    const inv = this.inverse;
+    for (let k = 0; k < plane; k++) {
+      if (cov[k] === 0) throw uncovered();
+      inv[k] = 1 / cov[k];
+    }
+    for (let c = 0; c < channels; c++) {
+      const base = c * plane;
+      for (let k = 0; k < plane; k++) part[base + k] *= inv[k];
+    }
+    return part;
   }
 
-  /** The next step's latent over the cell (ctx.advance), with the padding's copies of the last row and column. */
-  private stepCell(s: FlowStep, next: FlowStep, cell: Cell): void {
+  /** The next step's latent over the tile (ctx.advance), with the padding's copies of the last row and column. */
+  private stepTile(s: FlowStep, next: FlowStep, tile: Tile, fused: Float32Array): void {
     const { channels, height: h, width: w, paddedHeight: H, paddedWidth: W } = this.plan.geometry;
-    const ch = cell.y1 - cell.y0;
-    const cw = cell.x1 - cell.x0;
-    const fusedPart = new Float32Array(channels * ch * cw);
-    const latentPart = new Float32Array(channels * ch * cw);
-    const latent = s.latent!;
-    for (let c = 0, k = 0; c < channels; c++) {
-      for (let y = cell.y0; y < cell.y1; y++, k += cw) {
-        fusedPart.set(s.fused.subarray((c * h + y) * w + cell.x0, (c * h + y) * w + cell.x1), k);
-        latentPart.set(latent.subarray((c * H + y) * W + cell.x0, (c * H + y) * W + cell.x1), k);
-      }
-    }
-    const stepped = this.hooks.advance(s.step, fusedPart, latentPart);
+    const sample = new Float32Array(fused.length);
+    copyRect(sample, s.latent!, tile, H, W, channels, false);
+    const stepped = this.hooks.advance(s.step, fused, sample);
     next.latent ??= new Float32Array(channels * H * W);
     const out = next.latent;
-    const right = cell.x1 === w ? W : cell.x1;
-    for (let c = 0, k = 0; c < channels; c++) {
-      for (let y = cell.y0; y < cell.y1; y++, k += cw) {
-        const row = (c * H + y) * W;
-        out.set(stepped.subarray(k, k + cw), row + cell.x0);
-        if (right > cell.x1) out.fill(out[row + w - 1], row + w, row + W);
+    copyRect(stepped, out, tile, H, W, channels, true);
+    const right = tile.x1 === w ? W : tile.x1;
+    for (let c = 0; c < channels; c++) {
+      if (right > tile.x1) {
+        for (let y = tile.y0; y < tile.y1; y++) {
+          const row = (c * H + y) * W;
+          out.fill(out[row + w - 1], row + w, row + W);
+        }
       }
-      if (cell.y1 !== h) continue;
+      if (tile.y1 !== h) continue;
       const last = (c * H + h - 1) * W;
-      for (let y = h; y < H; y++) out.copyWithin((c * H + y) * W + cell.x0, last + cell.x0, last + right);
+      for (let y = h; y < H; y++) out.copyWithin((c * H + y) * W + tile.x0, last + tile.x0, last + right);
+    }
+  }
+}
+
+/**
+ * Copies between a packed tile [C, th, tw] and the rectangle `r` of a [C, height, width] array: into the array when
+ * `scatter`, out of it otherwise.
+ */
+function copyRect(part: Float32Array, whole: Float32Array, r: Rect, height: number, width: number, channels: number, scatter: boolean): void {
+  const tw = r.x1 - r.x0;
+  for (let c = 0, k = 0; c < channels; c++) {
+    for (let y = r.y0; y < r.y1; y++, k += tw) {
+      const o = (c * height + y) * width + r.x0;
+      if (scatter) for (let x = 0; x < tw; x++) whole[o + x] = part[k + x];
+      else for (let x = 0; x < tw; x++) part[k + x] = whole[o + x];
     }
   }
 }
