@@ -17,7 +17,8 @@
  * Pixel interaction every m-th stage-1 step (interactionEvery): the steps in between form run-ahead blocks in which
  * every patch runs its own chain of units (startBlock), waiting only for itself and the key patch, where the context
  * offers a part-of-the-latent scheduler step (MethodContext.advance); the fused outputs are bit for bit the lockstep
- * ones. Portable: no Node APIs.
+ * ones. With advance, stage 2 runs as a dataflow too (window-flow.ts): no barrier between its steps.
+ * Portable: no Node APIs.
  */
 import { AsgdError, invalidArgument } from '../errors.ts';
 import { BufferPool } from './buffers.ts';
