@@ -151,6 +151,9 @@ export class WindowFlow {
   /** Per position of a tile: the number of windows over it, and its float32 reciprocal (as WindowCanvas). */
   private coverage = new Int32Array(0);
   private inverse = new Float32Array(0);
+  /** A tile's fused output and its latent, handed to advance (which keeps neither). */
+  private tileOutput = new Float32Array(0);
+  private tileLatent = new Float32Array(0);
   private stopped = false;
 
   constructor(
@@ -257,11 +260,14 @@ export class WindowFlow {
     const winW = s.grid.horizontal.window;
     const tw = tile.x1 - tile.x0;
     const plane = (tile.y1 - tile.y0) * tw;
-    const part = new Float32Array(channels * plane);
     if (this.coverage.length < plane) {
       this.coverage = new Int32Array(plane);
       this.inverse = new Float32Array(plane);
+      this.tileOutput = new Float32Array(channels * plane);
+      this.tileLatent = new Float32Array(channels * plane);
     }
+    const part = this.tileOutput.subarray(0, channels * plane);
+    part.fill(0);
     const cov = this.coverage;
     cov.fill(0, 0, plane);
     for (const i of tile.windows) {
@@ -299,7 +305,7 @@ export class WindowFlow {
   /** The next step's latent over the tile (ctx.advance), with the padding's copies of the last row and column. */
   private stepTile(s: FlowStep, next: FlowStep, tile: Tile, fused: Float32Array): void {
     const { channels, height: h, width: w, paddedHeight: H, paddedWidth: W } = this.plan.geometry;
-    const sample = new Float32Array(fused.length);
+    const sample = this.tileLatent.subarray(0, fused.length);
     copyRect(sample, s.latent!, tile, H, W, channels, false);
     const stepped = this.hooks.advance(s.step, fused, sample);
     next.latent ??= new Float32Array(channels * H * W);
