@@ -199,20 +199,21 @@ async function modelPart(): Promise<ModelRow[]> {
   // 4. The coordinator's host work at the shipped defaults (stage split 0.8, a CFG half as dear as a whole call):
   // all of it (wall time between events) and the part the devices wait for (makespan with host time charged minus
   // makespan without). Work that overlaps the devices' (the next step's permutations) is not exposed.
-  const hostRows: { geometry: string; devices: number; hostMsPerStep: number; exposedMsPerStep: number }[] = [];
+  // Stage 2 as a dataflow (the default) and with a barrier every step (lockstep), measured alternately.
+  const hostRows: { geometry: string; devices: number; stage2: string; hostMsPerStep: number; exposedMsPerStep: number }[] = [];
   const shipped = { ...LATENCY, halfCost: 1.04 };
-  for (const [g, k] of [[GEOMETRIES[0]!, 4], [GEOMETRIES[1]!, 8]] as const) {
-    const settings = { geometry: g, devices: k, steps: STEPS, pixelInteraction: true, guidanceSync: false, split: 'balance' as SplitMode, latency: shipped, stageSplit: 0.8 };
+  for (const [g, k, lockstep] of [[GEOMETRIES[0]!, 4, true], [GEOMETRIES[0]!, 4, false], [GEOMETRIES[1]!, 8, true], [GEOMETRIES[1]!, 8, false]] as const) {
+    const settings = { geometry: g, devices: k, steps: STEPS, pixelInteraction: true, guidanceSync: false, split: 'balance' as SplitMode, latency: shipped, stageSplit: 0.8, lockstep };
     const free = await simulateGeneration(settings);
     const runs = [];
     for (let i = 0; i < 3; i++) runs.push(await simulateGeneration({ ...settings, chargeHost: true }));
     const best = runs.reduce((a, b) => (b.makespanMs < a.makespanMs ? b : a));
-    hostRows.push({ geometry: g.name, devices: k, hostMsPerStep: best.hostMsPerStep, exposedMsPerStep: (best.makespanMs - free.makespanMs) / STEPS });
+    hostRows.push({ geometry: g.name, devices: k, stage2: lockstep ? 'barrier' : 'dataflow', hostMsPerStep: best.hostMsPerStep, exposedMsPerStep: (best.makespanMs - free.makespanMs) / STEPS });
   }
   console.log('\n### Coordinator host work per step at the shipped defaults (best of 3)\n');
-  console.log('| geometry | K | host ms/step | exposed ms/step (devices wait) |');
-  console.log('|---|---|---|---|');
-  for (const r of hostRows) console.log(`| ${r.geometry} | ${r.devices} | ${r.hostMsPerStep.toFixed(1)} | ${r.exposedMsPerStep.toFixed(1)} |`);
+  console.log('| geometry | K | stage 2 | host ms/step | exposed ms/step (devices wait) |');
+  console.log('|---|---|---|---|---|');
+  for (const r of hostRows) console.log(`| ${r.geometry} | ${r.devices} | ${r.stage2} | ${r.hostMsPerStep.toFixed(1)} | ${r.exposedMsPerStep.toFixed(1)} |`);
   hostWork = hostRows;
 
   // 5. The scheduling settings of issue 15 (stage2Windows, interactionEvery with stage-1 run-ahead): the real
@@ -241,8 +242,9 @@ async function schedulingPart(): Promise<ModelRow[]> {
   const shipped = { ...LATENCY, halfCost: 1.04 };
   const rows: SchedulingRow[] = [];
   for (const [g, k] of [[GEOMETRIES[0]!, 4], [GEOMETRIES[1]!, 8]] as const) {
-    const settings: [string, Record<string, unknown>][] = [
-      ['defaults (every step a barrier)', {}],
+    const settings: [string, Record<string, unknown>, boolean?][] = [
+      ['defaults, every step a barrier (before the stage-2 dataflow)', {}, true],
+      ['defaults', {}],
       [`stage2Windows ${k}`, { stage2Windows: k }],
       ['interactionEvery 4', { interactionEvery: 4 }],
       ['interactionEvery 8', { interactionEvery: 8 }],
@@ -250,12 +252,12 @@ async function schedulingPart(): Promise<ModelRow[]> {
       [`interactionEvery 8, stage2Windows ${k}`, { interactionEvery: 8, stage2Windows: k }],
       [`no pixel interaction, stage2Windows ${k}`, { pixelInteraction: false, stage2Windows: k }],
     ];
-    const sim = (devices: number, methodOptions: Record<string, unknown>, split: SplitMode) =>
-      simulateGeneration({ geometry: g, devices, steps: STEPS, pixelInteraction: true, guidanceSync: false, split, latency: shipped, stageSplit: 0.8, methodOptions });
+    const sim = (devices: number, methodOptions: Record<string, unknown>, split: SplitMode, lockstep = false) =>
+      simulateGeneration({ geometry: g, devices, steps: STEPS, pixelInteraction: true, guidanceSync: false, split, latency: shipped, stageSplit: 0.8, methodOptions, lockstep });
     const today = (await sim(1, {}, 'never')).makespanMs;
-    for (const [label, methodOptions] of settings) {
+    for (const [label, methodOptions, lockstep] of settings) {
       const one = Object.keys(methodOptions).length === 0 ? today : (await sim(1, methodOptions, 'never')).makespanMs;
-      const r = await sim(k, methodOptions, 'balance');
+      const r = await sim(k, methodOptions, 'balance', lockstep);
       rows.push({
         geometry: g.name, devices: k, settings: label, methodOptions, units: r.units, seconds: r.makespanMs / 1000,
         speedup: one / r.makespanMs, speedupVsDefaults: today / r.makespanMs, idle: r.idle,

@@ -223,6 +223,18 @@ test('stage2Windows and interactionEvery set: 1 and 2 CPU workers give bit-ident
   await assertNoWorkers();
 });
 
+test('stage 2 as a dataflow: 1 and 2 CPU workers give bit-identical latents, windows handed over one by one', async () => {
+  // Steps 2 and 3 are stage 2: windows of step 3 start while step 2's are still running.
+  const over = { steps: 4, methodOptions: { stageSplit: 0.5 } };
+  const calls: (readonly UnetUnit[])[] = [];
+  const one = await generate({ devices: 'cpu' }, undefined, over);
+  const two = await generate({ devices: 'cpu,cpu', completionJitter: { seed: 9, maxMs: 10 } }, undefined, over, (u) => calls.push(u));
+  assert.ok(sameBits(two.latent, one.latent), '2 workers: the same latent');
+  const windows = calls.filter((c) => c[0]!.kind === 'window');
+  assert.ok(windows.length === 18 && windows.every((c) => c.length === 1), 'the 9 windows of each stage-2 step one by one');
+  await assertNoWorkers();
+});
+
 test('a device that throws fails the generation naming the device and the unit; no worker is left', async () => {
   await assert.rejects(generate({ devices: 'cpu,cpu', injectFailure: { device: 1, after: 3 } }), (e: unknown) =>
     e instanceof AsgdError && e.kind === 'device' && /Device cpu#1 failed on unit s[12]\/k\d+\/[pw]\d+(\/(un)?cond)?: injected failure after 3 UNet calls/.test(e.message));

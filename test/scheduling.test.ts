@@ -1,6 +1,7 @@
 /**
- * The scheduling settings of issue 15: stage-2 grids sized to a window count K (stage2Windows) and pixel interaction
- * every m-th stage-1 step (interactionEvery) with the patches running ahead of each other in between.
+ * The scheduling of issue 15: stage-2 grids sized to a window count K (stage2Windows), pixel interaction every m-th
+ * stage-1 step (interactionEvery) with the patches running ahead of each other in between, and stage 2 as a dataflow
+ * (window-flow.ts). Every assert.ok has a message: without one, a failing assert under tsx hangs.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -63,41 +64,75 @@ describe('stage2Windows: grids sized to K', () => {
   });
 });
 
+interface RunOptions {
+  devices: number;
+  lockstep?: boolean;
+  seed?: number;
+  method?: MethodName;
+  scheduler?: string;
+  /** Latent size (width too unless `width`). */
+  size?: number;
+  width?: number;
+  previewEvery?: number;
+  signal?: AbortSignal;
+  /** The fake device fails this unit. */
+  failUnit?: string;
+  /** Sees every unit handed over. */
+  onUnit?(unit: UnetUnit): void;
+}
+
+interface RunResult {
+  latent: Float32Array;
+  aheadDispatches: number;
+  /** Windows of step t handed over while a window of step t-1 was still outstanding. */
+  aheadWindows: number;
+  units: UnetUnit[];
+  progress: string[];
+  previews: Float32Array[];
+}
+
 /** Runs the denoise stage on the fake UNet; `devices` > 1 completes units out of order with random delays. */
-async function run(
-  methodOptions: Record<string, unknown>,
-  opts: { devices: number; lockstep?: boolean; seed?: number; method?: MethodName; scheduler?: string; size?: number } = { devices: 1 },
-): Promise<{ latent: Float32Array; aheadDispatches: number; units: UnetUnit[] }> {
+async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { devices: 1 }): Promise<RunResult> {
   const size = opts.size ?? 32;
+  const width = opts.width ?? size;
   const params = resolveParams(
-    { prompt: 'x', width: size * 8, height: size * 8, steps: 12, seed: 7, method: opts.method ?? 'asg', methodOptions },
+    { prompt: 'x', width: width * 8, height: size * 8, steps: 12, seed: 7, method: opts.method ?? 'asg', methodOptions },
     { width: 128, height: 128 },
   );
   const scheduler = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: opts.scheduler ?? 'EulerDiscreteScheduler' }, 12);
   const jitter = createRandom(opts.seed ?? 1, 'test');
   const done = new Set<string>();
   const units: UnetUnit[] = [];
+  const progress: string[] = [];
+  const previews: Float32Array[] = [];
   let aheadDispatches = 0;
+  let aheadWindows = 0;
+  const outstanding = (u: UnetUnit) => units.some((o) => o.kind === u.kind && o.step === u.step - 1 && o.index !== u.index && !done.has(o.id));
   const evaluate = async (batch: UnetUnit[]): Promise<UnitResult[]> => {
     for (const u of batch) {
       units.push(u);
-      // A unit of step t handed over while a unit of step t-1 of another patch is still outstanding: run-ahead.
-      if (u.kind === 'patch' && u.step > 0 && units.some((o) => o.kind === 'patch' && o.step === u.step - 1 && o.index !== u.index && !done.has(o.id))) aheadDispatches++;
+      opts.onUnit?.(u);
+      // A unit of step t handed over while a unit of step t-1 of another patch (window) is still outstanding: run-ahead.
+      if (u.kind === 'patch' && u.step > 0 && outstanding(u)) aheadDispatches++;
+      if (u.kind === 'window' && outstanding(u)) aheadWindows++;
     }
     const results = batch.map((u) => ({ ...fakeUnet({ ...u, sample: Float32Array.from(u.sample) }), id: u.id }));
     if (opts.devices > 1) await new Promise((r) => setTimeout(r, jitter.randint(4)));
+    if (batch.some((u) => u.id === opts.failUnit)) throw new Error(`device lost running ${opts.failUnit}`);
     for (const u of batch) done.add(u.id);
     return results.map(({ id: _, ...r }) => r);
   };
   const r = await denoise({
-    params, scheduler, latentHeight: size, latentWidth: size, nativeHeight: 16, nativeWidth: 16, channels: 4, latentMultiple: 8,
-    evaluate, maskTokens: [1, 2, 3], previewEvery: 0, lockstep: opts.lockstep,
+    params, scheduler, latentHeight: size, latentWidth: width, nativeHeight: 16, nativeWidth: 16, channels: 4, latentMultiple: 8,
+    evaluate, maskTokens: [1, 2, 3], lockstep: opts.lockstep, signal: opts.signal,
+    onProgress: (e) => progress.push(`${e.stage}/${e.step}/${e.unitsDone}/${e.unitId}`),
+    previewEvery: opts.previewEvery ?? 0,
+    onPreviewLatent: (latent) => previews.push(Float32Array.from(latent)),
   });
-  return { latent: r.latent, aheadDispatches, units };
+  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews };
 }
 
-const sameBits = (a: Float32Array, b: Float32Array) =>
-  a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+const sameBits = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
 
 describe('interactionEvery: stage-1 patches run ahead between pixel-interaction steps', () => {
   it('bit-identical latents with every step a barrier, and out of order on "several devices", for each guidance mode', async () => {
@@ -127,8 +162,8 @@ describe('interactionEvery: stage-1 patches run ahead between pixel-interaction 
   it('DDIM runs ahead too; multistep and stochastic schedulers keep every step a barrier with the same result', async () => {
     const ddimLock = await run({ interactionEvery: 4 }, { devices: 1, lockstep: true, scheduler: 'DDIMScheduler' });
     const ddim = await run({ interactionEvery: 4 }, { devices: 4, scheduler: 'DDIMScheduler' });
-    assert.ok(ddim.aheadDispatches > 0);
-    assert.ok(sameBits(ddim.latent, ddimLock.latent));
+    assert.ok(ddim.aheadDispatches > 0, 'DDIM: patches ran ahead');
+    assert.ok(sameBits(ddim.latent, ddimLock.latent), 'DDIM: same latent');
     for (const s of ['DPMSolverMultistepScheduler', 'EulerAncestralDiscreteScheduler']) {
       const lock = await run({ interactionEvery: 4 }, { devices: 1, lockstep: true, scheduler: s });
       const many = await run({ interactionEvery: 4 }, { devices: 4, scheduler: s });
@@ -141,8 +176,81 @@ describe('interactionEvery: stage-1 patches run ahead between pixel-interaction 
     const a = await run({}, { devices: 4 });
     const b = await run({ interactionEvery: 1 }, { devices: 1, lockstep: true });
     assert.equal(a.aheadDispatches, 0);
-    assert.ok(sameBits(a.latent, b.latent));
+    assert.ok(sameBits(a.latent, b.latent), 'the default is today');
     const m = await run({ interactionEvery: 3 }, { devices: 1, lockstep: true });
     assert.ok(!sameBits(m.latent, b.latent), 'fewer interactions change the image');
+  });
+});
+
+describe('stage 2 as a dataflow: windows of step t+1 start before step t is done', () => {
+  const perStep = (units: UnetUnit[]) => {
+    const counts = new Map<number, number>();
+    for (const u of units) counts.set(u.step, (counts.get(u.step) ?? 0) + 1);
+    return [...counts.entries()].sort((a, b) => a[0] - b[0]);
+  };
+
+  it('bit-identical latents, previews and progress with every step a barrier, on randomized completion orders', async () => {
+    // 32: windows on the stride; 40 x 44 and 40 x 36: the latent is edge-padded on both axes to 48 x 48.
+    const cases: [string, Record<string, unknown>, MethodName, number, number?][] = [
+      ['asg, guided, mask', { stageSplit: 0.5 }, 'asg', 32],
+      ['asg, no jitter', { stageSplit: 0.5, windowJitter: false }, 'asg', 32],
+      ['asg, padded', { stageSplit: 0.5, maskEvery: 2 }, 'asg', 40, 44],
+      ['asg, stage2Windows 4', { stageSplit: 0.5, stage2Windows: 4 }, 'asg', 32],
+      ['asg, stage2Windows 3, padded', { stageSplit: 0.5, stage2Windows: 3 }, 'asg', 40, 36],
+      ['cutdiffusion', { stageSplit: 0.5 }, 'cutdiffusion', 32],
+      ['cutdiffusion, padded, no jitter', { stageSplit: 0.5, windowJitter: false }, 'cutdiffusion', 40, 36],
+      ['multidiffusion', {}, 'multidiffusion', 32],
+      ['multidiffusion, padded', {}, 'multidiffusion', 40, 44],
+      ['multidiffusion, padded, stage2Windows 4, no jitter', { stage2Windows: 4, windowJitter: false }, 'multidiffusion', 40, 36],
+    ];
+    for (const [label, options, method, size, width] of cases) {
+      const common = { method, size, width, previewEvery: 2 };
+      const lock = await run(options, { ...common, devices: 1, lockstep: true });
+      assert.equal(lock.aheadWindows, 0, label);
+      const one = await run(options, { ...common, devices: 1 });
+      assert.ok(sameBits(one.latent, lock.latent), `${label}: 1 device`);
+      for (const seed of [1, 2, 3]) {
+        const many = await run(options, { ...common, devices: 4, seed });
+        assert.ok(many.aheadWindows > 0, `${label}: windows of the next step started early (order ${seed})`);
+        assert.ok(sameBits(many.latent, lock.latent), `${label}: several devices, order ${seed}`);
+        assert.deepEqual(perStep(many.units), perStep(lock.units), `${label}: units per step`);
+        assert.equal(new Set(many.units.map((u) => u.id)).size, many.units.length, `${label}: every unit once`);
+        assert.deepEqual(many.progress, lock.progress, `${label}: progress`);
+        assert.equal(many.previews.length, lock.previews.length, label);
+        many.previews.forEach((p, i) => assert.ok(sameBits(p, lock.previews[i]!), `${label}: preview ${i}`));
+      }
+    }
+  });
+
+  it('DDIM flows too; a multistep scheduler (dpmpp-2m, pndm) or a stochastic one keeps every step a barrier', async () => {
+    const ddimLock = await run({}, { devices: 1, lockstep: true, method: 'multidiffusion', scheduler: 'DDIMScheduler' });
+    const ddim = await run({}, { devices: 4, method: 'multidiffusion', scheduler: 'DDIMScheduler' });
+    assert.ok(ddim.aheadWindows > 0, 'DDIM: windows ran ahead');
+    assert.ok(sameBits(ddim.latent, ddimLock.latent), 'DDIM: same latent');
+    for (const s of ['DPMSolverMultistepScheduler', 'PNDMScheduler', 'EulerAncestralDiscreteScheduler']) {
+      const lock = await run({ stageSplit: 0.5 }, { devices: 1, lockstep: true, scheduler: s, size: 40, width: 44 });
+      const many = await run({ stageSplit: 0.5 }, { devices: 4, scheduler: s, size: 40, width: 44 });
+      assert.equal(many.aheadWindows, 0, s);
+      assert.ok(sameBits(many.latent, lock.latent), s);
+    }
+  });
+
+  it('cancellation and a failed device end the dataflow: the error comes out and nothing more is handed over', async () => {
+    const settle = () => new Promise((r) => setTimeout(r, 30));
+    const controller = new AbortController();
+    const seen: UnetUnit[] = [];
+    const onUnit = (u: UnetUnit) => {
+      seen.push(u);
+      if (seen.length === 50) controller.abort(); // step 5 of 12, 9 windows a step
+    };
+    await assert.rejects(run({}, { devices: 4, method: 'multidiffusion', signal: controller.signal, onUnit }), (e: Error & { kind?: string }) => e.kind === 'cancelled');
+    await settle();
+    assert.equal(seen.length, 50, 'nothing handed over after the abort');
+    const lost: UnetUnit[] = [];
+    await assert.rejects(run({}, { devices: 4, method: 'multidiffusion', failUnit: 's2/k6/w3', onUnit: (u) => lost.push(u) }), /device lost running s2\/k6\/w3/);
+    const atFailure = lost.length;
+    await settle();
+    assert.equal(lost.length, atFailure, 'nothing handed over after the failure');
+    assert.ok(!lost.some((u) => u.step > 8), 'the flow stopped within a step or two of the failure');
   });
 });

@@ -39,8 +39,8 @@ export interface DenoiseInput {
    */
   init?: Img2ImgInit;
   /**
-   * Test instrument: never let stage-1 patches run ahead (every step a barrier). The result is the same bit for bit;
-   * only the order units are handed over differs.
+   * Test instrument: never let stage-1 patches or stage-2 windows run ahead (every step a barrier). The result is the
+   * same bit for bit; only the order units are handed over differs.
    */
   lockstep?: boolean;
   /** Test instrument: sees every step's fused output and latent. */

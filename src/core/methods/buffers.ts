@@ -19,3 +19,20 @@ export class BufferPool {
     return buf;
   }
 }
+
+/**
+ * Reusable Float32Arrays of one length for buffers whose lifetimes overlap in no fixed pattern (the stage-2
+ * dataflow's window inputs and outputs): take one, give it back when done with it.
+ */
+export class BufferStack {
+  private readonly free: Float32Array[] = [];
+
+  take(length: number): Float32Array {
+    const buf = this.free.pop();
+    return buf !== undefined && buf.length === length ? buf : new Float32Array(length);
+  }
+
+  give(buf: Float32Array): void {
+    if (buf.buffer.byteLength !== 0) this.free.push(buf);
+  }
+}

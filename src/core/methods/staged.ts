@@ -17,10 +17,12 @@
  * Pixel interaction every m-th stage-1 step (interactionEvery): the steps in between form run-ahead blocks in which
  * every patch runs its own chain of units (startBlock), waiting only for itself and the key patch, where the context
  * offers a part-of-the-latent scheduler step (MethodContext.advance); the fused outputs are bit for bit the lockstep
- * ones. Portable: no Node APIs.
+ * ones. With advance, stage 2 runs as a dataflow too (window-flow.ts): no barrier between its steps.
+ * Portable: no Node APIs.
  */
 import { AsgdError, invalidArgument } from '../errors.ts';
 import { BufferPool } from './buffers.ts';
+import { deferred, type Deferred } from './deferred.ts';
 import { isPadded, patchSize } from './geometry.ts';
 import { applyEpsGuidance, applyX0Guidance, denoisedEstimate, structureWeightAt } from './guidance.ts';
 import { buildMask } from './mask.ts';
@@ -33,25 +35,8 @@ import type { Permutations } from './pixel-interaction.ts';
 import { drawPermutations, shuffleToUnits, unshuffleFromUnits } from './pixel-interaction.ts';
 import { downscaleLatent, extractPatches, padLatent, relocatePatches } from './polyphase.ts';
 import type { MethodContext, UnetUnit, UnitResult } from './types.ts';
-import { WindowCanvas, extractWindow, placeWindows } from './windows.ts';
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(error: unknown): void;
-}
-
-/** A promise settled from outside; its rejection is handled here (whoever awaits it still sees it). */
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  promise.catch(() => undefined);
-  return { promise, resolve, reject };
-}
+import { WindowFlow, windowUnit } from './window-flow.ts';
+import { WindowCanvas, placeWindows } from './windows.ts';
 
 /** The key patch's guidance reference after a step: its estimate and the latest mask. */
 interface KeyRef {
@@ -95,10 +80,14 @@ export class StagedMethod extends MethodBase {
 
   /** The run-ahead block in progress, if any. */
   private block: AheadBlock | null = null;
+  /** The stage-2 dataflow in progress, if any. */
+  private flow: WindowFlow | null = null;
 
   protected override reset(): void {
     super.reset();
     this.block = null;
+    this.flow?.stop(new AsgdError('The generation started over', { kind: 'internal' }));
+    this.flow = null;
     this.staleKey = null;
     this.mask = null;
     this.aheadPerm = null;
@@ -412,46 +401,21 @@ export class StagedMethod extends MethodBase {
   }
 
   private async stage2(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
+    if (!this.flow && ctx.advance && step + 1 < this.plan.numSteps) this.flow = this.startFlow(latent, step, ctx, ctx.advance);
+    if (this.flow) return this.fromFlow(latent, step, ctx);
     const { plan } = this;
     const geo = plan.geometry;
     const grid = gridAt(plan, step);
-    const sched = ctx.scheduler;
     const padded = padLatent(latent, geo);
-    const winH = grid.vertical.window;
-    const winW = grid.horizontal.window;
-    const scale = sched.inputScale(step);
-    const timestep = sched.timesteps[step];
     const placements = placeWindows(grid, this.options.windowJitter ? ctx.random.jitter : undefined);
-    const units: UnetUnit[] = placements.map((p) => ({
-      id: `s2/k${step}/w${p.index}`,
-      kind: 'window',
-      step,
-      index: p.index,
-      sample: extractWindow(
-        padded,
-        geo.channels,
-        geo.paddedHeight,
-        geo.paddedWidth,
-        p.top,
-        p.left,
-        winH,
-        winW,
-        scale,
-        this.samples.take(p.index, geo.channels * winH * winW),
-      ),
-      height: winH,
-      width: winW,
-      timestep,
-      wantAttention: false,
-      // Crop = the window's origin in the canvas zero-padded by J on every side (always >= 0).
-      timeIds: unitTimeIds(plan, p.top + grid.vertical.jitter, p.left + grid.horizontal.jitter),
-    }));
+    const size = geo.channels * grid.vertical.window * grid.horizontal.window;
+    const units = placements.map((p) => windowUnit(plan, ctx.scheduler, step, grid, p, padded, this.samples.take(p.index, size)));
     const results = await this.evaluate(ctx, units, step, 0);
     this.canvas ??= new WindowCanvas(geo.channels, geo.height, geo.width);
     const canvas = this.canvas;
     canvas.reset();
     for (let i = 0; i < units.length; i++) {
-      canvas.add(results[i].output, placements[i].top, placements[i].left, winH, winW);
+      canvas.add(results[i].output, placements[i].top, placements[i].left, grid.vertical.window, grid.horizontal.window);
     }
     let fused: Float32Array;
     try {
@@ -459,17 +423,36 @@ export class StagedMethod extends MethodBase {
     } catch (cause) {
       throw new AsgdError('Stage-2 windows left a latent position uncovered', { kind: 'internal', cause });
     }
-    if (this.wantsPreview(step, ctx)) {
-      this.emitPreview(
-        ctx,
-        step,
-        'downscaled',
-        downscaleLatent(padded, geo),
-        downscaleLatent(padLatent(fused, geo), geo),
-        geo.patchHeight,
-        geo.patchWidth,
-      );
-    }
+    this.stage2Preview(latent, fused, step, ctx);
     return fused;
+  }
+
+  /** Stage-2 steps from `start` on as a dataflow (window-flow.ts): no barrier between steps. */
+  private startFlow(latent: Float32Array, start: number, ctx: MethodContext, advance: NonNullable<MethodContext['advance']>): WindowFlow {
+    return new WindowFlow(this.plan, latent, start, this.options.windowJitter ? ctx.random.jitter : undefined, {
+      scheduler: ctx.scheduler,
+      advance,
+      evaluate: async (unit, priority) => {
+        const [result] = await this.evaluate(ctx, [unit], unit.step, 0, undefined, { priority, quiet: true });
+        return result.output;
+      },
+    });
+  }
+
+  /** Step `step` of the dataflow: its fused output once all its windows are done. */
+  private async fromFlow(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
+    const fused = await this.flow!.result(step);
+    if (step === this.plan.numSteps - 1) this.flow = null;
+    const count = gridAt(this.plan, step).count;
+    this.reportProgress(ctx, step, count, `s2/k${step}/w${count - 1}`);
+    this.stage2Preview(latent, fused, step, ctx);
+    return fused;
+  }
+
+  private stage2Preview(latent: Float32Array, fused: Float32Array, step: number, ctx: MethodContext): void {
+    if (!this.wantsPreview(step, ctx)) return;
+    const geo = this.plan.geometry;
+    const down = (x: Float32Array) => downscaleLatent(padLatent(x, geo), geo);
+    this.emitPreview(ctx, step, 'downscaled', down(latent), down(fused), geo.patchHeight, geo.patchWidth);
   }
 }

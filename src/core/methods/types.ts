@@ -99,7 +99,8 @@ export interface MethodContext {
    * of the fused output at `step`, and the result equals those positions of the whole-latent step bit for bit.
    * Present only where that holds (a stateless, elementwise, noise-free step: Euler, DDIM, flow Euler) and the
    * latent is not changed between steps; with it, stage-1 patches run ahead of each other between pixel-interaction
-   * steps (staged.ts). The scheduler still steps the whole latent; this only lets units be dispatched earlier.
+   * steps (staged.ts) and stage-2 windows start before the previous step is done (window-flow.ts). The scheduler
+   * still steps the whole latent; this only lets units be dispatched earlier.
    */
   advance?(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
   /** Seeded streams owned by the coordinator. */

@@ -1,0 +1,342 @@
+/**
+ * Stage-2 dataflow: the windows of step t+1 start as soon as the part of the latent they read is known, instead of
+ * after every window of step t (a barrier per step).
+ *
+ * The fused output at a position is the average of the windows covering it (WindowCanvas), and where the context
+ * offers a part-of-the-latent scheduler step (MethodContext.advance) the latent at t+1 there depends only on those
+ * windows. Each step's latent is cut into square tiles; a tile is fused and stepped once every window over it is
+ * done, and a window of the next step is handed over once every tile it reads is. The sums run in window order from
+ * zero and are multiplied by the same float32 reciprocal as in WindowCanvas, so the fused outputs and the latent are
+ * bit for bit those of the barrier. Portable: no Node APIs.
+ */
+import { AsgdError } from '../errors.ts';
+import type { RandomSource } from '../random/types.ts';
+import type { Scheduler } from '../schedulers/types.ts';
+import { BufferStack } from './buffers.ts';
+import { deferred, type Deferred } from './deferred.ts';
+import type { PatchGeometry } from './geometry.ts';
+import type { MethodPlan } from './plan.ts';
+import { gridAt, unitTimeIds } from './plan.ts';
+import { padLatent } from './polyphase.ts';
+import type { UnetUnit } from './types.ts';
+import type { WindowGrid, WindowPlacement } from './windows.ts';
+import { extractWindow, placeWindows } from './windows.ts';
+
+/** The unit of the window at `p` of step `step`, cut out of the padded latent into `into`. */
+export function windowUnit(
+  plan: MethodPlan, scheduler: Scheduler, step: number, grid: WindowGrid, p: WindowPlacement, padded: Float32Array, into: Float32Array,
+): UnetUnit {
+  const geo = plan.geometry;
+  const winH = grid.vertical.window;
+  const winW = grid.horizontal.window;
+  return {
+    id: `s2/k${step}/w${p.index}`,
+    kind: 'window',
+    step,
+    index: p.index,
+    sample: extractWindow(padded, geo.channels, geo.paddedHeight, geo.paddedWidth, p.top, p.left, winH, winW, scheduler.inputScale(step), into),
+    height: winH,
+    width: winW,
+    timestep: scheduler.timesteps[step],
+    wantAttention: false,
+    // Crop = the window's origin in the canvas zero-padded by J on every side (always >= 0).
+    timeIds: unitTimeIds(plan, p.top + grid.vertical.jitter, p.left + grid.horizontal.jitter),
+  };
+}
+
+/** Half-open rows y0..y1-1 and columns x0..x1-1 of the latent. */
+interface Rect {
+  y0: number;
+  y1: number;
+  x0: number;
+  x1: number;
+}
+
+/** A square of the latent, fused and stepped as one piece once every window over it is done. */
+interface Tile extends Rect {
+  /** The windows over it in ascending order (the order WindowCanvas adds them in). */
+  windows: number[];
+  /** Windows over it not done yet. */
+  left: number;
+  /** Windows of the next step that read it. */
+  readers: number[];
+}
+
+interface FlowStep {
+  step: number;
+  grid: WindowGrid;
+  placements: WindowPlacement[];
+  /** Per window: the part of the latent it writes. */
+  rects: Rect[];
+  tiles: Tile[];
+  /** Per window: the tiles it writes to. */
+  covers: Tile[][];
+  /** Per window: tiles of the previous step it still waits for. */
+  waits: number[];
+  /** Per window: a copy of its output once done. */
+  outputs: (Float32Array | undefined)[];
+  /** The padded latent at this step, written tile by tile by the previous step (null once no longer read). */
+  latent: Float32Array | null;
+  fused: Float32Array;
+  tilesLeft: number;
+  done: Deferred<Float32Array>;
+}
+
+export interface FlowHooks {
+  scheduler: Scheduler;
+  advance(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
+  /** Evaluates one window; the output is read before the next await. */
+  evaluate(unit: UnetUnit, priority: number): Promise<Float32Array>;
+}
+
+/** The part of the latent a window writes (its rectangle clipped to the latent; empty if it lies outside). */
+function canvasRect(geo: PatchGeometry, grid: WindowGrid, p: WindowPlacement): Rect {
+  const y0 = Math.max(0, p.top);
+  const x0 = Math.max(0, p.left);
+  return { y0, y1: Math.max(y0, Math.min(geo.height, p.top + grid.vertical.window)), x0, x1: Math.max(x0, Math.min(geo.width, p.left + grid.horizontal.window)) };
+}
+
+/**
+ * The latent positions a window reads: its rectangle within the padded latent, the padding mapped to the last row or
+ * column; the whole latent for a window that reads only zeros, so that it still waits for the previous step.
+ */
+function readRect(geo: PatchGeometry, grid: WindowGrid, p: WindowPlacement): Rect {
+  const y0 = Math.max(0, p.top);
+  const y1 = Math.min(geo.paddedHeight, p.top + grid.vertical.window);
+  const x0 = Math.max(0, p.left);
+  const x1 = Math.min(geo.paddedWidth, p.left + grid.horizontal.window);
+  if (y1 <= y0 || x1 <= x0) return { y0: 0, y1: geo.height, x0: 0, x1: geo.width };
+  const last = (v: number, size: number) => Math.min(v, size - 1);
+  return { y0: last(y0, geo.height), y1: last(y1 - 1, geo.height) + 1, x0: last(x0, geo.width), x1: last(x1 - 1, geo.width) + 1 };
+}
+
+const isEmpty = (r: Rect) => r.y1 <= r.y0 || r.x1 <= r.x0;
+const overlaps = (a: Rect, b: Rect) => !isEmpty(a) && !isEmpty(b) && a.y0 < b.y1 && b.y0 < a.y1 && a.x0 < b.x1 && b.x0 < a.x1;
+
+/**
+ * Tiles of half the window stride: fine enough that a window waits for little more than the windows it reads, coarse
+ * enough that the host work per tile stays small (rectangles of equal coverage are a few pixels wide once every
+ * window has its own jitter).
+ */
+function tileSize(grid: WindowGrid): number {
+  return Math.max(4, Math.floor(Math.min(grid.vertical.stride, grid.horizontal.stride) / 2));
+}
+
+/** The tiles of one step and, per window, the tiles it writes to. */
+function cutTiles(geo: PatchGeometry, rects: Rect[], size: number): { tiles: Tile[]; covers: Tile[][] } {
+  const tiles: Tile[] = [];
+  const covers: Tile[][] = rects.map(() => []);
+  for (let y0 = 0; y0 < geo.height; y0 += size) {
+    for (let x0 = 0; x0 < geo.width; x0 += size) {
+      const tile: Tile = { y0, y1: Math.min(geo.height, y0 + size), x0, x1: Math.min(geo.width, x0 + size), windows: [], left: 0, readers: [] };
+      rects.forEach((r, i) => {
+        if (!overlaps(r, tile)) return;
+        tile.windows.push(i);
+        covers[i].push(tile);
+      });
+      if (tile.windows.length === 0) throw uncovered();
+      tile.left = tile.windows.length;
+      tiles.push(tile);
+    }
+  }
+  return { tiles, covers };
+}
+
+const uncovered = () => new AsgdError('Stage-2 windows left a latent position uncovered', { kind: 'internal' });
+
+/** Stage-2 steps start..T-1 as a dataflow (see the top of this file). */
+export class WindowFlow {
+  private readonly steps = new Map<number, FlowStep>();
+  private readonly buffers = new BufferStack();
+  /** Per position of a tile: the number of windows over it, and its float32 reciprocal (as WindowCanvas). */
+  private coverage = new Int32Array(0);
+  private inverse = new Float32Array(0);
+  /** A tile's fused output and its latent, handed to advance (which keeps neither). */
+  private tileOutput = new Float32Array(0);
+  private tileLatent = new Float32Array(0);
+  private stopped = false;
+
+  constructor(
+    private readonly plan: MethodPlan,
+    latent: Float32Array,
+    start: number,
+    jitter: RandomSource | undefined,
+    private readonly hooks: FlowHooks,
+  ) {
+    const geo = plan.geometry;
+    let prev: FlowStep | undefined;
+    for (let t = start; t < plan.numSteps; t++) {
+      // All steps' placements now, in step order: the jitter stream's draws are those of the barrier.
+      const grid = gridAt(plan, t);
+      const placements = placeWindows(grid, jitter);
+      const rects = placements.map((p) => canvasRect(geo, grid, p));
+      const { tiles, covers } = cutTiles(geo, rects, tileSize(grid));
+      const waits = placements.map(() => 0);
+      if (prev) this.link(prev, grid, placements, waits);
+      const s: FlowStep = {
+        step: t, grid, placements, rects, tiles, covers, waits, outputs: [], latent: null,
+        fused: new Float32Array(0), tilesLeft: tiles.length, done: deferred(),
+      };
+      this.steps.set(t, s);
+      prev = s;
+    }
+    const first = this.steps.get(start)!;
+    first.latent = padLatent(latent, geo);
+    for (let i = 0; i < first.placements.length; i++) this.dispatch(first, i);
+  }
+
+  /** Step `step`'s fused output, once all its windows are done. */
+  async result(step: number): Promise<Float32Array> {
+    const s = this.steps.get(step)!;
+    const fused = await s.done.promise;
+    this.steps.delete(step);
+    return fused;
+  }
+
+  /** Hands nothing more over (after a failure, or when the method starts a new run). */
+  stop(error: unknown): void {
+    this.stopped = true;
+    for (const s of this.steps.values()) s.done.reject(error);
+  }
+
+  /** Which tiles of `prev` each window of the next step reads. */
+  private link(prev: FlowStep, grid: WindowGrid, placements: WindowPlacement[], waits: number[]): void {
+    placements.forEach((p, j) => {
+      const reads = readRect(this.plan.geometry, grid, p);
+      for (const tile of prev.tiles) {
+        if (!overlaps(tile, reads)) continue;
+        tile.readers.push(j);
+        waits[j]++;
+      }
+    });
+  }
+
+  private dispatch(s: FlowStep, i: number): void {
+    if (this.stopped) return;
+    const geo = this.plan.geometry;
+    const sample = this.buffers.take(geo.channels * s.grid.vertical.window * s.grid.horizontal.window);
+    const unit = windowUnit(this.plan, this.hooks.scheduler, s.step, s.grid, s.placements[i], s.latent!, sample);
+    // Earlier steps first: their tiles unblock the most.
+    this.hooks
+      .evaluate(unit, this.plan.numSteps - s.step)
+      .then((output) => {
+        this.buffers.give(sample);
+        if (!this.stopped) this.windowDone(s, i, output);
+      })
+      .catch((error: unknown) => this.stop(error));
+  }
+
+  private windowDone(s: FlowStep, i: number, output: Float32Array): void {
+    const copy = this.buffers.take(output.length);
+    copy.set(output);
+    s.outputs[i] = copy;
+    for (const tile of s.covers[i]) if (--tile.left === 0) this.tileDone(s, tile);
+  }
+
+  private tileDone(s: FlowStep, tile: Tile): void {
+    const geo = this.plan.geometry;
+    if (s.fused.length === 0) s.fused = new Float32Array(geo.channels * geo.height * geo.width);
+    const part = this.fuse(s, tile);
+    copyRect(part, s.fused, tile, geo.height, geo.width, geo.channels, true);
+    const next = this.steps.get(s.step + 1);
+    if (next) {
+      this.stepTile(s, next, tile, part);
+      for (const j of tile.readers) if (--next.waits[j] === 0) this.dispatch(next, j);
+    }
+    if (--s.tilesLeft > 0) return;
+    for (const out of s.outputs) if (out) this.buffers.give(out);
+    s.outputs = [];
+    s.latent = null;
+    s.done.resolve(s.fused);
+  }
+
+  /**
+   * The fused output over a tile, [C, th, tw], with WindowCanvas's arithmetic per position: the windows added in
+   * ascending order starting from zero, then times the float32 reciprocal of their number.
+   */
+  private fuse(s: FlowStep, tile: Tile): Float32Array {
+    const channels = this.plan.geometry.channels;
+    const winH = s.grid.vertical.window;
+    const winW = s.grid.horizontal.window;
+    const tw = tile.x1 - tile.x0;
+    const plane = (tile.y1 - tile.y0) * tw;
+    if (this.coverage.length < plane) {
+      this.coverage = new Int32Array(plane);
+      this.inverse = new Float32Array(plane);
+      this.tileOutput = new Float32Array(channels * plane);
+      this.tileLatent = new Float32Array(channels * plane);
+    }
+    const part = this.tileOutput.subarray(0, channels * plane);
+    part.fill(0);
+    const cov = this.coverage;
+    cov.fill(0, 0, plane);
+    for (const i of tile.windows) {
+      const out = s.outputs[i]!;
+      const { top, left } = s.placements[i];
+      const r = s.rects[i];
+      const y0 = Math.max(r.y0, tile.y0);
+      const y1 = Math.min(r.y1, tile.y1);
+      const x0 = Math.max(r.x0, tile.x0);
+      const x1 = Math.min(r.x1, tile.x1);
+      for (let y = y0; y < y1; y++) {
+        const d = (y - tile.y0) * tw - tile.x0;
+        for (let x = x0; x < x1; x++) cov[d + x]++;
+      }
+      for (let c = 0; c < channels; c++) {
+        for (let y = y0; y < y1; y++) {
+          const d = c * plane + (y - tile.y0) * tw - tile.x0;
+          const src = (c * winH + y - top) * winW - left;
+          for (let x = x0; x < x1; x++) part[d + x] += out[src + x];
+        }
+      }
+    }
+    const inv = this.inverse;
+    for (let k = 0; k < plane; k++) {
+      if (cov[k] === 0) throw uncovered();
+      inv[k] = 1 / cov[k];
+    }
+    for (let c = 0; c < channels; c++) {
+      const base = c * plane;
+      for (let k = 0; k < plane; k++) part[base + k] *= inv[k];
+    }
+    return part;
+  }
+
+  /** The next step's latent over the tile (ctx.advance), with the padding's copies of the last row and column. */
+  private stepTile(s: FlowStep, next: FlowStep, tile: Tile, fused: Float32Array): void {
+    const { channels, height: h, width: w, paddedHeight: H, paddedWidth: W } = this.plan.geometry;
+    const sample = this.tileLatent.subarray(0, fused.length);
+    copyRect(sample, s.latent!, tile, H, W, channels, false);
+    const stepped = this.hooks.advance(s.step, fused, sample);
+    next.latent ??= new Float32Array(channels * H * W);
+    const out = next.latent;
+    copyRect(stepped, out, tile, H, W, channels, true);
+    const right = tile.x1 === w ? W : tile.x1;
+    for (let c = 0; c < channels; c++) {
+      if (right > tile.x1) {
+        for (let y = tile.y0; y < tile.y1; y++) {
+          const row = (c * H + y) * W;
+          out.fill(out[row + w - 1], row + w, row + W);
+        }
+      }
+      if (tile.y1 !== h) continue;
+      const last = (c * H + h - 1) * W;
+      for (let y = h; y < H; y++) out.copyWithin((c * H + y) * W + tile.x0, last + tile.x0, last + right);
+    }
+  }
+}
+
+/**
+ * Copies between a packed tile [C, th, tw] and the rectangle `r` of a [C, height, width] array: into the array when
+ * `scatter`, out of it otherwise.
+ */
+function copyRect(part: Float32Array, whole: Float32Array, r: Rect, height: number, width: number, channels: number, scatter: boolean): void {
+  const tw = r.x1 - r.x0;
+  for (let c = 0, k = 0; c < channels; c++) {
+    for (let y = r.y0; y < r.y1; y++, k += tw) {
+      const o = (c * height + y) * width + r.x0;
+      if (scatter) for (let x = 0; x < tw; x++) whole[o + x] = part[k + x];
+      else for (let x = 0; x < tw; x++) part[k + x] = whole[o + x];
+    }
+  }
+}
