@@ -6,6 +6,9 @@
  */
 import type { TextConditioning } from '../core/conditioning.ts';
 import { makeTensor, type OrtTensor } from './tensors.ts';
+import type { DeviceConditioningCounts } from './io.ts';
+
+export type { DeviceConditioningCounts } from './io.ts';
 
 /** Host data in the element type the session input wants. */
 export type HostTensor =
@@ -30,12 +33,6 @@ export interface TensorUploader {
   upload(t: HostTensor): Promise<OrtTensor>;
 }
 
-/** Counts an observer can read (tests, the benchmark): tensors uploaded and disposed since the cache was made. */
-export interface DeviceConditioningCounts {
-  uploads: number;
-  disposed: number;
-  live: number;
-}
 
 export class DeviceConditioning {
   private cond?: TextConditioning;

@@ -28,3 +28,10 @@ export interface IoInfo {
   type: string;
   shape: ReadonlyArray<number | string>;
 }
+
+/** Counts an observer can read (tests, the benchmark): tensors uploaded and disposed since the cache was made. */
+export interface DeviceConditioningCounts {
+  uploads: number;
+  disposed: number;
+  live: number;
+}

@@ -3,7 +3,7 @@
  * through a shared buffer per device (copied in once, nothing to allocate), results as transferred buffers; the
  * text embeddings once per generation.
  */
-import type { DeviceConditioningCounts } from '../../onnx/device-conditioning.ts';
+import type { DeviceConditioningCounts } from '../../onnx/io.ts';
 import type { AttentionMap } from '../../core/methods/types.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { IoInfo, SessionOptions } from '../../onnx/io.ts';
