@@ -11,7 +11,7 @@
  * Flags: --model DIR (default models/shapes-128), --prompts scenes|shapes (caption set, default scenes for a model
  * folder named scenes-*, else shapes), --seeds N (seeds 1..N, default 4), --seed-start K, --sizes 256,512 (pixel
  * sizes above the native one; '' for native images only), --methods direct,multidiffusion,cutdiffusion,asg,asg-sync (the defaults sweep:
- * asg-nomask, asg-split05, asg-eps, asg-constant; scheduling settings: asg-w4, asg-m4, asg-m8), --steps N (20),
+ * asg-nomask, asg-split05, asg-eps, asg-constant, asg-weight0.5, asg-weight0.25; scheduling settings: asg-w4, asg-m4, asg-m8), --steps N (20),
  * --threads N (1), --asg JSON (options of both asg rows), --options JSON (every row but direct), --tag NAME
  * (results folder, default the model folder's name), --report-only, --rescore (measure every recorded image
  * again from its saved PNG, and the native one, and rewrite records.jsonl: after a change of the analysis), --sheets (contact sheets: a row per method,
@@ -72,6 +72,8 @@ const VARIANTS: Variant[] = [
   { label: 'asg-split05', method: 'asg', methodOptions: { stageSplit: 0.5 } },
   { label: 'asg-eps', method: 'asg', methodOptions: { structureSpace: 'eps' } },
   { label: 'asg-constant', method: 'asg', methodOptions: { structureSchedule: 'constant' } },
+  { label: 'asg-weight0.5', method: 'asg', methodOptions: { structureWeight: 0.5 } },
+  { label: 'asg-weight0.25', method: 'asg', methodOptions: { structureWeight: 0.25 } },
   // Scheduling settings (issue 15): stage-2 grids of a multiple of 4 windows; pixel interaction every 4th step.
   { label: 'asg-w4', method: 'asg', methodOptions: { stage2Windows: 4 } },
   { label: 'asg-m4', method: 'asg', methodOptions: { interactionEvery: 4 } },
