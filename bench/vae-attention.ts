@@ -29,6 +29,7 @@ import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
 import { prepareVaeAttentionGraphs } from '../src/node/vae-attention-graphs.ts';
 import { runAttentionHead } from '../src/onnx/vae-attention.ts';
 import { levelDiff, seamMeasure } from './vae-tiling.ts';
+import { absDifference } from './analysis/difference.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -161,14 +162,8 @@ async function benchEncoder(): Promise<void> {
         t0 = performance.now();
         const r = await encodeTiled(image, S, S, be, { tileSize: tile, overlap, stats: 'exact', attention, onWarning: (m) => warnings.push(m) });
         const ms = performance.now() - t0;
-        let max = 0;
-        let sum = 0;
-        for (let i = 0; i < full.data.length; i++) {
-          const d = Math.abs(r.data[i]! - full.data[i]!);
-          max = Math.max(max, d);
-          sum += d;
-        }
-        const row = { attention, ran: r.attention, statistics: 'exact', passes: r.passes, maxDiff: Number(max.toFixed(4)), meanDiff: Number((sum / full.data.length).toFixed(4)), ms: Math.round(ms), untiledMs: Math.round(untiledMs), rms: Number(rms.toFixed(3)), warnings };
+        const d = absDifference(r.data, full.data);
+        const row = { attention, ran: r.attention, statistics: 'exact', passes: r.passes, maxDiff: Number(d.max.toFixed(4)), meanDiff: Number(d.mean.toFixed(4)), ms: Math.round(ms), untiledMs: Math.round(untiledMs), rms: Number(rms.toFixed(3)), warnings };
         erows.push(row);
         console.log(JSON.stringify(row));
       }

@@ -24,6 +24,7 @@ import { planAxis } from '../src/core/vae/tiling.ts';
 import { defaultModelDir } from '../src/cli/main.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
 import { localBackend } from '../src/node/vae-local.ts';
+import { absDifference } from './analysis/difference.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -65,14 +66,7 @@ export function syntheticPicture(size: number): Float32Array {
 }
 
 export function levelDiff(a: RgbImage, b: RgbImage): { max: number; mean: number } {
-  let max = 0;
-  let sum = 0;
-  for (let i = 0; i < a.data.length; i++) {
-    const d = Math.abs(a.data[i]! - b.data[i]!);
-    if (d > max) max = d;
-    sum += d;
-  }
-  return { max, mean: sum / a.data.length };
+  return absDifference(a.data, b.data);
 }
 
 /** Whether each output position along an axis lies in an overlap of two tiles. */
@@ -193,14 +187,8 @@ export async function benchEncoderTiling(opts: { modelDir: string; sizes: number
         const overlap = opts.overlap ?? Math.min(16, tile / 2);
         for (const stats of ['off', 'estimate', 'exact'] as TileStatsMode[]) {
           const r = await encodeTiled(img, size, size, enc, { tileSize: tile, overlap, stats });
-          let max = 0;
-          let sum = 0;
-          for (let i = 0; i < full.data.length; i++) {
-            const d = Math.abs(r.data[i]! - full.data[i]!);
-            max = Math.max(max, d);
-            sum += d;
-          }
-          rows.push({ size, tile, overlap, stats, passes: r.passes, maxDiff: max, meanDiff: sum / full.data.length, rms });
+          const d = absDifference(r.data, full.data);
+          rows.push({ size, tile, overlap, stats, passes: r.passes, maxDiff: d.max, meanDiff: d.mean, rms });
         }
       }
     }

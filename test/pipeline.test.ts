@@ -10,6 +10,7 @@ import { VARIANTS } from './fixtures/index.ts';
 import { readImageMetadata, saveImage } from '../src/node/image/write.ts';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
 import { copyModel, tempDir, tinyModel } from './helpers/models.ts';
+import { absDifference } from '../bench/analysis/difference.ts';
 
 let pipe: Pipeline;
 before(async () => {
@@ -119,16 +120,7 @@ test('tiled and untiled VAE decoding agree on a decoder with image-wide GroupNor
     assert.ok(oneMax <= 1, `one tile with its own whole-image statistics: ${oneMax}`);
     assert.deepEqual(warnings, []);
     assert.equal(tiled.width, full.width);
-    const diff = (a: typeof full) => {
-      let max = 0;
-      let sum = 0;
-      for (let i = 0; i < full.data.length; i++) {
-        const d = Math.abs(full.data[i]! - a.data[i]!);
-        max = Math.max(max, d);
-        sum += d;
-      }
-      return { max, mean: sum / full.data.length };
-    };
+    const diff = (a: typeof full) => absDifference(full.data, a.data);
     const shared = diff(tiled);
     const own = diff(perTile);
     assert.ok(shared.max <= 6 && shared.mean <= 0.25, `shared statistics: ${JSON.stringify(shared)}`);

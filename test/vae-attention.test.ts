@@ -18,6 +18,7 @@ import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { SMALL_VAE_DECODER, SMALL_VAE_ENCODER, buildGroupNormVaeDecoder, buildGroupNormVaeEncoder } from './fixtures/groupnorm-vae.ts';
 import { tempDir, tinyModel } from './helpers/models.ts';
+import { absDifference } from '../bench/analysis/difference.ts';
 
 const SESSION = { provider: 'cpu' as const, threads: 1 };
 /** 256 px: a 32x32 latent in tiles of 16 (overlap 8), so a tile sees a quarter of the image. */
@@ -37,16 +38,7 @@ function latentOf(h: number, w: number): Float32Array {
 }
 
 function levels(a: { data: Float32Array; height: number; width: number }, b: { data: Float32Array; height: number; width: number }) {
-  const x = chwToRgb8(a.data, a.height, a.width).data;
-  const y = chwToRgb8(b.data, b.height, b.width).data;
-  let max = 0;
-  let sum = 0;
-  for (let i = 0; i < x.length; i++) {
-    const d = Math.abs(x[i]! - y[i]!);
-    max = Math.max(max, d);
-    sum += d;
-  }
-  return { max, mean: sum / x.length };
+  return absDifference(chwToRgb8(a.data, a.height, a.width).data, chwToRgb8(b.data, b.height, b.width).data);
 }
 
 function writeModel(model: ModelProto, name: string): string {
@@ -273,16 +265,7 @@ test('the pipeline decodes and encodes with global attention on its workers (the
     const global = await p.decodeLatent(latent.slice(), H, H, { ...vae, tiling: 'on', attention: 'global' }, undefined, (m) => warnings.push(m));
     const perTile = await p.decodeLatent(latent.slice(), H, H, { ...vae, tiling: 'on', attention: 'tile' }, undefined, (m) => warnings.push(m));
     assert.deepEqual(warnings, []);
-    const diff = (a: typeof full) => {
-      let max = 0;
-      let sum = 0;
-      for (let i = 0; i < full.data.length; i++) {
-        const d = Math.abs(full.data[i]! - a.data[i]!);
-        max = Math.max(max, d);
-        sum += d;
-      }
-      return { max, mean: sum / full.data.length };
-    };
+    const diff = (a: typeof full) => absDifference(full.data, a.data);
     const g = diff(global);
     const t = diff(perTile);
     assert.ok(g.max <= 8 && g.mean <= 0.3, `global: ${JSON.stringify(g)}`);
@@ -317,16 +300,7 @@ test('the encoder, mirrored: tiled up to its attention, the rest once on the who
       for (let y = 0; y < S; y++) for (let x = 0; x < S; x++) image[(c * S + y) * S + x] = 0.6 * Math.sin(0.03 * x + 0.05 * y + c) + ((x - 120) ** 2 + (y - 70) ** 2 < 2000 ? 0.4 : -0.1);
     }
     const full = await be.run(image.slice(), 3, S, S);
-    const diff = (a: Float32Array) => {
-      let max = 0;
-      let sum = 0;
-      for (let i = 0; i < full.data.length; i++) {
-        const d = Math.abs(a[i]! - full.data[i]!);
-        max = Math.max(max, d);
-        sum += d;
-      }
-      return { max, mean: sum / full.data.length };
-    };
+    const diff = (a: Float32Array) => absDifference(a, full.data);
     const warnings: string[] = [];
     const opts = { ...TILES, stats: 'exact' as const, onWarning: (m: string) => warnings.push(m) };
     const global = await encodeTiled(image, S, S, be, { ...opts, attention: 'global' });

@@ -16,6 +16,7 @@ import { localBackend } from '../src/node/vae-local.ts';
 import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
 import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT, derivePrefixGraph, deriveStatsGraph, deriveTileGraph, scanNorms } from '../src/graph/vae-norm-graph.ts';
 import { tempDir } from './helpers/models.ts';
+import { absDifference } from '../bench/analysis/difference.ts';
 
 const SHIPPED_DECODER = path.resolve(import.meta.dirname, '../models/shapes-128/vae_decoder/model.onnx');
 const SHIPPED_ENCODER = path.resolve(import.meta.dirname, '../models/shapes-128/vae_encoder/model.onnx');
@@ -41,14 +42,7 @@ function stepLatent(h: number, w: number): Float32Array {
 }
 
 function diff(a: RgbImage, b: RgbImage): { max: number; mean: number } {
-  let max = 0;
-  let sum = 0;
-  for (let i = 0; i < a.data.length; i++) {
-    const d = Math.abs(a.data[i]! - b.data[i]!);
-    max = Math.max(max, d);
-    sum += d;
-  }
-  return { max, mean: sum / a.data.length };
+  return absDifference(a.data, b.data);
 }
 
 describe('norm statistics maths', () => {
