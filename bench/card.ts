@@ -3,10 +3,10 @@
  * writing one JSON file:
  *
  *   unet     --unet FILE --provider webgpu|cpu [--latent N] [--warmup W] [--iters N] --out JSON
- *            One UNet call through the project's session module (src/onnx/session.ts): batch 2 and batch 1, the
+ *            One UNet call through the project's session module (src/onnx/session.ts): batch 2, 1 and 4, the
  *            median of N after W warm-ups, timing session.run alone on prepared tensors and the UnetAdapter's call
  *            (the host conversions and the CFG combination the pipeline pays). batch1 / batch2 is the cost of a
- *            CFG half relative to a full call.
+ *            CFG half relative to a full call; batch4 / batch2 that of two patches in one call.
  *   unet-io  --unets FILE,FILE [--cases sd15,sdxl] [--latent N] [--warmup W] [--iters N] --out JSON
  *            bench/unet-io.ts on WebGPU: each UNet (missing files skipped) and fixture case one at a time, the JSON
  *            rewritten after each: host-fed vs device-resident conditioning, the upload alone, CFG on the device.
@@ -109,7 +109,7 @@ function machine(): Record<string, unknown> {
   return { node: process.version, platform: `${process.platform}-${process.arch}`, cpu: os.cpus()[0]?.model, cores: os.cpus().length, date: new Date().toISOString() };
 }
 
-/** One UNet call at batch 2 and 1: session.run alone and through the adapter. */
+/** One UNet call at batch 2, 1 and 4: session.run alone and through the adapter. */
 export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
   const file = need(args, 'unet');
   const provider = (args['provider'] ?? 'webgpu') as ProviderName;
@@ -144,7 +144,8 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
       return f;
     };
     const finite: Record<string, boolean> = {};
-    for (const batch of [2, 1]) {
+    // Batch 4: two patches' CFG pairs in one call (what pairing stage-1 patches on a device would cost).
+    for (const batch of [2, 1, 4]) {
       const f = feeds(batch);
       let out: Float32Array = new Float32Array();
       const timing = await timeIt(async () => {
@@ -157,6 +158,7 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
     }
     result['finite'] = finite;
     result['run_batch1_over_batch2'] = (result['run_batch1'] as CallTiming).medianMs / (result['run_batch2'] as CallTiming).medianMs;
+    result['run_batch4_over_batch2'] = (result['run_batch4'] as CallTiming).medianMs / (result['run_batch2'] as CallTiming).medianMs;
     // The adapter's call, as the pipeline makes it: float32 latent in, CFG-combined float32 out (or one half).
     const cond: TextConditioning = { hidden: wave(2 * tokens * dim, 2), tokens, dim };
     if (unet.textEmbeds) {

@@ -49,7 +49,7 @@ test('the small SDXL-layout UNet is timed in torch and exported as float16 with 
   assert.equal(exported.model, 'sdxl');
   assert.deepEqual(exported.config.block_out_channels, [32, 64, 128]);
   assert.equal(exported.config.cross_attention_dim, TINY_TEXT.hidden + TINY_TEXT.hidden2);
-  for (const b of ['batch2', 'batch1']) {
+  for (const b of ['batch2', 'batch1', 'batch4']) {
     assert.ok(exported.torch_eager[b].median_ms > 0, b);
     assert.equal(exported.torch_eager[b].finite, true, b);
   }
@@ -92,8 +92,9 @@ test('the export loads through the project loader and gives finite outputs on th
 
 test('bench/card.ts times the export, builds the SDXL-layout folder around it, and generates with it', async () => {
   const unet = await benchUnet({ unet: path.join(dir, 'sdxl', 'unet', 'model.onnx'), provider: 'cpu', latent: '16', warmup: '0', iters: '1' });
-  assert.deepEqual(unet['finite'], { batch2: true, batch1: true });
+  assert.deepEqual(unet['finite'], { batch2: true, batch1: true, batch4: true });
   assert.ok((unet['run_batch1_over_batch2'] as number) > 0);
+  assert.ok((unet['run_batch4_over_batch2'] as number) > 0);
   const folder = path.join(dir, 'folder');
   const written = await writeFolder({ dir: folder, 'unet-dir': path.join(dir, 'sdxl', 'unet'), text: `${TINY_TEXT.hidden},${TINY_TEXT.hidden2},${TINY_TEXT.projection2}` });
   assert.deepEqual((written['unetFiles'] as string[]).sort(), ['config.json', 'model.onnx', 'model.onnx_data']);

@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { denoise } from '../src/core/generation/denoise.ts';
 import { planGeometry } from '../src/core/methods/geometry.ts';
 import { createMethod } from '../src/core/methods/index.ts';
+import type { StagedMethod } from '../src/core/methods/staged.ts';
 import type { MethodName, UnetUnit, UnitResult } from '../src/core/methods/types.ts';
 import { WindowCanvas, placeWindows, planWindowsFor } from '../src/core/methods/windows.ts';
 import { resolveParams } from '../src/core/params.ts';
@@ -89,6 +90,8 @@ interface RunResult {
   units: UnetUnit[];
   progress: string[];
   previews: Float32Array[];
+  /** Steps of the scheduler over the whole latent (the loop's own; the method's tile and patch steps are smaller). */
+  wholeSteps: number;
 }
 
 /** Runs the denoise stage on the fake UNet; `devices` > 1 completes units out of order with random delays. */
@@ -99,7 +102,13 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     { prompt: 'x', width: width * 8, height: size * 8, steps: 12, seed: 7, method: opts.method ?? 'asg', methodOptions },
     { width: 128, height: 128 },
   );
-  const scheduler = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: opts.scheduler ?? 'EulerDiscreteScheduler' }, 12);
+  const base = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: opts.scheduler ?? 'EulerDiscreteScheduler' }, 12);
+  let wholeSteps = 0;
+  const scheduler: typeof base = Object.create(base);
+  scheduler.step = (state, output, sample, rng) => {
+    if (sample.length === 4 * size * width) wholeSteps++;
+    return base.step(state, output, sample, rng);
+  };
   const jitter = createRandom(opts.seed ?? 1, 'test');
   const done = new Set<string>();
   const units: UnetUnit[] = [];
@@ -129,7 +138,7 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     previewEvery: opts.previewEvery ?? 0,
     onPreviewLatent: (latent) => previews.push(Float32Array.from(latent)),
   });
-  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews };
+  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews, wholeSteps };
 }
 
 const sameBits = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
@@ -143,6 +152,7 @@ describe('interactionEvery: stage-1 patches run ahead between pixel-interaction 
       ['asg m 2 (blocks of one step)', { interactionEvery: 2 }],
       ['asg, no pixel interaction', { pixelInteraction: false }],
       ['asg m 3 with stage2Windows 4', { interactionEvery: 3, stage2Windows: 4 }],
+      ['asg m 4, interactionTail 0.3', { interactionEvery: 4, interactionTail: 0.3 }],
       ['cutdiffusion m 3', { interactionEvery: 3 }, 'cutdiffusion'],
     ];
     for (const [label, options, method] of cases) {
@@ -172,6 +182,21 @@ describe('interactionEvery: stage-1 patches run ahead between pixel-interaction 
     }
   });
 
+  it('interactionTail: the last fraction of stage 1 shuffles at every step', () => {
+    const setup = { height: 32, width: 32, nativeHeight: 16, nativeWidth: 16, latentMultiple: 8, channels: 4, numSteps: 20 };
+    const steps = (options: Record<string, unknown>) => {
+      const m = createMethod('asg', options, setup) as StagedMethod;
+      return Array.from({ length: 20 }, (_, k) => k).filter((k) => m.interactsAt(k));
+    };
+    // Stage 1 is steps 0-15 (split 0.8); a quarter of it is the last 4.
+    assert.deepEqual(steps({ interactionEvery: 8, interactionTail: 0.25 }), [0, 8, 12, 13, 14, 15]);
+    assert.deepEqual(steps({ interactionEvery: 16, interactionTail: 0.25 }), [0, 12, 13, 14, 15]);
+    assert.deepEqual(steps({ interactionEvery: 8 }), [0, 8]);
+    assert.deepEqual(steps({ interactionEvery: 8, interactionTail: 1 }), steps({}));
+    assert.deepEqual(steps({ interactionEvery: 8, interactionTail: 0.25, pixelInteraction: false }), []);
+    assert.throws(() => createMethod('asg', { interactionTail: 1.5 }, setup), /interactionTail/);
+  });
+
   it('interactionEvery 1 (the default) is today: every step shuffles, nothing runs ahead', async () => {
     const a = await run({}, { devices: 4 });
     const b = await run({ interactionEvery: 1 }, { devices: 1, lockstep: true });
@@ -179,6 +204,30 @@ describe('interactionEvery: stage-1 patches run ahead between pixel-interaction 
     assert.ok(sameBits(a.latent, b.latent), 'the default is today');
     const m = await run({ interactionEvery: 3 }, { devices: 1, lockstep: true });
     assert.ok(!sameBits(m.latent, b.latent), 'fewer interactions change the image');
+  });
+});
+
+describe('the denoise loop takes the latent the method already stepped', () => {
+  it('steps the whole latent only where no run-ahead block or dataflow stepped it, with the same bits', async () => {
+    // 12 steps. Split 0.5, interaction every step: the loop steps stage 1 (6) and the flow's last step (1).
+    // interactionEvery 3 (split 0.8: stage 1 is steps 0-9, interaction at 0, 3, 6, 9): the blocks hand over steps
+    // 1, 4 and 7, the flow step 10. multidiffusion: the flow from step 0 hands over steps 0-10.
+    const cases: [string, Record<string, unknown>, MethodName, number, string?][] = [
+      ['asg, split 0.5', { stageSplit: 0.5 }, 'asg', 7],
+      ['asg, interactionEvery 3', { interactionEvery: 3 }, 'asg', 8],
+      ['multidiffusion', {}, 'multidiffusion', 1],
+      ['multidiffusion, DDIM', {}, 'multidiffusion', 1, 'DDIMScheduler'],
+      ['asg, split 0.5, dpmpp-2m (no part-of-the-latent step)', { stageSplit: 0.5 }, 'asg', 12, 'DPMSolverMultistepScheduler'],
+    ];
+    for (const [label, options, method, expected, scheduler] of cases) {
+      const lock = await run(options, { devices: 1, lockstep: true, method, scheduler });
+      assert.equal(lock.wholeSteps, 12, `${label}: lockstep steps every step`);
+      for (const devices of [1, 4]) {
+        const r = await run(options, { devices, method, scheduler });
+        assert.equal(r.wholeSteps, expected, `${label}: whole-latent steps on ${devices} device(s)`);
+        assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), same latent`);
+      }
+    }
   });
 });
 

@@ -8,9 +8,9 @@
 #   env         nvidia-smi, driver, Vulkan loader, python/torch/onnx/node/onnxruntime-node versions, `asgd devices`
 #   export-sdxl, export-sd15  (in the background from the start: CPU-bound) the SD-sized UNets (random weights,
 #               seed 0) exported to ONNX float16 with external data
-#   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2 and 1 at latent 64x64
+#   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2, 1 and 4 at latent 64x64
 #   torch-sdxl  the same for the SDXL-sized UNet at 128x128 (text_embeds 1280, 6 time ids)
-#   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2 and 1 (CFG-half ratio)
+#   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios)
 #               (the SDXL export may still run on the CPU meanwhile)
 #   unet-sdxl   the SDXL export on WebGPU
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet

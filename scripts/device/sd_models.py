@@ -4,7 +4,7 @@
     python3 scripts/device/sd_models.py --model sdxl --small --device cpu --out-dir /tmp/x --json /tmp/x/t.json
 
 For each model: builds it (seeded random weights, the real widths / depths / heads unless --small or the
-scale options shrink them), times one UNet call in PyTorch eager at batch 2 and batch 1 (warm-up, then the
+scale options shrink them), times one UNet call in PyTorch eager at batch 2, 1 and 4 (warm-up, then the
 median of --iters; on CUDA in float16 with scaled-dot-product attention where torch has it), then exports the same
 weights to ONNX (float16 by default, weights in one external-data file) as <out-dir>/<model>/unet/model.onnx with
 the project's contract IO: sample [B,4,h,w], timestep int64 [B], encoder_hidden_states [B,77,D] and for SDXL
@@ -243,11 +243,13 @@ def main(argv=None):
     if not args.no_time:
         set_fused_attention(model, True)
         timing = {'dtype': str(run_dtype).replace('torch.', ''), 'attention': 'sdpa' if HAS_SDPA else 'manual'}
-        for batch in (2, 1):
+        # Batch 4: two patches' CFG pairs in one call (what pairing stage-1 patches on a device would cost).
+        for batch in (2, 1, 4):
             timing[f'batch{batch}'] = time_call(model, make_inputs(cfg, batch, latent, device, run_dtype), device,
                                                 args.warmup, args.iters)
             log(f'{args.model} torch batch {batch}: {timing[f"batch{batch}"]["median_ms"]:.2f} ms (median of {args.iters})')
         timing['batch1_over_batch2'] = timing['batch1']['median_ms'] / timing['batch2']['median_ms']
+        timing['batch4_over_batch2'] = timing['batch4']['median_ms'] / timing['batch2']['median_ms']
         result['torch_eager'] = timing
         write()
     if not args.no_export:

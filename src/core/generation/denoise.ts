@@ -174,7 +174,9 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
       applySkipResidual(latent, init.latent, startNoise!, alpha, sigma, skipWeight(scheduler.timesteps[k]!));
     }
     const fused = await method.predict(latent, k, ctx);
-    const r = scheduler.step(state, fused, latent, noiseGen);
+    // Where the method stepped the whole latent already (with advance, so a stateless step), take that latent.
+    const stepped = advance ? method.steppedLatent?.(k) : undefined;
+    const r = stepped ? { prevSample: stepped, state: { stepIndex: state.stepIndex + 1, history: [] } } : scheduler.step(state, fused, latent, noiseGen);
     input.onStep?.(k, fused, r.prevSample, r.state);
     latent = r.prevSample;
     state = r.state;

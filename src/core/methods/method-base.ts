@@ -71,9 +71,20 @@ export abstract class MethodBase implements HighResMethod {
         received: `step ${step}`,
       });
     }
+    this.handoff = null;
     const out = await this.predictStep(latent, step, ctx);
     this.completedStep = step;
     return out;
+  }
+
+  /** The latent after a step, set by predictStep where ctx.advance already stepped all of it (see steppedLatent). */
+  protected handoff: { step: number; latent: Float32Array } | null = null;
+
+  steppedLatent(step: number): Float32Array | undefined {
+    const h = this.handoff;
+    if (h?.step !== step) return undefined;
+    this.handoff = null;
+    return h.latent;
   }
 
   protected abstract predictStep(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array>;

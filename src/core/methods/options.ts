@@ -25,6 +25,12 @@ export interface MethodOptions {
    */
   interactionEvery: number;
   /**
+   * The last round(S * interactionTail) stage-1 steps interact at every step whatever interactionEvery says, in
+   * [0, 1] (0, the default: none). Late in stage 1 the structure guidance has decayed, and pixel interaction is what
+   * keeps the patches' details consistent (docs/fidelity.md).
+   */
+  interactionTail: number;
+  /**
    * w_max of the structure guidance, in [0, 1] (0 = no guidance, i.e. cutdiffusion; 1 = patches take the
    * key's output wherever M = 1). The paper gives no value; 1 with x0-space guidance, measured
    * (docs/repetition.md).

@@ -49,7 +49,7 @@ interface AheadBlock {
   start: number;
   end: number;
   /** Per step: the guided outputs of all patches [N, C, p_h, p_w], done when the last patch has written its own. */
-  steps: Map<number, { eps: Float32Array; left: number; done: Deferred<Float32Array> }>;
+  steps: Map<number, { eps: Float32Array; next: Float32Array | null; left: number; done: Deferred<Float32Array> }>;
   /** Per step: the key patch's reference after it. */
   keys: Map<number, Deferred<KeyRef>>;
   /** The reference before `start` (from the lockstep path). */
@@ -102,10 +102,15 @@ export class StagedMethod extends MethodBase {
     return g >= 1 && g <= s - 1 && (g - 1) % n === 0;
   }
 
-  /** Whether stage-1 step `step` shuffles (pixel interaction at every interactionEvery-th step). */
+  /**
+   * Whether stage-1 step `step` shuffles: pixel interaction at every interactionEvery-th step, and at every step of
+   * the last interactionTail of stage 1.
+   */
   interactsAt(step: number): boolean {
     const { options, plan } = this;
-    return options.pixelInteraction && plan.geometry.count > 1 && step < plan.stage1Steps && step % options.interactionEvery === 0;
+    const denseFrom = plan.stage1Steps - Math.round(plan.stage1Steps * options.interactionTail);
+    return options.pixelInteraction && plan.geometry.count > 1 && step < plan.stage1Steps &&
+      (step % options.interactionEvery === 0 || step >= denseFrom);
   }
 
   protected async predictStep(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
@@ -295,7 +300,8 @@ export class StagedMethod extends MethodBase {
    * key patch's, never for the other patches, so on several devices the patches run ahead of each other. The
    * arithmetic is that of the lockstep path (same inputs, same guidance per element, same scheduler step), so the
    * fused outputs and the latent are bit for bit those of one device; predict(t) returns step t's fused output once
-   * every patch has it, and the denoise loop steps the whole latent as always.
+   * every patch has it, and the latent after t (the patches' own steps relocated; steppedLatent), which the denoise
+   * loop takes instead of stepping the whole latent again; after the block's last step the loop steps it.
    */
   private startBlock(latent: Float32Array, start: number, ctx: MethodContext): AheadBlock {
     const { plan } = this;
@@ -313,7 +319,8 @@ export class StagedMethod extends MethodBase {
       startRef: { key: this.staleKey, mask: this.mask },
     };
     for (let t = start; t < end; t++) {
-      block.steps.set(t, { eps: new Float32Array(n * size), left: n, done: deferred() });
+      // Every step but the block's last: the patches' latents after it, stepped by their chains.
+      block.steps.set(t, { eps: new Float32Array(n * size), next: t + 1 < end ? new Float32Array(n * size) : null, left: n, done: deferred() });
       block.keys.set(t, deferred());
     }
     const fail = (error: unknown) => {
@@ -371,8 +378,11 @@ export class StagedMethod extends MethodBase {
           }
         }
       }
+      if (t + 1 < block.end) {
+        x = ctx.advance!(t, eps, x);
+        slot.next!.set(x, i * size);
+      }
       if (--slot.left === 0) slot.done.resolve(slot.eps);
-      if (t + 1 < block.end) x = ctx.advance!(t, eps, x);
     }
   }
 
@@ -381,8 +391,11 @@ export class StagedMethod extends MethodBase {
     const block = this.block!;
     const geo = this.plan.geometry;
     const size = patchSize(geo);
-    const eps = await block.steps.get(step)!.done.promise;
+    const slot = block.steps.get(step)!;
+    const eps = await slot.done.promise;
     block.steps.delete(step);
+    // Run-ahead blocks never start on a padded geometry (canRunAhead), so the patches relocate to the whole latent.
+    if (slot.next) this.handoff = { step, latent: relocatePatches(slot.next, geo, geo.height, geo.width) };
     if (this.guided) {
       // The guidance state after this step, as the lockstep path leaves it.
       const rec = await block.keys.get(step)!.promise;
@@ -441,7 +454,8 @@ export class StagedMethod extends MethodBase {
 
   /** Step `step` of the dataflow: its fused output once all its windows are done. */
   private async fromFlow(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
-    const fused = await this.flow!.result(step);
+    const { fused, after } = await this.flow!.result(step);
+    if (after) this.handoff = { step, latent: after };
     if (step === this.plan.numSteps - 1) this.flow = null;
     const count = gridAt(this.plan, step).count;
     this.reportProgress(ctx, step, count, `s2/k${step}/w${count - 1}`);

@@ -99,8 +99,8 @@ export interface MethodContext {
    * of the fused output at `step`, and the result equals those positions of the whole-latent step bit for bit.
    * Present only where that holds (a stateless, elementwise, noise-free step: Euler, DDIM, flow Euler) and the
    * latent is not changed between steps; with it, stage-1 patches run ahead of each other between pixel-interaction
-   * steps (staged.ts) and stage-2 windows start before the previous step is done (window-flow.ts). The scheduler
-   * still steps the whole latent; this only lets units be dispatched earlier.
+   * steps (staged.ts) and stage-2 windows start before the previous step is done (window-flow.ts). The loop takes
+   * the latent the method stepped this way (HighResMethod.steppedLatent) instead of stepping it again.
    */
   advance?(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
   /** Seeded streams owned by the coordinator. */
@@ -137,4 +137,10 @@ export interface HighResMethod {
    * (not input-scaled). Methods may keep state across steps (the stale key output and mask).
    */
   predict(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array>;
+  /**
+   * The latent after `step` when the method already stepped all of it with ctx.advance while that step ran (stage-1
+   * run-ahead, the stage-2 dataflow): bit for bit the scheduler's whole-latent step, so the denoise loop takes it
+   * instead of stepping again. Undefined otherwise. Valid right after predict(step) returns; read once.
+   */
+  steppedLatent?(step: number): Float32Array | undefined;
 }

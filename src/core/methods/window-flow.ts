@@ -17,7 +17,7 @@ import { deferred, type Deferred } from './deferred.ts';
 import type { PatchGeometry } from './geometry.ts';
 import type { MethodPlan } from './plan.ts';
 import { gridAt, unitTimeIds } from './plan.ts';
-import { padLatent } from './polyphase.ts';
+import { cropLatent, padLatent } from './polyphase.ts';
 import type { UnetUnit } from './types.ts';
 import type { WindowGrid, WindowPlacement } from './windows.ts';
 import { extractWindow, placeWindows } from './windows.ts';
@@ -77,6 +77,8 @@ interface FlowStep {
   outputs: (Float32Array | undefined)[];
   /** The padded latent at this step, written tile by tile by the previous step (null once no longer read). */
   latent: Float32Array | null;
+  /** Once the step is done: the next step's padded latent, complete (null after the last step). */
+  after: Float32Array | null;
   fused: Float32Array;
   tilesLeft: number;
   done: Deferred<Float32Array>;
@@ -174,7 +176,7 @@ export class WindowFlow {
       const waits = placements.map(() => 0);
       if (prev) this.link(prev, grid, placements, waits);
       const s: FlowStep = {
-        step: t, grid, placements, rects, tiles, covers, waits, outputs: [], latent: null,
+        step: t, grid, placements, rects, tiles, covers, waits, outputs: [], latent: null, after: null,
         fused: new Float32Array(0), tilesLeft: tiles.length, done: deferred(),
       };
       this.steps.set(t, s);
@@ -185,12 +187,18 @@ export class WindowFlow {
     for (let i = 0; i < first.placements.length; i++) this.dispatch(first, i);
   }
 
-  /** Step `step`'s fused output, once all its windows are done. */
-  async result(step: number): Promise<Float32Array> {
+  /**
+   * Step `step`'s fused output once all its windows are done, and the latent after it [C, h, w] (every tile stepped
+   * into the next step's latent; absent after the last step).
+   */
+  async result(step: number): Promise<{ fused: Float32Array; after?: Float32Array }> {
     const s = this.steps.get(step)!;
     const fused = await s.done.promise;
     this.steps.delete(step);
-    return fused;
+    if (!s.after) return { fused };
+    const { channels, height, width, paddedHeight, paddedWidth } = this.plan.geometry;
+    // Not padded: the array itself, which the flow no longer writes (later tiles go to later steps' latents).
+    return { fused, after: cropLatent(s.after, channels, paddedHeight, paddedWidth, height, width) };
   }
 
   /** Hands nothing more over (after a failure, or when the method starts a new run). */
@@ -247,6 +255,7 @@ export class WindowFlow {
     for (const out of s.outputs) if (out) this.buffers.give(out);
     s.outputs = [];
     s.latent = null;
+    s.after = next?.latent ?? null;
     s.done.resolve(s.fused);
   }
 
