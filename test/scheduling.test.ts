@@ -90,7 +90,7 @@ interface RunResult {
   units: UnetUnit[];
   progress: string[];
   previews: Float32Array[];
-  /** Steps of the scheduler over the whole latent (the loop's own; the method's tile and patch steps are smaller). */
+  /** The denoise loop's own scheduler steps (the method's advance steps not counted). */
   wholeSteps: number;
 }
 
@@ -106,7 +106,8 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
   let wholeSteps = 0;
   const scheduler: typeof base = Object.create(base);
   scheduler.step = (state, output, sample, rng) => {
-    if (sample.length === 4 * size * width) wholeSteps++;
+    // The loop's own step passes the noise generator; the method's part-of-the-latent steps (advance) do not.
+    if (rng !== undefined) wholeSteps++;
     return base.step(state, output, sample, rng);
   };
   const jitter = createRandom(opts.seed ?? 1, 'test');
@@ -212,18 +213,20 @@ describe('the denoise loop takes the latent the method already stepped', () => {
     // 12 steps. Split 0.5, interaction every step: the loop steps stage 1 (6) and the flow's last step (1).
     // interactionEvery 3 (split 0.8: stage 1 is steps 0-9, interaction at 0, 3, 6, 9): the blocks hand over steps
     // 1, 4 and 7, the flow step 10. multidiffusion: the flow from step 0 hands over steps 0-10.
-    const cases: [string, Record<string, unknown>, MethodName, number, string?][] = [
+    const cases: [string, Record<string, unknown>, MethodName, number, string?, number?, number?][] = [
       ['asg, split 0.5', { stageSplit: 0.5 }, 'asg', 7],
+      ['asg, split 0.5, padded', { stageSplit: 0.5 }, 'asg', 7, undefined, 40, 44],
       ['asg, interactionEvery 3', { interactionEvery: 3 }, 'asg', 8],
+      ['cutdiffusion, split 1 (stage 1 only, a shuffle every step)', { stageSplit: 1 }, 'cutdiffusion', 12],
       ['multidiffusion', {}, 'multidiffusion', 1],
       ['multidiffusion, DDIM', {}, 'multidiffusion', 1, 'DDIMScheduler'],
       ['asg, split 0.5, dpmpp-2m (no part-of-the-latent step)', { stageSplit: 0.5 }, 'asg', 12, 'DPMSolverMultistepScheduler'],
     ];
-    for (const [label, options, method, expected, scheduler] of cases) {
-      const lock = await run(options, { devices: 1, lockstep: true, method, scheduler });
+    for (const [label, options, method, expected, scheduler, size, width] of cases) {
+      const lock = await run(options, { devices: 1, lockstep: true, method, scheduler, size, width });
       assert.equal(lock.wholeSteps, 12, `${label}: lockstep steps every step`);
       for (const devices of [1, 4]) {
-        const r = await run(options, { devices, method, scheduler });
+        const r = await run(options, { devices, method, scheduler, size, width });
         assert.equal(r.wholeSteps, expected, `${label}: whole-latent steps on ${devices} device(s)`);
         assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), same latent`);
       }

@@ -1,0 +1,60 @@
+/**
+ * Where the coordinator's host time goes: the latency-model generation at the shipped defaults (bench/latency-model.ts,
+ * host time charged), under the V8 CPU profiler (node:inspector), and the self time of each function per step.
+ * Steadier than wall-time differences on a shared machine: a function's own CPU time does not include other
+ * processes' time slices.
+ *
+ *   node --import tsx bench/host-profile.ts [--size 2048|3072] [--runs 4] [--top 15]
+ *
+ * Prints a table; writes bench/results/host-profile-<size>.json.
+ */
+import fs from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { simulateGeneration } from './latency-model.ts';
+
+const { values } = parseArgs({ options: { size: { type: 'string', default: '2048' }, runs: { type: 'string', default: '4' }, top: { type: 'string', default: '15' } } });
+const size = Number(values.size);
+const runs = Number(values.runs);
+const geometries: Record<number, { latent: number; devices: number }> = { 2048: { latent: 256, devices: 4 }, 3072: { latent: 384, devices: 8 } };
+const g = geometries[size];
+if (!g) throw new Error(`--size: 2048 or 3072, got ${values.size}`);
+const steps = 50;
+const settings = {
+  geometry: { name: `SDXL ${size}x${size}`, latent: g.latent, native: 128 }, devices: g.devices, steps, pixelInteraction: true, guidanceSync: false,
+  split: 'balance' as const, latency: { unitMs: 100, nativeArea: 128 * 128, halfCost: 1.04, probeExtra: 0.15, callOverheadMs: 1 }, stageSplit: 0.8, chargeHost: true,
+};
+
+await simulateGeneration(settings); // warm-up: compile the hot paths before profiling
+const session = new Session();
+session.connect();
+await session.post('Profiler.enable');
+await session.post('Profiler.start');
+for (let i = 0; i < runs; i++) await simulateGeneration(settings);
+const { profile } = await session.post('Profiler.stop');
+session.disconnect();
+
+const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+const self = new Map<string, number>();
+const deltas = profile.timeDeltas ?? [];
+(profile.samples ?? []).forEach((id, i) => {
+  const f = byId.get(id)!.callFrame;
+  const name = f.functionName || '(anonymous)';
+  const key = f.url ? `${name} (${path.basename(f.url)})` : name;
+  self.set(key, (self.get(key) ?? 0) + (deltas[i] ?? 0) / 1000);
+});
+const perStep = (ms: number) => ms / (runs * steps);
+const rows = [...self.entries()].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]);
+const total = rows.reduce((s, [, v]) => s + v, 0);
+console.log(`\n### Host CPU time per step, SDXL ${size}x${size} on ${g.devices} latency-model devices (${runs} runs, self time)\n`);
+console.log('| function | ms/step | share |');
+console.log('|---|---|---|');
+for (const [k, v] of rows.slice(0, Number(values.top))) console.log(`| ${k} | ${perStep(v).toFixed(2)} | ${((100 * v) / total).toFixed(1)}% |`);
+console.log(`| all | ${perStep(total).toFixed(2)} | |`);
+const out = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', `host-profile-${size}.json`);
+fs.mkdirSync(path.dirname(out), { recursive: true });
+fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model, size, runs, msPerStep: Object.fromEntries(rows.map(([k, v]) => [k, perStep(v)])) }, null, 2) + '\n');
+console.log(`\nWrote ${path.relative(process.cwd(), out)}`);
