@@ -275,8 +275,31 @@ async function schedulingPart(): Promise<ModelRow[]> {
     console.log(`| ${r.geometry.split(' (')[0]} | ${r.devices} | ${r.settings} | ${r.units} | ${r.seconds.toFixed(2)} | ${r.speedup.toFixed(2)}x | ${r.speedupVsDefaults.toFixed(2)}x | ${r.idle.map((x) => `${Math.round(x * 100)}%`).join(' ')} |`);
   }
   scheduling = rows;
+
+  // CFG splitting ('balance', the default on CPU device lists; opt-in on GPUs) against none, at the defaults, as the
+  // cost of a CFG half varies (1.04 measured with PyTorch fp16 on the H200, 0.57 in fp32, 0.54-0.60 on the CPU
+  // provider here).
+  const splitRows: { geometry: string; devices: number; halfCost: number; balance: number; never: number; unitsSplit: number }[] = [];
+  for (const [g, k] of [[GEOMETRIES[0]!, 4], [GEOMETRIES[1]!, 8]] as const) {
+    for (const halfCost of [1.04, 0.9, 0.8, 0.7, 0.6, 0.5]) {
+      const latency = { ...LATENCY, halfCost };
+      const sim = (devices: number, split: SplitMode) =>
+        simulateGeneration({ geometry: g, devices, steps: STEPS, pixelInteraction: true, guidanceSync: false, split, latency, stageSplit: 0.8 });
+      const one = (await sim(1, 'never')).makespanMs;
+      const b = await sim(k, 'balance');
+      const n = await sim(k, 'never');
+      splitRows.push({ geometry: g.name, devices: k, halfCost, balance: one / b.makespanMs, never: one / n.makespanMs, unitsSplit: b.unitsSplit });
+    }
+  }
+  console.log('\n### CFG splitting at the shipped defaults: speed-up over 1 device with split balance and never\n');
+  console.log('| geometry | K | CFG half / whole | balance | never | units split (balance) |');
+  console.log('|---|---|---|---|---|---|');
+  for (const r of splitRows) console.log(`| ${r.geometry.split(' (')[0]} | ${r.devices} | ${r.halfCost} | ${r.balance.toFixed(2)}x | ${r.never.toFixed(2)}x | ${r.unitsSplit} |`);
+  splitting = splitRows;
   return [];
 }
+
+let splitting: unknown;
 
 let scheduling: SchedulingRow[] | undefined;
 
@@ -294,8 +317,8 @@ async function main(): Promise<void> {
   if (flag('--scheduling-only')) {
     await schedulingPart();
     const lm = (out['latencyModel'] ?? {}) as Record<string, unknown>;
-    out['latencyModel'] = { ...lm, scheduling };
-  } else if (!flag('--real-only')) out['latencyModel'] = { params: LATENCY, steps: STEPS, rows: await modelPart(), hostWork, scheduling };
+    out['latencyModel'] = { ...lm, scheduling, splitting };
+  } else if (!flag('--real-only')) out['latencyModel'] = { params: LATENCY, steps: STEPS, rows: await modelPart(), hostWork, scheduling, splitting };
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   console.log(`\nWrote ${path.relative(process.cwd(), file)}`);

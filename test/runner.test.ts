@@ -66,6 +66,21 @@ test('results come back in unit order, CFG halves combined exactly, whatever the
   }
 });
 
+test("balance leaves a stream's units whole (the dataflow's next units fill the idle devices); 'always' still splits them", async () => {
+  const lone = [unit(0)];
+  const run = async (split: SplitMode, stream: boolean) => {
+    const devices = [0, 1, 2, 3].map((d) => new ScriptedDevice(`dev${d}`, false, () => 2));
+    const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split });
+    const [r] = await dispatcher.evaluate(lone, 7.5, { stream });
+    assert.deepEqual(r!.output, reference(lone[0]!, 7.5));
+    return devices.reduce((n, d) => n + d.ran.filter((t) => t.part !== 'both').length, 0);
+  };
+  // One unit, four idle devices and halves believed half as dear: alone, it is split across two devices.
+  assert.equal(await run('balance', false), 2);
+  assert.equal(await run('balance', true), 0);
+  assert.equal(await run('always', true), 2);
+});
+
 test('balance: 9 windows on 4 devices split one unit (2.5 unit-times instead of 3); the probe task goes first, to its holder', () => {
   const cost = new CostModel(4);
   const slots = [0, 1, 2, 3].map((device) => ({ device, freeAt: 0, probe: device === 0 }));

@@ -9,7 +9,7 @@ import { denoise } from '../src/core/generation/denoise.ts';
 import { planGeometry } from '../src/core/methods/geometry.ts';
 import { createMethod } from '../src/core/methods/index.ts';
 import type { StagedMethod } from '../src/core/methods/staged.ts';
-import type { MethodName, UnetUnit, UnitResult } from '../src/core/methods/types.ts';
+import type { EvaluateHint, MethodName, UnetUnit, UnitResult } from '../src/core/methods/types.ts';
 import { WindowCanvas, placeWindows, planWindowsFor } from '../src/core/methods/windows.ts';
 import { resolveParams } from '../src/core/params.ts';
 import { createRandom } from '../src/core/random/index.ts';
@@ -78,8 +78,8 @@ interface RunOptions {
   signal?: AbortSignal;
   /** The fake device fails this unit. */
   failUnit?: string;
-  /** Sees every unit handed over. */
-  onUnit?(unit: UnetUnit): void;
+  /** Sees every unit handed over, with the hint it came with. */
+  onUnit?(unit: UnetUnit, hint?: EvaluateHint): void;
 }
 
 interface RunResult {
@@ -118,10 +118,10 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
   let aheadDispatches = 0;
   let aheadWindows = 0;
   const outstanding = (u: UnetUnit) => units.some((o) => o.kind === u.kind && o.step === u.step - 1 && o.index !== u.index && !done.has(o.id));
-  const evaluate = async (batch: UnetUnit[]): Promise<UnitResult[]> => {
+  const evaluate = async (batch: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]> => {
     for (const u of batch) {
       units.push(u);
-      opts.onUnit?.(u);
+      opts.onUnit?.(u, hint);
       // A unit of step t handed over while a unit of step t-1 of another patch (window) is still outstanding: run-ahead.
       if (u.kind === 'patch' && u.step > 0 && outstanding(u)) aheadDispatches++;
       if (u.kind === 'window' && outstanding(u)) aheadWindows++;
@@ -231,6 +231,18 @@ describe('the denoise loop takes the latent the method already stepped', () => {
         assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), same latent`);
       }
     }
+  });
+});
+
+describe('units of a stream are marked so that balance does not split them', () => {
+  it('dataflow windows and run-ahead patches are a stream except at the last step before a barrier or the end', async () => {
+    const seen = new Map<string, boolean>();
+    const onUnit = (u: UnetUnit, hint?: EvaluateHint) => seen.set(u.id, hint?.stream === true);
+    // 12 steps, split 0.8: stage 1 is steps 0-9 with interaction at 0, 4, 8 (blocks 1-3, 5-7, 9), stage 2 steps 10-11.
+    await run({ interactionEvery: 4 }, { devices: 4, onUnit });
+    const streamed = (step: number) => [...seen].filter(([id]) => id.includes(`/k${step}/`)).map(([, s]) => s);
+    for (const k of [0, 3, 4, 7, 8, 9, 11]) assert.ok(streamed(k).every((s) => !s), `step ${k}: not a stream`);
+    for (const k of [1, 2, 5, 6, 10]) assert.ok(streamed(k).length > 0 && streamed(k).every((s) => s), `step ${k}: a stream`);
   });
 });
 

@@ -475,7 +475,7 @@ export class Pipeline implements AsyncDisposable {
       run.onUnits?.(units);
       if (inFlight++ === 0) since = performance.now();
       // Handing the units over starts them on the devices at once: tell the watcher which devices are busy now.
-      const pending = this.pool.evaluate(units, p.guidanceScale, signal, hint?.priority);
+      const pending = this.pool.evaluate(units, p.guidanceScale, signal, hint);
       (run as ActivityRun).onDispatched?.();
       try {
         return await pending;

@@ -47,6 +47,8 @@ export interface EvaluateOptions {
   signal?: AbortSignalLike;
   /** Higher runs first among queued batches (default 0). */
   priority?: number;
+  /** A unit of a stream (EvaluateHint.stream): 'balance' does not split it. */
+  stream?: boolean;
 }
 
 export interface DeviceStats {
@@ -152,7 +154,8 @@ export class Dispatcher {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       const index = new Map(units.map((u, i) => [u, i]));
-      const plan = planBatch(units, this.slots(), this.cost, this.split, this.probeRequired, this.queue.map((e) => e.task));
+      const mode = opts.stream && this.split === 'balance' ? 'never' : this.split;
+      const plan = planBatch(units, this.slots(), this.cost, mode, this.probeRequired, this.queue.map((e) => e.task));
       this.splitUnits += plan.splitUnits;
       batch.remaining = plan.tasks.length;
       for (const task of plan.tasks) this.enqueue({ task, unitIndex: index.get(task.unit)!, batch, seq: this.seq++ });

@@ -110,7 +110,10 @@ export abstract class MethodBase implements HighResMethod {
     hint?: EvaluateHint & { quiet?: boolean },
   ): Promise<UnitResult[]> {
     throwIfAborted(ctx.signal);
-    const pending = hint?.priority === undefined ? ctx.evaluate(units) : ctx.evaluate(units, { priority: hint.priority });
+    const pending =
+      hint?.priority === undefined && !hint?.stream
+        ? ctx.evaluate(units)
+        : ctx.evaluate(units, { ...(hint.priority !== undefined ? { priority: hint.priority } : {}), ...(hint.stream ? { stream: true } : {}) });
     whileWaiting?.();
     const results = await pending;
     throwIfAborted(ctx.signal);

@@ -356,7 +356,8 @@ export class StagedMethod extends MethodBase {
         timestep, wantAttention, timeIds,
       };
       // The key patch first: every other patch waits for it.
-      const [result] = await this.evaluate(ctx, [unit], t, 0, undefined, { priority: i === 0 ? 1 : 0, quiet: true });
+      // A stream until the block's last step, whose units end before a barrier (splitting may shorten that tail).
+      const [result] = await this.evaluate(ctx, [unit], t, 0, undefined, { priority: i === 0 ? 1 : 0, stream: t < block.end - 1, quiet: true });
       const slot = block.steps.get(t)!;
       const eps = slot.eps.subarray(i * size, (i + 1) * size);
       eps.set(result.output);
@@ -445,8 +446,8 @@ export class StagedMethod extends MethodBase {
     return new WindowFlow(this.plan, latent, start, this.options.windowJitter ? ctx.random.jitter : undefined, {
       scheduler: ctx.scheduler,
       advance,
-      evaluate: async (unit, priority) => {
-        const [result] = await this.evaluate(ctx, [unit], unit.step, 0, undefined, { priority, quiet: true });
+      evaluate: async (unit, priority, stream) => {
+        const [result] = await this.evaluate(ctx, [unit], unit.step, 0, undefined, { priority, stream, quiet: true });
         return result.output;
       },
     });

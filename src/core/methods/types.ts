@@ -85,6 +85,12 @@ export interface MethodPreview {
 export interface EvaluateHint {
   /** Higher runs first among queued calls (default 0). */
   priority?: number;
+  /**
+   * One unit of a stream (the stage-2 dataflow, a run-ahead chain): more units follow as soon as others finish, so a
+   * device idle now will have work shortly. The dispatcher's 'balance' then does not split it into CFG halves: two
+   * halves on two devices cost more device time than the whole unit on one, which the units that follow would need.
+   */
+  stream?: boolean;
 }
 
 export interface MethodContext {

@@ -87,8 +87,8 @@ interface FlowStep {
 export interface FlowHooks {
   scheduler: Scheduler;
   advance(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
-  /** Evaluates one window; the output is read before the next await. */
-  evaluate(unit: UnetUnit, priority: number): Promise<Float32Array>;
+  /** Evaluates one window; the output is read before the next await. `stream`: more windows follow (EvaluateHint). */
+  evaluate(unit: UnetUnit, priority: number, stream: boolean): Promise<Float32Array>;
 }
 
 /** The part of the latent a window writes (its rectangle clipped to the latent; empty if it lies outside). */
@@ -226,7 +226,8 @@ export class WindowFlow {
     const unit = windowUnit(this.plan, this.hooks.scheduler, s.step, s.grid, s.placements[i], s.latent!, sample);
     // Earlier steps first: their tiles unblock the most.
     this.hooks
-      .evaluate(unit, this.plan.numSteps - s.step)
+      // The last step's windows end the stream: splitting one of them may shorten the tail.
+      .evaluate(unit, this.plan.numSteps - s.step, s.step < this.plan.numSteps - 1)
       .then((output) => {
         this.buffers.give(sample);
         if (!this.stopped) this.windowDone(s, i, output);

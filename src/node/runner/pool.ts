@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AsgdError } from '../../core/errors.ts';
-import type { UnetUnit, UnitResult } from '../../core/methods/types.ts';
+import type { EvaluateHint, UnetUnit, UnitResult } from '../../core/methods/types.ts';
 import type { RandomSource } from '../../core/random/types.ts';
 import { Dispatcher, type DeviceStats } from '../../core/dispatch/dispatcher.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../../core/dispatch/tasks.ts';
@@ -101,8 +101,8 @@ export class DevicePool {
     return this.dispatcher.stats;
   }
 
-  evaluate(units: UnetUnit[], guidanceScale: number, signal?: AbortSignal, priority?: number): Promise<UnitResult[]> {
-    return this.dispatcher.evaluate(units, guidanceScale, { signal, priority });
+  evaluate(units: UnetUnit[], guidanceScale: number, signal?: AbortSignal, hint?: EvaluateHint): Promise<UnitResult[]> {
+    return this.dispatcher.evaluate(units, guidanceScale, { signal, priority: hint?.priority, stream: hint?.stream });
   }
 
   /**
