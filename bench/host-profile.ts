@@ -1,8 +1,8 @@
 /**
  * Where the coordinator's host time goes: the latency-model generation at the shipped defaults (bench/latency-model.ts,
  * host time charged), under the V8 CPU profiler (node:inspector), and the self time of each function per step.
- * Steadier than wall-time differences on a shared machine: a function's own CPU time does not include other
- * processes' time slices.
+ * Per function, where wall-time differences cannot say which part moved; on a shared machine the totals still vary
+ * from run to run (10.7 to 14.8 ms/step for the same code here), so compare versions in alternating runs.
  *
  *   node --import tsx bench/host-profile.ts [--size 2048|3072] [--runs 4] [--top 15]
  *

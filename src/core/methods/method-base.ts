@@ -110,10 +110,9 @@ export abstract class MethodBase implements HighResMethod {
     hint?: EvaluateHint & { quiet?: boolean },
   ): Promise<UnitResult[]> {
     throwIfAborted(ctx.signal);
-    const pending =
-      hint?.priority === undefined && !hint?.stream
-        ? ctx.evaluate(units)
-        : ctx.evaluate(units, { ...(hint.priority !== undefined ? { priority: hint.priority } : {}), ...(hint.stream ? { stream: true } : {}) });
+    // `quiet` is this method's own; the rest of the hint goes to the evaluator.
+    const { quiet: _quiet, ...forwarded } = hint ?? {};
+    const pending = ctx.evaluate(units, forwarded);
     whileWaiting?.();
     const results = await pending;
     throwIfAborted(ctx.signal);

@@ -139,11 +139,6 @@ export class StagedMethod extends MethodBase {
     return target;
   }
 
-  /**
-   * Whether stage-1 step `step` may start a run-ahead block: the context can step part of the latent, the step
-   * does not shuffle, and nothing else couples the patches (no structure target, no geometry padding, whose
-   * replicated edge would be stepped apart from its source).
-   */
   /** The cross-attention mask from the key patch's attention maps (null: uniform guidance); warns once on a problem. */
   private keyMask(attention: Parameters<typeof buildMask>[0], ctx: MethodContext): Float32Array | null {
     const geo = this.plan.geometry;
@@ -153,6 +148,11 @@ export class StagedMethod extends MethodBase {
     return built.mask;
   }
 
+  /**
+   * Whether stage-1 step `step` may start a run-ahead block: the context can step part of the latent, the step
+   * does not shuffle, and nothing else couples the patches (no structure target, no geometry padding, whose
+   * replicated edge would be stepped apart from its source).
+   */
   private canRunAhead(step: number, ctx: MethodContext): boolean {
     const geo = this.plan.geometry;
     return (
