@@ -92,6 +92,8 @@ interface RunResult {
   previews: Float32Array[];
   /** The denoise loop's own scheduler steps (the method's advance steps not counted). */
   wholeSteps: number;
+  /** Per step k: the units of step k + 1 already handed over when the loop had the latent after step k. */
+  handedEarly: number[];
 }
 
 /** Runs the denoise stage on the fake UNet; `devices` > 1 completes units out of order with random delays. */
@@ -117,6 +119,7 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
   const previews: Float32Array[] = [];
   let aheadDispatches = 0;
   let aheadWindows = 0;
+  const handedEarly: number[] = [];
   const outstanding = (u: UnetUnit) => units.some((o) => o.kind === u.kind && o.step === u.step - 1 && o.index !== u.index && !done.has(o.id));
   const evaluate = async (batch: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]> => {
     for (const u of batch) {
@@ -138,8 +141,9 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     onProgress: (e) => progress.push(`${e.stage}/${e.step}/${e.unitsDone}/${e.unitId}`),
     previewEvery: opts.previewEvery ?? 0,
     onPreviewLatent: (latent) => previews.push(Float32Array.from(latent)),
+    onStep: (k) => handedEarly.push(units.filter((u) => u.step === k + 1).length),
   });
-  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews, wholeSteps };
+  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews, wholeSteps, handedEarly };
 }
 
 const sameBits = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
@@ -210,14 +214,15 @@ describe('interactionEvery: stage-1 patches run ahead between pixel-interaction 
 
 describe('the denoise loop takes the latent the method already stepped', () => {
   it('steps the whole latent only where no run-ahead block or dataflow stepped it, with the same bits', async () => {
-    // 12 steps. Split 0.5, interaction every step: the loop steps stage 1 (6) and the flow's last step (1).
-    // interactionEvery 3 (split 0.8: stage 1 is steps 0-9, interaction at 0, 3, 6, 9): the blocks hand over steps
-    // 1, 4 and 7, the flow step 10. multidiffusion: the flow from step 0 hands over steps 0-10.
+    // 12 steps. The method steps every stage-1 patch itself (lockstep steps and run-ahead blocks alike) and the
+    // dataflow every stage-2 step but the last, which the loop steps (1). Padded geometries: the loop steps stage 1
+    // (6 at split 0.5) and the flow's last step. multidiffusion: the flow from step 0 hands over steps 0-10.
     const cases: [string, Record<string, unknown>, MethodName, number, string?, number?, number?][] = [
-      ['asg, split 0.5', { stageSplit: 0.5 }, 'asg', 7],
+      ['asg, split 0.5', { stageSplit: 0.5 }, 'asg', 1],
       ['asg, split 0.5, padded', { stageSplit: 0.5 }, 'asg', 7, undefined, 40, 44],
-      ['asg, interactionEvery 3', { interactionEvery: 3 }, 'asg', 8],
-      ['cutdiffusion, split 1 (stage 1 only, a shuffle every step)', { stageSplit: 1 }, 'cutdiffusion', 12],
+      ['asg, interactionEvery 3', { interactionEvery: 3 }, 'asg', 1],
+      ['asg, split 0.5, synchronous guidance', { stageSplit: 0.5, guidanceSync: true }, 'asg', 1],
+      ['cutdiffusion, split 1 (stage 1 only, a shuffle every step)', { stageSplit: 1 }, 'cutdiffusion', 0],
       ['multidiffusion', {}, 'multidiffusion', 1],
       ['multidiffusion, DDIM', {}, 'multidiffusion', 1, 'DDIMScheduler'],
       ['asg, split 0.5, dpmpp-2m (no part-of-the-latent step)', { stageSplit: 0.5 }, 'asg', 12, 'DPMSolverMultistepScheduler'],
@@ -229,6 +234,34 @@ describe('the denoise loop takes the latent the method already stepped', () => {
         const r = await run(options, { devices, method, scheduler, size, width });
         assert.equal(r.wholeSteps, expected, `${label}: whole-latent steps on ${devices} device(s)`);
         assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), same latent`);
+      }
+    }
+  });
+});
+
+describe('the next step is on the devices before the loop has the latent', () => {
+  it('at every stage-1 step where the method steps the patches, and at the stage switch; not with padding or sync guidance', async () => {
+    // 12 steps, 4 patches, 9 windows. handedEarly[k]: units of step k + 1 handed over when the loop took step k.
+    const cases: [string, Record<string, unknown>, number[], number?, number?][] = [
+      // Split 0.5: stage 1 is steps 0-5 (lockstep, a shuffle every step); the dataflow hands steps over by itself.
+      ['asg, split 0.5', { stageSplit: 0.5 }, [4, 4, 4, 4, 4]],
+      ['asg, default split (0.8, stage 1 steps 0-9)', {}, [4, 4, 4, 4, 4, 4, 4, 4, 4]],
+      // interactionEvery 3 (stage 1 0-9, shuffles at 0, 3, 6, 9): blocks 1-2, 4-5, 7-8; each step after one is on
+      // the devices when the loop takes the block's last step.
+      ['asg, interactionEvery 3', { interactionEvery: 3 }, [4, 4, 4, 4, 4, 4, 4, 4, 4]],
+      ['asg, synchronous guidance (lockstep steps are not launched early)', { guidanceSync: true }, [0, 0, 0, 0, 0, 0, 0, 0, 0]],
+      ['asg, padded', {}, [0, 0, 0, 0, 0, 0, 0, 0, 0], 40, 44],
+    ];
+    for (const [label, options, early, size, width] of cases) {
+      const lock = await run(options, { devices: 1, lockstep: true, size, width });
+      assert.ok(lock.handedEarly.every((c) => c === 0), `${label}: lockstep hands nothing over early`);
+      for (const devices of [1, 4]) {
+        const r = await run(options, { devices, size, width });
+        const stage1 = early.length;
+        assert.deepEqual(r.handedEarly.slice(0, stage1), early, `${label}: ${devices} device(s)`);
+        if (!size) assert.ok(r.handedEarly[stage1]! > 0, `${label}: the first stage-2 windows are out at the stage switch`);
+        assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), same latent`);
+        assert.deepEqual(r.progress, lock.progress, `${label}: progress`);
       }
     }
   });

@@ -17,7 +17,10 @@
  * Pixel interaction every m-th stage-1 step (interactionEvery): the steps in between form run-ahead blocks in which
  * every patch runs its own chain of units (startBlock), waiting only for itself and the key patch, where the context
  * offers a part-of-the-latent scheduler step (MethodContext.advance); the fused outputs are bit for bit the lockstep
- * ones. With advance, stage 2 runs as a dataflow too (window-flow.ts): no barrier between its steps.
+ * ones. With advance, stage 2 runs as a dataflow too (window-flow.ts): no barrier between its steps. And at a
+ * pixel-interaction barrier the method steps the patches itself and hands the next step to the devices before it
+ * relocates anything for the denoise loop (launchAfter): the devices wait only for un-shuffle, guidance, step and
+ * shuffle.
  * Portable: no Node APIs.
  */
 import { AsgdError, invalidArgument } from '../errors.ts';
@@ -49,11 +52,21 @@ interface AheadBlock {
   start: number;
   end: number;
   /** Per step: the guided outputs of all patches [N, C, p_h, p_w], done when the last patch has written its own. */
-  steps: Map<number, { eps: Float32Array; next: Float32Array | null; left: number; done: Deferred<Float32Array> }>;
+  steps: Map<number, { eps: Float32Array; next: Float32Array; after?: Float32Array; left: number; done: Deferred<Float32Array> }>;
   /** Per step: the key patch's reference after it. */
   keys: Map<number, Deferred<KeyRef>>;
   /** The reference before `start` (from the lockstep path). */
   startRef: KeyRef;
+}
+
+/** A lockstep stage-1 step whose units are on the devices (launchStep). */
+interface Launched {
+  step: number;
+  /** The un-shuffled patches [N, C, p_h, p_w] the units were cut from. */
+  patches: Float32Array;
+  perm: Permutations | null;
+  wantMask: boolean;
+  results: Promise<UnitResult[]>;
 }
 
 export class StagedMethod extends MethodBase {
@@ -82,6 +95,8 @@ export class StagedMethod extends MethodBase {
   private block: AheadBlock | null = null;
   /** The stage-2 dataflow in progress, if any. */
   private flow: WindowFlow | null = null;
+  /** The next lockstep step, handed over at the end of the one before (see launchAfter). */
+  private launched: Launched | null = null;
 
   protected override reset(): void {
     super.reset();
@@ -91,6 +106,7 @@ export class StagedMethod extends MethodBase {
     this.staleKey = null;
     this.mask = null;
     this.aheadPerm = null;
+    this.launched = null;
   }
 
   /** Whether the key unit of this stage-1 step must return attention (see the schedule above). */
@@ -149,16 +165,18 @@ export class StagedMethod extends MethodBase {
   }
 
   /**
-   * Whether stage-1 step `step` may start a run-ahead block: the context can step part of the latent, the step
-   * does not shuffle, and nothing else couples the patches (no structure target, no geometry padding, whose
-   * replicated edge would be stepped apart from its source).
+   * Whether the method may step stage-1 patches itself: the context can step part of the latent, and nothing else
+   * couples the patches (no structure target, no geometry padding, whose replicated edge would be stepped apart from
+   * its source).
    */
-  private canRunAhead(step: number, ctx: MethodContext): boolean {
+  private canStepPatches(ctx: MethodContext): boolean {
     const geo = this.plan.geometry;
-    return (
-      ctx.advance !== undefined && geo.count > 1 && !this.interactsAt(step) && !isPadded(geo) &&
-      !(this.guided && ctx.structureTarget)
-    );
+    return ctx.advance !== undefined && geo.count > 1 && !isPadded(geo) && !(this.guided && ctx.structureTarget);
+  }
+
+  /** Whether stage-1 step `step` may start a run-ahead block: patches can be stepped apart and the step does not shuffle. */
+  private canRunAhead(step: number, ctx: MethodContext): boolean {
+    return this.canStepPatches(ctx) && !this.interactsAt(step);
   }
 
   private async stage1(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
@@ -171,59 +189,20 @@ export class StagedMethod extends MethodBase {
     const target = this.checkStage1(ctx);
     if (this.block && step >= this.block.start && step < this.block.end) return this.fromBlock(latent, step, ctx);
     if (this.canRunAhead(step, ctx)) {
-      this.block = this.startBlock(latent, step, ctx);
+      this.block = this.startBlock(extractPatches(padLatent(latent, geo), geo), step, ctx);
       return this.fromBlock(latent, step, ctx);
     }
 
-    const padded = padLatent(latent, geo);
-    this.patchBuffer ??= new Float32Array(n * size);
-    const patches = extractPatches(padded, geo, this.patchBuffer);
-    const interacting = this.interactsAt(step);
-    let perm: Permutations | null = null;
-    if (interacting && this.aheadPerm?.step === step) {
-      // Drawn during the previous step: swap it in, keeping the old buffer for the next draw ahead.
-      perm = this.aheadPerm.perm;
-      this.spareBuffer = this.permBuffer;
-    } else if (interacting) {
-      perm = drawPermutations(ctx.random.permutation, size, n, this.permBuffer);
+    let launched = this.launched?.step === step ? this.launched : null;
+    this.launched = null;
+    if (!launched) {
+      this.patchBuffer ??= new Float32Array(n * size);
+      launched = this.launchStep(extractPatches(padLatent(latent, geo), geo, this.patchBuffer), step, ctx);
     }
-    this.aheadPerm = null;
-    if (perm) this.permBuffer = perm;
-    const drawAhead =
-      this.interactsAt(step + 1)
-        ? () => {
-            const next = drawPermutations(ctx.random.permutation, size, n, this.spareBuffer);
-            this.spareBuffer = undefined;
-            this.aheadPerm = { step: step + 1, perm: next };
-          }
-        : undefined;
-    const into = Array.from({ length: n }, (_, j) => this.samples.take(j, size));
-    const samples = shuffleToUnits(patches, perm, n, size, sched.inputScale(step), into);
-    const wantMask = this.maskComputedAt(step);
+    const { patches, perm, wantMask } = launched;
+    const results = await launched.results;
+    if (!(this.guided && options.guidanceSync)) this.reportProgress(ctx, step, n, `s1/k${step}/p${n - 1}`);
     const timestep = sched.timesteps[step];
-    const timeIds = unitTimeIds(plan, 0, 0);
-    const units: UnetUnit[] = samples.map((sample, j) => ({
-      id: `s1/k${step}/p${j}`,
-      kind: 'patch',
-      step,
-      index: j,
-      sample,
-      height: geo.patchHeight,
-      width: geo.patchWidth,
-      timestep,
-      wantAttention: j === 0 && wantMask,
-      timeIds,
-    }));
-
-    let results: UnitResult[];
-    if (this.guided && options.guidanceSync) {
-      // Synchronous mode: the key unit first, in its own call, then the others.
-      const key = await this.evaluate(ctx, units.slice(0, 1), step, 0, drawAhead);
-      const rest = await this.evaluate(ctx, units.slice(1), step, 1);
-      results = key.concat(rest);
-    } else {
-      results = await this.evaluate(ctx, units, step, 0, drawAhead);
-    }
 
     this.epsBuffer ??= new Float32Array(n * size);
     const eps = unshuffleFromUnits(
@@ -234,16 +213,24 @@ export class StagedMethod extends MethodBase {
       this.epsBuffer,
     );
 
+    const stepsPatches = this.canStepPatches(ctx);
+    let afterLaunch: (() => void) | undefined;
     if (this.guided) {
       const sync = options.guidanceSync;
+      // x0 = (x - sigma * output) / alpha: the noise level for epsilon, (1, sigma) for flow velocity.
+      const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
+      const keyEps = eps.subarray(0, size);
+      const keyEstimate = () =>
+        options.structureSpace === 'eps' ? Float32Array.from(keyEps) : denoisedEstimate(patches.subarray(0, size), keyEps, alpha, sigma);
+      // Asynchronous guidance uses this step's key estimate and mask from the next step on: where the next step is
+      // handed over below and is not a run-ahead block (which takes them when it starts), build them after that.
+      const later = !sync && !target && stepsPatches && !(step + 1 < plan.stage1Steps && this.canRunAhead(step + 1, ctx));
       let newMask: Float32Array | null | undefined;
-      if (wantMask) {
+      if (wantMask && !later) {
         newMask = this.keyMask(results[0].attention, ctx);
       }
       if (sync && newMask !== undefined) this.mask = newMask;
 
-      // x0 = (x - sigma * output) / alpha: the noise level for epsilon, (1, sigma) for flow velocity.
-      const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
       if (target) {
         // A fixed x0 target (an upscale's input): every patch, the key too, from the first step on.
         const w = structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep);
@@ -258,11 +245,7 @@ export class StagedMethod extends MethodBase {
         }
         if (newMask !== undefined) this.mask = newMask;
       }
-      const keyEps = eps.subarray(0, size);
-      const keyNow =
-        options.structureSpace === 'eps'
-          ? Float32Array.from(keyEps)
-          : denoisedEstimate(patches.subarray(0, size), keyEps, alpha, sigma);
+      const keyNow = later ? null : keyEstimate();
       const key = sync ? keyNow : this.staleKey;
       const weight =
         step >= 1
@@ -273,10 +256,25 @@ export class StagedMethod extends MethodBase {
         if (options.structureSpace === 'eps') applyEpsGuidance(eps, key, mask, weight, n, geo.channels, plane);
         else applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, geo.channels, plane);
       }
-      if (!sync && newMask !== undefined) this.mask = newMask;
-      this.staleKey = keyNow;
+      if (later) {
+        // The key patch is never guided, so its output and latent are as the unit returned them.
+        afterLaunch = () => {
+          if (wantMask) this.mask = this.keyMask(results[0].attention, ctx);
+          this.staleKey = keyEstimate();
+        };
+      } else {
+        if (!sync && newMask !== undefined) this.mask = newMask;
+        this.staleKey = keyNow;
+      }
     }
 
+    if (stepsPatches) {
+      // Step the patches here and hand the next step over before anything else (the loop takes the latent).
+      const next = ctx.advance!(step, eps, patches);
+      const after = this.launchAfter(step, next, ctx);
+      afterLaunch?.();
+      this.handoff = { step, latent: after ?? relocatePatches(next, geo, geo.height, geo.width) };
+    }
     const fused = relocatePatches(eps, geo, geo.height, geo.width);
     if (this.wantsPreview(step, ctx)) {
       // Patch 0 of the current latent (un-shuffled) and its output (the key patch is never guided).
@@ -294,6 +292,96 @@ export class StagedMethod extends MethodBase {
   }
 
   /**
+   * Hands a lockstep stage-1 step's units to the devices: draws (or takes the one drawn ahead) the step's
+   * permutations, shuffles the patches into the units, evaluates them, and, while the devices work, draws the next
+   * step's permutations (same stream, same order).
+   */
+  private launchStep(patches: Float32Array, step: number, ctx: MethodContext): Launched {
+    const { plan, options } = this;
+    const geo = plan.geometry;
+    const n = geo.count;
+    const size = patchSize(geo);
+    const sched = ctx.scheduler;
+    const interacting = this.interactsAt(step);
+    let perm: Permutations | null = null;
+    if (interacting && this.aheadPerm?.step === step) {
+      // Drawn during the previous step: swap it in, keeping the old buffer for the next draw ahead.
+      perm = this.aheadPerm.perm;
+      this.spareBuffer = this.permBuffer;
+    } else if (interacting) {
+      perm = drawPermutations(ctx.random.permutation, size, n, this.permBuffer);
+    }
+    this.aheadPerm = null;
+    if (perm) this.permBuffer = perm;
+    const drawAhead = this.interactsAt(step + 1) ? () => this.drawAhead(step + 1, ctx) : undefined;
+    const into = Array.from({ length: n }, (_, j) => this.samples.take(j, size));
+    const samples = shuffleToUnits(patches, perm, n, size, sched.inputScale(step), into);
+    const wantMask = this.maskComputedAt(step);
+    const timestep = sched.timesteps[step];
+    const timeIds = unitTimeIds(plan, 0, 0);
+    const units: UnetUnit[] = samples.map((sample, j) => ({
+      id: `s1/k${step}/p${j}`,
+      kind: 'patch',
+      step,
+      index: j,
+      sample,
+      height: geo.patchHeight,
+      width: geo.patchWidth,
+      timestep,
+      wantAttention: j === 0 && wantMask,
+      timeIds,
+    }));
+    let results: Promise<UnitResult[]>;
+    if (this.guided && options.guidanceSync) {
+      // Synchronous mode: the key unit first, in its own call, then the others.
+      results = (async () => {
+        const key = await this.evaluate(ctx, units.slice(0, 1), step, 0, drawAhead);
+        const rest = await this.evaluate(ctx, units.slice(1), step, 1);
+        return key.concat(rest);
+      })();
+    } else {
+      // Progress is reported when the step is taken up (stage1), which may be after this launch returns.
+      results = this.evaluate(ctx, units, step, 0, drawAhead, { quiet: true });
+    }
+    // A launched step the generation never takes up (it failed or was cancelled) must not reject unobserved.
+    results.catch(() => undefined);
+    return { step, patches, perm, wantMask, results };
+  }
+
+  /** Draws stage-1 step `step`'s permutations now, while the devices work (the stream's order is unchanged). */
+  private drawAhead(step: number, ctx: MethodContext): void {
+    const geo = this.plan.geometry;
+    const next = drawPermutations(ctx.random.permutation, patchSize(geo), geo.count, this.spareBuffer);
+    this.spareBuffer = undefined;
+    this.aheadPerm = { step, perm: next };
+  }
+
+  /**
+   * After stage-1 step `step`, whose patches the method stepped itself (`next`, [N, C, p_h, p_w]): hands the next step
+   * to the devices at once, before the fused output and the stepped latent are relocated for the denoise loop, so
+   * that host work does not delay the devices at a pixel-interaction barrier. The next step is a lockstep step
+   * (asynchronous guidance or none), a run-ahead block, or the stage-2 dataflow. Returns the stepped latent when it
+   * had to be relocated already (the dataflow starts from it). Same arithmetic, same random streams in the same
+   * order: the images do not change.
+   */
+  private launchAfter(step: number, next: Float32Array, ctx: MethodContext): Float32Array | undefined {
+    const { plan, options } = this;
+    const geo = plan.geometry;
+    const t = step + 1;
+    if (t < plan.stage1Steps) {
+      if (this.canRunAhead(t, ctx)) this.block = this.startBlock(next, t, ctx);
+      else if (!(this.guided && options.guidanceSync)) this.launched = this.launchStep(next, t, ctx);
+      return undefined;
+    }
+    if (t + 1 < plan.numSteps) {
+      const latent = relocatePatches(next, geo, geo.height, geo.width);
+      this.flow = this.startFlow(latent, t, ctx, ctx.advance!);
+      return latent;
+    }
+    return undefined;
+  }
+
+  /**
    * Stage-1 run-ahead from `start` to the next pixel-interaction step (or the stage's end). Each patch runs its
    * own chain: evaluate its unit at step t, guide it (async: by the key patch's step t-1; sync: step t), step its
    * part of the latent with ctx.advance, go on to t+1. A patch thus waits only for its own previous step and the
@@ -301,16 +389,16 @@ export class StagedMethod extends MethodBase {
    * arithmetic is that of the lockstep path (same inputs, same guidance per element, same scheduler step), so the
    * fused outputs and the latent are bit for bit those of one device; predict(t) returns step t's fused output once
    * every patch has it, and the latent after t (the patches' own steps relocated; steppedLatent), which the denoise
-   * loop takes instead of stepping the whole latent again; after the block's last step the loop steps it.
+   * loop takes instead of stepping the whole latent again. After the block's last step the step that follows is
+   * handed to the devices at once (launchAfter).
    */
-  private startBlock(latent: Float32Array, start: number, ctx: MethodContext): AheadBlock {
+  private startBlock(patches: Float32Array, start: number, ctx: MethodContext): AheadBlock {
     const { plan } = this;
     const geo = plan.geometry;
     const n = geo.count;
     const size = patchSize(geo);
     let end = start + 1;
     while (end < plan.stage1Steps && !this.interactsAt(end)) end++;
-    const patches = extractPatches(padLatent(latent, geo), geo);
     const block: AheadBlock = {
       start,
       end,
@@ -319,8 +407,8 @@ export class StagedMethod extends MethodBase {
       startRef: { key: this.staleKey, mask: this.mask },
     };
     for (let t = start; t < end; t++) {
-      // Every step but the block's last: the patches' latents after it, stepped by their chains.
-      block.steps.set(t, { eps: new Float32Array(n * size), next: t + 1 < end ? new Float32Array(n * size) : null, left: n, done: deferred() });
+      // The patches' latents after each step, stepped by their chains.
+      block.steps.set(t, { eps: new Float32Array(n * size), next: new Float32Array(n * size), left: n, done: deferred() });
       block.keys.set(t, deferred());
     }
     const fail = (error: unknown) => {
@@ -330,6 +418,8 @@ export class StagedMethod extends MethodBase {
     for (let i = 0; i < n; i++) {
       this.patchChain(block, i, patches.slice(i * size, (i + 1) * size), ctx).catch(fail);
     }
+    // The chains' first units are on the devices: draw the permutations of the step after the block now.
+    if (this.interactsAt(end)) this.drawAhead(end, ctx);
     return block;
   }
 
@@ -379,11 +469,13 @@ export class StagedMethod extends MethodBase {
           }
         }
       }
-      if (t + 1 < block.end) {
-        x = ctx.advance!(t, eps, x);
-        slot.next!.set(x, i * size);
-      }
-      if (--slot.left === 0) slot.done.resolve(slot.eps);
+      x = ctx.advance!(t, eps, x);
+      slot.next.set(x, i * size);
+      if (--slot.left > 0) continue;
+      // The last patch of step t: after the block's last step, hand the next step over at once (launchAfter).
+      const after = t === block.end - 1 ? this.launchAfter(t, slot.next, ctx) : undefined;
+      if (after) slot.after = after;
+      slot.done.resolve(slot.eps);
     }
   }
 
@@ -396,7 +488,7 @@ export class StagedMethod extends MethodBase {
     const eps = await slot.done.promise;
     block.steps.delete(step);
     // Run-ahead blocks never start on a padded geometry (canRunAhead), so the patches relocate to the whole latent.
-    if (slot.next) this.handoff = { step, latent: relocatePatches(slot.next, geo, geo.height, geo.width) };
+    this.handoff = { step, latent: slot.after ?? relocatePatches(slot.next, geo, geo.height, geo.width) };
     if (this.guided) {
       // The guidance state after this step, as the lockstep path leaves it.
       const rec = await block.keys.get(step)!.promise;

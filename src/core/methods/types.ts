@@ -29,7 +29,9 @@ export interface UnetUnit {
    * Model input, already multiplied by scheduler.inputScale(step): shape [1, C, height, width]. Each unit's
    * sample has its own ArrayBuffer. It is valid until the evaluate promise settles: the method reuses the
    * buffer at a later step (copy it to keep it; transferring it to a worker is fine, a detached buffer is
-   * replaced). Likewise the method copies what it needs out of UnitResult and never keeps it.
+   * replaced). Likewise the method copies what it needs out of UnitResult and never keeps it: it reads a result
+   * before it next awaits anything, though it may hand other units over first (staged.ts builds the mask after
+   * the next step's units are out).
    */
   sample: Float32Array;
   height: number;
