@@ -193,7 +193,7 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
       timeIds: true,
       evaluate: (batch: UnetUnit[], hint?: EvaluateHint) => {
         units += batch.length;
-        return dispatcher.evaluate(batch, 5, { priority: hint?.priority, stream: hint?.stream });
+        return dispatcher.evaluate(batch, 5, { priority: hint?.priority, stream: hint?.stream, onResult: hint?.onResult });
       },
       lockstep: s.lockstep,
       maskTokens: [1, 2, 3],

@@ -66,6 +66,30 @@ test('results come back in unit order, CFG halves combined exactly, whatever the
   }
 });
 
+test('onResult hands each unit over once as it is in, CFG halves combined, before the batch resolves; a throw fails the batch', async () => {
+  const units = Array.from({ length: 7 }, (_, i) => unit(i));
+  for (const split of ['never', 'always'] as SplitMode[]) {
+    const devices = [0, 1, 2].map((d) => new ScriptedDevice(`dev${d}`, false, (t) => 12 - t.unit.index - d));
+    const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split });
+    const seen: number[] = [];
+    let resolved = false;
+    const pending = dispatcher.evaluate(units, 7.5, {
+      onResult: (i, r) => {
+        assert.ok(!resolved, 'before the batch resolves');
+        assert.deepEqual(r.output, reference(units[i]!, 7.5), `${split}: unit ${i} combined`);
+        seen.push(i);
+      },
+    });
+    const results = await pending;
+    resolved = true;
+    assert.deepEqual([...seen].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6], `${split}: every unit once`);
+    if (split === 'never') assert.notDeepEqual(seen, [0, 1, 2, 3, 4, 5, 6], 'in the order they came in, not unit order');
+    results.forEach((r, i) => assert.deepEqual(r.output, reference(units[i]!, 7.5)));
+  }
+  const dispatcher = new Dispatcher([new ScriptedDevice('dev0', false, () => 1)], { now: () => performance.now() });
+  await assert.rejects(dispatcher.evaluate(units, 7.5, { onResult: (i) => { if (i === 3) throw new Error('bad unit 3'); } }), /bad unit 3/);
+});
+
 test("balance leaves a stream's units whole (the dataflow's next units fill the idle devices); 'always' still splits them", async () => {
   const lone = [unit(0)];
   const run = async (split: SplitMode, stream: boolean) => {

@@ -11,6 +11,9 @@ import { createMethod } from '../src/core/methods/index.ts';
 import type { StagedMethod } from '../src/core/methods/staged.ts';
 import type { EvaluateHint, MethodName, UnetUnit, UnitResult } from '../src/core/methods/types.ts';
 import { WindowCanvas, placeWindows, planWindowsFor } from '../src/core/methods/windows.ts';
+import { BarrierStep } from '../src/core/methods/barrier-step.ts';
+import { applyEpsGuidance, applyX0Guidance, weightedMask } from '../src/core/methods/guidance.ts';
+import { drawPermutations, unshuffleFromUnits } from '../src/core/methods/pixel-interaction.ts';
 import { resolveParams } from '../src/core/params.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
@@ -94,6 +97,8 @@ interface RunResult {
   wholeSteps: number;
   /** Per step k: the units of step k + 1 already handed over when the loop had the latent after step k. */
   handedEarly: number[];
+  /** Units whose results the method asked for one by one (EvaluateHint.onResult). */
+  oneByOne: number;
 }
 
 /** Runs the denoise stage on the fake UNet; `devices` > 1 completes units out of order with random delays. */
@@ -120,8 +125,10 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
   let aheadDispatches = 0;
   let aheadWindows = 0;
   const handedEarly: number[] = [];
+  let oneByOne = 0;
   const outstanding = (u: UnetUnit) => units.some((o) => o.kind === u.kind && o.step === u.step - 1 && o.index !== u.index && !done.has(o.id));
   const evaluate = async (batch: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]> => {
+    if (hint?.onResult) oneByOne += batch.length;
     for (const u of batch) {
       units.push(u);
       opts.onUnit?.(u, hint);
@@ -132,6 +139,16 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     const results = batch.map((u) => ({ ...fakeUnet({ ...u, sample: Float32Array.from(u.sample) }), id: u.id }));
     if (opts.devices > 1) await new Promise((r) => setTimeout(r, jitter.randint(4)));
     if (batch.some((u) => u.id === opts.failUnit)) throw new Error(`device lost running ${opts.failUnit}`);
+    if (opts.devices > 1 && hint?.onResult) {
+      // Hand some results over one by one, in a random order, as a dispatcher does when they come in; the rest
+      // only with the resolved batch (an evaluator may do either).
+      const order = results.map((_, i) => i).sort(() => jitter.randint(3) - 1);
+      for (const i of order.slice(0, order.length - jitter.randint(2))) {
+        const { id: _, ...r } = results[i]!;
+        hint.onResult(i, r);
+        if (jitter.randint(2) === 0) await new Promise((r) => setTimeout(r, jitter.randint(2)));
+      }
+    }
     for (const u of batch) done.add(u.id);
     return results.map(({ id: _, ...r }) => r);
   };
@@ -143,7 +160,7 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     onPreviewLatent: (latent) => previews.push(Float32Array.from(latent)),
     onStep: (k) => handedEarly.push(units.filter((u) => u.step === k + 1).length),
   });
-  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews, wholeSteps, handedEarly };
+  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews, wholeSteps, handedEarly, oneByOne };
 }
 
 const sameBits = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
@@ -242,28 +259,81 @@ describe('the denoise loop takes the latent the method already stepped', () => {
 describe('the next step is on the devices before the loop has the latent', () => {
   it('at every stage-1 step where the method steps the patches, and at the stage switch; not with padding or sync guidance', async () => {
     // 12 steps, 4 patches, 9 windows. handedEarly[k]: units of step k + 1 handed over when the loop took step k.
-    const cases: [string, Record<string, unknown>, number[], number?, number?][] = [
+    // oneByOne: units of the pixel-interaction steps, whose results are guided and stepped as they come in.
+    const cases: [string, Record<string, unknown>, number[], number, number?, number?][] = [
       // Split 0.5: stage 1 is steps 0-5 (lockstep, a shuffle every step); the dataflow hands steps over by itself.
-      ['asg, split 0.5', { stageSplit: 0.5 }, [4, 4, 4, 4, 4]],
-      ['asg, default split (0.8, stage 1 steps 0-9)', {}, [4, 4, 4, 4, 4, 4, 4, 4, 4]],
+      ['asg, split 0.5', { stageSplit: 0.5 }, [4, 4, 4, 4, 4], 24],
+      ['asg, default split (0.8, stage 1 steps 0-9)', {}, [4, 4, 4, 4, 4, 4, 4, 4, 4], 40],
+      ['asg, eps space', { structureSpace: 'eps' }, [4, 4, 4, 4, 4, 4, 4, 4, 4], 40],
+      ['cutdiffusion', {}, [4, 4, 4, 4, 4, 4, 4, 4, 4], 40],
       // interactionEvery 3 (stage 1 0-9, shuffles at 0, 3, 6, 9): blocks 1-2, 4-5, 7-8; each step after one is on
       // the devices when the loop takes the block's last step.
-      ['asg, interactionEvery 3', { interactionEvery: 3 }, [4, 4, 4, 4, 4, 4, 4, 4, 4]],
-      ['asg, synchronous guidance (lockstep steps are not launched early)', { guidanceSync: true }, [0, 0, 0, 0, 0, 0, 0, 0, 0]],
-      ['asg, padded', {}, [0, 0, 0, 0, 0, 0, 0, 0, 0], 40, 44],
+      ['asg, interactionEvery 3', { interactionEvery: 3 }, [4, 4, 4, 4, 4, 4, 4, 4, 4], 16],
+      ['asg, synchronous guidance (lockstep steps are not launched early)', { guidanceSync: true }, [0, 0, 0, 0, 0, 0, 0, 0, 0], 0],
+      ['asg, padded', {}, [0, 0, 0, 0, 0, 0, 0, 0, 0], 0, 40, 44],
     ];
-    for (const [label, options, early, size, width] of cases) {
-      const lock = await run(options, { devices: 1, lockstep: true, size, width });
+    for (const [label, options, early, oneByOne, size, width] of cases) {
+      const method = label.startsWith('cutdiffusion') ? 'cutdiffusion' : 'asg';
+      const lock = await run(options, { devices: 1, lockstep: true, size, width, method });
       assert.ok(lock.handedEarly.every((c) => c === 0), `${label}: lockstep hands nothing over early`);
+      assert.equal(lock.oneByOne, 0, `${label}: lockstep takes results as a batch`);
       for (const devices of [1, 4]) {
-        const r = await run(options, { devices, size, width });
+        const r = await run(options, { devices, size, width, method });
         const stage1 = early.length;
         assert.deepEqual(r.handedEarly.slice(0, stage1), early, `${label}: ${devices} device(s)`);
+        assert.equal(r.oneByOne, oneByOne, `${label}: ${devices} device(s), units taken one by one`);
         if (!size) assert.ok(r.handedEarly[stage1]! > 0, `${label}: the first stage-2 windows are out at the stage switch`);
         assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), same latent`);
         assert.deepEqual(r.progress, lock.progress, `${label}: progress`);
       }
     }
+  });
+});
+
+describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
+  it('equals un-shuffling all outputs, guiding the patches and stepping them, bit for bit, in any arrival order', () => {
+    const n = 5;
+    const channels = 2;
+    const plane = 6 * 4;
+    const size = channels * plane;
+    const rng = createRandom(3, 'test');
+    const noise = (k: number) => Float32Array.from(rng.randn([k]));
+    const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, 12);
+    const advance = (step: number, out: Float32Array, x: Float32Array) => sched.step({ stepIndex: step, history: [] }, out, x).prevSample;
+    for (const space of ['x0', 'eps'] as const) {
+      for (const masked of [false, true]) {
+        const step = 4;
+        const patches = noise(n * size);
+        const outputs = Array.from({ length: n }, () => noise(size));
+        const perm = drawPermutations(rng, size, n);
+        const key = noise(size);
+        const mask = masked ? Float32Array.from(rng.randn([plane]), (v) => Math.abs(v) / 3) : null;
+        const { alpha, sigma } = sched.noiseLevel(step);
+        const weight = 0.7;
+        // The reference: the lockstep path's functions over all patches at once.
+        const eps = unshuffleFromUnits(outputs, perm, n, size);
+        if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
+        else applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
+        const next = advance(step, eps, patches);
+        for (const order of [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [3, 4, 1, 0, 2]]) {
+          const b = new BarrierStep({
+            step, patches, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
+            guidance: () => ({ space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) }),
+          });
+          for (const j of order) {
+            assert.ok(!b.complete, 'not complete before the last unit');
+            b.take(j, { output: outputs[j]! });
+          }
+          b.take(order[0]!, { output: noise(size) }); // a second result for a unit is ignored
+          assert.ok(b.complete, 'complete');
+          assert.ok(sameBits(b.eps, eps), `${space}, mask ${masked}, order ${order}: guided outputs`);
+          assert.ok(sameBits(b.next, next), `${space}, mask ${masked}, order ${order}: stepped patches`);
+        }
+        assert.ok(outputs.every((o, j) => o.length === size && !sameBits(o, eps.subarray(j * size, (j + 1) * size))), 'the results are not changed in place');
+      }
+    }
+    const b = new BarrierStep({ step: 1, patches: noise(n * size), perm: null, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null });
+    assert.throws(() => b.take(2, { output: noise(size - 1) }), /Unit s1\/k1\/p2 returned an output of the wrong size/);
   });
 });
 

@@ -214,7 +214,7 @@ export class WebPipeline {
     const evaluate = async (units: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]> => {
       if (inFlight++ === 0) since = performance.now();
       try {
-        return await this.dispatcher.evaluate(units, p.guidanceScale, { signal, priority: hint?.priority, stream: hint?.stream });
+        return await this.dispatcher.evaluate(units, p.guidanceScale, { signal, priority: hint?.priority, stream: hint?.stream, onResult: hint?.onResult });
       } finally {
         if (--inFlight === 0) unetMs += performance.now() - since;
       }

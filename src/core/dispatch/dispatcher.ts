@@ -49,6 +49,8 @@ export interface EvaluateOptions {
   priority?: number;
   /** A unit of a stream (EvaluateHint.stream): 'balance' does not split it. */
   stream?: boolean;
+  /** Each unit's result as soon as it is in (EvaluateHint.onResult). */
+  onResult?(index: number, result: UnitResult): void;
 }
 
 export interface DeviceStats {
@@ -67,6 +69,7 @@ interface Batch {
   halves: Map<number, { uncond?: TaskOutput; cond?: TaskOutput }>;
   remaining: number;
   settled: boolean;
+  onResult?(index: number, result: UnitResult): void;
   resolve(results: UnitResult[]): void;
   reject(error: unknown): void;
 }
@@ -143,6 +146,7 @@ export class Dispatcher {
         halves: new Map(),
         remaining: 0,
         settled: false,
+        onResult: opts.onResult,
         resolve: (r) => {
           signal?.removeEventListener('abort', onAbort);
           resolve(r);
@@ -278,17 +282,22 @@ export class Dispatcher {
   private accept(entry: Entry, out: TaskOutput): void {
     const { batch, unitIndex: i, task } = entry;
     if (out.attentionUnsupported) this.attentionUnsupported = true;
+    let result: UnitResult | undefined;
     if (task.part === 'both') {
-      batch.results[i] = out.attention ? { output: out.output, attention: out.attention } : { output: out.output };
+      result = out.attention ? { output: out.output, attention: out.attention } : { output: out.output };
     } else {
       const h = batch.halves.get(i) ?? {};
       h[task.part] = out;
       batch.halves.set(i, h);
       if (h.uncond && h.cond) {
         const output = combineCfg(h.uncond.output, h.cond.output, batch.scale);
-        batch.results[i] = h.cond.attention ? { output, attention: h.cond.attention } : { output };
+        result = h.cond.attention ? { output, attention: h.cond.attention } : { output };
         batch.halves.delete(i);
       }
+    }
+    if (result) {
+      batch.results[i] = result;
+      batch.onResult?.(i, result);
     }
     if (--batch.remaining === 0) this.settle(batch);
   }

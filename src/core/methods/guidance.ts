@@ -57,7 +57,7 @@ export function applyEpsGuidance(
 }
 
 /** w * M per position (w everywhere when the mask is null), in double precision. */
-function weightedMask(mask: Float32Array | null, weight: number, plane: number): Float64Array {
+export function weightedMask(mask: Float32Array | null, weight: number, plane: number): Float64Array {
   const wm = new Float64Array(plane);
   for (let q = 0; q < plane; q++) wm[q] = mask === null ? weight : weight * mask[q];
   return wm;
@@ -103,5 +103,39 @@ export function applyX0Guidance(
         eps[e] -= gm[q] * (keyX0[o + q] - x0);
       }
     }
+  }
+}
+
+/**
+ * Structure guidance on one pixel-interaction unit's output, in the unit's own layout: its element e belongs to patch
+ * owner(e) = perm[e * n + j] (patch j throughout when perm is null), whose latent value is x[e]; elements of the key
+ * patch (0) are left alone. `wm` is weightedMask(mask, w) in eps space and weightedMask(mask, w alpha / sigma) in x0
+ * space (none when sigma is 0: nothing to steer). Per element the arithmetic is that of applyEpsGuidance /
+ * applyX0Guidance, so guiding the units one by one gives the un-shuffled patches' guided outputs bit for bit.
+ */
+export function guideUnit(
+  space: StructureSpace,
+  eps: Float32Array,
+  x: Float32Array,
+  key: Float32Array,
+  wm: Float64Array,
+  alpha: number,
+  sigma: number,
+  perm: Uint8Array | Uint16Array | null,
+  n: number,
+  j: number,
+): void {
+  const plane = wm.length;
+  if (perm === null && j === 0) return;
+  for (let e = 0, p = j, q = 0; e < eps.length; e++, p += n) {
+    if (perm === null || perm[p] !== 0) {
+      if (space === 'x0') {
+        const x0 = (x[e] - sigma * eps[e]) / alpha;
+        eps[e] -= wm[q] * (key[e] - x0);
+      } else {
+        eps[e] += wm[q] * (key[e] - eps[e]);
+      }
+    }
+    if (++q === plane) q = 0;
   }
 }

@@ -18,16 +18,17 @@
  * every patch runs its own chain of units (startBlock), waiting only for itself and the key patch, where the context
  * offers a part-of-the-latent scheduler step (MethodContext.advance); the fused outputs are bit for bit the lockstep
  * ones. With advance, stage 2 runs as a dataflow too (window-flow.ts): no barrier between its steps. And at a
- * pixel-interaction barrier the method steps the patches itself and hands the next step to the devices before it
- * relocates anything for the denoise loop (launchAfter): the devices wait only for un-shuffle, guidance, step and
- * shuffle.
+ * pixel-interaction barrier each unit's output is guided and stepped as it comes in (barrier-step.ts), and the next
+ * step goes to the devices before anything is relocated for the denoise loop (launchAfter): after the last unit the
+ * devices wait only for its share of the work and the next shuffle.
  * Portable: no Node APIs.
  */
 import { AsgdError, invalidArgument } from '../errors.ts';
 import { BufferPool } from './buffers.ts';
 import { deferred, type Deferred } from './deferred.ts';
 import { isPadded, patchSize } from './geometry.ts';
-import { applyEpsGuidance, applyX0Guidance, denoisedEstimate, structureWeightAt } from './guidance.ts';
+import { BarrierStep } from './barrier-step.ts';
+import { applyEpsGuidance, applyX0Guidance, denoisedEstimate, structureWeightAt, weightedMask } from './guidance.ts';
 import { buildMask } from './mask.ts';
 import { MethodBase } from './method-base.ts';
 import { X0_MAPPED, outputToX0 } from '../schedulers/prediction.ts';
@@ -67,6 +68,8 @@ interface Launched {
   perm: Permutations | null;
   wantMask: boolean;
   results: Promise<UnitResult[]>;
+  /** The step taken unit by unit as results come in, where it is (see launchStep). */
+  barrier?: BarrierStep;
 }
 
 export class StagedMethod extends MethodBase {
@@ -202,6 +205,7 @@ export class StagedMethod extends MethodBase {
     const { patches, perm, wantMask } = launched;
     const results = await launched.results;
     if (!(this.guided && options.guidanceSync)) this.reportProgress(ctx, step, n, `s1/k${step}/p${n - 1}`);
+    if (launched.barrier) return this.afterBarrier(launched, launched.barrier, results, ctx);
     const timestep = sched.timesteps[step];
 
     this.epsBuffer ??= new Float32Array(n * size);
@@ -213,24 +217,16 @@ export class StagedMethod extends MethodBase {
       this.epsBuffer,
     );
 
-    const stepsPatches = this.canStepPatches(ctx);
-    let afterLaunch: (() => void) | undefined;
     if (this.guided) {
       const sync = options.guidanceSync;
-      // x0 = (x - sigma * output) / alpha: the noise level for epsilon, (1, sigma) for flow velocity.
-      const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
-      const keyEps = eps.subarray(0, size);
-      const keyEstimate = () =>
-        options.structureSpace === 'eps' ? Float32Array.from(keyEps) : denoisedEstimate(patches.subarray(0, size), keyEps, alpha, sigma);
-      // Asynchronous guidance uses this step's key estimate and mask from the next step on: where the next step is
-      // handed over below and is not a run-ahead block (which takes them when it starts), build them after that.
-      const later = !sync && !target && stepsPatches && !(step + 1 < plan.stage1Steps && this.canRunAhead(step + 1, ctx));
       let newMask: Float32Array | null | undefined;
-      if (wantMask && !later) {
+      if (wantMask) {
         newMask = this.keyMask(results[0].attention, ctx);
       }
       if (sync && newMask !== undefined) this.mask = newMask;
 
+      // x0 = (x - sigma * output) / alpha: the noise level for epsilon, (1, sigma) for flow velocity.
+      const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
       if (target) {
         // A fixed x0 target (an upscale's input): every patch, the key too, from the first step on.
         const w = structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep);
@@ -245,7 +241,7 @@ export class StagedMethod extends MethodBase {
         }
         if (newMask !== undefined) this.mask = newMask;
       }
-      const keyNow = later ? null : keyEstimate();
+      const keyNow = this.keyReference(patches, eps, step, sched);
       const key = sync ? keyNow : this.staleKey;
       const weight =
         step >= 1
@@ -256,45 +252,70 @@ export class StagedMethod extends MethodBase {
         if (options.structureSpace === 'eps') applyEpsGuidance(eps, key, mask, weight, n, geo.channels, plane);
         else applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, geo.channels, plane);
       }
-      if (later) {
-        // The key patch is never guided, so its output and latent are as the unit returned them.
-        afterLaunch = () => {
-          if (wantMask) this.mask = this.keyMask(results[0].attention, ctx);
-          this.staleKey = keyEstimate();
-        };
-      } else {
-        if (!sync && newMask !== undefined) this.mask = newMask;
-        this.staleKey = keyNow;
-      }
+      if (!sync && newMask !== undefined) this.mask = newMask;
+      this.staleKey = keyNow;
     }
 
-    if (stepsPatches) {
-      // Step the patches here and hand the next step over before anything else (the loop takes the latent).
+    if (this.canStepPatches(ctx)) {
+      // Synchronous guidance: step the patches here too, and start a run-ahead block or the dataflow from them.
       const next = ctx.advance!(step, eps, patches);
       const after = this.launchAfter(step, next, ctx);
-      afterLaunch?.();
       this.handoff = { step, latent: after ?? relocatePatches(next, geo, geo.height, geo.width) };
     }
     const fused = relocatePatches(eps, geo, geo.height, geo.width);
-    if (this.wantsPreview(step, ctx)) {
-      // Patch 0 of the current latent (un-shuffled) and its output (the key patch is never guided).
-      this.emitPreview(
-        ctx,
-        step,
-        'key-patch',
-        Float32Array.from(patches.subarray(0, size)),
-        Float32Array.from(eps.subarray(0, size)),
-        geo.patchHeight,
-        geo.patchWidth,
-      );
-    }
+    this.keyPatchPreview(ctx, step, patches, eps);
+    return fused;
+  }
+
+  /** The key patch's reference after a step: its output (eps space) or its denoised estimate (x0 space). */
+  private keyReference(patches: Float32Array, eps: Float32Array, step: number, sched: MethodContext['scheduler']): Float32Array {
+    const size = patchSize(this.plan.geometry);
+    const keyEps = eps.subarray(0, size);
+    if (this.options.structureSpace === 'eps') return Float32Array.from(keyEps);
+    // x0 = (x - sigma * output) / alpha: the noise level for epsilon, (1, sigma) for flow velocity.
+    const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
+    return denoisedEstimate(patches.subarray(0, size), keyEps, alpha, sigma);
+  }
+
+  /** Preview of patch 0 of the current latent (un-shuffled) and its output (the key patch is never guided). */
+  private keyPatchPreview(ctx: MethodContext, step: number, patches: Float32Array, eps: Float32Array): void {
+    if (!this.wantsPreview(step, ctx)) return;
+    const geo = this.plan.geometry;
+    const size = patchSize(geo);
+    this.emitPreview(ctx, step, 'key-patch', Float32Array.from(patches.subarray(0, size)), Float32Array.from(eps.subarray(0, size)), geo.patchHeight, geo.patchWidth);
+  }
+
+  /**
+   * The end of a step taken unit by unit (BarrierStep): the units the evaluator did not hand over one by one are
+   * taken now; the next step goes to the devices at once, and the key reference and mask it guides by (asynchronous
+   * guidance: this step's), the fused output and the stepped latent are built while it runs. A run-ahead block takes
+   * the reference when it starts, so before it the reference comes first.
+   */
+  private afterBarrier(launched: Launched, barrier: BarrierStep, results: UnitResult[], ctx: MethodContext): Float32Array {
+    const { plan } = this;
+    const geo = plan.geometry;
+    const { step, patches } = launched;
+    results.forEach((r, j) => barrier.take(j, r));
+    const updateReference = () => {
+      if (!this.guided) return;
+      if (launched.wantMask) this.mask = this.keyMask(results[0].attention, ctx);
+      this.staleKey = this.keyReference(patches, barrier.eps, step, ctx.scheduler);
+    };
+    const blockNext = step + 1 < plan.stage1Steps && this.canRunAhead(step + 1, ctx);
+    if (blockNext) updateReference();
+    const after = this.launchAfter(step, barrier.next, ctx);
+    if (!blockNext) updateReference();
+    this.handoff = { step, latent: after ?? relocatePatches(barrier.next, geo, geo.height, geo.width) };
+    const fused = relocatePatches(barrier.eps, geo, geo.height, geo.width);
+    this.keyPatchPreview(ctx, step, patches, barrier.eps);
     return fused;
   }
 
   /**
    * Hands a lockstep stage-1 step's units to the devices: draws (or takes the one drawn ahead) the step's
    * permutations, shuffles the patches into the units, evaluates them, and, while the devices work, draws the next
-   * step's permutations (same stream, same order).
+   * step's permutations (same stream, same order). Where the method steps the patches itself and guidance is
+   * asynchronous (or off), each unit's output is guided and stepped as it comes in (BarrierStep).
    */
   private launchStep(patches: Float32Array, step: number, ctx: MethodContext): Launched {
     const { plan, options } = this;
@@ -332,6 +353,7 @@ export class StagedMethod extends MethodBase {
       timeIds,
     }));
     let results: Promise<UnitResult[]>;
+    let barrier: BarrierStep | undefined;
     if (this.guided && options.guidanceSync) {
       // Synchronous mode: the key unit first, in its own call, then the others.
       results = (async () => {
@@ -340,12 +362,50 @@ export class StagedMethod extends MethodBase {
         return key.concat(rest);
       })();
     } else {
+      if (this.canStepPatches(ctx)) barrier = this.barrierStep(patches, perm, step, ctx);
+      const onResult = barrier ? (j: number, r: UnitResult) => barrier!.take(j, r) : undefined;
       // Progress is reported when the step is taken up (stage1), which may be after this launch returns.
-      results = this.evaluate(ctx, units, step, 0, drawAhead, { quiet: true });
+      results = this.evaluate(ctx, units, step, 0, drawAhead, { quiet: true, ...(onResult ? { onResult } : {}) });
     }
     // A launched step the generation never takes up (it failed or was cancelled) must not reject unobserved.
     results.catch(() => undefined);
-    return { step, patches, perm, wantMask, results };
+    return { step, patches, perm, wantMask, results, barrier };
+  }
+
+  /** Two buffers of each kind (guided outputs, stepped patches), alternating by step: a step reads the last one's. */
+  private readonly stepBuffers: Float32Array[] = [];
+
+  private stepBuffer(kind: 0 | 1, step: number, length: number): Float32Array {
+    const i = kind * 2 + (step % 2);
+    let buffer = this.stepBuffers[i];
+    if (buffer?.length !== length) buffer = this.stepBuffers[i] = new Float32Array(length);
+    return buffer;
+  }
+
+  /** A pixel-interaction step whose units are guided and stepped as they come in (barrier-step.ts). */
+  private barrierStep(patches: Float32Array, perm: Permutations | null, step: number, ctx: MethodContext): BarrierStep {
+    const { plan, options } = this;
+    const geo = plan.geometry;
+    const n = geo.count;
+    const size = patchSize(geo);
+    const plane = geo.patchHeight * geo.patchWidth;
+    const sched = ctx.scheduler;
+    return new BarrierStep({
+      step, patches, perm, n, size, advance: ctx.advance!,
+      eps: this.stepBuffer(0, step, n * size),
+      next: this.stepBuffer(1, step, n * size),
+      guidance: () => {
+        // Asynchronous: the key patch's reference from the step before (lockstep path: the same weights and mask).
+        const key = this.staleKey;
+        const weight = step >= 1 ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, sched.timesteps[step]) : 0;
+        if (!this.guided || key === null || !(weight > 0)) return null;
+        const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
+        const x0 = options.structureSpace === 'x0';
+        if (x0 && !(sigma > 0)) return null; // no noise left: nothing to steer through eps
+        const mask = options.mask ? this.mask : null;
+        return { space: options.structureSpace, key, weights: weightedMask(mask, x0 ? (weight * alpha) / sigma : weight, plane), alpha, sigma };
+      },
+    });
   }
 
   /** Draws stage-1 step `step`'s permutations now, while the devices work (the stream's order is unchanged). */

@@ -93,6 +93,12 @@ export interface EvaluateHint {
    * halves on two devices cost more device time than the whole unit on one, which the units that follow would need.
    */
   stream?: boolean;
+  /**
+   * Called with each unit's result as soon as it is in (any order, each unit once), before the promise resolves, so
+   * that host work on it overlaps the units still running. Optional for an evaluator: one that never calls it just
+   * resolves, and the method takes the results from there. An exception thrown by it fails the evaluation.
+   */
+  onResult?(index: number, result: UnitResult): void;
 }
 
 export interface MethodContext {

@@ -102,7 +102,7 @@ export class DevicePool {
   }
 
   evaluate(units: UnetUnit[], guidanceScale: number, signal?: AbortSignal, hint?: EvaluateHint): Promise<UnitResult[]> {
-    return this.dispatcher.evaluate(units, guidanceScale, { signal, priority: hint?.priority, stream: hint?.stream });
+    return this.dispatcher.evaluate(units, guidanceScale, { signal, priority: hint?.priority, stream: hint?.stream, onResult: hint?.onResult });
   }
 
   /**
