@@ -58,6 +58,8 @@ interface AheadBlock {
   keys: Map<number, Deferred<KeyRef>>;
   /** The reference before `start` (from the lockstep path). */
   startRef: KeyRef;
+  /** The key patch's reference after the latest step it finished (as `keys` holds it, but readable at once). */
+  latestRef?: KeyRef;
 }
 
 /** A lockstep stage-1 step whose units are on the devices (launchStep). */
@@ -518,7 +520,8 @@ export class StagedMethod extends MethodBase {
             mask = this.keyMask(result.attention, ctx);
           }
           const key = options.structureSpace === 'eps' ? Float32Array.from(eps) : denoisedEstimate(x, eps, alpha, sigma);
-          block.keys.get(t)!.resolve({ key, mask });
+          block.latestRef = { key, mask };
+          block.keys.get(t)!.resolve(block.latestRef);
         } else {
           const ref = sync ? await block.keys.get(t)!.promise : t === block.start ? block.startRef : await block.keys.get(t - 1)!.promise;
           const weight = t >= 1 ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep) : 0;
@@ -533,7 +536,12 @@ export class StagedMethod extends MethodBase {
       slot.next.set(x, i * size);
       if (--slot.left > 0) continue;
       // The last patch of step t: after the block's last step, hand the next step over at once (launchAfter).
-      const after = t === block.end - 1 ? this.launchAfter(t, slot.next, ctx) : undefined;
+      let after: Float32Array | undefined;
+      if (t === block.end - 1) {
+        // The step after the block guides by the key reference of its last step: set it now, as fromBlock will.
+        if (this.guided && block.latestRef) ({ key: this.staleKey, mask: this.mask } = block.latestRef);
+        after = this.launchAfter(t, slot.next, ctx);
+      }
       if (after) slot.after = after;
       slot.done.resolve(slot.eps);
     }
