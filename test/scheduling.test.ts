@@ -290,6 +290,30 @@ describe('the next step is on the devices before the loop has the latent', () =>
   });
 });
 
+describe('stage-1 hand-over under cancellation and device failure', () => {
+  it('an abort or a failed unit in stage 1 ends the run with that error, and nothing more is handed over', async () => {
+    const settle = () => new Promise((r) => setTimeout(r, 30));
+    for (const options of [{}, { interactionEvery: 3 }]) {
+      const controller = new AbortController();
+      const seen: UnetUnit[] = [];
+      const onUnit = (u: UnetUnit) => {
+        seen.push(u);
+        if (u.step === 3) controller.abort(); // a pixel-interaction step either way (all its units go in one call)
+      };
+      await assert.rejects(run(options, { devices: 4, signal: controller.signal, onUnit }), (e: Error & { kind?: string }) => e.kind === 'cancelled');
+      await settle();
+      assert.equal(seen.filter((u) => u.step === 3).length, 4, `${JSON.stringify(options)}: step 3 was handed over`);
+      assert.ok(!seen.some((u) => u.step > 3), `${JSON.stringify(options)}: nothing handed over after the abort`);
+      const lost: UnetUnit[] = [];
+      await assert.rejects(run(options, { devices: 4, failUnit: 's1/k4/p2', onUnit: (u) => lost.push(u) }), /device lost running s1\/k4\/p2/);
+      const atFailure = lost.length;
+      await settle();
+      assert.equal(lost.length, atFailure, `${JSON.stringify(options)}: nothing handed over after the failure`);
+      assert.ok(!lost.some((u) => u.step > 6), `${JSON.stringify(options)}: stopped within a step or two of the failure`);
+    }
+  });
+});
+
 describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
   it('equals un-shuffling all outputs, guiding the patches and stepping them, bit for bit, in any arrival order', () => {
     const n = 5;

@@ -60,6 +60,8 @@ interface AheadBlock {
   startRef: KeyRef;
   /** The key patch's reference after the latest step it finished (as `keys` holds it, but readable at once). */
   latestRef?: KeyRef;
+  /** A chain failed: the others hand nothing more over. */
+  failed: boolean;
 }
 
 /** A lockstep stage-1 step whose units are on the devices (launchStep). */
@@ -467,6 +469,7 @@ export class StagedMethod extends MethodBase {
       steps: new Map(),
       keys: new Map(),
       startRef: { key: this.staleKey, mask: this.mask },
+      failed: false,
     };
     for (let t = start; t < end; t++) {
       // The patches' latents after each step, stepped by their chains.
@@ -474,6 +477,7 @@ export class StagedMethod extends MethodBase {
       block.keys.set(t, deferred());
     }
     const fail = (error: unknown) => {
+      block.failed = true;
       for (const s of block.steps.values()) s.done.reject(error);
       for (const k of block.keys.values()) k.reject(error);
     };
@@ -496,6 +500,7 @@ export class StagedMethod extends MethodBase {
     let x = start;
     let mask = block.startRef.mask;
     for (let t = block.start; t < block.end; t++) {
+      if (block.failed) return;
       const scale = sched.inputScale(t);
       // The same arithmetic as shuffleToUnits without a permutation.
       const sample = this.samples.take(i, size);
@@ -510,6 +515,7 @@ export class StagedMethod extends MethodBase {
       // The key patch first: every other patch waits for it.
       // A stream until the block's last step, whose units end before a barrier (splitting may shorten that tail).
       const [result] = await this.evaluate(ctx, [unit], t, 0, undefined, { priority: i === 0 ? 1 : 0, stream: t < block.end - 1, quiet: true });
+      if (block.failed) return;
       const slot = block.steps.get(t)!;
       const eps = slot.eps.subarray(i * size, (i + 1) * size);
       eps.set(result.output);
