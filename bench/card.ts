@@ -7,6 +7,9 @@
  *            median of N after W warm-ups, timing session.run alone on prepared tensors and the UnetAdapter's call
  *            (the host conversions and the CFG combination the pipeline pays). batch1 / batch2 is the cost of a
  *            CFG half relative to a full call; batch4 / batch2 that of two patches in one call.
+ *   probe    --unet FILE --provider webgpu|cpu [--latent N] [--warmup W] [--iters N] --out JSON
+ *            The attention-probe graph (built from the export as the pipeline builds it) against the plain UNet,
+ *            calls alternating, batch 2 and 1: the key patch's extra cost.
  *   unet-io  --unets FILE,FILE [--cases sd15,sdxl] [--latent N] [--warmup W] [--iters N] --out JSON
  *            bench/unet-io.ts on WebGPU: each UNet (missing files skipped) and fixture case one at a time, the JSON
  *            rewritten after each: host-fed vs device-resident conditioning, the upload alone, CFG on the device.
@@ -31,6 +34,7 @@ import { floatTensor, makeTensor, openSession, readFloat, releaseSession, suppor
 import { UnetAdapter, type TextConditioning } from '../src/onnx/unet.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
+import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { checkAvailableDevices } from '../src/node/runner/devices.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
 import { benchUnetIo, unetIoTable, type UnetIoCase } from './unet-io.ts';
@@ -109,6 +113,85 @@ function machine(): Record<string, unknown> {
   return { node: process.version, platform: `${process.platform}-${process.arch}`, cpu: os.cpus()[0]?.model, cores: os.cpus().length, date: new Date().toISOString() };
 }
 
+/** The UNet's inputs for one call of `batch` rows at a square latent: deterministic values, timestep 500. */
+function unetFeeds(unet: UnetAdapter, batch: number, latent: number, dim: number, pooled: number | undefined): Record<string, OrtTensor> {
+  const tokens = 77;
+  const f: Record<string, OrtTensor> = {
+    [unet.sample.name]: floatTensor(unet.sample.type, wave(batch * 4 * latent * latent, 1), [batch, 4, latent, latent], 'sample'),
+    [unet.timestep.name]: makeTensor('int64', new BigInt64Array(batch).fill(500n), [batch]),
+    [unet.hidden.name]: floatTensor(unet.hidden.type, wave(batch * tokens * dim, 2), [batch, tokens, dim], 'encoder_hidden_states'),
+  };
+  if (unet.textEmbeds) f[unet.textEmbeds.name] = floatTensor(unet.textEmbeds.type, wave(batch * (pooled as number), 3), [batch, pooled as number], 'text_embeds');
+  if (unet.timeIds) {
+    const px = 8 * latent;
+    const ids = new Float32Array(6 * batch);
+    for (let b = 0; b < batch; b++) ids.set([px, px, 0, 0, px, px], 6 * b);
+    f[unet.timeIds.name] = floatTensor(unet.timeIds.type, ids, [batch, 6], 'time_ids');
+  }
+  return f;
+}
+
+/** The latent side and text widths of a UNet export (config.json's sample_size unless --latent). */
+function unetShape(s: Awaited<ReturnType<typeof openSession>>, unet: UnetAdapter, file: string, args: Args): { latent: number; dim: number; pooled: number | undefined } {
+  const configured = Number(JSON.parse(fs.readFileSync(path.join(path.dirname(file), 'config.json'), 'utf8')).sample_size);
+  const latent = num(args, 'latent', Number.isFinite(configured) ? configured : 64);
+  const dim = s.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape[2];
+  const pooled = unet.textEmbeds?.shape[1];
+  if (typeof dim !== 'number' || (unet.textEmbeds && typeof pooled !== 'number')) throw new Error('card: the UNet export has no static text widths');
+  return { latent, dim, pooled: pooled as number | undefined };
+}
+
+/**
+ * The attention-probe graph the key patch runs (src/node/probe.ts builds it from the export) against the plain UNet:
+ * both sessions open at once, calls at batch 2 (a whole CFG unit) and 1 (its conditional half) alternating between
+ * them, medians. probe / plain is the key unit's extra cost (the latency model's probeExtra, assumed 0.15).
+ */
+export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
+  const file = need(args, 'unet');
+  const provider = (args['provider'] ?? 'webgpu') as ProviderName;
+  const warmup = num(args, 'warmup', 3);
+  const iters = num(args, 'iters', 10);
+  const result: Record<string, unknown> = { machine: machine(), file, provider };
+  const t0 = performance.now();
+  const probe = await prepareAttentionProbe(file);
+  result['probeBuildMs'] = performance.now() - t0;
+  if ('reason' in probe) return { ...result, reason: probe.reason };
+  result['layers'] = probe.layers.length;
+  const plain = await openSession(file, 'unet', { provider });
+  try {
+    const probed = await openSession(probe.file, 'unet (attention probe)', { provider }, probeLoadOptions(probe.file));
+    try {
+      const unet = new UnetAdapter(plain);
+      const { latent, dim, pooled } = unetShape(plain, unet, file, args);
+      result['latent'] = latent;
+      result['probeOutputs'] = probed.outputs.length;
+      for (const batch of [2, 1]) {
+        const f = unetFeeds(unet, batch, latent, dim, pooled);
+        const times: Record<'plain' | 'probe', number[]> = { plain: [], probe: [] };
+        let finite = true;
+        for (let i = 0; i < warmup + iters; i++) {
+          for (const [label, s] of [['plain', plain], ['probe', probed]] as const) {
+            const c0 = performance.now();
+            const r = await s.session.run(f);
+            const ms = performance.now() - c0;
+            if (i >= warmup) times[label].push(ms);
+            if (label === 'probe' && i === 0) finite = readFloat(r[unet.out.name]!, 'out_sample').every(Number.isFinite);
+          }
+        }
+        const plainMs = median(times.plain);
+        const probeMs = median(times.probe);
+        result[`batch${batch}`] = { plainMs, probeMs, probeOverPlain: probeMs / plainMs, finite, iters, warmup };
+        console.error(`[card] ${provider} probe / plain at batch ${batch}: ${(probeMs / plainMs).toFixed(3)} (${probeMs.toFixed(2)} / ${plainMs.toFixed(2)} ms, medians of ${iters})`);
+      }
+    } finally {
+      await releaseSession(probed);
+    }
+  } finally {
+    await releaseSession(plain);
+  }
+  return result;
+}
+
 /** One UNet call at batch 2, 1 and 4: session.run alone and through the adapter. */
 export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
   const file = need(args, 'unet');
@@ -121,28 +204,10 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
   const result: Record<string, unknown> = { machine: machine(), file, provider, sessionMs, inputs: s.inputs, outputs: s.outputs };
   try {
     const unet = new UnetAdapter(s);
-    const configured = Number(JSON.parse(fs.readFileSync(path.join(path.dirname(file), 'config.json'), 'utf8')).sample_size);
-    const latent = num(args, 'latent', Number.isFinite(configured) ? configured : 64);
-    const dim = s.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape[2];
-    const pooled = unet.textEmbeds?.shape[1];
-    if (typeof dim !== 'number' || (unet.textEmbeds && typeof pooled !== 'number')) throw new Error('card: the UNet export has no static text widths');
+    const { latent, dim, pooled } = unetShape(s, unet, file, args);
     const tokens = 77;
     result['latent'] = latent;
-    const feeds = (batch: number): Record<string, OrtTensor> => {
-      const f: Record<string, OrtTensor> = {
-        [unet.sample.name]: floatTensor(unet.sample.type, wave(batch * 4 * latent * latent, 1), [batch, 4, latent, latent], 'sample'),
-        [unet.timestep.name]: makeTensor('int64', new BigInt64Array(batch).fill(500n), [batch]),
-        [unet.hidden.name]: floatTensor(unet.hidden.type, wave(batch * tokens * dim, 2), [batch, tokens, dim], 'encoder_hidden_states'),
-      };
-      if (unet.textEmbeds) f[unet.textEmbeds.name] = floatTensor(unet.textEmbeds.type, wave(batch * (pooled as number), 3), [batch, pooled as number], 'text_embeds');
-      if (unet.timeIds) {
-        const px = 8 * latent;
-        const ids = new Float32Array(6 * batch);
-        for (let b = 0; b < batch; b++) ids.set([px, px, 0, 0, px, px], 6 * b);
-        f[unet.timeIds.name] = floatTensor(unet.timeIds.type, ids, [batch, 6], 'time_ids');
-      }
-      return f;
-    };
+    const feeds = (batch: number) => unetFeeds(unet, batch, latent, dim, pooled);
     const finite: Record<string, boolean> = {};
     // Batch 4: two patches' CFG pairs in one call (what pairing stage-1 patches on a device would cost).
     for (const batch of [2, 1, 4]) {
@@ -281,6 +346,9 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
     case 'unet':
       result = await benchUnet(args);
       break;
+    case 'probe':
+      result = await benchProbe(args);
+      break;
     case 'folder':
       result = await writeFolder(args);
       break;
@@ -295,7 +363,7 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
       result = { machine: machine(), devices: await checkAvailableDevices(), backends: supportedBackends() };
       break;
     default:
-      throw new Error('card: usage: card (unet | unet-io | folder | generate | devices) [--options]; see the header of bench/card.ts');
+      throw new Error('card: usage: card (unet | probe | unet-io | folder | generate | devices) [--options]; see the header of bench/card.ts');
   }
   return result;
 }

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { benchGenerate, benchUnet, benchUnetIoCard, writeFolder } from '../bench/card.ts';
+import { benchGenerate, benchProbe, benchUnet, benchUnetIoCard, writeFolder } from '../bench/card.ts';
 import type { UnetIoCase } from '../bench/unet-io.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { UnetAdapter } from '../src/onnx/unet.ts';
@@ -104,6 +104,19 @@ test('bench/card.ts times the export, builds the SDXL-layout folder around it, a
   assert.ok(r.unetEvaluations > 2, 'asg evaluates several patches per step');
   assert.equal(r.latentFinite, true);
   for (const k of ['unetMs', 'hostMs', 'decodeMs', 'totalMs']) assert.ok(r.timings[k]! > 0, k);
+});
+
+test('bench/card.ts probe builds the attention-probe graph from the export and times it against the plain UNet', async () => {
+  const r = await benchProbe({ unet: path.join(dir, 'sdxl', 'unet', 'model.onnx'), provider: 'cpu', latent: '16', warmup: '0', iters: '2' });
+  assert.equal(r['reason'], undefined, String(r['reason']));
+  assert.ok((r['layers'] as number) > 0, 'up-block cross-attention layers found');
+  assert.equal(r['probeOutputs'], 1 + (r['layers'] as number), 'the UNet output and one map per layer');
+  for (const b of ['batch2', 'batch1']) {
+    const t = r[b] as { plainMs: number; probeMs: number; probeOverPlain: number; finite: boolean };
+    assert.equal(t.finite, true, b);
+    assert.ok(t.plainMs > 0 && t.probeMs > 0, b);
+    assert.equal(t.probeOverPlain, t.probeMs / t.plainMs, b);
+  }
 });
 
 test('bench/card.ts unet-io runs the float16 export on webgpu (lavapipe) with the conditioning on the device, equal to host-fed', async () => {

@@ -19,12 +19,14 @@
 #               warm-up generation at 1024x1024; time split text / UNet / host / VAE
 #   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0; on lavapipe this failed: see
 #               docs/benchmarks.md)
+#   probe-sdxl  the attention-probe graph the key patch runs (built from the SDXL export as the pipeline builds it)
+#               against the plain UNet on WebGPU, calls alternating, batch 2 and 1: the key unit's extra cost
 #   unet-io     (last) bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
 #               device, the upload alone, CFG combined on the device; the shipped UNet, both exports, the fixture
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # If the budget skips the generations, run again at once (the machine keeps CARD_WORK while warm) with
-# CARD_PARTS="folder gen-1 gen-2 unet-io".
+# CARD_PARTS="folder gen-1 gen-2 probe-sdxl unet-io".
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
 # parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
@@ -60,7 +62,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 gen-2 unet-io}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 gen-2 probe-sdxl unet-io}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -187,6 +189,11 @@ unet_part() {  # unet_part MODEL LATENT
     --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-$1.json"
 }
 
+probe_part() {  # probe_part MODEL LATENT
+  "$NODE" "$CARD" probe --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
+    --warmup "$UNET_WARMUP" --out "$WORK/parts/probe-$1.json"
+}
+
 unet_io_part() {  # the shipped UNet and the exports of this run (a missing one is skipped), then the fixture cases
   "$NODE" "$CARD" unet-io --unets "models/shapes-128/unet/model.onnx,$WORK/models/sd15/unet/model.onnx,$WORK/models/sdxl/unet/model.onnx" \
     --cases sd15,sdxl --latent "$LAT15" --iters "$ITERS" --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-io.json"
@@ -205,7 +212,7 @@ gen_part() {  # gen_part DEVICES NAME: warm-up of 1 step at half the size (the n
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --out "$WORK/parts/$2.json"
 }
 
-export -f env_part torch_part export_part unet_part unet_io_part folder_part gen_part
+export -f env_part torch_part export_part unet_part probe_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15
 export PY NODE CARD RT WORK ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -225,6 +232,7 @@ part unet-sdxl 120 unet_part sdxl "$LATXL"
 part folder 200 folder_part
 part gen-1 240 gen_part "$GPU1" gen-1
 part gen-2 240 gen_part "$GPU2" gen-2
+part probe-sdxl 120 probe_part sdxl "$LATXL"
 # Last: the generations matter more if the budget runs short.
 part unet-io 60 unet_io_part
 merge
