@@ -268,6 +268,8 @@ export class Dispatcher {
 
   private finish(s: DeviceState, entry: Entry, out: TaskOutput): void {
     this.endTask(s, entry, true);
+    // The freed device takes its next queued task first: the host work on this result (onResult) runs meanwhile.
+    this.pump();
     const batch = entry.batch;
     if (!batch.settled) {
       try {
@@ -276,7 +278,6 @@ export class Dispatcher {
         this.settle(batch, err);
       }
     }
-    this.pump();
   }
 
   private accept(entry: Entry, out: TaskOutput): void {

@@ -95,7 +95,7 @@ export interface EvaluateHint {
   stream?: boolean;
   /**
    * Called with each unit's result as soon as it is in (any order, each unit once), before the promise resolves, so
-   * that host work on it overlaps the units still running. Optional for an evaluator: one that never calls it just
+   * that host work on it overlaps the units still running (the dispatcher starts the freed device's next task first). Optional for an evaluator: one that never calls it just
    * resolves, and the method takes the results from there. An exception thrown by it fails the evaluation.
    */
   onResult?(index: number, result: UnitResult): void;
