@@ -210,7 +210,6 @@ export class StagedMethod extends MethodBase {
     const results = await launched.results;
     if (!(this.guided && options.guidanceSync)) this.reportProgress(ctx, step, n, `s1/k${step}/p${n - 1}`);
     if (launched.barrier) return this.afterBarrier(launched, launched.barrier, results, ctx);
-    const timestep = sched.timesteps[step];
 
     this.epsBuffer ??= new Float32Array(n * size);
     const eps = unshuffleFromUnits(
@@ -233,7 +232,7 @@ export class StagedMethod extends MethodBase {
       const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
       if (target) {
         // A fixed x0 target (an upscale's input): every patch, the key too, from the first step on.
-        const w = structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep);
+        const w = this.guidanceWeight(step, sched, 0);
         const m = options.mask ? this.mask : null;
         if (w > 0 && target.length === size) applyX0Guidance(eps, patches, target, m, w, alpha, sigma, n, geo.channels, plane, 0);
         else if (w > 0) {
@@ -247,10 +246,7 @@ export class StagedMethod extends MethodBase {
       }
       const keyNow = this.keyReference(patches, eps, step, sched);
       const key = sync ? keyNow : this.staleKey;
-      const weight =
-        step >= 1
-          ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep)
-          : 0;
+      const weight = this.guidanceWeight(step, sched);
       if (!target && key !== null && weight > 0) {
         const mask = options.mask ? this.mask : null;
         if (options.structureSpace === 'eps') applyEpsGuidance(eps, key, mask, weight, n, geo.channels, plane);
@@ -269,6 +265,12 @@ export class StagedMethod extends MethodBase {
     const fused = relocatePatches(eps, geo, geo.height, geo.width);
     this.keyPatchPreview(ctx, step, patches, eps);
     return fused;
+  }
+
+  /** w_t of structure guidance at `step`: 0 before step `from` (1: at step 0 nothing stale exists to guide by). */
+  private guidanceWeight(step: number, sched: MethodContext['scheduler'], from = 1): number {
+    const o = this.options;
+    return step >= from ? structureWeightAt(o.structureSchedule, o.structureWeight, o.structureGamma, sched.timesteps[step]) : 0;
   }
 
   /** The key patch's reference after a step: its output (eps space) or its denoised estimate (x0 space). */
@@ -401,7 +403,7 @@ export class StagedMethod extends MethodBase {
       guidance: () => {
         // Asynchronous: the key patch's reference from the step before (lockstep path: the same weights and mask).
         const key = this.staleKey;
-        const weight = step >= 1 ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, sched.timesteps[step]) : 0;
+        const weight = this.guidanceWeight(step, sched);
         if (!this.guided || key === null || !(weight > 0)) return null;
         const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
         const x0 = options.structureSpace === 'x0';
@@ -525,12 +527,11 @@ export class StagedMethod extends MethodBase {
           if (wantAttention) {
             mask = this.keyMask(result.attention, ctx);
           }
-          const key = options.structureSpace === 'eps' ? Float32Array.from(eps) : denoisedEstimate(x, eps, alpha, sigma);
-          block.latestRef = { key, mask };
+          block.latestRef = { key: this.keyReference(x, eps, t, sched), mask };
           block.keys.get(t)!.resolve(block.latestRef);
         } else {
           const ref = sync ? await block.keys.get(t)!.promise : t === block.start ? block.startRef : await block.keys.get(t - 1)!.promise;
-          const weight = t >= 1 ? structureWeightAt(options.structureSchedule, options.structureWeight, options.structureGamma, timestep) : 0;
+          const weight = this.guidanceWeight(t, sched);
           if (ref.key !== null && weight > 0) {
             const m = options.mask ? ref.mask : null;
             if (options.structureSpace === 'eps') applyEpsGuidance(eps, ref.key, m, weight, 1, geo.channels, plane, 0);
