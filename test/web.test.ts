@@ -239,7 +239,9 @@ test('queue: add while one runs, reorder, remove, and cancel the running job', a
   const { page, errors } = await openPage(fake.url);
   const before = await page.locator('#gallery figure').count();
   await page.fill('[name="seed"]', '1');
-  for (const [prompt, steps] of [['long', '400'], ['b', '2'], ['c', '2'], ['d', '2']] as const) {
+  // 'long' runs 1000 steps (the most allowed: 40 s on the fake engine) so that it is still running at the cancel on a
+  // busy machine (at 400 steps it once ended before the test reached the cancel).
+  for (const [prompt, steps] of [['long', '1000'], ['b', '2'], ['c', '2'], ['d', '2']] as const) {
     await page.fill('[name="prompt"]', prompt);
     await page.fill('[name="steps"]', steps);
     await page.click('#queue-button');
@@ -258,7 +260,7 @@ test('queue: add while one runs, reorder, remove, and cancel the running job', a
   assert.deepEqual(queued, ['d', 'b'], 'the server has the same order');
 
   assert.equal(await page.textContent('#running-prompt'), 'long');
-  await page.waitForFunction(`/step \\d+\\/400/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
+  await page.waitForFunction(`/step \\d+\\/1000/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
   await page.click('#cancel');
   // The next jobs run after the cancel.
   await page.waitForFunction(`document.querySelectorAll('#gallery figure').length >= ${before + 2}`, undefined, { timeout: 20_000 });
@@ -357,7 +359,7 @@ test('the gallery and the queue survive a server restart: the reloaded page show
   await page.fill('[name="prompt"]', 'interrupted');
   await page.fill('[name="steps"]', '400');
   await page.click('#queue-button');
-  await page.waitForFunction(`/step \\d+\\/400/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
+  await page.waitForFunction(`/step \\d+\\/1000/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
   await s1.close();
   const s2 = await startServer(new FakeEngine({ stepMs: 2 }), { outputsDir: s1.outputsDir, port });
   await page.reload();

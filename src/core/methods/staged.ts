@@ -46,6 +46,8 @@ import { WindowCanvas, placeWindows } from './windows.ts';
 interface KeyRef {
   key: Float32Array | null;
   mask: Float32Array | null;
+  /** The step `key` is from (-1 before the first). */
+  step: number;
 }
 
 /** Stage-1 steps start..end-1 run ahead (see startBlock). */
@@ -80,6 +82,8 @@ export class StagedMethod extends MethodBase {
   /** Structure guidance is on (asg with w_max > 0 and at least one guided step). */
   private readonly guided: boolean;
   private staleKey: Float32Array | null = null;
+  /** The step staleKey is from: a step guided asynchronously must find the step before's (checked where read late). */
+  private staleKeyStep = -1;
   /** Latest mask; null = M = 1 (mask off, fallback, or constant map). */
   private mask: Float32Array | null = null;
   private patchBuffer: Float32Array | null = null;
@@ -111,6 +115,7 @@ export class StagedMethod extends MethodBase {
     this.flow?.stop(new AsgdError('The generation started over', { kind: 'internal' }));
     this.flow = null;
     this.staleKey = null;
+    this.staleKeyStep = -1;
     this.mask = null;
     this.aheadPerm = null;
     this.launched = null;
@@ -254,6 +259,7 @@ export class StagedMethod extends MethodBase {
       }
       if (!sync && newMask !== undefined) this.mask = newMask;
       this.staleKey = keyNow;
+      this.staleKeyStep = step;
     }
 
     if (this.canStepPatches(ctx)) {
@@ -306,6 +312,7 @@ export class StagedMethod extends MethodBase {
       if (!this.guided) return;
       if (launched.wantMask) this.mask = this.keyMask(results[0].attention, ctx);
       this.staleKey = this.keyReference(patches, barrier.eps, step, ctx.scheduler);
+      this.staleKeyStep = step;
     };
     const blockNext = step + 1 < plan.stage1Steps && this.canRunAhead(step + 1, ctx);
     if (blockNext) updateReference();
@@ -403,6 +410,11 @@ export class StagedMethod extends MethodBase {
       guidance: () => {
         // Asynchronous: the key patch's reference from the step before (lockstep path: the same weights and mask).
         const key = this.staleKey;
+        // Read when the first unit is in: the step before must have set its reference by then (it does so in the
+        // turn that hands this step over). A late one would guide by the wrong step's key: fail loudly instead.
+        if (key !== null && this.staleKeyStep !== step - 1) {
+          throw new AsgdError(`Stage-1 step ${step} found the key reference of step ${this.staleKeyStep}, not of step ${step - 1}`, { kind: 'internal' });
+        }
         const weight = this.guidanceWeight(step, sched);
         if (!this.guided || key === null || !(weight > 0)) return null;
         const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
@@ -470,7 +482,7 @@ export class StagedMethod extends MethodBase {
       end,
       steps: new Map(),
       keys: new Map(),
-      startRef: { key: this.staleKey, mask: this.mask },
+      startRef: { key: this.staleKey, mask: this.mask, step: this.staleKeyStep },
       failed: false,
     };
     for (let t = start; t < end; t++) {
@@ -527,7 +539,7 @@ export class StagedMethod extends MethodBase {
           if (wantAttention) {
             mask = this.keyMask(result.attention, ctx);
           }
-          block.latestRef = { key: this.keyReference(x, eps, t, sched), mask };
+          block.latestRef = { key: this.keyReference(x, eps, t, sched), mask, step: t };
           block.keys.get(t)!.resolve(block.latestRef);
         } else {
           const ref = sync ? await block.keys.get(t)!.promise : t === block.start ? block.startRef : await block.keys.get(t - 1)!.promise;
@@ -546,7 +558,7 @@ export class StagedMethod extends MethodBase {
       let after: Float32Array | undefined;
       if (t === block.end - 1) {
         // The step after the block guides by the key reference of its last step: set it now, as fromBlock will.
-        if (this.guided && block.latestRef) ({ key: this.staleKey, mask: this.mask } = block.latestRef);
+        if (this.guided && block.latestRef) ({ key: this.staleKey, mask: this.mask, step: this.staleKeyStep } = block.latestRef);
         after = this.launchAfter(t, slot.next, ctx);
       }
       if (after) slot.after = after;
@@ -568,6 +580,7 @@ export class StagedMethod extends MethodBase {
       // The guidance state after this step, as the lockstep path leaves it.
       const rec = await block.keys.get(step)!.promise;
       this.staleKey = rec.key;
+      this.staleKeyStep = rec.step;
       this.mask = rec.mask;
       block.keys.delete(step - 1);
     }
