@@ -6,10 +6,13 @@
  *            One UNet call through the project's session module (src/onnx/session.ts): batch 2, 1 and 4, the
  *            median of N after W warm-ups, timing session.run alone on prepared tensors and the UnetAdapter's call
  *            (the host conversions and the CFG combination the pipeline pays). batch1 / batch2 is the cost of a
- *            CFG half relative to a full call; batch4 / batch2 that of two patches in one call.
- *   probe    --unet FILE --provider webgpu|cpu [--latent N] [--warmup W] [--iters N] --out JSON
+ *            CFG half relative to a full call; batch4 / batch2 that of two patches in one call. Then (unless
+ *            --fused 0) batch 2 and 1 on the UNet with its attention fused (what the pipeline runs on a GPU), with
+ *            its ratio to the plain graph and its largest difference from the plain graph's output.
+ *   probe    --unet FILE --provider webgpu|cpu [--latent N] [--warmup W] [--iters N] [--fused 1] --out JSON
  *            The attention-probe graph (built from the export as the pipeline builds it) against the plain UNet,
- *            calls alternating, batch 2 and 1: the key patch's extra cost.
+ *            calls alternating, batch 2 and 1: the key patch's extra cost. --fused 1: both with their attention
+ *            fused (the probed layers stay written out), the pair the pipeline runs on a GPU.
  *   unet-io  --unets FILE,FILE [--cases sd15,sdxl] [--latent N] [--warmup W] [--iters N] --out JSON
  *            bench/unet-io.ts on WebGPU: each UNet (missing files skipped) and fixture case one at a time, the JSON
  *            rewritten after each: host-fed vs device-resident conditioning, the upload alone, CFG on the device.
@@ -19,7 +22,7 @@
  *            exported UNet (model.onnx, its external data, config.json) in unet/.
  *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model
  *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1]
- *            [--warmup-width W] --out JSON
+ *            [--warmup-width W] [--fuse-attention 1] --out JSON
  *            One whole `asg` generation (other settings at the shipped defaults) after a short warm-up generation
  *            (warmup-steps at warmup-width, default the same size: kernels and shaders get compiled), with the time
  *            split of GenerateResult (text, UNet, host, VAE).
@@ -34,6 +37,7 @@ import { floatTensor, makeTensor, openSession, readFloat, releaseSession, suppor
 import { UnetAdapter, type TextConditioning } from '../src/onnx/unet.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
+import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { checkAvailableDevices } from '../src/node/runner/devices.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
@@ -151,15 +155,24 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
   const provider = (args['provider'] ?? 'webgpu') as ProviderName;
   const warmup = num(args, 'warmup', 3);
   const iters = num(args, 'iters', 10);
-  const result: Record<string, unknown> = { machine: machine(), file, provider };
+  // --fused 1: the pair the pipeline runs on a GPU (both with their attention fused but the probed layers').
+  const fusedPair = args['fused'] === '1';
+  const result: Record<string, unknown> = { machine: machine(), file, provider, fusedAttention: fusedPair };
   const t0 = performance.now();
   const probe = await prepareAttentionProbe(file);
   result['probeBuildMs'] = performance.now() - t0;
   if ('reason' in probe) return { ...result, reason: probe.reason };
   result['layers'] = probe.layers.length;
-  const plain = await openSession(file, 'unet', { provider });
+  let [unetFile, probeFile] = [file, probe.file];
+  if (fusedPair) {
+    const [u, p] = [await prepareFusedAttention(file), await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder })];
+    if ('reason' in u || 'reason' in p) return { ...result, reason: `fusion: ${'reason' in u ? u.reason : (p as { reason: string }).reason}` };
+    [unetFile, probeFile] = [u.file, p.file];
+    result['fusedLayers'] = { unet: u.fused, probe: p.fused };
+  }
+  const plain = await openSession(unetFile, 'unet', { provider }, fusedLoadOptions(unetFile));
   try {
-    const probed = await openSession(probe.file, 'unet (attention probe)', { provider }, probeLoadOptions(probe.file));
+    const probed = await openSession(probeFile, 'unet (attention probe)', { provider }, fusedPair ? fusedLoadOptions(probeFile) : probeLoadOptions(probeFile));
     try {
       const unet = new UnetAdapter(plain);
       const { latent, dim, pooled } = unetShape(plain, unet, file, args);
@@ -209,6 +222,7 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
     result['latent'] = latent;
     const feeds = (batch: number) => unetFeeds(unet, batch, latent, dim, pooled);
     const finite: Record<string, boolean> = {};
+    const outputs: Record<number, Float32Array> = {};
     // Batch 4: two patches' CFG pairs in one call (what pairing stage-1 patches on a device would cost).
     for (const batch of [2, 1, 4]) {
       const f = feeds(batch);
@@ -218,6 +232,7 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
         out = readFloat(r[unet.out.name]!, 'out_sample');
       }, warmup, iters);
       finite[`batch${batch}`] = out.length === batch * 4 * latent * latent && out.every(Number.isFinite);
+      outputs[batch] = out;
       result[`run_batch${batch}`] = timing;
       console.error(`[card] ${provider} session.run batch ${batch}: ${timing.medianMs.toFixed(2)} ms (median of ${iters}; first ${timing.firstMs.toFixed(0)} ms)`);
     }
@@ -235,6 +250,48 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
     result['adapter_both'] = await timeIt(() => unet.run({ ...call, part: 'both' }, cond), Math.min(warmup, 1), iters);
     result['adapter_half'] = await timeIt(() => unet.run({ ...call, part: 'cond' }, cond), Math.min(warmup, 1), iters);
     result['adapter_half_over_both'] = (result['adapter_half'] as CallTiming).medianMs / (result['adapter_both'] as CallTiming).medianMs;
+    if (args['fused'] !== '0') result['fused'] = await benchFusedUnet(file, provider, (batch) => feeds(batch), unet.out.name, outputs, result, warmup, iters);
+  } finally {
+    await releaseSession(s);
+  }
+  return result;
+}
+
+/**
+ * The same calls on the UNet with its attention fused (src/node/fused-attention.ts, what the pipeline runs on a
+ * GPU): batch 2 and 1, the ratio to the plain graph, and the largest difference from the plain graph's outputs.
+ */
+async function benchFusedUnet(
+  file: string, provider: ProviderName, feeds: (batch: number) => Record<string, OrtTensor>, outName: string,
+  plainOut: Record<number, Float32Array>, plain: Record<string, unknown>, warmup: number, iters: number,
+): Promise<Record<string, unknown>> {
+  const t0 = performance.now();
+  const fused = await prepareFusedAttention(file);
+  const result: Record<string, unknown> = { deriveMs: performance.now() - t0 };
+  if ('reason' in fused) return { ...result, reason: fused.reason };
+  result['layers'] = fused.fused;
+  const s1 = performance.now();
+  const s = await openSession(fused.file, 'unet (fused attention)', { provider }, fusedLoadOptions(fused.file));
+  result['sessionMs'] = performance.now() - s1;
+  try {
+    for (const batch of [2, 1]) {
+      const f = feeds(batch);
+      let out: Float32Array = new Float32Array();
+      const timing = await timeIt(async () => {
+        out = readFloat((await s.session.run(f))[outName]!, 'out_sample');
+      }, warmup, iters);
+      const ref = plainOut[batch]!;
+      let maxDiff = 0;
+      let maxRef = 0;
+      for (let i = 0; i < ref.length; i++) {
+        maxDiff = Math.max(maxDiff, Math.abs(ref[i]! - out[i]!));
+        maxRef = Math.max(maxRef, Math.abs(ref[i]!));
+      }
+      const plainMs = (plain[`run_batch${batch}`] as CallTiming).medianMs;
+      result[`run_batch${batch}`] = { ...timing, overPlain: timing.medianMs / plainMs, maxAbsDiffFromPlain: maxDiff, maxAbsPlain: maxRef, finite: out.every(Number.isFinite) };
+      console.error(`[card] ${provider} fused attention batch ${batch}: ${timing.medianMs.toFixed(2)} ms, ${(timing.medianMs / plainMs).toFixed(3)} of the plain graph (max diff ${maxDiff.toExponential(2)})`);
+    }
+    result['run_batch1_over_batch2'] = (result['run_batch1'] as CallTiming).medianMs / (result['run_batch2'] as CallTiming).medianMs;
   } finally {
     await releaseSession(s);
   }
@@ -273,7 +330,7 @@ export async function writeFolder(args: Args): Promise<Record<string, unknown>> 
   fs.mkdirSync(target, { recursive: true });
   const moved: string[] = [];
   for (const name of fs.readdirSync(unetDir)) {
-    if (name.includes('asgd-probe')) continue;
+    if (name.includes('.asgd-')) continue; // derived graphs (probe, fused attention): the folder derives its own
     const from = path.join(unetDir, name);
     const to = path.join(target, name);
     // Same file system: a hard link costs nothing (the SDXL weights are 5 GB); else a copy.
@@ -296,9 +353,10 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
   const steps = num(args, 'steps', 50);
   const warmupSteps = num(args, 'warmup-steps', 1);
   const method = (args['method'] ?? 'asg') as 'asg';
-  const result: Record<string, unknown> = { machine: machine(), model: dir, devices, width, height, steps, method, warmupSteps };
+  const fuseAttention = args['fuse-attention'] === '1';
+  const result: Record<string, unknown> = { machine: machine(), model: dir, devices, width, height, steps, method, warmupSteps, fuseAttention };
   const t0 = performance.now();
-  const pipe = await loadPipeline(dir, { devices });
+  const pipe = await loadPipeline(dir, { devices, fuseAttention });
   result['loadMs'] = performance.now() - t0;
   result['splitCfg'] = 'auto';
   try {

@@ -10,7 +10,8 @@
 #               seed 0) exported to ONNX float16 with external data
 #   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2, 1 and 4 at latent 64x64
 #   torch-sdxl  the same for the SDXL-sized UNet at 128x128 (text_embeds 1280, 6 time ids)
-#   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios)
+#   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios),
+#               then batch 2 and 1 with the attention fused as the pipeline runs it on a GPU (MultiHeadAttention)
 #               (the SDXL export may still run on the CPU meanwhile)
 #   unet-sdxl   the SDXL export on WebGPU
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
@@ -20,7 +21,8 @@
 #   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0; on lavapipe this failed: see
 #               docs/benchmarks.md)
 #   probe-sdxl  the attention-probe graph the key patch runs (built from the SDXL export as the pipeline builds it)
-#               against the plain UNet on WebGPU, calls alternating, batch 2 and 1: the key unit's extra cost
+#               against the plain UNet on WebGPU, calls alternating, batch 2 and 1: the key unit's extra cost (both
+#               with the attention fused, as the pipeline runs them on a GPU)
 #   unet-io     (last) bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
 #               device, the upload alone, CFG combined on the device; the shipped UNet, both exports, the fixture
 #               UNet at SD 1.5 and SDXL context widths
@@ -189,9 +191,9 @@ unet_part() {  # unet_part MODEL LATENT
     --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-$1.json"
 }
 
-probe_part() {  # probe_part MODEL LATENT
+probe_part() {  # probe_part MODEL LATENT: the pair the pipeline runs (on webgpu: attention fused but the probed layers)
   "$NODE" "$CARD" probe --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
-    --warmup "$UNET_WARMUP" --out "$WORK/parts/probe-$1.json"
+    --warmup "$UNET_WARMUP" --fused "$([[ $PROVIDER == webgpu ]] && echo 1 || echo 0)" --out "$WORK/parts/probe-$1.json"
 }
 
 unet_io_part() {  # the shipped UNet and the exports of this run (a missing one is skipped), then the fixture cases
@@ -226,9 +228,9 @@ EXPORT_15=$!
 part torch-sd15 120 torch_part sd15 "$LAT15"
 part torch-sdxl 150 torch_part sdxl "$LATXL"
 wait "$EXPORT_15"
-part unet-sd15 90 unet_part sd15 "$LAT15"
+part unet-sd15 120 unet_part sd15 "$LAT15"
 wait "$EXPORT_XL"
-part unet-sdxl 120 unet_part sdxl "$LATXL"
+part unet-sdxl 180 unet_part sdxl "$LATXL"
 part folder 200 folder_part
 part gen-1 240 gen_part "$GPU1" gen-1
 part gen-2 240 gen_part "$GPU2" gen-2

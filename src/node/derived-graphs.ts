@@ -1,6 +1,6 @@
 /**
  * The on-disk store of graphs derived from a user's ONNX file (the VAE's norm-statistics graphs, its attention
- * split): next to the source when its folder is writable, else under the cache folder (then the weights, referenced
+ * split, the UNet with its attention fused): next to the source when its folder is writable, else under the cache folder (then the weights, referenced
  * never copied, live in the source's folder). A sidecar JSON records the source's path, size, mtime and SHA-256 and
  * the derivation's result, so the graphs are derived again only when the source's content or the format changes.
  */
@@ -33,6 +33,8 @@ const MAX_SINGLE_FILE = 2 ** 31 - 1;
 export interface DerivedGraphSpec<T, P extends { sidecar: string }, R> {
   /** Bump when the derivation's output changes, so stored graphs are derived again. */
   format: number;
+  /** The cache root's subfolder for these graphs (default 'vae-graphs'). */
+  cacheFolder?: string;
   /** The file names in one folder (the sidecar among them). */
   filesIn: (dir: string, source: string) => P;
   /** The graphs a stored sidecar describes, or undefined when its files are missing or incomplete. */
@@ -55,7 +57,7 @@ export async function prepareDerivedGraphs<T, P extends { sidecar: string }, R>(
   if (st.size > MAX_SINGLE_FILE) return { reason: `it is a single ONNX file of ${(st.size / 2 ** 30).toFixed(1)} GiB, over what Node can read; re-export it with external data` };
   const key = createHash('sha256').update(source).digest('hex').slice(0, 16);
   const sibling = spec.filesIn(path.dirname(source), source);
-  const cached = spec.filesIn(path.join(cacheRoot(opts), 'vae-graphs', key), source);
+  const cached = spec.filesIn(path.join(cacheRoot(opts), spec.cacheFolder ?? 'vae-graphs', key), source);
   const places = opts.placement === 'cache' ? [cached] : [sibling, cached];
   const reuse = (side: DerivedSidecar<T>, p: P): Promise<R | { reason: string } | undefined> =>
     isReason(side.result) ? Promise.resolve({ reason: side.result.reason }) : spec.open(side as DerivedSidecar<T> & { result: T }, p);

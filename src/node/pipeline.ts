@@ -52,6 +52,13 @@ export interface PipelineOptions {
   splitCfg?: 'auto' | SplitMode;
   /** Re-run a unit whose device failed on another device (that device is given up) instead of failing. */
   retryOnOtherDevice?: boolean;
+  /**
+   * Run the UNet's attention (and the probe graph's, but for its probed layers) as fused MultiHeadAttention nodes
+   * (src/graph/attention-fusion.ts): one kernel per attention instead of the scores written to memory and read back.
+   * Off by default: ONNX Runtime 1.30's WebGPU kernel rounds more coarsely than the written-out graph on the only
+   * GPU measured so far (Mesa's lavapipe; docs/benchmarks.md). Every device of a pipeline runs the same graph.
+   */
+  fuseAttention?: boolean;
 }
 
 /**
@@ -112,6 +119,8 @@ export interface ModelInfo {
   textEncoders?: string[];
   components: Partial<Record<ComponentName, { file: string; inputs: IoInfo[]; outputs: IoInfo[] }>>;
   attentionProbe: { available: boolean; layers: string[]; reason?: string };
+  /** Whether the UNet runs with its attention fused (PipelineOptions.fuseAttention), how many layers, or why not. */
+  attentionFusion: { applied: boolean; layers: number; reason?: string };
   /** Set when the UNet export fixed its spatial input size (static-shape exports). */
   staticLatentSize?: { height: number; width: number };
   notes: string[];
@@ -162,18 +171,21 @@ export class Pipeline implements AsyncDisposable {
       const { prepareAttentionProbe } = await import('./probe.ts');
       probe = await prepareAttentionProbe(spec.paths.unet);
     }
+    const fused = await fuseAttentionFiles(spec.paths.unet, probe, options.fuseAttention ?? false);
+    const unetFile = fused.unet ?? spec.paths.unet;
+    const probeFile = fused.probe ?? ('file' in probe ? probe.file : undefined);
     const workers: DeviceWorker[] = [];
     try {
       for (const [i, d] of devices.entries()) {
         const w = new DeviceWorker(d);
         workers.push(w);
-        const paths: Partial<Record<ComponentName, string>> = { unet: spec.paths.unet };
+        const paths: Partial<Record<ComponentName, string>> = { unet: unetFile };
         if (i === 0) {
           paths.textEncoder = spec.paths.textEncoder;
           if (spec.paths.textEncoder2) paths.textEncoder2 = spec.paths.textEncoder2;
           if (spec.paths.textEncoder3) paths.textEncoder3 = spec.paths.textEncoder3;
           paths.vaeDecoder = spec.paths.vaeDecoder;
-          if ('file' in probe) paths.unetProbe = probe.file;
+          if (probeFile) paths.unetProbe = probeFile;
         }
         await w.request<'ok'>(
           {
@@ -185,7 +197,7 @@ export class Pipeline implements AsyncDisposable {
         );
       }
       const desc = await workers[0]!.request<'describe'>({ type: 'describe' }, 'describing the model');
-      const info = describeModel(spec, desc.components, probe);
+      const info = describeModel(spec, desc.components, probe, fused.info);
       const holdings = workers.map((_, i): ComponentName[] =>
         i > 0 ? ['unet'] : ['unet', 'textEncoder', 'vaeDecoder', ...(spec.paths.textEncoder2 ? ['textEncoder2' as const] : []), ...(spec.paths.textEncoder3 ? ['textEncoder3' as const] : []), ...('file' in probe ? ['unetProbe' as const] : [])],
       );
@@ -194,7 +206,7 @@ export class Pipeline implements AsyncDisposable {
           workers[0]!.request<'checkCfgSplit'>({ type: 'checkCfgSplit', height: 16, width: 16 }, 'checking CFG splitting').then((r) => r.identical),
         ),
         retry: options.retryOnOtherDevice ?? false,
-        paths: { ...spec.paths, ...('file' in probe ? { unetProbe: probe.file } : {}) } as Partial<Record<ComponentName, string>>,
+        paths: { ...spec.paths, unet: unetFile, ...(probeFile ? { unetProbe: probeFile } : {}) } as Partial<Record<ComponentName, string>>,
         completionJitter: hooks.completionJitter
           ? { random: createRandom(BigInt(hooks.completionJitter.seed), 'jitter'), maxMs: hooks.completionJitter.maxMs }
           : undefined,
@@ -587,10 +599,27 @@ export class Pipeline implements AsyncDisposable {
   }
 }
 
+/**
+ * The fused-attention UNet and probe (fused-attention.ts) when asked for; the plain files otherwise, or when the
+ * model has no attention the fusion recognises (the reason is reported in ModelInfo).
+ */
+async function fuseAttentionFiles(
+  unet: string, probe: { file: string } | { reason: string }, want: boolean,
+): Promise<{ unet?: string; probe?: string; info: ModelInfo['attentionFusion'] }> {
+  if (!want) return { info: { applied: false, layers: 0, reason: 'fuseAttention is off; --fuse-attention turns it on' } };
+  const { prepareFusedAttention } = await import('./fused-attention.ts');
+  const { probeLoadOptions } = await import('./probe.ts');
+  const main = await prepareFusedAttention(unet);
+  if ('reason' in main) return { info: { applied: false, layers: 0, reason: main.reason } };
+  const fusedProbe = 'file' in probe ? await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder }) : undefined;
+  return { unet: main.file, ...(fusedProbe && 'file' in fusedProbe ? { probe: fusedProbe.file } : {}), info: { applied: true, layers: main.fused } };
+}
+
 function describeModel(
   spec: ModelSpec,
   components: Partial<Record<ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }>>,
   probe: { file: string; layers: string[] } | { reason: string },
+  attentionFusion: ModelInfo['attentionFusion'],
 ): ModelInfo {
   const unet = components.unet;
   const te = components.textEncoder;
@@ -649,6 +678,7 @@ function describeModel(
     components: out,
     staticLatentSize: typeof staticH === 'number' && typeof sample.shape[3] === 'number' ? { height: staticH, width: sample.shape[3] } : undefined,
     attentionProbe: 'file' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },
+    attentionFusion,
     notes: spec.notes,
   };
 }

@@ -70,6 +70,7 @@ export const PIPELINE_OPTIONS = [
   { key: 'devices', scope: 'pipeline', kind: 'string', default: 'cpu', help: 'devices, e.g. cpu | cpu,cpu | webgpu:0 | cuda:0,cuda:1', cli: { flag: '--devices', arg: '<list>' } },
   { key: 'threads', scope: 'pipeline', kind: 'integer', default: 0, min: 0, defaultText: '0 (ONNX Runtime default; the cores divided among several CPU workers)', help: 'threads per CPU worker', cli: { flag: '--threads', arg: '<n>' } },
   { key: 'splitCfg', scope: 'pipeline', kind: 'choice', choices: ['auto', 'balance', 'always', 'never'], default: 'auto', help: 'run units as two CFG halves to balance devices (auto: on CPU workers, where it is bit-exact)', cli: { flag: '--split-cfg', arg: '<mode>' } },
+  { key: 'fuseAttention', scope: 'pipeline', kind: 'boolean', default: false, help: "run the UNet's attention as fused MultiHeadAttention nodes (one kernel per attention; same images up to the kernel's rounding, which on WebGPU is coarser: docs/benchmarks.md)", cli: { flag: '--fuse-attention' } },
   { key: 'retryOnOtherDevice', scope: 'pipeline', kind: 'boolean', default: false, help: "re-run a failed device's units on the other devices instead of stopping", cli: { flag: '--retry' } },
   { key: 'vae', scope: 'pipeline', kind: 'string', help: "a separate VAE folder replacing the model's", cli: { flag: '--vae', arg: '<dir>' } },
 ] as const satisfies readonly OptionSpec[];

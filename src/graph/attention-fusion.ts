@@ -1,0 +1,295 @@
+/**
+ * Attention fusion: rewrites the written-out attention of a UNet export (q·kᵀ MatMul, scale, Softmax, ·v MatMul, and
+ * the Reshape / Transpose pairs that split and merge the heads) into one `com.microsoft` MultiHeadAttention node,
+ * which ONNX Runtime's GPU providers run as one kernel (flash attention where the device allows) instead of writing
+ * the [batch·heads, queries, keys] scores to memory and reading them back twice. Where the scores are the cost (SD's
+ * first attention level: 4096 queries at a 64x64 latent, SDXL's at 128x128), that is most of the attention's time.
+ *
+ * Recognised layouts (what exporters write for diffusers' attention processors):
+ * - heads folded into the batch (diffusers' classic processor, the TorchScript exporter): flat [B, S, H·d] →
+ *   Reshape [B, S, H, d] → Transpose (0 2 1 3) → Reshape [B·H, S, d]; kᵀ as Transpose (0 2 1) of that; the output
+ *   Reshape [B, H, S, d] → Transpose (0 2 1 3) → Reshape [B, S, H·d];
+ * - heads as their own axis (scaled-dot-product attention written out): Reshape [B, S, H, d] → Transpose (0 2 1 3),
+ *   kᵀ as Transpose (0 1 3 2) of that or Transpose (0 2 3 1) of the Reshape; output Transpose (0 2 1 3) → Reshape.
+ * Scalar Mul / Div on the scores or on q and kᵀ become the node's `scale`. The head count must be a constant in the
+ * split Reshape's target (it is in every export seen); the head size may be computed. A Softmax whose probabilities
+ * are read by anything but the ·v MatMul (the attention-probe graph's probed layers, src/graph/attention-probe.ts)
+ * is left as it is, and so is anything else the patterns do not match exactly. The result equals the unfused graph
+ * up to float rounding. Portable: no Node APIs, no ONNX Runtime.
+ */
+import { create } from '@bufbuild/protobuf';
+import {
+  AttributeProtoSchema,
+  AttributeProto_AttributeType,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+} from 'onnx-buf';
+import { fromFloat16Bits } from '../core/float16.ts';
+import { defaultOpset, intAttr, softmaxAxisProblem } from './attention-probe.ts';
+import { pruneGraph } from './prune.ts';
+
+export const MS_DOMAIN = 'com.microsoft';
+export const FUSED_SCOPE = '/asgd_fused_attention';
+
+export type AttentionFusion = { fused: number; left: number } | { reason: string };
+
+const FLOAT = 1;
+const INT64 = 7;
+const FLOAT16 = 10;
+const EXTERNAL = 1;
+
+interface Heads {
+  /** The flat [B, S, H·d] tensor the heads were split from. */
+  flat: string;
+  heads: number;
+  folded: boolean;
+}
+
+class Graph {
+  readonly producer = new Map<string, NodeProto>();
+  readonly consumers = new Map<string, NodeProto[]>();
+  readonly initializer = new Map<string, TensorProto>();
+  readonly outputs: Set<string>;
+
+  constructor(readonly g: GraphProto) {
+    for (const t of g.initializer) this.initializer.set(t.name, t);
+    for (const n of g.node) {
+      for (const o of n.output) this.producer.set(o, n);
+      for (const i of n.input) if (i) (this.consumers.get(i) ?? this.consumers.set(i, []).get(i)!).push(n);
+    }
+    this.outputs = new Set(g.output.map((o) => o.name));
+  }
+
+  /** The node producing `name` if it is `op` (default domain). */
+  op(name: string | undefined, op: string): NodeProto | undefined {
+    const p = name === undefined ? undefined : this.producer.get(name);
+    return p && p.opType === op && (p.domain === '' || p.domain === 'ai.onnx') ? p : undefined;
+  }
+
+  constantTensor(name: string): TensorProto | undefined {
+    const init = this.initializer.get(name);
+    if (init) return init;
+    const p = this.producer.get(name);
+    if (p?.opType !== 'Constant') return undefined;
+    return p.attribute.find((a) => a.name === 'value')?.t;
+  }
+
+  ints(name: string): number[] | undefined {
+    const p = this.producer.get(name);
+    const ints = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value_ints') : undefined;
+    if (ints) return ints.ints.map(Number);
+    const t = this.constantTensor(name);
+    if (!t || t.dataType !== INT64 || t.dataLocation === EXTERNAL) return undefined;
+    if (t.int64Data.length > 0) return t.int64Data.map(Number);
+    const view = new DataView(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength);
+    return Array.from({ length: t.rawData.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true)));
+  }
+
+  /** A float constant holding one value (any shape of one element), float32 or float16. */
+  scalar(name: string): number | undefined {
+    const p = this.producer.get(name);
+    // A constant cast to the compute type (float16 exports) keeps its value up to that type's rounding, which the
+    // unfused graph applies too; MultiHeadAttention takes the scale as a float attribute.
+    if ((p?.opType === 'Cast' || p?.opType === 'Identity') && p.input[0]) return this.scalar(p.input[0]);
+    const vf = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value_float') : undefined;
+    if (vf) return vf.f;
+    const t = this.constantTensor(name);
+    if (!t || t.dataLocation === EXTERNAL || t.dims.reduce((s, d) => s * Number(d), 1) !== 1) return undefined;
+    if (t.dataType === FLOAT) {
+      if (t.floatData.length === 1) return t.floatData[0];
+      return t.rawData.byteLength === 4 ? new DataView(t.rawData.buffer, t.rawData.byteOffset, 4).getFloat32(0, true) : undefined;
+    }
+    if (t.dataType === FLOAT16) {
+      const bits = t.int32Data.length === 1 ? t.int32Data[0]! : t.rawData.byteLength === 2 ? new DataView(t.rawData.buffer, t.rawData.byteOffset, 2).getUint16(0, true) : undefined;
+      return bits === undefined ? undefined : fromFloat16Bits(bits);
+    }
+    return undefined;
+  }
+
+  /**
+   * The entries of a Reshape's target: a constant's values, or a Concat of constants and Unsqueezed scalars
+   * (null for an entry computed at run time). Undefined when neither.
+   */
+  shapeEntries(name: string): { value: number | null; source?: string }[] | undefined {
+    const whole = this.ints(name);
+    if (whole) return whole.map((value) => ({ value }));
+    const concat = this.op(name, 'Concat');
+    const axis = concat ? intAttr(concat, 'axis') : undefined;
+    if (!concat || (axis !== 0n && axis !== -1n)) return undefined;
+    const out: { value: number | null; source?: string }[] = [];
+    for (const part of concat.input) {
+      const values = this.ints(part);
+      if (values) out.push(...values.map((value) => ({ value })));
+      else if (this.op(part, 'Unsqueeze')) out.push({ value: null, source: this.op(part, 'Unsqueeze')!.input[0]! });
+      else return undefined;
+    }
+    return out;
+  }
+
+  perm(node: NodeProto | undefined): string {
+    const a = node?.attribute.find((x) => x.name === 'perm');
+    return a ? a.ints.join(' ') : '';
+  }
+}
+
+/** Peels scalar Mul / Div by constants off `name`: the tensor under them and the factor they apply. */
+function peelScale(g: Graph, name: string): { name: string; scale: number } {
+  let scale = 1;
+  for (;;) {
+    const p = g.producer.get(name);
+    if (!p || (p.opType !== 'Mul' && p.opType !== 'Div') || p.input.length !== 2) return { name, scale };
+    const b = g.scalar(p.input[1]!);
+    const a = p.opType === 'Mul' ? g.scalar(p.input[0]!) : undefined;
+    if (b !== undefined) {
+      scale *= p.opType === 'Mul' ? b : 1 / b;
+      name = p.input[0]!;
+    } else if (a !== undefined) {
+      scale *= a;
+      name = p.input[1]!;
+    } else return { name, scale };
+  }
+}
+
+/** Reshape [B, S, H, d] of a flat tensor, H constant: the flat tensor and H. */
+function headSplit(g: Graph, name: string): { flat: string; heads: number } | undefined {
+  const r = g.op(name, 'Reshape');
+  const target = r ? g.shapeEntries(r.input[1]!) : undefined;
+  const heads = target?.[2]?.value;
+  if (!r || target?.length !== 4 || heads === null || heads === undefined || heads <= 0) return undefined;
+  return { flat: r.input[0]!, heads };
+}
+
+/** [B, H, S, d] (Transpose 0 2 1 3 of the split) or folded [B·H, S, d] (a Reshape of that): the flat tensor. */
+function headsOf(g: Graph, name: string): Heads | undefined {
+  const fold = g.op(name, 'Reshape');
+  if (fold) {
+    const target = g.shapeEntries(fold.input[1]!);
+    const t = g.op(fold.input[0], 'Transpose');
+    const split = t && g.perm(t) === '0 2 1 3' ? headSplit(g, t.input[0]!) : undefined;
+    if (!split || target?.length !== 3 || !foldsHeads(g, target[0]!, split.heads)) return undefined;
+    return { ...split, folded: true };
+  }
+  const t = g.op(name, 'Transpose');
+  const split = t && g.perm(t) === '0 2 1 3' ? headSplit(g, t.input[0]!) : undefined;
+  return split ? { ...split, folded: false } : undefined;
+}
+
+/** The first entry of a fold's target is B·H: a constant, or B times the constant H. */
+function foldsHeads(g: Graph, entry: { value: number | null; source?: string }, heads: number): boolean {
+  if (entry.value !== null) return true; // a fixed batch: the Reshape's own arithmetic holds it
+  const mul = entry.source ? g.op(entry.source, 'Mul') : undefined;
+  return !!mul && mul.input.some((i) => g.ints(i)?.length === 1 && g.ints(i)![0] === heads);
+}
+
+/** kᵀ: Transpose (0 2 1) of folded heads, Transpose (0 1 3 2) of [B, H, S, d], or Transpose (0 2 3 1) of the split. */
+function keysTransposed(g: Graph, name: string): Heads | undefined {
+  const t = g.op(name, 'Transpose');
+  if (!t) return undefined;
+  const perm = g.perm(t);
+  if (perm === '0 2 1') {
+    const h = headsOf(g, t.input[0]!);
+    return h?.folded ? h : undefined;
+  }
+  if (perm === '0 1 3 2') {
+    const h = headsOf(g, t.input[0]!);
+    return h && !h.folded ? h : undefined;
+  }
+  if (perm === '0 2 3 1') {
+    const split = headSplit(g, t.input[0]!);
+    return split ? { ...split, folded: false } : undefined;
+  }
+  return undefined;
+}
+
+/** The only consumer of `name`, if it has exactly one and is not a graph output. */
+function soleConsumer(g: Graph, name: string): NodeProto | undefined {
+  const c = g.consumers.get(name);
+  return c?.length === 1 && !g.outputs.has(name) ? c[0] : undefined;
+}
+
+/** From the ·v MatMul's output to the Reshape that merges the heads back to [B, S, H·d]. */
+function headMerge(g: Graph, pv: NodeProto, heads: number, folded: boolean): NodeProto | undefined {
+  let t = soleConsumer(g, pv.output[0]!);
+  if (folded) {
+    if (t?.opType !== 'Reshape') return undefined;
+    const target = g.shapeEntries(t.input[1]!);
+    if (target?.length !== 4 || target[1]!.value !== heads) return undefined;
+    t = soleConsumer(g, t.output[0]!);
+  }
+  if (t?.opType !== 'Transpose' || g.perm(t) !== '0 2 1 3') return undefined;
+  const merge = soleConsumer(g, t.output[0]!);
+  if (merge?.opType !== 'Reshape') return undefined;
+  const target = g.shapeEntries(merge.input[1]!);
+  return target?.length === 3 ? merge : undefined;
+}
+
+interface Site {
+  merge: NodeProto;
+  q: string;
+  k: string;
+  v: string;
+  heads: number;
+  scale: number;
+}
+
+function matchSite(g: Graph, softmax: NodeProto): Site | undefined {
+  const pv = soleConsumer(g, softmax.output[0]!);
+  if (!pv || pv.opType !== 'MatMul' || pv.input[0] !== softmax.output[0]) return undefined;
+  const scores = peelScale(g, softmax.input[0]!);
+  const qk = g.op(scores.name, 'MatMul');
+  if (!qk || soleConsumer(g, qk.output[0]!) === undefined) return undefined;
+  const qs = peelScale(g, qk.input[0]!);
+  const ks = peelScale(g, qk.input[1]!);
+  const q = headsOf(g, qs.name);
+  const k = keysTransposed(g, ks.name);
+  const v = headsOf(g, pv.input[1]!);
+  if (!q || !k || !v || q.heads !== k.heads || q.heads !== v.heads || q.folded !== k.folded || q.folded !== v.folded) return undefined;
+  const merge = headMerge(g, pv, q.heads, q.folded);
+  if (!merge) return undefined;
+  const scale = scores.scale * qs.scale * ks.scale;
+  if (!Number.isFinite(scale) || scale === 0) return undefined;
+  return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale };
+}
+
+/**
+ * Fuses every recognised attention of `model` (mutated in place) into MultiHeadAttention nodes and prunes what they
+ * replace. Returns how many were fused and how many Softmax nodes are left, or why nothing can be done.
+ */
+export function fuseAttention(model: ModelProto): AttentionFusion {
+  const graph = model.graph;
+  if (!graph) return { reason: 'the model has no graph' };
+  const opset = defaultOpset(model);
+  if (opset < 11) return { reason: `the model uses ONNX opset ${opset}; attention fusion needs 11 or later` };
+  const g = new Graph(graph);
+  const softmaxes = graph.node.filter((n) => n.opType === 'Softmax' && (n.domain === '' || n.domain === 'ai.onnx'));
+  const replace = new Map<NodeProto, NodeProto>();
+  for (const [i, sm] of softmaxes.entries()) {
+    if (softmaxAxisProblem(sm, graph, opset)) continue;
+    const site = matchSite(g, sm);
+    if (!site) continue;
+    replace.set(site.merge, create(NodeProtoSchema, {
+      name: `${FUSED_SCOPE}/MultiHeadAttention_${i}`,
+      opType: 'MultiHeadAttention',
+      domain: MS_DOMAIN,
+      input: [site.q, site.k, site.v],
+      output: [site.merge.output[0]!],
+      attribute: [
+        create(AttributeProtoSchema, { name: 'num_heads', type: AttributeProto_AttributeType.INT, i: BigInt(site.heads) }),
+        create(AttributeProtoSchema, { name: 'scale', type: AttributeProto_AttributeType.FLOAT, f: site.scale }),
+      ],
+    }));
+  }
+  if (replace.size === 0) return { fused: 0, left: softmaxes.length };
+  // The fused node takes the merge Reshape's place: its inputs (the flat q, k, v) come earlier in topological order.
+  graph.node = graph.node.map((n) => replace.get(n) ?? n);
+  if (!model.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
+    model.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: 1n }));
+  }
+  pruneGraph(graph);
+  const left = graph.node.filter((n) => n.opType === 'Softmax').length;
+  return { fused: replace.size, left };
+}

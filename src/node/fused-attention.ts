@@ -1,0 +1,85 @@
+/**
+ * The UNet (or its attention-probe graph) with its attention fused into MultiHeadAttention nodes
+ * (src/graph/attention-fusion.ts), stored like the other derived graphs (derived-graphs.ts): `<name>.asgd-fused.onnx`
+ * next to the source when its folder is writable, else in the cache; weights referenced, never copied.
+ */
+import fs from 'node:fs';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
+import { fuseAttention } from '../graph/attention-fusion.ts';
+import { prepareDerivedGraphs, type DerivedGraphOptions, type DerivedSidecar } from './derived-graphs.ts';
+import { referenceInlineWeights } from './probe.ts';
+
+export interface FusedAttention {
+  file: string;
+  /** Attention layers fused. */
+  fused: number;
+  /** Folder of the weights when the file does not sit next to them (session option; see probe.ts). */
+  externalDataFolder?: string;
+}
+
+/** Bump when the fusion's output changes, so stored graphs are derived again. */
+const FORMAT = 2;
+const SUFFIX = '.asgd-fused';
+
+interface FusedResult {
+  fused: number;
+  bytes: number;
+  /** The source's own weights folder when the source itself is stored apart from its weights (a cached probe). */
+  weightsFolder: string | null;
+}
+
+function filesIn(dir: string, source: string) {
+  const base = path.basename(source).replace(/\.onnx$/i, '');
+  return { file: path.join(dir, `${base}${SUFFIX}.onnx`), sidecar: path.join(dir, `${base}${SUFFIX}.json`) };
+}
+
+async function open(side: DerivedSidecar<FusedResult> & { result: FusedResult }, files: ReturnType<typeof filesIn>): Promise<FusedAttention | undefined> {
+  const size = await stat(files.file).then((s) => s.size, () => -1);
+  if (size !== side.result.bytes) return undefined;
+  const folder = side.result.weightsFolder ?? side.externalDataFolder;
+  return { file: files.file, fused: side.result.fused, ...(folder ? { externalDataFolder: folder } : {}) };
+}
+
+/**
+ * The fused graph of the UNet (or probe) at `modelPath`, derived and stored first when missing or stale; or why
+ * there is none (no attention the fusion recognises, or nothing could be written). `weightsFolder`: where the
+ * source's external weights live when not next to it (a probe kept in the cache).
+ */
+export async function prepareFusedAttention(
+  modelPath: string, opts: DerivedGraphOptions & { weightsFolder?: string } = {},
+): Promise<FusedAttention | { reason: string }> {
+  const derive = (bytes: Uint8Array, source: string) => {
+    let model: ModelProto;
+    try {
+      model = fromBinary(ModelProtoSchema, bytes);
+    } catch (err) {
+      return { reason: `the model cannot be parsed (${err instanceof Error ? err.message : String(err)})` };
+    }
+    const fusion = fuseAttention(model);
+    if ('reason' in fusion) return fusion;
+    if (fusion.fused === 0) return { reason: 'no attention written out in a layout the fusion recognises' };
+    referenceInlineWeights(model, bytes, path.basename(source));
+    const out = toBinary(ModelProtoSchema, model);
+    return {
+      result: { fused: fusion.fused, bytes: out.length, weightsFolder: opts.weightsFolder ?? null },
+      files: (p: ReturnType<typeof filesIn>): [string, Uint8Array][] => [[p.file, out]],
+    };
+  };
+  return prepareDerivedGraphs(modelPath, opts, { format: FORMAT, cacheFolder: 'fused-attention', filesIn, open, derive });
+}
+
+/** How to open a file made by prepareFusedAttention (read from its sidecar); {} for any other file. */
+export function fusedLoadOptions(file: string): { externalDataFolder?: string } {
+  if (!file.endsWith(`${SUFFIX}.onnx`)) return {};
+  try {
+    const side = JSON.parse(fs.readFileSync(file.replace(/\.onnx$/, '.json'), 'utf8')) as Partial<DerivedSidecar<FusedResult>>;
+    const result = side.result && 'bytes' in side.result ? side.result : undefined;
+    const folder = result?.weightsFolder ?? side.externalDataFolder;
+    return folder ? { externalDataFolder: folder } : {};
+  } catch {
+    return {};
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * Attention fusion (src/graph/attention-fusion.ts, src/node/fused-attention.ts): written-out attention in the two
+ * layouts exporters write becomes MultiHeadAttention with the graph's own scale, the outputs stay within float
+ * rounding of the plain graph (ONNX Runtime's CPU kernels), what the patterns do not match is left alone, the probed
+ * layers of the attention-probe graph stay written out, the fused files are stored like the other derived graphs, and
+ * the pipeline uses them when asked.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
+import ort from 'onnxruntime-node';
+import { fuseAttention, MS_DOMAIN } from '../src/graph/attention-fusion.ts';
+import { loadPipeline } from '../src/node/pipeline.ts';
+import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
+import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
+import { openSession, releaseSession } from '../src/onnx/session.ts';
+import { writeTinySdModel } from './fixtures/index.ts';
+import { linear } from './fixtures/layers.ts';
+import { GraphBuilder } from './fixtures/onnx-graph.ts';
+import { mulberry32 } from './fixtures/prng.ts';
+
+const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
+const CPU = { provider: 'cpu' as const, threads: 1 };
+let root: string;
+
+before(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-fusion-'));
+});
+after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+function randoms(n: number, seed: number): Float32Array {
+  const next = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => next() * 2 - 1);
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+const count = (m: ModelProto, op: string) => m.graph!.node.filter((n) => n.opType === op).length;
+const clone = (m: ModelProto) => fromBinary(ModelProtoSchema, toBinary(ModelProtoSchema, m));
+
+async function run(m: ModelProto, feeds: Record<string, ort.Tensor>): Promise<Record<string, Float32Array>> {
+  const s = await ort.InferenceSession.create(toBinary(ModelProtoSchema, m), { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  try {
+    const r = await s.run(feeds);
+    return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.data as Float32Array]));
+  } finally {
+    await s.release();
+  }
+}
+
+interface Variant {
+  /** Heads folded into the batch with shapes computed at run time (TorchScript's export of diffusers' classic processor). */
+  layout: 'folded' | 'heads-axis';
+  /** Also a graph output: the probabilities are read elsewhere. */
+  probsOut?: boolean;
+  /** An additive mask on the scores. */
+  mask?: boolean;
+  /** kᵀ built with the wrong permutation (q·k, not q·kᵀ, when the sides differ). */
+  wrongKeyPerm?: boolean;
+}
+
+const HEADS = 2;
+const D = 4;
+const WIDTH = HEADS * D;
+const CONTEXT = 6;
+
+/** One attention between two linear layers, in the variant's layout, with a scale that is not 1/sqrt(d). */
+function attentionModel(v: Variant): ModelProto {
+  const g = new GraphBuilder({ name: 'attn', modelKey: 'attn', seed: 11, floatType: 'float32' });
+  const x = g.floatInput('x', ['batch', 'seq', WIDTH]);
+  const c = g.floatInput('context', ['batch', 'keys', CONTEXT]);
+  const q = linear(g, 'to_q', x, WIDTH, WIDTH, { bias: false, gain: 3 });
+  const k = linear(g, 'to_k', c, CONTEXT, WIDTH, { bias: false, gain: 3 });
+  const val = linear(g, 'to_v', c, CONTEXT, WIDTH, { bias: false });
+  const batch = g.op('Gather', [g.op('Shape', [x]), g.constInt64([0], [])], { axis: 0 });
+  const unsq = (s: string) => g.op('Unsqueeze', [s, g.constInt64([0])]);
+  const split = (t: string) => g.op('Reshape', [t, g.op('Concat', [unsq(batch), g.constInt64([-1]), g.constInt64([HEADS]), g.constInt64([D])], { axis: 0 })]);
+  const headsAxis = (t: string) => g.op('Transpose', [split(t)], { perm: [0, 2, 1, 3] });
+  let scores: string;
+  let out: string;
+  if (v.layout === 'folded') {
+    const folded = unsq(g.op('Mul', [batch, g.constInt64([HEADS], [])]));
+    const fold = (t: string) => g.op('Reshape', [headsAxis(t), g.op('Concat', [folded, g.constInt64([-1]), g.constInt64([D])], { axis: 0 })]);
+    scores = g.op('MatMul', [fold(q), g.op('Transpose', [fold(k)], { perm: v.wrongKeyPerm ? [0, 1, 2] : [0, 2, 1] })]);
+    scores = g.op('Mul', [scores, g.constFloat([0.3], [])]);
+    if (v.mask) scores = g.op('Add', [scores, g.constFloat(randoms(3, 9), [3])]);
+    const probs = g.op('Softmax', [scores], { axis: -1 });
+    if (v.probsOut) g.floatOutput(probs, 'probs', ['bh', 'seq', 'keys']);
+    const o = g.op('MatMul', [probs, fold(val)]);
+    const unfold = g.op('Reshape', [o, g.op('Concat', [unsq(batch), g.constInt64([HEADS]), g.constInt64([-1]), g.constInt64([D])], { axis: 0 })]);
+    out = g.op('Transpose', [unfold], { perm: [0, 2, 1, 3] });
+  } else {
+    // Scaled dot-product attention written out: sqrt(scale) on q and on kᵀ, kᵀ straight from the split.
+    const root2 = g.constFloat([Math.sqrt(0.3)], []);
+    const kt = g.op('Transpose', [split(k)], { perm: v.wrongKeyPerm ? [0, 2, 1, 3] : [0, 2, 3, 1] });
+    scores = g.op('MatMul', [g.op('Mul', [headsAxis(q), root2]), g.op('Mul', [kt, root2])]);
+    if (v.mask) scores = g.op('Add', [scores, g.constFloat(randoms(3, 9), [3])]);
+    const probs = g.op('Softmax', [scores], { axis: -1 });
+    if (v.probsOut) g.floatOutput(probs, 'probs', ['b', 'h', 'seq', 'keys']);
+    out = g.op('Transpose', [g.op('MatMul', [probs, headsAxis(val)])], { perm: [0, 2, 1, 3] });
+  }
+  const merged = g.op('Reshape', [out, g.op('Concat', [unsq(batch), g.constInt64([-1]), g.constInt64([WIDTH])], { axis: 0 })]);
+  g.floatOutput(linear(g, 'to_out', merged, WIDTH, WIDTH), 'y', ['batch', 'seq', WIDTH]);
+  return g.build();
+}
+
+// keys = 3 so that a mask of 3 values broadcasts and a q·k of wrong shape fails to match rather than to run.
+const FEEDS = () => ({
+  x: new ort.Tensor('float32', randoms(2 * 5 * WIDTH, 1), [2, 5, WIDTH]),
+  context: new ort.Tensor('float32', randoms(2 * 3 * CONTEXT, 2), [2, 3, CONTEXT]),
+});
+
+describe('the fusion on one attention', () => {
+  for (const layout of ['folded', 'heads-axis'] as const) {
+    test(`${layout}: one MultiHeadAttention with the graph's scale; y within 1e-6 of the plain graph`, async (t) => {
+      const plain = attentionModel({ layout });
+      const fused = clone(plain);
+      assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
+      assert.equal(count(fused, 'Softmax'), 0);
+      assert.equal(count(fused, 'Transpose'), 0, 'the head split and merge are pruned');
+      const mha = fused.graph!.node.find((n) => n.opType === 'MultiHeadAttention')!;
+      assert.equal(mha.domain, MS_DOMAIN);
+      assert.equal(Number(mha.attribute.find((a) => a.name === 'num_heads')!.i), HEADS);
+      const scale = mha.attribute.find((a) => a.name === 'scale')!.f;
+      assert.ok(Math.abs(scale - 0.3) < 1e-6, `scale ${scale}`);
+      assert.ok(fused.opsetImport.some((o) => o.domain === MS_DOMAIN), fused.opsetImport.map((o) => `${o.domain}:${o.version}`).join(" "));
+      const a = await run(plain, FEEDS());
+      const b = await run(fused, FEEDS());
+      const diff = maxAbsDiff(a['y']!, b['y']!);
+      t.diagnostic(`max abs diff ${diff.toExponential(2)}`);
+      assert.ok(diff < 1e-6, `max abs diff ${diff}`);
+    });
+    for (const v of [{ probsOut: true }, { mask: true }, { wrongKeyPerm: true }]) {
+      test(`${layout}: left written out when ${Object.keys(v)[0]}`, () => {
+        const m = attentionModel({ layout, ...v });
+        const before = toBinary(ModelProtoSchema, m);
+        assert.deepEqual(fuseAttention(m), { fused: 0, left: 1 });
+        assert.deepEqual(toBinary(ModelProtoSchema, m), before, 'the model is unchanged');
+      });
+    }
+  }
+});
+
+describe('the fusion on whole UNets', () => {
+  test('the fixture UNet (heads axis) and the shipped UNet (folded): every attention fused, out_sample within 1e-5', async (t) => {
+    const dir = path.join(root, 'tiny');
+    await writeTinySdModel(dir);
+    for (const [label, file, lat, textDim] of [['fixture', path.join(dir, 'unet', 'model.onnx'), 8, 0], ['shipped', path.join(SHIPPED, 'unet', 'model.onnx'), 16, 64]] as const) {
+      const plain = fromBinary(ModelProtoSchema, fs.readFileSync(file));
+      const softmaxes = count(plain, 'Softmax');
+      const fused = clone(plain);
+      assert.deepEqual(fuseAttention(fused), { fused: softmaxes, left: 0 }, label);
+      assert.ok(softmaxes >= 2, `${label}: ${softmaxes} attention layers`);
+      const s = await ort.InferenceSession.create(toBinary(ModelProtoSchema, plain));
+      const meta = new Map(s.inputMetadata.map((m) => [m.name, m]));
+      await s.release();
+      const text = textDim || Number((meta.get('encoder_hidden_states') as { shape: readonly unknown[] }).shape[2]);
+      const feeds = () => ({
+        sample: new ort.Tensor('float32', randoms(2 * 4 * lat * lat, 3), [2, 4, lat, lat]),
+        timestep: new ort.Tensor('int64', new BigInt64Array([601n, 601n]), [2]),
+        encoder_hidden_states: new ort.Tensor('float32', randoms(2 * 77 * text, 4), [2, 77, text]),
+      });
+      const [a, b] = [await run(plain, feeds()), await run(fused, feeds())];
+      const diff = maxAbsDiff(a['out_sample']!, b['out_sample']!);
+      t.diagnostic(`${label}: ${softmaxes} layers fused, out_sample max abs diff ${diff.toExponential(2)}`);
+      assert.ok(diff < 1e-5, `${label}: max abs diff ${diff}`);
+    }
+  });
+
+  test('the attention-probe graph: the probed layers stay written out, the others are fused; outputs within 1e-5', async (t) => {
+    const dir = path.join(root, 'shipped-copy');
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(SHIPPED, 'unet', 'model.onnx'), path.join(dir, 'model.onnx'));
+    const probe = await prepareAttentionProbe(path.join(dir, 'model.onnx'));
+    assert.ok('file' in probe);
+    const fused = await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder });
+    assert.ok('file' in fused, JSON.stringify(fused));
+    const total = count(fromBinary(ModelProtoSchema, fs.readFileSync(path.join(dir, 'model.onnx'))), 'Softmax');
+    assert.equal(fused.fused, total - probe.layers.length);
+    const m = fromBinary(ModelProtoSchema, fs.readFileSync(fused.file));
+    assert.equal(count(m, 'Softmax'), probe.layers.length);
+    const outputs = async (file: string, load: { externalDataFolder?: string }) => {
+      const s = await openSession(file, 'probe', CPU, load);
+      try {
+        const r = await s.session.run({
+          sample: new ort.Tensor('float32', randoms(2 * 4 * 16 * 16, 5), [2, 4, 16, 16]),
+          timestep: new ort.Tensor('int64', new BigInt64Array([301n, 301n]), [2]),
+          encoder_hidden_states: new ort.Tensor('float32', randoms(2 * 77 * 64, 6), [2, 77, 64]),
+        });
+        return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.data as Float32Array]));
+      } finally {
+        await releaseSession(s);
+      }
+    };
+    const [a, b] = [await outputs(probe.file, probeLoadOptions(probe.file)), await outputs(fused.file, fusedLoadOptions(fused.file))];
+    assert.deepEqual(Object.keys(b).sort(), Object.keys(a).sort());
+    for (const k of Object.keys(a)) {
+      const diff = maxAbsDiff(a[k]!, b[k]!);
+      t.diagnostic(`${k}: ${diff.toExponential(2)}`);
+      assert.ok(diff < 1e-5, `${k}: max abs diff ${diff}`);
+    }
+  });
+});
+
+describe('fused files and the pipeline', () => {
+  test('stored next to the UNet and reused; in the cache they refer to the weights in the UNet folder, same outputs', async () => {
+    const dir = path.join(root, 'store');
+    fs.mkdirSync(dir);
+    const unet = path.join(dir, 'model.onnx');
+    fs.copyFileSync(path.join(SHIPPED, 'unet', 'model.onnx'), unet);
+    const first = await prepareFusedAttention(unet);
+    assert.ok('file' in first);
+    assert.equal(first.file, path.join(dir, 'model.asgd-fused.onnx'));
+    assert.equal(first.externalDataFolder, undefined);
+    assert.ok(fs.statSync(first.file).size < fs.statSync(unet).size / 10, 'the weights are referenced, not copied');
+    const mtime = fs.statSync(first.file).mtimeMs;
+    assert.deepEqual(await prepareFusedAttention(unet), first);
+    assert.equal(fs.statSync(first.file).mtimeMs, mtime, 'reused, not written again');
+    const cached = await prepareFusedAttention(unet, { placement: 'cache', cacheDir: path.join(root, 'cache') });
+    assert.ok('file' in cached);
+    assert.ok(cached.file.startsWith(path.join(root, 'cache', 'fused-attention')));
+    assert.equal(cached.externalDataFolder, dir);
+    assert.deepEqual(fusedLoadOptions(cached.file), { externalDataFolder: dir });
+    const outOf = async (file: string) => {
+      const s = await openSession(file, 'unet', CPU, fusedLoadOptions(file));
+      try {
+        const r = await s.session.run({
+          sample: new ort.Tensor('float32', randoms(4 * 16 * 16, 7), [1, 4, 16, 16]),
+          timestep: new ort.Tensor('int64', new BigInt64Array([11n]), [1]),
+          encoder_hidden_states: new ort.Tensor('float32', randoms(77 * 64, 8), [1, 77, 64]),
+        });
+        return r['out_sample']!.data as Float32Array;
+      } finally {
+        await releaseSession(s);
+      }
+    };
+    assert.deepEqual(await outOf(cached.file), await outOf(first.file));
+  });
+
+  test('a UNet with fused attention already gets a reason, and the pipeline runs it as it is', async () => {
+    const dir = path.join(root, 'mha');
+    await writeTinySdModel(dir, { variant: 'fused-attention' });
+    const r = await prepareFusedAttention(path.join(dir, 'unet', 'model.onnx'));
+    assert.deepEqual(r, { reason: 'no attention written out in a layout the fusion recognises' });
+    const p = await loadPipeline(dir, { fuseAttention: true, threads: 1 });
+    try {
+      assert.deepEqual(p.info.attentionFusion, { applied: false, layers: 0, reason: r.reason });
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('pipeline: off by default; fuseAttention true fuses the UNet and the probe and generates within 1 level of it', async (t) => {
+    const params = { prompt: 'a red circle on a blue background', seed: 2, steps: 3, width: 256, height: 256, method: 'asg' as const };
+    const images: Uint8Array[] = [];
+    for (const fuseAttention of [undefined, true]) {
+      const p = await loadPipeline(SHIPPED, { ...(fuseAttention ? { fuseAttention } : {}), threads: 1 });
+      try {
+        if (!fuseAttention) assert.deepEqual(p.info.attentionFusion, { applied: false, layers: 0, reason: 'fuseAttention is off; --fuse-attention turns it on' });
+        else assert.deepEqual(p.info.attentionFusion, { applied: true, layers: 14 });
+        const r = await p.generate(params);
+        assert.deepEqual(r.warnings.filter((w) => !/Using the euler scheduler/.test(w)), [], 'the mask came from the (fused) probe');
+        images.push(r.image.data);
+      } finally {
+        await p.close();
+      }
+    }
+    const diff = maxAbsDiff(images[0]!, images[1]!);
+    t.diagnostic(`asg 256 px, plain vs fused attention on cpu: ${diff} levels`);
+    assert.ok(diff <= 1, `image max diff ${diff} levels`);
+  });
+
+  test('asgd info says the attention is written out, and why', () => {
+    const bin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'asgd.js');
+    const r = spawnSync(process.execPath, [bin, 'info', SHIPPED, '--no-probe'], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /Attention: +written out \(fuseAttention is off; --fuse-attention turns it on\)\n/);
+  });
+});
