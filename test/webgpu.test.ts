@@ -118,6 +118,27 @@ test('cancelling a webgpu generation stops it and reports cancelled', async () =
   await p.close();
 });
 
+test('two webgpu pipelines one after the other in one process, stderr a file: both run, stderr stays the file', async () => {
+  // Device workers used to close descriptor 2 when they ended (Node closes the descriptors a worker opened, and the
+  // stderr filter reopens stderr there); the process then aborted in the second pipeline (a libuv assertion).
+  const { spawnSync } = await import('node:child_process');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-twice-'));
+  const errFile = path.join(dir, 'stderr.txt');
+  const fd = fs.openSync(errFile, 'w');
+  const env = { ...process.env };
+  delete env['ASGD_RUNTIME_LOG'];
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'webgpu-pipelines-twice.ts');
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', fd], env, encoding: 'utf8', timeout: 300_000 });
+  fs.closeSync(fd);
+  const stderr = fs.readFileSync(errFile, 'utf8');
+  fs.rmSync(dir, { recursive: true, force: true });
+  assert.equal(r.status, 0, `exit ${r.status} (signal ${r.signal}); stderr: ${stderr}`);
+  assert.equal(r.stdout, 'pipeline 0: 128x128\npipeline 1: 128x128\n');
+  assert.equal(stderr, 'stderr still reaches the file\n', 'the driver notes filtered, stderr itself kept');
+});
+
 test('asgd -q on webgpu writes nothing to stderr; --verbose shows the runtime warnings', async () => {
   const { spawnSync } = await import('node:child_process');
   const fs = await import('node:fs');

@@ -46,7 +46,12 @@ export class DeviceWorker {
   readonly threadId: number;
 
   constructor(readonly device: DeviceSpec) {
-    this.worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')) });
+    // trackUnmanagedFds off: Node would otherwise close, when the thread ends, every descriptor the thread opened with
+    // fs.open, and that includes descriptor 2 as the stderr filter (src/onnx/runtime-log.ts) reopens it there: the
+    // process lost its stderr, and the next descriptor opened took number 2 (a worker's event loop asserts on
+    // closing such a descriptor: the process aborted when a second webgpu pipeline ran). The worker's own files are
+    // closed by the code that opens them.
+    this.worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')), trackUnmanagedFds: false });
     this.threadId = this.worker.threadId;
     running.add(this.threadId);
     this.worker.on('message', (reply: WorkerReply) => this.onReply(reply));
