@@ -22,7 +22,7 @@
  *            exported UNet (model.onnx, its external data, config.json) in unet/.
  *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model
  *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1]
- *            [--warmup-width W] [--fuse-attention 1] --out JSON
+ *            [--warmup-width W] [--fuse-attention 1] [--latent-out FILE] --out JSON
  *            One whole `asg` generation (other settings at the shipped defaults) after a short warm-up generation
  *            (warmup-steps at warmup-width, default the same size: kernels and shaders get compiled), with the time
  *            split of GenerateResult (text, UNet, host, VAE).
@@ -377,6 +377,8 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
       size: [r.image.width, r.image.height], unetEvaluations: r.unetEvaluations, unitsDispatched: units, timings: t,
       unetMsPerEvaluation: t.unetMs / Math.max(1, r.unetEvaluations), hostMsPerStep: t.hostMs / steps, latentFinite: finite, warnings: r.warnings,
     };
+    // The final latent as raw float32 (little-endian), so two runs (plain and fused attention) can be compared.
+    if (args['latent-out']) fs.writeFileSync(args['latent-out'], new Uint8Array(r.latent.buffer, r.latent.byteOffset, r.latent.byteLength));
     console.error(`[card] ${devices} ${method} ${width}x${height} ${steps} steps: total ${t.totalMs.toFixed(0)} ms (UNet ${t.unetMs.toFixed(0)}, host ${t.hostMs.toFixed(0)}, VAE ${t.decodeMs.toFixed(0)}; ${r.unetEvaluations} UNet evaluations)`);
   } finally {
     await pipe.close();

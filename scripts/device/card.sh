@@ -21,14 +21,15 @@
 #   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0; on lavapipe this failed: see
 #               docs/benchmarks.md)
 #   probe-sdxl  the attention-probe graph the key patch runs (built from the SDXL export as the pipeline builds it)
-#               against the plain UNet on WebGPU, calls alternating, batch 2 and 1: the key unit's extra cost (both
-#               with the attention fused, as the pipeline runs them on a GPU)
+#               against the plain UNet on WebGPU, calls alternating, batch 2 and 1: the key unit's extra cost
+#   gen-fused   gen-1 with the attention fused (--fuse-attention): its time; each generation's final latent goes to
+#               $OUT/<part>.latent.f32 (raw float32) to compare the two
 #   unet-io     (last) bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
 #               device, the upload alone, CFG combined on the device; the shipped UNet, both exports, the fixture
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # If the budget skips the generations, run again at once (the machine keeps CARD_WORK while warm) with
-# CARD_PARTS="folder gen-1 gen-2 probe-sdxl unet-io".
+# CARD_PARTS="folder gen-1 gen-2 probe-sdxl gen-fused unet-io".
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
 # parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
@@ -64,7 +65,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 gen-2 probe-sdxl unet-io}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 gen-2 probe-sdxl gen-fused unet-io}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -191,9 +192,9 @@ unet_part() {  # unet_part MODEL LATENT
     --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-$1.json"
 }
 
-probe_part() {  # probe_part MODEL LATENT: the pair the pipeline runs (on webgpu: attention fused but the probed layers)
+probe_part() {  # probe_part MODEL LATENT [FUSED]: the pair the pipeline runs (FUSED 1: with --fuse-attention)
   "$NODE" "$CARD" probe --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
-    --warmup "$UNET_WARMUP" --fused "$([[ $PROVIDER == webgpu ]] && echo 1 || echo 0)" --out "$WORK/parts/probe-$1.json"
+    --warmup "$UNET_WARMUP" --fused "${3:-0}" --out "$WORK/parts/probe-$1.json"
 }
 
 unet_io_part() {  # the shipped UNet and the exports of this run (a missing one is skipped), then the fixture cases
@@ -209,14 +210,14 @@ folder_part() {  # the SDXL export from torch-sdxl (this run, or an earlier one 
   "$NODE" "$CARD" folder --dir "$WORK/sdxl-folder" --unet-dir "$WORK/models/sdxl/unet" --text "$TEXT" --out "$WORK/parts/folder.json"
 }
 
-gen_part() {  # gen_part DEVICES NAME: warm-up of 1 step at half the size (the native size: the UNet's shapes), then the run
+gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size (the native size: the UNet's shapes), then the run
   "$NODE" "$CARD" generate --model "$WORK/sdxl-folder" --devices "$1" --width "$SIZE" --steps "$STEPS" \
-    --warmup-steps 1 --warmup-width $((SIZE / 2)) --out "$WORK/parts/$2.json"
+    --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
 export -f env_part torch_part export_part unet_part probe_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15
-export PY NODE CARD RT WORK ITERS PROVIDER PYSCALE UNET_WARMUP
+export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
 # The exports are CPU-bound for minutes (the TorchScript exporter's passes over thousands of nodes): they run in
 # the background from the start, while the GPU timings run (each export touches the GPU only to build the model and
@@ -235,6 +236,7 @@ part folder 200 folder_part
 part gen-1 240 gen_part "$GPU1" gen-1
 part gen-2 240 gen_part "$GPU2" gen-2
 part probe-sdxl 120 probe_part sdxl "$LATXL"
+part gen-fused 240 gen_part "$GPU1" gen-fused 1
 # Last: the generations matter more if the budget runs short.
 part unet-io 60 unet_io_part
 merge
