@@ -359,7 +359,7 @@ test('the gallery and the queue survive a server restart: the reloaded page show
   await page.fill('[name="prompt"]', 'interrupted');
   await page.fill('[name="steps"]', '400');
   await page.click('#queue-button');
-  await page.waitForFunction(`/step \\d+\\/1000/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
+  await page.waitForFunction(`/step \\d+\\/400/.test(document.querySelector('#progress-text')?.textContent ?? '')`);
   await s1.close();
   const s2 = await startServer(new FakeEngine({ stepMs: 2 }), { outputsDir: s1.outputsDir, port });
   await page.reload();
