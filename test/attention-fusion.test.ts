@@ -68,6 +68,8 @@ interface Variant {
   mask?: boolean;
   /** kᵀ built with the wrong permutation (q·k, not q·kᵀ, when the sides differ). */
   wrongKeyPerm?: boolean;
+  /** Softmax over the queries (the axis before the last) instead of the keys. */
+  wrongSoftmaxAxis?: boolean;
 }
 
 const HEADS = 2;
@@ -95,7 +97,7 @@ function attentionModel(v: Variant): ModelProto {
     scores = g.op('MatMul', [fold(q), g.op('Transpose', [fold(k)], { perm: v.wrongKeyPerm ? [0, 1, 2] : [0, 2, 1] })]);
     scores = g.op('Mul', [scores, g.constFloat([0.3], [])]);
     if (v.mask) scores = g.op('Add', [scores, g.constFloat(randoms(3, 9), [3])]);
-    const probs = g.op('Softmax', [scores], { axis: -1 });
+    const probs = g.op('Softmax', [scores], { axis: v.wrongSoftmaxAxis ? 1 : -1 });
     if (v.probsOut) g.floatOutput(probs, 'probs', ['bh', 'seq', 'keys']);
     const o = g.op('MatMul', [probs, fold(val)]);
     const unfold = g.op('Reshape', [o, g.op('Concat', [unsq(batch), g.constInt64([HEADS]), g.constInt64([-1]), g.constInt64([D])], { axis: 0 })]);
@@ -106,7 +108,7 @@ function attentionModel(v: Variant): ModelProto {
     const kt = g.op('Transpose', [split(k)], { perm: v.wrongKeyPerm ? [0, 2, 1, 3] : [0, 2, 3, 1] });
     scores = g.op('MatMul', [g.op('Mul', [headsAxis(q), root2]), g.op('Mul', [kt, root2])]);
     if (v.mask) scores = g.op('Add', [scores, g.constFloat(randoms(3, 9), [3])]);
-    const probs = g.op('Softmax', [scores], { axis: -1 });
+    const probs = g.op('Softmax', [scores], { axis: v.wrongSoftmaxAxis ? 2 : -1 });
     if (v.probsOut) g.floatOutput(probs, 'probs', ['b', 'h', 'seq', 'keys']);
     out = g.op('Transpose', [g.op('MatMul', [probs, headsAxis(val)])], { perm: [0, 2, 1, 3] });
   }
@@ -141,7 +143,7 @@ describe('the fusion on one attention', () => {
       t.diagnostic(`max abs diff ${diff.toExponential(2)}`);
       assert.ok(diff < 1e-6, `max abs diff ${diff}`);
     });
-    for (const v of [{ probsOut: true }, { mask: true }, { wrongKeyPerm: true }]) {
+    for (const v of [{ probsOut: true }, { mask: true }, { wrongKeyPerm: true }, { wrongSoftmaxAxis: true }]) {
       test(`${layout}: left written out when ${Object.keys(v)[0]}`, () => {
         const m = attentionModel({ layout, ...v });
         const before = toBinary(ModelProtoSchema, m);

@@ -29,7 +29,7 @@ import {
   type TensorProto,
 } from 'onnx-buf';
 import { fromFloat16Bits } from '../core/float16.ts';
-import { defaultOpset, intAttr, softmaxAxisProblem } from './attention-probe.ts';
+import { defaultOpset, intAttr } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -236,7 +236,7 @@ interface Site {
   scale: number;
 }
 
-function matchSite(g: Graph, softmax: NodeProto): Site | undefined {
+function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefined {
   const pv = soleConsumer(g, softmax.output[0]!);
   if (!pv || pv.opType !== 'MatMul' || pv.input[0] !== softmax.output[0]) return undefined;
   const scores = peelScale(g, softmax.input[0]!);
@@ -248,6 +248,9 @@ function matchSite(g: Graph, softmax: NodeProto): Site | undefined {
   const k = keysTransposed(g, ks.name);
   const v = headsOf(g, pv.input[1]!);
   if (!q || !k || !v || q.heads !== k.heads || q.heads !== v.heads || q.folded !== k.folded || q.folded !== v.folded) return undefined;
+  // The Softmax must run over the keys: the last axis of [B·H, S, L] or [B, H, S, L].
+  const axis = intAttr(softmax, 'axis') ?? (opset >= 13 ? -1n : 1n);
+  if (axis !== -1n && axis !== (q.folded ? 2n : 3n)) return undefined;
   const merge = headMerge(g, pv, q.heads, q.folded);
   if (!merge) return undefined;
   const scale = scores.scale * qs.scale * ks.scale;
@@ -268,8 +271,7 @@ export function fuseAttention(model: ModelProto): AttentionFusion {
   const softmaxes = graph.node.filter((n) => n.opType === 'Softmax' && (n.domain === '' || n.domain === 'ai.onnx'));
   const replace = new Map<NodeProto, NodeProto>();
   for (const [i, sm] of softmaxes.entries()) {
-    if (softmaxAxisProblem(sm, graph, opset)) continue;
-    const site = matchSite(g, sm);
+    const site = matchSite(g, sm, opset);
     if (!site) continue;
     replace.set(site.merge, create(NodeProtoSchema, {
       name: `${FUSED_SCOPE}/MultiHeadAttention_${i}`,
