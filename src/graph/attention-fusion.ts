@@ -62,6 +62,14 @@ class Graph {
       for (const i of n.input) if (i) (this.consumers.get(i) ?? this.consumers.set(i, []).get(i)!).push(n);
     }
     this.outputs = new Set(g.output.map((o) => o.name));
+    // Tensors read inside subgraphs (If / Loop bodies) count as read from outside: never fused away.
+    const readInside = (sub: GraphProto): void => {
+      for (const n of sub.node) {
+        for (const i of n.input) this.outputs.add(i);
+        for (const a of n.attribute) for (const inner of [a.g, ...a.graphs]) if (inner) readInside(inner);
+      }
+    };
+    for (const n of g.node) for (const a of n.attribute) for (const sub of [a.g, ...a.graphs]) if (sub) readInside(sub);
   }
 
   /** The node producing `name` if it is `op` (default domain). */
