@@ -224,7 +224,8 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
     const finite: Record<string, boolean> = {};
     const outputs: Record<number, Float32Array> = {};
     // Batch 4: two patches' CFG pairs in one call (what pairing stage-1 patches on a device would cost).
-    for (const batch of [2, 1, 4]) {
+    const batches = (args['batches'] ?? '2,1,4').split(',').map(Number);
+    for (const batch of batches) {
       const f = feeds(batch);
       let out: Float32Array = new Float32Array();
       const timing = await timeIt(async () => {
@@ -237,24 +238,31 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
       console.error(`[card] ${provider} session.run batch ${batch}: ${timing.medianMs.toFixed(2)} ms (median of ${iters}; first ${timing.firstMs.toFixed(0)} ms)`);
     }
     result['finite'] = finite;
-    result['run_batch1_over_batch2'] = (result['run_batch1'] as CallTiming).medianMs / (result['run_batch2'] as CallTiming).medianMs;
-    result['run_batch4_over_batch2'] = (result['run_batch4'] as CallTiming).medianMs / (result['run_batch2'] as CallTiming).medianMs;
-    // The adapter's call, as the pipeline makes it: float32 latent in, CFG-combined float32 out (or one half).
-    const cond: TextConditioning = { hidden: wave(2 * tokens * dim, 2), tokens, dim };
-    if (unet.textEmbeds) {
-      cond.textEmbeds = wave(2 * (pooled as number), 3);
-      cond.pooledDim = pooled as number;
-    }
-    const call = { sample: wave(4 * latent * latent, 1), channels: 4, height: latent, width: latent, timestep: 500, guidanceScale: 7.5,
-      timeIds: unet.timeIds ? [8 * latent, 8 * latent, 0, 0, 8 * latent, 8 * latent] : undefined };
-    result['adapter_both'] = await timeIt(() => unet.run({ ...call, part: 'both' }, cond), Math.min(warmup, 1), iters);
-    result['adapter_half'] = await timeIt(() => unet.run({ ...call, part: 'cond' }, cond), Math.min(warmup, 1), iters);
-    result['adapter_half_over_both'] = (result['adapter_half'] as CallTiming).medianMs / (result['adapter_both'] as CallTiming).medianMs;
+    const ratio = (a: number, b: number) => (result[`run_batch${a}`] && result[`run_batch${b}`] ? (result[`run_batch${a}`] as CallTiming).medianMs / (result[`run_batch${b}`] as CallTiming).medianMs : undefined);
+    result['run_batch1_over_batch2'] = ratio(1, 2);
+    result['run_batch4_over_batch2'] = ratio(4, 2);
+    if (args['adapter'] !== '0') await benchAdapter(unet, latent, dim, pooled, tokens, result, warmup, iters);
     if (args['fused'] !== '0') result['fused'] = await benchFusedUnet(file, provider, (batch) => feeds(batch), unet.out.name, outputs, result, warmup, iters);
   } finally {
     await releaseSession(s);
   }
   return result;
+}
+
+/** The adapter's call, as the pipeline makes it: float32 latent in, CFG-combined float32 out (or one half). */
+async function benchAdapter(
+  unet: UnetAdapter, latent: number, dim: number, pooled: number | undefined, tokens: number, result: Record<string, unknown>, warmup: number, iters: number,
+): Promise<void> {
+  const cond: TextConditioning = { hidden: wave(2 * tokens * dim, 2), tokens, dim };
+  if (unet.textEmbeds) {
+    cond.textEmbeds = wave(2 * (pooled as number), 3);
+    cond.pooledDim = pooled as number;
+  }
+  const call = { sample: wave(4 * latent * latent, 1), channels: 4, height: latent, width: latent, timestep: 500, guidanceScale: 7.5,
+    timeIds: unet.timeIds ? [8 * latent, 8 * latent, 0, 0, 8 * latent, 8 * latent] : undefined };
+  result['adapter_both'] = await timeIt(() => unet.run({ ...call, part: 'both' }, cond), Math.min(warmup, 1), iters);
+  result['adapter_half'] = await timeIt(() => unet.run({ ...call, part: 'cond' }, cond), Math.min(warmup, 1), iters);
+  result['adapter_half_over_both'] = (result['adapter_half'] as CallTiming).medianMs / (result['adapter_both'] as CallTiming).medianMs;
 }
 
 /**
@@ -280,7 +288,8 @@ async function benchFusedUnet(
       const timing = await timeIt(async () => {
         out = readFloat((await s.session.run(f))[outName]!, 'out_sample');
       }, warmup, iters);
-      const ref = plainOut[batch]!;
+      const ref = plainOut[batch];
+      if (!ref) continue;
       let maxDiff = 0;
       let maxRef = 0;
       for (let i = 0; i < ref.length; i++) {
@@ -291,7 +300,7 @@ async function benchFusedUnet(
       result[`run_batch${batch}`] = { ...timing, overPlain: timing.medianMs / plainMs, maxAbsDiffFromPlain: maxDiff, maxAbsPlain: maxRef, finite: out.every(Number.isFinite) };
       console.error(`[card] ${provider} fused attention batch ${batch}: ${timing.medianMs.toFixed(2)} ms, ${(timing.medianMs / plainMs).toFixed(3)} of the plain graph (max diff ${maxDiff.toExponential(2)})`);
     }
-    result['run_batch1_over_batch2'] = (result['run_batch1'] as CallTiming).medianMs / (result['run_batch2'] as CallTiming).medianMs;
+    if (result['run_batch1'] && result['run_batch2']) result['run_batch1_over_batch2'] = (result['run_batch1'] as CallTiming).medianMs / (result['run_batch2'] as CallTiming).medianMs;
   } finally {
     await releaseSession(s);
   }

@@ -13,11 +13,12 @@
 #   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios),
 #               then batch 2 and 1 with the attention fused as the pipeline runs it on a GPU (MultiHeadAttention)
 #               (the SDXL export may still run on the CPU meanwhile)
-#   unet-sdxl   the SDXL export on WebGPU
+#   unet-sdxl   the SDXL export on WebGPU (plain graph only)
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
 #               (exported now if no earlier part or run on this machine left it in CARD_WORK)
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
 #               warm-up generation at 1024x1024; time split text / UNet / host / VAE
+#   fused-sdxl  the SDXL export's plain batch 2 and 1 again, then the same with the attention fused (after gen-1)
 #   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0; on lavapipe this failed: see
 #               docs/benchmarks.md)
 #   probe-sdxl  the attention-probe graph the key patch runs (built from the SDXL export as the pipeline builds it)
@@ -29,7 +30,7 @@
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # If the budget skips the generations, run again at once (the machine keeps CARD_WORK while warm) with
-# CARD_PARTS="folder gen-1 gen-2 probe-sdxl gen-fused unet-io".
+# CARD_PARTS="folder gen-1 fused-sdxl gen-2 probe-sdxl gen-fused unet-io".
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
 # parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
@@ -65,7 +66,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 gen-2 probe-sdxl gen-fused unet-io}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 fused-sdxl gen-2 probe-sdxl gen-fused unet-io}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -187,9 +188,14 @@ export_part() {  # export_part MODEL LATENT: the same weights (same seed) export
     --json "$WORK/parts/export-$1.json" $PYSCALE
 }
 
-unet_part() {  # unet_part MODEL LATENT
+unet_part() {  # unet_part MODEL LATENT [FUSED]: plain batch 2, 1, 4 and the adapter's call; FUSED 1: then the fused graph
   "$NODE" "$CARD" unet --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
-    --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-$1.json"
+    --warmup "$UNET_WARMUP" --fused "${3:-1}" --out "$WORK/parts/unet-$1.json"
+}
+
+fused_part() {  # fused_part MODEL LATENT: plain batch 2 and 1 (the reference), then the fused graph; no adapter timing
+  "$NODE" "$CARD" unet --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
+    --warmup "$UNET_WARMUP" --batches 2,1 --adapter 0 --fused 1 --out "$WORK/parts/fused-$1.json"
 }
 
 probe_part() {  # probe_part MODEL LATENT [FUSED]: the pair the pipeline runs (FUSED 1: with --fuse-attention)
@@ -215,7 +221,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f env_part torch_part export_part unet_part probe_part unet_io_part folder_part gen_part
+export -f env_part torch_part export_part unet_part fused_part probe_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -231,9 +237,12 @@ part torch-sdxl 150 torch_part sdxl "$LATXL"
 wait "$EXPORT_15"
 part unet-sd15 120 unet_part sd15 "$LAT15"
 wait "$EXPORT_XL"
-part unet-sdxl 180 unet_part sdxl "$LATXL"
+# The SDXL UNet's fused timing waits until after the first generation (its 5 GB session costs time the budget
+# may not have); the SD 1.5 one above runs while the SDXL export is still on the CPU.
+part unet-sdxl 120 unet_part sdxl "$LATXL" 0
 part folder 200 folder_part
 part gen-1 240 gen_part "$GPU1" gen-1
+part fused-sdxl 150 fused_part sdxl "$LATXL"
 part gen-2 240 gen_part "$GPU2" gen-2
 part probe-sdxl 120 probe_part sdxl "$LATXL"
 part gen-fused 240 gen_part "$GPU1" gen-fused 1
