@@ -61,7 +61,9 @@ async function run(m: ModelProto, feeds: Record<string, ort.Tensor>): Promise<Re
 
 interface Variant {
   /** Heads folded into the batch with shapes computed at run time (TorchScript's export of diffusers' classic processor). */
-  layout: 'folded' | 'heads-axis';
+  layout: 'folded' | 'heads-axis' | 'sdpa-export';
+  /** sdpa-export: the scale computed from the shape of this tensor (the query's heads by default). */
+  scaleFromShapeOf?: 'x';
   /** Also a graph output: the probabilities are read elsewhere. */
   probsOut?: boolean;
   /** An additive mask on the scores. */
@@ -102,6 +104,17 @@ function attentionModel(v: Variant): ModelProto {
     const o = g.op('MatMul', [probs, fold(val)]);
     const unfold = g.op('Reshape', [o, g.op('Concat', [unsq(batch), g.constInt64([HEADS]), g.constInt64([-1]), g.constInt64([D])], { axis: 0 })]);
     out = g.op('Transpose', [unfold], { perm: [0, 2, 1, 3] });
+  } else if (v.layout === 'sdpa-export') {
+    // As torch's export of F.scaled_dot_product_attention writes it (default scale): 1 / sqrt of the query's last
+    // dimension, read from its shape at run time; its square root on q and on kᵀ (Transpose 0 1 3 2 of k's heads).
+    const qh = headsAxis(q);
+    const last = g.op('Slice', [g.op('Shape', [v.scaleFromShapeOf === 'x' ? x : qh]), g.constInt64([-1]), g.constInt64([Number.MAX_SAFE_INTEGER])]);
+    const scale = g.op('Div', [g.constFloat([1], [1]), g.op('Sqrt', [g.op('Cast', [last], { to: 1 })])]);
+    const root = g.op('Sqrt', [scale]);
+    const kt = g.op('Transpose', [headsAxis(k)], { perm: [0, 1, 3, 2] });
+    scores = g.op('MatMul', [g.op('Mul', [qh, root]), g.op('Mul', [kt, root])]);
+    const probs = g.op('Softmax', [scores], { axis: -1 });
+    out = g.op('Transpose', [g.op('MatMul', [probs, headsAxis(val)])], { perm: [0, 2, 1, 3] });
   } else {
     // Scaled dot-product attention written out: sqrt(scale) on q and on kᵀ, kᵀ straight from the split.
     const root2 = g.constFloat([Math.sqrt(0.3)], []);
@@ -136,7 +149,7 @@ describe('the fusion on one attention', () => {
       assert.equal(Number(mha.attribute.find((a) => a.name === 'num_heads')!.i), HEADS);
       const scale = mha.attribute.find((a) => a.name === 'scale')!.f;
       assert.ok(Math.abs(scale - 0.3) < 1e-6, `scale ${scale}`);
-      assert.ok(fused.opsetImport.some((o) => o.domain === MS_DOMAIN), fused.opsetImport.map((o) => `${o.domain}:${o.version}`).join(" "));
+      assert.ok(fused.opsetImport.some((o) => o.domain === MS_DOMAIN), fused.opsetImport.map((o) => `${o.domain}:${o.version}`).join(' '));
       const a = await run(plain, FEEDS());
       const b = await run(fused, FEEDS());
       const diff = maxAbsDiff(a['y']!, b['y']!);
@@ -152,6 +165,21 @@ describe('the fusion on one attention', () => {
       });
     }
   }
+  test("sdpa-export: the scale read from the query's shape becomes the node's default (1 / sqrt of the head size); y within 1e-6", async (t) => {
+    const plain = attentionModel({ layout: 'sdpa-export' });
+    const fused = clone(plain);
+    assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
+    const mha = fused.graph!.node.find((n) => n.opType === 'MultiHeadAttention')!;
+    assert.equal(mha.attribute.find((a) => a.name === 'scale'), undefined, 'no scale attribute: the default');
+    assert.equal(count(fused, 'Shape'), 0, 'the scale computation and the reshapes\' shapes are pruned');
+    const a = await run(plain, FEEDS());
+    const b = await run(fused, FEEDS());
+    const diff = maxAbsDiff(a['y']!, b['y']!);
+    t.diagnostic(`max abs diff ${diff.toExponential(2)}`);
+    assert.ok(diff < 1e-6, `max abs diff ${diff}`);
+    // The same computation from a tensor whose last dimension is not the head size: left written out.
+    assert.deepEqual(fuseAttention(attentionModel({ layout: 'sdpa-export', scaleFromShapeOf: 'x' })), { fused: 0, left: 1 });
+  });
 });
 
 describe('the fusion on whole UNets', () => {

@@ -11,8 +11,9 @@
  *   Reshape [B, H, S, d] → Transpose (0 2 1 3) → Reshape [B, S, H·d];
  * - heads as their own axis (scaled-dot-product attention written out): Reshape [B, S, H, d] → Transpose (0 2 1 3),
  *   kᵀ as Transpose (0 1 3 2) of that or Transpose (0 2 3 1) of the Reshape; output Transpose (0 2 1 3) → Reshape.
- * Scalar Mul / Div on the scores or on q and kᵀ become the node's `scale`. The head count must be a constant in the
- * split Reshape's target (it is in every export seen); the head size may be computed. A Softmax whose probabilities
+ * Scalar Mul / Div on the scores or on q and kᵀ become the node's `scale`; so does the default scale that torch's
+ * export of scaled-dot-product attention computes from the query's shape (sqrt(1 / sqrt(d)) on q and on kᵀ). The head
+ * count must be a constant in the split Reshape's target (it is in every export seen); the head size may be computed. A Softmax whose probabilities
  * are read by anything but the ·v MatMul (the attention-probe graph's probed layers, src/graph/attention-probe.ts)
  * is left as it is, and so is anything else the patterns do not match exactly. The result equals the unfused graph
  * up to float rounding. Portable: no Node APIs, no ONNX Runtime.
@@ -144,19 +145,75 @@ class Graph {
   }
 }
 
-/** Peels scalar Mul / Div by constants off `name`: the tensor under them and the factor they apply. */
-function peelScale(g: Graph, name: string): { name: string; scale: number } {
-  let scale = 1;
+/**
+ * A scale factor c · d^p, d being the last dimension of the tensors in `shapes` (the head size): torch's export of
+ * scaled-dot-product attention computes its default scale from the query's shape, 1 / sqrt(d), and multiplies q and
+ * kᵀ by its square root each.
+ */
+interface Factor {
+  c: number;
+  p: number;
+  shapes: string[];
+}
+
+const ONE: Factor = { c: 1, p: 0, shapes: [] };
+const times = (a: Factor, b: Factor): Factor => ({ c: a.c * b.c, p: a.p + b.p, shapes: [...a.shapes, ...b.shapes] });
+const inverse = (a: Factor): Factor => ({ c: 1 / a.c, p: -a.p, shapes: a.shapes });
+
+/** `name` as a Factor: constants, and Shape(t)[-1] through Cast, Sqrt, Reciprocal, Mul and Div; else undefined. */
+function factorOf(g: Graph, name: string, depth = 0): Factor | undefined {
+  const s = g.scalar(name);
+  if (s !== undefined) return { c: s, p: 0, shapes: [] };
+  const n = g.producer.get(name);
+  if (!n || depth > 12 || (n.domain !== '' && n.domain !== 'ai.onnx')) return undefined;
+  const arg = (i: number) => factorOf(g, n.input[i] ?? '', depth + 1);
+  switch (n.opType) {
+    case 'Cast':
+    case 'Identity':
+      return arg(0);
+    case 'Sqrt': {
+      const f = arg(0);
+      return f && f.c > 0 ? { c: Math.sqrt(f.c), p: f.p / 2, shapes: f.shapes } : undefined;
+    }
+    case 'Reciprocal': {
+      const f = arg(0);
+      return f && f.c !== 0 ? inverse(f) : undefined;
+    }
+    case 'Mul':
+    case 'Div': {
+      const [a, b] = [arg(0), arg(1)];
+      if (!a || !b || (n.opType === 'Div' && b.c === 0)) return undefined;
+      return times(a, n.opType === 'Mul' ? b : inverse(b));
+    }
+    case 'Slice':
+    case 'Gather': {
+      const shape = g.op(n.input[0], 'Shape');
+      if (!shape || shape.attribute.length > 0) return undefined;
+      const last = n.opType === 'Gather'
+        ? (intAttr(n, 'axis') ?? 0n) === 0n && g.ints(n.input[1]!)?.length === 1 && g.ints(n.input[1]!)![0] === -1
+        : g.ints(n.input[1]!)?.join() === '-1' && (g.ints(n.input[2]!)?.[0] ?? 0) >= 2 ** 31 &&
+          (n.input[3] === undefined || n.input[3] === '' || g.ints(n.input[3])?.join() === '0') &&
+          (n.input[4] === undefined || n.input[4] === '' || g.ints(n.input[4])?.join() === '1');
+      return last ? { c: 1, p: 1, shapes: [shape.input[0]!] } : undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** Peels scale factors (Mul / Div by a Factor) off `name`: the tensor under them and the factor they apply. */
+function peelScale(g: Graph, name: string): { name: string; scale: Factor } {
+  let scale = ONE;
   for (;;) {
     const p = g.producer.get(name);
     if (!p || (p.opType !== 'Mul' && p.opType !== 'Div') || p.input.length !== 2) return { name, scale };
-    const b = g.scalar(p.input[1]!);
-    const a = p.opType === 'Mul' ? g.scalar(p.input[0]!) : undefined;
+    const b = factorOf(g, p.input[1]!);
+    const a = p.opType === 'Mul' ? factorOf(g, p.input[0]!) : undefined;
     if (b !== undefined) {
-      scale *= p.opType === 'Mul' ? b : 1 / b;
+      scale = times(scale, p.opType === 'Mul' ? b : inverse(b));
       name = p.input[0]!;
     } else if (a !== undefined) {
-      scale *= a;
+      scale = times(scale, a);
       name = p.input[1]!;
     } else return { name, scale };
   }
@@ -241,7 +298,8 @@ interface Site {
   k: string;
   v: string;
   heads: number;
-  scale: number;
+  /** undefined: the head size's 1 / sqrt (the node's default). */
+  scale: number | undefined;
 }
 
 function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefined {
@@ -261,8 +319,16 @@ function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefine
   if (axis !== -1n && axis !== (q.folded ? 2n : 3n)) return undefined;
   const merge = headMerge(g, pv, q.heads, q.folded);
   if (!merge) return undefined;
-  const scale = scores.scale * qs.scale * ks.scale;
-  if (!Number.isFinite(scale) || scale === 0) return undefined;
+  const total = times(times(scores.scale, qs.scale), ks.scale);
+  let scale: number | undefined;
+  if (total.p === 0) {
+    scale = total.c;
+    if (!Number.isFinite(scale) || scale === 0) return undefined;
+  } else {
+    // c · d^-1/2 with c = 1 and d the head size (the shapes are q's or k's heads): MultiHeadAttention's default scale.
+    const heads = new Set([qs.name, g.producer.get(ks.name)?.input[0]]);
+    if (total.p !== -0.5 || Math.abs(total.c - 1) > 1e-6 || !total.shapes.every((t) => heads.has(t))) return undefined;
+  }
   return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale };
 }
 
@@ -289,7 +355,7 @@ export function fuseAttention(model: ModelProto): AttentionFusion {
       output: [site.merge.output[0]!],
       attribute: [
         create(AttributeProtoSchema, { name: 'num_heads', type: AttributeProto_AttributeType.INT, i: BigInt(site.heads) }),
-        create(AttributeProtoSchema, { name: 'scale', type: AttributeProto_AttributeType.FLOAT, f: site.scale }),
+        ...(site.scale === undefined ? [] : [create(AttributeProtoSchema, { name: 'scale', type: AttributeProto_AttributeType.FLOAT, f: site.scale })]),
       ],
     }));
   }
