@@ -30,7 +30,7 @@ import {
   type TensorProto,
 } from 'onnx-buf';
 import { fromFloat16Bits } from '../core/float16.ts';
-import { defaultOpset, intAttr } from './attention-probe.ts';
+import { defaultOpset, int64Constant, intAttr } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -39,7 +39,6 @@ export const FUSED_SCOPE = '/asgd_fused_attention';
 export type AttentionFusion = { fused: number; left: number } | { reason: string };
 
 const FLOAT = 1;
-const INT64 = 7;
 const FLOAT16 = 10;
 const EXTERNAL = 1;
 
@@ -88,14 +87,7 @@ class Graph {
   }
 
   ints(name: string): number[] | undefined {
-    const p = this.producer.get(name);
-    const ints = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value_ints') : undefined;
-    if (ints) return ints.ints.map(Number);
-    const t = this.constantTensor(name);
-    if (!t || t.dataType !== INT64 || t.dataLocation === EXTERNAL) return undefined;
-    if (t.int64Data.length > 0) return t.int64Data.map(Number);
-    const view = new DataView(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength);
-    return Array.from({ length: t.rawData.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true)));
+    return int64Constant(this.g, this.producer, name, this.initializer);
   }
 
   /** A float constant holding one value (any shape of one element), float32 or float16. */

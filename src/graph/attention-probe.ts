@@ -24,6 +24,7 @@ import {
   type GraphProto,
   type ModelProto,
   type NodeProto,
+  type TensorProto,
   type TensorShapeProto_Dimension,
 } from 'onnx-buf';
 import { invalidArgument } from '../core/errors.ts';
@@ -115,6 +116,30 @@ export function staticTensors(graph: GraphProto): Set<string> {
 export function intAttr(node: NodeProto, name: string): bigint | undefined {
   const a = node.attribute.find((x) => x.name === name);
   return a && a.type === AttributeProto_AttributeType.INT ? a.i : undefined;
+}
+
+/**
+ * Values of a constant int64 tensor (initializer or Constant node), if it is one. `initializers`: the graph's
+ * initializers by name, for callers that look up many names.
+ */
+export function int64Constant(
+  graph: GraphProto, producers: Map<string, NodeProto>, name: string, initializers?: Map<string, TensorProto>,
+): number[] | undefined {
+  let t: TensorProto | undefined = initializers ? initializers.get(name) : graph.initializer.find((i) => i.name === name);
+  if (!t) {
+    const p = producers.get(name);
+    if (p?.opType === 'Constant') {
+      const v = p.attribute.find((a) => a.name === 'value');
+      if (v?.t) t = v.t;
+      const ints = p.attribute.find((a) => a.name === 'value_ints');
+      if (ints) return ints.ints.map(Number);
+    }
+  }
+  if (!t || t.dataType !== 7 || t.dataLocation === 1) return undefined; // INT64, not external
+  if (t.int64Data.length > 0) return t.int64Data.map(Number);
+  const raw = t.rawData;
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  return Array.from({ length: raw.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true)));
 }
 
 export function defaultOpset(model: ModelProto): number {

@@ -34,9 +34,9 @@ import {
   type GraphProto,
   type ModelProto,
   type NodeProto,
-  type TensorProto,
 } from 'onnx-buf';
 import type { NormLayer } from '../core/vae/norm-stats.ts';
+import { int64Constant } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 
 export const NORM_STATS_OUTPUT = 'asgd_norm_stats';
@@ -93,25 +93,6 @@ function floatAttr(node: NodeProto, name: string, fallback: number): number {
 function intAttr(node: NodeProto, name: string): number | undefined {
   const a = node.attribute.find((x) => x.name === name);
   return a && a.type === AttributeProto_AttributeType.INT ? Number(a.i) : undefined;
-}
-
-/** Values of a constant int64 tensor (initializer or Constant node), if it is one. */
-function int64Constant(graph: GraphProto, producers: Map<string, NodeProto>, name: string): number[] | undefined {
-  let t: TensorProto | undefined = graph.initializer.find((i) => i.name === name);
-  if (!t) {
-    const p = producers.get(name);
-    if (p?.opType === 'Constant') {
-      const v = p.attribute.find((a) => a.name === 'value');
-      if (v?.t) t = v.t;
-      const ints = p.attribute.find((a) => a.name === 'value_ints');
-      if (ints) return ints.ints.map(Number);
-    }
-  }
-  if (!t || t.dataType !== INT64 || t.dataLocation === 1) return undefined;
-  if (t.int64Data.length > 0) return t.int64Data.map(Number);
-  const raw = t.rawData;
-  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  return Array.from({ length: raw.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true)));
 }
 
 /** The element type of a tensor when the graph states it plainly (initializer, Constant, Cast output), else undefined. */
