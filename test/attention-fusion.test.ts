@@ -12,8 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { AttributeProtoSchema, AttributeProto_AttributeType, ModelProtoSchema, TensorProtoSchema, type ModelProto } from 'onnx-buf';
 import ort from 'onnxruntime-node';
 import { fuseAttention, MS_DOMAIN } from '../src/graph/attention-fusion.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
@@ -24,6 +24,7 @@ import { writeTinySdModel } from './fixtures/index.ts';
 import { linear } from './fixtures/layers.ts';
 import { GraphBuilder } from './fixtures/onnx-graph.ts';
 import { mulberry32 } from './fixtures/prng.ts';
+import { NO_TORCH_PYTHON, torchPython } from './helpers/torch-python.ts';
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
 const CPU = { provider: 'cpu' as const, threads: 1 };
@@ -72,6 +73,12 @@ interface Variant {
   wrongKeyPerm?: boolean;
   /** Softmax over the queries (the axis before the last) instead of the keys. */
   wrongSoftmaxAxis?: boolean;
+  /**
+   * folded: a ConstantOfShape times a scalar added to the scores, as torch exports baddbmm(empty, q, kᵀ, beta, alpha):
+   * 'zeros' (beta 0, the shape read from q's and k's as the exporter reads it), 'extra-axis' (zeros of one more axis,
+   * which broadcast the scores to rank 4), 'beta-1' (a tensor of ones times 1).
+   */
+  added?: 'zeros' | 'extra-axis' | 'beta-1';
 }
 
 const HEADS = 2;
@@ -96,8 +103,16 @@ function attentionModel(v: Variant): ModelProto {
   if (v.layout === 'folded') {
     const folded = unsq(g.op('Mul', [batch, g.constInt64([HEADS], [])]));
     const fold = (t: string) => g.op('Reshape', [headsAxis(t), g.op('Concat', [folded, g.constInt64([-1]), g.constInt64([D])], { axis: 0 })]);
-    scores = g.op('MatMul', [fold(q), g.op('Transpose', [fold(k)], { perm: v.wrongKeyPerm ? [0, 1, 2] : [0, 2, 1] })]);
+    const [qf, kf] = [fold(q), fold(k)];
+    scores = g.op('MatMul', [qf, g.op('Transpose', [kf], { perm: v.wrongKeyPerm ? [0, 1, 2] : [0, 2, 1] })]);
     scores = g.op('Mul', [scores, g.constFloat([0.3], [])]);
+    if (v.added) {
+      const dim = (t: string, i: number) => unsq(g.op('Gather', [g.op('Shape', [t]), g.constInt64([i], [])], { axis: 0 }));
+      const shape = [dim(qf, 0), dim(qf, 1), dim(kf, 1)];
+      if (v.added === 'extra-axis') shape.unshift(g.constInt64([1]));
+      const filled = g.op('ConstantOfShape', [g.op('Concat', shape, { axis: 0 })]);
+      scores = g.op('Add', [scores, g.op('Mul', [filled, g.constFloat([v.added === 'beta-1' ? 1 : 0], [])])]);
+    }
     if (v.mask) scores = g.op('Add', [scores, g.constFloat(randoms(3, 9), [3])]);
     const probs = g.op('Softmax', [scores], { axis: v.wrongSoftmaxAxis ? 1 : -1 });
     if (v.probsOut) g.floatOutput(probs, 'probs', ['bh', 'seq', 'keys']);
@@ -127,7 +142,14 @@ function attentionModel(v: Variant): ModelProto {
   }
   const merged = g.op('Reshape', [out, g.op('Concat', [unsq(batch), g.constInt64([-1]), g.constInt64([WIDTH])], { axis: 0 })]);
   g.floatOutput(linear(g, 'to_out', merged, WIDTH, WIDTH), 'y', ['batch', 'seq', WIDTH]);
-  return g.build();
+  const model = g.build();
+  if (v.added === 'beta-1') {
+    const fill = model.graph!.node.find((n) => n.opType === 'ConstantOfShape')!;
+    fill.attribute.push(create(AttributeProtoSchema, {
+      name: 'value', type: AttributeProto_AttributeType.TENSOR, t: create(TensorProtoSchema, { dataType: 1, dims: [1n], floatData: [1] }),
+    }));
+  }
+  return model;
 }
 
 // keys = 3 so that a mask of 3 values broadcasts and a q·k of wrong shape fails to match rather than to run.
@@ -165,6 +187,27 @@ describe('the fusion on one attention', () => {
       });
     }
   }
+  test('folded with zeros added as torch exports baddbmm (beta 0): the zeros and their shape are pruned; y within 1e-6', async (t) => {
+    const plain = attentionModel({ layout: 'folded', added: 'zeros' });
+    const fused = clone(plain);
+    assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
+    for (const op of ['ConstantOfShape', 'Shape']) assert.equal(count(fused, op), 0, op);
+    assert.equal(count(fused, 'Add'), count(plain, 'Add') - 1, 'the Add of the zeros is gone (to_out\'s bias Add stays)');
+    const mha = fused.graph!.node.find((n) => n.opType === 'MultiHeadAttention')!;
+    assert.ok(Math.abs(mha.attribute.find((a) => a.name === 'scale')!.f - 0.3) < 1e-6);
+    const diff = maxAbsDiff((await run(plain, FEEDS()))['y']!, (await run(fused, FEEDS()))['y']!);
+    t.diagnostic(`max abs diff ${diff.toExponential(2)}`);
+    assert.ok(diff < 1e-6, `max abs diff ${diff}`);
+  });
+  for (const added of ['extra-axis', 'beta-1'] as const) {
+    test(`folded: left written out when the added term is ${added === 'beta-1' ? 'not zero (beta 1)' : 'zeros of another shape (one more axis)'}`, async () => {
+      const m = attentionModel({ layout: 'folded', added });
+      await run(m, FEEDS()); // the plain graph runs
+      const before = toBinary(ModelProtoSchema, m);
+      assert.deepEqual(fuseAttention(m), { fused: 0, left: 1 });
+      assert.deepEqual(toBinary(ModelProtoSchema, m), before, 'the model is unchanged');
+    });
+  }
   test("sdpa-export: the scale read from the query's shape becomes the node's default (1 / sqrt of the head size); y within 1e-6", async (t) => {
     const plain = attentionModel({ layout: 'sdpa-export' });
     const fused = clone(plain);
@@ -179,6 +222,50 @@ describe('the fusion on one attention', () => {
     assert.ok(diff < 1e-6, `max abs diff ${diff}`);
     // The same computation from a tensor whose last dimension is not the head size: left written out.
     assert.deepEqual(fuseAttention(attentionModel({ layout: 'sdpa-export', scaleFromShapeOf: 'x' })), { fused: 0, left: 1 });
+  });
+});
+
+describe("a real export of diffusers' classic attention processor (torch's TorchScript exporter)", () => {
+  // scripts/reference/classic_attention.py: head_to_batch_dim, baddbmm(empty, q, kᵀ, beta=0, alpha=scale), softmax,
+  // bmm, batch_to_head_dim with sizes read from the tensors, as SD exports made with torch 1.x hold them.
+  let dir = '';
+  before(() => {
+    const py = torchPython();
+    assert.ok(py, NO_TORCH_PYTHON);
+    dir = fs.mkdtempSync(path.join(root, 'classic-'));
+    const r = spawnSync(py, ['scripts/reference/classic_attention.py', dir], { cwd: path.join(SHIPPED, '..', '..'), encoding: 'utf8' });
+    assert.equal(r.status, 0, `classic_attention.py failed:\n${r.stderr.slice(-3000)}`);
+  });
+  const raw = (name: string) => {
+    const b = fs.readFileSync(path.join(dir, `${name}.f32`));
+    return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  };
+
+  test("fused into one MultiHeadAttention with the processor's heads and scale; y within 1e-5 of torch's own output, at other sizes within 1e-6 of the plain graph", async (t) => {
+    const meta = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8'));
+    const plain = fromBinary(ModelProtoSchema, fs.readFileSync(path.join(dir, 'attention.onnx')));
+    assert.equal(count(plain, 'ConstantOfShape'), 1, 'the export holds baddbmm\'s empty input');
+    const fused = clone(plain);
+    assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
+    assert.deepEqual(fused.graph!.node.map((n) => n.opType), ['MatMul', 'MatMul', 'MatMul', 'MultiHeadAttention', 'MatMul', 'Add'],
+      'only the projections and the attention are left');
+    const mha = fused.graph!.node.find((n) => n.opType === 'MultiHeadAttention')!;
+    assert.equal(Number(mha.attribute.find((a) => a.name === 'num_heads')!.i), meta.heads);
+    assert.ok(Math.abs(mha.attribute.find((a) => a.name === 'scale')!.f - meta.scale) < 1e-7);
+    const feeds = () => ({ x: new ort.Tensor('float32', raw('x'), meta.x), context: new ort.Tensor('float32', raw('context'), meta.context) });
+    const torchY = raw('y');
+    const dPlain = maxAbsDiff((await run(plain, feeds()))['y']!, torchY);
+    const dFused = maxAbsDiff((await run(fused, feeds()))['y']!, torchY);
+    t.diagnostic(`torch ${meta.torch}: plain graph vs torch ${dPlain.toExponential(2)}, fused vs torch ${dFused.toExponential(2)}`);
+    assert.ok(dFused < 1e-5, `fused vs torch ${dFused}`);
+    // Dynamic sizes other than the traced ones: batch 3, 5 queries, 9 keys.
+    const other = () => ({
+      x: new ort.Tensor('float32', randoms(3 * 5 * meta.x[2], 4), [3, 5, meta.x[2]]),
+      context: new ort.Tensor('float32', randoms(3 * 9 * meta.context[2], 5), [3, 9, meta.context[2]]),
+    });
+    const d = maxAbsDiff((await run(plain, other()))['y']!, (await run(fused, other()))['y']!);
+    t.diagnostic(`batch 3, 5 queries, 9 keys: fused vs plain ${d.toExponential(2)}`);
+    assert.ok(d < 1e-6, `fused vs plain ${d}`);
   });
 });
 

@@ -16,16 +16,9 @@ import type { UnetIoCase } from '../bench/unet-io.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { UnetAdapter } from '../src/onnx/unet.ts';
 import { TINY_TEXT } from './fixtures/index.ts';
+import { NO_TORCH_PYTHON, torchPython } from './helpers/torch-python.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
-function torchPython(): string | undefined {
-  for (const p of ['/usr/bin/python3', 'python3']) {
-    const r = spawnSync(p, ['-c', 'import torch, onnx'], { stdio: 'ignore' });
-    if (r.status === 0) return p;
-  }
-  return undefined;
-}
 
 // The test command's setup (scripts/setup-system.mjs) installs Debian's python3-torch and python3-onnx.
 const PY = torchPython();
@@ -33,7 +26,7 @@ let dir = '';
 let exported: Record<string, any> = {};
 
 before(() => {
-  assert.ok(PY, 'no python3 with torch and onnx: run `node scripts/setup-system.mjs` (as root on Debian it installs python3-torch and python3-onnx)');
+  assert.ok(PY, NO_TORCH_PYTHON);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-card-'));
   const r = spawnSync(PY, ['scripts/device/sd_models.py', '--model', 'sdxl', '--small', '--device', 'cpu', '--latent', '16',
     '--iters', '1', '--warmup', '0', '--out-dir', dir, '--json', path.join(dir, 'torch-sdxl.json')], { cwd: ROOT, encoding: 'utf8' });

@@ -8,14 +8,18 @@
  * Recognised layouts (what exporters write for diffusers' attention processors):
  * - heads folded into the batch (diffusers' classic processor, the TorchScript exporter): flat [B, S, H·d] →
  *   Reshape [B, S, H, d] → Transpose (0 2 1 3) → Reshape [B·H, S, d]; kᵀ as Transpose (0 2 1) of that; the output
- *   Reshape [B, H, S, d] → Transpose (0 2 1 3) → Reshape [B, S, H·d];
+ *   Reshape [B, H, S, d] → Transpose (0 2 1 3) → Reshape [B, S, H·d] (its sizes may be read from the output's own
+ *   shape, as diffusers' batch_to_head_dim does);
  * - heads as their own axis (scaled-dot-product attention written out): Reshape [B, S, H, d] → Transpose (0 2 1 3),
  *   kᵀ as Transpose (0 1 3 2) of that or Transpose (0 2 3 1) of the Reshape; output Transpose (0 2 1 3) → Reshape.
- * Scalar Mul / Div on the scores or on q and kᵀ become the node's `scale`; so does the default scale that torch's
+ * Scalar Mul / Div on the scores or on q and kᵀ become the node's `scale` (and zeros added to the scores, as torch's
+ * export of baddbmm with beta 0 writes them, are dropped); so does the default scale that torch's
  * export of scaled-dot-product attention computes from the query's shape (sqrt(1 / sqrt(d)) on q and on kᵀ). The head
  * count must be a constant in the split Reshape's target (it is in every export seen); the head size may be computed. A Softmax whose probabilities
  * are read by anything but the ·v MatMul (the attention-probe graph's probed layers, src/graph/attention-probe.ts)
- * is left as it is, and so is anything else the patterns do not match exactly. The result equals the unfused graph
+ * is left as it is, and so is anything else the patterns do not match exactly: among them a float16 export's
+ * attention upcast to float32 (Casts around the scores, SD 2.x's upcast_attention), which stays in float32 as exported
+ * rather than going to a float16 kernel. The result equals the unfused graph
  * up to float rounding. Portable: no Node APIs, no ONNX Runtime.
  */
 import { create } from '@bufbuild/protobuf';
@@ -99,16 +103,7 @@ class Graph {
     const vf = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value_float') : undefined;
     if (vf) return vf.f;
     const t = this.constantTensor(name);
-    if (!t || t.dataLocation === EXTERNAL || t.dims.reduce((s, d) => s * Number(d), 1) !== 1) return undefined;
-    if (t.dataType === FLOAT) {
-      if (t.floatData.length === 1) return t.floatData[0];
-      return t.rawData.byteLength === 4 ? new DataView(t.rawData.buffer, t.rawData.byteOffset, 4).getFloat32(0, true) : undefined;
-    }
-    if (t.dataType === FLOAT16) {
-      const bits = t.int32Data.length === 1 ? t.int32Data[0]! : t.rawData.byteLength === 2 ? new DataView(t.rawData.buffer, t.rawData.byteOffset, 2).getUint16(0, true) : undefined;
-      return bits === undefined ? undefined : fromFloat16Bits(bits);
-    }
-    return undefined;
+    return t ? tensorScalar(t) : undefined;
   }
 
   /**
@@ -135,6 +130,20 @@ class Graph {
     const a = node?.attribute.find((x) => x.name === 'perm');
     return a ? a.ints.join(' ') : '';
   }
+}
+
+/** The one value of a float32 or float16 tensor of one element (any shape); undefined for anything else. */
+function tensorScalar(t: TensorProto): number | undefined {
+  if (t.dataLocation === EXTERNAL || t.dims.reduce((s, d) => s * Number(d), 1) !== 1) return undefined;
+  if (t.dataType === FLOAT) {
+    if (t.floatData.length === 1) return t.floatData[0];
+    return t.rawData.byteLength === 4 ? new DataView(t.rawData.buffer, t.rawData.byteOffset, 4).getFloat32(0, true) : undefined;
+  }
+  if (t.dataType === FLOAT16) {
+    const bits = t.int32Data.length === 1 ? t.int32Data[0]! : t.rawData.byteLength === 2 ? new DataView(t.rawData.buffer, t.rawData.byteOffset, 2).getUint16(0, true) : undefined;
+    return bits === undefined ? undefined : fromFloat16Bits(bits);
+  }
+  return undefined;
 }
 
 /**
@@ -193,12 +202,56 @@ function factorOf(g: Graph, name: string, depth = 0): Factor | undefined {
   }
 }
 
-/** Peels scale factors (Mul / Div by a Factor) off `name`: the tensor under them and the factor they apply. */
-function peelScale(g: Graph, name: string): { name: string; scale: Factor } {
+/**
+ * A tensor of zeros: ConstantOfShape of 0, or a zero scalar times a finite ConstantOfShape or constant. torch's export
+ * of baddbmm(empty, q, kᵀ, beta=0, alpha=scale) (diffusers' classic processor since 0.8, when it has no mask) adds
+ * beta · empty, written as ConstantOfShape(shape of the scores) · 0. The shape, which the Add could broadcast the scores
+ * to, is returned for the caller to check.
+ */
+function zeroTerm(g: Graph, name: string, depth = 0): { shape: string | undefined } | undefined {
+  const s = g.scalar(name);
+  if (s !== undefined) return s === 0 ? { shape: undefined } : undefined;
+  const p = g.producer.get(name);
+  if (!p || depth > 4 || (p.domain !== '' && p.domain !== 'ai.onnx')) return undefined;
+  if (p.opType === 'Cast' || p.opType === 'Identity') return zeroTerm(g, p.input[0] ?? '', depth + 1);
+  if (p.opType === 'ConstantOfShape') return constantOfShape(g, p) === 0 ? { shape: p.input[0] } : undefined;
+  if (p.opType !== 'Mul' || p.input.length !== 2) return undefined;
+  const finite = (x: string): { shape: string | undefined } | undefined => {
+    const v = g.scalar(x);
+    if (v !== undefined) return Number.isFinite(v) ? { shape: undefined } : undefined;
+    const c = g.producer.get(x);
+    return c?.opType === 'ConstantOfShape' && Number.isFinite(constantOfShape(g, c)) ? { shape: c.input[0] } : undefined;
+  };
+  const [a, b] = [p.input[0]!, p.input[1]!];
+  if (g.scalar(b) === 0) return finite(a);
+  if (g.scalar(a) === 0) return finite(b);
+  return undefined;
+}
+
+/** The value a ConstantOfShape fills with (0 when it has no `value`); NaN when it is not a float scalar. */
+function constantOfShape(g: Graph, n: NodeProto): number {
+  const t = n.attribute.find((a) => a.name === 'value')?.t;
+  return t ? tensorScalar(t) ?? Number.NaN : 0;
+}
+
+/**
+ * Peels scale factors (Mul / Div by a Factor) and added zeros (zeroTerm) off `name`: the tensor under them, the factor
+ * they apply, and the shapes of the zeros (each to be checked against the scores' shape).
+ */
+function peelScale(g: Graph, name: string): { name: string; scale: Factor; zeroShapes: (string | undefined)[] } {
   let scale = ONE;
+  const zeroShapes: (string | undefined)[] = [];
   for (;;) {
     const p = g.producer.get(name);
-    if (!p || (p.opType !== 'Mul' && p.opType !== 'Div') || p.input.length !== 2) return { name, scale };
+    if (p?.opType === 'Add' && p.input.length === 2 && (p.domain === '' || p.domain === 'ai.onnx')) {
+      const zb = zeroTerm(g, p.input[1]!);
+      const za = zb ? undefined : zeroTerm(g, p.input[0]!);
+      if (!zb && !za) return { name, scale, zeroShapes };
+      zeroShapes.push((zb ?? za)!.shape);
+      name = p.input[zb ? 0 : 1]!;
+      continue;
+    }
+    if (!p || (p.opType !== 'Mul' && p.opType !== 'Div') || p.input.length !== 2) return { name, scale, zeroShapes };
     const b = factorOf(g, p.input[1]!);
     const a = p.opType === 'Mul' ? factorOf(g, p.input[0]!) : undefined;
     if (b !== undefined) {
@@ -207,7 +260,7 @@ function peelScale(g: Graph, name: string): { name: string; scale: Factor } {
     } else if (a !== undefined) {
       scale = times(scale, a);
       name = p.input[1]!;
-    } else return { name, scale };
+    } else return { name, scale, zeroShapes };
   }
 }
 
@@ -268,17 +321,27 @@ function soleConsumer(g: Graph, name: string): NodeProto | undefined {
   return c?.length === 1 && !g.outputs.has(name) ? c[0] : undefined;
 }
 
+/**
+ * The only consumer of `name` but Shape nodes, if it has one and `name` is not a graph output. diffusers' classic
+ * processor merges the heads with sizes read from the tensor itself (`batch_to_head_dim`), so the exporter adds Shape
+ * nodes reading it; they feed the merge's own target shapes and go with the rest once the merge is replaced.
+ */
+function soleUse(g: Graph, name: string): NodeProto | undefined {
+  const c = g.consumers.get(name)?.filter((n) => !(n.opType === 'Shape' && (n.domain === '' || n.domain === 'ai.onnx')));
+  return c?.length === 1 && !g.outputs.has(name) ? c[0] : undefined;
+}
+
 /** From the ·v MatMul's output to the Reshape that merges the heads back to [B, S, H·d]. */
 function headMerge(g: Graph, pv: NodeProto, heads: number, folded: boolean): NodeProto | undefined {
-  let t = soleConsumer(g, pv.output[0]!);
+  let t = soleUse(g, pv.output[0]!);
   if (folded) {
     if (t?.opType !== 'Reshape') return undefined;
     const target = g.shapeEntries(t.input[1]!);
     if (target?.length !== 4 || target[1]!.value !== heads) return undefined;
-    t = soleConsumer(g, t.output[0]!);
+    t = soleUse(g, t.output[0]!);
   }
   if (t?.opType !== 'Transpose' || g.perm(t) !== '0 2 1 3') return undefined;
-  const merge = soleConsumer(g, t.output[0]!);
+  const merge = soleUse(g, t.output[0]!);
   if (merge?.opType !== 'Reshape') return undefined;
   const target = g.shapeEntries(merge.input[1]!);
   return target?.length === 3 ? merge : undefined;
@@ -294,6 +357,30 @@ interface Site {
   scale: number | undefined;
 }
 
+/**
+ * Whether the shape tensor `shape` is the scores' own shape (rank `rank`), so that adding zeros of that shape changes
+ * nothing: Shape of the q·kᵀ MatMul, or entries read from the shapes of its operands (the leading ones and the queries
+ * from q, the keys from kᵀ or from the keys before their Transpose), as torch's export of baddbmm computes it.
+ */
+function scoresShape(g: Graph, shape: string, qk: NodeProto, q: string, kt: string, rank: number): boolean {
+  const whole = g.op(shape, 'Shape');
+  if (whole) return whole.input[0] === qk.output[0] && whole.attribute.length === 0;
+  const entries = g.shapeEntries(shape);
+  if (entries?.length !== rank) return false;
+  const transpose = g.op(kt, 'Transpose');
+  const perm = transpose?.attribute.find((a) => a.name === 'perm')?.ints.map(Number);
+  return entries.every((e, i) => {
+    const gather = e.source ? g.op(e.source, 'Gather') : undefined;
+    const of = gather ? g.op(gather.input[0], 'Shape') : undefined;
+    const index = gather ? g.ints(gather.input[1]!) : undefined;
+    if (!of || of.attribute.length > 0 || index?.length !== 1 || (intAttr(gather!, 'axis') ?? 0n) !== 0n) return false;
+    const at = index[0]! < 0 ? index[0]! + rank : index[0]!;
+    const t = of.input[0];
+    if (t === qk.output[0] || (i < rank - 1 && t === q)) return at === i;
+    return i === rank - 1 && ((t === kt && at === i) || (t === transpose?.input[0] && perm?.length === rank && at === perm[i]));
+  });
+}
+
 function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefined {
   const pv = soleConsumer(g, softmax.output[0]!);
   if (!pv || pv.opType !== 'MatMul' || pv.input[0] !== softmax.output[0]) return undefined;
@@ -306,6 +393,8 @@ function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefine
   const k = keysTransposed(g, ks.name);
   const v = headsOf(g, pv.input[1]!);
   if (!q || !k || !v || q.heads !== k.heads || q.heads !== v.heads || q.folded !== k.folded || q.folded !== v.folded) return undefined;
+  if (qs.zeroShapes.length > 0 || ks.zeroShapes.length > 0) return undefined;
+  if (!scores.zeroShapes.every((sh) => sh === undefined || scoresShape(g, sh, qk, qs.name, ks.name, q.folded ? 3 : 4))) return undefined;
   // The Softmax must run over the keys: the last axis of [B·H, S, L] or [B, H, S, L].
   const axis = intAttr(softmax, 'axis') ?? (opset >= 13 ? -1n : 1n);
   if (axis !== -1n && axis !== (q.folded ? 2n : 3n)) return undefined;
