@@ -79,6 +79,8 @@ interface Variant {
    * which broadcast the scores to rank 4), 'beta-1' (a tensor of ones times 1).
    */
   added?: 'zeros' | 'extra-axis' | 'beta-1';
+  /** folded: q and k cast before q·kᵀ and the probabilities cast after the Softmax (upcast attention's Casts). */
+  upcast?: boolean;
 }
 
 const HEADS = 2;
@@ -103,7 +105,8 @@ function attentionModel(v: Variant): ModelProto {
   if (v.layout === 'folded') {
     const folded = unsq(g.op('Mul', [batch, g.constInt64([HEADS], [])]));
     const fold = (t: string) => g.op('Reshape', [headsAxis(t), g.op('Concat', [folded, g.constInt64([-1]), g.constInt64([D])], { axis: 0 })]);
-    const [qf, kf] = [fold(q), fold(k)];
+    const up = (t: string) => (v.upcast ? g.op('Cast', [t], { to: 1 }) : t);
+    const [qf, kf] = [up(fold(q)), up(fold(k))];
     scores = g.op('MatMul', [qf, g.op('Transpose', [kf], { perm: v.wrongKeyPerm ? [0, 1, 2] : [0, 2, 1] })]);
     scores = g.op('Mul', [scores, g.constFloat([0.3], [])]);
     if (v.added) {
@@ -116,7 +119,7 @@ function attentionModel(v: Variant): ModelProto {
     if (v.mask) scores = g.op('Add', [scores, g.constFloat(randoms(3, 9), [3])]);
     const probs = g.op('Softmax', [scores], { axis: v.wrongSoftmaxAxis ? 1 : -1 });
     if (v.probsOut) g.floatOutput(probs, 'probs', ['bh', 'seq', 'keys']);
-    const o = g.op('MatMul', [probs, fold(val)]);
+    const o = g.op('MatMul', [up(probs), fold(val)]);
     const unfold = g.op('Reshape', [o, g.op('Concat', [unsq(batch), g.constInt64([HEADS]), g.constInt64([-1]), g.constInt64([D])], { axis: 0 })]);
     out = g.op('Transpose', [unfold], { perm: [0, 2, 1, 3] });
   } else if (v.layout === 'sdpa-export') {
@@ -199,9 +202,11 @@ describe('the fusion on one attention', () => {
     t.diagnostic(`max abs diff ${diff.toExponential(2)}`);
     assert.ok(diff < 1e-6, `max abs diff ${diff}`);
   });
-  for (const added of ['extra-axis', 'beta-1'] as const) {
-    test(`folded: left written out when the added term is ${added === 'beta-1' ? 'not zero (beta 1)' : 'zeros of another shape (one more axis)'}`, async () => {
-      const m = attentionModel({ layout: 'folded', added });
+  for (const v of [{ added: 'extra-axis' }, { added: 'beta-1' }, { upcast: true }] as const) {
+    const what = 'upcast' in v ? 'q, k and the probabilities are cast (upcast attention)'
+      : `the added term is ${v.added === 'beta-1' ? 'not zero (beta 1)' : 'zeros of another shape (one more axis)'}`;
+    test(`folded: left written out when ${what}`, async () => {
+      const m = attentionModel({ layout: 'folded', ...v });
       await run(m, FEEDS()); // the plain graph runs
       const before = toBinary(ModelProtoSchema, m);
       assert.deepEqual(fuseAttention(m), { fused: 0, left: 1 });
