@@ -14,7 +14,7 @@ import { combineCfg } from '../src/core/dispatch/cfg.ts';
 import { float32ToFloat16 } from '../src/core/float16.ts';
 import type { GenerateParams } from '../src/core/params.ts';
 import { openPipeline, type PipelineTestHooks } from '../src/node/pipeline.ts';
-import { liveWorkerThreadIds } from '../src/node/runner/device-worker.ts';
+import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
 import { DeviceConditioning } from '../src/onnx/device-conditioning.ts';
 import { DeviceUploader } from '../src/onnx/device-upload.ts';
 import { makeTensor, openSession, readFloat, releaseSession, type OrtTensor } from '../src/onnx/session.ts';
@@ -25,8 +25,8 @@ import { tinyModel } from './helpers/models.ts';
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
 
 after(async () => {
-  for (let i = 0; i < 50 && liveWorkerThreadIds().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
-  assert.deepEqual(liveWorkerThreadIds(), [], 'no device worker is left running');
+  for (let i = 0; i < 50 && liveDeviceWorkers().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(liveDeviceWorkers(), [], 'no device worker is left running');
 });
 
 const wave = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => 0.5 * Math.sin(i * 0.618 + k));

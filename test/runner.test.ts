@@ -9,7 +9,7 @@ import { CostModel } from '../src/core/dispatch/cost.ts';
 import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
 import { loadPipeline, openPipeline, type GenerateResult, type PipelineOptions, type PipelineTestHooks } from '../src/node/pipeline.ts';
-import { liveWorkerThreadIds } from '../src/node/runner/device-worker.ts';
+import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
 import { parseDevices } from '../src/node/runner/devices.ts';
 import { tinyModel } from './helpers/models.ts';
 
@@ -222,8 +222,8 @@ function sameBits(a: Float32Array, b: Float32Array): boolean {
 
 async function assertNoWorkers(): Promise<void> {
   // Thread exits are reported asynchronously; give them a moment, no more.
-  for (let i = 0; i < 50 && liveWorkerThreadIds().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
-  assert.deepEqual(liveWorkerThreadIds(), [], 'no device worker is left running');
+  for (let i = 0; i < 50 && liveDeviceWorkers().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(liveDeviceWorkers(), [], 'no device worker is left running');
 }
 
 before(async () => {

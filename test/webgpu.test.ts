@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { AsgdError } from '../src/core/errors.ts';
 import type { GenerateParams } from '../src/core/params.ts';
 import { loadPipeline, openPipeline, type GenerateResult, type Pipeline } from '../src/node/pipeline.ts';
-import { liveWorkerThreadIds } from '../src/node/runner/device-worker.ts';
+import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
 import { tinyModel } from './helpers/models.ts';
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
@@ -45,8 +45,8 @@ before(async () => {
   cpuAsg = await run('cpu', asg);
 });
 after(async () => {
-  for (let i = 0; i < 50 && liveWorkerThreadIds().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
-  assert.deepEqual(liveWorkerThreadIds(), [], 'no device worker is left running');
+  for (let i = 0; i < 50 && liveDeviceWorkers().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(liveDeviceWorkers(), [], 'no device worker is left running');
 });
 
 test('webgpu generates the shipped model within the stated tolerance of cpu', async (t) => {

@@ -26,7 +26,7 @@ import { decodeLatentImage, encodeImageLatent, type DecoderRequest } from './vae
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
 import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker } from './runner/device-worker.ts';
-import { checkProvidersAvailable, parseDevices, type DeviceSpec } from './runner/devices.ts';
+import { checkProvidersAvailable, parseDevices, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
 import { DevicePool } from './runner/pool.ts';
 import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts';
 import type { SplitMode } from '../core/dispatch/tasks.ts';
@@ -52,6 +52,13 @@ export interface PipelineOptions {
   splitCfg?: 'auto' | SplitMode;
   /** Re-run a unit whose device failed on another device (that device is given up) instead of failing. */
   retryOnOtherDevice?: boolean;
+  /**
+   * Where device workers run: 'thread' (threads of this process), 'process' (a process each: a crash ends that
+   * worker only; tensors are copied between processes), or 'auto' (default): processes for the WebGPU workers when a
+   * pipeline has two or more of them (onnxruntime-node 1.30 ends the process when two WebGPU sessions run at the same
+   * time in two threads), threads for the rest.
+   */
+  workerIsolation?: 'auto' | WorkerIsolation;
   /**
    * Run the UNet's attention (and the probe graph's, but for its probed layers) as fused MultiHeadAttention nodes
    * (src/graph/attention-fusion.ts): one kernel per attention instead of the scores written to memory and read back.
@@ -162,6 +169,7 @@ export class Pipeline implements AsyncDisposable {
       ? parseDevices(options.devices ?? 'cpu', options.threads ?? 0)
       : options.devices;
     checkProvidersAvailable(devices);
+    const isolation = workerIsolations(options.workerIsolation ?? 'auto', devices);
     const tokenizer = new ClipTokenizer(spec.tokenizer, 'tokenizer');
     const tokenizer2 = spec.tokenizer2 ? new ClipTokenizer(spec.tokenizer2, 'tokenizer_2') : undefined;
     const tokenizer3 = spec.tokenizer3 ? new T5Tokenizer(spec.tokenizer3, 'tokenizer_3') : undefined;
@@ -177,7 +185,7 @@ export class Pipeline implements AsyncDisposable {
     const workers: DeviceWorker[] = [];
     try {
       for (const [i, d] of devices.entries()) {
-        const w = new DeviceWorker(d);
+        const w = new DeviceWorker(d, isolation[i]);
         workers.push(w);
         const paths: Partial<Record<ComponentName, string>> = { unet: unetFile };
         if (i === 0) {

@@ -1,14 +1,20 @@
 /**
- * The coordinator's handle on one device worker thread: request/response with transfer, failure and shutdown.
+ * The coordinator's handle on one device worker: request/response with transfer, failure and shutdown. A worker is a
+ * thread of this process, or a process of its own (`isolation: 'process'`): onnxruntime-node 1.30 cannot run two
+ * WebGPU sessions at the same time in two threads of one process (the process ends: docs/benchmarks.md), while two
+ * processes can; and a crash in a worker process ends that worker only.
  *
  * Shutdown never ends a thread while ONNX Runtime runs a model in it: onnxruntime-node 1.30 aborts the whole
  * process ("terminate called after throwing an instance of 'Napi::Error'") when a worker is terminated during
  * session.run. terminate() therefore rejects the pending requests at once (the coordinator moves on) and ends the
- * thread as soon as the worker has answered what it was running, or after a grace period if it never does.
+ * thread as soon as the worker has answered what it was running, or after a grace period if it never does. A worker
+ * process is killed at once: that ends nothing else.
  */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { AsgdError, type ErrorKind } from '../../core/errors.ts';
-import type { DeviceSpec } from './devices.ts';
+import type { DeviceSpec, WorkerIsolation } from './devices.ts';
 import type { SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
 // Built package: the compiled worker. From the TypeScript sources: a bootstrap that registers the loader first.
@@ -19,11 +25,66 @@ const WORKER_URL = import.meta.url.endsWith('.ts')
 /** How long terminate() waits for a model call in flight before ending the thread regardless. */
 export const TERMINATE_GRACE_MS = 60_000;
 
-/** Thread ids of device workers started and not yet exited, process-wide (to check that none is orphaned). */
-const running = new Set<number>();
+/** Device workers started and not yet exited, process-wide ("thread N", "process PID"; to check none is orphaned). */
+const running = new Set<string>();
 
-export function liveWorkerThreadIds(): number[] {
-  return [...running].sort((a, b) => a - b);
+export function liveDeviceWorkers(): string[] {
+  return [...running].sort();
+}
+
+/** The thread or process behind a DeviceWorker. */
+interface Channel {
+  readonly id: string;
+  post(message: unknown, transfer: ArrayBuffer[]): void;
+  /** Ends it now (a thread: Worker.terminate; a process: SIGKILL). */
+  end(): Promise<void>;
+}
+
+function threadChannel(on: ChannelEvents): Channel {
+  // trackUnmanagedFds off: Node would otherwise close, when the thread ends, every descriptor the thread opened with
+  // fs.open, and that includes descriptor 2 as the stderr filter (src/onnx/runtime-log.ts) reopens it there: the
+  // process lost its stderr, and the next descriptor opened took number 2 (a worker's event loop asserts on
+  // closing such a descriptor: the process aborted when a second webgpu pipeline ran). The worker's own files are
+  // closed by the code that opens them.
+  const worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')), trackUnmanagedFds: false });
+  worker.on('message', on.message);
+  worker.on('error', on.error);
+  worker.on('exit', (code) => on.exit(`code ${code}`));
+  return {
+    id: `thread ${worker.threadId}`,
+    post: (m, transfer) => worker.postMessage(m, transfer),
+    end: async () => void (await worker.terminate()),
+  };
+}
+
+function processChannel(on: ChannelEvents): Channel {
+  // 'advanced' serialization carries typed arrays as such (a copy; nothing is transferred between processes). The
+  // worker's stdout goes to this process's stderr, so that nothing it prints can mix into an image on stdout.
+  const child: ChildProcess = fork(fileURLToPath(WORKER_URL), [], {
+    execArgv: process.execArgv.filter((a) => !a.startsWith('--test')),
+    serialization: 'advanced',
+    stdio: ['ignore', 2, 2, 'ipc'],
+  });
+  child.on('message', on.message);
+  child.on('error', on.error);
+  const exited = new Promise<void>((resolve) => child.on('exit', (code, signal) => {
+    on.exit(signal ? `signal ${signal}` : `code ${code}`);
+    resolve();
+  }));
+  return {
+    id: `process ${child.pid}`,
+    post: (m) => void child.send(m as object),
+    end: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+interface ChannelEvents {
+  message: (reply: WorkerReply) => void;
+  error: (err: unknown) => void;
+  exit: (how: string) => void;
 }
 
 interface Pending {
@@ -33,7 +94,7 @@ interface Pending {
 }
 
 export class DeviceWorker {
-  private readonly worker: Worker;
+  private readonly channel: Channel;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private deadError: AsgdError | undefined;
@@ -41,28 +102,26 @@ export class DeviceWorker {
   /** Requests the worker is still executing after terminate() rejected them. */
   private readonly draining = new Set<number>();
   private drained: (() => void) | undefined;
-  /** Settles when the thread has exited (for whatever reason). */
+  /** Settles when the thread or process has exited (for whatever reason). */
   readonly exited: Promise<void>;
-  readonly threadId: number;
+  /** "thread N" or "process PID". */
+  readonly id: string;
 
-  constructor(readonly device: DeviceSpec) {
-    // trackUnmanagedFds off: Node would otherwise close, when the thread ends, every descriptor the thread opened with
-    // fs.open, and that includes descriptor 2 as the stderr filter (src/onnx/runtime-log.ts) reopens it there: the
-    // process lost its stderr, and the next descriptor opened took number 2 (a worker's event loop asserts on
-    // closing such a descriptor: the process aborted when a second webgpu pipeline ran). The worker's own files are
-    // closed by the code that opens them.
-    this.worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')), trackUnmanagedFds: false });
-    this.threadId = this.worker.threadId;
-    running.add(this.threadId);
-    this.worker.on('message', (reply: WorkerReply) => this.onReply(reply));
-    this.worker.on('error', (err) => this.fail(err));
-    this.exited = new Promise((resolve) => {
-      this.worker.on('exit', (code) => {
-        running.delete(this.threadId);
-        if (!this.terminated) this.fail(new Error(`worker exited with code ${code}`));
-        resolve();
-      });
-    });
+  constructor(readonly device: DeviceSpec, readonly isolation: WorkerIsolation = 'thread') {
+    let exit!: () => void;
+    this.exited = new Promise((resolve) => (exit = resolve));
+    const events: ChannelEvents = {
+      message: (reply) => this.onReply(reply),
+      error: (err) => this.fail(err),
+      exit: (how) => {
+        running.delete(this.id);
+        if (!this.terminated) this.fail(new Error(`worker ${isolation} exited (${how})`));
+        exit();
+      },
+    };
+    this.channel = isolation === 'process' ? processChannel(events) : threadChannel(events);
+    this.id = this.channel.id;
+    running.add(this.id);
   }
 
   get label(): string {
@@ -84,7 +143,7 @@ export class DeviceWorker {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (r: WorkerResult) => void, reject, what });
-      this.worker.postMessage({ id, req }, transfer);
+      this.channel.post({ id, req }, transfer);
     });
   }
 
@@ -129,8 +188,8 @@ export class DeviceWorker {
   }
 
   /**
-   * Stops the thread: pending requests are rejected at once; the thread ends when the model call it is running
-   * returns (at most TERMINATE_GRACE_MS). Resolves once it has exited.
+   * Stops the worker: pending requests are rejected at once; a thread ends when the model call it is running returns
+   * (at most TERMINATE_GRACE_MS), a process at once. Resolves once it has exited.
    */
   async terminate(graceMs = TERMINATE_GRACE_MS): Promise<void> {
     if (!this.terminated) {
@@ -141,7 +200,7 @@ export class DeviceWorker {
         this.draining.add(id);
         p.reject(cancelled);
       }
-      if (this.draining.size > 0 && this.deadError === undefined) {
+      if (this.draining.size > 0 && this.deadError === undefined && this.isolation === 'thread') {
         let timer: NodeJS.Timeout | undefined;
         await new Promise<void>((resolve) => {
           this.drained = resolve;
@@ -149,7 +208,7 @@ export class DeviceWorker {
         });
         clearTimeout(timer);
       }
-      await this.worker.terminate();
+      await this.channel.end();
     }
     await this.exited;
   }

@@ -5,6 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { supportedBackends } from '../../onnx/session.ts';
 import { AsgdError, invalidArgument } from '../../core/errors.ts';
+import { PIPELINE_OPTIONS, optionSpec } from '../../core/options/registry.ts';
+import { checkOption } from '../../core/options/spec.ts';
 import type { ProviderName } from '../../onnx/io.ts';
 
 export interface DeviceSpec {
@@ -17,6 +19,21 @@ export interface DeviceSpec {
 }
 
 const PROVIDERS: ProviderName[] = ['cpu', 'webgpu', 'cuda'];
+
+/** Where a device worker runs: a thread of this process, or a process of its own (runner/device-worker.ts). */
+export type WorkerIsolation = 'thread' | 'process';
+
+/**
+ * Where each device's worker runs (PipelineOptions.workerIsolation). 'auto': a process each for the WebGPU workers
+ * when there are two or more (onnxruntime-node 1.30 cannot run two WebGPU sessions at once in two threads of one
+ * process; two processes can), threads for everything else.
+ */
+export function workerIsolations(mode: unknown, devices: readonly DeviceSpec[]): WorkerIsolation[] {
+  const m = checkOption<'auto' | WorkerIsolation>(optionSpec(PIPELINE_OPTIONS, 'workerIsolation'), mode);
+  if (m !== 'auto') return devices.map(() => m);
+  const webgpu = devices.filter((d) => d.provider === 'webgpu').length;
+  return devices.map((d) => (d.provider === 'webgpu' && webgpu > 1 ? 'process' : 'thread'));
+}
 
 /**
  * One spec per entry. `threads` applies to every CPU worker; 0 means ONNX Runtime's default for a single CPU

@@ -26,7 +26,7 @@ export interface PoolOptions {
 
 /** One device worker as the dispatcher sees it. */
 class WorkerDevice implements ExecDevice {
-  /** Shared staging buffer for samples: one copy in, no allocation, nothing to serialise. */
+  /** Shared staging buffer for samples (worker threads): one copy in, no allocation, nothing to serialise. */
   private staging: Float32Array | undefined;
 
   constructor(
@@ -42,9 +42,16 @@ class WorkerDevice implements ExecDevice {
   async run(task: UnitTask, guidanceScale: number): Promise<TaskOutput> {
     const u = task.unit;
     const n = u.sample.length;
-    if (!this.staging || this.staging.length < n) this.staging = new Float32Array(new SharedArrayBuffer(4 * n));
-    const sample = this.staging.subarray(0, n);
-    sample.set(u.sample);
+    let sample: Float32Array;
+    if (this.worker.isolation === 'process') {
+      // Serialised (a copy) to the worker process, which shares no memory with this one; a view is sent with the
+      // whole buffer under it, hence the slice.
+      sample = u.sample.byteLength === u.sample.buffer.byteLength ? u.sample : u.sample.slice();
+    } else {
+      if (!this.staging || this.staging.length < n) this.staging = new Float32Array(new SharedArrayBuffer(4 * n));
+      sample = this.staging.subarray(0, n);
+      sample.set(u.sample);
+    }
     const r = await this.worker.request<'unet'>(
       {
         type: 'unet', sample, part: task.part, channels: n / (u.height * u.width), height: u.height, width: u.width,

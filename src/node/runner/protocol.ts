@@ -92,6 +92,8 @@ export type WorkerResult =
       components: Partial<Record<ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }>>;
       /** Text conditioning tensors held on the device (webgpu) by the UNet and probe adapters, counted since load. */
       deviceConditioning: { unet?: DeviceConditioningCounts; probe?: DeviceConditioningCounts };
+      /** The process the worker runs in (the coordinator's own for a worker thread). */
+      pid: number;
     }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'checkCfgSplit'; identical: boolean; maxAbs: number }

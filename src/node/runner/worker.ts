@@ -74,7 +74,7 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       const components: Record<string, { inputs: unknown; outputs: unknown }> = {};
       for (const [name, s] of Object.entries(state.sessions)) components[name] = { inputs: s!.inputs, outputs: s!.outputs };
       const deviceConditioning = { unet: state.unet?.device?.counts, probe: state.probe?.device?.counts };
-      return { result: { type: 'describe', components, deviceConditioning } as WorkerResult, transfer: [] };
+      return { result: { type: 'describe', components, deviceConditioning, pid: process.pid } as WorkerResult, transfer: [] };
     }
     case 'checkCfgSplit': {
       if (!state.unet) throw new Error('worker: unet not loaded');
@@ -232,17 +232,22 @@ async function reopenPlainVae(name: 'vaeDecoder' | 'vaeEncoder'): Promise<void> 
   await load({ [name]: file });
 }
 
+// A worker thread (parentPort) or a worker process (an IPC channel with 'advanced' serialization: device-worker.ts).
 const port = parentPort;
-if (!port) throw new Error('worker.ts must run in a worker thread');
-port.on('message', (msg: { id: number; req: WorkerRequest }) => {
+if (!port && !process.send) throw new Error('worker.ts must run in a worker thread or a forked process');
+const send = (reply: WorkerReply, transfer: ArrayBuffer[]): void => {
+  if (port) port.postMessage(reply, transfer);
+  else process.send!(reply);
+};
+const onRequest = (msg: { id: number; req: WorkerRequest }): void => {
   handle(msg.req).then(
-    ({ result, transfer }) => {
-      const reply: WorkerReply = { id: msg.id, ok: true, result };
-      port.postMessage(reply, transfer);
-    },
-    (err: unknown) => {
-      const reply: WorkerReply = { id: msg.id, ok: false, error: serialize(err) };
-      port.postMessage(reply);
-    },
+    ({ result, transfer }) => send({ id: msg.id, ok: true, result }, transfer),
+    (err: unknown) => send({ id: msg.id, ok: false, error: serialize(err) }, []),
   );
-});
+};
+if (port) port.on('message', onRequest);
+else {
+  process.on('message', onRequest as (m: unknown) => void);
+  // The coordinator is gone (it ended, or was killed): nothing is left to answer to.
+  process.on('disconnect', () => process.exit(0));
+}
