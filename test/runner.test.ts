@@ -10,7 +10,7 @@ import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
 import { loadPipeline, openPipeline, type GenerateResult, type PipelineOptions, type PipelineTestHooks } from '../src/node/pipeline.ts';
 import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
-import { parseDevices } from '../src/node/runner/devices.ts';
+import { parseDevices, workerIsolations } from '../src/node/runner/devices.ts';
 import { tinyModel } from './helpers/models.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -191,6 +191,18 @@ test('device lists: thread division and adapter indexes', () => {
   assert.throws(() => parseDevices('webgpu:1'), /Invalid devices; expected "webgpu" or "webgpu:0".*default GPU adapter/);
 });
 
+test('worker isolation: auto puts WebGPU workers in processes of their own when there are two or more', () => {
+  const where = (list: string, mode: unknown = 'auto') => workerIsolations(mode, parseDevices(list, 0, 4)).join(',');
+  assert.equal(where('cpu,cpu'), 'thread,thread');
+  assert.equal(where('webgpu:0'), 'thread');
+  assert.equal(where('cpu,webgpu:0'), 'thread,thread');
+  assert.equal(where('webgpu:0,cpu,webgpu:0'), 'process,thread,process');
+  assert.equal(where('webgpu:0,webgpu:0', 'thread'), 'thread,thread');
+  assert.equal(where('cpu,cpu', 'process'), 'process,process');
+  assert.throws(() => where('cpu', 'fork'), (e: unknown) =>
+    e instanceof AsgdError && e.parameter === 'workerIsolation' && /expected one of auto, thread, process/.test(e.message) && /"fork"/.test(e.message));
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 // The pipeline on worker threads with the built-in tiny model: asg at 2x the native size (4 patches, 9 windows).
 
@@ -206,8 +218,8 @@ interface PoolView {
 async function generate(
   options: PipelineOptions & PipelineTestHooks, signal?: AbortSignal, over: Partial<GenerateParams> = {}, onUnits?: (units: readonly UnetUnit[]) => void,
 ): Promise<GenerateResult & { pool: PoolView }> {
-  const { injectFailure, completionJitter, ...rest } = options;
-  const p = await openPipeline(model, { threads: 1, ...rest }, { injectFailure, completionJitter });
+  const { injectFailure, completionJitter, inspectWorkers, ...rest } = options;
+  const p = await openPipeline(model, { threads: 1, ...rest }, { injectFailure, completionJitter, inspectWorkers });
   try {
     const r = await p.generate({ ...params, ...over }, { signal, onUnits });
     return { ...r, pool: (p as unknown as { pool: PoolView }).pool };
@@ -298,6 +310,30 @@ test('with retry, a failing device is dropped and the generation equals the faul
     assert.equal(r.pool.dispatcher.retried.length, 1, 'one unit was re-run');
     // No warning about the fault (the scheduler notice of patch methods above the native size is expected).
     assert.deepEqual(r.warnings.filter((w) => !/Using the euler scheduler/.test(w)), []);
+  }
+  await assertNoWorkers();
+});
+
+test("workers as processes: each in its own, the same bits as threads; one that dies or is killed fails only itself", async () => {
+  let ask: (() => Promise<{ pid: number }[]>) | undefined;
+  const asked: Promise<{ pid: number }[]>[] = [];
+  const r = await generate({
+    devices: 'cpu,cpu', workerIsolation: 'process', completionJitter: { seed: 7, maxMs: 10 }, inspectWorkers: (a) => (ask = a),
+  }, undefined, {}, () => void (ask && asked.length === 0 && asked.push(ask())));
+  const pids = (await asked[0]!).map((d) => d.pid);
+  assert.equal(new Set(pids).size, 2, `two worker processes: ${pids}`);
+  assert.ok(!pids.includes(process.pid), 'neither is this process');
+  assert.equal(r.pool.splitMode, 'balance');
+  assert.ok(sameBits(r.latent, reference1.latent), 'the latent of one worker thread');
+  assert.ok(Buffer.from(r.image.data).equals(Buffer.from(reference1.image.data)));
+  // A worker process that ends (exit code) or is killed (a signal, as a segfault in a provider would end it): the
+  // error names the device and how it ended; with retry the other worker finishes the generation, bit for bit.
+  for (const [mode, how] of [['exit', 'with code 70'], ['kill', 'by signal SIGKILL']] as const) {
+    await assert.rejects(generate({ devices: 'cpu,cpu', workerIsolation: 'process', injectFailure: { device: 1, after: 2, mode } }), (e: unknown) =>
+      e instanceof AsgdError && e.kind === 'device' && e.message.includes(`Device cpu#1 stopped during unit`) && e.message.includes(`worker process exited ${how}`));
+    const again = await generate({ devices: 'cpu,cpu', workerIsolation: 'process', retryOnOtherDevice: true, injectFailure: { device: 1, after: 2, mode } });
+    assert.ok(sameBits(again.latent, reference1.latent), mode);
+    assert.equal(again.pool.dispatcher.retried.length, 1, 'one unit was re-run');
   }
   await assertNoWorkers();
 });

@@ -49,7 +49,7 @@ function threadChannel(on: ChannelEvents): Channel {
   const worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')), trackUnmanagedFds: false });
   worker.on('message', on.message);
   worker.on('error', on.error);
-  worker.on('exit', (code) => on.exit(`code ${code}`));
+  worker.on('exit', (code) => on.exit(`with code ${code}`));
   return {
     id: `thread ${worker.threadId}`,
     post: (m, transfer) => worker.postMessage(m, transfer),
@@ -68,7 +68,7 @@ function processChannel(on: ChannelEvents): Channel {
   child.on('message', on.message);
   child.on('error', on.error);
   const exited = new Promise<void>((resolve) => child.on('exit', (code, signal) => {
-    on.exit(signal ? `signal ${signal}` : `code ${code}`);
+    on.exit(signal ? `by signal ${signal}` : `with code ${code}`);
     resolve();
   }));
   return {
@@ -115,7 +115,7 @@ export class DeviceWorker {
       error: (err) => this.fail(err),
       exit: (how) => {
         running.delete(this.id);
-        if (!this.terminated) this.fail(new Error(`worker ${isolation} exited (${how})`));
+        if (!this.terminated) this.fail(new Error(`worker ${isolation === 'process' ? 'process ' : ''}exited ${how}`));
         exit();
       },
     };

@@ -22,7 +22,8 @@ export interface InitRequest {
   failMode?: FailMode;
 }
 
-export type FailMode = 'throw' | 'exit';
+/** 'kill' ends the worker's process by SIGKILL: for workers in processes of their own only. */
+export type FailMode = 'throw' | 'exit' | 'kill';
 
 /** The derived VAE graphs (statistics and tile graphs, src/graph/vae-norm-graph.ts), opened on first use. */
 export type VaeGraphName =

@@ -94,8 +94,10 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       if (!state.unet || !state.cond) throw new Error('worker: unet or conditioning not ready');
       state.unetCalls++;
       if (state.failAfter !== undefined && state.unetCalls > state.failAfter) {
-        // Test hook: 'exit' ends this thread at once, as a crash in the execution provider would.
+        // Test hook: 'exit' ends this thread (or process) at once, as a crash in the execution provider would; 'kill'
+        // ends the process by a signal, as a crash in native code does (in a worker thread: the whole process).
         if (state.failMode === 'exit') process.exit(70);
+        if (state.failMode === 'kill') process.kill(process.pid, 'SIGKILL');
         throw new Error(`injected failure after ${state.failAfter} UNet calls`);
       }
       // The probe graph serves the conditional branch of the key unit; its uncond half runs the plain graph.
