@@ -88,6 +88,26 @@ test('asg with the attention-probe mask on webgpu, and on cpu,webgpu:0 together,
   }
 });
 
+test('two webgpu workers on the one adapter (webgpu:0,webgpu:0) run as two processes and give the bits of one', async (t) => {
+  // As two threads of one process, onnxruntime-node 1.30 ended the process (segmentation fault) as soon as both ran a
+  // UNet call (docs/benchmarks.md); workerIsolation 'auto' puts them in processes of their own.
+  const p = await loadPipeline(SHIPPED, { devices: 'webgpu:0,webgpu:0', threads: 1 });
+  let during: string[] = [];
+  let two: GenerateResult;
+  try {
+    two = await p.generate(asg, { onUnits: () => void (during.length === 0 && (during = liveDeviceWorkers())) });
+  } finally {
+    await p.close();
+  }
+  assert.equal(during.length, 2);
+  assert.ok(during.every((id) => id.startsWith('process ')), during.join(', '));
+  const one = await run('webgpu:0', asg);
+  t.diagnostic(`asg 256 px on webgpu:0,webgpu:0 vs webgpu:0: latent ${maxDiff(two.latent, one.latent)}; vs cpu ${maxDiff(two.latent, cpuAsg.latent)}`);
+  assert.equal(two.unetEvaluations, one.unetEvaluations);
+  assert.ok(two.latent.every((v, i) => Object.is(v, one.latent[i])), 'the latent of one webgpu worker, bit for bit');
+  assert.ok(maxDiff(two.image.data, cpuAsg.image.data) <= LEVELS);
+});
+
 test('a float16 model runs on webgpu within float16 rounding of cpu', async (t) => {
   const model = await tinyModel('fp16');
   const params: GenerateParams = { prompt: 'a red circle', seed: 2, steps: 2, width: 64, height: 64, method: 'direct' };
