@@ -19,8 +19,8 @@
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
 #               warm-up generation at 1024x1024; time split text / UNet / host / VAE
 #   fused-sdxl  the SDXL export's plain batch 2 and 1 again, then the same with the attention fused (after gen-1)
-#   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0; on lavapipe this failed: see
-#               docs/benchmarks.md)
+#   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0: two worker processes, as two worker
+#               threads of one process crash in onnxruntime-node 1.30; docs/benchmarks.md)
 #   probe-sdxl  the attention-probe graph the key patch runs (built from the SDXL export as the pipeline builds it)
 #               against the plain UNet on WebGPU, calls alternating, batch 2 and 1: the key unit's extra cost
 #   gen-fused   gen-1 with the attention fused (--fuse-attention): its time; each generation's final latent goes to

@@ -1,5 +1,6 @@
 // Two WebGPU sessions of one UNet export running at the same time in two worker threads of one process, as the
-// project's runner does for --devices webgpu:0,webgpu:0. On Mesa's lavapipe with onnxruntime-node 1.30 this ends
+// project's runner did for --devices webgpu:0,webgpu:0 before it ran such workers as processes of their own
+// (PipelineOptions.workerIsolation). On Mesa's lavapipe with onnxruntime-node 1.30 this ends
 // the process (segmentation fault, or "exceeds maxNumPendingDispatches" / "No cached or pending pipeline for
 // deferred dispatch"), with or without a WebGPU context id of its own per session ('ctx').
 //
