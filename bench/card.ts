@@ -21,6 +21,10 @@
  *            encoders of the given widths: SDXL's 768, 1280 and a 1280 pooled projection by default), then puts the
  *            exported UNet (model.onnx, its external data, config.json) in unet/.
  *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model
+ *   fusion   --dir DIR [--out JSON]
+ *            The attention fusion on a real torch export of one attention processor (scripts/reference/attention_export.py
+ *            wrote DIR): how many attentions it fused, the node's heads and scale, and the plain and fused graphs'
+ *            largest differences from torch's own output, on the CPU provider.
  *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1]
  *            [--warmup-width W] [--fuse-attention 1] [--latent-out FILE] --out JSON
  *            One whole `asg` generation (other settings at the shipped defaults) after a short warm-up generation
@@ -33,7 +37,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { floatTensor, makeTensor, openSession, readFloat, releaseSession, supportedBackends, type OrtTensor } from '../src/onnx/session.ts';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
+import { fuseAttention } from '../src/graph/attention-fusion.ts';
+import { float32Tensor, floatTensor, makeTensor, openSession, readFloat, releaseSession, supportedBackends, type OrtTensor } from '../src/onnx/session.ts';
 import { UnetAdapter, type TextConditioning } from '../src/onnx/unet.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
@@ -395,6 +402,42 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
   return result;
 }
 
+/** The fusion on a torch export of one attention processor (scripts/reference/attention_export.py). */
+export async function benchFusion(args: Args): Promise<Record<string, unknown>> {
+  const dir = args['dir'];
+  if (!dir) throw new Error('card fusion: --dir DIR (written by scripts/reference/attention_export.py) is required');
+  const meta = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8')) as { x: number[]; context: number[]; heads: number; scale: number; unsupported?: string };
+  if (meta.unsupported) return { meta };
+  const raw = (name: string) => {
+    const b = fs.readFileSync(path.join(dir, `${name}.f32`));
+    return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  };
+  const bytes = new Uint8Array(fs.readFileSync(path.join(dir, 'attention.onnx')));
+  const model = fromBinary(ModelProtoSchema, bytes);
+  const fusion = fuseAttention(model);
+  const mha = model.graph?.node.find((n) => n.opType === 'MultiHeadAttention');
+  const result: Record<string, unknown> = {
+    meta, fusion, nodes: model.graph?.node.map((n) => n.opType),
+    numHeads: mha ? Number(mha.attribute.find((a) => a.name === 'num_heads')?.i) : null,
+    scale: mha ? (mha.attribute.find((a) => a.name === 'scale')?.f ?? 'default (1 / sqrt of the head size)') : null,
+  };
+  const torchY = raw('y');
+  for (const [label, file] of [['plain', bytes], ['fused', toBinary(ModelProtoSchema, model)]] as const) {
+    const s = await openSession(file, `attention (${label})`, { provider: 'cpu', threads: 1 });
+    try {
+      const r = await s.session.run({ x: float32Tensor(raw('x'), meta.x), context: float32Tensor(raw('context'), meta.context) });
+      const y = readFloat(r['y']!, 'y');
+      let d = 0;
+      for (let i = 0; i < y.length; i++) d = Math.max(d, Math.abs(y[i]! - torchY[i]!));
+      result[`${label}VsTorch`] = y.length === torchY.length ? d : `length ${y.length} against ${torchY.length}`;
+    } finally {
+      await releaseSession(s);
+    }
+  }
+  console.error(`[card] fusion on ${dir}: ${JSON.stringify(fusion)}, fused vs torch ${String(result['fusedVsTorch'])}`);
+  return result;
+}
+
 async function main(): Promise<void> {
   const { command, args } = parseArgs(process.argv.slice(2));
   let result: Record<string, unknown>;
@@ -427,12 +470,15 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
     case 'unet-io':
       result = await benchUnetIoCard(args);
       break;
+    case 'fusion':
+      result = await benchFusion(args);
+      break;
     case 'devices':
       // What `asgd devices` says: the providers of this build, WebGPU checked by running a one-node model.
       result = { machine: machine(), devices: await checkAvailableDevices(), backends: supportedBackends() };
       break;
     default:
-      throw new Error('card: usage: card (unet | probe | unet-io | folder | generate | devices) [--options]; see the header of bench/card.ts');
+      throw new Error('card: usage: card (unet | probe | unet-io | folder | generate | fusion | devices) [--options]; see the header of bench/card.ts');
   }
   return result;
 }

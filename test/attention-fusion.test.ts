@@ -231,15 +231,15 @@ describe('the fusion on one attention', () => {
 });
 
 describe("a real export of diffusers' classic attention processor (torch's TorchScript exporter)", () => {
-  // scripts/reference/classic_attention.py: head_to_batch_dim, baddbmm(empty, q, kᵀ, beta=0, alpha=scale), softmax,
+  // scripts/reference/attention_export.py: head_to_batch_dim, baddbmm(empty, q, kᵀ, beta=0, alpha=scale), softmax,
   // bmm, batch_to_head_dim with sizes read from the tensors, as SD exports made with torch 1.x hold them.
   let dir = '';
   before(() => {
     const py = torchPython();
     assert.ok(py, NO_TORCH_PYTHON);
     dir = fs.mkdtempSync(path.join(root, 'classic-'));
-    const r = spawnSync(py, ['scripts/reference/classic_attention.py', dir], { cwd: path.join(SHIPPED, '..', '..'), encoding: 'utf8' });
-    assert.equal(r.status, 0, `classic_attention.py failed:\n${r.stderr.slice(-3000)}`);
+    const r = spawnSync(py, ['scripts/reference/attention_export.py', dir], { cwd: path.join(SHIPPED, '..', '..'), encoding: 'utf8' });
+    assert.equal(r.status, 0, `attention_export.py failed:\n${r.stderr.slice(-3000)}`);
   });
   const raw = (name: string) => {
     const b = fs.readFileSync(path.join(dir, `${name}.f32`));

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { benchGenerate, benchProbe, benchUnet, benchUnetIoCard, writeFolder } from '../bench/card.ts';
+import { benchFusion, benchGenerate, benchProbe, benchUnet, benchUnetIoCard, writeFolder } from '../bench/card.ts';
 import type { UnetIoCase } from '../bench/unet-io.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { UnetAdapter } from '../src/onnx/unet.ts';
@@ -120,4 +120,25 @@ test('bench/card.ts unet-io runs the float16 export on webgpu (lavapipe) with th
   assert.equal(cases[0]!.uploadsCounted, 2, 'encoder_hidden_states and text_embeds, once');
   assert.equal(cases[0]!.conditioningBytes, 2 * 2 * (77 * (TINY_TEXT.hidden + TINY_TEXT.hidden2) + 48), 'float16 bytes');
   assert.match(r['table'] as string, /device-resident/);
+});
+
+test("bench/card.ts fusion checks the attention fusion on this torch's exports of both diffusers processors", async () => {
+  const classic = path.join(dir, 'fusion-classic');
+  let r = spawnSync(PY!, ['scripts/reference/attention_export.py', classic], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr.slice(-2000));
+  const c = await benchFusion({ dir: classic });
+  assert.deepEqual(c['fusion'], { fused: 1, left: 0 });
+  assert.equal(c['numHeads'], 5);
+  assert.ok((c['fusedVsTorch'] as number) < 1e-5, String(c['fusedVsTorch']));
+  // torch 2 exports scaled_dot_product_attention; torch 1.x (Debian 12's) has none, and says so (exit 3).
+  const sdpa = path.join(dir, 'fusion-sdpa');
+  r = spawnSync(PY!, ['scripts/reference/attention_export.py', sdpa, '--processor', 'sdpa'], { cwd: ROOT, encoding: 'utf8' });
+  const s = await benchFusion({ dir: sdpa });
+  if (r.status === 3) assert.match(String((s['meta'] as { unsupported: string }).unsupported), /has no scaled_dot_product_attention/);
+  else {
+    assert.equal(r.status, 0, r.stderr.slice(-2000));
+    assert.deepEqual(s['fusion'], { fused: 1, left: 0 });
+    assert.equal(s['scale'], 'default (1 / sqrt of the head size)');
+    assert.ok((s['fusedVsTorch'] as number) < 1e-5, String(s['fusedVsTorch']));
+  }
 });

@@ -8,6 +8,9 @@
 #   env         nvidia-smi, driver, Vulkan loader, python/torch/onnx/node/onnxruntime-node versions, `asgd devices`
 #   export-sdxl, export-sd15  (in the background from the start: CPU-bound) the SD-sized UNets (random weights,
 #               seed 0) exported to ONNX float16 with external data
+#   fusion      (CPU, a few seconds) the attention fusion on this torch's exports of one attention as diffusers'
+#               classic processor (baddbmm) and its torch-2 processor (scaled_dot_product_attention; "unsupported" on
+#               torch 1.x) write it: attentions fused, heads, scale, fused output vs torch's (fusion-classic/-sdpa.json)
 #   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2, 1 and 4 at latent 64x64
 #   torch-sdxl  the same for the SDXL-sized UNet at 128x128 (text_embeds 1280, 6 time ids)
 #   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios),
@@ -66,7 +69,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 fused-sdxl gen-2 probe-sdxl gen-fused unet-io}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 fused-sdxl gen-2 probe-sdxl gen-fused unet-io}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -208,6 +211,20 @@ unet_io_part() {  # the shipped UNet and the exports of this run (a missing one 
     --cases sd15,sdxl --latent "$LAT15" --iters "$ITERS" --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-io.json"
 }
 
+fusion_part() {  # both processors' exports, each checked by card.js fusion; exit 3: this torch lacks the processor
+  local p code rc=0
+  for p in classic sdpa; do
+    "$PY" scripts/reference/attention_export.py "$WORK/fusion-$p" --processor "$p"
+    code=$?
+    if ((code == 0 || code == 3)); then
+      "$NODE" "$CARD" fusion --dir "$WORK/fusion-$p" --out "$WORK/parts/fusion-$p.json" || rc=1
+    else
+      rc=1
+    fi
+  done
+  return $rc
+}
+
 folder_part() {  # the SDXL export from torch-sdxl (this run, or an earlier one on this machine), else made now
   if [[ ! -f $WORK/models/sdxl/unet/model.onnx ]]; then
     # shellcheck disable=SC2086
@@ -221,7 +238,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f env_part torch_part export_part unet_part fused_part probe_part unet_io_part folder_part gen_part
+export -f env_part fusion_part torch_part export_part unet_part fused_part probe_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -232,6 +249,7 @@ part export-sdxl 480 export_part sdxl "$LATXL" &
 EXPORT_XL=$!
 part export-sd15 240 export_part sd15 "$LAT15" &
 EXPORT_15=$!
+part fusion 60 fusion_part
 part torch-sd15 120 torch_part sd15 "$LAT15"
 part torch-sdxl 150 torch_part sdxl "$LATXL"
 wait "$EXPORT_15"

@@ -1,0 +1,100 @@
+"""One attention block as one of diffusers' attention processors computes it, exported to ONNX by torch's TorchScript
+exporter: the graphs that real SD exports hold, for the attention fusion (src/graph/attention-fusion.ts) to be checked
+on (test/attention-fusion.test.ts; part `fusion` of scripts/device/card.sh on the card's torch).
+
+--processor classic (default; diffusers' AttnProcessor, the default before torch 2, so SD exports made with torch 1.x):
+- head_to_batch_dim: [B, S, H*d] -> reshape [B, S, H, d] -> permute (0 2 1 3) -> reshape [B*H, S, d], with the sizes
+  read from the tensor itself;
+- get_attention_scores without a mask: baddbmm(empty(B*H, S, L), q, k^T, beta=0, alpha=scale), softmax over the keys;
+- bmm with v, then batch_to_head_dim: reshape [B, H, S, d] -> permute -> reshape [B, S, H*d], sizes read from the
+  tensor; to_out.
+--processor sdpa (diffusers' AttnProcessor2_0, torch >= 2.0: what exports made with torch 2 hold):
+- view [B, -1, H, d] -> transpose (1, 2); F.scaled_dot_product_attention at its default scale; transpose (1, 2) ->
+  reshape [B, -1, H*d]; to_out. Exits with code 3 (writing meta.json with "unsupported") where torch has no
+  scaled_dot_product_attention.
+
+Usage: attention_export.py OUT_DIR [--processor classic|sdpa]. Writes OUT_DIR/attention.onnx (float32, dynamic batch
+and lengths), OUT_DIR/x.f32, context.f32 and y.f32 (raw little-endian float32: the inputs and torch's output for
+them) and OUT_DIR/meta.json (shapes, heads, scale, processor, torch's version).
+"""
+import argparse
+import inspect
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+
+DIM, CONTEXT, HEADS = 40, 24, 5
+B, S, L = 2, 12, 7
+
+
+class Attention(torch.nn.Module):
+    def __init__(self, processor):
+        super().__init__()
+        self.heads = HEADS
+        self.scale = (DIM // HEADS) ** -0.5
+        self.processor = processor
+        self.to_q = torch.nn.Linear(DIM, DIM, bias=False)
+        self.to_k = torch.nn.Linear(CONTEXT, DIM, bias=False)
+        self.to_v = torch.nn.Linear(CONTEXT, DIM, bias=False)
+        self.to_out = torch.nn.Linear(DIM, DIM)
+
+    def head_to_batch_dim(self, t):
+        batch, seq, dim = t.shape
+        t = t.reshape(batch, seq, self.heads, dim // self.heads).permute(0, 2, 1, 3)
+        return t.reshape(batch * self.heads, seq, dim // self.heads)
+
+    def batch_to_head_dim(self, t):
+        batch, seq, dim = t.shape
+        t = t.reshape(batch // self.heads, self.heads, seq, dim).permute(0, 2, 1, 3)
+        return t.reshape(batch // self.heads, seq, dim * self.heads)
+
+    def forward(self, x, context):
+        if self.processor == 'sdpa':
+            batch = x.shape[0]
+            q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+            head_dim = k.shape[-1] // self.heads
+            q, k, v = (t.view(batch, -1, self.heads, head_dim).transpose(1, 2) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v)
+            return self.to_out(out.transpose(1, 2).reshape(batch, -1, self.heads * head_dim))
+        q = self.head_to_batch_dim(self.to_q(x))
+        k = self.head_to_batch_dim(self.to_k(context))
+        v = self.head_to_batch_dim(self.to_v(context))
+        empty = torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=q.dtype, device=q.device)
+        scores = torch.baddbmm(empty, q, k.transpose(-1, -2), beta=0, alpha=self.scale)
+        probs = scores.softmax(dim=-1)
+        return self.to_out(self.batch_to_head_dim(torch.bmm(probs, v)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('out')
+    ap.add_argument('--processor', choices=['classic', 'sdpa'], default='classic')
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    meta = {'processor': a.processor, 'torch': torch.__version__, 'heads': HEADS, 'scale': (DIM // HEADS) ** -0.5}
+    if a.processor == 'sdpa' and not hasattr(F, 'scaled_dot_product_attention'):
+        meta['unsupported'] = f'torch {torch.__version__} has no scaled_dot_product_attention (torch >= 2.0)'
+        json.dump(meta, open(os.path.join(a.out, 'meta.json'), 'w'))
+        raise SystemExit(3)
+    torch.manual_seed(0)
+    model = Attention(a.processor).eval()
+    x = torch.randn(B, S, DIM)
+    context = torch.randn(B, L, CONTEXT)
+    with torch.no_grad():
+        y = model(x, context)
+    kwargs = {}
+    if 'dynamo' in inspect.signature(torch.onnx.export).parameters:
+        kwargs['dynamo'] = False  # the TorchScript exporter, as the SD exports in use were made
+    torch.onnx.export(model, (x, context), os.path.join(a.out, 'attention.onnx'), input_names=['x', 'context'],
+                      output_names=['y'], opset_version=14,
+                      dynamic_axes={'x': {0: 'batch', 1: 'seq'}, 'context': {0: 'batch', 1: 'keys'}}, **kwargs)
+    for name, t in (('x', x), ('context', context), ('y', y)):
+        t.contiguous().numpy().astype('<f4').tofile(os.path.join(a.out, name + '.f32'))
+    meta.update({'x': list(x.shape), 'context': list(context.shape), 'y': list(y.shape)})
+    json.dump(meta, open(os.path.join(a.out, 'meta.json'), 'w'))
+
+
+if __name__ == '__main__':
+    main()
