@@ -146,6 +146,27 @@ test('WASM: the second load reads the stored model (no model request), and two w
   assert.deepEqual(two.errors, []);
 });
 
+test('WASM: fuseAttention fuses the UNet and the probe graph in the device worker; the image is Node\'s fused one within the tolerance', async () => {
+  const fused = await openDemo(context ?? (await newContext()), site.url, 'provider=wasm&workers=1&fuse=1');
+  const info = (await fused.page.evaluate('(() => { const i = window.asgdDemo.pipeline.info; return { fusion: i.attentionFusion, probe: i.attentionProbe.available }; })()')) as {
+    fusion: unknown; probe: boolean;
+  };
+  assert.deepEqual(info, { fusion: { applied: true, layers: 14 }, probe: true }, 'the 14 attentions of the shipped UNet, and the probe graph built');
+  const r = await generateOnDemo(fused.page, settings(256, 256, 11));
+  const nodeFused = await loadPipeline(MODEL, { devices: 'cpu', fuseAttention: true });
+  try {
+    const ref = await nodeFused.generate({ prompt: PROMPT, width: 256, height: 256, seed: 11, steps: STEPS, method: 'asg' });
+    assert.equal(ref.warnings.some((w) => /mask/i.test(w)), false);
+    const d = compareRgb(await rgbOfPng(r.png), ref.image);
+    console.log(`# fused attention, 256x256 asg: browser (wasm) vs node cpu (fused): mean |diff| ${d.meanAbs.toFixed(4)}, max |diff| ${d.maxAbs}`);
+    assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `within ${JSON.stringify(WASM_TOLERANCE)}: ${JSON.stringify(d)}`);
+  } finally {
+    await nodeFused.close();
+  }
+  assert.deepEqual(fused.errors, []);
+  await fused.page.close();
+});
+
 /**
  * Tiled decoding in the browser against Node's, same settings and seed: small tiles force 9 tiles on the 32x32 latent.
  * Measured (docs/browser.md): max 1 level from Node's tiled decode (mean 0.0001), 68 levels (mean 5.6) from Node's

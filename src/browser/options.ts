@@ -13,6 +13,11 @@ export interface WebPipelineOptions {
   threads?: number;
   /** Build the attention-probe UNet for the cross-attention mask (default true, as in Node). */
   attentionProbe?: boolean;
+  /**
+   * Run the UNet's attention (and the probe graph's, but for its probed layers) as fused MultiHeadAttention nodes,
+   * derived in the device workers (src/graph/attention-fusion.ts). Off by default, as in Node (PipelineOptions).
+   */
+  fuseAttention?: boolean;
   /** Keep the model files in the browser's Cache Storage so the next visit loads them from disk (default true). */
   store?: boolean;
   /** Folder URL of ONNX Runtime Web's .wasm/.mjs files (default: where the bundler put them). */

@@ -16,6 +16,8 @@ import { buildMetadata, type GenerationMetadata } from '../core/metadata.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
+import { PIPELINE_OPTIONS, optionSpec } from '../core/options/registry.ts';
+import { checkOption } from '../core/options/spec.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { decodeLatentWith } from '../core/vae/pipeline-decode.ts';
 import type { IoInfo } from '../onnx/io.ts';
@@ -58,6 +60,8 @@ export interface WebModelInfo {
   provider: WebProvider;
   workers: number;
   attentionProbe: { available: boolean; layers: string[]; reason?: string };
+  /** Whether the UNet runs with its attention fused (WebPipelineOptions.fuseAttention), how many layers, or why not. */
+  attentionFusion: { applied: boolean; layers: number; reason?: string };
   components: Partial<Record<WebComponent, ComponentIo>>;
   staticLatentSize?: { height: number; width: number };
   notes: string[];
@@ -126,10 +130,13 @@ export class WebPipeline {
       for (let i = 0; i < workers; i++) devices.push(new WebDevice(create(i), `${provider}#${i}`));
       await Promise.all(devices.map((d) => d.request<'ok'>({ type: 'init', init }, 'starting the device')));
       const components: Partial<Record<WebComponent, ComponentIo>> = {};
+      const fuse = checkOption<boolean>(optionSpec(PIPELINE_OPTIONS, 'fuseAttention'), options.fuseAttention ?? false);
+      let fusion: WebModelInfo['attentionFusion'] = { applied: false, layers: 0, reason: 'fuseAttention is off' };
       const open = async (d: WebDevice, c: WebComponent, source: WebComponent = c) => {
         report?.({ phase: 'session', component: c, device: d.label });
         // Each device gets its own copy; ONNX Runtime reads it once.
-        const r = await d.request<'loaded'>({ type: 'load', component: c, bytes: bytes[source]! }, `loading ${c}`);
+        const r = await d.request<'loaded'>({ type: 'load', component: c, bytes: bytes[source]!, fuse: fuse && source === 'unet' }, `loading ${c}`);
+        if (fuse && c === 'unet') fusion = r.fused ? { applied: true, layers: r.fused } : { applied: false, layers: 0, reason: r.fuseReason ?? 'not fused' };
         components[c] ??= r.io;
         return r;
       };
@@ -147,7 +154,7 @@ export class WebPipeline {
           else delete components.unetProbe;
         }
       }));
-      const info = describe(spec, components, probe, provider, workers);
+      const info = describe(spec, components, probe, fusion, provider, workers);
       const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split: 'never' });
       return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2);
     } catch (err) {
@@ -286,7 +293,7 @@ export class WebPipeline {
 
 function describe(
   spec: WebModelSpec, components: Partial<Record<WebComponent, ComponentIo>>, probe: { layers: string[] } | { reason: string },
-  provider: WebProvider, workers: number,
+  attentionFusion: WebModelInfo['attentionFusion'], provider: WebProvider, workers: number,
 ): WebModelInfo {
   const unet = components.unet!;
   const sample = unet.inputs.find((i: IoInfo) => i.name === 'sample') ?? unet.inputs[0]!;
@@ -306,6 +313,7 @@ function describe(
     provider,
     workers,
     attentionProbe: 'layers' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },
+    attentionFusion,
     components,
     ...(typeof staticH === 'number' && typeof staticW === 'number' ? { staticLatentSize: { height: staticH, width: staticW } } : {}),
     notes: spec.notes,

@@ -1,20 +1,46 @@
 /**
- * The attention-probe UNet derived in the browser: the same graph surgery as in Node (src/graph/attention-probe.ts)
- * on the UNet's bytes, kept in memory (the weights stay inline). Loaded by the device worker on demand, so pages
- * that turn the probe off never load the protobuf code.
+ * The UNet graphs derived in the browser: the attention-probe UNet (the same graph surgery as in Node,
+ * src/graph/attention-probe.ts) and the UNet with its attention fused (src/graph/attention-fusion.ts), on the UNet's
+ * bytes, kept in memory (the weights stay inline). Loaded by the device worker on demand, so pages that use neither
+ * never load the protobuf code.
  */
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import { ModelProtoSchema } from 'onnx-buf';
+import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
+import { fuseAttention } from '../../graph/attention-fusion.ts';
 import { addAttentionProbe } from '../../graph/attention-probe.ts';
 
-export function probeModelBytes(unet: Uint8Array): { bytes: Uint8Array; layers: string[] } | { reason: string } {
-  let model;
+export interface DerivedUnet {
+  bytes: Uint8Array;
+  /** The probed layers (probe graphs). */
+  layers?: string[];
+  /** Attentions fused (fuse asked and some recognised). */
+  fused?: number;
+  /** Why nothing was fused (fuse asked): the graph is then as exported, or as the probe made it. */
+  fuseReason?: string;
+}
+
+/**
+ * The UNet's bytes with the probe added (`probe`) and/or the attention fused (`fuse`); { reason } when the probe
+ * cannot be built. A fusion that recognises nothing is not an error: the graph stays written out, with the reason.
+ */
+export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse: boolean }): DerivedUnet | { reason: string } {
+  let model: ModelProto;
   try {
     model = fromBinary(ModelProtoSchema, unet);
   } catch (err) {
     return { reason: `the UNet could not be parsed (${err instanceof Error ? err.message : String(err)})` };
   }
-  const surgery = addAttentionProbe(model);
-  if ('reason' in surgery) return surgery;
-  return { bytes: toBinary(ModelProtoSchema, model), layers: surgery.layers };
+  const out: Omit<DerivedUnet, 'bytes'> = {};
+  if (opts.probe) {
+    const surgery = addAttentionProbe(model);
+    if ('reason' in surgery) return surgery;
+    out.layers = surgery.layers;
+  }
+  if (opts.fuse) {
+    const fusion = fuseAttention(model);
+    if ('reason' in fusion) out.fuseReason = fusion.reason;
+    else if (fusion.fused === 0) out.fuseReason = 'no attention written out in a layout the fusion recognises';
+    else out.fused = fusion.fused;
+  }
+  return { bytes: toBinary(ModelProtoSchema, model), ...out };
 }

@@ -25,8 +25,11 @@ export interface DeviceInit {
 
 export type DeviceRequest =
   | { type: 'init'; init: DeviceInit }
-  /** Opens a session from the model file's bytes; 'unetProbe' derives the attention-probe graph from the UNet's bytes. */
-  | { type: 'load'; component: WebComponent; bytes: Uint8Array }
+  /**
+   * Opens a session from the model file's bytes; 'unetProbe' derives the attention-probe graph from the UNet's bytes.
+   * `fuse` (unet, unetProbe): the attention fused first (WebPipelineOptions.fuseAttention).
+   */
+  | { type: 'load'; component: WebComponent; bytes: Uint8Array; fuse?: boolean }
   | { type: 'describe' }
   | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
   | { type: 'setConditioning'; cond: TextConditioning }
@@ -57,7 +60,7 @@ export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
 
 export type DeviceResult =
   | { type: 'ok' }
-  | { type: 'loaded'; io: ComponentIo; layers?: string[]; reason?: string }
+  | { type: 'loaded'; io: ComponentIo; layers?: string[]; reason?: string; fused?: number; fuseReason?: string }
   | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>> }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }

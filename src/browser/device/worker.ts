@@ -11,6 +11,7 @@ import { UnetAdapter } from '../../onnx/unet.ts';
 import { VaeDecoderAdapter } from '../../onnx/vae.ts';
 import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, WebComponent } from './protocol.ts';
 import type { DecoderGraphs } from './vae-graphs.ts';
+import type { DerivedUnet } from './probe-graph.ts';
 import { toWire } from './wire-error.ts';
 
 const LABELS: Record<WebComponent, string> = {
@@ -65,14 +66,13 @@ async function open(bytes: Uint8Array, label: string): Promise<OpenSession> {
   }
 }
 
-async function load(component: WebComponent, bytes: Uint8Array): Promise<DeviceResult> {
-  let layers: string[] | undefined;
-  if (component === 'unetProbe') {
-    const { probeModelBytes } = await import('./probe-graph.ts');
-    const probe = probeModelBytes(bytes);
-    if ('reason' in probe) return { type: 'loaded', io: { inputs: [], outputs: [] }, reason: probe.reason };
-    bytes = probe.bytes;
-    layers = probe.layers;
+async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean): Promise<DeviceResult> {
+  let derived: Omit<DerivedUnet, 'bytes'> = {};
+  if (component === 'unetProbe' || (component === 'unet' && fuse)) {
+    const { derivedUnetBytes } = await import('./probe-graph.ts');
+    const d = derivedUnetBytes(bytes, { probe: component === 'unetProbe', fuse });
+    if ('reason' in d) return { type: 'loaded', io: { inputs: [], outputs: [] }, reason: d.reason };
+    ({ bytes, ...derived } = d);
   }
   const s = await open(bytes, LABELS[component]);
   await state.sessions[component]?.session.release();
@@ -87,7 +87,7 @@ async function load(component: WebComponent, bytes: Uint8Array): Promise<DeviceR
     state.decoderBytes = bytes;
     state.decoderGraphs = undefined;
   }
-  return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...(layers ? { layers } : {}) };
+  return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...derived };
 }
 
 /** The loaded decoder's derived graphs; the graph surgery loads on first use. */
@@ -111,7 +111,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       return { result: { type: 'ok' }, transfer: [] };
     }
     case 'load':
-      return { result: await load(req.component, req.bytes), transfer: [] };
+      return { result: await load(req.component, req.bytes, req.fuse ?? false), transfer: [] };
     case 'describe': {
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
