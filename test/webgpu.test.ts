@@ -155,7 +155,7 @@ test('two webgpu pipelines one after the other in one process, stderr a file: bo
   const stderr = fs.readFileSync(errFile, 'utf8');
   fs.rmSync(dir, { recursive: true, force: true });
   assert.equal(r.status, 0, `exit ${r.status} (signal ${r.signal}); stderr: ${stderr}`);
-  assert.equal(r.stdout, 'pipeline 0: 128x128\npipeline 1: 128x128\n');
+  assert.equal(r.stdout, 'thread pipeline 0: 128x128\nthread pipeline 1: 128x128\nprocess pipeline 0: 128x128\nprocess pipeline 1: 128x128\n');
   assert.equal(stderr, 'stderr still reaches the file\n', 'the driver notes filtered, stderr itself kept');
 });
 

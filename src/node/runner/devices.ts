@@ -24,15 +24,14 @@ const PROVIDERS: ProviderName[] = ['cpu', 'webgpu', 'cuda'];
 export type WorkerIsolation = 'thread' | 'process';
 
 /**
- * Where each device's worker runs (PipelineOptions.workerIsolation). 'auto': a process each for the WebGPU workers
- * when there are two or more (onnxruntime-node 1.30 cannot run two WebGPU sessions at once in two threads of one
- * process; two processes can), threads for everything else.
+ * Where each device's worker runs (PipelineOptions.workerIsolation). 'auto': a process of its own for every WebGPU
+ * worker (onnxruntime-node 1.30 cannot run two WebGPU sessions at once in two threads of one process, two processes
+ * can; and a crash in the GPU driver stack then ends that worker, not the program or server), threads for the rest.
  */
 export function workerIsolations(mode: unknown, devices: readonly DeviceSpec[]): WorkerIsolation[] {
   const m = checkOption<'auto' | WorkerIsolation>(optionSpec(PIPELINE_OPTIONS, 'workerIsolation'), mode);
   if (m !== 'auto') return devices.map(() => m);
-  const webgpu = devices.filter((d) => d.provider === 'webgpu').length;
-  return devices.map((d) => (d.provider === 'webgpu' && webgpu > 1 ? 'process' : 'thread'));
+  return devices.map((d) => (d.provider === 'webgpu' ? 'process' : 'thread'));
 }
 
 /**
