@@ -57,24 +57,30 @@ test('the tarball ships dist, bin, the default model, README and LICENSE, and no
   assert.ok(!fs.existsSync(path.join(app, 'node_modules', 'tsx')), 'tsx is not installed with the package');
 });
 
-test('plain node imports asgdiffusion and generates the same 128 px image as the sources', async () => {
+test('plain node imports asgdiffusion and generates the same 128 px image as the sources, its worker a thread or a process', async () => {
   const script = `
     import { loadPipeline } from 'asgdiffusion';
     import { createHash } from 'node:crypto';
     const model = new URL('./node_modules/asgdiffusion/models/shapes-128', import.meta.url).pathname;
-    const pipe = await loadPipeline(model, { threads: 1 });
-    let r;
-    try {
-      r = await pipe.generate({ prompt: ${JSON.stringify(PROMPT)}, seed: 11, steps: 4 });
-    } finally {
-      await pipe[Symbol.asyncDispose]();  // Node 20 has the symbol but not the 'await using' syntax
+    const out = {};
+    for (const workerIsolation of ['thread', 'process']) {
+      const pipe = await loadPipeline(model, { threads: 1, workerIsolation });
+      let r;
+      try {
+        r = await pipe.generate({ prompt: ${JSON.stringify(PROMPT)}, seed: 11, steps: 4 });
+      } finally {
+        await pipe[Symbol.asyncDispose]();  // Node 20 has the symbol but not the 'await using' syntax
+      }
+      out[workerIsolation] = { w: r.image.width, h: r.image.height, sha: createHash('sha256').update(r.image.data).digest('hex') };
     }
-    console.log(JSON.stringify({ w: r.image.width, h: r.image.height, sha: createHash('sha256').update(r.image.data).digest('hex') }));
+    console.log(JSON.stringify(out));
   `;
   fs.writeFileSync(path.join(app, 'gen.mjs'), script);
   const r = run(process.execPath, ['gen.mjs'], { cwd: app });
   assert.equal(r.code, 0, r.stderr);
-  const got = JSON.parse(r.stdout.trim()) as { w: number; h: number; sha: string };
+  const both = JSON.parse(r.stdout.trim()) as Record<'thread' | 'process', { w: number; h: number; sha: string }>;
+  assert.deepEqual(both.process, both.thread, 'the worker process (the package\'s compiled worker, forked) gives the same image');
+  const got = both.thread;
   assert.equal(got.w, 128);
   assert.equal(got.h, 128);
   const pipe = await loadPipeline(path.join(ROOT, 'models', 'shapes-128'), { threads: 1 });
