@@ -66,11 +66,20 @@ function processChannel(on: ChannelEvents): Channel {
     stdio: ['ignore', 2, 2, 'ipc'],
   });
   child.on('message', on.message);
-  child.on('error', on.error);
-  const exited = new Promise<void>((resolve) => child.on('exit', (code, signal) => {
-    on.exit(signal ? `by signal ${signal}` : `with code ${code}`);
-    resolve();
-  }));
+  const exited = new Promise<void>((resolve) => {
+    child.on('exit', (code, signal) => {
+      on.exit(signal ? `by signal ${signal}` : `with code ${code}`);
+      resolve();
+    });
+    child.on('error', (err) => {
+      on.error(err);
+      // A process that never started has no 'exit' to wait for.
+      if (child.pid === undefined) {
+        on.exit('before it started');
+        resolve();
+      }
+    });
+  });
   return {
     id: `process ${child.pid}`,
     post: (m) => void child.send(m as object),
