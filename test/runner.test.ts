@@ -338,10 +338,10 @@ test("workers as processes: each in its own, the same bits as threads; one that 
   await assertNoWorkers();
 });
 
-test('cancelling mid-run stops every worker, between model calls or during one', async () => {
-  for (const when of ['between calls', 'during a call'] as const) {
+test('cancelling mid-run stops every worker (threads or processes), between model calls or during one', async () => {
+  for (const [workerIsolation, when] of [['thread', 'between calls'], ['thread', 'during a call'], ['process', 'between calls'], ['process', 'during a call']] as const) {
     const controller = new AbortController();
-    const p = await loadPipeline(model, { devices: 'cpu,cpu', threads: 1 });
+    const p = await loadPipeline(model, { devices: 'cpu,cpu', threads: 1, workerIsolation });
     let events = 0;
     let abortedAt = 0;
     const abort = () => {
@@ -357,8 +357,8 @@ test('cancelling mid-run stops every worker, between model calls or during one',
         else setTimeout(abort, 7);
       },
     });
-    await assert.rejects(run, (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled', when);
-    assert.ok(performance.now() - abortedAt < 2000, `${when}: stopped promptly`);
+    await assert.rejects(run, (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled', `${workerIsolation}, ${when}`);
+    assert.ok(performance.now() - abortedAt < 2000, `${workerIsolation}, ${when}: stopped promptly`);
     if (when === 'between calls') assert.equal(events, 3, 'no progress after the abort');
     await assertNoWorkers();
     await p.close();
