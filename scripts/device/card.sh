@@ -8,9 +8,10 @@
 #   env         nvidia-smi, driver, Vulkan loader, python/torch/onnx/node/onnxruntime-node versions, `asgd devices`
 #   export-sdxl, export-sd15  (in the background from the start: CPU-bound) the SD-sized UNets (random weights,
 #               seed 0) exported to ONNX float16 with external data
-#   fusion      (CPU, a few seconds) the attention fusion on this torch's exports of one attention as diffusers'
-#               classic processor (baddbmm) and its torch-2 processor (scaled_dot_product_attention; "unsupported" on
-#               torch 1.x) write it: attentions fused, heads, scale, fused output vs torch's (fusion-classic/-sdpa.json)
+#   fusion      (CPU, seconds) the attention fusion on this torch's exports of one attention as diffusers' classic
+#               processor (baddbmm) and its torch-2 processor (scaled_dot_product_attention) write it, by the
+#               TorchScript exporter and by the dynamo one ("unsupported" where this torch lacks one): attentions
+#               fused, heads, scale, fused output vs torch's (fusion-<processor>[-dynamo].json)
 #   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2, 1 and 4 at latent 64x64
 #   torch-sdxl  the same for the SDXL-sized UNet at 128x128 (text_embeds 1280, 6 time ids)
 #   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios),
@@ -211,16 +212,19 @@ unet_io_part() {  # the shipped UNet and the exports of this run (a missing one 
     --cases sd15,sdxl --latent "$LAT15" --iters "$ITERS" --warmup "$UNET_WARMUP" --out "$WORK/parts/unet-io.json"
 }
 
-fusion_part() {  # both processors' exports, each checked by card.js fusion; exit 3: this torch lacks the processor
-  local p code rc=0
-  for p in classic sdpa; do
-    "$PY" scripts/reference/attention_export.py "$WORK/fusion-$p" --processor "$p"
-    code=$?
-    if ((code == 0 || code == 3)); then
-      "$NODE" "$CARD" fusion --dir "$WORK/fusion-$p" --out "$WORK/parts/fusion-$p.json" || rc=1
-    else
-      rc=1
-    fi
+fusion_part() {  # both processors by both exporters, each checked by card.js fusion; exit 3: this torch lacks one
+  local p e name code rc=0
+  for e in torchscript dynamo; do
+    for p in classic sdpa; do
+      name=fusion-$p$([[ $e == dynamo ]] && echo -dynamo)
+      "$PY" scripts/reference/attention_export.py "$WORK/$name" --processor "$p" --exporter "$e"
+      code=$?
+      if ((code == 0 || code == 3)); then
+        "$NODE" "$CARD" fusion --dir "$WORK/$name" --out "$WORK/parts/$name.json" || rc=1
+      else
+        rc=1
+      fi
+    done
   done
   return $rc
 }

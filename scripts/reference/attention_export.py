@@ -13,7 +13,10 @@ on (test/attention-fusion.test.ts; part `fusion` of scripts/device/card.sh on th
   reshape [B, -1, H*d]; to_out. Exits with code 3 (writing meta.json with "unsupported") where torch has no
   scaled_dot_product_attention.
 
-Usage: attention_export.py OUT_DIR [--processor classic|sdpa]. Writes OUT_DIR/attention.onnx (float32, dynamic batch
+--exporter dynamo: torch's dynamo exporter (opset 18; the default of torch.onnx.export from torch 2.9) instead of
+the TorchScript one; exit code 3 ("unsupported") where this torch or its onnxscript lacks it.
+
+Usage: attention_export.py OUT_DIR [--processor classic|sdpa] [--exporter torchscript|dynamo]. Writes OUT_DIR/attention.onnx (float32, dynamic batch
 and lengths), OUT_DIR/x.f32, context.f32 and y.f32 (raw little-endian float32: the inputs and torch's output for
 them) and OUT_DIR/meta.json (shapes, heads, scale, processor, torch's version).
 """
@@ -71,25 +74,50 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('out')
     ap.add_argument('--processor', choices=['classic', 'sdpa'], default='classic')
+    ap.add_argument('--exporter', choices=['torchscript', 'dynamo'], default='torchscript')
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    meta = {'processor': a.processor, 'torch': torch.__version__, 'heads': HEADS, 'scale': (DIM // HEADS) ** -0.5}
-    if a.processor == 'sdpa' and not hasattr(F, 'scaled_dot_product_attention'):
-        meta['unsupported'] = f'torch {torch.__version__} has no scaled_dot_product_attention (torch >= 2.0)'
+    meta = {'processor': a.processor, 'exporter': a.exporter, 'torch': torch.__version__, 'heads': HEADS,
+            'scale': (DIM // HEADS) ** -0.5}
+    params = inspect.signature(torch.onnx.export).parameters
+
+    def unsupported(why):
+        meta['unsupported'] = why
         json.dump(meta, open(os.path.join(a.out, 'meta.json'), 'w'))
         raise SystemExit(3)
+
+    if a.processor == 'sdpa' and not hasattr(F, 'scaled_dot_product_attention'):
+        unsupported(f'torch {torch.__version__} has no scaled_dot_product_attention (torch >= 2.0)')
+    if a.exporter == 'dynamo':
+        if 'dynamo' not in params:
+            unsupported(f'torch {torch.__version__} has no dynamo exporter in torch.onnx.export')
+        try:
+            import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+        except ImportError:
+            unsupported('the dynamo exporter needs onnxscript, which is not installed')
     torch.manual_seed(0)
     model = Attention(a.processor).eval()
     x = torch.randn(B, S, DIM)
     context = torch.randn(B, L, CONTEXT)
     with torch.no_grad():
         y = model(x, context)
-    kwargs = {}
-    if 'dynamo' in inspect.signature(torch.onnx.export).parameters:
-        kwargs['dynamo'] = False  # the TorchScript exporter, as the SD exports in use were made
-    torch.onnx.export(model, (x, context), os.path.join(a.out, 'attention.onnx'), input_names=['x', 'context'],
-                      output_names=['y'], opset_version=14,
-                      dynamic_axes={'x': {0: 'batch', 1: 'seq'}, 'context': {0: 'batch', 1: 'keys'}}, **kwargs)
+    path = os.path.join(a.out, 'attention.onnx')
+    axes = {'x': {0: 'batch', 1: 'seq'}, 'context': {0: 'batch', 1: 'keys'}}
+    if a.exporter == 'torchscript':
+        kwargs = {'dynamo': False} if 'dynamo' in params else {}  # the exporter the SD exports in use were made with
+        torch.onnx.export(model, (x, context), path, input_names=['x', 'context'], output_names=['y'], opset_version=14,
+                          dynamic_axes=axes, **kwargs)
+    else:
+        kwargs = {'external_data': False} if 'external_data' in params else {}  # one file, read as bytes
+        try:
+            torch.onnx.export(model, (x, context), path, input_names=['x', 'context'], output_names=['y'],
+                              opset_version=18, dynamo=True, dynamic_axes=axes, **kwargs)
+            meta['dynamic'] = True
+        except Exception as err:  # dynamic shapes the exporter could not handle: the traced sizes
+            meta['dynamic_error'] = f'{type(err).__name__}: {str(err)[:300]}'
+            torch.onnx.export(model, (x, context), path, input_names=['x', 'context'], output_names=['y'],
+                              opset_version=18, dynamo=True, **kwargs)
+            meta['dynamic'] = False
     for name, t in (('x', x), ('context', context), ('y', y)):
         t.contiguous().numpy().astype('<f4').tofile(os.path.join(a.out, name + '.f32'))
     meta.update({'x': list(x.shape), 'context': list(context.shape), 'y': list(y.shape)})
