@@ -191,11 +191,11 @@ test('device lists: thread division and adapter indexes', () => {
   assert.throws(() => parseDevices('webgpu:1'), /Invalid devices; expected "webgpu" or "webgpu:0".*default GPU adapter/);
 });
 
-test('worker isolation: auto puts each WebGPU worker in a process of its own, the rest in threads', () => {
+test('worker isolation: auto puts WebGPU workers in processes of their own when there are two or more', () => {
   const where = (list: string, mode: unknown = 'auto') => workerIsolations(mode, parseDevices(list, 0, 4)).join(',');
   assert.equal(where('cpu,cpu'), 'thread,thread');
-  assert.equal(where('webgpu:0'), 'process');
-  assert.equal(where('cpu,webgpu:0'), 'thread,process');
+  assert.equal(where('webgpu:0'), 'thread');
+  assert.equal(where('cpu,webgpu:0'), 'thread,thread');
   assert.equal(where('webgpu:0,cpu,webgpu:0'), 'process,thread,process');
   assert.equal(where('webgpu:0,webgpu:0', 'thread'), 'thread,thread');
   assert.equal(where('cpu,cpu', 'process'), 'process,process');

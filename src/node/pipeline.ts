@@ -54,9 +54,10 @@ export interface PipelineOptions {
   retryOnOtherDevice?: boolean;
   /**
    * Where device workers run: 'thread' (threads of this process), 'process' (a process each: a crash ends that
-   * worker only; tensors are copied between processes), or 'auto' (default): a process for each WebGPU worker
-   * (onnxruntime-node 1.30 ends the process when two WebGPU sessions run at the same time in two threads; a crash in
-   * the GPU driver stack then fails that device with an error instead of ending the program), threads for the rest.
+   * worker only, e.g. a crash in the GPU driver stack fails that device with an error instead of ending the program;
+   * tensors are copied between processes), or 'auto' (default): processes for the WebGPU workers when a pipeline has
+   * two or more of them (onnxruntime-node 1.30 ends the process when two WebGPU sessions run at the same time in two
+   * threads), threads for the rest.
    */
   workerIsolation?: 'auto' | WorkerIsolation;
   /**

@@ -24,14 +24,16 @@ const PROVIDERS: ProviderName[] = ['cpu', 'webgpu', 'cuda'];
 export type WorkerIsolation = 'thread' | 'process';
 
 /**
- * Where each device's worker runs (PipelineOptions.workerIsolation). 'auto': a process of its own for every WebGPU
- * worker (onnxruntime-node 1.30 cannot run two WebGPU sessions at once in two threads of one process, two processes
- * can; and a crash in the GPU driver stack then ends that worker, not the program or server), threads for the rest.
+ * Where each device's worker runs (PipelineOptions.workerIsolation). 'auto': a process of its own for each WebGPU
+ * worker when there are two or more (onnxruntime-node 1.30 cannot run two WebGPU sessions at once in two threads of
+ * one process; two processes can), threads for everything else: a thread takes its sample from shared memory and
+ * hands its output over without a copy, while a process pays a copy each way through a pipe (docs/benchmarks.md).
  */
 export function workerIsolations(mode: unknown, devices: readonly DeviceSpec[]): WorkerIsolation[] {
   const m = checkOption<'auto' | WorkerIsolation>(optionSpec(PIPELINE_OPTIONS, 'workerIsolation'), mode);
   if (m !== 'auto') return devices.map(() => m);
-  return devices.map((d) => (d.provider === 'webgpu' ? 'process' : 'thread'));
+  const webgpu = devices.filter((d) => d.provider === 'webgpu').length;
+  return devices.map((d) => (d.provider === 'webgpu' && webgpu > 1 ? 'process' : 'thread'));
 }
 
 /**
