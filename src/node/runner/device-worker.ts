@@ -206,10 +206,11 @@ export class DeviceWorker {
       const cancelled = new AsgdError('Generation cancelled', { kind: 'cancelled' });
       for (const [id, p] of this.pending) {
         this.pending.delete(id);
-        this.draining.add(id);
+        // A thread is waited for until it has answered; a process is killed (nothing to drain).
+        if (this.isolation === 'thread') this.draining.add(id);
         p.reject(cancelled);
       }
-      if (this.draining.size > 0 && this.deadError === undefined && this.isolation === 'thread') {
+      if (this.draining.size > 0 && this.deadError === undefined) {
         let timer: NodeJS.Timeout | undefined;
         await new Promise<void>((resolve) => {
           this.drained = resolve;
