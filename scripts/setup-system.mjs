@@ -15,9 +15,17 @@ const COMMANDS = [
   'apt-get install -y -t bookworm-backports libvulkan1 mesa-vulkan-drivers',
 ];
 
-async function webgpuWorks() {
-  const { tryWebGpu } = await import('../dist/node/runner/webgpu-check.js');
-  return tryWebGpu();
+// In a process of its own each time: ONNX Runtime keeps the WebGPU instance of its first try for the life of the
+// process, so a check in this process after installing the driver would still see the adapter missing.
+function webgpuWorks() {
+  const check = new URL('../dist/node/runner/webgpu-check.js', import.meta.url).href;
+  const code = `const { tryWebGpu } = await import(${JSON.stringify(check)}); process.stdout.write(JSON.stringify(await tryWebGpu())); process.exit(0);`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 120_000 });
+  try {
+    return JSON.parse(r.stdout);
+  } catch {
+    return { ok: false, reason: `the check ended without a result (exit ${r.status}${r.signal ? `, ${r.signal}` : ''}): ${r.stderr.trim().slice(-500)}` };
+  }
 }
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -62,7 +70,7 @@ if (!torchWorks()) {
   }
 }
 
-let check = await webgpuWorks();
+let check = webgpuWorks();
 if (!check.ok) {
   if (!isRoot || !isDebian) {
     process.stderr.write(
@@ -80,7 +88,7 @@ if (!check.ok) {
     stdio: 'inherit',
     env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
   });
-  check = await webgpuWorks();
+  check = webgpuWorks();
   if (!check.ok) {
     process.stderr.write(`setup: WebGPU still has no adapter after the install: ${check.reason}\n`);
     process.exit(1);
