@@ -62,7 +62,18 @@ async function run(m: ModelProto, feeds: Record<string, ort.Tensor>): Promise<Re
 
 interface Variant {
   /** Heads folded into the batch with shapes computed at run time (TorchScript's export of diffusers' classic processor). */
-  layout: 'folded' | 'heads-axis' | 'sdpa-export';
+  layout: 'folded' | 'heads-axis' | 'sdpa-export' | 'dynamo';
+  /**
+   * dynamo: how torch's dynamo exporter writes diffusers' torch-2 processor. 'runtime' (as exported, dynamic axes):
+   * sizes read from shapes (Shape with start / end, Reshape of a scalar to one entry), the default scale computed with
+   * CastLike, kᵀ as Reshape [-1, S, d] → Transpose (0 2 1) → Reshape [B, H, d, S], a Dropout after the Softmax;
+   * 'constant' (what its optimizer leaves of a static export): every target a constant, the scale folded, no Dropout.
+   */
+  sizes?: 'runtime' | 'constant';
+  /** dynamo: the Dropout is in training mode. */
+  trainingDropout?: boolean;
+  /** dynamo constant: kᵀ's first Reshape takes [-1, d, S] (the graph runs, but that is not kᵀ). */
+  scrambledKeys?: boolean;
   /** sdpa-export: the scale computed from the shape of this tensor (the query's heads by default). */
   scaleFromShapeOf?: 'x';
   /** Also a graph output: the probabilities are read elsewhere. */
@@ -133,6 +144,8 @@ function attentionModel(v: Variant): ModelProto {
     scores = g.op('MatMul', [g.op('Mul', [qh, root]), g.op('Mul', [kt, root])]);
     const probs = g.op('Softmax', [scores], { axis: -1 });
     out = g.op('Transpose', [g.op('MatMul', [probs, headsAxis(val)])], { perm: [0, 2, 1, 3] });
+  } else if (v.layout === 'dynamo') {
+    return dynamoAttention(g, x, q, k, val, v);
   } else {
     // Scaled dot-product attention written out: sqrt(scale) on q and on kᵀ, kᵀ straight from the split.
     const root2 = g.constFloat([Math.sqrt(0.3)], []);
@@ -152,6 +165,42 @@ function attentionModel(v: Variant): ModelProto {
       name: 'value', type: AttributeProto_AttributeType.TENSOR, t: create(TensorProtoSchema, { dataType: 1, dims: [1n], floatData: [1] }),
     }));
   }
+  return model;
+}
+
+/** The dynamo variants, for FEEDS' sizes (batch 2, 5 queries, 3 keys) where the sizes are constants. */
+function dynamoAttention(g: GraphBuilder, x: string, q: string, k: string, val: string, v: Variant): ModelProto {
+  const runtime = v.sizes !== 'constant';
+  const ints = (values: number[]) => g.op('Constant', [], { value_ints: values });
+  // The batch as torch.export's symbolic size: a scalar read from x's shape, reshaped to one entry.
+  const batch = runtime ? g.op('Reshape', [g.op('Gather', [g.op('Shape', [x]), g.constInt64([0], [])], { axis: 0 }), ints([-1])]) : ints([2]);
+  const heads = (t: string, seq: number) =>
+    g.op('Transpose', [g.op('Reshape', [t, g.op('Concat', [batch, ints([runtime ? -1 : seq, HEADS, D])], { axis: 0 })])], { perm: [0, 2, 1, 3] });
+  const [qh, kh, vh] = [heads(q, 5), heads(k, 3), heads(val, 3)];
+  let qs: string;
+  let ks: string;
+  let kt: string;
+  if (runtime) {
+    const last = g.op('Gather', [g.op('Shape', [qh]), ints([-1])], { axis: 0 });
+    const scale = g.op('CastLike', [g.op('Div', [g.op('CastLike', [g.op('Constant', [], { value_float: { f: 1 } }), qh]), g.op('Sqrt', [g.op('CastLike', [last, qh])])]), qh]);
+    const [kLast, kSecondLast, kFirst] = [g.op('Shape', [kh], { start: -1 }), g.op('Shape', [kh], { start: -2, end: -1 }), g.op('Shape', [kh], { end: -2 })];
+    const squeezed = g.op('Reshape', [kh, g.op('Concat', [ints([-1]), kSecondLast, kLast], { axis: 0 })]);
+    kt = g.op('Reshape', [g.op('Transpose', [squeezed], { perm: [0, 2, 1] }), g.op('Concat', [kFirst, kLast, kSecondLast], { axis: 0 })]);
+    qs = g.op('Mul', [qh, g.op('Sqrt', [scale])]);
+    ks = g.op('Mul', [kt, g.op('CastLike', [g.op('Sqrt', [scale]), kt])]);
+  } else {
+    const squeezed = g.op('Reshape', [kh, ints(v.scrambledKeys ? [-1, D, 3] : [-1, 3, D])]);
+    kt = g.op('Reshape', [g.op('Transpose', [squeezed], { perm: [0, 2, 1] }), ints([2, HEADS, D, 3])]);
+    const root = g.constFloat([Math.sqrt(0.3)], [1]);
+    [qs, ks] = [g.op('Mul', [qh, root]), g.op('Mul', [kt, root])];
+  }
+  let probs = g.op('Softmax', [g.op('MatMul', [qs, ks])], { axis: -1 });
+  if (runtime) probs = g.op('Dropout', [probs, g.constFloat([0], []), ...(v.trainingDropout ? ['training_mode'] : [])]);
+  const out = g.op('Transpose', [g.op('MatMul', [probs, vh])], { perm: [0, 2, 1, 3] });
+  const merged = g.op('Reshape', [out, g.op('Concat', [batch, ints([runtime ? -1 : 5, WIDTH])], { axis: 0 })]);
+  g.floatOutput(linear(g, 'to_out', merged, WIDTH, WIDTH), 'y', ['batch', 'seq', WIDTH]);
+  const model = g.build();
+  if (v.trainingDropout) model.graph!.initializer.push(create(TensorProtoSchema, { name: 'training_mode', dataType: 9, dims: [], rawData: new Uint8Array([1]) }));
   return model;
 }
 
@@ -228,6 +277,44 @@ describe('the fusion on one attention', () => {
     // The same computation from a tensor whose last dimension is not the head size: left written out.
     assert.deepEqual(fuseAttention(attentionModel({ layout: 'sdpa-export', scaleFromShapeOf: 'x' })), { fused: 0, left: 1 });
   });
+});
+
+describe("torch's dynamo exporter's scaled-dot-product attention (written as its source writes it)", () => {
+  for (const sizes of ['runtime', 'constant'] as const) {
+    test(`${sizes} sizes: one MultiHeadAttention, ${sizes === 'runtime' ? 'the default scale, the Dropout and the shape arithmetic pruned' : 'the folded scale'}; y within 1e-6`, async (t) => {
+      const plain = attentionModel({ layout: 'dynamo', sizes });
+      const fused = clone(plain);
+      assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
+      assert.deepEqual(fused.graph!.node.map((n) => n.opType).filter((op) => op !== 'Constant'), ['MatMul', 'MatMul', 'MatMul', 'MultiHeadAttention', 'MatMul', 'Add'],
+        'only the projections and the attention are left');
+      const mha = fused.graph!.node.find((n) => n.opType === 'MultiHeadAttention')!;
+      assert.equal(Number(mha.attribute.find((a) => a.name === 'num_heads')!.i), HEADS);
+      const scale = mha.attribute.find((a) => a.name === 'scale');
+      if (sizes === 'runtime') assert.equal(scale, undefined, 'no scale attribute: the default 1 / sqrt(d)');
+      else assert.ok(Math.abs(scale!.f - 0.3) < 1e-6, `scale ${scale!.f}`);
+      const diff = maxAbsDiff((await run(plain, FEEDS()))['y']!, (await run(fused, FEEDS()))['y']!);
+      t.diagnostic(`max abs diff ${diff.toExponential(2)}`);
+      assert.ok(diff < 1e-6, `max abs diff ${diff}`);
+      if (sizes === 'runtime') {
+        const other = () => ({
+          x: new ort.Tensor('float32', randoms(3 * 7 * WIDTH, 4), [3, 7, WIDTH]),
+          context: new ort.Tensor('float32', randoms(3 * 4 * CONTEXT, 5), [3, 4, CONTEXT]),
+        });
+        const d = maxAbsDiff((await run(plain, other()))['y']!, (await run(fused, other()))['y']!);
+        t.diagnostic(`batch 3, 7 queries, 4 keys: ${d.toExponential(2)}`);
+        assert.ok(d < 1e-6, `batch 3, 7 queries, 4 keys: max abs diff ${d}`);
+      }
+    });
+  }
+  for (const v of [{ trainingDropout: true }, { sizes: 'constant', scrambledKeys: true }] as const) {
+    test(`left written out when ${'trainingDropout' in v ? 'the Dropout is in training mode' : "kᵀ's first Reshape takes [-1, d, S] (not kᵀ, though it runs)"}`, async () => {
+      const m = attentionModel({ layout: 'dynamo', ...v });
+      await run(m, FEEDS()); // the plain graph runs
+      const before = toBinary(ModelProtoSchema, m);
+      assert.deepEqual(fuseAttention(m), { fused: 0, left: 1 });
+      assert.deepEqual(toBinary(ModelProtoSchema, m), before, 'the model is unchanged');
+    });
+  }
 });
 
 describe("a real export of diffusers' classic attention processor (torch's TorchScript exporter)", () => {

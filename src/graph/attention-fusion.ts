@@ -51,6 +51,39 @@ interface Heads {
   flat: string;
   heads: number;
   folded: boolean;
+  /** The split Reshape's target [B, S, H, d]. */
+  split: Entry[];
+}
+
+/** One dimension of a tensor: `axis` counted from the end (negative) where the tensor's rank is not known. */
+interface Dim {
+  of: string;
+  axis: number;
+}
+
+/** An entry of a shape: a constant (value), or computed at run time (null), and then what it is where known. */
+interface Entry {
+  value: number | null;
+  source?: string;
+  dim?: Dim;
+}
+
+const normalAxis = (axis: number, rank: number | undefined): number => (axis < 0 && rank !== undefined ? axis + rank : axis);
+
+/**
+ * The dimensions [start, end) of `of` as entries (end undefined: to the last), as Shape's start / end count them;
+ * undefined where their count is not known (one bound from each end of a tensor of unknown rank).
+ */
+function dimRange(of: string, start: number, end: number | undefined, rank: number | undefined): Entry[] | undefined {
+  let a: number;
+  let b: number;
+  if (rank !== undefined) {
+    const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + rank : v, 0), rank);
+    [a, b] = [clamp(start), end === undefined ? rank : clamp(end)];
+  } else if (start >= 0 && end !== undefined && end >= 0) [a, b] = [start, end];
+  else if (start < 0 && (end === undefined || end < 0)) [a, b] = [start, end ?? 0];
+  else return undefined;
+  return Array.from({ length: Math.max(b - a, 0) }, (_, i) => ({ value: null, dim: { of, axis: a + i } }));
 }
 
 class Graph {
@@ -99,7 +132,7 @@ class Graph {
     const p = this.producer.get(name);
     // A constant cast to the compute type (float16 exports) keeps its value up to that type's rounding, which the
     // unfused graph applies too; MultiHeadAttention takes the scale as a float attribute.
-    if ((p?.opType === 'Cast' || p?.opType === 'Identity') && p.input[0]) return this.scalar(p.input[0]);
+    if ((p?.opType === 'Cast' || p?.opType === 'CastLike' || p?.opType === 'Identity') && p.input[0]) return this.scalar(p.input[0]);
     const vf = p?.opType === 'Constant' ? p.attribute.find((a) => a.name === 'value_float') : undefined;
     if (vf) return vf.f;
     const t = this.constantTensor(name);
@@ -107,23 +140,109 @@ class Graph {
   }
 
   /**
-   * The entries of a Reshape's target: a constant's values, or a Concat of constants and Unsqueezed scalars
-   * (null for an entry computed at run time). Undefined when neither.
+   * The entries of a Reshape's target: a constant's values, or a Concat of constants and parts computed at run time
+   * (value null; `dim` where the entry is known to be one dimension of a tensor, `source` where it is an Unsqueezed or
+   * Reshaped scalar). Undefined when it is neither. `ranks`: tensors whose rank the caller knows, for Shape slices that
+   * count from both ends.
    */
-  shapeEntries(name: string): { value: number | null; source?: string }[] | undefined {
+  shapeEntries(name: string, ranks?: ReadonlyMap<string, number>): Entry[] | undefined {
     const whole = this.ints(name);
     if (whole) return whole.map((value) => ({ value }));
     const concat = this.op(name, 'Concat');
     const axis = concat ? intAttr(concat, 'axis') : undefined;
     if (!concat || (axis !== 0n && axis !== -1n)) return undefined;
-    const out: { value: number | null; source?: string }[] = [];
+    const out: Entry[] = [];
     for (const part of concat.input) {
       const values = this.ints(part);
-      if (values) out.push(...values.map((value) => ({ value })));
-      else if (this.op(part, 'Unsqueeze')) out.push({ value: null, source: this.op(part, 'Unsqueeze')!.input[0]! });
-      else return undefined;
+      const computed = values ? values.map((value) => ({ value })) : this.computedEntries(part, ranks);
+      if (!computed) return undefined;
+      out.push(...computed);
     }
     return out;
+  }
+
+  /**
+   * A 1-D part of a shape computed at run time, entry by entry: an Unsqueezed scalar, a scalar Reshaped to one element
+   * (how the dynamo exporter writes a symbolic size into a list), a slice of a Shape (Shape's start / end, or Slice or
+   * Gather of it: each entry one dimension of that tensor).
+   */
+  private computedEntries(name: string, ranks?: ReadonlyMap<string, number>): Entry[] | undefined {
+    const p = this.producer.get(name);
+    if (!p || (p.domain !== '' && p.domain !== 'ai.onnx')) return undefined;
+    switch (p.opType) {
+      case 'Cast':
+      case 'Identity':
+        return this.computedEntries(p.input[0] ?? '', ranks);
+      case 'Unsqueeze':
+        return [{ value: null, source: p.input[0]!, ...this.scalarDim(p.input[0]!, ranks) }];
+      case 'Reshape': {
+        const to = this.ints(p.input[1] ?? '');
+        const one = to?.length === 1 && (to[0] === 1 || (to[0] === -1 && this.isScalar(p.input[0]!)));
+        return one ? [{ value: null, source: p.input[0]!, ...this.scalarDim(p.input[0]!, ranks) }] : undefined;
+      }
+      case 'Shape': {
+        const rank = ranks?.get(p.input[0]!);
+        const start = Number(intAttr(p, 'start') ?? 0n);
+        const end = intAttr(p, 'end');
+        return dimRange(p.input[0]!, start, end === undefined ? undefined : Number(end), rank);
+      }
+      case 'Slice':
+      case 'Gather': {
+        const shape = this.op(p.input[0], 'Shape');
+        if (!shape || shape.attribute.length > 0) return undefined;
+        const of = shape.input[0]!;
+        const rank = ranks?.get(of);
+        if (p.opType === 'Gather') {
+          const index = this.ints(p.input[1] ?? '');
+          if (!index || (intAttr(p, 'axis') ?? 0n) !== 0n || this.rankOf(p.input[1]!) !== 1) return undefined;
+          return index.map((axis) => ({ value: null, dim: { of, axis: normalAxis(axis, rank) } }));
+        }
+        const [starts, ends] = [this.ints(p.input[1] ?? ''), this.ints(p.input[2] ?? '')];
+        const plain = (i: number, v: number) => p.input[i] === undefined || p.input[i] === '' || this.ints(p.input[i]!)?.join() === String(v);
+        if (starts?.length !== 1 || ends?.length !== 1 || !plain(3, 0) || !plain(4, 1)) return undefined;
+        return dimRange(of, starts[0]!, ends[0]! >= 2 ** 31 ? undefined : ends[0]!, rank);
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  /** A scalar read from a shape: Gather of a Shape with a scalar index, or Squeeze of a one-entry Shape slice. */
+  private scalarDim(name: string, ranks?: ReadonlyMap<string, number>): { dim?: Dim } {
+    const p = this.producer.get(name);
+    if (p?.opType === 'Gather' && this.rankOf(p.input[1] ?? '') === 0 && (intAttr(p, 'axis') ?? 0n) === 0n) {
+      const shape = this.op(p.input[0], 'Shape');
+      const index = this.ints(p.input[1]!);
+      if (shape && shape.attribute.length === 0 && index?.length === 1) {
+        return { dim: { of: shape.input[0]!, axis: normalAxis(index[0]!, ranks?.get(shape.input[0]!)) } };
+      }
+    }
+    if (p?.opType === 'Squeeze') {
+      const inner = this.computedEntries(p.input[0] ?? '', ranks);
+      if (inner?.length === 1 && inner[0]!.dim) return { dim: inner[0]!.dim };
+    }
+    return {};
+  }
+
+  /** Whether `name` is a scalar: a Gather with a scalar index, a Squeeze, or arithmetic of scalars. */
+  private isScalar(name: string, depth = 0): boolean {
+    const p = this.producer.get(name);
+    if (!p || depth > 6) return false;
+    if (p.opType === 'Gather') return this.rankOf(p.input[1] ?? '') === 0;
+    if (p.opType === 'Squeeze') return true;
+    if (p.opType === 'Cast' || p.opType === 'Identity') return this.isScalar(p.input[0] ?? '', depth + 1);
+    if (['Mul', 'Div', 'Add', 'Sub'].includes(p.opType)) {
+      return p.input.every((i) => this.isScalar(i, depth + 1) || (this.ints(i)?.length === 1 && this.rankOf(i) === 0));
+    }
+    return false;
+  }
+
+  /** The rank of a constant (its dims' count); undefined for anything else. */
+  private rankOf(name: string): number | undefined {
+    const t = this.constantTensor(name);
+    if (t) return t.dims.length;
+    const p = this.producer.get(name);
+    return p?.opType === 'Constant' && p.attribute.some((a) => a.name === 'value_ints') ? 1 : undefined;
   }
 
   perm(node: NodeProto | undefined): string {
@@ -170,6 +289,7 @@ function factorOf(g: Graph, name: string, depth = 0): Factor | undefined {
   const arg = (i: number) => factorOf(g, n.input[i] ?? '', depth + 1);
   switch (n.opType) {
     case 'Cast':
+    case 'CastLike':
     case 'Identity':
       return arg(0);
     case 'Sqrt': {
@@ -228,6 +348,13 @@ function zeroTerm(g: Graph, name: string, depth = 0): { shape: string | undefine
   return undefined;
 }
 
+/** Whether a bool constant is false. */
+function isFalse(t: TensorProto): boolean {
+  if (t.dataLocation === EXTERNAL) return false;
+  const values = t.int32Data.length > 0 ? Array.from(t.int32Data) : Array.from(t.rawData);
+  return values.length === 1 && values[0] === 0;
+}
+
 /** The value a ConstantOfShape fills with (0 when it has no `value`); NaN when it is not a float scalar. */
 function constantOfShape(g: Graph, n: NodeProto): number {
   const t = n.attribute.find((a) => a.name === 'value')?.t;
@@ -264,13 +391,13 @@ function peelScale(g: Graph, name: string): { name: string; scale: Factor; zeroS
   }
 }
 
-/** Reshape [B, S, H, d] of a flat tensor, H constant: the flat tensor and H. */
-function headSplit(g: Graph, name: string): { flat: string; heads: number } | undefined {
+/** Reshape [B, S, H, d] of a flat tensor, H constant: the flat tensor, H and the target. */
+function headSplit(g: Graph, name: string): { flat: string; heads: number; split: Entry[] } | undefined {
   const r = g.op(name, 'Reshape');
   const target = r ? g.shapeEntries(r.input[1]!) : undefined;
   const heads = target?.[2]?.value;
   if (!r || target?.length !== 4 || heads === null || heads === undefined || heads <= 0) return undefined;
-  return { flat: r.input[0]!, heads };
+  return { flat: r.input[0]!, heads, split: target };
 }
 
 /** [B, H, S, d] (Transpose 0 2 1 3 of the split) or folded [B·H, S, d] (a Reshape of that): the flat tensor. */
@@ -295,8 +422,13 @@ function foldsHeads(g: Graph, entry: { value: number | null; source?: string }, 
   return !!mul && mul.input.some((i) => g.ints(i)?.length === 1 && g.ints(i)![0] === heads);
 }
 
-/** kᵀ: Transpose (0 2 1) of folded heads, Transpose (0 1 3 2) of [B, H, S, d], or Transpose (0 2 3 1) of the split. */
+/**
+ * kᵀ: Transpose (0 2 1) of folded heads, Transpose (0 1 3 2) of [B, H, S, d], Transpose (0 2 3 1) of the split, or
+ * the swap the dynamo exporter writes for scaled-dot-product attention (a Transpose of rank 3 between two Reshapes).
+ */
 function keysTransposed(g: Graph, name: string): Heads | undefined {
+  const sandwich = g.op(name, 'Reshape');
+  if (sandwich) return keysSwappedByReshapes(g, sandwich);
   const t = g.op(name, 'Transpose');
   if (!t) return undefined;
   const perm = g.perm(t);
@@ -313,6 +445,34 @@ function keysTransposed(g: Graph, name: string): Heads | undefined {
     return split ? { ...split, folded: false } : undefined;
   }
   return undefined;
+}
+
+/**
+ * kᵀ of k = [B, H, S, d] written as Reshape [-1, S, d] → Transpose (0 2 1) → Reshape [B, H, d, S] (torch's dynamo
+ * exporter, which transposes with a static permutation whatever k's rank): both targets' S and d must be k's own,
+ * read from k's shape at run time or constants equal to the head split's, and the outer target's leading two B and H.
+ */
+function keysSwappedByReshapes(g: Graph, outer: NodeProto): Heads | undefined {
+  const t = g.op(outer.input[0], 'Transpose');
+  const inner = t && g.perm(t) === '0 2 1' ? g.op(t.input[0], 'Reshape') : undefined;
+  const key = inner?.input[0];
+  const h = key ? headsOf(g, key) : undefined;
+  if (!inner || !key || !h || h.folded) return undefined;
+  const ranks = new Map([[key, 4]]);
+  const [a, b] = [g.shapeEntries(inner.input[1]!, ranks), g.shapeEntries(outer.input[1]!, ranks)];
+  if (a?.length !== 3 || b?.length !== 4) return undefined;
+  // k's axes [B, H, S, d] are the split's entries 0, 2, 1, 3.
+  const splitIndex = [0, 2, 1, 3];
+  const isKeyAxis = (e: Entry, axis: number): boolean => {
+    if (e.dim) return e.dim.of === key && e.dim.axis === axis;
+    const fromSplit = h.split[splitIndex[axis]!]!.value;
+    return e.value !== null && e.value >= 0 && (fromSplit === e.value || (axis === 1 && e.value === h.heads));
+  };
+  const same = (x: Entry, y: Entry): boolean =>
+    x.dim && y.dim ? x.dim.of === y.dim.of && x.dim.axis === y.dim.axis : x.value !== null && x.value === y.value;
+  const ok = isKeyAxis(a[1]!, 2) && isKeyAxis(a[2]!, 3) && same(b[2]!, a[2]!) && same(b[3]!, a[1]!) &&
+    (b[0]!.value === -1 || isKeyAxis(b[0]!, 0)) && isKeyAxis(b[1]!, 1);
+  return ok ? h : undefined;
 }
 
 /** The only consumer of `name`, if it has exactly one and is not a graph output. */
@@ -381,9 +541,27 @@ function scoresShape(g: Graph, shape: string, qk: NodeProto, q: string, kt: stri
   });
 }
 
+/**
+ * The probabilities as the ·v MatMul reads them: the Softmax's output, or that of a Dropout after it that does nothing
+ * (no training_mode, or a constant false; its mask unread), as the dynamo exporter writes scaled-dot-product attention.
+ */
+function probabilities(g: Graph, softmax: NodeProto): { name: string; reader: NodeProto } | undefined {
+  const next = soleConsumer(g, softmax.output[0]!);
+  if (next?.opType !== 'Dropout' || (next.domain !== '' && next.domain !== 'ai.onnx')) {
+    return next ? { name: softmax.output[0]!, reader: next } : undefined;
+  }
+  const training = next.input[2];
+  const inference = !training || g.ints(training)?.every((v) => v === 0) || g.constantTensor(training)?.dataType === 9 && isFalse(g.constantTensor(training)!);
+  const mask = next.output[1];
+  if (!inference || (mask && (g.consumers.has(mask) || g.outputs.has(mask)))) return undefined;
+  const reader = soleConsumer(g, next.output[0]!);
+  return reader ? { name: next.output[0]!, reader } : undefined;
+}
+
 function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefined {
-  const pv = soleConsumer(g, softmax.output[0]!);
-  if (!pv || pv.opType !== 'MatMul' || pv.input[0] !== softmax.output[0]) return undefined;
+  const probs = probabilities(g, softmax);
+  const pv = probs?.reader;
+  if (!pv || pv.opType !== 'MatMul' || pv.input[0] !== probs.name) return undefined;
   const scores = peelScale(g, softmax.input[0]!);
   const qk = g.op(scores.name, 'MatMul');
   if (!qk || soleConsumer(g, qk.output[0]!) === undefined) return undefined;
