@@ -11,7 +11,9 @@
  *   Reshape [B, H, S, d] → Transpose (0 2 1 3) → Reshape [B, S, H·d] (its sizes may be read from the output's own
  *   shape, as diffusers' batch_to_head_dim does);
  * - heads as their own axis (scaled-dot-product attention written out): Reshape [B, S, H, d] → Transpose (0 2 1 3),
- *   kᵀ as Transpose (0 1 3 2) of that or Transpose (0 2 3 1) of the Reshape; output Transpose (0 2 1 3) → Reshape.
+ *   kᵀ as Transpose (0 1 3 2) of that or Transpose (0 2 3 1) of the Reshape, or (torch's dynamo exporter) as
+ *   Reshape [-1, S, d] → Transpose (0 2 1) → Reshape [B, H, d, S] of it, with an inference Dropout after the Softmax;
+ *   output Transpose (0 2 1 3) → Reshape. Target sizes may be constants or read from shapes at run time.
  * Scalar Mul / Div on the scores or on q and kᵀ become the node's `scale` (and zeros added to the scores, as torch's
  * export of baddbmm with beta 0 writes them, are dropped); so does the default scale that torch's
  * export of scaled-dot-product attention computes from the query's shape (sqrt(1 / sqrt(d)) on q and on kᵀ). The head
