@@ -11,9 +11,11 @@
  * process is killed at once: that ends nothing else.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { AsgdError, type ErrorKind } from '../../core/errors.ts';
+import { ArrayStow, makeStowFolder, STOW_DIR_ENV } from './array-stow.ts';
 import type { DeviceSpec, WorkerIsolation } from './devices.ts';
 import type { SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
@@ -58,16 +60,30 @@ function threadChannel(on: ChannelEvents): Channel {
 }
 
 function processChannel(on: ChannelEvents): Channel {
-  // 'advanced' serialization carries typed arrays as such (a copy; nothing is transferred between processes). The
-  // worker's stdout goes to this process's stderr, so that nothing it prints can mix into an image on stdout.
+  // 'advanced' serialization carries typed arrays as such (a copy; nothing is transferred between processes); the
+  // large ones go through files in memory instead (array-stow.ts). The worker's stdout goes to this process's stderr,
+  // so that nothing it prints can mix into an image on stdout.
+  const folder = makeStowFolder();
+  if (folder) trackStowFolder(folder);
+  const stow = new ArrayStow(folder, 'c');
   const child: ChildProcess = fork(fileURLToPath(WORKER_URL), [], {
     execArgv: process.execArgv.filter((a) => !a.startsWith('--test')),
     serialization: 'advanced',
     stdio: ['ignore', 2, 2, 'ipc'],
+    env: folder ? { ...process.env, [STOW_DIR_ENV]: folder } : process.env,
   });
-  child.on('message', on.message);
+  child.on('message', (m: WorkerReply) => {
+    let reply: WorkerReply;
+    try {
+      reply = stow.unstow(m);
+    } catch (err) {
+      reply = { id: m.id, ok: false, error: { name: 'Error', message: (err as Error).message } };
+    }
+    on.message(reply);
+  });
   const exited = new Promise<void>((resolve) => {
     child.on('exit', (code, signal) => {
+      removeStowFolder(folder);
       on.exit(signal ? `by signal ${signal}` : `with code ${code}`);
       resolve();
     });
@@ -75,6 +91,7 @@ function processChannel(on: ChannelEvents): Channel {
       on.error(err);
       // A process that never started has no 'exit' to wait for.
       if (child.pid === undefined) {
+        removeStowFolder(folder);
         on.exit('before it started');
         resolve();
       }
@@ -82,12 +99,31 @@ function processChannel(on: ChannelEvents): Channel {
   });
   return {
     id: `process ${child.pid}`,
-    post: (m) => void child.send(m as object),
+    post: (m) => void child.send(stow.stow(m) as object),
     end: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
     },
   };
+}
+
+/** Array folders of worker processes still running: removed when each exits, and at this process's exit. */
+const stowFolders = new Set<string>();
+
+function trackStowFolder(folder: string): void {
+  if (stowFolders.size === 0) process.once('exit', removeAllStowFolders);
+  stowFolders.add(folder);
+}
+
+function removeStowFolder(folder: string | undefined): void {
+  if (!folder || !stowFolders.delete(folder)) return;
+  fs.rmSync(folder, { recursive: true, force: true });
+  if (stowFolders.size === 0) process.off('exit', removeAllStowFolders);
+}
+
+function removeAllStowFolders(): void {
+  for (const f of stowFolders) fs.rmSync(f, { recursive: true, force: true });
+  stowFolders.clear();
 }
 
 interface ChannelEvents {

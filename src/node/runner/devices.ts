@@ -27,7 +27,7 @@ export type WorkerIsolation = 'thread' | 'process';
  * Where each device's worker runs (PipelineOptions.workerIsolation). 'auto': a process of its own for each WebGPU
  * worker when there are two or more (onnxruntime-node 1.30 cannot run two WebGPU sessions at once in two threads of
  * one process; two processes can), threads for everything else: a thread takes its sample from shared memory and
- * hands its output over without a copy, while a process pays a copy each way through a pipe (docs/benchmarks.md).
+ * hands its output over without a copy, while a process pays a copy each way (files in /dev/shm: array-stow.ts).
  */
 export function workerIsolations(mode: unknown, devices: readonly DeviceSpec[]): WorkerIsolation[] {
   const m = checkOption<'auto' | WorkerIsolation>(optionSpec(PIPELINE_OPTIONS, 'workerIsolation'), mode);

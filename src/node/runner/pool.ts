@@ -44,9 +44,8 @@ class WorkerDevice implements ExecDevice {
     const n = u.sample.length;
     let sample: Float32Array;
     if (this.worker.isolation === 'process') {
-      // Serialised (a copy) to the worker process, which shares no memory with this one; a view is sent with the
-      // whole buffer under it, hence the slice.
-      sample = u.sample.byteLength === u.sample.buffer.byteLength ? u.sample : u.sample.slice();
+      // Copied to the worker process, which shares no memory with this one (array-stow.ts: a file, or the channel).
+      sample = u.sample;
     } else {
       if (!this.staging || this.staging.length < n) this.staging = new Float32Array(new SharedArrayBuffer(4 * n));
       sample = this.staging.subarray(0, n);

@@ -1,9 +1,11 @@
 /**
- * Messages between the coordinator and a device worker. Tensors travel as typed arrays, never JSON: UNet samples
- * through a shared buffer per device (copied in once, nothing to allocate), results as transferred buffers; the
- * text embeddings once per generation.
+ * Messages between the coordinator and a device worker. Tensors travel as typed arrays, never JSON: to a worker
+ * thread, UNet samples through a shared buffer per device (copied in once, nothing to allocate), results as
+ * transferred buffers; to and from a worker process, large arrays through files in memory (array-stow.ts); the text
+ * embeddings once per generation.
  */
 import type { DeviceConditioningCounts } from '../../onnx/io.ts';
+import type { StowCounts } from './array-stow.ts';
 import type { AttentionMap } from '../../core/methods/types.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { IoInfo, SessionOptions } from '../../onnx/io.ts';
@@ -95,6 +97,8 @@ export type WorkerResult =
       deviceConditioning: { unet?: DeviceConditioningCounts; probe?: DeviceConditioningCounts };
       /** The process the worker runs in (the coordinator's own for a worker thread). */
       pid: number;
+      /** A worker process: the arrays it got and sent through files, and the folder (undefined where none). */
+      transport?: StowCounts & { folder: string | undefined };
     }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'checkCfgSplit'; identical: boolean; maxAbs: number }

@@ -14,6 +14,7 @@ import { VAE_GRAPH_MEMORY, VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter 
 import { fusedLoadOptions } from '../fused-attention.ts';
 import { probeLoadOptions } from '../probe.ts';
 import { runAttentionHead } from '../../onnx/vae-attention.ts';
+import { ArrayStow, STOW_DIR_ENV } from './array-stow.ts';
 import type { ComponentName, FailMode, SerializedError, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
 const LABELS: Record<ComponentName, string> = {
@@ -74,7 +75,8 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       const components: Record<string, { inputs: unknown; outputs: unknown }> = {};
       for (const [name, s] of Object.entries(state.sessions)) components[name] = { inputs: s!.inputs, outputs: s!.outputs };
       const deviceConditioning = { unet: state.unet?.device?.counts, probe: state.probe?.device?.counts };
-      return { result: { type: 'describe', components, deviceConditioning, pid: process.pid } as WorkerResult, transfer: [] };
+      const transport = stow ? { ...stow.counts, folder: stow.folder } : undefined;
+      return { result: { type: 'describe', components, deviceConditioning, pid: process.pid, transport } as WorkerResult, transfer: [] };
     }
     case 'checkCfgSplit': {
       if (!state.unet) throw new Error('worker: unet not loaded');
@@ -237,11 +239,21 @@ async function reopenPlainVae(name: 'vaeDecoder' | 'vaeEncoder'): Promise<void> 
 // A worker thread (parentPort) or a worker process (an IPC channel with 'advanced' serialization: device-worker.ts).
 const port = parentPort;
 if (!port && !process.send) throw new Error('worker.ts must run in a worker thread or a forked process');
+// A worker process gets and sends its large arrays through files in the folder the coordinator made (array-stow.ts).
+const stow = port ? undefined : new ArrayStow(process.env[STOW_DIR_ENV] || undefined, 'w');
 const send = (reply: WorkerReply, transfer: ArrayBuffer[]): void => {
   if (port) port.postMessage(reply, transfer);
-  else process.send!(reply);
+  else process.send!(stow!.stow(reply));
 };
 const onRequest = (msg: { id: number; req: WorkerRequest }): void => {
+  if (stow) {
+    try {
+      msg = stow.unstow(msg);
+    } catch (err) {
+      send({ id: msg.id, ok: false, error: serialize(err) }, []);
+      return;
+    }
+  }
   handle(msg.req).then(
     ({ result, transfer }) => send({ id: msg.id, ok: true, result }, transfer),
     (err: unknown) => send({ id: msg.id, ok: false, error: serialize(err) }, []),
