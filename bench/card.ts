@@ -40,6 +40,7 @@ import path from 'node:path';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { fuseAttention } from '../src/graph/attention-fusion.ts';
+import { scanCrossAttention } from '../src/graph/attention-probe.ts';
 import { float32Tensor, floatTensor, makeTensor, openSession, readFloat, releaseSession, supportedBackends, type OrtTensor } from '../src/onnx/session.ts';
 import { UnetAdapter, type TextConditioning } from '../src/onnx/unet.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
@@ -413,11 +414,18 @@ export async function benchFusion(args: Args): Promise<Record<string, unknown>> 
     return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
   };
   const bytes = new Uint8Array(fs.readFileSync(path.join(dir, 'attention.onnx')));
+  // The attention-probe scan on this export (the attention sits at an up-block attn2's module path; its keys' input
+  // named as a UNet's text input): whether this exporter's naming (the dynamo one: node metadata) shows the layer.
+  const asUnet = fromBinary(ModelProtoSchema, bytes);
+  for (const i of asUnet.graph?.input ?? []) if (i.name === 'context') i.name = 'encoder_hidden_states';
+  for (const n of asUnet.graph?.node ?? []) n.input = n.input.map((x) => (x === 'context' ? 'encoder_hidden_states' : x));
+  const scan = scanCrossAttention(asUnet);
+  const probe = { layers: scan.sites.map((x) => x.layer), rejected: scan.rejected };
   const model = fromBinary(ModelProtoSchema, bytes);
   const fusion = fuseAttention(model);
   const mha = model.graph?.node.find((n) => n.opType === 'MultiHeadAttention');
   const result: Record<string, unknown> = {
-    meta, fusion, nodes: model.graph?.node.map((n) => n.opType),
+    meta, fusion, probe, nodes: model.graph?.node.map((n) => n.opType),
     numHeads: mha ? Number(mha.attribute.find((a) => a.name === 'num_heads')?.i) : null,
     scale: mha ? (mha.attribute.find((a) => a.name === 'scale')?.f ?? 'default (1 / sqrt of the head size)') : null,
   };
@@ -434,7 +442,7 @@ export async function benchFusion(args: Args): Promise<Record<string, unknown>> 
       await releaseSession(s);
     }
   }
-  console.error(`[card] fusion on ${dir}: ${JSON.stringify(fusion)}, fused vs torch ${String(result['fusedVsTorch'])}`);
+  console.error(`[card] fusion on ${dir}: ${JSON.stringify(fusion)}, fused vs torch ${String(result['fusedVsTorch'])}, probe layers ${JSON.stringify(probe.layers)}`);
   return result;
 }
 

@@ -16,6 +16,7 @@ import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, ModelProtoSchema, TensorProtoSchema, type ModelProto } from 'onnx-buf';
 import ort from 'onnxruntime-node';
 import { fuseAttention, MS_DOMAIN } from '../src/graph/attention-fusion.ts';
+import { scanCrossAttention } from '../src/graph/attention-probe.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
@@ -337,6 +338,11 @@ describe("a real export of diffusers' classic attention processor (torch's Torch
     const meta = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8'));
     const plain = fromBinary(ModelProtoSchema, fs.readFileSync(path.join(dir, 'attention.onnx')));
     assert.equal(count(plain, 'ConstantOfShape'), 1, 'the export holds baddbmm\'s empty input');
+    // At an up-block attn2's module path, its keys' input named as a UNet's: the attention-probe scan finds the layer.
+    const asUnet = clone(plain);
+    for (const i of asUnet.graph!.input) if (i.name === 'context') i.name = 'encoder_hidden_states';
+    for (const n of asUnet.graph!.node) n.input = n.input.map((x) => (x === 'context' ? 'encoder_hidden_states' : x));
+    assert.deepEqual(scanCrossAttention(asUnet).sites.map((x) => x.layer), ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2']);
     const fused = clone(plain);
     assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
     assert.deepEqual(fused.graph!.node.map((n) => n.opType), ['MatMul', 'MatMul', 'MatMul', 'MultiHeadAttention', 'MatMul', 'Add'],

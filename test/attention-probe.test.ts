@@ -14,6 +14,7 @@ import ort from 'onnxruntime-node';
 import { AsgdError } from '../src/core/errors.ts';
 import { float32ToFloat16 } from '../src/core/float16.ts';
 import { TINY_TEXT, TINY_UNET, writeTinySdModel, type VariantName } from './fixtures/index.ts';
+import { dynamoNamed } from './fixtures/dynamo-naming.ts';
 import { linear } from './fixtures/layers.ts';
 import { GraphBuilder, valueInfo } from './fixtures/onnx-graph.ts';
 import { mulberry32 } from './fixtures/prng.ts';
@@ -226,6 +227,28 @@ describe('attention probe on the standard fixture', () => {
     const twice = fromBinary(ModelProtoSchema, bytes);
     addAttentionProbe(twice);
     assert.match((addAttentionProbe(twice) as { reason: string }).reason, /already is an attention-probe graph/);
+  });
+});
+
+describe("attention probe on a dynamo export's naming", () => {
+  test('the layers found from the node metadata under the names the TorchScript export gives; the same probabilities, bit for bit', async () => {
+    const bytes = fs.readFileSync(path.join(await model('standard'), 'unet', 'model.onnx'));
+    assert.deepEqual(scanCrossAttention(dynamoNamed(bytes, false)).sites, [], 'without the metadata nothing tells the layers');
+    const dyn = dynamoNamed(bytes);
+    assert.ok(dyn.graph!.node.every((n) => !n.name.includes('attn') && !n.output.some((o) => o.includes('attn'))));
+    assert.deepEqual(scanCrossAttention(dyn).sites.map((s) => s.layer), LAYERS);
+    const plain = fromBinary(ModelProtoSchema, bytes);
+    assert.deepEqual(addAttentionProbe(plain), { layers: LAYERS });
+    assert.deepEqual(addAttentionProbe(dyn), { layers: LAYERS });
+    const [a, b] = [await load(toBinary(ModelProtoSchema, plain)), await load(toBinary(ModelProtoSchema, dyn))];
+    const feeds = unetFeeds(a, 8, 12);
+    const [ra, rb] = [await a.run(feeds), await b.run(feeds)];
+    for (const layer of LAYERS) {
+      const [x, y] = [ra[probeOutputName(layer)]!.data as Float32Array, rb[probeOutputName(layer)]!.data as Float32Array];
+      assert.ok(x.length > 0 && Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(y.buffer, y.byteOffset, y.byteLength)), layer);
+    }
+    await a.release();
+    await b.release();
   });
 });
 

@@ -130,6 +130,7 @@ test("bench/card.ts fusion checks the attention fusion on this torch's exports o
   assert.deepEqual(c['fusion'], { fused: 1, left: 0 });
   assert.equal(c['numHeads'], 5);
   assert.ok((c['fusedVsTorch'] as number) < 1e-5, String(c['fusedVsTorch']));
+  assert.deepEqual((c['probe'] as { layers: string[] }).layers, ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2'], 'the probe scan finds the layer');
   // torch 2 exports scaled_dot_product_attention; torch 1.x (Debian 12's) has none, and says so (exit 3).
   const sdpa = path.join(dir, 'fusion-sdpa');
   r = spawnSync(PY!, ['scripts/reference/attention_export.py', sdpa, '--processor', 'sdpa'], { cwd: ROOT, encoding: 'utf8' });
@@ -139,6 +140,7 @@ test("bench/card.ts fusion checks the attention fusion on this torch's exports o
     assert.equal(r.status, 0, r.stderr.slice(-2000));
     assert.deepEqual(s['fusion'], { fused: 1, left: 0 });
     assert.equal(s['scale'], 'default (1 / sqrt of the head size)');
+    assert.deepEqual((s['probe'] as { layers: string[] }).layers, ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2']);
     assert.ok((s['fusedVsTorch'] as number) < 1e-5, String(s['fusedVsTorch']));
   }
 });

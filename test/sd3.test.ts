@@ -17,6 +17,7 @@ import { checkGeneration } from '../src/core/generation/check.ts';
 import { ClipTokenizer } from '../src/core/text/clip-tokenizer.ts';
 import { T5Tokenizer, T5_MAX_LENGTH } from '../src/core/text/t5-tokenizer.ts';
 import { addJointAttentionProbe, scanJointAttention } from '../src/graph/joint-attention-probe.ts';
+import { dynamoNamed } from './fixtures/dynamo-naming.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
 import { valueInfo } from './fixtures/onnx-graph.ts';
@@ -139,6 +140,10 @@ test('joint-attention probe: image-query x text-key probabilities equal softmax(
   const model = fromBinary(ModelProtoSchema, fs.readFileSync(spec.paths.unet));
   const sites = scanJointAttention(model).sites;
   assert.equal(sites.length, TINY_SD3.layers);
+  // Named as the dynamo exporter names things (the module scope in node metadata): the same layers.
+  const dynamo = dynamoNamed(fs.readFileSync(spec.paths.unet));
+  assert.deepEqual(scanJointAttention(dynamo).sites.map((x) => x.layer), sites.map((x) => x.layer));
+  assert.deepEqual(scanJointAttention(dynamoNamed(fs.readFileSync(spec.paths.unet), false)).sites, [], 'and not without the metadata');
   const surgery = addJointAttentionProbe(model);
   assert.ok('layers' in surgery);
   // Test-only outputs: the q and kᵀ operands of the first block's score MatMul.

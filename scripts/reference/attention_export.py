@@ -17,7 +17,7 @@ on (test/attention-fusion.test.ts; part `fusion` of scripts/device/card.sh on th
 the TorchScript one; exit code 3 ("unsupported") where this torch or its onnxscript lacks it.
 
 Usage: attention_export.py OUT_DIR [--processor classic|sdpa] [--exporter torchscript|dynamo]. Writes OUT_DIR/attention.onnx (float32, dynamic batch
-and lengths), OUT_DIR/x.f32, context.f32 and y.f32 (raw little-endian float32: the inputs and torch's output for
+and lengths; the attention at the module path up_blocks.0.attentions.0.transformer_blocks.0.attn2), OUT_DIR/x.f32, context.f32 and y.f32 (raw little-endian float32: the inputs and torch's output for
 them) and OUT_DIR/meta.json (shapes, heads, scale, processor, torch's version).
 """
 import argparse
@@ -70,6 +70,30 @@ class Attention(torch.nn.Module):
         return self.to_out(self.batch_to_head_dim(torch.bmm(probs, v)))
 
 
+class Holder(torch.nn.Module):
+    """One level of module path: `name.0` (a ModuleList) or `name` holding `inner`, whose forward it calls (the
+    TorchScript exporter names scopes after the modules whose forward runs)."""
+
+    def __init__(self, name, inner, listed):
+        super().__init__()
+        self.name, self.listed = name, listed
+        setattr(self, name, torch.nn.ModuleList([inner]) if listed else inner)
+
+    def forward(self, x, context):
+        inner = getattr(self, self.name)
+        return (inner[0] if self.listed else inner)(x, context)
+
+
+def up_block_path(attn):
+    """The attention at the module path of an SD UNet's first up-block cross-attention,
+    up_blocks.0.attentions.0.transformer_blocks.0.attn2, so that the export names its scope (or, by the dynamo exporter,
+    records it in node metadata) as SD exports do: for the attention-probe scan (src/graph/attention-probe.ts)."""
+    m = Holder('attn2', attn, False)
+    for name in ('transformer_blocks', 'attentions', 'up_blocks'):
+        m = Holder(name, m, True)
+    return m
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('out')
@@ -96,7 +120,7 @@ def main():
         except ImportError:
             unsupported('the dynamo exporter needs onnxscript, which is not installed')
     torch.manual_seed(0)
-    model = Attention(a.processor).eval()
+    model = up_block_path(Attention(a.processor)).eval()
     x = torch.randn(B, S, DIM)
     context = torch.randn(B, L, CONTEXT)
     with torch.no_grad():

@@ -87,9 +87,36 @@ export function probeOutputName(layer: string): string {
   return `${PROBE_OUTPUT_PREFIX}${layer}`;
 }
 
+/** The node metadata in which torch's dynamo exporter records the module a node comes from. */
+const NAME_SCOPES = 'pkg.torch.onnx.name_scopes';
+
+/**
+ * The names that tell a node's module: its own and its output's (the TorchScript exporter's, e.g.
+ * `/up_blocks.1/attentions.0/transformer_blocks.0/attn2/Softmax`), and, for torch's dynamo exporter, whose names do
+ * not (`node_Softmax_12`), the same form rebuilt from its `pkg.torch.onnx.name_scopes` metadata: the module paths from
+ * the root, dotted (`['', 'up_blocks.1', ..., 'up_blocks.1.attentions.0.transformer_blocks.0.attn2', 'softmax']`,
+ * the last entry the node's own name).
+ */
+export function scopedNames(node: NodeProto): string[] {
+  const names = [node.name, node.output[0] ?? ''];
+  const scopes = node.metadataProps.find((p) => p.key === NAME_SCOPES)?.value;
+  const entries = scopes ? [...scopes.matchAll(/'([^']*)'|"([^"]*)"/g)].map((m) => m[1] ?? m[2]!) : [];
+  const module = entries.slice(1, -1).at(-1);
+  if (module) {
+    // A numeric part is a list index and stays with its list's name: up_blocks.1.attentions.0 -> up_blocks.1/attentions.0.
+    const parts: string[] = [];
+    for (const t of module.split('.')) {
+      if (/^\d+$/.test(t) && parts.length > 0) parts[parts.length - 1] += `.${t}`;
+      else parts.push(t);
+    }
+    names.push(`/${parts.join('/')}/${node.opType}`);
+  }
+  return names;
+}
+
 /** The layer a node belongs to: its name (or, when an optimizer dropped the name, its output's) up to `/attn2`. */
 function attn2Layer(node: NodeProto): string | undefined {
-  for (const name of [node.name, node.output[0] ?? '']) {
+  for (const name of scopedNames(node)) {
     const at = name.indexOf(`${ATTN2}/`);
     if (at >= 0) return name.slice(0, at + ATTN2.length);
   }

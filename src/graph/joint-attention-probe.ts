@@ -23,6 +23,7 @@ import {
   addHeadMeanOutput,
   indexGraph,
   scoresMatMul,
+  scopedNames,
   softmaxAxisProblem,
   declaredDims,
   defaultOpset,
@@ -59,7 +60,7 @@ export function isJointTransformer(model: ModelProto): boolean {
 }
 
 function jointLayer(node: NodeProto): string | undefined {
-  for (const name of [node.name, node.output[0] ?? '']) {
+  for (const name of scopedNames(node)) {
     const m = /^(.*\/transformer_blocks\.\d+\/attn)\//.exec(name);
     if (m) return m[1];
   }
