@@ -144,6 +144,45 @@ test('the attention core in query chunks equals the unchunked head', async () =>
   }
 });
 
+test("a Dropout after the Softmax (the dynamo exporter's scaled-dot-product attention): in inference mode the core still runs in chunks, equal to the unchunked head; in training mode it is named", async () => {
+  const withDropout = (training: boolean): ModelProto => {
+    const m = attnDecoder();
+    const g = m.graph!;
+    const softmax = g.node.find((n) => n.opType === 'Softmax')!;
+    const reader = g.node.find((n) => n.input.includes(softmax.output[0]!))!;
+    g.initializer.push(create(TensorProtoSchema, { name: '/test/ratio', dataType: 1, dims: [], floatData: [0] }));
+    if (training) g.initializer.push(create(TensorProtoSchema, { name: '/test/training', dataType: 9, dims: [], rawData: new Uint8Array([1]) }));
+    g.node.splice(g.node.indexOf(softmax) + 1, 0, create(NodeProtoSchema, {
+      name: '/test/Dropout', opType: 'Dropout', input: [softmax.output[0]!, '/test/ratio', ...(training ? ['/test/training'] : [])], output: ['/test/dropped'],
+    }));
+    reader.input = reader.input.map((i) => (i === softmax.output[0] ? '/test/dropped' : i));
+    return m;
+  };
+  const file = writeModel(withDropout(false), 'attn-dropout');
+  const chunked = await localAttentionBackend(file, SESSION, { chunkBytes: 16 * 1024 });
+  const whole = await localAttentionBackend(file, SESSION, { unchunked: true });
+  try {
+    assert.ok(!('reason' in chunked.attentionGraphs) && chunked.attentionGraphs.chunked, JSON.stringify(chunked.attentionGraphs));
+    const latent = latentOf(24, 20);
+    const a = chunked.attention && !('reason' in chunked.attention) ? await chunked.attention.runGlobal(latent.slice(), 4, 24, 20) : undefined;
+    const b = whole.attention && !('reason' in whole.attention) ? await whole.attention.runGlobal(latent.slice(), 4, 24, 20) : undefined;
+    assert.ok(a && b);
+    assert.equal(a.chunks, 60);
+    let max = 0;
+    for (let i = 0; i < a.data.length; i++) max = Math.max(max, Math.abs(a.data[i]! - b.data[i]!));
+    assert.ok(max <= 1e-5, `chunked vs unchunked: ${max}`);
+  } finally {
+    await chunked.close();
+    await whole.close();
+  }
+  const training = await localAttentionBackend(writeModel(withDropout(true), 'attn-dropout-training'), SESSION, { chunkBytes: 16 * 1024 });
+  try {
+    assert.equal((training.attentionGraphs as { coreReason?: string }).coreReason, '/test/Dropout (Dropout) after the Softmax is not row-independent');
+  } finally {
+    await training.close();
+  }
+});
+
 test('float16 decoders (GroupNormalization, opset 18): the scale is a cast constant; the chunked core equals the unchunked head', async () => {
   const file = writeModel(buildGroupNormVaeDecoder({ seed: 5, floatType: 'float16', form: 'group-normalization-18', ...SMALL_VAE_DECODER, midAttention: true }), 'attn-f16');
   const chunked = await localAttentionBackend(file, SESSION, { chunkBytes: 16 * 1024 });

@@ -36,7 +36,7 @@ import {
   type TensorProto,
 } from 'onnx-buf';
 import { fromFloat16Bits } from '../core/float16.ts';
-import { defaultOpset, int64Constant, intAttr } from './attention-probe.ts';
+import { defaultOpset, int64Constant, intAttr, isInferenceDropout } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -350,13 +350,6 @@ function zeroTerm(g: Graph, name: string, depth = 0): { shape: string | undefine
   return undefined;
 }
 
-/** Whether a bool constant is false. */
-function isFalse(t: TensorProto): boolean {
-  if (t.dataLocation === EXTERNAL) return false;
-  const values = t.int32Data.length > 0 ? Array.from(t.int32Data) : Array.from(t.rawData);
-  return values.length === 1 && values[0] === 0;
-}
-
 /** The value a ConstantOfShape fills with (0 when it has no `value`); NaN when it is not a float scalar. */
 function constantOfShape(g: Graph, n: NodeProto): number {
   const t = n.attribute.find((a) => a.name === 'value')?.t;
@@ -549,13 +542,8 @@ function scoresShape(g: Graph, shape: string, qk: NodeProto, q: string, kt: stri
  */
 function probabilities(g: Graph, softmax: NodeProto): { name: string; reader: NodeProto } | undefined {
   const next = soleConsumer(g, softmax.output[0]!);
-  if (next?.opType !== 'Dropout' || (next.domain !== '' && next.domain !== 'ai.onnx')) {
-    return next ? { name: softmax.output[0]!, reader: next } : undefined;
-  }
-  const training = next.input[2];
-  const inference = !training || g.ints(training)?.every((v) => v === 0) || g.constantTensor(training)?.dataType === 9 && isFalse(g.constantTensor(training)!);
-  const mask = next.output[1];
-  if (!inference || (mask && (g.consumers.has(mask) || g.outputs.has(mask)))) return undefined;
+  if (next?.opType !== 'Dropout') return next ? { name: softmax.output[0]!, reader: next } : undefined;
+  if (!isInferenceDropout(next, (t) => g.constantTensor(t), (t) => g.consumers.has(t) || g.outputs.has(t))) return undefined;
   const reader = soleConsumer(g, next.output[0]!);
   return reader ? { name: next.output[0]!, reader } : undefined;
 }

@@ -199,6 +199,24 @@ export function indexGraph(graph: GraphProto): GraphIndex {
   return { producer, fixed, dynamicInputs: (node) => node.input.filter((i) => !fixed.has(i)) };
 }
 
+/**
+ * A Dropout that passes its input through: in inference mode (no training_mode input, or a constant false), its mask
+ * output unread (`read`: whether a tensor is read by a node or is a graph output). torch's dynamo exporter writes one
+ * after the Softmax of scaled-dot-product attention (its optimizer usually removes it). `constant`: the tensor behind
+ * a name when it is an initializer or a Constant's value.
+ */
+export function isInferenceDropout(node: NodeProto, constant: (name: string) => TensorProto | undefined, read: (tensor: string) => boolean): boolean {
+  if (node.opType !== 'Dropout' || (node.domain !== '' && node.domain !== 'ai.onnx')) return false;
+  const training = node.input[2];
+  if (training) {
+    const t = constant(training);
+    const values = !t || t.dataLocation === 1 ? undefined : t.int32Data.length > 0 ? Array.from(t.int32Data) : t.int64Data.length > 0 ? t.int64Data.map(Number) : Array.from(t.rawData);
+    if (values?.length !== 1 || values[0] !== 0) return false;
+  }
+  const mask = node.output[1];
+  return !mask || !read(mask);
+}
+
 /** Why a Softmax does not give per-row probabilities over its last axis; undefined when it does. */
 export function softmaxAxisProblem(node: NodeProto, graph: GraphProto, opset: number): string | undefined {
   // Before opset 13, Softmax flattens from `axis` (default 1) on: only the last axis gives per-row probabilities.

@@ -32,7 +32,7 @@ import {
   type TensorProto,
 } from 'onnx-buf';
 import { NO_ATTENTION_REASON } from '../core/vae/attention-chunks.ts';
-import { FUSED_ATTENTION_OPS, defaultOpset, indexGraph, scoresMatMul, softmaxAxisProblem } from './attention-probe.ts';
+import { FUSED_ATTENTION_OPS, defaultOpset, indexGraph, isInferenceDropout, scoresMatMul, softmaxAxisProblem } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 
 /** Where a decoder is cut after its attention, or why it cannot be. */
@@ -362,8 +362,11 @@ function planCore(
     }
     t = data[0]!;
   }
-  // After the Softmax: casts, then the probabilities·V MatMul.
+  // After the Softmax: casts (and a Dropout that does nothing), then the probabilities·V MatMul.
   const consumers = (t: string) => head.filter((n) => n.input.includes(t));
+  const constantValue = (name: string) =>
+    graph.initializer.find((i) => i.name === name) ?? index.producer.get(name)?.attribute.find((a) => a.name === 'value' && index.producer.get(name)!.opType === 'Constant')?.t;
+  const read = (t: string) => consumers(t).length > 0 || graph.output.some((o) => o.name === t);
   let t = softmax.output[0]!;
   let out: NodeProto | undefined;
   for (let step = 0; step < 8 && !out; step++) {
@@ -372,7 +375,7 @@ function planCore(
     const n = c[0]!;
     core.add(n);
     if (n.opType === 'MatMul' && n.input[0] === t) out = n;
-    else if (n.opType === 'Cast' || n.opType === 'Identity') t = n.output[0]!;
+    else if (n.opType === 'Cast' || n.opType === 'Identity' || isInferenceDropout(n, constantValue, read)) t = n.output[0]!;
     else return { reason: `${nodeLabel(n)} (${n.opType}) after the Softmax is not row-independent` };
   }
   if (!out) return { reason: 'no probabilities·V MatMul after the Softmax' };
