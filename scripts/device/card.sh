@@ -173,6 +173,19 @@ env_part() {
     echo "\"vulkan_loader\": $( (ldconfig -p | grep libvulkan || echo none) | "${PY:-python3}" -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))'),"
     echo "\"VK_DRIVER_FILES\": \"${VK_DRIVER_FILES:-}\","
     echo "\"python\": $("${PY:-python3}" -c 'import json, platform; import torch, onnx; print(json.dumps({"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(), "onnx": onnx.__version__}))' 2>/dev/null || echo null),"
+    # The dynamo exporter's helpers and Python's ONNX Runtime (its providers), where installed.
+    echo "\"python_extra\": $("${PY:-python3}" -c '
+import importlib, json
+out = {}
+for name in ("onnxscript", "onnxruntime"):
+    try:
+        m = importlib.import_module(name)
+        out[name] = getattr(m, "__version__", "?")
+        if name == "onnxruntime":
+            out["onnxruntime_providers"] = m.get_available_providers()
+    except Exception as e:
+        out[name] = None
+print(json.dumps(out))' 2>/dev/null || echo null),"
     echo "\"node\": \"$("$NODE" --version 2>&1)\","
     echo "\"onnxruntime_node\": \"$("${PY:-python3}" -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$RT/node_modules/onnxruntime-node/package.json" 2>/dev/null)\","
     echo "\"asgd_devices\": $(timeout 60 "$NODE" "$CARD" devices 2>/dev/null || echo null)"
