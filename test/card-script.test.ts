@@ -144,3 +144,26 @@ test("bench/card.ts fusion checks the attention fusion on this torch's exports o
     assert.ok((s['fusedVsTorch'] as number) < 1e-5, String(s['fusedVsTorch']));
   }
 });
+
+test('sd_models.py --exporter dynamo (the card part dynamo-unet): where this torch lacks it, exit 3 and the JSON says why; where it has it, every attention fused and the probe layers found', async () => {
+  const out = path.join(dir, 'dynamo');
+  const json = path.join(out, 'export.json');
+  const r = spawnSync(PY!, ['scripts/device/sd_models.py', '--model', 'sd15', '--small', '--device', 'cpu', '--dtype', 'float32', '--no-time',
+    '--exporter', 'dynamo', '--export-attention', 'sdpa', '--out-dir', out, '--json', json], { cwd: ROOT, encoding: 'utf8' });
+  const result = JSON.parse(fs.readFileSync(json, 'utf8'));
+  if (r.status === 3) {
+    assert.match(result.unsupported, /has no dynamo exporter|needs onnxscript/);
+    assert.equal(result.export, undefined);
+    assert.equal(fs.existsSync(path.join(out, 'sd15', 'unet', 'model.onnx')), false);
+  } else {
+    assert.equal(r.status, 0, r.stderr.slice(-3000));
+    assert.match(result.export.exporter, /^dynamo/);
+    const unet = path.join(out, 'sd15', 'unet', 'model.onnx');
+    const u = await benchUnet({ unet, provider: 'cpu', iters: '1', warmup: '0', batches: '2', adapter: '0' });
+    const fused = u['fused'] as { layers: number; run_batch2: { maxAbsDiffFromPlain: number } };
+    assert.equal(fused.layers, result.export.softmax_nodes, 'every attention fused');
+    assert.ok(fused.run_batch2.maxAbsDiffFromPlain < 1e-4, String(fused.run_batch2.maxAbsDiffFromPlain));
+    const p = await benchProbe({ unet, provider: 'cpu', iters: '1', warmup: '0' });
+    assert.equal(p['layers'], result.export.up_block_attn2_softmax_nodes, 'the probe finds every up-block cross-attention');
+  }
+});

@@ -12,6 +12,10 @@
 #               processor (baddbmm) and its torch-2 processor (scaled_dot_product_attention) write it, by the
 #               TorchScript exporter and by the dynamo one ("unsupported" where this torch lacks one): attentions
 #               fused, heads, scale, fused output vs torch's (fusion-<processor>[-dynamo].json)
+#   dynamo-unet (CPU, in the background) the SD 1.5 layout at small scale with scaled-dot-product attention, exported
+#               by the dynamo exporter ("unsupported" where this torch lacks it), float32: card.js unet and probe on
+#               the CPU provider, for how many attentions are fused (and the fused output's difference) and which
+#               layers the attention-probe scan finds (dynamo-unet[-fused|-probe].json)
 #   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2, 1 and 4 at latent 64x64
 #   torch-sdxl  the same for the SDXL-sized UNet at 128x128 (text_embeds 1280, 6 time ids)
 #   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios),
@@ -70,7 +74,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 fused-sdxl gen-2 probe-sdxl gen-fused unet-io}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dynamo-unet torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 fused-sdxl gen-2 probe-sdxl gen-fused unet-io}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -242,6 +246,19 @@ fusion_part() {  # both processors by both exporters, each checked by card.js fu
   return $rc
 }
 
+dynamo_unet_part() {  # the SD 1.5 layout (small, float32, SDPA attention) by the dynamo exporter: fusion and probe, CPU
+  local d="$WORK/dynamo" rc
+  rm -rf "$d"
+  "$PY" scripts/device/sd_models.py --model sd15 --small --device cpu --dtype float32 --no-time --exporter dynamo \
+    --export-attention sdpa --out-dir "$d" --json "$WORK/parts/dynamo-unet.json"
+  rc=$?
+  ((rc == 3)) && return 0 # this torch has no dynamo exporter (or onnxscript): the JSON says so
+  ((rc != 0)) && return $rc
+  "$NODE" "$CARD" unet --unet "$d/sd15/unet/model.onnx" --provider cpu --iters 1 --warmup 0 --batches 2 --adapter 0 \
+    --out "$WORK/parts/dynamo-unet-fused.json" || return
+  "$NODE" "$CARD" probe --unet "$d/sd15/unet/model.onnx" --provider cpu --iters 1 --warmup 0 --out "$WORK/parts/dynamo-unet-probe.json"
+}
+
 folder_part() {  # the SDXL export from torch-sdxl (this run, or an earlier one on this machine), else made now
   if [[ ! -f $WORK/models/sdxl/unet/model.onnx ]]; then
     # shellcheck disable=SC2086
@@ -255,7 +272,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f env_part fusion_part torch_part export_part unet_part fused_part probe_part unet_io_part folder_part gen_part
+export -f env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -267,6 +284,8 @@ EXPORT_XL=$!
 part export-sd15 240 export_part sd15 "$LAT15" &
 EXPORT_15=$!
 part fusion 60 fusion_part
+part dynamo-unet 150 dynamo_unet_part &
+DYNAMO=$!
 part torch-sd15 120 torch_part sd15 "$LAT15"
 part torch-sdxl 150 torch_part sdxl "$LATXL"
 wait "$EXPORT_15"
@@ -283,5 +302,6 @@ part probe-sdxl 120 probe_part sdxl "$LATXL"
 part gen-fused 240 gen_part "$GPU1" gen-fused 1
 # Last: the generations matter more if the budget runs short.
 part unet-io 60 unet_io_part
+wait "$DYNAMO"
 merge
 echo "card.sh: done in $(($(date +%s) - START)) s; $OUT/card.json"

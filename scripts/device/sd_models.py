@@ -94,21 +94,34 @@ def export_kwargs(sdxl):
     return names, axes
 
 
-def torch_export(model, args, path, names, axes):
-    """TorchScript exporter (dynamo=False where torch has the choice); the dynamo exporter if that one is gone."""
+class Unsupported(Exception):
+    """This torch cannot export the way asked (main exits with code 3, the JSON saying why)."""
+
+
+def torch_export(model, args, path, names, axes, exporter='auto'):
+    """exporter 'auto': the TorchScript exporter (dynamo=False where torch has the choice), the dynamo one if that
+    fails; 'torchscript' or 'dynamo': that one only. Returns which wrote the file."""
     params = inspect.signature(torch.onnx.export).parameters
     kwargs = dict(input_names=names, output_names=OUTPUTS, dynamic_axes=axes, opset_version=OPSET,
                   do_constant_folding=os.environ.get('SD_EXPORT_FOLD', '1') != '0')
-    if 'dynamo' in params:
-        kwargs['dynamo'] = False
-    try:
-        with torch.no_grad():
-            torch.onnx.export(model, args, path, **kwargs)
-        return 'torchscript'
-    except Exception as err:  # noqa: BLE001 - any failure of the old exporter: try the new one
+    if exporter == 'dynamo':
         if 'dynamo' not in params:
-            raise
-        log(f'TorchScript exporter failed ({type(err).__name__}: {str(err)[:300]}); trying dynamo=True')
+            raise Unsupported(f'torch {torch.__version__} has no dynamo exporter in torch.onnx.export')
+        try:
+            import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+        except ImportError:
+            raise Unsupported('the dynamo exporter needs onnxscript, which is not installed') from None
+    else:
+        if 'dynamo' in params:
+            kwargs['dynamo'] = False
+        try:
+            with torch.no_grad():
+                torch.onnx.export(model, args, path, **kwargs)
+            return 'torchscript'
+        except Exception as err:  # noqa: BLE001 - any failure of the old exporter: try the new one
+            if 'dynamo' not in params or exporter == 'torchscript':
+                raise
+            log(f'TorchScript exporter failed ({type(err).__name__}: {str(err)[:300]}); trying dynamo=True')
     kwargs.update(dynamo=True, opset_version=18)
     kwargs.pop('do_constant_folding', None)
     if 'external_data' in params:
@@ -127,11 +140,13 @@ def torch_export(model, args, path, names, axes):
     return 'dynamo-static-sides'
 
 
-def export_onnx(model, cfg, folder, dtype_name, device, latent):
+def export_onnx(model, cfg, folder, dtype_name, device, latent, exporter='auto', attention='manual'):
     """Writes folder/unet/model.onnx (+ model.onnx_data, config.json). Returns what the JSON records."""
     sdxl = cfg['addition_embed_type'] == 'text_time'
     names, axes = export_kwargs(sdxl)
-    set_fused_attention(model, False)  # the written-out attention: one Softmax per layer, as SD exports have
+    # 'manual': the written-out attention, one Softmax per layer, as SD exports made with torch 1.x hold it;
+    # 'sdpa': F.scaled_dot_product_attention (diffusers' processor under torch 2), which the exporter writes out.
+    set_fused_attention(model, attention == 'sdpa')
     trace_half = dtype_name == 'float16' and device.type == 'cuda'
     trace_dtype = torch.float16 if trace_half else torch.float32
     trace_model = model if next(model.parameters()).dtype == trace_dtype else model.to(trace_dtype)
@@ -141,7 +156,7 @@ def export_onnx(model, cfg, folder, dtype_name, device, latent):
     tmp = tempfile.mkdtemp(prefix='sd-export-', dir=folder)
     t0 = time.perf_counter()
     try:
-        exporter = torch_export(trace_model, args, os.path.join(tmp, 'model.onnx'), names, axes)
+        exporter = torch_export(trace_model, args, os.path.join(tmp, 'model.onnx'), names, axes, exporter)
         t_export = time.perf_counter() - t0
         m = onnx.load(os.path.join(tmp, 'model.onnx'))  # also reads per-tensor external files of > 2 GB exports
         rename_io(m, names, OUTPUTS)
@@ -152,7 +167,7 @@ def export_onnx(model, cfg, folder, dtype_name, device, latent):
         save_external(m, target)
         io = io_summary(m)
         softmax = sum(1 for n in m.graph.node if n.op_type == 'Softmax')
-        attn2_up = sum(1 for n in m.graph.node if n.op_type == 'Softmax' and n.name.startswith('/up_blocks.') and '/attn2/' in n.name)
+        attn2_up = sum(1 for n in m.graph.node if n.op_type == 'Softmax' and is_up_block_attn2(n))
         del m
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -164,10 +179,18 @@ def export_onnx(model, cfg, folder, dtype_name, device, latent):
     got = [i['name'] for i in io['inputs']]
     if got != expected or [o['name'] for o in io['outputs']] != OUTPUTS:
         raise RuntimeError(f'exported IO {got} -> {io["outputs"]} does not match the contract {expected} -> {OUTPUTS}')
-    return {'exporter': exporter, 'opset': OPSET if exporter == 'torchscript' else 18, 'traced_latent': latent, 'dtype': dtype_name,
+    return {'exporter': exporter, 'attention': 'sdpa' if attention == 'sdpa' and HAS_SDPA else 'manual',
+            'opset': OPSET if exporter == 'torchscript' else 18, 'traced_latent': latent, 'dtype': dtype_name,
             'traced_in': str(trace_dtype).replace('torch.', ''), 'converted_to_float16_after_export': converted,
             'export_s': t_export, 'total_s': time.perf_counter() - t0, 'files': sizes, 'softmax_nodes': softmax,
             'up_block_attn2_softmax_nodes': attn2_up, **io}
+
+
+def is_up_block_attn2(node):
+    """Whether a node comes from an up-block's cross-attention: by its name (the TorchScript exporter) or by the
+    module scope the dynamo exporter records in its metadata."""
+    scopes = ''.join(p.value for p in getattr(node, 'metadata_props', []) if p.key == 'pkg.torch.onnx.name_scopes')
+    return (node.name.startswith('/up_blocks.') and '/attn2/' in node.name) or ("'up_blocks." in scopes and '.attn2' in scopes)
 
 
 def build(name, args):
@@ -211,6 +234,10 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-time', action='store_true')
     p.add_argument('--no-export', action='store_true')
+    p.add_argument('--exporter', choices=['auto', 'torchscript', 'dynamo'], default='auto',
+                   help="auto: TorchScript, dynamo if that fails; dynamo where this torch lacks it: exit code 3")
+    p.add_argument('--export-attention', choices=['manual', 'sdpa'], default='manual',
+                   help='the attention as exported: written out (default) or scaled_dot_product_attention (torch >= 2)')
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
@@ -256,7 +283,14 @@ def main(argv=None):
         folder = os.path.join(args.out_dir, args.model)
         # Traced at the timing latent on the GPU (a static-sides fallback export then fits the timing and the
         # generation's patches); at most 64 on the CPU.
-        result['export'] = export_onnx(model, cfg, folder, args.dtype, device, latent if device.type == 'cuda' else min(latent, 64))
+        try:
+            result['export'] = export_onnx(model, cfg, folder, args.dtype, device, latent if device.type == 'cuda' else min(latent, 64),
+                                           args.exporter, args.export_attention)
+        except Unsupported as why:
+            result['unsupported'] = str(why)
+            write()
+            log(f'{args.model}: not exported: {why}')
+            sys.exit(3)
         result['export']['folder'] = os.path.abspath(folder)
         log(f'{args.model} exported ({result["export"]["exporter"]}) in {result["export"]["total_s"]:.1f} s: '
             f'{result["export"]["files"]}')
