@@ -1,8 +1,8 @@
 /**
  * Large typed arrays between the coordinator and a worker process through files in a folder in memory (/dev/shm)
  * instead of Node's IPC channel, which moves them through a pipe in small pieces: here a round trip of 0.25 MiB (an SDXL
- * 128x128 sample) took 10 ms through the channel and 3 ms through files, of 4 MiB 126 against 31 ms, of 50 MiB (a
- * 2048 px decoded image) 2.0 s against 0.75 s (docs/benchmarks.md, `bench/worker-transport.ts`).
+ * 128x128 sample) took 6.7 ms through the channel and 3.2 ms through files, of 50 MiB (a 2048 px decoded image) 1.27 s
+ * against 0.40 s (`npm run bench:worker-transport`, docs/benchmarks.md).
  *
  * The sender writes each typed array of at least STOW_MIN_BYTES to a file of its own and sends a small marker in its
  * place; the receiver reads the file into a new array and deletes it. Where no such folder exists (not Linux), or a
