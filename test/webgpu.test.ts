@@ -14,6 +14,7 @@ import { AsgdError } from '../src/core/errors.ts';
 import type { GenerateParams } from '../src/core/params.ts';
 import { loadPipeline, openPipeline, type GenerateResult, type Pipeline } from '../src/node/pipeline.ts';
 import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
+import { checkAvailableDevices } from '../src/node/runner/devices.ts';
 import { tinyModel } from './helpers/models.ts';
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
@@ -106,6 +107,32 @@ test('two webgpu workers on the one adapter (webgpu:0,webgpu:0) run as two proce
   assert.equal(two.unetEvaluations, one.unetEvaluations);
   assert.ok(two.latent.every((v, i) => Object.is(v, one.latent[i])), 'the latent of one webgpu worker, bit for bit');
   assert.ok(maxDiff(two.image.data, cpuAsg.image.data) <= LEVELS);
+});
+
+test("the device check while a webgpu worker thread generates (the server's device list): the process survives, the check finds the adapter, the image is the one without checks", async (t) => {
+  // A WebGPU session in this process at the same time as the worker thread's ended the process (segmentation fault,
+  // 3 of 3 runs here) before the check ran in a process of its own.
+  const p = await loadPipeline(SHIPPED, { devices: 'webgpu:0', threads: 1 });
+  try {
+    let checks = 0;
+    let during = 0;
+    let running = true;
+    const generation = p.generate(asg, { onProgress: () => void (during = checks) }).finally(() => (running = false));
+    const found: boolean[] = [];
+    while (running) {
+      const list = await checkAvailableDevices({ refresh: true });
+      found.push(list.find((d) => d.name === 'webgpu')!.available);
+      checks++;
+    }
+    const r = await generation;
+    t.diagnostic(`${checks} checks, the last progress report after ${during}`);
+    assert.ok(during >= 1, 'a check ran while the generation did');
+    assert.ok(found.every((x) => x), `every check found the adapter: ${found}`);
+    const alone = await run('webgpu:0', asg);
+    assert.ok(Buffer.from(r.image.data).equals(Buffer.from(alone.image.data)), 'the image is the one without checks');
+  } finally {
+    await p.close();
+  }
 });
 
 test('a float16 model runs on webgpu within float16 rounding of cpu', async (t) => {

@@ -1,4 +1,5 @@
 /** Parsing `--devices` (cpu, cpu,cpu, webgpu:0, cuda:0,cuda:1, mixtures) into device specs. */
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -119,16 +120,42 @@ export function describeAvailableDevices(): DeviceAvailability[] {
 
 /**
  * Like describeAvailableDevices, but the WebGPU entry is checked by running a one-node model on adapter 0: the
- * provider is bundled everywhere, a GPU adapter (and its driver) is not.
+ * provider is bundled everywhere, a GPU adapter (and its driver) is not. The check runs in a process of its own, once
+ * per process unless `refresh` (an adapter does not come and go while a program runs): a WebGPU session in this
+ * process while a WebGPU worker thread generates ends the process in onnxruntime-node 1.30 (a segmentation fault,
+ * three times out of three here: the server's device list asked for during a generation would have ended the
+ * server), and ONNX Runtime keeps the WebGPU instance of its first try for the life of a process.
  */
-export async function checkAvailableDevices(): Promise<DeviceAvailability[]> {
+export async function checkAvailableDevices(options: { refresh?: boolean } = {}): Promise<DeviceAvailability[]> {
   const list = describeAvailableDevices();
   const webgpu = list.find((d) => d.name === 'webgpu');
   if (webgpu?.available) {
-    const { tryWebGpu } = await import('./webgpu-check.ts');
-    const r = await tryWebGpu();
+    if (options.refresh || !webgpuCheck) webgpuCheck = webgpuCheckInAChild();
+    const r = await webgpuCheck;
     webgpu.available = r.ok;
     webgpu.note = r.ok ? `adapter found: a test model ran in ${r.ms.toFixed(0)} ms` : `bundled, but no usable adapter: ${r.reason}`;
   }
   return list;
+}
+
+type WebGpuCheck = { ok: true; ms: number } | { ok: false; reason: string };
+let webgpuCheck: Promise<WebGpuCheck> | undefined;
+
+/** tryWebGpu (webgpu-check.ts) in a child process: its JSON on stdout. */
+function webgpuCheckInAChild(): Promise<WebGpuCheck> {
+  const fromSources = import.meta.url.endsWith('.ts');
+  const check = new URL(fromSources ? './webgpu-check.ts' : './webgpu-check.js', import.meta.url).href;
+  const code = `const { tryWebGpu } = await import(${JSON.stringify(check)}); process.stdout.write(JSON.stringify(await tryWebGpu())); process.exit(0);`;
+  // From the TypeScript sources (tests, a clone), the child needs the TypeScript loader the built package does not.
+  const args = [...(fromSources ? ['--import', 'tsx'] : []), '--input-type=module', '-e', code];
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { encoding: 'utf8', timeout: 120_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      try {
+        resolve(JSON.parse(stdout) as WebGpuCheck);
+      } catch {
+        const how = err ? (err.killed ? 'was stopped after 120 s' : `ended with ${err.code ?? err.signal ?? err.message}`) : 'printed no result';
+        resolve({ ok: false, reason: `the check process ${how}${stderr.trim() ? `: ${stderr.trim().slice(-300)}` : ''}` });
+      }
+    });
+  });
 }
