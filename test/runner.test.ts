@@ -191,8 +191,12 @@ test('device lists: thread division and adapter indexes', () => {
   assert.throws(() => parseDevices('webgpu:1'), /Invalid devices; expected "webgpu" or "webgpu:0".*default GPU adapter/);
 });
 
-test('worker isolation: auto puts WebGPU workers in processes of their own when there are two or more', () => {
-  const where = (list: string, mode: unknown = 'auto') => workerIsolations(mode, parseDevices(list, 0, 4)).join(',');
+test('worker isolation: auto puts WebGPU workers in processes of their own when there are two or more, or one runs as a thread already', () => {
+  const where = (list: string, mode: unknown = 'auto', live = 0) => workerIsolations(mode, parseDevices(list, 0, 4), live).join(',');
+  assert.equal(where('webgpu:0', 'auto', 1), 'process', "another pipeline's WebGPU worker thread runs");
+  assert.equal(where('cpu,webgpu:0', 'auto', 1), 'thread,process');
+  assert.equal(where('cpu,cpu', 'auto', 1), 'thread,thread');
+  assert.equal(where('webgpu:0', 'thread', 1), 'thread', 'as asked');
   assert.equal(where('cpu,cpu'), 'thread,thread');
   assert.equal(where('webgpu:0'), 'thread');
   assert.equal(where('cpu,webgpu:0'), 'thread,thread');

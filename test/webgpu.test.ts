@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { AsgdError } from '../src/core/errors.ts';
 import type { GenerateParams } from '../src/core/params.ts';
 import { loadPipeline, openPipeline, type GenerateResult, type Pipeline } from '../src/node/pipeline.ts';
-import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
+import { liveDeviceWorkers, liveWebgpuThreads } from '../src/node/runner/device-worker.ts';
 import { checkAvailableDevices } from '../src/node/runner/devices.ts';
 import { tinyModel } from './helpers/models.ts';
 
@@ -133,6 +133,22 @@ test("the device check while a webgpu worker thread generates (the server's devi
   } finally {
     await p.close();
   }
+});
+
+test('two webgpu pipelines loaded and generating at the same time in one process: the second one\'s worker is a process (auto), both give the image of one run', async () => {
+  // Both worker threads ended the process (segmentation fault, 2 runs of 2 here) before auto counted the WebGPU worker
+  // threads already running.
+  const [a, b] = await Promise.all([loadPipeline(SHIPPED, { devices: 'webgpu:0', threads: 1 }), loadPipeline(SHIPPED, { devices: 'webgpu:0', threads: 1 })]);
+  try {
+    assert.equal(liveWebgpuThreads(), 1, 'one WebGPU worker thread');
+    assert.deepEqual(liveDeviceWorkers().map((w) => w.split(' ')[0]).sort(), ['process', 'thread']);
+    const [ra, rb] = await Promise.all([a.generate(asg), b.generate(asg)]);
+    const alone = await run('webgpu:0', asg);
+    for (const r of [ra, rb]) assert.ok(Buffer.from(r.image.data).equals(Buffer.from(alone.image.data)), 'the image of one run');
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+  assert.equal(liveWebgpuThreads(), 0);
 });
 
 test('a float16 model runs on webgpu within float16 rounding of cpu', async (t) => {

@@ -25,7 +25,7 @@ import { TOOL_VERSION } from './version.ts';
 import { decodeLatentImage, encodeImageLatent, type DecoderRequest } from './vae-decode.ts';
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
 import { checkSd3Components } from './model/sd3-contract.ts';
-import { DeviceWorker } from './runner/device-worker.ts';
+import { DeviceWorker, liveWebgpuThreads } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
 import { DevicePool } from './runner/pool.ts';
 import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts';
@@ -170,7 +170,7 @@ export class Pipeline implements AsyncDisposable {
       ? parseDevices(options.devices ?? 'cpu', options.threads ?? 0)
       : options.devices;
     checkProvidersAvailable(devices);
-    const isolation = workerIsolations(options.workerIsolation ?? 'auto', devices);
+    workerIsolations(options.workerIsolation ?? 'auto', devices); // the option checked before anything loads
     const tokenizer = new ClipTokenizer(spec.tokenizer, 'tokenizer');
     const tokenizer2 = spec.tokenizer2 ? new ClipTokenizer(spec.tokenizer2, 'tokenizer_2') : undefined;
     const tokenizer3 = spec.tokenizer3 ? new T5Tokenizer(spec.tokenizer3, 'tokenizer_3') : undefined;
@@ -186,7 +186,8 @@ export class Pipeline implements AsyncDisposable {
     const workers: DeviceWorker[] = [];
     try {
       for (const [i, d] of devices.entries()) {
-        const w = new DeviceWorker(d, isolation[i]);
+        // Decided as the worker starts, with the WebGPU worker threads running now (other pipelines load meanwhile).
+        const w = new DeviceWorker(d, workerIsolations(options.workerIsolation ?? 'auto', devices, liveWebgpuThreads())[i]);
         workers.push(w);
         const paths: Partial<Record<ComponentName, string>> = { unet: unetFile };
         if (i === 0) {

@@ -34,6 +34,13 @@ export function liveDeviceWorkers(): string[] {
   return [...running].sort();
 }
 
+/** WebGPU device workers running as threads of this process (at most one can run at a time: devices.ts). */
+const webgpuThreads = new Set<string>();
+
+export function liveWebgpuThreads(): number {
+  return webgpuThreads.size;
+}
+
 /** The thread or process behind a DeviceWorker. */
 interface Channel {
   readonly id: string;
@@ -160,6 +167,7 @@ export class DeviceWorker {
       error: (err) => this.fail(err),
       exit: (how) => {
         running.delete(this.id);
+        webgpuThreads.delete(this.id);
         if (!this.terminated) this.fail(new Error(`worker ${isolation === 'process' ? 'process ' : ''}exited ${how}`));
         exit();
       },
@@ -167,6 +175,7 @@ export class DeviceWorker {
     this.channel = isolation === 'process' ? processChannel(events) : threadChannel(events);
     this.id = this.channel.id;
     running.add(this.id);
+    if (device.provider === 'webgpu' && isolation === 'thread') webgpuThreads.add(this.id);
   }
 
   get label(): string {

@@ -26,15 +26,16 @@ export type WorkerIsolation = 'thread' | 'process';
 
 /**
  * Where each device's worker runs (PipelineOptions.workerIsolation). 'auto': a process of its own for each WebGPU
- * worker when there are two or more (onnxruntime-node 1.30 cannot run two WebGPU sessions at once in two threads of
- * one process; two processes can), threads for everything else: a thread takes its sample from shared memory and
- * hands its output over without a copy, while a process pays a copy each way (files in /dev/shm: array-stow.ts).
+ * worker when there are two or more, or when this process already runs a WebGPU worker thread (another pipeline's:
+ * `liveWebgpuThreads`), since onnxruntime-node 1.30 cannot run two WebGPU sessions at once in two threads of one
+ * process (two processes can); threads for everything else: a thread takes its sample from shared memory and hands
+ * its output over without a copy, while a process pays a copy each way (files in /dev/shm: array-stow.ts).
  */
-export function workerIsolations(mode: unknown, devices: readonly DeviceSpec[]): WorkerIsolation[] {
+export function workerIsolations(mode: unknown, devices: readonly DeviceSpec[], liveWebgpuThreads = 0): WorkerIsolation[] {
   const m = checkOption<'auto' | WorkerIsolation>(optionSpec(PIPELINE_OPTIONS, 'workerIsolation'), mode);
   if (m !== 'auto') return devices.map(() => m);
   const webgpu = devices.filter((d) => d.provider === 'webgpu').length;
-  return devices.map((d) => (d.provider === 'webgpu' && webgpu > 1 ? 'process' : 'thread'));
+  return devices.map((d) => (d.provider === 'webgpu' && (webgpu > 1 || liveWebgpuThreads > 0) ? 'process' : 'thread'));
 }
 
 /**
