@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
 import ort from 'onnxruntime-node';
@@ -21,12 +22,14 @@ import { mulberry32 } from './fixtures/prng.ts';
 import { addAttentionProbe, probeOutputName, scanCrossAttention } from '../src/graph/attention-probe.ts';
 import { openSession, readFloat } from '../src/onnx/session.ts';
 import { initializerRawDataSpans, prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
+import { loadPipeline } from '../src/node/pipeline.ts';
 
 const LAYERS = ['/up_blocks.1/attentions.0/transformer_blocks.0/attn2', '/up_blocks.1/attentions.1/transformer_blocks.0/attn2'];
 const TOKENS = 77;
 const TEXT_DIM = TINY_TEXT.hidden; // the SD-1 fixtures' cross-attention width
 const CPU = { provider: 'cpu' as const, threads: 1 };
 
+const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
 let root: string;
 const folders = new Map<VariantName, string>();
 
@@ -231,6 +234,28 @@ describe('attention probe on the standard fixture', () => {
 });
 
 describe("attention probe on a dynamo export's naming", () => {
+  test('the shipped model with its UNet named the dynamo way: asg gets its mask from the probe, the same image bit for bit', async () => {
+    const dir = path.join(root, 'shipped-dynamo');
+    fs.cpSync(SHIPPED, dir, { recursive: true });
+    for (const f of fs.readdirSync(path.join(dir, 'unet'))) if (f.includes('.asgd-')) fs.rmSync(path.join(dir, 'unet', f));
+    const unet = path.join(dir, 'unet', 'model.onnx');
+    fs.writeFileSync(unet, toBinary(ModelProtoSchema, dynamoNamed(fs.readFileSync(unet))));
+    const params = { prompt: 'a red circle on a blue background', seed: 4, steps: 3, width: 256, height: 256, method: 'asg' as const };
+    const images: Uint8Array[] = [];
+    for (const model of [SHIPPED, dir]) {
+      const p = await loadPipeline(model, { threads: 1 });
+      try {
+        assert.ok(p.info.attentionProbe.available && p.info.attentionProbe.layers.length > 0, `${model}: the probe was built`);
+        const r = await p.generate(params);
+        assert.deepEqual(r.warnings.filter((w) => !/Using the euler scheduler/.test(w)), [], `${model}: the mask came from the probe`);
+        images.push(r.image.data);
+      } finally {
+        await p.close();
+      }
+    }
+    assert.ok(Buffer.from(images[1]!).equals(Buffer.from(images[0]!)), 'the same image');
+  });
+
   test('the layers found from the node metadata under the names the TorchScript export gives; the same probabilities, bit for bit', async () => {
     const bytes = fs.readFileSync(path.join(await model('standard'), 'unet', 'model.onnx'));
     assert.deepEqual(scanCrossAttention(dynamoNamed(bytes, false)).sites, [], 'without the metadata nothing tells the layers');
