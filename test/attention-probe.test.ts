@@ -278,6 +278,72 @@ describe("attention probe on a dynamo export's naming", () => {
 });
 
 /**
+ * A one-layer graph whose cross-attention is one ONNX Attention node (opset 23), as torch's dynamo exporter writes
+ * scaled-dot-product attention at that opset: q, k, v as [B, heads, S, d]; out_sample is the attention output. The
+ * to_q and to_k outputs are graph outputs too (for the reference).
+ */
+function onnxAttentionModel(): { model: ModelProto; heads: number; d: number; q: string; k: string } {
+  const heads = 3;
+  const d = 4;
+  const width = heads * d;
+  const g = new GraphBuilder({ name: 'mini', modelKey: 'mini', seed: 6, floatType: 'float32' });
+  const sample = g.floatInput('sample', ['batch', 4, 'height', 'width']);
+  const text = g.floatInput('encoder_hidden_states', ['batch', TOKENS, TEXT_DIM]);
+  g.input('timestep', 'int64', ['batch']);
+  const seq = g.op('Transpose', [g.op('Reshape', [sample, g.constInt64([0, 0, -1])])], { perm: [0, 2, 1] });
+  let q = '';
+  let k = '';
+  const out = ['up_blocks.0', 'attentions.0', 'transformer_blocks.0', 'attn2'].reduceRight<() => string>(
+    (inner, scope) => () => g.scope(scope, inner),
+    () => {
+      q = linear(g, 'to_q', seq, 4, width, { bias: false, gain: 3 });
+      k = linear(g, 'to_k', text, TEXT_DIM, width, { bias: false, gain: 3 });
+      const v = linear(g, 'to_v', text, TEXT_DIM, width, { bias: false });
+      const split = (x: string) => g.op('Transpose', [g.op('Reshape', [x, g.constInt64([0, 0, heads, d])])], { perm: [0, 2, 1, 3] });
+      const y = g.op('Attention', [split(q), split(k), split(v)]);
+      return g.op('Reshape', [g.op('Transpose', [y], { perm: [0, 2, 1, 3] }), g.constInt64([0, 0, width])]);
+    },
+  )();
+  g.output(out, 'out_sample', 'float32', ['b', 's', width]);
+  const model = g.build();
+  model.opsetImport[0]!.version = 23n;
+  model.irVersion = 10n;
+  exposeTensors(model, [q, k]);
+  return { model, heads, d, q, k };
+}
+
+describe('attention probe on an ONNX Attention node (opset 23)', () => {
+  test("its probabilities come from the node's qk_matmul_output after the softmax: equal to softmax(q kᵀ / sqrt(d)) recomputed, out_sample bit-identical", async (t) => {
+    const { model, heads, d, q, k } = onnxAttentionModel();
+    const plainBytes = toBinary(ModelProtoSchema, model);
+    const scan = scanCrossAttention(model);
+    assert.deepEqual(scan.sites.map((x) => x.layer), ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2']);
+    assert.deepEqual(addAttentionProbe(model), { layers: ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2'] });
+    const node = model.graph!.node.find((n) => n.opType === 'Attention')!;
+    assert.equal(node.output.length, 4);
+    const [plain, probed] = [await load(plainBytes), await load(toBinary(ModelProtoSchema, model))];
+    const [h, w] = [4, 6];
+    const feeds = unetFeeds(plain, h, w);
+    const [a, b] = [await plain.run(feeds), await probed.run(feeds)];
+    assert.deepEqual(readFloat(b['out_sample']!, 'probe'), readFloat(a['out_sample']!, 'plain'));
+    const got = b[probeOutputName('/up_blocks.0/attentions.0/transformer_blocks.0/attn2')]!;
+    assert.deepEqual(got.dims, [2, h * w, TOKENS]);
+    const ref = referenceProbabilities(b[q]!.data as Float32Array, b[k]!.data as Float32Array, 2, h * w, TOKENS, heads, d);
+    const diff = maxAbsDiff(got.data as Float32Array, ref);
+    t.diagnostic(`max abs diff ${diff.toExponential(2)}`);
+    assert.ok(diff < 1e-6, `max abs diff ${diff}`);
+    await plain.release();
+    await probed.release();
+    // The same node with its fourth output read by the graph in another mode: refused, with why.
+    const other = onnxAttentionModel().model;
+    const n2 = other.graph!.node.find((n) => n.opType === 'Attention')!;
+    n2.output.push('', '', 'raw_scores');
+    other.graph!.output.push(valueInfo('raw_scores', 'float32', ['b', 'h', 's', 't']));
+    assert.deepEqual(scanCrossAttention(other).rejected.map((r) => r.why), ['its qk_matmul_output (mode 0) is read by the graph']);
+  });
+});
+
+/**
  * A one-layer graph in the older diffusers export layout: scores [B*heads, HW, T] (head_to_batch_dim), optionally
  * computed in float16. out_sample is the attention output.
  */

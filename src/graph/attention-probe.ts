@@ -41,6 +41,12 @@ export interface CrossAttentionSite {
   probabilities: string;
   /** The q·kᵀ MatMul's output and its key-side input (traced back to encoder_hidden_states). */
   scores: string;
+  /**
+   * An ONNX Attention node (opset 23: what torch's dynamo exporter writes at that opset): its index in graph.node,
+   * whose probabilities the probe takes from its optional fourth output (qk_matmul_output_mode 3, after the softmax),
+   * named `probabilities`; the surgery adds that output.
+   */
+  attentionNode?: number;
 }
 
 export interface CrossAttentionScan {
@@ -258,17 +264,37 @@ export function scanCrossAttention(model: ModelProto): CrossAttentionScan {
   }
 
   const seen = new Set<string>();
-  for (const node of graph.node) {
-    if (node.opType !== 'Softmax' || (node.domain !== '' && node.domain !== 'ai.onnx')) continue;
+  const read = (t: string) => graph.node.some((n) => n.input.includes(t)) || graph.output.some((o) => o.name === t);
+  for (const [index, node] of graph.node.entries()) {
+    if (node.domain !== '' && node.domain !== 'ai.onnx') continue;
+    const attention = node.opType === 'Attention' && opset >= 23;
+    if (node.opType !== 'Softmax' && !attention) continue;
     const layer = attn2Layer(node);
     if (layer === undefined || !isUpBlock(layer)) continue;
     const reject = (why: string) => scan.rejected.push({ layer, why });
     if (seen.has(layer)) {
-      reject('a second Softmax in the same attn2 scope');
+      reject(`a second ${node.opType} in the same attn2 scope`);
       continue;
     }
     if (!textInput) {
       reject(`the graph has no ${TEXT_INPUT} input`);
+      continue;
+    }
+    if (attention) {
+      // Its keys (input 1) must come from the text; the probabilities are its output 3 in mode 3 (after the softmax).
+      const mode = node.attribute.find((a) => a.name === 'qk_matmul_output_mode')?.i ?? 0n;
+      const extra = node.output[3];
+      if (extra && mode !== 3n && read(extra)) {
+        reject(`its qk_matmul_output (mode ${mode}) is read by the graph`);
+        continue;
+      }
+      if (!keysFromText(node.input[1]!, { producer, dynamicInputs }, inputs)) {
+        reject(`its keys do not come from ${TEXT_INPUT} (not a cross-attention over the text)`);
+        continue;
+      }
+      seen.add(layer);
+      const probabilities = extra && mode === 3n ? extra : `${PROBE_SCOPE}/attention_probabilities_${index}`;
+      scan.sites.push({ layer, softmaxNode: node.name, probabilities, scores: probabilities, attentionNode: index });
       continue;
     }
     const axisProblem = softmaxAxisProblem(node, graph, opset);
@@ -287,22 +313,7 @@ export function scanCrossAttention(model: ModelProto): CrossAttentionScan {
       reject('its input is not a q·kᵀ MatMul (optionally scaled)');
       continue;
     }
-    // The key side must be the text: through layout ops and the to_k projection to encoder_hidden_states.
-    let k = scores.input[1]!;
-    let fromText = false;
-    for (let step = 0; step < 32; step++) {
-      if (inputs.has(k)) {
-        fromText = k === TEXT_INPUT;
-        break;
-      }
-      const p = producer.get(k);
-      if (!p) break;
-      const data = dynamicInputs(p);
-      if (LAYOUT_OPS.has(p.opType)) k = p.input[0]!;
-      else if (AFFINE_OPS.has(p.opType) && data.length === 1) k = data[0]!;
-      else break;
-    }
-    if (!fromText) {
+    if (!keysFromText(scores.input[1]!, { producer, dynamicInputs }, inputs)) {
       reject(`its keys do not come from ${TEXT_INPUT} (not a cross-attention over the text)`);
       continue;
     }
@@ -310,6 +321,20 @@ export function scanCrossAttention(model: ModelProto): CrossAttentionScan {
     scan.sites.push({ layer, softmaxNode: node.name, probabilities: node.output[0]!, scores: scores.output[0]! });
   }
   return scan;
+}
+
+/** Whether the key side `k` is the text: through layout ops and the to_k projection to encoder_hidden_states. */
+function keysFromText(k: string, index: Pick<GraphIndex, 'producer' | 'dynamicInputs'>, inputs: ReadonlySet<string>): boolean {
+  for (let step = 0; step < 32; step++) {
+    if (inputs.has(k)) return k === TEXT_INPUT;
+    const p = index.producer.get(k);
+    if (!p) return false;
+    const data = index.dynamicInputs(p);
+    if (LAYOUT_OPS.has(p.opType)) k = p.input[0]!;
+    else if (AFFINE_OPS.has(p.opType) && data.length === 1) k = data[0]!;
+    else return false;
+  }
+  return false;
 }
 
 /** Why a model gives no probe, in words the user can act on. */
@@ -410,6 +435,13 @@ export function addAttentionProbe(model: ModelProto, opts: { layers?: readonly s
   const textDims = declaredDims(graph, text.name);
   for (const [i, site] of sites.entries()) {
     const probs = site.probabilities;
+    if (site.attentionNode !== undefined) {
+      // Output 3 of an ONNX Attention node in mode 3: the probabilities, [B, heads, queries, keys].
+      const n = graph.node[site.attentionNode]!;
+      while (n.output.length < 4) n.output.push('');
+      n.output[3] = probs;
+      n.attribute = [...n.attribute.filter((a) => a.name !== 'qk_matmul_output_mode'), attr('qk_matmul_output_mode', 3)];
+    }
     const last2 = w.node('Slice', [w.node('Shape', [probs]), w.int64([-2]), w.int64([Number.MAX_SAFE_INTEGER]), w.int64([0])]);
     const grouped = w.node('Reshape', [probs, w.node('Concat', [batch, minusOne, last2], { axis: 0 })]);
     addHeadMeanOutput(w, graph, grouped, probeOutputName(site.layer), opset, [sampleDims?.[0], `attn2_hw_${i}`, textDims?.[1] ?? 'tokens']);
