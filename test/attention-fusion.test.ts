@@ -318,6 +318,60 @@ describe("torch's dynamo exporter's scaled-dot-product attention (written as its
   }
 });
 
+/**
+ * One ONNX Attention node (opset 23) between the projections, on heads as their own axis, as torch's dynamo exporter
+ * writes scaled-dot-product attention at that opset. 'mask': an additive mask as its fourth input (FEEDS' 5 x 3); 'scores-read': its
+ * fourth output (the scores) also a graph output; 'scale': a scale attribute of 0.3.
+ */
+function onnxAttentionModel(extra?: 'mask' | 'scores-read' | 'scale'): ModelProto {
+  const g = new GraphBuilder({ name: 'attn23', modelKey: 'attn', seed: 11, floatType: 'float32' });
+  const x = g.floatInput('x', ['batch', 'seq', WIDTH]);
+  const c = g.floatInput('context', ['batch', 'keys', CONTEXT]);
+  const q = linear(g, 'to_q', x, WIDTH, WIDTH, { bias: false, gain: 3 });
+  const k = linear(g, 'to_k', c, CONTEXT, WIDTH, { bias: false, gain: 3 });
+  const val = linear(g, 'to_v', c, CONTEXT, WIDTH, { bias: false });
+  const heads = (t: string) => g.op('Transpose', [g.op('Reshape', [t, g.constInt64([0, -1, HEADS, D])])], { perm: [0, 2, 1, 3] });
+  const inputs = [heads(q), heads(k), heads(val), ...(extra === 'mask' ? [g.constFloat(randoms(15, 9), [5, 3])] : [])];
+  const [y, , , scores] = g.ops('Attention', inputs, extra === 'scale' ? { scale: { f: 0.3 } } : {}, { outputs: 4 });
+  const merged = g.op('Reshape', [g.op('Transpose', [y!], { perm: [0, 2, 1, 3] }), g.constInt64([0, -1, WIDTH])]);
+  g.floatOutput(linear(g, 'to_out', merged, WIDTH, WIDTH), 'y', ['batch', 'seq', WIDTH]);
+  if (extra === 'scores-read') g.floatOutput(scores!, 'scores', ['b', 'h', 'seq', 'keys']);
+  const model = g.build();
+  model.opsetImport[0]!.version = 23n;
+  model.irVersion = 10n;
+  const node = model.graph!.node.find((n) => n.opType === 'Attention')!;
+  if (extra !== 'scores-read') node.output = [node.output[0]!];
+  return model;
+}
+
+describe('an ONNX Attention node (opset 23), which the WebGPU provider has no kernel for', () => {
+  for (const extra of [undefined, 'scale'] as const) {
+    test(`${extra ? 'with a scale attribute' : 'at its default scale'}: one MultiHeadAttention; y within 1e-6`, async (t) => {
+      const plain = onnxAttentionModel(extra);
+      const fused = clone(plain);
+      assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
+      assert.deepEqual(fused.graph!.node.map((n) => n.opType), ['MatMul', 'MatMul', 'MatMul', 'MultiHeadAttention', 'MatMul', 'Add']);
+      const mha = fused.graph!.node.find((n) => n.opType === 'MultiHeadAttention')!;
+      assert.equal(Number(mha.attribute.find((a) => a.name === 'num_heads')!.i), HEADS);
+      const scale = mha.attribute.find((a) => a.name === 'scale');
+      if (extra === 'scale') assert.ok(Math.abs(scale!.f - 0.3) < 1e-7);
+      else assert.equal(scale, undefined);
+      const diff = maxAbsDiff((await run(plain, FEEDS()))['y']!, (await run(fused, FEEDS()))['y']!);
+      t.diagnostic(`max abs diff ${diff.toExponential(2)}`);
+      assert.ok(diff < 1e-6, `max abs diff ${diff}`);
+    });
+  }
+  for (const extra of ['mask', 'scores-read'] as const) {
+    test(`left as it is with ${extra === 'mask' ? 'a mask input' : 'its scores output read'}`, async () => {
+      const m = onnxAttentionModel(extra);
+      await run(m, FEEDS()); // the plain graph runs
+      const before = toBinary(ModelProtoSchema, m);
+      assert.deepEqual(fuseAttention(m), { fused: 0, left: 1 });
+      assert.deepEqual(toBinary(ModelProtoSchema, m), before, 'the model is unchanged');
+    });
+  }
+});
+
 describe("a real export of diffusers' classic attention processor (torch's TorchScript exporter)", () => {
   // scripts/reference/attention_export.py: head_to_batch_dim, baddbmm(empty, q, kᵀ, beta=0, alpha=scale), softmax,
   // bmm, batch_to_head_dim with sizes read from the tensors, as SD exports made with torch 1.x hold them.

@@ -21,7 +21,8 @@
  * are read by anything but the ·v MatMul (the attention-probe graph's probed layers, src/graph/attention-probe.ts)
  * is left as it is, and so is anything else the patterns do not match exactly: among them a float16 export's
  * attention upcast to float32 (Casts around the scores, SD 2.x's upcast_attention), which stays in float32 as exported
- * rather than going to a float16 kernel. The result equals the unfused graph
+ * rather than going to a float16 kernel. An ONNX Attention node (opset 23) on split heads becomes the same node
+ * (matchOnnxAttention). The result equals the unfused graph
  * up to float rounding. Portable: no Node APIs, no ONNX Runtime.
  */
 import { create } from '@bufbuild/protobuf';
@@ -582,6 +583,26 @@ function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefine
 }
 
 /**
+ * An ONNX Attention node (opset 23) on heads as their own axis, as torch's dynamo exporter writes scaled-dot-product
+ * attention at that opset: q, k, v split from flat tensors, its output merged back, no mask, no past keys and values,
+ * not causal, no softcap, its other outputs unread (the attention-probe graph reads the fourth). ONNX Runtime 1.30's
+ * WebGPU provider has no kernel for it (the node falls back to the CPU); MultiHeadAttention has one.
+ */
+function matchOnnxAttention(g: Graph, node: NodeProto): Site | undefined {
+  const attribute = (name: string) => node.attribute.find((a) => a.name === name);
+  if (node.input.slice(3).some((x) => x !== '')) return undefined;
+  if (node.output.slice(1).some((o) => o !== '' && (g.consumers.has(o) || g.outputs.has(o)))) return undefined;
+  if ((attribute('is_causal')?.i ?? 0n) !== 0n || (attribute('softcap')?.f ?? 0) !== 0) return undefined;
+  if (attribute('q_num_heads') || attribute('kv_num_heads')) return undefined; // 3-D inputs: another layout
+  const [q, k, v] = [0, 1, 2].map((i) => headsOf(g, node.input[i] ?? ''));
+  if (!q || !k || !v || q.folded || k.folded || v.folded || q.heads !== k.heads || q.heads !== v.heads) return undefined;
+  const merge = headMerge(g, node, q.heads, false);
+  if (!merge) return undefined;
+  const scale = attribute('scale');
+  return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale: scale ? scale.f : undefined };
+}
+
+/**
  * Fuses every recognised attention of `model` (mutated in place) into MultiHeadAttention nodes and prunes what they
  * replace. Returns how many were fused and how many Softmax nodes are left, or why nothing can be done.
  */
@@ -591,10 +612,12 @@ export function fuseAttention(model: ModelProto): AttentionFusion {
   const opset = defaultOpset(model);
   if (opset < 11) return { reason: `the model uses ONNX opset ${opset}; attention fusion needs 11 or later` };
   const g = new Graph(graph);
-  const softmaxes = graph.node.filter((n) => n.opType === 'Softmax' && (n.domain === '' || n.domain === 'ai.onnx'));
+  const isDefault = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
+  const softmaxes = graph.node.filter((n) => n.opType === 'Softmax' && isDefault(n));
+  const attentions = opset >= 23 ? graph.node.filter((n) => n.opType === 'Attention' && isDefault(n)) : [];
   const replace = new Map<NodeProto, NodeProto>();
-  for (const [i, sm] of softmaxes.entries()) {
-    const site = matchSite(g, sm, opset);
+  for (const [i, node] of [...softmaxes, ...attentions].entries()) {
+    const site = node.opType === 'Softmax' ? matchSite(g, node, opset) : matchOnnxAttention(g, node);
     if (!site) continue;
     replace.set(site.merge, create(NodeProtoSchema, {
       name: `${FUSED_SCOPE}/MultiHeadAttention_${i}`,
@@ -608,13 +631,13 @@ export function fuseAttention(model: ModelProto): AttentionFusion {
       ],
     }));
   }
-  if (replace.size === 0) return { fused: 0, left: softmaxes.length };
+  if (replace.size === 0) return { fused: 0, left: softmaxes.length + attentions.length };
   // The fused node takes the merge Reshape's place: its inputs (the flat q, k, v) come earlier in topological order.
   graph.node = graph.node.map((n) => replace.get(n) ?? n);
   if (!model.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
     model.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: 1n }));
   }
   pruneGraph(graph);
-  const left = graph.node.filter((n) => n.opType === 'Softmax').length;
+  const left = graph.node.filter((n) => isDefault(n) && (n.opType === 'Softmax' || (n.opType === 'Attention' && opset >= 23))).length;
   return { fused: replace.size, left };
 }
