@@ -15,17 +15,13 @@ const COMMANDS = [
   'apt-get install -y -t bookworm-backports libvulkan1 mesa-vulkan-drivers',
 ];
 
-// In a process of its own each time: ONNX Runtime keeps the WebGPU instance of its first try for the life of the
-// process, so a check in this process after installing the driver would still see the adapter missing.
-function webgpuWorks() {
-  const check = new URL('../dist/node/runner/webgpu-check.js', import.meta.url).href;
-  const code = `const { tryWebGpu } = await import(${JSON.stringify(check)}); process.stdout.write(JSON.stringify(await tryWebGpu())); process.exit(0);`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 120_000 });
-  try {
-    return JSON.parse(r.stdout);
-  } catch {
-    return { ok: false, reason: `the check ended without a result (exit ${r.status}${r.signal ? `, ${r.signal}` : ''}): ${r.stderr.trim().slice(-500)}` };
-  }
+// The project's own device check (dist/node/runner/devices.js), which runs the WebGPU check in a process of its own:
+// ONNX Runtime keeps the WebGPU instance of its first try for the life of a process, so a check in this process after
+// installing the driver would still see the adapter missing. `refresh` runs it again after the install.
+async function webgpuWorks() {
+  const { checkAvailableDevices } = await import('../dist/node/runner/devices.js');
+  const webgpu = (await checkAvailableDevices({ refresh: true })).find((d) => d.name === 'webgpu');
+  return webgpu?.available ? { ok: true } : { ok: false, reason: webgpu?.note ?? 'this onnxruntime-node build has no WebGPU provider' };
 }
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -70,7 +66,7 @@ if (!torchWorks()) {
   }
 }
 
-let check = webgpuWorks();
+let check = await webgpuWorks();
 if (!check.ok) {
   if (!isRoot || !isDebian) {
     process.stderr.write(
@@ -88,7 +84,7 @@ if (!check.ok) {
     stdio: 'inherit',
     env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
   });
-  check = webgpuWorks();
+  check = await webgpuWorks();
   if (!check.ok) {
     process.stderr.write(`setup: WebGPU still has no adapter after the install: ${check.reason}\n`);
     process.exit(1);

@@ -101,13 +101,19 @@ const WIDTH = HEADS * D;
 const CONTEXT = 6;
 
 /** One attention between two linear layers, in the variant's layout, with a scale that is not 1/sqrt(d). */
-function attentionModel(v: Variant): ModelProto {
-  const g = new GraphBuilder({ name: 'attn', modelKey: 'attn', seed: 11, floatType: 'float32' });
+/** The graph's inputs x and context and their q, k, v projections (flat [B, S, H·d]). */
+function projections(name: string): { g: GraphBuilder; x: string; q: string; k: string; val: string } {
+  const g = new GraphBuilder({ name, modelKey: 'attn', seed: 11, floatType: 'float32' });
   const x = g.floatInput('x', ['batch', 'seq', WIDTH]);
   const c = g.floatInput('context', ['batch', 'keys', CONTEXT]);
   const q = linear(g, 'to_q', x, WIDTH, WIDTH, { bias: false, gain: 3 });
   const k = linear(g, 'to_k', c, CONTEXT, WIDTH, { bias: false, gain: 3 });
   const val = linear(g, 'to_v', c, CONTEXT, WIDTH, { bias: false });
+  return { g, x, q, k, val };
+}
+
+function attentionModel(v: Variant): ModelProto {
+  const { g, x, q, k, val } = projections('attn');
   const batch = g.op('Gather', [g.op('Shape', [x]), g.constInt64([0], [])], { axis: 0 });
   const unsq = (s: string) => g.op('Unsqueeze', [s, g.constInt64([0])]);
   const split = (t: string) => g.op('Reshape', [t, g.op('Concat', [unsq(batch), g.constInt64([-1]), g.constInt64([HEADS]), g.constInt64([D])], { axis: 0 })]);
@@ -324,12 +330,7 @@ describe("torch's dynamo exporter's scaled-dot-product attention (written as its
  * fourth output (the scores) also a graph output; 'scale': a scale attribute of 0.3.
  */
 function onnxAttentionModel(extra?: 'mask' | 'scores-read' | 'scale'): ModelProto {
-  const g = new GraphBuilder({ name: 'attn23', modelKey: 'attn', seed: 11, floatType: 'float32' });
-  const x = g.floatInput('x', ['batch', 'seq', WIDTH]);
-  const c = g.floatInput('context', ['batch', 'keys', CONTEXT]);
-  const q = linear(g, 'to_q', x, WIDTH, WIDTH, { bias: false, gain: 3 });
-  const k = linear(g, 'to_k', c, CONTEXT, WIDTH, { bias: false, gain: 3 });
-  const val = linear(g, 'to_v', c, CONTEXT, WIDTH, { bias: false });
+  const { g, q, k, val } = projections('attn23');
   const heads = (t: string) => g.op('Transpose', [g.op('Reshape', [t, g.constInt64([0, -1, HEADS, D])])], { perm: [0, 2, 1, 3] });
   const inputs = [heads(q), heads(k), heads(val), ...(extra === 'mask' ? [g.constFloat(randoms(15, 9), [5, 3])] : [])];
   const [y, , , scores] = g.ops('Attention', inputs, extra === 'scale' ? { scale: { f: 0.3 } } : {}, { outputs: 4 });

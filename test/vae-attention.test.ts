@@ -122,26 +122,36 @@ test('global attention: the tiled decode matches the untiled one (exact statisti
   }
 });
 
-test('the attention core in query chunks equals the unchunked head', async () => {
-  const file = writeModel(attnDecoder(), 'attn-chunks');
+/**
+ * The head of `model` run on a 24x20 latent in query chunks (16 KiB of scores each) and whole: both results, after
+ * checking the chunked one equals the whole one within 1e-5.
+ */
+async function chunkedAndWhole(model: ModelProto, name: string) {
+  const file = writeModel(model, name);
   const chunked = await localAttentionBackend(file, SESSION, { chunkBytes: 16 * 1024 });
   const whole = await localAttentionBackend(file, SESSION, { unchunked: true });
   try {
+    assert.ok(!('reason' in chunked.attentionGraphs) && chunked.attentionGraphs.chunked, JSON.stringify(chunked.attentionGraphs));
     const latent = latentOf(24, 20);
     const a = chunked.attention && !('reason' in chunked.attention) ? await chunked.attention.runGlobal(latent.slice(), 4, 24, 20) : undefined;
     const b = whole.attention && !('reason' in whole.attention) ? await whole.attention.runGlobal(latent.slice(), 4, 24, 20) : undefined;
     assert.ok(a && b);
-    // 480 tokens, 16 KiB of scores per chunk: 8 rows per chunk.
-    assert.equal(a.chunks, 60);
-    assert.equal(b.chunks, 0);
-    assert.deepEqual([a.channels, a.height, a.width], [32, 24, 20]);
     let max = 0;
     for (let i = 0; i < a.data.length; i++) max = Math.max(max, Math.abs(a.data[i]! - b.data[i]!));
     assert.ok(max <= 1e-5, `chunked vs unchunked: ${max}`);
+    return { a, b };
   } finally {
     await chunked.close();
     await whole.close();
   }
+}
+
+test('the attention core in query chunks equals the unchunked head', async () => {
+  const { a, b } = await chunkedAndWhole(attnDecoder(), 'attn-chunks');
+  // 480 tokens, 16 KiB of scores per chunk: 8 rows per chunk.
+  assert.equal(a.chunks, 60);
+  assert.equal(b.chunks, 0);
+  assert.deepEqual([a.channels, a.height, a.width], [32, 24, 20]);
 });
 
 test("a Dropout after the Softmax (the dynamo exporter's scaled-dot-product attention): in inference mode the core still runs in chunks, equal to the unchunked head; in training mode it is named", async () => {
@@ -158,23 +168,8 @@ test("a Dropout after the Softmax (the dynamo exporter's scaled-dot-product atte
     reader.input = reader.input.map((i) => (i === softmax.output[0] ? '/test/dropped' : i));
     return m;
   };
-  const file = writeModel(withDropout(false), 'attn-dropout');
-  const chunked = await localAttentionBackend(file, SESSION, { chunkBytes: 16 * 1024 });
-  const whole = await localAttentionBackend(file, SESSION, { unchunked: true });
-  try {
-    assert.ok(!('reason' in chunked.attentionGraphs) && chunked.attentionGraphs.chunked, JSON.stringify(chunked.attentionGraphs));
-    const latent = latentOf(24, 20);
-    const a = chunked.attention && !('reason' in chunked.attention) ? await chunked.attention.runGlobal(latent.slice(), 4, 24, 20) : undefined;
-    const b = whole.attention && !('reason' in whole.attention) ? await whole.attention.runGlobal(latent.slice(), 4, 24, 20) : undefined;
-    assert.ok(a && b);
-    assert.equal(a.chunks, 60);
-    let max = 0;
-    for (let i = 0; i < a.data.length; i++) max = Math.max(max, Math.abs(a.data[i]! - b.data[i]!));
-    assert.ok(max <= 1e-5, `chunked vs unchunked: ${max}`);
-  } finally {
-    await chunked.close();
-    await whole.close();
-  }
+  const { a } = await chunkedAndWhole(withDropout(false), 'attn-dropout');
+  assert.equal(a.chunks, 60);
   const training = await localAttentionBackend(writeModel(withDropout(true), 'attn-dropout-training'), SESSION, { chunkBytes: 16 * 1024 });
   try {
     assert.equal((training.attentionGraphs as { coreReason?: string }).coreReason, '/test/Dropout (Dropout) after the Softmax is not row-independent');
