@@ -97,6 +97,38 @@ test('the page loads with no console error and builds its form from the API sche
   assert.deepEqual(errors, []);
 });
 
+test('the size placeholders and the native preset follow the selected model; its native size is what an empty size gives', async () => {
+  const { page, errors } = await openPage(fake.url);
+  const sizes = async () => ({
+    width: await page.getAttribute('[name="width"]', 'placeholder'),
+    height: await page.getAttribute('[name="height"]', 'placeholder'),
+    native: await page.$eval('#f-size option:nth-child(2)', (o) => [(o as unknown as { value: string }).value, o.textContent]),
+  });
+  assert.deepEqual(await sizes(), { width: '64', height: '64', native: ['64x64', 'native (64)'] });
+  await page.selectOption('[name="model"]', 'fake-other');
+  assert.deepEqual(await sizes(), { width: '96', height: '80', native: ['96x80', 'native (96)'] });
+  await page.selectOption('#f-size', '96x80');
+  assert.equal(await page.inputValue('[name="width"]'), '96');
+  assert.equal(await page.inputValue('[name="height"]'), '80');
+  await page.selectOption('[name="model"]', 'fake-64');
+  assert.deepEqual(await sizes(), { width: '64', height: '64', native: ['64x64', 'native (64)'] });
+  assert.deepEqual(errors, []);
+});
+
+test('narrow windows: no sideways scrolling; two columns, then one as the window narrows', async () => {
+  for (const [width, columns] of [[390, 1], [900, 2], [1280, 3]] as const) {
+    const context = await browser.newContext({ viewport: { width, height: 800 } });
+    closers.push(() => context.close());
+    const page = await context.newPage();
+    await page.goto(fake.url);
+    await page.waitForSelector('body[data-ready="true"]');
+    assert.equal(await page.evaluate(() => document.documentElement.scrollWidth), width, `no horizontal overflow at ${width} px`);
+    const lefts = await page.$$eval('main > section', (ss) => ss.map((s) => Math.round(s.getBoundingClientRect().left)));
+    assert.equal(new Set(lefts).size, columns, `${columns} column(s) at ${width} px: section left edges ${lefts}`);
+    await context.close();
+  }
+});
+
 test('generate: progress advances, the preview changes, the image lands in the gallery with its seed and metadata', async () => {
   const { page, errors } = await openPage(fake.url);
   await page.evaluate(`(() => {

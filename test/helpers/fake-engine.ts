@@ -74,7 +74,7 @@ export class FakeEngine implements Engine {
   constructor(private readonly o: FakeEngineOptions = {}) {}
 
   models(): ModelEntry[] {
-    return [{ name: 'fake-64', nativeWidth: 64, nativeHeight: 64 }, { name: 'fake-other', nativeWidth: 64, nativeHeight: 64 }];
+    return [{ name: 'fake-64', nativeWidth: 64, nativeHeight: 64 }, { name: 'fake-other', nativeWidth: 96, nativeHeight: 80 }];
   }
 
   async devices(): Promise<DeviceEntry[]> {
@@ -83,7 +83,8 @@ export class FakeEngine implements Engine {
 
   async generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
     this.started += 1;
-    const p = resolveParams(params, { width: 64, height: 64 });
+    const native = this.models().find((m) => m.name === model) ?? this.models()[0]!;
+    const p = resolveParams(params, { width: native.nativeWidth!, height: native.nativeHeight! });
     const stepMs = this.o.stepMs ?? 5;
     const every = this.o.previewEvery ?? 2;
     const total = p.steps;

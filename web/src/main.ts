@@ -162,16 +162,41 @@ function fieldRow(name: string, s: Schema, extra?: HTMLElement): HTMLElement {
   return row;
 }
 
+/** The model the form has selected (the first one until the form exists). */
+function selectedModel(): (typeof models)[number] | undefined {
+  const name = document.querySelector<HTMLSelectElement>('[name="model"]')?.value;
+  return models.find((m) => m.name === name) ?? models[0];
+}
+
 function sizePresets(): [string, number, number][] {
-  const native = models[0]?.nativeWidth ?? 512;
+  const model = selectedModel();
+  const native = model?.nativeWidth ?? 512;
   const snap = (v: number) => Math.max(64, Math.round(v / 8) * 8);
-  const out: [string, number, number][] = [[`native (${native})`, native, models[0]?.nativeHeight ?? native]];
+  const out: [string, number, number][] = [[`native (${native})`, native, model?.nativeHeight ?? native]];
   for (const n of [2048, 3072, 4096]) out.push([`${n} x ${n}`, n, n]);
   for (const [name, w, h] of [['16:9', 16, 9], ['3:2', 3, 2], ['4:3', 4, 3], ['9:16', 9, 16], ['2:3', 2, 3]] as const) {
     const long = 2048;
     out.push([`${name} (${w > h ? long : snap((long * w) / h)} x ${w > h ? snap((long * h) / w) : long})`, w > h ? long : snap((long * w) / h), w > h ? snap((long * h) / w) : long]);
   }
   return out;
+}
+
+/**
+ * The size preset list and the width and height placeholders follow the selected model: an empty width or height
+ * means its native size, so the placeholder shows that number.
+ */
+function showModelSizes(): void {
+  const model = selectedModel();
+  const sel = document.querySelector<HTMLSelectElement>('#f-size');
+  if (sel) {
+    const keep = sel.value;
+    sel.replaceChildren(new Option('(custom)', ''), ...sizePresets().map(([name, w, h]) => new Option(name, `${w}x${h}`)));
+    sel.value = [...sel.options].some((o) => o.value === keep) ? keep : '';
+  }
+  for (const [name, value] of [['width', model?.nativeWidth], ['height', model?.nativeHeight]] as const) {
+    const el = document.querySelector<HTMLInputElement>(`[name="${name}"]`);
+    if (el) el.placeholder = value === undefined ? '' : String(value);
+  }
 }
 
 function buildForm(): void {
@@ -193,7 +218,6 @@ function buildForm(): void {
       const sel = document.createElement('select');
       sel.id = 'f-size';
       sel.append(new Option('(custom)', ''));
-      for (const [name, w, h] of sizePresets()) sel.append(new Option(name, `${w}x${h}`));
       sel.addEventListener('change', () => {
         if (!sel.value) return;
         const [w, h] = sel.value.split('x');
@@ -435,6 +459,7 @@ function setForm(m: Metadata, seedOnly: boolean): void {
     seed: m.seed, scheduler: m.scheduler, method: m.method, maskWords: m.maskWords, methodOptions: m.methodOptions, vae: m.vae,
   });
   if (models.some((x) => x.name === m.model?.name)) (document.querySelector('[name="model"]') as HTMLSelectElement).value = m.model.name;
+  showModelSizes();
   saveForm();
 }
 
@@ -813,6 +838,7 @@ async function main(): Promise<void> {
   $('#devices').innerHTML = `devices: <b>${d.body.deviceSet.replace(/</g, '&lt;')}</b> · <span id="busy">idle</span>`;
   buildForm();
   restoreForm();
+  showModelSizes();
   const form = $<HTMLFormElement>('#form');
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -823,6 +849,7 @@ async function main(): Promise<void> {
     scheduleEstimate();
   });
   form.addEventListener('change', (e) => {
+    if ((e.target as HTMLElement).id === 'f-model') showModelSizes();
     if ((e.target as HTMLElement).id !== 'f-size' && ['width', 'height'].includes((e.target as HTMLInputElement).name)) ($('#f-size') as HTMLSelectElement).value = '';
   });
   document.addEventListener('keydown', (e) => {
