@@ -317,6 +317,22 @@ test('compare: direct and asg on one seed side by side with a split slider; the 
   assert.deepEqual(pair.map((o) => o.metadata!.seed), ['77', '77']);
 
   await page.click(`#gallery figure[data-name="${pair[0]!.name}"]`);
+  // Opened fitted and centred; a double click shows it pixel for pixel, another fits it again.
+  const view = () => page.evaluate(`(() => {
+    const img = document.querySelector('#viewer-image'), port = document.querySelector('#viewport').getBoundingClientRect();
+    const [x, y, s] = /translate\\((-?[\\d.]+)px, (-?[\\d.]+)px\\) scale\\(([\\d.]+)\\)/.exec(img.style.transform).slice(1).map(Number);
+    const fit = Math.min(port.width / img.naturalWidth, port.height / img.naturalHeight);
+    return { s, fit, dx: x - (port.width - img.naturalWidth * s) / 2, dy: y - (port.height - img.naturalHeight * s) / 2, natural: img.naturalWidth };
+  })()`) as Promise<{ s: number; fit: number; dx: number; dy: number; natural: number }>;
+  await page.waitForFunction(`document.querySelector('#viewer-image').naturalWidth > 0 && document.querySelector('#viewer-image').style.transform.includes('scale(1)') === false`);
+  const fitted = await view();
+  assert.ok(fitted.natural > 0 && fitted.fit > 1, `a ${fitted.natural} px image in a larger viewer`);
+  // The style keeps about 6 significant digits.
+  assert.ok(Math.abs(fitted.s / fitted.fit - 1) < 1e-4 && Math.abs(fitted.dx) < 0.05 && Math.abs(fitted.dy) < 0.05, JSON.stringify(fitted));
+  await page.dblclick('#viewport');
+  assert.equal((await view()).s, 1);
+  await page.dblclick('#viewport');
+  assert.ok(Math.abs((await view()).s / fitted.fit - 1) < 1e-4);
   await page.hover('#viewport');
   await page.mouse.wheel(0, -600);
   await page.waitForFunction(`/scale\\((\\d+\\.?\\d*)\\)/.exec(document.querySelector('#viewer-image').style.transform)?.[1] > 2`);

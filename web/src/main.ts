@@ -671,6 +671,16 @@ function applyView(): void {
   $('#viewer-image').style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.scale})`;
 }
 
+/** The whole image in the viewer, centred: on opening, and on a double click. */
+function fitView(): void {
+  const img = $<HTMLImageElement>('#viewer-image');
+  const port = $('#viewport').getBoundingClientRect();
+  if (!img.naturalWidth || !img.naturalHeight || !port.width || !port.height) return;
+  const scale = Math.min(port.width / img.naturalWidth, port.height / img.naturalHeight);
+  Object.assign(view, { scale, x: (port.width - img.naturalWidth * scale) / 2, y: (port.height - img.naturalHeight * scale) / 2 });
+  applyView();
+}
+
 function openViewer(o: Output): void {
   viewing = o;
   const img = $<HTMLImageElement>('#viewer-image');
@@ -704,6 +714,7 @@ function openViewer(o: Output): void {
   $('#compare').title = partner ? `Side by side with ${partner.metadata?.method}` : 'No image with the same settings and seed and the other method yet';
   const dialog = $<HTMLDialogElement>('#viewer');
   if (!dialog.open) dialog.showModal();
+  if (img.complete) fitView(); // the same file again: no new load event (otherwise 'load' fits it)
 }
 
 /** The output with the same prompt, size, steps and seed but another method (direct vs the others). */
@@ -744,6 +755,19 @@ function setupViewer(): void {
     openCompare(viewing, partner);
   });
   const port = $('#viewport');
+  $('#viewer-image').addEventListener('load', fitView);
+  // A double click fits the image, or shows it pixel for pixel around the point clicked when it is fitted.
+  port.addEventListener('dblclick', (e) => {
+    const fitted = view.scale;
+    fitView();
+    if (Math.abs(view.scale - fitted) > 1e-6 || view.scale === 1) return;
+    const rect = port.getBoundingClientRect();
+    const f = 1 / view.scale;
+    view.x = e.clientX - rect.left - (e.clientX - rect.left - view.x) * f;
+    view.y = e.clientY - rect.top - (e.clientY - rect.top - view.y) * f;
+    view.scale = 1;
+    applyView();
+  });
   port.addEventListener('wheel', (e) => {
     e.preventDefault();
     const rect = port.getBoundingClientRect();
