@@ -115,7 +115,7 @@ test('the size placeholders and the native preset follow the selected model; its
   assert.deepEqual(errors, []);
 });
 
-test('narrow windows: no sideways scrolling; two columns, then one as the window narrows', async () => {
+test('narrow windows: no sideways scrolling; two columns, then one as the window narrows, where queueing scrolls to the progress', async () => {
   for (const [width, columns] of [[390, 1], [900, 2], [1280, 3]] as const) {
     const context = await browser.newContext({ viewport: { width, height: 800 } });
     closers.push(() => context.close());
@@ -125,6 +125,15 @@ test('narrow windows: no sideways scrolling; two columns, then one as the window
     assert.equal(await page.evaluate(() => document.documentElement.scrollWidth), width, `no horizontal overflow at ${width} px`);
     const lefts = await page.$$eval('main > section', (ss) => ss.map((s) => Math.round(s.getBoundingClientRect().left)));
     assert.equal(new Set(lefts).size, columns, `${columns} column(s) at ${width} px: section left edges ${lefts}`);
+    if (columns === 1) {
+      // The progress is below the form there: queueing scrolls it into view.
+      await page.fill('[name="prompt"]', 'on a phone');
+      await page.fill('[name="steps"]', '3');
+      const nowInView = `(() => { const r = document.querySelector('#current').getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })()`;
+      assert.equal(await page.evaluate(nowInView), false, 'below the fold before');
+      await page.click('#queue-button');
+      await page.waitForFunction(nowInView, undefined, { timeout: 10_000 });
+    }
     await context.close();
   }
 });

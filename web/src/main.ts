@@ -340,6 +340,11 @@ function showErrors(errors: Record<string, string>, general = ''): void {
   $('#form-error').textContent = general;
 }
 
+/** In the one-column layout (a phone) the progress is below the form: bring it into view once a job is queued. */
+function showWork(): void {
+  if (window.matchMedia('(max-width: 720px)').matches) $('#work').scrollIntoView({ behavior: 'smooth', block: 'start' });
+}
+
 /** Queues the form's settings twice, with direct and with asg, on one seed: the gallery then compares them. */
 async function submitCompare(): Promise<void> {
   const { body, errors } = readForm();
@@ -359,6 +364,7 @@ async function submitCompare(): Promise<void> {
   lastSeed = String(body['seed']);
   showErrors({});
   await refreshJobs();
+  showWork();
 }
 
 async function submit(): Promise<void> {
@@ -378,6 +384,7 @@ async function submit(): Promise<void> {
   lastSeed = String(body['seed']);
   showErrors({});
   await refreshJobs();
+  showWork();
 }
 
 let estimateTimer: ReturnType<typeof setTimeout> | undefined;
