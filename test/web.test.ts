@@ -122,7 +122,7 @@ test('narrow windows: no sideways scrolling; two columns, then one as the window
     const page = await context.newPage();
     await page.goto(fake.url);
     await page.waitForSelector('body[data-ready="true"]');
-    assert.equal(await page.evaluate(() => document.documentElement.scrollWidth), width, `no horizontal overflow at ${width} px`);
+    assert.equal(await page.evaluate('document.documentElement.scrollWidth'), width, `no horizontal overflow at ${width} px`);
     const lefts = await page.$$eval('main > section', (ss) => ss.map((s) => Math.round(s.getBoundingClientRect().left)));
     assert.equal(new Set(lefts).size, columns, `${columns} column(s) at ${width} px: section left edges ${lefts}`);
     if (columns === 1) {
