@@ -15,13 +15,16 @@ import { fileURLToPath } from 'node:url';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, ModelProtoSchema, TensorProtoSchema, type ModelProto } from 'onnx-buf';
 import ort from 'onnxruntime-node';
-import { fuseAttention, MS_DOMAIN } from '../src/graph/attention-fusion.ts';
+import { countOnnxAttention, fuseAttention, MS_DOMAIN } from '../src/graph/attention-fusion.ts';
+import { derivedUnetBytes } from '../src/browser/device/probe-graph.ts';
+import { webgpuAttentionNote } from '../src/core/webgpu-attention-note.ts';
 import { scanCrossAttention } from '../src/graph/attention-probe.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
-import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
+import { countOnnxAttentionIn, fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { writeTinySdModel } from './fixtures/index.ts';
+import { tinyModel } from './helpers/models.ts';
 import { linear } from './fixtures/layers.ts';
 import { GraphBuilder } from './fixtures/onnx-graph.ts';
 import { mulberry32 } from './fixtures/prng.ts';
@@ -371,6 +374,43 @@ describe('an ONNX Attention node (opset 23), which the WebGPU provider has no ke
       assert.deepEqual(toBinary(ModelProtoSchema, m), before, 'the model is unchanged');
     });
   }
+});
+
+describe('ONNX Attention nodes counted for the WebGPU warning (they run on the CPU there)', () => {
+  test('the opset-23 fixture UNet has 8, the written-out one none; fused, none are left; the count is kept in a sidecar next to the UNet', async () => {
+    const onnxDir = await tinyModel('onnx-attention');
+    const unet = path.join(onnxDir, 'unet', 'model.onnx');
+    const model = fromBinary(ModelProtoSchema, fs.readFileSync(unet));
+    assert.equal(countOnnxAttention(model), 8);
+    assert.equal(countOnnxAttention(fromBinary(ModelProtoSchema, fs.readFileSync(path.join(await tinyModel('standard'), 'unet', 'model.onnx')))), 0);
+    const fused = clone(model);
+    assert.deepEqual(fuseAttention(fused), { fused: 8, left: 0 });
+    assert.equal(countOnnxAttention(fused), 0);
+    assert.equal(await countOnnxAttentionIn(unet), 8);
+    const side = JSON.parse(fs.readFileSync(path.join(onnxDir, 'unet', 'model.asgd-ops.json'), 'utf8'));
+    assert.equal(side.result.onnxAttention, 8);
+    assert.equal(await countOnnxAttentionIn(unet), 8, 'read back from the sidecar');
+    assert.match(String((await countOnnxAttentionIn(path.join(onnxDir, 'nothing.onnx')) as { reason: string }).reason), /cannot be read/);
+  });
+
+  test("the browser's derived UNet graphs report what is left: the probe keeps all 8, the fusion leaves the probed layers' (the probe graph) or none", async () => {
+    const bytes = fs.readFileSync(path.join(await tinyModel('onnx-attention'), 'unet', 'model.onnx'));
+    const probe = derivedUnetBytes(bytes, { probe: true, fuse: false });
+    assert.ok(!('reason' in probe), JSON.stringify(probe));
+    assert.equal(probe.layers!.length, 2);
+    assert.equal(probe.onnxAttention, 8);
+    const fusedUnet = derivedUnetBytes(bytes, { probe: false, fuse: true });
+    assert.ok(!('reason' in fusedUnet));
+    assert.deepEqual([fusedUnet.fused, fusedUnet.onnxAttention], [8, 0]);
+    const fusedProbe = derivedUnetBytes(bytes, { probe: true, fuse: true });
+    assert.ok(!('reason' in fusedProbe));
+    assert.deepEqual([fusedProbe.fused, fusedProbe.onnxAttention], [6, 2]);
+  });
+
+  test('the warning names the count and the fix', () => {
+    assert.match(webgpuAttentionNote(1), /^The UNet has 1 ONNX Attention node \(opset 23.*run on the CPU.*--fuse-attention \(fuseAttention: true\) runs them as MultiHeadAttention on the GPU/);
+    assert.match(webgpuAttentionNote(140), /^The UNet has 140 ONNX Attention nodes /);
+  });
 });
 
 describe("a real export of diffusers' classic attention processor (torch's TorchScript exporter)", () => {

@@ -346,6 +346,17 @@ describe('tiny SD 1.x variants', () => {
     assert.ok(nodes.some((n) => n.name === '/up_blocks.1/attentions.0/transformer_blocks.0/attn2/MultiHeadAttention'));
   });
 
+  it('onnx-attention (opset 23) matches the separable attention, with one Attention node per attention and no Softmax', async () => {
+    const out = await runAll('onnx-attention');
+    assert.ok(maxAbsDiff(out.eps, reference.eps) < 1e-4, `eps diff ${maxAbsDiff(out.eps, reference.eps)}`);
+    const model = readModel('onnx-attention', 'unet');
+    assert.equal(model.opsetImport[0]!.version, 23n);
+    const nodes = model.graph!.node;
+    assert.equal(nodes.filter((n) => n.opType === 'Softmax').length, 0);
+    assert.equal(nodes.filter((n) => n.opType === 'Attention').length, 8);
+    assert.ok(nodes.some((n) => n.name === '/up_blocks.1/attentions.0/transformer_blocks.0/attn2/Attention'));
+  });
+
   it('fp16 stores every float weight and interface tensor as float16 and stays close to float32', async () => {
     for (const component of ['text_encoder', 'unet', 'vae_decoder', 'vae_encoder']) {
       const types = new Set(readModel('fp16', component).graph!.initializer.map((t) => t.dataType));

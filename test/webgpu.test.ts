@@ -7,6 +7,7 @@
  * sum in another order, float16 rounds). Tolerances: latents 3e-3 (float32), images 2 levels (3 for float16).
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -157,6 +158,39 @@ test('a float16 model runs on webgpu within float16 rounding of cpu', async (t) 
   const [cpu, gpu] = [await run('cpu', params, model), await run('webgpu:0', params, model)];
   t.diagnostic(`fp16 fixture: latent ${maxDiff(gpu.latent, cpu.latent)}, image ${maxDiff(gpu.image.data, cpu.image.data)} levels`);
   assert.ok(maxDiff(gpu.image.data, cpu.image.data) <= 3, `image max diff ${maxDiff(gpu.image.data, cpu.image.data)}`);
+});
+
+test('a UNet with ONNX Attention nodes (opset 23): on webgpu every run warns that they run on the CPU and names --fuse-attention; fused, the warning goes; on cpu there is none', async (t) => {
+  const model = await tinyModel('onnx-attention');
+  const params: GenerateParams = { prompt: 'a red circle', seed: 2, steps: 2, width: 256, height: 256, method: 'asg' };
+  const note = /^The UNet has 8 ONNX Attention nodes \(opset 23.*WebGPU provider has no kernel for them, so they run on the CPU.*--fuse-attention \(fuseAttention: true\)/;
+  const runOn = async (devices: string, fuseAttention = false) => {
+    const p = await loadPipeline(model, { devices, threads: 1, fuseAttention });
+    try {
+      const seen: string[] = [];
+      const r = await p.generate(params, { onWarning: (m) => seen.push(m) });
+      assert.deepEqual(seen, r.warnings);
+      return { info: p.info, r };
+    } finally {
+      await p.close();
+    }
+  };
+  const cpu = await runOn('cpu');
+  assert.ok(!cpu.info.notes.some((n) => note.test(n)), cpu.info.notes.join('\n'));
+  assert.deepEqual(cpu.r.warnings, [], 'no warning on cpu, and the mask came from the Attention nodes');
+  const gpu = await runOn('webgpu:0');
+  assert.equal(gpu.info.notes.filter((n) => note.test(n)).length, 1, gpu.info.notes.join('\n'));
+  assert.equal(gpu.r.warnings.filter((w) => note.test(w)).length, 1, gpu.r.warnings.join('\n'));
+  assert.deepEqual(gpu.r.warnings.filter((w) => !note.test(w)), []);
+  const ops = JSON.parse(fs.readFileSync(path.join(model, 'unet', 'model.asgd-ops.json'), 'utf8'));
+  assert.equal(ops.result.onnxAttention, 8, 'counted once and kept next to the UNet');
+  t.diagnostic(`onnx-attention fixture, Attention on the CPU under webgpu: image ${maxDiff(gpu.r.image.data, cpu.r.image.data)} levels from cpu`);
+  assert.ok(maxDiff(gpu.r.image.data, cpu.r.image.data) <= LEVELS);
+  const fused = await runOn('webgpu:0', true);
+  assert.deepEqual(fused.info.attentionFusion, { applied: true, layers: 8 });
+  assert.ok(!fused.info.notes.some((n) => note.test(n)), fused.info.notes.join('\n'));
+  assert.deepEqual(fused.r.warnings, []);
+  assert.ok(fused.r.latent.every(Number.isFinite));
 });
 
 test('a webgpu device that fails mid-run, or whose worker process is killed (as a driver crash ends it), is dropped with --retry and the result still matches', async () => {

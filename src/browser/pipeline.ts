@@ -7,6 +7,7 @@
 import type { TextConditioning } from '../core/conditioning.ts';
 import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
 import { AsgdError, throwIfAborted } from '../core/errors.ts';
+import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, planDenoiseInput } from '../core/generation/denoise.ts';
 import type { GenerationCallbacks, GenerationTimings } from '../core/generation/progress.ts';
@@ -102,6 +103,8 @@ export class WebPipeline {
     private readonly dispatcher: Dispatcher,
     private readonly tokenizer: ClipTokenizer,
     private readonly tokenizer2: ClipTokenizer | undefined,
+    /** What every generation warns of because of how the model meets the provider (info.notes has them too). */
+    private readonly deviceWarnings: string[],
   ) {}
 
   /** @internal Use loadWebPipeline. */
@@ -132,11 +135,14 @@ export class WebPipeline {
       const components: Partial<Record<WebComponent, ComponentIo>> = {};
       const fuse = checkOption<boolean>(optionSpec(PIPELINE_OPTIONS, 'fuseAttention'), options.fuseAttention ?? false);
       let fusion: WebModelInfo['attentionFusion'] = { applied: false, layers: 0, reason: 'fuseAttention is off' };
+      let onnxAttention = 0; // ONNX Attention nodes, counted where a derivation parses the UNet (probe or fusion)
       const open = async (d: WebDevice, c: WebComponent, source: WebComponent = c) => {
         report?.({ phase: 'session', component: c, device: d.label });
         // Each device gets its own copy; ONNX Runtime reads it once.
         const r = await d.request<'loaded'>({ type: 'load', component: c, bytes: bytes[source]!, fuse: fuse && source === 'unet' }, `loading ${c}`);
         if (fuse && c === 'unet') fusion = r.fused ? { applied: true, layers: r.fused } : { applied: false, layers: 0, reason: r.fuseReason ?? 'not fused' };
+        // The UNet as it runs: the fused graph's count, else the probe's (its surgery keeps every Attention node).
+        if (c === (fuse ? 'unet' : 'unetProbe') && r.onnxAttention !== undefined) onnxAttention = r.onnxAttention;
         components[c] ??= r.io;
         return r;
       };
@@ -154,9 +160,10 @@ export class WebPipeline {
           else delete components.unetProbe;
         }
       }));
-      const info = describe(spec, components, probe, fusion, provider, workers);
+      const deviceWarnings = provider === 'webgpu' && onnxAttention > 0 ? [webgpuAttentionNote(onnxAttention)] : [];
+      const info = describe(spec, components, probe, fusion, provider, workers, deviceWarnings);
       const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split: 'never' });
-      return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2);
+      return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2, deviceWarnings);
     } catch (err) {
       devices.forEach((d) => d.terminate());
       throw err;
@@ -195,6 +202,7 @@ export class WebPipeline {
       warnings.push(m);
       run.onWarning?.(m);
     };
+    this.deviceWarnings.forEach(warn);
     plan.warnings.forEach(warn);
     throwIfAborted(signal);
     const t0 = performance.now();
@@ -293,7 +301,7 @@ export class WebPipeline {
 
 function describe(
   spec: WebModelSpec, components: Partial<Record<WebComponent, ComponentIo>>, probe: { layers: string[] } | { reason: string },
-  attentionFusion: WebModelInfo['attentionFusion'], provider: WebProvider, workers: number,
+  attentionFusion: WebModelInfo['attentionFusion'], provider: WebProvider, workers: number, deviceNotes: string[],
 ): WebModelInfo {
   const unet = components.unet!;
   const sample = unet.inputs.find((i: IoInfo) => i.name === 'sample') ?? unet.inputs[0]!;
@@ -316,7 +324,7 @@ function describe(
     attentionFusion,
     components,
     ...(typeof staticH === 'number' && typeof staticW === 'number' ? { staticLatentSize: { height: staticH, width: staticW } } : {}),
-    notes: spec.notes,
+    notes: [...spec.notes, ...deviceNotes],
   };
 }
 

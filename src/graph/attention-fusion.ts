@@ -602,6 +602,18 @@ function matchOnnxAttention(g: Graph, node: NodeProto): Site | undefined {
   return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale: scale ? scale.f : undefined };
 }
 
+const isDefaultDomain = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
+
+/** The model's ONNX `Attention` nodes (the standard operator exists from opset 23; torch's dynamo exporter writes it there). */
+function onnxAttentionNodes(model: ModelProto, opset = defaultOpset(model)): NodeProto[] {
+  return opset >= 23 ? (model.graph?.node ?? []).filter((n) => n.opType === 'Attention' && isDefaultDomain(n)) : [];
+}
+
+/** How many ONNX `Attention` nodes the model has (0 below opset 23). */
+export function countOnnxAttention(model: ModelProto): number {
+  return onnxAttentionNodes(model).length;
+}
+
 /**
  * Fuses every recognised attention of `model` (mutated in place) into MultiHeadAttention nodes and prunes what they
  * replace. Returns how many were fused and how many Softmax nodes are left, or why nothing can be done.
@@ -612,9 +624,8 @@ export function fuseAttention(model: ModelProto): AttentionFusion {
   const opset = defaultOpset(model);
   if (opset < 11) return { reason: `the model uses ONNX opset ${opset}; attention fusion needs 11 or later` };
   const g = new Graph(graph);
-  const isDefault = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
-  const softmaxes = graph.node.filter((n) => n.opType === 'Softmax' && isDefault(n));
-  const attentions = opset >= 23 ? graph.node.filter((n) => n.opType === 'Attention' && isDefault(n)) : [];
+  const softmaxes = graph.node.filter((n) => n.opType === 'Softmax' && isDefaultDomain(n));
+  const attentions = onnxAttentionNodes(model, opset);
   const replace = new Map<NodeProto, NodeProto>();
   for (const [i, node] of [...softmaxes, ...attentions].entries()) {
     const site = node.opType === 'Softmax' ? matchSite(g, node, opset) : matchOnnxAttention(g, node);
@@ -638,6 +649,6 @@ export function fuseAttention(model: ModelProto): AttentionFusion {
     model.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: 1n }));
   }
   pruneGraph(graph);
-  const left = graph.node.filter((n) => isDefault(n) && (n.opType === 'Softmax' || (n.opType === 'Attention' && opset >= 23))).length;
+  const left = graph.node.filter((n) => n.opType === 'Softmax' && isDefaultDomain(n)).length + onnxAttentionNodes(model, opset).length;
   return { fused: replace.size, left };
 }

@@ -8,7 +8,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
-import { fuseAttention } from '../graph/attention-fusion.ts';
+import { countOnnxAttention, fuseAttention } from '../graph/attention-fusion.ts';
 import { prepareDerivedGraphs, type DerivedGraphOptions, type DerivedSidecar } from './derived-graphs.ts';
 import { referenceInlineWeights } from './probe.ts';
 
@@ -52,12 +52,8 @@ export async function prepareFusedAttention(
   modelPath: string, opts: DerivedGraphOptions & { weightsFolder?: string } = {},
 ): Promise<FusedAttention | { reason: string }> {
   const derive = (bytes: Uint8Array, source: string) => {
-    let model: ModelProto;
-    try {
-      model = fromBinary(ModelProtoSchema, bytes);
-    } catch (err) {
-      return { reason: `the model cannot be parsed (${err instanceof Error ? err.message : String(err)})` };
-    }
+    const model = parse(bytes);
+    if ('reason' in model) return model;
     const fusion = fuseAttention(model);
     if ('reason' in fusion) return fusion;
     if (fusion.fused === 0) return { reason: 'no attention written out in a layout the fusion recognises' };
@@ -69,6 +65,32 @@ export async function prepareFusedAttention(
     };
   };
   return prepareDerivedGraphs(modelPath, opts, { format: FORMAT, cacheFolder: 'fused-attention', filesIn, open, derive });
+}
+
+function parse(bytes: Uint8Array): ModelProto | { reason: string } {
+  try {
+    return fromBinary(ModelProtoSchema, bytes);
+  } catch (err) {
+    return { reason: `the model cannot be parsed (${err instanceof Error ? err.message : String(err)})` };
+  }
+}
+
+/**
+ * How many ONNX Attention nodes (opset 23) the UNet file at `modelPath` has, or why it cannot be read. Counted once
+ * per file content: the count is kept in a sidecar (`<name>.asgd-ops.json`), stored like the derived graphs.
+ */
+export async function countOnnxAttentionIn(modelPath: string, opts: DerivedGraphOptions = {}): Promise<number | { reason: string }> {
+  const r = await prepareDerivedGraphs<{ onnxAttention: number }, { sidecar: string }, { onnxAttention: number }>(modelPath, opts, {
+    format: 1,
+    cacheFolder: 'fused-attention',
+    filesIn: (dir, source) => ({ sidecar: path.join(dir, `${path.basename(source).replace(/\.onnx$/i, '')}.asgd-ops.json`) }),
+    open: async (side) => side.result,
+    derive: (bytes) => {
+      const model = parse(bytes);
+      return 'reason' in model ? model : { result: { onnxAttention: countOnnxAttention(model) }, files: () => [] };
+    },
+  });
+  return 'reason' in r ? r : r.onnxAttention;
 }
 
 /** How to open a file made by prepareFusedAttention (read from its sidecar); {} for any other file. */

@@ -14,6 +14,7 @@ import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.t
 import type { GenerateParams, ResolvedParams } from '../core/params.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
+import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, planDenoiseInput, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
@@ -160,6 +161,8 @@ export class Pipeline implements AsyncDisposable {
     readonly info: ModelInfo,
     private readonly tokenizer2?: ClipTokenizer,
     private readonly tokenizer3?: T5Tokenizer,
+    /** What every run warns of because of how the model meets the devices (ModelInfo.notes has them too). */
+    private readonly deviceWarnings: string[] = [],
   ) {}
 
   /** @internal */
@@ -207,7 +210,8 @@ export class Pipeline implements AsyncDisposable {
         );
       }
       const desc = await workers[0]!.request<'describe'>({ type: 'describe' }, 'describing the model');
-      const info = describeModel(spec, desc.components, probe, fused.info);
+      const deviceWarnings = await attentionOnCpuWarnings(unetFile, devices);
+      const info = describeModel(spec, desc.components, probe, fused.info, deviceWarnings);
       const holdings = workers.map((_, i): ComponentName[] =>
         i > 0 ? ['unet'] : ['unet', 'textEncoder', 'vaeDecoder', ...(spec.paths.textEncoder2 ? ['textEncoder2' as const] : []), ...(spec.paths.textEncoder3 ? ['textEncoder3' as const] : []), ...('file' in probe ? ['unetProbe' as const] : [])],
       );
@@ -222,7 +226,7 @@ export class Pipeline implements AsyncDisposable {
           : undefined,
       });
       hooks.inspectWorkers?.(() => Promise.all(workers.map((w) => w.request<'describe'>({ type: 'describe' }, 'describing the worker'))));
-      return new Pipeline(spec, devices, workers, pool, tokenizer, info, tokenizer2, tokenizer3);
+      return new Pipeline(spec, devices, workers, pool, tokenizer, info, tokenizer2, tokenizer3, deviceWarnings);
     } catch (err) {
       await Promise.all(workers.map((w) => w.terminate()));
       throw err;
@@ -239,11 +243,7 @@ export class Pipeline implements AsyncDisposable {
     const plan = checkGeneration(params, this.facts(), this.tokenizer);
     const p = plan.params;
     const signal = run.signal;
-    const warnings: string[] = [];
-    const warn = (m: string) => {
-      warnings.push(m);
-      run.onWarning?.(m);
-    };
+    const { warnings, warn } = this.warningsFor(run);
     plan.warnings.forEach(warn);
     run = this.withDeviceActivity(run);
     return this.guarded(signal, 'Generation cancelled', async () => {
@@ -323,11 +323,7 @@ export class Pipeline implements AsyncDisposable {
     const { image: _image, prompt: givenPrompt, scale, width, height, strength, structureSource, maxPixels, ...rest } = params;
     // Stage 1, check: the upscale against its source, then the generation at the (grid-rounded) output size.
     const up = checkUpscale({ width: source.image.width, height: source.image.height }, { scale, width, height, strength, structureSource, maxPixels });
-    const warnings: string[] = [];
-    const warn = (m: string) => {
-      warnings.push(m);
-      run.onWarning?.(m);
-    };
+    const { warnings, warn } = this.warningsFor(run);
     const prompt = givenPrompt ?? source.embedded?.prompt;
     const negativePrompt = rest.negativePrompt ?? (givenPrompt === undefined ? source.embedded?.negativePrompt : undefined);
     if (prompt === undefined) warn('No prompt given and none embedded in the input: upscaling with an empty prompt');
@@ -553,6 +549,17 @@ export class Pipeline implements AsyncDisposable {
   }
 
   /** What the check stage needs of the model. */
+  /** A run's warnings, collected and passed on as they come; the pipeline's own (deviceWarnings) first. */
+  private warningsFor(run: GenerateRunOptions): { warnings: string[]; warn: (message: string) => void } {
+    const warnings: string[] = [];
+    const warn = (m: string) => {
+      warnings.push(m);
+      run.onWarning?.(m);
+    };
+    this.deviceWarnings.forEach(warn);
+    return { warnings, warn };
+  }
+
   private facts(): ModelFacts {
     return {
       family: this.spec.family,
@@ -625,11 +632,23 @@ async function fuseAttentionFiles(
   return { unet: main.file, ...(fusedProbe && 'file' in fusedProbe ? { probe: fusedProbe.file } : {}), info: { applied: true, layers: main.fused } };
 }
 
+/**
+ * On WebGPU devices: a warning when the UNet as loaded has ONNX Attention nodes, which ONNX Runtime runs on the CPU
+ * there (fused-attention.ts counts them, once per file).
+ */
+async function attentionOnCpuWarnings(unetFile: string, devices: DeviceSpec[]): Promise<string[]> {
+  if (!devices.some((d) => d.provider === 'webgpu')) return [];
+  const { countOnnxAttentionIn } = await import('./fused-attention.ts');
+  const n = await countOnnxAttentionIn(unetFile);
+  return typeof n === 'number' && n > 0 ? [webgpuAttentionNote(n)] : [];
+}
+
 function describeModel(
   spec: ModelSpec,
   components: Partial<Record<ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }>>,
   probe: { file: string; layers: string[] } | { reason: string },
   attentionFusion: ModelInfo['attentionFusion'],
+  deviceNotes: string[],
 ): ModelInfo {
   const unet = components.unet;
   const te = components.textEncoder;
@@ -689,7 +708,7 @@ function describeModel(
     staticLatentSize: typeof staticH === 'number' && typeof sample.shape[3] === 'number' ? { height: staticH, width: sample.shape[3] } : undefined,
     attentionProbe: 'file' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },
     attentionFusion,
-    notes: spec.notes,
+    notes: [...spec.notes, ...deviceNotes],
   };
 }
 

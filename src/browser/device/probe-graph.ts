@@ -6,7 +6,7 @@
  */
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
-import { fuseAttention } from '../../graph/attention-fusion.ts';
+import { countOnnxAttention, fuseAttention } from '../../graph/attention-fusion.ts';
 import { addAttentionProbe } from '../../graph/attention-probe.ts';
 
 export interface DerivedUnet {
@@ -17,6 +17,8 @@ export interface DerivedUnet {
   fused?: number;
   /** Why nothing was fused (fuse asked): the graph is then as exported, or as the probe made it. */
   fuseReason?: string;
+  /** ONNX Attention nodes (opset 23) left in the derived graph: on WebGPU they run on the CPU. */
+  onnxAttention: number;
 }
 
 /**
@@ -30,7 +32,7 @@ export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse:
   } catch (err) {
     return { reason: `the UNet could not be parsed (${err instanceof Error ? err.message : String(err)})` };
   }
-  const out: Omit<DerivedUnet, 'bytes'> = {};
+  const out: Omit<DerivedUnet, 'bytes' | 'onnxAttention'> = {};
   if (opts.probe) {
     const surgery = addAttentionProbe(model);
     if ('reason' in surgery) return surgery;
@@ -42,5 +44,5 @@ export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse:
     else if (fusion.fused === 0) out.fuseReason = 'no attention written out in a layout the fusion recognises';
     else out.fused = fusion.fused;
   }
-  return { bytes: toBinary(ModelProtoSchema, model), ...out };
+  return { bytes: toBinary(ModelProtoSchema, model), ...out, onnxAttention: countOnnxAttention(model) };
 }

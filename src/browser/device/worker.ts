@@ -67,7 +67,7 @@ async function open(bytes: Uint8Array, label: string): Promise<OpenSession> {
 }
 
 async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean): Promise<DeviceResult> {
-  let derived: Omit<DerivedUnet, 'bytes'> = {};
+  let derived: Partial<Omit<DerivedUnet, 'bytes'>> = {};
   if (component === 'unetProbe' || (component === 'unet' && fuse)) {
     const { derivedUnetBytes } = await import('./probe-graph.ts');
     const d = derivedUnetBytes(bytes, { probe: component === 'unetProbe', fuse });
