@@ -13,6 +13,7 @@ import { progressRelay } from '../src/server/fleet/progress-relay.ts';
 import { startWorker, type RunningFleetWorker } from '../src/server/fleet/worker.ts';
 import type { JobProgress, JobRecord } from '../src/server/queue.ts';
 import { api, FAKE_ENGINE, fakeModelDir, outputFiles, waitFor } from './helpers/fleet.ts';
+import { FAKE_PROMPT_WORDS } from './helpers/fake-engine.ts';
 import { tempDir } from './helpers/models.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { readEvents } from './helpers/sse.ts';
@@ -83,12 +84,20 @@ test('the same settings and seed give the same job: submitted again, it returns 
   // Again after completion, and with the defaults spelled out differently: the same job, no new run.
   assert.equal(await a().queue({ ...body, method: 'asg' }), id1);
   assert.equal((await a().job(id1)).output, done.output);
+  assert.equal('warnings' in done, false, 'a run without warnings has none');
   assert.equal(logged().filter((l) => l.includes(id1)).length, 1, 'generated once');
   assert.deepEqual(outputFiles(outputs).filter((n) => n.includes(id1)), [done.output]);
   // A different seed is a different job; no seed gets a random one, chosen at submission (decimal string).
   assert.notEqual(await a().queue({ ...body, seed: '5' }), id1);
   const random = await a().job(await a().queue({ prompt: 'random seed', steps: 2 }));
   assert.match(String(random.spec.settings['seed']), /^\d+$/);
+});
+
+test("a run's warnings travel from the worker's engine process to the job record", async () => {
+  const long = Array.from({ length: FAKE_PROMPT_WORDS + 2 }, (_, i) => `word${i}`).join(' ');
+  const done = await a().finished(await a().queue({ prompt: long, seed: '2', width: 64, height: 64, steps: 2 }));
+  assert.equal(done.state, 'completed', JSON.stringify(done.error));
+  assert.deepEqual(done.warnings, [`The prompt is too long: 2 word(s) beyond the fake engine's ${FAKE_PROMPT_WORDS} were dropped`]);
 });
 
 test('progress reaches the SSE stream throttled and in order, with previews from the shared folder', async () => {

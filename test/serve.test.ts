@@ -62,12 +62,16 @@ test('asgd serve generates a 128 px image with the shipped model; Ctrl-C mid-job
     assert.equal(page.status, 200);
     assert.match(page.headers.get('content-type') ?? '', /text\/html/);
 
-    const a = await queueJob(s1.url, { prompt: 'a red circle on a blue background', steps: 4, seed: '9007199254740993', width: 128, height: 128, method: 'direct' });
+    // A prompt beyond the text encoder's 77 tokens: the library's warning reaches the job record.
+    const long = `a red circle on a blue background${' and a red circle'.repeat(20)}`;
+    const a = await queueJob(s1.url, { prompt: long, steps: 4, seed: '9007199254740993', width: 128, height: 128, method: 'direct' });
     const ja = await waitFor('the first job', async () => {
       const j = await getJob(s1.url, a);
       assert.notEqual(j.state, 'failed', JSON.stringify(j.error));
       return j.state === 'completed' ? j : undefined;
     });
+    assert.equal(ja.warnings?.length, 1, JSON.stringify(ja.warnings));
+    assert.match(ja.warnings![0]!, /^The prompt is too long: \d+ token\(s\) beyond the model's 75 were dropped$/);
     const file = path.join(outputs, ja.output!);
     const meta = await readImageMetadata(file);
     assert.equal(meta.metadata?.seed, '9007199254740993');

@@ -16,7 +16,7 @@ import { createServer, outputNameFor } from '../src/server/app.ts';
 import { LocalJobQueue } from '../src/server/local-queue.ts';
 import { serve } from '../src/server/serve.ts';
 import type { JobProgress, JobRecord } from '../src/server/queue.ts';
-import { FakeEngine } from './helpers/fake-engine.ts';
+import { FAKE_PROMPT_WORDS, FakeEngine } from './helpers/fake-engine.ts';
 import { tempDir } from './helpers/models.ts';
 import { readEvents } from './helpers/sse.ts';
 
@@ -118,6 +118,27 @@ test('a job goes queued -> running -> completed; its output is in the gallery wi
   assert.equal((await h.app.inject({ url: `/api/v1/outputs/${done.output}` })).statusCode, 404);
   assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${id}` })).statusCode, 204, 'a finished job is removed');
   assert.equal((await h.app.inject({ url: `/api/v1/jobs/${id}` })).statusCode, 404);
+});
+
+test("a run's warnings are in its job record (and the event stream's last state), kept over a restart; a run without any has none", async () => {
+  const stateDir = tempDir('state');
+  const outputsDir = tempDir('outputs');
+  const h = await start({ stateDir, outputsDir });
+  const long = Array.from({ length: FAKE_PROMPT_WORDS + 3 }, (_, i) => `word${i}`).join(' ');
+  const a = (await post(h, { prompt: long, steps: 2, seed: '1', method: 'direct' })).json() as { id: string };
+  const b = (await post(h, { prompt: 'a red circle', steps: 2, seed: '1', method: 'direct' })).json() as { id: string };
+  const warned = await finished(h, a.id);
+  assert.equal(warned.state, 'completed', JSON.stringify(warned.error));
+  assert.deepEqual(warned.warnings, [`The prompt is too long: 3 word(s) beyond the fake engine's ${FAKE_PROMPT_WORDS} were dropped`]);
+  const quiet = await finished(h, b.id);
+  assert.equal(quiet.state, 'completed');
+  assert.equal('warnings' in quiet, false, JSON.stringify(quiet));
+  const events = await h.app.inject({ url: `/api/v1/jobs/${a.id}/events` });
+  const states = events.body.split('\n\n').filter((e) => e.includes('event: state')).map((e) => JSON.parse(e.slice(e.indexOf('data: ') + 6)) as JobRecord);
+  assert.deepEqual(states.at(-1)?.warnings, warned.warnings);
+  await h.app.close();
+  const again = await start({ stateDir, outputsDir });
+  assert.deepEqual((await job(again, a.id)).warnings, warned.warnings, 'persisted with the job');
 });
 
 test('Server-Sent Events: a client that drops mid-stream and resumes with Last-Event-ID sees every step once, in order', async () => {

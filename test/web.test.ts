@@ -21,7 +21,8 @@ import type { JobRecord } from '../src/server/queue.ts';
 import { buildMetadata } from '../src/core/metadata.ts';
 import { resolveParams } from '../src/core/params.ts';
 import { encodeImage } from '../src/node/image/write.ts';
-import { FakeEngine } from './helpers/fake-engine.ts';
+import { FAKE_FAIL, FAKE_PROMPT_WORDS, FakeEngine } from './helpers/fake-engine.ts';
+import { waitFor } from './helpers/fleet.ts';
 import { A1111_TEXT, COMFY_PROMPT, FOOOCUS_PARAMETERS, INVOKE_METADATA, jpegWithUserComment, plainPng, pngWithText } from './helpers/image-texts.ts';
 import { tempDir } from './helpers/models.ts';
 
@@ -427,6 +428,49 @@ test('the gallery and the queue survive a server restart: the reloaded page show
   assert.deepEqual(all.map((j) => [j.spec.settings['prompt'], j.state, j.attempts]).sort(), [['before the restart', 'completed', 1], ['interrupted', 'completed', 2]]);
   // While the server was down the browser logged its failed requests; the page itself raised nothing.
   assert.deepEqual(errors.filter((e) => !/^Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET)$/.test(e)), []);
+});
+
+test("under Now: the last image's warnings (also in the viewer), or why the last job failed; nothing after a clean run", async () => {
+  const server = await startServer(new FakeEngine({ stepMs: 5 }));
+  const { page, errors } = await openPage(server.url);
+  const queue = async (prompt: string) => {
+    const before = (await jobs(server.url)).length;
+    await page.fill('[name="prompt"]', prompt);
+    await page.fill('[name="steps"]', '2');
+    await page.click('#queue-button');
+    const job = await waitFor('the job to finish', async () => {
+      const all = await jobs(server.url);
+      return all.length > before && ['completed', 'failed'].includes(all[0]!.state) ? all[0] : undefined;
+    });
+    await page.waitForFunction(`document.querySelector('#idle') && !document.querySelector('#idle').hidden`);
+    return job;
+  };
+  const long = Array.from({ length: FAKE_PROMPT_WORDS + 4 }, (_, i) => `word${i}`).join(' ');
+  const warning = `The prompt is too long: 4 word(s) beyond the fake engine's ${FAKE_PROMPT_WORDS} were dropped`;
+  const warned = await queue(long);
+  assert.deepEqual(warned.warnings, [warning]);
+  await page.waitForFunction(`!document.querySelector('#last-job').hidden`);
+  assert.equal(await page.textContent('#last-job-title'), 'Notes on the last image:');
+  assert.deepEqual(await page.$$eval('#last-job-notes li', (ls) => ls.map((l) => l.textContent)), [warning]);
+  await page.click(`#gallery figure[data-name="${warned.output}"]`);
+  assert.equal(await page.textContent('dd[data-meta="note"]'), warning);
+  await page.click('#close-viewer');
+
+  const failed = await queue(`a red circle ${FAKE_FAIL}`);
+  assert.equal(failed.state, 'failed');
+  await page.waitForFunction(`/^The last job failed: Device cpu#0 failed/.test(document.querySelector('#last-job-title').textContent)`);
+  assert.equal(await page.getAttribute('#last-job-title', 'class'), 'error');
+  assert.equal(await page.$$eval('#last-job-notes li', (ls) => ls.length), 0);
+
+  await queue('a red circle');
+  await page.waitForFunction(`document.querySelector('#last-job').hidden`);
+  // A reload shows the same: it comes from the job list.
+  await queue(long);
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.waitForFunction(`!document.querySelector('#last-job').hidden`);
+  assert.deepEqual(await page.$$eval('#last-job-notes li', (ls) => ls.map((l) => l.textContent)), [warning]);
+  assert.deepEqual(errors, []);
 });
 
 test('with the real engine and the shipped model: a 256 px image generated from the page, in the gallery with its seed', { timeout: 300_000 }, async () => {

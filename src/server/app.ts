@@ -16,7 +16,7 @@ import { planMethod } from '../core/methods/plan.ts';
 import { resolveParams, validateParams, type GenerateParams } from '../core/params.ts';
 import { readImageMetadata } from '../node/image/write.ts';
 import { PACKAGE_VERSION } from '../node/version.ts';
-import type { Engine } from './engine.ts';
+import type { Engine, EngineResult } from './engine.ts';
 import { QueueError } from './local-queue.ts';
 import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
 import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
@@ -153,8 +153,9 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       const { source, model: _model, ...settings } = job.spec.settings;
       return o.engine.upscale(path.join(outputsDir, String(source)), settings, job.spec.model, file, c);
     };
+    let result: EngineResult;
     try {
-      await run({
+      result = await run({
         signal: ctx.signal,
         onProgress: (p) => {
           if (p.phase === 'denoise') {
@@ -178,7 +179,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       const scale = unitArea(params, model);
       unitMs.set(model.name, (last.t - first.t) / (last.units - first.units) / scale);
     }
-    return { output: name };
+    return { output: name, warnings: result.warnings };
   });
 
   /** Measured milliseconds of one native-size UNet evaluation, per model (from the last completed job). */

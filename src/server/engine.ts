@@ -41,6 +41,12 @@ export interface DeviceEntry {
   note: string;
 }
 
+/** What a finished run reports besides its file. */
+export interface EngineResult {
+  /** What the library warned of (a prompt cut to the model's length, a scheduler replaced, ...); empty when nothing. */
+  warnings: string[];
+}
+
 export interface Engine {
   models(): ModelEntry[];
   /** The device list jobs run on (one device set: jobs run one at a time). */
@@ -52,8 +58,8 @@ export interface Engine {
    * Generates with `params` on `model` (undefined: the first) and writes the image with its metadata to `file`
    * atomically: the file exists complete or not at all. Rejects with an error of kind 'cancelled' on abort.
    */
-  generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void>;
+  generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<EngineResult>;
   /** Upscales the image in `source` (a file) with `params` and writes the result to `file`, as generate does. */
-  upscale(source: string, params: Omit<UpscaleParams, 'image'>, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void>;
+  upscale(source: string, params: Omit<UpscaleParams, 'image'>, model: string | undefined, file: string, ctx: EngineRunContext): Promise<EngineResult>;
   close(): Promise<void>;
 }

@@ -9,7 +9,7 @@ import type { GenerateParams } from '../core/params.ts';
 import { encodeImage, saveImage } from '../node/image/write.ts';
 import { loadPipeline, type GenerateResult, type GenerateRunOptions, type Pipeline, type PipelineOptions, type UpscaleParams } from '../node/pipeline.ts';
 import { checkAvailableDevices } from '../node/runner/devices.ts';
-import type { DeviceEntry, Engine, EngineRunContext, ModelEntry } from './engine.ts';
+import type { DeviceEntry, Engine, EngineResult, EngineRunContext, ModelEntry } from './engine.ts';
 
 export class LibraryEngine implements Engine {
   private loaded?: { name: string; pipeline: Pipeline };
@@ -39,19 +39,19 @@ export class LibraryEngine implements Engine {
     return (await checkAvailableDevices()).map((d) => ({ name: d.name, available: d.available, note: d.note }));
   }
 
-  async generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
-    await this.run(model, params.steps ?? 30, file, ctx, (pipeline, run) => pipeline.generate(params, run));
+  generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<EngineResult> {
+    return this.run(model, params.steps ?? 30, file, ctx, (pipeline, run) => pipeline.generate(params, run));
   }
 
-  async upscale(source: string, params: Omit<UpscaleParams, 'image'>, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
-    await this.run(model, params.steps ?? 30, file, ctx, (pipeline, run) => pipeline.upscale({ ...params, image: source }, run));
+  upscale(source: string, params: Omit<UpscaleParams, 'image'>, model: string | undefined, file: string, ctx: EngineRunContext): Promise<EngineResult> {
+    return this.run(model, params.steps ?? 30, file, ctx, (pipeline, run) => pipeline.upscale({ ...params, image: source }, run));
   }
 
   /** Runs one job on the model's pipeline (loaded once, reloaded after a cancel) and saves its image. */
   private async run(
     model: string | undefined, steps: number, file: string, ctx: EngineRunContext,
     job: (pipeline: Pipeline, run: GenerateRunOptions) => Promise<GenerateResult>,
-  ): Promise<void> {
+  ): Promise<EngineResult> {
     const entry = model === undefined ? this.entries[0]! : this.entries.find((e) => e.name === model);
     if (!entry) throw new AsgdError(`Unknown model ${model}`, { kind: 'invalid-argument', parameter: 'model', expected: this.entries.map((e) => e.name).join(', ') });
     ctx.onProgress({ phase: 'load', stage: 1, step: 0, totalSteps: steps, unitsDone: 0, unitsTotal: 0 });
@@ -79,6 +79,7 @@ export class LibraryEngine implements Engine {
     }
     ctx.onProgress({ phase: 'save', stage: 2, step: steps, totalSteps: steps, unitsDone: result.unetEvaluations, unitsTotal: result.unetEvaluations });
     await saveImage(file, result.image, result.metadata, false);
+    return { warnings: result.warnings };
   }
 
   async close(): Promise<void> {

@@ -213,6 +213,7 @@ export class LocalJobQueue implements JobQueue {
       try {
         const r = await processor(clone(job), ctx);
         job.output = r.output;
+        if (r.warnings?.length) job.warnings = r.warnings;
         this.finish(job, 'completed');
       } catch (err) {
         const reason: unknown = controller.signal.reason;

@@ -46,6 +46,8 @@ export interface JobRecord {
   progress?: JobProgress;
   /** The output's file name in the outputs folder, once completed. */
   output?: string;
+  /** What the run warned of (a prompt cut to the model's length, a scheduler replaced, ...), once completed; absent when nothing. */
+  warnings?: string[];
   error?: { message: string; kind?: string; parameter?: string };
 }
 
@@ -62,8 +64,8 @@ export interface JobContext {
   preview(): void;
 }
 
-/** Runs one job; resolves with the output's file name. A rejection with `cancelled: true` marks it cancelled. */
-export type JobProcessor = (job: JobRecord, ctx: JobContext) => Promise<{ output: string }>;
+/** Runs one job; resolves with the output's file name and the run's warnings. A rejection with `cancelled: true` marks it cancelled. */
+export type JobProcessor = (job: JobRecord, ctx: JobContext) => Promise<{ output: string; warnings?: string[] }>;
 
 export interface JobQueue {
   add(spec: JobSpec, lane?: string): Promise<JobRecord>;

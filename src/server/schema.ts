@@ -129,6 +129,7 @@ export const jobSchema: JsonSchema = {
     attempts: { type: 'integer' },
     progress: progressSchema,
     output: { type: 'string', description: 'output file name (GET /api/v1/outputs/{name})' },
+    warnings: { type: 'array', items: { type: 'string' }, description: "what the run warned of (a prompt cut to the model's length, a scheduler replaced, ...), once completed; absent when nothing" },
     error: { type: 'object', properties: { message: { type: 'string' }, kind: { type: 'string' }, parameter: { type: 'string' } } },
   },
 };

@@ -11,8 +11,13 @@ import { resolveParams, type GenerateParams } from '../../src/core/params.ts';
 import { encodeImage, saveImage } from '../../src/node/image/write.ts';
 import { TOOL_VERSION } from '../../src/node/version.ts';
 import type { DeviceActivity } from '../../src/core/generation/progress.ts';
-import type { DeviceEntry, Engine, EngineRunContext, ModelEntry } from '../../src/server/engine.ts';
+import type { DeviceEntry, Engine, EngineResult, EngineRunContext, ModelEntry } from '../../src/server/engine.ts';
 import type { UpscaleParams } from '../../src/node/pipeline.ts';
+
+/** Prompts of more words than this make the fake engine warn (as the library warns of a prompt beyond the model's tokens). */
+export const FAKE_PROMPT_WORDS = 20;
+/** A prompt holding this makes the fake engine's run fail as a device failure does. */
+export const FAKE_FAIL = '[fail]';
 
 export interface FakeEngineOptions {
   stepMs?: number;
@@ -81,10 +86,11 @@ export class FakeEngine implements Engine {
     return [{ name: 'cpu', available: true, note: 'fake engine' }];
   }
 
-  async generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
+  async generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<EngineResult> {
     this.started += 1;
     const native = this.models().find((m) => m.name === model) ?? this.models()[0]!;
     const p = resolveParams(params, { width: native.nativeWidth!, height: native.nativeHeight! });
+    if (p.prompt.includes(FAKE_FAIL)) throw new AsgdError('Device cpu#0 failed (the fake engine was asked to fail)', { kind: 'device' });
     const stepMs = this.o.stepMs ?? 5;
     const every = this.o.previewEvery ?? 2;
     const total = p.steps;
@@ -105,10 +111,13 @@ export class FakeEngine implements Engine {
     const metadata = buildMetadata(p, { name: model ?? 'fake-64', family: 'sd' }, p.scheduler ?? 'euler', TOOL_VERSION);
     await saveImage(file, picture(p.seed, p.width, p.height, 128), metadata, false);
     if (this.o.log) fs.appendFileSync(this.o.log, `${path.basename(file)}\n`);
+    // As the library warns of a prompt beyond the model's tokens: here beyond FAKE_PROMPT_WORDS words.
+    const words = p.prompt.split(/\s+/).filter(Boolean).length;
+    return { warnings: words > FAKE_PROMPT_WORDS ? [`The prompt is too long: ${words - FAKE_PROMPT_WORDS} word(s) beyond the fake engine's ${FAKE_PROMPT_WORDS} were dropped`] : [] };
   }
 
   /** Upscale: the source's pixels scaled by nearest neighbour (deterministic), with the settings in the metadata. */
-  async upscale(source: string, params: Omit<UpscaleParams, 'image'>, model: string | undefined, file: string, ctx: EngineRunContext): Promise<void> {
+  async upscale(source: string, params: Omit<UpscaleParams, 'image'>, model: string | undefined, file: string, ctx: EngineRunContext): Promise<EngineResult> {
     this.started += 1;
     const { readSourceImage } = await import('../../src/node/image/read.ts');
     const src = (await readSourceImage(source)).image;
@@ -130,6 +139,7 @@ export class FakeEngine implements Engine {
     const metadata = buildMetadata(p, { name: model ?? 'fake-64', family: 'sd' }, 'euler', TOOL_VERSION);
     await saveImage(file, { data, width, height }, metadata, false);
     if (this.o.log) fs.appendFileSync(this.o.log, `${path.basename(file)}\n`);
+    return { warnings: [] };
   }
 
   async close(): Promise<void> {}

@@ -39,6 +39,8 @@ interface Job {
   progress?: Progress;
   output?: string;
   error?: { message: string };
+  /** What the run warned of, once completed (GET /api/v1/openapi.json: job.warnings). */
+  warnings?: string[];
 }
 
 interface Metadata {
@@ -608,8 +610,19 @@ function renderQueue(): void {
     li.textContent = 'Empty.';
     list.append(li);
   }
-  const failed = jobs.find((j) => j.state === 'failed');
-  $('#form-error').dataset['jobError'] = failed?.error?.message ?? '';
+  showLastJob(jobs.find((j) => ['completed', 'failed', 'cancelled'].includes(j.state)));
+}
+
+/** Under "Now": why the last finished job failed, or what its run warned of (nothing when it went well). */
+function showLastJob(job: Job | undefined): void {
+  const failed = job?.state === 'failed';
+  const notes = job?.state === 'completed' ? job.warnings ?? [] : [];
+  $('#last-job').hidden = !failed && !notes.length;
+  const title = $('#last-job-title');
+  title.className = failed ? 'error' : 'muted';
+  title.textContent = failed ? `The last job failed: ${job?.error?.message ?? 'no reason given'}` : 'Notes on the last image:';
+  const list = $('#last-job-notes');
+  list.replaceChildren(...notes.map((n) => Object.assign(document.createElement('li'), { textContent: n })));
 }
 
 let completedCount = -1;
@@ -703,6 +716,8 @@ function openViewer(o: Output): void {
         ['Steps', String(m.steps)], ['Guidance', String(m.guidanceScale)], ['Method', m.method], ['Scheduler', m.scheduler], ['Model', m.model?.name ?? ''],
       ]
     : [['File', o.name]];
+  // What the run that made it warned of, while the server still lists that job.
+  for (const w of jobs.find((j) => j.output === o.name)?.warnings ?? []) rows.push(['Note', w]);
   for (const [k, v] of rows) {
     const dt = document.createElement('dt');
     dt.textContent = k;

@@ -62,7 +62,7 @@ async function main(): Promise<void> {
       ? engine.upscale(m.source!, m.params as Omit<UpscaleParams, 'image'>, m.model, m.file, ctx)
       : engine.generate(m.params as GenerateParams, m.model, m.file, ctx);
     run.then(
-      () => send({ type: 'done', runId: m.runId }),
+      (r) => send({ type: 'done', runId: m.runId, warnings: r.warnings }),
       (err: { message?: string; kind?: string; parameter?: string }) =>
         send({ type: 'error', runId: m.runId, error: { message: err?.message ?? String(err), ...(err?.kind ? { kind: err.kind } : {}), ...(err?.parameter ? { parameter: err.parameter } : {}) } }),
     ).finally(() => runs.delete(m.runId));

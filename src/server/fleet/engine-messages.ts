@@ -31,6 +31,6 @@ export type FromChild =
   | { type: 'ready'; models: ModelEntry[]; devices: DeviceEntry[]; deviceSet: string }
   | { type: 'progress'; runId: number; progress: EngineProgress }
   | { type: 'preview'; runId: number }
-  | { type: 'done'; runId: number }
+  | { type: 'done'; runId: number; warnings: string[] }
   | { type: 'error'; runId: number; error: { message: string; kind?: string; parameter?: string } }
   | { type: 'fatal'; message: string };

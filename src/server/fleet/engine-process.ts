@@ -5,7 +5,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { DeviceEntry, EngineProgress, ModelEntry } from '../engine.ts';
+import type { DeviceEntry, EngineProgress, EngineResult, ModelEntry } from '../engine.ts';
 import type { EngineSpec, FromChild, RunRequest, ToChild } from './engine-messages.ts';
 
 export interface RunHooks {
@@ -22,7 +22,7 @@ export interface EngineRunError {
 
 interface Pending {
   hooks: RunHooks;
-  resolve(): void;
+  resolve(r: EngineResult): void;
   reject(e: EngineRunError): void;
 }
 
@@ -68,7 +68,7 @@ export class EngineProcess {
           else if (m.type === 'preview') p.hooks.onPreview();
           else {
             this.pending.delete(m.runId);
-            if (m.type === 'done') p.resolve();
+            if (m.type === 'done') p.resolve({ warnings: m.warnings });
             else p.reject(m.error);
           }
         }
@@ -85,16 +85,16 @@ export class EngineProcess {
   }
 
   /** Runs one request in the engine process; rejects with the engine's error (kind 'cancelled' after an abort). */
-  async run(req: Omit<RunRequest, 'type' | 'runId'>, hooks: RunHooks): Promise<void> {
+  async run(req: Omit<RunRequest, 'type' | 'runId'>, hooks: RunHooks): Promise<EngineResult> {
     if (!this.child) await this.spawn();
     const child = this.child!;
     const runId = this.nextRun++;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<EngineResult>((resolve, reject) => {
       const onAbort = () => child.send({ type: 'abort', runId } satisfies ToChild);
       const done = () => hooks.signal.removeEventListener('abort', onAbort);
       this.pending.set(runId, {
         hooks,
-        resolve: () => (done(), resolve()),
+        resolve: (r) => (done(), resolve(r)),
         reject: (e) => (done(), reject(e)),
       });
       child.send({ type: 'run', runId, ...req } satisfies ToChild);

@@ -78,11 +78,11 @@ export class FleetEngine implements Engine {
     return entry;
   }
 
-  async generate(): Promise<void> {
+  async generate(): Promise<never> {
     throw new Error('The fleet server runs no job itself: workers do');
   }
 
-  async upscale(): Promise<void> {
+  async upscale(): Promise<never> {
     throw new Error('The fleet server runs no job itself: workers do');
   }
 

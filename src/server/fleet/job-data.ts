@@ -26,6 +26,8 @@ export interface FleetJobResult {
   runMs: number;
   /** True when the output already existed (written by an earlier run of this job). */
   reused: boolean;
+  /** What the run warned of (JobRecord.warnings); absent when nothing, or when the output was reused. */
+  warnings?: string[];
 }
 
 /** JSON with sorted keys and no undefined values; bigints as decimal strings. */
@@ -91,7 +93,10 @@ export function toRecord(job: Job<FleetJobData, FleetJobResult>, bullState: stri
     if (finished) r.finishedAt = finished;
   }
   if (progress) r.progress = progress;
-  if (state === 'completed' && job.returnvalue) r.output = job.returnvalue.output;
+  if (state === 'completed' && job.returnvalue) {
+    r.output = job.returnvalue.output;
+    if (job.returnvalue.warnings?.length) r.warnings = job.returnvalue.warnings;
+  }
   if (state === 'failed') r.error = parseReason(job.failedReason);
   return r;
 }

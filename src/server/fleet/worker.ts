@@ -179,8 +179,9 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
         if (await redis.exists(cancelKey)) controller.abort('cancel');
       });
       const { source, model: _m, ...settings } = spec.settings;
+      let warnings: string[];
       try {
-        await engine.run({
+        ({ warnings } = await engine.run({
           kind: spec.kind,
           params: spec.kind === 'upscale' ? settings : toGenerateParams(settings),
           model: model.name,
@@ -194,7 +195,7 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
             progress.report(p);
           },
           onPreview: () => progress.preview(),
-        });
+        }));
       } catch (err) {
         fs.rmSync(tmp, { force: true });
         await progress.flush();
@@ -237,7 +238,7 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
         fs.rmSync(tmp, { force: true });
       }
       completed += 1;
-      return { output: name, ...sha256File(final), worker: id, runMs: Math.round(performance.now() - t0), reused };
+      return { output: name, ...sha256File(final), worker: id, runMs: Math.round(performance.now() - t0), reused, ...(warnings.length ? { warnings } : {}) };
     } finally {
       signal?.removeEventListener('abort', onSignal);
       running.delete(jobId);
