@@ -209,28 +209,42 @@ test('reuse seed and use these settings fill the form exactly (a seed above 2^53
   assert.deepEqual(errors, []);
 });
 
-test('upscale 2x from the viewer queues an upscale of that image, which lands in the gallery at twice the size', async () => {
+test('upscale from the viewer: at the API defaults (2x), then 3x with a strength and a prompt; a scale out of range is refused there and queues nothing', async () => {
   const r = await fetch(`${fake.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'a picture to upscale', steps: 3, width: 64, height: 64, seed: '77' }) });
   const { id } = (await r.json()) as { id: string };
-  let output: string | undefined;
-  for (let i = 0; i < 400 && !output; i++) {
-    output = (await jobs(fake.url)).find((j) => j.id === id && j.state === 'completed')?.output;
-    if (!output) await new Promise((res) => setTimeout(res, 25));
-  }
-  assert.ok(output, 'the job completed');
+  const output = (await waitFor('the job', async () => (await jobs(fake.url)).find((j) => j.id === id && j.state === 'completed')?.output, 10_000));
   const { page, errors } = await openPage(fake.url);
+  const upscaleOf = (scale: number) =>
+    waitFor(`the ${scale}x upscale`, async () => (await jobs(fake.url)).find((j) => j.spec.kind === 'upscale' && j.spec.settings['source'] === output && j.state === 'completed' && (j.spec.settings['scale'] ?? 2) === scale), 10_000);
+  const widthOf = async (name: string) => ((await (await fetch(`${fake.url}/api/v1/outputs/${name}/metadata`)).json()) as { metadata: { width: number } }).metadata.width;
+
   await page.click(`#gallery figure[data-name="${output}"]`);
+  await page.waitForFunction(`document.querySelector('#upscale-size').textContent === '64 x 64 → 128 x 128'`);
+  assert.equal(await page.inputValue('#upscale-scale'), '2', 'the API default');
+  assert.equal(await page.inputValue('#upscale-strength'), '0.5', 'the API default');
+  assert.match(await page.getAttribute('#upscale-prompt', 'placeholder') ?? '', /a picture to upscale/);
   await page.click('#upscale-output');
-  let upscaled: JobRecord | undefined;
-  for (let i = 0; i < 400 && !upscaled; i++) {
-    upscaled = (await jobs(fake.url)).find((j) => j.spec.kind === 'upscale' && j.spec.settings['source'] === output && j.state === 'completed');
-    if (!upscaled) await new Promise((res) => setTimeout(res, 25));
-  }
-  assert.ok(upscaled?.output, 'the upscale job completed');
-  await page.waitForSelector(`#gallery figure[data-name="${upscaled.output}"]`);
-  const meta = (await (await fetch(`${fake.url}/api/v1/outputs/${upscaled.output}/metadata`)).json()) as { metadata: { width: number } };
-  assert.equal(meta.metadata.width, 128);
-  assert.deepEqual(errors, []);
+  await page.waitForFunction(`!document.querySelector('#viewer').open`);
+  const twice = await upscaleOf(2);
+  assert.deepEqual(Object.keys(twice.spec.settings).sort(), ['scale', 'source', 'strength']);
+  await page.waitForSelector(`#gallery figure[data-name="${twice.output}"]`);
+  assert.equal(await widthOf(twice.output!), 128);
+
+  await page.click(`#gallery figure[data-name="${output}"]`);
+  await page.fill('#upscale-scale', '0.5');
+  await page.click('#upscale-output');
+  await page.waitForFunction(`/^Scale: /.test(document.querySelector('#upscale-error').textContent)`);
+  assert.ok(await page.$('#viewer[open]'), 'the viewer stays open');
+  await page.fill('#upscale-scale', '3');
+  await page.waitForFunction(`document.querySelector('#upscale-size').textContent === '64 x 64 → 192 x 192'`);
+  await page.fill('#upscale-strength', '0.3');
+  await page.fill('#upscale-prompt', 'a sharper picture');
+  await page.click('#upscale-output');
+  const thrice = await upscaleOf(3);
+  assert.deepEqual([thrice.spec.settings['strength'], thrice.spec.settings['prompt']], [0.3, 'a sharper picture']);
+  assert.equal(await widthOf(thrice.output!), 192);
+  assert.equal((await jobs(fake.url)).filter((j) => j.spec.kind === 'upscale' && j.spec.settings['source'] === output).length, 2, 'the refused one queued nothing');
+  assert.deepEqual(errors.filter((e) => !/400 \(Bad Request\)/.test(e)), []);
 });
 
 test('a picture of one\'s own: "Add a picture" uploads it into the gallery, opens it, and it upscales from the viewer', async () => {

@@ -734,9 +734,59 @@ function openViewer(o: Output): void {
   const partner = partnerOf(o);
   $<HTMLButtonElement>('#compare').disabled = !partner;
   $('#compare').title = partner ? `Side by side with ${partner.metadata?.method}` : 'No image with the same settings and seed and the other method yet';
+  resetUpscaleForm(o);
   const dialog = $<HTMLDialogElement>('#viewer');
   if (!dialog.open) dialog.showModal();
   if (img.complete) fitView(); // the same file again: no new load event (otherwise 'load' fits it)
+}
+
+// ---------- upscaling from the viewer ----------
+
+let upscaleSchema: Schema = {};
+
+/** The viewer's upscale form for `o`: scale and strength at the API's defaults, the image's own prompt as the hint. */
+function resetUpscaleForm(o: Output): void {
+  const props = upscaleSchema.properties ?? {};
+  for (const name of ['scale', 'strength']) {
+    const s = props[name] ?? {};
+    const el = $<HTMLInputElement>(`#upscale-${name}`);
+    el.value = s.default === undefined ? '' : String(s.default);
+    if (s.maximum !== undefined) el.max = String(s.maximum);
+    el.min = String(s.minimum ?? s.exclusiveMinimum ?? '');
+  }
+  const prompt = $<HTMLInputElement>('#upscale-prompt');
+  prompt.value = '';
+  prompt.placeholder = o.metadata?.prompt ? `the image's own: ${o.metadata.prompt}` : 'none embedded in the image';
+  $('#upscale-error').textContent = '';
+  showUpscaleSize();
+}
+
+/** The upscaled size, as the server computes it (the image's size times the scale, rounded). */
+function showUpscaleSize(): void {
+  const img = $<HTMLImageElement>('#viewer-image');
+  const w = img.naturalWidth || viewing?.metadata?.width || 0;
+  const h = img.naturalHeight || viewing?.metadata?.height || 0;
+  const scale = Number($<HTMLInputElement>('#upscale-scale').value);
+  $('#upscale-size').textContent = w && h && scale > 0 ? `${w} x ${h} → ${Math.round(w * scale)} x ${Math.round(h * scale)}` : '';
+}
+
+/** Queues the upscale of the viewed image; the viewer closes once it is queued, and shows why not otherwise. */
+async function submitUpscale(closeViewer: () => void): Promise<void> {
+  if (!viewing) return;
+  const body: Record<string, unknown> = {};
+  for (const name of ['scale', 'strength']) {
+    const v = $<HTMLInputElement>(`#upscale-${name}`).value.trim();
+    if (v !== '') body[name] = Number(v);
+  }
+  const prompt = $<HTMLInputElement>('#upscale-prompt').value.trim();
+  if (prompt) body['prompt'] = prompt;
+  const r = await api<{ message?: string; field?: string }>(`/outputs/${encodeURIComponent(viewing.name)}/upscale`, { method: 'POST', body: JSON.stringify(body) });
+  if (r.status !== 202) {
+    $('#upscale-error').textContent = r.body?.field ? `${label(r.body.field)}: ${r.body.message ?? ''}` : r.body?.message ?? `Error ${r.status}`;
+    return;
+  }
+  closeViewer();
+  await refreshJobs();
 }
 
 /** The output with the same prompt, size, steps and seed but another method (direct vs the others). */
@@ -825,17 +875,12 @@ function setupViewer(): void {
     if (viewing?.metadata) setForm(viewing.metadata, true);
     close();
   });
-  $('#upscale-output').addEventListener('click', () => {
-    if (!viewing) return;
-    const name = viewing.name;
-    close();
-    quietly(
-      api<{ message?: string }>(`/outputs/${encodeURIComponent(name)}/upscale`, { method: 'POST', body: JSON.stringify({ scale: 2 }) }).then((r) => {
-        if (r.status !== 202) showErrors({}, r.body?.message ?? `Error ${r.status}`);
-        return refreshJobs();
-      }),
-    );
+  $('#upscale-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    quietly(submitUpscale(close));
   });
+  $('#upscale-form').addEventListener('input', showUpscaleSize);
+  $('#viewer-image').addEventListener('load', showUpscaleSize);
   $('#delete-output').addEventListener('click', () => {
     if (!viewing) return;
     const name = viewing.name;
@@ -880,6 +925,8 @@ async function main(): Promise<void> {
     api<{ deviceSet: string }>('/devices'),
   ]);
   schema = doc.body.paths['/api/v1/jobs']!['post']!.requestBody!.content['application/json']!.schema;
+  const upscalePath = Object.keys(doc.body.paths).find((p) => p.endsWith('/upscale'));
+  upscaleSchema = (upscalePath && doc.body.paths[upscalePath]!['post']?.requestBody?.content['application/json']?.schema) || {};
   models = m.body.models;
   $('#devices').innerHTML = `devices: <b>${d.body.deviceSet.replace(/</g, '&lt;')}</b> · <span id="busy">idle</span>`;
   buildForm();
