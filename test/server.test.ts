@@ -36,10 +36,10 @@ after(async () => {
   for (const h of open) await h.app.close().catch(() => undefined);
 });
 
-async function start(o: { stepMs?: number; stateDir?: string; outputsDir?: string; listen?: boolean } = {}): Promise<Harness> {
+async function start(o: { stepMs?: number; stateDir?: string; outputsDir?: string; listen?: boolean; finishedKept?: number } = {}): Promise<Harness> {
   const stateDir = o.stateDir ?? tempDir('state');
   const outputsDir = o.outputsDir ?? tempDir('outputs');
-  const queue = new LocalJobQueue({ dir: stateDir });
+  const queue = new LocalJobQueue({ dir: stateDir, ...(o.finishedKept ? { finishedKept: o.finishedKept } : {}) });
   const engine = new FakeEngine({ stepMs: o.stepMs ?? 2 });
   const app = await createServer({ queue, engine, outputsDir });
   app.addHook('onClose', async () => {
@@ -139,6 +139,33 @@ test("a run's warnings are in its job record (and the event stream's last state)
   await h.app.close();
   const again = await start({ stateDir, outputsDir });
   assert.deepEqual((await job(again, a.id)).warnings, warned.warnings, 'persisted with the job');
+});
+
+/** The events of a finished job's stream (GET /api/v1/jobs/{id}/events), from `lastEventId` on. */
+async function streamOf(h: Harness, id: string, lastEventId?: string): Promise<{ id: string; event: string; data: JobRecord & JobProgress }[]> {
+  const r = await h.app.inject({ url: `/api/v1/jobs/${id}/events`, headers: lastEventId ? { 'last-event-id': lastEventId } : {} });
+  return r.body.split('\n\n').filter((b) => b.includes('data: ')).map((b) => {
+    const field = (name: string) => b.split('\n').find((l) => l.startsWith(`${name}: `))?.slice(name.length + 2) ?? '';
+    return { id: field('id'), event: field('event'), data: JSON.parse(field('data')) };
+  });
+}
+
+test('the history is bounded: the oldest finished jobs are forgotten (their outputs stay); a finished job keeps only its last events', async () => {
+  const h = await start({ finishedKept: 3 });
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push(((await post(h, { prompt: `job ${i}`, steps: 20, seed: String(i), method: 'direct' })).json() as { id: string }).id);
+  const whole = await streamOf(h, ids[4]!); // open while it waits: every event until it finishes
+  assert.equal(whole.at(-1)!.data.state, 'completed');
+  assert.ok(whole.length > 20, `${whole.length} events`);
+  const list = ((await h.app.inject({ url: '/api/v1/jobs' })).json() as { jobs: JobRecord[] }).jobs;
+  assert.deepEqual(list.map((j) => j.id), [ids[4], ids[3], ids[2]], 'the newest 3, newest first');
+  assert.equal((await h.app.inject({ url: `/api/v1/jobs/${ids[0]}` })).statusCode, 404);
+  assert.equal(fs.readdirSync(h.outputsDir).filter((f) => f.endsWith('.png')).length, 5, 'every output stays');
+  const saved = JSON.parse(fs.readFileSync(path.join(h.stateDir, 'queue.json'), 'utf8')) as { jobs: JobRecord[] };
+  assert.deepEqual(saved.jobs.map((j) => j.id).sort(), [ids[2], ids[3], ids[4]].sort());
+  // Resuming from an early event of the finished job: a snapshot of it; from one of its last events: what followed.
+  assert.deepEqual((await streamOf(h, ids[4]!, whole[1]!.id)).map((e) => [e.event, e.data.state]), [['state', 'completed']]);
+  assert.deepEqual((await streamOf(h, ids[4]!, whole.at(-3)!.id)).map((e) => e.id), whole.slice(-2).map((e) => e.id));
 });
 
 test('Server-Sent Events: a client that drops mid-stream and resumes with Last-Event-ID sees every step once, in order', async () => {

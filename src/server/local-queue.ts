@@ -12,6 +12,13 @@ import type { JobContext, JobEvent, JobProcessor, JobProgress, JobQueue, JobReco
 const FILE_VERSION = 1;
 /** Events kept per job for Last-Event-ID resume. */
 const EVENTS_KEPT = 4096;
+/**
+ * Events kept once a job has finished: the last few, for a client resuming just before the end; one resuming from
+ * earlier gets a snapshot of the finished job. Without this, every finished job held up to EVENTS_KEPT events.
+ */
+const FINISHED_EVENTS_KEPT = 16;
+/** Finished jobs kept (the history GET /api/v1/jobs lists); the oldest are forgotten, their outputs stay. As the fleet's. */
+const FINISHED_KEPT = 1000;
 
 interface StateFile {
   version: number;
@@ -32,6 +39,8 @@ export interface LocalQueueOptions {
   dir: string;
   /** The lane of jobs added without one. */
   defaultLane?: string;
+  /** Finished jobs kept in the history (default 1000); the oldest are forgotten as new ones finish. */
+  finishedKept?: number;
 }
 
 const FINAL = new Set(['completed', 'failed', 'cancelled']);
@@ -51,9 +60,11 @@ export class LocalJobQueue implements JobQueue {
   private processor?: JobProcessor;
   private closing = false;
   private readonly defaultLane: string;
+  private readonly finishedKept: number;
 
   constructor(options: LocalQueueOptions) {
     this.defaultLane = options.defaultLane ?? 'default';
+    this.finishedKept = options.finishedKept ?? FINISHED_KEPT;
     fs.mkdirSync(options.dir, { recursive: true });
     this.file = path.join(options.dir, 'queue.json');
     const saved = readState(this.file);
@@ -128,11 +139,15 @@ export class LocalJobQueue implements JobQueue {
     const j = this.jobs.get(id);
     if (!j) return false;
     if (!FINAL.has(j.state)) await this.cancel(id);
+    this.forget(id);
+    this.persist();
+    return true;
+  }
+
+  private forget(id: string): void {
     this.jobs.delete(id);
     this.events.delete(id);
     this.dropped.delete(id);
-    this.persist();
-    return true;
   }
 
   subscribe(id: string, afterId: string | undefined, listener: (e: JobEvent) => void): () => void {
@@ -243,8 +258,19 @@ export class LocalJobQueue implements JobQueue {
   private finish(job: JobRecord, state: 'completed' | 'failed' | 'cancelled'): void {
     job.state = state;
     job.finishedAt = new Date().toISOString();
+    const earlier = [...this.jobs.values()].filter((j) => j !== job && FINAL.has(j.state)).sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
+    for (const old of earlier.slice(Math.max(0, this.finishedKept - 1))) this.forget(old.id);
     this.persist();
     this.emitState(job);
+    this.trimEvents(job.id, FINISHED_EVENTS_KEPT);
+  }
+
+  /** Keeps the last `keep` events of a job; a subscriber resuming from an earlier one gets a snapshot instead. */
+  private trimEvents(jobId: string, keep: number): void {
+    const kept = this.events.get(jobId);
+    if (!kept || kept.length <= keep) return;
+    const gone = kept.splice(0, kept.length - keep);
+    this.dropped.set(jobId, parseEventId(gone.at(-1)!.id)!.seq);
   }
 
   private nextId(): string {
@@ -260,10 +286,7 @@ export class LocalJobQueue implements JobQueue {
     let kept = this.events.get(jobId);
     if (!kept) this.events.set(jobId, (kept = []));
     kept.push(e);
-    if (kept.length > EVENTS_KEPT) {
-      const gone = kept.splice(0, kept.length - EVENTS_KEPT);
-      this.dropped.set(jobId, parseEventId(gone.at(-1)!.id)!.seq);
-    }
+    this.trimEvents(jobId, EVENTS_KEPT);
     for (const l of this.listeners.get(jobId) ?? []) {
       // A listener's failure (a client gone) must not reach the job.
       try {
