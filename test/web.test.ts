@@ -49,9 +49,9 @@ after(async () => {
   await browser?.close();
 });
 
-async function startServer(engine: Engine, o: { outputsDir?: string; port?: number } = {}): Promise<{ url: string; outputsDir: string; close: () => Promise<void> }> {
+async function startServer(engine: Engine, o: { outputsDir?: string; port?: number; finishedKept?: number } = {}): Promise<{ url: string; outputsDir: string; close: () => Promise<void> }> {
   const outputsDir = o.outputsDir ?? tempDir('web-outputs');
-  const queue = new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
+  const queue = new LocalJobQueue({ dir: path.join(outputsDir, '.queue'), ...(o.finishedKept ? { finishedKept: o.finishedKept } : {}) });
   const app = await createServer({ queue, engine, outputsDir, webDir });
   await app.listen({ port: o.port ?? 0, host: '127.0.0.1' });
   let closed: Promise<void> | undefined;
@@ -484,6 +484,21 @@ test("under Now: the last image's warnings (also in the viewer), or why the last
   await page.waitForSelector('body[data-ready="true"]');
   await page.waitForFunction(`!document.querySelector('#last-job').hidden`);
   assert.deepEqual(await page.$$eval('#last-job-notes li', (ls) => ls.map((l) => l.textContent)), [warning]);
+  assert.deepEqual(errors, []);
+});
+
+test('jobs queued elsewhere (the API, the CLI) reach the gallery, also once the server forgets the oldest finished ones', async () => {
+  const server = await startServer(new FakeEngine({ stepMs: 2 }), { finishedKept: 2 });
+  const { page, errors } = await openPage(server.url);
+  const names: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await fetch(`${server.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: `from elsewhere ${i}`, steps: 2, seed: String(i) }) });
+    const { id } = (await r.json()) as { id: string };
+    names.push((await waitFor(`job ${i}`, async () => (await jobs(server.url)).find((j) => j.id === id && j.state === 'completed')?.output, 10_000))!);
+    await page.waitForSelector(`#gallery figure[data-name="${names[i]}"]`, { timeout: 5000 });
+  }
+  assert.equal((await jobs(server.url)).length, 2, 'the server kept the last two');
+  assert.equal(await page.$$eval('#gallery figure', (fs) => fs.length), 4);
   assert.deepEqual(errors, []);
 });
 

@@ -625,16 +625,19 @@ function showLastJob(job: Job | undefined): void {
   list.replaceChildren(...notes.map((n) => Object.assign(document.createElement('li'), { textContent: n })));
 }
 
-let completedCount = -1;
+/** The newest completed job and the number listed: when either changes, the gallery is read again. */
+let completedSeen = '';
 async function refreshJobs(): Promise<void> {
   const r = await api<{ jobs: Job[] }>('/jobs');
   if (r.status !== 200) return;
   jobs = r.body.jobs;
   watch(jobs.find((j) => j.state === 'running'));
   renderQueue();
-  const completed = jobs.filter((j) => j.state === 'completed').length;
-  if (completed !== completedCount) {
-    completedCount = completed;
+  // Not the count alone: the server keeps a bounded history, so at its limit the count stays while jobs complete.
+  const completed = jobs.filter((j) => j.state === 'completed');
+  const seen = `${completed[0]?.id ?? ''}:${completed.length}`;
+  if (seen !== completedSeen) {
+    completedSeen = seen;
     await refreshGallery();
   }
 }
