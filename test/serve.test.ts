@@ -79,6 +79,23 @@ test('asgd serve generates a 128 px image with the shipped model; Ctrl-C mid-job
     const info = await sharp(file).metadata();
     assert.deepEqual([info.width, info.height], [128, 128]);
 
+    // The upscale estimate is what the library runs: size and UNet evaluations (asg at 2x, 6 steps, strength 0.5).
+    const upscale = { scale: 2, steps: 6, seed: '4' };
+    const post = (url: string, body: object) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const est = (await (await post(`${s1.url}/api/v1/outputs/${ja.output}/upscale/estimate`, upscale)).json()) as { width: number; height: number; unetEvaluations: number };
+    assert.deepEqual([est.width, est.height], [256, 256]);
+    const refused = await post(`${s1.url}/api/v1/outputs/${ja.output}/upscale/estimate`, { ...upscale, scale: 0.5 });
+    assert.equal(refused.status, 400);
+    assert.equal(((await refused.json()) as { field: string }).field, 'scale');
+    const u = ((await (await post(`${s1.url}/api/v1/outputs/${ja.output}/upscale`, upscale)).json()) as { id: string }).id;
+    const ju = await waitFor('the upscale', async () => {
+      const j = await getJob(s1.url, u);
+      assert.notEqual(j.state, 'failed', JSON.stringify(j.error));
+      return j.state === 'completed' ? j : undefined;
+    });
+    assert.equal(ju.progress?.unitsTotal, est.unetEvaluations, 'the estimate is what the library ran');
+    assert.equal((await sharp(path.join(outputs, ju.output!)).metadata()).width, 256);
+
     // Cancelling a running job stops it within a model call; the next job loads the model again and runs.
     const c = await queueJob(s1.url, { prompt: 'a cancelled circle', steps: 200, seed: '3', width: 128, height: 128 });
     await waitFor('the job to cancel to denoise', async () => {
@@ -104,7 +121,7 @@ test('asgd serve generates a 128 px image with the shipped model; Ctrl-C mid-job
     if (s1.child.exitCode === null) s1.child.kill('SIGKILL');
   }
   const files = fs.readdirSync(outputs).filter((n) => n !== '.queue');
-  assert.equal(files.length, 1, `only the first output, no partial file: ${files.join(', ')}`);
+  assert.equal(files.length, 2, `only the first output and its upscale, no partial file: ${files.join(', ')}`);
 
   const s2 = await startServe(outputs);
   try {

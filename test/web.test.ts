@@ -219,7 +219,7 @@ test('upscale from the viewer: at the API defaults (2x), then 3x with a strength
   const widthOf = async (name: string) => ((await (await fetch(`${fake.url}/api/v1/outputs/${name}/metadata`)).json()) as { metadata: { width: number } }).metadata.width;
 
   await page.click(`#gallery figure[data-name="${output}"]`);
-  await page.waitForFunction(`document.querySelector('#upscale-size').textContent === '64 x 64 → 128 x 128'`);
+  await page.waitForFunction(`/^64 x 64 → 128 x 128 · \\d+ UNet evaluations/.test(document.querySelector('#upscale-size').textContent)`);
   assert.equal(await page.inputValue('#upscale-scale'), '2', 'the API default');
   assert.equal(await page.inputValue('#upscale-strength'), '0.5', 'the API default');
   assert.match(await page.getAttribute('#upscale-prompt', 'placeholder') ?? '', /a picture to upscale/);
@@ -232,11 +232,13 @@ test('upscale from the viewer: at the API defaults (2x), then 3x with a strength
 
   await page.click(`#gallery figure[data-name="${output}"]`);
   await page.fill('#upscale-scale', '0.5');
+  // Refused as it is typed (the estimate), and again when queued.
+  await page.waitForFunction(`/^Scale: /.test(document.querySelector('#upscale-error').textContent) && document.querySelector('#upscale-size').textContent === ''`);
   await page.click('#upscale-output');
   await page.waitForFunction(`/^Scale: /.test(document.querySelector('#upscale-error').textContent)`);
   assert.ok(await page.$('#viewer[open]'), 'the viewer stays open');
   await page.fill('#upscale-scale', '3');
-  await page.waitForFunction(`document.querySelector('#upscale-size').textContent === '64 x 64 → 192 x 192'`);
+  await page.waitForFunction(`/^64 x 64 → 192 x 192 · \\d+ UNet evaluations/.test(document.querySelector('#upscale-size').textContent) && document.querySelector('#upscale-error').textContent === ''`);
   await page.fill('#upscale-strength', '0.3');
   await page.fill('#upscale-prompt', 'a sharper picture');
   await page.click('#upscale-output');

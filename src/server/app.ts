@@ -13,14 +13,14 @@ import sharp from 'sharp';
 import { AsgdError } from '../core/errors.ts';
 import type { GenerationMetadata } from '../core/metadata.ts';
 import { planMethod } from '../core/methods/plan.ts';
-import { resolveParams, validateParams, type GenerateParams } from '../core/params.ts';
+import { resolveParams, validateParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
 import { readImageMetadata } from '../node/image/write.ts';
 import { PACKAGE_VERSION } from '../node/version.ts';
-import type { Engine, EngineResult } from './engine.ts';
+import type { Engine, EngineResult, ModelEntry } from './engine.ts';
 import { QueueError } from './local-queue.ts';
 import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
 import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
-import { checkUpscale } from '../core/generation/img2img.ts';
+import { checkUpscale, startStep, upscaleMethodOptions } from '../core/generation/img2img.ts';
 import { saveUpload, UPLOAD_MAX_BYTES, UPLOAD_TYPES } from './uploads.ts';
 
 const uploadSchema: JsonSchema = {
@@ -189,6 +189,39 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const unitArea = (p: GenerateParams, m: { nativeWidth?: number; nativeHeight?: number }) =>
     (p.method ?? 'asg') === 'direct' ? ((p.width ?? m.nativeWidth ?? 512) * (p.height ?? m.nativeHeight ?? 512)) / ((m.nativeWidth ?? 512) * (m.nativeHeight ?? 512)) : 1;
 
+  /** UNet evaluations of `p` denoised over `numSteps` steps, and seconds once a job on the model was measured. */
+  const estimate = (p: ResolvedParams, model: ModelEntry, numSteps: number) => {
+    const nw = model.nativeWidth ?? 512;
+    const nh = model.nativeHeight ?? 512;
+    const plan = planMethod(p.method, p.methodOptions, { height: p.height / 8, width: p.width / 8, nativeHeight: nh / 8, nativeWidth: nw / 8, numSteps });
+    const units = plan.unitsBefore[plan.numSteps]!;
+    const ms = unitMs.get(model.name);
+    return { unetEvaluations: units, ...(ms !== undefined ? { seconds: Math.round((units * ms * unitArea(p, model)) / 100) / 10 } : {}) };
+  };
+
+  /**
+   * An upscale request's every check the library makes before a model call: the output exists, the model, the
+   * settings, and the size against the source's. Undefined when it replied with the error.
+   */
+  async function checkUpscaleRequest(req: FastifyRequest, reply: FastifyReply) {
+    const name = (req.params as { name: string }).name;
+    const file = outputFile(name, reply);
+    if (!file) return undefined;
+    const body = req.body as Record<string, unknown>;
+    const model = body['model'] as string | undefined;
+    if (model !== undefined && !(await knownModel(model))) {
+      void reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
+      return undefined;
+    }
+    const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
+    const size = await sharp(file).metadata();
+    const plan = checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
+    const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, ...rest } = body;
+    const generation = toGenerateParams(rest);
+    validateParams({ ...generation, prompt: String(body['prompt'] ?? ''), width: undefined, height: undefined });
+    return { name, body, model, plan, generation };
+  }
+
   /** Whether jobs may name `model`; an engine whose models change while it runs (the fleet's) is read again first. */
   const knownModel = async (model: string) => {
     const has = () => o.engine.models().some((m) => m.name === model);
@@ -253,24 +286,27 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       method: 'POST', url: '/api/v1/outputs/:name/upscale', summary: 'Queue an upscale of an output (img2img with structure from the picture)', body: upscaleRequestSchema(),
       responses: { 202: { description: 'queued', schema: { type: 'object', properties: { id: { type: 'string' } } } }, 400: err('invalid settings (the field is named)'), 404: err('no such output') },
       handler: async (req, reply) => {
-        const name = (req.params as { name: string }).name;
-        const file = outputFile(name, reply);
-        if (!file) return reply;
-        const body = req.body as Record<string, unknown>;
-        const model = body['model'] as string | undefined;
-        if (model !== undefined && !(await knownModel(model))) {
-          return reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
-        }
-        // Every check the library makes before a model call: the settings, and the size against the source's.
-        const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
-        const size = await sharp(file).metadata();
-        const plan = checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
-        const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, ...generation } = body;
-        validateParams({ ...toGenerateParams(generation), prompt: String(body['prompt'] ?? ''), width: undefined, height: undefined });
+        const up = await checkUpscaleRequest(req, reply);
+        if (!up) return reply;
         const job = await o.queue.add(
-          { kind: 'upscale', model, settings: { ...body, source: name }, size: { width: plan.workWidth, height: plan.workHeight } }, o.engine.deviceSet,
+          { kind: 'upscale', model: up.model, settings: { ...up.body, source: up.name }, size: { width: up.plan.workWidth, height: up.plan.workHeight } }, o.engine.deviceSet,
         );
         return reply.code(202).send({ id: job.id });
+      },
+    },
+    {
+      method: 'POST', url: '/api/v1/outputs/:name/upscale/estimate', summary: 'The size an upscale makes, its UNet evaluations, and about how long (once a job was measured here)', body: upscaleRequestSchema(),
+      responses: {
+        200: { description: 'estimate', schema: { type: 'object', properties: { width: { type: 'integer' }, height: { type: 'integer' }, unetEvaluations: { type: 'integer' }, seconds: { type: 'number' } } } },
+        400: err('invalid settings (the field is named)'), 404: err('no such output'),
+      },
+      handler: async (req, reply) => {
+        const up = await checkUpscaleRequest(req, reply);
+        if (!up) return reply;
+        const model = modelEntry(up.model);
+        const p = resolveParams({ ...up.generation, prompt: '', seed: '0', width: up.plan.workWidth, height: up.plan.workHeight, methodOptions: upscaleMethodOptions(up.generation.method, up.generation.methodOptions) }, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
+        // As the pipeline runs it: the method over the steps left after the strength's start.
+        return { width: up.plan.targetWidth, height: up.plan.targetHeight, ...estimate(p, model, p.steps - startStep(p.steps, up.plan.strength)) };
       },
     },
     {
@@ -295,13 +331,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       handler: async (req) => {
         const params = toGenerateParams(req.body as Record<string, unknown>);
         const model = modelEntry((req.body as { model?: string }).model);
-        const nw = model.nativeWidth ?? 512;
-        const nh = model.nativeHeight ?? 512;
-        const p = resolveParams({ ...params, seed: '0' }, { width: nw, height: nh });
-        const plan = planMethod(p.method, p.methodOptions, { height: p.height / 8, width: p.width / 8, nativeHeight: nh / 8, nativeWidth: nw / 8, numSteps: p.steps });
-        const units = plan.unitsBefore[plan.numSteps]!;
-        const ms = unitMs.get(model.name);
-        return { unetEvaluations: units, ...(ms !== undefined ? { seconds: Math.round((units * ms * unitArea(p, model)) / 100) / 10 } : {}) };
+        const p = resolveParams({ ...params, seed: '0' }, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
+        return estimate(p, model, p.steps);
       },
     },
     {

@@ -405,11 +405,15 @@ async function estimate(): Promise<void> {
   }
   const r = await api<{ unetEvaluations?: number; seconds?: number }>('/estimate', { method: 'POST', body: JSON.stringify(body) });
   const e = r.body;
-  out.textContent = r.status === 200 && e?.unetEvaluations !== undefined
-    ? `${e.unetEvaluations} UNet evaluations${e.seconds !== undefined ? ` · about ${e.seconds < 60 ? `${Math.ceil(e.seconds)} s` : `${Math.round(e.seconds / 60)} min`}` : ''}`
-    : '';
+  out.textContent = r.status === 200 && e?.unetEvaluations !== undefined ? describeCost(e.unetEvaluations, e.seconds) : '';
   out.dataset['units'] = String(e?.unetEvaluations ?? '');
   out.dataset['for'] = JSON.stringify(body);
+}
+
+/** "N UNet evaluations · about T" (the time once the server has measured a job). */
+function describeCost(units: number, seconds: number | undefined): string {
+  const time = seconds === undefined ? '' : ` · about ${seconds < 60 ? `${Math.ceil(seconds)} s` : `${Math.round(seconds / 60)} min`}`;
+  return `${units} UNet evaluations${time}`;
 }
 
 function saveForm(): void {
@@ -760,22 +764,13 @@ function resetUpscaleForm(o: Output): void {
   const prompt = $<HTMLInputElement>('#upscale-prompt');
   prompt.value = '';
   prompt.placeholder = o.metadata?.prompt ? `the image's own: ${o.metadata.prompt}` : 'none embedded in the image';
+  $('#upscale-size').textContent = '';
   $('#upscale-error').textContent = '';
-  showUpscaleSize();
+  scheduleUpscaleEstimate();
 }
 
-/** The upscaled size, as the server computes it (the image's size times the scale, rounded). */
-function showUpscaleSize(): void {
-  const img = $<HTMLImageElement>('#viewer-image');
-  const w = img.naturalWidth || viewing?.metadata?.width || 0;
-  const h = img.naturalHeight || viewing?.metadata?.height || 0;
-  const scale = Number($<HTMLInputElement>('#upscale-scale').value);
-  $('#upscale-size').textContent = w && h && scale > 0 ? `${w} x ${h} → ${Math.round(w * scale)} x ${Math.round(h * scale)}` : '';
-}
-
-/** Queues the upscale of the viewed image; the viewer closes once it is queued, and shows why not otherwise. */
-async function submitUpscale(closeViewer: () => void): Promise<void> {
-  if (!viewing) return;
+/** The upscale form's body: the settings given (the server applies its defaults to the rest). */
+function upscaleBody(): Record<string, unknown> {
   const body: Record<string, unknown> = {};
   for (const name of ['scale', 'strength']) {
     const v = $<HTMLInputElement>(`#upscale-${name}`).value.trim();
@@ -783,9 +778,43 @@ async function submitUpscale(closeViewer: () => void): Promise<void> {
   }
   const prompt = $<HTMLInputElement>('#upscale-prompt').value.trim();
   if (prompt) body['prompt'] = prompt;
-  const r = await api<{ message?: string; field?: string }>(`/outputs/${encodeURIComponent(viewing.name)}/upscale`, { method: 'POST', body: JSON.stringify(body) });
+  return body;
+}
+
+/** A refused request's message, with the field named as the form names it. */
+function refusal(r: { status: number; body: { message?: string; field?: string } }): string {
+  return r.body?.field ? `${label(r.body.field)}: ${r.body.message ?? ''}` : r.body?.message ?? `Error ${r.status}`;
+}
+
+let upscaleTimer: ReturnType<typeof setTimeout> | undefined;
+function scheduleUpscaleEstimate(): void {
+  clearTimeout(upscaleTimer);
+  upscaleTimer = setTimeout(() => quietly(upscaleEstimate()), 150);
+}
+
+/** The size the upscale makes and what it costs, as the server plans it; or why the settings are refused. */
+async function upscaleEstimate(): Promise<void> {
+  const o = viewing;
+  if (!o) return;
+  const body = upscaleBody();
+  const r = await api<{ width?: number; height?: number; unetEvaluations?: number; seconds?: number; message?: string; field?: string }>(
+    `/outputs/${encodeURIComponent(o.name)}/upscale/estimate`, { method: 'POST', body: JSON.stringify(body) },
+  );
+  if (viewing !== o || JSON.stringify(upscaleBody()) !== JSON.stringify(body)) return; // the form moved on meanwhile
+  const e = r.body;
+  const ok = r.status === 200 && e?.width !== undefined && e.unetEvaluations !== undefined;
+  const img = $<HTMLImageElement>('#viewer-image');
+  const from = img.naturalWidth ? `${img.naturalWidth} x ${img.naturalHeight} → ` : '';
+  $('#upscale-size').textContent = ok ? `${from}${e.width} x ${e.height} · ${describeCost(e.unetEvaluations!, e.seconds)}` : '';
+  $('#upscale-error').textContent = ok ? '' : refusal(r);
+}
+
+/** Queues the upscale of the viewed image; the viewer closes once it is queued, and shows why not otherwise. */
+async function submitUpscale(closeViewer: () => void): Promise<void> {
+  if (!viewing) return;
+  const r = await api<{ message?: string; field?: string }>(`/outputs/${encodeURIComponent(viewing.name)}/upscale`, { method: 'POST', body: JSON.stringify(upscaleBody()) });
   if (r.status !== 202) {
-    $('#upscale-error').textContent = r.body?.field ? `${label(r.body.field)}: ${r.body.message ?? ''}` : r.body?.message ?? `Error ${r.status}`;
+    $('#upscale-error').textContent = refusal(r);
     return;
   }
   closeViewer();
@@ -882,8 +911,8 @@ function setupViewer(): void {
     e.preventDefault();
     quietly(submitUpscale(close));
   });
-  $('#upscale-form').addEventListener('input', showUpscaleSize);
-  $('#viewer-image').addEventListener('load', showUpscaleSize);
+  $('#upscale-form').addEventListener('input', scheduleUpscaleEstimate);
+  $('#viewer-image').addEventListener('load', scheduleUpscaleEstimate);
   $('#delete-output').addEventListener('click', () => {
     if (!viewing) return;
     const name = viewing.name;
