@@ -176,7 +176,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     }
     if (first && last && last.units > first.units) {
       const model = modelEntry(job.spec.model);
-      const scale = unitArea(params, model);
+      // An upscale's settings hold no size; the size it denoised is the job's (a direct unit covers all of it).
+      const scale = unitArea(job.spec.size ? { ...params, ...job.spec.size } : params, model);
       unitMs.set(model.name, (last.t - first.t) / (last.units - first.units) / scale);
     }
     return { output: name, warnings: result.warnings };
