@@ -489,6 +489,31 @@ test("under Now: the last image's warnings (also in the viewer), or why the last
   assert.deepEqual(errors, []);
 });
 
+test('delete from the viewer asks first: dismissed, the image stays; confirmed, it leaves the gallery and the folder', async () => {
+  const server = await startServer(new FakeEngine({ stepMs: 2 }));
+  const r = await fetch(`${server.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'to delete', steps: 2, seed: '3' }) });
+  const { id } = (await r.json()) as { id: string };
+  const name = (await waitFor('the job', async () => (await jobs(server.url)).find((j) => j.id === id && j.state === 'completed')?.output, 10_000))!;
+  const { page, errors } = await openPage(server.url);
+  const asked: string[] = [];
+  let answer = false;
+  page.on('dialog', (d) => {
+    asked.push(d.message());
+    void (answer ? d.accept() : d.dismiss());
+  });
+  await page.click(`#gallery figure[data-name="${name}"]`);
+  await page.click('#delete-output');
+  assert.deepEqual(asked, [`Delete ${name}? The file is removed from the outputs folder.`]);
+  assert.ok(await page.$('#viewer[open]'), 'dismissed: the viewer stays open');
+  assert.ok(fs.existsSync(path.join(server.outputsDir, name)));
+  answer = true;
+  await page.click('#delete-output');
+  await page.waitForFunction(`!document.querySelector('#gallery figure[data-name="${name}"]')`);
+  assert.equal(fs.existsSync(path.join(server.outputsDir, name)), false);
+  assert.equal(asked.length, 2);
+  assert.deepEqual(errors, []);
+});
+
 test('jobs queued elsewhere (the API, the CLI) reach the gallery, also once the server forgets the oldest finished ones', async () => {
   const server = await startServer(new FakeEngine({ stepMs: 2 }), { finishedKept: 2 });
   const { page, errors } = await openPage(server.url);

@@ -916,6 +916,8 @@ function setupViewer(): void {
   $('#delete-output').addEventListener('click', () => {
     if (!viewing) return;
     const name = viewing.name;
+    // The file itself goes: there is no undo.
+    if (!window.confirm(`Delete ${name}? The file is removed from the outputs folder.`)) return;
     close();
     quietly(api(`/outputs/${encodeURIComponent(name)}`, { method: 'DELETE' }).then(refreshGallery));
   });
