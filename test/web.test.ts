@@ -489,6 +489,32 @@ test("under Now: the last image's warnings (also in the viewer), or why the last
   assert.deepEqual(errors, []);
 });
 
+test('several images in one click: consecutive seeds from the given one (wrapping at 2^64), or from a random one; a bad count queues nothing', async () => {
+  const server = await startServer(new FakeEngine({ stepMs: 2 }));
+  const { page, errors } = await openPage(server.url);
+  await page.fill('[name="prompt"]', 'a batch');
+  await page.fill('[name="steps"]', '2');
+  await page.fill('[name="seed"]', '18446744073709551614');
+  await page.fill('#count', '3');
+  await page.waitForFunction(`/^\\d+ UNet evaluations each, 3 images$/.test(document.querySelector('#estimate').textContent)`);
+  await page.click('#queue-button');
+  const seeds = async () => (await jobs(server.url)).map((j) => String(j.spec.settings['seed'])).sort();
+  await waitFor('three jobs', async () => ((await jobs(server.url)).length === 3 ? true : undefined), 10_000);
+  assert.deepEqual(await seeds(), ['0', '18446744073709551614', '18446744073709551615']);
+  await page.fill('#count', '0');
+  await page.click('#queue-button');
+  await page.waitForFunction(`/^Images: a whole number from 1 to 16; nothing was queued/.test(document.querySelector('#form-error').textContent)`);
+  assert.equal((await jobs(server.url)).length, 3);
+  await page.fill('[name="seed"]', '');
+  await page.fill('#count', '2');
+  await page.click('#queue-button');
+  await waitFor('two more jobs', async () => ((await jobs(server.url)).length === 5 ? true : undefined), 10_000);
+  const random = (await jobs(server.url)).filter((j) => !['0', '18446744073709551614', '18446744073709551615'].includes(String(j.spec.settings['seed']))).map((j) => BigInt(String(j.spec.settings['seed']))).sort((a, b) => (a < b ? -1 : 1));
+  assert.equal(random.length, 2);
+  assert.ok(random[1]! - random[0]! === 1n || (random[0] === 0n && random[1] === 2n ** 64n - 1n), `consecutive: ${random}`);
+  assert.deepEqual(errors, []);
+});
+
 test('delete from the viewer asks first: dismissed, the image stays; confirmed, it leaves the gallery and the folder', async () => {
   const server = await startServer(new FakeEngine({ stepMs: 2 }));
   const r = await fetch(`${server.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'to delete', steps: 2, seed: '3' }) });

@@ -342,6 +342,9 @@ function showErrors(errors: Record<string, string>, general = ''): void {
   $('#form-error').textContent = general;
 }
 
+/** The most images one click queues. */
+const MAX_COUNT = 16;
+
 /** In the one-column layout (a phone) the progress is below the form: bring it into view once a job is queued. */
 function showWork(): void {
   if (window.matchMedia('(max-width: 720px)').matches) $('#work').scrollIntoView({ behavior: 'smooth', block: 'start' });
@@ -375,13 +378,23 @@ async function submit(): Promise<void> {
     showErrors(errors, 'Fix the marked fields; nothing was queued.');
     return;
   }
-  // A random seed is drawn here so it can be reused before the image is done.
-  body['seed'] ??= randomSeed();
-  const r = await api<{ id?: string; field?: string; message?: string }>('/jobs', { method: 'POST', body: JSON.stringify(body) });
-  if (r.status !== 202) {
-    const field = r.body?.field;
-    showErrors(field && fieldSchemas.has(field) ? { [field]: r.body?.message ?? 'Invalid' } : {}, r.body?.message ?? `Error ${r.status}`);
+  const count = Number($<HTMLInputElement>('#count').value || '1');
+  if (!Number.isInteger(count) || count < 1 || count > MAX_COUNT) {
+    showErrors({}, `Images: a whole number from 1 to ${MAX_COUNT}; nothing was queued.`);
     return;
+  }
+  // A random seed is drawn here so it can be reused before the image is done; more images take the next seeds.
+  const first = BigInt(String(body['seed'] ??= randomSeed()));
+  for (let i = 0; i < count; i++) {
+    const seed = ((first + BigInt(i)) % 2n ** 64n).toString();
+    const r = await api<{ id?: string; field?: string; message?: string }>('/jobs', { method: 'POST', body: JSON.stringify({ ...body, seed }) });
+    if (r.status !== 202) {
+      const field = r.body?.field;
+      const queued = i ? ` (${i} of ${count} queued)` : '';
+      showErrors(field && fieldSchemas.has(field) ? { [field]: r.body?.message ?? 'Invalid' } : {}, `${r.body?.message ?? `Error ${r.status}`}${queued}`);
+      if (i) await refreshJobs();
+      return;
+    }
   }
   lastSeed = String(body['seed']);
   showErrors({});
@@ -405,7 +418,9 @@ async function estimate(): Promise<void> {
   }
   const r = await api<{ unetEvaluations?: number; seconds?: number }>('/estimate', { method: 'POST', body: JSON.stringify(body) });
   const e = r.body;
-  out.textContent = r.status === 200 && e?.unetEvaluations !== undefined ? describeCost(e.unetEvaluations, e.seconds) : '';
+  const count = Number($<HTMLInputElement>('#count').value || '1');
+  const each = Number.isInteger(count) && count > 1 ? ` each, ${count} images` : '';
+  out.textContent = r.status === 200 && e?.unetEvaluations !== undefined ? `${describeCost(e.unetEvaluations, e.seconds)}${each}` : '';
   out.dataset['units'] = String(e?.unetEvaluations ?? '');
   out.dataset['for'] = JSON.stringify(body);
 }
