@@ -191,6 +191,17 @@ test('a UNet with ONNX Attention nodes (opset 23): on webgpu every run warns tha
   assert.ok(!fused.info.notes.some((n) => note.test(n)), fused.info.notes.join('\n'));
   assert.deepEqual(fused.r.warnings, []);
   assert.ok(fused.r.latent.every(Number.isFinite));
+  // asgd info says the same for the devices it is given.
+  const { spawnSync } = await import('node:child_process');
+  const bin = path.join(path.dirname(SHIPPED), '..', 'bin', 'asgd.js');
+  const info = (...extra: string[]) => spawnSync(process.execPath, [bin, 'info', model, '--no-probe', ...extra], { encoding: 'utf8', timeout: 120_000 });
+  const [onCpu, onGpu, onGpuFused] = [info(), info('--devices', 'webgpu:0'), info('--devices', 'webgpu:0', '--fuse-attention')];
+  for (const r of [onCpu, onGpu, onGpuFused]) assert.equal(r.status, 0, r.stderr);
+  const noteLine = /^note: The UNet has 8 ONNX Attention nodes \(opset 23/m;
+  assert.doesNotMatch(onCpu.stdout, noteLine);
+  assert.match(onGpu.stdout, noteLine);
+  assert.doesNotMatch(onGpuFused.stdout, noteLine);
+  assert.match(onGpuFused.stdout, /^Attention: +fused \(8 layers as MultiHeadAttention\)$/m);
 });
 
 test('a webgpu device that fails mid-run, or whose worker process is killed (as a driver crash ends it), is dropped with --retry and the result still matches', async () => {

@@ -224,9 +224,12 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
   );
 }
 
-async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }): Promise<number> {
+/** The pipeline options `asgd info` takes: what it notes and reports depends on them. */
+const INFO_PIPELINE_OPTIONS = [optionSpec(PIPELINE_OPTIONS, 'devices'), optionSpec(PIPELINE_OPTIONS, 'fuseAttention')];
+
+async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }, pipeline: PipelineOptions): Promise<number> {
   const { loadPipeline } = await import('../node/pipeline.ts');
-  const p = await loadPipeline(dir, { attentionProbe: opts.probe !== false });
+  const p = await loadPipeline(dir, { ...pipeline, threads: 1, attentionProbe: opts.probe !== false });
   try {
     const i = p.info;
     if (opts.json) {
@@ -379,13 +382,15 @@ export function buildProgram(setExit: (code: number) => void): Command {
   addOptions(workerCmd, [...PIPELINE_OPTIONS, optionSpec(CLI_OPTIONS, 'verbose')]);
   workerCmd.action(async (_flags: unknown, cmd: Command) => setExit(await runWorker(cmd)));
 
-  program
+  const infoCmd = program
     .command('info')
-    .description('Show what the loader finds in a model folder')
+    .description('Show what the loader finds in a model folder (on --devices: what it notes for those devices)')
     .argument('[model]', 'model folder', undefined)
     .option('--json', 'machine-readable output')
-    .option('--no-probe', 'skip building the attention probe')
-    .action(async (dir: string | undefined, opts: { json?: boolean; probe?: boolean }) => setExit(await runInfo(dir ?? defaultModelDir(), opts)));
+    .option('--no-probe', 'skip building the attention probe');
+  addOptions(infoCmd, INFO_PIPELINE_OPTIONS);
+  infoCmd.action(async (dir: string | undefined, opts: { json?: boolean; probe?: boolean }, cmd: Command) =>
+    setExit(await runInfo(dir ?? defaultModelDir(), opts, givenValues(cmd, INFO_PIPELINE_OPTIONS) as PipelineOptions)));
 
   program
     .command('devices')
