@@ -139,7 +139,7 @@ function patchScheduler(p: ResolvedParams, model: ModelFacts, warnings: string[]
   const patched = p.method !== 'direct' && (p.width > model.nativeWidth || p.height > model.nativeHeight);
   const configured = nameForClass(model.schedulerClassName);
   if (!patched || (configured !== 'pndm' && configured !== 'lms')) return undefined;
-  warnings.push(`Using the euler scheduler instead of the model's ${configured} for ${p.method} above the native size (multistep extrapolation across re-drawn patches adds noise); pass --scheduler ${configured} to keep it`);
+  warnings.push(`Using the euler scheduler instead of the model's ${configured} for ${p.method} above the native size (multistep extrapolation across re-drawn patches adds noise); set the scheduler to ${configured} (--scheduler ${configured}) to keep it`);
   return 'euler';
 }
 

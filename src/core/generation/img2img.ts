@@ -180,7 +180,7 @@ export function img2imgScheduler(given: string | undefined, modelClassName: stri
   }
   const configured = nameForClass(modelClassName);
   if (configured !== undefined && FROM_START_ONLY.includes(configured)) {
-    return { scheduler: 'euler', warning: `Using the euler scheduler instead of the model's ${configured}, which cannot start from a partly noised image; pass --scheduler to choose another` };
+    return { scheduler: 'euler', warning: `Using the euler scheduler instead of the model's ${configured}, which cannot start from a partly noised image; choose another scheduler (--scheduler) to change it` };
   }
   return {};
 }
