@@ -168,6 +168,24 @@ test('the history is bounded: the oldest finished jobs are forgotten (their outp
   assert.deepEqual((await streamOf(h, ids[4]!, whole.at(-3)!.id)).map((e) => e.id), whole.slice(-2).map((e) => e.id));
 });
 
+test('GET /jobs?finished=N lists the running and queued jobs and the newest N finished; a bad N is named', async () => {
+  const h = await start({ stepMs: 20 });
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push(((await post(h, { prompt: `done ${i}`, steps: 1, seed: String(i), method: 'direct' })).json() as { id: string }).id);
+  await finished(h, ids[2]!);
+  const running = ((await post(h, { prompt: 'running', steps: 100, seed: '9', method: 'direct' })).json() as { id: string }).id;
+  const queued = ((await post(h, { prompt: 'queued', steps: 2, seed: '10', method: 'direct' })).json() as { id: string }).id;
+  await waitFor('the long job to run', async () => ((await job(h, running)).state === 'running' ? true : undefined));
+  const list = async (q: string) => ((await h.app.inject({ url: `/api/v1/jobs${q}` })).json() as { jobs: JobRecord[] }).jobs.map((j) => j.id);
+  assert.deepEqual(await list('?finished=1'), [running, queued, ids[2]]);
+  assert.deepEqual(await list('?finished=0'), [running, queued]);
+  assert.deepEqual(await list(''), [running, queued, ids[2], ids[1], ids[0]]);
+  const bad = await h.app.inject({ url: '/api/v1/jobs?finished=all' });
+  assert.equal(bad.statusCode, 400);
+  assert.equal((bad.json() as { field: string }).field, 'finished');
+  await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${running}` });
+});
+
 test('Server-Sent Events: a client that drops mid-stream and resumes with Last-Event-ID sees every step once, in order', async () => {
   const h = await start({ stepMs: 15, listen: true });
   const { id } = (await post(h, { prompt: 'a square', steps: 40, seed: '7' })).json() as { id: string };

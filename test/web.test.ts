@@ -489,6 +489,30 @@ test("under Now: the last image's warnings (also in the viewer), or why the last
   assert.deepEqual(errors, []);
 });
 
+test("the page polls only the newest finished jobs; the viewer asks for an older image's own job for its notes", async () => {
+  const server = await startServer(new FakeEngine({ stepMs: 1 }));
+  const queue = async (prompt: string, seed: number) => {
+    const r = await fetch(`${server.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt, steps: 1, seed: String(seed) }) });
+    return ((await r.json()) as { id: string }).id;
+  };
+  const long = Array.from({ length: FAKE_PROMPT_WORDS + 1 }, (_, i) => `word${i}`).join(' ');
+  const old = await queue(long, 1);
+  let last = '';
+  for (let i = 0; i < 21; i++) last = await queue(`later ${i}`, 10 + i);
+  await waitFor('every job', async () => ((await jobs(server.url)).find((j) => j.id === last)?.state === 'completed' ? true : undefined), 20_000);
+  const { page, errors } = await openPage(server.url);
+  const requests: string[] = [];
+  page.on('request', (r) => requests.push(new URL(r.url()).pathname + new URL(r.url()).search));
+  const oldJob = (await jobs(server.url)).find((j) => j.id === old)!;
+  await page.waitForTimeout(1200); // a poll
+  assert.ok(requests.includes('/api/v1/jobs?finished=20'), requests.join(' '));
+  await page.click(`#gallery figure[data-name="${oldJob.output}"]`);
+  await page.waitForSelector('dd[data-meta="note"]');
+  assert.equal(await page.textContent('dd[data-meta="note"]'), `The prompt is too long: 1 word(s) beyond the fake engine's ${FAKE_PROMPT_WORDS} were dropped`);
+  assert.ok(requests.includes(`/api/v1/jobs/${old}`), 'asked for its own job');
+  assert.deepEqual(errors, []);
+});
+
 test('several images in one click: consecutive seeds from the given one (wrapping at 2^64), or from a random one; a bad count queues nothing', async () => {
   const server = await startServer(new FakeEngine({ stepMs: 2 }));
   const { page, errors } = await openPage(server.url);

@@ -55,6 +55,9 @@ const THUMB_SIZE = 256;
 /** Jobs whose last preview is kept after they end. */
 const PREVIEWS_KEPT = 8;
 
+/** The states a job ends in. */
+const FINISHED_STATES = new Set(['completed', 'failed', 'cancelled']);
+
 /** The output file of a job: named after the job, so a job re-run after a crash finds its finished output. */
 export function outputNameFor(job: Pick<JobRecord, 'id' | 'createdAt'>): string {
   const stamp = job.createdAt.replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -77,6 +80,8 @@ interface Route {
   url: string;
   summary: string;
   body?: JsonSchema;
+  /** Query parameters by name (strings: the query is validated as sent, without type coercion). */
+  query?: Record<string, JsonSchema>;
   /** A body that is not JSON: the content types taken (the route's own parser is registered), and a size limit. */
   rawBody?: { types: readonly string[]; limit: number };
   /** `type`: the content type when not JSON; `schema` describes the body (for an event stream: each event's data). */
@@ -338,8 +343,15 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     },
     {
       method: 'GET', url: '/api/v1/jobs', summary: 'Every job: running, queued in order, then finished (newest first)',
-      responses: { 200: { description: 'jobs', schema: { type: 'object', properties: { jobs: { type: 'array', items: jobSchema } } } } },
-      handler: async () => ({ jobs: await o.queue.list() }),
+      query: { finished: { type: 'string', pattern: '^[0-9]{1,6}$', description: 'at most this many finished jobs (the newest); default: every one the server keeps' } },
+      responses: { 200: { description: 'jobs', schema: { type: 'object', properties: { jobs: { type: 'array', items: jobSchema } } } }, 400: err('finished is not a whole number') },
+      handler: async (req) => {
+        const all = await o.queue.list();
+        const finished = (req.query as { finished?: string }).finished;
+        if (finished === undefined) return { jobs: all };
+        const done = all.filter((j) => FINISHED_STATES.has(j.state));
+        return { jobs: [...all.filter((j) => !FINISHED_STATES.has(j.state)), ...done.slice(0, Number(finished))] };
+      },
     },
     {
       method: 'GET', url: '/api/v1/jobs/:id', summary: 'One job',
@@ -508,7 +520,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     }
     app.route({
       method: r.method, url: r.url, handler: r.handler,
-      schema: { ...(r.body ? { body: r.body } : {}), ...(params ? { params } : {}) },
+      schema: { ...(r.body ? { body: r.body } : {}), ...(params ? { params } : {}), ...(r.query ? { querystring: { type: 'object', properties: r.query } } : {}) },
     });
   }
 
@@ -562,7 +574,9 @@ function openApiDocument(routes: Route[]): Record<string, unknown> {
     paths[p] ??= {};
     paths[p][r.method.toLowerCase()] = {
       summary: r.summary,
-      ...(names.length ? { parameters: names.map((n) => ({ name: n, in: 'path', required: true, schema: { type: 'string' } })) } : {}),
+      ...(names.length || r.query
+        ? { parameters: [...names.map((n) => ({ name: n, in: 'path', required: true, schema: { type: 'string' } })), ...Object.entries(r.query ?? {}).map(([n, schema]) => ({ name: n, in: 'query', required: false, schema }))] }
+        : {}),
       ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: r.body } } } } : {}),
       ...(r.rawBody ? { requestBody: { required: true, content: Object.fromEntries(r.rawBody.types.map((t) => [t, { schema: { type: 'string', format: 'binary' } }])) } } : {}),
       responses: Object.fromEntries(Object.entries(r.responses).map(([code, v]) => [code, {

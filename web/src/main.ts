@@ -644,10 +644,14 @@ function showLastJob(job: Job | undefined): void {
   list.replaceChildren(...notes.map((n) => Object.assign(document.createElement('li'), { textContent: n })));
 }
 
+/** Finished jobs the page asks for: enough for "the last job"; the viewer asks for an older image's own job. */
+const FINISHED_SHOWN = 20;
+
 /** The newest completed job and the number listed: when either changes, the gallery is read again. */
 let completedSeen = '';
 async function refreshJobs(): Promise<void> {
-  const r = await api<{ jobs: Job[] }>('/jobs');
+  // Polled every second: the running and queued jobs, and the newest finished ones only (the server keeps 1000).
+  const r = await api<{ jobs: Job[] }>(`/jobs?finished=${FINISHED_SHOWN}`);
   if (r.status !== 200) return;
   jobs = r.body.jobs;
   watch(jobs.find((j) => j.state === 'running'));
@@ -738,15 +742,23 @@ function openViewer(o: Output): void {
         ['Steps', String(m.steps)], ['Guidance', String(m.guidanceScale)], ['Method', m.method], ['Scheduler', m.scheduler], ['Model', m.model?.name ?? ''],
       ]
     : [['File', o.name]];
-  // What the run that made it warned of, while the server still lists that job.
-  for (const w of jobs.find((j) => j.output === o.name)?.warnings ?? []) rows.push(['Note', w]);
-  for (const [k, v] of rows) {
+  const addRow = (k: string, v: string) => {
     const dt = document.createElement('dt');
     dt.textContent = k;
     const dd = document.createElement('dd');
     dd.textContent = v;
     dd.dataset['meta'] = k.toLowerCase();
     dl.append(dt, dd);
+  };
+  for (const [k, v] of rows) addRow(k, v);
+  // What the run that made it warned of, while the server still keeps that job (an older one is asked for).
+  const listed = jobs.find((j) => j.output === o.name);
+  const id = /^asgd-\d{8}-\d{6}-([A-Za-z0-9]+)\.png$/.exec(o.name)?.[1];
+  if (listed) for (const w of listed.warnings ?? []) addRow('Note', w);
+  else if (id) {
+    quietly(api<Job>(`/jobs/${id}`).then((r) => {
+      if (r.status === 200 && viewing === o) for (const w of r.body.warnings ?? []) addRow('Note', w);
+    }));
   }
   const a = $<HTMLAnchorElement>('#download');
   a.href = apiUrl(`/outputs/${encodeURIComponent(o.name)}`);
