@@ -98,6 +98,10 @@ test("a run's warnings travel from the worker's engine process to the job record
   const done = await a().finished(await a().queue({ prompt: long, seed: '2', width: 64, height: 64, steps: 2 }));
   assert.equal(done.state, 'completed', JSON.stringify(done.error));
   assert.deepEqual(done.warnings, [`The prompt is too long: 2 word(s) beyond the fake engine's ${FAKE_PROMPT_WORDS} were dropped`]);
+  // The newest finished job alone, as the page polls (from each model's queue only as many as asked for).
+  const newest = (await (await fetch(`${a().url}/api/v1/jobs?finished=1`)).json()) as { jobs: JobRecord[] };
+  assert.ok((await a().jobs()).filter((j) => j.state === 'completed').length > 1);
+  assert.deepEqual(newest.jobs.map((j) => j.id), [done.id]);
 });
 
 test('progress reaches the SSE stream throttled and in order, with previews from the shared folder', async () => {

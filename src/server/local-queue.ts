@@ -104,12 +104,12 @@ export class LocalJobQueue implements JobQueue {
     return j && clone(j);
   }
 
-  async list(): Promise<JobRecord[]> {
+  async list(options: { finished?: number } = {}): Promise<JobRecord[]> {
     const all = [...this.jobs.values()];
     const running = all.filter((j) => j.state === 'running');
     const queued = this.order.map((id) => this.jobs.get(id)!);
     const done = all.filter((j) => FINAL.has(j.state)).sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
-    return [...running, ...queued, ...done].map(clone);
+    return [...running, ...queued, ...done.slice(0, options.finished ?? done.length)].map(clone);
   }
 
   async move(id: string, index: number): Promise<JobRecord[]> {

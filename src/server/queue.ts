@@ -70,8 +70,11 @@ export type JobProcessor = (job: JobRecord, ctx: JobContext) => Promise<{ output
 export interface JobQueue {
   add(spec: JobSpec, lane?: string): Promise<JobRecord>;
   get(id: string): Promise<JobRecord | undefined>;
-  /** Every job: running first, then the queued ones in the order they will run, then finished ones, newest first. */
-  list(): Promise<JobRecord[]>;
+  /**
+   * Every job: running first, then the queued ones in the order they will run, then finished ones, newest first
+   * (at most `finished` of those when given).
+   */
+  list(options?: { finished?: number }): Promise<JobRecord[]>;
   /** Moves a queued job to `index` among the queued jobs (0: next). Returns the queued jobs in their new order. */
   move(id: string, index: number): Promise<JobRecord[]>;
   /** Cancels a queued or running job (a running one stops within one model call). */

@@ -132,14 +132,16 @@ export class BullJobQueue implements JobQueue {
     return [...wait, ...prioritized, ...delayed] as BullJob[];
   }
 
-  async list(): Promise<JobRecord[]> {
+  async list(options: { finished?: number } = {}): Promise<JobRecord[]> {
     const running: JobRecord[] = [];
     const queued: JobRecord[] = [];
     const done: JobRecord[] = [];
+    // Each queue's newest n of each kind hold the newest n overall.
+    const n = Math.min(options.finished ?? FINISHED_LISTED, FINISHED_LISTED);
     for (const { queue } of this.queues.values()) {
       const [active, q, completed, failed] = await Promise.all([
         queue.getJobs(['active'], 0, -1, true), this.queued(queue),
-        queue.getJobs(['completed'], 0, FINISHED_LISTED - 1, false), queue.getJobs(['failed'], 0, FINISHED_LISTED - 1, false),
+        n > 0 ? queue.getJobs(['completed'], 0, n - 1, false) : [], n > 0 ? queue.getJobs(['failed'], 0, n - 1, false) : [],
       ]);
       running.push(...active.map((j) => toRecord(j as BullJob, 'active')));
       queued.push(...q.map((j) => toRecord(j, 'waiting')));
@@ -148,7 +150,7 @@ export class BullJobQueue implements JobQueue {
     const cancelled = Object.values(await this.o.redis.hgetall(this.keys.cancelled)).map((v) => JSON.parse(v) as JobRecord);
     done.push(...cancelled);
     done.sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
-    return [...running, ...queued, ...done];
+    return [...running, ...queued, ...done.slice(0, options.finished ?? done.length)];
   }
 
   async move(id: string, index: number): Promise<JobRecord[]> {
