@@ -112,6 +112,8 @@ test('a job goes queued -> running -> completed; its output is in the gallery wi
   const thumb = await h.app.inject({ url: `/api/v1/outputs/${done.output}/thumbnail` });
   assert.equal(thumb.statusCode, 200);
   assert.equal(thumb.headers['content-type'], 'image/webp');
+  assert.equal(thumb.headers['cache-control'], 'private, max-age=86400', 'a reload does not fetch the gallery again');
+  assert.equal(file.headers['cache-control'], 'private, max-age=86400');
   assert.ok(fs.existsSync(path.join(h.outputsDir, '.thumbnails', `${done.output}.webp`)), 'the thumbnail is cached');
 
   assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${done.output}` })).statusCode, 204);

@@ -52,6 +52,12 @@ const FINAL = new Set(['completed', 'failed', 'cancelled']);
 /** Output file names: no folders, no leading dot, an image extension. */
 const OUTPUT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(png|jpe?g|webp)$/i;
 const THUMB_SIZE = 256;
+/**
+ * Outputs and their thumbnails may be kept by the browser: an output's name is its job's (or an upload's content
+ * hash), so the bytes behind a name do not change. A page reload then does not fetch the whole gallery again.
+ */
+const OUTPUT_CACHE = 'private, max-age=86400';
+
 /** Jobs whose last preview is kept after they end. */
 const PREVIEWS_KEPT = 8;
 
@@ -430,7 +436,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         const file = outputFile((req.params as { name: string }).name, reply);
         if (!file) return reply;
         const ext = path.extname(file).slice(1).toLowerCase();
-        return reply.type(ext === 'png' ? 'image/png' : ext === 'webp' ? 'image/webp' : 'image/jpeg').send(fs.createReadStream(file));
+        return reply.type(ext === 'png' ? 'image/png' : ext === 'webp' ? 'image/webp' : 'image/jpeg').header('cache-control', OUTPUT_CACHE).send(fs.createReadStream(file));
       },
     },
     {
@@ -458,7 +464,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
           fs.writeFileSync(tmp, bytes);
           fs.renameSync(tmp, thumb);
         }
-        return reply.type('image/webp').send(fs.readFileSync(thumb));
+        return reply.type('image/webp').header('cache-control', OUTPUT_CACHE).send(fs.readFileSync(thumb));
       },
     },
     {
