@@ -422,6 +422,21 @@ test('dropping an image loads its settings: this project, AUTOMATIC1111 (PNG, JP
   assert.deepEqual(errors, []);
 });
 
+test('a progress stream the browser gave up (an error answer) is opened again at the next poll', async () => {
+  const server = await startServer(new FakeEngine({ stepMs: 40 }));
+  const { page, errors } = await openPage(server.url);
+  let refused = 0;
+  await page.route('**/api/v1/jobs/*/events*', (route) => (refused++ === 0 ? route.fulfill({ status: 503, body: 'closing' }) : route.continue()));
+  await page.fill('[name="prompt"]', 'a long one');
+  await page.fill('[name="steps"]', '200');
+  await page.click('#queue-button');
+  // The first stream is answered 503 (EventSource then stops for good); the page's poll opens a new one.
+  await page.waitForFunction(`/step (\\d+)\\/200/.test(document.querySelector('#progress-text')?.textContent ?? '') && Number(/step (\\d+)\\/200/.exec(document.querySelector('#progress-text').textContent)[1]) >= 20`, undefined, { timeout: 20_000 });
+  assert.ok(refused >= 2, `${refused} stream requests`);
+  await page.click('#cancel');
+  assert.deepEqual(errors.filter((e) => !/status of 503/.test(e)), []);
+});
+
 test('the gallery and the queue survive a server restart: the reloaded page shows both, the interrupted job completes', async () => {
   const s1 = await startServer(new FakeEngine({ stepMs: 40 }));
   const port = Number(new URL(s1.url).port);
@@ -442,8 +457,10 @@ test('the gallery and the queue survive a server restart: the reloaded page show
   await page.waitForFunction(`document.querySelectorAll('#gallery figure').length === 2`, undefined, { timeout: 20_000 });
   const all = await jobs(s2.url);
   assert.deepEqual(all.map((j) => [j.spec.settings['prompt'], j.state, j.attempts]).sort(), [['before the restart', 'completed', 1], ['interrupted', 'completed', 2]]);
-  // While the server was down the browser logged its failed requests; the page itself raised nothing.
-  assert.deepEqual(errors.filter((e) => !/^Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET)$/.test(e)), []);
+  // While the server was down the browser logged its failed requests (refused, reset, or 503 from the server while it
+  // closed: an event stream reconnecting then, or a poll); the page itself raised nothing.
+  const down = /^Failed to load resource: (net::ERR_CONNECTION_(REFUSED|RESET)|the server responded with a status of 503 \(Service Unavailable\))$/;
+  assert.deepEqual(errors.filter((e) => !down.test(e)), []);
 });
 
 test("under Now: the last image's warnings (also in the viewer), or why the last job failed; nothing after a clean run", async () => {

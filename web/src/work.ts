@@ -48,7 +48,8 @@ function showProgress(id: string, p: Progress | undefined): void {
 }
 
 function watch(job: Job | undefined): void {
-  if (watching && watching.id === job?.id) return;
+  // The same job: keep its stream, unless the browser gave it up (an error answer, e.g. a 503 while the server closed).
+  if (watching && watching.id === job?.id && watching.source.readyState !== EventSource.CLOSED) return;
   watching?.source.close();
   watching = undefined;
   $('#running').hidden = !job;
