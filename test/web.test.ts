@@ -457,9 +457,9 @@ test('the gallery and the queue survive a server restart: the reloaded page show
   await page.waitForFunction(`document.querySelectorAll('#gallery figure').length === 2`, undefined, { timeout: 20_000 });
   const all = await jobs(s2.url);
   assert.deepEqual(all.map((j) => [j.spec.settings['prompt'], j.state, j.attempts]).sort(), [['before the restart', 'completed', 1], ['interrupted', 'completed', 2]]);
-  // While the server was down the browser logged its failed requests (refused, reset, or 503 from the server while it
+  // While the server was down the browser logged its failed requests (refused, reset, closed, or 503 from the server while it
   // closed: an event stream reconnecting then, or a poll); the page itself raised nothing.
-  const down = /^Failed to load resource: (net::ERR_CONNECTION_(REFUSED|RESET)|the server responded with a status of 503 \(Service Unavailable\))$/;
+  const down = /^Failed to load resource: (net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|CONNECTION_CLOSED|EMPTY_RESPONSE)|the server responded with a status of 503 \(Service Unavailable\))$/;
   assert.deepEqual(errors.filter((e) => !down.test(e)), []);
 });
 
