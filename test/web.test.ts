@@ -521,8 +521,7 @@ test("the page polls only the newest finished jobs; the viewer asks for an older
   const requests: string[] = [];
   page.on('request', (r) => requests.push(new URL(r.url()).pathname + new URL(r.url()).search));
   const oldJob = (await jobs(server.url)).find((j) => j.id === old)!;
-  await page.waitForTimeout(1200); // a poll
-  assert.ok(requests.includes('/api/v1/jobs?finished=20'), requests.join(' '));
+  await page.waitForRequest((r) => new URL(r.url()).pathname + new URL(r.url()).search === '/api/v1/jobs?finished=20', { timeout: 10_000 }); // a poll
   await page.click(`#gallery figure[data-name="${oldJob.output}"]`);
   await page.waitForSelector('dd[data-meta="note"]');
   assert.equal(await page.textContent('dd[data-meta="note"]'), `The prompt is too long: 1 word(s) beyond the fake engine's ${FAKE_PROMPT_WORDS} were dropped`);
@@ -589,7 +588,7 @@ test('jobs queued elsewhere (the API, the CLI) reach the gallery, also once the 
     const r = await fetch(`${server.url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: `from elsewhere ${i}`, steps: 2, seed: String(i) }) });
     const { id } = (await r.json()) as { id: string };
     names.push((await waitFor(`job ${i}`, async () => (await jobs(server.url)).find((j) => j.id === id && j.state === 'completed')?.output, 10_000))!);
-    await page.waitForSelector(`#gallery figure[data-name="${names[i]}"]`, { timeout: 5000 });
+    await page.waitForSelector(`#gallery figure[data-name="${names[i]}"]`, { timeout: 10_000 });
   }
   assert.equal((await jobs(server.url)).length, 2, 'the server kept the last two');
   assert.equal(await page.$$eval('#gallery figure', (fs) => fs.length), 4);
