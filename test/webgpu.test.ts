@@ -170,7 +170,9 @@ test('a UNet with ONNX Attention nodes (opset 23): on webgpu every run warns tha
       const seen: string[] = [];
       const r = await p.generate(params, { onWarning: (m) => seen.push(m) });
       assert.deepEqual(seen, r.warnings);
-      return { info: p.info, r };
+      // Generate, then upscale, in one run: the device warning once, not once per stage.
+      const both = await p.generateUpscaled({ ...params, width: 64, height: 64, steps: 2 }, { scale: 2, strength: 0.5 });
+      return { info: p.info, r, both };
     } finally {
       await p.close();
     }
@@ -182,6 +184,7 @@ test('a UNet with ONNX Attention nodes (opset 23): on webgpu every run warns tha
   assert.equal(gpu.info.notes.filter((n) => note.test(n)).length, 1, gpu.info.notes.join('\n'));
   assert.equal(gpu.r.warnings.filter((w) => note.test(w)).length, 1, gpu.r.warnings.join('\n'));
   assert.deepEqual(gpu.r.warnings.filter((w) => !note.test(w)), []);
+  assert.equal(gpu.both.warnings.filter((w) => note.test(w)).length, 1, gpu.both.warnings.join('\n'));
   const ops = JSON.parse(fs.readFileSync(path.join(model, 'unet', 'model.asgd-ops.json'), 'utf8'));
   assert.equal(ops.result.onnxAttention, 8, 'counted once and kept next to the UNet');
   t.diagnostic(`onnx-attention fixture, Attention on the CPU under webgpu: image ${maxDiff(gpu.r.image.data, cpu.r.image.data)} levels from cpu`);

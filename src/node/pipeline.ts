@@ -323,7 +323,8 @@ export class Pipeline implements AsyncDisposable {
     const { image: _image, prompt: givenPrompt, scale, width, height, strength, structureSource, maxPixels, ...rest } = params;
     // Stage 1, check: the upscale against its source, then the generation at the (grid-rounded) output size.
     const up = checkUpscale({ width: source.image.width, height: source.image.height }, { scale, width, height, strength, structureSource, maxPixels });
-    const { warnings, warn } = this.warningsFor(run);
+    // `generation`: the upscale stage of generateUpscaled, whose generate stage warned of the devices already.
+    const { warnings, warn } = this.warningsFor(run, generation !== undefined);
     const prompt = givenPrompt ?? source.embedded?.prompt;
     const negativePrompt = rest.negativePrompt ?? (givenPrompt === undefined ? source.embedded?.negativePrompt : undefined);
     if (prompt === undefined) warn('No prompt given and none embedded in the input: upscaling with an empty prompt');
@@ -548,18 +549,21 @@ export class Pipeline implements AsyncDisposable {
     };
   }
 
-  /** What the check stage needs of the model. */
-  /** A run's warnings, collected and passed on as they come; the pipeline's own (deviceWarnings) first. */
-  private warningsFor(run: GenerateRunOptions): { warnings: string[]; warn: (message: string) => void } {
+  /**
+   * A run's warnings, collected and passed on as they come; the pipeline's own (deviceWarnings) first, unless the
+   * run is the second stage of one that gave them already.
+   */
+  private warningsFor(run: GenerateRunOptions, secondStage = false): { warnings: string[]; warn: (message: string) => void } {
     const warnings: string[] = [];
     const warn = (m: string) => {
       warnings.push(m);
       run.onWarning?.(m);
     };
-    this.deviceWarnings.forEach(warn);
+    if (!secondStage) this.deviceWarnings.forEach(warn);
     return { warnings, warn };
   }
 
+  /** What the check stage needs of the model. */
   private facts(): ModelFacts {
     return {
       family: this.spec.family,

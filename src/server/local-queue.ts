@@ -108,8 +108,12 @@ export class LocalJobQueue implements JobQueue {
     const all = [...this.jobs.values()];
     const running = all.filter((j) => j.state === 'running');
     const queued = this.order.map((id) => this.jobs.get(id)!);
-    const done = all.filter((j) => FINAL.has(j.state)).sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
+    const done = this.finishedNewestFirst();
     return [...running, ...queued, ...done.slice(0, options.finished ?? done.length)].map(clone);
+  }
+
+  private finishedNewestFirst(): JobRecord[] {
+    return [...this.jobs.values()].filter((j) => FINAL.has(j.state)).sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
   }
 
   async move(id: string, index: number): Promise<JobRecord[]> {
@@ -258,7 +262,7 @@ export class LocalJobQueue implements JobQueue {
   private finish(job: JobRecord, state: 'completed' | 'failed' | 'cancelled'): void {
     job.state = state;
     job.finishedAt = new Date().toISOString();
-    const earlier = [...this.jobs.values()].filter((j) => j !== job && FINAL.has(j.state)).sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''));
+    const earlier = this.finishedNewestFirst().filter((j) => j !== job);
     for (const old of earlier.slice(Math.max(0, this.finishedKept - 1))) this.forget(old.id);
     this.persist();
     this.emitState(job);
