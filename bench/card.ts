@@ -1,5 +1,5 @@
 /**
- * The Node side of the on-the-card measurements (issue 15), run by scripts/device/card.sh. Three subcommands, each
+ * The Node side of the on-the-card measurements (issue 15), run by scripts/device/card.sh. Subcommands, each
  * writing one JSON file:
  *
  *   unet     --unet FILE --provider webgpu|cpu [--latent N] [--warmup W] [--iters N] --out JSON
@@ -20,6 +20,10 @@
  *            Writes an SDXL-layout model folder from the test fixture writer (tiny tokenizers and VAE, text
  *            encoders of the given widths: SDXL's 768, 1280 and a 1280 pooled projection by default), then puts the
  *            exported UNet (model.onnx, its external data, config.json) in unet/.
+ *   schedule --unet-json F [--probe-json F] [--gen-json F] --out JSON
+ *            Issue 15's scheduling targets (4 devices at 2048 px, 8 at 3072, shipped defaults) in the latency model
+ *            with the unit time, CFG-half and probe costs that `unet` and `probe` measured (bench/card-schedule.ts),
+ *            and the model checked against a one-device `generate` run's denoising time.
  *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model
  *   fusion   --dir DIR [--out JSON]
  *            The attention fusion on a real torch export of one attention processor (scripts/reference/attention_export.py
@@ -50,6 +54,7 @@ import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { checkAvailableDevices } from '../src/node/runner/devices.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
 import { benchUnetIo, unetIoTable, type UnetIoCase } from './unet-io.ts';
+import { benchSchedule } from './card-schedule.ts';
 
 type Args = Record<string, string>;
 
@@ -481,12 +486,15 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
     case 'fusion':
       result = await benchFusion(args);
       break;
+    case 'schedule':
+      result = await benchSchedule(args);
+      break;
     case 'devices':
       // What `asgd devices` says: the providers of this build, WebGPU checked by running a one-node model.
       result = { machine: machine(), devices: await checkAvailableDevices(), backends: supportedBackends() };
       break;
     default:
-      throw new Error('card: usage: card (unet | probe | unet-io | folder | generate | fusion | devices) [--options]; see the header of bench/card.ts');
+      throw new Error('card: usage: card (unet | probe | unet-io | folder | generate | fusion | schedule | devices) [--options]; see the header of bench/card.ts');
   }
   return result;
 }

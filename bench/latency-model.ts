@@ -136,6 +136,12 @@ export interface Geometry {
   native: number;
 }
 
+/** The paper's SDXL geometries: 4 patches and 9 windows at 2048 px, 9 and 25 at 3072 px (native 1024 px). */
+export const SDXL_GEOMETRIES: readonly Geometry[] = [
+  { name: 'SDXL 2048x2048 (4 patches, 9 windows)', latent: 256, native: 128 },
+  { name: 'SDXL 3072x3072 (9 patches, 25 windows)', latent: 384, native: 128 },
+];
+
 export interface SimSettings {
   geometry: Geometry;
   devices: number;

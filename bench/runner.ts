@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import type { SplitMode } from '../src/core/dispatch/tasks.ts';
 import { writeTinySdModel } from '../test/fixtures/index.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
-import { simulateGeneration, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';
+import { SDXL_GEOMETRIES, simulateGeneration, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -94,10 +94,7 @@ async function realPart(): Promise<RealRow[]> {
 
 // ------------------------------------------------------------------------------------------------ model part
 
-const GEOMETRIES: Geometry[] = [
-  { name: 'SDXL 2048x2048 (4 patches, 9 windows)', latent: 256, native: 128 },
-  { name: 'SDXL 3072x3072 (9 patches, 25 windows)', latent: 384, native: 128 },
-];
+const GEOMETRIES = SDXL_GEOMETRIES;
 /** One SDXL UNet CFG call at 1024 px takes about 100 ms on the paper's GPUs (34 s for 325 calls at 2048 px). */
 const LATENCY: LatencyParams = { unitMs: 100, nativeArea: 128 * 128, halfCost: 0.5, probeExtra: 0.15, callOverheadMs: 1 };
 const KS = [1, 2, 4, 8];

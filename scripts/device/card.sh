@@ -31,6 +31,9 @@
 #               threads of one process crash in onnxruntime-node 1.30; docs/benchmarks.md)
 #   probe-sdxl  the attention-probe graph the key patch runs (built from the SDXL export as the pipeline builds it)
 #               against the plain UNet on WebGPU, calls alternating, batch 2 and 1: the key unit's extra cost
+#   schedule    (CPU, seconds) issue 15's scheduling targets (4 devices at 2048 px, 8 at 3072, shipped defaults) in the
+#               latency model with the unit time, CFG-half and probe costs measured by unet-sdxl and probe-sdxl and
+#               this machine's host work; and the model's one-device prediction against gen-1's denoising time
 #   gen-fused   gen-1 with the attention fused (--fuse-attention): its time; each generation's final latent goes to
 #               $OUT/<part>.latent.f32 (raw float32) to compare the two
 #   unet-io     (last) bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
@@ -38,7 +41,7 @@
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # If the budget skips the generations, run again at once (the machine keeps CARD_WORK while warm) with
-# CARD_PARTS="folder gen-1 fused-sdxl gen-2 probe-sdxl gen-fused unet-io".
+# CARD_PARTS="folder gen-1 fused-sdxl gen-2 probe-sdxl schedule gen-fused unet-io".
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
 # parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
@@ -74,7 +77,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dynamo-unet torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 fused-sdxl gen-2 probe-sdxl gen-fused unet-io}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dynamo-unet torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 fused-sdxl gen-2 probe-sdxl schedule gen-fused unet-io}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -219,6 +222,11 @@ fused_part() {  # fused_part MODEL LATENT: plain batch 2 and 1 (the reference), 
     --warmup "$UNET_WARMUP" --batches 2,1 --adapter 0 --fused 1 --out "$WORK/parts/fused-$1.json"
 }
 
+schedule_part() {  # the latency model with the costs measured above (CPU only, seconds)
+  "$NODE" "$CARD" schedule --unet-json "$WORK/parts/unet-sdxl.json" --probe-json "$WORK/parts/probe-sdxl.json" \
+    --gen-json "$WORK/parts/gen-1.json" --out "$WORK/parts/schedule.json"
+}
+
 probe_part() {  # probe_part MODEL LATENT [FUSED]: the pair the pipeline runs (FUSED 1: with --fuse-attention)
   "$NODE" "$CARD" probe --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
     --warmup "$UNET_WARMUP" --fused "${3:-0}" --out "$WORK/parts/probe-$1.json"
@@ -272,7 +280,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part unet_io_part folder_part gen_part
+export -f env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -299,6 +307,7 @@ part gen-1 240 gen_part "$GPU1" gen-1
 part fused-sdxl 150 fused_part sdxl "$LATXL"
 part gen-2 240 gen_part "$GPU2" gen-2
 part probe-sdxl 120 probe_part sdxl "$LATXL"
+part schedule 120 schedule_part
 part gen-fused 240 gen_part "$GPU1" gen-fused 1
 # Last: the generations matter more if the budget runs short.
 part unet-io 60 unet_io_part

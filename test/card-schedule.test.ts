@@ -1,0 +1,73 @@
+/**
+ * `card.js schedule` (bench/card-schedule.ts): the card's measured costs reach the latency model, the targets'
+ * rows agree with the runner benchmark's own at the same costs, and bad part files are named in the error.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { benchSchedule, type ScheduleRow } from '../bench/card-schedule.ts';
+
+let dir = '';
+const file = (name: string, value: unknown) => {
+  const f = path.join(dir, name);
+  fs.writeFileSync(f, JSON.stringify(value));
+  return f;
+};
+
+before(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-card-schedule-'));
+});
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+// What `card.js unet` and `card.js probe` write (only the fields the model reads, plus one it must ignore).
+const unet = (halfCost: number) => ({ latent: 128, adapter_both: { medianMs: 100 }, adapter_half_over_both: halfCost, run_batch1_over_batch2: 0.2, run_batch4_over_batch2: 1.8 });
+const probe = { batch2: { probeOverPlain: 1.15 } };
+
+test('the measured CFG-half cost decides the 3072 px target on 8 devices, as in the runner benchmark at the same costs', async () => {
+  const r = await benchSchedule({ 'unet-json': file('unet.json', unet(0.5)), 'probe-json': file('probe.json', probe) });
+  const m = r['measured'] as { unitMs: number; halfCost: number; probeExtra: number; batch4OverBatch2: number };
+  assert.equal(m.unitMs, 100);
+  assert.equal(m.halfCost, 0.5, 'the adapter CFG half, not the bare session run');
+  assert.ok(Math.abs(m.probeExtra - 0.15) < 1e-12);
+  assert.equal(m.batch4OverBatch2, 1.8);
+  assert.equal(r['stageSplit'], 0.8, 'the shipped stage split, from the option registry');
+  const rows = r['rows'] as ScheduleRow[];
+  assert.equal(rows.length, 6);
+  const at = (devices: number, split: string, host = false) => rows.find((x) => x.devices === devices && x.split === split && x.hostCharged === host)!;
+  // docs/benchmarks.md, "CFG splitting and the dataflow" (runner benchmark, 1 ms per call more): half 0.5 gives
+  // 3.89x (balance) and 3.72x (never) on 4 devices at 2048 px, 6.71x and 5.50x on 8 at 3072 px.
+  assert.ok(Math.abs(at(4, 'balance').speedup - 3.89) < 0.1, String(at(4, 'balance').speedup));
+  assert.ok(Math.abs(at(4, 'never').speedup - 3.72) < 0.1, String(at(4, 'never').speedup));
+  assert.ok(Math.abs(at(8, 'balance').speedup - 6.71) < 0.1, String(at(8, 'balance').speedup));
+  assert.ok(Math.abs(at(8, 'never').speedup - 5.5) < 0.1, String(at(8, 'never').speedup));
+  for (const x of rows) assert.equal(x.met, x.speedup >= x.target, `${x.geometry} ${x.split}`);
+  assert.equal(at(8, 'balance').met, true);
+  assert.equal(at(8, 'never').met, false);
+  assert.ok(at(8, 'balance', true).seconds > 0 && at(8, 'balance', true).idle.length === 8);
+  assert.equal(r['modelCheck'], undefined, 'no generation given');
+});
+
+test('the model check compares one device at the generation geometry with its measured denoising time', async () => {
+  const gen = file('gen.json', { devices: 'webgpu:0', width: 512, steps: 2, result: { timings: { denoiseMs: 5000 } } });
+  const small = { ...unet(1.04), latent: 32 };
+  const r = await benchSchedule({ 'unet-json': file('unet-small.json', small), 'probe-json': path.join(dir, 'missing.json'), 'gen-json': gen });
+  assert.match((r['measured'] as { sources: Record<string, string> }).sources['probeExtra']!, /assumed 0\.15/);
+  const c = r['modelCheck'] as { geometry: { latent: number; native: number }; steps: number; predictedDenoiseMs: number; measuredDenoiseMs: number; measuredOverPredicted: number };
+  assert.deepEqual([c.geometry.latent, c.geometry.native, c.steps], [64, 32, 2]);
+  assert.equal(c.measuredDenoiseMs, 5000);
+  // 4 patches a step at 4x the native area, 2 steps, 100 ms each, at the least; the probe and stage 2 add to it.
+  assert.ok(c.predictedDenoiseMs >= 800 && c.predictedDenoiseMs < 5000, String(c.predictedDenoiseMs));
+  assert.equal(c.measuredOverPredicted, 5000 / c.predictedDenoiseMs);
+});
+
+test('a failed part, a missing number or a several-device generation is named in the error', async () => {
+  await assert.rejects(benchSchedule({}), /--unet-json is required/);
+  const failed = file('failed.json', { command: 'unet', error: 'WebGPU device lost' });
+  await assert.rejects(benchSchedule({ 'unet-json': failed }), /failed\.json records a failed part: WebGPU device lost/);
+  const partial = file('partial.json', { latent: 128, adapter_both: { medianMs: 100 } });
+  await assert.rejects(benchSchedule({ 'unet-json': partial }), /partial\.json: expected a number at adapter_half_over_both, found undefined/);
+  const two = file('gen-2.json', { devices: 'webgpu:0,webgpu:0', width: 512, steps: 2, result: { timings: { denoiseMs: 1 } } });
+  await assert.rejects(benchSchedule({ 'unet-json': file('u.json', unet(1.04)), 'gen-json': two }), /needs a one-device generation, found devices webgpu:0,webgpu:0/);
+});
