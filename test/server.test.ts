@@ -407,6 +407,10 @@ test('with a token, API requests without it get 401; the page itself needs none'
   assert.equal((await app.inject({ url: '/api/v1/jobs', headers: { authorization: 'Bearer sesame' } })).statusCode, 200);
   assert.equal((await app.inject({ url: '/api/v1/jobs?token=sesame' })).statusCode, 200);
   assert.equal((await app.inject({ method: 'POST', url: '/api/v1/jobs', payload: { prompt: 'x' } })).statusCode, 401);
+  // The router decodes the path: an encoded letter still reaches the API, and still needs the token.
+  assert.equal((await app.inject({ url: '/%61pi/v1/jobs' })).statusCode, 401);
+  assert.equal((await app.inject({ method: 'POST', url: '/%61pi/v1/jobs', payload: { prompt: 'x' } })).statusCode, 401);
+  assert.equal((await app.inject({ url: '/%61pi/v1/jobs?token=sesame' })).statusCode, 200);
   assert.equal((await app.inject({ url: '/' })).statusCode, 200);
   await queue.close();
 });

@@ -124,7 +124,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     } else if (origin === 'null' || req.headers['sec-fetch-site'] === 'cross-site') {
       return reply.code(403).send({ error: 'forbidden', message: 'Cross-site requests are not allowed' });
     }
-    if (o.token && req.url.startsWith('/api/')) {
+    // The route the router matched, not the raw URL: the router decodes it, so /%61pi/... reaches /api/... routes.
+    if (o.token && ((req.routeOptions.url ?? '').startsWith('/api/') || req.url.startsWith('/api/'))) {
       const auth = req.headers.authorization;
       const q = new URL(req.url, 'http://x').searchParams.get('token');
       if (auth !== `Bearer ${o.token}` && q !== o.token) return reply.code(401).send({ error: 'unauthorized', message: 'A token is required (Authorization: Bearer <token> or ?token=)' });
