@@ -87,6 +87,14 @@ test('the same settings and seed give the same job: submitted again, it returns 
   assert.equal('warnings' in done, false, 'a run without warnings has none');
   assert.equal(logged().filter((l) => l.includes(id1)).length, 1, 'generated once');
   assert.deepEqual(outputFiles(outputs).filter((n) => n.includes(id1)), [done.output]);
+  // Its output deleted, the same settings run again (the finished job went with the file).
+  assert.equal((await fetch(`${a().url}/api/v1/outputs/${done.output}`, { method: 'DELETE' })).status, 204);
+  assert.equal((await fetch(`${a().url}/api/v1/jobs/${id1}`)).status, 404, 'the job that wrote it is forgotten');
+  assert.equal(await a().queue(body), id1);
+  const again = await a().finished(id1);
+  assert.equal(again.state, 'completed', JSON.stringify(again.error));
+  assert.equal(logged().filter((l) => l.includes(id1)).length, 2, 'generated again');
+  assert.ok(fs.existsSync(path.join(outputs, again.output!)), 'a new output');
   // A different seed is a different job; no seed gets a random one, chosen at submission (decimal string).
   assert.notEqual(await a().queue({ ...body, seed: '5' }), id1);
   const random = await a().job(await a().queue({ prompt: 'random seed', steps: 2 }));

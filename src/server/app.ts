@@ -67,6 +67,11 @@ export function outputNameFor(job: Pick<JobRecord, 'id' | 'createdAt'>): string 
   return `asgd-${stamp}-${job.id}.png`;
 }
 
+/** The id of the job whose output `name` is (outputNameFor's inverse); undefined for other names. */
+export function jobIdOfOutput(name: string): string | undefined {
+  return /^asgd-\d{8}-\d{6}-(.+)\.png$/.exec(name)?.[1];
+}
+
 /** A validated request body as the library's GenerateParams. */
 export function toGenerateParams(body: Record<string, unknown>): GenerateParams {
   const { model: _model, originalSize, ...rest } = body;
@@ -478,6 +483,11 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         fs.rmSync(file);
         fs.rmSync(path.join(outputsDir, '.thumbnails', `${name}.webp`), { force: true });
         metaCache.delete(name);
+        // The job that wrote it goes too: the fleet names jobs by their settings, and would answer the same
+        // settings again with that finished job, whose output is gone, instead of running them.
+        const id = jobIdOfOutput(name);
+        const job = id === undefined ? undefined : await o.queue.get(id);
+        if (job?.state === 'completed' && job.output === name) await o.queue.remove(job.id);
         return reply.code(204).send();
       },
     },
