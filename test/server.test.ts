@@ -116,10 +116,11 @@ test('a job goes queued -> running -> completed; its output is in the gallery wi
   assert.equal(file.headers['cache-control'], 'private, max-age=86400');
   assert.ok(fs.existsSync(path.join(h.outputsDir, '.thumbnails', `${done.output}.webp`)), 'the thumbnail is cached');
 
-  assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${done.output}` })).statusCode, 204);
-  assert.equal((await h.app.inject({ url: `/api/v1/outputs/${done.output}` })).statusCode, 404);
   assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${id}` })).statusCode, 204, 'a finished job is removed');
   assert.equal((await h.app.inject({ url: `/api/v1/jobs/${id}` })).statusCode, 404);
+  assert.equal((await h.app.inject({ url: `/api/v1/outputs/${done.output}` })).statusCode, 200, 'its output stays');
+  assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${done.output}` })).statusCode, 204);
+  assert.equal((await h.app.inject({ url: `/api/v1/outputs/${done.output}` })).statusCode, 404);
 });
 
 test("a run's warnings are in its job record (and the event stream's last state), kept over a restart; a run without any has none", async () => {
