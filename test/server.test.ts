@@ -399,6 +399,23 @@ test('a request from another site (Origin) or another host name (DNS rebinding) 
   assert.equal((await post(h, { prompt: 'x', steps: 1 })).statusCode, 202, 'scripts without an Origin may post');
 });
 
+test('a queued job moves among the jobs of its own lane; the other lanes keep their order', async () => {
+  const queue = new LocalJobQueue({ dir: tempDir('state') }); // no processor: every job stays queued
+  const spec = (prompt: string) => ({ kind: 'generate' as const, settings: { prompt } });
+  const added: string[] = [];
+  for (const [p, lane] of [['a1', 'A'], ['b1', 'B'], ['a2', 'A'], ['b2', 'B']]) added.push((await queue.add(spec(p!), lane)).id);
+  const [a1, b1, a2, b2] = added as [string, string, string, string];
+  const ids = async () => (await queue.list()).map((j) => String(j.spec.settings['prompt']));
+  assert.deepEqual(await ids(), ['a1', 'b1', 'a2', 'b2']);
+  // Position 0 of lane B: before b1, not before a1.
+  assert.deepEqual((await queue.move(b2, 0)).map((j) => j.id), [b2, b1]);
+  assert.deepEqual(await ids(), ['a1', 'b2', 'b1', 'a2']);
+  assert.deepEqual((await queue.move(a1, 1)).map((j) => j.id), [a2, a1], 'last of its lane');
+  assert.deepEqual(await ids(), ['b2', 'b1', 'a2', 'a1']);
+  assert.deepEqual((await queue.move(a1, 99)).map((j) => j.id), [a2, a1], 'beyond the end: last');
+  await queue.close();
+});
+
 test('with a token, API requests without it get 401; the page itself needs none', async () => {
   const queue = new LocalJobQueue({ dir: tempDir('state') });
   const app = await createServer({ queue, engine: new FakeEngine(), outputsDir: tempDir('outputs'), token: 'sesame' });

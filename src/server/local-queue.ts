@@ -119,10 +119,13 @@ export class LocalJobQueue implements JobQueue {
   async move(id: string, index: number): Promise<JobRecord[]> {
     const from = this.order.indexOf(id);
     if (from < 0) throw new QueueError(this.jobs.has(id) ? 'The job is not queued' : 'No such job', this.jobs.has(id) ? 409 : 404);
+    const lane = this.jobs.get(id)!.lane;
     this.order.splice(from, 1);
-    this.order.splice(Math.max(0, Math.min(index, this.order.length)), 0, id);
+    const others = this.order.filter((i) => this.jobs.get(i)!.lane === lane);
+    const before = others[Math.max(0, Math.min(index, others.length))];
+    this.order.splice(before === undefined ? this.order.length : this.order.indexOf(before), 0, id);
     this.persist();
-    return this.order.map((i) => clone(this.jobs.get(i)!));
+    return this.order.filter((i) => this.jobs.get(i)!.lane === lane).map((i) => clone(this.jobs.get(i)!));
   }
 
   async cancel(id: string): Promise<JobRecord | undefined> {

@@ -75,7 +75,10 @@ export interface JobQueue {
    * (at most `finished` of those when given).
    */
   list(options?: { finished?: number }): Promise<JobRecord[]>;
-  /** Moves a queued job to `index` among the queued jobs (0: next). Returns the queued jobs in their new order. */
+  /**
+   * Moves a queued job to `index` among the queued jobs of its lane (0: next in that lane; lanes run side by side,
+   * so there is no order between them). Returns the lane's queued jobs in their new order.
+   */
   move(id: string, index: number): Promise<JobRecord[]>;
   /** Cancels a queued or running job (a running one stops within one model call). */
   cancel(id: string): Promise<JobRecord | undefined>;

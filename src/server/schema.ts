@@ -144,7 +144,7 @@ export const moveRequestSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['position'],
-  properties: { position: { type: 'integer', minimum: 0, description: 'new place among the queued jobs (0: next)' } },
+  properties: { position: { type: 'integer', minimum: 0, description: 'new place among the queued jobs of its lane (0: next)' } },
 };
 
 export const errorSchema: JsonSchema = {

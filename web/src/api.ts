@@ -22,6 +22,8 @@ export type Progress = Omit<GenerationProgress, 'phase'> & { phase: string; etaS
 export interface Job {
   id: string;
   state: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+  /** The queue it waits in (a device set; in a fleet, a model's queue): positions count within it. */
+  lane: string;
   spec: { kind: string; model?: string; settings: Record<string, unknown> };
   progress?: Progress;
   output?: string;

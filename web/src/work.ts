@@ -80,7 +80,10 @@ function renderQueue(): void {
   const list = $('#queue');
   list.replaceChildren();
   const queued = jobs.filter((j) => j.state === 'queued');
-  for (const [i, j] of queued.entries()) {
+  for (const j of queued) {
+    // A job moves among those of its own lane (a fleet has one per model; lanes run side by side).
+    const lane = queued.filter((q) => q.lane === j.lane);
+    const i = lane.indexOf(j);
     const li = document.createElement('li');
     li.dataset['id'] = j.id;
     const text = document.createElement('span');
@@ -98,7 +101,7 @@ function renderQueue(): void {
     const down = button('↓', '', move(i + 1));
     down.title = 'Move down';
     down.className = 'move-down';
-    down.disabled = i === queued.length - 1;
+    down.disabled = i === lane.length - 1;
     const remove = button('✕', '', async () => {
       await api(`/jobs/${j.id}`, { method: 'DELETE' });
       await api(`/jobs/${j.id}`, { method: 'DELETE' });
