@@ -416,6 +416,35 @@ test('a queued job moves among the jobs of its own lane; the other lanes keep th
   await queue.close();
 });
 
+test('a job the process dies under three times fails, naming why, instead of running at every start; a clean shutdown does not count', async () => {
+  const dir = tempDir('state');
+  const spec = { kind: 'generate' as const, settings: { prompt: 'too big' } };
+  // Runs until aborted (a clean shutdown aborts it); a queue dropped without close() is a process that died.
+  const hang = (_job: JobRecord, ctx: { signal: AbortSignal }) => new Promise<{ output: string }>((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+  let q = new LocalJobQueue({ dir });
+  q.process(hang);
+  const id = (await q.add(spec)).id;
+  const running = (queue: LocalJobQueue) => waitFor('the job to run', async () => ((await queue.get(id))?.state === 'running' ? true : undefined));
+  await running(q);
+  await q.close(); // clean: queued again, not counted
+  for (let death = 1; death <= 3; death++) {
+    q = new LocalJobQueue({ dir });
+    assert.equal((await q.get(id))!.state, 'queued', `after death ${death - 1}`);
+    q.process(hang);
+    await running(q);
+    // The process dies here: q is dropped without close().
+  }
+  q = new LocalJobQueue({ dir });
+  const j = (await q.get(id))!;
+  assert.equal(j.state, 'failed');
+  assert.equal(j.attempts, 4, "one clean start and three deaths");
+  assert.match(j.error!.message, /^The server stopped without finishing this job 3 times .*Queue it again to retry$/);
+  assert.deepEqual((await q.list()).map((x) => x.id), [id]);
+  const saved = JSON.parse(fs.readFileSync(path.join(dir, 'queue.json'), 'utf8')) as { interrupted?: unknown };
+  assert.equal(saved.interrupted, undefined, 'nothing left to count');
+  await q.close();
+});
+
 test('with a token, API requests without it get 401; the page itself needs none', async () => {
   const queue = new LocalJobQueue({ dir: tempDir('state') });
   const app = await createServer({ queue, engine: new FakeEngine(), outputsDir: tempDir('outputs'), token: 'sesame' });

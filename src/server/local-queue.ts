@@ -2,7 +2,9 @@
  * The in-process JobQueue: FIFO with reorder and remove, one running job per lane (device set), and the whole
  * queue persisted to one JSON file after every change, written atomically (temp file, fsync, rename), so a
  * restart loses nothing. A job that was running when the process died is queued again at the front; the
- * processor makes that safe by naming the output after the job and not running a job whose output exists.
+ * processor makes that safe by naming the output after the job and not running a job whose output exists. A job
+ * the process died under more than MAX_INTERRUPTIONS times fails instead: it is probably what kills it (out of
+ * memory), and would otherwise take the server down at every start.
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -19,6 +21,8 @@ const EVENTS_KEPT = 4096;
 const FINISHED_EVENTS_KEPT = 16;
 /** Finished jobs kept (the history GET /api/v1/jobs lists); the oldest are forgotten, their outputs stay. As the fleet's. */
 const FINISHED_KEPT = 1000;
+/** Deaths of the process under one job after which it fails rather than runs again (the fleet's MAX_STALLED_COUNT). */
+const MAX_INTERRUPTIONS = 2;
 
 interface StateFile {
   version: number;
@@ -27,6 +31,8 @@ interface StateFile {
   /** Queued job ids in the order they run. */
   order: string[];
   jobs: JobRecord[];
+  /** Per job id, how many times the process died while the job ran (absent: never). */
+  interrupted?: Record<string, number>;
 }
 
 interface Running {
@@ -54,6 +60,8 @@ export class LocalJobQueue implements JobQueue {
   private readonly events = new Map<string, JobEvent[]>();
   /** The last event id (seq) no longer kept, per job. */
   private readonly dropped = new Map<string, number>();
+  /** How many times the process died while each job ran (persisted; see MAX_INTERRUPTIONS). */
+  private readonly interrupted = new Map<string, number>();
   private readonly listeners = new Map<string, Set<(e: JobEvent) => void>>();
   private readonly running = new Map<string, Running>();
   private readonly busyLanes = new Set<string>();
@@ -71,11 +79,21 @@ export class LocalJobQueue implements JobQueue {
     this.epoch = (saved?.epoch ?? 0) + 1;
     if (saved) {
       for (const j of saved.jobs) this.jobs.set(j.id, j);
-      const interrupted = saved.jobs.filter((j) => j.state === 'running').map((j) => j.id);
-      for (const id of interrupted) {
-        const j = this.jobs.get(id)!;
-        j.state = 'queued';
+      for (const [id, n] of Object.entries(saved.interrupted ?? {})) if (this.jobs.has(id)) this.interrupted.set(id, n);
+      const interrupted: string[] = [];
+      for (const j of saved.jobs.filter((j) => j.state === 'running')) {
+        const times = (this.interrupted.get(j.id) ?? 0) + 1;
+        this.interrupted.set(j.id, times);
         delete j.progress;
+        if (times > MAX_INTERRUPTIONS) {
+          j.error = { message: `The server stopped without finishing this job ${times} times (it may need more memory than this machine has); it is not run again. Queue it again to retry`, kind: 'interrupted' };
+          j.state = 'failed';
+          j.finishedAt = new Date().toISOString();
+          this.interrupted.delete(j.id);
+        } else {
+          j.state = 'queued';
+          interrupted.push(j.id);
+        }
       }
       this.order = [...interrupted, ...saved.order.filter((id) => this.jobs.get(id)?.state === 'queued' && !interrupted.includes(id))];
     }
@@ -153,6 +171,7 @@ export class LocalJobQueue implements JobQueue {
 
   private forget(id: string): void {
     this.jobs.delete(id);
+    this.interrupted.delete(id);
     this.events.delete(id);
     this.dropped.delete(id);
   }
@@ -264,6 +283,7 @@ export class LocalJobQueue implements JobQueue {
 
   private finish(job: JobRecord, state: 'completed' | 'failed' | 'cancelled'): void {
     job.state = state;
+    this.interrupted.delete(job.id);
     job.finishedAt = new Date().toISOString();
     const earlier = this.finishedNewestFirst().filter((j) => j !== job);
     for (const old of earlier.slice(Math.max(0, this.finishedKept - 1))) this.forget(old.id);
@@ -306,7 +326,10 @@ export class LocalJobQueue implements JobQueue {
 
   /** Writes the state file atomically: a reader (or a restart) sees the old file or the new one, never a mix. */
   private persist(): void {
-    const state: StateFile = { version: FILE_VERSION, epoch: this.epoch, order: this.order, jobs: [...this.jobs.values()].map((j) => ({ ...j, progress: undefined })) };
+    const state: StateFile = {
+      version: FILE_VERSION, epoch: this.epoch, order: this.order, jobs: [...this.jobs.values()].map((j) => ({ ...j, progress: undefined })),
+      ...(this.interrupted.size ? { interrupted: Object.fromEntries(this.interrupted) } : {}),
+    };
     const tmp = `${this.file}.${process.pid}.tmp`;
     const fd = fs.openSync(tmp, 'w');
     try {
