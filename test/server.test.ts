@@ -221,6 +221,12 @@ test('Server-Sent Events: a client that drops mid-stream and resumes with Last-E
   // A client arriving after the end gets the final state at once.
   const late = await readEvents(`${h.url}/api/v1/jobs/${id}/events`);
   assert.deepEqual(late.map((e) => [e.event, (e.data as JobRecord).state]), [['state', 'completed']]);
+  // A client reconnecting after the final event (EventSource does, a second after the server ends the stream):
+  // that final state again, and the stream ends rather than staying open for nothing.
+  const reconnect = readEvents(`${h.url}/api/v1/jobs/${id}/events`, { lastEventId: last.id! });
+  const again = await Promise.race([reconnect, new Promise<'still open'>((r) => setTimeout(() => r('still open'), 5000).unref())]);
+  assert.notEqual(again, 'still open');
+  assert.deepEqual((again as typeof late).map((e) => [e.id, e.event, (e.data as JobRecord).state]), [[last.id, 'state', 'completed']]);
 });
 
 test('cancel: a running job stops within one step and writes nothing; a queued one never starts; the next job runs', async () => {

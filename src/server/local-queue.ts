@@ -182,9 +182,11 @@ export class LocalJobQueue implements JobQueue {
     const kept = this.events.get(id) ?? [];
     const after = parseEventId(afterId);
     const resumable = after && after.epoch === this.epoch && after.seq >= (this.dropped.get(id) ?? 0);
-    if (resumable) {
-      for (const e of kept) if (parseEventId(e.id)!.seq > after.seq) listener(e);
-    } else {
+    const replayed = resumable ? kept.filter((e) => parseEventId(e.id)!.seq > after.seq) : [];
+    for (const e of replayed) listener(e);
+    // Nothing to replay of a finished job (a client reconnecting after its final event): that final state again, so
+    // the stream ends instead of staying open for events that never come.
+    if (!resumable || (replayed.length === 0 && FINAL.has(job.state))) {
       // A fresh subscriber (or one from before a restart) starts from a snapshot of the job, then what follows.
       const lastId = kept.at(-1)?.id ?? `${this.epoch}-0`;
       listener({ id: lastId, type: 'state', job: clone(job) });
