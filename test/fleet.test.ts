@@ -53,6 +53,10 @@ test('no live worker: a job is refused with 409, not queued to wait forever', as
   assert.equal(r.status, 409, JSON.stringify(r.json));
   assert.match(r.json.message!, /No live worker/);
   assert.equal((await a().jobs()).length, 0);
+  // The page asks for an estimate as it opens: the same answer, not a crash (500).
+  const e = await fetch(`${a().url}/api/v1/estimate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'x' }) });
+  assert.equal(e.status, 409);
+  assert.match(((await e.json()) as { message: string }).message, /^No live worker: start one with `asgd worker --queue/);
 });
 
 test('a worker joins: models and devices come from its heartbeat; a size beyond its limit is refused with 409', async () => {

@@ -405,6 +405,19 @@ test('a request from another site (Origin) or another host name (DNS rebinding) 
   assert.equal((await post(h, { prompt: 'x', steps: 1 })).statusCode, 202, 'scripts without an Origin may post');
 });
 
+test('the estimate checks the model as queueing does: an unknown one is named (400), a known one is the one estimated', async () => {
+  const h = await start();
+  const estimate = (body: object) => h.app.inject({ method: 'POST', url: '/api/v1/estimate', payload: body });
+  const bad = await estimate({ prompt: 'x', model: 'nope' });
+  assert.equal(bad.statusCode, 400);
+  assert.deepEqual(bad.json(), { error: 'invalid-argument', field: 'model', message: 'Invalid model: expected one of fake-64, fake-other' });
+  assert.deepEqual((await estimate({ prompt: 'x', method: 'direct', steps: 7 })).json(), { unetEvaluations: 7 });
+  // The named model is the one planned: at 192x160 its native 96x80 makes fewer patches than fake-64's 64x64.
+  const first = (await estimate({ prompt: 'x', width: 192, height: 160, steps: 4 })).json() as { unetEvaluations: number };
+  const other = (await estimate({ prompt: 'x', width: 192, height: 160, steps: 4, model: 'fake-other' })).json() as { unetEvaluations: number };
+  assert.notEqual(other.unetEvaluations, first.unetEvaluations);
+});
+
 test('a queued job moves among the jobs of its own lane; the other lanes keep their order', async () => {
   const queue = new LocalJobQueue({ dir: tempDir('state') }); // no processor: every job stays queued
   const spec = (prompt: string) => ({ kind: 'generate' as const, settings: { prompt } });

@@ -188,8 +188,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       // The last preview stays a while (a page may still ask for it); only the newest jobs' are kept.
       for (const id of [...previews.keys()].slice(0, Math.max(0, previews.size - PREVIEWS_KEPT))) previews.delete(id);
     }
-    if (first && last && last.units > first.units) {
-      const model = modelEntry(job.spec.model);
+    const model = modelEntry(job.spec.model);
+    if (model && first && last && last.units > first.units) {
       // An upscale's settings hold no size; the size it denoised is the job's (a direct unit covers all of it).
       const scale = unitArea(job.spec.size ? { ...params, ...job.spec.size } : params, model);
       unitMs.set(model.name, (last.t - first.t) / (last.units - first.units) / scale);
@@ -199,7 +199,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
 
   /** Measured milliseconds of one native-size UNet evaluation, per model (from the last completed job). */
   const unitMs = new Map<string, number>();
-  const modelEntry = (name: string | undefined) => (name === undefined ? o.engine.models()[0]! : o.engine.models().find((m) => m.name === name) ?? o.engine.models()[0]!);
+  /** The model `name` (the first one when undefined or unknown); undefined while there is none (a fleet without workers). */
+  const modelEntry = (name: string | undefined): ModelEntry | undefined => o.engine.models().find((m) => m.name === name) ?? o.engine.models()[0];
   /** The area of one unit relative to the native size: 1 for the patch methods, the whole image for direct. */
   const unitArea = (p: GenerateParams, m: { nativeWidth?: number; nativeHeight?: number }) =>
     (p.method ?? 'asg') === 'direct' ? ((p.width ?? m.nativeWidth ?? 512) * (p.height ?? m.nativeHeight ?? 512)) / ((m.nativeWidth ?? 512) * (m.nativeHeight ?? 512)) : 1;
@@ -224,17 +225,30 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     if (!file) return undefined;
     const body = req.body as Record<string, unknown>;
     const model = body['model'] as string | undefined;
-    if (model !== undefined && !(await knownModel(model))) {
-      void reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
-      return undefined;
-    }
+    const entry = await requestModel(model, reply);
+    if (!entry) return undefined;
     const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
     const size = await sharp(file).metadata();
     const plan = checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
     const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, ...rest } = body;
     const generation = toGenerateParams(rest);
     validateParams({ ...generation, prompt: String(body['prompt'] ?? ''), width: undefined, height: undefined });
-    return { name, body, model, plan, generation };
+    return { name, body, model, entry, plan, generation };
+  }
+
+  /**
+   * The model a request names (the first one when it names none), checked as queueing checks it: 400 naming the
+   * field for an unknown one, 409 while there is none at all (a fleet no worker has joined). Undefined when it replied.
+   */
+  async function requestModel(model: string | undefined, reply: FastifyReply): Promise<ModelEntry | undefined> {
+    if (model !== undefined && !(await knownModel(model))) {
+      void reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
+      return undefined;
+    }
+    if (model === undefined && o.engine.models().length === 0) await o.engine.refresh?.();
+    const entry = modelEntry(model);
+    if (!entry) void reply.code(409).send({ error: 'queue', message: 'No live worker: start one with `asgd worker --queue ...` (no model is served until one joins)' });
+    return entry;
   }
 
   /** Whether jobs may name `model`; an engine whose models change while it runs (the fleet's) is read again first. */
@@ -285,13 +299,11 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const routes: Route[] = [
     {
       method: 'POST', url: '/api/v1/jobs', summary: 'Queue a generation', body: generateRequestSchema(),
-      responses: { 202: { description: 'queued', schema: { type: 'object', properties: { id: { type: 'string' } } } }, 400: err('invalid settings (the field is named)') },
+      responses: { 202: { description: 'queued', schema: { type: 'object', properties: { id: { type: 'string' } } } }, 400: err('invalid settings (the field is named)'), 409: err('no live worker can run it (a fleet)') },
       handler: async (req, reply) => {
         const body = req.body as Record<string, unknown>;
         const model = body['model'] as string | undefined;
-        if (model !== undefined && !(await knownModel(model))) {
-          return reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
-        }
+        if (!(await requestModel(model, reply))) return reply;
         validateParams(toGenerateParams(body));
         const job = await o.queue.add({ kind: 'generate', model, settings: body }, o.engine.deviceSet);
         return reply.code(202).send({ id: job.id });
@@ -299,7 +311,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     },
     {
       method: 'POST', url: '/api/v1/outputs/:name/upscale', summary: 'Queue an upscale of an output (img2img with structure from the picture)', body: upscaleRequestSchema(),
-      responses: { 202: { description: 'queued', schema: { type: 'object', properties: { id: { type: 'string' } } } }, 400: err('invalid settings (the field is named)'), 404: err('no such output') },
+      responses: { 202: { description: 'queued', schema: { type: 'object', properties: { id: { type: 'string' } } } }, 400: err('invalid settings (the field is named)'), 404: err('no such output'), 409: err('no live worker can run it (a fleet)') },
       handler: async (req, reply) => {
         const up = await checkUpscaleRequest(req, reply);
         if (!up) return reply;
@@ -313,12 +325,12 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       method: 'POST', url: '/api/v1/outputs/:name/upscale/estimate', summary: 'The size an upscale makes, its UNet evaluations, and about how long (once a job was measured here)', body: upscaleRequestSchema(),
       responses: {
         200: { description: 'estimate', schema: { type: 'object', properties: { width: { type: 'integer' }, height: { type: 'integer' }, unetEvaluations: { type: 'integer' }, seconds: { type: 'number' } } } },
-        400: err('invalid settings (the field is named)'), 404: err('no such output'),
+        400: err('invalid settings (the field is named)'), 404: err('no such output'), 409: err('no live worker (a fleet)'),
       },
       handler: async (req, reply) => {
         const up = await checkUpscaleRequest(req, reply);
         if (!up) return reply;
-        const model = modelEntry(up.model);
+        const model = up.entry;
         const p = resolveParams({ ...up.generation, prompt: '', seed: '0', width: up.plan.workWidth, height: up.plan.workHeight, methodOptions: upscaleMethodOptions(up.generation.method, up.generation.methodOptions) }, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
         // As the pipeline runs it: the method over the steps left after the strength's start.
         return { width: up.plan.targetWidth, height: up.plan.targetHeight, ...estimate(p, model, p.steps - startStep(p.steps, up.plan.strength)) };
@@ -342,10 +354,11 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     },
     {
       method: 'POST', url: '/api/v1/estimate', summary: 'How many UNet evaluations a generation takes, and about how long (once a job was measured here)', body: generateRequestSchema(),
-      responses: { 200: { description: 'estimate', schema: { type: 'object', properties: { unetEvaluations: { type: 'integer' }, seconds: { type: 'number' } } } }, 400: err('invalid settings') },
-      handler: async (req) => {
+      responses: { 200: { description: 'estimate', schema: { type: 'object', properties: { unetEvaluations: { type: 'integer' }, seconds: { type: 'number' } } } }, 400: err('invalid settings (the field is named)'), 409: err('no live worker (a fleet)') },
+      handler: async (req, reply) => {
         const params = toGenerateParams(req.body as Record<string, unknown>);
-        const model = modelEntry((req.body as { model?: string }).model);
+        const model = await requestModel((req.body as { model?: string }).model, reply);
+        if (!model) return reply;
         const p = resolveParams({ ...params, seed: '0' }, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
         return estimate(p, model, p.steps);
       },
