@@ -318,6 +318,21 @@ test('asgd upscale: writes the image, --from re-runs it from the same source (sa
   assert.ok(!fs.existsSync(path.join(dir, 'cli-c.png')));
 });
 
+test('asgd generate --from an image of generate --upscale reproduces it (the upscale stage keeps its own recorded options)', async () => {
+  const model = await tinyModel('standard');
+  const out = path.join(dir, 'gen-up.png');
+  const r = asgd(['generate', '-m', model, '-p', 'a red circle', '-W', '64', '-H', '64', '--steps', '10', '--seed', '7', '--upscale', '2', '-o', out, '--threads', '1', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const meta = JSON.parse(r.stdout).metadata;
+  assert.equal(meta.methodOptions.structureSchedule, 'constant', 'the upscale default');
+  assert.equal(meta.upscale.source.generation.methodOptions.structureSchedule, 'cosine', 'the generation default');
+  const again = path.join(dir, 'gen-up-again.png');
+  const r2 = asgd(['generate', '-m', model, '--from', out, '-o', again, '--threads', '1', '--json']);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.equal(JSON.parse(r2.stdout).metadata.methodOptions.structureSchedule, 'constant');
+  assert.deepEqual(fs.readFileSync(again), fs.readFileSync(out), 'the same bytes');
+});
+
 test('asgd bad inputs: exit 2, one clear line, nothing written (generate --from a non-image too)', async () => {
   const model = await tinyModel('standard');
   const bad = tempDir('cli-bad');

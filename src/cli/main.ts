@@ -16,7 +16,7 @@ import { ALL_OPTIONS, CLI_OPTIONS, METHOD_OPTIONS, PARAM_OPTIONS, PIPELINE_OPTIO
 import { RUNTIME_LOG_ENV } from '../onnx/runtime-log.ts';
 import type { UpscaleSettings } from '../core/generation/img2img.ts';
 import type { OptionSpec } from '../core/options/spec.ts';
-import type { GenerateResult, GenerateRunOptions, Pipeline, PipelineOptions } from '../node/pipeline.ts';
+import type { GenerateResult, GenerateRunOptions, GenerateUpscaleSettings, Pipeline, PipelineOptions } from '../node/pipeline.ts';
 
 function defaults(specs: readonly OptionSpec[]): Record<string, unknown> {
   return Object.fromEntries(specs.filter((s) => s.default !== undefined).map((s) => [s.key, s.default]));
@@ -67,11 +67,13 @@ async function runGenerate(cmd: Command): Promise<number> {
   if (scale === undefined && Object.keys(upscaleFlags).length > 0) {
     throw invalidArgument('--upscale', 'a factor with the upscale options (--strength, --structure-source, --max-pixels)', undefined, 'Pass --upscale 2, or leave the upscale options out');
   }
-  const upscale: UpscaleSettings | undefined = scale === undefined ? undefined : {
+  const upscale: GenerateUpscaleSettings | undefined = scale === undefined ? undefined : {
     scale,
     strength: upscaleFlags.strength ?? read?.upscale?.strength,
     structureSource: upscaleFlags.structureSource ?? (read?.upscale?.structureSource as UpscaleSettings['structureSource']),
     maxPixels: upscaleFlags.maxPixels,
+    // A re-run: the upscale stage's own recorded options (the first stage's record would override its defaults).
+    ...(read?.upscale ? { methodOptions: { ...read.methodOptions, ...givenValues(cmd, METHOD_OPTIONS) } } : {}),
   };
 
   const prompt = given.prompt ?? from?.prompt;

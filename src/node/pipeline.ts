@@ -144,7 +144,14 @@ export interface UpscaleParams extends Omit<GenerateParams, 'prompt' | 'width' |
 }
 
 /** `pipe.generateUpscaled`: generate, then upscale the result in the same run (settings as UpscaleSettings). */
-export type GenerateUpscaleSettings = Omit<UpscaleSettings, 'width' | 'height'>;
+export interface GenerateUpscaleSettings extends Omit<UpscaleSettings, 'width' | 'height'> {
+  /**
+   * The upscale stage's method options. Default: the generation's, plus the upscale default of each one they leave
+   * out. (A re-run of such an image passes the upscale stage's recorded ones: the generation's record holds every
+   * option filled in, which would override the upscale defaults.)
+   */
+  methodOptions?: GenerateParams['methodOptions'];
+}
 
 function contractError(message: string, parameter: string, expected: string, received: string): AsgdError {
   return new AsgdError(message, { kind: 'model', parameter, expected, received, hint: 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli' });
@@ -306,7 +313,8 @@ export class Pipeline implements AsyncDisposable {
     const { prompt, negativePrompt, width: _w, height: _h, scheduler, ...rest } = params;
     // The first stage's scheduler, unless it cannot start mid-schedule (then the upscale's default).
     const second = scheduler === undefined || scheduler === 'pndm' || scheduler === 'lms' ? undefined : scheduler;
-    const r = await this.upscaleSource(source, { ...rest, scheduler: second, seed: g.metadata.seed, prompt, negativePrompt, image: g.image, ...upscale }, run, g.metadata);
+    const { methodOptions = rest.methodOptions, ...settings } = upscale;
+    const r = await this.upscaleSource(source, { ...rest, methodOptions, scheduler: second, seed: g.metadata.seed, prompt, negativePrompt, image: g.image, ...settings }, run, g.metadata);
     return {
       ...r,
       unetEvaluations: g.unetEvaluations + r.unetEvaluations,
