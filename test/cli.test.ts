@@ -180,3 +180,14 @@ test('--from reproduces a high-resolution asg image with its method options', ()
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /Invalid --structure-weight; expected a number in \[0, 1\]; received "-1"\. Use 0 to turn guidance off/);
 });
+
+test('a prompt as long as one command-line argument can be runs (the device thread\'s stack grows with the command line): cut, with a warning', () => {
+  const dir = tempDir('cli-long');
+  const out = path.join(dir, 'long.png');
+  // 130,000 characters: near the longest one argument can be (128 KiB); Node's default thread stack overflowed at 22,000.
+  const prompt = 'a red circle '.repeat(10_000);
+  const r = asgd(['generate', '-m', model, '-p', prompt, '-W', '64', '-H', '64', '-o', out, ...quick]);
+  assert.equal(r.code, 0, `exit ${r.code} (139: a segfault) ${r.stderr.slice(-500)}`);
+  assert.match(r.stderr, /^warning: The prompt is too long: \d+ token\(s\) beyond the model's 75 were dropped$/m);
+  assert.ok(fs.existsSync(out));
+});

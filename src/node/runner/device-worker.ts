@@ -49,13 +49,24 @@ interface Channel {
   end(): Promise<void>;
 }
 
+/**
+ * The device thread's stack. Creating an ONNX Runtime session on a thread takes stack in proportion to the process's
+ * command line (onnxruntime-node 1.30, measured: 30,000 characters of arguments needed 8 to 12 MB, 120,000 needed 32
+ * to 48 MB; Node's default 4 MB overflowed, a segfault, at a 22,000-character prompt). 512 bytes a byte of it, over
+ * the default; the pages are only touched as used.
+ */
+function workerStackMb(): number {
+  const bytes = process.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
+  return 4 + Math.ceil((bytes * 512) / 2 ** 20);
+}
+
 function threadChannel(on: ChannelEvents): Channel {
   // trackUnmanagedFds off: Node would otherwise close, when the thread ends, every descriptor the thread opened with
   // fs.open, and that includes descriptor 2 as the stderr filter (src/onnx/runtime-log.ts) reopens it there: the
   // process lost its stderr, and the next descriptor opened took number 2 (a worker's event loop asserts on
   // closing such a descriptor: the process aborted when a second webgpu pipeline ran). The worker's own files are
   // closed by the code that opens them.
-  const worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')), trackUnmanagedFds: false });
+  const worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')), trackUnmanagedFds: false, resourceLimits: { stackSizeMb: workerStackMb() } });
   worker.on('message', on.message);
   worker.on('error', on.error);
   worker.on('exit', (code) => on.exit(`with code ${code}`));
