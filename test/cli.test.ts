@@ -56,6 +56,10 @@ test('bad input: clear message, non-zero exit, no output file', () => {
     [['-m', model, '-o', out], 2, /Invalid --prompt/],
     [['-m', model, '-p', 'x', '--devices', 'tpu', '-o', out], 2, /Invalid devices/],
     [['-m', model, '-p', 'x', '--method', 'nope', '-o', out], 2, /Allowed choices are asg, cutdiffusion, multidiffusion, direct/],
+    [['-m', model, '-p', 'x', '--threads', '100000', '-o', out], 2, /Invalid --threads; expected an integer in \[0, 1024\]; received "100000"\. Use 0/],
+    // A preview replaces only its own earlier previews: not a file that was there, nor the output.
+    [['-m', model, '-p', 'x', '--preview', existing, '-o', out], 4, /The preview file already exists: .*exists\.png\. Pass --overwrite/],
+    [['-m', model, '-p', 'x', '--preview', out, '-o', out], 2, /Invalid --preview; expected a file other than the output/],
   ];
   for (const [args, code, re] of cases) {
     const r = asgd(['generate', ...quick, ...args]);
@@ -190,4 +194,17 @@ test('a prompt as long as one command-line argument can be runs (the device thre
   assert.equal(r.code, 0, `exit ${r.code} (139: a segfault) ${r.stderr.slice(-500)}`);
   assert.match(r.stderr, /^warning: The prompt is too long: \d+ token\(s\) beyond the model's 75 were dropped$/m);
   assert.ok(fs.existsSync(out));
+});
+
+test('--from: a flag given overrides what it read, on/off method flags both ways', () => {
+  const dir = tempDir('cli-from-flags');
+  const first = path.join(dir, 'off.png');
+  const r = asgd(['generate', '-m', model, '-p', 'a red circle', '-W', '128', '-H', '128', '--no-mask', '--guidance-sync', '--no-window-jitter', '-o', first, '--json', ...quick]);
+  assert.equal(r.code, 0, r.stderr);
+  const off = JSON.parse(r.stdout).metadata.methodOptions;
+  assert.deepEqual([off.mask, off.guidanceSync, off.windowJitter], [false, true, false]);
+  const again = asgd(['generate', '-m', model, '--from', first, '--mask', '--no-guidance-sync', '-o', path.join(dir, 'on.png'), '--json', ...quick]);
+  assert.equal(again.code, 0, again.stderr);
+  const on = JSON.parse(again.stdout).metadata.methodOptions;
+  assert.deepEqual([on.mask, on.guidanceSync, on.windowJitter], [true, false, false], 'the flags given, and what was read for the rest');
 });

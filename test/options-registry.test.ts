@@ -20,8 +20,10 @@ test('the README option table is the one the registry generates', () => {
 
 test('asgd generate has exactly the registry flags, in its order, with its help', () => {
   const generate = buildProgram(() => undefined).commands.find((c) => c.name() === 'generate')!;
-  const flags = generate.options.map((o) => o.flags);
+  const flags = generate.options.filter((o) => !o.hidden).map((o) => o.flags);
   assert.deepEqual(flags, ALL_OPTIONS.filter((s) => s.cli).map(flagText));
+  // Hidden: each method on/off flag the other way, so that a flag can undo what --from read.
+  assert.deepEqual(generate.options.filter((o) => o.hidden).map((o) => o.flags), ['--pixel-interaction', '--no-guidance-sync', '--mask', '--window-jitter']);
   const mask = generate.options.find((o) => o.long === '--no-mask')!;
   assert.equal(mask.description, 'asg: uniform structure guidance, no cross-attention mask');
   const steps = generate.options.find((o) => o.long === '--steps')!;

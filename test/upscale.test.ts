@@ -288,7 +288,7 @@ test('asgd upscale has exactly the registry flags (generate\'s without --upscale
   const { flagText } = await import('../src/core/options/spec.ts');
   const { UPSCALE_COMMAND_OPTIONS } = await import('../src/core/options/registry.ts');
   const cmd = buildProgram(() => undefined).commands.find((c) => c.name() === 'upscale')!;
-  const flags = cmd.options.map((o) => o.flags);
+  const flags = cmd.options.filter((o) => !o.hidden).map((o) => o.flags);
   assert.deepEqual(flags, UPSCALE_COMMAND_OPTIONS.filter((s) => s.cli).map(flagText));
   assert.deepEqual(flags.slice(-4), ['--scale <x>', '--strength <s>', '--structure-source <s>', '--max-pixels <n>']);
   assert.ok(!flags.includes('--upscale <x>'));
@@ -331,6 +331,19 @@ test('asgd generate --from an image of generate --upscale reproduces it (the ups
   assert.equal(r2.code, 0, r2.stderr);
   assert.equal(JSON.parse(r2.stdout).metadata.methodOptions.structureSchedule, 'constant');
   assert.deepEqual(fs.readFileSync(again), fs.readFileSync(out), 'the same bytes');
+});
+
+test('asgd upscale -W takes any width (the README\'s padded sizes), the height following; its help says what the defaults are there', async () => {
+  const model = await tinyModel('standard');
+  const r = asgd(['upscale', sourceFile, '-m', model, '-W', '100', '-o', path.join(dir, 'cli-w.png'), '--steps', '2', '--threads', '1', '-p', 'a red circle', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual([JSON.parse(r.stdout).width, JSON.parse(r.stdout).height], [100, 80], '40x32 to 100 wide');
+  const help = asgd(['upscale', '--help']).stdout.replace(/\s+/g, ' ');
+  assert.match(help, /-W, --width <px> output width in pixels, any .*\(default: the input's x --scale\)/);
+  assert.match(help, /-n, --negative-prompt <text> what to avoid \(default: the one embedded in the input when -p is not given, else empty\)/);
+  const zero = asgd(['upscale', sourceFile, '-m', model, '-W', '0', '-o', path.join(dir, 'cli-w0.png')]);
+  assert.equal(zero.code, 2);
+  assert.match(zero.stderr, /^asgd: Invalid --width; expected an integer in \[1, 8192\]; received "0"\. Use a positive width/);
 });
 
 test('asgd bad inputs: exit 2, one clear line, nothing written (generate --from a non-image too)', async () => {

@@ -120,7 +120,11 @@ async function runWithPipeline(
   const { checkOutputPath, saveImage } = await import('../node/image/write.ts');
   // Fail on a bad output path before loading anything.
   checkOutputPath(cli.output, cli.overwrite);
-  if (cli.preview) checkOutputPath(cli.preview, true);
+  if (cli.preview) {
+    // Previews replace each other during the run, not a file that was there before it, nor the output.
+    if (path.resolve(cli.preview) === path.resolve(cli.output)) throw invalidArgument('--preview', 'a file other than the output', cli.preview, 'Choose another name, e.g. preview.png');
+    checkOutputPath(cli.preview, cli.overwrite, 'preview');
+  }
   const { loadPipeline } = await import('../node/pipeline.ts');
   const controller = new AbortController();
   const onSigint = () => {

@@ -48,9 +48,24 @@ export function cliOption(s: OptionSpec): Option {
   return o;
 }
 
-/** Adds a flag for every spec that has one. */
+/**
+ * A method option's on/off flag the other way (`--mask` for `--no-mask`, `--no-guidance-sync` for
+ * `--guidance-sync`): it sets the default again, which only matters over a value `--from` read. Not in the help.
+ */
+export function oppositeOption(s: OptionSpec): Option | undefined {
+  if (s.kind !== 'boolean' || s.scope !== 'method' || !s.cli) return undefined;
+  const flag = s.default === true ? s.cli.flag : s.cli.flag.replace(/^--/, '--no-');
+  return new Option(flag, `back to the default (over a value --from read)`).hideHelp();
+}
+
+/** Adds a flag for every spec that has one (and the opposite of a method's on/off flag). */
 export function addOptions(cmd: Command, specs: readonly OptionSpec[]): Command {
-  for (const s of specs) if (s.cli) cmd.addOption(cliOption(s));
+  for (const s of specs) {
+    if (!s.cli) continue;
+    cmd.addOption(cliOption(s));
+    const opposite = oppositeOption(s);
+    if (opposite) cmd.addOption(opposite);
+  }
   return cmd;
 }
 

@@ -68,7 +68,7 @@ export const VAE_OPTIONS = [
 /** Options of PipelineOptions (loading). */
 export const PIPELINE_OPTIONS = [
   { key: 'devices', scope: 'pipeline', kind: 'string', default: 'cpu', help: 'devices, e.g. cpu | cpu,cpu | webgpu:0 | cuda:0,cuda:1', cli: { flag: '--devices', arg: '<list>' } },
-  { key: 'threads', scope: 'pipeline', kind: 'integer', default: 0, min: 0, defaultText: '0 (ONNX Runtime default; the cores divided among several CPU workers)', help: 'threads per CPU worker', cli: { flag: '--threads', arg: '<n>' } },
+  { key: 'threads', scope: 'pipeline', kind: 'integer', default: 0, min: 0, max: 1024, hint: 'Use 0 (ONNX Runtime decides) or at most the cores a worker should use, e.g. 4.', defaultText: '0 (ONNX Runtime default; the cores divided among several CPU workers)', help: 'threads per CPU worker', cli: { flag: '--threads', arg: '<n>' } },
   { key: 'splitCfg', scope: 'pipeline', kind: 'choice', choices: ['auto', 'balance', 'always', 'never'], default: 'auto', help: 'run units as two CFG halves to balance devices (auto: on CPU workers, where it is bit-exact)', cli: { flag: '--split-cfg', arg: '<mode>' } },
   { key: 'fuseAttention', scope: 'pipeline', kind: 'boolean', default: false, help: "run the UNet's attention as fused MultiHeadAttention nodes (one kernel per attention; same images up to the kernel's rounding, which on WebGPU is coarser: docs/benchmarks.md)", cli: { flag: '--fuse-attention' } },
   { key: 'workerIsolation', scope: 'pipeline', kind: 'choice', choices: ['auto', 'thread', 'process'], default: 'auto', help: 'run each device worker as a thread of this process or as a process of its own (process: a crash in a device ends only its worker; auto: processes for WebGPU workers when this process would otherwise hold several WebGPU worker threads (of this pipeline or another), which ONNX Runtime cannot run at once; threads otherwise)', cli: { flag: '--worker-isolation', arg: '<mode>' } },
@@ -82,7 +82,7 @@ export type StructureSource = (typeof STRUCTURE_SOURCES)[number];
 
 /** Options of UpscaleSettings (`asgd upscale`, `pipe.upscale`, and `asgd generate --upscale`). */
 export const UPSCALE_OPTIONS = [
-  { key: 'scale', scope: 'upscale', kind: 'number', default: 2, min: 1, max: 8, help: 'output size = input size x scale (or give -W/-H)', hint: 'Use a scale of at least 1, e.g. 2.', cli: { flag: '--scale', arg: '<x>' } },
+  { key: 'scale', scope: 'upscale', kind: 'number', default: 2, min: 1, max: 8, help: 'output size = input size x scale (or give -W/-H)', hint: 'Use a scale from 1 to 8, e.g. 2 (or give -W/-H).', cli: { flag: '--scale', arg: '<x>' } },
   { key: 'strength', scope: 'upscale', kind: 'number', default: 0.5, min: 0, exclusiveMin: true, max: 1, help: 'fraction of the steps re-run from the noised input (near 0 keeps it, 1 redraws it)', hint: 'Use a strength above 0 and at most 1, e.g. 0.5.', cli: { flag: '--strength', arg: '<s>' } },
   { key: 'structureSource', scope: 'upscale', kind: 'choice', choices: STRUCTURE_SOURCES, default: 'polyphase', methods: ['asg'], help: 'structure the patches follow: each patch its own polyphase part of the encoded input (polyphase; measured: docs/upscale.md), the input at native size for every patch (input), input plus a skip residual (input-skip), the skip residual with the key patch (skip), or the key patch alone (key)', cli: { flag: '--structure-source', arg: '<s>' } },
   { key: 'maxPixels', scope: 'upscale', kind: 'integer', default: 4096 * 4096, min: 1, help: 'refuse upscaled outputs above this many pixels', hint: 'Use a positive pixel count, e.g. 16777216.', cli: { flag: '--max-pixels', arg: '<n>' } },
@@ -95,8 +95,8 @@ export const CLI_OPTIONS = [
   { key: 'overwrite', scope: 'cli', kind: 'boolean', default: false, help: 'replace an existing output file', cli: { flag: '--overwrite' } },
   { key: 'preview', scope: 'cli', kind: 'string', help: 'write a low-resolution preview image every --preview-every steps', cli: { flag: '--preview', arg: '<file>' } },
   { key: 'previewEvery', scope: 'cli', kind: 'integer', default: 5, min: 1, help: 'preview interval in steps', cli: { flag: '--preview-every', arg: '<n>' } },
-  { key: 'from', scope: 'cli', kind: 'string', help: 're-run the generation embedded in an image (flags given override it)', cli: { flag: '--from', arg: '<image>' } },
-  { key: 'upscale', scope: 'cli', kind: 'number', min: 1, max: 8, help: 'generate: then upscale by this factor in the same run (one file; settings from the upscale options)', hint: 'Use a factor of at least 1, e.g. 2.', cli: { flag: '--upscale', arg: '<x>' } },
+  { key: 'from', scope: 'cli', kind: 'string', help: 're-run the generation embedded in an image (flags given override it; a method\'s on/off flag has its opposite for that, e.g. --mask over a recorded --no-mask)', cli: { flag: '--from', arg: '<image>' } },
+  { key: 'upscale', scope: 'cli', kind: 'number', min: 1, max: 8, help: 'generate: then upscale by this factor in the same run (one file; settings from the upscale options)', hint: 'Use a factor from 1 to 8, e.g. 2.', cli: { flag: '--upscale', arg: '<x>' } },
   { key: 'json', scope: 'cli', kind: 'boolean', default: false, help: 'print a machine-readable result on stdout (implies --quiet)', cli: { flag: '--json' } },
   { key: 'quiet', scope: 'cli', kind: 'boolean', default: false, help: 'no progress bar or summary', cli: { flag: '--quiet', short: '-q' } },
   { key: 'verbose', scope: 'cli', kind: 'boolean', default: false, help: "also show ONNX Runtime's and the GPU driver's warnings (hidden otherwise; the environment variable ASGD_RUNTIME_LOG=warning|info|verbose does the same for the library)", cli: { flag: '--verbose' } },
@@ -105,9 +105,17 @@ export const CLI_OPTIONS = [
 /** Every option, in the order `asgd generate --help` and the README list them. */
 export const ALL_OPTIONS: readonly OptionSpec[] = [...CLI_OPTIONS.slice(0, 1), ...PARAM_OPTIONS, ...METHOD_OPTIONS, ...VAE_OPTIONS, ...PIPELINE_OPTIONS, ...CLI_OPTIONS.slice(1), ...UPSCALE_OPTIONS.slice(1)];
 
+/** Where `asgd upscale` reads one of generate's options differently: the size it makes, the prompts' defaults. */
+const UPSCALE_COMMAND_DIFFERENCES: Record<string, Partial<OptionSpec>> = {
+  prompt: { defaultText: 'the one embedded in the input, else empty' },
+  negativePrompt: { default: undefined, defaultText: 'the one embedded in the input when -p is not given, else empty' },
+  width: { min: 1, multipleOf: undefined, defaultText: "the input's x --scale", help: 'output width in pixels, any (denoised padded to a multiple of 8, then cropped); with only -W or -H the other follows the input\'s aspect ratio', hint: 'Use a positive width, e.g. 2048.' },
+  height: { min: 1, multipleOf: undefined, defaultText: "the input's x --scale", help: 'output height in pixels, any (denoised padded to a multiple of 8, then cropped); with only -W or -H the other follows the input\'s aspect ratio', hint: 'Use a positive height, e.g. 2048.' },
+};
+
 /** The options of `asgd upscale`: generate's, without --upscale, and the upscale options with --scale. */
 export const UPSCALE_COMMAND_OPTIONS: readonly OptionSpec[] = [
-  ...ALL_OPTIONS.filter((s) => s.key !== 'upscale' && !UPSCALE_OPTIONS.some((u) => u === s)),
+  ...ALL_OPTIONS.filter((s) => s.key !== 'upscale' && !UPSCALE_OPTIONS.some((u) => u === s)).map((s) => (UPSCALE_COMMAND_DIFFERENCES[s.key] ? { ...s, ...UPSCALE_COMMAND_DIFFERENCES[s.key] } : s)),
   ...UPSCALE_OPTIONS,
 ];
 

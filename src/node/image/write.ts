@@ -73,7 +73,7 @@ export async function encodeImage(img: RgbImage, format: ImageFormat, meta?: Gen
 }
 
 /** Checks before any work: the folder exists and is writable, the file is absent unless overwrite. */
-export function checkOutputPath(file: string, overwrite: boolean): void {
+export function checkOutputPath(file: string, overwrite: boolean, parameter: 'output' | 'preview' = 'output'): void {
   formatFromPath(file);
   const abs = path.resolve(file);
   const dir = path.dirname(abs);
@@ -81,17 +81,17 @@ export function checkOutputPath(file: string, overwrite: boolean): void {
   try {
     st = fs.statSync(dir);
   } catch {
-    throw new AsgdError(`The output folder does not exist: ${dir}`, { kind: 'output', parameter: 'output', hint: 'Create the folder first or choose another path' });
+    throw new AsgdError(`The ${parameter} folder does not exist: ${dir}`, { kind: 'output', parameter, hint: 'Create the folder first or choose another path' });
   }
-  if (!st.isDirectory()) throw new AsgdError(`The output folder is not a folder: ${dir}`, { kind: 'output', parameter: 'output', hint: 'Choose another path' });
+  if (!st.isDirectory()) throw new AsgdError(`The ${parameter} folder is not a folder: ${dir}`, { kind: 'output', parameter, hint: 'Choose another path' });
   try {
     fs.accessSync(dir, fs.constants.W_OK);
   } catch {
-    throw new AsgdError(`The output folder is not writable: ${dir}`, { kind: 'output', parameter: 'output', hint: 'Choose a folder you can write to' });
+    throw new AsgdError(`The ${parameter} folder is not writable: ${dir}`, { kind: 'output', parameter, hint: 'Choose a folder you can write to' });
   }
   if (fs.existsSync(abs)) {
-    if (fs.statSync(abs).isDirectory()) throw new AsgdError(`The output path is a folder: ${abs}`, { kind: 'output', parameter: 'output', hint: 'Give a file name such as out.png' });
-    if (!overwrite) throw new AsgdError(`The output file already exists: ${abs}`, { kind: 'output', parameter: 'output', hint: 'Pass --overwrite (API: overwrite: true) to replace it, or choose another name' });
+    if (fs.statSync(abs).isDirectory()) throw new AsgdError(`The ${parameter} path is a folder: ${abs}`, { kind: 'output', parameter, hint: 'Give a file name such as out.png' });
+    if (!overwrite) throw new AsgdError(`The ${parameter} file already exists: ${abs}`, { kind: 'output', parameter, hint: 'Pass --overwrite (API: overwrite: true) to replace it, or choose another name' });
   }
 }
 
