@@ -208,3 +208,19 @@ test('--from: a flag given overrides what it read, on/off method flags both ways
   const on = JSON.parse(again.stdout).metadata.methodOptions;
   assert.deepEqual([on.mask, on.guidanceSync, on.windowJitter], [true, false, false], 'the flags given, and what was read for the rest');
 });
+
+test('--from at another size chooses the scheduler again (a recorded PNDM is the model\'s choice at the recorded size)', () => {
+  const dir = tempDir('cli-from-size');
+  const native = path.join(dir, 'native.png');
+  const r = asgd(['generate', '-p', 'a red circle', '-o', native, '--json', ...quick]); // the shipped model: PNDM, 128 px
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).metadata.scheduler, 'pndm');
+  const big = asgd(['generate', '--from', native, '-W', '256', '-H', '256', '-o', path.join(dir, 'big.png'), '--json', ...quick]);
+  assert.equal(big.code, 0, big.stderr);
+  assert.equal(JSON.parse(big.stdout).metadata.scheduler, 'euler');
+  assert.match(big.stderr, /Using the euler scheduler instead of the model's pndm for asg above the native size/);
+  const same = asgd(['generate', '--from', native, '-o', path.join(dir, 'same.png'), '--json', ...quick]);
+  assert.equal(JSON.parse(same.stdout).metadata.scheduler, 'pndm', 'the same size: the recorded one');
+  const chosen = asgd(['generate', '--from', native, '-W', '256', '-H', '256', '--scheduler', 'pndm', '-o', path.join(dir, 'chosen.png'), '--json', ...quick]);
+  assert.equal(JSON.parse(chosen.stdout).metadata.scheduler, 'pndm', 'named on the command line: kept');
+});

@@ -49,6 +49,17 @@ async function readFrom(file: string): Promise<GenerationMetadata> {
   return r.metadata;
 }
 
+/**
+ * The scheduler a re-run takes from the image: the recorded one, except PNDM or LMS at another size, which the
+ * model's config chose at the recorded size; at the new one the library chooses again (Euler above the native size
+ * for the patch methods, with its warning), as it would for a fresh run.
+ */
+function fromScheduler(from: GenerationMetadata | undefined, given: { width?: number; height?: number }): string | undefined {
+  if (!from) return undefined;
+  const resized = (given.width !== undefined && given.width !== from.width) || (given.height !== undefined && given.height !== from.height);
+  return resized && (from.scheduler === 'pndm' || from.scheduler === 'lms') ? undefined : from.scheduler;
+}
+
 async function runGenerate(cmd: Command): Promise<number> {
   const cli = { ...defaults(CLI_OPTIONS), ...givenValues(cmd, CLI_OPTIONS) } as CliValues;
   const given = givenValues(cmd, PARAM_OPTIONS) as Partial<Record<(typeof PARAM_OPTIONS)[number]['key'], string & string[] & number>>;
@@ -88,7 +99,7 @@ async function runGenerate(cmd: Command): Promise<number> {
     steps: given.steps ?? from?.steps,
     guidanceScale: given.guidanceScale ?? from?.guidanceScale,
     seed: given.seed ?? from?.seed,
-    scheduler: given.scheduler ?? from?.scheduler,
+    scheduler: given.scheduler ?? fromScheduler(from, given),
     method: (given.method ?? from?.method) as GenerateParams['method'],
     methodOptions: { ...(from?.methodOptions ?? {}), ...givenValues(cmd, METHOD_OPTIONS) },
     maskWords: given.maskWords ?? from?.maskWords,
