@@ -346,6 +346,32 @@ test('asgd upscale -W takes any width (the README\'s padded sizes), the height f
   assert.match(zero.stderr, /^asgd: Invalid --width; expected an integer in \[1, 8192\]; received "0"\. Use a positive width/);
 });
 
+test('an image whose asgdiffusion record was damaged: read and --from name it; upscale still takes the prompt from its parameters text', async () => {
+  const model = await tinyModel('standard');
+  const good = path.join(dir, 'record.png');
+  assert.equal(asgd(['generate', '-m', model, '-p', 'a teal triangle', '-W', '64', '-H', '64', '--steps', '2', '--threads', '1', '-o', good, '-q']).code, 0);
+  const bytes = fs.readFileSync(good);
+  const at = bytes.indexOf('"seed":"');
+  assert.ok(at > 0, 'the record is stored as plain text');
+  bytes[at + 6] = '['.charCodeAt(0); // "seed"["...: not JSON any more
+  const bad = path.join(dir, 'record-bad.png');
+  fs.writeFileSync(bad, bytes);
+  const read = asgd(['read', bad]);
+  assert.equal(read.code, 0);
+  assert.match(read.stdout, /^a teal triangle\nSteps: 2/);
+  assert.match(read.stderr, /^warning: the asgdiffusion parameters in .*record-bad\.png are damaged \(.*JSON.*\); its parameters text follows/);
+  for (const args of [['read', '--json', bad], ['generate', '-m', model, '--from', bad, '-o', path.join(dir, 'never.png')]]) {
+    const r = asgd(args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.match(r.stderr, /^asgd: The asgdiffusion parameters in .*record-bad\.png are damaged \(.*\)\. The file was changed after it was written; give the settings as flags/);
+  }
+  const up = asgd(['upscale', bad, '-m', model, '--steps', '2', '--threads', '1', '-o', path.join(dir, 'record-up.png'), '--json']);
+  assert.equal(up.code, 0, up.stderr);
+  assert.equal(JSON.parse(up.stdout).metadata.prompt, 'a teal triangle');
+  assert.doesNotMatch(up.stderr, /No prompt given/);
+  assert.ok(!fs.existsSync(path.join(dir, 'never.png')));
+});
+
 test('asgd bad inputs: exit 2, one clear line, nothing written (generate --from a non-image too)', async () => {
   const model = await tinyModel('standard');
   const bad = tempDir('cli-bad');

@@ -38,9 +38,16 @@ function parseSize(flag: string, v: string): { width: number; height: number } {
   return { width: Number(m[1]), height: Number(m[2]) };
 }
 
+function damagedRecord(file: string, why: string): AsgdError {
+  return new AsgdError(`The asgdiffusion parameters in ${file} are damaged (${why})`, {
+    kind: 'invalid-argument', parameter: 'image', hint: 'The file was changed after it was written; give the settings as flags (asgd read shows its parameters text, where there is one)',
+  });
+}
+
 async function readFrom(file: string): Promise<GenerationMetadata> {
   const { readImageMetadata } = await import('../node/image/write.ts');
   const r = await readImageMetadata(file);
+  if (r.damaged) throw damagedRecord(file, r.damaged);
   if (!r.metadata) {
     throw new AsgdError(`No asgdiffusion parameters found in ${file}`, {
       kind: 'invalid-argument', parameter: 'from', hint: 'Pass an image written by `asgd generate` (PNG, JPEG or WebP)',
@@ -289,6 +296,8 @@ async function runDevices(opts: { json?: boolean }): Promise<number> {
 async function runRead(file: string, opts: { json?: boolean }): Promise<number> {
   const { readImageMetadata } = await import('../node/image/write.ts');
   const r = await readImageMetadata(file);
+  if (r.damaged && (opts.json || !r.parameters)) throw damagedRecord(file, r.damaged);
+  if (r.damaged) process.stderr.write(`warning: the asgdiffusion parameters in ${file} are damaged (${r.damaged}); its parameters text follows\n`);
   if (!r.metadata && !r.parameters) {
     throw new AsgdError(`No generation parameters found in ${file}`, { kind: 'invalid-argument', parameter: 'image', hint: 'Pass an image written by `asgd generate`' });
   }

@@ -124,8 +124,19 @@ export async function saveImage(file: string, img: RgbImage, meta: GenerationMet
   writeFileAtomic(file, bytes, overwrite);
 }
 
+/**
+ * What an image holds of its generation: this project's record (`metadata`), the `parameters` text other Stable
+ * Diffusion tools read too, and, where the record is there but cannot be read (the file was edited), why (`damaged`;
+ * `metadata` is then undefined and `parameters` still read).
+ */
+export interface EmbeddedParameters {
+  metadata?: GenerationMetadata;
+  parameters?: string;
+  damaged?: string;
+}
+
 /** Reads the generation metadata embedded by saveImage (PNG text chunks, or XMP in JPEG/WebP). */
-export async function readImageMetadata(file: string): Promise<{ metadata?: GenerationMetadata; parameters?: string }> {
+export async function readImageMetadata(file: string): Promise<EmbeddedParameters> {
   let bytes: Uint8Array;
   try {
     bytes = new Uint8Array(fs.readFileSync(file));
@@ -136,7 +147,7 @@ export async function readImageMetadata(file: string): Promise<{ metadata?: Gene
 }
 
 /** readImageMetadata on an image's bytes; `name` names it in errors. A file that is not an image is an AsgdError. */
-export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the image'): Promise<{ metadata?: GenerationMetadata; parameters?: string }> {
+export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the image'): Promise<EmbeddedParameters> {
   if (bytes[0] === 0x89 && bytes[1] === 0x50) {
     let text: Record<string, string>;
     try {
@@ -145,7 +156,7 @@ export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the 
     } catch (err) {
       throw notAnImage(name, err);
     }
-    return { metadata: text[JSON_KEY] ? parseMetadataJson(text[JSON_KEY]) : undefined, parameters: text[TEXT_KEY] };
+    return embedded(text[JSON_KEY], text[TEXT_KEY]);
   }
   let info: import('sharp').Metadata;
   try {
@@ -158,7 +169,17 @@ export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the 
   const unescape = (s: string) => s.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
   const json = new RegExp(`<asgd:${JSON_KEY}>([\\s\\S]*?)</asgd:${JSON_KEY}>`).exec(xmp)?.[1];
   const desc = /<rdf:li[^>]*>([\s\S]*?)<\/rdf:li>/.exec(xmp)?.[1];
-  return { metadata: json ? parseMetadataJson(unescape(json)) : undefined, parameters: desc ? unescape(desc) : undefined };
+  return embedded(json === undefined ? undefined : unescape(json), desc === undefined ? undefined : unescape(desc));
+}
+
+function embedded(json: string | undefined, parameters: string | undefined): EmbeddedParameters {
+  const out: EmbeddedParameters = parameters === undefined ? {} : { parameters };
+  if (json === undefined) return out;
+  try {
+    return { ...out, metadata: parseMetadataJson(json) };
+  } catch (err) {
+    return { ...out, damaged: err instanceof Error ? err.message : String(err) };
+  }
 }
 
 /** The error for a file that is not a readable PNG, JPEG or WebP image. */
