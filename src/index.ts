@@ -14,7 +14,7 @@ export {
   type GenerationCallbacks, type GenerationTimings, type ModelInfo, type PipelineOptions, type UpscaleParams,
 } from './node/pipeline.ts';
 export { TOOL_VERSION, PACKAGE_VERSION } from './node/version.ts';
-export { encodeImage, formatFromPath, readImageMetadata, readImageMetadataFromBytes, saveImage, type ImageFormat } from './node/image/write.ts';
+export { encodeImage, formatFromPath, readImageMetadata, readImageMetadataFromBytes, saveImage, type EmbeddedParameters, type ImageFormat } from './node/image/write.ts';
 export { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './node/image/read.ts';
 export { readModelFolder, type ComponentPaths, type ModelFamily, type ModelLayout, type ModelSpec } from './node/model/folder.ts';
 export {

@@ -122,7 +122,7 @@ test('checkUpscale: sizes, the grid, and every bad setting with its message', ()
   assert.match(p.notes[0]!, /The output 300x225 is denoised at 304x232/);
   assert.deepEqual([checkUpscale({ width: 100, height: 50 }, { width: 400 }).targetHeight, checkUpscale({ width: 100, height: 50 }, { width: 400 }).scale], [200, null]);
   const bad: [Parameters<typeof checkUpscale>, RegExp][] = [
-    [[{ width: 64, height: 64 }, { scale: 0.5 }], /^Invalid scale; expected a number in \[1, 8\]; received 0\.5\. Use a scale of at least 1, e\.g\. 2\.$/],
+    [[{ width: 64, height: 64 }, { scale: 0.5 }], /^Invalid scale; expected a number in \[1, 8\]; received 0\.5\. Use a scale from 1 to 8, e\.g\. 2 \(or give -W\/-H\)\.$/],
     [[{ width: 64, height: 64 }, { strength: 0 }], /^Invalid strength; expected a number in \(0, 1\]; received 0\./],
     [[{ width: 64, height: 64 }, { strength: 1.5 }], /^Invalid strength; expected a number in \(0, 1\]; received 1\.5\./],
     [[{ width: 7, height: 64 }, {}], /^The input image is too small to upscale; expected at least 8x8 pixels; received 7x64\. Use a larger image$/],

@@ -1,7 +1,7 @@
 /** The gallery, the viewer (pan and zoom, the metadata, the actions) and the side-by-side comparison. */
 import { $, api, apiUrl, quietly, type Job, type Output } from './api.ts';
 import { setForm } from './form.ts';
-import { resetUpscaleForm, scheduleUpscaleEstimate, submitUpscale } from './upscale.ts';
+import { cancelUpscaleEstimate, resetUpscaleForm, scheduleUpscaleEstimate, submitUpscale } from './upscale.ts';
 import { jobs } from './work.ts';
 
 let outputs: Output[] = [];
@@ -143,10 +143,11 @@ export function setupViewer(): void {
   $('#compare-slider').addEventListener('input', applySplit);
   $('#close-compare').addEventListener('click', () => $<HTMLDialogElement>('#comparer').close());
   $('#compare').addEventListener('click', () => {
-    const partner = viewing && partnerOf(viewing);
-    if (!viewing || !partner) return;
+    const current = viewing;
+    const partner = current && partnerOf(current);
+    if (!current || !partner) return;
     $<HTMLDialogElement>('#viewer').close();
-    openCompare(viewing, partner);
+    openCompare(current, partner);
   });
   const port = $('#viewport');
   $('#viewer-image').addEventListener('load', fitView);
@@ -188,6 +189,11 @@ export function setupViewer(): void {
   });
   port.addEventListener('pointerup', () => (drag = undefined));
   const close = () => $<HTMLDialogElement>('#viewer').close();
+  // However it closes (a button, Escape): nothing viewed, no estimate pending for what was (it may be deleted).
+  $('#viewer').addEventListener('close', () => {
+    viewing = undefined;
+    cancelUpscaleEstimate();
+  });
   $('#close-viewer').addEventListener('click', close);
   $('#use-settings').addEventListener('click', () => {
     if (viewing?.metadata) setForm(viewing.metadata, false);

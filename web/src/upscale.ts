@@ -46,6 +46,10 @@ function refusal(r: { status: number; body: { message?: string; field?: string }
 }
 
 let upscaleTimer: ReturnType<typeof setTimeout> | undefined;
+export function cancelUpscaleEstimate(): void {
+  clearTimeout(upscaleTimer);
+}
+
 export function scheduleUpscaleEstimate(): void {
   clearTimeout(upscaleTimer);
   upscaleTimer = setTimeout(() => quietly(upscaleEstimate()), 150);
