@@ -222,6 +222,16 @@ test('patch methods above the native size use euler instead of a linear multiste
   assert.equal(direct.metadata.scheduler, 'pndm');
 });
 
+test("progress counts the scheduler's steps: PNDM (skip_prk_steps) runs one more than asked, and the last event is step N of N", async () => {
+  const events: { phase: string; step: number; totalSteps: number; unitsDone: number; unitsTotal: number }[] = [];
+  const r = await pipe.generate({ ...base, steps: 4, seed: 1, width: 64, height: 64, method: 'direct' }, { onProgress: (p) => events.push({ ...p }) });
+  assert.equal(r.metadata.scheduler, 'pndm');
+  const denoise = events.filter((e) => e.phase === 'denoise');
+  assert.equal(r.unetEvaluations, 5, 'PLMS with skip_prk_steps: steps + 1 evaluations');
+  assert.deepEqual([...new Set(denoise.map((e) => `${e.step}/${e.totalSteps}`))], ['1/5', '2/5', '3/5', '4/5', '5/5']);
+  assert.ok(events.filter((e) => e.phase === 'decode').every((e) => e.step === 5 && e.totalSteps === 5));
+});
+
 test('odd sizes come out exactly; progress counts every UNet evaluation by the formula; previews arrive', async () => {
   const events: { stage: number; step: number; unitsDone: number; unitsTotal: number; phase: string }[] = [];
   const previews: { w: number; h: number; step: number }[] = [];

@@ -239,7 +239,8 @@ export class WebPipeline {
       evaluate,
       signal,
       onWarning: warn,
-      totalSteps: p.steps,
+      // The scheduler's steps: PNDM runs more than asked (one more with skip_prk_steps, SD 1.x's).
+      totalSteps: scheduler.numSteps,
       onProgress: run.onProgress,
       previewEvery: run.previewEvery,
       onPreviewLatent: run.onPreview
@@ -249,7 +250,7 @@ export class WebPipeline {
     const tDenoise = performance.now();
     throwIfAborted(signal);
     const image = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
-      run.onProgress?.({ phase: 'decode', stage: 2, step: p.steps, totalSteps: p.steps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
+      run.onProgress?.({ phase: 'decode', stage: 2, step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
     warn);
     throwIfAborted(signal);
     const metadata = buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION);

@@ -262,13 +262,14 @@ export class Pipeline implements AsyncDisposable {
 
       // Stage 3, denoise: the method fuses one prediction per step, the scheduler steps it; units run on the devices.
       const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
-      const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, p.steps, run, warn);
+      // Progress counts the scheduler's steps: PNDM runs more than asked (one more with skip_prk_steps, SD 1.x's).
+      const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, scheduler.numSteps, run, warn);
       const tDenoise = performance.now();
       throwIfAborted(signal);
 
       // Stage 4, decode (tiled above the tile size).
       const image = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
-        run.onProgress?.({ phase: 'decode', stage: 2, step: p.steps, totalSteps: p.steps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
+        run.onProgress?.({ phase: 'decode', stage: 2, step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
       warn);
       throwIfAborted(signal);
       const tEnd = performance.now();
