@@ -171,6 +171,16 @@ test('bad model folders get clear errors', async () => {
   await assert.rejects(loadPipeline('/nonexistent/model'), /Model folder not found/);
 });
 
+test("a model folder without a scheduler config generates with diffusers' Euler defaults, as its note says", async () => {
+  const dir = await copyModel('standard');
+  fs.rmSync(path.join(dir, 'scheduler'), { recursive: true });
+  await using p = await loadPipeline(dir, { threads: 1 });
+  assert.ok(p.info.notes.includes('no scheduler config: diffusers defaults for EulerDiscreteScheduler'), p.info.notes.join('; '));
+  const r = await p.generate({ ...base, steps: 2, seed: 1, width: 64, height: 64, method: 'direct' });
+  assert.equal(r.metadata.scheduler, 'euler');
+  assert.equal(r.unetEvaluations, 2);
+});
+
 test('an error raised inside a device worker keeps its fields (parameter, expected, received, hint)', async () => {
   const dir = await copyModel('standard');
   fs.copyFileSync(path.join(dir, 'vae_decoder', 'model.onnx'), path.join(dir, 'unet', 'model.onnx'));

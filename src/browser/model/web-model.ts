@@ -5,6 +5,7 @@
 import { AsgdError } from '../../core/errors.ts';
 import { textDecoder } from '../../core/platform.ts';
 import type { SchedulerConfig } from '../../core/schedulers/types.ts';
+import { MISSING_SCHEDULER_CONFIG, MISSING_SCHEDULER_NOTE } from '../../core/schedulers/config.ts';
 import type { TokenizerFiles } from '../../core/text/clip-tokenizer.ts';
 import type { FileSource } from './model-files.ts';
 import type { WebComponent } from '../device/protocol.ts';
@@ -81,7 +82,7 @@ export async function readWebModel(url: string, src: FileSource): Promise<WebMod
     tokenizerFiles(src, 'tokenizer'),
     family === 'sdxl' ? tokenizerFiles(src, 'tokenizer_2') : Promise.resolve(undefined),
   ]);
-  if (!sched) notes.push('no scheduler config: diffusers defaults for EulerDiscreteScheduler');
+  if (!sched) notes.push(MISSING_SCHEDULER_NOTE);
   let scalingFactor = Number(vaeConfig?.['scaling_factor']);
   if (!Number.isFinite(scalingFactor) || scalingFactor <= 0) {
     scalingFactor = family === 'sdxl' ? 0.13025 : 0.18215;
@@ -101,7 +102,7 @@ export async function readWebModel(url: string, src: FileSource): Promise<WebMod
     family,
     className: className || (family === 'sdxl' ? 'ORTStableDiffusionXLPipeline' : 'ORTStableDiffusionPipeline'),
     files,
-    schedulerConfig: (sched ?? {}) as SchedulerConfig,
+    schedulerConfig: (sched ?? MISSING_SCHEDULER_CONFIG) as SchedulerConfig,
     vae: { scalingFactor, forceUpcast: vaeConfig?.['force_upcast'] === true },
     forceZerosForEmptyPrompt: index?.['force_zeros_for_empty_prompt'] !== false,
     unetSampleSize: Number.isInteger(sampleSize) && sampleSize > 0 ? sampleSize : undefined,

@@ -32,6 +32,10 @@ const COMMON = {
   steps_offset: 0,
 };
 
+/** A model folder without a scheduler config: diffusers' Euler with its defaults (the loaders say so in their notes). */
+export const MISSING_SCHEDULER_CONFIG: SchedulerConfig = { _class_name: 'EulerDiscreteScheduler' };
+export const MISSING_SCHEDULER_NOTE = 'no scheduler config: diffusers defaults for EulerDiscreteScheduler';
+
 /** Constructor defaults of each diffusers class (the fields this project reads). */
 export const CLASS_DEFAULTS: Record<SchedulerName, Record<string, unknown>> = {
   euler: {

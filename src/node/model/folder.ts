@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AsgdError } from '../../core/errors.ts';
 import type { SchedulerConfig } from '../../core/schedulers/types.ts';
+import { MISSING_SCHEDULER_CONFIG, MISSING_SCHEDULER_NOTE } from '../../core/schedulers/config.ts';
 import type { TokenizerFiles } from '../../core/text/clip-tokenizer.ts';
 
 export type ModelFamily = 'sd' | 'sdxl' | 'sd3';
@@ -197,8 +198,8 @@ export function readModelFolder(dir: string): ModelSpec {
   if (/XL/i.test(className) || paths.textEncoder2) family = 'sdxl';
 
   const schedFile = findFile(abs, ['scheduler/scheduler_config.json', 'scheduler_config.json']);
-  const schedulerConfig = (schedFile ? readJson(schedFile, 'scheduler/scheduler_config.json') : {}) as SchedulerConfig;
-  if (!schedFile) notes.push('no scheduler config: diffusers defaults for EulerDiscreteScheduler');
+  const schedulerConfig = (schedFile ? readJson(schedFile, 'scheduler/scheduler_config.json') : MISSING_SCHEDULER_CONFIG) as SchedulerConfig;
+  if (!schedFile) notes.push(MISSING_SCHEDULER_NOTE);
 
   const vaeConfig =
     readJsonIfExists(path.join(abs, 'vae_decoder', 'config.json'), 'vae_decoder/config.json') ??
