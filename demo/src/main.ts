@@ -138,7 +138,7 @@ async function generate(): Promise<void> {
   );
   exposed.result = r;
   if (lastUrl) URL.revokeObjectURL(lastUrl);
-  lastUrl = URL.createObjectURL(new Blob([r.png as BlobPart], { type: 'image/png' }));
+  lastUrl = URL.createObjectURL(new Blob([r.png], { type: 'image/png' }));
   result.src = lastUrl;
   result.width = r.image.width;
   result.hidden = false;

@@ -42,7 +42,8 @@ export type WebGenerationTimings = Omit<GenerationTimings, 'encodeMs'>;
 export interface WebGenerateResult {
   image: RgbImage;
   /** The image as PNG with the metadata embedded (the `parameters` and `asgdiffusion` iTXt chunks). */
-  png: Uint8Array;
+  /** ArrayBuffer-backed, so `new Blob([r.png])` type-checks. */
+  png: Uint8Array<ArrayBuffer>;
   metadata: GenerationMetadata;
   /** Final latent [1, C, h, w] (before VAE scaling). */
   latent: Float32Array;

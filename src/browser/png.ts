@@ -57,7 +57,7 @@ async function zlib(bytes: Uint8Array): Promise<Uint8Array> {
 }
 
 /** PNG bytes of an RGB image; with `metadata`, the same `parameters` and `asgdiffusion` chunks as Node writes. */
-export async function encodePng(img: RgbImage, metadata?: GenerationMetadata): Promise<Uint8Array> {
+export async function encodePng(img: RgbImage, metadata?: GenerationMetadata): Promise<Uint8Array<ArrayBuffer>> {
   if (img.data.length !== img.width * img.height * 3) {
     throw new Error(`encodePng: ${img.data.length} bytes for a ${img.width}x${img.height} RGB image (expected ${img.width * img.height * 3})`);
   }

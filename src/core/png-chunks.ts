@@ -47,7 +47,7 @@ function itxt(keyword: string, text: string): Uint8Array {
   return pngChunk('iTXt', data);
 }
 
-export function addPngTextChunks(png: Uint8Array, entries: Record<string, string>): Uint8Array {
+export function addPngTextChunks(png: Uint8Array, entries: Record<string, string>): Uint8Array<ArrayBuffer> {
   if (!isPng(png)) throw new Error('addPngTextChunks: not a PNG');
   // IEND is the last 12 bytes of a well-formed PNG.
   const iendAt = png.length - 12;
