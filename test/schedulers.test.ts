@@ -282,6 +282,26 @@ test('step checks its arguments', () => {
   assert.throws(() => ancestral.step(ancestral.initialState(), x, x), /no random source/);
 });
 
+test('euler-ancestral on a cosine-schedule model at 4 steps: the first step stays finite (diffusers gives NaN there); the others are unchanged', () => {
+  const s = createScheduler({ _class_name: 'EulerAncestralDiscreteScheduler', beta_schedule: 'squaredcos_cap_v2' }, 4) as Scheduler & { ancestralSigmas(k: number): { up: number; down: number }; sigmas: Float32Array };
+  const first = s.ancestralSigmas(0);
+  // float32 makes up (1.7507232) exceed sigma_1 (1.7507231): to² - up² < 0, whose square root is diffusers' NaN.
+  assert.ok(first.up > s.sigmas[1]!, `up ${first.up} vs sigma ${s.sigmas[1]}`);
+  assert.equal(first.down, 0);
+  // Elsewhere the diffusers expression, unclamped.
+  const f = Math.fround;
+  for (let k = 1; k < 3; k++) {
+    const from2 = f(s.sigmas[k]! * s.sigmas[k]!);
+    const to2 = f(s.sigmas[k + 1]! * s.sigmas[k + 1]!);
+    const up = f(Math.sqrt(f(f(to2 * f(from2 - to2)) / from2)));
+    assert.deepEqual(s.ancestralSigmas(k), { up, down: f(Math.sqrt(f(to2 - f(up * up)))) }, `step ${k}`);
+  }
+  const x = Float32Array.from({ length: 8 }, (_, i) => Math.sin(i) * s.sigmas[0]!);
+  const rng: RandomSource = { randn: (n: number) => Float32Array.from({ length: n }, (_, i) => Math.cos(i)) } as unknown as RandomSource;
+  const out = s.step(s.initialState(), Float32Array.from({ length: 8 }, (_, i) => Math.cos(i)), x, rng);
+  assert.ok(out.prevSample.every(Number.isFinite));
+});
+
 test('benchSchedulerStep times one step of every scheduler on a 1x4x256x256 latent', () => {
   const results = benchSchedulerStep({ repeats: 1 });
   assert.deepEqual(

@@ -26,14 +26,18 @@ export class EulerAncestralScheduler extends SigmaScheduler {
     super(prediction, plan, numSteps);
   }
 
-  /** sigma_up and sigma_down of step k, in float32 as diffusers computes them. */
+  /**
+   * sigma_up and sigma_down of step k, in float32 as diffusers computes them; but where rounding makes up² exceed
+   * to² (a first step from a very large sigma: a cosine-schedule model at 3 or 4 steps), down is 0, not diffusers'
+   * sqrt of a negative number, a NaN that would fill the whole latent.
+   */
   ancestralSigmas(k: number): { up: number; down: number } {
     const from = this.sigmas[k]!;
     const to = this.sigmas[k + 1]!;
     const from2 = f32(from * from);
     const to2 = f32(to * to);
     const up = sqrt32(f32(f32(to2 * f32(from2 - to2)) / from2));
-    const down = sqrt32(f32(to2 - f32(up * up)));
+    const down = sqrt32(Math.max(0, f32(to2 - f32(up * up))));
     return { up, down };
   }
 
