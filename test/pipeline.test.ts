@@ -171,6 +171,23 @@ test('bad model folders get clear errors', async () => {
   await assert.rejects(loadPipeline('/nonexistent/model'), /Model folder not found/);
 });
 
+test('calls made at once on one pipeline run one after another: each image is the one it makes alone; decodes, tiled or not, too', async () => {
+  const A = { ...base, prompt: 'a red circle on a blue background', width: 64, height: 64, steps: 2, seed: 1 };
+  const B = { ...base, prompt: 'a green square on a white background', width: 64, height: 64, steps: 2, seed: 2 };
+  const a = await pipe.generate(A);
+  const b = await pipe.generate(B);
+  // Before: the second call's conditioning replaced the first's on the device mid-run.
+  const [a2, b2] = await Promise.all([pipe.generate(A), pipe.generate(B)]);
+  assert.deepEqual(a2.image.data, a.image.data);
+  assert.deepEqual(b2.image.data, b.image.data);
+  const vae: Parameters<Pipeline['decodeLatent']>[3] = { tiling: 'off', tileSize: 16, overlap: 4, stats: 'exact', attention: 'auto' };
+  const plain = await pipe.decodeLatent(a.latent, 8, 8, vae);
+  const tiled = await pipe.decodeLatent(a.latent, 8, 8, { ...vae, tiling: 'on' as const });
+  // Before: one released the other's session on the device ("Session already disposed").
+  const both = await Promise.all([pipe.decodeLatent(a.latent, 8, 8, vae), pipe.decodeLatent(a.latent, 8, 8, { ...vae, tiling: 'on' as const })]);
+  assert.deepEqual(both.map((x) => x.data), [plain.data, tiled.data]);
+});
+
 test("a model folder without a scheduler config generates with diffusers' Euler defaults, as its note says", async () => {
   const dir = await copyModel('standard');
   fs.rmSync(path.join(dir, 'scheduler'), { recursive: true });

@@ -159,6 +159,10 @@ function contractError(message: string, parameter: string, expected: string, rec
 
 export class Pipeline implements AsyncDisposable {
   private closed = false;
+  /** The last generate / upscale call's end (see oneAtATime). */
+  private runs: Promise<unknown> = Promise.resolve();
+  /** The last VAE decode's end: decodes run one after another (a preview's with the final one). */
+  private decodes: Promise<unknown> = Promise.resolve();
   private constructor(
     readonly spec: ModelSpec,
     readonly devices: DeviceSpec[],
@@ -244,7 +248,26 @@ export class Pipeline implements AsyncDisposable {
     return { width: this.info.nativeWidth, height: this.info.nativeHeight };
   }
 
+  /**
+   * Generates one image. Calls on one pipeline run one after another (the devices hold one prompt's conditioning
+   * at a time), in the order they were made.
+   */
   async generate(params: GenerateParams, run: GenerateRunOptions = {}): Promise<GenerateResult> {
+    return this.oneAtATime(() => this.generateNow(params, run));
+  }
+
+  /**
+   * Runs `body` after every run started before it has ended (however it ended). Two generations at once on one
+   * pipeline would overwrite each other's conditioning on the devices: the first image was drawn partly with the
+   * second prompt, under its own metadata.
+   */
+  private oneAtATime<T>(body: () => Promise<T>): Promise<T> {
+    const result = this.runs.then(body);
+    this.runs = result.catch(() => undefined);
+    return result;
+  }
+
+  private async generateNow(params: GenerateParams, run: GenerateRunOptions): Promise<GenerateResult> {
     if (this.closed) throw new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' });
     // Stage 1, check: every setting against the model, before any model call.
     const plan = checkGeneration(params, this.facts(), this.tokenizer);
@@ -298,10 +321,12 @@ export class Pipeline implements AsyncDisposable {
    * The result's metadata records the source's SHA-256 and size and the upscale settings.
    */
   async upscale(params: UpscaleParams, run: GenerateRunOptions = {}): Promise<GenerateResult> {
-    if (this.closed) throw new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' });
-    if (!params || typeof params !== 'object') throw new AsgdError('Invalid upscale parameters', { kind: 'invalid-argument', parameter: 'params', expected: 'an object with an image', received: String(params) });
-    const source = await readSourceImage(params.image);
-    return this.upscaleSource(source, params, run);
+    return this.oneAtATime(async () => {
+      if (this.closed) throw new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' });
+      if (!params || typeof params !== 'object') throw new AsgdError('Invalid upscale parameters', { kind: 'invalid-argument', parameter: 'params', expected: 'an object with an image', received: String(params) });
+      const source = await readSourceImage(params.image);
+      return this.upscaleSource(source, params, run);
+    });
   }
 
   /** Generates at the given settings, then upscales the image in the same run: one result whose metadata holds both. */
@@ -309,7 +334,11 @@ export class Pipeline implements AsyncDisposable {
     // The upscale settings are checked before anything runs (the size against the first stage's).
     const first = checkGeneration(params, this.facts(), this.tokenizer).params;
     checkUpscale({ width: first.width, height: first.height }, upscale);
-    const g = await this.generate(params, run);
+    return this.oneAtATime(() => this.generateThenUpscale(params, upscale, run));
+  }
+
+  private async generateThenUpscale(params: GenerateParams, upscale: GenerateUpscaleSettings, run: GenerateRunOptions): Promise<GenerateResult> {
+    const g = await this.generateNow(params, run);
     const source: SourceImage = { image: g.image, hadAlpha: false, sha256: createHash('sha256').update(g.image.data).digest('hex'), name: 'the generated image' };
     const { prompt, negativePrompt, width: _w, height: _h, scheduler, ...rest } = params;
     // The first stage's scheduler, unless it cannot start mid-schedule (then the upscale's default).
@@ -388,7 +417,7 @@ export class Pipeline implements AsyncDisposable {
       // Stage 5, decode and crop to the output size.
       const decoded = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
         run.onProgress?.({ phase: 'decode', stage: 2, step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
-      );
+      warn);
       throwIfAborted(signal);
       const image = cropRgb(decoded, up.targetWidth, up.targetHeight);
       // The input's opacity, resized with it (the models draw colour only).
@@ -604,7 +633,10 @@ export class Pipeline implements AsyncDisposable {
       for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! / sf + shift;
     }
     const request: DecoderRequest = (req, what, transfer) => this.pool.request('vaeDecoder', req, what, transfer);
-    return decodeLatentImage({ scaled, channels: c, height: h, width: w, opts, decoderPath: this.spec.paths.vaeDecoder, request, onTile, onWarning });
+    // One decode at a time: the tiled path and the whole-image one release each other's sessions on the device.
+    const result = this.decodes.then(() => decodeLatentImage({ scaled, channels: c, height: h, width: w, opts, decoderPath: this.spec.paths.vaeDecoder, request, onTile, onWarning }));
+    this.decodes = result.catch(() => undefined);
+    return result;
   }
 
   private async abortWorkers(): Promise<void> {
