@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, ModelProtoSchema, NodeProtoSchema } from 'onnx-buf';
 import { AsgdError } from '../src/core/errors.ts';
@@ -186,6 +187,16 @@ test('calls made at once on one pipeline run one after another: each image is th
   // Before: one released the other's session on the device ("Session already disposed").
   const both = await Promise.all([pipe.decodeLatent(a.latent, 8, 8, vae), pipe.decodeLatent(a.latent, 8, 8, { ...vae, tiling: 'on' as const })]);
   assert.deepEqual(both.map((x) => x.data), [plain.data, tiled.data]);
+});
+
+test('with retry on, a model every device fails on reports the failure itself, not that no device is left', async () => {
+  const dir = tempDir('retry-broken');
+  fs.cpSync(fileURLToPath(new URL('../models/shapes-128', import.meta.url)), dir, { recursive: true });
+  // The VAE encoder in the decoder's place: it loads, and fails on every device at the first decode.
+  fs.copyFileSync(path.join(dir, 'vae_encoder', 'model.onnx'), path.join(dir, 'vae_decoder', 'model.onnx'));
+  await using p = await loadPipeline(dir, { devices: 'cpu,cpu', threads: 1, retryOnOtherDevice: true });
+  await assert.rejects(p.generate({ ...base, steps: 1, seed: 1, method: 'direct' }), (e: unknown) =>
+    e instanceof AsgdError && /^Device cpu#\d failed on VAE decoding: Got invalid dimensions for input: sample/.test(e.message), 'the cause');
 });
 
 test("a model folder without a scheduler config generates with diffusers' Euler defaults, as its note says", async () => {

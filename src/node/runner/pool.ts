@@ -119,18 +119,22 @@ export class DevicePool {
   async request<T extends WorkerResult['type']>(
     component: ComponentName, req: WorkerRequest, what: string, transfer: ArrayBuffer[] = [],
   ): Promise<Extract<WorkerResult, { type: T }>> {
+    // With retry, the failure that stopped the last device: where every device fails the same way (a broken model),
+    // that is the cause to report, not that no device is left.
+    let failed: unknown;
     for (;;) {
       let i = this.workers.findIndex((w, k) => w.alive && this.holdings[k]!.has(component));
       if (i < 0) {
         if (!this.retry) throw this.missing(component, what);
         i = this.workers.findIndex((w) => w.alive);
-        if (i < 0) throw this.missing(component, what);
+        if (i < 0) throw failed ?? this.missing(component, what);
         await this.load(i, component);
       }
       try {
         return await this.workers[i]!.request<T>(req, what, this.retry ? [] : transfer);
       } catch (err) {
         if (!this.retry || (err instanceof AsgdError && err.kind === 'cancelled')) throw err;
+        failed = err;
         await this.workers[i]!.terminate();
       }
     }
@@ -158,7 +162,7 @@ export class DevicePool {
       kind: 'device',
       parameter: 'devices',
       received: holders.length ? `${holders.join(', ')} (stopped)` : 'none',
-      hint: 'A device failed earlier; turn retry on (--retry) to continue on the other devices',
+      hint: this.retry ? 'Every device that could run it failed earlier; the first failure says why' : 'A device failed earlier; turn retry on (--retry) to continue on the other devices',
     });
   }
 }
