@@ -53,6 +53,10 @@ test('the Fleet panel lists the live worker and the queue depth', { timeout: 120
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(server.url);
   await page.waitForSelector('#fleet:not([hidden]) #fleet-workers tbody tr', { timeout: 30_000 });
+  // The job's completion and the worker's beat that says it is free are two writes: the panel (refreshed every
+  // 2 s) shows the second within a refresh or two.
+  await page.waitForFunction(`document.querySelectorAll('#fleet-workers tbody tr td')[3]?.textContent === 'idle'`, undefined, { timeout: 10_000 })
+    .catch(() => undefined);
   const cells = await page.$$eval('#fleet-workers tbody tr td', (tds) => tds.map((td) => td.textContent ?? ''));
   assert.equal(cells[0], worker.id);
   assert.equal(cells[1], 'cpu');

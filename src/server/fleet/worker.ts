@@ -243,6 +243,8 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
       signal?.removeEventListener('abort', onSignal);
       running.delete(jobId);
       release();
+      // Tell the fleet at once that this worker is free (the next interval's beat may be seconds away).
+      void beat().catch(() => undefined);
     }
   };
 
