@@ -12,7 +12,9 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { METHOD_OPTIONS, PARAM_OPTIONS, VAE_OPTIONS } from '../src/core/options/registry.ts';
 import { readImageMetadata } from '../src/node/image/write.ts';
+import { loadPipeline } from '../src/node/pipeline.ts';
 import { createServer, outputNameFor } from '../src/server/app.ts';
+import { LibraryEngine } from '../src/server/library-engine.ts';
 import { LocalJobQueue } from '../src/server/local-queue.ts';
 import { serve } from '../src/server/serve.ts';
 import type { JobProgress, JobRecord } from '../src/server/queue.ts';
@@ -418,6 +420,27 @@ test('the estimate checks the model as queueing does: an unknown one is named (4
   assert.notEqual(other.unetEvaluations, first.unetEvaluations);
 });
 
+test('the estimate counts the steps the scheduler runs: the shipped model\'s PNDM runs one more than asked, as the library does', async () => {
+  const dir = path.join(HERE, '..', 'models', 'shapes-128');
+  const queue = new LocalJobQueue({ dir: tempDir('state') });
+  const app = await createServer({ queue, engine: new LibraryEngine([dir]), outputsDir: tempDir('outputs') });
+  open.push({ app, queue, engine: new FakeEngine(), stateDir: '', outputsDir: '', url: '' });
+  const units = async (body: object) => ((await app.inject({ method: 'POST', url: '/api/v1/estimate', payload: { prompt: 'a red circle', ...body } })).json() as { unetEvaluations: number }).unetEvaluations;
+  assert.equal(await units({ method: 'direct', steps: 7 }), 8, 'PNDM with skip_prk_steps: one more step');
+  assert.equal(await units({ method: 'direct', steps: 7, scheduler: 'euler' }), 7);
+  // The library is the reference: a real run at the native size (PNDM) and one above it (euler, the patch default).
+  const pipeline = await loadPipeline(dir);
+  try {
+    for (const settings of [{ method: 'direct' as const, steps: 3 }, { method: 'asg' as const, steps: 3 }, { method: 'asg' as const, steps: 3, width: 192, height: 128 }]) {
+      const r = await pipeline.generate({ prompt: 'a red circle', seed: '1', ...settings });
+      assert.equal(await units(settings), r.unetEvaluations, JSON.stringify(settings));
+    }
+  } finally {
+    await pipeline.close();
+  }
+  await queue.close();
+});
+
 test('a queued job moves among the jobs of its own lane; the other lanes keep their order', async () => {
   const queue = new LocalJobQueue({ dir: tempDir('state') }); // no processor: every job stays queued
   const spec = (prompt: string) => ({ kind: 'generate' as const, settings: { prompt } });
@@ -472,6 +495,8 @@ test('with a token, API requests without it get 401; the page itself needs none'
   assert.equal((await app.inject({ url: '/api/v1/jobs', headers: { authorization: 'Bearer wrong' } })).statusCode, 401);
   assert.equal((await app.inject({ url: '/api/v1/jobs', headers: { authorization: 'Bearer sesame' } })).statusCode, 200);
   assert.equal((await app.inject({ url: '/api/v1/jobs?token=sesame' })).statusCode, 200);
+  for (const t of ['sesam', 'sesamee', '', 'SESAME']) assert.equal((await app.inject({ url: `/api/v1/jobs?token=${t}` })).statusCode, 401, t);
+  assert.equal((await app.inject({ url: '/api/v1/jobs', headers: { authorization: 'sesame' } })).statusCode, 401);
   assert.equal((await app.inject({ method: 'POST', url: '/api/v1/jobs', payload: { prompt: 'x' } })).statusCode, 401);
   // The router decodes the path: an encoded letter still reaches the API, and still needs the token.
   assert.equal((await app.inject({ url: '/%61pi/v1/jobs' })).statusCode, 401);

@@ -7,12 +7,15 @@
  * a socket. The server stays thin: jobs go to a JobQueue, the queue runs them through an Engine.
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { AsgdError } from '../core/errors.ts';
 import type { GenerationMetadata } from '../core/metadata.ts';
+import { generationScheduler } from '../core/generation/check.ts';
 import { planMethod } from '../core/methods/plan.ts';
+import { createScheduler } from '../core/schedulers/index.ts';
 import { resolveParams, validateParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
 import { readImageMetadata } from '../node/image/write.ts';
 import { PACKAGE_VERSION } from '../node/version.ts';
@@ -133,7 +136,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     if (o.token && ((req.routeOptions.url ?? '').startsWith('/api/') || req.url.startsWith('/api/'))) {
       const auth = req.headers.authorization;
       const q = new URL(req.url, 'http://x').searchParams.get('token');
-      if (auth !== `Bearer ${o.token}` && q !== o.token) return reply.code(401).send({ error: 'unauthorized', message: 'A token is required (Authorization: Bearer <token> or ?token=)' });
+      if (!sameSecret(auth, `Bearer ${o.token}`) && !sameSecret(q, o.token)) return reply.code(401).send({ error: 'unauthorized', message: 'A token is required (Authorization: Bearer <token> or ?token=)' });
     }
     return undefined;
   });
@@ -213,6 +216,21 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     const units = plan.unitsBefore[plan.numSteps]!;
     const ms = unitMs.get(model.name);
     return { unetEvaluations: units, ...(ms !== undefined ? { seconds: Math.round((units * ms * unitArea(p, model)) / 100) / 10 } : {}) };
+  };
+
+  /**
+   * The steps the scheduler a generation of `p` would use runs: PNDM (SD 1.x's at the native size) runs one more
+   * than asked. Without a readable config, the steps asked (the job itself then names the problem).
+   */
+  const schedulerSteps = (p: ResolvedParams, model: ModelEntry): number => {
+    const config = model.schedulerConfig;
+    if (!config) return p.steps;
+    try {
+      const native = { nativeWidth: model.nativeWidth ?? 512, nativeHeight: model.nativeHeight ?? 512, schedulerClassName: String(config._class_name ?? '') };
+      return createScheduler(config, p.steps, generationScheduler(p, native)).numSteps;
+    } catch {
+      return p.steps;
+    }
   };
 
   /**
@@ -360,7 +378,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         const model = await requestModel((req.body as { model?: string }).model, reply);
         if (!model) return reply;
         const p = resolveParams({ ...params, seed: '0' }, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
-        return estimate(p, model, p.steps);
+        return estimate(p, model, schedulerSteps(p, model));
       },
     },
     {
@@ -614,4 +632,11 @@ function openApiDocument(routes: Route[]): Record<string, unknown> {
     info: { title: 'asgdiffusion', version: PACKAGE_VERSION, description: 'Queue high-resolution Stable Diffusion generations and browse the outputs. Seeds are decimal strings.' },
     paths,
   };
+}
+
+/** Compares a presented token with the server's in time that does not depend on where they differ. */
+function sameSecret(presented: string | null | undefined, expected: string): boolean {
+  if (typeof presented !== 'string') return false;
+  // Hashing first gives both sides one length, so the length of the token leaks no more than its content.
+  return timingSafeEqual(createHash('sha256').update(presented).digest(), createHash('sha256').update(expected).digest());
 }

@@ -3,6 +3,7 @@
  * (library-engine.ts) wraps loadPipeline / generate / saveImage; tests use a fast deterministic fake behind the
  * same interface.
  */
+import type { SchedulerConfig } from '../core/schedulers/types.ts';
 import type { DeviceActivity } from '../core/generation/progress.ts';
 import type { GenerateParams } from '../core/params.ts';
 import type { UpscaleParams } from '../node/pipeline.ts';
@@ -33,6 +34,8 @@ export interface ModelEntry {
   /** Native size in pixels, when known without loading the model. */
   nativeWidth?: number;
   nativeHeight?: number;
+  /** The folder's scheduler config, when readable: estimates count the steps the scheduler runs. */
+  schedulerConfig?: SchedulerConfig;
 }
 
 export interface DeviceEntry {

@@ -2,7 +2,6 @@
  * The real engine: the library's loadPipeline / generate / saveImage. One pipeline is kept loaded (the model of
  * the last job); a cancelled generation ends its pipeline's workers, so the next job loads it again.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { AsgdError } from '../core/errors.ts';
 import type { GenerateParams } from '../core/params.ts';
@@ -10,6 +9,7 @@ import { encodeImage, saveImage } from '../node/image/write.ts';
 import { loadPipeline, type GenerateResult, type GenerateRunOptions, type Pipeline, type PipelineOptions, type UpscaleParams } from '../node/pipeline.ts';
 import { checkAvailableDevices } from '../node/runner/devices.ts';
 import type { DeviceEntry, Engine, EngineResult, EngineRunContext, ModelEntry } from './engine.ts';
+import { readModelFolderFacts } from './model-facts.ts';
 
 export class LibraryEngine implements Engine {
   private loaded?: { name: string; pipeline: Pipeline };
@@ -23,16 +23,7 @@ export class LibraryEngine implements Engine {
   }
 
   models(): ModelEntry[] {
-    return this.entries.map((e) => {
-      let sampleSize: number | undefined;
-      try {
-        const cfg = JSON.parse(fs.readFileSync(path.join(e.dir, 'unet', 'config.json'), 'utf8')) as { sample_size?: number };
-        sampleSize = typeof cfg.sample_size === 'number' ? cfg.sample_size : undefined;
-      } catch {
-        sampleSize = undefined;
-      }
-      return { name: e.name, ...(sampleSize ? { nativeWidth: sampleSize * 8, nativeHeight: sampleSize * 8 } : {}) };
-    });
+    return this.entries.map((e) => ({ name: e.name, ...readModelFolderFacts(e.dir) }));
   }
 
   async devices(): Promise<DeviceEntry[]> {

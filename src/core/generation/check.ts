@@ -136,11 +136,25 @@ function checkStaticSize(p: ResolvedParams, model: ModelFacts): void {
  * native size use Euler unless the user names a scheduler; the choice is recorded in the metadata.
  */
 function patchScheduler(p: ResolvedParams, model: ModelFacts, warnings: string[]): string | undefined {
-  const patched = p.method !== 'direct' && (p.width > model.nativeWidth || p.height > model.nativeHeight);
+  const chosen = generationScheduler({ ...p, scheduler: undefined }, model);
+  if (chosen === undefined) return undefined;
   const configured = nameForClass(model.schedulerClassName);
-  if (!patched || (configured !== 'pndm' && configured !== 'lms')) return undefined;
   warnings.push(`Using the euler scheduler instead of the model's ${configured} for ${p.method} above the native size (multistep extrapolation across re-drawn patches adds noise); set the scheduler to ${configured} (--scheduler ${configured}) to keep it`);
   return 'euler';
+}
+
+/**
+ * The scheduler a generation runs with, by name: the one asked for, else euler in place of the model's PNDM or
+ * LMS for a patch method above the native size (see patchScheduler), else undefined (the model's own).
+ */
+export function generationScheduler(
+  p: Pick<ResolvedParams, 'method' | 'width' | 'height' | 'scheduler'>,
+  model: Pick<ModelFacts, 'nativeWidth' | 'nativeHeight' | 'schedulerClassName'>,
+): string | undefined {
+  if (p.scheduler !== undefined) return p.scheduler;
+  const patched = p.method !== 'direct' && (p.width > model.nativeWidth || p.height > model.nativeHeight);
+  const configured = nameForClass(model.schedulerClassName);
+  return patched && (configured === 'pndm' || configured === 'lms') ? 'euler' : undefined;
 }
 
 /** Token positions whose cross-attention forms the mask: content tokens, or the words the user named. */

@@ -5,6 +5,7 @@
  */
 import type { Redis } from 'ioredis';
 import { DEFAULT_METHOD } from '../../core/options/registry.ts';
+import type { SchedulerConfig } from '../../core/schedulers/types.ts';
 import type { DeviceEntry } from '../engine.ts';
 import { fleetKeys } from './settings.ts';
 
@@ -14,6 +15,8 @@ export interface FleetModel {
   hash: string;
   nativeWidth?: number;
   nativeHeight?: number;
+  /** The folder's scheduler config (server estimates count the scheduler's steps). */
+  schedulerConfig?: SchedulerConfig;
 }
 
 export interface WorkerBeat {

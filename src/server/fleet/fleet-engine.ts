@@ -35,7 +35,11 @@ export class FleetEngine implements Engine {
   }
 
   models(): ModelEntry[] {
-    return this.known.map((m) => ({ name: m.name, ...(m.nativeWidth ? { nativeWidth: m.nativeWidth, nativeHeight: m.nativeHeight } : {}) }));
+    return this.known.map((m) => ({
+      name: m.name,
+      ...(m.nativeWidth ? { nativeWidth: m.nativeWidth, nativeHeight: m.nativeHeight } : {}),
+      ...(m.schedulerConfig ? { schedulerConfig: m.schedulerConfig } : {}),
+    }));
   }
 
   async devices(): Promise<DeviceEntry[]> {

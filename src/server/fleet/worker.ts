@@ -15,6 +15,7 @@ import { Redis } from 'ioredis';
 import type { PipelineOptions } from '../../node/pipeline.ts';
 import { outputNameFor, toGenerateParams } from '../app.ts';
 import type { EngineProgress } from '../engine.ts';
+import { readModelFolderFacts } from '../model-facts.ts';
 import { bullConnection, redisOptions } from './connection.ts';
 import { overLimit, removeBeat, writeBeat, type FleetModel, type WorkerBeat } from './directory.ts';
 import { EngineProcess, type EngineRunError } from './engine-process.ts';
@@ -51,14 +52,6 @@ export interface RunningFleetWorker {
   close(): Promise<void>;
 }
 
-function readNative(dir: string): { nativeWidth?: number; nativeHeight?: number } {
-  try {
-    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'unet', 'config.json'), 'utf8')) as { sample_size?: number };
-    return typeof cfg.sample_size === 'number' ? { nativeWidth: cfg.sample_size * 8, nativeHeight: cfg.sample_size * 8 } : {};
-  } catch {
-    return {};
-  }
-}
 
 /** Removes files older than `ageMs` from `dir` (previews of finished jobs, temporary files of killed workers). */
 function prune(dir: string, ageMs: number): void {
@@ -98,7 +91,7 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
   const models: FleetModel[] = [];
   for (const dir of o.modelDirs.map((d) => path.resolve(d))) {
     if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`Invalid --model: expected a model folder, received ${dir}`);
-    models.push({ name: path.basename(dir), hash: await modelHash(dir), ...readNative(dir) });
+    models.push({ name: path.basename(dir), hash: await modelHash(dir), ...readModelFolderFacts(dir) });
   }
   const engine = await EngineProcess.start({
     modelDirs: o.modelDirs.map((d) => path.resolve(d)), pipeline: (o.pipeline ?? {}) as Record<string, unknown>,
