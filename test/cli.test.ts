@@ -142,6 +142,37 @@ test('Ctrl-C with two CPU workers, mid-denoise: exit 130, no output file and no 
   assert.deepEqual(fs.readdirSync(run.previewDir).filter((f) => f !== 'p.png'), [], 'no temporary preview file either');
 });
 
+test('Ctrl-C while the model loads ends the load: exit 130, its worker processes gone, no file', async () => {
+  const dir = tempDir('cli-int-load');
+  const out = path.join(dir, 'x.png');
+  const child = spawn(process.execPath, [BIN, 'generate', '-m', model, '-p', 'x', '-o', out, '--devices', 'cpu,cpu,cpu,cpu', '--worker-isolation', 'process', ...quick], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  // Linux lists a process's children: the first device worker process means the load is under way.
+  const children = () => {
+    try {
+      return fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    } catch {
+      return [];
+    }
+  };
+  let workers: string[] = [];
+  for (let i = 0; i < 3000 && workers.length === 0; i++) {
+    await new Promise((r) => setTimeout(r, 5));
+    workers = children();
+  }
+  assert.ok(workers.length > 0 && workers.length < 4, `caught the load with ${workers.length} of 4 workers started: ${stderr}`);
+  child.kill('SIGINT');
+  assert.equal(await exited, 130, stderr);
+  assert.match(stderr, /Cancelling\.\.\.\nasgd: Loading cancelled\n$/);
+  for (const pid of workers) {
+    for (let i = 0; i < 100 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(fs.existsSync(`/proc/${pid}`), false, `worker process ${pid} ended`);
+  }
+  assert.deepEqual(fs.readdirSync(dir), []);
+});
+
 test('info, devices and --help', () => {
   const i = asgd(['info', model, '--json']);
   assert.equal(i.code, 0, i.stderr);

@@ -248,6 +248,31 @@ before(async () => {
 });
 after(assertNoWorkers);
 
+test('loading stops when its signal aborts: a cancelled error, and every device worker it started ends', async () => {
+  const cancelled = (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled' && e.message === 'Loading cancelled';
+  await assert.rejects(loadPipeline(model, { signal: AbortSignal.abort() }), cancelled);
+  assert.deepEqual(liveDeviceWorkers(), [], 'an aborted signal starts no worker');
+  for (const workerIsolation of ['process', 'thread'] as const) {
+    const controller = new AbortController();
+    let most = 0;
+    // Aborted the moment the first of four workers exists (it is loading its sessions); the others start one by one.
+    const watch = setInterval(() => {
+      most = Math.max(most, liveDeviceWorkers().length);
+      if (most > 0) controller.abort();
+    }, 1);
+    try {
+      await assert.rejects(loadPipeline(model, { devices: 'cpu,cpu,cpu,cpu', threads: 1, workerIsolation, signal: controller.signal }), cancelled);
+    } finally {
+      clearInterval(watch);
+    }
+    assert.ok(controller.signal.aborted, `${workerIsolation}: aborted during the load`);
+    assert.ok(most < 4, `${workerIsolation}: the load stopped before its last worker (${most} started)`);
+    // A thread ends once the sessions it is creating exist (ONNX Runtime cannot be interrupted there).
+    for (let i = 0; i < 600 && liveDeviceWorkers().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(liveDeviceWorkers(), [], `${workerIsolation}: every worker the load started has ended`);
+  }
+});
+
 test('1 and 2 CPU workers give bit-identical images, also with shuffled completion order and every unit split', async () => {
   for (const options of [
     { devices: 'cpu,cpu' },

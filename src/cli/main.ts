@@ -152,7 +152,15 @@ async function runWithPipeline(
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   const progress = createProgressView(!quiet);
-  const pipeline = await loadPipeline(modelDir, pipelineFlags);
+  let pipeline: Pipeline;
+  try {
+    // Ctrl-C while the model loads ends the load at once (exit 130), not after it.
+    pipeline = await loadPipeline(modelDir, { ...pipelineFlags, signal: controller.signal });
+  } catch (err) {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+    throw err;
+  }
   try {
     const result = await job(pipeline, {
       signal: controller.signal,

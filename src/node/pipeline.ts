@@ -68,6 +68,12 @@ export interface PipelineOptions {
    * GPU measured so far (Mesa's lavapipe; docs/benchmarks.md). Every device of a pipeline runs the same graph.
    */
   fuseAttention?: boolean;
+  /**
+   * Cancels loading (a large model takes a while): the load rejects at once with a 'cancelled' error and ends the
+   * device workers it started (a worker thread once the session it is creating exists; a process at once). Loading
+   * only: each run takes its own signal.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -178,6 +184,9 @@ export class Pipeline implements AsyncDisposable {
 
   /** @internal */
   static async load(dir: string, options: PipelineOptions = {}, hooks: PipelineTestHooks = {}): Promise<Pipeline> {
+    const signal = options.signal;
+    const loadCancelled = () => new AsgdError('Loading cancelled', { kind: 'cancelled' });
+    if (signal?.aborted) throw loadCancelled();
     const folder = readModelFolder(dir);
     const spec = options.vae ? withVaeFolder(folder, options.vae) : folder;
     const devices = typeof options.devices === 'string' || options.devices === undefined
@@ -194,12 +203,17 @@ export class Pipeline implements AsyncDisposable {
       const { prepareAttentionProbe } = await import('./probe.ts');
       probe = await prepareAttentionProbe(spec.paths.unet);
     }
+    if (signal?.aborted) throw loadCancelled();
     const fused = await fuseAttentionFiles(spec.paths.unet, probe, options.fuseAttention ?? false);
     const unetFile = fused.unet ?? spec.paths.unet;
     const probeFile = fused.probe ?? ('file' in probe ? probe.file : undefined);
     const workers: DeviceWorker[] = [];
+    // Terminating rejects the request a worker is answering at once (its session creation cannot be interrupted).
+    const onAbort = () => workers.forEach((w) => void w.terminate());
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
       for (const [i, d] of devices.entries()) {
+        if (signal?.aborted) throw loadCancelled();
         // Decided as the worker starts, with the WebGPU worker threads running now (other pipelines load meanwhile).
         const w = new DeviceWorker(d, workerIsolations(options.workerIsolation ?? 'auto', devices, liveWebgpuThreads())[i]);
         workers.push(w);
@@ -237,10 +251,19 @@ export class Pipeline implements AsyncDisposable {
           : undefined,
       });
       hooks.inspectWorkers?.(() => Promise.all(workers.map((w) => w.request<'describe'>({ type: 'describe' }, 'describing the worker'))));
+      if (signal?.aborted) throw loadCancelled();
       return new Pipeline(spec, devices, workers, pool, tokenizer, info, tokenizer2, tokenizer3, deviceWarnings);
     } catch (err) {
-      await Promise.all(workers.map((w) => w.terminate()));
+      const ended = Promise.all(workers.map((w) => w.terminate()));
+      if (signal?.aborted) {
+        // Not waited for: a thread still creating a session ends when it is done (the caller need not wait).
+        void ended.catch(() => undefined);
+        throw loadCancelled();
+      }
+      await ended;
       throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
