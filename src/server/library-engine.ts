@@ -50,7 +50,8 @@ export class LibraryEngine implements Engine {
       await this.loaded.pipeline.close();
       this.loaded = undefined;
     }
-    this.loaded ??= { name: entry.name, pipeline: await loadPipeline(entry.dir, this.options) };
+    // A job cancelled while its model loads ends the load too (a large model takes a while).
+    this.loaded ??= { name: entry.name, pipeline: await loadPipeline(entry.dir, { ...this.options, signal: ctx.signal }) };
     const pipeline = this.loaded.pipeline;
     let result;
     try {
