@@ -255,7 +255,8 @@ test('cancel: a running job stops within one step and writes nothing; a queued o
 test('queue: reorder and remove queued jobs while one runs; they run in the new order', async () => {
   const h = await start({ stepMs: 10 });
   const ids: string[] = [];
-  for (const p of ['a', 'b', 'c', 'd']) ids.push(((await post(h, { prompt: p, steps: p === 'a' ? 30 : 2 })).json() as { id: string }).id);
+  // a runs about 3 s, so the PATCHes and the list below land while it runs, even on a loaded machine.
+  for (const p of ['a', 'b', 'c', 'd']) ids.push(((await post(h, { prompt: p, steps: p === 'a' ? 300 : 2 })).json() as { id: string }).id);
   const [a, b, c, d] = ids as [string, string, string, string];
   await waitFor('a to run', async () => (await job(h, a)).state === 'running');
   const moved = await h.app.inject({ method: 'PATCH', url: `/api/v1/jobs/${d}`, payload: { position: 0 } });
@@ -280,7 +281,7 @@ test('a restart loses nothing: queued and interrupted jobs run after it, each ou
   const outputsDir = tempDir('outputs');
   const h1 = await start({ stepMs: 10, stateDir, outputsDir });
   const ids: string[] = [];
-  for (let i = 0; i < 3; i++) ids.push(((await post(h1, { prompt: `job ${i}`, steps: 20, seed: String(i) })).json() as { id: string }).id);
+  for (let i = 0; i < 3; i++) ids.push(((await post(h1, { prompt: `job ${i}`, steps: 60, seed: String(i) })).json() as { id: string }).id);
   await waitFor('the first job to denoise', async () => ((await job(h1, ids[0]!)).progress?.step ?? 0) >= 3);
   await h1.app.close();
   const saved = JSON.parse(fs.readFileSync(path.join(stateDir, 'queue.json'), 'utf8')) as { order: string[]; jobs: JobRecord[] };
