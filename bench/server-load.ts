@@ -81,6 +81,13 @@ async function follow(base: () => string, id: string, deadline: number): Promise
   throw new Error(`job ${id}: no final state before the deadline`);
 }
 
+/** Reads a job's events until its second step, drops the connection, and reads the rest from where it left off. */
+async function dropAndResume(url: string, id: string): Promise<SseEvent[]> {
+  const first = await readEvents(`${url}/api/v1/jobs/${id}/events`, { stop: (e) => e.event === 'progress' && (e.data as JobProgress).step >= 2 });
+  const rest = await readEvents(`${url}/api/v1/jobs/${id}/events`, { lastEventId: first.at(-1)!.id });
+  return [...first, ...rest];
+}
+
 function denoiseSteps(events: SseEvent[]): number[] {
   const steps = events.filter((e) => e.event === 'progress' && (e.data as JobProgress).phase === 'denoise').map((e) => (e.data as JobProgress).step);
   return steps.filter((s, i) => i === 0 || s !== steps[i - 1]);
@@ -106,6 +113,10 @@ export async function runServerLoad(o: { jobs?: number; clients?: number; steps?
     const every = Math.max(1, Math.floor(jobs / clients));
     const followed: string[] = [];
     const streams: Promise<SseEvent[]>[] = [];
+    // One more client drops mid-stream and resumes with Last-Event-ID. It subscribes as soon as its job is queued
+    // (subscribing later could find the job already finished, leaving nothing to drop from).
+    const droppedIndex = Math.floor(jobs / 2) + 1;
+    let resumed: Promise<SseEvent[]> = Promise.resolve([]);
     for (let i = 0; i < jobs; i++) {
       const t = performance.now();
       const r = await fetch(`${url}/api/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: `job ${i}`, steps, seed: String(i) }) });
@@ -117,19 +128,8 @@ export async function runServerLoad(o: { jobs?: number; clients?: number; steps?
         followed.push(id);
         streams.push(follow(() => url, id, deadline));
       }
+      if (i === droppedIndex) resumed = dropAndResume(url, id);
     }
-    // One more client drops mid-stream and resumes with Last-Event-ID.
-    const dropped = ids[Math.floor(jobs / 2) + 1]!;
-    const resumed = (async () => {
-      for (;;) {
-        const j = (await (await fetch(`${url}/api/v1/jobs/${dropped}`)).json()) as JobRecord;
-        if (j.state !== 'queued') break;
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      const first = await readEvents(`${url}/api/v1/jobs/${dropped}/events`, { stop: (e) => e.event === 'progress' && (e.data as JobProgress).step >= 2 });
-      const rest = await readEvents(`${url}/api/v1/jobs/${dropped}/events`, { lastEventId: first.at(-1)!.id });
-      return [...first, ...rest];
-    })();
     // Kill the server mid-job once a third of the jobs are done, then start it again on the same folders.
     for (;;) {
       const n = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).length : 0;

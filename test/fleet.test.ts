@@ -186,7 +186,8 @@ test('a client that drops mid-stream and resumes with Last-Event-ID gets what fo
 });
 
 test('reordering queued jobs sets their priorities: the moved job runs next', async () => {
-  const busy = await a().queue({ prompt: 'occupies the worker', seed: '100', steps: 80 });
+  // Long enough that it still runs while the others are queued and moved on a loaded machine; cancelled after.
+  const busy = await a().queue({ prompt: 'occupies the worker', seed: '100', steps: 1000 });
   await waitFor('the long job to run', async () => (await a().job(busy)).state === 'running');
   const [j1, j2, j3] = [await a().queue({ prompt: 'first', seed: '101', steps: 2 }), await a().queue({ prompt: 'second', seed: '102', steps: 2 }), await a().queue({ prompt: 'third', seed: '103', steps: 2 })];
   const moved = await fetch(`${a().url}/api/v1/jobs/${j3}`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ position: 0 }) });
@@ -194,13 +195,14 @@ test('reordering queued jobs sets their priorities: the moved job runs next', as
   assert.deepEqual(((await moved.json()) as { queued: string[] }).queued, [j3, j1, j2]);
   const listed = (await a().jobs()).filter((j) => j.state === 'queued').map((j) => j.id);
   assert.deepEqual(listed, [j3, j1, j2]);
-  const done = await Promise.all([j1, j2, j3].map((id) => a().finished(id)));
-  const started = done.map((j) => Date.parse(j.startedAt!));
-  assert.ok(started[2]! <= started[0]! && started[0]! <= started[1]!, `ran in the order third, first, second: ${started.join(', ')}`);
-  await a().finished(busy);
   // A running job cannot be moved.
   const notQueued = await fetch(`${a().url}/api/v1/jobs/${busy}`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ position: 0 }) });
   assert.equal(notQueued.status, 409);
+  assert.equal((await a().job(busy)).state, 'running', 'the long job still ran while the others were moved');
+  assert.equal((await (await fetch(`${a().url}/api/v1/jobs/${busy}`, { method: 'DELETE' })).json() as JobRecord).state, 'cancelled');
+  const done = await Promise.all([j1, j2, j3].map((id) => a().finished(id)));
+  const started = done.map((j) => Date.parse(j.startedAt!));
+  assert.ok(started[2]! <= started[0]! && started[0]! <= started[1]!, `ran in the order third, first, second: ${started.join(', ')}`);
 });
 
 test('cancelling a running job stops it on the worker within a model call, and it is not retried; a queued one is cancelled too', async () => {

@@ -125,7 +125,8 @@ test('balance: 9 windows on 4 devices split one unit (2.5 unit-times instead of 
 
 test('a faster device gets more work once its speed is measured', async () => {
   const fast = new ScriptedDevice('fast', false, () => 2);
-  const slow = new ScriptedDevice('slow', false, () => 12);
+  // 20 times slower: timer lateness on a loaded machine (a few ms) cannot make the two look alike.
+  const slow = new ScriptedDevice('slow', false, () => 40);
   const dispatcher = new Dispatcher([slow, fast], { now: () => performance.now(), split: 'never' });
   for (let k = 0; k < 4; k++) await dispatcher.evaluate(Array.from({ length: 6 }, (_, i) => unit(i)), 2);
   const [s, f] = dispatcher.stats;

@@ -243,8 +243,16 @@ test('cancel: a running job stops within one step and writes nothing; a queued o
   const t0 = performance.now();
   const cancelA = await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${a}` });
   const ms = performance.now() - t0;
-  assert.equal((cancelA.json() as JobRecord).state, 'cancelled');
-  assert.ok(ms < 500, `cancel answered in ${ms.toFixed(0)} ms`);
+  const cancelledA = cancelA.json() as JobRecord;
+  assert.equal(cancelledA.state, 'cancelled');
+  // The answer comes once the job has stopped: well before its remaining steps could have run (a fixed bound in
+  // milliseconds would also time the state file's fsync, which a loaded disk can stretch).
+  const stepAtCancel = cancelledA.progress?.step ?? 0;
+  assert.ok(stepAtCancel >= 2 && stepAtCancel < 200, `cancelled at step ${stepAtCancel}`);
+  const remainingMs = (200 - stepAtCancel) * 20;
+  assert.ok(ms < remainingMs / 2, `cancel answered in ${ms.toFixed(0)} ms, the job had ${remainingMs} ms of steps left`);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal((await job(h, a)).progress?.step, stepAtCancel, 'no step ran after the cancel answered');
   const jc = await finished(h, c);
   assert.equal(jc.state, 'completed');
   assert.equal((await job(h, a)).output, undefined);

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -51,6 +52,7 @@ after(async () => {
 
 async function startServer(engine: Engine, o: { outputsDir?: string; port?: number; finishedKept?: number } = {}): Promise<{ url: string; outputsDir: string; close: () => Promise<void> }> {
   const outputsDir = o.outputsDir ?? tempDir('web-outputs');
+  if (o.port) await portFree(o.port);
   const queue = new LocalJobQueue({ dir: path.join(outputsDir, '.queue'), ...(o.finishedKept ? { finishedKept: o.finishedKept } : {}) });
   const app = await createServer({ queue, engine, outputsDir, webDir });
   await app.listen({ port: o.port ?? 0, host: '127.0.0.1' });
@@ -64,6 +66,20 @@ async function startServer(engine: Engine, o: { outputsDir?: string; port?: numb
   closers.push(close);
   const a = app.server.address();
   return { url: `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`, outputsDir, close };
+}
+
+/** Waits until `port` can be listened on again (a restart reuses the closed server's port, which another socket may hold a moment). */
+async function portFree(port: number): Promise<void> {
+  for (let i = 0; ; i++) {
+    const err = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      const probe = net.createServer();
+      probe.once('error', resolve);
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(undefined)));
+    });
+    if (!err) return;
+    if (err.code !== 'EADDRINUSE' || i >= 100) throw err;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** A page that records console errors and uncaught exceptions. */
