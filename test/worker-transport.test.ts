@@ -6,12 +6,13 @@
  * returns, the folder gone once the worker has ended.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ArrayStow, makeStowFolder, STOW_MIN_BYTES } from '../src/node/runner/array-stow.ts';
-import { DeviceWorker } from '../src/node/runner/device-worker.ts';
+import { DeviceWorker, workerExecArgv } from '../src/node/runner/device-worker.ts';
 import type { WorkerResult } from '../src/node/runner/protocol.ts';
 import { mulberry32 } from './fixtures/prng.ts';
 
@@ -118,5 +119,42 @@ describe('a worker process', () => {
     assert.equal(transport.sent, 1, 'the image went back through a file');
     assert.equal(transport.sentBytes, 3 * 512 * 512 * 4);
     assert.equal(fs.existsSync(transport.folder!), false, 'the folder is removed once the worker has ended');
+  });
+});
+
+describe('the Node options a device worker starts with', () => {
+  test('keep loaders and limits; drop the entry point and mode of this process (-e/-p code, --input-type, test runner, watch)', () => {
+    assert.deepEqual(
+      workerExecArgv(['--import', 'tsx', '--input-type=module', '-e', 'code()', '--max-old-space-size=4096', '--test', '--test-concurrency=1', '--enable-source-maps']),
+      ['--import', 'tsx', '--max-old-space-size=4096', '--enable-source-maps'],
+    );
+    assert.deepEqual(workerExecArgv(['--eval=code()', '-r', 'x.cjs', '-pe', '1+1', '--watch-path', 'src', '--conditions=dev', '--input-type', 'module']), ['-r', 'x.cjs', '--conditions=dev']);
+    assert.deepEqual(workerExecArgv(['-p', '1', '--inspect', '-i', '--check', '--interactive', '--watch']), ['--inspect']);
+  });
+
+  // Before: a thread worker refused `--input-type` ("can only be used with string input"), and a forked worker
+  // process ran the user's -e code instead of the worker.
+  test('a pipeline loads and generates from `node --input-type=module -e` (worker threads) and `node -e` (worker processes), with one image', () => {
+    const src = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'index.ts');
+    const script = (isolation: string) => `
+      const { loadPipeline } = await import(${JSON.stringify(src)});
+      if (process.send) { console.log('worker ran the -e code'); process.exit(3); }
+      const pipe = await loadPipeline(${JSON.stringify(SHIPPED)}, { threads: 1, workerIsolation: '${isolation}' });
+      const r = await pipe.generate({ prompt: 'a red circle', width: 128, height: 128, steps: 2, seed: 5 });
+      await pipe.close();
+      const { createHash } = await import('node:crypto');
+      console.log('sha ' + createHash('sha256').update(r.image.data).digest('hex'));`;
+    const runs = [
+      spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script('thread')], { encoding: 'utf8', timeout: 120_000 }),
+      // -e without --input-type is CommonJS: the same code inside an async function.
+      spawnSync(process.execPath, ['--import', 'tsx', '-e', `(async () => { ${script('process')} })().catch((e) => { console.error(e); process.exit(1); })`], { encoding: 'utf8', timeout: 120_000 }),
+    ];
+    const shas = runs.map((r) => {
+      assert.equal(r.status, 0, r.stderr + r.stdout);
+      const m = /sha ([0-9a-f]{64})/.exec(r.stdout);
+      assert.ok(m, r.stdout);
+      return m[1];
+    });
+    assert.equal(shas[1], shas[0], 'the same image from worker threads and worker processes');
   });
 });

@@ -60,13 +60,35 @@ function workerStackMb(): number {
   return 4 + Math.ceil((bytes * 512) / 2 ** 20);
 }
 
+/**
+ * The Node options a device worker starts with: this process's (a loader such as `--import tsx` runs the worker's
+ * sources), less those that name this process's own entry point or mode: code given with -e/-p (a forked worker
+ * would run the user's code again instead of the worker), --input-type (refused without -e), the test runner, watch
+ * mode, syntax check and the REPL.
+ */
+export function workerExecArgv(execArgv: readonly string[]): string[] {
+  const withValue = new Set(['-e', '--eval', '-p', '--print', '-pe', '--input-type', '--watch-path', '--test-name-pattern', '--test-skip-pattern', '--test-reporter', '--test-reporter-destination', '--test-concurrency', '--test-shard', '--test-timeout']);
+  const dropped = /^(-e|--eval|-p|--print|-pe|--input-type|--test|--watch|-i|--interactive|-c|--check)(=|$|-)/;
+  const out: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const a = execArgv[i]!;
+    if (!dropped.test(a)) {
+      out.push(a);
+      continue;
+    }
+    // A dropped option's separate value goes with it (`-e CODE`, `--input-type module`).
+    if (withValue.has(a) && i + 1 < execArgv.length) i++;
+  }
+  return out;
+}
+
 function threadChannel(on: ChannelEvents): Channel {
   // trackUnmanagedFds off: Node would otherwise close, when the thread ends, every descriptor the thread opened with
   // fs.open, and that includes descriptor 2 as the stderr filter (src/onnx/runtime-log.ts) reopens it there: the
   // process lost its stderr, and the next descriptor opened took number 2 (a worker's event loop asserts on
   // closing such a descriptor: the process aborted when a second webgpu pipeline ran). The worker's own files are
   // closed by the code that opens them.
-  const worker = new Worker(WORKER_URL, { execArgv: process.execArgv.filter((a) => !a.startsWith('--test')), trackUnmanagedFds: false, resourceLimits: { stackSizeMb: workerStackMb() } });
+  const worker = new Worker(WORKER_URL, { execArgv: workerExecArgv(process.execArgv), trackUnmanagedFds: false, resourceLimits: { stackSizeMb: workerStackMb() } });
   worker.on('message', on.message);
   worker.on('error', on.error);
   worker.on('exit', (code) => on.exit(`with code ${code}`));
@@ -85,7 +107,7 @@ function processChannel(on: ChannelEvents): Channel {
   if (folder) trackStowFolder(folder);
   const stow = new ArrayStow(folder, 'c');
   const child: ChildProcess = fork(fileURLToPath(WORKER_URL), [], {
-    execArgv: process.execArgv.filter((a) => !a.startsWith('--test')),
+    execArgv: workerExecArgv(process.execArgv),
     serialization: 'advanced',
     stdio: ['ignore', 2, 2, 'ipc'],
     env: folder ? { ...process.env, [STOW_DIR_ENV]: folder } : process.env,
