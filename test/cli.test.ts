@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { tempDir, tinyModel } from './helpers/models.ts';
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'asgd.js');
+const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
 let model: string;
 before(async () => {
   model = await tinyModel('standard');
@@ -140,6 +141,29 @@ test('Ctrl-C with two CPU workers, mid-denoise: exit 130, no output file and no 
   assert.equal(fs.existsSync(out), false);
   assert.deepEqual(fs.readdirSync(dir), [], 'nothing in the output folder, temporary files included');
   assert.deepEqual(fs.readdirSync(run.previewDir).filter((f) => f !== 'p.png'), [], 'no temporary preview file either');
+});
+
+// onnxruntime-node aborts the process (exit 134, "terminate called after throwing an instance of 'Napi::Error'")
+// when it exits while a worker thread is creating a session; a cancelled load leaves one doing so.
+test('Ctrl-C while the model loads into worker threads: exit 130 (never an abort), no file, at any moment of the load', async () => {
+  const dir = tempDir('cli-int-load-threads');
+  const out = path.join(dir, 'x.png');
+  const outcomes: string[] = [];
+  for (let delay = 200; delay <= 2000; delay += 150) {
+    const child = spawn(process.execPath, [BIN, 'generate', '-m', SHIPPED, '-p', 'x', '-o', out, '--devices', 'cpu,cpu,cpu,cpu', ...quick], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<string>((r) => child.on('exit', (code, signal) => r(signal ?? String(code))));
+    await new Promise((r) => setTimeout(r, delay));
+    child.kill('SIGINT');
+    const code = await exited;
+    outcomes.push(`${delay} ms: ${code} ${JSON.stringify(stderr.split('\n').filter(Boolean).at(-1) ?? '')}`);
+    // SIGINT: ended by the signal before the CLI took Ctrl-C over (as a shell's 130); 0: done before the Ctrl-C.
+    assert.ok(code === '130' || code === 'SIGINT' || (code === '0' && !/Cancelling/.test(stderr)), outcomes.join('\n') + '\n' + stderr);
+    assert.equal(fs.existsSync(out), code === '0', 'a file only from a run that completed before the Ctrl-C');
+    fs.rmSync(out, { force: true });
+  }
+  assert.ok(outcomes.some((o) => /130 "asgd: Loading cancelled"/.test(o)), `some Ctrl-C came while the model loaded:\n${outcomes.join('\n')}`);
 });
 
 test('Ctrl-C while the model loads ends the load: exit 130, its worker processes gone, no file', async () => {

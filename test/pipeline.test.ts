@@ -9,7 +9,7 @@ import { AsgdError } from '../src/core/errors.ts';
 import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from './fixtures/groupnorm-vae.ts';
 import { VARIANTS } from './fixtures/index.ts';
 import { readImageMetadata, saveImage } from '../src/node/image/write.ts';
-import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
+import { loadPipeline, openPipeline, type Pipeline } from '../src/node/pipeline.ts';
 import { copyModel, tempDir, tinyModel } from './helpers/models.ts';
 import { absDifference } from '../bench/analysis/difference.ts';
 
@@ -223,23 +223,68 @@ test('an error raised inside a device worker keeps its fields (parameter, expect
   assert.equal(err.message, `unet has no timestep input; expected ${err.expected}; received latent_sample. ${err.hint}`);
 });
 
-test('cancelling stops within one model call and the pipeline reports it', async () => {
-  const p = await loadPipeline(await tinyModel('standard'), { threads: 1 });
-  const controller = new AbortController();
-  let events = 0;
-  const t0 = performance.now();
-  await assert.rejects(
-    p.generate({ ...base, steps: 50, seed: 1, width: 512, height: 512 }, {
+test('cancelling stops within one model call; later runs, queued behind it or started after, start the workers again', async () => {
+  let ask!: () => Promise<unknown>;
+  const p = await openPipeline(await tinyModel('standard'), { threads: 1 }, { inspectWorkers: (f) => (ask = f) });
+  try {
+    const small = { ...base, steps: 2, seed: 9, width: 128, height: 128 };
+    const reference = (await pipe.generate(small)).image.data;
+    // A signal aborted already: cancelled before any model call, the workers left running.
+    let early = 0;
+    await assert.rejects(p.generate(small, { signal: AbortSignal.abort(), onProgress: () => early++ }), (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled');
+    assert.equal(early, 0);
+    await ask(); // the first workers still answer
+
+    const controller = new AbortController();
+    let events = 0;
+    const t0 = performance.now();
+    const cancelled = p.generate({ ...base, steps: 50, seed: 1, width: 512, height: 512 }, {
       signal: controller.signal,
       onProgress: () => {
         if (++events === 2) controller.abort();
       },
-    }),
-    (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled',
-  );
-  assert.equal(events, 2, 'no progress after the abort');
-  assert.ok(performance.now() - t0 < 20_000);
-  await p.close();
+    });
+    const queued = p.generate(small); // no signal: waits its turn behind the cancelled run
+    await assert.rejects(cancelled, (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled');
+    assert.equal(events, 2, 'no progress after the abort');
+    assert.ok(performance.now() - t0 < 20_000);
+    await assert.rejects(ask(), 'the cancel ended the first workers');
+    assert.ok(Buffer.from((await queued).image.data).equals(Buffer.from(reference)), 'the queued run ran on started-again workers, with the same image');
+    const phases: string[] = [];
+    const again = await p.generate(small, { onProgress: (e) => phases.push(e.phase) });
+    assert.ok(Buffer.from(again.image.data).equals(Buffer.from(reference)));
+    assert.deepEqual([...new Set(phases)], ['text', 'denoise', 'decode']);
+    await p.close();
+    await assert.rejects(p.generate(small), (e: unknown) => e instanceof AsgdError && e.kind === 'invalid-argument' && /pipeline is closed/.test(e.message));
+  } finally {
+    await p.close();
+  }
+});
+
+test('loadPipeline, generate and their options are checked: each wrong argument named, with what was expected and received', async () => {
+  const model = await tinyModel('standard');
+  const refused = async (call: () => Promise<unknown>, parameter: string, received: RegExp) =>
+    assert.rejects(call, (e: unknown) => {
+      assert.ok(e instanceof AsgdError, String(e));
+      assert.deepEqual([e.kind, e.parameter], ['invalid-argument', parameter], e.message);
+      assert.match(e.received ?? '', received, e.message);
+      assert.ok(e.expected, e.message);
+      return true;
+    });
+  await refused(() => loadPipeline(42 as unknown as string), 'dir', /42/);
+  await refused(() => loadPipeline(model, null as unknown as undefined), 'options', /null/);
+  await refused(() => loadPipeline(model, { vae: 5 as unknown as string }), 'vae', /5/);
+  await refused(() => loadPipeline(model, { devices: 3 as unknown as string }), 'devices', /3/);
+  await refused(() => loadPipeline(model, { devices: [] }), 'devices', /\[\]/);
+  await refused(() => loadPipeline(model, { splitCfg: 'bogus' as 'auto' }), 'splitCfg', /bogus/);
+  await refused(() => loadPipeline(model, { signal: 'x' as unknown as AbortSignal }), 'signal', /x/);
+  await refused(() => loadPipeline(model, { thread: 2 } as unknown as { threads: number }), 'thread', /2/);
+  const small = { ...base, steps: 1, seed: 1, width: 64, height: 64 };
+  await refused(() => pipe.generate(small, { signal: 'nope' as unknown as AbortSignal }), 'signal', /nope/);
+  await refused(() => pipe.generate(small, { onProgress: 5 as unknown as () => void }), 'onProgress', /5/);
+  await refused(() => pipe.generate({ ...small, widht: 256 } as unknown as typeof small), 'widht', /256/);
+  // The pipeline still generates after the refusals.
+  assert.equal((await pipe.generate(small)).image.width, 64);
 });
 
 test('a long prompt is truncated with a warning that says how many tokens were dropped', async () => {

@@ -10,7 +10,7 @@ import { AsgdError, throwIfAborted } from '../core/errors.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, planDenoiseInput } from '../core/generation/denoise.ts';
-import type { GenerationCallbacks, GenerationTimings } from '../core/generation/progress.ts';
+import { finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata } from '../core/metadata.ts';
@@ -207,7 +207,8 @@ export class WebPipeline {
     plan.warnings.forEach(warn);
     throwIfAborted(signal);
     const t0 = performance.now();
-    run.onProgress?.({ phase: 'text', stage: 1, step: 0, totalSteps: p.steps, unitsDone: 0, unitsTotal: 0 });
+    const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
+    run.onProgress?.({ phase: 'text', stage: 1, step: 0, totalSteps: scheduler.numSteps, unitsDone: 0, unitsTotal: 0 });
     const head = this.devices[0]!;
     const cond: TextConditioning = await encodePrompt(
       { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative },
@@ -222,7 +223,6 @@ export class WebPipeline {
     const tText = performance.now();
     throwIfAborted(signal);
 
-    const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
     let unetMs = 0;
     // Wall time with at least one call outstanding (stage-1 run-ahead keeps several outstanding at once).
     let inFlight = 0;
@@ -251,7 +251,7 @@ export class WebPipeline {
     const tDenoise = performance.now();
     throwIfAborted(signal);
     const image = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
-      run.onProgress?.({ phase: 'decode', stage: 2, step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
+      run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
     warn);
     throwIfAborted(signal);
     const metadata = buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION);

@@ -159,6 +159,10 @@ async function runWithPipeline(
   } catch (err) {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
+    // A cancelled load leaves a worker thread creating its session (that cannot be interrupted): the process may
+    // exit only once it has ended, or ONNX Runtime aborts it. A second Ctrl-C ends it at once (no handler now).
+    const { deviceWorkersExited } = await import('../node/runner/device-worker.ts');
+    await deviceWorkersExited();
     throw err;
   }
   try {
@@ -172,7 +176,13 @@ async function runWithPipeline(
       onPreview: cli.preview ? (img) => void saveImage(cli.preview!, img, undefined, true).catch(() => undefined) : undefined,
     });
     progress.stop();
+    // Ctrl-C after the last model call (while decoding ended, or while the file is written): still a cancel.
+    if (controller.signal.aborted) throw new AsgdError('Generation cancelled', { kind: 'cancelled' });
     await saveImage(cli.output, result.image, result.metadata, cli.overwrite);
+    if (controller.signal.aborted) {
+      fs.rmSync(cli.output, { force: true });
+      throw new AsgdError('Generation cancelled', { kind: 'cancelled' });
+    }
     report(cli, result);
     return EXIT.ok;
   } finally {

@@ -116,8 +116,18 @@ export function parseSeed(v: unknown): bigint {
   return s;
 }
 
+/** GenerateParams' keys: any other is refused (a misspelt setting would otherwise be ignored without a word). */
+const PARAM_KEYS: readonly string[] = [
+  'prompt', 'negativePrompt', 'width', 'height', 'steps', 'guidanceScale', 'seed', 'scheduler', 'noise', 'method', 'methodOptions', 'maskWords', 'vae', 'originalSize',
+] satisfies (keyof GenerateParams)[];
+
 export function resolveParams(p: GenerateParams, native: { width: number; height: number }): ResolvedParams {
   if (!p || typeof p !== 'object') throw invalidArgument('params', 'an object with at least a prompt', p);
+  for (const key of Object.keys(p)) {
+    if (!PARAM_KEYS.includes(key) && (p as unknown as Record<string, unknown>)[key] !== undefined) {
+      throw invalidArgument(key, `a generation setting: ${PARAM_KEYS.join(', ')}`, (p as unknown as Record<string, unknown>)[key], 'Check the spelling');
+    }
+  }
   if (typeof p.prompt !== 'string') throw invalidArgument('prompt', 'a string', p.prompt);
   if (p.negativePrompt !== undefined && typeof p.negativePrompt !== 'string') throw invalidArgument('negativePrompt', 'a string', p.negativePrompt);
   const width = checkSize('width', p.width ?? native.width);

@@ -5,7 +5,9 @@
  */
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { AsgdError, throwIfAborted } from '../core/errors.ts';
+import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
+import { PIPELINE_OPTIONS } from '../core/options/registry.ts';
+import { checkOption } from '../core/options/spec.ts';
 import { cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
 import { checkUpscale, img2imgScheduler, upscaleMethodOptions, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
@@ -91,7 +93,7 @@ export interface PipelineTestHooks {
 }
 
 export type { DeviceActivity, GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
-import type { DeviceActivity, GenerationCallbacks, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
+import { finalStage, type DeviceActivity, type GenerationCallbacks, type GenerationProgress, type GenerationTimings } from '../core/generation/progress.ts';
 
 export interface GenerateRunOptions extends GenerationCallbacks {
   signal?: AbortSignal;
@@ -165,6 +167,8 @@ function contractError(message: string, parameter: string, expected: string, rec
 
 export class Pipeline implements AsyncDisposable {
   private closed = false;
+  /** The device workers were ended by a cancel or a device failure: the next run starts them again. */
+  private stopped = false;
   /** The last generate / upscale call's end (see oneAtATime). */
   private runs: Promise<unknown> = Promise.resolve();
   /** The last VAE decode's end: decodes run one after another (a preview's with the final one). */
@@ -173,7 +177,8 @@ export class Pipeline implements AsyncDisposable {
     readonly spec: ModelSpec,
     readonly devices: DeviceSpec[],
     private workers: DeviceWorker[],
-    private readonly pool: DevicePool,
+    private pool: DevicePool,
+    private readonly restart: (signal: AbortSignal | undefined, cancelled: () => AsgdError) => Promise<StartedDevices>,
     private readonly tokenizer: ClipTokenizer,
     readonly info: ModelInfo,
     private readonly tokenizer2?: ClipTokenizer,
@@ -183,7 +188,8 @@ export class Pipeline implements AsyncDisposable {
   ) {}
 
   /** @internal */
-  static async load(dir: string, options: PipelineOptions = {}, hooks: PipelineTestHooks = {}): Promise<Pipeline> {
+  static async load(dir: string, given: PipelineOptions | undefined, hooks: PipelineTestHooks = {}): Promise<Pipeline> {
+    const options = checkLoadArguments(dir, given);
     const signal = options.signal;
     const loadCancelled = () => new AsgdError('Loading cancelled', { kind: 'cancelled' });
     if (signal?.aborted) throw loadCancelled();
@@ -207,63 +213,22 @@ export class Pipeline implements AsyncDisposable {
     const fused = await fuseAttentionFiles(spec.paths.unet, probe, options.fuseAttention ?? false);
     const unetFile = fused.unet ?? spec.paths.unet;
     const probeFile = fused.probe ?? ('file' in probe ? probe.file : undefined);
-    const workers: DeviceWorker[] = [];
-    // Terminating rejects the request a worker is answering at once (its session creation cannot be interrupted).
-    const onAbort = () => workers.forEach((w) => void w.terminate());
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const files: DeviceFiles = {
+      spec, unet: unetFile, probe: probeFile, pool: { ...spec.paths, unet: unetFile, ...(probeFile ? { unetProbe: probeFile } : {}) },
+    };
+    const started = await startDevices(files, devices, options, hooks, signal, loadCancelled);
+    hooks.inspectWorkers?.(() => Promise.all(started.workers.map((w) => w.request<'describe'>({ type: 'describe' }, 'describing the worker'))));
     try {
-      for (const [i, d] of devices.entries()) {
-        if (signal?.aborted) throw loadCancelled();
-        // Decided as the worker starts, with the WebGPU worker threads running now (other pipelines load meanwhile).
-        const w = new DeviceWorker(d, workerIsolations(options.workerIsolation ?? 'auto', devices, liveWebgpuThreads())[i]);
-        workers.push(w);
-        const paths: Partial<Record<ComponentName, string>> = { unet: unetFile };
-        if (i === 0) {
-          paths.textEncoder = spec.paths.textEncoder;
-          if (spec.paths.textEncoder2) paths.textEncoder2 = spec.paths.textEncoder2;
-          if (spec.paths.textEncoder3) paths.textEncoder3 = spec.paths.textEncoder3;
-          paths.vaeDecoder = spec.paths.vaeDecoder;
-          if (probeFile) paths.unetProbe = probeFile;
-        }
-        await w.request<'ok'>(
-          {
-            type: 'init', paths, session: { provider: d.provider, deviceId: d.deviceId, threads: d.threads },
-            failAfterUnetCalls: hooks.injectFailure?.device === i ? hooks.injectFailure.after : undefined,
-            failMode: hooks.injectFailure?.device === i ? hooks.injectFailure.mode : undefined,
-          },
-          'loading the model',
-        );
-      }
-      const desc = await workers[0]!.request<'describe'>({ type: 'describe' }, 'describing the model');
       const deviceWarnings = await attentionOnCpuWarnings(unetFile, devices);
-      const info = describeModel(spec, desc.components, probe, fused.info, deviceWarnings);
-      const holdings = workers.map((_, i): ComponentName[] =>
-        i > 0 ? ['unet'] : ['unet', 'textEncoder', 'vaeDecoder', ...(spec.paths.textEncoder2 ? ['textEncoder2' as const] : []), ...(spec.paths.textEncoder3 ? ['textEncoder3' as const] : []), ...('file' in probe ? ['unetProbe' as const] : [])],
-      );
-      const pool = new DevicePool(workers, holdings, {
-        split: await splitModeFor(options.splitCfg ?? 'auto', devices, desc.components.unet?.inputs, () =>
-          workers[0]!.request<'checkCfgSplit'>({ type: 'checkCfgSplit', height: 16, width: 16 }, 'checking CFG splitting').then((r) => r.identical),
-        ),
-        retry: options.retryOnOtherDevice ?? false,
-        paths: { ...spec.paths, unet: unetFile, ...(probeFile ? { unetProbe: probeFile } : {}) } as Partial<Record<ComponentName, string>>,
-        completionJitter: hooks.completionJitter
-          ? { random: createRandom(BigInt(hooks.completionJitter.seed), 'jitter'), maxMs: hooks.completionJitter.maxMs }
-          : undefined,
-      });
-      hooks.inspectWorkers?.(() => Promise.all(workers.map((w) => w.request<'describe'>({ type: 'describe' }, 'describing the worker'))));
+      const info = describeModel(spec, started.desc.components, probe, fused.info, deviceWarnings);
       if (signal?.aborted) throw loadCancelled();
-      return new Pipeline(spec, devices, workers, pool, tokenizer, info, tokenizer2, tokenizer3, deviceWarnings);
+      // A restart (after a cancel or a device failure) starts the same workers with the split already decided.
+      const restart = (s: AbortSignal | undefined, cancelled: () => AsgdError) =>
+        startDevices(files, devices, { ...options, splitCfg: undefined }, { completionJitter: hooks.completionJitter }, s, cancelled, started.pool.splitMode);
+      return new Pipeline(spec, devices, started.workers, started.pool, restart, tokenizer, info, tokenizer2, tokenizer3, deviceWarnings);
     } catch (err) {
-      const ended = Promise.all(workers.map((w) => w.terminate()));
-      if (signal?.aborted) {
-        // Not waited for: a thread still creating a session ends when it is done (the caller need not wait).
-        void ended.catch(() => undefined);
-        throw loadCancelled();
-      }
-      await ended;
-      throw err;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
+      await Promise.all(started.workers.map((w) => w.terminate()));
+      throw signal?.aborted ? loadCancelled() : err;
     }
   }
 
@@ -276,6 +241,7 @@ export class Pipeline implements AsyncDisposable {
    * at a time), in the order they were made.
    */
   async generate(params: GenerateParams, run: GenerateRunOptions = {}): Promise<GenerateResult> {
+    checkRunOptions(run);
     return this.oneAtATime(() => this.generateNow(params, run));
   }
 
@@ -291,31 +257,31 @@ export class Pipeline implements AsyncDisposable {
   }
 
   private async generateNow(params: GenerateParams, run: GenerateRunOptions): Promise<GenerateResult> {
-    if (this.closed) throw new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' });
+    this.assertOpen();
     // Stage 1, check: every setting against the model, before any model call.
     const plan = checkGeneration(params, this.facts(), this.tokenizer);
     const p = plan.params;
     const signal = run.signal;
+    await this.ready(signal, 'Generation cancelled');
     const { warnings, warn } = this.warningsFor(run);
     plan.warnings.forEach(warn);
     run = this.withDeviceActivity(run);
     return this.guarded(signal, 'Generation cancelled', async () => {
-      throwIfAborted(signal);
       const t0 = performance.now();
+      // Progress counts the scheduler's steps: PNDM runs more than asked (one more with skip_prk_steps, SD 1.x's).
+      const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
       // Stage 2, encode the prompt, and hand the conditioning to every device once.
-      await this.encodeAndShare(plan, run, warn);
+      await this.encodeAndShare(plan, run, scheduler.numSteps, warn);
       const tText = performance.now();
 
       // Stage 3, denoise: the method fuses one prediction per step, the scheduler steps it; units run on the devices.
-      const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
-      // Progress counts the scheduler's steps: PNDM runs more than asked (one more with skip_prk_steps, SD 1.x's).
       const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, scheduler.numSteps, run, warn);
       const tDenoise = performance.now();
       throwIfAborted(signal);
 
       // Stage 4, decode (tiled above the tile size).
       const image = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
-        run.onProgress?.({ phase: 'decode', stage: 2, step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
+        run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
       warn);
       throwIfAborted(signal);
       const tEnd = performance.now();
@@ -344,8 +310,9 @@ export class Pipeline implements AsyncDisposable {
    * The result's metadata records the source's SHA-256 and size and the upscale settings.
    */
   async upscale(params: UpscaleParams, run: GenerateRunOptions = {}): Promise<GenerateResult> {
+    checkRunOptions(run);
     return this.oneAtATime(async () => {
-      if (this.closed) throw new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' });
+      this.assertOpen();
       if (!params || typeof params !== 'object') throw new AsgdError('Invalid upscale parameters', { kind: 'invalid-argument', parameter: 'params', expected: 'an object with an image', received: String(params) });
       const source = await readSourceImage(params.image);
       return this.upscaleSource(source, params, run);
@@ -354,6 +321,7 @@ export class Pipeline implements AsyncDisposable {
 
   /** Generates at the given settings, then upscales the image in the same run: one result whose metadata holds both. */
   async generateUpscaled(params: GenerateParams, upscale: GenerateUpscaleSettings, run: GenerateRunOptions = {}): Promise<GenerateResult> {
+    checkRunOptions(run);
     // The upscale settings are checked before anything runs (the size against the first stage's).
     const first = checkGeneration(params, this.facts(), this.tokenizer).params;
     checkUpscale({ width: first.width, height: first.height }, upscale);
@@ -403,12 +371,12 @@ export class Pipeline implements AsyncDisposable {
     if (chosen.warning) warn(chosen.warning);
 
     plan.warnings.forEach(warn);
+    const signal = run.signal;
+    await this.ready(signal, 'Upscale cancelled');
     run = this.withDeviceActivity(run);
     const asg = p.method === 'asg';
     const geo = plan.method.geometry;
-    const signal = run.signal;
     return this.guarded(signal, 'Upscale cancelled', async () => {
-      throwIfAborted(signal);
       const t0 = performance.now();
       // Stage 2, the input: resized to the output, padded to the latent grid, encoded; for asg's 'input' sources
       // also at the patch size (the native-size view every stage-1 patch is guided toward).
@@ -426,20 +394,20 @@ export class Pipeline implements AsyncDisposable {
       const tEncode = performance.now();
 
       // Stage 3, the prompt, as generate.
-      await this.encodeAndShare(plan, run, warn);
-      const tText = performance.now();
-
-      // Stage 4, denoise the last steps from the noised input.
       const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
       const start = startStep(p.steps, up.strength);
       const scheduler = schedulerFrom(full, start);
+      await this.encodeAndShare(plan, run, scheduler.numSteps, warn);
+      const tText = performance.now();
+
+      // Stage 4, denoise the last steps from the noised input.
       const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, scheduler.numSteps, run, warn, init);
       const tDenoise = performance.now();
       throwIfAborted(signal);
 
       // Stage 5, decode and crop to the output size.
       const decoded = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
-        run.onProgress?.({ phase: 'decode', stage: 2, step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
+        run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
       warn);
       throwIfAborted(signal);
       const image = cropRgb(decoded, up.targetWidth, up.targetHeight);
@@ -502,6 +470,8 @@ export class Pipeline implements AsyncDisposable {
    * a failed device (not retried) leaves no worker running, since their state is unknown.
    */
   private async guarded<T>(signal: AbortSignal | undefined, cancelledMessage: string, body: () => Promise<T>): Promise<T> {
+    // Aborted before it started: nothing to stop.
+    if (signal?.aborted) throw new AsgdError(cancelledMessage, { kind: 'cancelled' });
     const onAbort = () => void this.abortWorkers();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -519,8 +489,9 @@ export class Pipeline implements AsyncDisposable {
   }
 
   /** The prompt-encoding stage on the device that holds the text encoders; the conditioning goes to every device once. */
-  private async encodeAndShare(plan: GenerationPlan, run: GenerateRunOptions, warn: (m: string) => void = () => undefined): Promise<void> {
+  private async encodeAndShare(plan: GenerationPlan, run: GenerateRunOptions, totalSteps: number, warn: (m: string) => void = () => undefined): Promise<void> {
     const p = plan.params;
+    run.onProgress?.({ phase: 'text', stage: 1, step: 0, totalSteps, unitsDone: 0, unitsTotal: 0 });
     const input = { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative };
     const encode = (which: 'textEncoder' | 'textEncoder2' | 'textEncoder3', rows: Int32Array[], layer: 'last' | 'penultimate') =>
       this.pool.request<'encodeText'>(which, { type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : `encoding the prompt (${which})`);
@@ -663,9 +634,33 @@ export class Pipeline implements AsyncDisposable {
   }
 
   private async abortWorkers(): Promise<void> {
-    // Terminating stops an in-flight model call at once; the pipeline cannot be used afterwards.
-    this.closed = true;
+    // Terminating stops an in-flight model call at once; the next run starts the workers again (ready()).
+    this.stopped = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' });
+  }
+
+  /**
+   * Before a run's first model call: a signal aborted already cancels it without touching the devices; workers
+   * ended by an earlier cancel or device failure are started again (the model loads again, as at loadPipeline).
+   */
+  private async ready(signal: AbortSignal | undefined, cancelledMessage: string): Promise<void> {
+    this.assertOpen();
+    const cancelled = () => new AsgdError(cancelledMessage, { kind: 'cancelled' });
+    if (signal?.aborted) throw cancelled();
+    if (!this.stopped) return;
+    const started = await this.restart(signal, cancelled);
+    if (this.closed) {
+      // Closed while the workers started: end them too.
+      await Promise.all(started.workers.map((w) => w.terminate()));
+      this.assertOpen();
+    }
+    this.workers = started.workers;
+    this.pool = started.pool;
+    this.stopped = false;
   }
 
   /** `await using pipe = await loadPipeline(...)` closes the pipeline when the scope ends. */
@@ -674,7 +669,8 @@ export class Pipeline implements AsyncDisposable {
   }
 
   async close(): Promise<void> {
-    if (this.closed) {
+    if (this.closed || this.stopped) {
+      this.closed = true;
       await Promise.all(this.workers.map((w) => w.terminate()));
       return;
     }
@@ -778,6 +774,129 @@ function describeModel(
     attentionFusion,
     notes: [...spec.notes, ...deviceNotes],
   };
+}
+
+/** loadPipeline's arguments, checked as the registry describes the options (JavaScript callers pass anything). */
+function checkLoadArguments(dir: unknown, options: unknown): PipelineOptions {
+  if (typeof dir !== 'string' || dir === '') throw invalidArgument('dir', 'the path of a model folder, as a string', dir, 'Pass the export folder, e.g. loadPipeline("./sd15-onnx")');
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalidArgument('options', 'an object of PipelineOptions, or nothing', options);
+  const o = options as Record<string, unknown>;
+  const known = [...PIPELINE_OPTIONS.map((s) => s.key), 'attentionProbe', 'signal'];
+  for (const key of Object.keys(o)) {
+    if (!known.includes(key)) throw invalidArgument(key, `a pipeline option: ${known.join(', ')}`, o[key], 'Check the spelling; generation settings go to generate()');
+  }
+  for (const spec of PIPELINE_OPTIONS) {
+    if (spec.key !== 'devices' && o[spec.key] !== undefined) checkOption(spec, o[spec.key]);
+  }
+  const devices = o['devices'];
+  const isSpec = (d: unknown) => d !== null && typeof d === 'object' && typeof (d as DeviceSpec).provider === 'string' && typeof (d as DeviceSpec).label === 'string';
+  if (devices !== undefined && typeof devices !== 'string' && !(Array.isArray(devices) && devices.length > 0 && devices.every(isSpec))) {
+    throw invalidArgument('devices', 'a device list such as "cpu", "cpu,cpu" or "webgpu:0" (or parseDevices\' result)', devices);
+  }
+  if (o['attentionProbe'] !== undefined && typeof o['attentionProbe'] !== 'boolean') throw invalidArgument('attentionProbe', 'true or false', o['attentionProbe']);
+  checkSignal(o['signal'], 'signal');
+  return o as PipelineOptions;
+}
+
+/** A run's options (the second argument of generate / upscale): callbacks are functions, the signal a signal. */
+function checkRunOptions(run: unknown): void {
+  if (run === null || typeof run !== 'object' || Array.isArray(run)) throw invalidArgument('run', 'an object of run options (signal, onProgress, ...), or nothing', run);
+  const o = run as Record<string, unknown>;
+  checkSignal(o['signal'], 'signal');
+  for (const key of ['onProgress', 'onWarning', 'onPreview', 'onConditioning', 'onUnits']) {
+    if (o[key] !== undefined && typeof o[key] !== 'function') throw invalidArgument(key, 'a function, or nothing', o[key]);
+  }
+  const every = o['previewEvery'];
+  if (every !== undefined && !(typeof every === 'number' && Number.isInteger(every) && every >= 1)) throw invalidArgument('previewEvery', 'a whole number of steps, at least 1', every);
+}
+
+/** An AbortSignal, or nothing. */
+function checkSignal(signal: unknown, parameter: string): void {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument(parameter, 'an AbortSignal (e.g. new AbortController().signal), or nothing', signal);
+}
+
+/** The model files the device workers load. */
+interface DeviceFiles {
+  spec: ModelSpec;
+  /** The UNet each worker runs (the fused-attention one when asked for) and the attention-probe graph, if any. */
+  unet: string;
+  probe?: string;
+  /** Every component by file, for loading one on another worker later. */
+  pool: Partial<Record<ComponentName, string>>;
+}
+
+interface StartedDevices {
+  workers: DeviceWorker[];
+  pool: DevicePool;
+  desc: Extract<WorkerResult, { type: 'describe' }>;
+}
+
+/**
+ * Starts a worker per device and loads the model into them (the UNet everywhere; the text encoders, VAE decoder
+ * and probe on the first), then the pool over them. `split`: the CFG split mode decided before (a restart), else
+ * decided now. An abort of `signal` ends the workers and rejects with `cancelled()`; any failure ends them too.
+ */
+async function startDevices(
+  files: DeviceFiles, devices: DeviceSpec[], options: PipelineOptions, hooks: PipelineTestHooks,
+  signal: AbortSignal | undefined, cancelled: () => AsgdError, split?: SplitMode,
+): Promise<StartedDevices> {
+  const { spec } = files;
+  const workers: DeviceWorker[] = [];
+  // Terminating rejects the request a worker is answering at once (its session creation cannot be interrupted).
+  const onAbort = () => workers.forEach((w) => void w.terminate());
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    for (const [i, d] of devices.entries()) {
+      if (signal?.aborted) throw cancelled();
+      // Decided as the worker starts, with the WebGPU worker threads running now (other pipelines load meanwhile).
+      const w = new DeviceWorker(d, workerIsolations(options.workerIsolation ?? 'auto', devices, liveWebgpuThreads())[i]);
+      workers.push(w);
+      const paths: Partial<Record<ComponentName, string>> = { unet: files.unet };
+      if (i === 0) {
+        paths.textEncoder = spec.paths.textEncoder;
+        if (spec.paths.textEncoder2) paths.textEncoder2 = spec.paths.textEncoder2;
+        if (spec.paths.textEncoder3) paths.textEncoder3 = spec.paths.textEncoder3;
+        paths.vaeDecoder = spec.paths.vaeDecoder;
+        if (files.probe) paths.unetProbe = files.probe;
+      }
+      await w.request<'ok'>(
+        {
+          type: 'init', paths, session: { provider: d.provider, deviceId: d.deviceId, threads: d.threads },
+          failAfterUnetCalls: hooks.injectFailure?.device === i ? hooks.injectFailure.after : undefined,
+          failMode: hooks.injectFailure?.device === i ? hooks.injectFailure.mode : undefined,
+        },
+        'loading the model',
+      );
+    }
+    const desc = await workers[0]!.request<'describe'>({ type: 'describe' }, 'describing the model');
+    const holdings = workers.map((_, i): ComponentName[] =>
+      i > 0 ? ['unet'] : ['unet', 'textEncoder', 'vaeDecoder', ...(spec.paths.textEncoder2 ? ['textEncoder2' as const] : []), ...(spec.paths.textEncoder3 ? ['textEncoder3' as const] : []), ...(files.probe ? ['unetProbe' as const] : [])],
+    );
+    const pool = new DevicePool(workers, holdings, {
+      split: split ?? await splitModeFor(options.splitCfg ?? 'auto', devices, desc.components.unet?.inputs, () =>
+        workers[0]!.request<'checkCfgSplit'>({ type: 'checkCfgSplit', height: 16, width: 16 }, 'checking CFG splitting').then((r) => r.identical),
+      ),
+      retry: options.retryOnOtherDevice ?? false,
+      paths: files.pool,
+      completionJitter: hooks.completionJitter
+        ? { random: createRandom(BigInt(hooks.completionJitter.seed), 'jitter'), maxMs: hooks.completionJitter.maxMs }
+        : undefined,
+    });
+    if (signal?.aborted) throw cancelled();
+    return { workers, pool, desc };
+  } catch (err) {
+    const ended = Promise.all(workers.map((w) => w.terminate()));
+    if (signal?.aborted) {
+      // Not waited for: a thread still creating a session ends when it is done (the caller need not wait).
+      void ended.catch(() => undefined);
+      throw cancelled();
+    }
+    await ended;
+    throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 /**

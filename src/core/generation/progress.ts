@@ -11,7 +11,7 @@ export interface GenerationProgress {
   /** The step running or just run, from 1 (0 while the prompt is encoded; decode events carry totalSteps). */
   step: number;
   totalSteps: number;
-  /** UNet evaluations completed and planned in total. */
+  /** UNet evaluations completed and planned in total (both 0 in the text event, before the plan's count is known). */
   unitsDone: number;
   unitsTotal: number;
   /** VAE tiles decoded so far, during 'decode'. */
@@ -35,6 +35,14 @@ export interface DeviceActivity {
   calls: number;
   /** Given up after a failure (with retry on, the other devices took over its work). */
   lost?: boolean;
+}
+
+/**
+ * The stage of a method's last step, which decode events report: 1 for direct (one stage) and when stage 1 takes
+ * every step, else 2 (multidiffusion's steps are all stage 2).
+ */
+export function finalStage(method: { name: string; numSteps: number; stage1Steps: number }): 1 | 2 {
+  return method.name === 'direct' || method.numSteps <= method.stage1Steps ? 1 : 2;
 }
 
 /** What a caller of the Node or browser pipeline's generate may watch (each adds its own cancellation signal). */

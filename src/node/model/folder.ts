@@ -115,7 +115,7 @@ export function readModelFolder(dir: string): ModelSpec {
     throw modelError(
       `Model folder not found: ${abs}`,
       'model',
-      'Pass the folder written by `optimum-cli export onnx --model <id> <folder>` (or run `npm run fixtures` for the built-in test model)',
+      'Pass the folder written by `optimum-cli export onnx --model <id> <folder>` (the model shipped with asgdiffusion is its models/shapes-128 folder)',
       err,
     );
   }

@@ -34,6 +34,17 @@ export function liveDeviceWorkers(): string[] {
   return [...running].sort();
 }
 
+/** Each running device worker's exit. */
+const exits = new Map<string, Promise<void>>();
+
+/**
+ * Settles once every device worker started so far has exited. A process must not exit while a worker thread is
+ * inside ONNX Runtime (creating a session a cancelled load left running): onnxruntime-node aborts the process.
+ */
+export async function deviceWorkersExited(): Promise<void> {
+  await Promise.all([...exits.values()]);
+}
+
 /** WebGPU device workers running as threads of this process (at most one can run at a time: devices.ts). */
 const webgpuThreads = new Set<string>();
 
@@ -200,6 +211,7 @@ export class DeviceWorker {
       error: (err) => this.fail(err),
       exit: (how) => {
         running.delete(this.id);
+        exits.delete(this.id);
         webgpuThreads.delete(this.id);
         if (!this.terminated) this.fail(new Error(`worker ${isolation === 'process' ? 'process ' : ''}exited ${how}`));
         exit();
@@ -208,6 +220,7 @@ export class DeviceWorker {
     this.channel = isolation === 'process' ? processChannel(events) : threadChannel(events);
     this.id = this.channel.id;
     running.add(this.id);
+    exits.set(this.id, this.exited);
     if (device.provider === 'webgpu' && isolation === 'thread') webgpuThreads.add(this.id);
   }
 
