@@ -11,7 +11,8 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { METHOD_OPTIONS, PARAM_OPTIONS, VAE_OPTIONS } from '../src/core/options/registry.ts';
-import { readImageMetadata } from '../src/node/image/write.ts';
+import sharp from 'sharp';
+import { encodeImage, readImageMetadata } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { createServer, outputNameFor } from '../src/server/app.ts';
 import { LibraryEngine } from '../src/server/library-engine.ts';
@@ -556,6 +557,26 @@ test('output names cannot escape the outputs folder', async () => {
   assert.ok(fs.existsSync(path.join(root, 'secret.png')));
   const r = await h.app.inject({ url: '/api/v1/outputs/..%2F..%2F..%2Fetc%2Fpasswd' });
   assert.ok(r.statusCode === 400 || r.statusCode === 404);
+});
+
+test('the longest output names the gallery lists can be fetched, described, thumbnailed and deleted', async () => {
+  const h = await start();
+  const png = await encodeImage({ data: new Uint8Array(16 * 16 * 3).fill(90), width: 16, height: 16 }, 'png');
+  const name = `${'a'.repeat(201)}.png`;
+  const longest = `${'b'.repeat(201)}.webp`;
+  fs.writeFileSync(path.join(h.outputsDir, name), png);
+  fs.writeFileSync(path.join(h.outputsDir, longest), await sharp(png).webp().toBuffer());
+  const listed = ((await h.app.inject({ url: '/api/v1/outputs' })).json() as { outputs: { name: string }[] }).outputs.map((o) => o.name);
+  assert.deepEqual(listed.sort(), [name, longest].sort());
+  for (const n of [name, longest]) {
+    for (const suffix of ['', '/metadata', '/thumbnail']) {
+      const r = await h.app.inject({ url: `/api/v1/outputs/${n}${suffix}` });
+      assert.equal(r.statusCode, 200, `${n.length} chars${suffix}: ${r.body.slice(0, 200)}`);
+    }
+    const d = await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${n}` });
+    assert.equal(d.statusCode, 204, d.body);
+  }
+  assert.deepEqual(fs.readdirSync(h.outputsDir).filter((f) => !f.startsWith('.')), []);
 });
 
 test('the OpenAPI document lists every endpoint and its generation schema is the option registry', async () => {

@@ -54,6 +54,8 @@ const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 const FINAL = new Set(['completed', 'failed', 'cancelled']);
 /** Output file names: no folders, no leading dot, an image extension. */
 const OUTPUT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(png|jpe?g|webp)$/i;
+/** The longest name OUTPUT_NAME takes (1 + 200 + '.jpeg'): the router's limit on a path parameter covers it. */
+const OUTPUT_NAME_MAX = 1 + 200 + '.jpeg'.length;
 const THUMB_SIZE = 256;
 /**
  * Outputs and their thumbnails may be kept by the browser: an output's name is its job's (or an upload's content
@@ -104,6 +106,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
     bodyLimit: o.bodyLimit ?? 1024 * 1024,
+    // Fastify's default (100) would answer 404 for longer output names that the gallery lists.
+    maxParamLength: OUTPUT_NAME_MAX,
     // Bodies are taken as sent: no type coercion, no defaults filled in, nothing removed.
     ajv: { customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false } },
   });
