@@ -491,7 +491,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     },
     {
       method: 'GET', url: '/api/v1/outputs/:name/thumbnail', summary: `A ${THUMB_SIZE} px thumbnail (WebP), made once and cached`,
-      responses: { 200: { description: 'WebP', type: 'image/webp' }, 400: err('invalid name'), 404: err('no such output') },
+      responses: { 200: { description: 'WebP', type: 'image/webp' }, 400: err('invalid name'), 404: err('no such output'), 422: err('the file is not a readable image (truncated or damaged)') },
       handler: async (req, reply) => {
         const name = (req.params as { name: string }).name;
         const file = outputFile(name, reply);
@@ -500,7 +500,12 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         const thumb = path.join(thumbs, `${name}.webp`);
         if (!fs.existsSync(thumb) || fs.statSync(thumb).mtimeMs < fs.statSync(file).mtimeMs) {
           fs.mkdirSync(thumbs, { recursive: true });
-          const bytes = await sharp(file).resize(THUMB_SIZE, THUMB_SIZE, { fit: 'inside', withoutEnlargement: true }).webp().toBuffer();
+          let bytes: Buffer;
+          try {
+            bytes = await sharp(file).resize(THUMB_SIZE, THUMB_SIZE, { fit: 'inside', withoutEnlargement: true }).webp().toBuffer();
+          } catch {
+            return reply.code(422).send({ error: 'unreadable-image', field: 'name', message: `Invalid name; expected an output that is a readable image; received ${name}, which cannot be decoded (truncated or damaged)` });
+          }
           const tmp = `${thumb}.${process.pid}.tmp`;
           fs.writeFileSync(tmp, bytes);
           fs.renameSync(tmp, thumb);
