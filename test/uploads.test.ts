@@ -88,6 +88,19 @@ test('a picture cut short (a readable header, pixels missing) is refused naming 
   fs.rmSync(path.join(outputsDir, 'damaged.png'));
 });
 
+test('another content type is refused (415 naming content-type) before its body is read: a large JSON body is not parsed', async () => {
+  const big = Buffer.from(`{"x": "${'a'.repeat(1.1 * 1024 * 1024)}`);
+  for (const type of ['application/json', 'text/plain', 'application/octet-stream']) {
+    const r = await upload(big, type);
+    assert.equal(r.statusCode, 415, `${type}: ${r.body.slice(0, 200)}`);
+    assert.equal(r.json().field, 'content-type');
+    assert.equal(r.json().message, `Invalid content-type; expected image/png, image/jpeg, image/webp; received ${type}`);
+  }
+  const none = await app.inject({ method: 'POST', url: '/api/v1/uploads', payload: Buffer.from('x') });
+  assert.equal(none.statusCode, 415, none.body);
+  assert.equal(none.json().field, 'content-type');
+});
+
 test('an uploaded picture is upscaled like an output', async () => {
   const up = await upload(await picture(32, 32));
   const name = (up.json() as { name: string }).name;

@@ -366,10 +366,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         400: err('not a PNG, JPEG or WebP picture, or a side outside 8 to 8192 px'), 413: err('larger than 64 MiB'), 415: err('another content type'),
       },
       handler: async (req, reply) => {
-        const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-        if (!(type in UPLOAD_TYPES) || !Buffer.isBuffer(req.body)) {
-          return reply.code(415).send({ error: 'unsupported-media-type', field: 'content-type', message: `Invalid content-type: expected ${Object.keys(UPLOAD_TYPES).join(', ')}, received ${type || 'none'}` });
-        }
+        // Another content type was refused before its body was read (see the route's onRequest below).
+        if (!Buffer.isBuffer(req.body)) return unsupportedType(req, reply, Object.keys(UPLOAD_TYPES));
         const saved = await saveUpload(outputsDir, req.body);
         return reply.code(saved.created ? 201 : 200).send(saved);
       },
@@ -566,7 +564,13 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       const raw = r.rawBody;
       await app.register(async (scope) => {
         scope.addContentTypeParser([...raw.types], { parseAs: 'buffer', bodyLimit: raw.limit }, (_req, body, done) => done(null, body));
-        scope.route({ method: r.method, url: r.url, handler: r.handler, bodyLimit: raw.limit });
+        // Another content type is refused before its body is read: the route's size limit is for its own types
+        // (a JSON body would otherwise be read and parsed up to that limit, then refused).
+        const onRequest = async (req: FastifyRequest, reply: FastifyReply) => {
+          if (!raw.types.includes(mediaType(req))) return unsupportedType(req, reply, raw.types);
+          return undefined;
+        };
+        scope.route({ method: r.method, url: r.url, handler: r.handler, bodyLimit: raw.limit, onRequest });
       });
       continue;
     }
@@ -598,6 +602,16 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     for (const r of [...sse]) r.raw.end();
   });
   return app;
+}
+
+/** The media type of a request's body (its content-type without parameters), lower case; '' when none. */
+function mediaType(req: FastifyRequest): string {
+  return String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+/** 415 naming the content-type header, what the route takes and what was sent. */
+function unsupportedType(req: FastifyRequest, reply: FastifyReply, types: readonly string[]): FastifyReply {
+  return reply.code(415).send({ error: 'unsupported-media-type', field: 'content-type', message: `Invalid content-type; expected ${types.join(', ')}; received ${mediaType(req) || 'none'}` });
 }
 
 /** A Host header as URL.host writes it (no default port). */
