@@ -403,6 +403,82 @@ test('an invalid body is answered 400 with a message naming the field, and queue
   assert.equal(h.engine.started, 0);
 });
 
+test('schema errors name the field as its path in the body, what was expected (bounds, the allowed values, the seed\'s form) and what was received', async () => {
+  const h = await start();
+  const cases: [unknown, string, string][] = [
+    [{ prompt: 'x', width: 9000 }, 'width', 'Invalid width; expected an integer in [64, 8192]; received 9000'],
+    [{ prompt: 'x', steps: '5' }, 'steps', 'Invalid steps; expected an integer in [1, 1000]; received "5"'],
+    [{ prompt: 'x', method: 'sideways' }, 'method', 'Invalid method; expected one of asg, cutdiffusion, multidiffusion, direct; received "sideways"'],
+    [{ prompt: 'x', seed: 'abc' }, 'seed', 'Invalid seed; expected a decimal string of an integer 0 .. 2^64-1; received "abc"'],
+    [{ prompt: 'x', vae: { tiling: 'maybe' } }, 'vae.tiling', 'Invalid vae.tiling; expected one of auto, on, off; received "maybe"'],
+    [{ prompt: 'x', guidanceScale: 1e308 }, 'guidanceScale', 'Invalid guidanceScale; expected a number in [0, 100]; received 1e+308'],
+  ];
+  for (const [body, field, message] of cases) {
+    const r = await post(h, body);
+    assert.equal(r.statusCode, 400, r.body);
+    assert.deepEqual(r.json(), { error: 'invalid-argument', field, message });
+  }
+  const long = await post(h, { prompt: 'x', method: 'y'.repeat(500) });
+  assert.match(long.json().message, /received "y+\.\.\. \(502 characters\)$/, 'a long value is cut short');
+  const missing = (await post(h, { steps: 5 })).json();
+  assert.equal(missing.field, 'prompt');
+  assert.match(missing.message, /^Invalid prompt: it is required; expected a string/);
+  const unknown = (await post(h, { prompt: 'x', stepz: 5 })).json();
+  assert.equal(unknown.field, 'stepz');
+  assert.match(unknown.message, /^Invalid stepz: not a known setting; expected one of model, prompt, .*; received 5$/);
+  // A method option is named by its place in the body.
+  const stride = (await post(h, { prompt: 'x', methodOptions: { windowStride: 0 } })).json();
+  assert.equal(stride.field, 'methodOptions.windowStride', JSON.stringify(stride));
+  const query = await h.app.inject({ url: '/api/v1/jobs?finished=x' });
+  assert.deepEqual(query.json(), { error: 'invalid-argument', field: 'finished', message: 'Invalid finished; expected a whole number of at most 6 digits; received "x"' });
+});
+
+test("Fastify's own errors answer in the API's shape: not JSON, a prototype key, another content type, too large, an unknown method or path", async () => {
+  const h = await start();
+  const send = (payload: string, type?: string) => h.app.inject({ method: 'POST', url: '/api/v1/jobs', payload, headers: type ? { 'content-type': type } : {} });
+  const bad = await send('{"prompt": ', 'application/json');
+  assert.equal(bad.statusCode, 400);
+  assert.equal(bad.json().error, 'invalid-json');
+  assert.equal(bad.json().field, 'body');
+  assert.match(bad.json().message, /^Invalid body; expected JSON; received text that does not parse as JSON \(/);
+  const proto = await send('{"prompt": "x", "__proto__": {"steps": 1}}', 'application/json');
+  assert.equal(proto.statusCode, 400);
+  assert.equal(proto.json().error, 'forbidden-key');
+  assert.match(proto.json().message, /__proto__.*refused/);
+  assert.doesNotMatch(proto.json().message, /not valid JSON/);
+  const empty = await send('', 'application/json');
+  assert.equal(empty.statusCode, 400, empty.body);
+  assert.equal(empty.json().field, 'body');
+  for (const type of ['text/plain', 'application/xml', undefined]) {
+    const r = await send('{"prompt": "x"}', type);
+    assert.equal(r.statusCode, 415, `${type}: ${r.body}`);
+    assert.deepEqual(r.json(), { error: 'unsupported-media-type', field: 'content-type', message: `Invalid content-type; expected application/json; received ${type ?? 'none'}` });
+  }
+  assert.equal((await send('{"prompt": "x", "steps": 1}', 'application/json; charset=utf-8')).statusCode, 202, 'a charset is fine');
+  const huge = await post(h, { prompt: 'x'.repeat(2 * 1024 * 1024) });
+  assert.equal(huge.statusCode, 413);
+  assert.deepEqual(huge.json(), { error: 'payload-too-large', field: 'body', message: 'Invalid body: too large; expected at most 1 MiB; received more' });
+  const put = await h.app.inject({ method: 'PUT', url: '/api/v1/jobs' });
+  assert.equal(put.statusCode, 405, put.body);
+  assert.equal(put.headers['allow'], 'POST, GET, HEAD');
+  assert.deepEqual(put.json(), { error: 'method-not-allowed', field: 'method', message: 'Invalid method for /api/v1/jobs; expected POST, GET, HEAD; received PUT' });
+  const getUpload = await h.app.inject({ url: '/api/v1/uploads' });
+  assert.equal(getUpload.statusCode, 405, getUpload.body);
+  assert.equal(getUpload.headers['allow'], 'POST');
+  const postJob = await h.app.inject({ method: 'POST', url: '/api/v1/jobs/abc', payload: {} });
+  assert.equal(postJob.statusCode, 405, postJob.body);
+  assert.equal(postJob.headers['allow'], 'GET, HEAD, PATCH, DELETE');
+  for (const method of ['GET', 'POST'] as const) {
+    const none = await h.app.inject({ method, url: '/api/v1/nothing-here' });
+    assert.equal(none.statusCode, 404, none.body);
+    assert.deepEqual(none.json(), { error: 'not-found', message: `No such endpoint: ${method} /api/v1/nothing-here` });
+  }
+  const doc = (await h.app.inject({ url: '/api/v1/openapi.json' })).json() as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+  for (const [p, m] of [['/api/v1/jobs', 'post'], ['/api/v1/estimate', 'post'], ['/api/v1/outputs/{name}/upscale', 'post'], ['/api/v1/jobs/{id}', 'patch'], ['/api/v1/uploads', 'post']]) {
+    assert.ok(doc.paths[p]![m]!.responses['413'] && doc.paths[p]![m]!.responses['415'], `${m} ${p} documents 413 and 415`);
+  }
+});
+
 test('a request from another site (Origin) or another host name (DNS rebinding) gets 403', async () => {
   const h = await start();
   const foreign = await post(h, { prompt: 'x' }, { origin: 'https://evil.example' });

@@ -25,6 +25,7 @@ import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
 import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
 import { checkUpscale, startStep, upscaleMethodOptions } from '../core/generation/img2img.ts';
 import { saveUpload, UPLOAD_MAX_BYTES, UPLOAD_TYPES } from './uploads.ts';
+import { ApiError, bodyField, fastifyErrorBody, jsonBodyError, schemaErrorBody, type SchemaError } from './errors.ts';
 
 const uploadSchema: JsonSchema = {
   type: 'object',
@@ -109,7 +110,17 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     // Fastify's default (100) would answer 404 for longer output names that the gallery lists.
     maxParamLength: OUTPUT_NAME_MAX,
     // Bodies are taken as sent: no type coercion, no defaults filled in, nothing removed.
-    ajv: { customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false } },
+    // verbose: errors carry the value sent and the schema it failed (the messages name both).
+    ajv: { customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false, verbose: true } },
+  });
+  // Fastify's JSON parser (prototype-poisoning keys refused), with errors that say which of the two it was.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    parseJson(req, body as string, (err, value) => {
+      if (err && (err as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY') return done(jsonBodyError(String(body)), undefined);
+      done(err, value);
+    });
   });
   const outputsDir = path.resolve(o.outputsDir);
   fs.mkdirSync(outputsDir, { recursive: true });
@@ -145,21 +156,38 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     return undefined;
   });
 
-  app.setErrorHandler((err: Error & { validation?: { instancePath: string; message?: string; params: Record<string, unknown> }[]; statusCode?: number; code?: string }, _req, reply) => {
-    if (err.validation && err.validation.length) {
-      const v = err.validation[0]!;
-      const extra = (v.params['missingProperty'] ?? v.params['additionalProperty']) as string | undefined;
-      const field = [...v.instancePath.split('/').filter(Boolean), ...(extra ? [extra] : [])].join('.') || 'body';
-      const what = v.params['additionalProperty'] ? 'is not a known setting' : v.params['missingProperty'] ? 'is required' : v.message ?? 'is invalid';
-      return reply.code(400).send({ error: 'invalid-argument', field, message: `Invalid ${field}: ${what}` });
-    }
+  app.setErrorHandler((err: Error & { validation?: SchemaError[]; validationContext?: string; statusCode?: number; code?: string }, req, reply) => {
+    if (err.validation && err.validation.length) return reply.code(400).send(schemaErrorBody(err.validation[0]!, err.validationContext));
+    if (err instanceof ApiError) return reply.code(err.status).send(err.body);
     if (err instanceof AsgdError && err.kind === 'invalid-argument') {
-      return reply.code(400).send({ error: 'invalid-argument', field: err.parameter, message: err.message });
+      return reply.code(400).send({ error: 'invalid-argument', field: bodyField(err.parameter), message: err.message });
     }
     if (err instanceof QueueError) return reply.code(err.status).send({ error: 'queue', message: err.message });
+    const known = fastifyErrorBody(err.code, { limit: req.routeOptions.bodyLimit, contentType: mediaType(req), expectedTypes: routeTypes(req) });
+    if (known) return reply.code(known.status).send(known.body);
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-    return reply.code(status).send({ error: status === 500 ? 'internal' : err.code ?? 'bad-request', message: err.message });
+    return reply.code(status).send({ error: status === 500 ? 'internal' : 'bad-request', message: err.message });
   });
+
+  /** The content types the matched route takes, in words. */
+  const routeTypes = (req: FastifyRequest): string => {
+    const r = routes.find((x) => x.url === req.routeOptions.url && x.method === req.method);
+    return r?.rawBody ? r.rawBody.types.join(', ') : r?.body ? 'application/json' : 'no body';
+  };
+
+  /**
+   * A request no route matched: 405 with Allow when the path exists under other methods, else 404; both in the
+   * API's shape.
+   */
+  const noRoute = (req: FastifyRequest, reply: FastifyReply) => {
+    const pathname = new URL(req.url, 'http://x').pathname;
+    const allowed = [...new Set(routes.filter((r) => routePattern(r.url).test(pathname)).flatMap((r) => (r.method === 'GET' ? ['GET', 'HEAD'] : [r.method])))];
+    if (allowed.length) {
+      return reply.code(405).header('allow', allowed.join(', ')).send({ error: 'method-not-allowed', field: 'method', message: `Invalid method for ${pathname}; expected ${allowed.join(', ')}; received ${req.method}` });
+    }
+    return reply.code(404).send({ error: 'not-found', message: `No such endpoint: ${req.method} ${pathname}` });
+  };
+  app.setNotFoundHandler(async (req, reply) => noRoute(req, reply));
 
   // The queue runs jobs through the engine; an output that exists belongs to a run that completed before a crash.
   o.queue.process(async (job, ctx) => {
@@ -576,6 +604,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     }
     app.route({
       method: r.method, url: r.url, handler: r.handler,
+      // A JSON body in another content type (text/plain parses as a string) is refused as such, before it is read.
+      ...(r.body ? { onRequest: async (req: FastifyRequest, reply: FastifyReply) => (mediaType(req) === 'application/json' ? undefined : unsupportedType(req, reply, ['application/json'])) } : {}),
       schema: { ...(r.body ? { body: r.body } : {}), ...(params ? { params } : {}), ...(r.query ? { querystring: { type: 'object', properties: r.query } } : {}) },
     });
   }
@@ -583,7 +613,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   // The page.
   const web = o.webDir && fs.existsSync(path.join(o.webDir, 'index.html')) ? path.resolve(o.webDir) : undefined;
   app.get('/*', async (req, reply) => {
-    if (req.url.startsWith('/api/')) return notFound(reply, 'No such endpoint');
+    if (req.url.startsWith('/api/')) return noRoute(req, reply);
     if (!web) {
       return reply.type('text/html').send('<!doctype html><title>asgd</title><p>The page is not built. Run <code>npm run build</code> in the asgdiffusion folder, then start <code>asgd serve</code> again. The API is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>');
     }
@@ -602,6 +632,11 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     for (const r of [...sse]) r.raw.end();
   });
   return app;
+}
+
+/** A route's URL as a pattern of paths (each :param one segment). */
+function routePattern(url: string): RegExp {
+  return new RegExp(`^${url.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}/?$`);
 }
 
 /** The media type of a request's body (its content-type without parameters), lower case; '' when none. */
@@ -632,6 +667,13 @@ function contentType(file: string): string {
   return types[ext] ?? 'application/octet-stream';
 }
 
+/** What any route with a JSON body can answer besides its own responses. */
+const jsonBodyResponses: Route['responses'] = {
+  400: { description: 'the body is not JSON, or holds a prototype-poisoning key', schema: errorSchema },
+  413: { description: 'the body is larger than the limit (1 MiB unless the server sets another)', schema: errorSchema },
+  415: { description: 'a content type other than application/json', schema: errorSchema },
+};
+
 function openApiDocument(routes: Route[]): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
@@ -645,7 +687,7 @@ function openApiDocument(routes: Route[]): Record<string, unknown> {
         : {}),
       ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: r.body } } } } : {}),
       ...(r.rawBody ? { requestBody: { required: true, content: Object.fromEntries(r.rawBody.types.map((t) => [t, { schema: { type: 'string', format: 'binary' } }])) } } : {}),
-      responses: Object.fromEntries(Object.entries(r.responses).map(([code, v]) => [code, {
+      responses: Object.fromEntries(Object.entries({ ...(r.body ? jsonBodyResponses : {}), ...r.responses }).map(([code, v]) => [code, {
         description: v.description,
         ...(v.schema || v.type ? { content: { [v.type ?? 'application/json']: v.schema ? { schema: v.schema } : {} } } : {}),
       }])),
