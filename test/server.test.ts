@@ -712,3 +712,36 @@ test('an output can be upscaled: POST /outputs/{name}/upscale queues a job whose
   const escape = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/..%2F..%2Fetc%2Fpasswd/upscale`, payload: {} });
   assert.ok(escape.statusCode === 400 || escape.statusCode === 404, String(escape.statusCode));
 });
+
+test('an output a queued or running upscale reads cannot be deleted (409 naming the jobs); a job that fails on its source names it, not the folder', async () => {
+  const h = await start({ stepMs: 20 });
+  const g = await post(h, { prompt: 'a red circle', seed: '21', steps: 1, width: 64, height: 64 });
+  const source = (await finished(h, g.json().id)).output!;
+  // A long job first, so the upscale waits in the queue.
+  const blocker = (await post(h, { prompt: 'slow', steps: 200, seed: '1', method: 'direct' })).json().id as string;
+  const up = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${source}/upscale`, payload: { scale: 2, steps: 2, seed: '5' } });
+  assert.equal(up.statusCode, 202, up.body);
+  const upId = up.json().id as string;
+  const refused = await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${source}` });
+  assert.equal(refused.statusCode, 409, refused.body);
+  assert.equal(refused.json().error, 'in-use');
+  assert.equal(refused.json().field, 'name');
+  assert.match(refused.json().message, new RegExp(`${upId} \\(queued\\)`));
+  assert.ok(fs.existsSync(path.join(h.outputsDir, source)), 'the file stays');
+
+  // A source gone from the folder behind the server's back: the job fails naming the output, not the folder's path.
+  fs.rmSync(path.join(h.outputsDir, source));
+  await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${blocker}` });
+  const failed = await finished(h, upId);
+  assert.equal(failed.state, 'failed', JSON.stringify(failed));
+  assert.equal(failed.error?.parameter, 'name', JSON.stringify(failed.error));
+  assert.match(failed.error!.message, new RegExp(source.replace(/\./g, '\\.')));
+  assert.ok(!failed.error!.message.includes(h.outputsDir), failed.error!.message);
+
+  // Once no job reads it, an output is deleted as before.
+  const g2 = await post(h, { prompt: 'a red circle', seed: '22', steps: 1, width: 64, height: 64 });
+  const other = (await finished(h, g2.json().id)).output!;
+  const up2 = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${other}/upscale`, payload: { scale: 2, steps: 2, seed: '5' } });
+  assert.equal((await finished(h, up2.json().id)).state, 'completed');
+  assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${other}` })).statusCode, 204);
+});

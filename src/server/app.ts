@@ -25,7 +25,7 @@ import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
 import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
 import { checkUpscale, startStep, upscaleMethodOptions } from '../core/generation/img2img.ts';
 import { saveUpload, UPLOAD_MAX_BYTES, UPLOAD_TYPES } from './uploads.ts';
-import { ApiError, bodyField, fastifyErrorBody, jsonBodyError, schemaErrorBody, type SchemaError } from './errors.ts';
+import { ApiError, bodyField, fastifyErrorBody, jobErrorOf, jsonBodyError, schemaErrorBody, type SchemaError } from './errors.ts';
 
 const uploadSchema: JsonSchema = {
   type: 'object',
@@ -219,6 +219,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
           ctx.preview();
         },
       });
+    } catch (err) {
+      throw jobErrorOf(err, outputsDir, job.spec.kind === 'upscale' ? 'upscale' : 'generate');
     } finally {
       // The last preview stays a while (a page may still ask for it); only the newest jobs' are kept.
       for (const id of [...previews.keys()].slice(0, Math.max(0, previews.size - PREVIEWS_KEPT))) previews.delete(id);
@@ -541,11 +543,19 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     },
     {
       method: 'DELETE', url: '/api/v1/outputs/:name', summary: 'Delete an output (and its thumbnail)',
-      responses: { 204: { description: 'deleted' }, 400: err('invalid name'), 404: err('no such output') },
+      responses: { 204: { description: 'deleted' }, 400: err('invalid name'), 404: err('no such output'), 409: err('a queued or running upscale reads it (the jobs are named)') },
       handler: async (req, reply) => {
         const name = (req.params as { name: string }).name;
         const file = outputFile(name, reply);
         if (!file) return reply;
+        // An upscale that has yet to read its source would fail on a file gone.
+        const users = (await o.queue.list({ finished: 0 })).filter((j) => !FINAL.has(j.state) && j.spec.kind === 'upscale' && j.spec.settings['source'] === name);
+        if (users.length) {
+          return reply.code(409).send({
+            error: 'in-use', field: 'name',
+            message: `Output ${name} is the source of ${users.length === 1 ? 'job' : 'jobs'} ${users.map((j) => `${j.id} (${j.state})`).join(', ')}; cancel ${users.length === 1 ? 'it' : 'them'} or wait until ${users.length === 1 ? 'it ends' : 'they end'}, then delete it`,
+          });
+        }
         fs.rmSync(file);
         fs.rmSync(path.join(outputsDir, '.thumbnails', `${name}.webp`), { force: true });
         metaCache.delete(name);

@@ -133,3 +133,17 @@ export function jsonBodyError(text: string): ApiError {
     message: 'Invalid body; expected JSON without "__proto__" or "constructor": {"prototype"} keys (refused: they could alter objects\' prototypes); received a body with one',
   });
 }
+
+/**
+ * A run's error as a job reports it: the outputs folder's absolute path left out of the message (an output is
+ * named as the API names it), and for an upscale the source image's parameter as the API's (`name`, the output it
+ * was asked for). Other errors as they are.
+ */
+export function jobErrorOf<E>(err: E, outputsDir: string, kind: 'generate' | 'upscale'): E | { message: string; kind?: string; parameter?: string } {
+  const e = err as { message?: unknown; kind?: string; parameter?: string } | null;
+  if (!e || typeof e.message !== 'string') return err;
+  const folder = outputsDir.endsWith('/') || outputsDir.endsWith('\\') ? outputsDir : `${outputsDir}${outputsDir.includes('\\') ? '\\' : '/'}`;
+  const parameter = kind === 'upscale' && e.parameter === 'image' ? 'name' : e.parameter;
+  if (!e.message.includes(outputsDir) && parameter === e.parameter) return err;
+  return { message: e.message.split(folder).join('').split(outputsDir).join('the outputs folder'), ...(e.kind ? { kind: e.kind } : {}), ...(parameter ? { parameter } : {}) };
+}
