@@ -16,6 +16,7 @@ import { encodeImage, readImageMetadata } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { createServer, outputNameFor } from '../src/server/app.ts';
 import { LibraryEngine } from '../src/server/library-engine.ts';
+import { readModelFolderFacts } from '../src/server/model-facts.ts';
 import { LocalJobQueue } from '../src/server/local-queue.ts';
 import { serve } from '../src/server/serve.ts';
 import type { JobProgress, JobRecord } from '../src/server/queue.ts';
@@ -744,4 +745,85 @@ test('an output a queued or running upscale reads cannot be deleted (409 naming 
   const up2 = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${other}/upscale`, payload: { scale: 2, steps: 2, seed: '5' } });
   assert.equal((await finished(h, up2.json().id)).state, 'completed');
   assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${other}` })).statusCode, 204);
+});
+
+test('settings the run would refuse are refused before queueing (400 naming the field), by the estimate alike: the method plan, the scheduler family, SDXL-only options, the seed', async () => {
+  const h = await start();
+  const cases: [Record<string, unknown>, string, RegExp][] = [
+    [{ methodOptions: { windowStride: 1000 } }, 'methodOptions.windowStride', /windowStride/],
+    [{ scheduler: 'flow-euler' }, 'scheduler', /flow-matching scheduler is for SD3 models only/],
+    [{ originalSize: '1024x1024' }, 'originalSize', /originalSize is an SDXL option/],
+    [{ seed: '99999999999999999999' }, 'seed', /Invalid seed/],
+  ];
+  for (const [extra, field, re] of cases) {
+    for (const url of ['/api/v1/jobs', '/api/v1/estimate']) {
+      const r = await h.app.inject({ method: 'POST', url, payload: { prompt: 'a red circle', ...extra } });
+      assert.equal(r.statusCode, 400, `${url} ${JSON.stringify(extra)}: ${r.body}`);
+      assert.equal(r.json().field, field, `${url}: ${r.body}`);
+      assert.match(r.json().message, re);
+    }
+  }
+  const g = await post(h, { prompt: 'a red circle', seed: '21', steps: 1, width: 64, height: 64 });
+  assert.equal(g.statusCode, 202, g.body);
+  const source = (await finished(h, g.json().id)).output!;
+  // An upscale is checked as the upscale runs: at the size it denoises, with a scheduler that can start mid-way.
+  const upCases: [Record<string, unknown>, string][] = [
+    [{ methodOptions: { windowStride: 1000 } }, 'methodOptions.windowStride'],
+    [{ scheduler: 'pndm' }, 'scheduler'],
+    [{ scheduler: 'flow-euler' }, 'scheduler'],
+    [{ seed: '99999999999999999999' }, 'seed'],
+  ];
+  for (const [extra, field] of upCases) {
+    for (const url of [`/api/v1/outputs/${source}/upscale`, `/api/v1/outputs/${source}/upscale/estimate`]) {
+      const r = await h.app.inject({ method: 'POST', url, payload: { scale: 2, ...extra } });
+      assert.equal(r.statusCode, 400, `${url} ${JSON.stringify(extra)}: ${r.body}`);
+      assert.equal(r.json().field, field, r.body);
+    }
+  }
+  assert.equal(h.engine.started, 1, 'only the first generation ran');
+  assert.equal(((await h.app.inject({ url: '/api/v1/jobs' })).json() as { jobs: unknown[] }).jobs.length, 1);
+  // What passes the checks is queued and completes.
+  const ok = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${source}/upscale`, payload: { scale: 2, steps: 2, scheduler: 'ddim' } });
+  assert.equal(ok.statusCode, 202, ok.body);
+  assert.equal((await finished(h, ok.json().id)).state, 'completed');
+});
+
+test("mask words not in the prompt are refused before queueing, with the model's tokenizer (the local engine); the model folder's facts are read without loading it", async () => {
+  const dir = path.join(HERE, '..', 'models', 'shapes-128');
+  assert.deepEqual(readModelFolderFacts(dir), { nativeWidth: 128, nativeHeight: 128, schedulerConfig: readModelFolderFacts(dir).schedulerConfig, family: 'sd', latentChannels: 4 });
+  const queue = new LocalJobQueue({ dir: tempDir('state') });
+  const engine = new LibraryEngine([dir]);
+  const app = await createServer({ queue, engine, outputsDir: tempDir('outputs') });
+  open.push({ app, queue, engine: new FakeEngine(), stateDir: '', outputsDir: '', url: '' });
+  for (const url of ['/api/v1/jobs', '/api/v1/estimate']) {
+    const r = await app.inject({ method: 'POST', url, payload: { prompt: 'a red circle', maskWords: ['giraffe'] } });
+    assert.equal(r.statusCode, 400, r.body);
+    assert.equal(r.json().field, 'maskWords');
+    assert.match(r.json().message, /The mask word "giraffe" is not in the prompt/);
+  }
+  const fine = await app.inject({ method: 'POST', url: '/api/v1/estimate', payload: { prompt: 'a red circle', maskWords: ['circle'] } });
+  assert.equal(fine.statusCode, 200, fine.body);
+  const models = (await app.inject({ url: '/api/v1/models' })).json() as { models: Record<string, unknown>[] };
+  assert.deepEqual(models.models, [{ name: 'shapes-128', nativeWidth: 128, nativeHeight: 128 }], 'the model list stays name and native size');
+  assert.deepEqual((await queue.list()).length, 0);
+  await queue.close();
+});
+
+test('model folder facts: the family as the loader finds it, the latent channels and the SD3 patch size from the configs', () => {
+  const folder = (files: Record<string, string>) => {
+    const d = tempDir('facts');
+    for (const [f, text] of Object.entries(files)) {
+      fs.mkdirSync(path.dirname(path.join(d, f)), { recursive: true });
+      fs.writeFileSync(path.join(d, f), text);
+    }
+    return d;
+  };
+  const sdxl = readModelFolderFacts(folder({ 'unet/model.onnx': '', 'text_encoder_2/model.onnx': '', 'unet/config.json': '{"sample_size": 128, "in_channels": 4}' }));
+  assert.deepEqual([sdxl.family, sdxl.latentChannels, sdxl.nativeWidth, sdxl.patchSize], ['sdxl', 4, 1024, undefined]);
+  assert.equal(readModelFolderFacts(folder({ 'model_index.json': '{"_class_name": "ORTStableDiffusionXLPipeline"}', 'unet/model.onnx': '' })).family, 'sdxl');
+  const sd3 = readModelFolderFacts(folder({ 'transformer/model.onnx': '', 'transformer/config.json': '{"sample_size": 128, "in_channels": 16, "patch_size": 2}' }));
+  assert.deepEqual([sd3.family, sd3.latentChannels, sd3.patchSize, sd3.nativeWidth, sd3.schedulerConfig?._class_name], ['sd3', 16, 2, 1024, 'FlowMatchEulerDiscreteScheduler']);
+  const bare = readModelFolderFacts(folder({ 'unet/model.onnx': '' }));
+  assert.deepEqual([bare.family, bare.latentChannels], ['sd', 4]);
+  assert.deepEqual(readModelFolderFacts(folder({ 'transformer/model.onnx': '' })).latentChannels, 16);
 });

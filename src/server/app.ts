@@ -13,7 +13,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { AsgdError } from '../core/errors.ts';
 import type { GenerationMetadata } from '../core/metadata.ts';
-import { generationScheduler } from '../core/generation/check.ts';
+import { checkSettings, generationScheduler, type ModelFacts } from '../core/generation/check.ts';
 import { planMethod } from '../core/methods/plan.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { resolveParams, validateParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
@@ -23,7 +23,7 @@ import type { Engine, EngineResult, ModelEntry } from './engine.ts';
 import { QueueError } from './local-queue.ts';
 import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
 import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
-import { checkUpscale, startStep, upscaleMethodOptions } from '../core/generation/img2img.ts';
+import { checkUpscale, img2imgScheduler, startStep, upscaleMethodOptions } from '../core/generation/img2img.ts';
 import { saveUpload, UPLOAD_MAX_BYTES, UPLOAD_TYPES } from './uploads.ts';
 import { ApiError, bodyField, fastifyErrorBody, jobErrorOf, jsonBodyError, schemaErrorBody, type SchemaError } from './errors.ts';
 
@@ -242,6 +242,22 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const unitArea = (p: GenerateParams, m: { nativeWidth?: number; nativeHeight?: number }) =>
     (p.method ?? 'asg') === 'direct' ? ((p.width ?? m.nativeWidth ?? 512) * (p.height ?? m.nativeHeight ?? 512)) / ((m.nativeWidth ?? 512) * (m.nativeHeight ?? 512)) : 1;
 
+  /** What the check stage needs to know of a model, from its entry; undefined when its family is not known. */
+  const modelFacts = (m: ModelEntry): ModelFacts | undefined =>
+    m.family === undefined
+      ? undefined
+      : {
+          family: m.family,
+          nativeWidth: m.nativeWidth ?? 512,
+          nativeHeight: m.nativeHeight ?? 512,
+          latentChannels: m.latentChannels ?? (m.family === 'sd3' ? 16 : 4),
+          ...(m.family === 'sd3' ? { latentMultiple: m.patchSize ?? 2 } : {}),
+          schedulerClassName: String(m.schedulerConfig?._class_name ?? ''),
+          // A static input size and the VAE's precision need the ONNX files: checked where the job runs.
+          vaeForceUpcast: false,
+          vaeIsFloat16: false,
+        };
+
   /** UNet evaluations of `p` denoised over `numSteps` steps, and seconds once a job on the model was measured. */
   const estimate = (p: ResolvedParams, model: ModelEntry, numSteps: number) => {
     const nw = model.nativeWidth ?? 512;
@@ -282,10 +298,31 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
     const size = await sharp(file).metadata();
     const plan = checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
-    const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, ...rest } = body;
+    const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, width: _w, height: _h, ...rest } = body;
     const generation = toGenerateParams(rest);
-    validateParams({ ...generation, prompt: String(body['prompt'] ?? ''), width: undefined, height: undefined });
-    return { name, body, model, entry, plan, generation };
+    // As the upscale pipeline runs it: the prompt given or the one in the image, a scheduler that can start from a
+    // noised image, the upscale defaults of the method options, at the size denoised.
+    const prompt = generation.prompt ?? (await describeOutput(name)).metadata?.prompt ?? '';
+    const chosen = img2imgScheduler(generation.scheduler, String(entry.schedulerConfig?._class_name ?? ''));
+    const methodOptions = upscaleMethodOptions(generation.method, generation.methodOptions);
+    const params = checkGenerate({ ...generation, methodOptions, scheduler: chosen.scheduler, prompt, width: plan.workWidth, height: plan.workHeight }, entry);
+    return { name, body, model, entry, plan, params };
+  }
+
+  /**
+   * The checks the library's check stage makes before a model call, made before a job is queued so that a job
+   * queued runs: the settings, and against the model's facts (its family, native size, latent channels, scheduler),
+   * the scheduler's family, SDXL-only options and the method's plan; the mask words with the model's tokenizer where
+   * the engine has it (the fleet checks them on the worker). Returns the settings resolved (the seed as given, or 0).
+   * Throws an AsgdError naming the field.
+   */
+  function checkGenerate(params: GenerateParams, entry: ModelEntry): ResolvedParams {
+    const seeded = { ...params, seed: params.seed ?? '0' };
+    validateParams(seeded);
+    const facts = modelFacts(entry);
+    const p = facts ? checkSettings(seeded, facts).params : resolveParams(seeded, { width: entry.nativeWidth ?? 512, height: entry.nativeHeight ?? 512 });
+    if (p.maskWords && o.engine.checkMaskWords) o.engine.checkMaskWords(entry.name, p.prompt, p.maskWords);
+    return p;
   }
 
   /**
@@ -355,8 +392,9 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       handler: async (req, reply) => {
         const body = req.body as Record<string, unknown>;
         const model = body['model'] as string | undefined;
-        if (!(await requestModel(model, reply))) return reply;
-        validateParams(toGenerateParams(body));
+        const entry = await requestModel(model, reply);
+        if (!entry) return reply;
+        checkGenerate(toGenerateParams(body), entry);
         const job = await o.queue.add({ kind: 'generate', model, settings: body }, o.engine.deviceSet);
         return reply.code(202).send({ id: job.id });
       },
@@ -383,7 +421,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         const up = await checkUpscaleRequest(req, reply);
         if (!up) return reply;
         const model = up.entry;
-        const p = resolveParams({ ...up.generation, prompt: '', seed: '0', width: up.plan.workWidth, height: up.plan.workHeight, methodOptions: upscaleMethodOptions(up.generation.method, up.generation.methodOptions) }, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
+        const p = up.params;
         // As the pipeline runs it: the method over the steps left after the strength's start.
         return { width: up.plan.targetWidth, height: up.plan.targetHeight, ...estimate(p, model, p.steps - startStep(p.steps, up.plan.strength)) };
       },
@@ -409,7 +447,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         const params = toGenerateParams(req.body as Record<string, unknown>);
         const model = await requestModel((req.body as { model?: string }).model, reply);
         if (!model) return reply;
-        const p = resolveParams({ ...params, seed: '0' }, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
+        // The checks queueing makes: what the estimate accepts, the queue accepts.
+        const p = checkGenerate(params, model);
         return estimate(p, model, schedulerSteps(p, model));
       },
     },
@@ -571,7 +610,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       method: 'GET', url: '/api/v1/models', summary: 'The models jobs can name',
       responses: { 200: { description: 'models' } },
       // Name and native size: the scheduler config is the server's own business (its estimates).
-      handler: async () => ({ models: o.engine.models().map(({ schedulerConfig: _s, ...m }) => m) }),
+      handler: async () => ({ models: o.engine.models().map(({ schedulerConfig: _s, family: _f, latentChannels: _c, patchSize: _p, ...m }) => m) }),
     },
     {
       method: 'GET', url: '/api/v1/devices', summary: 'The device set jobs run on, and what this machine offers',
