@@ -499,7 +499,7 @@ test('the estimate checks the model as queueing does: an unknown one is named (4
   const estimate = (body: object) => h.app.inject({ method: 'POST', url: '/api/v1/estimate', payload: body });
   const bad = await estimate({ prompt: 'x', model: 'nope' });
   assert.equal(bad.statusCode, 400);
-  assert.deepEqual(bad.json(), { error: 'invalid-argument', field: 'model', message: 'Invalid model: expected one of fake-64, fake-other' });
+  assert.deepEqual(bad.json(), { error: 'invalid-argument', field: 'model', message: 'Invalid model; expected one of fake-64, fake-other; received "nope"' });
   assert.deepEqual((await estimate({ prompt: 'x', method: 'direct', steps: 7 })).json(), { unetEvaluations: 7 });
   // The named model is the one planned: at 192x160 its native 96x80 makes fewer patches than fake-64's 64x64.
   const first = (await estimate({ prompt: 'x', width: 192, height: 160, steps: 4 })).json() as { unetEvaluations: number };

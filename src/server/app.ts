@@ -331,7 +331,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
    */
   async function requestModel(model: string | undefined, reply: FastifyReply): Promise<ModelEntry | undefined> {
     if (model !== undefined && !(await knownModel(model))) {
-      void reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
+      void reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model; expected one of ${o.engine.models().map((m) => m.name).join(', ')}; received ${JSON.stringify(model)}` });
       return undefined;
     }
     if (model === undefined && o.engine.models().length === 0) await o.engine.refresh?.();
