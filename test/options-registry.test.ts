@@ -60,6 +60,9 @@ test('validation messages come from the registry and name the option, range and 
     [{ vae: { tileSize: 32, overlap: 20 } }, /Invalid vae\.overlap; expected an integer in \[0, 16\]/],
     [{ scheduler: 'heun' }, /Invalid scheduler; expected one of euler, euler-ancestral, ddim, pndm, dpmpp-2m, lms, flow-euler; received "heun"$/],
     [{ steps: 1001 }, /Invalid steps; expected an integer in \[1, 1000\]; received 1001$/],
+    // A huge guidance scale overflows the prediction to a black image: refused, as is a negative one.
+    [{ guidanceScale: 1e308 }, /Invalid guidanceScale; expected a number in \[0, 100\]; received 1e\+308$/],
+    [{ guidanceScale: -1 }, /Invalid guidanceScale; expected a number in \[0, 100\]; received -1$/],
   ];
   for (const [extra, re] of cases) {
     assert.throws(() => resolveParams({ prompt: 'x', ...extra } as never, { width: 512, height: 512 }), re);

@@ -105,6 +105,36 @@ test("balance leaves a stream's units whole (the dataflow's next units fill the 
   assert.equal(await run('always', true), 2);
 });
 
+test('many batches in flight on one signal share one abort listener: an abort cancels them all, and none is left after', async () => {
+  const devices = [new ScriptedDevice('dev0', false, () => 5), new ScriptedDevice('dev1', false, () => 5)];
+  const dispatcher = new Dispatcher(devices, { now: () => performance.now() });
+  const controller = new AbortController();
+  let listeners = 0;
+  const signal = controller.signal;
+  const add = signal.addEventListener.bind(signal);
+  const remove = signal.removeEventListener.bind(signal);
+  signal.addEventListener = ((type: string, l: () => void, o?: { once?: boolean }) => {
+    listeners += 1;
+    add(type, l, o);
+  }) as typeof signal.addEventListener;
+  signal.removeEventListener = ((type: string, l: () => void) => {
+    listeners -= 1;
+    remove(type, l);
+  }) as typeof signal.removeEventListener;
+  // 16 batches at once (more than the 10 listeners after which Node warns), then all of them settle.
+  const done = await Promise.all(Array.from({ length: 16 }, (_, i) => dispatcher.evaluate([unit(i)], 7.5, { signal })));
+  assert.equal(done.length, 16);
+  assert.equal(listeners, 0, 'no listener left once the batches settled');
+  const pending = Array.from({ length: 16 }, (_, i) => dispatcher.evaluate([unit(i)], 7.5, { signal }));
+  assert.equal(listeners, 1, 'one listener for the signal, not one per batch');
+  controller.abort();
+  const settled = await Promise.allSettled(pending);
+  assert.ok(settled.every((r) => r.status === 'rejected' && r.reason instanceof AsgdError && r.reason.kind === 'cancelled'), 'every batch cancelled');
+  assert.equal(listeners, 0);
+  // A batch after the abort is refused at once.
+  await assert.rejects(dispatcher.evaluate([unit(0)], 7.5, { signal }), (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled');
+});
+
 test('balance: 9 windows on 4 devices split one unit (2.5 unit-times instead of 3); the probe task goes first, to its holder', () => {
   const cost = new CostModel(4);
   const slots = [0, 1, 2, 3].map((device) => ({ device, freeAt: 0, probe: device === 0 }));

@@ -11,10 +11,12 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { METHOD_OPTIONS, PARAM_OPTIONS, VAE_OPTIONS } from '../src/core/options/registry.ts';
-import { readImageMetadata } from '../src/node/image/write.ts';
+import sharp from 'sharp';
+import { encodeImage, readImageMetadata } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { createServer, outputNameFor } from '../src/server/app.ts';
 import { LibraryEngine } from '../src/server/library-engine.ts';
+import { readModelFolderFacts } from '../src/server/model-facts.ts';
 import { LocalJobQueue } from '../src/server/local-queue.ts';
 import { serve } from '../src/server/serve.ts';
 import type { JobProgress, JobRecord } from '../src/server/queue.ts';
@@ -402,6 +404,82 @@ test('an invalid body is answered 400 with a message naming the field, and queue
   assert.equal(h.engine.started, 0);
 });
 
+test('schema errors name the field as its path in the body, what was expected (bounds, the allowed values, the seed\'s form) and what was received', async () => {
+  const h = await start();
+  const cases: [unknown, string, string][] = [
+    [{ prompt: 'x', width: 9000 }, 'width', 'Invalid width; expected an integer in [64, 8192]; received 9000'],
+    [{ prompt: 'x', steps: '5' }, 'steps', 'Invalid steps; expected an integer in [1, 1000]; received "5"'],
+    [{ prompt: 'x', method: 'sideways' }, 'method', 'Invalid method; expected one of asg, cutdiffusion, multidiffusion, direct; received "sideways"'],
+    [{ prompt: 'x', seed: 'abc' }, 'seed', 'Invalid seed; expected a decimal string of an integer 0 .. 2^64-1; received "abc"'],
+    [{ prompt: 'x', vae: { tiling: 'maybe' } }, 'vae.tiling', 'Invalid vae.tiling; expected one of auto, on, off; received "maybe"'],
+    [{ prompt: 'x', guidanceScale: 1e308 }, 'guidanceScale', 'Invalid guidanceScale; expected a number in [0, 100]; received 1e+308'],
+  ];
+  for (const [body, field, message] of cases) {
+    const r = await post(h, body);
+    assert.equal(r.statusCode, 400, r.body);
+    assert.deepEqual(r.json(), { error: 'invalid-argument', field, message });
+  }
+  const long = await post(h, { prompt: 'x', method: 'y'.repeat(500) });
+  assert.match(long.json().message, /received "y+\.\.\. \(502 characters\)$/, 'a long value is cut short');
+  const missing = (await post(h, { steps: 5 })).json();
+  assert.equal(missing.field, 'prompt');
+  assert.match(missing.message, /^Invalid prompt: it is required; expected a string/);
+  const unknown = (await post(h, { prompt: 'x', stepz: 5 })).json();
+  assert.equal(unknown.field, 'stepz');
+  assert.match(unknown.message, /^Invalid stepz: not a known setting; expected one of model, prompt, .*; received 5$/);
+  // A method option is named by its place in the body.
+  const stride = (await post(h, { prompt: 'x', methodOptions: { windowStride: 0 } })).json();
+  assert.equal(stride.field, 'methodOptions.windowStride', JSON.stringify(stride));
+  const query = await h.app.inject({ url: '/api/v1/jobs?finished=x' });
+  assert.deepEqual(query.json(), { error: 'invalid-argument', field: 'finished', message: 'Invalid finished; expected a whole number of at most 6 digits; received "x"' });
+});
+
+test("Fastify's own errors answer in the API's shape: not JSON, a prototype key, another content type, too large, an unknown method or path", async () => {
+  const h = await start();
+  const send = (payload: string, type?: string) => h.app.inject({ method: 'POST', url: '/api/v1/jobs', payload, headers: type ? { 'content-type': type } : {} });
+  const bad = await send('{"prompt": ', 'application/json');
+  assert.equal(bad.statusCode, 400);
+  assert.equal(bad.json().error, 'invalid-json');
+  assert.equal(bad.json().field, 'body');
+  assert.match(bad.json().message, /^Invalid body; expected JSON; received text that does not parse as JSON \(/);
+  const proto = await send('{"prompt": "x", "__proto__": {"steps": 1}}', 'application/json');
+  assert.equal(proto.statusCode, 400);
+  assert.equal(proto.json().error, 'forbidden-key');
+  assert.match(proto.json().message, /__proto__.*refused/);
+  assert.doesNotMatch(proto.json().message, /not valid JSON/);
+  const empty = await send('', 'application/json');
+  assert.equal(empty.statusCode, 400, empty.body);
+  assert.equal(empty.json().field, 'body');
+  for (const type of ['text/plain', 'application/xml', undefined]) {
+    const r = await send('{"prompt": "x"}', type);
+    assert.equal(r.statusCode, 415, `${type}: ${r.body}`);
+    assert.deepEqual(r.json(), { error: 'unsupported-media-type', field: 'content-type', message: `Invalid content-type; expected application/json; received ${type ?? 'none'}` });
+  }
+  assert.equal((await send('{"prompt": "x", "steps": 1}', 'application/json; charset=utf-8')).statusCode, 202, 'a charset is fine');
+  const huge = await post(h, { prompt: 'x'.repeat(2 * 1024 * 1024) });
+  assert.equal(huge.statusCode, 413);
+  assert.deepEqual(huge.json(), { error: 'payload-too-large', field: 'body', message: 'Invalid body: too large; expected at most 1 MiB; received more' });
+  const put = await h.app.inject({ method: 'PUT', url: '/api/v1/jobs' });
+  assert.equal(put.statusCode, 405, put.body);
+  assert.equal(put.headers['allow'], 'POST, GET, HEAD');
+  assert.deepEqual(put.json(), { error: 'method-not-allowed', field: 'method', message: 'Invalid method for /api/v1/jobs; expected POST, GET, HEAD; received PUT' });
+  const getUpload = await h.app.inject({ url: '/api/v1/uploads' });
+  assert.equal(getUpload.statusCode, 405, getUpload.body);
+  assert.equal(getUpload.headers['allow'], 'POST');
+  const postJob = await h.app.inject({ method: 'POST', url: '/api/v1/jobs/abc', payload: {} });
+  assert.equal(postJob.statusCode, 405, postJob.body);
+  assert.equal(postJob.headers['allow'], 'GET, HEAD, PATCH, DELETE');
+  for (const method of ['GET', 'POST'] as const) {
+    const none = await h.app.inject({ method, url: '/api/v1/nothing-here' });
+    assert.equal(none.statusCode, 404, none.body);
+    assert.deepEqual(none.json(), { error: 'not-found', message: `No such endpoint: ${method} /api/v1/nothing-here` });
+  }
+  const doc = (await h.app.inject({ url: '/api/v1/openapi.json' })).json() as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+  for (const [p, m] of [['/api/v1/jobs', 'post'], ['/api/v1/estimate', 'post'], ['/api/v1/outputs/{name}/upscale', 'post'], ['/api/v1/jobs/{id}', 'patch'], ['/api/v1/uploads', 'post']]) {
+    assert.ok(doc.paths[p]![m]!.responses['413'] && doc.paths[p]![m]!.responses['415'], `${m} ${p} documents 413 and 415`);
+  }
+});
+
 test('a request from another site (Origin) or another host name (DNS rebinding) gets 403', async () => {
   const h = await start();
   const foreign = await post(h, { prompt: 'x' }, { origin: 'https://evil.example' });
@@ -421,7 +499,7 @@ test('the estimate checks the model as queueing does: an unknown one is named (4
   const estimate = (body: object) => h.app.inject({ method: 'POST', url: '/api/v1/estimate', payload: body });
   const bad = await estimate({ prompt: 'x', model: 'nope' });
   assert.equal(bad.statusCode, 400);
-  assert.deepEqual(bad.json(), { error: 'invalid-argument', field: 'model', message: 'Invalid model: expected one of fake-64, fake-other' });
+  assert.deepEqual(bad.json(), { error: 'invalid-argument', field: 'model', message: 'Invalid model; expected one of fake-64, fake-other; received "nope"' });
   assert.deepEqual((await estimate({ prompt: 'x', method: 'direct', steps: 7 })).json(), { unetEvaluations: 7 });
   // The named model is the one planned: at 192x160 its native 96x80 makes fewer patches than fake-64's 64x64.
   const first = (await estimate({ prompt: 'x', width: 192, height: 160, steps: 4 })).json() as { unetEvaluations: number };
@@ -558,6 +636,26 @@ test('output names cannot escape the outputs folder', async () => {
   assert.ok(r.statusCode === 400 || r.statusCode === 404);
 });
 
+test('the longest output names the gallery lists can be fetched, described, thumbnailed and deleted', async () => {
+  const h = await start();
+  const png = await encodeImage({ data: new Uint8Array(16 * 16 * 3).fill(90), width: 16, height: 16 }, 'png');
+  const name = `${'a'.repeat(201)}.png`;
+  const longest = `${'b'.repeat(201)}.webp`;
+  fs.writeFileSync(path.join(h.outputsDir, name), png);
+  fs.writeFileSync(path.join(h.outputsDir, longest), await sharp(png).webp().toBuffer());
+  const listed = ((await h.app.inject({ url: '/api/v1/outputs' })).json() as { outputs: { name: string }[] }).outputs.map((o) => o.name);
+  assert.deepEqual(listed.sort(), [name, longest].sort());
+  for (const n of [name, longest]) {
+    for (const suffix of ['', '/metadata', '/thumbnail']) {
+      const r = await h.app.inject({ url: `/api/v1/outputs/${n}${suffix}` });
+      assert.equal(r.statusCode, 200, `${n.length} chars${suffix}: ${r.body.slice(0, 200)}`);
+    }
+    const d = await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${n}` });
+    assert.equal(d.statusCode, 204, d.body);
+  }
+  assert.deepEqual(fs.readdirSync(h.outputsDir).filter((f) => !f.startsWith('.')), []);
+});
+
 test('the OpenAPI document lists every endpoint and its generation schema is the option registry', async () => {
   const h = await start();
   const doc = (await h.app.inject({ url: '/api/v1/openapi.json' })).json() as { openapi: string; paths: Record<string, Record<string, { requestBody?: { content: { 'application/json': { schema: { properties: Record<string, Record<string, unknown>> } } } } }>> };
@@ -614,4 +712,118 @@ test('an output can be upscaled: POST /outputs/{name}/upscale queues a job whose
   assert.match(big.json().message, /10000/);
   const escape = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/..%2F..%2Fetc%2Fpasswd/upscale`, payload: {} });
   assert.ok(escape.statusCode === 400 || escape.statusCode === 404, String(escape.statusCode));
+});
+
+test('an output a queued or running upscale reads cannot be deleted (409 naming the jobs); a job that fails on its source names it, not the folder', async () => {
+  const h = await start({ stepMs: 20 });
+  const g = await post(h, { prompt: 'a red circle', seed: '21', steps: 1, width: 64, height: 64 });
+  const source = (await finished(h, g.json().id)).output!;
+  // A long job first, so the upscale waits in the queue.
+  const blocker = (await post(h, { prompt: 'slow', steps: 200, seed: '1', method: 'direct' })).json().id as string;
+  const up = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${source}/upscale`, payload: { scale: 2, steps: 2, seed: '5' } });
+  assert.equal(up.statusCode, 202, up.body);
+  const upId = up.json().id as string;
+  const refused = await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${source}` });
+  assert.equal(refused.statusCode, 409, refused.body);
+  assert.equal(refused.json().error, 'in-use');
+  assert.equal(refused.json().field, 'name');
+  assert.match(refused.json().message, new RegExp(`${upId} \\(queued\\)`));
+  assert.ok(fs.existsSync(path.join(h.outputsDir, source)), 'the file stays');
+
+  // A source gone from the folder behind the server's back: the job fails naming the output, not the folder's path.
+  fs.rmSync(path.join(h.outputsDir, source));
+  await h.app.inject({ method: 'DELETE', url: `/api/v1/jobs/${blocker}` });
+  const failed = await finished(h, upId);
+  assert.equal(failed.state, 'failed', JSON.stringify(failed));
+  assert.equal(failed.error?.parameter, 'name', JSON.stringify(failed.error));
+  assert.match(failed.error!.message, new RegExp(source.replace(/\./g, '\\.')));
+  assert.ok(!failed.error!.message.includes(h.outputsDir), failed.error!.message);
+
+  // Once no job reads it, an output is deleted as before.
+  const g2 = await post(h, { prompt: 'a red circle', seed: '22', steps: 1, width: 64, height: 64 });
+  const other = (await finished(h, g2.json().id)).output!;
+  const up2 = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${other}/upscale`, payload: { scale: 2, steps: 2, seed: '5' } });
+  assert.equal((await finished(h, up2.json().id)).state, 'completed');
+  assert.equal((await h.app.inject({ method: 'DELETE', url: `/api/v1/outputs/${other}` })).statusCode, 204);
+});
+
+test('settings the run would refuse are refused before queueing (400 naming the field), by the estimate alike: the method plan, the scheduler family, SDXL-only options, the seed', async () => {
+  const h = await start();
+  const cases: [Record<string, unknown>, string, RegExp][] = [
+    [{ methodOptions: { windowStride: 1000 } }, 'methodOptions.windowStride', /windowStride/],
+    [{ scheduler: 'flow-euler' }, 'scheduler', /flow-matching scheduler is for SD3 models only/],
+    [{ originalSize: '1024x1024' }, 'originalSize', /originalSize is an SDXL option/],
+    [{ seed: '99999999999999999999' }, 'seed', /Invalid seed/],
+  ];
+  for (const [extra, field, re] of cases) {
+    for (const url of ['/api/v1/jobs', '/api/v1/estimate']) {
+      const r = await h.app.inject({ method: 'POST', url, payload: { prompt: 'a red circle', ...extra } });
+      assert.equal(r.statusCode, 400, `${url} ${JSON.stringify(extra)}: ${r.body}`);
+      assert.equal(r.json().field, field, `${url}: ${r.body}`);
+      assert.match(r.json().message, re);
+    }
+  }
+  const g = await post(h, { prompt: 'a red circle', seed: '21', steps: 1, width: 64, height: 64 });
+  assert.equal(g.statusCode, 202, g.body);
+  const source = (await finished(h, g.json().id)).output!;
+  // An upscale is checked as the upscale runs: at the size it denoises, with a scheduler that can start mid-way.
+  const upCases: [Record<string, unknown>, string][] = [
+    [{ methodOptions: { windowStride: 1000 } }, 'methodOptions.windowStride'],
+    [{ scheduler: 'pndm' }, 'scheduler'],
+    [{ scheduler: 'flow-euler' }, 'scheduler'],
+    [{ seed: '99999999999999999999' }, 'seed'],
+  ];
+  for (const [extra, field] of upCases) {
+    for (const url of [`/api/v1/outputs/${source}/upscale`, `/api/v1/outputs/${source}/upscale/estimate`]) {
+      const r = await h.app.inject({ method: 'POST', url, payload: { scale: 2, ...extra } });
+      assert.equal(r.statusCode, 400, `${url} ${JSON.stringify(extra)}: ${r.body}`);
+      assert.equal(r.json().field, field, r.body);
+    }
+  }
+  assert.equal(h.engine.started, 1, 'only the first generation ran');
+  assert.equal(((await h.app.inject({ url: '/api/v1/jobs' })).json() as { jobs: unknown[] }).jobs.length, 1);
+  // What passes the checks is queued and completes.
+  const ok = await h.app.inject({ method: 'POST', url: `/api/v1/outputs/${source}/upscale`, payload: { scale: 2, steps: 2, scheduler: 'ddim' } });
+  assert.equal(ok.statusCode, 202, ok.body);
+  assert.equal((await finished(h, ok.json().id)).state, 'completed');
+});
+
+test("mask words not in the prompt are refused before queueing, with the model's tokenizer (the local engine); the model folder's facts are read without loading it", async () => {
+  const dir = path.join(HERE, '..', 'models', 'shapes-128');
+  assert.deepEqual(readModelFolderFacts(dir), { nativeWidth: 128, nativeHeight: 128, schedulerConfig: readModelFolderFacts(dir).schedulerConfig, family: 'sd', latentChannels: 4 });
+  const queue = new LocalJobQueue({ dir: tempDir('state') });
+  const engine = new LibraryEngine([dir]);
+  const app = await createServer({ queue, engine, outputsDir: tempDir('outputs') });
+  open.push({ app, queue, engine: new FakeEngine(), stateDir: '', outputsDir: '', url: '' });
+  for (const url of ['/api/v1/jobs', '/api/v1/estimate']) {
+    const r = await app.inject({ method: 'POST', url, payload: { prompt: 'a red circle', maskWords: ['giraffe'] } });
+    assert.equal(r.statusCode, 400, r.body);
+    assert.equal(r.json().field, 'maskWords');
+    assert.match(r.json().message, /The mask word "giraffe" is not in the prompt/);
+  }
+  const fine = await app.inject({ method: 'POST', url: '/api/v1/estimate', payload: { prompt: 'a red circle', maskWords: ['circle'] } });
+  assert.equal(fine.statusCode, 200, fine.body);
+  const models = (await app.inject({ url: '/api/v1/models' })).json() as { models: Record<string, unknown>[] };
+  assert.deepEqual(models.models, [{ name: 'shapes-128', nativeWidth: 128, nativeHeight: 128 }], 'the model list stays name and native size');
+  assert.deepEqual((await queue.list()).length, 0);
+  await queue.close();
+});
+
+test('model folder facts: the family as the loader finds it, the latent channels and the SD3 patch size from the configs', () => {
+  const folder = (files: Record<string, string>) => {
+    const d = tempDir('facts');
+    for (const [f, text] of Object.entries(files)) {
+      fs.mkdirSync(path.dirname(path.join(d, f)), { recursive: true });
+      fs.writeFileSync(path.join(d, f), text);
+    }
+    return d;
+  };
+  const sdxl = readModelFolderFacts(folder({ 'unet/model.onnx': '', 'text_encoder_2/model.onnx': '', 'unet/config.json': '{"sample_size": 128, "in_channels": 4}' }));
+  assert.deepEqual([sdxl.family, sdxl.latentChannels, sdxl.nativeWidth, sdxl.patchSize], ['sdxl', 4, 1024, undefined]);
+  assert.equal(readModelFolderFacts(folder({ 'model_index.json': '{"_class_name": "ORTStableDiffusionXLPipeline"}', 'unet/model.onnx': '' })).family, 'sdxl');
+  const sd3 = readModelFolderFacts(folder({ 'transformer/model.onnx': '', 'transformer/config.json': '{"sample_size": 128, "in_channels": 16, "patch_size": 2}' }));
+  assert.deepEqual([sd3.family, sd3.latentChannels, sd3.patchSize, sd3.nativeWidth, sd3.schedulerConfig?._class_name], ['sd3', 16, 2, 1024, 'FlowMatchEulerDiscreteScheduler']);
+  const bare = readModelFolderFacts(folder({ 'unet/model.onnx': '' }));
+  assert.deepEqual([bare.family, bare.latentChannels], ['sd', 4]);
+  assert.deepEqual(readModelFolderFacts(folder({ 'transformer/model.onnx': '' })).latentChannels, 16);
 });

@@ -65,6 +65,42 @@ test('bad uploads: 415 for another type, 400 naming the body for non-images and 
   assert.deepEqual(hidden(), []);
 });
 
+test('a picture cut short (a readable header, pixels missing) is refused naming the body; such a file already in the folder gets a clear thumbnail error', async () => {
+  const noise = Buffer.from(Array.from({ length: 64 * 64 * 3 }, (_, i) => (i * 7919) % 251));
+  const png = await sharp(noise, { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer();
+  const cut = png.subarray(0, 200);
+  assert.equal((await sharp(cut).metadata()).width, 64, 'the header alone reads');
+  const before = listed();
+  const r = await upload(cut);
+  assert.equal(r.statusCode, 400, r.body);
+  assert.equal(r.json().field, 'body');
+  assert.match(r.json().message, /Invalid body; expected a readable PNG, JPEG or WebP image; received .*cannot be decoded/);
+  assert.deepEqual(listed(), before, 'nothing joins the gallery');
+  assert.deepEqual(hidden(), []);
+
+  fs.writeFileSync(path.join(outputsDir, 'damaged.png'), cut);
+  const thumb = await app.inject({ url: '/api/v1/outputs/damaged.png/thumbnail' });
+  assert.equal(thumb.statusCode, 422, thumb.body);
+  assert.equal(thumb.json().error, 'unreadable-image');
+  assert.equal(thumb.json().field, 'name');
+  assert.match(thumb.json().message, /damaged\.png.*cannot be decoded/);
+  assert.doesNotMatch(thumb.body, /vips|libpng/);
+  fs.rmSync(path.join(outputsDir, 'damaged.png'));
+});
+
+test('another content type is refused (415 naming content-type) before its body is read: a large JSON body is not parsed', async () => {
+  const big = Buffer.from(`{"x": "${'a'.repeat(1.1 * 1024 * 1024)}`);
+  for (const type of ['application/json', 'text/plain', 'application/octet-stream']) {
+    const r = await upload(big, type);
+    assert.equal(r.statusCode, 415, `${type}: ${r.body.slice(0, 200)}`);
+    assert.equal(r.json().field, 'content-type');
+    assert.equal(r.json().message, `Invalid content-type; expected image/png, image/jpeg, image/webp; received ${type}`);
+  }
+  const none = await app.inject({ method: 'POST', url: '/api/v1/uploads', payload: Buffer.from('x') });
+  assert.equal(none.statusCode, 415, none.body);
+  assert.equal(none.json().field, 'content-type');
+});
+
 test('an uploaded picture is upscaled like an output', async () => {
   const up = await upload(await picture(32, 32));
   const name = (up.json() as { name: string }).name;

@@ -13,7 +13,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { AsgdError } from '../core/errors.ts';
 import type { GenerationMetadata } from '../core/metadata.ts';
-import { generationScheduler } from '../core/generation/check.ts';
+import { checkSettings, generationScheduler, type ModelFacts } from '../core/generation/check.ts';
 import { planMethod } from '../core/methods/plan.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { resolveParams, validateParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
@@ -23,8 +23,9 @@ import type { Engine, EngineResult, ModelEntry } from './engine.ts';
 import { QueueError } from './local-queue.ts';
 import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
 import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
-import { checkUpscale, startStep, upscaleMethodOptions } from '../core/generation/img2img.ts';
+import { checkUpscale, img2imgScheduler, startStep, upscaleMethodOptions } from '../core/generation/img2img.ts';
 import { saveUpload, UPLOAD_MAX_BYTES, UPLOAD_TYPES } from './uploads.ts';
+import { ApiError, bodyField, fastifyErrorBody, jobErrorOf, jsonBodyError, schemaErrorBody, type SchemaError } from './errors.ts';
 
 const uploadSchema: JsonSchema = {
   type: 'object',
@@ -54,6 +55,8 @@ const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 const FINAL = new Set(['completed', 'failed', 'cancelled']);
 /** Output file names: no folders, no leading dot, an image extension. */
 const OUTPUT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(png|jpe?g|webp)$/i;
+/** The longest name OUTPUT_NAME takes (1 + 200 + '.jpeg'): the router's limit on a path parameter covers it. */
+const OUTPUT_NAME_MAX = 1 + 200 + '.jpeg'.length;
 const THUMB_SIZE = 256;
 /**
  * Outputs and their thumbnails may be kept by the browser: an output's name is its job's (or an upload's content
@@ -104,8 +107,20 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
     bodyLimit: o.bodyLimit ?? 1024 * 1024,
+    // Fastify's default (100) would answer 404 for longer output names that the gallery lists.
+    maxParamLength: OUTPUT_NAME_MAX,
     // Bodies are taken as sent: no type coercion, no defaults filled in, nothing removed.
-    ajv: { customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false } },
+    // verbose: errors carry the value sent and the schema it failed (the messages name both).
+    ajv: { customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false, verbose: true } },
+  });
+  // Fastify's JSON parser (prototype-poisoning keys refused), with errors that say which of the two it was.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    parseJson(req, body as string, (err, value) => {
+      if (err && (err as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY') return done(jsonBodyError(String(body)), undefined);
+      done(err, value);
+    });
   });
   const outputsDir = path.resolve(o.outputsDir);
   fs.mkdirSync(outputsDir, { recursive: true });
@@ -141,21 +156,38 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     return undefined;
   });
 
-  app.setErrorHandler((err: Error & { validation?: { instancePath: string; message?: string; params: Record<string, unknown> }[]; statusCode?: number; code?: string }, _req, reply) => {
-    if (err.validation && err.validation.length) {
-      const v = err.validation[0]!;
-      const extra = (v.params['missingProperty'] ?? v.params['additionalProperty']) as string | undefined;
-      const field = [...v.instancePath.split('/').filter(Boolean), ...(extra ? [extra] : [])].join('.') || 'body';
-      const what = v.params['additionalProperty'] ? 'is not a known setting' : v.params['missingProperty'] ? 'is required' : v.message ?? 'is invalid';
-      return reply.code(400).send({ error: 'invalid-argument', field, message: `Invalid ${field}: ${what}` });
-    }
+  app.setErrorHandler((err: Error & { validation?: SchemaError[]; validationContext?: string; statusCode?: number; code?: string }, req, reply) => {
+    if (err.validation && err.validation.length) return reply.code(400).send(schemaErrorBody(err.validation[0]!, err.validationContext));
+    if (err instanceof ApiError) return reply.code(err.status).send(err.body);
     if (err instanceof AsgdError && err.kind === 'invalid-argument') {
-      return reply.code(400).send({ error: 'invalid-argument', field: err.parameter, message: err.message });
+      return reply.code(400).send({ error: 'invalid-argument', field: bodyField(err.parameter), message: err.message });
     }
     if (err instanceof QueueError) return reply.code(err.status).send({ error: 'queue', message: err.message });
+    const known = fastifyErrorBody(err.code, { limit: req.routeOptions.bodyLimit, contentType: mediaType(req), expectedTypes: routeTypes(req) });
+    if (known) return reply.code(known.status).send(known.body);
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-    return reply.code(status).send({ error: status === 500 ? 'internal' : err.code ?? 'bad-request', message: err.message });
+    return reply.code(status).send({ error: status === 500 ? 'internal' : 'bad-request', message: err.message });
   });
+
+  /** The content types the matched route takes, in words. */
+  const routeTypes = (req: FastifyRequest): string => {
+    const r = routes.find((x) => x.url === req.routeOptions.url && x.method === req.method);
+    return r?.rawBody ? r.rawBody.types.join(', ') : r?.body ? 'application/json' : 'no body';
+  };
+
+  /**
+   * A request no route matched: 405 with Allow when the path exists under other methods, else 404; both in the
+   * API's shape.
+   */
+  const noRoute = (req: FastifyRequest, reply: FastifyReply) => {
+    const pathname = new URL(req.url, 'http://x').pathname;
+    const allowed = [...new Set(routes.filter((r) => routePattern(r.url).test(pathname)).flatMap((r) => (r.method === 'GET' ? ['GET', 'HEAD'] : [r.method])))];
+    if (allowed.length) {
+      return reply.code(405).header('allow', allowed.join(', ')).send({ error: 'method-not-allowed', field: 'method', message: `Invalid method for ${pathname}; expected ${allowed.join(', ')}; received ${req.method}` });
+    }
+    return reply.code(404).send({ error: 'not-found', message: `No such endpoint: ${req.method} ${pathname}` });
+  };
+  app.setNotFoundHandler(async (req, reply) => noRoute(req, reply));
 
   // The queue runs jobs through the engine; an output that exists belongs to a run that completed before a crash.
   o.queue.process(async (job, ctx) => {
@@ -187,6 +219,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
           ctx.preview();
         },
       });
+    } catch (err) {
+      throw jobErrorOf(err, outputsDir, job.spec.kind === 'upscale' ? 'upscale' : 'generate');
     } finally {
       // The last preview stays a while (a page may still ask for it); only the newest jobs' are kept.
       for (const id of [...previews.keys()].slice(0, Math.max(0, previews.size - PREVIEWS_KEPT))) previews.delete(id);
@@ -207,6 +241,22 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   /** The area of one unit relative to the native size: 1 for the patch methods, the whole image for direct. */
   const unitArea = (p: GenerateParams, m: { nativeWidth?: number; nativeHeight?: number }) =>
     (p.method ?? 'asg') === 'direct' ? ((p.width ?? m.nativeWidth ?? 512) * (p.height ?? m.nativeHeight ?? 512)) / ((m.nativeWidth ?? 512) * (m.nativeHeight ?? 512)) : 1;
+
+  /** What the check stage needs to know of a model, from its entry; undefined when its family is not known. */
+  const modelFacts = (m: ModelEntry): ModelFacts | undefined =>
+    m.family === undefined
+      ? undefined
+      : {
+          family: m.family,
+          nativeWidth: m.nativeWidth ?? 512,
+          nativeHeight: m.nativeHeight ?? 512,
+          latentChannels: m.latentChannels ?? (m.family === 'sd3' ? 16 : 4),
+          ...(m.family === 'sd3' ? { latentMultiple: m.patchSize ?? 2 } : {}),
+          schedulerClassName: String(m.schedulerConfig?._class_name ?? ''),
+          // A static input size and the VAE's precision need the ONNX files: checked where the job runs.
+          vaeForceUpcast: false,
+          vaeIsFloat16: false,
+        };
 
   /** UNet evaluations of `p` denoised over `numSteps` steps, and seconds once a job on the model was measured. */
   const estimate = (p: ResolvedParams, model: ModelEntry, numSteps: number) => {
@@ -248,10 +298,31 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
     const size = await sharp(file).metadata();
     const plan = checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
-    const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, ...rest } = body;
+    const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, width: _w, height: _h, ...rest } = body;
     const generation = toGenerateParams(rest);
-    validateParams({ ...generation, prompt: String(body['prompt'] ?? ''), width: undefined, height: undefined });
-    return { name, body, model, entry, plan, generation };
+    // As the upscale pipeline runs it: the prompt given or the one in the image, a scheduler that can start from a
+    // noised image, the upscale defaults of the method options, at the size denoised.
+    const prompt = generation.prompt ?? (await describeOutput(name)).metadata?.prompt ?? '';
+    const chosen = img2imgScheduler(generation.scheduler, String(entry.schedulerConfig?._class_name ?? ''));
+    const methodOptions = upscaleMethodOptions(generation.method, generation.methodOptions);
+    const params = checkGenerate({ ...generation, methodOptions, scheduler: chosen.scheduler, prompt, width: plan.workWidth, height: plan.workHeight }, entry);
+    return { name, body, model, entry, plan, params };
+  }
+
+  /**
+   * The checks the library's check stage makes before a model call, made before a job is queued so that a job
+   * queued runs: the settings, and against the model's facts (its family, native size, latent channels, scheduler),
+   * the scheduler's family, SDXL-only options and the method's plan; the mask words with the model's tokenizer where
+   * the engine has it (the fleet checks them on the worker). Returns the settings resolved (the seed as given, or 0).
+   * Throws an AsgdError naming the field.
+   */
+  function checkGenerate(params: GenerateParams, entry: ModelEntry): ResolvedParams {
+    const seeded = { ...params, seed: params.seed ?? '0' };
+    validateParams(seeded);
+    const facts = modelFacts(entry);
+    const p = facts ? checkSettings(seeded, facts).params : resolveParams(seeded, { width: entry.nativeWidth ?? 512, height: entry.nativeHeight ?? 512 });
+    if (p.maskWords && o.engine.checkMaskWords) o.engine.checkMaskWords(entry.name, p.prompt, p.maskWords);
+    return p;
   }
 
   /**
@@ -260,7 +331,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
    */
   async function requestModel(model: string | undefined, reply: FastifyReply): Promise<ModelEntry | undefined> {
     if (model !== undefined && !(await knownModel(model))) {
-      void reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model: expected one of ${o.engine.models().map((m) => m.name).join(', ')}` });
+      void reply.code(400).send({ error: 'invalid-argument', field: 'model', message: `Invalid model; expected one of ${o.engine.models().map((m) => m.name).join(', ')}; received ${JSON.stringify(model)}` });
       return undefined;
     }
     if (model === undefined && o.engine.models().length === 0) await o.engine.refresh?.();
@@ -321,8 +392,9 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       handler: async (req, reply) => {
         const body = req.body as Record<string, unknown>;
         const model = body['model'] as string | undefined;
-        if (!(await requestModel(model, reply))) return reply;
-        validateParams(toGenerateParams(body));
+        const entry = await requestModel(model, reply);
+        if (!entry) return reply;
+        checkGenerate(toGenerateParams(body), entry);
         const job = await o.queue.add({ kind: 'generate', model, settings: body }, o.engine.deviceSet);
         return reply.code(202).send({ id: job.id });
       },
@@ -349,7 +421,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         const up = await checkUpscaleRequest(req, reply);
         if (!up) return reply;
         const model = up.entry;
-        const p = resolveParams({ ...up.generation, prompt: '', seed: '0', width: up.plan.workWidth, height: up.plan.workHeight, methodOptions: upscaleMethodOptions(up.generation.method, up.generation.methodOptions) }, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
+        const p = up.params;
         // As the pipeline runs it: the method over the steps left after the strength's start.
         return { width: up.plan.targetWidth, height: up.plan.targetHeight, ...estimate(p, model, p.steps - startStep(p.steps, up.plan.strength)) };
       },
@@ -362,10 +434,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         400: err('not a PNG, JPEG or WebP picture, or a side outside 8 to 8192 px'), 413: err('larger than 64 MiB'), 415: err('another content type'),
       },
       handler: async (req, reply) => {
-        const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-        if (!(type in UPLOAD_TYPES) || !Buffer.isBuffer(req.body)) {
-          return reply.code(415).send({ error: 'unsupported-media-type', field: 'content-type', message: `Invalid content-type: expected ${Object.keys(UPLOAD_TYPES).join(', ')}, received ${type || 'none'}` });
-        }
+        // Another content type was refused before its body was read (see the route's onRequest below).
+        if (!Buffer.isBuffer(req.body)) return unsupportedType(req, reply, Object.keys(UPLOAD_TYPES));
         const saved = await saveUpload(outputsDir, req.body);
         return reply.code(saved.created ? 201 : 200).send(saved);
       },
@@ -377,7 +447,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         const params = toGenerateParams(req.body as Record<string, unknown>);
         const model = await requestModel((req.body as { model?: string }).model, reply);
         if (!model) return reply;
-        const p = resolveParams({ ...params, seed: '0' }, { width: model.nativeWidth ?? 512, height: model.nativeHeight ?? 512 });
+        // The checks queueing makes: what the estimate accepts, the queue accepts.
+        const p = checkGenerate(params, model);
         return estimate(p, model, schedulerSteps(p, model));
       },
     },
@@ -487,7 +558,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     },
     {
       method: 'GET', url: '/api/v1/outputs/:name/thumbnail', summary: `A ${THUMB_SIZE} px thumbnail (WebP), made once and cached`,
-      responses: { 200: { description: 'WebP', type: 'image/webp' }, 400: err('invalid name'), 404: err('no such output') },
+      responses: { 200: { description: 'WebP', type: 'image/webp' }, 400: err('invalid name'), 404: err('no such output'), 422: err('the file is not a readable image (truncated or damaged)') },
       handler: async (req, reply) => {
         const name = (req.params as { name: string }).name;
         const file = outputFile(name, reply);
@@ -496,7 +567,12 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         const thumb = path.join(thumbs, `${name}.webp`);
         if (!fs.existsSync(thumb) || fs.statSync(thumb).mtimeMs < fs.statSync(file).mtimeMs) {
           fs.mkdirSync(thumbs, { recursive: true });
-          const bytes = await sharp(file).resize(THUMB_SIZE, THUMB_SIZE, { fit: 'inside', withoutEnlargement: true }).webp().toBuffer();
+          let bytes: Buffer;
+          try {
+            bytes = await sharp(file).resize(THUMB_SIZE, THUMB_SIZE, { fit: 'inside', withoutEnlargement: true }).webp().toBuffer();
+          } catch {
+            return reply.code(422).send({ error: 'unreadable-image', field: 'name', message: `Invalid name; expected an output that is a readable image; received ${name}, which cannot be decoded (truncated or damaged)` });
+          }
           const tmp = `${thumb}.${process.pid}.tmp`;
           fs.writeFileSync(tmp, bytes);
           fs.renameSync(tmp, thumb);
@@ -506,11 +582,19 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     },
     {
       method: 'DELETE', url: '/api/v1/outputs/:name', summary: 'Delete an output (and its thumbnail)',
-      responses: { 204: { description: 'deleted' }, 400: err('invalid name'), 404: err('no such output') },
+      responses: { 204: { description: 'deleted' }, 400: err('invalid name'), 404: err('no such output'), 409: err('a queued or running upscale reads it (the jobs are named)') },
       handler: async (req, reply) => {
         const name = (req.params as { name: string }).name;
         const file = outputFile(name, reply);
         if (!file) return reply;
+        // An upscale that has yet to read its source would fail on a file gone.
+        const users = (await o.queue.list({ finished: 0 })).filter((j) => !FINAL.has(j.state) && j.spec.kind === 'upscale' && j.spec.settings['source'] === name);
+        if (users.length) {
+          return reply.code(409).send({
+            error: 'in-use', field: 'name',
+            message: `Output ${name} is the source of ${users.length === 1 ? 'job' : 'jobs'} ${users.map((j) => `${j.id} (${j.state})`).join(', ')}; cancel ${users.length === 1 ? 'it' : 'them'} or wait until ${users.length === 1 ? 'it ends' : 'they end'}, then delete it`,
+          });
+        }
         fs.rmSync(file);
         fs.rmSync(path.join(outputsDir, '.thumbnails', `${name}.webp`), { force: true });
         metaCache.delete(name);
@@ -526,7 +610,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       method: 'GET', url: '/api/v1/models', summary: 'The models jobs can name',
       responses: { 200: { description: 'models' } },
       // Name and native size: the scheduler config is the server's own business (its estimates).
-      handler: async () => ({ models: o.engine.models().map(({ schedulerConfig: _s, ...m }) => m) }),
+      handler: async () => ({ models: o.engine.models().map(({ schedulerConfig: _s, family: _f, latentChannels: _c, patchSize: _p, ...m }) => m) }),
     },
     {
       method: 'GET', url: '/api/v1/devices', summary: 'The device set jobs run on, and what this machine offers',
@@ -557,12 +641,20 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       const raw = r.rawBody;
       await app.register(async (scope) => {
         scope.addContentTypeParser([...raw.types], { parseAs: 'buffer', bodyLimit: raw.limit }, (_req, body, done) => done(null, body));
-        scope.route({ method: r.method, url: r.url, handler: r.handler, bodyLimit: raw.limit });
+        // Another content type is refused before its body is read: the route's size limit is for its own types
+        // (a JSON body would otherwise be read and parsed up to that limit, then refused).
+        const onRequest = async (req: FastifyRequest, reply: FastifyReply) => {
+          if (!raw.types.includes(mediaType(req))) return unsupportedType(req, reply, raw.types);
+          return undefined;
+        };
+        scope.route({ method: r.method, url: r.url, handler: r.handler, bodyLimit: raw.limit, onRequest });
       });
       continue;
     }
     app.route({
       method: r.method, url: r.url, handler: r.handler,
+      // A JSON body in another content type (text/plain parses as a string) is refused as such, before it is read.
+      ...(r.body ? { onRequest: async (req: FastifyRequest, reply: FastifyReply) => (mediaType(req) === 'application/json' ? undefined : unsupportedType(req, reply, ['application/json'])) } : {}),
       schema: { ...(r.body ? { body: r.body } : {}), ...(params ? { params } : {}), ...(r.query ? { querystring: { type: 'object', properties: r.query } } : {}) },
     });
   }
@@ -570,7 +662,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   // The page.
   const web = o.webDir && fs.existsSync(path.join(o.webDir, 'index.html')) ? path.resolve(o.webDir) : undefined;
   app.get('/*', async (req, reply) => {
-    if (req.url.startsWith('/api/')) return notFound(reply, 'No such endpoint');
+    if (req.url.startsWith('/api/')) return noRoute(req, reply);
     if (!web) {
       return reply.type('text/html').send('<!doctype html><title>asgd</title><p>The page is not built. Run <code>npm run build</code> in the asgdiffusion folder, then start <code>asgd serve</code> again. The API is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>');
     }
@@ -591,6 +683,21 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   return app;
 }
 
+/** A route's URL as a pattern of paths (each :param one segment). */
+function routePattern(url: string): RegExp {
+  return new RegExp(`^${url.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}/?$`);
+}
+
+/** The media type of a request's body (its content-type without parameters), lower case; '' when none. */
+function mediaType(req: FastifyRequest): string {
+  return String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+/** 415 naming the content-type header, what the route takes and what was sent. */
+function unsupportedType(req: FastifyRequest, reply: FastifyReply, types: readonly string[]): FastifyReply {
+  return reply.code(415).send({ error: 'unsupported-media-type', field: 'content-type', message: `Invalid content-type; expected ${types.join(', ')}; received ${mediaType(req) || 'none'}` });
+}
+
 /** A Host header as URL.host writes it (no default port). */
 function normalHost(host: string): string {
   try {
@@ -609,6 +716,13 @@ function contentType(file: string): string {
   return types[ext] ?? 'application/octet-stream';
 }
 
+/** What any route with a JSON body can answer besides its own responses. */
+const jsonBodyResponses: Route['responses'] = {
+  400: { description: 'the body is not JSON, or holds a prototype-poisoning key', schema: errorSchema },
+  413: { description: 'the body is larger than the limit (1 MiB unless the server sets another)', schema: errorSchema },
+  415: { description: 'a content type other than application/json', schema: errorSchema },
+};
+
 function openApiDocument(routes: Route[]): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
@@ -622,7 +736,7 @@ function openApiDocument(routes: Route[]): Record<string, unknown> {
         : {}),
       ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: r.body } } } } : {}),
       ...(r.rawBody ? { requestBody: { required: true, content: Object.fromEntries(r.rawBody.types.map((t) => [t, { schema: { type: 'string', format: 'binary' } }])) } } : {}),
-      responses: Object.fromEntries(Object.entries(r.responses).map(([code, v]) => [code, {
+      responses: Object.fromEntries(Object.entries({ ...(r.body ? jsonBodyResponses : {}), ...r.responses }).map(([code, v]) => [code, {
         description: v.description,
         ...(v.schema || v.type ? { content: { [v.type ?? 'application/json']: v.schema ? { schema: v.schema } : {} } } : {}),
       }])),

@@ -36,6 +36,13 @@ export interface ModelEntry {
   nativeHeight?: number;
   /** The folder's scheduler config, when readable: estimates count the steps the scheduler runs. */
   schedulerConfig?: SchedulerConfig;
+  /**
+   * What jobs are checked against before they are queued (model-facts.ts), as the library's check stage does; with
+   * no family, only the checks that need no model are made before queueing.
+   */
+  family?: 'sd' | 'sdxl' | 'sd3';
+  latentChannels?: number;
+  patchSize?: number;
 }
 
 export interface DeviceEntry {
@@ -57,6 +64,12 @@ export interface Engine {
   devices(): Promise<DeviceEntry[]>;
   /** Reads the model list again, for an engine whose models change while it runs (the fleet's workers come and go). */
   refresh?(): Promise<unknown>;
+  /**
+   * Checks that each of `maskWords` is in `prompt` as `model`'s tokenizer splits them (the library's check);
+   * throws an AsgdError naming maskWords otherwise. Engines that cannot (the fleet: no model here) leave it out,
+   * and the check is made where the job runs.
+   */
+  checkMaskWords?(model: string | undefined, prompt: string, maskWords: string[]): void;
   /**
    * Generates with `params` on `model` (undefined: the first) and writes the image with its metadata to `file`
    * atomically: the file exists complete or not at all. Rejects with an error of kind 'cancelled' on abort.

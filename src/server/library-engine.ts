@@ -4,7 +4,10 @@
  */
 import path from 'node:path';
 import { AsgdError } from '../core/errors.ts';
+import { checkPrompt } from '../core/generation/check.ts';
 import type { GenerateParams } from '../core/params.ts';
+import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
+import { readTokenizerFiles } from '../node/model/folder.ts';
 import { encodeImage, saveImage } from '../node/image/write.ts';
 import { loadPipeline, type GenerateResult, type GenerateRunOptions, type Pipeline, type PipelineOptions, type UpscaleParams } from '../node/pipeline.ts';
 import { checkAvailableDevices } from '../node/runner/devices.ts';
@@ -14,6 +17,8 @@ import { readModelFolderFacts } from './model-facts.ts';
 export class LibraryEngine implements Engine {
   private loaded?: { name: string; pipeline: Pipeline };
   private readonly entries: { name: string; dir: string }[];
+  /** Each model's CLIP tokenizer, read once when a job first names mask words. */
+  private readonly tokenizers = new Map<string, ClipTokenizer>();
   readonly deviceSet: string;
 
   constructor(modelDirs: string[], private readonly options: PipelineOptions = {}) {
@@ -30,6 +35,16 @@ export class LibraryEngine implements Engine {
     return (await checkAvailableDevices()).map((d) => ({ name: d.name, available: d.available, note: d.note }));
   }
 
+  checkMaskWords(model: string | undefined, prompt: string, maskWords: string[]): void {
+    const entry = this.entry(model);
+    let tokenizer = this.tokenizers.get(entry.dir);
+    if (!tokenizer) {
+      tokenizer = new ClipTokenizer(readTokenizerFiles(path.join(entry.dir, 'tokenizer'), 'tokenizer'), 'tokenizer');
+      this.tokenizers.set(entry.dir, tokenizer);
+    }
+    checkPrompt({ prompt, negativePrompt: '', maskWords }, tokenizer);
+  }
+
   generate(params: GenerateParams, model: string | undefined, file: string, ctx: EngineRunContext): Promise<EngineResult> {
     return this.run(model, params.steps ?? 30, file, ctx, (pipeline, run) => pipeline.generate(params, run));
   }
@@ -43,8 +58,7 @@ export class LibraryEngine implements Engine {
     model: string | undefined, steps: number, file: string, ctx: EngineRunContext,
     job: (pipeline: Pipeline, run: GenerateRunOptions) => Promise<GenerateResult>,
   ): Promise<EngineResult> {
-    const entry = model === undefined ? this.entries[0]! : this.entries.find((e) => e.name === model);
-    if (!entry) throw new AsgdError(`Unknown model ${model}`, { kind: 'invalid-argument', parameter: 'model', expected: this.entries.map((e) => e.name).join(', ') });
+    const entry = this.entry(model);
     ctx.onProgress({ phase: 'load', stage: 1, step: 0, totalSteps: steps, unitsDone: 0, unitsTotal: 0 });
     if (this.loaded && this.loaded.name !== entry.name) {
       await this.loaded.pipeline.close();
@@ -72,6 +86,13 @@ export class LibraryEngine implements Engine {
     ctx.onProgress({ phase: 'save', stage: 2, step: steps, totalSteps: steps, unitsDone: result.unetEvaluations, unitsTotal: result.unetEvaluations });
     await saveImage(file, result.image, result.metadata, false);
     return { warnings: result.warnings };
+  }
+
+  /** The entry of `model` (undefined: the first); throws naming the model when unknown. */
+  private entry(model: string | undefined): { name: string; dir: string } {
+    const entry = model === undefined ? this.entries[0]! : this.entries.find((e) => e.name === model);
+    if (!entry) throw new AsgdError(`Unknown model ${model}`, { kind: 'invalid-argument', parameter: 'model', expected: this.entries.map((e) => e.name).join(', ') });
+    return entry;
   }
 
   async close(): Promise<void> {

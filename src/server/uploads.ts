@@ -41,6 +41,13 @@ export async function saveUpload(outputsDir: string, bytes: Uint8Array): Promise
   if (width < 8 || height < 8 || width > UPLOAD_MAX_SIDE || height > UPLOAD_MAX_SIDE) {
     throw invalidArgument('body', `a picture with sides from 8 to ${UPLOAD_MAX_SIDE} px`, `${width}x${height}`);
   }
+  try {
+    // Every pixel, not only the header: a file cut short has a readable header, and would fail only when upscaled.
+    // As strict as the upscale's reader (src/node/image/read.ts).
+    await sharp(bytes, { failOn: 'truncated' }).stats();
+  } catch {
+    throw invalidArgument('body', 'a readable PNG, JPEG or WebP image', `a ${meta.format} image whose pixels cannot be decoded (${bytes.length} bytes: truncated or damaged)`);
+  }
   const hash = createHash('sha256').update(bytes).digest('hex');
   const name = `upload-${hash.slice(0, 16)}.${ext}`;
   const file = path.join(outputsDir, name);

@@ -79,7 +79,11 @@ export class FakeEngine implements Engine {
   constructor(private readonly o: FakeEngineOptions = {}) {}
 
   models(): ModelEntry[] {
-    return [{ name: 'fake-64', nativeWidth: 64, nativeHeight: 64 }, { name: 'fake-other', nativeWidth: 96, nativeHeight: 80 }];
+    // SD 1.x-like facts: the server checks jobs against them before queueing, as it does a real model's.
+    return [
+      { name: 'fake-64', nativeWidth: 64, nativeHeight: 64, family: 'sd', latentChannels: 4 },
+      { name: 'fake-other', nativeWidth: 96, nativeHeight: 80, family: 'sd', latentChannels: 4 },
+    ];
   }
 
   async devices(): Promise<DeviceEntry[]> {

@@ -69,6 +69,8 @@ interface Batch {
   halves: Map<number, { uncond?: TaskOutput; cond?: TaskOutput }>;
   remaining: number;
   settled: boolean;
+  /** The signal that cancels it (one listener per signal: see watch). */
+  signal?: AbortSignalLike;
   onResult?(index: number, result: UnitResult): void;
   resolve(results: UnitResult[]): void;
   reject(error: unknown): void;
@@ -106,6 +108,12 @@ export class Dispatcher {
   private readonly probeRequired: boolean;
   private seq = 0;
   private splitUnits = 0;
+  /**
+   * The batches in flight per signal, with the one abort listener that cancels them all. A run hands many batches
+   * over at once (stage-1 run-ahead, stage-2 windows); a listener per batch would pass the platform's listener
+   * warning threshold on one signal.
+   */
+  private readonly watched = new Map<AbortSignalLike, { batches: Set<Batch>; onAbort: () => void }>();
 
   constructor(
     devices: readonly ExecDevice[],
@@ -138,7 +146,6 @@ export class Dispatcher {
     if (signal?.aborted) return Promise.reject(cancelled());
     if (units.length === 0) return Promise.resolve([]);
     return new Promise<UnitResult[]>((resolve, reject) => {
-      const onAbort = () => this.settle(batch, cancelled());
       const batch: Batch = {
         scale: guidanceScale,
         priority: opts.priority ?? 0,
@@ -146,17 +153,12 @@ export class Dispatcher {
         halves: new Map(),
         remaining: 0,
         settled: false,
+        signal,
         onResult: opts.onResult,
-        resolve: (r) => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve(r);
-        },
-        reject: (e) => {
-          signal?.removeEventListener('abort', onAbort);
-          reject(e);
-        },
+        resolve,
+        reject,
       };
-      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal) this.watch(signal, batch);
       const index = new Map(units.map((u, i) => [u, i]));
       const mode = opts.stream && this.split === 'balance' ? 'never' : this.split;
       const plan = planBatch(units, this.slots(), this.cost, mode, this.probeRequired, this.queue.map((e) => e.task));
@@ -350,9 +352,36 @@ export class Dispatcher {
     });
   }
 
+  /** Cancels `batch` when `signal` aborts, through the signal's one listener. */
+  private watch(signal: AbortSignalLike, batch: Batch): void {
+    let w = this.watched.get(signal);
+    if (!w) {
+      const batches = new Set<Batch>();
+      const onAbort = () => {
+        for (const b of [...batches]) this.settle(b, cancelled());
+      };
+      w = { batches, onAbort };
+      this.watched.set(signal, w);
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    w.batches.add(batch);
+  }
+
+  private unwatch(batch: Batch): void {
+    const signal = batch.signal;
+    const w = signal && this.watched.get(signal);
+    if (!signal || !w) return;
+    w.batches.delete(batch);
+    if (w.batches.size === 0) {
+      signal.removeEventListener('abort', w.onAbort);
+      this.watched.delete(signal);
+    }
+  }
+
   private settle(batch: Batch, error?: unknown): void {
     if (batch.settled) return;
     batch.settled = true;
+    this.unwatch(batch);
     for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i]!.batch === batch) this.queue.splice(i, 1);
     if (error !== undefined) batch.reject(error);
     else batch.resolve(batch.results as UnitResult[]);

@@ -1,7 +1,8 @@
 /**
  * The check stage: every check of a generation's settings against the model, before any model call (sizes,
  * static-shape exports, SDXL-only options, method options and their plan, mask words, scheduler choice), and the
- * plan the later stages follow. Portable.
+ * plan the later stages follow. checkSettings makes the checks that need no tokenizer, checkPrompt the prompt's.
+ * Portable.
  */
 import { AsgdError } from '../errors.ts';
 import { planMethod, type MethodPlan } from '../methods/plan.ts';
@@ -46,7 +47,15 @@ export interface GenerationPlan {
 
 const LATENT_MULTIPLE = 8;
 
-export function checkGeneration(input: GenerateParams, model: ModelFacts, tokenizer: ClipTokenizer): GenerationPlan {
+/** What checkSettings finds: the plan without the prompt's tokens (those need the model's tokenizer). */
+export type SettingsPlan = Omit<GenerationPlan, 'prompt' | 'negative' | 'maskTokens'>;
+
+/**
+ * Every check of checkGeneration that needs no tokenizer: the settings resolved, the static input size, the
+ * SDXL-only options, the scheduler's family and choice, and the method's plan. A server checks a job with it before
+ * queueing, knowing the model only from its folder.
+ */
+export function checkSettings(input: GenerateParams, model: ModelFacts): SettingsPlan {
   const p = resolveParams(input, { width: model.nativeWidth, height: model.nativeHeight });
   const warnings: string[] = [];
   checkStaticSize(p, model);
@@ -56,11 +65,6 @@ export function checkGeneration(input: GenerateParams, model: ModelFacts, tokeni
       hint: 'Leave --original-size out for this model',
     });
   }
-  const prompt = tokenizer.encode(p.prompt);
-  const negative = tokenizer.encode(p.negativePrompt);
-  if (prompt.truncated > 0) warnings.push(`The prompt is too long: ${prompt.truncated} token(s) beyond the model's ${tokenizer.maxLength - 2} were dropped`);
-  if (negative.truncated > 0) warnings.push(`The negative prompt is too long: ${negative.truncated} token(s) were dropped`);
-  const maskTokens = pickMaskTokens(p, prompt, tokenizer);
   checkSchedulerFamily(p.scheduler, model);
   const scheduler = p.scheduler ?? patchScheduler(p, model, warnings);
   const latentHeight = p.height / 8;
@@ -83,7 +87,29 @@ export function checkGeneration(input: GenerateParams, model: ModelFacts, tokeni
   }
   const imageSeqLen =
     model.family === 'sd3' ? Math.ceil(latentHeight / latentMultiple) * Math.ceil(latentWidth / latentMultiple) : undefined;
-  return { params: p, scheduler, prompt, negative, maskTokens, latentHeight, latentWidth, latentMultiple, imageSeqLen, method, warnings };
+  return { params: p, scheduler, latentHeight, latentWidth, latentMultiple, imageSeqLen, method, warnings };
+}
+
+export function checkGeneration(input: GenerateParams, model: ModelFacts, tokenizer: ClipTokenizer): GenerationPlan {
+  const settings = checkSettings(input, model);
+  const p = settings.params;
+  const { prompt, negative, maskTokens, warnings } = checkPrompt(p, tokenizer);
+  return { ...settings, prompt, negative, maskTokens, warnings: [...warnings, ...settings.warnings] };
+}
+
+/**
+ * The prompt's part of the check: its tokens (with a warning when cut to the model's length) and the mask words,
+ * each of which must be in the prompt. Throws naming maskWords otherwise.
+ */
+export function checkPrompt(
+  p: Pick<ResolvedParams, 'prompt' | 'negativePrompt' | 'maskWords'>, tokenizer: ClipTokenizer,
+): { prompt: TokenizedPrompt; negative: TokenizedPrompt; maskTokens: number[]; warnings: string[] } {
+  const warnings: string[] = [];
+  const prompt = tokenizer.encode(p.prompt);
+  const negative = tokenizer.encode(p.negativePrompt);
+  if (prompt.truncated > 0) warnings.push(`The prompt is too long: ${prompt.truncated} token(s) beyond the model's ${tokenizer.maxLength - 2} were dropped`);
+  if (negative.truncated > 0) warnings.push(`The negative prompt is too long: ${negative.truncated} token(s) were dropped`);
+  return { prompt, negative, maskTokens: pickMaskTokens(p, prompt, tokenizer), warnings };
 }
 
 /** SD3 predicts flow-matching velocity: only flow-euler fits it, and flow-euler fits no other family. */
@@ -158,7 +184,7 @@ export function generationScheduler(
 }
 
 /** Token positions whose cross-attention forms the mask: content tokens, or the words the user named. */
-function pickMaskTokens(p: ResolvedParams, prompt: TokenizedPrompt, tokenizer: ClipTokenizer): number[] {
+function pickMaskTokens(p: Pick<ResolvedParams, 'maskWords'>, prompt: TokenizedPrompt, tokenizer: ClipTokenizer): number[] {
   const content = prompt.tokens.map((_, i) => i + 1);
   if (!p.maskWords) return content;
   const norm = (t: string) => t.replace(/<\/w>$/, '').toLowerCase();

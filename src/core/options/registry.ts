@@ -27,7 +27,7 @@ export const PARAM_OPTIONS = [
   { key: 'width', scope: 'params', kind: 'integer', min: MIN_SIZE, max: MAX_SIZE, multipleOf: 8, defaultText: 'the native width', help: 'image width in pixels, a multiple of 8', cli: { flag: '--width', short: '-W', arg: '<px>' } },
   { key: 'height', scope: 'params', kind: 'integer', min: MIN_SIZE, max: MAX_SIZE, multipleOf: 8, defaultText: 'the native height', help: 'image height in pixels, a multiple of 8', cli: { flag: '--height', short: '-H', arg: '<px>' } },
   { key: 'steps', scope: 'params', kind: 'integer', default: 30, min: 1, max: 1000, help: 'denoising steps', cli: { flag: '--steps', short: '-s', arg: '<n>' } },
-  { key: 'guidanceScale', scope: 'params', kind: 'number', default: 7.5, help: 'classifier-free guidance scale (typically 1 to 15)', cli: { flag: '--guidance-scale', short: '-g', arg: '<x>' } },
+  { key: 'guidanceScale', scope: 'params', kind: 'number', default: 7.5, min: 0, max: 100, help: 'classifier-free guidance scale, 0 to 100 (typically 1 to 15)', cli: { flag: '--guidance-scale', short: '-g', arg: '<x>' } },
   { key: 'seed', scope: 'params', kind: 'string', defaultText: 'random (recorded in the image)', help: 'seed, 0 .. 2^64-1', cli: { flag: '--seed', arg: '<n>' } },
   { key: 'scheduler', scope: 'params', kind: 'choice', choices: SCHEDULER_NAMES, defaultText: "the model's; euler instead of pndm/lms for patch methods above the native size", help: 'scheduler', cli: { flag: '--scheduler', arg: '<name>' } },
   { key: 'method', scope: 'params', kind: 'choice', choices: METHOD_NAMES, default: DEFAULT_METHOD, help: 'high-resolution method', cli: { flag: '--method', arg: '<name>' } },

@@ -106,6 +106,20 @@ export function readTokenizerFiles(dir: string, label: string): TokenizerFiles {
   return files;
 }
 
+/** An SD3 folder's scheduler config when it has none: SD3's flow-matching Euler with shift 3. */
+export const SD3_SCHEDULER_CONFIG: Readonly<SchedulerConfig> = Object.freeze({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3.0 });
+
+/**
+ * A model folder's family, from model_index.json's class name and which files are there (none is parsed): SD3 has
+ * a transformer (FLUX, named so, too: refused when read), SDXL a second text encoder or XL in its class name.
+ */
+export function modelFamilyOf(dir: string, className: string): ModelFamily {
+  if (findFile(dir, ['transformer/model.onnx']) || /StableDiffusion3|Flux/i.test(className)) return 'sd3';
+  const optimum = findFile(dir, ['unet/model.onnx']) !== undefined;
+  const textEncoder2 = findFile(dir, [optimum ? 'text_encoder_2/model.onnx' : 'text_encoder_2.onnx']);
+  return /XL/i.test(className) || textEncoder2 ? 'sdxl' : 'sd';
+}
+
 export function readModelFolder(dir: string): ModelSpec {
   const abs = path.resolve(dir);
   let stat: fs.Stats;
@@ -134,8 +148,8 @@ export function readModelFolder(dir: string): ModelSpec {
   const className = typeof modelIndex?.['_class_name'] === 'string' ? (modelIndex['_class_name'] as string) : '';
   if (!modelIndex) notes.push('no model_index.json: family guessed from the files');
 
-  const transformer = findFile(abs, ['transformer/model.onnx']);
-  if (transformer || /StableDiffusion3|Flux/i.test(className)) return readSd3Folder(abs, className, modelIndex, notes);
+  const family = modelFamilyOf(abs, className);
+  if (family === 'sd3') return readSd3Folder(abs, className, modelIndex, notes);
 
   const optimumUnet = findFile(abs, ['unet/model.onnx']);
   const flatUnet = findFile(abs, ['unet.onnx']);
@@ -193,9 +207,6 @@ export function readModelFolder(dir: string): ModelSpec {
       'Export a Stable Diffusion model with `optimum-cli export onnx --model <id> <folder>` and pass that folder',
     );
   }
-
-  let family: ModelFamily = 'sd';
-  if (/XL/i.test(className) || paths.textEncoder2) family = 'sdxl';
 
   const schedFile = findFile(abs, ['scheduler/scheduler_config.json', 'scheduler_config.json']);
   const schedulerConfig = (schedFile ? readJson(schedFile, 'scheduler/scheduler_config.json') : MISSING_SCHEDULER_CONFIG) as SchedulerConfig;
@@ -281,7 +292,7 @@ function readSd3Folder(abs: string, className: string, modelIndex: Record<string
   const schedFile = findFile(abs, ['scheduler/scheduler_config.json']);
   const schedulerConfig = (schedFile
     ? readJson(schedFile, 'scheduler/scheduler_config.json')
-    : { _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3.0 }) as SchedulerConfig;
+    : SD3_SCHEDULER_CONFIG) as SchedulerConfig;
   if (!schedFile) notes.push('no scheduler config: FlowMatchEulerDiscreteScheduler with shift 3 (SD3\'s)');
 
   const vaeConfig = readJsonIfExists(path.join(abs, 'vae_decoder', 'config.json'), 'vae_decoder/config.json');

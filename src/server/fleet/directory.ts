@@ -7,14 +7,14 @@ import type { Redis } from 'ioredis';
 import { DEFAULT_METHOD } from '../../core/options/registry.ts';
 import type { SchedulerConfig } from '../../core/schedulers/types.ts';
 import type { DeviceEntry } from '../engine.ts';
+import type { ModelFolderFacts } from '../model-facts.ts';
 import { fleetKeys } from './settings.ts';
 
-export interface FleetModel {
+/** A model a worker serves: its name, content hash, and what its folder says (model-facts.ts). */
+export interface FleetModel extends ModelFolderFacts {
   name: string;
   /** Content hash of the model folder (model-hash.ts). */
   hash: string;
-  nativeWidth?: number;
-  nativeHeight?: number;
   /** The folder's scheduler config (server estimates count the scheduler's steps). */
   schedulerConfig?: SchedulerConfig;
 }

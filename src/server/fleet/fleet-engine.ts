@@ -39,6 +39,11 @@ export class FleetEngine implements Engine {
       name: m.name,
       ...(m.nativeWidth ? { nativeWidth: m.nativeWidth, nativeHeight: m.nativeHeight } : {}),
       ...(m.schedulerConfig ? { schedulerConfig: m.schedulerConfig } : {}),
+      // A worker from before these facts were advertised leaves them out: its jobs' settings are then checked
+      // against the model where they run (the server checks what needs no model).
+      ...(m.family ? { family: m.family } : {}),
+      ...(m.latentChannels ? { latentChannels: m.latentChannels } : {}),
+      ...(m.patchSize ? { patchSize: m.patchSize } : {}),
     }));
   }
 

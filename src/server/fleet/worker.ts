@@ -15,6 +15,7 @@ import { Redis } from 'ioredis';
 import type { PipelineOptions } from '../../node/pipeline.ts';
 import { outputNameFor, toGenerateParams } from '../app.ts';
 import type { EngineProgress } from '../engine.ts';
+import { jobErrorOf } from '../errors.ts';
 import { readModelFolderFacts } from '../model-facts.ts';
 import { bullConnection, redisOptions } from './connection.ts';
 import { overLimit, removeBeat, writeBeat, type FleetModel, type WorkerBeat } from './directory.ts';
@@ -203,7 +204,8 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
           throw new Error('The worker lost the job\'s lock; it runs elsewhere');
         }
         if (reason !== undefined) throw new UnrecoverableError(CANCELLED_REASON);
-        const e = err as EngineRunError;
+        // Reported as the API names things: the source output by its name, not by this worker's path to it.
+        const e = jobErrorOf(err as EngineRunError, outputsDir, spec.kind === 'upscale' ? 'upscale' : 'generate');
         // Invalid settings fail the same way on every worker: no retry. A device failure is retried.
         if (e.kind === 'invalid-argument' || e.kind === 'cancelled') throw new UnrecoverableError(failureReason(e));
         throw new Error(failureReason(e));
