@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import sharp from 'sharp';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -239,6 +240,34 @@ test('--from reproduces a high-resolution asg image with its method options', ()
   const bad = asgd(['generate', ...args, '--structure-weight', '-1', '-o', path.join(dir, 'x.png'), ...quick]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /Invalid --structure-weight; expected a number in \[0, 1\]; received "-1"\. Use 0 to turn guidance off/);
+});
+
+test('--from: fused attention is recorded and used again (its last bits differ); another model than the recorded one is named', async () => {
+  const dir = tempDir('cli-from-fused');
+  const pixels = async (f: string) => (await sharp(f).raw().toBuffer());
+  const args = ['-m', SHIPPED, '-p', 'a red circle', '-W', '256', '-H', '192', '--seed', '3', '--steps', '5', '--threads', '1'];
+  const plain = path.join(dir, 'plain.png');
+  const fused = path.join(dir, 'fused.png');
+  assert.equal(asgd(['generate', ...args, '-o', plain, '-q']).code, 0);
+  const r = asgd(['generate', ...args, '--fuse-attention', '-o', fused, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).metadata.fusedAttention, true);
+  assert.ok(!(await pixels(plain)).equals(await pixels(fused)), 'the fused attention changes some pixels (else this test shows nothing)');
+  const again = path.join(dir, 'again.png');
+  const r2 = asgd(['generate', '-m', SHIPPED, '--from', fused, '-o', again, '-q', '--threads', '1']);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.ok(fs.readFileSync(fused).equals(fs.readFileSync(again)), '--from reproduces the fused image byte for byte');
+
+  // Made with the test model, re-run with the shipped one: the run goes ahead, and says so (stderr, and --json).
+  const other = path.join(dir, 'other.png');
+  assert.equal(asgd(['generate', '-m', model, '-p', 'a red circle', '-o', other, '-q', ...quick]).code, 0);
+  const shipped = asgd(['generate', '--from', other, '-o', path.join(dir, 'shipped.png'), '--json', '--threads', '1']);
+  assert.equal(shipped.code, 0, shipped.stderr);
+  const note = `${other} was made with the model ${path.basename(model)}; this run uses shapes-128`;
+  assert.ok(JSON.parse(shipped.stdout).warnings.some((w: string) => w.startsWith(note)), shipped.stdout);
+  assert.equal(shipped.stderr, '', '--json implies --quiet: warnings only in the JSON');
+  const loud = asgd(['generate', '--from', other, '-o', path.join(dir, 'loud.png'), '--threads', '1']);
+  assert.ok(loud.stderr.includes(`warning: ${note}`), loud.stderr);
 });
 
 test('a prompt as long as one command-line argument can be runs (the device thread\'s stack grows with the command line): cut, with a warning', () => {

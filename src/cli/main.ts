@@ -67,6 +67,18 @@ function fromScheduler(from: GenerationMetadata | undefined, given: { width?: nu
   return resized && (from.scheduler === 'pndm' || from.scheduler === 'lms') ? undefined : from.scheduler;
 }
 
+/**
+ * What a re-run (--from) takes from the record besides the settings: the attention fusion the image was made with
+ * (it changes the last bits), unless the flag is given. Returns warnings: another model than the recorded one.
+ */
+function recordedRun(read: GenerationMetadata | undefined, modelDir: string, flags: PipelineOptions, file: string | undefined): string[] {
+  if (!read) return [];
+  if (read.fusedAttention && flags.fuseAttention === undefined) flags.fuseAttention = true;
+  const name = path.basename(path.resolve(modelDir));
+  if (read.model?.name === undefined || read.model.name === name) return [];
+  return [`${file} was made with the model ${read.model.name}; this run uses ${name} (${path.resolve(modelDir)}), so the image will differ: pass -m with the folder of ${read.model.name} to reproduce it`];
+}
+
 async function runGenerate(cmd: Command): Promise<number> {
   const cli = { ...defaults(CLI_OPTIONS), ...givenValues(cmd, CLI_OPTIONS) } as CliValues;
   const given = givenValues(cmd, PARAM_OPTIONS) as Partial<Record<(typeof PARAM_OPTIONS)[number]['key'], string & string[] & number>>;
@@ -119,9 +131,10 @@ async function runGenerate(cmd: Command): Promise<number> {
     checkUpscale({ width: params.width ?? 64, height: params.height ?? 64 }, upscale);
   }
   const modelDir = cli.model ?? defaultModelDir();
+  const notes = recordedRun(read, modelDir, pipelineFlags, cli.from);
   return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
     upscale ? pipeline.generateUpscaled(params, upscale, run) : pipeline.generate(params, run),
-  );
+  notes);
 }
 
 type CliValues = { model?: string; output: string; overwrite: boolean; preview?: string; previewEvery: number; from?: string; json: boolean; quiet: boolean };
@@ -133,6 +146,7 @@ type CliValues = { model?: string; output: string; overwrite: boolean; preview?:
 async function runWithPipeline(
   cli: CliValues, modelDir: string, pipelineFlags: PipelineOptions,
   job: (pipeline: Pipeline, run: GenerateRunOptions) => Promise<GenerateResult>,
+  notes: string[] = [],
 ): Promise<number> {
   const quiet = cli.quiet || cli.json;
   const { checkOutputPath, saveImage } = await import('../node/image/write.ts');
@@ -166,15 +180,18 @@ async function runWithPipeline(
     throw err;
   }
   try {
-    const result = await job(pipeline, {
+    const warn = (m: string) => {
+      if (!quiet) process.stderr.write(`warning: ${m}\n`);
+    };
+    notes.forEach(warn);
+    const ran = await job(pipeline, {
       signal: controller.signal,
       onProgress: (p) => progress.update(p),
-      onWarning: (m) => {
-        if (!cli.quiet) process.stderr.write(`warning: ${m}\n`);
-      },
+      onWarning: warn,
       previewEvery: cli.previewEvery,
       onPreview: cli.preview ? (img) => void saveImage(cli.preview!, img, undefined, true).catch(() => undefined) : undefined,
     });
+    const result = { ...ran, warnings: [...notes, ...ran.warnings] };
     progress.stop();
     // Ctrl-C after the last model call (while decoding ended, or while the file is written): still a cancel.
     if (controller.signal.aborted) throw new AsgdError('Generation cancelled', { kind: 'cancelled' });
@@ -261,9 +278,11 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
   validateParams({ ...params, prompt: params.prompt ?? '', width: undefined, height: undefined });
   const { checkUpscale } = await import('../core/generation/img2img.ts');
   checkUpscale({ width: source.image.width, height: source.image.height }, settings);
-  return runWithPipeline(cli, cli.model ?? defaultModelDir(), pipelineFlags, (pipeline, run) =>
+  const modelDir = cli.model ?? defaultModelDir();
+  const notes = recordedRun(from, modelDir, pipelineFlags, cli.from);
+  return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
     pipeline.upscale({ ...params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, run),
-  );
+  notes);
 }
 
 /** The pipeline options `asgd info` takes: what it notes and reports depends on them. */

@@ -28,6 +28,8 @@ export interface GenerationMetadata {
   maskWords?: string[];
   vae: { tiling: string; tileSize: number; overlap: number };
   originalSize?: { width: number; height: number };
+  /** Set when the UNet ran with its attention fused (PipelineOptions.fuseAttention: the last bits differ); a re-run turns it on. */
+  fusedAttention?: true;
   /** Set when the image is an upscale: of a file (`asgd upscale`), or of the generation in `source.generation`. */
   upscale?: UpscaleRecord;
 }

@@ -285,7 +285,7 @@ export class Pipeline implements AsyncDisposable {
       warn);
       throwIfAborted(signal);
       const tEnd = performance.now();
-      const metadata = buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION);
+      const metadata = { ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION), ...this.fusedRecord() };
       return {
         image,
         metadata,
@@ -423,6 +423,7 @@ export class Pipeline implements AsyncDisposable {
       };
       const metadata: GenerationMetadata = {
         ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION),
+        ...this.fusedRecord(),
         upscale: record,
       };
       return {
@@ -637,6 +638,11 @@ export class Pipeline implements AsyncDisposable {
     // Terminating stops an in-flight model call at once; the next run starts the workers again (ready()).
     this.stopped = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  /** The metadata's record of fused attention, when the UNet runs with it. */
+  private fusedRecord(): Pick<GenerationMetadata, 'fusedAttention'> {
+    return this.info.attentionFusion.applied ? { fusedAttention: true } : {};
   }
 
   private assertOpen(): void {
