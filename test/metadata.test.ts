@@ -57,3 +57,31 @@ test('PNG text chunks survive a round trip and keep the PNG decodable', async ()
   const raw = await sharp(withText).raw().toBuffer();
   assert.deepEqual([...raw.subarray(0, 3)], [255, 0, 0]);
 });
+
+test('the parameters text other tools write as EXIF UserComment in JPEG (AUTOMATIC1111) is read, and asgd read prints it', async () => {
+  const { readImageMetadataFromBytes } = await import('../src/node/image/write.ts');
+  const { A1111_TEXT, jpegWithUserComment } = await import('./helpers/image-texts.ts');
+  const jpeg = await jpegWithUserComment(A1111_TEXT);
+  const r = await readImageMetadataFromBytes(jpeg);
+  assert.equal(r.parameters, A1111_TEXT);
+  assert.equal(r.metadata, undefined);
+  const { promptFromParametersText } = await import('../src/core/metadata.ts');
+  assert.deepEqual(promptFromParametersText(r.parameters!), { prompt: 'a castle on a hill, sunset', negativePrompt: 'blurry, low quality' });
+  const { main } = await import('../src/cli/main.ts');
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { tempDir } = await import('./helpers/models.ts');
+  const file = path.join(tempDir('exif'), 'a1111.jpg');
+  fs.writeFileSync(file, jpeg);
+  const out: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string) => (out.push(String(chunk)), true)) as typeof process.stdout.write;
+  let code: number;
+  try {
+    code = await main(['read', file]);
+  } finally {
+    process.stdout.write = write;
+  }
+  assert.equal(code, 0);
+  assert.equal(out.join(''), `${A1111_TEXT}\n`);
+});

@@ -130,6 +130,8 @@ test('checkUpscale: sizes, the grid, and every bad setting with its message', ()
     [[{ width: 100, height: 100 }, { scale: 2, maxPixels: 1000 }], /^The upscaled image would exceed the pixel limit; expected at most 1000 pixels \(width x height\); received 200x200 = 40000 pixels\. Use a smaller scale or size, or raise the limit with --max-pixels 40000 \(API: maxPixels\)$/],
     [[{ width: 100, height: 100 }, { scale: 2, width: 300 }], /^Give either a scale or an output size, not both/],
     [[{ width: 64, height: 64 }, { structureSource: 'nope' as never }], /^Invalid structureSource; expected one of polyphase, input, input-skip, skip, key/],
+    [[{ width: 100, height: 60 }, { width: 1 }], /^The output width is smaller than the input's; expected at least the input's width \(100x60 input\); received 1x1\. Upscaling keeps or enlarges each side/],
+    [[{ width: 100, height: 60 }, { width: 200, height: 50 }], /^The output height is smaller than the input's; expected at least the input's height \(100x60 input\); received 200x50\./],
   ];
   // 4000 x 4000 is under 4096^2: that one must pass.
   const [ok] = bad.splice(4, 1);

@@ -4,6 +4,7 @@
  * (`invokeai_metadata`, older `sd-metadata`) and Fooocus (`parameters` JSON), mapped to the library's names as far
  * as they map. No DOM or Node APIs: the page and the tests use it alike.
  */
+import { exifTexts } from '../../src/core/exif.ts';
 import { compressedTextChunks, readPngTextChunks } from '../../src/core/png-chunks.ts';
 
 export type ParameterFormat = 'asgdiffusion' | 'a1111' | 'comfyui' | 'invokeai' | 'fooocus';
@@ -183,7 +184,7 @@ function jpegTexts(b: Uint8Array): Record<string, string> {
     if (marker === 0xda || marker === 0xd9) break; // image data follows
     const len = (b[at + 2]! << 8) | b[at + 3]!;
     const seg = b.subarray(at + 4, at + 2 + len);
-    if (marker === 0xe1 && ascii(seg, 0, 6) === 'Exif\0\0') Object.assign(out, exifTexts(seg.subarray(6)));
+    if (marker === 0xe1 && ascii(seg, 0, 6) === 'Exif\0\0') Object.assign(out, exifTexts(seg));
     else if (marker === 0xe1 && ascii(seg, 0, XMP_ID.length) === XMP_ID) out['xmp'] = new TextDecoder('utf-8').decode(seg.subarray(XMP_ID.length));
     else if (marker === 0xfe) out['parameters'] ??= new TextDecoder('utf-8').decode(seg);
     at += 2 + len;
@@ -198,51 +199,10 @@ function webpTexts(b: Uint8Array): Record<string, string> {
     const type = ascii(b, at, 4);
     const len = view.getUint32(at + 4, true);
     const data = b.subarray(at + 8, at + 8 + len);
-    if (type === 'EXIF') Object.assign(out, exifTexts(ascii(data, 0, 6) === 'Exif\0\0' ? data.subarray(6) : data));
+    if (type === 'EXIF') Object.assign(out, exifTexts(data));
     else if (type === 'XMP ') out['xmp'] = new TextDecoder('utf-8').decode(data);
     at += 8 + len + (len & 1);
   }
   return out;
 }
 
-/** EXIF (a TIFF structure): the UserComment tag, in IFD0 or the Exif IFD. */
-function exifTexts(tiff: Uint8Array): Record<string, string> {
-  if (tiff.length < 8) return {};
-  const view = new DataView(tiff.buffer, tiff.byteOffset, tiff.byteLength);
-  const le = ascii(tiff, 0, 2) === 'II';
-  const u16 = (o: number) => view.getUint16(o, le);
-  const u32 = (o: number) => view.getUint32(o, le);
-  const readIfd = (offset: number, depth: number): string | undefined => {
-    if (offset + 2 > tiff.length || depth > 2) return undefined;
-    const n = u16(offset);
-    for (let k = 0; k < n; k++) {
-      const e = offset + 2 + k * 12;
-      if (e + 12 > tiff.length) return undefined;
-      const tag = u16(e);
-      if (tag === 0x8769) {
-        const r = readIfd(u32(e + 8), depth + 1);
-        if (r !== undefined) return r;
-      } else if (tag === 0x9286) {
-        const count = u32(e + 4);
-        const data = count <= 4 ? tiff.subarray(e + 8, e + 8 + count) : tiff.subarray(u32(e + 8), u32(e + 8) + count);
-        return userComment(data);
-      }
-    }
-    return undefined;
-  };
-  const c = readIfd(u32(4), 0);
-  return c ? { UserComment: c } : {};
-}
-
-function userComment(data: Uint8Array): string {
-  const charset = ascii(data, 0, 8);
-  const body = data.subarray(8);
-  if (charset.startsWith('UNICODE')) {
-    // Writers differ in byte order: take the one that reads as more plain text.
-    const be = new TextDecoder('utf-16be').decode(body);
-    const le = new TextDecoder('utf-16le').decode(body);
-    const plain = (s: string) => [...s].filter((ch) => ch.charCodeAt(0) < 128).length;
-    return (plain(be) >= plain(le) ? be : le).replace(/\0+$/, '');
-  }
-  return new TextDecoder('utf-8').decode(charset.startsWith('ASCII') ? body : data).replace(/\0+$/, '');
-}

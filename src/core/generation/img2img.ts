@@ -105,6 +105,15 @@ export function checkUpscale(source: { width: number; height: number }, s: Upsca
     }
     tw = s.width ?? Math.round((s.height! * sw) / sh);
     th = s.height ?? Math.round((s.width! * sh) / sw);
+    // An upscale keeps or enlarges each side, as a scale of at least 1 does.
+    for (const [name, v, min] of [['width', tw, sw], ['height', th, sh]] as const) {
+      if (v < min) {
+        throw new AsgdError(`The output ${name} is smaller than the input's`, {
+          kind: 'invalid-argument', parameter: name, expected: `at least the input's ${name} (${sw}x${sh} input)`, received: `${tw}x${th}`,
+          hint: 'Upscaling keeps or enlarges each side: give a larger size, or --scale 1 to keep it',
+        });
+      }
+    }
   } else {
     scale = checkOption<number>(spec('scale'), s.scale ?? DEFAULT_SCALE);
     tw = Math.round(sw * scale);

@@ -9,6 +9,7 @@ import { AsgdError } from '../../core/errors.ts';
 import type { RgbImage } from '../../core/image.ts';
 import { JSON_KEY, TEXT_KEY, formatParametersText, parseMetadataJson, type GenerationMetadata } from '../../core/metadata.ts';
 import { addPngTextChunks, readPngTextChunks } from '../../core/png-chunks.ts';
+import { exifTexts } from '../../core/exif.ts';
 import { inflateSync } from 'node:zlib';
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
@@ -164,12 +165,14 @@ export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the 
   } catch (err) {
     throw notAnImage(name, err);
   }
+  // Other tools' parameters text: AUTOMATIC1111 writes it as the EXIF UserComment of JPEG and WebP files.
+  const comment = info.exif ? exifTexts(new Uint8Array(info.exif)).UserComment : undefined;
   const xmp = info.xmp?.toString('utf8');
-  if (!xmp) return {};
+  if (!xmp) return comment ? { parameters: comment } : {};
   const unescape = (s: string) => s.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
   const json = new RegExp(`<asgd:${JSON_KEY}>([\\s\\S]*?)</asgd:${JSON_KEY}>`).exec(xmp)?.[1];
   const desc = /<rdf:li[^>]*>([\s\S]*?)<\/rdf:li>/.exec(xmp)?.[1];
-  return embedded(json === undefined ? undefined : unescape(json), desc === undefined ? undefined : unescape(desc));
+  return embedded(json === undefined ? undefined : unescape(json), desc === undefined ? comment : unescape(desc));
 }
 
 function embedded(json: string | undefined, parameters: string | undefined): EmbeddedParameters {
