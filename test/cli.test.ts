@@ -48,7 +48,15 @@ test('bad input: clear message, non-zero exit, no output file', () => {
   fs.writeFileSync(existing, 'keep me');
   const cases: [string[], number, RegExp][] = [
     [['-m', path.join(dir, 'missing-model'), '-p', 'x', '-o', out], 3, /Model folder not found/],
-    [['-m', model, '-p', 'x', '-W', '100', '-o', out], 2, /Invalid --width; expected a multiple of 8 between 64 and 8192; received "100"/],
+    [['-m', model, '-p', 'x', '-W', '100', '-o', out], 2, /Invalid --width; expected a multiple of 8 between 64 and 8192; received "100"\. Try 104\n$/],
+    // Decimal numbers only (Number() reads 0x80 as 128).
+    [['-m', model, '-p', 'x', '-W', '0x80', '-o', out], 2, /Invalid --width; expected a multiple of 8 between 64 and 8192; received "0x80"\n$/],
+    [['-m', model, '-p', 'x', '--steps', '0b11', '-o', out], 2, /Invalid --steps; expected an integer in \[1, 1000\]; received "0b11"/],
+    // The library's own checks, named by the flag.
+    [['-m', model, '-p', 'x', '--seed', '-1', '-o', out], 2, /^asgd: Invalid --seed; expected an integer in \[0, 2\^64 - 1\]; received "-1"\n$/],
+    [['-m', model, '-p', 'x', '--vae-tile-overlap', '40', '-o', out], 2, /^asgd: Invalid --vae-tile-overlap; expected an integer in \[0, 32\]/],
+    [['-m', model, '-p', 'x', '--preview', path.join(dir, 'p.gif'), '-o', out], 2, /^asgd: Unsupported preview file type; expected \.png, \.jpg, \.jpeg or \.webp; received \.gif/],
+    [['-m', model, '-p', 'x', '-o', `${dir}/`], 2, /^asgd: The output path is a folder; expected an image file name/],
     [['-m', model, '-p', 'x', '-H', '16384', '-o', out], 2, /Invalid --height; expected a multiple of 8 between 64 and 8192; received "16384"/],
     [['-m', model, '-p', 'x', '--steps', '0', '-o', out], 2, /Invalid --steps; expected an integer in \[1, 1000\]; received "0"/],
     [['-m', model, '-p', 'x', '-g', 'inf', '-o', out], 2, /Invalid --guidance-scale; expected a number in \[0, 100\]; received "inf"/],
@@ -57,7 +65,7 @@ test('bad input: clear message, non-zero exit, no output file', () => {
     [['-m', model, '-p', 'x', '-o', existing], 4, /The output file already exists.*--overwrite/],
     [['-m', model, '-p', 'x', '-o', path.join(dir, 'x.bmp')], 2, /Unsupported output file type; expected \.png, \.jpg, \.jpeg or \.webp/],
     [['-m', model, '-o', out], 2, /Invalid --prompt/],
-    [['-m', model, '-p', 'x', '--devices', 'tpu', '-o', out], 2, /Invalid devices/],
+    [['-m', model, '-p', 'x', '--devices', 'tpu', '-o', out], 2, /Invalid --devices/],
     [['-m', model, '-p', 'x', '--method', 'nope', '-o', out], 2, /Allowed choices are asg, cutdiffusion, multidiffusion, direct/],
     [['-m', model, '-p', 'x', '--threads', '100000', '-o', out], 2, /Invalid --threads; expected an integer in \[0, 1024\]; received "100000"\. Use 0/],
     // A preview replaces only its own earlier previews: not a file that was there, nor the output.
@@ -69,6 +77,10 @@ test('bad input: clear message, non-zero exit, no output file', () => {
     assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, re, args.join(' '));
   }
+  const none = asgd([]);
+  assert.equal(none.code, 2, 'no command is a bad argument (help is shown)');
+  assert.match(none.stderr, /Usage: asgd/);
+  assert.equal(asgd(['--help']).code, 0);
   assert.deepEqual(fs.readdirSync(dir), ['exists.png']);
   assert.equal(fs.readFileSync(existing, 'utf8'), 'keep me');
 });

@@ -338,7 +338,17 @@ async function runRead(file: string, opts: { json?: boolean }): Promise<number> 
   if (!r.metadata && !r.parameters) {
     throw new AsgdError(`No generation parameters found in ${file}`, { kind: 'invalid-argument', parameter: 'image', hint: 'Pass an image written by `asgd generate`' });
   }
-  process.stdout.write(opts.json ? JSON.stringify(r.metadata ?? null, null, 2) + '\n' : `${r.parameters ?? ''}\n`);
+  if (opts.json && !r.metadata) {
+    throw new AsgdError(`No asgdiffusion parameters in ${file}, only another tool's parameters text`, {
+      kind: 'invalid-argument', parameter: 'image', hint: 'asgd read without --json prints that text',
+    });
+  }
+  if (opts.json) process.stdout.write(JSON.stringify(r.metadata, null, 2) + '\n');
+  else {
+    // The text block, or the same text made from the record where the text block is missing.
+    const { formatParametersText } = await import('../core/metadata.ts');
+    process.stdout.write(`${r.parameters ?? formatParametersText(r.metadata!)}\n`);
+  }
   return EXIT.ok;
 }
 
@@ -485,14 +495,33 @@ export async function main(argv: string[]): Promise<number> {
     return code;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+      // Help asked for (--help, asgd help) is a success; help shown because the command is missing is not.
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || (err.code === 'commander.help' && err.exitCode === 0)) return EXIT.ok;
       return EXIT['invalid-argument'];
     }
+    err = withFlagName(err);
     const msg = err instanceof Error ? err.message : String(err);
     process.stderr.write(`asgd: ${msg}\n`);
     if (!(err instanceof AsgdError) && err instanceof Error && process.env['ASGD_DEBUG']) process.stderr.write(`${err.stack}\n`);
     return exitCodeFor(err);
   }
+}
+
+/**
+ * A library error about a setting ("Invalid seed", "Invalid vae.overlap"), named by the flag the user gave instead
+ * (--seed, --vae-tile-overlap): same expected, received and hint.
+ */
+function withFlagName(err: unknown): unknown {
+  if (!(err instanceof AsgdError) || err.kind !== 'invalid-argument' || !err.parameter) return err;
+  const [prefix, key] = err.parameter.includes('.') ? err.parameter.split('.', 2) : [undefined, err.parameter];
+  const scope = prefix === 'vae' ? 'vae' : prefix === 'methodOptions' ? 'method' : undefined;
+  if (prefix !== undefined && scope === undefined) return err;
+  const spec = ALL_OPTIONS.find((s) => s.cli && s.key === key && (scope === undefined || s.scope === scope));
+  const named = `Invalid ${err.parameter}`;
+  if (!spec?.cli || !err.summary.startsWith(named)) return err;
+  return new AsgdError(`Invalid ${spec.cli.flag}${err.summary.slice(named.length)}`, {
+    kind: err.kind, parameter: spec.cli.flag, expected: err.expected, received: err.received, hint: err.hint, cause: err.cause,
+  });
 }
 
 const invokedDirectly = process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);

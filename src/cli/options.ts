@@ -17,17 +17,27 @@ export function helpText(s: OptionSpec): string {
 
 function parser(s: OptionSpec, flag: string): ((value: string) => unknown) | undefined {
   if (s.kind === 'number' || s.kind === 'integer') {
+    // Decimal notation only: Number() would also take 0x80, 0b1 or an empty string.
+    const syntax = s.kind === 'integer' ? /^[+-]?\d+$/ : /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
     return (value: string) => {
-      const v = value.trim() === '' ? NaN : Number(value);
+      const v = syntax.test(value.trim()) ? Number(value) : NaN;
       try {
         return checkOption(s, v, flag);
       } catch {
-        throw invalidArgument(flag, checkExpected(s), value, s.hint);
+        throw invalidArgument(flag, checkExpected(s), value, s.hint ?? nearestMultiple(s, v));
       }
     };
   }
   if (s.kind === 'list') return (value: string) => value.split(/[,\s]+/).map((x) => x.trim()).filter(Boolean);
   return undefined;
+}
+
+/** For a size that must be a multiple (of 8): the nearest one in range, as a hint. */
+function nearestMultiple(s: OptionSpec, v: number): string | undefined {
+  if (!s.multipleOf || !Number.isFinite(v)) return undefined;
+  const near = Math.round(v / s.multipleOf) * s.multipleOf;
+  const clamped = Math.min(s.max ?? near, Math.max(s.min ?? near, near));
+  return `Try ${clamped}`;
 }
 
 function checkExpected(s: OptionSpec): string {

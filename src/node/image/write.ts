@@ -14,15 +14,29 @@ import { inflateSync } from 'node:zlib';
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
-export function formatFromPath(file: string): ImageFormat {
+export function formatFromPath(file: string, parameter: 'output' | 'preview' = 'output'): ImageFormat {
   const ext = path.extname(file).toLowerCase();
   if (ext === '.png') return 'png';
   if (ext === '.jpg' || ext === '.jpeg') return 'jpeg';
   if (ext === '.webp') return 'webp';
-  throw new AsgdError('Unsupported output file type', {
-    kind: 'invalid-argument', parameter: 'output', expected: '.png, .jpg, .jpeg or .webp', received: ext || 'no extension',
-    hint: 'Name the output file with one of these extensions',
+  if (file.endsWith('/') || file.endsWith(path.sep) || isFolder(file)) {
+    throw new AsgdError(`The ${parameter} path is a folder`, {
+      kind: 'invalid-argument', parameter, expected: 'an image file name (.png, .jpg, .jpeg or .webp)', received: file,
+      hint: `Name a file in it, e.g. ${path.join(file, 'out.png')}`,
+    });
+  }
+  throw new AsgdError(`Unsupported ${parameter} file type`, {
+    kind: 'invalid-argument', parameter, expected: '.png, .jpg, .jpeg or .webp', received: ext || 'no extension',
+    hint: `Name the ${parameter} file with one of these extensions`,
   });
+}
+
+function isFolder(file: string): boolean {
+  try {
+    return fs.statSync(file).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function escapeXml(s: string): string {
@@ -75,7 +89,7 @@ export async function encodeImage(img: RgbImage, format: ImageFormat, meta?: Gen
 
 /** Checks before any work: the folder exists and is writable, the file is absent unless overwrite. */
 export function checkOutputPath(file: string, overwrite: boolean, parameter: 'output' | 'preview' = 'output'): void {
-  formatFromPath(file);
+  formatFromPath(file, parameter);
   const abs = path.resolve(file);
   const dir = path.dirname(abs);
   let st: fs.Stats;
