@@ -9,7 +9,7 @@ import { loadSharp } from './write.ts';
 import { AsgdError } from '../../core/errors.ts';
 import type { RgbImage } from '../../core/image.ts';
 import { promptFromParametersText, type GenerationMetadata } from '../../core/metadata.ts';
-import { notAnImage, readImageMetadataFromBytes } from './write.ts';
+import { notAnImage, readImageMetadataFromBytes, unreadableFile } from './write.ts';
 
 /** An upscale's source: a file path, the file's bytes, or decoded 8-bit RGB pixels. */
 export type ImageInput = string | Uint8Array | RgbImage;
@@ -55,7 +55,7 @@ export async function readSourceImage(input: ImageInput): Promise<SourceImage> {
     try {
       bytes = new Uint8Array(fs.readFileSync(input));
     } catch (err) {
-      throw new AsgdError(`Cannot read image ${input}`, { kind: 'invalid-argument', parameter: 'image', hint: 'Check the path', cause: err });
+      throw unreadableFile(input, err);
     }
   } else if (input instanceof Uint8Array) {
     bytes = input;

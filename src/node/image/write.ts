@@ -156,7 +156,7 @@ export async function readImageMetadata(file: string): Promise<EmbeddedParameter
   try {
     bytes = new Uint8Array(fs.readFileSync(file));
   } catch (err) {
-    throw new AsgdError(`Cannot read image ${file}`, { kind: 'invalid-argument', parameter: 'image', hint: 'Check the path', cause: err });
+    throw unreadableFile(file, err);
   }
   return readImageMetadataFromBytes(bytes, file);
 }
@@ -197,6 +197,15 @@ function embedded(json: string | undefined, parameters: string | undefined): Emb
   } catch (err) {
     return { ...out, damaged: err instanceof Error ? err.message : String(err) };
   }
+}
+
+/** The error for an image file that cannot be read at all, saying why (missing, a folder, no permission). */
+export function unreadableFile(file: string, err: unknown): AsgdError {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a folder' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (err as Error | undefined)?.message ?? String(err);
+  return new AsgdError(`Cannot read image ${file} (${why})`, {
+    kind: 'invalid-argument', parameter: 'image', hint: 'Check the path', cause: err,
+  });
 }
 
 /** The error for a file that is not a readable PNG, JPEG or WebP image. */
