@@ -86,6 +86,14 @@ test('a picture cut short (a readable header, pixels missing) is refused naming 
   assert.match(thumb.json().message, /damaged\.png.*cannot be decoded/);
   assert.doesNotMatch(thumb.body, /vips|libpng/);
   fs.rmSync(path.join(outputsDir, 'damaged.png'));
+  // A file whose header does not read either: its upscale and estimate answer the same (before: a 500).
+  fs.writeFileSync(path.join(outputsDir, 'garbage.png'), 'not a picture at all');
+  for (const url of ['/api/v1/outputs/garbage.png/upscale', '/api/v1/outputs/garbage.png/upscale/estimate']) {
+    const up = await app.inject({ method: 'POST', url, payload: { steps: 2 } });
+    assert.equal(up.statusCode, 422, `${url}: ${up.body}`);
+    assert.equal(up.json().error, 'unreadable-image');
+  }
+  fs.rmSync(path.join(outputsDir, 'garbage.png'));
 });
 
 test('another content type is refused (415 naming content-type) before its body is read: a large JSON body is not parsed', async () => {

@@ -296,7 +296,13 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     const entry = await requestModel(model, reply);
     if (!entry) return undefined;
     const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
-    const size = await sharp(file).metadata();
+    let size: import('sharp').Metadata;
+    try {
+      size = await sharp(file).metadata();
+    } catch {
+      void unreadableImage(reply, name);
+      return undefined;
+    }
     const plan = checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
     const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, width: _w, height: _h, ...rest } = body;
     const generation = toGenerateParams(rest);
@@ -347,6 +353,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     await o.engine.refresh();
     return has();
   };
+  const unreadableImage = (reply: FastifyReply, name: string) =>
+    reply.code(422).send({ error: 'unreadable-image', field: 'name', message: `Invalid name; expected an output that is a readable image; received ${name}, which cannot be decoded (truncated or damaged)` });
   const jobId = (req: FastifyRequest) => (req.params as { id: string }).id;
   const notFound = (reply: FastifyReply, what = 'No such job') => reply.code(404).send({ error: 'not-found', message: what });
 
@@ -401,7 +409,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     },
     {
       method: 'POST', url: '/api/v1/outputs/:name/upscale', summary: 'Queue an upscale of an output (img2img with structure from the picture)', body: upscaleRequestSchema(),
-      responses: { 202: { description: 'queued', schema: { type: 'object', properties: { id: { type: 'string' } } } }, 400: err('invalid settings (the field is named)'), 404: err('no such output'), 409: err('no live worker can run it (a fleet)') },
+      responses: { 202: { description: 'queued', schema: { type: 'object', properties: { id: { type: 'string' } } } }, 400: err('invalid settings (the field is named)'), 404: err('no such output'), 409: err('no live worker can run it (a fleet)'), 422: err('the output is not a readable image') },
       handler: async (req, reply) => {
         const up = await checkUpscaleRequest(req, reply);
         if (!up) return reply;
@@ -415,7 +423,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       method: 'POST', url: '/api/v1/outputs/:name/upscale/estimate', summary: 'The size an upscale makes, its UNet evaluations, and about how long (once a job was measured here)', body: upscaleRequestSchema(),
       responses: {
         200: { description: 'estimate', schema: { type: 'object', properties: { width: { type: 'integer' }, height: { type: 'integer' }, unetEvaluations: { type: 'integer' }, seconds: { type: 'number' } } } },
-        400: err('invalid settings (the field is named)'), 404: err('no such output'), 409: err('no live worker (a fleet)'),
+        400: err('invalid settings (the field is named)'), 404: err('no such output'), 409: err('no live worker (a fleet)'), 422: err('the output is not a readable image'),
       },
       handler: async (req, reply) => {
         const up = await checkUpscaleRequest(req, reply);
@@ -571,7 +579,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
           try {
             bytes = await sharp(file).resize(THUMB_SIZE, THUMB_SIZE, { fit: 'inside', withoutEnlargement: true }).webp().toBuffer();
           } catch {
-            return reply.code(422).send({ error: 'unreadable-image', field: 'name', message: `Invalid name; expected an output that is a readable image; received ${name}, which cannot be decoded (truncated or damaged)` });
+            return unreadableImage(reply, name);
           }
           const tmp = `${thumb}.${process.pid}.tmp`;
           fs.writeFileSync(tmp, bytes);
