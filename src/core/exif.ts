@@ -3,6 +3,8 @@
  * of JPEG and WebP files). Portable: the page and the Node reader use it alike.
  */
 
+import { textDecoder } from './platform.ts';
+
 function ascii(b: Uint8Array, at: number, n: number): string {
   return String.fromCharCode(...b.subarray(at, at + n));
 }
@@ -45,10 +47,10 @@ function userComment(data: Uint8Array): string {
   const body = data.subarray(8);
   if (charset.startsWith('UNICODE')) {
     // Writers differ in byte order: take the one that reads as more plain text.
-    const be = new TextDecoder('utf-16be').decode(body);
-    const le = new TextDecoder('utf-16le').decode(body);
+    const be = textDecoder('utf-16be').decode(body);
+    const le = textDecoder('utf-16le').decode(body);
     const plain = (s: string) => [...s].filter((ch) => ch.charCodeAt(0) < 128).length;
     return (plain(be) >= plain(le) ? be : le).replace(/\0+$/, '');
   }
-  return new TextDecoder('utf-8').decode(charset.startsWith('ASCII') ? body : data).replace(/\0+$/, '');
+  return textDecoder('utf-8').decode(charset.startsWith('ASCII') ? body : data).replace(/\0+$/, '');
 }

@@ -26,6 +26,6 @@ export function utf8Encode(text: string): Uint8Array {
   return new globals.TextEncoder().encode(text);
 }
 
-export function textDecoder(label: 'utf-8' | 'latin1'): TextDecoderLike {
+export function textDecoder(label: 'utf-8' | 'latin1' | 'utf-16be' | 'utf-16le'): TextDecoderLike {
   return new globals.TextDecoder(label);
 }
