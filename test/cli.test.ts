@@ -282,6 +282,21 @@ test('--from: fused attention is recorded and used again (its last bits differ);
   assert.ok(loud.stderr.includes(`warning: ${note}`), loud.stderr);
 });
 
+test('flags this run does not read are named: a method\'s options under another method, --preview-every without --preview', () => {
+  const dir = tempDir('cli-unused');
+  const r = asgd(['generate', '-m', model, '-p', 'a red circle', '--method', 'direct', '--structure-weight', '0.5', '--mask-words', 'red', '--stage-split', '0.5', '--preview-every', '1', '-o', path.join(dir, 'a.png'), ...quick]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stderr.split('\n').filter((l) => l.startsWith('warning:')), [
+    'warning: --mask-words is an option of asg; --method direct does not use it',
+    'warning: --stage-split is an option of asg/cutdiffusion; --method direct does not use it',
+    'warning: --structure-weight is an option of asg; --method direct does not use it',
+    'warning: --preview-every has no effect without --preview FILE',
+  ]);
+  const asg = asgd(['generate', '-m', model, '-p', 'a red circle', '--structure-weight', '0.5', '--mask-words', 'red', '-o', path.join(dir, 'b.png'), ...quick]);
+  assert.equal(asg.code, 0, asg.stderr);
+  assert.doesNotMatch(asg.stderr, /warning/);
+});
+
 test('a prompt as long as one command-line argument can be runs (the device thread\'s stack grows with the command line): cut, with a warning', () => {
   const dir = tempDir('cli-long');
   const out = path.join(dir, 'long.png');

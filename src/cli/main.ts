@@ -79,6 +79,24 @@ function recordedRun(read: GenerationMetadata | undefined, modelDir: string, fla
   return [`${file} was made with the model ${read.model.name}; this run uses ${name} (${path.resolve(modelDir)}), so the image will differ: pass -m with the folder of ${read.model.name} to reproduce it`];
 }
 
+/**
+ * Flags given that this run does not read: a method's options under another method (kept in the record, as
+ * --from's are, but without effect), --preview-every without --preview. Warnings, not errors: a re-run of an asg
+ * image with --method direct carries asg's options along.
+ */
+function unusedFlags(cmd: Command, method: string | undefined): string[] {
+  const chosen = String(method ?? optionSpec(PARAM_OPTIONS, 'method').default);
+  const notes: string[] = [];
+  for (const s of [...PARAM_OPTIONS, ...METHOD_OPTIONS] as OptionSpec[]) {
+    if (s.cli && s.methods && !s.methods.includes(chosen) && s.key in givenValues(cmd, [s])) {
+      notes.push(`${s.cli.flag} is an option of ${s.methods.join('/')}; --method ${chosen} does not use it`);
+    }
+  }
+  const cli = givenValues(cmd, CLI_OPTIONS);
+  if ('previewEvery' in cli && !('preview' in cli)) notes.push('--preview-every has no effect without --preview FILE');
+  return notes;
+}
+
 async function runGenerate(cmd: Command): Promise<number> {
   const cli = { ...defaults(CLI_OPTIONS), ...givenValues(cmd, CLI_OPTIONS) } as CliValues;
   const given = givenValues(cmd, PARAM_OPTIONS) as Partial<Record<(typeof PARAM_OPTIONS)[number]['key'], string & string[] & number>>;
@@ -131,7 +149,7 @@ async function runGenerate(cmd: Command): Promise<number> {
     checkUpscale({ width: params.width ?? 64, height: params.height ?? 64 }, upscale);
   }
   const modelDir = cli.model ?? defaultModelDir();
-  const notes = recordedRun(read, modelDir, pipelineFlags, cli.from);
+  const notes = [...unusedFlags(cmd, params.method), ...recordedRun(read, modelDir, pipelineFlags, cli.from)];
   return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
     upscale ? pipeline.generateUpscaled(params, upscale, run) : pipeline.generate(params, run),
   notes);
@@ -279,7 +297,7 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
   const { checkUpscale } = await import('../core/generation/img2img.ts');
   checkUpscale({ width: source.image.width, height: source.image.height }, settings);
   const modelDir = cli.model ?? defaultModelDir();
-  const notes = recordedRun(from, modelDir, pipelineFlags, cli.from);
+  const notes = [...unusedFlags(cmd, params.method), ...recordedRun(from, modelDir, pipelineFlags, cli.from)];
   return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
     pipeline.upscale({ ...params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, run),
   notes);
