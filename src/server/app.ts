@@ -108,7 +108,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     logger: false,
     bodyLimit: o.bodyLimit ?? 1024 * 1024,
     // Fastify's default (100) would answer 404 for longer output names that the gallery lists.
-    maxParamLength: OUTPUT_NAME_MAX,
+    routerOptions: { maxParamLength: OUTPUT_NAME_MAX },
     // Bodies are taken as sent: no type coercion, no defaults filled in, nothing removed.
     // verbose: errors carry the value sent and the schema it failed (the messages name both).
     ajv: { customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false, verbose: true } },

@@ -128,7 +128,9 @@ export class FakeEngine implements Engine {
     const scale = params.scale ?? 2;
     const width = Math.round(src.width * scale);
     const height = Math.round(src.height * scale);
-    const p = resolveParams({ ...params, prompt: params.prompt ?? '', width: Math.ceil(width / 8) * 8, height: Math.ceil(height / 8) * 8 }, { width: 64, height: 64 });
+    // The generation settings alone: the upscale's own (scale, strength, ...) are not generation settings.
+    const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, width: _w, height: _h, ...settings } = params;
+    const p = resolveParams({ ...settings, prompt: params.prompt ?? '', width: Math.ceil(width / 8) * 8, height: Math.ceil(height / 8) * 8 }, { width: 64, height: 64 });
     for (let step = 1; step <= p.steps; step++) {
       await sleep(this.o.stepMs ?? 5, ctx.signal);
       ctx.onProgress({ phase: 'denoise', stage: 1, step, totalSteps: p.steps, unitsDone: step, unitsTotal: p.steps });
