@@ -176,6 +176,10 @@ export async function runServerLoad(o: { jobs?: number; clients?: number; steps?
       const s = denoiseSteps(ev);
       // A client that arrived after the end gets the final state alone: nothing to miss.
       if (ev.length === 1 && ev[0]!.event === 'state' && (ev[0]!.data as JobRecord).state === 'completed') return true;
+      // A client that joined after the last step (the job saving its output) gets a later phase's snapshot at the
+      // last step, then the end: nothing to miss either.
+      const progress = ev.filter((e) => e.event === 'progress').map((e) => e.data as JobProgress);
+      if (s.length === 0 && progress.length > 0 && progress[0]!.step === steps && (ev.at(-1)?.data as JobRecord | undefined)?.state === 'completed') return true;
       return s.length > 0 && s.at(-1) === steps && s.every((v, i) => i === 0 || v === s[i - 1]! + 1);
     };
     const rerunIds = new Set(all.filter((j) => j.attempts > 1).map((j) => j.id));
