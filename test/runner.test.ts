@@ -360,6 +360,32 @@ test('a device whose thread dies abruptly fails the generation naming it and the
   await assertNoWorkers();
 });
 
+test('after a device failure, and after a cancel during the restart, the next run starts the workers again and equals the fault-free one', async () => {
+  const p = await openPipeline(model, { threads: 1, devices: 'cpu,cpu' }, { injectFailure: { device: 1, after: 3 } });
+  try {
+    await assert.rejects(p.generate(params), (e: unknown) => e instanceof AsgdError && e.kind === 'device');
+    await assertNoWorkers();
+    // The run after it starts the workers again; cancelled while they load, it ends them and is cancelled.
+    const controller = new AbortController();
+    const watch = setInterval(() => {
+      if (liveDeviceWorkers().length > 0) controller.abort();
+    }, 1);
+    try {
+      await assert.rejects(p.generate(params, { signal: controller.signal }), (e: unknown) => e instanceof AsgdError && e.kind === 'cancelled' && e.message === 'Generation cancelled');
+    } finally {
+      clearInterval(watch);
+    }
+    assert.ok(controller.signal.aborted, 'the cancel came while the workers started');
+    await assertNoWorkers();
+    // And the next one starts them once more (the injected failure was the first workers' only).
+    const r = await p.generate(params);
+    assert.ok(sameBits(r.latent, reference1.latent), 'the same final latent as the fault-free run');
+  } finally {
+    await p.close();
+  }
+  await assertNoWorkers();
+});
+
 test('with retry, a failing device is dropped and the generation equals the fault-free one', async () => {
   // Device 1 dies; then device 0 (which holds the probe graph, text encoder and VAE) dies and device 1 takes over.
   // Device 0 runs the fewer calls (11-13 of about 34 in four runs here; it also encodes and decodes), so it fails at
