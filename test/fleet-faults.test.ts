@@ -11,6 +11,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { serve, type RunningServer } from '../src/server/serve.ts';
+import { AsgdError } from '../src/core/errors.ts';
 import type { JobRecord } from '../src/server/queue.ts';
 import { api, fakeModelDir, outputFiles, waitFor } from './helpers/fleet.ts';
 import { tempDir } from './helpers/models.ts';
@@ -100,11 +101,31 @@ test('a worker SIGKILLed mid-job: another worker completes the job, with one out
   await waitFor('the dead worker to leave the status view', async () => !(await a().fleet()).workers.some((w) => w.id === victim.id));
 });
 
+test('a server whose Redis cannot be reached says so at once and does not start', async () => {
+  const t0 = performance.now();
+  await assert.rejects(
+    serve({ port: 0, host: '127.0.0.1', outputsDir: tempDir('faults-none'), modelDirs: [], pipeline: {}, queue: 'unix:///nonexistent/redis.sock', prefix: PREFIX }),
+    (e: unknown) => e instanceof AsgdError && e.kind === 'invalid-argument' && e.parameter === '--queue' &&
+      /^Cannot reach the queue's Redis at unix:\/\/\/nonexistent\/redis\.sock \(connect ENOENT \/nonexistent\/redis\.sock\)\. Start Redis there/.test(e.message),
+  );
+  assert.ok(performance.now() - t0 < 10_000);
+});
+
 test('Redis restarted mid-run: the server and the workers reconnect, and every job completes once', { timeout: 120_000 }, async () => {
   const ids: string[] = [];
   for (let i = 0; i < 6; i++) ids.push(await a().queue({ prompt: `through a restart ${i}`, seed: String(10 + i), steps: 8 }));
   await waitFor('the first job', async () => (await a().job(ids[0]!)).state === 'completed');
-  await redis.restart(1000);
+  const restarted = redis.restart(4000);
+  // While Redis is down the API answers at once, 503 saying so (it waited until Redis was back).
+  await waitFor('Redis to stop', async () => !fs.existsSync(redis.socket), 30_000, 20);
+  const t0 = performance.now();
+  const down = await fetch(new URL('/api/v1/jobs', server.url));
+  const body = (await down.json()) as { error: string; message: string };
+  assert.equal(down.status, 503, JSON.stringify(body));
+  assert.equal(body.error, 'queue-unavailable');
+  assert.match(body.message, /^The queue's Redis at unix:\/\/.* does not answer \(.*\); queued jobs are kept there: try again once it is back$/);
+  assert.ok(performance.now() - t0 < 3500, `answered in ${Math.round(performance.now() - t0)} ms`);
+  await restarted;
   for (const id of ids) {
     const j = await waitFor(`job ${id} after the restart`, async () => {
       const r = await tryJob(id);

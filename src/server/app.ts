@@ -49,6 +49,8 @@ export interface ServerOptions {
   preview?: (jobId: string) => Promise<Uint8Array | undefined>;
   /** The fleet's status (GET /api/v1/fleet), when jobs run on fleet workers. */
   fleetStatus?: () => Promise<unknown>;
+  /** The message for an error that says the queue's store cannot be reached (answered 503); else undefined. */
+  unavailable?: (err: unknown) => string | undefined;
 }
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
@@ -163,6 +165,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       return reply.code(400).send({ error: 'invalid-argument', field: bodyField(err.parameter), message: err.message });
     }
     if (err instanceof QueueError) return reply.code(err.status).send({ error: 'queue', message: err.message });
+    const down = o.unavailable?.(err);
+    if (down) return reply.code(503).send({ error: 'queue-unavailable', message: down });
     const known = fastifyErrorBody(err.code, { limit: req.routeOptions.bodyLimit, contentType: mediaType(req), expectedTypes: routeTypes(req) });
     if (known) return reply.code(known.status).send(known.body);
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;

@@ -41,14 +41,14 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
   const token = o.token ?? (loopback ? undefined : randomBytes(16).toString('hex'));
   const anyHost = o.host === '0.0.0.0' || o.host === '::';
   const outputsDir = path.resolve(o.outputsDir);
-  const fleet = o.queue ? await (await import('./fleet/server-parts.ts')).fleetServerParts(o.queue, outputsDir, o.prefix) : undefined;
+  const fleet = o.queue ? await (await import('./fleet/server-parts.ts')).fleetServerParts(o.queue, outputsDir, o.prefix, (line) => process.stderr.write(`asgd serve: ${line}\n`)) : undefined;
   const queue = fleet?.queue ?? new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
   const engine = fleet?.engine ?? o.engine ?? new (await import('./library-engine.ts')).LibraryEngine(o.modelDirs, o.pipeline);
   const closeQueue = () => (fleet ? fleet.close() : queue.close());
   const app = await createServer({
     queue, engine, outputsDir, webDir: o.webDir, token,
     allowedHosts: anyHost ? ['*'] : loopback ? [] : [o.host.toLowerCase()],
-    ...(fleet ? { preview: fleet.preview, fleetStatus: fleet.status } : {}),
+    ...(fleet ? { preview: fleet.preview, fleetStatus: fleet.status, unavailable: fleet.unavailable } : {}),
   });
   try {
     await app.listen({ port: o.port, host: o.host });

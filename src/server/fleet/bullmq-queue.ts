@@ -62,7 +62,8 @@ export class BullJobQueue implements JobQueue {
     const had = this.queues.get(name);
     if (had) return had;
     const queue = new Queue<FleetJobData, FleetJobResult, string, FleetJobData, FleetJobResult, string>(name, { connection: bullConnection(this.o.connection), prefix: this.o.prefix });
-    const events = new QueueEvents(name, { connection: bullConnection(this.o.connection), prefix: this.o.prefix });
+    // Reading events blocks: that connection waits out an outage (BullMQ requires it), the queue's own fails fast.
+    const events = new QueueEvents(name, { connection: bullConnection({ ...this.o.connection, maxRetriesPerRequest: null }), prefix: this.o.prefix });
     queue.on('error', () => undefined);
     events.on('error', () => undefined);
     for (const type of RELAYED) {

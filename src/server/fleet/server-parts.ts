@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { BullJobQueue } from './bullmq-queue.ts';
-import { redisOptions } from './connection.ts';
+import { redisOptions, shownAddress } from './connection.ts';
+import { AsgdError } from '../../core/errors.ts';
 import { FleetEngine } from './fleet-engine.ts';
 import { DEFAULT_PREFIX } from './settings.ts';
 import type { WorkerBeat } from './directory.ts';
@@ -21,13 +22,45 @@ export interface FleetServerParts {
   engine: FleetEngine;
   preview(jobId: string): Promise<Uint8Array | undefined>;
   status(): Promise<FleetStatus>;
+  /** The message for an error that says Redis cannot be reached (the API answers 503 with it); else undefined. */
+  unavailable(err: unknown): string | undefined;
   close(): Promise<void>;
 }
 
-export async function fleetServerParts(address: string, outputsDir: string, prefix = DEFAULT_PREFIX): Promise<FleetServerParts> {
-  const connection = redisOptions(address);
-  const redis = new Redis({ ...connection, maxRetriesPerRequest: null });
-  redis.on('error', () => undefined);
+/** Errors ioredis gives while the server is not connected. */
+const CONNECTION_ERROR = /max retries per request|Connection is closed|ECONNREFUSED|ENOENT|ETIMEDOUT|ECONNRESET|EPIPE|EHOSTUNREACH|ENOTFOUND/i;
+
+/**
+ * `log`: a line when Redis becomes unreachable and when it is back. The server's requests fail within a second or
+ * two while Redis is down (one retry per command), so the API answers 503 instead of waiting; a worker's connection
+ * waits instead (BullMQ's workers need that), so its job runs on.
+ */
+export async function fleetServerParts(address: string, outputsDir: string, prefix = DEFAULT_PREFIX, log: (line: string) => void = () => undefined): Promise<FleetServerParts> {
+  const connection = { ...redisOptions(address), maxRetriesPerRequest: 1 };
+  const shown = shownAddress(address);
+  const redis = new Redis(connection);
+  let lastError: Error | undefined;
+  let down = false;
+  let started = false;
+  redis.on('error', (err: Error) => {
+    lastError = err;
+    // At the start an unreachable Redis is the error below, not an outage.
+    if (started && !down) log(`the queue's Redis at ${shown} is unreachable (${err.message}); the API answers 503 until it is back`);
+    down = true;
+  });
+  redis.on('ready', () => {
+    if (down) log(`the queue's Redis at ${shown} is back`);
+    down = false;
+  });
+  try {
+    await redis.ping();
+    started = true;
+  } catch {
+    redis.disconnect();
+    throw new AsgdError(`Cannot reach the queue's Redis at ${shown}${lastError ? ` (${lastError.message})` : ''}`, {
+      kind: 'invalid-argument', parameter: '--queue', hint: 'Start Redis there, or give its address: redis://HOST:PORT or unix:///PATH/redis.sock',
+    });
+  }
   const engine = new FleetEngine(redis, prefix);
   const queue = new BullJobQueue({ connection, redis, prefix, engine });
   try {
@@ -59,6 +92,11 @@ export async function fleetServerParts(address: string, outputsDir: string, pref
         workers: workers.map((w) => ({ ...w, alive: true as const })),
         queues: depths.map((d) => ({ ...d, ...(byQueue.get(d.queue.replace(/^model-/, '')) ? { model: byQueue.get(d.queue.replace(/^model-/, '')) } : {}) })),
       };
+    },
+    unavailable: (err) => {
+      const message = err instanceof Error ? err.message : String(err);
+      if (!CONNECTION_ERROR.test(message)) return undefined;
+      return `The queue's Redis at ${shown} does not answer (${lastError?.message ?? message}); queued jobs are kept there: try again once it is back`;
     },
     close: async () => {
       await queue.close();
