@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { AsgdError } from '../src/core/errors.ts';
 import { serve, type RunningServer } from '../src/server/serve.ts';
 import { progressRelay } from '../src/server/fleet/progress-relay.ts';
 import { startWorker, type RunningFleetWorker } from '../src/server/fleet/worker.ts';
@@ -24,6 +26,7 @@ let worker: RunningFleetWorker | undefined;
 const outputs = tempDir('fleet-outputs');
 const engineLog = path.join(tempDir('fleet-log'), 'engine.log');
 const PREFIX = 'fleet-test';
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const modelDir = fakeModelDir('fake-64');
 const startFakeWorker = () => startWorker({
@@ -329,4 +332,59 @@ test('routing by model: a job for a model only another worker serves goes to tha
   const r = await a().post({ prompt: 'x', model: 'fake-other', seed: '602' });
   assert.equal(r.status, 409, JSON.stringify(r.json));
   assert.match(r.json.message!, /No live worker serves model fake-other/);
+});
+
+test('a worker refuses a model whose name a live worker serves with other content, and a server seeing both answers 409 naming them', async () => {
+  assert.ok(worker, 'the fake-64 worker is live');
+  // Same folder name, other weights: jobs naming fake-64 could not be told apart.
+  const twin = fakeModelDir('fake-64');
+  fs.writeFileSync(path.join(twin, 'weights.bin'), 'newer weights');
+  await assert.rejects(
+    startWorker({ queue: redis.url, prefix: PREFIX, outputsDir: outputs, modelDirs: [twin], engine: { module: FAKE_ENGINE, exportName: 'FakeEngine' }, log: () => undefined }),
+    (e: unknown) => e instanceof AsgdError && e.parameter === '--model' && e.message.startsWith(`Worker ${worker!.id} (`)
+      && /serves another model named fake-64: content hash [0-9a-f]{12}, this folder's [0-9a-f]{12}\. Jobs name a model by its folder's name: give this folder another name/.test(e.message),
+  );
+  assert.ok(!(await a().fleet()).workers.some((w) => w.id !== worker!.id), 'the refused worker never joined');
+  // Two workers that started at the same moment both got in: the server refuses to choose between them.
+  const mine = (await a().fleet()).workers.find((w) => w.id === worker!.id)!;
+  const r0 = await a().post({ prompt: 'which one', model: 'fake-64', seed: '700', steps: 1 });
+  assert.equal(r0.status, 202, JSON.stringify(r0.json));
+  const { writeBeat, removeBeat } = await import('../src/server/fleet/directory.ts');
+  const { Redis } = await import('ioredis');
+  const client = new Redis({ path: redis.socket });
+  const beat = { ...mine, id: 'racing-worker', models: mine.models.map((m) => ({ ...m, hash: 'f'.repeat(64) })) } as unknown as Parameters<typeof writeBeat>[2];
+  try {
+    await writeBeat(client, PREFIX, beat, 60_000);
+    await new Promise((r) => setTimeout(r, 1100));
+    const r = await a().post({ prompt: 'which one', model: 'fake-64', seed: '701', steps: 1 });
+    assert.equal(r.status, 409, JSON.stringify(r.json));
+    assert.match(r.json.message!, /^Live workers serve different models named fake-64 \(.*\): stop one side, or start it with the folder renamed$/);
+    assert.ok(r.json.message!.includes(`${mine.models[0]!.hash.slice(0, 12)} on ${worker!.id}`) && r.json.message!.includes('ffffffffffff on racing-worker'), r.json.message);
+  } finally {
+    await removeBeat(client, PREFIX, 'racing-worker');
+    client.disconnect();
+  }
+});
+
+test('a worker whose Redis cannot be reached says so at once; one given a folder the model loader cannot load refuses it before joining', async () => {
+  const t0 = performance.now();
+  await assert.rejects(
+    startWorker({ queue: 'unix:///nonexistent/redis.sock', outputsDir: outputs, modelDirs: [modelDir], engine: { module: FAKE_ENGINE, exportName: 'FakeEngine' } }),
+    (e: unknown) => e instanceof AsgdError && e.parameter === '--queue' && /^Cannot reach the queue's Redis at unix:\/\/\/nonexistent\/redis\.sock \(connect ENOENT/.test(e.message),
+  );
+  assert.ok(performance.now() - t0 < 10_000);
+  // The library's engine (no test engine): a model folder without its UNet weights fails every job, so it is refused.
+  const weightless = path.join(tempDir('fleet-weightless'), 'no-weights');
+  fs.cpSync(path.join(ROOT, 'models', 'shapes-128'), weightless, { recursive: true, filter: (f) => !f.endsWith('.onnx') });
+  const before = (await a().fleet()).workers.length;
+  await assert.rejects(
+    startWorker({ queue: redis.url, prefix: PREFIX, outputsDir: outputs, modelDirs: [weightless] }),
+    (e: unknown) => e instanceof AsgdError && e.kind === 'model' && e.parameter === '--model'
+      && e.message.startsWith(`--model ${weightless} cannot be served: The model folder has no UNet`),
+  );
+  await assert.rejects(
+    startWorker({ queue: redis.url, prefix: PREFIX, outputsDir: outputs, modelDirs: [modelDir, fakeModelDir('fake-64')], engine: { module: FAKE_ENGINE, exportName: 'FakeEngine' } }),
+    /Two --model folders have the same name fake-64/,
+  );
+  assert.equal((await a().fleet()).workers.length, before);
 });

@@ -140,3 +140,25 @@ test('asgd serve generates a 128 px image with the shipped model; Ctrl-C mid-job
     assert.equal(await exited(s2.child), 0);
   }
 });
+
+test('asgd serve refuses, at the start, a model folder it could not load and two folders of one name; it creates nothing', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const weightless = path.join(tempDir('serve-weightless'), 'no-weights');
+  fs.cpSync(MODEL, weightless, { recursive: true, filter: (f) => !f.endsWith('.onnx') });
+  const twin = path.join(tempDir('serve-twin'), 'shapes-128');
+  fs.cpSync(MODEL, twin, { recursive: true });
+  const cases: [string[], number, RegExp][] = [
+    [[weightless], 3, /^asgd: --model \S+no-weights cannot be served: The model folder has no UNet \(\S+\)\. Expected unet\/model\.onnx/],
+    [[path.dirname(weightless)], 3, /^asgd: --model \S+ cannot be served: Unknown model layout: /],
+    [[MODEL, twin], 2, /^asgd: Two --model folders have the same name shapes-128 \(\S+ and \S+\)\. Jobs name a model by its folder's name: rename one of them/],
+  ];
+  for (const [models, code, message] of cases) {
+    const outputs = path.join(tempDir('serve-refused'), 'outputs');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'main.ts'), 'serve', '--port', '0', '--outputs', outputs, '--model', ...models], {
+      encoding: 'utf8', timeout: 60_000,
+    });
+    assert.equal(r.status, code, r.stderr);
+    assert.match(r.stderr, message);
+    assert.ok(!fs.existsSync(outputs), 'no outputs folder or queue state was made');
+  }
+});

@@ -12,7 +12,7 @@ import { encodeImage, saveImage } from '../node/image/write.ts';
 import { loadPipeline, type GenerateResult, type GenerateRunOptions, type Pipeline, type PipelineOptions, type UpscaleParams } from '../node/pipeline.ts';
 import { checkAvailableDevices } from '../node/runner/devices.ts';
 import type { DeviceEntry, Engine, EngineResult, EngineRunContext, ModelEntry } from './engine.ts';
-import { readModelFolderFacts } from './model-facts.ts';
+import { checkModelFolders, readModelFolderFacts } from './model-facts.ts';
 
 export class LibraryEngine implements Engine {
   private loaded?: { name: string; pipeline: Pipeline };
@@ -23,7 +23,7 @@ export class LibraryEngine implements Engine {
 
   constructor(modelDirs: string[], private readonly options: PipelineOptions = {}) {
     if (modelDirs.length === 0) throw new Error('LibraryEngine: no model folder');
-    this.entries = modelDirs.map((dir) => ({ name: path.basename(path.resolve(dir)), dir: path.resolve(dir) }));
+    this.entries = checkModelFolders(modelDirs, true);
     this.deviceSet = typeof options.devices === 'string' ? options.devices : 'cpu';
   }
 

@@ -7,9 +7,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { AsgdError } from '../core/errors.ts';
 import { MISSING_SCHEDULER_CONFIG } from '../core/schedulers/config.ts';
 import type { SchedulerConfig } from '../core/schedulers/types.ts';
-import { modelFamilyOf, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
+import { modelFamilyOf, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
 
 export interface ModelFolderFacts {
   nativeWidth?: number;
@@ -50,4 +51,40 @@ export function readModelFolderFacts(dir: string): ModelFolderFacts {
     latentChannels: positive(denoiser?.['in_channels']) ?? (sd3 ? 16 : 4),
     ...(sd3 ? { patchSize: positive(denoiser?.['patch_size']) ?? 2 } : {}),
   };
+}
+
+/**
+ * The model folders a server or worker is started with, checked at the start rather than at the first job: each
+ * must be one the model loader can load (`loadable`: the library's engine; a test's engine brings its own
+ * folders), and no two may share a name, since jobs name a model by its folder's name.
+ */
+export function checkModelFolders(dirs: string[], loadable: boolean): { name: string; dir: string }[] {
+  const entries = dirs.map((d) => ({ name: path.basename(path.resolve(d)), dir: path.resolve(d) }));
+  for (const e of entries) {
+    if (loadable) {
+      try {
+        readModelFolder(e.dir);
+      } catch (err) {
+        if (!(err instanceof AsgdError)) throw err;
+        throw new AsgdError(`--model ${e.dir} cannot be served: ${err.summary}`, {
+          kind: err.kind, parameter: '--model',
+          ...(err.expected !== undefined ? { expected: err.expected } : {}),
+          ...(err.received !== undefined ? { received: err.received } : {}),
+          ...(err.hint !== undefined ? { hint: err.hint } : {}),
+          cause: err,
+        });
+      }
+    } else if (!fs.existsSync(e.dir) || !fs.statSync(e.dir).isDirectory()) {
+      throw new AsgdError('Invalid --model', { kind: 'invalid-argument', parameter: '--model', expected: 'a model folder', received: e.dir });
+    }
+  }
+  for (const e of entries) {
+    const twin = entries.find((o) => o !== e && o.name === e.name);
+    if (twin) {
+      throw new AsgdError(`Two --model folders have the same name ${e.name} (${e.dir} and ${twin.dir})`, {
+        kind: 'invalid-argument', parameter: '--model', hint: 'Jobs name a model by its folder\'s name: rename one of them',
+      });
+    }
+  }
+  return entries;
 }

@@ -42,8 +42,9 @@ export async function serve(o: ServeOptions): Promise<RunningServer> {
   const anyHost = o.host === '0.0.0.0' || o.host === '::';
   const outputsDir = path.resolve(o.outputsDir);
   const fleet = o.queue ? await (await import('./fleet/server-parts.ts')).fleetServerParts(o.queue, outputsDir, o.prefix, (line) => process.stderr.write(`asgd serve: ${line}\n`)) : undefined;
-  const queue = fleet?.queue ?? new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
+  // The engine first: it refuses a folder it cannot load before the queue takes its state folder.
   const engine = fleet?.engine ?? o.engine ?? new (await import('./library-engine.ts')).LibraryEngine(o.modelDirs, o.pipeline);
+  const queue = fleet?.queue ?? new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
   const closeQueue = () => (fleet ? fleet.close() : queue.close());
   const app = await createServer({
     queue, engine, outputsDir, webDir: o.webDir, token,

@@ -3,8 +3,8 @@
  * (optionally ?db=N), turned into ioredis options. Valkey speaks the same protocol.
  */
 import type { RedisOptions as BullRedisOptions } from 'bullmq';
-import type { RedisOptions } from 'ioredis';
-import { invalidArgument } from '../../core/errors.ts';
+import { Redis, type RedisOptions } from 'ioredis';
+import { AsgdError, invalidArgument } from '../../core/errors.ts';
 
 export function redisOptions(address: string, flag = '--queue'): RedisOptions {
   let url: URL;
@@ -53,4 +53,24 @@ export function shownAddress(address: string): string {
 /** The same options typed as BullMQ takes them (BullMQ passes them on to ioredis). */
 export function bullConnection(o: RedisOptions): BullRedisOptions {
   return o as unknown as BullRedisOptions;
+}
+
+/**
+ * Fails at once, naming the address, when no Redis answers there: a server or worker started against the wrong
+ * address would otherwise wait without a word (their connections retry for ever, as BullMQ needs).
+ */
+export async function checkReachable(address: string, flag = '--queue'): Promise<void> {
+  const redis = new Redis({ ...redisOptions(address, flag), maxRetriesPerRequest: 1 });
+  let lastError: Error | undefined;
+  redis.on('error', (err: Error) => (lastError = err));
+  try {
+    await redis.ping();
+  } catch (err) {
+    const why = lastError?.message ?? (err instanceof Error ? err.message : String(err));
+    throw new AsgdError(`Cannot reach the queue's Redis at ${shownAddress(address)} (${why})`, {
+      kind: 'invalid-argument', parameter: flag, hint: 'Start Redis there, or give its address: redis://HOST:PORT or unix:///PATH/redis.sock',
+    });
+  } finally {
+    redis.disconnect();
+  }
 }

@@ -4,6 +4,7 @@
  * from here.
  */
 import type { Redis } from 'ioredis';
+import { AsgdError } from '../../core/errors.ts';
 import { DEFAULT_METHOD } from '../../core/options/registry.ts';
 import type { SchedulerConfig } from '../../core/schedulers/types.ts';
 import type { DeviceEntry } from '../engine.ts';
@@ -96,4 +97,20 @@ export function canRun(w: WorkerBeat, hash: string, method: string, pixels: numb
   if (!w.models.some((m) => m.hash === hash)) return false;
   const max = w.maxPixels[method];
   return max === undefined || pixels <= max;
+}
+
+/**
+ * Refuses a model whose name a live worker serves with other content: jobs name a model by its folder's name, so
+ * the fleet could not tell the two apart (the server would send every job to one of them).
+ */
+export function checkSameNames(models: FleetModel[], live: WorkerBeat[]): void {
+  for (const m of models) {
+    const other = live.find((w) => w.models.some((x) => x.name === m.name && x.hash !== m.hash));
+    if (!other) continue;
+    const theirs = other.models.find((x) => x.name === m.name)!.hash;
+    throw new AsgdError(`Worker ${other.id} (${other.host}) serves another model named ${m.name}: content hash ${theirs.slice(0, 12)}, this folder's ${m.hash.slice(0, 12)}`, {
+      kind: 'invalid-argument', parameter: '--model',
+      hint: 'Jobs name a model by its folder\'s name: give this folder another name (e.g. a new version\'s), or stop the workers serving the other one first',
+    });
+  }
 }

@@ -79,6 +79,12 @@ export class FleetEngine implements Engine {
     if (!entry) {
       throw new QueueError(`No live worker serves model ${model}: expected one of ${[...new Set(served.map((m) => m.name))].join(', ')}`, 409);
     }
+    // Two workers that started at once can both serve a name with other content (a later worker refuses to).
+    const hashes = [...new Set(served.filter((m) => m.name === entry.name).map((m) => m.hash))];
+    if (hashes.length > 1) {
+      const who = hashes.map((h) => `${h.slice(0, 12)} on ${live.filter((w) => w.models.some((m) => m.hash === h)).map((w) => w.id).join(', ')}`);
+      throw new QueueError(`Live workers serve different models named ${entry.name} (${who.join('; ')}): stop one side, or start it with the folder renamed`, 409);
+    }
     const { width, height } = jobDemand({ ...size }, entry);
     if (!live.some((w) => canRun(w, entry.hash, method, width * height))) {
       const limits = live.filter((w) => w.models.some((m) => m.hash === entry.hash)).map((w) => `${w.id}: ${w.maxPixels[method] ?? 'no limit'}`);

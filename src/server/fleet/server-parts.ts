@@ -6,8 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { BullJobQueue } from './bullmq-queue.ts';
-import { redisOptions, shownAddress } from './connection.ts';
-import { AsgdError } from '../../core/errors.ts';
+import { checkReachable, redisOptions, shownAddress } from './connection.ts';
 import { FleetEngine } from './fleet-engine.ts';
 import { DEFAULT_PREFIX } from './settings.ts';
 import type { WorkerBeat } from './directory.ts';
@@ -38,29 +37,19 @@ const CONNECTION_ERROR = /max retries per request|Connection is closed|ECONNREFU
 export async function fleetServerParts(address: string, outputsDir: string, prefix = DEFAULT_PREFIX, log: (line: string) => void = () => undefined): Promise<FleetServerParts> {
   const connection = { ...redisOptions(address), maxRetriesPerRequest: 1 };
   const shown = shownAddress(address);
+  await checkReachable(address);
   const redis = new Redis(connection);
   let lastError: Error | undefined;
   let down = false;
-  let started = false;
   redis.on('error', (err: Error) => {
     lastError = err;
-    // At the start an unreachable Redis is the error below, not an outage.
-    if (started && !down) log(`the queue's Redis at ${shown} is unreachable (${err.message}); the API answers 503 until it is back`);
+    if (!down) log(`the queue's Redis at ${shown} is unreachable (${err.message}); the API answers 503 until it is back`);
     down = true;
   });
   redis.on('ready', () => {
     if (down) log(`the queue's Redis at ${shown} is back`);
     down = false;
   });
-  try {
-    await redis.ping();
-    started = true;
-  } catch {
-    redis.disconnect();
-    throw new AsgdError(`Cannot reach the queue's Redis at ${shown}${lastError ? ` (${lastError.message})` : ''}`, {
-      kind: 'invalid-argument', parameter: '--queue', hint: 'Start Redis there, or give its address: redis://HOST:PORT or unix:///PATH/redis.sock',
-    });
-  }
   const engine = new FleetEngine(redis, prefix);
   const queue = new BullJobQueue({ connection, redis, prefix, engine });
   try {

@@ -16,9 +16,9 @@ import type { PipelineOptions } from '../../node/pipeline.ts';
 import { outputNameFor, toGenerateParams } from '../app.ts';
 import type { EngineProgress } from '../engine.ts';
 import { jobErrorOf } from '../errors.ts';
-import { readModelFolderFacts } from '../model-facts.ts';
-import { bullConnection, redisOptions } from './connection.ts';
-import { overLimit, removeBeat, writeBeat, type FleetModel, type WorkerBeat } from './directory.ts';
+import { checkModelFolders, readModelFolderFacts } from '../model-facts.ts';
+import { bullConnection, checkReachable, redisOptions } from './connection.ts';
+import { checkSameNames, liveWorkers, overLimit, removeBeat, writeBeat, type FleetModel, type WorkerBeat } from './directory.ts';
 import { EngineProcess, type EngineRunError } from './engine-process.ts';
 import { failureReason, type FleetJobData, type FleetJobResult } from './job-data.ts';
 import { progressRelay } from './progress-relay.ts';
@@ -85,29 +85,35 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
   const outputsDir = path.resolve(o.outputsDir);
   const tmpDir = path.join(outputsDir, '.fleet-tmp');
   const previewDir = path.join(outputsDir, '.previews');
+  if (o.modelDirs.length === 0) throw new Error('asgd worker: no model folder (pass --model DIR)');
+  // What would fail every job is refused here, before this worker advertises anything.
+  const entries = checkModelFolders(o.modelDirs, !o.engine);
+  const connection = redisOptions(o.queue);
+  await checkReachable(o.queue);
   fs.mkdirSync(tmpDir, { recursive: true });
   fs.mkdirSync(previewDir, { recursive: true });
-  if (o.modelDirs.length === 0) throw new Error('asgd worker: no model folder (pass --model DIR)');
 
   const models: FleetModel[] = [];
-  for (const dir of o.modelDirs.map((d) => path.resolve(d))) {
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`Invalid --model: expected a model folder, received ${dir}`);
-    models.push({ name: path.basename(dir), hash: await modelHash(dir), ...readModelFolderFacts(dir) });
-  }
-  const engine = await EngineProcess.start({
-    modelDirs: o.modelDirs.map((d) => path.resolve(d)), pipeline: (o.pipeline ?? {}) as Record<string, unknown>,
-    ...(o.engine ? { module: o.engine.module, exportName: o.engine.exportName, options: o.engine.options } : {}),
-  });
-
-  const connection = redisOptions(o.queue);
-  const redis = new Redis({ ...connection, maxRetriesPerRequest: null });
-  const sub = new Redis({ ...connection, maxRetriesPerRequest: null });
+  for (const { name, dir } of entries) models.push({ name, hash: await modelHash(dir), ...readModelFolderFacts(dir) });
   let lastError = '';
   const onError = (err: Error) => {
     if (err.message !== lastError) log(`asgd worker ${id}: ${err.message}`);
     lastError = err.message;
   };
+  const redis = new Redis({ ...connection, maxRetriesPerRequest: null });
   redis.on('error', onError);
+  let engine: EngineProcess;
+  try {
+    checkSameNames(models, await liveWorkers(redis, prefix));
+    engine = await EngineProcess.start({
+      modelDirs: entries.map((e) => e.dir), pipeline: (o.pipeline ?? {}) as Record<string, unknown>,
+      ...(o.engine ? { module: o.engine.module, exportName: o.engine.exportName, options: o.engine.options } : {}),
+    });
+  } catch (err) {
+    redis.disconnect();
+    throw err;
+  }
+  const sub = new Redis({ ...connection, maxRetriesPerRequest: null });
   sub.on('error', onError);
 
   /** Jobs being run here: their own abort controllers (cancel, lock lost, shutdown). */
