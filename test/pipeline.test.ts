@@ -63,6 +63,9 @@ test('saveImage to a path whose folder is a regular file fails with kind output 
   }
   assert.deepEqual(fs.readdirSync(dir), ['file.txt']);
   assert.equal(fs.readFileSync(notAFolder, 'utf8'), 'a file');
+  // A folder that takes no new files (even for root): the error names the file asked for, not the temporary one.
+  await assert.rejects(saveImage('/proc/a.png', img, undefined, true), (e: unknown) =>
+    e instanceof AsgdError && e.kind === 'output' && e.message === "Cannot write /proc/a.png: ENOENT: no such file or directory, open '/proc/a.png'. Check the disk space and permissions");
 });
 
 test('the same seed gives byte-identical files, another seed a different one', async () => {

@@ -130,7 +130,9 @@ export function writeFileAtomic(file: string, bytes: Uint8Array, overwrite: bool
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     if (err instanceof AsgdError) throw err;
-    throw new AsgdError(`Cannot write ${abs}: ${(err as Error).message}`, { kind: 'output', parameter: 'output', hint: 'Check the disk space and permissions', cause: err });
+    // The system's message names the temporary file, which the user never asked for.
+    const why = (err as Error).message.split(tmp).join(abs);
+    throw new AsgdError(`Cannot write ${abs}: ${why}`, { kind: 'output', parameter: 'output', hint: 'Check the disk space and permissions', cause: err });
   }
 }
 
