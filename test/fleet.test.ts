@@ -388,3 +388,30 @@ test('a worker whose Redis cannot be reached says so at once; one given a folder
   );
   assert.equal((await a().fleet()).workers.length, before);
 });
+
+test("mask words are checked before queueing with the tokenizer the model's worker shared: a word not in the prompt is a 400, never a failed job", async () => {
+  const dir = fakeModelDir('fake-tok');
+  fs.cpSync(path.join(ROOT, 'models', 'shapes-128', 'tokenizer'), path.join(dir, 'tokenizer'), { recursive: true });
+  const tok = await startWorker({
+    queue: redis.url, prefix: PREFIX, outputsDir: outputs, modelDirs: [dir],
+    timings: { heartbeatMs: 500 }, engine: { module: FAKE_ENGINE, exportName: 'FakeEngine', options: { stepMs: 1 } }, log: () => undefined,
+  });
+  try {
+    const jobsBefore = (await a().jobs()).length;
+    // Until the server's next refresh (every second) the model is unknown there (400 naming model); from then on the
+    // tokenizer is known with it, so the job is never queued.
+    const refused = await waitFor('the server to know the model', async () => {
+      const r = await a().post({ prompt: 'a red circle', model: 'fake-tok', maskWords: ['giraffe'], seed: '800', steps: 1 });
+      assert.notEqual(r.status, 202, 'queued without the check');
+      return (r.json as { field?: string }).field === 'model' ? undefined : r;
+    }, 10_000, 100);
+    assert.equal(refused.status, 400);
+    assert.equal((refused.json as { field?: string }).field, 'maskWords');
+    assert.match(refused.json.message!, /The mask word "giraffe" is not in the prompt/);
+    const ok = await a().queue({ prompt: 'a red circle', model: 'fake-tok', maskWords: ['circle'], seed: '801', steps: 1 });
+    assert.equal((await a().finished(ok)).state, 'completed');
+    assert.equal((await a().jobs()).length, jobsBefore + 1, 'only the valid job was queued');
+  } finally {
+    await tok.close();
+  }
+});

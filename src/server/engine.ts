@@ -66,8 +66,8 @@ export interface Engine {
   refresh?(): Promise<unknown>;
   /**
    * Checks that each of `maskWords` is in `prompt` as `model`'s tokenizer splits them (the library's check);
-   * throws an AsgdError naming maskWords otherwise. Engines that cannot (the fleet: no model here) leave it out,
-   * and the check is made where the job runs.
+   * throws an AsgdError naming maskWords otherwise. An engine without the model's tokenizer (the fleet's, until a
+   * worker shared it) leaves the check to where the job runs.
    */
   checkMaskWords?(model: string | undefined, prompt: string, maskWords: string[]): void;
   /**

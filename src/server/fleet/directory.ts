@@ -3,9 +3,12 @@
  * three missed beats, and the models workers have advertised. The server routes jobs and answers the status view
  * from here.
  */
+import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { AsgdError } from '../../core/errors.ts';
 import { DEFAULT_METHOD } from '../../core/options/registry.ts';
+import type { TokenizerFiles } from '../../core/text/clip-tokenizer.ts';
+import { readTokenizerFiles } from '../../node/model/folder.ts';
 import type { SchedulerConfig } from '../../core/schedulers/types.ts';
 import type { DeviceEntry } from '../engine.ts';
 import type { ModelFolderFacts } from '../model-facts.ts';
@@ -113,4 +116,24 @@ export function checkSameNames(models: FleetModel[], live: WorkerBeat[]): void {
       hint: 'Jobs name a model by its folder\'s name: give this folder another name (e.g. a new version\'s), or stop the workers serving the other one first',
     });
   }
+}
+
+/**
+ * Shares the model's tokenizer (its `tokenizer/` folder, as the model loader reads it) for the server's mask-word
+ * check, once per content hash; a folder without one (a test's fake model) shares nothing.
+ */
+export async function shareTokenizer(redis: Redis, prefix: string, model: FleetModel, dir: string): Promise<void> {
+  let files: TokenizerFiles;
+  try {
+    files = readTokenizerFiles(path.join(dir, 'tokenizer'), 'tokenizer');
+  } catch {
+    return;
+  }
+  await redis.set(fleetKeys(prefix).tokenizer(model.hash), JSON.stringify(files), 'NX');
+}
+
+/** The tokenizer files a worker shared for the model `hash`, or undefined. */
+export async function sharedTokenizer(redis: Redis, prefix: string, hash: string): Promise<TokenizerFiles | undefined> {
+  const v = await redis.get(fleetKeys(prefix).tokenizer(hash));
+  return v === null ? undefined : (JSON.parse(v) as TokenizerFiles);
 }

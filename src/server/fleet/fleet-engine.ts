@@ -5,7 +5,9 @@
  */
 import type { Redis } from 'ioredis';
 import type { DeviceEntry, Engine, ModelEntry } from '../engine.ts';
-import { canRun, jobDemand, knownModels, liveWorkers, type FleetModel, type WorkerBeat } from './directory.ts';
+import { checkPrompt } from '../../core/generation/check.ts';
+import { ClipTokenizer } from '../../core/text/clip-tokenizer.ts';
+import { canRun, jobDemand, knownModels, liveWorkers, sharedTokenizer, type FleetModel, type WorkerBeat } from './directory.ts';
 import { QueueError } from '../local-queue.ts';
 
 export const REFRESH_MS = 1000;
@@ -16,6 +18,8 @@ export class FleetEngine implements Engine {
   private live: WorkerBeat[] = [];
   private timer?: NodeJS.Timeout;
   private refreshedAt = 0;
+  /** Each model's CLIP tokenizer by content hash, as a worker shared it (directory.ts shareTokenizer). */
+  private readonly tokenizers = new Map<string, ClipTokenizer>();
 
   constructor(private readonly redis: Redis, private readonly prefix: string) {}
 
@@ -28,10 +32,28 @@ export class FleetEngine implements Engine {
 
   async refresh(): Promise<WorkerBeat[]> {
     const [known, live] = await Promise.all([knownModels(this.redis, this.prefix), liveWorkers(this.redis, this.prefix)]);
+    // Tokenizers first: a worker shares its model's before it advertises the model, so a model known here has its
+    // tokenizer here too, when its worker had one.
+    for (const m of known) {
+      if (this.tokenizers.has(m.hash)) continue;
+      const files = await sharedTokenizer(this.redis, this.prefix, m.hash);
+      // Not shared (a worker without a tokenizer folder): looked for again at the next refresh.
+      if (files) this.tokenizers.set(m.hash, new ClipTokenizer(files, 'tokenizer'));
+    }
     this.known = known;
     this.live = live;
     this.refreshedAt = Date.now();
     return live;
+  }
+
+  /**
+   * The library's mask-word check with the tokenizer a worker shared for the model; without one the worker checks
+   * (the job then fails there, naming the field).
+   */
+  checkMaskWords(model: string | undefined, prompt: string, maskWords: string[]): void {
+    const hash = this.known.find((m) => m.name === model)?.hash;
+    const tokenizer = hash === undefined ? undefined : this.tokenizers.get(hash);
+    if (tokenizer) checkPrompt({ prompt, negativePrompt: '', maskWords }, tokenizer);
   }
 
   models(): ModelEntry[] {

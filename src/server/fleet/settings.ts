@@ -81,6 +81,11 @@ export function fleetKeys(prefix: string) {
     queues: `${prefix}:fleet:queues`,
     /** Hash: job id -> JSON record of jobs cancelled while queued (BullMQ forgets removed jobs). */
     cancelled: `${prefix}:fleet:cancelled`,
+    /**
+     * A model's CLIP tokenizer files (JSON of TokenizerFiles), by content hash, written once by the first worker
+     * serving it: the server checks mask words before queueing with them. Never expires (a few MB per model).
+     */
+    tokenizer: (hash: string) => `${prefix}:fleet:tokenizer:${hash}`,
     /** Pub/sub channel: ids of running jobs to cancel. */
     cancelChannel: `${prefix}:fleet:cancel`,
   };

@@ -18,7 +18,7 @@ import type { EngineProgress } from '../engine.ts';
 import { jobErrorOf } from '../errors.ts';
 import { checkModelFolders, readModelFolderFacts } from '../model-facts.ts';
 import { bullConnection, checkReachable, redisOptions } from './connection.ts';
-import { checkSameNames, liveWorkers, overLimit, removeBeat, writeBeat, type FleetModel, type WorkerBeat } from './directory.ts';
+import { checkSameNames, liveWorkers, shareTokenizer, overLimit, removeBeat, writeBeat, type FleetModel, type WorkerBeat } from './directory.ts';
 import { EngineProcess, type EngineRunError } from './engine-process.ts';
 import { failureReason, type FleetJobData, type FleetJobResult } from './job-data.ts';
 import { progressRelay } from './progress-relay.ts';
@@ -105,6 +105,7 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
   let engine: EngineProcess;
   try {
     checkSameNames(models, await liveWorkers(redis, prefix));
+    for (const [i, m] of models.entries()) await shareTokenizer(redis, prefix, m, entries[i]!.dir);
     engine = await EngineProcess.start({
       modelDirs: entries.map((e) => e.dir), pipeline: (o.pipeline ?? {}) as Record<string, unknown>,
       ...(o.engine ? { module: o.engine.module, exportName: o.engine.exportName, options: o.engine.options } : {}),
