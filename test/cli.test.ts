@@ -220,6 +220,9 @@ test('info, devices and --help', () => {
   assert.equal(info.vae.scalingFactor, 0.18215);
   assert.equal(info.scheduler.className, 'PNDMScheduler');
   assert.deepEqual(info.components.unet.inputs.map((x: { name: string }) => x.name), ['sample', 'timestep', 'encoder_hidden_states']);
+  // The encoder upscaling needs is opened only then, but info says whether there is one.
+  assert.equal(info.vaeEncoder, path.join('vae_encoder', 'model.onnx'));
+  assert.match(asgd(['info', model]).stdout, /^Upscaling: +VAE encoder vae_encoder\/model\.onnx \(opened when an upscale runs\)$/m);
   const d = asgd(['devices']);
   assert.equal(d.code, 0);
   assert.match(d.stdout, /^cpu +available/m);

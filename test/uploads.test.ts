@@ -13,6 +13,7 @@ import { createServer } from '../src/server/app.ts';
 import { LocalJobQueue } from '../src/server/local-queue.ts';
 import type { JobRecord } from '../src/server/queue.ts';
 import { FakeEngine } from './helpers/fake-engine.ts';
+import { pngWithText } from './helpers/image-texts.ts';
 import { tempDir } from './helpers/models.ts';
 
 const outputsDir = tempDir('uploads');
@@ -27,6 +28,14 @@ const picture = (w: number, h: number, format: 'png' | 'jpeg' = 'png') =>
   sharp({ create: { width: w, height: h, channels: 3, background: { r: 200, g: 30, b: 40 } } })[format]().toBuffer();
 const upload = (body: Buffer, type = 'image/png') =>
   app.inject({ method: 'POST', url: '/api/v1/uploads', payload: body, headers: { 'content-type': type } });
+async function finishedJob(id: string): Promise<JobRecord> {
+  let job: JobRecord | undefined;
+  for (let i = 0; i < 2000 && !['completed', 'failed', 'cancelled'].includes(job?.state ?? ''); i++) {
+    await new Promise((res) => setTimeout(res, 10));
+    job = (await app.inject({ url: `/api/v1/jobs/${id}` })).json() as JobRecord;
+  }
+  return job!;
+}
 const listed = () => fs.readdirSync(outputsDir).filter((f) => !f.startsWith('.'));
 const hidden = () => fs.readdirSync(outputsDir).filter((f) => f.startsWith('.upload-'));
 
@@ -85,6 +94,13 @@ test('a picture cut short (a readable header, pixels missing) is refused naming 
   assert.equal(thumb.json().field, 'name');
   assert.match(thumb.json().message, /damaged\.png.*cannot be decoded/);
   assert.doesNotMatch(thumb.body, /vips|libpng/);
+  // Its upscale and estimate too: the pixels are read before queueing, as the upscale reads them (before: queued,
+  // then the job failed).
+  for (const url of ['/api/v1/outputs/damaged.png/upscale', '/api/v1/outputs/damaged.png/upscale/estimate']) {
+    const up = await app.inject({ method: 'POST', url, payload: { steps: 2 } });
+    assert.equal(up.statusCode, 422, `${url}: ${up.body}`);
+    assert.equal(up.json().error, 'unreadable-image');
+  }
   fs.rmSync(path.join(outputsDir, 'damaged.png'));
   // A file whose header does not read either: its upscale and estimate answer the same (before: a 500).
   fs.writeFileSync(path.join(outputsDir, 'garbage.png'), 'not a picture at all');
@@ -114,13 +130,8 @@ test('an uploaded picture is upscaled like an output', async () => {
   const name = (up.json() as { name: string }).name;
   const r = await app.inject({ method: 'POST', url: `/api/v1/outputs/${name}/upscale`, payload: { scale: 2, strength: 0.5, steps: 2, seed: '3' } });
   assert.equal(r.statusCode, 202, r.body);
-  const id = (r.json() as { id: string }).id;
-  let job: JobRecord | undefined;
-  for (let i = 0; i < 2000 && !['completed', 'failed', 'cancelled'].includes(job?.state ?? ''); i++) {
-    await new Promise((res) => setTimeout(res, 10));
-    job = (await app.inject({ url: `/api/v1/jobs/${id}` })).json() as JobRecord;
-  }
-  assert.equal(job?.state, 'completed', JSON.stringify(job));
+  const job = await finishedJob((r.json() as { id: string }).id);
+  assert.equal(job.state, 'completed', JSON.stringify(job));
   const meta = await readImageMetadata(path.join(outputsDir, job!.output!));
   assert.equal(meta.metadata?.width, 64);
   assert.equal(meta.metadata?.height, 64);
@@ -129,4 +140,70 @@ test('an uploaded picture is upscaled like an output', async () => {
 test('the OpenAPI document describes the upload body', async () => {
   const doc = (await app.inject({ url: '/api/v1/openapi.json' })).json() as { paths: Record<string, { post?: { requestBody?: { content: Record<string, unknown> } } }> };
   assert.deepEqual(Object.keys(doc.paths['/api/v1/uploads']?.post?.requestBody?.content ?? {}), ['image/png', 'image/jpeg', 'image/webp']);
+});
+
+test('a photo with an EXIF orientation is sized, checked, estimated and thumbnailed turned, as the upscale reads it', async () => {
+  // Stored 64x96 (portrait), orientation 6: shown 96x64 (landscape).
+  const stored = await sharp({ create: { width: 64, height: 96, channels: 3, background: { r: 20, g: 120, b: 200 } } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+  assert.deepEqual([(await sharp(stored).metadata()).width, (await sharp(stored).metadata()).orientation], [64, 6]);
+  const up = await upload(stored, 'image/jpeg');
+  assert.equal(up.statusCode, 201, up.body);
+  const { name, width, height } = up.json() as { name: string; width: number; height: number };
+  assert.deepEqual([width, height], [96, 64]);
+  const estimate = async (body: object) => app.inject({ method: 'POST', url: `/api/v1/outputs/${name}/upscale/estimate`, payload: { steps: 2, ...body } });
+  const twice = await estimate({ scale: 2 });
+  assert.equal(twice.statusCode, 200, twice.body);
+  assert.deepEqual([twice.json().width, twice.json().height], [192, 128]);
+  // A height of 70 keeps the aspect ratio of the turned picture: 105x70, not refused as narrower than 64x96.
+  const tall = await estimate({ height: 70 });
+  assert.equal(tall.statusCode, 200, tall.body);
+  assert.deepEqual([tall.json().width, tall.json().height], [105, 70]);
+  const thumb = await app.inject({ url: `/api/v1/outputs/${name}/thumbnail` });
+  assert.equal(thumb.statusCode, 200);
+  const t = await sharp(thumb.rawPayload).metadata();
+  assert.deepEqual([t.width, t.height], [96, 64]);
+  // The job's output is the turned picture upscaled (the fake engine reads it as the library does).
+  const r = await app.inject({ method: 'POST', url: `/api/v1/outputs/${name}/upscale`, payload: { scale: 2, steps: 1, seed: '1' } });
+  assert.equal(r.statusCode, 202, r.body);
+  const job = await finishedJob((r.json() as { id: string }).id);
+  assert.equal(job.state, 'completed', JSON.stringify(job));
+  assert.deepEqual(job.spec.size, { width: 192, height: 128 });
+  const out = await sharp(path.join(outputsDir, job.output!)).metadata();
+  assert.deepEqual([out.width, out.height], [192, 128]);
+});
+
+test('an upscale takes any output size at least the input\'s (a 200x20 strip to 200x40); a conflict of settings is named as the API names them', async () => {
+  const up = await upload(await picture(200, 20));
+  const name = (up.json() as { name: string }).name;
+  const r = await app.inject({ method: 'POST', url: `/api/v1/outputs/${name}/upscale/estimate`, payload: { width: 200, height: 40, steps: 2 } });
+  assert.equal(r.statusCode, 200, r.body);
+  assert.deepEqual([r.json().width, r.json().height], [200, 40]);
+  const both = await app.inject({ method: 'POST', url: `/api/v1/outputs/${name}/upscale`, payload: { scale: 2, width: 400 } });
+  assert.equal(both.statusCode, 400, both.body);
+  assert.match(both.json().message, /Drop scale or width\/height/);
+  assert.doesNotMatch(both.json().message, /--scale|-W/);
+});
+
+test("mask words of an upscale are checked against the prompt the upload holds, another tool's parameters text included", async () => {
+  const { LibraryEngine } = await import('../src/server/library-engine.ts');
+  const dir = tempDir('uploads-a1111');
+  const q = new LocalJobQueue({ dir: tempDir('uploads-a1111-state') });
+  const real = await createServer({ queue: q, engine: new LibraryEngine([path.join(import.meta.dirname, '..', 'models', 'shapes-128')]), outputsDir: dir });
+  try {
+    const text = 'a green square on a yellow background\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64';
+    const bytes = Buffer.from(await pngWithText({ parameters: text }));
+    const added = await real.inject({ method: 'POST', url: '/api/v1/uploads', payload: bytes, headers: { 'content-type': 'image/png' } });
+    assert.equal(added.statusCode, 201, added.body);
+    const name = (added.json() as { name: string }).name;
+    const estimate = (maskWords: string[]) => real.inject({ method: 'POST', url: `/api/v1/outputs/${name}/upscale/estimate`, payload: { maskWords, steps: 2 } });
+    const fine = await estimate(['square']);
+    assert.equal(fine.statusCode, 200, fine.body);
+    const wrong = await estimate(['giraffe']);
+    assert.equal(wrong.statusCode, 400, wrong.body);
+    assert.equal(wrong.json().field, 'maskWords');
+    assert.match(wrong.json().message, /The mask word "giraffe" is not in the prompt/);
+  } finally {
+    await real.close();
+    await q.close();
+  }
 });

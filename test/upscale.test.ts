@@ -241,11 +241,19 @@ test('bad inputs to pipe.upscale: clear invalid-argument errors before any UNet 
     [{ image: sourceFile, strength: 1.01 }, /^Invalid strength/],
     [{ image: path.join(dir, 'missing.png') }, /^Cannot read image/],
     [{ image: sourceFile, scheduler: 'pndm' }, /^Invalid scheduler; expected a scheduler that can start from a partly noised image/],
+    // A misspelt upscale setting is named with the upscale's own settings in the list.
+    [{ image: sourceFile, scal: 4 } as never, /^Invalid scal; expected an upscale setting: image, scale, strength, structureSource, maxPixels, prompt, .*; received 4\. Check the spelling/],
+    [{ image: { data: new Float32Array(768), width: 16, height: 16 } } as never, /^The image pixels do not match their size; expected interleaved 8-bit RGB of width x height x 3 bytes; received a Float32Array for 16x16/],
   ];
   for (const [params, re] of cases) {
     await assert.rejects(pipe.upscale({ prompt: 'x', steps: 2, ...params }, { onUnits: () => void units++ }), (e: unknown) => e instanceof AsgdError && e.kind === 'invalid-argument' && re.test(e.message), String(re));
   }
   assert.equal(units, 0);
+  // A canvas' pixels (Uint8ClampedArray) are the same bytes as a Uint8Array's.
+  const img = disc(16, 16);
+  const clamped = await pipe.upscale({ prompt: 'x', steps: 1, seed: 1, scale: 1, image: { ...img, data: new Uint8ClampedArray(img.data) as never } });
+  const plain = await pipe.upscale({ prompt: 'x', steps: 1, seed: 1, scale: 1, image: img });
+  assert.deepEqual(clamped.image.data, plain.image.data);
 });
 
 test('generateUpscaled: one result whose metadata holds both stages; the same bytes as generate then upscale', async () => {
@@ -343,6 +351,21 @@ test('asgd upscale -W takes any width (the README\'s padded sizes), the height f
   const help = asgd(['upscale', '--help']).stdout.replace(/\s+/g, ' ');
   assert.match(help, /-W, --width <px> output width in pixels, any .*\(default: the input's x --scale\)/);
   assert.match(help, /-n, --negative-prompt <text> what to avoid \(default: the one embedded in the input when -p is not given, else empty\)/);
+  assert.match(help, /--scheduler <name> scheduler .*\(default: the model's; euler instead of pndm\/lms, which cannot start from a noised image\)/);
+  // The input as the output, even with --overwrite: refused before anything runs, the input untouched.
+  const copy = path.join(dir, 'cli-self.png');
+  fs.copyFileSync(sourceFile, copy);
+  for (const target of [copy, path.join(dir, '.', 'cli-self.png')]) {
+    const self = asgd(['upscale', copy, '-m', model, '-o', target, '--overwrite', '--steps', '1']);
+    assert.equal(self.code, 2, self.stderr);
+    assert.match(self.stderr, /^asgd: Invalid --output; expected a file other than the input image; received .*cli-self\.png"\. Choose another name: the input would be replaced/);
+  }
+  assert.deepEqual(fs.readFileSync(copy), fs.readFileSync(sourceFile));
+  // --structure-source only steers asg: a warning under another method, and the image's text leaves it out.
+  const direct = asgd(['upscale', sourceFile, '-m', model, '--method', 'direct', '--structure-source', 'input', '-o', path.join(dir, 'cli-direct.png'), '--steps', '1', '--threads', '1', '-p', 'a red circle']);
+  assert.equal(direct.code, 0, direct.stderr);
+  assert.match(direct.stderr, /warning: --structure-source is an option of asg; --method direct does not use it/);
+  assert.doesNotMatch(asgd(['read', path.join(dir, 'cli-direct.png')]).stdout, /Structure source/);
   const zero = asgd(['upscale', sourceFile, '-m', model, '-W', '0', '-o', path.join(dir, 'cli-w0.png')]);
   assert.equal(zero.code, 2);
   assert.match(zero.stderr, /^asgd: Invalid --width; expected an integer in \[1, 8192\]; received "0"\. Use a positive width/);

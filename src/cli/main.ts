@@ -84,10 +84,20 @@ function recordedRun(read: GenerationMetadata | undefined, modelDir: string, fla
  * --from's are, but without effect), --preview-every without --preview. Warnings, not errors: a re-run of an asg
  * image with --method direct carries asg's options along.
  */
+/**
+ * A re-run of a recorded upscale at its recorded size: the pixel limit it needs, where its output is above the
+ * default limit (the first run was given a larger one; the record keeps the size, not the flag).
+ */
+function recordedLimit(record: GenerationMetadata | undefined): number | undefined {
+  if (!record?.upscale) return undefined;
+  const pixels = record.width * record.height;
+  return pixels > Number(optionSpec(UPSCALE_OPTIONS, 'maxPixels').default) ? pixels : undefined;
+}
+
 function unusedFlags(cmd: Command, method: string | undefined): string[] {
   const chosen = String(method ?? optionSpec(PARAM_OPTIONS, 'method').default);
   const notes: string[] = [];
-  for (const s of [...PARAM_OPTIONS, ...METHOD_OPTIONS] as OptionSpec[]) {
+  for (const s of [...PARAM_OPTIONS, ...METHOD_OPTIONS, ...UPSCALE_OPTIONS] as OptionSpec[]) {
     if (s.cli && s.methods && !s.methods.includes(chosen) && s.key in givenValues(cmd, [s])) {
       notes.push(`${s.cli.flag} is an option of ${s.methods.join('/')}; --method ${chosen} does not use it`);
     }
@@ -119,7 +129,7 @@ async function runGenerate(cmd: Command): Promise<number> {
     scale,
     strength: upscaleFlags.strength ?? read?.upscale?.strength,
     structureSource: upscaleFlags.structureSource ?? (read?.upscale?.structureSource as UpscaleSettings['structureSource']),
-    maxPixels: upscaleFlags.maxPixels,
+    maxPixels: upscaleFlags.maxPixels ?? ((cli as { upscale?: number }).upscale === undefined ? recordedLimit(read) : undefined),
     // A re-run: the upscale stage's own recorded options (the first stage's record would override its defaults).
     ...(read?.upscale ? { methodOptions: { ...read.methodOptions, ...givenValues(cmd, METHOD_OPTIONS) } } : {}),
   };
@@ -277,7 +287,7 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
     height: sized ? given.height : upscaleFlags.scale === undefined && record && record.scale === null ? from!.height : undefined,
     strength: upscaleFlags.strength ?? record?.strength,
     structureSource: upscaleFlags.structureSource ?? (record?.structureSource as UpscaleSettings['structureSource']),
-    maxPixels: upscaleFlags.maxPixels,
+    maxPixels: upscaleFlags.maxPixels ?? (!sized && upscaleFlags.scale === undefined ? recordedLimit(from) : undefined),
   };
   const params = {
     prompt: given.prompt ?? from?.prompt,
@@ -296,11 +306,25 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
   validateParams({ ...params, prompt: params.prompt ?? '', width: undefined, height: undefined });
   const { checkUpscale } = await import('../core/generation/img2img.ts');
   checkUpscale({ width: source.image.width, height: source.image.height }, settings);
+  // Even with --overwrite: the source would be gone, and the output's record names it as the file to re-run from.
+  for (const [flag, file] of [['--output', cli.output], ['--preview', cli.preview]] as const) {
+    if (file !== undefined && sameFile(file, input)) throw invalidArgument(flag, 'a file other than the input image', file, 'Choose another name: the input would be replaced');
+  }
   const modelDir = cli.model ?? defaultModelDir();
   const notes = [...unusedFlags(cmd, params.method), ...recordedRun(from, modelDir, pipelineFlags, cli.from)];
   return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
     pipeline.upscale({ ...params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, run),
   notes);
+}
+
+/** Whether two paths name one file (a link or another spelling of the path included). */
+function sameFile(a: string, b: string): boolean {
+  try {
+    const [x, y] = [fs.statSync(a), fs.statSync(b)];
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return path.resolve(a) === path.resolve(b);
+  }
 }
 
 /** The pipeline options `asgd info` takes: what it notes and reports depends on them. */
@@ -321,6 +345,7 @@ async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }, p
       `Native size:  ${i.nativeWidth}x${i.nativeHeight} px (latent ${i.nativeWidth / 8}x${i.nativeHeight / 8}, ${i.latentChannels} channels)`,
       `Scheduler:    ${i.scheduler.className} (${(i.family === 'sd3' ? ['shift', 'use_dynamic_shifting'] : ['beta_schedule', 'prediction_type', 'timestep_spacing']).map((k) => `${k}=${String(i.scheduler.config[k] ?? 'default')}`).join(', ')})`,
       `VAE:          scaling factor ${i.vae.scalingFactor}${i.vae.shiftFactor ? `, shift factor ${i.vae.shiftFactor}` : ''}${i.vae.forceUpcast ? ', force_upcast' : ''}`,
+      `Upscaling:    ${i.vaeEncoder ? `VAE encoder ${i.vaeEncoder} (opened when an upscale runs)` : 'no VAE encoder: `asgd upscale` needs one (pass --vae with a folder holding vae_encoder)'}`,
       `Mask probe:   ${i.attentionProbe.available ? `${i.attentionProbe.layers.length} ${i.family === 'sd3' ? 'joint-attention blocks' : 'up-block attn2 layers'}` : `unavailable (${i.attentionProbe.reason})`}`,
       `Attention:    ${i.attentionFusion.applied ? `fused (${i.attentionFusion.layers} layers as MultiHeadAttention)` : `written out (${i.attentionFusion.reason})`}`,
     ];

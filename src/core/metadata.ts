@@ -91,7 +91,8 @@ export function formatParametersText(m: GenerationMetadata): string {
     const u = m.upscale;
     fields.push(['Denoising strength', String(u.strength)]);
     fields.push(['Upscale', `${u.scale === null ? '' : `${u.scale}x `}from ${u.source.width}x${u.source.height}${u.source.generation ? ' (generated)' : ` sha256 ${u.source.sha256}`}`]);
-    fields.push(['Structure source', u.structureSource]);
+    // Only asg takes its structure from the input (the record keeps the setting either way).
+    if (m.method === 'asg') fields.push(['Structure source', u.structureSource]);
   }
   fields.push(['Version', m.tool]);
   const lines = [m.prompt];

@@ -117,7 +117,7 @@ export function parseSeed(v: unknown): bigint {
 }
 
 /** GenerateParams' keys: any other is refused (a misspelt setting would otherwise be ignored without a word). */
-const PARAM_KEYS: readonly string[] = [
+export const PARAM_KEYS: readonly string[] = [
   'prompt', 'negativePrompt', 'width', 'height', 'steps', 'guidanceScale', 'seed', 'scheduler', 'noise', 'method', 'methodOptions', 'maskWords', 'vae', 'originalSize',
 ] satisfies (keyof GenerateParams)[];
 

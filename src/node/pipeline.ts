@@ -6,14 +6,14 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
-import { PIPELINE_OPTIONS } from '../core/options/registry.ts';
+import { PIPELINE_OPTIONS, UPSCALE_OPTIONS } from '../core/options/registry.ts';
 import { checkOption } from '../core/options/spec.ts';
 import { cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
 import { checkUpscale, img2imgScheduler, upscaleMethodOptions, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
-import type { GenerateParams, ResolvedParams } from '../core/params.ts';
+import { PARAM_KEYS, type GenerateParams, type ResolvedParams } from '../core/params.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
@@ -129,6 +129,8 @@ export interface ModelInfo {
   latentChannels: number;
   scheduler: { className: string; config: Record<string, unknown> };
   vae: { scalingFactor: number; forceUpcast: boolean; shiftFactor?: number };
+  /** The VAE encoder upscaling needs (opened when an upscale first runs), relative to `dir`; absent when there is none. */
+  vaeEncoder?: string;
   /** Width of the denoiser's encoder_hidden_states (SD3: joint_attention_dim). */
   textWidth?: number;
   /** SD3: the transformer's patch size, and which text encoders the folder has. */
@@ -314,6 +316,11 @@ export class Pipeline implements AsyncDisposable {
     return this.oneAtATime(async () => {
       this.assertOpen();
       if (!params || typeof params !== 'object') throw new AsgdError('Invalid upscale parameters', { kind: 'invalid-argument', parameter: 'params', expected: 'an object with an image', received: String(params) });
+      // Here, not in resolveParams: its list of the settings it knows would leave the upscale's out.
+      const known = ['image', ...UPSCALE_OPTIONS.map((s) => s.key), ...PARAM_KEYS];
+      for (const [key, value] of Object.entries(params)) {
+        if (!known.includes(key) && value !== undefined) throw invalidArgument(key, `an upscale setting: ${known.join(', ')}`, value, 'Check the spelling');
+      }
       const source = await readSourceImage(params.image);
       return this.upscaleSource(source, params, run);
     });
@@ -767,6 +774,7 @@ function describeModel(
     latentChannels: channels,
     scheduler: { className: typeof sc['_class_name'] === 'string' ? (sc['_class_name'] as string) : 'EulerDiscreteScheduler', config: sc },
     vae: spec.vae,
+    ...(spec.paths.vaeEncoder ? { vaeEncoder: path.relative(spec.dir, spec.paths.vaeEncoder) } : {}),
     ...(sd3
       ? {
           textWidth: sd3.textWidth,

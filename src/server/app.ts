@@ -17,6 +17,7 @@ import { checkSettings, generationScheduler, type ModelFacts } from '../core/gen
 import { planMethod } from '../core/methods/plan.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { resolveParams, validateParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
+import { inspectSourceImage } from '../node/image/read.ts';
 import { readImageMetadata } from '../node/image/write.ts';
 import { PACKAGE_VERSION } from '../node/version.ts';
 import type { Engine, EngineResult, ModelEntry } from './engine.ts';
@@ -25,7 +26,7 @@ import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
 import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
 import { checkUpscale, img2imgScheduler, startStep, upscaleMethodOptions } from '../core/generation/img2img.ts';
 import { saveUpload, UPLOAD_MAX_BYTES, UPLOAD_TYPES } from './uploads.ts';
-import { ApiError, bodyField, fastifyErrorBody, jobErrorOf, jsonBodyError, schemaErrorBody, type SchemaError } from './errors.ts';
+import { ApiError, apiWording, bodyField, fastifyErrorBody, jobErrorOf, jsonBodyError, schemaErrorBody, type SchemaError } from './errors.ts';
 
 const uploadSchema: JsonSchema = {
   type: 'object',
@@ -162,7 +163,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     if (err.validation && err.validation.length) return reply.code(400).send(schemaErrorBody(err.validation[0]!, err.validationContext));
     if (err instanceof ApiError) return reply.code(err.status).send(err.body);
     if (err instanceof AsgdError && err.kind === 'invalid-argument') {
-      return reply.code(400).send({ error: 'invalid-argument', field: bodyField(err.parameter), message: err.message });
+      return reply.code(400).send({ error: 'invalid-argument', field: bodyField(err.parameter), message: apiWording(err.message) });
     }
     if (err instanceof QueueError) return reply.code(err.status).send({ error: 'queue', message: err.message });
     const down = o.unavailable?.(err);
@@ -235,7 +236,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       const scale = unitArea(job.spec.size ? { ...params, ...job.spec.size } : params, model);
       unitMs.set(model.name, (last.t - first.t) / (last.units - first.units) / scale);
     }
-    return { output: name, warnings: result.warnings };
+    return { output: name, warnings: result.warnings.map(apiWording) };
   });
 
   /** Measured milliseconds of one native-size UNet evaluation, per model (from the last completed job). */
@@ -300,19 +301,19 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     const entry = await requestModel(model, reply);
     if (!entry) return undefined;
     const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
-    let size: import('sharp').Metadata;
+    let source: Awaited<ReturnType<typeof inspectSource>>;
     try {
-      size = await sharp(file).metadata();
+      source = await inspectSource(name, file);
     } catch {
       void unreadableImage(reply, name);
       return undefined;
     }
-    const plan = checkUpscale({ width: size.width ?? 0, height: size.height ?? 0 }, { scale, strength, structureSource, maxPixels, width, height });
+    const plan = checkUpscale({ width: source.width, height: source.height }, { scale, strength, structureSource, maxPixels, width, height });
     const { scale: _s, strength: _t, structureSource: _u, maxPixels: _m, width: _w, height: _h, ...rest } = body;
     const generation = toGenerateParams(rest);
     // As the upscale pipeline runs it: the prompt given or the one in the image, a scheduler that can start from a
     // noised image, the upscale defaults of the method options, at the size denoised.
-    const prompt = generation.prompt ?? (await describeOutput(name)).metadata?.prompt ?? '';
+    const prompt = generation.prompt ?? source.embedded?.prompt ?? '';
     const chosen = img2imgScheduler(generation.scheduler, String(entry.schedulerConfig?._class_name ?? ''));
     const methodOptions = upscaleMethodOptions(generation.method, generation.methodOptions);
     const params = checkGenerate({ ...generation, methodOptions, scheduler: chosen.scheduler, prompt, width: plan.workWidth, height: plan.workHeight }, entry);
@@ -373,6 +374,25 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       return undefined;
     }
     return file;
+  }
+
+  /** An output as an upscale sees it (oriented size, embedded prompts; undefined: not a readable image), by name. */
+  const sourceCache = new Map<string, { mtimeMs: number; bytes: number; seen?: Awaited<ReturnType<typeof inspectSourceImage>> }>();
+  async function inspectSource(name: string, file: string): Promise<Awaited<ReturnType<typeof inspectSourceImage>>> {
+    const st = fs.statSync(file);
+    let cached = sourceCache.get(name);
+    if (!cached || cached.mtimeMs !== st.mtimeMs || cached.bytes !== st.size) {
+      let seen;
+      try {
+        seen = await inspectSourceImage(file);
+      } catch {
+        seen = undefined;
+      }
+      cached = { mtimeMs: st.mtimeMs, bytes: st.size, ...(seen ? { seen } : {}) };
+      sourceCache.set(name, cached);
+    }
+    if (!cached.seen) throw new Error(`${name} is not a readable image`);
+    return cached.seen;
   }
 
   const metaCache = new Map<string, { mtimeMs: number; metadata?: GenerationMetadata }>();
@@ -581,7 +601,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
           fs.mkdirSync(thumbs, { recursive: true });
           let bytes: Buffer;
           try {
-            bytes = await sharp(file).resize(THUMB_SIZE, THUMB_SIZE, { fit: 'inside', withoutEnlargement: true }).webp().toBuffer();
+            // Turned as its EXIF orientation says, as the upscale reads it.
+            bytes = await sharp(file).autoOrient().resize(THUMB_SIZE, THUMB_SIZE, { fit: 'inside', withoutEnlargement: true }).webp().toBuffer();
           } catch {
             return unreadableImage(reply, name);
           }

@@ -4,7 +4,8 @@
  * built-in ones (a body that is not JSON, too large, of another content type) all answer in this shape.
  */
 import { describe } from '../core/errors.ts';
-import { METHOD_OPTIONS } from '../core/options/registry.ts';
+import { METHOD_OPTIONS, PARAM_OPTIONS, UPSCALE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
+import type { OptionSpec } from '../core/options/spec.ts';
 import type { JsonSchema } from './schema.ts';
 
 export interface ApiErrorBody {
@@ -98,6 +99,28 @@ export function bodyField(parameter: string | undefined): string | undefined {
   return METHOD_OPTIONS.some((s) => s.key === parameter) ? `methodOptions.${parameter}` : parameter;
 }
 
+/** Each CLI flag of a setting the API takes (long and short), and the request field it is there. */
+const FLAG_FIELDS: [RegExp, string][] = (() => {
+  const fields: [OptionSpec, string][] = [
+    ...[...PARAM_OPTIONS, ...UPSCALE_OPTIONS].map((s): [OptionSpec, string] => [s, s.key]),
+    ...METHOD_OPTIONS.map((s): [OptionSpec, string] => [s, `methodOptions.${s.key}`]),
+    ...VAE_OPTIONS.map((s): [OptionSpec, string] => [s, `vae.${s.key}`]),
+  ];
+  return fields.flatMap(([s, field]) => [s.cli?.flag, s.cli?.short].filter((f): f is string => f !== undefined)
+    .map((flag): [RegExp, string] => [new RegExp(`(?<=^|[\\s(/'"\`])${flag}(?=$|[\\s)/,.;:'"\`])`, 'g'), field]));
+})();
+
+/**
+ * A library message in the API's words: the CLI flags it names (`--scheduler`, `-W/-H`) become the request's
+ * fields (`scheduler`, `width/height`). Flags of what a request cannot set (`--devices`) stay: they speak to
+ * whoever runs the server.
+ */
+export function apiWording(message: string): string {
+  let out = message;
+  for (const [flag, field] of FLAG_FIELDS) out = out.replace(flag, field);
+  return out;
+}
+
 function bytes(n: number): string {
   return n >= 1024 * 1024 && n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MiB` : n >= 1024 && n % 1024 === 0 ? `${n / 1024} KiB` : `${n} bytes`;
 }
@@ -136,7 +159,7 @@ export function jsonBodyError(text: string): ApiError {
 
 /**
  * A run's error as a job reports it: the outputs folder's absolute path left out of the message (an output is
- * named as the API names it), and for an upscale the source image's parameter as the API's (`name`, the output it
+ * named as the API names it), the CLI's flags named as the API's fields (apiWording), and for an upscale the source image's parameter as the API's (`name`, the output it
  * was asked for). Other errors as they are.
  */
 export function jobErrorOf<E>(err: E, outputsDir: string, kind: 'generate' | 'upscale'): E | { message: string; kind?: string; parameter?: string } {
@@ -144,6 +167,7 @@ export function jobErrorOf<E>(err: E, outputsDir: string, kind: 'generate' | 'up
   if (!e || typeof e.message !== 'string') return err;
   const folder = outputsDir.endsWith('/') || outputsDir.endsWith('\\') ? outputsDir : `${outputsDir}${outputsDir.includes('\\') ? '\\' : '/'}`;
   const parameter = kind === 'upscale' && e.parameter === 'image' ? 'name' : e.parameter;
-  if (!e.message.includes(outputsDir) && parameter === e.parameter) return err;
-  return { message: e.message.split(folder).join('').split(outputsDir).join('the outputs folder'), ...(e.kind ? { kind: e.kind } : {}), ...(parameter ? { parameter } : {}) };
+  const message = apiWording(e.message.split(folder).join('').split(outputsDir).join('the outputs folder'));
+  if (message === e.message && parameter === e.parameter) return err;
+  return { message, ...(e.kind ? { kind: e.kind } : {}), ...(parameter ? { parameter } : {}) };
 }

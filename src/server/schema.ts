@@ -3,7 +3,7 @@
  * ranges, choices and help come from there, so the API, the CLI and the README cannot disagree. The seed is a
  * decimal string (seeds go up to 2^64 - 1, beyond JSON's exact integers).
  */
-import { METHOD_OPTIONS, PARAM_OPTIONS, UPSCALE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
+import { METHOD_OPTIONS, PARAM_OPTIONS, UPSCALE_COMMAND_DIFFERENCES, UPSCALE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
 import type { OptionSpec } from '../core/options/spec.ts';
 
 export type JsonSchema = Record<string, unknown>;
@@ -82,6 +82,11 @@ export function upscaleRequestSchema(): JsonSchema {
   const base = generateRequestSchema() as { properties: Record<string, JsonSchema> };
   const properties: Record<string, JsonSchema> = { ...base.properties };
   for (const s of UPSCALE_OPTIONS) properties[s.key] = optionSchema(s);
+  // The size the upscale makes (any, at least the input's), the prompts' and the scheduler's defaults.
+  for (const [key, change] of Object.entries(UPSCALE_COMMAND_DIFFERENCES)) {
+    const spec = PARAM_OPTIONS.find((s) => s.key === key);
+    if (spec) properties[key] = optionSchema({ ...spec, ...change } as OptionSpec);
+  }
   delete properties['originalSize'];
   return { type: 'object', additionalProperties: false, properties };
 }

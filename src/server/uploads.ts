@@ -28,7 +28,7 @@ export interface SavedUpload {
 }
 
 export async function saveUpload(outputsDir: string, bytes: Uint8Array): Promise<SavedUpload> {
-  let meta: { format?: string; width?: number; height?: number };
+  let meta: { format?: string; width?: number; height?: number; autoOrient?: { width: number; height: number } };
   try {
     meta = await sharp(bytes).metadata();
   } catch {
@@ -36,8 +36,9 @@ export async function saveUpload(outputsDir: string, bytes: Uint8Array): Promise
   }
   const ext = meta.format === 'png' ? 'png' : meta.format === 'jpeg' ? 'jpg' : meta.format === 'webp' ? 'webp' : undefined;
   if (!ext) throw invalidArgument('body', 'a PNG, JPEG or WebP image', `a ${meta.format ?? 'unknown'} image`);
-  const width = meta.width ?? 0;
-  const height = meta.height ?? 0;
+  // The size as shown and upscaled: EXIF orientation applied (a portrait photo stored landscape is portrait).
+  const width = meta.autoOrient?.width ?? meta.width ?? 0;
+  const height = meta.autoOrient?.height ?? meta.height ?? 0;
   if (width < 8 || height < 8 || width > UPLOAD_MAX_SIDE || height > UPLOAD_MAX_SIDE) {
     throw invalidArgument('body', `a picture with sides from 8 to ${UPLOAD_MAX_SIDE} px`, `${width}x${height}`);
   }

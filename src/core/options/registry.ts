@@ -105,10 +105,14 @@ export const CLI_OPTIONS = [
 /** Every option, in the order `asgd generate --help` and the README list them. */
 export const ALL_OPTIONS: readonly OptionSpec[] = [...CLI_OPTIONS.slice(0, 1), ...PARAM_OPTIONS, ...METHOD_OPTIONS, ...VAE_OPTIONS, ...PIPELINE_OPTIONS, ...CLI_OPTIONS.slice(1), ...UPSCALE_OPTIONS.slice(1)];
 
-/** Where `asgd upscale` reads one of generate's options differently: the size it makes, the prompts' defaults. */
-const UPSCALE_COMMAND_DIFFERENCES: Record<string, Partial<OptionSpec>> = {
+/**
+ * Where an upscale (`asgd upscale`, the API's upscale route) reads one of generate's options differently: the size it
+ * makes, the prompts' and the scheduler's defaults.
+ */
+export const UPSCALE_COMMAND_DIFFERENCES: Record<string, Partial<OptionSpec>> = {
   prompt: { defaultText: 'the one embedded in the input, else empty' },
   negativePrompt: { default: undefined, defaultText: 'the one embedded in the input when -p is not given, else empty' },
+  scheduler: { defaultText: "the model's; euler instead of pndm/lms, which cannot start from a noised image" },
   width: { min: 1, multipleOf: undefined, defaultText: "the input's x --scale", help: 'output width in pixels, any (denoised padded to a multiple of 8, then cropped); with only -W or -H the other follows the input\'s aspect ratio', hint: 'Use a positive width, e.g. 2048.' },
   height: { min: 1, multipleOf: undefined, defaultText: "the input's x --scale", help: 'output height in pixels, any (denoised padded to a multiple of 8, then cropped); with only -W or -H the other follows the input\'s aspect ratio', hint: 'Use a positive height, e.g. 2048.' },
 };

@@ -25,17 +25,28 @@ export interface SourceImage {
   name: string;
 }
 
+/** What a value is, for an error: its class (Float32Array, Array, ...) or its type. */
+function kindOf(v: unknown): string {
+  const name = typeof v === 'object' && v !== null ? (v as object).constructor?.name : undefined;
+  return name ? `a ${name}` : typeof v;
+}
+
 function isRgbImage(v: unknown): v is RgbImage {
   return typeof v === 'object' && v !== null && !(v instanceof Uint8Array) && 'data' in v && 'width' in v && 'height' in v;
 }
 
 export async function readSourceImage(input: ImageInput): Promise<SourceImage> {
   if (isRgbImage(input)) {
+    // A canvas' pixels come as a Uint8ClampedArray: the same bytes.
+    if ((input.data as unknown) instanceof Uint8ClampedArray) {
+      const c = input.data as unknown as Uint8ClampedArray;
+      input = { ...input, data: new Uint8Array(c.buffer, c.byteOffset, c.byteLength) };
+    }
     const { data, width, height, alpha } = input;
     if (!(data instanceof Uint8Array) || !Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1 || data.length !== width * height * 3) {
       throw new AsgdError('The image pixels do not match their size', {
         kind: 'invalid-argument', parameter: 'image', expected: 'interleaved 8-bit RGB of width x height x 3 bytes',
-        received: `${data instanceof Uint8Array ? data.length : typeof data} bytes for ${String(width)}x${String(height)}`,
+        received: `${data instanceof Uint8Array ? `${data.length} bytes` : kindOf(data)} for ${String(width)}x${String(height)}`,
       });
     }
     if (alpha !== undefined && (!(alpha instanceof Uint8Array) || alpha.length !== width * height)) {
@@ -107,4 +118,14 @@ export async function resizeLanczos(img: RgbImage, width: number, height: number
 /** SHA-256 (hex) of a file, to check that `--from` is given the same source. */
 export function fileSha256(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+/**
+ * What an upscale of this file will see, without keeping its pixels: the size with EXIF orientation applied and the
+ * prompts it holds (as readSourceImage reads them). Every pixel is decoded, so a damaged file is refused here as the
+ * upscale would refuse it.
+ */
+export async function inspectSourceImage(input: string | Uint8Array): Promise<{ width: number; height: number; embedded?: SourceImage['embedded'] }> {
+  const s = await readSourceImage(input);
+  return { width: s.image.width, height: s.image.height, ...(s.embedded ? { embedded: s.embedded } : {}) };
 }

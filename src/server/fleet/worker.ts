@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import type { PipelineOptions } from '../../node/pipeline.ts';
 import { outputNameFor, toGenerateParams } from '../app.ts';
 import type { EngineProgress } from '../engine.ts';
-import { jobErrorOf } from '../errors.ts';
+import { apiWording, jobErrorOf } from '../errors.ts';
 import { checkModelFolders, readModelFolderFacts } from '../model-facts.ts';
 import { bullConnection, checkReachable, redisOptions } from './connection.ts';
 import { checkSameNames, liveWorkers, shareTokenizer, overLimit, removeBeat, writeBeat, type FleetModel, type WorkerBeat } from './directory.ts';
@@ -240,7 +240,7 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
         fs.rmSync(tmp, { force: true });
       }
       completed += 1;
-      return { output: name, ...sha256File(final), worker: id, runMs: Math.round(performance.now() - t0), reused, ...(warnings.length ? { warnings } : {}) };
+      return { output: name, ...sha256File(final), worker: id, runMs: Math.round(performance.now() - t0), reused, ...(warnings.length ? { warnings: warnings.map(apiWording) } : {}) };
     } finally {
       signal?.removeEventListener('abort', onSignal);
       running.delete(jobId);
