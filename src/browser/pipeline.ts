@@ -195,7 +195,18 @@ export class WebPipeline {
     return next;
   }
 
-  private async runGeneration(plan: GenerationPlan, run: WebGenerateRunOptions): Promise<WebGenerateResult> {
+  private async runGeneration(plan: GenerationPlan, given: WebGenerateRunOptions): Promise<WebGenerateResult> {
+    let settled = false;
+    // No callback once the promise has settled: a preview decode still running after a cancel ends later.
+    const live = <A extends unknown[]>(fn: ((...a: A) => void) | undefined) => fn && ((...a: A) => void (settled || fn(...a)));
+    try {
+      return await this.generateOnce(plan, { ...given, onProgress: live(given.onProgress), onWarning: live(given.onWarning), onPreview: live(given.onPreview) });
+    } finally {
+      settled = true;
+    }
+  }
+
+  private async generateOnce(plan: GenerationPlan, run: WebGenerateRunOptions): Promise<WebGenerateResult> {
     const p = plan.params;
     const signal = run.signal;
     const warnings: string[] = [];
@@ -254,7 +265,11 @@ export class WebPipeline {
       run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
     warn);
     throwIfAborted(signal);
-    const metadata = buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION);
+    // As Node records it (its fusedRecord), so that `asgd generate --from` fuses the attention again.
+    const metadata: GenerationMetadata = {
+      ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION),
+      ...(this.info.attentionFusion.applied ? { fusedAttention: true as const } : {}),
+    };
     const png = await encodePng(image, metadata);
     const tEnd = performance.now();
     return {
