@@ -160,6 +160,9 @@ test('WASM: fuseAttention fuses the UNet and the probe graph in the device worke
     const d = compareRgb(await rgbOfPng(r.png), ref.image);
     console.log(`# fused attention, 256x256 asg: browser (wasm) vs node cpu (fused): mean |diff| ${d.meanAbs.toFixed(4)}, max |diff| ${d.maxAbs}`);
     assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `within ${JSON.stringify(WASM_TOLERANCE)}: ${JSON.stringify(d)}`);
+    // Node's metadata records the fusion (`asgd generate --from` turns it on again from it): the browser's is equal.
+    assert.equal(ref.metadata.fusedAttention, true);
+    assert.deepEqual(r.metadata, ref.metadata);
   } finally {
     await nodeFused.close();
   }

@@ -190,6 +190,14 @@ test('importing asgdiffusion loads neither ONNX Runtime nor sharp until a pipeli
   assert.deepEqual(records.filter((x) => /\/node_modules\/(sharp|@img)\//.test(x.url)).map((x) => x.url), []);
 });
 
+test('the browser device worker is exported as asgdiffusion/web/worker (for createWorker)', () => {
+  const r = run(process.execPath, ['--input-type=module', '-e', "console.log(import.meta.resolve('asgdiffusion/web/worker'))"], { cwd: app });
+  assert.equal(r.code, 0, r.stderr);
+  const file = fileURLToPath(r.stdout.trim());
+  assert.equal(path.relative(app, file), path.join('node_modules', 'asgdiffusion', 'dist', 'browser', 'device', 'worker.js'));
+  assert.ok(fs.existsSync(file), 'the worker module is in the tarball');
+});
+
 test('a TypeScript consumer type-checks against the shipped declarations', () => {
   fs.writeFileSync(
     path.join(app, 'consumer.ts'),

@@ -3,7 +3,7 @@
  * links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, threads (per worker), steps, size
  * (WxH), store=0 (no Cache Storage), probe=0 (no attention-probe UNet: asg runs without its mask).
  */
-import { AsgdError, METHOD_NAMES, loadWebPipeline, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
+import { AsgdError, METHOD_NAMES, MODEL_CACHE, clearStoredModel, loadWebPipeline, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
 
 const query = new URLSearchParams(location.search);
 const MODEL_URL = query.get('model') ?? new URL('models/shapes-128/', location.href).href;
@@ -30,8 +30,11 @@ function setState(s: State, text?: string): void {
   cancelButton.disabled = s !== 'running';
 }
 
-/** What tests and curious visitors can read: the pipeline and the last result. */
-const exposed: { pipeline?: WebPipeline; result?: WebGenerateResult; error?: string } = {};
+/** What tests and curious visitors can read: the pipeline, the last result, and the library's entry points. */
+const exposed: {
+  pipeline?: WebPipeline; result?: WebGenerateResult; error?: string;
+  web: { loadWebPipeline: typeof loadWebPipeline; clearStoredModel: typeof clearStoredModel; AsgdError: typeof AsgdError; MODEL_CACHE: string };
+} = { web: { loadWebPipeline, clearStoredModel, AsgdError, MODEL_CACHE } };
 (window as unknown as { asgdDemo: typeof exposed }).asgdDemo = exposed;
 
 for (const m of METHOD_NAMES) field<HTMLSelectElement>('method').add(new Option(m, m));
@@ -70,7 +73,8 @@ async function ensurePipeline(): Promise<WebPipeline> {
   return pipe;
 }
 
-/** Sizes from the native size up to 16 times its area. */
+let sizeNoticeShown = false;
+/** Sizes from the native size up to 16 times its area; a size in the address that is not one of them is refused with a notice. */
 function fillSizes(w: number, h: number): void {
   const select = field<HTMLSelectElement>('size');
   const keep = select.value;
@@ -81,8 +85,14 @@ function fillSizes(w: number, h: number): void {
     const sh = Math.round((h * b) / 8) * 8;
     select.add(new Option(`${sw} × ${sh}${a * b === 1 ? ' (native)' : ` (${a * b}× area)`}`, `${sw}x${sh}`));
   }
-  select.value = keep && [...select.options].some((o) => o.value === keep) ? keep : `${w * 2}x${h * 2}`;
-  if (query.get('size')) select.value = query.get('size')!;
+  const offered = (v: string | null) => v !== null && [...select.options].some((o) => o.value === v);
+  select.value = offered(keep) ? keep : `${w * 2}x${h * 2}`;
+  const asked = query.get('size');
+  if (offered(asked)) select.value = asked!;
+  else if (asked !== null && !sizeNoticeShown) {
+    sizeNoticeShown = true;
+    formError.textContent = `Size ${asked} (from the address) is not one of the sizes offered for this model; using ${select.value.replace('x', ' × ')}.`;
+  }
 }
 
 function drawPreview(img: { data: Uint8Array; width: number; height: number }): void {
@@ -161,7 +171,7 @@ form.addEventListener('submit', (e) => {
     exposed.error = msg;
     if (err instanceof AsgdError && err.kind === 'invalid-argument') {
       formError.textContent = msg;
-      setState(pipe ? 'ready' : 'error');
+      setState(pipe ? 'ready' : 'error', `Not generated: ${msg}`);
     } else {
       setState('error', msg);
     }

@@ -5,7 +5,10 @@ import type { WebComponent, WebProvider } from './device/protocol.ts';
 export type { FileProgress, WebComponent, WebProvider };
 
 export interface WebPipelineOptions {
-  /** 'auto' (default): WebGPU when the browser offers an adapter, else WebAssembly. */
+  /**
+   * 'auto' (default): WebGPU when the browser offers a hardware adapter, else WebAssembly (also where the only adapter
+   * is a fallback one, a CPU emulation such as SwiftShader); 'webgpu' uses any adapter.
+   */
   provider?: 'auto' | WebProvider;
   /** Device workers (default 1): several workers are several devices; the image does not depend on the count. */
   workers?: number;
@@ -20,9 +23,12 @@ export interface WebPipelineOptions {
   fuseAttention?: boolean;
   /** Keep the model files in the browser's Cache Storage so the next visit loads them from disk (default true). */
   store?: boolean;
-  /** Folder URL of ONNX Runtime Web's .wasm/.mjs files (default: where the bundler put them). */
+  /**
+   * Folder URL, ending in "/", of ONNX Runtime Web's runtime files: its .wasm files and the .mjs modules next to them
+   * (default: where the bundler put them).
+   */
   wasmPaths?: string;
-  /** Makes the device worker `index` (default: the package's worker module). */
+  /** Makes the device worker `index` (default: the package's worker module, exported as `asgdiffusion/web/worker`). */
   createWorker?: (index: number) => Worker;
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;

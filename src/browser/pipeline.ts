@@ -6,7 +6,7 @@
  */
 import type { TextConditioning } from '../core/conditioning.ts';
 import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
-import { AsgdError, throwIfAborted } from '../core/errors.ts';
+import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, planDenoiseInput } from '../core/generation/denoise.ts';
@@ -24,7 +24,7 @@ import { decodeLatentWith } from '../core/vae/pipeline-decode.ts';
 import type { IoInfo } from '../onnx/io.ts';
 import type { ComponentIo, DeviceInit, WebComponent, WebProvider } from './device/protocol.ts';
 import { WebDevice } from './device/web-device.ts';
-import { folderUrl, modelFileSource } from './model/model-files.ts';
+import { folderUrl, modelFileSource, type FileSource } from './model/model-files.ts';
 import { readWebModel, type WebModelSpec } from './model/web-model.ts';
 import type { LoadProgress, WebPipelineOptions } from './options.ts';
 import { encodePng } from './png.ts';
@@ -73,23 +73,71 @@ function defaultWorker(index: number): Worker {
   return new Worker(new URL('./device/worker.js', import.meta.url), { type: 'module', name: `asgdiffusion-device-${index}` });
 }
 
-async function pickProvider(asked: WebPipelineOptions['provider']): Promise<WebProvider> {
-  if (asked !== undefined && asked !== 'auto' && asked !== 'wasm' && asked !== 'webgpu') {
-    throw new AsgdError('Invalid provider', { kind: 'invalid-argument', parameter: 'provider', expected: '"auto", "webgpu" or "wasm"', received: JSON.stringify(asked) });
+/** loadWebPipeline's options, known by name. */
+const LOAD_OPTIONS = ['provider', 'workers', 'threads', 'attentionProbe', 'fuseAttention', 'store', 'wasmPaths', 'createWorker', 'onProgress', 'signal', 'fetch'] as const;
+
+/**
+ * loadWebPipeline's options, checked before any request as Node's loadPipeline checks its own (JavaScript callers
+ * pass anything): an unknown option is named, every value is checked against what it should be.
+ */
+function checkLoadOptions(options: unknown): WebPipelineOptions {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalidArgument('options', 'an object of WebPipelineOptions, or nothing', options);
+  const o = options as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!(LOAD_OPTIONS as readonly string[]).includes(key)) throw invalidArgument(key, `a loadWebPipeline option: ${LOAD_OPTIONS.join(', ')}`, o[key], 'Check the spelling; generation settings go to generate()');
   }
-  const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } } | undefined)?.gpu;
-  if (asked === 'wasm') return 'wasm';
-  const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
-  if (asked === 'webgpu' && !adapter) {
-    throw new AsgdError('WebGPU is not available in this browser', { kind: 'device', parameter: 'provider', expected: 'a browser with a WebGPU adapter', received: gpu ? 'no adapter' : 'no navigator.gpu', hint: 'Use provider "wasm" or "auto"' });
+  const provider = o['provider'];
+  if (provider !== undefined && provider !== 'auto' && provider !== 'webgpu' && provider !== 'wasm') throw invalidArgument('provider', '"auto", "webgpu" or "wasm"', provider);
+  const workers = o['workers'];
+  if (workers !== undefined && !(typeof workers === 'number' && Number.isInteger(workers) && workers >= 1)) throw invalidArgument('workers', 'an integer >= 1', workers);
+  if (o['threads'] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, 'threads'), o['threads']);
+  if (o['fuseAttention'] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, 'fuseAttention'), o['fuseAttention']);
+  for (const key of ['attentionProbe', 'store']) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalidArgument(key, 'true or false', o[key]);
   }
-  return adapter ? 'webgpu' : 'wasm';
+  const wasmPaths = o['wasmPaths'];
+  if (wasmPaths !== undefined && !(typeof wasmPaths === 'string' && wasmPaths.endsWith('/'))) {
+    throw invalidArgument('wasmPaths', 'the URL of the folder with ONNX Runtime Web\'s .wasm and .mjs files, ending in "/"', wasmPaths);
+  }
+  for (const key of ['createWorker', 'onProgress', 'fetch']) {
+    if (o[key] !== undefined && typeof o[key] !== 'function') throw invalidArgument(key, 'a function, or nothing', o[key]);
+  }
+  const signal = o['signal'];
+  if (signal !== undefined && !(typeof AbortSignal !== 'undefined' && signal instanceof AbortSignal)) {
+    throw invalidArgument('signal', 'an AbortSignal (e.g. new AbortController().signal), or nothing', signal);
+  }
+  return o as WebPipelineOptions;
 }
 
-function positiveInt(name: string, v: number | undefined, def: number, min: number): number {
-  if (v === undefined) return def;
-  if (!Number.isInteger(v) || v < min) throw new AsgdError(`Invalid ${name}`, { kind: 'invalid-argument', parameter: name, expected: `an integer >= ${min}`, received: String(v) });
-  return v;
+interface GpuAdapterLike {
+  info?: { isFallbackAdapter?: boolean };
+  isFallbackAdapter?: boolean;
+}
+
+/**
+ * The provider to run: 'auto' takes WebGPU when the browser offers a hardware adapter, and WebAssembly where the
+ * only adapter is a fallback one (a CPU emulation such as SwiftShader, far slower than WebAssembly); an explicit
+ * 'webgpu' takes any adapter.
+ */
+async function pickProvider(asked: WebPipelineOptions['provider']): Promise<{ provider: WebProvider; note?: string }> {
+  if (asked === 'wasm') return { provider: 'wasm' };
+  const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<GpuAdapterLike | null> } } | undefined)?.gpu;
+  const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
+  if (asked === 'webgpu') {
+    if (!adapter) {
+      throw new AsgdError('WebGPU is not available in this browser', { kind: 'device', parameter: 'provider', expected: 'a browser with a WebGPU adapter', received: gpu ? 'no adapter' : 'no navigator.gpu', hint: 'Use provider "wasm" or "auto"' });
+    }
+    return { provider: 'webgpu' };
+  }
+  if (adapter && (adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter)) {
+    return { provider: 'wasm', note: 'provider auto: the only WebGPU adapter is a fallback (software) one, so WebAssembly runs; provider "webgpu" would use it' };
+  }
+  return { provider: adapter ? 'webgpu' : 'wasm' };
+}
+
+function loadCancelled(): AsgdError {
+  return new AsgdError('Model loading cancelled', { kind: 'cancelled' });
 }
 
 export class WebPipeline {
@@ -109,38 +157,49 @@ export class WebPipeline {
   ) {}
 
   /** @internal Use loadWebPipeline. */
-  static async load(url: string | URL, options: WebPipelineOptions = {}): Promise<WebPipeline> {
-    const workers = positiveInt('workers', options.workers, 1, 1);
-    const threads = positiveInt('threads', options.threads, 0, 0);
+  static async load(url: string | URL, given?: WebPipelineOptions): Promise<WebPipeline> {
+    const options = checkLoadOptions(given);
     const base = folderUrl(url);
+    const workers = options.workers ?? 1;
+    const threads = options.threads ?? 0;
+    const fuse = options.fuseAttention ?? false;
+    const signal = options.signal;
     const report = options.onProgress;
     const src = await modelFileSource(base, {
-      store: options.store ?? true, signal: options.signal, fetch: options.fetch,
+      store: options.store ?? true, signal, fetch: options.fetch,
       onProgress: report ? (p) => report({ phase: 'download', ...p }) : undefined,
     });
     const spec = await readWebModel(base, src);
     const tokenizer = new ClipTokenizer(spec.tokenizer, 'tokenizer');
     const tokenizer2 = spec.tokenizer2 ? new ClipTokenizer(spec.tokenizer2, 'tokenizer_2') : undefined;
-    const provider = await pickProvider(options.provider);
+    const picked = await pickProvider(options.provider);
+    const provider = picked.provider;
+    if (picked.note) spec.notes.push(picked.note);
     const bytes: Partial<Record<WebComponent, Uint8Array>> = {};
     for (const [c, file] of Object.entries(spec.files) as [WebComponent, string][]) {
-      throwIfAborted(options.signal);
+      if (signal?.aborted) throw loadCancelled();
       bytes[c] = (await src.get(file))!;
     }
+    if (signal?.aborted) throw loadCancelled();
     const create = options.createWorker ?? defaultWorker;
     const devices: WebDevice[] = [];
+    // Ends the workers at once: a session being created cannot be interrupted otherwise.
+    const stop = () => devices.forEach((d) => d.terminate());
+    signal?.addEventListener('abort', stop, { once: true });
     try {
       const init: DeviceInit = { provider, threads, ...(options.wasmPaths ? { wasmPaths: options.wasmPaths } : {}) };
       for (let i = 0; i < workers; i++) devices.push(new WebDevice(create(i), `${provider}#${i}`));
       await Promise.all(devices.map((d) => d.request<'ok'>({ type: 'init', init }, 'starting the device')));
       const components: Partial<Record<WebComponent, ComponentIo>> = {};
-      const fuse = checkOption<boolean>(optionSpec(PIPELINE_OPTIONS, 'fuseAttention'), options.fuseAttention ?? false);
       let fusion: WebModelInfo['attentionFusion'] = { applied: false, layers: 0, reason: 'fuseAttention is off' };
       let onnxAttention = 0; // ONNX Attention nodes, counted where a derivation parses the UNet (probe or fusion)
+      const loadFrom = storedCopyRetry(src, spec.files, bytes);
       const open = async (d: WebDevice, c: WebComponent, source: WebComponent = c) => {
         report?.({ phase: 'session', component: c, device: d.label });
         // Each device gets its own copy; ONNX Runtime reads it once.
-        const r = await d.request<'loaded'>({ type: 'load', component: c, bytes: bytes[source]!, fuse: fuse && source === 'unet' }, `loading ${c}`);
+        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, fuse: fuse && source === 'unet' }, `loading ${c}`);
+        // The probe graph is derived from bytes the UNet's session has just accepted on this device.
+        const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);
         if (fuse && c === 'unet') fusion = r.fused ? { applied: true, layers: r.fused } : { applied: false, layers: 0, reason: r.fuseReason ?? 'not fused' };
         // The UNet as it runs: the fused graph's count, else the probe's (its surgery keeps every Attention node).
         if (c === (fuse ? 'unet' : 'unetProbe') && r.onnxAttention !== undefined) onnxAttention = r.onnxAttention;
@@ -161,13 +220,16 @@ export class WebPipeline {
           else delete components.unetProbe;
         }
       }));
+      if (signal?.aborted) throw loadCancelled();
       const deviceWarnings = provider === 'webgpu' && onnxAttention > 0 ? [webgpuAttentionNote(onnxAttention)] : [];
       const info = describe(spec, components, probe, fusion, provider, workers, deviceWarnings);
       const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split: 'never' });
       return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2, deviceWarnings);
     } catch (err) {
-      devices.forEach((d) => d.terminate());
-      throw err;
+      stop();
+      throw signal?.aborted ? loadCancelled() : err;
+    } finally {
+      signal?.removeEventListener('abort', stop);
     }
   }
 
@@ -195,7 +257,18 @@ export class WebPipeline {
     return next;
   }
 
-  private async runGeneration(plan: GenerationPlan, run: WebGenerateRunOptions): Promise<WebGenerateResult> {
+  private async runGeneration(plan: GenerationPlan, given: WebGenerateRunOptions): Promise<WebGenerateResult> {
+    let settled = false;
+    // No callback once the promise has settled: a preview decode still running after a cancel ends later.
+    const live = <A extends unknown[]>(fn: ((...a: A) => void) | undefined) => fn && ((...a: A) => void (settled || fn(...a)));
+    try {
+      return await this.generateOnce(plan, { ...given, onProgress: live(given.onProgress), onWarning: live(given.onWarning), onPreview: live(given.onPreview) });
+    } finally {
+      settled = true;
+    }
+  }
+
+  private async generateOnce(plan: GenerationPlan, run: WebGenerateRunOptions): Promise<WebGenerateResult> {
     const p = plan.params;
     const signal = run.signal;
     const warnings: string[] = [];
@@ -254,7 +327,11 @@ export class WebPipeline {
       run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
     warn);
     throwIfAborted(signal);
-    const metadata = buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION);
+    // As Node records it (its fusedRecord), so that `asgd generate --from` fuses the attention again.
+    const metadata: GenerationMetadata = {
+      ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION),
+      ...(this.info.attentionFusion.applied ? { fusedAttention: true as const } : {}),
+    };
     const png = await encodePng(image, metadata);
     const tEnd = performance.now();
     return {
@@ -299,6 +376,38 @@ export class WebPipeline {
     await Promise.all(this.devices.map((d) => d.request<'ok'>({ type: 'close' }, 'closing').catch(() => undefined)));
     this.devices.forEach((d) => d.terminate());
   }
+}
+
+/**
+ * Loads a component on a device from its file's bytes. A copy from the browser's storage that fails to load as a
+ * model is removed and the file downloaded once again (once for all the devices) before failing; a downloaded file
+ * that fails is removed from the storage too, so that the next load downloads it.
+ */
+function storedCopyRetry(src: FileSource, files: Partial<Record<WebComponent, string>>, bytes: Partial<Record<WebComponent, Uint8Array>>) {
+  const reloads = new Map<WebComponent, Promise<Uint8Array>>();
+  return async <T>(c: WebComponent, load: (bytes: Uint8Array) => Promise<T>): Promise<T> => {
+    const file = files[c]!;
+    try {
+      return await load(bytes[c]!);
+    } catch (err) {
+      if (!(err instanceof AsgdError && err.kind === 'model')) throw err;
+      if (!src.isStored(file) && !reloads.has(c)) {
+        await src.forget(file);
+        throw err;
+      }
+    }
+    let again = reloads.get(c);
+    if (!again) {
+      again = src.reload(file).then((b) => (bytes[c] = b!));
+      reloads.set(c, again);
+    }
+    try {
+      return await load(await again);
+    } catch (err) {
+      if (err instanceof AsgdError && err.kind === 'model') await src.forget(file);
+      throw err;
+    }
+  };
 }
 
 function describe(

@@ -19,6 +19,9 @@ const TYPES: Record<string, string> = {
   '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm', '.json': 'application/json',
 };
 
+/** The headers that make the page cross-origin isolated (WebAssembly threads). */
+export const ISOLATION = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } as const;
+
 export async function buildDemoSite(outDir: string): Promise<void> {
   await build({ configFile: path.join(ROOT, 'demo', 'vite.config.ts'), logLevel: 'warn', build: { outDir, emptyOutDir: true } });
 }
@@ -30,11 +33,15 @@ export interface StaticSite {
   close(): Promise<void>;
 }
 
-export async function serveSite(dir: string): Promise<StaticSite> {
+/** Answers a request itself (true) or leaves it to the static files (false); for tests that inject faults. */
+export type SiteRoute = (url: string, res: http.ServerResponse) => boolean;
+
+export async function serveSite(dir: string, route?: SiteRoute): Promise<StaticSite> {
   const served: string[] = [];
   const server = http.createServer((req, res) => {
     const url = decodeURIComponent((req.url ?? '/').split('?')[0]!);
     served.push(url);
+    if (route?.(url, res)) return;
     const file = path.join(dir, url.endsWith('/') ? `${url}index.html` : url);
     if (!file.startsWith(dir) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
       res.writeHead(404).end();
@@ -43,8 +50,7 @@ export async function serveSite(dir: string): Promise<StaticSite> {
     res.writeHead(200, {
       'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream',
       'Content-Length': fs.statSync(file).size,
-      'Cross-Origin-Opener-Policy': 'same-origin',
-      'Cross-Origin-Embedder-Policy': 'require-corp',
+      ...ISOLATION,
       ...(url.includes('/models/') ? { 'Cache-Control': 'no-store' } : {}),
     });
     fs.createReadStream(file).pipe(res);

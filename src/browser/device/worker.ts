@@ -53,10 +53,21 @@ async function open(bytes: Uint8Array, label: string): Promise<OpenSession> {
   const init = state.init;
   if (!init) throw new Error('device worker: load before init');
   try {
-    const session = await ort.InferenceSession.create(bytes, { executionProviders: [init.provider], graphOptimizationLevel: 'all' });
+    // Severity 3 (errors): a session's own level defaults to warnings whatever ort.env.logLevel says, and WebGPU
+    // sessions warn on the console's error channel that shape ops run on the CPU.
+    const session = await ort.InferenceSession.create(bytes, { executionProviders: [init.provider], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
     return { session, file: label, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
+    // ONNX Runtime Web fetches its own .mjs and .wasm when the first session is created.
+    if (/no available backend found|failed to fetch|dynamically imported module|importScripts|failed to (asynchronously prepare|load) wasm|wasm streaming compile failed/i.test(msg)) {
+      const where = init.wasmPaths ?? 'next to the bundle (the default)';
+      throw new AsgdError(`ONNX Runtime Web could not load its runtime files: ${msg}`, {
+        kind: 'device', parameter: 'wasmPaths', expected: `ONNX Runtime Web's .mjs and .wasm files in ${where}`, received: 'a failed request',
+        hint: 'Set wasmPaths to the folder URL (ending in "/") that serves the ort-wasm-*.mjs and ort-wasm-*.wasm files of onnxruntime-web/dist, in the installed version',
+        cause: err,
+      });
+    }
     if (init.provider === 'webgpu' && /webgpu|adapter|device|gpu/i.test(msg)) {
       throw new AsgdError(`The webgpu provider could not load ${label}: ${msg}`, {
         kind: 'device', parameter: 'provider', expected: 'a browser with WebGPU', received: 'webgpu failed', hint: 'Use provider "wasm"', cause: err,

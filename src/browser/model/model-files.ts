@@ -1,6 +1,7 @@
 /**
  * Model files by URL: downloaded with progress and kept in the browser's Cache Storage, so a second visit reads
- * them from disk and makes no request. Only complete, successful downloads are stored.
+ * them from disk and makes no request. Only complete, successful downloads that look like the file asked for are
+ * stored, and a stored file that turns out unusable is downloaded again (readFileWith).
  */
 import { AsgdError } from '../../core/errors.ts';
 
@@ -23,6 +24,12 @@ export interface FileProgress {
 export interface FileSource {
   /** The file's bytes, or undefined when `optional` and the server answers 404. */
   get(file: string, optional?: boolean): Promise<Uint8Array | undefined>;
+  /** Whether the bytes `get` last gave for `file` came from the browser's storage. */
+  isStored(file: string): boolean;
+  /** Removes the stored copy of `file` (found unusable) and downloads it again. */
+  reload(file: string, optional?: boolean): Promise<Uint8Array | undefined>;
+  /** Removes the stored copy of `file`, so that the next load downloads it. */
+  forget(file: string): Promise<void>;
 }
 
 export interface FileSourceOptions {
@@ -55,20 +62,40 @@ async function openStore(wanted: boolean): Promise<Cache | undefined> {
   }
 }
 
-async function readBody(res: Response, report: (loaded: number) => void, signal?: AbortSignal): Promise<Uint8Array> {
-  if (!res.body) return new Uint8Array(await res.arrayBuffer());
+function downloadCancelled(): AsgdError {
+  return new AsgdError('Model download cancelled', { kind: 'cancelled' });
+}
+
+async function readBody(res: Response, file: string, url: string, report: (loaded: number) => void, signal?: AbortSignal): Promise<Uint8Array> {
+  // A download cut off (the signal, the network) rejects the pending read, not the fetch.
+  const failed = (err: unknown) =>
+    signal?.aborted
+      ? downloadCancelled()
+      : new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `the whole file from ${url}`, received: err instanceof Error ? err.message : String(err), hint: 'Check the connection and load again', cause: err });
+  if (!res.body) {
+    try {
+      return new Uint8Array(await res.arrayBuffer());
+    } catch (err) {
+      throw failed(err);
+    }
+  }
   const reader = res.body.getReader();
   const parts: Uint8Array[] = [];
   let loaded = 0;
   for (;;) {
     if (signal?.aborted) {
-      await reader.cancel();
-      throw new AsgdError('Model download cancelled', { kind: 'cancelled' });
+      await reader.cancel().catch(() => undefined);
+      throw downloadCancelled();
     }
-    const { done, value } = await reader.read();
-    if (done) break;
-    parts.push(value);
-    loaded += value.length;
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch (err) {
+      throw failed(err);
+    }
+    if (chunk.done) break;
+    parts.push(chunk.value);
+    loaded += chunk.value.length;
     report(loaded);
   }
   const out = new Uint8Array(loaded);
@@ -80,46 +107,137 @@ async function readBody(res: Response, report: (loaded: number) => void, signal?
   return out;
 }
 
+/** Whether the bytes can start a protobuf message (an ONNX model): a valid wire type and a field number. */
+function protobufStart(bytes: Uint8Array): boolean {
+  const b = bytes[0];
+  return b !== undefined && b >> 3 > 0 && [0, 1, 2, 5].includes(b & 7);
+}
+
+/** Refuses what is plainly not the file asked for, before it is stored: a web page, an ONNX file that is not protobuf. */
+function checkDownload(file: string, url: string, type: string | null, bytes: Uint8Array): void {
+  if (type && /^\s*text\/html\b/i.test(type) && !/\.html?$/i.test(file)) {
+    throw new AsgdError(`Cannot download ${file}: the server answered a web page`, {
+      kind: 'model', parameter: 'model', expected: `the model file at ${url}`, received: `an HTML page (Content-Type ${type})`,
+      hint: 'Check the model URL; a maintenance page or a single-page app that answers every path is not a model folder',
+    });
+  }
+  if (file.endsWith('.onnx') && !protobufStart(bytes)) {
+    const head = Array.from(bytes.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join(' ');
+    throw new AsgdError(`${file} is not an ONNX model`, {
+      kind: 'model', parameter: file, expected: `an ONNX model (protobuf) at ${url}`, received: bytes.length ? `${bytes.length} bytes starting ${head}` : 'an empty file',
+      hint: 'Check the model URL and the file on the server',
+    });
+  }
+}
+
 /** Files of the model folder at `base` (a URL ending in "/"). */
 export async function modelFileSource(base: string, opts: FileSourceOptions = {}): Promise<FileSource> {
   const store = await openStore(opts.store ?? true);
   const doFetch = opts.fetch ?? fetch.bind(globalThis);
-  return {
-    async get(file, optional = false) {
-      const url = new URL(file, base).href;
-      const stored = await store?.match(url);
-      if (stored) {
-        if (stored.headers.get(MISSING_HEADER)) return undefined;
-        const bytes = new Uint8Array(await stored.arrayBuffer());
-        opts.onProgress?.({ file, loaded: bytes.length, total: bytes.length, fromStore: true });
-        return bytes;
-      }
-      let res: Response;
-      try {
-        res = await doFetch(url, { signal: opts.signal });
-      } catch (err) {
-        if (opts.signal?.aborted) throw new AsgdError('Model download cancelled', { kind: 'cancelled' });
-        throw new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `a reachable file at ${url}`, received: err instanceof Error ? err.message : String(err), hint: 'Check the model URL and that the host allows this origin (CORS)', cause: err });
-      }
-      if (res.status === 404 && optional) {
-        // Remembered, so that a stored model makes no request at all.
-        await store?.put(url, new Response(null, { headers: { [MISSING_HEADER]: '1' } })).catch(() => undefined);
-        return undefined;
-      }
-      if (!res.ok) {
-        throw new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `HTTP 200 from ${url}`, received: `HTTP ${res.status}`, hint: 'Check the model URL: it must point at an optimum ONNX export folder' });
-      }
-      const length = Number(res.headers.get('content-length'));
-      const total = Number.isFinite(length) && length > 0 && !res.headers.get('content-encoding') ? length : undefined;
-      opts.onProgress?.({ file, loaded: 0, total, fromStore: false });
-      const bytes = await readBody(res, (loaded) => opts.onProgress?.({ file, loaded, total, fromStore: false }), opts.signal);
-      if (store) {
-        const type = res.headers.get('content-type') ?? 'application/octet-stream';
-        await store.put(url, new Response(new Blob([bytes as Uint8Array<ArrayBuffer>]), { headers: { 'content-type': type, 'content-length': String(bytes.length) } })).catch(() => undefined);
-      }
-      return bytes;
-    },
+  const fromStore = new Set<string>();
+  const urlOf = (file: string) => new URL(file, base).href;
+
+  const forget = async (file: string): Promise<void> => {
+    fromStore.delete(file);
+    try {
+      await store?.delete(urlOf(file));
+    } catch (err) {
+      throw new AsgdError(`Cannot remove ${file} from this browser's storage`, {
+        kind: 'model', parameter: 'store', received: err instanceof Error ? err.message : String(err), hint: `Call clearStoredModel(${JSON.stringify(base)}), or load with store: false`, cause: err,
+      });
+    }
   };
+
+  const download = async (file: string, optional: boolean): Promise<Uint8Array | undefined> => {
+    const url = urlOf(file);
+    fromStore.delete(file);
+    let res: Response;
+    try {
+      res = await doFetch(url, { signal: opts.signal });
+    } catch (err) {
+      if (opts.signal?.aborted) throw downloadCancelled();
+      throw new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `a reachable file at ${url}`, received: err instanceof Error ? err.message : String(err), hint: 'Check the model URL and that the host allows this origin (CORS)', cause: err });
+    }
+    if (res.status === 404 && optional) {
+      // Remembered, so that a stored model makes no request at all.
+      await store?.put(url, new Response(null, { headers: { [MISSING_HEADER]: '1' } })).catch(() => undefined);
+      return undefined;
+    }
+    if (!res.ok) {
+      throw new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `HTTP 200 from ${url}`, received: `HTTP ${res.status}`, hint: 'Check the model URL: it must point at an optimum ONNX export folder' });
+    }
+    const type = res.headers.get('content-type');
+    const length = Number(res.headers.get('content-length'));
+    const total = Number.isFinite(length) && length > 0 && !res.headers.get('content-encoding') ? length : undefined;
+    opts.onProgress?.({ file, loaded: 0, total, fromStore: false });
+    const bytes = await readBody(res, file, url, (loaded) => opts.onProgress?.({ file, loaded, total, fromStore: false }), opts.signal);
+    checkDownload(file, url, type, bytes);
+    if (store) {
+      await store.put(url, new Response(new Blob([bytes as Uint8Array<ArrayBuffer>]), { headers: { 'content-type': type ?? 'application/octet-stream', 'content-length': String(bytes.length) } })).catch(() => undefined);
+    }
+    return bytes;
+  };
+
+  const source: FileSource = {
+    async get(file, optional = false) {
+      const stored = await store?.match(urlOf(file)).catch(() => undefined);
+      if (stored) {
+        if (stored.headers.get(MISSING_HEADER)) {
+          if (optional) return undefined;
+        } else {
+          // A stored answer that cannot be read is fetched again.
+          const bytes = await stored.arrayBuffer().then((b) => new Uint8Array(b), () => undefined);
+          if (bytes) {
+            fromStore.add(file);
+            opts.onProgress?.({ file, loaded: bytes.length, total: bytes.length, fromStore: true });
+            return bytes;
+          }
+        }
+      }
+      return download(file, optional);
+    },
+    isStored: (file) => fromStore.has(file),
+    async reload(file, optional = false) {
+      await forget(file);
+      try {
+        return await download(file, optional);
+      } catch (err) {
+        if (!(err instanceof AsgdError) || err.kind === 'cancelled') throw err;
+        throw new AsgdError(`${err.summary} (its copy in this browser's storage could not be used and was removed)`, {
+          kind: err.kind, parameter: err.parameter, expected: err.expected, received: err.received,
+          hint: `${err.hint ? `${err.hint}. ` : ''}clearStoredModel(${JSON.stringify(base)}) removes the model's other stored files`, cause: err,
+        });
+      }
+    },
+    forget,
+  };
+  return source;
+}
+
+/**
+ * Reads `file` and makes it into T with `use` (which throws when the bytes are not what was expected). A stored copy
+ * that `use` refuses is removed and the file downloaded once again, so that one bad answer of a server, stored, does
+ * not break the URL for good; a downloaded file that `use` refuses is not kept either.
+ */
+export async function readFileWith<T>(src: FileSource, file: string, optional: boolean, use: (bytes: Uint8Array) => T | Promise<T>): Promise<T | undefined> {
+  const bytes = await src.get(file, optional);
+  if (!bytes) return undefined;
+  try {
+    return await use(bytes);
+  } catch (err) {
+    if (!src.isStored(file)) {
+      await src.forget(file);
+      throw err;
+    }
+  }
+  const fresh = await src.reload(file, optional);
+  if (!fresh) return undefined;
+  try {
+    return await use(fresh);
+  } catch (err) {
+    await src.forget(file);
+    throw err;
+  }
 }
 
 /** Removes the stored files of the model at `url` (every stored model when `url` is undefined). */

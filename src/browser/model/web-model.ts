@@ -7,7 +7,7 @@ import { textDecoder } from '../../core/platform.ts';
 import type { SchedulerConfig } from '../../core/schedulers/types.ts';
 import { MISSING_SCHEDULER_CONFIG, MISSING_SCHEDULER_NOTE } from '../../core/schedulers/config.ts';
 import type { TokenizerFiles } from '../../core/text/clip-tokenizer.ts';
-import type { FileSource } from './model-files.ts';
+import { readFileWith, type FileSource } from './model-files.ts';
 import type { WebComponent } from '../device/protocol.ts';
 
 export interface WebModelSpec {
@@ -37,25 +37,24 @@ function parseJson(bytes: Uint8Array, file: string): Record<string, unknown> {
   }
 }
 
-async function json(src: FileSource, file: string, optional: boolean): Promise<Record<string, unknown> | undefined> {
-  const bytes = await src.get(file, optional);
-  return bytes ? parseJson(bytes, file) : undefined;
+function json(src: FileSource, file: string, optional: boolean): Promise<Record<string, unknown> | undefined> {
+  return readFileWith(src, file, optional, (bytes) => parseJson(bytes, file));
 }
 
 async function tokenizerFiles(src: FileSource, dir: string): Promise<TokenizerFiles> {
   const [vocab, merges, config, special] = await Promise.all([
-    src.get(`${dir}/vocab.json`, true),
+    json(src, `${dir}/vocab.json`, true),
     src.get(`${dir}/merges.txt`, true),
     json(src, `${dir}/tokenizer_config.json`, true),
     json(src, `${dir}/special_tokens_map.json`, true),
   ]);
-  const tokJson = vocab && merges ? undefined : await src.get(`${dir}/tokenizer.json`, true);
+  const tokJson = vocab && merges ? undefined : await json(src, `${dir}/tokenizer.json`, true);
   const files: TokenizerFiles = {};
   if (vocab && merges) {
-    files.vocab = parseJson(vocab, `${dir}/vocab.json`) as Record<string, number>;
+    files.vocab = vocab as Record<string, number>;
     files.merges = textDecoder('utf-8').decode(merges);
   } else if (tokJson) {
-    files.tokenizerJson = parseJson(tokJson, `${dir}/tokenizer.json`);
+    files.tokenizerJson = tokJson;
   } else {
     throw new AsgdError(`The model has no ${dir} files`, { kind: 'model', parameter: dir, expected: 'vocab.json + merges.txt or tokenizer.json', received: 'none', hint: 'Serve the whole optimum export folder' });
   }

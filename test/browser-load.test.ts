@@ -1,0 +1,329 @@
+/**
+ * Loading in a real browser, the failures around it: options checked before any request, a bad answer of the
+ * server not kept in Cache Storage, cancelling a load (during a download, while the workers open sessions), no
+ * callback after a generation settled, ONNX Runtime's own files missing, the provider 'auto' on a fallback WebGPU
+ * adapter, and the demo page's form with a size it does not offer. The demo site (demo/, built by Vite) is served
+ * with model folders whose answers the test changes; the library is driven through the page
+ * (window.asgdDemo.web), in Debian's Chromium with playwright-core, as in test/browser-engine.test.ts.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { loadPipeline } from '../src/node/pipeline.ts';
+import { ISOLATION, ROOT, buildDemoSite, serveSite, type StaticSite } from './helpers/demo-site.ts';
+import { tempDir } from './helpers/models.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+/** WebGPU on: headless Chromium then offers SwiftShader, a fallback adapter (docs/browser.md). */
+const WEBGPU_FLAGS = ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const MODEL = path.join(ROOT, 'models', 'shapes-128');
+
+/** What the "flaky" model folder answers: a maintenance page for every file, for the UNet only, a UNet that is no model, or the model. */
+type Flaky = 'html' | 'unet-html' | 'unet-garbage' | 'ok';
+let flaky: Flaky = 'ok';
+const MAINTENANCE = '<!doctype html><html><body><p>Down for maintenance</p></body></html>';
+
+let site: StaticSite;
+let browser: Browser;
+let lib: Page;
+
+function modelFile(res: import('node:http').ServerResponse, rel: string, slow: boolean): boolean {
+  const file = path.join(MODEL, rel);
+  if (!file.startsWith(MODEL + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+    res.writeHead(404, ISOLATION).end();
+    return true;
+  }
+  const bytes = fs.readFileSync(file);
+  res.writeHead(200, { 'Content-Type': file.endsWith('.json') ? 'application/json' : 'application/octet-stream', 'Content-Length': bytes.length, 'Cache-Control': 'no-store', ...ISOLATION });
+  if (!slow) {
+    res.end(bytes);
+    return true;
+  }
+  let at = 0;
+  const tick = () => {
+    if (res.destroyed) return;
+    if (at >= bytes.length) return void res.end();
+    res.write(bytes.subarray(at, (at += 65536)));
+    setTimeout(tick, 100);
+  };
+  tick();
+  return true;
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM), `The browser tests need Debian's Chromium at ${CHROMIUM}: run \`npm run setup:browser\` as root`);
+  const dir = tempDir('load-site');
+  await buildDemoSite(dir);
+  site = await serveSite(dir, (url, res) => {
+    const m = /^\/models\/(flaky|slow)\/(.*)$/.exec(url);
+    if (!m) return false;
+    const [, variant, rel] = m as unknown as [string, string, string];
+    if (variant === 'flaky' && (flaky === 'html' || (flaky === 'unet-html' && rel === 'unet/model.onnx'))) {
+      res.writeHead(200, { 'Content-Type': 'text/html', ...ISOLATION }).end(MAINTENANCE);
+      return true;
+    }
+    if (variant === 'flaky' && flaky === 'unet-garbage' && rel === 'unet/model.onnx') {
+      // Starts like protobuf (field 1, varint), as a truncated or wrong .onnx would: only ONNX Runtime can tell.
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store', ...ISOLATION }).end(Buffer.from([8, 7, ...Buffer.from('not a model at all')]));
+      return true;
+    }
+    return modelFile(res, rel, variant === 'slow' && rel === 'unet/model.onnx');
+  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  lib = await libraryPage(browser);
+});
+
+after(async () => {
+  await browser?.close();
+  await site?.close();
+});
+
+/**
+ * The demo page with a model URL it cannot parse (so it loads nothing and makes no request), and an in-page
+ * helper that loads a pipeline with the library the page bundles, optionally aborting at the first UNet
+ * download progress or the first session, and returns what happened.
+ */
+async function libraryPage(b: Browser): Promise<Page> {
+  const page = await (await b.newContext()).newPage();
+  await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
+  await page.waitForSelector('body[data-state="error"]');
+  await page.evaluate(`window.tryLoad = async (url, options, abortWhen) => {
+    const { loadWebPipeline, AsgdError } = window.asgdDemo.web;
+    const ctl = new AbortController();
+    const o = { ...options };
+    let abortedAt;
+    if (abortWhen) {
+      o.signal = ctl.signal;
+      o.onProgress = (p) => {
+        if (abortedAt !== undefined) return;
+        const now = abortWhen === 'download' ? p.phase === 'download' && p.file === 'unet/model.onnx' && p.loaded > 0 && !p.fromStore : p.phase === 'session';
+        if (now) { abortedAt = performance.now(); ctl.abort(); }
+      };
+    }
+    try {
+      const pipe = await loadWebPipeline(url, o);
+      const info = pipe.info;
+      await pipe.close();
+      return { ok: true, provider: info.provider, notes: info.notes, aborted: abortedAt !== undefined };
+    } catch (e) {
+      return { ok: false, asgd: e instanceof AsgdError, name: e.name, kind: e.kind, parameter: e.parameter, expected: e.expected, received: e.received, hint: e.hint, message: e.message,
+        aborted: abortedAt !== undefined, msAfterAbort: abortedAt === undefined ? undefined : performance.now() - abortedAt };
+    }
+  }`);
+  return page;
+}
+
+interface Outcome {
+  ok: boolean;
+  provider?: string;
+  notes?: string[];
+  asgd?: boolean;
+  name?: string;
+  kind?: string;
+  parameter?: string;
+  expected?: string;
+  received?: string;
+  hint?: string;
+  message?: string;
+  aborted: boolean;
+  msAfterAbort?: number;
+}
+
+/** Loads (and closes) a pipeline in the page; the model requests it made, by path. */
+async function tryLoad(page: Page, model: string, options: Record<string, unknown>, abortWhen?: 'download' | 'session'): Promise<Outcome & { requests: string[] }> {
+  const before = site.served.length;
+  const r = (await page.evaluate(`window.tryLoad(${JSON.stringify(`${site.url}models/${model}/`)}, ${JSON.stringify(options)}, ${JSON.stringify(abortWhen ?? null)})`)) as Outcome;
+  return { ...r, requests: site.served.slice(before).filter((u) => u.startsWith('/models/')) };
+}
+
+async function workersLeft(page: Page): Promise<number> {
+  // A terminated worker leaves playwright's list when its close event arrives.
+  for (let i = 0; i < 20 && page.workers().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  return page.workers().length;
+}
+
+const FAST = { provider: 'wasm', attentionProbe: false };
+
+test('a bad answer of the server is not kept: once the server is fixed, the same URL loads', async () => {
+  flaky = 'html';
+  let r = await tryLoad(lib, 'flaky', FAST);
+  assert.equal(r.ok, false);
+  assert.equal(r.kind, 'model');
+  assert.match(r.message!, /web page|HTML/, r.message);
+  flaky = 'ok';
+  r = await tryLoad(lib, 'flaky', FAST);
+  assert.equal(r.ok, true, `after the fix: ${r.message}`);
+  assert.ok(r.requests.includes('/models/flaky/model_index.json'), `model_index.json is downloaded again: ${JSON.stringify(r.requests)}`);
+
+  assert.ok(((await lib.evaluate(`window.asgdDemo.web.clearStoredModel(${JSON.stringify(`${site.url}models/flaky/`)})`)) as number) > 0, 'the model was stored');
+  flaky = 'unet-html';
+  r = await tryLoad(lib, 'flaky', FAST);
+  assert.equal(r.ok, false);
+  assert.equal(r.kind, 'model');
+  assert.match(r.message!, /unet\/model\.onnx/, r.message);
+  assert.equal(await workersLeft(lib), 0, 'refused before any worker starts');
+  flaky = 'ok';
+  r = await tryLoad(lib, 'flaky', FAST);
+  assert.equal(r.ok, true, `after the fix: ${r.message}`);
+  assert.ok(r.requests.includes('/models/flaky/unet/model.onnx'), `the UNet is downloaded again: ${JSON.stringify(r.requests)}`);
+
+  await lib.evaluate(`window.asgdDemo.web.clearStoredModel(${JSON.stringify(`${site.url}models/flaky/`)})`);
+  flaky = 'unet-garbage';
+  r = await tryLoad(lib, 'flaky', FAST);
+  assert.equal(r.ok, false);
+  assert.equal(r.parameter, 'unet', r.message);
+  flaky = 'ok';
+  r = await tryLoad(lib, 'flaky', FAST);
+  assert.equal(r.ok, true, `after the fix: ${r.message}`);
+  assert.ok(r.requests.includes('/models/flaky/unet/model.onnx'), `the UNet is downloaded again: ${JSON.stringify(r.requests)}`);
+  assert.equal(await workersLeft(lib), 0);
+});
+
+test('a damaged copy in Cache Storage (e.g. stored by an earlier version) is downloaded again instead of failing', async () => {
+  flaky = 'ok';
+  const base = `${site.url}models/flaky/`;
+  let r = await tryLoad(lib, 'flaky', FAST);
+  assert.equal(r.ok, true, r.message);
+  r = await tryLoad(lib, 'flaky', FAST);
+  assert.deepEqual(r.requests, [], 'the model is stored');
+  await lib.evaluate(`(async () => {
+    const cache = await caches.open(window.asgdDemo.web.MODEL_CACHE);
+    await cache.put(${JSON.stringify(`${base}model_index.json`)}, new Response(${JSON.stringify(MAINTENANCE)}, { headers: { 'content-type': 'text/html' } }));
+    await cache.put(${JSON.stringify(`${base}unet/model.onnx`)}, new Response(new Uint8Array([8, 7, 1, 2, 3]), { headers: { 'content-type': 'application/octet-stream' } }));
+  })()`);
+  r = await tryLoad(lib, 'flaky', FAST);
+  assert.equal(r.ok, true, `the damaged copies are replaced: ${r.message}`);
+  assert.deepEqual(r.requests.sort(), ['/models/flaky/model_index.json', '/models/flaky/unet/model.onnx'], 'only the two damaged files are downloaded again');
+  r = await tryLoad(lib, 'flaky', FAST);
+  assert.deepEqual(r.requests, [], 'and stored again');
+});
+
+test('every load option is checked before any request, with Node\'s wording', async () => {
+  const cases: [Record<string, unknown>, string, string][] = [
+    [{ attentionProbe: 'no' }, 'attentionProbe', '"no"'],
+    [{ store: 'no' }, 'store', '"no"'],
+    [{ wokers: 2 }, 'wokers', '2'],
+    [{ workers: '2' }, 'workers', '"2"'],
+    [{ workers: 0 }, 'workers', '0'],
+    [{ threads: -1 }, 'threads', '-1'],
+    [{ fuseAttention: 'yes' }, 'fuseAttention', '"yes"'],
+    [{ provider: 'cuda' }, 'provider', '"cuda"'],
+    [{ wasmPaths: 7 }, 'wasmPaths', '7'],
+    [{ signal: 'stop' }, 'signal', '"stop"'],
+  ];
+  for (const [options, parameter, received] of cases) {
+    const r = await tryLoad(lib, 'shapes-128', { provider: 'wasm', ...options });
+    assert.equal(r.ok, false, `${JSON.stringify(options)} is refused`);
+    assert.deepEqual({ asgd: r.asgd, kind: r.kind, parameter: r.parameter, received: r.received }, { asgd: true, kind: 'invalid-argument', parameter, received }, JSON.stringify(options));
+    assert.deepEqual(r.requests, [], `${JSON.stringify(options)}: no request`);
+  }
+  assert.equal(await workersLeft(lib), 0);
+  const misspelt = await tryLoad(lib, 'shapes-128', { wokers: 2 });
+  assert.match(misspelt.expected!, /^a loadWebPipeline option: provider, workers, /);
+  // The options both sides have are refused in the same words.
+  for (const options of [{ fuseAttention: 'yes' }, { threads: -1 }, { attentionProbe: 'no' }, { nope: 1 }]) {
+    const web = await tryLoad(lib, 'shapes-128', options);
+    const node = await loadPipeline(MODEL, options as object).then(
+      async (p) => {
+        await p.close();
+        return undefined;
+      },
+      (e: Error & { hint?: string; received?: string }) => e,
+    );
+    assert.ok(node, `Node refuses ${JSON.stringify(options)}`);
+    if ('nope' in options) assert.deepEqual([web.hint, web.received], [node.hint, node.received]);
+    else assert.equal(web.message, node.message);
+  }
+});
+
+test('cancelling during a download rejects with the download\'s AsgdError', async () => {
+  const r = await tryLoad(lib, 'slow', { ...FAST, store: false }, 'download');
+  assert.equal(r.aborted, true, 'aborted during the UNet\'s download');
+  assert.deepEqual({ asgd: r.asgd, kind: r.kind, message: r.message }, { asgd: true, kind: 'cancelled', message: 'Model download cancelled' });
+  assert.ok(r.msAfterAbort! < 2000, `rejected ${r.msAfterAbort} ms after the abort`);
+  assert.equal(await workersLeft(lib), 0);
+});
+
+test('cancelling while the workers open sessions rejects as cancelled and ends the workers', async () => {
+  const r = await tryLoad(lib, 'shapes-128', { provider: 'wasm', workers: 2, store: false }, 'session');
+  assert.equal(r.aborted, true, 'aborted at the first session');
+  assert.equal(r.ok, false, 'the load does not resolve');
+  assert.deepEqual({ asgd: r.asgd, kind: r.kind }, { asgd: true, kind: 'cancelled' }, r.message);
+  assert.ok(r.msAfterAbort! < 2000, `rejected ${r.msAfterAbort} ms after the abort`);
+  assert.equal(await workersLeft(lib), 0, 'no worker left running');
+});
+
+test('ONNX Runtime\'s own files missing under wasmPaths: an error naming wasmPaths, not the UNet', async () => {
+  const r = await tryLoad(lib, 'shapes-128', { provider: 'wasm', store: false, attentionProbe: false, wasmPaths: `${site.url}no-such-folder/` });
+  assert.equal(r.ok, false);
+  assert.deepEqual({ kind: r.kind, parameter: r.parameter }, { kind: 'device', parameter: 'wasmPaths' }, r.message);
+  assert.match(r.expected!, /no-such-folder/);
+  assert.equal(await workersLeft(lib), 0);
+});
+
+test('no progress or preview callback fires after a cancelled generation settled', async () => {
+  await lib.evaluate(`(async () => { window.pipe = await window.asgdDemo.web.loadWebPipeline(${JSON.stringify(`${site.url}models/shapes-128/`)}, { provider: 'wasm' }); })()`);
+  for (let trial = 0; trial < 2; trial++) {
+    const r = (await lib.evaluate(`(async () => {
+      const late = []; let previews = 0; let settled = false; let aborted = false;
+      const ctl = new AbortController();
+      const note = (what) => { if (settled) late.push(what); };
+      let outcome;
+      try {
+        await pipe.generate({ prompt: 'a red circle on a blue background', width: 256, height: 256, steps: 6, seed: 9, method: 'asg' }, {
+          signal: ctl.signal, previewEvery: 1,
+          onPreview: (img, step) => { previews++; note('preview ' + step); },
+          onWarning: (m) => note('warning ' + m),
+          onProgress: (e) => { note(e.phase + ' ' + e.step); if (e.phase === 'denoise' && e.step >= 2 && !aborted) { aborted = true; ctl.abort(); } },
+        });
+        outcome = 'resolved';
+      } catch (e) { outcome = e.kind; }
+      settled = true;
+      await new Promise((r) => setTimeout(r, 3000));
+      return { outcome, previews, late };
+    })()`)) as { outcome: string; previews: number; late: string[] };
+    assert.equal(r.outcome, 'cancelled');
+    assert.ok(r.previews > 0, 'previews came while it ran');
+    assert.deepEqual(r.late, [], `trial ${trial}: nothing after the promise settled`);
+  }
+  await lib.evaluate('window.pipe.close()');
+});
+
+test('demo page: a size in the address that is not offered falls back with a notice, and a refused setting shows in the status line', async () => {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${site.url}?provider=wasm&probe=0&size=999x999&steps=0`);
+  await page.waitForSelector('body[data-state="ready"], body[data-state="error"]', { timeout: 180_000 });
+  assert.equal(await page.getAttribute('body', 'data-state'), 'ready', await page.textContent('#status') ?? '');
+  assert.equal(await page.inputValue('[name="size"]'), '256x256', 'the default size');
+  assert.match((await page.textContent('#form-error')) ?? '', /999x999.*256 × 256/);
+  await page.click('#generate');
+  await page.waitForFunction(`document.body.dataset.state === 'ready' && /steps/.test(document.querySelector('#status').textContent)`, undefined, { timeout: 30_000 });
+  assert.match((await page.textContent('#status')) ?? '', /Invalid steps/);
+  await page.close();
+});
+
+test('WebGPU: provider auto skips a fallback adapter; "webgpu" uses it, with nothing on the console', async () => {
+  const gpuBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: WEBGPU_FLAGS });
+  try {
+    const page = await libraryPage(gpuBrowser);
+    const adapter = await page.evaluate(`(async () => { const a = await navigator.gpu?.requestAdapter(); return a ? { fallback: a.info.isFallbackAdapter } : null; })()`);
+    assert.deepEqual(adapter, { fallback: true }, 'this Chromium offers a fallback adapter only (SwiftShader)');
+    const auto = await tryLoad(page, 'shapes-128', { provider: 'auto', attentionProbe: false });
+    assert.equal(auto.ok, true, auto.message);
+    assert.equal(auto.provider, 'wasm');
+    assert.ok(auto.notes!.some((n) => /fallback/.test(n)), JSON.stringify(auto.notes));
+    const messages: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') messages.push(`${m.type()}: ${m.text()}`);
+    });
+    const gpu = await tryLoad(page, 'shapes-128', { provider: 'webgpu', attentionProbe: false });
+    assert.equal(gpu.ok, true, gpu.message);
+    assert.equal(gpu.provider, 'webgpu');
+    assert.deepEqual(messages, [], 'no ONNX Runtime warning on the console');
+  } finally {
+    await gpuBrowser.close();
+  }
+});
