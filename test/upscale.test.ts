@@ -256,6 +256,21 @@ test('bad inputs to pipe.upscale: clear invalid-argument errors before any UNet 
   assert.deepEqual(clamped.image.data, plain.image.data);
 });
 
+test("the input's VAE encoding reports its own progress phase, tile by tile, before the prompt and the steps", async () => {
+  const events: { phase: string; tilesDone?: number; tilesTotal?: number; totalSteps: number }[] = [];
+  // 80x64 output (a 10x8 latent) in 8-latent-px tiles: encoded tiled.
+  const r = await pipe.upscale({ ...quick, image: sourceFile, scale: 2, strength: 0.5, vae: { tiling: 'on', tileSize: 8, overlap: 2 } }, { onProgress: (p) => events.push({ ...p }) });
+  const encode = events.filter((e) => e.phase === 'encode');
+  assert.ok(encode.length > 1, JSON.stringify(events.slice(0, 5)));
+  const total = encode[0]!.tilesTotal!;
+  assert.ok(total > 1);
+  assert.deepEqual(encode.map((e) => e.tilesDone), Array.from({ length: total }, (_, i) => i + 1), 'each tile once, in order');
+  assert.ok(encode.every((e) => e.tilesTotal === total && e.totalSteps === 2), 'the steps the upscale runs: 4 x 0.5');
+  const phases = [...new Set(events.map((e) => e.phase))];
+  assert.deepEqual(phases, ['encode', 'text', 'denoise', 'decode']);
+  assert.equal(r.metadata.upscale?.startStep, 2);
+});
+
 test('generateUpscaled: one result whose metadata holds both stages; the same bytes as generate then upscale', async () => {
   const params = { prompt: 'a red circle', steps: 3, seed: 11, width: 64, height: 64 };
   const both = await pipe.generateUpscaled(params, { scale: 2, strength: 0.6 });

@@ -23,7 +23,7 @@ export function createProgressView(enabled: boolean): ProgressView {
   return {
     update(p) {
       const payload = {
-        phase: p.phase === 'decode' ? `decode ${p.tilesDone ?? 0}/${p.tilesTotal ?? 1}` : p.phase === 'text' ? 'prompt' : `stage ${p.stage}`,
+        phase: p.phase === 'decode' || p.phase === 'encode' ? `${p.phase} ${p.tilesDone ?? 0}/${p.tilesTotal ?? 1}` : p.phase === 'text' ? 'prompt' : `stage ${p.stage}`,
         step: p.step,
         steps: p.totalSteps,
       };

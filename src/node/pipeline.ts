@@ -385,15 +385,21 @@ export class Pipeline implements AsyncDisposable {
     const geo = plan.method.geometry;
     return this.guarded(signal, 'Upscale cancelled', async () => {
       const t0 = performance.now();
+      const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
+      const start = startStep(p.steps, up.strength);
+      const scheduler = schedulerFrom(full, start);
+      // A large input takes a while to encode (tile by tile): its own progress phase.
+      const onTile = (tilesDone: number, tilesTotal: number) =>
+        run.onProgress?.({ phase: 'encode', stage: 1, step: 0, totalSteps: scheduler.numSteps, unitsDone: 0, unitsTotal: 0, tilesDone, tilesTotal });
       // Stage 2, the input: resized to the output, padded to the latent grid, encoded; for asg's 'input' sources
       // also at the patch size (the native-size view every stage-1 patch is guided toward).
       const resized = await resizeLanczos(source.image, up.targetWidth, up.targetHeight);
       await this.pool.ensure('vaeEncoder', 'vaeDecoder');
-      const latent = await this.encodeImage(padEdgesRgb(resized, up.workWidth, up.workHeight), p.vae, warn);
+      const latent = await this.encodeImage(padEdgesRgb(resized, up.workWidth, up.workHeight), p.vae, warn, onTile);
       const init: Img2ImgInit = { latent };
       if (asg && geo.count > 1 && (up.structureSource === 'input' || up.structureSource === 'input-skip')) {
         const padded = padEdgesRgb(resized, Math.max(up.workWidth, geo.paddedWidth * 8), Math.max(up.workHeight, geo.paddedHeight * 8));
-        init.structureTarget = await this.encodeImage(await resizeLanczos(padded, geo.patchWidth * 8, geo.patchHeight * 8), p.vae, warn);
+        init.structureTarget = await this.encodeImage(await resizeLanczos(padded, geo.patchWidth * 8, geo.patchHeight * 8), p.vae, warn, onTile);
       }
       if (asg && geo.count > 1 && up.structureSource === 'polyphase') init.structureTarget = polyphaseTargets(latent, geo);
       if (asg && (up.structureSource === 'skip' || up.structureSource === 'input-skip')) init.skipResidual = true;
@@ -401,9 +407,6 @@ export class Pipeline implements AsyncDisposable {
       const tEncode = performance.now();
 
       // Stage 3, the prompt, as generate.
-      const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
-      const start = startStep(p.steps, up.strength);
-      const scheduler = schedulerFrom(full, start);
       await this.encodeAndShare(plan, run, scheduler.numSteps, warn);
       const tText = performance.now();
 
@@ -456,10 +459,10 @@ export class Pipeline implements AsyncDisposable {
    * VAE-encodes an RGB image (sides multiples of 8) to a latent multiplied by the scaling factor; tiled like decoding
    * (the same `vae` settings, tile size in latent pixels) with the whole image's GroupNorm statistics.
    */
-  private async encodeImage(img: RgbImage, vae: ResolvedParams['vae'], onWarning?: (message: string) => void): Promise<Float32Array> {
+  private async encodeImage(img: RgbImage, vae: ResolvedParams['vae'], onWarning?: (message: string) => void, onTile?: (done: number, total: number) => void): Promise<Float32Array> {
     const request: DecoderRequest = (req, what, transfer) => this.pool.request('vaeEncoder', req, what, transfer);
     const r = await encodeImageLatent({
-      image: rgb8ToChw(img), height: img.height, width: img.width, opts: vae, encoderPath: this.spec.paths.vaeEncoder!, request, onWarning,
+      image: rgb8ToChw(img), height: img.height, width: img.width, opts: vae, encoderPath: this.spec.paths.vaeEncoder!, request, onWarning, onTile,
     });
     const c = this.info.latentChannels;
     // An encoder that outputs latent_parameters gives mean then logvar: the mean is the first half.

@@ -9,7 +9,7 @@ import type { GenerateParams } from '../core/params.ts';
 import type { UpscaleParams } from '../node/pipeline.ts';
 
 export interface EngineProgress {
-  phase: 'load' | 'text' | 'denoise' | 'decode' | 'save';
+  phase: 'load' | 'text' | 'encode' | 'denoise' | 'decode' | 'save';
   stage: number;
   step: number;
   totalSteps: number;

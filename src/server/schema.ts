@@ -94,7 +94,7 @@ export function upscaleRequestSchema(): JsonSchema {
 export const progressSchema: JsonSchema = {
   type: 'object',
   properties: {
-    phase: { type: 'string', enum: ['load', 'text', 'denoise', 'decode', 'save'] },
+    phase: { type: 'string', enum: ['load', 'text', 'encode', 'denoise', 'decode', 'save'] },
     stage: { type: 'integer' },
     step: { type: 'integer' },
     totalSteps: { type: 'integer' },

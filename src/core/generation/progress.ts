@@ -1,8 +1,8 @@
 /** The progress events of a generation, the same from the Node pipeline and the browser pipeline. Portable. */
 import type { RgbImage } from '../image.ts';
 
-/** What a progress event is about: encoding the prompt, denoising, or VAE decoding. */
-export type GenerationPhase = 'text' | 'denoise' | 'decode';
+/** What a progress event is about: encoding the prompt, VAE encoding an upscale's input, denoising, or VAE decoding. */
+export type GenerationPhase = 'text' | 'encode' | 'denoise' | 'decode';
 
 export interface GenerationProgress {
   phase: GenerationPhase;
@@ -14,7 +14,7 @@ export interface GenerationProgress {
   /** UNet evaluations completed and planned in total (both 0 in the text event, before the plan's count is known). */
   unitsDone: number;
   unitsTotal: number;
-  /** VAE tiles decoded so far, during 'decode'. */
+  /** VAE tiles encoded ('encode') or decoded ('decode') so far. */
   tilesDone?: number;
   tilesTotal?: number;
   /**
