@@ -353,6 +353,8 @@ test('method option errors name the option; a mask word not in the prompt is ref
     await assert.rejects(pipe.generate({ ...base, steps: 1, width: 1024, height: 512, methodOptions }), (e: unknown) => e instanceof AsgdError && e.kind === 'invalid-argument' && re.test(e.message), JSON.stringify(methodOptions));
   }
   await assert.rejects(pipe.generate({ ...base, steps: 1, maskWords: ['dog'] }), /The mask word "dog" is not in the prompt.*Prompt words: a red circle on blue background/);
+  // A word the vocabulary splits into pieces is listed whole, as typed (its repeated pieces were dropped).
+  await assert.rejects(pipe.generate({ ...base, prompt: 'a red circle, masterpiece', steps: 1, maskWords: ['dog'] }), /Prompt words: a red circle , masterpiece$/);
   const ok = await pipe.generate({ ...base, steps: 1, seed: 1, width: 1024, height: 512, maskWords: ['red', 'circle'] });
   assert.equal(ok.metadata.maskWords?.join(' '), 'red circle');
 });

@@ -201,9 +201,24 @@ function pickMaskTokens(p: Pick<ResolvedParams, 'maskWords'>, prompt: TokenizedP
     if (!found) {
       throw new AsgdError(`The mask word ${JSON.stringify(word)} is not in the prompt`, {
         kind: 'invalid-argument', parameter: 'maskWords', expected: 'words that appear in the prompt', received: JSON.stringify(word),
-        hint: `Prompt words: ${[...new Set(prompt.tokens.map(norm))].join(' ')}`,
+        hint: `Prompt words: ${promptWords(prompt.tokens).join(' ')}`,
       });
     }
   }
   return [...new Set(picked)].sort((a, b) => a - b);
+}
+
+/** The prompt's words as typed, each once: BPE pieces joined up to the one that ends a word (`</w>`). */
+function promptWords(tokens: readonly string[]): string[] {
+  const words: string[] = [];
+  let word = '';
+  for (const t of tokens) {
+    word += t.replace(/<\/w>$/, '');
+    if (t.endsWith('</w>')) {
+      words.push(word.toLowerCase());
+      word = '';
+    }
+  }
+  if (word) words.push(word.toLowerCase());
+  return [...new Set(words)];
 }
