@@ -381,6 +381,14 @@ test('asgd upscale -W takes any width (the README\'s padded sizes), the height f
   assert.equal(direct.code, 0, direct.stderr);
   assert.match(direct.stderr, /warning: --structure-source is an option of asg; --method direct does not use it/);
   assert.doesNotMatch(asgd(['read', path.join(dir, 'cli-direct.png')]).stdout, /Structure source/);
+  // An input with transparency written as JPEG: said before the run (the output has no alpha).
+  const seeThrough = path.join(dir, 'see-through.png');
+  await sharp({ create: { width: 32, height: 32, channels: 4, background: { r: 200, g: 30, b: 30, alpha: 0.5 } } }).png().toFile(seeThrough);
+  const jpeg = asgd(['upscale', seeThrough, '-m', model, '-o', path.join(dir, 'see-through.jpg'), '--steps', '1', '--threads', '1', '-p', 'x']);
+  assert.equal(jpeg.code, 0, jpeg.stderr);
+  assert.match(jpeg.stderr, /warning: \S+see-through\.png has transparency, which a JPEG cannot hold: it is dropped \(write \.png or \.webp to keep it\)/);
+  const png = asgd(['upscale', seeThrough, '-m', model, '-o', path.join(dir, 'see-through-2.png'), '--steps', '1', '--threads', '1', '-p', 'x']);
+  assert.doesNotMatch(png.stderr, /transparency/);
   const zero = asgd(['upscale', sourceFile, '-m', model, '-W', '0', '-o', path.join(dir, 'cli-w0.png')]);
   assert.equal(zero.code, 2);
   assert.match(zero.stderr, /^asgd: Invalid --width; expected an integer in \[1, 8192\]; received "0"\. Use a positive width/);

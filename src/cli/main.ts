@@ -312,6 +312,8 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
   }
   const modelDir = cli.model ?? defaultModelDir();
   const notes = [...unusedFlags(cmd, params.method), ...recordedRun(from, modelDir, pipelineFlags, cli.from)];
+  const { formatFromPath } = await import('../node/image/write.ts');
+  if (source.hadAlpha && formatFromPath(cli.output) === 'jpeg') notes.push(`${input} has transparency, which a JPEG cannot hold: it is dropped (write .png or .webp to keep it)`);
   return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
     pipeline.upscale({ ...params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, run),
   notes);
