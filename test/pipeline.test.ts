@@ -377,3 +377,23 @@ test('force_upcast with a float16 VAE warns; --vae replaces the VAE with a float
   }
   await assert.rejects(loadPipeline(await tinyModel('standard'), { vae: tempDir('novae') }), /The VAE folder has no decoder/);
 });
+
+test("asg without attention maps says why in its mask warning: the probe turned off, or the probe's own reason", async () => {
+  const off = await loadPipeline(await tinyModel('standard'), { threads: 1, attentionProbe: false });
+  try {
+    const r = await off.generate({ prompt: 'a red circle', steps: 2, seed: 1, width: 1024, height: 512, scheduler: 'euler' });
+    assert.ok(r.warnings.includes('structure mask disabled (M = 1): the attention-probe graph was turned off (attentionProbe: false), so the model gives no cross-attention maps'), r.warnings.join(' | '));
+  } finally {
+    await off.close();
+  }
+  // An export whose attention is fused: the probe cannot separate the probabilities, and the warning says so.
+  const fused = await loadPipeline(await tinyModel('fused-attention'), { threads: 1 });
+  try {
+    const reason = fused.info.attentionProbe.reason!;
+    assert.ok(reason.length > 20, reason);
+    const r = await fused.generate({ prompt: 'a red circle', steps: 2, seed: 1, width: 1024, height: 512, scheduler: 'euler' });
+    assert.ok(r.warnings.includes(`structure mask disabled (M = 1): no cross-attention maps: ${reason}`), r.warnings.join(' | '));
+  } finally {
+    await fused.close();
+  }
+});

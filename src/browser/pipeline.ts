@@ -9,7 +9,7 @@ import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
 import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
-import { denoise, planDenoiseInput } from '../core/generation/denoise.ts';
+import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/denoise.ts';
 import { finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
@@ -310,6 +310,7 @@ export class WebPipeline {
     };
     const model = { nativeWidth: this.info.nativeWidth, nativeHeight: this.info.nativeHeight, latentChannels: this.info.latentChannels, timeIds: this.spec.family === 'sdxl' };
     const sampled = await denoise(planDenoiseInput(plan, scheduler, model, {
+      noMapsReason: noMapsReason(this.info.attentionProbe),
       evaluate,
       signal,
       onWarning: warn,

@@ -19,7 +19,7 @@ import { createScheduler } from '../core/schedulers/index.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
-import { denoise, planDenoiseInput, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
+import { denoise, noMapsReason, planDenoiseInput, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
 import type { Scheduler } from '../core/schedulers/types.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { encodeSd3Prompt, sd3MaskTokens } from '../core/generation/sd3-prompt.ts';
@@ -548,6 +548,7 @@ export class Pipeline implements AsyncDisposable {
     const model = { nativeWidth: this.info.nativeWidth, nativeHeight: this.info.nativeHeight, latentChannels: this.info.latentChannels, timeIds: this.spec.family === 'sdxl' };
     const sampled = await denoise(planDenoiseInput(plan, scheduler, model, {
       evaluate,
+      noMapsReason: noMapsReason(this.info.attentionProbe),
       maskTokens:
         this.spec.family === 'sd3'
           ? sd3MaskTokens(plan.maskTokens, this.tokenizer.maxLength, this.tokenizer3?.encode(p.prompt, T5_MAX_LENGTH).eosIndex, p.maskWords !== undefined)

@@ -28,6 +28,8 @@ export interface DenoiseInput {
   timeIds?: boolean;
   evaluate(units: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]>;
   maskTokens: readonly number[];
+  /** Why the model gives no attention maps, when known (MethodContext.noMapsReason). */
+  noMapsReason?: string;
   signal?: AbortSignalLike;
   onWarning?(message: string): void;
   onProgress?(event: ProgressEvent, unitsTotal: number, unitsDone: number): void;
@@ -61,6 +63,8 @@ export interface DenoiseParts {
   evaluate(units: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]>;
   /** Mask columns other than the plan's (SD3 adds the T5 prompt pieces). */
   maskTokens?: readonly number[];
+  /** Why the model gives no attention maps: the attention probe's reason, when it is unavailable. */
+  noMapsReason?: string;
   signal?: AbortSignalLike;
   onWarning(message: string): void;
   /** Steps the progress events count to (an upscale's remaining steps, or the plan's steps). */
@@ -89,6 +93,7 @@ export function planDenoiseInput(plan: GenerationPlan, scheduler: Scheduler, mod
     timeIds: model.timeIds,
     evaluate: parts.evaluate,
     maskTokens: parts.maskTokens ?? plan.maskTokens,
+    ...(parts.noMapsReason !== undefined ? { noMapsReason: parts.noMapsReason } : {}),
     signal: parts.signal,
     onWarning: parts.onWarning,
     ...(parts.init ? { init: parts.init } : {}),
@@ -156,6 +161,7 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
     structureTarget: init?.structureTarget,
     random: { permutation: createRandom(p.seed, 'permutation'), jitter: createRandom(p.seed, 'jitter') },
     maskTokens: input.maskTokens,
+    ...(input.noMapsReason !== undefined ? { noMapsReason: input.noMapsReason } : {}),
     signal: input.signal,
     onProgress: (e: ProgressEvent) => input.onProgress?.(e, method.unitsTotal, e.unitsDone),
     onWarning: input.onWarning,
@@ -182,4 +188,11 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
     state = r.state;
   }
   return { latent, unitEvaluations: method.unitsTotal, methodOptions: method.options };
+}
+
+/** Why a pipeline's model gives no attention maps, for the mask's warning: the probe's reason, or that it was turned off. */
+export function noMapsReason(probe: { available: boolean; reason?: string }): string | undefined {
+  if (probe.available) return undefined;
+  if (probe.reason === undefined || probe.reason === 'disabled') return 'the attention-probe graph was turned off (attentionProbe: false), so the model gives no cross-attention maps';
+  return `no cross-attention maps: ${probe.reason}`;
 }

@@ -17,6 +17,8 @@ export interface MaskSettings {
   layers: readonly string[];
   gamma: number;
   threshold: number;
+  /** Why the model gives no maps, when the pipeline knows (the probe graph is off or could not be made). */
+  noMapsReason?: string;
 }
 
 export interface MaskResult {
@@ -92,7 +94,7 @@ export function buildMask(
     warning: `structure mask disabled (M = 1): ${why}`,
   });
   if (!maps || maps.length === 0) {
-    return fallback('the model returned no cross-attention maps (no separable attention found in the UNet or transformer)');
+    return fallback(settings.noMapsReason ?? 'the model returned no cross-attention maps (no separable attention found in the UNet or transformer)');
   }
   const selected =
     settings.layers.length === 0 ? maps : maps.filter((m) => settings.layers.some((s) => m.layer.includes(s)));

@@ -171,7 +171,7 @@ export class StagedMethod extends MethodBase {
   private keyMask(attention: Parameters<typeof buildMask>[0], ctx: MethodContext): Float32Array | null {
     const geo = this.plan.geometry;
     const o = this.options;
-    const built = buildMask(attention, geo.patchHeight, geo.patchWidth, { tokens: ctx.maskTokens, layers: o.maskLayers, gamma: o.maskGamma, threshold: o.maskThreshold });
+    const built = buildMask(attention, geo.patchHeight, geo.patchWidth, { tokens: ctx.maskTokens, layers: o.maskLayers, gamma: o.maskGamma, threshold: o.maskThreshold, noMapsReason: ctx.noMapsReason });
     if (built.warning) this.warn(ctx, built.warning);
     return built.mask;
   }

@@ -121,6 +121,8 @@ export interface MethodContext {
   random: { permutation: RandomSource; jitter: RandomSource };
   /** Token indices (into the 77 tokens) whose attention forms the mask. */
   maskTokens: readonly number[];
+  /** Why the model gives no attention maps, when the pipeline knows: the mask's warning says it. */
+  noMapsReason?: string;
   signal?: AbortSignalLike;
   /** Called after every evaluate call returns (unitsDone/unitsTotal count over the whole run). */
   onProgress?(event: ProgressEvent): void;
