@@ -375,3 +375,24 @@ test('mask columns: the CLIP content tokens plus the T5 prompt pieces (not </s> 
   assert.deepEqual(sd3MaskTokens([5], 77, t5.eosIndex, true), [5]);
   assert.deepEqual(sd3MaskTokens([1, 2], 77, undefined, false), [1, 2]);
 });
+
+test('--vae of another family, or a folder that is not a VAE, is refused at load naming --vae (it failed after the whole denoise as a device error)', async () => {
+  const { tinyModel } = await import('./helpers/models.ts');
+  const sd = await tinyModel('standard');
+  const sd3 = await sd3Model('sd3');
+  const cases: [string, string, RegExp][] = [
+    [sd, sd3, /^The VAE decoder's latent channels differ from the UNet's \(.*vae_decoder[/\\]model\.onnx\); expected a latent of 4 channels; received 16 channels\. Give --vae a VAE of this model's family/],
+    [sd3, sd, /^The VAE decoder's latent channels differ from the transformer's \(.*\); expected a latent of 16 channels; received 4 channels\. Give --vae a VAE of this model's family \(SD3 needs its own 16-channel VAE\)/],
+    [sd, path.join(sd, 'unet'), /^The VAE decoder takes other inputs than a latent \(.*unet[/\\]model\.onnx\); expected one input, the latent .*; received sample, timestep, encoder_hidden_states\. Give --vae a VAE export folder/],
+  ];
+  for (const [model, vae, pattern] of cases) {
+    await assert.rejects(
+      async () => {
+        const p = await loadPipeline(model, { threads: 1, attentionProbe: false, vae });
+        await p.close();
+      },
+      (e: unknown) => e instanceof AsgdError && e.kind === 'model' && e.parameter === '--vae' && pattern.test(e.message),
+      `${model} with --vae ${vae}`,
+    );
+  }
+});

@@ -27,6 +27,7 @@ import { T5Tokenizer, T5_MAX_LENGTH } from '../core/text/t5-tokenizer.ts';
 import { TOOL_VERSION } from './version.ts';
 import { decodeLatentImage, encodeImageLatent, type DecoderRequest } from './vae-decode.ts';
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
+import { checkVaeDecoder } from './model/vae-contract.ts';
 import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker, liveWebgpuThreads } from './runner/device-worker.ts';
 import { checkProvidersAvailable, parseDevices, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
@@ -737,6 +738,7 @@ function describeModel(
   const sd3 = spec.family === 'sd3' ? checkSd3Components(spec, components) : undefined;
   const sample = unet.inputs.find((i) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
   const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
+  if (!sd3) checkVaeDecoder(spec, components.vaeDecoder, channels, 'UNet');
   const hidden = unet.inputs.find((i) => i.name === 'encoder_hidden_states');
   const width = (c: { outputs: IoInfo[] } | undefined) => (c?.outputs.find((o) => o.name === 'last_hidden_state') ?? c?.outputs[0])?.shape[2];
   const unetDim = hidden?.shape[2];

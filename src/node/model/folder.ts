@@ -33,6 +33,8 @@ export interface ModelSpec {
   schedulerConfig: SchedulerConfig;
   /** latent = (encoded - shiftFactor) * scalingFactor; shiftFactor is 0 except for SD3's VAE. */
   vae: { scalingFactor: number; forceUpcast: boolean; shiftFactor?: number };
+  /** The folder the VAE comes from when it is not the model's own (`--vae`, PipelineOptions.vae). */
+  vaeDir?: string;
   /** SDXL: zero the unconditional embeddings when no negative prompt is given (model_index.json, default true). */
   forceZerosForEmptyPrompt: boolean;
   /** Native latent size from unet/config.json sample_size (or the static sample shape), if known. */
@@ -357,6 +359,7 @@ export function withVaeFolder(spec: ModelSpec, dir: string): ModelSpec {
         ? { shiftFactor: Number.isFinite(Number(config?.['shift_factor'])) ? Number(config?.['shift_factor']) : spec.vae.shiftFactor }
         : {}),
     },
+    vaeDir: abs,
     notes: [...spec.notes, `VAE from ${abs}`],
   };
 }

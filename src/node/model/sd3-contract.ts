@@ -1,11 +1,12 @@
 /**
  * Checks an SD3 folder's sessions against each other once they are open (docs/sd3.md): the transformer's inputs,
  * the text widths (CLIP-L + CLIP-G <= joint_attention_dim = T5 width; pooled = both text_embeds), and the VAE's
- * latent channels. Every failure names the folder, the component, what was expected and what was found.
+ * latent channels (vae-contract.ts). Every failure names the folder, the component, what was expected and what was found.
  */
 import { AsgdError } from '../../core/errors.ts';
 import type { IoInfo } from '../../onnx/io.ts';
 import type { ModelSpec } from './folder.ts';
+import { checkVaeDecoder } from './vae-contract.ts';
 
 type Components = Partial<Record<string, { inputs: IoInfo[]; outputs: IoInfo[] }>>;
 
@@ -70,10 +71,6 @@ export function checkSd3Components(spec: ModelSpec, components: Components): Sd3
   if (components['textEncoder3'] && t5 !== undefined && t5 !== textWidth) {
     throw fail(spec, 'text_encoder_3', 'The T5 encoder\'s width differs from the transformer\'s text width', `last_hidden_state width ${textWidth}`, String(t5));
   }
-  const vae = dimOf(components['vaeDecoder']?.inputs[0], 1);
-  if (vae !== undefined && vae !== channels) {
-    throw fail(spec, 'vae_decoder', 'The VAE decoder\'s latent channels differ from the transformer\'s', `latent_sample with ${channels} channels`, `${vae} channels`,
-      'SD3 needs its own 16-channel VAE; an SD/SDXL VAE (4 channels) does not fit');
-  }
+  checkVaeDecoder(spec, components['vaeDecoder'], channels, 'transformer');
   return { channels, textWidth, pooledWidth };
 }
