@@ -269,7 +269,7 @@ export class Pipeline implements AsyncDisposable {
     const { warnings, warn } = this.warningsFor(run);
     plan.warnings.forEach(warn);
     run = this.withDeviceActivity(run);
-    return this.guarded(signal, 'Generation cancelled', async () => {
+    return this.guarded(signal, 'Generation cancelled', warn, async () => {
       const t0 = performance.now();
       // Progress counts the scheduler's steps: PNDM runs more than asked (one more with skip_prk_steps, SD 1.x's).
       const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
@@ -384,7 +384,7 @@ export class Pipeline implements AsyncDisposable {
     run = this.withDeviceActivity(run);
     const asg = p.method === 'asg';
     const geo = plan.method.geometry;
-    return this.guarded(signal, 'Upscale cancelled', async () => {
+    return this.guarded(signal, 'Upscale cancelled', warn, async () => {
       const t0 = performance.now();
       const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
       const start = startStep(p.steps, up.strength);
@@ -479,15 +479,22 @@ export class Pipeline implements AsyncDisposable {
 
   /**
    * Runs a generation's model-calling stages: an abort stops every worker at once and ends as a 'cancelled' error;
-   * a failed device (not retried) leaves no worker running, since their state is unknown.
+   * a failed device (not retried) leaves no worker running, since their state is unknown; a device given up under
+   * retry is warned of (`warn`) once the run has its result.
    */
-  private async guarded<T>(signal: AbortSignal | undefined, cancelledMessage: string, body: () => Promise<T>): Promise<T> {
+  private async guarded<T>(signal: AbortSignal | undefined, cancelledMessage: string, warn: (m: string) => void, body: () => Promise<T>): Promise<T> {
     // Aborted before it started: nothing to stop.
     if (signal?.aborted) throw new AsgdError(cancelledMessage, { kind: 'cancelled' });
     const onAbort = () => void this.abortWorkers();
     signal?.addEventListener('abort', onAbort, { once: true });
+    const pool = this.pool;
+    const lostBefore = pool.losses.length;
     try {
-      return await body();
+      const result = await body();
+      // With retry a failed device is given up and the run goes on without it: the image is the same, but a
+      // device failing run after run should not go unnoticed.
+      for (const l of pool.losses.slice(lostBefore)) warn(`Device ${l.device} failed and was given up; the other devices ran its work (retry): ${l.error}`);
+      return result;
     } catch (err) {
       if (signal?.aborted) {
         await this.abortWorkers();

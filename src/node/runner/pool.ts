@@ -69,6 +69,8 @@ export class DevicePool {
   /** Components each worker holds. */
   private readonly holdings: Set<ComponentName>[];
   private readonly retry: boolean;
+  /** Devices given up with retry on (their work went to the others), in order: the pipeline warns of them. */
+  readonly losses: { device: string; error: string }[] = [];
 
   constructor(
     readonly workers: DeviceWorker[],
@@ -83,7 +85,10 @@ export class DevicePool {
       split: options.split ?? 'never',
       retry: this.retry,
       // A worker that failed may be broken (out of memory, a crashed provider): end it.
-      onDeviceLost: (dev) => void (dev as WorkerDevice).worker.terminate(),
+      onDeviceLost: (dev, error) => {
+        this.losses.push({ device: dev.label, error: error.message });
+        void (dev as WorkerDevice).worker.terminate();
+      },
       acquireProbe: options.paths?.unetProbe && this.retry
         ? async (dev) => {
             const i = this.devices.indexOf(dev as WorkerDevice);
@@ -135,6 +140,7 @@ export class DevicePool {
       } catch (err) {
         if (!this.retry || (err instanceof AsgdError && err.kind === 'cancelled')) throw err;
         failed = err;
+        this.losses.push({ device: this.workers[i]!.label, error: err instanceof Error ? err.message : String(err) });
         await this.workers[i]!.terminate();
       }
     }
