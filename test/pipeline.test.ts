@@ -173,6 +173,13 @@ test('bad model folders get clear errors', async () => {
     await assert.rejects(loadPipeline(dir, { threads: 1 }), (e: unknown) => e instanceof AsgdError && e.kind === 'model' && re.test(e.message), name);
   }
   await assert.rejects(loadPipeline('/nonexistent/model'), /Model folder not found/);
+  // A pipeline class this tool does not know is loaded by its files, with a note saying so.
+  const other = await copyModel('standard');
+  const index = JSON.parse(fs.readFileSync(path.join(other, 'model_index.json'), 'utf8'));
+  fs.writeFileSync(path.join(other, 'model_index.json'), JSON.stringify({ ...index, _class_name: 'KandinskyV22Pipeline' }));
+  const { readModelFolder } = await import('../src/node/model/folder.ts');
+  assert.ok(readModelFolder(other).notes.includes('model_index.json names KandinskyV22Pipeline, not a text-to-image pipeline this tool knows: loaded by its files (expected e.g. ORTStableDiffusionPipeline)'));
+  assert.ok(!readModelFolder(await tinyModel('standard')).notes.some((n) => n.includes('not a text-to-image pipeline')));
 });
 
 test('calls made at once on one pipeline run one after another: each image is the one it makes alone; decodes, tiled or not, too', async () => {

@@ -122,6 +122,9 @@ export function modelFamilyOf(dir: string, className: string): ModelFamily {
   return /XL/i.test(className) || textEncoder2 ? 'sdxl' : 'sd';
 }
 
+/** The text-to-image pipeline classes of the exports this tool reads (diffusers' and optimum's names). */
+const KNOWN_PIPELINE = /^(ORT|Onnx)?(StableDiffusion(XL|3)?|LatentConsistencyModel)Pipeline$/;
+
 export function readModelFolder(dir: string): ModelSpec {
   const abs = path.resolve(dir);
   let stat: fs.Stats;
@@ -149,6 +152,9 @@ export function readModelFolder(dir: string): ModelSpec {
   const modelIndex = readJsonIfExists(indexFile, 'model_index.json');
   const className = typeof modelIndex?.['_class_name'] === 'string' ? (modelIndex['_class_name'] as string) : '';
   if (!modelIndex) notes.push('no model_index.json: family guessed from the files');
+  else if (className !== '' && !KNOWN_PIPELINE.test(className)) {
+    notes.push(`model_index.json names ${className}, not a text-to-image pipeline this tool knows: loaded by its files (expected e.g. ORTStableDiffusionPipeline)`);
+  }
 
   const family = modelFamilyOf(abs, className);
   if (family === 'sd3') return readSd3Folder(abs, className, modelIndex, notes);
