@@ -104,6 +104,20 @@ async function startUntilPreview(args: string[]) {
   return { child, exited, previewDir, stderr: () => stderr };
 }
 
+test('weights cut short in model.onnx_data: one line naming the external weights file, no raw ONNX Runtime log (even under -q)', async () => {
+  const { copyModel } = await import('./helpers/models.ts');
+  const dir = await copyModel('external-data');
+  const data = path.join(dir, 'unet', 'model.onnx_data');
+  fs.truncateSync(data, 1000);
+  for (const extra of [['-q'], []]) {
+    const r = asgd(['generate', '-m', dir, '-p', 'x', '-W', '64', '-H', '64', ...quick, '-o', path.join(dir, 'x.png'), ...extra]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.doesNotMatch(r.stderr, /\[[EWI]:onnxruntime:/, 'no log line of ONNX Runtime');
+    assert.equal(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
+    assert.match(r.stderr, /^asgd: ONNX Runtime cannot load unet: .*External initializer.*\. Its external weights file \(next to \S+model\.onnx\) is missing, incomplete or damaged/s);
+  }
+});
+
 test('an output path that cannot be written: exit 4, a clear message and no file, whoever runs it (root too)', async () => {
   // The cause is a regular file where the output folder should be (ENOTDIR), which holds for root as well,
   // unlike a read-only folder (root may write into a folder without write permission).

@@ -30,9 +30,13 @@ export function runtimeLogLevel(): RuntimeLogLevel {
   return v as RuntimeLogLevel;
 }
 
-/** ONNX Runtime's severity number for a level (0 verbose ... 3 error). */
-export function ortSeverity(level: RuntimeLogLevel): 0 | 1 | 2 | 3 {
-  return level === 'verbose' ? 0 : level === 'info' ? 1 : level === 'warning' ? 2 : 3;
+/**
+ * A session's severity number for a level (0 verbose ... 2 warning). At 'error' only fatal messages (4): an error
+ * of a session reaches the user as the error thrown with ONNX Runtime's message, so its log line (red, timestamped,
+ * the same text) would say it twice, and even under -q.
+ */
+export function ortSeverity(level: RuntimeLogLevel): 0 | 1 | 2 | 4 {
+  return level === 'verbose' ? 0 : level === 'info' ? 1 : level === 'warning' ? 2 : 4;
 }
 
 /** Lines the driver stack prints that say nothing a user can act on (filtered at the 'error' level only). */

@@ -105,7 +105,7 @@ export async function openSession(file: string | Uint8Array, label: string, opts
     // The WebGPU provider's driver stack writes notes to stderr natively (see runtime-log.ts).
     session = opts.provider === 'webgpu' ? await withDriverNotesFiltered(create) : await create();
   } catch (err) {
-    const msg = err instanceof Error ? err.message : String(err);
+    const msg = (err instanceof Error ? err.message : String(err)).trim();
     if (opts.provider !== 'cpu' && /provider|backend|cuda|webgpu|adapter/i.test(msg)) {
       throw new AsgdError(`The ${opts.provider} execution provider could not load ${label}: ${msg}`, {
         kind: 'device',
@@ -117,10 +117,14 @@ export async function openSession(file: string | Uint8Array, label: string, opts
         cause: err,
       });
     }
+    // Weights kept in a separate file (model.onnx_data, weights.pb) cut short or missing: name that file.
+    const external = /External (initializer|data)|GetExtDataFromTensorProto|onnx_data|weights\.pb/i.test(msg);
     throw new AsgdError(`ONNX Runtime cannot load ${label}: ${msg}`, {
       kind: 'model',
       parameter: label,
-      hint: 'The file is damaged or not an ONNX model; re-export the model',
+      hint: external
+        ? `Its external weights file (${typeof file === 'string' ? `next to ${file}` : 'model.onnx_data'}) is missing, incomplete or damaged; copy it again or re-export the model`
+        : 'The file is damaged or not an ONNX model; re-export the model',
       cause: err,
     });
   }
