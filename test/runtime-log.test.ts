@@ -16,7 +16,7 @@ const MODULE = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'sr
 const NOTE = 'Warning: maxDynamicStorageBuffersPerPipelineLayout artificially reduced from 1000000 to 16 to fit dynamic offset allocation limit.';
 const ORT_NOTE = '\x1b[0;93m2026-12-01 21:13:46.749493003 [W:onnxruntime:, session_state.cc:1397 VerifyEachNodeIsAssignedToAnEp] Some nodes were not assigned';
 
-function runChild(env: Record<string, string>): { stdout: string; stderr: string; status: number | null } {
+function runChild(env: Record<string, string>, fails = false): { stdout: string; stderr: string; status: number | null } {
   const script = `
     import fs from 'node:fs';
     const { withDriverNotesFiltered } = await import(${JSON.stringify(MODULE)});
@@ -25,8 +25,9 @@ function runChild(env: Record<string, string>): { stdout: string; stderr: string
       fs.writeSync(2, 'a real error from the driver\\n');
       fs.writeSync(2, ${JSON.stringify(ORT_NOTE + '\n')});
       await new Promise((r) => setTimeout(r, 10));
+      if (${fails}) throw new Error('no adapter');
       return 42;
-    });
+    }).catch((e) => 'failed: ' + e.message + ' / ' + JSON.stringify(e.driverOutput));
     fs.writeSync(1, 'result ' + r + '\\n');
     process.stderr.write('stderr after\\n');
   `;
@@ -52,6 +53,13 @@ test('driver notes written natively to stderr are dropped, other lines kept, std
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, 'result 42\n');
   assert.equal(r.stderr, 'a real error from the driver\nstderr after\n');
+});
+
+test('when the call fails, the lines kept go with its error instead of to stderr', () => {
+  const r = runChild({ ASGD_RUNTIME_LOG: '' }, true);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'result failed: no adapter / ["a real error from the driver"]\n');
+  assert.equal(r.stderr, 'stderr after\n');
 });
 
 test('at the warning level nothing is filtered', () => {

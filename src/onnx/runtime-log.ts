@@ -87,7 +87,8 @@ async function lock(): Promise<() => void> {
 /**
  * Runs `fn` with native writes to stderr caught and filtered (see the module comment). Where stderr cannot be
  * reopened through /proc (it is closed, or a socket, which is what Node gives a child process for 'pipe'; a
- * terminal, a file or a shell pipe can be) or the level is above 'error', `fn` runs as is.
+ * terminal, a file or a shell pipe can be) or the level is above 'error', `fn` runs as is. When `fn` fails, the
+ * lines kept go with its error (`driverOutput`) instead of to stderr: the error that reports the failure says them.
  */
 export async function withDriverNotesFiltered<T>(fn: () => Promise<T>): Promise<T> {
   if (runtimeLogLevel() !== 'error' || captureDepth > 0 || process.platform !== 'linux') return fn();
@@ -101,6 +102,7 @@ export async function withDriverNotesFiltered<T>(fn: () => Promise<T>): Promise<
   }
   const file = path.join(os.tmpdir(), `asgd-stderr-${process.pid}-${Date.now()}.txt`);
   let captured = false;
+  let failure: unknown;
   captureDepth++;
   try {
     closeStderr();
@@ -111,7 +113,10 @@ export async function withDriverNotesFiltered<T>(fn: () => Promise<T>): Promise<
       fs.closeSync(fd);
       fs.openSync(`/proc/self/fd/${saved}`, 'a');
     }
-    return await fn();
+    return await fn().catch((err: unknown) => {
+      failure = err;
+      throw err;
+    });
   } finally {
     captureDepth--;
     if (captured) {
@@ -128,6 +133,7 @@ export async function withDriverNotesFiltered<T>(fn: () => Promise<T>): Promise<
       // Nothing was captured.
     }
     const kept = text.split('\n').filter((l, i, all) => !(i === all.length - 1 && l === '') && !isDriverNote(l));
-    if (kept.length) process.stderr.write(kept.join('\n') + '\n');
+    if (kept.length && failure instanceof Error) (failure as Error & { driverOutput?: string[] }).driverOutput = kept;
+    else if (kept.length) process.stderr.write(kept.join('\n') + '\n');
   }
 }

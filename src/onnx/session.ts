@@ -107,7 +107,9 @@ export async function openSession(file: string | Uint8Array, label: string, opts
   } catch (err) {
     const msg = (err instanceof Error ? err.message : String(err)).trim();
     if (opts.provider !== 'cpu' && /provider|backend|cuda|webgpu|adapter/i.test(msg)) {
-      throw new AsgdError(`The ${opts.provider} execution provider could not load ${label}: ${msg}`, {
+      // What the driver stack wrote while it failed (runtime-log.ts), said here rather than loose on stderr.
+      const driver = (err as { driverOutput?: string[] }).driverOutput?.map((l) => l.trim()).filter(Boolean).slice(0, 6);
+      throw new AsgdError(`The ${opts.provider} execution provider could not load ${label}: ${msg}${driver?.length ? ` (the driver said: ${driver.join(' | ')})` : ''}`, {
         kind: 'device',
         parameter: 'devices',
         hint:
