@@ -30,7 +30,7 @@ import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.t
 import { checkVaeDecoder } from './model/vae-contract.ts';
 import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker, liveWebgpuThreads } from './runner/device-worker.ts';
-import { checkProvidersAvailable, oversubscribedThreads, parseDevices, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
+import { checkProvidersAvailable, parseDevices, threadsWarning, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
 import { DevicePool } from './runner/pool.ts';
 import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts';
 import type { SplitMode } from '../core/dispatch/tasks.ts';
@@ -223,8 +223,8 @@ export class Pipeline implements AsyncDisposable {
     hooks.inspectWorkers?.(() => Promise.all(started.workers.map((w) => w.request<'describe'>({ type: 'describe' }, 'describing the worker'))));
     try {
       // Only threads the user gave: the default divides the cores among the CPU workers.
-      const oversubscribed = typeof options.threads === 'number' && options.threads > 0 ? oversubscribedThreads(devices) : undefined;
-      const deviceWarnings = [...(oversubscribed ? [oversubscribed] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
+      const threads = typeof options.threads === 'number' && options.threads > 0 ? threadsWarning(devices) : undefined;
+      const deviceWarnings = [...(threads ? [threads] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
       const info = describeModel(spec, started.desc.components, probe, fused.info, deviceWarnings);
       if (signal?.aborted) throw loadCancelled();
       // A restart (after a cancel or a device failure) starts the same workers with the split already decided.
