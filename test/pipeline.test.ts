@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { create, toBinary } from '@bufbuild/protobuf';
-import { AttributeProtoSchema, AttributeProto_AttributeType, ModelProtoSchema, NodeProtoSchema } from 'onnx-buf';
+import { AttributeProtoSchema, AttributeProto_AttributeType, ModelProtoSchema, NodeProtoSchema, TensorProtoSchema } from 'onnx-buf';
 import { AsgdError } from '../src/core/errors.ts';
 import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from './fixtures/groupnorm-vae.ts';
 import { VARIANTS } from './fixtures/index.ts';
@@ -202,11 +202,18 @@ test('calls made at once on one pipeline run one after another: each image is th
 test('with retry on, a model every device fails on reports the failure itself, not that no device is left', async () => {
   const dir = tempDir('retry-broken');
   fs.cpSync(fileURLToPath(new URL('../models/shapes-128', import.meta.url)), dir, { recursive: true });
-  // The VAE encoder in the decoder's place: it loads, and fails on every device at the first decode.
-  fs.copyFileSync(path.join(dir, 'vae_encoder', 'model.onnx'), path.join(dir, 'vae_decoder', 'model.onnx'));
+  // A decoder that fits the contract (one 4-channel latent input), so it loads, and fails on every device at the
+  // first decode: its latent is reshaped to a size no latent has.
+  const decoder = buildGroupNormVaeDecoder({ seed: 3, floatType: 'float32', form: 'instance-norm', ...SMALL_VAE_DECODER });
+  const graph = decoder.graph!;
+  const input = graph.input[0]!.name;
+  for (const n of graph.node) n.input = n.input.map((x) => (x === input ? '/test/bad_latent' : x));
+  graph.initializer.push(create(TensorProtoSchema, { name: '/test/bad_shape', dataType: 7, dims: [4n], rawData: new Uint8Array(new BigInt64Array([1n, 4n, 999n, 999n]).buffer) }));
+  graph.node.unshift(create(NodeProtoSchema, { name: '/test/Reshape', opType: 'Reshape', input: [input, '/test/bad_shape'], output: ['/test/bad_latent'] }));
+  fs.writeFileSync(path.join(dir, 'vae_decoder', 'model.onnx'), toBinary(ModelProtoSchema, decoder));
   await using p = await loadPipeline(dir, { devices: 'cpu,cpu', threads: 1, retryOnOtherDevice: true });
   await assert.rejects(p.generate({ ...base, steps: 1, seed: 1, method: 'direct' }), (e: unknown) =>
-    e instanceof AsgdError && /^Device cpu#\d failed on VAE decoding: Got invalid dimensions for input: sample/.test(e.message), 'the cause');
+    e instanceof AsgdError && /^Device cpu#\d failed on VAE decoding: .*\/test\/Reshape/s.test(e.message), 'the cause');
 });
 
 test("a model folder without a scheduler config generates with diffusers' Euler defaults, as its note says", async () => {
