@@ -68,16 +68,12 @@ export function parseDevices(list: string, threads = 0, cores = os.availablePara
 }
 
 /**
- * A warning about threads given (--threads): none of the devices is a CPU worker, so they change nothing; or the
- * CPU workers' threads add up to more than this machine's cores, which makes a run slower, not faster (on 2 cores,
- * --threads 128 took 14 s where 8 took 2.5 s). Undefined otherwise.
+ * A warning when the CPU workers' threads given (--threads) add up to more than this machine's cores, which makes a
+ * run slower, not faster (on 2 cores, --threads 128 took 14 s where 8 took 2.5 s). Undefined otherwise (threads
+ * given to a list without CPU workers change nothing and harm nothing: not warned of).
  */
 export function threadsWarning(devices: DeviceSpec[], cores = os.availableParallelism()): string | undefined {
   const cpu = devices.filter((d) => d.provider === 'cpu');
-  const given = devices.find((d) => d.threads > 0)?.threads;
-  if (cpu.length === 0 && given !== undefined) {
-    return `--threads ${given} sets the threads of CPU workers, and ${devices.map((d) => d.label).join(', ')} has none: it changes nothing`;
-  }
   const total = cpu.reduce((n, d) => n + d.threads, 0);
   if (cpu.length === 0 || cpu.some((d) => d.threads === 0) || total <= cores) return undefined;
   const each = Math.max(1, Math.floor(cores / cpu.length));
