@@ -18,7 +18,7 @@ import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.t
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { PIPELINE_OPTIONS, optionSpec } from '../core/options/registry.ts';
-import { checkOption } from '../core/options/spec.ts';
+import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { decodeLatentWith } from '../core/vae/pipeline-decode.ts';
 import type { IoInfo } from '../onnx/io.ts';
@@ -84,9 +84,7 @@ function checkLoadOptions(options: unknown): WebPipelineOptions {
   if (options === undefined) return {};
   if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalidArgument('options', 'an object of WebPipelineOptions, or nothing', options);
   const o = options as Record<string, unknown>;
-  for (const key of Object.keys(o)) {
-    if (!(LOAD_OPTIONS as readonly string[]).includes(key)) throw invalidArgument(key, `a loadWebPipeline option: ${LOAD_OPTIONS.join(', ')}`, o[key], 'Check the spelling; generation settings go to generate()');
-  }
+  refuseUnknownKeys(o, LOAD_OPTIONS, 'a loadWebPipeline option', 'Check the spelling; generation settings go to generate()');
   const provider = o['provider'];
   if (provider !== undefined && provider !== 'auto' && provider !== 'webgpu' && provider !== 'wasm') throw invalidArgument('provider', '"auto", "webgpu" or "wasm"', provider);
   const workers = o['workers'];

@@ -80,11 +80,6 @@ function recordedRun(read: GenerationMetadata | undefined, modelDir: string, fla
 }
 
 /**
- * Flags given that this run does not read: a method's options under another method (kept in the record, as
- * --from's are, but without effect), --preview-every without --preview. Warnings, not errors: a re-run of an asg
- * image with --method direct carries asg's options along.
- */
-/**
  * A re-run of a recorded upscale at its recorded size: the pixel limit it needs, where its output is above the
  * default limit (the first run was given a larger one; the record keeps the size, not the flag).
  */
@@ -94,6 +89,11 @@ function recordedLimit(record: GenerationMetadata | undefined): number | undefin
   return pixels > Number(optionSpec(UPSCALE_OPTIONS, 'maxPixels').default) ? pixels : undefined;
 }
 
+/**
+ * Flags given that this run does not read: a method's options under another method (kept in the record, as
+ * --from's are, but without effect), --preview-every without --preview. Warnings, not errors: a re-run of an asg
+ * image with --method direct carries asg's options along.
+ */
 function unusedFlags(cmd: Command, method: string | undefined): string[] {
   const chosen = String(method ?? optionSpec(PARAM_OPTIONS, 'method').default);
   const notes: string[] = [];

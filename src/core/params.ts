@@ -5,7 +5,7 @@
 import { invalidArgument } from './errors.ts';
 import { resolveMethodOptions, type MethodOptions } from './methods/options.ts';
 import { MAX_SIZE, MIN_SIZE, PARAM_OPTIONS, VAE_OPTIONS, optionSpec, type MethodName } from './options/registry.ts';
-import { checkOption } from './options/spec.ts';
+import { checkOption, refuseUnknownKeys } from './options/spec.ts';
 
 export { MAX_SIZE, MIN_SIZE };
 
@@ -123,11 +123,7 @@ export const PARAM_KEYS: readonly string[] = [
 
 export function resolveParams(p: GenerateParams, native: { width: number; height: number }): ResolvedParams {
   if (!p || typeof p !== 'object') throw invalidArgument('params', 'an object with at least a prompt', p);
-  for (const key of Object.keys(p)) {
-    if (!PARAM_KEYS.includes(key) && (p as unknown as Record<string, unknown>)[key] !== undefined) {
-      throw invalidArgument(key, `a generation setting: ${PARAM_KEYS.join(', ')}`, (p as unknown as Record<string, unknown>)[key], 'Check the spelling');
-    }
-  }
+  refuseUnknownKeys(p, PARAM_KEYS, 'a generation setting');
   if (typeof p.prompt !== 'string') throw invalidArgument('prompt', 'a string', p.prompt);
   if (p.negativePrompt !== undefined && typeof p.negativePrompt !== 'string') throw invalidArgument('negativePrompt', 'a string', p.negativePrompt);
   const width = checkSize('width', p.width ?? native.width);

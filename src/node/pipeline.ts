@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
 import { PIPELINE_OPTIONS, UPSCALE_OPTIONS } from '../core/options/registry.ts';
-import { checkOption } from '../core/options/spec.ts';
+import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
 import { cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
 import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
 import { checkUpscale, img2imgScheduler, upscaleMethodOptions, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
@@ -320,10 +320,7 @@ export class Pipeline implements AsyncDisposable {
       this.assertOpen();
       if (!params || typeof params !== 'object') throw new AsgdError('Invalid upscale parameters', { kind: 'invalid-argument', parameter: 'params', expected: 'an object with an image', received: String(params) });
       // Here, not in resolveParams: its list of the settings it knows would leave the upscale's out.
-      const known = ['image', ...UPSCALE_OPTIONS.map((s) => s.key), ...PARAM_KEYS];
-      for (const [key, value] of Object.entries(params)) {
-        if (!known.includes(key) && value !== undefined) throw invalidArgument(key, `an upscale setting: ${known.join(', ')}`, value, 'Check the spelling');
-      }
+      refuseUnknownKeys(params, ['image', ...UPSCALE_OPTIONS.map((s) => s.key), ...PARAM_KEYS], 'an upscale setting');
       const source = await readSourceImage(params.image);
       return this.upscaleSource(source, params, run);
     });
@@ -811,10 +808,7 @@ function checkLoadArguments(dir: unknown, options: unknown): PipelineOptions {
   if (options === undefined) return {};
   if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalidArgument('options', 'an object of PipelineOptions, or nothing', options);
   const o = options as Record<string, unknown>;
-  const known = [...PIPELINE_OPTIONS.map((s) => s.key), 'attentionProbe', 'signal'];
-  for (const key of Object.keys(o)) {
-    if (!known.includes(key)) throw invalidArgument(key, `a pipeline option: ${known.join(', ')}`, o[key], 'Check the spelling; generation settings go to generate()');
-  }
+  refuseUnknownKeys(o, [...PIPELINE_OPTIONS.map((s) => s.key), 'attentionProbe', 'signal'], 'a pipeline option', 'Check the spelling; generation settings go to generate()');
   for (const spec of PIPELINE_OPTIONS) {
     if (spec.key !== 'devices' && o[spec.key] !== undefined) checkOption(spec, o[spec.key]);
   }

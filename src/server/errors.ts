@@ -159,8 +159,8 @@ export function jsonBodyError(text: string): ApiError {
 
 /**
  * A run's error as a job reports it: the outputs folder's absolute path left out of the message (an output is
- * named as the API names it), the CLI's flags named as the API's fields (apiWording), and for an upscale the source image's parameter as the API's (`name`, the output it
- * was asked for). Other errors as they are.
+ * named as the API names it), the CLI's flags named as the API's fields (apiWording), and for an upscale the source
+ * image's parameter as the API's (`name`, the output it was asked for). Other errors as they are.
  */
 export function jobErrorOf<E>(err: E, outputsDir: string, kind: 'generate' | 'upscale'): E | { message: string; kind?: string; parameter?: string } {
   const e = err as { message?: unknown; kind?: string; parameter?: string } | null;

@@ -70,6 +70,16 @@ export function expectedText(s: OptionSpec): string {
 }
 
 /** Checks one value against its spec; throws an AsgdError naming `name` (default: the key). */
+/**
+ * Refuses a key of `o` that is not one of `known` (a misspelt option would otherwise be ignored without a word),
+ * naming it, `what` it should be with the list, and `hint`; a key set to undefined is as good as absent.
+ */
+export function refuseUnknownKeys(o: object, known: readonly string[], what: string, hint = 'Check the spelling'): void {
+  for (const [key, value] of Object.entries(o)) {
+    if (value !== undefined && !known.includes(key)) throw invalidArgument(key, `${what}: ${known.join(', ')}`, value, hint);
+  }
+}
+
 export function checkOption<T = unknown>(s: OptionSpec, value: unknown, name: string = s.key): T {
   if (value === null && s.nullable) return value as T;
   let ok: boolean;

@@ -1,7 +1,8 @@
 /**
  * Checks an SD3 folder's sessions against each other once they are open (docs/sd3.md): the transformer's inputs,
  * the text widths (CLIP-L + CLIP-G <= joint_attention_dim = T5 width; pooled = both text_embeds), and the VAE's
- * latent channels (vae-contract.ts). Every failure names the folder, the component, what was expected and what was found.
+ * latent channels (vae-contract.ts). Every failure names the folder, the component, what was expected and what was
+ * found.
  */
 import { AsgdError } from '../../core/errors.ts';
 import type { IoInfo } from '../../onnx/io.ts';

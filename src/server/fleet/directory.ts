@@ -123,6 +123,8 @@ export function checkSameNames(models: FleetModel[], live: WorkerBeat[]): void {
  * check, once per content hash; a folder without one (a test's fake model) shares nothing.
  */
 export async function shareTokenizer(redis: Redis, prefix: string, model: FleetModel, dir: string): Promise<void> {
+  // Content-addressed: another worker with this model shared the same files already.
+  if (await redis.exists(fleetKeys(prefix).tokenizer(model.hash))) return;
   let files: TokenizerFiles;
   try {
     files = readTokenizerFiles(path.join(dir, 'tokenizer'), 'tokenizer');
