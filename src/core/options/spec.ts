@@ -69,7 +69,6 @@ export function expectedText(s: OptionSpec): string {
   }
 }
 
-/** Checks one value against its spec; throws an AsgdError naming `name` (default: the key). */
 /**
  * Refuses a key of `o` that is not one of `known` (a misspelt option would otherwise be ignored without a word),
  * naming it, `what` it should be with the list, and `hint`; a key set to undefined is as good as absent.
@@ -80,6 +79,7 @@ export function refuseUnknownKeys(o: object, known: readonly string[], what: str
   }
 }
 
+/** Checks one value against its spec; throws an AsgdError naming `name` (default: the key). */
 export function checkOption<T = unknown>(s: OptionSpec, value: unknown, name: string = s.key): T {
   if (value === null && s.nullable) return value as T;
   let ok: boolean;
