@@ -309,6 +309,14 @@ test('flags this run does not read are named: a method\'s options under another 
     'warning: --structure-weight is an option of asg; --method direct does not use it',
     'warning: --preview-every has no effect without --preview FILE',
   ]);
+  // -q drops the progress bar and the summary, not the warnings; --json carries them in its result instead.
+  const quiet = asgd(['generate', '-m', model, '-p', 'a red circle', '--method', 'direct', '--structure-weight', '0.5', '-o', path.join(dir, 'q.png'), '-q', ...quick]);
+  assert.equal(quiet.code, 0, quiet.stderr);
+  assert.equal(quiet.stderr, 'warning: --structure-weight is an option of asg; --method direct does not use it\n');
+  const json = asgd(['generate', '-m', model, '-p', 'a red circle', '--method', 'direct', '--structure-weight', '0.5', '-o', path.join(dir, 'j.png'), '--json', ...quick]);
+  assert.equal(json.code, 0, json.stderr);
+  assert.equal(json.stderr, '');
+  assert.deepEqual(JSON.parse(json.stdout).warnings, ['--structure-weight is an option of asg; --method direct does not use it']);
   const asg = asgd(['generate', '-m', model, '-p', 'a red circle', '--structure-weight', '0.5', '--mask-words', 'red', '-o', path.join(dir, 'b.png'), ...quick]);
   assert.equal(asg.code, 0, asg.stderr);
   assert.doesNotMatch(asg.stderr, /warning/);

@@ -208,8 +208,9 @@ async function runWithPipeline(
     throw err;
   }
   try {
+    // Warnings stay under -q (they say why the image differs from what was asked); --json carries them instead.
     const warn = (m: string) => {
-      if (!quiet) process.stderr.write(`warning: ${m}\n`);
+      if (!cli.json) process.stderr.write(`warning: ${m}\n`);
     };
     notes.forEach(warn);
     const ran = await job(pipeline, {
