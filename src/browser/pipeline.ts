@@ -24,7 +24,7 @@ import { decodeLatentWith } from '../core/vae/pipeline-decode.ts';
 import type { IoInfo } from '../onnx/io.ts';
 import type { ComponentIo, DeviceInit, WebComponent, WebProvider } from './device/protocol.ts';
 import { WebDevice } from './device/web-device.ts';
-import { folderUrl, modelFileSource, type FileSource } from './model/model-files.ts';
+import { folderUrl, modelFileSource, storedCopyRetry } from './model/model-files.ts';
 import { readWebModel, type WebModelSpec } from './model/web-model.ts';
 import type { LoadProgress, WebPipelineOptions } from './options.ts';
 import { encodePng } from './png.ts';
@@ -191,7 +191,10 @@ export class WebPipeline {
       const components: Partial<Record<WebComponent, ComponentIo>> = {};
       let fusion: WebModelInfo['attentionFusion'] = { applied: false, layers: 0, reason: 'fuseAttention is off' };
       let onnxAttention = 0; // ONNX Attention nodes, counted where a derivation parses the UNet (probe or fusion)
-      const loadFrom = storedCopyRetry(src, spec.files, bytes);
+      // A stored copy that fails to load as a model is downloaded once again (once for all the devices).
+      const retries = new Map((Object.keys(bytes) as WebComponent[]).map((c) => [c, storedCopyRetry(src, spec.files[c]!, bytes[c]!, false, (b) => (bytes[c] = b))]));
+      const isModelError = (err: unknown) => err instanceof AsgdError && err.kind === 'model';
+      const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array) => Promise<T>): Promise<T> => (await retries.get(c)!(load, isModelError))!;
       const open = async (d: WebDevice, c: WebComponent, source: WebComponent = c) => {
         report?.({ phase: 'session', component: c, device: d.label });
         // Each device gets its own copy; ONNX Runtime reads it once.
@@ -375,38 +378,6 @@ export class WebPipeline {
     await Promise.all(this.devices.map((d) => d.request<'ok'>({ type: 'close' }, 'closing').catch(() => undefined)));
     this.devices.forEach((d) => d.terminate());
   }
-}
-
-/**
- * Loads a component on a device from its file's bytes. A copy from the browser's storage that fails to load as a
- * model is removed and the file downloaded once again (once for all the devices) before failing; a downloaded file
- * that fails is removed from the storage too, so that the next load downloads it.
- */
-function storedCopyRetry(src: FileSource, files: Partial<Record<WebComponent, string>>, bytes: Partial<Record<WebComponent, Uint8Array>>) {
-  const reloads = new Map<WebComponent, Promise<Uint8Array>>();
-  return async <T>(c: WebComponent, load: (bytes: Uint8Array) => Promise<T>): Promise<T> => {
-    const file = files[c]!;
-    try {
-      return await load(bytes[c]!);
-    } catch (err) {
-      if (!(err instanceof AsgdError && err.kind === 'model')) throw err;
-      if (!src.isStored(file) && !reloads.has(c)) {
-        await src.forget(file);
-        throw err;
-      }
-    }
-    let again = reloads.get(c);
-    if (!again) {
-      again = src.reload(file).then((b) => (bytes[c] = b!));
-      reloads.set(c, again);
-    }
-    try {
-      return await load(await again);
-    } catch (err) {
-      if (err instanceof AsgdError && err.kind === 'model') await src.forget(file);
-      throw err;
-    }
-  };
 }
 
 function describe(

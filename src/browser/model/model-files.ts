@@ -215,29 +215,48 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
 }
 
 /**
- * Reads `file` and makes it into T with `use` (which throws when the bytes are not what was expected). A stored copy
- * that `use` refuses is removed and the file downloaded once again, so that one bad answer of a server, stored, does
- * not break the URL for good; a downloaded file that `use` refuses is not kept either.
+ * Reads `file` and makes it into T with `use` (which throws when the bytes are not what was expected), downloading
+ * it once again where a stored copy proves unusable (storedCopyRetry).
  */
 export async function readFileWith<T>(src: FileSource, file: string, optional: boolean, use: (bytes: Uint8Array) => T | Promise<T>): Promise<T | undefined> {
   const bytes = await src.get(file, optional);
   if (!bytes) return undefined;
-  try {
-    return await use(bytes);
-  } catch (err) {
-    if (!src.isStored(file)) {
-      await src.forget(file);
+  return storedCopyRetry(src, file, bytes, optional)(use);
+}
+
+/**
+ * Uses `file`'s bytes as first read (`first`), so that one bad answer of a server, stored, does not break the URL for
+ * good: where `use` throws an error that `unusable` accepts (any, by default), a copy that came from the browser's
+ * storage is removed and downloaded once (one download for every use of the returned function, e.g. the same model
+ * loaded on several devices at once; `onFresh` is given it) and `use` runs on that; a download that `use` refuses is
+ * removed from the storage, so that the next load downloads it.
+ */
+export function storedCopyRetry(src: FileSource, file: string, first: Uint8Array, optional = false, onFresh?: (bytes: Uint8Array) => void) {
+  const wasStored = src.isStored(file);
+  let fresh: Promise<Uint8Array | undefined> | undefined;
+  return async <T>(use: (bytes: Uint8Array) => T | Promise<T>, unusable: (err: unknown) => boolean = () => true): Promise<T | undefined> => {
+    try {
+      return await use(first);
+    } catch (err) {
+      if (!unusable(err)) throw err;
+      if (!wasStored) {
+        await src.forget(file);
+        throw err;
+      }
+    }
+    fresh ??= src.reload(file, optional).then((b) => {
+      if (b) onFresh?.(b);
+      return b;
+    });
+    const bytes = await fresh;
+    if (!bytes) return undefined;
+    try {
+      return await use(bytes);
+    } catch (err) {
+      if (unusable(err)) await src.forget(file);
       throw err;
     }
-  }
-  const fresh = await src.reload(file, optional);
-  if (!fresh) return undefined;
-  try {
-    return await use(fresh);
-  } catch (err) {
-    await src.forget(file);
-    throw err;
-  }
+  };
 }
 
 /** Removes the stored files of the model at `url` (every stored model when `url` is undefined). */
