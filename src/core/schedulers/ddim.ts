@@ -50,23 +50,16 @@ export class DdimScheduler implements Scheduler {
     return 1;
   }
 
-  private abarAt(t: number): number {
-    return this.alphas.at(t);
-  }
-
   noiseLevel(stepIndex: number): { alpha: number; sigma: number } {
     checkIndex(this.name, stepIndex, this.numSteps);
-    const t =
-      stepIndex < this.numSteps ? this.timesteps[stepIndex]! : this.timesteps[this.numSteps - 1]! - this.stride;
-    const a = this.abarAt(t);
-    return { alpha: sqrt32(a), sigma: sqrt32(f32(1 - a)) };
+    return this.alphas.levelAt(this.timesteps, stepIndex, this.stride);
   }
 
   step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
     const t = this.timesteps[k]!;
-    const a = this.abarAt(t);
-    const aPrev = this.abarAt(t - this.stride);
+    const a = this.alphas.at(t);
+    const aPrev = this.alphas.at(t - this.stride);
     const sa = sqrt32(a);
     const sb = sqrt32(f32(1 - a));
     const saPrev = sqrt32(aPrev);

@@ -4,7 +4,7 @@
  */
 import type { ConfigReader } from './config.ts';
 import { alphasCumprod, type NoiseScheduleConfig } from './noise-schedule.ts';
-import { roundHalfEven } from './numeric.ts';
+import { f32, roundHalfEven, sqrt32 } from './numeric.ts';
 import { TIMESTEP_SPACINGS, checkTimestepRange, leadingDescending, linspaceDescending, trailingDescending } from './spacing.ts';
 
 /** Integer timesteps, descending. `linspace` rounds half to even as NumPy does. */
@@ -32,5 +32,15 @@ export class CumulativeAlphas {
 
   at(t: number): number {
     return t >= 0 ? this.values[t]! : this.final;
+  }
+
+  /**
+   * The noise level x = alpha x0 + sigma eps (float32) at step `stepIndex` of `timesteps`; `stepIndex` = their count
+   * is the level after the last step (its timestep minus `stride`).
+   */
+  levelAt(timesteps: readonly number[], stepIndex: number, stride: number): { alpha: number; sigma: number } {
+    const t = stepIndex < timesteps.length ? timesteps[stepIndex]! : timesteps[timesteps.length - 1]! - stride;
+    const a = this.at(t);
+    return { alpha: sqrt32(a), sigma: sqrt32(f32(1 - a)) };
   }
 }

@@ -106,22 +106,15 @@ export class PndmScheduler implements Scheduler {
     return 1;
   }
 
-  private abarAt(t: number): number {
-    return this.alphas.at(t);
-  }
-
   noiseLevel(stepIndex: number): { alpha: number; sigma: number } {
     checkIndex(this.name, stepIndex, this.numSteps);
-    const t =
-      stepIndex < this.numSteps ? this.timesteps[stepIndex]! : this.timesteps[this.numSteps - 1]! - this.stride;
-    const a = this.abarAt(t);
-    return { alpha: sqrt32(a), sigma: sqrt32(f32(1 - a)) };
+    return this.alphas.levelAt(this.timesteps, stepIndex, this.stride);
   }
 
   /** diffusers' _get_prev_sample (PNDM paper, eq. 9), float32 scalar coefficients. */
   private prevSample(sample: Float32Array, t: number, tPrev: number, e: ArrayLike<number>): Float32Array {
-    const a = this.abarAt(t);
-    const ap = this.abarAt(tPrev);
+    const a = this.alphas.at(t);
+    const ap = this.alphas.at(tPrev);
     const b = f32(1 - a);
     const bp = f32(1 - ap);
     const sampleCoeff = sqrt32(f32(ap / a));
