@@ -84,3 +84,33 @@ export function describe(value: unknown): string {
     return String(value);
   }
 }
+
+/** An error as it crosses a worker boundary (structured clone): an AsgdError keeps every field, so it is rebuilt whole. */
+export interface WireError {
+  message: string;
+  /** AsgdError's summary (its message before the details). */
+  summary?: string;
+  name: string;
+  kind?: string;
+  parameter?: string;
+  expected?: string;
+  received?: string;
+  hint?: string;
+  stack?: string;
+}
+
+export function errorToWire(err: unknown): WireError {
+  if (err instanceof AsgdError) {
+    return { message: err.message, summary: err.summary, name: err.name, kind: err.kind, parameter: err.parameter, expected: err.expected, received: err.received, hint: err.hint, stack: err.stack };
+  }
+  if (err instanceof Error) return { message: err.message, name: err.name, stack: err.stack };
+  return { message: String(err), name: 'Error' };
+}
+
+/** The AsgdError a wire error came from (its stack as the cause), or undefined where it was another error. */
+export function asgdErrorFromWire(e: WireError): AsgdError | undefined {
+  if (!e.kind) return undefined;
+  return new AsgdError(e.summary ?? e.message, {
+    kind: e.kind as ErrorKind, parameter: e.parameter, expected: e.expected, received: e.received, hint: e.hint, cause: e.stack,
+  });
+}

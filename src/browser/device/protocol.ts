@@ -3,6 +3,7 @@
  * clone or transfer), never JSON. A worker owns the ONNX Runtime Web sessions of one device.
  */
 import type { TextConditioning } from '../../core/conditioning.ts';
+import type { WireError } from '../../core/errors.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { AttentionMap } from '../../core/methods/types.ts';
 import type { NormLayer } from '../../core/vae/norm-stats.ts';
@@ -69,17 +70,5 @@ export type DeviceResult =
   | { type: 'vaeSplit'; chunked?: boolean; coreReason?: string; reason?: string }
   | { type: 'vaeGraph'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array }
   | { type: 'vaeHead'; data: Float32Array; channels: number; height: number; width: number; chunks: number };
-
-/** An error as it crosses the worker boundary; AsgdError's fields are kept so it is rebuilt whole. */
-export interface WireError {
-  message: string;
-  summary?: string;
-  name: string;
-  kind?: string;
-  parameter?: string;
-  expected?: string;
-  received?: string;
-  hint?: string;
-}
 
 export type DeviceReply = { id: number; ok: true; result: DeviceResult } | { id: number; ok: false; error: WireError };

@@ -14,10 +14,10 @@ import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { AsgdError, type ErrorKind } from '../../core/errors.ts';
+import { AsgdError, asgdErrorFromWire, type WireError } from '../../core/errors.ts';
 import { ArrayStow, makeStowFolder, STOW_DIR_ENV } from './array-stow.ts';
 import type { DeviceSpec, WorkerIsolation } from './devices.ts';
-import type { SerializedError, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
+import type { WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
 // Built package: the compiled worker. From the TypeScript sources: a bootstrap that registers the loader first.
 const WORKER_URL = import.meta.url.endsWith('.ts')
@@ -256,13 +256,9 @@ export class DeviceWorker {
     else p.reject(this.rebuildError(reply.error, p.what));
   }
 
-  private rebuildError(e: SerializedError, what: string): Error {
-    if (e.kind) {
-      // Rebuilt with every field (summary + details recompose the same message).
-      return new AsgdError(e.summary ?? e.message, {
-        kind: e.kind as ErrorKind, parameter: e.parameter, expected: e.expected, received: e.received, hint: e.hint, cause: e.stack,
-      });
-    }
+  private rebuildError(e: WireError, what: string): Error {
+    const asgd = asgdErrorFromWire(e);
+    if (asgd) return asgd;
     return new AsgdError(`Device ${this.label} failed on ${what}: ${e.message}`, {
       kind: 'device',
       parameter: 'devices',

@@ -10,6 +10,7 @@ import type { AttentionMap } from '../../core/methods/types.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { IoInfo, SessionOptions } from '../../onnx/io.ts';
 import type { TextConditioning } from '../../core/conditioning.ts';
+import type { WireError } from '../../core/errors.ts';
 import type { NormGraphInput } from '../../core/vae/pipeline-decode.ts';
 
 export type ComponentName = 'textEncoder' | 'textEncoder2' | 'textEncoder3' | 'unet' | 'unetProbe' | 'vaeDecoder' | 'vaeEncoder';
@@ -108,17 +109,4 @@ export type WorkerResult =
   | { type: 'vaeNorm'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array }
   | { type: 'vaeHead'; data: Float32Array; channels: number; height: number; width: number; chunks: number };
 
-export interface SerializedError {
-  message: string;
-  /** AsgdError's summary (its message before the details), so the error is rebuilt with every field. */
-  summary?: string;
-  name: string;
-  kind?: string;
-  parameter?: string;
-  expected?: string;
-  received?: string;
-  hint?: string;
-  stack?: string;
-}
-
-export type WorkerReply = { id: number; ok: true; result: WorkerResult } | { id: number; ok: false; error: SerializedError };
+export type WorkerReply = { id: number; ok: true; result: WorkerResult } | { id: number; ok: false; error: WireError };

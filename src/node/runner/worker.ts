@@ -3,7 +3,7 @@
  * coordinator's thread. Holds the generation's text conditioning so it is sent once.
  */
 import { parentPort } from 'node:worker_threads';
-import { AsgdError } from '../../core/errors.ts';
+import { AsgdError, errorToWire } from '../../core/errors.ts';
 import { openSession, releaseSession, type OpenSession, type SessionOptions } from '../../onnx/session.ts';
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import type { UnetAdapter, TextConditioning } from '../../onnx/unet.ts';
@@ -15,7 +15,7 @@ import { fusedLoadOptions } from '../fused-attention.ts';
 import { probeLoadOptions } from '../probe.ts';
 import { runAttentionHead } from '../../onnx/vae-attention.ts';
 import { ArrayStow, STOW_DIR_ENV } from './array-stow.ts';
-import type { ComponentName, FailMode, SerializedError, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
+import type { ComponentName, FailMode, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
 
 const LABELS: Record<ComponentName, string> = {
   textEncoder: 'text_encoder',
@@ -50,14 +50,6 @@ interface State {
 }
 
 const state: State = { sessions: {}, unetCalls: 0, vaeNorm: {}, released: {} };
-
-function serialize(err: unknown): SerializedError {
-  if (err instanceof AsgdError) {
-    return { message: err.message, summary: err.summary, name: err.name, kind: err.kind, parameter: err.parameter, expected: err.expected, received: err.received, hint: err.hint, stack: err.stack };
-  }
-  if (err instanceof Error) return { message: err.message, name: err.name, stack: err.stack };
-  return { message: String(err), name: 'Error' };
-}
 
 async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; transfer: ArrayBuffer[] }> {
   switch (req.type) {
@@ -250,13 +242,13 @@ const onRequest = (msg: { id: number; req: WorkerRequest }): void => {
     try {
       msg = stow.unstow(msg);
     } catch (err) {
-      send({ id: msg.id, ok: false, error: serialize(err) }, []);
+      send({ id: msg.id, ok: false, error: errorToWire(err) }, []);
       return;
     }
   }
   handle(msg.req).then(
     ({ result, transfer }) => send({ id: msg.id, ok: true, result }, transfer),
-    (err: unknown) => send({ id: msg.id, ok: false, error: serialize(err) }, []),
+    (err: unknown) => send({ id: msg.id, ok: false, error: errorToWire(err) }, []),
   );
 };
 if (port) port.on('message', onRequest);
