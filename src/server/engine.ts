@@ -4,21 +4,13 @@
  * same interface.
  */
 import type { SchedulerConfig } from '../core/schedulers/types.ts';
-import type { DeviceActivity } from '../core/generation/progress.ts';
+import type { GenerationPhase, GenerationProgress } from '../core/generation/progress.ts';
 import type { GenerateParams } from '../core/params.ts';
 import type { UpscaleParams } from '../node/pipeline.ts';
 
-export interface EngineProgress {
-  phase: 'load' | 'text' | 'encode' | 'denoise' | 'decode' | 'save';
-  stage: number;
-  step: number;
-  totalSteps: number;
-  unitsDone: number;
-  unitsTotal: number;
-  tilesDone?: number;
-  tilesTotal?: number;
-  /** What each of the engine's devices is doing (the library's GenerationProgress.devices), when it says. */
-  devices?: DeviceActivity[];
+/** The library's progress, with the engine's own phases around it: loading the model and saving the file. */
+export interface EngineProgress extends Omit<GenerationProgress, 'phase'> {
+  phase: GenerationPhase | 'load' | 'save';
 }
 
 export interface EngineRunContext {
