@@ -285,9 +285,7 @@ export class Pipeline implements AsyncDisposable {
       throwIfAborted(signal);
 
       // Stage 4, decode (tiled above the tile size).
-      const image = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
-        run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
-      warn);
+      const image = await this.decodeStage(plan, scheduler.numSteps, sampled, run, warn);
       throwIfAborted(signal);
       const tEnd = performance.now();
       const metadata = { ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION), ...this.fusedRecord() };
@@ -416,9 +414,7 @@ export class Pipeline implements AsyncDisposable {
       throwIfAborted(signal);
 
       // Stage 5, decode and crop to the output size.
-      const decoded = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
-        run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
-      warn);
+      const decoded = await this.decodeStage(plan, scheduler.numSteps, sampled, run, warn);
       throwIfAborted(signal);
       const image = cropRgb(decoded, up.targetWidth, up.targetHeight);
       // The input's opacity, resized with it (the models draw colour only).
@@ -627,6 +623,14 @@ export class Pipeline implements AsyncDisposable {
       vaeForceUpcast: this.spec.vae.forceUpcast,
       vaeIsFloat16: this.info.components.vaeDecoder?.inputs[0]?.type === 'float16',
     };
+  }
+
+  /** The decode stage of a generation or an upscale: the denoised latent to pixels, reporting tiles as progress. */
+  private decodeStage(plan: GenerationPlan, steps: number, sampled: DenoiseResult, run: GenerateRunOptions, warn: (m: string) => void): Promise<RgbImage> {
+    const units = sampled.unitEvaluations;
+    return this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, plan.params.vae, (done, total) =>
+      run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: steps, totalSteps: steps, unitsDone: units, unitsTotal: units, tilesDone: done, tilesTotal: total }),
+    warn);
   }
 
   /** VAE decoding on the device that holds the decoder, tiled when the latent exceeds the tile (or when asked). */
