@@ -8,7 +8,7 @@ import type { TextConditioning } from '../core/conditioning.ts';
 import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
 import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
-import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
+import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/denoise.ts';
 import { finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
@@ -358,16 +358,7 @@ export class WebPipeline {
   }
 
   private facts(): ModelFacts {
-    return {
-      family: this.spec.family,
-      nativeWidth: this.info.nativeWidth,
-      nativeHeight: this.info.nativeHeight,
-      latentChannels: this.info.latentChannels,
-      staticLatentSize: this.info.staticLatentSize,
-      schedulerClassName: String(this.spec.schedulerConfig._class_name ?? ''),
-      vaeForceUpcast: this.spec.vae.forceUpcast,
-      vaeIsFloat16: this.info.components.vaeDecoder?.inputs[0]?.type === 'float16',
-    };
+    return loadedModelFacts(this.spec, this.info);
   }
 
   /** Ends the device workers (their sessions go with them). */

@@ -18,7 +18,7 @@ import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
-import { checkGeneration, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
+import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, noMapsReason, planDenoiseInput, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
 import type { Scheduler } from '../core/schedulers/types.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
@@ -612,17 +612,7 @@ export class Pipeline implements AsyncDisposable {
 
   /** What the check stage needs of the model. */
   private facts(): ModelFacts {
-    return {
-      family: this.spec.family,
-      latentMultiple: this.spec.family === 'sd3' ? this.spec.patchSize ?? 2 : undefined,
-      nativeWidth: this.info.nativeWidth,
-      nativeHeight: this.info.nativeHeight,
-      latentChannels: this.info.latentChannels,
-      staticLatentSize: this.info.staticLatentSize,
-      schedulerClassName: String(this.spec.schedulerConfig._class_name ?? ''),
-      vaeForceUpcast: this.spec.vae.forceUpcast,
-      vaeIsFloat16: this.info.components.vaeDecoder?.inputs[0]?.type === 'float16',
-    };
+    return loadedModelFacts(this.spec, this.info);
   }
 
   /** The decode stage of a generation or an upscale: the denoised latent to pixels, reporting tiles as progress. */

@@ -27,6 +27,24 @@ export interface ModelFacts {
   vaeIsFloat16: boolean;
 }
 
+/** What a loaded model's pipeline (Node's or the browser's: the same fields) tells the check stage. */
+export function loadedModelFacts(
+  spec: { family: ModelFacts['family']; schedulerConfig: { _class_name?: unknown }; vae: { forceUpcast: boolean }; patchSize?: number },
+  info: Pick<ModelFacts, 'nativeWidth' | 'nativeHeight' | 'latentChannels' | 'staticLatentSize'> & { components: { vaeDecoder?: { inputs: { type: string }[] } } },
+): ModelFacts {
+  return {
+    family: spec.family,
+    latentMultiple: spec.family === 'sd3' ? spec.patchSize ?? 2 : undefined,
+    nativeWidth: info.nativeWidth,
+    nativeHeight: info.nativeHeight,
+    latentChannels: info.latentChannels,
+    staticLatentSize: info.staticLatentSize,
+    schedulerClassName: String(spec.schedulerConfig._class_name ?? ''),
+    vaeForceUpcast: spec.vae.forceUpcast,
+    vaeIsFloat16: info.components.vaeDecoder?.inputs[0]?.type === 'float16',
+  };
+}
+
 export interface GenerationPlan {
   params: ResolvedParams;
   /** The scheduler to use instead of the model's config (user's choice, or euler for patch methods; see below). */
