@@ -314,6 +314,22 @@ test('flags this run does not read are named: a method\'s options under another 
   assert.doesNotMatch(asg.stderr, /warning/);
 });
 
+test('VAE tile options given with --vae-tiling off are named: nothing is tiled, so they change nothing', () => {
+  const dir = tempDir('cli-unused-vae');
+  const r = asgd(['generate', '-m', model, '-p', 'a red circle', '--vae-tiling', 'off', '--vae-tile-size', '32', '--vae-tile-stats', 'estimate', '-o', path.join(dir, 'a.png'), ...quick]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stderr.split('\n').filter((l) => l.startsWith('warning:')), [
+    'warning: --vae-tile-size has no effect with --vae-tiling off',
+    'warning: --vae-tile-stats has no effect with --vae-tiling off',
+  ]);
+  // From a recorded --vae-tiling off too; a tiling flag given over it turns tiling on again: no warning.
+  const again = asgd(['generate', '-m', model, '--from', path.join(dir, 'a.png'), '--vae-tile-overlap', '8', '-o', path.join(dir, 'b.png'), ...quick]);
+  assert.match(again.stderr, /^warning: --vae-tile-overlap has no effect with --vae-tiling off$/m);
+  const on = asgd(['generate', '-m', model, '--from', path.join(dir, 'a.png'), '--vae-tiling', 'auto', '--vae-tile-overlap', '8', '-o', path.join(dir, 'c.png'), ...quick]);
+  assert.equal(on.code, 0, on.stderr);
+  assert.doesNotMatch(on.stderr, /warning/);
+});
+
 test('a prompt as long as one command-line argument can be runs (the device thread\'s stack grows with the command line): cut, with a warning', () => {
   const dir = tempDir('cli-long');
   const out = path.join(dir, 'long.png');
