@@ -57,7 +57,9 @@ test('validation messages come from the registry and name the option, range and 
     [{ methodOptions: { maskGamma: 0 } }, /Invalid maskGamma; expected a number > 0; received 0\. Use 1 for the plain normalised map\.$/],
     [{ methodOptions: { windowStride: 2.5 } }, /Invalid windowStride; expected an integer >= 1 \(or null\); received 2\.5/],
     [{ vae: { tiling: 'sometimes' } }, /Invalid vae\.tiling; expected one of auto, on, off; received "sometimes"$/],
-    [{ vae: { tileSize: 32, overlap: 20 } }, /Invalid vae\.overlap; expected an integer in \[0, 16\]/],
+    [{ vae: { tileSize: 32, overlap: 20 } }, /Invalid vae\.overlap; expected an integer in \[0, 16\] \(at most half the tile size, 32\); received 20\. Use an overlap of at most 16, or a tile size of at least 40$/],
+    [{ vae: { tileSize: 4 } }, /Invalid vae\.tileSize; expected an integer >= 8; received 4\. Use a tile size in latent pixels \(an eighth of the image's\), e\.g\. 64; smaller tiles use less memory$/],
+    [{ vae: { overlap: -1 } }, /Invalid vae\.overlap; expected an integer >= 0; received -1\. Use an overlap in latent pixels, e\.g\. 16, at most half the tile size$/],
     [{ scheduler: 'heun' }, /Invalid scheduler; expected one of euler, euler-ancestral, ddim, pndm, dpmpp-2m, lms, flow-euler; received "heun"$/],
     [{ steps: 1001 }, /Invalid steps; expected an integer in \[1, 1000\]; received 1001$/],
     // A huge guidance scale overflows the prediction to a black image: refused, as is a negative one.

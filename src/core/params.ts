@@ -81,6 +81,13 @@ export const DEFAULT_VAE: Readonly<VaeDecodeOptions> = Object.freeze(
   Object.fromEntries(VAE_OPTIONS.map((o) => [o.key, o.default])) as unknown as VaeDecodeOptions,
 );
 
+/** Refuses an overlap above half the tile (the ramps of two neighbours would cross), naming both ways out. */
+export function checkOverlapFits(o: { tileSize: number; overlap: number }, name: string): void {
+  if (o.overlap * 2 <= o.tileSize) return;
+  const most = Math.floor(o.tileSize / 2);
+  throw invalidArgument(name, `an integer in [0, ${most}] (at most half the tile size, ${o.tileSize})`, o.overlap, `Use an overlap of at most ${most}, or a tile size of at least ${o.overlap * 2}`);
+}
+
 function checkVae(v: unknown): VaeDecodeOptions {
   if (v !== undefined && (v === null || typeof v !== 'object')) throw invalidArgument('vae', 'an object of VAE decoding options', v);
   const given = (v ?? {}) as Record<string, unknown>;
@@ -88,9 +95,7 @@ function checkVae(v: unknown): VaeDecodeOptions {
     if (!VAE_OPTIONS.some((o) => o.key === key)) throw invalidArgument('vae option', `one of ${VAE_OPTIONS.map((o) => o.key).join(', ')}`, key);
   }
   const out = Object.fromEntries(VAE_OPTIONS.map((o) => [o.key, checkOption(o, given[o.key] ?? o.default, `vae.${o.key}`)])) as unknown as VaeDecodeOptions;
-  if (out.overlap * 2 > out.tileSize) {
-    throw invalidArgument('vae.overlap', `an integer in [0, ${Math.floor(out.tileSize / 2)}] (at most half the tile)`, out.overlap);
-  }
+  checkOverlapFits(out, 'vae.overlap');
   return out;
 }
 
