@@ -6,6 +6,7 @@ import { invalidArgument } from './errors.ts';
 import { resolveMethodOptions, type MethodOptions } from './methods/options.ts';
 import { MAX_SIZE, MIN_SIZE, PARAM_OPTIONS, VAE_OPTIONS, optionSpec, type MethodName } from './options/registry.ts';
 import { checkOption, refuseUnknownKeys } from './options/spec.ts';
+import { checkOverlapFits } from './vae/tiling.ts';
 
 export { MAX_SIZE, MIN_SIZE };
 
@@ -80,13 +81,6 @@ export const DEFAULT_GUIDANCE = spec('guidanceScale').default as number;
 export const DEFAULT_VAE: Readonly<VaeDecodeOptions> = Object.freeze(
   Object.fromEntries(VAE_OPTIONS.map((o) => [o.key, o.default])) as unknown as VaeDecodeOptions,
 );
-
-/** Refuses an overlap above half the tile (the ramps of two neighbours would cross), naming both ways out. */
-export function checkOverlapFits(o: { tileSize: number; overlap: number }, name: string): void {
-  if (o.overlap * 2 <= o.tileSize) return;
-  const most = Math.floor(o.tileSize / 2);
-  throw invalidArgument(name, `an integer in [0, ${most}] (at most half the tile size, ${o.tileSize})`, o.overlap, `Use an overlap of at most ${most}, or a tile size of at least ${o.overlap * 2}`);
-}
 
 function checkVae(v: unknown): VaeDecodeOptions {
   if (v !== undefined && (v === null || typeof v !== 'object')) throw invalidArgument('vae', 'an object of VAE decoding options', v);
