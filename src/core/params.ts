@@ -82,7 +82,8 @@ export const DEFAULT_VAE: Readonly<VaeDecodeOptions> = Object.freeze(
   Object.fromEntries(VAE_OPTIONS.map((o) => [o.key, o.default])) as unknown as VaeDecodeOptions,
 );
 
-function checkVae(v: unknown): VaeDecodeOptions {
+/** VAE options with the unset ones defaulted, each checked against the registry (named `vae.<key>`). */
+export function resolveVaeOptions(v: unknown): VaeDecodeOptions {
   if (v !== undefined && (v === null || typeof v !== 'object')) throw invalidArgument('vae', 'an object of VAE decoding options', v);
   const given = (v ?? {}) as Record<string, unknown>;
   for (const key of Object.keys(given)) {
@@ -135,7 +136,7 @@ export function resolveParams(p: GenerateParams, native: { width: number; height
   const method = checkOption<MethodName>(spec('method'), p.method ?? spec('method').default);
   if (p.scheduler !== undefined) checkOption(spec('scheduler'), p.scheduler);
   const methodOptions = resolveMethodOptions(p.methodOptions ?? {});
-  const vae = checkVae(p.vae);
+  const vae = resolveVaeOptions(p.vae);
   if (p.maskWords !== undefined && (!Array.isArray(p.maskWords) || p.maskWords.some((w) => typeof w !== 'string' || !w.trim()))) {
     throw invalidArgument('maskWords', 'a list of words from the prompt', p.maskWords);
   }

@@ -13,7 +13,8 @@ import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../c
 import { checkUpscale, img2imgScheduler, upscaleMethodOptions, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
-import { PARAM_KEYS, type GenerateParams, type ResolvedParams } from '../core/params.ts';
+import { PARAM_KEYS, resolveVaeOptions, type GenerateParams, type ResolvedParams, type VaeDecodeOptions } from '../core/params.ts';
+import { checkInputLength } from '../core/vae/tiled.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
@@ -629,12 +630,17 @@ export class Pipeline implements AsyncDisposable {
     };
   }
 
-  /** VAE decoding on the device that holds the decoder, tiled when the latent exceeds the tile (or when asked). */
+  /**
+   * VAE decoding of a latent [C, h, w] (as `generate` returns it) on the device that holds the decoder, tiled when the
+   * latent exceeds the tile (or when asked); unset VAE options take their defaults.
+   */
   async decodeLatent(
-    latent: Float32Array, h: number, w: number, opts: ResolvedParams['vae'], onTile?: (done: number, total: number) => void,
+    latent: Float32Array, h: number, w: number, vae: Partial<VaeDecodeOptions> = {}, onTile?: (done: number, total: number) => void,
     onWarning?: (message: string) => void,
   ): Promise<RgbImage> {
+    const opts = resolveVaeOptions(vae);
     const c = this.info.latentChannels;
+    checkInputLength('latent', latent, c, h, w);
     // diffusers: latent / scaling_factor + shift_factor (the shift is 0 except for SD3's VAE).
     const sf = this.spec.vae.scalingFactor;
     const shift = this.spec.vae.shiftFactor ?? 0;

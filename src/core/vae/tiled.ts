@@ -157,7 +157,7 @@ function checkTiledOptions(opts: TiledDecodeOptions): void {
 }
 
 /** Refuses an input whose length is not channels x height x width (a tile would be cut out of the wrong place). */
-function checkInputLength(name: string, input: Float32Array, channels: number, height: number, width: number): void {
+export function checkInputLength(name: string, input: Float32Array, channels: number, height: number, width: number): void {
   const want = channels * height * width;
   if (input.length === want) return;
   throw new AsgdError(`Invalid ${name}`, {
