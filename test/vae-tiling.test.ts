@@ -49,3 +49,19 @@ test('decodeTiled and encodeTiled refuse bad options and inputs, naming them, in
   await assert.rejects(encodeTiled(image, 96, 96, plainBackend(1 / 8, 8), ok), /^AsgdError: Invalid image; expected 27648 values \(3 channels x 96 x 96\); received 28800 values\. /);
   await assert.rejects(encodeTiled(image.subarray(0, 3 * 96 * 96), 96, 96, plainBackend(1 / 8, 8), { ...ok, stats: 'none' as never }), /^AsgdError: Invalid stats;/);
 });
+
+test('decodeTiled refuses pass limits that would run no pass (it returned an image without data) or make no sense', async () => {
+  const layers = [{ name: 'n', groups: 1, epsilon: 1e-6 }];
+  const run = async (_x: Float32Array, _c: number, h: number, w: number) => ({ data: new Float32Array(3 * 64 * h * w), height: 8 * h, width: 8 * w });
+  const backend: TiledVaeBackend = {
+    norms: { layers }, run, runStats: async () => ({ stats: new Float32Array([0, 1]) }), runTile: async (x, c, h, w) => ({ ...(await run(x, c, h, w)), stats: new Float32Array([0, 1]) }),
+  };
+  const decode = (o: Partial<TiledDecodeOptions>) => decodeTiled(new Float32Array(4 * 32 * 32), 4, 32, 32, backend, { tileSize: 16, overlap: 4, stats: 'exact', ...o });
+  await assert.rejects(decode({ maxPasses: 0 }), /^AsgdError: Invalid maxPasses; expected an integer >= 1; received 0\. /);
+  await assert.rejects(decode({ maxPasses: 1.5 }), /^AsgdError: Invalid maxPasses; expected an integer >= 1; received 1\.5\. /);
+  await assert.rejects(decode({ estimateMaxSize: 0 }), /^AsgdError: Invalid estimateMaxSize; expected an integer >= 1; received 0\. /);
+  await assert.rejects(decode({ tolerance: Number.NaN }), /^AsgdError: Invalid tolerance; expected a number >= 0; received NaN\. /);
+  const r = await decode({ maxPasses: 1 });
+  assert.equal(r.passes, 1);
+  assert.equal(r.data.length, 3 * 256 * 256);
+});

@@ -154,6 +154,13 @@ function checkTiledOptions(opts: TiledDecodeOptions): void {
   validateTileOptions(opts);
   checkOption(optionSpec(VAE_OPTIONS, 'stats'), opts.stats, 'stats');
   if (opts.attention !== undefined) checkOption(optionSpec(VAE_OPTIONS, 'attention'), opts.attention, 'attention');
+  // Measurement settings (library only): a limit below one would leave the image without a pass.
+  for (const key of ['maxPasses', 'estimateMaxSize'] as const) {
+    const v = opts[key];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw invalidArgument(key, 'an integer >= 1', v, `Use a positive integer, or leave ${key} unset for the default`);
+  }
+  const t = opts.tolerance;
+  if (t !== undefined && !(Number.isFinite(t) && t >= 0)) throw invalidArgument('tolerance', 'a number >= 0', t, 'Use e.g. 1e-3, or leave tolerance unset for the default');
 }
 
 /** Refuses an input whose length is not channels x height x width (a tile would be cut out of the wrong place). */
