@@ -70,3 +70,12 @@ test('validation messages come from the registry and name the option, range and 
     assert.throws(() => resolveParams({ prompt: 'x', ...extra } as never, { width: 512, height: 512 }), re);
   }
 });
+
+test("the help of --vae-tile-stats counts exact's passes as the shipped decoder runs them (one per norm layer, then the decode)", async () => {
+  const { prepareVaeGraphs } = await import('../src/node/vae-graphs.ts');
+  const graphs = await prepareVaeGraphs(new URL('../models/shapes-128/vae_decoder/model.onnx', import.meta.url).pathname);
+  assert.ok('layers' in graphs);
+  const help = VAE_OPTIONS.find((s) => s.key === 'stats')!.help;
+  // Before: "exact (a few passes)", for 8 passes here and 28-31 on SD's decoder (28 with the attention run globally) (docs/vae-tiling.md).
+  assert.match(help, new RegExp(`exact \\(a pass over the tiles per norm layer, then the decode: ${graphs.layers.length + 1} passes on the shipped model, 28-31 on SD's\\)`));
+});

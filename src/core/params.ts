@@ -18,7 +18,7 @@ export interface VaeDecodeOptions {
   /** Tile overlap in latent pixels. */
   overlap: number;
   /**
-   * Normalisation statistics of tiled decoding: 'exact' (the whole image's, accumulated over tiles in a few passes),
+   * Normalisation statistics of tiled decoding: 'exact' (the whole image's, accumulated over tiles in one pass per norm layer, then the decode),
    * 'estimate' (from a downscaled decode, one pass) or 'off' (each tile its own: colours shift between tiles).
    */
   stats: 'exact' | 'estimate' | 'off';
