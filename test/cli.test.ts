@@ -330,6 +330,27 @@ test('VAE tile options given with --vae-tiling off are named: nothing is tiled, 
   assert.doesNotMatch(on.stderr, /warning/);
 });
 
+test('--vae is recorded, and --from says when a re-run decodes with another VAE than the recorded one', () => {
+  const dir = tempDir('cli-vae-record');
+  const otherVae = path.join(dir, 'other-vae');
+  fs.cpSync(path.join(model, 'vae_decoder'), path.join(otherVae, 'vae_decoder'), { recursive: true });
+  const withVae = path.join(dir, 'with.png');
+  const r = asgd(['generate', '-m', model, '-p', 'a red circle', '--vae', otherVae, '-o', withVae, '--json', ...quick]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).metadata.model.vae, 'other-vae');
+  // Before: no word, and the image decoded with the model's own VAE.
+  const own = asgd(['generate', '-m', model, '--from', withVae, '-o', path.join(dir, 'own.png'), ...quick]);
+  assert.equal(own.code, 0, own.stderr);
+  assert.match(own.stderr, new RegExp(`^warning: ${withVae.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} was decoded with the VAE other-vae \\(--vae\\); this run uses the model's own, so the image may differ: pass --vae with the folder of other-vae to reproduce it$`, 'm'));
+  const same = asgd(['generate', '-m', model, '--from', withVae, '--vae', otherVae, '-o', path.join(dir, 'same.png'), ...quick]);
+  assert.equal(same.code, 0, same.stderr);
+  assert.doesNotMatch(same.stderr, /warning/);
+  const plain = path.join(dir, 'plain.png');
+  assert.equal(asgd(['generate', '-m', model, '-p', 'a red circle', '-o', plain, '-q', ...quick]).code, 0);
+  const other = asgd(['generate', '-m', model, '--from', plain, '--vae', otherVae, '-o', path.join(dir, 'other.png'), ...quick]);
+  assert.match(other.stderr, /was decoded with the model's own VAE; this run uses --vae other-vae, so the image may differ: leave --vae out to reproduce it$/m);
+});
+
 test('a prompt as long as one command-line argument can be runs (the device thread\'s stack grows with the command line): cut, with a warning', () => {
   const dir = tempDir('cli-long');
   const out = path.join(dir, 'long.png');

@@ -75,8 +75,19 @@ function recordedRun(read: GenerationMetadata | undefined, modelDir: string, fla
   if (!read) return [];
   if (read.fusedAttention && flags.fuseAttention === undefined) flags.fuseAttention = true;
   const name = path.basename(path.resolve(modelDir));
-  if (read.model?.name === undefined || read.model.name === name) return [];
-  return [`${file} was made with the model ${read.model.name}; this run uses ${name} (${path.resolve(modelDir)}), so the image will differ: pass -m with the folder of ${read.model.name} to reproduce it`];
+  const notes = recordedVae(read, flags.vae, file);
+  if (read.model?.name === undefined || read.model.name === name) return notes;
+  return [`${file} was made with the model ${read.model.name}; this run uses ${name} (${path.resolve(modelDir)}), so the image will differ: pass -m with the folder of ${read.model.name} to reproduce it`, ...notes];
+}
+
+/** A re-run decoding with another VAE than the recorded one (a separate --vae folder, or the model's own). */
+function recordedVae(read: GenerationMetadata, vaeFlag: string | undefined, file: string | undefined): string[] {
+  const recorded = read.model?.vae;
+  const now = vaeFlag === undefined ? undefined : path.basename(path.resolve(vaeFlag));
+  if (recorded === now) return [];
+  if (now === undefined) return [`${file} was decoded with the VAE ${recorded} (--vae); this run uses the model's own, so the image may differ: pass --vae with the folder of ${recorded} to reproduce it`];
+  if (recorded === undefined) return [`${file} was decoded with the model's own VAE; this run uses --vae ${now}, so the image may differ: leave --vae out to reproduce it`];
+  return [`${file} was decoded with the VAE ${recorded} (--vae); this run uses --vae ${now}, so the image may differ: pass --vae with the folder of ${recorded} to reproduce it`];
 }
 
 /**

@@ -291,7 +291,7 @@ export class Pipeline implements AsyncDisposable {
       warn);
       throwIfAborted(signal);
       const tEnd = performance.now();
-      const metadata = { ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION), ...this.fusedRecord() };
+      const metadata = { ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, this.modelRecord(), scheduler.name, TOOL_VERSION), ...this.fusedRecord() };
       return {
         image,
         metadata,
@@ -433,7 +433,7 @@ export class Pipeline implements AsyncDisposable {
         startStep: start,
       };
       const metadata: GenerationMetadata = {
-        ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION),
+        ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, this.modelRecord(), scheduler.name, TOOL_VERSION),
         ...this.fusedRecord(),
         upscale: record,
       };
@@ -662,6 +662,11 @@ export class Pipeline implements AsyncDisposable {
     // Terminating stops an in-flight model call at once; the next run starts the workers again (ready()).
     this.stopped = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  /** The model as the metadata records it: its folder's name and family, and the separate VAE's folder name (a re-run needs it too). */
+  private modelRecord(): GenerationMetadata['model'] {
+    return { name: path.basename(this.spec.dir), family: this.spec.family, ...(this.spec.vaeDir ? { vae: path.basename(this.spec.vaeDir) } : {}) };
   }
 
   /** The metadata's record of fused attention, when the UNet runs with it. */
