@@ -56,6 +56,8 @@ test('validation messages come from the registry and name the option, range and 
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ methodOptions: { maskGamma: 0 } }, /Invalid maskGamma; expected a number > 0; received 0\. Use 1 for the plain normalised map\.$/],
     [{ methodOptions: { windowStride: 2.5 } }, /Invalid windowStride; expected an integer >= 1 \(or null\); received 2\.5/],
+    // Before: "Invalid vae option; expected one of ...; received \"tilesize\"" (no field, no fix).
+    [{ vae: { tilesize: 32 } }, /Invalid vae\.tilesize: not a known setting; expected one of tiling, tileSize, overlap, stats, attention; received 32\. Check the spelling$/],
     [{ vae: { tiling: 'sometimes' } }, /Invalid vae\.tiling; expected one of auto, on, off; received "sometimes"$/],
     [{ vae: { tileSize: 32, overlap: 20 } }, /Invalid vae\.overlap; expected an integer in \[0, 16\] \(at most half the tile size, 32\); received 20\. Use an overlap of at most 16, or a tile size of at least 40$/],
     [{ vae: { tileSize: 4 } }, /Invalid vae\.tileSize; expected an integer >= 8; received 4\. Use a tile size in latent pixels \(an eighth of the image's\), e\.g\. 64; smaller tiles use less memory$/],
