@@ -322,6 +322,43 @@ test('flags this run does not read are named: a method\'s options under another 
   assert.doesNotMatch(asg.stderr, /warning/);
 });
 
+test('VAE tile options given with --vae-tiling off are named: nothing is tiled, so they change nothing', () => {
+  const dir = tempDir('cli-unused-vae');
+  const r = asgd(['generate', '-m', model, '-p', 'a red circle', '--vae-tiling', 'off', '--vae-tile-size', '32', '--vae-tile-stats', 'estimate', '-o', path.join(dir, 'a.png'), ...quick]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stderr.split('\n').filter((l) => l.startsWith('warning:')), [
+    'warning: --vae-tile-size has no effect with --vae-tiling off',
+    'warning: --vae-tile-stats has no effect with --vae-tiling off',
+  ]);
+  // From a recorded --vae-tiling off too; a tiling flag given over it turns tiling on again: no warning.
+  const again = asgd(['generate', '-m', model, '--from', path.join(dir, 'a.png'), '--vae-tile-overlap', '8', '-o', path.join(dir, 'b.png'), ...quick]);
+  assert.match(again.stderr, /^warning: --vae-tile-overlap has no effect with --vae-tiling off$/m);
+  const on = asgd(['generate', '-m', model, '--from', path.join(dir, 'a.png'), '--vae-tiling', 'auto', '--vae-tile-overlap', '8', '-o', path.join(dir, 'c.png'), ...quick]);
+  assert.equal(on.code, 0, on.stderr);
+  assert.doesNotMatch(on.stderr, /warning/);
+});
+
+test('--vae is recorded, and --from says when a re-run decodes with another VAE than the recorded one', () => {
+  const dir = tempDir('cli-vae-record');
+  const otherVae = path.join(dir, 'other-vae');
+  fs.cpSync(path.join(model, 'vae_decoder'), path.join(otherVae, 'vae_decoder'), { recursive: true });
+  const withVae = path.join(dir, 'with.png');
+  const r = asgd(['generate', '-m', model, '-p', 'a red circle', '--vae', otherVae, '-o', withVae, '--json', ...quick]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).metadata.model.vae, 'other-vae');
+  // Before: no word, and the image decoded with the model's own VAE.
+  const own = asgd(['generate', '-m', model, '--from', withVae, '-o', path.join(dir, 'own.png'), ...quick]);
+  assert.equal(own.code, 0, own.stderr);
+  assert.match(own.stderr, new RegExp(`^warning: ${withVae.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} was decoded with the VAE other-vae \\(--vae\\); this run uses the model's own, so the image may differ: pass --vae with the folder of other-vae to reproduce it$`, 'm'));
+  const same = asgd(['generate', '-m', model, '--from', withVae, '--vae', otherVae, '-o', path.join(dir, 'same.png'), ...quick]);
+  assert.equal(same.code, 0, same.stderr);
+  assert.doesNotMatch(same.stderr, /warning/);
+  const plain = path.join(dir, 'plain.png');
+  assert.equal(asgd(['generate', '-m', model, '-p', 'a red circle', '-o', plain, '-q', ...quick]).code, 0);
+  const other = asgd(['generate', '-m', model, '--from', plain, '--vae', otherVae, '-o', path.join(dir, 'other.png'), ...quick]);
+  assert.match(other.stderr, /was decoded with the model's own VAE; this run uses --vae other-vae, so the image may differ: leave --vae out to reproduce it$/m);
+});
+
 test('a prompt as long as one command-line argument can be runs (the device thread\'s stack grows with the command line): cut, with a warning', () => {
   const dir = tempDir('cli-long');
   const out = path.join(dir, 'long.png');

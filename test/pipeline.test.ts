@@ -411,3 +411,19 @@ test("asg without attention maps says why in its mask warning: the probe turned 
     await fused.close();
   }
 });
+
+test('decodeLatent takes VAE options as generate does: unset ones default, bad ones and a latent of the wrong size are refused by name', async () => {
+  const latent = new Float32Array(4 * 16 * 24).map((_, i) => Math.sin(i * 0.01));
+  const whole = await pipe.decodeLatent(latent, 16, 24);
+  assert.equal(whole.width, 192);
+  // Before: "Invalid vaeTileSize ... received nothing" (a name no API has) for a partial object.
+  const tiled = await pipe.decodeLatent(latent, 16, 24, { tiling: 'on', tileSize: 16, overlap: 4 });
+  assert.equal(tiled.height, 128);
+  // Before: an unknown statistics mode ran as 'estimate'; a latent of another size decoded garbage (tiled) or failed as a device error.
+  await assert.rejects(pipe.decodeLatent(latent, 16, 24, { tiling: 'on', stats: 'exactly' as never }), /^AsgdError: Invalid vae\.stats; expected one of exact, estimate, off; received "exactly"$/);
+  await assert.rejects(pipe.decodeLatent(latent, 16, 24, { tileSize: 0 }), /^AsgdError: Invalid vae\.tileSize; expected an integer >= 8; received 0\./);
+  for (const tiling of ['on', 'off'] as const) {
+    await assert.rejects(pipe.decodeLatent(latent, 15, 24, { tiling }), (e: unknown) =>
+      e instanceof AsgdError && e.kind === 'invalid-argument' && /^Invalid latent; expected 1440 values \(4 channels x 15 x 24\); received 1536 values\. /.test(e.message));
+  }
+});

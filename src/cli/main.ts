@@ -75,8 +75,19 @@ function recordedRun(read: GenerationMetadata | undefined, modelDir: string, fla
   if (!read) return [];
   if (read.fusedAttention && flags.fuseAttention === undefined) flags.fuseAttention = true;
   const name = path.basename(path.resolve(modelDir));
-  if (read.model?.name === undefined || read.model.name === name) return [];
-  return [`${file} was made with the model ${read.model.name}; this run uses ${name} (${path.resolve(modelDir)}), so the image will differ: pass -m with the folder of ${read.model.name} to reproduce it`];
+  const notes = recordedVae(read, flags.vae, file);
+  if (read.model?.name === undefined || read.model.name === name) return notes;
+  return [`${file} was made with the model ${read.model.name}; this run uses ${name} (${path.resolve(modelDir)}), so the image will differ: pass -m with the folder of ${read.model.name} to reproduce it`, ...notes];
+}
+
+/** A re-run decoding with another VAE than the recorded one (a separate --vae folder, or the model's own). */
+function recordedVae(read: GenerationMetadata, vaeFlag: string | undefined, file: string | undefined): string[] {
+  const recorded = read.model?.vae;
+  const now = vaeFlag === undefined ? undefined : path.basename(path.resolve(vaeFlag));
+  if (recorded === now) return [];
+  if (now === undefined) return [`${file} was decoded with the VAE ${recorded} (--vae); this run uses the model's own, so the image may differ: pass --vae with the folder of ${recorded} to reproduce it`];
+  if (recorded === undefined) return [`${file} was decoded with the model's own VAE; this run uses --vae ${now}, so the image may differ: leave --vae out to reproduce it`];
+  return [`${file} was decoded with the VAE ${recorded} (--vae); this run uses --vae ${now}, so the image may differ: pass --vae with the folder of ${recorded} to reproduce it`];
 }
 
 /**
@@ -94,12 +105,18 @@ function recordedLimit(record: GenerationMetadata | undefined): number | undefin
  * --from's are, but without effect), --preview-every without --preview. Warnings, not errors: a re-run of an asg
  * image with --method direct carries asg's options along.
  */
-function unusedFlags(cmd: Command, method: string | undefined): string[] {
+function unusedFlags(cmd: Command, method: string | undefined, vaeTiling: string | undefined): string[] {
   const chosen = String(method ?? optionSpec(PARAM_OPTIONS, 'method').default);
   const notes: string[] = [];
   for (const s of [...PARAM_OPTIONS, ...METHOD_OPTIONS, ...UPSCALE_OPTIONS] as OptionSpec[]) {
     if (s.cli && s.methods && !s.methods.includes(chosen) && s.key in givenValues(cmd, [s])) {
       notes.push(`${s.cli.flag} is an option of ${s.methods.join('/')}; --method ${chosen} does not use it`);
+    }
+  }
+  if (vaeTiling === 'off') {
+    const tiling = optionSpec(VAE_OPTIONS, 'tiling');
+    for (const s of VAE_OPTIONS as readonly OptionSpec[]) {
+      if (s !== tiling && s.key in givenValues(cmd, [s])) notes.push(`${s.cli!.flag} has no effect with ${tiling.cli!.flag} off`);
     }
   }
   const cli = givenValues(cmd, CLI_OPTIONS);
@@ -159,7 +176,7 @@ async function runGenerate(cmd: Command): Promise<number> {
     checkUpscale({ width: params.width ?? 64, height: params.height ?? 64 }, upscale);
   }
   const modelDir = cli.model ?? defaultModelDir();
-  const notes = [...unusedFlags(cmd, params.method), ...recordedRun(read, modelDir, pipelineFlags, cli.from)];
+  const notes = [...unusedFlags(cmd, params.method, params.vae?.tiling), ...recordedRun(read, modelDir, pipelineFlags, cli.from)];
   return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
     upscale ? pipeline.generateUpscaled(params, upscale, run) : pipeline.generate(params, run),
   notes);
@@ -312,7 +329,7 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
     if (file !== undefined && sameFile(file, input)) throw invalidArgument(flag, 'a file other than the input image', file, 'Choose another name: the input would be replaced');
   }
   const modelDir = cli.model ?? defaultModelDir();
-  const notes = [...unusedFlags(cmd, params.method), ...recordedRun(from, modelDir, pipelineFlags, cli.from)];
+  const notes = [...unusedFlags(cmd, params.method, params.vae.tiling), ...recordedRun(from, modelDir, pipelineFlags, cli.from)];
   const { formatFromPath } = await import('../node/image/write.ts');
   if (source.hadAlpha && formatFromPath(cli.output) === 'jpeg') notes.push(`${input} has transparency, which a JPEG cannot hold: it is dropped (write .png or .webp to keep it)`);
   return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>

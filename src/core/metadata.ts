@@ -12,7 +12,8 @@ export const JSON_KEY = 'asgdiffusion';
 export interface GenerationMetadata {
   version: number;
   tool: string;
-  model: { name: string; family: string };
+  /** The model folder's name; `vae`: the name of the separate VAE folder (`--vae`) that replaced the model's, if one did. */
+  model: { name: string; family: string; vae?: string };
   prompt: string;
   negativePrompt: string;
   width: number;
@@ -52,7 +53,7 @@ export interface UpscaleRecord {
   startStep: number;
 }
 
-export function buildMetadata(p: ResolvedParams, model: { name: string; family: string }, scheduler: string, tool: string): GenerationMetadata {
+export function buildMetadata(p: ResolvedParams, model: GenerationMetadata['model'], scheduler: string, tool: string): GenerationMetadata {
   return {
     version: METADATA_VERSION,
     tool,

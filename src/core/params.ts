@@ -2,10 +2,11 @@
  * Generation settings: the plain option object users pass, its defaults, and validation that names each bad
  * parameter, what was expected and what was received. Portable.
  */
-import { invalidArgument } from './errors.ts';
+import { AsgdError, describe, invalidArgument } from './errors.ts';
 import { resolveMethodOptions, type MethodOptions } from './methods/options.ts';
 import { MAX_SIZE, MIN_SIZE, PARAM_OPTIONS, VAE_OPTIONS, optionSpec, type MethodName } from './options/registry.ts';
 import { checkOption, refuseUnknownKeys } from './options/spec.ts';
+import { checkOverlapFits } from './vae/tiling.ts';
 
 export { MAX_SIZE, MIN_SIZE };
 
@@ -17,7 +18,7 @@ export interface VaeDecodeOptions {
   /** Tile overlap in latent pixels. */
   overlap: number;
   /**
-   * Normalisation statistics of tiled decoding: 'exact' (the whole image's, accumulated over tiles in a few passes),
+   * Normalisation statistics of tiled decoding: 'exact' (the whole image's, accumulated over tiles in one pass per norm layer, then the decode),
    * 'estimate' (from a downscaled decode, one pass) or 'off' (each tile its own: colours shift between tiles).
    */
   stats: 'exact' | 'estimate' | 'off';
@@ -81,16 +82,19 @@ export const DEFAULT_VAE: Readonly<VaeDecodeOptions> = Object.freeze(
   Object.fromEntries(VAE_OPTIONS.map((o) => [o.key, o.default])) as unknown as VaeDecodeOptions,
 );
 
-function checkVae(v: unknown): VaeDecodeOptions {
+/** VAE options with the unset ones defaulted, each checked against the registry (named `vae.<key>`). */
+export function resolveVaeOptions(v: unknown): VaeDecodeOptions {
   if (v !== undefined && (v === null || typeof v !== 'object')) throw invalidArgument('vae', 'an object of VAE decoding options', v);
   const given = (v ?? {}) as Record<string, unknown>;
-  for (const key of Object.keys(given)) {
-    if (!VAE_OPTIONS.some((o) => o.key === key)) throw invalidArgument('vae option', `one of ${VAE_OPTIONS.map((o) => o.key).join(', ')}`, key);
+  for (const [key, value] of Object.entries(given)) {
+    if (value === undefined || VAE_OPTIONS.some((o) => o.key === key)) continue;
+    // Worded as the API's schema error for the same body.
+    throw new AsgdError(`Invalid vae.${key}: not a known setting`, {
+      kind: 'invalid-argument', parameter: `vae.${key}`, expected: `one of ${VAE_OPTIONS.map((o) => o.key).join(', ')}`, received: describe(value), hint: 'Check the spelling',
+    });
   }
   const out = Object.fromEntries(VAE_OPTIONS.map((o) => [o.key, checkOption(o, given[o.key] ?? o.default, `vae.${o.key}`)])) as unknown as VaeDecodeOptions;
-  if (out.overlap * 2 > out.tileSize) {
-    throw invalidArgument('vae.overlap', `an integer in [0, ${Math.floor(out.tileSize / 2)}] (at most half the tile)`, out.overlap);
-  }
+  checkOverlapFits(out, 'vae.overlap');
   return out;
 }
 
@@ -136,7 +140,7 @@ export function resolveParams(p: GenerateParams, native: { width: number; height
   const method = checkOption<MethodName>(spec('method'), p.method ?? spec('method').default);
   if (p.scheduler !== undefined) checkOption(spec('scheduler'), p.scheduler);
   const methodOptions = resolveMethodOptions(p.methodOptions ?? {});
-  const vae = checkVae(p.vae);
+  const vae = resolveVaeOptions(p.vae);
   if (p.maskWords !== undefined && (!Array.isArray(p.maskWords) || p.maskWords.some((w) => typeof w !== 'string' || !w.trim()))) {
     throw invalidArgument('maskWords', 'a list of words from the prompt', p.maskWords);
   }

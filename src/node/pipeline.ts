@@ -13,7 +13,8 @@ import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../c
 import { checkUpscale, img2imgScheduler, upscaleMethodOptions, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
-import { PARAM_KEYS, type GenerateParams, type ResolvedParams } from '../core/params.ts';
+import { PARAM_KEYS, resolveVaeOptions, type GenerateParams, type ResolvedParams, type VaeDecodeOptions } from '../core/params.ts';
+import { checkInputLength } from '../core/vae/tiled.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
@@ -288,7 +289,7 @@ export class Pipeline implements AsyncDisposable {
       const image = await this.decodeStage(plan, scheduler.numSteps, sampled, run, warn);
       throwIfAborted(signal);
       const tEnd = performance.now();
-      const metadata = { ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION), ...this.fusedRecord() };
+      const metadata = { ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, this.modelRecord(), scheduler.name, TOOL_VERSION), ...this.fusedRecord() };
       return {
         image,
         metadata,
@@ -428,7 +429,7 @@ export class Pipeline implements AsyncDisposable {
         startStep: start,
       };
       const metadata: GenerationMetadata = {
-        ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, { name: path.basename(this.spec.dir), family: this.spec.family }, scheduler.name, TOOL_VERSION),
+        ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, this.modelRecord(), scheduler.name, TOOL_VERSION),
         ...this.fusedRecord(),
         upscale: record,
       };
@@ -623,12 +624,17 @@ export class Pipeline implements AsyncDisposable {
     warn);
   }
 
-  /** VAE decoding on the device that holds the decoder, tiled when the latent exceeds the tile (or when asked). */
+  /**
+   * VAE decoding of a latent [C, h, w] (as `generate` returns it) on the device that holds the decoder, tiled when the
+   * latent exceeds the tile (or when asked); unset VAE options take their defaults.
+   */
   async decodeLatent(
-    latent: Float32Array, h: number, w: number, opts: ResolvedParams['vae'], onTile?: (done: number, total: number) => void,
+    latent: Float32Array, h: number, w: number, vae: Partial<VaeDecodeOptions> = {}, onTile?: (done: number, total: number) => void,
     onWarning?: (message: string) => void,
   ): Promise<RgbImage> {
+    const opts = resolveVaeOptions(vae);
     const c = this.info.latentChannels;
+    checkInputLength('latent', latent, c, h, w);
     // diffusers: latent / scaling_factor + shift_factor (the shift is 0 except for SD3's VAE).
     const sf = this.spec.vae.scalingFactor;
     const shift = this.spec.vae.shiftFactor ?? 0;
@@ -650,6 +656,11 @@ export class Pipeline implements AsyncDisposable {
     // Terminating stops an in-flight model call at once; the next run starts the workers again (ready()).
     this.stopped = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  /** The model as the metadata records it: its folder's name and family, and the separate VAE's folder name (a re-run needs it too). */
+  private modelRecord(): GenerationMetadata['model'] {
+    return { name: path.basename(this.spec.dir), family: this.spec.family, ...(this.spec.vaeDir ? { vae: path.basename(this.spec.vaeDir) } : {}) };
   }
 
   /** The metadata's record of fused attention, when the UNet runs with it. */

@@ -59,9 +59,9 @@ export const METHOD_OPTIONS = [
 /** Options of VaeDecodeOptions (GenerateParams.vae). */
 export const VAE_OPTIONS = [
   { key: 'tiling', scope: 'vae', kind: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: 'tiled VAE decoding and encoding (auto: when the latent exceeds the tile)', cli: { flag: '--vae-tiling', arg: '<mode>' } },
-  { key: 'tileSize', scope: 'vae', kind: 'integer', default: 64, min: 8, help: 'VAE tile size in latent pixels', cli: { flag: '--vae-tile-size', arg: '<n>' } },
-  { key: 'overlap', scope: 'vae', kind: 'integer', default: 16, min: 0, help: 'VAE tile overlap in latent pixels (at most half the tile)', cli: { flag: '--vae-tile-overlap', arg: '<n>' } },
-  { key: 'stats', scope: 'vae', kind: 'choice', choices: ['exact', 'estimate', 'off'], default: 'exact', help: "GroupNorm statistics of the tiles: the whole image's, exact (a few passes) or estimated from a downscaled decode (one pass); off: each tile its own (colours shift between tiles)", cli: { flag: '--vae-tile-stats', arg: '<mode>' } },
+  { key: 'tileSize', scope: 'vae', kind: 'integer', default: 64, min: 8, help: 'VAE tile size in latent pixels', hint: "Use a tile size in latent pixels (an eighth of the image's), e.g. 64; smaller tiles use less memory", cli: { flag: '--vae-tile-size', arg: '<n>' } },
+  { key: 'overlap', scope: 'vae', kind: 'integer', default: 16, min: 0, help: 'VAE tile overlap in latent pixels (at most half the tile)', hint: 'Use an overlap in latent pixels, e.g. 16, at most half the tile size', cli: { flag: '--vae-tile-overlap', arg: '<n>' } },
+  { key: 'stats', scope: 'vae', kind: 'choice', choices: ['exact', 'estimate', 'off'], default: 'exact', help: "GroupNorm statistics of the tiles: the whole image's, exact (a pass over the tiles per norm layer, then the decode: 8 passes on the shipped model, 28-31 on SD's) or estimated from a downscaled decode (one pass); off: each tile its own (colours shift between tiles)", cli: { flag: '--vae-tile-stats', arg: '<mode>' } },
   { key: 'attention', scope: 'vae', kind: 'choice', choices: ['auto', 'global', 'tile'], default: 'auto', help: "where the VAE's self-attention runs when tiling: global (once over the whole latent, in query chunks when large; the rest tiled), tile (each tile's attention sees only the tile: less memory), or auto (global up to a 256x256 latent, 2048 px; tile above)", cli: { flag: '--vae-attention', arg: '<mode>' } },
 ] as const satisfies readonly OptionSpec[];
 

@@ -15,6 +15,9 @@
  *   `tolerance`) or after `maxPasses`; the image of the last pass is the result.
  * - 'off': tiles normalise with their own statistics (the old behaviour; colours shift between tiles).
  */
+import { AsgdError, invalidArgument } from '../errors.ts';
+import { VAE_OPTIONS, optionSpec } from '../options/registry.ts';
+import { checkOption } from '../options/spec.ts';
 import { NO_ATTENTION_REASON } from './attention-chunks.ts';
 import { axisWeights, blendTile, planAxis, validateTileOptions, type AxisTile } from './tiling.ts';
 import { StatsAccumulator, downscaleArea, ownedSpans, packAffine, statsChange, unpackStats, type NormLayer, type NormStats } from './norm-stats.ts';
@@ -106,7 +109,7 @@ export interface TiledDecodeOptions {
   estimateMaxSize?: number;
   /** 'exact' stops when statsChange falls below this (default 1e-3). */
   tolerance?: number;
-  /** Where the attention runs (default 'tile'; the pipeline's default is the options registry's, 'global'). */
+  /** Where the attention runs (default 'tile'; the pipeline's default is the options registry's, 'auto'). */
   attention?: VaeAttentionMode;
   onTile?: (done: number, total: number) => void;
   onWarning?: (message: string) => void;
@@ -146,6 +149,30 @@ export function estimateSize(h: number, w: number, tileSize: number): { height: 
   return { height: Math.max(1, Math.round(h / k)), width: Math.max(1, Math.round(w / k)) };
 }
 
+/** Refuses options a tiled run would otherwise misread (an unknown mode ran as another) before any model call. */
+function checkTiledOptions(opts: TiledDecodeOptions): void {
+  validateTileOptions(opts);
+  checkOption(optionSpec(VAE_OPTIONS, 'stats'), opts.stats, 'stats');
+  if (opts.attention !== undefined) checkOption(optionSpec(VAE_OPTIONS, 'attention'), opts.attention, 'attention');
+  // Measurement settings (library only): a limit below one would leave the image without a pass.
+  for (const key of ['maxPasses', 'estimateMaxSize'] as const) {
+    const v = opts[key];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw invalidArgument(key, 'an integer >= 1', v, `Use a positive integer, or leave ${key} unset for the default`);
+  }
+  const t = opts.tolerance;
+  if (t !== undefined && !(Number.isFinite(t) && t >= 0)) throw invalidArgument('tolerance', 'a number >= 0', t, 'Use e.g. 1e-3, or leave tolerance unset for the default');
+}
+
+/** Refuses an input whose length is not channels x height x width (a tile would be cut out of the wrong place). */
+export function checkInputLength(name: string, input: Float32Array, channels: number, height: number, width: number): void {
+  const want = channels * height * width;
+  if (input.length === want) return;
+  throw new AsgdError(`Invalid ${name}`, {
+    kind: 'invalid-argument', parameter: name, expected: `${want} values (${channels} channels x ${height} x ${width})`, received: `${input.length} values`,
+    hint: `Pass the ${name} as one [C, height, width] array with its own channels, height and width`,
+  });
+}
+
 /**
  * Tiled decoding of a latent [C, h, w] (tiles and overlap in latent pixels). The result is the image [3, 8h, 8w]
  * (the factor is read from the decoder's output).
@@ -153,6 +180,8 @@ export function estimateSize(h: number, w: number, tileSize: number): { height: 
 export async function decodeTiled(
   latent: Float32Array, channels: number, h: number, w: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
 ): Promise<TiledDecodeResult> {
+  checkTiledOptions(opts);
+  checkInputLength('latent', latent, channels, h, w);
   if (attentionModeFor(opts.attention, h, w) === 'global') {
     const split = backend.attention;
     let why = !split ? 'the backend does not split the decoder at its attention' : 'reason' in split ? split.reason : split.check?.(h, w);
@@ -180,7 +209,11 @@ export async function decodeTiled(
 export async function encodeTiled(
   image: Float32Array, height: number, width: number, backend: TiledVaeBackend, opts: TiledDecodeOptions,
 ): Promise<TiledDecodeResult & { channels: number }> {
-  if (height % 8 !== 0 || width % 8 !== 0) throw new Error(`encodeTiled: ${width}x${height} is not a multiple of 8`);
+  checkTiledOptions(opts);
+  for (const [name, size] of [['height', height], ['width', width]] as const) {
+    if (!Number.isInteger(size) || size <= 0 || size % 8 !== 0) throw invalidArgument(name, 'a multiple of 8 (image pixels)', size, 'Pad the image to a multiple of 8, e.g. by repeating its edges');
+  }
+  checkInputLength('image', image, 3, height, width);
   const h = height / 8;
   const w = width / 8;
   if (attentionModeFor(opts.attention, h, w) === 'global') {

@@ -4,6 +4,8 @@
  * weight canvas is needed. Peak model memory is bounded by the tile. Portable: no Node APIs.
  */
 import { invalidArgument } from '../errors.ts';
+import { VAE_OPTIONS, optionSpec } from '../options/registry.ts';
+import { checkOption } from '../options/spec.ts';
 
 export interface TileOptions {
   /** Tile size in latent pixels (default 64, i.e. 512 px). */
@@ -24,11 +26,18 @@ export interface Tile {
   x: AxisTile;
 }
 
+/** Refuses an overlap above half the tile (the ramps of two neighbours would cross), naming both ways out. */
+export function checkOverlapFits(o: TileOptions, name: string): void {
+  if (o.overlap * 2 <= o.tileSize) return;
+  const most = Math.floor(o.tileSize / 2);
+  throw invalidArgument(name, `an integer in [0, ${most}] (at most half the tile size, ${o.tileSize})`, o.overlap, `Use an overlap of at most ${most}, or a tile size of at least ${o.overlap * 2}`);
+}
+
+/** Checks tile size and overlap against the registry, naming them as TileOptions does. */
 export function validateTileOptions(o: TileOptions): void {
-  if (!Number.isInteger(o.tileSize) || o.tileSize < 8) throw invalidArgument('vaeTileSize', 'an integer >= 8 (latent pixels)', o.tileSize);
-  if (!Number.isInteger(o.overlap) || o.overlap < 0 || o.overlap * 2 > o.tileSize) {
-    throw invalidArgument('vaeTileOverlap', `an integer in [0, ${Math.floor(o.tileSize / 2)}] (at most half the tile)`, o.overlap);
-  }
+  checkOption(optionSpec(VAE_OPTIONS, 'tileSize'), o.tileSize, 'tileSize');
+  checkOption(optionSpec(VAE_OPTIONS, 'overlap'), o.overlap, 'overlap');
+  checkOverlapFits(o, 'overlap');
 }
 
 /** Tile positions along one axis: stride tileSize - overlap, the last aligned to the end. */
