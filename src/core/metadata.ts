@@ -3,7 +3,7 @@
  * Diffusion tools use ("parameters"), and a JSON document a program reads back to reproduce the image.
  * Portable.
  */
-import type { ResolvedParams } from './params.ts';
+import type { ResolvedParams, VaeDecodeOptions } from './params.ts';
 
 export const METADATA_VERSION = 1;
 export const TEXT_KEY = 'parameters';
@@ -27,7 +27,7 @@ export interface GenerationMetadata {
   method: string;
   methodOptions: Record<string, unknown>;
   maskWords?: string[];
-  vae: { tiling: string; tileSize: number; overlap: number };
+  vae: VaeDecodeOptions;
   originalSize?: { width: number; height: number };
   /** Set when the UNet ran with its attention fused (PipelineOptions.fuseAttention: the last bits differ); a re-run turns it on. */
   fusedAttention?: true;
