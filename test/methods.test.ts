@@ -379,7 +379,7 @@ describe('option validation', () => {
     ['asg', { maskEvery: 0 }, 'maskEvery', /maskEvery.*integer >= 1/],
     ['asg', { maskThreshold: 2 }, 'maskThreshold', /maskThreshold/],
     ['asg', { structureSchedule: 'linear' }, 'structureSchedule', /one of cosine, constant.*"linear"/],
-    ['asg', { structureWieght: 1 }, 'method option', /structureWieght/],
+    ['asg', { structureWieght: 1 }, 'methodOptions.structureWieght', /Invalid methodOptions.structureWieght: not a known setting; expected one of .*structureWeight.*; received 1. Check the spelling/],
     ['ultra', {}, 'method', /Invalid method; expected one of asg, cutdiffusion, multidiffusion, direct; received "ultra"/],
   ];
   for (const [name, options, parameter, message] of cases) {

@@ -361,7 +361,7 @@ test('method option errors name the option; a mask word not in the prompt is ref
     [{ stageSplit: 1.5 }, /Invalid stageSplit; expected a number in \[0, 1\]/],
     [{ windowStride: 100 }, /Invalid windowStride; expected an integer from 1 to the window size \(64 latent px\)/],
     [{ maskEvery: 0 }, /Invalid maskEvery/],
-    [{ nonsense: 1 }, /Invalid method option; expected one of/],
+    [{ nonsense: 1 }, /Invalid methodOptions.nonsense: not a known setting; expected one of/],
   ];
   for (const [methodOptions, re] of cases) {
     await assert.rejects(pipe.generate({ ...base, steps: 1, width: 1024, height: 512, methodOptions }), (e: unknown) => e instanceof AsgdError && e.kind === 'invalid-argument' && re.test(e.message), JSON.stringify(methodOptions));

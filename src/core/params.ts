@@ -2,10 +2,10 @@
  * Generation settings: the plain option object users pass, its defaults, and validation that names each bad
  * parameter, what was expected and what was received. Portable.
  */
-import { AsgdError, describe, invalidArgument } from './errors.ts';
+import { invalidArgument } from './errors.ts';
 import { resolveMethodOptions, type MethodOptions } from './methods/options.ts';
 import { MAX_SIZE, MIN_SIZE, PARAM_OPTIONS, VAE_OPTIONS, optionSpec, type MethodName } from './options/registry.ts';
-import { checkOption, refuseUnknownKeys } from './options/spec.ts';
+import { checkOption, refuseUnknownFields, refuseUnknownKeys } from './options/spec.ts';
 import { checkOverlapFits } from './vae/tiling.ts';
 
 export { MAX_SIZE, MIN_SIZE };
@@ -86,13 +86,7 @@ export const DEFAULT_VAE: Readonly<VaeDecodeOptions> = Object.freeze(
 export function resolveVaeOptions(v: unknown): VaeDecodeOptions {
   if (v !== undefined && (v === null || typeof v !== 'object')) throw invalidArgument('vae', 'an object of VAE decoding options', v);
   const given = (v ?? {}) as Record<string, unknown>;
-  for (const [key, value] of Object.entries(given)) {
-    if (value === undefined || VAE_OPTIONS.some((o) => o.key === key)) continue;
-    // Worded as the API's schema error for the same body.
-    throw new AsgdError(`Invalid vae.${key}: not a known setting`, {
-      kind: 'invalid-argument', parameter: `vae.${key}`, expected: `one of ${VAE_OPTIONS.map((o) => o.key).join(', ')}`, received: describe(value), hint: 'Check the spelling',
-    });
-  }
+  refuseUnknownFields(given, VAE_OPTIONS.map((o) => o.key), 'vae');
   const out = Object.fromEntries(VAE_OPTIONS.map((o) => [o.key, checkOption(o, given[o.key] ?? o.default, `vae.${o.key}`)])) as unknown as VaeDecodeOptions;
   checkOverlapFits(out, 'vae.overlap');
   return out;

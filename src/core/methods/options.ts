@@ -5,7 +5,7 @@
  */
 import { invalidArgument } from '../errors.ts';
 import { DEFAULT_METHOD, METHOD_NAMES, METHOD_OPTIONS, type MethodName } from '../options/registry.ts';
-import { checkOption } from '../options/spec.ts';
+import { checkOption, refuseUnknownFields } from '../options/spec.ts';
 import type { StructureSchedule, StructureSpace } from './guidance.ts';
 
 export { DEFAULT_METHOD, METHOD_NAMES };
@@ -90,9 +90,7 @@ export function validateMethodName(name: unknown): MethodName {
 /** Fills defaults and validates every option; unknown option names are rejected (likely typos). */
 export function resolveMethodOptions(options: Partial<MethodOptions> = {}): MethodOptions {
   if (!options || typeof options !== 'object') throw invalidArgument('methodOptions', 'an object of method options', options);
-  for (const key of Object.keys(options)) {
-    if (!KEYS.includes(key)) throw invalidArgument('method option', `one of ${KEYS.join(', ')}`, key);
-  }
+  refuseUnknownFields(options, KEYS, 'methodOptions');
   const out: Record<string, unknown> = {};
   for (const spec of METHOD_OPTIONS) {
     // An option given as undefined takes its default (callers often forward unset CLI flags).

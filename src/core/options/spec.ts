@@ -3,7 +3,7 @@
  * command line has, its flag. Validation, CLI flags, help text and the README's option table all read these.
  * Portable.
  */
-import { invalidArgument } from '../errors.ts';
+import { AsgdError, describe, invalidArgument } from '../errors.ts';
 
 export type OptionKind = 'number' | 'integer' | 'boolean' | 'choice' | 'string' | 'list';
 
@@ -76,6 +76,19 @@ export function expectedText(s: OptionSpec): string {
 export function refuseUnknownKeys(o: object, known: readonly string[], what: string, hint = 'Check the spelling'): void {
   for (const [key, value] of Object.entries(o)) {
     if (value !== undefined && !known.includes(key)) throw invalidArgument(key, `${what}: ${known.join(', ')}`, value, hint);
+  }
+}
+
+/**
+ * refuseUnknownKeys for an object of settings inside the settings (`vae`, `methodOptions`): the key is named by its
+ * place, `field.key`, worded as the HTTP API's schema words the same body.
+ */
+export function refuseUnknownFields(o: object, known: readonly string[], field: string): void {
+  for (const [key, value] of Object.entries(o)) {
+    if (value === undefined || known.includes(key)) continue;
+    throw new AsgdError(`Invalid ${field}.${key}: not a known setting`, {
+      kind: 'invalid-argument', parameter: `${field}.${key}`, expected: `one of ${known.join(', ')}`, received: describe(value), hint: 'Check the spelling',
+    });
   }
 }
 
