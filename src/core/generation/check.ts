@@ -61,7 +61,8 @@ export function checkSettings(input: GenerateParams, model: ModelFacts): Setting
   checkStaticSize(p, model);
   if (p.originalSize && model.family !== 'sdxl') {
     throw new AsgdError('originalSize is an SDXL option', {
-      kind: 'invalid-argument', parameter: 'originalSize', expected: 'an SDXL model', received: 'a Stable Diffusion 1.x/2.x model',
+      kind: 'invalid-argument', parameter: 'originalSize', expected: 'an SDXL model',
+      received: model.family === 'sd3' ? 'a Stable Diffusion 3 model' : 'a Stable Diffusion 1.x/2.x model',
       hint: 'Leave --original-size out for this model',
     });
   }
