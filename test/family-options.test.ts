@@ -3,9 +3,32 @@
  * another family: what the check stage says, and what a re-run with --from does.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { AsgdError } from '../src/core/errors.ts';
 import { checkSettings, type ModelFacts } from '../src/core/generation/check.ts';
+import { buildMetadata } from '../src/core/metadata.ts';
+import { resolveParams, type GenerateParams } from '../src/core/params.ts';
+import { readImageMetadata, saveImage } from '../src/node/image/write.ts';
+import { writeTinySd3Model } from './fixtures/tiny-sd3.ts';
+import { tempDir, tinyModel } from './helpers/models.ts';
+
+const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'asgd.js');
+function asgd(args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** An image whose record says it was made by a model of `family` with `params` (no model runs). */
+async function recorded(family: string, scheduler: string, params: Partial<GenerateParams>): Promise<string> {
+  const file = path.join(tempDir('record'), `${family}.png`);
+  const p = resolveParams({ prompt: 'a cat', width: 128, height: 128, steps: 1, seed: 1, ...params }, { width: 128, height: 128 });
+  const image = { width: 128, height: 128, data: new Uint8Array(128 * 128 * 3).fill(128) };
+  await saveImage(file, image, buildMetadata(p, { name: `${family}-model`, family }, scheduler, 'asgdiffusion test'));
+  return file;
+}
 
 const SD3: ModelFacts = {
   family: 'sd3', latentMultiple: 2, nativeWidth: 128, nativeHeight: 128, latentChannels: 16,
@@ -19,4 +42,37 @@ test('originalSize on a non-SDXL model names the family it was given to', () => 
     e instanceof AsgdError && e.parameter === 'originalSize' && e.received === 'a Stable Diffusion 3 model');
   assert.throws(() => checkSettings({ prompt: 'a', originalSize }, SD), (e: unknown) =>
     e instanceof AsgdError && e.parameter === 'originalSize' && e.received === 'a Stable Diffusion 1.x/2.x model');
+});
+
+test('--from an SDXL or SD3 image on a model of another family goes ahead: the recorded settings of that family are left out with a warning', async () => {
+  const sd = await tinyModel('standard');
+  const sd3 = path.join(tempDir('sd3'), 'sd3');
+  await writeTinySd3Model(sd3, { variant: 'sd3' });
+  const dir = tempDir('from-family');
+  const rerun = (from: string, model: string, name: string, extra: string[] = []) => {
+    const out = path.join(dir, name);
+    return { out, ...asgd(['generate', '--from', from, '-m', model, '-o', out, '--threads', '1', ...extra]) };
+  };
+  const xl = await recorded('sdxl', 'euler', { originalSize: { width: 512, height: 512 } });
+  const a = rerun(xl, sd, 'a.png');
+  assert.equal(a.code, 0, a.stderr);
+  assert.match(a.stderr, /records SDXL's original size 512x512, which a Stable Diffusion 1\.x\/2\.x model does not take: left out/);
+  assert.equal((await readImageMetadata(a.out)).metadata?.originalSize, undefined);
+
+  const flow = await recorded('sd3', 'flow-euler', {});
+  const b = rerun(flow, sd, 'b.png');
+  assert.equal(b.code, 0, b.stderr);
+  assert.match(b.stderr, /records the flow-euler scheduler, which does not fit a Stable Diffusion 1\.x\/2\.x model: the model's own scheduler is used/);
+  assert.equal((await readImageMetadata(b.out)).metadata?.scheduler, 'pndm');
+
+  const pndm = await recorded('sd', 'pndm', {});
+  const c = rerun(pndm, sd3, 'c.png');
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(c.stderr, /records the pndm scheduler, which does not fit a Stable Diffusion 3 model: its flow-euler is used\n/);
+  assert.equal((await readImageMetadata(c.out)).metadata?.scheduler, 'flow-euler');
+
+  // A flag given is the user's: still refused, naming it.
+  const d = rerun(xl, sd, 'd.png', ['--original-size', '512x512']);
+  assert.equal(d.code, 2);
+  assert.match(d.stderr, /originalSize is an SDXL option/);
 });

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { AsgdError } from '../core/errors.ts';
 import { MISSING_SCHEDULER_CONFIG } from '../core/schedulers/config.ts';
 import type { SchedulerConfig } from '../core/schedulers/types.ts';
-import { modelFamilyOf, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
+import { folderFamily, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
 
 export interface ModelFolderFacts {
   nativeWidth?: number;
@@ -35,8 +35,7 @@ function readJson(file: string): Record<string, unknown> | undefined {
 
 /** The facts that can be read; a missing or damaged file leaves its fact out (loading the model names the problem). */
 export function readModelFolderFacts(dir: string): ModelFolderFacts {
-  const index = readJson(path.join(dir, 'model_index.json'));
-  const family = modelFamilyOf(dir, typeof index?.['_class_name'] === 'string' ? index['_class_name'] : '');
+  const family = folderFamily(dir);
   const sd3 = family === 'sd3';
   const denoiser = readJson(path.join(dir, sd3 ? 'transformer' : 'unet', 'config.json'));
   const positive = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : undefined);

@@ -122,6 +122,19 @@ export function modelFamilyOf(dir: string, className: string): ModelFamily {
   return /XL/i.test(className) || textEncoder2 ? 'sdxl' : 'sd';
 }
 
+/** A folder's family as the loader finds it, reading no more than model_index.json (an unreadable one counts as absent). */
+export function folderFamily(dir: string): ModelFamily {
+  let className = '';
+  try {
+    const index: unknown = JSON.parse(fs.readFileSync(path.join(dir, 'model_index.json'), 'utf8'));
+    const name = (index as Record<string, unknown> | null)?.['_class_name'];
+    if (typeof name === 'string') className = name;
+  } catch {
+    // No index, or a damaged one: the files decide, as they do when the loader reads the folder.
+  }
+  return modelFamilyOf(dir, className);
+}
+
 /** The text-to-image pipeline classes of the exports this tool reads (diffusers' and optimum's names). */
 const KNOWN_PIPELINE = /^(ORT|Onnx)?(StableDiffusion(XL|3)?|LatentConsistencyModel)Pipeline$/;
 
