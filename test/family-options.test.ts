@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -12,8 +13,10 @@ import { checkSettings, type ModelFacts } from '../src/core/generation/check.ts'
 import { buildMetadata } from '../src/core/metadata.ts';
 import { resolveParams, type GenerateParams } from '../src/core/params.ts';
 import { readImageMetadata, saveImage } from '../src/node/image/write.ts';
+import { loadPipeline } from '../src/node/pipeline.ts';
+import { readModelFolderFacts } from '../src/server/model-facts.ts';
 import { writeTinySd3Model } from './fixtures/tiny-sd3.ts';
-import { tempDir, tinyModel } from './helpers/models.ts';
+import { copyModel, tempDir, tinyModel } from './helpers/models.ts';
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'asgd.js');
 function asgd(args: string[]) {
@@ -75,4 +78,23 @@ test('--from an SDXL or SD3 image on a model of another family goes ahead: the r
   const d = rerun(xl, sd, 'd.png', ['--original-size', '512x512']);
   assert.equal(d.code, 2);
   assert.match(d.stderr, /originalSize is an SDXL option/);
+});
+
+test('an SDXL or SD3 folder without its denoiser config.json is taken at its family\'s native size (1024 px), and the note names that file', async () => {
+  const xl = await copyModel('sdxl');
+  fs.rmSync(path.join(xl, 'unet', 'config.json'));
+  const sd3 = path.join(tempDir('sd3-no-config'), 'sd3');
+  await writeTinySd3Model(sd3, { variant: 'sd3' });
+  fs.rmSync(path.join(sd3, 'transformer', 'config.json'));
+  for (const [dir, file] of [[xl, 'unet/config.json'], [sd3, 'transformer/config.json']] as const) {
+    const pipe = await loadPipeline(dir, { threads: 1, attentionProbe: false });
+    try {
+      assert.equal(pipe.info.nativeWidth, 1024, dir);
+      assert.ok(pipe.info.notes.some((n) => n.startsWith(`no ${file} sample_size: assuming a native size of 1024 px`)), pipe.info.notes.join('; '));
+    } finally {
+      await pipe.close();
+    }
+    // The server checks and estimates jobs at the size the pipeline runs.
+    assert.equal(readModelFolderFacts(dir).nativeWidth, 1024, dir);
+  }
 });

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { AsgdError } from '../core/errors.ts';
 import { MISSING_SCHEDULER_CONFIG } from '../core/schedulers/config.ts';
 import type { SchedulerConfig } from '../core/schedulers/types.ts';
-import { folderFamily, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
+import { DEFAULT_NATIVE_SIZE, folderFamily, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
 
 export interface ModelFolderFacts {
   nativeWidth?: number;
@@ -44,7 +44,8 @@ export function readModelFolderFacts(dir: string): ModelFolderFacts {
   const schedFile = (sd3 ? ['scheduler/scheduler_config.json'] : ['scheduler/scheduler_config.json', 'scheduler_config.json']).map((f) => path.join(dir, f)).find((f) => fs.existsSync(f));
   const schedulerConfig = schedFile ? readJson(schedFile) : sd3 ? SD3_SCHEDULER_CONFIG : MISSING_SCHEDULER_CONFIG;
   return {
-    ...(sampleSize ? { nativeWidth: sampleSize * 8, nativeHeight: sampleSize * 8 } : {}),
+    // Without a sample_size, the size the pipeline falls back on (it reads a static-shape export's from the ONNX file).
+    ...(sampleSize ? { nativeWidth: sampleSize * 8, nativeHeight: sampleSize * 8 } : { nativeWidth: DEFAULT_NATIVE_SIZE[family], nativeHeight: DEFAULT_NATIVE_SIZE[family] }),
     ...(schedulerConfig ? { schedulerConfig: schedulerConfig as SchedulerConfig } : {}),
     family,
     latentChannels: positive(denoiser?.['in_channels']) ?? (sd3 ? 16 : 4),
