@@ -13,6 +13,7 @@ import { checkSettings, type ModelFacts } from '../src/core/generation/check.ts'
 import { buildMetadata } from '../src/core/metadata.ts';
 import { resolveParams, type GenerateParams } from '../src/core/params.ts';
 import { readImageMetadata, saveImage } from '../src/node/image/write.ts';
+import { readModelFolder } from '../src/node/model/folder.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { readModelFolderFacts } from '../src/server/model-facts.ts';
 import { writeTinySd3Model } from './fixtures/tiny-sd3.ts';
@@ -96,5 +97,15 @@ test('an SDXL or SD3 folder without its denoiser config.json is taken at its fam
     }
     // The server checks and estimates jobs at the size the pipeline runs.
     assert.equal(readModelFolderFacts(dir).nativeWidth, 1024, dir);
+  }
+});
+
+test('a model_index.json class that names SDXL or SD3 on a folder of another family is said to be the problem', async () => {
+  for (const [className, missing] of [['StableDiffusion3Pipeline', 'transformer/model.onnx'], ['ORTStableDiffusionXLPipeline', 'text_encoder_2/model.onnx']]) {
+    const dir = await copyModel('standard');
+    fs.writeFileSync(path.join(dir, 'model_index.json'), JSON.stringify({ _class_name: className }));
+    assert.throws(() => readModelFolder(dir), (e: unknown) =>
+      e instanceof AsgdError && e.parameter === 'model_index.json' && e.message.includes(`model_index.json names ${className}`) &&
+      e.received === `no ${missing}; the folder has unet/model.onnx` && /_class_name/.test(e.hint ?? ''), className);
   }
 });

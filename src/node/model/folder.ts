@@ -179,6 +179,7 @@ export function readModelFolder(dir: string): ModelSpec {
   }
 
   const family = modelFamilyOf(abs, className);
+  checkClassAgainstFiles(abs, className, family);
   if (family === 'sd3') return readSd3Folder(abs, className, modelIndex, notes);
 
   const optimumUnet = findFile(abs, ['unet/model.onnx']);
@@ -280,6 +281,27 @@ export function readModelFolder(dir: string): ModelSpec {
     tokenizer2,
     notes,
   };
+}
+
+/**
+ * A UNet folder whose model_index.json class names SD3 or SDXL but which lacks that family's component: the class
+ * is named as the problem (it would otherwise read as an SD3 folder without a transformer, or an SDXL one without
+ * its second encoder).
+ */
+function checkClassAgainstFiles(abs: string, className: string, family: ModelFamily): void {
+  const unet = findFile(abs, ['unet/model.onnx', 'unet.onnx']);
+  const needed =
+    family === 'sd3' ? ['transformer/model.onnx'] : family === 'sdxl' ? ['text_encoder_2/model.onnx', 'text_encoder_2.onnx'] : [];
+  // A FLUX class is refused by name where the SD3 folder is read.
+  if (!unet || needed.length === 0 || findFile(abs, needed) || /Flux/i.test(className)) return;
+  const file = needed[unet.endsWith('unet.onnx') && needed.length > 1 ? 1 : 0]!;
+  const name = family === 'sd3' ? 'SD3' : 'SDXL';
+  throw new AsgdError(`model_index.json names ${className}, an ${name} pipeline, which the folder's files do not fit (${abs})`, {
+    kind: 'model', parameter: 'model_index.json',
+    expected: `${file} for the ${name} class it names`,
+    received: `no ${file}; the folder has ${path.relative(abs, unet).split(path.sep).join('/')}`,
+    hint: `If the folder is the export of another model, fix _class_name in model_index.json (e.g. ORTStableDiffusionPipeline); else re-export the model with optimum-cli`,
+  });
 }
 
 /**
