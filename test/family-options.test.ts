@@ -15,6 +15,9 @@ import { resolveParams, type GenerateParams } from '../src/core/params.ts';
 import { readImageMetadata, saveImage } from '../src/node/image/write.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
+import { createServer } from '../src/server/app.ts';
+import { LibraryEngine } from '../src/server/library-engine.ts';
+import { LocalJobQueue } from '../src/server/local-queue.ts';
 import { readModelFolderFacts } from '../src/server/model-facts.ts';
 import { writeTinySd3Model } from './fixtures/tiny-sd3.ts';
 import { copyModel, tempDir, tinyModel } from './helpers/models.ts';
@@ -107,5 +110,25 @@ test('a model_index.json class that names SDXL or SD3 on a folder of another fam
     assert.throws(() => readModelFolder(dir), (e: unknown) =>
       e instanceof AsgdError && e.parameter === 'model_index.json' && e.message.includes(`model_index.json names ${className}`) &&
       e.received === `no ${missing}; the folder has unet/model.onnx` && /_class_name/.test(e.hint ?? ''), className);
+  }
+});
+
+test('the server estimates an SD3 job with the patch-size latent grid the run uses', async () => {
+  const dir = path.join(tempDir('sd3-estimate'), 'sd3');
+  await writeTinySd3Model(dir, { variant: 'sd3' });
+  // A latent of 33 x 49: patches on SD3's grid of 2, not the UNets' 8.
+  const body = { prompt: 'a cat', width: 264, height: 392, steps: 3, seed: '1' };
+  const queue = new LocalJobQueue({ dir: tempDir('state') });
+  const app = await createServer({ queue, engine: new LibraryEngine([dir]), outputsDir: tempDir('outputs') });
+  const pipe = await loadPipeline(dir, { threads: 1 });
+  try {
+    const r = await app.inject({ method: 'POST', url: '/api/v1/estimate', payload: body });
+    assert.equal(r.statusCode, 200, r.body);
+    const ran = await pipe.generate({ ...body, seed: 1 });
+    assert.equal(r.json().unetEvaluations, ran.unetEvaluations);
+  } finally {
+    await pipe.close();
+    await app.close();
+    await queue.close();
   }
 });

@@ -267,7 +267,11 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const estimate = (p: ResolvedParams, model: ModelEntry, numSteps: number) => {
     const nw = model.nativeWidth ?? 512;
     const nh = model.nativeHeight ?? 512;
-    const plan = planMethod(p.method, p.methodOptions, { height: p.height / 8, width: p.width / 8, nativeHeight: nh / 8, nativeWidth: nw / 8, numSteps });
+    // The latent grid the run plans on: SD3's patch size, not the UNets' 8.
+    const latentMultiple = modelFacts(model)?.latentMultiple;
+    const plan = planMethod(p.method, p.methodOptions, {
+      height: p.height / 8, width: p.width / 8, nativeHeight: nh / 8, nativeWidth: nw / 8, numSteps, ...(latentMultiple ? { latentMultiple } : {}),
+    });
     const units = plan.unitsBefore[plan.numSteps]!;
     const ms = unitMs.get(model.name);
     return { unetEvaluations: units, ...(ms !== undefined ? { seconds: Math.round((units * ms * unitArea(p, model)) / 100) / 10 } : {}) };
