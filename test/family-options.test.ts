@@ -132,3 +132,35 @@ test('the server estimates an SD3 job with the patch-size latent grid the run us
     await queue.close();
   }
 });
+
+test('the upscale API takes SDXL\'s originalSize like the CLI and the library: checked against the model before queueing, and run', async () => {
+  const xl = await tinyModel('sdxl');
+  const outputs = tempDir('outputs');
+  const queue = new LocalJobQueue({ dir: tempDir('state') });
+  const engine = new LibraryEngine([xl, await tinyModel('standard')], { threads: 1 });
+  const app = await createServer({ queue, engine, outputsDir: outputs });
+  try {
+    const source = 'source.png';
+    await saveImage(path.join(outputs, source), { width: 128, height: 128, data: new Uint8Array(128 * 128 * 3).fill(100) }, undefined);
+    const url = `/api/v1/outputs/${source}/upscale`;
+    const refused = await app.inject({ method: 'POST', url, payload: { model: 'standard', scale: 2, steps: 2, originalSize: '2048x2048' } });
+    assert.equal(refused.statusCode, 400, refused.body);
+    assert.equal(refused.json().field, 'originalSize');
+    assert.match(refused.json().message, /originalSize is an SDXL option/);
+    const r = await app.inject({ method: 'POST', url, payload: { model: 'sdxl', prompt: 'a cat', scale: 2, steps: 2, seed: '1', originalSize: '2048x2048' } });
+    assert.equal(r.statusCode, 202, r.body);
+    const id = (r.json() as { id: string }).id;
+    let job: { state: string; output?: string; error?: unknown } = { state: 'queued' };
+    for (const t0 = Date.now(); !['completed', 'failed', 'cancelled'].includes(job.state) && Date.now() - t0 < 60_000;) {
+      await new Promise((res) => setTimeout(res, 50));
+      job = (await app.inject({ url: `/api/v1/jobs/${id}` })).json();
+    }
+    assert.equal(job.state, 'completed', JSON.stringify(job.error));
+    const meta = (await readImageMetadata(path.join(outputs, job.output!))).metadata;
+    assert.deepEqual(meta?.originalSize, { width: 2048, height: 2048 });
+  } finally {
+    await app.close();
+    await queue.close();
+    await engine.close();
+  }
+});

@@ -19,6 +19,7 @@ import { createScheduler } from '../core/schedulers/index.ts';
 import { resolveParams, validateParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
 import { inspectSourceImage } from '../node/image/read.ts';
 import { readImageMetadata } from '../node/image/write.ts';
+import type { UpscaleParams } from '../node/pipeline.ts';
 import { PACKAGE_VERSION } from '../node/version.ts';
 import type { Engine, EngineResult, ModelEntry } from './engine.ts';
 import { QueueError } from './local-queue.ts';
@@ -90,6 +91,11 @@ export function toGenerateParams(body: Record<string, unknown>): GenerateParams 
     params.originalSize = { width: w!, height: h! };
   }
   return params;
+}
+
+/** A validated upscale request body (less its source) as the library's upscale settings: originalSize as an object. */
+export function upscaleParams(body: Record<string, unknown>): Omit<UpscaleParams, 'image'> {
+  return toGenerateParams(body) as unknown as Omit<UpscaleParams, 'image'>;
 }
 
 interface Route {
@@ -204,8 +210,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     let last: { t: number; units: number } | undefined;
     const run = (c: Parameters<Engine['generate']>[3]) => {
       if (job.spec.kind !== 'upscale') return o.engine.generate(params, job.spec.model, file, c);
-      const { source, model: _model, ...settings } = job.spec.settings;
-      return o.engine.upscale(path.join(outputsDir, String(source)), settings, job.spec.model, file, c);
+      const { source, ...settings } = job.spec.settings;
+      return o.engine.upscale(path.join(outputsDir, String(source)), upscaleParams(settings), job.spec.model, file, c);
     };
     let result: EngineResult;
     try {
