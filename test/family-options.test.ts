@@ -164,3 +164,11 @@ test('the upscale API takes SDXL\'s originalSize like the CLI and the library: c
     await engine.close();
   }
 });
+
+test('originalSize takes width and height only: another key is refused by name, not ignored', () => {
+  const xl = { ...SD3, family: 'sdxl' as const, latentMultiple: 8, latentChannels: 4, schedulerClassName: 'EulerDiscreteScheduler' };
+  const originalSize = { width: 1024, height: 1024, cropTop: 64 } as unknown as { width: number; height: number };
+  assert.throws(() => checkSettings({ prompt: 'a', originalSize }, xl), (e: unknown) =>
+    e instanceof AsgdError && e.parameter === 'originalSize.cropTop' && e.received === '64' && /width, height/.test(e.expected ?? ''));
+  assert.deepEqual(checkSettings({ prompt: 'a', originalSize: { width: 1024, height: 512 } }, xl).params.originalSize, { width: 1024, height: 512 });
+});
