@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { AsgdError } from '../src/core/errors.ts';
 import { checkSettings, type ModelFacts } from '../src/core/generation/check.ts';
 import { buildMetadata } from '../src/core/metadata.ts';
+import { createScheduler } from '../src/core/schedulers/index.ts';
 import { resolveParams, type GenerateParams } from '../src/core/params.ts';
 import { readImageMetadata, saveImage } from '../src/node/image/write.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
@@ -171,4 +172,23 @@ test('originalSize takes width and height only: another key is refused by name, 
   assert.throws(() => checkSettings({ prompt: 'a', originalSize }, xl), (e: unknown) =>
     e instanceof AsgdError && e.parameter === 'originalSize.cropTop' && e.received === '64' && /width, height/.test(e.expected ?? ''));
   assert.deepEqual(checkSettings({ prompt: 'a', originalSize: { width: 1024, height: 512 } }, xl).params.originalSize, { width: 1024, height: 512 });
+});
+
+test('an SD3 scheduler config this project cannot run is not answered with "pick another --scheduler" (SD3 takes no other)', () => {
+  const hintOf = (config: Record<string, unknown>) => {
+    try {
+      createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3, ...config }, 4, undefined, { imageSeqLen: 64 });
+    } catch (e) {
+      assert.ok(e instanceof AsgdError);
+      return e.hint ?? '';
+    }
+    assert.fail(`accepted ${JSON.stringify(config)}`);
+  };
+  for (const config of [{ use_karras_sigmas: true }, { stochastic_sampling: true }, { use_dynamic_shifting: true, time_shift_type: 'weird' }]) {
+    const hint = hintOf(config);
+    assert.match(hint, /scheduler\/scheduler_config\.json/, JSON.stringify(config));
+    assert.doesNotMatch(hint, /another --scheduler/, JSON.stringify(config));
+  }
+  // A noise-prediction model may still switch scheduler.
+  assert.throws(() => createScheduler({ _class_name: 'DDIMScheduler', thresholding: true }, 4), /pick another --scheduler/);
 });
