@@ -192,3 +192,17 @@ test('an SD3 scheduler config this project cannot run is not answered with "pick
   // A noise-prediction model may still switch scheduler.
   assert.throws(() => createScheduler({ _class_name: 'DDIMScheduler', thresholding: true }, 4), /pick another --scheduler/);
 });
+
+test('--fuse-attention on a transformer whose attention the fusion does not recognise (SD3) warns at every run, not only in asgd info', async () => {
+  const dir = path.join(tempDir('sd3-fuse'), 'sd3');
+  await writeTinySd3Model(dir, { variant: 'sd3' });
+  const pipe = await loadPipeline(dir, { threads: 1, fuseAttention: true, attentionProbe: false });
+  try {
+    assert.equal(pipe.info.attentionFusion.applied, false);
+    const r = await pipe.generate({ prompt: 'a cat', steps: 1, seed: 1 });
+    assert.ok(r.warnings.some((w) => /^fuseAttention is on, but the attention stays written out: /.test(w)), r.warnings.join('; '));
+    assert.equal(r.metadata.fusedAttention, undefined);
+  } finally {
+    await pipe.close();
+  }
+});

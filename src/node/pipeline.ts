@@ -224,7 +224,9 @@ export class Pipeline implements AsyncDisposable {
     try {
       // Only threads the user gave: the default divides the cores among the CPU workers.
       const threads = typeof options.threads === 'number' && options.threads > 0 ? threadsWarning(devices) : undefined;
-      const deviceWarnings = [...(threads ? [threads] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
+      // Asked for but not applied: said at every run, as asgd info says it.
+      const unfused = options.fuseAttention && !fused.info.applied ? `fuseAttention is on, but the attention stays written out: ${fused.info.reason}` : undefined;
+      const deviceWarnings = [...(threads ? [threads] : []), ...(unfused ? [unfused] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
       const info = describeModel(spec, started.desc.components, probe, fused.info, deviceWarnings);
       if (signal?.aborted) throw loadCancelled();
       // A restart (after a cancel or a device failure) starts the same workers with the split already decided.
