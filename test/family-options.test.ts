@@ -206,3 +206,30 @@ test('--fuse-attention on a transformer whose attention the fusion does not reco
     await pipe.close();
   }
 });
+
+test('an SD3 image larger than the transformer\'s position table (direct above pos_embed_max_size patches) is refused before any model call, in the library and the server', async () => {
+  const dir = path.join(tempDir('sd3-pos'), 'sd3');
+  await writeTinySd3Model(dir, { variant: 'sd3' });
+  // The fixture's table: 24 x 24 patches of 2 latent px, 384 px a side.
+  const refused = (e: unknown) => e instanceof AsgdError && e.kind === 'invalid-argument' && e.parameter === 'width' &&
+    /384 px/.test(e.expected ?? '') && /--method asg/.test(e.hint ?? '');
+  const pipe = await loadPipeline(dir, { threads: 1, attentionProbe: false });
+  const queue = new LocalJobQueue({ dir: tempDir('state') });
+  const app = await createServer({ queue, engine: new LibraryEngine([dir]), outputsDir: tempDir('outputs') });
+  try {
+    let calls = 0;
+    await assert.rejects(pipe.generate({ prompt: 'a cat', method: 'direct', width: 512, height: 384, steps: 1 }, { onUnits: () => calls++ }), refused);
+    assert.equal(calls, 0);
+    const fits = await pipe.generate({ prompt: 'a cat', method: 'direct', width: 384, height: 384, steps: 1, seed: 1 });
+    assert.equal(fits.image.width, 384);
+    // Patch methods denoise native-size units: any size.
+    assert.equal((await pipe.generate({ prompt: 'a cat', width: 512, height: 128, steps: 1, seed: 1 })).image.width, 512);
+    const r = await app.inject({ method: 'POST', url: '/api/v1/jobs', payload: { prompt: 'a cat', method: 'direct', width: 512, height: 384 } });
+    assert.equal(r.statusCode, 400, r.body);
+    assert.equal(r.json().field, 'width');
+  } finally {
+    await pipe.close();
+    await app.close();
+    await queue.close();
+  }
+});

@@ -625,6 +625,7 @@ export class Pipeline implements AsyncDisposable {
       nativeHeight: this.info.nativeHeight,
       latentChannels: this.info.latentChannels,
       staticLatentSize: this.info.staticLatentSize,
+      ...(this.spec.posEmbedMaxSize ? { maxUnitLatentSize: this.spec.posEmbedMaxSize * (this.spec.patchSize ?? 2) } : {}),
       schedulerClassName: String(this.spec.schedulerConfig._class_name ?? ''),
       vaeForceUpcast: this.spec.vae.forceUpcast,
       vaeIsFloat16: this.info.components.vaeDecoder?.inputs[0]?.type === 'float16',

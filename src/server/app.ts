@@ -263,6 +263,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
           nativeHeight: m.nativeHeight ?? 512,
           latentChannels: m.latentChannels ?? (m.family === 'sd3' ? 16 : 4),
           ...(m.family === 'sd3' ? { latentMultiple: m.patchSize ?? 2 } : {}),
+          ...(m.family === 'sd3' && m.posEmbedMaxSize ? { maxUnitLatentSize: m.posEmbedMaxSize * (m.patchSize ?? 2) } : {}),
           schedulerClassName: String(m.schedulerConfig?._class_name ?? ''),
           // A static input size and the VAE's precision need the ONNX files: checked where the job runs.
           vaeForceUpcast: false,

@@ -22,6 +22,8 @@ export interface ModelFolderFacts {
   latentChannels?: number;
   /** SD3: the transformer's patch size (default 2). */
   patchSize?: number;
+  /** SD3: the side of the transformer's position table in patches (pos_embed_max_size), when its config gives it. */
+  posEmbedMaxSize?: number;
 }
 
 function readJson(file: string): Record<string, unknown> | undefined {
@@ -50,6 +52,7 @@ export function readModelFolderFacts(dir: string): ModelFolderFacts {
     family,
     latentChannels: positive(denoiser?.['in_channels']) ?? (sd3 ? 16 : 4),
     ...(sd3 ? { patchSize: positive(denoiser?.['patch_size']) ?? 2 } : {}),
+    ...(sd3 && positive(denoiser?.['pos_embed_max_size']) ? { posEmbedMaxSize: positive(denoiser?.['pos_embed_max_size']) } : {}),
   };
 }
 

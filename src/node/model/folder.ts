@@ -45,6 +45,8 @@ export interface ModelSpec {
   tokenizer3?: TokenizerFiles;
   /** SD3: the transformer's patch size (transformer/config.json patch_size, default 2). */
   patchSize?: number;
+  /** SD3: the side of the transformer's position-embedding table in patches (transformer/config.json pos_embed_max_size). */
+  posEmbedMaxSize?: number;
   /** Config values the loader fell back on, for `asgd info`. */
   notes: string[];
 }
@@ -363,6 +365,7 @@ function readSd3Folder(abs: string, className: string, modelIndex: Record<string
   if (!Number.isInteger(patch) || patch < 1) {
     throw modelError(`transformer/config.json has an invalid patch_size (${String(transformerConfig?.['patch_size'])})`, 'transformer', 'Expected a positive integer (2 for SD3)');
   }
+  const posEmbed = Number(transformerConfig?.['pos_embed_max_size']);
   const tokenizer3 = paths.textEncoder3 ? readTokenizerFiles(path.join(abs, 'tokenizer_3'), 'tokenizer_3') : undefined;
   if (tokenizer3 && !tokenizer3.tokenizerJson) {
     throw modelError(`The tokenizer_3 folder has no tokenizer.json (${abs})`, 'tokenizer_3', 'The T5 tokenizer is read from tokenizer.json; re-export the model with optimum-cli');
@@ -381,6 +384,7 @@ function readSd3Folder(abs: string, className: string, modelIndex: Record<string
     tokenizer2: readTokenizerFiles(path.join(abs, 'tokenizer_2'), 'tokenizer_2'),
     tokenizer3,
     patchSize: patch,
+    ...(Number.isInteger(posEmbed) && posEmbed > 0 ? { posEmbedMaxSize: posEmbed } : {}),
     notes,
   };
 }
