@@ -22,6 +22,7 @@ function defaults(specs: readonly OptionSpec[]): Record<string, unknown> {
   return Object.fromEntries(specs.filter((s) => s.default !== undefined).map((s) => [s.key, s.default]));
 }
 import { PACKAGE_VERSION } from '../node/version.ts';
+import { folderFamily, type ModelFamily } from '../node/model/folder.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -88,6 +89,35 @@ function recordedVae(read: GenerationMetadata, vaeFlag: string | undefined, file
   if (now === undefined) return [`${file} was decoded with the VAE ${recorded} (--vae); this run uses the model's own, so the image may differ: pass --vae with the folder of ${recorded} to reproduce it`];
   if (recorded === undefined) return [`${file} was decoded with the model's own VAE; this run uses --vae ${now}, so the image may differ: leave --vae out to reproduce it`];
   return [`${file} was decoded with the VAE ${recorded} (--vae); this run uses --vae ${now}, so the image may differ: pass --vae with the folder of ${recorded} to reproduce it`];
+}
+
+const FAMILY_NAMES: Record<ModelFamily, string> = { sd: 'Stable Diffusion 1.x/2.x', sdxl: 'SDXL', sd3: 'Stable Diffusion 3' };
+
+/**
+ * A re-run (--from) on a model of another family than the recorded one goes ahead, as on another model of the same
+ * family: the recorded settings that only the recorded family takes (SDXL's original size; SD3's flow-matching
+ * scheduler, or another family's scheduler on SD3) are left out, with a warning. Flags given stay (the check stage
+ * names them).
+ */
+function forModelFamily<P extends Pick<GenerateParams, 'originalSize' | 'scheduler'>>(
+  params: P, given: { originalSize?: unknown; scheduler?: unknown }, modelDir: string, file: string | undefined,
+): { params: P; notes: string[] } {
+  if (file === undefined) return { params, notes: [] };
+  const family = folderFamily(path.resolve(modelDir));
+  const notes: string[] = [];
+  const out = { ...params };
+  const o = params.originalSize;
+  if (given.originalSize === undefined && o !== undefined && family !== 'sdxl') {
+    delete out.originalSize;
+    notes.push(`${file} records SDXL's original size ${o.width}x${o.height}, which a ${FAMILY_NAMES[family]} model does not take: left out`);
+  }
+  const s = params.scheduler;
+  if (given.scheduler === undefined && s !== undefined && (family === 'sd3') !== (s === 'flow-euler')) {
+    delete out.scheduler;
+    const own = family === 'sd3' ? 'its flow-euler is used' : 'the model\'s own scheduler is used (--scheduler picks another)';
+    notes.push(`${file} records the ${s} scheduler, which does not fit a ${FAMILY_NAMES[family]} model: ${own}`);
+  }
+  return { params: out, notes };
 }
 
 /**
@@ -176,9 +206,10 @@ async function runGenerate(cmd: Command): Promise<number> {
     checkUpscale({ width: params.width ?? 64, height: params.height ?? 64 }, upscale);
   }
   const modelDir = cli.model ?? defaultModelDir();
-  const notes = [...unusedFlags(cmd, params.method, params.vae?.tiling), ...recordedRun(read, modelDir, pipelineFlags, cli.from)];
+  const fitted = forModelFamily(params, given, modelDir, cli.from);
+  const notes = [...unusedFlags(cmd, params.method, params.vae?.tiling), ...recordedRun(read, modelDir, pipelineFlags, cli.from), ...fitted.notes];
   return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
-    upscale ? pipeline.generateUpscaled(params, upscale, run) : pipeline.generate(params, run),
+    upscale ? pipeline.generateUpscaled(fitted.params, upscale, run) : pipeline.generate(fitted.params, run),
   notes);
 }
 
@@ -329,11 +360,12 @@ async function runUpscale(input: string | undefined, cmd: Command): Promise<numb
     if (file !== undefined && sameFile(file, input)) throw invalidArgument(flag, 'a file other than the input image', file, 'Choose another name: the input would be replaced');
   }
   const modelDir = cli.model ?? defaultModelDir();
-  const notes = [...unusedFlags(cmd, params.method, params.vae.tiling), ...recordedRun(from, modelDir, pipelineFlags, cli.from)];
+  const fitted = forModelFamily(params, given, modelDir, cli.from);
+  const notes = [...unusedFlags(cmd, params.method, params.vae.tiling), ...recordedRun(from, modelDir, pipelineFlags, cli.from), ...fitted.notes];
   const { formatFromPath } = await import('../node/image/write.ts');
   if (source.hadAlpha && formatFromPath(cli.output) === 'jpeg') notes.push(`${input} has transparency, which a JPEG cannot hold: it is dropped (write .png or .webp to keep it)`);
   return runWithPipeline(cli, modelDir, pipelineFlags, (pipeline, run) =>
-    pipeline.upscale({ ...params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, run),
+    pipeline.upscale({ ...fitted.params, ...settings, image: new Uint8Array(fs.readFileSync(input)) }, run),
   notes);
 }
 

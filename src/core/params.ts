@@ -142,6 +142,10 @@ export function resolveParams(p: GenerateParams, native: { width: number; height
   if (o !== undefined && (!o || !Number.isInteger(o.width) || !Number.isInteger(o.height) || o.width < 1 || o.height < 1)) {
     throw invalidArgument('originalSize', 'positive integer width and height in pixels', o);
   }
+  // The crop and target parts of SDXL's time ids follow each unit's place in the image: no key sets them.
+  for (const [key, value] of Object.entries(o ?? {})) {
+    if (key !== 'width' && key !== 'height') throw invalidArgument(`originalSize.${key}`, 'only the keys width, height', value, `Leave ${key} out`);
+  }
   return {
     prompt: p.prompt,
     negativePrompt: p.negativePrompt ?? '',

@@ -27,7 +27,7 @@ import { encodeSd3Prompt, sd3MaskTokens } from '../core/generation/sd3-prompt.ts
 import { T5Tokenizer, T5_MAX_LENGTH } from '../core/text/t5-tokenizer.ts';
 import { TOOL_VERSION } from './version.ts';
 import { decodeLatentImage, encodeImageLatent, type DecoderRequest } from './vae-decode.ts';
-import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
+import { DEFAULT_NATIVE_SIZE, denoiserConfigFile, readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
 import { checkVaeDecoder } from './model/vae-contract.ts';
 import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker, liveWebgpuThreads } from './runner/device-worker.ts';
@@ -225,7 +225,9 @@ export class Pipeline implements AsyncDisposable {
     try {
       // Only threads the user gave: the default divides the cores among the CPU workers.
       const threads = typeof options.threads === 'number' && options.threads > 0 ? threadsWarning(devices) : undefined;
-      const deviceWarnings = [...(threads ? [threads] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
+      // Asked for but not applied: said at every run, as asgd info says it.
+      const unfused = options.fuseAttention && !fused.info.applied ? `fuseAttention is on, but the attention stays written out: ${fused.info.reason}` : undefined;
+      const deviceWarnings = [...(threads ? [threads] : []), ...(unfused ? [unfused] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
       const info = describeModel(spec, started.desc.components, probe, fused.info, deviceWarnings);
       if (signal?.aborted) throw loadCancelled();
       // A restart (after a cancel or a device failure) starts the same workers with the split already decided.
@@ -766,8 +768,9 @@ function describeModel(
     throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'unet', expected: 'time_ids with 6 values (SDXL base)', received: '5 values (refiner: aesthetic score)', hint: 'Use an SDXL base export' });
   }
   const staticH = sample.shape[2];
-  let native = spec.unetSampleSize ? spec.unetSampleSize * 8 : typeof staticH === 'number' && staticH > 0 ? staticH * 8 : 512;
-  if (!spec.unetSampleSize && typeof staticH !== 'number') spec.notes.push('no unet/config.json sample_size: assuming a native size of 512 px');
+  const fallback = DEFAULT_NATIVE_SIZE[spec.family];
+  let native = spec.unetSampleSize ? spec.unetSampleSize * 8 : typeof staticH === 'number' && staticH > 0 ? staticH * 8 : fallback;
+  if (!spec.unetSampleSize && typeof staticH !== 'number') spec.notes.push(`no ${denoiserConfigFile(spec.family)} sample_size: assuming a native size of ${fallback} px`);
   native = Math.max(64, native);
   const files: Record<string, string> = {
     textEncoder: spec.paths.textEncoder, unet: spec.paths.unet, vaeDecoder: spec.paths.vaeDecoder,

@@ -19,6 +19,7 @@ import { createScheduler } from '../core/schedulers/index.ts';
 import { resolveParams, validateParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
 import { inspectSourceImage } from '../node/image/read.ts';
 import { readImageMetadata } from '../node/image/write.ts';
+import type { UpscaleParams } from '../node/pipeline.ts';
 import { PACKAGE_VERSION } from '../node/version.ts';
 import type { Engine, EngineResult, ModelEntry } from './engine.ts';
 import { QueueError } from './local-queue.ts';
@@ -90,6 +91,11 @@ export function toGenerateParams(body: Record<string, unknown>): GenerateParams 
     params.originalSize = { width: w!, height: h! };
   }
   return params;
+}
+
+/** A validated upscale request body (less its source) as the library's upscale settings: originalSize as an object. */
+export function upscaleParams(body: Record<string, unknown>): Omit<UpscaleParams, 'image'> {
+  return toGenerateParams(body) as unknown as Omit<UpscaleParams, 'image'>;
 }
 
 interface Route {
@@ -204,8 +210,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     let last: { t: number; units: number } | undefined;
     const run = (c: Parameters<Engine['generate']>[3]) => {
       if (job.spec.kind !== 'upscale') return o.engine.generate(params, job.spec.model, file, c);
-      const { source, model: _model, ...settings } = job.spec.settings;
-      return o.engine.upscale(path.join(outputsDir, String(source)), settings, job.spec.model, file, c);
+      const { source, ...settings } = job.spec.settings;
+      return o.engine.upscale(path.join(outputsDir, String(source)), upscaleParams(settings), job.spec.model, file, c);
     };
     let result: EngineResult;
     try {
@@ -257,6 +263,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
           nativeHeight: m.nativeHeight ?? 512,
           latentChannels: m.latentChannels ?? (m.family === 'sd3' ? 16 : 4),
           ...(m.family === 'sd3' ? { latentMultiple: m.patchSize ?? 2 } : {}),
+          ...(m.family === 'sd3' && m.posEmbedMaxSize ? { maxUnitLatentSize: m.posEmbedMaxSize * (m.patchSize ?? 2) } : {}),
           schedulerClassName: String(m.schedulerConfig?._class_name ?? ''),
           // A static input size and the VAE's precision need the ONNX files: checked where the job runs.
           vaeForceUpcast: false,
@@ -267,7 +274,11 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const estimate = (p: ResolvedParams, model: ModelEntry, numSteps: number) => {
     const nw = model.nativeWidth ?? 512;
     const nh = model.nativeHeight ?? 512;
-    const plan = planMethod(p.method, p.methodOptions, { height: p.height / 8, width: p.width / 8, nativeHeight: nh / 8, nativeWidth: nw / 8, numSteps });
+    // The latent grid the run plans on: SD3's patch size, not the UNets' 8.
+    const latentMultiple = modelFacts(model)?.latentMultiple;
+    const plan = planMethod(p.method, p.methodOptions, {
+      height: p.height / 8, width: p.width / 8, nativeHeight: nh / 8, nativeWidth: nw / 8, numSteps, ...(latentMultiple ? { latentMultiple } : {}),
+    });
     const units = plan.unitsBefore[plan.numSteps]!;
     const ms = unitMs.get(model.name);
     return { unetEvaluations: units, ...(ms !== undefined ? { seconds: Math.round((units * ms * unitArea(p, model)) / 100) / 10 } : {}) };

@@ -35,6 +35,8 @@ export interface ModelEntry {
   family?: 'sd' | 'sdxl' | 'sd3';
   latentChannels?: number;
   patchSize?: number;
+  /** SD3: the transformer's position table side in patches (pos_embed_max_size). */
+  posEmbedMaxSize?: number;
 }
 
 export interface DeviceEntry {

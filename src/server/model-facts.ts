@@ -10,7 +10,7 @@ import path from 'node:path';
 import { AsgdError } from '../core/errors.ts';
 import { MISSING_SCHEDULER_CONFIG } from '../core/schedulers/config.ts';
 import type { SchedulerConfig } from '../core/schedulers/types.ts';
-import { modelFamilyOf, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
+import { DEFAULT_NATIVE_SIZE, folderFamily, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
 
 export interface ModelFolderFacts {
   nativeWidth?: number;
@@ -22,6 +22,8 @@ export interface ModelFolderFacts {
   latentChannels?: number;
   /** SD3: the transformer's patch size (default 2). */
   patchSize?: number;
+  /** SD3: the side of the transformer's position table in patches (pos_embed_max_size), when its config gives it. */
+  posEmbedMaxSize?: number;
 }
 
 function readJson(file: string): Record<string, unknown> | undefined {
@@ -35,8 +37,7 @@ function readJson(file: string): Record<string, unknown> | undefined {
 
 /** The facts that can be read; a missing or damaged file leaves its fact out (loading the model names the problem). */
 export function readModelFolderFacts(dir: string): ModelFolderFacts {
-  const index = readJson(path.join(dir, 'model_index.json'));
-  const family = modelFamilyOf(dir, typeof index?.['_class_name'] === 'string' ? index['_class_name'] : '');
+  const family = folderFamily(dir);
   const sd3 = family === 'sd3';
   const denoiser = readJson(path.join(dir, sd3 ? 'transformer' : 'unet', 'config.json'));
   const positive = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : undefined);
@@ -45,11 +46,13 @@ export function readModelFolderFacts(dir: string): ModelFolderFacts {
   const schedFile = (sd3 ? ['scheduler/scheduler_config.json'] : ['scheduler/scheduler_config.json', 'scheduler_config.json']).map((f) => path.join(dir, f)).find((f) => fs.existsSync(f));
   const schedulerConfig = schedFile ? readJson(schedFile) : sd3 ? SD3_SCHEDULER_CONFIG : MISSING_SCHEDULER_CONFIG;
   return {
-    ...(sampleSize ? { nativeWidth: sampleSize * 8, nativeHeight: sampleSize * 8 } : {}),
+    // Without a sample_size, the size the pipeline falls back on (it reads a static-shape export's from the ONNX file).
+    ...(sampleSize ? { nativeWidth: sampleSize * 8, nativeHeight: sampleSize * 8 } : { nativeWidth: DEFAULT_NATIVE_SIZE[family], nativeHeight: DEFAULT_NATIVE_SIZE[family] }),
     ...(schedulerConfig ? { schedulerConfig: schedulerConfig as SchedulerConfig } : {}),
     family,
     latentChannels: positive(denoiser?.['in_channels']) ?? (sd3 ? 16 : 4),
     ...(sd3 ? { patchSize: positive(denoiser?.['patch_size']) ?? 2 } : {}),
+    ...(sd3 && positive(denoiser?.['pos_embed_max_size']) ? { posEmbedMaxSize: positive(denoiser?.['pos_embed_max_size']) } : {}),
   };
 }
 

@@ -87,7 +87,6 @@ export function upscaleRequestSchema(): JsonSchema {
     const spec = PARAM_OPTIONS.find((s) => s.key === key);
     if (spec) properties[key] = optionSchema({ ...spec, ...change } as OptionSpec);
   }
-  delete properties['originalSize'];
   return { type: 'object', additionalProperties: false, properties };
 }
 

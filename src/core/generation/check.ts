@@ -20,6 +20,11 @@ export interface ModelFacts {
   latentChannels: number;
   /** Set when the UNet export fixed its spatial input size. */
   staticLatentSize?: { height: number; width: number };
+  /**
+   * The largest latent side one model call takes, when the model has a limit: SD3's position-embedding table
+   * (pos_embed_max_size patches of the patch size).
+   */
+  maxUnitLatentSize?: number;
   /** diffusers class name of the model's scheduler config. */
   schedulerClassName: string;
   /** The VAE config asks for float32 decoding, and whether this VAE export is float16. */
@@ -29,7 +34,7 @@ export interface ModelFacts {
 
 /** What a loaded model's pipeline (Node's or the browser's: the same fields) tells the check stage. */
 export function loadedModelFacts(
-  spec: { family: ModelFacts['family']; schedulerConfig: { _class_name?: unknown }; vae: { forceUpcast: boolean }; patchSize?: number },
+  spec: { family: ModelFacts['family']; schedulerConfig: { _class_name?: unknown }; vae: { forceUpcast: boolean }; patchSize?: number; posEmbedMaxSize?: number },
   info: Pick<ModelFacts, 'nativeWidth' | 'nativeHeight' | 'latentChannels' | 'staticLatentSize'> & { components: { vaeDecoder?: { inputs: { type: string }[] } } },
 ): ModelFacts {
   return {
@@ -39,6 +44,8 @@ export function loadedModelFacts(
     nativeHeight: info.nativeHeight,
     latentChannels: info.latentChannels,
     staticLatentSize: info.staticLatentSize,
+    // SD3's transformer: a latent side beyond its position table (in patches) cannot run as one unit.
+    ...(spec.posEmbedMaxSize ? { maxUnitLatentSize: spec.posEmbedMaxSize * (spec.patchSize ?? 2) } : {}),
     schedulerClassName: String(spec.schedulerConfig._class_name ?? ''),
     vaeForceUpcast: spec.vae.forceUpcast,
     vaeIsFloat16: info.components.vaeDecoder?.inputs[0]?.type === 'float16',
@@ -79,7 +86,8 @@ export function checkSettings(input: GenerateParams, model: ModelFacts): Setting
   checkStaticSize(p, model);
   if (p.originalSize && model.family !== 'sdxl') {
     throw new AsgdError('originalSize is an SDXL option', {
-      kind: 'invalid-argument', parameter: 'originalSize', expected: 'an SDXL model', received: 'a Stable Diffusion 1.x/2.x model',
+      kind: 'invalid-argument', parameter: 'originalSize', expected: 'an SDXL model',
+      received: model.family === 'sd3' ? 'a Stable Diffusion 3 model' : 'a Stable Diffusion 1.x/2.x model',
       hint: 'Leave --original-size out for this model',
     });
   }
@@ -99,6 +107,7 @@ export function checkSettings(input: GenerateParams, model: ModelFacts): Setting
     timeIds: model.family === 'sdxl',
     originalSize: p.originalSize,
   });
+  checkUnitSize(p, model, method);
   if (model.vaeForceUpcast && model.vaeIsFloat16) {
     // The VAE config asks for float32 decoding (SDXL's VAE overflows in float16), but this export is float16.
     warnings.push('The VAE config sets force_upcast but vae_decoder is a float16 export: decoding may overflow to NaN or black; pass --vae with a float32 VAE export');
@@ -152,6 +161,27 @@ function checkSchedulerFamily(chosen: string | undefined, model: ModelFacts): vo
       hint: 'Pick another --scheduler for Stable Diffusion 1.x/2.x and SDXL models',
     });
   }
+}
+
+/**
+ * A model call's latent must fit the model's limit (SD3's position table, centre-cropped to the unit): direct
+ * denoises the whole latent in one call; the patch methods' patches and windows are about the native size.
+ */
+function checkUnitSize(p: ResolvedParams, model: ModelFacts, method: MethodPlan): void {
+  const max = model.maxUnitLatentSize;
+  if (max === undefined) return;
+  const g = method.geometry;
+  const direct = p.method === 'direct';
+  const [h, w] = (direct ? [g.height, g.width] : [Math.max(g.patchHeight, g.nativeHeight), Math.max(g.patchWidth, g.nativeWidth)])
+    .map((v) => Math.ceil(v / g.latentMultiple) * g.latentMultiple);
+  if (h! <= max && w! <= max) return;
+  throw new AsgdError('The image is larger than one model call of this SD3 transformer covers', {
+    kind: 'invalid-argument',
+    parameter: w! > max ? 'width' : 'height',
+    expected: `at most ${max * 8} px a side with method ${p.method} (the transformer's position table: pos_embed_max_size ${max / g.latentMultiple} patches)`,
+    received: `${p.width}x${p.height}`,
+    hint: direct ? 'Use a patch method (--method asg), whose model calls are native-size, or a smaller size' : 'Use a smaller size',
+  });
 }
 
 /** Static-shape UNets accept one latent size: every unit must be exactly native-sized. */

@@ -118,6 +118,11 @@ export class ConfigReader {
     readonly target: SchedulerName,
   ) {}
 
+  /** The fix of a config value: edit the file, or, where the model takes another scheduler, pick one (SD3 takes none). */
+  private fix(edit: string): string {
+    return this.target === 'flow-euler' ? `${edit}.` : `${edit} or pick another --scheduler.`;
+  }
+
   raw(key: string): unknown {
     return this.values[key];
   }
@@ -146,7 +151,7 @@ export class ConfigReader {
         `scheduler config ${key}`,
         `one of ${supported.map((s) => JSON.stringify(s)).join(', ')} (for ${this.target})`,
         v,
-        hint ?? 'Edit scheduler/scheduler_config.json or pick another --scheduler.',
+        hint ?? this.fix('Edit scheduler/scheduler_config.json'),
       );
     }
     return v as T;
@@ -160,7 +165,7 @@ export class ConfigReader {
         `scheduler config ${key}`,
         `false (${key} is not implemented for ${this.target})`,
         v,
-        'Set it to false in scheduler/scheduler_config.json or pick another --scheduler.',
+        this.fix('Set it to false in scheduler/scheduler_config.json'),
       );
     }
   }

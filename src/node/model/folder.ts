@@ -45,6 +45,8 @@ export interface ModelSpec {
   tokenizer3?: TokenizerFiles;
   /** SD3: the transformer's patch size (transformer/config.json patch_size, default 2). */
   patchSize?: number;
+  /** SD3: the side of the transformer's position-embedding table in patches (transformer/config.json pos_embed_max_size). */
+  posEmbedMaxSize?: number;
   /** Config values the loader fell back on, for `asgd info`. */
   notes: string[];
 }
@@ -108,6 +110,15 @@ export function readTokenizerFiles(dir: string, label: string): TokenizerFiles {
   return files;
 }
 
+/**
+ * The native size in pixels when the denoiser's config.json has no sample_size (and the export fixes no input size):
+ * SD 1.x's 512 (2.x 768-px models record theirs), SDXL's and SD3's 1024.
+ */
+export const DEFAULT_NATIVE_SIZE: Readonly<Record<ModelFamily, number>> = Object.freeze({ sd: 512, sdxl: 1024, sd3: 1024 });
+
+/** The denoiser's config file, whose sample_size gives the native size. */
+export const denoiserConfigFile = (family: ModelFamily): string => (family === 'sd3' ? 'transformer/config.json' : 'unet/config.json');
+
 /** An SD3 folder's scheduler config when it has none: SD3's flow-matching Euler with shift 3. */
 export const SD3_SCHEDULER_CONFIG: Readonly<SchedulerConfig> = Object.freeze({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3.0 });
 
@@ -120,6 +131,19 @@ export function modelFamilyOf(dir: string, className: string): ModelFamily {
   const optimum = findFile(dir, ['unet/model.onnx']) !== undefined;
   const textEncoder2 = findFile(dir, [optimum ? 'text_encoder_2/model.onnx' : 'text_encoder_2.onnx']);
   return /XL/i.test(className) || textEncoder2 ? 'sdxl' : 'sd';
+}
+
+/** A folder's family as the loader finds it, reading no more than model_index.json (an unreadable one counts as absent). */
+export function folderFamily(dir: string): ModelFamily {
+  let className = '';
+  try {
+    const index: unknown = JSON.parse(fs.readFileSync(path.join(dir, 'model_index.json'), 'utf8'));
+    const name = (index as Record<string, unknown> | null)?.['_class_name'];
+    if (typeof name === 'string') className = name;
+  } catch {
+    // No index, or a damaged one: the files decide, as they do when the loader reads the folder.
+  }
+  return modelFamilyOf(dir, className);
 }
 
 /** The text-to-image pipeline classes of the exports this tool reads (diffusers' and optimum's names). */
@@ -157,6 +181,7 @@ export function readModelFolder(dir: string): ModelSpec {
   }
 
   const family = modelFamilyOf(abs, className);
+  checkClassAgainstFiles(abs, className, family);
   if (family === 'sd3') return readSd3Folder(abs, className, modelIndex, notes);
 
   const optimumUnet = findFile(abs, ['unet/model.onnx']);
@@ -261,6 +286,27 @@ export function readModelFolder(dir: string): ModelSpec {
 }
 
 /**
+ * A UNet folder whose model_index.json class names SD3 or SDXL but which lacks that family's component: the class
+ * is named as the problem (it would otherwise read as an SD3 folder without a transformer, or an SDXL one without
+ * its second encoder).
+ */
+function checkClassAgainstFiles(abs: string, className: string, family: ModelFamily): void {
+  const unet = findFile(abs, ['unet/model.onnx', 'unet.onnx']);
+  const needed =
+    family === 'sd3' ? ['transformer/model.onnx'] : family === 'sdxl' ? ['text_encoder_2/model.onnx', 'text_encoder_2.onnx'] : [];
+  // A FLUX class is refused by name where the SD3 folder is read.
+  if (!unet || needed.length === 0 || findFile(abs, needed) || /Flux/i.test(className)) return;
+  const file = needed[unet.endsWith('unet.onnx') && needed.length > 1 ? 1 : 0]!;
+  const name = family === 'sd3' ? 'SD3' : 'SDXL';
+  throw new AsgdError(`model_index.json names ${className}, an ${name} pipeline, which the folder's files do not fit (${abs})`, {
+    kind: 'model', parameter: 'model_index.json',
+    expected: `${file} for the ${name} class it names`,
+    received: `no ${file}; the folder has ${path.relative(abs, unet).split(path.sep).join('/')}`,
+    hint: `If the folder is the export of another model, fix _class_name in model_index.json (e.g. ORTStableDiffusionPipeline); else re-export the model with optimum-cli`,
+  });
+}
+
+/**
  * An SD3 / SD3.5 folder (optimum's ORTStableDiffusion3Pipeline layout). FLUX exports share the transformer/ layout
  * but not the contract (packed latents, img_ids / txt_ids, guidance): refused by name.
  */
@@ -319,6 +365,7 @@ function readSd3Folder(abs: string, className: string, modelIndex: Record<string
   if (!Number.isInteger(patch) || patch < 1) {
     throw modelError(`transformer/config.json has an invalid patch_size (${String(transformerConfig?.['patch_size'])})`, 'transformer', 'Expected a positive integer (2 for SD3)');
   }
+  const posEmbed = Number(transformerConfig?.['pos_embed_max_size']);
   const tokenizer3 = paths.textEncoder3 ? readTokenizerFiles(path.join(abs, 'tokenizer_3'), 'tokenizer_3') : undefined;
   if (tokenizer3 && !tokenizer3.tokenizerJson) {
     throw modelError(`The tokenizer_3 folder has no tokenizer.json (${abs})`, 'tokenizer_3', 'The T5 tokenizer is read from tokenizer.json; re-export the model with optimum-cli');
@@ -337,6 +384,7 @@ function readSd3Folder(abs: string, className: string, modelIndex: Record<string
     tokenizer2: readTokenizerFiles(path.join(abs, 'tokenizer_2'), 'tokenizer_2'),
     tokenizer3,
     patchSize: patch,
+    ...(Number.isInteger(posEmbed) && posEmbed > 0 ? { posEmbedMaxSize: posEmbed } : {}),
     notes,
   };
 }

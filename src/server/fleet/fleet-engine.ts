@@ -66,6 +66,7 @@ export class FleetEngine implements Engine {
       ...(m.family ? { family: m.family } : {}),
       ...(m.latentChannels ? { latentChannels: m.latentChannels } : {}),
       ...(m.patchSize ? { patchSize: m.patchSize } : {}),
+      ...(m.posEmbedMaxSize ? { posEmbedMaxSize: m.posEmbedMaxSize } : {}),
     }));
   }
 

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { PipelineOptions } from '../../node/pipeline.ts';
-import { outputNameFor, toGenerateParams } from '../app.ts';
+import { outputNameFor, toGenerateParams, upscaleParams } from '../app.ts';
 import type { EngineProgress } from '../engine.ts';
 import { apiWording, jobErrorOf } from '../errors.ts';
 import { checkModelFolders, readModelFolderFacts } from '../model-facts.ts';
@@ -184,7 +184,7 @@ export async function startWorker(o: FleetWorkerOptions): Promise<RunningFleetWo
       try {
         ({ warnings } = await engine.run({
           kind: spec.kind,
-          params: spec.kind === 'upscale' ? settings : toGenerateParams(settings),
+          params: spec.kind === 'upscale' ? upscaleParams(settings) : toGenerateParams(settings),
           model: model.name,
           ...(spec.kind === 'upscale' ? { source: path.join(outputsDir, path.basename(String(source))) } : {}),
           file: tmp,
