@@ -1,0 +1,52 @@
+/**
+ * The benchmark scripts' command lines (bench/args.ts): a misspelt flag or a wrong value stops the script with
+ * exit code 2 and one line naming it, before any work (not ignored, not a stack trace), and `--help` prints the
+ * usage. Each script is started for real with a wrong command line; none of them gets as far as loading a model.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { BenchUsageError, choiceList, intArg, intList, readBenchArgs } from '../bench/args.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function bench(script: string, args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join('bench', script), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Exit 2 at once, the problem named on stderr, no stack trace. */
+function refuses(script: string, args: string[], message: RegExp): void {
+  const r = bench(script, args);
+  assert.equal(r.status, 2, `${script} ${args.join(' ')}: exit ${r.status}\n${r.stdout}\n${r.stderr}`);
+  assert.match(r.stderr, message);
+  assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+}
+
+function helps(script: string, mentions: RegExp): void {
+  const r = bench(script, ['--help']);
+  assert.equal(r.status, 0, `${script} --help: exit ${r.status}\n${r.stderr}`);
+  assert.match(r.stdout, mentions);
+}
+
+test('readBenchArgs: strict flags, --help, values checked by the reader', () => {
+  const config = (args: string[]) => ({ args, options: { only: { type: 'string' as const }, quick: { type: 'boolean' as const } } });
+  const r = readBenchArgs(config(['--only', 'host', '--quick']), ({ values }) => ({ ...values }));
+  assert.deepEqual(r, { help: false, value: { only: 'host', quick: true } });
+  assert.deepEqual(readBenchArgs(config(['--onyl', 'host', '--help']), () => 0), { help: true });
+  assert.throws(() => readBenchArgs(config(['--onyl', 'host']), () => 0), (e: unknown) => e instanceof BenchUsageError && /--onyl/.test(e.message));
+  assert.throws(() => readBenchArgs(config(['--only']), () => 0), BenchUsageError);
+  assert.throws(() => readBenchArgs(config(['stray']), () => 0), BenchUsageError);
+  assert.throws(() => readBenchArgs(config([]), () => intArg('--runs', 'x', 1)), /--runs: expected an integer of at least 1, received "x"/);
+  assert.deepEqual(intList('--sizes', '256, 512', 64), [256, 512]);
+  assert.throws(() => intList('--sizes', '256,', 64), BenchUsageError);
+  assert.throws(() => choiceList('--variants', 'asg-polyphase,asg-polyphse', ['asg-polyphase']), /unknown: "asg-polyphse"/);
+});
+
+test('npm run bench: an unknown section or a misspelt flag is refused (was: nothing run, or every section)', () => {
+  refuses('bench.ts', ['--only', 'hosts'], /--only: expected one of generation, host, methods/);
+  refuses('bench.ts', ['--onyl', 'host'], /Unknown option '--onyl'/);
+  helps('bench.ts', /--only SECTION/);
+});
