@@ -50,3 +50,11 @@ test('npm run bench: an unknown section or a misspelt flag is refused (was: noth
   refuses('bench.ts', ['--onyl', 'host'], /Unknown option '--onyl'/);
   helps('bench.ts', /--only SECTION/);
 });
+
+test('bench/runner.ts: a misspelt part flag is refused (was: the long real part ran)', () => {
+  refuses('runner.ts', ['--scheduling-onyl'], /Unknown option '--scheduling-onyl'/);
+  refuses('runner.ts', ['--host-only', '--runs', '0'], /--runs: expected an integer of at least 1/);
+  refuses('runner.ts', ['--model-only', '--host-only'], /at most one part/);
+  refuses('runner.ts', ['--real-only', '--configs', 'gpu:1'], /--configs: bad config/);
+  helps('runner.ts', /--scheduling-only/);
+});
