@@ -58,3 +58,11 @@ test('bench/runner.ts: a misspelt part flag is refused (was: the long real part 
   refuses('runner.ts', ['--real-only', '--configs', 'gpu:1'], /--configs: bad config/);
   helps('runner.ts', /--scheduling-only/);
 });
+
+test('npm run bench:vae: a misspelt flag and a non-square or wrong-sized saved latent are refused (were: ignored, the default run)', () => {
+  refuses('vae-tiling.ts', ['--tile', '32'], /Unknown option '--tile'/);
+  refuses('vae-tiling.ts', ['--latent', 'x.f32', '--latent-size', '64x32'], /--latent-size: expected a square size/);
+  refuses('vae-tiling.ts', ['--latent', 'x.f32'], /--latent and --latent-size go together/);
+  refuses('vae-tiling.ts', ['--sizes', '512,x'], /--sizes: expected an integer/);
+  helps('vae-tiling.ts', /--pass-limits/);
+});
