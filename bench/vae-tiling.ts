@@ -209,7 +209,7 @@ export function tilingTable(rows: TilingRow[]): string {
 
 const USAGE = `
 npm run bench:vae [-- options]: tiled against untiled VAE decoding of the same latent, for each statistics mode;
-prints a Markdown table and writes bench/results/vae-tiling.json.
+prints a Markdown table and writes bench/results/vae-tiling.json (the encoder: vae-tiling-encoder.json).
 
   --model DIR          model folder (default: the shipped model)
   --sizes LIST         image sizes in px, comma-separated (default 512,1024; the encoder 256,512)
@@ -259,16 +259,17 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     };
   });
   const { modelDir } = o;
+  fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
   if (o.encoder) {
     const rows = await benchEncoderTiling({ modelDir, sizes: o.sizes, tiles: o.tiles, overlap: o.overlap });
     console.log(`VAE encoder tiling on ${path.basename(modelDir)} (tiled vs untiled latent mean of a synthetic picture)\n`);
     console.log('| size | tile (latent px) | overlap | statistics | passes | max diff | mean diff | latent rms |\n|---|---|---|---|---|---|---|---|');
     for (const r of rows) console.log(`| ${r.size} | ${r.tile} | ${r.overlap} | ${r.stats} | ${r.passes} | ${r.maxDiff.toFixed(4)} | ${r.meanDiff.toFixed(4)} | ${r.rms.toFixed(3)} |`);
+    fs.writeFileSync(path.join(ROOT, 'bench/results/vae-tiling-encoder.json'), JSON.stringify({ model: modelDir, rows }, null, 2));
     process.exit(0);
   }
   const rows = await benchVaeTiling({ modelDir, sizes: o.sizes, tiles: o.tiles, overlap: o.overlap, passLimits: o.passLimits, latent: o.latent, generate: o.generate });
   console.log(`VAE tiling on ${path.basename(modelDir)} (tiled vs untiled decode of the same latent)\n`);
   console.log(tilingTable(rows));
-  fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
   fs.writeFileSync(path.join(ROOT, 'bench/results/vae-tiling.json'), JSON.stringify({ model: modelDir, rows }, null, 2));
 }

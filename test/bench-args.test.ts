@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -65,4 +66,14 @@ test('npm run bench:vae: a misspelt flag and a non-square or wrong-sized saved l
   refuses('vae-tiling.ts', ['--latent', 'x.f32'], /--latent and --latent-size go together/);
   refuses('vae-tiling.ts', ['--sizes', '512,x'], /--sizes: expected an integer/);
   helps('vae-tiling.ts', /--pass-limits/);
+});
+
+test('npm run bench:vae -- --encoder writes its JSON (bench/results/vae-tiling-encoder.json) as well as the table', () => {
+  const file = path.join(ROOT, 'bench', 'results', 'vae-tiling-encoder.json');
+  fs.rmSync(file, { force: true });
+  const r = bench('vae-tiling.ts', ['--encoder', '--sizes', '128', '--tiles', '8']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /\| 128 \| 8 \| 4 \| exact \|/);
+  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { rows: { size: number; stats: string }[] };
+  assert.deepEqual(json.rows.map((x) => [x.size, x.stats]), [[128, 'off'], [128, 'estimate'], [128, 'exact']]);
 });
