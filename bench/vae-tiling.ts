@@ -251,7 +251,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       encoder,
       modelDir: values.model ?? defaultModelDir(),
       sizes: list('--sizes', values.sizes, encoder ? [256, 512] : [512, 1024], 8),
-      tiles: list('--tiles', values.tiles, encoder ? [16, 32] : [32, 64], 1),
+      tiles: list('--tiles', values.tiles, encoder ? [16, 32] : [32, 64], 8),
       overlap: values.overlap === undefined ? undefined : intArg('--overlap', values.overlap, 0),
       passLimits: list('--pass-limits', values['pass-limits'], [2, 3], 1),
       generate: values.generate === true,

@@ -77,3 +77,11 @@ test('npm run bench:vae -- --encoder writes its JSON (bench/results/vae-tiling-e
   const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { rows: { size: number; stats: string }[] };
   assert.deepEqual(json.rows.map((x) => [x.size, x.stats]), [[128, 'off'], [128, 'estimate'], [128, 'exact']]);
 });
+
+test('npm run bench:vae-attention: misspelt flags and tiles below the library minimum are refused (were: ignored, a stack trace)', () => {
+  refuses('vae-attention.ts', ['--tiles', '16'], /Unknown option '--tiles'/);
+  refuses('vae-attention.ts', ['--tile', '4'], /--tile: expected an integer of at least 8/);
+  refuses('vae-attention.ts', ['--size', '100'], /--size: expected a multiple of 8/);
+  refuses('vae-attention.ts', ['--unchunked'], /only with --head-memory/);
+  helps('vae-attention.ts', /--head-memory/);
+});
