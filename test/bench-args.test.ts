@@ -85,3 +85,12 @@ test('npm run bench:vae-attention: misspelt flags and tiles below the library mi
   refuses('vae-attention.ts', ['--unchunked'], /only with --head-memory/);
   helps('vae-attention.ts', /--head-memory/);
 });
+
+test('npm run bench:vae-memory: a misspelt case is refused (was: a stack trace for the model, a tiled run for the mode)', () => {
+  refuses('vae-memory.ts', ['--cases', 'shiped:512'], /--cases: expected model:size/);
+  refuses('vae-memory.ts', ['--cases', 'shipped:512:tiles'], /--cases: expected model:size/);
+  refuses('vae-memory.ts', ['--max-tile', '2'], /Unknown option '--max-tile'/);
+  refuses('vae-memory.ts', ['--stats', 'exakt'], /--stats: expected one of estimate, exact, off/);
+  refuses('vae-memory.ts', ['--probe', 'tile', '--ort', '{bad'], /--ort: expected a JSON object/);
+  helps('vae-memory.ts', /--cases LIST/);
+});
