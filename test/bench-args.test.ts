@@ -94,3 +94,9 @@ test('npm run bench:vae-memory: a misspelt case is refused (was: a stack trace f
   refuses('vae-memory.ts', ['--probe', 'tile', '--ort', '{bad'], /--ort: expected a JSON object/);
   helps('vae-memory.ts', /--cases LIST/);
 });
+
+test('npm run bench:worker-transport: a misspelt or wrong --rounds is refused (was: the default 7 rounds)', () => {
+  refuses('worker-transport.ts', ['--round', '1'], /Unknown option '--round'/);
+  refuses('worker-transport.ts', ['--rounds', 'x'], /--rounds: expected an integer of at least 1/);
+  helps('worker-transport.ts', /--rounds N/);
+});
