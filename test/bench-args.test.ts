@@ -100,3 +100,10 @@ test('npm run bench:worker-transport: a misspelt or wrong --rounds is refused (w
   refuses('worker-transport.ts', ['--rounds', 'x'], /--rounds: expected an integer of at least 1/);
   helps('worker-transport.ts', /--rounds N/);
 });
+
+test('npm run bench:unet-io: a misspelt flag or case is named in one line (was: a stack trace)', () => {
+  refuses('unet-io.ts', ['--iter', '3'], /Unknown option '--iter'/);
+  refuses('unet-io.ts', ['--cases', 'sd15,sdlx'], /--cases: expected a comma-separated subset of shipped, sd15, sdxl; unknown: "sdlx"/);
+  refuses('unet-io.ts', ['--device', 'cpu'], /--device: expected a webgpu device/);
+  helps('unet-io.ts', /--unet FILE/);
+});
