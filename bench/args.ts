@@ -101,3 +101,11 @@ export function choiceList<C extends string>(name: string, value: string, choice
   }
   return parts as C[];
 }
+
+/** Positional integers in order (`[name, default, min]` each), for scripts called as `script.ts [jobs] [workers]`. */
+export function positionalInts(positionals: string[], spec: readonly (readonly [name: string, fallback: number, min: number])[]): number[] {
+  if (positionals.length > spec.length) {
+    throw new BenchUsageError(`expected at most ${spec.length} arguments (${spec.map(([n]) => n).join(', ')}), received ${positionals.map((p) => JSON.stringify(p)).join(' ')}`);
+  }
+  return spec.map(([name, fallback, min], i) => (positionals[i] === undefined ? fallback : intArg(name, positionals[i]!, min)));
+}

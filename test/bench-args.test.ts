@@ -107,3 +107,14 @@ test('npm run bench:unet-io: a misspelt flag or case is named in one line (was: 
   refuses('unet-io.ts', ['--device', 'cpu'], /--device: expected a webgpu device/);
   helps('unet-io.ts', /--unet FILE/);
 });
+
+test('bench:fleet, bench:fleet-engine, bench:server: their positional counts are checked (was: `--jobs 10` gave NaN jobs and 10 workers)', () => {
+  refuses('fleet.ts', ['--jobs', '10'], /Unknown option '--jobs'/);
+  refuses('fleet.ts', ['x'], /JOBS: expected an integer of at least 1, received "x"/);
+  refuses('fleet.ts', ['10', '2', '5', '7'], /expected at most 3 arguments/);
+  refuses('fleet-engine.ts', ['2', '100'], /SIZE: expected a multiple of 8/);
+  refuses('server-load.ts', ['10', '20'], /CLIENTS: at most JOBS/);
+  refuses('server-load.ts', ['--jobs', '10'], /Unknown option '--jobs'/);
+  helps('fleet.ts', /JOBS \[WORKERS \[PACED\]\]/);
+  helps('server-load.ts', /JOBS \[CLIENTS\]/);
+});
