@@ -118,3 +118,10 @@ test('bench:fleet, bench:fleet-engine, bench:server: their positional counts are
   helps('fleet.ts', /JOBS \[WORKERS \[PACED\]\]/);
   helps('server-load.ts', /JOBS \[CLIENTS\]/);
 });
+
+test('bench/tune.ts: missing or malformed configs are named (was: a SyntaxError stack trace)', () => {
+  refuses('tune.ts', [], /CONFIGS: expected a JSON array/);
+  refuses('tune.ts', ['[["a","asgg",{}]]'], /CONFIGS: expected a JSON array of \[label, method/);
+  refuses('tune.ts', ['[["a","asg",{}]]', '12x'], /SIZE: expected an integer/);
+  helps('tune.ts', /CONFIGS \[SIZE\]/);
+});
