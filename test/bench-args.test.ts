@@ -125,3 +125,17 @@ test('bench/tune.ts: missing or malformed configs are named (was: a SyntaxError 
   refuses('tune.ts', ['[["a","asg",{}]]', '12x'], /SIZE: expected an integer/);
   helps('tune.ts', /CONFIGS \[SIZE\]/);
 });
+
+test('cost-growth, host-profile, torch-side-by-side, bench:fidelity: an unknown flag is one line, not node\'s parseArgs stack trace', () => {
+  refuses('cost-growth.ts', ['--area', '1'], /Unknown option '--area'/);
+  refuses('cost-growth.ts', ['--areas', '2'], /--areas: expected perfect squares/);
+  refuses('cost-growth.ts', ['--methods', 'asg,cut'], /--methods: expected a comma-separated subset of .*unknown: "cut"/);
+  refuses('host-profile.ts', ['--size', '1024'], /--size: expected one of 2048, 3072/);
+  refuses('host-profile.ts', ['--run', '2'], /Unknown option '--run'/);
+  refuses('torch-side-by-side.ts', ['--sizes', '256'], /--sizes: expected WxH sizes/);
+  refuses('fidelity.ts', ['--tag', 'shapes-128', '--report-onyl'], /Unknown option '--report-onyl'/);
+  refuses('fidelity.ts', ['--asg', '{"stageSplitt":1}'], /--asg: Invalid method option/);
+  refuses('fidelity.ts', ['--asg', '{bad'], /--asg: expected a JSON object/);
+  helps('fidelity.ts', /--report-only/);
+  helps('host-profile.ts', /--size N/);
+});
