@@ -139,3 +139,11 @@ test('cost-growth, host-profile, torch-side-by-side, bench:fidelity: an unknown 
   helps('fidelity.ts', /--report-only/);
   helps('host-profile.ts', /--size N/);
 });
+
+test('npm run bench:upscale: a misspelt variant is refused (was: dropped, a run with no such rows) and numbers are checked', () => {
+  refuses('upscale.ts', ['--variants', 'direct,asg-polyphse'], /--variants: expected a comma-separated subset of .*unknown: "asg-polyphse"/);
+  refuses('upscale.ts', ['--images', 'x'], /--images: expected an integer/);
+  refuses('upscale.ts', ['--strength', '1.5'], /--strength: expected a number from 0 to 1/);
+  refuses('upscale.ts', ['--scale', '2'], /Unknown option '--scale'/);
+  helps('upscale.ts', /--variants LIST/);
+});
