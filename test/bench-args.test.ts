@@ -147,3 +147,12 @@ test('npm run bench:upscale: a misspelt variant is refused (was: dropped, a run 
   refuses('upscale.ts', ['--scale', '2'], /Unknown option '--scale'/);
   helps('upscale.ts', /--variants LIST/);
 });
+
+test('bench/card.ts: an option its subcommand does not read is refused (was: ignored, e.g. --iter 1 ran the default 10 calls)', async () => {
+  const { parseArgs, CardUsageError } = await import('../bench/card.ts');
+  assert.deepEqual(parseArgs(['unet', '--unet', 'u.onnx', '--provider', 'cpu', '--iters', '3']), { command: 'unet', args: { unet: 'u.onnx', provider: 'cpu', iters: '3' } });
+  assert.throws(() => parseArgs(['unet', '--unet', 'u.onnx', '--iter', '3']), (e: unknown) => e instanceof CardUsageError && /unknown option --iter/.test(e.message));
+  assert.throws(() => parseArgs(['schedule', '--unet', 'u.json']), CardUsageError);
+  assert.throws(() => parseArgs(['sched']), /unknown subcommand "sched"/);
+  refuses('card.ts', ['probe', '--unet', 'u.onnx', '--provider', 'cpu', '--warm-up', '1'], /card probe: unknown option --warm-up/);
+});
