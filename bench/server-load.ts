@@ -5,6 +5,8 @@
  * POST /api/v1/jobs and the queue's hand-over time (one job's end to the next one's start), p50 and p99.
  *
  *   node --import tsx bench/server-load.ts [jobs=200] [clients=20]
+ *
+ * Prints a Markdown table and writes bench/results/server-load.json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -211,7 +213,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const usage = `
 npm run bench:server [-- JOBS [CLIENTS]]: asgd serve on loopback with the fake engine: JOBS queued jobs (default 200),
 CLIENTS SSE clients (default 20, at most JOBS), a client that drops and resumes, and a SIGKILL mid-job. Prints a
-Markdown table.
+Markdown table and writes bench/results/server-load.json.
 `;
   const [jobs, clients] = benchCli(usage, { options: {}, allowPositionals: true }, ({ positionals }) => {
     const v = positionalInts(positionals, [['JOBS', 200, 2], ['CLIENTS', 20, 1]]);
@@ -226,4 +228,8 @@ Markdown table.
   for (const x of r.inexact) console.log(`inexact: ${x}`);
   console.log(`killed with ${r.killedDone} jobs completed and ${r.killedRunning} running`);
   console.log(`SSE clients completed: ${r.clientsCompleted}/${r.clients}, exact steps: ${r.clientsExact}/${r.clients}; resumed client exact: ${r.resumedExact}`);
+  const out = path.join(HERE, 'results', 'server-load.json');
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, load: os.loadavg(), ...r }, null, 2)}\n`);
+  console.log(`wrote ${path.relative(process.cwd(), out)}`);
 }

@@ -156,3 +156,15 @@ test('bench/card.ts: an option its subcommand does not read is refused (was: ign
   assert.throws(() => parseArgs(['sched']), /unknown subcommand "sched"/);
   refuses('card.ts', ['probe', '--unet', 'u.onnx', '--provider', 'cpu', '--warm-up', '1'], /card probe: unknown option --warm-up/);
 });
+
+test('npm run bench:server writes its JSON (bench/results/server-load.json) as well as the table', () => {
+  const file = path.join(ROOT, 'bench', 'results', 'server-load.json');
+  fs.rmSync(file, { force: true });
+  const r = bench('server-load.ts', ['6', '2']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^\| 6 \| 2 \| /m);
+  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { jobs: number; clients: number; completions: number; distinctCompletions: number };
+  assert.equal(json.jobs, 6);
+  assert.equal(json.clients, 2);
+  assert.equal(json.distinctCompletions, 6);
+});
