@@ -14,7 +14,7 @@
  *   npm run bench:vae-attention -- --head-memory [--size 1024] [--unchunked]   (one process per run: peak RSS)
  * (--quick: only the default modes, tile/exact and global/exact, with attention. --encoder: the SD-width encoder
  * instead, attention tile/exact and global/exact, differences of the latent mean in latent units.) Writes
- * bench/results/vae-attention.json (vae-attention-encoder.json).
+ * bench/results/vae-attention.json (vae-attention-encoder.json; --head-memory: vae-attention-head-<size>[-unchunked].json).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -36,7 +36,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const USAGE = `
 npm run bench:vae-attention [-- options]: the SD-width decoder's self-attention block and tiled decoding (attention
 per tile or once for the whole latent); prints a Markdown table and writes bench/results/vae-attention.json
-(--encoder: vae-attention-encoder.json). Slow: minutes per row at 256 px on 2 cores.
+(--encoder: vae-attention-encoder.json, --head-memory: vae-attention-head-<size>[-unchunked].json). Slow: minutes per row at 256 px on 2 cores.
 
   --size N        image size in px, a multiple of 8 (default 256; --head-memory: the head's latent is N/8)
   --tile N        tile size in latent px (default 16)
@@ -243,6 +243,11 @@ async function benchHeadMemory(): Promise<void> {
     const ms = performance.now() - t0;
     const row = { latent: `${h}x${h}`, tokens: h * h, unchunked, chunks: r.chunks, ms: Math.round(ms), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), rssBeforeMiB: Math.round(rssBefore) };
     console.log(JSON.stringify(row));
+    console.log(`\nThe SD-width decoder's head alone, ${size} px, ${threads} thread(s)\n`);
+    console.log('| image | latent (tokens) | attention | chunks | peak RSS (MiB) | time (ms) |\n|---|---|---|---|---|---|');
+    console.log(`| ${size} | ${row.latent} (${row.tokens.toLocaleString('en')}) | ${unchunked ? 'unchunked head graph' : 'chunked, 256 MiB of scores per chunk'} | ${unchunked ? '-' : row.chunks} | ${row.peakRssMiB} | ${row.ms} |`);
+    fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
+    fs.writeFileSync(path.join(ROOT, `bench/results/vae-attention-head-${size}${unchunked ? '-unchunked' : ''}.json`), JSON.stringify({ size, threads, ...row }, null, 2));
   } finally {
     fs.rmSync(hdir, { recursive: true, force: true });
   }

@@ -168,3 +168,15 @@ test('npm run bench:server writes its JSON (bench/results/server-load.json) as w
   assert.equal(json.clients, 2);
   assert.equal(json.distinctCompletions, 6);
 });
+
+test('npm run bench:vae-attention -- --head-memory prints its table row and writes its JSON', () => {
+  const file = path.join(ROOT, 'bench', 'results', 'vae-attention-head-64-unchunked.json');
+  fs.rmSync(file, { force: true });
+  const r = bench('vae-attention.ts', ['--head-memory', '--size', '64', '--unchunked']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^\| 64 \| 8x8 \(64\) \| unchunked head graph \| - \| \d+ \| \d+ \|$/m);
+  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { size: number; unchunked: boolean; peakRssMiB: number };
+  assert.equal(json.size, 64);
+  assert.equal(json.unchunked, true);
+  assert.ok(json.peakRssMiB > 0);
+});
