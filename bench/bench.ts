@@ -20,11 +20,21 @@ import { defaultModelDir } from '../src/cli/main.ts';
 import { saveImage } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { writeTinySdModel } from '../test/fixtures/index.ts';
+import { benchCli, choiceArg } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const args = process.argv.slice(2);
-const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
-const modelArg = args.includes('--model') ? args[args.indexOf('--model') + 1] : undefined;
+const SECTIONS = ['generation', 'host', 'methods', 'runner', 'repetition', 'vae', 'vae-memory'] as const;
+const USAGE = `
+npm run bench [-- options]: where the time of a generation goes; prints Markdown tables, writes bench/results/bench.json.
+
+  --only SECTION   one section: ${SECTIONS.join(' | ')} (default: all, a long run)
+  --model DIR      another model folder (default: the model the repository ships)
+  --help           this text
+`;
+const { only, modelArg } = benchCli(USAGE, { options: { only: { type: 'string' }, model: { type: 'string' } } }, ({ values }) => ({
+  only: values.only === undefined ? undefined : choiceArg('--only', values.only, SECTIONS),
+  modelArg: values.model,
+}));
 const results: Record<string, unknown> = {
   machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, node: process.version, date: new Date().toISOString() },
 };
@@ -126,7 +136,7 @@ function script(file: string, extra: string[]): () => void {
   };
 }
 
-const sections: Record<string, () => Promise<void> | void> = {
+const sections: Record<(typeof SECTIONS)[number], () => Promise<void> | void> = {
   generation: generationSplit,
   host: hostCosts,
   methods: async () => {

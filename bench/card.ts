@@ -58,12 +58,31 @@ import { benchSchedule } from './card-schedule.ts';
 
 type Args = Record<string, string>;
 
-function parseArgs(argv: string[]): { command: string; args: Args } {
+/** The options each subcommand reads (see the header); any other is a misspelling, refused before any work. */
+const OPTIONS: Record<string, readonly string[]> = {
+  unet: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'batches', 'adapter', 'out'],
+  probe: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'out'],
+  'unet-io': ['unets', 'cases', 'latent', 'warmup', 'iters', 'out'],
+  folder: ['dir', 'unet-dir', 'text', 'out'],
+  generate: ['model', 'devices', 'width', 'height', 'steps', 'warmup-steps', 'warmup-width', 'fuse-attention', 'latent-out', 'method', 'out'],
+  fusion: ['dir', 'out'],
+  schedule: ['unet-json', 'probe-json', 'gen-json', 'out'],
+  devices: ['out'],
+};
+const USAGE = `card: usage: card (${Object.keys(OPTIONS).join(' | ')}) [--options]; see the header of bench/card.ts`;
+
+/** A wrong command line (unknown subcommand or option): one line and exit code 2, no JSON written. */
+export class CardUsageError extends Error {}
+
+export function parseArgs(argv: string[]): { command: string; args: Args } {
   const [command = '', ...rest] = argv;
+  const known = OPTIONS[command];
+  if (!known) throw new CardUsageError(command === '' || command === '--help' || command === '-h' ? USAGE : `card: unknown subcommand ${JSON.stringify(command)}. ${USAGE}`);
   const args: Args = {};
   for (let i = 0; i < rest.length; i++) {
     const key = rest[i]!;
-    if (!key.startsWith('--')) throw new Error(`card: unexpected argument ${key}`);
+    if (!key.startsWith('--')) throw new CardUsageError(`card: unexpected argument ${key}`);
+    if (!known.includes(key.slice(2))) throw new CardUsageError(`card ${command}: unknown option ${key} (options: ${known.map((k) => `--${k}`).join(' ')})`);
     const value = rest[i + 1];
     if (value === undefined || value.startsWith('--')) args[key.slice(2)] = 'true';
     else {
@@ -452,7 +471,15 @@ export async function benchFusion(args: Args): Promise<Record<string, unknown>> 
 }
 
 async function main(): Promise<void> {
-  const { command, args } = parseArgs(process.argv.slice(2));
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof CardUsageError)) throw err;
+    console.error(err.message);
+    process.exit(process.argv[2] === '--help' || process.argv[2] === '-h' ? 0 : 2);
+  }
+  const { command, args } = parsed;
   let result: Record<string, unknown>;
   try {
     result = await run(command, args);
@@ -494,7 +521,7 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
       result = { machine: machine(), devices: await checkAvailableDevices(), backends: supportedBackends() };
       break;
     default:
-      throw new Error('card: usage: card (unet | probe | unet-io | folder | generate | fusion | schedule | devices) [--options]; see the header of bench/card.ts');
+      throw new Error(USAGE);
   }
   return result;
 }

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { BenchUsageError, benchCli, choiceList, intArg, intList } from './args.ts';
 import { METHOD_NAMES } from '../src/core/options/registry.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -32,19 +32,30 @@ if (process.argv[2] === '--child') {
   process.exit(0);
 }
 
-const { values } = parseArgs({
-  options: {
-    steps: { type: 'string', default: '10' },
-    threads: { type: 'string', default: '2' },
-    areas: { type: 'string', default: '1,4,16,64' },
-    methods: { type: 'string', default: METHOD_NAMES.join(',') },
-  },
+const USAGE = `
+node --import tsx bench/cost-growth.ts [options]: one generation per process on the shipped model at growing areas;
+time of generate and peak RSS. Prints a Markdown table and writes bench/results/cost-growth.json.
+
+  --steps N        steps (default 10)
+  --threads N      CPU threads of the one worker (default 2)
+  --areas LIST     areas as multiples of the native 128x128, perfect squares (default 1,4,16,64)
+  --methods LIST   comma-separated subset of ${METHOD_NAMES.join(', ')} (default all)
+  --help           this text
+`;
+const values = benchCli(USAGE, {
+  options: { steps: { type: 'string', default: '10' }, threads: { type: 'string', default: '2' }, areas: { type: 'string', default: '1,4,16,64' }, methods: { type: 'string' } },
+}, ({ values: v }) => {
+  const areas = intList('--areas', v.areas!, 1);
+  for (const a of areas) if (!Number.isInteger(Math.sqrt(a))) throw new BenchUsageError(`--areas: expected perfect squares (the side grows by the root), received ${a}`);
+  intArg('--steps', v.steps!, 1);
+  intArg('--threads', v.threads!, 0);
+  return { steps: v.steps!, threads: v.threads!, areas, methods: v.methods === undefined ? [...METHOD_NAMES] : choiceList('--methods', v.methods, METHOD_NAMES) };
 });
 const rows: { method: string; area: number; size: number; units?: number; generateS?: number; peakRssMiB?: number; failed?: string }[] = [];
-for (const area of values.areas!.split(',').map(Number)) {
+for (const area of values.areas) {
   const size = NATIVE * Math.sqrt(area);
-  for (const method of values.methods!.split(',')) {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', method, String(size), values.steps!, values.threads!], { cwd: ROOT, encoding: 'utf8', maxBuffer: 16 << 20 });
+  for (const method of values.methods) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', method, String(size), values.steps, values.threads], { cwd: ROOT, encoding: 'utf8', maxBuffer: 16 << 20 });
     if (r.status !== 0) {
       // Recorded, not thrown: a whole-image UNet call at a large size can exhaust memory (the point of the table).
       const failed = r.signal ? `killed (${r.signal})` : `exit ${r.status}: ${r.stderr.trim().split('\n').pop() ?? ''}`;

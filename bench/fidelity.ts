@@ -26,7 +26,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { BenchUsageError, benchCli } from './args.ts';
 import sharp from 'sharp';
 import { flatEnergy, flatInterior, seamContrast, type Rgb } from './analysis/fidelity-metrics.ts';
 import { askedByColour, layoutAgainst, parseScene, scoreScene } from './analysis/scenes.ts';
@@ -85,14 +85,42 @@ const VARIANTS: Variant[] = [
 
 function jsonObject(flag: string, text: string | undefined): Record<string, unknown> {
   if (text === undefined) return {};
-  const o = JSON.parse(text) as unknown;
-  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new Error(`${flag}: a JSON object of method options`);
-  resolveMethodOptions(o as Record<string, unknown>);
+  let o: unknown;
+  try {
+    o = JSON.parse(text);
+  } catch {
+    o = undefined;
+  }
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new BenchUsageError(`${flag}: expected a JSON object of method options, received ${JSON.stringify(text)}`);
+  try {
+    resolveMethodOptions(o as Record<string, unknown>);
+  } catch (err) {
+    throw new BenchUsageError(`${flag}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   return o as Record<string, unknown>;
 }
 
+const USAGE = `
+node --import tsx bench/fidelity.ts [options] (npm run bench:fidelity -- [options]): generate and score images per
+seed, prompt, size and method; tables to stdout and bench/results/fidelity/<tag>/summary.md, records in records.jsonl.
+See the header of bench/fidelity.ts for what is measured.
+
+  --model DIR          model folder (default models/shapes-128)
+  --prompts SET        scenes or shapes (default scenes for a model folder named scenes-*, else shapes)
+  --seeds N            seeds K..K+N-1 (default 4), --seed-start K (default 1)
+  --sizes LIST         pixel sizes above the native one, comma-separated (default 256; '' for native images only)
+  --methods LIST       comma-separated labels (default all): ${VARIANTS.map((v) => v.label).join(', ')}
+  --steps N            steps (default 20)
+  --threads N          CPU threads (default 1)
+  --asg JSON           method options of the asg rows; --options JSON: of every row but direct
+  --tag NAME           results folder (default the model folder's name)
+  --report-only        tables (and --sheets) from the records only; --rescore: measure the saved images again
+  --sheets             contact sheets, at most --sheet-columns N columns (default 24)
+  --help               this text
+`;
+
 function cli() {
-  const { values } = parseArgs({
+  return benchCli(USAGE, {
     options: {
       model: { type: 'string' },
       prompts: { type: 'string' },
@@ -110,42 +138,42 @@ function cli() {
       sheets: { type: 'boolean', default: false },
       'sheet-columns': { type: 'string', default: '24' },
     },
-    strict: true,
+  }, ({ values }) => {
+    const int = (name: string, v: string, min: number) => {
+      const n = Number(v);
+      if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new BenchUsageError(`--${name}: an integer >= ${min}, got ${v}`);
+      return n;
+    };
+    const model = path.resolve(values.model ?? path.join(ROOT, 'models', 'shapes-128'));
+    const promptSet = values.prompts ?? (path.basename(model).startsWith('scenes') ? 'scenes' : 'shapes');
+    if (promptSet !== 'scenes' && promptSet !== 'shapes') throw new BenchUsageError('--prompts: scenes or shapes');
+    const labels = VARIANTS.map((v) => v.label);
+    const methods = values.methods?.split(',') ?? labels;
+    for (const m of methods) if (!labels.includes(m)) throw new BenchUsageError(`--methods: a subset of ${labels.join(',')}; unknown: ${m}`);
+    const tag = values.tag ?? path.basename(model);
+    if (!/^[a-z0-9-]{1,60}$/.test(tag)) throw new BenchUsageError('--tag: lowercase letters, digits, dashes');
+    const asg = jsonObject('--asg', values.asg);
+    const common = jsonObject('--options', values.options);
+    const variants = VARIANTS.filter((v) => methods.includes(v.label)).map((v) => (v.method === 'direct'
+      ? v
+      : { ...v, methodOptions: { ...v.methodOptions, ...common, ...(v.method === 'asg' ? asg : {}) } }));
+    const seedStart = int('seed-start', values['seed-start']!, 0);
+    return {
+      model,
+      promptSet,
+      prompts: promptSet === 'scenes' ? SCENE_PROMPTS : SHAPE_PROMPTS,
+      seeds: Array.from({ length: int('seeds', values.seeds!, 1) }, (_, i) => seedStart + i),
+      sizes: values.sizes!.split(',').filter((s) => s.trim() !== '').map((s) => int('sizes', s, 64)),
+      variants,
+      steps: int('steps', values.steps!, 1),
+      threads: int('threads', values.threads!, 0),
+      tag,
+      reportOnly: values['report-only']! || values.rescore!,
+      rescore: values.rescore!,
+      sheets: values.sheets!,
+      sheetColumns: int('sheet-columns', values['sheet-columns']!, 1),
+    };
   });
-  const int = (name: string, v: string, min: number) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name}: an integer >= ${min}, got ${v}`);
-    return n;
-  };
-  const model = path.resolve(values.model ?? path.join(ROOT, 'models', 'shapes-128'));
-  const promptSet = values.prompts ?? (path.basename(model).startsWith('scenes') ? 'scenes' : 'shapes');
-  if (promptSet !== 'scenes' && promptSet !== 'shapes') throw new Error('--prompts: scenes or shapes');
-  const labels = VARIANTS.map((v) => v.label);
-  const methods = values.methods?.split(',') ?? labels;
-  for (const m of methods) if (!labels.includes(m)) throw new Error(`--methods: a subset of ${labels.join(',')}`);
-  const tag = values.tag ?? path.basename(model);
-  if (!/^[a-z0-9-]{1,60}$/.test(tag)) throw new Error('--tag: lowercase letters, digits, dashes');
-  const asg = jsonObject('--asg', values.asg);
-  const common = jsonObject('--options', values.options);
-  const variants = VARIANTS.filter((v) => methods.includes(v.label)).map((v) => (v.method === 'direct'
-    ? v
-    : { ...v, methodOptions: { ...v.methodOptions, ...common, ...(v.method === 'asg' ? asg : {}) } }));
-  const seedStart = int('seed-start', values['seed-start']!, 0);
-  return {
-    model,
-    promptSet,
-    prompts: promptSet === 'scenes' ? SCENE_PROMPTS : SHAPE_PROMPTS,
-    seeds: Array.from({ length: int('seeds', values.seeds!, 1) }, (_, i) => seedStart + i),
-    sizes: values.sizes!.split(',').filter((s) => s.trim() !== '').map((s) => int('sizes', s, 64)),
-    variants,
-    steps: int('steps', values.steps!, 1),
-    threads: int('threads', values.threads!, 0),
-    tag,
-    reportOnly: values['report-only']! || values.rescore!,
-    rescore: values.rescore!,
-    sheets: values.sheets!,
-    sheetColumns: int('sheet-columns', values['sheet-columns']!, 1),
-  };
 }
 
 async function readPng(file: string): Promise<Rgb> {

@@ -12,11 +12,22 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { api, waitFor } from '../test/helpers/fleet.ts';
 import { startRedis } from '../test/helpers/redis.ts';
+import { BenchUsageError, benchCli, positionalInts } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin', 'asgd.js');
 const MODEL = path.join(ROOT, 'models', 'shapes-128');
-const [jobs = 12, size = 256, steps = 4] = process.argv.slice(2).map(Number);
+const USAGE = `
+npm run bench:fleet-engine [-- JOBS [SIZE [STEPS]]] (needs npm run build): the real engine on models/shapes-128 through
+asgd serve --queue and 1, then 2, asgd worker processes: JOBS jobs (default 12) of SIZE px (default 256, a multiple
+of 8), asg, STEPS steps (default 4). Prints a Markdown table and writes bench/results/fleet-engine-<date>.json.
+`;
+const [jobs, size, steps] = benchCli(USAGE, { options: {}, allowPositionals: true }, ({ positionals }) =>
+{
+  const v = positionalInts(positionals, [['JOBS', 12, 1], ['SIZE', 256, 64], ['STEPS', 4, 1]]);
+  if (v[1]! % 8 !== 0) throw new BenchUsageError(`SIZE: expected a multiple of 8, received ${v[1]}`);
+  return v;
+}) as [number, number, number];
 
 function start(args: string[], ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -18,10 +18,17 @@ import { serve } from '../src/server/serve.ts';
 import type { JobRecord } from '../src/server/queue.ts';
 import { api, fakeModelDir, waitFor } from '../test/helpers/fleet.ts';
 import { startRedis } from '../test/helpers/redis.ts';
+import { benchCli, positionalInts } from './args.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, '..', 'test', 'helpers', 'fleet-worker.ts');
-const [jobs = 1000, workers = 4, paced = 200] = process.argv.slice(2).map(Number);
+const USAGE = `
+npm run bench:fleet [-- JOBS [WORKERS [PACED]]]: the fleet on loopback with fake-engine workers and a redis-server of
+its own: a burst of JOBS jobs (default 1000) over WORKERS worker processes (default 4), then PACED jobs (default 200)
+at 20 per second. Prints a Markdown table and writes bench/results/fleet-<date>.json.
+`;
+const [jobs, workers, paced] = benchCli(USAGE, { options: {}, allowPositionals: true }, ({ positionals }) =>
+  positionalInts(positionals, [['JOBS', 1000, 1], ['WORKERS', 4, 1], ['PACED', 200, 0]])) as [number, number, number];
 const PACED_RATE = 20;
 
 const pct = (xs: number[], p: number) => {

@@ -13,12 +13,25 @@ import { Session } from 'node:inspector/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchCli, choiceArg, intArg } from './args.ts';
 import { simulateGeneration } from './latency-model.ts';
 
-const { values } = parseArgs({ options: { size: { type: 'string', default: '2048' }, runs: { type: 'string', default: '4' }, top: { type: 'string', default: '15' } } });
-const size = Number(values.size);
-const runs = Number(values.runs);
+const USAGE = `
+npm run bench:host-profile [-- options]: the latency-model generation at the shipped defaults under the V8 profiler;
+self time per function per step. Prints a table and writes bench/results/host-profile-<size>.json.
+
+  --size N     2048 (4 devices) or 3072 (8 devices) (default 2048)
+  --runs N     profiled runs after a warm-up (default 4)
+  --top N      functions listed (default 15)
+  --help       this text
+`;
+const { values, size, runs } = benchCli(USAGE, {
+  options: { size: { type: 'string', default: '2048' }, runs: { type: 'string', default: '4' }, top: { type: 'string', default: '15' } },
+}, ({ values: v }) => ({
+  values: { ...v, top: String(intArg('--top', v.top!, 1)) },
+  size: Number(choiceArg('--size', v.size!, ['2048', '3072'] as const)),
+  runs: intArg('--runs', v.runs!, 1),
+}));
 const geometries: Record<number, { latent: number; devices: number }> = { 2048: { latent: 256, devices: 4 }, 3072: { latent: 384, devices: 8 } };
 const g = geometries[size];
 if (!g) throw new Error(`--size: 2048 or 3072, got ${values.size}`);

@@ -21,14 +21,43 @@ import type { SplitMode } from '../src/core/dispatch/tasks.ts';
 import { writeTinySdModel } from '../test/fixtures/index.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { SDXL_GEOMETRIES, simulateGeneration, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';
+import { BenchUsageError, benchCli, intArg } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const args = process.argv.slice(2);
-const flag = (name: string) => args.includes(name);
-const option = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const USAGE = `
+node --import tsx bench/runner.ts [options] (npm run bench:runner -- [options]): the multi-device runner; prints
+Markdown tables and writes bench/results/runner.json (a run of one part keeps the other parts' last results).
+
+  (no option)         both parts: real CPU workers, then the latency model (long)
+  --real-only         only the real part: the tiny model at 2048x2048 px, asg, 4 steps, on CPU workers
+  --configs LIST      the real part's configs, cpu*<workers>:<threads> comma-separated (default cpu*1:2,cpu*2:1)
+  --model-only        only the latency-model part (a few minutes)
+  --scheduling-only   only the scheduling settings and CFG splitting at the shipped defaults
+  --host-only         only the coordinator's host work
+  --runs N            runs per row of --host-only (default 7; median and min)
+  --help              this text
+`;
+const { flag, configs, runs } = benchCli(USAGE, {
+  options: {
+    'real-only': { type: 'boolean' }, 'model-only': { type: 'boolean' }, 'scheduling-only': { type: 'boolean' }, 'host-only': { type: 'boolean' },
+    configs: { type: 'string' }, runs: { type: 'string' },
+  },
+}, ({ values }) => {
+  const parts = (['real-only', 'model-only', 'scheduling-only', 'host-only'] as const).filter((p) => values[p]);
+  if (parts.length > 1) throw new BenchUsageError(`--${parts.join(' and --')}: give at most one part`);
+  if (values.runs !== undefined && !values['host-only']) throw new BenchUsageError('--runs: only with --host-only');
+  if (values.configs !== undefined && parts.length > 0 && !values['real-only']) throw new BenchUsageError(`--configs: only for the real part, not with --${parts[0]}`);
+  const configs = (values.configs ?? 'cpu*1:2,cpu*2:1').split(',').map((c) => {
+    const m = /^cpu(?:\*(\d+))?:(\d+)$/.exec(c.trim());
+    if (!m || Number(m[1] ?? 1) < 1 || Number(m[2]) < 1) throw new BenchUsageError(`--configs: bad config ${JSON.stringify(c)}: use cpu*<workers>:<threads>`);
+    return { workers: Number(m[1] ?? 1), threads: Number(m[2]) };
+  });
+  return {
+    flag: (name: '--real-only' | '--model-only' | '--scheduling-only' | '--host-only') => values[name.slice(2) as 'real-only'] === true,
+    configs,
+    runs: values.runs === undefined ? 7 : intArg('--runs', values.runs, 1),
+  };
+});
 
 // ------------------------------------------------------------------------------------------------ real part
 
@@ -47,11 +76,6 @@ interface RealRow {
 async function realPart(): Promise<RealRow[]> {
   const dir = path.join(os.tmpdir(), 'asgd-bench-tiny');
   if (!fs.existsSync(path.join(dir, 'model_index.json'))) await writeTinySdModel(dir, { variant: 'standard' });
-  const configs = (option('--configs') ?? 'cpu*1:2,cpu*2:1').split(',').map((c) => {
-    const m = /^cpu(?:\*(\d+))?:(\d+)$/.exec(c.trim());
-    if (!m) throw new Error(`bad config ${c}: use cpu*<workers>:<threads>`);
-    return { workers: Number(m[1] ?? 1), threads: Number(m[2]) };
-  });
   const params = { prompt: 'a red circle on a blue background', steps: 4, seed: 3, width: 2048, height: 2048 };
   const rows: RealRow[] = [];
   let reference: Float32Array | undefined;
@@ -330,9 +354,6 @@ async function main(): Promise<void> {
   Object.assign(out, { date: new Date().toISOString(), node: process.version, cores: os.availableParallelism() });
   if (!flag('--model-only') && !flag('--scheduling-only') && !flag('--host-only')) out['real'] = await realPart();
   if (flag('--host-only')) {
-    const i = args.indexOf('--runs');
-    const runs = i >= 0 ? Number(args[i + 1]) : 7;
-    if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs: expected a whole number of runs of at least 1, received ${args[i + 1]}`);
     const lm = (out['latencyModel'] ?? {}) as Record<string, unknown>;
     out['latencyModel'] = { ...lm, hostWork: await hostPart(runs) };
   } else if (flag('--scheduling-only')) {

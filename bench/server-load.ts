@@ -5,6 +5,8 @@
  * POST /api/v1/jobs and the queue's hand-over time (one job's end to the next one's start), p50 and p99.
  *
  *   node --import tsx bench/server-load.ts [jobs=200] [clients=20]
+ *
+ * Prints a Markdown table and writes bench/results/server-load.json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { readImageMetadata } from '../src/node/image/write.ts';
 import type { JobProgress, JobRecord } from '../src/server/queue.ts';
 import { readEvents, type SseEvent } from '../test/helpers/sse.ts';
+import { BenchUsageError, benchCli, positionalInts } from './args.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SERVE = path.join(HERE, '..', 'test', 'helpers', 'serve-fake.ts');
@@ -207,7 +210,17 @@ export async function runServerLoad(o: { jobs?: number; clients?: number; steps?
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const r = await runServerLoad({ jobs: Number(process.argv[2] ?? 200), clients: Number(process.argv[3] ?? 20) });
+  const usage = `
+npm run bench:server [-- JOBS [CLIENTS]]: asgd serve on loopback with the fake engine: JOBS queued jobs (default 200),
+CLIENTS SSE clients (default 20, at most JOBS), a client that drops and resumes, and a SIGKILL mid-job. Prints a
+Markdown table and writes bench/results/server-load.json.
+`;
+  const [jobs, clients] = benchCli(usage, { options: {}, allowPositionals: true }, ({ positionals }) => {
+    const v = positionalInts(positionals, [['JOBS', 200, 2], ['CLIENTS', 20, 1]]);
+    if (v[1]! > v[0]!) throw new BenchUsageError(`CLIENTS: at most JOBS (${v[0]}), received ${v[1]}`);
+    return v;
+  }) as [number, number];
+  const r = await runServerLoad({ jobs, clients });
   const f = (x: number) => x.toFixed(1);
   console.log(`| jobs | SSE clients | POST /jobs p50 / p99 | hand-over p50 / p99 | completions (distinct) | whole outputs | re-run after SIGKILL | total |`);
   console.log(`| --- | --- | --- | --- | --- | --- | --- | --- |`);
@@ -215,4 +228,8 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   for (const x of r.inexact) console.log(`inexact: ${x}`);
   console.log(`killed with ${r.killedDone} jobs completed and ${r.killedRunning} running`);
   console.log(`SSE clients completed: ${r.clientsCompleted}/${r.clients}, exact steps: ${r.clientsExact}/${r.clients}; resumed client exact: ${r.resumedExact}`);
+  const out = path.join(HERE, 'results', 'server-load.json');
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, load: os.loadavg(), ...r }, null, 2)}\n`);
+  console.log(`wrote ${path.relative(process.cwd(), out)}`);
 }

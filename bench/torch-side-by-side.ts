@@ -13,10 +13,27 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { BenchUsageError, benchCli, intArg } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: '256x256,512x512' }, steps: { type: 'string', default: '10' }, threads: { type: 'string', default: '2' } } });
+const USAGE = `
+node --import tsx bench/torch-side-by-side.ts [options]: the same asg generation by the torch reference
+(training/asg_reference.py, needs python3 with torch) and by this project; prints a Markdown table and writes
+bench/results/torch-side-by-side.json.
+
+  --sizes LIST     WxH sizes, comma-separated (default 256x256,512x512)
+  --steps N        steps (default 10)
+  --threads N      threads of each (default 2)
+  --help           this text
+`;
+const values = benchCli(USAGE, {
+  options: { sizes: { type: 'string', default: '256x256,512x512' }, steps: { type: 'string', default: '10' }, threads: { type: 'string', default: '2' } },
+}, ({ values: v }) => {
+  for (const s of v.sizes!.split(',')) if (!/^\d+x\d+$/.test(s.trim())) throw new BenchUsageError(`--sizes: expected WxH sizes such as 256x256, received ${JSON.stringify(s)}`);
+  intArg('--steps', v.steps!, 1);
+  intArg('--threads', v.threads!, 1);
+  return v;
+});
 const threads = values.threads!;
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-torch-'));
 

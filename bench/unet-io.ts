@@ -28,6 +28,7 @@ import type { ProviderName } from '../src/onnx/io.ts';
 import { floatTensor, openSession, readFloat, releaseSession, type OpenSession } from '../src/onnx/session.ts';
 import { denoiserAdapter } from '../src/onnx/transformer.ts';
 import type { TextConditioning, UnetCall } from '../src/onnx/unet.ts';
+import { BenchUsageError, benchCli, choiceList, intArg } from './args.ts';
 import { float32ToFloat16 } from '../src/core/float16.ts';
 import { buildTinyUnet } from '../test/fixtures/tiny-unet.ts';
 
@@ -242,22 +243,40 @@ export function unetIoTable(cases: UnetIoCase[]): string {
   return rows.join('\n');
 }
 
+const USAGE = `
+npm run bench:unet-io [-- options]: one CFG UNet call with the text conditioning fed from the host and held on the
+device, interleaved; prints a Markdown table and writes bench/results/unet-io-<provider>-<date>.json (or --out).
+
+  --device D        a webgpu device (default webgpu)
+  --iters N         timed calls per case (default 20)
+  --warmup N        untimed calls first (default 3)
+  --latent N        latent side of the sd15 and sdxl cases (default 32)
+  --cases LIST      comma-separated subset of shipped, sd15, sdxl (default all; '' for none)
+  --unet FILE       also an exported UNet (repeatable)
+  --out FILE        where the JSON goes
+  --help            this text
+`;
+
 function parse(argv: string[]): { options: UnetIoOptions; out?: string } {
-  const options: UnetIoOptions = { provider: 'webgpu', iters: 20, warmup: 3, latent: 32, cases: ['shipped', 'sd15', 'sdxl'], files: [] };
-  let out: string | undefined;
-  for (let i = 0; i < argv.length; i += 2) {
-    const [k, v] = [argv[i]!, argv[i + 1]];
-    if (v === undefined) throw new Error(`unet-io: ${k} needs a value`);
-    if (k === '--device') options.provider = v.split(':')[0] as ProviderName;
-    else if (k === '--iters') options.iters = Number(v);
-    else if (k === '--warmup') options.warmup = Number(v);
-    else if (k === '--latent') options.latent = Number(v);
-    else if (k === '--cases') options.cases = v ? v.split(',') : [];
-    else if (k === '--unet') options.files.push(v);
-    else if (k === '--out') out = v;
-    else throw new Error(`unet-io: unknown option ${k}`);
-  }
-  return { options, out };
+  return benchCli(USAGE, {
+    args: argv,
+    options: {
+      device: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, latent: { type: 'string' },
+      cases: { type: 'string' }, unet: { type: 'string', multiple: true }, out: { type: 'string' },
+    },
+  }, ({ values }) => {
+    const provider = (values.device ?? 'webgpu').split(':')[0] as ProviderName;
+    if (provider !== 'webgpu') throw new BenchUsageError(`--device: expected a webgpu device (the conditioning is held on the device only there), received ${JSON.stringify(values.device)}`);
+    const options: UnetIoOptions = {
+      provider,
+      iters: values.iters === undefined ? 20 : intArg('--iters', values.iters, 1),
+      warmup: values.warmup === undefined ? 3 : intArg('--warmup', values.warmup, 0),
+      latent: values.latent === undefined ? 32 : intArg('--latent', values.latent, 1),
+      cases: values.cases === undefined ? ['shipped', 'sd15', 'sdxl'] : values.cases === '' ? [] : choiceList('--cases', values.cases, ['shipped', 'sd15', 'sdxl'] as const),
+      files: values.unet ?? [],
+    };
+    return { options, out: values.out };
+  });
 }
 
 async function main(): Promise<void> {

@@ -6,7 +6,7 @@
  *   - kept: the upscale still holds exactly one object of the asked shape (bench/analysis/shapes.ts);
  *   - IoU: of the upscale's object mask with the input's object mask resized (nearest) to the output size;
  *   - sharpness ratio: edge sharpness of the upscale / that of a plain Lanczos resize of the input.
- * Markdown on stdout, JSON in bench/results/upscale.json, contact sheets bench/results/upscale-x<scale>.png (rows:
+ * Markdown on stdout, JSON in bench/results/upscale/upscale[-<tag>].json, contact sheets bench/results/upscale[-<tag>]-x<scale>.png (rows:
  * input, plain Lanczos resize, then each variant; a green strip under a cell when it holds the one object).
  *
  *   node --import tsx bench/upscale.ts [--images 24] [--scales 2,4] [--steps 20] [--strength s] [--variants a,b]
@@ -15,7 +15,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { COLOURS, OBJECT_COLOURS, SHAPES, analyseImage, cleanMask, connectedComponents, labelColours, minObjectArea, parsePrompt } from './analysis/shapes.ts';
 import type { RgbImage } from '../src/core/image.ts';
@@ -25,6 +24,7 @@ import { resizeLanczos } from '../src/node/image/read.ts';
 import { contactSheet } from './analysis/contact-sheet.ts';
 import { saveImage } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
+import { BenchUsageError, benchCli, choiceList, intArg, intList, numberArg } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS = path.join(ROOT, 'bench', 'results');
@@ -105,18 +105,41 @@ function iou(a: Uint8Array, b: Uint8Array): number {
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const usage = `
+node --import tsx bench/upscale.ts [options] (npm run bench:upscale -- [options]): upscale native-size outputs of the
+shipped model with every variant; Markdown on stdout, JSON in bench/results/upscale/upscale[-<tag>].json, contact
+sheets bench/results/upscale[-<tag>]-x<scale>.png.
+
+  --images N        native inputs (default 24: 18 prompts with seed 1, then seed 2)
+  --scales LIST     comma-separated scales (default 2,4)
+  --steps N         steps (default 20)
+  --strength S      upscale strength in (0, 1] (default: the library's)
+  --variants LIST   comma-separated subset of ${VARIANTS.map((v) => v.label).join(', ')} (default all)
+  --threads N       CPU threads (default 0: ONNX Runtime's choice)
+  --model DIR       model folder (default models/shapes-128)
+  --tag NAME        suffix of the JSON and contact sheet names
+  --only LIST       keep inputs whose prompt contains one of these substrings
+  --help            this text
+`;
+  const { values, images, scales, steps, strength, variants } = benchCli(usage, {
     options: {
       images: { type: 'string' }, scales: { type: 'string' }, steps: { type: 'string' }, strength: { type: 'string' },
       variants: { type: 'string' }, threads: { type: 'string' }, model: { type: 'string' }, tag: { type: 'string' },
       only: { type: 'string' },
     },
+  }, ({ values: v }) => {
+    if (v.tag !== undefined && !/^[a-z0-9.-]{1,60}$/.test(v.tag)) throw new BenchUsageError(`--tag: lowercase letters, digits, dots and dashes, received ${JSON.stringify(v.tag)}`);
+    if (v.threads !== undefined) intArg('--threads', v.threads, 0);
+    const labels = v.variants === undefined ? undefined : choiceList('--variants', v.variants, VARIANTS.map((x) => x.label));
+    return {
+      values: v,
+      images: v.images === undefined ? 24 : intArg('--images', v.images, 1),
+      scales: v.scales === undefined ? [2, 4] : intList('--scales', v.scales, 2),
+      steps: v.steps === undefined ? 20 : intArg('--steps', v.steps, 1),
+      strength: v.strength === undefined ? undefined : numberArg('--strength', v.strength, 0, 1),
+      variants: labels ? VARIANTS.filter((x) => labels.includes(x.label)) : VARIANTS,
+    };
   });
-  const images = Number(values.images ?? 24);
-  const scales = (values.scales ?? '2,4').split(',').map(Number);
-  const steps = Number(values.steps ?? 20);
-  const strength = values.strength === undefined ? undefined : Number(values.strength);
-  const variants = values.variants ? VARIANTS.filter((v) => values.variants!.split(',').includes(v.label)) : VARIANTS;
   const tag = values.tag ? `-${values.tag}` : '';
   const dir = path.resolve(values.model ?? path.join(ROOT, 'models', 'shapes-128'));
   const pipe = await loadPipeline(dir, { threads: Number(values.threads ?? 0) });

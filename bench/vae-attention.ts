@@ -14,7 +14,7 @@
  *   npm run bench:vae-attention -- --head-memory [--size 1024] [--unchunked]   (one process per run: peak RSS)
  * (--quick: only the default modes, tile/exact and global/exact, with attention. --encoder: the SD-width encoder
  * instead, attention tile/exact and global/exact, differences of the latent mean in latent units.) Writes
- * bench/results/vae-attention.json (vae-attention-encoder.json).
+ * bench/results/vae-attention.json (vae-attention-encoder.json; --head-memory: vae-attention-head-<size>[-unchunked].json).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -30,15 +30,44 @@ import { prepareVaeAttentionGraphs } from '../src/node/vae-attention-graphs.ts';
 import { runAttentionHead } from '../src/onnx/vae-attention.ts';
 import { levelDiff, seamMeasure } from './vae-tiling.ts';
 import { absDifference } from './analysis/difference.ts';
+import { BenchUsageError, benchCli, intArg } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const args = process.argv.slice(2);
-const arg = (k: string, d: number) => (args.includes(k) ? Number(args[args.indexOf(k) + 1]) : d);
-const size = arg('--size', 256);
-const tile = arg('--tile', 16);
-const overlap = arg('--overlap', 8);
-const threads = arg('--threads', 1);
-const quick = args.includes('--quick');
+const USAGE = `
+npm run bench:vae-attention [-- options]: the SD-width decoder's self-attention block and tiled decoding (attention
+per tile or once for the whole latent); prints a Markdown table and writes bench/results/vae-attention.json
+(--encoder: vae-attention-encoder.json, --head-memory: vae-attention-head-<size>[-unchunked].json). Slow: minutes per row at 256 px on 2 cores.
+
+  --size N        image size in px, a multiple of 8 (default 256; --head-memory: the head's latent is N/8)
+  --tile N        tile size in latent px (default 16)
+  --overlap N     tile overlap in latent px (default 8)
+  --threads N     ONNX Runtime threads (default 1)
+  --quick         only the default modes: attention tile/exact and global/exact, with attention
+  --encoder       the SD-width encoder instead (attention tile/exact and global/exact)
+  --head-memory   the decoder's head alone: time and peak RSS of this process (one process per run)
+  --unchunked     with --head-memory: the unchunked head graph
+  --help          this text
+`;
+const { size, tile, overlap, threads, quick, mode, unchunked } = benchCli(USAGE, {
+  options: {
+    size: { type: 'string' }, tile: { type: 'string' }, overlap: { type: 'string' }, threads: { type: 'string' },
+    quick: { type: 'boolean' }, encoder: { type: 'boolean' }, 'head-memory': { type: 'boolean' }, unchunked: { type: 'boolean' },
+  },
+}, ({ values }) => {
+  if (values.encoder && values['head-memory']) throw new BenchUsageError('--encoder and --head-memory: give one');
+  if (values.unchunked && !values['head-memory']) throw new BenchUsageError('--unchunked: only with --head-memory');
+  const size = values.size === undefined ? 256 : intArg('--size', values.size, 8);
+  if (size % 8 !== 0) throw new BenchUsageError(`--size: expected a multiple of 8, received ${size}`);
+  return {
+    size,
+    tile: values.tile === undefined ? 16 : intArg('--tile', values.tile, 8),
+    overlap: values.overlap === undefined ? 8 : intArg('--overlap', values.overlap, 0),
+    threads: values.threads === undefined ? 1 : intArg('--threads', values.threads, 0),
+    quick: values.quick === true,
+    mode: values.encoder ? 'encoder' : values['head-memory'] ? 'head-memory' : 'decoder',
+    unchunked: values.unchunked === true,
+  };
+});
 const h = size / 8;
 const session = { provider: 'cpu' as const, threads };
 
@@ -47,11 +76,11 @@ for (let c = 0; c < 4; c++) {
   for (let y = 0; y < h; y++) for (let x = 0; x < h; x++) latent[(c * h + y) * h + x] = Math.sin(0.21 * x + 0.13 * y + c) + (x > (h * 5) / 9 ? (c === 1 ? 1.5 : -0.75) : 0);
 }
 
-if (args.includes('--encoder')) {
+if (mode === 'encoder') {
   await benchEncoder();
   process.exit(0);
 }
-if (args.includes('--head-memory')) {
+if (mode === 'head-memory') {
   await benchHeadMemory();
   process.exit(0);
 }
@@ -209,12 +238,16 @@ async function benchHeadMemory(): Promise<void> {
     const graphs = await prepareVaeAttentionGraphs(file);
     if ('reason' in graphs) throw new Error(graphs.reason);
     const rssBefore = process.resourceUsage().maxRSS / 1024;
-    const unchunked = args.includes('--unchunked');
     const t0 = performance.now();
     const r = await runAttentionHead({ global: graphs.global, ...(unchunked ? {} : { chunked: graphs.chunked }) }, session, {}, latent, 4, h, h, 256 * 2 ** 20);
     const ms = performance.now() - t0;
     const row = { latent: `${h}x${h}`, tokens: h * h, unchunked, chunks: r.chunks, ms: Math.round(ms), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), rssBeforeMiB: Math.round(rssBefore) };
     console.log(JSON.stringify(row));
+    console.log(`\nThe SD-width decoder's head alone, ${size} px, ${threads} thread(s)\n`);
+    console.log('| image | latent (tokens) | attention | chunks | peak RSS (MiB) | time (ms) |\n|---|---|---|---|---|---|');
+    console.log(`| ${size} | ${row.latent} (${row.tokens.toLocaleString('en')}) | ${unchunked ? 'unchunked head graph' : 'chunked, 256 MiB of scores per chunk'} | ${unchunked ? '-' : row.chunks} | ${row.peakRssMiB} | ${row.ms} |`);
+    fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
+    fs.writeFileSync(path.join(ROOT, `bench/results/vae-attention-head-${size}${unchunked ? '-unchunked' : ''}.json`), JSON.stringify({ size, threads, ...row }, null, 2));
   } finally {
     fs.rmSync(hdir, { recursive: true, force: true });
   }

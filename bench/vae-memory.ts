@@ -47,11 +47,11 @@ import { localBackend } from '../src/node/vae-local.ts';
 import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
 import { prepareVaeAttentionGraphs } from '../src/node/vae-attention-graphs.ts';
+import { BenchUsageError, benchCli, choiceArg, intArg } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
 const args = process.argv.slice(2);
-const flag = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1]! : fallback);
 const SESSION = { provider: 'cpu', threads: 1 } as const;
 
 function smoothLatent(h: number, w: number): Float32Array {
@@ -123,10 +123,79 @@ if (args[0] === '--child') {
   process.exit(0);
 }
 
-if (args.includes('--probe')) {
-  const which = flag('--probe', 'tile');
-  const size = flag('--size', '512');
-  const ortJson = flag('--ort', '{}');
+const USAGE = `
+npm run bench:vae-memory [-- options]: peak memory (max RSS of a fresh process) of decoding one latent untiled and
+tiled, each case in its own child process; prints a Markdown table and writes bench/results/vae-memory.json.
+See the header of bench/vae-memory.ts for the cases and the bounded runs.
+
+  --cases LIST       model:size[@N][:untiled|tiled|global], comma-separated; model shipped or sd (the SD-width
+                     fixture); @N: tiled, only N tiles run the model (default: ${defaultCases(4)})
+  --max-tiles N      N of the default bounded cases (default 4)
+  --tile N           tile size in latent px (default 64)
+  --overlap N        tile overlap in latent px (default 16)
+  --stats MODE       tile statistics: estimate (default), exact, off
+  --probe GRAPH      instead: one graph of the SD-width fixture (plain, tile or stats) in a fresh process,
+    [--size 512] [--ort JSON] [--runs 1]   ONNX Runtime session options merged from --ort
+  --help             this text
+`;
+
+function defaultCases(maxTiles: number): string {
+  return `shipped:4096,sd:1024,sd:4096@${maxTiles},sd:4096@${2 * maxTiles},sd:1024:global,sd:4096@${maxTiles}:global`;
+}
+
+const MODES = ['untiled', 'tiled', 'global'] as const;
+const cli = args[0] === '--child' ? undefined : benchCli(USAGE, {
+  options: {
+    cases: { type: 'string' }, 'max-tiles': { type: 'string' }, tile: { type: 'string' }, overlap: { type: 'string' }, stats: { type: 'string' },
+    probe: { type: 'string' }, size: { type: 'string' }, ort: { type: 'string' }, runs: { type: 'string' },
+  },
+}, ({ values }) => {
+  if (values.probe === undefined) {
+    const stray = (['size', 'ort', 'runs'] as const).filter((k) => values[k] !== undefined);
+    if (stray.length) throw new BenchUsageError(`--${stray.join(', --')}: only with --probe`);
+  } else {
+    const stray = (['cases', 'max-tiles', 'tile', 'overlap', 'stats'] as const).filter((k) => values[k] !== undefined);
+    if (stray.length) throw new BenchUsageError(`--${stray.join(', --')}: not with --probe`);
+  }
+  let ort: Record<string, unknown> = {};
+  if (values.ort !== undefined) {
+    try {
+      ort = JSON.parse(values.ort) as Record<string, unknown>;
+    } catch {
+      ort = [] as unknown as Record<string, unknown>;
+    }
+    if (typeof ort !== 'object' || ort === null || Array.isArray(ort)) throw new BenchUsageError(`--ort: expected a JSON object of ONNX Runtime session options, received ${JSON.stringify(values.ort)}`);
+  }
+  const maxTiles = values['max-tiles'] === undefined ? 4 : intArg('--max-tiles', values['max-tiles'], 1);
+  const cases = (values.cases ?? defaultCases(maxTiles)).split(',').flatMap((c) => {
+    const m = /^(shipped|sd):(\d+)(?:@(\d+))?(?::([a-z]+))?$/.exec(c.trim());
+    const only = m?.[4];
+    if (!m || (only !== undefined && !(MODES as readonly string[]).includes(only)) || (m[3] !== undefined && only === 'untiled')) {
+      throw new BenchUsageError(`--cases: expected model:size[@N][:untiled|tiled|global] with model shipped or sd (@N not with untiled), received ${JSON.stringify(c)}`);
+    }
+    const size = intArg('--cases size', m[2]!, 8);
+    if (size % 8 !== 0) throw new BenchUsageError(`--cases: ${JSON.stringify(c)}: the size is not a multiple of 8`);
+    const limit = m[3] === undefined ? 0 : intArg('--cases @N', m[3], 1);
+    const modes = limit > 0 ? [only ?? 'tiled'] : only ? [only] : ['untiled', 'tiled'];
+    return modes.map((mode) => ({ model: m[1]!, size, mode, limit }));
+  });
+  return {
+    probe: values.probe === undefined ? undefined : choiceArg('--probe', values.probe, ['plain', 'tile', 'stats'] as const),
+    size: values.size === undefined ? 512 : intArg('--size', values.size, 8),
+    ort,
+    ortJson: values.ort ?? '{}',
+    runs: values.runs === undefined ? 1 : intArg('--runs', values.runs, 1),
+    cases,
+    tile: values.tile === undefined ? 64 : intArg('--tile', values.tile, 8),
+    overlap: values.overlap === undefined ? 16 : intArg('--overlap', values.overlap, 0),
+    stats: values.stats === undefined ? 'estimate' : choiceArg('--stats', values.stats, ['estimate', 'exact', 'off'] as const),
+  };
+});
+
+if (cli?.probe) {
+  const which = cli.probe;
+  const size = String(cli.size);
+  const ortJson = cli.ortJson;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-vae-probe-'));
   try {
     const file = path.join(tmp, 'sd-vae-decoder.onnx');
@@ -134,7 +203,7 @@ if (args.includes('--probe')) {
     const graphs = await prepareVaeGraphs(file);
     if ('reason' in graphs) throw new Error(graphs.reason);
     const target = which === 'plain' ? file : which === 'stats' ? graphs.statsFile : graphs.tileFile;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/vae-memory-probe.ts'), target, size, ortJson, flag('--runs', '1')], { encoding: 'utf8', cwd: ROOT });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/vae-memory-probe.ts'), target, size, ortJson, String(cli.runs)], { encoding: 'utf8', cwd: ROOT });
     if (r.status !== 0) throw new Error(`probe failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
     console.log(JSON.stringify({ graph: which, size: Number(size), ort: JSON.parse(ortJson), ...JSON.parse(r.stdout.trim().split('\n').pop()!) }));
   } finally {
@@ -143,18 +212,7 @@ if (args.includes('--probe')) {
   process.exit(0);
 }
 
-const maxTiles = Number(flag('--max-tiles', '4'));
-const tile = Number(flag('--tile', '64'));
-const overlap = Number(flag('--overlap', '16'));
-const stats = flag('--stats', 'estimate');
-const defaultCases = `shipped:4096,sd:1024,sd:4096@${maxTiles},sd:4096@${2 * maxTiles},sd:1024:global,sd:4096@${maxTiles}:global`;
-const cases = flag('--cases', defaultCases).split(',').flatMap((c) => {
-  const [model, sizeAt, only] = c.split(':');
-  const [size, at] = sizeAt!.split('@');
-  const limit = at ? Number(at) : 0;
-  const modes = limit > 0 ? [only ?? 'tiled'] : only ? [only] : ['untiled', 'tiled'];
-  return modes.map((mode) => ({ model: model!, size: Number(size), mode, limit }));
-});
+const { tile, overlap, stats, cases } = cli!;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-vae-mem-'));
 const files: Record<string, string> = { shipped: path.join(ROOT, 'models/shapes-128/vae_decoder/model.onnx') };
 const rows: Record<string, unknown>[] = [];

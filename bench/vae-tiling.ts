@@ -25,6 +25,7 @@ import { defaultModelDir } from '../src/cli/main.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
 import { localBackend } from '../src/node/vae-local.ts';
 import { absDifference } from './analysis/difference.ts';
+import { BenchUsageError, benchCli, intArg, intList } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -206,26 +207,69 @@ export function tilingTable(rows: TilingRow[]): string {
   return lines.join('\n');
 }
 
+const USAGE = `
+npm run bench:vae [-- options]: tiled against untiled VAE decoding of the same latent, for each statistics mode;
+prints a Markdown table and writes bench/results/vae-tiling.json (the encoder: vae-tiling-encoder.json).
+
+  --model DIR          model folder (default: the shipped model)
+  --sizes LIST         image sizes in px, comma-separated (default 512,1024; the encoder 256,512)
+  --tiles LIST         tile sizes in latent px (default 32,64; the encoder 16,32)
+  --overlap N          tile overlap in latent px (default: the smaller of 16 and half the tile)
+  --pass-limits LIST   also 'exact' capped at these pass counts (default 2,3; 'none' for no such rows)
+  --generate           decode the final latent of an asg generation instead of the synthetic picture's
+  --latent FILE        decode a saved latent (raw float32 [4, h, w], scaled), with --latent-size
+  --latent-size HxW    the saved latent's size in latent px (square), e.g. 64x64
+  --encoder            the encoder: tiled vs untiled latent mean of the synthetic picture
+  --help               this text
+`;
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const args = process.argv.slice(2);
-  const arg = (k: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : undefined);
-  const list = (k: string, d: number[]) => (arg(k) === 'none' ? [] : arg(k) ? arg(k)!.split(',').map(Number) : d);
-  const modelDir = arg('--model') ?? defaultModelDir();
-  if (args.includes('--encoder')) {
-    const rows = await benchEncoderTiling({ modelDir, sizes: list('--sizes', [256, 512]), tiles: list('--tiles', [16, 32]), overlap: arg('--overlap') ? Number(arg('--overlap')) : undefined });
+  const o = benchCli(USAGE, {
+    options: {
+      model: { type: 'string' }, sizes: { type: 'string' }, tiles: { type: 'string' }, overlap: { type: 'string' }, 'pass-limits': { type: 'string' },
+      generate: { type: 'boolean' }, latent: { type: 'string' }, 'latent-size': { type: 'string' }, encoder: { type: 'boolean' },
+    },
+  }, ({ values }) => {
+    const list = (name: string, v: string | undefined, d: number[], min: number) => (v === undefined ? d : v === 'none' ? [] : intList(name, v, min));
+    const encoder = values.encoder === true;
+    if (encoder && (values.generate || values.latent !== undefined || values['pass-limits'] !== undefined)) {
+      throw new BenchUsageError('--encoder: not with --generate, --latent or --pass-limits');
+    }
+    if (values.generate && values.latent !== undefined) throw new BenchUsageError('--generate and --latent: give one latent source');
+    if ((values.latent === undefined) !== (values['latent-size'] === undefined)) throw new BenchUsageError('--latent and --latent-size go together');
+    let latent: { data: Float32Array; size: number } | undefined;
+    if (values.latent !== undefined) {
+      const m = /^(\d+)x(\d+)$/.exec(values['latent-size']!);
+      if (!m || m[1] !== m[2] || Number(m[1]) < 1) throw new BenchUsageError(`--latent-size: expected a square size in latent px such as 64x64, received ${JSON.stringify(values['latent-size'])}`);
+      const side = Number(m[1]);
+      if (!fs.existsSync(values.latent)) throw new BenchUsageError(`--latent: no file ${values.latent}`);
+      const bytes = fs.readFileSync(values.latent);
+      if (bytes.length !== 4 * side * side * 4) throw new BenchUsageError(`--latent: ${values.latent} has ${bytes.length} bytes, a float32 [4, ${side}, ${side}] latent has ${4 * side * side * 4}`);
+      latent = { data: new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)), size: side * 8 };
+    }
+    return {
+      encoder,
+      modelDir: values.model ?? defaultModelDir(),
+      sizes: list('--sizes', values.sizes, encoder ? [256, 512] : [512, 1024], 8),
+      tiles: list('--tiles', values.tiles, encoder ? [16, 32] : [32, 64], 8),
+      overlap: values.overlap === undefined ? undefined : intArg('--overlap', values.overlap, 0),
+      passLimits: list('--pass-limits', values['pass-limits'], [2, 3], 1),
+      generate: values.generate === true,
+      latent,
+    };
+  });
+  const { modelDir } = o;
+  fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
+  if (o.encoder) {
+    const rows = await benchEncoderTiling({ modelDir, sizes: o.sizes, tiles: o.tiles, overlap: o.overlap });
     console.log(`VAE encoder tiling on ${path.basename(modelDir)} (tiled vs untiled latent mean of a synthetic picture)\n`);
     console.log('| size | tile (latent px) | overlap | statistics | passes | max diff | mean diff | latent rms |\n|---|---|---|---|---|---|---|---|');
     for (const r of rows) console.log(`| ${r.size} | ${r.tile} | ${r.overlap} | ${r.stats} | ${r.passes} | ${r.maxDiff.toFixed(4)} | ${r.meanDiff.toFixed(4)} | ${r.rms.toFixed(3)} |`);
+    fs.writeFileSync(path.join(ROOT, 'bench/results/vae-tiling-encoder.json'), JSON.stringify({ model: modelDir, rows }, null, 2));
     process.exit(0);
   }
-  const latentFile = arg('--latent');
-  const latent = latentFile ? { data: new Float32Array(fs.readFileSync(latentFile).buffer.slice(0)), size: Number((arg('--latent-size') ?? '').split('x')[0]) * 8 } : undefined;
-  const rows = await benchVaeTiling({
-    modelDir, sizes: list('--sizes', [512, 1024]), tiles: list('--tiles', [32, 64]), overlap: arg('--overlap') ? Number(arg('--overlap')) : undefined,
-    passLimits: list('--pass-limits', [2, 3]), latent, generate: args.includes('--generate'),
-  });
+  const rows = await benchVaeTiling({ modelDir, sizes: o.sizes, tiles: o.tiles, overlap: o.overlap, passLimits: o.passLimits, latent: o.latent, generate: o.generate });
   console.log(`VAE tiling on ${path.basename(modelDir)} (tiled vs untiled decode of the same latent)\n`);
   console.log(tilingTable(rows));
-  fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
   fs.writeFileSync(path.join(ROOT, 'bench/results/vae-tiling.json'), JSON.stringify({ model: modelDir, rows }, null, 2));
 }

@@ -12,9 +12,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ArrayStow, makeStowFolder } from '../src/node/runner/array-stow.ts';
+import { benchCli, intArg } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
+const USAGE = `
+npm run bench:worker-transport [-- --rounds N]: a Float32Array (0.0625 to 50 MiB) to a forked child and back, through
+the IPC channel and through files in /dev/shm, alternately; median of N rounds (default 7) after one warm-up round.
+Prints a Markdown table and writes bench/results/worker-transport.json.
+`;
 
 interface Echo {
   n: number;
@@ -32,12 +38,11 @@ if (process.argv[2] === '--child') {
   });
   process.on('disconnect', () => process.exit(0));
 } else {
-  await main();
+  const rounds = benchCli(USAGE, { options: { rounds: { type: 'string' } } }, ({ values }) => (values.rounds === undefined ? 7 : intArg('--rounds', values.rounds, 1)));
+  await main(rounds);
 }
 
-async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const rounds = Number(args[args.indexOf('--rounds') + 1] ?? 7) || 7;
+async function main(rounds: number): Promise<void> {
   const folder = makeStowFolder();
   if (!folder) throw new Error('bench: no /dev/shm here (Linux only)');
   const child = fork(SELF, ['--child'], { execArgv: process.execArgv, serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
