@@ -134,7 +134,7 @@ test('cost-growth, host-profile, torch-side-by-side, bench:fidelity: an unknown 
   refuses('host-profile.ts', ['--run', '2'], /Unknown option '--run'/);
   refuses('torch-side-by-side.ts', ['--sizes', '256'], /--sizes: expected WxH sizes/);
   refuses('fidelity.ts', ['--tag', 'shapes-128', '--report-onyl'], /Unknown option '--report-onyl'/);
-  refuses('fidelity.ts', ['--asg', '{"stageSplitt":1}'], /--asg: Invalid method option/);
+  refuses('fidelity.ts', ['--asg', '{"stageSplitt":1}'], /--asg: Invalid methodOptions.stageSplitt: not a known setting/);
   refuses('fidelity.ts', ['--asg', '{bad'], /--asg: expected a JSON object/);
   helps('fidelity.ts', /--report-only/);
   helps('host-profile.ts', /--size N/);
