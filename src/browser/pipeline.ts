@@ -21,6 +21,7 @@ import { PIPELINE_OPTIONS, optionSpec } from '../core/options/registry.ts';
 import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { decodeLatentWith } from '../core/vae/pipeline-decode.ts';
+import { DEFAULT_NATIVE_SIZE, denoiserConfigFile } from '../core/model-family.ts';
 import type { IoInfo } from '../onnx/io.ts';
 import type { ComponentIo, DeviceInit, WebComponent, WebProvider } from './device/protocol.ts';
 import { WebDevice } from './device/web-device.ts';
@@ -380,8 +381,9 @@ function describe(
   const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
   const staticH = sample.shape[2];
   const staticW = sample.shape[3];
-  let native = spec.unetSampleSize ? spec.unetSampleSize * 8 : typeof staticH === 'number' && staticH > 0 ? staticH * 8 : 512;
-  if (!spec.unetSampleSize && typeof staticH !== 'number') spec.notes.push('no unet/config.json sample_size: assuming a native size of 512 px');
+  const fallback = DEFAULT_NATIVE_SIZE[spec.family];
+  let native = spec.unetSampleSize ? spec.unetSampleSize * 8 : typeof staticH === 'number' && staticH > 0 ? staticH * 8 : fallback;
+  if (!spec.unetSampleSize && typeof staticH !== 'number') spec.notes.push(`no ${denoiserConfigFile(spec.family)} sample_size: assuming a native size of ${fallback} px`);
   native = Math.max(64, native);
   return {
     url: spec.url,

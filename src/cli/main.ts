@@ -22,7 +22,8 @@ function defaults(specs: readonly OptionSpec[]): Record<string, unknown> {
   return Object.fromEntries(specs.filter((s) => s.default !== undefined).map((s) => [s.key, s.default]));
 }
 import { PACKAGE_VERSION } from '../node/version.ts';
-import { folderFamily, type ModelFamily } from '../node/model/folder.ts';
+import { folderFamily } from '../node/model/folder.ts';
+import { FAMILY_NAMES } from '../core/model-family.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -90,8 +91,6 @@ function recordedVae(read: GenerationMetadata, vaeFlag: string | undefined, file
   if (recorded === undefined) return [`${file} was decoded with the model's own VAE; this run uses --vae ${now}, so the image may differ: leave --vae out to reproduce it`];
   return [`${file} was decoded with the VAE ${recorded} (--vae); this run uses --vae ${now}, so the image may differ: pass --vae with the folder of ${recorded} to reproduce it`];
 }
-
-const FAMILY_NAMES: Record<ModelFamily, string> = { sd: 'Stable Diffusion 1.x/2.x', sdxl: 'SDXL', sd3: 'Stable Diffusion 3' };
 
 /**
  * A re-run (--from) on a model of another family than the recorded one goes ahead, as on another model of the same
@@ -393,7 +392,7 @@ async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }, p
     }
     const lines = [
       `Model:        ${i.dir}`,
-      `Family:       ${i.family === 'sd' ? 'Stable Diffusion 1.x/2.x' : i.family === 'sd3' ? 'Stable Diffusion 3' : 'SDXL'} (${i.className}, ${i.layout} layout)`,
+      `Family:       ${FAMILY_NAMES[i.family]} (${i.className}, ${i.layout} layout)`,
       `Native size:  ${i.nativeWidth}x${i.nativeHeight} px (latent ${i.nativeWidth / 8}x${i.nativeHeight / 8}, ${i.latentChannels} channels)`,
       `Scheduler:    ${i.scheduler.className} (${(i.family === 'sd3' ? ['shift', 'use_dynamic_shifting'] : ['beta_schedule', 'prediction_type', 'timestep_spacing']).map((k) => `${k}=${String(i.scheduler.config[k] ?? 'default')}`).join(', ')})`,
       `VAE:          scaling factor ${i.vae.scalingFactor}${i.vae.shiftFactor ? `, shift factor ${i.vae.shiftFactor}` : ''}${i.vae.forceUpcast ? ', force_upcast' : ''}`,

@@ -27,7 +27,7 @@ import { encodeSd3Prompt, sd3MaskTokens } from '../core/generation/sd3-prompt.ts
 import { T5Tokenizer, T5_MAX_LENGTH } from '../core/text/t5-tokenizer.ts';
 import { TOOL_VERSION } from './version.ts';
 import { decodeLatentImage, encodeImageLatent, type DecoderRequest } from './vae-decode.ts';
-import { DEFAULT_NATIVE_SIZE, denoiserConfigFile, readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
+import { DEFAULT_NATIVE_SIZE, denoiserConfigFile, readModelFolder, withVaeFolder, type ModelFamily, type ModelSpec } from './model/folder.ts';
 import { checkVaeDecoder } from './model/vae-contract.ts';
 import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker, liveWebgpuThreads } from './runner/device-worker.ts';
@@ -123,7 +123,7 @@ export interface GenerateResult {
 export interface ModelInfo {
   dir: string;
   name: string;
-  family: string;
+  family: ModelFamily;
   layout: string;
   className: string;
   nativeWidth: number;

@@ -5,6 +5,7 @@
  * Portable.
  */
 import { AsgdError } from '../errors.ts';
+import { FAMILY_NAMES, type ModelFamily } from '../model-family.ts';
 import { planMethod, type MethodPlan } from '../methods/plan.ts';
 import { resolveParams, type GenerateParams, type ResolvedParams } from '../params.ts';
 import { nameForClass } from '../schedulers/config.ts';
@@ -12,7 +13,7 @@ import type { ClipTokenizer, TokenizedPrompt } from '../text/clip-tokenizer.ts';
 
 /** What the check stage needs to know of the model. */
 export interface ModelFacts {
-  family: 'sd' | 'sdxl' | 'sd3';
+  family: ModelFamily;
   /** Latent sizes must be multiples of this: 8 for the UNets (default), the patch size for SD3's transformer. */
   latentMultiple?: number;
   nativeWidth: number;
@@ -87,7 +88,7 @@ export function checkSettings(input: GenerateParams, model: ModelFacts): Setting
   if (p.originalSize && model.family !== 'sdxl') {
     throw new AsgdError('originalSize is an SDXL option', {
       kind: 'invalid-argument', parameter: 'originalSize', expected: 'an SDXL model',
-      received: model.family === 'sd3' ? 'a Stable Diffusion 3 model' : 'a Stable Diffusion 1.x/2.x model',
+      received: `a ${FAMILY_NAMES[model.family]} model`,
       hint: 'Leave --original-size out for this model',
     });
   }

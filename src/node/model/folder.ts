@@ -10,7 +10,8 @@ import type { SchedulerConfig } from '../../core/schedulers/types.ts';
 import { MISSING_SCHEDULER_CONFIG, MISSING_SCHEDULER_NOTE } from '../../core/schedulers/config.ts';
 import type { TokenizerFiles } from '../../core/text/clip-tokenizer.ts';
 
-export type ModelFamily = 'sd' | 'sdxl' | 'sd3';
+export type { ModelFamily } from '../../core/model-family.ts';
+import type { ModelFamily } from '../../core/model-family.ts';
 export type ModelLayout = 'optimum' | 'flat';
 
 export interface ComponentPaths {
@@ -110,14 +111,7 @@ export function readTokenizerFiles(dir: string, label: string): TokenizerFiles {
   return files;
 }
 
-/**
- * The native size in pixels when the denoiser's config.json has no sample_size (and the export fixes no input size):
- * SD 1.x's 512 (2.x 768-px models record theirs), SDXL's and SD3's 1024.
- */
-export const DEFAULT_NATIVE_SIZE: Readonly<Record<ModelFamily, number>> = Object.freeze({ sd: 512, sdxl: 1024, sd3: 1024 });
-
-/** The denoiser's config file, whose sample_size gives the native size. */
-export const denoiserConfigFile = (family: ModelFamily): string => (family === 'sd3' ? 'transformer/config.json' : 'unet/config.json');
+export { DEFAULT_NATIVE_SIZE, denoiserConfigFile } from '../../core/model-family.ts';
 
 /** An SD3 folder's scheduler config when it has none: SD3's flow-matching Euler with shift 3. */
 export const SD3_SCHEDULER_CONFIG: Readonly<SchedulerConfig> = Object.freeze({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3.0 });

@@ -1,0 +1,13 @@
+/** The model families this project runs, their names as messages write them, and what a folder may leave unsaid. */
+export type ModelFamily = 'sd' | 'sdxl' | 'sd3';
+
+export const FAMILY_NAMES: Readonly<Record<ModelFamily, string>> = Object.freeze({ sd: 'Stable Diffusion 1.x/2.x', sdxl: 'SDXL', sd3: 'Stable Diffusion 3' });
+
+/**
+ * The native size in pixels when the denoiser's config.json has no sample_size (and the export fixes no input size):
+ * SD 1.x's 512 (2.x 768-px models record theirs), SDXL's and SD3's 1024.
+ */
+export const DEFAULT_NATIVE_SIZE: Readonly<Record<ModelFamily, number>> = Object.freeze({ sd: 512, sdxl: 1024, sd3: 1024 });
+
+/** The denoiser's config file, whose sample_size gives the native size. */
+export const denoiserConfigFile = (family: ModelFamily): string => (family === 'sd3' ? 'transformer/config.json' : 'unet/config.json');
