@@ -97,7 +97,7 @@ export const CLI_OPTIONS = [
   { key: 'previewEvery', scope: 'cli', kind: 'integer', default: 5, min: 1, help: 'preview interval in steps', cli: { flag: '--preview-every', arg: '<n>' } },
   { key: 'from', scope: 'cli', kind: 'string', help: 're-run the generation embedded in an image (flags given override it; a method\'s on/off flag has its opposite for that, e.g. --mask over a recorded --no-mask)', cli: { flag: '--from', arg: '<image>' } },
   { key: 'upscale', scope: 'cli', kind: 'number', min: 1, max: 8, help: 'generate: then upscale by this factor in the same run (one file; settings from the upscale options)', hint: 'Use a factor from 1 to 8, e.g. 2.', cli: { flag: '--upscale', arg: '<x>' } },
-  { key: 'json', scope: 'cli', kind: 'boolean', default: false, help: 'print a machine-readable result on stdout (implies --quiet)', cli: { flag: '--json' } },
+  { key: 'json', scope: 'cli', kind: 'boolean', default: false, help: 'print a machine-readable result on stdout, warnings included (stderr: errors only)', cli: { flag: '--json' } },
   { key: 'quiet', scope: 'cli', kind: 'boolean', default: false, help: 'no progress bar or summary (warnings are still shown)', cli: { flag: '--quiet', short: '-q' } },
   { key: 'verbose', scope: 'cli', kind: 'boolean', default: false, help: "also show ONNX Runtime's and the GPU driver's warnings (hidden otherwise; the environment variable ASGD_RUNTIME_LOG=warning|info|verbose does the same for the library)", cli: { flag: '--verbose' } },
 ] as const satisfies readonly OptionSpec[];
