@@ -356,7 +356,30 @@ test('--vae is recorded, and --from says when a re-run decodes with another VAE 
   const plain = path.join(dir, 'plain.png');
   assert.equal(asgd(['generate', '-m', model, '-p', 'a red circle', '-o', plain, '-q', ...quick]).code, 0);
   const other = asgd(['generate', '-m', model, '--from', plain, '--vae', otherVae, '-o', path.join(dir, 'other.png'), ...quick]);
-  assert.match(other.stderr, /was decoded with the model's own VAE; this run uses --vae other-vae, so the image may differ: leave --vae out to reproduce it$/m);
+  assert.match(other.stderr, /records no --vae \(it was decoded with the model's own VAE, or written before --vae was recorded\); this run uses --vae other-vae, so the image may differ: leave --vae out to reproduce an image made without one$/m);
+});
+
+test('--from an image of an earlier version made with --vae (no model.vae recorded then): the same --vae is not said to be the model\'s own VAE, nor told to be left out', async () => {
+  const dir = tempDir('cli-vae-old');
+  const otherVae = path.join(dir, 'other-vae');
+  fs.cpSync(path.join(model, 'vae_decoder'), path.join(otherVae, 'vae_decoder'), { recursive: true });
+  const made = path.join(dir, 'made.png');
+  const r = asgd(['generate', '-m', model, '-p', 'a red circle', '--vae', otherVae, '-o', made, '--json', ...quick]);
+  assert.equal(r.code, 0, r.stderr);
+  // As the version before model.vae wrote it: the same image and settings, the model's name and family only.
+  const { saveImage } = await import('../src/node/image/write.ts');
+  const { readSourceImage } = await import('../src/node/image/read.ts');
+  const source = await readSourceImage(made);
+  const meta = source.embedded!.metadata!;
+  assert.equal(meta.model.vae, 'other-vae');
+  delete meta.model.vae;
+  const old = path.join(dir, 'old.png');
+  await saveImage(old, source.image, meta);
+  const again = asgd(['generate', '-m', model, '--from', old, '--vae', otherVae, '-o', path.join(dir, 'again.png'), ...quick]);
+  assert.equal(again.code, 0, again.stderr);
+  assert.doesNotMatch(again.stderr, /was decoded with the model's own VAE;/);
+  assert.doesNotMatch(again.stderr, /leave --vae out to reproduce it$/m);
+  assert.match(again.stderr, /or written before --vae was recorded/);
 });
 
 test('a prompt as long as one command-line argument can be runs (the device thread\'s stack grows with the command line): cut, with a warning', () => {

@@ -233,3 +233,17 @@ test('an SD3 image larger than the transformer\'s position table (direct above p
     await queue.close();
   }
 });
+
+test('GET /api/v1/models stays name and native size for an SD3 model (its position table is the server\'s own business)', async () => {
+  const dir = path.join(tempDir('sd3-models'), 'sd3');
+  await writeTinySd3Model(dir, { variant: 'sd3' });
+  const queue = new LocalJobQueue({ dir: tempDir('state') });
+  const app = await createServer({ queue, engine: new LibraryEngine([dir]), outputsDir: tempDir('outputs') });
+  try {
+    const models = (await app.inject({ url: '/api/v1/models' })).json() as { models: Record<string, unknown>[] };
+    assert.deepEqual(models.models, [{ name: 'sd3', nativeWidth: 128, nativeHeight: 128 }]);
+  } finally {
+    await app.close();
+    await queue.close();
+  }
+});

@@ -88,7 +88,10 @@ function recordedVae(read: GenerationMetadata, vaeFlag: string | undefined, file
   const now = vaeFlag === undefined ? undefined : path.basename(path.resolve(vaeFlag));
   if (recorded === now) return [];
   if (now === undefined) return [`${file} was decoded with the VAE ${recorded} (--vae); this run uses the model's own, so the image may differ: pass --vae with the folder of ${recorded} to reproduce it`];
-  if (recorded === undefined) return [`${file} was decoded with the model's own VAE; this run uses --vae ${now}, so the image may differ: leave --vae out to reproduce it`];
+  // No record is also what every image written before --vae was recorded holds, --vae or not: both are named.
+  if (recorded === undefined) {
+    return [`${file} records no --vae (it was decoded with the model's own VAE, or written before --vae was recorded); this run uses --vae ${now}, so the image may differ: leave --vae out to reproduce an image made without one`];
+  }
   return [`${file} was decoded with the VAE ${recorded} (--vae); this run uses --vae ${now}, so the image may differ: pass --vae with the folder of ${recorded} to reproduce it`];
 }
 
