@@ -79,6 +79,11 @@ test('--from an SDXL or SD3 image on a model of another family goes ahead: the r
   assert.match(c.stderr, /records the pndm scheduler, which does not fit a Stable Diffusion 3 model: its flow-euler is used\n/);
   assert.equal((await readImageMetadata(c.out)).metadata?.scheduler, 'flow-euler');
 
+  const xlModel = await tinyModel('sdxl');
+  const e = rerun(flow, xlModel, 'e.png');
+  assert.equal(e.code, 0, e.stderr);
+  assert.match(e.stderr, /records the flow-euler scheduler, which does not fit an SDXL model: the model's own scheduler is used/);
+
   // A flag given is the user's: still refused, naming it.
   const d = rerun(xl, sd, 'd.png', ['--original-size', '512x512']);
   assert.equal(d.code, 2);

@@ -23,7 +23,7 @@ function defaults(specs: readonly OptionSpec[]): Record<string, unknown> {
 }
 import { PACKAGE_VERSION } from '../node/version.ts';
 import { folderFamily } from '../node/model/folder.ts';
-import { FAMILY_NAMES } from '../core/model-family.ts';
+import { FAMILY_NAMES, aFamily } from '../core/model-family.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -111,13 +111,13 @@ function forModelFamily<P extends Pick<GenerateParams, 'originalSize' | 'schedul
   const o = params.originalSize;
   if (given.originalSize === undefined && o !== undefined && family !== 'sdxl') {
     delete out.originalSize;
-    notes.push(`${file} records SDXL's original size ${o.width}x${o.height}, which a ${FAMILY_NAMES[family]} model does not take: left out`);
+    notes.push(`${file} records SDXL's original size ${o.width}x${o.height}, which ${aFamily(family)} model does not take: left out`);
   }
   const s = params.scheduler;
   if (given.scheduler === undefined && s !== undefined && (family === 'sd3') !== (s === 'flow-euler')) {
     delete out.scheduler;
     const own = family === 'sd3' ? 'its flow-euler is used' : 'the model\'s own scheduler is used (--scheduler picks another)';
-    notes.push(`${file} records the ${s} scheduler, which does not fit a ${FAMILY_NAMES[family]} model: ${own}`);
+    notes.push(`${file} records the ${s} scheduler, which does not fit ${aFamily(family)} model: ${own}`);
   }
   return { params: out, notes };
 }

@@ -11,3 +11,6 @@ export const DEFAULT_NATIVE_SIZE: Readonly<Record<ModelFamily, number>> = Object
 
 /** The denoiser's config file, whose sample_size gives the native size. */
 export const denoiserConfigFile = (family: ModelFamily): string => (family === 'sd3' ? 'transformer/config.json' : 'unet/config.json');
+
+/** The family's name with its article, as a sentence says it ("an SDXL model"). */
+export const aFamily = (family: ModelFamily): string => `${family === 'sdxl' ? 'an' : 'a'} ${FAMILY_NAMES[family]}`;

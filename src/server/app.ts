@@ -653,8 +653,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     {
       method: 'GET', url: '/api/v1/models', summary: 'The models jobs can name',
       responses: { 200: { description: 'models' } },
-      // Name and native size: the scheduler config is the server's own business (its estimates).
-      handler: async () => ({ models: o.engine.models().map(({ schedulerConfig: _s, family: _f, latentChannels: _c, patchSize: _p, posEmbedMaxSize: _e, ...m }) => m) }),
+      // Name and native size only (a list, so that a fact added for the server's own checks stays its own).
+      handler: async () => ({ models: o.engine.models().map(({ name, nativeWidth, nativeHeight }) => ({ name, nativeWidth, nativeHeight })) }),
     },
     {
       method: 'GET', url: '/api/v1/devices', summary: 'The device set jobs run on, and what this machine offers',

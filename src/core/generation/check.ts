@@ -5,7 +5,7 @@
  * Portable.
  */
 import { AsgdError } from '../errors.ts';
-import { FAMILY_NAMES, type ModelFamily } from '../model-family.ts';
+import { aFamily, type ModelFamily } from '../model-family.ts';
 import { planMethod, type MethodPlan } from '../methods/plan.ts';
 import { resolveParams, type GenerateParams, type ResolvedParams } from '../params.ts';
 import { nameForClass } from '../schedulers/config.ts';
@@ -88,7 +88,7 @@ export function checkSettings(input: GenerateParams, model: ModelFacts): Setting
   if (p.originalSize && model.family !== 'sdxl') {
     throw new AsgdError('originalSize is an SDXL option', {
       kind: 'invalid-argument', parameter: 'originalSize', expected: 'an SDXL model',
-      received: `a ${FAMILY_NAMES[model.family]} model`,
+      received: `${aFamily(model.family)} model`,
       hint: 'Leave --original-size out for this model',
     });
   }
