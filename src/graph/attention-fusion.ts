@@ -615,6 +615,16 @@ export function countOnnxAttention(model: ModelProto): number {
 }
 
 /**
+ * Why fuseAttention fused nothing in `model`: its export runs the attention fused already (MultiHeadAttention nodes
+ * of its own), or no attention is written out in a layout the fusion recognises.
+ */
+export function unfusedReason(model: ModelProto): string {
+  const own = model.graph?.node.filter((n) => n.opType === 'MultiHeadAttention' && n.domain === MS_DOMAIN).length ?? 0;
+  if (own > 0) return `the export runs its attention fused already (${own} MultiHeadAttention node${own === 1 ? '' : 's'})`;
+  return 'no attention written out in a layout the fusion recognises';
+}
+
+/**
  * Fuses every recognised attention of `model` (mutated in place) into MultiHeadAttention nodes and prunes what they
  * replace. Returns how many were fused and how many Softmax nodes are left, or why nothing can be done.
  */

@@ -8,7 +8,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
-import { countOnnxAttention, fuseAttention } from '../graph/attention-fusion.ts';
+import { countOnnxAttention, fuseAttention, unfusedReason } from '../graph/attention-fusion.ts';
 import { prepareDerivedGraphs, type DerivedGraphOptions, type DerivedSidecar } from './derived-graphs.ts';
 import { referenceInlineWeights } from './probe.ts';
 
@@ -21,7 +21,7 @@ export interface FusedAttention {
 }
 
 /** Bump when the fusion's output changes, so stored graphs are derived again. */
-const FORMAT = 5;
+const FORMAT = 6;
 const SUFFIX = '.asgd-fused';
 
 interface FusedResult {
@@ -56,7 +56,7 @@ export async function prepareFusedAttention(
     if ('reason' in model) return model;
     const fusion = fuseAttention(model);
     if ('reason' in fusion) return fusion;
-    if (fusion.fused === 0) return { reason: 'no attention written out in a layout the fusion recognises' };
+    if (fusion.fused === 0) return { reason: unfusedReason(model) };
     referenceInlineWeights(model, bytes, path.basename(source));
     const out = toBinary(ModelProtoSchema, model);
     return {

@@ -226,7 +226,7 @@ export class Pipeline implements AsyncDisposable {
       // Only threads the user gave: the default divides the cores among the CPU workers.
       const threads = typeof options.threads === 'number' && options.threads > 0 ? threadsWarning(devices) : undefined;
       // Asked for but not applied: said at every run, as asgd info says it.
-      const unfused = options.fuseAttention && !fused.info.applied ? `fuseAttention is on, but the attention stays written out: ${fused.info.reason}` : undefined;
+      const unfused = options.fuseAttention && !fused.info.applied ? `fuseAttention (--fuse-attention) changes nothing for this model: ${fused.info.reason}` : undefined;
       const deviceWarnings = [...(threads ? [threads] : []), ...(unfused ? [unfused] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
       const info = describeModel(spec, started.desc.components, probe, fused.info, deviceWarnings);
       if (signal?.aborted) throw loadCancelled();

@@ -6,7 +6,7 @@
  */
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
-import { countOnnxAttention, fuseAttention } from '../../graph/attention-fusion.ts';
+import { countOnnxAttention, fuseAttention, unfusedReason } from '../../graph/attention-fusion.ts';
 import { addAttentionProbe } from '../../graph/attention-probe.ts';
 
 export interface DerivedUnet {
@@ -41,7 +41,7 @@ export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse:
   if (opts.fuse) {
     const fusion = fuseAttention(model);
     if ('reason' in fusion) out.fuseReason = fusion.reason;
-    else if (fusion.fused === 0) out.fuseReason = 'no attention written out in a layout the fusion recognises';
+    else if (fusion.fused === 0) out.fuseReason = unfusedReason(model);
     else out.fused = fusion.fused;
   }
   return { bytes: toBinary(ModelProtoSchema, model), ...out, onnxAttention: countOnnxAttention(model) };
