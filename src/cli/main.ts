@@ -23,7 +23,7 @@ function defaults(specs: readonly OptionSpec[]): Record<string, unknown> {
 }
 import { PACKAGE_VERSION } from '../node/version.ts';
 import { folderFamily } from '../node/model/folder.ts';
-import { FAMILY_NAMES, aFamily } from '../core/model-family.ts';
+import { FAMILY_NAMES, aFamily, schedulerFitsFamily } from '../core/model-family.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -114,7 +114,7 @@ function forModelFamily<P extends Pick<GenerateParams, 'originalSize' | 'schedul
     notes.push(`${file} records SDXL's original size ${o.width}x${o.height}, which ${aFamily(family)} model does not take: left out`);
   }
   const s = params.scheduler;
-  if (given.scheduler === undefined && s !== undefined && (family === 'sd3') !== (s === 'flow-euler')) {
+  if (given.scheduler === undefined && s !== undefined && !schedulerFitsFamily(s, family)) {
     delete out.scheduler;
     const own = family === 'sd3' ? 'its flow-euler is used' : 'the model\'s own scheduler is used (--scheduler picks another)';
     notes.push(`${file} records the ${s} scheduler, which does not fit ${aFamily(family)} model: ${own}`);

@@ -14,3 +14,18 @@ export const denoiserConfigFile = (family: ModelFamily): string => (family === '
 
 /** The family's name with its article, as a sentence says it ("an SDXL model"). */
 export const aFamily = (family: ModelFamily): string => `${family === 'sdxl' ? 'an' : 'a'} ${FAMILY_NAMES[family]}`;
+
+/**
+ * The latent grid of a family's denoiser and the largest latent side one call takes: SD3's transformer works in
+ * patches (patch_size, default 2) and holds a position table of pos_embed_max_size patches a side; the UNets take
+ * multiples of 8 at any size (nothing set).
+ */
+export function denoiserGrid(family: ModelFamily, patchSize?: number, posEmbedMaxSize?: number): { latentMultiple?: number; maxUnitLatentSize?: number } {
+  if (family !== 'sd3') return {};
+  const patch = patchSize ?? 2;
+  return { latentMultiple: patch, ...(posEmbedMaxSize ? { maxUnitLatentSize: posEmbedMaxSize * patch } : {}) };
+}
+
+/** SD3 predicts a flow-matching velocity: only flow-euler fits it, and flow-euler fits no other family (no name: nothing to refuse). */
+export const schedulerFitsFamily = (scheduler: string | undefined, family: ModelFamily): boolean =>
+  scheduler === undefined || (scheduler === 'flow-euler') === (family === 'sd3');

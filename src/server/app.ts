@@ -14,6 +14,7 @@ import sharp from 'sharp';
 import { AsgdError } from '../core/errors.ts';
 import type { GenerationMetadata } from '../core/metadata.ts';
 import { checkSettings, generationScheduler, type ModelFacts } from '../core/generation/check.ts';
+import { denoiserGrid } from '../core/model-family.ts';
 import { planMethod } from '../core/methods/plan.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { resolveParams, validateParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
@@ -262,8 +263,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
           nativeWidth: m.nativeWidth ?? 512,
           nativeHeight: m.nativeHeight ?? 512,
           latentChannels: m.latentChannels ?? (m.family === 'sd3' ? 16 : 4),
-          ...(m.family === 'sd3' ? { latentMultiple: m.patchSize ?? 2 } : {}),
-          ...(m.family === 'sd3' && m.posEmbedMaxSize ? { maxUnitLatentSize: m.posEmbedMaxSize * (m.patchSize ?? 2) } : {}),
+          ...denoiserGrid(m.family, m.patchSize, m.posEmbedMaxSize),
           schedulerClassName: String(m.schedulerConfig?._class_name ?? ''),
           // A static input size and the VAE's precision need the ONNX files: checked where the job runs.
           vaeForceUpcast: false,

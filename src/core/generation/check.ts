@@ -5,7 +5,7 @@
  * Portable.
  */
 import { AsgdError } from '../errors.ts';
-import { aFamily, type ModelFamily } from '../model-family.ts';
+import { aFamily, denoiserGrid, schedulerFitsFamily, type ModelFamily } from '../model-family.ts';
 import { planMethod, type MethodPlan } from '../methods/plan.ts';
 import { resolveParams, type GenerateParams, type ResolvedParams } from '../params.ts';
 import { nameForClass } from '../schedulers/config.ts';
@@ -40,13 +40,11 @@ export function loadedModelFacts(
 ): ModelFacts {
   return {
     family: spec.family,
-    latentMultiple: spec.family === 'sd3' ? spec.patchSize ?? 2 : undefined,
+    ...denoiserGrid(spec.family, spec.patchSize, spec.posEmbedMaxSize),
     nativeWidth: info.nativeWidth,
     nativeHeight: info.nativeHeight,
     latentChannels: info.latentChannels,
     staticLatentSize: info.staticLatentSize,
-    // SD3's transformer: a latent side beyond its position table (in patches) cannot run as one unit.
-    ...(spec.posEmbedMaxSize ? { maxUnitLatentSize: spec.posEmbedMaxSize * (spec.patchSize ?? 2) } : {}),
     schedulerClassName: String(spec.schedulerConfig._class_name ?? ''),
     vaeForceUpcast: spec.vae.forceUpcast,
     vaeIsFloat16: info.components.vaeDecoder?.inputs[0]?.type === 'float16',
@@ -156,7 +154,7 @@ function checkSchedulerFamily(chosen: string | undefined, model: ModelFacts): vo
         hint: 'Fix scheduler/scheduler_config.json or pass --scheduler flow-euler',
       });
     }
-  } else if (chosen === 'flow-euler' || (chosen === undefined && configured === 'flow-euler')) {
+  } else if (!schedulerFitsFamily(chosen ?? configured, model.family)) {
     throw new AsgdError('The flow-matching scheduler is for SD3 models only', {
       kind: 'invalid-argument', parameter: 'scheduler', expected: 'a noise-prediction scheduler (euler, ddim, ...)', received: 'flow-euler',
       hint: 'Pick another --scheduler for Stable Diffusion 1.x/2.x and SDXL models',
