@@ -24,6 +24,7 @@
 #   unet-sdxl   the SDXL export on WebGPU (plain graph only)
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
 #               (exported now if no earlier part or run on this machine left it in CARD_WORK)
+#   (in the order they run; the parts after gen-1 in the order of what issue 15 needs most)
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
 #               warm-up generation at 1024x1024; time split text / UNet / host / VAE
 #   fused-sdxl  the SDXL export's plain batch 2 and 1 again, then the same with the attention fused (after gen-1)
@@ -36,12 +37,12 @@
 #               this machine's host work; and the model's one-device prediction against gen-1's denoising time
 #   gen-fused   gen-1 with the attention fused (--fuse-attention): its time; each generation's final latent goes to
 #               $OUT/<part>.latent.f32 (raw float32) to compare the two
-#   unet-io     (last) bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
+#   unet-io     bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
 #               device, the upload alone, CFG combined on the device; the shipped UNet, both exports, the fixture
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # If the budget skips the generations, run again at once (the machine keeps CARD_WORK while warm) with
-# CARD_PARTS="folder gen-1 fused-sdxl gen-2 probe-sdxl schedule gen-fused unet-io".
+# CARD_PARTS="folder gen-1 probe-sdxl schedule gen-2 unet-io fused-sdxl gen-fused".
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
 # parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
@@ -304,13 +305,14 @@ wait "$EXPORT_XL"
 part unet-sdxl 120 unet_part sdxl "$LATXL" 0
 part folder 200 folder_part
 part gen-1 240 gen_part "$GPU1" gen-1
-part fused-sdxl 150 fused_part sdxl "$LATXL"
-part gen-2 240 gen_part "$GPU2" gen-2
+# What issue 15 asks for comes first (the key unit's cost and the scheduling targets with it, two workers on the
+# card, the UNet's inputs and outputs); the fused-attention experiments last, where the budget may skip them.
 part probe-sdxl 120 probe_part sdxl "$LATXL"
 part schedule 120 schedule_part
-part gen-fused 240 gen_part "$GPU1" gen-fused 1
-# Last: the generations matter more if the budget runs short.
+part gen-2 240 gen_part "$GPU2" gen-2
 part unet-io 60 unet_io_part
+part fused-sdxl 150 fused_part sdxl "$LATXL"
+part gen-fused 240 gen_part "$GPU1" gen-fused 1
 wait "$DYNAMO"
 merge
 echo "card.sh: done in $(($(date +%s) - START)) s; $OUT/card.json"
