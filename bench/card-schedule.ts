@@ -122,10 +122,15 @@ export async function benchSchedule(args: Record<string, string>): Promise<Recor
   const m = readMeasurements(unetFile, args['probe-json']);
   const genFile = args['gen-json'];
   let gen: Parameters<typeof scheduleFromCard>[1];
-  if (genFile && fs.existsSync(genFile)) {
+  let partialGen: string | undefined;
+  if (genFile && fs.existsSync(genFile) && !('result' in readJson(genFile))) {
+    // A generation cut short by its time limit leaves its progress only (`partial`): no denoising time to check.
+    partialGen = `${genFile} holds a generation cut short (${JSON.stringify(readJson(genFile)['partial'] ?? null)}): the one-device check is left out`;
+  } else if (genFile && fs.existsSync(genFile)) {
     const doc = readJson(genFile);
     if (doc['devices'] !== 'webgpu:0' && doc['devices'] !== 'cpu') throw new Error(`${genFile}: the model check needs a one-device generation, found devices ${String(doc['devices'])}`);
     gen = { file: genFile, steps: field(doc, genFile, 'steps'), width: field(doc, genFile, 'width'), nativeLatent: m.nativeLatent, denoiseMs: field(doc, genFile, 'result', 'timings', 'denoiseMs') };
   }
-  return scheduleFromCard(m, gen);
+  const result = await scheduleFromCard(m, gen);
+  return partialGen ? { ...result, genCheck: partialGen } : result;
 }

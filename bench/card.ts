@@ -48,7 +48,7 @@ import { scanCrossAttention } from '../src/graph/attention-probe.ts';
 import { float32Tensor, floatTensor, makeTensor, openSession, readFloat, releaseSession, supportedBackends, type OrtTensor } from '../src/onnx/session.ts';
 import { UnetAdapter, type TextConditioning } from '../src/onnx/unet.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
-import { loadPipeline } from '../src/node/pipeline.ts';
+import { loadPipeline, type GenerationProgress } from '../src/node/pipeline.ts';
 import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { checkAvailableDevices } from '../src/node/runner/devices.ts';
@@ -410,7 +410,19 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
       console.error(`[card] warm-up generation (${warmupSteps} step): ${(performance.now() - w0).toFixed(0)} ms`);
     }
     let units = 0;
-    const r = await pipe.generate(params, { onUnits: (u) => { units += u.length; } });
+    // Each finished step is logged and the JSON rewritten with the progress so far, so a run that its time limit
+    // ends (on the card, the part's timeout) still says how far it got and at what rate.
+    const g0 = performance.now();
+    let lastStep = 0;
+    const onProgress = (p: GenerationProgress): void => {
+      if (p.phase !== 'denoise' || p.step === lastStep || p.unitsDone === 0) return;
+      lastStep = p.step;
+      const ms = performance.now() - g0;
+      result['partial'] = { step: p.step, totalSteps: p.totalSteps, stage: p.stage, unitsDone: p.unitsDone, unitsTotal: p.unitsTotal, ms, msPerUnit: ms / p.unitsDone };
+      console.error(`[card] step ${p.step}/${p.totalSteps} (stage ${p.stage}): ${p.unitsDone}/${p.unitsTotal} units in ${(ms / 1000).toFixed(1)} s`);
+      if (args['out']) writeJson(args['out'], result);
+    };
+    const r = await pipe.generate(params, { onUnits: (u) => { units += u.length; }, onProgress });
     const t = r.timings;
     let finite = true;
     for (const v of r.latent) if (!Number.isFinite(v)) { finite = false; break; }

@@ -71,3 +71,11 @@ test('a failed part, a missing number or a several-device generation is named in
   const two = file('gen-2.json', { devices: 'webgpu:0,webgpu:0', width: 512, steps: 2, result: { timings: { denoiseMs: 1 } } });
   await assert.rejects(benchSchedule({ 'unet-json': file('u.json', unet(1.04)), 'gen-json': two }), /needs a one-device generation, found devices webgpu:0,webgpu:0/);
 });
+
+test('a generation cut short by its time limit (progress only) leaves the model check out and says so', async () => {
+  const cut = file('gen-cut.json', { devices: 'webgpu:0', width: 2048, steps: 50, partial: { step: 12, totalSteps: 50, unitsDone: 60, ms: 70000 } });
+  const r = await benchSchedule({ 'unet-json': file('u-cut.json', unet(0.5)), 'gen-json': cut });
+  assert.equal(r['modelCheck'], undefined);
+  assert.match(String(r['genCheck']), /gen-cut\.json holds a generation cut short \(\{"step":12,"totalSteps":50,.*\): the one-device check is left out/);
+  assert.equal((r['rows'] as ScheduleRow[]).length, 6, 'the targets are still computed');
+});

@@ -24,7 +24,7 @@
 #   unet-sdxl   the SDXL export on WebGPU (plain graph only)
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
 #               (exported now if no earlier part or run on this machine left it in CARD_WORK)
-#   (in the order they run; the parts after gen-1 in the order of what issue 15 needs most)
+#   (described in this order; they run in the order at the end of this script)
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
 #               warm-up generation at 1024x1024; time split text / UNet / host / VAE
 #   fused-sdxl  the SDXL export's plain batch 2 and 1 again, then the same with the attention fused (after gen-1)
@@ -41,8 +41,9 @@
 #               device, the upload alone, CFG combined on the device; the shipped UNet, both exports, the fixture
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
-# If the budget skips the generations, run again at once (the machine keeps CARD_WORK while warm) with
-# CARD_PARTS="folder gen-1 probe-sdxl schedule gen-2 unet-io fused-sdxl gen-fused".
+# After the first card run (docs/benchmarks.md, "On the card"), a session with the device runs what it left:
+# CARD_PARTS="folder fused-sdxl gen-fused gen-1 unet-io" CARD_BUDGET_S=582 (timeout_s 600). The schedule part
+# reads gen-1.json; without it (gen-1 cut short) it skips the one-device check.
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
 # parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
@@ -304,15 +305,17 @@ wait "$EXPORT_XL"
 # may not have); the SD 1.5 one above runs while the SDXL export is still on the CPU.
 part unet-sdxl 120 unet_part sdxl "$LATXL" 0
 part folder 200 folder_part
-part gen-1 240 gen_part "$GPU1" gen-1
-# What issue 15 asks for comes first (the key unit's cost and the scheduling targets with it, two workers on the
-# card, the UNet's inputs and outputs); the fused-attention experiments last, where the budget may skip them.
+# The first card run (2026-12-04, docs/benchmarks.md) measured everything above; what it left unmeasured comes next,
+# fastest first: the fused SDXL call and the fused generation (about 3x faster than the plain one on the card's SD
+# 1.5 UNet), then the probe, the schedule, two workers, the UNet's IO, and last the plain generation (about 320 s at
+# the measured speed: it may only log its rate, step by step, before the budget ends it).
+part fused-sdxl 150 fused_part sdxl "$LATXL"
+part gen-fused 330 gen_part "$GPU1" gen-fused 1
 part probe-sdxl 120 probe_part sdxl "$LATXL"
 part schedule 120 schedule_part
-part gen-2 240 gen_part "$GPU2" gen-2
+part gen-2 330 gen_part "$GPU2" gen-2
 part unet-io 60 unet_io_part
-part fused-sdxl 150 fused_part sdxl "$LATXL"
-part gen-fused 240 gen_part "$GPU1" gen-fused 1
+part gen-1 330 gen_part "$GPU1" gen-1
 wait "$DYNAMO"
 merge
 echo "card.sh: done in $(($(date +%s) - START)) s; $OUT/card.json"
