@@ -13,6 +13,9 @@
  *            The attention-probe graph (built from the export as the pipeline builds it) against the plain UNet,
  *            calls alternating, batch 2 and 1: the key patch's extra cost. --fused 1: both with their attention
  *            fused (the probed layers stay written out), the pair the pipeline runs on a GPU.
+ *   profile  --unet FILE --provider webgpu|cpu [--latent N] [--batch 2] [--warmup 1] [--iters 3] [--fused 1] --out JSON
+ *            ONNX Runtime's profiler over the calls: wall time against the GPU's kernel time, by op and program
+ *            (bench/card-profile.ts)
  *   unet-io  --unets FILE,FILE [--cases sd15,sdxl] [--latent N] [--warmup W] [--iters N] --out JSON
  *            bench/unet-io.ts on WebGPU: each UNet (missing files skipped) and fixture case one at a time, the JSON
  *            rewritten after each: host-fed vs device-resident conditioning, the upload alone, CFG on the device.
@@ -56,12 +59,14 @@ import { checkAvailableDevices } from '../src/node/runner/devices.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
 import { benchUnetIo, unetIoTable, type UnetIoCase } from './unet-io.ts';
 import { benchSchedule } from './card-schedule.ts';
+import { benchProfile } from './card-profile.ts';
 
 type Args = Record<string, string>;
 
 /** The options each subcommand reads (see the header); any other is a misspelling, refused before any work. */
 const OPTIONS: Record<string, readonly string[]> = {
   unet: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'batches', 'adapter', 'out'],
+  profile: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'fused', 'out'],
   probe: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'out'],
   'unet-io': ['unets', 'cases', 'latent', 'warmup', 'iters', 'out'],
   folder: ['dir', 'unet-dir', 'text', 'out'],
@@ -414,6 +419,14 @@ export async function writeFolder(args: Args): Promise<Record<string, unknown>> 
   return { dir, unetFrom: unetDir, unetFiles: moved, text: { hidden, hidden2, projection2 }, ms: performance.now() - t0 };
 }
 
+/** `card.js profile` (bench/card-profile.ts) with this file's UNet inputs. */
+export function benchProfileCard(args: Args): Promise<Record<string, unknown>> {
+  return benchProfile(args, (unet, s, batch) => {
+    const { latent, dim, pooled } = unetShape(s, unet, args['unet']!, args);
+    return unetFeeds(unet, batch, latent, dim, pooled);
+  });
+}
+
 /** One whole generation (after a warm-up generation of warmup-steps at the same size), with the time split. */
 export async function benchGenerate(args: Args): Promise<Record<string, unknown>> {
   const dir = need(args, 'model');
@@ -541,6 +554,9 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
       break;
     case 'probe':
       result = await benchProbe(args);
+      break;
+    case 'profile':
+      result = await benchProfileCard(args);
       break;
     case 'folder':
       result = await writeFolder(args);

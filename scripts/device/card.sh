@@ -21,13 +21,17 @@
 #   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios),
 #               then batch 2 and 1 with the attention fused as the pipeline runs it on a GPU (MultiHeadAttention)
 #               (the SDXL export may still run on the CPU meanwhile)
+#   profile-sd15  ONNX Runtime's profiler over 3 batch-2 calls of the SD 1.5 export (after 1), plain then fused: the
+#               call's wall time against the GPU's own kernel time (timestamp queries), by op type and WebGPU program,
+#               the dearest kernels (bench/card-profile.ts): slow kernels or a GPU idle between them
 #   unet-sdxl   the SDXL export on WebGPU (plain graph only)
 #   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
 #               (exported now if no earlier part or run on this machine left it in CARD_WORK)
 #   (described in this order; they run in the order at the end of this script)
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
 #               warm-up generation at 1024x1024; time split text / UNet / host / VAE
-#   fused-sdxl  the SDXL export's plain batch 2 and 1 again, then the same with the attention fused (after gen-1)
+#   fused-sdxl  the SDXL export's plain batch 2 and 1 again, then the same with the attention fused
+#   profile-sdxl  the profile of the SDXL export, plain then fused
 #   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0: two worker processes, as two worker
 #               threads of one process crash in onnxruntime-node 1.30; docs/benchmarks.md)
 #   probe-sdxl  the attention-probe graph the key patch runs (built from the SDXL export as the pipeline builds it)
@@ -42,7 +46,8 @@
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # After the first card run (docs/benchmarks.md, "On the card"), a session with the device runs what it left:
-# CARD_PARTS="folder fused-sdxl gen-fused gen-1 unet-io" CARD_BUDGET_S=582 (timeout_s 600). The schedule part
+# CARD_PARTS="env export-sdxl export-sd15 profile-sd15 folder fused-sdxl profile-sdxl gen-fused unet-io gen-1" CARD_BUDGET_S=582
+# (timeout_s 600; both exports run in the background from the start). The schedule part
 # reads gen-1.json; without it (gen-1 cut short) it skips the one-device check.
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
@@ -79,7 +84,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dynamo-unet torch-sd15 torch-sdxl unet-sd15 unet-sdxl folder gen-1 fused-sdxl gen-2 probe-sdxl schedule gen-fused unet-io}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dynamo-unet torch-sd15 torch-sdxl unet-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl schedule gen-2 unet-io gen-1}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -224,6 +229,13 @@ fused_part() {  # fused_part MODEL LATENT: plain batch 2 and 1 (the reference), 
     --warmup "$UNET_WARMUP" --batches 2,1 --adapter 0 --fused 1 --out "$WORK/parts/fused-$1.json"
 }
 
+profile_part() {  # profile_part MODEL LATENT: ONNX Runtime's profiler over batch-2 calls, plain then fused (GPU time by op)
+  "$NODE" "$CARD" profile --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --batch 2 \
+    --warmup 1 --iters 3 --out "$WORK/parts/profile-$1.json" || return
+  "$NODE" "$CARD" profile --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --batch 2 \
+    --warmup 1 --iters 3 --fused 1 --out "$WORK/parts/profile-$1-fused.json"
+}
+
 schedule_part() {  # the latency model with the costs measured above (CPU only, seconds)
   "$NODE" "$CARD" schedule --unet-json "$WORK/parts/unet-sdxl.json" --probe-json "$WORK/parts/probe-sdxl.json" \
     --gen-json "$WORK/parts/gen-1.json" --out "$WORK/parts/schedule.json"
@@ -282,7 +294,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
+export -f profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -300,6 +312,7 @@ part torch-sd15 120 torch_part sd15 "$LAT15"
 part torch-sdxl 150 torch_part sdxl "$LATXL"
 wait "$EXPORT_15"
 part unet-sd15 120 unet_part sd15 "$LAT15"
+part profile-sd15 90 profile_part sd15 "$LAT15"
 wait "$EXPORT_XL"
 # The SDXL UNet's fused timing waits until after the first generation (its 5 GB session costs time the budget
 # may not have); the SD 1.5 one above runs while the SDXL export is still on the CPU.
@@ -310,6 +323,7 @@ part folder 200 folder_part
 # 1.5 UNet), then the probe, the schedule, two workers, the UNet's IO, and last the plain generation (about 320 s at
 # the measured speed: it may only log its rate, step by step, before the budget ends it).
 part fused-sdxl 150 fused_part sdxl "$LATXL"
+part profile-sdxl 120 profile_part sdxl "$LATXL"
 part gen-fused 330 gen_part "$GPU1" gen-fused 1
 part probe-sdxl 120 probe_part sdxl "$LATXL"
 part schedule 120 schedule_part

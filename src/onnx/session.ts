@@ -63,6 +63,11 @@ export interface ModelLoad {
   memory?: SessionMemory;
   /** 'gpu-buffer': the outputs stay on the device (WebGPU provider only); never read their data on the host. */
   outputLocation?: 'gpu-buffer';
+  /**
+   * ONNX Runtime's profiler: a Chrome-trace JSON file starting with this path is written when the session is released
+   * (per node; on WebGPU also the GPU's own time per kernel where the adapter has timestamp queries). Benchmarks only.
+   */
+  profilePrefix?: string;
 }
 
 export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions, load: ModelLoad = {}): Promise<OpenSession> {
@@ -84,6 +89,10 @@ export async function openSession(file: string | Uint8Array, label: string, opts
   }
   if (load.externalDataFolder) {
     options.extra = { session: { model_external_initializers_file_folder_path: load.externalDataFolder } };
+  }
+  if (load.profilePrefix) {
+    options.enableProfiling = true;
+    options.profileFilePrefix = load.profilePrefix;
   }
   if (opts.provider === 'cpu' && opts.threads && opts.threads > 0) {
     options.intraOpNumThreads = opts.threads;
