@@ -9,10 +9,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { toBinary } from '@bufbuild/protobuf';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
+import { fuseAttention } from '../src/graph/attention-fusion.ts';
+import { fusionChangesNothing } from '../src/core/fusion-note.ts';
 import { TOOL_VERSION as NODE_TOOL_VERSION } from '../src/node/version.ts';
 import { TOOL_VERSION as WEB_TOOL_VERSION } from '../src/browser/version.ts';
 import { readPngTextChunks } from '../src/core/png-chunks.ts';
@@ -168,6 +170,29 @@ test('WASM: fuseAttention fuses the UNet and the probe graph in the device worke
   }
   assert.deepEqual(fused.errors, []);
   await fused.page.close();
+});
+
+test('WASM: fuseAttention on an export whose attention is fused already changes nothing, and every run says so, as Node\'s does', async () => {
+  // The shipped model with its UNet as the fusion writes it (14 MultiHeadAttention nodes), as a fused export would be.
+  const folder = path.join(siteDir, 'models', 'shapes-prefused');
+  fs.cpSync(MODEL, folder, { recursive: true });
+  const unet = fromBinary(ModelProtoSchema, new Uint8Array(fs.readFileSync(path.join(MODEL, 'unet', 'model.onnx'))));
+  assert.equal((fuseAttention(unet) as { fused: number }).fused, 14);
+  fs.writeFileSync(path.join(folder, 'unet', 'model.onnx'), toBinary(ModelProtoSchema, unet));
+  const expected = fusionChangesNothing('the export runs its attention fused already (14 MultiHeadAttention nodes)');
+  const nodePipe = await loadPipeline(folder, { devices: 'cpu', attentionProbe: false, fuseAttention: true });
+  closers.push(() => nodePipe.close());
+  const params = { ...settings(128, 128, 3), steps: 1, methodOptions: { mask: false } };
+  assert.ok((await nodePipe.generate(params)).warnings.includes(expected), 'Node says it at the run');
+  const { page, errors } = await openDemo(context ?? (await newContext()), site.url, `provider=wasm&workers=1&probe=0&fuse=1&model=${encodeURIComponent(`${site.url}models/shapes-prefused/`)}`);
+  const info = await page.evaluate('window.asgdDemo.pipeline.info.attentionFusion');
+  assert.deepEqual(info, { applied: false, layers: 0, reason: 'the export runs its attention fused already (14 MultiHeadAttention nodes)' });
+  for (let i = 0; i < 2; i++) {
+    const r = await generateOnPipeline(page, params);
+    assert.ok(r.warnings.includes(expected), `run ${i + 1}: ${r.warnings.join('; ')}`);
+  }
+  assert.deepEqual(errors, []);
+  await page.close();
 });
 
 /**

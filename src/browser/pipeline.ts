@@ -8,6 +8,7 @@ import type { TextConditioning } from '../core/conditioning.ts';
 import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
 import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
+import { fusionChangesNothing } from '../core/fusion-note.ts';
 import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/denoise.ts';
 import { finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
@@ -223,7 +224,9 @@ export class WebPipeline {
         }
       }));
       if (signal?.aborted) throw loadCancelled();
-      const deviceWarnings = provider === 'webgpu' && onnxAttention > 0 ? [webgpuAttentionNote(onnxAttention)] : [];
+      // Asked for but not applied: said at every run, as the Node pipeline does.
+      const unfused = fuse && !fusion.applied ? [fusionChangesNothing(fusion.reason ?? 'not fused')] : [];
+      const deviceWarnings = [...unfused, ...(provider === 'webgpu' && onnxAttention > 0 ? [webgpuAttentionNote(onnxAttention)] : [])];
       const info = describe(spec, components, probe, fusion, provider, workers, deviceWarnings);
       const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split: 'never' });
       return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2, deviceWarnings);

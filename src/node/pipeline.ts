@@ -18,6 +18,7 @@ import { checkInputLength } from '../core/vae/tiled.ts';
 import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
+import { fusionChangesNothing } from '../core/fusion-note.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, noMapsReason, planDenoiseInput, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
@@ -226,7 +227,7 @@ export class Pipeline implements AsyncDisposable {
       // Only threads the user gave: the default divides the cores among the CPU workers.
       const threads = typeof options.threads === 'number' && options.threads > 0 ? threadsWarning(devices) : undefined;
       // Asked for but not applied: said at every run, as asgd info says it.
-      const unfused = options.fuseAttention && !fused.info.applied ? `fuseAttention (--fuse-attention) changes nothing for this model: ${fused.info.reason}` : undefined;
+      const unfused = options.fuseAttention && !fused.info.applied ? fusionChangesNothing(fused.info.reason ?? 'not fused') : undefined;
       const deviceWarnings = [...(threads ? [threads] : []), ...(unfused ? [unfused] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
       const info = describeModel(spec, started.desc.components, probe, fused.info, deviceWarnings);
       if (signal?.aborted) throw loadCancelled();
