@@ -19,7 +19,7 @@
  *   unet-io  --unets FILE,FILE [--cases sd15,sdxl] [--latent N] [--warmup W] [--iters N] --out JSON
  *            bench/unet-io.ts on WebGPU: each UNet (missing files skipped) and fixture case one at a time, the JSON
  *            rewritten after each: host-fed vs device-resident conditioning, the upload alone, CFG on the device.
- *   folder   --dir DIR --unet-dir EXPORT/unet [--text H1,H2,P2]
+ *   folder   --dir DIR --unet-dir EXPORT/unet [--text H1,H2,P2] [--vae tiny|sd]
  *            Writes an SDXL-layout model folder from the test fixture writer (tiny tokenizers and VAE, text
  *            encoders of the given widths: SDXL's 768, 1280 and a 1280 pooled projection by default), then puts the
  *            exported UNet (model.onnx, its external data, config.json) in unet/.
@@ -57,6 +57,7 @@ import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-atten
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { checkAvailableDevices } from '../src/node/runner/devices.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
+import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
 import { benchUnetIo, unetIoTable, type UnetIoCase } from './unet-io.ts';
 import { benchSchedule } from './card-schedule.ts';
 import { benchProfile } from './card-profile.ts';
@@ -69,7 +70,7 @@ const OPTIONS: Record<string, readonly string[]> = {
   profile: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'fused', 'out'],
   probe: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'out'],
   'unet-io': ['unets', 'cases', 'latent', 'warmup', 'iters', 'out'],
-  folder: ['dir', 'unet-dir', 'text', 'out'],
+  folder: ['dir', 'unet-dir', 'text', 'vae', 'out'],
   generate: ['model', 'devices', 'width', 'height', 'steps', 'warmup-steps', 'warmup-width', 'fuse-attention', 'latent-out', 'method', 'out'],
   fusion: ['dir', 'out'],
   schedule: ['unet-json', 'probe-json', 'gen-json', 'out'],
@@ -400,6 +401,17 @@ export async function writeFolder(args: Args): Promise<Record<string, unknown>> 
   const t0 = performance.now();
   fs.rmSync(dir, { recursive: true, force: true });
   await writeTinySdModel(dir, { variant: 'sdxl', text: { hidden, hidden2, projection2 } });
+  const vae = args['vae'] ?? 'tiny';
+  if (vae !== 'tiny' && vae !== 'sd') throw new Error(`card folder: --vae must be tiny or sd, received ${JSON.stringify(vae)}`);
+  if (vae === 'sd') {
+    // SD's (and SDXL's) VAE decoder at its real widths (about 49 M parameters, random weights, float32 as SDXL's VAE
+    // is usually exported), so the generation's decode time is an SDXL-sized decoder's, not the fixture's.
+    const decoder = path.join(dir, 'vae_decoder');
+    fs.writeFileSync(path.join(decoder, 'model.onnx'), toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float32', form: 'instance-norm', ...SD_VAE_DECODER })));
+    const config = JSON.parse(fs.readFileSync(path.join(decoder, 'config.json'), 'utf8')) as Record<string, unknown>;
+    Object.assign(config, { block_out_channels: [128, 256, 512, 512], layers_per_block: SD_VAE_DECODER.resnetsPerBlock - 1, norm_num_groups: SD_VAE_DECODER.groups });
+    fs.writeFileSync(path.join(decoder, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  }
   const target = path.join(dir, 'unet');
   fs.rmSync(target, { recursive: true, force: true });
   fs.mkdirSync(target, { recursive: true });
@@ -416,7 +428,7 @@ export async function writeFolder(args: Args): Promise<Record<string, unknown>> 
     }
     moved.push(name);
   }
-  return { dir, unetFrom: unetDir, unetFiles: moved, text: { hidden, hidden2, projection2 }, ms: performance.now() - t0 };
+  return { dir, unetFrom: unetDir, unetFiles: moved, text: { hidden, hidden2, projection2 }, vae, ms: performance.now() - t0 };
 }
 
 /** `card.js profile` (bench/card-profile.ts) with this file's UNet inputs. */

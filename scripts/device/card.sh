@@ -25,7 +25,8 @@
 #               call's wall time against the GPU's own kernel time (timestamp queries), by op type and WebGPU program,
 #               the dearest kernels (bench/card-profile.ts): slow kernels or a GPU idle between them
 #   unet-sdxl   the SDXL export on WebGPU (plain graph only)
-#   folder      an SDXL-layout model folder: fixture tokenizers / VAE, text encoders 768 + 1280 wide, the SDXL UNet
+#   folder      an SDXL-layout model folder: fixture tokenizers, text encoders 768 + 1280 wide, an SD-sized VAE decoder
+#               (random weights, float32; the fixture's tiny one with --small), the SDXL UNet
 #               (exported now if no earlier part or run on this machine left it in CARD_WORK)
 #   (described in this order; they run in the order at the end of this script)
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
@@ -72,12 +73,12 @@ START=$(date +%s)
 
 if ((SMALL)); then
   BUDGET=${CARD_BUDGET_S:-1500}; ITERS=${CARD_ITERS:-3}; STEPS=${CARD_STEPS:-3}; SIZE=${CARD_SIZE:-512}
-  PYSCALE="--small --warmup 1"; TEXT=32,48,48; LAT15=16; LATXL=32
+  PYSCALE="--small --warmup 1"; TEXT=32,48,48; LAT15=16; LATXL=32; VAE=tiny
   SLOW=${CARD_SLOW:-4}  # lavapipe and busy CPUs: every part's own limit times this
   UNET_WARMUP=1
 else
   BUDGET=${CARD_BUDGET_S:-540}; ITERS=${CARD_ITERS:-10}; STEPS=${CARD_STEPS:-50}; SIZE=${CARD_SIZE:-2048}
-  PYSCALE="--warmup 3"; TEXT=768,1280,1280; LAT15=64; LATXL=128
+  PYSCALE="--warmup 3"; TEXT=768,1280,1280; LAT15=64; LATXL=128; VAE=sd
   SLOW=${CARD_SLOW:-1}
   UNET_WARMUP=3
 fi
@@ -286,7 +287,7 @@ folder_part() {  # the SDXL export from torch-sdxl (this run, or an earlier one 
     # shellcheck disable=SC2086
     "$PY" scripts/device/sd_models.py --model sdxl --no-time --out-dir "$WORK/models" --json "$WORK/parts/folder-export.json" $PYSCALE || return
   fi
-  "$NODE" "$CARD" folder --dir "$WORK/sdxl-folder" --unet-dir "$WORK/models/sdxl/unet" --text "$TEXT" --out "$WORK/parts/folder.json"
+  "$NODE" "$CARD" folder --dir "$WORK/sdxl-folder" --unet-dir "$WORK/models/sdxl/unet" --text "$TEXT" --vae "$VAE" --out "$WORK/parts/folder.json"
 }
 
 gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size (the native size: the UNet's shapes), then the run
@@ -295,7 +296,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
 }
 
 export -f profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
-export TEXT SIZE STEPS LAT15
+export TEXT SIZE STEPS LAT15 VAE
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
 # The exports are CPU-bound for minutes (the TorchScript exporter's passes over thousands of nodes): they run in
