@@ -14,7 +14,8 @@ on (test/attention-fusion.test.ts; part `fusion` of scripts/device/card.sh on th
   scaled_dot_product_attention.
 
 --exporter dynamo: torch's dynamo exporter (opset 18; the default of torch.onnx.export from torch 2.9) instead of
-the TorchScript one; exit code 3 ("unsupported") where this torch or its onnxscript lacks it.
+the TorchScript one; exit code 3 ("unsupported") where this torch or its onnxscript lacks it. Its exports of both
+processors by torch 2.13 are committed in test/fixtures/dynamo-attention (README there).
 
 Usage: attention_export.py OUT_DIR [--processor classic|sdpa] [--exporter torchscript|dynamo]. Writes OUT_DIR/attention.onnx (float32, dynamic batch
 and lengths; the attention at the module path up_blocks.0.attentions.0.transformer_blocks.0.attn2), OUT_DIR/x.f32, context.f32 and y.f32 (raw little-endian float32: the inputs and torch's output for
