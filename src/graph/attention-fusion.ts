@@ -17,7 +17,8 @@
  * torch's dynamo exporter (checked on real torch 2.13 exports, test/fixtures/dynamo-attention) writes both with its own
  * size arithmetic: targets as Concats of Shape slices (Shape's start / end, or Slice of `Shape(start=0)`) and of
  * symbolic sizes Reshaped to one entry; baddbmm's `empty` as Expand(0, shape); the default scale of
- * scaled-dot-product attention folded into one initializer, sqrt(1 / sqrt(d)), on q and on kᵀ.
+ * scaled-dot-product attention folded into one initializer, sqrt(1 / sqrt(d)), on q and on kᵀ. Exported at fixed
+ * sizes, its targets are constants (the split inferring the length) and baddbmm's zeros one constant tensor.
  * Scalar Mul / Div on the scores or on q and kᵀ become the node's `scale` (and zeros added to the scores, as torch's
  * export of baddbmm with beta 0 writes them, are dropped); so does the default scale that torch's
  * export of scaled-dot-product attention computes from the query's shape (sqrt(1 / sqrt(d)) on q and on kᵀ). The head
@@ -345,22 +346,44 @@ function factorOf(g: Graph, name: string, depth = 0): Factor | undefined {
 }
 
 /**
- * A tensor of zeros: ConstantOfShape of 0, Expand of a zero scalar, or a zero scalar times a finite ConstantOfShape,
+ * Zeros added to the scores: the shape tensor they have (`shape`; undefined for a scalar), or their dimensions where
+ * they are a constant (`dims`), for the caller to check against the scores' shape.
+ */
+interface Zeros {
+  shape: string | undefined;
+  dims?: number[];
+}
+
+/** A float32 / float16 constant, stored in the model, of more than one element, every one +0. */
+function isZeroTensor(t: TensorProto): boolean {
+  const count = t.dims.reduce((n, d) => n * Number(d), 1);
+  if (t.dataLocation === EXTERNAL || count <= 1 || (t.dataType !== FLOAT && t.dataType !== FLOAT16)) return false;
+  const bytes = t.dataType === FLOAT ? 4 : 2;
+  if (t.rawData.byteLength > 0) return t.rawData.byteLength === count * bytes && t.rawData.every((b) => b === 0);
+  const values = t.dataType === FLOAT ? t.floatData : t.int32Data;
+  return values.length === count && values.every((v) => v === 0 && !Object.is(v, -0));
+}
+
+/**
+ * A tensor of zeros: a constant of zeros (the dynamo exporter's static export folds baddbmm's beta · empty into one),
+ * ConstantOfShape of 0, Expand of a zero scalar, or a zero scalar times a finite ConstantOfShape,
  * Expand of a finite scalar, or constant. torch's export of baddbmm(empty, q, kᵀ, beta=0, alpha=scale) (diffusers'
  * classic processor since 0.8, when it has no mask) adds beta · empty: the TorchScript exporter writes it as
  * ConstantOfShape(shape of the scores) · 0, the dynamo exporter as Expand(0, shape of the scores) · 0. The shape, which
  * the Add could broadcast the scores to, is returned for the caller to check.
  */
-function zeroTerm(g: Graph, name: string, depth = 0): { shape: string | undefined } | undefined {
+function zeroTerm(g: Graph, name: string, depth = 0): Zeros | undefined {
   const s = g.scalar(name);
   if (s !== undefined) return s === 0 ? { shape: undefined } : undefined;
+  const t = g.constantTensor(name);
+  if (t) return isZeroTensor(t) ? { shape: undefined, dims: t.dims.map(Number) } : undefined;
   const p = g.producer.get(name);
   if (!p || depth > 4 || (p.domain !== '' && p.domain !== 'ai.onnx')) return undefined;
   if (p.opType === 'Cast' || p.opType === 'Identity') return zeroTerm(g, p.input[0] ?? '', depth + 1);
   if (p.opType === 'ConstantOfShape') return constantOfShape(g, p) === 0 ? { shape: p.input[0] } : undefined;
   if (p.opType === 'Expand') return expandedScalar(g, p) === 0 ? { shape: p.input[1] } : undefined;
   if (p.opType !== 'Mul' || p.input.length !== 2) return undefined;
-  const finite = (x: string): { shape: string | undefined } | undefined => {
+  const finite = (x: string): Zeros | undefined => {
     const v = g.scalar(x);
     if (v !== undefined) return Number.isFinite(v) ? { shape: undefined } : undefined;
     const c = g.producer.get(x);
@@ -394,16 +417,16 @@ function constantOfShape(g: Graph, n: NodeProto): number {
  * Peels scale factors (Mul / Div by a Factor) and added zeros (zeroTerm) off `name`: the tensor under them, the factor
  * they apply, and the shapes of the zeros (each to be checked against the scores' shape).
  */
-function peelScale(g: Graph, name: string): { name: string; scale: Factor; zeroShapes: (string | undefined)[] } {
+function peelScale(g: Graph, name: string): { name: string; scale: Factor; zeroShapes: Zeros[] } {
   let scale = ONE;
-  const zeroShapes: (string | undefined)[] = [];
+  const zeroShapes: Zeros[] = [];
   for (;;) {
     const p = g.producer.get(name);
     if (p?.opType === 'Add' && p.input.length === 2 && (p.domain === '' || p.domain === 'ai.onnx')) {
       const zb = zeroTerm(g, p.input[1]!);
       const za = zb ? undefined : zeroTerm(g, p.input[0]!);
       if (!zb && !za) return { name, scale, zeroShapes };
-      zeroShapes.push((zb ?? za)!.shape);
+      zeroShapes.push((zb ?? za)!);
       name = p.input[zb ? 0 : 1]!;
       continue;
     }
@@ -495,12 +518,16 @@ function keysSwappedByReshapes(g: Graph, outer: NodeProto): Heads | undefined {
   const isKeyAxis = (e: Entry, axis: number): boolean => {
     if (e.dim) return e.dim.of === key && e.dim.axis === axis;
     const fromSplit = h.split[splitIndex[axis]!]!.value;
-    return e.value !== null && e.value >= 0 && (fromSplit === e.value || (axis === 1 && e.value === h.heads));
+    return e.value !== null && e.value > 0 && (fromSplit === e.value || (axis === 1 && e.value === h.heads));
   };
   const same = (x: Entry, y: Entry): boolean =>
     x.dim && y.dim ? x.dim.of === y.dim.of && x.dim.axis === y.dim.axis : x.value !== null && x.value === y.value;
-  const ok = isKeyAxis(a[1]!, 2) && isKeyAxis(a[2]!, 3) && same(b[2]!, a[2]!) && same(b[3]!, a[1]!) &&
-    (b[0]!.value === -1 || isKeyAxis(b[0]!, 0)) && isKeyAxis(b[1]!, 1);
+  const batch = b[0]!.value === null ? isKeyAxis(b[0]!, 0) : b[0]!.value > 0 && isKeyAxis(b[0]!, 0);
+  // k's keys S: its own (read from its shape, or the split's constant), or, where the split infers it (-1, a static
+  // export), a positive constant s that the outer Reshape pins: with B, H and d k's own there, it holds B·H·d·s of k's
+  // B·H·S·d elements, so S = s, and the inner [-1, s, d] is [B·H, S, d].
+  const keys = isKeyAxis(a[1]!, 2) || (batch && a[1]!.value !== null && a[1]!.value > 0);
+  const ok = keys && isKeyAxis(a[2]!, 3) && same(b[2]!, a[2]!) && same(b[3]!, a[1]!) && (b[0]!.value === -1 || batch) && isKeyAxis(b[1]!, 1);
   return ok ? h : undefined;
 }
 
@@ -569,17 +596,17 @@ function sameEntry(a: Entry, b: Entry): boolean {
 }
 
 /**
- * Whether the shape tensor `shape` is the scores' own shape (rank `rank`), so that adding zeros of that shape changes
- * nothing: Shape of the q·kᵀ MatMul, or entries each equal to the scores' dimension: read from the shapes of its
+ * Whether the zeros' shape (a shape tensor, or a constant's dimensions) is the scores' own shape (rank `rank`), so that
+ * adding them changes nothing: Shape of the q·kᵀ MatMul, or entries each equal to the scores' dimension: read from the shapes of its
  * operands (the leading ones and the queries from q, the keys from kᵀ or from the keys before their Transpose), as
  * torch's TorchScript export of baddbmm computes it, or the same sizes as the Reshape targets that made q (leading
  * ones and queries) and kᵀ (keys) hold, as torch's dynamo export of baddbmm writes it. A leading entry of q's may be 1
  * where MatMul broadcast k's batch over it; zeros of that shape still broadcast to the scores' shape.
  */
-function scoresShape(g: Graph, shape: string, qk: NodeProto, q: string, kt: string, rank: number): boolean {
-  const whole = g.op(shape, 'Shape');
-  if (whole) return g.wholeShapeOf(shape) === qk.output[0];
-  const entries = g.shapeEntries(shape);
+function scoresShape(g: Graph, zeros: Zeros, qk: NodeProto, q: string, kt: string, rank: number): boolean {
+  const shape = zeros.shape;
+  if (shape !== undefined && g.op(shape, 'Shape')) return g.wholeShapeOf(shape) === qk.output[0];
+  const entries = zeros.dims ? zeros.dims.map((value): Entry => ({ value })) : shape === undefined ? undefined : g.shapeEntries(shape);
   if (entries?.length !== rank) return false;
   const transpose = g.op(kt, 'Transpose');
   const perm = transpose?.attribute.find((a) => a.name === 'perm')?.ints.map(Number);
@@ -623,7 +650,7 @@ function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefine
   const v = headsOf(g, pv.input[1]!);
   if (!q || !k || !v || q.heads !== k.heads || q.heads !== v.heads || q.folded !== k.folded || q.folded !== v.folded) return undefined;
   if (qs.zeroShapes.length > 0 || ks.zeroShapes.length > 0) return undefined;
-  if (!scores.zeroShapes.every((sh) => sh === undefined || scoresShape(g, sh, qk, qs.name, ks.name, q.folded ? 3 : 4))) return undefined;
+  if (!scores.zeroShapes.every((z) => (z.shape === undefined && z.dims === undefined) || scoresShape(g, z, qk, qs.name, ks.name, q.folded ? 3 : 4))) return undefined;
   // The Softmax must run over the keys: the last axis of [B·H, S, L] or [B, H, S, L].
   const axis = intAttr(softmax, 'axis') ?? (opset >= 13 ? -1n : 1n);
   if (axis !== -1n && axis !== (q.folded ? 2n : 3n)) return undefined;
