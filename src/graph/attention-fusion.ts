@@ -502,7 +502,9 @@ function keysTransposed(g: Graph, name: string): Heads | undefined {
 /**
  * kᵀ of k = [B, H, S, d] written as Reshape [-1, S, d] → Transpose (0 2 1) → Reshape [B, H, d, S] (torch's dynamo
  * exporter, which transposes with a static permutation whatever k's rank): both targets' S and d must be k's own,
- * read from k's shape at run time or constants equal to the head split's, and the outer target's leading two B and H.
+ * read from k's shape at run time (a real export slices them from `Shape(k, start=0)`) or constants equal to the head
+ * split's (S also a constant that the outer target pins, where the split infers it), and the outer target's leading
+ * two B and H.
  */
 function keysSwappedByReshapes(g: Graph, outer: NodeProto): Heads | undefined {
   const t = g.op(outer.input[0], 'Transpose');
