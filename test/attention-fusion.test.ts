@@ -462,6 +462,142 @@ describe("a real export of diffusers' classic attention processor (torch's Torch
   });
 });
 
+const DYNAMO_EXPORTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'dynamo-attention');
+
+/** The real exports in test/fixtures/dynamo-attention: each processor with dynamic sizes, and static (the traced sizes). */
+type DynamoExport = 'classic' | 'sdpa' | 'classic-static' | 'sdpa-static';
+
+/** One real export of test/fixtures/dynamo-attention: the model, its meta, and torch's inputs and output. */
+function dynamoExport(processor: DynamoExport) {
+  const dir = path.join(DYNAMO_EXPORTS, processor);
+  const raw = (name: string) => {
+    const b = fs.readFileSync(path.join(dir, `${name}.f32`));
+    return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  };
+  const meta = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8'));
+  const model = fromBinary(ModelProtoSchema, fs.readFileSync(path.join(dir, 'attention.onnx')));
+  const feeds = () => ({ x: new ort.Tensor('float32', raw('x'), meta.x), context: new ort.Tensor('float32', raw('context'), meta.context) });
+  return { meta, model, feeds, y: raw('y') };
+}
+
+/** The node of `m` producing `tensor`. */
+const producerOf = (m: ModelProto, tensor: string) => m.graph!.node.find((n) => n.output.includes(tensor))!;
+
+describe("real exports of one attention by torch's dynamo exporter (test/fixtures/dynamo-attention, torch 2.13)", () => {
+  for (const processor of ['classic', 'sdpa', 'classic-static', 'sdpa-static'] as const) {
+    const dynamic = !processor.endsWith('-static');
+    test(`${processor}: fused into one MultiHeadAttention with torch's heads and scale; y within 1e-5 of torch's and of the plain graph's${dynamic ? ', at other sizes within 1e-6 of the plain graph' : ''}`, async (t) => {
+      const { meta, model: plain, feeds, y: torchY } = dynamoExport(processor);
+      assert.equal(meta.exporter, 'dynamo');
+      assert.equal(meta.processor, processor.replace('-static', ''));
+      assert.equal(meta.dynamic, dynamic, dynamic ? 'exported with dynamic batch and lengths' : 'exported at the traced sizes');
+      assert.equal(count(plain, 'Softmax'), 1);
+      if (processor === 'classic') assert.equal(count(plain, 'Expand'), 1, "the export holds baddbmm's empty input as an Expand");
+      if (processor === 'classic-static') assert.equal(count(plain, 'Expand') + count(plain, 'Shape'), 0, "baddbmm's zeros are a constant");
+      // The probe scan finds the layer from the exporter's node metadata (the keys' input named as a UNet's).
+      const asUnet = clone(plain);
+      for (const i of asUnet.graph!.input) if (i.name === 'context') i.name = 'encoder_hidden_states';
+      for (const n of asUnet.graph!.node) n.input = n.input.map((x) => (x === 'context' ? 'encoder_hidden_states' : x));
+      assert.deepEqual(scanCrossAttention(asUnet).sites.map((x) => x.layer), ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2']);
+      const fused = clone(plain);
+      assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
+      assert.deepEqual(fused.graph!.node.map((n) => n.opType), ['MatMul', 'MatMul', 'MatMul', 'MultiHeadAttention', 'MatMul', 'Add'],
+        'only the projections and the attention are left');
+      const mha = fused.graph!.node.find((n) => n.opType === 'MultiHeadAttention')!;
+      assert.equal(mha.domain, MS_DOMAIN);
+      assert.equal(Number(mha.attribute.find((a) => a.name === 'num_heads')!.i), meta.heads);
+      const scale = mha.attribute.find((a) => a.name === 'scale')!.f;
+      assert.ok(Math.abs(scale - meta.scale) < 1e-7, `scale ${scale}, torch's ${meta.scale}`);
+      const [yPlain, yFused] = [(await run(plain, feeds()))['y']!, (await run(fused, feeds()))['y']!];
+      const [dPlain, dFused, dBoth] = [maxAbsDiff(yPlain, torchY), maxAbsDiff(yFused, torchY), maxAbsDiff(yFused, yPlain)];
+      t.diagnostic(`torch ${meta.torch}: plain vs torch ${dPlain.toExponential(2)}, fused vs torch ${dFused.toExponential(2)}, fused vs plain ${dBoth.toExponential(2)}`);
+      assert.ok(dFused < 1e-5, `fused vs torch ${dFused}`);
+      assert.ok(dBoth < 1e-5, `fused vs plain ${dBoth}`);
+      if (dynamic) {
+        // Dynamic sizes other than the traced ones: batch 3, 5 queries, 9 keys.
+        const other = () => ({
+          x: new ort.Tensor('float32', randoms(3 * 5 * meta.x[2], 4), [3, 5, meta.x[2]]),
+          context: new ort.Tensor('float32', randoms(3 * 9 * meta.context[2], 5), [3, 9, meta.context[2]]),
+        });
+        const d = maxAbsDiff((await run(plain, other()))['y']!, (await run(fused, other()))['y']!);
+        t.diagnostic(`batch 3, 5 queries, 9 keys: fused vs plain ${d.toExponential(2)}`);
+        assert.ok(d < 1e-6, `fused vs plain ${d}`);
+      }
+    });
+  }
+
+  /** The initializer `name` of `m`, its int64 values replaced by `values`. */
+  const setInts = (m: ModelProto, name: string, values: number[]) => {
+    const init = m.graph!.initializer.find((i) => i.name === name)!;
+    assert.equal(init.dataType, 7);
+    init.rawData = new Uint8Array(new BigInt64Array(values.map(BigInt)).buffer);
+    init.int64Data = [];
+  };
+  /** The Reshape making kᵀ's [-1, S, d] (the one under the Transpose 0 2 1). */
+  const keysSqueeze = (m: ModelProto) => m.graph!.node.find((n) => n.opType === 'Reshape' &&
+    m.graph!.node.some((t) => t.opType === 'Transpose' && t.input[0] === n.output[0] && t.attribute.find((a) => a.name === 'perm')!.ints.join() === '0,2,1'))!;
+
+  // Each edit leaves a graph that is not that attention (or whose added term is not zeros), or one the checks cannot
+  // prove to be it: left as it is.
+  const edits: [string, DynamoExport, (m: ModelProto) => void][] = [
+    ["baddbmm's empty filled with ones (beta 1: the added term is not zeros)", 'classic', (m) => {
+      const add = m.graph!.node.find((n) => n.opType === 'Add' && n.output[0] === 'baddbmm')!;
+      const fill = producerOf(m, producerOf(m, add.input[1]!).input[0]!).input[0]!; // Add ← Mul(Expand(c, shape), c)
+      const one = m.graph!.initializer.find((i) => i.name === fill)!;
+      one.rawData = new Uint8Array(new Float32Array([1]).buffer);
+      one.floatData = [];
+    }],
+    ["the zeros' shape with the queries' length for the keys'", 'classic', (m) => {
+      const expand = m.graph!.node.find((n) => n.opType === 'Expand')!;
+      const shape = producerOf(m, expand.input[1]!);
+      shape.input[2] = shape.input[1]!;
+    }],
+    ['the Softmax over the queries', 'sdpa', (m) => {
+      const softmax = m.graph!.node.find((n) => n.opType === 'Softmax')!;
+      softmax.attribute.find((a) => a.name === 'axis')!.i = 2n;
+    }],
+    ["kᵀ's sizes sliced from Shape(k, start=1), not k's whole shape", 'sdpa', (m) => {
+      const shape = m.graph!.node.find((n) => n.opType === 'Shape' && n.attribute.some((a) => a.name === 'start') && !n.attribute.some((a) => a.name === 'end'))!;
+      shape.attribute.find((a) => a.name === 'start')!.i = 1n;
+    }],
+    ["kᵀ's second Reshape back to [B, H, S, d] (k, not kᵀ)", 'sdpa', (m) => {
+      const outer = m.graph!.node.filter((n) => n.opType === 'Reshape' && producerOf(m, n.input[0]!)?.opType === 'Transpose' &&
+        producerOf(m, n.input[0]!).attribute.find((a) => a.name === 'perm')!.ints.join() === '0,2,1')[0]!;
+      const target = producerOf(m, outer.input[1]!);
+      target.input = [target.input[0]!, target.input[2]!, target.input[1]!];
+    }],
+    ["baddbmm's folded zeros with one element 1e-3 (the added term is not zeros)", 'classic-static', (m) => {
+      const add = m.graph!.node.find((n) => n.opType === 'Add' && n.output[0] === 'baddbmm')!;
+      const zeros = m.graph!.initializer.find((i) => i.name === add.input[1])!;
+      assert.equal(zeros.dims.length, 3);
+      const values = new Float32Array(zeros.dims.reduce((n, d) => n * Number(d), 1));
+      values[5] = 1e-3;
+      zeros.rawData = new Uint8Array(values.buffer);
+      zeros.floatData = [];
+    }],
+    ["kᵀ's first Reshape takes [-1, d, S] (not kᵀ, though it runs)", 'sdpa-static', (m) => {
+      const target = keysSqueeze(m).input[1]!;
+      assert.equal(m.graph!.initializer.find((i) => i.name === target)!.dims.length, 1);
+      setInts(m, target, [-1, 8, 7]);
+    }],
+    ["kᵀ's outer Reshape infers the batch (-1): the keys' length is not pinned", 'sdpa-static', (m) => {
+      const outer = m.graph!.node.find((n) => n.opType === 'Reshape' && n.input[0] === m.graph!.node.find((t) => t.opType === 'Transpose' && t.input[0] === keysSqueeze(m).output[0])!.output[0])!;
+      setInts(m, outer.input[1]!, [-1, 5, 8, 7]);
+    }],
+  ];
+  for (const [what, processor, edit] of edits) {
+    test(`${processor}: left written out when ${what}`, () => {
+      const m = dynamoExport(processor).model;
+      const before = toBinary(ModelProtoSchema, m);
+      edit(m);
+      assert.notDeepEqual(toBinary(ModelProtoSchema, m), before, 'the edit changed the graph');
+      const edited = toBinary(ModelProtoSchema, m);
+      assert.deepEqual(fuseAttention(m), { fused: 0, left: 1 });
+      assert.deepEqual(toBinary(ModelProtoSchema, m), edited, 'the model is unchanged');
+    });
+  }
+});
+
 describe('the fusion on whole UNets', () => {
   test('the fixture UNet (heads axis) and the shipped UNet (folded): every attention fused, out_sample within 1e-5', async (t) => {
     const dir = path.join(root, 'tiny');

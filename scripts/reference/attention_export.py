@@ -14,9 +14,12 @@ on (test/attention-fusion.test.ts; part `fusion` of scripts/device/card.sh on th
   scaled_dot_product_attention.
 
 --exporter dynamo: torch's dynamo exporter (opset 18; the default of torch.onnx.export from torch 2.9) instead of
-the TorchScript one; exit code 3 ("unsupported") where this torch or its onnxscript lacks it.
+the TorchScript one; exit code 3 ("unsupported") where this torch or its onnxscript lacks it. Its exports of both
+processors by torch 2.13 are committed in test/fixtures/dynamo-attention (README there).
+--static (with --exporter dynamo): the traced sizes, no dynamic axes (what an export without dynamic shapes holds: the
+sizes, and baddbmm's zeros, folded to constants).
 
-Usage: attention_export.py OUT_DIR [--processor classic|sdpa] [--exporter torchscript|dynamo]. Writes OUT_DIR/attention.onnx (float32, dynamic batch
+Usage: attention_export.py OUT_DIR [--processor classic|sdpa] [--exporter torchscript|dynamo] [--static]. Writes OUT_DIR/attention.onnx (float32, dynamic batch
 and lengths; the attention at the module path up_blocks.0.attentions.0.transformer_blocks.0.attn2), OUT_DIR/x.f32, context.f32 and y.f32 (raw little-endian float32: the inputs and torch's output for
 them) and OUT_DIR/meta.json (shapes, heads, scale, processor, torch's version).
 """
@@ -99,7 +102,10 @@ def main():
     ap.add_argument('out')
     ap.add_argument('--processor', choices=['classic', 'sdpa'], default='classic')
     ap.add_argument('--exporter', choices=['torchscript', 'dynamo'], default='torchscript')
+    ap.add_argument('--static', action='store_true', help='dynamo: export at the traced sizes, no dynamic axes')
     a = ap.parse_args()
+    if a.static and a.exporter != 'dynamo':
+        ap.error('--static is for --exporter dynamo')
     os.makedirs(a.out, exist_ok=True)
     meta = {'processor': a.processor, 'exporter': a.exporter, 'torch': torch.__version__, 'heads': HEADS,
             'scale': (DIM // HEADS) ** -0.5}
@@ -133,15 +139,17 @@ def main():
                           dynamic_axes=axes, **kwargs)
     else:
         kwargs = {'external_data': False} if 'external_data' in params else {}  # one file, read as bytes
-        try:
-            torch.onnx.export(model, (x, context), path, input_names=['x', 'context'], output_names=['y'],
-                              opset_version=18, dynamo=True, dynamic_axes=axes, **kwargs)
-            meta['dynamic'] = True
-        except Exception as err:  # dynamic shapes the exporter could not handle: the traced sizes
-            meta['dynamic_error'] = f'{type(err).__name__}: {str(err)[:300]}'
+        meta['dynamic'] = False
+        if not a.static:
+            try:
+                torch.onnx.export(model, (x, context), path, input_names=['x', 'context'], output_names=['y'],
+                                  opset_version=18, dynamo=True, dynamic_axes=axes, **kwargs)
+                meta['dynamic'] = True
+            except Exception as err:  # dynamic shapes the exporter could not handle: the traced sizes
+                meta['dynamic_error'] = f'{type(err).__name__}: {str(err)[:300]}'
+        if not meta['dynamic']:
             torch.onnx.export(model, (x, context), path, input_names=['x', 'context'], output_names=['y'],
                               opset_version=18, dynamo=True, **kwargs)
-            meta['dynamic'] = False
     for name, t in (('x', x), ('context', context), ('y', y)):
         t.contiguous().numpy().astype('<f4').tofile(os.path.join(a.out, name + '.f32'))
     meta.update({'x': list(x.shape), 'context': list(context.shape), 'y': list(y.shape)})

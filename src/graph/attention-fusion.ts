@@ -14,6 +14,11 @@
  *   kᵀ as Transpose (0 1 3 2) of that or Transpose (0 2 3 1) of the Reshape, or (torch's dynamo exporter) as
  *   Reshape [-1, S, d] → Transpose (0 2 1) → Reshape [B, H, d, S] of it, with an inference Dropout after the Softmax;
  *   output Transpose (0 2 1 3) → Reshape. Target sizes may be constants or read from shapes at run time.
+ * torch's dynamo exporter (checked on real torch 2.13 exports, test/fixtures/dynamo-attention) writes both with its own
+ * size arithmetic: targets as Concats of Shape slices (Shape's start / end, or Slice of `Shape(start=0)`) and of
+ * symbolic sizes Reshaped to one entry; baddbmm's `empty` as Expand(0, shape); the default scale of
+ * scaled-dot-product attention folded into one initializer, sqrt(1 / sqrt(d)), on q and on kᵀ. Exported at fixed
+ * sizes, its targets are constants (the split inferring the length) and baddbmm's zeros one constant tensor.
  * Scalar Mul / Div on the scores or on q and kᵀ become the node's `scale` (and zeros added to the scores, as torch's
  * export of baddbmm with beta 0 writes them, are dropped); so does the default scale that torch's
  * export of scaled-dot-product attention computes from the query's shape (sqrt(1 / sqrt(d)) on q and on kᵀ). The head
@@ -71,6 +76,9 @@ interface Entry {
   dim?: Dim;
 }
 
+/** No tensor of these graphs has more axes; a larger count read from a Shape slice is not a list of dimensions. */
+const MAX_RANK = 64;
+
 const normalAxis = (axis: number, rank: number | undefined): number => (axis < 0 && rank !== undefined ? axis + rank : axis);
 
 /**
@@ -84,8 +92,10 @@ function dimRange(of: string, start: number, end: number | undefined, rank: numb
     const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + rank : v, 0), rank);
     [a, b] = [clamp(start), end === undefined ? rank : clamp(end)];
   } else if (start >= 0 && end !== undefined && end >= 0) [a, b] = [start, end];
-  else if (start < 0 && (end === undefined || end < 0)) [a, b] = [start, end ?? 0];
+  // From the end, where the start counts from the end too (Slice's INT64_MIN, "from the first", needs the rank).
+  else if (start < 0 && start > -MAX_RANK && (end === undefined || end < 0)) [a, b] = [start, end ?? 0];
   else return undefined;
+  if (b - a > MAX_RANK) return undefined;
   return Array.from({ length: Math.max(b - a, 0) }, (_, i) => ({ value: null, dim: { of, axis: a + i } }));
 }
 
@@ -116,6 +126,19 @@ class Graph {
   op(name: string | undefined, op: string): NodeProto | undefined {
     const p = name === undefined ? undefined : this.producer.get(name);
     return p && p.opType === op && (p.domain === '' || p.domain === 'ai.onnx') ? p : undefined;
+  }
+
+  /**
+   * The tensor whose whole shape `name` is: a Shape node without start / end, or with start 0 and no end (the dynamo
+   * exporter writes that); undefined for anything else.
+   */
+  wholeShapeOf(name: string | undefined): string | undefined {
+    const p = this.op(name, 'Shape');
+    if (!p) return undefined;
+    const start = intAttr(p, 'start');
+    return (start === undefined || start === 0n) && intAttr(p, 'end') === undefined && p.attribute.length === (start === undefined ? 0 : 1)
+      ? p.input[0]
+      : undefined;
   }
 
   constantTensor(name: string): TensorProto | undefined {
@@ -191,9 +214,8 @@ class Graph {
       }
       case 'Slice':
       case 'Gather': {
-        const shape = this.op(p.input[0], 'Shape');
-        if (!shape || shape.attribute.length > 0) return undefined;
-        const of = shape.input[0]!;
+        const of = this.wholeShapeOf(p.input[0]);
+        if (of === undefined) return undefined;
         const rank = ranks?.get(of);
         if (p.opType === 'Gather') {
           const index = this.ints(p.input[1] ?? '');
@@ -214,11 +236,9 @@ class Graph {
   private scalarDim(name: string, ranks?: ReadonlyMap<string, number>): { dim?: Dim } {
     const p = this.producer.get(name);
     if (p?.opType === 'Gather' && this.rankOf(p.input[1] ?? '') === 0 && (intAttr(p, 'axis') ?? 0n) === 0n) {
-      const shape = this.op(p.input[0], 'Shape');
+      const of = this.wholeShapeOf(p.input[0]);
       const index = this.ints(p.input[1]!);
-      if (shape && shape.attribute.length === 0 && index?.length === 1) {
-        return { dim: { of: shape.input[0]!, axis: normalAxis(index[0]!, ranks?.get(shape.input[0]!)) } };
-      }
+      if (of !== undefined && index?.length === 1) return { dim: { of, axis: normalAxis(index[0]!, ranks?.get(of)) } };
     }
     if (p?.opType === 'Squeeze') {
       const inner = this.computedEntries(p.input[0] ?? '', ranks);
@@ -311,14 +331,14 @@ function factorOf(g: Graph, name: string, depth = 0): Factor | undefined {
     }
     case 'Slice':
     case 'Gather': {
-      const shape = g.op(n.input[0], 'Shape');
-      if (!shape || shape.attribute.length > 0) return undefined;
+      const of = g.wholeShapeOf(n.input[0]);
+      if (of === undefined) return undefined;
       const last = n.opType === 'Gather'
         ? (intAttr(n, 'axis') ?? 0n) === 0n && g.ints(n.input[1]!)?.length === 1 && g.ints(n.input[1]!)![0] === -1
         : g.ints(n.input[1]!)?.join() === '-1' && (g.ints(n.input[2]!)?.[0] ?? 0) >= 2 ** 31 &&
           (n.input[3] === undefined || n.input[3] === '' || g.ints(n.input[3])?.join() === '0') &&
           (n.input[4] === undefined || n.input[4] === '' || g.ints(n.input[4])?.join() === '1');
-      return last ? { c: 1, p: 1, shapes: [shape.input[0]!] } : undefined;
+      return last ? { c: 1, p: 1, shapes: [of] } : undefined;
     }
     default:
       return undefined;
@@ -326,29 +346,65 @@ function factorOf(g: Graph, name: string, depth = 0): Factor | undefined {
 }
 
 /**
- * A tensor of zeros: ConstantOfShape of 0, or a zero scalar times a finite ConstantOfShape or constant. torch's export
- * of baddbmm(empty, q, kᵀ, beta=0, alpha=scale) (diffusers' classic processor since 0.8, when it has no mask) adds
- * beta · empty, written as ConstantOfShape(shape of the scores) · 0. The shape, which the Add could broadcast the scores
- * to, is returned for the caller to check.
+ * Zeros added to the scores: the shape tensor they have (`shape`; undefined for a scalar), or their dimensions where
+ * they are a constant (`dims`), for the caller to check against the scores' shape.
  */
-function zeroTerm(g: Graph, name: string, depth = 0): { shape: string | undefined } | undefined {
+interface Zeros {
+  shape: string | undefined;
+  dims?: number[];
+}
+
+/** A float32 / float16 constant, stored in the model, of more than one element, every one +0. */
+function isZeroTensor(t: TensorProto): boolean {
+  const count = t.dims.reduce((n, d) => n * Number(d), 1);
+  if (t.dataLocation === EXTERNAL || count <= 1 || (t.dataType !== FLOAT && t.dataType !== FLOAT16)) return false;
+  const bytes = t.dataType === FLOAT ? 4 : 2;
+  if (t.rawData.byteLength > 0) return t.rawData.byteLength === count * bytes && t.rawData.every((b) => b === 0);
+  const values = t.dataType === FLOAT ? t.floatData : t.int32Data;
+  return values.length === count && values.every((v) => v === 0 && !Object.is(v, -0));
+}
+
+/**
+ * A tensor of zeros: a constant of zeros (the dynamo exporter's static export folds baddbmm's beta · empty into one),
+ * ConstantOfShape of 0, Expand of a zero scalar, or a zero scalar times a finite ConstantOfShape,
+ * Expand of a finite scalar, or constant. torch's export of baddbmm(empty, q, kᵀ, beta=0, alpha=scale) (diffusers'
+ * classic processor since 0.8, when it has no mask) adds beta · empty: the TorchScript exporter writes it as
+ * ConstantOfShape(shape of the scores) · 0, the dynamo exporter as Expand(0, shape of the scores) · 0. The shape, which
+ * the Add could broadcast the scores to, is returned for the caller to check.
+ */
+function zeroTerm(g: Graph, name: string, depth = 0): Zeros | undefined {
   const s = g.scalar(name);
   if (s !== undefined) return s === 0 ? { shape: undefined } : undefined;
+  const t = g.constantTensor(name);
+  if (t) return isZeroTensor(t) ? { shape: undefined, dims: t.dims.map(Number) } : undefined;
   const p = g.producer.get(name);
   if (!p || depth > 4 || (p.domain !== '' && p.domain !== 'ai.onnx')) return undefined;
   if (p.opType === 'Cast' || p.opType === 'Identity') return zeroTerm(g, p.input[0] ?? '', depth + 1);
   if (p.opType === 'ConstantOfShape') return constantOfShape(g, p) === 0 ? { shape: p.input[0] } : undefined;
+  if (p.opType === 'Expand') return expandedScalar(g, p) === 0 ? { shape: p.input[1] } : undefined;
   if (p.opType !== 'Mul' || p.input.length !== 2) return undefined;
-  const finite = (x: string): { shape: string | undefined } | undefined => {
+  const finite = (x: string): Zeros | undefined => {
     const v = g.scalar(x);
     if (v !== undefined) return Number.isFinite(v) ? { shape: undefined } : undefined;
     const c = g.producer.get(x);
+    if (c?.opType === 'Expand' && isDefaultDomain(c)) return Number.isFinite(expandedScalar(g, c)) ? { shape: c.input[1] } : undefined;
     return c?.opType === 'ConstantOfShape' && Number.isFinite(constantOfShape(g, c)) ? { shape: c.input[0] } : undefined;
   };
   const [a, b] = [p.input[0]!, p.input[1]!];
   if (g.scalar(b) === 0) return finite(a);
   if (g.scalar(a) === 0) return finite(b);
   return undefined;
+}
+
+/**
+ * The value an Expand fills its target shape with: its input, a float constant of one element and rank 0 or 1 (so that
+ * the output's shape is the target's); NaN for anything else.
+ */
+function expandedScalar(g: Graph, n: NodeProto): number {
+  const input = n.input[0] ?? '';
+  const t = g.constantTensor(input);
+  const rank = t ? t.dims.length : g.producer.get(input)?.attribute.some((a) => a.name === 'value_float') ? 0 : undefined;
+  return rank !== undefined && rank <= 1 && n.input[1] ? g.scalar(input) ?? Number.NaN : Number.NaN;
 }
 
 /** The value a ConstantOfShape fills with (0 when it has no `value`); NaN when it is not a float scalar. */
@@ -361,16 +417,16 @@ function constantOfShape(g: Graph, n: NodeProto): number {
  * Peels scale factors (Mul / Div by a Factor) and added zeros (zeroTerm) off `name`: the tensor under them, the factor
  * they apply, and the shapes of the zeros (each to be checked against the scores' shape).
  */
-function peelScale(g: Graph, name: string): { name: string; scale: Factor; zeroShapes: (string | undefined)[] } {
+function peelScale(g: Graph, name: string): { name: string; scale: Factor; zeroShapes: Zeros[] } {
   let scale = ONE;
-  const zeroShapes: (string | undefined)[] = [];
+  const zeroShapes: Zeros[] = [];
   for (;;) {
     const p = g.producer.get(name);
     if (p?.opType === 'Add' && p.input.length === 2 && (p.domain === '' || p.domain === 'ai.onnx')) {
       const zb = zeroTerm(g, p.input[1]!);
       const za = zb ? undefined : zeroTerm(g, p.input[0]!);
       if (!zb && !za) return { name, scale, zeroShapes };
-      zeroShapes.push((zb ?? za)!.shape);
+      zeroShapes.push((zb ?? za)!);
       name = p.input[zb ? 0 : 1]!;
       continue;
     }
@@ -446,7 +502,9 @@ function keysTransposed(g: Graph, name: string): Heads | undefined {
 /**
  * kᵀ of k = [B, H, S, d] written as Reshape [-1, S, d] → Transpose (0 2 1) → Reshape [B, H, d, S] (torch's dynamo
  * exporter, which transposes with a static permutation whatever k's rank): both targets' S and d must be k's own,
- * read from k's shape at run time or constants equal to the head split's, and the outer target's leading two B and H.
+ * read from k's shape at run time (a real export slices them from `Shape(k, start=0)`) or constants equal to the head
+ * split's (S also a constant that the outer target pins, where the split infers it), and the outer target's leading
+ * two B and H.
  */
 function keysSwappedByReshapes(g: Graph, outer: NodeProto): Heads | undefined {
   const t = g.op(outer.input[0], 'Transpose');
@@ -462,12 +520,16 @@ function keysSwappedByReshapes(g: Graph, outer: NodeProto): Heads | undefined {
   const isKeyAxis = (e: Entry, axis: number): boolean => {
     if (e.dim) return e.dim.of === key && e.dim.axis === axis;
     const fromSplit = h.split[splitIndex[axis]!]!.value;
-    return e.value !== null && e.value >= 0 && (fromSplit === e.value || (axis === 1 && e.value === h.heads));
+    return e.value !== null && e.value > 0 && (fromSplit === e.value || (axis === 1 && e.value === h.heads));
   };
   const same = (x: Entry, y: Entry): boolean =>
     x.dim && y.dim ? x.dim.of === y.dim.of && x.dim.axis === y.dim.axis : x.value !== null && x.value === y.value;
-  const ok = isKeyAxis(a[1]!, 2) && isKeyAxis(a[2]!, 3) && same(b[2]!, a[2]!) && same(b[3]!, a[1]!) &&
-    (b[0]!.value === -1 || isKeyAxis(b[0]!, 0)) && isKeyAxis(b[1]!, 1);
+  const batch = b[0]!.value === null ? isKeyAxis(b[0]!, 0) : b[0]!.value > 0 && isKeyAxis(b[0]!, 0);
+  // k's keys S: its own (read from its shape, or the split's constant), or, where the split infers it (-1, a static
+  // export), a positive constant s that the outer Reshape pins: with B, H and d k's own there, it holds B·H·d·s of k's
+  // B·H·S·d elements, so S = s, and the inner [-1, s, d] is [B·H, S, d].
+  const keys = isKeyAxis(a[1]!, 2) || (batch && a[1]!.value !== null && a[1]!.value > 0);
+  const ok = keys && isKeyAxis(a[2]!, 3) && same(b[2]!, a[2]!) && same(b[3]!, a[1]!) && (b[0]!.value === -1 || batch) && isKeyAxis(b[1]!, 1);
   return ok ? h : undefined;
 }
 
@@ -514,27 +576,54 @@ interface Site {
 }
 
 /**
- * Whether the shape tensor `shape` is the scores' own shape (rank `rank`), so that adding zeros of that shape changes
- * nothing: Shape of the q·kᵀ MatMul, or entries read from the shapes of its operands (the leading ones and the queries
- * from q, the keys from kᵀ or from the keys before their Transpose), as torch's export of baddbmm computes it.
+ * What is known of the dimensions of `name`: a Reshape's target entries that are sizes (a positive constant, or one
+ * computed at run time; not -1, nor a 0 that copies), or those of a Transpose of such a Reshape, permuted. Unknown
+ * dimensions are undefined; undefined for any other producer.
  */
-function scoresShape(g: Graph, shape: string, qk: NodeProto, q: string, kt: string, rank: number): boolean {
-  const whole = g.op(shape, 'Shape');
-  if (whole) return whole.input[0] === qk.output[0] && whole.attribute.length === 0;
-  const entries = g.shapeEntries(shape);
+function knownDims(g: Graph, name: string, depth = 0): (Entry | undefined)[] | undefined {
+  const r = g.op(name, 'Reshape');
+  if (r) return g.shapeEntries(r.input[1]!)?.map((e) => (e.value === null ? (e.dim || e.source ? e : undefined) : e.value > 0 ? e : undefined));
+  const t = g.op(name, 'Transpose');
+  const perm = t?.attribute.find((a) => a.name === 'perm')?.ints.map(Number);
+  if (!t || !perm || depth > 2) return undefined;
+  const inner = knownDims(g, t.input[0]!, depth + 1);
+  return inner?.length === perm.length ? perm.map((p) => inner[p]) : undefined;
+}
+
+/** Two shape entries that are the same size: one positive constant, one dimension of one tensor, or one scalar. */
+function sameEntry(a: Entry, b: Entry): boolean {
+  if (a.value !== null || b.value !== null) return a.value !== null && a.value > 0 && a.value === b.value;
+  if (a.dim && b.dim && a.dim.of === b.dim.of && a.dim.axis === b.dim.axis) return true;
+  return a.source !== undefined && a.source === b.source;
+}
+
+/**
+ * Whether the zeros' shape (a shape tensor, or a constant's dimensions) is the scores' own shape (rank `rank`), so that
+ * adding them changes nothing: Shape of the q·kᵀ MatMul, or entries each equal to the scores' dimension: read from the shapes of its
+ * operands (the leading ones and the queries from q, the keys from kᵀ or from the keys before their Transpose), as
+ * torch's TorchScript export of baddbmm computes it, or the same sizes as the Reshape targets that made q (leading
+ * ones and queries) and kᵀ (keys) hold, as torch's dynamo export of baddbmm writes it. A leading entry of q's may be 1
+ * where MatMul broadcast k's batch over it; zeros of that shape still broadcast to the scores' shape.
+ */
+function scoresShape(g: Graph, zeros: Zeros, qk: NodeProto, q: string, kt: string, rank: number): boolean {
+  const shape = zeros.shape;
+  if (shape !== undefined && g.op(shape, 'Shape')) return g.wholeShapeOf(shape) === qk.output[0];
+  const entries = zeros.dims ? zeros.dims.map((value): Entry => ({ value })) : shape === undefined ? undefined : g.shapeEntries(shape);
   if (entries?.length !== rank) return false;
   const transpose = g.op(kt, 'Transpose');
   const perm = transpose?.attribute.find((a) => a.name === 'perm')?.ints.map(Number);
-  return entries.every((e, i) => {
+  const readFromOperands = (e: Entry, i: number): boolean => {
     const gather = e.source ? g.op(e.source, 'Gather') : undefined;
-    const of = gather ? g.op(gather.input[0], 'Shape') : undefined;
+    const of = gather ? g.wholeShapeOf(gather.input[0]) : undefined;
     const index = gather ? g.ints(gather.input[1]!) : undefined;
-    if (!of || of.attribute.length > 0 || index?.length !== 1 || (intAttr(gather!, 'axis') ?? 0n) !== 0n) return false;
+    if (of === undefined || index?.length !== 1 || (intAttr(gather!, 'axis') ?? 0n) !== 0n) return false;
     const at = index[0]! < 0 ? index[0]! + rank : index[0]!;
-    const t = of.input[0];
-    if (t === qk.output[0] || (i < rank - 1 && t === q)) return at === i;
-    return i === rank - 1 && ((t === kt && at === i) || (t === transpose?.input[0] && perm?.length === rank && at === perm[i]));
-  });
+    if (of === qk.output[0] || (i < rank - 1 && of === q)) return at === i;
+    return i === rank - 1 && ((of === kt && at === i) || (of === transpose?.input[0] && perm?.length === rank && at === perm[i]));
+  };
+  const [qDims, kDims] = [knownDims(g, q), knownDims(g, kt)];
+  const expected = (i: number): Entry | undefined => (i < rank - 1 ? (qDims?.length === rank ? qDims[i] : undefined) : kDims?.length === rank ? kDims[i] : undefined);
+  return entries.every((e, i) => readFromOperands(e, i) || (expected(i) !== undefined && sameEntry(e, expected(i)!)));
 }
 
 /**
@@ -563,7 +652,7 @@ function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefine
   const v = headsOf(g, pv.input[1]!);
   if (!q || !k || !v || q.heads !== k.heads || q.heads !== v.heads || q.folded !== k.folded || q.folded !== v.folded) return undefined;
   if (qs.zeroShapes.length > 0 || ks.zeroShapes.length > 0) return undefined;
-  if (!scores.zeroShapes.every((sh) => sh === undefined || scoresShape(g, sh, qk, qs.name, ks.name, q.folded ? 3 : 4))) return undefined;
+  if (!scores.zeroShapes.every((z) => (z.shape === undefined && z.dims === undefined) || scoresShape(g, z, qk, qs.name, ks.name, q.folded ? 3 : 4))) return undefined;
   // The Softmax must run over the keys: the last axis of [B·H, S, L] or [B, H, S, L].
   const axis = intAttr(softmax, 'axis') ?? (opset >= 13 ? -1n : 1n);
   if (axis !== -1n && axis !== (q.folded ? 2n : 3n)) return undefined;
