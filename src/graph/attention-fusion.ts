@@ -2,7 +2,9 @@
  * Attention fusion: rewrites the written-out attention of a UNet export (q·kᵀ MatMul, scale, Softmax, ·v MatMul, and
  * the Reshape / Transpose pairs that split and merge the heads) into one `com.microsoft` MultiHeadAttention node,
  * which ONNX Runtime's GPU providers run as one kernel (flash attention where the device allows) instead of writing
- * the [batch·heads, queries, keys] scores to memory and reading them back twice. Where the scores are the cost (SD's
+ * the [batch·heads, queries, keys] scores to memory and reading them back twice. By default q and k are padded per
+ * head (PAD_CHANNELS), which keeps ONNX Runtime 1.30's WebGPU provider off its flash-attention kernel (wrong on
+ * lavapipe; see PAD_CHANNELS): it then runs the scores, Softmax and ·v as three kernels. Where the scores are the cost (SD's
  * first attention level: 4096 queries at a 64x64 latent, SDXL's at 128x128), that is most of the attention's time.
  *
  * Recognised layouts (what exporters write for diffusers' attention processors):
@@ -38,6 +40,7 @@ import {
   OperatorSetIdProtoSchema,
   type GraphProto,
   type ModelProto,
+  TensorProtoSchema,
   type NodeProto,
   type TensorProto,
 } from 'onnx-buf';
@@ -573,7 +576,14 @@ interface Site {
   heads: number;
   /** undefined: the head size's 1 / sqrt (the node's default). */
   scale: number | undefined;
+  /** The head size where the split's target holds it as a constant. */
+  headSize: number | undefined;
 }
+
+const constantSize = (split: Entry[]): number | undefined => {
+  const d = split[3]?.value;
+  return d !== null && d !== undefined && d > 0 ? d : undefined;
+};
 
 /**
  * What is known of the dimensions of `name`: a Reshape's target entries that are sizes (a positive constant, or one
@@ -668,7 +678,7 @@ function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefine
     const heads = new Set([qs.name, g.producer.get(ks.name)?.input[0]]);
     if (total.p !== -0.5 || Math.abs(total.c - 1) > 1e-6 || !total.shapes.every((t) => heads.has(t))) return undefined;
   }
-  return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale };
+  return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale, headSize: constantSize(q.split) };
 }
 
 /**
@@ -688,7 +698,7 @@ function matchOnnxAttention(g: Graph, node: NodeProto): Site | undefined {
   const merge = headMerge(g, node, q.heads, false);
   if (!merge) return undefined;
   const scale = attribute('scale');
-  return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale: scale ? scale.f : undefined };
+  return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale: scale ? scale.f : undefined, headSize: constantSize(q.split) };
 }
 
 const isDefaultDomain = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
@@ -713,11 +723,34 @@ export function unfusedReason(model: ModelProto): string {
   return 'no attention written out in a layout the fusion recognises';
 }
 
+/** What the fusion writes. */
+export interface FuseAttentionOptions {
+  /**
+   * Write q and k as they are (same head size as v), so that ONNX Runtime's WebGPU provider may run its
+   * flash-attention kernel. Default false: q and k get PAD_CHANNELS zero channels per head (see padQueryKey).
+   */
+  flashForm?: boolean;
+}
+
+/**
+ * Zero channels appended to each head of q and k. A zero channel adds nothing to q·kᵀ, so the attention is the same
+ * (its scale written out, as the node's default would count the padding); but q's head size then differs from v's,
+ * and ONNX Runtime 1.30's WebGPU MultiHeadAttention takes its flash-attention kernel only where they are equal (and
+ * the head size is a multiple of 4): without it, it computes the scores, Softmax and ·v as three kernels. Its
+ * flash-attention kernel was measured wrong on lavapipe (Mesa's CPU Vulkan driver) wherever the keys outnumber the
+ * subgroup size (8 there; 4 and 16 with LP_NATIVE_VECTOR_WIDTH 128 and 512), off by 0.1 to 0.5 at inputs up to 2;
+ * the three kernels are within float rounding (docs/benchmarks.md, "Fused attention"). 4 keeps the head size a
+ * multiple of 4, which the three kernels read four at a time.
+ */
+export const PAD_CHANNELS = 4;
+
 /**
  * Fuses every recognised attention of `model` (mutated in place) into MultiHeadAttention nodes and prunes what they
- * replace. Returns how many were fused and how many Softmax nodes are left, or why nothing can be done.
+ * replace. Returns how many were fused and how many Softmax nodes are left, or why nothing can be done. An attention
+ * whose head size is not a constant and whose scale is the default (1 / sqrt of the head size) is written in the
+ * flash form, whose scale the padding would change.
  */
-export function fuseAttention(model: ModelProto): AttentionFusion {
+export function fuseAttention(model: ModelProto, options: FuseAttentionOptions = {}): AttentionFusion {
   const graph = model.graph;
   if (!graph) return { reason: 'the model has no graph' };
   const opset = defaultOpset(model);
@@ -725,29 +758,61 @@ export function fuseAttention(model: ModelProto): AttentionFusion {
   const g = new Graph(graph);
   const softmaxes = graph.node.filter((n) => n.opType === 'Softmax' && isDefaultDomain(n));
   const attentions = onnxAttentionNodes(model, opset);
-  const replace = new Map<NodeProto, NodeProto>();
+  const replace = new Map<NodeProto, NodeProto[]>();
   for (const [i, node] of [...softmaxes, ...attentions].entries()) {
     const site = node.opType === 'Softmax' ? matchSite(g, node, opset) : matchOnnxAttention(g, node);
     if (!site) continue;
-    replace.set(site.merge, create(NodeProtoSchema, {
-      name: `${FUSED_SCOPE}/MultiHeadAttention_${i}`,
+    const name = `${FUSED_SCOPE}/MultiHeadAttention_${i}`;
+    const pad = !options.flashForm && (site.scale !== undefined || site.headSize !== undefined);
+    const scale = site.scale ?? (pad ? 1 / Math.sqrt(site.headSize!) : undefined);
+    const [q, k, padding] = pad ? padQueryKey(graph, name, site) : [site.q, site.k, []];
+    replace.set(site.merge, [...padding, create(NodeProtoSchema, {
+      name,
       opType: 'MultiHeadAttention',
       domain: MS_DOMAIN,
-      input: [site.q, site.k, site.v],
+      input: [q, k, site.v],
       output: [site.merge.output[0]!],
       attribute: [
         create(AttributeProtoSchema, { name: 'num_heads', type: AttributeProto_AttributeType.INT, i: BigInt(site.heads) }),
-        ...(site.scale === undefined ? [] : [create(AttributeProtoSchema, { name: 'scale', type: AttributeProto_AttributeType.FLOAT, f: site.scale })]),
+        ...(scale === undefined ? [] : [create(AttributeProtoSchema, { name: 'scale', type: AttributeProto_AttributeType.FLOAT, f: scale })]),
       ],
-    }));
+    })]);
   }
   if (replace.size === 0) return { fused: 0, left: softmaxes.length + attentions.length };
-  // The fused node takes the merge Reshape's place: its inputs (the flat q, k, v) come earlier in topological order.
-  graph.node = graph.node.map((n) => replace.get(n) ?? n);
+  // The fused node (after the padding of q and k) takes the merge Reshape's place: its inputs (the flat q, k, v) come
+  // earlier in topological order.
+  graph.node = graph.node.flatMap((n) => replace.get(n) ?? [n]);
   if (!model.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
     model.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: 1n }));
   }
   pruneGraph(graph);
   const left = graph.node.filter((n) => n.opType === 'Softmax' && isDefaultDomain(n)).length + onnxAttentionNodes(model, opset).length;
   return { fused: replace.size, left };
+}
+
+function int64Initializer(graph: GraphProto, name: string, values: number[]): string {
+  const raw = new Uint8Array(values.length * 8);
+  const view = new DataView(raw.buffer);
+  values.forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
+  graph.initializer.push(create(TensorProtoSchema, { name, dataType: 7, dims: [BigInt(values.length)], rawData: raw }));
+  return name;
+}
+
+/**
+ * q and k, flat [B, S, H·d], as [B, S, H·(d + PAD_CHANNELS)]: each head followed by PAD_CHANNELS zeros (Reshape to
+ * [B, S, H, d], Pad of the last axis, Reshape back). Returns the padded names and the nodes that compute them.
+ */
+function padQueryKey(graph: GraphProto, name: string, site: Site): [string, string, NodeProto[]] {
+  const split = int64Initializer(graph, `${name}/split_heads`, [0, 0, site.heads, -1]);
+  const pads = int64Initializer(graph, `${name}/pads`, [0, 0, 0, 0, 0, 0, 0, PAD_CHANNELS]);
+  const merge = int64Initializer(graph, `${name}/merge_heads`, [0, 0, -1]);
+  const nodes: NodeProto[] = [];
+  const padded = (input: string, side: string): string => {
+    const node = (opType: string, inputs: string[], step: string) => {
+      nodes.push(create(NodeProtoSchema, { name: `${name}/${side}_${step}`, opType, input: inputs, output: [`${name}/${side}_${step}_output`] }));
+      return `${name}/${side}_${step}_output`;
+    };
+    return node('Reshape', [node('Pad', [node('Reshape', [input, split], 'split'), pads], 'pad'), merge], 'merge');
+  };
+  return [padded(site.q, 'q'), padded(site.k, 'k'), nodes];
 }

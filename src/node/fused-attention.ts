@@ -21,7 +21,7 @@ export interface FusedAttention {
 }
 
 /** Bump when the fusion's output changes, so stored graphs are derived again. */
-const FORMAT = 6;
+const FORMAT = 7;
 const SUFFIX = '.asgd-fused';
 
 interface FusedResult {

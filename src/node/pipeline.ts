@@ -68,9 +68,11 @@ export interface PipelineOptions {
   workerIsolation?: 'auto' | WorkerIsolation;
   /**
    * Run the UNet's attention (and the probe graph's, but for its probed layers) as fused MultiHeadAttention nodes
-   * (src/graph/attention-fusion.ts): one kernel per attention instead of the scores written to memory and read back.
-   * Off by default: ONNX Runtime 1.30's WebGPU kernel rounds more coarsely than the written-out graph on the only
-   * GPU measured so far (Mesa's lavapipe; docs/benchmarks.md). Every device of a pipeline runs the same graph.
+   * (src/graph/attention-fusion.ts), q and k padded per head so that ONNX Runtime 1.30's WebGPU provider leaves out
+   * its flash-attention kernel, which was wrong on Mesa's lavapipe (docs/benchmarks.md, "Fused attention"); with the
+   * padding the fused graph is within float rounding of the written-out one there. Off by default: the padded form's
+   * speed on a GPU is not measured yet (the measured speed-up was the flash kernel's; on lavapipe the padded form is
+   * slower than the plain graph). Every device of a pipeline runs the same graph.
    */
   fuseAttention?: boolean;
   /**
