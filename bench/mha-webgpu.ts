@@ -15,6 +15,7 @@
  * default plain 2"` and the same with padded and written (4096 queries: a 64x64 latent's first attention level). On lavapipe, LP_NATIVE_VECTOR_WIDTH (128, 256, 512) sets the subgroup size
  * (4, 8, 16).
  */
+import fs from 'node:fs';
 import { create, toBinary } from '@bufbuild/protobuf';
 import {
   AttributeProtoSchema,
@@ -34,6 +35,7 @@ import {
 import ort from 'onnxruntime-node';
 import { float16ToFloat32, float32ToFloat16 } from '../src/core/float16.ts';
 import { PAD_CHANNELS } from '../src/graph/attention-fusion.ts';
+import { BenchUsageError, benchCli, choiceArg, intArg, numberArg } from './args.ts';
 
 interface Case { B: number; S: number; L: number; D: number; H: number; dtype: 'float32' | 'float16'; scale: number | 'default'; form: string; amp: number }
 
@@ -57,10 +59,21 @@ const SWEEP = [
 ];
 const QUICK = ['2 256 77 320 8 float32 default plain 2', '2 256 77 320 8 float32 default padded 2', '2 256 256 328 8 float32 default plain 2'];
 
+const FORMS = ['plain', 'padded', 'written', 'bnsh'] as const;
+
+/** One case, every field checked (a wrong one stops the script before any run, naming the field). */
 function parseCase(line: string): Case {
-  const [B, S, L, D, H, dtype, scale, form, amp] = line.trim().split(/\s+/);
-  if (amp === undefined || (dtype !== 'float32' && dtype !== 'float16')) throw new Error(`--case "B S L D H dtype scale form amp": ${line}`);
-  return { B: +B!, S: +S!, L: +L!, D: +D!, H: +H!, dtype, scale: scale === 'default' ? 'default' : +scale!, form: form!, amp: +amp };
+  const parts = line.trim().split(/\s+/);
+  if (parts.length !== 9) throw new BenchUsageError(`--case: expected 9 fields "B S L D H dtype scale form amp", received ${JSON.stringify(line)}`);
+  const [B, S, L, D, H, dtype, scale, form, amp] = parts as [string, string, string, string, string, string, string, string, string];
+  const c: Case = {
+    B: intArg('--case B', B, 1), S: intArg('--case S', S, 1), L: intArg('--case L', L, 1), D: intArg('--case D', D, 1), H: intArg('--case H', H, 1),
+    dtype: choiceArg('--case dtype', dtype, ['float32', 'float16'] as const),
+    scale: scale === 'default' ? 'default' : numberArg('--case scale (a number or default)', scale, 0),
+    form: choiceArg('--case form', form, FORMS), amp: numberArg('--case amp', amp, 0),
+  };
+  if (c.D % c.H !== 0) throw new BenchUsageError(`--case: D (${c.D}) must be a multiple of H (${c.H}), received ${JSON.stringify(line)}`);
+  return c;
 }
 
 function valueInfo(name: string, elemType: number, dims: number[]) {
@@ -171,7 +184,17 @@ const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return m;
 };
 
-async function runCase(c: Case): Promise<string> {
+interface CaseResult extends Case {
+  headSize: number;
+  webgpuVsCpu: number;
+  /** Against the float64 reference, where it was computed (B·H·S·L·d at most 2e8). */
+  webgpuVsRef?: number;
+  cpuVsRef?: number;
+  maxRef?: number;
+  webgpuMedianMs?: number;
+}
+
+async function runCase(c: Case): Promise<CaseResult> {
   const round = (t: Float32Array) => (c.dtype === 'float16' ? float16ToFloat32(float32ToFloat16(t)) : t);
   const q = round(uniform(c.B * c.S * c.D, 1, c.amp));
   const k = round(uniform(c.B * c.L * c.D, 2, c.amp));
@@ -185,7 +208,7 @@ async function runCase(c: Case): Promise<string> {
   });
   const bytes = modelBytes(c);
   const out: Record<string, Float32Array> = {};
-  let ms = '-';
+  let ms: number | undefined;
   for (const provider of ['cpu', 'webgpu']) {
     const s = await ort.InferenceSession.create(bytes, { executionProviders: [provider], logSeverityLevel: 3 });
     try {
@@ -200,7 +223,7 @@ async function runCase(c: Case): Promise<string> {
           await s.run(f);
           times.push(performance.now() - t0);
         }
-        ms = times.sort((a, b) => a - b)[Math.floor(TIME / 2)]!.toFixed(2);
+        ms = times.sort((a, b) => a - b)[Math.floor(TIME / 2)]!;
       }
     } finally {
       await s.release();
@@ -208,17 +231,38 @@ async function runCase(c: Case): Promise<string> {
   }
   const d = c.D / c.H;
   const ref = c.B * c.H * c.S * c.L * d <= 2e8 ? reference(c, q, k, v, c.scale === 'default' ? 1 / Math.sqrt(d) : c.scale) : undefined;
-  const e = (x: number) => x.toExponential(1);
-  const largest = ref ? ref.reduce((m, x) => Math.max(m, Math.abs(x)), 0).toFixed(2) : '-';
-  return `| ${c.B} | ${c.S} | ${c.L} | ${c.D} | ${c.H} | ${d} | ${c.dtype} | ${c.scale} | ${c.form} | ${c.amp} | ` +
-    `${e(maxDiff(out['webgpu']!, out['cpu']!))} | ${ref ? e(maxDiff(out['webgpu']!, ref)) : '-'} | ${ref ? e(maxDiff(out['cpu']!, ref)) : '-'} | ${largest} | ${ms} |`;
+  return {
+    ...c, headSize: d, webgpuVsCpu: maxDiff(out['webgpu']!, out['cpu']!),
+    ...(ref ? { webgpuVsRef: maxDiff(out['webgpu']!, ref), cpuVsRef: maxDiff(out['cpu']!, ref), maxRef: ref.reduce((m, x) => Math.max(m, Math.abs(x)), 0) } : {}),
+    ...(ms !== undefined ? { webgpuMedianMs: ms } : {}),
+  };
 }
 
-const args = process.argv.slice(2);
-const TIME = args.includes('--time') ? Number(args[args.indexOf('--time') + 1]) : 0;
-const cases = args.includes('--case')
-  ? args.flatMap((a, i) => (args[i - 1] === '--case' ? [a] : []))
-  : args.includes('--quick') ? QUICK : SWEEP;
+function row(r: CaseResult): string {
+  const e = (x: number | undefined) => (x === undefined ? '-' : x.toExponential(1));
+  return `| ${r.B} | ${r.S} | ${r.L} | ${r.D} | ${r.H} | ${r.headSize} | ${r.dtype} | ${r.scale} | ${r.form} | ${r.amp} | ` +
+    `${e(r.webgpuVsCpu)} | ${e(r.webgpuVsRef)} | ${e(r.cpuVsRef)} | ${r.maxRef?.toFixed(2) ?? '-'} | ${r.webgpuMedianMs?.toFixed(2) ?? '-'} |`;
+}
+
+const USAGE = `
+node --import tsx bench/mha-webgpu.ts [--quick] [--case "B S L D H dtype scale form amp" ...] [--time N]
+  (no --case: the whole sweep; --quick: three cases)
+  --case   one case (repeatable): batch, queries, keys, width D, heads H, float32|float16, a scale or default,
+           ${FORMS.join('|')}, input amplitude
+  --time N also the median milliseconds of N webgpu runs (after 3)
+  --out F  also the rows as JSON, rewritten after each case`;
+const { TIME, cases, out } = benchCli(USAGE, {
+  options: { quick: { type: 'boolean' }, case: { type: 'string', multiple: true }, time: { type: 'string', default: '0' }, out: { type: 'string' } },
+}, ({ values: v }) => {
+  if (v.quick && v.case) throw new BenchUsageError('--quick and --case: give one of them');
+  return { TIME: intArg('--time', v.time!, 0), cases: (v.case ?? (v.quick ? QUICK : SWEEP)).map(parseCase), out: v.out };
+});
 console.log('| B | S | L | D | H | d | dtype | scale | form | amp | webgpu-cpu | webgpu-ref | cpu-ref | max ref | webgpu ms |');
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
-for (const line of cases) console.log(await runCase(parseCase(line)));
+const rows: CaseResult[] = [];
+for (const c of cases) {
+  const r = await runCase(c);
+  rows.push(r);
+  console.log(row(r));
+  if (out) fs.writeFileSync(out, `${JSON.stringify({ onnxruntime: ort.env.versions, rows }, null, 1)}\n`);
+}

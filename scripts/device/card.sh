@@ -12,6 +12,10 @@
 #               processor (baddbmm) and its torch-2 processor (scaled_dot_product_attention) write it, by the
 #               TorchScript exporter and by the dynamo one ("unsupported" where this torch lacks one): attentions
 #               fused, heads, scale, fused output vs torch's (fusion-<processor>[-dynamo].json)
+#   mha         (seconds) one MultiHeadAttention node on WebGPU against the CPU provider, float16, at SD 1.5's and
+#               SDXL's attention sizes, in three forms: q, k, v as they are (ONNX Runtime's flash-attention kernel, wrong
+#               on lavapipe), q and k padded as the fusion writes them, and written out; the largest difference and the
+#               median time (bench/mha-webgpu.ts --out mha.json)
 #   dynamo-unet (CPU, in the background) the SD 1.5 layout at small scale with scaled-dot-product attention, exported
 #               by the dynamo exporter ("unsupported" where this torch lacks it), float32: card.js unet and probe on
 #               the CPU provider, for how many attentions are fused (and the fused output's difference) and which
@@ -47,7 +51,8 @@
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # After the first card run (docs/benchmarks.md, "On the card"), a session with the device runs what it left:
-# CARD_PARTS="env export-sdxl export-sd15 profile-sd15 folder fused-sdxl profile-sdxl gen-fused unet-io gen-1" CARD_BUDGET_S=582
+# CARD_PARTS="env export-sdxl export-sd15 mha unet-sd15 profile-sd15 folder fused-sdxl profile-sdxl gen-fused unet-io gen-1"
+# CARD_BUDGET_S=582
 # (timeout_s 600; both exports run in the background from the start). The schedule part
 # reads gen-1.json; without it (gen-1 cut short) it skips the one-device check.
 #
@@ -85,7 +90,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dynamo-unet torch-sd15 torch-sdxl unet-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl schedule gen-2 unet-io gen-1}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl schedule gen-2 unet-io gen-1}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -237,6 +242,18 @@ profile_part() {  # profile_part MODEL LATENT: ONNX Runtime's profiler over batc
     --warmup 1 --iters 3 --fused 1 --out "$WORK/parts/profile-$1-fused.json"
 }
 
+mha_part() {  # one MultiHeadAttention node on the card's WebGPU against its CPU: the flash kernel (plain), the fusion's
+  # padded form and the written-out attention at SD 1.5's first attention level (self 4096x4096, cross 4096x77), timed
+  local f c cases=()
+  for f in plain padded written; do
+    for c in "2 4096 4096 320 8 float16 default $f 2" "2 4096 77 320 8 float16 default $f 2" "2 1024 1024 640 10 float16 default $f 2"; do
+      cases+=(--case "$c")
+    done
+  done
+  ((SMALL)) && cases=(--case "2 256 256 320 8 float16 default plain 2" --case "2 256 256 320 8 float16 default padded 2")
+  "$NODE" "$RT/build/bench/mha-webgpu.js" --time "$ITERS" "${cases[@]}" --out "$WORK/parts/mha.json"
+}
+
 schedule_part() {  # the latency model with the costs measured above (CPU only, seconds)
   "$NODE" "$CARD" schedule --unet-json "$WORK/parts/unet-sdxl.json" --probe-json "$WORK/parts/probe-sdxl.json" \
     --gen-json "$WORK/parts/gen-1.json" --out "$WORK/parts/schedule.json"
@@ -295,8 +312,8 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
-export TEXT SIZE STEPS LAT15 VAE
+export -f mha_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
+export TEXT SIZE STEPS LAT15 VAE SMALL
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
 # The exports are CPU-bound for minutes (the TorchScript exporter's passes over thousands of nodes): they run in
@@ -307,6 +324,7 @@ EXPORT_XL=$!
 part export-sd15 240 export_part sd15 "$LAT15" &
 EXPORT_15=$!
 part fusion 60 fusion_part
+part mha 90 mha_part
 part dynamo-unet 150 dynamo_unet_part &
 DYNAMO=$!
 part torch-sd15 120 torch_part sd15 "$LAT15"
