@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, ModelProtoSchema, TensorProtoSchema, ValueInfoProtoSchema, type ModelProto } from 'onnx-buf';
@@ -115,6 +115,25 @@ function projections(name: string): { g: GraphBuilder; x: string; q: string; k: 
   const k = linear(g, 'to_k', c, CONTEXT, WIDTH, { bias: false, gain: 3 });
   const val = linear(g, 'to_v', c, CONTEXT, WIDTH, { bias: false });
   return { g, x, q, k, val };
+}
+
+/** The attention-probe scan on a one-attention export, its keys' input named as a UNet's text input. */
+function probeLayersAsUnet(plain: ModelProto): string[] {
+  const asUnet = clone(plain);
+  for (const i of asUnet.graph!.input) if (i.name === 'context') i.name = 'encoder_hidden_states';
+  for (const n of asUnet.graph!.node) n.input = n.input.map((x) => (x === 'context' ? 'encoder_hidden_states' : x));
+  return scanCrossAttention(asUnet).sites.map((x) => x.layer);
+}
+
+/** An attention export with dynamic sizes, fused, at sizes other than the traced ones: batch 3, 5 queries, 9 keys. */
+async function fusedMatchesPlainAtOtherSizes(t: TestContext, plain: ModelProto, fused: ModelProto, meta: { x: number[]; context: number[] }): Promise<void> {
+  const other = () => ({
+    x: new ort.Tensor('float32', randoms(3 * 5 * meta.x[2]!, 4), [3, 5, meta.x[2]!]),
+    context: new ort.Tensor('float32', randoms(3 * 9 * meta.context[2]!, 5), [3, 9, meta.context[2]!]),
+  });
+  const d = maxAbsDiff((await run(plain, other()))['y']!, (await run(fused, other()))['y']!);
+  t.diagnostic(`batch 3, 5 queries, 9 keys: fused vs plain ${d.toExponential(2)}`);
+  assert.ok(d < 1e-6, `fused vs plain ${d}`);
 }
 
 function attentionModel(v: Variant): ModelProto {
@@ -488,10 +507,7 @@ describe("a real export of diffusers' classic attention processor (torch's Torch
     const plain = fromBinary(ModelProtoSchema, fs.readFileSync(path.join(dir, 'attention.onnx')));
     assert.equal(count(plain, 'ConstantOfShape'), 1, 'the export holds baddbmm\'s empty input');
     // At an up-block attn2's module path, its keys' input named as a UNet's: the attention-probe scan finds the layer.
-    const asUnet = clone(plain);
-    for (const i of asUnet.graph!.input) if (i.name === 'context') i.name = 'encoder_hidden_states';
-    for (const n of asUnet.graph!.node) n.input = n.input.map((x) => (x === 'context' ? 'encoder_hidden_states' : x));
-    assert.deepEqual(scanCrossAttention(asUnet).sites.map((x) => x.layer), ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2']);
+    assert.deepEqual(probeLayersAsUnet(plain), ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2']);
     const fused = clone(plain);
     assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
     assert.deepEqual(fused.graph!.node.map((n) => n.opType), ['MatMul', 'MatMul', 'MatMul', ...PADDING, 'MultiHeadAttention', 'MatMul', 'Add'],
@@ -505,14 +521,7 @@ describe("a real export of diffusers' classic attention processor (torch's Torch
     const dFused = maxAbsDiff((await run(fused, feeds()))['y']!, torchY);
     t.diagnostic(`torch ${meta.torch}: plain graph vs torch ${dPlain.toExponential(2)}, fused vs torch ${dFused.toExponential(2)}`);
     assert.ok(dFused < 1e-5, `fused vs torch ${dFused}`);
-    // Dynamic sizes other than the traced ones: batch 3, 5 queries, 9 keys.
-    const other = () => ({
-      x: new ort.Tensor('float32', randoms(3 * 5 * meta.x[2], 4), [3, 5, meta.x[2]]),
-      context: new ort.Tensor('float32', randoms(3 * 9 * meta.context[2], 5), [3, 9, meta.context[2]]),
-    });
-    const d = maxAbsDiff((await run(plain, other()))['y']!, (await run(fused, other()))['y']!);
-    t.diagnostic(`batch 3, 5 queries, 9 keys: fused vs plain ${d.toExponential(2)}`);
-    assert.ok(d < 1e-6, `fused vs plain ${d}`);
+    await fusedMatchesPlainAtOtherSizes(t, plain, fused, meta);
   });
 });
 
@@ -549,15 +558,10 @@ describe("real exports of one attention by torch's dynamo exporter (test/fixture
       if (processor === 'classic') assert.equal(count(plain, 'Expand'), 1, "the export holds baddbmm's empty input as an Expand");
       if (processor === 'classic-static') assert.equal(count(plain, 'Expand') + count(plain, 'Shape'), 0, "baddbmm's zeros are a constant");
       // The probe scan finds the layer from the exporter's node metadata (the keys' input named as a UNet's).
-      const asUnet = clone(plain);
-      for (const i of asUnet.graph!.input) if (i.name === 'context') i.name = 'encoder_hidden_states';
-      for (const n of asUnet.graph!.node) n.input = n.input.map((x) => (x === 'context' ? 'encoder_hidden_states' : x));
-      assert.deepEqual(scanCrossAttention(asUnet).sites.map((x) => x.layer), ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2']);
+      assert.deepEqual(probeLayersAsUnet(plain), ['/up_blocks.0/attentions.0/transformer_blocks.0/attn2']);
       const fused = clone(plain);
       assert.deepEqual(fuseAttention(fused), { fused: 1, left: 0 });
-      // q and k padded per head (PAD_CHANNELS; Reshape, Pad, Reshape each) ahead of the node, which keeps WebGPU off
-      // its flash kernel.
-      assert.deepEqual(fused.graph!.node.map((n) => n.opType), ['MatMul', 'MatMul', 'MatMul', 'Reshape', 'Pad', 'Reshape', 'Reshape', 'Pad', 'Reshape', 'MultiHeadAttention', 'MatMul', 'Add'],
+      assert.deepEqual(fused.graph!.node.map((n) => n.opType), ['MatMul', 'MatMul', 'MatMul', ...PADDING, 'MultiHeadAttention', 'MatMul', 'Add'],
         'only the projections, the padding of q and k and the attention are left');
       const mha = fused.graph!.node.find((n) => n.opType === 'MultiHeadAttention')!;
       assert.equal(mha.domain, MS_DOMAIN);
@@ -569,16 +573,7 @@ describe("real exports of one attention by torch's dynamo exporter (test/fixture
       t.diagnostic(`torch ${meta.torch}: plain vs torch ${dPlain.toExponential(2)}, fused vs torch ${dFused.toExponential(2)}, fused vs plain ${dBoth.toExponential(2)}`);
       assert.ok(dFused < 1e-5, `fused vs torch ${dFused}`);
       assert.ok(dBoth < 1e-5, `fused vs plain ${dBoth}`);
-      if (dynamic) {
-        // Dynamic sizes other than the traced ones: batch 3, 5 queries, 9 keys.
-        const other = () => ({
-          x: new ort.Tensor('float32', randoms(3 * 5 * meta.x[2], 4), [3, 5, meta.x[2]]),
-          context: new ort.Tensor('float32', randoms(3 * 9 * meta.context[2], 5), [3, 9, meta.context[2]]),
-        });
-        const d = maxAbsDiff((await run(plain, other()))['y']!, (await run(fused, other()))['y']!);
-        t.diagnostic(`batch 3, 5 queries, 9 keys: fused vs plain ${d.toExponential(2)}`);
-        assert.ok(d < 1e-6, `fused vs plain ${d}`);
-      }
+      if (dynamic) await fusedMatchesPlainAtOtherSizes(t, plain, fused, meta);
     });
   }
 
