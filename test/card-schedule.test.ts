@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { benchSchedule, type ScheduleRow } from '../bench/card-schedule.ts';
 
@@ -78,4 +79,36 @@ test('a generation cut short by its time limit (progress only) leaves the model 
   assert.equal(r['modelCheck'], undefined);
   assert.match(String(r['genCheck']), /gen-cut\.json holds a generation cut short \(\{"step":12,"totalSteps":50,.*\): the one-device check is left out/);
   assert.equal((r['rows'] as ScheduleRow[]).length, 6, 'the targets are still computed');
+});
+
+test('scripts/device/card.sh runs the schedule part after gen-1, whose JSON it reads, and leaves it budget', () => {
+  // card.sh with a stand-in card.js (no .device here: node from PATH, card.js from CARD_WORK/rt) that logs each
+  // subcommand and writes its --out; only the two parts asked for run. The generation writes its progress and then
+  // runs on, as a plain 2048 px generation does on the card, until the part's time limit ends it.
+  const root = fs.mkdtempSync(path.join(dir, 'card-sh-'));
+  const script = path.join(root, 'scripts', 'device', 'card.sh');
+  fs.mkdirSync(path.dirname(script), { recursive: true });
+  fs.copyFileSync(path.resolve(import.meta.dirname, '..', 'scripts', 'device', 'card.sh'), script);
+  const work = path.join(root, 'work');
+  const calls = path.join(root, 'calls.log');
+  fs.mkdirSync(path.join(work, 'rt', 'build', 'bench'), { recursive: true });
+  fs.writeFileSync(path.join(work, 'rt', 'build', 'bench', 'card.js'), `
+const fs = require('node:fs');
+const a = process.argv.slice(2);
+const out = a[a.indexOf('--out') + 1];
+const gen = a.includes('--gen-json') ? a[a.indexOf('--gen-json') + 1] : undefined;
+fs.appendFileSync(${JSON.stringify(calls)}, a[0] + (gen ? ' gen-json ' + (fs.existsSync(gen) ? 'present' : 'absent') : '') + '\\n');
+fs.writeFileSync(out, JSON.stringify(a[0] === 'generate' ? { devices: 'webgpu:0', partial: { step: 1 } } : { command: a[0] }));
+if (a[0] === 'generate') setTimeout(() => {}, 120000);
+`);
+  fs.writeFileSync(path.join(work, 'rt', 'build', 'package.json'), '{"type": "commonjs"}');
+  const r = spawnSync('bash', [script], {
+    env: { ...process.env, OUT: path.join(root, 'out'), CARD_WORK: work, CARD_PARTS: 'schedule gen-1', CARD_BUDGET_S: '45', PYTHON: 'python3' },
+    encoding: 'utf8', timeout: 60_000,
+  });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.deepEqual(fs.readFileSync(calls, 'utf8').trim().split('\n'), ['generate', 'schedule gen-json present']);
+  const doc = JSON.parse(fs.readFileSync(path.join(root, 'out', 'card.json'), 'utf8')) as { parts: Record<string, { status: string }> };
+  assert.equal(doc.parts['gen-1']!.status, 'timeout');
+  assert.equal(doc.parts['schedule']!.status, 'ok', 'gen-1 left the schedule its share of the budget');
 });

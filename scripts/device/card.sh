@@ -53,8 +53,8 @@
 # After the first card run (docs/benchmarks.md, "On the card"), a session with the device runs what it left:
 # CARD_PARTS="env export-sdxl export-sd15 mha unet-sd15 profile-sd15 folder fused-sdxl profile-sdxl gen-fused unet-io gen-1"
 # CARD_BUDGET_S=582
-# (timeout_s 600; both exports run in the background from the start). The schedule part
-# reads gen-1.json; without it (gen-1 cut short) it skips the one-device check.
+# (timeout_s 600; both exports run in the background from the start). The schedule part runs after gen-1 and
+# reads gen-1.json; where gen-1 was cut short it skips the one-device check.
 #
 # Options (environment): CARD_PARTS="env torch-sd15 ..." runs only those; CARD_PROVIDER=webgpu|cpu (the UNet
 # parts and the generations); CARD_ITERS (default 10); CARD_STEPS (50); CARD_SIZE (2048); CARD_BUDGET_S;
@@ -90,7 +90,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl schedule gen-2 unet-io gen-1}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl gen-2 unet-io gen-1 schedule}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -333,22 +333,23 @@ wait "$EXPORT_15"
 part unet-sd15 120 unet_part sd15 "$LAT15"
 part profile-sd15 90 profile_part sd15 "$LAT15"
 wait "$EXPORT_XL"
-# The SDXL UNet's fused timing waits until after the first generation (its 5 GB session costs time the budget
-# may not have); the SD 1.5 one above runs while the SDXL export is still on the CPU.
+# The SDXL UNet's fused timing is left to the part fused-sdxl below (its 5 GB session costs time the budget may
+# not have); the SD 1.5 one above runs while the SDXL export is still on the CPU.
 part unet-sdxl 120 unet_part sdxl "$LATXL" 0
 part folder 200 folder_part
 # The first card run (2026-12-04, docs/benchmarks.md) measured everything above; what it left unmeasured comes next,
-# fastest first: the fused SDXL call and the fused generation (about 3x faster than the plain one on the card's SD
-# 1.5 UNet), then the probe, the schedule, two workers, the UNet's IO, and last the plain generation (about 320 s at
-# the measured speed: it may only log its rate, step by step, before the budget ends it).
+# fastest first: the fused SDXL call and the fused generation, then the probe, two workers, the UNet's IO, and last
+# the plain generation (about 320 s at the measured speed: it may only log its rate, step by step, before the budget
+# ends it), then the schedule, which reads gen-1's JSON (a generation cut short: the one-device check left out); gen-1
+# leaves it 30 s of the budget.
 part fused-sdxl 150 fused_part sdxl "$LATXL"
 part profile-sdxl 120 profile_part sdxl "$LATXL"
 part gen-fused 330 gen_part "$GPU1" gen-fused 1
 part probe-sdxl 120 probe_part sdxl "$LATXL"
-part schedule 120 schedule_part
 part gen-2 330 gen_part "$GPU2" gen-2
 part unet-io 60 unet_io_part
-part gen-1 330 gen_part "$GPU1" gen-1
+BUDGET=$((BUDGET - $(want schedule && echo 30 || echo 0))) part gen-1 330 gen_part "$GPU1" gen-1
+part schedule 120 schedule_part
 wait "$DYNAMO"
 merge
 echo "card.sh: done in $(($(date +%s) - START)) s; $OUT/card.json"
