@@ -246,7 +246,8 @@ mha_part() {  # one MultiHeadAttention node on the card's WebGPU against its CPU
   # padded form and the written-out attention at SD 1.5's first attention level (self 4096x4096, cross 4096x77), timed
   local f c cases=()
   for f in plain padded written; do
-    for c in "2 4096 4096 320 8 float16 default $f 2" "2 4096 77 320 8 float16 default $f 2" "2 1024 1024 640 10 float16 default $f 2"; do
+    # SD 1.5's first attention level (64x64 latent: self and cross), SDXL's (128x128 latent: 4096 queries, 10 heads of 64)
+    for c in "2 4096 4096 320 8 float16 default $f 2" "2 4096 77 320 8 float16 default $f 2" "2 4096 4096 640 10 float16 default $f 2"; do
       cases+=(--case "$c")
     done
   done
@@ -324,7 +325,7 @@ EXPORT_XL=$!
 part export-sd15 240 export_part sd15 "$LAT15" &
 EXPORT_15=$!
 part fusion 60 fusion_part
-part mha 90 mha_part
+part mha 150 mha_part
 part dynamo-unet 150 dynamo_unet_part &
 DYNAMO=$!
 part torch-sd15 120 torch_part sd15 "$LAT15"
