@@ -25,16 +25,12 @@ import {
   NodeProtoSchema,
   OperatorSetIdProtoSchema,
   TensorProtoSchema,
-  TensorShapeProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TypeProtoSchema,
-  TypeProto_TensorSchema,
-  ValueInfoProtoSchema,
   type NodeProto,
 } from 'onnx-buf';
 import ort from 'onnxruntime-node';
 import { float16ToFloat32, float32ToFloat16 } from '../src/core/float16.ts';
 import { fuseAttention } from '../src/graph/attention-fusion.ts';
+import { int64Tensor, smallValueInfo } from '../src/graph/small-model.ts';
 import { BenchUsageError, benchCli, choiceArg, intArg, numberArg } from './args.ts';
 
 interface Case { B: number; S: number; L: number; D: number; H: number; dtype: 'float32' | 'float16'; scale: number | 'default'; form: string; amp: number }
@@ -76,21 +72,12 @@ function parseCase(line: string): Case {
   return c;
 }
 
-function valueInfo(name: string, elemType: number, dims: number[]) {
-  const dim = dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: { case: 'dimValue', value: BigInt(d) } }));
-  const tensorType = create(TypeProto_TensorSchema, { elemType, shape: create(TensorShapeProtoSchema, { dim }) });
-  return create(ValueInfoProtoSchema, { name, type: create(TypeProtoSchema, { value: { case: 'tensorType', value: tensorType } }) });
-}
-
 function modelBytes(c: Case): Uint8Array {
-  const elem = c.dtype === 'float32' ? 1 : 10;
   const d = c.D / c.H;
   const nodes: NodeProto[] = [];
   const initializer = [];
   const ints = (name: string, values: number[]) => {
-    const raw = new Uint8Array(values.length * 8);
-    values.forEach((v, i) => new DataView(raw.buffer).setBigInt64(i * 8, BigInt(v), true));
-    initializer.push(create(TensorProtoSchema, { name, dataType: 7, dims: [BigInt(values.length)], rawData: raw }));
+    initializer.push(int64Tensor(name, values));
     return name;
   };
   const node = (opType: string, input: string[], output: string, attrs: Record<string, number | number[]> = {}, domain = '') => {
@@ -120,8 +107,8 @@ function modelBytes(c: Case): Uint8Array {
   }
   const graph = create(GraphProtoSchema, {
     name: 'mha', node: nodes, initializer,
-    input: [valueInfo('q', elem, [c.B, c.S, c.D]), valueInfo('k', elem, kvDims), valueInfo('v', elem, kvDims)],
-    output: [valueInfo('o', elem, [c.B, c.S, c.D])],
+    input: [smallValueInfo({ name: 'q', type: c.dtype, dims: [c.B, c.S, c.D] }), smallValueInfo({ name: 'k', type: c.dtype, dims: kvDims }), smallValueInfo({ name: 'v', type: c.dtype, dims: kvDims })],
+    output: [smallValueInfo({ name: 'o', type: c.dtype, dims: [c.B, c.S, c.D] })],
   });
   const model = create(ModelProtoSchema, {
     irVersion: 8n, graph,

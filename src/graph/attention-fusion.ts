@@ -40,12 +40,12 @@ import {
   OperatorSetIdProtoSchema,
   type GraphProto,
   type ModelProto,
-  TensorProtoSchema,
   type NodeProto,
   type TensorProto,
 } from 'onnx-buf';
 import { fromFloat16Bits } from '../core/float16.ts';
 import { defaultOpset, int64Constant, intAttr, isInferenceDropout } from './attention-probe.ts';
+import { int64Tensor } from './small-model.ts';
 import { pruneGraph } from './prune.ts';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -791,10 +791,7 @@ export function fuseAttention(model: ModelProto, options: FuseAttentionOptions =
 }
 
 function int64Initializer(graph: GraphProto, name: string, values: number[]): string {
-  const raw = new Uint8Array(values.length * 8);
-  const view = new DataView(raw.buffer);
-  values.forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
-  graph.initializer.push(create(TensorProtoSchema, { name, dataType: 7, dims: [BigInt(values.length)], rawData: raw }));
+  graph.initializer.push(int64Tensor(name, values));
   return name;
 }
 

@@ -14,7 +14,6 @@ import {
   AttributeProtoSchema,
   AttributeProto_AttributeType,
   NodeProtoSchema,
-  TensorProtoSchema,
   TensorShapeProtoSchema,
   TensorShapeProto_DimensionSchema,
   TypeProtoSchema,
@@ -28,6 +27,7 @@ import {
   type TensorShapeProto_Dimension,
 } from 'onnx-buf';
 import { invalidArgument } from '../core/errors.ts';
+import { int64Tensor } from './small-model.ts';
 
 /** Name prefix of the outputs the probe adds: `attn2_probs:<layer>`; the UNet adapter finds them by it. */
 export const PROBE_OUTPUT_PREFIX = 'attn2_probs:';
@@ -387,10 +387,7 @@ export class ProbeWriter {
 
   int64(values: number[]): string {
     const name = `${PROBE_SCOPE}/Constant_${this.count++}_output_0`;
-    const raw = new Uint8Array(values.length * 8);
-    const view = new DataView(raw.buffer);
-    values.forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
-    this.graph.initializer.push(create(TensorProtoSchema, { name, dataType: 7, dims: [BigInt(values.length)], rawData: raw }));
+    this.graph.initializer.push(int64Tensor(name, values));
     return name;
   }
 }

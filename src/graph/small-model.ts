@@ -9,11 +9,13 @@ import {
   ModelProtoSchema,
   NodeProtoSchema,
   OperatorSetIdProtoSchema,
+  TensorProtoSchema,
   TensorShapeProtoSchema,
   TensorShapeProto_DimensionSchema,
   TypeProtoSchema,
   TypeProto_TensorSchema,
   ValueInfoProtoSchema,
+  type TensorProto,
 } from 'onnx-buf';
 
 export type SmallElemType = 'float32' | 'float16' | 'int64';
@@ -25,12 +27,21 @@ export interface SmallValue {
   dims: ReadonlyArray<number | string>;
 }
 
-function valueInfo(v: SmallValue) {
+/** A graph input / output declaration: element type and fixed or symbolic dimensions. */
+export function smallValueInfo(v: SmallValue) {
   const dim = v.dims.map((d) =>
     create(TensorShapeProto_DimensionSchema, { value: typeof d === 'number' ? { case: 'dimValue', value: BigInt(d) } : { case: 'dimParam', value: d } }),
   );
   const tensorType = create(TypeProto_TensorSchema, { elemType: ELEM_TYPE[v.type], shape: create(TensorShapeProtoSchema, { dim }) });
   return create(ValueInfoProtoSchema, { name: v.name, type: create(TypeProtoSchema, { value: { case: 'tensorType', value: tensorType } }) });
+}
+
+/** A one-dimensional int64 tensor (shapes, pads, axes) stored as raw little-endian data: graph surgery's constants. */
+export function int64Tensor(name: string, values: readonly number[]): TensorProto {
+  const raw = new Uint8Array(values.length * 8);
+  const view = new DataView(raw.buffer);
+  values.forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
+  return create(TensorProtoSchema, { name, dataType: ELEM_TYPE.int64, dims: [BigInt(values.length)], rawData: raw });
 }
 
 export interface SmallNode {
@@ -44,8 +55,8 @@ export function smallModelBytes(name: string, nodes: SmallNode[], inputs: SmallV
   const graph = create(GraphProtoSchema, {
     name,
     node: nodes.map((n, i) => create(NodeProtoSchema, { ...n, name: `${n.opType.toLowerCase()}_${i}` })),
-    input: inputs.map(valueInfo),
-    output: outputs.map(valueInfo),
+    input: inputs.map(smallValueInfo),
+    output: outputs.map(smallValueInfo),
   });
   const model = create(ModelProtoSchema, {
     irVersion: 8n,
