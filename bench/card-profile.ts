@@ -100,7 +100,8 @@ type Args = Record<string, string>;
 
 /**
  * `card.js profile --unet FILE --provider webgpu|cpu [--latent N] [--batch 2] [--warmup 1] [--iters 3] [--fused 1]
- * --out JSON`: calls at one batch size under the profiler, summarised (warm-up calls left out).
+ * [--layout nchw|nhwc] --out JSON`: calls at one batch size under the profiler, summarised (warm-up calls left out);
+ * `--layout`: the WebGPU provider's preferred layout (default: ONNX Runtime's, NHWC).
  */
 export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: Awaited<ReturnType<typeof openSession>>, batch: number) => Record<string, unknown>): Promise<Record<string, unknown>> {
   const file = args['unet'];
@@ -109,7 +110,9 @@ export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: 
   const batch = Number(args['batch'] ?? 2);
   const warmup = Number(args['warmup'] ?? 1);
   const iters = Number(args['iters'] ?? 3);
-  const result: Record<string, unknown> = { file, provider, batch, warmup, iters, fused: args['fused'] === '1' };
+  const layout = args['layout'];
+  if (layout !== undefined && !(layout === 'nchw' || layout === 'nhwc')) throw new Error(`card profile: --layout must be nchw or nhwc (got ${JSON.stringify(layout)})`);
+  const result: Record<string, unknown> = { file, provider, batch, warmup, iters, fused: args['fused'] === '1', layout: layout ?? 'default' };
   let unetFile = file;
   if (args['fused'] === '1') {
     const f = await prepareFusedAttention(file);
@@ -119,7 +122,9 @@ export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: 
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-profile-'));
   try {
-    const s = await openSession(unetFile, 'unet (profiled)', { provider }, { ...fusedLoadOptions(unetFile), profilePrefix: path.join(dir, 'unet') });
+    const s = await openSession(unetFile, 'unet (profiled)', { provider }, {
+      ...fusedLoadOptions(unetFile), profilePrefix: path.join(dir, 'unet'), ...(layout ? { webgpu: { preferredLayout: layout === 'nchw' ? 'NCHW' : 'NHWC' } } : {}),
+    });
     let released = false;
     try {
       const unet = new UnetAdapter(s);
@@ -142,7 +147,7 @@ export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: 
     const summary = summariseProfile(events, warmup);
     const mean = (k: 'wallMs' | 'gpuKernelMs' | 'hostNodeMs' | 'kernels') => summary.perRun.reduce((a, r) => a + r[k], 0) / summary.runs;
     console.error(
-      `[card] profile ${path.basename(path.dirname(path.dirname(file)))}${args['fused'] === '1' ? ' (fused)' : ''} ${provider} batch ${batch}: run ${mean('wallMs').toFixed(1)} ms, ` +
+      `[card] profile ${path.basename(path.dirname(path.dirname(file)))}${args['fused'] === '1' ? ' (fused)' : ''}${layout ? ` (${layout})` : ''} ${provider} batch ${batch}: run ${mean('wallMs').toFixed(1)} ms, ` +
         `GPU kernels ${mean('gpuKernelMs').toFixed(1)} ms (${mean('kernels').toFixed(0)} kernels), host nodes ${mean('hostNodeMs').toFixed(1)} ms; ` +
         `by op: ${summary.byOp.slice(0, 6).map((o) => `${o.op} ${(100 * o.share).toFixed(0)}%`).join(', ')}`,
     );

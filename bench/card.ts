@@ -13,9 +13,15 @@
  *            The attention-probe graph (built from the export as the pipeline builds it) against the plain UNet,
  *            calls alternating, batch 2 and 1: the key patch's extra cost. --fused 1: both with their attention
  *            fused (the probed layers stay written out), the pair the pipeline runs on a GPU.
- *   profile  --unet FILE --provider webgpu|cpu [--latent N] [--batch 2] [--warmup 1] [--iters 3] [--fused 1] --out JSON
+ *   profile  --unet FILE --provider webgpu|cpu [--latent N] [--batch 2] [--warmup 1] [--iters 3] [--fused 1]
+ *            [--layout nchw|nhwc] --out JSON
  *            ONNX Runtime's profiler over the calls: wall time against the GPU's kernel time, by op and program
  *            (bench/card-profile.ts)
+ *   variants --unet FILE [--variants nhwc,nchw,fused,fused-nchw] [--validation MODE] [--latent N] [--batch 2]
+ *            [--warmup 2] [--iters 10] --out JSON
+ *            The same call run different ways on WebGPU (layout, fused attention, validation), sessions side by
+ *            side and calls alternating: each one's median against the first's, and its output's difference
+ *            (bench/card-variants.ts)
  *   unet-io  --unets FILE,FILE [--cases sd15,sdxl] [--latent N] [--warmup W] [--iters N] --out JSON
  *            bench/unet-io.ts on WebGPU: each UNet (missing files skipped) and fixture case one at a time, the JSON
  *            rewritten after each: host-fed vs device-resident conditioning, the upload alone, CFG on the device.
@@ -61,13 +67,16 @@ import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/group
 import { benchUnetIo, unetIoTable, type UnetIoCase } from './unet-io.ts';
 import { benchSchedule } from './card-schedule.ts';
 import { benchProfile } from './card-profile.ts';
+import { timingStats } from './timing.ts';
+import { benchVariants, variantsOptions } from './card-variants.ts';
 
 type Args = Record<string, string>;
 
 /** The options each subcommand reads (see the header); any other is a misspelling, refused before any work. */
 const OPTIONS: Record<string, readonly string[]> = {
   unet: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'batches', 'adapter', 'out'],
-  profile: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'fused', 'out'],
+  profile: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'fused', 'layout', 'out'],
+  variants: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'variants', 'validation', 'out'],
   probe: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'out'],
   'unet-io': ['unets', 'cases', 'latent', 'warmup', 'iters', 'out'],
   folder: ['dir', 'unet-dir', 'text', 'vae', 'out'],
@@ -119,12 +128,6 @@ function writeJson(file: string, value: unknown): void {
   fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 /** Deterministic values in [-1, 1] (no RNG state: the same inputs on every run). */
 function wave(n: number, k: number): Float32Array {
   return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.618 + k));
@@ -149,7 +152,7 @@ async function timeIt(fn: () => Promise<unknown>, warmup: number, iters: number)
     if (i === 0) firstMs = ms;
     if (i >= warmup) times.push(ms);
   }
-  return { medianMs: median(times), minMs: Math.min(...times), maxMs: Math.max(...times), iters, warmup, firstMs };
+  return { ...timingStats(times), iters, warmup, firstMs };
 }
 
 function machine(): Record<string, unknown> {
@@ -249,11 +252,11 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
               if (label === 'probe' && i === 0) finite = readFloat(out, 'out_sample').every(Number.isFinite);
             }
           }
-          const plainMs = median(times.plain);
-          const probeMs = median(times.probe);
+          const plainMs = timingStats(times.plain).medianMs;
+          const probeMs = timingStats(times.probe).medianMs;
           const row: Record<string, unknown> = { plainMs, probeMs, probeOverPlain: probeMs / plainMs, finite, iters, warmup };
           if (onDevice) {
-            const [pd, qd] = [median(times.plainOnDevice), median(times.probeOnDevice)];
+            const [pd, qd] = [timingStats(times.plainOnDevice).medianMs, timingStats(times.probeOnDevice).medianMs];
             Object.assign(row, { plainOnDeviceMs: pd, probeOnDeviceMs: qd, probeOverPlainOnDevice: qd / pd, probeOutputsDownloadMs: probeMs - qd });
             console.error(`[card] ${provider} outputs on the device at batch ${batch}: probe / plain ${(qd / pd).toFixed(3)} (${qd.toFixed(2)} / ${pd.toFixed(2)} ms); the probe's outputs' download ${(probeMs - qd).toFixed(2)} ms`);
           }
@@ -569,6 +572,12 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
       break;
     case 'profile':
       result = await benchProfileCard(args);
+      break;
+    case 'variants':
+      result = { machine: machine(), ...(await benchVariants(variantsOptions(args), (unet, s, batch) => {
+        const { latent, dim, pooled } = unetShape(s, unet, args['unet']!, args);
+        return unetFeeds(unet, batch, latent, dim, pooled);
+      })) };
       break;
     case 'folder':
       result = await writeFolder(args);

@@ -31,6 +31,7 @@ import type { TextConditioning, UnetCall } from '../src/onnx/unet.ts';
 import { BenchUsageError, benchCli, choiceList, intArg } from './args.ts';
 import { float32ToFloat16 } from '../src/core/float16.ts';
 import { buildTinyUnet } from '../test/fixtures/tiny-unet.ts';
+import { timingStats, type Timing } from './timing.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -43,12 +44,6 @@ export interface UnetIoOptions {
   cases: string[];
   /** Exported UNets to add (model.onnx paths). */
   files: string[];
-}
-
-interface Timing {
-  medianMs: number;
-  minMs: number;
-  maxMs: number;
 }
 
 export interface UnetIoCase {
@@ -70,12 +65,6 @@ export interface UnetIoCase {
   deviceCfg?: { timing: Timing; overHost: number; overDevice: number; maxDiff: number } | { error: string };
 }
 
-function stats(times: number[]): Timing {
-  const s = [...times].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  const medianMs = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-  return { medianMs, minMs: s[0]!, maxMs: s[s.length - 1]! };
-}
 
 function wave(n: number, k: number): Float32Array {
   return Float32Array.from({ length: n }, (_, i) => 0.5 * Math.sin(i * 0.618 + k));
@@ -98,7 +87,7 @@ async function interleaved(fns: (() => Promise<unknown>)[], warmup: number, iter
       if (i >= warmup) times[k]!.push(performance.now() - t0);
     }
   }
-  return times.map(stats);
+  return times.map((t) => timingStats(t));
 }
 
 function errorText(err: unknown): string {

@@ -25,9 +25,13 @@
 #   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios),
 #               then batch 2 and 1 with the attention fused as the pipeline runs it on a GPU (MultiHeadAttention)
 #               (the SDXL export may still run on the CPU meanwhile)
-#   profile-sd15  ONNX Runtime's profiler over 3 batch-2 calls of the SD 1.5 export (after 1), plain then fused: the
-#               call's wall time against the GPU's own kernel time (timestamp queries), by op type and WebGPU program,
-#               the dearest kernels (bench/card-profile.ts): slow kernels or a GPU idle between them
+#   variants-sd15  the SD 1.5 export's batch-2 call run different ways, sessions side by side, calls alternating
+#               (bench/card-variants.ts): ONNX Runtime's NHWC convolutions (its default) against preferredLayout NCHW,
+#               the fused attention in either layout; then WebGPU validation 'disabled' against the default 'basic'
+#               (a process-wide setting: one process each, basic before and after): median, ratio, output difference
+#   profile-sd15  ONNX Runtime's profiler over 3 batch-2 calls of the SD 1.5 export (after 1), plain, fused, and plain
+#               in NCHW: the call's wall time against the GPU's own kernel time (timestamp queries), by op type and
+#               WebGPU program, the dearest kernels (bench/card-profile.ts): slow kernels or a GPU idle between them
 #   unet-sdxl   the SDXL export on WebGPU (plain graph only)
 #   folder      an SDXL-layout model folder: fixture tokenizers, text encoders 768 + 1280 wide, an SD-sized VAE decoder
 #               (random weights, float32; the fixture's tiny one with --small), the SDXL UNet
@@ -51,7 +55,7 @@
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # After the first card run (docs/benchmarks.md, "On the card"), a session with the device runs what it left:
-# CARD_PARTS="env export-sdxl export-sd15 mha unet-sd15 profile-sd15 folder fused-sdxl profile-sdxl gen-fused unet-io gen-1"
+# CARD_PARTS="env export-sdxl export-sd15 mha unet-sd15 variants-sd15 profile-sd15 folder fused-sdxl profile-sdxl gen-fused unet-io gen-1"
 # CARD_BUDGET_S=582
 # (timeout_s 600; both exports run in the background from the start). The schedule part runs after gen-1 and
 # reads gen-1.json; where gen-1 was cut short it skips the one-device check.
@@ -90,7 +94,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl gen-2 unet-io gen-1 schedule}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl gen-2 unet-io gen-1 schedule}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -235,11 +239,24 @@ fused_part() {  # fused_part MODEL LATENT: plain batch 2 and 1 (the reference), 
     --warmup "$UNET_WARMUP" --batches 2,1 --adapter 0 --fused 1 --out "$WORK/parts/fused-$1.json"
 }
 
-profile_part() {  # profile_part MODEL LATENT: ONNX Runtime's profiler over batch-2 calls, plain then fused (GPU time by op)
+profile_part() {  # profile_part MODEL LATENT [NCHW]: ONNX Runtime's profiler over batch-2 calls, plain then fused (GPU
+  # time by op); NCHW 1: then the plain graph with the provider's preferred layout NCHW
   "$NODE" "$CARD" profile --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --batch 2 \
     --warmup 1 --iters 3 --out "$WORK/parts/profile-$1.json" || return
   "$NODE" "$CARD" profile --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --batch 2 \
-    --warmup 1 --iters 3 --fused 1 --out "$WORK/parts/profile-$1-fused.json"
+    --warmup 1 --iters 3 --fused 1 --out "$WORK/parts/profile-$1-fused.json" || return
+  [[ ${3:-0} == 1 && $PROVIDER == webgpu ]] || return 0
+  "$NODE" "$CARD" profile --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --batch 2 \
+    --warmup 1 --iters 3 --layout nchw --out "$WORK/parts/profile-$1-nchw.json"
+}
+
+variants_part() {  # variants_part MODEL LATENT: layouts and fused attention side by side; validation off in a process
+  # of its own between two with ONNX Runtime's default (the setting belongs to the process's WebGPU context)
+  [[ $PROVIDER == webgpu ]] || { echo "variants: WebGPU settings (provider $PROVIDER)"; return 0; }
+  local unet="$WORK/models/$1/unet/model.onnx" common=(--latent "$2" --batch 2 --warmup 2 --iters "$ITERS")
+  "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw,fused,fused-nchw --out "$WORK/parts/variants-$1.json" || return
+  "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation disabled --out "$WORK/parts/variants-$1-novalidation.json" || return
+  "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation basic --out "$WORK/parts/variants-$1-basic.json"
 }
 
 mha_part() {  # one MultiHeadAttention node on the card's WebGPU against its CPU: the flash kernel (plain), the fusion's
@@ -313,7 +330,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f mha_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
+export -f mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15 VAE SMALL
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -332,7 +349,8 @@ part torch-sd15 120 torch_part sd15 "$LAT15"
 part torch-sdxl 150 torch_part sdxl "$LATXL"
 wait "$EXPORT_15"
 part unet-sd15 120 unet_part sd15 "$LAT15"
-part profile-sd15 90 profile_part sd15 "$LAT15"
+part variants-sd15 120 variants_part sd15 "$LAT15"
+part profile-sd15 120 profile_part sd15 "$LAT15" 1
 wait "$EXPORT_XL"
 # The SDXL UNet's fused timing is left to the part fused-sdxl below (its 5 GB session costs time the budget may
 # not have); the SD 1.5 one above runs while the SDXL export is still on the CPU.

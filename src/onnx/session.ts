@@ -39,13 +39,13 @@ declare namespace ort {
   type InferenceSession = ortTypes.InferenceSession;
 }
 
-export function executionProviders(opts: SessionOptions): ort.InferenceSession.ExecutionProviderConfig[] {
+export function executionProviders(opts: SessionOptions, webgpu: WebGpuTuning = {}): ort.InferenceSession.ExecutionProviderConfig[] {
   switch (opts.provider) {
     case 'cpu':
       return ['cpu'];
     case 'webgpu':
       // The Node binding's WebGPU provider takes no adapter index (it rejects `deviceId`): the default adapter runs.
-      return [{ name: 'webgpu' }];
+      return [{ name: 'webgpu', ...webgpu }];
     case 'cuda':
       return [{ name: 'cuda', deviceId: opts.deviceId ?? 0 } as ort.InferenceSession.ExecutionProviderConfig];
   }
@@ -68,11 +68,47 @@ export interface ModelLoad {
    * (per node; on WebGPU also the GPU's own time per kernel where the adapter has timestamp queries). Benchmarks only.
    */
   profilePrefix?: string;
+  /** WebGPU provider settings (webgpu only); ONNX Runtime's defaults where unset. Benchmarks only so far. */
+  webgpu?: WebGpuTuning;
+}
+
+/** ONNX Runtime's WebGPU provider options that this project has measured (bench/card.ts variants). */
+export interface WebGpuTuning {
+  /**
+   * The layout the provider runs layout-sensitive ops (Conv, pooling, Resize) in. ONNX Runtime 1.30's native default
+   * is 'NHWC', with Transpose kernels inserted where an NCHW graph meets them; 'NCHW' runs them as written.
+   */
+  preferredLayout?: 'NCHW' | 'NHWC';
+  /**
+   * Validation of the WebGPU calls ('basic' by default). It belongs to the process's WebGPU context, which the
+   * first WebGPU session of the process creates: later sessions' values have no effect.
+   */
+  validationMode?: 'disabled' | 'wgpuOnly' | 'basic' | 'full';
+}
+
+const WEBGPU_TUNING: { [K in keyof WebGpuTuning]-?: readonly NonNullable<WebGpuTuning[K]>[] } = {
+  preferredLayout: ['NCHW', 'NHWC'],
+  validationMode: ['disabled', 'wgpuOnly', 'basic', 'full'],
+};
+
+/** Checks `ModelLoad.webgpu` before ONNX Runtime sees it (its messages name no option). */
+function checkTuning(label: string, opts: SessionOptions, load: ModelLoad): void {
+  const bad = (parameter: string, expected: string, received: unknown, hint: string) =>
+    new AsgdError(`${label}: ${parameter} must be ${expected}`, { kind: 'invalid-argument', parameter, expected, received: JSON.stringify(received), hint });
+  if (load.webgpu) {
+    if (opts.provider !== 'webgpu') throw bad('webgpu', 'unset on other providers than webgpu', opts.provider, 'Pass WebGPU settings only to WebGPU sessions');
+    for (const [key, value] of Object.entries(load.webgpu)) {
+      const allowed = (WEBGPU_TUNING as Record<string, readonly string[]>)[key];
+      if (!allowed) throw bad(`webgpu.${key}`, `one of ${Object.keys(WEBGPU_TUNING).join(', ')}`, key, 'Remove the unknown setting');
+      if (value !== undefined && !allowed.includes(value as string)) throw bad(`webgpu.${key}`, `one of ${allowed.join(', ')}`, value, `Use one of ${allowed.join(', ')}`);
+    }
+  }
 }
 
 export async function openSession(file: string | Uint8Array, label: string, opts: SessionOptions, load: ModelLoad = {}): Promise<OpenSession> {
+  checkTuning(label, opts, load);
   const options: ort.InferenceSession.SessionOptions = {
-    executionProviders: executionProviders(opts),
+    executionProviders: executionProviders(opts, load.webgpu),
     graphOptimizationLevel: load.memory?.optimization ?? 'all',
     logSeverityLevel: ortSeverity(runtimeLogLevel()),
   };

@@ -1,0 +1,132 @@
+/**
+ * `card.js variants`: one UNet call (batch 2 by default) under several ways of running the same export on WebGPU,
+ * with the sessions open side by side and the calls alternating round by round, so that the card's drift (its speed
+ * varied by a quarter between parts of the first run) falls on every variant alike. Each variant's median, its ratio
+ * to the first variant's, and its output's largest difference from the first's.
+ *
+ * Variants (comma-separated, the first is the reference):
+ *   nhwc        ONNX Runtime's own choice (its WebGPU provider runs convolutions in NHWC, with Transposes around them)
+ *   nchw        `preferredLayout: 'NCHW'`: layout-sensitive ops run as the graph writes them
+ *   fused       the attention fused as `--fuse-attention` writes it (q and k padded: ONNX Runtime's three-kernel
+ *               MultiHeadAttention), default layout
+ *   fused-nchw  both
+ * `--validation MODE` sets the WebGPU validation of every session; it belongs to the process's WebGPU context, so
+ * comparing modes takes one process per mode (scripts/device/card.sh runs 'basic', ONNX Runtime's default, and
+ * 'disabled').
+ */
+import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
+import { openSession, readFloat, releaseSession, type ModelLoad, type OpenSession, type OrtTensor, type WebGpuTuning } from '../src/onnx/session.ts';
+import type { ProviderName } from '../src/onnx/io.ts';
+import { UnetAdapter } from '../src/onnx/unet.ts';
+import { timingStats } from './timing.ts';
+
+export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw'] as const;
+export type Variant = (typeof VARIANTS)[number];
+const VALIDATION: readonly NonNullable<WebGpuTuning['validationMode']>[] = ['disabled', 'wgpuOnly', 'basic', 'full'];
+
+export interface VariantsOptions {
+  unet: string;
+  provider: ProviderName;
+  variants: Variant[];
+  batch: number;
+  warmup: number;
+  iters: number;
+  validation?: WebGpuTuning['validationMode'];
+}
+
+/** The command line's values, checked: each wrong one named with what is accepted. */
+export function variantsOptions(args: Record<string, string>): VariantsOptions {
+  const unet = args['unet'];
+  if (!unet) throw new Error('card variants: --unet is required');
+  const variants = (args['variants'] ?? VARIANTS.join(',')).split(',').filter((v) => v !== '');
+  for (const v of variants) {
+    if (!(VARIANTS as readonly string[]).includes(v)) throw new Error(`card variants: unknown variant ${JSON.stringify(v)} in --variants (known: ${VARIANTS.join(', ')})`);
+  }
+  if (variants.length === 0 || new Set(variants).size !== variants.length) throw new Error(`card variants: --variants must name each variant once (got ${JSON.stringify(args['variants'])})`);
+  const int = (key: string, fallback: number, min: number) => {
+    const raw = args[key];
+    const n = raw === undefined ? fallback : Number(raw);
+    if (!Number.isInteger(n) || n < min) throw new Error(`card variants: --${key} must be an integer of at least ${min} (got ${raw})`);
+    return n;
+  };
+  const validation = args['validation'];
+  if (validation !== undefined && !(VALIDATION as readonly string[]).includes(validation)) {
+    throw new Error(`card variants: --validation must be one of ${VALIDATION.join(', ')} (got ${JSON.stringify(validation)})`);
+  }
+  const provider = (args['provider'] ?? 'webgpu') as ProviderName;
+  const layouts = variants.some((v) => v.endsWith('nchw'));
+  if (provider !== 'webgpu' && (layouts || validation !== undefined)) throw new Error(`card variants: layouts and --validation are WebGPU settings (--provider is ${provider})`);
+  return {
+    unet, provider, variants: variants as Variant[], batch: int('batch', 2, 1), warmup: int('warmup', 2, 0), iters: int('iters', 10, 1),
+    ...(validation ? { validation: validation as WebGpuTuning['validationMode'] } : {}),
+  };
+}
+
+interface Opened {
+  variant: Variant;
+  session: OpenSession;
+  sessionMs: number;
+  times: number[];
+  out?: Float32Array;
+}
+
+/**
+ * Opens every variant's session, then calls them in turn, warm-up rounds first. `feeds` builds the inputs once
+ * from the plain session (every variant has the same IO).
+ */
+export async function benchVariants(
+  o: VariantsOptions, feeds: (unet: UnetAdapter, s: OpenSession, batch: number) => Record<string, OrtTensor>,
+): Promise<Record<string, unknown>> {
+  const result: Record<string, unknown> = { file: o.unet, provider: o.provider, batch: o.batch, warmup: o.warmup, iters: o.iters, validation: o.validation ?? 'default (basic)' };
+  let fused: { file: string; load: ModelLoad } | undefined;
+  if (o.variants.some((v) => v.startsWith('fused'))) {
+    const t0 = performance.now();
+    const f = await prepareFusedAttention(o.unet);
+    result['fusedDeriveMs'] = performance.now() - t0;
+    if ('reason' in f) throw new Error(`card variants: the export's attention cannot be fused (${f.reason}); leave the fused variants out`);
+    result['fusedLayers'] = f.fused;
+    fused = { file: f.file, load: fusedLoadOptions(f.file) };
+  }
+  const opened: Opened[] = [];
+  try {
+    for (const variant of o.variants) {
+      const webgpu: WebGpuTuning = {
+        ...(variant.endsWith('nchw') ? { preferredLayout: 'NCHW' as const } : {}),
+        ...(o.validation ? { validationMode: o.validation } : {}),
+      };
+      const [file, load] = variant.startsWith('fused') ? [fused!.file, fused!.load] : [o.unet, {}];
+      const t0 = performance.now();
+      const session = await openSession(file, `unet (${variant})`, { provider: o.provider }, { ...load, ...(Object.keys(webgpu).length ? { webgpu } : {}) });
+      opened.push({ variant, session, sessionMs: performance.now() - t0, times: [] });
+    }
+    const unet = new UnetAdapter(opened[0]!.session);
+    const f = feeds(unet, opened[0]!.session, o.batch);
+    for (let round = 0; round < o.warmup + o.iters; round++) {
+      for (const v of opened) {
+        const t0 = performance.now();
+        const r = await v.session.session.run(f);
+        const ms = performance.now() - t0;
+        if (round >= o.warmup) v.times.push(ms);
+        if (round === o.warmup + o.iters - 1) v.out = readFloat(r[unet.out.name]!, 'out_sample');
+      }
+    }
+    const ref = opened[0]!;
+    const refMedian = timingStats(ref.times).medianMs;
+    let maxRef = 0;
+    for (const x of ref.out!) maxRef = Math.max(maxRef, Math.abs(x));
+    result['maxAbsReference'] = maxRef;
+    result['variants'] = opened.map((v) => {
+      let diff = 0;
+      for (let i = 0; i < v.out!.length; i++) diff = Math.max(diff, Math.abs(v.out![i]! - ref.out![i]!));
+      const { medianMs, minMs, maxMs } = timingStats(v.times);
+      console.error(`[card] variant ${v.variant}: ${medianMs.toFixed(2)} ms, ${(medianMs / refMedian).toFixed(3)} of ${ref.variant} (max diff ${diff.toExponential(2)})`);
+      return {
+        variant: v.variant, sessionMs: v.sessionMs, medianMs, minMs, maxMs,
+        overReference: medianMs / refMedian, maxAbsDiffFromReference: diff, finite: v.out!.every(Number.isFinite),
+      };
+    });
+  } finally {
+    for (const v of opened) await releaseSession(v.session);
+  }
+  return result;
+}
