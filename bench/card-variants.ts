@@ -19,6 +19,7 @@ import { openSession, readFloat, releaseSession, type ModelLoad, type OpenSessio
 import type { ProviderName } from '../src/onnx/io.ts';
 import { UnetAdapter } from '../src/onnx/unet.ts';
 import { timingStats } from './timing.ts';
+import { againstTorch, type TorchReference } from './card-reference.ts';
 
 export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw'] as const;
 export type Variant = (typeof VARIANTS)[number];
@@ -32,6 +33,8 @@ export interface VariantsOptions {
   warmup: number;
   iters: number;
   validation?: WebGpuTuning['validationMode'];
+  /** PyTorch's outputs on the same inputs (card-reference.ts): each variant's output against them (batch 2). */
+  reference?: TorchReference;
 }
 
 /** The command line's values, checked: each wrong one named with what is accepted. */
@@ -77,7 +80,9 @@ interface Opened {
 export async function benchVariants(
   o: VariantsOptions, feeds: (unet: UnetAdapter, s: OpenSession, batch: number) => Record<string, OrtTensor>,
 ): Promise<Record<string, unknown>> {
+  if (o.reference && o.batch !== 2) throw new Error('card variants: --reference compares batch-2 calls (give --batch 2)');
   const result: Record<string, unknown> = { file: o.unet, provider: o.provider, batch: o.batch, warmup: o.warmup, iters: o.iters, validation: o.validation ?? 'default (basic)' };
+  if (o.reference?.torchFloat16VsFloat32) result['torchFloat16VsFloat32'] = o.reference.torchFloat16VsFloat32;
   let fused: { file: string; load: ModelLoad } | undefined;
   if (o.variants.some((v) => v.startsWith('fused'))) {
     const t0 = performance.now();
@@ -123,6 +128,7 @@ export async function benchVariants(
       return {
         variant: v.variant, sessionMs: v.sessionMs, medianMs, minMs, maxMs,
         overReference: medianMs / refMedian, maxAbsDiffFromReference: diff, finite: v.out!.every(Number.isFinite),
+        ...(o.reference ? { vsTorch: againstTorch(v.out!, o.reference) } : {}),
       };
     });
   } finally {

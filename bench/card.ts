@@ -9,6 +9,8 @@
  *            CFG half relative to a full call; batch4 / batch2 that of two patches in one call. Then (unless
  *            --fused 0) batch 2 and 1 on the UNet with its attention fused (what the pipeline runs on a GPU), with
  *            its ratio to the plain graph and its largest difference from the plain graph's output.
+ *            --reference PREFIX (sd_models.py --reference-out): the batch-2 outputs (plain and fused) against
+ *            PyTorch's own on the same inputs, float32 and float16 (bench/card-reference.ts).
  *   probe    --unet FILE --provider webgpu|cpu [--latent N] [--warmup W] [--iters N] [--fused 1] --out JSON
  *            The attention-probe graph (built from the export as the pipeline builds it) against the plain UNet,
  *            calls alternating, batch 2 and 1: the key patch's extra cost. --fused 1: both with their attention
@@ -18,7 +20,7 @@
  *            ONNX Runtime's profiler over the calls: wall time against the GPU's kernel time, by op and program
  *            (bench/card-profile.ts)
  *   variants --unet FILE [--variants nhwc,nchw,fused,fused-nchw] [--validation MODE] [--latent N] [--batch 2]
- *            [--warmup 2] [--iters 10] --out JSON
+ *            [--warmup 2] [--iters 10] [--reference PREFIX] --out JSON
  *            The same call run different ways on WebGPU (layout, fused attention, validation), sessions side by
  *            side and calls alternating: each one's median against the first's, and its output's difference
  *            (bench/card-variants.ts)
@@ -68,15 +70,16 @@ import { benchUnetIo, unetIoTable, type UnetIoCase } from './unet-io.ts';
 import { benchSchedule } from './card-schedule.ts';
 import { benchProfile } from './card-profile.ts';
 import { timingStats } from './timing.ts';
+import { againstTorch, readTorchReference, type TorchReference } from './card-reference.ts';
 import { benchVariants, variantsOptions } from './card-variants.ts';
 
 type Args = Record<string, string>;
 
 /** The options each subcommand reads (see the header); any other is a misspelling, refused before any work. */
 const OPTIONS: Record<string, readonly string[]> = {
-  unet: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'batches', 'adapter', 'out'],
+  unet: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'batches', 'adapter', 'reference', 'out'],
   profile: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'fused', 'layout', 'out'],
-  variants: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'variants', 'validation', 'out'],
+  variants: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'variants', 'validation', 'reference', 'out'],
   probe: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'out'],
   'unet-io': ['unets', 'cases', 'latent', 'warmup', 'iters', 'out'],
   folder: ['dir', 'unet-dir', 'text', 'vae', 'out'],
@@ -177,10 +180,15 @@ function unetFeeds(unet: UnetAdapter, batch: number, latent: number, dim: number
   return f;
 }
 
+/** The latent side a call is timed at: --latent, else config.json's sample_size, else 64. */
+function callLatent(file: string, args: Args): number {
+  const configured = Number(JSON.parse(fs.readFileSync(path.join(path.dirname(file), 'config.json'), 'utf8')).sample_size);
+  return num(args, 'latent', Number.isFinite(configured) ? configured : 64);
+}
+
 /** The latent side and text widths of a UNet export (config.json's sample_size unless --latent). */
 function unetShape(s: Awaited<ReturnType<typeof openSession>>, unet: UnetAdapter, file: string, args: Args): { latent: number; dim: number; pooled: number | undefined } {
-  const configured = Number(JSON.parse(fs.readFileSync(path.join(path.dirname(file), 'config.json'), 'utf8')).sample_size);
-  const latent = num(args, 'latent', Number.isFinite(configured) ? configured : 64);
+  const latent = callLatent(file, args);
   const dim = s.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape[2];
   const pooled = unet.textEmbeds?.shape[1];
   if (typeof dim !== 'number' || (unet.textEmbeds && typeof pooled !== 'number')) throw new Error('card: the UNet export has no static text widths');
@@ -291,6 +299,8 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
     const tokens = 77;
     result['latent'] = latent;
     const feeds = (batch: number) => unetFeeds(unet, batch, latent, dim, pooled);
+    // Read first: a reference of another latent is refused before any timing.
+    const reference = args['reference'] ? readTorchReference(args['reference'], latent) : undefined;
     const finite: Record<string, boolean> = {};
     const outputs: Record<number, Float32Array> = {};
     // Batch 4: two patches' CFG pairs in one call (what pairing stage-1 patches on a device would cost).
@@ -311,12 +321,26 @@ export async function benchUnet(args: Args): Promise<Record<string, unknown>> {
     const ratio = (a: number, b: number) => (result[`run_batch${a}`] && result[`run_batch${b}`] ? (result[`run_batch${a}`] as CallTiming).medianMs / (result[`run_batch${b}`] as CallTiming).medianMs : undefined);
     result['run_batch1_over_batch2'] = ratio(1, 2);
     result['run_batch4_over_batch2'] = ratio(4, 2);
+    if (reference) result['vsTorch'] = torchComparison(outputs[2], reference, 'plain');
     if (args['adapter'] !== '0') await benchAdapter(unet, latent, dim, pooled, tokens, result, warmup, iters);
-    if (args['fused'] !== '0') result['fused'] = await benchFusedUnet(file, provider, (batch) => feeds(batch), unet.out.name, outputs, result, warmup, iters);
+    if (args['fused'] !== '0') result['fused'] = await benchFusedUnet(file, provider, (batch) => feeds(batch), unet.out.name, outputs, result, warmup, iters, reference);
   } finally {
     await releaseSession(s);
   }
   return result;
+}
+
+/** A batch-2 output against PyTorch's, logged; with PyTorch's own float16 error for scale. */
+function torchComparison(out: Float32Array | undefined, reference: TorchReference, label: string): Record<string, unknown> {
+  if (!out || out.length === 0) return { error: 'no batch-2 output to compare (--batches without 2)' };
+  const ours = againstTorch(out, reference);
+  const f32 = ours['float32'];
+  const torch16 = reference.torchFloat16VsFloat32;
+  if (f32) {
+    console.error(`[card] ${label} batch 2 vs PyTorch float32: max ${f32.maxAbs.toExponential(2)}, mean ${f32.meanAbs.toExponential(2)}` +
+      (torch16 ? ` (PyTorch's float16: max ${torch16.maxAbs.toExponential(2)}, mean ${torch16.meanAbs.toExponential(2)})` : ''));
+  }
+  return { ours, ...(torch16 ? { torchFloat16VsFloat32: torch16 } : {}) };
 }
 
 /** The adapter's call, as the pipeline makes it: float32 latent in, CFG-combined float32 out (or one half). */
@@ -341,7 +365,7 @@ async function benchAdapter(
  */
 async function benchFusedUnet(
   file: string, provider: ProviderName, feeds: (batch: number) => Record<string, OrtTensor>, outName: string,
-  plainOut: Record<number, Float32Array>, plain: Record<string, unknown>, warmup: number, iters: number,
+  plainOut: Record<number, Float32Array>, plain: Record<string, unknown>, warmup: number, iters: number, reference?: TorchReference,
 ): Promise<Record<string, unknown>> {
   const t0 = performance.now();
   const fused = await prepareFusedAttention(file);
@@ -368,6 +392,7 @@ async function benchFusedUnet(
       }
       const plainMs = (plain[`run_batch${batch}`] as CallTiming).medianMs;
       result[`run_batch${batch}`] = { ...timing, overPlain: timing.medianMs / plainMs, maxAbsDiffFromPlain: maxDiff, maxAbsPlain: maxRef, finite: out.every(Number.isFinite) };
+      if (batch === 2 && reference) result['vsTorch'] = torchComparison(out, reference, 'fused');
       console.error(`[card] ${provider} fused attention batch ${batch}: ${timing.medianMs.toFixed(2)} ms, ${(timing.medianMs / plainMs).toFixed(3)} of the plain graph (max diff ${maxDiff.toExponential(2)})`);
     }
     if (result['run_batch1'] && result['run_batch2']) result['run_batch1_over_batch2'] = (result['run_batch1'] as CallTiming).medianMs / (result['run_batch2'] as CallTiming).medianMs;
@@ -574,7 +599,9 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
       result = await benchProfileCard(args);
       break;
     case 'variants':
-      result = { machine: machine(), ...(await benchVariants(variantsOptions(args), (unet, s, batch) => {
+      result = { machine: machine(), ...(await benchVariants({
+        ...variantsOptions(args), ...(args['reference'] ? { reference: readTorchReference(args['reference'], callLatent(need(args, 'unet'), args)) } : {}),
+      }, (unet, s, batch) => {
         const { latent, dim, pooled } = unetShape(s, unet, args['unet']!, args);
         return unetFeeds(unet, batch, latent, dim, pooled);
       })) };

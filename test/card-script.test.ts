@@ -167,3 +167,28 @@ test('sd_models.py --exporter dynamo (the card part dynamo-unet): where this tor
     assert.equal(p['layers'], result.export.up_block_attn2_softmax_nodes, 'the probe finds every up-block cross-attention');
   }
 });
+
+test("sd_models.py --reference-out: PyTorch's output on card.js's inputs, which the float32 export's output matches (unet and variants --reference)", async () => {
+  const out = path.join(dir, 'reference');
+  const prefix = path.join(out, 'ref', 'sd15');
+  const r = spawnSync(PY!, ['scripts/device/sd_models.py', '--model', 'sd15', '--small', '--device', 'cpu', '--dtype', 'float32', '--latent', '16',
+    '--iters', '1', '--warmup', '0', '--out-dir', out, '--json', path.join(out, 'torch.json'), '--reference-out', prefix], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr.slice(-3000));
+  const meta = JSON.parse(fs.readFileSync(`${prefix}.json`, 'utf8'));
+  // On the CPU, torch times float32: one reference, no float16 one.
+  assert.deepEqual(Object.keys(meta.files), ['float32']);
+  assert.deepEqual(meta.files.float32.shape, [2, 4, 16, 16]);
+  assert.equal(fs.statSync(`${prefix}-float32.f32`).size, 4 * 2 * 4 * 16 * 16);
+  const unet = path.join(out, 'sd15', 'unet', 'model.onnx');
+  const u = await benchUnet({ unet, provider: 'cpu', latent: '16', iters: '1', warmup: '0', batches: '2', adapter: '0', reference: prefix });
+  type Vs = { ours: Record<string, { maxAbs: number; meanAbs: number }> };
+  // The same weights and inputs through ONNX Runtime: float32 rounding apart. Different inputs would be off by
+  // the output's own size (up to about 1.8 here).
+  const plain = (u['vsTorch'] as Vs).ours['float32']!;
+  assert.ok(plain.maxAbs < 1e-4 && plain.meanAbs > 0, JSON.stringify(plain));
+  const fused = ((u['fused'] as { vsTorch: Vs }).vsTorch).ours['float32']!;
+  assert.ok(fused.maxAbs < 1e-4, JSON.stringify(fused));
+  // A reference of another latent is refused, naming both.
+  await assert.rejects(benchUnet({ unet, provider: 'cpu', latent: '8', iters: '1', warmup: '0', reference: prefix }), /holds a batch-2 call at latent 16; this call is batch 2 at latent 8 \(give --latent 16\)/);
+  await assert.rejects(benchUnet({ unet, provider: 'cpu', latent: '16', iters: '1', warmup: '0', reference: path.join(out, 'none') }), /none\.json is missing/);
+});

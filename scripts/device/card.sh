@@ -20,7 +20,9 @@
 #               by the dynamo exporter ("unsupported" where this torch lacks it), float32: card.js unet and probe on
 #               the CPU provider, for how many attentions are fused (and the fused output's difference) and which
 #               layers the attention-probe scan finds (dynamo-unet[-fused|-probe].json)
-#   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2, 1 and 4 at latent 64x64
+#   torch-sd15  the SD 1.5-sized UNet in PyTorch eager float16 + SDPA: one call at batch 2, 1 and 4 at latent 64x64;
+#               then PyTorch's output of one batch-2 call on card.js's inputs in float16 and in float32 (TF32 off):
+#               the WebGPU parts after it (unet, fused, variants) compare their outputs with these (--reference)
 #   torch-sdxl  the same for the SDXL-sized UNet at 128x128 (text_embeds 1280, 6 time ids)
 #   unet-sd15   the SD 1.5 export through the project's session module on WebGPU: batch 2, 1 and 4 (CFG-half, patch-pair ratios),
 #               then batch 2 and 1 with the attention fused as the pipeline runs it on a GPU (MultiHeadAttention)
@@ -55,7 +57,8 @@
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # After the first card run (docs/benchmarks.md, "On the card"), a session with the device runs what it left:
-# CARD_PARTS="env export-sdxl export-sd15 mha unet-sd15 variants-sd15 profile-sd15 folder fused-sdxl profile-sdxl gen-fused unet-io gen-1"
+# CARD_PARTS="env export-sdxl export-sd15 mha torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 folder fused-sdxl
+#   profile-sdxl gen-fused unet-io gen-1"
 # CARD_BUDGET_S=582
 # (timeout_s 600; both exports run in the background from the start). The schedule part runs after gen-1 and
 # reads gen-1.json; where gen-1 was cut short it skips the one-device check.
@@ -74,6 +77,7 @@ OUT=${OUT:-/tmp/card-out}
 WORK=${CARD_WORK:-/tmp/card-work}
 mkdir -p "$OUT" "$WORK/parts"
 rm -f "$WORK"/parts/*.json "$WORK"/parts/*.status
+rm -rf "$WORK/ref" # PyTorch's reference outputs: written again by this run's torch parts
 LOG="$OUT/card.log"
 : >"$LOG"
 exec > >(tee -a "$LOG") 2>&1
@@ -217,10 +221,15 @@ print(json.dumps(out))' 2>/dev/null || echo null),"
   } >"$WORK/parts/env.json"
 }
 
-torch_part() {  # torch_part MODEL LATENT: the PyTorch timing alone
+torch_part() {  # torch_part MODEL LATENT: the PyTorch timing alone, then PyTorch's outputs on card.js's inputs
+  # (float16 and float32) in $WORK/ref for the --reference of the WebGPU parts
   # shellcheck disable=SC2086
   "$PY" scripts/device/sd_models.py --model "$1" --latent "$2" --no-export --out-dir "$WORK/models" \
-    --json "$WORK/parts/torch-$1.json" --iters "$ITERS" $PYSCALE
+    --json "$WORK/parts/torch-$1.json" --iters "$ITERS" --reference-out "$WORK/ref/$1" $PYSCALE
+}
+
+reference() {  # reference MODEL: card.js's --reference option where torch_part wrote one for MODEL
+  [[ -f $WORK/ref/$1.json ]] && echo "--reference $WORK/ref/$1"
 }
 
 export_part() {  # export_part MODEL LATENT: the same weights (same seed) exported to ONNX, no timing
@@ -230,13 +239,15 @@ export_part() {  # export_part MODEL LATENT: the same weights (same seed) export
 }
 
 unet_part() {  # unet_part MODEL LATENT [FUSED]: plain batch 2, 1, 4 and the adapter's call; FUSED 1: then the fused graph
+  # shellcheck disable=SC2046
   "$NODE" "$CARD" unet --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
-    --warmup "$UNET_WARMUP" --fused "${3:-1}" --out "$WORK/parts/unet-$1.json"
+    --warmup "$UNET_WARMUP" --fused "${3:-1}" $(reference "$1") --out "$WORK/parts/unet-$1.json"
 }
 
 fused_part() {  # fused_part MODEL LATENT: plain batch 2 and 1 (the reference), then the fused graph; no adapter timing
+  # shellcheck disable=SC2046
   "$NODE" "$CARD" unet --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --iters "$ITERS" \
-    --warmup "$UNET_WARMUP" --batches 2,1 --adapter 0 --fused 1 --out "$WORK/parts/fused-$1.json"
+    --warmup "$UNET_WARMUP" --batches 2,1 --adapter 0 --fused 1 $(reference "$1") --out "$WORK/parts/fused-$1.json"
 }
 
 profile_part() {  # profile_part MODEL LATENT [NCHW]: ONNX Runtime's profiler over batch-2 calls, plain then fused (GPU
@@ -254,6 +265,7 @@ variants_part() {  # variants_part MODEL LATENT: layouts and fused attention sid
   # of its own between two with ONNX Runtime's default (the setting belongs to the process's WebGPU context)
   [[ $PROVIDER == webgpu ]] || { echo "variants: WebGPU settings (provider $PROVIDER)"; return 0; }
   local unet="$WORK/models/$1/unet/model.onnx" common=(--latent "$2" --batch 2 --warmup 2 --iters "$ITERS")
+  [[ -f $WORK/ref/$1.json ]] && common+=(--reference "$WORK/ref/$1")
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw,fused,fused-nchw --out "$WORK/parts/variants-$1.json" || return
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation disabled --out "$WORK/parts/variants-$1-novalidation.json" || return
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation basic --out "$WORK/parts/variants-$1-basic.json"
@@ -330,7 +342,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
+export -f reference mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15 VAE SMALL
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part

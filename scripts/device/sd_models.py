@@ -9,7 +9,9 @@ median of --iters; on CUDA in float16 with scaled-dot-product attention where to
 weights to ONNX (float16 by default, weights in one external-data file) as <out-dir>/<model>/unet/model.onnx with
 the project's contract IO: sample [B,4,h,w], timestep int64 [B], encoder_hidden_states [B,77,D] and for SDXL
 text_embeds [B,P] and time_ids [B,6]; output out_sample. Batch, height and width are dynamic.
-Writes the measurements and the export's IO as JSON (--json).
+Writes the measurements and the export's IO as JSON (--json). --reference-out PREFIX: last, one batch-2 call on
+bench/card.ts's inputs in the timed dtype and in float32 (PREFIX-<dtype>.f32), the reference card.ts --reference
+compares ONNX Runtime's output with.
 
 Works with torch 1.13 (Debian, CPU: no float16 kernels, so the export traces float32 and onnx_float16.py converts
 the file) and torch 2.x on CUDA (traces the float16 model directly; TorchScript exporter, dynamo as a fallback).
@@ -62,6 +64,53 @@ def make_inputs(cfg, batch, latent, device, dtype, seed=1):
         args.append(torch.randn(batch, cfg['text_embeds_dim'], generator=g).to(device, dtype))
         args.append(torch.tensor([[px, px, 0.0, 0.0, px, px]] * batch).to(device, dtype))
     return tuple(args)
+
+
+def wave(n, k):
+    """sin(i * 0.618 + k) for i < n in float64, rounded to float32: bench/card.ts's deterministic inputs."""
+    return (torch.sin(torch.arange(n, dtype=torch.float64) * 0.618 + k)).float()
+
+
+def wave_inputs(cfg, batch, latent, device, dtype):
+    """The UNet inputs bench/card.ts feeds (unetFeeds): the same values, so the outputs can be compared."""
+    dim = cfg['cross_attention_dim']
+    args = [wave(batch * 4 * latent * latent, 1).reshape(batch, 4, latent, latent).to(device, dtype),
+            torch.full((batch,), 500, dtype=torch.int64).to(device),
+            wave(batch * TOKENS * dim, 2).reshape(batch, TOKENS, dim).to(device, dtype)]
+    if cfg['addition_embed_type'] == 'text_time':
+        px = float(latent * 8)
+        args.append(wave(batch * cfg['text_embeds_dim'], 3).reshape(batch, -1).to(device, dtype))
+        args.append(torch.tensor([[px, px, 0.0, 0.0, px, px]] * batch).to(device, dtype))
+    return tuple(args)
+
+
+def write_reference(model, cfg, latent, device, run_dtype, prefix):
+    """One batch-2 call on card.ts's inputs, in the timed dtype and in float32 (TF32 off, so the reference is float32
+    arithmetic): raw float32 files PREFIX-<dtype>.f32 and PREFIX.json. card.ts compares ONNX Runtime's output with
+    them, and PyTorch's float16 output with its float32 one says how far float16 alone moves the call. Leaves the
+    model in float32."""
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    meta = {'batch': 2, 'latent': latent, 'inputs': 'bench/card.ts unetFeeds (wave)', 'files': {}}
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    outs = {}
+    with torch.no_grad():
+        for dtype in [run_dtype] + ([torch.float32] if run_dtype != torch.float32 else []):
+            model = model.to(dtype)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = dtype != torch.float32
+            out = model(*wave_inputs(cfg, 2, latent, device, dtype)).float().cpu().contiguous()
+            name = str(dtype).replace('torch.', '')
+            outs[name] = out
+            with open(f'{prefix}-{name}.f32', 'wb') as f:
+                f.write(out.numpy().tobytes())
+            meta['files'][name] = {'file': os.path.basename(f'{prefix}-{name}.f32'), 'shape': list(out.shape),
+                                   'max_abs': float(out.abs().max()), 'finite': bool(torch.isfinite(out).all())}
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    if 'float16' in outs and 'float32' in outs:
+        d = (outs['float16'] - outs['float32']).abs()
+        meta['torch_float16_vs_float32'] = {'max_abs': float(d.max()), 'mean_abs': float(d.mean())}
+    with open(prefix + '.json', 'w') as f:
+        json.dump(meta, f, indent=2)
+    return meta
 
 
 def sync(device):
@@ -236,6 +285,9 @@ def main(argv=None):
     p.add_argument('--no-export', action='store_true')
     p.add_argument('--exporter', choices=['auto', 'torchscript', 'dynamo'], default='auto',
                    help="auto: TorchScript, dynamo if that fails; dynamo where this torch lacks it: exit code 3")
+    p.add_argument('--reference-out', metavar='PREFIX',
+                   help='last: batch-2 outputs on bench/card.ts\'s inputs at the timing latent, in the timed dtype and in float32 '
+                        '(PREFIX-<dtype>.f32, PREFIX.json), for card.ts --reference')
     p.add_argument('--export-attention', choices=['manual', 'sdpa'], default='manual',
                    help='the attention as exported: written out (default) or scaled_dot_product_attention (torch >= 2)')
     args = p.parse_args(argv)
@@ -294,6 +346,10 @@ def main(argv=None):
         result['export']['folder'] = os.path.abspath(folder)
         log(f'{args.model} exported ({result["export"]["exporter"]}) in {result["export"]["total_s"]:.1f} s: '
             f'{result["export"]["files"]}')
+    if args.reference_out:
+        # Last: it leaves the model in float32.
+        result['reference'] = write_reference(model, cfg, latent, device, run_dtype, args.reference_out)
+        log(f'{args.model} reference outputs: {json.dumps(result["reference"])}')
     write()
 
 
