@@ -99,7 +99,11 @@ function checkTuning(label: string, opts: SessionOptions, load: ModelLoad): void
     if (opts.provider !== 'webgpu') throw bad('webgpu', 'unset on other providers than webgpu', opts.provider, 'Pass WebGPU settings only to WebGPU sessions');
     for (const [key, value] of Object.entries(load.webgpu)) {
       const allowed = (WEBGPU_TUNING as Record<string, readonly string[]>)[key];
-      if (!allowed) throw bad(`webgpu.${key}`, `one of ${Object.keys(WEBGPU_TUNING).join(', ')}`, key, 'Remove the unknown setting');
+      if (!allowed) {
+        throw new AsgdError(`${label}: unknown WebGPU setting ${JSON.stringify(key)}`, {
+          kind: 'invalid-argument', parameter: `webgpu.${key}`, expected: `one of the settings ${Object.keys(WEBGPU_TUNING).join(', ')}`, received: key, hint: 'Remove the unknown setting',
+        });
+      }
       if (value !== undefined && !allowed.includes(value as string)) throw bad(`webgpu.${key}`, `one of ${allowed.join(', ')}`, value, `Use one of ${allowed.join(', ')}`);
     }
   }
