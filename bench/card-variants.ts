@@ -10,6 +10,8 @@
  *   fused       the attention fused as `--fuse-attention` writes it (q and k padded: ONNX Runtime's three-kernel
  *               MultiHeadAttention), default layout
  *   fused-nchw  both
+ *   flash       the attention fused with q and k as they are (ONNX Runtime's flash-attention kernel: what the pipeline
+ *               runs where runner/flash-check.ts finds that kernel right on the adapter), default layout
  * `--validation MODE` sets the WebGPU validation of every session; it belongs to the process's WebGPU context, so
  * comparing modes takes one process per mode (scripts/device/card.sh runs 'basic', ONNX Runtime's default, and
  * 'disabled').
@@ -21,7 +23,7 @@ import { UnetAdapter } from '../src/onnx/unet.ts';
 import { timingStats } from './timing.ts';
 import { againstTorch, type TorchReference } from './card-reference.ts';
 
-export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw'] as const;
+export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash'] as const;
 export type Variant = (typeof VARIANTS)[number];
 const VALIDATION: readonly NonNullable<WebGpuTuning['validationMode']>[] = ['disabled', 'wgpuOnly', 'basic', 'full'];
 
@@ -83,14 +85,15 @@ export async function benchVariants(
   if (o.reference && o.batch !== 2) throw new Error('card variants: --reference compares batch-2 calls (give --batch 2)');
   const result: Record<string, unknown> = { file: o.unet, provider: o.provider, batch: o.batch, warmup: o.warmup, iters: o.iters, validation: o.validation ?? 'default (basic)' };
   if (o.reference?.torchFloat16VsFloat32) result['torchFloat16VsFloat32'] = o.reference.torchFloat16VsFloat32;
-  let fused: { file: string; load: ModelLoad } | undefined;
-  if (o.variants.some((v) => v.startsWith('fused'))) {
+  const derived: Partial<Record<'padded' | 'flash', { file: string; load: ModelLoad }>> = {};
+  for (const form of ['padded', 'flash'] as const) {
+    if (!o.variants.some((v) => (form === 'flash' ? v === 'flash' : v.startsWith('fused')))) continue;
     const t0 = performance.now();
-    const f = await prepareFusedAttention(o.unet);
-    result['fusedDeriveMs'] = performance.now() - t0;
+    const f = await prepareFusedAttention(o.unet, { flashForm: form === 'flash' });
+    result[form === 'flash' ? 'flashDeriveMs' : 'fusedDeriveMs'] = performance.now() - t0;
     if ('reason' in f) throw new Error(`card variants: the export's attention cannot be fused (${f.reason}); leave the fused variants out`);
     result['fusedLayers'] = f.fused;
-    fused = { file: f.file, load: fusedLoadOptions(f.file) };
+    derived[form] = { file: f.file, load: fusedLoadOptions(f.file) };
   }
   const opened: Opened[] = [];
   try {
@@ -99,7 +102,8 @@ export async function benchVariants(
         ...(variant.endsWith('nchw') ? { preferredLayout: 'NCHW' as const } : {}),
         ...(o.validation ? { validationMode: o.validation } : {}),
       };
-      const [file, load] = variant.startsWith('fused') ? [fused!.file, fused!.load] : [o.unet, {}];
+      const graph = variant === 'flash' ? derived.flash : variant.startsWith('fused') ? derived.padded : undefined;
+      const [file, load] = graph ? [graph.file, graph.load] : [o.unet, {}];
       const t0 = performance.now();
       const session = await openSession(file, `unet (${variant})`, { provider: o.provider }, { ...load, ...(Object.keys(webgpu).length ? { webgpu } : {}) });
       opened.push({ variant, session, sessionMs: performance.now() - t0, times: [] });

@@ -35,7 +35,8 @@
  *            Issue 15's scheduling targets (4 devices at 2048 px, 8 at 3072, shipped defaults) in the latency model
  *            with the unit time, CFG-half and probe costs that `unet` and `probe` measured (bench/card-schedule.ts),
  *            and the model checked against a one-device `generate` run's denoising time.
- *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model
+ *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model, and
+ *            ONNX Runtime's WebGPU flash-attention kernel checked against attention computed here (runner/flash-check.ts)
  *   fusion   --dir DIR [--out JSON]
  *            The attention fusion on a real torch export of one attention processor (scripts/reference/attention_export.py
  *            wrote DIR): how many attentions it fused, the node's heads and scale, and the plain and fused graphs'
@@ -63,7 +64,7 @@ import type { ProviderName } from '../src/onnx/io.ts';
 import { loadPipeline, type GenerationProgress } from '../src/node/pipeline.ts';
 import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
-import { checkAvailableDevices } from '../src/node/runner/devices.ts';
+import { checkAvailableDevices, checkFlashAttention } from '../src/node/runner/devices.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
 import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
 import { benchUnetIo, unetIoTable, type UnetIoCase } from './unet-io.ts';
@@ -623,7 +624,8 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
       break;
     case 'devices':
       // What `asgd devices` says: the providers of this build, WebGPU checked by running a one-node model.
-      result = { machine: machine(), devices: await checkAvailableDevices(), backends: supportedBackends() };
+      // And whether ONNX Runtime's WebGPU flash-attention kernel is right here (the fused attention's form follows it).
+      result = { machine: machine(), devices: await checkAvailableDevices(), backends: supportedBackends(), flashAttention: await checkFlashAttention() };
       break;
     default:
       throw new Error(USAGE);

@@ -5,6 +5,8 @@
  */
 import { create, toBinary } from '@bufbuild/protobuf';
 import {
+  AttributeProtoSchema,
+  AttributeProto_AttributeType,
   GraphProtoSchema,
   ModelProtoSchema,
   NodeProtoSchema,
@@ -48,22 +50,44 @@ export interface SmallNode {
   opType: string;
   input: string[];
   output: string[];
+  /** 'com.microsoft' for ONNX Runtime's contrib ops (opset 1 of that domain is then imported); default ONNX. */
+  domain?: string;
+  /** Integer attributes. */
+  ints?: Record<string, number>;
 }
 
 /** The serialized model (opset 17) of `nodes` from the graph `inputs` to the graph `outputs`. */
 export function smallModelBytes(name: string, nodes: SmallNode[], inputs: SmallValue[], outputs: SmallValue[]): Uint8Array {
   const graph = create(GraphProtoSchema, {
     name,
-    node: nodes.map((n, i) => create(NodeProtoSchema, { ...n, name: `${n.opType.toLowerCase()}_${i}` })),
+    node: nodes.map((n, i) => create(NodeProtoSchema, {
+      opType: n.opType, input: n.input, output: n.output, domain: n.domain ?? '', name: `${n.opType.toLowerCase()}_${i}`,
+      attribute: Object.entries(n.ints ?? {}).map(([a, v]) => create(AttributeProtoSchema, { name: a, type: AttributeProto_AttributeType.INT, i: BigInt(v) })),
+    })),
     input: inputs.map(smallValueInfo),
     output: outputs.map(smallValueInfo),
   });
+  const domains = [...new Set(nodes.map((n) => n.domain ?? '').filter((d) => d !== ''))];
   const model = create(ModelProtoSchema, {
     irVersion: 8n,
-    opsetImport: [create(OperatorSetIdProtoSchema, { domain: '', version: 17n })],
+    opsetImport: [create(OperatorSetIdProtoSchema, { domain: '', version: 17n }), ...domains.map((domain) => create(OperatorSetIdProtoSchema, { domain, version: 1n }))],
     graph,
   });
   return toBinary(ModelProtoSchema, model);
+}
+
+/**
+ * One com.microsoft MultiHeadAttention node with q [b, s, heads·d] and k, v [b, l, heads·d] of one head size, the
+ * form in which ONNX Runtime's WebGPU provider may take its flash-attention kernel; the default scale 1/sqrt(d).
+ */
+export function multiHeadAttentionModelBytes(type: 'float32' | 'float16', b: number, s: number, l: number, heads: number, d: number): Uint8Array {
+  const kv = (name: string): SmallValue => ({ name, type, dims: [b, l, heads * d] });
+  return smallModelBytes(
+    'asgd_mha',
+    [{ opType: 'MultiHeadAttention', domain: 'com.microsoft', input: ['q', 'k', 'v'], output: ['o'], ints: { num_heads: heads } }],
+    [{ name: 'q', type, dims: [b, s, heads * d] }, kv('k'), kv('v')],
+    [{ name: 'o', type, dims: [b, s, heads * d] }],
+  );
 }
 
 /** y = x for a tensor of any shape of the element type (rank given): the device upload graph. */

@@ -23,6 +23,8 @@ export interface FusedAttention {
 /** Bump when the fusion's output changes, so stored graphs are derived again. */
 const FORMAT = 7;
 const SUFFIX = '.asgd-fused';
+/** The flash form's files (q and k not padded: flash-check.ts says where ONNX Runtime's kernel for it is right). */
+const FLASH_SUFFIX = '.asgd-fused-flash';
 
 interface FusedResult {
   fused: number;
@@ -31,12 +33,16 @@ interface FusedResult {
   weightsFolder: string | null;
 }
 
-function filesIn(dir: string, source: string) {
-  const base = path.basename(source).replace(/\.onnx$/i, '');
-  return { file: path.join(dir, `${base}${SUFFIX}.onnx`), sidecar: path.join(dir, `${base}${SUFFIX}.json`) };
+function filesFor(suffix: string) {
+  return (dir: string, source: string) => {
+    const base = path.basename(source).replace(/\.onnx$/i, '');
+    return { file: path.join(dir, `${base}${suffix}.onnx`), sidecar: path.join(dir, `${base}${suffix}.json`) };
+  };
 }
 
-async function open(side: DerivedSidecar<FusedResult> & { result: FusedResult }, files: ReturnType<typeof filesIn>): Promise<FusedAttention | undefined> {
+type FusedFiles = ReturnType<ReturnType<typeof filesFor>>;
+
+async function open(side: DerivedSidecar<FusedResult> & { result: FusedResult }, files: FusedFiles): Promise<FusedAttention | undefined> {
   const size = await stat(files.file).then((s) => s.size, () => -1);
   if (size !== side.result.bytes) return undefined;
   const folder = side.result.weightsFolder ?? side.externalDataFolder;
@@ -46,24 +52,27 @@ async function open(side: DerivedSidecar<FusedResult> & { result: FusedResult },
 /**
  * The fused graph of the UNet (or probe) at `modelPath`, derived and stored first when missing or stale; or why
  * there is none (no attention the fusion recognises, or nothing could be written). `weightsFolder`: where the
- * source's external weights live when not next to it (a probe kept in the cache).
+ * source's external weights live when not next to it (a probe kept in the cache). `flashForm`: q and k left
+ * unpadded (FuseAttentionOptions.flashForm), stored apart from the padded form.
  */
 export async function prepareFusedAttention(
-  modelPath: string, opts: DerivedGraphOptions & { weightsFolder?: string } = {},
+  modelPath: string, opts: DerivedGraphOptions & { weightsFolder?: string; flashForm?: boolean } = {},
 ): Promise<FusedAttention | { reason: string }> {
+  const flashForm = opts.flashForm ?? false;
   const derive = (bytes: Uint8Array, source: string) => {
     const model = parse(bytes);
     if ('reason' in model) return model;
-    const fusion = fuseAttention(model);
+    const fusion = fuseAttention(model, { flashForm });
     if ('reason' in fusion) return fusion;
     if (fusion.fused === 0) return { reason: unfusedReason(model) };
     referenceInlineWeights(model, bytes, path.basename(source));
     const out = toBinary(ModelProtoSchema, model);
     return {
       result: { fused: fusion.fused, bytes: out.length, weightsFolder: opts.weightsFolder ?? null },
-      files: (p: ReturnType<typeof filesIn>): [string, Uint8Array][] => [[p.file, out]],
+      files: (p: FusedFiles): [string, Uint8Array][] => [[p.file, out]],
     };
   };
+  const filesIn = filesFor(flashForm ? FLASH_SUFFIX : SUFFIX);
   return prepareDerivedGraphs(modelPath, opts, { format: FORMAT, cacheFolder: 'fused-attention', filesIn, open, derive });
 }
 
@@ -93,9 +102,14 @@ export async function countOnnxAttentionIn(modelPath: string, opts: DerivedGraph
   return 'reason' in r ? r : r.onnxAttention;
 }
 
+/** Whether `file` was written by prepareFusedAttention (either form). */
+export function isFusedAttentionFile(file: string): boolean {
+  return file.endsWith(`${SUFFIX}.onnx`) || file.endsWith(`${FLASH_SUFFIX}.onnx`);
+}
+
 /** How to open a file made by prepareFusedAttention (read from its sidecar); {} for any other file. */
 export function fusedLoadOptions(file: string): { externalDataFolder?: string } {
-  if (!file.endsWith(`${SUFFIX}.onnx`)) return {};
+  if (!isFusedAttentionFile(file)) return {};
   try {
     const side = JSON.parse(fs.readFileSync(file.replace(/\.onnx$/, '.json'), 'utf8')) as Partial<DerivedSidecar<FusedResult>>;
     const result = side.result && 'bytes' in side.result ? side.result : undefined;

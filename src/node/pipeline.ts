@@ -32,7 +32,8 @@ import { DEFAULT_NATIVE_SIZE, denoiserConfigFile, readModelFolder, withVaeFolder
 import { checkVaeDecoder } from './model/vae-contract.ts';
 import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker, liveWebgpuThreads } from './runner/device-worker.ts';
-import { checkProvidersAvailable, parseDevices, threadsWarning, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
+import { checkFlashAttention, checkProvidersAvailable, parseDevices, threadsWarning, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
+import type { FlashCheck } from './runner/flash-check.ts';
 import { DevicePool } from './runner/pool.ts';
 import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts';
 import type { SplitMode } from '../core/dispatch/tasks.ts';
@@ -144,7 +145,18 @@ export interface ModelInfo {
   components: Partial<Record<ComponentName, { file: string; inputs: IoInfo[]; outputs: IoInfo[] }>>;
   attentionProbe: { available: boolean; layers: string[]; reason?: string };
   /** Whether the UNet runs with its attention fused (PipelineOptions.fuseAttention), how many layers, or why not. */
-  attentionFusion: { applied: boolean; layers: number; reason?: string };
+  attentionFusion: {
+    applied: boolean;
+    layers: number;
+    reason?: string;
+    /**
+     * How the fused attention is written, when applied: 'padded' (q and k padded per head, which keeps ONNX Runtime's
+     * WebGPU provider off its flash-attention kernel) or 'flash' (as they are: that kernel, where a check on this
+     * machine's WebGPU adapter found it right); `formReason` says why.
+     */
+    form?: 'padded' | 'flash';
+    formReason?: string;
+  };
   /** Set when the UNet export fixed its spatial input size (static-shape exports). */
   staticLatentSize?: { height: number; width: number };
   notes: string[];
@@ -217,7 +229,7 @@ export class Pipeline implements AsyncDisposable {
       probe = await prepareAttentionProbe(spec.paths.unet);
     }
     if (signal?.aborted) throw loadCancelled();
-    const fused = await fuseAttentionFiles(spec.paths.unet, probe, options.fuseAttention ?? false);
+    const fused = await fuseAttentionFiles(spec.paths.unet, probe, options.fuseAttention ? await attentionForm(devices, checkFlashAttention) : undefined);
     const unetFile = fused.unet ?? spec.paths.unet;
     const probeFile = fused.probe ?? ('file' in probe ? probe.file : undefined);
     const files: DeviceFiles = {
@@ -715,19 +727,38 @@ export class Pipeline implements AsyncDisposable {
 }
 
 /**
- * The fused-attention UNet and probe (fused-attention.ts) when asked for; the plain files otherwise, or when the
- * model has no attention the fusion recognises (the reason is reported in ModelInfo).
+ * How the fused attention is written for these devices: the flash form where a WebGPU device is present and the
+ * check of ONNX Runtime's flash-attention kernel on its adapter passes (`check`: runner/devices.ts, a process of its
+ * own, once per process); else padded, as on every other provider (the CPU provider computes either form right).
+ */
+export async function attentionForm(
+  devices: readonly DeviceSpec[], check: () => Promise<FlashCheck>,
+): Promise<{ form: 'padded' | 'flash'; formReason: string }> {
+  if (!devices.some((d) => d.provider === 'webgpu')) return { form: 'padded', formReason: 'no WebGPU device (the form of every other provider)' };
+  const c = await check();
+  if ('reason' in c) return { form: 'padded', formReason: `the check of ONNX Runtime's WebGPU flash-attention kernel did not run (${c.reason})` };
+  const worst = (type: 'float32' | 'float16') => Math.max(...c.cases.filter((x) => x.type === type).map((x) => x.maxError)).toExponential(1);
+  const errors = `largest error ${worst('float32')} in float32, ${worst('float16')} in float16`;
+  return c.ok
+    ? { form: 'flash', formReason: `ONNX Runtime's WebGPU flash-attention kernel checked right on this adapter (${errors})` }
+    : { form: 'padded', formReason: `ONNX Runtime's WebGPU flash-attention kernel is wrong on this adapter (${errors})` };
+}
+
+/**
+ * The fused-attention UNet and probe (fused-attention.ts) in `form` when asked for (a form given); the plain files
+ * otherwise, or when the model has no attention the fusion recognises (the reason is reported in ModelInfo).
  */
 async function fuseAttentionFiles(
-  unet: string, probe: { file: string } | { reason: string }, want: boolean,
+  unet: string, probe: { file: string } | { reason: string }, form: { form: 'padded' | 'flash'; formReason: string } | undefined,
 ): Promise<{ unet?: string; probe?: string; info: ModelInfo['attentionFusion'] }> {
-  if (!want) return { info: { applied: false, layers: 0, reason: 'fuseAttention is off; --fuse-attention turns it on' } };
+  if (!form) return { info: { applied: false, layers: 0, reason: 'fuseAttention is off; --fuse-attention turns it on' } };
   const { prepareFusedAttention } = await import('./fused-attention.ts');
   const { probeLoadOptions } = await import('./probe.ts');
-  const main = await prepareFusedAttention(unet);
+  const flashForm = form.form === 'flash';
+  const main = await prepareFusedAttention(unet, { flashForm });
   if ('reason' in main) return { info: { applied: false, layers: 0, reason: main.reason } };
-  const fusedProbe = 'file' in probe ? await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder }) : undefined;
-  return { unet: main.file, ...(fusedProbe && 'file' in fusedProbe ? { probe: fusedProbe.file } : {}), info: { applied: true, layers: main.fused } };
+  const fusedProbe = 'file' in probe ? await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder, flashForm }) : undefined;
+  return { unet: main.file, ...(fusedProbe && 'file' in fusedProbe ? { probe: fusedProbe.file } : {}), info: { applied: true, layers: main.fused, ...form } };
 }
 
 /**

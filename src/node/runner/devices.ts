@@ -9,6 +9,7 @@ import { AsgdError, invalidArgument } from '../../core/errors.ts';
 import { PIPELINE_OPTIONS, optionSpec } from '../../core/options/registry.ts';
 import { checkOption } from '../../core/options/spec.ts';
 import type { ProviderName } from '../../onnx/io.ts';
+import type { FlashCheck } from './flash-check.ts';
 
 export interface DeviceSpec {
   provider: ProviderName;
@@ -155,20 +156,35 @@ export async function checkAvailableDevices(options: { refresh?: boolean } = {})
 type WebGpuCheck = { ok: true; ms: number } | { ok: false; reason: string };
 let webgpuCheck: Promise<WebGpuCheck> | undefined;
 
-/** tryWebGpu (webgpu-check.ts) in a child process: its JSON on stdout. */
 function webgpuCheckInAChild(): Promise<WebGpuCheck> {
+  return checkInAChild<WebGpuCheck>('webgpu-check', 'tryWebGpu', (reason) => ({ ok: false, reason }));
+}
+
+let flashCheck: Promise<FlashCheck> | undefined;
+
+/**
+ * Whether ONNX Runtime's WebGPU flash-attention kernel is right on this machine's adapter (flash-check.ts), checked
+ * in a process of its own for the reasons above, once per process unless `refresh`.
+ */
+export function checkFlashAttention(options: { refresh?: boolean } = {}): Promise<FlashCheck> {
+  if (options.refresh || !flashCheck) flashCheck = checkInAChild<FlashCheck>('flash-check', 'tryFlashAttention', (reason) => ({ ok: false, reason }));
+  return flashCheck;
+}
+
+/** `fn` of the runner module `name` (webgpu-check, flash-check) in a child process: its JSON on stdout. */
+function checkInAChild<T>(name: string, fn: string, failed: (reason: string) => T): Promise<T> {
   const fromSources = import.meta.url.endsWith('.ts');
-  const check = new URL(fromSources ? './webgpu-check.ts' : './webgpu-check.js', import.meta.url).href;
-  const code = `const { tryWebGpu } = await import(${JSON.stringify(check)}); process.stdout.write(JSON.stringify(await tryWebGpu())); process.exit(0);`;
+  const check = new URL(`./${name}.${fromSources ? 'ts' : 'js'}`, import.meta.url).href;
+  const code = `const m = await import(${JSON.stringify(check)}); process.stdout.write(JSON.stringify(await m[${JSON.stringify(fn)}]())); process.exit(0);`;
   // From the TypeScript sources (tests, a clone), the child needs the TypeScript loader the built package does not.
   const args = [...(fromSources ? ['--import', 'tsx'] : []), '--input-type=module', '-e', code];
   return new Promise((resolve) => {
     execFile(process.execPath, args, { encoding: 'utf8', timeout: 120_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       try {
-        resolve(JSON.parse(stdout) as WebGpuCheck);
+        resolve(JSON.parse(stdout) as T);
       } catch {
         const how = err ? (err.killed ? 'was stopped after 120 s' : `ended with ${err.code ?? err.signal ?? err.message}`) : 'printed no result';
-        resolve({ ok: false, reason: `the check process ${how}${stderr.trim() ? `: ${stderr.trim().slice(-300)}` : ''}` });
+        resolve(failed(`the check process ${how}${stderr.trim() ? `: ${stderr.trim().slice(-300)}` : ''}`));
       }
     });
   });

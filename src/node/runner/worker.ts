@@ -11,7 +11,7 @@ import { denoiserAdapter } from '../../onnx/transformer.ts';
 import { DeviceConditioning } from '../../onnx/device-conditioning.ts';
 import { DeviceUploader } from '../../onnx/device-upload.ts';
 import { VAE_GRAPH_MEMORY, VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
-import { fusedLoadOptions } from '../fused-attention.ts';
+import { fusedLoadOptions, isFusedAttentionFile } from '../fused-attention.ts';
 import { probeLoadOptions } from '../probe.ts';
 import { runAttentionHead } from '../../onnx/vae-attention.ts';
 import { ArrayStow, STOW_DIR_ENV } from './array-stow.ts';
@@ -164,7 +164,7 @@ async function load(paths: Partial<Record<ComponentName, string>>): Promise<void
   for (const [name, file] of Object.entries(paths) as [ComponentName, string][]) {
     if (state.sessions[name]) continue;
     // A cached probe refers to the source UNet's folder for its weights (see probe.ts).
-    const extra = file.endsWith('.asgd-fused.onnx') ? fusedLoadOptions(file) : name === 'unetProbe' ? probeLoadOptions(file) : {};
+    const extra = isFusedAttentionFile(file) ? fusedLoadOptions(file) : name === 'unetProbe' ? probeLoadOptions(file) : {};
     state.sessions[name] = await openSession(file, LABELS[name], state.options, extra);
   }
   const s = state.sessions;
