@@ -483,6 +483,9 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
   const pipe = await loadPipeline(dir, { devices, fuseAttention });
   result['loadMs'] = performance.now() - t0;
   result['splitCfg'] = 'auto';
+  // Fused or not, and in which form (the flash form where the pipeline's flash-attention check passed here).
+  result['attentionFusion'] = pipe.info.attentionFusion;
+  if (fuseAttention) console.error(`[card] attention: ${JSON.stringify(pipe.info.attentionFusion)}`);
   try {
     const params = { prompt: 'a lighthouse on a cliff at dusk, detailed', width, height, steps, seed: 1, method };
     if (warmupSteps > 0) {
