@@ -240,6 +240,8 @@ test('info, devices and --help', () => {
   const d = asgd(['devices']);
   assert.equal(d.code, 0);
   assert.match(d.stdout, /^cpu +available/m);
+  // With an adapter (the test command's setup installs lavapipe), what --fuse-attention does with it.
+  assert.match(d.stdout, /^webgpu +available +adapter found: .*; ONNX Runtime's flash-attention kernel (checked right here \(largest error [0-9.e+-]+\): --fuse-attention uses it|is wrong here \(largest error [0-9.e+-]+\): --fuse-attention pads q and k to avoid it)$/m);
   for (const args of [['--help'], ['generate', '--help'], ['info', '--help']]) {
     const h = asgd(args);
     assert.equal(h.code, 0, args.join(' '));

@@ -420,8 +420,19 @@ async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }, p
 }
 
 async function runDevices(opts: { json?: boolean }): Promise<number> {
-  const { checkAvailableDevices } = await import('../node/runner/devices.ts');
+  const { checkAvailableDevices, checkFlashAttention } = await import('../node/runner/devices.ts');
   const list = await checkAvailableDevices();
+  const webgpu = list.find((d) => d.name === 'webgpu');
+  if (webgpu?.available) {
+    // What --fuse-attention does on this adapter (pipeline.ts attentionForm).
+    const f = await checkFlashAttention();
+    const worst = 'cases' in f ? Math.max(...f.cases.map((c) => c.maxError)).toExponential(1) : '';
+    webgpu.note += 'reason' in f
+      ? `; ONNX Runtime's flash-attention kernel could not be checked (${f.reason})`
+      : f.ok
+        ? `; ONNX Runtime's flash-attention kernel checked right here (largest error ${worst}): --fuse-attention uses it`
+        : `; ONNX Runtime's flash-attention kernel is wrong here (largest error ${worst}): --fuse-attention pads q and k to avoid it`;
+  }
   if (opts.json) process.stdout.write(JSON.stringify(list, null, 2) + '\n');
   else for (const d of list) process.stdout.write(`${d.name.padEnd(8)} ${d.available ? 'available ' : 'missing   '} ${d.note}\n`);
   return EXIT.ok;
