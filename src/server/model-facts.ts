@@ -3,7 +3,8 @@
  * limits), its scheduler config (PNDM runs one step more than asked, so estimates count the scheduler's steps), and
  * its family, latent channels and SD3 patch size (a job's settings are checked against the model before it is
  * queued, as the library's check stage does). Read by the local engine and by fleet workers, which advertise it.
- * No ONNX file and no tokenizer is read.
+ * No tokenizer is read, no session opened; of an ONNX file only the graph's inputs are read, where the denoiser's
+ * config gives no sample_size (node/model/onnx-inputs.ts: a static-shape export's sample size).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,6 +12,7 @@ import { AsgdError } from '../core/errors.ts';
 import { MISSING_SCHEDULER_CONFIG } from '../core/schedulers/config.ts';
 import type { SchedulerConfig } from '../core/schedulers/types.ts';
 import { DEFAULT_NATIVE_SIZE, folderFamily, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
+import { readOnnxInputs } from '../node/model/onnx-inputs.ts';
 
 export interface ModelFolderFacts {
   nativeWidth?: number;
@@ -35,6 +37,32 @@ function readJson(file: string): Record<string, unknown> | undefined {
   }
 }
 
+/**
+ * The static height of the denoiser's sample input (latent pixels) where its ONNX file fixes it, as the pipeline
+ * reads it from the session's inputs (pipeline.ts); undefined for dynamic sizes or a file that cannot be read.
+ */
+function staticSampleSize(dir: string, sd3: boolean): number | undefined {
+  let file: string;
+  try {
+    file = readModelFolder(dir).paths.unet;
+  } catch {
+    file = path.join(dir, sd3 ? 'transformer' : 'unet', 'model.onnx');
+  }
+  try {
+    const inputs = readOnnxInputs(file);
+    const sample = inputs.find((i) => i.name === 'sample' || i.name === 'hidden_states') ?? inputs[0];
+    const h = sample?.dims[2];
+    return typeof h === 'number' && h > 0 ? h : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function nativeSize(latentSize: number | undefined, family: ModelFamily): { nativeWidth: number; nativeHeight: number } {
+  const px = latentSize ? Math.max(64, latentSize * 8) : DEFAULT_NATIVE_SIZE[family];
+  return { nativeWidth: px, nativeHeight: px };
+}
+
 /** The facts that can be read; a missing or damaged file leaves its fact out (loading the model names the problem). */
 export function readModelFolderFacts(dir: string): ModelFolderFacts {
   const family = folderFamily(dir);
@@ -46,8 +74,8 @@ export function readModelFolderFacts(dir: string): ModelFolderFacts {
   const schedFile = (sd3 ? ['scheduler/scheduler_config.json'] : ['scheduler/scheduler_config.json', 'scheduler_config.json']).map((f) => path.join(dir, f)).find((f) => fs.existsSync(f));
   const schedulerConfig = schedFile ? readJson(schedFile) : sd3 ? SD3_SCHEDULER_CONFIG : MISSING_SCHEDULER_CONFIG;
   return {
-    // Without a sample_size, the size the pipeline falls back on (it reads a static-shape export's from the ONNX file).
-    ...(sampleSize ? { nativeWidth: sampleSize * 8, nativeHeight: sampleSize * 8 } : { nativeWidth: DEFAULT_NATIVE_SIZE[family], nativeHeight: DEFAULT_NATIVE_SIZE[family] }),
+    // Without a sample_size, the size the pipeline takes: a static-shape export's, else the family's default.
+    ...nativeSize(sampleSize ?? staticSampleSize(dir, sd3), family),
     ...(schedulerConfig ? { schedulerConfig: schedulerConfig as SchedulerConfig } : {}),
     family,
     latentChannels: positive(denoiser?.['in_channels']) ?? (sd3 ? 16 : 4),
