@@ -1,0 +1,210 @@
+/**
+ * The card script's results (`$OUT/card.json` of scripts/device/card.sh, or a file of several runs `{ runs: [...] }`
+ * as bench/results/card/ keeps them) as markdown: the figures docs/benchmarks.md "On the card" records, so that a
+ * session with the device spends its minutes measuring, not transcribing. Every number comes from the JSON; a part
+ * that did not run says its status.
+ *
+ *   node --import tsx bench/card-report.ts CARD_JSON [--run N] [--out FILE]
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BenchUsageError, benchCli, intArg } from './args.ts';
+
+type Json = Record<string, any>;
+interface Part {
+  status?: string;
+  rc?: number;
+  seconds?: number;
+  limit_s?: number;
+  result?: Json;
+}
+
+const ms = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(1) : 'n/a');
+const x = (v: unknown, digits = 2) => (typeof v === 'number' && Number.isFinite(v) ? `${v.toFixed(digits)}x` : 'n/a');
+const num = (v: unknown, digits = 2) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
+const sci = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v.toExponential(1) : 'n/a');
+const MODELS = [['sd15', 'SD 1.5'], ['sdxl', 'SDXL']] as const;
+
+function partsOf(doc: Json, run: number | undefined): Record<string, Part> {
+  if (Array.isArray(doc['runs'])) {
+    const runs = doc['runs'] as Json[];
+    const i = run ?? runs.length - 1;
+    if (!runs[i]) throw new BenchUsageError(`--run ${run}: the file holds ${runs.length} run(s) (0 to ${runs.length - 1})`);
+    return (runs[i]!['parts'] ?? {}) as Record<string, Part>;
+  }
+  if (run !== undefined && run !== 0) throw new BenchUsageError(`--run ${run}: the file holds one run`);
+  if (!doc['parts'] || typeof doc['parts'] !== 'object') throw new BenchUsageError('not a card.json: no "parts" (nor "runs")');
+  return doc['parts'] as Record<string, Part>;
+}
+
+function table(head: string[], rows: string[][]): string[] {
+  return [`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`), ''];
+}
+
+function machine(parts: Record<string, Part>): string[] {
+  const env = parts['env']?.result;
+  if (!env) return ['Machine: part `env` not run.'];
+  const smi = String(env['nvidia_smi_query'] ?? '').split('\n')[1] ?? 'no nvidia-smi';
+  const py = env['python'] ?? {};
+  const dev = env['asgd_devices'] ?? {};
+  const webgpu = (dev['devices'] as Json[] | undefined)?.find((d) => d['name'] === 'webgpu');
+  const lines = [
+    `Machine: ${smi.trim()}; node ${env['node']}, onnxruntime-node ${env['onnxruntime_node']}; torch ${py['torch'] ?? 'n/a'} (CUDA ${py['cuda'] ?? 'n/a'}), onnx ${py['onnx'] ?? 'n/a'}.`,
+    `WebGPU: ${webgpu ? `${webgpu['available'] ? 'available' : 'missing'} (${webgpu['note']})` : 'not checked'}.`,
+  ];
+  const flash = dev['flashAttention'] as Json | undefined;
+  if (flash) {
+    lines.push(flash['reason'] !== undefined
+      ? `Flash-attention check: did not run (${flash['reason']}).`
+      : `Flash-attention check: ${flash['ok'] ? 'right' : 'WRONG'} (${(flash['cases'] as Json[]).map((c) => `${c['type']} ${c['keys']} keys d ${c['headSize']}: ${sci(c['maxError'])}`).join('; ')}).`);
+  }
+  return lines;
+}
+
+function unetCalls(parts: Record<string, Part>): string[] {
+  const rows: string[][] = [];
+  for (const [key, label] of MODELS) {
+    const torch = parts[`torch-${key}`]?.result?.['torch_eager'] as Json | undefined;
+    const ours = (parts[`unet-${key}`]?.result ?? parts[`fused-${key}`]?.result) as Json | undefined;
+    for (const b of [2, 1, 4]) {
+      const t = torch?.[`batch${b}`]?.['median_ms'];
+      const o = ours?.[`run_batch${b}`]?.['medianMs'];
+      const f = b === 4 ? undefined : ours?.['fused']?.[`run_batch${b}`]?.['medianMs'];
+      if (t === undefined && o === undefined) continue;
+      rows.push([`${label}, batch ${b}`, ms(t), ms(o), x(o / t, 1), ms(f), x(f / t, 1)]);
+    }
+  }
+  if (rows.length === 0) return ['UNet call: parts `torch-*` and `unet-*` not run.'];
+  const out = table(['call', 'PyTorch eager fp16 (ms)', 'ours, WebGPU (ms)', 'ours / PyTorch', 'ours fused (ms)', 'fused / PyTorch'], rows);
+  for (const [key, label] of MODELS) {
+    const u = parts[`unet-${key}`]?.result;
+    if (!u) continue;
+    out.push(`${label}: CFG half (batch 1 / 2) ${num(u['run_batch1_over_batch2'])} (adapter ${num(u['adapter_half_over_both'])}), batch 4 / 2 ${num(u['run_batch4_over_batch2'])}; ` +
+      `PyTorch ${num(parts[`torch-${key}`]?.result?.['torch_eager']?.['batch1_over_batch2'])} and ${num(parts[`torch-${key}`]?.result?.['torch_eager']?.['batch4_over_batch2'])}; ` +
+      `fused vs plain max ${sci(u['fused']?.['run_batch2']?.['maxAbsDiffFromPlain'])} (attention form: ${u['fused']?.['form'] ?? 'not recorded'}).`);
+  }
+  return out;
+}
+
+function accuracy(parts: Record<string, Part>): string[] {
+  const rows: string[][] = [];
+  for (const [key, label] of MODELS) {
+    for (const name of [`unet-${key}`, `fused-${key}`]) {
+      const r = parts[name]?.result;
+      for (const [what, vs] of [['plain', r?.['vsTorch']], ['fused', r?.['fused']?.['vsTorch']]] as const) {
+        if (!vs) continue;
+        const t = vs['torchFloat16VsFloat32'] as Json | undefined;
+        rows.push([`${label} ${what} (${name})`, sci(vs['ours']?.['float32']?.['maxAbs']), sci(vs['ours']?.['float32']?.['meanAbs']), sci(t?.['maxAbs']), sci(t?.['meanAbs'])]);
+      }
+    }
+  }
+  if (rows.length === 0) return ['Accuracy against PyTorch: no `--reference` results.'];
+  return table(['batch-2 output', 'ours vs PyTorch fp32, max', 'mean', 'PyTorch fp16 vs fp32, max', 'mean'], rows);
+}
+
+function variants(parts: Record<string, Part>): string[] {
+  const out: string[] = [];
+  for (const [name, p] of Object.entries(parts)) {
+    if (!name.startsWith('variants') || !p.result?.['variants']) continue;
+    out.push(`${name} (validation ${p.result['validation']}):`);
+    out.push(...table(['variant', 'median (ms)', 'of the first', 'max diff from the first', 'vs PyTorch fp32, max'],
+      (p.result['variants'] as Json[]).map((v) => [v['variant'], ms(v['medianMs']), num(v['overReference'], 3), sci(v['maxAbsDiffFromReference']), sci(v['vsTorch']?.['float32']?.['maxAbs'])])));
+  }
+  return out.length ? out : ['Variants: part `variants-*` not run.'];
+}
+
+function profiles(parts: Record<string, Part>): string[] {
+  const out: string[] = [];
+  for (const [name, p] of Object.entries(parts)) {
+    const r = p.result;
+    if (!name.startsWith('profile') || !r?.['perRun']) continue;
+    const runs = r['perRun'] as Json[];
+    const mean = (k: string) => runs.reduce((a, q) => a + (q[k] as number), 0) / runs.length;
+    out.push(`${name}: call ${ms(mean('wallMs'))} ms, GPU kernels ${ms(mean('gpuKernelMs'))} ms in ${num(mean('kernels'), 0)} kernels, host nodes ${ms(mean('hostNodeMs'))} ms; ` +
+      (r['byOp'] as Json[]).slice(0, 6).map((o) => `${o['op']} ${(100 * o['share']).toFixed(0)} %`).join(', '));
+  }
+  return out.length ? out : ['Profile: parts `profile-*` not run.'];
+}
+
+function generations(parts: Record<string, Part>): string[] {
+  const out: string[] = [];
+  for (const name of ['gen-fused', 'gen-1', 'gen-2']) {
+    const p = parts[name];
+    if (!p) continue;
+    if (!p.result) {
+      out.push(`${name}: ${p.status ?? 'no status'}${p.seconds !== undefined ? ` after ${p.seconds} s` : ''}, no result written.`);
+      continue;
+    }
+    const r = p.result;
+    const form = r['attentionFusion'] ? `; attention ${r['attentionFusion']['applied'] ? `fused, ${r['attentionFusion']['form'] ?? 'padded'}` : 'as exported'}` : '';
+    const head = `${name} (${r['devices'] ?? '?'}, ${r['width'] ?? '?'}x${r['height'] ?? '?'}, ${r['steps'] ?? '?'} steps; ${p.status ?? 'no status'} after ${p.seconds ?? '?'} s${form})`;
+    const res = r['result'] as Json | undefined;
+    if (res) {
+      const t = res['timings'] as Json;
+      out.push(`${head}: total ${ms(t['totalMs'] / 1000)} s (UNet ${ms(t['unetMs'] / 1000)}, host ${ms(t['hostMs'] / 1000)}, VAE ${ms(t['decodeMs'] / 1000)}, text ${ms((t['textMs'] ?? NaN) / 1000)}); ` +
+        `${res['unetEvaluations']} UNet evaluations, ${ms(res['unetMsPerEvaluation'])} ms each; load ${ms(r['loadMs'] / 1000)} s.`);
+    } else if (r['partial']) {
+      const q = r['partial'] as Json;
+      const left = (q['unitsTotal'] - q['unitsDone']) * q['msPerUnit'];
+      out.push(`${head}: cut at step ${q['step']}/${q['totalSteps']} (stage ${q['stage']}), ${q['unitsDone']}/${q['unitsTotal']} units in ${ms(q['ms'] / 1000)} s, ` +
+        `${ms(q['msPerUnit'])} ms a unit: about ${ms((q['ms'] + left) / 1000)} s for the whole denoising at that rate.`);
+    } else out.push(`${head}: no result.`);
+  }
+  return out.length ? out : ['Generations: not run.'];
+}
+
+function probeAndSchedule(parts: Record<string, Part>): string[] {
+  const out: string[] = [];
+  const probe = parts['probe-sdxl']?.result;
+  if (probe) {
+    out.push(`Probe (SDXL): probe / plain ${num(probe['batch2']?.['probeOverPlain'])} at batch 2, ${num(probe['batch1']?.['probeOverPlain'])} at batch 1` +
+      (probe['probeOverPlainOnDevice'] !== undefined ? `; outputs left on the device ${num(probe['probeOverPlainOnDevice'])}, their download ${ms(probe['probeOutputsDownloadMs'])} ms` : '') + '.');
+  }
+  const rows = parts['schedule']?.result?.['rows'] as Json[] | undefined;
+  if (rows) {
+    out.push(...table(['geometry', 'devices', 'split', 'host charged', 'speed-up', 'target', 'met'],
+      rows.map((r) => [r['geometry'], String(r['devices']), r['split'], r['hostCharged'] ? 'yes' : 'no', x(r['speedup']), r['target'] !== undefined ? x(r['target'], 1) : '', r['met'] === undefined ? '' : r['met'] ? 'yes' : 'no'])));
+  }
+  return out.length ? out : ['Probe and schedule: not run.'];
+}
+
+function statuses(parts: Record<string, Part>): string[] {
+  return [`Parts: ${Object.entries(parts).filter(([, p]) => p.status).map(([n, p]) => `${n} ${p.status}${p.seconds !== undefined ? ` ${p.seconds} s` : ''}`).join(', ')}.`];
+}
+
+/** The markdown for one run's parts. */
+export function cardReport(doc: Json, run?: number): string {
+  const parts = partsOf(doc, run);
+  const sections: [string, string[]][] = [
+    ['Machine', machine(parts)], ['One UNet call', unetCalls(parts)], ['Accuracy against PyTorch', accuracy(parts)],
+    ['Ways to run the call (variants)', variants(parts)], ['Where the time goes (profile)', profiles(parts)],
+    ['Whole generations', generations(parts)], ['Probe and scheduling', probeAndSchedule(parts)], ['Parts', statuses(parts)],
+  ];
+  return sections.map(([title, lines]) => [`**${title}**`, '', ...lines, ''].join('\n')).join('\n');
+}
+
+const USAGE = `
+node --import tsx bench/card-report.ts CARD_JSON [--run N] [--out FILE]
+  CARD_JSON  scripts/device/card.sh's $OUT/card.json, or a file of runs ({ "runs": [...] }, bench/results/card/)
+  --run N    which run of such a file (default: the last)
+  --out FILE write the markdown there (default: stdout)
+`;
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const { file, run, out } = benchCli(USAGE, { allowPositionals: true, options: { run: { type: 'string' }, out: { type: 'string' } } }, ({ values, positionals }) => {
+    if (positionals.length !== 1) throw new BenchUsageError(`expected one CARD_JSON file, received ${positionals.length}`);
+    if (!fs.existsSync(positionals[0]!)) throw new BenchUsageError(`CARD_JSON ${positionals[0]}: no such file`);
+    return { file: positionals[0]!, run: values.run === undefined ? undefined : intArg('--run', values.run, 0), out: values.out };
+  });
+  let text: string;
+  try {
+    text = cardReport(JSON.parse(fs.readFileSync(file, 'utf8')) as Json, run);
+  } catch (err) {
+    if (!(err instanceof BenchUsageError || err instanceof SyntaxError)) throw err;
+    process.stderr.write(`card-report.ts: ${file}: ${err.message}\n`);
+    process.exit(2);
+  }
+  if (out) fs.writeFileSync(out, text);
+  else process.stdout.write(text);
+}

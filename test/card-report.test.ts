@@ -1,0 +1,64 @@
+/**
+ * bench/card-report.ts: the card script's JSON as markdown. Checked against the first card run's committed JSON,
+ * whose figures docs/benchmarks.md "On the card" records (an independent transcription), and against a run of the
+ * parts that run has not (flash check, references, variants, a generation cut short).
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { cardReport } from '../bench/card-report.ts';
+
+const CARD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'results', 'card', 'h200-2026-12-04.json');
+
+test("the first card run's figures, as docs/benchmarks.md gives them", () => {
+  const md = cardReport(JSON.parse(fs.readFileSync(CARD, 'utf8')), 0);
+  assert.match(md, /^Machine: NVIDIA H200, 580\.159\.04, 143771 MiB.*onnxruntime-node 1\.30\.0; torch 2\.11\.0\+cu130/m);
+  // docs: "SD 1.5, 64x64 latent, batch 2 | 21.3 | 330.2 | 15.5x | 114.9 | 5.4x" and "SDXL ... batch 2 | 50.4 | 1170.2 | 23.2x".
+  assert.match(md, /^\| SD 1\.5, batch 2 \| 21\.3 \| 330\.2 \| 15\.5x \| 114\.9 \| 5\.4x \|$/m);
+  assert.match(md, /^\| SDXL, batch 2 \| 50\.4 \| 1170\.2 \| 23\.2x \| n\/a \| n\/a \|$/m);
+  assert.match(md, /^\| SDXL, batch 4 \| 76\.5 \| 2163\.6 \| 28\.3x \|/m);
+  // "0.52 (SD 1.5) and 0.47 (SDXL) for session.run, 0.58 and 0.475 for the adapter's call".
+  assert.match(md, /^SD 1\.5: CFG half \(batch 1 \/ 2\) 0\.52 \(adapter 0\.58\)/m);
+  assert.match(md, /^SDXL: CFG half \(batch 1 \/ 2\) 0\.47 \(adapter 0\.48\)/m);
+  assert.match(md, /^Probe \(SDXL\): probe \/ plain 1\.60 at batch 2, 1\.42 at batch 1\.$/m);
+  assert.match(md, /^\| SDXL 3072x3072 \(9 patches, 25 windows\) \| 8 \| balance \| no \| 7\.15x \| 6\.5x \| yes \|$/m);
+  assert.match(md, /^gen-1: timeout after 240 s, no result written\.$/m);
+  assert.match(md, /unet-sdxl ok 79\.9 s/);
+  // The second run of the file: only what it ran.
+  assert.match(cardReport(JSON.parse(fs.readFileSync(CARD, 'utf8'))), /^UNet call: parts `torch-\*` and `unet-\*` not run\.$/m);
+});
+
+test('the parts added since: flash check, accuracy against PyTorch, variants, a generation cut short', () => {
+  const doc = {
+    parts: {
+      env: { status: 'ok', seconds: 9, result: { node: 'v20', onnxruntime_node: '1.30.0', python: {}, asgd_devices: {
+        devices: [{ name: 'webgpu', available: true, note: 'adapter found' }],
+        flashAttention: { ok: true, cases: [{ type: 'float32', keys: 160, headSize: 40, maxError: 2e-6, ok: true }], ms: 900 },
+      } } },
+      'unet-sd15': { status: 'ok', result: {
+        run_batch2: { medianMs: 300 }, vsTorch: { ours: { float32: { maxAbs: 0.02, meanAbs: 0.003 } }, torchFloat16VsFloat32: { maxAbs: 0.01, meanAbs: 0.002 } },
+        fused: { form: 'padded', run_batch2: { medianMs: 200, maxAbsDiffFromPlain: 0.03 }, vsTorch: { ours: { float32: { maxAbs: 0.025, meanAbs: 0.004 } } } },
+      } },
+      'variants-sd15': { status: 'ok', result: { validation: 'default (basic)', variants: [
+        { variant: 'nhwc', medianMs: 300, overReference: 1, maxAbsDiffFromReference: 0, vsTorch: { float32: { maxAbs: 0.02 } } },
+        { variant: 'flash', medianMs: 100, overReference: 0.3333, maxAbsDiffFromReference: 0.01, vsTorch: { float32: { maxAbs: 0.021 } } },
+      ] } },
+      'gen-fused': { status: 'timeout', seconds: 330, result: {
+        devices: 'webgpu:0', width: 2048, height: 2048, steps: 50, attentionFusion: { applied: true, layers: 32, form: 'flash' },
+        partial: { step: 10, totalSteps: 50, stage: 1, unitsDone: 40, unitsTotal: 250, ms: 40_000, msPerUnit: 1000 },
+      } },
+    },
+  };
+  const md = cardReport(doc);
+  assert.match(md, /^Flash-attention check: right \(float32 160 keys d 40: 2\.0e-6\)\.$/m);
+  assert.match(md, /^\| SD 1\.5 plain \(unet-sd15\) \| 2\.0e-2 \| 3\.0e-3 \| 1\.0e-2 \| 2\.0e-3 \|$/m);
+  assert.match(md, /^\| SD 1\.5 fused \(unet-sd15\) \| 2\.5e-2 \| 4\.0e-3 \| n\/a \| n\/a \|$/m);
+  assert.match(md, /attention form: padded/);
+  assert.match(md, /^\| flash \| 100\.0 \| 0\.333 \| 1\.0e-2 \| 2\.1e-2 \|$/m);
+  // 40 units in 40 s, 210 left at 1 s each: 250 s for the denoising.
+  assert.match(md, /^gen-fused \(webgpu:0, 2048x2048, 50 steps; timeout after 330 s; attention fused, flash\): cut at step 10\/50 \(stage 1\), 40\/250 units in 40\.0 s, 1000\.0 ms a unit: about 250\.0 s for the whole denoising at that rate\.$/m);
+  assert.throws(() => cardReport({ nothing: 1 }), /not a card\.json/);
+  assert.throws(() => cardReport(doc, 1), /--run 1: the file holds one run/);
+});
