@@ -17,7 +17,8 @@ if (!fs.existsSync(ENTRY)) throw new Error(`The demo imports the built asgdiffus
 /** Cross-origin isolation: SharedArrayBuffer, hence ONNX Runtime's WebAssembly threads. */
 export const ISOLATION_HEADERS = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
 
-const keep = (file: string) => !/\.asgd-(probe|vae)/.test(file);
+// Graphs the library derives beside a model (*.asgd-*: probe, fused attention, VAE graphs) are never served nor copied.
+const keep = (file: string) => !/\.asgd-/.test(file);
 
 /** Serves models/ at /models/ in dev and preview; copies the shipped model into the build. */
 function models(): Plugin {

@@ -24,9 +24,14 @@ const MODEL = path.join(ROOT, 'models', 'shapes-128');
 /** What the "flaky" model folder answers: a maintenance page for every file, for the UNet only, a UNet that is no model, or the model. */
 type Flaky = 'html' | 'unet-html' | 'unet-garbage' | 'ok';
 let flaky: Flaky = 'ok';
+/** Whether the "partial" model folder (the shipped model) answers 404 for its scheduler config, an optional file. */
+let partialHidden = true;
+const PARTIAL_FILE = 'scheduler/scheduler_config.json';
 const MAINTENANCE = '<!doctype html><html><body><p>Down for maintenance</p></body></html>';
 
 let site: StaticSite;
+/** The built site's files under models/. */
+let siteFiles: string[] = [];
 let browser: Browser;
 let lib: Page;
 
@@ -56,9 +61,17 @@ function modelFile(res: import('node:http').ServerResponse, rel: string, slow: b
 before(async () => {
   assert.ok(fs.existsSync(CHROMIUM), `The browser tests need Debian's Chromium at ${CHROMIUM}: run \`npm run setup:browser\` as root`);
   const dir = tempDir('load-site');
-  await buildDemoSite(dir);
+  // A graph the library derives beside a model (*.asgd-*) must not reach the static site: one is planted.
+  const derived = path.join(MODEL, 'unet', 'model.asgd-site-check.onnx');
+  fs.writeFileSync(derived, 'derived');
+  try {
+    await buildDemoSite(dir);
+  } finally {
+    fs.rmSync(derived, { force: true });
+  }
+  siteFiles = fs.readdirSync(path.join(dir, 'models'), { recursive: true }).map(String);
   site = await serveSite(dir, (url, res) => {
-    const m = /^\/models\/(flaky|slow)\/(.*)$/.exec(url);
+    const m = /^\/models\/(flaky|slow|partial)\/(.*)$/.exec(url);
     if (!m) return false;
     const [, variant, rel] = m as unknown as [string, string, string];
     if (variant === 'flaky' && (flaky === 'html' || (flaky === 'unet-html' && rel === 'unet/model.onnx'))) {
@@ -68,6 +81,10 @@ before(async () => {
     if (variant === 'flaky' && flaky === 'unet-garbage' && rel === 'unet/model.onnx') {
       // Starts like protobuf (field 1, varint), as a truncated or wrong .onnx would: only ONNX Runtime can tell.
       res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store', ...ISOLATION }).end(Buffer.from([8, 7, ...Buffer.from('not a model at all')]));
+      return true;
+    }
+    if (variant === 'partial' && partialHidden && rel === PARTIAL_FILE) {
+      res.writeHead(404, ISOLATION).end();
       return true;
     }
     return modelFile(res, rel, variant === 'slow' && rel === 'unet/model.onnx');
@@ -199,6 +216,38 @@ test('a damaged copy in Cache Storage (e.g. stored by an earlier version) is dow
   assert.deepEqual(r.requests.sort(), ['/models/flaky/model_index.json', '/models/flaky/unet/model.onnx'], 'only the two damaged files are downloaded again');
   r = await tryLoad(lib, 'flaky', FAST);
   assert.deepEqual(r.requests, [], 'and stored again');
+});
+
+test("the static site ships the shipped model's files, and no graph derived beside it", () => {
+  assert.ok(siteFiles.includes(path.join('shapes-128', 'unet', 'model.onnx')), siteFiles.join(', '));
+  assert.deepEqual(siteFiles.filter((f) => f.includes('.asgd-')), []);
+});
+
+test('an optional file the server did not have is asked for again once that answer is a day old, not before', async () => {
+  const url = `${site.url}models/partial/${PARTIAL_FILE}`;
+  const asked = `/models/partial/${PARTIAL_FILE}`;
+  partialHidden = true;
+  let r = await tryLoad(lib, 'partial', FAST);
+  assert.equal(r.ok, true, r.message);
+  assert.ok(r.requests.includes(asked), JSON.stringify(r.requests));
+  r = await tryLoad(lib, 'partial', FAST);
+  assert.deepEqual(r.requests, [], 'a stored model makes no request, the 404 included');
+  partialHidden = false; // the file is added to the folder
+  r = await tryLoad(lib, 'partial', FAST);
+  assert.deepEqual(r.requests, [], 'within a day the stored answer stands');
+  // The stored answer made a day and a minute ago (as the library stores it, its time in the header).
+  await lib.evaluate(`(async () => {
+    const cache = await caches.open(window.asgdDemo.web.MODEL_CACHE);
+    const marked = await cache.match(${JSON.stringify(url)});
+    if (!marked || !marked.headers.get('x-asgdiffusion-missing')) throw new Error('no stored 404 for the file');
+    await cache.put(${JSON.stringify(url)}, new Response(null, { headers: { 'x-asgdiffusion-missing': String(Date.now() - ${JSON.stringify(24 * 3600 * 1000 + 60_000)}) } }));
+  })()`);
+  r = await tryLoad(lib, 'partial', FAST);
+  assert.deepEqual(r.requests, [asked], 'asked again, and only that file');
+  r = await tryLoad(lib, 'partial', FAST);
+  assert.deepEqual(r.requests, [], 'now stored as the file it is');
+  const stored = (await lib.evaluate(`caches.open(window.asgdDemo.web.MODEL_CACHE).then((c) => c.match(${JSON.stringify(url)})).then((m) => m.text())`)) as string;
+  assert.deepEqual(JSON.parse(stored), JSON.parse(fs.readFileSync(path.join(MODEL, PARTIAL_FILE), 'utf8')));
 });
 
 test('every load option is checked before any request, with Node\'s wording', async () => {

@@ -8,8 +8,14 @@ import { AsgdError } from '../../core/errors.ts';
 /** The Cache Storage cache the model files are kept in (bump the suffix to drop every stored file). */
 export const MODEL_CACHE = 'asgdiffusion-models-v1';
 
-/** Marks a stored answer for an optional file the server does not have. */
+/** Marks a stored answer for an optional file the server does not have; its value is when it was asked (ms). */
 const MISSING_HEADER = 'x-asgdiffusion-missing';
+/**
+ * How long a stored "missing" stands before the server is asked again: a stored model makes no request within a
+ * day, and a file added to the folder later (a config the export lacked) is found within a day, without
+ * clearStoredModel.
+ */
+export const MISSING_RECHECK_MS = 24 * 3600 * 1000;
 
 export interface FileProgress {
   /** The file's path inside the model folder, e.g. "unet/model.onnx". */
@@ -160,7 +166,7 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
     }
     if (res.status === 404 && optional) {
       // Remembered, so that a stored model makes no request at all.
-      await store?.put(url, new Response(null, { headers: { [MISSING_HEADER]: '1' } })).catch(() => undefined);
+      await store?.put(url, new Response(null, { headers: { [MISSING_HEADER]: String(Date.now()) } })).catch(() => undefined);
       return undefined;
     }
     if (!res.ok) {
@@ -182,8 +188,10 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
     async get(file, optional = false) {
       const stored = await store?.match(urlOf(file)).catch(() => undefined);
       if (stored) {
-        if (stored.headers.get(MISSING_HEADER)) {
-          if (optional) return undefined;
+        const missingSince = stored.headers.get(MISSING_HEADER);
+        if (missingSince) {
+          // Asked again once the answer is a day old (or from before it was dated: "1"), and where the file is not optional.
+          if (optional && Date.now() - Number(missingSince) < MISSING_RECHECK_MS) return undefined;
         } else {
           // A stored answer that cannot be read is fetched again.
           const bytes = await stored.arrayBuffer().then((b) => new Uint8Array(b), () => undefined);
