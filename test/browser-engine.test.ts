@@ -153,7 +153,9 @@ test('WASM: fuseAttention fuses the UNet and the probe graph in the device worke
   const info = (await fused.page.evaluate('(() => { const i = window.asgdDemo.pipeline.info; return { fusion: i.attentionFusion, probe: i.attentionProbe.available }; })()')) as {
     fusion: unknown; probe: boolean;
   };
-  assert.deepEqual(info, { fusion: { applied: true, layers: 14 }, probe: true }, 'the 14 attentions of the shipped UNet, and the probe graph built');
+  assert.deepEqual(info, {
+    fusion: { applied: true, layers: 14, form: 'padded', formReason: 'no WebGPU device (the form of every other provider)' }, probe: true,
+  }, 'the 14 attentions of the shipped UNet (padded, as in Node without a WebGPU device), and the probe graph built');
   const r = await generateOnDemo(fused.page, settings(256, 256, 11));
   const nodeFused = await loadPipeline(MODEL, { devices: 'cpu', fuseAttention: true });
   try {

@@ -124,7 +124,7 @@ async function libraryPage(b: Browser): Promise<Page> {
       const pipe = await loadWebPipeline(url, o);
       const info = pipe.info;
       await pipe.close();
-      return { ok: true, provider: info.provider, notes: info.notes, aborted: abortedAt !== undefined };
+      return { ok: true, provider: info.provider, notes: info.notes, fusion: info.attentionFusion, aborted: abortedAt !== undefined };
     } catch (e) {
       return { ok: false, asgd: e instanceof AsgdError, name: e.name, kind: e.kind, parameter: e.parameter, expected: e.expected, received: e.received, hint: e.hint, message: e.message,
         aborted: abortedAt !== undefined, msAfterAbort: abortedAt === undefined ? undefined : performance.now() - abortedAt };
@@ -137,6 +137,7 @@ interface Outcome {
   ok: boolean;
   provider?: string;
   notes?: string[];
+  fusion?: { applied: boolean; layers: number; reason?: string; form?: string; formReason?: string };
   asgd?: boolean;
   name?: string;
   kind?: string;
@@ -372,6 +373,16 @@ test('WebGPU: provider auto skips a fallback adapter; "webgpu" uses it, with not
     assert.equal(gpu.ok, true, gpu.message);
     assert.equal(gpu.provider, 'webgpu');
     assert.deepEqual(messages, [], 'no ONNX Runtime warning on the console');
+    // Fused on this WebGPU device: the form follows the device worker's check of the flash-attention kernel.
+    const fused = await tryLoad(page, 'shapes-128', { provider: 'webgpu', attentionProbe: false, fuseAttention: true });
+    assert.equal(fused.ok, true, fused.message);
+    const f = fused.fusion!;
+    assert.equal(f.applied, true, JSON.stringify(f));
+    assert.match(f.formReason ?? '', /^ONNX Runtime's WebGPU flash-attention kernel (checked right|is wrong) on this adapter \(largest error [0-9.e+-]+ in float32, (?:[0-9.e+-]+ in float16|float16 not supported by the adapter)\)$/);
+    assert.equal(f.form, /checked right/.test(f.formReason!) ? 'flash' : 'padded');
+    // On WebAssembly no check: padded, as in Node without a WebGPU device.
+    const wasm = await tryLoad(page, 'shapes-128', { provider: 'wasm', attentionProbe: false, fuseAttention: true });
+    assert.deepEqual([wasm.fusion?.form, wasm.fusion?.formReason], ['padded', 'no WebGPU device (the form of every other provider)']);
   } finally {
     await gpuBrowser.close();
   }

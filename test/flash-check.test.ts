@@ -13,7 +13,8 @@ import { float32Tensor, makeTensor, openSession, readFloat, releaseSession } fro
 import { fusedLoadOptions, isFusedAttentionFile, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { attentionForm, loadPipeline } from '../src/node/pipeline.ts';
 import { checkFlashAttention, parseDevices } from '../src/node/runner/devices.ts';
-import { FLASH_CASES, FLASH_TOLERANCE, checkMultiHeadAttention, referenceAttention, type FlashCheck } from '../src/node/runner/flash-check.ts';
+import { FLASH_CASES, FLASH_TOLERANCE, attentionFormFor, referenceAttention, runFlashCheck, type FlashCheck } from '../src/graph/attention-check.ts';
+import { checkMultiHeadAttention } from '../src/node/runner/flash-check.ts';
 
 const SHIPPED = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
 const UNET = path.join(SHIPPED, 'unet', 'model.onnx');
@@ -67,6 +68,26 @@ test('the fused attention takes the flash form only where a WebGPU device is pre
   assert.deepEqual(wrong, { form: 'padded', formReason: "ONNX Runtime's WebGPU flash-attention kernel is wrong on this adapter (largest error 8.0e-2 in float32, 8.0e-2 in float16)" });
   const failed = await attentionForm(parseDevices('webgpu:0'), check({ ok: false, reason: 'no adapter' }));
   assert.deepEqual(failed, { form: 'padded', formReason: "the check of ONNX Runtime's WebGPU flash-attention kernel did not run (no adapter)" });
+});
+
+test('an adapter without float16 shaders: its float16 cases are left out, any other failure is the check failing', async () => {
+  const exact = async (c: (typeof FLASH_CASES)[number], x: { q: Float32Array; k: Float32Array; v: Float32Array }) => Float32Array.from(referenceAttention(x.q, x.k, x.v, c));
+  const noF16 = await runFlashCheck(async (c, x) => {
+    if (c.type === 'float16') throw new Error("Non-zero status code returned while running MultiHeadAttention node. Status Message: shader_helper.cc:416 GenerateSourceCode Program CopyKVCache requires f16 but the device does not support it.");
+    return exact(c, x);
+  }, () => 0);
+  assert.ok('cases' in noF16 && noF16.ok, JSON.stringify(noF16));
+  assert.deepEqual(noF16.cases.map((c) => [c.type, c.ok, c.unsupported ?? '']), [
+    ['float32', true, ''], ['float32', true, ''],
+    ['float16', true, 'Program CopyKVCache requires f16 but the device does not support it.'], ['float16', true, 'Program CopyKVCache requires f16 but the device does not support it.'],
+  ]);
+  assert.match(attentionFormFor(noF16).formReason, /checked right on this adapter \(largest error [0-9.]+e-\d+ in float32, float16 not supported by the adapter\)$/);
+  const broken = await runFlashCheck(async (c, x) => {
+    if (c.type === 'float16') throw new Error('device lost');
+    return exact(c, x);
+  }, () => 0);
+  assert.deepEqual(broken, { ok: false, reason: 'device lost' });
+  assert.equal(attentionFormFor(broken).form, 'padded');
 });
 
 test('the flash form is stored apart from the padded one, leaves q and k unpadded, and computes the same on the CPU', async () => {

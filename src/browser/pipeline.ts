@@ -65,7 +65,11 @@ export interface WebModelInfo {
   workers: number;
   attentionProbe: { available: boolean; layers: string[]; reason?: string };
   /** Whether the UNet runs with its attention fused (WebPipelineOptions.fuseAttention), how many layers, or why not. */
-  attentionFusion: { applied: boolean; layers: number; reason?: string };
+  /**
+   * `form`, when applied: 'flash' (q and k as they are: ONNX Runtime Web's flash-attention kernel, where a check on the
+   * WebGPU device found it right) or 'padded'; `formReason` says why.
+   */
+  attentionFusion: { applied: boolean; layers: number; reason?: string; form?: 'padded' | 'flash'; formReason?: string };
   components: Partial<Record<WebComponent, ComponentIo>>;
   staticLatentSize?: { height: number; width: number };
   notes: string[];
@@ -203,7 +207,11 @@ export class WebPipeline {
         const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, fuse: fuse && source === 'unet' }, `loading ${c}`);
         // The probe graph is derived from bytes the UNet's session has just accepted on this device.
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);
-        if (fuse && c === 'unet') fusion = r.fused ? { applied: true, layers: r.fused } : { applied: false, layers: 0, reason: r.fuseReason ?? 'not fused' };
+        if (fuse && c === 'unet') {
+          fusion = r.fused
+            ? { applied: true, layers: r.fused, ...(r.form ? { form: r.form, formReason: r.formReason } : {}) }
+            : { applied: false, layers: 0, reason: r.fuseReason ?? 'not fused' };
+        }
         // The UNet as it runs: the fused graph's count, else the probe's (its surgery keeps every Attention node).
         if (c === (fuse ? 'unet' : 'unetProbe') && r.onnxAttention !== undefined) onnxAttention = r.onnxAttention;
         components[c] ??= r.io;

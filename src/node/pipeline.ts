@@ -33,7 +33,7 @@ import { checkVaeDecoder } from './model/vae-contract.ts';
 import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker, liveWebgpuThreads } from './runner/device-worker.ts';
 import { checkFlashAttention, checkProvidersAvailable, parseDevices, threadsWarning, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
-import type { FlashCheck } from './runner/flash-check.ts';
+import { attentionFormFor, NO_WEBGPU_FORM, type AttentionForm, type FlashCheck } from '../graph/attention-check.ts';
 import { DevicePool } from './runner/pool.ts';
 import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts';
 import type { SplitMode } from '../core/dispatch/tasks.ts';
@@ -731,17 +731,8 @@ export class Pipeline implements AsyncDisposable {
  * check of ONNX Runtime's flash-attention kernel on its adapter passes (`check`: runner/devices.ts, a process of its
  * own, once per process); else padded, as on every other provider (the CPU provider computes either form right).
  */
-export async function attentionForm(
-  devices: readonly DeviceSpec[], check: () => Promise<FlashCheck>,
-): Promise<{ form: 'padded' | 'flash'; formReason: string }> {
-  if (!devices.some((d) => d.provider === 'webgpu')) return { form: 'padded', formReason: 'no WebGPU device (the form of every other provider)' };
-  const c = await check();
-  if ('reason' in c) return { form: 'padded', formReason: `the check of ONNX Runtime's WebGPU flash-attention kernel did not run (${c.reason})` };
-  const worst = (type: 'float32' | 'float16') => Math.max(...c.cases.filter((x) => x.type === type).map((x) => x.maxError)).toExponential(1);
-  const errors = `largest error ${worst('float32')} in float32, ${worst('float16')} in float16`;
-  return c.ok
-    ? { form: 'flash', formReason: `ONNX Runtime's WebGPU flash-attention kernel checked right on this adapter (${errors})` }
-    : { form: 'padded', formReason: `ONNX Runtime's WebGPU flash-attention kernel is wrong on this adapter (${errors})` };
+export async function attentionForm(devices: readonly DeviceSpec[], check: () => Promise<FlashCheck>): Promise<AttentionForm> {
+  return devices.some((d) => d.provider === 'webgpu') ? attentionFormFor(await check()) : NO_WEBGPU_FORM;
 }
 
 /**
@@ -749,7 +740,7 @@ export async function attentionForm(
  * otherwise, or when the model has no attention the fusion recognises (the reason is reported in ModelInfo).
  */
 async function fuseAttentionFiles(
-  unet: string, probe: { file: string } | { reason: string }, form: { form: 'padded' | 'flash'; formReason: string } | undefined,
+  unet: string, probe: { file: string } | { reason: string }, form: AttentionForm | undefined,
 ): Promise<{ unet?: string; probe?: string; info: ModelInfo['attentionFusion'] }> {
   if (!form) return { info: { applied: false, layers: 0, reason: 'fuseAttention is off; --fuse-attention turns it on' } };
   const { prepareFusedAttention } = await import('./fused-attention.ts');

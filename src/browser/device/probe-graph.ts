@@ -22,10 +22,10 @@ export interface DerivedUnet {
 }
 
 /**
- * The UNet's bytes with the probe added (`probe`) and/or the attention fused (`fuse`); { reason } when the probe
- * cannot be built. A fusion that recognises nothing is not an error: the graph stays written out, with the reason.
+ * The UNet's bytes with the probe added (`probe`) and/or the attention fused (`fuse`; q and k unpadded with
+ * `flashForm`, where the device's flash-attention check passed); { reason } when the probe cannot be built. A fusion that recognises nothing is not an error: the graph stays written out, with the reason.
  */
-export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse: boolean }): DerivedUnet | { reason: string } {
+export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse: boolean; flashForm?: boolean }): DerivedUnet | { reason: string } {
   let model: ModelProto;
   try {
     model = fromBinary(ModelProtoSchema, unet);
@@ -39,7 +39,7 @@ export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse:
     out.layers = surgery.layers;
   }
   if (opts.fuse) {
-    const fusion = fuseAttention(model);
+    const fusion = fuseAttention(model, { flashForm: opts.flashForm ?? false });
     if ('reason' in fusion) out.fuseReason = fusion.reason;
     else if (fusion.fused === 0) out.fuseReason = unfusedReason(model);
     else out.fused = fusion.fused;

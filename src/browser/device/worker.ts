@@ -6,7 +6,8 @@
 import { AsgdError } from '../../core/errors.ts';
 import type { TextConditioning } from '../../core/conditioning.ts';
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
-import { bindOrt, ioList, type OpenSession } from '../../onnx/tensors.ts';
+import type { AttentionForm, FlashCheck } from '../../graph/attention-check.ts';
+import { bindOrt, floatTensor, ioList, readFloat, type OpenSession } from '../../onnx/tensors.ts';
 import { UnetAdapter } from '../../onnx/unet.ts';
 import { VaeDecoderAdapter } from '../../onnx/vae.ts';
 import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, WebComponent } from './protocol.ts';
@@ -77,13 +78,36 @@ async function open(bytes: Uint8Array, label: string): Promise<OpenSession> {
   }
 }
 
+let flashCheck: Promise<FlashCheck> | undefined;
+
+/**
+ * How the fused attention is written on this device: on WebGPU the flash form where ONNX Runtime Web's
+ * flash-attention kernel passes the check (src/graph/attention-check.ts, once per worker), else padded.
+ */
+async function attentionForm(): Promise<AttentionForm> {
+  const { attentionFormFor, runFlashCheck, NO_WEBGPU_FORM } = await import('../../graph/attention-check.ts');
+  if (state.init?.provider !== 'webgpu') return NO_WEBGPU_FORM;
+  flashCheck ??= runFlashCheck(async (c, x) => {
+    const s = await open(x.model, 'attention check');
+    try {
+      const r = await s.session.run({ q: floatTensor(c.type, x.q, x.qDims, 'q'), k: floatTensor(c.type, x.k, x.kvDims, 'k'), v: floatTensor(c.type, x.v, x.kvDims, 'v') });
+      return readFloat(r['o']!, 'o');
+    } finally {
+      await s.session.release();
+    }
+  }, () => performance.now());
+  return attentionFormFor(await flashCheck);
+}
+
 async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean): Promise<DeviceResult> {
-  let derived: Partial<Omit<DerivedUnet, 'bytes'>> = {};
+  let derived: Partial<Omit<DerivedUnet, 'bytes'>> & Partial<AttentionForm> = {};
   if (component === 'unetProbe' || (component === 'unet' && fuse)) {
     const { derivedUnetBytes } = await import('./probe-graph.ts');
-    const d = derivedUnetBytes(bytes, { probe: component === 'unetProbe', fuse });
+    const form = fuse ? await attentionForm() : undefined;
+    const d = derivedUnetBytes(bytes, { probe: component === 'unetProbe', fuse, flashForm: form?.form === 'flash' });
     if ('reason' in d) return { type: 'loaded', io: { inputs: [], outputs: [] }, reason: d.reason };
     ({ bytes, ...derived } = d);
+    if (form && d.fused) derived = { ...derived, ...form };
   }
   const s = await open(bytes, LABELS[component]);
   await state.sessions[component]?.session.release();

@@ -9,7 +9,7 @@ import { AsgdError, invalidArgument } from '../../core/errors.ts';
 import { PIPELINE_OPTIONS, optionSpec } from '../../core/options/registry.ts';
 import { checkOption } from '../../core/options/spec.ts';
 import type { ProviderName } from '../../onnx/io.ts';
-import type { FlashCheck } from './flash-check.ts';
+import type { FlashCheck } from '../../graph/attention-check.ts';
 
 export interface DeviceSpec {
   provider: ProviderName;
