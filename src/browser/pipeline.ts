@@ -64,8 +64,8 @@ export interface WebModelInfo {
   provider: WebProvider;
   workers: number;
   attentionProbe: { available: boolean; layers: string[]; reason?: string };
-  /** Whether the UNet runs with its attention fused (WebPipelineOptions.fuseAttention), how many layers, or why not. */
   /**
+   * Whether the UNet runs with its attention fused (WebPipelineOptions.fuseAttention), how many layers, or why not;
    * `form`, when applied: 'flash' (q and k as they are: ONNX Runtime Web's flash-attention kernel, where a check on the
    * WebGPU device found it right) or 'padded'; `formReason` says why.
    */

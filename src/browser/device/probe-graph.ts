@@ -23,7 +23,8 @@ export interface DerivedUnet {
 
 /**
  * The UNet's bytes with the probe added (`probe`) and/or the attention fused (`fuse`; q and k unpadded with
- * `flashForm`, where the device's flash-attention check passed); { reason } when the probe cannot be built. A fusion that recognises nothing is not an error: the graph stays written out, with the reason.
+ * `flashForm`, where the device's flash-attention check passed); { reason } when the probe cannot be built. A fusion
+ * that recognises nothing is not an error: the graph stays written out, with the reason.
  */
 export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse: boolean; flashForm?: boolean }): DerivedUnet | { reason: string } {
   let model: ModelProto;

@@ -165,7 +165,7 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
       throw new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `a reachable file at ${url}`, received: err instanceof Error ? err.message : String(err), hint: 'Check the model URL and that the host allows this origin (CORS)', cause: err });
     }
     if (res.status === 404 && optional) {
-      // Remembered, so that a stored model makes no request at all.
+      // Remembered with its time, so that a stored model makes no request at all within MISSING_RECHECK_MS.
       await store?.put(url, new Response(null, { headers: { [MISSING_HEADER]: String(Date.now()) } })).catch(() => undefined);
       return undefined;
     }
