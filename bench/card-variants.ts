@@ -21,7 +21,7 @@ import { openSession, readFloat, releaseSession, type ModelLoad, type OpenSessio
 import type { ProviderName } from '../src/onnx/io.ts';
 import { UnetAdapter } from '../src/onnx/unet.ts';
 import { timingStats } from './timing.ts';
-import { againstTorch, type TorchReference } from './card-reference.ts';
+import { againstTorch, difference, type TorchReference } from './card-reference.ts';
 
 export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash'] as const;
 export type Variant = (typeof VARIANTS)[number];
@@ -125,8 +125,7 @@ export async function benchVariants(
     for (const x of ref.out!) maxRef = Math.max(maxRef, Math.abs(x));
     result['maxAbsReference'] = maxRef;
     result['variants'] = opened.map((v) => {
-      let diff = 0;
-      for (let i = 0; i < v.out!.length; i++) diff = Math.max(diff, Math.abs(v.out![i]! - ref.out![i]!));
+      const diff = difference(v.out!, ref.out!).maxAbs;
       const { medianMs, minMs, maxMs } = timingStats(v.times);
       console.error(`[card] variant ${v.variant}: ${medianMs.toFixed(2)} ms, ${(medianMs / refMedian).toFixed(3)} of ${ref.variant} (max diff ${diff.toExponential(2)})`);
       return {
