@@ -34,7 +34,16 @@ export interface ProfileSummary {
   byProgram: { program: string; ms: number; kernels: number; share: number }[];
   /** The dearest single kernels (mean per call). */
   top: { name: string; ms: number; shapes: string }[];
+  /**
+   * Kernels of subgroup programs (mean per call): ONNX Runtime 1.30's WebGPU provider has tensor-core (subgroup-matrix)
+   * MatMul/Gemm programs and Intel subgroup ones, gated by the adapter; none at all says the call's matrix products ran
+   * on plain WGSL kernels (docs/benchmarks.md, "Why the gap").
+   */
+  subgroup: { programs: string[]; kernels: number; ms: number; share: number };
 }
+
+/** Program names of ONNX Runtime's subgroup and subgroup-matrix WebGPU kernels (SubgroupMatrixMatMul, MatMulSubgroup, ...). */
+const SUBGROUP_PROGRAM = /subgroup/i;
 
 const ms = (us: number) => us / 1000;
 
@@ -84,9 +93,16 @@ export function summariseProfile(events: readonly TraceEvent[], skip: number, to
     [...m.entries()]
       .map(([key, v]) => ({ key, ms: ms(v.us) / runs, kernels: v.n / runs, share: gpuTotal > 0 ? ms(v.us) / runs / gpuTotal : 0 }))
       .sort((a, b) => b.ms - a.ms);
+  const subgroup = table(programs).filter((p) => SUBGROUP_PROGRAM.test(p.key));
   return {
     runs,
     perRun,
+    subgroup: {
+      programs: subgroup.map((p) => p.key),
+      kernels: subgroup.reduce((a, p) => a + p.kernels, 0),
+      ms: subgroup.reduce((a, p) => a + p.ms, 0),
+      share: subgroup.reduce((a, p) => a + p.share, 0),
+    },
     byOp: table(ops).map(({ key, ...v }) => ({ op: key, ...v })),
     byProgram: table(programs).map(({ key, ...v }) => ({ program: key, ...v })),
     top: [...kernels.entries()]
@@ -149,7 +165,8 @@ export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: 
     console.error(
       `[card] profile ${path.basename(path.dirname(path.dirname(file)))}${args['fused'] === '1' ? ' (fused)' : ''}${layout ? ` (${layout})` : ''} ${provider} batch ${batch}: run ${mean('wallMs').toFixed(1)} ms, ` +
         `GPU kernels ${mean('gpuKernelMs').toFixed(1)} ms (${mean('kernels').toFixed(0)} kernels), host nodes ${mean('hostNodeMs').toFixed(1)} ms; ` +
-        `by op: ${summary.byOp.slice(0, 6).map((o) => `${o.op} ${(100 * o.share).toFixed(0)}%`).join(', ')}`,
+        `by op: ${summary.byOp.slice(0, 6).map((o) => `${o.op} ${(100 * o.share).toFixed(0)}%`).join(', ')}; ` +
+        `subgroup kernels ${summary.subgroup.kernels.toFixed(0)} (${(100 * summary.subgroup.share).toFixed(0)}%${summary.subgroup.programs.length ? `: ${summary.subgroup.programs.join(', ')}` : ''})`,
     );
     return { ...result, ...summary, byOp: summary.byOp.slice(0, 25), byProgram: summary.byProgram.slice(0, 25) };
   } finally {

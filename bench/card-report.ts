@@ -114,6 +114,13 @@ function variants(parts: Record<string, Part>): string[] {
   return out.length ? out : ['Variants: part `variants-*` not run.'];
 }
 
+/** Whether subgroup (tensor-core) kernels ran: absent from profiles made before the field existed. */
+function subgroupNote(sg: Json | undefined): string {
+  if (!sg) return '';
+  if (!sg['kernels']) return '; no subgroup (tensor-core) kernels';
+  return `; subgroup kernels ${num(sg['kernels'], 0)} (${(100 * sg['share']).toFixed(0)} % of GPU time: ${(sg['programs'] as string[]).join(', ')})`;
+}
+
 function profiles(parts: Record<string, Part>): string[] {
   const out: string[] = [];
   for (const [name, p] of Object.entries(parts)) {
@@ -122,7 +129,7 @@ function profiles(parts: Record<string, Part>): string[] {
     const runs = r['perRun'] as Json[];
     const mean = (k: string) => runs.reduce((a, q) => a + (q[k] as number), 0) / runs.length;
     out.push(`${name}: call ${ms(mean('wallMs'))} ms, GPU kernels ${ms(mean('gpuKernelMs'))} ms in ${num(mean('kernels'), 0)} kernels, host nodes ${ms(mean('hostNodeMs'))} ms; ` +
-      (r['byOp'] as Json[]).slice(0, 6).map((o) => `${o['op']} ${(100 * o['share']).toFixed(0)} %`).join(', '));
+      (r['byOp'] as Json[]).slice(0, 6).map((o) => `${o['op']} ${(100 * o['share']).toFixed(0)} %`).join(', ') + subgroupNote(r['subgroup']));
   }
   return out.length ? out : ['Profile: parts `profile-*` not run.'];
 }

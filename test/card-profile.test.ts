@@ -29,6 +29,10 @@ test('the profile of the shipped UNet on webgpu: each call the same kernels, GPU
   for (let i = 1; i < r.top.length; i++) assert.ok(r.top[i - 1]!.ms >= r.top[i]!.ms, 'dearest first');
   assert.ok(r.byOp.some((o) => o.op === 'Softmax'), 'the written-out attention runs Softmax kernels');
   assert.ok(!r.byOp.some((o) => o.op === 'MultiHeadAttention'));
+  // ONNX Runtime 1.30 gates its subgroup kernels to Intel and its subgroup-matrix ones to adapters with that feature:
+  // lavapipe has neither, so every matrix product here runs on plain WGSL programs.
+  assert.deepEqual(r.subgroup, { programs: [], kernels: 0, ms: 0, share: 0 });
+  assert.ok(r.byProgram.some((p) => p.program === 'MatMul'), r.byProgram.map((p) => p.program).join(', '));
 });
 
 test('with the attention fused the profile shows MultiHeadAttention kernels and no Softmax', async () => {
@@ -53,5 +57,18 @@ test('events are assigned to the call whose model_run holds them; too few calls 
   assert.deepEqual(s.perRun, [{ wallMs: 0.05, gpuKernelMs: 40, hostNodeMs: 2, kernels: 2 }]);
   assert.deepEqual(s.byOp.map((o) => [o.op, o.ms, o.share]), [['Conv', 30, 0.75], ['Add', 10, 0.25]]);
   assert.deepEqual(s.top[0], { name: 'n1&Conv&Conv2dMM', ms: 30, shapes: 'inputs[0] = {1}' });
+  assert.deepEqual(s.subgroup, { programs: [], kernels: 0, ms: 0, share: 0 });
   assert.throws(() => summariseProfile(ev, 2), /2 model_run events, expected more than the 2 skipped/);
+});
+
+test('subgroup and subgroup-matrix programs are counted apart: whether a call reached the tensor cores', () => {
+  const ev = [
+    { cat: 'Session', name: 'model_run', ts: 0, dur: 100 },
+    { cat: 'Api', name: 'm1&MatMul&SubgroupMatrixMatMul', ts: 1, dur: 30_000 },
+    { cat: 'Api', name: 'm2&MatMul&MatMulSubgroup', ts: 2, dur: 10_000 },
+    { cat: 'Api', name: 'm3&MatMul&MatMul', ts: 3, dur: 20_000 },
+    { cat: 'Api', name: 'c1&Conv&Conv2dMM', ts: 4, dur: 40_000 },
+  ];
+  const s = summariseProfile(ev, 0);
+  assert.deepEqual(s.subgroup, { programs: ['SubgroupMatrixMatMul', 'MatMulSubgroup'], kernels: 2, ms: 40, share: 0.4 });
 });

@@ -45,6 +45,14 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
         { variant: 'nhwc', medianMs: 300, overReference: 1, maxAbsDiffFromReference: 0, vsTorch: { float32: { maxAbs: 0.02 } } },
         { variant: 'flash', medianMs: 100, overReference: 0.3333, maxAbsDiffFromReference: 0.01, vsTorch: { float32: { maxAbs: 0.021 } } },
       ] } },
+      'profile-sd15': { status: 'ok', result: {
+        perRun: [{ wallMs: 120, gpuKernelMs: 90, hostNodeMs: 20, kernels: 1300 }], byOp: [{ op: 'Conv', share: 0.5 }, { op: 'MatMul', share: 0.3 }],
+        subgroup: { programs: ['SubgroupMatrixMatMul'], kernels: 140, ms: 20, share: 0.222 },
+      } },
+      'profile-sdxl': { status: 'ok', result: {
+        perRun: [{ wallMs: 400, gpuKernelMs: 380, hostNodeMs: 30, kernels: 4000 }], byOp: [{ op: 'Conv', share: 0.6 }],
+        subgroup: { programs: [], kernels: 0, ms: 0, share: 0 },
+      } },
       'gen-fused': { status: 'timeout', seconds: 330, result: {
         devices: 'webgpu:0', width: 2048, height: 2048, steps: 50, attentionFusion: { applied: true, layers: 32, form: 'flash' },
         partial: { step: 10, totalSteps: 50, stage: 1, unitsDone: 40, unitsTotal: 250, ms: 40_000, msPerUnit: 1000 },
@@ -57,6 +65,8 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
   assert.match(md, /^\| SD 1\.5 fused \(unet-sd15\) \| 2\.5e-2 \| 4\.0e-3 \| n\/a \| n\/a \|$/m);
   assert.match(md, /attention form: padded/);
   assert.match(md, /^\| flash \| 100\.0 \| 0\.333 \| 1\.0e-2 \| 2\.1e-2 \|$/m);
+  assert.match(md, /^profile-sd15: call 120\.0 ms, GPU kernels 90\.0 ms in 1300 kernels, host nodes 20\.0 ms; Conv 50 %, MatMul 30 %; subgroup kernels 140 \(22 % of GPU time: SubgroupMatrixMatMul\)$/m);
+  assert.match(md, /^profile-sdxl: .*Conv 60 %; no subgroup \(tensor-core\) kernels$/m);
   // 40 units in 40 s, 210 left at 1 s each: 250 s for the denoising.
   assert.match(md, /^gen-fused \(webgpu:0, 2048x2048, 50 steps; timeout after 330 s; attention fused, flash\): cut at step 10\/50 \(stage 1\), 40\/250 units in 40\.0 s, 1000\.0 ms a unit: about 250\.0 s for the whole denoising at that rate\.$/m);
   assert.throws(() => cardReport({ nothing: 1 }), /not a card\.json/);
