@@ -115,9 +115,10 @@ export function summariseProfile(events: readonly TraceEvent[], skip: number, to
 type Args = Record<string, string>;
 
 /**
- * `card.js profile --unet FILE --provider webgpu|cpu [--latent N] [--batch 2] [--warmup 1] [--iters 3] [--fused 1]
+ * `card.js profile --unet FILE --provider webgpu|cpu [--latent N] [--batch 2] [--warmup 1] [--iters 3] [--fused 1|flash]
  * [--layout nchw|nhwc] --out JSON`: calls at one batch size under the profiler, summarised (warm-up calls left out);
- * `--layout`: the WebGPU provider's preferred layout (default: ONNX Runtime's, NHWC).
+ * `--fused`: the attention fused, q and k padded (1) or not (flash: the form the pipeline takes where the
+ * flash-attention check passes); `--layout`: the WebGPU provider's preferred layout (default: ONNX Runtime's, NHWC).
  */
 export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: Awaited<ReturnType<typeof openSession>>, batch: number) => Record<string, unknown>): Promise<Record<string, unknown>> {
   const file = args['unet'];
@@ -128,13 +129,16 @@ export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: 
   const iters = Number(args['iters'] ?? 3);
   const layout = args['layout'];
   if (layout !== undefined && !(layout === 'nchw' || layout === 'nhwc')) throw new Error(`card profile: --layout must be nchw or nhwc (got ${JSON.stringify(layout)})`);
-  const result: Record<string, unknown> = { file, provider, batch, warmup, iters, fused: args['fused'] === '1', layout: layout ?? 'default' };
+  const fused = args['fused'] ?? '0';
+  if (!['0', '1', 'flash'].includes(fused)) throw new Error(`card profile: --fused must be 0, 1 (the padded form) or flash (got ${JSON.stringify(fused)})`);
+  const result: Record<string, unknown> = { file, provider, batch, warmup, iters, fused: fused !== '0', layout: layout ?? 'default' };
   let unetFile = file;
-  if (args['fused'] === '1') {
-    const f = await prepareFusedAttention(file);
+  if (fused !== '0') {
+    const f = await prepareFusedAttention(file, { flashForm: fused === 'flash' });
     if ('reason' in f) return { ...result, reason: f.reason };
     unetFile = f.file;
     result['fusedLayers'] = f.fused;
+    result['form'] = fused === 'flash' ? 'flash' : 'padded';
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-profile-'));
   try {
@@ -163,7 +167,7 @@ export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: 
     const summary = summariseProfile(events, warmup);
     const mean = (k: 'wallMs' | 'gpuKernelMs' | 'hostNodeMs' | 'kernels') => summary.perRun.reduce((a, r) => a + r[k], 0) / summary.runs;
     console.error(
-      `[card] profile ${path.basename(path.dirname(path.dirname(file)))}${args['fused'] === '1' ? ' (fused)' : ''}${layout ? ` (${layout})` : ''} ${provider} batch ${batch}: run ${mean('wallMs').toFixed(1)} ms, ` +
+      `[card] profile ${path.basename(path.dirname(path.dirname(file)))}${fused !== '0' ? ` (fused, ${String(result['form'])})` : ''}${layout ? ` (${layout})` : ''} ${provider} batch ${batch}: run ${mean('wallMs').toFixed(1)} ms, ` +
         `GPU kernels ${mean('gpuKernelMs').toFixed(1)} ms (${mean('kernels').toFixed(0)} kernels), host nodes ${mean('hostNodeMs').toFixed(1)} ms; ` +
         `by op: ${summary.byOp.slice(0, 6).map((o) => `${o.op} ${(100 * o.share).toFixed(0)}%`).join(', ')}; ` +
         `subgroup kernels ${summary.subgroup.kernels.toFixed(0)} (${(100 * summary.subgroup.share).toFixed(0)}%${summary.subgroup.programs.length ? `: ${summary.subgroup.programs.join(', ')}` : ''})`,

@@ -35,8 +35,16 @@ test('the profile of the shipped UNet on webgpu: each call the same kernels, GPU
   assert.ok(r.byProgram.some((p) => p.program === 'MatMul'), r.byProgram.map((p) => p.program).join(', '));
 });
 
-test('with the attention fused the profile shows MultiHeadAttention kernels and no Softmax', async () => {
-  const r = (await benchProfileCard({ unet: UNET, provider: 'webgpu', latent: '16', warmup: '1', iters: '1', fused: '1' })) as unknown as ProfileSummary & { fusedLayers: number };
+test('with the attention fused (either form) the profile shows MultiHeadAttention kernels and no Softmax', async () => {
+  const flash = (await benchProfileCard({ unet: UNET, provider: 'webgpu', latent: '16', warmup: '1', iters: '1', fused: 'flash' })) as unknown as ProfileSummary & { fusedLayers: number; form: string };
+  assert.equal(flash.form, 'flash');
+  assert.ok(flash.byOp.some((o) => o.op === 'MultiHeadAttention') && !flash.byOp.some((o) => o.op === 'Softmax'));
+  // The padded form pads q and k (Pad kernels); the flash form has none.
+  assert.ok(!flash.byOp.some((o) => o.op === 'Pad'), flash.byOp.map((o) => o.op).join(', '));
+  await assert.rejects(benchProfileCard({ unet: UNET, provider: 'webgpu', fused: 'yes' }), /--fused must be 0, 1 \(the padded form\) or flash \(got "yes"\)/);
+  const r = (await benchProfileCard({ unet: UNET, provider: 'webgpu', latent: '16', warmup: '1', iters: '1', fused: '1' })) as unknown as ProfileSummary & { fusedLayers: number; form: string };
+  assert.equal(r.form, 'padded');
+  assert.ok(r.byOp.some((o) => o.op === 'Pad'), r.byOp.map((o) => o.op).join(', '));
   assert.ok(r.fusedLayers > 0);
   assert.ok(r.byOp.some((o) => o.op === 'MultiHeadAttention'), r.byOp.map((o) => o.op).join(', '));
   assert.ok(!r.byOp.some((o) => o.op === 'Softmax'));

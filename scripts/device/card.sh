@@ -33,9 +33,10 @@
 #               kernel, what the pipeline takes where runner/flash-check.ts finds it right, and the check's own verdict
 #               is in env's asgd_devices); then WebGPU validation 'disabled' against the default 'basic'
 #               (a process-wide setting: one process each, basic before and after): median, ratio, output difference
-#   profile-sd15  ONNX Runtime's profiler over 3 batch-2 calls of the SD 1.5 export (after 1), plain, fused, and plain
-#               in NCHW: the call's wall time against the GPU's own kernel time (timestamp queries), by op type and
-#               WebGPU program, the dearest kernels (bench/card-profile.ts): slow kernels or a GPU idle between them
+#   profile-sd15  ONNX Runtime's profiler over 3 batch-2 calls of the SD 1.5 export (after 1), plain, fused (padded,
+#               then the flash form), and plain in NCHW: the call's wall time against the GPU's own kernel time
+#               (timestamp queries), by op type and WebGPU program, the dearest kernels, the subgroup (tensor-core)
+#               programs if any (bench/card-profile.ts): slow kernels or a GPU idle between them
 #   unet-sdxl   the SDXL export on WebGPU (plain graph only)
 #   folder      an SDXL-layout model folder: fixture tokenizers, text encoders 768 + 1280 wide, an SD-sized VAE decoder
 #               (random weights, float32; the fixture's tiny one with --small), the SDXL UNet
@@ -44,7 +45,7 @@
 #   gen-1       a whole `asg` generation at 2048x2048, 50 steps, shipped defaults, on webgpu:0, after a 1-step
 #               warm-up generation at 1024x1024; time split text / UNet / host / VAE
 #   fused-sdxl  the SDXL export's plain batch 2 and 1 again, then the same with the attention fused
-#   profile-sdxl  the profile of the SDXL export, plain then fused
+#   profile-sdxl  the profile of the SDXL export, plain then fused (padded, flash)
 #   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0: two worker processes, as two worker
 #               threads of one process crash in onnxruntime-node 1.30; docs/benchmarks.md)
 #   probe-sdxl  the attention-probe graph the key patch runs (built from the SDXL export as the pipeline builds it)
@@ -254,12 +255,16 @@ fused_part() {  # fused_part MODEL LATENT: plain batch 2 and 1 (the reference), 
 }
 
 profile_part() {  # profile_part MODEL LATENT [NCHW]: ONNX Runtime's profiler over batch-2 calls, plain then fused (GPU
-  # time by op); NCHW 1: then the plain graph with the provider's preferred layout NCHW
+  # time by op), padded then (WebGPU) flash; NCHW 1: then the plain graph with the provider's preferred layout NCHW
   "$NODE" "$CARD" profile --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --batch 2 \
     --warmup 1 --iters 3 --out "$WORK/parts/profile-$1.json" || return
   "$NODE" "$CARD" profile --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --batch 2 \
     --warmup 1 --iters 3 --fused 1 --out "$WORK/parts/profile-$1-fused.json" || return
-  [[ ${3:-0} == 1 && $PROVIDER == webgpu ]] || return 0
+  [[ $PROVIDER == webgpu ]] || return 0
+  # The flash form: the pipeline's where the flash-attention check passes (the env part says whether it does here).
+  "$NODE" "$CARD" profile --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --batch 2 \
+    --warmup 1 --iters 3 --fused flash --out "$WORK/parts/profile-$1-flash.json" || return
+  [[ ${3:-0} == 1 ]] || return 0
   "$NODE" "$CARD" profile --unet "$WORK/models/$1/unet/model.onnx" --provider "$PROVIDER" --latent "$2" --batch 2 \
     --warmup 1 --iters 3 --layout nchw --out "$WORK/parts/profile-$1-nchw.json"
 }
