@@ -170,8 +170,9 @@ function probeAndSchedule(parts: Record<string, Part>): string[] {
   }
   const rows = parts['schedule']?.result?.['rows'] as Json[] | undefined;
   if (rows) {
-    out.push(...table(['geometry', 'devices', 'split', 'host charged', 'speed-up', 'target', 'met'],
-      rows.map((r) => [r['geometry'], String(r['devices']), r['split'], r['hostCharged'] ? 'yes' : 'no', x(r['speedup']), r['target'] !== undefined ? x(r['target'], 1) : '', r['met'] === undefined ? '' : r['met'] ? 'yes' : 'no'])));
+    out.push(...table(['geometry', 'devices', 'split', 'host charged', 'speed-up', 'target', 'met', 'one device, split / whole'],
+      rows.map((r) => [r['geometry'], String(r['devices']), r['split'], r['hostCharged'] ? 'yes' : 'no', x(r['speedup']), r['target'] !== undefined ? x(r['target'], 1) : '', r['met'] === undefined ? '' : r['met'] ? 'yes' : 'no',
+        r['oneDeviceOverNever'] !== undefined ? num(r['oneDeviceOverNever'], 2) : ''])));
   }
   return out.length ? out : ['Probe and schedule: not run.'];
 }

@@ -23,7 +23,7 @@ test("the first card run's figures, as docs/benchmarks.md gives them", () => {
   assert.match(md, /^SD 1\.5: CFG half \(batch 1 \/ 2\) 0\.52 \(adapter 0\.58\)/m);
   assert.match(md, /^SDXL: CFG half \(batch 1 \/ 2\) 0\.47 \(adapter 0\.48\)/m);
   assert.match(md, /^Probe \(SDXL\): probe \/ plain 1\.60 at batch 2, 1\.42 at batch 1\.$/m);
-  assert.match(md, /^\| SDXL 3072x3072 \(9 patches, 25 windows\) \| 8 \| balance \| no \| 7\.15x \| 6\.5x \| yes \|$/m);
+  assert.match(md, /^\| SDXL 3072x3072 \(9 patches, 25 windows\) \| 8 \| balance \| no \| 7\.15x \| 6\.5x \| yes \|  \|$/m);
   assert.match(md, /^gen-1: timeout after 240 s, no result written\.$/m);
   assert.match(md, /unet-sdxl ok 79\.9 s/);
   // The second run of the file: only what it ran.

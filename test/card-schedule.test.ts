@@ -35,7 +35,7 @@ test('the measured CFG-half cost decides the 3072 px target on 8 devices, as in 
   assert.equal(m.batch4OverBatch2, 1.8);
   assert.equal(r['stageSplit'], 0.8, 'the shipped stage split, from the option registry');
   const rows = r['rows'] as ScheduleRow[];
-  assert.equal(rows.length, 6);
+  assert.equal(rows.length, 8);
   const at = (devices: number, split: string, host = false) => rows.find((x) => x.devices === devices && x.split === split && x.hostCharged === host)!;
   // docs/benchmarks.md, "CFG splitting and the dataflow" (runner benchmark, 1 ms per call more): half 0.5 gives
   // 3.89x (balance) and 3.72x (never) on 4 devices at 2048 px, 6.71x and 5.50x on 8 at 3072 px.
@@ -47,6 +47,11 @@ test('the measured CFG-half cost decides the 3072 px target on 8 devices, as in 
   assert.equal(at(8, 'balance').met, true);
   assert.equal(at(8, 'never').met, false);
   assert.ok(at(8, 'balance', true).seconds > 0 && at(8, 'balance', true).idle.length === 8);
+  // 'always': two halves of 0.5 cost one whole call, so one device takes as long either way (within the key unit's
+  // probe, whose extra is charged to each half); on 8 devices the 9 patches' 18 halves fill them.
+  assert.ok(Math.abs(at(8, 'always').oneDeviceOverNever! - 1) < 0.02, String(at(8, 'always').oneDeviceOverNever));
+  assert.ok(at(8, 'always').speedup > at(8, 'never').speedup, `${at(8, 'always').speedup} vs never ${at(8, 'never').speedup}`);
+  assert.equal(at(8, 'never').oneDeviceOverNever, undefined);
   assert.equal(r['modelCheck'], undefined, 'no generation given');
 });
 
@@ -61,6 +66,11 @@ test('the model check compares one device at the generation geometry with its me
   // 4 patches a step at 4x the native area, 2 steps, 100 ms each, at the least; the probe and stage 2 add to it.
   assert.ok(c.predictedDenoiseMs >= 800 && c.predictedDenoiseMs < 5000, String(c.predictedDenoiseMs));
   assert.equal(c.measuredOverPredicted, 5000 / c.predictedDenoiseMs);
+  // A half as dear as a whole call (1.04, PyTorch's): splitting every unit doubles one device's time, give or take
+  // the probe's extra, which each half pays.
+  const always = (r['rows'] as ScheduleRow[]).filter((x) => x.split === 'always');
+  assert.equal(always.length, 2);
+  for (const x of always) assert.ok(x.oneDeviceOverNever! > 1.9 && x.oneDeviceOverNever! < 2.2, `${x.geometry}: ${x.oneDeviceOverNever}`);
 });
 
 test('a failed part, a missing number or a several-device generation is named in the error', async () => {
@@ -78,7 +88,7 @@ test('a generation cut short by its time limit (progress only) leaves the model 
   const r = await benchSchedule({ 'unet-json': file('u-cut.json', unet(0.5)), 'gen-json': cut });
   assert.equal(r['modelCheck'], undefined);
   assert.match(String(r['genCheck']), /gen-cut\.json holds a generation cut short \(\{"step":12,"totalSteps":50,.*\): the one-device check is left out/);
-  assert.equal((r['rows'] as ScheduleRow[]).length, 6, 'the targets are still computed');
+  assert.equal((r['rows'] as ScheduleRow[]).length, 8, 'the targets are still computed');
 });
 
 test('scripts/device/card.sh runs the schedule part after gen-1, whose JSON it reads, and leaves it budget', () => {
