@@ -138,6 +138,7 @@ export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: 
     if ('reason' in f) return { ...result, reason: f.reason };
     unetFile = f.file;
     result['fusedLayers'] = f.fused;
+    result['skipLayerNorms'] = f.skipLayerNorms;
     result['form'] = fused === 'flash' ? 'flash' : 'padded';
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-profile-'));

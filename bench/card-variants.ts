@@ -11,7 +11,9 @@
  *               MultiHeadAttention), default layout
  *   fused-nchw  both
  *   flash       the attention fused with q and k as they are (ONNX Runtime's flash-attention kernel: what the pipeline
- *               runs where runner/flash-check.ts finds that kernel right on the adapter), default layout
+ *               runs where runner/flash-check.ts finds that kernel right on the adapter), default layout; like every
+ *               fused graph, with each transformer block's bias + residual + LayerNormalization as SkipLayerNormalization
+ *   flash-attention-only  the same without that (src/graph/skip-layer-norm.ts): what the residual norms' fusion changes
  * `--validation MODE` sets the WebGPU validation of every session; it belongs to the process's WebGPU context, so
  * comparing modes takes one process per mode (scripts/device/card.sh runs 'basic', ONNX Runtime's default, and
  * 'disabled').
@@ -23,7 +25,7 @@ import { UnetAdapter } from '../src/onnx/unet.ts';
 import { timingStats } from './timing.ts';
 import { againstTorch, difference, type TorchReference } from './card-reference.ts';
 
-export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash'] as const;
+export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash', 'flash-attention-only'] as const;
 export type Variant = (typeof VARIANTS)[number];
 const VALIDATION: readonly NonNullable<WebGpuTuning['validationMode']>[] = ['disabled', 'wgpuOnly', 'basic', 'full'];
 
@@ -85,14 +87,17 @@ export async function benchVariants(
   if (o.reference && o.batch !== 2) throw new Error('card variants: --reference compares batch-2 calls (give --batch 2)');
   const result: Record<string, unknown> = { file: o.unet, provider: o.provider, batch: o.batch, warmup: o.warmup, iters: o.iters, validation: o.validation ?? 'default (basic)' };
   if (o.reference?.torchFloat16VsFloat32) result['torchFloat16VsFloat32'] = o.reference.torchFloat16VsFloat32;
-  const derived: Partial<Record<'padded' | 'flash', { file: string; load: ModelLoad }>> = {};
-  for (const form of ['padded', 'flash'] as const) {
-    if (!o.variants.some((v) => (form === 'flash' ? v === 'flash' : v.startsWith('fused')))) continue;
+  // The derived graph each fused variant runs: the padded form for fused*, the flash form for flash*.
+  const graphOf = (v: Variant) => (v.startsWith('fused') ? 'padded' : v === 'flash' ? 'flash' : v === 'flash-attention-only' ? 'flashAttentionOnly' : undefined);
+  const derived: Partial<Record<'padded' | 'flash' | 'flashAttentionOnly', { file: string; load: ModelLoad }>> = {};
+  for (const form of ['padded', 'flash', 'flashAttentionOnly'] as const) {
+    if (!o.variants.some((v) => graphOf(v) === form)) continue;
     const t0 = performance.now();
-    const f = await prepareFusedAttention(o.unet, { flashForm: form === 'flash' });
-    result[form === 'flash' ? 'flashDeriveMs' : 'fusedDeriveMs'] = performance.now() - t0;
+    const f = await prepareFusedAttention(o.unet, { flashForm: form !== 'padded', skipLayerNorm: form !== 'flashAttentionOnly' });
+    result[`${form === 'padded' ? 'fused' : form}DeriveMs`] = performance.now() - t0;
     if ('reason' in f) throw new Error(`card variants: the export's attention cannot be fused (${f.reason}); leave the fused variants out`);
     result['fusedLayers'] = f.fused;
+    if (f.skipLayerNorms) result['skipLayerNorms'] = f.skipLayerNorms;
     derived[form] = { file: f.file, load: fusedLoadOptions(f.file) };
   }
   const opened: Opened[] = [];
@@ -102,7 +107,8 @@ export async function benchVariants(
         ...(variant.endsWith('nchw') ? { preferredLayout: 'NCHW' as const } : {}),
         ...(o.validation ? { validationMode: o.validation } : {}),
       };
-      const graph = variant === 'flash' ? derived.flash : variant.startsWith('fused') ? derived.padded : undefined;
+      const form = graphOf(variant);
+      const graph = form ? derived[form] : undefined;
       const [file, load] = graph ? [graph.file, graph.load] : [o.unet, {}];
       const t0 = performance.now();
       const session = await openSession(file, `unet (${variant})`, { provider: o.provider }, { ...load, ...(Object.keys(webgpu).length ? { webgpu } : {}) });

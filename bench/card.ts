@@ -374,6 +374,7 @@ async function benchFusedUnet(
   const result: Record<string, unknown> = { deriveMs: performance.now() - t0, form: 'padded' };
   if ('reason' in fused) return { ...result, reason: fused.reason };
   result['layers'] = fused.fused;
+  result['skipLayerNorms'] = fused.skipLayerNorms;
   const s1 = performance.now();
   const s = await openSession(fused.file, 'unet (fused attention)', { provider }, fusedLoadOptions(fused.file));
   result['sessionMs'] = performance.now() - s1;

@@ -274,7 +274,7 @@ variants_part() {  # variants_part MODEL LATENT: layouts and fused attention sid
   [[ $PROVIDER == webgpu ]] || { echo "variants: WebGPU settings (provider $PROVIDER)"; return 0; }
   local unet="$WORK/models/$1/unet/model.onnx" common=(--latent "$2" --batch 2 --warmup 2 --iters "$ITERS")
   [[ -f $WORK/ref/$1.json ]] && common+=(--reference "$WORK/ref/$1")
-  "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw,fused,fused-nchw,flash --out "$WORK/parts/variants-$1.json" || return
+  "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw,fused,fused-nchw,flash,flash-attention-only --out "$WORK/parts/variants-$1.json" || return
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation disabled --out "$WORK/parts/variants-$1-novalidation.json" || return
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation basic --out "$WORK/parts/variants-$1-basic.json"
 }

@@ -1,14 +1,17 @@
 /**
  * The UNet (or its attention-probe graph) with its attention fused into MultiHeadAttention nodes
- * (src/graph/attention-fusion.ts), stored like the other derived graphs (derived-graphs.ts): `<name>.asgd-fused.onnx`
- * next to the source when its folder is writable, else in the cache; weights referenced, never copied.
+ * (src/graph/attention-fusion.ts) and, in its transformer blocks, each output projection's bias, residual Add and
+ * next LayerNormalization fused into one SkipLayerNormalization (src/graph/skip-layer-norm.ts), stored like the other
+ * derived graphs (derived-graphs.ts): `<name>.asgd-fused.onnx` next to the source when its folder is writable, else in
+ * the cache; weights referenced, never copied.
  */
 import fs from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
-import { countOnnxAttention, fuseAttention, unfusedReason } from '../graph/attention-fusion.ts';
+import { countOnnxAttention } from '../graph/attention-fusion.ts';
+import { fuseUnet } from '../graph/unet-fusion.ts';
 import { prepareDerivedGraphs, type DerivedGraphOptions, type DerivedSidecar } from './derived-graphs.ts';
 import { referenceInlineWeights } from './probe.ts';
 
@@ -16,18 +19,23 @@ export interface FusedAttention {
   file: string;
   /** Attention layers fused. */
   fused: number;
+  /** Bias + residual + LayerNormalization triples fused into SkipLayerNormalization nodes. */
+  skipLayerNorms: number;
   /** Folder of the weights when the file does not sit next to them (session option; see probe.ts). */
   externalDataFolder?: string;
 }
 
 /** Bump when the fusion's output changes, so stored graphs are derived again. */
-const FORMAT = 7;
+const FORMAT = 8;
 const SUFFIX = '.asgd-fused';
+/** Files fused without the residual norms (FuseUnetOptions.skipLayerNorm false): `<suffix>-attention-only`. */
+const ATTENTION_ONLY = '-attention-only';
 /** The flash form's files (q and k not padded: flash-check.ts says where ONNX Runtime's kernel for it is right). */
 const FLASH_SUFFIX = '.asgd-fused-flash';
 
 interface FusedResult {
   fused: number;
+  skipLayerNorms: number;
   bytes: number;
   /** The source's own weights folder when the source itself is stored apart from its weights (a cached probe). */
   weightsFolder: string | null;
@@ -46,33 +54,34 @@ async function open(side: DerivedSidecar<FusedResult> & { result: FusedResult },
   const size = await stat(files.file).then((s) => s.size, () => -1);
   if (size !== side.result.bytes) return undefined;
   const folder = side.result.weightsFolder ?? side.externalDataFolder;
-  return { file: files.file, fused: side.result.fused, ...(folder ? { externalDataFolder: folder } : {}) };
+  return { file: files.file, fused: side.result.fused, skipLayerNorms: side.result.skipLayerNorms, ...(folder ? { externalDataFolder: folder } : {}) };
 }
 
 /**
  * The fused graph of the UNet (or probe) at `modelPath`, derived and stored first when missing or stale; or why
  * there is none (no attention the fusion recognises, or nothing could be written). `weightsFolder`: where the
  * source's external weights live when not next to it (a probe kept in the cache). `flashForm`: q and k left
- * unpadded (FuseAttentionOptions.flashForm), stored apart from the padded form.
+ * unpadded (FuseAttentionOptions.flashForm), stored apart from the padded form. `skipLayerNorm` false: the attention
+ * alone (for measuring what the residual norms' fusion changes), stored apart too.
  */
 export async function prepareFusedAttention(
-  modelPath: string, opts: DerivedGraphOptions & { weightsFolder?: string; flashForm?: boolean } = {},
+  modelPath: string, opts: DerivedGraphOptions & { weightsFolder?: string; flashForm?: boolean; skipLayerNorm?: boolean } = {},
 ): Promise<FusedAttention | { reason: string }> {
   const flashForm = opts.flashForm ?? false;
+  const skipLayerNorm = opts.skipLayerNorm ?? true;
   const derive = (bytes: Uint8Array, source: string) => {
     const model = parse(bytes);
     if ('reason' in model) return model;
-    const fusion = fuseAttention(model, { flashForm });
+    const fusion = fuseUnet(model, { flashForm, skipLayerNorm });
     if ('reason' in fusion) return fusion;
-    if (fusion.fused === 0) return { reason: unfusedReason(model) };
     referenceInlineWeights(model, bytes, path.basename(source));
     const out = toBinary(ModelProtoSchema, model);
     return {
-      result: { fused: fusion.fused, bytes: out.length, weightsFolder: opts.weightsFolder ?? null },
+      result: { fused: fusion.fused, skipLayerNorms: fusion.skipLayerNorms, bytes: out.length, weightsFolder: opts.weightsFolder ?? null },
       files: (p: FusedFiles): [string, Uint8Array][] => [[p.file, out]],
     };
   };
-  const filesIn = filesFor(flashForm ? FLASH_SUFFIX : SUFFIX);
+  const filesIn = filesFor((flashForm ? FLASH_SUFFIX : SUFFIX) + (skipLayerNorm ? '' : ATTENTION_ONLY));
   return prepareDerivedGraphs(modelPath, opts, { format: FORMAT, cacheFolder: 'fused-attention', filesIn, open, derive });
 }
 
@@ -104,7 +113,7 @@ export async function countOnnxAttentionIn(modelPath: string, opts: DerivedGraph
 
 /** Whether `file` was written by prepareFusedAttention (either form). */
 export function isFusedAttentionFile(file: string): boolean {
-  return file.endsWith(`${SUFFIX}.onnx`) || file.endsWith(`${FLASH_SUFFIX}.onnx`);
+  return [SUFFIX, FLASH_SUFFIX].some((s) => file.endsWith(`${s}.onnx`) || file.endsWith(`${s}${ATTENTION_ONLY}.onnx`));
 }
 
 /** How to open a file made by prepareFusedAttention (read from its sidecar); {} for any other file. */

@@ -1,12 +1,13 @@
 /**
  * The UNet graphs derived in the browser: the attention-probe UNet (the same graph surgery as in Node,
- * src/graph/attention-probe.ts) and the UNet with its attention fused (src/graph/attention-fusion.ts), on the UNet's
+ * src/graph/attention-probe.ts) and the fused UNet (src/graph/unet-fusion.ts), on the UNet's
  * bytes, kept in memory (the weights stay inline). Loaded by the device worker on demand, so pages that use neither
  * never load the protobuf code.
  */
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
-import { countOnnxAttention, fuseAttention, unfusedReason } from '../../graph/attention-fusion.ts';
+import { countOnnxAttention } from '../../graph/attention-fusion.ts';
+import { fuseUnet } from '../../graph/unet-fusion.ts';
 import { addAttentionProbe } from '../../graph/attention-probe.ts';
 
 export interface DerivedUnet {
@@ -40,9 +41,8 @@ export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse:
     out.layers = surgery.layers;
   }
   if (opts.fuse) {
-    const fusion = fuseAttention(model, { flashForm: opts.flashForm ?? false });
+    const fusion = fuseUnet(model, { flashForm: opts.flashForm ?? false });
     if ('reason' in fusion) out.fuseReason = fusion.reason;
-    else if (fusion.fused === 0) out.fuseReason = unfusedReason(model);
     else out.fused = fusion.fused;
   }
   return { bytes: toBinary(ModelProtoSchema, model), ...out, onnxAttention: countOnnxAttention(model) };

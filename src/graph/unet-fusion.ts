@@ -1,0 +1,23 @@
+/**
+ * The fused UNet graph, as Node (src/node/fused-attention.ts) and the browser (src/browser/device/probe-graph.ts)
+ * both derive it: the attention as MultiHeadAttention nodes (attention-fusion.ts), then each transformer block's
+ * bias + residual + LayerNormalization as SkipLayerNormalization (skip-layer-norm.ts). Portable.
+ */
+import type { ModelProto } from 'onnx-buf';
+import { fuseAttention, unfusedReason, type FuseAttentionOptions } from './attention-fusion.ts';
+import { fuseSkipLayerNorm } from './skip-layer-norm.ts';
+
+export type UnetFusion = { fused: number; skipLayerNorms: number } | { reason: string };
+
+export interface FuseUnetOptions extends FuseAttentionOptions {
+  /** Fuse the residual norms too (default true; false only to measure what they change: the card's variants). */
+  skipLayerNorm?: boolean;
+}
+
+/** Fuses `model` in place; { reason } where no attention was fused (then nothing else is either). */
+export function fuseUnet(model: ModelProto, options: FuseUnetOptions = {}): UnetFusion {
+  const fusion = fuseAttention(model, options);
+  if ('reason' in fusion) return fusion;
+  if (fusion.fused === 0) return { reason: unfusedReason(model) };
+  return { fused: fusion.fused, skipLayerNorms: options.skipLayerNorm === false ? 0 : fuseSkipLayerNorm(model) };
+}
