@@ -64,6 +64,8 @@ interface BlockVariant {
   projectionOut?: boolean;
   /** The sum is read by a second residual Add (as in the block), or only by the norm. */
   sumReadAgain?: boolean;
+  /** The second norm's parameters and the projection's bias as Identity of initializers (torch's dedup of equal ones). */
+  identities?: boolean;
 }
 
 /** h -> norm1 -> linear (bias) -> + h -> norm2 -> linear -> (+ sum) -> y: one attention's place in a block. */
@@ -73,11 +75,15 @@ function block(v: BlockVariant = {}): ModelProto {
   const n1 = v.normedResidual === false ? h : layerNorm(g, 'norm1', h, D);
   const proj = g.scope('to_out', () => {
     const w = g.param('weight', [D, D], { std: 0.5 });
-    return g.op('Add', [g.param('bias', [v.biasLength ?? D], { std: 0.5 }), g.op('MatMul', [n1, w])]);
+    const bias = g.param('bias', [v.biasLength ?? D], { std: 0.5 });
+    return g.op('Add', [v.identities ? g.op('Identity', [bias]) : bias, g.op('MatMul', [n1, w])]);
   });
   const sum = g.op('Add', [proj, h]);
-  const n2 = v.axis === undefined ? layerNorm(g, 'norm2', sum, D) : g.scope('norm2', () =>
-    g.op('LayerNormalization', [sum, g.param('weight', [D], { std: 0.2, mean: 1 }), g.param('bias', [D], { std: 0.2 })], { axis: v.axis!, epsilon: { f: 1e-5 } }));
+  const n2 = v.axis === undefined && !v.identities ? layerNorm(g, 'norm2', sum, D) : g.scope('norm2', () => {
+    const [scale, beta] = [g.param('weight', [D], { std: 0.2, mean: 1 }), g.param('bias', [D], { std: 0.2 })];
+    const id = (t: string) => (v.identities ? g.op('Identity', [g.op('Identity', [t])]) : t);
+    return g.op('LayerNormalization', [sum, id(scale), id(beta)], { axis: v.axis ?? -1, epsilon: { f: 1e-5 } });
+  });
   const ff = linear(g, 'ff', n2, D, D);
   g.floatOutput(v.sumReadAgain === false ? ff : g.op('Add', [ff, sum]), 'y', ['batch', 'seq', D]);
   if (v.projectionOut) g.floatOutput(proj, 'proj', ['batch', 'seq', D]);
@@ -103,6 +109,13 @@ describe('one block', () => {
       t.diagnostic(`${provider}: max abs diff ${diff.toExponential(2)}`);
       assert.ok(diff < 1e-6, `${provider}: ${diff}`);
     }
+  });
+
+  test('parameters behind Identity nodes (as torch writes equal ones) are followed to their initializers', async () => {
+    const plain = block({ identities: true });
+    const fused = clone(plain);
+    assert.equal(fuseSkipLayerNorm(fused), 1);
+    assert.ok(maxAbsDiff((await run(plain, feeds()))['y']!, (await run(fused, feeds()))['y']!) < 1e-6);
   });
 
   test('a sum read by the norm only: the node has one output', async () => {

@@ -7,7 +7,8 @@
  * optimiser does not fuse this form (the sum has a second reader), so the rewrite is done here.
  *
  * Matched, in the graph as exported:
- *   P = Add(MatMul(..), bias)      bias: a 1-D initializer of length D; P read by the residual Add only
+ *   P = Add(MatMul(..), bias)      bias: a 1-D initializer of length D (or Identity of one, as every initializer
+ *                                  here); P read by the residual Add only
  *   X = Add(P, R)                  R: also read by a LayerNormalization over D (the previous norm of the block,
  *                                  which shows R is [.., D] as P is, not a broadcast)
  *   N = LayerNormalization(X, scale, [beta])   axis -1, scale a 1-D initializer of length D
@@ -53,13 +54,25 @@ export function fuseSkipLayerNorm(model: ModelProto): number {
     for (const i of n.input) if (i) (readers.get(i) ?? readers.set(i, []).get(i)!).push(n);
   }
   const outputs = new Set(graph.output.map((o) => o.name));
+  // An initializer, or one behind Identity nodes: torch's exporter writes equal parameters once and the others as
+  // Identity of it (a freshly initialised norm's ones and zeros).
+  const constant = (name: string): TensorProto | undefined => {
+    for (let i = 0; i < 16; i++) {
+      const t = init.get(name);
+      if (t) return t;
+      const p = producer.get(name);
+      if (!p || p.opType !== 'Identity' || !isDefault(p)) return undefined;
+      name = p.input[0] ?? '';
+    }
+    return undefined;
+  };
   const intAttr = (n: NodeProto, name: string, dflt: number) => {
     const a = n.attribute.find((x) => x.name === name);
     return a ? Number(a.i) : dflt;
   };
   const normOver = (n: NodeProto, d: number, type: number): boolean => {
     if (n.opType !== 'LayerNormalization' || !isDefault(n) || intAttr(n, 'axis', -1) !== -1) return false;
-    const scale = vectorLength(init.get(n.input[1] ?? ''));
+    const scale = vectorLength(constant(n.input[1] ?? ''));
     return scale !== undefined && scale.length === d && scale.type === type;
   };
   const matches: Match[] = [];
@@ -69,18 +82,18 @@ export function fuseSkipLayerNorm(model: ModelProto): number {
     const x = norm.input[0]!;
     const residual = producer.get(x);
     if (!residual || residual.opType !== 'Add' || !isDefault(residual) || residual.input.length !== 2 || outputs.has(x)) continue;
-    if (residual.input.some((i) => init.has(i))) continue;
+    if (residual.input.some((i) => constant(i))) continue;
     for (const [side, p] of residual.input.entries()) {
       const biasAdd = producer.get(p);
       if (!biasAdd || biasAdd.opType !== 'Add' || !isDefault(biasAdd) || biasAdd.input.length !== 2) continue;
       if (outputs.has(p) || (readers.get(p) ?? []).length !== 1) continue;
-      const b = biasAdd.input.findIndex((i) => init.has(i));
+      const b = biasAdd.input.findIndex((i) => constant(i));
       if (b < 0) continue;
-      const bias = vectorLength(init.get(biasAdd.input[b]!));
+      const bias = vectorLength(constant(biasAdd.input[b]!));
       const input = biasAdd.input[1 - b]!;
       if (!bias || producer.get(input)?.opType !== 'MatMul') continue;
-      const scale = vectorLength(init.get(norm.input[1] ?? ''));
-      const beta = norm.input[2] ? vectorLength(init.get(norm.input[2])) : undefined;
+      const scale = vectorLength(constant(norm.input[1] ?? ''));
+      const beta = norm.input[2] ? vectorLength(constant(norm.input[2])) : undefined;
       if (!scale || scale.length !== bias.length || scale.type !== bias.type) continue;
       if (norm.input[2] && (!beta || beta.length !== bias.length || beta.type !== bias.type)) continue;
       if (!normOver(norm, bias.length, bias.type)) continue;
@@ -102,7 +115,8 @@ export function fuseSkipLayerNorm(model: ModelProto): number {
       name: `${SCOPE}/SkipLayerNormalization_${i}`,
       opType: 'SkipLayerNormalization',
       domain: MS_DOMAIN,
-      input: [m.input, m.skip, m.norm.input[1]!, m.norm.input[2] ?? '', m.bias],
+      // The parameters by their initializers' names: Identity nodes in front of them may come later in the graph.
+      input: [m.input, m.skip, constant(m.norm.input[1]!)!.name, m.norm.input[2] ? constant(m.norm.input[2])!.name : '', constant(m.bias)!.name],
       output: sumRead ? [m.norm.output[0]!, '', '', x] : [m.norm.output[0]!],
       attribute: [create(AttributeProtoSchema, { name: 'epsilon', type: AttributeProto_AttributeType.FLOAT, f: epsilon })],
     })]);
