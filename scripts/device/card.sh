@@ -31,7 +31,8 @@
 #               (bench/card-variants.ts): ONNX Runtime's NHWC convolutions (its default) against preferredLayout NCHW,
 #               the fused attention in either layout and in the flash form (q and k unpadded: ONNX Runtime's flash-attention
 #               kernel, what the pipeline takes where runner/flash-check.ts finds it right, and the check's own verdict
-#               is in env's asgd_devices); then WebGPU validation 'disabled' against the default 'basic'
+#               is in env's asgd_devices), and the flash form without the residual norms fused (flash-attention-only:
+#               what SkipLayerNormalization changes); then WebGPU validation 'disabled' against the default 'basic'
 #               (a process-wide setting: one process each, basic before and after): median, ratio, output difference
 #   profile-sd15  ONNX Runtime's profiler over 3 batch-2 calls of the SD 1.5 export (after 1), plain, fused (padded,
 #               then the flash form), and plain in NCHW: the call's wall time against the GPU's own kernel time
