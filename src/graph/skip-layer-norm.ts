@@ -37,6 +37,9 @@ interface Match {
   norm: NodeProto;
   input: string;
   skip: string;
+  /** The initializers' names (Identity nodes in front of them may come later in the graph than the fused node). */
+  scale: string;
+  beta: string;
   bias: string;
 }
 
@@ -90,19 +93,19 @@ export function fuseSkipLayerNorm(model: ModelProto): number {
       if (outputs.has(p) || (readers.get(p) ?? []).length !== 1) continue;
       const b = biasAdd.input.findIndex((i) => constant(i));
       if (b < 0) continue;
-      const bias = vectorLength(constant(biasAdd.input[b]!));
+      const biasTensor = constant(biasAdd.input[b]!)!;
+      const bias = vectorLength(biasTensor);
       const input = biasAdd.input[1 - b]!;
       if (!bias || producer.get(input)?.opType !== 'MatMul') continue;
-      const scale = vectorLength(constant(norm.input[1] ?? ''));
-      const beta = norm.input[2] ? vectorLength(constant(norm.input[2])) : undefined;
-      if (!scale || scale.length !== bias.length || scale.type !== bias.type) continue;
-      if (norm.input[2] && (!beta || beta.length !== bias.length || beta.type !== bias.type)) continue;
       if (!normOver(norm, bias.length, bias.type)) continue;
+      const betaTensor = norm.input[2] ? constant(norm.input[2]) : undefined;
+      const beta = vectorLength(betaTensor);
+      if (norm.input[2] && (!beta || beta.length !== bias.length || beta.type !== bias.type)) continue;
       const skip = residual.input[1 - side]!;
       if (!(readers.get(skip) ?? []).some((r) => r !== residual && normOver(r, bias.length, bias.type))) continue;
       if ([residual, biasAdd, norm].some((n) => used.has(n))) continue;
       for (const n of [residual, biasAdd, norm]) used.add(n);
-      matches.push({ residual, biasAdd, norm, input, skip, bias: biasAdd.input[b]! });
+      matches.push({ residual, biasAdd, norm, input, skip, scale: constant(norm.input[1]!)!.name, beta: betaTensor?.name ?? '', bias: biasTensor.name });
       break;
     }
   }
@@ -116,8 +119,7 @@ export function fuseSkipLayerNorm(model: ModelProto): number {
       name: `${SCOPE}/SkipLayerNormalization_${i}`,
       opType: 'SkipLayerNormalization',
       domain: MS_DOMAIN,
-      // The parameters by their initializers' names: Identity nodes in front of them may come later in the graph.
-      input: [m.input, m.skip, constant(m.norm.input[1]!)!.name, m.norm.input[2] ? constant(m.norm.input[2])!.name : '', constant(m.bias)!.name],
+      input: [m.input, m.skip, m.scale, m.beta, m.bias],
       output: sumRead ? [m.norm.output[0]!, '', '', x] : [m.norm.output[0]!],
       attribute: [create(AttributeProtoSchema, { name: 'epsilon', type: AttributeProto_AttributeType.FLOAT, f: epsilon })],
     })]);
