@@ -27,7 +27,7 @@ import { writeTinySdModel } from './fixtures/index.ts';
 import { tinyModel } from './helpers/models.ts';
 import { linear } from './fixtures/layers.ts';
 import { GraphBuilder } from './fixtures/onnx-graph.ts';
-import { mulberry32 } from './fixtures/prng.ts';
+import { cloneModel as clone, countOps as count, maxAbsDiff, randoms, runGraph as run } from './fixtures/graph-run.ts';
 import { NO_TORCH_PYTHON, torchPython } from './helpers/torch-python.ts';
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
@@ -39,32 +39,8 @@ before(() => {
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-function randoms(n: number, seed: number): Float32Array {
-  const next = mulberry32(seed);
-  return Float32Array.from({ length: n }, () => next() * 2 - 1);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-
 /** The nodes that pad q and k per head before each MultiHeadAttention (Reshape, Pad, Reshape for each). */
 const PADDING = ['Reshape', 'Pad', 'Reshape', 'Reshape', 'Pad', 'Reshape'];
-const count = (m: ModelProto, op: string) => m.graph!.node.filter((n) => n.opType === op).length;
-const clone = (m: ModelProto) => fromBinary(ModelProtoSchema, toBinary(ModelProtoSchema, m));
-
-async function run(m: ModelProto, feeds: Record<string, ort.Tensor>): Promise<Record<string, Float32Array>> {
-  const s = await ort.InferenceSession.create(toBinary(ModelProtoSchema, m), { intraOpNumThreads: 1, interOpNumThreads: 1 });
-  try {
-    const r = await s.run(feeds);
-    return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.data as Float32Array]));
-  } finally {
-    await s.release();
-  }
-}
 
 interface Variant {
   /** Heads folded into the batch with shapes computed at run time (TorchScript's export of diffusers' classic processor). */

@@ -17,7 +17,7 @@ import { isFusedAttentionFile, prepareFusedAttention } from '../src/node/fused-a
 import { writeTinySdModel } from './fixtures/index.ts';
 import { layerNorm, linear } from './fixtures/layers.ts';
 import { GraphBuilder } from './fixtures/onnx-graph.ts';
-import { mulberry32 } from './fixtures/prng.ts';
+import { cloneModel as clone, countOps as count, maxAbsDiff, randoms, runGraph as run } from './fixtures/graph-run.ts';
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
 const D = 8;
@@ -27,31 +27,6 @@ before(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-skipln-'));
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
-
-function randoms(n: number, seed: number): Float32Array {
-  const r = mulberry32(seed);
-  return Float32Array.from({ length: n }, () => 2 * r() - 1);
-}
-
-const clone = (m: ModelProto) => fromBinary(ModelProtoSchema, toBinary(ModelProtoSchema, m));
-const count = (m: ModelProto, op: string) => m.graph!.node.filter((n) => n.opType === op).length;
-
-async function run(m: ModelProto, feeds: Record<string, ort.Tensor>, provider = 'cpu'): Promise<Record<string, Float32Array>> {
-  const s = await ort.InferenceSession.create(toBinary(ModelProtoSchema, m), { executionProviders: [provider] });
-  try {
-    const r = await s.run(feeds);
-    return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.data as Float32Array]));
-  } finally {
-    await s.release();
-  }
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 interface BlockVariant {
   /** The residual is also read by the block's first norm (as in diffusers' block); false: only by the residual Add. */
@@ -104,7 +79,7 @@ describe('one block', () => {
     assert.equal(node.output.length, 4, 'the sum is read by the second residual');
     assert.equal(count(fused, 'Add'), count(plain, 'Add') - 2);
     assert.ok(fused.opsetImport.some((o) => o.domain === 'com.microsoft'));
-    for (const provider of ['cpu', 'webgpu']) {
+    for (const provider of ['cpu', 'webgpu'] as const) {
       const diff = maxAbsDiff((await run(plain, feeds(), provider))['y']!, (await run(fused, feeds(), provider))['y']!);
       t.diagnostic(`${provider}: max abs diff ${diff.toExponential(2)}`);
       assert.ok(diff < 1e-6, `${provider}: ${diff}`);

@@ -66,7 +66,8 @@ test('fuseAttention: the fused UNet and probe graph run on webgpu (MultiHeadAtte
   const p = await loadPipeline(SHIPPED, { devices: 'webgpu:0', threads: 1, fuseAttention: true });
   try {
     const { form, ...fusion } = p.info.attentionFusion;
-    assert.deepEqual(fusion, { applied: true, layers: 14, formReason: fusion.formReason });
+    // Every device is a WebGPU one: the 7 GEGLUs run as BiasSplitGelu too (test/bias-split-gelu.test.ts).
+    assert.deepEqual(fusion, { applied: true, layers: 14, formReason: fusion.formReason, biasSplitGelus: 7 });
     // The form the check chose on this adapter (padded on lavapipe, whose flash kernel is wrong: test/flash-check.test.ts).
     assert.equal(form, (await checkFlashAttention()).ok ? 'flash' : 'padded', fusion.formReason);
     const r = await p.generate(asg);
@@ -195,7 +196,7 @@ test('a UNet with ONNX Attention nodes (opset 23): on webgpu every run warns tha
   assert.ok(maxDiff(gpu.r.image.data, cpu.r.image.data) <= LEVELS);
   const fused = await runOn('webgpu:0', true);
   const { form, formReason, ...fusion } = fused.info.attentionFusion;
-  assert.deepEqual(fusion, { applied: true, layers: 8 });
+  assert.deepEqual(fusion, { applied: true, layers: 8, biasSplitGelus: 4 });
   // The form follows the flash-attention check on this adapter (test/flash-check.test.ts; padded on lavapipe).
   assert.equal(form, (await checkFlashAttention()).ok ? 'flash' : 'padded', formReason);
   assert.ok(!fused.info.notes.some((n) => note.test(n)), fused.info.notes.join('\n'));

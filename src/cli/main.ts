@@ -401,7 +401,7 @@ async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }, p
       `VAE:          scaling factor ${i.vae.scalingFactor}${i.vae.shiftFactor ? `, shift factor ${i.vae.shiftFactor}` : ''}${i.vae.forceUpcast ? ', force_upcast' : ''}`,
       `Upscaling:    ${i.vaeEncoder ? `VAE encoder ${i.vaeEncoder} (opened when an upscale runs)` : 'no VAE encoder: `asgd upscale` needs one (pass --vae with a folder holding vae_encoder)'}`,
       `Mask probe:   ${i.attentionProbe.available ? `${i.attentionProbe.layers.length} ${i.family === 'sd3' ? 'joint-attention blocks' : 'up-block attn2 layers'}` : `unavailable (${i.attentionProbe.reason})`}`,
-      `Attention:    ${i.attentionFusion.applied ? `fused (${i.attentionFusion.layers} layers as MultiHeadAttention, ${i.attentionFusion.form === 'flash' ? 'flash form' : 'q and k padded'}${i.attentionFusion.formReason ? `: ${i.attentionFusion.formReason}` : ''})` : `as exported (${i.attentionFusion.reason})`}`,
+      `Attention:    ${i.attentionFusion.applied ? `fused (${i.attentionFusion.layers} layers as MultiHeadAttention, ${i.attentionFusion.form === 'flash' ? 'flash form' : 'q and k padded'}${i.attentionFusion.formReason ? `: ${i.attentionFusion.formReason}` : ''}${i.attentionFusion.biasSplitGelus ? `; ${i.attentionFusion.biasSplitGelus} GEGLUs as BiasSplitGelu` : ''})` : `as exported (${i.attentionFusion.reason})`}`,
     ];
     if (i.family === 'sd3') {
       lines.splice(3, 0, `Transformer:  patch size ${i.patchSize}, text width ${i.textWidth}`, `Encoders:     ${(i.textEncoders ?? []).join(', ')}`);

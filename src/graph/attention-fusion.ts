@@ -278,7 +278,7 @@ class Graph {
 }
 
 /** The one value of a float32 or float16 tensor of one element (any shape); undefined for anything else. */
-function tensorScalar(t: TensorProto): number | undefined {
+export function tensorScalar(t: TensorProto): number | undefined {
   if (t.dataLocation === EXTERNAL || t.dims.reduce((s, d) => s * Number(d), 1) !== 1) return undefined;
   if (t.dataType === FLOAT) {
     if (t.floatData.length === 1) return t.floatData[0];

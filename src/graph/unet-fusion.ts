@@ -1,17 +1,24 @@
 /**
  * The fused UNet graph, as Node (src/node/fused-attention.ts) and the browser (src/browser/device/probe-graph.ts)
  * both derive it: the attention as MultiHeadAttention nodes (attention-fusion.ts), then each transformer block's
- * bias + residual + LayerNormalization as SkipLayerNormalization (skip-layer-norm.ts). Portable.
+ * bias + residual + LayerNormalization as SkipLayerNormalization (skip-layer-norm.ts), and, for graphs only WebGPU
+ * devices run, each GEGLU as BiasSplitGelu (bias-split-gelu.ts). Portable.
  */
 import type { ModelProto } from 'onnx-buf';
 import { fuseAttention, unfusedReason, type FuseAttentionOptions } from './attention-fusion.ts';
+import { fuseBiasSplitGelu } from './bias-split-gelu.ts';
 import { fuseSkipLayerNorm } from './skip-layer-norm.ts';
 
-export type UnetFusion = { fused: number; skipLayerNorms: number } | { reason: string };
+export type UnetFusion = { fused: number; skipLayerNorms: number; biasSplitGelus: number } | { reason: string };
 
 export interface FuseUnetOptions extends FuseAttentionOptions {
   /** Fuse the residual norms too (default true; false only to measure what they change: the card's variants). */
   skipLayerNorm?: boolean;
+  /**
+   * Fuse each GEGLU into BiasSplitGelu (default false): ONNX Runtime's WebGPU providers run it, its CPU provider has
+   * no kernel for it, so only for graphs that run on WebGPU devices alone.
+   */
+  biasSplitGelu?: boolean;
 }
 
 /** Fuses `model` in place; { reason } where no attention was fused (then nothing else is either). */
@@ -19,5 +26,9 @@ export function fuseUnet(model: ModelProto, options: FuseUnetOptions = {}): Unet
   const fusion = fuseAttention(model, options);
   if ('reason' in fusion) return fusion;
   if (fusion.fused === 0) return { reason: unfusedReason(model) };
-  return { fused: fusion.fused, skipLayerNorms: options.skipLayerNorm === false ? 0 : fuseSkipLayerNorm(model) };
+  return {
+    fused: fusion.fused,
+    skipLayerNorms: options.skipLayerNorm === false ? 0 : fuseSkipLayerNorm(model),
+    biasSplitGelus: options.biasSplitGelu === true ? fuseBiasSplitGelu(model) : 0,
+  };
 }

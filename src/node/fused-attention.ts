@@ -1,9 +1,10 @@
 /**
  * The UNet (or its attention-probe graph) with its attention fused into MultiHeadAttention nodes
  * (src/graph/attention-fusion.ts) and, in its transformer blocks, each output projection's bias, residual Add and
- * next LayerNormalization fused into one SkipLayerNormalization (src/graph/skip-layer-norm.ts), stored like the other
- * derived graphs (derived-graphs.ts): `<name>.asgd-fused.onnx` next to the source when its folder is writable, else in
- * the cache; weights referenced, never copied.
+ * next LayerNormalization fused into one SkipLayerNormalization (src/graph/skip-layer-norm.ts) and, for WebGPU
+ * devices only, each GEGLU into one BiasSplitGelu (src/graph/bias-split-gelu.ts), stored like the other derived
+ * graphs (derived-graphs.ts): `<name>.asgd-fused.onnx` next to the source when its folder is writable, else in the
+ * cache; weights referenced, never copied.
  */
 import fs from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -21,21 +22,26 @@ export interface FusedAttention {
   fused: number;
   /** Bias + residual + LayerNormalization triples fused into SkipLayerNormalization nodes. */
   skipLayerNorms: number;
+  /** GEGLUs fused into BiasSplitGelu nodes (0 unless asked for: WebGPU devices only). */
+  biasSplitGelus: number;
   /** Folder of the weights when the file does not sit next to them (session option; see probe.ts). */
   externalDataFolder?: string;
 }
 
 /** Bump when the fusion's output changes, so stored graphs are derived again. */
-const FORMAT = 9;
+const FORMAT = 10;
 const SUFFIX = '.asgd-fused';
 /** Files fused without the residual norms (FuseUnetOptions.skipLayerNorm false): `<suffix>-attention-only`. */
 const ATTENTION_ONLY = '-attention-only';
+/** Files with the GEGLUs fused (FuseUnetOptions.biasSplitGelu; WebGPU only): `<suffix>-webgpu`. */
+const WEBGPU_ONLY = '-webgpu';
 /** The flash form's files (q and k not padded: flash-check.ts says where ONNX Runtime's kernel for it is right). */
 const FLASH_SUFFIX = '.asgd-fused-flash';
 
 interface FusedResult {
   fused: number;
   skipLayerNorms: number;
+  biasSplitGelus: number;
   bytes: number;
   /** The source's own weights folder when the source itself is stored apart from its weights (a cached probe). */
   weightsFolder: string | null;
@@ -54,7 +60,8 @@ async function open(side: DerivedSidecar<FusedResult> & { result: FusedResult },
   const size = await stat(files.file).then((s) => s.size, () => -1);
   if (size !== side.result.bytes) return undefined;
   const folder = side.result.weightsFolder ?? side.externalDataFolder;
-  return { file: files.file, fused: side.result.fused, skipLayerNorms: side.result.skipLayerNorms, ...(folder ? { externalDataFolder: folder } : {}) };
+  const { fused, skipLayerNorms, biasSplitGelus } = side.result;
+  return { file: files.file, fused, skipLayerNorms, biasSplitGelus, ...(folder ? { externalDataFolder: folder } : {}) };
 }
 
 /**
@@ -62,26 +69,28 @@ async function open(side: DerivedSidecar<FusedResult> & { result: FusedResult },
  * there is none (no attention the fusion recognises, or nothing could be written). `weightsFolder`: where the
  * source's external weights live when not next to it (a probe kept in the cache). `flashForm`: q and k left
  * unpadded (FuseAttentionOptions.flashForm), stored apart from the padded form. `skipLayerNorm` false: the attention
- * alone (for measuring what the residual norms' fusion changes), stored apart too.
+ * alone (for measuring what the residual norms' fusion changes), stored apart too. `biasSplitGelu`: the GEGLUs fused
+ * too, for WebGPU devices only (ONNX Runtime's CPU provider has no kernel for BiasSplitGelu), stored apart too.
  */
 export async function prepareFusedAttention(
-  modelPath: string, opts: DerivedGraphOptions & { weightsFolder?: string; flashForm?: boolean; skipLayerNorm?: boolean } = {},
+  modelPath: string, opts: DerivedGraphOptions & { weightsFolder?: string; flashForm?: boolean; skipLayerNorm?: boolean; biasSplitGelu?: boolean } = {},
 ): Promise<FusedAttention | { reason: string }> {
   const flashForm = opts.flashForm ?? false;
   const skipLayerNorm = opts.skipLayerNorm ?? true;
+  const biasSplitGelu = opts.biasSplitGelu ?? false;
   const derive = (bytes: Uint8Array, source: string) => {
     const model = parse(bytes);
     if ('reason' in model) return model;
-    const fusion = fuseUnet(model, { flashForm, skipLayerNorm });
+    const fusion = fuseUnet(model, { flashForm, skipLayerNorm, biasSplitGelu });
     if ('reason' in fusion) return fusion;
     referenceInlineWeights(model, bytes, path.basename(source));
     const out = toBinary(ModelProtoSchema, model);
     return {
-      result: { fused: fusion.fused, skipLayerNorms: fusion.skipLayerNorms, bytes: out.length, weightsFolder: opts.weightsFolder ?? null },
+      result: { fused: fusion.fused, skipLayerNorms: fusion.skipLayerNorms, biasSplitGelus: fusion.biasSplitGelus, bytes: out.length, weightsFolder: opts.weightsFolder ?? null },
       files: (p: FusedFiles): [string, Uint8Array][] => [[p.file, out]],
     };
   };
-  const filesIn = filesFor((flashForm ? FLASH_SUFFIX : SUFFIX) + (skipLayerNorm ? '' : ATTENTION_ONLY));
+  const filesIn = filesFor((flashForm ? FLASH_SUFFIX : SUFFIX) + (skipLayerNorm ? '' : ATTENTION_ONLY) + (biasSplitGelu ? WEBGPU_ONLY : ''));
   return prepareDerivedGraphs(modelPath, opts, { format: FORMAT, cacheFolder: 'fused-attention', filesIn, open, derive });
 }
 
@@ -113,7 +122,8 @@ export async function countOnnxAttentionIn(modelPath: string, opts: DerivedGraph
 
 /** Whether `file` was written by prepareFusedAttention (either form). */
 export function isFusedAttentionFile(file: string): boolean {
-  return [SUFFIX, FLASH_SUFFIX].some((s) => file.endsWith(`${s}.onnx`) || file.endsWith(`${s}${ATTENTION_ONLY}.onnx`));
+  const tails = ['', ATTENTION_ONLY].flatMap((t) => [t, t + WEBGPU_ONLY]);
+  return [SUFFIX, FLASH_SUFFIX].some((s) => tails.some((t) => file.endsWith(`${s}${t}.onnx`)));
 }
 
 /** How to open a file made by prepareFusedAttention (read from its sidecar); {} for any other file. */

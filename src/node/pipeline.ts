@@ -156,6 +156,8 @@ export interface ModelInfo {
      */
     form?: 'padded' | 'flash';
     formReason?: string;
+    /** GEGLUs run as one BiasSplitGelu node each: only where every device is a WebGPU one (no CPU kernel for it). */
+    biasSplitGelus?: number;
   };
   /** Set when the UNet export fixed its spatial input size (static-shape exports). */
   staticLatentSize?: { height: number; width: number };
@@ -229,7 +231,8 @@ export class Pipeline implements AsyncDisposable {
       probe = await prepareAttentionProbe(spec.paths.unet);
     }
     if (signal?.aborted) throw loadCancelled();
-    const fused = await fuseAttentionFiles(spec.paths.unet, probe, options.fuseAttention ? await attentionForm(devices, checkFlashAttention) : undefined);
+    const form = options.fuseAttention ? await attentionForm(devices, checkFlashAttention) : undefined;
+    const fused = await fuseAttentionFiles(spec.paths.unet, probe, form && { ...form, webgpuOnly: devices.every((d) => d.provider === 'webgpu') });
     const unetFile = fused.unet ?? spec.paths.unet;
     const probeFile = fused.probe ?? ('file' in probe ? probe.file : undefined);
     const files: DeviceFiles = {
@@ -738,18 +741,21 @@ export async function attentionForm(devices: readonly DeviceSpec[], check: () =>
 /**
  * The fused-attention UNet and probe (fused-attention.ts) in `form` when asked for (a form given); the plain files
  * otherwise, or when the model has no attention the fusion recognises (the reason is reported in ModelInfo).
+ * `webgpuOnly`: every device is a WebGPU one, so the GEGLUs are fused too (BiasSplitGelu has no CPU kernel).
  */
 async function fuseAttentionFiles(
-  unet: string, probe: { file: string } | { reason: string }, form: AttentionForm | undefined,
+  unet: string, probe: { file: string } | { reason: string }, form: (AttentionForm & { webgpuOnly: boolean }) | undefined,
 ): Promise<{ unet?: string; probe?: string; info: ModelInfo['attentionFusion'] }> {
   if (!form) return { info: { applied: false, layers: 0, reason: 'fuseAttention is off; --fuse-attention turns it on' } };
   const { prepareFusedAttention } = await import('./fused-attention.ts');
   const { probeLoadOptions } = await import('./probe.ts');
-  const flashForm = form.form === 'flash';
-  const main = await prepareFusedAttention(unet, { flashForm });
+  const { webgpuOnly, ...shape } = form;
+  const how = { flashForm: form.form === 'flash', biasSplitGelu: webgpuOnly };
+  const main = await prepareFusedAttention(unet, how);
   if ('reason' in main) return { info: { applied: false, layers: 0, reason: main.reason } };
-  const fusedProbe = 'file' in probe ? await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder, flashForm }) : undefined;
-  return { unet: main.file, ...(fusedProbe && 'file' in fusedProbe ? { probe: fusedProbe.file } : {}), info: { applied: true, layers: main.fused, ...form } };
+  const fusedProbe = 'file' in probe ? await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder, ...how }) : undefined;
+  const info = { applied: true, layers: main.fused, ...shape, ...(main.biasSplitGelus ? { biasSplitGelus: main.biasSplitGelus } : {}) };
+  return { unet: main.file, ...(fusedProbe && 'file' in fusedProbe ? { probe: fusedProbe.file } : {}), info };
 }
 
 /**

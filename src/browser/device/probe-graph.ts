@@ -16,6 +16,8 @@ export interface DerivedUnet {
   layers?: string[];
   /** Attentions fused (fuse asked and some recognised). */
   fused?: number;
+  /** GEGLUs fused into BiasSplitGelu (fuse and biasSplitGelu asked: WebGPU devices only). */
+  biasSplitGelus?: number;
   /** Why nothing was fused (fuse asked): the graph is then as exported, or as the probe made it. */
   fuseReason?: string;
   /** ONNX Attention nodes (opset 23) left in the derived graph: on WebGPU they run on the CPU. */
@@ -24,10 +26,11 @@ export interface DerivedUnet {
 
 /**
  * The UNet's bytes with the probe added (`probe`) and/or the attention fused (`fuse`; q and k unpadded with
- * `flashForm`, where the device's flash-attention check passed); { reason } when the probe cannot be built. A fusion
+ * `flashForm`, where the device's flash-attention check passed; the GEGLUs too with `biasSplitGelu`, on WebGPU
+ * devices, as ONNX Runtime Web's CPU provider has no kernel for it); { reason } when the probe cannot be built. A fusion
  * that recognises nothing is not an error: the graph stays written out, with the reason.
  */
-export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse: boolean; flashForm?: boolean }): DerivedUnet | { reason: string } {
+export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse: boolean; flashForm?: boolean; biasSplitGelu?: boolean }): DerivedUnet | { reason: string } {
   let model: ModelProto;
   try {
     model = fromBinary(ModelProtoSchema, unet);
@@ -41,9 +44,12 @@ export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse:
     out.layers = surgery.layers;
   }
   if (opts.fuse) {
-    const fusion = fuseUnet(model, { flashForm: opts.flashForm ?? false });
+    const fusion = fuseUnet(model, { flashForm: opts.flashForm ?? false, biasSplitGelu: opts.biasSplitGelu ?? false });
     if ('reason' in fusion) out.fuseReason = fusion.reason;
-    else out.fused = fusion.fused;
+    else {
+      out.fused = fusion.fused;
+      if (fusion.biasSplitGelus) out.biasSplitGelus = fusion.biasSplitGelus;
+    }
   }
   return { bytes: toBinary(ModelProtoSchema, model), ...out, onnxAttention: countOnnxAttention(model) };
 }

@@ -61,7 +61,7 @@ export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
 
 export type DeviceResult =
   | { type: 'ok' }
-  | { type: 'loaded'; io: ComponentIo; layers?: string[]; reason?: string; fused?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string }
+  | { type: 'loaded'; io: ComponentIo; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string }
   | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>> }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }

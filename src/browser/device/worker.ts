@@ -104,7 +104,8 @@ async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean): 
   if (component === 'unetProbe' || (component === 'unet' && fuse)) {
     const { derivedUnetBytes } = await import('./probe-graph.ts');
     const form = fuse ? await attentionForm() : undefined;
-    const d = derivedUnetBytes(bytes, { probe: component === 'unetProbe', fuse, flashForm: form?.form === 'flash' });
+    const webgpu = state.init?.provider === 'webgpu';
+    const d = derivedUnetBytes(bytes, { probe: component === 'unetProbe', fuse, flashForm: form?.form === 'flash', biasSplitGelu: webgpu });
     if ('reason' in d) return { type: 'loaded', io: { inputs: [], outputs: [] }, reason: d.reason };
     ({ bytes, ...derived } = d);
     if (form && d.fused) derived = { ...derived, ...form };
