@@ -134,11 +134,13 @@ export async function benchProfile(args: Args, feedsFor: (unet: UnetAdapter, s: 
   const result: Record<string, unknown> = { file, provider, batch, warmup, iters, fused: fused !== '0', layout: layout ?? 'default' };
   let unetFile = file;
   if (fused !== '0') {
-    const f = await prepareFusedAttention(file, { flashForm: fused === 'flash' });
+    // As the pipeline writes it for WebGPU devices alone: the GEGLUs as BiasSplitGelu too.
+    const f = await prepareFusedAttention(file, { flashForm: fused === 'flash', biasSplitGelu: provider === 'webgpu' });
     if ('reason' in f) return { ...result, reason: f.reason };
     unetFile = f.file;
     result['fusedLayers'] = f.fused;
     result['skipLayerNorms'] = f.skipLayerNorms;
+    result['biasSplitGelus'] = f.biasSplitGelus;
     result['form'] = fused === 'flash' ? 'flash' : 'padded';
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-profile-'));

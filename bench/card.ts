@@ -216,7 +216,9 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
   result['layers'] = probe.layers.length;
   let [unetFile, probeFile] = [file, probe.file];
   if (fusedPair) {
-    const [u, p] = [await prepareFusedAttention(file), await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder })];
+    // As the pipeline writes them for WebGPU devices alone: the GEGLUs as BiasSplitGelu too.
+    const geglu = { biasSplitGelu: provider === 'webgpu' };
+    const [u, p] = [await prepareFusedAttention(file, geglu), await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder, ...geglu })];
     if ('reason' in u || 'reason' in p) return { ...result, reason: `fusion: ${'reason' in u ? u.reason : (p as { reason: string }).reason}` };
     [unetFile, probeFile] = [u.file, p.file];
     result['fusedLayers'] = { unet: u.fused, probe: p.fused };
@@ -369,12 +371,14 @@ async function benchFusedUnet(
   plainOut: Record<number, Float32Array>, plain: Record<string, unknown>, warmup: number, iters: number, reference?: TorchReference,
 ): Promise<Record<string, unknown>> {
   const t0 = performance.now();
-  const fused = await prepareFusedAttention(file);
-  // The padded form (the pipeline's where the flash-attention check fails; `card.js variants` times both).
+  // The padded form (the pipeline's where the flash-attention check fails; `card.js variants` times both), with the
+  // GEGLUs as BiasSplitGelu on WebGPU, as the pipeline writes it for WebGPU devices alone.
+  const fused = await prepareFusedAttention(file, { biasSplitGelu: provider === 'webgpu' });
   const result: Record<string, unknown> = { deriveMs: performance.now() - t0, form: 'padded' };
   if ('reason' in fused) return { ...result, reason: fused.reason };
   result['layers'] = fused.fused;
   result['skipLayerNorms'] = fused.skipLayerNorms;
+  result['biasSplitGelus'] = fused.biasSplitGelus;
   const s1 = performance.now();
   const s = await openSession(fused.file, 'unet (fused attention)', { provider }, fusedLoadOptions(fused.file));
   result['sessionMs'] = performance.now() - s1;

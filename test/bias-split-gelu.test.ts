@@ -13,7 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
 import ort from 'onnxruntime-node';
+import { declaredDims, dimValue } from '../src/graph/attention-probe.ts';
 import { fuseBiasSplitGelu } from '../src/graph/bias-split-gelu.ts';
+import { fromFloat16Bits, toFloat16Bits } from '../src/core/float16.ts';
 import { isFusedAttentionFile, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { writeTinySdModel } from './fixtures/index.ts';
@@ -23,7 +25,7 @@ import { cloneModel as clone, countOps as count, maxAbsDiff, randoms, runGraph a
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
 const C = 8;
-const F = 12;
+const FF = 12;
 
 let root: string;
 before(() => {
@@ -45,6 +47,8 @@ interface Geglu {
   offByOne?: boolean;
   /** The bias is broadcast (length 1) instead of 2F. */
   scalarBias?: boolean;
+  /** F (12 unless set): 2F must be a multiple of 8 for ONNX Runtime 1.30's WebGPU kernel. */
+  width?: number;
 }
 
 function geluOf(g: GraphBuilder, x: string, form: NonNullable<Geglu['gelu']>): string {
@@ -61,6 +65,7 @@ function geluOf(g: GraphBuilder, x: string, form: NonNullable<Geglu['gelu']>): s
 
 /** h -> norm -> GEGLU -> linear -> y: the feed-forward of a transformer block. */
 function feedForward(v: Geglu): ModelProto {
+  const F = v.width ?? FF;
   const g = new GraphBuilder({ name: 'ff', modelKey: 'geglu', seed: 9, floatType: 'float32' });
   const h = g.floatInput('h', ['batch', 'seq', C]);
   const n = layerNorm(g, 'norm3', h, C);
@@ -88,6 +93,21 @@ function feedForward(v: Geglu): ModelProto {
 
 const feeds = () => ({ h: new ort.Tensor('float32', randoms(2 * 5 * C, 7), [2, 5, C]) });
 
+/** The same graph computing in float16 throughout (initializers, input and output), as a float16 export does. */
+function inFloat16(m: ModelProto): ModelProto {
+  const out = clone(m);
+  for (const t of out.graph!.initializer) {
+    if (t.dataType !== 1) continue;
+    const f = new Float32Array(t.rawData.slice().buffer);
+    t.rawData = new Uint8Array(Uint16Array.from(f, toFloat16Bits).buffer);
+    t.dataType = 10;
+  }
+  for (const v of [...out.graph!.input, ...out.graph!.output]) {
+    if (v.type?.value.case === 'tensorType' && v.type.value.value.elemType === 1) v.type.value.value.elemType = 10;
+  }
+  return out;
+}
+
 describe('one GEGLU', () => {
   for (const v of [
     { halves: 'chunk' }, { halves: 'slices' }, { halves: 'split' }, { halves: 'chunk', gelu: 'erf-reordered' }, { halves: 'split', gelu: 'ms' },
@@ -108,16 +128,38 @@ describe('one GEGLU', () => {
     });
   }
 
+  test('float16: Cast to float32, BiasSplitGelu, Cast back (1.30\'s float16 kernel fails); y within float16 rounding of float32 on WebGPU', async (t) => {
+    const plain32 = feedForward({ halves: 'chunk' });
+    const plain = inFloat16(plain32);
+    const fused = clone(plain);
+    assert.equal(fuseBiasSplitGelu(fused), 1);
+    assert.deepEqual(fused.graph!.node.map((n) => n.opType), ['LayerNormalization', 'MatMul', 'Cast', 'Cast', 'BiasSplitGelu', 'Cast', 'MatMul', 'Add', 'Add']);
+    const casts = fused.graph!.node.filter((n) => n.opType === 'Cast').map((n) => Number(n.attribute[0]!.i));
+    assert.deepEqual(casts, [1, 1, 10], 'input and bias to float32, the result back to float16');
+    const h = randoms(2 * 5 * C, 7);
+    const half = { h: new ort.Tensor('float16', Uint16Array.from(h, toFloat16Bits), [2, 5, C]) };
+    const asFloat = (x: ArrayLike<number>) => Float32Array.from(x as Uint16Array, fromFloat16Bits);
+    const reference = (await run(plain32, { h: new ort.Tensor('float32', Float32Array.from(half.h.data as Uint16Array, fromFloat16Bits), [2, 5, C]) }))['y']!;
+    const [plainY, fusedY] = [asFloat((await run(plain, half, 'webgpu'))['y']!), asFloat((await run(fused, half, 'webgpu'))['y']!)];
+    const [plainErr, fusedErr] = [maxAbsDiff(plainY, reference), maxAbsDiff(fusedY, reference)];
+    t.diagnostic(`float16 on webgpu against float32 on the cpu: written out ${plainErr.toExponential(2)}, fused ${fusedErr.toExponential(2)} (|y| up to ${Math.max(...reference.map(Math.abs)).toFixed(2)})`);
+    // float16 keeps 11 bits: a few roundings of |y| (measured: 1.1e-2 either way, |y| up to 4.4); a wrong half or GELU
+    // is off by the size of y.
+    const tolerance = 4e-3 * Math.max(...reference.map(Math.abs));
+    assert.ok(fusedErr < tolerance && plainErr < tolerance, `fused ${fusedErr}, written out ${plainErr}, tolerance ${tolerance}`);
+  });
+
   test('ONNX Runtime\'s CPU provider has no kernel for it (why only graphs for WebGPU devices get it)', async () => {
     const fused = feedForward({ halves: 'split' });
     assert.equal(fuseBiasSplitGelu(fused), 1);
     await assert.rejects(run(fused, feeds(), 'cpu'), /BiasSplitGelu/);
   });
 
-  test('left alone: the tanh approximation, the halves swapped, a cut one past the half, a broadcast bias', () => {
+  test('left alone: the tanh approximation, the halves swapped, a cut one past the half, a broadcast bias, 2F not a multiple of 8', () => {
     for (const v of [
       { halves: 'chunk', gelu: 'tanh' }, { halves: 'split', swapped: true }, { halves: 'chunk', swapped: true },
       { halves: 'slices', offByOne: true }, { halves: 'chunk', offByOne: true }, { halves: 'split', scalarBias: true },
+      { halves: 'split', width: 6 },
     ] as Geglu[]) {
       const m = feedForward(v);
       const before = toBinary(ModelProtoSchema, m);
@@ -139,7 +181,7 @@ describe('whole UNets', () => {
       assert.equal(count(fused, 'BiasSplitGelu'), blocks);
       assert.equal(count(fused, 'Erf'), 0);
       t.diagnostic(`${label}: ${plain.graph!.node.length} nodes, ${fused.graph!.node.length} with the GEGLUs fused`);
-      const text = Number(plain.graph!.input.find((i) => i.name === 'encoder_hidden_states')!.type!.value.value!.shape!.dim[2]!.value.value);
+      const text = dimValue(declaredDims(plain.graph!, 'encoder_hidden_states')![2])!;
       const inputs = () => ({
         sample: new ort.Tensor('float32', randoms(2 * 4 * lat * lat, 3), [2, 4, lat, lat]),
         timestep: new ort.Tensor('int64', new BigInt64Array([601n, 601n]), [2]),

@@ -214,7 +214,7 @@ test('a UNet with ONNX Attention nodes (opset 23): on webgpu every run warns tha
   assert.doesNotMatch(onGpuFused.stdout, noteLine);
   // The form follows the flash-attention check on this adapter (on lavapipe its kernel is wrong: padded).
   const formLine = (await checkFlashAttention()).ok ? 'flash form: ONNX Runtime\'s WebGPU flash-attention kernel checked right' : 'q and k padded: ONNX Runtime\'s WebGPU flash-attention kernel is wrong';
-  assert.match(onGpuFused.stdout, new RegExp(`^Attention: +fused \\(8 layers as MultiHeadAttention, ${formLine} on this adapter \\(largest error [0-9.e+-]+ in float32, [0-9.e+-]+ in float16\\)\\)$`, 'm'));
+  assert.match(onGpuFused.stdout, new RegExp(`^Attention: +fused \\(8 layers as MultiHeadAttention, ${formLine} on this adapter \\(largest error [0-9.e+-]+ in float32, [0-9.e+-]+ in float16\\); 4 GEGLUs as BiasSplitGelu\\)$`, 'm'));
   assert.match(onCpu.stdout, /^Attention: +as exported/m);
 });
 

@@ -17,10 +17,17 @@
  * form in is recognised, and the tanh form, which has no Erf, is not). It becomes BiasSplitGelu(MatMul output, bias)
  * -> Y, placed where Y was computed; the Add, the Slices and the GELU go where nothing else reads them (pruning).
  * BiasSplitGelu takes a 3-D input, as the block's [B, S, C] activations are; a declared other rank is left alone.
+ *
+ * What ONNX Runtime 1.30's WebGPU kernel accepts (checked on one-node graphs on lavapipe): float32, with D a multiple
+ * of 8 (it reads 4 channels at a time and fails where D / 2 is not a multiple of that); in float16 it fails on any
+ * input ("raw_hash_map<>::at", from its shader generation). So a float16 GEGLU runs as Cast to float32,
+ * BiasSplitGelu, Cast back (the bias's Cast is folded by ONNX Runtime when the session opens): 3 kernels instead of 9
+ * (Add, two Slices, Div, Erf, Add, three Muls), the GELU computed in float32. SD's D (8 x the block's width) is
+ * always a multiple of 8.
  * Portable: no Node APIs, no ONNX Runtime.
  */
 import { create } from '@bufbuild/protobuf';
-import { NodeProtoSchema, OperatorSetIdProtoSchema, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
+import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, OperatorSetIdProtoSchema, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
 import { MS_DOMAIN, tensorScalar } from './attention-fusion.ts';
 import { declaredDims, int64Constant, intAttr } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
@@ -206,7 +213,14 @@ interface Match {
   mul: NodeProto;
   input: string;
   bias: string;
+  /** The bias's element type: 1 float32 (the node as it is), 10 float16 (in float32 between Casts). */
+  type: number;
 }
+
+const FLOAT = 1;
+const FLOAT16 = 10;
+/** ONNX Runtime 1.30's WebGPU kernel reads the channels 4 at a time on each half (see above). */
+const CHANNEL_MULTIPLE = 8;
 
 /**
  * Rewrites every matched GEGLU of `model` (mutated in place) into one BiasSplitGelu node. Returns how many. The
@@ -227,7 +241,8 @@ export function fuseBiasSplitGelu(model: ModelProto): number {
       const b = add.input.findIndex((i) => g.initializer(i));
       const bias = b < 0 ? undefined : g.initializer(add.input[b]!)!;
       const input = add.input[1 - b] ?? '';
-      if (!bias || bias.dims.length !== 1 || Number(bias.dims[0]) % 2 !== 0 || g.node(input)?.opType !== 'MatMul') continue;
+      if (!bias || bias.dims.length !== 1 || Number(bias.dims[0]) % CHANNEL_MULTIPLE !== 0 || g.node(input)?.opType !== 'MatMul') continue;
+      if (bias.dataType !== FLOAT && bias.dataType !== FLOAT16) continue;
       const d = Number(bias.dims[0]);
       const rank = declaredDims(graph, a)?.length;
       if (rank !== undefined && rank !== 3) continue;
@@ -236,22 +251,29 @@ export function fuseBiasSplitGelu(model: ModelProto): number {
       // The gate: GELU of a tensor that is A's second half.
       const gateInput = secondHalfUnder(g, gate, a, d);
       if (gateInput === undefined) continue;
-      matches.push({ mul, input, bias: bias.name });
+      matches.push({ mul, input, bias: bias.name, type: bias.dataType });
       break;
     }
   }
   if (matches.length === 0) return 0;
-  const replace = new Map<NodeProto, NodeProto>();
+  const replace = new Map<NodeProto, NodeProto[]>();
   for (const [i, m] of matches.entries()) {
-    replace.set(m.mul, create(NodeProtoSchema, {
-      name: `${SCOPE}/BiasSplitGelu_${i}`,
-      opType: 'BiasSplitGelu',
-      domain: MS_DOMAIN,
-      input: [m.input, m.bias],
-      output: [m.mul.output[0]!],
-    }));
+    const name = `${SCOPE}/BiasSplitGelu_${i}`;
+    const node = (opType: string, input: string[], output: string, domain = '', to?: number) => create(NodeProtoSchema, {
+      name: opType === 'Cast' ? `${name}/Cast_${output === m.mul.output[0] ? 'out' : input[0] === m.bias ? 'bias' : 'in'}` : name,
+      opType, domain, input, output: [output],
+      attribute: to === undefined ? [] : [create(AttributeProtoSchema, { name: 'to', type: AttributeProto_AttributeType.INT, i: BigInt(to) })],
+    });
+    if (m.type === FLOAT) replace.set(m.mul, [node('BiasSplitGelu', [m.input, m.bias], m.mul.output[0]!, MS_DOMAIN)]);
+    else {
+      const [x32, b32, y32] = [`${name}/input_float32`, `${name}/bias_float32`, `${name}/output_float32`];
+      replace.set(m.mul, [
+        node('Cast', [m.input], x32, '', FLOAT), node('Cast', [m.bias], b32, '', FLOAT),
+        node('BiasSplitGelu', [x32, b32], y32, MS_DOMAIN), node('Cast', [y32], m.mul.output[0]!, '', FLOAT16),
+      ]);
+    }
   }
-  graph.node = graph.node.map((n) => replace.get(n) ?? n);
+  graph.node = graph.node.flatMap((n) => replace.get(n) ?? [n]);
   if (!model.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
     model.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: 1n }));
   }
