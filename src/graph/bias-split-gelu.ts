@@ -248,9 +248,7 @@ export function fuseBiasSplitGelu(model: ModelProto): number {
       if (rank !== undefined && rank !== 3) continue;
       const gate = mul.input[1 - firstSide]!;
       if (g.half(first, a, d) !== 0) continue;
-      // The gate: GELU of a tensor that is A's second half.
-      const gateInput = secondHalfUnder(g, gate, a, d);
-      if (gateInput === undefined) continue;
+      if (secondHalfUnder(g, gate, a, d) === undefined) continue;
       matches.push({ mul, input, bias: bias.name, type: bias.dataType });
       break;
     }
@@ -259,18 +257,17 @@ export function fuseBiasSplitGelu(model: ModelProto): number {
   const replace = new Map<NodeProto, NodeProto[]>();
   for (const [i, m] of matches.entries()) {
     const name = `${SCOPE}/BiasSplitGelu_${i}`;
-    const node = (opType: string, input: string[], output: string, domain = '', to?: number) => create(NodeProtoSchema, {
-      name: opType === 'Cast' ? `${name}/Cast_${output === m.mul.output[0] ? 'out' : input[0] === m.bias ? 'bias' : 'in'}` : name,
-      opType, domain, input, output: [output],
-      attribute: to === undefined ? [] : [create(AttributeProtoSchema, { name: 'to', type: AttributeProto_AttributeType.INT, i: BigInt(to) })],
+    const y = m.mul.output[0]!;
+    const fused = (input: string[], output: string) => create(NodeProtoSchema, { name, opType: 'BiasSplitGelu', domain: MS_DOMAIN, input, output: [output] });
+    const cast = (part: string, input: string, to: number) => create(NodeProtoSchema, {
+      name: `${name}/Cast_${part}`, opType: 'Cast', input: [input], output: [part === 'output' ? y : `${name}/${part}_float32`],
+      attribute: [create(AttributeProtoSchema, { name: 'to', type: AttributeProto_AttributeType.INT, i: BigInt(to) })],
     });
-    if (m.type === FLOAT) replace.set(m.mul, [node('BiasSplitGelu', [m.input, m.bias], m.mul.output[0]!, MS_DOMAIN)]);
+    if (m.type === FLOAT) replace.set(m.mul, [fused([m.input, m.bias], y)]);
     else {
-      const [x32, b32, y32] = [`${name}/input_float32`, `${name}/bias_float32`, `${name}/output_float32`];
-      replace.set(m.mul, [
-        node('Cast', [m.input], x32, '', FLOAT), node('Cast', [m.bias], b32, '', FLOAT),
-        node('BiasSplitGelu', [x32, b32], y32, MS_DOMAIN), node('Cast', [y32], m.mul.output[0]!, '', FLOAT16),
-      ]);
+      const [x32, b32] = [cast('input', m.input, FLOAT), cast('bias', m.bias, FLOAT)];
+      const y32 = `${name}/output_float32`;
+      replace.set(m.mul, [x32, b32, fused([x32.output[0]!, b32.output[0]!], y32), cast('output', y32, FLOAT16)]);
     }
   }
   graph.node = graph.node.flatMap((n) => replace.get(n) ?? [n]);
@@ -283,7 +280,8 @@ export function fuseBiasSplitGelu(model: ModelProto): number {
 
 /** The second half of `a` that `gate` is GELU of, or undefined when `gate` is not that. */
 function secondHalfUnder(g: GeluGraph, gate: string, a: string, d: number): string | undefined {
-  // The halves are read once by the gate's GELU: find the Slice / Split output among the tensors it reads.
+  // Back from the gate through what it reads (its GELU's nodes) to the Slice or Split output; the GELU is then checked
+  // as a function of that tensor.
   const seen = new Set<string>();
   const stack = [gate];
   while (stack.length > 0 && seen.size < 4 * MAX_GELU_NODES) {
