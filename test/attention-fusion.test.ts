@@ -27,7 +27,7 @@ import { writeTinySdModel } from './fixtures/index.ts';
 import { tinyModel } from './helpers/models.ts';
 import { linear } from './fixtures/layers.ts';
 import { GraphBuilder } from './fixtures/onnx-graph.ts';
-import { cloneModel as clone, countOps as count, maxAbsDiff, randoms, runGraph as run } from './fixtures/graph-run.ts';
+import { cloneModel as clone, countOps as count, maxAbsDiff, randoms, runGraph as run, unetFeeds } from './fixtures/graph-run.ts';
 import { NO_TORCH_PYTHON, torchPython } from './helpers/torch-python.ts';
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
@@ -635,15 +635,7 @@ describe('the fusion on whole UNets', () => {
       const fused = clone(plain);
       assert.deepEqual(fuseAttention(fused), { fused: softmaxes, left: 0 }, label);
       assert.ok(softmaxes >= 2, `${label}: ${softmaxes} attention layers`);
-      const s = await ort.InferenceSession.create(toBinary(ModelProtoSchema, plain));
-      const meta = new Map(s.inputMetadata.map((m) => [m.name, m]));
-      await s.release();
-      const text = textDim || Number((meta.get('encoder_hidden_states') as { shape: readonly unknown[] }).shape[2]);
-      const feeds = () => ({
-        sample: new ort.Tensor('float32', randoms(2 * 4 * lat * lat, 3), [2, 4, lat, lat]),
-        timestep: new ort.Tensor('int64', new BigInt64Array([601n, 601n]), [2]),
-        encoder_hidden_states: new ort.Tensor('float32', randoms(2 * 77 * text, 4), [2, 77, text]),
-      });
+      const feeds = () => unetFeeds(plain, lat, textDim || undefined);
       const [a, b] = [await run(plain, feeds()), await run(fused, feeds())];
       const diff = maxAbsDiff(a['out_sample']!, b['out_sample']!);
       t.diagnostic(`${label}: ${softmaxes} layers fused, out_sample max abs diff ${diff.toExponential(2)}`);
