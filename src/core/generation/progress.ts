@@ -14,7 +14,11 @@ export interface GenerationProgress {
   /** UNet evaluations completed and planned in total (both 0 in the text event, before the plan's count is known). */
   unitsDone: number;
   unitsTotal: number;
-  /** VAE tiles encoded ('encode') or decoded ('decode') so far. */
+  /**
+   * VAE tile runs done so far ('encode', 'decode') and planned: one per tile, or, where the exact statistics of
+   * tiled decoding take several passes over the tiles, one per tile and pass (a pass that converges early ends the
+   * count at its total).
+   */
   tilesDone?: number;
   tilesTotal?: number;
   /**
