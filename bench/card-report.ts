@@ -114,6 +114,24 @@ function variants(parts: Record<string, Part>): string[] {
   return out.length ? out : ['Variants: part `variants-*` not run.'];
 }
 
+/** The kernel's own cost (part `dispatch`): µs a kernel, and what that makes of each profiled call's kernels. */
+function dispatch(parts: Record<string, Part>): string[] {
+  const out: string[] = [];
+  for (const [name, p] of Object.entries(parts)) {
+    if (!name.startsWith('dispatch') || p.result?.['usPerKernel'] === undefined) continue;
+    const r = p.result;
+    const chains = (r['chains'] as Json[]).map((c) => `${c['kernels']}: ${ms(c['medianMs'])} ms${c['maxError'] ? ` (off by ${c['maxError']})` : ''}`).join(', ');
+    out.push(`${name} (${r['type']}): ${num(r['usPerKernel'], 1)} µs a kernel, ${num(r['msPerCall'], 3)} ms a call (Adds per call: ${chains}).`);
+    for (const [prof, pp] of Object.entries(parts)) {
+      const kernels = pp.result?.['perRun']?.[0]?.['kernels'] as number | undefined;
+      if (!prof.startsWith('profile') || !kernels) continue;
+      const wall = pp.result!['perRun'][0]['wallMs'] as number;
+      out.push(`  ${prof}: ${kernels} kernels x ${num(r['usPerKernel'], 1)} µs = ${ms((kernels * r['usPerKernel']) / 1000)} ms of its ${ms(wall)} ms call.`);
+    }
+  }
+  return out.length ? out : ['Dispatch: part `dispatch` not run.'];
+}
+
 /** Whether subgroup (tensor-core) kernels ran: absent from profiles made before the field existed. */
 function subgroupNote(sg: Json | undefined): string {
   if (!sg) return '';
@@ -186,7 +204,7 @@ export function cardReport(doc: Json, run?: number): string {
   const parts = partsOf(doc, run);
   const sections: [string, string[]][] = [
     ['Machine', machine(parts)], ['One UNet call', unetCalls(parts)], ['Accuracy against PyTorch', accuracy(parts)],
-    ['Ways to run the call (variants)', variants(parts)], ['Where the time goes (profile)', profiles(parts)],
+    ['Ways to run the call (variants)', variants(parts)], ['Where the time goes (profile)', profiles(parts)], ['What a kernel costs (dispatch)', dispatch(parts)],
     ['Whole generations', generations(parts)], ['Probe and scheduling', probeAndSchedule(parts)], ['Parts', statuses(parts)],
   ];
   return sections.map(([title, lines]) => [`**${title}**`, '', ...lines, ''].join('\n')).join('\n');

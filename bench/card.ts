@@ -24,6 +24,10 @@
  *            The same call run different ways on WebGPU (layout, fused attention, validation), sessions side by
  *            side and calls alternating: each one's median against the first's, and its output's difference
  *            (bench/card-variants.ts)
+ *   dispatch [--provider webgpu] [--kernels 1,64,256,1024] [--size 256] [--type float32|float16] [--warmup 3]
+ *            [--iters 20] --out JSON
+ *            What one kernel costs whatever its work: chains of K Adds on a tiny tensor, calls alternating; ms a call
+ *            per K and the line through them, µs per kernel and ms per call (bench/card-dispatch.ts)
  *   unet-io  --unets FILE,FILE [--cases sd15,sdxl] [--latent N] [--warmup W] [--iters N] --out JSON
  *            bench/unet-io.ts on WebGPU: each UNet (missing files skipped) and fixture case one at a time, the JSON
  *            rewritten after each: host-fed vs device-resident conditioning, the upload alone, CFG on the device.
@@ -73,6 +77,7 @@ import { benchProfile } from './card-profile.ts';
 import { timingStats } from './timing.ts';
 import { againstTorch, readTorchReference, type TorchReference } from './card-reference.ts';
 import { benchVariants, variantsOptions } from './card-variants.ts';
+import { benchDispatch, dispatchOptions } from './card-dispatch.ts';
 
 type Args = Record<string, string>;
 
@@ -81,6 +86,7 @@ const OPTIONS: Record<string, readonly string[]> = {
   unet: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'batches', 'adapter', 'reference', 'out'],
   profile: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'fused', 'layout', 'out'],
   variants: ['unet', 'provider', 'latent', 'batch', 'warmup', 'iters', 'variants', 'validation', 'reference', 'out'],
+  dispatch: ['provider', 'kernels', 'size', 'type', 'warmup', 'iters', 'out'],
   probe: ['unet', 'provider', 'latent', 'warmup', 'iters', 'fused', 'out'],
   'unet-io': ['unets', 'cases', 'latent', 'warmup', 'iters', 'out'],
   folder: ['dir', 'unet-dir', 'text', 'vae', 'out'],
@@ -615,6 +621,9 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
         const { latent, dim, pooled } = unetShape(s, unet, args['unet']!, args);
         return unetFeeds(unet, batch, latent, dim, pooled);
       })) };
+      break;
+    case 'dispatch':
+      result = { machine: machine(), ...(await benchDispatch(dispatchOptions(args))) };
       break;
     case 'folder':
       result = await writeFolder(args);

@@ -53,6 +53,9 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
         perRun: [{ wallMs: 400, gpuKernelMs: 380, hostNodeMs: 30, kernels: 4000 }], byOp: [{ op: 'Conv', share: 0.6 }],
         subgroup: { programs: [], kernels: 0, ms: 0, share: 0 },
       } },
+      'dispatch-float32': { status: 'ok', result: {
+        type: 'float32', usPerKernel: 25, msPerCall: 0.4, chains: [{ kernels: 1, medianMs: 0.42, maxError: 0 }, { kernels: 1024, medianMs: 26, maxError: 0 }],
+      } },
       'gen-fused': { status: 'timeout', seconds: 330, result: {
         devices: 'webgpu:0', width: 2048, height: 2048, steps: 50, attentionFusion: { applied: true, layers: 32, form: 'flash' },
         partial: { step: 10, totalSteps: 50, stage: 1, unitsDone: 40, unitsTotal: 250, ms: 40_000, msPerUnit: 1000 },
@@ -67,6 +70,9 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
   assert.match(md, /^\| flash \| 100\.0 \| 0\.333 \| 1\.0e-2 \| 2\.1e-2 \|$/m);
   assert.match(md, /^profile-sd15: call 120\.0 ms, GPU kernels 90\.0 ms in 1300 kernels, host nodes 20\.0 ms; Conv 50 %, MatMul 30 %; subgroup kernels 140 \(22 % of GPU time: SubgroupMatrixMatMul\)$/m);
   assert.match(md, /^profile-sdxl: .*Conv 60 %; no subgroup \(tensor-core\) kernels$/m);
+  assert.match(md, /^dispatch-float32 \(float32\): 25\.0 µs a kernel, 0\.400 ms a call \(Adds per call: 1: 0\.4 ms, 1024: 26\.0 ms\)\.$/m);
+  // 1300 kernels at 25 µs: 32.5 ms of the 120 ms call.
+  assert.match(md, /^  profile-sd15: 1300 kernels x 25\.0 µs = 32\.5 ms of its 120\.0 ms call\.$/m);
   // 40 units in 40 s, 210 left at 1 s each: 250 s for the denoising.
   assert.match(md, /^gen-fused \(webgpu:0, 2048x2048, 50 steps; timeout after 330 s; attention fused, flash\): cut at step 10\/50 \(stage 1\), 40\/250 units in 40\.0 s, 1000\.0 ms a unit: about 250\.0 s for the whole denoising at that rate\.$/m);
   assert.throws(() => cardReport({ nothing: 1 }), /not a card\.json/);

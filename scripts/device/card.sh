@@ -12,6 +12,9 @@
 #               processor (baddbmm) and its torch-2 processor (scaled_dot_product_attention) write it, by the
 #               TorchScript exporter and by the dynamo one ("unsupported" where this torch lacks one): attentions
 #               fused, heads, scale, fused output vs torch's (fusion-<processor>[-dynamo].json)
+#   dispatch    (seconds) what one WebGPU kernel costs whatever its work: chains of 1 to 1024 Adds on a tiny tensor,
+#               float32 and float16; µs per kernel, to set against the UNet call's kernel count from the profile parts
+#               (bench/card-dispatch.ts; dispatch-float32.json, dispatch-float16.json)
 #   mha         (seconds) one MultiHeadAttention node on WebGPU against the CPU provider, float16, at SD 1.5's and
 #               SDXL's attention sizes, in three forms: q, k, v as they are (ONNX Runtime's flash-attention kernel, wrong
 #               on lavapipe), q and k padded as the fusion writes them, and written out; the largest difference and the
@@ -104,7 +107,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl gen-2 unet-io gen-1 schedule}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dispatch mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl gen-2 unet-io gen-1 schedule}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -281,6 +284,11 @@ variants_part() {  # variants_part MODEL LATENT: layouts and fused attention sid
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation basic --out "$WORK/parts/variants-$1-basic.json"
 }
 
+dispatch_part() {  # chains of Adds, float32 then float16: the cost of a kernel on this provider
+  "$NODE" "$CARD" dispatch --provider "$PROVIDER" --iters "$((ITERS * 2))" --type float32 --out "$WORK/parts/dispatch-float32.json" || return
+  "$NODE" "$CARD" dispatch --provider "$PROVIDER" --iters "$((ITERS * 2))" --type float16 --out "$WORK/parts/dispatch-float16.json"
+}
+
 mha_part() {  # one MultiHeadAttention node on the card's WebGPU against its CPU: the flash kernel (plain), the fusion's
   # padded form and the written-out attention at SD 1.5's first attention level (self 4096x4096, cross 4096x77), timed
   local f c cases=()
@@ -352,7 +360,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f reference mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
+export -f reference dispatch_part mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15 VAE SMALL
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -364,6 +372,7 @@ EXPORT_XL=$!
 part export-sd15 240 export_part sd15 "$LAT15" &
 EXPORT_15=$!
 part fusion 60 fusion_part
+part dispatch 60 dispatch_part
 part mha 150 mha_part
 part dynamo-unet 150 dynamo_unet_part &
 DYNAMO=$!
