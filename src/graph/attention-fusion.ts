@@ -44,7 +44,7 @@ import {
   type TensorProto,
 } from 'onnx-buf';
 import { fromFloat16Bits } from '../core/float16.ts';
-import { defaultOpset, int64Constant, intAttr, isInferenceDropout } from './attention-probe.ts';
+import { defaultOpset, int64Constant, intAttr, isDefaultDomain, isInferenceDropout } from './attention-probe.ts';
 import { int64Tensor } from './small-model.ts';
 import { pruneGraph } from './prune.ts';
 
@@ -700,8 +700,6 @@ function matchOnnxAttention(g: Graph, node: NodeProto): Site | undefined {
   const scale = attribute('scale');
   return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale: scale ? scale.f : undefined, headSize: constantSize(q.split) };
 }
-
-const isDefaultDomain = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
 
 /** The model's ONNX `Attention` nodes (the standard operator exists from opset 23; torch's dynamo exporter writes it there). */
 function onnxAttentionNodes(model: ModelProto, opset = defaultOpset(model)): NodeProto[] {

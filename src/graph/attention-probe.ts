@@ -146,6 +146,26 @@ export function staticTensors(graph: GraphProto): Set<string> {
   return known;
 }
 
+/** Whether `node` is of the default ONNX domain (written '' or 'ai.onnx'). */
+export const isDefaultDomain = (node: NodeProto): boolean => node.domain === '' || node.domain === 'ai.onnx';
+
+/**
+ * The initializer behind `name`: itself, or one reached through Identity nodes (torch's exporter writes equal
+ * parameters once and the others as Identity of it, e.g. a freshly initialised norm's ones and zeros).
+ */
+export function initializerThroughIdentity(
+  name: string, initializers: ReadonlyMap<string, TensorProto>, producers: ReadonlyMap<string, NodeProto>,
+): TensorProto | undefined {
+  for (let i = 0; i < 16; i++) {
+    const t = initializers.get(name);
+    if (t) return t;
+    const p = producers.get(name);
+    if (!p || p.opType !== 'Identity' || !isDefaultDomain(p)) return undefined;
+    name = p.input[0] ?? '';
+  }
+  return undefined;
+}
+
 export function intAttr(node: NodeProto, name: string): bigint | undefined {
   const a = node.attribute.find((x) => x.name === name);
   return a && a.type === AttributeProto_AttributeType.INT ? a.i : undefined;

@@ -2,7 +2,8 @@
  * GEGLU fusion: the feed-forward of diffusers' transformer block starts with GEGLU, which projects to 2F channels,
  * adds the bias, cuts the result in halves along the last axis and multiplies the first half by GELU of the second.
  * Written out that is the bias Add, two Slices (or a Split), the GELU (one Gelu node, or Div, Erf, Add, Mul, Mul as
- * opset 17 exports write it) and the Mul: 5 to 8 kernels, each reading and writing the block's largest activation.
+ * opset 17 exports write it) and the Mul: 5 to 9 nodes, which ONNX Runtime runs as 5 kernels (its optimiser folds the
+ * Erf form into one Gelu), each reading and writing the block's largest activation.
  * ONNX Runtime's `com.microsoft` BiasSplitGelu(X, bias) computes it in one. Its WebGPU provider has a kernel (so has
  * ONNX Runtime Web's); its CPU provider has none in 1.30 (checked by opening a one-node graph), so a graph with it
  * serves WebGPU devices only, and the callers ask for it only then (FuseUnetOptions.biasSplitGelu).
@@ -19,21 +20,19 @@
  * BiasSplitGelu takes a 3-D input, as the block's [B, S, C] activations are; a declared other rank is left alone.
  *
  * What ONNX Runtime 1.30's WebGPU kernel accepts (checked on one-node graphs on lavapipe): float32, with D a multiple
- * of 8 (it reads 4 channels at a time and fails where D / 2 is not a multiple of that); in float16 it fails on any
- * input ("raw_hash_map<>::at", from its shader generation). So a float16 GEGLU runs as Cast to float32,
- * BiasSplitGelu, Cast back (the bias's Cast is folded by ONNX Runtime when the session opens): 3 kernels instead of 9
- * (Add, two Slices, Div, Erf, Add, three Muls), the GELU computed in float32. SD's D (8 x the block's width) is
- * always a multiple of 8.
+ * of 8 (elsewhere it fails: "Cannot reduce shape {2,5,3} by component=2", its vectorised reads); in float16 it failed
+ * on every input tried ("raw_hash_map<>::at", D 8 to 10240). So a float16 GEGLU runs as Cast to float32,
+ * BiasSplitGelu, Cast back (the bias's Cast is folded by ONNX Runtime when the session opens): 3 kernels instead of 5,
+ * the GELU computed in float32. SD's D (8 x the block's width) is always a multiple of 8.
  * Portable: no Node APIs, no ONNX Runtime.
  */
 import { create } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, OperatorSetIdProtoSchema, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
 import { MS_DOMAIN, tensorScalar } from './attention-fusion.ts';
-import { declaredDims, int64Constant, intAttr } from './attention-probe.ts';
+import { declaredDims, initializerThroughIdentity, int64Constant, intAttr, isDefaultDomain as isDefault } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 
 const SCOPE = '/asgd_bias_split_gelu';
-const isDefault = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
 /** ONNX element types a shape computation may Cast to without changing its values. */
 const INT_TYPES = new Set([6, 7]);
 /** Points GELU is compared at; its exact values come from `erf` below. */
@@ -72,16 +71,9 @@ class GeluGraph {
     return p && isDefault(p) ? p : undefined;
   }
 
-  /** An initializer, or one behind Identity nodes (torch writes equal parameters once and the others as Identity). */
+  /** An initializer, or one behind Identity nodes. */
   initializer(name: string): TensorProto | undefined {
-    for (let i = 0; i < 16; i++) {
-      const t = this.init.get(name);
-      if (t) return t;
-      const p = this.node(name);
-      if (p?.opType !== 'Identity') return undefined;
-      name = p.input[0] ?? '';
-    }
-    return undefined;
+    return initializerThroughIdentity(name, this.init, this.producer);
   }
 
   /** A float constant of one element (initializer or Constant, behind Cast / Identity), or undefined. */
@@ -219,7 +211,7 @@ interface Match {
 
 const FLOAT = 1;
 const FLOAT16 = 10;
-/** ONNX Runtime 1.30's WebGPU kernel reads the channels 4 at a time on each half (see above). */
+/** D must be a multiple of this for ONNX Runtime 1.30's WebGPU kernel (see above). */
 const CHANNEL_MULTIPLE = 8;
 
 /**

@@ -19,11 +19,11 @@
  */
 import { create } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, OperatorSetIdProtoSchema, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
+import { initializerThroughIdentity, intAttr, isDefaultDomain as isDefault } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 
 const MS_DOMAIN = 'com.microsoft';
 const SCOPE = '/asgd_skip_layer_norm';
-const isDefault = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
 
 /** The length of a 1-D float initializer, or undefined. */
 function vectorLength(t: TensorProto | undefined): { length: number; type: number } | undefined {
@@ -58,24 +58,9 @@ export function fuseSkipLayerNorm(model: ModelProto): number {
     for (const i of n.input) if (i) (readers.get(i) ?? readers.set(i, []).get(i)!).push(n);
   }
   const outputs = new Set(graph.output.map((o) => o.name));
-  // An initializer, or one behind Identity nodes: torch's exporter writes equal parameters once and the others as
-  // Identity of it (a freshly initialised norm's ones and zeros).
-  const constant = (name: string): TensorProto | undefined => {
-    for (let i = 0; i < 16; i++) {
-      const t = init.get(name);
-      if (t) return t;
-      const p = producer.get(name);
-      if (!p || p.opType !== 'Identity' || !isDefault(p)) return undefined;
-      name = p.input[0] ?? '';
-    }
-    return undefined;
-  };
-  const intAttr = (n: NodeProto, name: string, dflt: number) => {
-    const a = n.attribute.find((x) => x.name === name);
-    return a ? Number(a.i) : dflt;
-  };
+  const constant = (name: string): TensorProto | undefined => initializerThroughIdentity(name, init, producer);
   const normOver = (n: NodeProto, d: number, type: number): boolean => {
-    if (n.opType !== 'LayerNormalization' || !isDefault(n) || intAttr(n, 'axis', -1) !== -1) return false;
+    if (n.opType !== 'LayerNormalization' || !isDefault(n) || (intAttr(n, 'axis') ?? -1n) !== -1n) return false;
     const scale = vectorLength(constant(n.input[1] ?? ''));
     return scale !== undefined && scale.length === d && scale.type === type;
   };
