@@ -61,7 +61,7 @@ import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { fuseAttention } from '../src/graph/attention-fusion.ts';
 import { identityModelBytes } from '../src/graph/small-model.ts';
-import { scanCrossAttention } from '../src/graph/attention-probe.ts';
+import { MASK_WEIGHTS_INPUT, scanCrossAttention } from '../src/graph/attention-probe.ts';
 import { float32Tensor, floatTensor, makeTensor, openSession, readFloat, releaseSession, supportedBackends, type OrtTensor } from '../src/onnx/session.ts';
 import { UnetAdapter, type TextConditioning } from '../src/onnx/unet.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
@@ -248,8 +248,12 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
           await openSession(identityModelBytes(unet.out.type as 'float32' | 'float16', 4), 'download', { provider })] as const
         : undefined;
       try {
+        // The probe's maps averaged over tokens 1-7, as for a seven-word prompt (the pipeline feeds the mask's tokens).
+        const weights = new Float32Array(77);
+        weights.fill(1 / 7, 1, 8);
         for (const batch of [2, 1]) {
-          const f = unetFeeds(unet, batch, latent, dim, pooled);
+          const plainFeeds = unetFeeds(unet, batch, latent, dim, pooled);
+          const probeFeeds = { ...plainFeeds, [MASK_WEIGHTS_INPUT]: makeTensor('float32', weights, [77, 1]) };
           type Label = 'plain' | 'probe' | 'plainOnDevice' | 'probeOnDevice';
           const sessions: [Label, typeof plain][] = [['plain', plain], ['probe', probed]];
           if (onDevice) sessions.push(['plainOnDevice', onDevice[0]], ['probeOnDevice', onDevice[1]]);
@@ -258,7 +262,7 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
           for (let i = 0; i < warmup + iters; i++) {
             for (const [label, s] of sessions) {
               const c0 = performance.now();
-              const r = await s.session.run(f);
+              const r = await s.session.run(label.startsWith('probe') ? probeFeeds : plainFeeds);
               const out = r[unet.out.name]!;
               if (label.endsWith('OnDevice')) {
                 await onDevice![2].session.run({ x: out });

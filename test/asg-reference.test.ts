@@ -90,7 +90,7 @@ for (const [file, width, height, latentH, latentW] of [
   ['asg-reference-512x512.json', 512, 512, 64, 64],
   ['asg-reference-256x192.json', 256, 192, 24, 32],
 ] as const) {
-  test(`asg ${width}x${height} matches the torch reference (${file})`, async () => {
+  test(`asg ${width}x${height} matches the torch reference (${file})`, async (t) => {
     const ref = readReference(file);
     // The committed settings are the documented ones (eps-space guidance, half the steps in stage 1, no pixel
     // interaction or jitter; pinned, not the method's current defaults).
@@ -121,6 +121,7 @@ for (const [file, width, height, latentH, latentW] of [
         worstAt = ref.indices[j]!;
       }
     }
+    t.diagnostic(`max |TS - torch| over the sampled values ${worst.toExponential(2)}`);
     assert.ok(
       worst <= VALUE_TOLERANCE,
       `max |TS - torch| over ${ref.indices.length} sampled values is ${worst} at flat index ${worstAt} (tolerance ${VALUE_TOLERANCE})`,
@@ -167,7 +168,7 @@ for (const [file, width, height, latentH, latentW] of [
   ['asg-default-512x512.json', 512, 512, 64, 64],
   ['asg-default-256x192.json', 256, 192, 24, 32],
 ] as const) {
-  test(`asg ${width}x${height} with the shipped defaults matches the torch reference over the whole latent (${file})`, async () => {
+  test(`asg ${width}x${height} with the shipped defaults matches the torch reference over the whole latent (${file})`, async (t) => {
     const ref = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'test', 'reference', file), 'utf8')) as WholeLatentReference;
     // The reference was computed for the method's current defaults and no named scheduler; if a default changes,
     // regenerate it (training/README.md) rather than pinning the old value here.
@@ -188,6 +189,7 @@ for (const [file, width, height, latentH, latentW] of [
     assert.equal(result.latent.length, 4 * latentH * latentW);
 
     const { worst, at } = maxDiff(result.latent, expected);
+    t.diagnostic(`max |TS - torch| ${worst.toExponential(2)}`);
     assert.ok(
       worst <= VALUE_TOLERANCE,
       `max |TS - torch| over all ${expected.length} values is ${worst} at flat index ${at} (tolerance ${VALUE_TOLERANCE})`,

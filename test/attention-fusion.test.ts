@@ -18,7 +18,7 @@ import ort from 'onnxruntime-node';
 import { countOnnxAttention, fuseAttention, MS_DOMAIN, PAD_CHANNELS } from '../src/graph/attention-fusion.ts';
 import { derivedUnetBytes } from '../src/browser/device/probe-graph.ts';
 import { webgpuAttentionNote } from '../src/core/webgpu-attention-note.ts';
-import { scanCrossAttention } from '../src/graph/attention-probe.ts';
+import { MASK_WEIGHTS_INPUT, scanCrossAttention } from '../src/graph/attention-probe.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { countOnnxAttentionIn, fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
@@ -662,6 +662,7 @@ describe('the fusion on whole UNets', () => {
           sample: new ort.Tensor('float32', randoms(2 * 4 * 16 * 16, 5), [2, 4, 16, 16]),
           timestep: new ort.Tensor('int64', new BigInt64Array([301n, 301n]), [2]),
           encoder_hidden_states: new ort.Tensor('float32', randoms(2 * 77 * 64, 6), [2, 77, 64]),
+          [MASK_WEIGHTS_INPUT]: new ort.Tensor('float32', randoms(77, 9), [77, 1]),
         });
         return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.data as Float32Array]));
       } finally {

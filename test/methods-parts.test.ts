@@ -12,7 +12,7 @@ import {
 } from '../src/core/methods/polyphase.ts';
 import { drawPermutations, shuffleToUnits, unshuffleFromUnits } from '../src/core/methods/pixel-interaction.ts';
 import { applyEpsGuidance, applyX0Guidance, structureWeightAt } from '../src/core/methods/guidance.ts';
-import { buildMask, resizeBilinear } from '../src/core/methods/mask.ts';
+import { buildMask, maskColumns, resizeBilinear } from '../src/core/methods/mask.ts';
 import { WindowCanvas, extractWindow, placeWindows, planAxis, planWindows } from '../src/core/methods/windows.ts';
 
 function ramp(n: number, seed = 1): Float32Array {
@@ -188,6 +188,26 @@ describe('mask', () => {
       const want = expected[i] ** 2;
       assert.ok(Math.abs(v - (want < 0.2 ? 0 : want)) < 1e-6, `${i}: ${v}`);
     });
+  });
+  it('maps averaged over the mask tokens on the device give the same mask; averaged over other tokens, an error', () => {
+    // The maps of the test above, as the probe graph returns them: layer A's token means [0, 1, 2, 3], B's 5.
+    const tokens = 3;
+    const averaged = (meanOver: number[]) => [
+      { layer: 'up_blocks.1/attn2', height: 2, width: 2, tokens, meanOver, data: Float32Array.from([0, 1, 2, 3]) },
+      { layer: 'up_blocks.2/attn2', height: 1, width: 1, tokens, meanOver, data: Float32Array.from([5]) },
+    ];
+    // Token 7 is past the text length, so the mask reads [1, 2] (maskColumns), which the device averaged.
+    const m = buildMask(averaged([1, 2]), 4, 4, { tokens: [1, 2, 7], layers: [], gamma: 1, threshold: 0 });
+    const expected = [0, 0.25, 0.75, 1, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2, 2.25, 2.75, 3].map((v) => v / 3);
+    assert.ok(m.mask);
+    m.mask.forEach((v, i) => assert.ok(Math.abs(v - expected[i]) < 1e-6, `${i}: ${v}`));
+    assert.deepEqual(maskColumns([1, 2, 7, -1, 1.5, 2], 3), [1, 2, 2]);
+    assert.throws(
+      () => buildMask(averaged([1]), 4, 4, { tokens: [1, 2], layers: [], gamma: 1, threshold: 0 }),
+      /attention map up_blocks\.1\/attn2 is averaged over tokens \[1\], the mask reads \[1, 2\]/,
+    );
+    const wrongSize = [{ ...averaged([1, 2])[0]!, data: new Float32Array(12) }];
+    assert.throws(() => buildMask(wrongSize, 4, 4, { tokens: [1, 2], layers: [], gamma: 1, threshold: 0 }), /has 12 values, expected 2x2/);
   });
   it('falls back to M = 1 with a warning when there is nothing to use', () => {
     const none = buildMask(undefined, 4, 4, { tokens: [1], layers: [], gamma: 1, threshold: 0 });

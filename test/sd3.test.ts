@@ -17,6 +17,7 @@ import { checkGeneration } from '../src/core/generation/check.ts';
 import { ClipTokenizer } from '../src/core/text/clip-tokenizer.ts';
 import { T5Tokenizer, T5_MAX_LENGTH } from '../src/core/text/t5-tokenizer.ts';
 import { addJointAttentionProbe, scanJointAttention } from '../src/graph/joint-attention-probe.ts';
+import { MASK_WEIGHTS_INPUT } from '../src/graph/attention-probe.ts';
 import { dynamoNamed } from './fixtures/dynamo-naming.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
@@ -135,7 +136,7 @@ test('without text_encoder_3 the T5 part is 77 zero tokens, with a note; a long 
   assert.ok(r.warnings.some((w) => /too long for T5: 45 piece/.test(w)), r.warnings.join('\n'));
 });
 
-test('joint-attention probe: image-query x text-key probabilities equal softmax(q kᵀ) recomputed from q and k', async () => {
+test('joint-attention probe: the conditional row of image-query x text-key probabilities, over the weighted text keys, equals softmax(q kᵀ) recomputed from q and k', async () => {
   const spec = readModelFolder(await sd3Model());
   const model = fromBinary(ModelProtoSchema, fs.readFileSync(spec.paths.unet));
   const sites = scanJointAttention(model).sites;
@@ -151,11 +152,16 @@ test('joint-attention probe: image-query x text-key probabilities equal softmax(
   const s = await ort.InferenceSession.create(toBinary(ModelProtoSchema, model));
   const H = 12, W = 10, L = 9, B = 2;
   const fill = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + k));
+  // Weights over the text keys as the UNet adapter writes them for mask tokens [2, 5, 5].
+  const weights = new Float32Array(L);
+  weights[2] = 1 / 3;
+  weights[5] = 2 / 3;
   const out = await s.run({
     hidden_states: new ort.Tensor('float32', fill(B * 16 * H * W, 1), [B, 16, H, W]),
     timestep: new ort.Tensor('float32', new Float32Array([700, 700]), [B]),
     encoder_hidden_states: new ort.Tensor('float32', fill(B * L * D, 2), [B, L, D]),
     pooled_projections: new ort.Tensor('float32', fill(B * 80, 3), [B, 80]),
+    [MASK_WEIGHTS_INPUT]: new ort.Tensor('float32', weights, [L, 1]),
   });
   await s.release();
   const q = out[sites[0]!.query]!;
@@ -164,12 +170,13 @@ test('joint-attention probe: image-query x text-key probabilities equal softmax(
   const S = (H / 2) * (W / 2);
   assert.equal(T, S + L);
   const probe = out[`attn2_probs:${sites[0]!.layer}`]!;
-  assert.deepEqual(probe.dims.map(Number), [B, S, L]);
+  assert.deepEqual(probe.dims.map(Number), [1, S]);
   const qd = q.data as Float32Array;
   const kd = kt.data as Float32Array;
   const got = probe.data as Float32Array;
   let maxErr = 0;
-  for (let b = 0; b < B; b++) {
+  // The conditional (last) batch row only.
+  for (let b = B - 1; b < B; b++) {
     for (let i = 0; i < S; i++) {
       const mean = new Float64Array(L);
       for (let h = 0; h < heads; h++) {
@@ -184,7 +191,8 @@ test('joint-attention probe: image-query x text-key probabilities equal softmax(
         for (let j = 0; j < T; j++) sum += Math.exp(logits[j]! - max);
         for (let j = 0; j < L; j++) mean[j]! += Math.exp(logits[S + j]! - max) / sum / heads;
       }
-      for (let j = 0; j < L; j++) maxErr = Math.max(maxErr, Math.abs(mean[j]! - got[(b * S + i) * L + j]!));
+      const expected = mean.reduce((acc, m, j) => acc + m * weights[j]!, 0);
+      maxErr = Math.max(maxErr, Math.abs(expected - got[i]!));
     }
   }
   assert.ok(maxErr < 1e-6, `max difference ${maxErr}`);

@@ -1,7 +1,10 @@
 /**
  * Graph surgery that derives the attention-probe UNet: the user's UNet plus one graph output per up-block
- * cross-attention (attn2) layer, `attn2_probs:<layer>` = that layer's softmax probabilities averaged over heads,
- * float32 [B, HW, T]. The reduction runs in-graph so only B*HW*T values per layer leave the session.
+ * cross-attention (attn2) layer, `attn2_probs:<layer>` = the conditional (last) batch row of that layer's softmax
+ * probabilities, weighted over the text tokens by the input `asgd_mask_weights` [T, 1] and averaged over the heads:
+ * float32 [1, HW]. The structure mask reads nothing else (mask.ts), so the reduction runs in-graph and HW values per
+ * layer leave the session instead of B*HW*T (at SDXL's 128x128 latent, 221 KB a call instead of 34 MB: on a GPU each
+ * output is a download, and the worker copied each to the coordinator).
  *
  * Works on the ModelProto alone (no weights needed, no Node APIs): initializers stored as external data stay
  * external. Finds the Softmax nodes by the torch/diffusers export scope (`.../up_blocks.N/.../attn2/Softmax`) and
@@ -31,6 +34,11 @@ import { int64Tensor } from './small-model.ts';
 
 /** Name prefix of the outputs the probe adds: `attn2_probs:<layer>`; the UNet adapter finds them by it. */
 export const PROBE_OUTPUT_PREFIX = 'attn2_probs:';
+/**
+ * The probe's one added input, float32 [T, 1]: each text token's weight in the map (1/n at the n mask tokens, 0
+ * elsewhere; the UNet adapter fills it from the unit's mask tokens).
+ */
+export const MASK_WEIGHTS_INPUT = 'asgd_mask_weights';
 
 /** One up-block cross-attention Softmax the probe can expose. */
 export interface CrossAttentionSite {
@@ -448,8 +456,8 @@ export function addAttentionProbe(model: ModelProto, opts: { layers?: readonly s
   // [B, heads, ...] both reshape to [B, heads, HW, T].
   const batch = w.node('Slice', [w.node('Shape', [sample.name]), w.int64([0]), w.int64([1]), w.int64([0])]);
   const minusOne = w.int64([-1]);
-  const sampleDims = declaredDims(graph, sample.name);
   const textDims = declaredDims(graph, text.name);
+  const weights = addMaskWeightsInput(graph, textDims?.[1]);
   for (const [i, site] of sites.entries()) {
     const probs = site.probabilities;
     if (site.attentionNode !== undefined) {
@@ -461,42 +469,52 @@ export function addAttentionProbe(model: ModelProto, opts: { layers?: readonly s
     }
     const last2 = w.node('Slice', [w.node('Shape', [probs]), w.int64([-2]), w.int64([Number.MAX_SAFE_INTEGER]), w.int64([0])]);
     const grouped = w.node('Reshape', [probs, w.node('Concat', [batch, minusOne, last2], { axis: 0 })]);
-    addHeadMeanOutput(w, graph, grouped, probeOutputName(site.layer), opset, [sampleDims?.[0], `attn2_hw_${i}`, textDims?.[1] ?? 'tokens']);
+    addMaskMapOutput(w, graph, grouped, weights, probeOutputName(site.layer), opset, `attn2_hw_${i}`);
   }
   return { layers: sites.map((s) => s.layer) };
 }
 
 /**
- * The probe's output: grouped probabilities [batch, heads, queries, keys] cast to float32 (a no-op for float32
- * models: float16 models get float32 probabilities, averaged in float32), averaged over the heads into `output`,
- * declared as a graph output. `dims`: the batch dimension (declared, or 'batch'), a name for the queries, and the
- * key dimension (declared, or a name).
+ * Declares the probe's weights input, float32 [T, 1] (`tokens`: the text input's declared length, if any), and
+ * returns its name.
  */
-export function addHeadMeanOutput(
-  w: ProbeWriter, graph: GraphProto, grouped: string, output: string, opset: number,
-  dims: [TensorShapeProto_Dimension | undefined, string, TensorShapeProto_Dimension | string],
+export function addMaskWeightsInput(graph: GraphProto, tokens: TensorShapeProto_Dimension | undefined): string {
+  const t = tokens?.value.case ? dim(tokens.value) : dim({ case: 'dimParam', value: 'tokens' });
+  graph.input.push(valueInfo(MASK_WEIGHTS_INPUT, [t, dim({ case: 'dimValue', value: 1n })]));
+  return MASK_WEIGHTS_INPUT;
+}
+
+/**
+ * The probe's output for one layer: of the grouped probabilities [batch, heads, queries, keys], the last batch row
+ * (the conditional branch: the UNet adapter puts it last), cast to float32 (a no-op for float32 models: float16
+ * models are reduced in float32), times `weights` [keys, 1] and averaged over the heads, into `output` [1, queries],
+ * declared as a graph output. The row is cut first and the keys reduced before the heads, so each step works on
+ * the smallest tensor it can.
+ */
+export function addMaskMapOutput(
+  w: ProbeWriter, graph: GraphProto, grouped: string, weights: string, output: string, opset: number, queries: string,
 ): void {
-  const asFloat = w.node('Cast', [grouped], { to: FLOAT32 });
-  // ReduceMean took `axes` as an attribute until opset 18, as an input since.
-  if (opset >= 18) w.node('ReduceMean', [asFloat, w.int64([1])], { keepdims: 0 }, output);
-  else w.node('ReduceMean', [asFloat], { axes: [1], keepdims: 0 }, output);
-  const dim = (value: TensorShapeProto_Dimension['value']) => create(TensorShapeProto_DimensionSchema, { value });
-  const param = (name: string) => dim({ case: 'dimParam', value: name });
-  const [batch, queries, keys] = dims;
-  graph.output.push(
-    create(ValueInfoProtoSchema, {
-      name: output,
-      type: create(TypeProtoSchema, {
-        value: {
-          case: 'tensorType',
-          value: create(TypeProto_TensorSchema, {
-            elemType: FLOAT32,
-            shape: create(TensorShapeProtoSchema, {
-              dim: [batch ? dim(batch.value) : param('batch'), param(queries), typeof keys === 'string' ? param(keys) : dim(keys.value)],
-            }),
-          }),
-        },
-      }),
+  const lastRow = w.node('Slice', [grouped, w.int64([-1]), w.int64([Number.MAX_SAFE_INTEGER]), w.int64([0])]);
+  const asFloat = w.node('Cast', [lastRow], { to: FLOAT32 });
+  const weighted = w.node('MatMul', [asFloat, weights]);
+  // ReduceMean took `axes` as an attribute until opset 18, as an input since. [1, heads, HW, 1] -> [1, HW].
+  if (opset >= 18) w.node('ReduceMean', [weighted, w.int64([1, 3])], { keepdims: 0 }, output);
+  else w.node('ReduceMean', [weighted], { axes: [1, 3], keepdims: 0 }, output);
+  graph.output.push(valueInfo(output, [dim({ case: 'dimValue', value: 1n }), dim({ case: 'dimParam', value: queries })]));
+}
+
+function dim(value: TensorShapeProto_Dimension['value']): TensorShapeProto_Dimension {
+  return create(TensorShapeProto_DimensionSchema, { value });
+}
+
+function valueInfo(name: string, dims: TensorShapeProto_Dimension[]) {
+  return create(ValueInfoProtoSchema, {
+    name,
+    type: create(TypeProtoSchema, {
+      value: {
+        case: 'tensorType',
+        value: create(TypeProto_TensorSchema, { elemType: FLOAT32, shape: create(TensorShapeProtoSchema, { dim: dims }) }),
+      },
     }),
-  );
+  });
 }

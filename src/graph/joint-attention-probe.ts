@@ -1,7 +1,8 @@
 /**
  * Graph surgery for SD3's joint attention: the probe graph is the user's transformer plus one output per joint
  * block, `attn2_probs:<layer>` (the UNet probe's prefix, so the denoiser adapter reads both alike) = the image
- * queries' softmax probabilities over the text keys, averaged over heads, float32 [B, S_img, L_text].
+ * queries' softmax probabilities over the text keys, reduced as the UNet probe's are (the last batch row, weighted
+ * over the text keys by `asgd_mask_weights`, averaged over heads): float32 [1, S_img].
  *
  * diffusers' JointAttnProcessor2_0 attends over one sequence [image tokens, text tokens]: its Softmax has
  * [B, heads, S_img + L, S_img + L] (torch's SDPA export; [B*heads, ...] is accepted too). The rows of the image
@@ -20,7 +21,8 @@ import {
   PROBE_OUTPUT_PREFIX,
   PROBE_SCOPE,
   ProbeWriter,
-  addHeadMeanOutput,
+  addMaskMapOutput,
+  addMaskWeightsInput,
   indexGraph,
   scoresMatMul,
   scopedNames,
@@ -160,8 +162,7 @@ export function addJointAttentionProbe(model: ModelProto, opts: { layers?: reado
   const minusOne = w.int64([-1]);
   const zero = w.int64([0]);
   const end = w.int64([Number.MAX_SAFE_INTEGER]);
-  const imageDims = declaredDims(graph, IMAGE_INPUT);
-  const textDims = declaredDims(graph, TEXT_INPUT);
+  const weights = addMaskWeightsInput(graph, declaredDims(graph, TEXT_INPUT)?.[1]);
   for (const [i, site] of sites.entries()) {
     const probs = site.probabilities;
     const total = w.node('Slice', [w.node('Shape', [probs]), w.int64([-1]), end, w.int64([0])]);
@@ -170,7 +171,7 @@ export function addJointAttentionProbe(model: ModelProto, opts: { layers?: reado
     const block = w.node('Slice', [rows, nImage, end, minusOne]);
     const last2 = w.node('Concat', [nImage, textLen], { axis: 0 });
     const grouped = w.node('Reshape', [block, w.node('Concat', [batch, minusOne, last2], { axis: 0 })]);
-    addHeadMeanOutput(w, graph, grouped, probeOutputName(site.layer), opset, [imageDims?.[0], `joint_image_tokens_${i}`, textDims?.[1] ?? 'text_tokens']);
+    addMaskMapOutput(w, graph, grouped, weights, probeOutputName(site.layer), opset, `joint_image_tokens_${i}`);
   }
   return { layers: sites.map((s) => s.layer) };
 }

@@ -44,7 +44,7 @@ export interface ProbeLoad {
 }
 
 /** Bump when the surgery's output changes, so cached probes are rebuilt. */
-const PROBE_FORMAT = 2;
+const PROBE_FORMAT = 3;
 /** One Node buffer (and one protobuf message) holds at most 2 GiB - 1. */
 const MAX_SINGLE_FILE = 2 ** 31 - 1;
 /** Inline initializers at least this large become references into the source file. */

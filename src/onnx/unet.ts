@@ -3,7 +3,7 @@
  * [uncond, cond], or one CFG half alone (batch 1, raw output) when the coordinator splits a unit across devices.
  * Reads the session's metadata for the timestep's dtype and rank, float16 inputs, static batch
  * and the SDXL extra inputs. When the session is the attention-probe graph, also returns the conditional branch's
- * attn2 probabilities. The tensor names are a parameter (DenoiserNames): transformer.ts gives SD3's.
+ * attn2 maps, averaged on the device over the call's mask tokens (fed as the probe's weights input). The tensor names are a parameter (DenoiserNames): transformer.ts gives SD3's.
  *
  * With a DeviceConditioning (the Node worker gives one on the webgpu provider) the text conditioning is uploaded once
  * per conditioning and CFG rows and fed from the device; the sample and timestep cross every call (the host steps the
@@ -20,7 +20,8 @@ import { float32ToFloat16 } from '../core/float16.ts';
 import { hostTensor, type DeviceConditioning, type HostTensor } from './device-conditioning.ts';
 
 /** Graph outputs added by the attention probe are named with this prefix followed by the layer name. */
-import { PROBE_OUTPUT_PREFIX } from '../graph/attention-probe.ts';
+import { MASK_WEIGHTS_INPUT, PROBE_OUTPUT_PREFIX } from '../graph/attention-probe.ts';
+import { maskColumns } from '../core/methods/mask.ts';
 
 export type { TextConditioning } from '../core/conditioning.ts';
 import type { TextConditioning } from '../core/conditioning.ts';
@@ -36,6 +37,8 @@ export interface UnetCall {
   timeIds?: readonly number[];
   /** 'both' (default): CFG-combined output; 'uncond' / 'cond': that branch alone at batch 1, raw output. */
   part?: CfgPart;
+  /** The probe graph's maps are averaged over these text token columns (UnetUnit.maskTokens; none: zero maps). */
+  maskTokens?: readonly number[];
 }
 
 export interface UnetOutput {
@@ -71,6 +74,8 @@ export class UnetAdapter {
   readonly timeIds?: IoInfo;
   readonly out: IoInfo;
   readonly probeOutputs: string[];
+  /** The probe graph's token weights input (attention-probe.ts), absent on a plain UNet. */
+  readonly maskWeights?: IoInfo;
   /** Fixed batch of the sample input if the export is static, else undefined. */
   readonly staticBatch?: number;
 
@@ -87,6 +92,7 @@ export class UnetAdapter {
     this.timeIds = s.inputs.find((io) => io.name === 'time_ids');
     this.out = findIo(s.outputs, names.output, 'output', comp, 0);
     this.probeOutputs = s.outputs.filter((o) => o.name.startsWith(PROBE_OUTPUT_PREFIX)).map((o) => o.name);
+    this.maskWeights = s.inputs.find((io) => io.name === MASK_WEIGHTS_INPUT);
     const b = this.sample.shape[0];
     this.staticBatch = typeof b === 'number' && b > 0 ? b : undefined;
     if (this.sample.shape.length !== 4) {
@@ -144,11 +150,7 @@ export class UnetAdapter {
     }
     const raw = readFloat(results[this.out.name]!, 'unet output');
     const output = combineCfg(raw.subarray(0, n), raw.subarray(n, 2 * n), call.guidanceScale);
-    let attention: AttentionMap[] | undefined;
-    if (this.probeOutputs.length > 0) {
-      attention = this.probeOutputs.map((name) => condAttention(name, readFloat(results[name]!, name), 2, h, w, cond.tokens));
-    }
-    return { output, attention };
+    return { output, attention: this.attention(results, call, cond) };
   }
 
   /**
@@ -196,15 +198,20 @@ export class UnetAdapter {
         hint: 'Turn CFG splitting off (splitCfg: never, --split-cfg never)',
       });
     }
-    const { height: h, width: w } = call;
     const results = await this.s.session.run(await this.feeds(call, cond, [row]));
     const raw = readFloat(results[this.out.name]!, 'unet output');
     const output = raw.byteOffset === 0 && raw.buffer.byteLength === raw.byteLength ? raw : raw.slice();
-    let attention: AttentionMap[] | undefined;
-    if (this.probeOutputs.length > 0 && row === 1) {
-      attention = this.probeOutputs.map((name) => condAttention(name, readFloat(results[name]!, name), 1, h, w, cond.tokens));
-    }
-    return { output, attention };
+    return { output, attention: row === 1 ? this.attention(results, call, cond) : undefined };
+  }
+
+  /** The probe's maps of the conditional row, when this is the probe graph. */
+  private attention(results: RunOutputs, call: UnetCall, cond: TextConditioning): AttentionMap[] | undefined {
+    if (this.probeOutputs.length === 0) return undefined;
+    const meanOver = this.maskWeights ? maskColumns(call.maskTokens ?? [], cond.tokens) : undefined;
+    return this.probeOutputs.map((name) => {
+      const t = results[name]!;
+      return condAttention(name, readFloat(t, name), t.dims[0] ?? 1, call.height, call.width, cond.tokens, meanOver);
+    });
   }
 
   /** The sample for `rows` CFG rows: one conversion to the input's type, then the copies the batch needs. */
@@ -255,6 +262,13 @@ export class UnetAdapter {
       if (!pooled || !pooledDim) throw new Error('unet: SDXL model needs pooled text embeddings');
       await feed(this.textEmbeds, () => text(this.textEmbeds!, pooled, [b, pooledDim], 'unet text_embeds'));
     }
+    if (this.maskWeights) {
+      // Each mask token's weight in the probe's maps: their mean, repeats counted as the host's mean counts them.
+      const columns = maskColumns(call.maskTokens ?? [], cond.tokens);
+      const weights = new Float32Array(cond.tokens);
+      for (const t of columns) weights[t]! += 1 / columns.length;
+      feeds[this.maskWeights.name] = makeTensor('float32', weights, [cond.tokens, 1]);
+    }
     if (this.timeIds) {
       if (!call.timeIds || call.timeIds.length !== 6) throw new Error('unet: SDXL model needs 6 time ids');
       const ids = new Float32Array(6 * b);
@@ -283,11 +297,16 @@ export class UnetAdapter {
   }
 }
 
-/** The conditional row (the last) of a probe output [rows, HW, T], with its grid found among latent / 2^k. */
-function condAttention(name: string, data: Float32Array, rows: number, latentH: number, latentW: number, tokens: number): AttentionMap {
+/**
+ * The conditional row (the last) of a probe output, [rows, HW] averaged over the tokens `meanOver` (the probe
+ * graph's), or [rows, HW, T] (`meanOver` undefined), with its grid found among latent / 2^k.
+ */
+function condAttention(
+  name: string, data: Float32Array, rows: number, latentH: number, latentW: number, tokens: number, meanOver: readonly number[] | undefined,
+): AttentionMap {
   const layer = name.slice(PROBE_OUTPUT_PREFIX.length);
   const half = data.length / rows;
-  const hw = half / tokens;
+  const hw = meanOver ? half : half / tokens;
   let height = latentH;
   let width = latentW;
   for (let k = 0; k < 8 && height * width !== hw; k++) {
@@ -295,5 +314,5 @@ function condAttention(name: string, data: Float32Array, rows: number, latentH: 
     width = Math.ceil(width / 2);
   }
   if (height * width !== hw) throw new Error(`unet: cannot infer the grid of attention output ${name} (${half} values per batch)`);
-  return { layer, height, width, tokens, data: data.subarray(data.length - half) };
+  return { layer, height, width, tokens, ...(meanOver ? { meanOver } : {}), data: data.subarray(data.length - half) };
 }

@@ -36,7 +36,7 @@ export type DeviceRequest =
   | { type: 'setConditioning'; cond: TextConditioning }
   | {
       type: 'unet'; sample: Float32Array; part: CfgPart; channels: number; height: number; width: number; timestep: number;
-      guidanceScale: number; wantAttention: boolean; timeIds?: number[];
+      guidanceScale: number; wantAttention: boolean; maskTokens?: number[]; timeIds?: number[];
     }
   | { type: 'vaeDecode'; latent: Float32Array; channels: number; height: number; width: number }
   /** Derives (once per loaded decoder) the norm-statistics graphs of the decoder or of its split's tiled part. */

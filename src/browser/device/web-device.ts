@@ -61,7 +61,8 @@ export class WebDevice implements ExecDevice {
     const r = await this.request<'unet'>(
       {
         type: 'unet', sample: whole ? u.sample : u.sample.slice(), part: task.part, channels: u.sample.length / (u.height * u.width), height: u.height, width: u.width,
-        timestep: u.timestep, guidanceScale, wantAttention: u.wantAttention, timeIds: u.timeIds ? [...u.timeIds] : undefined,
+        timestep: u.timestep, guidanceScale, wantAttention: u.wantAttention,
+        maskTokens: u.maskTokens ? [...u.maskTokens] : undefined, timeIds: u.timeIds ? [...u.timeIds] : undefined,
       },
       `unit ${task.id}`,
     );

@@ -167,7 +167,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       // The probe graph serves the conditional branch of a unit that wants attention; its uncond half runs the plain graph.
       const probe = req.wantAttention && req.part !== 'uncond' ? state.probe : undefined;
       const r = await (probe ?? state.unet).run(
-        { sample: req.sample, part: req.part, channels: req.channels, height: req.height, width: req.width, timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds },
+        { sample: req.sample, part: req.part, channels: req.channels, height: req.height, width: req.width, timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds, maskTokens: req.maskTokens },
         state.cond,
       );
       const output = r.output.byteOffset === 0 && r.output.buffer.byteLength === r.output.byteLength ? r.output : r.output.slice();

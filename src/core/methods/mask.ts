@@ -1,7 +1,8 @@
 /**
  * Cross-attention mask M in [0, 1]^(p_h x p_w) from the key unit's up-block attn2 probabilities
  * (conditional branch, already averaged over heads by the graph):
- *   1. per layer, average the probabilities over the selected token indices (ctx.maskTokens);
+ *   1. per layer, average the probabilities over the selected token indices (ctx.maskTokens); the probe graph
+ *      does this on the device and returns the averaged map (AttentionMap.meanOver);
  *   2. bilinear-resize the layer's map to the patch size (half-pixel centres, as torch's
  *      F.interpolate(mode='bilinear', align_corners=False));
  *   3. average over the layers whose name contains one of `layers` (empty list = all layers);
@@ -65,8 +66,23 @@ export function resizeBilinear(
   return out;
 }
 
+/** The token columns of `count` that the mask reads from `tokens`: the integers in range, in order, repeats kept. */
+export function maskColumns(tokens: readonly number[], count: number): number[] {
+  return tokens.filter((t) => Number.isInteger(t) && t >= 0 && t < count);
+}
+
 function tokenMean(map: AttentionMap, tokens: readonly number[]): Float64Array {
   const cells = map.height * map.width;
+  if (map.meanOver) {
+    // Averaged on the device (the probe graph): it must be over the very columns this mask reads.
+    if (map.meanOver.length !== tokens.length || map.meanOver.some((t, i) => t !== tokens[i])) {
+      throw new Error(`mask: attention map ${map.layer} is averaged over tokens [${map.meanOver.join(', ')}], the mask reads [${tokens.join(', ')}]`);
+    }
+    if (map.data.length !== cells) {
+      throw new Error(`mask: attention map ${map.layer} has ${map.data.length} values, expected ${map.height}x${map.width}`);
+    }
+    return Float64Array.from(map.data);
+  }
   if (map.data.length !== cells * map.tokens) {
     throw new Error(
       `mask: attention map ${map.layer} has ${map.data.length} values, expected ${map.height}x${map.width}x${map.tokens}`,
@@ -104,7 +120,7 @@ export function buildMask(
   const sum = new Float64Array(height * width);
   let used = 0;
   for (const map of selected) {
-    const tokens = settings.tokens.filter((t) => Number.isInteger(t) && t >= 0 && t < map.tokens);
+    const tokens = maskColumns(settings.tokens, map.tokens);
     if (tokens.length === 0) continue;
     const resized = resizeBilinear(tokenMean(map, tokens), map.height, map.width, height, width);
     for (let q = 0; q < sum.length; q++) sum[q] += resized[q];

@@ -362,7 +362,7 @@ export class StagedMethod extends MethodBase {
       height: geo.patchHeight,
       width: geo.patchWidth,
       timestep,
-      wantAttention: j === 0 && wantMask,
+      ...attentionRequest(j, wantMask, ctx),
       timeIds,
     }));
     let results: Promise<UnitResult[]>;
@@ -520,11 +520,11 @@ export class StagedMethod extends MethodBase {
       const sample = this.samples.take(i, size);
       if (scale === 1) sample.set(x);
       else for (let e = 0; e < size; e++) sample[e] = x[e] * scale;
-      const wantAttention = i === 0 && this.maskComputedAt(t);
+      const attention = attentionRequest(i, this.maskComputedAt(t), ctx);
       const timestep = sched.timesteps[t];
       const unit: UnetUnit = {
         id: `s1/k${t}/p${i}`, kind: 'patch', step: t, index: i, sample, height: geo.patchHeight, width: geo.patchWidth,
-        timestep, wantAttention, timeIds,
+        timestep, ...attention, timeIds,
       };
       // The key patch first: every other patch waits for it.
       // A stream until the block's last step, whose units end before a barrier (splitting may shorten that tail).
@@ -536,7 +536,7 @@ export class StagedMethod extends MethodBase {
       if (this.guided) {
         const { alpha, sigma } = outputToX0(sched, t) ?? sched.noiseLevel(t);
         if (i === 0) {
-          if (wantAttention) {
+          if (attention.wantAttention) {
             mask = this.keyMask(result.attention, ctx);
           }
           block.latestRef = { key: this.keyReference(x, eps, t, sched), mask, step: t };
@@ -650,4 +650,9 @@ export class StagedMethod extends MethodBase {
     const down = (x: Float32Array) => downscaleLatent(padLatent(x, geo), geo);
     this.emitPreview(ctx, step, 'downscaled', down(latent), down(fused), geo.patchHeight, geo.patchWidth);
   }
+}
+
+/** What a stage-1 unit asks of the probe: the key unit (index 0), at a step that computes the mask, over the mask tokens. */
+function attentionRequest(index: number, maskStep: boolean, ctx: MethodContext): Pick<UnetUnit, 'wantAttention' | 'maskTokens'> {
+  return index === 0 && maskStep ? { wantAttention: true, maskTokens: ctx.maskTokens } : { wantAttention: false };
 }

@@ -40,6 +40,11 @@ export interface UnetUnit {
   timestep: number;
   /** Ask for the cross-attention probe outputs (only the key patch does). */
   wantAttention: boolean;
+  /**
+   * With wantAttention: the text token columns the structure mask averages (MethodContext.maskTokens). The probe
+   * graph averages them on the device, so only one value per query position comes back (AttentionMap.meanOver).
+   */
+  maskTokens?: readonly number[];
   /** SDXL micro-conditioning: [orig_h, orig_w, crop_top, crop_left, target_h, target_w] in pixels. */
   timeIds?: readonly number[];
 }
@@ -51,8 +56,14 @@ export interface AttentionMap {
   /** Spatial size of the layer's query grid. */
   height: number;
   width: number;
+  /** The text length (the probabilities' last axis). */
   tokens: number;
-  /** [height * width, tokens], row-major. */
+  /**
+   * Present when the map is already averaged over text tokens (the probe graph does it): those token columns,
+   * as maskColumns() picks them (mask.ts checks they are the ones it reads).
+   */
+  meanOver?: readonly number[];
+  /** [height * width, tokens], row-major; [height * width] when `meanOver` is set. */
   data: Float32Array;
 }
 

@@ -54,7 +54,8 @@ class WorkerDevice implements ExecDevice {
     const r = await this.worker.request<'unet'>(
       {
         type: 'unet', sample, part: task.part, channels: n / (u.height * u.width), height: u.height, width: u.width,
-        timestep: u.timestep, guidanceScale, wantAttention: u.wantAttention, timeIds: u.timeIds ? [...u.timeIds] : undefined,
+        timestep: u.timestep, guidanceScale, wantAttention: u.wantAttention,
+        maskTokens: u.maskTokens ? [...u.maskTokens] : undefined, timeIds: u.timeIds ? [...u.timeIds] : undefined,
       },
       `unit ${task.id}`,
     );

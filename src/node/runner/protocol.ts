@@ -70,6 +70,8 @@ export interface UnetRequest {
   timestep: number;
   guidanceScale: number;
   wantAttention: boolean;
+  /** With wantAttention: the token columns the probe averages (UnetUnit.maskTokens). */
+  maskTokens?: number[];
   timeIds?: number[];
 }
 

@@ -100,7 +100,7 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       const r = await adapter.run(
         {
           sample: req.sample, part: req.part, channels: req.channels, height: req.height, width: req.width,
-          timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds,
+          timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds, maskTokens: req.maskTokens,
         },
         state.cond,
       );
