@@ -61,7 +61,7 @@ import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { fuseAttention } from '../src/graph/attention-fusion.ts';
 import { identityModelBytes } from '../src/graph/small-model.ts';
-import { MASK_WEIGHTS_INPUT, scanCrossAttention } from '../src/graph/attention-probe.ts';
+import { MASK_WEIGHTS_INPUT, PROBE_OUTPUT_PREFIX, scanCrossAttention } from '../src/graph/attention-probe.ts';
 import { float32Tensor, floatTensor, makeTensor, openSession, readFloat, releaseSession, supportedBackends, type OrtTensor } from '../src/onnx/session.ts';
 import { UnetAdapter, type TextConditioning } from '../src/onnx/unet.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
@@ -259,6 +259,7 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
           if (onDevice) sessions.push(['plainOnDevice', onDevice[0]], ['probeOnDevice', onDevice[1]]);
           const times: Record<Label, number[]> = { plain: [], probe: [], plainOnDevice: [], probeOnDevice: [] };
           let finite = true;
+          let mapBytes = 0;
           for (let i = 0; i < warmup + iters; i++) {
             for (const [label, s] of sessions) {
               const c0 = performance.now();
@@ -270,12 +271,16 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
               }
               const ms = performance.now() - c0;
               if (i >= warmup) times[label].push(ms);
-              if (label === 'probe' && i === 0) finite = readFloat(out, 'out_sample').every(Number.isFinite);
+              if (label === 'probe' && i === 0) {
+                finite = readFloat(out, 'out_sample').every(Number.isFinite);
+                // What the maps bring back to the host per call (the probe reduces them in-graph: attention-probe.ts).
+                mapBytes = Object.entries(r).reduce((n, [name, t]) => n + (name.startsWith(PROBE_OUTPUT_PREFIX) ? (t.data as Float32Array).byteLength : 0), 0);
+              }
             }
           }
           const plainMs = timingStats(times.plain).medianMs;
           const probeMs = timingStats(times.probe).medianMs;
-          const row: Record<string, unknown> = { plainMs, probeMs, probeOverPlain: probeMs / plainMs, finite, iters, warmup };
+          const row: Record<string, unknown> = { plainMs, probeMs, probeOverPlain: probeMs / plainMs, finite, mapBytes, iters, warmup };
           if (onDevice) {
             const [pd, qd] = [timingStats(times.plainOnDevice).medianMs, timingStats(times.probeOnDevice).medianMs];
             Object.assign(row, { plainOnDeviceMs: pd, probeOnDeviceMs: qd, probeOverPlainOnDevice: qd / pd, probeOutputsDownloadMs: probeMs - qd });

@@ -104,12 +104,18 @@ test('bench/card.ts probe builds the attention-probe graph from the export and t
   assert.equal(r['reason'], undefined, String(r['reason']));
   assert.ok((r['layers'] as number) > 0, 'up-block cross-attention layers found');
   assert.equal(r['probeOutputs'], 1 + (r['layers'] as number), 'the UNet output and one map per layer');
+  const bytes: number[] = [];
   for (const b of ['batch2', 'batch1']) {
-    const t = r[b] as { plainMs: number; probeMs: number; probeOverPlain: number; finite: boolean };
+    const t = r[b] as { plainMs: number; probeMs: number; probeOverPlain: number; finite: boolean; mapBytes: number };
     assert.equal(t.finite, true, b);
     assert.ok(t.plainMs > 0 && t.probeMs > 0, b);
     assert.equal(t.probeOverPlain, t.probeMs / t.plainMs, b);
+    bytes.push(t.mapBytes);
   }
+  // One float32 per query position and layer, the conditional row's alone: the same at either batch, at most the
+  // 16x16 latent's 256 positions per layer (the 77 token columns are reduced in-graph).
+  assert.equal(bytes[0], bytes[1]);
+  assert.ok(bytes[0]! > 0 && bytes[0]! <= 4 * 256 * (r['layers'] as number), `${bytes[0]} bytes`);
 });
 
 test('bench/card.ts unet-io runs the float16 export on webgpu (lavapipe) with the conditioning on the device, equal to host-fed', async () => {

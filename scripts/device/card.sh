@@ -67,7 +67,7 @@
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # After the first card run (docs/benchmarks.md, "On the card"), a session with the device runs what it left:
 # CARD_PARTS="env export-sdxl export-sd15 dispatch mha torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 folder gen-fused
-#   fused-sdxl profile-sdxl unet-io gen-1"
+#   fused-sdxl profile-sdxl probe-sdxl unet-io gen-1"
 # CARD_BUDGET_S=582
 # (timeout_s 600; both exports run in the background from the start). The schedule part runs after gen-1 and
 # reads gen-1.json; where gen-1 was cut short it skips the one-device check.
