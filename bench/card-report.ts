@@ -23,6 +23,7 @@ interface Part {
 const ms = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(1) : 'n/a');
 const x = (v: unknown, digits = 2) => (typeof v === 'number' && Number.isFinite(v) ? `${v.toFixed(digits)}x` : 'n/a');
 const num = (v: unknown, digits = 2) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
+const kib = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? (v / 1024).toFixed(1) : 'n/a');
 const sci = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v.toExponential(1) : 'n/a');
 const MODELS = [['sd15', 'SD 1.5'], ['sdxl', 'SDXL']] as const;
 
@@ -184,7 +185,13 @@ function probeAndSchedule(parts: Record<string, Part>): string[] {
   const probe = parts['probe-sdxl']?.result;
   if (probe) {
     out.push(`Probe (SDXL): probe / plain ${num(probe['batch2']?.['probeOverPlain'])} at batch 2, ${num(probe['batch1']?.['probeOverPlain'])} at batch 1` +
-      (probe['probeOverPlainOnDevice'] !== undefined ? `; outputs left on the device ${num(probe['probeOverPlainOnDevice'])}, their download ${ms(probe['probeOutputsDownloadMs'])} ms` : '') + '.');
+      (probe['batch2']?.['mapBytes'] !== undefined ? `; maps ${kib(probe['batch2']['mapBytes'])} KiB a call` : '') + '.');
+    // The same calls with every output left on the GPU (bench/card.ts probe, WebGPU only): arithmetic against download.
+    for (const b of ['batch2', 'batch1']) {
+      const row = probe[b];
+      if (row?.['probeOverPlainOnDevice'] === undefined) continue;
+      out.push(`Probe at ${b.replace('batch', 'batch ')}, outputs left on the device: probe / plain ${num(row['probeOverPlainOnDevice'])}; the outputs' download ${ms(row['probeOutputsDownloadMs'])} ms.`);
+    }
   }
   const rows = parts['schedule']?.result?.['rows'] as Json[] | undefined;
   if (rows) {
