@@ -173,8 +173,13 @@ function generations(parts: Record<string, Part>): string[] {
     } else if (r['partial']) {
       const q = r['partial'] as Json;
       const left = (q['unitsTotal'] - q['unitsDone']) * q['msPerUnit'];
+      const d = q['decode'] as Json | undefined;
+      const decode = d
+        ? ` Then the VAE: ${d['tilesDone']}/${d['tilesTotal']} tile runs in ${ms(d['ms'] / 1000)} s` +
+          (d['tilesDone'] > 0 ? ` (about ${ms((d['ms'] * d['tilesTotal']) / d['tilesDone'] / 1000)} s for all at that rate).` : '.')
+        : '';
       out.push(`${head}: cut at step ${q['step']}/${q['totalSteps']} (stage ${q['stage']}), ${q['unitsDone']}/${q['unitsTotal']} units in ${ms(q['ms'] / 1000)} s, ` +
-        `${ms(q['msPerUnit'])} ms a unit: about ${ms((q['ms'] + left) / 1000)} s for the whole denoising at that rate.`);
+        `${ms(q['msPerUnit'])} ms a unit: about ${ms((q['ms'] + left) / 1000)} s for the whole denoising at that rate.${decode}`);
     } else out.push(`${head}: no result.`);
   }
   return out.length ? out : ['Generations: not run.'];

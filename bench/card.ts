@@ -521,7 +521,20 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
     // ends (on the card, the part's timeout) still says how far it got and at what rate.
     const g0 = performance.now();
     let lastStep = 0;
+    let decodeWritten = 0;
     const onProgress = (p: GenerationProgress): void => {
+      if (p.phase === 'decode' && p.tilesTotal && result['partial']) {
+        // The VAE's tile runs after the last step, the JSON rewritten at most once a second: a run cut during the
+        // decode still says how long the denoising took and how far the decode got.
+        const now = performance.now();
+        const partial = result['partial'] as { ms: number; decode?: unknown };
+        partial.decode = { tilesDone: p.tilesDone ?? 0, tilesTotal: p.tilesTotal, ms: now - g0 - partial.ms };
+        if (args['out'] && (now - decodeWritten > 1000 || p.tilesDone === p.tilesTotal)) {
+          decodeWritten = now;
+          writeJson(args['out'], result);
+        }
+        return;
+      }
       if (p.phase !== 'denoise' || p.step === lastStep || p.unitsDone === 0) return;
       lastStep = p.step;
       const ms = performance.now() - g0;

@@ -83,6 +83,12 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
   assert.match(md, /^Probe \(SDXL\): probe \/ plain 1\.05 at batch 2, 1\.04 at batch 1; maps 216\.0 KiB a call\.$/m);
   assert.match(md, /^Probe at batch 2, outputs left on the device: probe \/ plain 1\.03; the outputs' download 12\.5 ms\.$/m);
   assert.doesNotMatch(md, /^Probe at batch 1/m);
+  // A generation cut during the decode: 50 steps in 250 s, then 70 of 700 tile runs in 30 s (300 s at that rate).
+  const cutInDecode = { parts: { 'gen-1': { status: 'timeout', seconds: 330, result: {
+    devices: 'webgpu:0', width: 2048, height: 2048, steps: 50,
+    partial: { step: 50, totalSteps: 50, stage: 2, unitsDone: 250, unitsTotal: 250, ms: 250_000, msPerUnit: 1000, decode: { tilesDone: 70, tilesTotal: 700, ms: 30_000 } },
+  } } } };
+  assert.match(cardReport(cutInDecode), /^gen-1 .*: cut at step 50\/50 \(stage 2\), 250\/250 units in 250\.0 s, 1000\.0 ms a unit: about 250\.0 s for the whole denoising at that rate\. Then the VAE: 70\/700 tile runs in 30\.0 s \(about 300\.0 s for all at that rate\)\.$/m);
   assert.throws(() => cardReport({ nothing: 1 }), /not a card\.json/);
   assert.throws(() => cardReport(doc, 1), /--run 1: the file holds one run/);
 });

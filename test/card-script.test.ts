@@ -97,6 +97,10 @@ test('bench/card.ts times the export, builds the SDXL-layout folder around it, a
   assert.ok(r.unetEvaluations > 2, 'asg evaluates several patches per step');
   assert.equal(r.latentFinite, true);
   for (const k of ['unetMs', 'hostMs', 'decodeMs', 'totalMs']) assert.ok(r.timings[k]! > 0, k);
+  // The progress written as it went: the last step, then the VAE's tile runs (all of them, the run not cut).
+  const partial = gen['partial'] as { step: number; totalSteps: number; decode?: { tilesDone: number; tilesTotal: number; ms: number } };
+  assert.equal(partial.step, partial.totalSteps);
+  assert.ok(partial.decode && partial.decode.tilesTotal > 0 && partial.decode.tilesDone === partial.decode.tilesTotal, JSON.stringify(partial));
 });
 
 test('bench/card.ts probe builds the attention-probe graph from the export and times it against the plain UNet', async () => {
