@@ -3,7 +3,8 @@
  * [uncond, cond], or one CFG half alone (batch 1, raw output) when the coordinator splits a unit across devices.
  * Reads the session's metadata for the timestep's dtype and rank, float16 inputs, static batch
  * and the SDXL extra inputs. When the session is the attention-probe graph, also returns the conditional branch's
- * attn2 maps, averaged on the device over the call's mask tokens (fed as the probe's weights input). The tensor names are a parameter (DenoiserNames): transformer.ts gives SD3's.
+ * attn2 maps, averaged on the device over the call's mask tokens (fed as the probe's weights input). The tensor
+ * names are a parameter (DenoiserNames): transformer.ts gives SD3's.
  *
  * With a DeviceConditioning (the Node worker gives one on the webgpu provider) the text conditioning is uploaded once
  * per conditioning and CFG rows and fed from the device; the sample and timestep cross every call (the host steps the
