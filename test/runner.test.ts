@@ -306,6 +306,32 @@ test('loading stops when its signal aborts: a cancelled error, and every device 
   }
 });
 
+test('CPU workers run every unit on the unfused probe graph: one UNet session where the probe is held, described as the UNet', async () => {
+  type Described = Awaited<ReturnType<Parameters<NonNullable<PipelineTestHooks['inspectWorkers']>>[0]>>;
+  for (const fuseAttention of [false, true]) {
+    let ask!: () => Promise<Described>;
+    const p = await openPipeline(model, { threads: 1, devices: 'cpu,cpu', fuseAttention }, { inspectWorkers: (f) => (ask = f) });
+    try {
+      const [first, second] = await ask();
+      const names = (io: { name: string }[] | undefined) => (io ?? []).map((i) => i.name);
+      // Worker 0: text encoder, VAE decoder, and the UNet with the probe in one session (two when fused: the fused
+      // UNet's attention differs from the probe's written-out layers, so the two graphs' bits may differ).
+      assert.equal(first!.sessions, fuseAttention ? 4 : 3, `fuseAttention ${fuseAttention}: worker 0's sessions`);
+      assert.equal(second!.sessions, 1);
+      assert.ok(!names(first!.components.unet?.inputs).includes('asgd_mask_weights'), 'the UNet is described without the probe input');
+      assert.ok(!names(first!.components.unet?.outputs).some((n) => n.startsWith('attn2_probs:')), 'and without its maps');
+      assert.ok(names(first!.components.unetProbe?.inputs).includes('asgd_mask_weights'));
+      assert.deepEqual(names(second!.components.unet?.inputs), names(first!.components.unet?.inputs));
+      if (!fuseAttention) {
+        const r = await p.generate(params);
+        assert.ok(sameBits(r.latent, reference1.latent), 'the same bits as one worker');
+      }
+    } finally {
+      await p.close();
+    }
+  }
+});
+
 test('1 and 2 CPU workers give bit-identical images, also with shuffled completion order and every unit split', async () => {
   for (const options of [
     { devices: 'cpu,cpu' },

@@ -237,6 +237,7 @@ export class Pipeline implements AsyncDisposable {
     const probeFile = fused.probe ?? ('file' in probe ? probe.file : undefined);
     const files: DeviceFiles = {
       spec, unet: unetFile, probe: probeFile, pool: { ...spec.paths, unet: unetFile, ...(probeFile ? { unetProbe: probeFile } : {}) },
+      probeServesUnet: probeFile !== undefined && !fused.unet && !fused.probe,
     };
     const started = await startDevices(files, devices, options, hooks, signal, loadCancelled);
     hooks.inspectWorkers?.(() => Promise.all(started.workers.map((w) => w.request<'describe'>({ type: 'describe' }, 'describing the worker'))));
@@ -886,6 +887,14 @@ interface DeviceFiles {
   probe?: string;
   /** Every component by file, for loading one on another worker later. */
   pool: Partial<Record<ComponentName, string>>;
+  /**
+   * Neither graph is fused, so the probe graph is the UNet plus its small map outputs, and its noise prediction is
+   * the UNet's bit for bit on the CPU (test/attention-probe.test.ts). CPU workers then run every unit on the probe
+   * graph: the worker holding the probe opens one UNet session instead of two (the whole UNet's weights less), and
+   * every CPU worker runs the same graph, so the bits do not depend on which worker ran a unit. WebGPU workers keep
+   * the plain graph until the card shows the probe's outputs cost nothing there (docs/benchmarks.md).
+   */
+  probeServesUnet: boolean;
 }
 
 interface StartedDevices {
@@ -914,7 +923,7 @@ async function startDevices(
       // Decided as the worker starts, with the WebGPU worker threads running now (other pipelines load meanwhile).
       const w = new DeviceWorker(d, workerIsolations(options.workerIsolation ?? 'auto', devices, liveWebgpuThreads())[i]);
       workers.push(w);
-      const paths: Partial<Record<ComponentName, string>> = { unet: files.unet };
+      const paths: Partial<Record<ComponentName, string>> = { unet: files.probeServesUnet && d.provider === 'cpu' ? files.probe! : files.unet };
       if (i === 0) {
         paths.textEncoder = spec.paths.textEncoder;
         if (spec.paths.textEncoder2) paths.textEncoder2 = spec.paths.textEncoder2;

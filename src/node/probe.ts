@@ -193,6 +193,11 @@ export async function prepareAttentionProbe(unetPath: string, opts: AttentionPro
   };
 }
 
+/** Whether `file` is a probe graph made by prepareAttentionProbe (by its name). */
+export function isProbeFile(file: string): boolean {
+  return /\.asgd-probe\.onnx$/i.test(file);
+}
+
 /** How to open a probe file made by prepareAttentionProbe (read from its sidecar). */
 export function probeLoadOptions(probeFile: string): ProbeLoad {
   const { sidecar } = probePaths(path.dirname(probeFile), probeFile.replace(/\.asgd-probe\.onnx$/i, '.onnx'));

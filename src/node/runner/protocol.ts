@@ -96,6 +96,8 @@ export type WorkerResult =
   | {
       type: 'describe';
       components: Partial<Record<ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }>>;
+      /** Model sessions open (components given the same file share one). */
+      sessions: number;
       /** Text conditioning tensors held on the device (webgpu) by the UNet and probe adapters, counted since load. */
       deviceConditioning: { unet?: DeviceConditioningCounts; probe?: DeviceConditioningCounts };
       /** The process the worker runs in (the coordinator's own for a worker thread). */

@@ -12,7 +12,8 @@ import { DeviceConditioning } from '../../onnx/device-conditioning.ts';
 import { DeviceUploader } from '../../onnx/device-upload.ts';
 import { VAE_GRAPH_MEMORY, VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
 import { fusedLoadOptions, isFusedAttentionFile } from '../fused-attention.ts';
-import { probeLoadOptions } from '../probe.ts';
+import { isProbeFile, probeLoadOptions } from '../probe.ts';
+import { MASK_WEIGHTS_INPUT, PROBE_OUTPUT_PREFIX } from '../../graph/attention-probe.ts';
 import { runAttentionHead } from '../../onnx/vae-attention.ts';
 import { ArrayStow, STOW_DIR_ENV } from './array-stow.ts';
 import type { ComponentName, FailMode, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
@@ -29,6 +30,8 @@ const LABELS: Record<ComponentName, string> = {
 
 interface State {
   sessions: Partial<Record<ComponentName, OpenSession>>;
+  /** The file each session was opened from. */
+  files: Partial<Record<ComponentName, string>>;
   text?: TextEncoderAdapter;
   text2?: TextEncoderAdapter;
   text3?: TextEncoderAdapter;
@@ -49,7 +52,7 @@ interface State {
   released: Partial<Record<'vaeDecoder' | 'vaeEncoder', string>>;
 }
 
-const state: State = { sessions: {}, unetCalls: 0, vaeNorm: {}, released: {} };
+const state: State = { sessions: {}, files: {}, unetCalls: 0, vaeNorm: {}, released: {} };
 
 async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; transfer: ArrayBuffer[] }> {
   switch (req.type) {
@@ -66,9 +69,19 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
     case 'describe': {
       const components: Record<string, { inputs: unknown; outputs: unknown }> = {};
       for (const [name, s] of Object.entries(state.sessions)) components[name] = { inputs: s!.inputs, outputs: s!.outputs };
+      // A UNet served by the probe graph (pipeline.ts, probeServesUnet) is described as the UNet: without the probe's
+      // input and outputs.
+      if (state.sessions.unet) {
+        const s = state.sessions.unet;
+        components['unet'] = {
+          inputs: s.inputs.filter((i) => i.name !== MASK_WEIGHTS_INPUT),
+          outputs: s.outputs.filter((o) => !o.name.startsWith(PROBE_OUTPUT_PREFIX)),
+        };
+      }
       const deviceConditioning = { unet: state.unet?.device?.counts, probe: state.probe?.device?.counts };
       const transport = stow ? { ...stow.counts, folder: stow.folder } : undefined;
-      return { result: { type: 'describe', components, deviceConditioning, pid: process.pid, transport } as WorkerResult, transfer: [] };
+      const sessions = new Set(Object.values(state.sessions)).size;
+      return { result: { type: 'describe', components, sessions, deviceConditioning, pid: process.pid, transport } as WorkerResult, transfer: [] };
     }
     case 'checkCfgSplit': {
       if (!state.unet) throw new Error('worker: unet not loaded');
@@ -105,7 +118,8 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
         state.cond,
       );
       const transfer = [r.output.buffer as ArrayBuffer];
-      const attention = r.attention?.map((a) => ({ ...a, data: a.data.slice() }));
+      // Only a probed call's maps (a UNet session shared with the probe graph returns maps on every call).
+      const attention = probe ? r.attention?.map((a) => ({ ...a, data: a.data.slice() })) : undefined;
       attention?.forEach((a) => transfer.push(a.data.buffer as ArrayBuffer));
       return {
         result: { type: 'unet', output: r.output, attention, attentionUnsupported: req.wantAttention && req.part !== 'uncond' && !state.probe },
@@ -150,9 +164,10 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       state.probe?.device?.clear();
       await state.uploader?.release();
       state.uploader = undefined;
-      for (const s of Object.values(state.sessions)) await releaseSession(s);
+      for (const s of new Set(Object.values(state.sessions))) await releaseSession(s);
       for (const v of Object.values(state.vaeNorm)) await releaseSession(v.adapter.s);
       state.sessions = {};
+      state.files = {};
       state.vaeNorm = {};
       state.released = {};
       return { result: { type: 'ok' }, transfer: [] };
@@ -163,9 +178,18 @@ async function load(paths: Partial<Record<ComponentName, string>>): Promise<void
   if (!state.options) throw new Error('worker: load before init');
   for (const [name, file] of Object.entries(paths) as [ComponentName, string][]) {
     if (state.sessions[name]) continue;
+    // Two components given the same file share one session (the pipeline gives a CPU worker's UNet as its probe
+    // graph where the two compute the same bits: pipeline.ts, probeServesUnet).
+    const same = (Object.keys(state.files) as ComponentName[]).find((other) => state.files[other] === file && state.sessions[other]);
+    if (same) {
+      state.sessions[name] = state.sessions[same];
+      state.files[name] = file;
+      continue;
+    }
     // A cached probe refers to the source UNet's folder for its weights (see probe.ts).
-    const extra = isFusedAttentionFile(file) ? fusedLoadOptions(file) : name === 'unetProbe' ? probeLoadOptions(file) : {};
+    const extra = isFusedAttentionFile(file) ? fusedLoadOptions(file) : isProbeFile(file) ? probeLoadOptions(file) : {};
     state.sessions[name] = await openSession(file, LABELS[name], state.options, extra);
+    state.files[name] = file;
   }
   const s = state.sessions;
   if (s.textEncoder) state.text ??= new TextEncoderAdapter(s.textEncoder, 'text_encoder');
@@ -214,6 +238,7 @@ async function releasePlainVae(name: 'vaeDecoder' | 'vaeEncoder'): Promise<void>
   if (!s) return;
   await releaseSession(s);
   delete state.sessions[name];
+  delete state.files[name];
   state.released[name] = s.file;
   if (name === 'vaeDecoder') state.decoder = undefined;
   else state.encoder = undefined;
