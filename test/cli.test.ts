@@ -114,7 +114,7 @@ test('weights cut short in model.onnx_data: one line naming the external weights
     assert.equal(r.code, 3, r.stderr);
     assert.doesNotMatch(r.stderr, /\[[EWI]:onnxruntime:/, 'no log line of ONNX Runtime');
     assert.equal(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
-    assert.match(r.stderr, /^asgd: ONNX Runtime cannot load unet: .*External initializer.*\. Its external weights file \(next to \S+model\.onnx\) is missing, incomplete or damaged/s);
+    assert.match(r.stderr, /^asgd: ONNX Runtime cannot load unet: .*External initializer.*\. Its external weights file \(in \S+\/unet\) is missing, incomplete or damaged/s);
   }
 });
 

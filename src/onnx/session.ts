@@ -4,6 +4,7 @@
  */
 import type ortTypes from 'onnxruntime-node';
 import fs from 'node:fs';
+import path from 'node:path';
 import { createRequire } from 'node:module';
 import { AsgdError } from '../core/errors.ts';
 import { ortSeverity, runtimeLogLevel, withDriverNotesFiltered } from './runtime-log.ts';
@@ -170,11 +171,13 @@ export async function openSession(file: string | Uint8Array, label: string, opts
     }
     // Weights kept in a separate file (model.onnx_data, weights.pb) cut short or missing: name that file.
     const external = /External (initializer|data)|GetExtDataFromTensorProto|onnx_data|weights\.pb/i.test(msg);
+    // Its folder: a derived graph (probe, fused attention) refers to its source model's weights, in that folder.
+    const weightsFolder = load.externalDataFolder ?? (typeof file === 'string' ? path.dirname(file) : undefined);
     throw new AsgdError(`ONNX Runtime cannot load ${label}: ${msg}`, {
       kind: 'model',
       parameter: label,
       hint: external
-        ? `Its external weights file (${typeof file === 'string' ? `next to ${file}` : 'model.onnx_data'}) is missing, incomplete or damaged; copy it again or re-export the model`
+        ? `Its external weights file (${weightsFolder ? `in ${weightsFolder}` : 'model.onnx_data'}) is missing, incomplete or damaged; copy it again or re-export the model`
         : 'The file is damaged or not an ONNX model; re-export the model',
       cause: err,
     });
