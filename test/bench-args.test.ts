@@ -108,6 +108,13 @@ test('npm run bench:unet-io: a misspelt flag or case is named in one line (was: 
   helps('unet-io.ts', /--unet FILE/);
 });
 
+test('npm run bench:probe-memory: the UNet is required, a misspelt flag and a bad number are named in one line', () => {
+  refuses('probe-memory.ts', [], /--unet FILE is required/);
+  refuses('probe-memory.ts', ['--unet', 'x.onnx', '--iter', '3'], /Unknown option '--iter'/);
+  refuses('probe-memory.ts', ['--unet', 'x.onnx', '--latent', '4'], /--latent: expected an integer of at least 8/);
+  helps('probe-memory.ts', /--unet FILE/);
+});
+
 test('bench:fleet, bench:fleet-engine, bench:server: their positional counts are checked (was: `--jobs 10` gave NaN jobs and 10 workers)', () => {
   refuses('fleet.ts', ['--jobs', '10'], /Unknown option '--jobs'/);
   refuses('fleet.ts', ['x'], /JOBS: expected an integer of at least 1, received "x"/);

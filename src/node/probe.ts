@@ -43,6 +43,8 @@ export interface ProbeLoad {
   externalDataFolder?: string;
 }
 
+/** A probe graph's file name ends so (probePaths). */
+const PROBE_SUFFIX = /\.asgd-probe\.onnx$/i;
 /** Bump when the surgery's output changes, so cached probes are rebuilt. */
 const PROBE_FORMAT = 3;
 /** One Node buffer (and one protobuf message) holds at most 2 GiB - 1. */
@@ -195,12 +197,12 @@ export async function prepareAttentionProbe(unetPath: string, opts: AttentionPro
 
 /** Whether `file` is a probe graph made by prepareAttentionProbe (by its name). */
 export function isProbeFile(file: string): boolean {
-  return /\.asgd-probe\.onnx$/i.test(file);
+  return PROBE_SUFFIX.test(file);
 }
 
 /** How to open a probe file made by prepareAttentionProbe (read from its sidecar). */
 export function probeLoadOptions(probeFile: string): ProbeLoad {
-  const { sidecar } = probePaths(path.dirname(probeFile), probeFile.replace(/\.asgd-probe\.onnx$/i, '.onnx'));
+  const { sidecar } = probePaths(path.dirname(probeFile), probeFile.replace(PROBE_SUFFIX, '.onnx'));
   try {
     const side = JSON.parse(fs.readFileSync(sidecar, 'utf8')) as Partial<Sidecar>;
     return side.externalDataFolder ? { externalDataFolder: side.externalDataFolder } : {};
