@@ -14,7 +14,8 @@ import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder, type GroupNormForm } from 
 import { buildTinyVaeDecoder } from './fixtures/tiny-vae.ts';
 import { localBackend } from '../src/node/vae-local.ts';
 import { prepareVaeGraphs } from '../src/node/vae-graphs.ts';
-import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT, derivePrefixGraph, deriveStatsGraph, deriveTileGraph, scanNorms } from '../src/graph/vae-norm-graph.ts';
+import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT, deriveStatsGraph, deriveTileGraph, scanNorms } from '../src/graph/vae-norm-graph.ts';
+import { STATE_PREFIX, deriveSegmentGraph } from '../src/graph/vae-segments.ts';
 import { tempDir } from './helpers/models.ts';
 import { absDifference } from '../bench/analysis/difference.ts';
 
@@ -161,45 +162,111 @@ describe('VAE norm graph surgery', () => {
     }
   }
 
-  it('prefix graphs: layer k\'s statistics alone, from only the nodes before it', async () => {
-    const bytes = fs.readFileSync(SHIPPED_DECODER);
+  /** A tile graph's inputs for an h x h latent, with affine maps a != 1, b != 0 (a segment must apply the earlier layers' maps). */
+  function tileFeeds(layers: readonly NormLayer[], h: number, region: number[], floatType: 'float32' | 'float16' = 'float32'): Record<string, ort.Tensor> {
+    const lat = stepLatent(h, h);
+    const affine = new Float32Array(layers.reduce((n, l) => n + 2 * l.groups, 0));
+    for (let i = 0, at = 0; i < layers.length; at += 2 * layers[i]!.groups, i++) {
+      for (let g = 0; g < layers[i]!.groups; g++) {
+        affine[at + g] = 0.8 + 0.01 * g;
+        affine[at + layers[i]!.groups + g] = 0.05 * (g % 3) - 0.05;
+      }
+    }
+    return {
+      latent_sample: floatType === 'float32' ? new ort.Tensor('float32', lat, [1, 4, h, h]) : new ort.Tensor('float16', float32ToFloat16(lat), [1, 4, h, h]),
+      [NORM_AFFINE_INPUT]: new ort.Tensor('float32', affine, [affine.length]),
+      [NORM_REGION_INPUT]: new ort.Tensor('int64', BigInt64Array.from(region, BigInt), [4]),
+    };
+  }
+
+  /** Runs segment (from, to) of a tile graph's bytes on the feeds and a state; its outputs, and the segment's model. */
+  async function runSegment(tileBytes: Uint8Array, from: number, to: number | 'end', feeds: Record<string, ort.Tensor>, state: Record<string, ort.Tensor>) {
+    const model = fromBinary(ModelProtoSchema, tileBytes);
+    const r = deriveSegmentGraph(model, from, to);
+    assert.ok('layers' in r, JSON.stringify(r));
+    const session = await ort.InferenceSession.create(toBinary(ModelProtoSchema, model));
+    const given: Record<string, ort.Tensor> = {};
+    for (const name of session.inputNames) given[name] = name.startsWith(STATE_PREFIX) ? state[name.slice(STATE_PREFIX.length)]! : feeds[name]!;
+    const out = await session.run(given);
+    return { out, model, state: Object.fromEntries(Object.entries(out).filter(([n]) => n !== NORM_STATS_OUTPUT)) };
+  }
+
+  const sources: [string, () => Uint8Array][] = [
+    ['the shipped decoder', () => fs.readFileSync(SHIPPED_DECODER)],
+    ...FORMS.flatMap((form) => (['float32', 'float16'] as const).map((f): [string, () => Uint8Array] => [`${form} ${f}`, () => toBinary(ModelProtoSchema, smallDecoder(form, f))])),
+  ];
+  /**
+   * Bit for bit in float32. In float16 a segment's state is float16 as the graph says, where ONNX Runtime's CPU
+   * provider may run a chain of float16 ops across the cut in float32 inside one graph: within float16 rounding.
+   */
+  const same = (got: ort.Tensor['data'], want: ort.Tensor['data'], float16: boolean, what: string) => {
+    if (!float16) return assert.deepEqual(got, want, what);
+    const a = got instanceof Uint16Array ? float16ToFloat32(got) : (got as Float32Array);
+    const b = want instanceof Uint16Array ? float16ToFloat32(want) : (want as Float32Array);
+    assert.equal(a.length, b.length, what);
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) <= 2e-3 * (1 + Math.abs(b[i]!)), `${what} value ${i}: ${a[i]} vs ${b[i]}`);
+  };
+  for (const [name, source] of sources) {
+    it(`segments of ${name}'s tile graph, chained cut by cut or skipping cuts, give its statistics and image${name.includes('float16') ? ' (within float16 rounding)' : ' bit for bit'}`, async () => {
+      const tileModel = fromBinary(ModelProtoSchema, source());
+      const t = deriveTileGraph(tileModel);
+      assert.ok('layers' in t);
+      const tileBytes = toBinary(ModelProtoSchema, tileModel);
+      const floatType = name.includes('float16') ? 'float16' : 'float32';
+      const feeds = tileFeeds(t.layers, 8, [1, 2, 7, 6], floatType);
+      const whole = await (await ort.InferenceSession.create(tileBytes)).run(feeds);
+      const all = whole[NORM_STATS_OUTPUT]!.data as Float32Array;
+      const L = t.layers.length;
+      // Cut by cut: each layer's statistics as the tile graph's, and the image.
+      let state: Record<string, ort.Tensor> = {};
+      let at = 0;
+      for (let k = 0; k < L; k++) {
+        const r = await runSegment(tileBytes, k - 1, k, feeds, state);
+        const want = all.subarray(at, at + 2 * t.layers[k]!.groups);
+        same(r.out[NORM_STATS_OUTPUT]!.data, want, floatType === 'float16', `layer ${k}`);
+        at += want.length;
+        assert.ok(Object.keys(r.state).length > 0, `segment ${k} hands over a state`);
+        state = r.state;
+      }
+      const end = await runSegment(tileBytes, L - 1, 'end', feeds, state);
+      assert.deepEqual(Object.keys(end.out), ['sample']);
+      same(end.out.sample!.data, whole.sample!.data, floatType === 'float16', 'image');
+      // From the input to layer k directly (what keeping no state runs), then from k to the end.
+      const k = 3;
+      const direct = await runSegment(tileBytes, -1, k, feeds, {});
+      const at3 = t.layers.slice(0, k).reduce((n, l) => n + 2 * l.groups, 0);
+      same(direct.out[NORM_STATS_OUTPUT]!.data, all.subarray(at3, at3 + 2 * t.layers[k]!.groups), floatType === 'float16', `layer ${k} from the input`);
+      const rest = await runSegment(tileBytes, k, 'end', feeds, direct.state);
+      same(rest.out.sample!.data, whole.sample!.data, floatType === 'float16', `image from layer ${k}`);
+    });
+  }
+
+  it('a segment holds only its part of the model: from the input to layer k, a growing prefix; between two cuts, what lies between', () => {
+    const bytes = toBinary(ModelProtoSchema, smallDecoder('instance-norm'));
     const tileModel = fromBinary(ModelProtoSchema, bytes);
     const t = deriveTileGraph(tileModel);
     assert.ok('layers' in t);
-    const tile = await ort.InferenceSession.create(toBinary(ModelProtoSchema, tileModel));
-    const h = 8;
-    const lat = stepLatent(h, h);
-    const affine = new Float32Array(t.layers.reduce((n, l) => n + 2 * l.groups, 0));
-    for (let i = 0, at = 0; i < t.layers.length; at += 2 * t.layers[i]!.groups, i++) {
-      for (let g = 0; g < t.layers[i]!.groups; g++) {
-        affine[at + g] = 0.8 + 0.01 * g; // a != 1, b != 0: the prefix must apply the earlier layers' maps
-        affine[at + t.layers[i]!.groups + g] = 0.05 * (g % 3) - 0.05;
-      }
-    }
-    const feeds = {
-      latent_sample: new ort.Tensor('float32', lat, [1, 4, h, h]),
-      [NORM_AFFINE_INPUT]: new ort.Tensor('float32', affine, [affine.length]),
-      [NORM_REGION_INPUT]: new ort.Tensor('int64', BigInt64Array.from([1n, 2n, 7n, 6n]), [4]),
+    const tileBytes = toBinary(ModelProtoSchema, tileModel);
+    const convs = (from: number, to: number | 'end') => {
+      const m = fromBinary(ModelProtoSchema, tileBytes);
+      assert.ok('layers' in deriveSegmentGraph(m, from, to));
+      return m.graph!.node.filter((n) => n.opType === 'Conv').length;
     };
-    const all = (await tile.run(feeds))[NORM_STATS_OUTPUT]!.data as Float32Array;
-    const conv = (m: ModelProto) => m.graph!.node.filter((n) => n.opType === 'Conv').length;
-    let at = 0;
-    let lastConvs = 0;
-    for (const [k, layer] of t.layers.entries()) {
-      const prefix = fromBinary(ModelProtoSchema, bytes);
-      derivePrefixGraph(prefix, k);
-      assert.deepEqual(prefix.graph!.output.map((o) => o.name), [NORM_STATS_OUTPUT]);
-      const convs = conv(prefix);
-      assert.ok(convs > lastConvs && convs < conv(tileModel), `prefix ${k} keeps ${convs} of ${conv(tileModel)} convolutions`);
-      lastConvs = convs;
-      const session = await ort.InferenceSession.create(toBinary(ModelProtoSchema, prefix));
-      const got = (await session.run(feeds))[NORM_STATS_OUTPUT]!.data as Float32Array;
-      const want = all.subarray(at, at + 2 * layer.groups);
-      assert.equal(got.length, want.length);
-      for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i]! - want[i]!) <= 1e-5 * (1 + Math.abs(want[i]!)), `layer ${k} value ${i}: ${got[i]} vs ${want[i]}`);
-      at += 2 * layer.groups;
+    const total = tileModel.graph!.node.filter((n) => n.opType === 'Conv').length;
+    let last = 0;
+    let between = 0;
+    for (let k = 0; k < t.layers.length; k++) {
+      const prefix = convs(-1, k);
+      assert.ok(prefix > last || k === 0, `prefix ${k}: ${prefix} convolutions`);
+      // The convolutions between cut k - 1 and cut k are the prefix's growth.
+      if (k > 0) assert.equal(convs(k - 1, k), prefix - last, `segment ${k - 1} to ${k}`);
+      between += k > 0 ? prefix - last : prefix;
+      last = prefix;
     }
-    assert.throws(() => derivePrefixGraph(fromBinary(ModelProtoSchema, bytes), t.layers.length), /no norm layer 7/);
+    assert.equal(between + convs(t.layers.length - 1, 'end'), total, 'the segments partition the convolutions');
+    assert.throws(() => deriveSegmentGraph(fromBinary(ModelProtoSchema, tileBytes), 3, 3), /no segment from cut 3 to 3 of 13 norm layers/);
+    assert.throws(() => deriveSegmentGraph(fromBinary(ModelProtoSchema, tileBytes), -1, 13), /no segment from cut -1 to 13/);
+    assert.deepEqual(deriveSegmentGraph(fromBinary(ModelProtoSchema, bytes), -1, 2), { reason: 'the model is not a tile graph (no asgd_norm_stats gathered by a Concat)' });
   });
 
   it('every layer\'s statistics are read by the layer (so ONNX Runtime runs them before it, not after the decoder)', () => {
@@ -273,6 +340,61 @@ describe('tiled decoding with shared statistics', () => {
       // Deterministic.
       const again = await run('exact');
       assert.deepEqual(again, exact);
+    } finally {
+      await be.close();
+    }
+  });
+
+  it('exact keeps the tiles\' states within statsMemory: the same image at every budget, each layer resumed from the last cut kept', async () => {
+    const file = writeModel(smallDecoder('group-normalization-21'));
+    const be = await localBackend(file, 'vae_decoder');
+    try {
+      const h = 40;
+      const lat = stepLatent(h, h);
+      const L = 13;
+      const run = async (statsMemory: number) => {
+        const spans: string[] = [];
+        const kept: number[] = [];
+        const counting = {
+          ...be,
+          runSegment: async (...args: Parameters<NonNullable<typeof be.runSegment>>) => {
+            spans.push(`${args[0]}>${args[1]}`);
+            const r = await be.runSegment!(...args);
+            if (r.state) kept.push(r.state.bytes);
+            return r;
+          },
+        };
+        const r = await decodeTiled(lat, 4, h, h, counting, { tileSize: 24, overlap: 12, stats: 'exact', statsMemory });
+        return { r, spans: [...new Set(spans)], kept };
+      };
+      const all = await run(1024);
+      const none = await run(0);
+      const n = all.r.tiles;
+      assert.equal(n, 9);
+      // All kept: one segment per layer from the cut before it, then the rest of the model from the last cut.
+      assert.deepEqual(all.spans, [...Array.from({ length: L }, (_, k) => `${k - 1}>${k}`), `${L - 1}>end`]);
+      assert.equal(all.r.resumedFrom, L - 1);
+      // None kept: every layer from the input (the model's prefix), then the whole model; no state is fetched.
+      assert.deepEqual(none.spans, [...Array.from({ length: L }, (_, k) => `-1>${k}`), '-1>end']);
+      assert.equal(none.r.resumedFrom, -1);
+      assert.equal(none.kept.length, 0);
+      assert.deepEqual(none.r.data, all.r.data, 'the same image bit for bit');
+      // A budget between: the cuts whose states fit are kept; each layer starts at the last of them.
+      const sizes = all.kept.filter((_, i) => i % n === 0); // the first tile's state at each cut
+      assert.equal(sizes.length, L);
+      const budget = Math.ceil((Math.min(...sizes) * n) / 2 ** 20);
+      const fit = sizes.map((b) => b * n <= budget * 2 ** 20);
+      assert.ok(fit.some((x) => x) && fit.some((x) => !x), `${budget} MiB keeps some cuts and not others: ${sizes.join(', ')} B a tile`);
+      const mid = await run(budget);
+      let from = -1;
+      const want: string[] = [];
+      fit.forEach((ok, k) => {
+        want.push(`${from}>${k}`);
+        if (ok) from = k;
+      });
+      want.push(`${from}>end`);
+      assert.deepEqual(mid.spans, want);
+      assert.deepEqual(mid.r.data, all.r.data, 'the same image bit for bit');
     } finally {
       await be.close();
     }
@@ -356,7 +478,8 @@ describe('tiled decoding with shared statistics', () => {
     const a = await prepareVaeGraphs(file);
     assert.ok('statsFile' in a);
     assert.equal(path.dirname(a.statsFile), path.dirname(file));
-    assert.equal(a.prefixFiles.length, 13);
+    assert.deepEqual(a.layers.length, 13);
+    assert.deepEqual(fs.readdirSync(path.dirname(file)).filter((f) => f.includes('asgd-vae')).sort(), ['model.asgd-vae-stats.onnx', 'model.asgd-vae-tile.onnx', 'model.asgd-vae.json']);
     assert.equal(a.externalDataFolder, undefined);
     // Weights are referenced, not copied: the derived graphs are much smaller than the model.
     assert.ok(fs.statSync(a.tileFile).size < fs.statSync(file).size / 2, 'tile graph references the weights');

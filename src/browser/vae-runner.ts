@@ -4,8 +4,8 @@
  * which derives them in memory from the decoder's bytes (src/browser/device/vae-graphs.ts).
  */
 import { DEFAULT_ATTENTION_CHUNK_BYTES, headSizeProblem } from '../core/vae/attention-chunks.ts';
-import { graphBackend, type NormGraphRun, type VaeGraphRunner } from '../core/vae/pipeline-decode.ts';
-import type { DecodedImage, TiledVaeBackend } from '../core/vae/tiled.ts';
+import { graphBackend, segmentName, type NormGraphRun, type VaeGraphRunner } from '../core/vae/pipeline-decode.ts';
+import { stateBuffers, type DecodedImage, type TiledVaeBackend } from '../core/vae/tiled.ts';
 import type { VaeGraphRequest, VaeGraphSource } from './device/protocol.ts';
 import type { WebDevice } from './device/web-device.ts';
 
@@ -18,9 +18,13 @@ export function webDecoderRunner(device: WebDevice): VaeGraphRunner & { run: Til
     graph: VaeGraphRequest['graph'], input: Float32Array, channels: number, height: number, width: number, tile?: Parameters<NormGraphRun>[5],
   ) =>
     device.request<'vaeGraph'>(
-      { type: 'vaeGraph', of, graph, input, channels, height, width, affine: tile?.affine, region: tile ? [...tile.region] : undefined },
-      `VAE ${graph === 'tile' ? 'tile' : 'statistics'}`,
-      [input.buffer as ArrayBuffer],
+      {
+        type: 'vaeGraph', of, graph, input, channels, height, width, affine: tile?.affine, region: tile ? [...tile.region] : undefined,
+        ...(tile?.state ? { state: tile.state } : {}), keep: tile?.keep,
+      },
+      typeof graph === 'object' ? `VAE decoding (${segmentName(graph.segment)})` : `VAE ${graph === 'tile' ? 'tile' : 'statistics'}`,
+      // A state given with keep is replaced by the one returned: moved, not copied (core/vae/tiled.ts).
+      [input.buffer as ArrayBuffer, ...(tile?.keep ? stateBuffers(tile.state) : [])],
     );
   const norms = async (of: VaeGraphSource): Promise<TiledVaeBackend['norms']> => {
     const r = await device.request<'vaeNorms'>({ type: 'vaeNorms', of }, 'deriving the VAE statistics graphs');

@@ -23,6 +23,11 @@ export interface VaeDecodeOptions {
    */
   stats: 'exact' | 'estimate' | 'off';
   /**
+   * MiB of tile activations 'exact' statistics may keep between norm layers (all kept: about one pass of the decoder;
+   * 0: one pass of its prefix per norm layer).
+   */
+  statsMemory: number;
+  /**
    * Where the decoder's self-attention runs when tiling: 'global' (the decoder up to just after its attention runs
    * once on the whole latent, the rest is tiled), 'tile' (each tile's attention sees only the tile), or 'auto'
    * (global up to a 256x256 latent, tile above: core/vae/tiled.ts attentionModeFor).

@@ -233,11 +233,13 @@ function valueInfo(name: string, elemType: number) {
 
 /**
  * Rewrites `model` into the part made of `nodes` (plus the pure-constant nodes it needs), reading `inputs` and
- * writing `outputs`; checks that every tensor it reads is available.
+ * writing `outputs`; checks that every tensor it reads is available. `types`: element types of tensors the graph
+ * does not say (default: propagated through the graph, elementTypes).
  */
-function extract(model: ModelProto, nodes: ReadonlySet<NodeProto>, inputs: readonly string[], outputs: readonly string[], what: string): Reason | undefined {
+export function extract(
+  model: ModelProto, nodes: ReadonlySet<NodeProto>, inputs: readonly string[], outputs: readonly string[], what: string, types = elementTypes(model.graph!),
+): Reason | undefined {
   const graph = model.graph!;
-  const types = elementTypes(graph);
   const constant = constantTensors(graph);
   const inits = new Set(graph.initializer.map((t) => t.name));
   const fallback = graph.input[0]?.type?.value.case === 'tensorType' ? graph.input[0].type.value.value.elemType : FLOAT32;

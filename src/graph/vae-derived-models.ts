@@ -4,11 +4,12 @@
  * on disk with their weights referenced (src/node/vae-graphs.ts, vae-attention-graphs.ts); the browser's device
  * worker keeps them in memory with their weights inline (src/browser/device/vae-graphs.ts). Portable: no Node APIs.
  */
-import { fromBinary } from '@bufbuild/protobuf';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
 import type { NormLayer } from '../core/vae/norm-stats.ts';
 import { deriveAttentionCorePart, deriveAttentionGlobal, deriveAttentionTiled, type Reason, type VaeHalf } from './vae-attention-split.ts';
-import { derivePrefixGraph, deriveStatsGraph, deriveTileGraph } from './vae-norm-graph.ts';
+import { deriveStatsGraph, deriveTileGraph } from './vae-norm-graph.ts';
+import { deriveSegmentGraph, type SegmentEnd } from './vae-segments.ts';
 
 const UNPARSABLE: Reason = { reason: 'the file cannot be parsed as an ONNX model' };
 
@@ -24,11 +25,9 @@ export interface VaeNormModels {
   layers: NormLayer[];
   stats: ModelProto;
   tile: ModelProto;
-  /** The prefix graph of norm layer k, derived when asked (each holds the weights before its layer). */
-  prefix(k: number): ModelProto;
 }
 
-/** The statistics and tile graphs of a decoder or encoder, and its prefix graphs on demand; or why not. */
+/** The statistics and tile graphs of a decoder or encoder; or why not. */
 export function deriveVaeNormModels(bytes: Uint8Array): VaeNormModels | Reason {
   const stats = parse(bytes);
   const tile = parse(bytes);
@@ -36,16 +35,19 @@ export function deriveVaeNormModels(bytes: Uint8Array): VaeNormModels | Reason {
   const s = deriveStatsGraph(stats);
   const t = deriveTileGraph(tile);
   if ('reason' in s || 'reason' in t) return { reason: 'reason' in s ? s.reason : (t as Reason).reason };
-  return {
-    layers: s.layers,
-    stats,
-    tile,
-    prefix: (k) => {
-      const m = fromBinary(ModelProtoSchema, bytes);
-      derivePrefixGraph(m, k);
-      return m;
-    },
-  };
+  return { layers: s.layers, stats, tile };
+}
+
+/**
+ * A segment of a tile graph (src/graph/vae-segments.ts) from the tile graph's bytes, as a model's bytes. Segments are
+ * cut when their session opens: each holds the weights of its part of the model, so keeping them all would hold the
+ * model's weights again.
+ */
+export function deriveSegmentModel(tileBytes: Uint8Array, span: { from: number; to: SegmentEnd }): { bytes: Uint8Array } | Reason {
+  const m = parse(tileBytes);
+  if ('reason' in m) return m;
+  const r = deriveSegmentGraph(m, span.from, span.to);
+  return 'reason' in r ? r : { bytes: toBinary(ModelProtoSchema, m) };
 }
 
 export interface VaeAttentionModels {

@@ -37,7 +37,6 @@ import {
 } from 'onnx-buf';
 import type { NormLayer } from '../core/vae/norm-stats.ts';
 import { int64Constant } from './attention-probe.ts';
-import { pruneGraph } from './prune.ts';
 
 export const NORM_STATS_OUTPUT = 'asgd_norm_stats';
 export const NORM_AFFINE_INPUT = 'asgd_norm_affine';
@@ -283,7 +282,7 @@ export function deriveStatsGraph(model: ModelProto): VaeNormSurgery {
  * Rewrites every GroupNorm layer to apply the affine map from `asgd_norm_affine`, and adds `asgd_region` and the
  * `asgd_norm_stats` output (statistics over the region); mutates `model`.
  */
-export function deriveTileGraph(model: ModelProto, opts: { prefixOf?: number } = {}): VaeNormSurgery {
+export function deriveTileGraph(model: ModelProto): VaeNormSurgery {
   const scan = prepare(model);
   if ('reason' in scan) return scan;
   const graph = model.graph!;
@@ -356,31 +355,13 @@ export function deriveTileGraph(model: ModelProto, opts: { prefixOf?: number } =
     at += 2 * site.groups;
   }
   w.target = tail;
-  const k = opts.prefixOf;
-  if (k !== undefined && !(Number.isInteger(k) && k >= 0 && k < scan.sites.length)) throw new RangeError(`deriveTileGraph: no norm layer ${k}`);
-  if (k === undefined) w.node('Concat', statsParts, { axis: 0 }, NORM_STATS_OUTPUT);
-  else w.node('Identity', [statsParts[k]!], {}, NORM_STATS_OUTPUT);
+  // Gathered in layer order by one Concat: src/graph/vae-segments.ts reads each layer's statistics from it.
+  w.node('Concat', statsParts, { axis: 0 }, NORM_STATS_OUTPUT);
   const rebuilt: NodeProto[] = [...head];
   for (const node of graph.node) rebuilt.push(...(replacement.get(node) ?? [node]));
   rebuilt.push(...tail);
   graph.node = rebuilt;
-  if (k === undefined) {
-    graph.output.push(floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [total]));
-  } else {
-    // The prefix graph: only layer k's statistics, and only what computes them (ONNX Runtime runs every node).
-    graph.output = [floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [2 * scan.sites[k]!.groups])];
-    pruneGraph(graph);
-  }
+  graph.output.push(floatValueInfo(NORM_STATS_OUTPUT, FLOAT32, [total]));
   return { layers: layersOf(scan.sites) };
-}
-
-/**
- * The prefix graph of norm layer k: the tile graph cut to what layer k's input needs, with one output, layer k's
- * statistics over the region (2 * groups values). Layer k's input depends only on the layers before it, so running
- * the prefix graphs in order, each fed the statistics accumulated so far, gives every layer's exact statistics at the
- * cost of the prefixes (the decoder split at its norm layers). Mutates `model`.
- */
-export function derivePrefixGraph(model: ModelProto, k: number): VaeNormSurgery {
-  return deriveTileGraph(model, { prefixOf: k });
 }
 

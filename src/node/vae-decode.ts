@@ -7,8 +7,8 @@
 import type { RgbImage } from '../core/image.ts';
 import { chwToRgb8 } from '../core/image.ts';
 import type { VaeDecodeOptions } from '../core/params.ts';
-import { decodeLatentWith, graphBackend, tiledBackend, tilingWanted, type VaeGraphRunner } from '../core/vae/pipeline-decode.ts';
-import { encodeTiled, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
+import { decodeLatentWith, graphBackend, segmentName, tiledBackend, tilingWanted, type VaeGraphRunner } from '../core/vae/pipeline-decode.ts';
+import { encodeTiled, stateBuffers, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
 import type { VaeGraphName, WorkerRequest, WorkerResult } from './runner/protocol.ts';
 import type { VaeGraphs } from './vae-graphs.ts';
 
@@ -40,15 +40,17 @@ export function workerBackend(request: DecoderRequest, graphs: VaeGraphs, which:
   if ('reason' in graphs) return graphBackend({ reason: graphs.reason }, plain, () => Promise.reject(new Error('workerBackend: no derived graphs')));
   const prefix = which === 'decoder' ? 'vaeDecoder' : 'vaeEncoder';
   return graphBackend({ layers: graphs.layers }, plain, async (kind, input, channels, height, width, tile) => {
-    const graph: VaeGraphName = kind === 'stats' ? `${prefix}Stats` : kind === 'tile' ? `${prefix}Tile` : `${prefix}Prefix`;
-    const file = kind === 'stats' ? graphs.statsFile : kind === 'tile' ? graphs.tileFile : graphs.prefixFiles[kind.prefix]!;
+    const graph: VaeGraphName = kind === 'stats' ? `${prefix}Stats` : kind === 'tile' ? `${prefix}Tile` : `${prefix}Segment`;
+    const file = kind === 'stats' ? graphs.statsFile : graphs.tileFile;
+    const segment = typeof kind === 'object' ? kind.segment : undefined;
     return request<'vaeNorm'>(
       {
-        type: 'vaeNorm', graph, file, externalDataFolder: graphs.externalDataFolder, input, channels, height, width,
-        affine: tile?.affine, region: tile ? [...tile.region] : undefined,
+        type: 'vaeNorm', graph, file, ...(segment ? { segment } : {}), externalDataFolder: graphs.externalDataFolder, input, channels, height, width,
+        affine: tile?.affine, region: tile ? [...tile.region] : undefined, ...(tile?.state ? { state: tile.state } : {}), keep: tile?.keep,
       },
-      `VAE ${kind === 'tile' ? 'tile' : 'statistics'}`,
-      [input.buffer as ArrayBuffer],
+      segment ? `VAE decoding (${segmentName(segment)})` : `VAE ${kind === 'tile' ? 'tile' : 'statistics'}`,
+      // A state given with keep is replaced by the one returned: moved, not copied (core/vae/tiled.ts).
+      [input.buffer as ArrayBuffer, ...(tile?.keep ? stateBuffers(tile.state) : [])],
     );
   });
 }
@@ -113,7 +115,7 @@ export async function encodeImageLatent(args: {
   }
   const backend = await tiledBackend(workerRunner(args.request, args.encoderPath, 'encoder'), opts, H / 8, W / 8);
   const r = await encodeTiled(image, H, W, backend, {
-    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, attention: opts.attention, onTile: args.onTile, onWarning: args.onWarning,
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, statsMemory: opts.statsMemory, attention: opts.attention, onTile: args.onTile, onWarning: args.onWarning,
   });
   return { data: r.data, channels: r.channels, height: r.height, width: r.width, tiled: r };
 }

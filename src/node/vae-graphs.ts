@@ -1,7 +1,7 @@
 /**
  * Prepares the derived VAE graphs of a decoder or encoder on disk (see src/graph/vae-norm-graph.ts): the statistics
- * graph `model.asgd-vae-stats.onnx`, the tile graph `model.asgd-vae-tile.onnx` and one prefix graph per norm layer
- * `model.asgd-vae-prefix-<k>.onnx`, with a sidecar `model.asgd-vae.json`. Stored as the attention probe is (src/node/probe.ts): weights are never copied (inline
+ * graph `model.asgd-vae-stats.onnx` and the tile graph `model.asgd-vae-tile.onnx`, with a sidecar `model.asgd-vae.json`
+ * (the tile graph's segments, src/graph/vae-segments.ts, are cut from it by the worker that runs them). Stored as the attention probe is (src/node/probe.ts): weights are never copied (inline
  * initializers become external references into the source file), next to the source when its folder is writable,
  * else under the cache folder (then loaded with the source folder as the external-data folder). Rebuilt only when
  * the source's content or the surgery's format changes.
@@ -20,8 +20,6 @@ export type VaeGraphOptions = DerivedGraphOptions;
 export interface VaeGraphFiles {
   statsFile: string;
   tileFile: string;
-  /** Prefix graph of each norm layer (its statistics only, from the part of the model before it). */
-  prefixFiles: string[];
   layers: NormLayer[];
   /** Set when the files do not sit next to the source (their weights live in this folder). */
   externalDataFolder?: string;
@@ -30,9 +28,9 @@ export interface VaeGraphFiles {
 export type VaeGraphs = VaeGraphFiles | { reason: string };
 
 /** Bump when the surgery's output changes, so cached graphs are rebuilt. */
-const FORMAT = 4;
+const FORMAT = 5;
 
-type NormResult = { layers: NormLayer[]; statsBytes: number; tileBytes: number; prefixBytes: number[] };
+type NormResult = { layers: NormLayer[]; statsBytes: number; tileBytes: number };
 
 function filesIn(dir: string, source: string) {
   const base = path.basename(source).replace(/\.onnx$/i, '');
@@ -40,19 +38,17 @@ function filesIn(dir: string, source: string) {
     stats: path.join(dir, `${base}.asgd-vae-stats.onnx`),
     tile: path.join(dir, `${base}.asgd-vae-tile.onnx`),
     sidecar: path.join(dir, `${base}.asgd-vae.json`),
-    prefix: (k: number) => path.join(dir, `${base}.asgd-vae-prefix-${k}.onnx`),
   };
 }
 
 async function open(side: DerivedSidecar<NormResult> & { result: NormResult }, files: ReturnType<typeof filesIn>): Promise<VaeGraphFiles | undefined> {
-  const prefixFiles = side.result.prefixBytes.map((_, k) => files.prefix(k));
-  const sizes = await Promise.all([files.stats, files.tile, ...prefixFiles].map((f) => stat(f).then((x) => x.size, () => -1)));
-  const expected = [side.result.statsBytes, side.result.tileBytes, ...side.result.prefixBytes];
+  const sizes = await Promise.all([files.stats, files.tile].map((f) => stat(f).then((x) => x.size, () => -1)));
+  const expected = [side.result.statsBytes, side.result.tileBytes];
   if (sizes.some((n, i) => n !== expected[i])) return undefined;
-  return { statsFile: files.stats, tileFile: files.tile, prefixFiles, layers: side.result.layers, ...(side.externalDataFolder ? { externalDataFolder: side.externalDataFolder } : {}) };
+  return { statsFile: files.stats, tileFile: files.tile, layers: side.result.layers, ...(side.externalDataFolder ? { externalDataFolder: side.externalDataFolder } : {}) };
 }
 
-/** The statistics, tile and prefix graphs of a decoder or encoder's bytes, or why they cannot be derived. */
+/** The statistics and tile graphs of a decoder or encoder's bytes, or why they cannot be derived. */
 function derive(bytes: Uint8Array, source: string) {
   const models = deriveVaeNormModels(bytes);
   if ('reason' in models) return models;
@@ -63,10 +59,9 @@ function derive(bytes: Uint8Array, source: string) {
   };
   const statsBytes = serialize(models.stats);
   const tileBytes = serialize(models.tile);
-  const prefixBytes = models.layers.map((_, k) => serialize(models.prefix(k)));
   return {
-    result: { layers: models.layers, statsBytes: statsBytes.length, tileBytes: tileBytes.length, prefixBytes: prefixBytes.map((b) => b.length) },
-    files: (p: ReturnType<typeof filesIn>): [string, Uint8Array][] => [[p.stats, statsBytes], [p.tile, tileBytes], ...prefixBytes.map((b, k): [string, Uint8Array] => [p.prefix(k), b])],
+    result: { layers: models.layers, statsBytes: statsBytes.length, tileBytes: tileBytes.length },
+    files: (p: ReturnType<typeof filesIn>): [string, Uint8Array][] => [[p.stats, statsBytes], [p.tile, tileBytes]],
   };
 }
 

@@ -1,4 +1,8 @@
 /** A backend over ONNX Runtime sessions opened in this thread, for benchmarks and tests (the pipeline runs its graphs on workers). */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { segmentName } from '../core/vae/pipeline-decode.ts';
+import { deriveSegmentModel } from '../graph/vae-derived-models.ts';
 import type { DecodedImage, TiledVaeBackend } from '../core/vae/tiled.ts';
 import { openSession, releaseSession, type ModelLoad, type OpenSession, type SessionOptions } from '../onnx/session.ts';
 import { VAE_GRAPH_MEMORY, VaeDecoderAdapter, VaeNormAdapter } from '../onnx/vae.ts';
@@ -30,11 +34,12 @@ export async function localBackend(
   const missing = () => new Error('localBackend: no derived graphs');
   // Derived sessions open on first use and one at a time, as in the worker.
   let held: { file: string; adapter: VaeNormAdapter } | undefined;
-  const use = async (file: string, what: string) => {
+  const use = async (file: string, what: string | (() => Promise<OpenSession>)) => {
     if (held?.file !== file) {
       await releaseSession(held?.adapter.s);
       held = undefined;
-      held = { file, adapter: new VaeNormAdapter(await openSession(file, `${component} (${what})`, session, load), component) };
+      const s = typeof what === 'string' ? await openSession(file, `${component} (${what})`, session, load) : await what();
+      held = { file, adapter: new VaeNormAdapter(s, component) };
     }
     return held.adapter;
   };
@@ -50,9 +55,16 @@ export async function localBackend(
       if ('reason' in graphs) throw missing();
       return (await use(graphs.tileFile, 'tile graph')).run(input, c, h, w, { affine, region });
     },
-    runPrefix: async (k, input, c, h, w, affine, region) => {
+    runSegment: async (from, to, input, c, h, w, affine, region, state, keep) => {
       if ('reason' in graphs) throw missing();
-      return (await use(graphs.prefixFiles[k]!, `prefix graph ${k}`)).run(input, c, h, w, { affine, region });
+      const span = { from, to };
+      const key = `${graphs.tileFile}#${segmentName(span)}`;
+      const open = async () => {
+        const m = deriveSegmentModel(await readFile(graphs.tileFile), span);
+        if ('reason' in m) throw new Error(`${graphs.tileFile}: ${m.reason}`);
+        return openSession(m.bytes, `${component} (tile graph's ${segmentName(span)})`, session, { externalDataFolder: graphs.externalDataFolder ?? path.dirname(graphs.tileFile), memory: VAE_GRAPH_MEMORY });
+      };
+      return (await use(key, open)).run(input, c, h, w, { affine, region, state, keep });
     },
     close: async () => {
       for (const s of [plain?.s, held?.adapter.s]) await releaseSession(s);

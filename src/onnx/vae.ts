@@ -1,7 +1,9 @@
 /** VAE decoder/encoder adapters: latents (already divided by the scaling factor) to images in [-1, 1] and back. */
 import type { IoInfo, SessionMemory } from './io.ts';
-import { findIo, float32Tensor, floatTensor, int64Tensor, readFloat, type OpenSession } from './tensors.ts';
+import { findIo, float32Tensor, floatTensor, int64Tensor, makeTensor, readFloat, type OpenSession, type OrtTensor } from './tensors.ts';
+import type { StateTensor, TileState } from '../core/vae/tiled.ts';
 import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT } from '../graph/vae-norm-graph.ts';
+import { STATE_PREFIX } from '../graph/vae-segments.ts';
 
 export class VaeDecoderAdapter {
   readonly input: IoInfo;
@@ -54,32 +56,54 @@ export const VAE_GRAPH_MEMORY: SessionMemory = { optimization: 'extended', memPa
 
 /**
  * The derived VAE graphs (src/graph/vae-norm-graph.ts): the statistics graph (decode or encode plus every norm
- * layer's statistics) and the tile graph (norm layers applying given affine maps; statistics over a region).
- * Works for a decoder (latent in, image out) and an encoder (image in, the latent mean out) alike; also runs the
- * plain encoder (no statistics output).
+ * layer's statistics), the tile graph (norm layers applying given affine maps; statistics over a region) and its
+ * segments (src/graph/vae-segments.ts: a tile's state in and out). Works for a decoder (latent in, image out) and an
+ * encoder (image in, the latent mean out) alike; also runs the plain encoder (no statistics output).
  */
 export class VaeNormAdapter {
-  readonly input: IoInfo;
-  /** The image or latent output (a prefix graph has none: only statistics). */
+  /** The model's input (a segment that starts after the first norm layer may not read it). */
+  readonly input: IoInfo | undefined;
+  /** The image or latent output (a segment that ends at a norm layer has none: statistics and state). */
   readonly output: IoInfo | undefined;
+  /** A segment's state outputs: the tensors live where it ends. */
+  private readonly stateOutputs: string[];
   constructor(readonly s: OpenSession, component: 'vae_decoder' | 'vae_encoder') {
     const dec = component === 'vae_decoder';
-    this.input = findIo(s.inputs, dec ? ['latent_sample'] : ['sample'], dec ? 'latent_sample input' : 'sample input', component, 0);
+    const names = dec ? ['latent_sample'] : ['sample'];
+    const own = s.inputs.filter((i) => !i.name.startsWith(STATE_PREFIX) && i.name !== NORM_AFFINE_INPUT && i.name !== NORM_REGION_INPUT);
+    const resumes = s.inputs.some((i) => i.name.startsWith(STATE_PREFIX));
+    this.input = resumes && own.length === 0 ? undefined : findIo(s.inputs, names, dec ? 'latent_sample input' : 'sample input', component, 0);
+    const modelOutputs = dec ? ['sample'] : ['latent_parameters', 'latent_sample'];
     const outputs = s.outputs.filter((o) => o.name !== NORM_STATS_OUTPUT);
-    this.output = outputs.length > 0 ? findIo(outputs, dec ? ['sample'] : ['latent_parameters', 'latent_sample'], dec ? 'sample output' : 'latent output', component, 0) : undefined;
+    const segmentEnd = outputs.length > 0 && outputs.every((o) => !modelOutputs.includes(o.name)) && s.outputs.some((o) => o.name === NORM_STATS_OUTPUT);
+    this.stateOutputs = segmentEnd ? outputs.map((o) => o.name) : [];
+    this.output = outputs.length > 0 && !segmentEnd ? findIo(outputs, modelOutputs, dec ? 'sample output' : 'latent output', component, 0) : undefined;
   }
 
   async run(
-    input: Float32Array, channels: number, h: number, w: number, tile?: { affine: Float32Array; region: readonly number[] },
-  ): Promise<{ data: Float32Array; channels: number; height: number; width: number; stats: Float32Array }> {
-    const feeds: Record<string, ReturnType<typeof floatTensor>> = { [this.input.name]: floatTensor(this.input.type, input, [1, channels, h, w], `${this.input.name}`) };
+    input: Float32Array, channels: number, h: number, w: number, tile?: { affine: Float32Array; region: readonly number[]; state?: TileState; keep?: boolean },
+  ): Promise<{ data: Float32Array; channels: number; height: number; width: number; stats: Float32Array; state?: TileState }> {
+    const feeds: Record<string, OrtTensor> = {};
+    if (this.input) feeds[this.input.name] = floatTensor(this.input.type, input, [1, channels, h, w], `${this.input.name}`);
     if (tile) {
       feeds[NORM_AFFINE_INPUT] = float32Tensor(tile.affine, [tile.affine.length]);
       feeds[NORM_REGION_INPUT] = int64Tensor(tile.region);
     }
-    const out = await this.s.session.run(feeds);
+    for (const io of this.s.inputs) {
+      if (!io.name.startsWith(STATE_PREFIX)) continue;
+      const t = tile?.state?.tensors[io.name.slice(STATE_PREFIX.length)];
+      if (!t) throw new Error(`${this.s.file}: the segment needs the tile's state ${io.name.slice(STATE_PREFIX.length)}, which it was not given`);
+      feeds[io.name] = makeTensor(t.type as 'float32', t.data as Float32Array, t.dims);
+    }
+    // A segment's state is fetched only when kept: ONNX Runtime then does not copy it out.
+    const keep = this.stateOutputs.length > 0 && tile?.keep === true;
+    const fetches = this.stateOutputs.length > 0 ? [NORM_STATS_OUTPUT, ...(keep ? this.stateOutputs : [])] : undefined;
+    const out = fetches ? await this.s.session.run(feeds, fetches) : await this.s.session.run(feeds);
     const stats = (out[NORM_STATS_OUTPUT]?.data as Float32Array | undefined) ?? new Float32Array(0);
-    if (!this.output) return { data: new Float32Array(0), channels: 0, height: 0, width: 0, stats };
+    if (!this.output) {
+      const state = keep ? stateOf(this.stateOutputs.map((n) => [n, out[n]!] as const)) : undefined;
+      return { data: new Float32Array(0), channels: 0, height: 0, width: 0, stats, ...(state ? { state } : {}) };
+    }
     const t = out[this.output.name]!;
     let data = readFloat(t, 'vae output');
     let c = Number(t.dims[1]);
@@ -92,4 +116,17 @@ export class VaeNormAdapter {
     }
     return { data, channels: c, height: lh, width: lw, stats };
   }
+}
+
+/** A tile's state from a segment's outputs, each tensor in a buffer of its own (so that it can be transferred). */
+function stateOf(outputs: readonly (readonly [string, OrtTensor])[]): TileState {
+  const tensors: TileState['tensors'] = {};
+  let bytes = 0;
+  for (const [name, t] of outputs) {
+    let data = t.data as StateTensor['data'];
+    if (data.byteOffset !== 0 || data.buffer.byteLength !== data.byteLength) data = data.slice();
+    tensors[name] = { type: t.type, dims: t.dims.map(Number), data };
+    bytes += data.byteLength;
+  }
+  return { tensors, bytes };
 }

@@ -7,7 +7,8 @@ import type { WireError } from '../../core/errors.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { AttentionMap } from '../../core/methods/types.ts';
 import type { NormLayer } from '../../core/vae/norm-stats.ts';
-import type { NormGraphInput } from '../../core/vae/pipeline-decode.ts';
+import type { NormGraphInput, SegmentSpan } from '../../core/vae/pipeline-decode.ts';
+import type { TileState } from '../../core/vae/tiled.ts';
 import type { IoInfo } from '../../onnx/io.ts';
 
 /** ONNX Runtime Web's execution providers this package drives. */
@@ -54,7 +55,7 @@ export type VaeGraphSource = 'decoder' | 'tail';
 export interface VaeGraphRequest extends NormGraphInput {
   type: 'vaeGraph';
   of: VaeGraphSource;
-  graph: 'stats' | 'tile' | 'plain' | { prefix: number };
+  graph: 'stats' | 'tile' | 'plain' | { segment: SegmentSpan };
 }
 
 export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
@@ -68,7 +69,7 @@ export type DeviceResult =
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }
   | { type: 'vaeNorms'; layers?: NormLayer[]; reason?: string }
   | { type: 'vaeSplit'; chunked?: boolean; coreReason?: string; reason?: string }
-  | { type: 'vaeGraph'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array }
+  | { type: 'vaeGraph'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array; state?: TileState }
   | { type: 'vaeHead'; data: Float32Array; channels: number; height: number; width: number; chunks: number };
 
 export type DeviceReply = { id: number; ok: true; result: DeviceResult } | { id: number; ok: false; error: WireError };

@@ -1,22 +1,23 @@
 /**
  * The decoder's derived graphs in a device worker: the same graph surgery as in Node (src/graph/vae-derived-models.ts)
  * on the decoder's bytes, kept in memory with the weights inline (there is no disk store in the browser). The
- * statistics, tile and split graphs are derived once per loaded decoder and kept for the session; a prefix graph is
- * derived when its session opens (it holds the weights before its layer, so keeping all of them would hold the
- * decoder's weights many times over). One derived session is open at a time, as in Node's worker. Loaded by the
+ * statistics, tile and split graphs are derived once per loaded decoder and kept for the session; a segment of the
+ * tile graph (src/graph/vae-segments.ts) is cut when its session opens (each holds the weights of its part, so keeping
+ * all of them would hold the decoder's weights again). One derived session is open at a time, as in Node's worker. Loaded by the
  * worker on demand, so pages that never tile never load the protobuf code.
  */
 import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
 import type { NormLayer } from '../../core/vae/norm-stats.ts';
-import { deriveVaeAttentionModels, deriveVaeNormModels } from '../../graph/vae-derived-models.ts';
+import { segmentName } from '../../core/vae/pipeline-decode.ts';
+import { deriveSegmentModel, deriveVaeAttentionModels, deriveVaeNormModels } from '../../graph/vae-derived-models.ts';
 import { runAttentionParts, type AttentionPart } from '../../onnx/vae-attention-parts.ts';
 import type { OpenSession } from '../../onnx/tensors.ts';
 import { VaeNormAdapter } from '../../onnx/vae.ts';
 import type { DeviceResult, VaeGraphRequest, VaeGraphSource } from './protocol.ts';
 
 type Reason = { reason: string };
-type Norms = { layers: NormLayer[]; stats: Uint8Array; tile: Uint8Array; prefix(k: number): ModelProto } | Reason;
+type Norms = { layers: NormLayer[]; stats: Uint8Array; tile: Uint8Array } | Reason;
 type Split = { global: Uint8Array; chunked?: Record<Exclude<AttentionPart, 'global'>, Uint8Array>; coreReason?: string; tail: Uint8Array } | Reason;
 
 /** Opens a session from a model's bytes (the worker's providers and settings); `label` names it in errors. */
@@ -39,7 +40,7 @@ export class DecoderGraphs {
     if (!n) {
       const split = of === 'tail' ? this.splitGraphs() : undefined;
       const m = split && 'reason' in split ? split : deriveVaeNormModels(split ? split.tail : this.decoder);
-      n = 'reason' in m ? m : { layers: m.layers, stats: bin(m.stats), tile: bin(m.tile), prefix: m.prefix };
+      n = 'reason' in m ? m : { layers: m.layers, stats: bin(m.stats), tile: bin(m.tile) };
       this.norms.set(of, n);
     }
     return n;
@@ -71,9 +72,9 @@ export class DecoderGraphs {
 
   async run(req: VaeGraphRequest): Promise<Extract<DeviceResult, { type: 'vaeGraph' }>> {
     const adapter = await this.session(req.of, req.graph);
-    const tile = req.affine && req.region ? { affine: req.affine, region: req.region } : undefined;
+    const tile = req.affine && req.region ? { affine: req.affine, region: req.region, state: req.state, keep: req.keep } : undefined;
     const r = await adapter.run(req.input, req.channels, req.height, req.width, tile);
-    return { type: 'vaeGraph', data: r.data.slice(), channels: r.channels, height: r.height, width: r.width, stats: r.stats.slice() };
+    return { type: 'vaeGraph', data: r.data.slice(), channels: r.channels, height: r.height, width: r.width, stats: r.stats.slice(), ...(r.state ? { state: r.state } : {}) };
   }
 
   /** The part up to just after the attention, on the whole latent (its core in query chunks when it can be). */
@@ -92,7 +93,7 @@ export class DecoderGraphs {
   }
 
   private async session(of: VaeGraphSource, graph: VaeGraphRequest['graph']): Promise<VaeNormAdapter> {
-    const key = `${of}:${typeof graph === 'object' ? `prefix-${graph.prefix}` : graph}`;
+    const key = `${of}:${typeof graph === 'object' ? segmentName(graph.segment) : graph}`;
     if (this.held?.key === key) return this.held.adapter;
     await this.release();
     let bytes: Uint8Array;
@@ -103,10 +104,16 @@ export class DecoderGraphs {
     } else {
       const n = this.normsOf(of);
       if ('reason' in n) throw new Error(`device worker: no norm-statistics graphs (${n.reason})`);
-      bytes = graph === 'stats' ? n.stats : graph === 'tile' ? n.tile : bin(n.prefix(graph.prefix));
+      if (typeof graph === 'object') {
+        const m = deriveSegmentModel(n.tile, graph.segment);
+        if ('reason' in m) throw new Error(`device worker: ${m.reason}`);
+        bytes = m.bytes;
+      } else {
+        bytes = graph === 'stats' ? n.stats : n.tile;
+      }
     }
     const what = of === 'tail' ? 'vae_decoder after its attention' : 'vae_decoder';
-    const label = `${what} (${typeof graph === 'object' ? `prefix graph ${graph.prefix}` : graph === 'plain' ? 'tiled part' : `${graph} graph`})`;
+    const label = `${what} (${typeof graph === 'object' ? `tile graph's ${segmentName(graph.segment)}` : graph === 'plain' ? 'tiled part' : `${graph} graph`})`;
     const adapter = new VaeNormAdapter(await this.open(bytes, label), 'vae_decoder');
     this.held = { key, adapter };
     return adapter;

@@ -4,6 +4,7 @@
  * conditioning so that it crosses the worker boundary once.
  */
 import { AsgdError } from '../../core/errors.ts';
+import { stateBuffers } from '../../core/vae/tiled.ts';
 import type { TextConditioning } from '../../core/conditioning.ts';
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import type { AttentionForm, FlashCheck } from '../../graph/attention-check.ts';
@@ -190,7 +191,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       return { result: (await decoderGraphs()).prepareSplit(), transfer: [] };
     case 'vaeGraph': {
       const r = await (await decoderGraphs()).run(req);
-      return { result: r, transfer: [r.data.buffer as ArrayBuffer, r.stats.buffer as ArrayBuffer] };
+      return { result: r, transfer: [r.data.buffer as ArrayBuffer, r.stats.buffer as ArrayBuffer, ...stateBuffers(r.state)] };
     }
     case 'vaeHead': {
       const r = await (await decoderGraphs()).runHead(req.input, req.channels, req.height, req.width, req.chunkBytes);

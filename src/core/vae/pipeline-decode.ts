@@ -5,7 +5,7 @@
  * or encodeTiled runs. Portable: no Node APIs.
  */
 import type { VaeDecodeOptions } from '../params.ts';
-import { attentionModeFor, decodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend, type TileStatsMode } from './tiled.ts';
+import { attentionModeFor, decodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend, type TileState, type TileStatsMode } from './tiled.ts';
 
 /** Runs one VAE half (decoder or encoder) and its derived graphs. */
 export interface VaeGraphRunner {
@@ -55,12 +55,16 @@ export async function decodeLatentWith(
   }
   const backend = await tiledBackend(runner, opts, h, w);
   const tiled = await decodeTiled(scaled, channels, h, w, backend, {
-    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, attention: opts.attention, onTile: cb.onTile, onWarning: cb.onWarning,
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, statsMemory: opts.statsMemory, attention: opts.attention, onTile: cb.onTile, onWarning: cb.onWarning,
   });
   return { data: tiled.data, height: tiled.height, width: tiled.width, tiled };
 }
 
-/** What a derived graph run sends to the worker holding the model: the input [1, C, h, w] and, for the tile and prefix graphs, the affine maps and the owned region. */
+/**
+ * What a derived graph run sends to the worker holding the model: the input [1, C, h, w] and, for the tile graph and
+ * its segments, the affine maps and the owned region; for a segment, the tile's state at its first cut and whether
+ * to return the state at its last.
+ */
 export interface NormGraphInput {
   input: Float32Array;
   channels: number;
@@ -68,15 +72,29 @@ export interface NormGraphInput {
   width: number;
   affine?: Float32Array;
   region?: number[];
+  state?: TileState;
+  keep?: boolean;
 }
 
-/** One of a model's norm-statistics graphs (src/graph/vae-norm-graph.ts): statistics, tile, or norm layer k's prefix. */
-export type NormGraphKind = 'stats' | 'tile' | { prefix: number };
+/** A segment of the tile graph: from cut `from` (-1: the input) to cut `to` (before norm layer `to`) or the end. */
+export interface SegmentSpan {
+  from: number;
+  to: number | 'end';
+}
 
-/** Runs a norm-statistics graph; `tile` (affine maps, owned region) for the tile and prefix graphs. */
+/** One of a model's norm-statistics graphs (src/graph/vae-norm-graph.ts): statistics, tile, or a segment of the tile graph (src/graph/vae-segments.ts). */
+export type NormGraphKind = 'stats' | 'tile' | { segment: SegmentSpan };
+
+/** A segment's name in labels and session keys. */
+export function segmentName(s: SegmentSpan): string {
+  return `segment from ${s.from < 0 ? 'the input' : `norm layer ${s.from}`} to ${s.to === 'end' ? 'the end' : `norm layer ${s.to}`}`;
+}
+
+/** Runs a norm-statistics graph; `tile` (affine maps, owned region; a segment's state) for the tile graph and its segments. */
 export type NormGraphRun = (
-  graph: NormGraphKind, input: Float32Array, channels: number, height: number, width: number, tile?: { affine: Float32Array; region: readonly number[] },
-) => Promise<DecodedImage & { stats: Float32Array }>;
+  graph: NormGraphKind, input: Float32Array, channels: number, height: number, width: number,
+  tile?: { affine: Float32Array; region: readonly number[]; state?: TileState; keep?: boolean },
+) => Promise<DecodedImage & { stats: Float32Array; state?: TileState }>;
 
 /** A backend whose plain model runs through `run` and whose derived graphs run through `runGraph` (absent: `norms` says why). */
 export function graphBackend(
@@ -87,6 +105,6 @@ export function graphBackend(
     run,
     runStats: (input, c, h, w) => runGraph('stats', input, c, h, w),
     runTile: (input, c, h, w, affine, region) => runGraph('tile', input, c, h, w, { affine, region }),
-    runPrefix: (k, input, c, h, w, affine, region) => runGraph({ prefix: k }, input, c, h, w, { affine, region }),
+    runSegment: (from, to, input, c, h, w, affine, region, state, keep) => runGraph({ segment: { from, to } }, input, c, h, w, { affine, region, state, keep }),
   };
 }

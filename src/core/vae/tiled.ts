@@ -7,10 +7,13 @@
  * - 'estimate': one run of the statistics graph on the latent downscaled (box filter) to fit one tile, then one
  *   tiled pass that normalises every tile with those statistics.
  * - 'exact': the decoder split at its norm layers. Layer k's statistics depend only on the layers before it; for
- *   k = 1..L the prefix graph of layer k runs over all tiles, fed the statistics found so far, and each tile
- *   contributes its input's statistics over the part of the image it owns (combined exactly over the tiles). Then one
- *   tiled pass of the tile graph makes the image. Cost: the L prefixes plus one pass. Exact up to the tiles' border
- *   effects. Without prefix graphs (runPrefix absent), whole passes of the tile graph are repeated from the estimate
+ *   k = 1..L the segment of the tile graph up to layer k runs over all tiles, fed the statistics found so far, and
+ *   each tile contributes its input's statistics over the part of the image it owns (combined exactly over the
+ *   tiles). Then the rest of the model makes the image. Each segment starts where the last kept one ended: a tile's
+ *   state there (the tensors live at that cut) is kept while all tiles' states fit `statsMemory`, else the segment
+ *   starts further back (at worst at the input). With every state kept, the cost is about one pass; with none, one
+ *   prefix of the model per layer plus a pass. Exact up to the tiles' border
+ *   effects. Without segments (runSegment absent), whole passes of the tile graph are repeated from the estimate
  *   (after k passes the first k layers are exact) until the statistics stop changing (statsChange below
  *   `tolerance`) or after `maxPasses`; the image of the last pass is the result.
  * - 'off': tiles normalise with their own statistics (the old behaviour; colours shift between tiles).
@@ -23,6 +26,9 @@ import { axisWeights, blendTile, planAxis, validateTileOptions, type AxisTile } 
 import { StatsAccumulator, downscaleArea, ownedSpans, packAffine, statsChange, unpackStats, type NormLayer, type NormStats } from './norm-stats.ts';
 
 export type TileStatsMode = 'exact' | 'estimate' | 'off';
+
+/** MiB of tile states 'exact' keeps by default (the options registry's). */
+const STATS_MEMORY_DEFAULT = optionSpec(VAE_OPTIONS, 'statsMemory').default as number;
 
 export const TILE_STATS_MODES: readonly TileStatsMode[] = ['exact', 'estimate', 'off'];
 
@@ -82,15 +88,44 @@ export interface TiledVaeBackend {
     input: Float32Array, channels: number, height: number, width: number, affine: Float32Array, region: readonly [number, number, number, number],
   ): Promise<DecodedImage & { stats: Float32Array }>;
   /**
-   * The prefix graph of norm layer `layer`: that layer's statistics over `region` only, computing just the part of
-   * the model before it. When present, 'exact' runs the prefixes in order (every layer exact, at the cost of the
-   * prefixes) instead of repeating whole passes.
+   * Segment (from, to) of the tile graph (src/graph/vae-segments.ts): resumes a tile at cut `from` from its state there
+   * (from -1: from the tile's input, no state) and runs to cut `to`, just before norm layer `to` applies its map:
+   * that layer's statistics over `region` and, when `keep`, the tile's state at `to` (a state given with `keep` is
+   * replaced by it, so the backend may detach its buffers). To 'end': the decoded tile.
+   * When present, 'exact' runs the layers in order, every tile resumed from the latest cut whose states fit the memory
+   * budget (`statsMemory`), instead of repeating whole passes.
    */
-  runPrefix?(
-    layer: number, input: Float32Array, channels: number, height: number, width: number, affine: Float32Array, region: readonly [number, number, number, number],
-  ): Promise<{ stats: Float32Array }>;
+  runSegment?(
+    from: number, to: number | 'end', input: Float32Array, channels: number, height: number, width: number, affine: Float32Array,
+    region: readonly [number, number, number, number], state: TileState | undefined, keep: boolean,
+  ): Promise<DecodedImage & { stats: Float32Array; state?: TileState }>;
   /** The model split at its attention (a decoder after it, an encoder before it), or why it cannot be (attention 'global'; absent: not offered). */
   attention?: GlobalAttentionBackend | { reason: string };
+}
+
+/** A tensor of a tile's state, as ONNX Runtime gives it. */
+export interface StateTensor {
+  type: string;
+  dims: number[];
+  data: Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
+}
+
+/** A tile's state at a cut of the tile graph: the tensors live there, by name (opaque to the tiling). */
+export interface TileState {
+  tensors: Record<string, StateTensor>;
+  /** Their data's bytes. */
+  bytes: number;
+}
+
+function cloneState(state: TileState | undefined): TileState | undefined {
+  if (!state) return undefined;
+  const tensors = Object.fromEntries(Object.entries(state.tensors).map(([n, t]) => [n, { ...t, data: t.data.slice() }]));
+  return { tensors, bytes: state.bytes };
+}
+
+/** The buffers of a state, to transfer it between threads. */
+export function stateBuffers(state: TileState | undefined): ArrayBuffer[] {
+  return state ? Object.values(state.tensors).map((t) => t.data.buffer as ArrayBuffer) : [];
 }
 
 export interface TiledDecodeOptions {
@@ -107,6 +142,12 @@ export interface TiledDecodeOptions {
    * or above the input's size the estimate is the untiled statistics (a measurement device, not a saving).
    */
   estimateMaxSize?: number;
+  /**
+   * MiB of tile states 'exact' may hold (default: the options registry's `statsMemory`): with them every layer resumes
+   * each tile where the last kept cut left it; 0 recomputes each layer from the input (one pass of the model's
+   * prefix per layer: 28-31 passes on SD's decoder).
+   */
+  statsMemory?: number;
   /** 'exact' stops when statsChange falls below this (default 1e-3). */
   tolerance?: number;
   /** Where the attention runs (default 'tile'; the pipeline's default is the options registry's, 'auto'). */
@@ -120,6 +161,8 @@ export interface TiledDecodeResult extends DecodedImage {
   stats: TileStatsMode;
   /** Tiled passes run. */
   passes: number;
+  /** 'exact' by segments: the last cut whose tile states were kept (the image's pass resumed there; -1: none). */
+  resumedFrom?: number;
   /** statsChange of the last pass of 'exact' (how far from converged the image's statistics are). */
   lastChange?: number;
   tiles: number;
@@ -154,6 +197,7 @@ function checkTiledOptions(opts: TiledDecodeOptions): void {
   validateTileOptions(opts);
   checkOption(optionSpec(VAE_OPTIONS, 'stats'), opts.stats, 'stats');
   if (opts.attention !== undefined) checkOption(optionSpec(VAE_OPTIONS, 'attention'), opts.attention, 'attention');
+  if (opts.statsMemory !== undefined) checkOption(optionSpec(VAE_OPTIONS, 'statsMemory'), opts.statsMemory, 'statsMemory');
   // Measurement settings (library only): a limit below one would leave the image without a pass.
   for (const key of ['maxPasses', 'estimateMaxSize'] as const) {
     const v = opts[key];
@@ -291,6 +335,7 @@ async function runTiled(
     return result(1);
   }
 
+  const tileOrder = ys.flatMap((_, iy) => xs.map((_, ix) => [iy, ix] as const));
   const regionOf = (iy: number, ix: number) => {
     const ty = ys[iy]!;
     const tx = xs[ix]!;
@@ -300,35 +345,48 @@ async function runTiled(
     return { region, count: (oy.end - oy.start) * (ox.end - ox.start) };
   };
 
-  if (mode === 'exact' && backend.runPrefix && opts.maxPasses === undefined) {
-    // Layer by layer: the prefix of layer k over all tiles, with layers < k already exact.
+  if (mode === 'exact' && backend.runSegment && opts.maxPasses === undefined) {
+    // Layer by layer: segment k over all tiles, with layers < k already exact, each tile resumed at the last cut kept.
+    const runSegment = backend.runSegment.bind(backend);
     const stats: NormStats = { mean: layers.map((l) => new Float64Array(l.groups)), variance: layers.map((l) => new Float64Array(l.groups).fill(1)), count: 1 };
+    const budget = (opts.statsMemory ?? STATS_MEMORY_DEFAULT) * 2 ** 20;
+    const states: (TileState | undefined)[] = new Array(total).fill(undefined);
+    let from = -1;
     const totalWork = total * (layers.length + 1);
     let done = 0;
     for (const [k, layer] of layers.entries()) {
       const affine = packAffine(layers, stats);
       const acc = new StatsAccumulator([layer]);
-      for (const [iy, ty] of ys.entries()) {
-        for (const [ix, tx] of xs.entries()) {
-          const { region, count } = regionOf(iy, ix);
-          const r = await backend.runPrefix(k, tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region);
-          acc.add(unpackStats([layer], r.stats, count));
-          opts.onTile?.(++done, totalWork);
-        }
+      // Whether the states at cut k are kept: decided on the first tile (tiles have one size), by the budget.
+      let keep: boolean | undefined = budget > 0 ? undefined : false;
+      for (const [i, [iy, ix]] of tileOrder.entries()) {
+        const ty = ys[iy]!;
+        const tx = xs[ix]!;
+        const { region, count } = regionOf(iy, ix);
+        // Given with keep, a state may be moved to the backend (detached): a copy while it may still be needed.
+        const given = keep === undefined ? cloneState(states[i]) : states[i];
+        const r = await runSegment(from, k, tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region, given, keep !== false);
+        acc.add(unpackStats([layer], r.stats, count));
+        keep ??= r.state !== undefined && r.state.bytes * total <= budget;
+        // A tile's state at k replaces its state at the cut before: the tiles after it still read theirs.
+        if (keep) states[i] = r.state;
+        opts.onTile?.(++done, totalWork);
       }
+      if (keep) from = k;
       const layerStats = acc.result();
       stats.mean[k] = layerStats.mean[0]!;
       stats.variance[k] = layerStats.variance[0]!;
     }
     const affine = packAffine(layers, stats);
-    for (const [iy, ty] of ys.entries()) {
-      for (const [ix, tx] of xs.entries()) {
-        const { region } = regionOf(iy, ix);
-        place(await backend.runTile(tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region), iy, ix);
-        opts.onTile?.(++done, totalWork);
-      }
+    for (const [i, [iy, ix]] of tileOrder.entries()) {
+      const ty = ys[iy]!;
+      const tx = xs[ix]!;
+      const { region } = regionOf(iy, ix);
+      place(await runSegment(from, 'end', tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region, states[i], false), iy, ix);
+      states[i] = undefined;
+      opts.onTile?.(++done, totalWork);
     }
-    return result(layers.length + 1);
+    return { ...result(layers.length + 1), resumedFrom: from };
   }
 
   // The estimate: the statistics graph on the input shrunk to fit one tile.

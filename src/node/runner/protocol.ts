@@ -11,7 +11,8 @@ import type { CfgPart } from '../../core/dispatch/tasks.ts';
 import type { IoInfo, SessionOptions } from '../../onnx/io.ts';
 import type { TextConditioning } from '../../core/conditioning.ts';
 import type { WireError } from '../../core/errors.ts';
-import type { NormGraphInput } from '../../core/vae/pipeline-decode.ts';
+import type { NormGraphInput, SegmentSpan } from '../../core/vae/pipeline-decode.ts';
+import type { TileState } from '../../core/vae/tiled.ts';
 
 export type ComponentName = 'textEncoder' | 'textEncoder2' | 'textEncoder3' | 'unet' | 'unetProbe' | 'vaeDecoder' | 'vaeEncoder';
 
@@ -28,9 +29,12 @@ export interface InitRequest {
 /** 'kill' ends the worker's process by SIGKILL: for workers in processes of their own only. */
 export type FailMode = 'throw' | 'exit' | 'kill';
 
-/** The derived VAE graphs (statistics and tile graphs, src/graph/vae-norm-graph.ts), opened on first use. */
+/**
+ * The derived VAE graphs (statistics and tile graphs, src/graph/vae-norm-graph.ts; the tile graph's segments,
+ * src/graph/vae-segments.ts, derived by the worker from the tile graph's file), opened on first use.
+ */
 export type VaeGraphName =
-  | 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeDecoderPrefix' | 'vaeDecoderTail' | 'vaeEncoderStats' | 'vaeEncoderTile' | 'vaeEncoderPrefix' | 'vaeEncoderHead';
+  | 'vaeDecoderStats' | 'vaeDecoderTile' | 'vaeDecoderSegment' | 'vaeDecoderTail' | 'vaeEncoderStats' | 'vaeEncoderTile' | 'vaeEncoderSegment' | 'vaeEncoderHead';
 
 /**
  * Runs the part of a decoder or encoder split at its attention that holds the attention (src/onnx/vae-attention.ts)
@@ -53,7 +57,10 @@ export interface VaeHeadRequest {
 export interface VaeNormRequest extends NormGraphInput {
   type: 'vaeNorm';
   graph: VaeGraphName;
+  /** The graph's file (a segment's: the tile graph it is cut from). */
   file: string;
+  /** The segment to run (graph '...Segment'). */
+  segment?: SegmentSpan;
   /** Folder of the weights when the graph does not sit next to its source model. */
   externalDataFolder?: string;
 }
@@ -110,7 +117,7 @@ export type WorkerResult =
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }
   | { type: 'vaeEncode'; data: Float32Array; channels: number; height: number; width: number }
-  | { type: 'vaeNorm'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array }
+  | { type: 'vaeNorm'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array; state?: TileState }
   | { type: 'vaeHead'; data: Float32Array; channels: number; height: number; width: number; chunks: number };
 
 export type WorkerReply = { id: number; ok: true; result: WorkerResult } | { id: number; ok: false; error: WireError };

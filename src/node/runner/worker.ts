@@ -2,6 +2,8 @@
  * A device worker: owns the ONNX Runtime sessions of one device and evaluates requests one at a time, off the
  * coordinator's thread. Holds the generation's text conditioning so it is sent once.
  */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import { AsgdError, errorToWire } from '../../core/errors.ts';
 import { openSession, releaseSession, type OpenSession, type SessionOptions } from '../../onnx/session.ts';
@@ -17,6 +19,8 @@ import { MASK_WEIGHTS_INPUT, PROBE_OUTPUT_PREFIX } from '../../graph/attention-p
 import { runAttentionHead } from '../../onnx/vae-attention.ts';
 import { ArrayStow, STOW_DIR_ENV } from './array-stow.ts';
 import type { ComponentName, FailMode, VaeGraphName, VaeNormRequest, WorkerReply, WorkerRequest, WorkerResult } from './protocol.ts';
+import { segmentName, type SegmentSpan } from '../../core/vae/pipeline-decode.ts';
+import { stateBuffers } from '../../core/vae/tiled.ts';
 
 const LABELS: Record<ComponentName, string> = {
   textEncoder: 'text_encoder',
@@ -141,11 +145,14 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
     }
     case 'vaeNorm': {
       const adapter = await vaeNormAdapter(req);
-      const tile = req.affine && req.region ? { affine: req.affine, region: req.region } : undefined;
+      const tile = req.affine && req.region ? { affine: req.affine, region: req.region, state: req.state, keep: req.keep } : undefined;
       const r = await adapter.run(req.input, req.channels, req.height, req.width, tile);
       const data = r.data.buffer.byteLength === r.data.byteLength ? r.data : r.data.slice();
       const stats = r.stats.slice();
-      return { result: { type: 'vaeNorm', data, channels: r.channels, height: r.height, width: r.width, stats }, transfer: [data.buffer as ArrayBuffer, stats.buffer] };
+      return {
+        result: { type: 'vaeNorm', data, channels: r.channels, height: r.height, width: r.width, stats, ...(r.state ? { state: r.state } : {}) },
+        transfer: [data.buffer as ArrayBuffer, stats.buffer, ...stateBuffers(r.state)],
+      };
     }
     case 'vaeHead': {
       if (!state.options) throw new Error('worker: vaeHead before init');
@@ -214,7 +221,8 @@ function deviceConditioning(): { device?: DeviceConditioning } {
 async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
   if (!state.options) throw new Error('worker: vaeNorm before init');
   const held = state.vaeNorm[req.graph];
-  if (held && held.file === req.file) return held.adapter;
+  const key = req.segment ? `${req.file}#${segmentName(req.segment)}` : req.file;
+  if (held && held.file === key) return held.adapter;
   // One derived graph at a time (they run in phases: prefixes, then tiles): their memory arenas do not add up.
   for (const [name, v] of Object.entries(state.vaeNorm)) {
     await releaseSession(v.adapter.s);
@@ -222,11 +230,29 @@ async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
   }
   // Nor with the plain model's session: a tiled run with shared statistics does not use it (reopened when needed).
   await releasePlainVae(req.graph.startsWith('vaeDecoder') ? 'vaeDecoder' : 'vaeEncoder');
-  const label = `${req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder'} (${req.graph.endsWith('Tile') ? 'tile' : req.graph.endsWith('Prefix') ? 'prefix' : req.graph.endsWith('Tail') || req.graph.endsWith('Head') ? 'attention split, tiled part' : 'statistics'} graph)`;
-  const s = await openSession(req.file, label, state.options, { ...(req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {}), memory: VAE_GRAPH_MEMORY });
-  const adapter = new VaeNormAdapter(s, req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder');
-  state.vaeNorm[req.graph] = { file: req.file, adapter };
+  const half = req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder';
+  const what = req.segment ? `tile graph's ${segmentName(req.segment)}` : req.graph.endsWith('Tile') ? 'tile graph' : req.graph.endsWith('Tail') || req.graph.endsWith('Head') ? 'attention split, tiled part' : 'statistics graph';
+  const label = `${half} (${what})`;
+  const external = req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {};
+  const s = req.segment
+    // A segment is cut from the tile graph here; its weights are the tile graph's (referenced from its folder).
+    ? await openSession(await segmentBytes(req.file, req.segment), label, state.options, { externalDataFolder: req.externalDataFolder ?? path.dirname(req.file), memory: VAE_GRAPH_MEMORY })
+    : await openSession(req.file, label, state.options, { ...external, memory: VAE_GRAPH_MEMORY });
+  const adapter = new VaeNormAdapter(s, half);
+  state.vaeNorm[req.graph] = { file: key, adapter };
   return adapter;
+}
+
+/** The last tile graph read, to cut its segments from (one decode runs one tile graph's segments in turn). */
+let tileGraph: { file: string; bytes: Uint8Array } | undefined;
+
+/** Segment `span` of the tile graph in `file` (src/graph/vae-segments.ts), as a model's bytes. */
+async function segmentBytes(file: string, span: SegmentSpan): Promise<Uint8Array> {
+  if (tileGraph?.file !== file) tileGraph = { file, bytes: await readFile(file) };
+  const { deriveSegmentModel } = await import('../../graph/vae-derived-models.ts');
+  const m = deriveSegmentModel(tileGraph.bytes, span);
+  if ('reason' in m) throw new Error(`worker: ${file}: ${m.reason}`);
+  return m.bytes;
 }
 
 /**
