@@ -7,7 +7,7 @@
  *   - attention 'tile' (each tile's attention sees the tile) or 'global' (the head once on the whole latent, the tail
  *     tiled);
  *   - statistics: per tile (off), the untiled decode's own statistics given to every tile (oracle: what exact
- *     statistics converge to), exact (layer by layer through the prefix graphs), as the pipeline runs by default.
+ *     statistics converge to), exact (layer by layer through the tile graph's segments), as the pipeline runs by default.
  * Then the head's attention run in query chunks (a tiny chunk budget) against the unchunked head graph.
  *
  *   npm run bench:vae-attention -- [--size 256] [--tile 16] [--overlap 8] [--threads 1] [--quick] [--encoder]

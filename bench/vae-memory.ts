@@ -28,7 +28,7 @@
  * time of that graph alone, as the settings in docs/vae-tiling.md were chosen.
  *
  * Tiled cases use 'estimate' statistics by default: the tile graph's memory does not depend on the statistics mode
- * ('exact' runs the prefix graphs, each a part of the tile graph, one session at a time; `--stats exact` measures it).
+ * ('exact' runs the tile graph's segments, one session at a time; `--stats exact` measures it).
  * Writes bench/results/vae-memory.json.
  */
 import { spawnSync } from 'node:child_process';

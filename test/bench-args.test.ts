@@ -108,6 +108,14 @@ test('npm run bench:unet-io: a misspelt flag or case is named in one line (was: 
   helps('unet-io.ts', /--unet FILE/);
 });
 
+test('npm run bench:vae-stats-memory: a misspelt flag, a bad budget or size is named in one line', () => {
+  refuses('vae-stats-memory.ts', ['--budget', '0'], /Unknown option '--budget'/);
+  refuses('vae-stats-memory.ts', ['--budgets', '0,x'], /--budgets: expected an integer of at least 0, received "x"/);
+  refuses('vae-stats-memory.ts', ['--size', '100'], /--size: expected a multiple of 8/);
+  refuses('vae-stats-memory.ts', ['--tile', '4'], /--tile: expected an integer of at least 8/);
+  helps('vae-stats-memory.ts', /--budgets LIST/);
+});
+
 test('npm run bench:probe-memory: the UNet is required, a misspelt flag and a bad number are named in one line', () => {
   refuses('probe-memory.ts', [], /--unet FILE is required/);
   refuses('probe-memory.ts', ['--unet', 'x.onnx', '--iter', '3'], /Unknown option '--iter'/);

@@ -331,9 +331,9 @@ describe('tiled decoding with shared statistics', () => {
       const exact = await run('exact');
       assert.ok(off.d.max > 40 && off.d.mean > 4, `per-tile statistics shift colours (${JSON.stringify(off.d)})`);
       assert.ok(exact.d.max <= 6 && exact.d.mean <= 0.2, `exact statistics: ${JSON.stringify(exact.d)}`);
-      // Layer by layer: the 13 prefixes, then the image.
+      // Layer by layer: a segment per norm layer (13), then the rest of the model.
       assert.equal(exact.passes, 14);
-      // Whole passes repeated from the estimate instead of prefixes: the same image up to the convergence tolerance.
+      // Whole passes repeated from the estimate instead of segments: the same image up to the convergence tolerance.
       const passes = await decodeTiled(lat, 4, h, w, be, { tileSize: 24, overlap: 12, stats: 'exact', maxPasses: 14 });
       const byPasses = diff(chwToRgb8(passes.data, passes.height, passes.width), fullImg);
       assert.ok(byPasses.max <= 6 && byPasses.mean <= 0.2, `exact by passes: ${JSON.stringify(byPasses)}`);

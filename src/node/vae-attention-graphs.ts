@@ -26,7 +26,7 @@ export interface VaeAttentionGraphFiles {
   coreReason?: string;
   /** The part run over tiles (a decoder's tail, an encoder's head). */
   tiled: string;
-  /** Its statistics, tile and prefix graphs, or why there are none. */
+  /** Its statistics and tile graphs, or why there are none. */
   tiledNorms: VaeGraphs;
   /** The tensor the decoder is cut at, and the attention it follows. */
   cut: string;

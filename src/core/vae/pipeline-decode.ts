@@ -30,8 +30,8 @@ export function tilingWanted(opts: Pick<VaeDecodeOptions, 'tiling' | 'tileSize'>
 
 /**
  * The backend a tiled run of an h x w latent needs: the attention split when the attention runs globally; the whole
- * model's statistics graphs unless statistics are off or the split runs instead (its tiled part has its own; on
- * SD that saves deriving 30 prefix graphs).
+ * model's statistics graphs unless statistics are off or the split runs instead (its tiled part has its own: that
+ * saves deriving the whole model's).
  */
 export async function tiledBackend(runner: VaeGraphRunner, opts: Pick<VaeDecodeOptions, 'stats' | 'attention'>, h: number, w: number): Promise<TiledVaeBackend> {
   const split = attentionModeFor(opts.attention, h, w) === 'global' ? await runner.attentionSplit(opts.stats) : undefined;

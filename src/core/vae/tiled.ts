@@ -134,7 +134,7 @@ export interface TiledDecodeOptions {
   stats: TileStatsMode;
   /**
    * Run 'exact' as repeated whole passes of the tile graph, at most this many (default: layer by layer through the
-   * prefix graphs when the backend has them, else passes until converged, at most the number of norm layers + 1).
+   * tile graph's segments when the backend has them, else passes until converged, at most the number of norm layers + 1).
    */
   maxPasses?: number;
   /**

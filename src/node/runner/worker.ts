@@ -223,7 +223,7 @@ async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
   const held = state.vaeNorm[req.graph];
   const key = req.segment ? `${req.file}#${segmentName(req.segment)}` : req.file;
   if (held && held.file === key) return held.adapter;
-  // One derived graph at a time (they run in phases: prefixes, then tiles): their memory arenas do not add up.
+  // One derived graph at a time (they run in phases: a segment per norm layer, then the rest): their memory arenas do not add up.
   for (const [name, v] of Object.entries(state.vaeNorm)) {
     await releaseSession(v.adapter.s);
     delete state.vaeNorm[name as VaeGraphName];

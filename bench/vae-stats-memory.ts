@@ -1,0 +1,138 @@
+/**
+ * `npm run bench:vae-stats-memory`: what keeping the tiles' states between norm layers (`--vae-stats-memory`) saves
+ * exact tiled statistics, on a random-weight decoder with SD 1.x/2.x's VAE structure and widths (the fixture of
+ * `npm run bench:vae-attention`, its mid-block attention run once for the whole latent, as the pipeline's default
+ * 'auto' does up to 2048 px). Each case decodes the same latent in a fresh child process: per-tile statistics ('off',
+ * one plain tiled pass: the floor) and 'exact' at each budget. Per case: wall time, peak RSS, the last cut whose tile
+ * states were kept (-1: none, every layer recomputed from the latent), and how far the image is from the first
+ * exact case's (0: the same bits); in the JSON also the first tile's state at each cut kept (`cutBytes`).
+ *
+ *   npm run bench:vae-stats-memory -- [--size 256] [--tile 16] [--overlap 8] [--threads 2] [--budgets 0,16,48,1024] [--out JSON]
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
+import { decodeTiled } from '../src/core/vae/tiled.ts';
+import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
+import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
+import { absDifference } from './analysis/difference.ts';
+import { BenchUsageError, benchCli, intArg } from './args.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const USAGE = `
+npm run bench:vae-stats-memory [-- options]: exact tiled VAE statistics at several --vae-stats-memory budgets on the
+SD-width decoder (attention once for the whole latent), against per-tile statistics; each case in a fresh process.
+Prints a Markdown table and writes bench/results/vae-stats-memory.json. Slow: minutes per case at 256 px on 2 cores.
+
+  --size N        image size in px, a multiple of 8 (default 256)
+  --tile N        tile size in latent px (default 16)
+  --overlap N     tile overlap in latent px (default 8)
+  --threads N     ONNX Runtime threads (default 2)
+  --budgets LIST  statsMemory budgets in MiB, comma-separated (default 0,16,48,1024)
+  --out FILE      the JSON's path (default bench/results/vae-stats-memory.json)
+  --help          this text
+`;
+const args = benchCli(USAGE, {
+  options: {
+    size: { type: 'string' }, tile: { type: 'string' }, overlap: { type: 'string' }, threads: { type: 'string' }, budgets: { type: 'string' }, out: { type: 'string' },
+    child: { type: 'string' }, model: { type: 'string' }, image: { type: 'string' },
+  },
+}, ({ values }) => {
+  const size = values.size === undefined ? 256 : intArg('--size', values.size, 8);
+  if (size % 8 !== 0) throw new BenchUsageError(`--size: expected a multiple of 8, received ${size}`);
+  const budgets = (values.budgets ?? '0,16,48,1024').split(',').map((b) => intArg('--budgets', b.trim(), 0));
+  return {
+    size,
+    tile: values.tile === undefined ? 16 : intArg('--tile', values.tile, 8),
+    overlap: values.overlap === undefined ? 8 : intArg('--overlap', values.overlap, 0),
+    threads: values.threads === undefined ? 2 : intArg('--threads', values.threads, 1),
+    budgets,
+    out: values.out ?? path.join(ROOT, 'bench/results/vae-stats-memory.json'),
+    child: values.child,
+    model: values.model,
+    image: values.image,
+  };
+});
+const h = args.size / 8;
+
+/** One decode in this process: 'off' or an exact budget in MiB. The image goes to `image` (float32). */
+async function child(model: string, which: string, image: string): Promise<Record<string, unknown>> {
+  const latent = new Float32Array(4 * h * h);
+  for (let c = 0; c < 4; c++) {
+    for (let y = 0; y < h; y++) for (let x = 0; x < h; x++) latent[(c * h + y) * h + x] = Math.sin(0.21 * x + 0.13 * y + c) + (x > (h * 5) / 9 ? (c === 1 ? 1.5 : -0.75) : 0);
+  }
+  const be = await localAttentionBackend(model, { provider: 'cpu', threads: args.threads });
+  // The first tile's state at each cut it was kept at (bytes), read on the tiled part's segments.
+  const cutBytes: Record<string, number> = {};
+  const split = be.attention;
+  if (split && 'tiled' in split && split.tiled.runSegment) {
+    const inner = split.tiled.runSegment.bind(split.tiled);
+    split.tiled.runSegment = async (...a) => {
+      const r = await inner(...a);
+      if (r.state && !(String(a[1]) in cutBytes)) cutBytes[String(a[1])] = r.state.bytes;
+      return r;
+    };
+  }
+  try {
+    const t0 = performance.now();
+    const r = await decodeTiled(latent, 4, h, h, be, {
+      tileSize: args.tile, overlap: args.overlap, attention: 'global',
+      ...(which === 'off' ? { stats: 'off' as const } : { stats: 'exact' as const, statsMemory: Number(which) }),
+    });
+    const ms = performance.now() - t0;
+    fs.writeFileSync(image, r.data);
+    const hwm = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    return { ms, peakMiB: Number(hwm?.[1]) / 1024, tiles: r.tiles, passes: r.passes, resumedFrom: r.resumedFrom ?? null, attention: r.attention, cutBytes };
+  } finally {
+    await be.close();
+  }
+}
+
+if (args.child) {
+  console.log(JSON.stringify(await child(args.model!, args.child, args.image!)));
+} else {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-stats-memory-'));
+  try {
+    const model = path.join(dir, 'decoder.onnx');
+    fs.writeFileSync(model, toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float32', form: 'instance-norm', ...SD_VAE_DECODER })));
+    const self = fileURLToPath(import.meta.url);
+    const run = (which: string) => {
+      const image = path.join(dir, `image-${which}.f32`);
+      const out = execFileSync(process.execPath, [
+        '--import', 'tsx', self, '--size', String(args.size), '--tile', String(args.tile), '--overlap', String(args.overlap), '--threads', String(args.threads),
+        '--child', which, '--model', model, '--image', image,
+      ], { encoding: 'utf8', maxBuffer: 1 << 24 });
+      const r = JSON.parse(out.trim().split('\n').pop()!) as Record<string, unknown>;
+      const b = fs.readFileSync(image);
+      return Object.assign(r, { image: new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4) });
+    };
+    // The first run derives the graphs (cached next to the model for the rest): a warm-up, not reported.
+    run('off');
+    const rows: Record<string, unknown>[] = [];
+    const off = run('off');
+    const { image: _offImage, ...offRow } = off;
+    rows.push({ case: 'off', ...offRow });
+    let first: Float32Array | undefined;
+    for (const b of args.budgets) {
+      const r = run(String(b));
+      first ??= r.image;
+      const d = absDifference(r.image, first);
+      const { image: _image, ...row } = r;
+      rows.push({ case: `exact, ${b} MiB`, statsMemory: b, ...row, maxDiffFromFirst: d.max, overOff: (r['ms'] as number) / (off['ms'] as number) });
+    }
+    console.log(`SD-width decoder, ${args.size} px, tiles of ${args.tile} (overlap ${args.overlap}), ${rows[0]!['tiles']} tiles, ${args.threads} threads\n`);
+    console.log('| statistics | kept up to cut | time (s) | / off | peak RSS (MiB) | max diff from the first exact |\n| --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const r of rows) {
+      console.log(`| ${r['case']} | ${r['resumedFrom'] ?? ''} | ${((r['ms'] as number) / 1000).toFixed(1)} | ${r['overOff'] === undefined ? '' : (r['overOff'] as number).toFixed(2)} | ${(r['peakMiB'] as number).toFixed(0)} | ${r['maxDiffFromFirst'] ?? ''} |`);
+    }
+    fs.mkdirSync(path.dirname(args.out), { recursive: true });
+    fs.writeFileSync(args.out, JSON.stringify({ size: args.size, tile: args.tile, overlap: args.overlap, threads: args.threads, machine: `${os.cpus().length} cores, ${os.cpus()[0]?.model ?? ''}`, rows }, null, 2));
+    console.log(`\nwrote ${path.relative(process.cwd(), args.out)}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
