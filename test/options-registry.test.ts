@@ -57,7 +57,7 @@ test('validation messages come from the registry and name the option, range and 
     [{ methodOptions: { maskGamma: 0 } }, /Invalid maskGamma; expected a number > 0; received 0\. Use 1 for the plain normalised map\.$/],
     [{ methodOptions: { windowStride: 2.5 } }, /Invalid windowStride; expected an integer >= 1 \(or null\); received 2\.5/],
     // Before: "Invalid vae option; expected one of ...; received \"tilesize\"" (no field, no fix).
-    [{ vae: { tilesize: 32 } }, /Invalid vae\.tilesize: not a known setting; expected one of tiling, tileSize, overlap, stats, attention; received 32\. Check the spelling$/],
+    [{ vae: { tilesize: 32 } }, /Invalid vae\.tilesize: not a known setting; expected one of tiling, tileSize, overlap, stats, statsMemory, attention; received 32\. Check the spelling$/],
     [{ vae: { tiling: 'sometimes' } }, /Invalid vae\.tiling; expected one of auto, on, off; received "sometimes"$/],
     [{ vae: { tileSize: 32, overlap: 20 } }, /Invalid vae\.overlap; expected an integer in \[0, 16\] \(at most half the tile size, 32\); received 20\. Use an overlap of at most 16, or a tile size of at least 40$/],
     [{ vae: { tileSize: 4 } }, /Invalid vae\.tileSize; expected an integer >= 8; received 4\. Use a tile size in latent pixels \(an eighth of the image's\), e\.g\. 64; smaller tiles use less memory$/],
@@ -73,11 +73,15 @@ test('validation messages come from the registry and name the option, range and 
   }
 });
 
-test("the help of --vae-tile-stats counts exact's passes as the shipped decoder runs them (one per norm layer, then the decode)", async () => {
+test("the help of --vae-tile-stats points to --vae-stats-memory, whose help counts what 0 MiB costs as SD's decoder runs it", async () => {
   const { prepareVaeGraphs } = await import('../src/node/vae-graphs.ts');
   const graphs = await prepareVaeGraphs(new URL('../models/shapes-128/vae_decoder/model.onnx', import.meta.url).pathname);
   assert.ok('layers' in graphs);
   const help = VAE_OPTIONS.find((s) => s.key === 'stats')!.help;
-  // Before: "exact (a few passes)", for 8 passes here and 28-31 on SD's decoder (28 with the attention run globally) (docs/vae-tiling.md).
-  assert.match(help, new RegExp(`exact \\(a pass over the tiles per norm layer, then the decode: ${graphs.layers.length + 1} passes on the shipped model, 28-31 on SD's\\)`));
+  assert.match(help, /exact \(the tiles decoded layer by layer up to each norm layer, then the rest: see --vae-stats-memory\)/);
+  const memory = VAE_OPTIONS.find((s) => s.key === 'statsMemory')!;
+  assert.equal(memory.cli?.flag, '--vae-stats-memory');
+  // SD's decoder: 30 norm layers, 27 with the attention run globally; a pass per layer plus the decode (docs/vae-tiling.md).
+  assert.match(memory.help, /0: a pass of the decoder's prefix per layer, 28-31 on SD's\)/);
+  assert.equal(graphs.layers.length, 7);
 });

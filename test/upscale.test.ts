@@ -474,7 +474,7 @@ test('Ctrl-C during asgd upscale: exit 130, no output file', async () => {
 
 test('upscale encodes a large input tiled, with the whole image\'s GroupNorm statistics: the result matches the untiled encode', async () => {
   await using shapes = await loadPipeline(SHAPES, { threads: 1 });
-  // Instrument: which requests reach the workers (the encoder's statistics graph shows the tiled path ran).
+  // Instrument: which requests reach the workers (the encoder's segments show the tiled path with statistics ran).
   const pool = (shapes as unknown as { pool: { request: (component: string, req: { type: string; graph?: string }, ...rest: unknown[]) => Promise<unknown> } }).pool;
   const original = pool.request.bind(pool);
   const seen: string[] = [];
@@ -492,7 +492,8 @@ test('upscale encodes a large input tiled, with the whole image\'s GroupNorm sta
     return { r, seen: [...seen] };
   };
   const exact = await encodeTiled('exact');
-  assert.equal(exact.seen.filter((s) => s === 'vaeEncoder:vaeNorm:vaeEncoderTile').length, 9, exact.seen.join(' '));
+  // The shipped encoder's 5 norm layers: a segment per layer and the rest of the model, each over the 9 tiles.
+  assert.equal(exact.seen.filter((s) => s === 'vaeEncoder:vaeNorm:vaeEncoderSegment').length, 9 * (5 + 1), exact.seen.join(' '));
   const plain = await encodeTiled('off');
   const dExact = absDifference(exact.r.image.data, untiled.image.data);
   const dPlain = absDifference(plain.r.image.data, untiled.image.data);

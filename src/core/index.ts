@@ -47,7 +47,7 @@ export { encodePrompt, type EncodedText, type EncodeText, type PromptEncoders, t
 export { denoise, type DenoiseInput, type DenoiseResult } from './generation/denoise.ts';
 export {
   attentionModeFor, AUTO_GLOBAL_MAX_LATENT_AREA, decodeTiled, encodeTiled, TILE_STATS_MODES, VAE_ATTENTION_MODES, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeOptions,
-  type TiledDecodeResult, type TiledVaeBackend, type TileStatsMode, type VaeAttentionMode,
+  type StateTensor, type TiledDecodeResult, type TiledVaeBackend, type TileState, type TileStatsMode, type VaeAttentionMode,
 } from './vae/tiled.ts';
 export type { NormLayer } from './vae/norm-stats.ts';
 export {

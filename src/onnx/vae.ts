@@ -85,10 +85,10 @@ export class VaeNormAdapter {
   ): Promise<{ data: Float32Array; channels: number; height: number; width: number; stats: Float32Array; state?: TileState }> {
     const feeds: Record<string, OrtTensor> = {};
     if (this.input) feeds[this.input.name] = floatTensor(this.input.type, input, [1, channels, h, w], `${this.input.name}`);
-    if (tile) {
-      feeds[NORM_AFFINE_INPUT] = float32Tensor(tile.affine, [tile.affine.length]);
-      feeds[NORM_REGION_INPUT] = int64Tensor(tile.region);
-    }
+    // Only what the graph reads: a segment may not read the maps or the region (onnxruntime-web refuses extra feeds).
+    const reads = (name: string) => this.s.inputs.some((i) => i.name === name);
+    if (tile && reads(NORM_AFFINE_INPUT)) feeds[NORM_AFFINE_INPUT] = float32Tensor(tile.affine, [tile.affine.length]);
+    if (tile && reads(NORM_REGION_INPUT)) feeds[NORM_REGION_INPUT] = int64Tensor(tile.region);
     for (const io of this.s.inputs) {
       if (!io.name.startsWith(STATE_PREFIX)) continue;
       const t = tile?.state?.tensors[io.name.slice(STATE_PREFIX.length)];
