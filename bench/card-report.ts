@@ -185,6 +185,26 @@ function generations(parts: Record<string, Part>): string[] {
   return out.length ? out : ['Generations: not run.'];
 }
 
+/** The SD-width VAE's tiled decode (part `vae-sd`, bench/card-vae.ts): per-tile statistics against exact at each state budget. */
+function vaeDecode(parts: Record<string, Part>): string[] {
+  const p = parts['vae-sd'];
+  if (!p) return ['VAE decode: part `vae-sd` not run.'];
+  const r = p.result;
+  if (!r?.['cases']) return [`vae-sd: ${p.status ?? 'no status'}, no result written.`];
+  const out = [`vae-sd (${r['size']} px, tiles of ${r['tile']}, ${r['provider']}; ${p.status ?? 'no status'} after ${p.seconds ?? '?'} s):`];
+  for (const c of r['cases'] as Json[]) {
+    if (c['ms'] === undefined) {
+      const q = c['partial'] as Json | undefined;
+      out.push(`- ${c['case']}: cut${q ? ` after ${q['done']}/${q['total']} tile runs in ${ms(q['ms'] / 1000)} s (about ${ms((q['ms'] * q['total']) / q['done'] / 1000)} s for all at that rate)` : ' before its first tile run'}.`);
+      continue;
+    }
+    const kept = c['resumedFrom'] === undefined || c['resumedFrom'] === null ? '' : `, states kept up to cut ${c['resumedFrom']}`;
+    const same = c['maxDiffFromFirst'] === undefined ? '' : `, max difference from the first exact image ${c['maxDiffFromFirst']}`;
+    out.push(`- ${c['case']}: ${ms(c['ms'] / 1000)} s${c['overOff'] === undefined ? '' : ` (${num(c['overOff'])}x off)`}${kept}${same}.`);
+  }
+  return out;
+}
+
 function probeAndSchedule(parts: Record<string, Part>): string[] {
   const out: string[] = [];
   const probe = parts['probe-sdxl']?.result;
@@ -217,7 +237,7 @@ export function cardReport(doc: Json, run?: number): string {
   const sections: [string, string[]][] = [
     ['Machine', machine(parts)], ['One UNet call', unetCalls(parts)], ['Accuracy against PyTorch', accuracy(parts)],
     ['Ways to run the call (variants)', variants(parts)], ['Where the time goes (profile)', profiles(parts)], ['What a kernel costs (dispatch)', dispatch(parts)],
-    ['Whole generations', generations(parts)], ['Probe and scheduling', probeAndSchedule(parts)], ['Parts', statuses(parts)],
+    ['Whole generations', generations(parts)], ['Tiled VAE decode (vae-sd)', vaeDecode(parts)], ['Probe and scheduling', probeAndSchedule(parts)], ['Parts', statuses(parts)],
   ];
   return sections.map(([title, lines]) => [`**${title}**`, '', ...lines, ''].join('\n')).join('\n');
 }

@@ -45,6 +45,9 @@
  *            The attention fusion on a real torch export of one attention processor (scripts/reference/attention_export.py
  *            wrote DIR): how many attentions it fused, the node's heads and scale, and the plain and fused graphs'
  *            largest differences from torch's own output, on the CPU provider.
+ *   vae      [--provider webgpu] [--size 2048] [--tile 64] [--overlap 16] [--budgets 4096,1024] --out JSON
+ *            A tiled decode of an SD-width decoder: per-tile statistics, then exact at each --vae-stats-memory
+ *            budget (bench/card-vae.ts): what keeping the tiles' states saves on this provider
  *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1]
  *            [--warmup-width W] [--fuse-attention 1] [--latent-out FILE] --out JSON
  *            One whole `asg` generation (other settings at the shipped defaults) after a short warm-up generation
@@ -78,6 +81,7 @@ import { timingStats } from './timing.ts';
 import { againstTorch, readTorchReference, type TorchReference } from './card-reference.ts';
 import { benchVariants, variantsOptions } from './card-variants.ts';
 import { benchDispatch, dispatchOptions } from './card-dispatch.ts';
+import { benchVaeCard, vaeCardOptions } from './card-vae.ts';
 
 type Args = Record<string, string>;
 
@@ -94,6 +98,7 @@ const OPTIONS: Record<string, readonly string[]> = {
   fusion: ['dir', 'out'],
   schedule: ['unet-json', 'probe-json', 'gen-json', 'out'],
   devices: ['out'],
+  vae: ['provider', 'size', 'tile', 'overlap', 'budgets', 'out'],
 };
 const USAGE = `card: usage: card (${Object.keys(OPTIONS).join(' | ')}) [--options]; see the header of bench/card.ts`;
 
@@ -647,6 +652,11 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
     case 'dispatch':
       result = { machine: machine(), ...(await benchDispatch(dispatchOptions(args))) };
       break;
+    case 'vae': {
+      const m = machine();
+      result = { machine: m, ...(await benchVaeCard(vaeCardOptions(args), (r) => args['out'] && writeJson(args['out'], { machine: m, ...r }))) };
+      break;
+    }
     case 'folder':
       result = await writeFolder(args);
       break;

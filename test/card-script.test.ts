@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { benchFusion, benchGenerate, benchProbe, benchUnet, benchUnetIoCard, writeFolder } from '../bench/card.ts';
 import type { UnetIoCase } from '../bench/unet-io.ts';
+import { benchVaeCard, vaeCardOptions } from '../bench/card-vae.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { UnetAdapter } from '../src/onnx/unet.ts';
 import { TINY_TEXT } from './fixtures/index.ts';
@@ -120,6 +121,23 @@ test('bench/card.ts probe builds the attention-probe graph from the export and t
   // 16x16 latent's 256 positions per layer (the 77 token columns are reduced in-graph).
   assert.equal(bytes[0], bytes[1]);
   assert.ok(bytes[0]! > 0 && bytes[0]! <= 4 * 256 * (r['layers'] as number), `${bytes[0]} bytes`);
+});
+
+test('bench/card.ts vae: an SD-width tiled decode, per-tile statistics then exact at two state budgets: the same image, fewer states kept at the smaller', async () => {
+  const writes: Record<string, unknown>[] = [];
+  const r = await benchVaeCard(vaeCardOptions({ provider: 'cpu', size: '128', tile: '8', overlap: '4', budgets: '1024,16' }), (x) => writes.push(structuredClone(x)));
+  const cases = r['cases'] as { case: string; ms: number; tiles: number; resumedFrom: number | null; maxDiffFromFirst?: number; overOff?: number }[];
+  assert.deepEqual(cases.map((c) => c.case), ['off', 'exact, 1024 MiB', 'exact, 16 MiB']);
+  assert.ok(cases.every((c) => c.ms > 0 && c.tiles === 9), JSON.stringify(cases));
+  // The tail after the attention has 27 norm layers (cuts 0-26): all kept at 1024 MiB, fewer at 16.
+  assert.equal(cases[1]!.resumedFrom, 26);
+  assert.ok(cases[2]!.resumedFrom! >= 0 && cases[2]!.resumedFrom! < 26, String(cases[2]!.resumedFrom));
+  assert.equal(cases[1]!.maxDiffFromFirst, 0);
+  assert.equal(cases[2]!.maxDiffFromFirst, 0);
+  assert.equal(cases[2]!.overOff, cases[2]!.ms / cases[0]!.ms);
+  assert.ok(writes.length >= 3, 'the JSON is written after each case');
+  assert.throws(() => vaeCardOptions({ budgets: '1024,x' }), /--budgets must list whole numbers of MiB/);
+  assert.throws(() => vaeCardOptions({ size: '100' }), /--size must be a multiple of 8/);
 });
 
 test('bench/card.ts unet-io runs the float16 export on webgpu (lavapipe) with the conditioning on the device, equal to host-fed', async () => {

@@ -1,0 +1,100 @@
+/**
+ * `card.js vae`: a tiled decode of an SD-width decoder (SD's and SDXL's VAE structure and widths, about 49 M
+ * parameters of random weights, float32: test/fixtures/groupnorm-vae.ts) on a provider, at the pipeline's defaults
+ * (tiles of 64 latent px, overlap 16, attention 'auto'), with per-tile statistics ('off': one plain tiled pass, the
+ * floor) and then 'exact' at each `--vae-stats-memory` budget. Per case: wall time, the last cut whose tile states
+ * were kept, and the image's largest difference from the first exact case's. The JSON is rewritten after each case
+ * and, during one, at most once a second with its tile runs so far, so a case cut by the time limit still gives its
+ * rate.
+ *
+ * Why: `exact` used to run the decoder's prefix from the latent for every norm layer (12x a plain tiled pass on the
+ * CPU at 0 MiB); kept states make it 1.3-1.8x there (docs/vae-tiling.md). On a GPU every kept state is also a download
+ * and an upload per tile and layer, which only the card can weigh.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
+import { decodeTiled } from '../src/core/vae/tiled.ts';
+import type { ProviderName } from '../src/onnx/io.ts';
+import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
+import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
+
+export interface VaeCardOptions {
+  provider: ProviderName;
+  /** Image side in px (a multiple of 8). */
+  size: number;
+  tile: number;
+  overlap: number;
+  /** statsMemory budgets (MiB) for 'exact', in the order run. */
+  budgets: number[];
+}
+
+/** The command line's values, checked: each wrong one named with what is accepted. */
+export function vaeCardOptions(args: Record<string, string>): VaeCardOptions {
+  const int = (key: string, fallback: number, min: number) => {
+    const raw = args[key];
+    const n = raw === undefined ? fallback : Number(raw);
+    if (!Number.isInteger(n) || n < min) throw new Error(`card vae: --${key} must be an integer of at least ${min} (got ${raw})`);
+    return n;
+  };
+  const size = int('size', 2048, 8);
+  if (size % 8 !== 0) throw new Error(`card vae: --size must be a multiple of 8 (got ${size})`);
+  const budgets = (args['budgets'] ?? '4096,1024').split(',').map(Number);
+  if (budgets.some((b) => !Number.isInteger(b) || b < 0)) throw new Error(`card vae: --budgets must list whole numbers of MiB, 0 or more (got ${JSON.stringify(args['budgets'])})`);
+  return { provider: (args['provider'] ?? 'webgpu') as ProviderName, size, tile: int('tile', 64, 8), overlap: int('overlap', 16, 0), budgets };
+}
+
+/** Runs the cases; `write` gets the result so far after each case and, during one, at most once a second. */
+export async function benchVaeCard(o: VaeCardOptions, write: (result: Record<string, unknown>) => void): Promise<Record<string, unknown>> {
+  const h = o.size / 8;
+  const latent = new Float32Array(4 * h * h);
+  for (let c = 0; c < 4; c++) {
+    for (let y = 0; y < h; y++) for (let x = 0; x < h; x++) latent[(c * h + y) * h + x] = Math.sin(0.21 * x + 0.13 * y + c) + (x > (h * 5) / 9 ? (c === 1 ? 1.5 : -0.75) : 0);
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-card-vae-'));
+  const model = path.join(dir, 'decoder.onnx');
+  fs.writeFileSync(model, toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float32', form: 'instance-norm', ...SD_VAE_DECODER })));
+  const cases: Record<string, unknown>[] = [];
+  const result: Record<string, unknown> = { ...o, decoder: 'SD-width (random weights, float32)', cases };
+  const t0 = performance.now();
+  const be = await localAttentionBackend(model, { provider: o.provider });
+  result['openMs'] = performance.now() - t0;
+  let first: Float32Array | undefined;
+  try {
+    for (const c of ['off', ...o.budgets] as const) {
+      const row: Record<string, unknown> = { case: c === 'off' ? 'off' : `exact, ${c} MiB`, ...(c === 'off' ? {} : { statsMemory: c }) };
+      cases.push(row);
+      let last = 0;
+      const c0 = performance.now();
+      const r = await decodeTiled(latent, 4, h, h, be, {
+        tileSize: o.tile, overlap: o.overlap, attention: 'auto',
+        ...(c === 'off' ? { stats: 'off' as const } : { stats: 'exact' as const, statsMemory: c }),
+        onTile: (done, total) => {
+          row['partial'] = { done, total, ms: performance.now() - c0 };
+          if (performance.now() - last > 1000) {
+            last = performance.now();
+            write(result);
+          }
+        },
+      });
+      Object.assign(row, { ms: performance.now() - c0, tiles: r.tiles, passes: r.passes, resumedFrom: r.resumedFrom ?? null, attention: r.attention });
+      delete row['partial'];
+      if (c !== 'off') {
+        first ??= r.data;
+        let max = 0;
+        for (let i = 0; i < r.data.length; i++) max = Math.max(max, Math.abs(r.data[i]! - first[i]!));
+        row['maxDiffFromFirst'] = max;
+      }
+      const off = cases[0]!['ms'] as number;
+      if (c !== 'off') row['overOff'] = (row['ms'] as number) / off;
+      console.error(`[card] vae ${row['case']}: ${((row['ms'] as number) / 1000).toFixed(1)} s${c === 'off' ? '' : `, ${(row['overOff'] as number).toFixed(2)}x off, kept up to cut ${String(row['resumedFrom'])}`}`);
+      write(result);
+    }
+  } finally {
+    await be.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return result;
+}
