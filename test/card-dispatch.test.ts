@@ -27,14 +27,18 @@ test('fitLine: the least-squares line (exact on a line, the mean slope through n
   assert.ok(Math.abs(f.slope - 1.5) < 1e-12 && Math.abs(f.intercept - 5 / 6) < 1e-12, JSON.stringify(f));
 });
 
-test('the bench on the CPU and on WebGPU: every chain exact, a positive cost per kernel', async (t) => {
+test('the bench on the CPU and on WebGPU: every chain exact, the cost per kernel the line through the medians', async (t) => {
   for (const [provider, type] of [['cpu', 'float32'], ['webgpu', 'float32'], ['webgpu', 'float16']] as const) {
     const r = await benchDispatch(dispatchOptions({ provider, type, kernels: '1,32,128', warmup: '1', iters: '3' }));
     const chains = r['chains'] as { kernels: number; medianMs: number; maxError: number }[];
     assert.deepEqual(chains.map((c) => c.kernels), [1, 32, 128]);
     assert.deepEqual(chains.map((c) => c.maxError), [0, 0, 0], `${provider} ${type}: (k + 1) x exactly`);
     t.diagnostic(`${provider} ${type}: ${(r['usPerKernel'] as number).toFixed(1)} µs a kernel`);
-    assert.ok((r['usPerKernel'] as number) > 0 && Number.isFinite(r['msPerCall']), JSON.stringify(r));
+    // Its sign is a timing (on the CPU a kernel costs about 0.3 µs, within a loaded machine's noise at 3 calls: once
+    // -0.14 µs in CI), so the test checks the fit, not the speed.
+    const line = fitLine(chains.map((c) => c.kernels), chains.map((c) => c.medianMs));
+    assert.ok(Number.isFinite(r['usPerKernel']) && Number.isFinite(r['msPerCall']), JSON.stringify(r));
+    assert.ok(Math.abs((r['usPerKernel'] as number) - line.slope * 1000) < 1e-9 && Math.abs((r['msPerCall'] as number) - line.intercept) < 1e-12, JSON.stringify(r));
   }
 });
 
