@@ -46,16 +46,28 @@ export function vaeCardOptions(args: Record<string, string>): VaeCardOptions {
   return { provider: (args['provider'] ?? 'webgpu') as ProviderName, size, tile: int('tile', 64, 8), overlap: int('overlap', 16, 0), budgets };
 }
 
-/** Runs the cases; `write` gets the result so far after each case and, during one, at most once a second. */
-export async function benchVaeCard(o: VaeCardOptions, write: (result: Record<string, unknown>) => void): Promise<Record<string, unknown>> {
-  const h = o.size / 8;
+/** An h x h latent whose statistics differ across the image: a smooth wave plus a step on the right. */
+export function stepLatent(h: number): Float32Array {
   const latent = new Float32Array(4 * h * h);
   for (let c = 0; c < 4; c++) {
     for (let y = 0; y < h; y++) for (let x = 0; x < h; x++) latent[(c * h + y) * h + x] = Math.sin(0.21 * x + 0.13 * y + c) + (x > (h * 5) / 9 ? (c === 1 ? 1.5 : -0.75) : 0);
   }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-card-vae-'));
+  return latent;
+}
+
+/** Writes the SD-width decoder (seed 11, float32) to `dir`/decoder.onnx; its path. */
+export function writeSdWidthDecoder(dir: string): string {
   const model = path.join(dir, 'decoder.onnx');
   fs.writeFileSync(model, toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float32', form: 'instance-norm', ...SD_VAE_DECODER })));
+  return model;
+}
+
+/** Runs the cases; `write` gets the result so far after each case and, during one, at most once a second. */
+export async function benchVaeCard(o: VaeCardOptions, write: (result: Record<string, unknown>) => void): Promise<Record<string, unknown>> {
+  const h = o.size / 8;
+  const latent = stepLatent(h);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-card-vae-'));
+  const model = writeSdWidthDecoder(dir);
   const cases: Record<string, unknown>[] = [];
   const result: Record<string, unknown> = { ...o, decoder: 'SD-width (random weights, float32)', cases };
   const t0 = performance.now();

@@ -14,11 +14,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { toBinary } from '@bufbuild/protobuf';
-import { ModelProtoSchema } from 'onnx-buf';
 import { decodeTiled } from '../src/core/vae/tiled.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
-import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
+import { stepLatent, writeSdWidthDecoder } from './card-vae.ts';
 import { absDifference } from './analysis/difference.ts';
 import { BenchUsageError, benchCli, intArg } from './args.ts';
 
@@ -61,10 +59,7 @@ const h = args.size / 8;
 
 /** One decode in this process: 'off' or an exact budget in MiB. The image goes to `image` (float32). */
 async function child(model: string, which: string, image: string): Promise<Record<string, unknown>> {
-  const latent = new Float32Array(4 * h * h);
-  for (let c = 0; c < 4; c++) {
-    for (let y = 0; y < h; y++) for (let x = 0; x < h; x++) latent[(c * h + y) * h + x] = Math.sin(0.21 * x + 0.13 * y + c) + (x > (h * 5) / 9 ? (c === 1 ? 1.5 : -0.75) : 0);
-  }
+  const latent = stepLatent(h);
   const be = await localAttentionBackend(model, { provider: 'cpu', threads: args.threads });
   // The first tile's state at each cut it was kept at (bytes), read on the tiled part's segments.
   const cutBytes: Record<string, number> = {};
@@ -97,8 +92,7 @@ if (args.child) {
 } else {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-stats-memory-'));
   try {
-    const model = path.join(dir, 'decoder.onnx');
-    fs.writeFileSync(model, toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float32', form: 'instance-norm', ...SD_VAE_DECODER })));
+    const model = writeSdWidthDecoder(dir);
     const self = fileURLToPath(import.meta.url);
     const run = (which: string) => {
       const image = path.join(dir, `image-${which}.f32`);
