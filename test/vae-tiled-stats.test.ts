@@ -8,7 +8,7 @@ import ort from 'onnxruntime-node';
 import { float16ToFloat32, float32ToFloat16 } from '../src/core/float16.ts';
 import { chwToRgb8, type RgbImage } from '../src/core/image.ts';
 import { StatsAccumulator, downscaleArea, ownedSpans, packAffine, unpackStats, type NormLayer } from '../src/core/vae/norm-stats.ts';
-import { decodeTiled, encodeTiled } from '../src/core/vae/tiled.ts';
+import { decodeTiled, encodeTiled, type TiledVaeBackend, type TileState } from '../src/core/vae/tiled.ts';
 import { planAxis } from '../src/core/vae/tiling.ts';
 import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder, type GroupNormForm } from './fixtures/groupnorm-vae.ts';
 import { buildTinyVaeDecoder } from './fixtures/tiny-vae.ts';
@@ -34,6 +34,11 @@ function writeModel(model: ModelProto, name = 'model.onnx'): string {
 }
 
 /** A latent whose statistics differ across the image: a smooth wave plus a step on the right. */
+/** A host state's copy (runs may detach the buffers of a state they are given). */
+function cloneHost(state: TileState): TileState {
+  return { ...state, tensors: Object.fromEntries(Object.entries(state.tensors).map(([n, t]) => [n, { ...t, data: t.data.slice() }])) };
+}
+
 function stepLatent(h: number, w: number): Float32Array {
   const lat = new Float32Array(4 * h * w);
   for (let c = 0; c < 4; c++) {
@@ -395,6 +400,65 @@ describe('tiled decoding with shared statistics', () => {
       want.push(`${from}>end`);
       assert.deepEqual(mid.spans, want);
       assert.deepEqual(mid.r.data, all.r.data, 'the same image bit for bit');
+    } finally {
+      await be.close();
+    }
+  });
+
+  it('states a backend holds (TileState.held) are released once each: when replaced, when not kept, after the image\'s pass, and all of them when a run fails', async () => {
+    const file = writeModel(smallDecoder('group-normalization-21'));
+    const be = await localBackend(file, 'vae_decoder');
+    try {
+      const h = 40;
+      const lat = stepLatent(h, h);
+      const plain = await decodeTiled(lat, 4, h, h, be, { tileSize: 24, overlap: 12, stats: 'exact', statsMemory: 1024 });
+      // The CPU backend's host states held behind handles, as a GPU backend holds its buffers; a freed handle is gone.
+      const holding = (failAt?: number) => {
+        const live = new Map<number, TileState>();
+        let next = 1;
+        let calls = 0;
+        const log = { held: 0, released: [] as number[], live };
+        const backend: TiledVaeBackend = {
+          ...be,
+          runSegment: async (from, to, input, c, hh, ww, affine, region, state, keep) => {
+            if (++calls === failAt) throw new Error('injected failure');
+            let given: TileState | undefined;
+            if (state) {
+              assert.notEqual(state.held, undefined, 'the tiling passes the held state itself');
+              given = live.get(state.held!);
+              assert.ok(given, `state ${state.held} used after its release`);
+            }
+            // The host state may be detached by the run: the handle keeps a copy.
+            const r = await be.runSegment!(from, to, input, c, hh, ww, affine, region, given && cloneHost(given), keep);
+            if (!r.state) return r;
+            const id = next++;
+            live.set(id, r.state);
+            log.held++;
+            return { ...r, state: { tensors: {}, held: id, bytes: r.state.bytes } };
+          },
+          releaseStates: async (states) => {
+            for (const st of states) {
+              assert.ok(live.delete(st.held!), `state ${st.held} released twice or never held`);
+              log.released.push(st.held!);
+            }
+          },
+        };
+        return { backend, log };
+      };
+      for (const statsMemory of [1024, 1]) {
+        const { backend, log } = holding();
+        const r = await decodeTiled(lat, 4, h, h, backend, { tileSize: 24, overlap: 12, stats: 'exact', statsMemory });
+        assert.deepEqual(r.data, plain.data, `${statsMemory} MiB: the image of host states, bit for bit`);
+        assert.ok(log.held > 0, `${statsMemory} MiB: states were held`);
+        assert.equal(log.live.size, 0, `${statsMemory} MiB: every held state released (${log.held} held)`);
+        assert.equal(log.released.length, log.held);
+        if (statsMemory === 1) assert.ok(r.resumedFrom! < 12, `1 MiB keeps not every cut (resumed from ${r.resumedFrom})`);
+      }
+      // A run that fails midway: the error comes through, and every state still held is released.
+      const { backend, log } = holding(30);
+      await assert.rejects(decodeTiled(lat, 4, h, h, backend, { tileSize: 24, overlap: 12, stats: 'exact', statsMemory: 1024 }), /injected failure/);
+      assert.ok(log.held >= 9, `${log.held} held before the failure`);
+      assert.equal(log.live.size, 0, 'all released after the failure');
     } finally {
       await be.close();
     }

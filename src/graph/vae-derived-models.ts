@@ -41,13 +41,13 @@ export function deriveVaeNormModels(bytes: Uint8Array): VaeNormModels | Reason {
 /**
  * A segment of a tile graph (src/graph/vae-segments.ts) from the tile graph's bytes, as a model's bytes. Segments are
  * cut when their session opens: each holds the weights of its part of the model, so keeping them all would hold the
- * model's weights again.
+ * model's weights again. `outputs`: its output names (a session keeping the states on the device names them).
  */
-export function deriveSegmentModel(tileBytes: Uint8Array, span: { from: number; to: SegmentEnd }): { bytes: Uint8Array } | Reason {
+export function deriveSegmentModel(tileBytes: Uint8Array, span: { from: number; to: SegmentEnd }): { bytes: Uint8Array; outputs: string[] } | Reason {
   const m = parse(tileBytes);
   if ('reason' in m) return m;
   const r = deriveSegmentGraph(m, span.from, span.to);
-  return 'reason' in r ? r : { bytes: toBinary(ModelProtoSchema, m) };
+  return 'reason' in r ? r : { bytes: toBinary(ModelProtoSchema, m), outputs: (m.graph?.output ?? []).map((o) => o.name) };
 }
 
 export interface VaeAttentionModels {

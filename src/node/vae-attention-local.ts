@@ -6,6 +6,7 @@
 import { DEFAULT_ATTENTION_CHUNK_BYTES, headSizeProblem } from '../core/vae/attention-chunks.ts';
 import type { GlobalAttentionBackend, TiledVaeBackend } from '../core/vae/tiled.ts';
 import type { SessionOptions } from '../onnx/session.ts';
+import type { TileStateCounts } from '../onnx/tile-states.ts';
 import { runAttentionHead } from '../onnx/vae-attention.ts';
 import { prepareVaeAttentionGraphs, type VaeAttentionGraphs } from './vae-attention-graphs.ts';
 import { localBackend } from './vae-local.ts';
@@ -24,7 +25,7 @@ export interface LocalAttentionOptions {
 /** A local backend offering the attention split. Release it with `close`. */
 export async function localAttentionBackend(
   modelPath: string, session: SessionOptions = { provider: 'cpu' }, opts: LocalAttentionOptions = {},
-): Promise<TiledVaeBackend & { attentionGraphs: VaeAttentionGraphs; close(): Promise<void> }> {
+): Promise<TiledVaeBackend & { attentionGraphs: VaeAttentionGraphs; tileStates(): TileStateCounts | undefined; close(): Promise<void> }> {
   const half = opts.half ?? 'decoder';
   const component = half === 'decoder' ? 'vae_decoder' : 'vae_encoder';
   const base = await localBackend(modelPath, component, session);
@@ -43,9 +44,16 @@ export async function localAttentionBackend(
     ...base,
     attention,
     attentionGraphs: graphs,
+    // The states of the whole model's segments and of the tiled part's.
+    tileStates: () => sumCounts(base.tileStates(), tiled.tileStates()),
     close: async () => {
       await base.close();
       await tiled.close();
     },
   };
+}
+
+function sumCounts(a: TileStateCounts | undefined, b: TileStateCounts | undefined): TileStateCounts | undefined {
+  if (!a || !b) return a ?? b;
+  return { held: a.held + b.held, released: a.released + b.released, live: a.live + b.live, liveBytes: a.liveBytes + b.liveBytes };
 }

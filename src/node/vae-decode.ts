@@ -52,6 +52,8 @@ export function workerBackend(request: DecoderRequest, graphs: VaeGraphs, which:
       // A state given with keep is replaced by the one returned: moved, not copied (core/vae/tiled.ts).
       [input.buffer as ArrayBuffer, ...(tile?.keep ? stateBuffers(tile.state) : [])],
     );
+  }, async (states) => {
+    await request<'ok'>({ type: 'vaeReleaseStates', held: states.flatMap((st) => st.held ?? []) }, 'VAE decoding (freeing tile states)');
   });
 }
 

@@ -62,8 +62,11 @@ export interface ModelLoad {
   externalDataFolder?: string;
   /** ONNX Runtime's memory settings for this session (default: ORT's, with every graph optimisation). */
   memory?: SessionMemory;
-  /** 'gpu-buffer': the outputs stay on the device (WebGPU provider only); never read their data on the host. */
-  outputLocation?: 'gpu-buffer';
+  /**
+   * 'gpu-buffer': the outputs stay on the device (WebGPU provider only); never read their data on the host. Per
+   * output name: those named 'gpu-buffer' stay there, those named 'cpu' come back (a name for every output).
+   */
+  outputLocation?: 'gpu-buffer' | Readonly<Record<string, 'gpu-buffer' | 'cpu'>>;
   /**
    * ONNX Runtime's profiler: a Chrome-trace JSON file starting with this path is written when the session is released
    * (per node; on WebGPU also the GPU's own time per kernel where the adapter has timestamp queries). Benchmarks only.
@@ -126,7 +129,7 @@ export async function openSession(file: string | Uint8Array, label: string, opts
         hint: 'Leave outputLocation unset on other providers (outputs come back to the host)',
       });
     }
-    options.preferredOutputLocation = load.outputLocation;
+    options.preferredOutputLocation = typeof load.outputLocation === 'string' ? load.outputLocation : { ...load.outputLocation };
   }
   if (load.externalDataFolder) {
     options.extra = { session: { model_external_initializers_file_folder_path: load.externalDataFolder } };

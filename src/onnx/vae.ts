@@ -4,6 +4,7 @@ import { findIo, float32Tensor, floatTensor, int64Tensor, makeTensor, readFloat,
 import type { StateTensor, TileState } from '../core/vae/tiled.ts';
 import { NORM_AFFINE_INPUT, NORM_REGION_INPUT, NORM_STATS_OUTPUT } from '../graph/vae-norm-graph.ts';
 import { STATE_PREFIX } from '../graph/vae-segments.ts';
+import type { DeviceTileStates } from './tile-states.ts';
 
 export class VaeDecoderAdapter {
   readonly input: IoInfo;
@@ -67,7 +68,11 @@ export class VaeNormAdapter {
   readonly output: IoInfo | undefined;
   /** A segment's state outputs: the tensors live where it ends. */
   private readonly stateOutputs: string[];
-  constructor(readonly s: OpenSession, component: 'vae_decoder' | 'vae_encoder') {
+  /**
+   * `device`: where the states this adapter makes and reads are held (src/onnx/tile-states.ts); only with a session
+   * whose state outputs stay on the device (statesOnDevice). Without it, states come back to the host.
+   */
+  constructor(readonly s: OpenSession, component: 'vae_decoder' | 'vae_encoder', private readonly device?: DeviceTileStates) {
     const dec = component === 'vae_decoder';
     const names = dec ? ['latent_sample'] : ['sample'];
     const own = s.inputs.filter((i) => !i.name.startsWith(STATE_PREFIX) && i.name !== NORM_AFFINE_INPUT && i.name !== NORM_REGION_INPUT);
@@ -89,20 +94,27 @@ export class VaeNormAdapter {
     const reads = (name: string) => this.s.inputs.some((i) => i.name === name);
     if (tile && reads(NORM_AFFINE_INPUT)) feeds[NORM_AFFINE_INPUT] = float32Tensor(tile.affine, [tile.affine.length]);
     if (tile && reads(NORM_REGION_INPUT)) feeds[NORM_REGION_INPUT] = int64Tensor(tile.region);
+    const state = tile?.state;
+    const held = state?.held !== undefined ? this.heldTensors(state) : undefined;
     for (const io of this.s.inputs) {
       if (!io.name.startsWith(STATE_PREFIX)) continue;
-      const t = tile?.state?.tensors[io.name.slice(STATE_PREFIX.length)];
-      if (!t) throw new Error(`${this.s.file}: the segment needs the tile's state ${io.name.slice(STATE_PREFIX.length)}, which it was not given`);
-      feeds[io.name] = makeTensor(t.type as 'float32', t.data as Float32Array, t.dims);
+      const name = io.name.slice(STATE_PREFIX.length);
+      const host = state?.tensors[name];
+      const t = held ? held[name] : host && makeTensor(host.type as 'float32', host.data as Float32Array, host.dims);
+      if (!t) throw new Error(`${this.s.file}: the segment needs the tile's state ${name}, which it was not given`);
+      feeds[io.name] = t;
     }
-    // A segment's state is fetched only when kept: ONNX Runtime then does not copy it out.
+    // On the host a segment's state is fetched only when kept: ONNX Runtime then does not copy it out. Outputs kept on
+    // the device are all fetched (onnxruntime-node refuses a subset when their locations are set) and freed unless kept.
     const keep = this.stateOutputs.length > 0 && tile?.keep === true;
-    const fetches = this.stateOutputs.length > 0 ? [NORM_STATS_OUTPUT, ...(keep ? this.stateOutputs : [])] : undefined;
+    const fetches = this.stateOutputs.length > 0 ? [NORM_STATS_OUTPUT, ...(keep || this.device ? this.stateOutputs : [])] : undefined;
     const out = fetches ? await this.s.session.run(feeds, fetches) : await this.s.session.run(feeds);
     const stats = (out[NORM_STATS_OUTPUT]?.data as Float32Array | undefined) ?? new Float32Array(0);
     if (!this.output) {
-      const state = keep ? stateOf(this.stateOutputs.map((n) => [n, out[n]!] as const)) : undefined;
-      return { data: new Float32Array(0), channels: 0, height: 0, width: 0, stats, ...(state ? { state } : {}) };
+      const outputs = this.stateOutputs.map((n) => [n, out[n]!] as const);
+      if (!keep && this.device) for (const [, t] of outputs) t.dispose();
+      const kept = !keep ? undefined : this.device ? this.device.hold(Object.fromEntries(outputs), this.s) : stateOf(outputs);
+      return { data: new Float32Array(0), channels: 0, height: 0, width: 0, stats, ...(kept ? { state: kept } : {}) };
     }
     const t = out[this.output.name]!;
     let data = readFloat(t, 'vae output');
@@ -115,6 +127,11 @@ export class VaeNormAdapter {
       data = data.slice(0, c * lh * lw);
     }
     return { data, channels: c, height: lh, width: lw, stats };
+  }
+
+  private heldTensors(state: TileState): Record<string, OrtTensor> {
+    if (!this.device) throw new Error(`${this.s.file}: the tile's state is held on a device, and this session reads states from the host`);
+    return this.device.tensors(state);
   }
 }
 

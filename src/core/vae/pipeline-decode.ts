@@ -96,11 +96,15 @@ export type NormGraphRun = (
   tile?: { affine: Float32Array; region: readonly number[]; state?: TileState; keep?: boolean },
 ) => Promise<DecodedImage & { stats: Float32Array; state?: TileState }>;
 
-/** A backend whose plain model runs through `run` and whose derived graphs run through `runGraph` (absent: `norms` says why). */
+/**
+ * A backend whose plain model runs through `run` and whose derived graphs run through `runGraph` (absent: `norms`
+ * says why); `releaseStates` frees the tile states the runner holds on its device (TileState.held).
+ */
 export function graphBackend(
-  norms: TiledVaeBackend['norms'], run: TiledVaeBackend['run'], runGraph: NormGraphRun,
+  norms: TiledVaeBackend['norms'], run: TiledVaeBackend['run'], runGraph: NormGraphRun, releaseStates?: TiledVaeBackend['releaseStates'],
 ): TiledVaeBackend {
   return {
+    ...(releaseStates ? { releaseStates } : {}),
     norms,
     run,
     runStats: (input, c, h, w) => runGraph('stats', input, c, h, w),

@@ -99,6 +99,12 @@ export interface TiledVaeBackend {
     from: number, to: number | 'end', input: Float32Array, channels: number, height: number, width: number, affine: Float32Array,
     region: readonly [number, number, number, number], state: TileState | undefined, keep: boolean,
   ): Promise<DecodedImage & { stats: Float32Array; state?: TileState }>;
+  /**
+   * Frees the states the backend holds itself (`TileState.held`: on its GPU) once the tiling no longer needs them: a
+   * state replaced by the next cut's, one not kept, the last ones after the image's pass, all of them when a decode
+   * fails. The backend never frees a held state on its own. Needed by backends that hold states.
+   */
+  releaseStates?(states: TileState[]): Promise<void>;
   /** The model split at its attention (a decoder after it, an encoder before it), or why it cannot be (attention 'global'; absent: not offered). */
   attention?: GlobalAttentionBackend | { reason: string };
 }
@@ -110,15 +116,22 @@ export interface StateTensor {
   data: Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
 }
 
-/** A tile's state at a cut of the tile graph: the tensors live there, by name (opaque to the tiling). */
+/**
+ * A tile's state at a cut of the tile graph: the tensors live there, by name (opaque to the tiling). Either on the
+ * host (`tensors`), or held by the backend on its device (`held`, a handle; `tensors` empty) until the tiling
+ * releases it (TiledVaeBackend.releaseStates).
+ */
 export interface TileState {
   tensors: Record<string, StateTensor>;
-  /** Their data's bytes. */
+  /** The backend's handle of the tensors it holds (on a GPU), instead of `tensors`. */
+  held?: number;
+  /** Their data's bytes (on the host or the device). */
   bytes: number;
 }
 
 function cloneState(state: TileState | undefined): TileState | undefined {
-  if (!state) return undefined;
+  // A held state is not moved by a run (the backend frees it only when released): nothing to copy.
+  if (!state || state.held !== undefined) return state;
   const tensors = Object.fromEntries(Object.entries(state.tensors).map(([n, t]) => [n, { ...t, data: t.data.slice() }]));
   return { tensors, bytes: state.bytes };
 }
@@ -347,46 +360,60 @@ async function runTiled(
 
   if (mode === 'exact' && backend.runSegment && opts.maxPasses === undefined) {
     // Layer by layer: segment k over all tiles, with layers < k already exact, each tile resumed at the last cut kept.
-    const runSegment = backend.runSegment.bind(backend);
-    const stats: NormStats = { mean: layers.map((l) => new Float64Array(l.groups)), variance: layers.map((l) => new Float64Array(l.groups).fill(1)), count: 1 };
-    const budget = (opts.statsMemory ?? STATS_MEMORY_DEFAULT) * 2 ** 20;
     const states: (TileState | undefined)[] = new Array(total).fill(undefined);
-    let from = -1;
-    const totalWork = total * (layers.length + 1);
-    let done = 0;
-    for (const [k, layer] of layers.entries()) {
+    // States the backend holds are freed as soon as they are not needed, and all of them if the decode fails.
+    const release = async (list: (TileState | undefined)[]) => {
+      const held = list.filter((st): st is TileState => st?.held !== undefined);
+      if (held.length > 0) await backend.releaseStates?.(held);
+    };
+    try {
+      const runSegment = backend.runSegment.bind(backend);
+      const stats: NormStats = { mean: layers.map((l) => new Float64Array(l.groups)), variance: layers.map((l) => new Float64Array(l.groups).fill(1)), count: 1 };
+      const budget = (opts.statsMemory ?? STATS_MEMORY_DEFAULT) * 2 ** 20;
+      let from = -1;
+      const totalWork = total * (layers.length + 1);
+      let done = 0;
+      for (const [k, layer] of layers.entries()) {
+        const affine = packAffine(layers, stats);
+        const acc = new StatsAccumulator([layer]);
+        // Whether the states at cut k are kept: decided on the first tile (tiles have one size), by the budget.
+        let keep: boolean | undefined = budget > 0 ? undefined : false;
+        for (const [i, [iy, ix]] of tileOrder.entries()) {
+          const ty = ys[iy]!;
+          const tx = xs[ix]!;
+          const { region, count } = regionOf(iy, ix);
+          // Given with keep, a state may be moved to the backend (detached): a copy while it may still be needed.
+          const given = keep === undefined ? cloneState(states[i]) : states[i];
+          const r = await runSegment(from, k, tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region, given, keep !== false);
+          acc.add(unpackStats([layer], r.stats, count));
+          keep ??= r.state !== undefined && r.state.bytes * total <= budget;
+          // A tile's state at k replaces its state at the cut before: the tiles after it still read theirs.
+          const old = states[i];
+          if (keep) states[i] = r.state;
+          await release(keep ? [old] : [r.state]);
+          opts.onTile?.(++done, totalWork);
+        }
+        if (keep) from = k;
+        const layerStats = acc.result();
+        stats.mean[k] = layerStats.mean[0]!;
+        stats.variance[k] = layerStats.variance[0]!;
+      }
       const affine = packAffine(layers, stats);
-      const acc = new StatsAccumulator([layer]);
-      // Whether the states at cut k are kept: decided on the first tile (tiles have one size), by the budget.
-      let keep: boolean | undefined = budget > 0 ? undefined : false;
       for (const [i, [iy, ix]] of tileOrder.entries()) {
         const ty = ys[iy]!;
         const tx = xs[ix]!;
-        const { region, count } = regionOf(iy, ix);
-        // Given with keep, a state may be moved to the backend (detached): a copy while it may still be needed.
-        const given = keep === undefined ? cloneState(states[i]) : states[i];
-        const r = await runSegment(from, k, tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region, given, keep !== false);
-        acc.add(unpackStats([layer], r.stats, count));
-        keep ??= r.state !== undefined && r.state.bytes * total <= budget;
-        // A tile's state at k replaces its state at the cut before: the tiles after it still read theirs.
-        if (keep) states[i] = r.state;
+        const { region } = regionOf(iy, ix);
+        place(await runSegment(from, 'end', tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region, states[i], false), iy, ix);
+        const last = states[i];
+        states[i] = undefined;
+        await release([last]);
         opts.onTile?.(++done, totalWork);
       }
-      if (keep) from = k;
-      const layerStats = acc.result();
-      stats.mean[k] = layerStats.mean[0]!;
-      stats.variance[k] = layerStats.variance[0]!;
+      return { ...result(layers.length + 1), resumedFrom: from };
+    } catch (err) {
+      await release(states).catch(() => undefined);
+      throw err;
     }
-    const affine = packAffine(layers, stats);
-    for (const [i, [iy, ix]] of tileOrder.entries()) {
-      const ty = ys[iy]!;
-      const tx = xs[ix]!;
-      const { region } = regionOf(iy, ix);
-      place(await runSegment(from, 'end', tileInput(ty, tx), inChannels, (ty.end - ty.start) * inScale, (tx.end - tx.start) * inScale, affine, region, states[i], false), iy, ix);
-      states[i] = undefined;
-      opts.onTile?.(++done, totalWork);
-    }
-    return { ...result(layers.length + 1), resumedFrom: from };
   }
 
   // The estimate: the statistics graph on the input shrunk to fit one tile.

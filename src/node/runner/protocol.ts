@@ -5,6 +5,7 @@
  * embeddings once per generation.
  */
 import type { DeviceConditioningCounts } from '../../onnx/io.ts';
+import type { TileStateCounts } from '../../onnx/tile-states.ts';
 import type { StowCounts } from './array-stow.ts';
 import type { AttentionMap } from '../../core/methods/types.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
@@ -96,6 +97,8 @@ export type WorkerRequest =
   | { type: 'vaeEncode'; image: Float32Array; height: number; width: number }
   | VaeNormRequest
   | VaeHeadRequest
+  /** Frees tile states the worker holds on its device (TileState.held; src/onnx/tile-states.ts). */
+  | { type: 'vaeReleaseStates'; held: number[] }
   | { type: 'close' };
 
 export type WorkerResult =
@@ -107,6 +110,8 @@ export type WorkerResult =
       sessions: number;
       /** Text conditioning tensors held on the device (webgpu) by the UNet and probe adapters, counted since load. */
       deviceConditioning: { unet?: DeviceConditioningCounts; probe?: DeviceConditioningCounts };
+      /** Tile states of 'exact' tiled VAE statistics held on the device (webgpu), counted since init; undefined where they come back to the host. */
+      tileStates?: TileStateCounts;
       /** The process the worker runs in (the coordinator's own for a worker thread). */
       pid: number;
       /** A worker process: the arrays it got and sent through files, and the folder (undefined where none). */

@@ -13,6 +13,8 @@ import { denoiserAdapter } from '../../onnx/transformer.ts';
 import { DeviceConditioning } from '../../onnx/device-conditioning.ts';
 import { DeviceUploader } from '../../onnx/device-upload.ts';
 import { VAE_GRAPH_MEMORY, VaeDecoderAdapter, VaeEncoderAdapter, VaeNormAdapter } from '../../onnx/vae.ts';
+import { statesOnDevice, type DeviceTileStates } from '../../onnx/tile-states.ts';
+import { deviceTileStates } from '../device-tile-states.ts';
 import { fusedLoadOptions, isFusedAttentionFile } from '../fused-attention.ts';
 import { isProbeFile, probeLoadOptions } from '../probe.ts';
 import { MASK_WEIGHTS_INPUT, PROBE_OUTPUT_PREFIX } from '../../graph/attention-probe.ts';
@@ -54,6 +56,8 @@ interface State {
   vaeNorm: Partial<Record<VaeGraphName, { file: string; adapter: VaeNormAdapter }>>;
   /** Plain VAE sessions released while their derived graphs run (file to reopen on the next plain request). */
   released: Partial<Record<'vaeDecoder' | 'vaeEncoder', string>>;
+  /** Tile states held on the device between segments (webgpu). */
+  tileStates?: DeviceTileStates;
 }
 
 const state: State = { sessions: {}, files: {}, unetCalls: 0, vaeNorm: {}, released: {} };
@@ -85,7 +89,7 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       const deviceConditioning = { unet: state.unet?.device?.counts, probe: state.probe?.device?.counts };
       const transport = stow ? { ...stow.counts, folder: stow.folder } : undefined;
       const sessions = new Set(Object.values(state.sessions)).size;
-      return { result: { type: 'describe', components, sessions, deviceConditioning, pid: process.pid, transport } as WorkerResult, transfer: [] };
+      return { result: { type: 'describe', components, sessions, deviceConditioning, tileStates: state.tileStates?.counts, pid: process.pid, transport } as WorkerResult, transfer: [] };
     }
     case 'checkCfgSplit': {
       if (!state.unet) throw new Error('worker: unet not loaded');
@@ -154,13 +158,13 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
         transfer: [data.buffer as ArrayBuffer, stats.buffer, ...stateBuffers(r.state)],
       };
     }
+    case 'vaeReleaseStates':
+      await state.tileStates?.release(req.held);
+      return { result: { type: 'ok' }, transfer: [] };
     case 'vaeHead': {
       if (!state.options) throw new Error('worker: vaeHead before init');
       // The head runs before the tiles: the derived sessions held from an earlier decode give their memory back first.
-      for (const [name, v] of Object.entries(state.vaeNorm)) {
-        await releaseSession(v.adapter.s);
-        delete state.vaeNorm[name as VaeGraphName];
-      }
+      await releaseDerivedVae();
       const load = req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {};
       const r = await runAttentionHead(req.files, state.options, load, req.input, req.channels, req.height, req.width, req.chunkBytes, req.half);
       const data = r.data.buffer.byteLength === r.data.byteLength ? r.data : r.data.slice();
@@ -171,8 +175,10 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
       state.probe?.device?.clear();
       await state.uploader?.release();
       state.uploader = undefined;
+      // The states first: then the sessions that made them are released with them.
+      await state.tileStates?.clear();
+      await releaseDerivedVae();
       for (const s of new Set(Object.values(state.sessions))) await releaseSession(s);
-      for (const v of Object.values(state.vaeNorm)) await releaseSession(v.adapter.s);
       state.sessions = {};
       state.files = {};
       state.vaeNorm = {};
@@ -224,35 +230,54 @@ async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
   const key = req.segment ? `${req.file}#${segmentName(req.segment)}` : req.file;
   if (held && held.file === key) return held.adapter;
   // One derived graph at a time (they run in phases: a segment per norm layer, then the rest): their memory arenas do not add up.
-  for (const [name, v] of Object.entries(state.vaeNorm)) {
-    await releaseSession(v.adapter.s);
-    delete state.vaeNorm[name as VaeGraphName];
-  }
+  await releaseDerivedVae();
   // Nor with the plain model's session: a tiled run with shared statistics does not use it (reopened when needed).
   await releasePlainVae(req.graph.startsWith('vaeDecoder') ? 'vaeDecoder' : 'vaeEncoder');
   const half = req.graph.startsWith('vaeDecoder') ? 'vae_decoder' : 'vae_encoder';
   const what = req.segment ? `tile graph's ${segmentName(req.segment)}` : req.graph.endsWith('Tile') ? 'tile graph' : req.graph.endsWith('Tail') || req.graph.endsWith('Head') ? 'attention split, tiled part' : 'statistics graph';
   const label = `${half} (${what})`;
   const external = req.externalDataFolder ? { externalDataFolder: req.externalDataFolder } : {};
-  const s = req.segment
+  const onDevice = req.segment ? tileStates() : undefined;
+  let s: OpenSession;
+  if (req.segment) {
     // A segment is cut from the tile graph here; its weights are the tile graph's (referenced from its folder).
-    ? await openSession(await segmentBytes(req.file, req.segment), label, state.options, { externalDataFolder: req.externalDataFolder ?? path.dirname(req.file), memory: VAE_GRAPH_MEMORY })
-    : await openSession(req.file, label, state.options, { ...external, memory: VAE_GRAPH_MEMORY });
-  const adapter = new VaeNormAdapter(s, half);
+    const m = await segmentModel(req.file, req.segment);
+    const location = onDevice && req.segment.to !== 'end' ? { outputLocation: statesOnDevice(m.outputs) } : {};
+    s = await openSession(m.bytes, label, state.options, { externalDataFolder: req.externalDataFolder ?? path.dirname(req.file), memory: VAE_GRAPH_MEMORY, ...location });
+  } else {
+    s = await openSession(req.file, label, state.options, { ...external, memory: VAE_GRAPH_MEMORY });
+  }
+  const adapter = new VaeNormAdapter(s, half, onDevice);
   state.vaeNorm[req.graph] = { file: key, adapter };
   return adapter;
+}
+
+/** Releases the derived VAE sessions; one whose tile states the device still holds goes after them (src/onnx/tile-states.ts). */
+async function releaseDerivedVae(): Promise<void> {
+  for (const [name, v] of Object.entries(state.vaeNorm)) {
+    delete state.vaeNorm[name as VaeGraphName];
+    const s = v.adapter.s;
+    if (state.tileStates) await state.tileStates.retire(s, () => releaseSession(s));
+    else await releaseSession(s);
+  }
 }
 
 /** The last tile graph read, to cut its segments from (one decode runs one tile graph's segments in turn). */
 let tileGraph: { file: string; bytes: Uint8Array } | undefined;
 
-/** Segment `span` of the tile graph in `file` (src/graph/vae-segments.ts), as a model's bytes. */
-async function segmentBytes(file: string, span: SegmentSpan): Promise<Uint8Array> {
+/** Segment `span` of the tile graph in `file` (src/graph/vae-segments.ts), as a model's bytes and its output names. */
+async function segmentModel(file: string, span: SegmentSpan): Promise<{ bytes: Uint8Array; outputs: string[] }> {
   if (tileGraph?.file !== file) tileGraph = { file, bytes: await readFile(file) };
   const { deriveSegmentModel } = await import('../../graph/vae-derived-models.ts');
   const m = deriveSegmentModel(tileGraph.bytes, span);
   if ('reason' in m) throw new Error(`worker: ${file}: ${m.reason}`);
-  return m.bytes;
+  return m;
+}
+
+/** Where segments keep the tile states: on the device (webgpu; one store per worker), else undefined (the host). */
+function tileStates(): DeviceTileStates | undefined {
+  if (!state.options) return undefined;
+  return (state.tileStates ??= deviceTileStates(state.options.provider));
 }
 
 /**
@@ -273,8 +298,7 @@ async function releasePlainVae(name: 'vaeDecoder' | 'vaeEncoder'): Promise<void>
 async function reopenPlainVae(name: 'vaeDecoder' | 'vaeEncoder'): Promise<void> {
   const file = state.released[name];
   if (state.sessions[name] || !file) return;
-  for (const v of Object.values(state.vaeNorm)) await releaseSession(v.adapter.s);
-  state.vaeNorm = {};
+  await releaseDerivedVae();
   delete state.released[name];
   await load({ [name]: file });
 }

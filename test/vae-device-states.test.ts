@@ -1,0 +1,95 @@
+/**
+ * Tile states of 'exact' tiled VAE statistics held on the WebGPU device between segments (src/onnx/tile-states.ts),
+ * on the Vulkan driver the test setup provides (scripts/setup-system.mjs: Mesa's lavapipe): the image is the one whose
+ * states come back to the host (ASGD_DEVICE_TILE_STATES=0) bit for bit, at budgets that keep every cut, some, or
+ * none (measured: max difference 0 at each, so the tolerance is 0); every state held is freed by the end of the decode
+ * (none left on the device); and the same through the pipeline's worker.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { decodeTiled } from '../src/core/vae/tiled.ts';
+import { DEVICE_TILE_STATES_ENV } from '../src/node/device-tile-states.ts';
+import { openPipeline, type PipelineTestHooks } from '../src/node/pipeline.ts';
+import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
+import { localBackend } from '../src/node/vae-local.ts';
+
+const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
+const DECODER = path.join(SHIPPED, 'vae_decoder', 'model.onnx');
+
+after(async () => {
+  for (let i = 0; i < 50 && liveDeviceWorkers().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(liveDeviceWorkers(), [], 'no device worker is left running');
+});
+
+/** Runs `f` with ASGD_DEVICE_TILE_STATES set to `value` (undefined: unset), restoring it after. */
+async function withEnv<T>(value: string | undefined, f: () => Promise<T>): Promise<T> {
+  const before = process.env[DEVICE_TILE_STATES_ENV];
+  if (value === undefined) delete process.env[DEVICE_TILE_STATES_ENV];
+  else process.env[DEVICE_TILE_STATES_ENV] = value;
+  try {
+    return await f();
+  } finally {
+    if (before === undefined) delete process.env[DEVICE_TILE_STATES_ENV];
+    else process.env[DEVICE_TILE_STATES_ENV] = before;
+  }
+}
+
+const wave = (n: number) => Float32Array.from({ length: n }, (_, i) => 0.8 * Math.sin(i * 0.37));
+
+test('webgpu: tile states kept on the device give the host-state image bit for bit at every budget, and are all freed', async (t) => {
+  const h = 32;
+  const latent = wave(4 * h * h);
+  const decode = (env: string | undefined, statsMemory: number) => withEnv(env, async () => {
+    const be = await localBackend(DECODER, 'vae_decoder', { provider: 'webgpu' });
+    try {
+      const r = await decodeTiled(latent, 4, h, h, be, { tileSize: 16, overlap: 8, stats: 'exact', statsMemory });
+      return { r, counts: be.tileStates() };
+    } finally {
+      await be.close();
+    }
+  });
+  const host = await decode('0', 1024);
+  assert.equal(host.counts, undefined, 'ASGD_DEVICE_TILE_STATES=0: no state held on the device');
+  assert.equal(host.r.tiles, 9);
+  assert.equal(host.r.resumedFrom, 6, 'the host run keeps every cut (7 norm layers)');
+  // 1024 MiB keeps every cut; 4 MiB the first three (states grow with the resolution); 1 MiB none.
+  for (const [statsMemory, resumedFrom] of [[1024, 6], [4, 2], [1, -1]] as const) {
+    const dev = await decode(undefined, statsMemory);
+    t.diagnostic(`${statsMemory} MiB: resumed from cut ${dev.r.resumedFrom}, states ${JSON.stringify(dev.counts)}`);
+    assert.equal(dev.r.resumedFrom, resumedFrom, `${statsMemory} MiB`);
+    assert.ok(dev.r.data.every((v, i) => Object.is(v, host.r.data[i])), `${statsMemory} MiB: the host-state image, bit for bit`);
+    const c = dev.counts!;
+    assert.equal(c.live, 0, `${statsMemory} MiB: nothing left on the device`);
+    assert.equal(c.liveBytes, 0);
+    assert.equal(c.released, c.held);
+    // Kept cuts hold a state per tile; a cut not kept holds its first tile's (to measure it) and frees it at once.
+    const kept = resumedFrom + 1;
+    assert.equal(c.held, 9 * kept + (kept < 7 ? 7 - kept : 0), `${statsMemory} MiB: states held`);
+  }
+});
+
+test("webgpu: the pipeline's worker keeps the states on the device and frees them; the image is the host-state one", async (t) => {
+  type Described = Awaited<ReturnType<Parameters<NonNullable<PipelineTestHooks['inspectWorkers']>>[0]>>;
+  const h = 32;
+  const latent = wave(4 * h * h);
+  const decode = (env: string | undefined) => withEnv(env, async () => {
+    let ask: (() => Promise<Described>) | undefined;
+    const p = await openPipeline(SHIPPED, { devices: 'webgpu:0' }, { inspectWorkers: (f) => (ask = f) });
+    try {
+      const image = await p.decodeLatent(latent.slice(), h, h, { tiling: 'on', tileSize: 16, overlap: 8, stats: 'exact', attention: 'tile' });
+      return { image, states: (await ask!())[0]!.tileStates };
+    } finally {
+      await p.close();
+    }
+  });
+  const host = await decode('0');
+  const dev = await decode(undefined);
+  t.diagnostic(`worker states: ${JSON.stringify(dev.states)}`);
+  assert.equal(host.states, undefined, 'ASGD_DEVICE_TILE_STATES=0: the worker holds none');
+  assert.ok(dev.states && dev.states.held === 63, `the worker held a state per tile and cut: ${JSON.stringify(dev.states)}`);
+  assert.equal(dev.states.live, 0, 'and freed them all');
+  assert.equal(dev.states.released, 63);
+  assert.deepEqual(dev.image.data, host.image.data, 'the same image');
+});
