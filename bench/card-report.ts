@@ -202,6 +202,12 @@ function vaeDecode(parts: Record<string, Part>): string[] {
     const same = c['maxDiffFromFirst'] === undefined ? '' : `, max difference from the first exact image ${c['maxDiffFromFirst']}`;
     out.push(`- ${c['case']}: ${ms(c['ms'] / 1000)} s${c['overOff'] === undefined ? '' : ` (${num(c['overOff'])}x off)`}${kept}${same}.`);
   }
+  // The states kept on the device against brought back to the host after every segment, at one budget.
+  const done = (r['cases'] as Json[]).filter((c) => c['ms'] !== undefined && c['statsMemory'] !== undefined);
+  for (const host of done.filter((c) => c['statesOnHost'] === true)) {
+    const dev = done.find((c) => c['statesOnHost'] === false && c['statsMemory'] === host['statsMemory']);
+    if (dev) out.push(`States on the device against on the host at ${host['statsMemory']} MiB: ${ms(dev['ms'] / 1000)} s against ${ms(host['ms'] / 1000)} s (${num(dev['ms'] / host['ms'])}).`);
+  }
   return out;
 }
 

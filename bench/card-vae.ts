@@ -8,8 +8,9 @@
  * rate.
  *
  * Why: `exact` used to run the decoder's prefix from the latent for every norm layer (12x a plain tiled pass on the
- * CPU at 0 MiB); kept states make it 1.3-1.8x there (docs/vae-tiling.md). On a GPU every kept state is also a download
- * and an upload per tile and layer, which only the card can weigh.
+ * CPU at 0 MiB); kept states make it 1.3-1.8x there (docs/vae-tiling.md). On webgpu the states stay on the device
+ * (src/onnx/tile-states.ts); the `--host-budgets` cases bring them back to the host after every segment instead
+ * (ASGD_DEVICE_TILE_STATES=0, what the first version did), so the card weighs those copies.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -18,6 +19,7 @@ import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { decodeTiled } from '../src/core/vae/tiled.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
+import { DEVICE_TILE_STATES_ENV } from '../src/node/device-tile-states.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
 import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
 
@@ -29,6 +31,8 @@ export interface VaeCardOptions {
   overlap: number;
   /** statsMemory budgets (MiB) for 'exact', in the order run. */
   budgets: number[];
+  /** Budgets run after those with the states brought back to the host (webgpu only; default the first budget there). */
+  hostBudgets: number[];
 }
 
 /** The command line's values, checked: each wrong one named with what is accepted. */
@@ -41,9 +45,16 @@ export function vaeCardOptions(args: Record<string, string>): VaeCardOptions {
   };
   const size = int('size', 2048, 8);
   if (size % 8 !== 0) throw new Error(`card vae: --size must be a multiple of 8 (got ${size})`);
-  const budgets = (args['budgets'] ?? '4096,1024').split(',').map(Number);
-  if (budgets.some((b) => !Number.isInteger(b) || b < 0)) throw new Error(`card vae: --budgets must list whole numbers of MiB, 0 or more (got ${JSON.stringify(args['budgets'])})`);
-  return { provider: (args['provider'] ?? 'webgpu') as ProviderName, size, tile: int('tile', 64, 8), overlap: int('overlap', 16, 0), budgets };
+  const list = (key: string, fallback: string) => {
+    const values = (args[key] ?? fallback).split(',').filter((b) => b !== '').map(Number);
+    if (values.some((b) => !Number.isInteger(b) || b < 0)) throw new Error(`card vae: --${key} must list whole numbers of MiB, 0 or more (got ${JSON.stringify(args[key])})`);
+    return values;
+  };
+  const budgets = list('budgets', '4096,1024');
+  const provider = (args['provider'] ?? 'webgpu') as ProviderName;
+  const hostBudgets = list('host-budgets', provider === 'webgpu' ? String(budgets[0] ?? '') : '');
+  if (hostBudgets.length > 0 && provider !== 'webgpu') throw new Error('card vae: --host-budgets needs --provider webgpu (elsewhere the states are on the host anyway)');
+  return { provider, size, tile: int('tile', 64, 8), overlap: int('overlap', 16, 0), budgets, hostBudgets };
 }
 
 /** An h x h latent whose statistics differ across the image: a smooth wave plus a step on the right. */
@@ -71,12 +82,26 @@ export async function benchVaeCard(o: VaeCardOptions, write: (result: Record<str
   const cases: Record<string, unknown>[] = [];
   const result: Record<string, unknown> = { ...o, decoder: 'SD-width (random weights, float32)', cases };
   const t0 = performance.now();
-  const be = await localAttentionBackend(model, { provider: o.provider });
+  let be = await localAttentionBackend(model, { provider: o.provider });
   result['openMs'] = performance.now() - t0;
   let first: Float32Array | undefined;
+  const onDevice = o.provider === 'webgpu' ? ', states on the device' : '';
+  const plan = [
+    { c: 'off' as const, host: false }, ...o.budgets.map((c) => ({ c, host: false })), ...o.hostBudgets.map((c) => ({ c, host: true })),
+  ];
+  const envBefore = process.env[DEVICE_TILE_STATES_ENV];
+  let onHost = false;
   try {
-    for (const c of ['off', ...o.budgets] as const) {
-      const row: Record<string, unknown> = { case: c === 'off' ? 'off' : `exact, ${c} MiB`, ...(c === 'off' ? {} : { statsMemory: c }) };
+    for (const { c, host } of plan) {
+      if (host && !onHost) {
+        onHost = true;
+        // The states on the host: a backend opened with ASGD_DEVICE_TILE_STATES=0 (read when it opens).
+        await be.close();
+        process.env[DEVICE_TILE_STATES_ENV] = '0';
+        be = await localAttentionBackend(model, { provider: o.provider });
+      }
+      const label = c === 'off' ? 'off' : `exact, ${c} MiB${host ? ', states on the host' : onDevice}`;
+      const row: Record<string, unknown> = { case: label, ...(c === 'off' ? {} : { statsMemory: c, statesOnHost: host || o.provider !== 'webgpu' }) };
       cases.push(row);
       let last = 0;
       const c0 = performance.now();
@@ -91,7 +116,7 @@ export async function benchVaeCard(o: VaeCardOptions, write: (result: Record<str
           }
         },
       });
-      Object.assign(row, { ms: performance.now() - c0, tiles: r.tiles, passes: r.passes, resumedFrom: r.resumedFrom ?? null, attention: r.attention });
+      Object.assign(row, { ms: performance.now() - c0, tiles: r.tiles, passes: r.passes, resumedFrom: r.resumedFrom ?? null, attention: r.attention, deviceStates: be.tileStates() ?? null });
       delete row['partial'];
       if (c !== 'off') {
         first ??= r.data;
@@ -105,6 +130,8 @@ export async function benchVaeCard(o: VaeCardOptions, write: (result: Record<str
       write(result);
     }
   } finally {
+    if (envBefore === undefined) delete process.env[DEVICE_TILE_STATES_ENV];
+    else process.env[DEVICE_TILE_STATES_ENV] = envBefore;
     await be.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -45,9 +45,10 @@
  *            The attention fusion on a real torch export of one attention processor (scripts/reference/attention_export.py
  *            wrote DIR): how many attentions it fused, the node's heads and scale, and the plain and fused graphs'
  *            largest differences from torch's own output, on the CPU provider.
- *   vae      [--provider webgpu] [--size 2048] [--tile 64] [--overlap 16] [--budgets 4096,1024] --out JSON
+ *   vae      [--provider webgpu] [--size 2048] [--tile 64] [--overlap 16] [--budgets 4096,1024] [--host-budgets 4096] --out JSON
  *            A tiled decode of an SD-width decoder: per-tile statistics, then exact at each --vae-stats-memory
- *            budget (bench/card-vae.ts): what keeping the tiles' states saves on this provider
+ *            budget (bench/card-vae.ts): what keeping the tiles' states saves on this provider; on webgpu then the
+ *            host budgets (default the first budget) with the states brought back to the host after every segment
  *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1]
  *            [--warmup-width W] [--fuse-attention 1] [--latent-out FILE] --out JSON
  *            One whole `asg` generation (other settings at the shipped defaults) after a short warm-up generation
@@ -98,7 +99,7 @@ const OPTIONS: Record<string, readonly string[]> = {
   fusion: ['dir', 'out'],
   schedule: ['unet-json', 'probe-json', 'gen-json', 'out'],
   devices: ['out'],
-  vae: ['provider', 'size', 'tile', 'overlap', 'budgets', 'out'],
+  vae: ['provider', 'size', 'tile', 'overlap', 'budgets', 'host-budgets', 'out'],
 };
 const USAGE = `card: usage: card (${Object.keys(OPTIONS).join(' | ')}) [--options]; see the header of bench/card.ts`;
 

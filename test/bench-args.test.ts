@@ -113,7 +113,10 @@ test('npm run bench:vae-stats-memory: a misspelt flag, a bad budget or size is n
   refuses('vae-stats-memory.ts', ['--budgets', '0,x'], /--budgets: expected an integer of at least 0, received "x"/);
   refuses('vae-stats-memory.ts', ['--size', '100'], /--size: expected a multiple of 8/);
   refuses('vae-stats-memory.ts', ['--tile', '4'], /--tile: expected an integer of at least 8/);
+  refuses('vae-stats-memory.ts', ['--provider', 'cuda'], /--provider: expected cpu or webgpu, received cuda/);
+  refuses('vae-stats-memory.ts', ['--host-budgets', '1024'], /--host-budgets: only with --provider webgpu/);
   helps('vae-stats-memory.ts', /--budgets LIST/);
+  helps('vae-stats-memory.ts', /--host-budgets LIST/);
 });
 
 test('npm run bench:probe-memory: the UNet is required, a misspelt flag and a bad number are named in one line', () => {

@@ -62,8 +62,9 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
       } },
       'vae-sd': { status: 'timeout', seconds: 120, result: { size: 2048, tile: 64, provider: 'webgpu', cases: [
         { case: 'off', ms: 10_000, tiles: 25, resumedFrom: null },
-        { case: 'exact, 4096 MiB', statsMemory: 4096, ms: 18_000, resumedFrom: 26, maxDiffFromFirst: 0, overOff: 1.8 },
-        { case: 'exact, 1024 MiB', statsMemory: 1024, partial: { done: 100, total: 700, ms: 30_000 } },
+        { case: 'exact, 4096 MiB, states on the device', statsMemory: 4096, statesOnHost: false, ms: 18_000, resumedFrom: 26, maxDiffFromFirst: 0, overOff: 1.8 },
+        { case: 'exact, 1024 MiB, states on the device', statsMemory: 1024, statesOnHost: false, partial: { done: 100, total: 700, ms: 30_000 } },
+        { case: 'exact, 4096 MiB, states on the host', statsMemory: 4096, statesOnHost: true, ms: 24_000, resumedFrom: 26, maxDiffFromFirst: 0, overOff: 2.4 },
       ] } },
       'gen-fused': { status: 'timeout', seconds: 330, result: {
         devices: 'webgpu:0', width: 2048, height: 2048, steps: 50, attentionFusion: { applied: true, layers: 32, form: 'flash' },
@@ -82,9 +83,11 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
   assert.match(md, /^dispatch-float32 \(float32\): 25\.0 µs a kernel, 0\.400 ms a call \(Adds per call: 1: 0\.4 ms, 1024: 26\.0 ms\)\.$/m);
   assert.match(md, /^vae-sd \(2048 px, tiles of 64, webgpu; timeout after 120 s\):$/m);
   assert.match(md, /^- off: 10\.0 s\.$/m);
-  assert.match(md, /^- exact, 4096 MiB: 18\.0 s \(1\.80x off\), states kept up to cut 26, max difference from the first exact image 0\.$/m);
+  assert.match(md, /^- exact, 4096 MiB, states on the device: 18\.0 s \(1\.80x off\), states kept up to cut 26, max difference from the first exact image 0\.$/m);
   // 100 of 700 tile runs in 30 s: 210 s at that rate.
-  assert.match(md, /^- exact, 1024 MiB: cut after 100\/700 tile runs in 30\.0 s \(about 210\.0 s for all at that rate\)\.$/m);
+  assert.match(md, /^- exact, 1024 MiB, states on the device: cut after 100\/700 tile runs in 30\.0 s \(about 210\.0 s for all at that rate\)\.$/m);
+  assert.match(md, /^States on the device against on the host at 4096 MiB: 18\.0 s against 24\.0 s \(0\.75\)\.$/m);
+  assert.doesNotMatch(md, /at 1024 MiB: /, 'no comparison where a side was cut');
   // 1300 kernels at 25 µs: 32.5 ms of the 120 ms call.
   assert.match(md, /^  profile-sd15: 1300 kernels x 25\.0 µs = 32\.5 ms of its 120\.0 ms call\.$/m);
   // 40 units in 40 s, 210 left at 1 s each: 250 s for the denoising.

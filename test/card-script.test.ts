@@ -136,7 +136,13 @@ test('bench/card.ts vae: an SD-width tiled decode, per-tile statistics then exac
   assert.equal(cases[2]!.maxDiffFromFirst, 0);
   assert.equal(cases[2]!.overOff, cases[2]!.ms / cases[0]!.ms);
   assert.ok(writes.length >= 3, 'the JSON is written after each case');
+  assert.ok(cases.slice(1).every((c) => (c as { statesOnHost?: boolean }).statesOnHost === true), 'on the CPU the states are on the host');
   assert.throws(() => vaeCardOptions({ budgets: '1024,x' }), /--budgets must list whole numbers of MiB/);
+  // On webgpu the first budget runs again with the states on the host, unless told otherwise; elsewhere never.
+  assert.deepEqual(vaeCardOptions({}).hostBudgets, [4096]);
+  assert.deepEqual(vaeCardOptions({ 'host-budgets': '' }).hostBudgets, []);
+  assert.deepEqual(vaeCardOptions({ provider: 'cpu' }).hostBudgets, []);
+  assert.throws(() => vaeCardOptions({ provider: 'cpu', 'host-budgets': '1024' }), /--host-budgets needs --provider webgpu/);
   assert.throws(() => vaeCardOptions({ size: '100' }), /--size must be a multiple of 8/);
 });
 

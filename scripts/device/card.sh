@@ -287,8 +287,8 @@ variants_part() {  # variants_part MODEL LATENT: layouts and fused attention sid
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation basic --out "$WORK/parts/variants-$1-basic.json"
 }
 
-vae_part() {  # an SD-width decoder's tiled decode: per-tile statistics, then exact at two state budgets
-  "$NODE" "$CARD" vae --provider "$PROVIDER" --size "$VAE_SIZE" --tile "$VAE_TILE" --overlap "$((VAE_TILE / 4))" --budgets 4096,1024 --out "$WORK/parts/vae-sd.json"
+vae_part() {  # an SD-width decoder's tiled decode: per-tile statistics, then exact at two state budgets (states on the GPU), then the first with them on the host
+  "$NODE" "$CARD" vae --provider "$PROVIDER" --size "$VAE_SIZE" --tile "$VAE_TILE" --overlap "$((VAE_TILE / 4))" --budgets 4096,1024 --host-budgets 4096 --out "$WORK/parts/vae-sd.json"
 }
 
 dispatch_part() {  # chains of Adds, float32 then float16: the cost of a kernel on this provider
