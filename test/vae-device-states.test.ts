@@ -3,17 +3,25 @@
  * on the Vulkan driver the test setup provides (scripts/setup-system.mjs: Mesa's lavapipe): the image is the one whose
  * states come back to the host (ASGD_DEVICE_TILE_STATES=0) bit for bit, at budgets that keep every cut, some, or
  * none (measured: max difference 0 at each, so the tolerance is 0); every state held is freed by the end of the decode
- * (none left on the device); and the same through the pipeline's worker.
+ * (none left on the device); and the same through the pipeline's worker, for a decoder whose attention runs once for
+ * the whole latent too (its tiled part's segments) and for decodes in a row.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
+import type { RgbImage } from '../src/core/image.ts';
+import type { VaeDecodeOptions } from '../src/core/params.ts';
 import { decodeTiled } from '../src/core/vae/tiled.ts';
 import { DEVICE_TILE_STATES_ENV } from '../src/node/device-tile-states.ts';
 import { openPipeline, type PipelineTestHooks } from '../src/node/pipeline.ts';
 import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
 import { localBackend } from '../src/node/vae-local.ts';
+import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from './fixtures/groupnorm-vae.ts';
+import { tempDir } from './helpers/models.ts';
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
 const DECODER = path.join(SHIPPED, 'vae_decoder', 'model.onnx');
@@ -70,26 +78,51 @@ test('webgpu: tile states kept on the device give the host-state image bit for b
   }
 });
 
-test("webgpu: the pipeline's worker keeps the states on the device and frees them; the image is the host-state one", async (t) => {
-  type Described = Awaited<ReturnType<Parameters<NonNullable<PipelineTestHooks['inspectWorkers']>>[0]>>;
-  const h = 32;
-  const latent = wave(4 * h * h);
-  const decode = (env: string | undefined) => withEnv(env, async () => {
+type Described = Awaited<ReturnType<Parameters<NonNullable<PipelineTestHooks['inspectWorkers']>>[0]>>;
+
+/** Decodes `latent` on a webgpu:0 pipeline of `model` once per VAE setting, then asks the worker what it holds. */
+async function pipelineDecodes(model: string, env: string | undefined, latent: Float32Array, h: number, settings: Partial<VaeDecodeOptions>[]) {
+  return withEnv(env, async () => {
     let ask: (() => Promise<Described>) | undefined;
-    const p = await openPipeline(SHIPPED, { devices: 'webgpu:0' }, { inspectWorkers: (f) => (ask = f) });
+    const p = await openPipeline(model, { devices: 'webgpu:0' }, { inspectWorkers: (f) => (ask = f) });
     try {
-      const image = await p.decodeLatent(latent.slice(), h, h, { tiling: 'on', tileSize: 16, overlap: 8, stats: 'exact', attention: 'tile' });
-      return { image, states: (await ask!())[0]!.tileStates };
+      const images: RgbImage[] = [];
+      for (const vae of settings) images.push(await p.decodeLatent(latent.slice(), h, h, { tiling: 'on', tileSize: 16, overlap: 8, stats: 'exact', ...vae }));
+      return { images, states: (await ask!())[0]!.tileStates };
     } finally {
       await p.close();
     }
   });
-  const host = await decode('0');
-  const dev = await decode(undefined);
+}
+
+test("webgpu: the pipeline's worker keeps the states on the device and frees them; the image is the host-state one", async (t) => {
+  const h = 32;
+  const latent = wave(4 * h * h);
+  const host = await pipelineDecodes(SHIPPED, '0', latent, h, [{ attention: 'tile' }]);
+  const dev = await pipelineDecodes(SHIPPED, undefined, latent, h, [{ attention: 'tile' }]);
   t.diagnostic(`worker states: ${JSON.stringify(dev.states)}`);
   assert.equal(host.states, undefined, 'ASGD_DEVICE_TILE_STATES=0: the worker holds none');
   assert.ok(dev.states && dev.states.held === 63, `the worker held a state per tile and cut: ${JSON.stringify(dev.states)}`);
   assert.equal(dev.states.live, 0, 'and freed them all');
   assert.equal(dev.states.released, 63);
-  assert.deepEqual(dev.image.data, host.image.data, 'the same image');
+  assert.deepEqual(dev.images[0]!.data, host.images[0]!.data, 'the same image');
+});
+
+test('webgpu: a decoder with self-attention, its attention once for the whole latent and its tail in tiles, twice in a row: the host-state images', async (t) => {
+  // The shipped model with a small SD-structured decoder (GroupNorm, mid-block attention) in place of its own.
+  const folder = path.join(tempDir('device-states'), 'shapes-attn');
+  fs.cpSync(SHIPPED, folder, { recursive: true });
+  const decoder = buildGroupNormVaeDecoder({ seed: 5, floatType: 'float32', form: 'instance-norm', ...SMALL_VAE_DECODER, midAttention: true });
+  fs.writeFileSync(path.join(folder, 'vae_decoder', 'model.onnx'), toBinary(ModelProtoSchema, decoder));
+  const h = 24;
+  const latent = wave(4 * h * h);
+  // The tail after the attention in tiles (its own segments), then the whole decoder per tile, on one worker.
+  const settings: Partial<VaeDecodeOptions>[] = [{ attention: 'global' }, { attention: 'tile', statsMemory: 1 }, { attention: 'global' }];
+  const host = await pipelineDecodes(folder, '0', latent, h, settings);
+  const dev = await pipelineDecodes(folder, undefined, latent, h, settings);
+  t.diagnostic(`worker states: ${JSON.stringify(dev.states)}`);
+  for (const [i, img] of dev.images.entries()) assert.deepEqual(img.data, host.images[i]!.data, `decode ${i}: the host-state image`);
+  assert.notDeepEqual(dev.images[0]!.data, dev.images[1]!.data, 'the attention ran differently in the first two');
+  assert.deepEqual(dev.images[2]!.data, dev.images[0]!.data, 'the third decode repeats the first');
+  assert.ok(dev.states && dev.states.held > 0 && dev.states.live === 0 && dev.states.released === dev.states.held, JSON.stringify(dev.states));
 });
