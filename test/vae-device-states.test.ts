@@ -20,6 +20,8 @@ import { DEVICE_TILE_STATES_ENV } from '../src/node/device-tile-states.ts';
 import { openPipeline, type PipelineTestHooks } from '../src/node/pipeline.ts';
 import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
 import { localBackend } from '../src/node/vae-local.ts';
+import type { OrtTensor } from '../src/onnx/tensors.ts';
+import { DeviceTileStates } from '../src/onnx/tile-states.ts';
 import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from './fixtures/groupnorm-vae.ts';
 import { tempDir } from './helpers/models.ts';
 
@@ -125,4 +127,33 @@ test('webgpu: a decoder with self-attention, its attention once for the whole la
   assert.notDeepEqual(dev.images[0]!.data, dev.images[1]!.data, 'the attention ran differently in the first two');
   assert.deepEqual(dev.images[2]!.data, dev.images[0]!.data, 'the third decode repeats the first');
   assert.ok(dev.states && dev.states.held > 0 && dev.states.live === 0 && dev.states.released === dev.states.held, JSON.stringify(dev.states));
+});
+
+test('DeviceTileStates: a retired session is released after the last state it made, tensors are freed once, a freed handle is refused', async () => {
+  const disposed: string[] = [];
+  const tensor = (name: string, dims: number[], type = 'float32') => ({ type, dims, dispose: () => disposed.push(name) }) as unknown as OrtTensor;
+  const store = new DeviceTileStates();
+  const [sessionA, sessionB] = [{ name: 'A' }, { name: 'B' }];
+  const a1 = store.hold({ x: tensor('a1.x', [1, 4, 2, 2]), s: tensor('a1.s', [2], 'int64') }, sessionA);
+  const a2 = store.hold({ x: tensor('a2.x', [1, 4, 2, 2], 'float16') }, sessionA);
+  assert.equal(a1.bytes, 4 * 16 + 8 * 2);
+  assert.equal(a2.bytes, 2 * 16);
+  assert.deepEqual(a1.tensors, {}, 'a held state carries no host tensors');
+  assert.deepEqual(store.counts, { held: 2, released: 0, live: 2, liveBytes: 80 + 32 });
+  const released: string[] = [];
+  // A made states still held: its release waits; B made none: released at once.
+  await store.retire(sessionA, async () => void released.push('A'));
+  await store.retire(sessionB, async () => void released.push('B'));
+  assert.deepEqual(released, ['B']);
+  await store.release([a1.held!]);
+  assert.deepEqual(disposed, ['a1.x', 'a1.s']);
+  assert.deepEqual(released, ['B'], 'A still made a live state');
+  assert.throws(() => store.tensors(a1), /tile state 1 is not held on this device \(released already, or held by another worker\)/);
+  assert.equal(store.tensors(a2)['x']!.type, 'float16');
+  await store.release([a1.held!, 99]);
+  assert.equal(disposed.length, 2, 'a freed or unknown handle is ignored');
+  await store.clear();
+  assert.deepEqual(disposed, ['a1.x', 'a1.s', 'a2.x']);
+  assert.deepEqual(released, ['B', 'A'], 'A goes with its last state, after the tensors');
+  assert.deepEqual(store.counts, { held: 2, released: 2, live: 0, liveBytes: 0 });
 });
