@@ -35,3 +35,14 @@ export interface DeviceConditioningCounts {
   disposed: number;
   live: number;
 }
+
+/** What a store of tile states held on the device (src/onnx/tile-states.ts) has held and freed, for tests and benchmarks. */
+export interface TileStateCounts {
+  /** States taken in (one per tile and kept cut). */
+  held: number;
+  /** States freed (released by the tiling, or cleared). */
+  released: number;
+  /** States held now, and their bytes. */
+  live: number;
+  liveBytes: number;
+}

@@ -8,21 +8,13 @@
  */
 import type { TileState } from '../core/vae/tiled.ts';
 import { NORM_STATS_OUTPUT } from '../graph/vae-norm-graph.ts';
+import type { TileStateCounts } from './io.ts';
 import type { OrtTensor } from './tensors.ts';
+
+export type { TileStateCounts } from './io.ts';
 
 /** Bytes per element of the tensor types a state holds. */
 const ELEMENT_BYTES: Record<string, number> = { float32: 4, float16: 2, int64: 8, uint64: 8, int32: 4, uint32: 4, int16: 2, uint16: 2, int8: 1, uint8: 1, bool: 1, float64: 8 };
-
-/** What a store has held and freed, for tests and benchmarks. */
-export interface TileStateCounts {
-  /** States taken in (one per tile and kept cut). */
-  held: number;
-  /** States freed (released by the tiling, or cleared). */
-  released: number;
-  /** States held now, and their bytes. */
-  live: number;
-  liveBytes: number;
-}
 
 /** The output locations of a segment whose states stay on the device: every output but the statistics. */
 export function statesOnDevice(outputs: readonly string[]): Record<string, 'gpu-buffer' | 'cpu'> {

@@ -4,8 +4,7 @@
  * transferred buffers; to and from a worker process, large arrays through files in memory (array-stow.ts); the text
  * embeddings once per generation.
  */
-import type { DeviceConditioningCounts } from '../../onnx/io.ts';
-import type { TileStateCounts } from '../../onnx/tile-states.ts';
+import type { DeviceConditioningCounts, TileStateCounts } from '../../onnx/io.ts';
 import type { StowCounts } from './array-stow.ts';
 import type { AttentionMap } from '../../core/methods/types.ts';
 import type { CfgPart } from '../../core/dispatch/tasks.ts';
