@@ -14,6 +14,7 @@ import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/deno
 import { finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
+import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
 import { buildMetadata, type GenerationMetadata } from '../core/metadata.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
@@ -204,7 +205,8 @@ export class WebPipeline {
       const open = async (d: WebDevice, c: WebComponent, source: WebComponent = c) => {
         report?.({ phase: 'session', component: c, device: d.label });
         // Each device gets its own copy; ONNX Runtime reads it once.
-        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, fuse: fuse && source === 'unet' }, `loading ${c}`);
+        const float32 = c === 'vaeDecoder' && spec.vae.forceUpcast;
+        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, fuse: fuse && source === 'unet', float32 }, `loading ${c}`);
         // The probe graph is derived from bytes the UNet's session has just accepted on this device.
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);
         if (fuse && c === 'unet') {
@@ -215,6 +217,8 @@ export class WebPipeline {
         // The UNet as it runs: the fused graph's count, else the probe's (its surgery keeps every Attention node).
         if (c === (fuse ? 'unet' : 'unetProbe') && r.onnxAttention !== undefined) onnxAttention = r.onnxAttention;
         components[c] ??= r.io;
+        if (r.float32Tensors !== undefined) spec.notes.push(float32VaeNote('vae_decoder', r.float32Tensors));
+        if (r.float32Reason !== undefined) spec.notes.push(float32VaeFailedNote('vae_decoder', r.float32Reason));
         return r;
       };
       let probe: { layers: string[] } | { reason: string } = { reason: 'disabled' };

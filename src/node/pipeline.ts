@@ -215,12 +215,14 @@ export class Pipeline implements AsyncDisposable {
     const loadCancelled = () => new AsgdError('Loading cancelled', { kind: 'cancelled' });
     if (signal?.aborted) throw loadCancelled();
     const folder = readModelFolder(dir);
-    const spec = options.vae ? withVaeFolder(folder, options.vae) : folder;
+    const chosen = options.vae ? withVaeFolder(folder, options.vae) : folder;
     const devices = typeof options.devices === 'string' || options.devices === undefined
       ? parseDevices(options.devices ?? 'cpu', options.threads ?? 0)
       : options.devices;
     checkProvidersAvailable(devices);
     workerIsolations(options.workerIsolation ?? 'auto', devices); // the option checked before anything loads
+    // A float16 VAE whose config sets force_upcast runs as a float32 graph, as diffusers runs it.
+    const spec = chosen.vae.forceUpcast ? await (await import('./float32-vae.ts')).withFloat32Vae(chosen) : chosen;
     const tokenizer = new ClipTokenizer(spec.tokenizer, 'tokenizer');
     const tokenizer2 = spec.tokenizer2 ? new ClipTokenizer(spec.tokenizer2, 'tokenizer_2') : undefined;
     const tokenizer3 = spec.tokenizer3 ? new T5Tokenizer(spec.tokenizer3, 'tokenizer_3') : undefined;

@@ -29,9 +29,10 @@ export type DeviceRequest =
   | { type: 'init'; init: DeviceInit }
   /**
    * Opens a session from the model file's bytes; 'unetProbe' derives the attention-probe graph from the UNet's bytes.
-   * `fuse` (unet, unetProbe): the attention fused first (WebPipelineOptions.fuseAttention).
+   * `fuse` (unet, unetProbe): the attention fused first (WebPipelineOptions.fuseAttention). `float32`: a float16
+   * model is converted to float32 first (a VAE whose config sets force_upcast).
    */
-  | { type: 'load'; component: WebComponent; bytes: Uint8Array; fuse?: boolean }
+  | { type: 'load'; component: WebComponent; bytes: Uint8Array; fuse?: boolean; float32?: boolean }
   | { type: 'describe' }
   | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
   | { type: 'setConditioning'; cond: TextConditioning }
@@ -62,7 +63,7 @@ export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
 
 export type DeviceResult =
   | { type: 'ok' }
-  | { type: 'loaded'; io: ComponentIo; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string }
+  | { type: 'loaded'; io: ComponentIo; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string }
   | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>> }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }

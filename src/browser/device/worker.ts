@@ -100,8 +100,14 @@ async function attentionForm(): Promise<AttentionForm> {
   return attentionFormFor(await flashCheck);
 }
 
-async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean): Promise<DeviceResult> {
-  let derived: Partial<Omit<DerivedUnet, 'bytes'>> & Partial<AttentionForm> = {};
+async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, float32: boolean): Promise<DeviceResult> {
+  let derived: Partial<Omit<DerivedUnet, 'bytes'>> & Partial<AttentionForm> & { float32Tensors?: number; float32Reason?: string } = {};
+  if (float32) {
+    const { ALREADY_FLOAT32, float32ModelBytes } = await import('../../graph/float32-upcast.ts');
+    const r = float32ModelBytes(bytes);
+    if ('bytes' in r) ({ bytes, tensors: derived.float32Tensors } = r);
+    else if (r.reason !== ALREADY_FLOAT32) derived.float32Reason = r.reason;
+  }
   if (component === 'unetProbe' || (component === 'unet' && fuse)) {
     const { derivedUnetBytes } = await import('./probe-graph.ts');
     const form = fuse ? await attentionForm() : undefined;
@@ -148,7 +154,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       return { result: { type: 'ok' }, transfer: [] };
     }
     case 'load':
-      return { result: await load(req.component, req.bytes, req.fuse ?? false), transfer: [] };
+      return { result: await load(req.component, req.bytes, req.fuse ?? false, req.float32 ?? false), transfer: [] };
     case 'describe': {
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };

@@ -51,13 +51,30 @@ export async function decodeLatentWith(
   if (!tilingWanted(opts, h, w)) {
     const r = await runner.run(scaled, channels, h, w);
     cb.onTile?.(1, 1);
+    warnNonFinite(r.data, cb);
     return r;
   }
   const backend = await tiledBackend(runner, opts, h, w);
   const tiled = await decodeTiled(scaled, channels, h, w, backend, {
     tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, statsMemory: opts.statsMemory, attention: opts.attention, onTile: cb.onTile, onWarning: cb.onWarning,
   });
+  warnNonFinite(tiled.data, cb);
   return { data: tiled.data, height: tiled.height, width: tiled.width, tiled };
+}
+
+/**
+ * Warns when a decoded image holds values that are not finite (drawn as black): what a float16 decoder gives where
+ * its activations overflow float16's range, as SDXL's VAE does.
+ */
+function warnNonFinite(data: Float32Array, cb: VaeRunCallbacks): void {
+  let n = 0;
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) n++;
+  if (n > 0) {
+    cb.onWarning?.(
+      `The VAE decoder gave ${n} of ${data.length} values that are not finite numbers (NaN or infinity), drawn as black: a float16 decoder ` +
+      'whose activations overflow gives them. Set "force_upcast": true in the VAE\'s config.json to run it in float32, or use a float32 VAE export (in Node: --vae)',
+    );
+  }
 }
 
 /**
