@@ -243,3 +243,29 @@ test('WASM: a decoder with self-attention: the tiled decode computes the attenti
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('WASM: a float16 decoder whose config sets force_upcast runs in float32 in the device worker, as in Node', async () => {
+  // The shipped model with a small SD-structured float16 decoder whose activations pass float16's range (as SDXL's
+  // VAE does): as exported it decodes to NaN, drawn black (test/float32-vae.test.ts).
+  const folder = path.join(siteDir, 'models', 'shapes-f16-vae');
+  fs.cpSync(MODEL, folder, { recursive: true });
+  fs.writeFileSync(path.join(folder, 'vae_decoder', 'model.onnx'), toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 3, floatType: 'float16', form: 'instance-norm', ...SMALL_VAE_DECODER, inputGain: 1e4 })));
+  const config = path.join(folder, 'vae_decoder', 'config.json');
+  fs.writeFileSync(config, JSON.stringify({ ...JSON.parse(fs.readFileSync(config, 'utf8')), force_upcast: true }));
+  const { page, errors } = await openDemo(context ?? (await newContext()), site.url, `provider=wasm&workers=1&probe=0&model=${encodeURIComponent(`${site.url}models/shapes-f16-vae/`)}`);
+  const notes = (await page.evaluate('window.asgdDemo.pipeline.info.notes')) as string[];
+  assert.ok(notes.some((n) => /^vae_decoder is a float16 export and the VAE config sets force_upcast: it runs in float32 \(93 tensors converted\)$/.test(n)), notes.join(' | '));
+  const params = { ...settings(128, 128, 3), steps: 2, method: 'asg' as const, methodOptions: { mask: false } };
+  const r = await generateOnPipeline(page, params);
+  assert.deepEqual(r.warnings, []);
+  const f16Node = await loadPipeline(folder, { devices: 'cpu', attentionProbe: false });
+  closers.push(() => f16Node.close());
+  const ref = await f16Node.generate(params);
+  const web = await rgbOfPng(r.png);
+  const d = compareRgb(web, ref.image);
+  console.log(`# 128x128 with a float16 decoder run in float32: against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}`);
+  assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `within ${JSON.stringify(WASM_TOLERANCE)} of Node's: ${JSON.stringify(d)}`);
+  assert.ok(web.data.some((v) => v > 0), 'not the black of a float16 overflow');
+  assert.deepEqual(errors, []);
+  await page.close();
+});

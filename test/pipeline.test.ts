@@ -373,13 +373,42 @@ test('method option errors name the option; a mask word not in the prompt is ref
   assert.equal(ok.metadata.maskWords?.join(' '), 'red circle');
 });
 
-test('force_upcast with a float16 VAE warns; --vae replaces the VAE with a float32 one', async () => {
+test('force_upcast with a float16 VAE: it runs in float32, or warns where its float32 graph cannot be made; --vae replaces the VAE with a float32 one', async () => {
   const fp16 = await loadPipeline(await tinyModel('fp16'), { threads: 1, attentionProbe: false });
   try {
+    assert.equal(fp16.info.components.vaeDecoder?.inputs[0]?.type, 'float32');
+    assert.ok(fp16.info.notes.some((n) => /^vae_decoder is a float16 export and the VAE config sets force_upcast: it runs in float32 \(\d+ tensors converted, model\.asgd-float32\.onnx\)$/.test(n)), fp16.info.notes.join(' | '));
+    assert.ok(fp16.info.notes.some((n) => /^vae_encoder is a float16 export .* runs in float32/.test(n)), fp16.info.notes.join(' | '));
+    assert.equal(fp16.info.vaeEncoder, path.join('vae_encoder', 'model.asgd-float32.onnx'));
     const r = await fp16.generate({ ...base, steps: 1, seed: 1, width: 64, height: 64, method: 'direct' });
-    assert.ok(r.warnings.some((w) => /force_upcast but vae_decoder is a float16 export.*--vae/.test(w)), r.warnings.join('\n'));
+    assert.ok(!r.warnings.some((w) => /force_upcast/.test(w)), r.warnings.join('\n'));
   } finally {
     await fp16.close();
+  }
+  // Nowhere to store the float32 graphs (a folder where the file would go, a cache path that is a file): the VAE
+  // runs as exported, the load says why, and every generation warns.
+  const blocked = await copyModel('fp16');
+  for (const part of ['vae_decoder', 'vae_encoder']) {
+    for (const f of fs.readdirSync(path.join(blocked, part)).filter((n) => n.includes('asgd-float32'))) fs.rmSync(path.join(blocked, part, f));
+    fs.mkdirSync(path.join(blocked, part, 'model.asgd-float32.onnx', 'x'), { recursive: true });
+  }
+  const cacheFile = path.join(tempDir('cache-file'), 'not-a-folder');
+  fs.writeFileSync(cacheFile, '');
+  const cacheBefore = process.env.ASGD_CACHE_DIR;
+  process.env.ASGD_CACHE_DIR = cacheFile;
+  try {
+    const fallback = await loadPipeline(blocked, { threads: 1, attentionProbe: false });
+    try {
+      assert.equal(fallback.info.components.vaeDecoder?.inputs[0]?.type, 'float16');
+      assert.ok(fallback.info.notes.some((n) => /^vae_decoder: the VAE config sets force_upcast, but its float32 graph could not be made \(the derived graphs could not be written .*\); it runs as exported$/.test(n)), fallback.info.notes.join(' | '));
+      const r = await fallback.generate({ ...base, steps: 1, seed: 1, width: 64, height: 64, method: 'direct' });
+      assert.ok(r.warnings.some((w) => /force_upcast but vae_decoder is a float16 export.*--vae/.test(w)), r.warnings.join('\n'));
+    } finally {
+      await fallback.close();
+    }
+  } finally {
+    if (cacheBefore === undefined) delete process.env.ASGD_CACHE_DIR;
+    else process.env.ASGD_CACHE_DIR = cacheBefore;
   }
   const mixed = await loadPipeline(await tinyModel('fp16'), { threads: 1, attentionProbe: false, vae: await tinyModel('standard') });
   try {
