@@ -91,7 +91,7 @@ for (const provider of ['cpu', 'webgpu'] as const) {
 }
 
 /** raw little-endian float16 bytes of `values`. */
-const halfBytes = (values: number[]) => new Uint8Array(float32ToFloat16(Float32Array.from(values)).buffer);
+const halfBytes = (values: number[]) => new Uint8Array(float32ToFloat16(Float32Array.from(values)).buffer as ArrayBuffer);
 const attr = (name: string, value: Partial<{ i: bigint; t: TensorProto; g: GraphProto }>) =>
   create(AttributeProtoSchema, { name, type: value.t ? AttributeProto_AttributeType.TENSOR : value.g ? AttributeProto_AttributeType.GRAPH : AttributeProto_AttributeType.INT, ...value });
 const half16 = (name: string, dims: number[], values: number[]) => create(TensorProtoSchema, { name, dataType: FLOAT16, dims: dims.map(BigInt), rawData: halfBytes(values) });
