@@ -382,6 +382,9 @@ test('force_upcast with a float16 VAE: it runs in float32, or warns where its fl
     assert.equal(fp16.info.vaeEncoder, path.join('vae_encoder', 'model.asgd-float32.onnx'));
     const r = await fp16.generate({ ...base, steps: 1, seed: 1, width: 64, height: 64, method: 'direct' });
     assert.ok(!r.warnings.some((w) => /force_upcast/.test(w)), r.warnings.join('\n'));
+    // The encoder's float32 graph serves an upscale.
+    const up = await fp16.upscale({ prompt: base.prompt, steps: 2, seed: 1, image: r.image, scale: 2, strength: 0.5 });
+    assert.deepEqual([up.image.width, up.image.height], [128, 128]);
   } finally {
     await fp16.close();
   }
