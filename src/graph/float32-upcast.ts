@@ -6,9 +6,10 @@
  * The graph then computes what the float16 graph computes, without the float16 rounding and range between its
  * ops. Portable: no Node APIs; weights stored outside the model come from `external`.
  */
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { fromBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type AttributeProto, type GraphProto, type ModelProto, type TensorProto, type TypeProto } from 'onnx-buf';
 import { fromFloat16Bits } from '../core/float16.ts';
+import { modelBytes } from './model-bytes.ts';
 
 const FLOAT = 1;
 const FLOAT16 = 10;
@@ -46,7 +47,7 @@ export function upcastToFloat32(model: ModelProto, external?: ExternalBytes): Fl
 export const ALREADY_FLOAT32 = 'it has no float16 tensor';
 
 /** The float32 model of a serialized float16 one, and how many tensors were converted; or why there is none. */
-export function float32ModelBytes(bytes: Uint8Array, external?: ExternalBytes): { bytes: Uint8Array; tensors: number } | { reason: string } {
+export function float32Model(bytes: Uint8Array, external?: ExternalBytes): { model: ModelProto; tensors: number } | { reason: string } {
   let model: ModelProto;
   try {
     model = fromBinary(ModelProtoSchema, bytes);
@@ -61,7 +62,13 @@ export function float32ModelBytes(bytes: Uint8Array, external?: ExternalBytes): 
   }
   if ('reason' in upcast) return upcast;
   if (upcast.tensors + upcast.casts + upcast.types === 0) return { reason: ALREADY_FLOAT32 };
-  return { bytes: toBinary(ModelProtoSchema, model), tensors: upcast.tensors };
+  return { model, tensors: upcast.tensors };
+}
+
+/** float32Model serialized. */
+export function float32ModelBytes(bytes: Uint8Array, external?: ExternalBytes): { bytes: Uint8Array; tensors: number } | { reason: string } {
+  const r = float32Model(bytes, external);
+  return 'reason' in r ? r : { bytes: modelBytes(r.model), tensors: r.tensors };
 }
 
 class UpcastRefused extends Error {}
@@ -110,14 +117,26 @@ function upcastType(t: TypeProto): boolean {
 function upcastTensor(t: TensorProto, count: Float32Upcast, external: ExternalBytes | undefined): void {
   if (t.dataType !== FLOAT16) return;
   const bits = float16Bits(t, external);
+  const table = float16Table();
   const values = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) values[i] = fromFloat16Bits(bits[i]!);
+  for (let i = 0; i < bits.length; i++) values[i] = table[bits[i]!]!;
   t.dataType = FLOAT;
   t.rawData = new Uint8Array(values.buffer);
   t.int32Data = [];
   t.externalData = [];
   t.dataLocation = 0;
   count.tensors++;
+}
+
+let table: Float32Array | undefined;
+
+/** Every float16 bit pattern's value (a VAE holds tens of millions of weights: a lookup, not a decode each). */
+function float16Table(): Float32Array {
+  if (!table) {
+    table = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) table[h] = fromFloat16Bits(h);
+  }
+  return table;
 }
 
 /** The float16 bit patterns of a tensor, wherever the export put them. */

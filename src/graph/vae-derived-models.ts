@@ -4,8 +4,9 @@
  * on disk with their weights referenced (src/node/vae-graphs.ts, vae-attention-graphs.ts); the browser's device
  * worker keeps them in memory with their weights inline (src/browser/device/vae-graphs.ts). Portable: no Node APIs.
  */
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { fromBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
+import { modelBytes } from './model-bytes.ts';
 import type { NormLayer } from '../core/vae/norm-stats.ts';
 import { deriveAttentionCorePart, deriveAttentionGlobal, deriveAttentionTiled, type Reason, type VaeHalf } from './vae-attention-split.ts';
 import { deriveStatsGraph, deriveTileGraph } from './vae-norm-graph.ts';
@@ -47,7 +48,7 @@ export function deriveSegmentModel(tileBytes: Uint8Array, span: { from: number; 
   const m = parse(tileBytes);
   if ('reason' in m) return m;
   const r = deriveSegmentGraph(m, span.from, span.to);
-  return 'reason' in r ? r : { bytes: toBinary(ModelProtoSchema, m), outputs: (m.graph?.output ?? []).map((o) => o.name) };
+  return 'reason' in r ? r : { bytes: modelBytes(m), outputs: (m.graph?.output ?? []).map((o) => o.name) };
 }
 
 export interface VaeAttentionModels {

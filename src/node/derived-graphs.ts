@@ -40,7 +40,7 @@ export interface DerivedGraphSpec<T, P extends { sidecar: string }, R> {
   /** The graphs a stored sidecar describes, or undefined when its files are missing or incomplete. */
   open: (side: DerivedSidecar<T> & { result: T }, files: P) => Promise<R | undefined>;
   /** Derives from the source's bytes: the sidecar's result and the files to write in a folder, or why not. */
-  derive: (bytes: Uint8Array, source: string) => { result: T; files: (p: P) => [file: string, bytes: Uint8Array][] } | { reason: string };
+  derive: (bytes: Uint8Array, source: string) => { result: T; files: (p: P) => [file: string, bytes: Uint8Array | Uint8Array[]][] } | { reason: string };
 }
 
 /** The stored graphs derived from `modelPath`, derived and stored first when missing or stale; or why they cannot be. */

@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
-import { ALREADY_FLOAT32, float32ModelBytes, type ExternalBytes } from '../graph/float32-upcast.ts';
+import { ALREADY_FLOAT32, float32Model, type ExternalBytes } from '../graph/float32-upcast.ts';
+import { modelParts } from '../graph/model-bytes.ts';
 import { prepareDerivedGraphs, type DerivedGraphOptions, type DerivedSidecar } from './derived-graphs.ts';
 
 export interface Float32Vae {
@@ -59,11 +60,12 @@ function externalReader(source: string): ExternalBytes {
  */
 export async function prepareFloat32Vae(modelPath: string, opts: DerivedGraphOptions = {}): Promise<Float32Vae | { reason: string }> {
   const derive = (bytes: Uint8Array, source: string) => {
-    const r = float32ModelBytes(bytes, externalReader(source));
+    const r = float32Model(bytes, externalReader(source));
     if ('reason' in r) return r;
-    const out = r.bytes;
-    if (out.length > MAX_SINGLE_FILE) return { reason: `in float32 it would be a single ONNX file of ${(out.length / 2 ** 30).toFixed(1)} GiB, over the 2 GiB of one protobuf message` };
-    return { result: { tensors: r.tensors, bytes: out.length }, files: (p: ReturnType<typeof filesIn>): [string, Uint8Array][] => [[p.file, out]] };
+    const parts = modelParts(r.model);
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    if (length > MAX_SINGLE_FILE) return { reason: `in float32 it would be a single ONNX file of ${(length / 2 ** 30).toFixed(1)} GiB, over the 2 GiB of one protobuf message` };
+    return { result: { tensors: r.tensors, bytes: length }, files: (p: ReturnType<typeof filesIn>): [string, Uint8Array[]][] => [[p.file, parts]] };
   };
   return prepareDerivedGraphs(modelPath, opts, { format: FORMAT, cacheFolder: 'float32-vae', filesIn, open, derive });
 }

@@ -89,7 +89,7 @@ async function readSidecar(file: string): Promise<Sidecar | undefined> {
   }
 }
 
-export async function writeAtomic(file: string, data: Uint8Array | string): Promise<void> {
+export async function writeAtomic(file: string, data: Uint8Array | string | readonly Uint8Array[]): Promise<void> {
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     await writeFile(tmp, data);

@@ -4,8 +4,9 @@
  * bytes, kept in memory (the weights stay inline). Loaded by the device worker on demand, so pages that use neither
  * never load the protobuf code.
  */
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { fromBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
+import { modelBytes } from '../../graph/model-bytes.ts';
 import { countOnnxAttention } from '../../graph/attention-fusion.ts';
 import { fuseUnet } from '../../graph/unet-fusion.ts';
 import { addAttentionProbe } from '../../graph/attention-probe.ts';
@@ -51,5 +52,5 @@ export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse:
       if (fusion.biasSplitGelus) out.biasSplitGelus = fusion.biasSplitGelus;
     }
   }
-  return { bytes: toBinary(ModelProtoSchema, model), ...out, onnxAttention: countOnnxAttention(model) };
+  return { bytes: modelBytes(model), ...out, onnxAttention: countOnnxAttention(model) };
 }

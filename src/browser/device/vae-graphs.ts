@@ -6,8 +6,8 @@
  * all of them would hold the decoder's weights again). One derived session is open at a time, as in Node's worker. Loaded by the
  * worker on demand, so pages that never tile never load the protobuf code.
  */
-import { toBinary } from '@bufbuild/protobuf';
-import { ModelProtoSchema, type ModelProto } from 'onnx-buf';
+import type { ModelProto } from 'onnx-buf';
+import { modelBytes } from '../../graph/model-bytes.ts';
 import type { NormLayer } from '../../core/vae/norm-stats.ts';
 import { segmentName } from '../../core/vae/pipeline-decode.ts';
 import { deriveSegmentModel, deriveVaeAttentionModels, deriveVaeNormModels } from '../../graph/vae-derived-models.ts';
@@ -23,7 +23,7 @@ type Split = { global: Uint8Array; chunked?: Record<Exclude<AttentionPart, 'glob
 /** Opens a session from a model's bytes (the worker's providers and settings); `label` names it in errors. */
 export type OpenBytes = (bytes: Uint8Array, label: string) => Promise<OpenSession>;
 
-const bin = (m: ModelProto) => toBinary(ModelProtoSchema, m);
+const bin = (m: ModelProto) => modelBytes(m);
 
 export class DecoderGraphs {
   private readonly norms = new Map<VaeGraphSource, Norms>();
