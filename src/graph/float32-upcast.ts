@@ -151,6 +151,7 @@ function float16Bits(t: TensorProto, external: ExternalBytes | undefined): Uint1
     bytes = external({ location, offset: Number(entry['offset'] ?? 0), ...(entry['length'] !== undefined ? { length: Number(entry['length']) } : {}) });
   } else if (t.int32Data.length > 0) {
     // float16 values stored one per int32 (the bit pattern in its low 16 bits).
+    if (t.int32Data.length !== n) throw new UpcastRefused(`tensor ${t.name} holds ${t.int32Data.length} values where its shape needs ${n}`);
     return Uint16Array.from(t.int32Data, (v) => v & 0xffff);
   } else {
     bytes = t.rawData;

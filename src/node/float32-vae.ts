@@ -41,7 +41,8 @@ function externalReader(source: string): ExternalBytes {
   const dir = path.dirname(source);
   return ({ location, offset, length }) => {
     const file = path.resolve(dir, location);
-    if (path.relative(dir, file).startsWith('..')) throw new Error(`external data ${location} is outside the model's folder`);
+    const rel = path.relative(dir, file);
+    if (rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) throw new Error(`external data ${location} is outside the model's folder`);
     const size = length ?? fs.statSync(file).size - offset;
     const out = new Uint8Array(size);
     const fd = fs.openSync(file, 'r');
