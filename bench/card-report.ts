@@ -208,6 +208,12 @@ function vaeDecode(parts: Record<string, Part>): string[] {
     const dev = done.find((c) => c['statesOnHost'] === false && c['statsMemory'] === host['statsMemory']);
     if (dev) out.push(`States on the device against on the host at ${host['statsMemory']} MiB: ${ms(dev['ms'] / 1000)} s against ${ms(host['ms'] / 1000)} s (${num(dev['ms'] / host['ms'])}).`);
   }
+  // A float16 decoder as exported against its float32 graph (part `vae-dtype`): what following force_upcast costs.
+  const d = parts['vae-dtype'];
+  if (d?.result?.['float32Ms'] !== undefined) {
+    const t = d.result;
+    out.push(`vae-dtype (${t['size']} px, one decode, ${t['provider']}): float16 ${ms(t['float16Ms'])} ms, as float32 (force_upcast) ${ms(t['float32Ms'])} ms (${num(t['float32OverFloat16'])}x); images apart by up to ${num(t['maxDiff'], 4)}.`);
+  } else if (d) out.push(`vae-dtype: ${d.status ?? 'no status'}, no result written.`);
   return out;
 }
 

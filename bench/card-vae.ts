@@ -18,6 +18,9 @@ import path from 'node:path';
 import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { decodeTiled } from '../src/core/vae/tiled.ts';
+import { float32ModelBytes } from '../src/graph/float32-upcast.ts';
+import { openSession, releaseSession } from '../src/onnx/session.ts';
+import { VaeDecoderAdapter } from '../src/onnx/vae.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
 import { DEVICE_TILE_STATES_ENV } from '../src/node/device-tile-states.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
@@ -135,5 +138,68 @@ export async function benchVaeCard(o: VaeCardOptions, write: (result: Record<str
     await be.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+  return result;
+}
+
+export interface VaeDtypeOptions {
+  provider: ProviderName;
+  /** Image side in px (a multiple of 8): one untiled decode. */
+  size: number;
+  iters: number;
+}
+
+/** `card.js vae-dtype`'s command line, checked. */
+export function vaeDtypeOptions(args: Record<string, string>): VaeDtypeOptions {
+  const int = (key: string, fallback: number, min: number) => {
+    const n = args[key] === undefined ? fallback : Number(args[key]);
+    if (!Number.isInteger(n) || n < min) throw new Error(`card vae-dtype: --${key} must be an integer of at least ${min} (got ${args[key]})`);
+    return n;
+  };
+  const size = int('size', 1024, 8);
+  if (size % 8 !== 0) throw new Error(`card vae-dtype: --size must be a multiple of 8 (got ${size})`);
+  return { provider: (args['provider'] ?? 'webgpu') as ProviderName, size, iters: int('iters', 3, 1) };
+}
+
+/**
+ * What following a VAE config's force_upcast costs on a provider: the SD-width decoder exported in float16 (its
+ * activations within float16's range: it does not overflow) decoded whole at `size` px as exported and as the float32
+ * graph a pipeline makes of it (src/graph/float32-upcast.ts), the sessions open side by side and the calls
+ * alternating after a warm-up of each; the median of each, and how far the two images are apart.
+ */
+export async function benchVaeDtype(o: VaeDtypeOptions): Promise<Record<string, unknown>> {
+  const h = o.size / 8;
+  const latent = stepLatent(h);
+  const half = toBinary(ModelProtoSchema, buildGroupNormVaeDecoder({ seed: 11, floatType: 'float16', form: 'instance-norm', ...SD_VAE_DECODER }));
+  const t0 = performance.now();
+  const converted = float32ModelBytes(half);
+  if ('reason' in converted) throw new Error(`card vae-dtype: ${converted.reason}`);
+  const convertMs = performance.now() - t0;
+  const opts = { provider: o.provider, threads: 0 };
+  const decoders = { float16: new VaeDecoderAdapter(await openSession(half, 'vae_decoder (float16)', opts)), float32: new VaeDecoderAdapter(await openSession(converted.bytes, 'vae_decoder (float32)', opts)) };
+  const times: Record<'float16' | 'float32', number[]> = { float16: [], float32: [] };
+  const images: Partial<Record<'float16' | 'float32', Float32Array>> = {};
+  try {
+    for (let i = -1; i < o.iters; i++) {
+      for (const k of ['float16', 'float32'] as const) {
+        const c0 = performance.now();
+        images[k] = (await decoders[k].decode(latent, 4, h, h)).data;
+        if (i >= 0) times[k].push(performance.now() - c0);
+      }
+    }
+  } finally {
+    await Promise.all(Object.values(decoders).map((d) => releaseSession(d.s)));
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  let maxDiff = 0;
+  const a = images.float16!;
+  const b = images.float32!;
+  for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
+  const nonFinite = (x: Float32Array) => x.reduce((n, v) => n + (Number.isFinite(v) ? 0 : 1), 0);
+  const result = {
+    ...o, decoder: 'SD-width (random weights), exported in float16', convertMs,
+    float16Ms: median(times.float16), float32Ms: median(times.float32), float32OverFloat16: median(times.float32) / median(times.float16),
+    maxDiff, nonFinite: { float16: nonFinite(a), float32: nonFinite(b) }, runs: times,
+  };
+  console.error(`[card] vae-dtype ${o.size} px: float16 ${result.float16Ms.toFixed(0)} ms, float32 ${result.float32Ms.toFixed(0)} ms (${result.float32OverFloat16.toFixed(2)}x), max diff ${maxDiff.toFixed(4)}`);
   return result;
 }

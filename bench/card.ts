@@ -49,6 +49,9 @@
  *            A tiled decode of an SD-width decoder: per-tile statistics, then exact at each --vae-stats-memory
  *            budget (bench/card-vae.ts): what keeping the tiles' states saves on this provider; on webgpu then the
  *            host budgets (default the first budget) with the states brought back to the host after every segment
+ *   vae-dtype [--provider webgpu] [--size 1024] [--iters 3] --out JSON
+ *            The SD-width decoder exported in float16, decoded whole as exported and as the float32 graph a
+ *            pipeline runs when the VAE config sets force_upcast: the times of each and their difference.
  *   generate --model DIR --devices LIST [--width 2048] [--height 2048] [--steps 50] [--warmup-steps 1]
  *            [--warmup-width W] [--fuse-attention 1] [--latent-out FILE] --out JSON
  *            One whole `asg` generation (other settings at the shipped defaults) after a short warm-up generation
@@ -82,7 +85,7 @@ import { timingStats } from './timing.ts';
 import { againstTorch, readTorchReference, type TorchReference } from './card-reference.ts';
 import { benchVariants, variantsOptions } from './card-variants.ts';
 import { benchDispatch, dispatchOptions } from './card-dispatch.ts';
-import { benchVaeCard, vaeCardOptions } from './card-vae.ts';
+import { benchVaeCard, benchVaeDtype, vaeCardOptions, vaeDtypeOptions } from './card-vae.ts';
 
 type Args = Record<string, string>;
 
@@ -100,6 +103,7 @@ const OPTIONS: Record<string, readonly string[]> = {
   schedule: ['unet-json', 'probe-json', 'gen-json', 'out'],
   devices: ['out'],
   vae: ['provider', 'size', 'tile', 'overlap', 'budgets', 'host-budgets', 'out'],
+  'vae-dtype': ['provider', 'size', 'iters', 'out'],
 };
 const USAGE = `card: usage: card (${Object.keys(OPTIONS).join(' | ')}) [--options]; see the header of bench/card.ts`;
 
@@ -658,6 +662,9 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
       result = { machine: m, ...(await benchVaeCard(vaeCardOptions(args), (r) => args['out'] && writeJson(args['out'], { machine: m, ...r }))) };
       break;
     }
+    case 'vae-dtype':
+      result = { machine: machine(), ...(await benchVaeDtype(vaeDtypeOptions(args))) };
+      break;
     case 'folder':
       result = await writeFolder(args);
       break;

@@ -64,13 +64,15 @@
 #   vae-sd      a tiled decode of an SD-width VAE decoder (random weights, float32) at SIZE px, tiles of 64 latent px:
 #               per-tile statistics, then exact with --vae-stats-memory 4096 and 1024 (bench/card-vae.ts): what
 #               keeping the tiles' states between norm layers costs and saves on the card (downloads included)
+#   vae-dtype   the SD-width decoder exported in float16, decoded whole at 1024 px as exported and as the float32 graph
+#               a pipeline runs when the VAE config sets force_upcast (SDXL's): what following it costs on the card
 #   unet-io     bench/unet-io.ts on WebGPU: one CFG call with the text conditioning fed from the host vs held on the
 #               device, the upload alone, CFG combined on the device; the shipped UNet, both exports, the fixture
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # After the first card run (docs/benchmarks.md, "On the card"), a session with the device runs what it left:
 # CARD_PARTS="env export-sdxl export-sd15 dispatch mha torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 folder gen-fused
-#   fused-sdxl profile-sdxl probe-sdxl vae-sd unet-io gen-1"
+#   fused-sdxl profile-sdxl probe-sdxl vae-sd vae-dtype unet-io gen-1"
 # CARD_BUDGET_S=582
 # (timeout_s 600; both exports run in the background from the start). The schedule part runs after gen-1 and
 # reads gen-1.json; where gen-1 was cut short it skips the one-device check.
@@ -98,19 +100,19 @@ START=$(date +%s)
 
 if ((SMALL)); then
   BUDGET=${CARD_BUDGET_S:-1500}; ITERS=${CARD_ITERS:-3}; STEPS=${CARD_STEPS:-3}; SIZE=${CARD_SIZE:-512}
-  PYSCALE="--small --warmup 1"; TEXT=32,48,48; LAT15=16; LATXL=32; VAE=tiny; VAE_SIZE=128; VAE_TILE=8
+  PYSCALE="--small --warmup 1"; TEXT=32,48,48; LAT15=16; LATXL=32; VAE=tiny; VAE_SIZE=128; VAE_TILE=8; VAE_DTYPE_SIZE=64
   SLOW=${CARD_SLOW:-4}  # lavapipe and busy CPUs: every part's own limit times this
   UNET_WARMUP=1
 else
   BUDGET=${CARD_BUDGET_S:-540}; ITERS=${CARD_ITERS:-10}; STEPS=${CARD_STEPS:-50}; SIZE=${CARD_SIZE:-2048}
-  PYSCALE="--warmup 3"; TEXT=768,1280,1280; LAT15=64; LATXL=128; VAE=sd; VAE_SIZE=$SIZE; VAE_TILE=64
+  PYSCALE="--warmup 3"; TEXT=768,1280,1280; LAT15=64; LATXL=128; VAE=sd; VAE_SIZE=$SIZE; VAE_TILE=64; VAE_DTYPE_SIZE=1024
   SLOW=${CARD_SLOW:-1}
   UNET_WARMUP=3
 fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dispatch mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl vae-sd gen-2 unet-io gen-1 schedule}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dispatch mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl vae-sd vae-dtype gen-2 unet-io gen-1 schedule}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -291,6 +293,10 @@ vae_part() {  # an SD-width decoder's tiled decode: per-tile statistics, then ex
   "$NODE" "$CARD" vae --provider "$PROVIDER" --size "$VAE_SIZE" --tile "$VAE_TILE" --overlap "$((VAE_TILE / 4))" --budgets 4096,1024 --host-budgets 4096 --out "$WORK/parts/vae-sd.json"
 }
 
+vae_dtype_part() {  # a float16 decoder as exported against the float32 graph that force_upcast makes of it
+  "$NODE" "$CARD" vae-dtype --provider "$PROVIDER" --size "$VAE_DTYPE_SIZE" --out "$WORK/parts/vae-dtype.json"
+}
+
 dispatch_part() {  # chains of Adds, float32 then float16: the cost of a kernel on this provider
   "$NODE" "$CARD" dispatch --provider "$PROVIDER" --iters "$((ITERS * 2))" --type float32 --out "$WORK/parts/dispatch-float32.json" || return
   "$NODE" "$CARD" dispatch --provider "$PROVIDER" --iters "$((ITERS * 2))" --type float16 --out "$WORK/parts/dispatch-float16.json"
@@ -368,7 +374,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
 }
 
 export -f reference vae_part dispatch_part mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
-export TEXT SIZE STEPS LAT15 VAE SMALL VAE_SIZE VAE_TILE
+export TEXT SIZE STEPS LAT15 VAE SMALL VAE_SIZE VAE_TILE VAE_DTYPE_SIZE
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
 # The exports are CPU-bound for minutes (the TorchScript exporter's passes over thousands of nodes): they run in
@@ -406,6 +412,7 @@ part fused-sdxl 150 fused_part sdxl "$LATXL"
 part profile-sdxl 120 profile_part sdxl "$LATXL"
 part probe-sdxl 120 probe_part sdxl "$LATXL"
 part vae-sd 120 vae_part
+part vae-dtype 90 vae_dtype_part
 part gen-2 330 gen_part "$GPU2" gen-2
 part unet-io 60 unet_io_part
 BUDGET=$((BUDGET - $(want schedule && echo 30 || echo 0))) part gen-1 330 gen_part "$GPU1" gen-1
