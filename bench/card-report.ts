@@ -208,13 +208,16 @@ function vaeDecode(parts: Record<string, Part>): string[] {
     const dev = done.find((c) => c['statesOnHost'] === false && c['statsMemory'] === host['statsMemory']);
     if (dev) out.push(`States on the device against on the host at ${host['statsMemory']} MiB: ${ms(dev['ms'] / 1000)} s against ${ms(host['ms'] / 1000)} s (${num(dev['ms'] / host['ms'])}).`);
   }
-  // A float16 decoder as exported against its float32 graph (part `vae-dtype`): what following force_upcast costs.
-  const d = parts['vae-dtype'];
-  if (d?.result?.['float32Ms'] !== undefined) {
-    const t = d.result;
-    out.push(`vae-dtype (${t['size']} px, one decode, ${t['provider']}): float16 ${ms(t['float16Ms'])} ms, as float32 (force_upcast) ${ms(t['float32Ms'])} ms (${num(t['float32OverFloat16'])}x); images apart by up to ${num(t['maxDiff'], 4)}.`);
-  } else if (d) out.push(`vae-dtype: ${d.status ?? 'no status'}, no result written.`);
   return out;
+}
+
+/** A float16 decoder as exported against its float32 graph (part `vae-dtype`): what following force_upcast costs. */
+function vaeDtype(parts: Record<string, Part>): string[] {
+  const d = parts['vae-dtype'];
+  if (!d) return ['VAE in float32: part `vae-dtype` not run.'];
+  const t = d.result;
+  if (t?.['float32Ms'] === undefined) return [`vae-dtype: ${d.status ?? 'no status'}, no result written.`];
+  return [`vae-dtype (${t['size']} px, one decode, ${t['provider']}): float16 ${ms(t['float16Ms'])} ms, as float32 (force_upcast) ${ms(t['float32Ms'])} ms (${num(t['float32OverFloat16'])}x); images apart by up to ${num(t['maxDiff'], 4)}.`];
 }
 
 function probeAndSchedule(parts: Record<string, Part>): string[] {
@@ -249,7 +252,7 @@ export function cardReport(doc: Json, run?: number): string {
   const sections: [string, string[]][] = [
     ['Machine', machine(parts)], ['One UNet call', unetCalls(parts)], ['Accuracy against PyTorch', accuracy(parts)],
     ['Ways to run the call (variants)', variants(parts)], ['Where the time goes (profile)', profiles(parts)], ['What a kernel costs (dispatch)', dispatch(parts)],
-    ['Whole generations', generations(parts)], ['Tiled VAE decode (vae-sd)', vaeDecode(parts)], ['Probe and scheduling', probeAndSchedule(parts)], ['Parts', statuses(parts)],
+    ['Whole generations', generations(parts)], ['Tiled VAE decode (vae-sd)', vaeDecode(parts)], ['A float16 VAE in float32 (vae-dtype)', vaeDtype(parts)], ['Probe and scheduling', probeAndSchedule(parts)], ['Parts', statuses(parts)],
   ];
   return sections.map(([title, lines]) => [`**${title}**`, '', ...lines, ''].join('\n')).join('\n');
 }

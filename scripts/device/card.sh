@@ -373,7 +373,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f reference vae_part dispatch_part mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
+export -f reference vae_part vae_dtype_part dispatch_part mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15 VAE SMALL VAE_SIZE VAE_TILE VAE_DTYPE_SIZE
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
