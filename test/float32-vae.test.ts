@@ -204,7 +204,12 @@ test('the pipeline runs a float16 decoder whose config sets force_upcast as its 
     const generate = async (dir: string) => {
       const pipe = await loadPipeline(dir, { devices, attentionProbe: false });
       try {
-        return { info: pipe.info, r: await pipe.generate(params) };
+        const r = await pipe.generate(params);
+        // Tiled with the whole image's statistics: the derived graphs are made from the float32 graph too.
+        const warnings: string[] = [];
+        const big = devices === 'cpu' ? await pipe.generate({ ...params, width: 128, height: 128 }) : undefined;
+        const tiled = big && await pipe.decodeLatent(big.latent, 16, 16, { tiling: 'on', tileSize: 8, overlap: 4, stats: 'exact' }, undefined, (w) => warnings.push(w));
+        return { info: pipe.info, r, tiled, warnings };
       } finally {
         await pipe.close();
       }
@@ -221,6 +226,11 @@ test('the pipeline runs a float16 decoder whose config sets force_upcast as its 
     assert.ok(!b.info.notes.some((n) => /force_upcast/.test(n)), 'a float32 export is left as it is');
     assert.ok(!fs.existsSync(path.join(twin, 'vae_decoder', 'model.asgd-float32.onnx')));
     assert.deepEqual(a.r.image.data, b.r.image.data, `${devices}: the image of the float32 export`);
+    if (devices === 'cpu') {
+      assert.deepEqual(a.warnings, []);
+      assert.equal((a.tiled as { tiled?: { tiles: number } }).tiled?.tiles, 9);
+      assert.deepEqual(a.tiled!.data, b.tiled!.data, 'tiled, the float32 export\'s tiled image');
+    }
     const c = await generate(asExported);
     assert.ok(c.r.warnings.some((w) => /^The VAE decoder gave 12288 of 12288 values that are not finite numbers \(NaN or infinity\), drawn as black.*"force_upcast": true/.test(w)), c.r.warnings.join(' | '));
     assert.ok(c.r.image.data.every((v) => v === 0), `${devices}: as exported, the overflow draws black`);
