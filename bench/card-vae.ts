@@ -21,6 +21,7 @@ import { decodeTiled } from '../src/core/vae/tiled.ts';
 import { float32ModelBytes } from '../src/graph/float32-upcast.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { VaeDecoderAdapter } from '../src/onnx/vae.ts';
+import { timingStats } from './timing.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
 import { DEVICE_TILE_STATES_ENV } from '../src/node/device-tile-states.ts';
 import { localAttentionBackend } from '../src/node/vae-attention-local.ts';
@@ -189,7 +190,7 @@ export async function benchVaeDtype(o: VaeDtypeOptions): Promise<Record<string, 
   } finally {
     await Promise.all(Object.values(decoders).map((d) => releaseSession(d.s)));
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const median = (xs: number[]) => timingStats(xs).medianMs;
   let maxDiff = 0;
   const a = images.float16!;
   const b = images.float32!;

@@ -23,6 +23,7 @@ import { modelBytes, modelParts } from '../src/graph/model-bytes.ts';
 import { prepareFloat32Vae } from '../src/node/float32-vae.ts';
 import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
 import { benchCli, intArg } from './args.ts';
+import { timingStats } from './timing.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const USAGE = `
@@ -37,7 +38,7 @@ const { rounds, latent } = benchCli(USAGE, { options: { rounds: { type: 'string'
   latent: values.latent === undefined ? 32 : intArg('--latent', values.latent, 8),
 }));
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const median = (xs: number[]) => timingStats(xs).medianMs;
 const time = async (f: () => unknown) => {
   const t = performance.now();
   await f();

@@ -67,10 +67,11 @@ export async function decodeLatentWith(
  * its activations overflow float16's range, as SDXL's VAE does.
  */
 function warnNonFinite(data: Float32Array, cb: VaeRunCallbacks): void {
+  if (!cb.onWarning) return; // previews: nobody to tell
   let n = 0;
   for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) n++;
   if (n > 0) {
-    cb.onWarning?.(
+    cb.onWarning(
       `The VAE decoder gave ${n} of ${data.length} values that are not finite numbers (NaN or infinity), drawn as black: a float16 decoder ` +
       'whose activations overflow gives them. Set "force_upcast": true in the VAE\'s config.json to run it in float32, or use a float32 VAE export (in Node: --vae)',
     );
