@@ -35,7 +35,7 @@ export interface ProfileSummary {
   /** The dearest single kernels (mean per call). */
   top: { name: string; ms: number; shapes: string }[];
   /**
-   * Kernels of subgroup programs (mean per call): ONNX Runtime 1.30's WebGPU provider has tensor-core (subgroup-matrix)
+   * Kernels of subgroup programs (mean per call): ONNX Runtime's WebGPU provider has tensor-core (subgroup-matrix)
    * MatMul/Gemm programs and Intel subgroup ones, gated by the adapter; none at all says the call's matrix products ran
    * on plain WGSL kernels (docs/benchmarks.md, "Why the gap").
    */

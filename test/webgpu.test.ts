@@ -97,7 +97,8 @@ test('asg with the attention-probe mask on webgpu, and on cpu,webgpu:0 together,
 
 test('two webgpu workers on the one adapter (webgpu:0,webgpu:0) run as two processes and give the bits of one', async (t) => {
   // As two threads of one process, onnxruntime-node 1.30 ended the process (segmentation fault) as soon as both ran a
-  // UNet call (docs/benchmarks.md); workerIsolation 'auto' puts them in processes of their own.
+  // UNet call (docs/benchmarks.md); 1.31.1 runs them, sharing one WebGPU device, slower than two processes on lavapipe.
+  // workerIsolation 'auto' puts them in processes of their own.
   const p = await loadPipeline(SHIPPED, { devices: 'webgpu:0,webgpu:0', threads: 1 });
   let during: string[] = [];
   let two: GenerateResult;

@@ -52,7 +52,7 @@
 #   fused-sdxl  the SDXL export's plain batch 2 and 1 again, then the same with the attention fused
 #   profile-sdxl  the profile of the SDXL export, plain then fused (padded, flash)
 #   gen-2       the same on two workers on the one GPU (webgpu:0,webgpu:0: two worker processes, as two worker
-#               threads of one process crash in onnxruntime-node 1.30; docs/benchmarks.md)
+#               threads of one process crashed in onnxruntime-node 1.30 and share one WebGPU device in 1.31.1)
 #   probe-sdxl  the attention-probe graph the key patch runs (built from the SDXL export as the pipeline builds it)
 #               against the plain UNet on WebGPU, calls alternating, batch 2 and 1: the key unit's extra cost
 #   schedule    (CPU, seconds) issue 15's scheduling targets (4 devices at 2048 px, 8 at 3072, shipped defaults) in the

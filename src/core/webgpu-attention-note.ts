@@ -1,6 +1,6 @@
 /**
  * What a WebGPU user is told about a UNet with ONNX `Attention` nodes (the standard operator of opset 23, which
- * torch's dynamo exporter writes there): ONNX Runtime 1.30's WebGPU provider has no kernel for it, so the runtime
+ * torch's dynamo exporter writes there): ONNX Runtime's WebGPU provider (1.30, 1.31.1) has no kernel for it, so the runtime
  * places those nodes on the CPU, with copies to and from the GPU around each. The Node and the browser pipelines
  * warn with it. Portable.
  */

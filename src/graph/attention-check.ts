@@ -1,6 +1,6 @@
 /**
  * Whether ONNX Runtime's WebGPU flash-attention kernel computes attention correctly on an adapter, and what the
- * attention fusion should then write. ONNX Runtime 1.30 takes that kernel for a MultiHeadAttention node whose q, k
+ * attention fusion should then write. ONNX Runtime (1.30, 1.31.1) takes that kernel for a MultiHeadAttention node whose q, k
  * and v share one head size (a multiple of 4); on Mesa's lavapipe it is wrong wherever the keys outnumber the
  * subgroup size (docs/benchmarks.md, "Fused attention"), so the fusion pads q and k to keep the provider on its
  * three-kernel path. Where the check passes, the fusion can leave them as they are: on an NVIDIA H200 that form

@@ -3,7 +3,7 @@
  * the Reshape / Transpose pairs that split and merge the heads) into one `com.microsoft` MultiHeadAttention node,
  * which ONNX Runtime's GPU providers run as one kernel (flash attention where the device allows) instead of writing
  * the [batch·heads, queries, keys] scores to memory and reading them back twice. By default q and k are padded per
- * head (PAD_CHANNELS), which keeps ONNX Runtime 1.30's WebGPU provider off its flash-attention kernel (wrong on
+ * head (PAD_CHANNELS), which keeps ONNX Runtime's WebGPU provider (1.30, 1.31.1) off its flash-attention kernel (wrong on
  * lavapipe; see PAD_CHANNELS): it then runs the scores, Softmax and ·v as three kernels. Where the scores are the cost (SD's
  * first attention level: 4096 queries at a 64x64 latent, SDXL's at 128x128), that is most of the attention's time.
  *

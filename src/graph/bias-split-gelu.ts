@@ -5,7 +5,7 @@
  * opset 17 exports write it) and the Mul: 5 to 9 nodes, which ONNX Runtime runs as 5 kernels (its optimiser folds the
  * Erf form into one Gelu), each reading and writing the block's largest activation.
  * ONNX Runtime's `com.microsoft` BiasSplitGelu(X, bias) computes it in one. Its WebGPU provider has a kernel (so has
- * ONNX Runtime Web's); its CPU provider has none in 1.30 (checked by opening a one-node graph), so a graph with it
+ * ONNX Runtime Web's); its CPU provider has none in 1.30 or 1.31.1 (checked by opening a one-node graph), so a graph with it
  * serves WebGPU devices only, and the callers ask for it only then (FuseUnetOptions.biasSplitGelu).
  *
  * Matched, in the graph as exported:
@@ -19,7 +19,7 @@
  * -> Y, placed where Y was computed; the Add, the Slices and the GELU go where nothing else reads them (pruning).
  * BiasSplitGelu takes a 3-D input, as the block's [B, S, C] activations are; a declared other rank is left alone.
  *
- * What ONNX Runtime 1.30's WebGPU kernel accepts (checked on one-node graphs on lavapipe): float32, with D a multiple
+ * What ONNX Runtime 1.30's WebGPU kernel accepts (checked on one-node graphs on lavapipe; 1.31.1 fails on float16 alike): float32, with D a multiple
  * of 8 (elsewhere it fails: "Cannot reduce shape {2,5,3} by component=2", its vectorised reads); in float16 it failed
  * on every input tried ("raw_hash_map<>::at", D 8 to 10240). So a float16 GEGLU runs as Cast to float32,
  * BiasSplitGelu, Cast back (the bias's Cast is folded by ONNX Runtime when the session opens): 3 kernels instead of 5,

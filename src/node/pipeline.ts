@@ -63,13 +63,14 @@ export interface PipelineOptions {
    * Where device workers run: 'thread' (threads of this process), 'process' (a process each: a crash ends that
    * worker only, e.g. a crash in the GPU driver stack fails that device with an error instead of ending the program;
    * tensors are copied between processes), or 'auto' (default): processes for the WebGPU workers when a pipeline has
-   * two or more of them (onnxruntime-node 1.30 ends the process when two WebGPU sessions run at the same time in two
-   * threads), threads for the rest.
+   * two or more of them (onnxruntime-node 1.30 ended the process when two WebGPU sessions ran at the same time in two
+   * threads; 1.31.1 runs them, but two threads share one WebGPU device and were slower than two processes on
+   * lavapipe), threads for the rest.
    */
   workerIsolation?: 'auto' | WorkerIsolation;
   /**
    * Run the UNet's attention (and the probe graph's, but for its probed layers) as fused MultiHeadAttention nodes
-   * (src/graph/attention-fusion.ts), q and k padded per head so that ONNX Runtime 1.30's WebGPU provider leaves out
+   * (src/graph/attention-fusion.ts), q and k padded per head so that ONNX Runtime's WebGPU provider (1.30, 1.31.1) leaves out
    * its flash-attention kernel, which was wrong on Mesa's lavapipe (docs/benchmarks.md, "Fused attention"); with the
    * padding the fused graph is within float rounding of the written-out one there. Off by default: the padded form's
    * speed on a GPU is not measured yet (the measured speed-up was the flash kernel's; on lavapipe the padded form is

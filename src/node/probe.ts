@@ -7,7 +7,7 @@
  *
  * Placement: next to the source (`model.asgd-probe.onnx` in the same folder) when that folder is writable, so
  * ONNX Runtime resolves the relative locations as for the source. Otherwise in a cache folder; onnxruntime-node
- * 1.30 refuses external data given by an absolute path, a `..` path or a symlink leaving the model's folder
+ * 1.30 and 1.31 refuse external data given by an absolute path, a `..` path or a symlink leaving the model's folder
  * ("External data path ... escapes model directory"), so a cached probe is loaded from bytes with the session
  * config entry `session.model_external_initializers_file_folder_path` set to the source folder; the sidecar JSON
  * (`model.asgd-probe.json`) records that folder for the worker (probeLoadOptions).

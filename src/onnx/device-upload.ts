@@ -1,7 +1,7 @@
 /**
  * Host data onto the WebGPU device: a one-node Identity model per element type and rank, opened on the same provider
  * with its outputs kept on the device, returns a GPU tensor that another session of this process takes as an input.
- * (Reading such a tensor's data on the host crashes onnxruntime-node 1.30: results come back through a session whose
+ * (Reading such a tensor's data on the host crashed onnxruntime-node 1.30: results come back through a session whose
  * outputs are on the CPU, the default.)
  */
 import { identityModelBytes } from '../graph/small-model.ts';

@@ -79,7 +79,7 @@ export interface ModelLoad {
 /** ONNX Runtime's WebGPU provider options that this project has measured (bench/card.ts variants). */
 export interface WebGpuTuning {
   /**
-   * The layout the provider runs layout-sensitive ops (Conv, pooling, Resize) in. ONNX Runtime 1.30's native default
+   * The layout the provider runs layout-sensitive ops (Conv, pooling, Resize) in. ONNX Runtime's native default (1.30, 1.31.1)
    * is 'NHWC', with Transpose kernels inserted where an NCHW graph meets them; 'NCHW' runs them as written.
    */
   preferredLayout?: 'NCHW' | 'NHWC';

@@ -23,7 +23,7 @@ export function statesOnDevice(outputs: readonly string[]): Record<string, 'gpu-
 
 /**
  * A segment's state outputs held on the device, by handle, with the sessions that made them. Measured on
- * onnxruntime-node 1.30 (lavapipe): disposing such a tensor after its session was released and another session ran
+ * onnxruntime-node 1.30 and 1.31.1 (lavapipe): disposing such a tensor after its session was released and another session ran
  * on it crashes the process, and releasing the last session on the device before the next one opens tears the
  * device's context down under the held buffers. So a session that made states still held is released only after
  * the last of them (`retire`), and its successor opens before that.

@@ -1,12 +1,13 @@
 /**
  * The coordinator's handle on one device worker: request/response with transfer, failure and shutdown. A worker is a
- * thread of this process, or a process of its own (`isolation: 'process'`): onnxruntime-node 1.30 cannot run two
- * WebGPU sessions at the same time in two threads of one process (the process ends: docs/benchmarks.md), while two
- * processes can; and a crash in a worker process ends that worker only.
+ * thread of this process, or a process of its own (`isolation: 'process'`): onnxruntime-node 1.30 could not run two
+ * WebGPU sessions at the same time in two threads of one process (the process ended: docs/benchmarks.md); 1.31.1 can,
+ * but two threads share the process's WebGPU device and generated slower than two processes on lavapipe; and a crash
+ * in a worker process ends that worker only.
  *
- * Shutdown never ends a thread while ONNX Runtime runs a model in it: onnxruntime-node 1.30 aborts the whole
+ * Shutdown never ends a thread while ONNX Runtime runs a model in it: onnxruntime-node 1.30 aborted the whole
  * process ("terminate called after throwing an instance of 'Napi::Error'") when a worker is terminated during
- * session.run. terminate() therefore rejects the pending requests at once (the coordinator moves on) and ends the
+ * session.run (not rechecked with 1.31.1). terminate() therefore rejects the pending requests at once (the coordinator moves on) and ends the
  * thread as soon as the worker has answered what it was running, or after a grace period if it never does. A worker
  * process is killed at once: that ends nothing else.
  */

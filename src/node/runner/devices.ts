@@ -28,8 +28,9 @@ export type WorkerIsolation = 'thread' | 'process';
 /**
  * Where each device's worker runs (PipelineOptions.workerIsolation). 'auto': a process of its own for each WebGPU
  * worker when there are two or more, or when this process already runs a WebGPU worker thread (another pipeline's:
- * `liveWebgpuThreads`), since onnxruntime-node 1.30 cannot run two WebGPU sessions at once in two threads of one
- * process (two processes can); threads for everything else: a thread takes its sample from shared memory and hands
+ * `liveWebgpuThreads`): onnxruntime-node 1.30 could not run two WebGPU sessions at once in two threads of one
+ * process (two processes can), and in 1.31.1, which can, two threads share the process's WebGPU device and generated
+ * slower than two processes on lavapipe (docs/benchmarks.md, "ONNX Runtime 1.31.1"); threads for everything else: a thread takes its sample from shared memory and hands
  * its output over without a copy, while a process pays a copy each way (files in /dev/shm: array-stow.ts).
  */
 export function workerIsolations(mode: unknown, devices: readonly DeviceSpec[], liveWebgpuThreads = 0): WorkerIsolation[] {
@@ -137,7 +138,7 @@ export function describeAvailableDevices(): DeviceAvailability[] {
  * Like describeAvailableDevices, but the WebGPU entry is checked by running a one-node model on adapter 0: the
  * provider is bundled everywhere, a GPU adapter (and its driver) is not. The check runs in a process of its own, once
  * per process unless `refresh` (an adapter does not come and go while a program runs): a WebGPU session in this
- * process while a WebGPU worker thread generates ends the process in onnxruntime-node 1.30 (a segmentation fault,
+ * process while a WebGPU worker thread generates ended the process in onnxruntime-node 1.30 (a segmentation fault,
  * three times out of three here: the server's device list asked for during a generation would have ended the
  * server), and ONNX Runtime keeps the WebGPU instance of its first try for the life of a process.
  */

@@ -1,7 +1,7 @@
 /**
  * The check of ONNX Runtime's WebGPU flash-attention kernel (src/graph/attention-check.ts) through the project's
  * session module: run in a process of its own by runner/devices.ts checkFlashAttention, since a WebGPU session in a
- * process beside a WebGPU worker thread ends that process in onnxruntime-node 1.30.
+ * process beside a WebGPU worker thread ended that process in onnxruntime-node 1.30.
  */
 import { checkFlashCases, FLASH_CASES, runFlashCheck, type FlashCase, type FlashCaseInputs, type FlashCaseResult, type FlashCheck } from '../../graph/attention-check.ts';
 import type { ProviderName } from '../../onnx/io.ts';
