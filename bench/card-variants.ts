@@ -14,8 +14,10 @@
  *               runs where runner/flash-check.ts finds that kernel right on the adapter), default layout; like every
  *               fused graph, with each transformer block's bias + residual + LayerNormalization as SkipLayerNormalization
  *               and, on the WebGPU provider (as the pipeline does where every device is a WebGPU one), each GEGLU as
- *               BiasSplitGelu
- *   flash-no-geglu  the same without the GEGLUs fused (src/graph/bias-split-gelu.ts): what that fusion changes
+ *               BiasSplitGelu and each group norm (with its SiLU) as GroupNorm
+ *   flash-no-group-norm  the same without the group norms fused (src/graph/group-norm.ts): what that fusion changes
+ *   flash-no-geglu  without the group norms or the GEGLUs fused (src/graph/bias-split-gelu.ts): against
+ *               flash-no-group-norm, what the GEGLUs' fusion changes
  *   flash-attention-only  without either (src/graph/skip-layer-norm.ts): what the residual norms' fusion changes
  * `--validation MODE` sets the WebGPU validation of every session; it belongs to the process's WebGPU context, so
  * comparing modes takes one process per mode (scripts/device/card.sh runs 'basic', ONNX Runtime's default, and
@@ -28,7 +30,7 @@ import { UnetAdapter } from '../src/onnx/unet.ts';
 import { timingStats } from './timing.ts';
 import { againstTorch, difference, type TorchReference } from './card-reference.ts';
 
-export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash', 'flash-no-geglu', 'flash-attention-only'] as const;
+export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash', 'flash-no-group-norm', 'flash-no-geglu', 'flash-attention-only'] as const;
 export type Variant = (typeof VARIANTS)[number];
 const VALIDATION: readonly NonNullable<WebGpuTuning['validationMode']>[] = ['disabled', 'wgpuOnly', 'basic', 'full'];
 
@@ -91,23 +93,25 @@ export async function benchVariants(
   const result: Record<string, unknown> = { file: o.unet, provider: o.provider, batch: o.batch, warmup: o.warmup, iters: o.iters, validation: o.validation ?? 'default (basic)' };
   if (o.reference?.torchFloat16VsFloat32) result['torchFloat16VsFloat32'] = o.reference.torchFloat16VsFloat32;
   // The derived graph each fused variant runs: the padded form for fused*, the flash form for flash*.
-  const forms = { fused: 'padded', 'fused-nchw': 'padded', flash: 'flash', 'flash-no-geglu': 'flashNoGeglu', 'flash-attention-only': 'flashAttentionOnly' } as const;
+  const forms = { fused: 'padded', 'fused-nchw': 'padded', flash: 'flash', 'flash-no-group-norm': 'flashNoGroupNorm', 'flash-no-geglu': 'flashNoGeglu', 'flash-attention-only': 'flashAttentionOnly' } as const;
   type Form = (typeof forms)[keyof typeof forms];
   const graphOf = (v: Variant): Form | undefined => (v in forms ? forms[v as keyof typeof forms] : undefined);
   const derived: Partial<Record<Form, { file: string; load: ModelLoad }>> = {};
   // GEGLUs as BiasSplitGelu where the pipeline writes them: graphs for WebGPU devices alone (no CPU kernel).
   const geglu = o.provider === 'webgpu';
-  for (const form of ['padded', 'flash', 'flashNoGeglu', 'flashAttentionOnly'] as const) {
+  for (const form of ['padded', 'flash', 'flashNoGroupNorm', 'flashNoGeglu', 'flashAttentionOnly'] as const) {
     if (!o.variants.some((v) => graphOf(v) === form)) continue;
     const t0 = performance.now();
     const f = await prepareFusedAttention(o.unet, {
-      flashForm: form !== 'padded', skipLayerNorm: form !== 'flashAttentionOnly', biasSplitGelu: geglu && (form === 'padded' || form === 'flash'),
+      flashForm: form !== 'padded', skipLayerNorm: form !== 'flashAttentionOnly',
+      biasSplitGelu: geglu && (form === 'padded' || form === 'flash' || form === 'flashNoGroupNorm'), groupNorm: form !== 'flashNoGroupNorm',
     });
     result[`${form === 'padded' ? 'fused' : form}DeriveMs`] = performance.now() - t0;
     if ('reason' in f) throw new Error(`card variants: the export's attention cannot be fused (${f.reason}); leave the fused variants out`);
     result['fusedLayers'] = f.fused;
     if (f.skipLayerNorms) result['skipLayerNorms'] = f.skipLayerNorms;
     if (f.biasSplitGelus) result['biasSplitGelus'] = f.biasSplitGelus;
+    if (f.groupNorms) result['groupNorms'] = f.groupNorms;
     derived[form] = { file: f.file, load: fusedLoadOptions(f.file) };
   }
   const opened: Opened[] = [];

@@ -204,6 +204,7 @@ describe('whole UNets', () => {
     try {
       assert.equal(p.info.attentionFusion.applied, true);
       assert.equal(p.info.attentionFusion.biasSplitGelus, undefined);
+      assert.equal(p.info.attentionFusion.groupNorms, undefined);
       const r = await p.generate({ prompt: 'a red circle', steps: 2, seed: 3, method: 'direct', width: 128, height: 128 });
       assert.ok(r.latent.every(Number.isFinite));
     } finally {

@@ -137,7 +137,7 @@ interface Outcome {
   ok: boolean;
   provider?: string;
   notes?: string[];
-  fusion?: { applied: boolean; layers: number; reason?: string; form?: string; formReason?: string; biasSplitGelus?: number };
+  fusion?: { applied: boolean; layers: number; reason?: string; form?: string; formReason?: string; biasSplitGelus?: number; groupNorms?: number };
   asgd?: boolean;
   name?: string;
   kind?: string;
@@ -381,10 +381,12 @@ test('WebGPU: provider auto skips a fallback adapter; "webgpu" uses it, with not
     assert.match(f.formReason ?? '', /^ONNX Runtime's WebGPU flash-attention kernel (checked right|is wrong) on this adapter \(largest error [0-9.e+-]+ in float32, (?:[0-9.e+-]+ in float16|float16 not supported by the adapter)\)$/);
     assert.equal(f.form, /checked right/.test(f.formReason!) ? 'flash' : 'padded');
     assert.equal(f.biasSplitGelus, 7, "a WebGPU worker's graph has the 7 GEGLUs as BiasSplitGelu (ONNX Runtime Web opened it)");
+    assert.equal(f.groupNorms, 24, "and its 24 group norms as GroupNorm");
     // On WebAssembly no check: padded, as in Node without a WebGPU device.
     const wasm = await tryLoad(page, 'shapes-128', { provider: 'wasm', attentionProbe: false, fuseAttention: true });
     assert.deepEqual([wasm.fusion?.form, wasm.fusion?.formReason], ['padded', 'no WebGPU device (the form of every other provider)']);
     assert.equal(wasm.fusion?.biasSplitGelus, undefined, 'no BiasSplitGelu for WebAssembly (no kernel)');
+    assert.equal(wasm.fusion?.groupNorms, undefined, 'nor GroupNorm');
   } finally {
     await gpuBrowser.close();
   }

@@ -33,7 +33,7 @@ test("preferredLayout reaches the WebGPU provider: 'NCHW' drops the Transposes i
 });
 
 test('the variants of one UNet call compute the same function, each against the first', async () => {
-  const o = variantsOptions({ unet: UNET, latent: '8', warmup: '0', iters: '2', variants: 'nhwc,nchw,fused,fused-nchw,flash,flash-no-geglu,flash-attention-only' });
+  const o = variantsOptions({ unet: UNET, latent: '8', warmup: '0', iters: '2', variants: 'nhwc,nchw,fused,fused-nchw,flash,flash-no-group-norm,flash-no-geglu,flash-attention-only' });
   const r = await benchVariants(o, (unet, s, batch) => {
     assert.equal(s.provider, 'webgpu');
     return {
@@ -43,9 +43,10 @@ test('the variants of one UNet call compute the same function, each against the 
     };
   });
   const rows = r['variants'] as { variant: string; medianMs: number; overReference: number; maxAbsDiffFromReference: number; finite: boolean }[];
-  assert.deepEqual(rows.map((v) => v.variant), ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash', 'flash-no-geglu', 'flash-attention-only']);
+  assert.deepEqual(rows.map((v) => v.variant), ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash', 'flash-no-group-norm', 'flash-no-geglu', 'flash-attention-only']);
   assert.equal(r['skipLayerNorms'], 14, 'the fused graphs but flash-attention-only have the residual norms fused (7 blocks)');
   assert.equal(r['biasSplitGelus'], 7, 'fused and flash have the GEGLUs fused on WebGPU (7 blocks)');
+  assert.equal(r['groupNorms'], 24, 'and the 24 group norms (flash-no-group-norm and flash-no-geglu have none)');
   assert.equal(rows[0]!.overReference, 1);
   assert.equal(rows[0]!.maxAbsDiffFromReference, 0);
   assert.ok((r['maxAbsReference'] as number) > 0.1, 'a non-trivial output');
@@ -63,7 +64,7 @@ test('the variants of one UNet call compute the same function, each against the 
 });
 
 test('variants and WebGPU settings: wrong values are refused, naming the option and what it takes', async () => {
-  assert.throws(() => variantsOptions({ unet: UNET, variants: 'nhwc,static' }), /unknown variant "static" in --variants \(known: nhwc, nchw, fused, fused-nchw, flash, flash-no-geglu, flash-attention-only\)/);
+  assert.throws(() => variantsOptions({ unet: UNET, variants: 'nhwc,static' }), /unknown variant "static" in --variants \(known: nhwc, nchw, fused, fused-nchw, flash, flash-no-group-norm, flash-no-geglu, flash-attention-only\)/);
   assert.throws(() => variantsOptions({ unet: UNET, variants: 'nchw,nchw' }), /--variants must name each variant once/);
   assert.throws(() => variantsOptions({ unet: UNET, validation: 'off' }), /--validation must be one of disabled, wgpuOnly, basic, full \(got "off"\)/);
   assert.throws(() => variantsOptions({ unet: UNET, iters: '0' }), /--iters must be an integer of at least 1 \(got 0\)/);

@@ -66,8 +66,9 @@ test('fuseAttention: the fused UNet and probe graph run on webgpu (MultiHeadAtte
   const p = await loadPipeline(SHIPPED, { devices: 'webgpu:0', threads: 1, fuseAttention: true });
   try {
     const { form, ...fusion } = p.info.attentionFusion;
-    // Every device is a WebGPU one: the 7 GEGLUs run as BiasSplitGelu too (test/bias-split-gelu.test.ts).
-    assert.deepEqual(fusion, { applied: true, layers: 14, formReason: fusion.formReason, biasSplitGelus: 7 });
+    // Every device is a WebGPU one: the 7 GEGLUs run as BiasSplitGelu too (test/bias-split-gelu.test.ts), and the 24
+    // group norms as GroupNorm (test/group-norm.test.ts).
+    assert.deepEqual(fusion, { applied: true, layers: 14, formReason: fusion.formReason, biasSplitGelus: 7, groupNorms: 24 });
     // The form the check chose on this adapter (padded on lavapipe, whose flash kernel is wrong: test/flash-check.test.ts).
     assert.equal(form, (await checkFlashAttention()).ok ? 'flash' : 'padded', fusion.formReason);
     const r = await p.generate(asg);
@@ -197,7 +198,7 @@ test('a UNet with ONNX Attention nodes (opset 23): on webgpu every run warns tha
   assert.ok(maxDiff(gpu.r.image.data, cpu.r.image.data) <= LEVELS);
   const fused = await runOn('webgpu:0', true);
   const { form, formReason, ...fusion } = fused.info.attentionFusion;
-  assert.deepEqual(fusion, { applied: true, layers: 8, biasSplitGelus: 4 });
+  assert.deepEqual(fusion, { applied: true, layers: 8, biasSplitGelus: 4, groupNorms: 21 });
   // The form follows the flash-attention check on this adapter (test/flash-check.test.ts; padded on lavapipe).
   assert.equal(form, (await checkFlashAttention()).ok ? 'flash' : 'padded', formReason);
   assert.ok(!fused.info.notes.some((n) => note.test(n)), fused.info.notes.join('\n'));
@@ -215,7 +216,7 @@ test('a UNet with ONNX Attention nodes (opset 23): on webgpu every run warns tha
   assert.doesNotMatch(onGpuFused.stdout, noteLine);
   // The form follows the flash-attention check on this adapter (on lavapipe its kernel is wrong: padded).
   const formLine = (await checkFlashAttention()).ok ? 'flash form: ONNX Runtime\'s WebGPU flash-attention kernel checked right' : 'q and k padded: ONNX Runtime\'s WebGPU flash-attention kernel is wrong';
-  assert.match(onGpuFused.stdout, new RegExp(`^Attention: +fused \\(8 layers as MultiHeadAttention, ${formLine} on this adapter \\(largest error [0-9.e+-]+ in float32, [0-9.e+-]+ in float16\\); 4 GEGLUs as BiasSplitGelu\\)$`, 'm'));
+  assert.match(onGpuFused.stdout, new RegExp(`^Attention: +fused \\(8 layers as MultiHeadAttention, ${formLine} on this adapter \\(largest error [0-9.e+-]+ in float32, [0-9.e+-]+ in float16\\); 4 GEGLUs as BiasSplitGelu; 21 group norms as GroupNorm\\)$`, 'm'));
   assert.match(onCpu.stdout, /^Attention: +as exported/m);
 });
 

@@ -35,7 +35,8 @@
 #               the fused attention in either layout and in the flash form (q and k unpadded: ONNX Runtime's flash-attention
 #               kernel, what the pipeline takes where runner/flash-check.ts finds it right, and the check's own verdict
 #               is in env's asgd_devices; with the GEGLUs as BiasSplitGelu, as the pipeline runs it on WebGPU devices alone), the
-#               flash form without the GEGLUs fused (flash-no-geglu: what BiasSplitGelu changes) and without the
+#               flash form without the group norms fused (flash-no-group-norm: what GroupNorm changes), without them and
+#               the GEGLUs (flash-no-geglu: what BiasSplitGelu changes, against flash-no-group-norm) and without the
 #               residual norms fused either (flash-attention-only: what SkipLayerNormalization changes); then WebGPU validation 'disabled' against the default 'basic'
 #               (a process-wide setting: one process each, basic before and after): median, ratio, output difference
 #   profile-sd15  ONNX Runtime's profiler over 3 batch-2 calls of the SD 1.5 export (after 1), plain, fused (padded,
@@ -284,7 +285,7 @@ variants_part() {  # variants_part MODEL LATENT: layouts and fused attention sid
   [[ $PROVIDER == webgpu ]] || { echo "variants: WebGPU settings (provider $PROVIDER)"; return 0; }
   local unet="$WORK/models/$1/unet/model.onnx" common=(--latent "$2" --batch 2 --warmup 2 --iters "$ITERS")
   [[ -f $WORK/ref/$1.json ]] && common+=(--reference "$WORK/ref/$1")
-  "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw,fused,fused-nchw,flash,flash-no-geglu,flash-attention-only --out "$WORK/parts/variants-$1.json" || return
+  "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw,fused,fused-nchw,flash,flash-no-group-norm,flash-no-geglu,flash-attention-only --out "$WORK/parts/variants-$1.json" || return
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation disabled --out "$WORK/parts/variants-$1-novalidation.json" || return
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation basic --out "$WORK/parts/variants-$1-basic.json"
 }

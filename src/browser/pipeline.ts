@@ -70,7 +70,7 @@ export interface WebModelInfo {
    * `form`, when applied: 'flash' (q and k as they are: ONNX Runtime Web's flash-attention kernel, where a check on the
    * WebGPU device found it right) or 'padded'; `formReason` says why.
    */
-  attentionFusion: { applied: boolean; layers: number; reason?: string; form?: 'padded' | 'flash'; formReason?: string; biasSplitGelus?: number };
+  attentionFusion: { applied: boolean; layers: number; reason?: string; form?: 'padded' | 'flash'; formReason?: string; biasSplitGelus?: number; groupNorms?: number };
   components: Partial<Record<WebComponent, ComponentIo>>;
   staticLatentSize?: { height: number; width: number };
   notes: string[];
@@ -211,7 +211,7 @@ export class WebPipeline {
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);
         if (fuse && c === 'unet') {
           fusion = r.fused
-            ? { applied: true, layers: r.fused, ...(r.form ? { form: r.form, formReason: r.formReason } : {}), ...(r.biasSplitGelus ? { biasSplitGelus: r.biasSplitGelus } : {}) }
+            ? { applied: true, layers: r.fused, ...(r.form ? { form: r.form, formReason: r.formReason } : {}), ...(r.biasSplitGelus ? { biasSplitGelus: r.biasSplitGelus } : {}), ...(r.groupNorms ? { groupNorms: r.groupNorms } : {}) }
             : { applied: false, layers: 0, reason: r.fuseReason ?? 'not fused' };
         }
         // The UNet as it runs: the fused graph's count, else the probe's (its surgery keeps every Attention node).

@@ -159,6 +159,8 @@ export interface ModelInfo {
     formReason?: string;
     /** GEGLUs run as one BiasSplitGelu node each: only where every device is a WebGPU one (no CPU kernel for it). */
     biasSplitGelus?: number;
+    /** Group norms (with their SiLU) run as one GroupNorm node each: only where every device is a WebGPU one. */
+    groupNorms?: number;
   };
   /** Set when the UNet export fixed its spatial input size (static-shape exports). */
   staticLatentSize?: { height: number; width: number };
@@ -745,7 +747,8 @@ export async function attentionForm(devices: readonly DeviceSpec[], check: () =>
 /**
  * The fused-attention UNet and probe (fused-attention.ts) in `form` when asked for (a form given); the plain files
  * otherwise, or when the model has no attention the fusion recognises (the reason is reported in ModelInfo).
- * `webgpuOnly`: every device is a WebGPU one, so the GEGLUs are fused too (BiasSplitGelu has no CPU kernel).
+ * `webgpuOnly`: every device is a WebGPU one, so the GEGLUs and group norms are fused too (BiasSplitGelu and GroupNorm
+ * have no CPU kernel).
  */
 async function fuseAttentionFiles(
   unet: string, probe: { file: string } | { reason: string }, form: (AttentionForm & { webgpuOnly: boolean }) | undefined,
@@ -758,7 +761,10 @@ async function fuseAttentionFiles(
   const main = await prepareFusedAttention(unet, how);
   if ('reason' in main) return { info: { applied: false, layers: 0, reason: main.reason } };
   const fusedProbe = 'file' in probe ? await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder, ...how }) : undefined;
-  const info = { applied: true, layers: main.fused, ...shape, ...(main.biasSplitGelus ? { biasSplitGelus: main.biasSplitGelus } : {}) };
+  const info = {
+    applied: true, layers: main.fused, ...shape,
+    ...(main.biasSplitGelus ? { biasSplitGelus: main.biasSplitGelus } : {}), ...(main.groupNorms ? { groupNorms: main.groupNorms } : {}),
+  };
   return { unet: main.file, ...(fusedProbe && 'file' in fusedProbe ? { probe: fusedProbe.file } : {}), info };
 }
 

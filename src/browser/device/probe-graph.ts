@@ -19,6 +19,8 @@ export interface DerivedUnet {
   fused?: number;
   /** GEGLUs fused into BiasSplitGelu (fuse and biasSplitGelu asked: WebGPU devices only). */
   biasSplitGelus?: number;
+  /** Group norms fused into GroupNorm (with biasSplitGelu: WebGPU devices only). */
+  groupNorms?: number;
   /** Why nothing was fused (fuse asked): the graph is then as exported, or as the probe made it. */
   fuseReason?: string;
   /** ONNX Attention nodes (opset 23) left in the derived graph: on WebGPU they run on the CPU. */
@@ -27,8 +29,8 @@ export interface DerivedUnet {
 
 /**
  * The UNet's bytes with the probe added (`probe`) and/or the attention fused (`fuse`; q and k unpadded with
- * `flashForm`, where the device's flash-attention check passed; the GEGLUs too with `biasSplitGelu`, on WebGPU
- * devices, as ONNX Runtime Web's CPU provider has no kernel for it); { reason } when the probe cannot be built. A fusion
+ * `flashForm`, where the device's flash-attention check passed; the GEGLUs and group norms too with `biasSplitGelu`,
+ * on WebGPU devices, as ONNX Runtime Web's CPU provider has no kernel for them); { reason } when the probe cannot be built. A fusion
  * that recognises nothing is not an error: the graph stays written out, with the reason.
  */
 export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse: boolean; flashForm?: boolean; biasSplitGelu?: boolean }): DerivedUnet | { reason: string } {
@@ -45,11 +47,12 @@ export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse:
     out.layers = surgery.layers;
   }
   if (opts.fuse) {
-    const fusion = fuseUnet(model, { flashForm: opts.flashForm ?? false, biasSplitGelu: opts.biasSplitGelu ?? false });
+    const fusion = fuseUnet(model, { flashForm: opts.flashForm ?? false, biasSplitGelu: opts.biasSplitGelu ?? false, groupNorm: opts.biasSplitGelu ?? false });
     if ('reason' in fusion) out.fuseReason = fusion.reason;
     else {
       out.fused = fusion.fused;
       if (fusion.biasSplitGelus) out.biasSplitGelus = fusion.biasSplitGelus;
+      if (fusion.groupNorms) out.groupNorms = fusion.groupNorms;
     }
   }
   return { bytes: modelBytes(model), ...out, onnxAttention: countOnnxAttention(model) };
