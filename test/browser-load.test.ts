@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadPipeline } from '../src/node/pipeline.ts';
-import { ISOLATION, ROOT, buildDemoSite, serveSite, type StaticSite } from './helpers/demo-site.ts';
+import { ISOLATION, ROOT, buildDemoSite, compareRgb, rgbOfPng, serveSite, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -355,7 +355,7 @@ test('demo page: a size in the address that is not offered falls back with a not
   await page.close();
 });
 
-test('WebGPU: provider auto skips a fallback adapter; "webgpu" uses it, with nothing on the console', async () => {
+test('WebGPU: provider auto skips a fallback adapter; "webgpu" uses it, with nothing on the console; its fused graph generates the CPU\'s image', async () => {
   const gpuBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: WEBGPU_FLAGS });
   try {
     const page = await libraryPage(gpuBrowser);
@@ -382,6 +382,21 @@ test('WebGPU: provider auto skips a fallback adapter; "webgpu" uses it, with not
     assert.equal(f.form, /checked right/.test(f.formReason!) ? 'flash' : 'padded');
     assert.equal(f.biasSplitGelus, 7, "a WebGPU worker's graph has the 7 GEGLUs as BiasSplitGelu (ONNX Runtime Web opened it)");
     assert.equal(f.groupNorms, 24, "and its 24 group norms as GroupNorm");
+    // And it computes what the written-out graph does: a short generation on this WebGPU adapter against Node's CPU.
+    const params = { prompt: 'a red circle', seed: 4, steps: 2, width: 128, height: 128, method: 'direct' };
+    const png = (await page.evaluate(`(async () => {
+      const pipe = await window.asgdDemo.web.loadWebPipeline(${JSON.stringify(`${site.url}models/shapes-128/`)}, { provider: 'webgpu', attentionProbe: false, fuseAttention: true });
+      try { return Array.from((await pipe.generate(${JSON.stringify(params)})).png); } finally { await pipe.close(); }
+    })()`)) as number[];
+    const cpu = await loadPipeline(MODEL, { devices: 'cpu', threads: 1 });
+    try {
+      const ref = (await cpu.generate(params as Parameters<typeof cpu.generate>[0])).image;
+      const d = compareRgb(await rgbOfPng(Uint8Array.from(png)), ref);
+      console.log(`# fused graph with GroupNorm on Chromium's WebGPU adapter vs Node cpu (written out), direct 128 px: mean ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}`);
+      assert.ok(d.maxAbs <= 2 && d.meanAbs < 0.1, JSON.stringify(d));
+    } finally {
+      await cpu.close();
+    }
     // On WebAssembly no check: padded, as in Node without a WebGPU device.
     const wasm = await tryLoad(page, 'shapes-128', { provider: 'wasm', attentionProbe: false, fuseAttention: true });
     assert.deepEqual([wasm.fusion?.form, wasm.fusion?.formReason], ['padded', 'no WebGPU device (the form of every other provider)']);
