@@ -37,7 +37,6 @@ import {
   AttributeProtoSchema,
   AttributeProto_AttributeType,
   NodeProtoSchema,
-  OperatorSetIdProtoSchema,
   type GraphProto,
   type ModelProto,
   type NodeProto,
@@ -47,8 +46,9 @@ import { fromFloat16Bits } from '../core/float16.ts';
 import { defaultOpset, int64Constant, intAttr, isDefaultDomain, isInferenceDropout } from './attention-probe.ts';
 import { int64Tensor } from './small-model.ts';
 import { pruneGraph } from './prune.ts';
+import { MS_DOMAIN, importMsDomain } from './rewrite-index.ts';
 
-export const MS_DOMAIN = 'com.microsoft';
+export { MS_DOMAIN };
 export const FUSED_SCOPE = '/asgd_fused_attention';
 
 export type AttentionFusion = { fused: number; left: number } | { reason: string };
@@ -780,9 +780,7 @@ export function fuseAttention(model: ModelProto, options: FuseAttentionOptions =
   // The fused node (after the padding of q and k) takes the merge Reshape's place: its inputs (the flat q, k, v) come
   // earlier in topological order.
   graph.node = graph.node.flatMap((n) => replace.get(n) ?? [n]);
-  if (!model.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: 1n }));
-  }
+  importMsDomain(model);
   pruneGraph(graph);
   const left = graph.node.filter((n) => n.opType === 'Softmax' && isDefaultDomain(n)).length + onnxAttentionNodes(model, opset).length;
   return { fused: replace.size, left };

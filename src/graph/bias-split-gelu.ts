@@ -27,8 +27,9 @@
  * Portable: no Node APIs, no ONNX Runtime.
  */
 import { create } from '@bufbuild/protobuf';
-import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, OperatorSetIdProtoSchema, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
+import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
 import { MS_DOMAIN, tensorScalar } from './attention-fusion.ts';
+import { importMsDomain } from './rewrite-index.ts';
 import { declaredDims, initializerThroughIdentity, int64Constant, intAttr, isDefaultDomain as isDefault } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 
@@ -263,9 +264,7 @@ export function fuseBiasSplitGelu(model: ModelProto): number {
     }
   }
   graph.node = graph.node.flatMap((n) => replace.get(n) ?? [n]);
-  if (!model.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: 1n }));
-  }
+  importMsDomain(model);
   pruneGraph(graph);
   return matches.length;
 }

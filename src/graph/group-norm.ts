@@ -16,12 +16,12 @@
  * ONNX Runtime folds when the session opens), so external weights stay external. Portable: no Node APIs.
  */
 import { create } from '@bufbuild/protobuf';
-import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, OperatorSetIdProtoSchema, TensorProtoSchema, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
+import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, TensorProtoSchema, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
 import { fromFloat16Bits } from '../core/float16.ts';
 import { initializerThroughIdentity, int64Constant, isDefaultDomain as isDefault } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
+import { MS_DOMAIN, importMsDomain, rewriteIndex } from './rewrite-index.ts';
 
-const MS_DOMAIN = 'com.microsoft';
 const SCOPE = '/asgd_group_norm';
 const FLOAT = 1;
 const INT64 = 7;
@@ -66,14 +66,7 @@ interface Match {
 export function fuseGroupNorm(model: ModelProto): number {
   const graph = model.graph;
   if (!graph) return 0;
-  const init = new Map(graph.initializer.map((t) => [t.name, t] as const));
-  const producer = new Map<string, NodeProto>();
-  const readers = new Map<string, NodeProto[]>();
-  for (const n of graph.node) {
-    for (const o of n.output) producer.set(o, n);
-    for (const i of n.input) if (i) (readers.get(i) ?? readers.set(i, []).get(i)!).push(n);
-  }
-  const outputs = new Set(graph.output.map((o) => o.name));
+  const { init, producer, readers, outputs } = rewriteIndex(graph);
   /**
    * An initializer (behind Identity nodes) or a Constant node's tensor, also behind a Cast between float types (as
    * exports that compute a float16 model in float32 write it: the values are the same).
@@ -167,9 +160,7 @@ export function fuseGroupNorm(model: ModelProto): number {
   // by moving every Constant node to the front (they read nothing).
   const constants = graph.node.filter((n) => n.opType === 'Constant' && n.input.length === 0);
   graph.node = [...constants, ...graph.node.filter((n) => !(n.opType === 'Constant' && n.input.length === 0)).flatMap((n) => replace.get(n) ?? [n])];
-  if (!model.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: 1n }));
-  }
+  importMsDomain(model);
   pruneGraph(graph);
   return matches.length;
 }

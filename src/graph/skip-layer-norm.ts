@@ -18,11 +18,11 @@
  * Portable: no Node APIs, no ONNX Runtime.
  */
 import { create } from '@bufbuild/protobuf';
-import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, OperatorSetIdProtoSchema, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
+import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
 import { initializerThroughIdentity, intAttr, isDefaultDomain as isDefault } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
+import { MS_DOMAIN, importMsDomain, rewriteIndex } from './rewrite-index.ts';
 
-const MS_DOMAIN = 'com.microsoft';
 const SCOPE = '/asgd_skip_layer_norm';
 
 /** The length of a 1-D float initializer, or undefined. */
@@ -50,14 +50,7 @@ interface Match {
 export function fuseSkipLayerNorm(model: ModelProto): number {
   const graph = model.graph;
   if (!graph) return 0;
-  const init = new Map(graph.initializer.map((t) => [t.name, t] as const));
-  const producer = new Map<string, NodeProto>();
-  const readers = new Map<string, NodeProto[]>();
-  for (const n of graph.node) {
-    for (const o of n.output) producer.set(o, n);
-    for (const i of n.input) if (i) (readers.get(i) ?? readers.set(i, []).get(i)!).push(n);
-  }
-  const outputs = new Set(graph.output.map((o) => o.name));
+  const { init, producer, readers, outputs } = rewriteIndex(graph);
   const constant = (name: string): TensorProto | undefined => initializerThroughIdentity(name, init, producer);
   const normOver = (n: NodeProto, d: number, type: number): boolean => {
     if (n.opType !== 'LayerNormalization' || !isDefault(n) || (intAttr(n, 'axis') ?? -1n) !== -1n) return false;
@@ -112,9 +105,7 @@ export function fuseSkipLayerNorm(model: ModelProto): number {
     replace.set(m.norm, []);
   }
   graph.node = graph.node.flatMap((n) => replace.get(n) ?? [n]);
-  if (!model.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: 1n }));
-  }
+  importMsDomain(model);
   pruneGraph(graph);
   return matches.length;
 }
