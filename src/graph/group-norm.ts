@@ -18,7 +18,7 @@
 import { create } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, TensorProtoSchema, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
 import { fromFloat16Bits } from '../core/float16.ts';
-import { initializerThroughIdentity, int64Constant, isDefaultDomain as isDefault } from './attention-probe.ts';
+import { declaredDims, initializerThroughIdentity, int64Constant, isDefaultDomain as isDefault } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 import { MS_DOMAIN, importMsDomain, rewriteIndex } from './rewrite-index.ts';
 
@@ -114,6 +114,9 @@ export function fuseGroupNorm(model: ModelProto): number {
     const shape = int64Constant(graph, producer, grouping.input[1] ?? '', init);
     if (!shape || shape.length !== 3 || shape[2] !== -1 || !(shape[1]! > 0) || !(shape[0] === 0 || shape[0] === 1)) continue;
     const x = grouping.input[0]!;
+    // The Transposes are 4-D: a tensor declared with another rank is left alone (SD's UNets and VAEs are 4-D).
+    const rank = declaredDims(graph, x)?.length;
+    if (rank !== undefined && rank !== 4) continue;
     if (!all(norm.input[1]!, 1) || !all(norm.input[2]!, 0)) continue;
     const back = sole(norm.output[0]!);
     const backShape = back?.opType === 'Reshape' ? producer.get(back.input[1] ?? '') : undefined;
