@@ -10,8 +10,9 @@
  * shaders per graph and shape, ONNX Runtime sizes its memory arenas, a busy host delays a thread's start), often
  * many times a warm call. Averaged in, one such call makes the device look slow; earliest-finish-time then gives it
  * no more work, so the rate is never measured again and the device idles for the rest of the generation (seen in
- * CI: the second of two CPU workers ran at most 3 calls, where it usually runs about half of 22-34). So a warm-up call only sets a provisional rate, used until the
- * device's first warm call and never slower than the mean warm rate of the other devices.
+ * CI: the second of two CPU workers ran at most 3 calls, where it usually runs about half of 22-34). So a warm-up
+ * call only sets a provisional rate, used until the device's first warm call and never slower than the mean warm
+ * rate of the other devices.
  */
 import type { UnitTask } from './tasks.ts';
 
