@@ -242,6 +242,9 @@ test('info, devices and --help', () => {
   assert.match(d.stdout, /^cpu +available/m);
   // With an adapter (the test command's setup installs lavapipe), what --fuse-attention does with it.
   assert.match(d.stdout, /^webgpu +available +adapter found: .*; ONNX Runtime's flash-attention kernel (checked right here \(largest error [0-9.e+-]+\): --fuse-attention uses it|is wrong here \(largest error [0-9.e+-]+\): --fuse-attention pads q and k to avoid it)$/m);
+  // lavapipe emulates the GPU on the CPU: far slower than the CPU provider at dense work, so auto keeps the CPU.
+  assert.match(d.stdout, /^webgpu +available +adapter found: a test model ran in \d+ ms; it ran a dense test \(8 products of 512x512 matrices\) in [0-9.]+ ms, [0-9.]+x slower than the CPU \([0-9.]+ ms\);/m);
+  assert.match(d.stdout, /^auto +available +picks cpu: the WebGPU adapter ran a dense test .*: a CPU emulation such as lavapipe or SwiftShader, or a slow GPU$/m);
   for (const args of [['--help'], ['generate', '--help'], ['info', '--help']]) {
     const h = asgd(args);
     assert.equal(h.code, 0, args.join(' '));

@@ -10,7 +10,7 @@ import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
 import { loadPipeline, openPipeline, type GenerateResult, type PipelineOptions, type PipelineTestHooks } from '../src/node/pipeline.ts';
 import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
-import { parseDevices, workerIsolations } from '../src/node/runner/devices.ts';
+import { chooseAutoDevices, parseDevices, workerIsolations } from '../src/node/runner/devices.ts';
 import { tinyModel } from './helpers/models.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -251,6 +251,25 @@ test('device lists: thread division and adapter indexes', () => {
   assert.deepEqual(parseDevices('cpu,cuda:1', 0, 16).map((d) => [d.label, d.threads]), [['cpu#0', 0], ['cuda:1', 0]]);
   assert.deepEqual(parseDevices('webgpu:0,cpu', 3, 16).map((d) => d.label), ['webgpu:0', 'cpu#0']);
   assert.throws(() => parseDevices('webgpu:1'), /Invalid devices; expected "webgpu" or "webgpu:0".*default GPU adapter/);
+});
+
+test("devices 'auto': CUDA where installed, else WebGPU where its adapter beats the CPU on the dense test, else the CPU; each with its reason", () => {
+  const dense = (webgpuMs: number, cpuMs: number) => ({ ok: true as const, ms: 5, dense: { webgpuMs, cpuMs } });
+  assert.deepEqual(chooseAutoDevices(true, dense(1, 10)), { devices: 'cuda:0', reason: 'the CUDA execution provider is installed' });
+  assert.deepEqual(chooseAutoDevices(false, dense(2.5, 20)), {
+    devices: 'webgpu:0', reason: 'the WebGPU adapter ran a dense test (8 products of 512x512 matrices) in 2.5 ms, 8.0x faster than the CPU (20 ms)',
+  });
+  assert.deepEqual(chooseAutoDevices(false, dense(530, 17)), {
+    devices: 'cpu',
+    reason: 'the WebGPU adapter ran a dense test (8 products of 512x512 matrices) in 530 ms, 31.2x slower than the CPU (17 ms): a CPU emulation such as lavapipe or SwiftShader, or a slow GPU',
+  });
+  assert.deepEqual(chooseAutoDevices(false, { ok: false, reason: 'no Vulkan driver' }), { devices: 'cpu', reason: 'WebGPU found no usable adapter (no Vulkan driver)' });
+  assert.deepEqual(chooseAutoDevices(false, { ok: true, ms: 5, denseError: 'out of memory' }), { devices: 'cpu', reason: 'the WebGPU adapter failed the dense test (out of memory)' });
+  assert.deepEqual(chooseAutoDevices(false, undefined), { devices: 'cpu', reason: 'this onnxruntime-node build has no WebGPU provider' });
+  // 'auto' is resolved before the list is parsed; in a list it is an error that says so.
+  assert.throws(() => parseDevices('auto,cpu'), (e: unknown) =>
+    e instanceof AsgdError && e.parameter === 'devices' && /expected "auto" alone \(it picks the devices itself\)/.test(e.message) && /"auto,cpu"/.test(e.message));
+  assert.throws(() => parseDevices('auto'), (e: unknown) => e instanceof AsgdError && /resolve "auto" with autoDevices\(\) first/.test(e.message));
 });
 
 test('worker isolation: auto puts WebGPU workers in processes of their own when there are two or more, or one runs as a thread already', () => {

@@ -143,6 +143,19 @@ test("the device check while a webgpu worker thread generates (the server's devi
   }
 });
 
+test("devices 'auto' on lavapipe: the adapter loses the dense test to the CPU, so the pipeline runs on the CPU and says why", async () => {
+  const p = await loadPipeline(SHIPPED, { devices: 'auto', threads: 1 });
+  try {
+    assert.deepEqual(p.devices.map((d) => d.label), ['cpu#0']);
+    assert.match(p.info.notes.join('\n'), /^devices auto picked cpu: the WebGPU adapter ran a dense test \(8 products of 512x512 matrices\) in [0-9.]+ ms, [0-9.]+x slower than the CPU/m);
+    const r = await p.generate(direct);
+    const cpu = await run('cpu', direct);
+    assert.ok(Buffer.from(r.image.data).equals(Buffer.from(cpu.image.data)), 'the image of --devices cpu');
+  } finally {
+    await p.close();
+  }
+});
+
 test('two webgpu pipelines loaded and generating at the same time in one process: the second one\'s worker is a process (auto), both give the image of one run', async () => {
   // Both worker threads ended the process (segmentation fault, 2 runs of 2 here) before auto counted the WebGPU worker
   // threads already running.

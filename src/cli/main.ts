@@ -263,6 +263,10 @@ async function runWithPipeline(
       if (!cli.json) process.stderr.write(`warning: ${m}\n`);
     };
     notes.forEach(warn);
+    // What --devices auto chose (info, not a warning: -q leaves it out).
+    const { isAutoDevicesNote } = await import('../node/runner/devices.ts');
+    const auto = pipeline.info.notes.find(isAutoDevicesNote);
+    if (auto && !quiet) process.stderr.write(`${auto}\n`);
     const ran = await job(pipeline, {
       signal: controller.signal,
       onProgress: (p) => progress.update(p),
@@ -420,7 +424,7 @@ async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }, p
 }
 
 async function runDevices(opts: { json?: boolean }): Promise<number> {
-  const { checkAvailableDevices, checkFlashAttention } = await import('../node/runner/devices.ts');
+  const { autoDevices, checkAvailableDevices, checkFlashAttention } = await import('../node/runner/devices.ts');
   const list = await checkAvailableDevices();
   const webgpu = list.find((d) => d.name === 'webgpu');
   if (webgpu?.available) {
@@ -433,8 +437,11 @@ async function runDevices(opts: { json?: boolean }): Promise<number> {
         ? `; ONNX Runtime's flash-attention kernel checked right here (largest error ${worst}): --fuse-attention uses it`
         : `; ONNX Runtime's flash-attention kernel is wrong here (largest error ${worst}): --fuse-attention pads q and k to avoid it`;
   }
-  if (opts.json) process.stdout.write(JSON.stringify(list, null, 2) + '\n');
-  else for (const d of list) process.stdout.write(`${d.name.padEnd(8)} ${d.available ? 'available ' : 'missing   '} ${d.note}\n`);
+  // What --devices auto picks here (the same checks, run once).
+  const auto = await autoDevices();
+  const rows = [...list, { name: 'auto', available: true, note: `picks ${auto.devices}: ${auto.reason}` }];
+  if (opts.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+  else for (const d of rows) process.stdout.write(`${d.name.padEnd(8)} ${d.available ? 'available ' : 'missing   '} ${d.note}\n`);
   return EXIT.ok;
 }
 
@@ -460,12 +467,25 @@ async function runRead(file: string, opts: { json?: boolean }): Promise<number> 
   return EXIT.ok;
 }
 
+/**
+ * The pipeline flags of a server or worker, with --devices auto resolved once here (and said), so that the jobs
+ * record the devices that ran them rather than "auto".
+ */
+async function serverPipelineFlags(cmd: Command): Promise<PipelineOptions> {
+  const flags = givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions;
+  const { autoDevices, autoDevicesNote, isAutoDevices } = await import('../node/runner/devices.ts');
+  if (!isAutoDevices(flags.devices)) return flags;
+  const auto = await autoDevices();
+  process.stderr.write(`${autoDevicesNote(auto)}\n`);
+  return { ...flags, devices: auto.devices };
+}
+
 async function runServe(cmd: Command): Promise<number> {
   const opts = cmd.opts<{ port: number; host: string; outputs: string; model?: string[]; token?: string; queue?: string; prefix: string }>();
   const { serve } = await import('../server/serve.ts');
   const server = await serve({
     port: opts.port, host: opts.host, outputsDir: opts.outputs, modelDirs: opts.model ?? [defaultModelDir()],
-    pipeline: givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions, token: opts.token,
+    pipeline: await serverPipelineFlags(cmd), token: opts.token,
     webDir: path.join(ROOT, 'dist', 'web'), queue: opts.queue, prefix: opts.prefix,
   });
   process.stderr.write(`asgd serve: ${server.url}\n`);
@@ -508,7 +528,7 @@ async function runWorker(cmd: Command): Promise<number> {
   const { startWorker } = await import('../server/fleet/worker.ts');
   const worker = await startWorker({
     queue: opts.queue, prefix: opts.prefix, outputsDir: opts.outputs, modelDirs: opts.model ?? [defaultModelDir()],
-    pipeline: givenValues(cmd, PIPELINE_OPTIONS) as PipelineOptions, ...(opts.maxPixels ? { maxPixels: opts.maxPixels } : {}),
+    pipeline: await serverPipelineFlags(cmd), ...(opts.maxPixels ? { maxPixels: opts.maxPixels } : {}),
   });
   process.stderr.write(`asgd worker ${worker.id}: taking jobs (Ctrl-C stops; a running job goes back to the queue)\n`);
   await untilStopped(() => worker.close());

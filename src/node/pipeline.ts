@@ -32,7 +32,7 @@ import { DEFAULT_NATIVE_SIZE, denoiserConfigFile, readModelFolder, withVaeFolder
 import { checkVaeDecoder } from './model/vae-contract.ts';
 import { checkSd3Components } from './model/sd3-contract.ts';
 import { DeviceWorker, liveWebgpuThreads } from './runner/device-worker.ts';
-import { checkFlashAttention, checkProvidersAvailable, parseDevices, threadsWarning, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
+import { autoDevices, autoDevicesNote, checkFlashAttention, checkProvidersAvailable, isAutoDevices, parseDevices, threadsWarning, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
 import { attentionFormFor, NO_WEBGPU_FORM, type AttentionForm, type FlashCheck } from '../graph/attention-check.ts';
 import { DevicePool } from './runner/pool.ts';
 import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts';
@@ -42,7 +42,7 @@ import type { IoInfo } from '../onnx/io.ts';
 
 
 export interface PipelineOptions {
-  /** Comma-separated device list ("cpu", "cpu,cpu", "webgpu:0", "cuda:0,cuda:1") or parsed specs. Default "cpu". */
+  /** Comma-separated device list ("cpu", "cpu,cpu", "webgpu:0", "cuda:0,cuda:1"), "auto" (autoDevices) or parsed specs. Default "cpu". */
   devices?: string | DeviceSpec[];
   /** Intra-op threads per CPU worker (0: ONNX Runtime's default). */
   threads?: number;
@@ -219,8 +219,10 @@ export class Pipeline implements AsyncDisposable {
     if (signal?.aborted) throw loadCancelled();
     const folder = readModelFolder(dir);
     const chosen = options.vae ? withVaeFolder(folder, options.vae) : folder;
+    const auto = isAutoDevices(options.devices) ? await autoDevices() : undefined;
+    if (signal?.aborted) throw loadCancelled();
     const devices = typeof options.devices === 'string' || options.devices === undefined
-      ? parseDevices(options.devices ?? 'cpu', options.threads ?? 0)
+      ? parseDevices(auto?.devices ?? options.devices ?? 'cpu', options.threads ?? 0)
       : options.devices;
     checkProvidersAvailable(devices);
     workerIsolations(options.workerIsolation ?? 'auto', devices); // the option checked before anything loads
@@ -252,7 +254,8 @@ export class Pipeline implements AsyncDisposable {
       // Asked for but not applied: said at every run, as asgd info says it.
       const unfused = options.fuseAttention && !fused.info.applied ? fusionChangesNothing(fused.info.reason ?? 'not fused') : undefined;
       const deviceWarnings = [...(threads ? [threads] : []), ...(unfused ? [unfused] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
-      const info = describeModel(spec, started.desc.components, probe, fused.info, deviceWarnings);
+      const autoNote = auto && autoDevicesNote(auto);
+      const info = describeModel(spec, started.desc.components, probe, fused.info, [...(autoNote ? [autoNote] : []), ...deviceWarnings]);
       if (signal?.aborted) throw loadCancelled();
       // A restart (after a cancel or a device failure) starts the same workers with the split already decided.
       const restart = (s: AbortSignal | undefined, cancelled: () => AsgdError) =>

@@ -68,7 +68,7 @@ export const VAE_OPTIONS = [
 
 /** Options of PipelineOptions (loading). */
 export const PIPELINE_OPTIONS = [
-  { key: 'devices', scope: 'pipeline', kind: 'string', default: 'cpu', help: 'devices, e.g. cpu | cpu,cpu | webgpu:0 | cuda:0,cuda:1', cli: { flag: '--devices', arg: '<list>' } },
+  { key: 'devices', scope: 'pipeline', kind: 'string', default: 'cpu', help: 'devices, e.g. cpu | cpu,cpu | webgpu:0 | cuda:0,cuda:1 | auto (CUDA where installed, else WebGPU where its adapter beats the CPU on a dense test, else the CPU; `asgd devices` says what it picks)', cli: { flag: '--devices', arg: '<list>' } },
   { key: 'threads', scope: 'pipeline', kind: 'integer', default: 0, min: 0, max: 1024, hint: 'Use 0 (ONNX Runtime decides) or at most the cores a worker should use, e.g. 4.', defaultText: '0 (ONNX Runtime default; the cores divided among several CPU workers)', help: 'threads per CPU worker', cli: { flag: '--threads', arg: '<n>' } },
   { key: 'splitCfg', scope: 'pipeline', kind: 'choice', choices: ['auto', 'balance', 'always', 'never'], default: 'auto', help: 'run units as two CFG halves to balance devices (auto: on CPU workers, where it is bit-exact)', cli: { flag: '--split-cfg', arg: '<mode>' } },
   { key: 'fuseAttention', scope: 'pipeline', kind: 'boolean', default: false, help: "run the UNet's attention as fused MultiHeadAttention nodes, each transformer block's residual Add and norm as one SkipLayerNormalization, and where every device is a WebGPU one each GEGLU as one BiasSplitGelu (same images up to float rounding; its speed on a GPU: docs/benchmarks.md)", cli: { flag: '--fuse-attention' } },

@@ -10,6 +10,7 @@ import { PIPELINE_OPTIONS, optionSpec } from '../../core/options/registry.ts';
 import { checkOption } from '../../core/options/spec.ts';
 import type { ProviderName } from '../../onnx/io.ts';
 import type { FlashCheck } from '../../graph/attention-check.ts';
+import type { DenseTimes, WebGpuCheck } from './webgpu-check.ts';
 
 export interface DeviceSpec {
   provider: ProviderName;
@@ -56,6 +57,11 @@ export function parseDevices(list: string, threads = 0, cores = os.availablePara
   return entries.map((entry) => {
     const m = /^([a-z]+)(?::(\d+))?$/i.exec(entry);
     const provider = m?.[1]?.toLowerCase() as ProviderName | undefined;
+    if (provider === ('auto' as string)) {
+      throw entries.length > 1
+        ? invalidArgument('devices', '"auto" alone (it picks the devices itself), or a list of cpu, webgpu[:N] and cuda[:N]', list)
+        : invalidArgument('devices', 'a list of cpu, webgpu[:N] and cuda[:N]', list, 'parseDevices takes the devices themselves: resolve "auto" with autoDevices() first (loadPipeline does)');
+    }
     if (!m || !provider || !PROVIDERS.includes(provider)) {
       throw invalidArgument('devices', `entries of the form cpu, webgpu[:N] or cuda[:N] (providers: ${PROVIDERS.join(', ')})`, entry);
     }
@@ -149,12 +155,59 @@ export async function checkAvailableDevices(options: { refresh?: boolean } = {})
     if (options.refresh || !webgpuCheck) webgpuCheck = webgpuCheckInAChild();
     const r = await webgpuCheck;
     webgpu.available = r.ok;
-    webgpu.note = r.ok ? `adapter found: a test model ran in ${r.ms.toFixed(0)} ms` : `bundled, but no usable adapter: ${r.reason}`;
+    webgpu.note = r.ok
+      ? `adapter found: a test model ran in ${r.ms.toFixed(0)} ms; it ${r.dense ? denseSentence(r.dense) : `failed the dense test: ${r.denseError}`}`
+      : `bundled, but no usable adapter: ${r.reason}`;
   }
   return list;
 }
 
-type WebGpuCheck = { ok: true; ms: number } | { ok: false; reason: string };
+function denseSentence(d: DenseTimes): string {
+  const ratio = d.webgpuMs < d.cpuMs ? `${(d.cpuMs / d.webgpuMs).toFixed(1)}x faster` : `${(d.webgpuMs / d.cpuMs).toFixed(1)}x slower`;
+  return `ran a dense test (8 products of 512x512 matrices) in ${fmtMs(d.webgpuMs)}, ${ratio} than the CPU (${fmtMs(d.cpuMs)})`;
+}
+
+const fmtMs = (ms: number) => `${ms < 10 ? ms.toFixed(1) : ms.toFixed(0)} ms`;
+
+/** What `devices: 'auto'` chose, and why (ModelInfo.notes and `asgd devices` say it). */
+export interface AutoDevices {
+  /** The device list picked: "cuda:0", "webgpu:0" or "cpu". */
+  devices: string;
+  /** Why, in a sentence (with the dense test's times where it ran). */
+  reason: string;
+}
+
+/**
+ * `devices: 'auto'`: the CUDA provider where it is installed; else the WebGPU adapter where it ran the dense test
+ * faster than the CPU (a CPU emulation such as lavapipe is many times slower: then, and without an adapter, the
+ * CPU). One worker either way: several on one GPU or CPU are a choice of speed against memory left to the user.
+ * `webgpu` is undefined when this onnxruntime-node build has no WebGPU provider.
+ */
+export function chooseAutoDevices(cuda: boolean, webgpu: WebGpuCheck | undefined): AutoDevices {
+  if (cuda) return { devices: 'cuda:0', reason: 'the CUDA execution provider is installed' };
+  if (!webgpu) return { devices: 'cpu', reason: 'this onnxruntime-node build has no WebGPU provider' };
+  if (!webgpu.ok) return { devices: 'cpu', reason: `WebGPU found no usable adapter (${webgpu.reason})` };
+  if (!webgpu.dense) return { devices: 'cpu', reason: `the WebGPU adapter failed the dense test (${webgpu.denseError})` };
+  const faster = webgpu.dense.webgpuMs < webgpu.dense.cpuMs;
+  const what = faster ? '' : ': a CPU emulation such as lavapipe or SwiftShader, or a slow GPU';
+  return { devices: faster ? 'webgpu:0' : 'cpu', reason: `the WebGPU adapter ${denseSentence(webgpu.dense)}${what}` };
+}
+
+/** Resolves `devices: 'auto'` on this machine (the WebGPU check runs once per process: checkAvailableDevices). */
+export async function autoDevices(): Promise<AutoDevices> {
+  if (cudaInstalled()) return chooseAutoDevices(true, undefined);
+  if (!supportedBackends().some((b) => b.name === 'webgpu')) return chooseAutoDevices(false, undefined);
+  webgpuCheck ??= webgpuCheckInAChild();
+  return chooseAutoDevices(false, await webgpuCheck);
+}
+
+/** The line that says what 'auto' picked (ModelInfo.notes, and the servers' start). */
+export const autoDevicesNote = (a: AutoDevices): string => `devices auto picked ${a.devices}: ${a.reason}`;
+export const isAutoDevicesNote = (note: string): boolean => note.startsWith('devices auto picked ');
+
+/** Whether a `devices` string asks for the automatic choice. */
+export const isAutoDevices = (list: unknown): list is string => typeof list === 'string' && list.trim().toLowerCase() === 'auto';
+
 let webgpuCheck: Promise<WebGpuCheck> | undefined;
 
 function webgpuCheckInAChild(): Promise<WebGpuCheck> {
