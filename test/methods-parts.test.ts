@@ -10,7 +10,7 @@ import {
   patchesToLatent,
   relocatePatches,
 } from '../src/core/methods/polyphase.ts';
-import { drawPermutations, shuffleToUnits, unshuffleFromUnits } from '../src/core/methods/pixel-interaction.ts';
+import { drawGroupPermutations, drawPermutations, interactionGroups, shuffleToUnits, unshuffleFromUnits } from '../src/core/methods/pixel-interaction.ts';
 import { applyEpsGuidance, applyX0Guidance, structureWeightAt } from '../src/core/methods/guidance.ts';
 import { buildMask, maskColumns, resizeBilinear } from '../src/core/methods/mask.ts';
 import { WindowCanvas, extractWindow, placeWindows, planAxis, planWindows } from '../src/core/methods/windows.ts';
@@ -118,6 +118,34 @@ describe('pixel interaction', () => {
     for (const u of units) assert.equal(u.byteOffset + u.byteLength, u.buffer.byteLength); // own buffers
     const scaled = shuffleToUnits(patches, perm, n, size, 0.5);
     assert.equal(scaled[2][17], units[2][17] * 0.5);
+  });
+  it("interaction groups 'lines': a 3 x 3 grid's rows, then its columns; 'all' and one-line grids: one group", () => {
+    assert.deepEqual(interactionGroups('lines', 3, 3, 0), [[0, 1, 2], [3, 4, 5], [6, 7, 8]]);
+    assert.deepEqual(interactionGroups('lines', 3, 3, 1), [[0, 3, 6], [1, 4, 7], [2, 5, 8]]);
+    assert.deepEqual(interactionGroups('lines', 2, 3, 2), [[0, 1, 2], [3, 4, 5]]);
+    assert.deepEqual(interactionGroups('lines', 2, 3, 3), [[0, 3], [1, 4], [2, 5]]);
+    assert.deepEqual(interactionGroups('all', 2, 2, 1), [[0, 1, 2, 3]]);
+    assert.deepEqual(interactionGroups('lines', 1, 4, 1), [[0, 1, 2, 3]]);
+  });
+  it('permutations within groups: every unit is fed from its own group, uniformly; one group of all draws what drawPermutations draws', () => {
+    const e = 3000;
+    const groups = interactionGroups('lines', 3, 3, 1);
+    const perm = drawGroupPermutations(createRandom(5, 'permutation'), e, 9, groups);
+    const counts = new Map<string, number>();
+    for (let k = 0; k < e; k++) {
+      const row = perm.subarray(k * 9, (k + 1) * 9);
+      assert.equal(new Set(row).size, 9, 'a permutation of the 9 patches');
+      for (const g of groups) for (const j of g) {
+        assert.ok(g.includes(row[j]!), `unit ${j} fed from patch ${row[j]} outside its group ${g}`);
+        counts.set(`${j}<${row[j]}`, (counts.get(`${j}<${row[j]}`) ?? 0) + 1);
+      }
+    }
+    // 27 (unit, source) pairs, each about e / 3 = 1000 times.
+    assert.equal(counts.size, 27);
+    for (const [pair, c] of counts) assert.ok(c > 880 && c < 1120, `${pair}: ${c}`);
+    assert.deepEqual(drawGroupPermutations(createRandom(5, 'permutation'), e, 9, [[0, 1, 2, 3, 4, 5, 6, 7, 8]]), drawPermutations(createRandom(5, 'permutation'), e, 9));
+    const patches = ramp(9 * e);
+    assert.deepEqual(unshuffleFromUnits(shuffleToUnits(patches, perm, 9, e), perm, 9, e), patches);
   });
 });
 

@@ -31,6 +31,11 @@ export interface MethodOptions {
    */
   interactionTail: number;
   /**
+   * Which patches a pixel-interaction step shuffles together: 'all' (default, CutDiffusion's) or 'lines' (one phase
+   * row of the polyphase grid at even steps, one phase column at odd ones: pixel-interaction.ts interactionGroups).
+   */
+  interactionGroups: 'all' | 'lines';
+  /**
    * w_max of the structure guidance, in [0, 1] (0 = no guidance, i.e. cutdiffusion; 1 = patches take the
    * key's output wherever M = 1). The paper gives no value; 1 with x0-space guidance, measured
    * (docs/repetition.md).

@@ -72,6 +72,37 @@ export function drawPermutations(rng: RandomSource, elements: number, n: number,
 }
 
 /**
+ * The patch groups a stage-1 step shuffles within (MethodOptions.interactionGroups): all N patches ('all'), or the
+ * patches of one phase row (even rounds) and of one phase column (odd rounds) of the rows x cols polyphase grid
+ * ('lines'), so that a patch's next input reads only its line's outputs while two rounds still mix every patch.
+ * `round` counts the interacting steps before this one. Patch j has phase (floor(j / cols), j % cols).
+ */
+export function interactionGroups(mode: 'all' | 'lines', rows: number, cols: number, round: number): number[][] {
+  const all = Array.from({ length: rows * cols }, (_, j) => j);
+  if (mode === 'all' || rows === 1 || cols === 1) return [all];
+  if (round % 2 === 0) return Array.from({ length: rows }, (_, a) => all.slice(a * cols, (a + 1) * cols));
+  return Array.from({ length: cols }, (_, b) => all.filter((j) => j % cols === b));
+}
+
+/**
+ * Permutations within groups: element e of unit j (j in group G) is fed from patch G[q_e[i]] where j = G[i] and q_e
+ * a uniform permutation of |G| (drawPermutations per group, groups in order). One group of all N patches draws
+ * exactly what drawPermutations(rng, elements, N) draws.
+ */
+export function drawGroupPermutations(rng: RandomSource, elements: number, n: number, groups: readonly (readonly number[])[], out?: Permutations): Permutations {
+  if (groups.length === 1 && groups[0]!.length === n) return drawPermutations(rng, elements, n, out);
+  const perm = out !== undefined && out.length === elements * n && (n <= 256) === out instanceof Uint8Array ? out : n <= 256 ? new Uint8Array(elements * n) : new Uint16Array(elements * n);
+  for (const g of groups) {
+    const sub = drawPermutations(rng, elements, g.length);
+    const k = g.length;
+    for (let e = 0, base = 0, sb = 0; e < elements; e++, base += n, sb += k) {
+      for (let i = 0; i < k; i++) perm[base + g[i]!] = g[sub[sb + i]!]!;
+    }
+  }
+  return perm;
+}
+
+/**
  * Unit inputs from patches [N, E]: unit j gets patches[perm_e[j]][e] * scale, written into `into[j]` when
  * given (reused buffers) or into new arrays, each with its own ArrayBuffer (so a caller may transfer it to a
  * worker). `perm` null = identity.

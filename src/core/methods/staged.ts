@@ -36,7 +36,7 @@ import type { MethodOptions } from './options.ts';
 import type { MethodPlan } from './plan.ts';
 import { gridAt, unitTimeIds } from './plan.ts';
 import type { Permutations } from './pixel-interaction.ts';
-import { drawPermutations, shuffleToUnits, unshuffleFromUnits } from './pixel-interaction.ts';
+import { drawGroupPermutations, interactionGroups, shuffleToUnits, unshuffleFromUnits } from './pixel-interaction.ts';
 import { downscaleLatent, extractPatches, padLatent, relocatePatches } from './polyphase.ts';
 import type { MethodContext, UnetUnit, UnitResult } from './types.ts';
 import { WindowFlow, windowUnit } from './window-flow.ts';
@@ -343,7 +343,7 @@ export class StagedMethod extends MethodBase {
       perm = this.aheadPerm.perm;
       this.spareBuffer = this.permBuffer;
     } else if (interacting) {
-      perm = drawPermutations(ctx.random.permutation, size, n, this.permBuffer);
+      perm = this.drawPermutationsFor(step, ctx, this.permBuffer);
     }
     this.aheadPerm = null;
     if (perm) this.permBuffer = perm;
@@ -426,10 +426,20 @@ export class StagedMethod extends MethodBase {
     });
   }
 
+  /** Stage-1 step `step`'s permutations (within its interaction groups), drawn from the permutation stream. */
+  private drawPermutationsFor(step: number, ctx: MethodContext, into?: Permutations): Permutations {
+    const geo = this.plan.geometry;
+    // Rows and columns alternate over the steps that interact (every step by default).
+    let round = 0;
+    for (let k = 0; k < step; k++) if (this.interactsAt(k)) round++;
+    const groups = interactionGroups(this.options.interactionGroups, geo.rows, geo.cols, round);
+    return drawGroupPermutations(ctx.random.permutation, patchSize(geo), geo.count, groups, into);
+  }
+
   /** Draws stage-1 step `step`'s permutations now, while the devices work (the stream's order is unchanged). */
   private drawAhead(step: number, ctx: MethodContext): void {
     const geo = this.plan.geometry;
-    const next = drawPermutations(ctx.random.permutation, patchSize(geo), geo.count, this.spareBuffer);
+    const next = this.drawPermutationsFor(step, ctx, this.spareBuffer);
     this.spareBuffer = undefined;
     this.aheadPerm = { step, perm: next };
   }
