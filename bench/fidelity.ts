@@ -11,7 +11,7 @@
  * Flags: --model DIR (default models/shapes-128), --prompts scenes|shapes (caption set, default scenes for a model
  * folder named scenes-*, else shapes), --seeds N (seeds 1..N, default 4), --seed-start K, --sizes 256,512 (pixel
  * sizes above the native one; '' for native images only), --methods direct,multidiffusion,cutdiffusion,asg,asg-sync (the defaults sweep:
- * asg-nomask, asg-split05, asg-eps, asg-constant, asg-weight0.5, asg-weight0.25; scheduling settings: asg-w4, asg-m4, asg-m8, asg-m8t25, asg-m16t25, asg-lines), --steps N (20),
+ * asg-nomask, asg-split05, asg-eps, asg-constant, asg-weight0.5, asg-weight0.25; scheduling settings: asg-w4, asg-m4, asg-m8, asg-m8t25, asg-m16t25, asg-lines, asg-lines2), --steps N (20),
  * --threads N (1), --asg JSON (options of both asg rows), --options JSON (every row but direct), --tag NAME
  * (results folder, default the model folder's name), --report-only, --rescore (measure every recorded image
  * again from its saved PNG, and the native one, and rewrite records.jsonl: after a change of the analysis), --sheets (contact sheets: a row per method,
@@ -80,7 +80,8 @@ const VARIANTS: Variant[] = [
   { label: 'asg-m8', method: 'asg', methodOptions: { interactionEvery: 8 } },
   // Sparse pixel interaction early, every step in the last quarter of stage 1 (interactionTail).
   { label: 'asg-m8t25', method: 'asg', methodOptions: { interactionEvery: 8, interactionTail: 0.25 } },
-  { label: 'asg-lines', method: 'asg', methodOptions: { interactionGroups: 'lines' } },
+  { label: 'asg-lines', method: 'asg', methodOptions: { interactionGroups: 'lines', linesPeriod: 1 } },
+  { label: 'asg-lines2', method: 'asg', methodOptions: { interactionGroups: 'lines', linesPeriod: 2 } },
   { label: 'asg-m16t25', method: 'asg', methodOptions: { interactionEvery: 16, interactionTail: 0.25 } },
 ];
 

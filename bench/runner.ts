@@ -294,6 +294,9 @@ async function schedulingPart(): Promise<ModelRow[]> {
       [`interactionEvery 4, stage2Windows ${k}`, { interactionEvery: 4, stage2Windows: k }],
       [`interactionEvery 8, stage2Windows ${k}`, { interactionEvery: 8, stage2Windows: k }],
       [`no pixel interaction, stage2Windows ${k}`, { pixelInteraction: false, stage2Windows: k }],
+      ['interactionGroups lines, linesPeriod 1', { interactionGroups: 'lines', linesPeriod: 1 }],
+      ['interactionGroups lines (linesPeriod 2)', { interactionGroups: 'lines' }],
+      ['interactionGroups lines, linesPeriod 4', { interactionGroups: 'lines', linesPeriod: 4 }],
     ];
     const sim = (devices: number, methodOptions: Record<string, unknown>, split: SplitMode, lockstep = false) =>
       simulateGeneration({ geometry: g, devices, steps: STEPS, pixelInteraction: true, guidanceSync: false, split, latency: shipped, stageSplit: 0.8, methodOptions, lockstep });

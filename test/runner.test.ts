@@ -412,6 +412,19 @@ test('stage2Windows and interactionEvery set: 1 and 2 CPU workers give bit-ident
   await assertNoWorkers();
 });
 
+test("interactionGroups 'lines': 1 and 2 CPU workers give bit-identical latents, the lines of patches handed over group by group", async () => {
+  const over = { steps: 6, methodOptions: { interactionGroups: 'lines' as const } };
+  const calls: (readonly UnetUnit[])[] = [];
+  const one = await generate({ devices: 'cpu' }, undefined, over);
+  const two = await generate({ devices: 'cpu,cpu', completionJitter: { seed: 10, maxMs: 10 } }, undefined, over, (u) => calls.push(u));
+  assert.ok(sameBits(two.latent, one.latent));
+  assert.ok(!sameBits(one.latent, reference1.latent), 'lines shuffle otherwise than all');
+  // 2 x 2 patches: a row or a column of 2 at a time, never all 4 of a step at once.
+  const patchCalls = calls.filter((c) => c[0]!.kind === 'patch');
+  assert.ok(patchCalls.length > 0 && patchCalls.every((c) => c.length === 2), `patch calls of ${[...new Set(patchCalls.map((c) => c.length))]}`);
+  await assertNoWorkers();
+});
+
 test('stage 2 as a dataflow: 1 and 2 CPU workers give bit-identical latents, windows handed over one by one', async () => {
   // Steps 2 and 3 are stage 2: windows of step 3 start while step 2's are still running.
   const over = { steps: 4, methodOptions: { stageSplit: 0.5 } };

@@ -191,6 +191,36 @@ describe('interactionEvery: stage-1 patches run ahead between pixel-interaction 
     }
   });
 
+  it("interactionGroups 'lines': the lines run ahead of each other within a period; 1 device, several, and lockstep give the same bits", async () => {
+    // 3 x 3 patches (a 48 x 48 latent on the 16 x 16 native size) and 2 x 2 (32 x 32); 12 steps, 10 in stage 1.
+    const cases: [string, Record<string, unknown>, number, MethodName?][] = [
+      ['asg lines 3 x 3', { interactionGroups: 'lines' }, 48],
+      ['asg lines 2 x 2, period 3', { interactionGroups: 'lines', linesPeriod: 3 }, 32],
+      ['asg lines, sync', { interactionGroups: 'lines', guidanceSync: true }, 48],
+      ['asg lines, eps space, mask every 2', { interactionGroups: 'lines', structureSpace: 'eps', maskEvery: 2 }, 48],
+      ['asg lines, m 3', { interactionGroups: 'lines', interactionEvery: 3, linesPeriod: 1 }, 48],
+      ['cutdiffusion lines', { interactionGroups: 'lines' }, 48, 'cutdiffusion'],
+      ['asg lines, period 1', { interactionGroups: 'lines', linesPeriod: 1 }, 48],
+    ];
+    for (const [label, options, size, method] of cases) {
+      const lock = await run(options, { devices: 1, lockstep: true, method, size });
+      assert.equal(lock.aheadDispatches, 0, label);
+      // (Without guidance the fake UNet, elementwise, commutes with any shuffle: cutdiffusion cannot show it.)
+      const all = await run({ ...options, interactionGroups: 'all' }, { devices: 1, lockstep: true, method, size });
+      if (method !== 'cutdiffusion') assert.ok(!sameBits(all.latent, lock.latent), `${label}: lines shuffle otherwise than all`);
+      const one = await run(options, { devices: 1, method, size });
+      assert.ok(sameBits(one.latent, lock.latent), `${label}: 1 device`);
+      for (const seed of [1, 2]) {
+        const many = await run(options, { devices: 4, seed, method, size });
+        // Rows and columns swapping at every interacting step wait for every patch, as 'all' does.
+        if (options.linesPeriod === 1 && !options.interactionEvery) assert.equal(many.aheadDispatches, 0, `${label}: a swap every step is a barrier`);
+        else assert.ok(many.aheadDispatches > 0, `${label}: patches ran ahead across interacting steps`);
+        assert.ok(sameBits(many.latent, lock.latent), `${label}: several devices, order ${seed}`);
+        assert.equal(many.units.length, one.units.length, label);
+      }
+    }
+  });
+
   it('DDIM runs ahead too; multistep and stochastic schedulers keep every step a barrier with the same result', async () => {
     const ddimLock = await run({ interactionEvery: 4 }, { devices: 1, lockstep: true, scheduler: 'DDIMScheduler' });
     const ddim = await run({ interactionEvery: 4 }, { devices: 4, scheduler: 'DDIMScheduler' });
@@ -311,6 +341,28 @@ describe('stage-1 hand-over under cancellation and device failure', () => {
       assert.equal(lost.length, atFailure, `${JSON.stringify(options)}: nothing handed over after the failure`);
       assert.ok(!lost.some((u) => u.step > 6), `${JSON.stringify(options)}: stopped within a step or two of the failure`);
     }
+  });
+
+  it("'lines' (the groups run ahead): an abort or a failed unit ends the run with that error; nothing is handed over after", async () => {
+    const settle = () => new Promise((r) => setTimeout(r, 30));
+    const options = { interactionGroups: 'lines' };
+    const controller = new AbortController();
+    const seen: UnetUnit[] = [];
+    const onUnit = (u: UnetUnit) => {
+      seen.push(u);
+      if (u.step === 3) controller.abort();
+    };
+    await assert.rejects(run(options, { devices: 4, size: 48, signal: controller.signal, onUnit }), (e: Error & { kind?: string }) => e.kind === 'cancelled');
+    const atAbort = seen.length;
+    await settle();
+    assert.equal(seen.length, atAbort, 'nothing handed over after the abort');
+    assert.ok(!seen.some((u) => u.step > 4), 'stopped within a step of the abort');
+    const lost: UnetUnit[] = [];
+    await assert.rejects(run(options, { devices: 4, size: 48, failUnit: 's1/k4/p2', onUnit: (u) => lost.push(u) }), /device lost running s1\/k4\/p2/);
+    const atFailure = lost.length;
+    await settle();
+    assert.equal(lost.length, atFailure, 'nothing handed over after the failure');
+    assert.ok(!lost.some((u) => u.step > 6), 'stopped within a step or two of the failure');
   });
 });
 

@@ -438,7 +438,7 @@ def method_options(a):
             'structureSchedule': 'cosine', 'structureGamma': 1, 'structureSpace': a.structure_space,
             'guidanceSync': False, 'mask': a.mask, 'maskEvery': 1, 'maskLayers': [], 'maskGamma': 1,
             'maskThreshold': 0, 'windowStride': None, 'windowJitter': a.window_jitter,
-            'interactionEvery': 1, 'interactionTail': 0, 'interactionGroups': 'all', 'stage2Windows': 0}
+            'interactionEvery': 1, 'interactionTail': 0, 'interactionGroups': 'all', 'linesPeriod': 2, 'stage2Windows': 0}
 
 
 def sample_indices(length, count=SAMPLE_COUNT):

@@ -35,6 +35,8 @@ export interface MethodOptions {
    * row of the polyphase grid at even steps, one phase column at odd ones: pixel-interaction.ts interactionGroups).
    */
   interactionGroups: 'all' | 'lines';
+  /** With 'lines': interacting steps the rows (then the columns) hold before they swap (>= 1). */
+  linesPeriod: number;
   /**
    * w_max of the structure guidance, in [0, 1] (0 = no guidance, i.e. cutdiffusion; 1 = patches take the
    * key's output wherever M = 1). The paper gives no value; 1 with x0-space guidance, measured

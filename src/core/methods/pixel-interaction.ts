@@ -75,7 +75,8 @@ export function drawPermutations(rng: RandomSource, elements: number, n: number,
  * The patch groups a stage-1 step shuffles within (MethodOptions.interactionGroups): all N patches ('all'), or the
  * patches of one phase row (even rounds) and of one phase column (odd rounds) of the rows x cols polyphase grid
  * ('lines'), so that a patch's next input reads only its line's outputs while two rounds still mix every patch.
- * `round` counts the interacting steps before this one. Patch j has phase (floor(j / cols), j % cols).
+ * A round is linesPeriod interacting steps (staged.ts linesRound): within a round the lines are independent, so on
+ * several devices they run ahead of each other; a swap needs every patch. Patch j has phase (floor(j / cols), j % cols).
  */
 export function interactionGroups(mode: 'all' | 'lines', rows: number, cols: number, round: number): number[][] {
   const all = Array.from({ length: rows * cols }, (_, j) => j);

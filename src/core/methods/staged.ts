@@ -64,6 +64,14 @@ interface AheadBlock {
   latestRef?: KeyRef;
   /** A chain failed: the others hand nothing more over. */
   failed: boolean;
+  /** interactionGroups 'lines': each patch's latent after each step (start - 1: the block's input). */
+  patchAfter?: Map<number, Deferred<Float32Array>[]>;
+  /** interactionGroups 'lines': the steps' permutations (null: no shuffle), drawn in step order as first asked for. */
+  perms?: Map<number, Permutations | null>;
+  /** The last step whose permutations are drawn. */
+  drawnTo?: number;
+  /** The mask as the key patch's group tasks leave it (they run in step order). */
+  keyMask?: Float32Array | null;
 }
 
 /** A lockstep stage-1 step whose units are on the devices (launchStep). */
@@ -188,7 +196,13 @@ export class StagedMethod extends MethodBase {
 
   /** Whether stage-1 step `step` may start a run-ahead block: patches can be stepped apart and the step does not shuffle. */
   private canRunAhead(step: number, ctx: MethodContext): boolean {
-    return this.canStepPatches(ctx) && !this.interactsAt(step);
+    return this.canStepPatches(ctx) && (this.linesFlow() || !this.interactsAt(step));
+  }
+
+  /** 'lines' interaction: no step is a barrier, so one block runs the whole of stage 1 as a dataflow (startBlock). */
+  private linesFlow(): boolean {
+    const geo = this.plan.geometry;
+    return this.options.interactionGroups === 'lines' && geo.rows > 1 && geo.cols > 1;
   }
 
   private async stage1(latent: Float32Array, step: number, ctx: MethodContext): Promise<Float32Array> {
@@ -429,10 +443,7 @@ export class StagedMethod extends MethodBase {
   /** Stage-1 step `step`'s permutations (within its interaction groups), drawn from the permutation stream. */
   private drawPermutationsFor(step: number, ctx: MethodContext, into?: Permutations): Permutations {
     const geo = this.plan.geometry;
-    // Rows and columns alternate over the steps that interact (every step by default).
-    let round = 0;
-    for (let k = 0; k < step; k++) if (this.interactsAt(k)) round++;
-    const groups = interactionGroups(this.options.interactionGroups, geo.rows, geo.cols, round);
+    const groups = interactionGroups(this.options.interactionGroups, geo.rows, geo.cols, this.linesRound(step));
     return drawGroupPermutations(ctx.random.permutation, patchSize(geo), geo.count, groups, into);
   }
 
@@ -485,8 +496,9 @@ export class StagedMethod extends MethodBase {
     const geo = plan.geometry;
     const n = geo.count;
     const size = patchSize(geo);
+    const lines = this.linesFlow();
     let end = start + 1;
-    while (end < plan.stage1Steps && !this.interactsAt(end)) end++;
+    while (end < plan.stage1Steps && (lines || !this.interactsAt(end))) end++;
     const block: AheadBlock = {
       start,
       end,
@@ -504,9 +516,21 @@ export class StagedMethod extends MethodBase {
       block.failed = true;
       for (const s of block.steps.values()) s.done.reject(error);
       for (const k of block.keys.values()) k.reject(error);
+      // 'lines': the groups waiting for their patches end too.
+      for (const ds of block.patchAfter?.values() ?? []) for (const d of ds) d.reject(error);
     };
-    for (let i = 0; i < n; i++) {
-      this.patchChain(block, i, patches.slice(i * size, (i + 1) * size), ctx).catch(fail);
+    if (lines) {
+      block.patchAfter = new Map();
+      for (let t = start - 1; t < end; t++) block.patchAfter.set(t, Array.from({ length: n }, () => deferred<Float32Array>()));
+      block.patchAfter.get(start - 1)!.forEach((d, i) => d.resolve(patches.slice(i * size, (i + 1) * size)));
+      block.perms = new Map();
+      block.drawnTo = start - 1;
+      block.keyMask = block.startRef.mask;
+      for (let t = start; t < end; t++) for (const g of this.stepGroups(t)) this.groupTask(block, t, g, ctx).catch(fail);
+    } else {
+      for (let i = 0; i < n; i++) {
+        this.patchChain(block, i, patches.slice(i * size, (i + 1) * size), ctx).catch(fail);
+      }
     }
     // The chains' first units are on the devices: draw the permutations of the step after the block now.
     if (this.interactsAt(end)) this.drawAhead(end, ctx);
@@ -574,6 +598,118 @@ export class StagedMethod extends MethodBase {
       if (after) slot.after = after;
       slot.done.resolve(slot.eps);
     }
+  }
+
+  /** The patch groups of stage-1 step `step`: its lines where it interacts, else each patch alone. */
+  private stepGroups(step: number): number[][] {
+    const geo = this.plan.geometry;
+    if (!this.interactsAt(step)) return Array.from({ length: geo.count }, (_, i) => [i]);
+    return interactionGroups('lines', geo.rows, geo.cols, this.linesRound(step));
+  }
+
+  /** Rows (even) or columns (odd) at stage-1 step `step`: they swap every linesPeriod interacting steps. */
+  private linesRound(step: number): number {
+    let interacting = 0;
+    for (let k = 0; k < step; k++) if (this.interactsAt(k)) interacting++;
+    return Math.floor(interacting / this.options.linesPeriod);
+  }
+
+  /** Step `step`'s permutations in a 'lines' block, drawing every step before it first (the stream's order). */
+  private blockPerm(block: AheadBlock, step: number, ctx: MethodContext): Permutations | null {
+    while (block.drawnTo! < step) {
+      const t = ++block.drawnTo!;
+      // A step's permutations drawn ahead by the lockstep step before the block.
+      const ahead = this.aheadPerm?.step === t ? this.aheadPerm.perm : undefined;
+      if (ahead) this.aheadPerm = null;
+      block.perms!.set(t, this.interactsAt(t) ? ahead ?? this.drawPermutationsFor(t, ctx, undefined) : null);
+    }
+    return block.perms!.get(step)!;
+  }
+
+  /**
+   * One group of patches at one step of a 'lines' block: waits for the group's latents after the step before, shuffles
+   * them among the group's units (the step's permutation maps within each group), evaluates the units, un-shuffles,
+   * guides (the key patch's reference first) and steps each patch. The arithmetic per element is that of the
+   * lockstep path, so the result is bit for bit one device's; a group waits only for its own patches, never for a
+   * barrier of all.
+   */
+  private async groupTask(block: AheadBlock, t: number, g: readonly number[], ctx: MethodContext): Promise<void> {
+    const { plan, options } = this;
+    const geo = plan.geometry;
+    const n = geo.count;
+    const size = patchSize(geo);
+    const plane = geo.patchHeight * geo.patchWidth;
+    const sched = ctx.scheduler;
+    const before = block.patchAfter!.get(t - 1)!;
+    const xs: Float32Array[] = new Array(n);
+    for (const p of g) xs[p] = await before[p]!.promise;
+    if (block.failed) return;
+    // Drawn when the step's first group is ready (with every step before it, in the stream's order).
+    const perm = this.blockPerm(block, t, ctx);
+    const scale = sched.inputScale(t);
+    const timestep = sched.timesteps[t];
+    const timeIds = unitTimeIds(plan, 0, 0);
+    const units: UnetUnit[] = g.map((j) => {
+      const sample = this.samples.take(j, size);
+      // shuffleToUnits' arithmetic for unit j alone.
+      for (let e = 0, q = j; e < size; e++, q += n) {
+        const src = xs[perm ? perm[q]! : j]!;
+        sample[e] = scale === 1 ? src[e]! : src[e]! * scale;
+      }
+      return {
+        id: `s1/k${t}/p${j}`, kind: 'patch', step: t, index: j, sample, height: geo.patchHeight, width: geo.patchWidth,
+        timestep, ...attentionRequest(j, this.maskComputedAt(t), ctx), timeIds,
+      };
+    });
+    const hasKey = g.includes(0);
+    const results = await this.evaluate(ctx, units, t, 0, undefined, { priority: hasKey ? 1 : 0, stream: t < block.end - 1, quiet: true });
+    if (block.failed) return;
+    const slot = block.steps.get(t)!;
+    // Un-shuffle: patch perm_e[j] gets unit j's output at element e.
+    g.forEach((j, u) => {
+      const out = results[u]!.output;
+      if (!perm) slot.eps.set(out, j * size);
+      else for (let e = 0, q = j; e < size; e++, q += n) slot.eps[perm[q]! * size + e] = out[e]!;
+    });
+    const epsOf = (p: number) => slot.eps.subarray(p * size, (p + 1) * size);
+    if (this.guided) {
+      const { alpha, sigma } = outputToX0(sched, t) ?? sched.noiseLevel(t);
+      if (hasKey) {
+        const u = g.indexOf(0);
+        if (units[u]!.wantAttention) block.keyMask = this.keyMask(results[u]!.attention, ctx);
+        block.latestRef = { key: this.keyReference(xs[0]!, epsOf(0), t, sched), mask: block.keyMask ?? null, step: t };
+        block.keys.get(t)!.resolve(block.latestRef);
+      }
+      for (const p of g) {
+        if (p === 0) continue;
+        const ref = options.guidanceSync ? await block.keys.get(t)!.promise : t === block.start ? block.startRef : await block.keys.get(t - 1)!.promise;
+        if (block.failed) return;
+        const weight = this.guidanceWeight(t, sched);
+        if (ref.key !== null && weight > 0) {
+          const m = options.mask ? ref.mask : null;
+          if (options.structureSpace === 'eps') applyEpsGuidance(epsOf(p), ref.key, m, weight, 1, geo.channels, plane, 0);
+          else applyX0Guidance(epsOf(p), xs[p]!, ref.key, m, weight, alpha, sigma, 1, geo.channels, plane, 0);
+        }
+      }
+    }
+    const after = block.patchAfter!.get(t)!;
+    for (const p of g) {
+      const x = ctx.advance!(t, epsOf(p), xs[p]!);
+      slot.next.set(x, p * size);
+      after[p]!.resolve(x);
+    }
+    slot.left -= g.length;
+    if (slot.left > 0) return;
+    // Every group of step t has read its inputs and permutations.
+    block.patchAfter!.delete(t - 1);
+    block.perms!.delete(t);
+    // The last group of step t: after the block's last step, hand the next step over at once (launchAfter).
+    if (t === block.end - 1) {
+      if (this.guided && block.latestRef) ({ key: this.staleKey, mask: this.mask, step: this.staleKeyStep } = block.latestRef);
+      const handed = this.launchAfter(t, slot.next, ctx);
+      if (handed) slot.after = handed;
+    }
+    slot.done.resolve(slot.eps);
   }
 
   /** Step `step` of the run-ahead block: its fused output once every patch has its guided output. */
