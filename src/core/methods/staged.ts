@@ -541,7 +541,6 @@ export class StagedMethod extends MethodBase {
     const { plan, options } = this;
     const geo = plan.geometry;
     const size = patchSize(geo);
-    const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
     const timeIds = unitTimeIds(plan, 0, 0);
     const sync = options.guidanceSync;
@@ -568,7 +567,6 @@ export class StagedMethod extends MethodBase {
       const eps = slot.eps.subarray(i * size, (i + 1) * size);
       eps.set(result.output);
       if (this.guided) {
-        const { alpha, sigma } = outputToX0(sched, t) ?? sched.noiseLevel(t);
         if (i === 0) {
           if (attention.wantAttention) {
             mask = this.keyMask(result.attention, ctx);
@@ -577,12 +575,7 @@ export class StagedMethod extends MethodBase {
           block.keys.get(t)!.resolve(block.latestRef);
         } else {
           const ref = sync ? await block.keys.get(t)!.promise : t === block.start ? block.startRef : await block.keys.get(t - 1)!.promise;
-          const weight = this.guidanceWeight(t, sched);
-          if (ref.key !== null && weight > 0) {
-            const m = options.mask ? ref.mask : null;
-            if (options.structureSpace === 'eps') applyEpsGuidance(eps, ref.key, m, weight, 1, geo.channels, plane, 0);
-            else applyX0Guidance(eps, x, ref.key, m, weight, alpha, sigma, 1, geo.channels, plane, 0);
-          }
+          this.guidePatch(eps, x, ref, t, sched);
         }
       }
       x = ctx.advance!(t, eps, x);
@@ -598,6 +591,19 @@ export class StagedMethod extends MethodBase {
       if (after) slot.after = after;
       slot.done.resolve(slot.eps);
     }
+  }
+
+  /** Structure guidance of one patch's output `eps` (its latent `x`) by a key reference, as the lockstep path guides it. */
+  private guidePatch(eps: Float32Array, x: Float32Array, ref: KeyRef, t: number, sched: MethodContext['scheduler']): void {
+    const { options, plan } = this;
+    const geo = plan.geometry;
+    const weight = this.guidanceWeight(t, sched);
+    if (ref.key === null || !(weight > 0)) return;
+    const plane = geo.patchHeight * geo.patchWidth;
+    const m = options.mask ? ref.mask : null;
+    if (options.structureSpace === 'eps') return applyEpsGuidance(eps, ref.key, m, weight, 1, geo.channels, plane, 0);
+    const { alpha, sigma } = outputToX0(sched, t) ?? sched.noiseLevel(t);
+    applyX0Guidance(eps, x, ref.key, m, weight, alpha, sigma, 1, geo.channels, plane, 0);
   }
 
   /** The patch groups of stage-1 step `step`: its lines where it interacts, else each patch alone. */
@@ -638,7 +644,6 @@ export class StagedMethod extends MethodBase {
     const geo = plan.geometry;
     const n = geo.count;
     const size = patchSize(geo);
-    const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
     const before = block.patchAfter!.get(t - 1)!;
     const xs: Float32Array[] = new Array(n);
@@ -673,7 +678,6 @@ export class StagedMethod extends MethodBase {
     });
     const epsOf = (p: number) => slot.eps.subarray(p * size, (p + 1) * size);
     if (this.guided) {
-      const { alpha, sigma } = outputToX0(sched, t) ?? sched.noiseLevel(t);
       if (hasKey) {
         const u = g.indexOf(0);
         if (units[u]!.wantAttention) block.keyMask = this.keyMask(results[u]!.attention, ctx);
@@ -684,12 +688,7 @@ export class StagedMethod extends MethodBase {
         if (p === 0) continue;
         const ref = options.guidanceSync ? await block.keys.get(t)!.promise : t === block.start ? block.startRef : await block.keys.get(t - 1)!.promise;
         if (block.failed) return;
-        const weight = this.guidanceWeight(t, sched);
-        if (ref.key !== null && weight > 0) {
-          const m = options.mask ? ref.mask : null;
-          if (options.structureSpace === 'eps') applyEpsGuidance(epsOf(p), ref.key, m, weight, 1, geo.channels, plane, 0);
-          else applyX0Guidance(epsOf(p), xs[p]!, ref.key, m, weight, alpha, sigma, 1, geo.channels, plane, 0);
-        }
+        this.guidePatch(epsOf(p), xs[p]!, ref, t, sched);
       }
     }
     const after = block.patchAfter!.get(t)!;
