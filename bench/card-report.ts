@@ -54,6 +54,8 @@ function machine(parts: Record<string, Part>): string[] {
     `Machine: ${smi.trim()}; node ${env['node']}, onnxruntime-node ${env['onnxruntime_node']}; torch ${py['torch'] ?? 'n/a'} (CUDA ${py['cuda'] ?? 'n/a'}), onnx ${py['onnx'] ?? 'n/a'}.`,
     `WebGPU: ${webgpu ? `${webgpu['available'] ? 'available' : 'missing'} (${webgpu['note']})` : 'not checked'}.`,
   ];
+  const auto = dev['auto'] as Json | undefined;
+  if (auto) lines.push(`--devices auto: ${auto['devices']} (${auto['reason']}).`);
   const flash = dev['flashAttention'] as Json | undefined;
   if (flash) {
     lines.push(flash['reason'] !== undefined
