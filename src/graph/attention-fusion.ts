@@ -277,18 +277,29 @@ class Graph {
   }
 }
 
-/** The one value of a float32 or float16 tensor of one element (any shape); undefined for anything else. */
-export function tensorScalar(t: TensorProto): number | undefined {
-  if (t.dataLocation === EXTERNAL || t.dims.reduce((s, d) => s * Number(d), 1) !== 1) return undefined;
+/** Every value of a float32 or float16 tensor stored in the model, or undefined (external data, other types). */
+export function floatValues(t: TensorProto): number[] | undefined {
+  if (t.dataLocation === EXTERNAL) return undefined;
+  const n = t.dims.reduce((s, d) => s * Number(d), 1);
   if (t.dataType === FLOAT) {
-    if (t.floatData.length === 1) return t.floatData[0];
-    return t.rawData.byteLength === 4 ? new DataView(t.rawData.buffer, t.rawData.byteOffset, 4).getFloat32(0, true) : undefined;
+    if (t.floatData.length === n) return [...t.floatData];
+    if (t.rawData.byteLength !== n * 4) return undefined;
+    const v = new DataView(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength);
+    return Array.from({ length: n }, (_, i) => v.getFloat32(i * 4, true));
   }
   if (t.dataType === FLOAT16) {
-    const bits = t.int32Data.length === 1 ? t.int32Data[0]! : t.rawData.byteLength === 2 ? new DataView(t.rawData.buffer, t.rawData.byteOffset, 2).getUint16(0, true) : undefined;
-    return bits === undefined ? undefined : fromFloat16Bits(bits);
+    if (t.int32Data.length === n) return t.int32Data.map(fromFloat16Bits);
+    if (t.rawData.byteLength !== n * 2) return undefined;
+    const v = new DataView(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength);
+    return Array.from({ length: n }, (_, i) => fromFloat16Bits(v.getUint16(i * 2, true)));
   }
   return undefined;
+}
+
+/** The one value of a float32 or float16 tensor of one element (any shape); undefined for anything else. */
+export function tensorScalar(t: TensorProto): number | undefined {
+  if (t.dims.reduce((s, d) => s * Number(d), 1) !== 1) return undefined;
+  return floatValues(t)?.[0];
 }
 
 /**

@@ -17,7 +17,7 @@
  */
 import { create } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, TensorProtoSchema, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
-import { fromFloat16Bits } from '../core/float16.ts';
+import { floatValues } from './attention-fusion.ts';
 import { declaredDims, initializerThroughIdentity, int64Constant, isDefaultDomain as isDefault } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 import { MS_DOMAIN, importMsDomain, rewriteIndex } from './rewrite-index.ts';
@@ -26,26 +26,6 @@ const SCOPE = '/asgd_group_norm';
 const FLOAT = 1;
 const INT64 = 7;
 const FLOAT16 = 10;
-const EXTERNAL = 1;
-
-/** Every value of a small float32 or float16 tensor stored in the model, or undefined (external, other types). */
-function floatValues(t: TensorProto): number[] | undefined {
-  if (t.dataLocation === EXTERNAL) return undefined;
-  const n = t.dims.reduce((s, d) => s * Number(d), 1);
-  if (t.dataType === FLOAT) {
-    if (t.floatData.length === n) return [...t.floatData];
-    if (t.rawData.byteLength !== n * 4) return undefined;
-    const v = new DataView(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength);
-    return Array.from({ length: n }, (_, i) => v.getFloat32(i * 4, true));
-  }
-  if (t.dataType === FLOAT16) {
-    if (t.int32Data.length === n) return t.int32Data.map(fromFloat16Bits);
-    if (t.rawData.byteLength !== n * 2) return undefined;
-    const v = new DataView(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength);
-    return Array.from({ length: n }, (_, i) => fromFloat16Bits(v.getUint16(i * 2, true)));
-  }
-  return undefined;
-}
 
 interface Match {
   /** The node whose output the fused group norm produces (the Add, or the SiLU's Mul). */

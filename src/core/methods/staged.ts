@@ -17,7 +17,8 @@
  * Pixel interaction every m-th stage-1 step (interactionEvery): the steps in between form run-ahead blocks in which
  * every patch runs its own chain of units (startBlock), waiting only for itself and the key patch, where the context
  * offers a part-of-the-latent scheduler step (MethodContext.advance); the fused outputs are bit for bit the lockstep
- * ones. With advance, stage 2 runs as a dataflow too (window-flow.ts): no barrier between its steps. And at a
+ * ones. With interactionGroups 'lines' the whole of stage 1 is such a block, its patches grouped by line at the steps
+ * that shuffle. With advance, stage 2 runs as a dataflow too (window-flow.ts): no barrier between its steps. And at a
  * pixel-interaction barrier each unit's output is guided and stepped as it comes in (barrier-step.ts), and the next
  * step goes to the devices before anything is relocated for the denoise loop (launchAfter): after the last unit the
  * devices wait only for its share of the work and the next shuffle.
@@ -62,16 +63,16 @@ interface AheadBlock {
   startRef: KeyRef;
   /** The key patch's reference after the latest step it finished (as `keys` holds it, but readable at once). */
   latestRef?: KeyRef;
-  /** A chain failed: the others hand nothing more over. */
+  /** A group task failed: the others hand nothing more over. */
   failed: boolean;
-  /** interactionGroups 'lines': each patch's latent after each step (start - 1: the block's input). */
-  patchAfter?: Map<number, Deferred<Float32Array>[]>;
-  /** interactionGroups 'lines': the steps' permutations (null: no shuffle), drawn in step order as first asked for. */
-  perms?: Map<number, Permutations | null>;
+  /** Each patch's latent after each step (start - 1: the block's input). */
+  patchAfter: Map<number, Deferred<Float32Array>[]>;
+  /** The steps' permutations (null: no shuffle), drawn in step order as first asked for. */
+  perms: Map<number, Permutations | null>;
   /** The last step whose permutations are drawn. */
-  drawnTo?: number;
+  drawnTo: number;
   /** The mask as the key patch's group tasks leave it (they run in step order). */
-  keyMask?: Float32Array | null;
+  keyMask: Float32Array | null;
 }
 
 /** A lockstep stage-1 step whose units are on the devices (launchStep). */
@@ -481,15 +482,16 @@ export class StagedMethod extends MethodBase {
   }
 
   /**
-   * Stage-1 run-ahead from `start` to the next pixel-interaction step (or the stage's end). Each patch runs its
-   * own chain: evaluate its unit at step t, guide it (async: by the key patch's step t-1; sync: step t), step its
-   * part of the latent with ctx.advance, go on to t+1. A patch thus waits only for its own previous step and the
-   * key patch's, never for the other patches, so on several devices the patches run ahead of each other. The
-   * arithmetic is that of the lockstep path (same inputs, same guidance per element, same scheduler step), so the
-   * fused outputs and the latent are bit for bit those of one device; predict(t) returns step t's fused output once
-   * every patch has it, and the latent after t (the patches' own steps relocated; steppedLatent), which the denoise
-   * loop takes instead of stepping the whole latent again. After the block's last step the step that follows is
-   * handed to the devices at once (launchAfter).
+   * Stage-1 run-ahead from `start` to the next pixel-interaction step (or the stage's end; with 'lines' interaction,
+   * the stage's end). The block runs groups of patches (groupTask): each patch alone between pixel-interaction steps,
+   * a line of patches at a 'lines' step. A group evaluates its units at step t, guides them (async: by the key patch's
+   * step t-1; sync: step t), steps its part of the latent with ctx.advance, and its patches go on to t+1. A group
+   * thus waits only for its own patches' previous step and the key patch's, never for all patches, so on several
+   * devices the patches run ahead of each other. The arithmetic is that of the lockstep path (same inputs, same
+   * guidance per element, same scheduler step), so the fused outputs and the latent are bit for bit those of one
+   * device; predict(t) returns step t's fused output once every patch has it, and the latent after t (the patches'
+   * own steps relocated; steppedLatent), which the denoise loop takes instead of stepping the whole latent again.
+   * After the block's last step the step that follows is handed to the devices at once (launchAfter).
    */
   private startBlock(patches: Float32Array, start: number, ctx: MethodContext): AheadBlock {
     const { plan } = this;
@@ -506,91 +508,28 @@ export class StagedMethod extends MethodBase {
       keys: new Map(),
       startRef: { key: this.staleKey, mask: this.mask, step: this.staleKeyStep },
       failed: false,
+      patchAfter: new Map(),
+      perms: new Map(),
+      drawnTo: start - 1,
+      keyMask: this.mask,
     };
     for (let t = start; t < end; t++) {
-      // The patches' latents after each step, stepped by their chains.
+      // The patches' latents after each step, stepped by their groups.
       block.steps.set(t, { eps: new Float32Array(n * size), next: new Float32Array(n * size), left: n, done: deferred() });
       block.keys.set(t, deferred());
     }
+    for (let t = start - 1; t < end; t++) block.patchAfter.set(t, Array.from({ length: n }, () => deferred<Float32Array>()));
+    block.patchAfter.get(start - 1)!.forEach((d, i) => d.resolve(patches.slice(i * size, (i + 1) * size)));
     const fail = (error: unknown) => {
       block.failed = true;
       for (const s of block.steps.values()) s.done.reject(error);
       for (const k of block.keys.values()) k.reject(error);
-      // 'lines': the groups waiting for their patches end too.
-      for (const ds of block.patchAfter?.values() ?? []) for (const d of ds) d.reject(error);
+      for (const ds of block.patchAfter.values()) for (const d of ds) d.reject(error);
     };
-    if (lines) {
-      block.patchAfter = new Map();
-      for (let t = start - 1; t < end; t++) block.patchAfter.set(t, Array.from({ length: n }, () => deferred<Float32Array>()));
-      block.patchAfter.get(start - 1)!.forEach((d, i) => d.resolve(patches.slice(i * size, (i + 1) * size)));
-      block.perms = new Map();
-      block.drawnTo = start - 1;
-      block.keyMask = block.startRef.mask;
-      for (let t = start; t < end; t++) for (const g of this.stepGroups(t)) this.groupTask(block, t, g, ctx).catch(fail);
-    } else {
-      for (let i = 0; i < n; i++) {
-        this.patchChain(block, i, patches.slice(i * size, (i + 1) * size), ctx).catch(fail);
-      }
-    }
-    // The chains' first units are on the devices: draw the permutations of the step after the block now.
+    for (let t = start; t < end; t++) for (const g of this.stepGroups(t)) this.groupTask(block, t, g, ctx).catch(fail);
+    // The groups' first units are on the devices: draw the permutations of the step after the block now.
     if (this.interactsAt(end)) this.drawAhead(end, ctx);
     return block;
-  }
-
-  private async patchChain(block: AheadBlock, i: number, start: Float32Array, ctx: MethodContext): Promise<void> {
-    const { plan, options } = this;
-    const geo = plan.geometry;
-    const size = patchSize(geo);
-    const sched = ctx.scheduler;
-    const timeIds = unitTimeIds(plan, 0, 0);
-    const sync = options.guidanceSync;
-    let x = start;
-    let mask = block.startRef.mask;
-    for (let t = block.start; t < block.end; t++) {
-      if (block.failed) return;
-      const scale = sched.inputScale(t);
-      // The same arithmetic as shuffleToUnits without a permutation.
-      const sample = this.samples.take(i, size);
-      if (scale === 1) sample.set(x);
-      else for (let e = 0; e < size; e++) sample[e] = x[e] * scale;
-      const attention = attentionRequest(i, this.maskComputedAt(t), ctx);
-      const timestep = sched.timesteps[t];
-      const unit: UnetUnit = {
-        id: `s1/k${t}/p${i}`, kind: 'patch', step: t, index: i, sample, height: geo.patchHeight, width: geo.patchWidth,
-        timestep, ...attention, timeIds,
-      };
-      // The key patch first: every other patch waits for it.
-      // A stream until the block's last step, whose units end before a barrier (splitting may shorten that tail).
-      const [result] = await this.evaluate(ctx, [unit], t, 0, undefined, { priority: i === 0 ? 1 : 0, stream: t < block.end - 1, quiet: true });
-      if (block.failed) return;
-      const slot = block.steps.get(t)!;
-      const eps = slot.eps.subarray(i * size, (i + 1) * size);
-      eps.set(result.output);
-      if (this.guided) {
-        if (i === 0) {
-          if (attention.wantAttention) {
-            mask = this.keyMask(result.attention, ctx);
-          }
-          block.latestRef = { key: this.keyReference(x, eps, t, sched), mask, step: t };
-          block.keys.get(t)!.resolve(block.latestRef);
-        } else {
-          const ref = sync ? await block.keys.get(t)!.promise : t === block.start ? block.startRef : await block.keys.get(t - 1)!.promise;
-          this.guidePatch(eps, x, ref, t, sched);
-        }
-      }
-      x = ctx.advance!(t, eps, x);
-      slot.next.set(x, i * size);
-      if (--slot.left > 0) continue;
-      // The last patch of step t: after the block's last step, hand the next step over at once (launchAfter).
-      let after: Float32Array | undefined;
-      if (t === block.end - 1) {
-        // The step after the block guides by the key reference of its last step: set it now, as fromBlock will.
-        if (this.guided && block.latestRef) ({ key: this.staleKey, mask: this.mask, step: this.staleKeyStep } = block.latestRef);
-        after = this.launchAfter(t, slot.next, ctx);
-      }
-      if (after) slot.after = after;
-      slot.done.resolve(slot.eps);
-    }
   }
 
   /** Structure guidance of one patch's output `eps` (its latent `x`) by a key reference, as the lockstep path guides it. */
@@ -622,19 +561,24 @@ export class StagedMethod extends MethodBase {
 
   /** Step `step`'s permutations in a 'lines' block, drawing every step before it first (the stream's order). */
   private blockPerm(block: AheadBlock, step: number, ctx: MethodContext): Permutations | null {
-    while (block.drawnTo! < step) {
-      const t = ++block.drawnTo!;
+    while (block.drawnTo < step) {
+      const t = ++block.drawnTo;
+      if (!this.interactsAt(t)) {
+        block.perms.set(t, null);
+        continue;
+      }
       // A step's permutations drawn ahead by the lockstep step before the block.
       const ahead = this.aheadPerm?.step === t ? this.aheadPerm.perm : undefined;
       if (ahead) this.aheadPerm = null;
-      block.perms!.set(t, this.interactsAt(t) ? ahead ?? this.drawPermutationsFor(t, ctx, undefined) : null);
+      block.perms.set(t, ahead ?? this.drawPermutationsFor(t, ctx, undefined));
     }
-    return block.perms!.get(step)!;
+    return block.perms.get(step)!;
   }
 
   /**
-   * One group of patches at one step of a 'lines' block: waits for the group's latents after the step before, shuffles
-   * them among the group's units (the step's permutation maps within each group), evaluates the units, un-shuffles,
+   * One group of patches at one step of a run-ahead block (a patch alone, or a line at a 'lines' step): waits for the
+   * group's latents after the step before, shuffles them among the group's units (the step's permutation maps within
+   * each group; none for a patch alone), evaluates the units, un-shuffles,
    * guides (the key patch's reference first) and steps each patch. The arithmetic per element is that of the
    * lockstep path, so the result is bit for bit one device's; a group waits only for its own patches, never for a
    * barrier of all.
@@ -645,7 +589,7 @@ export class StagedMethod extends MethodBase {
     const n = geo.count;
     const size = patchSize(geo);
     const sched = ctx.scheduler;
-    const before = block.patchAfter!.get(t - 1)!;
+    const before = block.patchAfter.get(t - 1)!;
     const xs: Float32Array[] = new Array(n);
     for (const p of g) xs[p] = await before[p]!.promise;
     if (block.failed) return;
@@ -657,9 +601,14 @@ export class StagedMethod extends MethodBase {
     const units: UnetUnit[] = g.map((j) => {
       const sample = this.samples.take(j, size);
       // shuffleToUnits' arithmetic for unit j alone.
-      for (let e = 0, q = j; e < size; e++, q += n) {
-        const src = xs[perm ? perm[q]! : j]!;
-        sample[e] = scale === 1 ? src[e]! : src[e]! * scale;
+      if (!perm) {
+        const x = xs[j]!;
+        if (scale === 1) sample.set(x);
+        else for (let e = 0; e < size; e++) sample[e] = x[e]! * scale;
+      } else if (scale === 1) {
+        for (let e = 0, q = j; e < size; e++, q += n) sample[e] = xs[perm[q]!]![e]!;
+      } else {
+        for (let e = 0, q = j; e < size; e++, q += n) sample[e] = xs[perm[q]!]![e]! * scale;
       }
       return {
         id: `s1/k${t}/p${j}`, kind: 'patch', step: t, index: j, sample, height: geo.patchHeight, width: geo.patchWidth,
@@ -681,7 +630,7 @@ export class StagedMethod extends MethodBase {
       if (hasKey) {
         const u = g.indexOf(0);
         if (units[u]!.wantAttention) block.keyMask = this.keyMask(results[u]!.attention, ctx);
-        block.latestRef = { key: this.keyReference(xs[0]!, epsOf(0), t, sched), mask: block.keyMask ?? null, step: t };
+        block.latestRef = { key: this.keyReference(xs[0]!, epsOf(0), t, sched), mask: block.keyMask, step: t };
         block.keys.get(t)!.resolve(block.latestRef);
       }
       for (const p of g) {
@@ -691,7 +640,7 @@ export class StagedMethod extends MethodBase {
         this.guidePatch(epsOf(p), xs[p]!, ref, t, sched);
       }
     }
-    const after = block.patchAfter!.get(t)!;
+    const after = block.patchAfter.get(t)!;
     for (const p of g) {
       const x = ctx.advance!(t, epsOf(p), xs[p]!);
       slot.next.set(x, p * size);
@@ -700,8 +649,8 @@ export class StagedMethod extends MethodBase {
     slot.left -= g.length;
     if (slot.left > 0) return;
     // Every group of step t has read its inputs and permutations.
-    block.patchAfter!.delete(t - 1);
-    block.perms!.delete(t);
+    block.patchAfter.delete(t - 1);
+    block.perms.delete(t);
     // The last group of step t: after the block's last step, hand the next step over at once (launchAfter).
     if (t === block.end - 1) {
       if (this.guided && block.latestRef) ({ key: this.staleKey, mask: this.mask, step: this.staleKeyStep } = block.latestRef);
