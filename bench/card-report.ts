@@ -228,6 +228,10 @@ function probeAndSchedule(parts: Record<string, Part>): string[] {
   if (probe) {
     out.push(`Probe (SDXL): probe / plain ${num(probe['batch2']?.['probeOverPlain'])} at batch 2, ${num(probe['batch1']?.['probeOverPlain'])} at batch 1` +
       (probe['batch2']?.['mapBytes'] !== undefined ? `; maps ${kib(probe['batch2']['mapBytes'])} KiB a call` : '') + '.');
+    // A unit that is not probed runs the probe graph with its noise prediction fetched alone (pipeline.ts, probeServesUnet).
+    if (probe['batch2']?.['probeNoiseOverPlain'] !== undefined) {
+      out.push(`A unit that is not probed, on the probe graph (noise prediction fetched alone): ${num(probe['batch2']['probeNoiseOverPlain'])} of the plain call at batch 2, ${num(probe['batch1']?.['probeNoiseOverPlain'])} at batch 1.`);
+    }
     // The same calls with every output left on the GPU (bench/card.ts probe, WebGPU only): arithmetic against download.
     for (const b of ['batch2', 'batch1']) {
       const row = probe[b];

@@ -222,7 +222,8 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
   const provider = (args['provider'] ?? 'webgpu') as ProviderName;
   const warmup = num(args, 'warmup', 3);
   const iters = num(args, 'iters', 10);
-  // --fused 1: the pair the pipeline runs on a GPU (both with their attention fused but the probed layers').
+  // --fused 1: the pair the pipeline runs on a GPU with --fuse-attention (every attention fused; the probe keeps its
+  // probed layers' scores for the maps beside the fused node, so its noise prediction is the fused UNet's).
   const fusedPair = args['fused'] === '1';
   const result: Record<string, unknown> = { machine: machine(), file, provider, fusedAttention: fusedPair };
   const t0 = performance.now();
@@ -264,16 +265,19 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
         for (const batch of [2, 1]) {
           const plainFeeds = unetFeeds(unet, batch, latent, dim, pooled);
           const probeFeeds = { ...plainFeeds, [MASK_WEIGHTS_INPUT]: makeTensor('float32', weights, [77, 1]) };
-          type Label = 'plain' | 'probe' | 'plainOnDevice' | 'probeOnDevice';
-          const sessions: [Label, typeof plain][] = [['plain', plain], ['probe', probed]];
+          // probeNoise: the probe graph with the noise prediction fetched alone, as every unit that is not probed
+          // runs now that the probe graph serves the UNet (pipeline.ts, probeServesUnet): its maps computed, not read.
+          type Label = 'plain' | 'probe' | 'probeNoise' | 'plainOnDevice' | 'probeOnDevice';
+          const sessions: [Label, typeof plain][] = [['plain', plain], ['probe', probed], ['probeNoise', probed]];
           if (onDevice) sessions.push(['plainOnDevice', onDevice[0]], ['probeOnDevice', onDevice[1]]);
-          const times: Record<Label, number[]> = { plain: [], probe: [], plainOnDevice: [], probeOnDevice: [] };
+          const times: Record<Label, number[]> = { plain: [], probe: [], probeNoise: [], plainOnDevice: [], probeOnDevice: [] };
           let finite = true;
           let mapBytes = 0;
           for (let i = 0; i < warmup + iters; i++) {
             for (const [label, s] of sessions) {
               const c0 = performance.now();
-              const r = await s.session.run(label.startsWith('probe') ? probeFeeds : plainFeeds);
+              const feeds = label.startsWith('probe') ? probeFeeds : plainFeeds;
+              const r = label === 'probeNoise' ? await s.session.run(feeds, [unet.out.name]) : await s.session.run(feeds);
               const out = r[unet.out.name]!;
               if (label.endsWith('OnDevice')) {
                 await onDevice![2].session.run({ x: out });
@@ -290,14 +294,15 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
           }
           const plainMs = timingStats(times.plain).medianMs;
           const probeMs = timingStats(times.probe).medianMs;
-          const row: Record<string, unknown> = { plainMs, probeMs, probeOverPlain: probeMs / plainMs, finite, mapBytes, iters, warmup };
+          const probeNoiseMs = timingStats(times.probeNoise).medianMs;
+          const row: Record<string, unknown> = { plainMs, probeMs, probeOverPlain: probeMs / plainMs, probeNoiseMs, probeNoiseOverPlain: probeNoiseMs / plainMs, finite, mapBytes, iters, warmup };
           if (onDevice) {
             const [pd, qd] = [timingStats(times.plainOnDevice).medianMs, timingStats(times.probeOnDevice).medianMs];
             Object.assign(row, { plainOnDeviceMs: pd, probeOnDeviceMs: qd, probeOverPlainOnDevice: qd / pd, probeOutputsDownloadMs: probeMs - qd });
             console.error(`[card] ${provider} outputs on the device at batch ${batch}: probe / plain ${(qd / pd).toFixed(3)} (${qd.toFixed(2)} / ${pd.toFixed(2)} ms); the probe's outputs' download ${(probeMs - qd).toFixed(2)} ms`);
           }
           result[`batch${batch}`] = row;
-          console.error(`[card] ${provider} probe / plain at batch ${batch}: ${(probeMs / plainMs).toFixed(3)} (${probeMs.toFixed(2)} / ${plainMs.toFixed(2)} ms, medians of ${iters})`);
+          console.error(`[card] ${provider} probe / plain at batch ${batch}: ${(probeMs / plainMs).toFixed(3)} (${probeMs.toFixed(2)} / ${plainMs.toFixed(2)} ms, medians of ${iters}); noise alone fetched ${(probeNoiseMs / plainMs).toFixed(3)}`);
         }
       } finally {
         for (const s of onDevice ?? []) await releaseSession(s);

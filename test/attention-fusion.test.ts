@@ -643,7 +643,7 @@ describe('the fusion on whole UNets', () => {
     }
   });
 
-  test('the attention-probe graph: the probed layers stay written out, the others are fused; outputs within 1e-5', async (t) => {
+  test("the attention-probe graph: every attention fused, the probed layers' scores kept for the maps; outputs within 1e-5 of the unfused probe, out_sample the fused UNet's bit for bit", async (t) => {
     const dir = path.join(root, 'shipped-copy');
     fs.mkdirSync(dir);
     fs.copyFileSync(path.join(SHIPPED, 'unet', 'model.onnx'), path.join(dir, 'model.onnx'));
@@ -652,9 +652,10 @@ describe('the fusion on whole UNets', () => {
     const fused = await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder });
     assert.ok('file' in fused, JSON.stringify(fused));
     const total = count(fromBinary(ModelProtoSchema, fs.readFileSync(path.join(dir, 'model.onnx'))), 'Softmax');
-    assert.equal(fused.fused, total - probe.layers.length);
+    assert.equal(fused.fused, total);
     const m = fromBinary(ModelProtoSchema, fs.readFileSync(fused.file));
-    assert.equal(count(m, 'Softmax'), probe.layers.length);
+    assert.equal(count(m, 'Softmax'), probe.layers.length, 'the probed layers keep their Softmax for the maps');
+    assert.equal(count(m, 'MultiHeadAttention'), total);
     const outputs = async (file: string, load: { externalDataFolder?: string }) => {
       const s = await openSession(file, 'probe', CPU, load);
       try {
@@ -675,6 +676,22 @@ describe('the fusion on whole UNets', () => {
       const diff = maxAbsDiff(a[k]!, b[k]!);
       t.diagnostic(`${k}: ${diff.toExponential(2)}`);
       assert.ok(diff < 1e-5, `${k}: max abs diff ${diff}`);
+    }
+    // The fused UNet's own noise prediction on the same feeds (the mask weights are the probe's input alone): the
+    // same bits, so one session serves both (pipeline.ts, probeServesUnet).
+    const unet = await prepareFusedAttention(path.join(dir, 'model.onnx'));
+    assert.ok('file' in unet);
+    const s = await openSession(unet.file, 'unet', CPU, fusedLoadOptions(unet.file));
+    try {
+      const r = await s.session.run({
+        sample: new ort.Tensor('float32', randoms(2 * 4 * 16 * 16, 5), [2, 4, 16, 16]),
+        timestep: new ort.Tensor('int64', new BigInt64Array([301n, 301n]), [2]),
+        encoder_hidden_states: new ort.Tensor('float32', randoms(2 * 77 * 64, 6), [2, 77, 64]),
+      });
+      const plain = r['out_sample']!.data as Float32Array;
+      assert.ok(plain.every((v, i) => Object.is(v, b['out_sample']![i])), 'out_sample: the fused UNet\'s bits');
+    } finally {
+      await releaseSession(s);
     }
   });
 });

@@ -470,12 +470,16 @@ describe('the UNet adapter on the probe graph', () => {
     const none = await adapter.run(call, cond);
     assert.deepEqual(none.attention![0]!.meanOver, []);
     assert.ok(none.attention!.every((a) => a.data.every((v) => v === 0)));
-    // The noise prediction is the plain UNet's bit for bit, whole and as either CFG half: CPU workers run every
+    // The noise prediction is the plain UNet's bit for bit, whole and as either CFG half: workers run every
     // unit on the probe graph (pipeline.ts, probeServesUnet).
     const plain = await openSession(path.join(dir, 'unet', 'model.onnx'), 'unet', CPU);
     const plainAdapter = new UnetAdapter(plain);
     for (const part of ['both', 'cond', 'uncond'] as const) {
       assert.deepEqual((await adapter.run({ ...call, part }, cond)).output, (await plainAdapter.run({ ...call, part }, cond)).output, part);
+      // A unit that is not probed (maps false) fetches the noise prediction alone: the same bits, no maps.
+      const unprobed = await adapter.run({ ...call, part, maskTokens: MASK_TOKENS, maps: false }, cond);
+      assert.equal(unprobed.attention, undefined, part);
+      assert.deepEqual(unprobed.output, (await plainAdapter.run({ ...call, part }, cond)).output, part);
     }
     await plain.session.release();
     await s.session.release();

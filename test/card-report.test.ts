@@ -57,8 +57,8 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
         type: 'float32', usPerKernel: 25, msPerCall: 0.4, chains: [{ kernels: 1, medianMs: 0.42, maxError: 0 }, { kernels: 1024, medianMs: 26, maxError: 0 }],
       } },
       'probe-sdxl': { status: 'ok', result: {
-        batch2: { probeOverPlain: 1.05, mapBytes: 221_184, probeOverPlainOnDevice: 1.03, probeOutputsDownloadMs: 12.5 },
-        batch1: { probeOverPlain: 1.04, mapBytes: 221_184 },
+        batch2: { probeOverPlain: 1.05, mapBytes: 221_184, probeOverPlainOnDevice: 1.03, probeOutputsDownloadMs: 12.5, probeNoiseOverPlain: 1.02 },
+        batch1: { probeOverPlain: 1.04, mapBytes: 221_184, probeNoiseOverPlain: 1.01 },
       } },
       'vae-sd': { status: 'timeout', seconds: 120, result: { size: 2048, tile: 64, provider: 'webgpu', cases: [
         { case: 'off', ms: 10_000, tiles: 25, resumedFrom: null },
@@ -97,6 +97,7 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
   // SDXL's 55,296 query positions over its 36 probed layers, one float32 each: 216 KiB.
   assert.match(md, /^Probe \(SDXL\): probe \/ plain 1\.05 at batch 2, 1\.04 at batch 1; maps 216\.0 KiB a call\.$/m);
   assert.match(md, /^Probe at batch 2, outputs left on the device: probe \/ plain 1\.03; the outputs' download 12\.5 ms\.$/m);
+  assert.match(md, /^A unit that is not probed, on the probe graph \(noise prediction fetched alone\): 1\.02 of the plain call at batch 2, 1\.01 at batch 1\.$/m);
   assert.doesNotMatch(md, /^Probe at batch 1/m);
   // A generation cut during the decode: 50 steps in 250 s, then 70 of 700 tile runs in 30 s (300 s at that rate).
   const cutInDecode = { parts: { 'gen-1': { status: 'timeout', seconds: 330, result: {

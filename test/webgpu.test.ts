@@ -16,6 +16,11 @@ import type { GenerateParams } from '../src/core/params.ts';
 import { loadPipeline, openPipeline, type GenerateResult, type Pipeline } from '../src/node/pipeline.ts';
 import { liveDeviceWorkers, liveWebgpuThreads } from '../src/node/runner/device-worker.ts';
 import { checkAvailableDevices, checkFlashAttention } from '../src/node/runner/devices.ts';
+import * as ort from 'onnxruntime-node';
+import { MASK_WEIGHTS_INPUT } from '../src/graph/attention-probe.ts';
+import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
+import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
+import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { tinyModel } from './helpers/models.ts';
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
@@ -82,6 +87,48 @@ test('fuseAttention: the fused UNet and probe graph run on webgpu (MultiHeadAtte
     assert.ok(mean < 0.1, `mean image difference ${mean} levels`);
   } finally {
     await p.close();
+  }
+});
+
+test("one session serves the UNet and the probe on webgpu: the probe graph's noise prediction is the UNet's bit for bit, written out and fused (both forms)", async () => {
+  const unet = path.join(SHIPPED, 'unet', 'model.onnx');
+  const probe = await prepareAttentionProbe(unet);
+  assert.ok('file' in probe, JSON.stringify(probe));
+  const rnd = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + k * 78.233) * 1.3);
+  const noise = async (file: string, load: { externalDataFolder?: string }) => {
+    const s = await openSession(file, 'unet', { provider: 'webgpu' }, load);
+    try {
+      const feeds: Record<string, ort.Tensor> = {
+        sample: new ort.Tensor('float32', rnd(2 * 4 * 16 * 16, 5), [2, 4, 16, 16]),
+        timestep: new ort.Tensor('int64', new BigInt64Array([301n, 301n]), [2]),
+        encoder_hidden_states: new ort.Tensor('float32', rnd(2 * 77 * 64, 6), [2, 77, 64]),
+      };
+      if (s.inputs.some((i) => i.name === MASK_WEIGHTS_INPUT)) feeds[MASK_WEIGHTS_INPUT] = new ort.Tensor('float32', rnd(77, 9), [77, 1]);
+      // Fetched alone, as a unit that is not probed fetches it (UnetCall.maps).
+      return (await s.session.run(feeds, ['out_sample']))['out_sample']!.data as Float32Array;
+    } finally {
+      await releaseSession(s);
+    }
+  };
+  const same = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+  assert.ok(same(await noise(probe.file, probeLoadOptions(probe.file)), await noise(unet, {})), 'written out');
+  for (const flashForm of [false, true]) {
+    const how = { flashForm, biasSplitGelu: true };
+    const fu = await prepareFusedAttention(unet, how);
+    const fp = await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder, ...how });
+    assert.ok('file' in fu && 'file' in fp);
+    assert.deepEqual([fp.fused, fp.groupNorms, fp.biasSplitGelus], [fu.fused, fu.groupNorms, fu.biasSplitGelus]);
+    assert.ok(same(await noise(fp.file, fusedLoadOptions(fp.file)), await noise(fu.file, fusedLoadOptions(fu.file))), `fused, flashForm ${flashForm}`);
+  }
+  // The pipeline then opens one UNet session on the worker that holds the probe: text encoder, VAE decoder, UNet.
+  for (const fuseAttention of [false, true]) {
+    let ask!: () => Promise<{ sessions: number }[]>;
+    const pipe = await openPipeline(SHIPPED, { devices: 'webgpu:0', threads: 1, fuseAttention }, { inspectWorkers: (f) => (ask = f) });
+    try {
+      assert.equal((await ask())[0]!.sessions, 3, `fuseAttention ${fuseAttention}`);
+    } finally {
+      await pipe.close();
+    }
   }
 });
 

@@ -24,9 +24,11 @@
  * Scalar Mul / Div on the scores or on q and kᵀ become the node's `scale` (and zeros added to the scores, as torch's
  * export of baddbmm with beta 0 writes them, are dropped); so does the default scale that torch's
  * export of scaled-dot-product attention computes from the query's shape (sqrt(1 / sqrt(d)) on q and on kᵀ). The head
- * count must be a constant in the split Reshape's target (it is in every export seen); the head size may be computed. A Softmax whose probabilities
- * are read by anything but the ·v MatMul (the attention-probe graph's probed layers, src/graph/attention-probe.ts)
- * is left as it is, and so is anything else the patterns do not match exactly: among them a float16 export's
+ * count must be a constant in the split Reshape's target (it is in every export seen); the head size may be computed.
+ * Where other nodes read the probabilities too (the attention-probe graph's probed layers, src/graph/attention-probe.ts),
+ * the attention is fused all the same and the written-out scores and Softmax stay for those readers: the fused probe
+ * graph then computes its noise prediction as the fused UNet does, so one session can serve both (pipeline.ts,
+ * probeServesUnet). Anything else the patterns do not match exactly is left as it is: among them a float16 export's
  * attention upcast to float32 (Casts around the scores, SD 2.x's upcast_attention), which stays in float32 as exported
  * rather than going to a float16 kernel. An ONNX Attention node (opset 23) on split heads becomes the same node
  * (matchOnnxAttention). The result equals the unfused graph
@@ -652,8 +654,11 @@ function scoresShape(g: Graph, zeros: Zeros, qk: NodeProto, q: string, kt: strin
  * (no training_mode, or a constant false; its mask unread), as the dynamo exporter writes scaled-dot-product attention.
  */
 function probabilities(g: Graph, softmax: NodeProto): { name: string; reader: NodeProto } | undefined {
-  const next = soleConsumer(g, softmax.output[0]!);
-  if (next?.opType !== 'Dropout') return next ? { name: softmax.output[0]!, reader: next } : undefined;
+  const out = softmax.output[0]!;
+  const readers = g.consumers.get(out) ?? [];
+  // Other readers of the probabilities (the probe's map nodes) keep the written-out scores alive beside the fused node.
+  const next = readers.length === 1 ? readers[0] : readers.find((n) => (n.opType === 'MatMul' && n.input[0] === out) || n.opType === 'Dropout');
+  if (next?.opType !== 'Dropout') return next ? { name: out, reader: next } : undefined;
   if (!isInferenceDropout(next, (t) => g.constantTensor(t), (t) => g.consumers.has(t) || g.outputs.has(t))) return undefined;
   const reader = soleConsumer(g, next.output[0]!);
   return reader ? { name: next.output[0]!, reader } : undefined;

@@ -32,7 +32,7 @@ export interface FusedAttention {
 }
 
 /** Bump when the fusion's output changes, so stored graphs are derived again. */
-const FORMAT = 12;
+const FORMAT = 13;
 const SUFFIX = '.asgd-fused';
 /** Files fused without the residual norms (FuseUnetOptions.skipLayerNorm false): `<suffix>-attention-only`. */
 const ATTENTION_ONLY = '-attention-only';

@@ -244,7 +244,7 @@ export class Pipeline implements AsyncDisposable {
     const probeFile = fused.probe ?? ('file' in probe ? probe.file : undefined);
     const files: DeviceFiles = {
       spec, unet: unetFile, probe: probeFile, pool: { ...spec.paths, unet: unetFile, ...(probeFile ? { unetProbe: probeFile } : {}) },
-      probeServesUnet: probeFile !== undefined && !fused.unet && !fused.probe,
+      probeServesUnet: probeFile !== undefined && (fused.unet === undefined ? fused.probe === undefined : fused.probeServesUnet === true),
     };
     const started = await startDevices(files, devices, options, hooks, signal, loadCancelled);
     hooks.inspectWorkers?.(() => Promise.all(started.workers.map((w) => w.request<'describe'>({ type: 'describe' }, 'describing the worker'))));
@@ -755,7 +755,7 @@ export async function attentionForm(devices: readonly DeviceSpec[], check: () =>
  */
 async function fuseAttentionFiles(
   unet: string, probe: { file: string } | { reason: string }, form: (AttentionForm & { webgpuOnly: boolean }) | undefined,
-): Promise<{ unet?: string; probe?: string; info: ModelInfo['attentionFusion'] }> {
+): Promise<{ unet?: string; probe?: string; probeServesUnet?: boolean; info: ModelInfo['attentionFusion'] }> {
   if (!form) return { info: { applied: false, layers: 0, reason: 'fuseAttention is off; --fuse-attention turns it on' } };
   const { prepareFusedAttention } = await import('./fused-attention.ts');
   const { probeLoadOptions } = await import('./probe.ts');
@@ -768,7 +768,11 @@ async function fuseAttentionFiles(
     applied: true, layers: main.fused, ...shape,
     ...(main.biasSplitGelus ? { biasSplitGelus: main.biasSplitGelus } : {}), ...(main.groupNorms ? { groupNorms: main.groupNorms } : {}),
   };
-  return { unet: main.file, ...(fusedProbe && 'file' in fusedProbe ? { probe: fusedProbe.file } : {}), info };
+  if (!fusedProbe || !('file' in fusedProbe)) return { unet: main.file, info };
+  // Every attention fused in both, the probed layers' too (attention-fusion.ts): the probe's noise prediction is then
+  // the fused UNet's. An ONNX Attention node whose probabilities the probe reads stays unfused: two graphs then.
+  const same = fusedProbe.fused === main.fused && fusedProbe.groupNorms === main.groupNorms && fusedProbe.biasSplitGelus === main.biasSplitGelus && fusedProbe.skipLayerNorms === main.skipLayerNorms;
+  return { unet: main.file, probe: fusedProbe.file, probeServesUnet: same, info };
 }
 
 /**
@@ -900,11 +904,12 @@ interface DeviceFiles {
   /** Every component by file, for loading one on another worker later. */
   pool: Partial<Record<ComponentName, string>>;
   /**
-   * Neither graph is fused, so the probe graph is the UNet plus its small map outputs, and its noise prediction is
-   * the UNet's bit for bit on the CPU (test/attention-probe.test.ts). CPU workers then run every unit on the probe
-   * graph: the worker holding the probe opens one UNet session instead of two (the whole UNet's weights less), and
-   * every CPU worker runs the same graph, so the bits do not depend on which worker ran a unit. WebGPU workers keep
-   * the plain graph until the card shows the probe's outputs cost nothing there (docs/benchmarks.md).
+   * The probe graph is the UNet (fused or not) plus its small map outputs, so its noise prediction is the UNet's bit
+   * for bit (test/attention-probe.test.ts and test/attention-fusion.test.ts on the CPU; test/webgpu.test.ts on
+   * WebGPU). Every worker then runs every unit on the probe graph: the worker holding the probe opens one UNet
+   * session instead of two (the whole UNet's weights less: on a GPU, its memory), and every worker runs the same
+   * graph, so the bits do not depend on which worker ran a unit. A unit that is not probed fetches the noise
+   * prediction alone (UnetCall.maps): its maps are computed (a few small nodes a probed layer) but never read.
    */
   probeServesUnet: boolean;
 }
@@ -935,7 +940,7 @@ async function startDevices(
       // Decided as the worker starts, with the WebGPU worker threads running now (other pipelines load meanwhile).
       const w = new DeviceWorker(d, workerIsolations(options.workerIsolation ?? 'auto', devices, liveWebgpuThreads())[i]);
       workers.push(w);
-      const paths: Partial<Record<ComponentName, string>> = { unet: files.probeServesUnet && d.provider === 'cpu' ? files.probe! : files.unet };
+      const paths: Partial<Record<ComponentName, string>> = { unet: files.probeServesUnet ? files.probe! : files.unet };
       if (i === 0) {
         paths.textEncoder = spec.paths.textEncoder;
         if (spec.paths.textEncoder2) paths.textEncoder2 = spec.paths.textEncoder2;

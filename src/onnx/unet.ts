@@ -40,6 +40,11 @@ export interface UnetCall {
   part?: CfgPart;
   /** The probe graph's maps are averaged over these text token columns (UnetUnit.maskTokens; none: zero maps). */
   maskTokens?: readonly number[];
+  /**
+   * false: the probe graph serving a unit that is not probed (pipeline.ts, probeServesUnet). Only the noise
+   * prediction is fetched; the maps are not read, nor copied off a GPU. Default: the maps of a probe graph are read.
+   */
+  maps?: boolean;
 }
 
 export interface UnetOutput {
@@ -147,7 +152,7 @@ export class UnetAdapter {
       // Static batch-1 exports: two calls, one per CFG half.
       results = await this.runSplit(call, cond);
     } else {
-      results = await this.s.session.run(await this.feeds(call, cond, [0, 1]));
+      results = await this.runFetching(call, await this.feeds(call, cond, [0, 1]));
     }
     const raw = readFloat(results[this.out.name]!, 'unet output');
     const output = combineCfg(raw.subarray(0, n), raw.subarray(n, 2 * n), call.guidanceScale);
@@ -199,15 +204,20 @@ export class UnetAdapter {
         hint: 'Turn CFG splitting off (splitCfg: never, --split-cfg never)',
       });
     }
-    const results = await this.s.session.run(await this.feeds(call, cond, [row]));
+    const results = await this.runFetching(call, await this.feeds(call, cond, [row]));
     const raw = readFloat(results[this.out.name]!, 'unet output');
     const output = raw.byteOffset === 0 && raw.buffer.byteLength === raw.byteLength ? raw : raw.slice();
     return { output, attention: row === 1 ? this.attention(results, call, cond) : undefined };
   }
 
-  /** The probe's maps of the conditional row, when this is the probe graph. */
+  /** One run: every output, or the noise prediction alone where the call reads no maps (UnetCall.maps). */
+  private runFetching(call: UnetCall, feeds: Record<string, OrtTensor>): Promise<RunOutputs> {
+    return this.probeOutputs.length > 0 && call.maps === false ? this.s.session.run(feeds, [this.out.name]) : this.s.session.run(feeds);
+  }
+
+  /** The probe's maps of the conditional row, when this is the probe graph and the call reads them. */
   private attention(results: RunOutputs, call: UnetCall, cond: TextConditioning): AttentionMap[] | undefined {
-    if (this.probeOutputs.length === 0) return undefined;
+    if (this.probeOutputs.length === 0 || call.maps === false) return undefined;
     const meanOver = this.maskWeights ? maskColumns(call.maskTokens ?? [], cond.tokens) : undefined;
     return this.probeOutputs.map((name) => {
       const t = results[name]!;
@@ -282,7 +292,7 @@ export class UnetAdapter {
   /** The CFG batch as two batch-1 calls (static batch-1 exports), outputs merged into batch 2. */
   private async runSplit(call: UnetCall, cond: TextConditioning): Promise<RunOutputs> {
     const halves: RunOutputs[] = [];
-    for (const row of [0, 1]) halves.push(await this.s.session.run(await this.feeds(call, cond, [row])));
+    for (const row of [0, 1]) halves.push(await this.runFetching(call, await this.feeds(call, cond, [row])));
     const merged: Record<string, OrtTensor> = {};
     for (const name of Object.keys(halves[0]!)) {
       const a = readFloat(halves[0]![name]!, name);

@@ -122,11 +122,11 @@ async function handle(req: WorkerRequest): Promise<{ result: WorkerResult; trans
         {
           sample: req.sample, part: req.part, channels: req.channels, height: req.height, width: req.width,
           timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds, maskTokens: req.maskTokens,
+          maps: probe !== undefined,
         },
         state.cond,
       );
       const transfer = [r.output.buffer as ArrayBuffer];
-      // Only a probed call's maps (a UNet session shared with the probe graph returns maps on every call).
       const attention = probe ? r.attention?.map((a) => ({ ...a, data: a.data.slice() })) : undefined;
       attention?.forEach((a) => transfer.push(a.data.buffer as ArrayBuffer));
       return {
@@ -209,7 +209,8 @@ async function load(paths: Partial<Record<ComponentName, string>>): Promise<void
   if (s.textEncoder2) state.text2 ??= new TextEncoderAdapter(s.textEncoder2, 'text_encoder_2');
   if (s.textEncoder3) state.text3 ??= new TextEncoderAdapter(s.textEncoder3, 'text_encoder_3');
   if (s.unet) state.unet ??= denoiserAdapter(s.unet, deviceConditioning());
-  if (s.unetProbe) state.probe ??= denoiserAdapter(s.unetProbe, deviceConditioning());
+  // One adapter where the probe graph serves the UNet: one copy of the conditioning on the device.
+  if (s.unetProbe) state.probe ??= s.unetProbe === s.unet && state.unet ? state.unet : denoiserAdapter(s.unetProbe, deviceConditioning());
   if (s.vaeDecoder) state.decoder ??= new VaeDecoderAdapter(s.vaeDecoder);
   if (s.vaeEncoder) state.encoder ??= new VaeEncoderAdapter(s.vaeEncoder);
 }
