@@ -156,6 +156,9 @@ test('WASM: fuseAttention fuses the UNet and the probe graph in the device worke
   assert.deepEqual(info, {
     fusion: { applied: true, layers: 14, form: 'padded', formReason: 'no WebGPU device (the form of every other provider)' }, probe: true,
   }, 'the 14 attentions of the shipped UNet (padded, as in Node without a WebGPU device), and the probe graph built');
+  // One session serves the fused UNet and the fused probe (every attention fused in both): text encoder, VAE, UNet.
+  const sessions = await fused.page.evaluate('window.asgdDemo.pipeline.devices[0].request({ type: "describe" }, "describing").then((r) => r.sessions)');
+  assert.equal(sessions, 3);
   const r = await generateOnDemo(fused.page, settings(256, 256, 11));
   const nodeFused = await loadPipeline(MODEL, { devices: 'cpu', fuseAttention: true });
   try {

@@ -17,7 +17,7 @@ export interface WebPipelineOptions {
   /** Build the attention-probe UNet for the cross-attention mask (default true, as in Node). */
   attentionProbe?: boolean;
   /**
-   * Run the UNet's attention (and the probe graph's, but for its probed layers) as fused MultiHeadAttention nodes,
+   * Run the UNet's attention (and the probe graph's: its probed layers keep their scores for the maps) as fused MultiHeadAttention nodes,
    * derived in the device workers (src/graph/attention-fusion.ts). Off by default, as in Node (PipelineOptions).
    */
   fuseAttention?: boolean;

@@ -202,11 +202,15 @@ export class WebPipeline {
       const retries = new Map((Object.keys(bytes) as WebComponent[]).map((c) => [c, storedCopyRetry(src, spec.files[c]!, bytes[c]!, false, (b) => (bytes[c] = b))]));
       const isModelError = (err: unknown) => err instanceof AsgdError && err.kind === 'model';
       const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array) => Promise<T>): Promise<T> => (await retries.get(c)!(load, isModelError))!;
+      // Every device opens the UNet as the probe graph where that computes the UNet's bits (one session serves both on
+      // the device holding the probe, and every device runs the same graph); else the UNet as it is.
+      const probeWanted = options.attentionProbe !== false;
       const open = async (d: WebDevice, c: WebComponent, source: WebComponent = c) => {
         report?.({ phase: 'session', component: c, device: d.label });
         // Each device gets its own copy; ONNX Runtime reads it once.
         const float32 = c === 'vaeDecoder' && spec.vae.forceUpcast;
-        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, fuse: fuse && source === 'unet', float32 }, `loading ${c}`);
+        const probe = c === 'unet' && probeWanted;
+        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
         // The probe graph is derived from bytes the UNet's session has just accepted on this device.
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);
         if (fuse && c === 'unet') {
@@ -214,8 +218,9 @@ export class WebPipeline {
             ? { applied: true, layers: r.fused, ...(r.form ? { form: r.form, formReason: r.formReason } : {}), ...(r.biasSplitGelus ? { biasSplitGelus: r.biasSplitGelus } : {}), ...(r.groupNorms ? { groupNorms: r.groupNorms } : {}) }
             : { applied: false, layers: 0, reason: r.fuseReason ?? 'not fused' };
         }
-        // The UNet as it runs: the fused graph's count, else the probe's (its surgery keeps every Attention node).
-        if (c === (fuse ? 'unet' : 'unetProbe') && r.onnxAttention !== undefined) onnxAttention = r.onnxAttention;
+        // The UNet as it runs: the derived UNet's count (fused, or the probe graph serving it), else the probe's (its
+        // surgery keeps every Attention node).
+        if (r.onnxAttention !== undefined && (c === 'unet' || !fuse)) onnxAttention = r.onnxAttention;
         components[c] ??= r.io;
         if (r.float32Tensors !== undefined) spec.notes.push(float32VaeNote('vae_decoder', r.float32Tensors));
         if (r.float32Reason !== undefined) spec.notes.push(float32VaeFailedNote('vae_decoder', r.float32Reason));
@@ -223,12 +228,18 @@ export class WebPipeline {
       };
       let probe: { layers: string[] } | { reason: string } = { reason: 'disabled' };
       await Promise.all(devices.map(async (d, i) => {
-        await open(d, 'unet');
+        const unet = await open(d, 'unet');
         if (i > 0) return;
         await open(d, 'textEncoder');
         if (bytes.textEncoder2) await open(d, 'textEncoder2');
         await open(d, 'vaeDecoder');
-        if (options.attentionProbe !== false) {
+        if (unet.servesProbe) {
+          probe = { layers: unet.layers ?? [] };
+          d.hasProbe = true;
+          components.unetProbe = unet.probeIo;
+        } else if (unet.probeFailed) {
+          probe = { reason: unet.probeReason ?? 'no probe graph' };
+        } else if (probeWanted) {
           const r = await open(d, 'unetProbe', 'unet');
           probe = r.reason !== undefined ? { reason: r.reason } : { layers: r.layers ?? [] };
           if (r.reason === undefined) d.hasProbe = true;

@@ -69,7 +69,7 @@ export interface PipelineOptions {
    */
   workerIsolation?: 'auto' | WorkerIsolation;
   /**
-   * Run the UNet's attention (and the probe graph's, but for its probed layers) as fused MultiHeadAttention nodes
+   * Run the UNet's attention (and the probe graph's: its probed layers keep their scores for the maps) as fused MultiHeadAttention nodes
    * (src/graph/attention-fusion.ts), q and k padded per head so that ONNX Runtime's WebGPU provider (1.30, 1.31.1) leaves out
    * its flash-attention kernel, which was wrong on Mesa's lavapipe (docs/benchmarks.md, "Fused attention"); with the
    * padding the fused graph is within float rounding of the written-out one there. Off by default: the padded form's

@@ -30,9 +30,12 @@ export type DeviceRequest =
   /**
    * Opens a session from the model file's bytes; 'unetProbe' derives the attention-probe graph from the UNet's bytes.
    * `fuse` (unet, unetProbe): the attention fused first (WebPipelineOptions.fuseAttention). `float32`: a float16
-   * model is converted to float32 first (a VAE whose config sets force_upcast).
+   * model is converted to float32 first (a VAE whose config sets force_upcast). `probe` (unet): open the
+   * attention-probe graph as the UNet where it computes the UNet's bits (written out, or fused with every attention
+   * fused), so one session serves both (`servesProbe` in the reply); else the UNet as asked, `probeReason` saying why
+   * (`probeFailed`: no probe graph can be built at all).
    */
-  | { type: 'load'; component: WebComponent; bytes: Uint8Array; fuse?: boolean; float32?: boolean }
+  | { type: 'load'; component: WebComponent; bytes: Uint8Array; fuse?: boolean; float32?: boolean; probe?: boolean }
   | { type: 'describe' }
   | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
   | { type: 'setConditioning'; cond: TextConditioning }
@@ -63,8 +66,9 @@ export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
 
 export type DeviceResult =
   | { type: 'ok' }
-  | { type: 'loaded'; io: ComponentIo; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; groupNorms?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string }
-  | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>> }
+  | { type: 'loaded'; io: ComponentIo; probeIo?: ComponentIo; servesProbe?: boolean; probeReason?: string; probeFailed?: boolean; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; groupNorms?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string }
+  /** `sessions`: the sessions open (the UNet and the probe may be one). */
+  | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>>; sessions: number }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }

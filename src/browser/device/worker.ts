@@ -9,6 +9,7 @@ import type { TextConditioning } from '../../core/conditioning.ts';
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import type { AttentionForm, FlashCheck } from '../../graph/attention-check.ts';
 import { bindOrt, floatTensor, ioList, readFloat, type OpenSession } from '../../onnx/tensors.ts';
+import { MASK_WEIGHTS_INPUT, PROBE_OUTPUT_PREFIX } from '../../graph/attention-probe.ts';
 import { UnetAdapter } from '../../onnx/unet.ts';
 import { VaeDecoderAdapter } from '../../onnx/vae.ts';
 import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, WebComponent } from './protocol.ts';
@@ -100,7 +101,12 @@ async function attentionForm(): Promise<AttentionForm> {
   return attentionFormFor(await flashCheck);
 }
 
-async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, float32: boolean): Promise<DeviceResult> {
+async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, float32: boolean, probe = false): Promise<DeviceResult> {
+  if (component === 'unet' && probe) {
+    const served = await loadUnetAsProbe(bytes, fuse);
+    if (!('probeReason' in served)) return served;
+    return { ...(await load('unet', bytes, fuse, float32)), ...served } as DeviceResult;
+  }
   let derived: Partial<Omit<DerivedUnet, 'bytes'>> & Partial<AttentionForm> & { float32Tensors?: number; float32Reason?: string } = {};
   if (float32) {
     const { ALREADY_FLOAT32, float32ModelBytes } = await import('../../graph/float32-upcast.ts');
@@ -118,8 +124,10 @@ async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, f
     if (form && d.fused) derived = { ...derived, ...form };
   }
   const s = await open(bytes, LABELS[component]);
-  await state.sessions[component]?.session.release();
+  const old = state.sessions[component];
   state.sessions[component] = s;
+  // Released unless another component still runs on it (the UNet and the probe as one session).
+  if (old && !Object.values(state.sessions).includes(old)) await old.session.release();
   if (component === 'textEncoder') state.text = new TextEncoderAdapter(s, 'text_encoder');
   if (component === 'textEncoder2') state.text2 = new TextEncoderAdapter(s, 'text_encoder_2');
   if (component === 'unet') state.unet = new UnetAdapter(s);
@@ -131,6 +139,30 @@ async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, f
     state.decoderGraphs = undefined;
   }
   return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...derived };
+}
+
+/**
+ * The attention-probe graph opened as the UNet and the probe at once (Node: pipeline.ts, probeServesUnet): written out,
+ * its noise prediction is the UNet's bit for bit; fused, too, where every attention is fused (the probed layers keep
+ * their scores for the maps beside the fused node). An ONNX Attention node the probe reads stays unfused, and then
+ * the UNet is opened as asked (two sessions, as before): `probeReason` says why.
+ */
+async function loadUnetAsProbe(bytes: Uint8Array, fuse: boolean): Promise<DeviceResult | { probeReason: string; probeFailed?: true }> {
+  const { derivedUnetBytes } = await import('./probe-graph.ts');
+  const form = fuse ? await attentionForm() : undefined;
+  const d = derivedUnetBytes(bytes, { probe: true, fuse, flashForm: form?.form === 'flash', biasSplitGelu: state.init?.provider === 'webgpu' });
+  if ('reason' in d) return { probeReason: d.reason, probeFailed: true };
+  if (d.fused !== undefined && d.onnxAttention > 0) return { probeReason: `${d.onnxAttention} ONNX Attention nodes stay unfused in the probe graph` };
+  const { bytes: graph, ...derived } = d;
+  const s = await open(graph, LABELS.unet);
+  for (const old of new Set([state.sessions.unet, state.sessions.unetProbe])) await old?.session.release();
+  state.sessions.unet = s;
+  state.sessions.unetProbe = s;
+  state.unet = new UnetAdapter(s);
+  state.probe = state.unet;
+  // The UNet described without the probe's input and outputs, as Node's worker describes it.
+  const io = { inputs: s.inputs.filter((i) => i.name !== MASK_WEIGHTS_INPUT), outputs: s.outputs.filter((o) => !o.name.startsWith(PROBE_OUTPUT_PREFIX)) };
+  return { type: 'loaded', io, probeIo: { inputs: s.inputs, outputs: s.outputs }, servesProbe: true, ...derived, ...(form && d.fused ? form : {}) };
 }
 
 /** The loaded decoder's derived graphs; the graph surgery loads on first use. */
@@ -154,11 +186,11 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       return { result: { type: 'ok' }, transfer: [] };
     }
     case 'load':
-      return { result: await load(req.component, req.bytes, req.fuse ?? false, req.float32 ?? false), transfer: [] };
+      return { result: await load(req.component, req.bytes, req.fuse ?? false, req.float32 ?? false, req.probe ?? false), transfer: [] };
     case 'describe': {
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
-      return { result: { type: 'describe', components }, transfer: [] };
+      return { result: { type: 'describe', components, sessions: new Set(Object.values(state.sessions)).size }, transfer: [] };
     }
     case 'encodeText': {
       const enc = req.which === 'textEncoder2' ? state.text2 : state.text;
@@ -174,7 +206,10 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       // The probe graph serves the conditional branch of a unit that wants attention; its uncond half runs the plain graph.
       const probe = req.wantAttention && req.part !== 'uncond' ? state.probe : undefined;
       const r = await (probe ?? state.unet).run(
-        { sample: req.sample, part: req.part, channels: req.channels, height: req.height, width: req.width, timestep: req.timestep, guidanceScale: req.guidanceScale, timeIds: req.timeIds, maskTokens: req.maskTokens },
+        {
+          sample: req.sample, part: req.part, channels: req.channels, height: req.height, width: req.width, timestep: req.timestep, guidanceScale: req.guidanceScale,
+          timeIds: req.timeIds, maskTokens: req.maskTokens, maps: probe !== undefined,
+        },
         state.cond,
       );
       const output = r.output.byteOffset === 0 && r.output.buffer.byteLength === r.output.byteLength ? r.output : r.output.slice();
@@ -205,7 +240,8 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
     }
     case 'close':
       await (await state.decoderGraphs)?.release();
-      for (const s of Object.values(state.sessions)) await s.session.release();
+      // Once each: the UNet and the probe may be one session.
+      for (const s of new Set(Object.values(state.sessions))) await s.session.release();
       state.sessions = {};
       return { result: { type: 'ok' }, transfer: [] };
   }
