@@ -24,7 +24,10 @@ export interface CardMeasurements {
   unitMs: number;
   /** A CFG half through the adapter relative to the whole call. */
   halfCost: number;
-  /** The attention-probe graph's extra cost relative to the plain UNet (batch 2). */
+  /**
+   * The key unit's extra cost: the attention-probe graph with its maps read, relative to a unit that is not probed
+   * (the probe graph with the noise prediction fetched alone where measured, else the plain UNet; batch 2).
+   */
   probeExtra: number;
   /** Native latent side of the UNet measured (128 for SDXL at full size). */
   nativeLatent: number;
@@ -59,8 +62,19 @@ export function readMeasurements(unetFile: string, probeFile?: string): CardMeas
   if (typeof b4 === 'number') m.batch4OverBatch2 = b4;
   if (probeFile && fs.existsSync(probeFile)) {
     const probe = readJson(probeFile);
-    m.probeExtra = Math.max(0, field(probe, probeFile, 'batch2', 'probeOverPlain') - 1);
-    m.sources['probeExtra'] = `${probeFile}: batch2.probeOverPlain - 1`;
+    const whole = field(probe, probeFile, 'batch2', 'probeOverPlain');
+    const noise = (probe['batch2'] as Record<string, unknown> | undefined)?.['probeNoiseOverPlain'];
+    if (typeof noise === 'number' && Number.isFinite(noise) && noise > 0) {
+      // Every unit runs on the probe graph (pipeline.ts, probeServesUnet): one that is not probed fetches the noise
+      // prediction alone, and the key unit's extra is its maps' read over that.
+      m.unitMs *= noise;
+      m.probeExtra = Math.max(0, whole / noise - 1);
+      m.sources['unitMs'] += ` x ${probeFile}: batch2.probeNoiseOverPlain`;
+      m.sources['probeExtra'] = `${probeFile}: batch2.probeOverPlain / batch2.probeNoiseOverPlain - 1`;
+    } else {
+      m.probeExtra = Math.max(0, whole - 1);
+      m.sources['probeExtra'] = `${probeFile}: batch2.probeOverPlain - 1`;
+    }
   }
   return m;
 }

@@ -55,6 +55,15 @@ test('the measured CFG-half cost decides the 3072 px target on 8 devices, as in 
   assert.equal(r['modelCheck'], undefined, 'no generation given');
 });
 
+test('where the probe part measured a unit that is not probed on the probe graph, the unit and the key unit are charged from it', async () => {
+  const r = await benchSchedule({ 'unet-json': file('unet2.json', unet(0.5)), 'probe-json': file('probe2.json', { batch2: { probeOverPlain: 1.26, probeNoiseOverPlain: 1.05 } }) });
+  const m = r['measured'] as { unitMs: number; probeExtra: number; sources: Record<string, string> };
+  assert.ok(Math.abs(m.unitMs - 105) < 1e-9, String(m.unitMs));
+  assert.ok(Math.abs(m.probeExtra - 0.2) < 1e-9, String(m.probeExtra));
+  assert.match(m.sources['probeExtra']!, /probeOverPlain \/ batch2\.probeNoiseOverPlain - 1$/);
+  assert.match(m.sources['unitMs']!, /x .*probeNoiseOverPlain$/);
+});
+
 test('the model check compares one device at the generation geometry with its measured denoising time', async () => {
   const gen = file('gen.json', { devices: 'webgpu:0', width: 512, steps: 2, result: { timings: { denoiseMs: 5000 } } });
   const small = { ...unet(1.04), latent: 32 };
