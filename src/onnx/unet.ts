@@ -181,7 +181,7 @@ export class UnetAdapter {
     }
     const call: UnetCall = {
       sample: fill(c * h * w, 3), channels: c, height: h, width: w, timestep: 500, guidanceScale: 7.5,
-      timeIds: this.timeIds ? [8 * h, 8 * w, 0, 0, 8 * h, 8 * w] : undefined,
+      timeIds: this.timeIds ? [8 * h, 8 * w, 0, 0, 8 * h, 8 * w] : undefined, maps: false,
     };
     const both = (await this.run({ ...call, part: 'both' }, cond)).output;
     const u = (await this.run({ ...call, part: 'uncond' }, cond)).output;
