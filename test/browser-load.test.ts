@@ -406,3 +406,39 @@ test('WebGPU: provider auto skips a fallback adapter; "webgpu" uses it, with not
     await gpuBrowser.close();
   }
 });
+
+test("WebGPU: a tiled decode with exact statistics keeps the tile states on the device and gives Node's tiled image", async () => {
+  const gpuBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: WEBGPU_FLAGS });
+  try {
+    const page = await libraryPage(gpuBrowser);
+    // 9 tiles of 16 latents on the 32x32 latent: every norm layer's segment runs per tile, its state kept for the next.
+    const params = { prompt: 'a red circle', seed: 4, steps: 2, width: 256, height: 256, method: 'direct', vae: { tiling: 'on', tileSize: 16, overlap: 4, stats: 'exact' } };
+    const r = (await page.evaluate(`(async () => {
+      const pipe = await window.asgdDemo.web.loadWebPipeline(${JSON.stringify(`${site.url}models/shapes-128/`)}, { provider: 'webgpu', attentionProbe: false });
+      try {
+        const g = await pipe.generate(${JSON.stringify(params)});
+        const d = await pipe.devices[0].request({ type: 'describe' }, 'describing');
+        return { png: Array.from(g.png), warnings: g.warnings, tileStates: d.tileStates };
+      } finally { await pipe.close(); }
+    })()`)) as { png: number[]; warnings: string[]; tileStates?: { held: number; released: number; live: number; liveBytes: number } };
+    assert.deepEqual(r.warnings.filter((w) => /VAE|tile/i.test(w)), [], 'no fallback warning');
+    const s = r.tileStates;
+    assert.ok(s && s.held > 0, `states held on the device: ${JSON.stringify(s)}`);
+    assert.deepEqual([s.released, s.live, s.liveBytes], [s.held, 0, 0], 'every state freed when the decode ended');
+    const cpu = await loadPipeline(MODEL, { devices: 'cpu', threads: 1 });
+    try {
+      const ref = (await cpu.generate(params as Parameters<typeof cpu.generate>[0])).image;
+      const perTile = (await cpu.generate({ ...params, vae: { ...params.vae, stats: 'off' } } as Parameters<typeof cpu.generate>[0])).image;
+      const web = await rgbOfPng(Uint8Array.from(r.png));
+      const d = compareRgb(web, ref);
+      const off = compareRgb(web, perTile);
+      console.log(`# tiled exact decode, states on Chromium's WebGPU adapter, direct 256 px: vs Node cpu mean ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}; vs per-tile statistics mean ${off.meanAbs.toFixed(4)}, max ${off.maxAbs}; ${s.held} states`);
+      assert.ok(d.maxAbs <= 2 && d.meanAbs < 0.1, JSON.stringify(d));
+      assert.ok(off.maxAbs > 8, `clearly apart from per-tile statistics: ${JSON.stringify(off)}`);
+    } finally {
+      await cpu.close();
+    }
+  } finally {
+    await gpuBrowser.close();
+  }
+});

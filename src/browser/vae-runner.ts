@@ -30,9 +30,14 @@ export function webDecoderRunner(device: WebDevice): VaeGraphRunner & { run: Til
     const r = await device.request<'vaeNorms'>({ type: 'vaeNorms', of }, 'deriving the VAE statistics graphs');
     return r.layers ? { layers: r.layers } : { reason: r.reason ?? 'the device worker gave no reason' };
   };
+  // A WebGPU worker holds tile states on its device (vae-graphs.ts); the tiling frees them through it.
+  const releaseStates: TiledVaeBackend['releaseStates'] = async (states) => {
+    const held = states.flatMap((st) => st.held ?? []);
+    if (held.length > 0) await device.request<'ok'>({ type: 'vaeReleaseStates', held }, 'releasing VAE tile states');
+  };
   return {
     run,
-    modelBackend: async (n) => graphBackend(n === 'derived' ? await norms('decoder') : n, run, graphRun('decoder')),
+    modelBackend: async (n) => graphBackend(n === 'derived' ? await norms('decoder') : n, run, graphRun('decoder'), releaseStates),
     attentionSplit: async (stats) => {
       const split = await device.request<'vaeSplit'>({ type: 'vaeSplit' }, 'splitting the VAE decoder at its attention');
       if (split.reason !== undefined) return { reason: split.reason };
@@ -40,7 +45,7 @@ export function webDecoderRunner(device: WebDevice): VaeGraphRunner & { run: Til
       const runTail = async (input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage> => tail('plain', input, channels, height, width);
       const chunkBytes = DEFAULT_ATTENTION_CHUNK_BYTES;
       return {
-        tiled: graphBackend(stats === 'off' ? { reason: 'statistics off' } : await norms('tail'), runTail, tail),
+        tiled: graphBackend(stats === 'off' ? { reason: 'statistics off' } : await norms('tail'), runTail, tail, releaseStates),
         check: (h, w) => headSizeProblem(split.chunked ? undefined : split.coreReason, h, w, chunkBytes),
         runGlobal: (input, channels, height, width) =>
           device.request<'vaeHead'>({ type: 'vaeHead', input, channels, height, width, chunkBytes }, 'VAE decoding (up to the attention)', [input.buffer as ArrayBuffer]),

@@ -9,7 +9,7 @@ import type { AttentionMap } from '../../core/methods/types.ts';
 import type { NormLayer } from '../../core/vae/norm-stats.ts';
 import type { NormGraphInput, SegmentSpan } from '../../core/vae/pipeline-decode.ts';
 import type { TileState } from '../../core/vae/tiled.ts';
-import type { IoInfo } from '../../onnx/io.ts';
+import type { IoInfo, TileStateCounts } from '../../onnx/io.ts';
 
 /** ONNX Runtime Web's execution providers this package drives. */
 export type WebProvider = 'wasm' | 'webgpu';
@@ -50,6 +50,8 @@ export type DeviceRequest =
   | { type: 'vaeSplit' }
   | VaeGraphRequest
   | { type: 'vaeHead'; input: Float32Array; channels: number; height: number; width: number; chunkBytes: number }
+  /** Frees tile states a WebGPU worker holds on its device (TileState.held handles). */
+  | { type: 'vaeReleaseStates'; held: number[] }
   | { type: 'close' };
 
 /** The loaded decoder itself, or the part of it after its attention (run over tiles when the attention runs globally). */
@@ -67,8 +69,8 @@ export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
 export type DeviceResult =
   | { type: 'ok' }
   | { type: 'loaded'; io: ComponentIo; probeIo?: ComponentIo; servesProbe?: boolean; probeReason?: string; probeFailed?: boolean; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; groupNorms?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string }
-  /** `sessions`: the sessions open (the UNet and the probe may be one). */
-  | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>>; sessions: number }
+  /** `sessions`: the sessions open (the UNet and the probe may be one); `tileStates`: those a WebGPU worker has held. */
+  | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>>; sessions: number; tileStates?: TileStateCounts }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }

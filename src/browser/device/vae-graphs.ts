@@ -4,7 +4,8 @@
  * statistics, tile and split graphs are derived once per loaded decoder and kept for the session; a segment of the
  * tile graph (src/graph/vae-segments.ts) is cut when its session opens (each holds the weights of its part, so keeping
  * all of them would hold the decoder's weights again). One derived session is open at a time, as in Node's worker. Loaded by the
- * worker on demand, so pages that never tile never load the protobuf code.
+ * worker on demand, so pages that never tile never load the protobuf code. On a WebGPU worker the tile states of
+ * 'exact' statistics stay on the device between segments (src/onnx/tile-states.ts), as in Node: the page holds handles.
  */
 import type { ModelProto } from 'onnx-buf';
 import { modelBytes } from '../../graph/model-bytes.ts';
@@ -13,6 +14,7 @@ import { segmentName } from '../../core/vae/pipeline-decode.ts';
 import { deriveSegmentModel, deriveVaeAttentionModels, deriveVaeNormModels } from '../../graph/vae-derived-models.ts';
 import { runAttentionParts, type AttentionPart } from '../../onnx/vae-attention-parts.ts';
 import type { OpenSession } from '../../onnx/tensors.ts';
+import { statesOnDevice, type DeviceTileStates } from '../../onnx/tile-states.ts';
 import { VaeNormAdapter } from '../../onnx/vae.ts';
 import type { DeviceResult, VaeGraphRequest, VaeGraphSource } from './protocol.ts';
 
@@ -20,8 +22,11 @@ type Reason = { reason: string };
 type Norms = { layers: NormLayer[]; stats: Uint8Array; tile: Uint8Array } | Reason;
 type Split = { global: Uint8Array; chunked?: Record<Exclude<AttentionPart, 'global'>, Uint8Array>; coreReason?: string; tail: Uint8Array } | Reason;
 
-/** Opens a session from a model's bytes (the worker's providers and settings); `label` names it in errors. */
-export type OpenBytes = (bytes: Uint8Array, label: string) => Promise<OpenSession>;
+/**
+ * Opens a session from a model's bytes (the worker's providers and settings); `label` names it in errors;
+ * `outputLocation`: where each output is left (a segment's states on the device).
+ */
+export type OpenBytes = (bytes: Uint8Array, label: string, outputLocation?: Record<string, 'gpu-buffer' | 'cpu'>) => Promise<OpenSession>;
 
 const bin = (m: ModelProto) => modelBytes(m);
 
@@ -30,9 +35,11 @@ export class DecoderGraphs {
   private split?: Split;
   private held?: { key: string; adapter: VaeNormAdapter };
 
+  /** `states`: where segments keep the tile states (a WebGPU worker's device); without it they come to the page. */
   constructor(
     private readonly decoder: Uint8Array,
     private readonly open: OpenBytes,
+    private readonly states?: DeviceTileStates,
   ) {}
 
   private normsOf(of: VaeGraphSource): Norms {
@@ -97,6 +104,7 @@ export class DecoderGraphs {
     if (this.held?.key === key) return this.held.adapter;
     await this.release();
     let bytes: Uint8Array;
+    let location: Record<string, 'gpu-buffer' | 'cpu'> | undefined;
     if (graph === 'plain') {
       const s = this.splitGraphs();
       if ('reason' in s) throw new Error(`device worker: no attention split (${s.reason})`);
@@ -108,21 +116,39 @@ export class DecoderGraphs {
         const m = deriveSegmentModel(n.tile, graph.segment);
         if ('reason' in m) throw new Error(`device worker: ${m.reason}`);
         bytes = m.bytes;
+        if (this.states && graph.segment.to !== 'end') location = statesOnDevice(m.outputs);
       } else {
         bytes = graph === 'stats' ? n.stats : n.tile;
       }
     }
     const what = of === 'tail' ? 'vae_decoder after its attention' : 'vae_decoder';
     const label = `${what} (${typeof graph === 'object' ? `tile graph's ${segmentName(graph.segment)}` : graph === 'plain' ? 'tiled part' : `${graph} graph`})`;
-    const adapter = new VaeNormAdapter(await this.open(bytes, label), 'vae_decoder');
+    const segment = typeof graph === 'object';
+    const adapter = new VaeNormAdapter(await this.open(bytes, label, location), 'vae_decoder', segment ? this.states : undefined);
     this.held = { key, adapter };
     return adapter;
   }
 
-  /** Releases the derived session held (before the head runs, on close). */
-  async release(): Promise<void> {
+  /** Frees tile states held on the device (the page's TiledVaeBackend.releaseStates). */
+  async releaseStates(handles: readonly number[]): Promise<void> {
+    await this.states?.release(handles);
+  }
+
+  get tileStates(): DeviceTileStates['counts'] | undefined {
+    return this.states?.counts;
+  }
+
+  /**
+   * Releases the derived session held (before the head runs, on close); a session whose tile states are still held
+   * goes after them (src/onnx/tile-states.ts). `all`: every state too (the worker closes, the decoder is replaced).
+   */
+  async release(all = false): Promise<void> {
+    if (all) await this.states?.clear();
     const held = this.held;
     this.held = undefined;
-    await held?.adapter.s.session.release();
+    if (!held) return;
+    const s = held.adapter.s;
+    if (this.states) await this.states.retire(s, () => s.session.release());
+    else await s.session.release();
   }
 }

@@ -52,13 +52,15 @@ async function runtimeFor(provider: DeviceInit['provider']): Promise<OrtWeb> {
   return provider === 'webgpu' ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm');
 }
 
-async function open(bytes: Uint8Array, label: string): Promise<OpenSession> {
+async function open(bytes: Uint8Array, label: string, outputLocation?: Record<string, 'gpu-buffer' | 'cpu'>): Promise<OpenSession> {
   const init = state.init;
   if (!init) throw new Error('device worker: load before init');
   try {
     // Severity 3 (errors): a session's own level defaults to warnings whatever ort.env.logLevel says, and WebGPU
     // sessions warn on the console's error channel that shape ops run on the CPU.
-    const session = await ort.InferenceSession.create(bytes, { executionProviders: [init.provider], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+    const session = await ort.InferenceSession.create(bytes, {
+      executionProviders: [init.provider], graphOptimizationLevel: 'all', logSeverityLevel: 3, ...(outputLocation ? { preferredOutputLocation: outputLocation } : {}),
+    });
     return { session, file: label, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
@@ -134,7 +136,7 @@ async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, f
   if (component === 'unetProbe') state.probe = new UnetAdapter(s);
   if (component === 'vaeDecoder') {
     state.decoder = new VaeDecoderAdapter(s);
-    await (await state.decoderGraphs)?.release();
+    await (await state.decoderGraphs)?.release(true);
     state.decoderBytes = bytes;
     state.decoderGraphs = undefined;
   }
@@ -169,7 +171,8 @@ async function loadUnetAsProbe(bytes: Uint8Array, fuse: boolean): Promise<Device
 function decoderGraphs(): Promise<DecoderGraphs> {
   const bytes = state.decoderBytes;
   if (!bytes) return Promise.reject(new Error('device worker: vae_decoder not loaded'));
-  state.decoderGraphs ??= import('./vae-graphs.ts').then((m) => new m.DecoderGraphs(bytes, open));
+  const states = state.init?.provider === 'webgpu' ? import('../../onnx/tile-states.ts').then((m) => new m.DeviceTileStates()) : undefined;
+  state.decoderGraphs ??= import('./vae-graphs.ts').then(async (m) => new m.DecoderGraphs(bytes, open, await states));
   return state.decoderGraphs;
 }
 
@@ -190,7 +193,8 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
     case 'describe': {
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
-      return { result: { type: 'describe', components, sessions: new Set(Object.values(state.sessions)).size }, transfer: [] };
+      const tileStates = (await state.decoderGraphs)?.tileStates;
+      return { result: { type: 'describe', components, sessions: new Set(Object.values(state.sessions)).size, ...(tileStates ? { tileStates } : {}) }, transfer: [] };
     }
     case 'encodeText': {
       const enc = req.which === 'textEncoder2' ? state.text2 : state.text;
@@ -238,8 +242,11 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       const r = await (await decoderGraphs()).runHead(req.input, req.channels, req.height, req.width, req.chunkBytes);
       return { result: r, transfer: [r.data.buffer as ArrayBuffer] };
     }
+    case 'vaeReleaseStates':
+      await (await state.decoderGraphs)?.releaseStates(req.held);
+      return { result: { type: 'ok' }, transfer: [] };
     case 'close':
-      await (await state.decoderGraphs)?.release();
+      await (await state.decoderGraphs)?.release(true);
       // Once each: the UNet and the probe may be one session.
       for (const s of new Set(Object.values(state.sessions))) await s.session.release();
       state.sessions = {};
