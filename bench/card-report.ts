@@ -183,6 +183,10 @@ function generations(parts: Record<string, Part>): string[] {
       out.push(`${head}: cut at step ${q['step']}/${q['totalSteps']} (stage ${q['stage']}), ${q['unitsDone']}/${q['unitsTotal']} units in ${ms(q['ms'] / 1000)} s, ` +
         `${ms(q['msPerUnit'])} ms a unit: about ${ms((q['ms'] + left) / 1000)} s for the whole denoising at that rate.${decode}`);
     } else out.push(`${head}: no result.`);
+    const mem = r['gpuMemoryMiB'] as Json | undefined;
+    if (mem && mem['afterLoad'] !== undefined) {
+      out.push(`${name}: GPU memory in use ${mem['afterLoad']} MiB after loading, ${mem['afterWarmup'] ?? '?'} after the warm-up, ${mem['afterGeneration'] ?? '?'} after the generation.`);
+    }
   }
   return out.length ? out : ['Generations: not run.'];
 }

@@ -61,6 +61,7 @@
  * It is TypeScript checked with the project; on the device (no tsx, no npm) it runs as JavaScript compiled by
  * `tsc -p tsconfig.card.json` into .device/build (scripts/device/pack.sh does that).
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -504,7 +505,25 @@ export function benchProfileCard(args: Args): Promise<Record<string, unknown>> {
   });
 }
 
-/** One whole generation (after a warm-up generation of warmup-steps at the same size), with the time split. */
+/**
+ * The GPU's memory in use (MiB, the whole card: every worker process's), as nvidia-smi reports it; undefined without
+ * nvidia-smi (here: lavapipe's buffers are host memory).
+ */
+function gpuMemoryUsedMiB(): number | undefined {
+  try {
+    const out = execFileSync('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    const v = Number(out.trim().split('\n')[0]);
+    return Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * One whole generation (after a warm-up generation of warmup-steps at the same size), with the time split, and the
+ * GPU memory in use after loading, after the warm-up and after the generation (`gpuMemoryMiB`; the worker holding the
+ * probe opens one UNet session since 2026-12-05: docs/benchmarks.md, "One UNet session on every provider").
+ */
 export async function benchGenerate(args: Args): Promise<Record<string, unknown>> {
   const dir = need(args, 'model');
   const devices = args['devices'] ?? 'webgpu:0';
@@ -518,6 +537,8 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
   const t0 = performance.now();
   const pipe = await loadPipeline(dir, { devices, fuseAttention });
   result['loadMs'] = performance.now() - t0;
+  const memory: Record<string, number | undefined> = { afterLoad: gpuMemoryUsedMiB() };
+  result['gpuMemoryMiB'] = memory;
   result['splitCfg'] = 'auto';
   // Fused or not, and in which form (the flash form where the pipeline's flash-attention check passed here).
   result['attentionFusion'] = pipe.info.attentionFusion;
@@ -529,6 +550,7 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
       const ww = num(args, 'warmup-width', width);
       const w = await pipe.generate({ ...params, width: ww, height: Math.round((ww * height) / width / 8) * 8, steps: warmupSteps });
       result['warmup'] = { ms: performance.now() - w0, size: [w.image.width, w.image.height], unetEvaluations: w.unetEvaluations, timings: w.timings };
+      memory['afterWarmup'] = gpuMemoryUsedMiB();
       console.error(`[card] warm-up generation (${warmupSteps} step): ${(performance.now() - w0).toFixed(0)} ms`);
     }
     let units = 0;
@@ -558,6 +580,7 @@ export async function benchGenerate(args: Args): Promise<Record<string, unknown>
       if (args['out']) writeJson(args['out'], result);
     };
     const r = await pipe.generate(params, { onUnits: (u) => { units += u.length; }, onProgress });
+    memory['afterGeneration'] = gpuMemoryUsedMiB();
     const t = r.timings;
     let finite = true;
     for (const v of r.latent) if (!Number.isFinite(v)) { finite = false; break; }

@@ -70,6 +70,7 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
       'gen-fused': { status: 'timeout', seconds: 330, result: {
         devices: 'webgpu:0', width: 2048, height: 2048, steps: 50, attentionFusion: { applied: true, layers: 32, form: 'flash' },
         partial: { step: 10, totalSteps: 50, stage: 1, unitsDone: 40, unitsTotal: 250, ms: 40_000, msPerUnit: 1000 },
+        gpuMemoryMiB: { afterLoad: 9100, afterWarmup: 11800 },
       } },
     },
   };
@@ -94,6 +95,7 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
   assert.match(md, /^  profile-sd15: 1300 kernels x 25\.0 µs = 32\.5 ms of its 120\.0 ms call\.$/m);
   // 40 units in 40 s, 210 left at 1 s each: 250 s for the denoising.
   assert.match(md, /^gen-fused \(webgpu:0, 2048x2048, 50 steps; timeout after 330 s; attention fused, flash\): cut at step 10\/50 \(stage 1\), 40\/250 units in 40\.0 s, 1000\.0 ms a unit: about 250\.0 s for the whole denoising at that rate\.$/m);
+  assert.match(md, /^gen-fused: GPU memory in use 9100 MiB after loading, 11800 after the warm-up, \? after the generation\.$/m);
   // SDXL's 55,296 query positions over its 36 probed layers, one float32 each: 216 KiB.
   assert.match(md, /^Probe \(SDXL\): probe \/ plain 1\.05 at batch 2, 1\.04 at batch 1; maps 216\.0 KiB a call\.$/m);
   assert.match(md, /^Probe at batch 2, outputs left on the device: probe \/ plain 1\.03; the outputs' download 12\.5 ms\.$/m);
