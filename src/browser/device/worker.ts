@@ -171,8 +171,11 @@ async function loadUnetAsProbe(bytes: Uint8Array, fuse: boolean): Promise<Device
 function decoderGraphs(): Promise<DecoderGraphs> {
   const bytes = state.decoderBytes;
   if (!bytes) return Promise.reject(new Error('device worker: vae_decoder not loaded'));
-  const states = state.init?.provider === 'webgpu' ? import('../../onnx/tile-states.ts').then((m) => new m.DeviceTileStates()) : undefined;
-  state.decoderGraphs ??= import('./vae-graphs.ts').then(async (m) => new m.DecoderGraphs(bytes, open, await states));
+  state.decoderGraphs ??= (async () => {
+    const { DecoderGraphs } = await import('./vae-graphs.ts');
+    const states = state.init?.provider === 'webgpu' ? new (await import('../../onnx/tile-states.ts')).DeviceTileStates() : undefined;
+    return new DecoderGraphs(bytes, open, states);
+  })();
   return state.decoderGraphs;
 }
 

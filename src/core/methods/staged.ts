@@ -633,11 +633,11 @@ export class StagedMethod extends MethodBase {
         block.latestRef = { key: this.keyReference(xs[0]!, epsOf(0), t, sched), mask: block.keyMask, step: t };
         block.keys.get(t)!.resolve(block.latestRef);
       }
-      for (const p of g) {
-        if (p === 0) continue;
+      const guided = g.filter((p) => p !== 0);
+      if (guided.length > 0) {
         const ref = options.guidanceSync ? await block.keys.get(t)!.promise : t === block.start ? block.startRef : await block.keys.get(t - 1)!.promise;
         if (block.failed) return;
-        this.guidePatch(epsOf(p), xs[p]!, ref, t, sched);
+        for (const p of guided) this.guidePatch(epsOf(p), xs[p]!, ref, t, sched);
       }
     }
     const after = block.patchAfter.get(t)!;
