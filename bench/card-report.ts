@@ -234,7 +234,7 @@ function probeAndSchedule(parts: Record<string, Part>): string[] {
       (probe['batch2']?.['mapBytes'] !== undefined ? `; maps ${kib(probe['batch2']['mapBytes'])} KiB a call` : '') + '.');
     // A unit that is not probed runs the probe graph with its noise prediction fetched alone (pipeline.ts, probeServesUnet).
     if (probe['batch2']?.['probeNoiseOverPlain'] !== undefined) {
-      out.push(`A unit that is not probed, on the probe graph (noise prediction fetched alone): ${num(probe['batch2']['probeNoiseOverPlain'])} of the plain call at batch 2, ${num(probe['batch1']?.['probeNoiseOverPlain'])} at batch 1.`);
+      out.push(`A unit that is not probed, on the probe graph (noise prediction fetched alone): ${num(probe['batch2']['probeNoiseOverPlain'])} of the plain call at batch 2, ${num(probe['batch1']?.['probeNoiseOverPlain'])} at batch 1 (\`probeSession\` 'shared', the default; 'separate' runs those units on the plain call at the cost of a second copy of the UNet on the device holding the probe).`);
     }
     // The same calls with every output left on the GPU (bench/card.ts probe, WebGPU only): arithmetic against download.
     for (const b of ['batch2', 'batch1']) {

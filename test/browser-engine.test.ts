@@ -159,7 +159,14 @@ test('WASM: fuseAttention fuses the UNet and the probe graph in the device worke
   // One session serves the fused UNet and the fused probe (every attention fused in both): text encoder, VAE, UNet.
   const sessions = await fused.page.evaluate('window.asgdDemo.pipeline.devices[0].request({ type: "describe" }, "describing").then((r) => r.sessions)');
   assert.equal(sessions, 3);
+  // probeSession 'separate': the fused UNet and the fused probe graph in two sessions, the same image.
+  const separate = await openDemo(context ?? (await newContext()), site.url, 'provider=wasm&workers=1&fuse=1&probeSession=separate');
+  assert.equal(await separate.page.evaluate('window.asgdDemo.pipeline.devices[0].request({ type: "describe" }, "describing").then((r) => r.sessions)'), 4);
+  const rSeparate = await generateOnDemo(separate.page, settings(256, 256, 11));
+  assert.deepEqual(separate.errors, []);
+  await separate.page.close();
   const r = await generateOnDemo(fused.page, settings(256, 256, 11));
+  assert.ok(rSeparate.png.equals(r.png), 'the same file with the probe graph in a session of its own');
   const nodeFused = await loadPipeline(MODEL, { devices: 'cpu', fuseAttention: true });
   try {
     const ref = await nodeFused.generate({ prompt: PROMPT, width: 256, height: 256, seed: 11, steps: STEPS, method: 'asg' });

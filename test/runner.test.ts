@@ -382,6 +382,28 @@ test('CPU workers run every unit on the probe graph, fused or not: one UNet sess
   }
 });
 
+test("probeSession 'separate' keeps the UNet and the probe graph in two sessions, with the same bits; a wrong value is named", async () => {
+  type Described = Awaited<ReturnType<Parameters<NonNullable<PipelineTestHooks['inspectWorkers']>>[0]>>;
+  let ask!: () => Promise<Described>;
+  const p = await openPipeline(model, { threads: 1, devices: 'cpu,cpu', probeSession: 'separate' }, { inspectWorkers: (f) => (ask = f) });
+  try {
+    const [first, second] = await ask();
+    // Worker 0: text encoder, VAE decoder, the plain UNet and the probe graph; worker 1 the plain UNet alone.
+    assert.equal(first!.sessions, 4);
+    assert.equal(second!.sessions, 1);
+    const names = (io: { name: string }[] | undefined) => (io ?? []).map((i) => i.name);
+    assert.ok(!names(second!.components.unet?.inputs).includes('asgd_mask_weights'), 'worker 1 runs the plain UNet');
+    assert.ok(names(first!.components.unetProbe?.inputs).includes('asgd_mask_weights'));
+    const r = await p.generate(params);
+    assert.ok(sameBits(r.latent, reference1.latent), 'the same bits as one worker running every unit on the probe graph');
+  } finally {
+    await p.close();
+  }
+  await assert.rejects(loadPipeline(model, { probeSession: 'two' as 'shared' }), (err: unknown) =>
+    err instanceof AsgdError && err.parameter === 'probeSession' && /shared/.test(err.message) && /"two"/.test(err.message));
+  await assertNoWorkers();
+});
+
 test('1 and 2 CPU workers give bit-identical images, also with shuffled completion order and every unit split', async () => {
   for (const options of [
     { devices: 'cpu,cpu' },

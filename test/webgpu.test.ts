@@ -120,12 +120,13 @@ test("one session serves the UNet and the probe on webgpu: the probe graph's noi
     assert.deepEqual([fp.fused, fp.groupNorms, fp.biasSplitGelus], [fu.fused, fu.groupNorms, fu.biasSplitGelus]);
     assert.ok(same(await noise(fp.file, fusedLoadOptions(fp.file)), await noise(fu.file, fusedLoadOptions(fu.file))), `fused, flashForm ${flashForm}`);
   }
-  // The pipeline then opens one UNet session on the worker that holds the probe: text encoder, VAE decoder, UNet.
-  for (const fuseAttention of [false, true]) {
+  // The pipeline then opens one UNet session on the worker that holds the probe: text encoder, VAE decoder, UNet;
+  // with probeSession 'separate', the UNet and the probe graph apart.
+  for (const [fuseAttention, probeSession, sessions] of [[false, 'shared', 3], [true, 'shared', 3], [true, 'separate', 4]] as const) {
     let ask!: () => Promise<{ sessions: number }[]>;
-    const pipe = await openPipeline(SHIPPED, { devices: 'webgpu:0', threads: 1, fuseAttention }, { inspectWorkers: (f) => (ask = f) });
+    const pipe = await openPipeline(SHIPPED, { devices: 'webgpu:0', threads: 1, fuseAttention, probeSession }, { inspectWorkers: (f) => (ask = f) });
     try {
-      assert.equal((await ask())[0]!.sessions, 3, `fuseAttention ${fuseAttention}`);
+      assert.equal((await ask())[0]!.sessions, sessions, `fuseAttention ${fuseAttention}, probeSession ${probeSession}`);
     } finally {
       await pipe.close();
     }

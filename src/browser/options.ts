@@ -17,6 +17,12 @@ export interface WebPipelineOptions {
   /** Build the attention-probe UNet for the cross-attention mask (default true, as in Node). */
   attentionProbe?: boolean;
   /**
+   * 'shared' (default): the UNet runs as the probe graph where that gives the UNet's bits, so the device holding the
+   * probe keeps one copy of the UNet; 'separate': that device holds the UNet and the probe graph apart (twice the
+   * UNet's memory; units that are not probed skip the maps' work). As in Node (PipelineOptions.probeSession).
+   */
+  probeSession?: 'shared' | 'separate';
+  /**
    * Run the UNet's attention (and the probe graph's: its probed layers keep their scores for the maps) as fused MultiHeadAttention nodes,
    * derived in the device workers (src/graph/attention-fusion.ts). Off by default, as in Node (PipelineOptions).
    */

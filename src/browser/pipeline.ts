@@ -81,7 +81,7 @@ function defaultWorker(index: number): Worker {
 }
 
 /** loadWebPipeline's options, known by name. */
-const LOAD_OPTIONS = ['provider', 'workers', 'threads', 'attentionProbe', 'fuseAttention', 'store', 'wasmPaths', 'createWorker', 'onProgress', 'signal', 'fetch'] as const;
+const LOAD_OPTIONS = ['provider', 'workers', 'threads', 'attentionProbe', 'probeSession', 'fuseAttention', 'store', 'wasmPaths', 'createWorker', 'onProgress', 'signal', 'fetch'] as const;
 
 /**
  * loadWebPipeline's options, checked before any request as Node's loadPipeline checks its own (JavaScript callers
@@ -97,7 +97,9 @@ function checkLoadOptions(options: unknown): WebPipelineOptions {
   const workers = o['workers'];
   if (workers !== undefined && !(typeof workers === 'number' && Number.isInteger(workers) && workers >= 1)) throw invalidArgument('workers', 'an integer >= 1', workers);
   if (o['threads'] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, 'threads'), o['threads']);
-  if (o['fuseAttention'] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, 'fuseAttention'), o['fuseAttention']);
+  for (const key of ['fuseAttention', 'probeSession'] as const) {
+    if (o[key] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, key), o[key]);
+  }
   for (const key of ['attentionProbe', 'store']) {
     if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalidArgument(key, 'true or false', o[key]);
   }
@@ -203,13 +205,14 @@ export class WebPipeline {
       const isModelError = (err: unknown) => err instanceof AsgdError && err.kind === 'model';
       const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array) => Promise<T>): Promise<T> => (await retries.get(c)!(load, isModelError))!;
       // Every device opens the UNet as the probe graph where that computes the UNet's bits (one session serves both on
-      // the device holding the probe, and every device runs the same graph); else the UNet as it is.
+      // the device holding the probe, and every device runs the same graph), unless probeSession is 'separate'; else
+      // the UNet as it is.
       const probeWanted = options.attentionProbe !== false;
       const open = async (d: WebDevice, c: WebComponent, source: WebComponent = c) => {
         report?.({ phase: 'session', component: c, device: d.label });
         // Each device gets its own copy; ONNX Runtime reads it once.
         const float32 = c === 'vaeDecoder' && spec.vae.forceUpcast;
-        const probe = c === 'unet' && probeWanted;
+        const probe = c === 'unet' && probeWanted && options.probeSession !== 'separate';
         const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
         // The probe graph is derived from bytes the UNet's session has just accepted on this device.
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);

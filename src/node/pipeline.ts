@@ -78,6 +78,14 @@ export interface PipelineOptions {
    */
   fuseAttention?: boolean;
   /**
+   * 'shared' (default): where the attention-probe graph computes the UNet's bits (DeviceFiles.probeServesUnet), every
+   * unit runs on it and the device holding the probe opens one UNet session, not two. ONNX Runtime runs every node of
+   * a graph on each call whatever is fetched, so a unit that is not probed still computes the probed layers' maps.
+   * 'separate': those units run the UNet itself, and the device holding the probe keeps both graphs (a second copy of
+   * the UNet's weights in its memory), for a GPU on which the maps' work costs more than the memory is worth.
+   */
+  probeSession?: 'shared' | 'separate';
+  /**
    * Cancels loading (a large model takes a while): the load rejects at once with a 'cancelled' error and ends the
    * device workers it started (a worker thread once the session it is creating exists; a process at once). Loading
    * only: each run takes its own signal.
@@ -244,7 +252,8 @@ export class Pipeline implements AsyncDisposable {
     const probeFile = fused.probe ?? ('file' in probe ? probe.file : undefined);
     const files: DeviceFiles = {
       spec, unet: unetFile, probe: probeFile, pool: { ...spec.paths, unet: unetFile, ...(probeFile ? { unetProbe: probeFile } : {}) },
-      probeServesUnet: probeFile !== undefined && (fused.unet === undefined ? fused.probe === undefined : fused.probeServesUnet === true),
+      probeServesUnet: options.probeSession !== 'separate' && probeFile !== undefined
+        && (fused.unet === undefined ? fused.probe === undefined : fused.probeServesUnet === true),
     };
     const started = await startDevices(files, devices, options, hooks, signal, loadCancelled);
     hooks.inspectWorkers?.(() => Promise.all(started.workers.map((w) => w.request<'describe'>({ type: 'describe' }, 'describing the worker'))));
@@ -909,7 +918,8 @@ interface DeviceFiles {
    * WebGPU). Every worker then runs every unit on the probe graph: the worker holding the probe opens one UNet
    * session instead of two (the whole UNet's weights less: on a GPU, its memory), and every worker runs the same
    * graph, so the bits do not depend on which worker ran a unit. A unit that is not probed fetches the noise
-   * prediction alone (UnetCall.maps): its maps are computed (a few small nodes a probed layer) but never read.
+   * prediction alone (UnetCall.maps): its maps are computed (ONNX Runtime runs every node whatever is fetched) but
+   * never read. False where `probeSession` is 'separate'.
    */
   probeServesUnet: boolean;
 }
