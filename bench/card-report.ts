@@ -252,6 +252,20 @@ function probeAndSchedule(parts: Record<string, Part>): string[] {
   return out.length ? out : ['Probe and schedule: not run.'];
 }
 
+/** What `asgd tune` measured and advised on the card (part `tune`). */
+function tune(parts: Record<string, Part>): string[] {
+  const t = parts['tune'];
+  const r = t?.result;
+  if (!r?.['plain']) return [t ? `tune: ${t.status ?? 'no status'}, no result written.` : 'tune: not run.'];
+  const halves = (g: Json | undefined) => `${ms(g?.['wholeMs'])}${g?.['halfMs'] !== undefined ? `, ${ms(g['halfMs'])}` : ''}`;
+  const probe = r['probe'] ? `; a unit not probed ${num(r['probe']['probeMs'] / r['probe']['graphMs'])} of the ${r['probeAgainst']} call` : '';
+  const flags = (r['advice']?.['flags'] as string[] | undefined) ?? [];
+  return [
+    `Tune (${r['device']}, latent ${r['latent']}): plain ${ms(r['plain']['wholeMs'])} ms a unit${r['plain']['halfMs'] !== undefined ? `, ${ms(r['plain']['halfMs'])} a half` : ''}; ${r['fused'] ? `fused ${halves(r['fused'])}` : 'nothing fused'}${probe}. Flags: ${flags.length ? flags.join(' ') : 'none'}.`,
+    ...((r['advice']?.['reasons'] as string[] | undefined) ?? []).map((x) => `- ${x}`),
+  ];
+}
+
 function statuses(parts: Record<string, Part>): string[] {
   return [`Parts: ${Object.entries(parts).filter(([, p]) => p.status).map(([n, p]) => `${n} ${p.status}${p.seconds !== undefined ? ` ${p.seconds} s` : ''}`).join(', ')}.`];
 }
@@ -262,7 +276,7 @@ export function cardReport(doc: Json, run?: number): string {
   const sections: [string, string[]][] = [
     ['Machine', machine(parts)], ['One UNet call', unetCalls(parts)], ['Accuracy against PyTorch', accuracy(parts)],
     ['Ways to run the call (variants)', variants(parts)], ['Where the time goes (profile)', profiles(parts)], ['What a kernel costs (dispatch)', dispatch(parts)],
-    ['Whole generations', generations(parts)], ['Tiled VAE decode (vae-sd)', vaeDecode(parts)], ['A float16 VAE in float32 (vae-dtype)', vaeDtype(parts)], ['Probe and scheduling', probeAndSchedule(parts)], ['Parts', statuses(parts)],
+    ['Whole generations', generations(parts)], ['Tiled VAE decode (vae-sd)', vaeDecode(parts)], ['A float16 VAE in float32 (vae-dtype)', vaeDtype(parts)], ['Probe and scheduling', probeAndSchedule(parts)], ['What asgd tune advises (tune)', tune(parts)], ['Parts', statuses(parts)],
   ];
   return sections.map(([title, lines]) => [`**${title}**`, '', ...lines, ''].join('\n')).join('\n');
 }

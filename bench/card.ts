@@ -39,6 +39,9 @@
  *            Issue 15's scheduling targets (4 devices at 2048 px, 8 at 3072, shipped defaults) in the latency model
  *            with the unit time, CFG-half and probe costs that `unet` and `probe` measured (bench/card-schedule.ts),
  *            and the model checked against a one-device `generate` run's denoising time.
+ *   tune     --model DIR [--devices webgpu:0] [--iters 3] [--warmup 1] --out JSON
+ *            What `asgd tune` measures and advises on that model folder (src/node/tune.ts): the UNet plain and
+ *            fused, whole units and CFG halves, the probe graph serving a unit that is not probed.
  *   devices  [--out JSON]   the providers of this onnxruntime-node build, WebGPU checked on a one-node model, and
  *            ONNX Runtime's WebGPU flash-attention kernel checked against attention computed here (runner/flash-check.ts)
  *   fusion   --dir DIR [--out JSON]
@@ -77,6 +80,7 @@ import { loadPipeline, type GenerationProgress } from '../src/node/pipeline.ts';
 import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { autoDevices, checkAvailableDevices, checkFlashAttention } from '../src/node/runner/devices.ts';
+import { tuneDevice } from '../src/node/tune.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
 import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
 import { benchUnetIo, unetIoTable, type UnetIoCase } from './unet-io.ts';
@@ -103,6 +107,7 @@ const OPTIONS: Record<string, readonly string[]> = {
   fusion: ['dir', 'out'],
   schedule: ['unet-json', 'probe-json', 'gen-json', 'out'],
   devices: ['out'],
+  tune: ['model', 'devices', 'iters', 'warmup', 'out'],
   vae: ['provider', 'size', 'tile', 'overlap', 'budgets', 'host-budgets', 'out'],
   'vae-dtype': ['provider', 'size', 'iters', 'out'],
 };
@@ -707,6 +712,11 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
       break;
     case 'schedule':
       result = await benchSchedule(args);
+      break;
+    case 'tune':
+      result = { machine: machine(), ...(await tuneDevice(need(args, 'model'), {
+        devices: args['devices'] ?? 'webgpu:0', iters: num(args, 'iters', 3), warmup: num(args, 'warmup', 1), onProgress: (line) => console.error(`[card] tune: ${line}`),
+      })) };
       break;
     case 'devices':
       // What `asgd devices` says: the providers of this build, WebGPU checked by running a one-node model.

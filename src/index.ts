@@ -13,6 +13,7 @@ export {
   type DeviceActivity, type GenerateResult, type GenerateRunOptions, type GenerateUpscaleSettings, type GenerationPhase, type GenerationProgress,
   type GenerationCallbacks, type GenerationTimings, type ModelInfo, type PipelineOptions, type UpscaleParams,
 } from './node/pipeline.ts';
+export { tuneDevice, type TuneOptions, type TuneReport } from './node/tune.ts';
 export { TOOL_VERSION, PACKAGE_VERSION } from './node/version.ts';
 export { encodeImage, formatFromPath, readImageMetadata, readImageMetadataFromBytes, saveImage, type EmbeddedParameters, type ImageFormat } from './node/image/write.ts';
 export { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './node/image/read.ts';

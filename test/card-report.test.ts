@@ -66,6 +66,11 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
         { case: 'exact, 1024 MiB, states on the device', statsMemory: 1024, statesOnHost: false, partial: { done: 100, total: 700, ms: 30_000 } },
         { case: 'exact, 4096 MiB, states on the host', statsMemory: 4096, statesOnHost: true, ms: 24_000, resumedFrom: 26, maxDiffFromFirst: 0, overOff: 2.4 },
       ] } },
+      tune: { status: 'ok', seconds: 70, result: {
+        device: 'webgpu:0', latent: 128, provider: 'webgpu', devices: 1, plain: { wholeMs: 1165.8, halfMs: 553.8 }, fused: { wholeMs: 400, halfMs: 290 },
+        probe: { graphMs: 400, probeMs: 420 }, probeAgainst: 'fused',
+        advice: { flags: ['--fuse-attention', '--probe-session', 'separate'], reasons: ['--fuse-attention: on; the fused call takes 0.34 of the plain one (on at 0.95 or less).'] },
+      } },
       'vae-dtype': { status: 'ok', seconds: 40, result: { size: 1024, provider: 'webgpu', float16Ms: 800, float32Ms: 1200, float32OverFloat16: 1.5, maxDiff: 0.0021 } },
       'gen-fused': { status: 'timeout', seconds: 330, result: {
         devices: 'webgpu:0', width: 2048, height: 2048, steps: 50, attentionFusion: { applied: true, layers: 32, form: 'flash' },
@@ -99,7 +104,9 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
   // SDXL's 55,296 query positions over its 36 probed layers, one float32 each: 216 KiB.
   assert.match(md, /^Probe \(SDXL\): probe \/ plain 1\.05 at batch 2, 1\.04 at batch 1; maps 216\.0 KiB a call\.$/m);
   assert.match(md, /^Probe at batch 2, outputs left on the device: probe \/ plain 1\.03; the outputs' download 12\.5 ms\.$/m);
-  assert.match(md, /^A unit that is not probed, on the probe graph \(noise prediction fetched alone\): 1\.02 of the plain call at batch 2, 1\.01 at batch 1\.$/m);
+  assert.match(md, /^A unit that is not probed, on the probe graph \(noise prediction fetched alone\): 1\.02 of the plain call at batch 2, 1\.01 at batch 1 \(`probeSession` 'shared', the default; 'separate' runs those units on the plain call/m);
+  assert.match(md, /^Tune \(webgpu:0, latent 128\): plain 1165\.8 ms a unit, 553\.8 a half; fused 400\.0, 290\.0; a unit not probed 1\.05 of the fused call\. Flags: --fuse-attention --probe-session separate\.$/m);
+  assert.match(md, /^- --fuse-attention: on; the fused call takes 0\.34 of the plain one/m);
   assert.doesNotMatch(md, /^Probe at batch 1/m);
   // A generation cut during the decode: 50 steps in 250 s, then 70 of 700 tile runs in 30 s (300 s at that rate).
   const cutInDecode = { parts: { 'gen-1': { status: 'timeout', seconds: 330, result: {

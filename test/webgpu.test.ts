@@ -22,6 +22,8 @@ import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-atten
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { tinyModel } from './helpers/models.ts';
+import { recommendSettings } from '../src/core/tune-advice.ts';
+import { tuneDevice } from '../src/node/tune.ts';
 
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'shapes-128');
 const LEVELS = 2;
@@ -131,6 +133,16 @@ test("one session serves the UNet and the probe on webgpu: the probe graph's noi
       await pipe.close();
     }
   }
+});
+
+test('asgd tune on webgpu:0: the padded form (the flash check fails on lavapipe), both graphs and the probe timed, advice from its own figures', async () => {
+  const r = await tuneDevice(SHIPPED, { devices: 'webgpu:0', iters: 1, warmup: 1 });
+  assert.equal(r.device, 'webgpu:0');
+  assert.equal(r.provider, 'webgpu');
+  assert.ok('layers' in r.fusion && r.fusion.layers === 14 && r.fusion.form === 'padded', JSON.stringify(r.fusion));
+  for (const t of [r.plain, r.fused!]) assert.ok(t.wholeMs > 0 && t.halfMs! > 0, JSON.stringify(t));
+  assert.ok(r.probe && r.probe.graphMs > 0 && r.probe.probeMs > 0);
+  assert.deepEqual(r.advice, recommendSettings(r));
 });
 
 test('asg with the attention-probe mask on webgpu, and on cpu,webgpu:0 together, matches cpu', async (t) => {

@@ -369,12 +369,16 @@ folder_part() {  # the SDXL export from torch-sdxl (this run, or an earlier one 
   "$NODE" "$CARD" folder --dir "$WORK/sdxl-folder" --unet-dir "$WORK/models/sdxl/unet" --text "$TEXT" --vae "$VAE" --out "$WORK/parts/folder.json"
 }
 
+tune_part() {  # tune_part DEVICES: what `asgd tune` advises for that list on the SDXL folder (--fuse-attention, --split-cfg, --probe-session)
+  "$NODE" "$CARD" tune --model "$WORK/sdxl-folder" --devices "$1" --iters 3 --warmup 1 --out "$WORK/parts/tune.json"
+}
+
 gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size (the native size: the UNet's shapes), then the run
   "$NODE" "$CARD" generate --model "$WORK/sdxl-folder" --devices "$1" --width "$SIZE" --steps "$STEPS" \
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f reference vae_part vae_dtype_part dispatch_part mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
+export -f reference tune_part vae_part vae_dtype_part dispatch_part mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15 VAE SMALL VAE_SIZE VAE_TILE VAE_DTYPE_SIZE
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -418,6 +422,8 @@ part gen-2 330 gen_part "$GPU2" gen-2
 part unet-io 60 unet_io_part
 BUDGET=$((BUDGET - $(want schedule && echo 30 || echo 0))) part gen-1 330 gen_part "$GPU1" gen-1
 part schedule 120 schedule_part
+# Last, where budget is left: the SDXL UNet opened four times (about 9 s each) and timed three ways.
+part tune 120 tune_part "$GPU1"
 wait "$DYNAMO"
 merge
 echo "card.sh: done in $(($(date +%s) - START)) s; $OUT/card.json"

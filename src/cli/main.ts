@@ -445,6 +445,39 @@ async function runDevices(opts: { json?: boolean }): Promise<number> {
   return EXIT.ok;
 }
 
+/** The pipeline options `asgd tune` takes: the device list its advice is for. */
+const TUNE_PIPELINE_OPTIONS = [optionSpec(PIPELINE_OPTIONS, 'devices'), optionSpec(PIPELINE_OPTIONS, 'threads')];
+
+async function runTune(dir: string, opts: { json?: boolean; iters?: number; warmup?: number; latent?: number }, pipeline: PipelineOptions): Promise<number> {
+  const { tuneDevice } = await import('../node/tune.ts');
+  const progress = (line: string) => process.stderr.write(`${line}\n`);
+  const r = await tuneDevice(dir, {
+    ...(typeof pipeline.devices === 'string' ? { devices: pipeline.devices } : {}), ...(pipeline.threads !== undefined ? { threads: pipeline.threads } : {}),
+    ...(opts.iters !== undefined ? { iters: opts.iters } : {}), ...(opts.warmup !== undefined ? { warmup: opts.warmup } : {}),
+    ...(opts.latent !== undefined ? { latent: opts.latent } : {}), ...(opts.json ? {} : { onProgress: progress }),
+  });
+  if (opts.json) {
+    process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    return EXIT.ok;
+  }
+  const list = typeof pipeline.devices === 'string' ? pipeline.devices : r.device;
+  const lines = [
+    `Measured on ${r.device} (onnxruntime-node ${r.onnxruntime}), latent ${r.latent}x${r.latent}, medians of ${r.iters} calls after ${r.warmup}`,
+    `Advice for --devices ${list}:`,
+    ...r.advice.reasons.map((x) => `  ${x}`),
+    r.advice.flags.length > 0 ? `Flags: ${r.advice.flags.join(' ')}` : 'Flags: none (the defaults are fastest here)',
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  return EXIT.ok;
+}
+
+/** A whole number of at least `min` for `flag`. */
+const wholeFlag = (flag: string, min: number) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw invalidArgument(flag, `an integer >= ${min}`, v);
+  return n;
+};
+
 async function runRead(file: string, opts: { json?: boolean }): Promise<number> {
   const { readImageMetadata } = await import('../node/image/write.ts');
   const r = await readImageMetadata(file);
@@ -592,6 +625,18 @@ export function buildProgram(setExit: (code: number) => void): Command {
   addOptions(infoCmd, INFO_PIPELINE_OPTIONS);
   infoCmd.action(async (dir: string | undefined, opts: { json?: boolean; probe?: boolean }, cmd: Command) =>
     setExit(await runInfo(dir ?? defaultModelDir(), opts, givenValues(cmd, INFO_PIPELINE_OPTIONS) as PipelineOptions)));
+
+  const tuneCmd = program
+    .command('tune')
+    .description('Time the UNet on a device and say which loading settings are fastest there (--fuse-attention, --split-cfg, --probe-session)')
+    .argument('[model]', 'model folder', undefined)
+    .option('--json', 'machine-readable output')
+    .addOption(new Option('--iters <n>', 'timed calls of each kind').default(10).argParser(wholeFlag('--iters', 1)))
+    .addOption(new Option('--warmup <n>', 'untimed calls before them').default(2).argParser(wholeFlag('--warmup', 0)))
+    .addOption(new Option('--latent <n>', "latent side of the calls (default: the model's native one)").argParser(wholeFlag('--latent', 8)));
+  addOptions(tuneCmd, [...TUNE_PIPELINE_OPTIONS, optionSpec(CLI_OPTIONS, 'verbose')]);
+  tuneCmd.action(async (dir: string | undefined, opts: { json?: boolean; iters?: number; warmup?: number; latent?: number }, cmd: Command) =>
+    setExit(await runTune(dir ?? defaultModelDir(), opts, givenValues(cmd, TUNE_PIPELINE_OPTIONS) as PipelineOptions)));
 
   program
     .command('devices')

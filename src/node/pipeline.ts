@@ -762,7 +762,7 @@ export async function attentionForm(devices: readonly DeviceSpec[], check: () =>
  * `webgpuOnly`: every device is a WebGPU one, so the GEGLUs and group norms are fused too (BiasSplitGelu and GroupNorm
  * have no CPU kernel).
  */
-async function fuseAttentionFiles(
+export async function fuseAttentionFiles(
   unet: string, probe: { file: string } | { reason: string }, form: (AttentionForm & { webgpuOnly: boolean }) | undefined,
 ): Promise<{ unet?: string; probe?: string; probeServesUnet?: boolean; info: ModelInfo['attentionFusion'] }> {
   if (!form) return { info: { applied: false, layers: 0, reason: 'fuseAttention is off; --fuse-attention turns it on' } };

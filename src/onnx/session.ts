@@ -28,6 +28,12 @@ function runtime(): Ort {
   }
   return loaded;
 }
+/** onnxruntime-node's version, as its binding reports it. */
+export function runtimeVersion(): string {
+  const v = runtime().env.versions as { node?: string; common?: string };
+  return v.node ?? v.common ?? 'unknown';
+}
+
 // Type names only; every value goes through runtime().
 declare namespace ort {
   type Tensor = ortTypes.Tensor;

@@ -1,0 +1,95 @@
+/**
+ * What `asgd tune` recommends from the UNet call times it measured on one device: the loading settings whose best
+ * value depends on the device and ONNX Runtime's kernels there, not on the image (none of them changes what is
+ * generated beyond float rounding). Portable: the measuring is src/node/tune.ts.
+ */
+import { PIPELINE_OPTIONS, optionSpec } from './options/registry.ts';
+
+/** Median times of one device's UNet calls at the native latent, in ms. */
+export interface UnetCallTimes {
+  /** A whole CFG unit (batch 2). */
+  wholeMs: number;
+  /** One CFG half (batch 1); absent where the export's batch is fixed at 2, so units cannot be split. */
+  halfMs?: number;
+}
+
+export interface TuneMeasurement {
+  /** The execution provider measured ('cpu', 'webgpu', 'cuda'). */
+  provider: string;
+  /** Devices in the list the advice is for (several of this kind share the units of a generation). */
+  devices: number;
+  /** The UNet as exported. */
+  plain: UnetCallTimes;
+  /** The UNet with `fuseAttention`, as the pipeline writes it for this device list; absent where nothing fuses. */
+  fused?: UnetCallTimes;
+  /**
+   * The attention-probe graph serving a unit that is not probed (noise prediction fetched alone), against the graph
+   * it serves (the fused one where fusion is advised), whole units, calls alternating; absent without a probe graph.
+   */
+  probe?: { graphMs: number; probeMs: number };
+}
+
+export interface TuneAdvice {
+  fuseAttention: boolean;
+  splitCfg: 'auto' | 'always';
+  probeSession: 'shared' | 'separate';
+  /** The command-line flags that differ from the defaults. */
+  flags: string[];
+  /** Why each setting is advised, one sentence each, with the figures. */
+  reasons: string[];
+}
+
+/** The fused call must take at most this share of the plain one to be advised (a smaller gain is within noise). */
+export const FUSE_GAIN = 0.95;
+/** A CFG half at or below this share of a whole unit: splitting every unit pays even on one device. */
+export const SPLIT_ALWAYS_ONE = 0.5;
+/**
+ * With several devices: 'always' up to this share. At SDXL's measured half (0.475 of a whole unit on an H200 through
+ * WebGPU) the latency model gave 3.88x on 4 devices and 7.29x on 8 against 3.17x and 5.65x whole; at 0.71 it lost
+ * (2.60x and 4.87x): docs/benchmarks.md, "Scheduling targets with the card's costs".
+ */
+export const SPLIT_ALWAYS_SEVERAL = 0.55;
+/** The probe graph serving a unit that is not probed costs at least this share more: keep the two sessions apart. */
+export const PROBE_SEPARATE = 1.03;
+
+const flag = (key: 'fuseAttention' | 'splitCfg' | 'probeSession') => optionSpec(PIPELINE_OPTIONS, key).cli?.flag ?? key;
+const share = (x: number) => x.toFixed(2);
+
+export function recommendSettings(m: TuneMeasurement): TuneAdvice {
+  const reasons: string[] = [];
+  const flags: string[] = [];
+  const fusedShare = m.fused ? m.fused.wholeMs / m.plain.wholeMs : undefined;
+  const fuseAttention = fusedShare !== undefined && fusedShare <= FUSE_GAIN;
+  if (fusedShare === undefined) reasons.push(`${flag('fuseAttention')}: nothing in this UNet fuses, so it stays off.`);
+  else {
+    reasons.push(`${flag('fuseAttention')}: ${fuseAttention ? 'on' : 'off'}; the fused call takes ${share(fusedShare)} of the plain one (on at ${FUSE_GAIN} or less).`);
+    if (fuseAttention) flags.push(flag('fuseAttention'));
+  }
+  const runs = fuseAttention ? m.fused! : m.plain;
+  const half = runs.halfMs === undefined ? undefined : runs.halfMs / runs.wholeMs;
+  let splitCfg: TuneAdvice['splitCfg'] = 'auto';
+  if (half === undefined) {
+    reasons.push(`${flag('splitCfg')}: auto; this export's batch is fixed at 2, so a unit cannot run as two CFG halves.`);
+  } else if (m.provider === 'cpu') {
+    reasons.push(`${flag('splitCfg')}: auto; on CPU workers it splits to balance them, which gives the same images on any number of them (a half takes ${share(half)} of a whole unit here).`);
+  } else {
+    const limit = m.devices > 1 ? SPLIT_ALWAYS_SEVERAL : SPLIT_ALWAYS_ONE;
+    if (half <= limit) splitCfg = 'always';
+    const pair = `two halves cost ${share(2 * half)} of a whole unit`;
+    const why = splitCfg === 'always'
+      ? half > SPLIT_ALWAYS_ONE ? `${pair}, and ${m.devices} devices share halves more evenly than whole units` : pair
+      : m.devices > 1 ? `${pair}: above ${limit} splitting loses more than it balances ${m.devices} devices` : `${pair} on one device`;
+    reasons.push(`${flag('splitCfg')}: ${splitCfg === 'always' ? 'always' : 'auto (whole units on GPUs)'}; a CFG half takes ${share(half)} of a whole unit: ${why}. 'always' gives the same images on any number of devices.`);
+    if (splitCfg === 'always') flags.push(flag('splitCfg'), 'always');
+  }
+  let probeSession: TuneAdvice['probeSession'] = 'shared';
+  if (m.probe) {
+    const cost = m.probe.probeMs / m.probe.graphMs;
+    if (cost >= PROBE_SEPARATE) probeSession = 'separate';
+    reasons.push(`${flag('probeSession')}: ${probeSession}; a unit that is not probed takes ${share(cost)} of the UNet's call on the probe graph (separate at ${PROBE_SEPARATE} or more${probeSession === 'separate' ? ', for a second copy of the UNet\'s weights on the device holding the probe' : ''}).`);
+    if (probeSession === 'separate') flags.push(flag('probeSession'), 'separate');
+  } else {
+    reasons.push(`${flag('probeSession')}: shared; there is no probe graph to keep apart.`);
+  }
+  return { fuseAttention, splitCfg, probeSession, flags, reasons };
+}

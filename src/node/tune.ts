@@ -1,0 +1,218 @@
+/**
+ * `asgd tune` / `tuneDevice`: times the denoiser's call on the first device of a list as a device worker runs it (the
+ * adapter the worker uses, the conditioning kept on a WebGPU device), at the native latent: the graph as exported and
+ * fused (`fuseAttention`, in the form the pipeline writes for that list), a whole CFG unit and one half, and the
+ * attention-probe graph serving a unit that is not probed against the graph it serves. core/tune-advice.ts turns the
+ * times into the loading settings to use there. Graphs are opened one after another (one UNet in memory at a time),
+ * except the last pair, which a `probeSession: 'separate'` worker holds together anyway: its calls alternate.
+ */
+import { AsgdError, invalidArgument } from '../core/errors.ts';
+import type { TextConditioning } from '../core/conditioning.ts';
+import { recommendSettings, type TuneAdvice, type TuneMeasurement, type UnetCallTimes } from '../core/tune-advice.ts';
+import { DEFAULT_NATIVE_SIZE, type ModelFamily } from '../core/model-family.ts';
+import { DeviceConditioning } from '../onnx/device-conditioning.ts';
+import { DeviceUploader } from '../onnx/device-upload.ts';
+import { openSession, releaseSession, runtimeVersion, type OpenSession, type SessionOptions } from '../onnx/session.ts';
+import { denoiserAdapter } from '../onnx/transformer.ts';
+import type { UnetAdapter, UnetCall } from '../onnx/unet.ts';
+import { fusedLoadOptions } from './fused-attention.ts';
+import { readModelFolder } from './model/folder.ts';
+import { attentionForm, fuseAttentionFiles } from './pipeline.ts';
+import { prepareAttentionProbe, probeLoadOptions } from './probe.ts';
+import { autoDevices, checkFlashAttention, checkProvidersAvailable, isAutoDevices, parseDevices, type DeviceSpec } from './runner/devices.ts';
+
+export interface TuneOptions {
+  /** The device list the advice is for (default "cpu"; "auto" as loadPipeline takes it); the first one is measured. */
+  devices?: string;
+  /** Intra-op threads per CPU worker, as PipelineOptions.threads. */
+  threads?: number;
+  /** Timed calls of each kind (default 10), after `warmup` untimed ones (default 2). */
+  iters?: number;
+  warmup?: number;
+  /** Latent side of the calls (default: the model's native one, as every patch and window has). */
+  latent?: number;
+  /** A line per finished measurement. */
+  onProgress?: (line: string) => void;
+}
+
+export interface TuneReport extends TuneMeasurement {
+  model: string;
+  family: ModelFamily;
+  /** The device measured, e.g. "webgpu:0". */
+  device: string;
+  onnxruntime: string;
+  latent: number;
+  iters: number;
+  warmup: number;
+  /** The fused graph measured (its layers, form and why that form), or why nothing fused. */
+  fusion: { layers: number; form?: 'padded' | 'flash'; formReason?: string } | { reason: string };
+  /** Which graph the probe was measured against, or why there is none. */
+  probeAgainst: 'plain' | 'fused' | { reason: string };
+  advice: TuneAdvice;
+}
+
+const DEFAULT_ITERS = 10;
+const DEFAULT_WARMUP = 2;
+
+/** Deterministic values in [-1, 1]: the same inputs on every run, no RNG state. */
+const wave = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.618 + k));
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+function checkTuneOptions(o: TuneOptions): Required<Pick<TuneOptions, 'iters' | 'warmup'>> {
+  const whole = (key: 'iters' | 'warmup' | 'latent', min: number, hint: string) => {
+    const v = o[key];
+    if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw invalidArgument(key, `an integer >= ${min}`, v, hint);
+  };
+  whole('iters', 1, 'Use at least 1 timed call, e.g. 10');
+  whole('warmup', 0, 'Use 0 or more untimed calls, e.g. 2');
+  whole('latent', 8, 'Use a latent side in latent pixels (an eighth of the image side), e.g. 64');
+  return { iters: o.iters ?? DEFAULT_ITERS, warmup: o.warmup ?? DEFAULT_WARMUP };
+}
+
+/** Calls `fns` in turn, `warmup` rounds untimed then `iters` timed: each one's median in ms. */
+async function alternate(fns: (() => Promise<unknown>)[], warmup: number, iters: number): Promise<number[]> {
+  const times = fns.map((): number[] => []);
+  for (let i = 0; i < warmup + iters; i++) {
+    for (const [k, fn] of fns.entries()) {
+      const t0 = performance.now();
+      await fn();
+      if (i >= warmup) times[k]!.push(performance.now() - t0);
+    }
+  }
+  return times.map(median);
+}
+
+export async function tuneDevice(dir: string, options: TuneOptions = {}): Promise<TuneReport> {
+  if (typeof dir !== 'string' || dir === '') throw invalidArgument('dir', 'the path of a model folder, as a string', dir);
+  const { iters, warmup } = checkTuneOptions(options);
+  const log = options.onProgress ?? (() => undefined);
+  const spec = readModelFolder(dir);
+  const list = isAutoDevices(options.devices) ? (await autoDevices()).devices : (options.devices ?? 'cpu');
+  const devices = parseDevices(list, options.threads ?? 0);
+  const device = devices[0]!;
+  if (devices.some((d) => d.provider !== device.provider)) {
+    throw invalidArgument('devices', 'devices of one kind (the first is measured, the advice is for all)', list, 'Tune each kind on its own, e.g. --devices webgpu:0 then --devices cpu');
+  }
+  checkProvidersAvailable(devices);
+  const session: SessionOptions = { provider: device.provider, ...(device.deviceId !== undefined ? { deviceId: device.deviceId } : {}), threads: device.threads };
+  const uploader = device.provider === 'webgpu' ? new DeviceUploader(session) : undefined;
+  const open = async (file: string, label: string, load: object): Promise<{ s: OpenSession; adapter: UnetAdapter }> => {
+    const s = await openSession(file, label, session, load);
+    return { s, adapter: denoiserAdapter(s, uploader ? { device: new DeviceConditioning(uploader) } : {}) };
+  };
+  try {
+    // The plain graph: whole units and halves.
+    const plainGraph = await open(spec.paths.unet, 'unet', {});
+    let setup: { call: UnetCall; cond: TextConditioning; latent: number };
+    let plain: UnetCallTimes;
+    try {
+      setup = callSetup(plainGraph.adapter, plainGraph.s, spec.family, options.latent ?? nativeLatent(spec.unetSampleSize, plainGraph.adapter, spec.family), spec.paths.textEncoder3 !== undefined);
+      plain = await timeUnits(plainGraph.adapter, setup, warmup, iters);
+    } finally {
+      await releaseSession(plainGraph.s);
+    }
+    log(`UNet as exported: ${unitsLine(plain)}`);
+    const { call, cond, latent } = setup;
+
+    // The fused graph, as loadPipeline writes it for this device list.
+    const probe = await prepareAttentionProbe(spec.paths.unet);
+    const form = await attentionForm(devices, checkFlashAttention);
+    const fusedFiles = await fuseAttentionFiles(spec.paths.unet, probe, { ...form, webgpuOnly: devices.every((d) => d.provider === 'webgpu') });
+    let fused: UnetCallTimes | undefined;
+    if (fusedFiles.unet) {
+      const g = await open(fusedFiles.unet, 'unet (fused attention)', fusedLoadOptions(fusedFiles.unet));
+      try {
+        fused = await timeUnits(g.adapter, setup, warmup, iters);
+      } finally {
+        await releaseSession(g.s);
+      }
+      log(`UNet fused (${fusedFiles.info.layers} attentions, ${fusedFiles.info.form ?? 'padded'} form): ${unitsLine(fused)}`);
+    } else {
+      log(`UNet fused: nothing fuses (${fusedFiles.info.reason})`);
+    }
+    const fuse = recommendSettings({ provider: device.provider, devices: devices.length, plain, ...(fused ? { fused } : {}) }).fuseAttention;
+
+    // The probe graph serving a unit that is not probed, against the graph it would serve.
+    let probeTimes: TuneMeasurement['probe'];
+    let probeAgainst: TuneReport['probeAgainst'];
+    const probeFile = fuse ? fusedFiles.probe : 'file' in probe ? probe.file : undefined;
+    if (probeFile === undefined) {
+      probeAgainst = { reason: 'reason' in probe ? probe.reason : 'the fused probe graph could not be written' };
+    } else {
+      const graphFile = fuse ? fusedFiles.unet! : spec.paths.unet;
+      const g = await open(graphFile, 'unet', fuse ? fusedLoadOptions(graphFile) : {});
+      try {
+        const p = await open(probeFile, 'unet (attention probe)', fuse ? fusedLoadOptions(probeFile) : probeLoadOptions(probeFile));
+        try {
+          const unprobed: UnetCall = { ...call, maps: false, maskTokens: [1, 2, 3] };
+          const [graphMs, probeMs] = await alternate([() => g.adapter.run(call, cond), () => p.adapter.run(unprobed, cond)], warmup, iters);
+          probeTimes = { graphMs: graphMs!, probeMs: probeMs! };
+          probeAgainst = fuse ? 'fused' : 'plain';
+        } finally {
+          await releaseSession(p.s);
+        }
+      } finally {
+        await releaseSession(g.s);
+      }
+      log(`a unit that is not probed, on the probe graph: ${probeTimes.probeMs.toFixed(1)} ms against ${probeTimes.graphMs.toFixed(1)} ms on the ${probeAgainst} UNet`);
+    }
+    const measured: TuneMeasurement = { provider: device.provider, devices: devices.length, plain, ...(fused ? { fused } : {}), ...(probeTimes ? { probe: probeTimes } : {}) };
+    const fusion: TuneReport['fusion'] = fusedFiles.unet
+      ? { layers: fusedFiles.info.layers, ...(fusedFiles.info.form ? { form: fusedFiles.info.form } : {}), ...(fusedFiles.info.formReason ? { formReason: fusedFiles.info.formReason } : {}) }
+      : { reason: fusedFiles.info.reason ?? 'not fused' };
+    return {
+      model: spec.dir, family: spec.family, device: deviceName(device), onnxruntime: runtimeVersion(), latent, iters, warmup,
+      ...measured, fusion, probeAgainst, advice: recommendSettings(measured),
+    };
+  } finally {
+    await uploader?.release();
+  }
+}
+
+const unitsLine = (t: UnetCallTimes) => `a whole unit ${t.wholeMs.toFixed(1)} ms, ${t.halfMs === undefined ? 'no CFG half (batch fixed at 2)' : `a CFG half ${t.halfMs.toFixed(1)} ms`}`;
+
+const deviceName = (d: DeviceSpec) => (d.provider === 'cpu' ? 'cpu' : `${d.provider}:${d.deviceId ?? 0}`);
+
+/** The native latent side: config.json's sample_size, else the export's static sample size, else the family's. */
+function nativeLatent(sampleSize: number | undefined, adapter: UnetAdapter, family: ModelFamily): number {
+  const h = adapter.sample.shape[2];
+  return sampleSize ?? (typeof h === 'number' && h > 0 ? h : DEFAULT_NATIVE_SIZE[family] / 8);
+}
+
+/** One unit's call at a square latent with deterministic inputs, and its text conditioning, from the export's shapes. */
+function callSetup(adapter: UnetAdapter, s: OpenSession, family: ModelFamily, latent: number, t5: boolean): { call: UnetCall; cond: TextConditioning; latent: number } {
+  const channels = adapter.sample.shape[1];
+  const dim = adapter.hidden.shape[2];
+  const pooled = adapter.textEmbeds?.shape[1];
+  const shapeTokens = adapter.hidden.shape[1];
+  const tokens = typeof shapeTokens === 'number' && shapeTokens > 0 ? shapeTokens : family === 'sd3' ? 77 + (t5 ? 256 : 77) : 77;
+  if (typeof channels !== 'number' || typeof dim !== 'number' || (adapter.textEmbeds && typeof pooled !== 'number')) {
+    throw new AsgdError(`The denoiser export (${s.file ?? 'unet'}) leaves its channel or text widths open, so tune cannot make its inputs`, {
+      kind: 'model', parameter: 'unet', expected: 'static channel, text and pooled widths (as optimum exports them)', received: JSON.stringify(s.inputs.map((i) => [i.name, i.shape])),
+    });
+  }
+  const n = channels * latent * latent;
+  const cond: TextConditioning = {
+    hidden: wave(2 * tokens * dim, 2), tokens, dim,
+    ...(adapter.textEmbeds ? { textEmbeds: wave(2 * (pooled as number), 3), pooledDim: pooled as number } : {}),
+  };
+  const px = 8 * latent;
+  const call: UnetCall = {
+    sample: wave(n, 1), channels, height: latent, width: latent, timestep: 500, guidanceScale: 7.5,
+    ...(adapter.timeIds ? { timeIds: [px, px, 0, 0, px, px] } : {}),
+  };
+  return { call, cond, latent };
+}
+
+/** A whole CFG unit and its conditional half, calls alternating. */
+async function timeUnits(adapter: UnetAdapter, setup: { call: UnetCall; cond: TextConditioning }, warmup: number, iters: number): Promise<UnetCallTimes> {
+  const { call, cond } = setup;
+  if (adapter.staticBatch === 2) return { wholeMs: (await alternate([() => adapter.run(call, cond)], warmup, iters))[0]! };
+  const [wholeMs, halfMs] = await alternate([() => adapter.run(call, cond), () => adapter.run({ ...call, part: 'cond' }, cond)], warmup, iters);
+  return { wholeMs: wholeMs!, halfMs: halfMs! };
+}

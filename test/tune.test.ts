@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { AsgdError } from '../src/core/errors.ts';
+import { recommendSettings, type TuneMeasurement } from '../src/core/tune-advice.ts';
+import { tuneDevice } from '../src/node/tune.ts';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(ROOT, 'bin', 'asgd.js');
+const SHIPPED = path.join(ROOT, 'models', 'shapes-128');
+
+const advise = (m: Partial<TuneMeasurement>) => recommendSettings({ provider: 'webgpu', devices: 1, plain: { wholeMs: 100, halfMs: 70 }, ...m });
+
+test('advice: fusion on where the fused call takes at most 0.95 of the plain one; the split and probe judged on the graph that runs', () => {
+  // The first card run's SD 1.5 figures (docs/benchmarks.md): plain 330.2 / 170.9 ms, fused 114.9 / 81.3 ms.
+  const a = advise({ plain: { wholeMs: 330.2, halfMs: 170.9 }, fused: { wholeMs: 114.9, halfMs: 81.3 }, probe: { graphMs: 114.9, probeMs: 120 } });
+  assert.deepEqual([a.fuseAttention, a.splitCfg, a.probeSession], [true, 'auto', 'separate']);
+  assert.deepEqual(a.flags, ['--fuse-attention', '--probe-session', 'separate']);
+  assert.match(a.reasons[0]!, /fused call takes 0\.35 of the plain one/);
+  // The fused half (0.71), not the plain one (0.52), decides.
+  assert.match(a.reasons[1]!, /a CFG half takes 0\.71 of a whole unit: two halves cost 1\.42 of a whole unit on one device/);
+  assert.match(a.reasons[2]!, /takes 1\.04 of the UNet's call on the probe graph/);
+  // 0.96: off; nothing fused: off, said so.
+  assert.equal(advise({ fused: { wholeMs: 96, halfMs: 60 } }).fuseAttention, false);
+  const none = advise({});
+  assert.equal(none.fuseAttention, false);
+  assert.match(none.reasons[0]!, /nothing in this UNet fuses/);
+  assert.match(none.reasons[2]!, /no probe graph/);
+  assert.deepEqual(none.flags, []);
+  // Just under the probe's threshold: shared.
+  assert.equal(advise({ probe: { graphMs: 100, probeMs: 102.9 } }).probeSession, 'shared');
+});
+
+test('advice: --split-cfg always on GPUs where a half is cheap enough for the device count; CPU lists and fixed batches keep auto', () => {
+  // SDXL on the card: a half 0.475 of a whole unit.
+  const sdxl = { wholeMs: 1165.8, halfMs: 553.8 };
+  for (const devices of [1, 4, 8]) {
+    const a = advise({ devices, plain: sdxl });
+    assert.equal(a.splitCfg, 'always', `${devices} devices`);
+    assert.deepEqual(a.flags, ['--split-cfg', 'always']);
+  }
+  // 0.52: pays with several devices only.
+  assert.equal(advise({ devices: 1, plain: { wholeMs: 100, halfMs: 52 } }).splitCfg, 'auto');
+  const four = advise({ devices: 4, plain: { wholeMs: 100, halfMs: 52 } });
+  assert.equal(four.splitCfg, 'always');
+  assert.match(four.reasons[1]!, /two halves cost 1\.04 of a whole unit, and 4 devices share halves more evenly/);
+  // 0.6 with 8 devices: above 0.55.
+  assert.match(advise({ devices: 8, plain: { wholeMs: 100, halfMs: 60 } }).reasons[1]!, /above 0\.55 splitting loses more than it balances 8 devices/);
+  // The CPU provider: auto already balances with bit-exact halves.
+  assert.equal(advise({ provider: 'cpu', devices: 2, plain: { wholeMs: 100, halfMs: 30 } }).splitCfg, 'auto');
+  // A static batch of 2: no half to time, no split.
+  const fixed = advise({ devices: 8, plain: { wholeMs: 100 } });
+  assert.equal(fixed.splitCfg, 'auto');
+  assert.match(fixed.reasons[1]!, /batch is fixed at 2/);
+});
+
+test('asgd tune on the shipped model (CPU): the times of each graph, and the advice those times give', () => {
+  const r = spawnSync(process.execPath, [BIN, 'tune', SHIPPED, '--json', '--iters', '2', '--warmup', '0', '--threads', '1'], { encoding: 'utf8', timeout: 180_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.device, 'cpu');
+  assert.equal(j.family, 'sd');
+  assert.equal(j.latent, 16, 'the native latent (128 px)');
+  assert.match(j.onnxruntime, /^\d+\.\d+\.\d+$/);
+  assert.deepEqual(j.fusion, { layers: 14, form: 'padded', formReason: 'no WebGPU device (the form of every other provider)' });
+  for (const t of [j.plain, j.fused]) assert.ok(t.wholeMs > 0 && t.halfMs > 0, JSON.stringify(t));
+  assert.equal(j.probeAgainst, j.advice.fuseAttention ? 'fused' : 'plain');
+  assert.ok(j.probe.graphMs > 0 && j.probe.probeMs > 0);
+  assert.deepEqual(j.advice, recommendSettings(j), 'the advice is the one its own figures give');
+  const text = spawnSync(process.execPath, [BIN, 'tune', SHIPPED, '--iters', '1', '--warmup', '0', '--devices', 'cpu,cpu', '--threads', '1'], { encoding: 'utf8', timeout: 180_000 });
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /^Measured on cpu \(onnxruntime-node [\d.]+\), latent 16x16, medians of 1 calls after 0\nAdvice for --devices cpu,cpu:\n  --fuse-attention: /);
+  assert.match(text.stdout, /\nFlags: /);
+  assert.match(text.stderr, /^UNet as exported: a whole unit [\d.]+ ms, a CFG half [\d.]+ ms\n/);
+});
+
+test('asgd tune: bad input is named', async () => {
+  const bad = spawnSync(process.execPath, [BIN, 'tune', SHIPPED, '--iters', '0'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /^asgd: Invalid --iters; expected an integer >= 1; received "0"\n$/);
+  await assert.rejects(tuneDevice(SHIPPED, { devices: 'cpu,webgpu:0' }), (err: unknown) =>
+    err instanceof AsgdError && err.parameter === 'devices' && /one kind/.test(err.message) && /--devices webgpu:0 then --devices cpu/.test(err.message));
+  await assert.rejects(tuneDevice(SHIPPED, { latent: 12.5 }), (err: unknown) => err instanceof AsgdError && err.parameter === 'latent');
+  await assert.rejects(tuneDevice(path.join(ROOT, 'no-such-model')), (err: unknown) => err instanceof AsgdError && err.kind === 'model');
+});
