@@ -407,6 +407,46 @@ test('WebGPU: provider auto skips a fallback adapter; "webgpu" uses it, with not
   }
 });
 
+test("WebGPU: the text conditioning is uploaded once a generation and fed from the device; a new prompt's replaces it; each image is Node's", async () => {
+  const gpuBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: WEBGPU_FLAGS });
+  try {
+    const page = await libraryPage(gpuBrowser);
+    const prompts = ['a red circle', 'a blue square on a yellow background'];
+    const base = { seed: 4, steps: 2, width: 128, height: 128, method: 'direct' };
+    const r = (await page.evaluate(`(async () => {
+      const pipe = await window.asgdDemo.web.loadWebPipeline(${JSON.stringify(`${site.url}models/shapes-128/`)}, { provider: 'webgpu', attentionProbe: false });
+      try {
+        const out = [];
+        for (const prompt of ${JSON.stringify(prompts)}) {
+          const g = await pipe.generate({ ...${JSON.stringify(base)}, prompt });
+          const d = await pipe.devices[0].request({ type: 'describe' }, 'describing');
+          out.push({ png: Array.from(g.png), counts: d.deviceConditioning });
+        }
+        return out;
+      } finally { await pipe.close(); }
+    })()`)) as { png: number[]; counts: { unet?: { uploads: number; disposed: number; live: number } } }[];
+    const [first, second] = r.map((x) => x.counts.unet!);
+    assert.ok(first && first.uploads > 0 && first.disposed === 0 && first.live === first.uploads, `the first prompt uploaded once: ${JSON.stringify(first)}`);
+    assert.deepEqual(second, { uploads: 2 * first.uploads, disposed: first.uploads, live: first.uploads }, "the second prompt's replaced it");
+    const cpu = await loadPipeline(MODEL, { devices: 'cpu', threads: 1 });
+    try {
+      const refs = [];
+      for (const [i, prompt] of prompts.entries()) {
+        const ref = (await cpu.generate({ ...base, prompt } as Parameters<typeof cpu.generate>[0])).image;
+        refs.push(ref);
+        const d = compareRgb(await rgbOfPng(Uint8Array.from(r[i]!.png)), ref);
+        console.log(`# conditioning on Chromium's WebGPU device, "${prompt}", direct 128 px: vs Node cpu mean ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}`);
+        assert.ok(d.maxAbs <= 2 && d.meanAbs < 0.1, `${prompt}: ${JSON.stringify(d)}`);
+      }
+      assert.ok(compareRgb(refs[0]!, refs[1]!).maxAbs > 32, 'the two prompts give clearly different images (a stale conditioning would show)');
+    } finally {
+      await cpu.close();
+    }
+  } finally {
+    await gpuBrowser.close();
+  }
+});
+
 test("WebGPU: a tiled decode with exact statistics keeps the tile states on the device and gives Node's tiled image", async () => {
   const gpuBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: WEBGPU_FLAGS });
   try {

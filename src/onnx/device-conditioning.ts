@@ -5,7 +5,8 @@
  * in Node). Portable: no Node APIs.
  */
 import type { TextConditioning } from '../core/conditioning.ts';
-import { makeTensor, type OrtTensor } from './tensors.ts';
+import { identityModelBytes } from '../graph/small-model.ts';
+import { makeTensor, type OpenSession, type OrtTensor } from './tensors.ts';
 import type { DeviceConditioningCounts } from './io.ts';
 
 export type { DeviceConditioningCounts } from './io.ts';
@@ -31,6 +32,34 @@ export function hostTensor(t: HostTensor): OrtTensor {
 /** Puts host data on the device; the returned tensor is the caller's to dispose. */
 export interface TensorUploader {
   upload(t: HostTensor): Promise<OrtTensor>;
+}
+
+/**
+ * Host data onto a WebGPU device: a one-node Identity model per element type and rank, opened by `openOnDevice` on
+ * that device with its output kept there, returns a GPU tensor that the device's other sessions take as an input.
+ * Node (onnx/device-upload.ts) and the browser's device worker give the opener.
+ */
+export class IdentityUploader implements TensorUploader {
+  private readonly sessions = new Map<string, Promise<OpenSession>>();
+
+  constructor(private readonly openOnDevice: (model: Uint8Array, label: string) => Promise<OpenSession>) {}
+
+  async upload(t: HostTensor): Promise<OrtTensor> {
+    const key = `${t.type}/${t.dims.length}`;
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = this.openOnDevice(identityModelBytes(t.type, t.dims.length), 'device upload');
+      this.sessions.set(key, s);
+    }
+    const r = await (await s).session.run({ x: hostTensor(t) });
+    return r['y']!;
+  }
+
+  async release(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of all) await (await s.catch(() => undefined))?.session.release();
+  }
 }
 
 

@@ -9,7 +9,7 @@ import type { AttentionMap } from '../../core/methods/types.ts';
 import type { NormLayer } from '../../core/vae/norm-stats.ts';
 import type { NormGraphInput, SegmentSpan } from '../../core/vae/pipeline-decode.ts';
 import type { TileState } from '../../core/vae/tiled.ts';
-import type { IoInfo, TileStateCounts } from '../../onnx/io.ts';
+import type { DeviceConditioningCounts, IoInfo, TileStateCounts } from '../../onnx/io.ts';
 
 /** ONNX Runtime Web's execution providers this package drives. */
 export type WebProvider = 'wasm' | 'webgpu';
@@ -70,7 +70,11 @@ export type DeviceResult =
   | { type: 'ok' }
   | { type: 'loaded'; io: ComponentIo; probeIo?: ComponentIo; servesProbe?: boolean; probeReason?: string; probeFailed?: boolean; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; groupNorms?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string }
   /** `sessions`: the sessions open (the UNet and the probe may be one); `tileStates`: those a WebGPU worker has held. */
-  | { type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>>; sessions: number; tileStates?: TileStateCounts }
+  | {
+    type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>>; sessions: number; tileStates?: TileStateCounts;
+    /** On WebGPU: the text conditioning's device tensors (uploads, disposed, live) of the UNet and of a probe adapter of its own. */
+    deviceConditioning?: { unet?: DeviceConditioningCounts; probe?: DeviceConditioningCounts };
+  }
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }

@@ -10,7 +10,9 @@ import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import type { AttentionForm, FlashCheck } from '../../graph/attention-check.ts';
 import { bindOrt, floatTensor, ioList, readFloat, type OpenSession } from '../../onnx/tensors.ts';
 import { MASK_WEIGHTS_INPUT, PROBE_OUTPUT_PREFIX } from '../../graph/attention-probe.ts';
-import { UnetAdapter } from '../../onnx/unet.ts';
+import { UnetAdapter, UNET_NAMES } from '../../onnx/unet.ts';
+import { DeviceConditioning, IdentityUploader } from '../../onnx/device-conditioning.ts';
+import type { DeviceConditioningCounts } from '../../onnx/io.ts';
 import { VaeDecoderAdapter } from '../../onnx/vae.ts';
 import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, WebComponent } from './protocol.ts';
 import type { DecoderGraphs } from './vae-graphs.ts';
@@ -37,6 +39,8 @@ interface State {
   decoderGraphs?: Promise<DecoderGraphs>;
   decoderBytes?: Uint8Array;
   cond?: TextConditioning;
+  /** On WebGPU: puts the text conditioning on the device once per generation (the adapters' DeviceConditioning). */
+  uploader?: IdentityUploader;
 }
 
 const state: State = { sessions: {} };
@@ -132,8 +136,15 @@ async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, f
   if (old && !Object.values(state.sessions).includes(old)) await old.session.release();
   if (component === 'textEncoder') state.text = new TextEncoderAdapter(s, 'text_encoder');
   if (component === 'textEncoder2') state.text2 = new TextEncoderAdapter(s, 'text_encoder_2');
-  if (component === 'unet') state.unet = new UnetAdapter(s);
-  if (component === 'unetProbe') state.probe = new UnetAdapter(s);
+  // A replaced adapter's conditioning leaves the device with it.
+  if (component === 'unet') {
+    state.unet?.device?.clear();
+    state.unet = unetAdapter(s);
+  }
+  if (component === 'unetProbe') {
+    state.probe?.device?.clear();
+    state.probe = unetAdapter(s);
+  }
   if (component === 'vaeDecoder') {
     state.decoder = new VaeDecoderAdapter(s);
     await (await state.decoderGraphs)?.release(true);
@@ -157,14 +168,25 @@ async function loadUnetAsProbe(bytes: Uint8Array, fuse: boolean): Promise<Device
   if (d.fused !== undefined && d.onnxAttention > 0) return { probeReason: `${d.onnxAttention} ONNX Attention nodes stay unfused in the probe graph` };
   const { bytes: graph, ...derived } = d;
   const s = await open(graph, LABELS.unet);
+  for (const a of new Set([state.unet, state.probe])) a?.device?.clear();
   for (const old of new Set([state.sessions.unet, state.sessions.unetProbe])) await old?.session.release();
   state.sessions.unet = s;
   state.sessions.unetProbe = s;
-  state.unet = new UnetAdapter(s);
+  state.unet = unetAdapter(s);
   state.probe = state.unet;
   // The UNet described without the probe's input and outputs, as Node's worker describes it.
   const io = { inputs: s.inputs.filter((i) => i.name !== MASK_WEIGHTS_INPUT), outputs: s.outputs.filter((o) => !o.name.startsWith(PROBE_OUTPUT_PREFIX)) };
   return { type: 'loaded', io, probeIo: { inputs: s.inputs, outputs: s.outputs }, servesProbe: true, ...derived, ...(form && d.fused ? form : {}) };
+}
+
+/**
+ * A UNet adapter; on WebGPU its text conditioning is uploaded once per generation and fed from the device on every
+ * call (as Node's WebGPU workers do: src/onnx/device-conditioning.ts), the same bits as fed from the host.
+ */
+function unetAdapter(s: OpenSession): UnetAdapter {
+  if (state.init?.provider !== 'webgpu') return new UnetAdapter(s);
+  state.uploader ??= new IdentityUploader((model, label) => open(model, label, { y: 'gpu-buffer' }));
+  return new UnetAdapter(s, UNET_NAMES, { device: new DeviceConditioning(state.uploader) });
 }
 
 /** The loaded decoder's derived graphs; the graph surgery loads on first use. */
@@ -197,7 +219,15 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
       const tileStates = (await state.decoderGraphs)?.tileStates;
-      return { result: { type: 'describe', components, sessions: new Set(Object.values(state.sessions)).size, ...(tileStates ? { tileStates } : {}) }, transfer: [] };
+      const conditioning = (a: UnetAdapter | undefined) => a?.device?.counts;
+      const deviceConditioning: { unet?: DeviceConditioningCounts; probe?: DeviceConditioningCounts } = {
+        ...(conditioning(state.unet) ? { unet: conditioning(state.unet) } : {}),
+        ...(state.probe && state.probe !== state.unet && conditioning(state.probe) ? { probe: conditioning(state.probe) } : {}),
+      };
+      return {
+        result: { type: 'describe', components, sessions: new Set(Object.values(state.sessions)).size, ...(tileStates ? { tileStates } : {}), deviceConditioning },
+        transfer: [],
+      };
     }
     case 'encodeText': {
       const enc = req.which === 'textEncoder2' ? state.text2 : state.text;
@@ -250,6 +280,10 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       return { result: { type: 'ok' }, transfer: [] };
     case 'close':
       await (await state.decoderGraphs)?.release(true);
+      // The conditioning held on the device, then the upload sessions.
+      for (const a of new Set([state.unet, state.probe])) a?.device?.clear();
+      await state.uploader?.release();
+      state.uploader = undefined;
       // Once each: the UNet and the probe may be one session.
       for (const s of new Set(Object.values(state.sessions))) await s.session.release();
       state.sessions = {};
