@@ -236,6 +236,12 @@ function probeAndSchedule(parts: Record<string, Part>): string[] {
     if (probe['batch2']?.['probeNoiseOverPlain'] !== undefined) {
       out.push(`A unit that is not probed, on the probe graph (noise prediction fetched alone): ${num(probe['batch2']['probeNoiseOverPlain'])} of the plain call at batch 2, ${num(probe['batch1']?.['probeNoiseOverPlain'])} at batch 1 (\`probeSession\` 'shared', the default; 'separate' runs those units on the plain call at the cost of a second copy of the UNet on the device holding the probe).`);
     }
+    const same = probe['batch2']?.['noiseVsPlain'];
+    if (same) {
+      out.push(same['differing'] === 0
+        ? `The probe graph's noise prediction is the plain UNet's bit for bit here (${same['values']} values, batch 2): one session may serve both.`
+        : `The probe graph's noise prediction differs from the plain UNet's in ${same['differing']} of ${same['values']} values (largest ${num(same['maxAbsDiff'], 6)}, batch 2): units' bits then depend on the graph that runs them.`);
+    }
     // The same calls with every output left on the GPU (bench/card.ts probe, WebGPU only): arithmetic against download.
     for (const b of ['batch2', 'batch1']) {
       const row = probe[b];

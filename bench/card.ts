@@ -279,6 +279,9 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
           const times: Record<Label, number[]> = { plain: [], probe: [], probeNoise: [], plainOnDevice: [], probeOnDevice: [] };
           let finite = true;
           let mapBytes = 0;
+          // The probe graph's noise prediction against the UNet's on the same feeds, first calls: what one session
+          // serving both relies on (pipeline.ts, probeServesUnet; tested bit for bit on the CPU and lavapipe only).
+          const firstOut: Partial<Record<'plain' | 'probeNoise', Float32Array>> = {};
           for (let i = 0; i < warmup + iters; i++) {
             for (const [label, s] of sessions) {
               const c0 = performance.now();
@@ -291,6 +294,7 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
               }
               const ms = performance.now() - c0;
               if (i >= warmup) times[label].push(ms);
+              if ((label === 'plain' || label === 'probeNoise') && i === 0) firstOut[label] = readFloat(out, 'out_sample').slice();
               if (label === 'probe' && i === 0) {
                 finite = readFloat(out, 'out_sample').every(Number.isFinite);
                 // What the maps bring back to the host per call (the probe reduces them in-graph: attention-probe.ts).
@@ -301,7 +305,15 @@ export async function benchProbe(args: Args): Promise<Record<string, unknown>> {
           const plainMs = timingStats(times.plain).medianMs;
           const probeMs = timingStats(times.probe).medianMs;
           const probeNoiseMs = timingStats(times.probeNoise).medianMs;
-          const row: Record<string, unknown> = { plainMs, probeMs, probeOverPlain: probeMs / plainMs, probeNoiseMs, probeNoiseOverPlain: probeNoiseMs / plainMs, finite, mapBytes, iters, warmup };
+          const [a, b] = [firstOut.plain!, firstOut.probeNoise!];
+          let differing = 0;
+          let maxAbsDiff = 0;
+          for (let k = 0; k < a.length; k++) {
+            if (!Object.is(a[k], b[k])) differing++;
+            maxAbsDiff = Math.max(maxAbsDiff, Math.abs(a[k]! - b[k]!));
+          }
+          const noiseVsPlain = { values: a.length, differing, maxAbsDiff };
+          const row: Record<string, unknown> = { plainMs, probeMs, probeOverPlain: probeMs / plainMs, probeNoiseMs, probeNoiseOverPlain: probeNoiseMs / plainMs, noiseVsPlain, finite, mapBytes, iters, warmup };
           if (onDevice) {
             const [pd, qd] = [timingStats(times.plainOnDevice).medianMs, timingStats(times.probeOnDevice).medianMs];
             Object.assign(row, { plainOnDeviceMs: pd, probeOnDeviceMs: qd, probeOverPlainOnDevice: qd / pd, probeOutputsDownloadMs: probeMs - qd });

@@ -57,7 +57,7 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
         type: 'float32', usPerKernel: 25, msPerCall: 0.4, chains: [{ kernels: 1, medianMs: 0.42, maxError: 0 }, { kernels: 1024, medianMs: 26, maxError: 0 }],
       } },
       'probe-sdxl': { status: 'ok', result: {
-        batch2: { probeOverPlain: 1.05, mapBytes: 221_184, probeOverPlainOnDevice: 1.03, probeOutputsDownloadMs: 12.5, probeNoiseOverPlain: 1.02 },
+        batch2: { probeOverPlain: 1.05, mapBytes: 221_184, probeOverPlainOnDevice: 1.03, probeOutputsDownloadMs: 12.5, probeNoiseOverPlain: 1.02, noiseVsPlain: { values: 131_072, differing: 0, maxAbsDiff: 0 } },
         batch1: { probeOverPlain: 1.04, mapBytes: 221_184, probeNoiseOverPlain: 1.01 },
       } },
       'vae-sd': { status: 'timeout', seconds: 120, result: { size: 2048, tile: 64, provider: 'webgpu', cases: [
@@ -108,6 +108,10 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
   assert.match(md, /^Tune \(webgpu:0, latent 128\): plain 1165\.8 ms a unit, 553\.8 a half; fused 400\.0, 290\.0; a unit not probed 1\.05 of the fused call\. Flags: --fuse-attention --probe-session separate\.$/m);
   assert.match(md, /^- --fuse-attention: on; the fused call takes 0\.34 of the plain one/m);
   assert.doesNotMatch(md, /^Probe at batch 1/m);
+  assert.match(md, /^The probe graph's noise prediction is the plain UNet's bit for bit here \(131072 values, batch 2\): one session may serve both\.$/m);
+  const apart = structuredClone(doc);
+  apart.parts['probe-sdxl'].result.batch2.noiseVsPlain = { values: 131_072, differing: 40, maxAbsDiff: 0.00049 };
+  assert.match(cardReport(apart), /^The probe graph's noise prediction differs from the plain UNet's in 40 of 131072 values \(largest 0\.000490, batch 2\)/m);
   // A generation cut during the decode: 50 steps in 250 s, then 70 of 700 tile runs in 30 s (300 s at that rate).
   const cutInDecode = { parts: { 'gen-1': { status: 'timeout', seconds: 330, result: {
     devices: 'webgpu:0', width: 2048, height: 2048, steps: 50,
