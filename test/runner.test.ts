@@ -399,6 +399,10 @@ test("probeSession 'separate' keeps the UNet and the probe graph in two sessions
   } finally {
     await p.close();
   }
+  // The worker holding the probe dies: with retry the other one opens the probe graph beside its UNet and finishes.
+  const moved = await generate({ devices: 'cpu,cpu', probeSession: 'separate', retryOnOtherDevice: true, injectFailure: { device: 0, after: 2, mode: 'exit' } });
+  assert.ok(sameBits(moved.latent, reference1.latent), 'the same bits after the probe moved');
+  assert.equal(moved.pool.dispatcher.retried.length, 1);
   await assert.rejects(loadPipeline(model, { probeSession: 'two' as 'shared' }), (err: unknown) =>
     err instanceof AsgdError && err.parameter === 'probeSession' && /shared/.test(err.message) && /"two"/.test(err.message));
   await assertNoWorkers();
