@@ -27,7 +27,7 @@ test('advice: fusion on where the fused call takes at most 0.95 of the plain one
   const none = advise({});
   assert.equal(none.fuseAttention, false);
   assert.match(none.reasons[0]!, /nothing in this UNet fuses/);
-  assert.match(none.reasons[2]!, /no probe graph/);
+  assert.match(none.reasons[2]!, /nothing to choose here \(no probe graph/);
   assert.deepEqual(none.flags, []);
   // Just under the probe's threshold: shared.
   assert.equal(advise({ probe: { graphMs: 100, probeMs: 102.9 } }).probeSession, 'shared');

@@ -89,7 +89,7 @@ export function recommendSettings(m: TuneMeasurement): TuneAdvice {
     reasons.push(`${flag('probeSession')}: ${probeSession}; a unit that is not probed takes ${share(cost)} of the UNet's call on the probe graph (separate at ${PROBE_SEPARATE} or more${probeSession === 'separate' ? ', for a second copy of the UNet\'s weights on the device holding the probe' : ''}).`);
     if (probeSession === 'separate') flags.push(flag('probeSession'), 'separate');
   } else {
-    reasons.push(`${flag('probeSession')}: shared; there is no probe graph to keep apart.`);
+    reasons.push(`${flag('probeSession')}: shared; nothing to choose here (no probe graph that could share the UNet's session).`);
   }
   return { fuseAttention, splitCfg, probeSession, flags, reasons };
 }

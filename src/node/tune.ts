@@ -143,6 +143,8 @@ export async function tuneDevice(dir: string, options: TuneOptions = {}): Promis
     const probeFile = fuse ? fusedFiles.probe : 'file' in probe ? probe.file : undefined;
     if (probeFile === undefined) {
       probeAgainst = { reason: 'reason' in probe ? probe.reason : 'the fused probe graph could not be written' };
+    } else if (fuse && !fusedFiles.probeServesUnet) {
+      probeAgainst = { reason: 'the fused probe graph keeps ONNX Attention nodes that the fused UNet has fused, so the two are apart either way' };
     } else {
       const graphFile = fuse ? fusedFiles.unet! : spec.paths.unet;
       const g = await open(graphFile, 'unet', fuse ? fusedLoadOptions(graphFile) : {});
