@@ -62,7 +62,8 @@ async function child(file: string, which: Case, o: Setup): Promise<Record<string
   const times: Record<string, number[]> = { plain: [], probe: [], probeNoise: [] };
   const runs: [string, UnetAdapter, boolean][] = [...sessions.map(([l, a]): [string, UnetAdapter, boolean] => [l, a, true]), ['probeNoise', sessions[1]![1], false]];
   for (let i = 0; i <= iters; i++) {
-    for (const [label, a, maps] of runs) {
+    // Every other round in reverse order: no call always follows the same one.
+    for (const [label, a, maps] of i % 2 ? [...runs].reverse() : runs) {
       const t0 = performance.now();
       await a.run({ ...call, maps }, cond);
       if (i > 0) times[label]!.push(performance.now() - t0);

@@ -31,6 +31,11 @@ test('advice: fusion on where the fused call takes at most 0.95 of the plain one
   assert.deepEqual(none.flags, []);
   // Just under the probe's threshold: shared.
   assert.equal(advise({ probe: { graphMs: 100, probeMs: 102.9 } }).probeSession, 'shared');
+  // Call by call: a median of 1.21 whose lower quartile is 1.02 is noise (lavapipe gave such runs), not a cost.
+  const noisy = advise({ probe: { graphMs: 100, probeMs: 121, ratioLow: 1.02, ratioHigh: 1.35 } });
+  assert.equal(noisy.probeSession, 'shared');
+  assert.match(noisy.reasons[2]!, /takes 1\.21 \(call by call 1\.02-1\.35\) of the UNet's call on the probe graph \(separate where three calls of four cost 1\.03 or more\)/);
+  assert.equal(advise({ probe: { graphMs: 100, probeMs: 110, ratioLow: 1.06, ratioHigh: 1.12 } }).probeSession, 'separate');
 });
 
 test('advice: --split-cfg always on GPUs where a half is cheap enough for the device count; CPU lists and fixed batches keep auto', () => {
@@ -68,6 +73,7 @@ test('asgd tune on the shipped model (CPU): the times of each graph, and the adv
   for (const t of [j.plain, j.fused]) assert.ok(t.wholeMs > 0 && t.halfMs > 0, JSON.stringify(t));
   assert.equal(j.probeAgainst, j.advice.fuseAttention ? 'fused' : 'plain');
   assert.ok(j.probe.graphMs > 0 && j.probe.probeMs > 0);
+  assert.ok(j.probe.ratioLow > 0 && j.probe.ratioLow <= j.probe.ratioHigh, JSON.stringify(j.probe));
   assert.deepEqual(j.advice, recommendSettings(j), 'the advice is the one its own figures give');
   const text = spawnSync(process.execPath, [BIN, 'tune', SHIPPED, '--iters', '1', '--warmup', '0', '--devices', 'cpu,cpu', '--threads', '1'], { encoding: 'utf8', timeout: 180_000 });
   assert.equal(text.status, 0, text.stderr);

@@ -26,7 +26,13 @@ export interface TuneMeasurement {
    * The attention-probe graph serving a unit that is not probed (noise prediction fetched alone), against the graph
    * it serves (the fused one where fusion is advised), whole units, calls alternating; absent without a probe graph.
    */
-  probe?: { graphMs: number; probeMs: number };
+  probe?: {
+    graphMs: number;
+    probeMs: number;
+    /** Quartiles of the call-by-call ratios (each probe call over the graph call before it): the timing's noise. */
+    ratioLow?: number;
+    ratioHigh?: number;
+  };
 }
 
 export interface TuneAdvice {
@@ -49,7 +55,10 @@ export const SPLIT_ALWAYS_ONE = 0.5;
  * (2.60x and 4.87x): docs/benchmarks.md, "Scheduling targets with the card's costs".
  */
 export const SPLIT_ALWAYS_SEVERAL = 0.55;
-/** The probe graph serving a unit that is not probed costs at least this share more: keep the two sessions apart. */
+/**
+ * The probe graph serving a unit that is not probed costs at least this share more, in three calls of four (the
+ * lower quartile of the call-by-call ratios, where measured): keep the two sessions apart.
+ */
 export const PROBE_SEPARATE = 1.03;
 
 const flag = (key: 'fuseAttention' | 'splitCfg' | 'probeSession') => optionSpec(PIPELINE_OPTIONS, key).cli?.flag ?? key;
@@ -85,8 +94,11 @@ export function recommendSettings(m: TuneMeasurement): TuneAdvice {
   let probeSession: TuneAdvice['probeSession'] = 'shared';
   if (m.probe) {
     const cost = m.probe.probeMs / m.probe.graphMs;
-    if (cost >= PROBE_SEPARATE) probeSession = 'separate';
-    reasons.push(`${flag('probeSession')}: ${probeSession}; a unit that is not probed takes ${share(cost)} of the UNet's call on the probe graph (separate at ${PROBE_SEPARATE} or more${probeSession === 'separate' ? ', for a second copy of the UNet\'s weights on the device holding the probe' : ''}).`);
+    const { ratioLow, ratioHigh } = m.probe;
+    if ((ratioLow ?? cost) >= PROBE_SEPARATE) probeSession = 'separate';
+    const spread = ratioLow !== undefined && ratioHigh !== undefined ? ` (call by call ${share(ratioLow)}-${share(ratioHigh)})` : '';
+    const rule = ratioLow !== undefined ? `separate where three calls of four cost ${PROBE_SEPARATE} or more` : `separate at ${PROBE_SEPARATE} or more`;
+    reasons.push(`${flag('probeSession')}: ${probeSession}; a unit that is not probed takes ${share(cost)}${spread} of the UNet's call on the probe graph (${rule}${probeSession === 'separate' ? ', for a second copy of the UNet\'s weights on the device holding the probe' : ''}).`);
     if (probeSession === 'separate') flags.push(flag('probeSession'), 'separate');
   } else {
     reasons.push(`${flag('probeSession')}: shared; nothing to choose here (no probe graph that could share the UNet's session).`);

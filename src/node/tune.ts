@@ -57,11 +57,14 @@ const DEFAULT_WARMUP = 2;
 /** Deterministic values in [-1, 1]: the same inputs on every run, no RNG state. */
 const wave = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.618 + k));
 
-const median = (xs: number[]) => {
+/** The q-quantile of `xs` (linear between the sorted values). */
+function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
+  const at = (s.length - 1) * q;
+  const lo = Math.floor(at);
+  return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (at - lo);
+}
+const median = (xs: number[]) => quantile(xs, 0.5);
 
 function checkTuneOptions(o: TuneOptions): Required<Pick<TuneOptions, 'iters' | 'warmup'>> {
   const whole = (key: 'iters' | 'warmup' | 'latent', min: number, hint: string) => {
@@ -74,17 +77,22 @@ function checkTuneOptions(o: TuneOptions): Required<Pick<TuneOptions, 'iters' | 
   return { iters: o.iters ?? DEFAULT_ITERS, warmup: o.warmup ?? DEFAULT_WARMUP };
 }
 
-/** Calls `fns` in turn, `warmup` rounds untimed then `iters` timed: each one's median in ms. */
-async function alternate(fns: (() => Promise<unknown>)[], warmup: number, iters: number): Promise<number[]> {
+/**
+ * Calls `fns` in turn, `warmup` rounds untimed then `iters` timed: each one's times in ms, round by round. Every
+ * other round runs them in reverse order, so that no call always follows the same one.
+ */
+async function alternate(fns: (() => Promise<unknown>)[], warmup: number, iters: number): Promise<number[][]> {
   const times = fns.map((): number[] => []);
   for (let i = 0; i < warmup + iters; i++) {
-    for (const [k, fn] of fns.entries()) {
+    const order = [...fns.entries()];
+    if (i % 2) order.reverse();
+    for (const [k, fn] of order) {
       const t0 = performance.now();
       await fn();
       if (i >= warmup) times[k]!.push(performance.now() - t0);
     }
   }
-  return times.map(median);
+  return times;
 }
 
 export async function tuneDevice(dir: string, options: TuneOptions = {}): Promise<TuneReport> {
@@ -153,7 +161,9 @@ export async function tuneDevice(dir: string, options: TuneOptions = {}): Promis
         try {
           const unprobed: UnetCall = { ...call, maps: false, maskTokens: [1, 2, 3] };
           const [graphMs, probeMs] = await alternate([() => g.adapter.run(call, cond), () => p.adapter.run(unprobed, cond)], warmup, iters);
-          probeTimes = { graphMs: graphMs!, probeMs: probeMs! };
+          // Each probe call against the graph call of its round: the spread of those ratios is the timing's noise.
+          const ratios = probeMs!.map((t, i) => t / graphMs![i]!);
+          probeTimes = { graphMs: median(graphMs!), probeMs: median(probeMs!), ratioLow: quantile(ratios, 0.25), ratioHigh: quantile(ratios, 0.75) };
           probeAgainst = fuse ? 'fused' : 'plain';
         } finally {
           await releaseSession(p.s);
@@ -214,7 +224,7 @@ function callSetup(adapter: UnetAdapter, s: OpenSession, family: ModelFamily, la
 /** A whole CFG unit and its conditional half, calls alternating. */
 async function timeUnits(adapter: UnetAdapter, setup: { call: UnetCall; cond: TextConditioning }, warmup: number, iters: number): Promise<UnetCallTimes> {
   const { call, cond } = setup;
-  if (adapter.staticBatch === 2) return { wholeMs: (await alternate([() => adapter.run(call, cond)], warmup, iters))[0]! };
+  if (adapter.staticBatch === 2) return { wholeMs: median((await alternate([() => adapter.run(call, cond)], warmup, iters))[0]!) };
   const [wholeMs, halfMs] = await alternate([() => adapter.run(call, cond), () => adapter.run({ ...call, part: 'cond' }, cond)], warmup, iters);
-  return { wholeMs: wholeMs!, halfMs: halfMs! };
+  return { wholeMs: median(wholeMs!), halfMs: median(halfMs!) };
 }
