@@ -29,7 +29,7 @@ export interface TuneMeasurement {
   probe?: {
     graphMs: number;
     probeMs: number;
-    /** Quartiles of the call-by-call ratios (each probe call over the graph call before it): the timing's noise. */
+    /** Quartiles of the call-by-call ratios (each probe call over the graph call of its round): the timing's noise. */
     ratioLow?: number;
     ratioHigh?: number;
   };
