@@ -223,7 +223,10 @@ function vaeDtype(parts: Record<string, Part>): string[] {
   if (!d) return ['VAE in float32: part `vae-dtype` not run.'];
   const t = d.result;
   if (t?.['float32Ms'] === undefined) return [`vae-dtype: ${d.status ?? 'no status'}, no result written.`];
-  return [`vae-dtype (${t['size']} px, one decode, ${t['provider']}): float16 ${ms(t['float16Ms'])} ms, as float32 (force_upcast) ${ms(t['float32Ms'])} ms (${num(t['float32OverFloat16'])}x); images apart by up to ${num(t['maxDiff'], 4)}.`];
+  const line = `vae-dtype (${t['size']} px, one decode, ${t['provider']}): float16 ${ms(t['float16Ms'])} ms, as float32 (force_upcast) ${ms(t['float32Ms'])} ms (${num(t['float32OverFloat16'])}x); images apart by up to ${num(t['maxDiff'], 4)}.`;
+  // The float32 graph with its group norms as GroupNorm nodes (WebGPU only): whether the decoder should get them too.
+  const gn = t['groupNormOverFloat32'] === undefined ? [] : [`The float32 decoder with its ${t['groupNorms']} group norms as GroupNorm: ${ms(t['groupNormMs'])} ms, ${num(t['groupNormOverFloat32'])} of the written-out one; images apart by up to ${Number(t['groupNormMaxDiff']).toExponential(1)}.`];
+  return [line, ...gn];
 }
 
 function probeAndSchedule(parts: Record<string, Part>): string[] {

@@ -18,7 +18,8 @@ import path from 'node:path';
 import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { decodeTiled } from '../src/core/vae/tiled.ts';
-import { float32ModelBytes } from '../src/graph/float32-upcast.ts';
+import { float32Model, float32ModelBytes } from '../src/graph/float32-upcast.ts';
+import { fuseGroupNorm } from '../src/graph/group-norm.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { VaeDecoderAdapter } from '../src/onnx/vae.ts';
 import { timingStats } from './timing.ts';
@@ -176,14 +177,28 @@ export async function benchVaeDtype(o: VaeDtypeOptions): Promise<Record<string, 
   if ('reason' in converted) throw new Error(`card vae-dtype: ${converted.reason}`);
   const convertMs = performance.now() - t0;
   const opts = { provider: o.provider, threads: 0 };
-  const decoders = { float16: new VaeDecoderAdapter(await openSession(half, 'vae_decoder (float16)', opts)), float32: new VaeDecoderAdapter(await openSession(converted.bytes, 'vae_decoder (float32)', opts)) };
-  const times: Record<'float16' | 'float32', number[]> = { float16: [], float32: [] };
-  const images: Partial<Record<'float16' | 'float32', Float32Array>> = {};
+  // On WebGPU also the float32 graph with its group norms as GroupNorm nodes (src/graph/group-norm.ts), which the
+  // UNet gets for WebGPU-only device lists and the VAE decoder does not yet: what it would gain there.
+  let groupNorms = 0;
+  let groupNormBytes: Uint8Array | undefined;
+  if (o.provider === 'webgpu') {
+    const m = float32Model(half);
+    if ('model' in m && (groupNorms = fuseGroupNorm(m.model)) > 0) groupNormBytes = toBinary(ModelProtoSchema, m.model);
+  }
+  type Kind = 'float16' | 'float32' | 'float32GroupNorm';
+  const decoders: Partial<Record<Kind, VaeDecoderAdapter>> = {
+    float16: new VaeDecoderAdapter(await openSession(half, 'vae_decoder (float16)', opts)),
+    float32: new VaeDecoderAdapter(await openSession(converted.bytes, 'vae_decoder (float32)', opts)),
+    ...(groupNormBytes ? { float32GroupNorm: new VaeDecoderAdapter(await openSession(groupNormBytes, 'vae_decoder (float32, GroupNorm)', opts)) } : {}),
+  };
+  const kinds = Object.keys(decoders) as Kind[];
+  const times: Record<Kind, number[]> = { float16: [], float32: [], float32GroupNorm: [] };
+  const images: Partial<Record<Kind, Float32Array>> = {};
   try {
     for (let i = -1; i < o.iters; i++) {
-      for (const k of ['float16', 'float32'] as const) {
+      for (const k of kinds) {
         const c0 = performance.now();
-        images[k] = (await decoders[k].decode(latent, 4, h, h)).data;
+        images[k] = (await decoders[k]!.decode(latent, 4, h, h)).data;
         if (i >= 0) times[k].push(performance.now() - c0);
       }
     }
@@ -191,16 +206,23 @@ export async function benchVaeDtype(o: VaeDtypeOptions): Promise<Record<string, 
     await Promise.all(Object.values(decoders).map((d) => releaseSession(d.s)));
   }
   const median = (xs: number[]) => timingStats(xs).medianMs;
-  let maxDiff = 0;
+  const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
   const a = images.float16!;
   const b = images.float32!;
-  for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
+  const maxDiff = maxAbsDiff(a, b);
   const nonFinite = (x: Float32Array) => x.reduce((n, v) => n + (Number.isFinite(v) ? 0 : 1), 0);
-  const result = {
+  const result: Record<string, unknown> & { float16Ms: number; float32Ms: number; float32OverFloat16: number } = {
     ...o, decoder: 'SD-width (random weights), exported in float16', convertMs,
     float16Ms: median(times.float16), float32Ms: median(times.float32), float32OverFloat16: median(times.float32) / median(times.float16),
     maxDiff, nonFinite: { float16: nonFinite(a), float32: nonFinite(b) }, runs: times,
   };
-  console.error(`[card] vae-dtype ${o.size} px: float16 ${result.float16Ms.toFixed(0)} ms, float32 ${result.float32Ms.toFixed(0)} ms (${result.float32OverFloat16.toFixed(2)}x), max diff ${maxDiff.toFixed(4)}`);
+  if (images.float32GroupNorm) {
+    Object.assign(result, {
+      groupNorms, groupNormMs: median(times.float32GroupNorm), groupNormOverFloat32: median(times.float32GroupNorm) / result.float32Ms,
+      groupNormMaxDiff: maxAbsDiff(images.float32GroupNorm, b),
+    });
+  }
+  console.error(`[card] vae-dtype ${o.size} px: float16 ${result.float16Ms.toFixed(0)} ms, float32 ${result.float32Ms.toFixed(0)} ms (${result.float32OverFloat16.toFixed(2)}x), max diff ${maxDiff.toFixed(4)}` +
+    (images.float32GroupNorm ? `; float32 with ${groupNorms} GroupNorm nodes ${(result['groupNormOverFloat32'] as number).toFixed(2)} of it, max diff ${(result['groupNormMaxDiff'] as number).toExponential(1)}` : ''));
   return result;
 }

@@ -71,7 +71,10 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
         probe: { graphMs: 400, probeMs: 420 }, probeAgainst: 'fused',
         advice: { flags: ['--fuse-attention', '--probe-session', 'separate'], reasons: ['--fuse-attention: on; the fused call takes 0.34 of the plain one (on at 0.95 or less).'] },
       } },
-      'vae-dtype': { status: 'ok', seconds: 40, result: { size: 1024, provider: 'webgpu', float16Ms: 800, float32Ms: 1200, float32OverFloat16: 1.5, maxDiff: 0.0021 } },
+      'vae-dtype': { status: 'ok', seconds: 40, result: {
+        size: 1024, provider: 'webgpu', float16Ms: 800, float32Ms: 1200, float32OverFloat16: 1.5, maxDiff: 0.0021,
+        groupNorms: 30, groupNormMs: 1000, groupNormOverFloat32: 0.8333, groupNormMaxDiff: 3.1e-6,
+      } },
       'gen-fused': { status: 'timeout', seconds: 330, result: {
         devices: 'webgpu:0', width: 2048, height: 2048, steps: 50, attentionFusion: { applied: true, layers: 32, form: 'flash' },
         partial: { step: 10, totalSteps: 50, stage: 1, unitsDone: 40, unitsTotal: 250, ms: 40_000, msPerUnit: 1000 },
@@ -96,6 +99,7 @@ test('the parts added since: flash check, accuracy against PyTorch, variants, a 
   assert.match(md, /^States on the device against on the host at 4096 MiB: 18\.0 s against 24\.0 s \(0\.75\)\.$/m);
   assert.doesNotMatch(md, /at 1024 MiB: /, 'no comparison where a side was cut');
   assert.match(md, /^vae-dtype \(1024 px, one decode, webgpu\): float16 800\.0 ms, as float32 \(force_upcast\) 1200\.0 ms \(1\.50x\); images apart by up to 0\.0021\.$/m);
+  assert.match(md, /^The float32 decoder with its 30 group norms as GroupNorm: 1000\.0 ms, 0\.83 of the written-out one; images apart by up to 3\.1e-6\.$/m);
   // 1300 kernels at 25 µs: 32.5 ms of the 120 ms call.
   assert.match(md, /^  profile-sd15: 1300 kernels x 25\.0 µs = 32\.5 ms of its 120\.0 ms call\.$/m);
   // 40 units in 40 s, 210 left at 1 s each: 250 s for the denoising.
