@@ -219,11 +219,10 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
       const tileStates = (await state.decoderGraphs)?.tileStates;
-      const conditioning = (a: UnetAdapter | undefined) => a?.device?.counts;
-      const deviceConditioning: { unet?: DeviceConditioningCounts; probe?: DeviceConditioningCounts } = {
-        ...(conditioning(state.unet) ? { unet: conditioning(state.unet) } : {}),
-        ...(state.probe && state.probe !== state.unet && conditioning(state.probe) ? { probe: conditioning(state.probe) } : {}),
-      };
+      // The probe's own counts only where it is an adapter of its own (not the UNet's, as when one session serves both).
+      const unet = state.unet?.device?.counts;
+      const probe = state.probe !== state.unet ? state.probe?.device?.counts : undefined;
+      const deviceConditioning: { unet?: DeviceConditioningCounts; probe?: DeviceConditioningCounts } = { ...(unet ? { unet } : {}), ...(probe ? { probe } : {}) };
       return {
         result: { type: 'describe', components, sessions: new Set(Object.values(state.sessions)).size, ...(tileStates ? { tileStates } : {}), deviceConditioning },
         transfer: [],
