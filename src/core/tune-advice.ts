@@ -13,6 +13,19 @@ export interface UnetCallTimes {
   halfMs?: number;
 }
 
+/**
+ * Two graphs' calls compared call by call (each call over the other graph's call of the same round): the median ratio
+ * and its quartiles, the timing's noise.
+ */
+export interface CallRatios {
+  ratio?: number;
+  ratioLow?: number;
+  ratioHigh?: number;
+}
+
+/** The fused graph's times, measured alternating with the plain graph's (ratios: fused whole unit over plain). */
+export interface FusedCallTimes extends UnetCallTimes, CallRatios {}
+
 export interface TuneMeasurement {
   /** The execution provider measured ('cpu', 'webgpu', 'cuda'). */
   provider: string;
@@ -21,17 +34,14 @@ export interface TuneMeasurement {
   /** The UNet as exported. */
   plain: UnetCallTimes;
   /** The UNet with `fuseAttention`, as the pipeline writes it for this device list; absent where nothing fuses. */
-  fused?: UnetCallTimes;
+  fused?: FusedCallTimes;
   /**
    * The attention-probe graph serving a unit that is not probed (noise prediction fetched alone), against the graph
    * it serves (the fused one where fusion is advised), whole units, calls alternating; absent without a probe graph.
    */
-  probe?: {
+  probe?: CallRatios & {
     graphMs: number;
     probeMs: number;
-    /** Quartiles of the call-by-call ratios (each probe call over the graph call of its round): the timing's noise. */
-    ratioLow?: number;
-    ratioHigh?: number;
   };
 }
 
@@ -45,7 +55,10 @@ export interface TuneAdvice {
   reasons: string[];
 }
 
-/** The fused call must take at most this share of the plain one to be advised (a smaller gain is within noise). */
+/**
+ * The fused call must take at most this share of the plain one to be advised (a smaller gain is within noise), in three
+ * calls of four (the upper quartile of the call-by-call ratios, where measured).
+ */
 export const FUSE_GAIN = 0.95;
 /** A CFG half at or below this share of a whole unit: splitting every unit pays even on one device. */
 export const SPLIT_ALWAYS_ONE = 0.5;
@@ -63,15 +76,19 @@ export const PROBE_SEPARATE = 1.03;
 
 const flag = (key: 'fuseAttention' | 'splitCfg' | 'probeSession') => optionSpec(PIPELINE_OPTIONS, key).cli?.flag ?? key;
 const share = (x: number) => x.toFixed(2);
+/** "0.35 (call by call 0.33-0.37)": the median ratio, where measured call by call, else the medians' ratio. */
+const shareOf = (r: CallRatios, medians: number) =>
+  `${share(r.ratio ?? medians)}${r.ratioLow !== undefined && r.ratioHigh !== undefined ? ` (call by call ${share(r.ratioLow)}-${share(r.ratioHigh)})` : ''}`;
 
 export function recommendSettings(m: TuneMeasurement): TuneAdvice {
   const reasons: string[] = [];
   const flags: string[] = [];
   const fusedShare = m.fused ? m.fused.wholeMs / m.plain.wholeMs : undefined;
-  const fuseAttention = fusedShare !== undefined && fusedShare <= FUSE_GAIN;
+  const fuseAttention = fusedShare !== undefined && (m.fused!.ratioHigh ?? fusedShare) <= FUSE_GAIN;
   if (fusedShare === undefined) reasons.push(`${flag('fuseAttention')}: nothing in this UNet fuses, so it stays off.`);
   else {
-    reasons.push(`${flag('fuseAttention')}: ${fuseAttention ? 'on' : 'off'}; the fused call takes ${share(fusedShare)} of the plain one (on at ${FUSE_GAIN} or less).`);
+    const rule = m.fused!.ratioHigh !== undefined ? `on where three calls of four take ${FUSE_GAIN} or less` : `on at ${FUSE_GAIN} or less`;
+    reasons.push(`${flag('fuseAttention')}: ${fuseAttention ? 'on' : 'off'}; the fused call takes ${shareOf(m.fused!, fusedShare)} of the plain one (${rule}).`);
     if (fuseAttention) flags.push(flag('fuseAttention'));
   }
   const runs = fuseAttention ? m.fused! : m.plain;
@@ -94,11 +111,9 @@ export function recommendSettings(m: TuneMeasurement): TuneAdvice {
   let probeSession: TuneAdvice['probeSession'] = 'shared';
   if (m.probe) {
     const cost = m.probe.probeMs / m.probe.graphMs;
-    const { ratioLow, ratioHigh } = m.probe;
-    if ((ratioLow ?? cost) >= PROBE_SEPARATE) probeSession = 'separate';
-    const spread = ratioLow !== undefined && ratioHigh !== undefined ? ` (call by call ${share(ratioLow)}-${share(ratioHigh)})` : '';
-    const rule = ratioLow !== undefined ? `separate where three calls of four cost ${PROBE_SEPARATE} or more` : `separate at ${PROBE_SEPARATE} or more`;
-    reasons.push(`${flag('probeSession')}: ${probeSession}; a unit that is not probed takes ${share(cost)}${spread} of the UNet's call on the probe graph (${rule}${probeSession === 'separate' ? ', for a second copy of the UNet\'s weights on the device holding the probe' : ''}).`);
+    if ((m.probe.ratioLow ?? cost) >= PROBE_SEPARATE) probeSession = 'separate';
+    const rule = m.probe.ratioLow !== undefined ? `separate where three calls of four cost ${PROBE_SEPARATE} or more` : `separate at ${PROBE_SEPARATE} or more`;
+    reasons.push(`${flag('probeSession')}: ${probeSession}; a unit that is not probed takes ${shareOf(m.probe, cost)} of the UNet's call on the probe graph (${rule}${probeSession === 'separate' ? ', for a second copy of the UNet\'s weights on the device holding the probe' : ''}).`);
     if (probeSession === 'separate') flags.push(flag('probeSession'), 'separate');
   } else {
     reasons.push(`${flag('probeSession')}: shared; nothing to choose here (no probe graph that could share the UNet's session).`);

@@ -3,12 +3,13 @@
  * adapter the worker uses, the conditioning kept on a WebGPU device), at the native latent: the graph as exported and
  * fused (`fuseAttention`, in the form the pipeline writes for that list), a whole CFG unit and one half, and the
  * attention-probe graph serving a unit that is not probed against the graph it serves. core/tune-advice.ts turns the
- * times into the loading settings to use there. Graphs are opened one after another (one UNet in memory at a time),
- * except the last pair, which a `probeSession: 'separate'` worker holds together anyway: its calls alternate.
+ * times into the loading settings to use there. At most two graphs are open at a time (as a `probeSession: 'separate'`
+ * worker holds them): the plain and the fused UNet, then the one advised and the probe graph; the calls of each pair
+ * alternate, so that each ratio compares calls of one round.
  */
 import { AsgdError, invalidArgument } from '../core/errors.ts';
 import type { TextConditioning } from '../core/conditioning.ts';
-import { recommendSettings, type TuneAdvice, type TuneMeasurement, type UnetCallTimes } from '../core/tune-advice.ts';
+import { recommendSettings, type CallRatios, type FusedCallTimes, type TuneAdvice, type TuneMeasurement, type UnetCallTimes } from '../core/tune-advice.ts';
 import { DEFAULT_NATIVE_SIZE, type ModelFamily } from '../core/model-family.ts';
 import { DeviceConditioning } from '../onnx/device-conditioning.ts';
 import { DeviceUploader } from '../onnx/device-upload.ts';
@@ -109,41 +110,35 @@ export async function tuneDevice(dir: string, options: TuneOptions = {}): Promis
   checkProvidersAvailable(devices);
   const session: SessionOptions = { provider: device.provider, ...(device.deviceId !== undefined ? { deviceId: device.deviceId } : {}), threads: device.threads };
   const uploader = device.provider === 'webgpu' ? new DeviceUploader(session) : undefined;
+  // Sessions still open, released in the end whatever fails.
+  const opened: OpenSession[] = [];
   const open = async (file: string, label: string, load: object): Promise<{ s: OpenSession; adapter: UnetAdapter }> => {
     const s = await openSession(file, label, session, load);
+    opened.push(s);
     return { s, adapter: denoiserAdapter(s, uploader ? { device: new DeviceConditioning(uploader) } : {}) };
   };
+  const close = async (s: OpenSession) => {
+    opened.splice(opened.indexOf(s), 1);
+    await releaseSession(s);
+  };
   try {
-    // The plain graph: whole units and halves.
+    // The plain graph and the fused one, as loadPipeline writes it for this device list, both open: their whole units
+    // and halves alternate call by call, so that a machine's drift does not decide between them.
     const plainGraph = await open(spec.paths.unet, 'unet', {});
-    let setup: { call: UnetCall; cond: TextConditioning; latent: number };
-    let plain: UnetCallTimes;
-    try {
-      setup = callSetup(plainGraph.adapter, plainGraph.s, spec.family, options.latent ?? nativeLatent(spec.unetSampleSize, plainGraph.adapter, spec.family), spec.paths.textEncoder3 !== undefined);
-      plain = await timeUnits(plainGraph.adapter, setup, warmup, iters);
-    } finally {
-      await releaseSession(plainGraph.s);
-    }
-    log(`UNet as exported: ${unitsLine(plain)}`);
+    const setup = callSetup(plainGraph.adapter, plainGraph.s, spec.family, options.latent ?? nativeLatent(spec.unetSampleSize, plainGraph.adapter, spec.family), spec.paths.textEncoder3 !== undefined);
     const { call, cond, latent } = setup;
-
-    // The fused graph, as loadPipeline writes it for this device list.
     const probe = await prepareAttentionProbe(spec.paths.unet);
     const form = await attentionForm(devices, checkFlashAttention);
     const fusedFiles = await fuseAttentionFiles(spec.paths.unet, probe, { ...form, webgpuOnly: devices.every((d) => d.provider === 'webgpu') });
-    let fused: UnetCallTimes | undefined;
-    if (fusedFiles.unet) {
-      const g = await open(fusedFiles.unet, 'unet (fused attention)', fusedLoadOptions(fusedFiles.unet));
-      try {
-        fused = await timeUnits(g.adapter, setup, warmup, iters);
-      } finally {
-        await releaseSession(g.s);
-      }
-      log(`UNet fused (${fusedFiles.info.layers} attentions, ${fusedFiles.info.form ?? 'padded'} form): ${unitsLine(fused)}`);
-    } else {
-      log(`UNet fused: nothing fuses (${fusedFiles.info.reason})`);
-    }
+    const fusedGraph = fusedFiles.unet ? await open(fusedFiles.unet, 'unet (fused attention)', fusedLoadOptions(fusedFiles.unet)) : undefined;
+    const { plain, fused } = await timeUnits(plainGraph.adapter, fusedGraph?.adapter, setup, warmup, iters);
+    log(`UNet as exported: ${unitsLine(plain)}`);
+    log(fused ? `UNet fused (${fusedFiles.info.layers} attentions, ${fusedFiles.info.form ?? 'padded'} form): ${unitsLine(fused)}` : `UNet fused: nothing fuses (${fusedFiles.info.reason})`);
     const fuse = recommendSettings({ provider: device.provider, devices: devices.length, plain, ...(fused ? { fused } : {}) }).fuseAttention;
+    // Only the graph the advice keeps stays open for the probe's comparison.
+    const g = fuse ? fusedGraph! : plainGraph;
+    const dropped = fuse ? plainGraph : fusedGraph;
+    if (dropped) await close(dropped.s);
 
     // The probe graph serving a unit that is not probed, against the graph it would serve.
     let probeTimes: TuneMeasurement['probe'];
@@ -154,23 +149,11 @@ export async function tuneDevice(dir: string, options: TuneOptions = {}): Promis
     } else if (fuse && !fusedFiles.probeServesUnet) {
       probeAgainst = { reason: 'the fused probe graph keeps ONNX Attention nodes that the fused UNet has fused, so the two are apart either way' };
     } else {
-      const graphFile = fuse ? fusedFiles.unet! : spec.paths.unet;
-      const g = await open(graphFile, 'unet', fuse ? fusedLoadOptions(graphFile) : {});
-      try {
-        const p = await open(probeFile, 'unet (attention probe)', fuse ? fusedLoadOptions(probeFile) : probeLoadOptions(probeFile));
-        try {
-          const unprobed: UnetCall = { ...call, maps: false, maskTokens: [1, 2, 3] };
-          const [graphMs, probeMs] = await alternate([() => g.adapter.run(call, cond), () => p.adapter.run(unprobed, cond)], warmup, iters);
-          // Each probe call against the graph call of its round: the spread of those ratios is the timing's noise.
-          const ratios = probeMs!.map((t, i) => t / graphMs![i]!);
-          probeTimes = { graphMs: median(graphMs!), probeMs: median(probeMs!), ratioLow: quantile(ratios, 0.25), ratioHigh: quantile(ratios, 0.75) };
-          probeAgainst = fuse ? 'fused' : 'plain';
-        } finally {
-          await releaseSession(p.s);
-        }
-      } finally {
-        await releaseSession(g.s);
-      }
+      const p = await open(probeFile, 'unet (attention probe)', fuse ? fusedLoadOptions(probeFile) : probeLoadOptions(probeFile));
+      const unprobed: UnetCall = { ...call, maps: false, maskTokens: [1, 2, 3] };
+      const [graphMs, probeMs] = await alternate([() => g.adapter.run(call, cond), () => p.adapter.run(unprobed, cond)], warmup, iters);
+      probeTimes = { graphMs: median(graphMs!), probeMs: median(probeMs!), ...ratioQuartiles(probeMs!, graphMs!) };
+      probeAgainst = fuse ? 'fused' : 'plain';
       log(`a unit that is not probed, on the probe graph: ${probeTimes.probeMs.toFixed(1)} ms against ${probeTimes.graphMs.toFixed(1)} ms on the ${probeAgainst} UNet`);
     }
     const measured: TuneMeasurement = { provider: device.provider, devices: devices.length, plain, ...(fused ? { fused } : {}), ...(probeTimes ? { probe: probeTimes } : {}) };
@@ -182,6 +165,7 @@ export async function tuneDevice(dir: string, options: TuneOptions = {}): Promis
       ...measured, fusion, probeAgainst, advice: recommendSettings(measured),
     };
   } finally {
+    for (const s of [...opened].reverse()) await releaseSession(s);
     await uploader?.release();
   }
 }
@@ -221,10 +205,26 @@ function callSetup(adapter: UnetAdapter, s: OpenSession, family: ModelFamily, la
   return { call, cond, latent };
 }
 
-/** A whole CFG unit and its conditional half, calls alternating. */
-async function timeUnits(adapter: UnetAdapter, setup: { call: UnetCall; cond: TextConditioning }, warmup: number, iters: number): Promise<UnetCallTimes> {
+/** The call-by-call ratios `a[i] / b[i]` (calls of one round): their median and quartiles, the timing's noise. */
+function ratioQuartiles(a: number[], b: number[]): Required<CallRatios> {
+  const ratios = a.map((t, i) => t / b[i]!);
+  return { ratio: median(ratios), ratioLow: quantile(ratios, 0.25), ratioHigh: quantile(ratios, 0.75) };
+}
+
+/**
+ * A whole CFG unit and its conditional half on the plain graph and, where there is one, the fused graph: all calls
+ * alternating, so each fused unit is compared with the plain unit of its round.
+ */
+async function timeUnits(
+  plain: UnetAdapter, fused: UnetAdapter | undefined, setup: { call: UnetCall; cond: TextConditioning }, warmup: number, iters: number,
+): Promise<{ plain: UnetCallTimes; fused?: FusedCallTimes }> {
   const { call, cond } = setup;
-  if (adapter.staticBatch === 2) return { wholeMs: median((await alternate([() => adapter.run(call, cond)], warmup, iters))[0]!) };
-  const [wholeMs, halfMs] = await alternate([() => adapter.run(call, cond), () => adapter.run({ ...call, part: 'cond' }, cond)], warmup, iters);
-  return { wholeMs: median(wholeMs!), halfMs: median(halfMs!) };
+  const halves = plain.staticBatch !== 2;
+  const calls = (a: UnetAdapter) => [() => a.run(call, cond), ...(halves ? [() => a.run({ ...call, part: 'cond' }, cond)] : [])];
+  const times = await alternate([...calls(plain), ...(fused ? calls(fused) : [])], warmup, iters);
+  const timesOf = (t: number[][]): UnetCallTimes => ({ wholeMs: median(t[0]!), ...(halves ? { halfMs: median(t[1]!) } : {}) });
+  const per = halves ? 2 : 1;
+  const plainTimes = timesOf(times.slice(0, per));
+  if (!fused) return { plain: plainTimes };
+  return { plain: plainTimes, fused: { ...timesOf(times.slice(per)), ...ratioQuartiles(times[per]!, times[0]!) } };
 }
