@@ -19,7 +19,7 @@ export { encodeImage, formatFromPath, readImageMetadata, readImageMetadataFromBy
 export { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './node/image/read.ts';
 export { readModelFolder, type ComponentPaths, type ModelFamily, type ModelLayout, type ModelSpec } from './node/model/folder.ts';
 export {
-  autoDevices, checkAvailableDevices, describeAvailableDevices, parseDevices, type AutoDevices, type DeviceAvailability, type DeviceSpec, type WorkerIsolation,
+  autoDevices, checkAvailableDevices, cudaGpus, describeAvailableDevices, parseDevices, type AutoDevices, type CudaGpus, type DeviceAvailability, type DeviceSpec, type WorkerIsolation,
 } from './node/runner/devices.ts';
 export type { IoInfo, ProviderName } from './onnx/io.ts';
 export type { SplitMode } from './core/dispatch/tasks.ts';

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { AsgdError } from '../src/core/errors.ts';
 import type { UnetUnit } from '../src/core/methods/types.ts';
@@ -10,7 +13,7 @@ import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
 import { loadPipeline, openPipeline, type GenerateResult, type PipelineOptions, type PipelineTestHooks } from '../src/node/pipeline.ts';
 import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
-import { chooseAutoDevices, parseDevices, workerIsolations } from '../src/node/runner/devices.ts';
+import { chooseAutoDevices, cudaGpus, parseDevices, workerIsolations } from '../src/node/runner/devices.ts';
 import { tinyModel } from './helpers/models.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -253,23 +256,63 @@ test('device lists: thread division and adapter indexes', () => {
   assert.throws(() => parseDevices('webgpu:1'), /Invalid devices; expected "webgpu" or "webgpu:0".*default GPU adapter/);
 });
 
-test("devices 'auto': CUDA where installed, else WebGPU where its adapter beats the CPU on the dense test, else the CPU; each with its reason", () => {
+test("devices 'auto': every CUDA GPU where the provider is installed, else WebGPU where its adapter beats the CPU on the dense test, else the CPU; each with its reason", () => {
   const dense = (webgpuMs: number, cpuMs: number) => ({ ok: true as const, ms: 5, dense: { webgpuMs, cpuMs } });
-  assert.deepEqual(chooseAutoDevices(true, dense(1, 10)), { devices: 'cuda:0', reason: 'the CUDA execution provider is installed' });
-  assert.deepEqual(chooseAutoDevices(false, dense(2.5, 20)), {
+  assert.deepEqual(chooseAutoDevices({ count: 1, from: '/proc/driver/nvidia/gpus' }, dense(1, 10)), {
+    devices: 'cuda:0', reason: 'the CUDA execution provider is installed and can use 1 GPU (/proc/driver/nvidia/gpus): one worker',
+  });
+  assert.deepEqual(chooseAutoDevices({ count: 4, from: 'nvidia-smi -L' }, undefined), {
+    devices: 'cuda:0,cuda:1,cuda:2,cuda:3', reason: 'the CUDA execution provider is installed and can use 4 GPUs (nvidia-smi -L): a worker on each',
+  });
+  assert.deepEqual(chooseAutoDevices({ count: undefined, from: 'unknown: no NVIDIA driver list could be read' }, undefined), {
+    devices: 'cuda:0',
+    reason: 'the CUDA execution provider is installed; how many GPUs it can use is unknown (unknown: no NVIDIA driver list could be read), so one worker on cuda:0 (name more with --devices cuda:0,cuda:1)',
+  });
+  // CUDA_VISIBLE_DEVICES hiding every GPU: as if CUDA were not there, and said.
+  assert.deepEqual(chooseAutoDevices({ count: 0, from: 'CUDA_VISIBLE_DEVICES="-1"' }, { ok: false, reason: 'no Vulkan driver' }), {
+    devices: 'cpu', reason: 'WebGPU found no usable adapter (no Vulkan driver) (the CUDA execution provider is installed but can use no GPU: CUDA_VISIBLE_DEVICES="-1")',
+  });
+  assert.deepEqual(chooseAutoDevices(undefined, dense(2.5, 20)), {
     devices: 'webgpu:0', reason: 'the WebGPU adapter ran a dense test (8 products of 512x512 matrices) in 2.5 ms, 8.0x faster than the CPU (20 ms)',
   });
-  assert.deepEqual(chooseAutoDevices(false, dense(530, 17)), {
+  assert.deepEqual(chooseAutoDevices(undefined, dense(530, 17)), {
     devices: 'cpu',
     reason: 'the WebGPU adapter ran a dense test (8 products of 512x512 matrices) in 530 ms, 31.2x slower than the CPU (17 ms): a CPU emulation such as lavapipe or SwiftShader, or a slow GPU',
   });
-  assert.deepEqual(chooseAutoDevices(false, { ok: false, reason: 'no Vulkan driver' }), { devices: 'cpu', reason: 'WebGPU found no usable adapter (no Vulkan driver)' });
-  assert.deepEqual(chooseAutoDevices(false, { ok: true, ms: 5, denseError: 'out of memory' }), { devices: 'cpu', reason: 'the WebGPU adapter failed the dense test (out of memory)' });
-  assert.deepEqual(chooseAutoDevices(false, undefined), { devices: 'cpu', reason: 'this onnxruntime-node build has no WebGPU provider' });
+  assert.deepEqual(chooseAutoDevices(undefined, { ok: false, reason: 'no Vulkan driver' }), { devices: 'cpu', reason: 'WebGPU found no usable adapter (no Vulkan driver)' });
+  assert.deepEqual(chooseAutoDevices(undefined, { ok: true, ms: 5, denseError: 'out of memory' }), { devices: 'cpu', reason: 'the WebGPU adapter failed the dense test (out of memory)' });
+  assert.deepEqual(chooseAutoDevices(undefined, undefined), { devices: 'cpu', reason: 'this onnxruntime-node build has no WebGPU provider' });
   // 'auto' is resolved before the list is parsed; in a list it is an error that says so.
   assert.throws(() => parseDevices('auto,cpu'), (e: unknown) =>
     e instanceof AsgdError && e.parameter === 'devices' && /expected "auto" alone \(it picks the devices itself\)/.test(e.message) && /"auto,cpu"/.test(e.message));
   assert.throws(() => parseDevices('auto'), (e: unknown) => e instanceof AsgdError && /resolve "auto" with autoDevices\(\) first/.test(e.message));
+});
+
+test('the CUDA GPUs auto can use: the driver\'s list, narrowed by CUDA_VISIBLE_DEVICES as CUDA reads it', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'asgd-gpus-'));
+  try {
+    for (const bus of ['0000:17:00.0', '0000:65:00.0', '0000:ca:00.0']) fs.mkdirSync(path.join(dir, bus));
+    const never = () => assert.fail('nvidia-smi is asked only without the driver folder');
+    assert.deepEqual(cudaGpus({}, dir, never), { count: 3, from: dir });
+    const visible = (v: string) => cudaGpus({ CUDA_VISIBLE_DEVICES: v }, dir, never).count;
+    assert.equal(visible('2,0'), 2);
+    assert.equal(visible(' 1 '), 1);
+    assert.equal(visible(''), 0, 'set but empty: no GPU');
+    assert.equal(visible('-1'), 0);
+    assert.equal(visible('0,-1,1'), 1, 'the list ends at the first entry that names no device');
+    assert.equal(visible('0,5,1'), 1, 'an index beyond the GPUs ends it too');
+    assert.equal(visible('1,1'), 1, 'as does a repeat');
+    assert.equal(visible('GPU-8c6a2c1e-1f3b-4b1e-9d0e-2f1d4f6a7b8c,MIG-GPU-1/2/0'), 2);
+    assert.equal(visible('0,1,2,3,4'), 3, 'never more than the driver lists');
+    assert.equal(cudaGpus({ CUDA_VISIBLE_DEVICES: '0' }, dir, never).from, 'CUDA_VISIBLE_DEVICES="0"');
+    // Without the folder (not Linux): nvidia-smi's list, else unknown.
+    const missing = path.join(dir, 'none');
+    assert.deepEqual(cudaGpus({}, missing, () => 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)\nGPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-2)\n'), { count: 2, from: 'nvidia-smi -L' });
+    assert.deepEqual(cudaGpus({}, missing, () => undefined), { count: undefined, from: 'unknown: no NVIDIA driver list could be read' });
+    assert.deepEqual(cudaGpus({ CUDA_VISIBLE_DEVICES: '0,3' }, missing, () => undefined).count, 2, 'indices are not bounded when the GPUs are unknown');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('worker isolation: auto puts WebGPU workers in processes of their own when there are two or more, or one runs as a thread already', () => {

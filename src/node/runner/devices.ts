@@ -1,5 +1,5 @@
 /** Parsing `--devices` (cpu, cpu,cpu, webgpu:0, cuda:0,cuda:1, mixtures) into device specs. */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -136,7 +136,7 @@ export function describeAvailableDevices(): DeviceAvailability[] {
   return [
     { name: 'cpu', available: true, note: `bundled; ${os.availableParallelism()} cores; repeat "cpu" for several CPU workers` },
     { name: 'webgpu', available: backends.some((b) => b.name === 'webgpu'), note: 'bundled; runs on the GPU through Vulkan/Metal/D3D12 when a driver is present' },
-    { name: 'cuda', available: cudaInstalled(), note: cudaInstalled() ? 'installed' : 'not installed: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node' },
+    { name: 'cuda', available: cudaInstalled(), note: cudaInstalled() ? `installed; ${gpusSentence(cudaGpus())}` : 'not installed: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node' },
   ];
 }
 
@@ -171,34 +171,96 @@ const fmtMs = (ms: number) => `${ms < 10 ? ms.toFixed(1) : ms.toFixed(0)} ms`;
 
 /** What `devices: 'auto'` chose, and why (ModelInfo.notes and `asgd devices` say it). */
 export interface AutoDevices {
-  /** The device list picked: "cuda:0", "webgpu:0" or "cpu". */
+  /** The device list picked: "cuda:0" (or one per GPU: "cuda:0,cuda:1"), "webgpu:0" or "cpu". */
   devices: string;
   /** Why, in a sentence (with the dense test's times where it ran). */
   reason: string;
 }
 
+/** The CUDA GPUs this process can use, and where that number was read ('auto' puts a worker on each). */
+export interface CudaGpus {
+  /** Undefined where it could not be read. */
+  count: number | undefined;
+  /** 'CUDA_VISIBLE_DEVICES', the driver's list (/proc/driver/nvidia/gpus or nvidia-smi), or why it is unknown. */
+  from: string;
+}
+
 /**
- * `devices: 'auto'`: the CUDA provider where it is installed; else the WebGPU adapter where it ran the dense test
- * faster than the CPU (a CPU emulation such as lavapipe is many times slower: then, and without an adapter, the
- * CPU). One worker either way: several on one GPU or CPU are a choice of speed against memory left to the user.
- * `webgpu` is undefined when this onnxruntime-node build has no WebGPU provider.
+ * How many GPUs the CUDA provider can use here. The NVIDIA driver's list gives the GPUs (/proc/driver/nvidia/gpus on
+ * Linux, else `nvidia-smi -L`); where CUDA_VISIBLE_DEVICES is set, its entries count, as CUDA reads them: up to the
+ * first that names no device (such as -1, an index beyond the GPUs, or a repeat). The provider numbers the visible
+ * GPUs from 0, so cuda:0 .. cuda:count-1 are theirs.
  */
-export function chooseAutoDevices(cuda: boolean, webgpu: WebGpuCheck | undefined): AutoDevices {
-  if (cuda) return { devices: 'cuda:0', reason: 'the CUDA execution provider is installed' };
-  if (!webgpu) return { devices: 'cpu', reason: 'this onnxruntime-node build has no WebGPU provider' };
-  if (!webgpu.ok) return { devices: 'cpu', reason: `WebGPU found no usable adapter (${webgpu.reason})` };
-  if (!webgpu.dense) return { devices: 'cpu', reason: `the WebGPU adapter failed the dense test (${webgpu.denseError})` };
+export function cudaGpus(env: NodeJS.ProcessEnv = process.env, driverDir = '/proc/driver/nvidia/gpus', driverList: () => string | undefined = nvidiaSmiList): CudaGpus {
+  let physical: number | undefined;
+  let from = 'unknown: no NVIDIA driver list could be read';
+  try {
+    physical = fs.readdirSync(driverDir).length;
+    from = driverDir;
+  } catch {
+    const listed = driverList();
+    if (listed !== undefined) {
+      physical = listed.split('\n').filter((l) => /^GPU \d+:/.test(l)).length;
+      from = 'nvidia-smi -L';
+    }
+  }
+  const visible = env['CUDA_VISIBLE_DEVICES'];
+  if (visible === undefined) return { count: physical, from };
+  const seen = new Set<string>();
+  for (const entry of visible.split(',').map((e) => e.trim())) {
+    const index = /^\d+$/.test(entry) ? Number(entry) : undefined;
+    const names = index !== undefined ? physical === undefined || index < physical : /^(GPU|MIG)-[\w/-]+$/.test(entry);
+    if (!names || seen.has(entry)) break;
+    seen.add(entry);
+  }
+  return { count: physical === undefined ? seen.size : Math.min(seen.size, physical), from: `CUDA_VISIBLE_DEVICES=${JSON.stringify(visible)}` };
+}
+
+const gpusSentence = (g: CudaGpus) => (g.count === undefined ? `GPUs unknown (${g.from})` : `can use ${g.count} GPU${g.count === 1 ? '' : 's'} (${g.from})`);
+
+function nvidiaSmiList(): string | undefined {
+  try {
+    return execFileSync('nvidia-smi', ['-L'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `devices: 'auto'`: the CUDA provider where it is installed, a worker on each GPU it can use (each GPU has its own
+ * memory, so more workers cost none); else the WebGPU adapter where it ran the dense test faster than the CPU (a CPU
+ * emulation such as lavapipe is many times slower: then, and without an adapter, the CPU). One worker on WebGPU or
+ * the CPU: several on one GPU or CPU are a choice of speed against memory left to the user. `cuda` is undefined where
+ * the CUDA provider is not installed; `webgpu` is undefined when this onnxruntime-node build has no WebGPU provider.
+ */
+export function chooseAutoDevices(cuda: CudaGpus | undefined, webgpu: WebGpuCheck | undefined): AutoDevices {
+  if (cuda && cuda.count !== 0) {
+    if (cuda.count === undefined) {
+      return { devices: 'cuda:0', reason: `the CUDA execution provider is installed; how many GPUs it can use is unknown (${cuda.from}), so one worker on cuda:0 (name more with --devices cuda:0,cuda:1)` };
+    }
+    const n = cuda.count;
+    return {
+      devices: Array.from({ length: n }, (_, i) => `cuda:${i}`).join(','),
+      reason: `the CUDA execution provider is installed and ${gpusSentence(cuda)}: ${n > 1 ? 'a worker on each' : 'one worker'}`,
+    };
+  }
+  const noCuda = cuda ? ` (the CUDA execution provider is installed but can use no GPU: ${cuda.from})` : '';
+  const pick = (devices: string, reason: string): AutoDevices => ({ devices, reason: `${reason}${noCuda}` });
+  if (!webgpu) return pick('cpu', 'this onnxruntime-node build has no WebGPU provider');
+  if (!webgpu.ok) return pick('cpu', `WebGPU found no usable adapter (${webgpu.reason})`);
+  if (!webgpu.dense) return pick('cpu', `the WebGPU adapter failed the dense test (${webgpu.denseError})`);
   const faster = webgpu.dense.webgpuMs < webgpu.dense.cpuMs;
   const what = faster ? '' : ': a CPU emulation such as lavapipe or SwiftShader, or a slow GPU';
-  return { devices: faster ? 'webgpu:0' : 'cpu', reason: `the WebGPU adapter ${denseSentence(webgpu.dense)}${what}` };
+  return pick(faster ? 'webgpu:0' : 'cpu', `the WebGPU adapter ${denseSentence(webgpu.dense)}${what}`);
 }
 
 /** Resolves `devices: 'auto'` on this machine (the WebGPU check runs once per process: checkAvailableDevices). */
 export async function autoDevices(): Promise<AutoDevices> {
-  if (cudaInstalled()) return chooseAutoDevices(true, undefined);
-  if (!supportedBackends().some((b) => b.name === 'webgpu')) return chooseAutoDevices(false, undefined);
+  const cuda = cudaInstalled() ? cudaGpus() : undefined;
+  if (cuda && cuda.count !== 0) return chooseAutoDevices(cuda, undefined);
+  if (!supportedBackends().some((b) => b.name === 'webgpu')) return chooseAutoDevices(cuda, undefined);
   webgpuCheck ??= webgpuCheckInAChild();
-  return chooseAutoDevices(false, await webgpuCheck);
+  return chooseAutoDevices(cuda, await webgpuCheck);
 }
 
 /** The line that says what 'auto' picked (ModelInfo.notes, and the servers' start). */
