@@ -56,6 +56,8 @@ function machine(parts: Record<string, Part>): string[] {
   ];
   const auto = dev['auto'] as Json | undefined;
   if (auto) lines.push(`--devices auto: ${auto['devices']} (${auto['reason']}).`);
+  const gpus = dev['cudaGpus'] as Json | undefined;
+  if (gpus) lines.push(`GPUs as 'auto' counts them for the CUDA provider: ${gpus['count'] ?? 'unknown'} (${gpus['from']}).`);
   const flash = dev['flashAttention'] as Json | undefined;
   if (flash) {
     lines.push(flash['reason'] !== undefined

@@ -79,7 +79,7 @@ import type { ProviderName } from '../src/onnx/io.ts';
 import { loadPipeline, type GenerationProgress } from '../src/node/pipeline.ts';
 import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
-import { autoDevices, checkAvailableDevices, checkFlashAttention } from '../src/node/runner/devices.ts';
+import { autoDevices, checkAvailableDevices, checkFlashAttention, cudaGpus } from '../src/node/runner/devices.ts';
 import { tuneDevice } from '../src/node/tune.ts';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
 import { SD_VAE_DECODER, buildGroupNormVaeDecoder } from '../test/fixtures/groupnorm-vae.ts';
@@ -733,7 +733,8 @@ async function run(command: string, args: Args): Promise<Record<string, unknown>
     case 'devices':
       // What `asgd devices` says: the providers of this build, WebGPU checked by running a one-node model.
       // And whether ONNX Runtime's WebGPU flash-attention kernel is right here (the fused attention's form follows it).
-      result = { machine: machine(), devices: await checkAvailableDevices(), auto: await autoDevices(), backends: supportedBackends(), flashAttention: await checkFlashAttention() };
+      // cudaGpus: the GPUs the driver lists, as 'auto' would count them for the CUDA provider (not installed on the card).
+      result = { machine: machine(), devices: await checkAvailableDevices(), auto: await autoDevices(), cudaGpus: cudaGpus(), backends: supportedBackends(), flashAttention: await checkFlashAttention() };
       break;
     default:
       throw new Error(USAGE);
