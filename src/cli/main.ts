@@ -448,13 +448,23 @@ async function runDevices(opts: { json?: boolean }): Promise<number> {
 /** The pipeline options `asgd tune` takes: the device list its advice is for. */
 const TUNE_PIPELINE_OPTIONS = [optionSpec(PIPELINE_OPTIONS, 'devices'), optionSpec(PIPELINE_OPTIONS, 'threads')];
 
-async function runTune(dir: string, opts: { json?: boolean; iters?: number; warmup?: number; latent?: number }, pipeline: PipelineOptions): Promise<number> {
+type TuneFlags = { json?: boolean; iters?: number; warmup?: number; latent?: number; workers?: number[] | false };
+
+/** `--workers 1,2,4` or `--workers none`. */
+function workersFlag(v: string): number[] | false {
+  if (v.trim().toLowerCase() === 'none') return false;
+  const list = v.split(',').map((x) => Number(x.trim()));
+  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1 || n > 64)) throw invalidArgument('--workers', 'worker counts from 1 to 64, comma-separated (e.g. 1,2,4), or none', v);
+  return list;
+}
+
+async function runTune(dir: string, opts: TuneFlags, pipeline: PipelineOptions): Promise<number> {
   const { tuneDevice } = await import('../node/tune.ts');
   const progress = (line: string) => process.stderr.write(`${line}\n`);
   const r = await tuneDevice(dir, {
     ...(typeof pipeline.devices === 'string' ? { devices: pipeline.devices } : {}), ...(pipeline.threads !== undefined ? { threads: pipeline.threads } : {}),
     ...(opts.iters !== undefined ? { iters: opts.iters } : {}), ...(opts.warmup !== undefined ? { warmup: opts.warmup } : {}),
-    ...(opts.latent !== undefined ? { latent: opts.latent } : {}), ...(opts.json ? {} : { onProgress: progress }),
+    ...(opts.latent !== undefined ? { latent: opts.latent } : {}), ...(opts.workers !== undefined ? { workers: opts.workers } : {}), ...(opts.json ? {} : { onProgress: progress }),
   });
   if (opts.json) {
     process.stdout.write(JSON.stringify(r, null, 2) + '\n');
@@ -628,14 +638,15 @@ export function buildProgram(setExit: (code: number) => void): Command {
 
   const tuneCmd = program
     .command('tune')
-    .description('Time the UNet on a device and say which loading settings are fastest there (--fuse-attention, --split-cfg, --probe-session)')
+    .description('Time the UNet on a device and say which loading settings are fastest there (--fuse-attention, --split-cfg, --probe-session; on CPU lists also how many CPU workers)')
     .argument('[model]', 'model folder', undefined)
     .option('--json', 'machine-readable output')
     .addOption(new Option('--iters <n>', 'timed calls of each kind').default(10).argParser(wholeFlag('--iters', 1)))
     .addOption(new Option('--warmup <n>', 'untimed calls before them').default(2).argParser(wholeFlag('--warmup', 0)))
-    .addOption(new Option('--latent <n>', "latent side of the calls (default: the model's native one)").argParser(wholeFlag('--latent', 8)));
+    .addOption(new Option('--latent <n>', "latent side of the calls (default: the model's native one)").argParser(wholeFlag('--latent', 8)))
+    .addOption(new Option('--workers <list>', 'CPU lists: worker counts to time a short generation with, e.g. 1,2,4, or none (default: 1, 2, 4, ... up to the cores, at most 8)').argParser(workersFlag));
   addOptions(tuneCmd, [...TUNE_PIPELINE_OPTIONS, optionSpec(CLI_OPTIONS, 'verbose')]);
-  tuneCmd.action(async (dir: string | undefined, opts: { json?: boolean; iters?: number; warmup?: number; latent?: number }, cmd: Command) =>
+  tuneCmd.action(async (dir: string | undefined, opts: TuneFlags, cmd: Command) =>
     setExit(await runTune(dir ?? defaultModelDir(), opts, givenValues(cmd, TUNE_PIPELINE_OPTIONS) as PipelineOptions)));
 
   program

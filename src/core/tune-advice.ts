@@ -26,6 +26,17 @@ export interface CallRatios {
 /** The fused graph's times, measured alternating with the plain graph's (ratios: fused whole unit over plain). */
 export interface FusedCallTimes extends UnetCallTimes, CallRatios {}
 
+/** One CPU worker count's short generation (CPU device lists): its denoising time, or why it was not run. */
+export interface CpuLayoutTimes {
+  workers: number;
+  /** Intra-op threads per worker (0: ONNX Runtime's default, every core). */
+  threads: number;
+  denoiseMs?: number;
+  /** Whether its image is the first layout's byte for byte (undefined for the first). */
+  sameImage?: boolean;
+  skipped?: string;
+}
+
 export interface TuneMeasurement {
   /** The execution provider measured ('cpu', 'webgpu', 'cuda'). */
   provider: string;
@@ -43,12 +54,16 @@ export interface TuneMeasurement {
     graphMs: number;
     probeMs: number;
   };
+  /** CPU lists: the same short generation on several worker counts. */
+  layouts?: CpuLayoutTimes[];
 }
 
 export interface TuneAdvice {
   fuseAttention: boolean;
   splitCfg: 'auto' | 'always';
   probeSession: 'shared' | 'separate';
+  /** CPU lists whose worker counts were timed: the count advised. */
+  cpuWorkers?: number;
   /** The command-line flags that differ from the defaults. */
   flags: string[];
   /** Why each setting is advised, one sentence each, with the figures. */
@@ -73,8 +88,10 @@ export const SPLIT_ALWAYS_SEVERAL = 0.55;
  * lower quartile of the call-by-call ratios, where measured): keep the two sessions apart.
  */
 export const PROBE_SEPARATE = 1.03;
+/** Another CPU worker count is advised where its generation's denoising took at most this share of the list's own. */
+export const LAYOUT_GAIN = 0.9;
 
-const flag = (key: 'fuseAttention' | 'splitCfg' | 'probeSession') => optionSpec(PIPELINE_OPTIONS, key).cli?.flag ?? key;
+const flag = (key: 'fuseAttention' | 'splitCfg' | 'probeSession' | 'devices') => optionSpec(PIPELINE_OPTIONS, key).cli?.flag ?? key;
 const share = (x: number) => x.toFixed(2);
 /** "0.35 (call by call 0.33-0.37)": the median ratio, where measured call by call, else the medians' ratio. */
 const shareOf = (r: CallRatios, medians: number) =>
@@ -118,5 +135,32 @@ export function recommendSettings(m: TuneMeasurement): TuneAdvice {
   } else {
     reasons.push(`${flag('probeSession')}: shared; nothing to choose here (no probe graph that could share the UNet's session).`);
   }
-  return { fuseAttention, splitCfg, probeSession, flags, reasons };
+  const cpuWorkers = m.layouts ? adviseLayout(m.devices, m.layouts, reasons, flags) : undefined;
+  return { fuseAttention, splitCfg, probeSession, ...(cpuWorkers !== undefined ? { cpuWorkers } : {}), flags, reasons };
+}
+
+/** "2 workers of 1 thread", "1 worker of ONNX Runtime's default threads". */
+export const workersText = (l: { workers: number; threads: number }) =>
+  `${l.workers} worker${l.workers > 1 ? 's' : ''} of ${l.threads === 0 ? "ONNX Runtime's default" : l.threads} thread${l.threads === 1 ? '' : 's'}`;
+
+/** The CPU worker count to run: the fastest whose generation took at most LAYOUT_GAIN of the list's own. */
+function adviseLayout(current: number, layouts: CpuLayoutTimes[], reasons: string[], flags: string[]): number {
+  const timed = layouts.filter((l) => l.denoiseMs !== undefined && l.sameImage !== false);
+  const own = timed.find((l) => l.workers === current);
+  const best = timed.reduce<CpuLayoutTimes | undefined>((b, l) => (b === undefined || l.denoiseMs! < b.denoiseMs! ? l : b), undefined);
+  const differs = layouts.filter((l) => l.sameImage === false).map((l) => l.workers);
+  const note = differs.length > 0 ? ` (worker counts ${differs.join(', ')} gave another image, which they should not: left out)` : '';
+  if (!own || !best) {
+    reasons.push(`${flag('devices')}: unchanged; the list's own worker count could not be timed${note}.`);
+    return current;
+  }
+  const gain = best.denoiseMs! / own.denoiseMs!;
+  const pick = best.workers !== current && gain <= LAYOUT_GAIN ? best : own;
+  const others = timed.filter((l) => l !== own).map((l) => `${l.workers}: ${share(l.denoiseMs! / own.denoiseMs!)}`).join(', ');
+  const skipped = layouts.filter((l) => l.skipped).map((l) => `${l.workers} (${l.skipped})`).join('; ');
+  const list = Array(pick.workers).fill('cpu').join(',');
+  const checked = timed.length > 1 && layouts.every((l) => l.sameImage !== false) ? ' They all gave the same image, byte for byte.' : '';
+  reasons.push(`${flag('devices')}: ${list}; ${workersText(pick)}${pick === own ? '' : ` took ${share(gain)} of the denoising time of ${workersText(own)}`} in the same short generation (each count's time over ${current}'s: ${others || 'none other timed'}; another count is advised at ${LAYOUT_GAIN} or less)${skipped ? `; not run: ${skipped}` : ''}${note}.${checked}`);
+  if (pick !== own) flags.push(flag('devices'), list);
+  return pick.workers;
 }

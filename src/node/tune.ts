@@ -7,6 +7,7 @@
  * worker holds them): the plain and the fused UNet, then the one advised and the probe graph; the calls of each pair
  * alternate, so that each ratio compares calls of one round.
  */
+import os from 'node:os';
 import { AsgdError, invalidArgument } from '../core/errors.ts';
 import type { TextConditioning } from '../core/conditioning.ts';
 import { recommendSettings, type CallRatios, type FusedCallTimes, type TuneAdvice, type TuneMeasurement, type UnetCallTimes } from '../core/tune-advice.ts';
@@ -20,6 +21,7 @@ import { fusedLoadOptions } from './fused-attention.ts';
 import { readModelFolder } from './model/folder.ts';
 import { attentionForm, fuseAttentionFiles } from './pipeline.ts';
 import { prepareAttentionProbe, probeLoadOptions } from './probe.ts';
+import { layoutCandidates, timeCpuLayouts } from './tune-layouts.ts';
 import { autoDevices, checkFlashAttention, checkProvidersAvailable, isAutoDevices, parseDevices, type DeviceSpec } from './runner/devices.ts';
 
 export interface TuneOptions {
@@ -32,6 +34,11 @@ export interface TuneOptions {
   warmup?: number;
   /** Latent side of the calls (default: the model's native one, as every patch and window has). */
   latent?: number;
+  /**
+   * CPU lists: the worker counts whose short generation is timed to advise `--devices cpu,cpu...` (default 1, 2, 4,
+   * ... up to the cores, at most 8, and the list's own count); false skips it.
+   */
+  workers?: number[] | false;
   /** A line per finished measurement. */
   onProgress?: (line: string) => void;
 }
@@ -75,6 +82,10 @@ function checkTuneOptions(o: TuneOptions): Required<Pick<TuneOptions, 'iters' | 
   whole('iters', 1, 'Use at least 1 timed call, e.g. 10');
   whole('warmup', 0, 'Use 0 or more untimed calls, e.g. 2');
   whole('latent', 8, 'Use a latent side in latent pixels (an eighth of the image side), e.g. 64');
+  const w = o.workers;
+  if (w !== undefined && w !== false && !(Array.isArray(w) && w.length > 0 && w.every((n) => Number.isInteger(n) && n >= 1 && n <= 64))) {
+    throw invalidArgument('workers', 'false or a list of CPU worker counts from 1 to 64', w, 'Use e.g. [1, 2, 4]');
+  }
   return { iters: o.iters ?? DEFAULT_ITERS, warmup: o.warmup ?? DEFAULT_WARMUP };
 }
 
@@ -156,7 +167,17 @@ export async function tuneDevice(dir: string, options: TuneOptions = {}): Promis
       probeAgainst = fuse ? 'fused' : 'plain';
       log(`a unit that is not probed, on the probe graph: ${probeTimes.probeMs.toFixed(1)} ms against ${probeTimes.graphMs.toFixed(1)} ms on the ${probeAgainst} UNet`);
     }
-    const measured: TuneMeasurement = { provider: device.provider, devices: devices.length, plain, ...(fused ? { fused } : {}), ...(probeTimes ? { probe: probeTimes } : {}) };
+    for (const s of [...opened].reverse()) await close(s);
+
+    // CPU lists: how many workers, by a short generation on each count (the pipelines load the model themselves).
+    const layouts = device.provider === 'cpu' && options.workers !== false
+      ? await timeCpuLayouts(dir, spec.paths.unet, {
+        workers: options.workers ?? layoutCandidates(os.availableParallelism(), devices.length), threads: options.threads ?? 0, fuseAttention: fuse, log,
+      })
+      : undefined;
+    const measured: TuneMeasurement = {
+      provider: device.provider, devices: devices.length, plain, ...(fused ? { fused } : {}), ...(probeTimes ? { probe: probeTimes } : {}), ...(layouts ? { layouts } : {}),
+    };
     const fusion: TuneReport['fusion'] = fusedFiles.unet
       ? { layers: fusedFiles.info.layers, ...(fusedFiles.info.form ? { form: fusedFiles.info.form } : {}), ...(fusedFiles.info.formReason ? { formReason: fusedFiles.info.formReason } : {}) }
       : { reason: fusedFiles.info.reason ?? 'not fused' };

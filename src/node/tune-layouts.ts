@@ -1,0 +1,76 @@
+/**
+ * `asgd tune` on CPU device lists: how many CPU workers to run. One worker gets every core as ONNX Runtime's
+ * intra-op threads; several split the cores and run units side by side. Which is faster depends on the model's layer
+ * sizes and the machine, and a generation gives the same image on any number of CPU workers, so this is measured, not
+ * guessed: a short asg generation at twice the native size per worker count, timing the denoising only.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { workersText, type CpuLayoutTimes } from '../core/tune-advice.ts';
+import { loadPipeline } from './pipeline.ts';
+import { parseDevices } from './runner/devices.ts';
+
+/** The generation each layout runs (after a one-step warm-up generation): asg at twice the native size per side. */
+export const LAYOUT_STEPS = 4;
+
+/** Weights on disk a CPU worker loads for the UNet: the graph and the external data files beside it. */
+export function unetBytes(unetFile: string): number {
+  const dir = path.dirname(unetFile);
+  let total = fs.statSync(unetFile).size;
+  for (const name of fs.readdirSync(dir)) {
+    // External data as exporters name it; the graphs this project derives (.asgd-*) reference the same weights.
+    if (/(\.onnx_data|\.onnx\.data|^weights\.pb)$/.test(name) && !name.includes('.asgd-')) total += fs.statSync(path.join(dir, name)).size;
+  }
+  return total;
+}
+
+/** Worker counts worth trying on `cores` cores: 1, 2, 4, ... up to the cores (at most 8), and `current`. */
+export function layoutCandidates(cores: number, current: number): number[] {
+  const out = new Set<number>([current]);
+  for (let w = 1; w <= Math.min(cores, 8); w *= 2) out.add(w);
+  return [...out].sort((a, b) => a - b);
+}
+
+export interface LayoutOptions {
+  workers: number[];
+  /** --threads as given (0: the cores divided among the workers). */
+  threads: number;
+  fuseAttention: boolean;
+  /** Memory the layouts may use, bytes (default: 80 % of what the system reports free). */
+  memoryBytes?: number;
+  log: (line: string) => void;
+}
+
+/** Times each worker count's generation; a count whose UNet copies would not fit in memory is skipped, with why. */
+export async function timeCpuLayouts(dir: string, unetFile: string, o: LayoutOptions): Promise<CpuLayoutTimes[]> {
+  const perWorker = unetBytes(unetFile);
+  const budget = o.memoryBytes ?? 0.8 * os.freemem();
+  const out: CpuLayoutTimes[] = [];
+  let reference: Uint8Array | undefined;
+  for (const workers of o.workers) {
+    const list = Array(workers).fill('cpu').join(',');
+    const threads = parseDevices(list, o.threads)[0]!.threads;
+    const need = workers * perWorker;
+    if (need > budget) {
+      const gb = (b: number) => (b / 2 ** 30).toFixed(1);
+      out.push({ workers, threads, skipped: `${workers} copies of the UNet need about ${gb(need)} GiB, ${gb(budget)} GiB is free to use` });
+      o.log(`${workersText({ workers, threads })} (CPU): skipped (${out.at(-1)!.skipped})`);
+      continue;
+    }
+    const pipe = await loadPipeline(dir, { devices: list, ...(o.threads > 0 ? { threads: o.threads } : {}), fuseAttention: o.fuseAttention });
+    try {
+      const size = { width: 2 * pipe.nativeSize.width, height: 2 * pipe.nativeSize.height };
+      const params = { prompt: 'a red circle on a blue background', seed: 1, method: 'asg' as const, ...size };
+      await pipe.generate({ ...params, steps: 1 });
+      const r = await pipe.generate({ ...params, steps: LAYOUT_STEPS });
+      const same = reference === undefined ? undefined : Buffer.from(r.image.data).equals(Buffer.from(reference));
+      reference ??= r.image.data;
+      out.push({ workers, threads, denoiseMs: r.timings.denoiseMs, ...(same !== undefined ? { sameImage: same } : {}) });
+      o.log(`${workersText({ workers, threads })} (CPU): denoising ${r.timings.denoiseMs.toFixed(0)} ms (${LAYOUT_STEPS}-step asg at ${size.width}x${size.height})`);
+    } finally {
+      await pipe.close();
+    }
+  }
+  return out;
+}
