@@ -160,7 +160,10 @@ function adviseLayout(current: number, layouts: CpuLayoutTimes[], reasons: strin
   const skipped = layouts.filter((l) => l.skipped).map((l) => `${l.workers} (${l.skipped})`).join('; ');
   const list = Array(pick.workers).fill('cpu').join(',');
   const checked = timed.length > 1 && layouts.every((l) => l.sameImage !== false) ? ' They all gave the same image, byte for byte.' : '';
-  reasons.push(`${flag('devices')}: ${list}; ${workersText(pick)}${pick === own ? '' : ` took ${share(gain)} of the denoising time of ${workersText(own)}`} in the same short generation (each count's time over ${current}'s: ${others || 'none other timed'}; another count is advised at ${LAYOUT_GAIN} or less)${skipped ? `; not run: ${skipped}` : ''}${note}.${checked}`);
+  const what = pick === own
+    ? `unchanged; no other worker count took ${LAYOUT_GAIN} or less of the denoising time of ${workersText(own)}`
+    : `${workersText(pick)} took ${share(gain)} of the denoising time of ${workersText(own)}`;
+  reasons.push(`${flag('devices')}: ${list}; ${what} in the same short generation (each count's time over ${current}'s: ${others || 'none other timed'}; another count is advised at ${LAYOUT_GAIN} or less)${skipped ? `; not run: ${skipped}` : ''}${note}.${checked}`);
   if (pick !== own) flags.push(flag('devices'), list);
   return pick.workers;
 }
