@@ -49,7 +49,7 @@ export interface LayoutOptions {
   log: (line: string) => void;
 }
 
-/** Times each worker count's generation; a count whose UNet copies would not fit in memory is skipped, with why. */
+/** Times each worker count's generation; a count whose UNet sessions would not fit in memory is skipped, with why. */
 export async function timeCpuLayouts(dir: string, unetFile: string, o: LayoutOptions): Promise<CpuLayoutTimes[]> {
   const perWorker = SESSION_OVER_WEIGHTS * unetBytes(unetFile);
   const budget = o.memoryBytes ?? 0.8 * os.freemem();
