@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { AsgdError } from '../src/core/errors.ts';
 import { recommendSettings, type TuneMeasurement } from '../src/core/tune-advice.ts';
 import { tuneDevice } from '../src/node/tune.ts';
-import { layoutCandidates, timeCpuLayouts, unetBytes } from '../src/node/tune-layouts.ts';
+import { layoutCandidates, timeLayouts, unetBytes } from '../src/node/tune-layouts.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin', 'asgd.js');
@@ -72,24 +72,30 @@ test('advice: --split-cfg always on GPUs where a half is cheap enough for the de
 
 test('advice: another CPU worker count where its short generation took at most 0.9 of the list\'s own; skipped counts and a different image are said', () => {
   const cpu = (layouts: TuneMeasurement['layouts'], devices = 1) => recommendSettings({ provider: 'cpu', devices, plain: { wholeMs: 100, halfMs: 60 }, layouts });
-  const two = cpu([{ workers: 1, threads: 0, denoiseMs: 1000 }, { workers: 2, threads: 1, denoiseMs: 550, sameImage: true }, { workers: 4, threads: 1, skipped: '4 UNet sessions need about 9.0 GiB, 6.0 GiB is free to use' }]);
-  assert.equal(two.cpuWorkers, 2);
+  const two = cpu([{ workers: 1, devices: 'cpu', threads: 0, denoiseMs: 1000 }, { workers: 2, devices: 'cpu,cpu', threads: 1, denoiseMs: 550, sameImage: true }, { workers: 4, devices: 'cpu,cpu,cpu,cpu', threads: 1, skipped: '4 UNet sessions need about 9.0 GiB, 6.0 GiB is free to use' }]);
+  assert.equal(two.workers, 2);
   assert.deepEqual(two.flags, ['--devices', 'cpu,cpu']);
   assert.equal(two.reasons[3], "--devices: cpu,cpu; 2 workers of 1 thread took 0.55 of the denoising time of 1 worker of ONNX Runtime's default threads in the same short generation (each count's time over 1's: 2: 0.55; another count is advised at 0.9 or less); not run: 4 (4 UNet sessions need about 9.0 GiB, 6.0 GiB is free to use). They all gave the same image, byte for byte.");
   // 0.92: not enough; the list's own count stays, without a flag.
-  const near = cpu([{ workers: 1, threads: 0, denoiseMs: 1000 }, { workers: 2, threads: 1, denoiseMs: 920, sameImage: true }]);
-  assert.deepEqual([near.cpuWorkers, near.flags], [1, []]);
+  const near = cpu([{ workers: 1, devices: 'cpu', threads: 0, denoiseMs: 1000 }, { workers: 2, devices: 'cpu,cpu', threads: 1, denoiseMs: 920, sameImage: true }]);
+  assert.deepEqual([near.workers, near.flags], [1, []]);
   assert.match(near.reasons[3]!, /^--devices: cpu; unchanged; no other worker count took 0\.9 or less of the denoising time of 1 worker of ONNX Runtime's default threads in the same short generation \(each count's time over 1's: 2: 0\.92;/);
   // From a list of 2 workers, 1 can be the advice.
-  assert.deepEqual(cpu([{ workers: 1, threads: 0, denoiseMs: 500 }, { workers: 2, threads: 1, denoiseMs: 1000, sameImage: true }], 2).flags, ['--devices', 'cpu']);
+  assert.deepEqual(cpu([{ workers: 1, devices: 'cpu', threads: 0, denoiseMs: 500 }, { workers: 2, devices: 'cpu,cpu', threads: 1, denoiseMs: 1000, sameImage: true }], 2).flags, ['--devices', 'cpu']);
   // A count whose image differs is never advised, and said.
-  const odd = cpu([{ workers: 1, threads: 0, denoiseMs: 1000 }, { workers: 2, threads: 1, denoiseMs: 400, sameImage: false }]);
-  assert.deepEqual([odd.cpuWorkers, odd.flags], [1, []]);
+  const odd = cpu([{ workers: 1, devices: 'cpu', threads: 0, denoiseMs: 1000 }, { workers: 2, devices: 'cpu,cpu', threads: 1, denoiseMs: 400, sameImage: false }]);
+  assert.deepEqual([odd.workers, odd.flags], [1, []]);
   assert.match(odd.reasons[3]!, /worker counts 2 gave another image, which they should not: left out/);
   // Nothing timed (memory): unchanged, said.
-  assert.match(cpu([{ workers: 1, threads: 0, skipped: 'no memory' }]).reasons[3]!, /^--devices: unchanged; the list's own worker count could not be timed/);
-  // Without layouts (GPU lists, --workers none) no --devices advice at all.
-  assert.equal(advise({}).cpuWorkers, undefined);
+  assert.match(cpu([{ workers: 1, devices: 'cpu', threads: 0, skipped: 'no memory' }]).reasons[3]!, /^--devices: unchanged; the list's own worker count could not be timed/);
+  // Two workers on one GPU (counts given for a GPU list).
+  const gpu = recommendSettings({ provider: 'webgpu', devices: 1, plain: { wholeMs: 100, halfMs: 60 }, layouts: [
+    { workers: 1, devices: 'webgpu:0', denoiseMs: 1000 }, { workers: 2, devices: 'webgpu:0,webgpu:0', denoiseMs: 800, sameImage: true },
+  ] });
+  assert.deepEqual([gpu.workers, gpu.flags], [2, ['--devices', 'webgpu:0,webgpu:0']]);
+  assert.match(gpu.reasons[3]!, /^--devices: webgpu:0,webgpu:0; 2 workers on webgpu:0 took 0\.80 of the denoising time of 1 worker on webgpu:0 in the same short generation/);
+  // Without layouts (GPU lists by default, --workers none) no --devices advice at all.
+  assert.equal(advise({}).workers, undefined);
   assert.equal(advise({}).reasons.length, 3);
 });
 
@@ -100,11 +106,12 @@ test('CPU layouts: the worker counts tried, the UNet weights a worker loads, and
   const unet = path.join(SHIPPED, 'unet', 'model.onnx');
   assert.equal(unetBytes(unet), fs.statSync(unet).size, 'the shipped UNet holds its weights in the graph (derived .asgd-* graphs not counted)');
   const lines: string[] = [];
-  const r = await timeCpuLayouts(SHIPPED, unet, { workers: [1, 3], threads: 1, fuseAttention: false, memoryBytes: 2.5 * 1.5 * fs.statSync(unet).size, log: (l) => lines.push(l) });
+  const r = await timeLayouts(SHIPPED, unet, { workers: [1, 3], device: 'cpu', threads: 1, fuseAttention: false, memoryBytes: 2.5 * 1.5 * fs.statSync(unet).size, log: (l) => lines.push(l) });
   assert.equal(r.length, 2);
-  assert.ok(r[0]!.denoiseMs! > 0 && r[0]!.workers === 1 && r[0]!.threads === 1);
+  assert.ok(r[0]!.denoiseMs! > 0 && r[0]!.workers === 1 && r[0]!.threads === 1 && r[0]!.devices === 'cpu');
+  assert.equal(r[1]!.devices, 'cpu,cpu,cpu');
   assert.match(r[1]!.skipped!, /^3 UNet sessions need about [\d.]+ GiB, [\d.]+ GiB is free to use$/);
-  assert.match(lines.join('\n'), /1 worker of 1 thread \(CPU\): denoising \d+ ms \(4-step asg at 256x256\)\n3 workers of 1 thread \(CPU\): skipped/);
+  assert.match(lines.join('\n'), /1 worker of 1 thread: denoising \d+ ms \(4-step asg at 256x256\)\n3 workers of 1 thread: skipped/);
 });
 
 test('asgd tune on the shipped model (CPU): the times of each graph, and the advice those times give', () => {
@@ -124,7 +131,7 @@ test('asgd tune on the shipped model (CPU): the times of each graph, and the adv
   // The worker counts (this machine's cores: 1, 2, ...), each a short generation, every image the first one's.
   assert.deepEqual(j.layouts.map((l: { workers: number }) => l.workers), layoutCandidates(os.availableParallelism(), 1));
   for (const l of j.layouts) assert.ok(l.denoiseMs > 0 && l.sameImage !== false, JSON.stringify(l));
-  assert.equal(typeof j.advice.cpuWorkers, 'number');
+  assert.equal(typeof j.advice.workers, 'number');
   const text = spawnSync(process.execPath, [BIN, 'tune', SHIPPED, '--iters', '1', '--warmup', '0', '--devices', 'cpu,cpu', '--threads', '1'], { encoding: 'utf8', timeout: 180_000 });
   assert.equal(text.status, 0, text.stderr);
   assert.match(text.stdout, /^Measured on cpu \(onnxruntime-node [\d.]+\), latent 16x16, medians of 1 calls after 0\nAdvice for --devices cpu,cpu:\n  --fuse-attention: /);

@@ -145,6 +145,17 @@ test('asgd tune on webgpu:0: the padded form (the flash check fails on lavapipe)
   assert.deepEqual(r.advice, recommendSettings(r));
 });
 
+test('asgd tune on webgpu:0 with worker counts given: one and two workers on the adapter, the same image, advice from its own figures', async () => {
+  const lines: string[] = [];
+  const r = await tuneDevice(SHIPPED, { devices: 'webgpu:0', iters: 1, warmup: 0, workers: [1, 2], onProgress: (l) => lines.push(l) });
+  assert.deepEqual(r.layouts!.map((l) => [l.workers, l.devices, l.threads]), [[1, 'webgpu:0', undefined], [2, 'webgpu:0,webgpu:0', undefined]]);
+  for (const l of r.layouts!) assert.ok(l.denoiseMs! > 0, JSON.stringify(l));
+  assert.equal(r.layouts![1]!.sameImage, true, 'two workers on one adapter give the image of one');
+  assert.match(lines.join('\n'), /\n2 workers on webgpu:0: denoising \d+ ms \(4-step asg at 256x256\)/);
+  assert.deepEqual(r.advice, recommendSettings(r));
+  assert.equal(typeof r.advice.workers, 'number');
+});
+
 test('asg with the attention-probe mask on webgpu, and on cpu,webgpu:0 together, matches cpu', async (t) => {
   for (const devices of ['webgpu:0', 'cpu,webgpu:0']) {
     const r = await run(devices, asg);

@@ -638,13 +638,13 @@ export function buildProgram(setExit: (code: number) => void): Command {
 
   const tuneCmd = program
     .command('tune')
-    .description('Time the UNet on a device and say which loading settings are fastest there (--fuse-attention, --split-cfg, --probe-session; on CPU lists also how many CPU workers)')
+    .description('Time the UNet on a device and say which loading settings are fastest there (--fuse-attention, --split-cfg, --probe-session, and how many workers)')
     .argument('[model]', 'model folder', undefined)
     .option('--json', 'machine-readable output')
     .addOption(new Option('--iters <n>', 'timed calls of each kind').default(10).argParser(wholeFlag('--iters', 1)))
     .addOption(new Option('--warmup <n>', 'untimed calls before them').default(2).argParser(wholeFlag('--warmup', 0)))
     .addOption(new Option('--latent <n>', "latent side of the calls (default: the model's native one)").argParser(wholeFlag('--latent', 8)))
-    .addOption(new Option('--workers <list>', 'CPU lists: worker counts to time a short generation with, e.g. 1,2,4, or none (default: 1, 2, 4, ... up to the cores, at most 8)').argParser(workersFlag));
+    .addOption(new Option('--workers <list>', 'worker counts to time a short generation with, e.g. 1,2,4 (CPU lists: by default 1, 2, 4, ... up to the cores, at most 8, or none; a GPU list: its first device repeated, only when given)').argParser(workersFlag));
   addOptions(tuneCmd, [...TUNE_PIPELINE_OPTIONS, optionSpec(CLI_OPTIONS, 'verbose')]);
   tuneCmd.action(async (dir: string | undefined, opts: TuneFlags, cmd: Command) =>
     setExit(await runTune(dir ?? defaultModelDir(), opts, givenValues(cmd, TUNE_PIPELINE_OPTIONS) as PipelineOptions)));

@@ -42,7 +42,7 @@ export {
   VAE_OPTIONS, optionSpec,
 } from './options/registry.ts';
 export { checkOption, defaultText, expectedText, flagText, type OptionKind, type OptionScope, type OptionSpec } from './options/spec.ts';
-export { recommendSettings, type CallRatios, type CpuLayoutTimes, type FusedCallTimes, type TuneAdvice, type TuneMeasurement, type UnetCallTimes } from './tune-advice.ts';
+export { recommendSettings, type CallRatios, type FusedCallTimes, type TuneAdvice, type TuneMeasurement, type UnetCallTimes, type WorkerLayoutTimes } from './tune-advice.ts';
 export { checkGeneration, type GenerationPlan, type ModelFacts } from './generation/check.ts';
 export { encodePrompt, type EncodedText, type EncodeText, type PromptEncoders, type PromptInput, type TextEncoderName } from './generation/prompt.ts';
 export { denoise, type DenoiseInput, type DenoiseResult } from './generation/denoise.ts';

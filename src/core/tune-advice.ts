@@ -26,11 +26,16 @@ export interface CallRatios {
 /** The fused graph's times, measured alternating with the plain graph's (ratios: fused whole unit over plain). */
 export interface FusedCallTimes extends UnetCallTimes, CallRatios {}
 
-/** One CPU worker count's short generation (CPU device lists): its denoising time, or why it was not run. */
-export interface CpuLayoutTimes {
+/**
+ * One worker count's short generation: its denoising time, or why it was not run. CPU lists by default; a GPU list's
+ * first device repeated where asked (several workers on one GPU).
+ */
+export interface WorkerLayoutTimes {
   workers: number;
-  /** Intra-op threads per worker (0: ONNX Runtime's default, every core). */
-  threads: number;
+  /** The device list run, e.g. "cpu,cpu" or "webgpu:0,webgpu:0". */
+  devices: string;
+  /** CPU: intra-op threads per worker (0: ONNX Runtime's default, every core). */
+  threads?: number;
   denoiseMs?: number;
   /** Whether its image is the first layout's byte for byte (undefined for the first). */
   sameImage?: boolean;
@@ -54,16 +59,16 @@ export interface TuneMeasurement {
     graphMs: number;
     probeMs: number;
   };
-  /** CPU lists: the same short generation on several worker counts. */
-  layouts?: CpuLayoutTimes[];
+  /** The same short generation on several worker counts (CPU lists by default). */
+  layouts?: WorkerLayoutTimes[];
 }
 
 export interface TuneAdvice {
   fuseAttention: boolean;
   splitCfg: 'auto' | 'always';
   probeSession: 'shared' | 'separate';
-  /** CPU lists whose worker counts were timed: the count advised. */
-  cpuWorkers?: number;
+  /** Where worker counts were timed: the count advised. */
+  workers?: number;
   /** The command-line flags that differ from the defaults. */
   flags: string[];
   /** Why each setting is advised, one sentence each, with the figures. */
@@ -88,7 +93,7 @@ export const SPLIT_ALWAYS_SEVERAL = 0.55;
  * lower quartile of the call-by-call ratios, where measured): keep the two sessions apart.
  */
 export const PROBE_SEPARATE = 1.03;
-/** Another CPU worker count is advised where its generation's denoising took at most this share of the list's own. */
+/** Another worker count is advised where its generation's denoising took at most this share of the list's own. */
 export const LAYOUT_GAIN = 0.9;
 
 const flag = (key: 'fuseAttention' | 'splitCfg' | 'probeSession' | 'devices') => optionSpec(PIPELINE_OPTIONS, key).cli?.flag ?? key;
@@ -135,19 +140,22 @@ export function recommendSettings(m: TuneMeasurement): TuneAdvice {
   } else {
     reasons.push(`${flag('probeSession')}: shared; nothing to choose here (no probe graph that could share the UNet's session).`);
   }
-  const cpuWorkers = m.layouts ? adviseLayout(m.devices, m.layouts, reasons, flags) : undefined;
-  return { fuseAttention, splitCfg, probeSession, ...(cpuWorkers !== undefined ? { cpuWorkers } : {}), flags, reasons };
+  const workers = m.layouts ? adviseLayout(m.devices, m.layouts, reasons, flags) : undefined;
+  return { fuseAttention, splitCfg, probeSession, ...(workers !== undefined ? { workers } : {}), flags, reasons };
 }
 
-/** "2 workers of 1 thread", "1 worker of ONNX Runtime's default threads". */
-export const workersText = (l: { workers: number; threads: number }) =>
-  `${l.workers} worker${l.workers > 1 ? 's' : ''} of ${l.threads === 0 ? "ONNX Runtime's default" : l.threads} thread${l.threads === 1 ? '' : 's'}`;
+/** "2 workers of 1 thread", "1 worker of ONNX Runtime's default threads" (CPU), "2 workers on webgpu:0". */
+export const workersText = (l: { workers: number; devices: string; threads?: number }) => {
+  const n = `${l.workers} worker${l.workers > 1 ? 's' : ''}`;
+  if (l.threads === undefined) return `${n} on ${l.devices.split(',')[0]}`;
+  return `${n} of ${l.threads === 0 ? "ONNX Runtime's default" : l.threads} thread${l.threads === 1 ? '' : 's'}`;
+};
 
-/** The CPU worker count to run: the fastest whose generation took at most LAYOUT_GAIN of the list's own. */
-function adviseLayout(current: number, layouts: CpuLayoutTimes[], reasons: string[], flags: string[]): number {
+/** The worker count to run: the fastest whose generation took at most LAYOUT_GAIN of the list's own. */
+function adviseLayout(current: number, layouts: WorkerLayoutTimes[], reasons: string[], flags: string[]): number {
   const timed = layouts.filter((l) => l.denoiseMs !== undefined && l.sameImage !== false);
   const own = timed.find((l) => l.workers === current);
-  const best = timed.reduce<CpuLayoutTimes | undefined>((b, l) => (b === undefined || l.denoiseMs! < b.denoiseMs! ? l : b), undefined);
+  const best = timed.reduce<WorkerLayoutTimes | undefined>((b, l) => (b === undefined || l.denoiseMs! < b.denoiseMs! ? l : b), undefined);
   const differs = layouts.filter((l) => l.sameImage === false).map((l) => l.workers);
   const note = differs.length > 0 ? ` (worker counts ${differs.join(', ')} gave another image, which they should not: left out)` : '';
   if (!own || !best) {
@@ -158,7 +166,7 @@ function adviseLayout(current: number, layouts: CpuLayoutTimes[], reasons: strin
   const pick = best.workers !== current && gain <= LAYOUT_GAIN ? best : own;
   const others = timed.filter((l) => l !== own).map((l) => `${l.workers}: ${share(l.denoiseMs! / own.denoiseMs!)}`).join(', ');
   const skipped = layouts.filter((l) => l.skipped).map((l) => `${l.workers} (${l.skipped})`).join('; ');
-  const list = Array(pick.workers).fill('cpu').join(',');
+  const list = pick.devices;
   const checked = timed.length > 1 && layouts.every((l) => l.sameImage !== false) ? ' They all gave the same image, byte for byte.' : '';
   const what = pick === own
     ? `unchanged; no other worker count took ${LAYOUT_GAIN} or less of the denoising time of ${workersText(own)}`

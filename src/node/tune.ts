@@ -21,7 +21,7 @@ import { fusedLoadOptions } from './fused-attention.ts';
 import { readModelFolder } from './model/folder.ts';
 import { attentionForm, fuseAttentionFiles } from './pipeline.ts';
 import { prepareAttentionProbe, probeLoadOptions } from './probe.ts';
-import { layoutCandidates, timeCpuLayouts } from './tune-layouts.ts';
+import { layoutCandidates, timeLayouts } from './tune-layouts.ts';
 import { autoDevices, checkFlashAttention, checkProvidersAvailable, isAutoDevices, parseDevices, type DeviceSpec } from './runner/devices.ts';
 
 export interface TuneOptions {
@@ -35,8 +35,9 @@ export interface TuneOptions {
   /** Latent side of the calls (default: the model's native one, as every patch and window has). */
   latent?: number;
   /**
-   * CPU lists: the worker counts whose short generation is timed to advise `--devices cpu,cpu...` (default 1, 2, 4,
-   * ... up to the cores, at most 8, and the list's own count); false skips it.
+   * The worker counts whose short generation is timed to advise `--devices cpu,cpu...` (CPU lists: default 1, 2, 4,
+   * ... up to the cores, at most 8, and the list's own count; false skips it) or, given for a GPU list, its first
+   * device repeated (`webgpu:0,webgpu:0`: several workers on one GPU).
    */
   workers?: number[] | false;
   /** A line per finished measurement. */
@@ -84,7 +85,7 @@ function checkTuneOptions(o: TuneOptions): Required<Pick<TuneOptions, 'iters' | 
   whole('latent', 8, 'Use a latent side in latent pixels (an eighth of the image side), e.g. 64');
   const w = o.workers;
   if (w !== undefined && w !== false && !(Array.isArray(w) && w.length > 0 && w.every((n) => Number.isInteger(n) && n >= 1 && n <= 64))) {
-    throw invalidArgument('workers', 'false or a list of CPU worker counts from 1 to 64', w, 'Use e.g. [1, 2, 4]');
+    throw invalidArgument('workers', 'false or a list of worker counts from 1 to 64', w, 'Use e.g. [1, 2, 4]');
   }
   return { iters: o.iters ?? DEFAULT_ITERS, warmup: o.warmup ?? DEFAULT_WARMUP };
 }
@@ -169,11 +170,13 @@ export async function tuneDevice(dir: string, options: TuneOptions = {}): Promis
     }
     for (const s of [...opened].reverse()) await close(s);
 
-    // CPU lists: how many workers, by a short generation on each count (the pipelines load the model themselves).
-    const layouts = device.provider === 'cpu' && options.workers !== false
-      ? await timeCpuLayouts(dir, spec.paths.unet, {
-        workers: options.workers ?? layoutCandidates(os.availableParallelism(), devices.length), threads: options.threads ?? 0, fuseAttention: fuse, log,
-      })
+    // How many workers, by a short generation on each count (the pipelines load the model themselves): on CPU lists
+    // unless turned off, on a GPU where counts are given (its memory cannot be checked first).
+    const counts = device.provider === 'cpu'
+      ? options.workers === false ? undefined : options.workers ?? layoutCandidates(os.availableParallelism(), devices.length)
+      : options.workers || undefined;
+    const layouts = counts
+      ? await timeLayouts(dir, spec.paths.unet, { workers: counts, device: deviceName(device), threads: options.threads ?? 0, fuseAttention: fuse, log })
       : undefined;
     const measured: TuneMeasurement = {
       provider: device.provider, devices: devices.length, plain, ...(fused ? { fused } : {}), ...(probeTimes ? { probe: probeTimes } : {}), ...(layouts ? { layouts } : {}),
