@@ -15,7 +15,7 @@ import { parseDevices } from './runner/devices.ts';
 /**
  * Memory a CPU worker's UNet session takes, over its weights on disk: ONNX Runtime's CPU kernels keep prepacked copies
  * of convolution and matrix weights (a 62.5 MiB graph of such weights raised the resident memory by 132-154 MiB once
- * opened, about 45 MiB of it the runtime's own).
+ * opened, some 40-47 MiB of it the runtime's own: docs/benchmarks.md).
  */
 export const SESSION_OVER_WEIGHTS = 1.5;
 
