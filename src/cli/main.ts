@@ -76,6 +76,7 @@ function fromScheduler(from: GenerationMetadata | undefined, given: { width?: nu
 function recordedRun(read: GenerationMetadata | undefined, modelDir: string, flags: PipelineOptions, file: string | undefined): string[] {
   if (!read) return [];
   if (read.fusedAttention && flags.fuseAttention === undefined) flags.fuseAttention = true;
+  if (read.unetPrecision === 'float16' && flags.unetPrecision === undefined) flags.unetPrecision = 'float16';
   const name = path.basename(path.resolve(modelDir));
   const notes = recordedVae(read, flags.vae, file);
   if (read.model?.name === undefined || read.model.name === name) return notes;
@@ -386,7 +387,7 @@ function sameFile(a: string, b: string): boolean {
 }
 
 /** The pipeline options `asgd info` takes: what it notes and reports depends on them. */
-const INFO_PIPELINE_OPTIONS = [optionSpec(PIPELINE_OPTIONS, 'devices'), optionSpec(PIPELINE_OPTIONS, 'fuseAttention')];
+const INFO_PIPELINE_OPTIONS = [optionSpec(PIPELINE_OPTIONS, 'devices'), optionSpec(PIPELINE_OPTIONS, 'fuseAttention'), optionSpec(PIPELINE_OPTIONS, 'unetPrecision')];
 
 async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }, pipeline: PipelineOptions): Promise<number> {
   const { loadPipeline } = await import('../node/pipeline.ts');
@@ -407,6 +408,10 @@ async function runInfo(dir: string, opts: { json?: boolean; probe?: boolean }, p
       `Mask probe:   ${i.attentionProbe.available ? `${i.attentionProbe.layers.length} ${i.family === 'sd3' ? 'joint-attention blocks' : 'up-block attn2 layers'}` : `unavailable (${i.attentionProbe.reason})`}`,
       `Attention:    ${i.attentionFusion.applied ? `fused (${i.attentionFusion.layers} layers as MultiHeadAttention, ${i.attentionFusion.form === 'flash' ? 'flash form' : 'q and k padded'}${i.attentionFusion.formReason ? `: ${i.attentionFusion.formReason}` : ''}${i.attentionFusion.biasSplitGelus ? `; ${i.attentionFusion.biasSplitGelus} GEGLUs as BiasSplitGelu` : ''}${i.attentionFusion.groupNorms ? `; ${i.attentionFusion.groupNorms} group norms as GroupNorm` : ''})` : `as exported (${i.attentionFusion.reason})`}`,
     ];
+    if (i.unetFloat16) {
+      const f = i.unetFloat16;
+      lines.push(`Precision:    ${f.applied ? `UNet converted to float16 (${f.tensors} tensors; ${f.float32Nodes} nodes kept in float32${f.attentionScoresFloat32 ? ', attention scores among them (upcast_attention)' : ''}; ${f.casts} Casts)` : `UNet as exported (${f.reason})`}`);
+    }
     if (i.family === 'sd3') {
       lines.splice(3, 0, `Transformer:  patch size ${i.patchSize}, text width ${i.textWidth}`, `Encoders:     ${(i.textEncoders ?? []).join(', ')}`);
     }

@@ -31,6 +31,8 @@ export interface GenerationMetadata {
   originalSize?: { width: number; height: number };
   /** Set when the UNet ran with its attention fused (PipelineOptions.fuseAttention: the last bits differ); a re-run turns it on. */
   fusedAttention?: true;
+  /** Set when a float32 UNet ran converted to float16 (PipelineOptions.unetPrecision: the images differ by float16 rounding); a re-run converts it too. */
+  unetPrecision?: 'float16';
   /** Set when the image is an upscale: of a file (`asgd upscale`), or of the generation in `source.generation`. */
   upscale?: UpscaleRecord;
 }

@@ -30,6 +30,9 @@ export interface DerivedSidecar<T> {
 
 const MAX_SINGLE_FILE = 2 ** 31 - 1;
 
+/** A derived file's content: bytes, or a writer of the file at the path it is given (then renamed into place). */
+export type DerivedContent = Uint8Array | Uint8Array[] | ((file: string) => Promise<void>);
+
 export interface DerivedGraphSpec<T, P extends { sidecar: string }, R> {
   /** Bump when the derivation's output changes, so stored graphs are derived again. */
   format: number;
@@ -39,8 +42,11 @@ export interface DerivedGraphSpec<T, P extends { sidecar: string }, R> {
   filesIn: (dir: string, source: string) => P;
   /** The graphs a stored sidecar describes, or undefined when its files are missing or incomplete. */
   open: (side: DerivedSidecar<T> & { result: T }, files: P) => Promise<R | undefined>;
-  /** Derives from the source's bytes: the sidecar's result and the files to write in a folder, or why not. */
-  derive: (bytes: Uint8Array, source: string) => { result: T; files: (p: P) => [file: string, bytes: Uint8Array | Uint8Array[]][] } | { reason: string };
+  /**
+   * Derives from the source's bytes: the sidecar's result and the files to write in a folder, or why not. A file's
+   * content is its bytes, or a function that writes it to the path given (a file too large to hold in memory).
+   */
+  derive: (bytes: Uint8Array, source: string) => { result: T; files: (p: P) => [file: string, content: DerivedContent][] } | { reason: string };
 }
 
 /** The stored graphs derived from `modelPath`, derived and stored first when missing or stale; or why they cannot be. */

@@ -37,7 +37,7 @@ async function open(side: DerivedSidecar<Result> & { result: Result }, files: Re
 }
 
 /** Reads external tensors from files in the source's folder (never outside it, as ONNX Runtime requires). */
-function externalReader(source: string): ExternalBytes {
+export function externalReader(source: string): ExternalBytes {
   const dir = path.dirname(source);
   return ({ location, offset, length }) => {
     const file = path.resolve(dir, location);

@@ -39,6 +39,7 @@ import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts
 import type { SplitMode } from '../core/dispatch/tasks.ts';
 import type { TextConditioning } from '../core/conditioning.ts';
 import type { IoInfo } from '../onnx/io.ts';
+import type { UnetFloat16Info } from './float16-unet.ts';
 
 
 export interface PipelineOptions {
@@ -77,6 +78,13 @@ export interface PipelineOptions {
    * slower than the plain graph). Every device of a pipeline runs the same graph.
    */
   fuseAttention?: boolean;
+  /**
+   * 'float16': a float32 UNet export runs as a float16 graph (src/graph/float16-downcast.ts), converted on first use
+   * and stored beside the export (`unet/model.asgd-float16.onnx` with its `.data`) or in the cache folder: half the
+   * weights' memory, and half the bytes each activation moves on a GPU. The images differ from the float32 run's
+   * by float16 rounding, as a float16 export's do. 'native' (default): the UNet as exported.
+   */
+  unetPrecision?: 'native' | 'float16';
   /**
    * 'shared' (default): where the attention-probe graph computes the UNet's bits (DeviceFiles.probeServesUnet), every
    * unit runs on it and the device holding the probe opens one UNet session, not two. ONNX Runtime runs every node of
@@ -170,6 +178,11 @@ export interface ModelInfo {
     /** Group norms (with their SiLU) run as one GroupNorm node each: only where every device is a WebGPU one. */
     groupNorms?: number;
   };
+  /**
+   * Present when PipelineOptions.unetPrecision is 'float16': whether the UNet was converted (counts of what changed)
+   * or why not (an export in float16 already needs nothing).
+   */
+  unetFloat16?: UnetFloat16Info;
   /** Set when the UNet export fixed its spatial input size (static-shape exports). */
   staticLatentSize?: { height: number; width: number };
   notes: string[];
@@ -235,7 +248,11 @@ export class Pipeline implements AsyncDisposable {
     checkProvidersAvailable(devices);
     workerIsolations(options.workerIsolation ?? 'auto', devices); // the option checked before anything loads
     // A float16 VAE whose config sets force_upcast runs as a float32 graph, as diffusers runs it.
-    const spec = chosen.vae.forceUpcast ? await (await import('./float32-vae.ts')).withFloat32Vae(chosen) : chosen;
+    const upcast = chosen.vae.forceUpcast ? await (await import('./float32-vae.ts')).withFloat32Vae(chosen) : chosen;
+    // A float32 UNet asked to run in float16: the converted graph replaces the export (the probe and fusion derive from it).
+    const { spec, unetFloat16, warning: unconverted } = options.unetPrecision === 'float16'
+      ? await (await import('./float16-unet.ts')).withFloat16Unet(upcast)
+      : { spec: upcast, unetFloat16: undefined, warning: undefined };
     const tokenizer = new ClipTokenizer(spec.tokenizer, 'tokenizer');
     const tokenizer2 = spec.tokenizer2 ? new ClipTokenizer(spec.tokenizer2, 'tokenizer_2') : undefined;
     const tokenizer3 = spec.tokenizer3 ? new T5Tokenizer(spec.tokenizer3, 'tokenizer_3') : undefined;
@@ -262,9 +279,10 @@ export class Pipeline implements AsyncDisposable {
       const threads = typeof options.threads === 'number' && options.threads > 0 ? threadsWarning(devices) : undefined;
       // Asked for but not applied: said at every run, as asgd info says it.
       const unfused = options.fuseAttention && !fused.info.applied ? fusionChangesNothing(fused.info.reason ?? 'not fused') : undefined;
-      const deviceWarnings = [...(threads ? [threads] : []), ...(unfused ? [unfused] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
+      const deviceWarnings = [...(threads ? [threads] : []), ...(unfused ? [unfused] : []), ...(unconverted ? [unconverted] : []), ...(await attentionOnCpuWarnings(unetFile, devices))];
       const autoNote = auto && autoDevicesNote(auto);
       const info = describeModel(spec, started.desc.components, probe, fused.info, [...(autoNote ? [autoNote] : []), ...deviceWarnings]);
+      if (unetFloat16) info.unetFloat16 = unetFloat16;
       if (signal?.aborted) throw loadCancelled();
       // A restart (after a cancel or a device failure) starts the same workers with the split already decided.
       const restart = (s: AbortSignal | undefined, cancelled: () => AsgdError) =>
@@ -702,8 +720,8 @@ export class Pipeline implements AsyncDisposable {
   }
 
   /** The metadata's record of fused attention, when the UNet runs with it. */
-  private fusedRecord(): Pick<GenerationMetadata, 'fusedAttention'> {
-    return this.info.attentionFusion.applied ? { fusedAttention: true } : {};
+  private fusedRecord(): Pick<GenerationMetadata, 'fusedAttention' | 'unetPrecision'> {
+    return { ...(this.info.attentionFusion.applied ? { fusedAttention: true } : {}), ...(this.info.unetFloat16?.applied ? { unetPrecision: 'float16' } : {}) };
   }
 
   private assertOpen(): void {

@@ -89,10 +89,11 @@ async function readSidecar(file: string): Promise<Sidecar | undefined> {
   }
 }
 
-export async function writeAtomic(file: string, data: Uint8Array | string | readonly Uint8Array[]): Promise<void> {
+export async function writeAtomic(file: string, data: Uint8Array | string | readonly Uint8Array[] | ((tmp: string) => Promise<void>)): Promise<void> {
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await writeFile(tmp, data);
+    if (typeof data === 'function') await data(tmp);
+    else await writeFile(tmp, data);
     await rename(tmp, file);
   } catch (err) {
     await unlink(tmp).catch(() => undefined);
