@@ -112,7 +112,9 @@ function variants(parts: Record<string, Part>): string[] {
   const out: string[] = [];
   for (const [name, p] of Object.entries(parts)) {
     if (!name.startsWith('variants') || !p.result?.['variants']) continue;
-    out.push(`${name} (validation ${p.result['validation']}):`);
+    const f16 = p.result['float16'] as Json | undefined;
+    const converted = f16 ? `; converted to float16 in ${ms(p.result['float16ConvertMs'])} ms: ${f16['tensors']} tensors, ${f16['float32Nodes']} nodes kept in float32` : '';
+    out.push(`${name} (validation ${p.result['validation']}${converted}):`);
     out.push(...table(['variant', 'median (ms)', 'of the first', 'max diff from the first', 'vs PyTorch fp32, max'],
       (p.result['variants'] as Json[]).map((v) => [v['variant'], ms(v['medianMs']), num(v['overReference'], 3), sci(v['maxAbsDiffFromReference']), sci(v['vsTorch']?.['float32']?.['maxAbs'])])));
   }

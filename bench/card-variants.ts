@@ -19,10 +19,15 @@
  *   flash-no-geglu  without the group norms or the GEGLUs fused (src/graph/bias-split-gelu.ts): against
  *               flash-no-group-norm, what the GEGLUs' fusion changes
  *   flash-attention-only  without either (src/graph/skip-layer-norm.ts): what the residual norms' fusion changes
+ *   float16     a float32 export converted to float16 as `--unet-precision float16` converts it
+ *               (src/graph/float16-downcast.ts), default layout: what the conversion gains (its inputs and output are
+ *               float16, so it is fed its own copy of the same values)
+ *   float16-flash  the converted graph fused as `flash` fuses the export: `--unet-precision float16 --fuse-attention`
  * `--validation MODE` sets the WebGPU validation of every session; it belongs to the process's WebGPU context, so
  * comparing modes takes one process per mode (scripts/device/card.sh runs 'basic', ONNX Runtime's default, and
  * 'disabled').
  */
+import { prepareFloat16Unet, upcastsAttention } from '../src/node/float16-unet.ts';
 import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { openSession, readFloat, releaseSession, type ModelLoad, type OpenSession, type OrtTensor, type WebGpuTuning } from '../src/onnx/session.ts';
 import type { ProviderName } from '../src/onnx/io.ts';
@@ -30,7 +35,7 @@ import { UnetAdapter } from '../src/onnx/unet.ts';
 import { timingStats } from './timing.ts';
 import { againstTorch, difference, type TorchReference } from './card-reference.ts';
 
-export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash', 'flash-no-group-norm', 'flash-no-geglu', 'flash-attention-only'] as const;
+export const VARIANTS = ['nhwc', 'nchw', 'fused', 'fused-nchw', 'flash', 'flash-no-group-norm', 'flash-no-geglu', 'flash-attention-only', 'float16', 'float16-flash'] as const;
 export type Variant = (typeof VARIANTS)[number];
 const VALIDATION: readonly NonNullable<WebGpuTuning['validationMode']>[] = ['disabled', 'wgpuOnly', 'basic', 'full'];
 
@@ -77,14 +82,16 @@ export function variantsOptions(args: Record<string, string>): VariantsOptions {
 interface Opened {
   variant: Variant;
   session: OpenSession;
+  /** Its inputs: the same values in its own input types (a float16 graph takes float16). */
+  feeds: Record<string, OrtTensor>;
   sessionMs: number;
   times: number[];
   out?: Float32Array;
 }
 
 /**
- * Opens every variant's session, then calls them in turn, warm-up rounds first. `feeds` builds the inputs once
- * from the plain session (every variant has the same IO).
+ * Opens every variant's session, then calls them in turn, warm-up rounds first. `feeds` builds each session's
+ * inputs: the same values in its input types.
  */
 export async function benchVariants(
   o: VariantsOptions, feeds: (unet: UnetAdapter, s: OpenSession, batch: number) => Record<string, OrtTensor>,
@@ -93,18 +100,26 @@ export async function benchVariants(
   const result: Record<string, unknown> = { file: o.unet, provider: o.provider, batch: o.batch, warmup: o.warmup, iters: o.iters, validation: o.validation ?? 'default (basic)' };
   if (o.reference?.torchFloat16VsFloat32) result['torchFloat16VsFloat32'] = o.reference.torchFloat16VsFloat32;
   // The derived graph each fused variant runs: the padded form for fused*, the flash form for flash*.
-  const forms = { fused: 'padded', 'fused-nchw': 'padded', flash: 'flash', 'flash-no-group-norm': 'flashNoGroupNorm', 'flash-no-geglu': 'flashNoGeglu', 'flash-attention-only': 'flashAttentionOnly' } as const;
+  const forms = { fused: 'padded', 'fused-nchw': 'padded', flash: 'flash', 'flash-no-group-norm': 'flashNoGroupNorm', 'flash-no-geglu': 'flashNoGeglu', 'flash-attention-only': 'flashAttentionOnly', 'float16-flash': 'float16Flash' } as const;
   type Form = (typeof forms)[keyof typeof forms];
   const graphOf = (v: Variant): Form | undefined => (v in forms ? forms[v as keyof typeof forms] : undefined);
-  const derived: Partial<Record<Form, { file: string; load: ModelLoad }>> = {};
+  const derived: Partial<Record<Form | 'float16', { file: string; load: ModelLoad }>> = {};
+  if (o.variants.some((v) => v.startsWith('float16'))) {
+    const t0 = performance.now();
+    const h = await prepareFloat16Unet(o.unet, { attentionScoresFloat32: await upcastsAttention(o.unet) });
+    result['float16ConvertMs'] = performance.now() - t0;
+    if ('reason' in h) throw new Error(`card variants: the export cannot be converted to float16 (${h.reason}); leave the float16 variants out`);
+    result['float16'] = { tensors: h.tensors, float32Nodes: h.float32Nodes, casts: h.casts };
+    derived.float16 = { file: h.file, load: {} };
+  }
   // GEGLUs as BiasSplitGelu where the pipeline writes them: graphs for WebGPU devices alone (no CPU kernel).
   const geglu = o.provider === 'webgpu';
-  for (const form of ['padded', 'flash', 'flashNoGroupNorm', 'flashNoGeglu', 'flashAttentionOnly'] as const) {
+  for (const form of ['padded', 'flash', 'flashNoGroupNorm', 'flashNoGeglu', 'flashAttentionOnly', 'float16Flash'] as const) {
     if (!o.variants.some((v) => graphOf(v) === form)) continue;
     const t0 = performance.now();
-    const f = await prepareFusedAttention(o.unet, {
+    const f = await prepareFusedAttention(form === 'float16Flash' ? derived.float16!.file : o.unet, {
       flashForm: form !== 'padded', skipLayerNorm: form !== 'flashAttentionOnly',
-      biasSplitGelu: geglu && (form === 'padded' || form === 'flash' || form === 'flashNoGroupNorm'), groupNorm: form !== 'flashNoGroupNorm',
+      biasSplitGelu: geglu && (form === 'padded' || form === 'flash' || form === 'flashNoGroupNorm' || form === 'float16Flash'), groupNorm: form !== 'flashNoGroupNorm',
     });
     result[`${form === 'padded' ? 'fused' : form}DeriveMs`] = performance.now() - t0;
     if ('reason' in f) throw new Error(`card variants: the export's attention cannot be fused (${f.reason}); leave the fused variants out`);
@@ -121,19 +136,19 @@ export async function benchVariants(
         ...(variant.endsWith('nchw') ? { preferredLayout: 'NCHW' as const } : {}),
         ...(o.validation ? { validationMode: o.validation } : {}),
       };
-      const form = graphOf(variant);
+      const form = variant === 'float16' ? 'float16' : graphOf(variant);
       const graph = form ? derived[form] : undefined;
       const [file, load] = graph ? [graph.file, graph.load] : [o.unet, {}];
       const t0 = performance.now();
       const session = await openSession(file, `unet (${variant})`, { provider: o.provider }, { ...load, ...(Object.keys(webgpu).length ? { webgpu } : {}) });
-      opened.push({ variant, session, sessionMs: performance.now() - t0, times: [] });
+      const sessionMs = performance.now() - t0;
+      opened.push({ variant, session, sessionMs, feeds: feeds(new UnetAdapter(session), session, o.batch), times: [] });
     }
     const unet = new UnetAdapter(opened[0]!.session);
-    const f = feeds(unet, opened[0]!.session, o.batch);
     for (let round = 0; round < o.warmup + o.iters; round++) {
       for (const v of opened) {
         const t0 = performance.now();
-        const r = await v.session.session.run(f);
+        const r = await v.session.session.run(v.feeds);
         const ms = performance.now() - t0;
         if (round >= o.warmup) v.times.push(ms);
         if (round === o.warmup + o.iters - 1) v.out = readFloat(r[unet.out.name]!, 'out_sample');

@@ -63,8 +63,24 @@ test('the variants of one UNet call compute the same function, each against the 
   }
 });
 
+test('the float16 variants: the float32 export converted (--unet-precision float16), plain and fused, fed float16, within float16 rounding of the float32 call', async () => {
+  const o = variantsOptions({ unet: UNET, latent: '8', warmup: '0', iters: '1', variants: 'nhwc,float16,float16-flash' });
+  const r = await benchVariants(o, (unet, _s, batch) => ({
+    [unet.sample.name]: floatTensor(unet.sample.type, Float32Array.from({ length: batch * 4 * 64 }, (_, i) => Math.sin(i)), [batch, 4, 8, 8], 'sample'),
+    [unet.timestep.name]: makeTensor('int64', new BigInt64Array(batch).fill(500n), [batch]),
+    [unet.hidden.name]: floatTensor(unet.hidden.type, Float32Array.from({ length: batch * 77 * 64 }, (_, i) => Math.cos(i)), [batch, 77, 64], 'encoder_hidden_states'),
+  }));
+  assert.deepEqual(r['float16'], { tensors: 370, float32Nodes: 6, casts: 1 });
+  const rows = r['variants'] as { variant: string; maxAbsDiffFromReference: number; finite: boolean }[];
+  assert.deepEqual(rows.map((v) => v.variant), ['nhwc', 'float16', 'float16-flash']);
+  // float16 on WebGPU: about 0.02 from the float32 graph on lavapipe (test/float16-downcast.test.ts).
+  assert.ok(rows[1]!.finite && rows[1]!.maxAbsDiffFromReference > 0 && rows[1]!.maxAbsDiffFromReference < 0.1, String(rows[1]!.maxAbsDiffFromReference));
+  if ((await checkFlashAttention()).ok) assert.ok(rows[2]!.maxAbsDiffFromReference < 0.1, String(rows[2]!.maxAbsDiffFromReference));
+  assert.ok(rows[2]!.finite);
+});
+
 test('variants and WebGPU settings: wrong values are refused, naming the option and what it takes', async () => {
-  assert.throws(() => variantsOptions({ unet: UNET, variants: 'nhwc,static' }), /unknown variant "static" in --variants \(known: nhwc, nchw, fused, fused-nchw, flash, flash-no-group-norm, flash-no-geglu, flash-attention-only\)/);
+  assert.throws(() => variantsOptions({ unet: UNET, variants: 'nhwc,static' }), /unknown variant "static" in --variants \(known: nhwc, nchw, fused, fused-nchw, flash, flash-no-group-norm, flash-no-geglu, flash-attention-only, float16, float16-flash\)/);
   assert.throws(() => variantsOptions({ unet: UNET, variants: 'nchw,nchw' }), /--variants must name each variant once/);
   assert.throws(() => variantsOptions({ unet: UNET, validation: 'off' }), /--validation must be one of disabled, wgpuOnly, basic, full \(got "off"\)/);
   assert.throws(() => variantsOptions({ unet: UNET, iters: '0' }), /--iters must be an integer of at least 1 \(got 0\)/);

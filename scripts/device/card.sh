@@ -43,6 +43,10 @@
 #               then the flash form), and plain in NCHW: the call's wall time against the GPU's own kernel time
 #               (timestamp queries), by op type and WebGPU program, the dearest kernels, the subgroup (tensor-core)
 #               programs if any (bench/card-profile.ts): slow kernels or a GPU idle between them
+#   export-sd15-f32  (in the background from the start) the SD 1.5-sized UNet exported in float32 (same seed)
+#   variants-sd15-f32  that float32 export's batch-2 call as exported, converted to float16 as `--unet-precision
+#               float16` converts it (src/graph/float16-downcast.ts; the conversion's time too), fused in the flash
+#               form, and both: what the conversion gains for a float32 export (optimum's default off CUDA)
 #   unet-sdxl   the SDXL export on WebGPU (plain graph only)
 #   folder      an SDXL-layout model folder: fixture tokenizers, text encoders 768 + 1280 wide, an SD-sized VAE decoder
 #               (random weights, float32; the fixture's tiny one with --small), the SDXL UNet
@@ -72,8 +76,8 @@
 #               UNet at SD 1.5 and SDXL context widths
 # Writes $OUT/card.json (every part's status, seconds and JSON, merged after each part) and $OUT/card.log.
 # After the first card run (docs/benchmarks.md, "On the card"), a session with the device runs what it left:
-# CARD_PARTS="env export-sdxl export-sd15 dispatch mha torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 folder gen-fused
-#   fused-sdxl profile-sdxl probe-sdxl vae-sd vae-dtype unet-io gen-1"
+# CARD_PARTS="env export-sdxl export-sd15 dispatch mha torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 export-sd15-f32
+#   variants-sd15-f32 folder gen-fused fused-sdxl profile-sdxl probe-sdxl vae-sd vae-dtype unet-io gen-1 tune"
 # CARD_BUDGET_S=582
 # (timeout_s 600; both exports run in the background from the start). The schedule part runs after gen-1 and
 # reads gen-1.json; where gen-1 was cut short it skips the one-device check.
@@ -113,7 +117,7 @@ fi
 PROVIDER=${CARD_PROVIDER:-webgpu}
 GPU1=$([[ $PROVIDER == webgpu ]] && echo webgpu:0 || echo cpu)
 GPU2=$([[ $PROVIDER == webgpu ]] && echo webgpu:0,webgpu:0 || echo cpu,cpu)
-PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dispatch mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl vae-sd vae-dtype gen-2 unet-io gen-1 schedule}
+PARTS=${CARD_PARTS:-env export-sdxl export-sd15 fusion dispatch mha dynamo-unet torch-sd15 torch-sdxl unet-sd15 variants-sd15 profile-sd15 export-sd15-f32 variants-sd15-f32 unet-sdxl folder fused-sdxl profile-sdxl gen-fused probe-sdxl vae-sd vae-dtype gen-2 unet-io gen-1 schedule}
 echo "card.sh: small=$SMALL provider=$PROVIDER budget=${BUDGET}s parts: $PARTS"
 
 # --- Python with torch (the device's python3; here Debian's /usr/bin/python3 when the first has no torch).
@@ -247,10 +251,13 @@ reference() {  # reference MODEL: card.js's --reference option where torch_part 
   [[ -f $WORK/ref/$1.json ]] && echo "--reference $WORK/ref/$1"
 }
 
-export_part() {  # export_part MODEL LATENT: the same weights (same seed) exported to ONNX, no timing
+export_part() {  # export_part MODEL LATENT [DTYPE]: the same weights (same seed) exported to ONNX, no timing; DTYPE
+  # float32: into $WORK/models-f32 (the float16 export, the default, into $WORK/models)
+  local dir="$WORK/models" name="export-$1"
+  [[ ${3:-float16} == float32 ]] && dir="$WORK/models-f32" name="export-$1-f32"
   # shellcheck disable=SC2086
-  "$PY" scripts/device/sd_models.py --model "$1" --latent "$2" --no-time --out-dir "$WORK/models" \
-    --json "$WORK/parts/export-$1.json" $PYSCALE
+  "$PY" scripts/device/sd_models.py --model "$1" --latent "$2" --no-time --out-dir "$dir" --dtype "${3:-float16}" \
+    --json "$WORK/parts/$name.json" $PYSCALE
 }
 
 unet_part() {  # unet_part MODEL LATENT [FUSED]: plain batch 2, 1, 4 and the adapter's call; FUSED 1: then the fused graph
@@ -288,6 +295,12 @@ variants_part() {  # variants_part MODEL LATENT: layouts and fused attention sid
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw,fused,fused-nchw,flash,flash-no-group-norm,flash-no-geglu,flash-attention-only --out "$WORK/parts/variants-$1.json" || return
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation disabled --out "$WORK/parts/variants-$1-novalidation.json" || return
   "$NODE" "$CARD" variants --unet "$unet" "${common[@]}" --variants nhwc,nchw --validation basic --out "$WORK/parts/variants-$1-basic.json"
+}
+
+variants_f32_part() {  # variants_f32_part MODEL LATENT: the float32 export as it is, converted to float16, fused, both
+  [[ $PROVIDER == webgpu ]] || { echo "variants: WebGPU settings (provider $PROVIDER)"; return 0; }
+  "$NODE" "$CARD" variants --unet "$WORK/models-f32/$1/unet/model.onnx" --latent "$2" --batch 2 --warmup 2 --iters "$ITERS" \
+    --variants nhwc,float16,flash,float16-flash --out "$WORK/parts/variants-$1-f32.json"
 }
 
 vae_part() {  # an SD-width decoder's tiled decode: per-tile statistics, then exact at two state budgets (states on the GPU), then the first with them on the host
@@ -378,7 +391,7 @@ gen_part() {  # gen_part DEVICES NAME [FUSE]: warm-up of 1 step at half the size
     --warmup-steps 1 --warmup-width $((SIZE / 2)) --fuse-attention "${3:-0}" --latent-out "$OUT/$2.latent.f32" --out "$WORK/parts/$2.json"
 }
 
-export -f reference tune_part vae_part vae_dtype_part dispatch_part mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
+export -f reference variants_f32_part tune_part vae_part vae_dtype_part dispatch_part mha_part variants_part profile_part env_part fusion_part dynamo_unet_part torch_part export_part unet_part fused_part probe_part schedule_part unet_io_part folder_part gen_part
 export TEXT SIZE STEPS LAT15 VAE SMALL VAE_SIZE VAE_TILE VAE_DTYPE_SIZE
 export PY NODE CARD RT WORK OUT ITERS PROVIDER PYSCALE UNET_WARMUP
 part env 90 env_part
@@ -389,6 +402,8 @@ part export-sdxl 480 export_part sdxl "$LATXL" &
 EXPORT_XL=$!
 part export-sd15 240 export_part sd15 "$LAT15" &
 EXPORT_15=$!
+part export-sd15-f32 300 export_part sd15 "$LAT15" float32 &
+EXPORT_15_F32=$!
 part fusion 60 fusion_part
 part dispatch 60 dispatch_part
 part mha 150 mha_part
@@ -400,6 +415,8 @@ wait "$EXPORT_15"
 part unet-sd15 120 unet_part sd15 "$LAT15"
 part variants-sd15 120 variants_part sd15 "$LAT15"
 part profile-sd15 120 profile_part sd15 "$LAT15" 1
+wait "$EXPORT_15_F32"
+part variants-sd15-f32 200 variants_f32_part sd15 "$LAT15"
 wait "$EXPORT_XL"
 # The SDXL UNet's fused timing is left to the part fused-sdxl below (its 5 GB session costs time the budget may
 # not have); the SD 1.5 one above runs while the SDXL export is still on the CPU.
