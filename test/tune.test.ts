@@ -47,6 +47,18 @@ test('advice: fusion on where the fused call takes at most 0.95 of the plain one
   assert.equal(advise({ probe: { graphMs: 100, probeMs: 110, ratioLow: 1.06, ratioHigh: 1.12 } }).probeSession, 'separate');
 });
 
+test('advice: --unet-precision float16 where the converted call takes at most 0.95 of the float32 one in three calls of four; not said where not measured', () => {
+  const fast = advise({ float16: { graphMs: 100, float16Ms: 60, ratio: 0.6, ratioLow: 0.55, ratioHigh: 0.66 } });
+  assert.equal(fast.unetPrecision, 'float16');
+  assert.deepEqual(fast.flags, ['--unet-precision', 'float16']);
+  assert.match(fast.reasons.at(-1)!, /^--unet-precision: float16; the float32 export converted to float16 takes 0\.60 \(call by call 0\.55-0\.66\) of its call \(float16 where three calls of four take 0\.95 or less; images then differ by float16 rounding\)\.$/);
+  // A median under the threshold whose upper quartile is over it (lavapipe: float16 took 1.33 of float32) is not a gain.
+  const noisy = advise({ float16: { graphMs: 100, float16Ms: 92, ratio: 0.92, ratioLow: 0.85, ratioHigh: 0.98 } });
+  assert.deepEqual([noisy.unetPrecision, noisy.flags], ['native', []]);
+  assert.equal(advise({}).unetPrecision, undefined);
+  assert.ok(!advise({}).reasons.some((r) => r.startsWith('--unet-precision')));
+});
+
 test('advice: --split-cfg always on GPUs where a half is cheap enough for the device count; CPU lists and fixed batches keep auto', () => {
   // SDXL on the card: a half 0.475 of a whole unit.
   const sdxl = { wholeMs: 1165.8, halfMs: 553.8 };
@@ -126,6 +138,8 @@ test('asgd tune on the shipped model (CPU): the times of each graph, and the adv
   for (const t of [j.plain, j.fused]) assert.ok(t.wholeMs > 0 && t.halfMs > 0, JSON.stringify(t));
   for (const r of [j.fused, j.probe]) assert.ok(r.ratioLow > 0 && r.ratioLow <= r.ratio && r.ratio <= r.ratioHigh, JSON.stringify(r));
   assert.equal(j.probeAgainst, j.advice.fuseAttention ? 'fused' : 'plain');
+  assert.match(j.float16Against.reason, /^not measured on CPU lists/);
+  assert.equal(j.float16, undefined);
   assert.ok(j.probe.graphMs > 0 && j.probe.probeMs > 0);
   assert.deepEqual(j.advice, recommendSettings(j), 'the advice is the one its own figures give');
   // The worker counts (this machine's cores: 1, 2, ...), each a short generation, every image the first one's.

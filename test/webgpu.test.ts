@@ -142,13 +142,17 @@ test("one session serves the UNet and the probe on webgpu: the probe graph's noi
   }
 });
 
-test('asgd tune on webgpu:0: the padded form (the flash check fails on lavapipe), both graphs and the probe timed, advice from its own figures', async () => {
+test('asgd tune on webgpu:0: the padded form (the flash check fails on lavapipe), both graphs, the probe and the float16 conversion timed, advice from its own figures', async () => {
   const r = await tuneDevice(SHIPPED, { devices: 'webgpu:0', iters: 1, warmup: 1 });
   assert.equal(r.device, 'webgpu:0');
   assert.equal(r.provider, 'webgpu');
   assert.ok('layers' in r.fusion && r.fusion.layers === 14 && r.fusion.form === 'padded', JSON.stringify(r.fusion));
   for (const t of [r.plain, r.fused!]) assert.ok(t.wholeMs > 0 && t.halfMs! > 0, JSON.stringify(t));
   assert.ok(r.probe && r.probe.graphMs > 0 && r.probe.probeMs > 0);
+  // The float32 export converted to float16, against the graph advised so far.
+  assert.equal(r.float16Against, r.advice.fuseAttention ? 'fused' : 'plain');
+  assert.ok(r.float16 && r.float16.graphMs > 0 && r.float16.float16Ms > 0, JSON.stringify(r.float16));
+  assert.ok(r.advice.unetPrecision === 'native' || r.advice.unetPrecision === 'float16');
   assert.deepEqual(r.advice, recommendSettings(r));
 });
 

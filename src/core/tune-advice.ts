@@ -61,6 +61,14 @@ export interface TuneMeasurement {
   };
   /** The same short generation on several worker counts (CPU lists by default). */
   layouts?: WorkerLayoutTimes[];
+  /**
+   * A float32 export converted to float16 (`unetPrecision` 'float16'), fused where fusion is advised, against the
+   * graph it would replace, whole units, calls alternating; GPU lists with a float32 export only.
+   */
+  float16?: CallRatios & {
+    graphMs: number;
+    float16Ms: number;
+  };
 }
 
 export interface TuneAdvice {
@@ -69,6 +77,8 @@ export interface TuneAdvice {
   probeSession: 'shared' | 'separate';
   /** Where worker counts were timed: the count advised. */
   workers?: number;
+  /** Where a float16 conversion was timed: whether to run it. */
+  unetPrecision?: 'native' | 'float16';
   /** The command-line flags that differ from the defaults. */
   flags: string[];
   /** Why each setting is advised, one sentence each, with the figures. */
@@ -95,8 +105,13 @@ export const SPLIT_ALWAYS_SEVERAL = 0.55;
 export const PROBE_SEPARATE = 1.03;
 /** Another worker count is advised where its generation's denoising took at most this share of the list's own. */
 export const LAYOUT_GAIN = 0.9;
+/**
+ * The float16 conversion must take at most this share of the float32 call, in three calls of four: it changes the
+ * images by float16 rounding, so a gain within the noise is not worth it.
+ */
+export const FLOAT16_GAIN = 0.95;
 
-const flag = (key: 'fuseAttention' | 'splitCfg' | 'probeSession' | 'devices') => optionSpec(PIPELINE_OPTIONS, key).cli?.flag ?? key;
+const flag = (key: 'fuseAttention' | 'splitCfg' | 'probeSession' | 'devices' | 'unetPrecision') => optionSpec(PIPELINE_OPTIONS, key).cli?.flag ?? key;
 const share = (x: number) => x.toFixed(2);
 /** "0.35 (call by call 0.33-0.37)": the median ratio, where measured call by call, else the medians' ratio. */
 const shareOf = (r: CallRatios, medians: number) =>
@@ -141,7 +156,15 @@ export function recommendSettings(m: TuneMeasurement): TuneAdvice {
     reasons.push(`${flag('probeSession')}: shared; nothing to choose here (no probe graph that could share the UNet's session).`);
   }
   const workers = m.layouts ? adviseLayout(m.devices, m.layouts, reasons, flags) : undefined;
-  return { fuseAttention, splitCfg, probeSession, ...(workers !== undefined ? { workers } : {}), flags, reasons };
+  let unetPrecision: TuneAdvice['unetPrecision'];
+  if (m.float16) {
+    const cost = m.float16.float16Ms / m.float16.graphMs;
+    unetPrecision = (m.float16.ratioHigh ?? cost) <= FLOAT16_GAIN ? 'float16' : 'native';
+    const rule = m.float16.ratioHigh !== undefined ? `float16 where three calls of four take ${FLOAT16_GAIN} or less` : `float16 at ${FLOAT16_GAIN} or less`;
+    reasons.push(`${flag('unetPrecision')}: ${unetPrecision}; the float32 export converted to float16 takes ${shareOf(m.float16, cost)} of its call (${rule}; images then differ by float16 rounding).`);
+    if (unetPrecision === 'float16') flags.push(flag('unetPrecision'), 'float16');
+  }
+  return { fuseAttention, splitCfg, probeSession, ...(workers !== undefined ? { workers } : {}), ...(unetPrecision ? { unetPrecision } : {}), flags, reasons };
 }
 
 /** "2 workers of 1 thread", "1 worker of ONNX Runtime's default threads" (CPU), "2 workers on webgpu:0". */

@@ -2,10 +2,11 @@
  * `asgd tune` / `tuneDevice`: times the denoiser's call on the first device of a list as a device worker runs it (the
  * adapter the worker uses, the conditioning kept on a WebGPU device), at the native latent: the graph as exported and
  * fused (`fuseAttention`, in the form the pipeline writes for that list), a whole CFG unit and one half, and the
- * attention-probe graph serving a unit that is not probed against the graph it serves. core/tune-advice.ts turns the
- * times into the loading settings to use there. At most two graphs are open at a time (as a `probeSession: 'separate'`
- * worker holds them): the plain and the fused UNet, then the one advised and the probe graph; the calls of each pair
- * alternate, so that each ratio compares calls of one round.
+ * attention-probe graph serving a unit that is not probed against the graph it serves; on GPU lists, a float32 export
+ * converted to float16 (`unetPrecision`) against the graph advised. core/tune-advice.ts turns the times into the
+ * loading settings to use there. At most two graphs are open at a time (as a `probeSession: 'separate'` worker holds
+ * them): the plain and the fused UNet, then the one advised and the probe graph, then the one advised and its float16
+ * form; the calls of each pair alternate, so that each ratio compares calls of one round.
  */
 import os from 'node:os';
 import { AsgdError, invalidArgument } from '../core/errors.ts';
@@ -17,6 +18,7 @@ import { DeviceUploader } from '../onnx/device-upload.ts';
 import { openSession, releaseSession, runtimeVersion, type OpenSession, type SessionOptions } from '../onnx/session.ts';
 import { denoiserAdapter } from '../onnx/transformer.ts';
 import type { UnetAdapter, UnetCall } from '../onnx/unet.ts';
+import { prepareFloat16Unet, upcastsAttention } from './float16-unet.ts';
 import { fusedLoadOptions } from './fused-attention.ts';
 import { readModelFolder } from './model/folder.ts';
 import { attentionForm, fuseAttentionFiles } from './pipeline.ts';
@@ -57,6 +59,8 @@ export interface TuneReport extends TuneMeasurement {
   fusion: { layers: number; form?: 'padded' | 'flash'; formReason?: string } | { reason: string };
   /** Which graph the probe was measured against, or why there is none. */
   probeAgainst: 'plain' | 'fused' | { reason: string };
+  /** Which graph the float16 conversion was measured against, or why it was not (CPU lists, a float16 export). */
+  float16Against: 'plain' | 'fused' | { reason: string };
   advice: TuneAdvice;
 }
 
@@ -167,6 +171,27 @@ export async function tuneDevice(dir: string, options: TuneOptions = {}): Promis
       probeTimes = { graphMs: median(graphMs!), probeMs: median(probeMs!), ...ratioQuartiles(probeMs!, graphMs!) };
       probeAgainst = fuse ? 'fused' : 'plain';
       log(`a unit that is not probed, on the probe graph: ${probeTimes.probeMs.toFixed(1)} ms against ${probeTimes.graphMs.toFixed(1)} ms on the ${probeAgainst} UNet`);
+      await close(p.s);
+    }
+
+    // A float32 export converted to float16 (fused too where fusion is advised), against the graph advised so far.
+    let float16Times: TuneMeasurement['float16'];
+    let float16Against: TuneReport['float16Against'];
+    if (device.provider === 'cpu') {
+      float16Against = { reason: "not measured on CPU lists: ONNX Runtime's CPU provider runs most float16 operators in float32" };
+    } else {
+      const h = await prepareFloat16Unet(spec.paths.unet, { attentionScoresFloat32: await upcastsAttention(spec.paths.unet) });
+      const f = 'reason' in h || !fuse ? undefined : await fuseAttentionFiles(h.file, { reason: 'not needed' }, { ...form, webgpuOnly: devices.every((d) => d.provider === 'webgpu') });
+      const file = 'reason' in h ? undefined : fuse ? f?.unet : h.file;
+      if (file === undefined) {
+        float16Against = { reason: 'reason' in h ? h.reason : `the converted graph does not fuse (${f?.info.reason ?? 'not fused'})` };
+      } else {
+        const q = await open(file, 'unet (float16)', fuse ? fusedLoadOptions(file) : {});
+        const [graphMs, float16Ms] = await alternate([() => g.adapter.run(call, cond), () => q.adapter.run(call, cond)], warmup, iters);
+        float16Times = { graphMs: median(graphMs!), float16Ms: median(float16Ms!), ...ratioQuartiles(float16Ms!, graphMs!) };
+        float16Against = fuse ? 'fused' : 'plain';
+        log(`UNet converted to float16: ${float16Times.float16Ms.toFixed(1)} ms against ${float16Times.graphMs.toFixed(1)} ms on the ${float16Against} float32 UNet`);
+      }
     }
     for (const s of [...opened].reverse()) await close(s);
 
@@ -180,13 +205,14 @@ export async function tuneDevice(dir: string, options: TuneOptions = {}): Promis
       : undefined;
     const measured: TuneMeasurement = {
       provider: device.provider, devices: devices.length, plain, ...(fused ? { fused } : {}), ...(probeTimes ? { probe: probeTimes } : {}), ...(layouts ? { layouts } : {}),
+      ...(float16Times ? { float16: float16Times } : {}),
     };
     const fusion: TuneReport['fusion'] = fusedFiles.unet
       ? { layers: fusedFiles.info.layers, ...(fusedFiles.info.form ? { form: fusedFiles.info.form } : {}), ...(fusedFiles.info.formReason ? { formReason: fusedFiles.info.formReason } : {}) }
       : { reason: fusedFiles.info.reason ?? 'not fused' };
     return {
       model: spec.dir, family: spec.family, device: deviceName(device), onnxruntime: runtimeVersion(), latent, iters, warmup,
-      ...measured, fusion, probeAgainst, advice: recommendSettings(measured),
+      ...measured, fusion, probeAgainst, float16Against, advice: recommendSettings(measured),
     };
   } finally {
     for (const s of [...opened].reverse()) await releaseSession(s);
