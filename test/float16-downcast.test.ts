@@ -140,6 +140,14 @@ test('the shipped UNet in float16: within 0.01 of the float32 graph on the CPU a
   }
 });
 
+test('a float timestep stays float32 through the Cast the export puts before its embedding (Euler timesteps such as 978.6 are not float16 values)', async () => {
+  const bytes = fs.readFileSync(path.join(await tinyModel('float-timestep'), 'unet', 'model.onnx'));
+  const plan = float16Plan(bytes, { dataLocation: 'x.data' });
+  assert.ok(!('reason' in plan));
+  const types = Object.fromEntries(plan.model.graph!.input.map((v) => [v.name, (v.type!.value.value as { elemType: number }).elemType]));
+  assert.deepEqual(types, { sample: FLOAT16, timestep: FLOAT, encoder_hidden_states: FLOAT16 });
+});
+
 test('what is not converted, and why: an export in float16 already, an operator of another domain', async () => {
   const fp16 = fs.readFileSync(path.join(await tinyModel('fp16'), 'unet', 'model.onnx'));
   assert.deepEqual(float16Plan(fp16, { dataLocation: 'x.data' }), { reason: ALREADY_FLOAT16 });

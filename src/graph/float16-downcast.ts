@@ -122,7 +122,8 @@ function downcastModel(model: ModelProto, opts: Float16DowncastOptions): Float16
   const readByFloat32 = new Set<string>();
   for (const n of g.node) {
     if (!keep.has(n)) continue;
-    for (const [i, v] of n.input.entries()) if (isFloat(v) && boundInput(n, i)) readByFloat32.add(v);
+    // Any float input, a Cast's too: a float timestep cast to float32 for the embedding stays float32 itself.
+    for (const v of n.input) if (isFloat(v)) readByFloat32.add(v);
   }
   const precision = new Map<string, number>();
   for (const v of [...sources, ...constants.keys()]) if (isFloat(v)) precision.set(v, readByFloat32.has(v) ? FLOAT : FLOAT16);
@@ -242,7 +243,8 @@ function float32Nodes(g: GraphProto, producer: Map<string, NodeProto>, isFloat: 
       const n = producer.get(stack.pop()!);
       if (!n || keep.has(n)) continue;
       keep.add(n);
-      for (const [i, x] of n.input.entries()) if (isFloat(x) && boundInput(n, i)) stack.push(x);
+      // A Cast's input too: the value it converts (a float timestep) keeps its precision.
+      for (const [i, x] of n.input.entries()) if (isFloat(x) && (boundInput(n, i) || n.opType === 'Cast')) stack.push(x);
     }
   };
   for (const n of g.node) {
