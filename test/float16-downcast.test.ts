@@ -65,8 +65,8 @@ function sinusoidGraph(weights: number[]): ModelProto {
   return g.build();
 }
 
-test('the timestep sinusoid stays float32 (in float16 its sine would be 0.19 off at t = 999); the rest becomes float16, weights rounded and saturated', async () => {
-  const weights = [1, 65504, 1e6, -1e6, 0.1, 3.5, -2, 1e-8];
+test('the timestep sinusoid stays float32 (in float16 its sine would be 0.19 off at t = 999); the rest becomes float16, finite weights rounded and saturated, infinities kept', async () => {
+  const weights = [1, 65504, 1e6, -1e6, 0.1, 3.5, -2, 1e-8, -Infinity];
   const dir = tempDir('f16-sinusoid');
   const { file, model } = writePlan(toBinary(ModelProtoSchema, sinusoidGraph(weights)), dir);
   const g = model.graph!;
@@ -88,7 +88,7 @@ test('the timestep sinusoid stays float32 (in float16 its sine would be 0.19 off
     assert.ok(Math.abs(Math.sin(rounded) - Math.sin(arg)) > 0.1);
     // The weights as stored: float16 bit patterns known by hand; beyond float16's range they saturate to 65504.
     assert.equal(r['y']!.type, 'float16');
-    assert.deepEqual([...(r['y']!.data as Uint16Array)], [0x3c00, 0x7bff, 0x7bff, 0xfbff, 0x2e66, 0x4300, 0xc000, 0x0000]);
+    assert.deepEqual([...(r['y']!.data as Uint16Array)], [0x3c00, 0x7bff, 0x7bff, 0xfbff, 0x2e66, 0x4300, 0xc000, 0x0000, 0xfc00]);
   } finally {
     await s.release();
   }

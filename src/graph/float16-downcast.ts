@@ -406,7 +406,8 @@ function toFloat16Array(values: Float32Array): Uint16Array<ArrayBuffer> {
   const out = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!;
-    out[i] = toFloat16Bits(v > FLOAT16_MAX ? FLOAT16_MAX : v < -FLOAT16_MAX ? -FLOAT16_MAX : v);
+    // Finite values beyond float16's range saturate; infinities (a mask's -inf) stay what they are.
+    out[i] = toFloat16Bits(Number.isFinite(v) ? Math.min(FLOAT16_MAX, Math.max(-FLOAT16_MAX, v)) : v);
   }
   return out;
 }

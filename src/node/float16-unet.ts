@@ -22,7 +22,7 @@ export interface Float16Unet extends Float16Counts {
 }
 
 /** Bump when the conversion's output changes, so stored graphs are derived again. */
-const FORMAT = 2;
+const FORMAT = 3;
 const SUFFIX = '.asgd-float16';
 
 type Result = Float16Counts & { bytes: number; dataBytes: number; attentionScoresFloat32: boolean };
