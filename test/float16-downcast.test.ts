@@ -201,6 +201,38 @@ test('prepareFloat16Unet on an export with external data: its own weights file, 
   }
 });
 
+test("external tensors that stay as they are (int64 indices, a float32 frequency table the sinusoid reads) are copied into the converted model's own weights file", async () => {
+  const g = new GraphBuilder({ name: 'copies', modelKey: 'copies', seed: 2, floatType: 'float32' });
+  const t = g.input('timestep', 'float32', [1]);
+  g.output(g.op('Sin', [g.op('Mul', [t, g.constFloat(Array.from({ length: 300 }, (_, i) => Math.exp(-i / 50)), [300])])]), 'emb', 'float32', [300]);
+  const x = g.floatInput('x', [1, 400]);
+  const picked = g.op('Gather', [x, g.constInt64(Array.from({ length: 200 }, (_, i) => (i * 7) % 400))], { axis: 1 });
+  g.output(g.op('Mul', [picked, g.constFloat(Array.from({ length: 200 }, (_, i) => Math.cos(i)), [1, 200])]), 'y', 'float32', [1, 200]);
+  const model = g.build();
+  const dir = tempDir('f16-copies');
+  fs.writeFileSync(path.join(dir, 'w.bin'), moveToExternalData(model, 'w.bin', 1000));
+  assert.equal(model.graph!.initializer.filter((i) => i.dataLocation === 1).length, 2, 'the frequencies and the indices are external; the weights (800 bytes) inline');
+  const file = path.join(dir, 'model.onnx');
+  fs.writeFileSync(file, toBinary(ModelProtoSchema, model));
+  const r = await prepareFloat16Unet(file);
+  assert.ok('file' in r, JSON.stringify(r));
+  const converted = fromBinary(ModelProtoSchema, fs.readFileSync(r.file));
+  const stored = converted.graph!.initializer.filter((i) => i.dataLocation === 1).map((i) => [i.dataType, i.externalData.find((e) => e.key === 'location')!.value]);
+  assert.deepEqual(stored.sort(), [[FLOAT, 'model.asgd-float16.onnx.data'], [7, 'model.asgd-float16.onnx.data']]);
+  const opts = { executionProviders: ['cpu'], logSeverityLevel: 3 as const };
+  const [a, b] = await Promise.all([ort.InferenceSession.create(file, opts), ort.InferenceSession.create(r.file, opts)]);
+  try {
+    const xs = Float32Array.from({ length: 400 }, (_, i) => Math.sin(i * 0.3));
+    const timestep = new ort.Tensor('float32', Float32Array.from([999]), [1]);
+    const ra = await a.run({ timestep, x: new ort.Tensor('float32', xs, [1, 400]) });
+    const rb = await b.run({ timestep, x: new ort.Tensor('float16', float32ToFloat16(xs), [1, 400]) });
+    assert.deepEqual(rb['emb']!.data, ra['emb']!.data, 'the sinusoid in float32, bit for bit');
+    assert.ok(maxDiff(toFloat32(rb['y']!), ra['y']!.data as Float32Array) < 2e-3);
+  } finally {
+    await Promise.all([a.release(), b.release()]);
+  }
+});
+
 test('a conversion that fails while writing leaves no file behind and says why', async () => {
   const dir = await copyModel('external-data');
   const unetDir = path.join(dir, 'unet');

@@ -96,9 +96,13 @@ export function float16Plan(bytes: Uint8Array, opts: Float16DowncastOptions): Fl
 
 /** The bytes of one planned weight, as the external-data file holds them. */
 export function float16WeightBytes(w: Float16Weight, external?: ExternalBytes): Uint8Array {
-  const values = float32Values(w.source, external);
-  if (w.mode === 'copy') return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  return new Uint8Array(toFloat16Array(values).buffer);
+  if (w.mode === 'copy') {
+    // Only external tensors are copied: their bytes as stored, whatever their type.
+    const e = externalEntry(w.source);
+    if (!external) throw new Error(`tensor ${w.name} is stored in ${e.location}, which cannot be read here`);
+    return external(e);
+  }
+  return new Uint8Array(toFloat16Array(float32Values(w.source, external)).buffer);
 }
 
 function downcastModel(model: ModelProto, opts: Float16DowncastOptions): Float16Plan {
@@ -386,7 +390,6 @@ function float32Values(t: TensorProto, external: ExternalBytes | undefined): Flo
     const e = externalEntry(t);
     if (!external) throw new Error(`tensor ${t.name} is stored in ${e.location}, which cannot be read here`);
     const bytes = external(e);
-    if (t.dataType !== FLOAT) return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
     if (bytes.length !== n * 4) throw new Error(`tensor ${t.name} holds ${bytes.length} bytes in ${e.location} where its shape needs ${n * 4}`);
     return aligned(bytes, n);
   }
