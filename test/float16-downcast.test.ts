@@ -233,6 +233,16 @@ test("external tensors that stay as they are (int64 indices, a float32 frequency
   }
 });
 
+test('a cancelled load stops the conversion between tensors and leaves no file behind', async () => {
+  const dir = await copyModel('external-data');
+  const unetDir = path.join(dir, 'unet');
+  const before = fs.readdirSync(unetDir).sort();
+  const r = await prepareFloat16Unet(path.join(unetDir, 'model.onnx'), { cacheDir: tempDir('f16-cancel'), signal: AbortSignal.abort() });
+  assert.ok('reason' in r);
+  assert.match(r.reason, /could not be written .*cancelled/);
+  assert.deepEqual(fs.readdirSync(unetDir).sort(), before);
+});
+
 test('a conversion that fails while writing leaves no file behind and says why', async () => {
   const dir = await copyModel('external-data');
   const unetDir = path.join(dir, 'unet');

@@ -38,9 +38,12 @@ type Files = ReturnType<typeof filesIn>;
 /**
  * The float16 graph of the float32 UNet at `modelPath`, derived and stored first when missing or stale; or why there
  * is none (`ALREADY_FLOAT16` for an export with float16 tensors, else what failed). `attentionScoresFloat32`: keep
- * each Softmax and its scores in float32 (diffusers' `upcast_attention`).
+ * each Softmax and its scores in float32 (diffusers' `upcast_attention`). `signal`: an abort stops the writing between
+ * tensors, leaving no file (then the reason says it could not be written).
  */
-export async function prepareFloat16Unet(modelPath: string, opts: DerivedGraphOptions & { attentionScoresFloat32?: boolean } = {}): Promise<Float16Unet | { reason: string }> {
+export async function prepareFloat16Unet(
+  modelPath: string, opts: DerivedGraphOptions & { attentionScoresFloat32?: boolean; signal?: AbortSignal } = {},
+): Promise<Float16Unet | { reason: string }> {
   const scores = opts.attentionScoresFloat32 ?? false;
   const open = async (side: DerivedSidecar<Result> & { result: Result }, files: Files): Promise<Float16Unet | undefined> => {
     const r = side.result;
@@ -59,6 +62,8 @@ export async function prepareFloat16Unet(modelPath: string, opts: DerivedGraphOp
       const fh = await openFile(file, 'w');
       try {
         for (const w of plan.weights) {
+          // Cancelled loading stops between tensors; the partial file is removed (writeAtomic).
+          if (opts.signal?.aborted) throw new Error('cancelled');
           const b = float16WeightBytes(w, read);
           if (b.length !== w.length) throw new Error(`weight ${w.name}: ${b.length} bytes where ${w.length} were planned`);
           await fh.write(b, 0, b.length, w.offset);
@@ -102,7 +107,7 @@ export interface UnetFloat16Info {
  * is float16 already (a note) or cannot be converted (then `warning`, which every run repeats).
  */
 export async function withFloat16Unet<S extends { paths: { unet: string }; notes: string[] }>(
-  spec: S, opts: DerivedGraphOptions = {},
+  spec: S, opts: DerivedGraphOptions & { signal?: AbortSignal } = {},
 ): Promise<{ spec: S; unetFloat16: UnetFloat16Info; warning?: string }> {
   const source = spec.paths.unet;
   const r = await prepareFloat16Unet(source, { ...opts, attentionScoresFloat32: await upcastsAttention(source) });

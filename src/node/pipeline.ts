@@ -251,8 +251,9 @@ export class Pipeline implements AsyncDisposable {
     const upcast = chosen.vae.forceUpcast ? await (await import('./float32-vae.ts')).withFloat32Vae(chosen) : chosen;
     // A float32 UNet asked to run in float16: the converted graph replaces the export (the probe and fusion derive from it).
     const { spec, unetFloat16, warning: unconverted } = options.unetPrecision === 'float16'
-      ? await (await import('./float16-unet.ts')).withFloat16Unet(upcast)
+      ? await (await import('./float16-unet.ts')).withFloat16Unet(upcast, { ...(signal ? { signal } : {}) })
       : { spec: upcast, unetFloat16: undefined, warning: undefined };
+    if (signal?.aborted) throw loadCancelled();
     const tokenizer = new ClipTokenizer(spec.tokenizer, 'tokenizer');
     const tokenizer2 = spec.tokenizer2 ? new ClipTokenizer(spec.tokenizer2, 'tokenizer_2') : undefined;
     const tokenizer3 = spec.tokenizer3 ? new T5Tokenizer(spec.tokenizer3, 'tokenizer_3') : undefined;
@@ -719,7 +720,7 @@ export class Pipeline implements AsyncDisposable {
     return { name: path.basename(this.spec.dir), family: this.spec.family, ...(this.spec.vaeDir ? { vae: path.basename(this.spec.vaeDir) } : {}) };
   }
 
-  /** The metadata's record of fused attention, when the UNet runs with it. */
+  /** The metadata's record of fused attention and of the float16 conversion, when the UNet runs with them. */
   private fusedRecord(): Pick<GenerationMetadata, 'fusedAttention' | 'unetPrecision'> {
     return { ...(this.info.attentionFusion.applied ? { fusedAttention: true } : {}), ...(this.info.unetFloat16?.applied ? { unetPrecision: 'float16' } : {}) };
   }
