@@ -289,6 +289,26 @@ test('unetPrecision float16 on the shipped model: asg at 256 px within a few lev
   assert.ok(fp16.info.notes.some((n) => n.includes('the UNet export is float16 already')));
 });
 
+test('a UNet whose activations pass float16 range (conv_in x 1e5): finite in float32; converted, its latent is NaN and the run says so and why, not blaming the VAE', async () => {
+  const dir = await copyModel('standard');
+  const file = path.join(dir, 'unet', 'model.onnx');
+  const model = fromBinary(ModelProtoSchema, fs.readFileSync(file));
+  const w = model.graph!.initializer.find((t) => t.name === 'conv_in.weight')!;
+  const values = new Float32Array(new Uint8Array(w.rawData).buffer);
+  for (let i = 0; i < values.length; i++) values[i]! *= 1e5;
+  w.rawData = new Uint8Array(values.buffer);
+  fs.writeFileSync(file, toBinary(ModelProtoSchema, model));
+  const params: GenerateParams = { prompt: 'a circle', seed: 1, steps: 2, width: 64, height: 64, method: 'direct' };
+  const native = await generate(dir, params);
+  assert.ok(native.latent.every(Number.isFinite));
+  assert.deepEqual(native.warnings, []);
+  const half = await generate(dir, params, { unetPrecision: 'float16' });
+  assert.ok(half.latent.every((v) => Number.isNaN(v)));
+  assert.deepEqual(half.warnings, [
+    `The denoised latent holds ${half.latent.length} of ${half.latent.length} values that are NaN or infinite, so the image is wrong: the UNet's activations overflowed (a float16 UNet: run a float32 export, or leave out --unet-precision float16), or the export is broken`,
+  ]);
+});
+
 test('asgd: --unet-precision float16 is recorded, a re-run (--from) converts again and gives the same image; a wrong value is refused', async () => {
   const dir = await copyModel('standard');
   const out = tempDir('f16-cli');

@@ -20,3 +20,10 @@ export function tensor(data: Float32Array, shape: number[]): Tensor {
 export function zeros(shape: number[]): Tensor {
   return { data: new Float32Array(sizeOf(shape)), shape };
 }
+
+/** How many values of `x` are NaN or infinite. */
+export function nonFinite(x: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i]!)) n++;
+  return n;
+}

@@ -11,6 +11,7 @@ import type { EvaluateHint, MethodContext, MethodPreview, ProgressEvent, UnetUni
 import type { ResolvedParams } from '../params.ts';
 import type { AbortSignalLike } from '../platform.ts';
 import { createRandom } from '../random/index.ts';
+import { nonFinite } from '../tensor.ts';
 import { applySkipResidual, noiseTo, skipWeight, type Img2ImgInit } from './img2img.ts';
 import type { Scheduler, SchedulerState } from '../schedulers/types.ts';
 import type { GenerationPlan } from './check.ts';
@@ -187,7 +188,15 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
     latent = r.prevSample;
     state = r.state;
   }
+  const broken = nonFinite(latent);
+  if (broken > 0) input.onWarning?.(nonFiniteLatentWarning(broken, latent.length));
   return { latent, unitEvaluations: method.unitsTotal, methodOptions: method.options };
+}
+
+/** The denoised latent holds NaN or infinity: the image decoded from it is wrong, and what gives that. */
+export function nonFiniteLatentWarning(count: number, total: number): string {
+  return `The denoised latent holds ${count} of ${total} values that are NaN or infinite, so the image is wrong: the UNet's ` +
+    'activations overflowed (a float16 UNet: run a float32 export, or leave out --unet-precision float16), or the export is broken';
 }
 
 /** Why a pipeline's model gives no attention maps, for the mask's warning: the probe's reason, or that it was turned off. */

@@ -5,6 +5,7 @@
  * or encodeTiled runs. Portable: no Node APIs.
  */
 import type { VaeDecodeOptions } from '../params.ts';
+import { nonFinite } from '../tensor.ts';
 import { attentionModeFor, decodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend, type TileState, type TileStatsMode } from './tiled.ts';
 
 /** Runs one VAE half (decoder or encoder) and its derived graphs. */
@@ -48,28 +49,31 @@ export async function decodeLatentWith(
   runner: VaeGraphRunner & { run(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage> },
   scaled: Float32Array, channels: number, h: number, w: number, opts: VaeDecodeOptions, cb: VaeRunCallbacks = {},
 ): Promise<DecodedImage & { tiled?: TiledDecodeResult }> {
+  // Counted first: a runner may hand the latent's buffer over to a worker.
+  const latentBroken = nonFinite(scaled) > 0;
   if (!tilingWanted(opts, h, w)) {
     const r = await runner.run(scaled, channels, h, w);
     cb.onTile?.(1, 1);
-    warnNonFinite(r.data, cb);
+    warnNonFinite(r.data, latentBroken, cb);
     return r;
   }
   const backend = await tiledBackend(runner, opts, h, w);
   const tiled = await decodeTiled(scaled, channels, h, w, backend, {
     tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, statsMemory: opts.statsMemory, attention: opts.attention, onTile: cb.onTile, onWarning: cb.onWarning,
   });
-  warnNonFinite(tiled.data, cb);
+  warnNonFinite(tiled.data, latentBroken, cb);
   return { data: tiled.data, height: tiled.height, width: tiled.width, tiled };
 }
 
 /**
  * Warns when a decoded image holds values that are not finite (drawn as black): what a float16 decoder gives where
- * its activations overflow float16's range, as SDXL's VAE does.
+ * its activations overflow float16's range, as SDXL's VAE does. Not where the latent itself is not finite.
  */
-function warnNonFinite(data: Float32Array, cb: VaeRunCallbacks): void {
+function warnNonFinite(data: Float32Array, latentBroken: boolean, cb: VaeRunCallbacks): void {
   if (!cb.onWarning) return; // previews: nobody to tell
-  let n = 0;
-  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) n++;
+  // A latent that is not finite already decodes to NaN whatever the decoder: the denoising's own warning says why.
+  if (latentBroken) return;
+  const n = nonFinite(data);
   if (n > 0) {
     cb.onWarning(
       `The VAE decoder gave ${n} of ${data.length} values that are not finite numbers (NaN or infinity), drawn as black: a float16 decoder ` +
