@@ -25,11 +25,10 @@ import {
   type GraphProto, type ModelProto, type NodeProto, type TensorProto, type TypeProto,
 } from 'onnx-buf';
 import { toFloat16Bits } from '../core/float16.ts';
-import type { ExternalBytes } from './float32-upcast.ts';
+import { elementTypes } from './element-types.ts';
+import { externalDataEntry, type ExternalBytes } from './float32-upcast.ts';
 
 const FLOAT = 1;
-const INT64 = 7;
-const BOOL = 9;
 const FLOAT16 = 10;
 const EXTERNAL = 1; // TensorProto.DataLocation.EXTERNAL
 const FLOAT16_MAX = 65504;
@@ -109,7 +108,7 @@ function downcastModel(model: ModelProto, opts: Float16DowncastOptions): Float16
   const g = model.graph;
   if (!g) throw new DowncastRefused('the model has no graph');
   if (g.sparseInitializer.length > 0) throw new DowncastRefused('it has sparse initializers, which this conversion does not read');
-  const types = inferTypes(g);
+  const types = elementTypes(g);
   if ([...types.values()].includes(FLOAT16)) throw new DowncastRefused(ALREADY_FLOAT16);
   const isFloat = (v: string) => v !== '' && types.get(v) === FLOAT;
 
@@ -322,59 +321,14 @@ function fixedFloat32Output(n: NodeProto, i: number): boolean {
   return n.opType === 'LayerNormalization' && i > 0;
 }
 
-/** The element type of every value the graph computes, by ONNX's typing rules (first input's type by default). */
-function inferTypes(g: GraphProto): Map<string, number> {
-  const types = new Map<string, number>();
-  for (const v of [...g.input, ...g.valueInfo, ...g.output]) {
-    if (v.type?.value.case === 'tensorType') types.set(v.name, v.type.value.value.elemType);
-  }
-  for (const t of g.initializer) types.set(t.name, t.dataType);
-  const attrInt = (n: NodeProto, name: string) => n.attribute.find((a) => a.name === name)?.i;
-  for (const n of g.node) {
-    const first = types.get(n.input[0] ?? '');
-    const out = (i: number): number | undefined => {
-      switch (n.opType) {
-        case 'Constant': {
-          const a = n.attribute[0];
-          if (!a) return undefined;
-          if (a.t) return a.t.dataType;
-          if (a.name === 'value_float' || a.name === 'value_floats') return FLOAT;
-          if (a.name === 'value_int' || a.name === 'value_ints') return INT64;
-          return undefined;
-        }
-        case 'Cast': { const to = attrInt(n, 'to'); return to === undefined ? undefined : Number(to); }
-        case 'CastLike': return types.get(n.input[1] ?? '');
-        case 'Shape': case 'Size': case 'NonZero': case 'ArgMax': case 'ArgMin': return INT64;
-        case 'Equal': case 'Less': case 'Greater': case 'LessOrEqual': case 'GreaterOrEqual': case 'Not': case 'And':
-        case 'Or': case 'Xor': case 'IsNaN': case 'IsInf': return BOOL;
-        case 'ConstantOfShape': return n.attribute.find((a) => a.name === 'value')?.t?.dataType ?? FLOAT;
-        case 'Where': return types.get(n.input[1] ?? '');
-        case 'OneHot': return types.get(n.input[2] ?? '');
-        case 'RandomNormal': case 'RandomUniform': { const d = attrInt(n, 'dtype'); return d === undefined ? FLOAT : Number(d); }
-        case 'TopK': return i === 1 ? INT64 : first;
-        case 'Dropout': return i === 1 ? BOOL : first;
-        case 'LayerNormalization': return i > 0 ? FLOAT : first;
-        default: return first;
-      }
-    };
-    for (const [i, o] of n.output.entries()) {
-      if (!o) continue;
-      const t = out(i);
-      if (t !== undefined) types.set(o, t);
-    }
-  }
-  return types;
-}
-
 function elementCount(t: TensorProto): number {
   return t.dims.reduce((s, d) => s * Number(d), 1);
 }
 
 function externalEntry(t: TensorProto): { location: string; offset: number; length?: number } {
-  const e = Object.fromEntries(t.externalData.map((x) => [x.key, x.value]));
-  const location = e['location'];
-  if (!location) throw new DowncastRefused(`tensor ${t.name} is stored outside the model with no location`);
-  return { location, offset: Number(e['offset'] ?? 0), ...(e['length'] !== undefined ? { length: Number(e['length']) } : {}) };
+  const e = externalDataEntry(t);
+  if (!e.location) throw new DowncastRefused(`tensor ${t.name} is stored outside the model with no location`);
+  return { ...e, location: e.location };
 }
 
 function externalLength(t: TensorProto): number {

@@ -15,6 +15,12 @@ const FLOAT = 1;
 const FLOAT16 = 10;
 const EXTERNAL = 1; // TensorProto.DataLocation.EXTERNAL
 
+/** A tensor's external_data entries: the file (relative to the model), the offset (default 0) and the length if given. */
+export function externalDataEntry(t: TensorProto): { location: string | undefined; offset: number; length?: number } {
+  const e = Object.fromEntries(t.externalData.map((x) => [x.key, x.value]));
+  return { location: e['location'], offset: Number(e['offset'] ?? 0), ...(e['length'] !== undefined ? { length: Number(e['length']) } : {}) };
+}
+
 /** Reads an external tensor's bytes: the `location`, `offset` and `length` entries of its external_data. */
 export type ExternalBytes = (entry: { location: string; offset: number; length?: number }) => Uint8Array;
 
@@ -144,11 +150,10 @@ function float16Bits(t: TensorProto, external: ExternalBytes | undefined): Uint1
   const n = t.dims.reduce((s, d) => s * Number(d), 1);
   let bytes: Uint8Array;
   if (t.dataLocation === EXTERNAL) {
-    const entry = Object.fromEntries(t.externalData.map((e) => [e.key, e.value]));
-    const location = entry['location'];
+    const { location, ...span } = externalDataEntry(t);
     if (!location) throw new UpcastRefused(`tensor ${t.name} is stored outside the model with no location`);
     if (!external) throw new UpcastRefused(`tensor ${t.name} is stored in ${location}, which cannot be read here`);
-    bytes = external({ location, offset: Number(entry['offset'] ?? 0), ...(entry['length'] !== undefined ? { length: Number(entry['length']) } : {}) });
+    bytes = external({ location, ...span });
   } else if (t.int32Data.length > 0) {
     // float16 values stored one per int32 (the bit pattern in its low 16 bits).
     if (t.int32Data.length !== n) throw new UpcastRefused(`tensor ${t.name} holds ${t.int32Data.length} values where its shape needs ${n}`);

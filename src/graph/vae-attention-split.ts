@@ -21,6 +21,7 @@
  * Works on the ModelProto alone (no Node APIs, no ONNX Runtime); mutates the model it is given.
  */
 import { create } from '@bufbuild/protobuf';
+import { elementTypes } from './element-types.ts';
 import {
   AttributeProto_AttributeType,
   TypeProtoSchema,
@@ -58,8 +59,6 @@ export interface AttentionCore {
 export type Reason = { reason: string };
 
 const FLOAT32 = 1;
-const INT64 = 7;
-const BOOL = 9;
 
 /** Operators that change the spatial resolution: the head must not contain any (its output is on the latent grid). */
 const RESAMPLING_OPS = new Set(['Resize', 'Upsample', 'ConvTranspose', 'DepthToSpace', 'SpaceToDepth', 'MaxPool', 'AveragePool', 'LpPool']);
@@ -167,60 +166,6 @@ export function findAttentionCut(model: ModelProto, half: VaeHalf = 'decoder'): 
 function stridedConv(node: NodeProto): boolean {
   const s = node.attribute.find((a) => a.name === 'strides');
   return !!s && s.type === AttributeProto_AttributeType.INTS && s.ints.some((v) => v !== 1n);
-}
-
-/** Element types of the graph's tensors: declared, or propagated through the nodes (first typed input for most ops). */
-export function elementTypes(graph: GraphProto): Map<string, number> {
-  const types = new Map<string, number>();
-  const declare = (name: string, t: number | undefined) => {
-    if (t) types.set(name, t);
-  };
-  for (const v of [...graph.input, ...graph.valueInfo, ...graph.output]) declare(v.name, v.type?.value.case === 'tensorType' ? v.type.value.value.elemType : undefined);
-  for (const t of graph.initializer) declare(t.name, t.dataType);
-  const intOf = (node: NodeProto, name: string) => {
-    const a = node.attribute.find((x) => x.name === name);
-    return a && a.type === AttributeProto_AttributeType.INT ? Number(a.i) : undefined;
-  };
-  for (const node of graph.node) {
-    let t: number | undefined;
-    switch (node.opType) {
-      case 'Constant': {
-        const a = node.attribute.find((x) => x.name.startsWith('value'));
-        t = a?.t ? a.t.dataType : a?.name === 'value_float' || a?.name === 'value_floats' ? FLOAT32 : INT64;
-        break;
-      }
-      case 'Cast':
-        t = intOf(node, 'to');
-        break;
-      case 'CastLike':
-        t = types.get(node.input[1] ?? '');
-        break;
-      case 'Shape': case 'Size': case 'NonZero': case 'ArgMax': case 'ArgMin':
-        t = INT64;
-        break;
-      case 'Equal': case 'Less': case 'Greater': case 'LessOrEqual': case 'GreaterOrEqual': case 'Not': case 'And': case 'Or': case 'Xor': case 'IsNaN': case 'IsInf':
-        t = BOOL;
-        break;
-      case 'ConstantOfShape': {
-        const a = node.attribute.find((x) => x.name === 'value');
-        t = a?.t?.dataType ?? FLOAT32;
-        break;
-      }
-      case 'Where':
-        t = types.get(node.input[1] ?? '');
-        break;
-      default:
-        for (const i of node.input) {
-          const x = types.get(i);
-          if (x) {
-            t = x;
-            break;
-          }
-        }
-    }
-    for (const o of node.output) if (o && !types.has(o)) declare(o, t);
-  }
-  return types;
 }
 
 function valueInfo(name: string, elemType: number) {

@@ -15,7 +15,8 @@
  */
 import { create } from '@bufbuild/protobuf';
 import { NodeProtoSchema, type ModelProto, type NodeProto } from 'onnx-buf';
-import { constantTensors, elementTypes, extract, type Reason } from './vae-attention-split.ts';
+import { elementTypes } from './element-types.ts';
+import { constantTensors, extract, type Reason } from './vae-attention-split.ts';
 import { NORM_STATS_OUTPUT } from './vae-norm-graph.ts';
 
 /** Prefix of a segment's inputs that carry a tile's state (the tensors live at its first cut). */

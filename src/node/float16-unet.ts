@@ -13,8 +13,6 @@ import { modelBytes } from '../graph/model-bytes.ts';
 import { prepareDerivedGraphs, type DerivedContent, type DerivedGraphOptions, type DerivedSidecar } from './derived-graphs.ts';
 import { externalReader } from './float32-vae.ts';
 
-export { ALREADY_FLOAT16 };
-
 export interface Float16Unet extends Float16Counts {
   file: string;
   /** Whether the attention scores stayed float32 (the UNet's config sets `upcast_attention`). */

@@ -49,8 +49,8 @@ export async function decodeLatentWith(
   runner: VaeGraphRunner & { run(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage> },
   scaled: Float32Array, channels: number, h: number, w: number, opts: VaeDecodeOptions, cb: VaeRunCallbacks = {},
 ): Promise<DecodedImage & { tiled?: TiledDecodeResult }> {
-  // Counted first: a runner may hand the latent's buffer over to a worker.
-  const latentBroken = nonFinite(scaled) > 0;
+  // Counted first (a runner may hand the latent's buffer over to a worker), and only where a warning can be given.
+  const latentBroken = cb.onWarning !== undefined && nonFinite(scaled) > 0;
   if (!tilingWanted(opts, h, w)) {
     const r = await runner.run(scaled, channels, h, w);
     cb.onTile?.(1, 1);
