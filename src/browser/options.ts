@@ -27,6 +27,12 @@ export interface WebPipelineOptions {
    * derived in the device workers (src/graph/attention-fusion.ts). Off by default, as in Node (PipelineOptions).
    */
   fuseAttention?: boolean;
+  /**
+   * 'float16': run a float32 UNet export as a float16 graph, converted in the page as its weights download, by
+   * Node's plan (PipelineOptions.unetPrecision), and kept in Cache Storage: half the weights' bytes, which brings
+   * optimum's default float32 SD 1.x/2.x export (3.4 GB) within what a browser holds. 'native' (default): as exported.
+   */
+  unetPrecision?: 'native' | 'float16';
   /** Keep the model files in the browser's Cache Storage so the next visit loads them from disk (default true). */
   store?: boolean;
   /**

@@ -15,7 +15,10 @@ import { finalStage, type GenerationCallbacks, type GenerationTimings } from '..
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
-import { buildMetadata, type GenerationMetadata } from '../core/metadata.ts';
+import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
+import { ALREADY_FLOAT16 } from '../graph/float16-downcast.ts';
+import { readExternalFiles, type ExternalFile } from './model/external-data.ts';
+import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
@@ -71,6 +74,8 @@ export interface WebModelInfo {
    * WebGPU device found it right) or 'padded'; `formReason` says why.
    */
   attentionFusion: { applied: boolean; layers: number; reason?: string; form?: 'padded' | 'flash'; formReason?: string; biasSplitGelus?: number; groupNorms?: number };
+  /** What unetPrecision 'float16' did (absent with 'native'), as Node's ModelInfo.unetFloat16. */
+  unetFloat16?: UnetFloat16Info;
   components: Partial<Record<WebComponent, ComponentIo>>;
   staticLatentSize?: { height: number; width: number };
   notes: string[];
@@ -81,7 +86,7 @@ function defaultWorker(index: number): Worker {
 }
 
 /** loadWebPipeline's options, known by name. */
-const LOAD_OPTIONS = ['provider', 'workers', 'threads', 'attentionProbe', 'probeSession', 'fuseAttention', 'store', 'wasmPaths', 'createWorker', 'onProgress', 'signal', 'fetch'] as const;
+const LOAD_OPTIONS = ['provider', 'workers', 'threads', 'attentionProbe', 'probeSession', 'fuseAttention', 'unetPrecision', 'store', 'wasmPaths', 'createWorker', 'onProgress', 'signal', 'fetch'] as const;
 
 /**
  * loadWebPipeline's options, checked before any request as Node's loadPipeline checks its own (JavaScript callers
@@ -97,7 +102,7 @@ function checkLoadOptions(options: unknown): WebPipelineOptions {
   const workers = o['workers'];
   if (workers !== undefined && !(typeof workers === 'number' && Number.isInteger(workers) && workers >= 1)) throw invalidArgument('workers', 'an integer >= 1', workers);
   if (o['threads'] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, 'threads'), o['threads']);
-  for (const key of ['fuseAttention', 'probeSession'] as const) {
+  for (const key of ['fuseAttention', 'probeSession', 'unetPrecision'] as const) {
     if (o[key] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, key), o[key]);
   }
   for (const key of ['attentionProbe', 'store']) {
@@ -188,6 +193,33 @@ export class WebPipeline {
       bytes[c] = (await src.get(file))!;
     }
     if (signal?.aborted) throw loadCancelled();
+    // Weights kept outside a model file (ONNX external data) are fetched beside it; a float32 UNet converted to float16
+    // first where asked, as its weights arrive.
+    const external: Partial<Record<WebComponent, ExternalFile[]>> = {};
+    const precisionWarnings: string[] = [];
+    let unetFloat16: UnetFloat16Info | undefined;
+    let unetConverted = false;
+    if (options.unetPrecision === 'float16') {
+      const { float16Unet } = await import('./model/float16-unet.ts');
+      const r = await float16Unet(src, spec.files.unet!, bytes.unet!, spec.unetUpcastAttention);
+      if ('reason' in r) {
+        unetFloat16 = { applied: false, reason: r.reason };
+        if (r.reason === ALREADY_FLOAT16) spec.notes.push(float16AlreadyNote(spec.files.unet!));
+        else precisionWarnings.push(float16FailedWarning(r.reason));
+      } else {
+        bytes.unet = r.model;
+        external.unet = r.external;
+        unetConverted = true;
+        unetFloat16 = float16UnetInfo(r);
+        spec.notes.push(float16UnetNote(`${spec.files.unet!.replace(/\.onnx$/i, '')}.asgd-float16.onnx${r.fromStore ? ", from this browser's storage" : ''}`, r));
+      }
+    }
+    for (const [c, file] of Object.entries(spec.files) as [WebComponent, string][]) {
+      if (signal?.aborted) throw loadCancelled();
+      const hint = c === 'unet' && !unetConverted ? "Load with unetPrecision: 'float16' (a float32 UNet export then holds half the bytes), use a float16 export, or use the Node API" : undefined;
+      external[c] ??= await readExternalFiles(src, file, bytes[c]!, hint);
+    }
+    if (signal?.aborted) throw loadCancelled();
     const create = options.createWorker ?? defaultWorker;
     const devices: WebDevice[] = [];
     // Ends the workers at once: a session being created cannot be interrupted otherwise.
@@ -201,9 +233,11 @@ export class WebPipeline {
       let fusion: WebModelInfo['attentionFusion'] = { applied: false, layers: 0, reason: 'fuseAttention is off' };
       let onnxAttention = 0; // ONNX Attention nodes, counted where a derivation parses the UNet (probe or fusion)
       // A stored copy that fails to load as a model is downloaded once again (once for all the devices).
+      // (Not a converted UNet: its bytes are not the file's.)
       const retries = new Map((Object.keys(bytes) as WebComponent[]).map((c) => [c, storedCopyRetry(src, spec.files[c]!, bytes[c]!, false, (b) => (bytes[c] = b))]));
       const isModelError = (err: unknown) => err instanceof AsgdError && err.kind === 'model';
-      const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array) => Promise<T>): Promise<T> => (await retries.get(c)!(load, isModelError))!;
+      const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array) => Promise<T>): Promise<T> =>
+        c === 'unet' && unetConverted ? load(bytes.unet!) : (await retries.get(c)!(load, isModelError))!;
       // Every device opens the UNet as the probe graph where that computes the UNet's bits (one session serves both on
       // the device holding the probe, and every device runs the same graph), unless probeSession is 'separate'; else
       // the UNet as it is.
@@ -213,7 +247,9 @@ export class WebPipeline {
         // Each device gets its own copy; ONNX Runtime reads it once.
         const float32 = c === 'vaeDecoder' && spec.vae.forceUpcast;
         const probe = c === 'unet' && probeWanted && options.probeSession !== 'separate';
-        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
+        // The probe graph, derived from the UNet's bytes, is opened with the UNet's external files, which the worker holds.
+        const files = c === source && external[c]!.length > 0 ? { external: external[c] } : {};
+        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, ...files, fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
         // The probe graph is derived from bytes the UNet's session has just accepted on this device.
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);
         if (fuse && c === 'unet') {
@@ -252,8 +288,8 @@ export class WebPipeline {
       if (signal?.aborted) throw loadCancelled();
       // Asked for but not applied: said at every run, as the Node pipeline does.
       const unfused = fuse && !fusion.applied ? [fusionChangesNothing(fusion.reason ?? 'not fused')] : [];
-      const deviceWarnings = [...unfused, ...(provider === 'webgpu' && onnxAttention > 0 ? [webgpuAttentionNote(onnxAttention)] : [])];
-      const info = describe(spec, components, probe, fusion, provider, workers, deviceWarnings);
+      const deviceWarnings = [...unfused, ...precisionWarnings, ...(provider === 'webgpu' && onnxAttention > 0 ? [webgpuAttentionNote(onnxAttention)] : [])];
+      const info = { ...describe(spec, components, probe, fusion, provider, workers, deviceWarnings), ...(unetFloat16 ? { unetFloat16 } : {}) };
       const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split: 'never' });
       return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2, deviceWarnings);
     } catch (err) {
@@ -359,10 +395,10 @@ export class WebPipeline {
       run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
     warn);
     throwIfAborted(signal);
-    // As Node records it (its fusedRecord), so that `asgd generate --from` fuses the attention again.
+    // As Node records it, so that `asgd generate --from` fuses the attention and converts the UNet again.
     const metadata: GenerationMetadata = {
       ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION),
-      ...(this.info.attentionFusion.applied ? { fusedAttention: true as const } : {}),
+      ...unetRecord(this.info),
     };
     const png = await encodePng(image, metadata);
     const tEnd = performance.now();

@@ -55,6 +55,14 @@ export interface UpscaleRecord {
   startStep: number;
 }
 
+/**
+ * The metadata's record of how the UNet ran (Node's and the browser's pipelines), so that a re-run (`--from`) runs it
+ * the same way: fused attention, a float32 export converted to float16.
+ */
+export function unetRecord(info: { attentionFusion: { applied: boolean }; unetFloat16?: { applied: boolean } }): Pick<GenerationMetadata, 'fusedAttention' | 'unetPrecision'> {
+  return { ...(info.attentionFusion.applied ? { fusedAttention: true as const } : {}), ...(info.unetFloat16?.applied ? { unetPrecision: 'float16' as const } : {}) };
+}
+
 export function buildMetadata(p: ResolvedParams, model: GenerationMetadata['model'], scheduler: string, tool: string): GenerationMetadata {
   return {
     version: METADATA_VERSION,

@@ -7,7 +7,8 @@ import { textDecoder, utf8Encode } from './platform.ts';
 const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
 
 let crcTable: Uint32Array | undefined;
-function crc32(bytes: Uint8Array): number {
+/** CRC-32 (ISO-HDLC, as PNG and zip use it). */
+export function crc32(bytes: Uint8Array): number {
   if (!crcTable) {
     crcTable = new Uint32Array(256);
     for (let n = 0; n < 256; n++) {

@@ -12,6 +12,9 @@ import { ALREADY_FLOAT16, float16Plan, float16WeightBytes, type Float16Counts } 
 import { modelBytes } from '../graph/model-bytes.ts';
 import { prepareDerivedGraphs, type DerivedContent, type DerivedGraphOptions, type DerivedSidecar } from './derived-graphs.ts';
 import { externalReader } from './float32-vae.ts';
+import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
+
+export type { UnetFloat16Info };
 
 export interface Float16Unet extends Float16Counts {
   file: string;
@@ -90,16 +93,6 @@ export async function upcastsAttention(modelPath: string): Promise<boolean> {
   }
 }
 
-/** What PipelineOptions.unetPrecision 'float16' did to the UNet (ModelInfo.unetFloat16). */
-export interface UnetFloat16Info {
-  applied: boolean;
-  reason?: string;
-  tensors?: number;
-  float32Nodes?: number;
-  casts?: number;
-  attentionScoresFloat32?: boolean;
-}
-
 /**
  * `spec` with its UNet replaced by the float16 graph, a note saying so, and what was done; unchanged where the export
  * is float16 already (a note) or cannot be converted (then `warning`, which every run repeats).
@@ -111,14 +104,12 @@ export async function withFloat16Unet<S extends { paths: { unet: string }; notes
   const r = await prepareFloat16Unet(source, { ...opts, attentionScoresFloat32: await upcastsAttention(source) });
   if ('reason' in r) {
     if (r.reason === ALREADY_FLOAT16) {
-      return { spec: { ...spec, notes: [...spec.notes, `unetPrecision float16: the UNet export is float16 already (${path.basename(source)}), and runs as it is`] }, unetFloat16: { applied: false, reason: r.reason } };
+      return { spec: { ...spec, notes: [...spec.notes, float16AlreadyNote(path.basename(source))] }, unetFloat16: { applied: false, reason: r.reason } };
     }
-    return { spec, unetFloat16: { applied: false, reason: r.reason }, warning: `unetPrecision float16 was not applied: the UNet could not be converted (${r.reason}); it runs as exported` };
+    return { spec, unetFloat16: { applied: false, reason: r.reason }, warning: float16FailedWarning(r.reason) };
   }
-  const scores = r.attentionScoresFloat32 ? ', the attention scores among them (upcast_attention)' : '';
-  const note = `UNet converted to float16 (${path.basename(r.file)}): ${r.tensors} tensors; ${r.float32Nodes} nodes kept in float32 (timestep embedding${scores})`;
   return {
-    spec: { ...spec, paths: { ...spec.paths, unet: r.file }, notes: [...spec.notes, note] },
-    unetFloat16: { applied: true, tensors: r.tensors, float32Nodes: r.float32Nodes, casts: r.casts, attentionScoresFloat32: r.attentionScoresFloat32 },
+    spec: { ...spec, paths: { ...spec.paths, unet: r.file }, notes: [...spec.notes, float16UnetNote(path.basename(r.file), r)] },
+    unetFloat16: float16UnetInfo(r),
   };
 }

@@ -9,7 +9,7 @@ import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
 import { PIPELINE_OPTIONS, UPSCALE_OPTIONS } from '../core/options/registry.ts';
 import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
 import { cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
-import { buildMetadata, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
+import { buildMetadata, unetRecord, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
 import { checkUpscale, img2imgScheduler, upscaleMethodOptions, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
@@ -346,7 +346,7 @@ export class Pipeline implements AsyncDisposable {
       const image = await this.decodeStage(plan, scheduler.numSteps, sampled, run, warn);
       throwIfAborted(signal);
       const tEnd = performance.now();
-      const metadata = { ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, this.modelRecord(), scheduler.name, TOOL_VERSION), ...this.fusedRecord() };
+      const metadata = { ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, this.modelRecord(), scheduler.name, TOOL_VERSION), ...unetRecord(this.info) };
       return {
         image,
         metadata,
@@ -487,7 +487,7 @@ export class Pipeline implements AsyncDisposable {
       };
       const metadata: GenerationMetadata = {
         ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, this.modelRecord(), scheduler.name, TOOL_VERSION),
-        ...this.fusedRecord(),
+        ...unetRecord(this.info),
         upscale: record,
       };
       return {
@@ -718,11 +718,6 @@ export class Pipeline implements AsyncDisposable {
   /** The model as the metadata records it: its folder's name and family, and the separate VAE's folder name (a re-run needs it too). */
   private modelRecord(): GenerationMetadata['model'] {
     return { name: path.basename(this.spec.dir), family: this.spec.family, ...(this.spec.vaeDir ? { vae: path.basename(this.spec.vaeDir) } : {}) };
-  }
-
-  /** The metadata's record of fused attention and of the float16 conversion, when the UNet runs with them. */
-  private fusedRecord(): Pick<GenerationMetadata, 'fusedAttention' | 'unetPrecision'> {
-    return { ...(this.info.attentionFusion.applied ? { fusedAttention: true } : {}), ...(this.info.unetFloat16?.applied ? { unetPrecision: 'float16' } : {}) };
   }
 
   private assertOpen(): void {

@@ -10,6 +10,7 @@ import type { NormLayer } from '../../core/vae/norm-stats.ts';
 import type { NormGraphInput, SegmentSpan } from '../../core/vae/pipeline-decode.ts';
 import type { TileState } from '../../core/vae/tiled.ts';
 import type { DeviceConditioningCounts, IoInfo, TileStateCounts } from '../../onnx/io.ts';
+import type { ExternalFile } from '../model/external-data.ts';
 
 /** ONNX Runtime Web's execution providers this package drives. */
 export type WebProvider = 'wasm' | 'webgpu';
@@ -33,9 +34,11 @@ export type DeviceRequest =
    * model is converted to float32 first (a VAE whose config sets force_upcast). `probe` (unet): open the
    * attention-probe graph as the UNet where it computes the UNet's bits (written out, or fused with every attention
    * fused), so one session serves both (`servesProbe` in the reply); else the UNet as asked, `probeReason` saying why
-   * (`probeFailed`: no probe graph can be built at all).
+   * (`probeFailed`: no probe graph can be built at all). `external`: the model's external-data files (ONNX Runtime
+   * Web reads them from memory); the graphs derived from it (the probe, the fused forms, the decoder's tiled graphs)
+   * name the same files, and a 'unetProbe' load without them uses the UNet's.
    */
-  | { type: 'load'; component: WebComponent; bytes: Uint8Array; fuse?: boolean; float32?: boolean; probe?: boolean }
+  | { type: 'load'; component: WebComponent; bytes: Uint8Array; external?: ExternalFile[]; fuse?: boolean; float32?: boolean; probe?: boolean }
   | { type: 'describe' }
   | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
   | { type: 'setConditioning'; cond: TextConditioning }

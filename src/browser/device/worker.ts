@@ -18,6 +18,7 @@ import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, WebComponent
 import type { DecoderGraphs } from './vae-graphs.ts';
 import type { DerivedUnet } from './probe-graph.ts';
 import { toWire } from './wire-error.ts';
+import type { ExternalFile } from '../model/external-data.ts';
 
 const LABELS: Record<WebComponent, string> = {
   textEncoder: 'text_encoder',
@@ -38,12 +39,14 @@ interface State {
   /** The decoder's derived graphs (tiled decoding), made from its bytes on first use. */
   decoderGraphs?: Promise<DecoderGraphs>;
   decoderBytes?: Uint8Array;
+  /** Each component's external-data files, kept for the sessions derived from it later (tiled decoding's graphs). */
+  external: Partial<Record<WebComponent, ExternalFile[]>>;
   cond?: TextConditioning;
   /** On WebGPU: puts the text conditioning on the device once per generation (the adapters' DeviceConditioning). */
   uploader?: IdentityUploader;
 }
 
-const state: State = { sessions: {} };
+const state: State = { sessions: {}, external: {} };
 
 type OrtWeb = typeof import('onnxruntime-web/wasm');
 let ort: OrtWeb;
@@ -56,7 +59,7 @@ async function runtimeFor(provider: DeviceInit['provider']): Promise<OrtWeb> {
   return provider === 'webgpu' ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm');
 }
 
-async function open(bytes: Uint8Array, label: string, outputLocation?: Record<string, 'gpu-buffer' | 'cpu'>): Promise<OpenSession> {
+async function open(bytes: Uint8Array, label: string, outputLocation?: Record<string, 'gpu-buffer' | 'cpu'>, external: ExternalFile[] = []): Promise<OpenSession> {
   const init = state.init;
   if (!init) throw new Error('device worker: load before init');
   try {
@@ -64,6 +67,7 @@ async function open(bytes: Uint8Array, label: string, outputLocation?: Record<st
     // sessions warn on the console's error channel that shape ops run on the CPU.
     const session = await ort.InferenceSession.create(bytes, {
       executionProviders: [init.provider], graphOptimizationLevel: 'all', logSeverityLevel: 3, ...(outputLocation ? { preferredOutputLocation: outputLocation } : {}),
+      ...(external.length > 0 ? { externalData: external.map((f) => ({ path: f.path, data: f.data })) } : {}),
     });
     return { session, file: label, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
   } catch (err) {
@@ -82,8 +86,24 @@ async function open(bytes: Uint8Array, label: string, outputLocation?: Record<st
         kind: 'device', parameter: 'provider', expected: 'a browser with WebGPU', received: 'webgpu failed', hint: 'Use provider "wasm"', cause: err,
       });
     }
-    throw new AsgdError(`ONNX Runtime Web cannot load ${label}: ${msg}`, { kind: 'model', parameter: label, hint: 'The file is damaged or not an ONNX model', cause: err });
+    const held = external.reduce((n, f) => n + f.data.length, bytes.length);
+    // ONNX Runtime Web holds a session's weights in its WebAssembly memory (4 GB at most) while it opens it.
+    const hint = held > 2 ** 31
+      ? `It holds ${(held / 2 ** 30).toFixed(1)} GiB of weights, more than ONNX Runtime Web can open in a browser: use a float16 export${label === 'unet' ? ", or load with unetPrecision: 'float16'" : ''}, or the Node API`
+      : 'The file is damaged or not an ONNX model';
+    throw new AsgdError(`ONNX Runtime Web cannot load ${label}: ${msg}`, { kind: 'model', parameter: label, hint, cause: err });
   }
+}
+
+/** Reads external tensors from the files held in memory, for a conversion that needs their values. */
+function externalReader(files: ExternalFile[]): (e: { location: string; offset: number; length?: number }) => Uint8Array {
+  return (e) => {
+    const f = files.find((x) => x.path === e.location);
+    if (!f) throw new Error(`external-data file ${e.location} was not loaded`);
+    const end = e.length === undefined ? f.data.length : e.offset + e.length;
+    if (end > f.data.length) throw new Error(`external-data file ${e.location} holds ${f.data.length} bytes, fewer than a tensor at ${e.offset} needs (${end})`);
+    return f.data.subarray(e.offset, end);
+  };
 }
 
 let flashCheck: Promise<FlashCheck> | undefined;
@@ -107,16 +127,19 @@ async function attentionForm(): Promise<AttentionForm> {
   return attentionFormFor(await flashCheck);
 }
 
-async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, float32: boolean, probe = false): Promise<DeviceResult> {
+async function load(component: WebComponent, bytes: Uint8Array, given: ExternalFile[] | undefined, fuse: boolean, float32: boolean, probe = false): Promise<DeviceResult> {
+  // The probe graph, derived from the UNet's bytes, names the UNet's files.
+  const external = given ?? (component === 'unetProbe' ? state.external.unet : undefined) ?? [];
+  state.external[component] = external;
   if (component === 'unet' && probe) {
-    const served = await loadUnetAsProbe(bytes, fuse);
+    const served = await loadUnetAsProbe(bytes, external, fuse);
     if (!('probeReason' in served)) return served;
-    return { ...(await load('unet', bytes, fuse, float32)), ...served } as DeviceResult;
+    return { ...(await load('unet', bytes, external, fuse, float32)), ...served } as DeviceResult;
   }
   let derived: Partial<Omit<DerivedUnet, 'bytes'>> & Partial<AttentionForm> & { float32Tensors?: number; float32Reason?: string } = {};
   if (float32) {
     const { ALREADY_FLOAT32, float32ModelBytes } = await import('../../graph/float32-upcast.ts');
-    const r = float32ModelBytes(bytes);
+    const r = float32ModelBytes(bytes, external.length > 0 ? externalReader(external) : undefined);
     if ('bytes' in r) ({ bytes, tensors: derived.float32Tensors } = r);
     else if (r.reason !== ALREADY_FLOAT32) derived.float32Reason = r.reason;
   }
@@ -129,7 +152,7 @@ async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, f
     ({ bytes, ...derived } = d);
     if (form && d.fused) derived = { ...derived, ...form };
   }
-  const s = await open(bytes, LABELS[component]);
+  const s = await open(bytes, LABELS[component], undefined, external);
   const old = state.sessions[component];
   state.sessions[component] = s;
   // Released unless another component still runs on it (the UNet and the probe as one session).
@@ -160,14 +183,14 @@ async function load(component: WebComponent, bytes: Uint8Array, fuse: boolean, f
  * their scores for the maps beside the fused node). An ONNX Attention node the probe reads stays unfused, and then
  * the UNet is opened as asked (two sessions, as before): `probeReason` says why.
  */
-async function loadUnetAsProbe(bytes: Uint8Array, fuse: boolean): Promise<DeviceResult | { probeReason: string; probeFailed?: true }> {
+async function loadUnetAsProbe(bytes: Uint8Array, external: ExternalFile[], fuse: boolean): Promise<DeviceResult | { probeReason: string; probeFailed?: true }> {
   const { derivedUnetBytes } = await import('./probe-graph.ts');
   const form = fuse ? await attentionForm() : undefined;
   const d = derivedUnetBytes(bytes, { probe: true, fuse, flashForm: form?.form === 'flash', biasSplitGelu: state.init?.provider === 'webgpu' });
   if ('reason' in d) return { probeReason: d.reason, probeFailed: true };
   if (d.fused !== undefined && d.onnxAttention > 0) return { probeReason: `${d.onnxAttention} ONNX Attention nodes stay unfused in the probe graph` };
   const { bytes: graph, ...derived } = d;
-  const s = await open(graph, LABELS.unet);
+  const s = await open(graph, LABELS.unet, undefined, external);
   for (const a of new Set([state.unet, state.probe])) a?.device?.clear();
   for (const old of new Set([state.sessions.unet, state.sessions.unetProbe])) await old?.session.release();
   state.sessions.unet = s;
@@ -196,7 +219,8 @@ function decoderGraphs(): Promise<DecoderGraphs> {
   state.decoderGraphs ??= (async () => {
     const { DecoderGraphs } = await import('./vae-graphs.ts');
     const states = state.init?.provider === 'webgpu' ? new (await import('../../onnx/tile-states.ts')).DeviceTileStates() : undefined;
-    return new DecoderGraphs(bytes, open, states);
+    const external = state.external.vaeDecoder ?? [];
+    return new DecoderGraphs(bytes, (b, label, location) => open(b, label, location, external), states);
   })();
   return state.decoderGraphs;
 }
@@ -214,7 +238,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       return { result: { type: 'ok' }, transfer: [] };
     }
     case 'load':
-      return { result: await load(req.component, req.bytes, req.fuse ?? false, req.float32 ?? false, req.probe ?? false), transfer: [] };
+      return { result: await load(req.component, req.bytes, req.external, req.fuse ?? false, req.float32 ?? false, req.probe ?? false), transfer: [] };
     case 'describe': {
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
@@ -286,6 +310,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       // Once each: the UNet and the probe may be one session.
       for (const s of new Set(Object.values(state.sessions))) await s.session.release();
       state.sessions = {};
+      state.external = {};
       return { result: { type: 'ok' }, transfer: [] };
   }
 }

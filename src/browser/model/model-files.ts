@@ -28,8 +28,20 @@ export interface FileProgress {
 }
 
 export interface FileSource {
-  /** The file's bytes, or undefined when `optional` and the server answers 404. */
-  get(file: string, optional?: boolean): Promise<Uint8Array | undefined>;
+  /**
+   * The file's bytes, or undefined when `optional` and the server answers 404. A file too large for this browser to
+   * hold fails before its download with an error whose hint is `tooLargeHint` (where given).
+   */
+  get(file: string, optional?: boolean, tooLargeHint?: string): Promise<Uint8Array | undefined>;
+  /** The file's stored copy, without any request; undefined where none is stored. */
+  stored(file: string): Promise<Uint8Array | undefined>;
+  /** Stores `bytes` as `file` (e.g. a graph derived from the model's files), where storing is on. */
+  keep(file: string, bytes: Uint8Array, type?: string): Promise<void>;
+  /**
+   * Reads the file chunk by chunk into `sink` (its stored copy where there is one, else the server's answer, which is
+   * not stored: for a file too large to hold, read once into what is made of it); the bytes read.
+   */
+  stream(file: string, sink: (chunk: Uint8Array) => void | Promise<void>): Promise<number>;
   /** Whether the bytes `get` last gave for `file` came from the browser's storage. */
   isStored(file: string): boolean;
   /** Removes the stored copy of `file` (found unusable) and downloads it again. */
@@ -72,39 +84,92 @@ function downloadCancelled(): AsgdError {
   return new AsgdError('Model download cancelled', { kind: 'cancelled' });
 }
 
-async function readBody(res: Response, file: string, url: string, report: (loaded: number) => void, signal?: AbortSignal): Promise<Uint8Array> {
-  // A download cut off (the signal, the network) rejects the pending read, not the fetch.
+/**
+ * Reads the body chunk by chunk into `sink`, reporting the bytes read so far; a download cut off (the signal, the
+ * network) rejects the pending read, not the fetch, and becomes an AsgdError naming the file.
+ */
+async function readChunks(res: Response, file: string, url: string, sink: (chunk: Uint8Array) => void | Promise<void>, report: (loaded: number) => void, signal?: AbortSignal): Promise<number> {
   const failed = (err: unknown) =>
     signal?.aborted
       ? downloadCancelled()
-      : new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `the whole file from ${url}`, received: err instanceof Error ? err.message : String(err), hint: 'Check the connection and load again', cause: err });
+      : err instanceof AsgdError
+        ? err
+        : new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `the whole file from ${url}`, received: err instanceof Error ? err.message : String(err), hint: 'Check the connection and load again', cause: err });
   if (!res.body) {
+    let bytes: Uint8Array;
     try {
-      return new Uint8Array(await res.arrayBuffer());
+      bytes = new Uint8Array(await res.arrayBuffer());
     } catch (err) {
       throw failed(err);
     }
+    await sink(bytes);
+    report(bytes.length);
+    return bytes.length;
   }
   const reader = res.body.getReader();
-  const parts: Uint8Array[] = [];
   let loaded = 0;
-  for (;;) {
-    if (signal?.aborted) {
-      await reader.cancel().catch(() => undefined);
-      throw downloadCancelled();
+  try {
+    for (;;) {
+      if (signal?.aborted) throw downloadCancelled();
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        throw failed(err);
+      }
+      if (chunk.done) break;
+      await sink(chunk.value);
+      loaded += chunk.value.length;
+      report(loaded);
     }
-    let chunk: ReadableStreamReadResult<Uint8Array>;
-    try {
-      chunk = await reader.read();
-    } catch (err) {
-      throw failed(err);
-    }
-    if (chunk.done) break;
-    parts.push(chunk.value);
-    loaded += chunk.value.length;
-    report(loaded);
+  } catch (err) {
+    await reader.cancel().catch(() => undefined);
+    throw failed(err);
   }
-  const out = new Uint8Array(loaded);
+  return loaded;
+}
+
+/**
+ * The error for a file larger than this browser can hold in one buffer (Chrome's largest ArrayBuffer is about 2 GB);
+ * `hint` says what to do instead.
+ */
+export function tooLargeError(file: string, bytes: number, hint?: string, cause?: unknown): AsgdError {
+  return new AsgdError(`${file} is too large to load in this browser`, {
+    kind: 'model', parameter: file, expected: 'a file this browser can hold in memory at once (about 2 GB in Chrome)', received: `${bytes} bytes`,
+    hint: hint ?? 'Use a float16 export of the model, or the Node API', cause,
+  });
+}
+
+/**
+ * The whole body. Where the server gives its length, the buffer is allocated first, so a file too large for this
+ * browser fails before it is downloaded, and the bytes are not copied twice.
+ */
+async function readBody(res: Response, file: string, url: string, total: number | undefined, report: (loaded: number) => void, signal?: AbortSignal, tooLargeHint?: string): Promise<Uint8Array> {
+  if (total !== undefined) {
+    let out: Uint8Array;
+    try {
+      out = new Uint8Array(total);
+    } catch (err) {
+      await res.body?.cancel().catch(() => undefined);
+      throw tooLargeError(file, total, tooLargeHint, err);
+    }
+    let at = 0;
+    await readChunks(res, file, url, (c) => {
+      if (at + c.length > total) throw new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `${total} bytes from ${url} (its Content-Length)`, received: 'more', hint: 'Check the server' });
+      out.set(c, at);
+      at += c.length;
+    }, report, signal);
+    if (at !== total) throw new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `${total} bytes from ${url} (its Content-Length)`, received: `${at} bytes`, hint: 'Check the connection and load again' });
+    return out;
+  }
+  const parts: Uint8Array[] = [];
+  const loaded = await readChunks(res, file, url, (c) => void parts.push(c), report, signal);
+  let out: Uint8Array;
+  try {
+    out = new Uint8Array(loaded);
+  } catch (err) {
+    throw tooLargeError(file, loaded, tooLargeHint, err);
+  }
   let at = 0;
   for (const p of parts) {
     out.set(p, at);
@@ -119,15 +184,18 @@ function protobufStart(bytes: Uint8Array): boolean {
   return b !== undefined && b >> 3 > 0 && [0, 1, 2, 5].includes(b & 7);
 }
 
-/** Refuses what is plainly not the file asked for, before it is stored: a web page, an ONNX file that is not protobuf. */
-function checkDownload(file: string, url: string, type: string | null, bytes: Uint8Array): void {
+/**
+ * Refuses what is plainly not the file asked for, before it is stored: a web page (by its type, before its body is
+ * read), an ONNX file that is not protobuf (`only` 'type': the first check alone).
+ */
+function checkDownload(file: string, url: string, type: string | null, bytes: Uint8Array, only?: 'type'): void {
   if (type && /^\s*text\/html\b/i.test(type) && !/\.html?$/i.test(file)) {
     throw new AsgdError(`Cannot download ${file}: the server answered a web page`, {
       kind: 'model', parameter: 'model', expected: `the model file at ${url}`, received: `an HTML page (Content-Type ${type})`,
       hint: 'Check the model URL; a maintenance page or a single-page app that answers every path is not a model folder',
     });
   }
-  if (file.endsWith('.onnx') && !protobufStart(bytes)) {
+  if (only !== 'type' && file.endsWith('.onnx') && !protobufStart(bytes)) {
     const head = Array.from(bytes.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join(' ');
     throw new AsgdError(`${file} is not an ONNX model`, {
       kind: 'model', parameter: file, expected: `an ONNX model (protobuf) at ${url}`, received: bytes.length ? `${bytes.length} bytes starting ${head}` : 'an empty file',
@@ -154,7 +222,8 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
     }
   };
 
-  const download = async (file: string, optional: boolean): Promise<Uint8Array | undefined> => {
+  /** The server's answer for `file` and its length where known; undefined for an optional file it does not have. */
+  const request = async (file: string, optional: boolean) => {
     const url = urlOf(file);
     fromStore.delete(file);
     let res: Response;
@@ -176,33 +245,69 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
     const length = Number(res.headers.get('content-length'));
     const total = Number.isFinite(length) && length > 0 && !res.headers.get('content-encoding') ? length : undefined;
     opts.onProgress?.({ file, loaded: 0, total, fromStore: false });
-    const bytes = await readBody(res, file, url, (loaded) => opts.onProgress?.({ file, loaded, total, fromStore: false }), opts.signal);
-    checkDownload(file, url, type, bytes);
-    if (store) {
-      await store.put(url, new Response(new Blob([bytes as Uint8Array<ArrayBuffer>]), { headers: { 'content-type': type ?? 'application/octet-stream', 'content-length': String(bytes.length) } })).catch(() => undefined);
+    return { res, url, type, total, report: (loaded: number) => opts.onProgress?.({ file, loaded, total, fromStore: false }) };
+  };
+
+  const keep = async (file: string, bytes: Uint8Array, type = 'application/octet-stream'): Promise<void> => {
+    await store?.put(urlOf(file), new Response(new Blob([bytes as Uint8Array<ArrayBuffer>]), { headers: { 'content-type': type, 'content-length': String(bytes.length) } })).catch(() => undefined);
+  };
+
+  const download = async (file: string, optional: boolean, tooLargeHint?: string): Promise<Uint8Array | undefined> => {
+    const r = await request(file, optional);
+    if (!r) return undefined;
+    checkDownload(file, r.url, r.type, new Uint8Array(0), 'type');
+    const bytes = await readBody(r.res, file, r.url, r.total, r.report, opts.signal, tooLargeHint);
+    checkDownload(file, r.url, r.type, bytes);
+    await keep(file, bytes, r.type ?? undefined);
+    return bytes;
+  };
+
+  /** The stored answer for `file`: its bytes, 'missing' (an optional file the server lacked, asked within a day), or undefined. */
+  const storedAnswer = async (file: string, optional: boolean): Promise<Response | 'missing' | undefined> => {
+    const stored = await store?.match(urlOf(file)).catch(() => undefined);
+    if (!stored) return undefined;
+    const missingSince = stored.headers.get(MISSING_HEADER);
+    // Asked again once the answer is a day old (or from before it was dated: "1"), and where the file is not optional.
+    if (missingSince) return optional && Date.now() - Number(missingSince) < MISSING_RECHECK_MS ? 'missing' : undefined;
+    return stored;
+  };
+
+  const storedBytes = async (file: string, stored: Response): Promise<Uint8Array | undefined> => {
+    // A stored answer that cannot be read is fetched again.
+    const bytes = await stored.arrayBuffer().then((b) => new Uint8Array(b), () => undefined);
+    if (bytes) {
+      fromStore.add(file);
+      opts.onProgress?.({ file, loaded: bytes.length, total: bytes.length, fromStore: true });
     }
     return bytes;
   };
 
   const source: FileSource = {
-    async get(file, optional = false) {
-      const stored = await store?.match(urlOf(file)).catch(() => undefined);
+    async get(file, optional = false, tooLargeHint) {
+      const stored = await storedAnswer(file, optional);
+      if (stored === 'missing') return undefined;
       if (stored) {
-        const missingSince = stored.headers.get(MISSING_HEADER);
-        if (missingSince) {
-          // Asked again once the answer is a day old (or from before it was dated: "1"), and where the file is not optional.
-          if (optional && Date.now() - Number(missingSince) < MISSING_RECHECK_MS) return undefined;
-        } else {
-          // A stored answer that cannot be read is fetched again.
-          const bytes = await stored.arrayBuffer().then((b) => new Uint8Array(b), () => undefined);
-          if (bytes) {
-            fromStore.add(file);
-            opts.onProgress?.({ file, loaded: bytes.length, total: bytes.length, fromStore: true });
-            return bytes;
-          }
-        }
+        const bytes = await storedBytes(file, stored);
+        if (bytes) return bytes;
       }
-      return download(file, optional);
+      return download(file, optional, tooLargeHint);
+    },
+    async stored(file) {
+      const stored = await storedAnswer(file, false);
+      return stored && stored !== 'missing' ? storedBytes(file, stored) : undefined;
+    },
+    keep,
+    async stream(file, sink) {
+      const stored = await storedAnswer(file, false);
+      if (stored && stored !== 'missing' && stored.body) {
+        fromStore.add(file);
+        const length = Number(stored.headers.get('content-length'));
+        const total = Number.isFinite(length) && length > 0 ? length : undefined;
+        return readChunks(stored, file, urlOf(file), sink, (loaded) => opts.onProgress?.({ file, loaded, total, fromStore: true }), opts.signal);
+      }
+      const r = (await request(file, false))!;
+      checkDownload(file, r.url, r.type, new Uint8Array(0), 'type');
+      return readChunks(r.res, file, r.url, sink, r.report, opts.signal);
     },
     isStored: (file) => fromStore.has(file),
     async reload(file, optional = false) {

@@ -21,6 +21,8 @@ export interface WebModelSpec {
   vae: { scalingFactor: number; forceUpcast: boolean };
   forceZerosForEmptyPrompt: boolean;
   unetSampleSize?: number;
+  /** The UNet's config sets diffusers' `upcast_attention` (SD 2.1): a float16 conversion keeps the scores float32. */
+  unetUpcastAttention: boolean;
   tokenizer: TokenizerFiles;
   tokenizer2?: TokenizerFiles;
   notes: string[];
@@ -105,6 +107,7 @@ export async function readWebModel(url: string, src: FileSource): Promise<WebMod
     vae: { scalingFactor, forceUpcast: vaeConfig?.['force_upcast'] === true },
     forceZerosForEmptyPrompt: index?.['force_zeros_for_empty_prompt'] !== false,
     unetSampleSize: Number.isInteger(sampleSize) && sampleSize > 0 ? sampleSize : undefined,
+    unetUpcastAttention: unetConfig?.['upcast_attention'] === true,
     tokenizer,
     ...(tokenizer2 ? { tokenizer2 } : {}),
     notes,

@@ -1,0 +1,49 @@
+/**
+ * Weights a model file of the folder keeps outside itself (ONNX external data, as optimum writes an export over 2 GB:
+ * `unet/model.onnx` and `unet/model.onnx_data`): fetched beside it and handed to ONNX Runtime Web with the model
+ * (`externalData`), since a page has no file system for the runtime to open them from.
+ */
+import { AsgdError } from '../../core/errors.ts';
+import { externalDataFiles, unsafeLocation } from '../../graph/external-data.ts';
+import type { FileSource } from './model-files.ts';
+
+/** One external-data file: its location as the model names it, and its bytes. */
+export interface ExternalFile {
+  path: string;
+  data: Uint8Array;
+}
+
+/** The folder part of a model file's path, with its trailing slash ("unet/" for "unet/model.onnx"). */
+export function folderOf(file: string): string {
+  return file.slice(0, file.lastIndexOf('/') + 1);
+}
+
+/**
+ * The external-data files `file` names (none where it holds its weights itself, or where its bytes are no readable
+ * model: ONNX Runtime then says what is wrong). A location outside the model's folder is refused.
+ */
+export function externalLocations(file: string, bytes: Uint8Array): string[] {
+  let locations: string[];
+  try {
+    locations = externalDataFiles(bytes);
+  } catch {
+    return [];
+  }
+  for (const location of locations) {
+    const why = unsafeLocation(location);
+    if (why) {
+      throw new AsgdError(`${file} keeps weights where they cannot be fetched: ${why}`, {
+        kind: 'model', parameter: file, expected: 'external-data locations relative to the model file, inside its folder', received: JSON.stringify(location),
+        hint: 'Re-export the model (optimum writes model.onnx_data beside model.onnx)',
+      });
+    }
+  }
+  return locations;
+}
+
+/** Every external-data file `file` names, read whole (from the browser's storage or the server). */
+export async function readExternalFiles(src: FileSource, file: string, bytes: Uint8Array, tooLargeHint?: string): Promise<ExternalFile[]> {
+  const out: ExternalFile[] = [];
+  for (const path of externalLocations(file, bytes)) out.push({ path, data: (await src.get(folderOf(file) + path, false, tooLargeHint))! });
+  return out;
+}

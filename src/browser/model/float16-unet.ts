@@ -1,0 +1,159 @@
+/**
+ * A float32 UNet export converted to float16 in the page (WebPipelineOptions.unetPrecision 'float16'), by the plan
+ * Node uses (src/graph/float16-downcast.ts). optimum's default export is float32: an SD 1.5 UNet of 3.4 GB in
+ * `unet/model.onnx_data`, which no browser holds in one buffer (nor ONNX Runtime Web in its 4 GB of memory); in
+ * float16 it is 1.7 GB. The source weights are streamed and converted as they arrive, never held whole. The result is
+ * kept in Cache Storage beside the model's files (`unet/model.asgd-float16.onnx`, its `.data` and a `.json` naming
+ * the source), so a later visit neither downloads the float32 weights nor converts again.
+ */
+import { AsgdError } from '../../core/errors.ts';
+import { textDecoder, utf8Encode } from '../../core/platform.ts';
+import { crc32 } from '../../core/png-chunks.ts';
+import { float16Plan, float16WeightBytes, type Float16Counts, type Float16Weight } from '../../graph/float16-downcast.ts';
+import { externalDataEntry } from '../../graph/float32-upcast.ts';
+import { modelBytes } from '../../graph/model-bytes.ts';
+import { externalLocations, folderOf, type ExternalFile } from './external-data.ts';
+import { tooLargeError, type FileSource } from './model-files.ts';
+
+/** Bump when the conversion's output changes, so that stored conversions are made again. */
+const FORMAT = 1;
+const SUFFIX = '.asgd-float16';
+
+export interface Float16UnetResult extends Float16Counts {
+  model: Uint8Array;
+  external: ExternalFile[];
+  attentionScoresFloat32: boolean;
+  /** Read from the browser's storage (converted on an earlier load). */
+  fromStore: boolean;
+}
+
+interface Sidecar extends Float16Counts {
+  format: number;
+  source: string;
+  attentionScoresFloat32: boolean;
+  modelBytes: number;
+  dataBytes: number;
+}
+
+/** Names a source export: its graph file's length and CRC-32 (a changed export has another). */
+function sourceId(bytes: Uint8Array): string {
+  return `${bytes.length}:${crc32(bytes).toString(16)}`;
+}
+
+function storedNames(file: string) {
+  const base = file.replace(/\.onnx$/i, '');
+  const model = `${base}${SUFFIX}.onnx`;
+  return { model, data: `${model}.data`, sidecar: `${base}${SUFFIX}.json`, dataLocation: `${model.slice(folderOf(model).length)}.data` };
+}
+
+async function fromStore(src: FileSource, file: string, source: string, scores: boolean): Promise<Float16UnetResult | undefined> {
+  const names = storedNames(file);
+  const side = await src.stored(names.sidecar);
+  if (!side) return undefined;
+  let s: Sidecar;
+  try {
+    s = JSON.parse(textDecoder('utf-8').decode(side)) as Sidecar;
+  } catch {
+    return undefined;
+  }
+  if (s.format !== FORMAT || s.source !== source || s.attentionScoresFloat32 !== scores) return undefined;
+  const model = await src.stored(names.model);
+  const data = s.dataBytes > 0 ? await src.stored(names.data) : new Uint8Array(0);
+  if (model?.length !== s.modelBytes || data?.length !== s.dataBytes) return undefined;
+  return {
+    model, external: s.dataBytes > 0 ? [{ path: names.dataLocation, data }] : [], tensors: s.tensors, float32Nodes: s.float32Nodes, casts: s.casts,
+    attentionScoresFloat32: scores, fromStore: true,
+  };
+}
+
+/** A planned weight whose source is external: where its float32 (or copied) bytes lie in which file. */
+interface Pending {
+  w: Float16Weight;
+  offset: number;
+  length: number;
+  staged?: Uint8Array;
+  filled: number;
+}
+
+function convertInto(data: Uint8Array, w: Float16Weight, source?: Uint8Array): void {
+  const bytes = float16WeightBytes(w, source && (() => source));
+  if (bytes.length !== w.length) throw new Error(`weight ${w.name}: ${bytes.length} bytes where ${w.length} were planned`);
+  data.set(bytes, w.offset);
+}
+
+/**
+ * Streams `location` (beside `file`) and converts each pending weight once all its bytes are in; the bytes in flight
+ * are those of the weights being read, never the file.
+ */
+async function streamWeights(src: FileSource, file: string, location: string, pending: Pending[], data: Uint8Array): Promise<void> {
+  pending.sort((a, b) => a.offset - b.offset);
+  let next = 0;
+  let at = 0;
+  const path = folderOf(file) + location;
+  await src.stream(path, (chunk) => {
+    const start = at;
+    const end = at + chunk.length;
+    at = end;
+    for (let j = next; j < pending.length && pending[j]!.offset < end; j++) {
+      const p = pending[j]!;
+      const from = Math.max(p.offset, start);
+      const to = Math.min(p.offset + p.length, end);
+      if (to <= from) continue;
+      p.staged ??= new Uint8Array(p.length);
+      p.staged.set(chunk.subarray(from - start, to - start), from - p.offset);
+      p.filled += to - from;
+      if (p.filled === p.length) {
+        convertInto(data, p.w, p.staged);
+        p.staged = undefined;
+      }
+    }
+    while (next < pending.length && pending[next]!.filled === pending[next]!.length) next++;
+  });
+  const short = pending.find((p) => p.filled !== p.length);
+  if (short) {
+    throw new AsgdError(`${path} is shorter than ${file} says`, {
+      kind: 'model', parameter: path, expected: `at least ${short.offset + short.length} bytes (tensor ${short.w.name})`, received: `${at} bytes`,
+      hint: 'The export is incomplete: copy the whole file to the server again',
+    });
+  }
+}
+
+/**
+ * The float16 graph of the float32 UNet `file` (its graph's bytes `bytes`), read from the browser's storage where an
+ * earlier load converted it, else converted (its external weights streamed) and stored; or why there is none (the
+ * conversion's reason, e.g. ALREADY_FLOAT16).
+ */
+export async function float16Unet(src: FileSource, file: string, bytes: Uint8Array, attentionScoresFloat32: boolean): Promise<Float16UnetResult | { reason: string }> {
+  const source = sourceId(bytes);
+  const stored = await fromStore(src, file, source, attentionScoresFloat32);
+  if (stored) return stored;
+  const names = storedNames(file);
+  const locations = externalLocations(file, bytes);
+  const plan = float16Plan(bytes, { dataLocation: names.dataLocation, attentionScoresFloat32 });
+  if ('reason' in plan) return plan;
+  let data: Uint8Array;
+  try {
+    data = new Uint8Array(plan.dataBytes);
+  } catch (err) {
+    throw tooLargeError(names.data, plan.dataBytes, 'Even in float16 this UNet is larger than this browser holds at once (SDXL: 5.1 GB): use the Node API', err);
+  }
+  const pending = new Map<string, Pending[]>(locations.map((l) => [l, []]));
+  for (const w of plan.weights) {
+    if (w.source.dataLocation !== 1) {
+      convertInto(data, w);
+      continue;
+    }
+    const e = externalDataEntry(w.source);
+    const length = e.length ?? (w.mode === 'float16' ? w.length * 2 : w.length);
+    pending.get(e.location ?? '')!.push({ w, offset: e.offset, length, filled: 0 });
+  }
+  for (const [location, list] of pending) if (list.length > 0) await streamWeights(src, file, location, list, data);
+  const model = modelBytes(plan.model);
+  const counts: Float16Counts = plan.counts;
+  // The weights first, the sidecar last: a stored sidecar means a complete conversion.
+  if (plan.dataBytes > 0) await src.keep(names.data, data);
+  await src.keep(names.model, model);
+  const side: Sidecar = { format: FORMAT, source, attentionScoresFloat32, modelBytes: model.length, dataBytes: plan.dataBytes, ...counts };
+  await src.keep(names.sidecar, utf8Encode(JSON.stringify(side)), 'application/json');
+  return { model, external: plan.dataBytes > 0 ? [{ path: names.dataLocation, data }] : [], ...counts, attentionScoresFloat32, fromStore: false };
+}

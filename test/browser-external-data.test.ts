@@ -1,0 +1,264 @@
+/**
+ * Exports whose weights lie outside the model file (ONNX external data, as optimum writes a UNet over 2 GB:
+ * `unet/model.onnx` and `unet/model.onnx_data`) in a real browser, and `unetPrecision: 'float16'`, which converts a
+ * float32 UNet in the page as its weights download (src/browser/model/float16-unet.ts). The shipped model's UNet is
+ * served with its weights moved to `model.onnx_data`; images are compared with Node's on the same export (as
+ * exported, and with Node's own float16 conversion, whose files the page's must equal byte for byte). Debian's
+ * Chromium with playwright-core, WebAssembly provider.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { loadPipeline, type PipelineOptions } from '../src/node/pipeline.ts';
+import type { GenerationMetadata } from '../src/core/metadata.ts';
+import { moveToExternalData } from './fixtures/onnx-graph.ts';
+import { ISOLATION, ROOT, buildDemoSite, compareRgb, rgbOfPng, serveSite, type StaticSite } from './helpers/demo-site.ts';
+import { tempDir } from './helpers/models.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const SHIPPED = path.join(ROOT, 'models', 'shapes-128');
+const PARAMS = { prompt: 'a red circle on a blue background', width: 256, height: 256, seed: 5, steps: 4, method: 'asg' };
+const DATA = 'unet/model.onnx_data';
+/** As test/browser-engine.test.ts: WebAssembly's kernels round differently from the native CPU's. */
+const WASM_TOLERANCE = { meanAbs: 0.05, maxAbs: 2 };
+/**
+ * The float16 graph (the same bytes in both, checked) on WebAssembly against Node's CPU provider: their float16
+ * kernels round differently, more than float32's. Measured: mean 0.069, max 3 levels; the bound leaves margin.
+ */
+const FLOAT16_TOLERANCE = { meanAbs: 0.15, maxAbs: 6 };
+
+let site: StaticSite;
+let browser: Browser;
+/** The shipped model with its UNet's weights in unet/model.onnx_data. */
+let extDir: string;
+/** A copy of that folder for Node (its float16 conversion is stored beside it). */
+let nodeDir: string;
+let dataBytes: Buffer;
+
+/** How each variant of the folder answers: the data file as it is, missing, cut short, or claiming a size no browser holds. */
+function route(url: string, res: import('node:http').ServerResponse): boolean {
+  const m = /^\/models\/(ext|ext-missing|ext-short|ext-huge|ext-escape)\/(.*)$/.exec(url);
+  if (!m) return false;
+  const [, variant, rel] = m as unknown as [string, string, string];
+  const send = (bytes: Uint8Array, type = 'application/octet-stream') => {
+    res.writeHead(200, { 'Content-Type': type, 'Content-Length': bytes.length, 'Cache-Control': 'no-store', ...ISOLATION }).end(bytes);
+    return true;
+  };
+  if (rel === DATA && variant === 'ext-missing') return void res.writeHead(404, ISOLATION).end(), true;
+  if (rel === DATA && variant === 'ext-short') return send(dataBytes.subarray(0, dataBytes.length >> 1));
+  if (rel === DATA && variant === 'ext-huge') {
+    // A terabyte announced; a few bytes sent, then the connection is left to the client, which must not read on.
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(2 ** 40), 'Cache-Control': 'no-store', ...ISOLATION });
+    res.write(dataBytes.subarray(0, 1024));
+    return true;
+  }
+  if (rel === 'unet/model.onnx' && variant === 'ext-escape') {
+    const model = fromBinary(ModelProtoSchema, fs.readFileSync(path.join(extDir, rel)));
+    for (const t of model.graph!.initializer) for (const e of t.externalData) if (e.key === 'location') e.value = '../secret.bin';
+    return send(toBinary(ModelProtoSchema, model));
+  }
+  const file = path.join(extDir, rel);
+  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) return void res.writeHead(404, ISOLATION).end(), true;
+  return send(fs.readFileSync(file), file.endsWith('.json') ? 'application/json' : 'application/octet-stream');
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM), `The browser tests need Debian's Chromium at ${CHROMIUM}: run \`npm run setup:browser\` as root`);
+  extDir = tempDir('ext-model');
+  fs.cpSync(SHIPPED, extDir, { recursive: true });
+  const unet = path.join(extDir, 'unet', 'model.onnx');
+  const model = fromBinary(ModelProtoSchema, fs.readFileSync(unet));
+  dataBytes = Buffer.from(moveToExternalData(model, 'model.onnx_data'));
+  fs.writeFileSync(unet, toBinary(ModelProtoSchema, model));
+  fs.writeFileSync(path.join(extDir, DATA), dataBytes);
+  // Node reads the same export (its ONNX Runtime opens model.onnx_data itself).
+  nodeDir = tempDir('ext-node-model');
+  fs.cpSync(extDir, nodeDir, { recursive: true });
+  const siteDir = tempDir('ext-site');
+  await buildDemoSite(siteDir);
+  site = await serveSite(siteDir, route);
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+});
+
+after(async () => {
+  await browser?.close();
+  await site?.close();
+});
+
+interface Loaded {
+  ok: boolean;
+  notes?: string[];
+  unetFloat16?: { applied: boolean; reason?: string; tensors?: number; float32Nodes?: number; casts?: number };
+  probe?: { available: boolean; layers: string[] };
+  fusion?: { applied: boolean; layers: number };
+  png?: number[];
+  warnings?: string[];
+  metadata?: GenerationMetadata;
+  kind?: string;
+  parameter?: string;
+  expected?: string;
+  received?: string;
+  hint?: string;
+  message?: string;
+}
+
+/** A page of the demo site that loads nothing itself, with a helper that loads a pipeline and generates once. */
+async function newPage(): Promise<Page> {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
+  await page.waitForSelector('body[data-state="error"]');
+  await page.evaluate(`window.loadAndGenerate = async (url, options, params) => {
+    const { loadWebPipeline } = window.asgdDemo.web;
+    try {
+      const pipe = await loadWebPipeline(url, options);
+      try {
+        const r = params ? await pipe.generate(params) : undefined;
+        const i = pipe.info;
+        return { ok: true, notes: i.notes, unetFloat16: i.unetFloat16, probe: i.attentionProbe, fusion: i.attentionFusion, png: r && Array.from(r.png), warnings: r && r.warnings, metadata: r && r.metadata };
+      } finally {
+        await pipe.close();
+      }
+    } catch (e) {
+      return { ok: false, kind: e.kind, parameter: e.parameter, expected: e.expected, received: e.received, hint: e.hint, message: e.message };
+    }
+  }`);
+  return page;
+}
+
+async function load(page: Page, variant: string, options: Record<string, unknown>, params?: object): Promise<Loaded & { requests: string[] }> {
+  const before = site.served.length;
+  const r = (await page.evaluate(`window.loadAndGenerate(${JSON.stringify(`${site.url}models/${variant}/`)}, ${JSON.stringify({ provider: 'wasm', ...options })}, ${JSON.stringify(params ?? null)})`)) as Loaded;
+  return { ...r, requests: site.served.slice(before).filter((u) => u.startsWith('/models/')) };
+}
+
+async function nodeImage(options: PipelineOptions) {
+  const p = await loadPipeline(nodeDir, { devices: 'cpu', ...options });
+  try {
+    return await p.generate(PARAMS);
+  } finally {
+    await p.close();
+  }
+}
+
+async function matches(png: number[], ref: { image: import('../src/core/image.ts').RgbImage }, bound: { meanAbs: number; maxAbs: number }, what: string) {
+  const d = compareRgb(await rgbOfPng(Buffer.from(png)), ref.image);
+  console.log(`# ${what}: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}, ${d.differing} values differ`);
+  assert.ok(d.meanAbs <= bound.meanAbs && d.maxAbs <= bound.maxAbs, `${what}: within ${JSON.stringify(bound)}: ${JSON.stringify(d)}`);
+}
+
+test("a UNet with its weights in model.onnx_data loads as exported: the data file is fetched beside it, and the image is Node's", async () => {
+  const page = await newPage();
+  const r = await load(page, 'ext', { store: false }, PARAMS);
+  assert.equal(r.ok, true, r.message);
+  assert.ok(r.requests.includes(`/models/ext/${DATA}`), r.requests.join(' '));
+  // The attention probe is derived from the UNet's graph and opened with the UNet's weights file.
+  assert.equal(r.probe?.available, true);
+  assert.equal(r.unetFloat16, undefined);
+  const node = await nodeImage({});
+  assert.deepEqual(r.warnings, node.warnings);
+  assert.deepEqual({ ...r.metadata, model: node.metadata.model }, node.metadata);
+  await matches(r.png!, node, WASM_TOLERANCE, 'external data, as exported, against Node');
+  await page.context().close();
+});
+
+test("unetPrecision 'float16': the float32 weights are converted as they stream in, stored, and the image is Node's float16 image; a second load reads the conversion from storage", async () => {
+  const page = await newPage();
+  const first = await load(page, 'ext', { unetPrecision: 'float16' }, PARAMS);
+  assert.equal(first.ok, true, first.message);
+  assert.ok(first.requests.includes(`/models/ext/${DATA}`));
+  // Node's counts for the shipped UNet (test/float16-downcast.test.ts).
+  assert.deepEqual(first.unetFloat16, { applied: true, tensors: 370, float32Nodes: 6, casts: 1, attentionScoresFloat32: false });
+  assert.ok(first.notes!.some((n) => /^UNet converted to float16 \(unet\/model\.asgd-float16\.onnx\): 370 tensors; 6 nodes kept in float32/.test(n)), first.notes!.join('\n'));
+  assert.equal(first.probe?.available, true);
+  const node = await nodeImage({ unetPrecision: 'float16' });
+  // The same metadata as Node's, unetPrecision included (the model's name is its folder's).
+  assert.deepEqual({ ...first.metadata, model: node.metadata.model }, node.metadata);
+  assert.deepEqual(first.warnings, node.warnings);
+  assert.equal(first.metadata?.unetPrecision, 'float16');
+  // The page's conversion is Node's, byte for byte: the graph and its weights file as stored in Cache Storage.
+  const stored = (await page.evaluate(`(async () => {
+    const cache = await caches.open(window.asgdDemo.web.MODEL_CACHE);
+    const read = async (f) => Array.from(new Uint8Array(await (await cache.match(${JSON.stringify(`${site.url}models/ext/`)} + f)).arrayBuffer()));
+    return { model: await read('unet/model.asgd-float16.onnx'), data: await read('unet/model.asgd-float16.onnx.data') };
+  })()`)) as { model: number[]; data: number[] };
+  assert.ok(Buffer.from(stored.model).equals(fs.readFileSync(path.join(nodeDir, 'unet', 'model.asgd-float16.onnx'))), 'the converted graph is Node\'s');
+  assert.ok(Buffer.from(stored.data).equals(fs.readFileSync(path.join(nodeDir, 'unet', 'model.asgd-float16.onnx.data'))), 'the converted weights are Node\'s');
+  await matches(first.png!, node, FLOAT16_TOLERANCE, 'float16 conversion in the page against Node\'s');
+
+  const second = await load(page, 'ext', { unetPrecision: 'float16' }, PARAMS);
+  assert.equal(second.ok, true, second.message);
+  assert.ok(!second.requests.some((u) => u.endsWith('.onnx_data') || u.includes('asgd-float16')), `nothing downloaded for the UNet's weights: ${second.requests.join(' ')}`);
+  assert.ok(second.notes!.some((n) => n.includes("from this browser's storage")), second.notes!.join('\n'));
+  assert.deepEqual(second.png, first.png, 'the stored conversion gives the same file');
+
+  // With the attention fused, the fused graph is derived from the converted one.
+  const fused = await load(page, 'ext', { unetPrecision: 'float16', fuseAttention: true, store: false });
+  assert.equal(fused.ok, true, fused.message);
+  assert.deepEqual([fused.fusion?.applied, fused.fusion?.layers], [true, 14]);
+  await page.context().close();
+});
+
+test('a float16 export is left as it is, with a note', async () => {
+  const page = await newPage();
+  // The shipped model's UNet converted by Node and served as the export: float16 already.
+  const p = await loadPipeline(nodeDir, { devices: 'cpu', unetPrecision: 'float16' });
+  await p.close();
+  const dir = tempDir('ext-f16-export');
+  fs.cpSync(SHIPPED, dir, { recursive: true });
+  for (const f of ['model.asgd-float16.onnx', 'model.asgd-float16.onnx.data']) fs.copyFileSync(path.join(nodeDir, 'unet', f), path.join(dir, 'unet', f));
+  // The converted graph names its weights file by its own name, model.asgd-float16.onnx.data.
+  fs.renameSync(path.join(dir, 'unet', 'model.asgd-float16.onnx'), path.join(dir, 'unet', 'model.onnx'));
+  const saved = extDir;
+  extDir = dir;
+  try {
+    const r = await load(page, 'ext', { unetPrecision: 'float16', store: false });
+    assert.equal(r.ok, true, r.message);
+    assert.deepEqual(r.unetFloat16, { applied: false, reason: 'it already holds float16 tensors' });
+    assert.ok(r.notes!.some((n) => n.includes('the UNet export is float16 already')), r.notes!.join('\n'));
+    assert.ok(r.requests.includes('/models/ext/unet/model.asgd-float16.onnx.data'), r.requests.join(' '));
+  } finally {
+    extDir = saved;
+  }
+  await page.context().close();
+});
+
+test('a weights file that is missing, cut short, too large for a browser, or outside the folder: an error naming it and the fix', async () => {
+  const page = await newPage();
+  for (const unetPrecision of ['native', 'float16']) {
+    const missing = await load(page, 'ext-missing', { store: false, unetPrecision });
+    assert.equal(missing.ok, false);
+    assert.equal(missing.kind, 'model');
+    assert.match(missing.message!, /Cannot download unet\/model\.onnx_data/, unetPrecision);
+    assert.equal(missing.received, 'HTTP 404');
+  }
+
+  const short = await load(page, 'ext-short', { store: false, unetPrecision: 'float16' });
+  assert.equal(short.ok, false);
+  assert.match(short.message!, /^unet\/model\.onnx_data is shorter than unet\/model\.onnx says/);
+  assert.equal(short.received, `${dataBytes.length >> 1} bytes`);
+  assert.match(short.expected!, /^at least \d+ bytes \(tensor /);
+  const shortNative = await load(page, 'ext-short', { store: false });
+  assert.equal(shortNative.ok, false);
+  assert.equal(shortNative.kind, 'model');
+  assert.match(shortNative.message!, /ONNX Runtime Web cannot load unet/);
+
+  const t = performance.now();
+  const huge = await load(page, 'ext-huge', { store: false });
+  assert.equal(huge.ok, false);
+  assert.match(huge.message!, /^unet\/model\.onnx_data is too large to load in this browser/);
+  assert.equal(huge.received, `${2 ** 40} bytes`);
+  assert.match(huge.hint!, /unetPrecision: 'float16'/);
+  assert.ok(performance.now() - t < 60_000, 'refused before any download');
+
+  const escape = await load(page, 'ext-escape', { store: false });
+  assert.equal(escape.ok, false);
+  assert.equal(escape.parameter, 'unet/model.onnx');
+  assert.match(escape.message!, /leaves the model's folder/);
+  assert.ok(!escape.requests.some((u) => u.includes('secret')), escape.requests.join(' '));
+  await page.context().close();
+});
