@@ -24,4 +24,4 @@ export {
 export type { IoInfo, ProviderName } from './onnx/io.ts';
 export type { SplitMode } from './core/dispatch/tasks.ts';
 export type { ComponentName } from './node/runner/protocol.ts';
-export type { UnetFloat16Info } from './node/float16-unet.ts';
+export type { UnetFloat16Info } from './core/unet-precision.ts';

@@ -15,6 +15,7 @@ import { ModelProtoSchema } from 'onnx-buf';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadPipeline, type PipelineOptions } from '../src/node/pipeline.ts';
 import type { GenerationMetadata } from '../src/core/metadata.ts';
+import type { GenerateParams } from '../src/core/params.ts';
 import { moveToExternalData } from './fixtures/onnx-graph.ts';
 import { ISOLATION, ROOT, buildDemoSite, compareRgb, rgbOfPng, serveSite, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
@@ -22,7 +23,7 @@ import { tempDir } from './helpers/models.ts';
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const SHIPPED = path.join(ROOT, 'models', 'shapes-128');
-const PARAMS = { prompt: 'a red circle on a blue background', width: 256, height: 256, seed: 5, steps: 4, method: 'asg' };
+const PARAMS: GenerateParams = { prompt: 'a red circle on a blue background', width: 256, height: 256, seed: 5, steps: 4, method: 'asg' };
 const DATA = 'unet/model.onnx_data';
 /** As test/browser-engine.test.ts: WebAssembly's kernels round differently from the native CPU's. */
 const WASM_TOLERANCE = { meanAbs: 0.05, maxAbs: 2 };
@@ -163,6 +164,10 @@ test("a UNet with its weights in model.onnx_data loads as exported: the data fil
   assert.deepEqual(r.warnings, node.warnings);
   assert.deepEqual({ ...r.metadata, model: node.metadata.model }, node.metadata);
   await matches(r.png!, node, WASM_TOLERANCE, 'external data, as exported, against Node');
+  // The probe in a session of its own: derived from the UNet's graph, it names the UNet's weights file too.
+  const separate = await load(page, 'ext', { store: false, probeSession: 'separate' });
+  assert.equal(separate.ok, true, separate.message);
+  assert.equal(separate.probe?.available, true);
   await page.context().close();
 });
 
@@ -195,6 +200,16 @@ test("unetPrecision 'float16': the float32 weights are converted as they stream 
   assert.ok(!second.requests.some((u) => u.endsWith('.onnx_data') || u.includes('asgd-float16')), `nothing downloaded for the UNet's weights: ${second.requests.join(' ')}`);
   assert.ok(second.notes!.some((n) => n.includes("from this browser's storage")), second.notes!.join('\n'));
   assert.deepEqual(second.png, first.png, 'the stored conversion gives the same file');
+
+  // Where the float32 weights are stored already (an earlier load as exported), they are streamed from storage.
+  const other = await newPage();
+  assert.equal((await load(other, 'ext', {})).ok, true);
+  const fromStored = await load(other, 'ext', { unetPrecision: 'float16' }, PARAMS);
+  assert.equal(fromStored.ok, true, fromStored.message);
+  assert.ok(!fromStored.requests.some((u) => u.includes('unet/')), `no UNet file requested: ${fromStored.requests.join(' ')}`);
+  assert.ok(!fromStored.notes!.some((n) => n.includes("from this browser's storage")), 'converted, not read converted');
+  assert.deepEqual(fromStored.png, first.png);
+  await other.context().close();
 
   // With the attention fused, the fused graph is derived from the converted one.
   const fused = await load(page, 'ext', { unetPrecision: 'float16', fuseAttention: true, store: false });

@@ -66,7 +66,7 @@ async function ensurePipeline(): Promise<WebPipeline> {
     }
   };
   const threads = query.get('threads') ? Number(query.get('threads')) : undefined;
-  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, threads, store: query.get('store') !== '0', attentionProbe: query.get('probe') !== '0', probeSession: query.get('probeSession') === 'separate' ? 'separate' : 'shared', fuseAttention: query.get('fuse') === '1', onProgress });
+  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, threads, store: query.get('store') !== '0', attentionProbe: query.get('probe') !== '0', probeSession: query.get('probeSession') === 'separate' ? 'separate' : 'shared', fuseAttention: query.get('fuse') === '1', unetPrecision: query.get('precision') === 'float16' ? 'float16' : 'native', onProgress });
   pipeKey = key;
   exposed.pipeline = pipe;
   fillSizes(pipe.nativeSize.width, pipe.nativeSize.height);

@@ -16,6 +16,7 @@ export {
 export type { FileProgress, LoadProgress, WebComponent, WebPipelineOptions, WebProvider } from './options.ts';
 export { clearStoredModel, MODEL_CACHE } from './model/model-files.ts';
 export type { WebModelSpec } from './model/web-model.ts';
+export type { UnetFloat16Info } from '../core/unet-precision.ts';
 export { encodePng } from './png.ts';
 export { TOOL_VERSION } from './version.ts';
 export type { IoInfo } from '../onnx/io.ts';

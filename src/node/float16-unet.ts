@@ -14,7 +14,6 @@ import { prepareDerivedGraphs, type DerivedContent, type DerivedGraphOptions, ty
 import { externalReader } from './float32-vae.ts';
 import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
 
-export type { UnetFloat16Info };
 
 export interface Float16Unet extends Float16Counts {
   file: string;

@@ -39,7 +39,7 @@ import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts
 import type { SplitMode } from '../core/dispatch/tasks.ts';
 import type { TextConditioning } from '../core/conditioning.ts';
 import type { IoInfo } from '../onnx/io.ts';
-import type { UnetFloat16Info } from './float16-unet.ts';
+import type { UnetFloat16Info } from '../core/unet-precision.ts';
 
 
 export interface PipelineOptions {
