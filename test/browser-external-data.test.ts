@@ -17,7 +17,7 @@ import { loadPipeline, type PipelineOptions } from '../src/node/pipeline.ts';
 import type { GenerationMetadata } from '../src/core/metadata.ts';
 import type { GenerateParams } from '../src/core/params.ts';
 import { moveToExternalData } from './fixtures/onnx-graph.ts';
-import { ISOLATION, ROOT, buildDemoSite, compareRgb, rgbOfPng, serveSite, type StaticSite } from './helpers/demo-site.ts';
+import { ISOLATION, ROOT, buildDemoSite, compareRgb, rgbOfPng, serveSite, type PageError, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -91,7 +91,7 @@ after(async () => {
   await site?.close();
 });
 
-interface Loaded {
+interface Loaded extends PageError {
   ok: boolean;
   notes?: string[];
   unetFloat16?: { applied: boolean; reason?: string; tensors?: number; float32Nodes?: number; casts?: number };
@@ -100,12 +100,6 @@ interface Loaded {
   png?: number[];
   warnings?: string[];
   metadata?: GenerationMetadata;
-  kind?: string;
-  parameter?: string;
-  expected?: string;
-  received?: string;
-  hint?: string;
-  message?: string;
 }
 
 /** A page of the demo site that loads nothing itself, with a helper that loads a pipeline and generates once. */

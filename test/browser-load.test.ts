@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadPipeline } from '../src/node/pipeline.ts';
-import { ISOLATION, ROOT, buildDemoSite, compareRgb, rgbOfPng, serveSite, type StaticSite } from './helpers/demo-site.ts';
+import { ISOLATION, ROOT, buildDemoSite, compareRgb, rgbOfPng, serveSite, type PageError, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -133,19 +133,13 @@ async function libraryPage(b: Browser): Promise<Page> {
   return page;
 }
 
-interface Outcome {
+interface Outcome extends PageError {
   ok: boolean;
   provider?: string;
   notes?: string[];
   fusion?: { applied: boolean; layers: number; reason?: string; form?: string; formReason?: string; biasSplitGelus?: number; groupNorms?: number };
   asgd?: boolean;
   name?: string;
-  kind?: string;
-  parameter?: string;
-  expected?: string;
-  received?: string;
-  hint?: string;
-  message?: string;
   aborted: boolean;
   msAfterAbort?: number;
 }

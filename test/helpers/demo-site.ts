@@ -88,6 +88,16 @@ export function compareRgb(a: RgbImage, b: RgbImage): { meanAbs: number; maxAbs:
   return { meanAbs: sum / a.data.length, maxAbs: max, psnr: mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse), differing };
 }
 
+/** An AsgdError as a page hands it over (its fields, as plain values). */
+export interface PageError {
+  kind?: string;
+  parameter?: string;
+  expected?: string;
+  received?: string;
+  hint?: string;
+  message?: string;
+}
+
 export interface OpenedDemo {
   page: Page;
   /** Console errors and uncaught exceptions. */
