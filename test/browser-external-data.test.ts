@@ -40,10 +40,13 @@ let extDir: string;
 /** A copy of that folder for Node (its float16 conversion is stored beside it). */
 let nodeDir: string;
 let dataBytes: Buffer;
+/** Chromium 156's Cache Storage refuses a Blob body of 600 MB ("Unexpected internal error"), not a streamed one. */
+const BIG_FILE = 640 * 2 ** 20;
+let bigData: Buffer | undefined;
 
 /** How each variant of the folder answers: the data file as it is, missing, cut short, or claiming a size no browser holds. */
 function route(url: string, res: import('node:http').ServerResponse): boolean {
-  const m = /^\/models\/(ext|ext-missing|ext-short|ext-huge|ext-escape)\/(.*)$/.exec(url);
+  const m = /^\/models\/(ext|ext-missing|ext-short|ext-huge|ext-escape|ext-big)\/(.*)$/.exec(url);
   if (!m) return false;
   const [, variant, rel] = m as unknown as [string, string, string];
   const send = (bytes: Uint8Array, type = 'application/octet-stream') => {
@@ -52,6 +55,11 @@ function route(url: string, res: import('node:http').ServerResponse): boolean {
   };
   if (rel === DATA && variant === 'ext-missing') return void res.writeHead(404, ISOLATION).end(), true;
   if (rel === DATA && variant === 'ext-short') return send(dataBytes.subarray(0, dataBytes.length >> 1));
+  if (rel === DATA && variant === 'ext-big') {
+    // The weights, then zeros up to BIG_FILE: a file Chromium's Cache Storage refused as one Blob.
+    bigData ??= Buffer.concat([dataBytes, Buffer.alloc(BIG_FILE - dataBytes.length)]);
+    return send(bigData);
+  }
   if (rel === DATA && variant === 'ext-huge') {
     // A terabyte announced; a few bytes sent, then the connection is left to the client, which must not read on.
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(2 ** 40), 'Cache-Control': 'no-store', ...ISOLATION });
@@ -102,12 +110,8 @@ interface Loaded extends PageError {
   metadata?: GenerationMetadata;
 }
 
-/** A page of the demo site that loads nothing itself, with a helper that loads a pipeline and generates once. */
-async function newPage(): Promise<Page> {
-  const page = await (await browser.newContext()).newPage();
-  await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
-  await page.waitForSelector('body[data-state="error"]');
-  await page.evaluate(`window.loadAndGenerate = async (url, options, params) => {
+/** The in-page helper: loads a pipeline with the library the demo page bundles, generates once, says what happened. */
+const LOAD_AND_GENERATE = `window.loadAndGenerate = async (url, options, params) => {
     const { loadWebPipeline } = window.asgdDemo.web;
     try {
       const pipe = await loadWebPipeline(url, options);
@@ -121,7 +125,14 @@ async function newPage(): Promise<Page> {
     } catch (e) {
       return { ok: false, kind: e.kind, parameter: e.parameter, expected: e.expected, received: e.received, hint: e.hint, message: e.message };
     }
-  }`);
+  }`;
+
+/** A page of the demo site that loads nothing itself, with that helper. */
+async function newPage(): Promise<Page> {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
+  await page.waitForSelector('body[data-state="error"]');
+  await page.evaluate(LOAD_AND_GENERATE);
   return page;
 }
 
@@ -270,4 +281,25 @@ test('a weights file that is missing, cut short, too large for a browser, or out
   assert.match(escape.message!, /leaves the model's folder/);
   assert.ok(!escape.requests.some((u) => u.includes('secret')), escape.requests.join(' '));
   await page.context().close();
+});
+
+test('a weights file of 640 MiB is kept in Cache Storage (streamed into it), so the next load makes no request for it', async () => {
+  // A profile on disk, as a visitor's browser has (a private window keeps its storage in memory, with less room).
+  const profile = tempDir('ext-profile');
+  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
+    await page.waitForSelector('body[data-state="error"]');
+    await page.evaluate(LOAD_AND_GENERATE);
+    const first = await load(page, 'ext-big', { attentionProbe: false });
+    assert.equal(first.ok, true, first.message);
+    assert.ok(first.requests.includes(`/models/ext-big/${DATA}`));
+    const second = await load(page, 'ext-big', { attentionProbe: false });
+    assert.equal(second.ok, true, second.message);
+    assert.deepEqual(second.requests, [], 'every file read from storage');
+  } finally {
+    await context.close();
+    bigData = undefined;
+  }
 });

@@ -1,7 +1,7 @@
 /**
  * The external-data scan (src/graph/external-data.ts): which files a serialized model keeps weights in, read from
- * the wire format without decoding the model, checked against onnx-buf's full decoding; and which locations a page
- * may fetch.
+ * the wire format without decoding the model, checked against onnx-buf's full decoding; which locations a page
+ * may fetch; and how the browser's device worker names running out of memory with such a model.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -13,6 +13,8 @@ import {
   type GraphProto, type ModelProto, type TensorProto,
 } from 'onnx-buf';
 import { externalDataFiles, unsafeLocation } from '../src/graph/external-data.ts';
+import { outOfMemory } from '../src/browser/device/wire-error.ts';
+import { AsgdError } from '../src/core/errors.ts';
 import { moveToExternalData } from './fixtures/onnx-graph.ts';
 import { ROOT } from './helpers/demo-site.ts';
 
@@ -101,4 +103,20 @@ test('locations a page may fetch: relative paths inside the model folder only', 
   for (const [bad, why] of [['../secret.bin', /leaves the model's folder/], ['weights/../../x', /leaves the model's folder/], ['..\\x.bin', /leaves/], ['/etc/passwd', /not a path relative/], ['https://example.org/w.bin', /not a path relative/], ['C:\\w.bin', /not a path relative/]] as const) {
     assert.match(unsafeLocation(bad) ?? '', why, bad);
   }
+});
+
+test("ONNX Runtime Web's allocation failure becomes an error naming the memory and the way out; other errors pass unchanged", () => {
+  const bad = new Error('failed to call OrtRun(). ERROR_CODE: 6, ERROR_MESSAGE: std::bad_alloc');
+  const wasm = outOfMemory(bad, 'wasm', 'unet') as AsgdError;
+  assert.ok(wasm instanceof AsgdError);
+  assert.equal(wasm.kind, 'device');
+  assert.equal(wasm.parameter, 'provider');
+  assert.match(wasm.message, /^ONNX Runtime Web ran out of memory \(unet\): failed to call OrtRun\(\)/);
+  assert.match(wasm.hint!, /WebAssembly holds at most 4 GB: use provider 'webgpu'/);
+  assert.equal(wasm.cause, bad);
+  assert.match((outOfMemory(bad, 'webgpu', 'unet') as AsgdError).hint!, /^Use a smaller size/);
+  const other = new Error('Invalid input shape');
+  assert.equal(outOfMemory(other, 'wasm', 'unet'), other);
+  const named = new AsgdError('ONNX Runtime Web cannot load unet: std::bad_alloc', { kind: 'model' });
+  assert.equal(outOfMemory(named, 'wasm', 'loading unet'), named);
 });

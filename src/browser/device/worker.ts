@@ -17,7 +17,7 @@ import { VaeDecoderAdapter } from '../../onnx/vae.ts';
 import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, WebComponent } from './protocol.ts';
 import type { DecoderGraphs } from './vae-graphs.ts';
 import type { DerivedUnet } from './probe-graph.ts';
-import { toWire } from './wire-error.ts';
+import { outOfMemory, toWire } from './wire-error.ts';
 import type { ExternalFile } from '../model/external-data.ts';
 
 const LABELS: Record<WebComponent, string> = {
@@ -86,6 +86,8 @@ async function open(bytes: Uint8Array, label: string, outputLocation?: Record<st
         kind: 'device', parameter: 'provider', expected: 'a browser with WebGPU', received: 'webgpu failed', hint: 'Use provider "wasm"', cause: err,
       });
     }
+    const oom = outOfMemory(err, init.provider, `loading ${label}`);
+    if (oom !== err) throw oom;
     const held = external.reduce((n, f) => n + f.data.length, bytes.length);
     // ONNX Runtime Web holds a session's weights in its WebAssembly memory (4 GB at most) while it opens it.
     const hint = held > 2 ** 31
@@ -327,7 +329,7 @@ scope.onmessage = (e) => {
   chain = chain.then(() =>
     handle(req).then(
       ({ result, transfer }) => scope.postMessage({ id, ok: true, result }, transfer),
-      (err: unknown) => scope.postMessage({ id, ok: false, error: toWire(err) }, []),
+      (err: unknown) => scope.postMessage({ id, ok: false, error: toWire(outOfMemory(err, state.init?.provider, 'component' in req ? `loading ${req.component}` : req.type)) }, []),
     ),
   );
 };

@@ -150,10 +150,10 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
   for (const [location, list] of pending) if (list.length > 0) await streamWeights(src, file, location, list, data);
   const model = modelBytes(plan.model);
   const counts: Float16Counts = plan.counts;
-  // The weights first, the sidecar last: a stored sidecar means a complete conversion.
-  if (plan.dataBytes > 0) await src.keep(names.data, data);
-  await src.keep(names.model, model);
-  const side: Sidecar = { format: FORMAT, source, attentionScoresFloat32, modelBytes: model.length, dataBytes: plan.dataBytes, ...counts };
-  await src.keep(names.sidecar, utf8Encode(JSON.stringify(side)), 'application/json');
+  // The weights first, the sidecar last and only when both are stored: a stored sidecar means a complete conversion.
+  if ((plan.dataBytes === 0 || (await src.keep(names.data, data))) && (await src.keep(names.model, model))) {
+    const side: Sidecar = { format: FORMAT, source, attentionScoresFloat32, modelBytes: model.length, dataBytes: plan.dataBytes, ...counts };
+    await src.keep(names.sidecar, utf8Encode(JSON.stringify(side)), 'application/json');
+  }
   return { model, external: plan.dataBytes > 0 ? [{ path: names.dataLocation, data }] : [], ...counts, attentionScoresFloat32, fromStore: false };
 }

@@ -35,8 +35,11 @@ export interface FileSource {
   get(file: string, optional?: boolean, tooLargeHint?: string): Promise<Uint8Array | undefined>;
   /** The file's stored copy, without any request; undefined where none is stored. */
   stored(file: string): Promise<Uint8Array | undefined>;
-  /** Stores `bytes` as `file` (e.g. a graph derived from the model's files), where storing is on. */
-  keep(file: string, bytes: Uint8Array, type?: string): Promise<void>;
+  /**
+   * Stores `bytes` as `file` (e.g. a graph derived from the model's files), where storing is on; whether it was stored
+   * (the browser may refuse: its quota).
+   */
+  keep(file: string, bytes: Uint8Array, type?: string): Promise<boolean>;
   /**
    * Reads the file chunk by chunk into `sink` (its stored copy where there is one, else the server's answer, which is
    * not stored: for a file too large to hold, read once into what is made of it); the bytes read.
@@ -178,6 +181,24 @@ async function readBody(res: Response, file: string, url: string, total: number 
   return out;
 }
 
+/** Bytes handed to Cache Storage in chunks of this size. */
+const STORE_CHUNK = 16 << 20;
+
+/**
+ * `bytes` as a stream of STORE_CHUNK pieces: Chromium's Cache Storage refuses a Blob body of 600 MB ("Unexpected
+ * internal error"; 100 MB passes), but stores a streamed body of 1.8 GB (measured in Debian's Chromium 156).
+ */
+function chunked(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(ctl) {
+      if (at >= bytes.length) return ctl.close();
+      ctl.enqueue(bytes.slice(at, at + STORE_CHUNK));
+      at += STORE_CHUNK;
+    },
+  });
+}
+
 /** Whether the bytes can start a protobuf message (an ONNX model): a valid wire type and a field number. */
 function protobufStart(bytes: Uint8Array): boolean {
   const b = bytes[0];
@@ -248,8 +269,9 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
     return { res, url, type, total, report: (loaded: number) => opts.onProgress?.({ file, loaded, total, fromStore: false }) };
   };
 
-  const keep = async (file: string, bytes: Uint8Array, type = 'application/octet-stream'): Promise<void> => {
-    await store?.put(urlOf(file), new Response(new Blob([bytes as Uint8Array<ArrayBuffer>]), { headers: { 'content-type': type, 'content-length': String(bytes.length) } })).catch(() => undefined);
+  const keep = async (file: string, bytes: Uint8Array, type = 'application/octet-stream'): Promise<boolean> => {
+    if (!store) return false;
+    return store.put(urlOf(file), new Response(chunked(bytes), { headers: { 'content-type': type, 'content-length': String(bytes.length) } })).then(() => true, () => false);
   };
 
   const download = async (file: string, optional: boolean, tooLargeHint?: string): Promise<Uint8Array | undefined> => {
