@@ -10,7 +10,6 @@ import type { NormLayer } from '../../core/vae/norm-stats.ts';
 import type { NormGraphInput, SegmentSpan } from '../../core/vae/pipeline-decode.ts';
 import type { TileState } from '../../core/vae/tiled.ts';
 import type { DeviceConditioningCounts, IoInfo, TileStateCounts } from '../../onnx/io.ts';
-import type { ExternalFile } from '../model/external-data.ts';
 
 /** ONNX Runtime Web's execution providers this package drives. */
 export type WebProvider = 'wasm' | 'webgpu';
@@ -24,6 +23,12 @@ export interface DeviceInit {
   threads: number;
   /** Where ONNX Runtime finds its .wasm/.mjs files (a folder URL ending in "/"); default: next to the bundle. */
   wasmPaths?: string;
+}
+
+/** One external-data file of a model: its location as the model names it, and its bytes. */
+export interface ExternalFile {
+  path: string;
+  data: Uint8Array;
 }
 
 export type DeviceRequest =

@@ -50,7 +50,18 @@ export class WebDevice implements ExecDevice {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (r: DeviceResult) => void, reject, what });
-      this.worker.postMessage({ id, req }, transfer);
+      try {
+        this.worker.postMessage({ id, req }, transfer);
+      } catch (err) {
+        // Structured cloning copies what is posted: a model file of gigabytes can exceed what the browser copies.
+        this.pending.delete(id);
+        const msg = err instanceof Error ? err.message : String(err);
+        reject(new AsgdError(`Cannot hand ${what} to device ${this.label}: ${msg}`, {
+          kind: 'device', parameter: 'model', expected: 'data this browser can copy to a worker', received: msg,
+          hint: /out of memory/i.test(msg) ? "The model's files are larger than this browser can copy: use a float16 export (a float32 UNet: load with unetPrecision: 'float16'), or the Node API" : undefined,
+          cause: err,
+        }));
+      }
     });
   }
 

@@ -14,11 +14,11 @@ import { UnetAdapter, UNET_NAMES } from '../../onnx/unet.ts';
 import { DeviceConditioning, IdentityUploader } from '../../onnx/device-conditioning.ts';
 import type { DeviceConditioningCounts } from '../../onnx/io.ts';
 import { VaeDecoderAdapter } from '../../onnx/vae.ts';
-import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, WebComponent } from './protocol.ts';
+import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, ExternalFile, WebComponent } from './protocol.ts';
 import type { DecoderGraphs } from './vae-graphs.ts';
 import type { DerivedUnet } from './probe-graph.ts';
 import { outOfMemory, toWire } from './wire-error.ts';
-import type { ExternalFile } from '../model/external-data.ts';
+
 
 const LABELS: Record<WebComponent, string> = {
   textEncoder: 'text_encoder',

@@ -6,12 +6,9 @@
 import { AsgdError } from '../../core/errors.ts';
 import { externalDataFiles, unsafeLocation } from '../../graph/external-data.ts';
 import type { FileSource } from './model-files.ts';
+import type { ExternalFile } from '../device/protocol.ts';
 
-/** One external-data file: its location as the model names it, and its bytes. */
-export interface ExternalFile {
-  path: string;
-  data: Uint8Array;
-}
+export type { ExternalFile };
 
 /** The folder part of a model file's path, with its trailing slash ("unet/" for "unet/model.onnx"). */
 export function folderOf(file: string): string {
