@@ -16,7 +16,6 @@ import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
 import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
-import { ALREADY_FLOAT16 } from '../graph/float16-downcast.ts';
 import { readExternalFiles, type ExternalFile } from './model/external-data.ts';
 import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
@@ -204,7 +203,7 @@ export class WebPipeline {
       const r = await float16Unet(src, spec.files.unet!, bytes.unet!, spec.unetUpcastAttention);
       if ('reason' in r) {
         unetFloat16 = { applied: false, reason: r.reason };
-        if (r.reason === ALREADY_FLOAT16) spec.notes.push(float16AlreadyNote(spec.files.unet!));
+        if (r.alreadyFloat16) spec.notes.push(float16AlreadyNote(spec.files.unet!));
         else precisionWarnings.push(float16FailedWarning(r.reason));
       } else {
         bytes.unet = r.model;

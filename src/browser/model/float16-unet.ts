@@ -9,7 +9,7 @@
 import { AsgdError } from '../../core/errors.ts';
 import { textDecoder, utf8Encode } from '../../core/platform.ts';
 import { crc32 } from '../../core/png-chunks.ts';
-import { float16Plan, float16WeightBytes, type Float16Counts, type Float16Weight } from '../../graph/float16-downcast.ts';
+import { ALREADY_FLOAT16, float16Plan, float16WeightBytes, type Float16Counts, type Float16Weight } from '../../graph/float16-downcast.ts';
 import { externalDataEntry } from '../../graph/float32-upcast.ts';
 import { modelBytes } from '../../graph/model-bytes.ts';
 import { externalLocations, folderOf, type ExternalFile } from './external-data.ts';
@@ -121,16 +121,16 @@ async function streamWeights(src: FileSource, file: string, location: string, pe
 /**
  * The float16 graph of the float32 UNet `file` (its graph's bytes `bytes`), read from the browser's storage where an
  * earlier load converted it, else converted (its external weights streamed) and stored; or why there is none (the
- * conversion's reason, e.g. ALREADY_FLOAT16).
+ * conversion's reason; `alreadyFloat16` where the export holds float16 tensors already).
  */
-export async function float16Unet(src: FileSource, file: string, bytes: Uint8Array, attentionScoresFloat32: boolean): Promise<Float16UnetResult | { reason: string }> {
+export async function float16Unet(src: FileSource, file: string, bytes: Uint8Array, attentionScoresFloat32: boolean): Promise<Float16UnetResult | { reason: string; alreadyFloat16: boolean }> {
   const source = sourceId(bytes);
   const stored = await fromStore(src, file, source, attentionScoresFloat32);
   if (stored) return stored;
   const names = storedNames(file);
   const locations = externalLocations(file, bytes);
   const plan = float16Plan(bytes, { dataLocation: names.dataLocation, attentionScoresFloat32 });
-  if ('reason' in plan) return plan;
+  if ('reason' in plan) return { reason: plan.reason, alreadyFloat16: plan.reason === ALREADY_FLOAT16 };
   let data: Uint8Array;
   try {
     data = new Uint8Array(plan.dataBytes);
