@@ -13,8 +13,8 @@ export function fromWire(e: WireError): Error {
 
 /**
  * ONNX Runtime Web's allocation failure (`std::bad_alloc` from its WebAssembly heap) said as what it is, naming the
- * way out; any other error unchanged. WebAssembly holds at most 4 GB, and its CPU kernels run much of a float16 model
- * in float32 (the weights cast when the session opens): an SD 1.5-sized UNet opens there and fails on its first call.
+ * way out; any other error unchanged. WebAssembly holds at most 4 GB: an SD 1.5-sized float16 UNet (1.7 GB of
+ * weights) opened there and failed on its first call (bench/web-large-unet.ts).
  */
 export function outOfMemory(err: unknown, provider: 'webgpu' | 'wasm' | undefined, what: string): unknown {
   const msg = err instanceof Error ? err.message : String(err);
