@@ -14,6 +14,7 @@ import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadPipeline, type PipelineOptions } from '../src/node/pipeline.ts';
+import { prepareFloat16Unet } from '../src/node/float16-unet.ts';
 import type { GenerationMetadata } from '../src/core/metadata.ts';
 import type { GenerateParams } from '../src/core/params.ts';
 import { moveToExternalData } from './fixtures/onnx-graph.ts';
@@ -46,7 +47,7 @@ let bigData: Buffer | undefined;
 
 /** How each variant of the folder answers: the data file as it is, missing, cut short, or claiming a size no browser holds. */
 function route(url: string, res: import('node:http').ServerResponse): boolean {
-  const m = /^\/models\/(ext|ext-missing|ext-short|ext-huge|ext-escape|ext-big)\/(.*)$/.exec(url);
+  const m = /^\/models\/(ext|ext-missing|ext-short|ext-huge|ext-escape|ext-big|ext-upcast)\/(.*)$/.exec(url);
   if (!m) return false;
   const [, variant, rel] = m as unknown as [string, string, string];
   const send = (bytes: Uint8Array, type = 'application/octet-stream') => {
@@ -70,6 +71,11 @@ function route(url: string, res: import('node:http').ServerResponse): boolean {
     const model = fromBinary(ModelProtoSchema, fs.readFileSync(path.join(extDir, rel)));
     for (const t of model.graph!.initializer) for (const e of t.externalData) if (e.key === 'location') e.value = '../secret.bin';
     return send(toBinary(ModelProtoSchema, model));
+  }
+  if (rel === 'unet/config.json' && variant === 'ext-upcast') {
+    // SD 2.1's config sets upcast_attention: the conversion keeps the attention scores float32.
+    const config = JSON.parse(fs.readFileSync(path.join(extDir, rel), 'utf8')) as Record<string, unknown>;
+    return send(Buffer.from(JSON.stringify({ ...config, upcast_attention: true })), 'application/json');
   }
   const file = path.join(extDir, rel);
   if (!fs.existsSync(file) || !fs.statSync(file).isFile()) return void res.writeHead(404, ISOLATION).end(), true;
@@ -220,6 +226,20 @@ test("unetPrecision 'float16': the float32 weights are converted as they stream 
   const fused = await load(page, 'ext', { unetPrecision: 'float16', fuseAttention: true, store: false });
   assert.equal(fused.ok, true, fused.message);
   assert.deepEqual([fused.fusion?.applied, fused.fusion?.layers], [true, 14]);
+  await page.context().close();
+});
+
+test("a UNet whose config sets upcast_attention keeps its attention scores float32 when converted, as Node's does", async () => {
+  const page = await newPage();
+  const r = await load(page, 'ext-upcast', { unetPrecision: 'float16', store: false });
+  assert.equal(r.ok, true, r.message);
+  // Node's conversion of the same export with the scores kept float32: 48 nodes (each of the 14 attentions' score
+  // MatMul, scale and Softmax, and the timestep embedding's 6) and 43 Casts (docs/benchmarks.md).
+  const node = await prepareFloat16Unet(path.join(nodeDir, 'unet', 'model.onnx'), { attentionScoresFloat32: true, cacheDir: tempDir('ext-upcast-cache'), placement: 'cache' });
+  assert.ok('file' in node, JSON.stringify(node));
+  assert.deepEqual([node.float32Nodes, node.casts], [48, 43]);
+  assert.deepEqual(r.unetFloat16, { applied: true, tensors: node.tensors, float32Nodes: 48, casts: 43, attentionScoresFloat32: true });
+  assert.ok(r.notes!.some((n) => n.includes('the attention scores among them (upcast_attention)')), r.notes!.join('\n'));
   await page.context().close();
 });
 
