@@ -246,8 +246,8 @@ export class WebPipeline {
         // Each device gets its own copy; ONNX Runtime reads it once.
         const float32 = c === 'vaeDecoder' && spec.vae.forceUpcast;
         const probe = c === 'unet' && probeWanted && options.probeSession !== 'separate';
-        // The probe graph, derived from the UNet's bytes, is opened with the UNet's external files, which the worker holds.
-        const files = c === source && external[c]!.length > 0 ? { external: external[c] } : {};
+        // The probe graph, derived from the UNet's bytes, is opened with the UNet's external files.
+        const files = external[source]!.length > 0 ? { external: external[source] } : {};
         const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, ...files, fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
         // The probe graph is derived from bytes the UNet's session has just accepted on this device.
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);

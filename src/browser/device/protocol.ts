@@ -41,7 +41,7 @@ export type DeviceRequest =
    * fused), so one session serves both (`servesProbe` in the reply); else the UNet as asked, `probeReason` saying why
    * (`probeFailed`: no probe graph can be built at all). `external`: the model's external-data files (ONNX Runtime
    * Web reads them from memory); the graphs derived from it (the probe, the fused forms, the decoder's tiled graphs)
-   * name the same files, and a 'unetProbe' load without them uses the UNet's.
+   * name the same files (a 'unetProbe' load is sent the UNet's).
    */
   | { type: 'load'; component: WebComponent; bytes: Uint8Array; external?: ExternalFile[]; fuse?: boolean; float32?: boolean; probe?: boolean }
   | { type: 'describe' }

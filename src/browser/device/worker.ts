@@ -39,14 +39,17 @@ interface State {
   /** The decoder's derived graphs (tiled decoding), made from its bytes on first use. */
   decoderGraphs?: Promise<DecoderGraphs>;
   decoderBytes?: Uint8Array;
-  /** Each component's external-data files, kept for the sessions derived from it later (tiled decoding's graphs). */
-  external: Partial<Record<WebComponent, ExternalFile[]>>;
+  /**
+   * The decoder's external-data files, kept for the graphs tiled decoding derives from it later; no other component's
+   * are kept (an SD UNet's are gigabytes, and ONNX Runtime Web holds its own copy once the session is open).
+   */
+  decoderExternal: ExternalFile[];
   cond?: TextConditioning;
   /** On WebGPU: puts the text conditioning on the device once per generation (the adapters' DeviceConditioning). */
   uploader?: IdentityUploader;
 }
 
-const state: State = { sessions: {}, external: {} };
+const state: State = { sessions: {}, decoderExternal: [] };
 
 type OrtWeb = typeof import('onnxruntime-web/wasm');
 let ort: OrtWeb;
@@ -129,10 +132,7 @@ async function attentionForm(): Promise<AttentionForm> {
   return attentionFormFor(await flashCheck);
 }
 
-async function load(component: WebComponent, bytes: Uint8Array, given: ExternalFile[] | undefined, fuse: boolean, float32: boolean, probe = false): Promise<DeviceResult> {
-  // The probe graph, derived from the UNet's bytes, names the UNet's files.
-  const external = given ?? (component === 'unetProbe' ? state.external.unet : undefined) ?? [];
-  state.external[component] = external;
+async function load(component: WebComponent, bytes: Uint8Array, external: ExternalFile[], fuse: boolean, float32: boolean, probe = false): Promise<DeviceResult> {
   if (component === 'unet' && probe) {
     const served = await loadUnetAsProbe(bytes, external, fuse);
     if (!('probeReason' in served)) return served;
@@ -172,6 +172,7 @@ async function load(component: WebComponent, bytes: Uint8Array, given: ExternalF
   }
   if (component === 'vaeDecoder') {
     state.decoder = new VaeDecoderAdapter(s);
+    state.decoderExternal = external;
     await (await state.decoderGraphs)?.release(true);
     state.decoderBytes = bytes;
     state.decoderGraphs = undefined;
@@ -221,7 +222,7 @@ function decoderGraphs(): Promise<DecoderGraphs> {
   state.decoderGraphs ??= (async () => {
     const { DecoderGraphs } = await import('./vae-graphs.ts');
     const states = state.init?.provider === 'webgpu' ? new (await import('../../onnx/tile-states.ts')).DeviceTileStates() : undefined;
-    const external = state.external.vaeDecoder ?? [];
+    const external = state.decoderExternal;
     return new DecoderGraphs(bytes, (b, label, location) => open(b, label, location, external), states);
   })();
   return state.decoderGraphs;
@@ -240,7 +241,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       return { result: { type: 'ok' }, transfer: [] };
     }
     case 'load':
-      return { result: await load(req.component, req.bytes, req.external, req.fuse ?? false, req.float32 ?? false, req.probe ?? false), transfer: [] };
+      return { result: await load(req.component, req.bytes, req.external ?? [], req.fuse ?? false, req.float32 ?? false, req.probe ?? false), transfer: [] };
     case 'describe': {
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
@@ -312,7 +313,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       // Once each: the UNet and the probe may be one session.
       for (const s of new Set(Object.values(state.sessions))) await s.session.release();
       state.sessions = {};
-      state.external = {};
+      state.decoderExternal = [];
       return { result: { type: 'ok' }, transfer: [] };
   }
 }
