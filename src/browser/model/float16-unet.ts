@@ -1,8 +1,8 @@
 /**
  * A float32 UNet export converted to float16 in the page (WebPipelineOptions.unetPrecision 'float16'), by the plan
  * Node uses (src/graph/float16-downcast.ts). optimum's default export is float32: an SD 1.5 UNet of 3.4 GB in
- * `unet/model.onnx_data`, which no browser holds in one buffer (nor ONNX Runtime Web in its 4 GB of memory); in
- * float16 it is 1.7 GB. The source weights are streamed and converted as they arrive, never held whole. The result is
+ * `unet/model.onnx_data`, more than ONNX Runtime Web's 4 GB of WebAssembly memory takes beside the rest, and more than
+ * Chromium copies to a worker (bench/web-large-unet.ts); in float16 it is 1.7 GB. The source weights are streamed and converted as they arrive, never held whole. The result is
  * kept in Cache Storage beside the model's files (`unet/model.asgd-float16.onnx`, its `.data` and a `.json` naming
  * the source), so a later visit neither downloads the float32 weights nor converts again.
  */
@@ -135,7 +135,7 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
   try {
     data = new Uint8Array(plan.dataBytes);
   } catch (err) {
-    throw tooLargeError(names.data, plan.dataBytes, 'Even in float16 this UNet is larger than this browser holds at once (SDXL: 5.1 GB): use the Node API', err);
+    throw tooLargeError(names.data, plan.dataBytes, 'Even in float16 this UNet is larger than this browser can hold: use the Node API', err);
   }
   const pending = new Map<string, Pending[]>(locations.map((l) => [l, []]));
   for (const w of plan.weights) {

@@ -132,13 +132,10 @@ async function readChunks(res: Response, file: string, url: string, sink: (chunk
   return loaded;
 }
 
-/**
- * The error for a file larger than this browser can hold in one buffer (Chrome's largest ArrayBuffer is about 2 GB);
- * `hint` says what to do instead.
- */
+/** The error for a file larger than this browser can allocate one buffer for; `hint` says what to do instead. */
 export function tooLargeError(file: string, bytes: number, hint?: string, cause?: unknown): AsgdError {
   return new AsgdError(`${file} is too large to load in this browser`, {
-    kind: 'model', parameter: file, expected: 'a file this browser can hold in memory at once (about 2 GB in Chrome)', received: `${bytes} bytes`,
+    kind: 'model', parameter: file, expected: 'a file this browser can hold in memory at once', received: `${bytes} bytes`,
     hint: hint ?? 'Use a float16 export of the model, or the Node API', cause,
   });
 }
