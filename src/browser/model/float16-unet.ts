@@ -1,8 +1,8 @@
 /**
  * A float32 UNet export converted to float16 in the page (WebPipelineOptions.unetPrecision 'float16'), by the plan
  * Node uses (src/graph/float16-downcast.ts). optimum's default export is float32: an SD 1.5 UNet of 3.4 GB in
- * `unet/model.onnx_data`, more than ONNX Runtime Web's 4 GB of WebAssembly memory takes beside the rest, and more than
- * Chromium copies to a worker (bench/web-large-unet.ts); in float16 it is 1.7 GB. The source weights are streamed and converted as they arrive, never held whole. The result is
+ * `unet/model.onnx_data`, which Chromium could not copy to a worker (bench/web-large-unet.ts) and which would fill most
+ * of ONNX Runtime Web's 4 GB of WebAssembly memory; in float16 it is 1.7 GB. The source weights are streamed and converted as they arrive, never held whole. The result is
  * kept in Cache Storage beside the model's files (`unet/model.asgd-float16.onnx`, its `.data` and a `.json` naming
  * the source), so a later visit neither downloads the float32 weights nor converts again.
  */
