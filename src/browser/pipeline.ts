@@ -210,7 +210,7 @@ export class WebPipeline {
         external.unet = r.external;
         unetConverted = true;
         unetFloat16 = float16UnetInfo(r);
-        spec.notes.push(float16UnetNote(`${spec.files.unet!.replace(/\.onnx$/i, '')}.asgd-float16.onnx${r.fromStore ? ", from this browser's storage" : ''}`, r));
+        spec.notes.push(float16UnetNote(`${r.file}${r.fromStore ? ", from this browser's storage" : ''}`, r));
       }
     }
     for (const [c, file] of Object.entries(spec.files) as [WebComponent, string][]) {

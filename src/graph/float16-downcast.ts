@@ -72,6 +72,16 @@ export interface Float16Plan {
   counts: Float16Counts;
 }
 
+/**
+ * The converted graph's name beside its source, in Node's files and the browser's storage alike:
+ * `<name>.asgd-float16.onnx`, its weights `<name>.asgd-float16.onnx.data`, its record `<name>.asgd-float16.json`.
+ */
+export function float16Names(source: string): { model: string; data: string; sidecar: string } {
+  const base = source.replace(/\.onnx$/i, '');
+  const model = `${base}.asgd-float16.onnx`;
+  return { model, data: `${model}.data`, sidecar: `${base}.asgd-float16.json` };
+}
+
 /** The reason given for a model that already holds float16 tensors: converted (or mixed) by its exporter. */
 export const ALREADY_FLOAT16 = 'it already holds float16 tensors';
 

@@ -8,7 +8,7 @@
  */
 import { open as openFile, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { ALREADY_FLOAT16, float16Plan, float16WeightBytes, type Float16Counts } from '../graph/float16-downcast.ts';
+import { ALREADY_FLOAT16, float16Names, float16Plan, float16WeightBytes, type Float16Counts } from '../graph/float16-downcast.ts';
 import { modelBytes } from '../graph/model-bytes.ts';
 import { prepareDerivedGraphs, type DerivedContent, type DerivedGraphOptions, type DerivedSidecar } from './derived-graphs.ts';
 import { externalReader } from './float32-vae.ts';
@@ -23,14 +23,12 @@ export interface Float16Unet extends Float16Counts {
 
 /** Bump when the conversion's output changes, so stored graphs are derived again. */
 const FORMAT = 3;
-const SUFFIX = '.asgd-float16';
 
 type Result = Float16Counts & { bytes: number; dataBytes: number; attentionScoresFloat32: boolean };
 
 function filesIn(dir: string, source: string) {
-  const base = path.basename(source).replace(/\.onnx$/i, '');
-  const file = path.join(dir, `${base}${SUFFIX}.onnx`);
-  return { file, data: `${file}.data`, sidecar: path.join(dir, `${base}${SUFFIX}.json`) };
+  const n = float16Names(path.join(dir, path.basename(source)));
+  return { file: n.model, data: n.data, sidecar: n.sidecar };
 }
 
 type Files = ReturnType<typeof filesIn>;

@@ -9,7 +9,7 @@
 import { AsgdError } from '../../core/errors.ts';
 import { textDecoder, utf8Encode } from '../../core/platform.ts';
 import { crc32 } from '../../core/png-chunks.ts';
-import { ALREADY_FLOAT16, float16Plan, float16WeightBytes, type Float16Counts, type Float16Weight } from '../../graph/float16-downcast.ts';
+import { ALREADY_FLOAT16, float16Names, float16Plan, float16WeightBytes, type Float16Counts, type Float16Weight } from '../../graph/float16-downcast.ts';
 import { externalDataEntry } from '../../graph/float32-upcast.ts';
 import { modelBytes } from '../../graph/model-bytes.ts';
 import { externalLocations, folderOf, type ExternalFile } from './external-data.ts';
@@ -17,9 +17,10 @@ import { tooLargeError, type FileSource } from './model-files.ts';
 
 /** Bump when the conversion's output changes, so that stored conversions are made again. */
 const FORMAT = 1;
-const SUFFIX = '.asgd-float16';
 
 export interface Float16UnetResult extends Float16Counts {
+  /** The converted graph's path in the folder, e.g. "unet/model.asgd-float16.onnx". */
+  file: string;
   model: Uint8Array;
   external: ExternalFile[];
   attentionScoresFloat32: boolean;
@@ -41,9 +42,8 @@ function sourceId(bytes: Uint8Array): string {
 }
 
 function storedNames(file: string) {
-  const base = file.replace(/\.onnx$/i, '');
-  const model = `${base}${SUFFIX}.onnx`;
-  return { model, data: `${model}.data`, sidecar: `${base}${SUFFIX}.json`, dataLocation: `${model.slice(folderOf(model).length)}.data` };
+  const n = float16Names(file);
+  return { ...n, dataLocation: n.data.slice(folderOf(n.data).length) };
 }
 
 async function fromStore(src: FileSource, file: string, source: string, scores: boolean): Promise<Float16UnetResult | undefined> {
@@ -61,7 +61,7 @@ async function fromStore(src: FileSource, file: string, source: string, scores: 
   const data = s.dataBytes > 0 ? await src.stored(names.data) : new Uint8Array(0);
   if (model?.length !== s.modelBytes || data?.length !== s.dataBytes) return undefined;
   return {
-    model, external: s.dataBytes > 0 ? [{ path: names.dataLocation, data }] : [], tensors: s.tensors, float32Nodes: s.float32Nodes, casts: s.casts,
+    file: names.model, model, external: s.dataBytes > 0 ? [{ path: names.dataLocation, data }] : [], tensors: s.tensors, float32Nodes: s.float32Nodes, casts: s.casts,
     attentionScoresFloat32: scores, fromStore: true,
   };
 }
@@ -155,5 +155,5 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
     const side: Sidecar = { format: FORMAT, source, attentionScoresFloat32, modelBytes: model.length, dataBytes: plan.dataBytes, ...counts };
     await src.keep(names.sidecar, utf8Encode(JSON.stringify(side)), 'application/json');
   }
-  return { model, external: plan.dataBytes > 0 ? [{ path: names.dataLocation, data }] : [], ...counts, attentionScoresFloat32, fromStore: false };
+  return { file: names.model, model, external: plan.dataBytes > 0 ? [{ path: names.dataLocation, data }] : [], ...counts, attentionScoresFloat32, fromStore: false };
 }

@@ -202,18 +202,19 @@ function protobufStart(bytes: Uint8Array): boolean {
   return b !== undefined && b >> 3 > 0 && [0, 1, 2, 5].includes(b & 7);
 }
 
-/**
- * Refuses what is plainly not the file asked for, before it is stored: a web page (by its type, before its body is
- * read), an ONNX file that is not protobuf (`only` 'type': the first check alone).
- */
-function checkDownload(file: string, url: string, type: string | null, bytes: Uint8Array, only?: 'type'): void {
+/** Refuses a web page answered for a model file, by its type, before its body is read (and before it is stored). */
+function refuseWebPage(file: string, url: string, type: string | null): void {
   if (type && /^\s*text\/html\b/i.test(type) && !/\.html?$/i.test(file)) {
     throw new AsgdError(`Cannot download ${file}: the server answered a web page`, {
       kind: 'model', parameter: 'model', expected: `the model file at ${url}`, received: `an HTML page (Content-Type ${type})`,
       hint: 'Check the model URL; a maintenance page or a single-page app that answers every path is not a model folder',
     });
   }
-  if (only !== 'type' && file.endsWith('.onnx') && !protobufStart(bytes)) {
+}
+
+/** Refuses an ONNX file that is plainly not one (not protobuf), before it is stored. */
+function refuseNonOnnx(file: string, url: string, bytes: Uint8Array): void {
+  if (file.endsWith('.onnx') && !protobufStart(bytes)) {
     const head = Array.from(bytes.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join(' ');
     throw new AsgdError(`${file} is not an ONNX model`, {
       kind: 'model', parameter: file, expected: `an ONNX model (protobuf) at ${url}`, received: bytes.length ? `${bytes.length} bytes starting ${head}` : 'an empty file',
@@ -274,9 +275,9 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
   const download = async (file: string, optional: boolean, tooLargeHint?: string): Promise<Uint8Array | undefined> => {
     const r = await request(file, optional);
     if (!r) return undefined;
-    checkDownload(file, r.url, r.type, new Uint8Array(0), 'type');
+    refuseWebPage(file, r.url, r.type);
     const bytes = await readBody(r.res, file, r.url, r.total, r.report, opts.signal, tooLargeHint);
-    checkDownload(file, r.url, r.type, bytes);
+    refuseNonOnnx(file, r.url, bytes);
     await keep(file, bytes, r.type ?? undefined);
     return bytes;
   };
@@ -325,7 +326,7 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
         return readChunks(stored, file, urlOf(file), sink, (loaded) => opts.onProgress?.({ file, loaded, total, fromStore: true }), opts.signal);
       }
       const r = (await request(file, false))!;
-      checkDownload(file, r.url, r.type, new Uint8Array(0), 'type');
+      refuseWebPage(file, r.url, r.type);
       return readChunks(r.res, file, r.url, sink, r.report, opts.signal);
     },
     isStored: (file) => fromStore.has(file),
