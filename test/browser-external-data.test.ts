@@ -44,10 +44,12 @@ let dataBytes: Buffer;
 /** Chromium 156's Cache Storage refuses a Blob body of 600 MB ("Unexpected internal error"), not a streamed one. */
 const BIG_FILE = 640 * 2 ** 20;
 let bigData: Buffer | undefined;
+/** How often ext-flaky's weights file was asked for. */
+let flakyServed = 0;
 
 /** How each variant of the folder answers: the data file as it is, missing, cut short, or claiming a size no browser holds. */
 function route(url: string, res: import('node:http').ServerResponse): boolean {
-  const m = /^\/models\/(ext|ext-missing|ext-short|ext-huge|ext-escape|ext-big|ext-upcast)\/(.*)$/.exec(url);
+  const m = /^\/models\/(ext|ext-missing|ext-short|ext-flaky|ext-huge|ext-escape|ext-big|ext-upcast)\/(.*)$/.exec(url);
   if (!m) return false;
   const [, variant, rel] = m as unknown as [string, string, string];
   const send = (bytes: Uint8Array, type = 'application/octet-stream') => {
@@ -56,6 +58,8 @@ function route(url: string, res: import('node:http').ServerResponse): boolean {
   };
   if (rel === DATA && variant === 'ext-missing') return void res.writeHead(404, ISOLATION).end(), true;
   if (rel === DATA && variant === 'ext-short') return send(dataBytes.subarray(0, dataBytes.length >> 1));
+  // Cut short at its first answer only (an export still being copied to the server), whole afterwards.
+  if (rel === DATA && variant === 'ext-flaky' && !flakyServed++) return send(dataBytes.subarray(0, dataBytes.length >> 1));
   if (rel === DATA && variant === 'ext-big') {
     // The weights, then zeros up to BIG_FILE: a file Chromium's Cache Storage refused as one Blob.
     bigData ??= Buffer.concat([dataBytes, Buffer.alloc(BIG_FILE - dataBytes.length)]);
@@ -319,6 +323,45 @@ test('a weights file that is missing, cut short, too large for a browser, or out
   assert.equal(escape.parameter, 'unet/model.onnx');
   assert.match(escape.message!, /leaves the model's folder/);
   assert.ok(!escape.requests.some((u) => u.includes('secret')), escape.requests.join(' '));
+  await page.context().close();
+});
+
+test('a weights file kept cut short in the browser\'s storage is downloaded again, as exported and for the float16 conversion: a bad answer does not break the model for good', async () => {
+  const page = await newPage();
+  const data = `/models/ext-flaky/${DATA}`;
+  // The server's first answer is cut short (with a Content-Length that says so): it is stored, and the load fails.
+  const first = await load(page, 'ext-flaky', { attentionProbe: false });
+  assert.equal(first.ok, false);
+  assert.equal(first.kind, 'model');
+  assert.match(first.message!, /ONNX Runtime Web cannot load unet/);
+  // That copy is not kept: the next load downloads the weights again, and works.
+  const second = await load(page, 'ext-flaky', { attentionProbe: false }, PARAMS);
+  assert.equal(second.ok, true, second.message);
+  assert.ok(second.requests.includes(data), second.requests.join(' '));
+  const third = await load(page, 'ext-flaky', { attentionProbe: false });
+  assert.deepEqual(third.requests, [], 'every file read from storage');
+
+  // A stored copy damaged since (cut to half): the load removes it with the model file, downloads both once, and works.
+  const damage = `(async () => {
+    const cache = await caches.open(window.asgdDemo.web.MODEL_CACHE);
+    const url = ${JSON.stringify(`${site.url.replace(/\/$/, '')}${data}`)};
+    const whole = await (await cache.match(url)).arrayBuffer();
+    await cache.put(url, new Response(whole.slice(0, whole.byteLength >> 1), { headers: { 'content-length': String(whole.byteLength >> 1) } }));
+    return whole.byteLength;
+  })()`;
+  assert.equal(await page.evaluate(damage), dataBytes.length);
+  const repaired = await load(page, 'ext-flaky', { attentionProbe: false }, PARAMS);
+  assert.equal(repaired.ok, true, repaired.message);
+  assert.deepEqual(repaired.requests.filter((u) => u.includes('unet/')).sort(), ['/models/ext-flaky/unet/model.onnx', data]);
+  assert.deepEqual(repaired.png, second.png);
+  assert.deepEqual((await load(page, 'ext-flaky', { attentionProbe: false })).requests, [], 'the downloaded copies are stored');
+
+  // The float16 conversion streams stored float32 weights: a damaged copy is removed and the server's streamed instead.
+  assert.equal(await page.evaluate(damage), dataBytes.length);
+  const converted = await load(page, 'ext-flaky', { attentionProbe: false, unetPrecision: 'float16' });
+  assert.equal(converted.ok, true, converted.message);
+  assert.equal(converted.unetFloat16?.applied, true);
+  assert.deepEqual(converted.requests.filter((u) => u.includes('unet/')), [data]);
   await page.context().close();
 });
 

@@ -16,7 +16,7 @@ import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
 import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
-import { readExternalFiles, type ExternalFile } from './model/external-data.ts';
+import { folderOf, readExternalFiles, type ExternalFile } from './model/external-data.ts';
 import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
@@ -29,7 +29,7 @@ import { DEFAULT_NATIVE_SIZE, denoiserConfigFile } from '../core/model-family.ts
 import type { IoInfo } from '../onnx/io.ts';
 import type { ComponentIo, DeviceInit, WebComponent, WebProvider } from './device/protocol.ts';
 import { WebDevice } from './device/web-device.ts';
-import { folderUrl, modelFileSource, storedCopyRetry } from './model/model-files.ts';
+import { folderUrl, modelFileSource, storedCopyRetry, type CompanionFiles } from './model/model-files.ts';
 import { readWebModel, type WebModelSpec } from './model/web-model.ts';
 import type { LoadProgress, WebPipelineOptions } from './options.ts';
 import { encodePng } from './png.ts';
@@ -213,10 +213,13 @@ export class WebPipeline {
         spec.notes.push(float16UnetNote(`${r.file}${r.fromStore ? ", from this browser's storage" : ''}`, r));
       }
     }
-    for (const [c, file] of Object.entries(spec.files) as [WebComponent, string][]) {
-      if (signal?.aborted) throw loadCancelled();
+    const readExternal = (c: WebComponent) => {
       const hint = c === 'unet' && !unetConverted ? "Load with unetPrecision: 'float16' (a float32 UNet export then holds half the bytes), use a float16 export, or use the Node API" : undefined;
-      external[c] ??= await readExternalFiles(src, file, bytes[c]!, hint);
+      return readExternalFiles(src, spec.files[c]!, bytes[c]!, hint);
+    };
+    for (const c of Object.keys(spec.files) as WebComponent[]) {
+      if (signal?.aborted) throw loadCancelled();
+      external[c] ??= await readExternal(c);
     }
     if (signal?.aborted) throw loadCancelled();
     const create = options.createWorker ?? defaultWorker;
@@ -231,9 +234,13 @@ export class WebPipeline {
       const components: Partial<Record<WebComponent, ComponentIo>> = {};
       let fusion: WebModelInfo['attentionFusion'] = { applied: false, layers: 0, reason: 'fuseAttention is off' };
       let onnxAttention = 0; // ONNX Attention nodes, counted where a derivation parses the UNet (probe or fusion)
-      // A stored copy that fails to load as a model is downloaded once again (once for all the devices).
-      // (Not a converted UNet: its bytes are not the file's.)
-      const retries = new Map((Object.keys(bytes) as WebComponent[]).map((c) => [c, storedCopyRetry(src, spec.files[c]!, bytes[c]!, false, (b) => (bytes[c] = b))]));
+      // A stored copy that fails to load as a model is downloaded once again (once for all the devices), with the
+      // weights files it names. (Not a converted UNet: its bytes are not the file's.)
+      const companions = (c: WebComponent): CompanionFiles => ({
+        paths: () => (external[c] ?? []).map((e) => folderOf(spec.files[c]!) + e.path),
+        reread: async () => void (external[c] = await readExternal(c)),
+      });
+      const retries = new Map((Object.keys(bytes) as WebComponent[]).map((c) => [c, storedCopyRetry(src, spec.files[c]!, bytes[c]!, false, (b) => (bytes[c] = b), companions(c))]));
       const isModelError = (err: unknown) => err instanceof AsgdError && err.kind === 'model';
       const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array) => Promise<T>): Promise<T> =>
         c === 'unet' && unetConverted ? load(bytes.unet!) : (await retries.get(c)!(load, isModelError))!;
@@ -246,9 +253,10 @@ export class WebPipeline {
         // Each device gets its own copy; ONNX Runtime reads it once.
         const float32 = c === 'vaeDecoder' && spec.vae.forceUpcast;
         const probe = c === 'unet' && probeWanted && options.probeSession !== 'separate';
-        // The probe graph, derived from the UNet's bytes, is opened with the UNet's external files.
-        const files = external[source]!.length > 0 ? { external: external[source] } : {};
-        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, ...files, fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
+        // The probe graph, derived from the UNet's bytes, is opened with the UNet's external files (as read last: a
+        // retry reads them again).
+        const files = () => (external[source]!.length > 0 ? { external: external[source] } : {});
+        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, ...files(), fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
         // The probe graph is derived from bytes the UNet's session has just accepted on this device.
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);
         if (fuse && c === 'unet') {

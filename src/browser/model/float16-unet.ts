@@ -119,6 +119,25 @@ async function streamWeights(src: FileSource, file: string, location: string, pe
 }
 
 /**
+ * streamWeights, from the server again where a stored copy of the weights file proves short (a download that was
+ * stored cut off): that copy is removed first, so a bad copy does not break the model for good.
+ */
+async function streamWeightsOnce(src: FileSource, file: string, location: string, pending: Pending[], data: Uint8Array): Promise<void> {
+  const path = folderOf(file) + location;
+  try {
+    await streamWeights(src, file, location, pending, data);
+  } catch (err) {
+    if (!(err instanceof AsgdError) || err.kind !== 'model' || !src.isStored(path)) throw err;
+    await src.forget(path);
+    for (const p of pending) {
+      p.filled = 0;
+      p.staged = undefined;
+    }
+    await streamWeights(src, file, location, pending, data);
+  }
+}
+
+/**
  * The float16 graph of the float32 UNet `file` (its graph's bytes `bytes`), read from the browser's storage where an
  * earlier load converted it, else converted (its external weights streamed) and stored; or why there is none (the
  * conversion's reason; `alreadyFloat16` where the export holds float16 tensors already).
@@ -147,7 +166,7 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
     const length = e.length ?? (w.mode === 'float16' ? w.length * 2 : w.length);
     pending.get(e.location ?? '')!.push({ w, offset: e.offset, length, filled: 0 });
   }
-  for (const [location, list] of pending) if (list.length > 0) await streamWeights(src, file, location, list, data);
+  for (const [location, list] of pending) if (list.length > 0) await streamWeightsOnce(src, file, location, list, data);
   const model = modelBytes(plan.model);
   const counts: Float16Counts = plan.counts;
   // The weights first, the sidecar last and only when both are stored: a stored sidecar means a complete conversion.

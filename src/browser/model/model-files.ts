@@ -358,14 +358,31 @@ export async function readFileWith<T>(src: FileSource, file: string, optional: b
 }
 
 /**
- * Uses `file`'s bytes as first read (`first`), so that one bad answer of a server, stored, does not break the URL for
- * good: where `use` throws an error that `unusable` accepts (any, by default), a copy that came from the browser's
- * storage is removed and downloaded once (one download for every use of the returned function, e.g. the same model
- * loaded on several devices at once; `onFresh` is given it) and `use` runs on that; a download that `use` refuses is
- * removed from the storage, so that the next load downloads it.
+ * Files read with a model file and used with it (its external weights, ONNX external data): where the model fails to
+ * load, their stored copies are as suspect as its own, so storedCopyRetry removes and reads them again with it.
  */
-export function storedCopyRetry(src: FileSource, file: string, first: Uint8Array, optional = false, onFresh?: (bytes: Uint8Array) => void) {
-  const wasStored = src.isStored(file);
+export interface CompanionFiles {
+  /** Their paths in the folder, as last read. */
+  paths(): readonly string[];
+  /** Reads them again (their stored copies have just been removed, so they are downloaded). */
+  reread(): Promise<void>;
+}
+
+/**
+ * Uses `file`'s bytes as first read (`first`), so that one bad answer of a server, stored, does not break the URL for
+ * good: where `use` throws an error that `unusable` accepts (any, by default), and the file or one of its `companions`
+ * came from the browser's storage, their stored copies are removed and downloaded once (one download for every use of
+ * the returned function, e.g. the same model loaded on several devices at once; `onFresh` is given the file's bytes
+ * before the companions are read again) and `use` runs on that; a download that `use` refuses is removed from the storage, with its companions, so that the
+ * next load downloads them.
+ */
+export function storedCopyRetry(src: FileSource, file: string, first: Uint8Array, optional = false, onFresh?: (bytes: Uint8Array) => void, companions?: CompanionFiles) {
+  const others = () => companions?.paths() ?? [];
+  const wasStored = src.isStored(file) || others().some((p) => src.isStored(p));
+  const forgetAll = async () => {
+    await src.forget(file);
+    for (const p of others()) await src.forget(p);
+  };
   let fresh: Promise<Uint8Array | undefined> | undefined;
   return async <T>(use: (bytes: Uint8Array) => T | Promise<T>, unusable: (err: unknown) => boolean = () => true): Promise<T | undefined> => {
     try {
@@ -373,12 +390,17 @@ export function storedCopyRetry(src: FileSource, file: string, first: Uint8Array
     } catch (err) {
       if (!unusable(err)) throw err;
       if (!wasStored) {
-        await src.forget(file);
+        await forgetAll();
         throw err;
       }
     }
-    fresh ??= src.reload(file, optional).then((b) => {
-      if (b) onFresh?.(b);
+    fresh ??= src.reload(file, optional).then(async (b) => {
+      if (!b) return b;
+      onFresh?.(b);
+      if (companions) {
+        for (const p of others()) await src.forget(p);
+        await companions.reread();
+      }
       return b;
     });
     const bytes = await fresh;
@@ -386,7 +408,7 @@ export function storedCopyRetry(src: FileSource, file: string, first: Uint8Array
     try {
       return await use(bytes);
     } catch (err) {
-      if (unusable(err)) await src.forget(file);
+      if (unusable(err)) await forgetAll();
       throw err;
     }
   };
