@@ -1,13 +1,15 @@
 /**
- * `npm run bench:web-large-unet -- --unet DIR [--precision float16|native] [--provider wasm|webgpu] [--out JSON]`:
+ * `npm run bench:web-large-unet -- --unet DIR [--precision float16|native] [--provider wasm|webgpu] [--no-step] [--out JSON]`:
  * a UNet export of real size (DIR holds its model.onnx, model.onnx_data and config.json, e.g. the SD 1.5-sized float32
  * export of `python3 scripts/device/sd_models.py --model sd15 --no-time --dtype float32 --device cpu --out-dir D`)
  * loaded in Debian's Chromium through `loadWebPipeline`, in a model folder around it (the test fixture's tokenizer,
  * a text encoder 768 wide and a small VAE), served from this machine. A fresh profile on disk, as a visitor's browser
  * has; two loads: the first downloads (and with float16 converts and stores), the second reads the browser's storage.
  * Per load: when each file's download or read began and each session opened (ms from the load's start), the whole
- * load; Chromium's peak RSS (all its processes, sampled every 0.5 s); then one 512 px `direct` step, or the error it
- * gives. Prints a table and writes JSON.
+ * load; the page's long tasks (the Long Tasks API: main-thread tasks over 50 ms, which delay its input and drawing):
+ * their count, total and longest, and which phase the longest fell in; Chromium's peak RSS (all its processes, sampled
+ * every 0.5 s); then one 512 px `direct` step (not with `--no-step`), or the error it gives. Prints a table and writes
+ * JSON.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,16 +20,17 @@ import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
 import { buildDemoSite, serveSite } from '../test/helpers/demo-site.ts';
 import { BenchUsageError, benchCli, choiceArg } from './args.ts';
 
-const USAGE = 'npm run bench:web-large-unet -- --unet DIR [--precision float16|native] [--provider wasm|webgpu] [--out JSON]';
+const USAGE = 'npm run bench:web-large-unet -- --unet DIR [--precision float16|native] [--provider wasm|webgpu] [--no-step] [--out JSON]';
 
 const args = benchCli(USAGE, {
-  options: { unet: { type: 'string' }, precision: { type: 'string' }, provider: { type: 'string' }, out: { type: 'string' } },
+  options: { unet: { type: 'string' }, precision: { type: 'string' }, provider: { type: 'string' }, 'no-step': { type: 'boolean' }, out: { type: 'string' } },
 }, ({ values }) => {
   if (!values.unet) throw new BenchUsageError("--unet is required");
   return {
     unet: values.unet,
     precision: values.precision === undefined ? 'float16' : choiceArg('--precision', values.precision, ['float16', 'native'] as const),
     provider: values.provider === undefined ? 'wasm' : choiceArg('--provider', values.provider, ['wasm', 'webgpu'] as const),
+    step: values['no-step'] !== true,
     out: values.out ?? 'bench/results/web-large-unet.json',
   };
 });
@@ -40,6 +43,18 @@ interface LoadReport {
   notes?: string[];
   unetFloat16?: unknown;
   message?: string;
+  longTasks: LongTasks;
+}
+
+/** The page's main-thread tasks over 50 ms during a load. */
+interface LongTasks {
+  count: number;
+  totalMs: number;
+  maxMs: number;
+  /** The mark (file or session) that was last before the longest task began. */
+  maxDuring: string;
+  /** The tasks of 250 ms or more: when each began (ms from the load's start), how long it ran, the mark before it. */
+  longest: { at: number; ms: number; during: string }[];
 }
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'web-large-unet-'));
@@ -78,9 +93,21 @@ try {
   await page.waitForSelector('body[data-state="error"]');
   const options = { provider: args.provider, unetPrecision: args.precision, attentionProbe: false };
   const url = `${served.url}models/large/`;
+  await page.evaluate(`(() => {
+    window.longTasks = [];
+    new PerformanceObserver((list) => { for (const e of list.getEntries()) window.longTasks.push({ start: e.startTime, ms: e.duration }); }).observe({ type: 'longtask' });
+  })()`);
   const load = async (generate: boolean) => (await page.evaluate(`(async () => {
     const { loadWebPipeline } = window.asgdDemo.web;
     const t0 = performance.now();
+    const longTasks = () => {
+      const mine = window.longTasks.filter((t) => t.start >= t0);
+      window.longTasks = [];
+      const max = mine.reduce((m, t) => (t.ms > m.ms ? t : m), { start: t0, ms: 0 });
+      const during = (start) => Object.entries(marks).filter(([, ms]) => ms <= start - t0).sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'start';
+      const longest = mine.filter((t) => t.ms >= 250).map((t) => ({ at: Math.round(t.start - t0), ms: Math.round(t.ms), during: during(t.start) }));
+      return { count: mine.length, totalMs: Math.round(mine.reduce((n, t) => n + t.ms, 0)), maxMs: Math.round(max.ms), maxDuring: during(max.start), longest };
+    };
     const marks = {};
     let last = '';
     let pipe;
@@ -90,9 +117,9 @@ try {
         if (key !== last) { marks[key] = Math.round(performance.now() - t0); last = key; }
       } });
     } catch (e) {
-      return { load: { ok: false, ms: performance.now() - t0, marks, message: e.message } };
+      return { load: { ok: false, ms: performance.now() - t0, marks, message: e.message, longTasks: longTasks() } };
     }
-    const load = { ok: true, ms: performance.now() - t0, marks, notes: pipe.info.notes, unetFloat16: pipe.info.unetFloat16 };
+    const load = { ok: true, ms: performance.now() - t0, marks, notes: pipe.info.notes, unetFloat16: pipe.info.unetFloat16, longTasks: longTasks() };
     let step;
     if (${generate}) {
       const t1 = performance.now();
@@ -107,18 +134,19 @@ try {
     return { load, step };
   })()`)) as { load: LoadReport; step?: { ok: boolean; ms: number; unetMs?: number; message?: string } };
   const first = await load(false);
-  const second = await load(true);
+  const second = await load(args.step);
   const result = {
     unet: args.unet, unetBytes, precision: args.precision, provider: args.provider, chromium: context.browser()?.version() ?? execFileSync('/usr/bin/chromium', ['--version']).toString().trim(),
     first: first.load, second: second.load, step: second.step, peakChromiumRssMiB: Math.round(peakMiB),
   };
-  const rows = [['load', 'ms', 'UNet weights', 'UNet session opened at (ms)']];
+  const rows = [['load', 'ms', 'UNet weights', 'UNet session opened at (ms)', 'long tasks', 'their total ms', 'longest ms', 'longest during']];
   for (const [name, l] of [['first', first.load], ['second', second.load]] as const) {
     const weights = Object.keys(l.marks).find((k) => k.startsWith('unet/') && /\.data|onnx_data/.test(k)) ?? '-';
-    rows.push([name, l.ok ? l.ms.toFixed(0) : `failed: ${l.message}`, weights, String(l.marks['session unet'] ?? '-')]);
+    const t = l.longTasks;
+    rows.push([name, l.ok ? l.ms.toFixed(0) : `failed: ${l.message}`, weights, String(l.marks['session unet'] ?? '-'), String(t.count), String(t.totalMs), String(t.maxMs), t.maxDuring]);
   }
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
-  console.log(`one 512 px step: ${second.step?.ok ? `${second.step.ms.toFixed(0)} ms` : `failed: ${second.step?.message}`}`);
+  if (second.step) console.log(`one 512 px step: ${second.step.ok ? `${second.step.ms.toFixed(0)} ms` : `failed: ${second.step.message}`}`);
   console.log(`peak Chromium RSS ${Math.round(peakMiB)} MiB`);
   fs.mkdirSync(path.dirname(args.out), { recursive: true });
   fs.writeFileSync(args.out, `${JSON.stringify(result, null, 2)}\n`);

@@ -365,7 +365,7 @@ test('a weights file kept cut short in the browser\'s storage is downloaded agai
   await page.context().close();
 });
 
-test('a weights file of 640 MiB is kept in Cache Storage (streamed into it), so the next load makes no request for it', async () => {
+test('a weights file of 640 MiB is kept in Cache Storage (streamed into it), so the next load makes no request for it; it goes to the worker in 16 MiB pieces, and from storage as a Blob the worker reads', async () => {
   // A profile on disk, as a visitor's browser has (a private window keeps its storage in memory, with less room).
   const profile = tempDir('ext-profile');
   const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
@@ -374,12 +374,34 @@ test('a weights file of 640 MiB is kept in Cache Storage (streamed into it), so 
     await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
     await page.waitForSelector('body[data-state="error"]');
     await page.evaluate(LOAD_AND_GENERATE);
+    // What the page posts to its workers: the largest byte array, the pieces of staged files, the Blobs.
+    await page.evaluate(`(() => {
+      const post = Worker.prototype.postMessage;
+      window.posted = () => { const p = window.postedNow; window.postedNow = { largest: 0, stages: 0, blobs: 0 }; return p; };
+      window.posted();
+      Worker.prototype.postMessage = function (m, t) {
+        const r = m?.req;
+        const data = r?.type === 'load' ? [r.bytes, ...(r.external ?? []).map((f) => f.data)] : r?.type === 'stage' ? [r.piece] : [];
+        if (r?.type === 'stage') window.postedNow.stages++;
+        for (const d of data) {
+          if (d instanceof Blob) window.postedNow.blobs++;
+          else if (d instanceof Uint8Array) window.postedNow.largest = Math.max(window.postedNow.largest, d.byteLength);
+        }
+        return post.call(this, m, t);
+      };
+    })()`);
     const first = await load(page, 'ext-big', { attentionProbe: false });
     assert.equal(first.ok, true, first.message);
     assert.ok(first.requests.includes(`/models/ext-big/${DATA}`));
+    // Downloaded, the weights go in 40 pieces of 16 MiB: posted whole, 640 MiB were copied in one task of the page.
+    assert.deepEqual(await page.evaluate('window.posted()'), { largest: 16 * 2 ** 20, stages: 40, blobs: 0 });
     const second = await load(page, 'ext-big', { attentionProbe: false });
     assert.equal(second.ok, true, second.message);
     assert.deepEqual(second.requests, [], 'every file read from storage');
+    // Stored, they go as a Blob, which the worker reads: the page reads none of their bytes.
+    const posted = (await page.evaluate('window.posted()')) as { largest: number; stages: number; blobs: number };
+    assert.deepEqual([posted.stages, posted.blobs], [0, 1]);
+    assert.ok(posted.largest < 4 * 2 ** 20, `${posted.largest} bytes posted at most (the model files, not their weights)`);
   } finally {
     await context.close();
     bigData = undefined;

@@ -15,11 +15,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import { ModelProtoSchema, type ModelProto, type NodeProto } from 'onnx-buf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema, TensorProtoSchema, type ModelProto, type NodeProto } from 'onnx-buf';
 import * as ort from 'onnxruntime-node';
 import { float32ToFloat16, fromFloat16Bits } from '../src/core/float16.ts';
 import { ALREADY_FLOAT16, float16Plan, float16WeightBytes } from '../src/graph/float16-downcast.ts';
+import { Float16WeightStream, type StreamedWeight } from '../src/graph/float16-stream.ts';
+import { externalDataEntry } from '../src/graph/float32-upcast.ts';
 import { modelBytes } from '../src/graph/model-bytes.ts';
 import { prepareFloat16Unet } from '../src/node/float16-unet.ts';
 import { loadPipeline, type GenerateResult, type PipelineOptions } from '../src/node/pipeline.ts';
@@ -343,4 +345,45 @@ test('asgd: --unet-precision float16 is recorded, a re-run (--from) converts aga
   assert.ok(bad, 'refused');
   assert.match(bad.stderr, /--unet-precision.*'half' is invalid.*native, float16/s);
   assert.equal(fs.existsSync(path.join(out, 'c.png')), false);
+});
+
+test("the browser's streamed conversion (Float16WeightStream) writes Node's bytes whatever the chunk sizes, float32 values split between chunks included; a file cut short names its tensor", () => {
+  const model = fromBinary(ModelProtoSchema, fs.readFileSync(SHIPPED_UNET));
+  // An int64 tensor beside the float weights, as exports keep shape constants: copied as it is (301 values: its length
+  // is no multiple of 4 bytes' worth of chunks).
+  const int64 = new BigInt64Array(301).map((_, i) => BigInt(i * 7919 - 1000));
+  model.graph!.initializer.push(create(TensorProtoSchema, { name: 'shape_constant', dims: [301n], dataType: 7, rawData: new Uint8Array(int64.buffer) }));
+  const file = moveToExternalData(model, 'model.onnx_data');
+  const plan = float16Plan(toBinary(ModelProtoSchema, model), { dataLocation: 'model.asgd-float16.onnx.data' });
+  if ('reason' in plan) throw new Error(plan.reason);
+  const read = (e: { offset: number; length?: number }) => file.subarray(e.offset, e.offset + e.length!);
+  // Node's conversion: each weight whole (src/node/float16-unet.ts writes these bytes).
+  const expected = new Uint8Array(plan.dataBytes);
+  for (const w of plan.weights) expected.set(float16WeightBytes(w, read), w.offset);
+  const streamed: StreamedWeight[] = plan.weights
+    .filter((w) => w.source.dataLocation === 1)
+    .map((w) => ({ w, offset: externalDataEntry(w.source).offset, length: w.mode === 'float16' ? w.length * 2 : w.length }));
+  // Both kinds are streamed: weights converted to float16 and weights kept float32 (copied as they are).
+  assert.deepEqual([...new Set(streamed.map((s) => s.w.mode))].sort(), ['copy', 'float16']);
+  let seed = 7;
+  const random = (n: number) => 1 + ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+  const chunkings: [string, () => number][] = [['whole', () => file.length], ['1 MiB', () => 1 << 20], ['1-4099 bytes', () => random(4099)], ['1-7 bytes', () => random(7)]];
+  for (const [name, size] of chunkings) {
+    const data: Uint8Array = new Uint8Array(plan.dataBytes);
+    for (const w of plan.weights) if (w.source.dataLocation !== 1) data.set(float16WeightBytes(w), w.offset);
+    const stream: Float16WeightStream = new Float16WeightStream(streamed, data);
+    for (let at = 0; at < file.length; ) {
+      const end = Math.min(file.length, at + size());
+      stream.push(file.subarray(at, end));
+      at = end;
+    }
+    assert.equal(stream.incomplete(), undefined, name);
+    assert.equal(stream.received, file.length);
+    assert.ok(Buffer.from(data).equals(Buffer.from(expected)), `chunks of ${name}: the bytes Node writes`);
+  }
+  const short = new Float16WeightStream(streamed, new Uint8Array(plan.dataBytes));
+  short.push(file.subarray(0, file.length >> 1));
+  const cut = short.incomplete()!;
+  assert.ok(cut.offset + cut.length > file.length >> 1 && cut.offset < file.length, `${cut.w.name} at ${cut.offset}`);
+  assert.equal(short.received, file.length >> 1);
 });

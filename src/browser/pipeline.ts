@@ -16,7 +16,7 @@ import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
 import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
-import { folderOf, readExternalFiles, type ExternalFile } from './model/external-data.ts';
+import { folderOf, readExternalFiles, type PageExternalFile } from './model/external-data.ts';
 import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
@@ -194,7 +194,7 @@ export class WebPipeline {
     if (signal?.aborted) throw loadCancelled();
     // Weights kept outside a model file (ONNX external data) are fetched beside it; a float32 UNet converted to float16
     // first where asked, as its weights arrive.
-    const external: Partial<Record<WebComponent, ExternalFile[]>> = {};
+    const external: Partial<Record<WebComponent, PageExternalFile[]>> = {};
     const precisionWarnings: string[] = [];
     let unetFloat16: UnetFloat16Info | undefined;
     let unetConverted = false;
@@ -256,7 +256,7 @@ export class WebPipeline {
         // The probe graph, derived from the UNet's bytes, is opened with the UNet's external files (as read last: a
         // retry reads them again).
         const files = () => (external[source]!.length > 0 ? { external: external[source] } : {});
-        const load = (b: Uint8Array) => d.request<'loaded'>({ type: 'load', component: c, bytes: b, ...files(), fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
+        const load = (b: Uint8Array) => d.load({ type: 'load', component: c, bytes: b, ...files(), fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
         // The probe graph is derived from bytes the UNet's session has just accepted on this device.
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);
         if (fuse && c === 'unet') {

@@ -371,12 +371,20 @@ function aligned(bytes: Uint8Array, n: number): Float32Array {
 
 function toFloat16Array(values: Float32Array): Uint16Array<ArrayBuffer> {
   const out = new Uint16Array(values.length);
+  float16Into(values, out, 0);
+  return out;
+}
+
+/**
+ * Writes `values` as this conversion's float16 weights into `out` from element `at`: part of a weight at a time, for
+ * a caller that converts a weight as its bytes arrive (the browser's conversion).
+ */
+export function float16Into(values: Float32Array, out: Uint16Array, at: number): void {
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!;
     // Finite values beyond float16's range saturate; infinities (a mask's -inf) stay what they are.
-    out[i] = toFloat16Bits(Number.isFinite(v) ? Math.min(FLOAT16_MAX, Math.max(-FLOAT16_MAX, v)) : v);
+    out[at + i] = toFloat16Bits(Number.isFinite(v) ? Math.min(FLOAT16_MAX, Math.max(-FLOAT16_MAX, v)) : v);
   }
-  return out;
 }
 
 /** Converts a small inline float32 tensor to float16 in place. */

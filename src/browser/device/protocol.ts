@@ -31,6 +31,29 @@ export interface ExternalFile {
   data: Uint8Array;
 }
 
+/**
+ * An external-data file as the page holds it: its bytes, or its copy in the browser's storage as a Blob, which the
+ * worker reads (Chromium read a stored 1.7 GB file on the page's main thread in tasks of up to 4 s; a Blob is posted
+ * as a handle, and read in the worker it held the page not at all: bench/web-large-unet.ts).
+ */
+export interface PageExternalFile {
+  path: string;
+  data: Uint8Array | Blob;
+}
+
+/**
+ * Bytes in a request: the bytes themselves (copied on posting), a stored file's Blob (read by the worker), or a buffer
+ * the page sent before in 'stage' pieces (large files: posting one of gigabytes held the page's main thread for
+ * seconds while it was copied).
+ */
+export type WireBytes = Uint8Array | Blob | { staged: number };
+
+/** A load request's external file, its bytes possibly staged or a Blob. */
+export interface WireExternalFile {
+  path: string;
+  data: WireBytes;
+}
+
 export type DeviceRequest =
   | { type: 'init'; init: DeviceInit }
   /**
@@ -43,7 +66,9 @@ export type DeviceRequest =
    * Web reads them from memory); the graphs derived from it (the probe, the fused forms, the decoder's tiled graphs)
    * name the same files (a 'unetProbe' load is sent the UNet's).
    */
-  | { type: 'load'; component: WebComponent; bytes: Uint8Array; external?: ExternalFile[]; fuse?: boolean; float32?: boolean; probe?: boolean }
+  | { type: 'load'; component: WebComponent; bytes: WireBytes; external?: WireExternalFile[]; fuse?: boolean; float32?: boolean; probe?: boolean }
+  /** One piece of a staged buffer (WireBytes): `length` bytes in all, this piece at `offset`; the next load takes it. */
+  | { type: 'stage'; key: number; length: number; offset: number; piece: Uint8Array }
   | { type: 'describe' }
   | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
   | { type: 'setConditioning'; cond: TextConditioning }

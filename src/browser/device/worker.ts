@@ -14,7 +14,7 @@ import { UnetAdapter, UNET_NAMES } from '../../onnx/unet.ts';
 import { DeviceConditioning, IdentityUploader } from '../../onnx/device-conditioning.ts';
 import type { DeviceConditioningCounts } from '../../onnx/io.ts';
 import { VaeDecoderAdapter } from '../../onnx/vae.ts';
-import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, ExternalFile, WebComponent } from './protocol.ts';
+import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, ExternalFile, WebComponent, WireBytes } from './protocol.ts';
 import type { DecoderGraphs } from './vae-graphs.ts';
 import type { DerivedUnet } from './probe-graph.ts';
 import { outOfMemory, toWire } from './wire-error.ts';
@@ -47,9 +47,30 @@ interface State {
   cond?: TextConditioning;
   /** On WebGPU: puts the text conditioning on the device once per generation (the adapters' DeviceConditioning). */
   uploader?: IdentityUploader;
+  /** Buffers the page sends in pieces ('stage'), until the load that names them. */
+  staged: Map<number, { data: Uint8Array; received: number }>;
 }
 
-const state: State = { sessions: {}, decoderExternal: [] };
+const state: State = { sessions: {}, decoderExternal: [], staged: new Map() };
+
+/** Takes a staged buffer (once: the load that names it owns it), reads a Blob, or takes the bytes themselves. */
+async function takeBytes(b: WireBytes, what: string): Promise<Uint8Array> {
+  if (b instanceof Uint8Array) return b;
+  if (b instanceof Blob) {
+    try {
+      return new Uint8Array(await b.arrayBuffer());
+    } catch (err) {
+      // A model error: the page's retry removes the stored copy and downloads the file again.
+      throw new AsgdError(`Cannot read ${what} from this browser's storage`, {
+        kind: 'model', parameter: what, expected: `its ${b.size} stored bytes`, received: err instanceof Error ? err.message : String(err), hint: 'Load again', cause: err,
+      });
+    }
+  }
+  const s = state.staged.get(b.staged);
+  state.staged.delete(b.staged);
+  if (!s || s.received !== s.data.length) throw new Error(`device worker: ${what} was not received whole (${s ? `${s.received} of ${s.data.length} bytes` : 'nothing staged'})`);
+  return s.data;
+}
 
 type OrtWeb = typeof import('onnxruntime-web/wasm');
 let ort: OrtWeb;
@@ -240,8 +261,22 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       bindOrt(ort);
       return { result: { type: 'ok' }, transfer: [] };
     }
-    case 'load':
-      return { result: await load(req.component, req.bytes, req.external ?? [], req.fuse ?? false, req.float32 ?? false, req.probe ?? false), transfer: [] };
+    case 'stage': {
+      let s = state.staged.get(req.key);
+      if (!s) {
+        s = { data: new Uint8Array(req.length), received: 0 };
+        state.staged.set(req.key, s);
+      }
+      s.data.set(req.piece, req.offset);
+      s.received += req.piece.length;
+      return { result: { type: 'ok' }, transfer: [] };
+    }
+    case 'load': {
+      const bytes = await takeBytes(req.bytes, LABELS[req.component]);
+      const external: ExternalFile[] = [];
+      for (const f of req.external ?? []) external.push({ path: f.path, data: await takeBytes(f.data, f.path) });
+      return { result: await load(req.component, bytes, external, req.fuse ?? false, req.float32 ?? false, req.probe ?? false), transfer: [] };
+    }
     case 'describe': {
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
@@ -314,6 +349,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       for (const s of new Set(Object.values(state.sessions))) await s.session.release();
       state.sessions = {};
       state.decoderExternal = [];
+      state.staged.clear();
       return { result: { type: 'ok' }, transfer: [] };
   }
 }

@@ -6,9 +6,9 @@
 import { AsgdError } from '../../core/errors.ts';
 import { externalDataFiles, unsafeLocation } from '../../graph/external-data.ts';
 import type { FileSource } from './model-files.ts';
-import type { ExternalFile } from '../device/protocol.ts';
+import type { PageExternalFile } from '../device/protocol.ts';
 
-export type { ExternalFile };
+export type { PageExternalFile };
 
 /** The folder part of a model file's path, with its trailing slash ("unet/" for "unet/model.onnx"). */
 export function folderOf(file: string): string {
@@ -38,9 +38,15 @@ export function externalLocations(file: string, bytes: Uint8Array): string[] {
   return locations;
 }
 
-/** Every external-data file `file` names, read whole (from the browser's storage or the server). */
-export async function readExternalFiles(src: FileSource, file: string, bytes: Uint8Array, tooLargeHint?: string): Promise<ExternalFile[]> {
-  const out: ExternalFile[] = [];
-  for (const path of externalLocations(file, bytes)) out.push({ path, data: (await src.get(folderOf(file) + path, false, tooLargeHint))! });
+/**
+ * Every external-data file `file` names: its stored copy as a Blob (the worker reads it), else downloaded whole (and
+ * stored).
+ */
+export async function readExternalFiles(src: FileSource, file: string, bytes: Uint8Array, tooLargeHint?: string): Promise<PageExternalFile[]> {
+  const out: PageExternalFile[] = [];
+  for (const path of externalLocations(file, bytes)) {
+    const name = folderOf(file) + path;
+    out.push({ path, data: (await src.storedBlob(name)) ?? (await src.get(name, false, tooLargeHint))! });
+  }
   return out;
 }

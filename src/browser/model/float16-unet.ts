@@ -2,7 +2,8 @@
  * A float32 UNet export converted to float16 in the page (WebPipelineOptions.unetPrecision 'float16'), by the plan
  * Node uses (src/graph/float16-downcast.ts). optimum's default export is float32: an SD 1.5 UNet of 3.4 GB in
  * `unet/model.onnx_data`, which Chromium could not copy to a worker (bench/web-large-unet.ts) and which would fill most
- * of ONNX Runtime Web's 4 GB of WebAssembly memory; in float16 it is 1.7 GB. The source weights are streamed and converted as they arrive, never held whole. The result is
+ * of ONNX Runtime Web's 4 GB of WebAssembly memory; in float16 it is 1.7 GB. The source weights are streamed and converted
+ * as they arrive, never held whole, in pieces between which the page keeps its turns. The result is
  * kept in Cache Storage beside the model's files (`unet/model.asgd-float16.onnx`, its `.data` and a `.json` naming
  * the source), so a later visit neither downloads the float32 weights nor converts again.
  */
@@ -10,9 +11,11 @@ import { AsgdError } from '../../core/errors.ts';
 import { textDecoder, utf8Encode } from '../../core/platform.ts';
 import { crc32 } from '../../core/png-chunks.ts';
 import { ALREADY_FLOAT16, float16Names, float16Plan, float16WeightBytes, type Float16Counts, type Float16Weight } from '../../graph/float16-downcast.ts';
+import { Float16WeightStream, type StreamedWeight } from '../../graph/float16-stream.ts';
+import { pageTurns } from '../page-turns.ts';
 import { externalDataEntry } from '../../graph/float32-upcast.ts';
 import { modelBytes } from '../../graph/model-bytes.ts';
-import { externalLocations, folderOf, type ExternalFile } from './external-data.ts';
+import { externalLocations, folderOf, type PageExternalFile } from './external-data.ts';
 import { tooLargeError, type FileSource } from './model-files.ts';
 
 /** Bump when the conversion's output changes, so that stored conversions are made again. */
@@ -22,7 +25,7 @@ export interface Float16UnetResult extends Float16Counts {
   /** The converted graph's path in the folder, e.g. "unet/model.asgd-float16.onnx". */
   file: string;
   model: Uint8Array;
-  external: ExternalFile[];
+  external: PageExternalFile[];
   attentionScoresFloat32: boolean;
   /** Read from the browser's storage (converted on an earlier load). */
   fromStore: boolean;
@@ -58,22 +61,17 @@ async function fromStore(src: FileSource, file: string, source: string, scores: 
   }
   if (s.format !== FORMAT || s.source !== source || s.attentionScoresFloat32 !== scores) return undefined;
   const model = await src.stored(names.model);
-  const data = s.dataBytes > 0 ? await src.stored(names.data) : new Uint8Array(0);
-  if (model?.length !== s.modelBytes || data?.length !== s.dataBytes) return undefined;
+  // The weights as a Blob: the worker reads them (a page reading 1.7 GB is held for seconds at a time).
+  const data = s.dataBytes > 0 ? await src.storedBlob(names.data) : new Blob([]);
+  if (model?.length !== s.modelBytes || data?.size !== s.dataBytes) return undefined;
   return {
     file: names.model, model, external: s.dataBytes > 0 ? [{ path: names.dataLocation, data }] : [], tensors: s.tensors, float32Nodes: s.float32Nodes, casts: s.casts,
     attentionScoresFloat32: scores, fromStore: true,
   };
 }
 
-/** A planned weight whose source is external: where its float32 (or copied) bytes lie in which file. */
-interface Pending {
-  w: Float16Weight;
-  offset: number;
-  length: number;
-  staged?: Uint8Array;
-  filled: number;
-}
+/** The most source bytes converted in one piece: a few milliseconds, between two turns of the page (pageTurns). */
+const PIECE = 1 << 20;
 
 function convertInto(data: Uint8Array, w: Float16Weight, source?: Uint8Array): void {
   const bytes = float16WeightBytes(w, source && (() => source));
@@ -82,37 +80,23 @@ function convertInto(data: Uint8Array, w: Float16Weight, source?: Uint8Array): v
 }
 
 /**
- * Streams `location` (beside `file`) and converts each pending weight once all its bytes are in; the bytes in flight
- * are those of the weights being read, never the file.
+ * Streams `location` (beside `file`) and converts each weight's bytes as they arrive (Float16WeightStream), in pieces
+ * between which the page gets its turns; the bytes in flight are one chunk's, never the file's.
  */
-async function streamWeights(src: FileSource, file: string, location: string, pending: Pending[], data: Uint8Array): Promise<void> {
-  pending.sort((a, b) => a.offset - b.offset);
-  let next = 0;
-  let at = 0;
+async function streamWeights(src: FileSource, file: string, location: string, weights: StreamedWeight[], data: Uint8Array): Promise<void> {
   const path = folderOf(file) + location;
-  await src.stream(path, (chunk) => {
-    const start = at;
-    const end = at + chunk.length;
-    at = end;
-    for (let j = next; j < pending.length && pending[j]!.offset < end; j++) {
-      const p = pending[j]!;
-      const from = Math.max(p.offset, start);
-      const to = Math.min(p.offset + p.length, end);
-      if (to <= from) continue;
-      p.staged ??= new Uint8Array(p.length);
-      p.staged.set(chunk.subarray(from - start, to - start), from - p.offset);
-      p.filled += to - from;
-      if (p.filled === p.length) {
-        convertInto(data, p.w, p.staged);
-        p.staged = undefined;
-      }
+  const stream = new Float16WeightStream(weights, data);
+  const turn = pageTurns();
+  await src.stream(path, async (chunk) => {
+    for (let k = 0; k < chunk.length; k += PIECE) {
+      stream.push(chunk.subarray(k, k + PIECE));
+      await turn();
     }
-    while (next < pending.length && pending[next]!.filled === pending[next]!.length) next++;
   });
-  const short = pending.find((p) => p.filled !== p.length);
+  const short = stream.incomplete();
   if (short) {
     throw new AsgdError(`${path} is shorter than ${file} says`, {
-      kind: 'model', parameter: path, expected: `at least ${short.offset + short.length} bytes (tensor ${short.w.name})`, received: `${at} bytes`,
+      kind: 'model', parameter: path, expected: `at least ${short.offset + short.length} bytes (tensor ${short.w.name})`, received: `${stream.received} bytes`,
       hint: 'The export is incomplete: copy the whole file to the server again',
     });
   }
@@ -122,18 +106,14 @@ async function streamWeights(src: FileSource, file: string, location: string, pe
  * streamWeights, from the server again where a stored copy of the weights file proves short (a download that was
  * stored cut off): that copy is removed first, so a bad copy does not break the model for good.
  */
-async function streamWeightsOnce(src: FileSource, file: string, location: string, pending: Pending[], data: Uint8Array): Promise<void> {
+async function streamWeightsOnce(src: FileSource, file: string, location: string, weights: StreamedWeight[], data: Uint8Array): Promise<void> {
   const path = folderOf(file) + location;
   try {
-    await streamWeights(src, file, location, pending, data);
+    await streamWeights(src, file, location, weights, data);
   } catch (err) {
     if (!(err instanceof AsgdError) || err.kind !== 'model' || !src.isStored(path)) throw err;
     await src.forget(path);
-    for (const p of pending) {
-      p.filled = 0;
-      p.staged = undefined;
-    }
-    await streamWeights(src, file, location, pending, data);
+    await streamWeights(src, file, location, weights, data);
   }
 }
 
@@ -156,15 +136,21 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
   } catch (err) {
     throw tooLargeError(names.data, plan.dataBytes, 'Even in float16 this UNet is larger than this browser can hold: use the Node API', err);
   }
-  const pending = new Map<string, Pending[]>(locations.map((l) => [l, []]));
+  const pending = new Map<string, StreamedWeight[]>(locations.map((l) => [l, []]));
   for (const w of plan.weights) {
     if (w.source.dataLocation !== 1) {
       convertInto(data, w);
       continue;
     }
     const e = externalDataEntry(w.source);
-    const length = e.length ?? (w.mode === 'float16' ? w.length * 2 : w.length);
-    pending.get(e.location ?? '')!.push({ w, offset: e.offset, length, filled: 0 });
+    // A float32 source holds two bytes for each float16 byte written; a copied one, as many.
+    const length = w.mode === 'float16' ? w.length * 2 : w.length;
+    if (e.length !== undefined && e.length !== length) {
+      throw new AsgdError(`${file} gives tensor ${w.name} ${e.length} bytes in ${e.location} where its shape needs ${length}`, {
+        kind: 'model', parameter: file, expected: `${length} bytes`, received: `${e.length} bytes`, hint: 'The export is damaged: export the model again',
+      });
+    }
+    pending.get(e.location ?? '')!.push({ w, offset: e.offset, length });
   }
   for (const [location, list] of pending) if (list.length > 0) await streamWeightsOnce(src, file, location, list, data);
   const model = modelBytes(plan.model);

@@ -36,6 +36,11 @@ export interface FileSource {
   /** The file's stored copy, without any request; undefined where none is stored. */
   stored(file: string): Promise<Uint8Array | undefined>;
   /**
+   * The file's stored copy as a Blob, its bytes not read (a worker reads them, off the page's main thread); undefined
+   * where none is stored.
+   */
+  storedBlob(file: string): Promise<Blob | undefined>;
+  /**
    * Stores `bytes` as `file` (e.g. a graph derived from the model's files), where storing is on; whether it was stored
    * (the browser may refuse: its quota).
    */
@@ -293,12 +298,16 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
   };
 
   const storedBytes = async (file: string, stored: Response): Promise<Uint8Array | undefined> => {
-    // A stored answer that cannot be read is fetched again.
-    const bytes = await stored.arrayBuffer().then((b) => new Uint8Array(b), () => undefined);
-    if (bytes) {
-      fromStore.add(file);
-      opts.onProgress?.({ file, loaded: bytes.length, total: bytes.length, fromStore: true });
-    }
+    // Chunk by chunk into one buffer, as a download: Chromium's arrayBuffer() of a 1.7 GB stored body held the page's
+    // main thread for seconds at a time (bench/web-large-unet.ts). A stored answer that cannot be read is fetched again.
+    const length = Number(stored.headers.get('content-length'));
+    const total = Number.isFinite(length) && length > 0 ? length : undefined;
+    const report = (loaded: number) => opts.onProgress?.({ file, loaded, total: total ?? loaded, fromStore: true });
+    const bytes = await readBody(stored, file, urlOf(file), total, report, opts.signal).catch((err: unknown) => {
+      if (err instanceof AsgdError && err.kind === 'cancelled') throw err;
+      return undefined;
+    });
+    if (bytes) fromStore.add(file);
     return bytes;
   };
 
@@ -315,6 +324,16 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
     async stored(file) {
       const stored = await storedAnswer(file, false);
       return stored && stored !== 'missing' ? storedBytes(file, stored) : undefined;
+    },
+    async storedBlob(file) {
+      const stored = await storedAnswer(file, false);
+      if (!stored || stored === 'missing') return undefined;
+      const blob = await stored.blob().catch(() => undefined);
+      if (blob) {
+        fromStore.add(file);
+        opts.onProgress?.({ file, loaded: blob.size, total: blob.size, fromStore: true });
+      }
+      return blob;
     },
     keep,
     async stream(file, sink) {

@@ -1,0 +1,88 @@
+/**
+ * The external float32 weights of a float16 plan (float16-downcast.ts) converted as their file streams by, chunk by
+ * chunk, for a caller that never holds the file (the browser's conversion: an SD 1.5 UNet's float32 weights are
+ * 3.4 GB). Each chunk's bytes are converted or copied into their place in the plan's weights file at once; a weight's
+ * bytes are never staged whole, and a float32 value split between two chunks is carried over. The bytes written are
+ * float16WeightBytes's, whatever the chunk sizes. Portable: no Node APIs.
+ */
+import { float16Into, type Float16Weight } from './float16-downcast.ts';
+
+/** A planned weight whose source is external: where its float32 (or copied) bytes lie in the file being streamed. */
+export interface StreamedWeight {
+  w: Float16Weight;
+  /** Where its source bytes begin in the file, and how many there are. */
+  offset: number;
+  length: number;
+}
+
+interface Progress extends StreamedWeight {
+  filled: number;
+  /** The bytes of a float32 value that a chunk boundary split. */
+  tail: Uint8Array;
+}
+
+export class Float16WeightStream {
+  private readonly weights: Progress[];
+  private next = 0;
+  private at = 0;
+
+  /** `data`: the plan's weights file (Float16Plan.dataBytes), written at each weight's offset. */
+  constructor(weights: readonly StreamedWeight[], private readonly data: Uint8Array) {
+    this.weights = weights.map((w) => ({ ...w, filled: 0, tail: new Uint8Array(4) })).sort((a, b) => a.offset - b.offset);
+  }
+
+  /** Bytes of the file seen so far. */
+  get received(): number {
+    return this.at;
+  }
+
+  /** The next bytes of the file. */
+  push(chunk: Uint8Array): void {
+    const start = this.at;
+    const end = start + chunk.length;
+    this.at = end;
+    for (let j = this.next; j < this.weights.length && this.weights[j]!.offset < end; j++) {
+      const p = this.weights[j]!;
+      const from = Math.max(p.offset, start);
+      const to = Math.min(p.offset + p.length, end);
+      if (to > from) this.absorb(p, chunk.subarray(from - start, to - start));
+    }
+    while (this.next < this.weights.length && this.weights[this.next]!.filled === this.weights[this.next]!.length) this.next++;
+  }
+
+  /** The first weight whose bytes have not all come (the file ended early), if any. */
+  incomplete(): StreamedWeight | undefined {
+    return this.weights.find((p) => p.filled !== p.length);
+  }
+
+  /** Converts (or copies) the next `bytes` of `p`'s source into its place. */
+  private absorb(p: Progress, bytes: Uint8Array): void {
+    const w = p.w;
+    if (w.mode === 'copy') {
+      this.data.set(bytes, w.offset + p.filled);
+      p.filled += bytes.length;
+      return;
+    }
+    const out = new Uint16Array(this.data.buffer, this.data.byteOffset + w.offset, w.length / 2);
+    let i = 0;
+    const split = p.filled % 4;
+    if (split > 0) {
+      i = Math.min(4 - split, bytes.length);
+      p.tail.set(bytes.subarray(0, i), split);
+      p.filled += i;
+      if (p.filled % 4 === 0) float16Into(new Float32Array(p.tail.buffer, 0, 1), out, p.filled / 4 - 1);
+    }
+    const whole = (bytes.length - i) & ~3;
+    if (whole > 0) {
+      const src = bytes.subarray(i, i + whole);
+      const values = src.byteOffset % 4 === 0 ? new Float32Array(src.buffer, src.byteOffset, whole / 4) : new Float32Array(src.slice().buffer);
+      float16Into(values, out, p.filled / 4);
+      i += whole;
+      p.filled += whole;
+    }
+    if (i < bytes.length) {
+      p.tail.set(bytes.subarray(i), 0);
+      p.filled += bytes.length - i;
+    }
+  }
+}
