@@ -53,7 +53,7 @@ interface LongTasks {
   maxMs: number;
   /** The mark (file or session) that was last before the longest task began. */
   maxDuring: string;
-  /** The tasks of 250 ms or more: when each began (ms from the load's start), how long it ran, the mark before it. */
+  /** The tasks of 100 ms or more: when each began (ms from the load's start), how long it ran, the mark before it. */
   longest: { at: number; ms: number; during: string }[];
 }
 
@@ -105,7 +105,7 @@ try {
       window.longTasks = [];
       const max = mine.reduce((m, t) => (t.ms > m.ms ? t : m), { start: t0, ms: 0 });
       const during = (start) => Object.entries(marks).filter(([, ms]) => ms <= start - t0).sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'start';
-      const longest = mine.filter((t) => t.ms >= 250).map((t) => ({ at: Math.round(t.start - t0), ms: Math.round(t.ms), during: during(t.start) }));
+      const longest = mine.filter((t) => t.ms >= 100).map((t) => ({ at: Math.round(t.start - t0), ms: Math.round(t.ms), during: during(t.start) }));
       return { count: mine.length, totalMs: Math.round(mine.reduce((n, t) => n + t.ms, 0)), maxMs: Math.round(max.ms), maxDuring: during(max.start), longest };
     };
     const marks = {};
