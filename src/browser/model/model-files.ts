@@ -392,8 +392,8 @@ export interface CompanionFiles {
  * good: where `use` throws an error that `unusable` accepts (any, by default), and the file or one of its `companions`
  * came from the browser's storage, their stored copies are removed and downloaded once (one download for every use of
  * the returned function, e.g. the same model loaded on several devices at once; `onFresh` is given the file's bytes
- * before the companions are read again) and `use` runs on that; a download that `use` refuses is removed from the storage, with its companions, so that the
- * next load downloads them.
+ * before the companions are read again) and `use` runs on that; a download that `use` refuses is removed from the
+ * storage, with its companions, so that the next load downloads them.
  */
 export function storedCopyRetry(src: FileSource, file: string, first: Uint8Array, optional = false, onFresh?: (bytes: Uint8Array) => void, companions?: CompanionFiles) {
   const others = () => companions?.paths() ?? [];
