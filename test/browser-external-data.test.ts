@@ -186,7 +186,7 @@ test("a UNet with its weights in model.onnx_data loads as exported: the data fil
   await page.context().close();
 });
 
-test("unetPrecision 'float16': the float32 weights are converted as they stream in, stored, and the image is Node's float16 image; a second load reads the conversion from storage", async () => {
+test("unetPrecision 'float16': the float32 weights are converted as they stream in, stored, and the image is Node's float16 image; a second load reads the conversion from storage, and a damaged stored conversion is made again", async () => {
   const page = await newPage();
   const first = await load(page, 'ext', { unetPrecision: 'float16' }, PARAMS);
   assert.equal(first.ok, true, first.message);
@@ -215,6 +215,23 @@ test("unetPrecision 'float16': the float32 weights are converted as they stream 
   assert.ok(!second.requests.some((u) => u.endsWith('.onnx_data') || u.includes('asgd-float16')), `nothing downloaded for the UNet's weights: ${second.requests.join(' ')}`);
   assert.ok(second.notes!.some((n) => n.includes("from this browser's storage")), second.notes!.join('\n'));
   assert.deepEqual(second.png, first.png, 'the stored conversion gives the same file');
+
+  // A stored conversion damaged since (its graph overwritten, at its length): removed, and made again from the export.
+  const length = await page.evaluate(`(async () => {
+    const cache = await caches.open(window.asgdDemo.web.MODEL_CACHE);
+    const url = ${JSON.stringify(`${site.url}models/ext/unet/model.asgd-float16.onnx`)};
+    const n = (await (await cache.match(url)).arrayBuffer()).byteLength;
+    await cache.put(url, new Response(new Uint8Array(n).fill(0xff), { headers: { 'content-length': String(n) } }));
+    return n;
+  })()`);
+  assert.equal(length, fs.statSync(path.join(nodeDir, 'unet', 'model.asgd-float16.onnx')).size);
+  const repaired = await load(page, 'ext', { unetPrecision: 'float16' }, PARAMS);
+  assert.equal(repaired.ok, true, repaired.message);
+  assert.ok(repaired.requests.includes(`/models/ext/${DATA}`), `the float32 weights streamed again: ${repaired.requests.join(' ')}`);
+  assert.ok(!repaired.notes!.some((n) => n.includes("from this browser's storage")), repaired.notes!.join('\n'));
+  assert.deepEqual(repaired.png, first.png);
+  const again = await load(page, 'ext', { unetPrecision: 'float16' });
+  assert.ok(again.notes!.some((n) => n.includes("from this browser's storage")), 'the new conversion is stored');
 
   // Where the float32 weights are stored already (an earlier load as exported), they are streamed from storage.
   const other = await newPage();

@@ -198,9 +198,12 @@ export class WebPipeline {
     const precisionWarnings: string[] = [];
     let unetFloat16: UnetFloat16Info | undefined;
     let unetConverted = false;
+    /** Converts again, where a stored conversion fails to open (once for all the devices). */
+    let convertAgain: (() => Promise<void>) | undefined;
     if (options.unetPrecision === 'float16') {
-      const { float16Unet } = await import('./model/float16-unet.ts');
-      const r = await float16Unet(src, spec.files.unet!, bytes.unet!, spec.unetUpcastAttention);
+      const { float16Unet, forgetFloat16Unet } = await import('./model/float16-unet.ts');
+      const source = bytes.unet!;
+      const r = await float16Unet(src, spec.files.unet!, source, spec.unetUpcastAttention);
       if ('reason' in r) {
         unetFloat16 = { applied: false, reason: r.reason };
         if (r.alreadyFloat16) spec.notes.push(float16AlreadyNote(spec.files.unet!));
@@ -210,7 +213,18 @@ export class WebPipeline {
         external.unet = r.external;
         unetConverted = true;
         unetFloat16 = float16UnetInfo(r);
-        spec.notes.push(float16UnetNote(`${r.file}${r.fromStore ? ", from this browser's storage" : ''}`, r));
+        const note = spec.notes.push(float16UnetNote(`${r.file}${r.fromStore ? ", from this browser's storage" : ''}`, r)) - 1;
+        if (r.fromStore) {
+          let again: Promise<void> | undefined;
+          convertAgain = () => (again ??= (async () => {
+            await forgetFloat16Unet(src, spec.files.unet!);
+            const fresh = await float16Unet(src, spec.files.unet!, source, spec.unetUpcastAttention);
+            if ('reason' in fresh) throw new Error(fresh.reason);
+            bytes.unet = fresh.model;
+            external.unet = fresh.external;
+            spec.notes[note] = float16UnetNote(fresh.file, fresh);
+          })());
+        }
       }
     }
     const readExternal = (c: WebComponent) => {
@@ -242,8 +256,17 @@ export class WebPipeline {
       });
       const retries = new Map((Object.keys(bytes) as WebComponent[]).map((c) => [c, storedCopyRetry(src, spec.files[c]!, bytes[c]!, false, (b) => (bytes[c] = b), companions(c))]));
       const isModelError = (err: unknown) => err instanceof AsgdError && err.kind === 'model';
-      const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array) => Promise<T>): Promise<T> =>
-        c === 'unet' && unetConverted ? load(bytes.unet!) : (await retries.get(c)!(load, isModelError))!;
+      const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array) => Promise<T>): Promise<T> => {
+        if (!(c === 'unet' && unetConverted)) return (await retries.get(c)!(load, isModelError))!;
+        try {
+          return await load(bytes.unet!);
+        } catch (err) {
+          // A stored conversion that fails to open is removed and made again from the export.
+          if (!convertAgain || !isModelError(err)) throw err;
+          await convertAgain();
+          return load(bytes.unet!);
+        }
+      };
       // Every device opens the UNet as the probe graph where that computes the UNet's bits (one session serves both on
       // the device holding the probe, and every device runs the same graph), unless probeSession is 'separate'; else
       // the UNet as it is.

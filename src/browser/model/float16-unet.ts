@@ -70,6 +70,12 @@ async function fromStore(src: FileSource, file: string, source: string, scores: 
   };
 }
 
+/** Removes a stored conversion of `file` (its sidecar first: without it the rest is never read). */
+export async function forgetFloat16Unet(src: FileSource, file: string): Promise<void> {
+  const names = storedNames(file);
+  for (const f of [names.sidecar, names.model, names.data]) await src.forget(f);
+}
+
 /** The most source bytes converted in one piece: a few milliseconds, between two turns of the page (pageTurns). */
 const PIECE = 1 << 20;
 
