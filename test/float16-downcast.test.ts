@@ -20,8 +20,7 @@ import { ModelProtoSchema, TensorProtoSchema, type ModelProto, type NodeProto } 
 import * as ort from 'onnxruntime-node';
 import { float32ToFloat16, fromFloat16Bits } from '../src/core/float16.ts';
 import { ALREADY_FLOAT16, float16Plan, float16WeightBytes } from '../src/graph/float16-downcast.ts';
-import { Float16WeightStream, type StreamedWeight } from '../src/graph/float16-stream.ts';
-import { externalDataEntry } from '../src/graph/float32-upcast.ts';
+import { Float16WeightStream, streamedWeights } from '../src/graph/float16-stream.ts';
 import { modelBytes } from '../src/graph/model-bytes.ts';
 import { prepareFloat16Unet } from '../src/node/float16-unet.ts';
 import { loadPipeline, type GenerateResult, type PipelineOptions } from '../src/node/pipeline.ts';
@@ -360,9 +359,9 @@ test("the browser's streamed conversion (Float16WeightStream) writes Node's byte
   // Node's conversion: each weight whole (src/node/float16-unet.ts writes these bytes).
   const expected = new Uint8Array(plan.dataBytes);
   for (const w of plan.weights) expected.set(float16WeightBytes(w, read), w.offset);
-  const streamed: StreamedWeight[] = plan.weights
-    .filter((w) => w.source.dataLocation === 1)
-    .map((w) => ({ w, offset: externalDataEntry(w.source).offset, length: w.mode === 'float16' ? w.length * 2 : w.length }));
+  const byFile = streamedWeights('unet/model.onnx', plan.weights);
+  assert.deepEqual([...byFile.keys()], ['model.onnx_data']);
+  const streamed = byFile.get('model.onnx_data')!;
   // Both kinds are streamed: weights converted to float16 and weights kept float32 (copied as they are).
   assert.deepEqual([...new Set(streamed.map((s) => s.w.mode))].sort(), ['copy', 'float16']);
   let seed = 7;

@@ -5,7 +5,9 @@
  * bytes are never staged whole, and a float32 value split between two chunks is carried over. The bytes written are
  * float16WeightBytes's, whatever the chunk sizes. Portable: no Node APIs.
  */
+import { AsgdError } from '../core/errors.ts';
 import { float16Into, type Float16Weight } from './float16-downcast.ts';
+import { externalDataEntry } from './float32-upcast.ts';
 
 /** A planned weight whose source is external: where its float32 (or copied) bytes lie in the file being streamed. */
 export interface StreamedWeight {
@@ -13,6 +15,29 @@ export interface StreamedWeight {
   /** Where its source bytes begin in the file, and how many there are. */
   offset: number;
   length: number;
+}
+
+/**
+ * The weights of a plan whose source is external, by the file that holds them (its location, relative to `file`, the
+ * model read). A tensor whose recorded length is not what its shape needs is refused.
+ */
+export function streamedWeights(file: string, weights: readonly Float16Weight[]): Map<string, StreamedWeight[]> {
+  const byFile = new Map<string, StreamedWeight[]>();
+  for (const w of weights) {
+    if (w.source.dataLocation !== 1) continue;
+    const e = externalDataEntry(w.source);
+    // A float32 source holds two bytes for each float16 byte written; a copied one, as many.
+    const length = w.mode === 'float16' ? w.length * 2 : w.length;
+    if (e.length !== undefined && e.length !== length) {
+      throw new AsgdError(`${file} gives tensor ${w.name} ${e.length} bytes in ${e.location} where its shape needs ${length}`, {
+        kind: 'model', parameter: file, expected: `${length} bytes`, received: `${e.length} bytes`, hint: 'The export is damaged: export the model again',
+      });
+    }
+    const location = e.location ?? '';
+    if (!byFile.has(location)) byFile.set(location, []);
+    byFile.get(location)!.push({ w, offset: e.offset, length });
+  }
+  return byFile;
 }
 
 interface Progress extends StreamedWeight {

@@ -10,10 +10,9 @@
 import { AsgdError } from '../../core/errors.ts';
 import { textDecoder, utf8Encode } from '../../core/platform.ts';
 import { crc32 } from '../../core/png-chunks.ts';
-import { ALREADY_FLOAT16, float16Names, float16Plan, float16WeightBytes, type Float16Counts, type Float16Weight } from '../../graph/float16-downcast.ts';
-import { Float16WeightStream, type StreamedWeight } from '../../graph/float16-stream.ts';
+import { ALREADY_FLOAT16, float16Names, float16Plan, float16WeightBytes, type Float16Counts } from '../../graph/float16-downcast.ts';
+import { Float16WeightStream, streamedWeights, type StreamedWeight } from '../../graph/float16-stream.ts';
 import { pageTurns } from '../page-turns.ts';
-import { externalDataEntry } from '../../graph/float32-upcast.ts';
 import { modelBytes } from '../../graph/model-bytes.ts';
 import { externalLocations, folderOf, type PageExternalFile } from './external-data.ts';
 import { tooLargeError, type FileSource } from './model-files.ts';
@@ -79,12 +78,6 @@ export async function forgetFloat16Unet(src: FileSource, file: string): Promise<
 /** The most source bytes converted in one piece: a few milliseconds, between two turns of the page (pageTurns). */
 const PIECE = 1 << 20;
 
-function convertInto(data: Uint8Array, w: Float16Weight, source?: Uint8Array): void {
-  const bytes = float16WeightBytes(w, source && (() => source));
-  if (bytes.length !== w.length) throw new Error(`weight ${w.name}: ${bytes.length} bytes where ${w.length} were planned`);
-  data.set(bytes, w.offset);
-}
-
 /**
  * Streams `location` (beside `file`) and converts each weight's bytes as they arrive (Float16WeightStream), in pieces
  * between which the page gets its turns; the bytes in flight are one chunk's, never the file's.
@@ -133,7 +126,8 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
   const stored = await fromStore(src, file, source, attentionScoresFloat32);
   if (stored) return stored;
   const names = storedNames(file);
-  const locations = externalLocations(file, bytes);
+  // Refuses a weights file outside the model's folder before any request.
+  externalLocations(file, bytes);
   const plan = float16Plan(bytes, { dataLocation: names.dataLocation, attentionScoresFloat32 });
   if ('reason' in plan) return { reason: plan.reason, alreadyFloat16: plan.reason === ALREADY_FLOAT16 };
   let data: Uint8Array;
@@ -142,22 +136,9 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
   } catch (err) {
     throw tooLargeError(names.data, plan.dataBytes, 'Even in float16 this UNet is larger than this browser can hold: use the Node API', err);
   }
-  const pending = new Map<string, StreamedWeight[]>(locations.map((l) => [l, []]));
-  for (const w of plan.weights) {
-    if (w.source.dataLocation !== 1) {
-      convertInto(data, w);
-      continue;
-    }
-    const e = externalDataEntry(w.source);
-    // A float32 source holds two bytes for each float16 byte written; a copied one, as many.
-    const length = w.mode === 'float16' ? w.length * 2 : w.length;
-    if (e.length !== undefined && e.length !== length) {
-      throw new AsgdError(`${file} gives tensor ${w.name} ${e.length} bytes in ${e.location} where its shape needs ${length}`, {
-        kind: 'model', parameter: file, expected: `${length} bytes`, received: `${e.length} bytes`, hint: 'The export is damaged: export the model again',
-      });
-    }
-    pending.get(e.location ?? '')!.push({ w, offset: e.offset, length });
-  }
+  // Weights held in the graph are converted at once; the rest as their files stream in.
+  for (const w of plan.weights) if (w.source.dataLocation !== 1) data.set(float16WeightBytes(w), w.offset);
+  const pending = streamedWeights(file, plan.weights);
   for (const [location, list] of pending) if (list.length > 0) await streamWeightsOnce(src, file, location, list, data);
   const model = modelBytes(plan.model);
   const counts: Float16Counts = plan.counts;
