@@ -15,6 +15,7 @@ import { ModelProtoSchema } from 'onnx-buf';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadPipeline, type PipelineOptions } from '../src/node/pipeline.ts';
 import { prepareFloat16Unet } from '../src/node/float16-unet.ts';
+import { externalPieces } from '../src/graph/external-pieces.ts';
 import type { GenerationMetadata } from '../src/core/metadata.ts';
 import type { GenerateParams } from '../src/core/params.ts';
 import { moveToExternalData } from './fixtures/onnx-graph.ts';
@@ -183,6 +184,33 @@ test("a UNet with its weights in model.onnx_data loads as exported: the data fil
   const separate = await load(page, 'ext', { store: false, probeSession: 'separate' });
   assert.equal(separate.ok, true, separate.message);
   assert.equal(separate.probe?.available, true);
+  await page.context().close();
+});
+
+test('a weights file over the piece limit goes to ONNX Runtime Web in pieces cut between its tensors (it reads no offset past 4 GiB of one file): the same PNG, and a note', async () => {
+  const page = await newPage();
+  const whole = await load(page, 'ext', { store: false }, PARAMS);
+  assert.equal(whole.ok, true, whole.message);
+  assert.ok(!whole.notes!.some((n) => /pieces/.test(n)), 'a file under 1 GiB goes whole');
+  // The limit, 1 GiB, lowered for this page's workers to 64 KiB: the shipped UNet's weights then make many pieces.
+  await page.evaluate(`(() => {
+    const post = Worker.prototype.postMessage;
+    Worker.prototype.postMessage = function (m, t) {
+      if (m?.req?.type === 'init') m.req.init.externalPieceBytes = 65536;
+      return post.call(this, m, t);
+    };
+  })()`);
+  const cut = await load(page, 'ext', { store: false }, PARAMS);
+  assert.equal(cut.ok, true, cut.message);
+  const note = cut.notes!.find((n) => /pieces/.test(n));
+  assert.match(note ?? '', new RegExp(`^unet/model\\.onnx_data \\(${(dataBytes.length / 1e9).toFixed(2)} GB\\) handed to ONNX Runtime Web in \\d+ pieces: it reads no offset past 4 GiB of one file$`), cut.notes!.join('\n'));
+  // As many pieces as the cut gives in Node for the same file and limit.
+  const planned = externalPieces(fs.readFileSync(path.join(extDir, 'unet', 'model.onnx')), [{ path: 'model.onnx_data', data: dataBytes }], 65536);
+  assert.ok(planned.files.length > 10);
+  assert.equal(Number(/in (\d+) pieces/.exec(note!)![1]), planned.files.length, note);
+  // The probe graph (derived from the UNet, serving it) was opened from the pieces: the image is the same, bit for bit.
+  assert.equal(cut.probe?.available, true);
+  assert.deepEqual(cut.png, whole.png);
   await page.context().close();
 });
 

@@ -147,6 +147,11 @@ async function pickProvider(asked: WebPipelineOptions['provider']): Promise<{ pr
   return { provider: adapter ? 'webgpu' : 'wasm' };
 }
 
+/** Where a weights file went to ONNX Runtime Web in pieces (src/graph/external-pieces.ts). */
+function externalPiecesNote(file: string, bytes: number, pieces: number): string {
+  return `${file} (${(bytes / 1e9).toFixed(2)} GB) handed to ONNX Runtime Web in ${pieces} pieces: it reads no offset past 4 GiB of one file`;
+}
+
 function loadCancelled(): AsgdError {
   return new AsgdError('Model loading cancelled', { kind: 'cancelled' });
 }
@@ -292,6 +297,10 @@ export class WebPipeline {
         if (r.onnxAttention !== undefined && (c === 'unet' || !fuse)) onnxAttention = r.onnxAttention;
         components[c] ??= r.io;
         if (r.float32Tensors !== undefined) spec.notes.push(float32VaeNote('vae_decoder', r.float32Tensors));
+        for (const p of r.externalPieces ?? []) {
+          const note = externalPiecesNote(folderOf(spec.files[source]!) + p.path, p.bytes, p.pieces);
+          if (!spec.notes.includes(note)) spec.notes.push(note);
+        }
         if (r.float32Reason !== undefined) spec.notes.push(float32VaeFailedNote('vae_decoder', r.float32Reason));
         return r;
       };

@@ -23,6 +23,11 @@ export interface DeviceInit {
   threads: number;
   /** Where ONNX Runtime finds its .wasm/.mjs files (a folder URL ending in "/"); default: next to the bundle. */
   wasmPaths?: string;
+  /**
+   * External-data files over this many bytes are handed to ONNX Runtime Web as pieces (src/graph/external-pieces.ts);
+   * default EXTERNAL_PIECE_BYTES (1 GiB). Set smaller by tests only, to cut the shipped model's small files.
+   */
+  externalPieceBytes?: number;
 }
 
 /** One external-data file of a model: its location as the model names it, and its bytes. */
@@ -101,7 +106,7 @@ export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
 
 export type DeviceResult =
   | { type: 'ok' }
-  | { type: 'loaded'; io: ComponentIo; probeIo?: ComponentIo; servesProbe?: boolean; probeReason?: string; probeFailed?: boolean; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; groupNorms?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string }
+  | { type: 'loaded'; io: ComponentIo; probeIo?: ComponentIo; servesProbe?: boolean; probeReason?: string; probeFailed?: boolean; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; groupNorms?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string; externalPieces?: { path: string; bytes: number; pieces: number }[] }
   /** `sessions`: the sessions open (the UNet and the probe may be one); `tileStates`: those a WebGPU worker has held. */
   | {
     type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>>; sessions: number; tileStates?: TileStateCounts;

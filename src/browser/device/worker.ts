@@ -18,6 +18,7 @@ import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, ExternalFile
 import type { DecoderGraphs } from './vae-graphs.ts';
 import type { DerivedUnet } from './probe-graph.ts';
 import { outOfMemory, toWire } from './wire-error.ts';
+import { externalPieces, type ExternalPieces } from '../../graph/external-pieces.ts';
 
 
 const LABELS: Record<WebComponent, string> = {
@@ -106,17 +107,22 @@ async function runtimeFor(provider: DeviceInit['provider']): Promise<OrtWeb> {
   return provider === 'webgpu' ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm');
 }
 
-async function open(bytes: Uint8Array, label: string, outputLocation?: Record<string, 'gpu-buffer' | 'cpu'>, external: ExternalFile[] = []): Promise<OpenSession> {
+/** A session, and the external-data files cut into pieces to open it (none where every file was small enough). */
+type Opened = OpenSession & { cut: ExternalPieces['cut'] };
+
+async function open(bytes: Uint8Array, label: string, outputLocation?: Record<string, 'gpu-buffer' | 'cpu'>, external: ExternalFile[] = []): Promise<Opened> {
   const init = state.init;
   if (!init) throw new Error('device worker: load before init');
   try {
+    // ONNX Runtime Web reads no offset past 4 GiB of one file: large files go as pieces, views of their bytes.
+    const pieces = externalPieces(bytes, external, init.externalPieceBytes);
     // Severity 3 (errors): a session's own level defaults to warnings whatever ort.env.logLevel says, and WebGPU
     // sessions warn on the console's error channel that shape ops run on the CPU.
-    const session = await ort.InferenceSession.create(bytes, {
+    const session = await ort.InferenceSession.create(pieces.model, {
       executionProviders: [init.provider], graphOptimizationLevel: 'all', logSeverityLevel: 3, ...(outputLocation ? { preferredOutputLocation: outputLocation } : {}),
-      ...(external.length > 0 ? { externalData: external.map((f) => ({ path: f.path, data: f.data })) } : {}),
+      ...(pieces.files.length > 0 ? { externalData: pieces.files.map((f) => ({ path: f.path, data: f.data })) } : {}),
     });
-    return { session, file: label, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata) };
+    return { session, file: label, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata), cut: pieces.cut };
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     // ONNX Runtime Web fetches its own .mjs and .wasm when the first session is created.
@@ -221,7 +227,7 @@ async function load(component: WebComponent, bytes: Uint8Array, external: Extern
     state.decoderBytes = bytes;
     state.decoderGraphs = undefined;
   }
-  return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...derived };
+  return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...derived, ...(s.cut.length > 0 ? { externalPieces: s.cut } : {}) };
 }
 
 /**
@@ -246,7 +252,7 @@ async function loadUnetAsProbe(bytes: Uint8Array, external: ExternalFile[], fuse
   state.probe = state.unet;
   // The UNet described without the probe's input and outputs, as Node's worker describes it.
   const io = { inputs: s.inputs.filter((i) => i.name !== MASK_WEIGHTS_INPUT), outputs: s.outputs.filter((o) => !o.name.startsWith(PROBE_OUTPUT_PREFIX)) };
-  return { type: 'loaded', io, probeIo: { inputs: s.inputs, outputs: s.outputs }, servesProbe: true, ...derived, ...(form && d.fused ? form : {}) };
+  return { type: 'loaded', io, probeIo: { inputs: s.inputs, outputs: s.outputs }, servesProbe: true, ...derived, ...(form && d.fused ? form : {}), ...(s.cut.length > 0 ? { externalPieces: s.cut } : {}) };
 }
 
 /**
