@@ -198,3 +198,17 @@ test('npm run bench:vae-attention -- --head-memory prints its table row and writ
   assert.equal(json.unchunked, true);
   assert.ok(json.peakRssMiB > 0);
 });
+
+test('npm run bench:web-external-offsets: a small run gives every value right in both layouts, the pieces as planned, and writes its JSON', () => {
+  refuses('web-external-offsets.ts', ['--layouts', 'one-file,piece'], /--layouts: expected one of one-file, pieces/);
+  const file = path.join(ROOT, 'bench', 'results', 'web-external-offsets-test.json');
+  fs.rmSync(file, { force: true });
+  // 5 weights of 1 MiB cut at 2 MiB: 3 pieces (2 + 2 + 1 weights).
+  const r = bench('web-external-offsets.ts', ['--tensors', '5', '--tensor-mib', '1', '--piece-mib', '2', '--out', file]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^\| one-file \| 1 \| 15, 15 \| 0 of 262144 \|/m);
+  assert.match(r.stdout, /^\| pieces \| 3 \| 15, 15 \| 0 of 262144 \|/m);
+  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { expected: number; results: Record<string, { wrong: number; mounts: number }> };
+  assert.equal(json.expected, 15);
+  assert.deepEqual([json.results['one-file']!.wrong, json.results['pieces']!.mounts], [0, 3]);
+});
