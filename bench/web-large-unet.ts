@@ -8,7 +8,7 @@
  * Per load: when each file's download or read began and each session opened (ms from the load's start), the whole
  * load; the page's long tasks (the Long Tasks API: main-thread tasks over 50 ms, which delay its input and drawing):
  * their count, total and longest, and which phase the longest fell in; Chromium's peak RSS (all its processes, sampled
- * every 0.5 s); then one 512 px `direct` step (not with `--no-step`), or the error it gives. Prints a table and writes
+ * every 0.5 s, per load); then one 512 px `direct` step (not with `--no-step`), or the error it gives. Prints a table and writes
  * JSON.
  */
 import { execFileSync } from 'node:child_process';
@@ -133,21 +133,28 @@ try {
     await pipe.close();
     return { load, step };
   })()`)) as { load: LoadReport; step?: { ok: boolean; ms: number; unetMs?: number; message?: string } };
-  const first = await load(false);
-  const second = await load(args.step);
+  // Chromium's peak RSS during each load (the sampler's peak, taken and reset after it).
+  const peakOf = async <T>(run: () => Promise<T>): Promise<T & { peakRssMiB: number }> => {
+    peakMiB = 0;
+    const r = await run();
+    return { ...r, peakRssMiB: Math.round(peakMiB) };
+  };
+  const first = await peakOf(() => load(false));
+  const second = await peakOf(() => load(args.step));
   const result = {
     unet: args.unet, unetBytes, precision: args.precision, provider: args.provider, chromium: context.browser()?.version() ?? execFileSync('/usr/bin/chromium', ['--version']).toString().trim(),
-    first: first.load, second: second.load, step: second.step, peakChromiumRssMiB: Math.round(peakMiB),
+    first: { ...first.load, peakRssMiB: first.peakRssMiB }, second: { ...second.load, peakRssMiB: second.peakRssMiB }, step: second.step,
+    peakChromiumRssMiB: Math.max(first.peakRssMiB, second.peakRssMiB),
   };
-  const rows = [['load', 'ms', 'UNet weights', 'UNet session opened at (ms)', 'long tasks', 'their total ms', 'longest ms', 'longest during']];
-  for (const [name, l] of [['first', first.load], ['second', second.load]] as const) {
+  const rows = [['load', 'ms', 'UNet weights', 'UNet session opened at (ms)', 'long tasks', 'their total ms', 'longest ms', 'longest during', 'peak RSS MiB']];
+  for (const [name, l, peak] of [['first', first.load, first.peakRssMiB], ['second', second.load, second.peakRssMiB]] as const) {
     const weights = Object.keys(l.marks).find((k) => k.startsWith('unet/') && /\.data|onnx_data/.test(k)) ?? '-';
     const t = l.longTasks;
-    rows.push([name, l.ok ? l.ms.toFixed(0) : `failed: ${l.message}`, weights, String(l.marks['session unet'] ?? '-'), String(t.count), String(t.totalMs), String(t.maxMs), t.maxDuring]);
+    rows.push([name, l.ok ? l.ms.toFixed(0) : `failed: ${l.message}`, weights, String(l.marks['session unet'] ?? '-'), String(t.count), String(t.totalMs), String(t.maxMs), t.maxDuring, String(peak)]);
   }
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
   if (second.step) console.log(`one 512 px step: ${second.step.ok ? `${second.step.ms.toFixed(0)} ms` : `failed: ${second.step.message}`}`);
-  console.log(`peak Chromium RSS ${Math.round(peakMiB)} MiB`);
+  console.log(`peak Chromium RSS ${result.peakChromiumRssMiB} MiB`);
   fs.mkdirSync(path.dirname(args.out), { recursive: true });
   fs.writeFileSync(args.out, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`wrote ${args.out}`);

@@ -38,15 +38,27 @@ export function externalLocations(file: string, bytes: Uint8Array): string[] {
   return locations;
 }
 
+/** Files larger than this, once kept in the storage, go to the workers as the stored copy (handOver). */
+export const HAND_OVER_STORED = 64 << 20;
+
 /**
  * Every external-data file `file` names: its stored copy as a Blob (the worker reads it), else downloaded whole (and
- * stored).
+ * stored: handOver).
  */
 export async function readExternalFiles(src: FileSource, file: string, bytes: Uint8Array, tooLargeHint?: string): Promise<PageExternalFile[]> {
   const out: PageExternalFile[] = [];
   for (const path of externalLocations(file, bytes)) {
     const name = folderOf(file) + path;
-    out.push({ path, data: (await src.storedBlob(name)) ?? (await src.get(name, false, tooLargeHint))! });
+    out.push({ path, data: (await src.storedBlob(name)) ?? (await handOver(src, name, (await src.get(name, false, tooLargeHint))!)) });
   }
   return out;
+}
+
+/**
+ * What the workers get for `bytes`, the file `name` as just downloaded or made: where it is large and was kept in the
+ * storage, the stored copy (a Blob, which each worker reads), so that the page lets its own buffer go and the page and
+ * a worker do not hold the file at once (a 3.4 GB export held twice: bench/web-large-unet.ts); else the bytes.
+ */
+export async function handOver(src: FileSource, name: string, bytes: Uint8Array): Promise<Uint8Array | Blob> {
+  return (bytes.length > HAND_OVER_STORED ? await src.keptBlob(name) : undefined) ?? bytes;
 }

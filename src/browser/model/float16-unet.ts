@@ -14,7 +14,7 @@ import { ALREADY_FLOAT16, float16Names, float16Plan, float16WeightBytes, type Fl
 import { Float16WeightStream, streamedWeights, type StreamedWeight } from '../../graph/float16-stream.ts';
 import { pageTurns } from '../page-turns.ts';
 import { modelBytes } from '../../graph/model-bytes.ts';
-import { externalLocations, folderOf, type PageExternalFile } from './external-data.ts';
+import { externalLocations, folderOf, handOver, type PageExternalFile } from './external-data.ts';
 import { tooLargeError, type FileSource } from './model-files.ts';
 
 /** Bump when the conversion's output changes, so that stored conversions are made again. */
@@ -147,5 +147,5 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
     const side: Sidecar = { format: FORMAT, source, attentionScoresFloat32, modelBytes: model.length, dataBytes: plan.dataBytes, ...counts };
     await src.keep(names.sidecar, utf8Encode(JSON.stringify(side)), 'application/json');
   }
-  return { file: names.model, model, external: plan.dataBytes > 0 ? [{ path: names.dataLocation, data }] : [], ...counts, attentionScoresFloat32, fromStore: false };
+  return { file: names.model, model, external: plan.dataBytes > 0 ? [{ path: names.dataLocation, data: await handOver(src, names.data, data) }] : [], ...counts, attentionScoresFloat32, fromStore: false };
 }

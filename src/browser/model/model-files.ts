@@ -41,6 +41,12 @@ export interface FileSource {
    */
   storedBlob(file: string): Promise<Blob | undefined>;
   /**
+   * The copy of `file` that this source kept in the storage during this load (downloaded, or given to `keep`), as a
+   * Blob, its bytes not read: so that a worker reads the file and the page can let its own buffer go. Undefined where
+   * it was not kept (storing off or refused). Not counted as read from the storage (`isStored`).
+   */
+  keptBlob(file: string): Promise<Blob | undefined>;
+  /**
    * Stores `bytes` as `file` (e.g. a graph derived from the model's files), where storing is on; whether it was stored
    * (the browser may refuse: its quota).
    */
@@ -233,10 +239,13 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
   const store = await openStore(opts.store ?? true);
   const doFetch = opts.fetch ?? fetch.bind(globalThis);
   const fromStore = new Set<string>();
+  /** Files this source put into the storage during this load. */
+  const kept = new Set<string>();
   const urlOf = (file: string) => new URL(file, base).href;
 
   const forget = async (file: string): Promise<void> => {
     fromStore.delete(file);
+    kept.delete(file);
     try {
       await store?.delete(urlOf(file));
     } catch (err) {
@@ -274,7 +283,10 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
 
   const keep = async (file: string, bytes: Uint8Array, type = 'application/octet-stream'): Promise<boolean> => {
     if (!store) return false;
-    return store.put(urlOf(file), new Response(chunked(bytes), { headers: { 'content-type': type, 'content-length': String(bytes.length) } })).then(() => true, () => false);
+    kept.delete(file);
+    const ok = await store.put(urlOf(file), new Response(chunked(bytes), { headers: { 'content-type': type, 'content-length': String(bytes.length) } })).then(() => true, () => false);
+    if (ok) kept.add(file);
+    return ok;
   };
 
   const download = async (file: string, optional: boolean, tooLargeHint?: string): Promise<Uint8Array | undefined> => {
@@ -334,6 +346,11 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
         opts.onProgress?.({ file, loaded: blob.size, total: blob.size, fromStore: true });
       }
       return blob;
+    },
+    async keptBlob(file) {
+      if (!kept.has(file)) return undefined;
+      const stored = await store?.match(urlOf(file)).catch(() => undefined);
+      return stored?.blob().catch(() => undefined);
     },
     keep,
     async stream(file, sink) {
