@@ -1,5 +1,5 @@
 /**
- * `npm run bench:web-large-unet -- --unet DIR [--precision float16|native] [--provider wasm|webgpu] [--no-step] [--out JSON]`:
+ * `npm run bench:web-large-unet -- --unet DIR [--precision float16|native] [--provider wasm|webgpu] [--no-step] [--size 512] [--out JSON]`:
  * a UNet export of real size (DIR holds its model.onnx, model.onnx_data and config.json, e.g. the SD 1.5-sized float32
  * export of `python3 scripts/device/sd_models.py --model sd15 --no-time --dtype float32 --device cpu --out-dir D`)
  * loaded in Debian's Chromium through `loadWebPipeline`, in a model folder around it (the test fixture's tokenizer,
@@ -8,7 +8,7 @@
  * Per load: when each file's download or read began and each session opened (ms from the load's start), the whole
  * load; the page's long tasks (the Long Tasks API: main-thread tasks over 50 ms, which delay its input and drawing):
  * their count, total and longest, and which phase the longest fell in; Chromium's peak RSS (all its processes, sampled
- * every 0.5 s, per load); then one 512 px `direct` step (not with `--no-step`), or the error it gives. Prints a table and writes
+ * every 0.5 s, per load); then one `direct` step at 512 px or `--size` (not with `--no-step`), or the error it gives. Prints a table and writes
  * JSON.
  */
 import { execFileSync } from 'node:child_process';
@@ -18,12 +18,12 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { writeTinySdModel } from '../test/fixtures/tiny-sd.ts';
 import { buildDemoSite, serveSite } from '../test/helpers/demo-site.ts';
-import { BenchUsageError, benchCli, choiceArg } from './args.ts';
+import { BenchUsageError, benchCli, choiceArg, intArg } from './args.ts';
 
-const USAGE = 'npm run bench:web-large-unet -- --unet DIR [--precision float16|native] [--provider wasm|webgpu] [--no-step] [--out JSON]';
+const USAGE = 'npm run bench:web-large-unet -- --unet DIR [--precision float16|native] [--provider wasm|webgpu] [--no-step] [--size 512] [--out JSON]';
 
 const args = benchCli(USAGE, {
-  options: { unet: { type: 'string' }, precision: { type: 'string' }, provider: { type: 'string' }, 'no-step': { type: 'boolean' }, out: { type: 'string' } },
+  options: { unet: { type: 'string' }, precision: { type: 'string' }, provider: { type: 'string' }, 'no-step': { type: 'boolean' }, size: { type: 'string' }, out: { type: 'string' } },
 }, ({ values }) => {
   if (!values.unet) throw new BenchUsageError("--unet is required");
   return {
@@ -31,6 +31,7 @@ const args = benchCli(USAGE, {
     precision: values.precision === undefined ? 'float16' : choiceArg('--precision', values.precision, ['float16', 'native'] as const),
     provider: values.provider === undefined ? 'wasm' : choiceArg('--provider', values.provider, ['wasm', 'webgpu'] as const),
     step: values['no-step'] !== true,
+    size: values.size === undefined ? 512 : intArg('--size', values.size, 64),
     out: values.out ?? 'bench/results/web-large-unet.json',
   };
 });
@@ -124,15 +125,15 @@ try {
     if (${generate}) {
       const t1 = performance.now();
       try {
-        const r = await pipe.generate({ prompt: 'a red circle', width: 512, height: 512, steps: 1, seed: 1, method: 'direct' });
-        step = { ok: true, ms: performance.now() - t1, unetMs: r.timings.unetMs };
+        const r = await pipe.generate({ prompt: 'a red circle', width: ${args.size}, height: ${args.size}, steps: 1, seed: 1, method: 'direct' });
+        step = { ok: true, ms: performance.now() - t1, unetMs: r.timings.unetMs, warnings: r.warnings };
       } catch (e) {
         step = { ok: false, ms: performance.now() - t1, message: e.message };
       }
     }
     await pipe.close();
     return { load, step };
-  })()`)) as { load: LoadReport; step?: { ok: boolean; ms: number; unetMs?: number; message?: string } };
+  })()`)) as { load: LoadReport; step?: { ok: boolean; ms: number; unetMs?: number; warnings?: string[]; message?: string } };
   // Chromium's peak RSS during each load (the sampler's peak, taken and reset after it).
   const peakOf = async <T>(run: () => Promise<T>): Promise<T & { peakRssMiB: number }> => {
     peakMiB = 0;
@@ -153,7 +154,7 @@ try {
     rows.push([name, l.ok ? l.ms.toFixed(0) : `failed: ${l.message}`, weights, String(l.marks['session unet'] ?? '-'), String(t.count), String(t.totalMs), String(t.maxMs), t.maxDuring, String(peak)]);
   }
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
-  if (second.step) console.log(`one 512 px step: ${second.step.ok ? `${second.step.ms.toFixed(0)} ms` : `failed: ${second.step.message}`}`);
+  if (second.step) console.log(`one ${args.size} px step: ${second.step.ok ? `${second.step.ms.toFixed(0)} ms (UNet ${second.step.unetMs?.toFixed(0)} ms), warnings: ${JSON.stringify(second.step.warnings ?? [])}` : `failed: ${second.step.message}`}`);
   console.log(`peak Chromium RSS ${result.peakChromiumRssMiB} MiB`);
   fs.mkdirSync(path.dirname(args.out), { recursive: true });
   fs.writeFileSync(args.out, `${JSON.stringify(result, null, 2)}\n`);

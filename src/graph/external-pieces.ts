@@ -1,8 +1,9 @@
 /**
  * External-data files cut into pieces that ONNX Runtime Web can read. Its WebAssembly build reads a tensor's offset
- * in its file as a 32-bit number, so a tensor past 4 GiB of one file gets the bytes 4 GiB before it, silently (an
- * SDXL UNet in float16 keeps 5.1 GB in one `model.onnx_data`; measured in Chromium: bench/web-external-offsets.ts).
- * So a file over the limit is handed over as pieces of at most `limit` bytes, each a view of the file's bytes (no
+ * in its file as a 32-bit number: on the WebGPU provider a tensor past 4 GiB of one file gets the bytes 4 GiB before
+ * it, silently; on the WebAssembly provider the session fails to open ("Integer overflow"). An SDXL UNet in float16
+ * keeps 5.1 GB in one `model.onnx_data` (measured in Chromium: bench/web-external-offsets.ts, and
+ * test/browser-external-data.test.ts). So a file over the limit is handed over as pieces of at most `limit` bytes, each a view of the file's bytes (no
  * copy), cut between tensors, and the model's external entries are rewritten to name the piece that holds their
  * tensor and the offset in it. Portable: no Node APIs.
  */
@@ -16,10 +17,7 @@ export interface ExternalFileBytes {
   data: Uint8Array;
 }
 
-/**
- * Pieces of at most 1 GiB: under the 4 GiB that the runtime's offsets can reach, and under what Chromium reads from a
- * stored Blob at once (1.7 GB read, 3.4 GB refused: docs/browser.md).
- */
+/** Pieces of at most 1 GiB: every offset in them far under the 4 GiB that the runtime's offsets reach. */
 export const EXTERNAL_PIECE_BYTES = 2 ** 30;
 
 /** Where each piece lies in its file: the name it is mounted under, the file's location, and its byte range. */
