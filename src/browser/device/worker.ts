@@ -18,7 +18,7 @@ import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, ExternalFile
 import type { DecoderGraphs } from './vae-graphs.ts';
 import type { DerivedUnet } from './probe-graph.ts';
 import { outOfMemory, toWire } from './wire-error.ts';
-import { externalPieces, type ExternalPieces } from '../../graph/external-pieces.ts';
+import type { ExternalPieces } from '../../graph/external-pieces.ts';
 
 
 const LABELS: Record<WebComponent, string> = {
@@ -114,8 +114,11 @@ async function open(bytes: Uint8Array, label: string, outputLocation?: Record<st
   const init = state.init;
   if (!init) throw new Error('device worker: load before init');
   try {
-    // ONNX Runtime Web reads no offset past 4 GiB of one file: large files go as pieces, views of their bytes.
-    const pieces = externalPieces(bytes, external, init.externalPieceBytes);
+    // ONNX Runtime Web reads no offset past 4 GiB of one file: large files go as pieces, views of their bytes (the
+    // protobuf code loaded only for a model with external data, as the worker's other graph code is).
+    const pieces: ExternalPieces = external.length > 0
+      ? (await import('../../graph/external-pieces.ts')).externalPieces(bytes, external, init.externalPieceBytes)
+      : { model: bytes, files: [], cut: [] };
     // Severity 3 (errors): a session's own level defaults to warnings whatever ort.env.logLevel says, and WebGPU
     // sessions warn on the console's error channel that shape ops run on the CPU.
     const session = await ort.InferenceSession.create(pieces.model, {
