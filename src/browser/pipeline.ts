@@ -149,7 +149,7 @@ async function pickProvider(asked: WebPipelineOptions['provider']): Promise<{ pr
 
 /** Where a weights file went to ONNX Runtime Web in pieces (src/graph/external-pieces.ts). */
 function externalPiecesNote(file: string, bytes: number, pieces: number): string {
-  return `${file} (${(bytes / 1e9).toFixed(2)} GB) handed to ONNX Runtime Web in ${pieces} pieces: it reads no offset past 4 GiB of one file`;
+  return `${file} (${(bytes / 1e9).toFixed(2)} GB) handed to ONNX Runtime Web in ${pieces} piece${pieces === 1 ? '' : 's'}: it reads no offset past 4 GiB of one file`;
 }
 
 function loadCancelled(): AsgdError {
