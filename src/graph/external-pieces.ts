@@ -9,6 +9,7 @@
  */
 import { create, fromBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, StringStringEntryProtoSchema, TensorProto_DataLocation, type GraphProto, type TensorProto } from 'onnx-buf';
+import { externalDataEntry } from './float32-upcast.ts';
 import { modelBytes } from './model-bytes.ts';
 
 /** One external-data file: its location as the model names it, and its bytes. */
@@ -74,14 +75,14 @@ export function planPieces(model: Uint8Array, files: { path: string; bytes: numb
   const proto = fromBinary(ModelProtoSchema, model);
   const byFile = new Map<string, { tensor: TensorProto; offset: number; length: number }[]>();
   for (const tensor of externalTensors(proto.graph)) {
-    const entry = Object.fromEntries(tensor.externalData.map((e) => [e.key, e.value]));
-    const path = entry['location'] ?? '';
+    const entry = externalDataEntry(tensor);
+    const path = entry.location ?? '';
     const bytes = large.get(path);
     if (bytes === undefined) continue;
-    const offset = Number(entry['offset'] ?? 0);
-    const length = entry['length'] !== undefined ? Number(entry['length']) : tensorBytes(tensor);
+    const offset = entry.offset;
+    const length = entry.length ?? tensorBytes(tensor);
     if (!(Number.isSafeInteger(offset) && offset >= 0 && Number.isSafeInteger(length) && length >= 0 && offset + length <= bytes)) {
-      throw new Error(`external tensor ${tensor.name} lies outside ${path} (offset ${entry['offset'] ?? 0}, length ${length}; the file holds ${bytes} bytes)`);
+      throw new Error(`external tensor ${tensor.name} lies outside ${path} (offset ${offset}, length ${length}; the file holds ${bytes} bytes)`);
     }
     const list = byFile.get(path) ?? [];
     list.push({ tensor, offset, length });

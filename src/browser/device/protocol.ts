@@ -10,6 +10,7 @@ import type { NormLayer } from '../../core/vae/norm-stats.ts';
 import type { NormGraphInput, SegmentSpan } from '../../core/vae/pipeline-decode.ts';
 import type { TileState } from '../../core/vae/tiled.ts';
 import type { DeviceConditioningCounts, IoInfo, TileStateCounts } from '../../onnx/io.ts';
+import type { ExternalFileBytes } from '../../graph/external-pieces.ts';
 
 /** ONNX Runtime Web's execution providers this package drives. */
 export type WebProvider = 'wasm' | 'webgpu';
@@ -31,10 +32,7 @@ export interface DeviceInit {
 }
 
 /** One external-data file of a model: its location as the model names it, and its bytes. */
-export interface ExternalFile {
-  path: string;
-  data: Uint8Array;
-}
+export type ExternalFile = ExternalFileBytes;
 
 /**
  * An external-data file as the page holds it: its bytes, or its copy in the browser's storage as a Blob, which the
