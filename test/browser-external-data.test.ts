@@ -7,6 +7,7 @@
  * Chromium with playwright-core, WebAssembly provider.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -50,6 +51,8 @@ let bigData: Buffer | undefined;
 const FAR = 2 ** 32 + 64 * 2 ** 20;
 /** How often ext-flaky's weights file was asked for. */
 let flakyServed = 0;
+/** Whether ext-big's next answer for its weights is cut off halfway (the connection dropped). */
+let cutBigOnce = false;
 
 /** How each variant of the folder answers: the data file as it is, missing, cut short, or claiming a size no browser holds. */
 function route(url: string, res: import('node:http').ServerResponse): boolean {
@@ -67,6 +70,12 @@ function route(url: string, res: import('node:http').ServerResponse): boolean {
   if (rel === DATA && variant === 'ext-big') {
     // The weights, then zeros up to BIG_FILE: a file Chromium's Cache Storage refused as one Blob.
     bigData ??= Buffer.concat([dataBytes, Buffer.alloc(BIG_FILE - dataBytes.length)]);
+    if (cutBigOnce) {
+      cutBigOnce = false;
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': bigData.length, 'Cache-Control': 'no-store', ...ISOLATION });
+      res.write(bigData.subarray(0, bigData.length >> 1), () => res.destroy());
+      return true;
+    }
     return send(bigData);
   }
   if (rel === DATA && variant === 'ext-huge') {
@@ -456,31 +465,53 @@ test('a weights file kept cut short in the browser\'s storage is downloaded agai
   await page.context().close();
 });
 
+/** What the page posted to its workers since last asked: the largest byte array, the pieces of staged files, the Blobs. */
+interface Posted {
+  largest: number;
+  stages: number;
+  blobs: number;
+}
+
+/**
+ * A page with a profile on disk, as a visitor's browser has (a private window keeps its storage in memory, with less
+ * room), the loading helper, and counters: `window.posted()` (Posted) and `window.largestAlloc()`, the largest byte
+ * array the page itself allocated by length (Uint8Array's constructor) since last asked.
+ */
+async function storingPage() {
+  const context = await chromium.launchPersistentContext(tempDir('ext-profile'), { executablePath: CHROMIUM, headless: true, args: FLAGS });
+  const page = context.pages()[0] ?? (await context.newPage());
+  await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
+  await page.waitForSelector('body[data-state="error"]');
+  await page.evaluate(LOAD_AND_GENERATE);
+  await page.evaluate(`(() => {
+    const post = Worker.prototype.postMessage;
+    window.posted = () => { const p = window.postedNow; window.postedNow = { largest: 0, stages: 0, blobs: 0 }; return p; };
+    window.posted();
+    Worker.prototype.postMessage = function (m, t) {
+      const r = m?.req;
+      const data = r?.type === 'load' ? [r.bytes, ...(r.external ?? []).map((f) => f.data)] : r?.type === 'stage' ? [r.piece] : [];
+      if (r?.type === 'stage') window.postedNow.stages++;
+      for (const d of data) {
+        if (d instanceof Blob) window.postedNow.blobs++;
+        else if (d instanceof Uint8Array) window.postedNow.largest = Math.max(window.postedNow.largest, d.byteLength);
+      }
+      return post.call(this, m, t);
+    };
+    let largest = 0;
+    window.largestAlloc = () => { const l = largest; largest = 0; return l; };
+    window.Uint8Array = new Proxy(Uint8Array, {
+      construct(target, args, newTarget) {
+        if (typeof args[0] === 'number') largest = Math.max(largest, args[0]);
+        return Reflect.construct(target, args, newTarget === window.Uint8Array ? target : newTarget);
+      },
+    });
+  })()`);
+  return { context, page };
+}
+
 test('a weights file of 640 MiB is kept in Cache Storage (streamed into it), so the next load makes no request for it; it goes to the worker as the stored copy, a Blob the worker reads, and in 16 MiB pieces where not stored', async () => {
-  // A profile on disk, as a visitor's browser has (a private window keeps its storage in memory, with less room).
-  const profile = tempDir('ext-profile');
-  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
+  const { context, page } = await storingPage();
   try {
-    const page = context.pages()[0] ?? (await context.newPage());
-    await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
-    await page.waitForSelector('body[data-state="error"]');
-    await page.evaluate(LOAD_AND_GENERATE);
-    // What the page posts to its workers: the largest byte array, the pieces of staged files, the Blobs.
-    await page.evaluate(`(() => {
-      const post = Worker.prototype.postMessage;
-      window.posted = () => { const p = window.postedNow; window.postedNow = { largest: 0, stages: 0, blobs: 0 }; return p; };
-      window.posted();
-      Worker.prototype.postMessage = function (m, t) {
-        const r = m?.req;
-        const data = r?.type === 'load' ? [r.bytes, ...(r.external ?? []).map((f) => f.data)] : r?.type === 'stage' ? [r.piece] : [];
-        if (r?.type === 'stage') window.postedNow.stages++;
-        for (const d of data) {
-          if (d instanceof Blob) window.postedNow.blobs++;
-          else if (d instanceof Uint8Array) window.postedNow.largest = Math.max(window.postedNow.largest, d.byteLength);
-        }
-        return post.call(this, m, t);
-      };
-    })()`);
     // Not stored, the downloaded weights go in 40 pieces of 16 MiB: posted whole, 640 MiB were copied in one task of
     // the page.
     const unstored = await load(page, 'ext-big', { attentionProbe: false, store: false });
@@ -500,6 +531,95 @@ test('a weights file of 640 MiB is kept in Cache Storage (streamed into it), so 
     const posted = (await page.evaluate('window.posted()')) as { largest: number; stages: number; blobs: number };
     assert.deepEqual([posted.stages, posted.blobs], [0, 1]);
     assert.ok(posted.largest < 4 * 2 ** 20, `${posted.largest} bytes posted at most (the model files, not their weights)`);
+  } finally {
+    await context.close();
+    bigData = undefined;
+  }
+});
+
+/** The size of the stored copy of `file` in the page's Cache Storage, or null where none is stored. */
+async function storedSize(page: Page, file: string): Promise<number | null> {
+  const url = `${site.url}${file.replace(/^\//, '')}`;
+  return (await page.evaluate(`caches.open(window.asgdDemo.web.MODEL_CACHE).then((c) => c.match(${JSON.stringify(url)})).then((r) => (r ? r.blob().then((b) => b.size) : null))`)) as number | null;
+}
+
+test('a large weights file is streamed into Cache Storage as it downloads, never held whole by the page; where the storage has no room or refuses it, read into the page; cut off or cancelled, nothing is kept', async () => {
+  const { context, page } = await storingPage();
+  const data = `/models/ext-big/${DATA}`;
+  const clear = () => page.evaluate(`window.asgdDemo.web.clearStoredModel(${JSON.stringify(`${site.url}models/ext-big/`)})`);
+  try {
+    // Streamed: the page allocates no buffer of the file's size, and the stored copy is the server's bytes.
+    const first = await load(page, 'ext-big', { attentionProbe: false });
+    assert.equal(first.ok, true, first.message);
+    assert.deepEqual(first.requests.filter((u) => u === data), [data]);
+    const streamed = (await page.evaluate('window.largestAlloc()')) as number;
+    assert.ok(streamed < 16 * 2 ** 20, `${streamed} bytes allocated by the page at most`);
+    assert.deepEqual(((await page.evaluate('window.posted()')) as Posted).blobs, 1);
+    const digest = (await page.evaluate(`caches.open(window.asgdDemo.web.MODEL_CACHE).then((c) => c.match(${JSON.stringify(`${site.url}${data.slice(1)}`)}))
+      .then((r) => r.arrayBuffer()).then((b) => crypto.subtle.digest('SHA-256', b)).then((d) => Array.from(new Uint8Array(d), (x) => x.toString(16).padStart(2, '0')).join(''))`)) as string;
+    assert.equal(digest, createHash('sha256').update(bigData!).digest('hex'));
+
+    // The storage says it has too little room: read into the page (one buffer of the file's size) and kept as before.
+    await clear();
+    await page.evaluate(`(() => {
+      const estimate = navigator.storage.estimate.bind(navigator.storage);
+      navigator.storage.estimate = async () => { const e = await estimate(); return { ...e, quota: (e.usage ?? 0) + 100 * 2 ** 20 }; };
+      window.restoreEstimate = () => { navigator.storage.estimate = estimate; };
+    })()`);
+    await page.evaluate('window.largestAlloc()');
+    const noRoom = await load(page, 'ext-big', { attentionProbe: false });
+    assert.equal(noRoom.ok, true, noRoom.message);
+    assert.deepEqual(noRoom.requests.filter((u) => u === data), [data]);
+    assert.equal(await page.evaluate('window.largestAlloc()'), BIG_FILE);
+    assert.equal(await storedSize(page, data), BIG_FILE);
+    await page.evaluate('window.restoreEstimate()');
+
+    // The storage refuses the streamed file (its room overstated): downloaded again into the page, and the load works.
+    await clear();
+    await page.evaluate(`(() => {
+      const put = Cache.prototype.put;
+      let refused = false;
+      Cache.prototype.put = function (req, res) {
+        if (!refused && String(req.url ?? req).endsWith(${JSON.stringify(DATA)})) {
+          refused = true;
+          return Promise.reject(new DOMException('The quota has been exceeded.', 'QuotaExceededError'));
+        }
+        return put.call(this, req, res);
+      };
+    })()`);
+    await page.evaluate('window.largestAlloc()');
+    const refused = await load(page, 'ext-big', { attentionProbe: false });
+    assert.equal(refused.ok, true, refused.message);
+    assert.deepEqual(refused.requests.filter((u) => u === data), [data, data]);
+    assert.equal(await page.evaluate('window.largestAlloc()'), BIG_FILE);
+    assert.equal(await storedSize(page, data), BIG_FILE);
+
+    // Cut off halfway (the connection dropped): the error names the file, and no part of it is kept.
+    await clear();
+    cutBigOnce = true;
+    const cut = await load(page, 'ext-big', { attentionProbe: false });
+    assert.equal(cut.ok, false);
+    assert.equal(cut.kind, 'model');
+    assert.match(cut.message!, /^Cannot download unet\/model\.onnx_data; expected the whole file from .*; received network error\. Check the connection and load again$/);
+    assert.equal(await storedSize(page, data), null);
+    assert.equal((await load(page, 'ext-big', { attentionProbe: false })).ok, true);
+
+    // Cancelled while it streams: rejected as cancelled, and no part of it is kept.
+    await clear();
+    const cancelled = (await page.evaluate(`(async () => {
+      const ac = new AbortController();
+      try {
+        await window.asgdDemo.web.loadWebPipeline(${JSON.stringify(`${site.url}models/ext-big/`)}, {
+          provider: 'wasm', attentionProbe: false, signal: ac.signal,
+          onProgress: (p) => { if (p.phase === 'download' && p.file === ${JSON.stringify(DATA)} && p.loaded > 100 * 2 ** 20) ac.abort(); },
+        });
+        return { ok: true };
+      } catch (e) {
+        return { ok: false, kind: e.kind, message: e.message };
+      }
+    })()`)) as Loaded;
+    assert.deepEqual(cancelled, { ok: false, kind: 'cancelled', message: 'Model download cancelled' });
+    assert.equal(await storedSize(page, data), null);
   } finally {
     await context.close();
     bigData = undefined;

@@ -42,14 +42,21 @@ export function externalLocations(file: string, bytes: Uint8Array): string[] {
 export const HAND_OVER_STORED = 64 << 20;
 
 /**
- * Every external-data file `file` names: its stored copy as a Blob (the worker reads it), else downloaded whole (and
- * stored: handOver).
+ * Every external-data file `file` names: its stored copy as a Blob (the worker reads it), else downloaded: a large
+ * one streamed into the storage as it arrives and handed over as the stored copy, never held by the page
+ * (FileSource.fetchForWorker); otherwise read whole (and, once stored, handed over: handOver).
  */
 export async function readExternalFiles(src: FileSource, file: string, bytes: Uint8Array, tooLargeHint?: string): Promise<PageExternalFile[]> {
   const out: PageExternalFile[] = [];
   for (const path of externalLocations(file, bytes)) {
     const name = folderOf(file) + path;
-    out.push({ path, data: (await src.storedBlob(name)) ?? (await handOver(src, name, (await src.get(name, false, tooLargeHint))!)) });
+    const stored = await src.storedBlob(name);
+    if (stored) {
+      out.push({ path, data: stored });
+      continue;
+    }
+    const fetched = await src.fetchForWorker(name, HAND_OVER_STORED, tooLargeHint);
+    out.push({ path, data: fetched instanceof Blob ? fetched : await handOver(src, name, fetched) });
   }
   return out;
 }

@@ -41,6 +41,13 @@ export interface FileSource {
    */
   storedBlob(file: string): Promise<Blob | undefined>;
   /**
+   * Downloads `file` (no stored copy is read) for the workers to read: where it is larger than `streamAbove` bytes (by
+   * its Content-Length), storing is on and the storage says it has room, the server's answer streams into the storage
+   * as it arrives, the page holding one chunk at a time, and the stored copy comes back as a Blob; else the bytes, read
+   * into the page and stored as `get` does. A file too large for this browser to hold fails as `get` says.
+   */
+  fetchForWorker(file: string, streamAbove: number, tooLargeHint?: string): Promise<Uint8Array | Blob>;
+  /**
    * The copy of `file` that this source kept in the storage during this load (downloaded, or given to `keep`), as a
    * Blob, its bytes not read: so that a worker reads the file and the page can let its own buffer go. Undefined where
    * it was not kept (storing off or refused). Not counted as read from the storage (`isStored`).
@@ -98,17 +105,24 @@ function downloadCancelled(): AsgdError {
   return new AsgdError('Model download cancelled', { kind: 'cancelled' });
 }
 
+/** What a download cut off became: cancelled (the signal), the AsgdError it already is, or one naming the file. */
+function downloadFailed(err: unknown, file: string, url: string, signal?: AbortSignal): AsgdError {
+  if (signal?.aborted) return downloadCancelled();
+  if (err instanceof AsgdError) return err;
+  return new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `the whole file from ${url}`, received: err instanceof Error ? err.message : String(err), hint: 'Check the connection and load again', cause: err });
+}
+
+/** A download whose length is not the one its server announced. */
+function lengthMismatch(file: string, url: string, total: number, received: string): AsgdError {
+  return new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `${total} bytes from ${url} (its Content-Length)`, received, hint: received === 'more' ? 'Check the server' : 'Check the connection and load again' });
+}
+
 /**
  * Reads the body chunk by chunk into `sink`, reporting the bytes read so far; a download cut off (the signal, the
  * network) rejects the pending read, not the fetch, and becomes an AsgdError naming the file.
  */
 async function readChunks(res: Response, file: string, url: string, sink: (chunk: Uint8Array) => void | Promise<void>, report: (loaded: number) => void, signal?: AbortSignal): Promise<number> {
-  const failed = (err: unknown) =>
-    signal?.aborted
-      ? downloadCancelled()
-      : err instanceof AsgdError
-        ? err
-        : new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `the whole file from ${url}`, received: err instanceof Error ? err.message : String(err), hint: 'Check the connection and load again', cause: err });
+  const failed = (err: unknown) => downloadFailed(err, file, url, signal);
   if (!res.body) {
     let bytes: Uint8Array;
     try {
@@ -166,11 +180,11 @@ async function readBody(res: Response, file: string, url: string, total: number 
     }
     let at = 0;
     await readChunks(res, file, url, (c) => {
-      if (at + c.length > total) throw new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `${total} bytes from ${url} (its Content-Length)`, received: 'more', hint: 'Check the server' });
+      if (at + c.length > total) throw lengthMismatch(file, url, total, 'more');
       out.set(c, at);
       at += c.length;
     }, report, signal);
-    if (at !== total) throw new AsgdError(`Cannot download ${file}`, { kind: 'model', parameter: 'model', expected: `${total} bytes from ${url} (its Content-Length)`, received: `${at} bytes`, hint: 'Check the connection and load again' });
+    if (at !== total) throw lengthMismatch(file, url, total, `${at} bytes`);
     return out;
   }
   const parts: Uint8Array[] = [];
@@ -205,6 +219,62 @@ function chunked(bytes: Uint8Array): ReadableStream<Uint8Array> {
       at += STORE_CHUNK;
     },
   });
+}
+
+/** Room the storage must have beyond a file streamed into it (its entry's own records, other writes meanwhile). */
+const STORE_MARGIN = 64 << 20;
+
+/**
+ * Whether this browser's storage says it has room for `bytes` more (navigator.storage.estimate); false where it does
+ * not say. A private window's storage is small (held in memory), so a large file is not streamed into it only to be
+ * refused at the end and downloaded again.
+ */
+async function storageHasRoom(bytes: number): Promise<boolean> {
+  const storage = typeof navigator !== 'undefined' ? navigator.storage : undefined;
+  if (typeof storage?.estimate !== 'function') return false;
+  try {
+    const { quota, usage } = await storage.estimate();
+    return quota !== undefined && quota - (usage ?? 0) >= bytes + STORE_MARGIN;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The server's answer `res` (its length `total` announced) as a stream that Cache Storage reads as it writes, one
+ * chunk at a time (pulled, so a slow disk slows the download rather than piling chunks up in the page). A cut-off or
+ * mis-sized download errors the stream; `failure()` then says why, so that the caller tells it from the storage
+ * refusing the file.
+ */
+function countedBody(res: Response, file: string, url: string, total: number, report: (loaded: number) => void, signal?: AbortSignal) {
+  const reader = res.body!.getReader();
+  let loaded = 0;
+  let failure: AsgdError | undefined;
+  const fail = (err: AsgdError) => {
+    failure = err;
+    throw err;
+  };
+  const body = new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      if (signal?.aborted) fail(downloadCancelled());
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        return fail(downloadFailed(err, file, url, signal));
+      }
+      if (chunk.done) {
+        if (loaded !== total) fail(lengthMismatch(file, url, total, `${loaded} bytes`));
+        return ctl.close();
+      }
+      loaded += chunk.value.length;
+      if (loaded > total) fail(lengthMismatch(file, url, total, 'more'));
+      ctl.enqueue(chunk.value);
+      report(loaded);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+  return { body, failure: () => failure, cancel: () => reader.cancel().catch(() => undefined) };
 }
 
 /** Whether the bytes can start a protobuf message (an ONNX model): a valid wire type and a field number. */
@@ -289,14 +359,43 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
     return ok;
   };
 
-  const download = async (file: string, optional: boolean, tooLargeHint?: string): Promise<Uint8Array | undefined> => {
-    const r = await request(file, optional);
-    if (!r) return undefined;
-    refuseWebPage(file, r.url, r.type);
+  type Answer = NonNullable<Awaited<ReturnType<typeof request>>>;
+
+  /** The answer's bytes, read into the page, checked and stored where storing is on. */
+  const readAndKeep = async (file: string, r: Answer, tooLargeHint?: string): Promise<Uint8Array> => {
     const bytes = await readBody(r.res, file, r.url, r.total, r.report, opts.signal, tooLargeHint);
     refuseNonOnnx(file, r.url, bytes);
     await keep(file, bytes, r.type ?? undefined);
     return bytes;
+  };
+
+  const download = async (file: string, optional: boolean, tooLargeHint?: string): Promise<Uint8Array | undefined> => {
+    const r = await request(file, optional);
+    if (!r) return undefined;
+    refuseWebPage(file, r.url, r.type);
+    return readAndKeep(file, r, tooLargeHint);
+  };
+
+  /**
+   * The answer streamed into the storage as it arrives (the page never holds the file), and the stored copy as a
+   * Blob; undefined where the storage refused it (nothing is kept then). A download cut off rejects, as `get` does.
+   */
+  const streamIntoStore = async (file: string, r: Answer & { total: number }): Promise<Blob | undefined> => {
+    const counted = countedBody(r.res, file, r.url, r.total, r.report, opts.signal);
+    kept.delete(file);
+    const headers = { 'content-type': r.type ?? 'application/octet-stream', 'content-length': String(r.total) };
+    const stored = await store!.put(r.url, new Response(counted.body, { headers })).then(() => true, () => false);
+    const failure = counted.failure() ?? (opts.signal?.aborted ? downloadCancelled() : undefined);
+    if (failure) throw failure;
+    if (!stored) {
+      await counted.cancel();
+      return undefined;
+    }
+    kept.add(file);
+    const blob = await (await store!.match(r.url).catch(() => undefined))?.blob().catch(() => undefined);
+    if (blob?.size === r.total) return blob;
+    await forget(file);
+    return undefined;
   };
 
   /** The stored answer for `file`: its bytes, 'missing' (an optional file the server lacked, asked within a day), or undefined. */
@@ -346,6 +445,19 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
         opts.onProgress?.({ file, loaded: blob.size, total: blob.size, fromStore: true });
       }
       return blob;
+    },
+    async fetchForWorker(file, streamAbove, tooLargeHint) {
+      let r = (await request(file, false))!;
+      refuseWebPage(file, r.url, r.type);
+      const total = r.total;
+      if (store && r.res.body && total !== undefined && total > streamAbove && !file.endsWith('.onnx') && (await storageHasRoom(total))) {
+        const blob = await streamIntoStore(file, { ...r, total });
+        if (blob) return blob;
+        // Refused by the storage after all (its room was overstated): downloaded again, into the page.
+        r = (await request(file, false))!;
+        refuseWebPage(file, r.url, r.type);
+      }
+      return readAndKeep(file, r, tooLargeHint);
     },
     async keptBlob(file) {
       if (!kept.has(file)) return undefined;
