@@ -165,12 +165,30 @@ const LOAD_AND_GENERATE = `window.loadAndGenerate = async (url, options, params)
     }
   }`;
 
-/** A page of the demo site that loads nothing itself, with that helper. */
+/**
+ * Counts the byte arrays the page itself allocates by length (Uint8Array's constructor): `window.largestAlloc()` gives
+ * the largest since last asked, `window.allocs()` the lengths of those of 1 MiB or more; each resets both.
+ */
+const COUNT_ALLOCATIONS = `(() => {
+    let sizes = [];
+    const take = () => { const s = sizes; sizes = []; return s; };
+    window.allocs = () => take().filter((n) => n >= 2 ** 20);
+    window.largestAlloc = () => Math.max(0, ...take());
+    window.Uint8Array = new Proxy(Uint8Array, {
+      construct(target, args, newTarget) {
+        if (typeof args[0] === 'number' && args[0] >= 4096) sizes.push(args[0]);
+        return Reflect.construct(target, args, newTarget === window.Uint8Array ? target : newTarget);
+      },
+    });
+  })()`;
+
+/** A page of the demo site that loads nothing itself, with that helper and the allocation counter. */
 async function newPage(): Promise<Page> {
   const page = await (await browser.newContext()).newPage();
   await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
   await page.waitForSelector('body[data-state="error"]');
   await page.evaluate(LOAD_AND_GENERATE);
+  await page.evaluate(COUNT_ALLOCATIONS);
   return page;
 }
 
@@ -274,11 +292,15 @@ test("unetPrecision 'float16': the float32 weights are converted as they stream 
   const first = await load(page, 'ext', { unetPrecision: 'float16' }, PARAMS);
   assert.equal(first.ok, true, first.message);
   assert.ok(first.requests.includes(`/models/ext/${DATA}`));
+  const allocs = (await page.evaluate('window.allocs()')) as number[];
   // Node's counts for the shipped UNet (test/float16-downcast.test.ts).
   assert.deepEqual(first.unetFloat16, { applied: true, tensors: 370, float32Nodes: 6, casts: 1, attentionScoresFloat32: false });
   assert.ok(first.notes!.some((n) => /^UNet converted to float16 \(unet\/model\.asgd-float16\.onnx\): 370 tensors; 6 nodes kept in float32/.test(n)), first.notes!.join('\n'));
   assert.equal(first.probe?.available, true);
   const node = await nodeImage({ unetPrecision: 'float16' });
+  // The converted weights streamed into the storage as they were made: the page allocated no buffer of their size.
+  const convertedBytes = fs.statSync(path.join(nodeDir, 'unet', 'model.asgd-float16.onnx.data')).size;
+  assert.ok(!allocs.includes(convertedBytes), `allocations of 1 MiB or more: ${allocs.join(', ')}; the converted weights ${convertedBytes}`);
   // The same metadata as Node's, unetPrecision included (the model's name is its folder's).
   assert.deepEqual({ ...first.metadata, model: node.metadata.model }, node.metadata);
   assert.deepEqual(first.warnings, node.warnings);
@@ -324,6 +346,29 @@ test("unetPrecision 'float16': the float32 weights are converted as they stream 
   assert.ok(!fromStored.requests.some((u) => u.includes('unet/')), `no UNet file requested: ${fromStored.requests.join(' ')}`);
   assert.ok(!fromStored.notes!.some((n) => n.includes("from this browser's storage")), 'converted, not read converted');
   assert.deepEqual(fromStored.png, first.png);
+
+  // The storage refusing the converted weights as they stream in: converted again in the page, and kept from there.
+  await other.evaluate(`window.asgdDemo.web.clearStoredModel(${JSON.stringify(`${site.url}models/ext/`)})`);
+  await other.evaluate(`(() => {
+    const put = Cache.prototype.put;
+    let refused = false;
+    Cache.prototype.put = function (req, res) {
+      if (!refused && String(req.url ?? req).endsWith('model.asgd-float16.onnx.data')) {
+        refused = true;
+        res.body?.cancel();
+        return Promise.reject(new DOMException('The quota has been exceeded.', 'QuotaExceededError'));
+      }
+      return put.call(this, req, res);
+    };
+  })()`);
+  await other.evaluate('window.allocs()');
+  const refused = await load(other, 'ext', { unetPrecision: 'float16' }, PARAMS);
+  assert.equal(refused.ok, true, refused.message);
+  assert.deepEqual(refused.requests.filter((u) => u.endsWith(DATA)), [`/models/ext/${DATA}`, `/models/ext/${DATA}`], 'the float32 weights streamed twice');
+  assert.ok(((await other.evaluate('window.allocs()')) as number[]).includes(convertedBytes), 'converted into one buffer of the page');
+  assert.deepEqual(refused.png, first.png);
+  const keptNow = await load(other, 'ext', { unetPrecision: 'float16' });
+  assert.ok(keptNow.notes!.some((n) => n.includes("from this browser's storage")), 'kept from the page');
   await other.context().close();
 
   // With the attention fused, the fused graph is derived from the converted one.
@@ -497,15 +542,8 @@ async function storingPage() {
       }
       return post.call(this, m, t);
     };
-    let largest = 0;
-    window.largestAlloc = () => { const l = largest; largest = 0; return l; };
-    window.Uint8Array = new Proxy(Uint8Array, {
-      construct(target, args, newTarget) {
-        if (typeof args[0] === 'number') largest = Math.max(largest, args[0]);
-        return Reflect.construct(target, args, newTarget === window.Uint8Array ? target : newTarget);
-      },
-    });
   })()`);
+  await page.evaluate(COUNT_ALLOCATIONS);
   return { context, page };
 }
 

@@ -20,7 +20,7 @@ import { ModelProtoSchema, TensorProtoSchema, type ModelProto, type NodeProto } 
 import * as ort from 'onnxruntime-node';
 import { float32ToFloat16, fromFloat16Bits } from '../src/core/float16.ts';
 import { ALREADY_FLOAT16, float16Plan, float16WeightBytes } from '../src/graph/float16-downcast.ts';
-import { Float16WeightStream, streamedWeights } from '../src/graph/float16-stream.ts';
+import { Float16FileWriter, Float16WeightStream, streamedWeights } from '../src/graph/float16-stream.ts';
 import { modelBytes } from '../src/graph/model-bytes.ts';
 import { prepareFloat16Unet } from '../src/node/float16-unet.ts';
 import { loadPipeline, type GenerateResult, type PipelineOptions } from '../src/node/pipeline.ts';
@@ -380,6 +380,40 @@ test("the browser's streamed conversion (Float16WeightStream) writes Node's byte
     assert.equal(stream.received, file.length);
     assert.ok(Buffer.from(data).equals(Buffer.from(expected)), `chunks of ${name}: the bytes Node writes`);
   }
+  // Written front to back (Float16FileWriter: the browser streams the result into its storage, holding no buffer of
+  // its size): the same bytes, and with the file's tensors in the plan's order, only the weights in progress held.
+  for (const [name, size] of chunkings) {
+    const parts: Uint8Array[] = [];
+    let held = 0;
+    let mostHeld = 0;
+    const writer: Float16FileWriter = new Float16FileWriter(plan.weights, plan.dataBytes, (b) => void parts.push(b));
+    const stream: Float16WeightStream = new Float16WeightStream(streamed, writer);
+    for (const w of plan.weights) if (w.source.dataLocation !== 1) writer.done(w, float16WeightBytes(w));
+    for (let at = 0; at < file.length; ) {
+      const end = Math.min(file.length, at + size());
+      stream.push(file.subarray(at, end));
+      at = end;
+      held = streamed.filter((s) => s.offset < at).reduce((n, s) => n + s.w.length, 0) - writer.emitted;
+      mostHeld = Math.max(mostHeld, held);
+    }
+    assert.equal(writer.emitted, plan.dataBytes, name);
+    assert.ok(Buffer.concat(parts).equals(Buffer.from(expected)), `front to back in chunks of ${name}: the bytes Node writes`);
+    const largest = Math.max(...plan.weights.map((w) => w.length));
+    assert.ok(mostHeld <= largest + 4096, `chunks of ${name}: at most ${mostHeld} bytes held, the largest weight ${largest}`);
+  }
+  // A file whose tensors lie in another order than the plan's: still the same bytes (held until their turn).
+  const reversed = streamed.map((s) => ({ ...s, offset: file.length - s.offset - s.length }));
+  const mirrored = file.slice();
+  for (const s of streamed) mirrored.set(file.subarray(s.offset, s.offset + s.length), file.length - s.offset - s.length);
+  const parts: Uint8Array[] = [];
+  const writer: Float16FileWriter = new Float16FileWriter(plan.weights, plan.dataBytes, (b) => void parts.push(b));
+  const stream = new Float16WeightStream(reversed, writer);
+  for (const w of plan.weights) if (w.source.dataLocation !== 1) writer.done(w, float16WeightBytes(w));
+  for (let at = 0; at < mirrored.length; at += 1 << 16) {
+    stream.push(mirrored.subarray(at, at + (1 << 16)));
+    if (at + (1 << 16) < mirrored.length) assert.ok(writer.emitted < plan.dataBytes);
+  }
+  assert.ok(Buffer.concat(parts).equals(Buffer.from(expected)), 'tensors in reverse order: the bytes Node writes');
   const short = new Float16WeightStream(streamed, new Uint8Array(plan.dataBytes));
   short.push(file.subarray(0, file.length >> 1));
   const cut = short.incomplete()!;

@@ -40,6 +40,54 @@ export function streamedWeights(file: string, weights: readonly Float16Weight[])
   return byFile;
 }
 
+/**
+ * The plan's weights file written front to back, for a caller that holds no buffer of its size (the browser's
+ * conversion streamed into its storage): each weight is held in a buffer of its own until it is complete, and the
+ * file's bytes go to `emit` in order as soon as every weight before them is complete (the gaps between weights as
+ * zeros). Where the source file holds its tensors in the plan's order (as exporters write them), little is held at
+ * once; in another order, up to the whole file.
+ */
+export class Float16FileWriter {
+  private readonly order: Float16Weight[];
+  private readonly held = new Map<Float16Weight, Uint8Array>();
+  private readonly complete = new Set<Float16Weight>();
+  private next = 0;
+  private written = 0;
+
+  constructor(weights: readonly Float16Weight[], private readonly dataBytes: number, private readonly emit: (bytes: Uint8Array) => void) {
+    this.order = [...weights].sort((a, b) => a.offset - b.offset);
+  }
+
+  /** Bytes emitted so far. */
+  get emitted(): number {
+    return this.written;
+  }
+
+  /** The buffer `w`'s bytes are written into (its own, `w.length` bytes). */
+  buffer(w: Float16Weight): Uint8Array {
+    let b = this.held.get(w);
+    if (!b) this.held.set(w, (b = new Uint8Array(w.length)));
+    return b;
+  }
+
+  /** `w`'s bytes are all written (into `bytes`, where given, else into its buffer): emits what is now in order. */
+  done(w: Float16Weight, bytes?: Uint8Array): void {
+    if (bytes) this.held.set(w, bytes);
+    this.complete.add(w);
+    for (let w = this.order[this.next]; w && this.complete.has(w); w = this.order[++this.next]) {
+      if (w.offset > this.written) this.emit(new Uint8Array(w.offset - this.written));
+      this.emit(this.held.get(w) ?? new Uint8Array(0));
+      this.held.delete(w);
+      this.complete.delete(w);
+      this.written = w.offset + w.length;
+    }
+    if (this.next === this.order.length && this.written < this.dataBytes) {
+      this.emit(new Uint8Array(this.dataBytes - this.written));
+      this.written = this.dataBytes;
+    }
+  }
+}
+
 interface Progress extends StreamedWeight {
   filled: number;
   /** The bytes of a float32 value that a chunk boundary split. */
@@ -51,9 +99,14 @@ export class Float16WeightStream {
   private next = 0;
   private at = 0;
 
-  /** `data`: the plan's weights file (Float16Plan.dataBytes), written at each weight's offset. */
-  constructor(weights: readonly StreamedWeight[], private readonly data: Uint8Array) {
+  /**
+   * `data`: the plan's weights file (Float16Plan.dataBytes), written at each weight's offset; or a Float16FileWriter,
+   * given each weight's bytes and told when they are complete.
+   */
+  constructor(weights: readonly StreamedWeight[], private readonly data: Uint8Array | Float16FileWriter) {
     this.weights = weights.map((w) => ({ ...w, filled: 0, tail: new Uint8Array(4) })).sort((a, b) => a.offset - b.offset);
+    // An empty weight has no bytes to wait for.
+    if (data instanceof Float16FileWriter) for (const p of this.weights) if (p.length === 0) data.done(p.w);
   }
 
   /** Bytes of the file seen so far. */
@@ -70,7 +123,10 @@ export class Float16WeightStream {
       const p = this.weights[j]!;
       const from = Math.max(p.offset, start);
       const to = Math.min(p.offset + p.length, end);
-      if (to > from) this.absorb(p, chunk.subarray(from - start, to - start));
+      if (to > from) {
+        this.absorb(p, chunk.subarray(from - start, to - start));
+        if (p.filled === p.length && this.data instanceof Float16FileWriter) this.data.done(p.w);
+      }
     }
     while (this.next < this.weights.length && this.weights[this.next]!.filled === this.weights[this.next]!.length) this.next++;
   }
@@ -83,12 +139,13 @@ export class Float16WeightStream {
   /** Converts (or copies) the next `bytes` of `p`'s source into its place. */
   private absorb(p: Progress, bytes: Uint8Array): void {
     const w = p.w;
+    const [data, at] = this.data instanceof Float16FileWriter ? [this.data.buffer(w), 0] : [this.data, w.offset];
     if (w.mode === 'copy') {
-      this.data.set(bytes, w.offset + p.filled);
+      data.set(bytes, at + p.filled);
       p.filled += bytes.length;
       return;
     }
-    const out = new Uint16Array(this.data.buffer, this.data.byteOffset + w.offset, w.length / 2);
+    const out = new Uint16Array(data.buffer, data.byteOffset + at, w.length / 2);
     let i = 0;
     const split = p.filled % 4;
     if (split > 0) {

@@ -5,17 +5,18 @@
  * of ONNX Runtime Web's 4 GB of WebAssembly memory; in float16 it is 1.7 GB. The source weights are streamed and converted
  * as they arrive, never held whole, in pieces between which the page keeps its turns. The result is
  * kept in Cache Storage beside the model's files (`unet/model.asgd-float16.onnx`, its `.data` and a `.json` naming
- * the source), so a later visit neither downloads the float32 weights nor converts again.
+ * the source), so a later visit neither downloads the float32 weights nor converts again. Where the storage has room,
+ * the converted weights stream into it as they are made, and the page holds neither file whole.
  */
 import { AsgdError } from '../../core/errors.ts';
 import { textDecoder, utf8Encode } from '../../core/platform.ts';
 import { crc32 } from '../../core/png-chunks.ts';
-import { ALREADY_FLOAT16, float16Names, float16Plan, float16WeightBytes, type Float16Counts } from '../../graph/float16-downcast.ts';
-import { Float16WeightStream, streamedWeights, type StreamedWeight } from '../../graph/float16-stream.ts';
+import { ALREADY_FLOAT16, float16Names, float16Plan, float16WeightBytes, type Float16Counts, type Float16Plan } from '../../graph/float16-downcast.ts';
+import { Float16FileWriter, Float16WeightStream, streamedWeights, type StreamedWeight } from '../../graph/float16-stream.ts';
 import { pageTurns } from '../page-turns.ts';
 import { modelBytes } from '../../graph/model-bytes.ts';
 import { externalLocations, folderOf, handOver, type PageExternalFile } from './external-data.ts';
-import { tooLargeError, type FileSource } from './model-files.ts';
+import { tooLargeError, type FileSource, type StoreStream } from './model-files.ts';
 
 /** Bump when the conversion's output changes, so that stored conversions are made again. */
 const FORMAT = 1;
@@ -69,6 +70,14 @@ async function fromStore(src: FileSource, file: string, source: string, scores: 
   };
 }
 
+/**
+ * Stores the converted graph, then its sidecar, once the weights are stored: a stored sidecar means a complete
+ * conversion.
+ */
+async function keepGraph(src: FileSource, names: ReturnType<typeof storedNames>, model: Uint8Array, side: Sidecar): Promise<void> {
+  if (await src.keep(names.model, model)) await src.keep(names.sidecar, utf8Encode(JSON.stringify(side)), 'application/json');
+}
+
 /** Removes a stored conversion of `file` (its sidecar first: without it the rest is never read). */
 export async function forgetFloat16Unet(src: FileSource, file: string): Promise<void> {
   const names = storedNames(file);
@@ -82,7 +91,7 @@ const PIECE = 1 << 20;
  * Streams `location` (beside `file`) and converts each weight's bytes as they arrive (Float16WeightStream), in pieces
  * between which the page gets its turns; the bytes in flight are one chunk's, never the file's.
  */
-async function streamWeights(src: FileSource, file: string, location: string, weights: StreamedWeight[], data: Uint8Array): Promise<void> {
+async function streamWeights(src: FileSource, file: string, location: string, weights: StreamedWeight[], data: Uint8Array | Float16FileWriter, out?: StoreStream): Promise<void> {
   const path = folderOf(file) + location;
   const stream = new Float16WeightStream(weights, data);
   const turn = pageTurns();
@@ -90,6 +99,7 @@ async function streamWeights(src: FileSource, file: string, location: string, we
     for (let k = 0; k < chunk.length; k += PIECE) {
       stream.push(chunk.subarray(k, k + PIECE));
       await turn();
+      if (out && !(await out.ready())) throw new StoreRefused();
     }
   });
   const short = stream.incomplete();
@@ -99,6 +109,30 @@ async function streamWeights(src: FileSource, file: string, location: string, we
       hint: 'The export is incomplete: copy the whole file to the server again',
     });
   }
+}
+
+/** The storage refused a conversion streamed into it: it is made again in the page. */
+class StoreRefused extends Error {}
+
+/**
+ * The conversion's weights file streamed into the storage as it is made, front to back (Float16FileWriter): the page
+ * holds the weights in progress, never the file (5.1 GB for an SDXL UNet). False where the storage refused it, or a
+ * stored source proved short (nothing is kept; the caller converts again in the page, which retries from the server).
+ */
+async function convertIntoStore(src: FileSource, file: string, plan: Float16Plan, out: StoreStream): Promise<boolean> {
+  const writer = new Float16FileWriter(plan.weights, plan.dataBytes, (bytes) => out.write(bytes));
+  try {
+    for (const w of plan.weights) if (w.source.dataLocation !== 1) writer.done(w, float16WeightBytes(w));
+    for (const [location, list] of streamedWeights(file, plan.weights)) {
+      if (list.length > 0) await streamWeights(src, file, location, list, writer, out);
+    }
+  } catch (err) {
+    await out.abort();
+    const shortStored = err instanceof AsgdError && err.kind === 'model' && [...streamedWeights(file, plan.weights).keys()].some((l) => src.isStored(folderOf(file) + l));
+    if (err instanceof StoreRefused || shortStored) return false;
+    throw err;
+  }
+  return (await out.close());
 }
 
 /**
@@ -130,6 +164,17 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
   externalLocations(file, bytes);
   const plan = float16Plan(bytes, { dataLocation: names.dataLocation, attentionScoresFloat32 });
   if ('reason' in plan) return { reason: plan.reason, alreadyFloat16: plan.reason === ALREADY_FLOAT16 };
+  const counts: Float16Counts = plan.counts;
+  const model = modelBytes(plan.model);
+  const out = plan.dataBytes > 0 ? await src.keepStreamed(names.data, plan.dataBytes) : undefined;
+  if (out && (await convertIntoStore(src, file, plan, out))) {
+    const data = await src.keptBlob(names.data);
+    if (data?.size === plan.dataBytes) {
+      await keepGraph(src, names, model, { format: FORMAT, source, attentionScoresFloat32, modelBytes: model.length, dataBytes: plan.dataBytes, ...counts });
+      return { file: names.model, model, external: [{ path: names.dataLocation, data }], ...counts, attentionScoresFloat32, fromStore: false };
+    }
+    await src.forget(names.data);
+  }
   let data: Uint8Array;
   try {
     data = new Uint8Array(plan.dataBytes);
@@ -140,12 +185,9 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
   for (const w of plan.weights) if (w.source.dataLocation !== 1) data.set(float16WeightBytes(w), w.offset);
   const pending = streamedWeights(file, plan.weights);
   for (const [location, list] of pending) if (list.length > 0) await streamWeightsOnce(src, file, location, list, data);
-  const model = modelBytes(plan.model);
-  const counts: Float16Counts = plan.counts;
-  // The weights first, the sidecar last and only when both are stored: a stored sidecar means a complete conversion.
-  if ((plan.dataBytes === 0 || (await src.keep(names.data, data))) && (await src.keep(names.model, model))) {
-    const side: Sidecar = { format: FORMAT, source, attentionScoresFloat32, modelBytes: model.length, dataBytes: plan.dataBytes, ...counts };
-    await src.keep(names.sidecar, utf8Encode(JSON.stringify(side)), 'application/json');
+  // The weights first, the graph and its sidecar after them (keepGraph).
+  if (plan.dataBytes === 0 || (await src.keep(names.data, data))) {
+    await keepGraph(src, names, model, { format: FORMAT, source, attentionScoresFloat32, modelBytes: model.length, dataBytes: plan.dataBytes, ...counts });
   }
   return { file: names.model, model, external: plan.dataBytes > 0 ? [{ path: names.dataLocation, data: await handOver(src, names.data, data) }] : [], ...counts, attentionScoresFloat32, fromStore: false };
 }

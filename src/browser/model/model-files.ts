@@ -41,6 +41,11 @@ export interface FileSource {
    */
   storedBlob(file: string): Promise<Blob | undefined>;
   /**
+   * A stream into the storage for `file`, `length` bytes made as they are written (a conversion), where storing is on
+   * and the storage says it has room for them; undefined otherwise. Nothing is kept unless the stream ends whole.
+   */
+  keepStreamed(file: string, length: number, type?: string): Promise<StoreStream | undefined>;
+  /**
    * Downloads `file` (no stored copy is read) for the workers to read: where it is larger than `streamAbove` bytes (by
    * its Content-Length), storing is on and the storage says it has room, the server's answer streams into the storage
    * as it arrives, the page holding one chunk at a time, and the stored copy comes back as a Blob; else the bytes, read
@@ -69,6 +74,18 @@ export interface FileSource {
   reload(file: string, optional?: boolean): Promise<Uint8Array | undefined>;
   /** Removes the stored copy of `file`, so that the next load downloads it. */
   forget(file: string): Promise<void>;
+}
+
+/** A file written into the storage as it is made (FileSource.keepStreamed). */
+export interface StoreStream {
+  /** Queues the next bytes (they are the storage's from then on: not to be changed). */
+  write(bytes: Uint8Array): void;
+  /** Waits while the storage is behind; false once it has refused the file (write then drops the bytes). */
+  ready(): Promise<boolean>;
+  /** Ends the file: whether the storage kept it whole. */
+  close(): Promise<boolean>;
+  /** Gives up the file: nothing is kept. */
+  abort(): Promise<void>;
 }
 
 export interface FileSourceOptions {
@@ -136,6 +153,7 @@ async function readChunks(res: Response, file: string, url: string, sink: (chunk
   }
   const reader = res.body.getReader();
   let loaded = 0;
+  let inSink = false;
   try {
     for (;;) {
       if (signal?.aborted) throw downloadCancelled();
@@ -146,13 +164,16 @@ async function readChunks(res: Response, file: string, url: string, sink: (chunk
         throw failed(err);
       }
       if (chunk.done) break;
+      inSink = true;
       await sink(chunk.value);
+      inSink = false;
       loaded += chunk.value.length;
       report(loaded);
     }
   } catch (err) {
     await reader.cancel().catch(() => undefined);
-    throw failed(err);
+    // What the sink throws is its own error, not the download's (unless the load was cancelled meanwhile).
+    throw inSink && !signal?.aborted ? err : failed(err);
   }
   return loaded;
 }
@@ -445,6 +466,30 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
         opts.onProgress?.({ file, loaded: blob.size, total: blob.size, fromStore: true });
       }
       return blob;
+    },
+    async keepStreamed(file, length, type = 'application/octet-stream') {
+      if (!store || !(await storageHasRoom(length))) return undefined;
+      kept.delete(file);
+      const pipe = new TransformStream<Uint8Array, Uint8Array>();
+      const writer = pipe.writable.getWriter();
+      let refused = false;
+      const headers = { 'content-type': type, 'content-length': String(length) };
+      const put = store.put(urlOf(file), new Response(pipe.readable, { headers })).then(() => true, () => ((refused = true), false));
+      const ready = async () => !refused && (await writer.ready.then(() => !refused, () => ((refused = true), false)));
+      return {
+        write: (bytes) => void (refused || writer.write(bytes).catch(() => void (refused = true))),
+        ready,
+        async close() {
+          if (!refused) await writer.close().catch(() => undefined);
+          const ok = await put;
+          if (ok) kept.add(file);
+          return ok;
+        },
+        async abort() {
+          await writer.abort(new Error('abandoned')).catch(() => undefined);
+          await put;
+        },
+      };
     },
     async fetchForWorker(file, streamAbove, tooLargeHint) {
       let r = (await request(file, false))!;
