@@ -74,12 +74,12 @@ export class Float16FileWriter {
   done(w: Float16Weight, bytes?: Uint8Array): void {
     if (bytes) this.held.set(w, bytes);
     this.complete.add(w);
-    for (let w = this.order[this.next]; w && this.complete.has(w); w = this.order[++this.next]) {
-      if (w.offset > this.written) this.emit(new Uint8Array(w.offset - this.written));
-      this.emit(this.held.get(w) ?? new Uint8Array(0));
-      this.held.delete(w);
-      this.complete.delete(w);
-      this.written = w.offset + w.length;
+    for (let x = this.order[this.next]; x && this.complete.has(x); x = this.order[++this.next]) {
+      if (x.offset > this.written) this.emit(new Uint8Array(x.offset - this.written));
+      this.emit(this.held.get(x) ?? new Uint8Array(0));
+      this.held.delete(x);
+      this.complete.delete(x);
+      this.written = x.offset + x.length;
     }
     if (this.next === this.order.length && this.written < this.dataBytes) {
       this.emit(new Uint8Array(this.dataBytes - this.written));
