@@ -121,18 +121,17 @@ class StoreRefused extends Error {}
  */
 async function convertIntoStore(src: FileSource, file: string, plan: Float16Plan, out: StoreStream): Promise<boolean> {
   const writer = new Float16FileWriter(plan.weights, plan.dataBytes, (bytes) => out.write(bytes));
+  const pending = streamedWeights(file, plan.weights);
   try {
     for (const w of plan.weights) if (w.source.dataLocation !== 1) writer.done(w, float16WeightBytes(w));
-    for (const [location, list] of streamedWeights(file, plan.weights)) {
-      if (list.length > 0) await streamWeights(src, file, location, list, writer, out);
-    }
+    for (const [location, list] of pending) if (list.length > 0) await streamWeights(src, file, location, list, writer, out);
   } catch (err) {
     await out.abort();
-    const shortStored = err instanceof AsgdError && err.kind === 'model' && [...streamedWeights(file, plan.weights).keys()].some((l) => src.isStored(folderOf(file) + l));
+    const shortStored = err instanceof AsgdError && err.kind === 'model' && [...pending.keys()].some((l) => src.isStored(folderOf(file) + l));
     if (err instanceof StoreRefused || shortStored) return false;
     throw err;
   }
-  return (await out.close());
+  return out.close();
 }
 
 /**
