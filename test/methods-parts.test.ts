@@ -107,6 +107,51 @@ describe('pixel interaction', () => {
     for (let k = 0; k < e; k++) counts[perm[k * n]]++;
     for (const c of counts) assert.ok(c > 190 && c < 330, `count ${c}`);
   });
+  it('draws exactly what an element-by-element Fisher-Yates with one randint per group of swaps draws, for any N', () => {
+    // Written here from the documented algorithm: per element, identity, then k = N-1 down to 1 swap(k, r_k), the r_k of
+    // a group read as mixed-radix digits of one randint(product of the group's k + 1), groups of product <= 2^32.
+    function reference(seed: number, elements: number, n: number): number[] {
+      const rng = createRandom(seed, 'permutation');
+      const groups: number[][] = [];
+      for (let k = n - 1, product = Infinity; k > 0; k--) {
+        if (product * (k + 1) > 2 ** 32) {
+          groups.push([]);
+          product = 1;
+        }
+        groups[groups.length - 1]!.push(k);
+        product *= k + 1;
+      }
+      const out: number[] = [];
+      for (let e = 0; e < elements; e++) {
+        const row = Array.from({ length: n }, (_, k) => k);
+        for (const ks of groups) {
+          let r = rng.randint(ks.reduce((p, k) => p * (k + 1), 1));
+          for (const k of ks) {
+            const j = r % (k + 1);
+            r = Math.floor(r / (k + 1));
+            [row[k], row[j]] = [row[j]!, row[k]!];
+          }
+        }
+        out.push(...row);
+      }
+      return out;
+    }
+    // N up to 7: one table; 8 to 11: two tables composed; 12 and 16 the swaps (16: two groups); 300: a Uint16Array.
+    // 9000 elements cross a pass boundary (8192).
+    for (const [n, elements] of [[1, 50], [2, 300], [4, 9000], [7, 300], [8, 300], [9, 9000], [11, 300], [12, 300], [16, 9000], [300, 20]] as const) {
+      const perm = drawPermutations(createRandom(7, 'permutation'), elements, n);
+      assert.equal(perm instanceof Uint16Array, n > 256, `array type for N = ${n}`);
+      assert.deepEqual(Array.from(perm), reference(7, elements, n), `N = ${n}`);
+    }
+    // A source without the one-pass randintsInto is asked one randint at a time, for the same permutations.
+    const g = createRandom(7, 'permutation');
+    const plain = { randn: (shape: readonly number[]) => g.randn(shape), randint: (k: number) => g.randint(k), uniform: () => g.uniform() };
+    assert.deepEqual(Array.from(drawPermutations(plain, 9000, 4)), reference(7, 9000, 4));
+    // A reused buffer of another stride's length is not written: a new one is returned.
+    const buffer = new Uint8Array(4 * 100);
+    assert.equal(drawPermutations(createRandom(7, 'permutation'), 100, 4, buffer), buffer);
+    assert.notEqual(drawPermutations(createRandom(7, 'permutation'), 100, 5, buffer), buffer);
+  });
   it('un-shuffle inverts shuffle; shuffle moves values between patches', () => {
     const n = 6;
     const size = 500;

@@ -111,6 +111,23 @@ describe('TorchGenerator continues the stream like one torch generator', () => {
     assert.equal(new TorchGenerator(4).randint(1), 0);
   });
 
+  it('randintsInto draws what successive randint calls draw, and leaves the stream at the same place', () => {
+    // [2 ** 31 + 1]: the one-range pass rejects about half of the outputs.
+    const cases: number[][] = [[24], [362880], [2 ** 31 + 1], [2 ** 32], [1], [3, 2 ** 40, 7], [2 ** 31 + 1, 518918400, 5040]];
+    for (const ranges of cases) {
+      const a = new TorchGenerator(21);
+      const b = new TorchGenerator(21);
+      const out = new Float64Array(5000);
+      a.randintsInto(ranges, out);
+      const expected = Array.from(out, (_, i) => b.randint(ranges[i % ranges.length]!));
+      assert.deepEqual(Array.from(out), expected, `ranges ${ranges}`);
+      assert.equal(a.randint(1000), b.randint(1000), `stream position after ranges ${ranges}`);
+    }
+    assertAsgd(() => new TorchGenerator(0).randintsInto([4, 0], new Float64Array(2)), 'ranges[1]', /integer from 1 to 2\^53-1.*received 0/);
+    assertAsgd(() => new TorchGenerator(0).randintsInto([], new Float64Array(2)), 'ranges', /at least one range/);
+    assertAsgd(() => new Mt19937(0).fillBelow(new Float64Array(2), 0, 2, 2 ** 32 + 1), 'n', /integer from 1 to 2\^32.*received 4294967297/);
+  });
+
   it('uniform is in [0, 1) with mean 1/2', () => {
     const g = new TorchGenerator(11);
     let sum = 0;

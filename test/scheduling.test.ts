@@ -376,12 +376,14 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
     const noise = (k: number) => Float32Array.from(rng.randn([k]));
     const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, 12);
     const advance = (step: number, out: Float32Array, x: Float32Array) => sched.step({ stepIndex: step, history: [] }, out, x).prevSample;
-    for (const space of ['x0', 'eps'] as const) {
+    // Pixel interaction on and off (perm null: each unit is its own patch); guidance in either space or none.
+    for (const [space, shuffled] of [['x0', true], ['eps', true], ['none', true], ['x0', false], ['eps', false], ['none', false]] as const) {
       for (const masked of [false, true]) {
         const step = 4;
         const patches = noise(n * size);
         const outputs = Array.from({ length: n }, () => noise(size));
-        const perm = drawPermutations(rng, size, n);
+        const given = outputs.map((o) => o.slice());
+        const perm = shuffled ? drawPermutations(rng, size, n) : null;
         const key = noise(size);
         const mask = masked ? Float32Array.from(rng.randn([plane]), (v) => Math.abs(v) / 3) : null;
         const { alpha, sigma } = sched.noiseLevel(step);
@@ -389,12 +391,12 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
         // The reference: the lockstep path's functions over all patches at once.
         const eps = unshuffleFromUnits(outputs, perm, n, size);
         if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
-        else applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
+        else if (space === 'eps') applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
         const next = advance(step, eps, patches);
         for (const order of [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [3, 4, 1, 0, 2]]) {
           const b = new BarrierStep({
             step, patches, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
-            guidance: () => ({ space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) }),
+            guidance: () => (space === 'none' ? null : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) }),
           });
           for (const j of order) {
             assert.ok(!b.complete, 'not complete before the last unit');
@@ -402,10 +404,11 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
           }
           b.take(order[0]!, { output: noise(size) }); // a second result for a unit is ignored
           assert.ok(b.complete, 'complete');
-          assert.ok(sameBits(b.eps, eps), `${space}, mask ${masked}, order ${order}: guided outputs`);
-          assert.ok(sameBits(b.next, next), `${space}, mask ${masked}, order ${order}: stepped patches`);
+          const label = `${space}, shuffled ${shuffled}, mask ${masked}, order ${order}`;
+          assert.ok(sameBits(b.eps, eps), `${label}: guided outputs`);
+          assert.ok(sameBits(b.next, next), `${label}: stepped patches`);
         }
-        assert.ok(outputs.every((o, j) => o.length === size && !sameBits(o, eps.subarray(j * size, (j + 1) * size))), 'the results are not changed in place');
+        assert.ok(outputs.every((o, j) => sameBits(o, given[j]!)), 'the results are not changed in place');
       }
     }
     const b = new BarrierStep({ step: 1, patches: noise(n * size), perm: null, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null });

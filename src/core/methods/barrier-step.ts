@@ -7,21 +7,9 @@
  * Portable: no Node APIs.
  */
 import { AsgdError } from '../errors.ts';
-import { guideUnit } from './guidance.ts';
+import { guideUnit, type StepGuidance } from './guidance.ts';
 import type { Permutations } from './pixel-interaction.ts';
-import type { StructureSpace } from './guidance.ts';
 import type { UnitResult } from './types.ts';
-
-/** Structure guidance at a step: what guideUnit needs besides the unit. */
-export interface StepGuidance {
-  space: StructureSpace;
-  /** The key patch's reference (its eps or its denoised estimate) [C, p_h, p_w]. */
-  key: Float32Array;
-  /** weightedMask for `space` (guidance.ts). */
-  weights: Float64Array;
-  alpha: number;
-  sigma: number;
-}
 
 export interface BarrierStepSetup {
   step: number;
@@ -80,14 +68,10 @@ export class BarrierStep {
     }
     this.taken[j] = 1;
     this.left--;
-    // The unit's own latent values and a copy of its output (the result is the evaluator's).
+    // The unit's own latent values and its guided output (a copy: the result is the evaluator's).
     const { x, out } = this;
-    out.set(result.output);
-    if (perm === null) x.set(patches.subarray(j * size, (j + 1) * size));
-    else for (let e = 0, p = j; e < size; e++, p += n) x[e] = patches[perm[p] * size + e];
     if (this.guidance === undefined) this.guidance = this.s.guidance();
-    const g = this.guidance;
-    if (g) guideUnit(g.space, out, x, g.key, g.weights, g.alpha, g.sigma, perm, n, j);
+    guideUnit(result.output, patches, perm, n, j, this.guidance, x, out);
     const stepped = this.s.advance(step, out, x);
     const { eps, next } = this.s;
     if (perm === null) {

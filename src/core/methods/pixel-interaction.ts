@@ -33,12 +33,79 @@ export function fisherYatesGroups(n: number): number[][] {
   return groups;
 }
 
+/** Elements drawn per pass: bounds the buffer of raw draws (8192 x groups doubles). */
+const CHUNK = 8192;
+
+/**
+ * Permutations of up to TABLE_N patches are looked up in a table of all of them (7! rows of 7 bytes: 35 KiB, small
+ * enough to stay in cache). For 8 to HEAD_MAX_N patches (one group of swaps) the draw R splits into the first swaps'
+ * digits, R mod (N! / 7!), looked up in a table of their own, and the last six swaps' (k = 6..1), floor(R / (N! / 7!)),
+ * looked up in the 7-patch table; the two rows compose.
+ */
+const TABLE_N = 7;
+const HEAD_MAX_N = 11;
+
+const tables = new Map<string, Uint8Array>();
+
+/**
+ * Applies the mixed-radix draw r to row `base` of perm (swap(k, r mod (k+1)) for each k of the flattened ks[from..to),
+ * r = floor(r / (k+1)) after each) and returns what is left of r.
+ */
+function applyDraw(perm: Permutations, base: number, ks: Int32Array, from: number, to: number, r: number): number {
+  for (let i = from; i < to; i++) {
+    const k = ks[i]!;
+    const m = k + 1;
+    const q = Math.floor(r / m); // r may exceed 2^31: avoid the slow floating-point %
+    const j = r - q * m;
+    r = q;
+    const t = perm[base + k]!;
+    perm[base + k] = perm[base + j]!;
+    perm[base + j] = t;
+  }
+  return r;
+}
+
+/**
+ * Row r of the table is the permutation that the draw r makes with the swaps k = N-1 down to `lowest` (one group):
+ * `lowest` 1 gives every permutation of N, a larger `lowest` only the first swaps'.
+ */
+function permutationTable(n: number, lowest = 1): Uint8Array {
+  const name = `${n}/${lowest}`;
+  let table = tables.get(name);
+  if (table === undefined) {
+    const ks = Int32Array.from({ length: Math.max(n - lowest, 0) }, (_, i) => n - 1 - i);
+    let range = 1;
+    for (let k = lowest + 1; k <= n; k++) range *= k;
+    table = new Uint8Array(range * n);
+    for (let r = 0, base = 0; r < range; r++, base += n) {
+      for (let k = 0; k < n; k++) table[base + k] = k;
+      applyDraw(table, base, ks, 0, ks.length, r);
+    }
+    tables.set(name, table);
+  }
+  return table;
+}
+
+/** out[i] = rng.randint(ranges[i % ranges.length]) in order, in one pass where the source offers it. */
+function randints(rng: RandomSource, ranges: readonly number[], out: Float64Array): void {
+  if (rng.randintsInto) {
+    rng.randintsInto(ranges, out);
+    return;
+  }
+  for (let i = 0, c = 0; i < out.length; i++) {
+    out[i] = rng.randint(ranges[c]!);
+    if (++c === ranges.length) c = 0;
+  }
+}
+
 /**
  * One uniform permutation of N per element, drawn element by element (e ascending) by Fisher-Yates
  * (k = N-1 down to 1: swap(k, r_k) with r_k uniform in [0, k]). The r_k of a group of consecutive k come
  * from ONE rng.randint(prod (k+1)) read as mixed-radix digits (r_k = R mod (k+1), R = floor(R / (k+1))),
  * which makes them exactly independent and uniform while calling the generator 2 times per element
- * instead of 15 for N = 16 (8x less host time). N = 1 draws nothing.
+ * instead of 15 for N = 16 (8x less host time). N = 1 draws nothing. The draws are taken in passes of
+ * CHUNK elements, and up to 11 patches the permutation of each draw is looked up in tables (TABLE_N): the same
+ * permutations, several times faster.
  */
 export function drawPermutations(rng: RandomSource, elements: number, n: number, out?: Permutations): Permutations {
   const perm =
@@ -52,19 +119,51 @@ export function drawPermutations(rng: RandomSource, elements: number, n: number,
   const ranges = groups.map((ks) => ks.reduce((p, k) => p * (k + 1), 1));
   const ks = Int32Array.from(groups.flat());
   const stops = Int32Array.from(groups.map((_, g) => groups.slice(0, g + 1).flat().length));
-  for (let e = 0, base = 0; e < elements; e++, base += n) {
-    for (let k = 0; k < n; k++) perm[base + k] = k;
-    for (let g = 0, i = 0; g < ranges.length; g++) {
-      let r = rng.randint(ranges[g]);
-      for (const stop = stops[g]; i < stop; i++) {
-        const k = ks[i];
-        const m = k + 1;
-        const q = Math.floor(r / m); // r may exceed 2^31: avoid the slow floating-point %
-        const j = r - q * m;
-        r = q;
-        const t = perm[base + k];
-        perm[base + k] = perm[base + j];
-        perm[base + j] = t;
+  const draws = ranges.length;
+  if (draws === 0) {
+    for (let i = 0; i < elements * n; i++) perm[i] = i % Math.max(n, 1);
+    return perm;
+  }
+  const table = n <= TABLE_N ? permutationTable(n) : null;
+  const head = n > TABLE_N && n <= HEAD_MAX_N ? permutationTable(n, TABLE_N) : null;
+  const tail = head !== null ? permutationTable(TABLE_N) : null;
+  const headRange = head !== null ? head.length / n : 0;
+  const values = new Float64Array(Math.min(elements, CHUNK) * draws);
+  for (let e0 = 0; e0 < elements; e0 += CHUNK) {
+    const count = Math.min(CHUNK, elements - e0);
+    const batch = count * draws === values.length ? values : values.subarray(0, count * draws);
+    randints(rng, ranges, batch);
+    if (table !== null && n === 4 && perm.byteOffset % 4 === 0 && perm instanceof Uint8Array) {
+      // Four patches (the 2 x 2 grid): a row is one 32-bit word.
+      const words = new Uint32Array(perm.buffer, perm.byteOffset, perm.length / 4);
+      const rows = new Uint32Array(table.buffer, table.byteOffset, table.length / 4);
+      for (let c = 0; c < count; c++) words[e0 + c] = rows[batch[c]!]!;
+      continue;
+    }
+    if (table !== null) {
+      for (let c = 0, base = e0 * n; c < count; c++, base += n) {
+        const row = (batch[c]! * n) | 0;
+        for (let k = 0; k < n; k++) perm[base + k] = table[row + k]!;
+      }
+      continue;
+    }
+    if (head !== null && tail !== null) {
+      for (let c = 0, base = e0 * n; c < count; c++, base += n) {
+        const r = batch[c]! | 0; // below 11! < 2^31: integer arithmetic
+        const q = (r / headRange) | 0;
+        const h = (r - q * headRange) * n;
+        const t = q * TABLE_N;
+        for (let i = 0; i < TABLE_N; i++) perm[base + i] = head[h + tail[t + i]!]!;
+        for (let i = TABLE_N; i < n; i++) perm[base + i] = head[h + i]!;
+      }
+      continue;
+    }
+    for (let c = 0, v = 0, base = e0 * n; c < count; c++, base += n) {
+      for (let k = 0; k < n; k++) perm[base + k] = k;
+      for (let g = 0, from = 0; g < draws; g++) {
+        const to = stops[g]!;
+        applyDraw(perm, base, ks, from, to, batch[v++]!);
+        from = to;
       }
     }
   }

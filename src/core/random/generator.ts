@@ -68,6 +68,44 @@ export class TorchGenerator implements RandomSource {
     return r % n;
   }
 
+  /**
+   * out[i] = randint(ranges[i % ranges.length]) for i ascending: exactly the values (and the stream position) of those
+   * randint calls, drawn in one pass without a call per value.
+   */
+  randintsInto(ranges: readonly number[], out: Float64Array): void {
+    const limits = ranges.map((n, i) => {
+      if (!Number.isSafeInteger(n) || n < 1) {
+        throw invalidArgument(`ranges[${i}]`, 'an integer from 1 to 2^53-1', n, 'randintsInto draws each value from [0, range).');
+      }
+      return n <= TWO_POW_32 ? TWO_POW_32 - (TWO_POW_32 % n) : 2 ** 53 - (2 ** 53 % n);
+    });
+    const cycle = ranges.length;
+    if (cycle === 0) {
+      if (out.length > 0) throw invalidArgument('ranges', 'at least one range', '[]', 'Give the range of each draw.');
+      return;
+    }
+    const mt = this.mt;
+    if (cycle === 1 && ranges[0]! <= TWO_POW_32) {
+      // The common case (pixel interaction of up to 12 patches): one range on the one-word path.
+      mt.fillBelow(out, 0, out.length, ranges[0]!);
+      return;
+    }
+    for (let i = 0, c = 0; i < out.length; i++) {
+      const n = ranges[c]!;
+      const limit = limits[c]!;
+      let r: number;
+      if (n <= TWO_POW_32) {
+        r = mt.nextUint32();
+        while (r >= limit) r = mt.nextUint32();
+      } else {
+        r = this.next53();
+        while (r >= limit) r = this.next53();
+      }
+      out[i] = r % n;
+      if (++c === cycle) c = 0;
+    }
+  }
+
   /** Uniform float in [0, 1) with 53 random bits. */
   uniform(): number {
     return this.next53() * TWO_POW_MINUS_53;

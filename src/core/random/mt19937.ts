@@ -3,6 +3,7 @@
  * 624-word state seeded from the low 32 bits of the seed, regenerated in one block when exhausted.
  * All arithmetic is 32-bit integer math (Math.imul and >>> 0); no BigInt, so it is fast in V8.
  */
+import { invalidArgument } from '../errors.ts';
 
 const N = 624;
 const M = 397;
@@ -94,6 +95,34 @@ export class Mt19937 {
         y ^= (y << 15) & 0xefc60000;
         y ^= y >>> 18;
         out[i] = ((y & mask) >>> 0) * scale;
+      }
+      this.next = k;
+    }
+  }
+
+  /**
+   * Uniform integers in [0, n) into out[start..end) for n from 1 to 2^32: each is an output below the largest multiple
+   * of n taken modulo n, the outputs at or above it skipped (rejection sampling), in one pass over the state.
+   */
+  fillBelow(out: Float64Array, start: number, end: number, n: number): void {
+    if (!Number.isInteger(n) || n < 1 || n > 4294967296) {
+      throw invalidArgument('n', 'an integer from 1 to 2^32', n, 'fillBelow draws from [0, n) with one output per value.');
+    }
+    const limit = 4294967296 - (4294967296 % n);
+    const s = this.state;
+    let i = start;
+    while (i < end) {
+      if (this.next >= N) this.twist();
+      let k = this.next;
+      while (i < end && k < N) {
+        let y = s[k++];
+        y ^= y >>> 11;
+        y ^= (y << 7) & 0x9d2c5680;
+        y ^= (y << 15) & 0xefc60000;
+        y ^= y >>> 18;
+        y >>>= 0;
+        // y - floor(y / n) * n is y mod n exactly below 2^32, and several times faster than floating-point %.
+        if (y < limit) out[i++] = y - Math.floor(y / n) * n;
       }
       this.next = k;
     }

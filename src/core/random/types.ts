@@ -10,4 +10,9 @@ export interface RandomSource {
   randint(n: number): number;
   /** Uniform float in [0, 1). */
   uniform(): number;
+  /**
+   * Optional fast path: out[i] = randint(ranges[i % ranges.length]) for i ascending, the same values as those calls.
+   * Sources without it are asked one randint at a time.
+   */
+  randintsInto?(ranges: readonly number[], out: Float64Array): void;
 }
