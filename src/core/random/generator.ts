@@ -93,15 +93,15 @@ export class TorchGenerator implements RandomSource {
     for (let i = 0, c = 0; i < out.length; i++) {
       const n = ranges[c]!;
       const limit = limits[c]!;
-      let r: number;
       if (n <= TWO_POW_32) {
-        r = mt.nextUint32();
+        let r = mt.nextUint32();
         while (r >= limit) r = mt.nextUint32();
+        out[i] = r - Math.floor(r / n) * n; // r mod n, exact below 2^32 (Mt19937.fillBelow)
       } else {
-        r = this.next53();
+        let r = this.next53();
         while (r >= limit) r = this.next53();
+        out[i] = r % n;
       }
-      out[i] = r % n;
       if (++c === cycle) c = 0;
     }
   }
