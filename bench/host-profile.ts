@@ -4,9 +4,9 @@
  * Per function, where wall-time differences cannot say which part moved; on a shared machine the totals still vary
  * from run to run (10.7 to 14.8 ms/step for the same code here), so compare versions in alternating runs.
  *
- *   node --import tsx bench/host-profile.ts [--size 2048|3072] [--runs 4] [--top 15]
+ *   node --import tsx bench/host-profile.ts [--size 2048|3072] [--model sdxl|sd15] [--runs 4] [--top 15]
  *
- * Prints a table; writes bench/results/host-profile-<size>.json.
+ * Prints a table; writes bench/results/host-profile-<size>.json (host-profile-sd15-<size>.json for SD 1.5).
  */
 import fs from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -18,27 +18,31 @@ import { simulateGeneration } from './latency-model.ts';
 
 const USAGE = `
 npm run bench:host-profile [-- options]: the latency-model generation at the shipped defaults under the V8 profiler;
-self time per function per step. Prints a table and writes bench/results/host-profile-<size>.json.
+self time per function per step. Prints a table and writes bench/results/host-profile[-sd15]-<size>.json.
 
   --size N     2048 (4 devices) or 3072 (8 devices) (default 2048)
+  --model M    sdxl (native 1024 px: 4 or 9 patches) or sd15 (native 512 px: 16 or 36 patches) (default sdxl)
   --runs N     profiled runs after a warm-up (default 4)
   --top N      functions listed (default 15)
   --help       this text
 `;
-const { values, size, runs } = benchCli(USAGE, {
-  options: { size: { type: 'string', default: '2048' }, runs: { type: 'string', default: '4' }, top: { type: 'string', default: '15' } },
+const { values, size, model, runs } = benchCli(USAGE, {
+  options: { size: { type: 'string', default: '2048' }, model: { type: 'string', default: 'sdxl' }, runs: { type: 'string', default: '4' }, top: { type: 'string', default: '15' } },
 }, ({ values: v }) => ({
   values: { ...v, top: String(intArg('--top', v.top!, 1)) },
   size: Number(choiceArg('--size', v.size!, ['2048', '3072'] as const)),
+  model: choiceArg('--model', v.model!, ['sdxl', 'sd15'] as const),
   runs: intArg('--runs', v.runs!, 1),
 }));
 const geometries: Record<number, { latent: number; devices: number }> = { 2048: { latent: 256, devices: 4 }, 3072: { latent: 384, devices: 8 } };
 const g = geometries[size];
 if (!g) throw new Error(`--size: 2048 or 3072, got ${values.size}`);
 const steps = 50;
+const native = model === 'sd15' ? 64 : 128;
+const name = `${model === 'sd15' ? 'SD 1.5' : 'SDXL'} ${size}x${size}`;
 const settings = {
-  geometry: { name: `SDXL ${size}x${size}`, latent: g.latent, native: 128 }, devices: g.devices, steps, pixelInteraction: true, guidanceSync: false,
-  split: 'balance' as const, latency: { unitMs: 100, nativeArea: 128 * 128, halfCost: 1.04, probeExtra: 0.15, callOverheadMs: 1 }, stageSplit: 0.8, chargeHost: true,
+  geometry: { name, latent: g.latent, native }, devices: g.devices, steps, pixelInteraction: true, guidanceSync: false,
+  split: 'balance' as const, latency: { unitMs: 100, nativeArea: native * native, halfCost: 1.04, probeExtra: 0.15, callOverheadMs: 1 }, stageSplit: 0.8, chargeHost: true,
 };
 
 await simulateGeneration(settings); // warm-up: compile the hot paths before profiling
@@ -62,12 +66,12 @@ const deltas = profile.timeDeltas ?? [];
 const perStep = (ms: number) => ms / (runs * steps);
 const rows = [...self.entries()].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]);
 const total = rows.reduce((s, [, v]) => s + v, 0);
-console.log(`\n### Host CPU time per step, SDXL ${size}x${size} on ${g.devices} latency-model devices (${runs} runs, self time)\n`);
+console.log(`\n### Host CPU time per step, ${name} on ${g.devices} latency-model devices (${runs} runs, self time)\n`);
 console.log('| function | ms/step | share |');
 console.log('|---|---|---|');
 for (const [k, v] of rows.slice(0, Number(values.top))) console.log(`| ${k} | ${perStep(v).toFixed(2)} | ${((100 * v) / total).toFixed(1)}% |`);
 console.log(`| all | ${perStep(total).toFixed(2)} | |`);
-const out = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', `host-profile-${size}.json`);
+const out = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', `host-profile${model === 'sd15' ? '-sd15' : ''}-${size}.json`);
 fs.mkdirSync(path.dirname(out), { recursive: true });
-fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model, size, runs, msPerStep: Object.fromEntries(rows.map(([k, v]) => [k, perStep(v)])) }, null, 2) + '\n');
+fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model, model, size, runs, msPerStep: Object.fromEntries(rows.map(([k, v]) => [k, perStep(v)])) }, null, 2) + '\n');
 console.log(`\nWrote ${path.relative(process.cwd(), out)}`);
