@@ -110,6 +110,7 @@ test('WASM: the page loads with no console error and makes the 128 px and 256 px
   single = await openDemo(context, site.url, 'provider=wasm&workers=1');
   assert.ok(single.modelRequests.some((u) => u.endsWith('/unet/model.onnx')), 'the first load downloads the model');
   images.r128 = await generateOnDemo(single.page, settings(128, 128, 7));
+  assert.equal(images.r128.splitCfg, 'never', "'auto' with one worker: no CFG halves");
   await matchesNode(images.r128, { width: 128, height: 128, seed: 7 });
   images.r256 = await generateOnDemo(single.page, settings(256, 256, 11));
   await matchesNode(images.r256, { width: 256, height: 256, seed: 11 });
@@ -145,7 +146,24 @@ test('WASM: the second load reads the stored model (no model request), and two w
   const d = compareRgb(await rgbOfPng(r.png), await rgbOfPng(images.r256!.png));
   assert.equal(d.maxAbs, 0, `identical pixels: ${JSON.stringify(d)}`);
   assert.ok(r.png.equals(images.r256!.png), 'identical files');
+  assert.equal(r.splitCfg, 'balance', "'auto' on two WebAssembly workers whose UNet gives a split unit a whole one's bits");
   assert.deepEqual(two.errors, []);
+});
+
+test("WASM: two workers running every unit as two CFG halves (splitCfg 'always') give the same image as one worker", async () => {
+  const halves = await openDemo(context ?? (await newContext()), site.url, 'provider=wasm&workers=2&split=always');
+  const r = await generateOnDemo(halves.page, settings(256, 256, 11));
+  assert.equal(r.splitCfg, 'always');
+  const tasks = r.stats.reduce((n, s) => n + s.tasks, 0);
+  assert.equal(tasks, 2 * r.unetEvaluations, `every unit ran as two halves: ${JSON.stringify(r.stats)}, ${r.unetEvaluations} units`);
+  assert.ok(r.stats.every((s) => s.tasks > 0), `both workers ran halves: ${JSON.stringify(r.stats)}`);
+  if (images.r256) {
+    const d = compareRgb(await rgbOfPng(r.png), await rgbOfPng(images.r256.png));
+    assert.equal(d.maxAbs, 0, `identical pixels: ${JSON.stringify(d)}`);
+    assert.ok(r.png.equals(images.r256.png), 'identical files');
+  } else await matchesNode(r, { width: 256, height: 256, seed: 11 });
+  assert.deepEqual(halves.errors, []);
+  await halves.page.close();
 });
 
 test('WASM: fuseAttention fuses the UNet and the probe graph in the device worker; the image is Node\'s fused one within the tolerance', async () => {

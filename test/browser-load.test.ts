@@ -255,6 +255,7 @@ test('every load option is checked before any request, with Node\'s wording', as
     [{ threads: -1 }, 'threads', '-1'],
     [{ fuseAttention: 'yes' }, 'fuseAttention', '"yes"'],
     [{ unetPrecision: 'half' }, 'unetPrecision', '"half"'],
+    [{ splitCfg: 'sometimes' }, 'splitCfg', '"sometimes"'],
     [{ provider: 'cuda' }, 'provider', '"cuda"'],
     [{ wasmPaths: 7 }, 'wasmPaths', '7'],
     [{ signal: 'stop' }, 'signal', '"stop"'],
@@ -269,7 +270,7 @@ test('every load option is checked before any request, with Node\'s wording', as
   const misspelt = await tryLoad(lib, 'shapes-128', { wokers: 2 });
   assert.match(misspelt.expected!, /^a loadWebPipeline option: provider, workers, /);
   // The options both sides have are refused in the same words.
-  for (const options of [{ fuseAttention: 'yes' }, { unetPrecision: 'half' }, { threads: -1 }, { attentionProbe: 'no' }, { nope: 1 }]) {
+  for (const options of [{ fuseAttention: 'yes' }, { unetPrecision: 'half' }, { splitCfg: 'sometimes' }, { threads: -1 }, { attentionProbe: 'no' }, { nope: 1 }]) {
     const web = await tryLoad(lib, 'shapes-128', options);
     const node = await loadPipeline(MODEL, options as object).then(
       async (p) => {

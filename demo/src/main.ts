@@ -1,12 +1,19 @@
 /**
  * The demo page: the shipped model in the visitor's browser through asgdiffusion/web. Query parameters (for
  * links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, threads (per worker), steps, size
- * (WxH), store=0 (no Cache Storage), probe=0 (no attention-probe UNet: asg runs without its mask).
+ * (WxH), store=0 (no Cache Storage), probe=0 (no attention-probe UNet: asg runs without its mask), split (auto | balance
+ * | always | never: CFG halves across the workers).
  */
 import { AsgdError, METHOD_NAMES, MODEL_CACHE, clearStoredModel, loadWebPipeline, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
 
 const query = new URLSearchParams(location.search);
 const MODEL_URL = query.get('model') ?? new URL('models/shapes-128/', location.href).href;
+
+/** The split query parameter as loadWebPipeline's splitCfg (absent: its default); a wrong value is its to refuse. */
+function splitOption(): { splitCfg?: 'auto' | 'balance' | 'always' | 'never' } {
+  const split = query.get('split');
+  return split === null ? {} : { splitCfg: split as 'auto' };
+}
 
 const $ = <T extends Element>(sel: string) => document.querySelector(sel) as T;
 const form = $<HTMLFormElement>('#form');
@@ -66,7 +73,7 @@ async function ensurePipeline(): Promise<WebPipeline> {
     }
   };
   const threads = query.get('threads') ? Number(query.get('threads')) : undefined;
-  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, threads, store: query.get('store') !== '0', attentionProbe: query.get('probe') !== '0', probeSession: query.get('probeSession') === 'separate' ? 'separate' : 'shared', fuseAttention: query.get('fuse') === '1', unetPrecision: query.get('precision') === 'float16' ? 'float16' : 'native', onProgress });
+  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, threads, store: query.get('store') !== '0', attentionProbe: query.get('probe') !== '0', probeSession: query.get('probeSession') === 'separate' ? 'separate' : 'shared', fuseAttention: query.get('fuse') === '1', unetPrecision: query.get('precision') === 'float16' ? 'float16' : 'native', ...splitOption(), onProgress });
   pipeKey = key;
   exposed.pipeline = pipe;
   fillSizes(pipe.nativeSize.width, pipe.nativeSize.height);

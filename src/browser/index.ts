@@ -22,3 +22,4 @@ export { TOOL_VERSION } from './version.ts';
 export type { IoInfo } from '../onnx/io.ts';
 export type { ComponentIo } from './device/protocol.ts';
 export type { DeviceStats } from '../core/dispatch/dispatcher.ts';
+export type { SplitMode } from '../core/dispatch/tasks.ts';

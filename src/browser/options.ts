@@ -1,6 +1,7 @@
 /** The browser pipeline's load options and what its events carry. */
 import type { FileProgress } from './model/model-files.ts';
 import type { WebComponent, WebProvider } from './device/protocol.ts';
+import type { SplitMode } from '../core/dispatch/tasks.ts';
 
 export type { FileProgress, WebComponent, WebProvider };
 
@@ -33,6 +34,14 @@ export interface WebPipelineOptions {
    * optimum's default float32 SD 1.x/2.x export (3.4 GB) within what a browser holds. 'native' (default): as exported.
    */
   unetPrecision?: 'native' | 'float16';
+  /**
+   * Units run as two CFG halves (batch-1 calls) to balance the workers, as Node's PipelineOptions.splitCfg: 'auto'
+   * (default) is 'balance' where two or more workers run on WebAssembly and the UNet gives a split unit the same bits
+   * as a whole one (checked on a small latent when the model loads), so the image does not depend on the worker
+   * count; else 'never'. 'always' splits every unit; 'balance' where it shortens a step (on WebGPU the last bits may
+   * then depend on the worker count). WebModelInfo.splitCfg says what was chosen.
+   */
+  splitCfg?: 'auto' | SplitMode;
   /** Keep the model files in the browser's Cache Storage so the next visit loads them from disk (default true). */
   store?: boolean;
   /**

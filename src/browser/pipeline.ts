@@ -6,6 +6,7 @@
  */
 import type { TextConditioning } from '../core/conditioning.ts';
 import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
+import { resolveSplitMode, type SplitMode } from '../core/dispatch/tasks.ts';
 import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { fusionChangesNothing } from '../core/fusion-note.ts';
@@ -73,6 +74,8 @@ export interface WebModelInfo {
    * WebGPU device found it right) or 'padded'; `formReason` says why.
    */
   attentionFusion: { applied: boolean; layers: number; reason?: string; form?: 'padded' | 'flash'; formReason?: string; biasSplitGelus?: number; groupNorms?: number };
+  /** How units are split into CFG halves: WebPipelineOptions.splitCfg, 'auto' resolved. */
+  splitCfg: SplitMode;
   /** What unetPrecision 'float16' did (absent with 'native'), as Node's ModelInfo.unetFloat16. */
   unetFloat16?: UnetFloat16Info;
   components: Partial<Record<WebComponent, ComponentIo>>;
@@ -85,7 +88,7 @@ function defaultWorker(index: number): Worker {
 }
 
 /** loadWebPipeline's options, known by name. */
-const LOAD_OPTIONS = ['provider', 'workers', 'threads', 'attentionProbe', 'probeSession', 'fuseAttention', 'unetPrecision', 'store', 'wasmPaths', 'createWorker', 'onProgress', 'signal', 'fetch'] as const;
+const LOAD_OPTIONS = ['provider', 'workers', 'threads', 'attentionProbe', 'probeSession', 'fuseAttention', 'unetPrecision', 'splitCfg', 'store', 'wasmPaths', 'createWorker', 'onProgress', 'signal', 'fetch'] as const;
 
 /**
  * loadWebPipeline's options, checked before any request as Node's loadPipeline checks its own (JavaScript callers
@@ -101,7 +104,7 @@ function checkLoadOptions(options: unknown): WebPipelineOptions {
   const workers = o['workers'];
   if (workers !== undefined && !(typeof workers === 'number' && Number.isInteger(workers) && workers >= 1)) throw invalidArgument('workers', 'an integer >= 1', workers);
   if (o['threads'] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, 'threads'), o['threads']);
-  for (const key of ['fuseAttention', 'probeSession', 'unetPrecision'] as const) {
+  for (const key of ['fuseAttention', 'probeSession', 'unetPrecision', 'splitCfg'] as const) {
     if (o[key] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, key), o[key]);
   }
   for (const key of ['attentionProbe', 'store']) {
@@ -328,8 +331,14 @@ export class WebPipeline {
       // Asked for but not applied: said at every run, as the Node pipeline does.
       const unfused = fuse && !fusion.applied ? [fusionChangesNothing(fusion.reason ?? 'not fused')] : [];
       const deviceWarnings = [...unfused, ...precisionWarnings, ...(provider === 'webgpu' && onnxAttention > 0 ? [webgpuAttentionNote(onnxAttention)] : [])];
-      const info = { ...describe(spec, components, probe, fusion, provider, workers, deviceWarnings), ...(unetFloat16 ? { unetFloat16 } : {}) };
-      const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split: 'never' });
+      const sample = components.unet!.inputs.find((i) => i.name === 'sample') ?? components.unet!.inputs[0];
+      const staticBatch = typeof sample?.shape[0] === 'number' ? sample.shape[0] : undefined;
+      const split = await resolveSplitMode(options.splitCfg ?? 'auto', { devices: workers, cpuKernels: provider === 'wasm', staticBatch }, async () =>
+        (await devices[0]!.request<'checkCfgSplit'>({ type: 'checkCfgSplit', height: 16, width: 16 }, 'checking CFG splitting')).identical,
+      );
+      if (signal?.aborted) throw loadCancelled();
+      const info = { ...describe(spec, components, probe, fusion, provider, workers, deviceWarnings, split), ...(unetFloat16 ? { unetFloat16 } : {}) };
+      const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split });
       return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2, deviceWarnings);
     } catch (err) {
       stop();
@@ -478,7 +487,7 @@ export class WebPipeline {
 
 function describe(
   spec: WebModelSpec, components: Partial<Record<WebComponent, ComponentIo>>, probe: { layers: string[] } | { reason: string },
-  attentionFusion: WebModelInfo['attentionFusion'], provider: WebProvider, workers: number, deviceNotes: string[],
+  attentionFusion: WebModelInfo['attentionFusion'], provider: WebProvider, workers: number, deviceNotes: string[], splitCfg: SplitMode,
 ): WebModelInfo {
   const unet = components.unet!;
   const sample = unet.inputs.find((i: IoInfo) => i.name === 'sample') ?? unet.inputs[0]!;
@@ -498,6 +507,7 @@ function describe(
     latentChannels: channels,
     provider,
     workers,
+    splitCfg,
     attentionProbe: 'layers' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },
     attentionFusion,
     components,

@@ -36,7 +36,7 @@ import { autoDevices, autoDevicesNote, checkFlashAttention, checkProvidersAvaila
 import { attentionFormFor, NO_WEBGPU_FORM, type AttentionForm, type FlashCheck } from '../graph/attention-check.ts';
 import { DevicePool } from './runner/pool.ts';
 import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts';
-import type { SplitMode } from '../core/dispatch/tasks.ts';
+import { resolveSplitMode, type SplitMode } from '../core/dispatch/tasks.ts';
 import type { TextConditioning } from '../core/conditioning.ts';
 import type { IoInfo } from '../onnx/io.ts';
 import type { UnetFloat16Info } from '../core/unet-precision.ts';
@@ -1011,19 +1011,13 @@ async function startDevices(
   }
 }
 
-/**
- * Resolves 'auto' CFG splitting: 'balance' on CPU-only device lists when the model, checked on a small latent,
- * gives a split unit the same bits as a whole one (so results do not depend on the device count); else 'never'.
- */
-async function splitModeFor(
+/** resolveSplitMode for a device list and the UNet's inputs: its static batch, where the export fixes one. */
+function splitModeFor(
   mode: 'auto' | SplitMode, devices: DeviceSpec[], unetInputs: IoInfo[] | undefined, splitIsExact: () => Promise<boolean>,
 ): Promise<SplitMode> {
   const batch = unetInputs?.find((i) => i.name === 'sample')?.shape[0] ?? unetInputs?.[0]?.shape[0];
-  // A static batch of 2 cannot run halves (static batch 1 already does, two calls per unit).
-  if (typeof batch === 'number' && batch > 1) return 'never';
-  if (mode !== 'auto') return mode;
-  if (devices.length < 2 || devices.some((d) => d.provider !== 'cpu')) return 'never';
-  return (await splitIsExact()) ? 'balance' : 'never';
+  const cpuKernels = devices.every((d) => d.provider === 'cpu');
+  return resolveSplitMode(mode, { devices: devices.length, cpuKernels, staticBatch: typeof batch === 'number' ? batch : undefined }, splitIsExact);
 }
 
 /** Loads a model folder onto the devices: reads the folder, starts one worker per device, opens the sessions. */

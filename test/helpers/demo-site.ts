@@ -138,8 +138,12 @@ export interface DemoResult {
   png: Buffer;
   metadata: GenerationMetadata;
   totalMs: number;
-  /** Per worker: the units it ran. */
+  /** Per worker: the tasks it ran (a unit, or one of its CFG halves). */
   stats: { label: string; tasks: number }[];
+  /** The generation's units (WebGenerateResult.unetEvaluations). */
+  unetEvaluations: number;
+  /** How the pipeline splits units into CFG halves (WebModelInfo.splitCfg). */
+  splitCfg: string;
 }
 
 /** Fills the demo's form, generates, and reads the result the page exposes (window.asgdDemo). */
@@ -154,7 +158,7 @@ export async function generateOnDemo(page: Page, s: DemoSettings, timeout = 120_
   if ((await page.getAttribute('body', 'data-state')) !== 'done') throw new Error(`The demo failed: ${await page.textContent('#status')}`);
   const r = (await page.evaluate(`(() => {
     const d = window.asgdDemo;
-    return { png: Array.from(d.result.png), metadata: d.result.metadata, totalMs: d.result.timings.totalMs, stats: d.pipeline.deviceStats };
+    return { png: Array.from(d.result.png), metadata: d.result.metadata, totalMs: d.result.timings.totalMs, stats: d.pipeline.deviceStats, unetEvaluations: d.result.unetEvaluations, splitCfg: d.pipeline.info.splitCfg };
   })()`)) as Omit<DemoResult, 'png'> & { png: number[] };
   return { ...r, png: Buffer.from(r.png) };
 }

@@ -80,6 +80,8 @@ export type DeviceRequest =
       guidanceScale: number; wantAttention: boolean; maskTokens?: number[]; timeIds?: number[];
     }
   | { type: 'vaeDecode'; latent: Float32Array; channels: number; height: number; width: number }
+  /** Runs a unit whole and as two CFG halves on a latent of this size and compares the bits (UnetAdapter.checkCfgSplit). */
+  | { type: 'checkCfgSplit'; height: number; width: number }
   /** Derives (once per loaded decoder) the norm-statistics graphs of the decoder or of its split's tiled part. */
   | { type: 'vaeNorms'; of: VaeGraphSource }
   /** Derives (once per loaded decoder) the decoder split after its attention. */
@@ -114,6 +116,7 @@ export type DeviceResult =
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }
+  | { type: 'checkCfgSplit'; identical: boolean; maxAbs: number }
   | { type: 'vaeNorms'; layers?: NormLayer[]; reason?: string }
   | { type: 'vaeSplit'; chunked?: boolean; coreReason?: string; reason?: string }
   | { type: 'vaeGraph'; data: Float32Array; channels: number; height: number; width: number; stats: Float32Array; state?: TileState }

@@ -352,6 +352,10 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
         transfer,
       };
     }
+    case 'checkCfgSplit': {
+      if (!state.unet) throw new Error('device worker: unet not loaded');
+      return { result: { type: 'checkCfgSplit', ...(await state.unet.checkCfgSplit(req.height, req.width)) }, transfer: [] };
+    }
     case 'vaeDecode': {
       if (!state.decoder) throw new Error('device worker: vae_decoder not loaded');
       const r = await state.decoder.decode(req.latent, req.channels, req.height, req.width);

@@ -11,6 +11,7 @@ const MATRIX_A = 0x9908b0df;
 const UPPER_MASK = 0x80000000;
 const LOWER_MASK = 0x7fffffff;
 
+/** The 32-bit Mersenne Twister laid out as torch's CPU engine (see the top of this file). */
 export class Mt19937 {
   private readonly state = new Uint32Array(N);
   /** Index of the next state word to temper; N means the block is used up. */
