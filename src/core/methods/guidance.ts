@@ -141,8 +141,6 @@ export function guideUnit(
     eps.set(output);
     if (g === null || j === 0) return;
   }
-  const wm = g?.weights ?? new Float64Array(1);
-  const plane = wm.length;
   if (g === null) {
     for (let e = 0, p = j; e < size; e++, p += n) {
       x[e] = patches[perm![p]! * size + e]!;
@@ -150,8 +148,11 @@ export function guideUnit(
     }
     return;
   }
+  const wm = g.weights;
+  const plane = wm.length;
   // The key patch's elements keep the output's bits: selected with an integer mask (-1 where the owner is patch 0),
-  // not a branch, which the random owners would mispredict a quarter of the time (twice as slow measured).
+  // not a branch on the random owner (measured 10-15 % faster with 4 patches, where a quarter of the elements are the
+  // key patch's; about 10 % slower with 16, docs/benchmarks.md).
   const epsBits = new Int32Array(eps.buffer, eps.byteOffset, size);
   const outBits = new Int32Array(output.buffer, output.byteOffset, size);
   const { key, alpha, sigma } = g;
