@@ -12,8 +12,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import { ModelProtoSchema } from 'onnx-buf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema, TensorProtoSchema } from 'onnx-buf';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadPipeline, type PipelineOptions } from '../src/node/pipeline.ts';
 import { prepareFloat16Unet } from '../src/node/float16-unet.ts';
@@ -49,6 +49,19 @@ const BIG_FILE = 640 * 2 ** 20;
 let bigData: Buffer | undefined;
 /** Where ext-far's weights begin in its data file: past 4 GiB, where ONNX Runtime Web's 32-bit offsets wrap into the zeros before. */
 const FAR = 2 ** 32 + 64 * 2 ** 20;
+/** onnx-big's UNet file: over the 64 MiB above which a model file goes to the workers as its stored copy. */
+const BIG_ONNX = 72 * 2 ** 20;
+/** The UNet files of onnx-big (weights inline) and onnx-big-ext (weights in model.onnx_data), made when first asked for. */
+const bigOnnx: { 'onnx-big'?: Buffer; 'onnx-big-ext'?: Buffer } = {};
+/**
+ * A UNet file made BIG_ONNX bytes larger by an initializer no node uses, placed first (ONNX Runtime drops it), so its
+ * file is one of the size of a large single-file export while its outputs stay the UNet's.
+ */
+function withPadding(unet: Uint8Array): Buffer {
+  const model = fromBinary(ModelProtoSchema, unet);
+  model.graph!.initializer.unshift(create(TensorProtoSchema, { name: 'asgd_test_padding', dims: [BigInt(BIG_ONNX / 4)], dataType: 1, rawData: new Uint8Array(BIG_ONNX) }));
+  return Buffer.from(toBinary(ModelProtoSchema, model));
+}
 /** How often ext-flaky's weights file was asked for. */
 let flakyServed = 0;
 /** Whether ext-big's next answer for its weights is cut off halfway (the connection dropped). */
@@ -56,13 +69,24 @@ let cutBigOnce = false;
 
 /** How each variant of the folder answers: the data file as it is, missing, cut short, or claiming a size no browser holds. */
 function route(url: string, res: import('node:http').ServerResponse): boolean {
-  const m = /^\/models\/(ext|ext-missing|ext-short|ext-flaky|ext-huge|ext-escape|ext-big|ext-upcast|ext-far)\/(.*)$/.exec(url);
+  const m = /^\/models\/(ext|ext-missing|ext-short|ext-flaky|ext-huge|ext-escape|ext-big|ext-upcast|ext-far|onnx-big|onnx-big-ext|onnx-big-html)\/(.*)$/.exec(url);
   if (!m) return false;
   const [, variant, rel] = m as unknown as [string, string, string];
   const send = (bytes: Uint8Array, type = 'application/octet-stream') => {
     res.writeHead(200, { 'Content-Type': type, 'Content-Length': bytes.length, 'Cache-Control': 'no-store', ...ISOLATION }).end(bytes);
     return true;
   };
+  if (variant.startsWith('onnx-big') && rel === 'unet/model.onnx') {
+    if (variant === 'onnx-big-html') return send(Buffer.from('<!doctype html><title>Not here</title>'.padEnd(BIG_ONNX, ' ')));
+    const key = variant as 'onnx-big' | 'onnx-big-ext';
+    bigOnnx[key] ??= withPadding(fs.readFileSync(path.join(key === 'onnx-big' ? SHIPPED : extDir, rel)));
+    return send(bigOnnx[key]!);
+  }
+  if (variant === 'onnx-big' || variant === 'onnx-big-html') {
+    const file = path.join(SHIPPED, rel);
+    if (!fs.existsSync(file) || !fs.statSync(file).isFile()) return void res.writeHead(404, ISOLATION).end(), true;
+    return send(fs.readFileSync(file), file.endsWith('.json') ? 'application/json' : 'application/octet-stream');
+  }
   if (rel === DATA && variant === 'ext-missing') return void res.writeHead(404, ISOLATION).end(), true;
   if (rel === DATA && variant === 'ext-short') return send(dataBytes.subarray(0, dataBytes.length >> 1));
   // Cut short at its first answer only (an export still being copied to the server), whole afterwards.
@@ -577,6 +601,74 @@ test('a weights file of 640 MiB is kept in Cache Storage (streamed into it), so 
   } finally {
     await context.close();
     bigData = undefined;
+  }
+});
+
+test('a model file over 64 MiB (one file, as an SD 1.5 float16 UNet is exported) goes to the workers as its stored copy, streamed into Cache Storage, never read into the page; its external data found through windows of it', async () => {
+  const { context, page } = await storingPage();
+  const unet = (variant: string) => `/models/${variant}/unet/model.onnx`;
+  try {
+    // The same weights, read the old way (storing off: into the page, and to the worker in pieces).
+    const plain = await load(page, 'onnx-big', { store: false }, PARAMS);
+    assert.equal(plain.ok, true, plain.message);
+    assert.ok(((await page.evaluate('window.posted()')) as Posted).stages > 0, 'posted in pieces');
+    assert.ok(((await page.evaluate('window.largestAlloc()')) as number) >= BIG_ONNX, 'read into the page');
+    const same = async (r: Loaded, what: string) => {
+      const d = compareRgb(await rgbOfPng(Buffer.from(r.png!)), await rgbOfPng(Buffer.from(plain.png!)));
+      assert.equal(d.differing, 0, `${what}: ${JSON.stringify(d)}`);
+    };
+
+    const first = await load(page, 'onnx-big', {}, PARAMS);
+    assert.equal(first.ok, true, first.message);
+    assert.deepEqual(first.requests.filter((u) => u === unet('onnx-big')), [unet('onnx-big')]);
+    let posted = (await page.evaluate('window.posted()')) as Posted;
+    // The UNet as a Blob, to the probe's derivation as well (probeSession 'shared': one load), the others as bytes.
+    assert.equal(posted.stages, 0);
+    assert.ok(posted.blobs >= 1, JSON.stringify(posted));
+    assert.ok(posted.largest < 16 * 2 ** 20, `${posted.largest} bytes posted at most`);
+    const largest = (await page.evaluate('window.largestAlloc()')) as number;
+    assert.ok(largest < 16 * 2 ** 20, `${largest} bytes allocated by the page at most`);
+    assert.equal(await storedSize(page, unet('onnx-big')), bigOnnx['onnx-big']!.length);
+    await same(first, 'streamed into the storage');
+
+    const second = await load(page, 'onnx-big', {}, PARAMS);
+    assert.equal(second.ok, true, second.message);
+    assert.deepEqual(second.requests, [], 'every file read from storage');
+    posted = (await page.evaluate('window.posted()')) as Posted;
+    assert.ok(posted.blobs >= 1 && posted.stages === 0 && posted.largest < 16 * 2 ** 20, JSON.stringify(posted));
+    assert.ok(((await page.evaluate('window.largestAlloc()')) as number) < 16 * 2 ** 20);
+    await same(second, 'from the storage');
+
+    // Its stored copy cut short (a bad answer kept): the session fails to open from it, so it is downloaded again.
+    const stored = JSON.stringify(`${site.url}${unet('onnx-big').slice(1)}`);
+    await page.evaluate(`caches.open(window.asgdDemo.web.MODEL_CACHE).then(async (c) => {
+      const blob = await (await c.match(${stored})).blob();
+      const part = blob.slice(0, blob.size - 4096);
+      await c.put(${stored}, new Response(part, { headers: { 'content-type': 'application/octet-stream', 'content-length': String(part.size) } }));
+    })`);
+    assert.equal(await storedSize(page, unet('onnx-big')), bigOnnx['onnx-big']!.length - 4096);
+    const mended = await load(page, 'onnx-big', {}, PARAMS);
+    assert.equal(mended.ok, true, mended.message);
+    assert.deepEqual(mended.requests, [unet('onnx-big')]);
+    await same(mended, 'downloaded again');
+    assert.equal(await storedSize(page, unet('onnx-big')), bigOnnx['onnx-big']!.length);
+
+    // Its weights in model.onnx_data: found by reading the stored copy in windows, and fetched beside it.
+    const ext = await load(page, 'onnx-big-ext', {}, PARAMS);
+    assert.equal(ext.ok, true, ext.message);
+    assert.ok(ext.requests.includes(`/models/onnx-big-ext/${DATA}`), ext.requests.join(' '));
+    assert.ok(((await page.evaluate('window.posted()')) as Posted).blobs >= 1);
+    await same(ext, 'external data found in the stored copy');
+
+    // A web page answered for it (with a binary type): refused as a model file read into the page is, and not kept.
+    const html = await load(page, 'onnx-big-html', {});
+    assert.equal(html.ok, false);
+    assert.match(html.message!, /^unet\/model\.onnx is not an ONNX model; expected an ONNX model \(protobuf\) at .*; received 75497472 bytes starting 3c 21 64 6f 63 74 79 70/);
+    assert.equal(await storedSize(page, unet('onnx-big-html')), null);
+  } finally {
+    await context.close();
+    delete bigOnnx['onnx-big'];
+    delete bigOnnx['onnx-big-ext'];
   }
 });
 

@@ -12,7 +12,7 @@ import {
   AttributeProtoSchema, AttributeProto_AttributeType, GraphProtoSchema, ModelProtoSchema, NodeProtoSchema, SparseTensorProtoSchema, StringStringEntryProtoSchema, TensorProtoSchema,
   type GraphProto, type ModelProto, type TensorProto,
 } from 'onnx-buf';
-import { externalDataFiles, unsafeLocation } from '../src/graph/external-data.ts';
+import { externalDataFiles, externalDataFilesFrom, unsafeLocation, type ByteSource } from '../src/graph/external-data.ts';
 import { outOfMemory } from '../src/browser/device/wire-error.ts';
 import { AsgdError } from '../src/core/errors.ts';
 import { moveToExternalData } from './fixtures/onnx-graph.ts';
@@ -96,6 +96,80 @@ test('an external tensor with no location is reported as "", which no page may f
   const bytes = toBinary(ModelProtoSchema, create(ModelProtoSchema, { graph: create(GraphProtoSchema, { initializer: [t] }) }));
   assert.deepEqual(externalDataFiles(bytes), ['']);
   assert.match(unsafeLocation('')!, /names no file/);
+});
+
+/** `bytes` as a ByteSource that counts what is read. */
+function counted(bytes: Uint8Array): ByteSource & { read: ByteSource['read']; bytesRead: number } {
+  const source = {
+    size: bytes.length,
+    bytesRead: 0,
+    async read(offset: number, length: number) {
+      const part = bytes.slice(offset, Math.min(bytes.length, offset + length));
+      source.bytesRead += part.length;
+      return part;
+    },
+  };
+  return source;
+}
+
+test('read through windows (a stored Blob in a page), a model names the same files as when scanned whole, reading little of its weights', async () => {
+  const unet = new Uint8Array(fs.readFileSync(UNET));
+  const model = fromBinary(ModelProtoSchema, unet);
+  // A large inline tensor first among the initializers, then the UNet's weights moved out but for one kept inline.
+  const moved = fromBinary(ModelProtoSchema, unet);
+  moveToExternalData(moved, 'model.onnx_data');
+  const big = create(TensorProtoSchema, { name: 'unused_big', dims: [1n << 20n], dataType: 1, rawData: new Uint8Array(4 << 20).fill(7) });
+  moved.graph!.initializer.unshift(big);
+  const cases: [string, Uint8Array][] = [
+    ['the shipped UNet (weights inline)', unet],
+    ['its weights in model.onnx_data, a 4 MiB tensor inline', toBinary(ModelProtoSchema, moved)],
+  ];
+  // The model of the test above: every place a tensor can be.
+  const inner = create(GraphProtoSchema, { name: 'branch', initializer: [external('w_branch', 'branch.bin')] });
+  cases.push(['tensors in attributes, sparse tensors and subgraphs', toBinary(ModelProtoSchema, create(ModelProtoSchema, {
+    graph: create(GraphProtoSchema, {
+      initializer: [external('w0', 'a.bin'), create(TensorProtoSchema, { name: 'inline', dims: [1n], dataType: 1, rawData: new Uint8Array(4) })],
+      sparseInitializer: [create(SparseTensorProtoSchema, { values: external('sv', 'sparse.bin'), indices: create(TensorProtoSchema, { name: 'si', dims: [1n], dataType: 7, rawData: new Uint8Array(8) }), dims: [4n] })],
+      node: [
+        create(NodeProtoSchema, { opType: 'Constant', output: ['c'], attribute: [create(AttributeProtoSchema, { name: 'value', type: AttributeProto_AttributeType.TENSOR, t: external('c', 'const.bin') })] }),
+        create(NodeProtoSchema, { opType: 'If', input: ['cond'], output: ['y'], attribute: [create(AttributeProtoSchema, { name: 'then_branch', type: AttributeProto_AttributeType.GRAPH, g: inner })] }),
+      ],
+    }),
+  }))]);
+  const noLocation = external('w', 'x.bin');
+  noLocation.externalData = noLocation.externalData.filter((e) => e.key !== 'location');
+  cases.push(['an external tensor with no location', toBinary(ModelProtoSchema, create(ModelProtoSchema, { graph: create(GraphProtoSchema, { initializer: [noLocation] }) }))]);
+  for (const [what, bytes] of cases) {
+    const whole = externalDataFiles(bytes);
+    // Windows of 64 KiB (the default), and of 32 bytes, where every message but the smallest is walked field by field.
+    for (const window of [undefined, 32]) {
+      const r = await externalDataFilesFrom(counted(bytes), window);
+      assert.deepEqual(r.files, whole, `${what}, window ${window ?? 'default'}`);
+    }
+  }
+  assert.deepEqual(externalDataFiles(cases[1]![1]), ['model.onnx_data']);
+  assert.deepEqual(externalDataFiles(cases[2]![1]), ['const.bin', 'branch.bin', 'a.bin', 'sparse.bin']);
+  assert.deepEqual(externalDataFiles(cases[3]![1]), ['']);
+  // The inline weights are skipped: of the shipped UNet (all inline) and of the 4 MiB tensor little is read.
+  for (const [what, bytes] of cases.slice(0, 2)) {
+    const source = counted(bytes);
+    const r = await externalDataFilesFrom(source);
+    const tensors = model.graph!.initializer.length;
+    console.log(`# ${what}: ${bytes.length} bytes, ${source.bytesRead} read in ${r.reads} reads`);
+    assert.ok(source.bytesRead < bytes.length / 2, `${what}: read ${source.bytesRead} of ${bytes.length}`);
+    assert.ok(r.reads <= tensors + 10, `${what}: ${r.reads} reads for ${tensors} weights`);
+  }
+  const hugeInline = toBinary(ModelProtoSchema, create(ModelProtoSchema, { graph: create(GraphProtoSchema, { initializer: [big] }) }));
+  const source = counted(hugeInline);
+  assert.deepEqual((await externalDataFilesFrom(source)).files, []);
+  assert.ok(source.bytesRead <= 2 * 65536, `a 4 MiB tensor: ${source.bytesRead} bytes read`);
+});
+
+test('a model cut short is no readable model through windows either', async () => {
+  const bytes = toBinary(ModelProtoSchema, create(ModelProtoSchema, { graph: create(GraphProtoSchema, { initializer: [external('w0', 'a.bin'), create(TensorProtoSchema, { name: 'inline', dims: [1n], dataType: 1, rawData: new Uint8Array(4096) })] }) }));
+  const cut = bytes.subarray(0, bytes.length - 100);
+  assert.throws(() => externalDataFiles(cut));
+  for (const window of [undefined, 32]) await assert.rejects(externalDataFilesFrom(counted(cut), window), /runs past/);
 });
 
 test('locations a page may fetch: relative paths inside the model folder only', () => {

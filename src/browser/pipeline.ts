@@ -17,7 +17,7 @@ import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, type RgbImage } from '../core/image.ts';
 import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
 import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
-import { folderOf, readExternalFiles, type PageExternalFile } from './model/external-data.ts';
+import { folderOf, readExternalFiles, readModelFile, type PageExternalFile } from './model/external-data.ts';
 import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
@@ -194,10 +194,12 @@ export class WebPipeline {
     const picked = await pickProvider(options.provider);
     const provider = picked.provider;
     if (picked.note) spec.notes.push(picked.note);
-    const bytes: Partial<Record<WebComponent, Uint8Array>> = {};
+    // Large model files go to the workers as their stored copies, never read into the page (readModelFile); a UNet
+    // converted to float16 here is read, since the page converts it.
+    const bytes: Partial<Record<WebComponent, Uint8Array | Blob>> = {};
     for (const [c, file] of Object.entries(spec.files) as [WebComponent, string][]) {
       if (signal?.aborted) throw loadCancelled();
-      bytes[c] = (await src.get(file))!;
+      bytes[c] = c === 'unet' && options.unetPrecision === 'float16' ? (await src.get(file))! : await readModelFile(src, file);
     }
     if (signal?.aborted) throw loadCancelled();
     // Weights kept outside a model file (ONNX external data) are fetched beside it; a float32 UNet converted to float16
@@ -210,7 +212,7 @@ export class WebPipeline {
     let convertAgain: (() => Promise<void>) | undefined;
     if (options.unetPrecision === 'float16') {
       const { float16Unet, forgetFloat16Unet } = await import('./model/float16-unet.ts');
-      const source = bytes.unet!;
+      const source = bytes.unet as Uint8Array;
       const r = await float16Unet(src, spec.files.unet!, source, spec.unetUpcastAttention);
       if ('reason' in r) {
         unetFloat16 = { applied: false, reason: r.reason };
@@ -264,7 +266,7 @@ export class WebPipeline {
       });
       const retries = new Map((Object.keys(bytes) as WebComponent[]).map((c) => [c, storedCopyRetry(src, spec.files[c]!, bytes[c]!, false, (b) => (bytes[c] = b), companions(c))]));
       const isModelError = (err: unknown) => err instanceof AsgdError && err.kind === 'model';
-      const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array) => Promise<T>): Promise<T> => {
+      const loadFrom = async <T>(c: WebComponent, load: (b: Uint8Array | Blob) => Promise<T>): Promise<T> => {
         if (!(c === 'unet' && unetConverted)) return (await retries.get(c)!(load, isModelError))!;
         try {
           return await load(bytes.unet!);
@@ -287,7 +289,7 @@ export class WebPipeline {
         // The probe graph, derived from the UNet's bytes, is opened with the UNet's external files (as read last: a
         // retry reads them again).
         const files = () => (external[source]!.length > 0 ? { external: external[source] } : {});
-        const load = (b: Uint8Array) => d.load({ type: 'load', component: c, bytes: b, ...files(), fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
+        const load = (b: Uint8Array | Blob) => d.load({ type: 'load', component: c, bytes: b, ...files(), fuse: fuse && source === 'unet', float32, probe }, `loading ${c}`);
         // The probe graph is derived from bytes the UNet's session has just accepted on this device.
         const r = c === source ? await loadFrom(c, load) : await load(bytes[source]!);
         if (fuse && c === 'unet') {

@@ -46,21 +46,26 @@ function tensorLocation(bytes: Uint8Array): string | undefined {
       return true;
     }
     if (field === TENSOR_EXTERNAL_DATA && wire === WireType.LengthDelimited) {
-      let key = '';
-      let value = '';
-      fields(r.bytes(), (f, w, e) => {
-        if (w !== WireType.LengthDelimited) return false;
-        if (f === ENTRY_KEY) key = e.string();
-        else if (f === ENTRY_VALUE) value = e.string();
-        else return false;
-        return true;
-      });
-      if (key === 'location') location = value;
+      location = entryLocation(r.bytes()) ?? location;
       return true;
     }
     return false;
   });
   return external ? (location ?? '') : undefined;
+}
+
+/** The value of an external_data entry (StringStringEntryProto) whose key is "location"; undefined for another key. */
+function entryLocation(bytes: Uint8Array): string | undefined {
+  let key = '';
+  let value = '';
+  fields(bytes, (f, w, e) => {
+    if (w !== WireType.LengthDelimited) return false;
+    if (f === ENTRY_KEY) key = e.string();
+    else if (f === ENTRY_VALUE) value = e.string();
+    else return false;
+    return true;
+  });
+  return key === 'location' ? value : undefined;
 }
 
 function sparse(bytes: Uint8Array, found: Set<string>): void {
@@ -92,14 +97,18 @@ function graph(bytes: Uint8Array, found: Set<string>): void {
 function node(bytes: Uint8Array, found: Set<string>): void {
   fields(bytes, (field, wire, r) => {
     if (field !== NODE_ATTRIBUTE || wire !== WireType.LengthDelimited) return false;
-    fields(r.bytes(), (f, w, a) => {
-      if (w !== WireType.LengthDelimited) return false;
-      if (f === ATTRIBUTE_T || f === ATTRIBUTE_TENSORS) tensor(a.bytes(), found);
-      else if (f === ATTRIBUTE_G || f === ATTRIBUTE_GRAPHS) graph(a.bytes(), found);
-      else if (f === ATTRIBUTE_SPARSE_TENSOR || f === ATTRIBUTE_SPARSE_TENSORS) sparse(a.bytes(), found);
-      else return false;
-      return true;
-    });
+    attribute(r.bytes(), found);
+    return true;
+  });
+}
+
+function attribute(bytes: Uint8Array, found: Set<string>): void {
+  fields(bytes, (f, w, a) => {
+    if (w !== WireType.LengthDelimited) return false;
+    if (f === ATTRIBUTE_T || f === ATTRIBUTE_TENSORS) tensor(a.bytes(), found);
+    else if (f === ATTRIBUTE_G || f === ATTRIBUTE_GRAPHS) graph(a.bytes(), found);
+    else if (f === ATTRIBUTE_SPARSE_TENSOR || f === ATTRIBUTE_SPARSE_TENSORS) sparse(a.bytes(), found);
+    else return false;
     return true;
   });
 }
@@ -116,6 +125,135 @@ export function externalDataFiles(model: Uint8Array): string[] {
     return true;
   });
   return [...found];
+}
+
+/** Random access to a file's bytes (in a page: slices of a stored Blob, whose bytes are not all read). */
+export interface ByteSource {
+  readonly size: number;
+  /** `length` bytes from `offset` (fewer only at the end of the file). */
+  read(offset: number, length: number): Promise<Uint8Array>;
+}
+
+/** The last bytes read from a ByteSource: fields near each other (a graph's nodes) cost one read between them. */
+class ReadWindow {
+  private start = 0;
+  private bytes: Uint8Array = new Uint8Array(0);
+  reads = 0;
+
+  constructor(private readonly source: ByteSource, private readonly chunk: number) {}
+
+  async get(at: number, length: number): Promise<Uint8Array> {
+    const from = at - this.start;
+    if (from < 0 || from + length > this.bytes.length) {
+      const want = Math.min(Math.max(length, this.chunk), this.source.size - at);
+      if (at < 0 || want < length) throw new Error(`a field of ${length} bytes at ${at} runs past the end of the file (${this.source.size} bytes)`);
+      this.reads++;
+      this.bytes = await this.source.read(at, want);
+      this.start = at;
+      if (this.bytes.length < length) throw new Error(`read ${this.bytes.length} of ${length} bytes at ${at}`);
+      return this.bytes.subarray(0, length);
+    }
+    return this.bytes.subarray(from, from + length);
+  }
+}
+
+/** Where a message larger than a read window is walked field by field; smaller ones are read whole and scanned. */
+type Walk = (w: ReadWindow, start: number, end: number, found: Set<string>) => Promise<void>;
+
+/**
+ * Each field of the message at [start, end): `visit` is given a length-delimited field's payload position and length,
+ * another field's reader (positioned at its value), and returns true where it consumed the value.
+ */
+async function fieldsAt(
+  w: ReadWindow, start: number, end: number,
+  visit: (field: number, wire: WireType, at: number, length: number, r: BinaryReader) => boolean | Promise<boolean>,
+): Promise<void> {
+  let at = start;
+  while (at < end) {
+    // A tag and a length are at most 10 bytes each.
+    const r = new BinaryReader(await w.get(at, Math.min(20, end - at)));
+    const [field, wire] = r.tag();
+    if (wire === WireType.LengthDelimited) {
+      const length = r.uint32();
+      const payload = at + r.pos;
+      if (payload + length > end) throw new Error(`field ${field} at ${at} runs past its message`);
+      await visit(field, wire, payload, length, r);
+      at = payload + length;
+    } else {
+      if (wire === WireType.StartGroup || wire === WireType.EndGroup) throw new Error(`field ${field} at ${at}: groups are not used by onnx.proto`);
+      if (!(await visit(field, wire, at + r.pos, 0, r))) r.skip(wire, field);
+      at += r.pos;
+    }
+  }
+}
+
+/** The message at [at, at + length): read whole and scanned where small, else walked. */
+async function messageAt(w: ReadWindow, at: number, length: number, found: Set<string>, scan: (bytes: Uint8Array, found: Set<string>) => void, walk: Walk, small: number): Promise<void> {
+  if (length <= small) scan(await w.get(at, length), found);
+  else await walk(w, at, at + length, found);
+}
+
+function walkers(small: number) {
+  const tensorAt: Walk = async (w, start, end, found) => {
+    let external = false;
+    let location: string | undefined;
+    await fieldsAt(w, start, end, async (field, wire, at, length, r) => {
+      if (field === TENSOR_DATA_LOCATION && wire === WireType.Varint) {
+        external = r.int32() === EXTERNAL;
+        return true;
+      }
+      if (field === TENSOR_EXTERNAL_DATA && wire === WireType.LengthDelimited) {
+        location = entryLocation(await w.get(at, length)) ?? location;
+        return true;
+      }
+      return false;
+    });
+    if (external) found.add(location ?? '');
+  };
+  const sparseAt: Walk = (w, start, end, found) =>
+    fieldsAt(w, start, end, async (field, wire, at, length) => {
+      if ((field === SPARSE_VALUES || field === SPARSE_INDICES) && wire === WireType.LengthDelimited) await messageAt(w, at, length, found, tensor, tensorAt, small);
+      return false;
+    });
+  const graphAt: Walk = (w, start, end, found) =>
+    fieldsAt(w, start, end, async (field, wire, at, length) => {
+      if (wire !== WireType.LengthDelimited) return false;
+      if (field === GRAPH_INITIALIZER) await messageAt(w, at, length, found, tensor, tensorAt, small);
+      else if (field === GRAPH_SPARSE_INITIALIZER) await messageAt(w, at, length, found, sparse, sparseAt, small);
+      else if (field === GRAPH_NODE) await messageAt(w, at, length, found, node, nodeAt, small);
+      return false;
+    });
+  const attributeAt: Walk = (w, start, end, found) =>
+    fieldsAt(w, start, end, async (f, wire, at, length) => {
+      if (wire !== WireType.LengthDelimited) return false;
+      if (f === ATTRIBUTE_T || f === ATTRIBUTE_TENSORS) await messageAt(w, at, length, found, tensor, tensorAt, small);
+      else if (f === ATTRIBUTE_G || f === ATTRIBUTE_GRAPHS) await messageAt(w, at, length, found, graph, graphAt, small);
+      else if (f === ATTRIBUTE_SPARSE_TENSOR || f === ATTRIBUTE_SPARSE_TENSORS) await messageAt(w, at, length, found, sparse, sparseAt, small);
+      return false;
+    });
+  const nodeAt: Walk = (w, start, end, found) =>
+    fieldsAt(w, start, end, async (field, wire, at, length) => {
+      if (field === NODE_ATTRIBUTE && wire === WireType.LengthDelimited) await messageAt(w, at, length, found, attribute, attributeAt, small);
+      return false;
+    });
+  return { graphAt };
+}
+
+/**
+ * externalDataFiles of a model read through `source` in windows of `window` bytes: messages up to that size (a graph's
+ * nodes, a tensor's header) are read and scanned, larger ones walked field by field, and a tensor's inline values are
+ * skipped, never read. So a single-file export of gigabytes kept in a page's storage is scanned reading a small part
+ * of it (about one window per weight). `reads` counts the source's reads.
+ */
+export async function externalDataFilesFrom(source: ByteSource, window = 1 << 16): Promise<{ files: string[]; reads: number }> {
+  const w = new ReadWindow(source, window);
+  const found = new Set<string>();
+  const { graphAt } = walkers(window);
+  await fieldsAt(w, 0, source.size, async (field, wire, at, length) => {
+    if (field === MODEL_GRAPH && wire === WireType.LengthDelimited) await graphAt(w, at, at + length, found);
+    return false;
+  });
+  return { files: [...found], reads: w.reads };
 }
 
 /**

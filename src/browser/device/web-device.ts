@@ -10,7 +10,7 @@ import { fromWire } from './wire-error.ts';
 import { pageTurns } from '../page-turns.ts';
 
 /** A load request as the page makes it: the model's bytes and its external files whole (or stored, as Blobs). */
-export type LoadRequest = Omit<Extract<DeviceRequest, { type: 'load' }>, 'bytes' | 'external'> & { bytes: Uint8Array; external?: PageExternalFile[] };
+export type LoadRequest = Omit<Extract<DeviceRequest, { type: 'load' }>, 'bytes' | 'external'> & { bytes: Uint8Array | Blob; external?: PageExternalFile[] };
 
 /**
  * Byte arrays larger than this go to the worker in STAGE_PIECE pieces, the page taking its turns between them: posted

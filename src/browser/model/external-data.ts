@@ -4,7 +4,7 @@
  * (`externalData`), since a page has no file system for the runtime to open them from.
  */
 import { AsgdError } from '../../core/errors.ts';
-import { externalDataFiles, unsafeLocation } from '../../graph/external-data.ts';
+import { externalDataFiles, externalDataFilesFrom, unsafeLocation, type ByteSource } from '../../graph/external-data.ts';
 import type { FileSource } from './model-files.ts';
 import type { PageExternalFile } from '../device/protocol.ts';
 
@@ -17,12 +17,13 @@ export function folderOf(file: string): string {
 
 /**
  * The external-data files `file` names (none where it holds its weights itself, or where its bytes are no readable
- * model: ONNX Runtime then says what is wrong). A location outside the model's folder is refused.
+ * model: ONNX Runtime then says what is wrong). A stored copy (a Blob) is read in windows, its weights skipped
+ * (externalDataFilesFrom). A location outside the model's folder is refused.
  */
-export function externalLocations(file: string, bytes: Uint8Array): string[] {
+export async function externalLocations(file: string, model: Uint8Array | Blob): Promise<string[]> {
   let locations: string[];
   try {
-    locations = externalDataFiles(bytes);
+    locations = model instanceof Blob ? (await externalDataFilesFrom(blobSource(model))).files : externalDataFiles(model);
   } catch {
     return [];
   }
@@ -38,6 +39,11 @@ export function externalLocations(file: string, bytes: Uint8Array): string[] {
   return locations;
 }
 
+/** A Blob's bytes by slices. */
+function blobSource(blob: Blob): ByteSource {
+  return { size: blob.size, read: async (offset, length) => new Uint8Array(await blob.slice(offset, offset + length).arrayBuffer()) };
+}
+
 /** Files larger than this, once kept in the storage, go to the workers as the stored copy (handOver). */
 export const HAND_OVER_STORED = 64 << 20;
 
@@ -46,9 +52,9 @@ export const HAND_OVER_STORED = 64 << 20;
  * one streamed into the storage as it arrives and handed over as the stored copy, never held by the page
  * (FileSource.fetchForWorker); otherwise read whole (and, once stored, handed over: handOver).
  */
-export async function readExternalFiles(src: FileSource, file: string, bytes: Uint8Array, tooLargeHint?: string): Promise<PageExternalFile[]> {
+export async function readExternalFiles(src: FileSource, file: string, model: Uint8Array | Blob, tooLargeHint?: string): Promise<PageExternalFile[]> {
   const out: PageExternalFile[] = [];
-  for (const path of externalLocations(file, bytes)) {
+  for (const path of await externalLocations(file, model)) {
     const name = folderOf(file) + path;
     const stored = await src.storedBlob(name);
     if (stored) {
@@ -68,4 +74,19 @@ export async function readExternalFiles(src: FileSource, file: string, bytes: Ui
  */
 export async function handOver(src: FileSource, name: string, bytes: Uint8Array): Promise<Uint8Array | Blob> {
   return (bytes.length > HAND_OVER_STORED ? await src.keptBlob(name) : undefined) ?? bytes;
+}
+
+/**
+ * A model file for the workers: where it is larger than HAND_OVER_STORED and storing is on, its stored copy as a Blob
+ * (read from the storage, or streamed into it as it downloads), which each worker reads, so that the page never holds
+ * it (an SD 1.5 float16 UNet is one file of 1.7 GB); otherwise its bytes, as `get` gives them.
+ */
+export async function readModelFile(src: FileSource, file: string): Promise<Uint8Array | Blob> {
+  const length = await src.storedLength(file);
+  const stored = length !== undefined && length > HAND_OVER_STORED ? await src.storedBlob(file) : undefined;
+  if (stored) return stored;
+  // A smaller stored copy is read into the page (and one that cannot be read, downloaded again), as `get` does.
+  if (length !== undefined) return (await src.get(file))!;
+  const fetched = await src.fetchForWorker(file, HAND_OVER_STORED);
+  return fetched instanceof Blob ? fetched : handOver(src, file, fetched);
 }

@@ -160,7 +160,7 @@ export async function float16Unet(src: FileSource, file: string, bytes: Uint8Arr
   if (stored) return stored;
   const names = storedNames(file);
   // Refuses a weights file outside the model's folder before any request.
-  externalLocations(file, bytes);
+  await externalLocations(file, bytes);
   const plan = float16Plan(bytes, { dataLocation: names.dataLocation, attentionScoresFloat32 });
   if ('reason' in plan) return { reason: plan.reason, alreadyFloat16: plan.reason === ALREADY_FLOAT16 };
   const counts: Float16Counts = plan.counts;

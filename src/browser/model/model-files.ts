@@ -40,6 +40,8 @@ export interface FileSource {
    * where none is stored.
    */
   storedBlob(file: string): Promise<Blob | undefined>;
+  /** The length of the file's stored copy, without reading it; undefined where none is stored. */
+  storedLength(file: string): Promise<number | undefined>;
   /**
    * A stream into the storage for `file`, `length` bytes made as they are written (a conversion), where storing is on
    * and the storage says it has room for them; undefined otherwise. Nothing is kept unless the stream ends whole.
@@ -49,7 +51,8 @@ export interface FileSource {
    * Downloads `file` (no stored copy is read) for the workers to read: where it is larger than `streamAbove` bytes (by
    * its Content-Length), storing is on and the storage says it has room, the server's answer streams into the storage
    * as it arrives, the page holding one chunk at a time, and the stored copy comes back as a Blob; else the bytes, read
-   * into the page and stored as `get` does. A file too large for this browser to hold fails as `get` says.
+   * into the page and stored as `get` does. A file too large for this browser to hold fails as `get` says; a `.onnx`
+   * file that is plainly not one (not protobuf) is refused as `get` refuses it, and not kept.
    */
   fetchForWorker(file: string, streamAbove: number, tooLargeHint?: string): Promise<Uint8Array | Blob>;
   /**
@@ -315,11 +318,11 @@ function refuseWebPage(file: string, url: string, type: string | null): void {
 }
 
 /** Refuses an ONNX file that is plainly not one (not protobuf), before it is stored. */
-function refuseNonOnnx(file: string, url: string, bytes: Uint8Array): void {
+function refuseNonOnnx(file: string, url: string, bytes: Uint8Array, length = bytes.length): void {
   if (file.endsWith('.onnx') && !protobufStart(bytes)) {
     const head = Array.from(bytes.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join(' ');
     throw new AsgdError(`${file} is not an ONNX model`, {
-      kind: 'model', parameter: file, expected: `an ONNX model (protobuf) at ${url}`, received: bytes.length ? `${bytes.length} bytes starting ${head}` : 'an empty file',
+      kind: 'model', parameter: file, expected: `an ONNX model (protobuf) at ${url}`, received: length ? `${length} bytes starting ${head}` : 'an empty file',
       hint: 'Check the model URL and the file on the server',
     });
   }
@@ -457,6 +460,11 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
       const stored = await storedAnswer(file, false);
       return stored && stored !== 'missing' ? storedBytes(file, stored) : undefined;
     },
+    async storedLength(file) {
+      const stored = await storedAnswer(file, false);
+      // Every stored answer carries its length (keep, streamIntoStore).
+      return stored && stored !== 'missing' ? Number(stored.headers.get('content-length')) : undefined;
+    },
     async storedBlob(file) {
       const stored = await storedAnswer(file, false);
       if (!stored || stored === 'missing') return undefined;
@@ -495,9 +503,19 @@ export async function modelFileSource(base: string, opts: FileSourceOptions = {}
       let r = (await request(file, false))!;
       refuseWebPage(file, r.url, r.type);
       const total = r.total;
-      if (store && r.res.body && total !== undefined && total > streamAbove && !file.endsWith('.onnx') && (await storageHasRoom(total))) {
+      if (store && r.res.body && total !== undefined && total > streamAbove && (await storageHasRoom(total))) {
         const blob = await streamIntoStore(file, { ...r, total });
-        if (blob) return blob;
+        if (blob) {
+          // An ONNX file that is plainly not one is refused as `get` refuses it, and not kept.
+          if (file.endsWith('.onnx')) {
+            const head = new Uint8Array(await blob.slice(0, 8).arrayBuffer());
+            if (!protobufStart(head)) {
+              await forget(file);
+              refuseNonOnnx(file, r.url, head, total);
+            }
+          }
+          return blob;
+        }
         // Refused by the storage after all (its room was overstated): downloaded again, into the page.
         r = (await request(file, false))!;
         refuseWebPage(file, r.url, r.type);
@@ -569,7 +587,7 @@ export interface CompanionFiles {
  * before the companions are read again) and `use` runs on that; a download that `use` refuses is removed from the
  * storage, with its companions, so that the next load downloads them.
  */
-export function storedCopyRetry(src: FileSource, file: string, first: Uint8Array, optional = false, onFresh?: (bytes: Uint8Array) => void, companions?: CompanionFiles) {
+export function storedCopyRetry<B extends Uint8Array | Blob>(src: FileSource, file: string, first: B, optional = false, onFresh?: (bytes: Uint8Array) => void, companions?: CompanionFiles) {
   const others = () => companions?.paths() ?? [];
   const wasStored = src.isStored(file) || others().some((p) => src.isStored(p));
   const forgetAll = async () => {
@@ -577,7 +595,8 @@ export function storedCopyRetry(src: FileSource, file: string, first: Uint8Array
     for (const p of others()) await src.forget(p);
   };
   let fresh: Promise<Uint8Array | undefined> | undefined;
-  return async <T>(use: (bytes: Uint8Array) => T | Promise<T>, unusable: (err: unknown) => boolean = () => true): Promise<T | undefined> => {
+  // A file used as its stored copy (a Blob) comes back downloaded, as bytes.
+  return async <T>(use: (bytes: B | Uint8Array) => T | Promise<T>, unusable: (err: unknown) => boolean = () => true): Promise<T | undefined> => {
     try {
       return await use(first);
     } catch (err) {
