@@ -2,7 +2,8 @@
  * External-data files cut into pieces for ONNX Runtime Web (src/graph/external-pieces.ts), which reads no offset past
  * 4 GiB of one file. Checked by ONNX Runtime itself: the shipped UNet with its weights in one file, cut at a small
  * limit into many pieces written as files, computes what the uncut model computes, bit for bit; and on the rewritten
- * entries, against the file's own bytes.
+ * entries, against the file's own bytes. And a model file's inline weights read in place as external data of the file's
+ * own bytes (src/graph/inline-weights.ts), checked the same way.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -12,6 +13,7 @@ import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, StringStringEntryProtoSchema, type ModelProto, type TensorProto } from 'onnx-buf';
 import ort from 'onnxruntime-node';
 import { externalPieces, pieceName } from '../src/graph/external-pieces.ts';
+import { INLINE_WEIGHTS_FILE, inlineWeightsAsExternal } from '../src/graph/inline-weights.ts';
 import { moveToExternalData } from './fixtures/onnx-graph.ts';
 import { unetFeeds } from './fixtures/graph-run.ts';
 import { ROOT } from './helpers/demo-site.ts';
@@ -119,4 +121,50 @@ test('an entry without a length is sized by its shape and type; a tensor outside
   const big = model.graph!.initializer.find((t) => t.externalData.length > 0)!;
   big.externalData.push(create(StringStringEntryProtoSchema, { key: 'length', value: String(data.length + 4) }));
   assert.throws(() => externalPieces(toBinary(ModelProtoSchema, model), [{ path: 'model.onnx_data', data }], 64 * 1024), new RegExp(`external tensor ${big.name} lies outside model.onnx_data`));
+});
+
+test("a model file's inline weights read in place as external data (src/graph/inline-weights.ts): views of the file's bytes, and ONNX Runtime computes the same bits", async () => {
+  const bytes = new Uint8Array(fs.readFileSync(UNET));
+  const r = inlineWeightsAsExternal(bytes);
+  assert.ok(r);
+  assert.equal(r.file.path, INLINE_WEIGHTS_FILE);
+  assert.equal(r.file.data, bytes, "the model file's own bytes, not a copy");
+  // Decoded independently (onnx-buf, a copy of the bytes): every tensor of 1 KiB or more points at its raw_data.
+  const original = fromBinary(ModelProtoSchema, bytes.slice());
+  const after = fromBinary(ModelProtoSchema, r.model);
+  const byName = new Map(original.graph!.initializer.map((t) => [t.name, t]));
+  let moved = 0;
+  let movedBytes = 0;
+  for (const t of after.graph!.initializer) {
+    const was = byName.get(t.name)!;
+    if (was.rawData.length < 1024) {
+      assert.deepEqual(t.rawData, was.rawData, `${t.name} stays inside the model`);
+      assert.equal(t.externalData.length, 0);
+      continue;
+    }
+    const e = entries(t);
+    assert.equal(e['location'], INLINE_WEIGHTS_FILE);
+    assert.equal(t.rawData.length, 0);
+    const [offset, length] = [Number(e['offset']), Number(e['length'])];
+    assert.deepEqual(bytes.subarray(offset, offset + length), was.rawData, `${t.name}'s bytes at ${offset}`);
+    moved++;
+    movedBytes += length;
+  }
+  assert.deepEqual([r.tensors, r.bytes], [moved, movedBytes]);
+  assert.ok(moved > 100 && movedBytes > bytes.length * 0.9, `${moved} tensors, ${movedBytes} of ${bytes.length} bytes`);
+  assert.ok(r.model.length < bytes.length / 10, `the model without them: ${r.model.length} bytes`);
+
+  const feeds = unetFeeds(original, 16, 64);
+  const dir = tempDir('inline-weights');
+  const whole = await runFile(path.join(dir, 'whole'), bytes, [], feeds);
+  const inPlace = await runFile(path.join(dir, 'in-place'), r.model, [r.file], feeds);
+  assert.deepEqual(inPlace, whole, 'read in place, the weights compute what the file computes, bit for bit');
+  // The check can fail: every offset one float further on reads other values.
+  const shifted = fromBinary(ModelProtoSchema, r.model);
+  for (const t of shifted.graph!.initializer) for (const e of t.externalData) if (e.key === 'offset') e.value = String(Number(e.value) + 4);
+  const wrong = await runFile(path.join(dir, 'shifted'), toBinary(ModelProtoSchema, shifted), [r.file], feeds).catch((err: unknown) => err);
+  assert.ok(!(wrong instanceof Float32Array) || wrong.some((v, i) => v !== whole[i]), 'shifted offsets change the result');
+
+  // A model that keeps its weights outside already is left as it is.
+  assert.equal(inlineWeightsAsExternal(externalUnet().bytes), undefined);
 });

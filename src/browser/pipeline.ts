@@ -155,6 +155,11 @@ function externalPiecesNote(file: string, bytes: number, pieces: number): string
   return `${file} (${(bytes / 1e9).toFixed(2)} GB) handed to ONNX Runtime Web in ${pieces} piece${pieces === 1 ? '' : 's'}: it reads no offset past 4 GiB of one file`;
 }
 
+/** Where a model file's inline weights were read in place as external data (src/graph/inline-weights.ts). */
+function inlineWeightsNote(file: string, tensors: number, bytes: number): string {
+  return `${file}: its ${tensors} inline weights (${(bytes / 1e9).toFixed(2)} GB) handed to ONNX Runtime Web as external data read in place, so its memory holds them once`;
+}
+
 function loadCancelled(): AsgdError {
   return new AsgdError('Model loading cancelled', { kind: 'cancelled' });
 }
@@ -302,6 +307,10 @@ export class WebPipeline {
         if (r.onnxAttention !== undefined && (c === 'unet' || !fuse)) onnxAttention = r.onnxAttention;
         components[c] ??= r.io;
         if (r.float32Tensors !== undefined) spec.notes.push(float32VaeNote('vae_decoder', r.float32Tensors));
+        if (r.inlineWeights) {
+          const note = inlineWeightsNote(spec.files[source]!, r.inlineWeights.tensors, r.inlineWeights.bytes);
+          if (!spec.notes.includes(note)) spec.notes.push(note);
+        }
         for (const p of r.externalPieces ?? []) {
           const note = externalPiecesNote(folderOf(spec.files[source]!) + p.path, p.bytes, p.pieces);
           if (!spec.notes.includes(note)) spec.notes.push(note);

@@ -106,7 +106,7 @@ export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
 
 export type DeviceResult =
   | { type: 'ok' }
-  | { type: 'loaded'; io: ComponentIo; probeIo?: ComponentIo; servesProbe?: boolean; probeReason?: string; probeFailed?: boolean; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; groupNorms?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string; externalPieces?: { path: string; bytes: number; pieces: number }[] }
+  | { type: 'loaded'; io: ComponentIo; probeIo?: ComponentIo; servesProbe?: boolean; probeReason?: string; probeFailed?: boolean; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; groupNorms?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string; externalPieces?: { path: string; bytes: number; pieces: number }[]; inlineWeights?: { tensors: number; bytes: number } }
   /** `sessions`: the sessions open (the UNet and the probe may be one); `tileStates`: those a WebGPU worker has held. */
   | {
     type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>>; sessions: number; tileStates?: TileStateCounts;

@@ -107,25 +107,44 @@ async function runtimeFor(provider: DeviceInit['provider']): Promise<OrtWeb> {
   return provider === 'webgpu' ? await import('onnxruntime-web/webgpu') : await import('onnxruntime-web/wasm');
 }
 
-/** A session, and the external-data files cut into pieces to open it (none where every file was small enough). */
-type Opened = OpenSession & { cut: ExternalPieces['cut'] };
+/**
+ * A session, the external-data files cut into pieces to open it (none where every file was small enough), and the
+ * weights of a model file read in place as external data (inline-weights.ts).
+ */
+type Opened = OpenSession & { cut: ExternalPieces['cut']; inline?: { tensors: number; bytes: number } };
+
+/** A model file this large with its weights inline opens with them read in place (src/graph/inline-weights.ts). */
+const INLINE_OVER = 64 << 20;
 
 async function open(bytes: Uint8Array, label: string, outputLocation?: Record<string, 'gpu-buffer' | 'cpu'>, external: ExternalFile[] = []): Promise<Opened> {
   const init = state.init;
   if (!init) throw new Error('device worker: load before init');
+  let inline: Opened['inline'];
   try {
+    // A large file's inline weights: read in place as external data (held once in WebAssembly's memory, not twice).
+    let model = bytes;
+    if (external.length === 0 && bytes.length > INLINE_OVER) {
+      const r = (await import('../../graph/inline-weights.ts')).inlineWeightsAsExternal(bytes);
+      if (r) {
+        model = r.model;
+        external = [r.file];
+        inline = { tensors: r.tensors, bytes: r.bytes };
+      }
+    }
     // ONNX Runtime Web reads no offset past 4 GiB of one file: large files go as pieces, views of their bytes (the
     // protobuf code loaded only for a model with external data, as the worker's other graph code is).
     const pieces: ExternalPieces = external.length > 0
-      ? (await import('../../graph/external-pieces.ts')).externalPieces(bytes, external, init.externalPieceBytes)
-      : { model: bytes, files: [], cut: [] };
+      ? (await import('../../graph/external-pieces.ts')).externalPieces(model, external, init.externalPieceBytes)
+      : { model, files: [], cut: [] };
     // Severity 3 (errors): a session's own level defaults to warnings whatever ort.env.logLevel says, and WebGPU
     // sessions warn on the console's error channel that shape ops run on the CPU.
     const session = await ort.InferenceSession.create(pieces.model, {
       executionProviders: [init.provider], graphOptimizationLevel: 'all', logSeverityLevel: 3, ...(outputLocation ? { preferredOutputLocation: outputLocation } : {}),
       ...(pieces.files.length > 0 ? { externalData: pieces.files.map((f) => ({ path: f.path, data: f.data })) } : {}),
     });
-    return { session, file: label, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata), cut: pieces.cut };
+    // The model file's own bytes, mounted for its weights, are no external-data file of the export: not noted as one.
+    const cut = inline ? pieces.cut.filter((c) => c.path !== external[0]!.path) : pieces.cut;
+    return { session, file: label, inputs: ioList(session.inputMetadata), outputs: ioList(session.outputMetadata), cut, ...(inline ? { inline } : {}) };
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     // ONNX Runtime Web fetches its own .mjs and .wasm when the first session is created.
@@ -144,7 +163,7 @@ async function open(bytes: Uint8Array, label: string, outputLocation?: Record<st
     }
     const oom = outOfMemory(err, init.provider, `loading ${label}`);
     if (oom !== err) throw oom;
-    const held = external.reduce((n, f) => n + f.data.length, bytes.length);
+    const held = inline ? bytes.length : external.reduce((n, f) => n + f.data.length, bytes.length);
     // On WebAssembly, ONNX Runtime Web holds a session's weights in its memory (4 GB at most); on WebGPU it uploads
     // those the GPU runs from the files' bytes to the GPU (bench/web-external-offsets.ts opened 4.5 GiB of them).
     const where = init.provider === 'webgpu' ? 'more than this browser or its GPU could hold' : "more than ONNX Runtime Web's WebAssembly memory holds";
@@ -232,7 +251,7 @@ async function load(component: WebComponent, bytes: Uint8Array, external: Extern
     state.decoderBytes = bytes;
     state.decoderGraphs = undefined;
   }
-  return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...derived, ...(s.cut.length > 0 ? { externalPieces: s.cut } : {}) };
+  return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...derived, ...(s.cut.length > 0 ? { externalPieces: s.cut } : {}), ...(s.inline ? { inlineWeights: s.inline } : {}) };
 }
 
 /**
@@ -257,7 +276,7 @@ async function loadUnetAsProbe(bytes: Uint8Array, external: ExternalFile[], fuse
   state.probe = state.unet;
   // The UNet described without the probe's input and outputs, as Node's worker describes it.
   const io = { inputs: s.inputs.filter((i) => i.name !== MASK_WEIGHTS_INPUT), outputs: s.outputs.filter((o) => !o.name.startsWith(PROBE_OUTPUT_PREFIX)) };
-  return { type: 'loaded', io, probeIo: { inputs: s.inputs, outputs: s.outputs }, servesProbe: true, ...derived, ...(form && d.fused ? form : {}), ...(s.cut.length > 0 ? { externalPieces: s.cut } : {}) };
+  return { type: 'loaded', io, probeIo: { inputs: s.inputs, outputs: s.outputs }, servesProbe: true, ...derived, ...(form && d.fused ? form : {}), ...(s.cut.length > 0 ? { externalPieces: s.cut } : {}), ...(s.inline ? { inlineWeights: s.inline } : {}) };
 }
 
 /**
