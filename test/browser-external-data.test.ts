@@ -682,6 +682,28 @@ test('a model file over 64 MiB (one file, as an SD 1.5 float16 UNet is exported)
   }
 });
 
+test("on WebGPU too (Chromium's adapter), a model file's inline weights read in place give the image of the same weights as exported", async () => {
+  const gpuBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS.filter((f) => f !== '--disable-gpu').concat('--enable-unsafe-webgpu') });
+  try {
+    const page = await (await gpuBrowser.newContext()).newPage();
+    await page.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
+    await page.waitForSelector('body[data-state="error"]');
+    await page.evaluate(LOAD_AND_GENERATE);
+    const small = { prompt: 'a red circle on a blue background', width: 128, height: 128, seed: 5, steps: 2, method: 'direct' };
+    const options = { provider: 'webgpu', attentionProbe: false, store: false };
+    const exported = (await page.evaluate(`window.loadAndGenerate(${JSON.stringify(`${site.url}models/ext/`)}, ${JSON.stringify(options)}, ${JSON.stringify(small)})`)) as Loaded;
+    assert.equal(exported.ok, true, exported.message);
+    const inPlace = (await page.evaluate(`window.loadAndGenerate(${JSON.stringify(`${site.url}models/onnx-big/`)}, ${JSON.stringify(options)}, ${JSON.stringify(small)})`)) as Loaded;
+    assert.equal(inPlace.ok, true, inPlace.message);
+    assert.ok(inPlace.notes!.some((n) => /^unet\/model\.onnx: its \d+ inline weights .* read in place/.test(n)), inPlace.notes!.join('\n'));
+    const d = compareRgb(await rgbOfPng(Buffer.from(inPlace.png!)), await rgbOfPng(Buffer.from(exported.png!)));
+    assert.equal(d.differing, 0, JSON.stringify(d));
+  } finally {
+    await gpuBrowser.close();
+    delete bigOnnx['onnx-big'];
+  }
+});
+
 /** The size of the stored copy of `file` in the page's Cache Storage, or null where none is stored. */
 async function storedSize(page: Page, file: string): Promise<number | null> {
   const url = `${site.url}${file.replace(/^\//, '')}`;
