@@ -10,7 +10,7 @@ import { planBatch } from '../src/core/dispatch/balance.ts';
 import { combineCfg } from '../src/core/dispatch/cfg.ts';
 import { CostModel } from '../src/core/dispatch/cost.ts';
 import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
-import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
+import { resolveSplitMode, type ExecDevice, type SplitMode, type TaskOutput, type UnitTask } from '../src/core/dispatch/tasks.ts';
 import { loadPipeline, openPipeline, type GenerateResult, type PipelineOptions, type PipelineTestHooks } from '../src/node/pipeline.ts';
 import { liveDeviceWorkers } from '../src/node/runner/device-worker.ts';
 import { chooseAutoDevices, cudaGpus, parseDevices, workerIsolations } from '../src/node/runner/devices.ts';
@@ -195,6 +195,24 @@ test('a slow first call (warm-up) does not starve a device: its rate stays provi
   const counted = new CostModel(1, { warmup: 0 });
   counted.observe(whole, 0, 512 * 40);
   assert.equal(counted.estimate(whole, 0), 512 * 40, 'warmup 0: every call counts');
+});
+
+test("resolveSplitMode: 'auto' asks for the bits only with two or more CPU-kernel devices; a UNet's static batch over 1 (its sample input's) runs no halves", async () => {
+  const inputs = (batch: number | string) => [{ name: 'timestep', shape: [1] }, { name: 'sample', shape: [batch, 4, 16, 16] }];
+  let asked = 0;
+  const exact = (answer: boolean) => async () => (asked++, answer);
+  const cpu2 = { devices: 2, cpuKernels: true, unetInputs: inputs('batch') };
+  assert.equal(await resolveSplitMode('auto', cpu2, exact(true)), 'balance');
+  assert.equal(await resolveSplitMode('auto', cpu2, exact(false)), 'never');
+  assert.equal(asked, 2);
+  assert.equal(await resolveSplitMode('auto', { ...cpu2, devices: 1 }, exact(true)), 'never');
+  assert.equal(await resolveSplitMode('auto', { ...cpu2, cpuKernels: false }, exact(true)), 'never');
+  assert.equal(asked, 2, 'not asked where the answer cannot matter');
+  assert.equal(await resolveSplitMode('always', { ...cpu2, devices: 1, cpuKernels: false }, exact(false)), 'always');
+  // The batch of `sample`, not of the first input (timestep's 1): fixed at 2, no halves whatever was asked.
+  for (const mode of ['auto', 'always', 'balance'] as const) assert.equal(await resolveSplitMode(mode, { ...cpu2, unetInputs: inputs(2) }, exact(true)), 'never', mode);
+  assert.equal(await resolveSplitMode('always', { ...cpu2, unetInputs: inputs(1) }, exact(true)), 'always');
+  assert.equal(await resolveSplitMode('balance', { ...cpu2, unetInputs: undefined }, exact(true)), 'balance');
 });
 
 test('balance learns what halves cost: no split once they are measured as dear as whole units', () => {

@@ -342,9 +342,7 @@ export class WebPipeline {
       // Asked for but not applied: said at every run, as the Node pipeline does.
       const unfused = fuse && !fusion.applied ? [fusionChangesNothing(fusion.reason ?? 'not fused')] : [];
       const deviceWarnings = [...unfused, ...precisionWarnings, ...(provider === 'webgpu' && onnxAttention > 0 ? [webgpuAttentionNote(onnxAttention)] : [])];
-      const sample = components.unet!.inputs.find((i) => i.name === 'sample') ?? components.unet!.inputs[0];
-      const staticBatch = typeof sample?.shape[0] === 'number' ? sample.shape[0] : undefined;
-      const split = await resolveSplitMode(options.splitCfg ?? 'auto', { devices: workers, cpuKernels: provider === 'wasm', staticBatch }, async () =>
+      const split = await resolveSplitMode(options.splitCfg ?? 'auto', { devices: workers, cpuKernels: provider === 'wasm', unetInputs: components.unet!.inputs }, async () =>
         (await devices[0]!.request<'checkCfgSplit'>({ type: 'checkCfgSplit', height: 16, width: 16 }, 'checking CFG splitting')).identical,
       );
       if (signal?.aborted) throw loadCancelled();

@@ -1011,13 +1011,11 @@ async function startDevices(
   }
 }
 
-/** resolveSplitMode for a device list and the UNet's inputs: its static batch, where the export fixes one. */
+/** resolveSplitMode for a device list: ONNX Runtime's CPU kernels where every device is a cpu one. */
 function splitModeFor(
   mode: 'auto' | SplitMode, devices: DeviceSpec[], unetInputs: IoInfo[] | undefined, splitIsExact: () => Promise<boolean>,
 ): Promise<SplitMode> {
-  const batch = unetInputs?.find((i) => i.name === 'sample')?.shape[0] ?? unetInputs?.[0]?.shape[0];
-  const cpuKernels = devices.every((d) => d.provider === 'cpu');
-  return resolveSplitMode(mode, { devices: devices.length, cpuKernels, staticBatch: typeof batch === 'number' ? batch : undefined }, splitIsExact);
+  return resolveSplitMode(mode, { devices: devices.length, cpuKernels: devices.every((d) => d.provider === 'cpu'), unetInputs }, splitIsExact);
 }
 
 /** Loads a model folder onto the devices: reads the folder, starts one worker per device, opens the sessions. */

@@ -48,12 +48,17 @@ export type SplitMode =
  * Resolves 'auto' CFG splitting: 'balance' where every device runs ONNX Runtime's CPU kernels (Node's cpu provider,
  * the browser's WebAssembly), there are two devices or more, and the model gives a split unit the same bits as a whole
  * one (`splitIsExact`, asked only then), so results do not depend on the device count; else 'never'. A UNet whose batch
- * is fixed above 1 runs no halves, whatever was asked (a static batch of 1 already runs two calls per unit).
+ * is fixed above 1 (its `sample` input's first dimension, in `unetInputs`) runs no halves, whatever was asked (a static
+ * batch of 1 already runs two calls per unit).
  */
 export async function resolveSplitMode(
-  mode: 'auto' | SplitMode, setting: { devices: number; cpuKernels: boolean; staticBatch: number | undefined }, splitIsExact: () => Promise<boolean>,
+  mode: 'auto' | SplitMode,
+  setting: { devices: number; cpuKernels: boolean; unetInputs: readonly { name: string; shape: ReadonlyArray<number | string> }[] | undefined },
+  splitIsExact: () => Promise<boolean>,
 ): Promise<SplitMode> {
-  if (setting.staticBatch !== undefined && setting.staticBatch > 1) return 'never';
+  const inputs = setting.unetInputs;
+  const batch = (inputs?.find((i) => i.name === 'sample') ?? inputs?.[0])?.shape[0];
+  if (typeof batch === 'number' && batch > 1) return 'never';
   if (mode !== 'auto') return mode;
   if (setting.devices < 2 || !setting.cpuKernels) return 'never';
   return (await splitIsExact()) ? 'balance' : 'never';
