@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // System programs the tests need, checked before `npm test` (the `pretest` script) and by .ci/run:
 // redis-server (the fleet tests start their own, on a unix socket; no system service is used), Debian's
-// python3-torch and python3-onnx (the on-the-card scripts at small scale), and
+// python3-torch and python3-onnx (the on-the-card scripts at small scale) and python3-pil (Pillow, the reference of
+// test/resize.test.ts), and
 // a Vulkan driver that gives WebGPU (Dawn) an adapter, so the webgpu device is tested on every run.
 // Debian 12's own Mesa (22.3) gives Dawn no adapter; Mesa 25 from bookworm-backports (lavapipe, on the CPU) does.
 // As root on Debian this installs what is missing; otherwise it prints the exact commands and fails.
@@ -47,21 +48,23 @@ if (!redisWorks()) {
 }
 
 // Python with torch and onnx: the on-the-card scripts (scripts/device/) are run at small scale by
-// test/card-script.test.ts. Debian's packages (torch 1.13, CPU), not pip: the machine has no PyPI.
-const torchWorks = () => spawnSync('/usr/bin/python3', ['-c', 'import torch, onnx'], { stdio: 'ignore' }).status === 0;
+// test/card-script.test.ts; and Pillow, whose LANCZOS resize test/resize.test.ts compares the core's with.
+// Debian's packages (torch 1.13, CPU; Pillow 9.4), not pip: the machine has no PyPI.
+const torchWorks = () => spawnSync('/usr/bin/python3', ['-c', 'import torch, onnx, PIL'], { stdio: 'ignore' }).status === 0;
 if (!torchWorks()) {
   if (!isRoot || !isDebian) {
     process.stderr.write(
-      'setup: /usr/bin/python3 has no torch and onnx; test/card-script.test.ts runs scripts/device/ with them. On Debian, as root:\n' +
-        '  apt-get update\n  apt-get install -y python3-torch python3-onnx\n',
+      'setup: /usr/bin/python3 lacks torch, onnx or PIL (Pillow); test/card-script.test.ts runs scripts/device/ with torch and onnx,\n' +
+        'test/resize.test.ts compares with Pillow. On Debian, as root:\n' +
+        '  apt-get update\n  apt-get install -y python3-torch python3-onnx python3-pil\n',
     );
     process.exit(1);
   }
-  process.stderr.write('setup: installing python3-torch and python3-onnx for the on-the-card script test\n');
+  process.stderr.write('setup: installing python3-torch, python3-onnx and python3-pil for the on-the-card script and resize tests\n');
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
-  execFileSync('apt-get', ['install', '-y', '-qq', 'python3-torch', 'python3-onnx'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  execFileSync('apt-get', ['install', '-y', '-qq', 'python3-torch', 'python3-onnx', 'python3-pil'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
   if (!torchWorks()) {
-    process.stderr.write('setup: python3 still cannot import torch and onnx after the install\n');
+    process.stderr.write('setup: python3 still cannot import torch, onnx and PIL after the install\n');
     process.exit(1);
   }
 }

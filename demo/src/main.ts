@@ -2,9 +2,9 @@
  * The demo page: the shipped model in the visitor's browser through asgdiffusion/web. Query parameters (for
  * links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, threads (per worker), steps, size
  * (WxH), store=0 (no Cache Storage), probe=0 (no attention-probe UNet: asg runs without its mask), split (auto | balance
- * | always | never: CFG halves across the workers).
+ * | always | never: CFG halves across the workers). Upscaling takes an image file from the form, or the last result.
  */
-import { AsgdError, METHOD_NAMES, MODEL_CACHE, clearStoredModel, loadWebPipeline, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
+import { AsgdError, METHOD_NAMES, MODEL_CACHE, clearStoredModel, loadWebPipeline, optionSpec, UPSCALE_OPTIONS, type GenerationProgress, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
 
 const query = new URLSearchParams(location.search);
 const MODEL_URL = query.get('model') ?? new URL('models/shapes-128/', location.href).href;
@@ -26,6 +26,8 @@ const download = $<HTMLAnchorElement>('#download');
 const timing = $<HTMLSpanElement>('#timing');
 const generateButton = $<HTMLButtonElement>('#generate');
 const cancelButton = $<HTMLButtonElement>('#cancel');
+const upscaleButton = $<HTMLButtonElement>('#upscale');
+const upscaleResultButton = $<HTMLButtonElement>('#upscale-result');
 const formError = $<HTMLParagraphElement>('#form-error');
 const warnings = $<HTMLUListElement>('#warnings');
 
@@ -34,6 +36,8 @@ function setState(s: State, text?: string): void {
   document.body.dataset.state = s;
   if (text !== undefined) statusText.textContent = text;
   generateButton.disabled = s === 'loading' || s === 'running';
+  upscaleButton.disabled = generateButton.disabled || !pipe?.info.canUpscale;
+  upscaleResultButton.disabled = upscaleButton.disabled || !exposed.result;
   cancelButton.disabled = s !== 'running';
 }
 
@@ -48,6 +52,9 @@ for (const m of METHOD_NAMES) field<HTMLSelectElement>('method').add(new Option(
 if (query.get('provider')) field<HTMLSelectElement>('provider').value = query.get('provider')!;
 if (query.get('workers')) field<HTMLInputElement>('workers').value = query.get('workers')!;
 if (query.get('steps')) field<HTMLInputElement>('steps').value = query.get('steps')!;
+// The strength field's bounds and default from the library's option (one place for them).
+const strength = optionSpec(UPSCALE_OPTIONS, 'strength');
+field<HTMLInputElement>('strength').value = String(strength.default);
 
 function mb(n: number): string {
   return `${(n / 1e6).toFixed(1)} MB`;
@@ -118,14 +125,58 @@ function drawPreview(img: { data: Uint8Array; width: number; height: number }): 
 let controller: AbortController | undefined;
 let lastUrl: string | undefined;
 
-async function generate(): Promise<void> {
+/** A run's callbacks: the preview, the warnings list and the status line. */
+function runOptions(signal: AbortSignal) {
+  return {
+    signal,
+    previewEvery: 2,
+    onPreview: drawPreview,
+    onWarning: (m: string) => {
+      const li = document.createElement('li');
+      li.textContent = m;
+      warnings.append(li);
+    },
+    onProgress: (e: GenerationProgress) => {
+      if (e.phase === 'denoise') {
+        progress.value = e.unitsTotal ? e.unitsDone / e.unitsTotal : 0;
+        statusText.textContent = `Step ${e.step}/${e.totalSteps}${e.stage > 1 || e.unitsTotal > e.totalSteps ? ` · stage ${e.stage}` : ''} · ${e.unitsDone}/${e.unitsTotal} UNet calls`;
+      } else if (e.phase === 'encode') {
+        statusText.textContent = `Encoding the image${e.tilesTotal && e.tilesTotal > 1 ? ` (tile ${e.tilesDone}/${e.tilesTotal})` : ''}…`;
+      } else if (e.phase === 'decode') {
+        statusText.textContent = 'Decoding the image…';
+      }
+    },
+  };
+}
+
+function start(text: string): AbortController {
   formError.textContent = '';
-  const p = await ensurePipeline();
-  const [width, height] = field<HTMLSelectElement>('size').value.split('x').map(Number) as [number, number];
   controller = new AbortController();
-  setState('running', 'Encoding the prompt…');
+  setState('running', text);
   warnings.replaceChildren();
   progress.value = 0;
+  return controller;
+}
+
+function show(p: WebPipeline, r: WebGenerateResult): void {
+  exposed.result = r;
+  if (lastUrl) URL.revokeObjectURL(lastUrl);
+  lastUrl = URL.createObjectURL(new Blob([r.png], { type: 'image/png' }));
+  result.src = lastUrl;
+  result.width = r.image.width;
+  result.hidden = false;
+  download.href = lastUrl;
+  download.download = `asgdiffusion-${r.metadata.upscale ? 'upscale-' : ''}${r.metadata.method}-${r.metadata.width}x${r.metadata.height}-seed${r.metadata.seed}.png`;
+  download.hidden = false;
+  progress.value = 1;
+  timing.textContent = `${(r.timings.totalMs / 1000).toFixed(1)} s on ${p.info.provider} × ${p.info.workers}`;
+  setState('done', `Done: ${r.metadata.width} × ${r.metadata.height}, seed ${r.metadata.seed}${r.metadata.upscale ? `, upscaled from ${r.metadata.upscale.source.width} × ${r.metadata.upscale.source.height}` : ''}`);
+}
+
+async function generate(): Promise<void> {
+  const p = await ensurePipeline();
+  const [width, height] = field<HTMLSelectElement>('size').value.split('x').map(Number) as [number, number];
+  const c = start('Encoding the prompt…');
   const r = await p.generate(
     {
       prompt: field<HTMLTextAreaElement>('prompt').value,
@@ -134,42 +185,37 @@ async function generate(): Promise<void> {
       steps: Number(field<HTMLInputElement>('steps').value),
       seed: field<HTMLInputElement>('seed').value.trim() || undefined,
     },
-    {
-      signal: controller.signal,
-      previewEvery: 2,
-      onPreview: drawPreview,
-      onWarning: (m) => {
-        const li = document.createElement('li');
-        li.textContent = m;
-        warnings.append(li);
-      },
-      onProgress: (e) => {
-        if (e.phase === 'denoise') {
-          progress.value = e.unitsTotal ? e.unitsDone / e.unitsTotal : 0;
-          statusText.textContent = `Step ${e.step}/${e.totalSteps}${e.stage > 1 || e.unitsTotal > e.totalSteps ? ` · stage ${e.stage}` : ''} · ${e.unitsDone}/${e.unitsTotal} UNet calls`;
-        } else if (e.phase === 'decode') {
-          statusText.textContent = 'Decoding the image…';
-        }
-      },
-    },
+    runOptions(c.signal),
   );
-  exposed.result = r;
-  if (lastUrl) URL.revokeObjectURL(lastUrl);
-  lastUrl = URL.createObjectURL(new Blob([r.png], { type: 'image/png' }));
-  result.src = lastUrl;
-  result.width = r.image.width;
-  result.hidden = false;
-  download.href = lastUrl;
-  download.download = `asgdiffusion-${r.metadata.method}-${r.metadata.width}x${r.metadata.height}-seed${r.metadata.seed}.png`;
-  download.hidden = false;
-  progress.value = 1;
-  timing.textContent = `${(r.timings.totalMs / 1000).toFixed(1)} s on ${p.info.provider} × ${p.info.workers}`;
-  setState('done', `Done: ${r.metadata.width} × ${r.metadata.height}, seed ${r.metadata.seed}`);
+  show(p, r);
 }
 
-form.addEventListener('submit', (e) => {
-  e.preventDefault();
-  generate().catch((err: unknown) => {
+/** Upscales the chosen file, or the last result (`fromResult`), with the form's settings. */
+async function upscale(fromResult: boolean): Promise<void> {
+  const p = await ensurePipeline();
+  const file = field<HTMLInputElement>('source').files?.[0];
+  const image = fromResult ? (exposed.result ? new Blob([exposed.result.png], { type: 'image/png' }) : undefined) : file;
+  if (!image) throw new AsgdError('Choose an image to upscale', { kind: 'invalid-argument', parameter: 'image', hint: 'Pick a PNG, JPEG or WebP file' });
+  const prompt = field<HTMLTextAreaElement>('prompt').value.trim();
+  const c = start('Reading the image…');
+  const r = await p.upscale(
+    {
+      image,
+      ...(prompt ? { prompt } : {}),
+      scale: Number(field<HTMLSelectElement>('scale').value),
+      strength: Number(field<HTMLInputElement>('strength').value),
+      method: field<HTMLSelectElement>('method').value as (typeof METHOD_NAMES)[number],
+      steps: Number(field<HTMLInputElement>('steps').value),
+      seed: field<HTMLInputElement>('seed').value.trim() || undefined,
+    },
+    runOptions(c.signal),
+  );
+  show(p, r);
+}
+
+/** Runs a generation or an upscale, and says how it ended. */
+function runReported(task: () => Promise<void>): void {
+  task().catch((err: unknown) => {
     if (err instanceof AsgdError && err.kind === 'cancelled') {
       setState('cancelled', 'Cancelled');
       return;
@@ -183,7 +229,14 @@ form.addEventListener('submit', (e) => {
       setState('error', msg);
     }
   });
+}
+
+form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  runReported(generate);
 });
+upscaleButton.addEventListener('click', () => runReported(() => upscale(false)));
+upscaleResultButton.addEventListener('click', () => runReported(() => upscale(true)));
 form.addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) form.requestSubmit();
 });

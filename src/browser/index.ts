@@ -6,13 +6,15 @@
  *   import { loadWebPipeline } from 'asgdiffusion/web';
  *   const pipe = await loadWebPipeline('https://example.org/models/shapes-128/');
  *   const { png } = await pipe.generate({ prompt: 'a red circle on a blue background', width: 512, height: 512, seed: 1 });
+ *   const up = await pipe.upscale({ image: new Blob([png]), scale: 2, strength: 0.5 }); // the prompt read from the PNG
  */
 export * from '../core/index.ts';
 export type { DeviceActivity, GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
 export {
   loadWebPipeline, WebPipeline,
-  type WebGenerateResult, type WebGenerateRunOptions, type WebGenerationTimings, type WebModelInfo,
+  type WebGenerateResult, type WebGenerateRunOptions, type WebGenerationTimings, type WebModelInfo, type WebUpscaleParams,
 } from './pipeline.ts';
+export type { RgbaPixels, WebImageInput } from './source-image.ts';
 export type { FileProgress, LoadProgress, WebComponent, WebPipelineOptions, WebProvider } from './options.ts';
 export { clearStoredModel, MODEL_CACHE } from './model/model-files.ts';
 export type { WebModelSpec } from './model/web-model.ts';

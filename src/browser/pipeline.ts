@@ -14,27 +14,32 @@ import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts
 import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/denoise.ts';
 import { finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
-import { chwToRgb8, type RgbImage } from '../core/image.ts';
+import { chwToRgb8, cropRgb, type RgbImage } from '../core/image.ts';
+import { schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
+import { checkUpscaleRun, encodeLatent, noVaeEncoderError, upscaleInit, upscaleRecord } from '../core/generation/upscale.ts';
 import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
 import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
 import { folderOf, readExternalFiles, readModelFile, type PageExternalFile } from './model/external-data.ts';
 import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
-import type { GenerateParams, VaeDecodeOptions } from '../core/params.ts';
+import { PARAM_KEYS, type GenerateParams, type VaeDecodeOptions } from '../core/params.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
-import { PIPELINE_OPTIONS, optionSpec } from '../core/options/registry.ts';
+import type { Scheduler } from '../core/schedulers/types.ts';
+import { PIPELINE_OPTIONS, UPSCALE_OPTIONS, optionSpec } from '../core/options/registry.ts';
 import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
-import { decodeLatentWith } from '../core/vae/pipeline-decode.ts';
+import { decodeLatentWith, encodeImageWith } from '../core/vae/pipeline-decode.ts';
+import type { DenoiseInput } from '../core/generation/denoise.ts';
 import { DEFAULT_NATIVE_SIZE, denoiserConfigFile } from '../core/model-family.ts';
 import type { IoInfo } from '../onnx/io.ts';
-import type { ComponentIo, DeviceInit, WebComponent, WebProvider } from './device/protocol.ts';
+import type { ComponentIo, DeviceInit, DeviceResult, WebComponent, WebProvider } from './device/protocol.ts';
 import { WebDevice } from './device/web-device.ts';
-import { folderUrl, modelFileSource, storedCopyRetry, type CompanionFiles } from './model/model-files.ts';
+import { folderUrl, modelFileSource, storedCopyRetry, type CompanionFiles, type FileSource } from './model/model-files.ts';
 import { readWebModel, type WebModelSpec } from './model/web-model.ts';
 import type { LoadProgress, WebPipelineOptions } from './options.ts';
 import { encodePng } from './png.ts';
-import { webDecoderRunner } from './vae-runner.ts';
+import { webVaeRunner } from './vae-runner.ts';
+import { readWebSourceImage, type WebImageInput } from './source-image.ts';
 import { TOOL_VERSION } from './version.ts';
 
 export interface WebGenerateRunOptions extends GenerationCallbacks {
@@ -42,8 +47,17 @@ export interface WebGenerateRunOptions extends GenerationCallbacks {
   signal?: AbortSignal;
 }
 
-/** Where a browser generation's time went (no encodeMs: no upscaling in the browser). */
-export type WebGenerationTimings = Omit<GenerationTimings, 'encodeMs'>;
+/** Where a browser generation's time went (`encodeMs`: an upscale's reading and encoding of its input). */
+export type WebGenerationTimings = GenerationTimings;
+
+/**
+ * `pipe.upscale`: the source image (a file as a Blob or its bytes, a canvas' ImageData, or RGB pixels), the upscale
+ * settings, and generate's settings (the prompt is optional: the source's embedded one, else empty).
+ */
+export interface WebUpscaleParams extends Omit<GenerateParams, 'prompt' | 'width' | 'height'>, UpscaleSettings {
+  image: WebImageInput;
+  prompt?: string;
+}
 
 export interface WebGenerateResult {
   image: RgbImage;
@@ -76,6 +90,8 @@ export interface WebModelInfo {
   attentionFusion: { applied: boolean; layers: number; reason?: string; form?: 'padded' | 'flash'; formReason?: string; biasSplitGelus?: number; groupNorms?: number };
   /** How units are split into CFG halves: WebPipelineOptions.splitCfg, 'auto' resolved. */
   splitCfg: SplitMode;
+  /** Whether the folder has the VAE encoder upscale() needs (opened on the first upscale). */
+  canUpscale: boolean;
   /** What unetPrecision 'float16' did (absent with 'native'), as Node's ModelInfo.unetFloat16. */
   unetFloat16?: UnetFloat16Info;
   components: Partial<Record<WebComponent, ComponentIo>>;
@@ -160,6 +176,18 @@ function inlineWeightsNote(file: string, tensors: number, bytes: number): string
   return `${file}: its ${tensors} inline weights (${(bytes / 1e9).toFixed(2)} GB) handed to ONNX Runtime Web as external data read in place, so its memory holds them once`;
 }
 
+type Loaded = Extract<DeviceResult, { type: 'loaded' }>;
+
+/** What a model file's load tells the page's notes, each once: its VAE run in float32, its weights read in place or cut. */
+function noteLoad(notes: string[], file: string, r: Loaded): void {
+  const vae = file.startsWith('vae_encoder') ? 'vae_encoder' : 'vae_decoder';
+  const add = (note: string) => void (notes.includes(note) || notes.push(note));
+  if (r.float32Tensors !== undefined) add(float32VaeNote(vae, r.float32Tensors));
+  if (r.inlineWeights) add(inlineWeightsNote(file, r.inlineWeights.tensors, r.inlineWeights.bytes));
+  for (const p of r.externalPieces ?? []) add(externalPiecesNote(folderOf(file) + p.path, p.bytes, p.pieces));
+  if (r.float32Reason !== undefined) add(float32VaeFailedNote(vae, r.float32Reason));
+}
+
 function loadCancelled(): AsgdError {
   return new AsgdError('Model loading cancelled', { kind: 'cancelled' });
 }
@@ -178,6 +206,8 @@ export class WebPipeline {
     private readonly tokenizer2: ClipTokenizer | undefined,
     /** What every generation warns of because of how the model meets the provider (info.notes has them too). */
     private readonly deviceWarnings: string[],
+    /** The model's files, for the VAE encoder an upscale opens on first use. */
+    private readonly src: FileSource,
   ) {}
 
   /** @internal Use loadWebPipeline. */
@@ -306,16 +336,7 @@ export class WebPipeline {
         // surgery keeps every Attention node).
         if (r.onnxAttention !== undefined && (c === 'unet' || !fuse)) onnxAttention = r.onnxAttention;
         components[c] ??= r.io;
-        if (r.float32Tensors !== undefined) spec.notes.push(float32VaeNote('vae_decoder', r.float32Tensors));
-        if (r.inlineWeights) {
-          const note = inlineWeightsNote(spec.files[source]!, r.inlineWeights.tensors, r.inlineWeights.bytes);
-          if (!spec.notes.includes(note)) spec.notes.push(note);
-        }
-        for (const p of r.externalPieces ?? []) {
-          const note = externalPiecesNote(folderOf(spec.files[source]!) + p.path, p.bytes, p.pieces);
-          if (!spec.notes.includes(note)) spec.notes.push(note);
-        }
-        if (r.float32Reason !== undefined) spec.notes.push(float32VaeFailedNote('vae_decoder', r.float32Reason));
+        noteLoad(spec.notes, spec.files[source]!, r);
         return r;
       };
       let probe: { layers: string[] } | { reason: string } = { reason: 'disabled' };
@@ -348,7 +369,7 @@ export class WebPipeline {
       if (signal?.aborted) throw loadCancelled();
       const info = { ...describe(spec, components, probe, fusion, provider, workers, deviceWarnings, split), ...(unetFloat16 ? { unetFloat16 } : {}) };
       const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split });
-      return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2, deviceWarnings);
+      return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2, deviceWarnings, src);
     } catch (err) {
       stop();
       throw signal?.aborted ? loadCancelled() : err;
@@ -395,17 +416,47 @@ export class WebPipeline {
   private async generateOnce(plan: GenerationPlan, run: WebGenerateRunOptions): Promise<WebGenerateResult> {
     const p = plan.params;
     const signal = run.signal;
+    const { warnings, warn } = this.warningsFor(run);
+    plan.warnings.forEach(warn);
+    throwIfAborted(signal);
+    const t0 = performance.now();
+    const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
+    await this.encodeText(plan, scheduler.numSteps, run);
+    const tText = performance.now();
+    throwIfAborted(signal);
+    const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, run, warn);
+    const tDenoise = performance.now();
+    throwIfAborted(signal);
+    const image = await this.decodeStage(plan, scheduler.numSteps, sampled, run, warn);
+    throwIfAborted(signal);
+    // As Node records it, so that `asgd generate --from` fuses the attention and converts the UNet again.
+    const metadata: GenerationMetadata = {
+      ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION),
+      ...unetRecord(this.info),
+    };
+    const png = await encodePng(image, metadata);
+    const tEnd = performance.now();
+    return {
+      image, png, metadata, latent: sampled.latent, unetEvaluations: sampled.unitEvaluations, warnings,
+      timings: { textMs: tText - t0, denoiseMs: tDenoise - tText, unetMs, hostMs: tDenoise - tText - unetMs, decodeMs: tEnd - tDenoise, totalMs: tEnd - t0 },
+    };
+  }
+
+  /** A run's warnings, each told to its onWarning as it comes; the model's device warnings first. */
+  private warningsFor(run: WebGenerateRunOptions): { warnings: string[]; warn: (m: string) => void } {
     const warnings: string[] = [];
     const warn = (m: string) => {
       warnings.push(m);
       run.onWarning?.(m);
     };
     this.deviceWarnings.forEach(warn);
-    plan.warnings.forEach(warn);
-    throwIfAborted(signal);
-    const t0 = performance.now();
-    const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
-    run.onProgress?.({ phase: 'text', stage: 1, step: 0, totalSteps: scheduler.numSteps, unitsDone: 0, unitsTotal: 0 });
+    return { warnings, warn };
+  }
+
+  /** Encodes the prompt on the first device and hands the conditioning to every device. */
+  private async encodeText(plan: GenerationPlan, totalSteps: number, run: WebGenerateRunOptions): Promise<void> {
+    const p = plan.params;
+    run.onProgress?.({ phase: 'text', stage: 1, step: 0, totalSteps, unitsDone: 0, unitsTotal: 0 });
     const head = this.devices[0]!;
     const cond: TextConditioning = await encodePrompt(
       { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative },
@@ -417,9 +468,14 @@ export class WebPipeline {
       },
     );
     await Promise.all(this.devices.map((d) => d.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
-    const tText = performance.now();
-    throwIfAborted(signal);
+  }
 
+  /** The denoising through the dispatcher; `init`: an upscale's start from its encoded input. */
+  private async denoiseStage(
+    plan: GenerationPlan, scheduler: Scheduler, run: WebGenerateRunOptions, warn: (m: string) => void, init?: DenoiseInput['init'],
+  ): Promise<{ sampled: Awaited<ReturnType<typeof denoise>>; unetMs: number }> {
+    const p = plan.params;
+    const signal = run.signal;
     let unetMs = 0;
     // Wall time with at least one call outstanding (stage-1 run-ahead keeps several outstanding at once).
     let inFlight = 0;
@@ -438,6 +494,7 @@ export class WebPipeline {
       evaluate,
       signal,
       onWarning: warn,
+      init,
       // The scheduler's steps: PNDM runs more than asked (one more with skip_prk_steps, SD 1.x's).
       totalSteps: scheduler.numSteps,
       onProgress: run.onProgress,
@@ -446,23 +503,122 @@ export class WebPipeline {
         ? (latent, h, w, step) => void this.decodeLatent(latent, h, w, { ...p.vae, tiling: 'off' }).then((img) => run.onPreview!(img, step), () => undefined)
         : undefined,
     }));
+    return { sampled, unetMs };
+  }
+
+  private decodeStage(plan: GenerationPlan, totalSteps: number, sampled: { latent: Float32Array; unitEvaluations: number }, run: WebGenerateRunOptions, warn: (m: string) => void): Promise<RgbImage> {
+    return this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, plan.params.vae, (done, total) =>
+      run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: totalSteps, totalSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
+    warn);
+  }
+
+  /**
+   * Upscales an image as Node's pipeline does (src/core/generation/upscale.ts): resize (the core's Lanczos3) to the
+   * output size, VAE-encode on the first device (tiled like decoding for a large one), noise to `strength`, denoise the
+   * remaining steps with the method, decode. The VAE encoder is downloaded and opened on the first upscale. The
+   * result's metadata records the source's SHA-256 and size and the upscale settings; its PNG keeps the input's alpha.
+   */
+  upscale(params: WebUpscaleParams, run: WebGenerateRunOptions = {}): Promise<WebGenerateResult> {
+    if (this.closed) return Promise.reject(new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' }));
+    try {
+      if (!params || typeof params !== 'object') throw new AsgdError('Invalid upscale parameters', { kind: 'invalid-argument', parameter: 'params', expected: 'an object with an image', received: String(params) });
+      refuseUnknownKeys(params, ['image', ...UPSCALE_OPTIONS.map((o) => o.key), ...PARAM_KEYS], 'an upscale setting');
+      if (params.image === undefined) throw new AsgdError('No image to upscale', { kind: 'invalid-argument', parameter: 'image', expected: 'an image file (a Blob or its bytes), a canvas\' ImageData, or RGB pixels', received: 'undefined' });
+      if (!this.spec.vaeEncoder) throw noVaeEncoderError('Serve the whole export folder with its vae_encoder (optimum-cli exports it by default)');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const next = this.queue.then(() => this.runUpscale(params, run));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async runUpscale(params: WebUpscaleParams, given: WebGenerateRunOptions): Promise<WebGenerateResult> {
+    let settled = false;
+    const live = <A extends unknown[]>(fn: ((...a: A) => void) | undefined) => fn && ((...a: A) => void (settled || fn(...a)));
+    try {
+      return await this.upscaleOnce(params, { ...given, onProgress: live(given.onProgress), onWarning: live(given.onWarning), onPreview: live(given.onPreview) });
+    } finally {
+      settled = true;
+    }
+  }
+
+  private async upscaleOnce(params: WebUpscaleParams, run: WebGenerateRunOptions): Promise<WebGenerateResult> {
+    const signal = run.signal;
+    const t0 = performance.now();
+    const { image: input, ...settings } = params;
+    const source = await readWebSourceImage(input);
+    const check = checkUpscaleRun({ width: source.image.width, height: source.image.height, embedded: source.embedded }, settings, {
+      facts: this.facts(), tokenizer: this.tokenizer, schedulerClass: String(this.spec.schedulerConfig._class_name ?? ''),
+    });
+    const { up, plan } = check;
+    const p = plan.params;
+    const { warnings, warn } = this.warningsFor(run);
+    check.warnings.forEach(warn);
+    throwIfAborted(signal);
+    const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
+    const start = startStep(p.steps, up.strength);
+    const scheduler = schedulerFrom(full, start);
+    await this.openEncoder();
+    throwIfAborted(signal);
+    // A large input takes a while to encode (tile by tile): its own progress phase.
+    const onTile = (tilesDone: number, tilesTotal: number) =>
+      run.onProgress?.({ phase: 'encode', stage: 1, step: 0, totalSteps: scheduler.numSteps, unitsDone: 0, unitsTotal: 0, tilesDone, tilesTotal });
+    const runner = webVaeRunner(this.devices[0]!, 'encoder');
+    const vae = { latentChannels: this.info.latentChannels, scalingFactor: this.spec.vae.scalingFactor };
+    const { init, resized } = await upscaleInit(source.image, check, (img) =>
+      encodeLatent(img, (chw, h, w) => encodeImageWith(runner, chw, h, w, p.vae, { onTile, onWarning: warn }), vae));
+    throwIfAborted(signal);
+    const tEncode = performance.now();
+    await this.encodeText(plan, scheduler.numSteps, run);
+    const tText = performance.now();
+    throwIfAborted(signal);
+    const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, run, warn, init);
     const tDenoise = performance.now();
     throwIfAborted(signal);
-    const image = await this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, p.vae, (done, total) =>
-      run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: scheduler.numSteps, totalSteps: scheduler.numSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
-    warn);
+    const image = cropRgb(await this.decodeStage(plan, scheduler.numSteps, sampled, run, warn), up.targetWidth, up.targetHeight);
     throwIfAborted(signal);
-    // As Node records it, so that `asgd generate --from` fuses the attention and converts the UNet again.
+    // The input's opacity, resized with it (the models draw colour only).
+    if (resized.alpha) image.alpha = resized.alpha;
     const metadata: GenerationMetadata = {
-      ...buildMetadata({ ...p, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION),
+      ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION),
       ...unetRecord(this.info),
+      upscale: upscaleRecord({ sha256: source.sha256, width: source.image.width, height: source.image.height }, up, start),
     };
     const png = await encodePng(image, metadata);
     const tEnd = performance.now();
     return {
       image, png, metadata, latent: sampled.latent, unetEvaluations: sampled.unitEvaluations, warnings,
-      timings: { textMs: tText - t0, denoiseMs: tDenoise - tText, unetMs, hostMs: tDenoise - tText - unetMs, decodeMs: tEnd - tDenoise, totalMs: tEnd - t0 },
+      timings: { encodeMs: tEncode - t0, textMs: tText - tEncode, denoiseMs: tDenoise - tText, unetMs, hostMs: tDenoise - tText - unetMs, decodeMs: tEnd - tDenoise, totalMs: tEnd - t0 },
     };
+  }
+
+  private encoderOpen?: Promise<void>;
+
+  /**
+   * Downloads (or reads from the storage) and opens the VAE encoder on the first device, once; a stored copy that does
+   * not open is downloaded again, as at load. A failed open is tried again by the next upscale.
+   */
+  private openEncoder(): Promise<void> {
+    const file = this.spec.vaeEncoder!;
+    const src = this.src;
+    this.encoderOpen ??= (async () => {
+      let bytes = await readModelFile(src, file);
+      let external = await readExternalFiles(src, file, bytes);
+      const retry = storedCopyRetry(src, file, bytes, false, (b) => (bytes = b), {
+        paths: () => external.map((e) => folderOf(file) + e.path),
+        reread: async () => void (external = await readExternalFiles(src, file, bytes)),
+      });
+      const isModelError = (err: unknown) => err instanceof AsgdError && err.kind === 'model';
+      const r = await retry((b) => this.devices[0]!.load(
+        { type: 'load', component: 'vaeEncoder', bytes: b, ...(external.length > 0 ? { external } : {}), float32: this.spec.vae.forceUpcast }, 'loading vaeEncoder',
+      ), isModelError);
+      if (!r) throw noVaeEncoderError('Serve the whole export folder with its vae_encoder (optimum-cli exports it by default)');
+      this.info.components.vaeEncoder = r.io;
+      noteLoad(this.info.notes, file, r);
+    })();
+    this.encoderOpen.catch(() => (this.encoderOpen = undefined));
+    return this.encoderOpen;
   }
 
   /**
@@ -476,7 +632,7 @@ export class WebPipeline {
     const inv = 1 / this.spec.vae.scalingFactor;
     const scaled = new Float32Array(latent.length);
     for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
-    const r = await decodeLatentWith(webDecoderRunner(this.devices[0]!), scaled, this.info.latentChannels, h, w, opts, { onTile, onWarning });
+    const r = await decodeLatentWith(webVaeRunner(this.devices[0]!, 'decoder'), scaled, this.info.latentChannels, h, w, opts, { onTile, onWarning });
     return chwToRgb8(r.data, r.height, r.width);
   }
 
@@ -517,6 +673,7 @@ function describe(
     provider,
     workers,
     splitCfg,
+    canUpscale: spec.vaeEncoder !== undefined,
     attentionProbe: 'layers' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },
     attentionFusion,
     components,

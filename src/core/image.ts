@@ -1,4 +1,6 @@
 /** Decoded images: the VAE's [-1, 1] CHW floats to 8-bit interleaved RGB, as diffusers does. Portable. */
+import { AsgdError } from './errors.ts';
+
 export interface RgbImage {
   /** Interleaved RGB, 8 bits per channel, row-major. */
   data: Uint8Array;
@@ -59,4 +61,49 @@ export function cropRgb(img: RgbImage, width: number, height: number): RgbImage 
   const out = new Uint8Array(width * height * 3);
   for (let y = 0; y < height; y++) out.set(img.data.subarray(y * img.width * 3, (y * img.width + width) * 3), y * width * 3);
   return { data: out, width, height };
+}
+
+/** What a value is, for an error: its class (Float32Array, Array, ...) or its type. */
+function kindOf(v: unknown): string {
+  const name = typeof v === 'object' && v !== null ? (v as object).constructor?.name : undefined;
+  return name ? `a ${name}` : typeof v;
+}
+
+/** Whether a value is given as decoded pixels ({ data, width, height }) rather than a file's bytes or path. */
+export function isPixelImage(v: unknown): v is RgbImage {
+  return typeof v === 'object' && v !== null && !(v instanceof Uint8Array) && 'data' in v && 'width' in v && 'height' in v;
+}
+
+/**
+ * Decoded pixels checked against their size: interleaved RGB of width x height x 3 bytes (a canvas' Uint8ClampedArray
+ * taken as the same bytes) and an optional alpha plane of one byte per pixel; an AsgdError names what does not fit.
+ */
+export function checkRgbPixels(input: RgbImage): RgbImage {
+  if ((input.data as unknown) instanceof Uint8ClampedArray) {
+    const c = input.data as unknown as Uint8ClampedArray;
+    input = { ...input, data: new Uint8Array(c.buffer, c.byteOffset, c.byteLength) };
+  }
+  const { data, width, height, alpha } = input;
+  if (!(data instanceof Uint8Array) || !Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1 || data.length !== width * height * 3) {
+    throw new AsgdError('The image pixels do not match their size', {
+      kind: 'invalid-argument', parameter: 'image', expected: 'interleaved 8-bit RGB of width x height x 3 bytes',
+      received: `${data instanceof Uint8Array ? `${data.length} bytes` : kindOf(data)} for ${String(width)}x${String(height)}`,
+    });
+  }
+  if (alpha !== undefined && (!(alpha instanceof Uint8Array) || alpha.length !== width * height)) {
+    throw new AsgdError('The image alpha does not match its size', {
+      kind: 'invalid-argument', parameter: 'image.alpha', expected: `one byte per pixel (${width * height})`,
+      received: alpha instanceof Uint8Array ? `${alpha.length} bytes` : typeof alpha,
+    });
+  }
+  return input;
+}
+
+/** The error for bytes that do not decode as an image; `cause` says why where known. */
+export function notAnImage(name: string, cause?: unknown): AsgdError {
+  const why = cause instanceof Error ? cause.message.split('\n')[0]!.trim() : '';
+  return new AsgdError(`${name} is not a readable image${why ? ` (${why})` : ''}`, {
+    kind: 'invalid-argument', parameter: 'image', expected: 'a PNG, JPEG or WebP image', received: name,
+    hint: 'Check that the file is a complete image', cause,
+  });
 }

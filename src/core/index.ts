@@ -16,6 +16,7 @@ export {
   type GenerationMetadata, type UpscaleRecord,
 } from './metadata.ts';
 export { chwToRgb8, cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from './image.ts';
+export { resizeLanczos3 } from './resize.ts';
 export { float16ToFloat32, float32ToFloat16, fromFloat16Bits, toFloat16Bits } from './float16.ts';
 export { addPngTextChunks, compressedTextChunks, readPngTextChunks, type CompressedTextChunk, type Inflate } from './png-chunks.ts';
 export { sizeOf, tensor, zeros, type Tensor } from './tensor.ts';

@@ -135,3 +135,32 @@ export function promptFromParametersText(text: string): { prompt: string; negati
   const negativePrompt = neg < 0 ? '' : [body[neg]!.slice('Negative prompt:'.length), ...body.slice(neg + 1)].join('\n').trim();
   return { prompt, negativePrompt };
 }
+
+/**
+ * What an image holds of its generation: this project's record (`metadata`), the `parameters` text other Stable
+ * Diffusion tools read too, and, where the record is there but cannot be read (the file was edited), why (`damaged`;
+ * `metadata` is then undefined and `parameters` still read).
+ */
+export interface EmbeddedParameters {
+  metadata?: GenerationMetadata;
+  parameters?: string;
+  damaged?: string;
+}
+
+/** EmbeddedParameters from the texts an image holds: the metadata JSON (this project's) and the `parameters` text. */
+export function embeddedParameters(json: string | undefined, parameters: string | undefined): EmbeddedParameters {
+  const out: EmbeddedParameters = parameters === undefined ? {} : { parameters };
+  if (json === undefined) return out;
+  try {
+    return { ...out, metadata: parseMetadataJson(json) };
+  } catch (err) {
+    return { ...out, damaged: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/** What an upscale takes from a source's embedded texts: its metadata and prompts, or another tool's prompts. */
+export function embeddedSource(found: EmbeddedParameters): { metadata?: GenerationMetadata; prompt?: string; negativePrompt?: string } | undefined {
+  if (found.metadata) return { metadata: found.metadata, prompt: found.metadata.prompt, negativePrompt: found.metadata.negativePrompt };
+  if (found.parameters) return promptFromParametersText(found.parameters);
+  return undefined;
+}

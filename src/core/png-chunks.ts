@@ -137,3 +137,11 @@ function textChunks(png: Uint8Array): TextChunk[] {
   }
   return out;
 }
+
+/** Whether a PNG's bytes hold its IEND chunk (a cut-off file does not). */
+export function hasPngEnd(png: Uint8Array): boolean {
+  for (let i = png.length - 8; i >= 8; i--) {
+    if (png[i] === 0x49 && png[i + 1] === 0x45 && png[i + 2] === 0x4e && png[i + 3] === 0x44) return true;
+  }
+  return false;
+}

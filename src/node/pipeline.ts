@@ -8,10 +8,11 @@ import path from 'node:path';
 import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
 import { PIPELINE_OPTIONS, UPSCALE_OPTIONS } from '../core/options/registry.ts';
 import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
-import { cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from '../core/image.ts';
-import { buildMetadata, unetRecord, type GenerationMetadata, type UpscaleRecord } from '../core/metadata.ts';
-import { checkUpscale, img2imgScheduler, upscaleMethodOptions, polyphaseTargets, schedulerFrom, startStep, type Img2ImgInit, type UpscaleSettings } from '../core/generation/img2img.ts';
-import { readSourceImage, resizeLanczos, type ImageInput, type SourceImage } from './image/read.ts';
+import { cropRgb, type RgbImage } from '../core/image.ts';
+import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
+import { checkUpscale, schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
+import { checkUpscaleRun, encodeLatent, noVaeEncoderError, upscaleInit, upscaleRecord } from '../core/generation/upscale.ts';
+import { readSourceImage, type ImageInput, type SourceImage } from './image/read.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import { PARAM_KEYS, resolveVaeOptions, type GenerateParams, type ResolvedParams, type VaeDecodeOptions } from '../core/params.ts';
 import { checkInputLength } from '../core/vae/tiled.ts';
@@ -412,33 +413,20 @@ export class Pipeline implements AsyncDisposable {
   }
 
   private async upscaleSource(source: SourceImage, params: UpscaleParams, run: GenerateRunOptions, generation?: GenerationMetadata): Promise<GenerateResult> {
-    const { image: _image, prompt: givenPrompt, scale, width, height, strength, structureSource, maxPixels, ...rest } = params;
+    const { image: _image, ...settings } = params;
+    if (!this.spec.paths.vaeEncoder) throw noVaeEncoderError('Export the model with its encoder (optimum-cli exports it by default), or pass --vae with a folder holding vae_encoder');
     // Stage 1, check: the upscale against its source, then the generation at the (grid-rounded) output size.
-    const up = checkUpscale({ width: source.image.width, height: source.image.height }, { scale, width, height, strength, structureSource, maxPixels });
+    const check = checkUpscaleRun({ width: source.image.width, height: source.image.height, embedded: source.embedded }, settings, {
+      facts: this.facts(), tokenizer: this.tokenizer, schedulerClass: String(this.spec.schedulerConfig._class_name ?? ''),
+    });
+    const { up, plan } = check;
     // `generation`: the upscale stage of generateUpscaled, whose generate stage warned of the devices already.
     const { warnings, warn } = this.warningsFor(run, generation !== undefined);
-    const prompt = givenPrompt ?? source.embedded?.prompt;
-    const negativePrompt = rest.negativePrompt ?? (givenPrompt === undefined ? source.embedded?.negativePrompt : undefined);
-    if (prompt === undefined) warn('No prompt given and none embedded in the input: upscaling with an empty prompt');
-    if (!this.spec.paths.vaeEncoder) {
-      throw new AsgdError('This model has no VAE encoder, which upscaling needs', {
-        kind: 'model', parameter: 'vae_encoder', expected: 'vae_encoder/model.onnx', received: 'none',
-        hint: 'Export the model with its encoder (optimum-cli exports it by default), or pass --vae with a folder holding vae_encoder',
-      });
-    }
-    const chosen = img2imgScheduler(rest.scheduler, String(this.spec.schedulerConfig._class_name ?? ''));
-    const methodOptions = upscaleMethodOptions(rest.method, rest.methodOptions);
-    const plan = checkGeneration({ ...rest, methodOptions, scheduler: chosen.scheduler, prompt: prompt ?? '', negativePrompt, width: up.workWidth, height: up.workHeight }, this.facts(), this.tokenizer);
+    check.warnings.forEach(warn);
     const p = plan.params;
-    up.notes.forEach(warn);
-    if (chosen.warning) warn(chosen.warning);
-
-    plan.warnings.forEach(warn);
     const signal = run.signal;
     await this.ready(signal, 'Upscale cancelled');
     run = this.withDeviceActivity(run);
-    const asg = p.method === 'asg';
-    const geo = plan.method.geometry;
     return this.guarded(signal, 'Upscale cancelled', warn, async () => {
       const t0 = performance.now();
       const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler, { imageSeqLen: plan.imageSeqLen });
@@ -447,18 +435,9 @@ export class Pipeline implements AsyncDisposable {
       // A large input takes a while to encode (tile by tile): its own progress phase.
       const onTile = (tilesDone: number, tilesTotal: number) =>
         run.onProgress?.({ phase: 'encode', stage: 1, step: 0, totalSteps: scheduler.numSteps, unitsDone: 0, unitsTotal: 0, tilesDone, tilesTotal });
-      // Stage 2, the input: resized to the output, padded to the latent grid, encoded; for asg's 'input' sources
-      // also at the patch size (the native-size view every stage-1 patch is guided toward).
-      const resized = await resizeLanczos(source.image, up.targetWidth, up.targetHeight);
+      // Stage 2, the input: resized to the output, padded to the latent grid, encoded (core/generation/upscale.ts).
       await this.pool.ensure('vaeEncoder', 'vaeDecoder');
-      const latent = await this.encodeImage(padEdgesRgb(resized, up.workWidth, up.workHeight), p.vae, warn, onTile);
-      const init: Img2ImgInit = { latent };
-      if (asg && geo.count > 1 && (up.structureSource === 'input' || up.structureSource === 'input-skip')) {
-        const padded = padEdgesRgb(resized, Math.max(up.workWidth, geo.paddedWidth * 8), Math.max(up.workHeight, geo.paddedHeight * 8));
-        init.structureTarget = await this.encodeImage(await resizeLanczos(padded, geo.patchWidth * 8, geo.patchHeight * 8), p.vae, warn, onTile);
-      }
-      if (asg && geo.count > 1 && up.structureSource === 'polyphase') init.structureTarget = polyphaseTargets(latent, geo);
-      if (asg && (up.structureSource === 'skip' || up.structureSource === 'input-skip')) init.skipResidual = true;
+      const { init, resized } = await upscaleInit(source.image, check, (img) => this.encodeImage(img, p.vae, warn, onTile));
       throwIfAborted(signal);
       const tEncode = performance.now();
 
@@ -478,17 +457,10 @@ export class Pipeline implements AsyncDisposable {
       // The input's opacity, resized with it (the models draw colour only).
       if (resized.alpha) image.alpha = resized.alpha;
       const tEnd = performance.now();
-      const record: UpscaleRecord = {
-        source: { sha256: source.sha256, width: source.image.width, height: source.image.height, ...(generation ? { generation } : {}) },
-        scale: up.scale,
-        strength: up.strength,
-        structureSource: up.structureSource,
-        startStep: start,
-      };
       const metadata: GenerationMetadata = {
         ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, this.modelRecord(), scheduler.name, TOOL_VERSION),
         ...unetRecord(this.info),
-        upscale: record,
+        upscale: upscaleRecord({ sha256: source.sha256, width: source.image.width, height: source.image.height }, up, start, generation),
       };
       return {
         image,
@@ -513,21 +485,13 @@ export class Pipeline implements AsyncDisposable {
    * VAE-encodes an RGB image (sides multiples of 8) to a latent multiplied by the scaling factor; tiled like decoding
    * (the same `vae` settings, tile size in latent pixels) with the whole image's GroupNorm statistics.
    */
-  private async encodeImage(img: RgbImage, vae: ResolvedParams['vae'], onWarning?: (message: string) => void, onTile?: (done: number, total: number) => void): Promise<Float32Array> {
+  private encodeImage(img: RgbImage, vae: ResolvedParams['vae'], onWarning?: (message: string) => void, onTile?: (done: number, total: number) => void): Promise<Float32Array> {
     const request: DecoderRequest = (req, what, transfer) => this.pool.request('vaeEncoder', req, what, transfer);
-    const r = await encodeImageLatent({
-      image: rgb8ToChw(img), height: img.height, width: img.width, opts: vae, encoderPath: this.spec.paths.vaeEncoder!, request, onWarning, onTile,
-    });
-    const c = this.info.latentChannels;
-    // An encoder that outputs latent_parameters gives mean then logvar: the mean is the first half.
-    if ((r.channels !== c && r.channels !== 2 * c) || r.height * 8 !== img.height || r.width * 8 !== img.width) {
-      throw contractError('The VAE encoder returned a latent of an unexpected shape', 'vae_encoder', `[1, ${c}, ${img.height / 8}, ${img.width / 8}]`, `[1, ${r.channels}, ${r.height}, ${r.width}]`);
-    }
-    const f = this.spec.vae.scalingFactor;
-    const shift = this.spec.vae.shiftFactor ?? 0;
-    const out = new Float32Array(c * r.height * r.width);
-    for (let i = 0; i < out.length; i++) out[i] = (r.data[i]! - shift) * f;
-    return out;
+    return encodeLatent(
+      img,
+      (image, height, width) => encodeImageLatent({ image, height, width, opts: vae, encoderPath: this.spec.paths.vaeEncoder!, request, onWarning, onTile }),
+      { latentChannels: this.info.latentChannels, scalingFactor: this.spec.vae.scalingFactor, shiftFactor: this.spec.vae.shiftFactor },
+    );
   }
 
   /**

@@ -7,8 +7,8 @@
 import type { RgbImage } from '../core/image.ts';
 import { chwToRgb8 } from '../core/image.ts';
 import type { VaeDecodeOptions } from '../core/params.ts';
-import { decodeLatentWith, graphBackend, segmentName, tiledBackend, tilingWanted, type VaeGraphRunner } from '../core/vae/pipeline-decode.ts';
-import { encodeTiled, stateBuffers, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
+import { decodeLatentWith, encodeImageWith, graphBackend, segmentName, type VaeGraphRunner } from '../core/vae/pipeline-decode.ts';
+import { stateBuffers, type DecodedImage, type TiledDecodeResult, type TiledVaeBackend } from '../core/vae/tiled.ts';
 import type { VaeGraphName, WorkerRequest, WorkerResult } from './runner/protocol.ts';
 import type { VaeGraphs } from './vae-graphs.ts';
 
@@ -96,10 +96,10 @@ export async function decodeLatentImage(args: {
 
 /**
  * VAE encoding of an image [3, H, W] in [-1, 1] to the latent mean [C, H/8, W/8] (not yet multiplied by the scaling
- * factor), tiled like decoding (tile size and overlap in latent pixels) with the whole image's GroupNorm statistics.
- * `request` reaches a worker holding the VAE encoder.
+ * factor), tiled like decoding (core/vae/pipeline-decode.ts, encodeImageWith). `request` reaches a worker holding the
+ * VAE encoder.
  */
-export async function encodeImageLatent(args: {
+export function encodeImageLatent(args: {
   image: Float32Array;
   height: number;
   width: number;
@@ -109,15 +109,10 @@ export async function encodeImageLatent(args: {
   onTile?: (done: number, total: number) => void;
   onWarning?: (message: string) => void;
 }): Promise<{ data: Float32Array; channels: number; height: number; width: number; tiled?: TiledDecodeResult }> {
-  const { image, height: H, width: W, opts } = args;
-  if (!tilingWanted(opts, H / 8, W / 8)) {
-    const r = await args.request<'vaeEncode'>({ type: 'vaeEncode', image, height: H, width: W }, 'VAE encoding', [image.buffer as ArrayBuffer]);
-    args.onTile?.(1, 1);
-    return r;
-  }
-  const backend = await tiledBackend(workerRunner(args.request, args.encoderPath, 'encoder'), opts, H / 8, W / 8);
-  const r = await encodeTiled(image, H, W, backend, {
-    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, statsMemory: opts.statsMemory, attention: opts.attention, onTile: args.onTile, onWarning: args.onWarning,
-  });
-  return { data: r.data, channels: r.channels, height: r.height, width: r.width, tiled: r };
+  const runner = {
+    ...workerRunner(args.request, args.encoderPath, 'encoder'),
+    run: (image: Float32Array, _channels: number, height: number, width: number) =>
+      args.request<'vaeEncode'>({ type: 'vaeEncode', image, height, width }, 'VAE encoding', [image.buffer as ArrayBuffer]),
+  };
+  return encodeImageWith(runner, args.image, args.height, args.width, args.opts, { onTile: args.onTile, onWarning: args.onWarning });
 }

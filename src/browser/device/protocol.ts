@@ -11,12 +11,15 @@ import type { NormGraphInput, SegmentSpan } from '../../core/vae/pipeline-decode
 import type { TileState } from '../../core/vae/tiled.ts';
 import type { DeviceConditioningCounts, IoInfo, TileStateCounts } from '../../onnx/io.ts';
 import type { ExternalFileBytes } from '../../graph/external-pieces.ts';
+import type { VaeHalf } from '../../graph/vae-attention-split.ts';
+
+export type { VaeHalf };
 
 /** ONNX Runtime Web's execution providers this package drives. */
 export type WebProvider = 'wasm' | 'webgpu';
 
 /** The model parts a device worker may hold. */
-export type WebComponent = 'textEncoder' | 'textEncoder2' | 'unet' | 'unetProbe' | 'vaeDecoder';
+export type WebComponent = 'textEncoder' | 'textEncoder2' | 'unet' | 'unetProbe' | 'vaeDecoder' | 'vaeEncoder';
 
 export interface DeviceInit {
   provider: WebProvider;
@@ -80,24 +83,30 @@ export type DeviceRequest =
       guidanceScale: number; wantAttention: boolean; maskTokens?: number[]; timeIds?: number[];
     }
   | { type: 'vaeDecode'; latent: Float32Array; channels: number; height: number; width: number }
+  /** Encodes an image [1, 3, H, W] in [-1, 1] to the latent mean (not yet multiplied by the scaling factor). */
+  | { type: 'vaeEncode'; image: Float32Array; height: number; width: number }
   /** Runs a unit whole and as two CFG halves on a latent of this size and compares the bits (UnetAdapter.checkCfgSplit). */
   | { type: 'checkCfgSplit'; height: number; width: number }
-  /** Derives (once per loaded decoder) the norm-statistics graphs of the decoder or of its split's tiled part. */
-  | { type: 'vaeNorms'; of: VaeGraphSource }
-  /** Derives (once per loaded decoder) the decoder split after its attention. */
-  | { type: 'vaeSplit' }
+  /** Derives (once per loaded half) the norm-statistics graphs of the VAE half or of its split's tiled part. */
+  | { type: 'vaeNorms'; half: VaeHalf; of: VaeGraphSource }
+  /** Derives (once per loaded half) the VAE half split after its attention. */
+  | { type: 'vaeSplit'; half: VaeHalf }
   | VaeGraphRequest
-  | { type: 'vaeHead'; input: Float32Array; channels: number; height: number; width: number; chunkBytes: number }
-  /** Frees tile states a WebGPU worker holds on its device (TileState.held handles). */
-  | { type: 'vaeReleaseStates'; held: number[] }
+  | { type: 'vaeHead'; half: VaeHalf; input: Float32Array; channels: number; height: number; width: number; chunkBytes: number }
+  /** Frees tile states a WebGPU worker holds on its device (TileState.held handles) for a VAE half's graphs. */
+  | { type: 'vaeReleaseStates'; half: VaeHalf; held: number[] }
   | { type: 'close' };
 
-/** The loaded decoder itself, or the part of it after its attention (run over tiles when the attention runs globally). */
-export type VaeGraphSource = 'decoder' | 'tail';
+/**
+ * A loaded VAE half whole, or the part of it run over tiles when its attention runs globally (the decoder's after its
+ * attention, the encoder's before it); 'vaeHead' runs the other part, the one with the attention.
+ */
+export type VaeGraphSource = 'whole' | 'tail';
 
-/** Runs a derived graph of the decoder: a norm-statistics graph of `of`, or the tail as it is (graph 'plain'). */
+/** Runs a derived graph of a VAE half: a norm-statistics graph of `of`, or the tail as it is (graph 'plain'). */
 export interface VaeGraphRequest extends NormGraphInput {
   type: 'vaeGraph';
+  half: VaeHalf;
   of: VaeGraphSource;
   graph: 'stats' | 'tile' | 'plain' | { segment: SegmentSpan };
 }
@@ -116,6 +125,7 @@ export type DeviceResult =
   | { type: 'encodeText'; hidden: Float32Array; tokens: number; dim: number; pooled?: Float32Array; pooledDim?: number }
   | { type: 'unet'; output: Float32Array; attention?: AttentionMap[]; attentionUnsupported?: boolean }
   | { type: 'vaeDecode'; data: Float32Array; height: number; width: number }
+  | { type: 'vaeEncode'; data: Float32Array; channels: number; height: number; width: number }
   | { type: 'checkCfgSplit'; identical: boolean; maxAbs: number }
   | { type: 'vaeNorms'; layers?: NormLayer[]; reason?: string }
   | { type: 'vaeSplit'; chunked?: boolean; coreReason?: string; reason?: string }

@@ -1,9 +1,9 @@
 /**
- * The decoder's derived graphs in a device worker: the same graph surgery as in Node (src/graph/vae-derived-models.ts)
- * on the decoder's bytes, kept in memory with the weights inline (there is no disk store in the browser). The
- * statistics, tile and split graphs are derived once per loaded decoder and kept for the session; a segment of the
+ * A VAE half's derived graphs in a device worker (the decoder's for tiled decoding, the encoder's for an upscale's
+ * tiled encoding): the same graph surgery as in Node (src/graph/vae-derived-models.ts) on the half's bytes, kept in memory with the weights inline (there is no disk store in the browser). The
+ * statistics, tile and split graphs are derived once per loaded half and kept for the session; a segment of the
  * tile graph (src/graph/vae-segments.ts) is cut when its session opens (each holds the weights of its part, so keeping
- * all of them would hold the decoder's weights again). One derived session is open at a time, as in Node's worker. Loaded by the
+ * all of them would hold the half's weights again). One derived session is open at a time, as in Node's worker. Loaded by the
  * worker on demand, so pages that never tile never load the protobuf code. On a WebGPU worker the tile states of
  * 'exact' statistics stay on the device between segments (src/onnx/tile-states.ts), as in Node: the page holds handles.
  */
@@ -16,7 +16,7 @@ import { runAttentionParts, type AttentionPart } from '../../onnx/vae-attention-
 import type { OpenSession } from '../../onnx/tensors.ts';
 import { statesOnDevice, type DeviceTileStates } from '../../onnx/tile-states.ts';
 import { VaeNormAdapter } from '../../onnx/vae.ts';
-import type { DeviceResult, VaeGraphRequest, VaeGraphSource } from './protocol.ts';
+import type { DeviceResult, VaeGraphRequest, VaeGraphSource, VaeHalf } from './protocol.ts';
 
 type Reason = { reason: string };
 type Norms = { layers: NormLayer[]; stats: Uint8Array; tile: Uint8Array } | Reason;
@@ -30,23 +30,28 @@ export type OpenBytes = (bytes: Uint8Array, label: string, outputLocation?: Reco
 
 const bin = (m: ModelProto) => modelBytes(m);
 
-export class DecoderGraphs {
+export class VaeHalfGraphs {
   private readonly norms = new Map<VaeGraphSource, Norms>();
   private split?: Split;
   private held?: { key: string; adapter: VaeNormAdapter };
 
   /** `states`: where segments keep the tile states (a WebGPU worker's device); without it they come to the page. */
   constructor(
-    private readonly decoder: Uint8Array,
+    private readonly half: VaeHalf,
+    private readonly model: Uint8Array,
     private readonly open: OpenBytes,
     private readonly states?: DeviceTileStates,
   ) {}
+
+  private get label(): 'vae_decoder' | 'vae_encoder' {
+    return `vae_${this.half}`;
+  }
 
   private normsOf(of: VaeGraphSource): Norms {
     let n = this.norms.get(of);
     if (!n) {
       const split = of === 'tail' ? this.splitGraphs() : undefined;
-      const m = split && 'reason' in split ? split : deriveVaeNormModels(split ? split.tail : this.decoder);
+      const m = split && 'reason' in split ? split : deriveVaeNormModels(split ? split.tail : this.model);
       n = 'reason' in m ? m : { layers: m.layers, stats: bin(m.stats), tile: bin(m.tile) };
       this.norms.set(of, n);
     }
@@ -55,7 +60,7 @@ export class DecoderGraphs {
 
   private splitGraphs(): Split {
     if (!this.split) {
-      const m = deriveVaeAttentionModels(this.decoder, 'decoder');
+      const m = deriveVaeAttentionModels(this.model, this.half);
       this.split = 'reason' in m
         ? m
         : {
@@ -95,7 +100,7 @@ export class DecoderGraphs {
       open: (part: AttentionPart, label: string) => this.open(part === 'global' ? s.global : chunked![part], label),
       release: (x: OpenSession) => x.session.release(),
     };
-    const r = await runAttentionParts(parts, input, channels, height, width, chunkBytes, 'vae_decoder');
+    const r = await runAttentionParts(parts, input, channels, height, width, chunkBytes, this.label);
     return { type: 'vaeHead', ...r, data: r.data.slice() };
   }
 
@@ -121,10 +126,10 @@ export class DecoderGraphs {
         bytes = graph === 'stats' ? n.stats : n.tile;
       }
     }
-    const what = of === 'tail' ? 'vae_decoder after its attention' : 'vae_decoder';
+    const what = of === 'tail' ? `${this.label} after its attention` : this.label;
     const label = `${what} (${typeof graph === 'object' ? `tile graph's ${segmentName(graph.segment)}` : graph === 'plain' ? 'tiled part' : `${graph} graph`})`;
     const segment = typeof graph === 'object';
-    const adapter = new VaeNormAdapter(await this.open(bytes, label, location), 'vae_decoder', segment ? this.states : undefined);
+    const adapter = new VaeNormAdapter(await this.open(bytes, label, location), this.label, segment ? this.states : undefined);
     this.held = { key, adapter };
     return adapter;
   }
@@ -140,7 +145,7 @@ export class DecoderGraphs {
 
   /**
    * Releases the derived session held (before the head runs, on close); a session whose tile states are still held
-   * goes after them (src/onnx/tile-states.ts). `all`: every state too (the worker closes, the decoder is replaced).
+   * goes after them (src/onnx/tile-states.ts). `all`: every state too (the worker closes, the half is replaced).
    */
   async release(all = false): Promise<void> {
     if (all) await this.states?.clear();

@@ -13,9 +13,9 @@ import { MASK_WEIGHTS_INPUT, PROBE_OUTPUT_PREFIX } from '../../graph/attention-p
 import { UnetAdapter, UNET_NAMES } from '../../onnx/unet.ts';
 import { DeviceConditioning, IdentityUploader } from '../../onnx/device-conditioning.ts';
 import type { DeviceConditioningCounts } from '../../onnx/io.ts';
-import { VaeDecoderAdapter } from '../../onnx/vae.ts';
-import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, ExternalFile, WebComponent, WireBytes } from './protocol.ts';
-import type { DecoderGraphs } from './vae-graphs.ts';
+import { VaeDecoderAdapter, VaeEncoderAdapter } from '../../onnx/vae.ts';
+import type { DeviceInit, DeviceReply, DeviceRequest, DeviceResult, ExternalFile, VaeHalf, WebComponent, WireBytes } from './protocol.ts';
+import type { VaeHalfGraphs } from './vae-graphs.ts';
 import type { DerivedUnet } from './probe-graph.ts';
 import { outOfMemory, toWire } from './wire-error.ts';
 import type { ExternalPieces } from '../../graph/external-pieces.ts';
@@ -27,7 +27,19 @@ const LABELS: Record<WebComponent, string> = {
   unet: 'unet',
   unetProbe: 'unet (attention probe)',
   vaeDecoder: 'vae_decoder',
+  vaeEncoder: 'vae_encoder',
 };
+
+/**
+ * A loaded VAE half: its bytes and external-data files, kept for the graphs tiled decoding or encoding derives from it
+ * later (no other component's are kept: an SD UNet's are gigabytes, and ONNX Runtime Web holds its own copy once the
+ * session is open), and those graphs, made from its bytes on first use.
+ */
+interface LoadedHalf {
+  bytes: Uint8Array;
+  external: ExternalFile[];
+  graphs?: Promise<VaeHalfGraphs>;
+}
 
 interface State {
   init?: DeviceInit;
@@ -37,14 +49,8 @@ interface State {
   unet?: UnetAdapter;
   probe?: UnetAdapter;
   decoder?: VaeDecoderAdapter;
-  /** The decoder's derived graphs (tiled decoding), made from its bytes on first use. */
-  decoderGraphs?: Promise<DecoderGraphs>;
-  decoderBytes?: Uint8Array;
-  /**
-   * The decoder's external-data files, kept for the graphs tiled decoding derives from it later; no other component's
-   * are kept (an SD UNet's are gigabytes, and ONNX Runtime Web holds its own copy once the session is open).
-   */
-  decoderExternal: ExternalFile[];
+  encoder?: VaeEncoderAdapter;
+  vae: Partial<Record<VaeHalf, LoadedHalf>>;
   cond?: TextConditioning;
   /** On WebGPU: puts the text conditioning on the device once per generation (the adapters' DeviceConditioning). */
   uploader?: IdentityUploader;
@@ -52,7 +58,7 @@ interface State {
   staged: Map<number, { data: Uint8Array; received: number }>;
 }
 
-const state: State = { sessions: {}, decoderExternal: [], staged: new Map() };
+const state: State = { sessions: {}, vae: {}, staged: new Map() };
 
 /**
  * A Blob's bytes: whole, or where Chromium refuses that (a stored 3.4 GB file: "NotReadableError"; 1.7 GB read whole in
@@ -244,12 +250,12 @@ async function load(component: WebComponent, bytes: Uint8Array, external: Extern
     state.probe?.device?.clear();
     state.probe = unetAdapter(s);
   }
-  if (component === 'vaeDecoder') {
-    state.decoder = new VaeDecoderAdapter(s);
-    state.decoderExternal = external;
-    await (await state.decoderGraphs)?.release(true);
-    state.decoderBytes = bytes;
-    state.decoderGraphs = undefined;
+  if (component === 'vaeDecoder' || component === 'vaeEncoder') {
+    const half: VaeHalf = component === 'vaeDecoder' ? 'decoder' : 'encoder';
+    if (half === 'decoder') state.decoder = new VaeDecoderAdapter(s);
+    else state.encoder = new VaeEncoderAdapter(s);
+    await (await state.vae[half]?.graphs)?.release(true);
+    state.vae[half] = { bytes, external };
   }
   return { type: 'loaded', io: { inputs: s.inputs, outputs: s.outputs }, ...derived, ...(s.cut.length > 0 ? { externalPieces: s.cut } : {}), ...(s.inline ? { inlineWeights: s.inline } : {}) };
 }
@@ -289,17 +295,21 @@ function unetAdapter(s: OpenSession): UnetAdapter {
   return new UnetAdapter(s, UNET_NAMES, { device: new DeviceConditioning(state.uploader) });
 }
 
-/** The loaded decoder's derived graphs; the graph surgery loads on first use. */
-function decoderGraphs(): Promise<DecoderGraphs> {
-  const bytes = state.decoderBytes;
-  if (!bytes) return Promise.reject(new Error('device worker: vae_decoder not loaded'));
-  state.decoderGraphs ??= (async () => {
-    const { DecoderGraphs } = await import('./vae-graphs.ts');
+/** A loaded VAE half's derived graphs; the graph surgery loads on first use. */
+function vaeGraphs(half: VaeHalf): Promise<VaeHalfGraphs> {
+  const loaded = state.vae[half];
+  if (!loaded) return Promise.reject(new Error(`device worker: vae_${half} not loaded`));
+  loaded.graphs ??= (async () => {
+    const { VaeHalfGraphs } = await import('./vae-graphs.ts');
     const states = state.init?.provider === 'webgpu' ? new (await import('../../onnx/tile-states.ts')).DeviceTileStates() : undefined;
-    const external = state.decoderExternal;
-    return new DecoderGraphs(bytes, (b, label, location) => open(b, label, location, external), states);
+    return new VaeHalfGraphs(half, loaded.bytes, (b, label, location) => open(b, label, location, loaded.external), states);
   })();
-  return state.decoderGraphs;
+  return loaded.graphs;
+}
+
+/** Every loaded VAE half's graphs that were derived. */
+async function derivedVaeGraphs(): Promise<VaeHalfGraphs[]> {
+  return Promise.all(Object.values(state.vae).flatMap((h) => (h.graphs ? [h.graphs] : [])));
 }
 
 async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; transfer: Transferable[] }> {
@@ -333,7 +343,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
     case 'describe': {
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
-      const tileStates = (await state.decoderGraphs)?.tileStates;
+      const tileStates = (await state.vae.decoder?.graphs)?.tileStates;
       // The probe's own counts only where it is an adapter of its own (not the UNet's, as when one session serves both).
       const unet = state.unet?.device?.counts;
       const probe = state.probe !== state.unet ? state.probe?.device?.counts : undefined;
@@ -381,23 +391,29 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       const data = r.data.slice();
       return { result: { type: 'vaeDecode', data, height: r.height, width: r.width }, transfer: [data.buffer] };
     }
+    case 'vaeEncode': {
+      if (!state.encoder) throw new Error('device worker: vae_encoder not loaded');
+      const r = await state.encoder.encodeMean(req.image, req.height, req.width);
+      const data = r.data.byteOffset === 0 && r.data.buffer.byteLength === r.data.byteLength ? r.data : r.data.slice();
+      return { result: { type: 'vaeEncode', data, channels: r.channels, height: r.height, width: r.width }, transfer: [data.buffer as ArrayBuffer] };
+    }
     case 'vaeNorms':
-      return { result: (await decoderGraphs()).prepareNorms(req.of), transfer: [] };
+      return { result: (await vaeGraphs(req.half)).prepareNorms(req.of), transfer: [] };
     case 'vaeSplit':
-      return { result: (await decoderGraphs()).prepareSplit(), transfer: [] };
+      return { result: (await vaeGraphs(req.half)).prepareSplit(), transfer: [] };
     case 'vaeGraph': {
-      const r = await (await decoderGraphs()).run(req);
+      const r = await (await vaeGraphs(req.half)).run(req);
       return { result: r, transfer: [r.data.buffer as ArrayBuffer, r.stats.buffer as ArrayBuffer, ...stateBuffers(r.state)] };
     }
     case 'vaeHead': {
-      const r = await (await decoderGraphs()).runHead(req.input, req.channels, req.height, req.width, req.chunkBytes);
+      const r = await (await vaeGraphs(req.half)).runHead(req.input, req.channels, req.height, req.width, req.chunkBytes);
       return { result: r, transfer: [r.data.buffer as ArrayBuffer] };
     }
     case 'vaeReleaseStates':
-      await (await state.decoderGraphs)?.releaseStates(req.held);
+      await (await state.vae[req.half]?.graphs)?.releaseStates(req.held);
       return { result: { type: 'ok' }, transfer: [] };
     case 'close':
-      await (await state.decoderGraphs)?.release(true);
+      for (const g of await derivedVaeGraphs()) await g.release(true);
       // The conditioning held on the device, then the upload sessions.
       for (const a of new Set([state.unet, state.probe])) a?.device?.clear();
       await state.uploader?.release();
@@ -405,7 +421,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       // Once each: the UNet and the probe may be one session.
       for (const s of new Set(Object.values(state.sessions))) await s.session.release();
       state.sessions = {};
-      state.decoderExternal = [];
+      state.vae = {};
       state.staged.clear();
       return { result: { type: 'ok' }, transfer: [] };
   }

@@ -1,6 +1,6 @@
 /**
  * A model folder read over HTTP: the optimum ONNX export layout (model_index.json, scheduler/, tokenizer/,
- * text_encoder/, unet/, vae_decoder/), as src/node/model/folder.ts reads it from disk for Node.
+ * text_encoder/, unet/, vae_decoder/, vae_encoder/ where there is one), as src/node/model/folder.ts reads it from disk for Node.
  */
 import { AsgdError } from '../../core/errors.ts';
 import { textDecoder } from '../../core/platform.ts';
@@ -17,6 +17,8 @@ export interface WebModelSpec {
   family: 'sd' | 'sdxl';
   className: string;
   files: Partial<Record<WebComponent, string>>;
+  /** The VAE encoder an upscale needs, where the folder has one (vae_encoder/config.json answered); opened on first use. */
+  vaeEncoder?: string;
   schedulerConfig: SchedulerConfig;
   vae: { scalingFactor: number; forceUpcast: boolean };
   forceZerosForEmptyPrompt: boolean;
@@ -76,9 +78,10 @@ export async function readWebModel(url: string, src: FileSource): Promise<WebMod
   if (/Refiner/i.test(className)) {
     throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'model', expected: 'an SD 1.x/2.x or SDXL base export', received: className });
   }
-  const [sched, vaeConfig, unetConfig, tokenizer, tokenizer2] = await Promise.all([
+  const [sched, vaeConfig, encoderConfig, unetConfig, tokenizer, tokenizer2] = await Promise.all([
     json(src, 'scheduler/scheduler_config.json', true),
     json(src, 'vae_decoder/config.json', true),
+    json(src, 'vae_encoder/config.json', true),
     json(src, 'unet/config.json', true),
     tokenizerFiles(src, 'tokenizer'),
     family === 'sdxl' ? tokenizerFiles(src, 'tokenizer_2') : Promise.resolve(undefined),
@@ -103,6 +106,7 @@ export async function readWebModel(url: string, src: FileSource): Promise<WebMod
     family,
     className: className || (family === 'sdxl' ? 'ORTStableDiffusionXLPipeline' : 'ORTStableDiffusionPipeline'),
     files,
+    ...(encoderConfig ? { vaeEncoder: 'vae_encoder/model.onnx' } : {}),
     schedulerConfig: (sched ?? MISSING_SCHEDULER_CONFIG) as SchedulerConfig,
     vae: { scalingFactor, forceUpcast: vaeConfig?.['force_upcast'] === true },
     forceZerosForEmptyPrompt: index?.['force_zeros_for_empty_prompt'] !== false,

@@ -6,7 +6,7 @@
  */
 import type { VaeDecodeOptions } from '../params.ts';
 import { nonFinite } from '../tensor.ts';
-import { attentionModeFor, decodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend, type TileState, type TileStatsMode } from './tiled.ts';
+import { attentionModeFor, decodeTiled, encodeTiled, type DecodedImage, type GlobalAttentionBackend, type TiledDecodeResult, type TiledVaeBackend, type TileState, type TileStatsMode } from './tiled.ts';
 
 /** Runs one VAE half (decoder or encoder) and its derived graphs. */
 export interface VaeGraphRunner {
@@ -63,6 +63,29 @@ export async function decodeLatentWith(
   });
   warnNonFinite(tiled.data, latentBroken, cb);
   return { data: tiled.data, height: tiled.height, width: tiled.width, tiled };
+}
+
+/**
+ * VAE encoding of an image [3, H, W] in [-1, 1] (sides multiples of 8) to the latent mean [C, H/8, W/8] (not yet
+ * multiplied by the scaling factor): whole, or tiled like decoding (tile size and overlap in latent pixels) with the
+ * whole image's normalisation statistics and the attention where `opts.attention` puts it.
+ */
+export async function encodeImageWith(
+  runner: VaeGraphRunner & { run(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage & { channels?: number }> },
+  image: Float32Array, height: number, width: number, opts: VaeDecodeOptions, cb: VaeRunCallbacks = {},
+): Promise<{ data: Float32Array; channels: number; height: number; width: number; tiled?: TiledDecodeResult }> {
+  const h = height / 8;
+  const w = width / 8;
+  if (!tilingWanted(opts, h, w)) {
+    const r = await runner.run(image, 3, height, width);
+    cb.onTile?.(1, 1);
+    return { data: r.data, channels: r.channels ?? r.data.length / (r.height * r.width), height: r.height, width: r.width };
+  }
+  const backend = await tiledBackend(runner, opts, h, w);
+  const r = await encodeTiled(image, height, width, backend, {
+    tileSize: opts.tileSize, overlap: opts.overlap, stats: opts.stats, statsMemory: opts.statsMemory, attention: opts.attention, onTile: cb.onTile, onWarning: cb.onWarning,
+  });
+  return { data: r.data, channels: r.channels, height: r.height, width: r.width, tiled: r };
 }
 
 /**

@@ -6,9 +6,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { AsgdError } from '../../core/errors.ts';
-import type { RgbImage } from '../../core/image.ts';
-import { JSON_KEY, TEXT_KEY, formatParametersText, parseMetadataJson, type GenerationMetadata } from '../../core/metadata.ts';
-import { addPngTextChunks, readPngTextChunks } from '../../core/png-chunks.ts';
+import { notAnImage, type RgbImage } from '../../core/image.ts';
+import { JSON_KEY, TEXT_KEY, embeddedParameters, formatParametersText, type EmbeddedParameters, type GenerationMetadata } from '../../core/metadata.ts';
+import { addPngTextChunks, hasPngEnd, readPngTextChunks } from '../../core/png-chunks.ts';
 import { exifTexts } from '../../core/exif.ts';
 import { inflateSync } from 'node:zlib';
 
@@ -141,17 +141,6 @@ export async function saveImage(file: string, img: RgbImage, meta: GenerationMet
   writeFileAtomic(file, bytes, overwrite);
 }
 
-/**
- * What an image holds of its generation: this project's record (`metadata`), the `parameters` text other Stable
- * Diffusion tools read too, and, where the record is there but cannot be read (the file was edited), why (`damaged`;
- * `metadata` is then undefined and `parameters` still read).
- */
-export interface EmbeddedParameters {
-  metadata?: GenerationMetadata;
-  parameters?: string;
-  damaged?: string;
-}
-
 /** Reads the generation metadata embedded by saveImage (PNG text chunks, or XMP in JPEG/WebP). */
 export async function readImageMetadata(file: string): Promise<EmbeddedParameters> {
   let bytes: Uint8Array;
@@ -173,7 +162,7 @@ export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the 
     } catch (err) {
       throw notAnImage(name, err);
     }
-    return embedded(text[JSON_KEY], text[TEXT_KEY]);
+    return embeddedParameters(text[JSON_KEY], text[TEXT_KEY]);
   }
   let info: import('sharp').Metadata;
   try {
@@ -188,18 +177,9 @@ export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the 
   const unescape = (s: string) => s.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
   const json = new RegExp(`<asgd:${JSON_KEY}>([\\s\\S]*?)</asgd:${JSON_KEY}>`).exec(xmp)?.[1];
   const desc = /<rdf:li[^>]*>([\s\S]*?)<\/rdf:li>/.exec(xmp)?.[1];
-  return embedded(json === undefined ? undefined : unescape(json), desc === undefined ? comment : unescape(desc));
+  return embeddedParameters(json === undefined ? undefined : unescape(json), desc === undefined ? comment : unescape(desc));
 }
 
-function embedded(json: string | undefined, parameters: string | undefined): EmbeddedParameters {
-  const out: EmbeddedParameters = parameters === undefined ? {} : { parameters };
-  if (json === undefined) return out;
-  try {
-    return { ...out, metadata: parseMetadataJson(json) };
-  } catch (err) {
-    return { ...out, damaged: err instanceof Error ? err.message : String(err) };
-  }
-}
 
 /** The error for an image file that cannot be read at all, saying why (missing, a folder, no permission). */
 export function unreadableFile(file: string, err: unknown): AsgdError {
@@ -210,19 +190,4 @@ export function unreadableFile(file: string, err: unknown): AsgdError {
   });
 }
 
-/** The error for a file that is not a readable PNG, JPEG or WebP image. */
-export function notAnImage(name: string, cause?: unknown): AsgdError {
-  const why = cause instanceof Error ? cause.message.split('\n')[0]!.trim() : '';
-  return new AsgdError(`${name} is not a readable image${why ? ` (${why})` : ''}`, {
-    kind: 'invalid-argument', parameter: 'image', expected: 'a PNG, JPEG or WebP image', received: name,
-    hint: 'Check that the file is a complete image', cause,
-  });
-}
-
-/** Whether a PNG's bytes hold its IEND chunk (a cut-off file does not). */
-function hasPngEnd(png: Uint8Array): boolean {
-  for (let i = png.length - 8; i >= 8; i--) {
-    if (png[i] === 0x49 && png[i + 1] === 0x45 && png[i + 2] === 0x4e && png[i + 3] === 0x44) return true;
-  }
-  return false;
-}
+export type { EmbeddedParameters };

@@ -1,0 +1,136 @@
+/**
+ * An upscale's source image in the page: a file (a Blob, e.g. from an <input type="file"> or a drop, or its bytes),
+ * decoded by the browser's own decoders (PNG, JPEG, WebP and what else it reads, EXIF orientation applied); a canvas'
+ * ImageData (RGBA); or 8-bit RGB pixels. As in Node (src/node/image/read.ts): the SHA-256 of the file's bytes (of the
+ * pixels when given decoded) for the metadata, the prompts a PNG's text chunks hold, and an alpha plane kept only
+ * where some pixel is not opaque.
+ */
+import { AsgdError } from '../core/errors.ts';
+import { checkRgbPixels, isPixelImage, notAnImage, type RgbImage } from '../core/image.ts';
+import { JSON_KEY, TEXT_KEY, embeddedParameters, embeddedSource, type GenerationMetadata } from '../core/metadata.ts';
+import { compressedTextChunks, hasPngEnd, readPngTextChunks } from '../core/png-chunks.ts';
+import { textDecoder } from '../core/platform.ts';
+
+/** A canvas' pixels (ImageData or its shape): RGBA, 4 bytes per pixel. */
+export interface RgbaPixels {
+  data: Uint8ClampedArray | Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** An upscale's source in the browser: an image file (Blob or bytes), a canvas' RGBA pixels, or 8-bit RGB pixels. */
+export type WebImageInput = Blob | Uint8Array | RgbaPixels | RgbImage;
+
+export interface WebSourceImage {
+  image: RgbImage;
+  /** SHA-256 (hex) of the file's bytes, or of the pixels (RGB, then alpha) when given decoded. */
+  sha256: string;
+  /** What a PNG's text chunks hold: this project's metadata, or another tool's prompts. */
+  embedded?: { metadata?: GenerationMetadata; prompt?: string; negativePrompt?: string };
+}
+
+async function sha256Hex(...parts: Uint8Array[]): Promise<string> {
+  const whole = parts.length === 1 ? parts[0]! : concat(parts);
+  const digest = await crypto.subtle.digest('SHA-256', whole as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** RGBA to RGB and an alpha plane, the plane dropped where every pixel is opaque. */
+function fromRgba(rgba: Uint8ClampedArray | Uint8Array, width: number, height: number): RgbImage {
+  const n = width * height;
+  const data = new Uint8Array(n * 3);
+  const alpha = new Uint8Array(n);
+  let opaque = true;
+  for (let i = 0; i < n; i++) {
+    data[i * 3] = rgba[i * 4]!;
+    data[i * 3 + 1] = rgba[i * 4 + 1]!;
+    data[i * 3 + 2] = rgba[i * 4 + 2]!;
+    alpha[i] = rgba[i * 4 + 3]!;
+    if (alpha[i] !== 255) opaque = false;
+  }
+  return opaque ? { data, width, height } : { data, width, height, alpha };
+}
+
+/** A zlib-compressed text chunk inflated by the browser's DecompressionStream. */
+async function inflate(data: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream('deflate'));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** The prompts a PNG's text chunks hold (compressed ones inflated); other formats' are not read in the browser. */
+async function pngEmbedded(bytes: Uint8Array): Promise<WebSourceImage['embedded']> {
+  const texts = readPngTextChunks(bytes);
+  for (const c of compressedTextChunks(bytes)) {
+    if (texts[c.keyword] !== undefined) continue;
+    try {
+      texts[c.keyword] = textDecoder(c.utf8 ? 'utf-8' : 'latin1').decode(await inflate(c.data));
+    } catch {
+      // A damaged compressed text is skipped, as readPngTextChunks skips it.
+    }
+  }
+  return embeddedSource(embeddedParameters(texts[JSON_KEY], texts[TEXT_KEY]));
+}
+
+/** Decodes an image file with the browser's decoders (EXIF orientation applied, colours as stored). */
+async function decodeFile(bytes: Uint8Array, name: string): Promise<RgbImage> {
+  const isPng = bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47;
+  // A cut-off PNG decodes to an image with a blank bottom in some browsers: refused, as Node refuses it.
+  if (isPng && !hasPngEnd(bytes)) throw notAnImage(name, new Error('truncated: no IEND chunk'));
+  let bitmap: ImageBitmap;
+  try {
+    bitmap = await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>]), { imageOrientation: 'from-image', premultiplyAlpha: 'none', colorSpaceConversion: 'none' });
+  } catch (err) {
+    throw notAnImage(name, err);
+  }
+  try {
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    if (!ctx) throw new AsgdError('This browser gives no 2D canvas to read the image\'s pixels', { kind: 'device', parameter: 'image', hint: 'Pass the pixels instead ({ data, width, height })' });
+    ctx.drawImage(bitmap, 0, 0);
+    const px = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+    return fromRgba(px.data, px.width, px.height);
+  } finally {
+    bitmap.close();
+  }
+}
+
+/** Reads an upscale's source in the page; an input that is not an image is an AsgdError naming `image`. */
+export async function readWebSourceImage(input: WebImageInput): Promise<WebSourceImage> {
+  if (isPixelImage(input)) {
+    const px = input as RgbaPixels | RgbImage;
+    // Four bytes a pixel: a canvas' RGBA.
+    if (Number.isInteger(px.width) && Number.isInteger(px.height) && px.data?.length === px.width * px.height * 4 && !('alpha' in px && px.alpha)) {
+      const image = fromRgba(px.data, px.width, px.height);
+      return { image, sha256: await sha256Hex(image.data, ...(image.alpha ? [image.alpha] : [])) };
+    }
+    const image = checkRgbPixels(px as RgbImage);
+    return { image, sha256: await sha256Hex(image.data, ...(image.alpha ? [image.alpha] : [])) };
+  }
+  let bytes: Uint8Array;
+  let name = 'the image';
+  if (typeof Blob !== 'undefined' && input instanceof Blob) {
+    if ('name' in input && typeof input.name === 'string' && input.name) name = input.name;
+    bytes = new Uint8Array(await input.arrayBuffer());
+  } else if (input instanceof Uint8Array) {
+    bytes = input;
+  } else {
+    throw new AsgdError('Invalid image', {
+      kind: 'invalid-argument', parameter: 'image', expected: 'an image file (a Blob or its bytes), a canvas\' ImageData, or { data, width, height } RGB pixels',
+      received: input === null ? 'null' : typeof input,
+    });
+  }
+  const image = await decodeFile(bytes, name);
+  const isPng = bytes[0] === 0x89 && bytes[1] === 0x50;
+  const embedded = isPng ? await pngEmbedded(bytes).catch(() => undefined) : undefined;
+  return { image, sha256: await sha256Hex(bytes), ...(embedded ? { embedded } : {}) };
+}

@@ -1,0 +1,235 @@
+/**
+ * Upscaling in a real browser: the demo page (demo/, built by Vite) in Debian's Chromium driven by playwright-core,
+ * the shipped model on ONNX Runtime Web's WebAssembly provider, against the Node CPU pipeline's upscale of the same
+ * file with the same settings, made in this process: the same resize (the core's Lanczos3), the VAE encoder opened on
+ * the first upscale, whole and tiled encoding, the source's alpha kept, the prompt read from the PNG, the same
+ * metadata; and the errors of a folder without an encoder and of files that are not images.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import sharp from 'sharp';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
+import { encodeImage } from '../src/node/image/write.ts';
+import type { GenerationMetadata } from '../src/core/metadata.ts';
+import type { RgbImage } from '../src/core/image.ts';
+import { ROOT, buildDemoSite, compareRgb, openDemo, serveSite, type PageError, type StaticSite } from './helpers/demo-site.ts';
+import { tempDir } from './helpers/models.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const MODEL = path.join(ROOT, 'models', 'shapes-128');
+const PROMPT = 'a red circle on a blue background';
+/**
+ * Against the Node CPU image (8-bit levels), as test/browser-engine.test.ts's generations: ONNX Runtime's WebAssembly
+ * kernels round differently from the native CPU kernels, and the denoising carries that through its steps.
+ */
+const WASM_TOLERANCE = { meanAbs: 0.05, maxAbs: 2 };
+
+let siteDir: string;
+let site: StaticSite;
+let browser: Browser;
+let node: Pipeline;
+let context: BrowserContext;
+let page: Page;
+let errors: string[];
+/** A 128 px generation of Node's as a PNG file with its metadata: the source every upscale here starts from. */
+let sourcePng: Uint8Array;
+let sourceImage: RgbImage;
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM), `The browser tests need Debian's Chromium at ${CHROMIUM}: run \`npm run setup:browser\` as root`);
+  siteDir = tempDir('demo-site-upscale');
+  await buildDemoSite(siteDir);
+  // The shipped model without its VAE encoder, for the error of a folder that cannot upscale.
+  const noEncoder = path.join(siteDir, 'models', 'shapes-no-encoder');
+  fs.cpSync(MODEL, noEncoder, { recursive: true });
+  fs.rmSync(path.join(noEncoder, 'vae_encoder'), { recursive: true });
+  site = await serveSite(siteDir);
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  node = await loadPipeline(MODEL, { devices: 'cpu' });
+  const g = await node.generate({ prompt: PROMPT, width: 128, height: 128, seed: 5, steps: 4, method: 'direct' });
+  sourceImage = g.image;
+  sourcePng = await encodeImage(g.image, 'png', g.metadata);
+  context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  ({ page, errors } = await openDemo(context, site.url, 'provider=wasm&workers=1'));
+});
+
+after(async () => {
+  await context?.close();
+  await browser?.close();
+  await node?.close();
+  await site?.close();
+});
+
+interface PageUpscale {
+  png: number[];
+  metadata: GenerationMetadata;
+  warnings: string[];
+  encodeMs: number;
+  /** The 'encode' progress events' tile counts, in order. */
+  encodeTiles: [number, number][];
+  canUpscale: boolean;
+  components: string[];
+}
+
+/**
+ * Runs pipe.upscale in the page on `image` (a JavaScript expression evaluated there) with `params`; the source file's
+ * bytes are there as `source`.
+ */
+async function upscaleInPage(image: string, params: Record<string, unknown>): Promise<PageUpscale> {
+  return (await page.evaluate(`(async () => {
+    const source = new Uint8Array(${JSON.stringify(Array.from(sourcePng))});
+    const pipe = window.asgdDemo.pipeline;
+    const encodeTiles = [];
+    const seen = [];
+    const r = await pipe.upscale({ image: ${image}, ...${JSON.stringify(params)} }, {
+      onWarning: (m) => seen.push(m),
+      onProgress: (e) => { if (e.phase === 'encode') encodeTiles.push([e.tilesDone, e.tilesTotal]); },
+    });
+    if (JSON.stringify(seen) !== JSON.stringify(r.warnings)) throw new Error('onWarning and warnings differ: ' + JSON.stringify([seen, r.warnings]));
+    return { png: Array.from(r.png), metadata: r.metadata, warnings: r.warnings, encodeMs: r.timings.encodeMs, encodeTiles,
+      canUpscale: pipe.info.canUpscale, components: Object.keys(pipe.info.components) };
+  })()`)) as PageUpscale;
+}
+
+/** The RGB and alpha planes of a PNG (alpha undefined where it has none). */
+async function planesOfPng(png: Uint8Array): Promise<{ rgb: RgbImage; alpha?: Uint8Array }> {
+  const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
+  const n = info.width * info.height;
+  const rgb = new Uint8Array(n * 3);
+  const alpha = info.channels === 4 ? new Uint8Array(n) : undefined;
+  for (let i = 0; i < n; i++) {
+    for (let c = 0; c < 3; c++) rgb[i * 3 + c] = data[i * info.channels + c]!;
+    if (alpha) alpha[i] = data[i * 4 + 3]!;
+  }
+  return { rgb: { data: rgb, width: info.width, height: info.height }, ...(alpha ? { alpha } : {}) };
+}
+
+function withinTolerance(d: ReturnType<typeof compareRgb>, what: string): void {
+  assert.ok(d.meanAbs <= WASM_TOLERANCE.meanAbs && d.maxAbs <= WASM_TOLERANCE.maxAbs, `${what} within ${JSON.stringify(WASM_TOLERANCE)} of Node's: ${JSON.stringify(d)}`);
+}
+
+const SETTINGS = { scale: 2, strength: 0.5, steps: 4, seed: 7, method: 'asg' } as const;
+
+test("WASM: a PNG upscaled 2x in the page is Node's upscale of the same file, the prompt and its metadata read from the PNG", async () => {
+  const r = await upscaleInPage('source', SETTINGS);
+  const ref = await node.upscale({ image: sourcePng, ...SETTINGS });
+  const web = await planesOfPng(new Uint8Array(r.png));
+  assert.equal(web.alpha, undefined, 'an opaque source gives an RGB PNG');
+  const d = compareRgb(web.rgb, ref.image);
+  console.log(`# 128 -> 256 asg upscale, ${SETTINGS.steps} steps at strength ${SETTINGS.strength}: browser encode ${r.encodeMs.toFixed(0)} ms; against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}, ${d.differing} values differ`);
+  withinTolerance(d, 'the upscale');
+  // The same record as Node's: the source's SHA-256 and size, the settings, the prompt the PNG holds.
+  assert.deepEqual(r.metadata, ref.metadata);
+  assert.equal(r.metadata.prompt, PROMPT);
+  assert.equal(r.metadata.upscale?.source.width, 128);
+  assert.deepEqual(r.warnings, ref.warnings);
+  assert.ok(r.canUpscale);
+  // The encoder was opened by this first upscale (not at load).
+  assert.ok(r.components.includes('vaeEncoder'), r.components.join(', '));
+  // One whole encode (asg's default structure source, polyphase, takes the encoded input's own parts).
+  assert.deepEqual(r.encodeTiles, [[1, 1]]);
+  assert.deepEqual(errors, []);
+});
+
+test("WASM: a tiled encode uses the whole image's statistics, as Node's does", async () => {
+  const vae = { tiling: 'on', tileSize: 16, overlap: 4, stats: 'exact' } as const;
+  const params = { ...SETTINGS, method: 'direct', vae } as const;
+  const r = await upscaleInPage('source', params);
+  const nodeTiles: [number, number][] = [];
+  const ref = await node.upscale({ image: sourcePng, ...params }, { onProgress: (e) => void (e.phase === 'encode' && nodeTiles.push([e.tilesDone!, e.tilesTotal!])) });
+  const perTile = await node.upscale({ image: sourcePng, ...params, vae: { ...vae, stats: 'off' } });
+  const web = await planesOfPng(new Uint8Array(r.png));
+  const d = compareRgb(web.rgb, ref.image);
+  const off = compareRgb(web.rgb, perTile.image);
+  console.log(`# 128 -> 256 direct upscale, tiled VAE (16-latent tiles, exact statistics): encode ${r.encodeMs.toFixed(0)} ms in ${r.encodeTiles.length} tile events; against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}; against Node's per-tile statistics: mean ${off.meanAbs.toFixed(4)}, max ${off.maxAbs}`);
+  withinTolerance(d, 'the tiled upscale');
+  assert.ok(off.maxAbs >= 4 * WASM_TOLERANCE.maxAbs, `clearly apart from per-tile statistics: ${JSON.stringify(off)}`);
+  assert.deepEqual(r.encodeTiles, nodeTiles, 'the same tiles as Node encodes');
+  assert.ok((r.encodeTiles.at(-1)?.[1] ?? 0) > 1, 'tiled');
+  assert.deepEqual(r.warnings.filter((m) => /VAE/.test(m)), [], 'no fallback warning');
+  assert.deepEqual(r.metadata, ref.metadata);
+});
+
+test("WASM: a canvas' RGBA pixels keep their alpha, resized as Node resizes it, in an RGBA PNG", async () => {
+  const n = 128 * 128;
+  const alpha = new Uint8Array(n);
+  for (let i = 0; i < n; i++) alpha[i] = Math.min(255, (i % 128) * 3);
+  const rgba = new Uint8Array(n * 4);
+  for (let i = 0; i < n; i++) {
+    rgba.set(sourceImage.data.subarray(i * 3, i * 3 + 3), i * 4);
+    rgba[i * 4 + 3] = alpha[i]!;
+  }
+  const params = { ...SETTINGS, prompt: PROMPT, method: 'direct' } as const;
+  const r = await upscaleInPage(`{ data: new Uint8ClampedArray(${JSON.stringify(Array.from(rgba))}), width: 128, height: 128 }`, params);
+  const ref = await node.upscale({ image: { ...sourceImage, alpha }, ...params });
+  const web = await planesOfPng(new Uint8Array(r.png));
+  assert.ok(web.alpha, 'the PNG has an alpha channel');
+  assert.deepEqual(web.alpha, ref.image.alpha, 'the alpha plane is Node\'s, byte for byte');
+  withinTolerance(compareRgb(web.rgb, ref.image), 'the colour');
+  // The pixels' SHA-256 (RGB, then alpha) as Node computes it.
+  assert.deepEqual(r.metadata, ref.metadata);
+});
+
+test('WASM: files that are not images, unknown settings and a folder without a VAE encoder are refused by name', async () => {
+  const attempt = (expr: string) => page.evaluate(`(async () => {
+    const source = new Uint8Array(${JSON.stringify(Array.from(sourcePng))});
+    try { await ${expr}; return { ok: true }; }
+    catch (e) { return { ok: false, kind: e.kind, parameter: e.parameter, expected: e.expected, received: e.received, hint: e.hint, message: e.message }; }
+  })()`) as Promise<PageError & { ok: boolean }>;
+  const notImage = await attempt(`window.asgdDemo.pipeline.upscale({ image: new TextEncoder().encode('not an image'), steps: 2 })`);
+  assert.equal(notImage.ok, false);
+  assert.equal(notImage.kind, 'invalid-argument');
+  assert.equal(notImage.parameter, 'image');
+  assert.match(notImage.message!, /^the image is not a readable image/);
+  const cut = await attempt(`window.asgdDemo.pipeline.upscale({ image: new Blob([source.subarray(0, source.length - 20)]), steps: 2 })`);
+  assert.equal(cut.kind, 'invalid-argument');
+  assert.match(cut.message!, /not a readable image \(truncated: no IEND chunk\)/);
+  const unknown = await attempt(`window.asgdDemo.pipeline.upscale({ image: source, sclae: 2 })`);
+  assert.equal(unknown.kind, 'invalid-argument');
+  assert.match(unknown.message!, /sclae/);
+  const tooLarge = await attempt(`window.asgdDemo.pipeline.upscale({ image: source, scale: 2, maxPixels: 1000 })`);
+  assert.equal(tooLarge.kind, 'invalid-argument');
+  assert.equal(tooLarge.parameter, (await node.upscale({ image: sourcePng, scale: 2, maxPixels: 1000 }).catch((e: PageError) => e)).parameter);
+
+  const other = await openDemo(context, site.url, `provider=wasm&workers=1&probe=0&model=${encodeURIComponent(`${site.url}models/shapes-no-encoder/`)}`);
+  const none = (await other.page.evaluate(`(async () => {
+    const pipe = window.asgdDemo.pipeline;
+    try { await pipe.upscale({ image: new Uint8Array([1, 2, 3]) }); return { ok: true }; }
+    catch (e) { return { ok: false, kind: e.kind, parameter: e.parameter, expected: e.expected, message: e.message, canUpscale: pipe.info.canUpscale,
+      button: document.querySelector('#upscale').disabled }; }
+  })()`)) as PageError & { ok: boolean; canUpscale: boolean; button: boolean };
+  assert.deepEqual(none, {
+    ok: false, kind: 'model', parameter: 'vae_encoder', expected: 'vae_encoder/model.onnx', message: 'This model has no VAE encoder, which upscaling needs; expected vae_encoder/model.onnx; received none. Serve the whole export folder with its vae_encoder (optimum-cli exports it by default)', canUpscale: false, button: true,
+  });
+  await other.page.close();
+  assert.deepEqual(errors, []);
+});
+
+test('WASM: the demo page upscales its last result from the form', async () => {
+  await page.fill('[name="prompt"]', PROMPT);
+  await page.selectOption('[name="size"]', '128x128');
+  await page.selectOption('[name="method"]', 'asg');
+  await page.fill('[name="steps"]', '3');
+  await page.fill('[name="seed"]', '3');
+  await page.click('#generate');
+  await page.waitForSelector('body[data-state="done"], body[data-state="error"]', { timeout: 120_000 });
+  assert.equal(await page.getAttribute('body', 'data-state'), 'done', (await page.textContent('#status')) ?? '');
+  assert.equal(await page.isDisabled('#upscale-result'), false);
+  await page.selectOption('[name="scale"]', '1.5');
+  await page.fill('[name="strength"]', '0.4');
+  await page.click('#upscale-result');
+  await page.waitForSelector('body[data-state="done"], body[data-state="error"]', { timeout: 120_000 });
+  const status = (await page.textContent('#status')) ?? '';
+  assert.equal(await page.getAttribute('body', 'data-state'), 'done', status);
+  assert.match(status, /^Done: 192 × 192, seed 3, upscaled from 128 × 128$/);
+  const m = (await page.evaluate('window.asgdDemo.result.metadata')) as GenerationMetadata;
+  assert.equal(m.upscale?.scale, 1.5);
+  assert.equal(m.upscale?.strength, 0.4);
+  assert.equal(m.prompt, PROMPT);
+  assert.match((await page.getAttribute('#download', 'download')) ?? '', /^asgdiffusion-upscale-asg-192x192-seed3\.png$/);
+  assert.deepEqual(errors, []);
+});
