@@ -10,6 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
 import { encodeImage } from '../src/node/image/write.ts';
@@ -17,6 +19,7 @@ import type { GenerationMetadata } from '../src/core/metadata.ts';
 import type { RgbImage } from '../src/core/image.ts';
 import { ROOT, buildDemoSite, compareRgb, openDemo, serveSite, type PageError, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
+import { SMALL_VAE_ENCODER, buildGroupNormVaeEncoder } from './fixtures/groupnorm-vae.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -152,6 +155,34 @@ test("WASM: a tiled encode uses the whole image's statistics, as Node's does", a
   assert.ok((r.encodeTiles.at(-1)?.[1] ?? 0) > 1, 'tiled');
   assert.deepEqual(r.warnings.filter((m) => /VAE/.test(m)), [], 'no fallback warning');
   assert.deepEqual(r.metadata, ref.metadata);
+});
+
+test("WASM: an encoder with self-attention: the tiled encode computes the attention once for the whole latent, as Node's does", async () => {
+  // The shipped model with a small SD-structured encoder (GroupNorm, mid-block attention) in place of its own.
+  const folder = path.join(siteDir, 'models', 'shapes-attn-encoder');
+  fs.cpSync(MODEL, folder, { recursive: true });
+  fs.writeFileSync(path.join(folder, 'vae_encoder', 'model.onnx'), toBinary(ModelProtoSchema, buildGroupNormVaeEncoder({ seed: 7, floatType: 'float32', form: 'instance-norm', ...SMALL_VAE_ENCODER })));
+  const attnNode = await loadPipeline(folder, { devices: 'cpu', attentionProbe: false });
+  try {
+    const other = await openDemo(context, site.url, `provider=wasm&workers=1&probe=0&model=${encodeURIComponent(`${site.url}models/shapes-attn-encoder/`)}`);
+    const vae = { tiling: 'on', tileSize: 16, overlap: 8, stats: 'estimate', attention: 'global' } as const;
+    const params = { ...SETTINGS, prompt: PROMPT, steps: 2, method: 'direct', vae } as const;
+    const r = (await other.page.evaluate(`(async () => {
+      const r = await window.asgdDemo.pipeline.upscale({ image: new Uint8Array(${JSON.stringify(Array.from(sourcePng))}), ...${JSON.stringify(params)} });
+      return { png: Array.from(r.png), warnings: r.warnings };
+    })()`)) as { png: number[]; warnings: string[] };
+    assert.deepEqual(r.warnings.filter((m) => /VAE/.test(m)), [], 'no fallback warning');
+    const web = (await planesOfPng(new Uint8Array(r.png))).rgb;
+    const d = compareRgb(web, (await attnNode.upscale({ image: sourcePng, ...params })).image);
+    const tile = compareRgb(web, (await attnNode.upscale({ image: sourcePng, ...params, vae: { ...vae, attention: 'tile' } })).image);
+    console.log(`# 128 -> 256 upscale, encoder with attention (global, estimated statistics): against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}; against Node's per-tile attention: mean ${tile.meanAbs.toFixed(4)}, max ${tile.maxAbs}`);
+    withinTolerance(d, 'the upscale');
+    assert.ok(tile.maxAbs >= 4 * WASM_TOLERANCE.maxAbs && tile.meanAbs >= 4 * WASM_TOLERANCE.meanAbs, `clearly apart from per-tile attention: ${JSON.stringify(tile)}`);
+    assert.deepEqual(other.errors, []);
+    await other.page.close();
+  } finally {
+    await attnNode.close();
+  }
 });
 
 test("WASM: a canvas' RGBA pixels keep their alpha, resized as Node resizes it, in an RGBA PNG", async () => {

@@ -55,7 +55,9 @@ export type WebGenerationTimings = GenerationTimings;
  * settings, and generate's settings (the prompt is optional: the source's embedded one, else empty).
  */
 export interface WebUpscaleParams extends Omit<GenerateParams, 'prompt' | 'width' | 'height'>, UpscaleSettings {
+  /** The image to upscale. */
   image: WebImageInput;
+  /** The prompt; default: the one the source PNG holds (this project's metadata or another tool's), else empty. */
   prompt?: string;
 }
 

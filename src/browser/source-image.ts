@@ -13,6 +13,7 @@ import { textDecoder } from '../core/platform.ts';
 
 /** A canvas' pixels (ImageData or its shape): RGBA, 4 bytes per pixel. */
 export interface RgbaPixels {
+  /** RGBA, row-major, width x height x 4 bytes. */
   data: Uint8ClampedArray | Uint8Array;
   width: number;
   height: number;

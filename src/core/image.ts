@@ -1,6 +1,7 @@
 /** Decoded images: the VAE's [-1, 1] CHW floats to 8-bit interleaved RGB, as diffusers does. Portable. */
 import { AsgdError } from './errors.ts';
 
+/** An 8-bit RGB image (interleaved, row-major), with an optional alpha plane. */
 export interface RgbImage {
   /** Interleaved RGB, 8 bits per channel, row-major. */
   data: Uint8Array;

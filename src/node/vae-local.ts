@@ -46,7 +46,7 @@ export async function localBackend(
       else await releaseSession(last);
       held = undefined;
       const s = typeof what === 'string' ? await openSession(file, `${component} (${what})`, session, load) : await what();
-      held = { file, adapter: new VaeNormAdapter(s, component, typeof what === 'string' ? undefined : device) };
+      held = { file, adapter: typeof what === 'string' ? new VaeNormAdapter(s, component) : new VaeNormAdapter(s, component, device, true) };
     }
     return held.adapter;
   };

@@ -70,9 +70,12 @@ export class VaeNormAdapter {
   private readonly stateOutputs: string[];
   /**
    * `device`: where the states this adapter makes and reads are held (src/onnx/tile-states.ts); only with a session
-   * whose state outputs stay on the device (statesOnDevice). Without it, states come back to the host.
+   * whose state outputs stay on the device (statesOnDevice). Without it, states come back to the host. `segment`: the
+   * session is a segment of the tile graph (src/graph/vae-segments.ts), which may end at a norm layer with the tile's
+   * state; otherwise its first output that is not the statistics is the result, whatever its name (the tiled part of
+   * an encoder's attention split ends at the tensor before the attention, not at the encoder's output).
    */
-  constructor(readonly s: OpenSession, component: 'vae_decoder' | 'vae_encoder', private readonly device?: DeviceTileStates) {
+  constructor(readonly s: OpenSession, component: 'vae_decoder' | 'vae_encoder', private readonly device?: DeviceTileStates, segment = false) {
     const dec = component === 'vae_decoder';
     const names = dec ? ['latent_sample'] : ['sample'];
     const own = s.inputs.filter((i) => !i.name.startsWith(STATE_PREFIX) && i.name !== NORM_AFFINE_INPUT && i.name !== NORM_REGION_INPUT);
@@ -80,7 +83,7 @@ export class VaeNormAdapter {
     this.input = resumes && own.length === 0 ? undefined : findIo(s.inputs, names, dec ? 'latent_sample input' : 'sample input', component, 0);
     const modelOutputs = dec ? ['sample'] : ['latent_parameters', 'latent_sample'];
     const outputs = s.outputs.filter((o) => o.name !== NORM_STATS_OUTPUT);
-    const segmentEnd = outputs.length > 0 && outputs.every((o) => !modelOutputs.includes(o.name)) && s.outputs.some((o) => o.name === NORM_STATS_OUTPUT);
+    const segmentEnd = segment && outputs.length > 0 && outputs.every((o) => !modelOutputs.includes(o.name)) && s.outputs.some((o) => o.name === NORM_STATS_OUTPUT);
     this.stateOutputs = segmentEnd ? outputs.map((o) => o.name) : [];
     this.output = outputs.length > 0 && !segmentEnd ? findIo(outputs, modelOutputs, dec ? 'sample output' : 'latent output', component, 0) : undefined;
   }

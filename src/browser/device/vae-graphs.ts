@@ -129,7 +129,7 @@ export class VaeHalfGraphs {
     const what = of === 'tail' ? `${this.label} after its attention` : this.label;
     const label = `${what} (${typeof graph === 'object' ? `tile graph's ${segmentName(graph.segment)}` : graph === 'plain' ? 'tiled part' : `${graph} graph`})`;
     const segment = typeof graph === 'object';
-    const adapter = new VaeNormAdapter(await this.open(bytes, label, location), this.label, segment ? this.states : undefined);
+    const adapter = new VaeNormAdapter(await this.open(bytes, label, location), this.label, segment ? this.states : undefined, segment);
     this.held = { key, adapter };
     return adapter;
   }

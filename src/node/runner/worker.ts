@@ -248,7 +248,7 @@ async function vaeNormAdapter(req: VaeNormRequest): Promise<VaeNormAdapter> {
   } else {
     s = await openSession(req.file, label, state.options, { ...external, memory: VAE_GRAPH_MEMORY });
   }
-  const adapter = new VaeNormAdapter(s, half, onDevice);
+  const adapter = new VaeNormAdapter(s, half, onDevice, req.segment !== undefined);
   state.vaeNorm[req.graph] = { file: key, adapter };
   return adapter;
 }
