@@ -224,7 +224,10 @@ test('WASM: files that are not images, unknown settings and a folder without a V
   assert.match(unknown.message!, /sclae/);
   const tooLarge = await attempt(`window.asgdDemo.pipeline.upscale({ image: source, scale: 2, maxPixels: 1000 })`);
   assert.equal(tooLarge.kind, 'invalid-argument');
-  assert.equal(tooLarge.parameter, (await node.upscale({ image: sourcePng, scale: 2, maxPixels: 1000 }).catch((e: PageError) => e)).parameter);
+  const nodeRefusal = await node.upscale({ image: sourcePng, scale: 2, maxPixels: 1000 }).then(() => undefined, (e: PageError) => e);
+  assert.ok(nodeRefusal, 'Node refuses it too');
+  assert.equal(tooLarge.parameter, nodeRefusal.parameter);
+  assert.equal(tooLarge.message, nodeRefusal.message);
 
   const other = await openDemo(context, site.url, `provider=wasm&workers=1&probe=0&model=${encodeURIComponent(`${site.url}models/shapes-no-encoder/`)}`);
   const none = (await other.page.evaluate(`(async () => {

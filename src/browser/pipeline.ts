@@ -399,20 +399,25 @@ export class WebPipeline {
     } catch (err) {
       return Promise.reject(err);
     }
-    const next = this.queue.then(() => this.runGeneration(plan, run));
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.enqueue(run, (live) => this.generateOnce(plan, live));
   }
 
-  private async runGeneration(plan: GenerationPlan, given: WebGenerateRunOptions): Promise<WebGenerateResult> {
-    let settled = false;
-    // No callback once the promise has settled: a preview decode still running after a cancel ends later.
-    const live = <A extends unknown[]>(fn: ((...a: A) => void) | undefined) => fn && ((...a: A) => void (settled || fn(...a)));
-    try {
-      return await this.generateOnce(plan, { ...given, onProgress: live(given.onProgress), onWarning: live(given.onWarning), onPreview: live(given.onPreview) });
-    } finally {
-      settled = true;
-    }
+  /**
+   * Runs `body` after the runs queued before it (the devices hold one run's conditioning), with `given`'s callbacks
+   * silenced once its promise has settled: a preview decode still running after a cancel ends later.
+   */
+  private enqueue(given: WebGenerateRunOptions, body: (run: WebGenerateRunOptions) => Promise<WebGenerateResult>): Promise<WebGenerateResult> {
+    const next = this.queue.then(async () => {
+      let settled = false;
+      const live = <A extends unknown[]>(fn: ((...a: A) => void) | undefined) => fn && ((...a: A) => void (settled || fn(...a)));
+      try {
+        return await body({ ...given, onProgress: live(given.onProgress), onWarning: live(given.onWarning), onPreview: live(given.onPreview) });
+      } finally {
+        settled = true;
+      }
+    });
+    this.queue = next.catch(() => undefined);
+    return next;
   }
 
   private async generateOnce(plan: GenerationPlan, run: WebGenerateRunOptions): Promise<WebGenerateResult> {
@@ -530,19 +535,7 @@ export class WebPipeline {
     } catch (err) {
       return Promise.reject(err);
     }
-    const next = this.queue.then(() => this.runUpscale(params, run));
-    this.queue = next.catch(() => undefined);
-    return next;
-  }
-
-  private async runUpscale(params: WebUpscaleParams, given: WebGenerateRunOptions): Promise<WebGenerateResult> {
-    let settled = false;
-    const live = <A extends unknown[]>(fn: ((...a: A) => void) | undefined) => fn && ((...a: A) => void (settled || fn(...a)));
-    try {
-      return await this.upscaleOnce(params, { ...given, onProgress: live(given.onProgress), onWarning: live(given.onWarning), onPreview: live(given.onPreview) });
-    } finally {
-      settled = true;
-    }
+    return this.enqueue(run, (live) => this.upscaleOnce(params, live));
   }
 
   private async upscaleOnce(params: WebUpscaleParams, run: WebGenerateRunOptions): Promise<WebGenerateResult> {

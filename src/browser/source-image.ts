@@ -5,6 +5,7 @@
  * pixels when given decoded) for the metadata, the prompts a PNG's text chunks hold, and an alpha plane kept only
  * where some pixel is not opaque.
  */
+import { concatBytes } from '../core/bytes.ts';
 import { AsgdError } from '../core/errors.ts';
 import { checkRgbPixels, isPixelImage, notAnImage, type RgbImage } from '../core/image.ts';
 import { JSON_KEY, TEXT_KEY, embeddedParameters, embeddedSource, type GenerationMetadata } from '../core/metadata.ts';
@@ -31,20 +32,10 @@ export interface WebSourceImage {
 }
 
 async function sha256Hex(...parts: Uint8Array[]): Promise<string> {
-  const whole = parts.length === 1 ? parts[0]! : concat(parts);
-  const digest = await crypto.subtle.digest('SHA-256', whole as Uint8Array<ArrayBuffer>);
+  const digest = await crypto.subtle.digest('SHA-256', concatBytes(parts) as Uint8Array<ArrayBuffer>);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** RGBA to RGB and an alpha plane, the plane dropped where every pixel is opaque. */
 function fromRgba(rgba: Uint8ClampedArray | Uint8Array, width: number, height: number): RgbImage {

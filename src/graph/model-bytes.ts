@@ -8,6 +8,7 @@
  */
 import { clearField, toBinary } from '@bufbuild/protobuf';
 import { GraphProtoSchema, ModelProtoSchema, TensorProtoSchema, type ModelProto } from 'onnx-buf';
+import { concatBytes } from '../core/bytes.ts';
 
 /** raw_data this large or larger is written by hand; smaller tensors are left to the library. */
 const HAND_WRITTEN_BYTES = 4096;
@@ -18,7 +19,7 @@ const TENSOR_RAW_DATA = 9;
 
 /** The serialized model, as toBinary(ModelProtoSchema, model) would parse (its fields in another order). */
 export function modelBytes(model: ModelProto): Uint8Array {
-  return concat(modelParts(model));
+  return concatBytes(modelParts(model));
 }
 
 /**
@@ -34,7 +35,7 @@ export function modelParts(model: ModelProto): Uint8Array[] {
     if (raw.length < HAND_WRITTEN_BYTES) return { head: toBinary(TensorProtoSchema, t), raw: undefined };
     clearField(t, TensorProtoSchema.field.rawData);
     try {
-      return { head: concat([toBinary(TensorProtoSchema, t), fieldHeader(TENSOR_RAW_DATA, raw.length)]), raw };
+      return { head: concatBytes([toBinary(TensorProtoSchema, t), fieldHeader(TENSOR_RAW_DATA, raw.length)]), raw };
     } finally {
       t.rawData = raw;
     }
@@ -78,13 +79,3 @@ function varint(n: number): number[] {
   return out;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
