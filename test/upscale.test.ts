@@ -279,6 +279,9 @@ test('generateUpscaled: one result whose metadata holds both stages; the same by
   assert.deepEqual(both.image.data, u.image.data);
   assert.deepEqual(both.metadata.upscale?.source.generation, g.metadata);
   assert.equal(both.unetEvaluations, g.unetEvaluations + u.unetEvaluations);
+  // A misspelt upscale setting is named before anything runs (it would otherwise be dropped: scale 2 by default).
+  await assert.rejects(pipe.generateUpscaled(params, { scale: 2, sclae: 3 } as never), (e: AsgdError) => e.kind === 'invalid-argument' && e.parameter === 'sclae' && /an upscale setting of generateUpscaled/.test(e.expected ?? ''));
+  await assert.rejects(pipe.generateUpscaled(params, { width: 256 } as never), (e: AsgdError) => e.parameter === 'width');
 });
 
 test('strength near 0 returns nearly the input (shapes model: mean |difference| to a Lanczos resize under 4 %)', async () => {

@@ -15,6 +15,7 @@ export {
   type WebGenerateResult, type WebGenerateRunOptions, type WebGenerationTimings, type WebModelInfo, type WebUpscaleParams,
 } from './pipeline.ts';
 export type { RgbaPixels, WebImageInput } from './source-image.ts';
+export type { GenerateUpscaleSettings } from '../core/generation/upscale.ts';
 export type { FileProgress, LoadProgress, WebComponent, WebPipelineOptions, WebProvider } from './options.ts';
 export { clearStoredModel, MODEL_CACHE } from './model/model-files.ts';
 export type { WebModelSpec } from './model/web-model.ts';

@@ -16,7 +16,9 @@ import { finalStage, type GenerationCallbacks, type GenerationTimings } from '..
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, cropRgb, type RgbImage } from '../core/image.ts';
 import { schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
-import { checkUpscaleRun, encodeLatent, noVaeEncoderError, upscaleInit, upscaleRecord } from '../core/generation/upscale.ts';
+import {
+  bothStages, checkGenerateUpscale, checkUpscaleRun, encodeLatent, noVaeEncoderError, upscaleInit, upscaleRecord, upscaleStageParams, type GenerateUpscaleSettings,
+} from '../core/generation/upscale.ts';
 import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
 import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
 import { folderOf, readExternalFiles, readModelFile, type PageExternalFile } from './model/external-data.ts';
@@ -189,6 +191,8 @@ function noteLoad(notes: string[], file: string, r: Loaded): void {
   for (const p of r.externalPieces ?? []) add(externalPiecesNote(folderOf(file) + p.path, p.bytes, p.pieces));
   if (r.float32Reason !== undefined) add(float32VaeFailedNote(vae, r.float32Reason));
 }
+
+const NO_ENCODER_HINT = 'Serve the whole export folder with its vae_encoder (optimum-cli exports it by default)';
 
 function loadCancelled(): AsgdError {
   return new AsgdError('Model loading cancelled', { kind: 'cancelled' });
@@ -449,14 +453,14 @@ export class WebPipeline {
     };
   }
 
-  /** A run's warnings, each told to its onWarning as it comes; the model's device warnings first. */
-  private warningsFor(run: WebGenerateRunOptions): { warnings: string[]; warn: (m: string) => void } {
+  /** A run's warnings, each told to its onWarning as it comes; the model's device warnings first (unless `repeated`). */
+  private warningsFor(run: WebGenerateRunOptions, repeated = false): { warnings: string[]; warn: (m: string) => void } {
     const warnings: string[] = [];
     const warn = (m: string) => {
       warnings.push(m);
       run.onWarning?.(m);
     };
-    this.deviceWarnings.forEach(warn);
+    if (!repeated) this.deviceWarnings.forEach(warn);
     return { warnings, warn };
   }
 
@@ -531,14 +535,36 @@ export class WebPipeline {
       if (!params || typeof params !== 'object') throw new AsgdError('Invalid upscale parameters', { kind: 'invalid-argument', parameter: 'params', expected: 'an object with an image', received: String(params) });
       refuseUnknownKeys(params, ['image', ...UPSCALE_OPTIONS.map((o) => o.key), ...PARAM_KEYS], 'an upscale setting');
       if (params.image === undefined) throw new AsgdError('No image to upscale', { kind: 'invalid-argument', parameter: 'image', expected: 'an image file (a Blob or its bytes), a canvas\' ImageData, or RGB pixels', received: 'undefined' });
-      if (!this.spec.vaeEncoder) throw noVaeEncoderError('Serve the whole export folder with its vae_encoder (optimum-cli exports it by default)');
+      if (!this.spec.vaeEncoder) throw noVaeEncoderError(NO_ENCODER_HINT);
     } catch (err) {
       return Promise.reject(err);
     }
     return this.enqueue(run, (live) => this.upscaleOnce(params, live));
   }
 
-  private async upscaleOnce(params: WebUpscaleParams, run: WebGenerateRunOptions): Promise<WebGenerateResult> {
+  /**
+   * Generates at the given settings, then upscales the image in the same run (as Node's generateUpscaled): one result
+   * whose metadata holds both stages; the upscale settings are checked (the size against the first stage's) first.
+   */
+  generateUpscaled(params: GenerateParams, upscale: GenerateUpscaleSettings, run: WebGenerateRunOptions = {}): Promise<WebGenerateResult> {
+    if (this.closed) return Promise.reject(new AsgdError('The pipeline is closed', { kind: 'invalid-argument', parameter: 'pipeline', hint: 'Load it again' }));
+    let plan: GenerationPlan;
+    try {
+      plan = checkGeneration(params, this.facts(), this.tokenizer);
+      checkGenerateUpscale({ width: plan.params.width, height: plan.params.height }, upscale);
+      if (!this.spec.vaeEncoder) throw noVaeEncoderError(NO_ENCODER_HINT);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.enqueue(run, async (live) => {
+      const g = await this.generateOnce(plan, live);
+      const r = await this.upscaleOnce({ ...upscaleStageParams(params, upscale, g.metadata.seed), image: g.image }, live, g.metadata);
+      return bothStages(g, r);
+    });
+  }
+
+  /** `generation`: the first stage of generateUpscaled (its record goes into the upscale's; it warned of the devices). */
+  private async upscaleOnce(params: WebUpscaleParams, run: WebGenerateRunOptions, generation?: GenerationMetadata): Promise<WebGenerateResult> {
     const signal = run.signal;
     const t0 = performance.now();
     const { image: input, ...settings } = params;
@@ -548,7 +574,7 @@ export class WebPipeline {
     });
     const { up, plan } = check;
     const p = plan.params;
-    const { warnings, warn } = this.warningsFor(run);
+    const { warnings, warn } = this.warningsFor(run, generation !== undefined);
     check.warnings.forEach(warn);
     throwIfAborted(signal);
     const full = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
@@ -578,7 +604,7 @@ export class WebPipeline {
     const metadata: GenerationMetadata = {
       ...buildMetadata({ ...p, width: up.targetWidth, height: up.targetHeight, methodOptions: sampled.methodOptions }, { name: this.spec.name, family: this.spec.family }, scheduler.name, TOOL_VERSION),
       ...unetRecord(this.info),
-      upscale: upscaleRecord({ sha256: source.sha256, width: source.image.width, height: source.image.height }, up, start),
+      upscale: upscaleRecord({ sha256: source.sha256, width: source.image.width, height: source.image.height }, up, start, generation),
     };
     const png = await encodePng(image, metadata);
     const tEnd = performance.now();
@@ -608,7 +634,7 @@ export class WebPipeline {
       const r = await retry((b) => this.devices[0]!.load(
         { type: 'load', component: 'vaeEncoder', bytes: b, ...(external.length > 0 ? { external } : {}), float32: this.spec.vae.forceUpcast }, 'loading vaeEncoder',
       ), isModelError);
-      if (!r) throw noVaeEncoderError('Serve the whole export folder with its vae_encoder (optimum-cli exports it by default)');
+      if (!r) throw noVaeEncoderError(NO_ENCODER_HINT);
       this.info.components.vaeEncoder = r.io;
       noteLoad(this.info.notes, file, r);
     })();

@@ -10,8 +10,9 @@ import { PIPELINE_OPTIONS, UPSCALE_OPTIONS } from '../core/options/registry.ts';
 import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
 import { cropRgb, type RgbImage } from '../core/image.ts';
 import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
-import { checkUpscale, schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
-import { checkUpscaleRun, encodeLatent, noVaeEncoderError, upscaleInit, upscaleRecord } from '../core/generation/upscale.ts';
+import { schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
+import { bothStages, checkGenerateUpscale, checkUpscaleRun, encodeLatent, noVaeEncoderError, upscaleInit, upscaleRecord, upscaleStageParams, type GenerateUpscaleSettings } from '../core/generation/upscale.ts';
+export type { GenerateUpscaleSettings };
 import { readSourceImage, type ImageInput, type SourceImage } from './image/read.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import { PARAM_KEYS, resolveVaeOptions, type GenerateParams, type ResolvedParams, type VaeDecodeOptions } from '../core/params.ts';
@@ -197,15 +198,6 @@ export interface UpscaleParams extends Omit<GenerateParams, 'prompt' | 'width' |
   prompt?: string;
 }
 
-/** `pipe.generateUpscaled`: generate, then upscale the result in the same run (settings as UpscaleSettings). */
-export interface GenerateUpscaleSettings extends Omit<UpscaleSettings, 'width' | 'height'> {
-  /**
-   * The upscale stage's method options. Default: the generation's, plus the upscale default of each one they leave
-   * out. (A re-run of such an image passes the upscale stage's recorded ones: the generation's record holds every
-   * option filled in, which would override the upscale defaults.)
-   */
-  methodOptions?: GenerateParams['methodOptions'];
-}
 
 function contractError(message: string, parameter: string, expected: string, received: string): AsgdError {
   return new AsgdError(message, { kind: 'model', parameter, expected, received, hint: 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli' });
@@ -388,29 +380,17 @@ export class Pipeline implements AsyncDisposable {
     checkRunOptions(run);
     // The upscale settings are checked before anything runs (the size against the first stage's).
     const first = checkGeneration(params, this.facts(), this.tokenizer).params;
-    checkUpscale({ width: first.width, height: first.height }, upscale);
+    checkGenerateUpscale({ width: first.width, height: first.height }, upscale);
     return this.oneAtATime(() => this.generateThenUpscale(params, upscale, run));
   }
 
   private async generateThenUpscale(params: GenerateParams, upscale: GenerateUpscaleSettings, run: GenerateRunOptions): Promise<GenerateResult> {
     const g = await this.generateNow(params, run);
     const source: SourceImage = { image: g.image, hadAlpha: false, sha256: createHash('sha256').update(g.image.data).digest('hex'), name: 'the generated image' };
-    const { prompt, negativePrompt, width: _w, height: _h, scheduler, ...rest } = params;
-    // The first stage's scheduler, unless it cannot start mid-schedule (then the upscale's default).
-    const second = scheduler === undefined || scheduler === 'pndm' || scheduler === 'lms' ? undefined : scheduler;
-    const { methodOptions = rest.methodOptions, ...settings } = upscale;
-    const r = await this.upscaleSource(source, { ...rest, methodOptions, scheduler: second, seed: g.metadata.seed, prompt, negativePrompt, image: g.image, ...settings }, run, g.metadata);
-    return {
-      ...r,
-      unetEvaluations: g.unetEvaluations + r.unetEvaluations,
-      warnings: [...g.warnings, ...r.warnings],
-      timings: {
-        textMs: g.timings.textMs + r.timings.textMs, denoiseMs: g.timings.denoiseMs + r.timings.denoiseMs, unetMs: g.timings.unetMs + r.timings.unetMs,
-        hostMs: g.timings.hostMs + r.timings.hostMs, decodeMs: g.timings.decodeMs + r.timings.decodeMs, totalMs: g.timings.totalMs + r.timings.totalMs,
-        encodeMs: r.timings.encodeMs,
-      },
-    };
+    const r = await this.upscaleSource(source, { ...upscaleStageParams(params, upscale, g.metadata.seed), image: g.image }, run, g.metadata);
+    return bothStages(g, r);
   }
+
 
   private async upscaleSource(source: SourceImage, params: UpscaleParams, run: GenerateRunOptions, generation?: GenerationMetadata): Promise<GenerateResult> {
     const { image: _image, ...settings } = params;

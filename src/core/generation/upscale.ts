@@ -8,10 +8,13 @@ import { AsgdError } from '../errors.ts';
 import { padEdgesRgb, rgb8ToChw, type RgbImage } from '../image.ts';
 import type { GenerationMetadata, UpscaleRecord } from '../metadata.ts';
 import type { GenerateParams } from '../params.ts';
+import type { GenerationTimings } from './progress.ts';
 import { resizeLanczos3 } from '../resize.ts';
 import type { ClipTokenizer } from '../text/clip-tokenizer.ts';
 import { checkGeneration, type GenerationPlan, type ModelFacts } from './check.ts';
 import { checkUpscale, img2imgScheduler, polyphaseTargets, upscaleMethodOptions, type Img2ImgInit, type UpscalePlan, type UpscaleSettings } from './img2img.ts';
+import { UPSCALE_OPTIONS } from '../options/registry.ts';
+import { refuseUnknownKeys } from '../options/spec.ts';
 
 /** What the source image holds besides its pixels: the prompts of its embedded metadata. */
 export interface EmbeddedPrompts {
@@ -117,5 +120,50 @@ export function upscaleRecord(
     strength: up.strength,
     structureSource: up.structureSource,
     startStep,
+  };
+}
+
+/** `generateUpscaled`: generate, then upscale the result in the same run (settings as UpscaleSettings). */
+export interface GenerateUpscaleSettings extends Omit<UpscaleSettings, 'width' | 'height'> {
+  /**
+   * The upscale stage's method options. Default: the generation's, plus the upscale default of each one they leave
+   * out. (A re-run of such an image passes the upscale stage's recorded ones: the generation's record holds every
+   * option filled in, which would override the upscale defaults.)
+   */
+  methodOptions?: GenerateParams['methodOptions'];
+}
+
+/** generateUpscaled's upscale settings checked against the first stage's size (an unknown setting named), before any run. */
+export function checkGenerateUpscale(first: { width: number; height: number }, upscale: GenerateUpscaleSettings): void {
+  checkUpscale(first, upscale);
+  refuseUnknownKeys(upscale, [...UPSCALE_OPTIONS.map((o) => o.key), 'methodOptions'], 'an upscale setting of generateUpscaled');
+}
+
+/**
+ * generateUpscaled's second stage: the first stage's settings and seed (its scheduler, unless PNDM or LMS, which
+ * cannot start mid-schedule: then the upscale's default) with the upscale's.
+ */
+export function upscaleStageParams(
+  params: GenerateParams, upscale: GenerateUpscaleSettings, seed: string,
+): Omit<GenerateParams, 'width' | 'height'> & UpscaleSettings {
+  const { width: _w, height: _h, scheduler, ...rest } = params;
+  const second = scheduler === undefined || scheduler === 'pndm' || scheduler === 'lms' ? undefined : scheduler;
+  const { methodOptions = rest.methodOptions, ...settings } = upscale;
+  return { ...rest, methodOptions, scheduler: second, seed, ...settings };
+}
+
+/** generateUpscaled's result from its two stages': the second's image and metadata, both stages' counts and times. */
+export function bothStages<R extends { unetEvaluations: number; warnings: string[]; timings: GenerationTimings }>(first: R, second: R): R {
+  const a = first.timings;
+  const b = second.timings;
+  return {
+    ...second,
+    unetEvaluations: first.unetEvaluations + second.unetEvaluations,
+    warnings: [...first.warnings, ...second.warnings],
+    timings: {
+      textMs: a.textMs + b.textMs, denoiseMs: a.denoiseMs + b.denoiseMs, unetMs: a.unetMs + b.unetMs,
+      hostMs: a.hostMs + b.hostMs, decodeMs: a.decodeMs + b.decodeMs, totalMs: a.totalMs + b.totalMs,
+      encodeMs: b.encodeMs,
+    },
   };
 }
