@@ -157,6 +157,39 @@ test("WASM: a tiled encode uses the whole image's statistics, as Node's does", a
   assert.deepEqual(r.metadata, ref.metadata);
 });
 
+test('WASM: a cancel stops a tiled encode, and a tiled decode, between tiles; the pipeline upscales again afterwards', async () => {
+  const vae = { tiling: 'on', tileSize: 16, overlap: 4, stats: 'exact' } as const;
+  const params = { ...SETTINGS, method: 'direct', vae };
+  const r = (await page.evaluate(`(async () => {
+    const source = new Uint8Array(${JSON.stringify(Array.from(sourcePng))});
+    const pipe = window.asgdDemo.pipeline;
+    const cancelIn = async (phase) => {
+      const ctl = new AbortController();
+      const seen = [];
+      let afterAbort = 0;
+      try {
+        await pipe.upscale({ image: source, ...${JSON.stringify(params)} }, { signal: ctl.signal, onProgress: (e) => {
+          if (ctl.signal.aborted) afterAbort++;
+          if (e.phase === phase && e.tilesTotal > 1) { seen.push(e.tilesDone + '/' + e.tilesTotal); if (e.tilesDone === 3) ctl.abort(); }
+        } });
+        return { outcome: 'resolved', seen, afterAbort };
+      } catch (e) { return { outcome: e.kind, seen, afterAbort }; }
+    };
+    const encode = await cancelIn('encode');
+    const decode = await cancelIn('decode');
+    const again = await pipe.upscale({ image: source, ...${JSON.stringify(params)} });
+    return { encode, decode, again: again.metadata.width };
+  })()`)) as { encode: { outcome: string; seen: string[]; afterAbort: number }; decode: { outcome: string; seen: string[]; afterAbort: number }; again: number };
+  for (const phase of ['encode', 'decode'] as const) {
+    assert.equal(r[phase].outcome, 'cancelled', JSON.stringify(r[phase]));
+    // Stopped at the next tile: no progress after the abort, three tile runs of the whole run's 54 (encode) or 72 (decode).
+    assert.deepEqual(r[phase].seen, ['1', '2', '3'].map((n) => `${n}/${phase === 'encode' ? 54 : 72}`), phase);
+    assert.equal(r[phase].afterAbort, 0, phase);
+  }
+  assert.equal(r.again, 256);
+  assert.deepEqual(errors, []);
+});
+
 test("WASM: an encoder with self-attention: the tiled encode computes the attention once for the whole latent, as Node's does", async () => {
   // The shipped model with a small SD-structured encoder (GroupNorm, mid-block attention) in place of its own.
   const folder = path.join(siteDir, 'models', 'shapes-attn-encoder');

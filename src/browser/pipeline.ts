@@ -518,9 +518,11 @@ export class WebPipeline {
   }
 
   private decodeStage(plan: GenerationPlan, totalSteps: number, sampled: { latent: Float32Array; unitEvaluations: number }, run: WebGenerateRunOptions, warn: (m: string) => void): Promise<RgbImage> {
-    return this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, plan.params.vae, (done, total) =>
-      run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: totalSteps, totalSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total }),
-    warn);
+    // A cancel stops a tiled decode between tiles, as it stops an encode.
+    return this.decodeLatent(sampled.latent, plan.latentHeight, plan.latentWidth, plan.params.vae, (done, total) => {
+      throwIfAborted(run.signal);
+      run.onProgress?.({ phase: 'decode', stage: finalStage(plan.method), step: totalSteps, totalSteps, unitsDone: sampled.unitEvaluations, unitsTotal: sampled.unitEvaluations, tilesDone: done, tilesTotal: total });
+    }, warn);
   }
 
   /**
@@ -582,9 +584,12 @@ export class WebPipeline {
     const scheduler = schedulerFrom(full, start);
     await this.openEncoder();
     throwIfAborted(signal);
-    // A large input takes a while to encode (tile by tile): its own progress phase.
-    const onTile = (tilesDone: number, tilesTotal: number) =>
+    // A large input takes a while to encode (tile by tile): its own progress phase, and a cancel stops it between
+    // tiles (the tiling frees the states it holds when a tile's callback throws).
+    const onTile = (tilesDone: number, tilesTotal: number) => {
+      throwIfAborted(signal);
       run.onProgress?.({ phase: 'encode', stage: 1, step: 0, totalSteps: scheduler.numSteps, unitsDone: 0, unitsTotal: 0, tilesDone, tilesTotal });
+    };
     const runner = webVaeRunner(this.devices[0]!, 'encoder');
     const vae = { latentChannels: this.info.latentChannels, scalingFactor: this.spec.vae.scalingFactor };
     const { init, resized } = await upscaleInit(source.image, check, (img) =>
