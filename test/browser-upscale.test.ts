@@ -299,6 +299,35 @@ test("WASM: generateUpscaled in the page is Node's: one result whose metadata ho
   assert.deepEqual(r.refused, { kind: 'invalid-argument', parameter: 'sclae' });
 });
 
+test("WebGPU (SwiftShader): a tiled upscale keeps the encoder's tile states on the device, frees them all, and gives Node's image", async () => {
+  const gpuBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS.map((f) => (f === '--disable-gpu' ? '--enable-unsafe-webgpu' : f)) });
+  try {
+    const gpuPage = await (await gpuBrowser.newContext()).newPage();
+    await gpuPage.goto(`${site.url}?model=${encodeURIComponent('http://[bad')}`);
+    await gpuPage.waitForSelector('body[data-state="error"]');
+    const params = { ...SETTINGS, method: 'direct', steps: 2, prompt: PROMPT, vae: { tiling: 'on', tileSize: 16, overlap: 4, stats: 'exact' } };
+    const r = (await gpuPage.evaluate(`(async () => {
+      const pipe = await window.asgdDemo.web.loadWebPipeline(${JSON.stringify(`${site.url}models/shapes-128/`)}, { provider: 'webgpu', attentionProbe: false });
+      try {
+        const u = await pipe.upscale({ image: new Uint8Array(${JSON.stringify(Array.from(sourcePng))}), ...${JSON.stringify(params)} });
+        const d = await pipe.devices[0].request({ type: 'describe' }, 'describing');
+        return { png: Array.from(u.png), warnings: u.warnings, tileStates: d.tileStates, provider: pipe.info.provider };
+      } finally { await pipe.close(); }
+    })()`)) as { png: number[]; warnings: string[]; tileStates?: { held: number; released: number; live: number; liveBytes: number }; provider: string };
+    assert.equal(r.provider, 'webgpu');
+    assert.deepEqual(r.warnings.filter((w) => /VAE|tile/i.test(w)), [], 'no fallback warning');
+    const s = r.tileStates;
+    assert.ok(s && s.held > 0, `states held on the device: ${JSON.stringify(s)}`);
+    assert.deepEqual([s.released, s.live, s.liveBytes], [s.held, 0, 0], 'every state freed when the encode and the decode ended');
+    const ref = await node.upscale({ image: sourcePng, ...params } as Parameters<Pipeline['upscale']>[0]);
+    const d = compareRgb((await planesOfPng(new Uint8Array(r.png))).rgb, ref.image);
+    console.log(`# 128 -> 256 tiled upscale on Chromium's WebGPU adapter (SwiftShader): against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}; ${s.held} tile states held on the device`);
+    assert.ok(d.maxAbs <= 2 && d.meanAbs < 0.1, JSON.stringify(d));
+  } finally {
+    await gpuBrowser.close();
+  }
+});
+
 test('WASM: the demo page upscales its last result from the form', async () => {
   await page.fill('[name="prompt"]', PROMPT);
   await page.selectOption('[name="size"]', '128x128');

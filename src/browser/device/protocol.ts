@@ -116,7 +116,10 @@ export type ComponentIo = { inputs: IoInfo[]; outputs: IoInfo[] };
 export type DeviceResult =
   | { type: 'ok' }
   | { type: 'loaded'; io: ComponentIo; probeIo?: ComponentIo; servesProbe?: boolean; probeReason?: string; probeFailed?: boolean; layers?: string[]; reason?: string; fused?: number; biasSplitGelus?: number; groupNorms?: number; fuseReason?: string; onnxAttention?: number; form?: 'padded' | 'flash'; formReason?: string; float32Tensors?: number; float32Reason?: string; externalPieces?: { path: string; bytes: number; pieces: number }[]; inlineWeights?: { tensors: number; bytes: number } }
-  /** `sessions`: the sessions open (the UNet and the probe may be one); `tileStates`: those a WebGPU worker has held. */
+  /**
+   * `sessions`: the sessions open (the UNet and the probe may be one); `tileStates`: those a WebGPU worker has held
+   * (its decoder's and encoder's together).
+   */
   | {
     type: 'describe'; components: Partial<Record<WebComponent, ComponentIo>>; sessions: number; tileStates?: TileStateCounts;
     /** On WebGPU: the text conditioning's device tensors (uploads, disposed, live) of the UNet and of a probe adapter of its own. */

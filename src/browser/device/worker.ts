@@ -343,7 +343,9 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
     case 'describe': {
       const components: Partial<Record<WebComponent, { inputs: OpenSession['inputs']; outputs: OpenSession['outputs'] }>> = {};
       for (const [name, s] of Object.entries(state.sessions) as [WebComponent, OpenSession][]) components[name] = { inputs: s.inputs, outputs: s.outputs };
-      const tileStates = (await state.vae.decoder?.graphs)?.tileStates;
+      // Every VAE half's (the decoder's and an upscale's encoder's), added up.
+      const counts = (await derivedVaeGraphs()).flatMap((g) => (g.tileStates ? [g.tileStates] : []));
+      const tileStates = counts.length === 0 ? undefined : counts.reduce((a, c) => ({ held: a.held + c.held, released: a.released + c.released, live: a.live + c.live, liveBytes: a.liveBytes + c.liveBytes }));
       // The probe's own counts only where it is an adapter of its own (not the UNet's, as when one session serves both).
       const unet = state.unet?.device?.counts;
       const probe = state.probe !== state.unet ? state.probe?.device?.counts : undefined;
