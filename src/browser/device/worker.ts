@@ -295,10 +295,14 @@ function unetAdapter(s: OpenSession): UnetAdapter {
   return new UnetAdapter(s, UNET_NAMES, { device: new DeviceConditioning(state.uploader) });
 }
 
-/** A loaded VAE half's derived graphs; the graph surgery loads on first use. */
-function vaeGraphs(half: VaeHalf): Promise<VaeHalfGraphs> {
+/**
+ * A loaded VAE half's derived graphs; the graph surgery loads on first use. One derived session is open at a time in
+ * the worker, as in Node's: the other half's (an upscale's encoder's, when the decode starts) is released first.
+ */
+async function vaeGraphs(half: VaeHalf): Promise<VaeHalfGraphs> {
   const loaded = state.vae[half];
-  if (!loaded) return Promise.reject(new Error(`device worker: vae_${half} not loaded`));
+  if (!loaded) throw new Error(`device worker: vae_${half} not loaded`);
+  for (const [other, h] of Object.entries(state.vae)) if (other !== half && h.graphs) await (await h.graphs).release();
   loaded.graphs ??= (async () => {
     const { VaeHalfGraphs } = await import('./vae-graphs.ts');
     const states = state.init?.provider === 'webgpu' ? new (await import('../../onnx/tile-states.ts')).DeviceTileStates() : undefined;
