@@ -52,7 +52,7 @@ for (const m of METHOD_NAMES) field<HTMLSelectElement>('method').add(new Option(
 if (query.get('provider')) field<HTMLSelectElement>('provider').value = query.get('provider')!;
 if (query.get('workers')) field<HTMLInputElement>('workers').value = query.get('workers')!;
 if (query.get('steps')) field<HTMLInputElement>('steps').value = query.get('steps')!;
-// The strength field's bounds and default from the library's option (one place for them).
+// The strength field's default from the library's option (one place for it).
 const strength = optionSpec(UPSCALE_OPTIONS, 'strength');
 field<HTMLInputElement>('strength').value = String(strength.default);
 
