@@ -9,7 +9,7 @@ import { concatBytes } from '../core/bytes.ts';
 import { AsgdError } from '../core/errors.ts';
 import { checkRgbPixels, isPixelImage, notAnImage, type RgbImage } from '../core/image.ts';
 import { JSON_KEY, TEXT_KEY, embeddedParameters, embeddedSource, type GenerationMetadata } from '../core/metadata.ts';
-import { compressedTextChunks, hasPngEnd, readPngTextChunks } from '../core/png-chunks.ts';
+import { compressedTextChunks, hasPngEnd, isPng, readPngTextChunks } from '../core/png-chunks.ts';
 import { textDecoder } from '../core/platform.ts';
 
 /** A canvas' pixels (ImageData or its shape): RGBA, 4 bytes per pixel. */
@@ -75,9 +75,8 @@ async function pngEmbedded(bytes: Uint8Array): Promise<WebSourceImage['embedded'
 
 /** Decodes an image file with the browser's decoders (EXIF orientation applied, colours as stored). */
 async function decodeFile(bytes: Uint8Array, name: string): Promise<RgbImage> {
-  const isPng = bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47;
   // A cut-off PNG decodes to an image with a blank bottom in some browsers: refused, as Node refuses it.
-  if (isPng && !hasPngEnd(bytes)) throw notAnImage(name, new Error('truncated: no IEND chunk'));
+  if (isPng(bytes) && !hasPngEnd(bytes)) throw notAnImage(name, new Error('truncated: no IEND chunk'));
   let bitmap: ImageBitmap;
   try {
     bitmap = await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>]), { imageOrientation: 'from-image', premultiplyAlpha: 'none', colorSpaceConversion: 'none' });
@@ -122,7 +121,6 @@ export async function readWebSourceImage(input: WebImageInput): Promise<WebSourc
     });
   }
   const image = await decodeFile(bytes, name);
-  const isPng = bytes[0] === 0x89 && bytes[1] === 0x50;
-  const embedded = isPng ? await pngEmbedded(bytes).catch(() => undefined) : undefined;
+  const embedded = isPng(bytes) ? await pngEmbedded(bytes).catch(() => undefined) : undefined;
   return { image, sha256: await sha256Hex(bytes), ...(embedded ? { embedded } : {}) };
 }

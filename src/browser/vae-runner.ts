@@ -9,15 +9,16 @@ import { stateBuffers, type DecodedImage, type TiledVaeBackend } from '../core/v
 import type { VaeGraphRequest, VaeGraphSource, VaeHalf } from './device/protocol.ts';
 import type { WebDevice } from './device/web-device.ts';
 
-export function webVaeRunner(device: WebDevice, half: VaeHalf): VaeGraphRunner & { run: TiledVaeBackend['run'] } {
+export function webVaeRunner(device: WebDevice, half: VaeHalf): VaeGraphRunner & { run(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage & { channels: number }> } {
   const verb = half === 'decoder' ? 'decoding' : 'encoding';
-  const run = async (input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage> => {
+  // The plain model: an image's 3 channels out of the decoder, the latent's out of the encoder.
+  const run = async (input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage & { channels: number }> => {
     if (half === 'encoder') {
       const r = await device.request<'vaeEncode'>({ type: 'vaeEncode', image: input, height, width }, 'VAE encoding', [input.buffer as ArrayBuffer]);
-      return { data: r.data, height: r.height, width: r.width };
+      return { data: r.data, channels: r.channels, height: r.height, width: r.width };
     }
     const r = await device.request<'vaeDecode'>({ type: 'vaeDecode', latent: input, channels, height, width }, 'VAE decoding', [input.buffer as ArrayBuffer]);
-    return { data: r.data, height: r.height, width: r.width };
+    return { data: r.data, channels: 3, height: r.height, width: r.width };
   };
   const graphRun = (of: VaeGraphSource) => (
     graph: VaeGraphRequest['graph'], input: Float32Array, channels: number, height: number, width: number, tile?: Parameters<NormGraphRun>[5],

@@ -22,7 +22,8 @@ export function crc32(bytes: Uint8Array): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-function isPng(png: Uint8Array): boolean {
+/** Whether the bytes start with PNG's signature. */
+export function isPng(png: Uint8Array): boolean {
   return png.length >= 8 && SIGNATURE.every((b, i) => png[i] === b);
 }
 

@@ -12,7 +12,6 @@ import { cropRgb, type RgbImage } from '../core/image.ts';
 import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
 import { schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
 import { bothStages, checkGenerateUpscale, checkUpscaleRun, encodeLatent, noVaeEncoderError, upscaleInit, upscaleRecord, upscaleStageParams, type GenerateUpscaleSettings } from '../core/generation/upscale.ts';
-export type { GenerateUpscaleSettings };
 import { readSourceImage, type ImageInput, type SourceImage } from './image/read.ts';
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import { PARAM_KEYS, resolveVaeOptions, type GenerateParams, type ResolvedParams, type VaeDecodeOptions } from '../core/params.ts';
@@ -43,6 +42,7 @@ import type { TextConditioning } from '../core/conditioning.ts';
 import type { IoInfo } from '../onnx/io.ts';
 import type { UnetFloat16Info } from '../core/unet-precision.ts';
 
+export type { GenerateUpscaleSettings };
 
 export interface PipelineOptions {
   /** Comma-separated device list ("cpu", "cpu,cpu", "webgpu:0", "cuda:0,cuda:1"), "auto" (autoDevices) or parsed specs. Default "cpu". */

@@ -71,7 +71,7 @@ export async function decodeLatentWith(
  * whole image's normalisation statistics and the attention where `opts.attention` puts it.
  */
 export async function encodeImageWith(
-  runner: VaeGraphRunner & { run(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage & { channels?: number }> },
+  runner: VaeGraphRunner & { run(input: Float32Array, channels: number, height: number, width: number): Promise<DecodedImage & { channels: number }> },
   image: Float32Array, height: number, width: number, opts: VaeDecodeOptions, cb: VaeRunCallbacks = {},
 ): Promise<{ data: Float32Array; channels: number; height: number; width: number; tiled?: TiledDecodeResult }> {
   const h = height / 8;
@@ -79,7 +79,7 @@ export async function encodeImageWith(
   if (!tilingWanted(opts, h, w)) {
     const r = await runner.run(image, 3, height, width);
     cb.onTile?.(1, 1);
-    return { data: r.data, channels: r.channels ?? r.data.length / (r.height * r.width), height: r.height, width: r.width };
+    return { data: r.data, channels: r.channels, height: r.height, width: r.width };
   }
   const backend = await tiledBackend(runner, opts, h, w);
   const r = await encodeTiled(image, height, width, backend, {
