@@ -2,7 +2,8 @@
  * Upscaling in a real browser: the demo page (demo/, built by Vite) in Debian's Chromium driven by playwright-core,
  * the shipped model on ONNX Runtime Web's WebAssembly provider, against the Node CPU pipeline's upscale of the same
  * file with the same settings, made in this process: the same resize (the core's Lanczos3), the VAE encoder opened on
- * the first upscale, whole and tiled encoding, the source's alpha kept, the prompt read from the PNG, the same
+ * the first upscale, whole and tiled encoding, the source's alpha kept, the prompt read from the PNG (and from JPEG
+ * and WebP metadata), the same
  * metadata; and the errors of a folder without an encoder and of files that are not images.
  */
 import assert from 'node:assert/strict';
@@ -17,6 +18,7 @@ import { loadPipeline, type Pipeline } from '../src/node/pipeline.ts';
 import { encodeImage } from '../src/node/image/write.ts';
 import type { GenerationMetadata } from '../src/core/metadata.ts';
 import type { RgbImage } from '../src/core/image.ts';
+import { A1111_TEXT, jpegWithUserComment } from './helpers/image-texts.ts';
 import { ROOT, buildDemoSite, compareRgb, openDemo, serveSite, type PageError, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
 import { SMALL_VAE_ENCODER, buildGroupNormVaeEncoder } from './fixtures/groupnorm-vae.ts';
@@ -41,6 +43,7 @@ let errors: string[];
 /** A 128 px generation of Node's as a PNG file with its metadata: the source every upscale here starts from. */
 let sourcePng: Uint8Array;
 let sourceImage: RgbImage;
+let sourceMetadata: GenerationMetadata;
 
 before(async () => {
   assert.ok(fs.existsSync(CHROMIUM), `The browser tests need Debian's Chromium at ${CHROMIUM}: run \`npm run setup:browser\` as root`);
@@ -55,6 +58,7 @@ before(async () => {
   node = await loadPipeline(MODEL, { devices: 'cpu' });
   const g = await node.generate({ prompt: PROMPT, width: 128, height: 128, seed: 5, steps: 4, method: 'direct' });
   sourceImage = g.image;
+  sourceMetadata = g.metadata;
   sourcePng = await encodeImage(g.image, 'png', g.metadata);
   context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
   ({ page, errors } = await openDemo(context, site.url, 'provider=wasm&workers=1'));
@@ -135,6 +139,29 @@ test("WASM: a PNG upscaled 2x in the page is Node's upscale of the same file, th
   assert.ok(r.components.includes('vaeEncoder'), r.components.join(', '));
   // One whole encode (asg's default structure source, polyphase, takes the encoded input's own parts).
   assert.deepEqual(r.encodeTiles, [[1, 1]]);
+  assert.deepEqual(errors, []);
+});
+
+test("WASM: the prompts a JPEG (AUTOMATIC1111's EXIF UserComment) and a WebP (this project's XMP) hold are read as Node reads them", async () => {
+  const plainJpeg = new Uint8Array(await sharp(sourceImage.data, { raw: { width: 128, height: 128, channels: 3 } }).jpeg().toBuffer());
+  const files = { jpeg: await jpegWithUserComment(A1111_TEXT, plainJpeg), webp: await encodeImage(sourceImage, 'webp', sourceMetadata) };
+  const settings = { scale: 1.5, strength: 0.5, steps: 2, seed: 3, method: 'direct' } as const;
+  for (const [format, bytes] of Object.entries(files)) {
+    const web = (await page.evaluate(`(async () => {
+      const r = await window.asgdDemo.pipeline.upscale({ image: new Blob([new Uint8Array(${JSON.stringify(Array.from(bytes))})]), ...${JSON.stringify(settings)} });
+      return r.metadata;
+    })()`)) as GenerationMetadata;
+    const ref = await node.upscale({ image: bytes, ...settings });
+    assert.equal(web.prompt, ref.metadata.prompt, format);
+    assert.equal(web.negativePrompt, ref.metadata.negativePrompt, format);
+    assert.deepEqual(web.upscale?.source, ref.metadata.upscale?.source, format);
+  }
+  const fromJpeg = await node.upscale({ image: files.jpeg, ...settings });
+  assert.equal(fromJpeg.metadata.prompt, 'a castle on a hill, sunset');
+  assert.equal(fromJpeg.metadata.negativePrompt, 'blurry, low quality');
+  const fromWebp = await node.upscale({ image: files.webp, ...settings });
+  assert.equal(fromWebp.metadata.prompt, PROMPT);
+  assert.equal(fromWebp.metadata.negativePrompt, sourceMetadata.negativePrompt);
   assert.deepEqual(errors, []);
 });
 

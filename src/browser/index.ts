@@ -6,7 +6,7 @@
  *   import { loadWebPipeline } from 'asgdiffusion/web';
  *   const pipe = await loadWebPipeline('https://example.org/models/shapes-128/');
  *   const { png } = await pipe.generate({ prompt: 'a red circle on a blue background', width: 512, height: 512, seed: 1 });
- *   const up = await pipe.upscale({ image: new Blob([png]), scale: 2, strength: 0.5 }); // the prompt read from the PNG
+ *   const up = await pipe.upscale({ image: new Blob([png]), scale: 2, strength: 0.5 }); // the prompt read from the file
  */
 export * from '../core/index.ts';
 export type { DeviceActivity, GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';

@@ -59,7 +59,7 @@ export type WebGenerationTimings = GenerationTimings;
 export interface WebUpscaleParams extends Omit<GenerateParams, 'prompt' | 'width' | 'height'>, UpscaleSettings {
   /** The image to upscale. */
   image: WebImageInput;
-  /** The prompt; default: the one the source PNG holds (this project's metadata or another tool's), else empty. */
+  /** The prompt; default: the one the source file holds (this project's metadata or another tool's), else empty. */
   prompt?: string;
 }
 

@@ -2,15 +2,15 @@
  * An upscale's source image in the page: a file (a Blob, e.g. from an <input type="file"> or a drop, or its bytes),
  * decoded by the browser's own decoders (PNG, JPEG, WebP and what else it reads, EXIF orientation applied); a canvas'
  * ImageData (RGBA); or 8-bit RGB pixels. As in Node (src/node/image/read.ts): the SHA-256 of the file's bytes (of the
- * pixels when given decoded) for the metadata, the prompts a PNG's text chunks hold, and an alpha plane kept only
- * where some pixel is not opaque.
+ * pixels when given decoded) for the metadata, the prompts the file holds (PNG text chunks, JPEG/WebP EXIF and XMP:
+ * the core's imageTexts), and an alpha plane kept only where some pixel is not opaque.
  */
 import { concatBytes } from '../core/bytes.ts';
 import { AsgdError } from '../core/errors.ts';
 import { checkRgbPixels, isPixelImage, notAnImage, type RgbImage } from '../core/image.ts';
-import { JSON_KEY, TEXT_KEY, embeddedParameters, embeddedSource, type GenerationMetadata } from '../core/metadata.ts';
-import { compressedTextChunks, hasPngEnd, isPng, readPngTextChunks } from '../core/png-chunks.ts';
-import { textDecoder } from '../core/platform.ts';
+import { embeddedFromTexts, imageTexts } from '../core/image-texts.ts';
+import { embeddedSource, type GenerationMetadata } from '../core/metadata.ts';
+import { hasPngEnd, isPng } from '../core/png-chunks.ts';
 
 /** A canvas' pixels (ImageData or its shape): RGBA, 4 bytes per pixel. */
 export interface RgbaPixels {
@@ -27,7 +27,7 @@ export interface WebSourceImage {
   image: RgbImage;
   /** SHA-256 (hex) of the file's bytes, or of the pixels (RGB, then alpha) when given decoded. */
   sha256: string;
-  /** What a PNG's text chunks hold: this project's metadata, or another tool's prompts. */
+  /** What the file holds (PNG text chunks, JPEG/WebP EXIF or XMP): this project's metadata, or another tool's prompts. */
   embedded?: { metadata?: GenerationMetadata; prompt?: string; negativePrompt?: string };
 }
 
@@ -53,24 +53,10 @@ function fromRgba(rgba: Uint8ClampedArray | Uint8Array, width: number, height: n
   return opaque ? { data, width, height } : { data, width, height, alpha };
 }
 
-/** A zlib-compressed text chunk inflated by the browser's DecompressionStream. */
-async function inflate(data: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream('deflate'));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-
-/** The prompts a PNG's text chunks hold (compressed ones inflated); other formats' are not read in the browser. */
-async function pngEmbedded(bytes: Uint8Array): Promise<WebSourceImage['embedded']> {
-  const texts = readPngTextChunks(bytes);
-  for (const c of compressedTextChunks(bytes)) {
-    if (texts[c.keyword] !== undefined) continue;
-    try {
-      texts[c.keyword] = textDecoder(c.utf8 ? 'utf-8' : 'latin1').decode(await inflate(c.data));
-    } catch {
-      // A damaged compressed text is skipped, as readPngTextChunks skips it.
-    }
-  }
-  return embeddedSource(embeddedParameters(texts[JSON_KEY], texts[TEXT_KEY]));
+/** The prompts an image file holds (this project's record, or another tool's parameters text), if any. */
+async function fileEmbedded(bytes: Uint8Array): Promise<WebSourceImage['embedded']> {
+  const texts = await imageTexts(bytes);
+  return texts === undefined ? undefined : embeddedSource(embeddedFromTexts(texts));
 }
 
 /** Decodes an image file with the browser's decoders (EXIF orientation applied, colours as stored). */
@@ -121,6 +107,6 @@ export async function readWebSourceImage(input: WebImageInput): Promise<WebSourc
     });
   }
   const image = await decodeFile(bytes, name);
-  const embedded = isPng(bytes) ? await pngEmbedded(bytes).catch(() => undefined) : undefined;
+  const embedded = await fileEmbedded(bytes).catch(() => undefined);
   return { image, sha256: await sha256Hex(bytes), ...(embedded ? { embedded } : {}) };
 }

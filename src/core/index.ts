@@ -13,12 +13,13 @@ export {
 } from './params.ts';
 export {
   buildMetadata, formatParametersText, parseMetadataJson, promptFromParametersText, JSON_KEY, METADATA_VERSION, TEXT_KEY,
-  type GenerationMetadata, type UpscaleRecord,
+  type EmbeddedParameters, type GenerationMetadata, type UpscaleRecord,
 } from './metadata.ts';
 export { chwToRgb8, cropRgb, padEdgesRgb, rgb8ToChw, type RgbImage } from './image.ts';
 export { resizeLanczos3 } from './resize.ts';
 export { float16ToFloat32, float32ToFloat16, fromFloat16Bits, toFloat16Bits } from './float16.ts';
-export { addPngTextChunks, compressedTextChunks, readPngTextChunks, type CompressedTextChunk, type Inflate } from './png-chunks.ts';
+export { addPngTextChunks, compressedTextChunks, readPngTextChunks, readPngTexts, type AnyInflate, type CompressedTextChunk, type Inflate } from './png-chunks.ts';
+export { embeddedFromTexts, imageTexts, textImageFormat, xmpValue, type TextImageFormat } from './image-texts.ts';
 export { sizeOf, tensor, zeros, type Tensor } from './tensor.ts';
 export { createRandom, randn, Mt19937, TorchGenerator, type RandomSource, type RandomStream } from './random/index.ts';
 export {

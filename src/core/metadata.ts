@@ -142,8 +142,11 @@ export function promptFromParametersText(text: string): { prompt: string; negati
  * `metadata` is then undefined and `parameters` still read).
  */
 export interface EmbeddedParameters {
+  /** This project's record (its JSON parsed). */
   metadata?: GenerationMetadata;
+  /** The `parameters` text (AUTOMATIC1111's layout), which this project writes beside its record too. */
   parameters?: string;
+  /** Why a record that is there cannot be read. */
   damaged?: string;
 }
 

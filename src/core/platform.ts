@@ -29,3 +29,16 @@ export function utf8Encode(text: string): Uint8Array {
 export function textDecoder(label: 'utf-8' | 'latin1' | 'utf-16be' | 'utf-16le'): TextDecoderLike {
   return new globals.TextDecoder(label);
 }
+
+interface ZlibGlobals {
+  Blob: new (parts: Uint8Array[]) => { stream(): { pipeThrough(transform: unknown): unknown } };
+  DecompressionStream: new (format: 'deflate') => unknown;
+  Response: new (body: unknown) => { arrayBuffer(): Promise<ArrayBuffer> };
+}
+
+/** Inflates zlib data with the platform's DecompressionStream (browsers, workers, Node >= 18); rejects on damaged data. */
+export async function inflateZlib(data: Uint8Array): Promise<Uint8Array> {
+  const g = globalThis as unknown as ZlibGlobals;
+  const stream = new g.Blob([data]).stream().pipeThrough(new g.DecompressionStream('deflate'));
+  return new Uint8Array(await new g.Response(stream).arrayBuffer());
+}

@@ -98,6 +98,29 @@ export function readPngTextChunks(png: Uint8Array, inflate?: Inflate): Record<st
   return out;
 }
 
+/** Inflates zlib data at once (Node's zlib.inflateSync) or asynchronously (the platform's DecompressionStream). */
+export type AnyInflate = (compressed: Uint8Array) => Uint8Array | Promise<Uint8Array>;
+
+/**
+ * readPngTextChunks with an inflater that may be asynchronous: every text chunk in the file's order, a later one of
+ * a keyword replacing an earlier, a compressed text that does not inflate skipped.
+ */
+export async function readPngTexts(png: Uint8Array, inflate: AnyInflate): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const c of textChunks(png)) {
+    if (c.compressed === undefined) {
+      out[c.keyword] = c.text;
+      continue;
+    }
+    try {
+      out[c.keyword] = textDecoder(c.compressed.utf8 ? 'utf-8' : 'latin1').decode(await inflate(c.compressed.data));
+    } catch {
+      // A damaged compressed text is skipped like an unknown chunk.
+    }
+  }
+  return out;
+}
+
 /** The compressed text chunks of a PNG, for an inflater that is asynchronous (a browser's DecompressionStream). */
 export function compressedTextChunks(png: Uint8Array): CompressedTextChunk[] {
   return textChunks(png).flatMap((c) => (c.compressed ? [c.compressed] : []));

@@ -41,9 +41,8 @@ export async function pngWithCompressedText(entries: Record<string, string>, typ
   return new Uint8Array(Buffer.concat([png.subarray(0, iend), ...chunks, png.subarray(iend)]));
 }
 
-/** A JPEG whose EXIF UserComment holds `text` (UNICODE, big-endian), as AUTOMATIC1111 writes JPEG and WebP. */
-export async function jpegWithUserComment(text: string): Promise<Uint8Array> {
-  const jpeg = await plainJpeg();
+/** An EXIF block ("Exif\0\0" and a little-endian TIFF) whose Exif IFD holds `text` as the UserComment (UNICODE, big-endian). */
+function userCommentExif(text: string): Buffer {
   const comment = Buffer.concat([Buffer.from('UNICODE\0', 'latin1'), Buffer.from(text, 'utf16le').swap16()]);
   // TIFF, little-endian: header (8), IFD0 at 8 with one entry (Exif IFD pointer), Exif IFD with UserComment.
   const ifd0 = 8;
@@ -64,11 +63,49 @@ export async function jpegWithUserComment(text: string): Promise<Uint8Array> {
   tiff.writeUInt32LE(comment.length, exifIfd + 6);
   tiff.writeUInt32LE(dataAt, exifIfd + 10);
   comment.copy(tiff, dataAt);
-  const payload = Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), tiff]);
-  const app1 = Buffer.alloc(4);
-  app1.writeUInt16BE(0xffe1, 0);
-  app1.writeUInt16BE(payload.length + 2, 2);
-  return new Uint8Array(Buffer.concat([jpeg.subarray(0, 2), app1, payload, jpeg.subarray(2)]));
+  return Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), tiff]);
+}
+
+/** `jpeg` with a segment (marker 0xffXX and its payload) inserted after its SOI. */
+function withJpegSegment(jpeg: Uint8Array, marker: number, payload: Buffer): Uint8Array {
+  const head = Buffer.alloc(4);
+  head.writeUInt16BE(marker, 0);
+  head.writeUInt16BE(payload.length + 2, 2);
+  return new Uint8Array(Buffer.concat([jpeg.subarray(0, 2), head, payload, jpeg.subarray(2)]));
+}
+
+/** A JPEG (`jpeg`, else an 8 x 8 one) whose EXIF UserComment holds `text`, as AUTOMATIC1111 writes JPEG and WebP. */
+export async function jpegWithUserComment(text: string, jpeg?: Uint8Array): Promise<Uint8Array> {
+  return withJpegSegment(jpeg ?? await plainJpeg(), 0xffe1, userCommentExif(text));
+}
+
+/** An 8 x 8 JPEG with a comment segment (COM) holding `text`. */
+export async function jpegWithComment(text: string): Promise<Uint8Array> {
+  return withJpegSegment(await plainJpeg(), 0xfffe, Buffer.from(text, 'utf8'));
+}
+
+/**
+ * A WebP of `image` (extended format: a VP8X chunk flagging EXIF, the image, an EXIF chunk) whose EXIF UserComment
+ * holds `text`, as AUTOMATIC1111 writes WebP.
+ */
+export async function webpWithUserComment(text: string, image: { data: Uint8Array; width: number; height: number }): Promise<Uint8Array> {
+  const simple = Buffer.from(await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).webp({ lossless: true }).toBuffer());
+  if (simple.toString('latin1', 12, 16) !== 'VP8L') throw new Error('expected a simple lossless WebP');
+  const chunk = (type: string, data: Buffer) => {
+    const head = Buffer.alloc(8);
+    head.write(type, 0, 'latin1');
+    head.writeUInt32LE(data.length, 4);
+    return Buffer.concat([head, data, data.length % 2 ? Buffer.alloc(1) : Buffer.alloc(0)]);
+  };
+  const vp8x = Buffer.alloc(10);
+  vp8x[0] = 0x08; // EXIF present
+  vp8x.writeUIntLE(image.width - 1, 4, 3);
+  vp8x.writeUIntLE(image.height - 1, 7, 3);
+  const body = Buffer.concat([Buffer.from('WEBP', 'latin1'), chunk('VP8X', vp8x), simple.subarray(12), chunk('EXIF', userCommentExif(text).subarray(6))]);
+  const riff = Buffer.alloc(8);
+  riff.write('RIFF', 0, 'latin1');
+  riff.writeUInt32LE(body.length, 4);
+  return new Uint8Array(Buffer.concat([riff, body]));
 }
 
 export const A1111_TEXT = 'a castle on a hill, sunset\nNegative prompt: blurry, low quality\nSteps: 28, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 3141592653, Size: 768x512, Model hash: abc123, Model: "sd15, pruned"';

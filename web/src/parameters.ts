@@ -4,8 +4,7 @@
  * (`invokeai_metadata`, older `sd-metadata`) and Fooocus (`parameters` JSON), mapped to the library's names as far
  * as they map. No DOM or Node APIs: the page and the tests use it alike.
  */
-import { exifTexts } from '../../src/core/exif.ts';
-import { compressedTextChunks, readPngTextChunks } from '../../src/core/png-chunks.ts';
+import { imageTexts as fileTexts, xmpValue } from '../../src/core/image-texts.ts';
 
 export type ParameterFormat = 'asgdiffusion' | 'a1111' | 'comfyui' | 'invokeai' | 'fooocus';
 
@@ -17,31 +16,14 @@ export interface DroppedParameters {
 
 export class UnsupportedImage extends Error {}
 
-/** zlib data inflated by the platform's DecompressionStream (browsers; Node 18+). */
-async function inflate(data: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream('deflate'));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-
 /**
- * Texts an image carries: PNG text chunks (compressed ones inflated), JPEG/WebP XMP (`xmp`) and EXIF UserComment
- * (`UserComment`).
+ * Texts an image carries (the core's imageTexts): PNG text chunks (compressed ones inflated), JPEG/WebP XMP (`xmp`)
+ * and EXIF UserComment (`UserComment`).
  */
 export async function imageTexts(bytes: Uint8Array): Promise<Record<string, string>> {
-  if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) {
-    const texts = readPngTextChunks(bytes);
-    for (const c of compressedTextChunks(bytes)) {
-      try {
-        texts[c.keyword] = new TextDecoder(c.utf8 ? 'utf-8' : 'latin1').decode(await inflate(c.data));
-      } catch {
-        // A damaged compressed text is skipped like an unknown chunk.
-      }
-    }
-    return texts;
-  }
-  if (bytes[0] === 0xff && bytes[1] === 0xd8) return jpegTexts(bytes);
-  if (ascii(bytes, 0, 4) === 'RIFF' && ascii(bytes, 8, 4) === 'WEBP') return webpTexts(bytes);
-  throw new UnsupportedImage('not a PNG, JPEG or WebP image');
+  const texts = await fileTexts(bytes);
+  if (texts === undefined) throw new UnsupportedImage('not a PNG, JPEG or WebP image');
+  return texts;
 }
 
 /** The settings in an image, or undefined when it carries none this page knows. */
@@ -162,47 +144,3 @@ function fromFooocus(raw: Record<string, unknown>): Record<string, unknown> {
     width: res ? Number(res[1]) : undefined, height: res ? Number(res[2]) : undefined,
   });
 }
-
-// ---------- containers ----------
-
-function ascii(b: Uint8Array, at: number, n: number): string {
-  return String.fromCharCode(...b.subarray(at, at + n));
-}
-
-function xmpValue(xmp: string | undefined, tag: string): string | undefined {
-  const v = xmp ? new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xmp)?.[1] : undefined;
-  return v?.replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-}
-
-const XMP_ID = 'http://ns.adobe.com/xap/1.0/\0';
-
-function jpegTexts(b: Uint8Array): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let at = 2; at + 4 <= b.length; ) {
-    if (b[at] !== 0xff) break;
-    const marker = b[at + 1]!;
-    if (marker === 0xda || marker === 0xd9) break; // image data follows
-    const len = (b[at + 2]! << 8) | b[at + 3]!;
-    const seg = b.subarray(at + 4, at + 2 + len);
-    if (marker === 0xe1 && ascii(seg, 0, 6) === 'Exif\0\0') Object.assign(out, exifTexts(seg));
-    else if (marker === 0xe1 && ascii(seg, 0, XMP_ID.length) === XMP_ID) out['xmp'] = new TextDecoder('utf-8').decode(seg.subarray(XMP_ID.length));
-    else if (marker === 0xfe) out['parameters'] ??= new TextDecoder('utf-8').decode(seg);
-    at += 2 + len;
-  }
-  return out;
-}
-
-function webpTexts(b: Uint8Array): Record<string, string> {
-  const out: Record<string, string> = {};
-  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  for (let at = 12; at + 8 <= b.length; ) {
-    const type = ascii(b, at, 4);
-    const len = view.getUint32(at + 4, true);
-    const data = b.subarray(at + 8, at + 8 + len);
-    if (type === 'EXIF') Object.assign(out, exifTexts(data));
-    else if (type === 'XMP ') out['xmp'] = new TextDecoder('utf-8').decode(data);
-    at += 8 + len + (len & 1);
-  }
-  return out;
-}
-

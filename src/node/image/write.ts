@@ -7,8 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AsgdError } from '../../core/errors.ts';
 import { notAnImage, type RgbImage } from '../../core/image.ts';
-import { JSON_KEY, TEXT_KEY, embeddedParameters, formatParametersText, type EmbeddedParameters, type GenerationMetadata } from '../../core/metadata.ts';
-import { addPngTextChunks, hasPngEnd, readPngTextChunks } from '../../core/png-chunks.ts';
+import { JSON_KEY, TEXT_KEY, formatParametersText, type EmbeddedParameters, type GenerationMetadata } from '../../core/metadata.ts';
+import { addPngTextChunks, hasPngEnd } from '../../core/png-chunks.ts';
+import { embeddedFromTexts, imageTexts, textImageFormat } from '../../core/image-texts.ts';
 import { exifTexts } from '../../core/exif.ts';
 import { inflateSync } from 'node:zlib';
 
@@ -154,15 +155,16 @@ export async function readImageMetadata(file: string): Promise<EmbeddedParameter
 
 /** readImageMetadata on an image's bytes; `name` names it in errors. A file that is not an image is an AsgdError. */
 export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the image'): Promise<EmbeddedParameters> {
-  if (bytes[0] === 0x89 && bytes[1] === 0x50) {
-    let text: Record<string, string>;
+  const format = textImageFormat(bytes);
+  if (format === 'png') {
+    let texts: Record<string, string> | undefined;
     try {
       if (!hasPngEnd(bytes)) throw new Error('truncated: no IEND chunk');
-      text = readPngTextChunks(bytes, (b) => inflateSync(b));
+      texts = await imageTexts(bytes, (b) => inflateSync(b));
     } catch (err) {
       throw notAnImage(name, err);
     }
-    return embeddedParameters(text[JSON_KEY], text[TEXT_KEY]);
+    return embeddedFromTexts(texts ?? {});
   }
   let info: import('sharp').Metadata;
   try {
@@ -170,16 +172,14 @@ export async function readImageMetadataFromBytes(bytes: Uint8Array, name = 'the 
   } catch (err) {
     throw notAnImage(name, err);
   }
-  // Other tools' parameters text: AUTOMATIC1111 writes it as the EXIF UserComment of JPEG and WebP files.
-  const comment = info.exif ? exifTexts(new Uint8Array(info.exif)).UserComment : undefined;
-  const xmp = info.xmp?.toString('utf8');
-  if (!xmp) return comment ? { parameters: comment } : {};
-  const unescape = (s: string) => s.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-  const json = new RegExp(`<asgd:${JSON_KEY}>([\\s\\S]*?)</asgd:${JSON_KEY}>`).exec(xmp)?.[1];
-  const desc = /<rdf:li[^>]*>([\s\S]*?)<\/rdf:li>/.exec(xmp)?.[1];
-  return embeddedParameters(json === undefined ? undefined : unescape(json), desc === undefined ? comment : unescape(desc));
+  // JPEG and WebP: their segments read by the core (as the page and the browser build read them); other formats
+  // (TIFF, AVIF, ...): the EXIF and XMP sharp finds. AUTOMATIC1111 writes its parameters as the EXIF UserComment.
+  const texts = (format ? await imageTexts(bytes) : undefined) ?? {
+    ...(info.exif ? exifTexts(new Uint8Array(info.exif)) : {}),
+    ...(info.xmp ? { xmp: info.xmp.toString('utf8') } : {}),
+  };
+  return embeddedFromTexts(texts);
 }
-
 
 /** The error for an image file that cannot be read at all, saying why (missing, a folder, no permission). */
 export function unreadableFile(file: string, err: unknown): AsgdError {
