@@ -144,7 +144,7 @@ test('bench/tune.ts: missing or malformed configs are named (was: a SyntaxError 
   helps('tune.ts', /CONFIGS \[SIZE\]/);
 });
 
-test('cost-growth, host-profile, torch-side-by-side, bench:fidelity: an unknown flag is one line, not node\'s parseArgs stack trace', () => {
+test('cost-growth, host-profile, host-ab, torch-side-by-side, bench:fidelity: an unknown flag is one line, not node\'s parseArgs stack trace', () => {
   refuses('cost-growth.ts', ['--area', '1'], /Unknown option '--area'/);
   refuses('cost-growth.ts', ['--areas', '2'], /--areas: expected perfect squares/);
   refuses('cost-growth.ts', ['--methods', 'asg,cut'], /--methods: expected a comma-separated subset of .*unknown: "cut"/);
@@ -156,6 +156,10 @@ test('cost-growth, host-profile, torch-side-by-side, bench:fidelity: an unknown 
   refuses('fidelity.ts', ['--asg', '{bad'], /--asg: expected a JSON object/);
   helps('fidelity.ts', /--report-only/);
   helps('host-profile.ts', /--size N/);
+  refuses('host-ab.ts', [], /--before: required/);
+  refuses('host-ab.ts', ['--before', 'docs'], /docs is not a checkout of this project/);
+  refuses('host-ab.ts', ['--before', '.', '--rounds', '1'], /--rounds: expected an integer of at least 3/);
+  helps('host-ab.ts', /--before DIR/);
 });
 
 test('npm run bench:upscale: a misspelt variant is refused (was: dropped, a run with no such rows) and numbers are checked', () => {

@@ -170,6 +170,31 @@ test('every name in SCHEDULER_NAMES builds from the SD 1.5 config', () => {
   for (const name of SCHEDULER_NAMES) assert.equal(createScheduler(SD15, 20, name).name, name);
 });
 
+test('stepPositions: offered by the stateless schedulers only; on listed positions it writes those of the whole step, bit for bit, and nothing else', () => {
+  const offering = SCHEDULER_NAMES.filter((name) => createScheduler(SD15, 20, name).stepPositions !== undefined);
+  assert.deepEqual(offering, ['euler', 'ddim', 'flow-euler']);
+  const n = 1000;
+  const noise = (seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 2);
+  const output = noise(1);
+  const sample = noise(2);
+  const at = Int32Array.from({ length: 300 }, (_, i) => (i * 7919) % n);
+  for (const name of offering) {
+    for (const prediction of ['epsilon', 'v_prediction', 'sample']) {
+      const s = createScheduler({ ...SD15, prediction_type: prediction, clip_sample: true, clip_sample_range: 1.5 }, 20, name);
+      for (const k of [0, 7, 19]) {
+        const whole = s.step({ stepIndex: k, history: [] }, output, sample).prevSample;
+        const into = new Float32Array(n).fill(42);
+        s.stepPositions!(k, output, sample, into, at);
+        const listed = new Set(at);
+        for (let e = 0; e < n; e++) {
+          if (listed.has(e)) assert.ok(Object.is(into[e], whole[e]), `${name} ${prediction} step ${k} position ${e}`);
+          else assert.equal(into[e], 42, `${name}: position ${e} is not listed`);
+        }
+      }
+    }
+  }
+});
+
 test('step is pure: inputs untouched, same state gives the same result, interleaved states do not interfere', () => {
   for (const name of ['pndm', 'dpmpp-2m', 'lms'] as const) {
     const s = createScheduler(SD15, 12, name);

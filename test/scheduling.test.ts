@@ -374,9 +374,20 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
     const size = channels * plane;
     const rng = createRandom(3, 'test');
     const noise = (k: number) => Float32Array.from(rng.randn([k]));
-    const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, 12);
-    const advance = (step: number, out: Float32Array, x: Float32Array) => sched.step({ stepIndex: step, history: [] }, out, x).prevSample;
-    // Pixel interaction on and off (perm null: each unit is its own patch); guidance in either space or none.
+    // Every scheduler that steps elements (Euler with each prediction type, DDIM with clipping, flow Euler); pixel
+    // interaction on and off (perm null: each unit is its own patch); guidance in either space or none.
+    const schedulers = [
+      createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, 12),
+      createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: 'v_prediction' }, 12),
+      createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: 'sample' }, 12),
+      createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler', clip_sample: true, clip_sample_range: 1.5 }, 12),
+      createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', num_train_timesteps: 1000, shift: 3 }, 12),
+    ];
+    for (const sched of schedulers) {
+    const advance = (step: number, out: Float32Array, x: Float32Array, into = new Float32Array(x.length), at?: Int32Array) => {
+      sched.stepPositions!(step, out, x, into, at ?? null);
+      return into;
+    };
     for (const [space, shuffled] of [['x0', true], ['eps', true], ['none', true], ['x0', false], ['eps', false], ['none', false]] as const) {
       for (const masked of [false, true]) {
         const step = 4;
@@ -392,7 +403,7 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
         const eps = unshuffleFromUnits(outputs, perm, n, size);
         if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
         else if (space === 'eps') applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
-        const next = advance(step, eps, patches);
+        const next = sched.step({ stepIndex: step, history: [] }, eps, patches).prevSample;
         for (const order of [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [3, 4, 1, 0, 2]]) {
           const b = new BarrierStep({
             step, patches, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
@@ -404,14 +415,15 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
           }
           b.take(order[0]!, { output: noise(size) }); // a second result for a unit is ignored
           assert.ok(b.complete, 'complete');
-          const label = `${space}, shuffled ${shuffled}, mask ${masked}, order ${order}`;
+          const label = `${sched.name} (${sched.predictionType}), ${space}, shuffled ${shuffled}, mask ${masked}, order ${order}`;
           assert.ok(sameBits(b.eps, eps), `${label}: guided outputs`);
           assert.ok(sameBits(b.next, next), `${label}: stepped patches`);
         }
         assert.ok(outputs.every((o, j) => sameBits(o, given[j]!)), 'the results are not changed in place');
       }
     }
-    const b = new BarrierStep({ step: 1, patches: noise(n * size), perm: null, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null });
+    }
+    const b = new BarrierStep({ step: 1, patches: noise(n * size), perm: null, n, size, advance: (step, out, x) => schedulers[0]!.step({ stepIndex: step, history: [] }, out, x).prevSample, eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null });
     assert.throws(() => b.take(2, { output: noise(size - 1) }), /Unit s1\/k1\/p2 returned an output of the wrong size/);
   });
 });

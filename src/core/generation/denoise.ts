@@ -113,12 +113,6 @@ export interface DenoiseResult {
   methodOptions: MethodOptions;
 }
 
-/**
- * Schedulers whose step is a function of (step index, model output, sample) per element, with no history and no
- * noise: stepping part of the latent gives those positions of the whole-latent step bit for bit (schedulers.test.ts).
- */
-const STATELESS_STEPS = new Set(['euler', 'ddim', 'flow-euler']);
-
 export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
   const { params: p, scheduler } = input;
   const method = createMethod(p.method, p.methodOptions, {
@@ -148,12 +142,16 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
     latent = noiseTo(init.latent, startNoise, alpha, sigma);
   }
   let state = scheduler.initialState();
-  // Part-of-the-latent steps for stage-1 run-ahead: only where a step is stateless, elementwise and noise-free, and
-  // nothing changes the latent between steps (an upscale's skip residual does).
+  // Part-of-the-latent steps (stage-1 run-ahead, the stage-2 dataflow): only where a step is stateless, elementwise
+  // and noise-free (the scheduler offers stepPositions), and nothing changes the latent between steps (an upscale's
+  // skip residual does).
+  const stepPositions = scheduler.stepPositions?.bind(scheduler);
   const advance =
-    STATELESS_STEPS.has(scheduler.name) && !init?.skipResidual && !input.lockstep
-      ? (step: number, output: Float32Array, sample: Float32Array) =>
-          scheduler.step({ stepIndex: step, history: [] }, output, sample).prevSample
+    stepPositions !== undefined && !init?.skipResidual && !input.lockstep
+      ? (step: number, output: Float32Array, sample: Float32Array, into = new Float32Array(sample.length), at?: Int32Array) => {
+          stepPositions(step, output, sample, into, at ?? null);
+          return into;
+        }
       : undefined;
   const ctx: MethodContext = {
     ...(advance ? { advance } : {}),

@@ -1,7 +1,8 @@
 /**
  * A pixel-interaction step taken unit by unit. As each unit's output comes in (EvaluateHint.onResult), its elements
- * are guided and stepped in the unit's own layout and written back to their patches, so that when the last unit
- * arrives only that unit's share and the next step's shuffle are left before the devices get work again. Per element
+ * are guided and written back to their patches in one pass (guideUnit), then stepped there (the scheduler's step on
+ * those positions), so that when the last unit arrives only that unit's share and the next step's shuffle are left
+ * before the devices get work again. Per element
  * the arithmetic is that of un-shuffling every output, guiding the patches and stepping the latent (staged.ts), and
  * every element is written by exactly one unit, so the result is the same bit for bit in any arrival order.
  * Portable: no Node APIs.
@@ -9,7 +10,7 @@
 import { AsgdError } from '../errors.ts';
 import { guideUnit, type StepGuidance } from './guidance.ts';
 import type { Permutations } from './pixel-interaction.ts';
-import type { UnitResult } from './types.ts';
+import type { MethodContext, UnitResult } from './types.ts';
 
 export interface BarrierStepSetup {
   step: number;
@@ -20,7 +21,7 @@ export interface BarrierStepSetup {
   /** Values per patch. */
   size: number;
   /** The scheduler step on some positions of the latent (MethodContext.advance). */
-  advance(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
+  advance: NonNullable<MethodContext['advance']>;
   /**
    * The guidance to apply, or null for none; asked once, when the first unit is in (the key reference of the step
    * before is set by then: it is built right after this step's units are handed over, in the same turn).
@@ -36,14 +37,13 @@ export class BarrierStep {
   private readonly taken: Uint8Array;
   private left: number;
   private guidance: StepGuidance | null | undefined;
-  private readonly x: Float32Array;
-  private readonly out: Float32Array;
+  /** The positions of the unit being taken, in the patches' layout. */
+  private readonly at: Int32Array;
 
   constructor(private readonly s: BarrierStepSetup) {
     this.taken = new Uint8Array(s.n);
     this.left = s.n;
-    this.x = new Float32Array(s.size);
-    this.out = new Float32Array(s.size);
+    this.at = new Int32Array(s.size);
   }
 
   get eps(): Float32Array {
@@ -68,21 +68,9 @@ export class BarrierStep {
     }
     this.taken[j] = 1;
     this.left--;
-    // The unit's own latent values and its guided output (a copy: the result is the evaluator's).
-    const { x, out } = this;
     if (this.guidance === undefined) this.guidance = this.s.guidance();
-    guideUnit(result.output, patches, perm, n, j, this.guidance, x, out);
-    const stepped = this.s.advance(step, out, x);
     const { eps, next } = this.s;
-    if (perm === null) {
-      eps.set(out, j * size);
-      next.set(stepped, j * size);
-    } else {
-      for (let e = 0, p = j; e < size; e++, p += n) {
-        const at = perm[p] * size + e;
-        eps[at] = out[e];
-        next[at] = stepped[e];
-      }
-    }
+    guideUnit(result.output, patches, perm, n, j, this.guidance, eps, this.at);
+    this.s.advance(step, eps, patches, next, this.at);
   }
 }

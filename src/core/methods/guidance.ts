@@ -118,12 +118,13 @@ export interface StepGuidance {
 }
 
 /**
- * One pixel-interaction unit's latent values and guided output, in the unit's own layout, in one pass: its element e
- * belongs to patch owner(e) = perm[e * n + j] (patch j throughout when perm is null); x[e] = patches[owner(e)][e] and
- * eps[e] = output[e], guided where owner(e) is not the key patch (0). `g` null: no guidance (eps is the output). In x0
- * space `weights` is weightedMask(mask, w alpha / sigma) (none when sigma is 0: nothing to steer). Per element the
- * arithmetic is that of applyEpsGuidance / applyX0Guidance, so guiding the units one by one gives the un-shuffled
- * patches' guided outputs bit for bit.
+ * One pixel-interaction unit's output guided and written into the patches' layout, in one pass: its element e belongs
+ * to patch owner(e) = perm[e * n + j] (patch j throughout when perm is null) at the same position,
+ * at[e] = owner(e) * size + e, and eps[at[e]] = output[e], guided where owner(e) is not the key patch (0), with the
+ * latent value patches[at[e]]. `g` null: no guidance (eps is the output). In x0 space `weights` is
+ * weightedMask(mask, w alpha / sigma) (none when sigma is 0: nothing to steer). Per element the arithmetic is that
+ * of applyEpsGuidance / applyX0Guidance, so guiding the units one by one gives the un-shuffled patches' guided outputs
+ * bit for bit; `at` then lists the positions to step (MethodContext.advance).
  */
 export function guideUnit(
   output: Float32Array,
@@ -132,58 +133,34 @@ export function guideUnit(
   n: number,
   j: number,
   g: StepGuidance | null,
-  x: Float32Array,
   eps: Float32Array,
+  at: Int32Array,
 ): void {
-  const size = eps.length;
-  if (perm === null) {
-    x.set(patches.subarray(j * size, (j + 1) * size));
-    eps.set(output);
-    if (g === null || j === 0) return;
-  }
+  const size = output.length;
   if (g === null) {
     for (let e = 0, p = j; e < size; e++, p += n) {
-      x[e] = patches[perm![p]! * size + e]!;
-      eps[e] = output[e]!;
+      const i = (perm === null ? j : perm[p]!) * size + e;
+      eps[i] = output[e]!;
+      at[e] = i;
     }
     return;
   }
-  const wm = g.weights;
+  const { key, weights: wm, alpha, sigma } = g;
   const plane = wm.length;
+  const x0Space = g.space === 'x0';
   // The key patch's elements keep the output's bits: selected with an integer mask (-1 where the owner is patch 0),
   // not a branch on the random owner (measured 10-15 % faster with 4 patches, where a quarter of the elements are the
   // key patch's; about 10 % slower with 16, docs/benchmarks.md).
-  const epsBits = new Int32Array(eps.buffer, eps.byteOffset, size);
+  const epsBits = new Int32Array(eps.buffer, eps.byteOffset, eps.length);
   const outBits = new Int32Array(output.buffer, output.byteOffset, size);
-  const { key, alpha, sigma } = g;
-  const x0Space = g.space === 'x0';
-  if (perm === null) {
-    // A patch of its own (j > 0): guided throughout.
-    for (let e = 0, q = 0; e < size; e++) {
-      const v = output[e]!;
-      eps[e] = x0Space ? v - wm[q]! * (key[e]! - (x[e]! - sigma * v) / alpha) : v + wm[q]! * (key[e]! - v);
-      if (++q === plane) q = 0;
-    }
-  } else if (x0Space) {
-    for (let e = 0, p = j, q = 0; e < size; e++, p += n) {
-      const owner = perm[p]!;
-      const xe = patches[owner * size + e]!;
-      x[e] = xe;
-      const v = output[e]!;
-      eps[e] = v - wm[q]! * (key[e]! - (xe - sigma * v) / alpha);
-      const keep = (owner - 1) >> 31;
-      epsBits[e] = (epsBits[e]! & ~keep) | (outBits[e]! & keep);
-      if (++q === plane) q = 0;
-    }
-  } else {
-    for (let e = 0, p = j, q = 0; e < size; e++, p += n) {
-      const owner = perm[p]!;
-      x[e] = patches[owner * size + e]!;
-      const v = output[e]!;
-      eps[e] = v + wm[q]! * (key[e]! - v);
-      const keep = (owner - 1) >> 31;
-      epsBits[e] = (epsBits[e]! & ~keep) | (outBits[e]! & keep);
-      if (++q === plane) q = 0;
-    }
+  for (let e = 0, p = j, q = 0; e < size; e++, p += n) {
+    const owner = perm === null ? j : perm[p]!;
+    const i = owner * size + e;
+    const v = output[e]!;
+    eps[i] = x0Space ? v - wm[q]! * (key[e]! - (patches[i]! - sigma * v) / alpha) : v + wm[q]! * (key[e]! - v);
+    const keep = (owner - 1) >> 31;
+    epsBits[i] = (epsBits[i]! & ~keep) | (outBits[e]! & keep);
+    at[e] = i;
+    if (++q === plane) q = 0;
   }
 }

@@ -121,13 +121,14 @@ export interface MethodContext {
   evaluate(units: UnetUnit[], hint?: EvaluateHint): Promise<UnitResult[]>;
   /**
    * One scheduler step of part of the latent: `sample` and `modelOutput` hold the same positions of the latent and
-   * of the fused output at `step`, and the result equals those positions of the whole-latent step bit for bit.
-   * Present only where that holds (a stateless, elementwise, noise-free step: Euler, DDIM, flow Euler) and the
-   * latent is not changed between steps; with it, stage-1 patches run ahead of each other between pixel-interaction
-   * steps (staged.ts) and stage-2 windows start before the previous step is done (window-flow.ts). The loop takes
-   * the latent the method stepped this way (HighResMethod.steppedLatent) instead of stepping it again.
+   * of the fused output at `step`, and the result (`into`, or a new array) equals those positions of the whole-latent
+   * step bit for bit; with `at`, only the positions it lists are stepped (Scheduler.stepPositions). Present only where
+   * that holds (a stateless, elementwise, noise-free step: Euler, DDIM, flow Euler) and the latent is not changed
+   * between steps; with it, stage-1 patches run ahead of each other between pixel-interaction steps (staged.ts) and
+   * stage-2 windows start before the previous step is done (window-flow.ts). The loop takes the latent the method
+   * stepped this way (HighResMethod.steppedLatent) instead of stepping it again.
    */
-  advance?(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
+  advance?(step: number, modelOutput: Float32Array, sample: Float32Array, into?: Float32Array, at?: Int32Array): Float32Array;
   /** Seeded streams owned by the coordinator. */
   random: { permutation: RandomSource; jitter: RandomSource };
   /** Token indices (into the 77 tokens) whose attention forms the mask. */

@@ -1,7 +1,7 @@
 /** Checks and small pieces shared by every scheduler implementation. */
 import { AsgdError, invalidArgument } from '../errors.ts';
 import type { RandomSource } from '../random/types.ts';
-import type { SchedulerState } from './types.ts';
+import type { Scheduler, SchedulerState } from './types.ts';
 
 export function initialState(): SchedulerState {
   return { stepIndex: 0, history: [] };
@@ -62,4 +62,11 @@ export function drawNoise(name: string, rng: RandomSource | undefined, n: number
     });
   }
   return noise;
+}
+
+/** A stateless scheduler's whole-latent step (`step`): its stepPositions on every position, into a new array. */
+export function stepAll(s: Required<Pick<Scheduler, 'stepPositions'>>, stepIndex: number, modelOutput: Float32Array, sample: Float32Array): Float32Array {
+  const prev = new Float32Array(sample.length);
+  s.stepPositions(stepIndex, modelOutput, sample, prev, null);
+  return prev;
 }

@@ -4,12 +4,40 @@
  * spacing, and a negative one uses final_alpha_cumprod (1 with set_alpha_to_one, else abar_0).
  */
 import type { ConfigReader } from './config.ts';
-import { checkIndex, checkStep, initialState } from './common.ts';
+import { checkIndex, checkStep, initialState, stepAll } from './common.ts';
 import { CumulativeAlphas, integerTimesteps } from './ddpm-schedule.ts';
 import { readNoiseSchedule } from './noise-schedule.ts';
 import { f32, sqrt32 } from './numeric.ts';
 import { checkNumSteps } from './spacing.ts';
 import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
+
+interface DdimCoefficients {
+  /** 0 epsilon, 1 sample, 2 v-prediction. */
+  kind: number;
+  sa: number;
+  sb: number;
+  saPrev: number;
+  direction: number;
+  clip: number | null;
+}
+
+/** One element of a DDIM step (eta 0): x0 and eps per prediction type, x0 clipped, then the step to t - stride. */
+function ddimElement(c: DdimCoefficients, m: number, s: number): number {
+  let x0: number;
+  let eps: number;
+  if (c.kind === 0) {
+    x0 = f32(f32(s - f32(c.sb * m)) / c.sa);
+    eps = m;
+  } else if (c.kind === 1) {
+    x0 = m;
+    eps = f32(f32(s - f32(c.sa * x0)) / c.sb);
+  } else {
+    x0 = f32(f32(c.sa * s) - f32(c.sb * m));
+    eps = f32(f32(c.sa * m) + f32(c.sb * s));
+  }
+  if (c.clip !== null) x0 = Math.min(Math.max(x0, -c.clip), c.clip);
+  return f32(c.saPrev * x0) + f32(c.direction * eps);
+}
 
 export class DdimScheduler implements Scheduler {
   readonly name = 'ddim';
@@ -57,33 +85,23 @@ export class DdimScheduler implements Scheduler {
 
   step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
-    const t = this.timesteps[k]!;
+    return { prevSample: stepAll(this, k, modelOutput, sample), state: { stepIndex: k + 1, history: [] } };
+  }
+
+  stepPositions(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void {
+    const t = this.timesteps[stepIndex]!;
     const a = this.alphas.at(t);
     const aPrev = this.alphas.at(t - this.stride);
-    const sa = sqrt32(a);
-    const sb = sqrt32(f32(1 - a));
-    const saPrev = sqrt32(aPrev);
-    const direction = sqrt32(f32(1 - aPrev));
-    const clip = this.clipRange;
-    const prev = new Float32Array(sample.length);
-    for (let i = 0; i < prev.length; i++) {
-      const s = sample[i]!;
-      const m = modelOutput[i]!;
-      let x0: number;
-      let eps: number;
-      if (this.predictionType === 'epsilon') {
-        x0 = f32(f32(s - f32(sb * m)) / sa);
-        eps = m;
-      } else if (this.predictionType === 'sample') {
-        x0 = m;
-        eps = f32(f32(s - f32(sa * x0)) / sb);
-      } else {
-        x0 = f32(f32(sa * s) - f32(sb * m));
-        eps = f32(f32(sa * m) + f32(sb * s));
-      }
-      if (clip !== null) x0 = Math.min(Math.max(x0, -clip), clip);
-      prev[i] = f32(saPrev * x0) + f32(direction * eps);
+    const c: DdimCoefficients = {
+      kind: this.predictionType === 'epsilon' ? 0 : this.predictionType === 'sample' ? 1 : 2,
+      sa: sqrt32(a), sb: sqrt32(f32(1 - a)), saPrev: sqrt32(aPrev), direction: sqrt32(f32(1 - aPrev)), clip: this.clipRange,
+    };
+    // Two loops (every position, or those listed) rather than a choice per element: V8 compiles each tighter.
+    if (at === null) {
+      for (let e = 0; e < sample.length; e++) into[e] = ddimElement(c, modelOutput[e]!, sample[e]!);
+    } else {
+      for (const e of at) into[e] = ddimElement(c, modelOutput[e]!, sample[e]!);
     }
-    return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
   }
+
 }

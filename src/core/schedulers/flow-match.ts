@@ -16,7 +16,7 @@
  * Portable: no Node APIs.
  */
 import { invalidArgument } from '../errors.ts';
-import { checkIndex, checkStep, initialState } from './common.ts';
+import { checkIndex, checkStep, initialState, stepAll } from './common.ts';
 import type { ConfigReader } from './config.ts';
 import { f32, linspace } from './numeric.ts';
 import { checkNumSteps } from './spacing.ts';
@@ -131,9 +131,12 @@ export class FlowMatchEulerScheduler implements Scheduler {
 
   step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
-    const dt = f32(this.sigmas[k + 1]! - this.sigmas[k]!);
-    const prev = new Float32Array(sample.length);
-    for (let i = 0; i < prev.length; i++) prev[i] = sample[i]! + f32(dt * modelOutput[i]!);
-    return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
+    return { prevSample: stepAll(this, k, modelOutput, sample), state: { stepIndex: k + 1, history: [] } };
+  }
+
+  stepPositions(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void {
+    const dt = f32(this.sigmas[stepIndex + 1]! - this.sigmas[stepIndex]!);
+    if (at === null) for (let e = 0; e < sample.length; e++) into[e] = sample[e]! + f32(dt * modelOutput[e]!);
+    else for (const e of at) into[e] = sample[e]! + f32(dt * modelOutput[e]!);
   }
 }

@@ -65,4 +65,11 @@ export interface Scheduler {
    * Stochastic schedulers draw their noise from `rng` (required for them, ignored by others).
    */
   step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array, rng?: RandomSource): StepResult;
+  /**
+   * Where a step is stateless, elementwise and noise-free (Euler, DDIM, flow Euler): the step at `stepIndex` of the
+   * positions `at` lists (every position when null) of `modelOutput` and `sample`, written to the same positions of
+   * `into`, bit for bit what `step` writes there (`step` is this on every position). Methods step parts of the latent
+   * with it: a stage-1 unit's scattered elements as it comes in, a run-ahead patch, a stage-2 tile.
+   */
+  stepPositions?(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void;
 }

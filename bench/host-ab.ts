@@ -1,0 +1,153 @@
+/**
+ * The coordinator's hottest host kernels in two checkouts of this project, timed in one process, rounds alternating:
+ * a stage-1 pixel-interaction step taken unit by unit (BarrierStep: each unit's output guided and stepped as it comes
+ * in; SDXL patches of 4 x 128 x 128, x0-space guidance with a mask, Euler) and the stateless schedulers' whole-latent
+ * steps on a 1 x 4 x 256 x 256 latent. On this project's shared machine separate processes of the same code differ by
+ * up to 1.5x (V8's compiled code and the machine's state vary from process to process), which hides changes of a few
+ * tens of percent; alternating in one process does not. Each case also checks that both checkouts give the same bits.
+ *
+ *   node --import tsx bench/host-ab.ts --before /tmp/before [--after .] [--rounds 20]
+ *
+ * (`git worktree add /tmp/before <commit>` and a node_modules link make a "before" checkout.) Prints a table and
+ * writes bench/results/host-ab.json.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BenchUsageError, benchCli, intArg } from './args.ts';
+
+const USAGE = `
+node --import tsx bench/host-ab.ts --before DIR [--after DIR] [--rounds N]: the unit-by-unit stage-1 step and the
+stateless scheduler steps of two checkouts, alternating in one process; median ms and the ratio after / before.
+
+  --before DIR  a checkout of this project to compare with (e.g. a git worktree of an earlier commit)
+  --after DIR   the other checkout (default: this one)
+  --rounds N    timed rounds per case and checkout, 5 calls each (default 20)
+  --help        this text
+`;
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const { before, after, rounds } = benchCli(USAGE, {
+  options: { before: { type: 'string' }, after: { type: 'string', default: path.join(HERE, '..') }, rounds: { type: 'string', default: '20' } },
+}, ({ values: v }) => {
+  if (v.before === undefined) throw new BenchUsageError('--before: required, a checkout of this project to compare with');
+  return { before: path.resolve(v.before), after: path.resolve(v.after!), rounds: intArg('--rounds', v.rounds!, 3) };
+});
+for (const dir of [before, after]) {
+  if (!fs.existsSync(path.join(dir, 'src', 'core', 'methods', 'barrier-step.ts'))) {
+    process.stderr.write(`host-ab.ts: ${dir} is not a checkout of this project (no src/core/methods/barrier-step.ts)\n`);
+    process.exit(2);
+  }
+}
+
+interface Case {
+  run(): void;
+  /** A digest of the last result's bits. */
+  digest(): number;
+}
+type Scheduler = {
+  step(state: { stepIndex: number; history: [] }, m: Float32Array, s: Float32Array): { prevSample: Float32Array };
+  stepPositions?(k: number, m: Float32Array, s: Float32Array, into: Float32Array, at: Int32Array | null): void;
+  noiseLevel(k: number): { alpha: number; sigma: number };
+};
+
+function digest(a: Float32Array): number {
+  const bits = new Int32Array(a.buffer, a.byteOffset, a.length);
+  let h = 0;
+  for (let i = 0; i < bits.length; i++) h = (Math.imul(h, 31) + bits[i]!) | 0;
+  return h;
+}
+
+/** The cases of one checkout, built from its own modules (so each checkout runs its own code). */
+async function casesOf(root: string): Promise<Record<string, Case>> {
+  const load = (file: string) => import(path.join(root, 'src', 'core', file));
+  const { BarrierStep } = await load('methods/barrier-step.ts');
+  const { drawPermutations } = await load('methods/pixel-interaction.ts');
+  const { weightedMask } = await load('methods/guidance.ts');
+  const { createRandom } = await load('random/index.ts');
+  const { createScheduler } = await load('schedulers/index.ts');
+  const { SD15_SCHEDULER_CONFIG } = await load('schedulers/presets.ts');
+  const rng = createRandom(5, 'bench');
+  const noise = (n: number) => Float32Array.from(rng.randn([n]) as ArrayLike<number>);
+  const cases: Record<string, Case> = {};
+  const plane = 128 * 128;
+  const size = 4 * plane;
+  for (const n of [4, 9]) {
+    const sched = createScheduler(SD15_SCHEDULER_CONFIG, 50, 'euler') as Scheduler;
+    // Either checkout's MethodContext.advance: with stepPositions (positions listed) or the whole-array step.
+    const advance = sched.stepPositions
+      ? (k: number, m: Float32Array, x: Float32Array, into = new Float32Array(x.length), at?: Int32Array) => {
+          sched.stepPositions!(k, m, x, into, at ?? null);
+          return into;
+        }
+      : (k: number, m: Float32Array, x: Float32Array) => sched.step({ stepIndex: k, history: [] }, m, x).prevSample;
+    const patches = noise(n * size);
+    const outputs = Array.from({ length: n }, () => noise(size));
+    const perm = drawPermutations(createRandom(1, 'permutation'), size, n);
+    const key = noise(size);
+    const mask = Float32Array.from({ length: plane }, (_, i) => (i % 7) / 7);
+    const eps = new Float32Array(n * size);
+    const next = new Float32Array(n * size);
+    let k = 0;
+    cases[`stage-1 step unit by unit, ${n} patches of 4x128x128 (x0 guidance, Euler)`] = {
+      run: () => {
+        const step = (k++ % 40) + 1;
+        const { alpha, sigma } = sched.noiseLevel(step);
+        const g = { space: 'x0', key, weights: weightedMask(mask, (0.7 * alpha) / sigma, plane), alpha, sigma };
+        const b = new BarrierStep({ step, patches, perm, n, size, advance, guidance: () => g, eps, next });
+        for (let j = 0; j < n; j++) b.take(j, { output: outputs[j]! });
+      },
+      digest: () => digest(next) ^ digest(eps),
+    };
+  }
+  const latent = 4 * 256 * 256;
+  const output = noise(latent);
+  const sample = noise(latent);
+  const schedulers: [string, Record<string, unknown>][] = [
+    ['euler', { _class_name: 'EulerDiscreteScheduler' }],
+    ['euler, v-prediction', { _class_name: 'EulerDiscreteScheduler', prediction_type: 'v_prediction' }],
+    ['ddim', { _class_name: 'DDIMScheduler' }],
+  ];
+  const flow = createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', num_train_timesteps: 1000, shift: 3 }, 50) as Scheduler;
+  for (const [label, config] of schedulers) addStep(`${label} step, 1x4x256x256`, createScheduler({ ...SD15_SCHEDULER_CONFIG, ...config }, 50) as Scheduler);
+  addStep('flow-euler step, 1x4x256x256', flow);
+  function addStep(label: string, s: Scheduler) {
+    let k = 0;
+    let last: Float32Array = sample;
+    cases[label] = { run: () => { last = s.step({ stepIndex: (k++ % 40) + 1, history: [] }, output, sample).prevSample; }, digest: () => digest(last) };
+  }
+  return cases;
+}
+
+const A = await casesOf(before);
+const B = await casesOf(after);
+const median = (t: number[]) => [...t].sort((a, b) => a - b)[t.length >> 1]!;
+const rows: { case: string; beforeMs: number; afterMs: number; ratio: number; sameBits: boolean }[] = [];
+for (const label of Object.keys(B)) {
+  const a = A[label];
+  const b = B[label]!;
+  if (!a) continue;
+  for (let i = 0; i < 20; i++) {
+    a.run();
+    b.run();
+  }
+  const ta: number[] = [];
+  const tb: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const [c, t] of [[a, ta], [b, tb]] as const) {
+      const t0 = performance.now();
+      for (let i = 0; i < 5; i++) c.run();
+      t.push((performance.now() - t0) / 5);
+    }
+  }
+  const ma = median(ta);
+  const mb = median(tb);
+  rows.push({ case: label, beforeMs: +ma.toFixed(3), afterMs: +mb.toFixed(3), ratio: +(mb / ma).toFixed(3), sameBits: a.digest() === b.digest() });
+}
+console.log(`\n### Host kernels, ${path.basename(before)} (before) and ${path.basename(after)} (after), alternating in one process; median of ${rounds} rounds of 5 calls\n`);
+console.log('| case | before ms | after ms | after / before | same bits |');
+console.log('| --- | --- | --- | --- | --- |');
+for (const r of rows) console.log(`| ${r.case} | ${r.beforeMs} | ${r.afterMs} | ${r.ratio} | ${r.sameBits ? 'yes' : '**no**'} |`);
+const out = path.join(HERE, 'results', 'host-ab.json');
+fs.mkdirSync(path.dirname(out), { recursive: true });
+fs.writeFileSync(out, `${JSON.stringify({ date: new Date().toISOString(), before, after, rounds, rows }, null, 2)}\n`);
+console.log(`\nWrote ${path.relative(process.cwd(), out)}`);
