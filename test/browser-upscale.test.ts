@@ -165,6 +165,26 @@ test("WASM: the prompts a JPEG (AUTOMATIC1111's EXIF UserComment) and a WebP (th
   assert.deepEqual(errors, []);
 });
 
+test("WASM: a PNG's translucent pixels keep the colours stored under them (not a canvas' premultiplied ones), as Node decodes them", async () => {
+  // Columns 0-31 with alpha 0-31 (under a canvas' premultiplied storage their colours come back rounded, or black),
+  // the rest translucent to opaque.
+  const alpha = Uint8Array.from({ length: 128 * 128 }, (_, i) => (i % 128 < 32 ? i % 128 : 192 + ((i >> 7) % 64)));
+  const png = await encodeImage({ ...sourceImage, alpha }, 'png');
+  const settings = { scale: 2, strength: 0.5, steps: 4, seed: 7, method: 'asg' } as const;
+  const r = (await page.evaluate(`(async () => {
+    const r = await window.asgdDemo.pipeline.upscale({ image: new Blob([new Uint8Array(${JSON.stringify(Array.from(png))})]), ...${JSON.stringify(settings)} });
+    return { png: Array.from(r.png) };
+  })()`)) as { png: number[] };
+  const ref = await node.upscale({ image: png, ...settings });
+  const web = await planesOfPng(new Uint8Array(r.png));
+  const d = compareRgb(web.rgb, ref.image);
+  console.log(`# translucent PNG 128 -> 256: against Node's: mean |diff| ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}`);
+  withinTolerance(d, 'the translucent upscale');
+  assert.ok(web.alpha && ref.image.alpha, 'both keep the alpha');
+  assert.deepEqual(web.alpha, ref.image.alpha);
+  assert.deepEqual(errors, []);
+});
+
 test("WASM: a tiled encode uses the whole image's statistics, as Node's does", async () => {
   const vae = { tiling: 'on', tileSize: 16, overlap: 4, stats: 'exact' } as const;
   const params = { ...SETTINGS, method: 'direct', vae } as const;

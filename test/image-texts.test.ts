@@ -10,7 +10,7 @@ import { inflateSync, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { embeddedFromTexts, imageTexts, textImageFormat, xmpValue } from '../src/core/image-texts.ts';
 import { buildMetadata, formatParametersText } from '../src/core/metadata.ts';
-import { pngChunk } from '../src/core/png-chunks.ts';
+import { pngChunk, pngHasChunk } from '../src/core/png-chunks.ts';
 import { resolveParams } from '../src/core/params.ts';
 import { encodeImage, readImageMetadataFromBytes } from '../src/node/image/write.ts';
 import { A1111_TEXT, jpegWithComment, jpegWithUserComment, plainPng, webpWithUserComment } from './helpers/image-texts.ts';
@@ -77,6 +77,10 @@ test('PNG texts in file order, plain and compressed alike, with an inflater that
   const broken = file(text('parameters', 'kept'), itxt('parameters', new Uint8Array([0xff, 0xfe, 1, 2, 3])));
   assert.deepEqual(await imageTexts(broken), { parameters: 'kept' });
   assert.deepEqual(await imageTexts(broken, (b) => inflateSync(b)), { parameters: 'kept' });
+  // pngHasChunk (the page decodes a PNG with an EXIF orientation through a canvas, which applies it).
+  assert.equal(pngHasChunk(bytes, 'iTXt'), true);
+  assert.equal(pngHasChunk(bytes, 'eXIf'), false);
+  assert.equal(pngHasChunk(file(pngChunk('eXIf', new Uint8Array(8))), 'eXIf'), true);
 });
 
 test("other formats: no texts from the core; Node reads a TIFF's XMP through sharp; files that are no image are refused by name", async () => {

@@ -1,16 +1,17 @@
 /**
  * An upscale's source image in the page: a file (a Blob, e.g. from an <input type="file"> or a drop, or its bytes),
- * decoded by the browser's own decoders (PNG, JPEG, WebP and what else it reads, EXIF orientation applied); a canvas'
- * ImageData (RGBA); or 8-bit RGB pixels. As in Node (src/node/image/read.ts): the SHA-256 of the file's bytes (of the
- * pixels when given decoded) for the metadata, the prompts the file holds (PNG text chunks, JPEG/WebP EXIF and XMP:
- * the core's imageTexts), and an alpha plane kept only where some pixel is not opaque.
+ * decoded by the browser's own decoders (PNG, JPEG, WebP and what else it reads, EXIF orientation applied; a PNG's
+ * translucent colours as stored, decodePngStraight); a canvas' ImageData (RGBA); or 8-bit RGB pixels. As in Node
+ * (src/node/image/read.ts): the SHA-256 of the file's bytes (of the pixels when given decoded) for the metadata, the
+ * prompts the file holds (PNG text chunks, JPEG/WebP EXIF and XMP: the core's imageTexts), and an alpha plane kept
+ * only where some pixel is not opaque.
  */
 import { concatBytes } from '../core/bytes.ts';
 import { AsgdError } from '../core/errors.ts';
 import { checkRgbPixels, isPixelImage, notAnImage, type RgbImage } from '../core/image.ts';
 import { embeddedFromTexts, imageTexts } from '../core/image-texts.ts';
 import { embeddedSource, type GenerationMetadata } from '../core/metadata.ts';
-import { hasPngEnd, isPng } from '../core/png-chunks.ts';
+import { hasPngEnd, isPng, pngHasChunk } from '../core/png-chunks.ts';
 
 /** A canvas' pixels (ImageData or its shape): RGBA, 4 bytes per pixel. */
 export interface RgbaPixels {
@@ -59,10 +60,68 @@ async function fileEmbedded(bytes: Uint8Array): Promise<WebSourceImage['embedded
   return texts === undefined ? undefined : embeddedSource(embeddedFromTexts(texts));
 }
 
-/** Decodes an image file with the browser's decoders (EXIF orientation applied, colours as stored). */
+/** The frame formats of 8-bit RGB(A) whose bytes decodePngStraight reads (X: no alpha). */
+const STRAIGHT_FORMATS = new Set(['RGBA', 'RGBX', 'BGRA', 'BGRX']);
+
+/**
+ * A PNG decoded by WebCodecs' ImageDecoder with its alpha not premultiplied: the colours under translucent pixels as
+ * the file stores them, as Node's decoder gives them. A canvas keeps premultiplied pixels, so through it a colour
+ * under a small alpha comes back coarsely rounded, and under alpha 0 as black. Undefined where this cannot be used
+ * (no ImageDecoder, as in some browsers; an EXIF orientation to apply, which ImageDecoder does not; a frame in
+ * another format), and the caller decodes through a canvas.
+ */
+async function decodePngStraight(bytes: Uint8Array): Promise<RgbImage | undefined> {
+  const Decoder = (globalThis as { ImageDecoder?: typeof ImageDecoder }).ImageDecoder;
+  if (Decoder === undefined || pngHasChunk(bytes, 'eXIf') || !(await Decoder.isTypeSupported('image/png'))) return undefined;
+  // premultiplyAlpha is WebCodecs' ImageDecoderInit member, not yet in TypeScript's DOM types.
+  const init = { data: bytes, type: 'image/png', colorSpaceConversion: 'none', premultiplyAlpha: 'none' } as ImageDecoderInit;
+  const decoder = new Decoder(init);
+  try {
+    const { image: frame } = await decoder.decode({ frameIndex: 0 });
+    try {
+      const format = frame.format;
+      if (format === null || !STRAIGHT_FORMATS.has(format)) return undefined;
+      const width = frame.visibleRect?.width ?? frame.codedWidth;
+      const height = frame.visibleRect?.height ?? frame.codedHeight;
+      const buffer = new Uint8Array(frame.allocationSize());
+      const [plane] = await frame.copyTo(buffer);
+      if (plane === undefined) return undefined;
+      const rgba = new Uint8Array(width * height * 4);
+      const bgr = format.startsWith('BGR');
+      const opaque = format.endsWith('X');
+      for (let y = 0; y < height; y++) {
+        for (let x = 0, s = plane.offset + y * plane.stride, d = y * width * 4; x < width; x++, s += 4, d += 4) {
+          rgba[d] = buffer[bgr ? s + 2 : s]!;
+          rgba[d + 1] = buffer[s + 1]!;
+          rgba[d + 2] = buffer[bgr ? s : s + 2]!;
+          rgba[d + 3] = opaque ? 255 : buffer[s + 3]!;
+        }
+      }
+      return fromRgba(rgba, width, height);
+    } finally {
+      frame.close();
+    }
+  } finally {
+    decoder.close();
+  }
+}
+
+/**
+ * Decodes an image file with the browser's decoders (EXIF orientation applied, colours as stored): a PNG by
+ * decodePngStraight where it can, else through a canvas.
+ */
 async function decodeFile(bytes: Uint8Array, name: string): Promise<RgbImage> {
   // A cut-off PNG decodes to an image with a blank bottom in some browsers: refused, as Node refuses it.
   if (isPng(bytes) && !hasPngEnd(bytes)) throw notAnImage(name, new Error('truncated: no IEND chunk'));
+  if (isPng(bytes)) {
+    let straight: RgbImage | undefined;
+    try {
+      straight = await decodePngStraight(bytes);
+    } catch (err) {
+      throw notAnImage(name, err);
+    }
+    if (straight) return straight;
+  }
   let bitmap: ImageBitmap;
   try {
     bitmap = await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>]), { imageOrientation: 'from-image', premultiplyAlpha: 'none', colorSpaceConversion: 'none' });

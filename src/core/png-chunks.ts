@@ -162,6 +162,17 @@ function textChunks(png: Uint8Array): TextChunk[] {
   return out;
 }
 
+/** Whether a PNG holds a chunk of `type` (e.g. 'eXIf') before its IEND. */
+export function pngHasChunk(png: Uint8Array, type: string): boolean {
+  const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  for (let at = 8; at + 8 <= png.length; at += 12 + view.getUint32(at)) {
+    const t = String.fromCharCode(...png.subarray(at + 4, at + 8));
+    if (t === type) return true;
+    if (t === 'IEND') return false;
+  }
+  return false;
+}
+
 /** Whether a PNG's bytes hold its IEND chunk (a cut-off file does not). */
 export function hasPngEnd(png: Uint8Array): boolean {
   for (let i = png.length - 8; i >= 8; i--) {
