@@ -2,9 +2,9 @@
  * A pixel-interaction step taken unit by unit. As each unit's output comes in (EvaluateHint.onResult), its elements
  * are guided and written back to their patches in one pass (guideUnit), then stepped there (the scheduler's step on
  * those positions), so that when the last unit arrives only that unit's share and the next step's shuffle are left
- * before the devices get work again. Per element
- * the arithmetic is that of un-shuffling every output, guiding the patches and stepping the latent (staged.ts), and
- * every element is written by exactly one unit, so the result is the same bit for bit in any arrival order.
+ * before the devices get work again. Per element the arithmetic is that of un-shuffling every output, guiding the
+ * patches and stepping the latent (staged.ts), and every element is written by exactly one unit, so the result is
+ * the same bit for bit in any arrival order.
  * Portable: no Node APIs.
  */
 import { AsgdError } from '../errors.ts';

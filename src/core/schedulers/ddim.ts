@@ -103,5 +103,4 @@ export class DdimScheduler implements Scheduler {
       for (const e of at) into[e] = ddimElement(c, modelOutput[e]!, sample[e]!);
     }
   }
-
 }

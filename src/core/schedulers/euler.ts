@@ -9,6 +9,20 @@ import { buildSigmaSchedule, type SigmaSchedule } from './sigma-schedule.ts';
 import { SigmaScheduler } from './sigma-scheduler.ts';
 import type { PredictionType, SchedulerState, StepResult } from './types.ts';
 
+/** The prediction type as x0Element takes it: 0 epsilon, 1 v, 2 sample. */
+function predictionKind(prediction: PredictionType): number {
+  return prediction === 'epsilon' ? 0 : prediction === 'v_prediction' ? 1 : 2;
+}
+
+/**
+ * One element's x0 prediction in sigma space, rounded to float32 after every operation, in diffusers' order; for v,
+ * x0 = cOut * v + x / s2p1 with s2p1 = sigma^2 + 1 and cOut = -sigma / sqrt(s2p1). Plain numbers, not an object of
+ * them: V8 then keeps them in registers through the loops that call it.
+ */
+function x0Element(kind: number, m: number, s: number, sigma: number, cOut: number, s2p1: number): number {
+  return kind === 0 ? f32(s - f32(sigma * m)) : kind === 1 ? f32(f32(m * cOut) + f32(s / s2p1)) : m;
+}
+
 /**
  * x0 prediction in sigma space for a step at `sigma`, per prediction type. Element arithmetic is
  * rounded to float32 after every operation, in diffusers' order, so results follow torch's float32
@@ -20,28 +34,17 @@ export function sigmaSpaceX0(
   modelOutput: Float32Array,
   sample: Float32Array,
 ): Float32Array {
-  const n = sample.length;
-  const x0 = new Float32Array(n);
-  if (prediction === 'epsilon') {
-    for (let i = 0; i < n; i++) x0[i] = sample[i]! - f32(sigma * modelOutput[i]!);
-  } else if (prediction === 'v_prediction') {
-    // x0 = -sigma / sqrt(sigma^2 + 1) * v + x / (sigma^2 + 1)
-    const s2p1 = f32(f32(sigma * sigma) + 1);
-    const cOut = f32(-sigma / sqrt32(s2p1));
-    for (let i = 0; i < n; i++) x0[i] = f32(modelOutput[i]! * cOut) + f32(sample[i]! / s2p1);
-  } else {
-    x0.set(modelOutput);
-  }
+  const kind = predictionKind(prediction);
+  const s2p1 = f32(f32(sigma * sigma) + 1);
+  const cOut = f32(-sigma / sqrt32(s2p1));
+  const x0 = new Float32Array(sample.length);
+  for (let i = 0; i < x0.length; i++) x0[i] = x0Element(kind, modelOutput[i]!, sample[i]!, sigma, cOut, s2p1);
   return x0;
 }
 
-/**
- * One element of an Euler step: x0 per prediction type (sigmaSpaceX0's arithmetic; kind 0 epsilon, 1 v, 2 sample),
- * then x + (x - x0) / sigma * dt.
- */
+/** One element of an Euler step: x + (x - x0) / sigma * dt. */
 function eulerElement(kind: number, m: number, s: number, sigma: number, dt: number, cOut: number, s2p1: number): number {
-  const x0 = kind === 0 ? f32(s - f32(sigma * m)) : kind === 1 ? f32(f32(m * cOut) + f32(s / s2p1)) : m;
-  return s + f32(f32(f32(s - x0) / sigma) * dt);
+  return s + f32(f32(f32(s - x0Element(kind, m, s, sigma, cOut, s2p1)) / sigma) * dt);
 }
 
 export class EulerScheduler extends SigmaScheduler {
@@ -68,7 +71,7 @@ export class EulerScheduler extends SigmaScheduler {
   stepPositions(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void {
     const sigma = this.sigmas[stepIndex]!;
     const dt = f32(this.sigmas[stepIndex + 1]! - sigma);
-    const kind = this.predictionType === 'epsilon' ? 0 : this.predictionType === 'v_prediction' ? 1 : 2;
+    const kind = predictionKind(this.predictionType);
     const s2p1 = f32(f32(sigma * sigma) + 1);
     const cOut = f32(-sigma / sqrt32(s2p1));
     // Two loops (every position, or those listed) rather than a choice per element: V8 compiles each tighter.
