@@ -384,44 +384,44 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
       createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', num_train_timesteps: 1000, shift: 3 }, 12),
     ];
     for (const sched of schedulers) {
-    const advance = (step: number, out: Float32Array, x: Float32Array, into = new Float32Array(x.length), at?: Int32Array) => {
-      sched.stepPositions!(step, out, x, into, at ?? null);
-      return into;
-    };
-    for (const [space, shuffled] of [['x0', true], ['eps', true], ['none', true], ['x0', false], ['eps', false], ['none', false]] as const) {
-      for (const masked of [false, true]) {
-        const step = 4;
-        const patches = noise(n * size);
-        const outputs = Array.from({ length: n }, () => noise(size));
-        const given = outputs.map((o) => o.slice());
-        const perm = shuffled ? drawPermutations(rng, size, n) : null;
-        const key = noise(size);
-        const mask = masked ? Float32Array.from(rng.randn([plane]), (v) => Math.abs(v) / 3) : null;
-        const { alpha, sigma } = sched.noiseLevel(step);
-        const weight = 0.7;
-        // The reference: the lockstep path's functions over all patches at once.
-        const eps = unshuffleFromUnits(outputs, perm, n, size);
-        if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
-        else if (space === 'eps') applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
-        const next = sched.step({ stepIndex: step, history: [] }, eps, patches).prevSample;
-        for (const order of [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [3, 4, 1, 0, 2]]) {
-          const b = new BarrierStep({
-            step, patches, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
-            guidance: () => (space === 'none' ? null : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) }),
-          });
-          for (const j of order) {
-            assert.ok(!b.complete, 'not complete before the last unit');
-            b.take(j, { output: outputs[j]! });
+      const advance = (step: number, out: Float32Array, x: Float32Array, into = new Float32Array(x.length), at?: Int32Array) => {
+        sched.stepPositions!(step, out, x, into, at ?? null);
+        return into;
+      };
+      for (const [space, shuffled] of [['x0', true], ['eps', true], ['none', true], ['x0', false], ['eps', false], ['none', false]] as const) {
+        for (const masked of [false, true]) {
+          const step = 4;
+          const patches = noise(n * size);
+          const outputs = Array.from({ length: n }, () => noise(size));
+          const given = outputs.map((o) => o.slice());
+          const perm = shuffled ? drawPermutations(rng, size, n) : null;
+          const key = noise(size);
+          const mask = masked ? Float32Array.from(rng.randn([plane]), (v) => Math.abs(v) / 3) : null;
+          const { alpha, sigma } = sched.noiseLevel(step);
+          const weight = 0.7;
+          // The reference: the lockstep path's functions over all patches at once.
+          const eps = unshuffleFromUnits(outputs, perm, n, size);
+          if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
+          else if (space === 'eps') applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
+          const next = sched.step({ stepIndex: step, history: [] }, eps, patches).prevSample;
+          for (const order of [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [3, 4, 1, 0, 2]]) {
+            const b = new BarrierStep({
+              step, patches, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
+              guidance: () => (space === 'none' ? null : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) }),
+            });
+            for (const j of order) {
+              assert.ok(!b.complete, 'not complete before the last unit');
+              b.take(j, { output: outputs[j]! });
+            }
+            b.take(order[0]!, { output: noise(size) }); // a second result for a unit is ignored
+            assert.ok(b.complete, 'complete');
+            const label = `${sched.name} (${sched.predictionType}), ${space}, shuffled ${shuffled}, mask ${masked}, order ${order}`;
+            assert.ok(sameBits(b.eps, eps), `${label}: guided outputs`);
+            assert.ok(sameBits(b.next, next), `${label}: stepped patches`);
           }
-          b.take(order[0]!, { output: noise(size) }); // a second result for a unit is ignored
-          assert.ok(b.complete, 'complete');
-          const label = `${sched.name} (${sched.predictionType}), ${space}, shuffled ${shuffled}, mask ${masked}, order ${order}`;
-          assert.ok(sameBits(b.eps, eps), `${label}: guided outputs`);
-          assert.ok(sameBits(b.next, next), `${label}: stepped patches`);
+          assert.ok(outputs.every((o, j) => sameBits(o, given[j]!)), 'the results are not changed in place');
         }
-        assert.ok(outputs.every((o, j) => sameBits(o, given[j]!)), 'the results are not changed in place');
       }
-    }
     }
     const b = new BarrierStep({ step: 1, patches: noise(n * size), perm: null, n, size, advance: (step, out, x) => schedulers[0]!.step({ stepIndex: step, history: [] }, out, x).prevSample, eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null });
     assert.throws(() => b.take(2, { output: noise(size - 1) }), /Unit s1\/k1\/p2 returned an output of the wrong size/);
