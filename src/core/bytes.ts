@@ -11,3 +11,8 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/** `n` bytes from `at` as Latin-1 characters (a chunk type, a signature, a segment's tag). */
+export function ascii(b: Uint8Array, at: number, n: number): string {
+  return String.fromCharCode(...b.subarray(at, at + n));
+}

@@ -3,11 +3,8 @@
  * of JPEG and WebP files). Portable: the page and the Node reader use it alike.
  */
 
+import { ascii } from './bytes.ts';
 import { textDecoder } from './platform.ts';
-
-function ascii(b: Uint8Array, at: number, n: number): string {
-  return String.fromCharCode(...b.subarray(at, at + n));
-}
 
 /**
  * EXIF (a TIFF structure, with or without the "Exif\\0\\0" header of its JPEG segment): the UserComment tag, in IFD0

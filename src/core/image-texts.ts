@@ -4,6 +4,7 @@
  * project's record, `xmp`) and a JPEG comment. One reader for Node's, the page's and the browser build's upscale
  * sources and dropped files. Portable: no Node APIs.
  */
+import { ascii } from './bytes.ts';
 import { exifTexts } from './exif.ts';
 import { embeddedParameters, JSON_KEY, TEXT_KEY, type EmbeddedParameters } from './metadata.ts';
 import { inflateZlib, textDecoder } from './platform.ts';
@@ -11,10 +12,6 @@ import { isPng, readPngTexts, type AnyInflate } from './png-chunks.ts';
 
 /** The image containers whose texts imageTexts reads. */
 export type TextImageFormat = 'png' | 'jpeg' | 'webp';
-
-function ascii(b: Uint8Array, at: number, n: number): string {
-  return String.fromCharCode(...b.subarray(at, at + n));
-}
 
 /** The container of an image file whose texts imageTexts reads, from its first bytes; undefined for others. */
 export function textImageFormat(bytes: Uint8Array): TextImageFormat | undefined {

@@ -2,6 +2,7 @@
  * PNG text chunks: insert iTXt chunks (UTF-8 keyword/value) before IEND, and read tEXt/iTXt/zTXt back. Used to embed
  * the generation parameters. Portable: works on Uint8Array, no Node APIs.
  */
+import { ascii } from './bytes.ts';
 import { textDecoder, utf8Encode } from './platform.ts';
 
 const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
@@ -79,17 +80,15 @@ export interface CompressedTextChunk {
 /**
  * The text chunks of a PNG: tEXt, iTXt and zTXt. Compressed texts (zTXt, and iTXt with its compression flag, as
  * some tools write long settings or workflows) are inflated with `inflate` when given and skipped otherwise (see
- * compressedTextChunks for an asynchronous inflater).
+ * readPngTexts for an asynchronous inflater).
  */
 export function readPngTextChunks(png: Uint8Array, inflate?: Inflate): Record<string, string> {
   const out: Record<string, string> = {};
-  const utf8 = textDecoder('utf-8');
-  const latin1 = textDecoder('latin1');
   for (const c of textChunks(png)) {
     if (c.compressed === undefined) out[c.keyword] = c.text;
     else if (inflate) {
       try {
-        out[c.keyword] = (c.compressed.utf8 ? utf8 : latin1).decode(inflate(c.compressed.data));
+        out[c.keyword] = compressedText(c.compressed, inflate(c.compressed.data));
       } catch {
         // A damaged compressed text is skipped like an unknown chunk.
       }
@@ -113,12 +112,17 @@ export async function readPngTexts(png: Uint8Array, inflate: AnyInflate): Promis
       continue;
     }
     try {
-      out[c.keyword] = textDecoder(c.compressed.utf8 ? 'utf-8' : 'latin1').decode(await inflate(c.compressed.data));
+      out[c.keyword] = compressedText(c.compressed, await inflate(c.compressed.data));
     } catch {
       // A damaged compressed text is skipped like an unknown chunk.
     }
   }
   return out;
+}
+
+/** A compressed text chunk's text from its inflated bytes (UTF-8 for iTXt, Latin-1 for zTXt). */
+function compressedText(c: CompressedTextChunk, inflated: Uint8Array): string {
+  return textDecoder(c.utf8 ? 'utf-8' : 'latin1').decode(inflated);
 }
 
 /** The compressed text chunks of a PNG, for an inflater that is asynchronous (a browser's DecompressionStream). */
@@ -136,7 +140,7 @@ function textChunks(png: Uint8Array): TextChunk[] {
   const latin1 = textDecoder('latin1');
   for (let at = 8; at + 12 <= png.length; ) {
     const len = view.getUint32(at);
-    const type = String.fromCharCode(...png.subarray(at + 4, at + 8));
+    const type = ascii(png, at + 4, 4);
     const data = png.subarray(at + 8, at + 8 + len);
     const z = data.indexOf(0);
     if (type === 'tEXt') {
@@ -166,7 +170,7 @@ function textChunks(png: Uint8Array): TextChunk[] {
 export function pngHasChunk(png: Uint8Array, type: string): boolean {
   const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
   for (let at = 8; at + 8 <= png.length; at += 12 + view.getUint32(at)) {
-    const t = String.fromCharCode(...png.subarray(at + 4, at + 8));
+    const t = ascii(png, at + 4, 4);
     if (t === type) return true;
     if (t === 'IEND') return false;
   }
