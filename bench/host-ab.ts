@@ -1,8 +1,10 @@
 /**
  * The coordinator's hottest host kernels in two checkouts of this project, timed in one process, rounds alternating:
  * a stage-1 pixel-interaction step taken unit by unit (BarrierStep: each unit's output guided and stepped as it comes
- * in; SDXL patches of 4 x 128 x 128, x0-space guidance with a mask, Euler) and the stateless schedulers' whole-latent
- * steps on a 1 x 4 x 256 x 256 latent. On this project's shared machine separate processes of the same code differ by
+ * in; SDXL patches of 4 x 128 x 128, x0-space guidance with a mask, Euler), the stateless schedulers' whole-latent
+ * steps on a 1 x 4 x 256 x 256 latent, and the coordinator's host work per step in the latency-model generation at the
+ * shipped defaults (bench/latency-model.ts, SDXL at 2048 and 3072 px, each checkout's own: the wall time of all its
+ * host work on the discrete-event clock, SimResult.hostMsPerStep). On this project's shared machine separate processes of the same code differ by
  * up to 1.5x (V8's compiled code and the machine's state vary from process to process), which hides changes of a few
  * tens of percent; alternating in one process does not. Each case also checks that both checkouts give the same bits.
  *
@@ -15,14 +17,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BenchUsageError, benchCli, intArg } from './args.ts';
+import { shippedDefaultsSettings } from './latency-model.ts';
 
 const USAGE = `
-node --import tsx bench/host-ab.ts --before DIR [--after DIR] [--rounds N]: the unit-by-unit stage-1 step and the
-stateless scheduler steps of two checkouts, alternating in one process; median ms and the ratio after / before.
+node --import tsx bench/host-ab.ts --before DIR [--after DIR] [--rounds N]: the unit-by-unit stage-1 step, the
+stateless scheduler steps and the latency-model generation's host work per step of two checkouts, alternating in one
+process; median ms and the ratio after / before.
 
   --before DIR  a checkout of this project to compare with (e.g. a git worktree of an earlier commit)
   --after DIR   the other checkout (default: this one)
-  --rounds N    timed rounds per case and checkout, 5 calls each (default 20)
+  --rounds N    timed rounds per case and checkout, 5 calls each (default 20; half as many, at least 3, of one
+                whole generation each)
   --help        this text
 `;
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -40,9 +45,13 @@ for (const dir of [before, after]) {
 }
 
 interface Case {
-  run(): void;
+  run(): void | Promise<void>;
   /** A digest of the last result's bits. */
   digest(): number;
+  /** The last call's own measure, in place of its wall time (the generation's host work per step). */
+  measured?(): number;
+  /** Calls per timed round (default 5). */
+  runs?: number;
 }
 type Scheduler = {
   step(state: { stepIndex: number; history: [] }, m: Float32Array, s: Float32Array): { prevSample: Float32Array };
@@ -61,6 +70,8 @@ function digest(a: Float32Array): number {
 async function casesOf(root: string): Promise<Record<string, Case>> {
   const load = (file: string) => import(path.join(root, 'src', 'core', file));
   const { BarrierStep } = await load('methods/barrier-step.ts');
+  // Since 2026-12-07 a BarrierStep takes the patches' layout; the kernels are compared patch-major.
+  const { patchLayout } = await load('methods/polyphase.ts');
   const { drawPermutations } = await load('methods/pixel-interaction.ts');
   const { weightedMask } = await load('methods/guidance.ts');
   const { createRandom } = await load('random/index.ts');
@@ -87,13 +98,14 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
     const mask = Float32Array.from({ length: plane }, (_, i) => (i % 7) / 7);
     const eps = new Float32Array(n * size);
     const next = new Float32Array(n * size);
+    const layout = patchLayout?.(n, size);
     let k = 0;
     cases[`stage-1 step unit by unit, ${n} patches of 4x128x128 (x0 guidance, Euler)`] = {
       run: () => {
         const step = (k++ % 40) + 1;
         const { alpha, sigma } = sched.noiseLevel(step);
         const g = { space: 'x0', key, weights: weightedMask(mask, (0.7 * alpha) / sigma, plane), alpha, sigma };
-        const b = new BarrierStep({ step, patches, perm, n, size, advance, guidance: () => g, eps, next });
+        const b = new BarrierStep({ step, patches, layout, perm, n, size, advance, guidance: () => g, eps, next });
         for (let j = 0; j < n; j++) b.take(j, { output: outputs[j]! });
       },
       digest: () => digest(next) ^ digest(eps),
@@ -110,6 +122,25 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
   const flow = createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', num_train_timesteps: 1000, shift: 3 }, 50) as Scheduler;
   for (const [label, config] of schedulers) addStep(`${label} step, 1x4x256x256`, createScheduler({ ...SD15_SCHEDULER_CONFIG, ...config }, 50) as Scheduler);
   addStep('flow-euler step, 1x4x256x256', flow);
+  // The whole latency-model generation at the shipped defaults (bench/latency-model.ts of the checkout): all the
+  // coordinator's host CPU per step (process CPU time over the run, over 50 steps), one run per call.
+  const { simulateGeneration } = await import(path.join(root, 'bench', 'latency-model.ts'));
+  for (const size of [2048, 3072] as const) {
+    const settings = shippedDefaultsSettings(size);
+    let latent: Float32Array | undefined;
+    let hostMs = 0;
+    cases[`whole generation ${settings.geometry.name}, ${settings.devices} latency-model devices: host ms per step`] = {
+      runs: 1,
+      run: async () => {
+        const r = await simulateGeneration(settings);
+        latent = r.latent;
+        hostMs = r.hostMsPerStep;
+      },
+      measured: () => hostMs,
+      // A checkout whose simulateGeneration does not return the latent (before 2026-12-07): not compared.
+      digest: () => (latent ? digest(latent) : Number.NaN),
+    };
+  }
   function addStep(label: string, s: Scheduler) {
     let k = 0;
     let last: Float32Array = sample;
@@ -120,33 +151,40 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
 
 const A = await casesOf(before);
 const B = await casesOf(after);
+/** Rounds of the whole-generation cases, one generation each. */
+const wholeRounds = Math.max(3, Math.round(rounds / 2));
 const median = (t: number[]) => [...t].sort((a, b) => a - b)[t.length >> 1]!;
-const rows: { case: string; beforeMs: number; afterMs: number; ratio: number; sameBits: boolean }[] = [];
+const rows: { case: string; beforeMs: number; afterMs: number; ratio: number; sameBits: boolean | null }[] = [];
 for (const label of Object.keys(B)) {
   const a = A[label];
   const b = B[label]!;
   if (!a) continue;
-  for (let i = 0; i < 20; i++) {
-    a.run();
-    b.run();
+  const calls = b.runs ?? 5;
+  for (let i = 0; i < (b.runs === undefined ? 20 : 2); i++) {
+    await a.run();
+    await b.run();
   }
   const ta: number[] = [];
   const tb: number[] = [];
-  for (let r = 0; r < rounds; r++) {
+  for (let r = 0; r < (b.runs === undefined ? rounds : wholeRounds); r++) {
     for (const [c, t] of [[a, ta], [b, tb]] as const) {
       const t0 = performance.now();
-      for (let i = 0; i < 5; i++) c.run();
-      t.push((performance.now() - t0) / 5);
+      for (let i = 0; i < calls; i++) await c.run();
+      t.push(c.measured ? c.measured() : (performance.now() - t0) / calls);
     }
   }
   const ma = median(ta);
   const mb = median(tb);
-  rows.push({ case: label, beforeMs: +ma.toFixed(3), afterMs: +mb.toFixed(3), ratio: +(mb / ma).toFixed(3), sameBits: a.digest() === b.digest() });
+  const [da, db] = [a.digest(), b.digest()];
+  // The median of each round's ratio: the two checkouts of a round ran back to back, so a machine that speeds up or
+  // slows down over the run moves both.
+  const ratio = median(tb.map((t, r) => t / ta[r]!));
+  rows.push({ case: label, beforeMs: +ma.toFixed(3), afterMs: +mb.toFixed(3), ratio: +ratio.toFixed(3), sameBits: Number.isNaN(da) || Number.isNaN(db) ? null : da === db });
 }
-console.log(`\n### Host kernels, ${path.basename(before)} (before) and ${path.basename(after)} (after), alternating in one process; median of ${rounds} rounds of 5 calls\n`);
-console.log('| case | before ms | after ms | after / before | same bits |');
+console.log(`\n### Host kernels, ${path.basename(before)} (before) and ${path.basename(after)} (after), alternating in one process; median of ${rounds} rounds of 5 calls (whole generations: ${wholeRounds} rounds of one)\n`);
+console.log('| case | before ms | after ms | after / before (median of the rounds) | same bits |');
 console.log('| --- | --- | --- | --- | --- |');
-for (const r of rows) console.log(`| ${r.case} | ${r.beforeMs} | ${r.afterMs} | ${r.ratio} | ${r.sameBits ? 'yes' : '**no**'} |`);
+for (const r of rows) console.log(`| ${r.case} | ${r.beforeMs} | ${r.afterMs} | ${r.ratio} | ${r.sameBits === null ? 'not compared' : r.sameBits ? 'yes' : '**no**'} |`);
 const out = path.join(HERE, 'results', 'host-ab.json');
 fs.mkdirSync(path.dirname(out), { recursive: true });
 fs.writeFileSync(out, `${JSON.stringify({ date: new Date().toISOString(), before, after, rounds, rows }, null, 2)}\n`);

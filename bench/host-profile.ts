@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchCli, choiceArg, intArg } from './args.ts';
-import { simulateGeneration } from './latency-model.ts';
+import { shippedDefaultsSettings, simulateGeneration } from './latency-model.ts';
 
 const USAGE = `
 npm run bench:host-profile [-- options]: the latency-model generation at the shipped defaults under the V8 profiler;
@@ -30,20 +30,13 @@ const { values, size, model, runs } = benchCli(USAGE, {
   options: { size: { type: 'string', default: '2048' }, model: { type: 'string', default: 'sdxl' }, runs: { type: 'string', default: '4' }, top: { type: 'string', default: '15' } },
 }, ({ values: v }) => ({
   values: { ...v, top: String(intArg('--top', v.top!, 1)) },
-  size: Number(choiceArg('--size', v.size!, ['2048', '3072'] as const)),
+  size: Number(choiceArg('--size', v.size!, ['2048', '3072'] as const)) as 2048 | 3072,
   model: choiceArg('--model', v.model!, ['sdxl', 'sd15'] as const),
   runs: intArg('--runs', v.runs!, 1),
 }));
-const geometries: Record<number, { latent: number; devices: number }> = { 2048: { latent: 256, devices: 4 }, 3072: { latent: 384, devices: 8 } };
-const g = geometries[size];
-if (!g) throw new Error(`--size: 2048 or 3072, got ${values.size}`);
-const steps = 50;
-const native = model === 'sd15' ? 64 : 128;
-const name = `${model === 'sd15' ? 'SD 1.5' : 'SDXL'} ${size}x${size}`;
-const settings = {
-  geometry: { name, latent: g.latent, native }, devices: g.devices, steps, pixelInteraction: true, guidanceSync: false,
-  split: 'balance' as const, latency: { unitMs: 100, nativeArea: native * native, halfCost: 1.04, probeExtra: 0.15, callOverheadMs: 1 }, stageSplit: 0.8, chargeHost: true,
-};
+const settings = shippedDefaultsSettings(size, model);
+const { name } = settings.geometry;
+const { devices, steps } = settings;
 
 await simulateGeneration(settings); // warm-up: compile the hot paths before profiling
 const session = new Session();
@@ -66,7 +59,7 @@ const deltas = profile.timeDeltas ?? [];
 const perStep = (ms: number) => ms / (runs * steps);
 const rows = [...self.entries()].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]);
 const total = rows.reduce((s, [, v]) => s + v, 0);
-console.log(`\n### Host CPU time per step, ${name} on ${g.devices} latency-model devices (${runs} runs, self time)\n`);
+console.log(`\n### Host CPU time per step, ${name} on ${devices} latency-model devices (${runs} runs, self time)\n`);
 console.log('| function | ms/step | share |');
 console.log('|---|---|---|');
 for (const [k, v] of rows.slice(0, Number(values.top))) console.log(`| ${k} | ${perStep(v).toFixed(2)} | ${((100 * v) / total).toFixed(1)}% |`);

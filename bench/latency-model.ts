@@ -161,6 +161,27 @@ export interface SimSettings {
   lockstep?: boolean;
 }
 
+/**
+ * The latency-model generation at the shipped defaults (stage split 0.8, async guidance, pixel interaction, split
+ * 'balance', a CFG half 1.04 of a whole call, host time charged) whose host work bench/host-profile.ts and
+ * bench/host-ab.ts measure: SDXL at 2048 px on 4 devices or 3072 px on 8 (native 1024 px), or SD 1.5 (native 512 px).
+ */
+export function shippedDefaultsSettings(size: 2048 | 3072, model: 'sdxl' | 'sd15' = 'sdxl'): SimSettings {
+  const latent = size === 2048 ? 256 : 384;
+  const native = model === 'sd15' ? 64 : 128;
+  return {
+    geometry: { name: `${model === 'sd15' ? 'SD 1.5' : 'SDXL'} ${size}x${size}`, latent, native },
+    devices: size === 2048 ? 4 : 8,
+    steps: 50,
+    pixelInteraction: true,
+    guidanceSync: false,
+    split: 'balance',
+    latency: { unitMs: 100, nativeArea: native * native, halfCost: 1.04, probeExtra: 0.15, callOverheadMs: 1 },
+    stageSplit: 0.8,
+    chargeHost: true,
+  };
+}
+
 export interface SimResult {
   makespanMs: number;
   /** Fraction of the makespan each device spent idle. */
@@ -169,6 +190,8 @@ export interface SimResult {
   /** Wall time of the coordinator's host work (methods, scheduler, dispatcher), ms per step. */
   hostMsPerStep: number;
   units: number;
+  /** The final latent (the latency model's outputs are deterministic, so it depends only on the settings). */
+  latent: Float32Array;
 }
 
 /** One generation with the real method, scheduler and dispatcher on latency-model devices. */
@@ -206,7 +229,6 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
       previewEvery: 0,
     }),
   );
-  void result;
   const makespan = clock.time;
   return {
     makespanMs: makespan,
@@ -214,5 +236,6 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
     unitsSplit: dispatcher.unitsSplit,
     hostMsPerStep: clock.hostMs / s.steps,
     units,
+    latent: result.latent,
   };
 }

@@ -6,14 +6,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { denoise } from '../src/core/generation/denoise.ts';
-import { planGeometry } from '../src/core/methods/geometry.ts';
+import { planGeometry, type PatchGeometry } from '../src/core/methods/geometry.ts';
 import { createMethod } from '../src/core/methods/index.ts';
 import type { StagedMethod } from '../src/core/methods/staged.ts';
 import type { EvaluateHint, MethodName, UnetUnit, UnitResult } from '../src/core/methods/types.ts';
 import { WindowCanvas, placeWindows, planWindowsFor } from '../src/core/methods/windows.ts';
-import { BarrierStep } from '../src/core/methods/barrier-step.ts';
+import { BarrierStep, UNIT_BLOCK } from '../src/core/methods/barrier-step.ts';
 import { applyEpsGuidance, applyX0Guidance, weightedMask } from '../src/core/methods/guidance.ts';
 import { drawPermutations, unshuffleFromUnits } from '../src/core/methods/pixel-interaction.ts';
+import { latentLayout, patchLayout, relocatePatches } from '../src/core/methods/polyphase.ts';
 import { resolveParams } from '../src/core/params.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
@@ -367,11 +368,24 @@ describe('stage-1 hand-over under cancellation and device failure', () => {
 });
 
 describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
-  it('equals un-shuffling all outputs, guiding the patches and stepping them, bit for bit, in any arrival order', () => {
-    const n = 5;
+  // A small unit (one block), and one taken in blocks (UNIT_BLOCK elements) whose second block starts inside a plane;
+  // the patches patch-major, or in the latent itself (latentLayout: 2 x 3 polyphase patches of a 2 x ph x 3 pw latent).
+  for (const [ph, pw] of [[6, 4], [61, 50]] as const) for (const where of ['patch-major', 'in the latent'] as const) it(`equals un-shuffling all outputs, guiding the patches and stepping them, bit for bit, in any arrival order (patches of ${ph} x ${pw}, ${where})`, () => {
+    const rows = 2;
+    const cols = 3;
+    const n = rows * cols;
     const channels = 2;
-    const plane = 6 * 4;
+    const plane = ph * pw;
     const size = channels * plane;
+    if (plane > 24) assert.ok(size > UNIT_BLOCK && UNIT_BLOCK % plane !== 0, 'the unit spans blocks, the second starting inside a plane');
+    const g: PatchGeometry = {
+      channels, height: rows * ph, width: cols * pw, nativeHeight: ph, nativeWidth: pw, latentMultiple: 1, rows, cols, count: n,
+      patchHeight: ph, patchWidth: pw, paddedHeight: rows * ph, paddedWidth: cols * pw,
+    };
+    const inLatent = where === 'in the latent';
+    const layout = inLatent ? latentLayout(g) : patchLayout(n, size);
+    // A patch-major array laid out as the layout under test (the latent: relocated by polyphase.ts, independently).
+    const laid = (a: Float32Array) => (inLatent ? relocatePatches(a, g) : a);
     const rng = createRandom(3, 'test');
     const noise = (k: number) => Float32Array.from(rng.randn([k]));
     // Every scheduler that steps elements (Euler with each prediction type, DDIM with clipping, flow Euler); pixel
@@ -404,9 +418,9 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
           if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
           else if (space === 'eps') applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
           const next = sched.step({ stepIndex: step, history: [] }, eps, patches).prevSample;
-          for (const order of [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [3, 4, 1, 0, 2]]) {
+          for (const order of [[0, 1, 2, 3, 4, 5], [4, 2, 0, 5, 3, 1], [3, 5, 4, 1, 0, 2]]) {
             const b = new BarrierStep({
-              step, patches, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
+              step, patches: laid(patches), layout, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
               guidance: () => (space === 'none' ? null : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) }),
             });
             for (const j of order) {
@@ -416,14 +430,16 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
             b.take(order[0]!, { output: noise(size) }); // a second result for a unit is ignored
             assert.ok(b.complete, 'complete');
             const label = `${sched.name} (${sched.predictionType}), ${space}, shuffled ${shuffled}, mask ${masked}, order ${order}`;
-            assert.ok(sameBits(b.eps, eps), `${label}: guided outputs`);
-            assert.ok(sameBits(b.next, next), `${label}: stepped patches`);
+            assert.ok(sameBits(b.eps, laid(eps)), `${label}: guided outputs`);
+            assert.ok(sameBits(b.next, laid(next)), `${label}: stepped patches`);
+            assert.ok(sameBits(b.keyLatent, patches.subarray(0, size)), `${label}: the key patch's latent`);
+            assert.ok(sameBits(b.keyOutput, eps.subarray(0, size)), `${label}: the key patch's output`);
           }
           assert.ok(outputs.every((o, j) => sameBits(o, given[j]!)), 'the results are not changed in place');
         }
       }
     }
-    const b = new BarrierStep({ step: 1, patches: noise(n * size), perm: null, n, size, advance: (step, out, x) => schedulers[0]!.step({ stepIndex: step, history: [] }, out, x).prevSample, eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null });
+    const b = new BarrierStep({ step: 1, patches: noise(n * size), layout, perm: null, n, size, advance: (step, out, x) => schedulers[0]!.step({ stepIndex: step, history: [] }, out, x).prevSample, eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null });
     assert.throws(() => b.take(2, { output: noise(size - 1) }), /Unit s1\/k1\/p2 returned an output of the wrong size/);
   });
 });

@@ -12,6 +12,7 @@
  * decided by the caller (staged.ts). M is [p_h, p_w] broadcast over channels; null means M = 1.
  * Portable: no Node APIs.
  */
+import type { PatchLayout } from './polyphase.ts';
 
 export type StructureSchedule = 'constant' | 'cosine';
 export type StructureSpace = 'eps' | 'x0';
@@ -117,50 +118,81 @@ export interface StepGuidance {
   sigma: number;
 }
 
+/** What guideUnit reads and writes besides a unit's output. */
+export interface UnitTarget {
+  /** The patches at the step (not input-scaled), where `layout` puts them. */
+  latent: Float32Array;
+  layout: PatchLayout;
+  perm: Uint8Array | Uint16Array | null;
+  n: number;
+  /** The guided outputs, laid out as the patches. */
+  eps: Float32Array;
+  /** The key patch's (patch 0's) latent and output [C, p_h, p_w], copied out as its elements come by. */
+  keyLatent: Float32Array;
+  keyOutput: Float32Array;
+}
+
 /**
- * One pixel-interaction unit's output guided and written into the patches' layout, in one pass: its element e belongs
- * to patch owner(e) = perm[e * n + j] (patch j throughout when perm is null) at the same position,
- * at[e] = owner(e) * size + e, and eps[at[e]] = output[e], guided where owner(e) is not the key patch (0), with the
- * latent value patches[at[e]]. `g` null: no guidance (eps is the output). In x0 space `weights` is
- * weightedMask(mask, w alpha / sigma) (none when sigma is 0: nothing to steer). Per element the arithmetic is that
+ * Unit j's output guided and written where its elements lie, in one pass: its element e belongs to patch
+ * owner(e) = perm[e * n + j] (patch j throughout when perm is null), which the layout puts at
+ * at[e] = base[owner(e)] + offset[e] of `latent` and `eps`; eps[at[e]] = output[e], guided where owner(e) is not the
+ * key patch (0), with the latent value latent[at[e]]. `g` null: no guidance (eps is the output). In x0 space `weights`
+ * is weightedMask(mask, w alpha / sigma) (none when sigma is 0: nothing to steer). Per element the arithmetic is that
  * of applyEpsGuidance / applyX0Guidance, so guiding the units one by one gives the un-shuffled patches' guided outputs
- * bit for bit; `at` then lists the positions to step (MethodContext.advance).
+ * bit for bit; `at` then lists the positions to step (MethodContext.advance). Elements `from` to `to` only (the
+ * caller takes a unit in blocks that stay in the processor's cache between this pass and the step).
  */
-export function guideUnit(
-  output: Float32Array,
-  patches: Float32Array,
-  perm: Uint8Array | Uint16Array | null,
-  n: number,
-  j: number,
-  g: StepGuidance | null,
-  eps: Float32Array,
-  at: Int32Array,
-): void {
-  const size = output.length;
+export function guideUnit(output: Float32Array, j: number, t: UnitTarget, g: StepGuidance | null, at: Int32Array, from = 0, to = output.length): void {
+  // `| 0`: V8 then keeps the indices in integer registers (without it these loops ran 2x slower).
+  from |= 0;
+  to |= 0;
+  const { latent, perm, n, eps, keyLatent, keyOutput } = t;
+  const { base, offset } = t.layout;
   if (g === null) {
-    for (let e = 0, p = j; e < size; e++, p += n) {
-      const i = (perm === null ? j : perm[p]!) * size + e;
-      eps[i] = output[e]!;
+    for (let e = from, p = from * n + j; e < to; e++, p += n) {
+      const owner = perm === null ? j : perm[p]!;
+      const i = base[owner]! + offset[e]!;
+      const v = output[e]!;
+      eps[i] = v;
       at[e] = i;
+      if (owner === 0) {
+        keyOutput[e] = v;
+        keyLatent[e] = latent[i]!;
+      }
     }
     return;
   }
   const { key, weights: wm, alpha, sigma } = g;
-  const plane = wm.length;
-  const x0Space = g.space === 'x0';
-  // The key patch's elements keep the output's bits: selected with an integer mask (-1 where the owner is patch 0),
-  // not a branch on the random owner (measured 10-15 % faster with 4 patches, where a quarter of the elements are the
-  // key patch's; about 10 % slower with 16, docs/benchmarks.md).
-  const epsBits = new Int32Array(eps.buffer, eps.byteOffset, eps.length);
-  const outBits = new Int32Array(output.buffer, output.byteOffset, size);
-  for (let e = 0, p = j, q = 0; e < size; e++, p += n) {
-    const owner = perm === null ? j : perm[p]!;
-    const i = owner * size + e;
-    const v = output[e]!;
-    eps[i] = x0Space ? v - wm[q]! * (key[e]! - (patches[i]! - sigma * v) / alpha) : v + wm[q]! * (key[e]! - v);
-    const keep = (owner - 1) >> 31;
-    epsBits[i] = (epsBits[i]! & ~keep) | (outBits[e]! & keep);
-    at[e] = i;
-    if (++q === plane) q = 0;
+  const plane = wm.length | 0;
+  // The key patch's elements keep the output (a branch: measured faster than selecting bits, docs/benchmarks.md).
+  if (g.space === 'x0') {
+    for (let e = from, p = from * n + j, q = from % plane; e < to; e++, p += n, q++) {
+      if (q === plane) q = 0;
+      const owner = perm === null ? j : perm[p]!;
+      const i = base[owner]! + offset[e]!;
+      const v = output[e]!;
+      const x = latent[i]!;
+      at[e] = i;
+      if (owner === 0) {
+        eps[i] = keyOutput[e] = v;
+        keyLatent[e] = x;
+      } else {
+        eps[i] = v - wm[q]! * (key[e]! - (x - sigma * v) / alpha);
+      }
+    }
+  } else {
+    for (let e = from, p = from * n + j, q = from % plane; e < to; e++, p += n, q++) {
+      if (q === plane) q = 0;
+      const owner = perm === null ? j : perm[p]!;
+      const i = base[owner]! + offset[e]!;
+      const v = output[e]!;
+      at[e] = i;
+      if (owner === 0) {
+        eps[i] = keyOutput[e] = v;
+        keyLatent[e] = latent[i]!;
+      } else {
+        eps[i] = v + wm[q]! * (key[e]! - v);
+      }
+    }
   }
 }

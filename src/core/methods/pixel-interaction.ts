@@ -6,6 +6,7 @@
  * Permutations are stored flat: perm[e * N + j] = patch fed to unit j at element e. Portable: no Node APIs.
  */
 import type { RandomSource } from '../random/types.ts';
+import type { PatchLayout } from './polyphase.ts';
 
 export type Permutations = Uint8Array | Uint16Array;
 
@@ -205,7 +206,7 @@ export function drawGroupPermutations(rng: RandomSource, elements: number, n: nu
 /**
  * Unit inputs from patches [N, E]: unit j gets patches[perm_e[j]][e] * scale, written into `into[j]` when
  * given (reused buffers) or into new arrays, each with its own ArrayBuffer (so a caller may transfer it to a
- * worker). `perm` null = identity.
+ * worker). `perm` null = identity. With `layout` the patches lie where it says (e.g. in the latent itself).
  */
 export function shuffleToUnits(
   patches: Float32Array,
@@ -214,11 +215,15 @@ export function shuffleToUnits(
   elements: number,
   scale = 1,
   into?: readonly Float32Array[],
+  layout?: PatchLayout,
 ): Float32Array[] {
   const units: Float32Array[] = [];
   for (let j = 0; j < n; j++) {
     const dst = into?.[j] ?? new Float32Array(elements);
-    if (perm === null || n === 1) {
+    if (layout) {
+      const { base, offset } = layout;
+      for (let e = 0, p = j; e < elements; e++, p += n) dst[e] = patches[base[perm === null ? j : perm[p]!]! + offset[e]!]! * scale;
+    } else if (perm === null || n === 1) {
       const src = patches.subarray(j * elements, (j + 1) * elements);
       if (scale === 1) dst.set(src);
       else for (let e = 0; e < elements; e++) dst[e] = src[e] * scale;

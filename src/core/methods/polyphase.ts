@@ -103,6 +103,38 @@ export function relocatePatches(
 }
 
 /**
+ * Where the patches' elements lie in an array: element e of patch o (e in [C, p_h, p_w] order) at base[o] + offset[e].
+ * The patches' own layout [N, C, p_h, p_w] (patchLayout), or the latent [C, H, W] itself where it needs no padding
+ * (latentLayout): a stage-1 step can then be taken on the latent, with nothing extracted or relocated.
+ */
+export interface PatchLayout {
+  readonly base: Int32Array;
+  readonly offset: Int32Array;
+}
+
+/** The patch-major layout [N, C, p_h, p_w] of `n` patches of `size` values. */
+export function patchLayout(n: number, size: number): PatchLayout {
+  return { base: Int32Array.from({ length: n }, (_, o) => o * size), offset: Int32Array.from({ length: size }, (_, e) => e) };
+}
+
+/** The patches as they lie in the latent [C, height, width] (no padding: extractPatches would read it unchanged). */
+export function latentLayout(geo: PatchGeometry): PatchLayout {
+  if (isPadded(geo)) throw new Error('latentLayout: the geometry pads the latent, so its patches are not all in it');
+  const { channels, rows, cols, patchHeight: ph, patchWidth: pw, width: W } = geo;
+  const base = new Int32Array(rows * cols);
+  for (let a = 0; a < rows; a++) for (let b = 0; b < cols; b++) base[a * cols + b] = a * W + b;
+  const offset = new Int32Array(patchSize(geo));
+  let e = 0;
+  for (let c = 0; c < channels; c++) {
+    for (let y = 0; y < ph; y++) {
+      const row = (c * geo.height + rows * y) * W;
+      for (let x = 0; x < pw; x++) offset[e++] = row + cols * x;
+    }
+  }
+  return { base, offset };
+}
+
+/**
  * Initial HR latent from per-patch noise [N, C, p_h, p_w] (e.g. torch-compatible randn): relocated and
  * cropped to [C, height, width]. With N = 1 and no padding it is the noise itself.
  */

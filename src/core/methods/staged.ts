@@ -38,7 +38,7 @@ import type { MethodPlan } from './plan.ts';
 import { gridAt, unitTimeIds } from './plan.ts';
 import type { Permutations } from './pixel-interaction.ts';
 import { drawGroupPermutations, interactionGroups, shuffleToUnits, unshuffleFromUnits } from './pixel-interaction.ts';
-import { downscaleLatent, extractPatches, padLatent, relocatePatches } from './polyphase.ts';
+import { downscaleLatent, extractPatches, latentLayout, padLatent, relocatePatches, type PatchLayout } from './polyphase.ts';
 import type { MethodContext, UnetUnit, UnitResult } from './types.ts';
 import { WindowFlow, windowUnit } from './window-flow.ts';
 import { WindowCanvas, placeWindows } from './windows.ts';
@@ -78,7 +78,10 @@ interface AheadBlock {
 /** A lockstep stage-1 step whose units are on the devices (launchStep). */
 interface Launched {
   step: number;
-  /** The un-shuffled patches [N, C, p_h, p_w] the units were cut from. */
+  /**
+   * The un-shuffled patches the units were cut from: [N, C, p_h, p_w], or, for a step taken unit by unit (`barrier`),
+   * the latent itself (launchStep).
+   */
   patches: Float32Array;
   perm: Permutations | null;
   wantMask: boolean;
@@ -96,6 +99,8 @@ export class StagedMethod extends MethodBase {
   /** Latest mask; null = M = 1 (mask off, fallback, or constant map). */
   private mask: Float32Array | null = null;
   private patchBuffer: Float32Array | null = null;
+  /** Where the patches lie in the latent (built once: the geometry is fixed). */
+  private inLatent: PatchLayout | null = null;
   private epsBuffer: Float32Array | null = null;
   /** Unit inputs, reused from step to step (see buffers.ts and the contract in types.ts). */
   private readonly samples = new BufferPool();
@@ -222,10 +227,7 @@ export class StagedMethod extends MethodBase {
 
     let launched = this.launched?.step === step ? this.launched : null;
     this.launched = null;
-    if (!launched) {
-      this.patchBuffer ??= new Float32Array(n * size);
-      launched = this.launchStep(extractPatches(padLatent(latent, geo), geo, this.patchBuffer), step, ctx);
-    }
+    launched ??= this.launchStep(latent, step, ctx);
     const { patches, perm, wantMask } = launched;
     const results = await launched.results;
     if (!(this.guided && options.guidanceSync)) this.reportProgress(ctx, step, n, `s1/k${step}/p${n - 1}`);
@@ -264,7 +266,7 @@ export class StagedMethod extends MethodBase {
         }
         if (newMask !== undefined) this.mask = newMask;
       }
-      const keyNow = this.keyReference(patches, eps, step, sched);
+      const keyNow = this.keyReference(patches.subarray(0, size), eps.subarray(0, size), step, sched);
       const key = sync ? keyNow : this.staleKey;
       const weight = this.guidanceWeight(step, sched);
       if (!target && key !== null && weight > 0) {
@@ -280,11 +282,12 @@ export class StagedMethod extends MethodBase {
     if (this.canStepPatches(ctx)) {
       // Synchronous guidance: step the patches here too, and start a run-ahead block or the dataflow from them.
       const next = ctx.advance!(step, eps, patches);
-      const after = this.launchAfter(step, next, ctx);
-      this.handoff = { step, latent: after ?? relocatePatches(next, geo, geo.height, geo.width) };
+      const after = relocatePatches(next, geo, geo.height, geo.width);
+      this.launchAfter(step, after, ctx, next);
+      this.handoff = { step, latent: after };
     }
     const fused = relocatePatches(eps, geo, geo.height, geo.width);
-    this.keyPatchPreview(ctx, step, patches, eps);
+    this.keyPatchPreview(ctx, step, patches.subarray(0, size), eps.subarray(0, size));
     return fused;
   }
 
@@ -294,22 +297,22 @@ export class StagedMethod extends MethodBase {
     return step >= from ? structureWeightAt(o.structureSchedule, o.structureWeight, o.structureGamma, sched.timesteps[step]) : 0;
   }
 
-  /** The key patch's reference after a step: its output (eps space) or its denoised estimate (x0 space). */
-  private keyReference(patches: Float32Array, eps: Float32Array, step: number, sched: MethodContext['scheduler']): Float32Array {
-    const size = patchSize(this.plan.geometry);
-    const keyEps = eps.subarray(0, size);
-    if (this.options.structureSpace === 'eps') return Float32Array.from(keyEps);
+  /**
+   * The key patch's reference after a step, from its latent `x` and output `eps` at that step ([C, p_h, p_w] each):
+   * its output (eps space) or its denoised estimate (x0 space).
+   */
+  private keyReference(x: Float32Array, eps: Float32Array, step: number, sched: MethodContext['scheduler']): Float32Array {
+    if (this.options.structureSpace === 'eps') return Float32Array.from(eps);
     // x0 = (x - sigma * output) / alpha: the noise level for epsilon, (1, sigma) for flow velocity.
     const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
-    return denoisedEstimate(patches.subarray(0, size), keyEps, alpha, sigma);
+    return denoisedEstimate(x, eps, alpha, sigma);
   }
 
   /** Preview of patch 0 of the current latent (un-shuffled) and its output (the key patch is never guided). */
-  private keyPatchPreview(ctx: MethodContext, step: number, patches: Float32Array, eps: Float32Array): void {
+  private keyPatchPreview(ctx: MethodContext, step: number, keyLatent: Float32Array, keyOutput: Float32Array): void {
     if (!this.wantsPreview(step, ctx)) return;
     const geo = this.plan.geometry;
-    const size = patchSize(geo);
-    this.emitPreview(ctx, step, 'key-patch', Float32Array.from(patches.subarray(0, size)), Float32Array.from(eps.subarray(0, size)), geo.patchHeight, geo.patchWidth);
+    this.emitPreview(ctx, step, 'key-patch', Float32Array.from(keyLatent), Float32Array.from(keyOutput), geo.patchHeight, geo.patchWidth);
   }
 
   /**
@@ -320,37 +323,45 @@ export class StagedMethod extends MethodBase {
    */
   private afterBarrier(launched: Launched, barrier: BarrierStep, results: UnitResult[], ctx: MethodContext): Float32Array {
     const { plan } = this;
-    const geo = plan.geometry;
-    const { step, patches } = launched;
+    const { step } = launched;
+    // The step was taken on the latent itself (launchStep): its guided outputs are the fused output, and the patches
+    // after it the stepped latent, with nothing to relocate.
     results.forEach((r, j) => barrier.take(j, r));
     const updateReference = () => {
       if (!this.guided) return;
       if (launched.wantMask) this.mask = this.keyMask(results[0].attention, ctx);
-      this.staleKey = this.keyReference(patches, barrier.eps, step, ctx.scheduler);
+      this.staleKey = this.keyReference(barrier.keyLatent, barrier.keyOutput, step, ctx.scheduler);
       this.staleKeyStep = step;
     };
     const blockNext = step + 1 < plan.stage1Steps && this.canRunAhead(step + 1, ctx);
     if (blockNext) updateReference();
-    const after = this.launchAfter(step, barrier.next, ctx);
+    this.launchAfter(step, barrier.next, ctx);
     if (!blockNext) updateReference();
-    this.handoff = { step, latent: after ?? relocatePatches(barrier.next, geo, geo.height, geo.width) };
-    const fused = relocatePatches(barrier.eps, geo, geo.height, geo.width);
-    this.keyPatchPreview(ctx, step, patches, barrier.eps);
-    return fused;
+    this.handoff = { step, latent: barrier.next };
+    this.keyPatchPreview(ctx, step, barrier.keyLatent, barrier.keyOutput);
+    return barrier.eps;
+  }
+
+  /** Whether lockstep stage-1 steps are taken unit by unit (BarrierStep): the method steps the patches, guidance is not synchronous. */
+  private unitByUnit(ctx: MethodContext): boolean {
+    return this.canStepPatches(ctx) && !(this.guided && this.options.guidanceSync);
   }
 
   /**
    * Hands a lockstep stage-1 step's units to the devices: draws (or takes the one drawn ahead) the step's
-   * permutations, shuffles the patches into the units, evaluates them, and, while the devices work, draws the next
-   * step's permutations (same stream, same order). Where the method steps the patches itself and guidance is
-   * asynchronous (or off), each unit's output is guided and stepped as it comes in (BarrierStep).
+   * permutations, shuffles the patches of `latent` into the units, evaluates them, and, while the devices work, draws
+   * the next step's permutations (same stream, same order). Where the method steps the patches itself and guidance is
+   * asynchronous (or off), each unit's output is guided and stepped as it comes in (BarrierStep), on the latent
+   * itself (latentLayout: the geometry is not padded there); otherwise the patches are extracted first.
    */
-  private launchStep(patches: Float32Array, step: number, ctx: MethodContext): Launched {
+  private launchStep(latent: Float32Array, step: number, ctx: MethodContext): Launched {
     const { plan, options } = this;
     const geo = plan.geometry;
     const n = geo.count;
     const size = patchSize(geo);
     const sched = ctx.scheduler;
+    const layout = this.unitByUnit(ctx) ? (this.inLatent ??= latentLayout(geo)) : null;
+    const patches = layout ? latent : extractPatches(padLatent(latent, geo), geo, (this.patchBuffer ??= new Float32Array(n * size)));
     const interacting = this.interactsAt(step);
     let perm: Permutations | null = null;
     if (interacting && this.aheadPerm?.step === step) {
@@ -364,7 +375,7 @@ export class StagedMethod extends MethodBase {
     if (perm) this.permBuffer = perm;
     const drawAhead = this.interactsAt(step + 1) ? () => this.drawAhead(step + 1, ctx) : undefined;
     const into = Array.from({ length: n }, (_, j) => this.samples.take(j, size));
-    const samples = shuffleToUnits(patches, perm, n, size, sched.inputScale(step), into);
+    const samples = shuffleToUnits(patches, perm, n, size, sched.inputScale(step), into, layout ?? undefined);
     const wantMask = this.maskComputedAt(step);
     const timestep = sched.timesteps[step];
     const timeIds = unitTimeIds(plan, 0, 0);
@@ -390,7 +401,7 @@ export class StagedMethod extends MethodBase {
         return key.concat(rest);
       })();
     } else {
-      if (this.canStepPatches(ctx)) barrier = this.barrierStep(patches, perm, step, ctx);
+      if (layout) barrier = this.barrierStep(patches, layout, perm, step, ctx);
       const onResult = barrier ? (j: number, r: UnitResult) => barrier!.take(j, r) : undefined;
       // Progress is reported when the step is taken up (stage1), which may be after this launch returns.
       results = this.evaluate(ctx, units, step, 0, drawAhead, { quiet: true, ...(onResult ? { onResult } : {}) });
@@ -400,18 +411,12 @@ export class StagedMethod extends MethodBase {
     return { step, patches, perm, wantMask, results, barrier };
   }
 
-  /** Two buffers of each kind (guided outputs, stepped patches), alternating by step: a step reads the last one's. */
-  private readonly stepBuffers: Float32Array[] = [];
-
-  private stepBuffer(kind: 0 | 1, step: number, length: number): Float32Array {
-    const i = kind * 2 + (step % 2);
-    let buffer = this.stepBuffers[i];
-    if (buffer?.length !== length) buffer = this.stepBuffers[i] = new Float32Array(length);
-    return buffer;
-  }
-
-  /** A pixel-interaction step whose units are guided and stepped as they come in (barrier-step.ts). */
-  private barrierStep(patches: Float32Array, perm: Permutations | null, step: number, ctx: MethodContext): BarrierStep {
+  /**
+   * A pixel-interaction step whose units are guided and stepped as they come in (barrier-step.ts), on `latent` laid
+   * out by `layout`. Its guided outputs and stepped latent go to new arrays: the denoise loop keeps them (the fused
+   * output and the latent after the step).
+   */
+  private barrierStep(latent: Float32Array, layout: PatchLayout, perm: Permutations | null, step: number, ctx: MethodContext): BarrierStep {
     const { plan, options } = this;
     const geo = plan.geometry;
     const n = geo.count;
@@ -419,9 +424,9 @@ export class StagedMethod extends MethodBase {
     const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
     return new BarrierStep({
-      step, patches, perm, n, size, advance: ctx.advance!,
-      eps: this.stepBuffer(0, step, n * size),
-      next: this.stepBuffer(1, step, n * size),
+      step, patches: latent, layout, perm, n, size, advance: ctx.advance!,
+      eps: new Float32Array(latent.length),
+      next: new Float32Array(latent.length),
       guidance: () => {
         // Asynchronous: the key patch's reference from the step before (lockstep path: the same weights and mask).
         const key = this.staleKey;
@@ -457,28 +462,22 @@ export class StagedMethod extends MethodBase {
   }
 
   /**
-   * After stage-1 step `step`, whose patches the method stepped itself (`next`, [N, C, p_h, p_w]): hands the next step
-   * to the devices at once, before the fused output and the stepped latent are relocated for the denoise loop, so
-   * that host work does not delay the devices at a pixel-interaction barrier. The next step is a lockstep step
-   * (asynchronous guidance or none), a run-ahead block, or the stage-2 dataflow. Returns the stepped latent when it
-   * had to be relocated already (the dataflow starts from it). Same arithmetic, same random streams in the same
-   * order: the images do not change.
+   * After stage-1 step `step`, whose patches the method stepped itself (the latent after it; `patches`, the same in
+   * patch-major layout where the caller has it): hands the next step to the devices at once, before anything else is
+   * built for the denoise loop, so that host work does not delay the devices at a pixel-interaction barrier. The next
+   * step is a lockstep step (asynchronous guidance or none), a run-ahead block, or the stage-2 dataflow. Same
+   * arithmetic, same random streams in the same order: the images do not change.
    */
-  private launchAfter(step: number, next: Float32Array, ctx: MethodContext): Float32Array | undefined {
+  private launchAfter(step: number, latent: Float32Array, ctx: MethodContext, patches?: Float32Array): void {
     const { plan, options } = this;
     const geo = plan.geometry;
     const t = step + 1;
     if (t < plan.stage1Steps) {
-      if (this.canRunAhead(t, ctx)) this.block = this.startBlock(next, t, ctx);
-      else if (!(this.guided && options.guidanceSync)) this.launched = this.launchStep(next, t, ctx);
-      return undefined;
-    }
-    if (t + 1 < plan.numSteps) {
-      const latent = relocatePatches(next, geo, geo.height, geo.width);
+      if (this.canRunAhead(t, ctx)) this.block = this.startBlock(patches ?? extractPatches(padLatent(latent, geo), geo), t, ctx);
+      else if (!(this.guided && options.guidanceSync)) this.launched = this.launchStep(latent, t, ctx);
+    } else if (t + 1 < plan.numSteps) {
       this.flow = this.startFlow(latent, t, ctx, ctx.advance!);
-      return latent;
     }
-    return undefined;
   }
 
   /**
@@ -654,8 +653,8 @@ export class StagedMethod extends MethodBase {
     // The last group of step t: after the block's last step, hand the next step over at once (launchAfter).
     if (t === block.end - 1) {
       if (this.guided && block.latestRef) ({ key: this.staleKey, mask: this.mask, step: this.staleKeyStep } = block.latestRef);
-      const handed = this.launchAfter(t, slot.next, ctx);
-      if (handed) slot.after = handed;
+      slot.after = relocatePatches(slot.next, geo, geo.height, geo.width);
+      this.launchAfter(t, slot.after, ctx, slot.next);
     }
     slot.done.resolve(slot.eps);
   }

@@ -100,7 +100,10 @@ export class DdimScheduler implements Scheduler {
     if (at === null) {
       for (let e = 0; e < sample.length; e++) into[e] = ddimElement(c, modelOutput[e]!, sample[e]!);
     } else {
-      for (const e of at) into[e] = ddimElement(c, modelOutput[e]!, sample[e]!);
+      for (let k = 0, len = at.length | 0; k < len; k++) {
+        const e = at[k]!;
+        into[e] = ddimElement(c, modelOutput[e]!, sample[e]!);
+      }
     }
   }
 }

@@ -137,6 +137,11 @@ export class FlowMatchEulerScheduler implements Scheduler {
   stepPositions(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void {
     const dt = f32(this.sigmas[stepIndex + 1]! - this.sigmas[stepIndex]!);
     if (at === null) for (let e = 0; e < sample.length; e++) into[e] = sample[e]! + f32(dt * modelOutput[e]!);
-    else for (const e of at) into[e] = sample[e]! + f32(dt * modelOutput[e]!);
+    else {
+      for (let k = 0, len = at.length | 0; k < len; k++) {
+        const e = at[k]!;
+        into[e] = sample[e]! + f32(dt * modelOutput[e]!);
+      }
+    }
   }
 }
