@@ -84,6 +84,8 @@ interface RunOptions {
   failUnit?: string;
   /** Sees every unit handed over, with the hint it came with. */
   onUnit?(unit: UnetUnit, hint?: EvaluateHint): void;
+  /** Hand every result over one by one (EvaluateHint.onResult) before evaluate returns, in reverse order. */
+  resultsAtOnce?: boolean;
 }
 
 interface RunResult {
@@ -138,6 +140,12 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
       if (u.kind === 'window' && outstanding(u)) aheadWindows++;
     }
     const results = batch.map((u) => ({ ...fakeUnet({ ...u, sample: Float32Array.from(u.sample) }), id: u.id }));
+    if (opts.resultsAtOnce && hint?.onResult) {
+      for (let i = results.length - 1; i >= 0; i--) {
+        const { id: _, ...r } = results[i]!;
+        hint.onResult(i, r);
+      }
+    }
     if (opts.devices > 1) await new Promise((r) => setTimeout(r, jitter.randint(4)));
     if (batch.some((u) => u.id === opts.failUnit)) throw new Error(`device lost running ${opts.failUnit}`);
     if (opts.devices > 1 && hint?.onResult) {
@@ -283,6 +291,15 @@ describe('the denoise loop takes the latent the method already stepped', () => {
         assert.equal(r.wholeSteps, expected, `${label}: whole-latent steps on ${devices} device(s)`);
         assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), same latent`);
       }
+    }
+  });
+
+  it('the same bits when an evaluator hands the results over before it returns (a step taken unit by unit is ready for them)', async () => {
+    for (const options of [{}, { structureSpace: 'eps' }, { interactionEvery: 3 }]) {
+      const lock = await run(options, { devices: 1, lockstep: true });
+      const r = await run(options, { devices: 1, resultsAtOnce: true });
+      assert.ok(r.oneByOne > 0, 'results were handed over one by one');
+      assert.ok(sameBits(r.latent, lock.latent), JSON.stringify(options));
     }
   });
 });

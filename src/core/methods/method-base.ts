@@ -100,10 +100,10 @@ export abstract class MethodBase implements HighResMethod {
     ctx.onWarning?.(message);
   }
 
-  /** Evaluates one batch of independent units and reports progress; `doneBefore` = units of this step already done. */
   /**
-   * Evaluates `units`. `whileWaiting` runs right after the units are handed over (the evaluator dispatches them
-   * synchronously), so host work that does not depend on their results overlaps the devices' work.
+   * Evaluates one batch of independent units and reports progress; `doneBefore` = units of this step already done.
+   * `whileWaiting` runs right after the units are handed over (the evaluator dispatches them synchronously), so host
+   * work that does not depend on their results overlaps the devices' work.
    */
   protected async evaluate(
     ctx: MethodContext, units: UnetUnit[], step: number, doneBefore: number, whileWaiting?: () => void,

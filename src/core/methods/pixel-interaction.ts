@@ -222,7 +222,12 @@ export function shuffleToUnits(
     const dst = into?.[j] ?? new Float32Array(elements);
     if (layout) {
       const { base, offset } = layout;
-      for (let e = 0, p = j; e < elements; e++, p += n) dst[e] = patches[base[perm === null ? j : perm[p]!]! + offset[e]!]! * scale;
+      if (perm === null) {
+        const b = base[j]!;
+        for (let e = 0; e < elements; e++) dst[e] = patches[b + offset[e]!]! * scale;
+      } else {
+        for (let e = 0, p = j; e < elements; e++, p += n) dst[e] = patches[base[perm[p]!]! + offset[e]!]! * scale;
+      }
     } else if (perm === null || n === 1) {
       const src = patches.subarray(j * elements, (j + 1) * elements);
       if (scale === 1) dst.set(src);

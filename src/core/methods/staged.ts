@@ -401,10 +401,17 @@ export class StagedMethod extends MethodBase {
         return key.concat(rest);
       })();
     } else {
-      if (layout) barrier = this.barrierStep(patches, layout, perm, step, ctx);
-      const onResult = barrier ? (j: number, r: UnitResult) => barrier!.take(j, r) : undefined;
+      // Results are taken one by one from the next microtask on: by then the turn that launched this step has built
+      // the key reference it is guided by (afterBarrier). One handed over sooner is taken with the resolved results.
+      let armed = false;
+      const onResult = layout ? (j: number, r: UnitResult) => void (armed && barrier!.take(j, r)) : undefined;
       // Progress is reported when the step is taken up (stage1), which may be after this launch returns.
       results = this.evaluate(ctx, units, step, 0, drawAhead, { quiet: true, ...(onResult ? { onResult } : {}) });
+      if (layout) {
+        // Its arrays (the step's fused output and next latent, new each step) are made after the hand-over.
+        barrier = this.barrierStep(patches, layout, perm, step, ctx);
+        void Promise.resolve().then(() => (armed = true));
+      }
     }
     // A launched step the generation never takes up (it failed or was cancelled) must not reject unobserved.
     results.catch(() => undefined);
