@@ -164,35 +164,19 @@ export function guideUnit(output: Float32Array, j: number, t: UnitTarget, g: Ste
   }
   const { key, weights: wm, alpha, sigma } = g;
   const plane = wm.length | 0;
+  const x0Space = g.space === 'x0';
   // The key patch's elements keep the output (a branch: measured faster than selecting bits, docs/benchmarks.md).
-  if (g.space === 'x0') {
-    for (let e = from, p = from * n + j, q = from % plane; e < to; e++, p += n, q++) {
-      if (q === plane) q = 0;
-      const owner = perm === null ? j : perm[p]!;
-      const i = base[owner]! + offset[e]!;
-      const v = output[e]!;
-      const x = latent[i]!;
-      at[e] = i;
-      if (owner === 0) {
-        eps[i] = keyOutput[e] = v;
-        keyLatent[e] = x;
-      } else {
-        eps[i] = v - wm[q]! * (key[e]! - (x - sigma * v) / alpha);
-      }
-    }
-  } else {
-    for (let e = from, p = from * n + j, q = from % plane; e < to; e++, p += n, q++) {
-      if (q === plane) q = 0;
-      const owner = perm === null ? j : perm[p]!;
-      const i = base[owner]! + offset[e]!;
-      const v = output[e]!;
-      at[e] = i;
-      if (owner === 0) {
-        eps[i] = keyOutput[e] = v;
-        keyLatent[e] = latent[i]!;
-      } else {
-        eps[i] = v + wm[q]! * (key[e]! - v);
-      }
+  for (let e = from, p = from * n + j, q = from % plane; e < to; e++, p += n, q++) {
+    if (q === plane) q = 0;
+    const owner = perm === null ? j : perm[p]!;
+    const i = base[owner]! + offset[e]!;
+    const v = output[e]!;
+    at[e] = i;
+    if (owner === 0) {
+      eps[i] = keyOutput[e] = v;
+      keyLatent[e] = latent[i]!;
+    } else {
+      eps[i] = x0Space ? v - wm[q]! * (key[e]! - (latent[i]! - sigma * v) / alpha) : v + wm[q]! * (key[e]! - v);
     }
   }
 }
