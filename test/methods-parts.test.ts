@@ -6,7 +6,9 @@ import {
   cropLatent,
   downscaleLatent,
   extractPatches,
+  latentLayout,
   padLatent,
+  patchLayout,
   patchesToLatent,
   relocatePatches,
 } from '../src/core/methods/polyphase.ts';
@@ -67,6 +69,32 @@ describe('polyphase', () => {
     assert.deepEqual(relocatePatches(extractPatches(x, geo), geo), x);
     const patches = ramp(9 * 3 * 8 * 12, 3);
     assert.deepEqual(extractPatches(relocatePatches(patches, geo), geo), patches);
+  });
+  it('layouts: element e of patch o at base[o] + offset[e] of the latent (latentLayout) or of the patches (patchLayout); shuffling from either is shuffling the extracted patches', () => {
+    // 3 x 3 patches of 3 x 8 x 12, and 2 x 3 of 2 x 5 x 4 (rows and columns differ).
+    const other = planGeometry({ height: 10, width: 12, nativeHeight: 5, nativeWidth: 4, latentMultiple: 1, channels: 2 });
+    assert.deepEqual([other.rows, other.cols, other.paddedHeight, other.paddedWidth], [2, 3, 10, 12]);
+    for (const g of [geo, other]) {
+      const size = g.channels * g.patchHeight * g.patchWidth;
+      const x = ramp(g.channels * g.height * g.width, 5);
+      const patches = extractPatches(x, g);
+      const inLatent = latentLayout(g);
+      const own = patchLayout(g.count, size);
+      for (let o = 0; o < g.count; o++) {
+        for (let e = 0; e < size; e++) {
+          assert.equal(x[inLatent.base[o]! + inLatent.offset[e]!], patches[o * size + e], `patch ${o}, element ${e}`);
+          assert.equal(own.base[o]! + own.offset[e]!, o * size + e);
+        }
+      }
+      const perm = drawPermutations(createRandom(2, 'permutation'), size, g.count);
+      for (const p of [perm, null]) {
+        const expected = shuffleToUnits(patches, p, g.count, size, 0.25);
+        assert.deepEqual(shuffleToUnits(x, p, g.count, size, 0.25, undefined, inLatent), expected);
+        assert.deepEqual(shuffleToUnits(patches, p, g.count, size, 0.25, undefined, own), expected);
+      }
+    }
+    const padded = planGeometry({ height: 13, width: 7, nativeHeight: 8, nativeWidth: 8, latentMultiple: 4, channels: 2 });
+    assert.throws(() => latentLayout(padded), /the geometry pads the latent/);
   });
   it('pads by edge replication and crops back; patchesToLatent crops the padding', () => {
     const g = planGeometry({ height: 13, width: 7, nativeHeight: 8, nativeWidth: 8, latentMultiple: 4, channels: 2 });
