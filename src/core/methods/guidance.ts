@@ -14,6 +14,7 @@
  */
 import type { PatchLayout } from './polyphase.ts';
 
+/** How structure guidance's weight w_t follows the timestep: `constant` w_max, or `cosine` (structureWeightAt). */
 export type StructureSchedule = 'constant' | 'cosine';
 export type StructureSpace = 'eps' | 'x0';
 

@@ -404,7 +404,11 @@ export class StagedMethod extends MethodBase {
       // Results are taken one by one from the next microtask on: by then the turn that launched this step has built
       // the key reference it is guided by (afterBarrier). One handed over sooner is taken with the resolved results.
       let armed = false;
-      const onResult = layout ? (j: number, r: UnitResult) => void (armed && barrier!.take(j, r)) : undefined;
+      const onResult = layout
+        ? (j: number, r: UnitResult) => {
+            if (armed) barrier!.take(j, r);
+          }
+        : undefined;
       // Progress is reported when the step is taken up (stage1), which may be after this launch returns.
       results = this.evaluate(ctx, units, step, 0, drawAhead, { quiet: true, ...(onResult ? { onResult } : {}) });
       if (layout) {
