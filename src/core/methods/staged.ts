@@ -480,12 +480,12 @@ export class StagedMethod extends MethodBase {
    * arithmetic, same random streams in the same order: the images do not change.
    */
   private launchAfter(step: number, latent: Float32Array, ctx: MethodContext, patches?: Float32Array): void {
-    const { plan, options } = this;
+    const { plan } = this;
     const geo = plan.geometry;
     const t = step + 1;
     if (t < plan.stage1Steps) {
       if (this.canRunAhead(t, ctx)) this.block = this.startBlock(patches ?? extractPatches(padLatent(latent, geo), geo), t, ctx);
-      else if (!(this.guided && options.guidanceSync)) this.launched = this.launchStep(latent, t, ctx);
+      else if (this.unitByUnit(ctx)) this.launched = this.launchStep(latent, t, ctx);
     } else if (t + 1 < plan.numSteps) {
       this.flow = this.startFlow(latent, t, ctx, ctx.advance!);
     }
