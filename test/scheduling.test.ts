@@ -18,6 +18,8 @@ import { latentLayout, patchLayout, relocatePatches } from '../src/core/methods/
 import { resolveParams } from '../src/core/params.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
+import { EulerScheduler } from '../src/core/schedulers/euler.ts';
+import { KernelMemory } from '../src/core/kernels/memory.ts';
 import { fakeUnet, SD_SCHEDULER_CONFIG } from './helpers/fake-unet.ts';
 
 const geo = (h: number, w: number, native: number) =>
@@ -414,6 +416,7 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
       createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler', clip_sample: true, clip_sample_range: 1.5 }, 12),
       createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', num_train_timesteps: 1000, shift: 3 }, 12),
     ];
+    const memory = KernelMemory.create();
     for (const sched of schedulers) {
       const advance = (step: number, out: Float32Array, x: Float32Array, into = new Float32Array(x.length), at?: Int32Array) => {
         sched.stepPositions!(step, out, x, into, at ?? null);
@@ -435,10 +438,15 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
           if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
           else if (space === 'eps') applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
           const next = sched.step({ stepIndex: step, history: [] }, eps, patches).prevSample;
-          for (const order of [[0, 1, 2, 3, 4, 5], [4, 2, 0, 5, 3, 1], [3, 5, 4, 1, 0, 2]]) {
+          // Euler steps also through the WebAssembly kernel (unit-kernel.ts), in one memory reused step after step.
+          const euler = sched instanceof EulerScheduler ? sched.eulerCoefficients(step) : null;
+          if (sched instanceof EulerScheduler) assert.ok(euler !== null && memory !== null, 'the kernel takes the Euler steps');
+          for (const [order, kernel] of [[[0, 1, 2, 3, 4, 5], false], [[4, 2, 0, 5, 3, 1], false], [[3, 5, 4, 1, 0, 2], false], [[0, 1, 2, 3, 4, 5], true], [[4, 2, 0, 5, 3, 1], true]] as const) {
+            if (kernel && euler === null) continue;
             const b = new BarrierStep({
               step, patches: laid(patches), layout, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
               guidance: () => (space === 'none' ? null : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) }),
+              ...(kernel ? { kernel: { memory: memory!, euler: euler! } } : {}),
             });
             for (const j of order) {
               assert.ok(!b.complete, 'not complete before the last unit');
@@ -446,7 +454,7 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
             }
             b.take(order[0]!, { output: noise(size) }); // a second result for a unit is ignored
             assert.ok(b.complete, 'complete');
-            const label = `${sched.name} (${sched.predictionType}), ${space}, shuffled ${shuffled}, mask ${masked}, order ${order}`;
+            const label = `${sched.name} (${sched.predictionType}), ${space}, shuffled ${shuffled}, mask ${masked}, order ${order}, kernel ${kernel}`;
             assert.ok(sameBits(b.eps, laid(eps)), `${label}: guided outputs`);
             assert.ok(sameBits(b.next, laid(next)), `${label}: stepped patches`);
             assert.ok(sameBits(b.keyLatent, patches.subarray(0, size)), `${label}: the key patch's latent`);
@@ -458,6 +466,12 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
     }
     const b = new BarrierStep({ step: 1, patches: noise(n * size), layout, perm: null, n, size, advance: (step, out, x) => schedulers[0]!.step({ stepIndex: step, history: [] }, out, x).prevSample, eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null });
     assert.throws(() => b.take(2, { output: noise(size - 1) }), /Unit s1\/k1\/p2 returned an output of the wrong size/);
+    // Two steps in one kernel memory: the one set up first lost it and says so instead of reading the other's data.
+    const euler = (schedulers[0] as EulerScheduler).eulerCoefficients(1)!;
+    const setup = (p: Float32Array) => ({ step: 1, patches: p, layout, perm: null, n, size, advance: () => new Float32Array(0), eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null, kernel: { memory: memory!, euler } });
+    const first = new BarrierStep(setup(noise(n * size)));
+    new BarrierStep(setup(noise(n * size)));
+    assert.throws(() => first.take(0, { output: noise(size) }), /lost its kernel memory to another step/);
   });
 });
 

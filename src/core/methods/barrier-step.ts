@@ -12,6 +12,9 @@ import { guideUnit, type StepGuidance, type UnitTarget } from './guidance.ts';
 import type { Permutations } from './pixel-interaction.ts';
 import type { PatchLayout } from './polyphase.ts';
 import type { MethodContext, UnitResult } from './types.ts';
+import { UnitKernel } from './unit-kernel.ts';
+import type { EulerCoefficients } from '../kernels/euler-range.ts';
+import type { KernelMemory } from '../kernels/memory.ts';
 
 export interface BarrierStepSetup {
   step: number;
@@ -33,6 +36,11 @@ export interface BarrierStepSetup {
   eps: Float32Array;
   /** The patches after the step go here, laid out as before it. */
   next: Float32Array;
+  /**
+   * Where `advance` is an Euler step (MethodContext.eulerStep) and WebAssembly is there: the memory to take the step
+   * in with the kernels (unit-kernel.ts), which the step holds until its last unit is in.
+   */
+  kernel?: { memory: KernelMemory; euler: EulerCoefficients };
 }
 
 /**
@@ -49,11 +57,13 @@ export class BarrierStep {
   /** The positions of the unit being taken, in the patches' layout. */
   private readonly at: Int32Array;
   private readonly target: UnitTarget;
+  private readonly kernel: UnitKernel | null;
 
   constructor(private readonly s: BarrierStepSetup) {
     this.taken = new Uint8Array(s.n);
     this.left = s.n;
-    this.at = new Int32Array(s.size);
+    this.kernel = s.kernel ? new UnitKernel(s.kernel.memory, { latent: s.patches, layout: s.layout, perm: s.perm, n: s.n, size: s.size, euler: s.kernel.euler }) : null;
+    this.at = new Int32Array(this.kernel ? 0 : s.size);
     this.target = {
       latent: s.patches, layout: s.layout, perm: s.perm, n: s.n, eps: s.eps,
       keyLatent: new Float32Array(s.size), keyOutput: new Float32Array(s.size),
@@ -92,8 +102,16 @@ export class BarrierStep {
     }
     this.taken[j] = 1;
     this.left--;
-    if (this.guidance === undefined) this.guidance = this.s.guidance();
+    if (this.guidance === undefined) {
+      this.guidance = this.s.guidance();
+      this.kernel?.guide(this.guidance);
+    }
     const { eps, next } = this.s;
+    if (this.kernel) {
+      this.kernel.take(result.output, j);
+      if (this.left === 0) this.kernel.finish(eps, next, this.target.keyLatent, this.target.keyOutput);
+      return;
+    }
     const at = this.at;
     for (let from = 0; from < size; from += UNIT_BLOCK) {
       const to = Math.min(size, from + UNIT_BLOCK);

@@ -25,6 +25,7 @@
  * Portable: no Node APIs.
  */
 import { AsgdError, invalidArgument } from '../errors.ts';
+import { KernelMemory } from '../kernels/memory.ts';
 import { BufferPool } from './buffers.ts';
 import { deferred, type Deferred } from './deferred.ts';
 import { isPadded, patchSize } from './geometry.ts';
@@ -101,6 +102,8 @@ export class StagedMethod extends MethodBase {
   private patchBuffer: Float32Array | null = null;
   /** Where the patches lie in the latent (built once: the geometry is fixed). */
   private inLatent: PatchLayout | null = null;
+  /** The WebAssembly memory the unit-by-unit steps are taken in (null where WebAssembly is unavailable), made at the first. */
+  private kernelMemory: KernelMemory | null | undefined;
   private epsBuffer: Float32Array | null = null;
   /** Unit inputs, reused from step to step (see buffers.ts and the contract in types.ts). */
   private readonly samples = new BufferPool();
@@ -434,8 +437,13 @@ export class StagedMethod extends MethodBase {
     const size = patchSize(geo);
     const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
+    const euler = ctx.eulerStep?.(step) ?? null;
+    // The generation's kernel memory (one step at a time holds it: a step is complete before the next is set up).
+    if (euler && this.kernelMemory === undefined) this.kernelMemory = KernelMemory.create();
+    const memory = euler ? this.kernelMemory : null;
     return new BarrierStep({
       step, patches: latent, layout, perm, n, size, advance: ctx.advance!,
+      ...(euler && memory ? { kernel: { memory, euler } } : {}),
       eps: new Float32Array(latent.length),
       next: new Float32Array(latent.length),
       guidance: () => {

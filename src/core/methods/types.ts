@@ -7,6 +7,7 @@
  * may run on different devices in any order; a unit that depends on another unit's result is handed over
  * in a later call. Portable: no Node APIs.
  */
+import type { EulerCoefficients } from '../kernels/euler-range.ts';
 import type { RandomSource } from '../random/types.ts';
 import type { Scheduler } from '../schedulers/types.ts';
 import type { Tensor } from '../tensor.ts';
@@ -129,6 +130,11 @@ export interface MethodContext {
    * stepped this way (HighResMethod.steppedLatent) instead of stepping it again.
    */
   advance?(step: number, modelOutput: Float32Array, sample: Float32Array, into?: Float32Array, at?: Int32Array): Float32Array;
+  /**
+   * Where `advance` is an Euler step: its scalars at `step` (null where the kernels cannot take that step), so that a
+   * method may take it fused with its own elementwise work in WebAssembly (barrier-step.ts), with the same bits.
+   */
+  eulerStep?(step: number): EulerCoefficients | null;
   /** Seeded streams owned by the coordinator. */
   random: { permutation: RandomSource; jitter: RandomSource };
   /** Token indices (into the 77 tokens) whose attention forms the mask. */

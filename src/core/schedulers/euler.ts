@@ -2,6 +2,7 @@
  * Euler discrete (diffusers EulerDiscreteScheduler with s_churn = 0; Karras et al. 2022, Algorithm 2):
  * x_{k+1} = x_k + (x_k - x0) / sigma_k * (sigma_{k+1} - sigma_k).
  */
+import { eulerRangeKernel, type EulerCoefficients } from '../kernels/euler-range.ts';
 import type { ConfigReader } from './config.ts';
 import { checkStep, stepAll } from './common.ts';
 import { f32, sqrt32 } from './numeric.ts';
@@ -68,7 +69,23 @@ export class EulerScheduler extends SigmaScheduler {
     return { prevSample: stepAll(this, k, modelOutput, sample), state: { stepIndex: k + 1, history: [] } };
   }
 
+  /**
+   * The step at `stepIndex` as the WebAssembly kernels take it, or null where a kernel would not give the bits of
+   * eulerElement (a sigma that is not a float32 value, or not positive).
+   */
+  eulerCoefficients(stepIndex: number): EulerCoefficients | null {
+    const sigma = this.sigmas[stepIndex]!;
+    if (!(sigma > 0) || f32(sigma) !== sigma) return null;
+    const s2p1 = f32(f32(sigma * sigma) + 1);
+    return { kind: predictionKind(this.predictionType), sigma, dt: f32(this.sigmas[stepIndex + 1]! - sigma), cOut: f32(-sigma / sqrt32(s2p1)), s2p1 };
+  }
+
   stepPositions(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void {
+    if (at === null) {
+      // Every position: the WebAssembly kernel where there is one (same bits, about 4x faster with its copies).
+      const c = this.eulerCoefficients(stepIndex);
+      if (c !== null && eulerRangeKernel(c, modelOutput, sample, into)) return;
+    }
     const sigma = this.sigmas[stepIndex]!;
     const dt = f32(this.sigmas[stepIndex + 1]! - sigma);
     const kind = predictionKind(this.predictionType);

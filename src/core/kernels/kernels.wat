@@ -1,0 +1,109 @@
+;; The sampler's elementwise host loops in WebAssembly, with the arithmetic of their TypeScript forms operation for
+;; operation (float32 where those round with Math.fround, float64 where they compute in doubles), so both give the
+;; same bits; WebAssembly's float32 operations are native where Math.fround rounds a double after each operation
+;; (about 5x faster here, docs/benchmarks.md). Addresses are byte offsets into the imported memory. Assembled by
+;; scripts/build-kernels.mjs into kernel-bytes.ts; test/kernels.test.ts checks the two agree.
+(module
+  (import "env" "memory" (memory 1))
+
+  ;; An Euler step (src/core/schedulers/euler.ts eulerElement) on len contiguous elements: into = s + (s - x0) /
+  ;; sigma * dt, with x0 by prediction kind (0 epsilon: s - sigma m; 1 v: m cOut + s / s2p1; 2 sample: m).
+  (func (export "eulerRange")
+    (param $into i32) (param $m i32) (param $s i32) (param $len i32)
+    (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
+    (local $e i32) (local $end i32) (local $sv f32) (local $mv f32) (local $x0 f32)
+    (local.set $end (i32.shl (local.get $len) (i32.const 2)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $e) (local.get $end)))
+        (local.set $sv (f32.load (i32.add (local.get $s) (local.get $e))))
+        (local.set $mv (f32.load (i32.add (local.get $m) (local.get $e))))
+        (local.set $x0
+          (if (result f32) (i32.eqz (local.get $kind))
+            (then (f32.sub (local.get $sv) (f32.mul (local.get $sigma) (local.get $mv))))
+            (else
+              (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
+                (then (f32.add (f32.mul (local.get $mv) (local.get $cOut)) (f32.div (local.get $sv) (local.get $s2p1))))
+                (else (local.get $mv))))))
+        (f32.store (i32.add (local.get $into) (local.get $e))
+          (f32.add (local.get $sv)
+            (f32.mul (f32.div (f32.sub (local.get $sv) (local.get $x0)) (local.get $sigma)) (local.get $dt))))
+        (local.set $e (i32.add (local.get $e) (i32.const 4)))
+        (br $next))))
+
+  ;; A stage-1 unit taken on the latent (src/core/methods/guidance.ts guideUnit, then the Euler step of its
+  ;; positions): unit j's element e, e in [from, to), belongs to patch owner = perm[e n + j] (j when permBytes is 0;
+  ;; perm holds bytes or 16-bit values), and lies at i = base[owner] + offset[e] of lat, eps and next. eps[i] is the
+  ;; output guided (mode 0 none; 1 eps space: v + w (key - v); 2 x0 space: v - w (key - (x - gs v) / alpha), w =
+  ;; weights[e mod plane], in float64), except for the key patch (owner 0), whose output and latent are also copied
+  ;; to kOut[e] and kLat[e]; next[i] is eps[i] stepped as eulerRange steps it.
+  (func (export "unitStep")
+    (param $out i32) (param $lat i32) (param $eps i32) (param $nxt i32)
+    (param $key i32) (param $wts i32) (param $base i32) (param $off i32) (param $perm i32) (param $permBytes i32)
+    (param $kLat i32) (param $kOut i32)
+    (param $j i32) (param $n i32) (param $from i32) (param $to i32) (param $plane i32)
+    (param $mode i32) (param $alpha f64) (param $gs f64)
+    (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
+    (local $e i32) (local $p i32) (local $q i32) (local $owner i32) (local $i i32) (local $e4 i32)
+    (local $v f32) (local $x f32) (local $g f32) (local $x0 f32) (local $vd f64) (local $w f64) (local $k f64)
+    (local.set $e (local.get $from))
+    (local.set $p (i32.add (i32.mul (local.get $from) (local.get $n)) (local.get $j)))
+    (local.set $q (i32.rem_u (local.get $from) (local.get $plane)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $e) (local.get $to)))
+        (if (i32.eq (local.get $q) (local.get $plane)) (then (local.set $q (i32.const 0))))
+        (local.set $owner
+          (if (result i32) (i32.eqz (local.get $permBytes))
+            (then (local.get $j))
+            (else
+              (if (result i32) (i32.eq (local.get $permBytes) (i32.const 1))
+                (then (i32.load8_u (i32.add (local.get $perm) (local.get $p))))
+                (else (i32.load16_u (i32.add (local.get $perm) (i32.shl (local.get $p) (i32.const 1)))))))))
+        (local.set $e4 (i32.shl (local.get $e) (i32.const 2)))
+        (local.set $i
+          (i32.shl
+            (i32.add
+              (i32.load (i32.add (local.get $base) (i32.shl (local.get $owner) (i32.const 2))))
+              (i32.load (i32.add (local.get $off) (local.get $e4))))
+            (i32.const 2)))
+        (local.set $v (f32.load (i32.add (local.get $out) (local.get $e4))))
+        (local.set $x (f32.load (i32.add (local.get $lat) (local.get $i))))
+        (if (i32.or (i32.eqz (local.get $owner)) (i32.eqz (local.get $mode)))
+          (then
+            (local.set $g (local.get $v))
+            (if (i32.eqz (local.get $owner))
+              (then
+                (f32.store (i32.add (local.get $kOut) (local.get $e4)) (local.get $v))
+                (f32.store (i32.add (local.get $kLat) (local.get $e4)) (local.get $x)))))
+          (else
+            (local.set $vd (f64.promote_f32 (local.get $v)))
+            (local.set $w (f64.load (i32.add (local.get $wts) (i32.shl (local.get $q) (i32.const 3)))))
+            (local.set $k (f64.promote_f32 (f32.load (i32.add (local.get $key) (local.get $e4)))))
+            (local.set $g
+              (f32.demote_f64
+                (if (result f64) (i32.eq (local.get $mode) (i32.const 1))
+                  (then (f64.add (local.get $vd) (f64.mul (local.get $w) (f64.sub (local.get $k) (local.get $vd)))))
+                  (else
+                    (f64.sub (local.get $vd)
+                      (f64.mul (local.get $w)
+                        (f64.sub (local.get $k)
+                          (f64.div
+                            (f64.sub (f64.promote_f32 (local.get $x)) (f64.mul (local.get $gs) (local.get $vd)))
+                            (local.get $alpha)))))))))))
+        (f32.store (i32.add (local.get $eps) (local.get $i)) (local.get $g))
+        (local.set $x0
+          (if (result f32) (i32.eqz (local.get $kind))
+            (then (f32.sub (local.get $x) (f32.mul (local.get $sigma) (local.get $g))))
+            (else
+              (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
+                (then (f32.add (f32.mul (local.get $g) (local.get $cOut)) (f32.div (local.get $x) (local.get $s2p1))))
+                (else (local.get $g))))))
+        (f32.store (i32.add (local.get $nxt) (local.get $i))
+          (f32.add (local.get $x)
+            (f32.mul (f32.div (f32.sub (local.get $x) (local.get $x0)) (local.get $sigma)) (local.get $dt))))
+        (local.set $e (i32.add (local.get $e) (i32.const 1)))
+        (local.set $p (i32.add (local.get $p) (local.get $n)))
+        (local.set $q (i32.add (local.get $q) (i32.const 1)))
+        (br $next))))
+)

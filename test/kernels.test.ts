@@ -1,0 +1,73 @@
+/**
+ * The WebAssembly kernels (src/core/kernels): the committed module is the assembly of kernels.wat; the Euler kernel
+ * gives the TypeScript loop's bits for every prediction type and step; whole generations give the same bits with
+ * and without WebAssembly. (The unit-by-unit stage-1 kernel against the lockstep functions: test/scheduling.test.ts.)
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { decodeBase64, KernelMemory, scratchKernels } from '../src/core/kernels/memory.ts';
+import { KERNEL_BYTES_BASE64 } from '../src/core/kernels/kernel-bytes.ts';
+import { createRandom } from '../src/core/random/index.ts';
+import { createScheduler } from '../src/core/schedulers/index.ts';
+import type { EulerScheduler } from '../src/core/schedulers/euler.ts';
+import { SD_SCHEDULER_CONFIG } from './helpers/fake-unet.ts';
+
+const sameBits = (a: Float32Array, b: Float32Array) =>
+  a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+describe('the WebAssembly kernels', () => {
+  it('kernel-bytes.ts is the assembly of kernels.wat (node scripts/build-kernels.mjs --check)', () => {
+    execFileSync(process.execPath, ['scripts/build-kernels.mjs', '--check'], { stdio: 'pipe' });
+    const bytes = decodeBase64(KERNEL_BYTES_BASE64);
+    assert.deepEqual([...bytes.subarray(0, 4)], [0, 0x61, 0x73, 0x6d], 'a WebAssembly module');
+    // Compiled synchronously, which a page's main thread allows for small modules only (Chromium: 4 KiB).
+    assert.ok(bytes.length < 4096, `the module is ${bytes.length} bytes`);
+  });
+
+  it('decodeBase64 agrees with Node for every padding, and names a bad character', () => {
+    const rng = createRandom(5, 'test');
+    for (let len = 0; len < 40; len++) {
+      const bytes = Uint8Array.from({ length: len }, () => rng.randint(256));
+      const b64 = Buffer.from(bytes).toString('base64');
+      assert.deepEqual(decodeBase64(b64), bytes, `length ${len}`);
+      assert.deepEqual(decodeBase64(b64.replace(/=+$/, '')), bytes, `length ${len} without padding`);
+    }
+    assert.throws(() => decodeBase64('AB-D'), /'-' at 2 is not a base64 character/);
+  });
+
+  it('the Euler kernel steps every position as the TypeScript loop does, bit for bit (each prediction type, every step, Karras sigmas)', () => {
+    assert.ok(scratchKernels() !== null && KernelMemory.create() !== null, 'WebAssembly is there');
+    const rng = createRandom(9, 'test');
+    for (const prediction of ['epsilon', 'v_prediction', 'sample']) {
+      for (const karras of [false, true]) {
+        const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: prediction, use_karras_sigmas: karras }, 30) as EulerScheduler;
+        // Odd lengths (no multiple of anything), values over many magnitudes.
+        for (const len of [1, 7, 4099, 70001]) {
+          const m = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 9) - 4));
+          const s = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 7) - 2));
+          const every = Int32Array.from({ length: len }, (_, i) => i);
+          for (let k = 0; k < sched.numSteps; k++) {
+            assert.ok(sched.eulerCoefficients(k) !== null, `${prediction} step ${k}: the kernel takes it`);
+            const kernel = new Float32Array(len);
+            const loop = new Float32Array(len);
+            sched.stepPositions(k, m, s, kernel, null); // every position: the kernel
+            sched.stepPositions(k, m, s, loop, every); // listed positions: the TypeScript loop
+            assert.ok(sameBits(kernel, loop), `${prediction}, karras ${karras}, length ${len}, step ${k}`);
+          }
+        }
+      }
+    }
+  });
+
+  it('whole asg generations give the same bits with and without WebAssembly', () => {
+    const run = (...args: string[]) =>
+      JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', 'test/helpers/kernel-free-run.ts', ...args], { encoding: 'utf8' })) as { webassembly: boolean; hashes: string[] };
+    const withKernels = run();
+    const without = run('--no-webassembly');
+    assert.equal(withKernels.webassembly, true, 'the first run had the kernels');
+    assert.equal(without.webassembly, false, 'the second run had none');
+    assert.equal(new Set(withKernels.hashes).size, withKernels.hashes.length, 'the generations differ from each other');
+    assert.deepEqual(without.hashes, withKernels.hashes);
+  });
+});
