@@ -1,7 +1,8 @@
 /**
  * The coordinator's hottest host kernels in two checkouts of this project, timed in one process, rounds alternating:
  * a stage-1 pixel-interaction step taken unit by unit (BarrierStep: each unit's output guided and stepped as it comes
- * in; SDXL patches of 4 x 128 x 128, x0-space guidance with a mask, Euler), the stateless schedulers' whole-latent
+ * in; SDXL patches of 4 x 128 x 128, x0-space guidance with a mask, Euler; in WebAssembly where the checkout has the
+ * kernels, src/core/kernels), the stateless schedulers' whole-latent
  * steps on a 1 x 4 x 256 x 256 latent, and the coordinator's host work per step in the latency-model generation at the
  * shipped defaults (bench/latency-model.ts, SDXL at 2048 and 3072 px, each checkout's own: the wall time of all its
  * host work on the discrete-event clock, SimResult.hostMsPerStep). On this project's shared machine separate processes of the same code differ by
@@ -56,6 +57,7 @@ interface Case {
 type Scheduler = {
   step(state: { stepIndex: number; history: [] }, m: Float32Array, s: Float32Array): { prevSample: Float32Array };
   stepPositions?(k: number, m: Float32Array, s: Float32Array, into: Float32Array, at: Int32Array | null): void;
+  eulerCoefficients?(k: number): unknown;
   noiseLevel(k: number): { alpha: number; sigma: number };
 };
 
@@ -77,6 +79,8 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
   const { createRandom } = await load('random/index.ts');
   const { createScheduler } = await load('schedulers/index.ts');
   const { SD15_SCHEDULER_CONFIG } = await load('schedulers/presets.ts');
+  // Since 2026-12-07 a BarrierStep may take its step in WebAssembly (the kernels' memory and the Euler step's scalars).
+  const kernels = fs.existsSync(path.join(root, 'src', 'core', 'kernels', 'memory.ts')) ? await load('kernels/memory.ts') : null;
   const rng = createRandom(5, 'bench');
   const noise = (n: number) => Float32Array.from(rng.randn([n]) as ArrayLike<number>);
   const cases: Record<string, Case> = {};
@@ -99,13 +103,16 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
     const eps = new Float32Array(n * size);
     const next = new Float32Array(n * size);
     const layout = patchLayout?.(n, size);
+    const memory = kernels?.KernelMemory.create() ?? null;
     let k = 0;
     cases[`stage-1 step unit by unit, ${n} patches of 4x128x128 (x0 guidance, Euler)`] = {
       run: () => {
         const step = (k++ % 40) + 1;
         const { alpha, sigma } = sched.noiseLevel(step);
         const g = { space: 'x0', key, weights: weightedMask(mask, (0.7 * alpha) / sigma, plane), alpha, sigma };
-        const b = new BarrierStep({ step, patches, layout, perm, n, size, advance, guidance: () => g, eps, next });
+        const euler = memory ? sched.eulerCoefficients!(step) : null;
+        const kernel = memory && euler ? { kernel: { memory, euler } } : {};
+        const b = new BarrierStep({ step, patches, layout, perm, n, size, advance, guidance: () => g, eps, next, ...kernel });
         for (let j = 0; j < n; j++) b.take(j, { output: outputs[j]! });
       },
       digest: () => digest(next) ^ digest(eps),

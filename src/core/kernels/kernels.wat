@@ -32,34 +32,26 @@
         (br $next))))
 
   ;; A stage-1 unit taken on the latent (src/core/methods/guidance.ts guideUnit, then the Euler step of its
-  ;; positions): unit j's element e, e in [from, to), belongs to patch owner = perm[e n + j] (j when permBytes is 0;
-  ;; perm holds bytes or 16-bit values), and lies at i = base[owner] + offset[e] of lat, eps and next. eps[i] is the
-  ;; output guided (mode 0 none; 1 eps space: v + w (key - v); 2 x0 space: v - w (key - (x - gs v) / alpha), w =
-  ;; weights[e mod plane], in float64), except for the key patch (owner 0), whose output and latent are also copied
-  ;; to kOut[e] and kLat[e]; next[i] is eps[i] stepped as eulerRange steps it.
+  ;; positions): unit j's element e, e in [from, to), belongs to patch owner = perm[e n + j] (perm: one byte per
+  ;; entry) and lies at i = base[owner] + offset[e] of lat, eps and next. eps[i] is the output guided (mode 0 none; 1
+  ;; eps space: v + w (key - v); 2 x0 space: v - w (key - (x - gs v) / alpha), w = weights[e], in float64), except for
+  ;; the key patch (owner 0), whose output is kept; next[i] is eps[i] stepped as eulerRange steps it. The loop tests
+  ;; as little as it can (WebAssembly compilers keep loop-invariant tests inside it): weights come per element, not
+  ;; per position of a plane, and perm holds bytes only.
   (func (export "unitStep")
     (param $out i32) (param $lat i32) (param $eps i32) (param $nxt i32)
-    (param $key i32) (param $wts i32) (param $base i32) (param $off i32) (param $perm i32) (param $permBytes i32)
-    (param $kLat i32) (param $kOut i32)
-    (param $j i32) (param $n i32) (param $from i32) (param $to i32) (param $plane i32)
+    (param $key i32) (param $wts i32) (param $base i32) (param $off i32) (param $perm i32)
+    (param $j i32) (param $n i32) (param $from i32) (param $to i32)
     (param $mode i32) (param $alpha f64) (param $gs f64)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
-    (local $e i32) (local $p i32) (local $q i32) (local $owner i32) (local $i i32) (local $e4 i32)
+    (local $e i32) (local $p i32) (local $owner i32) (local $i i32) (local $e4 i32)
     (local $v f32) (local $x f32) (local $g f32) (local $x0 f32) (local $vd f64) (local $w f64) (local $k f64)
     (local.set $e (local.get $from))
     (local.set $p (i32.add (i32.mul (local.get $from) (local.get $n)) (local.get $j)))
-    (local.set $q (i32.rem_u (local.get $from) (local.get $plane)))
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $e) (local.get $to)))
-        (if (i32.eq (local.get $q) (local.get $plane)) (then (local.set $q (i32.const 0))))
-        (local.set $owner
-          (if (result i32) (i32.eqz (local.get $permBytes))
-            (then (local.get $j))
-            (else
-              (if (result i32) (i32.eq (local.get $permBytes) (i32.const 1))
-                (then (i32.load8_u (i32.add (local.get $perm) (local.get $p))))
-                (else (i32.load16_u (i32.add (local.get $perm) (i32.shl (local.get $p) (i32.const 1)))))))))
+        (local.set $owner (i32.load8_u (i32.add (local.get $perm) (local.get $p))))
         (local.set $e4 (i32.shl (local.get $e) (i32.const 2)))
         (local.set $i
           (i32.shl
@@ -69,28 +61,28 @@
             (i32.const 2)))
         (local.set $v (f32.load (i32.add (local.get $out) (local.get $e4))))
         (local.set $x (f32.load (i32.add (local.get $lat) (local.get $i))))
-        (if (i32.or (i32.eqz (local.get $owner)) (i32.eqz (local.get $mode)))
-          (then
-            (local.set $g (local.get $v))
-            (if (i32.eqz (local.get $owner))
-              (then
-                (f32.store (i32.add (local.get $kOut) (local.get $e4)) (local.get $v))
-                (f32.store (i32.add (local.get $kLat) (local.get $e4)) (local.get $x)))))
-          (else
-            (local.set $vd (f64.promote_f32 (local.get $v)))
-            (local.set $w (f64.load (i32.add (local.get $wts) (i32.shl (local.get $q) (i32.const 3)))))
-            (local.set $k (f64.promote_f32 (f32.load (i32.add (local.get $key) (local.get $e4)))))
-            (local.set $g
-              (f32.demote_f64
-                (if (result f64) (i32.eq (local.get $mode) (i32.const 1))
-                  (then (f64.add (local.get $vd) (f64.mul (local.get $w) (f64.sub (local.get $k) (local.get $vd)))))
-                  (else
-                    (f64.sub (local.get $vd)
-                      (f64.mul (local.get $w)
-                        (f64.sub (local.get $k)
-                          (f64.div
-                            (f64.sub (f64.promote_f32 (local.get $x)) (f64.mul (local.get $gs) (local.get $vd)))
-                            (local.get $alpha)))))))))))
+        ;; The key patch keeps its output: selected, not branched to (its elements come in a random order, and
+        ;; a mispredicted branch on every fourth element cost more than guiding them all).
+        (local.set $g
+          (if (result f32) (i32.eqz (local.get $mode))
+            (then (local.get $v))
+            (else
+              (local.set $vd (f64.promote_f32 (local.get $v)))
+              (local.set $w (f64.load (i32.add (local.get $wts) (i32.shl (local.get $e) (i32.const 3)))))
+              (local.set $k (f64.promote_f32 (f32.load (i32.add (local.get $key) (local.get $e4)))))
+              (select
+                (local.get $v)
+                (f32.demote_f64
+                  (if (result f64) (i32.eq (local.get $mode) (i32.const 1))
+                    (then (f64.add (local.get $vd) (f64.mul (local.get $w) (f64.sub (local.get $k) (local.get $vd)))))
+                    (else
+                      (f64.sub (local.get $vd)
+                        (f64.mul (local.get $w)
+                          (f64.sub (local.get $k)
+                            (f64.div
+                              (f64.sub (f64.promote_f32 (local.get $x)) (f64.mul (local.get $gs) (local.get $vd)))
+                              (local.get $alpha))))))))
+                (i32.eqz (local.get $owner))))))
         (f32.store (i32.add (local.get $eps) (local.get $i)) (local.get $g))
         (local.set $x0
           (if (result f32) (i32.eqz (local.get $kind))
@@ -104,6 +96,61 @@
             (f32.mul (f32.div (f32.sub (local.get $x) (local.get $x0)) (local.get $sigma)) (local.get $dt))))
         (local.set $e (i32.add (local.get $e) (i32.const 1)))
         (local.set $p (i32.add (local.get $p) (local.get $n)))
-        (local.set $q (i32.add (local.get $q) (i32.const 1)))
         (br $next))))
+
+  ;; A patch gathered from a latent: dst[e] = src[base + offset[e]] for e in [0, size) (base in elements).
+  (func (export "gatherPatch") (param $src i32) (param $dst i32) (param $base i32) (param $off i32) (param $size i32)
+    (local $e i32) (local $end i32)
+    (local.set $end (i32.shl (local.get $size) (i32.const 2)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $e) (local.get $end)))
+        (f32.store (i32.add (local.get $dst) (local.get $e))
+          (f32.load
+            (i32.add (local.get $src)
+              (i32.shl (i32.add (local.get $base) (i32.load (i32.add (local.get $off) (local.get $e)))) (i32.const 2)))))
+        (local.set $e (i32.add (local.get $e) (i32.const 4)))
+        (br $next))))
+
+  ;; Pixel interaction's shuffle from a latent (src/core/methods/pixel-interaction.ts shuffleToUnits with a layout):
+  ;; unit j's element e, for j in [0, n) and e in [0, size), is lat[base[owner] + offset[e]] scale (in float64, as
+  ;; the TypeScript multiplies), owner = perm[e n + j] (j when permBytes is 0); units are written one after another.
+  (func (export "shuffleUnits")
+    (param $lat i32) (param $units i32) (param $base i32) (param $off i32) (param $perm i32) (param $permBytes i32)
+    (param $n i32) (param $size i32) (param $scale f64)
+    (local $j i32) (local $e i32) (local $p i32) (local $owner i32) (local $dst i32)
+    (local.set $dst (local.get $units))
+    (block $units_done
+      (loop $unit
+        (br_if $units_done (i32.ge_u (local.get $j) (local.get $n)))
+        (local.set $e (i32.const 0))
+        (local.set $p (local.get $j))
+        (block $done
+          (loop $next
+            (br_if $done (i32.ge_u (local.get $e) (local.get $size)))
+            (local.set $owner
+              (if (result i32) (i32.eqz (local.get $permBytes))
+                (then (local.get $j))
+                (else
+                  (if (result i32) (i32.eq (local.get $permBytes) (i32.const 1))
+                    (then (i32.load8_u (i32.add (local.get $perm) (local.get $p))))
+                    (else (i32.load16_u (i32.add (local.get $perm) (i32.shl (local.get $p) (i32.const 1)))))))))
+            (f32.store (local.get $dst)
+              (f32.demote_f64
+                (f64.mul
+                  (f64.promote_f32
+                    (f32.load
+                      (i32.add (local.get $lat)
+                        (i32.shl
+                          (i32.add
+                            (i32.load (i32.add (local.get $base) (i32.shl (local.get $owner) (i32.const 2))))
+                            (i32.load (i32.add (local.get $off) (i32.shl (local.get $e) (i32.const 2)))))
+                          (i32.const 2)))))
+                  (local.get $scale))))
+            (local.set $dst (i32.add (local.get $dst) (i32.const 4)))
+            (local.set $e (i32.add (local.get $e) (i32.const 1)))
+            (local.set $p (i32.add (local.get $p) (local.get $n)))
+            (br $next)))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $unit))))
 )

@@ -12,10 +12,11 @@ import { KERNEL_BYTES_BASE64 } from './kernel-bytes.ts';
 export interface KernelExports {
   eulerRange(into: number, m: number, s: number, len: number, kind: number, sigma: number, dt: number, cOut: number, s2p1: number): void;
   unitStep(
-    out: number, lat: number, eps: number, nxt: number, key: number, wts: number, base: number, off: number, perm: number, permBytes: number,
-    kLat: number, kOut: number, j: number, n: number, from: number, to: number, plane: number, mode: number, alpha: number, gs: number,
+    out: number, lat: number, eps: number, nxt: number, key: number, wts: number, base: number, off: number, perm: number, j: number, n: number, from: number, to: number, mode: number, alpha: number, gs: number,
     kind: number, sigma: number, dt: number, cOut: number, s2p1: number,
   ): void;
+  gatherPatch(src: number, dst: number, base: number, off: number, size: number): void;
+  shuffleUnits(lat: number, units: number, base: number, off: number, perm: number, permBytes: number, n: number, size: number, scale: number): void;
 }
 
 /** The part of the WebAssembly API used here (the core compiles without DOM or Node types). */
@@ -119,6 +120,10 @@ export class KernelMemory {
 
   i32(offset: number, length: number): Int32Array {
     return new Int32Array(this.memory.buffer, offset, length);
+  }
+
+  u8(offset: number, length: number): Uint8Array {
+    return new Uint8Array(this.memory.buffer, offset, length);
   }
 
   /** A view of the same type as `like` (a byte or 16-bit permutation table). */

@@ -6,6 +6,7 @@
  * Permutations are stored flat: perm[e * N + j] = patch fed to unit j at element e. Portable: no Node APIs.
  */
 import type { RandomSource } from '../random/types.ts';
+import { scratchKernels } from '../kernels/memory.ts';
 import type { PatchLayout } from './polyphase.ts';
 
 export type Permutations = Uint8Array | Uint16Array;
@@ -217,6 +218,10 @@ export function shuffleToUnits(
   into?: readonly Float32Array[],
   layout?: PatchLayout,
 ): Float32Array[] {
+  if (layout) {
+    const done = shuffleKernel(patches, layout, perm, n, elements, scale, into);
+    if (done) return done;
+  }
   const units: Float32Array[] = [];
   for (let j = 0; j < n; j++) {
     const dst = into?.[j] ?? new Float32Array(elements);
@@ -240,6 +245,35 @@ export function shuffleToUnits(
     units.push(dst);
   }
   return units;
+}
+
+/**
+ * shuffleToUnits from a layout through the WebAssembly kernel (kernels.wat shuffleUnits) on the thread's scratch
+ * memory: the latent, layout and permutations copied in, the units out. Same bits; null where WebAssembly is
+ * unavailable.
+ */
+function shuffleKernel(
+  latent: Float32Array,
+  layout: PatchLayout,
+  perm: Permutations | null,
+  n: number,
+  elements: number,
+  scale: number,
+  into?: readonly Float32Array[],
+): Float32Array[] | null {
+  const km = scratchKernels();
+  if (km === null) return null;
+  const [lat, units, base, off, permAt] = km.layout([latent.length * 4, n * elements * 4, n * 4, elements * 4, perm?.byteLength ?? 0]) as [number, number, number, number, number];
+  km.f32(lat, latent.length).set(latent);
+  km.i32(base, n).set(layout.base);
+  km.i32(off, elements).set(layout.offset);
+  if (perm !== null) km.same(perm, permAt).set(perm);
+  km.kernels.shuffleUnits(lat, units, base, off, permAt, perm === null ? 0 : perm.BYTES_PER_ELEMENT, n, elements, scale);
+  return Array.from({ length: n }, (_, j) => {
+    const dst = into?.[j] ?? new Float32Array(elements);
+    dst.set(km.f32(units + j * elements * 4, elements));
+    return dst;
+  });
 }
 
 /** Inverse of shuffleToUnits (without the scale): patches[perm_e[j]][e] = outputs[j][e], into [N, E]. */

@@ -11,14 +11,14 @@ import { AsgdError } from '../errors.ts';
 import type { EulerCoefficients } from '../kernels/euler-range.ts';
 import type { KernelMemory } from '../kernels/memory.ts';
 import type { StepGuidance } from './guidance.ts';
-import type { Permutations } from './pixel-interaction.ts';
 import type { PatchLayout } from './polyphase.ts';
 
 export interface UnitKernelSetup {
   /** The patches at the step, where `layout` puts them. */
   latent: Float32Array;
   layout: PatchLayout;
-  perm: Permutations | null;
+  /** Byte permutations (pixel-interaction.ts draws bytes for up to 255 patches), or null for none. */
+  perm: Uint8Array | null;
   n: number;
   /** Values per patch (and per unit). */
   size: number;
@@ -32,23 +32,23 @@ export class UnitKernel {
   private readonly at: {
     out: number; lat: number; eps: number; nxt: number; key: number; wts: number; base: number; off: number; perm: number; kLat: number; kOut: number;
   };
-  private readonly permBytes: number;
-  private guidance: { mode: number; alpha: number; sigma: number; plane: number } = { mode: MODE.none, alpha: 1, sigma: 0, plane: 1 };
+  private guidance: { mode: number; alpha: number; sigma: number } = { mode: MODE.none, alpha: 1, sigma: 0 };
 
   constructor(private readonly km: KernelMemory, private readonly s: UnitKernelSetup) {
     const { latent, layout, perm, n, size } = s;
     const L = latent.length;
-    this.permBytes = perm === null ? 0 : perm.BYTES_PER_ELEMENT;
-    // Weights are one float64 per position of a patch's plane, never more than `size`.
+    // Weights: one float64 per element of a unit (a plane's repeated over the channels).
     const [out, lat, eps, nxt, key, wts, base, off, permAt, kLat, kOut] = km.layout([
-      size * 4, L * 4, L * 4, L * 4, size * 4, size * 8, n * 4, size * 4, perm === null ? 0 : perm.byteLength, size * 4, size * 4,
+      size * 4, L * 4, L * 4, L * 4, size * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4,
     ]) as [number, number, number, number, number, number, number, number, number, number, number];
     this.at = { out, lat, eps, nxt, key, wts, base, off, perm: permAt, kLat, kOut };
     km.owner = this;
     km.f32(lat, L).set(latent);
     km.i32(base, n).set(layout.base);
     km.i32(off, size).set(layout.offset);
-    if (perm !== null) km.same(perm, permAt).set(perm);
+    const table = km.u8(permAt, size * n);
+    if (perm !== null) table.set(perm);
+    else for (let p = 0; p < table.length; p++) table[p] = p % n; // no interaction: unit j is patch j
   }
 
   private claimed(): void {
@@ -61,11 +61,13 @@ export class UnitKernel {
   guide(g: StepGuidance | null): void {
     this.claimed();
     if (g === null) return;
+    const { size } = this.s;
     const plane = g.weights.length;
-    if (plane > this.s.size) throw new AsgdError('Guidance weights longer than a patch', { kind: 'internal', expected: `at most ${this.s.size}`, received: String(plane) });
-    this.km.f32(this.at.key, this.s.size).set(g.key);
-    this.km.f64(this.at.wts, plane).set(g.weights);
-    this.guidance = { mode: g.space === 'x0' ? MODE.x0 : MODE.eps, alpha: g.alpha, sigma: g.sigma, plane };
+    if (size % plane !== 0) throw new AsgdError('Guidance weights that do not tile a patch', { kind: 'internal', expected: `a divisor of ${size}`, received: String(plane) });
+    this.km.f32(this.at.key, size).set(g.key);
+    const weights = this.km.f64(this.at.wts, size);
+    for (let c = 0; c < size; c += plane) weights.set(g.weights, c);
+    this.guidance = { mode: g.space === 'x0' ? MODE.x0 : MODE.eps, alpha: g.alpha, sigma: g.sigma };
   }
 
   /** Unit j's output guided and stepped where its elements lie. */
@@ -76,8 +78,8 @@ export class UnitKernel {
     const g = this.guidance;
     this.km.f32(a.out, size).set(output);
     this.km.kernels.unitStep(
-      a.out, a.lat, a.eps, a.nxt, a.key, a.wts, a.base, a.off, a.perm, this.permBytes, a.kLat, a.kOut,
-      j, n, 0, size, g.plane, g.mode, g.alpha, g.sigma, c.kind, c.sigma, c.dt, c.cOut, c.s2p1,
+      a.out, a.lat, a.eps, a.nxt, a.key, a.wts, a.base, a.off, a.perm,
+      j, n, 0, size, g.mode, g.alpha, g.sigma, c.kind, c.sigma, c.dt, c.cOut, c.s2p1,
     );
   }
 
@@ -86,6 +88,11 @@ export class UnitKernel {
     this.claimed();
     const L = this.s.latent.length;
     const { size } = this.s;
+    const a = this.at;
+    // The key patch (patch 0), gathered from the latent and the outputs (its outputs are never guided).
+    const key0 = this.s.layout.base[0]!;
+    this.km.kernels.gatherPatch(a.lat, a.kLat, key0, a.off, size);
+    this.km.kernels.gatherPatch(a.eps, a.kOut, key0, a.off, size);
     eps.set(this.km.f32(this.at.eps, L));
     next.set(this.km.f32(this.at.nxt, L));
     keyLatent.set(this.km.f32(this.at.kLat, size));
