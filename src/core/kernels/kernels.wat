@@ -112,6 +112,63 @@
         (local.set $e (i32.add (local.get $e) (i32.const 4)))
         (br $next))))
 
+  ;; MT19937 (src/core/random/mt19937.ts): regenerates the 624-word state at s in one block (the reference
+  ;; next_state step), as Mt19937.twist does.
+  (func $twist (param $s i32)
+    (local $a i32) (local $end i32) (local $y i32)
+    ;; Words 0 to 622 take word k + 397, wrapping past the end (1588 = 397 words, 2496 = 624 words, in bytes).
+    (local.set $a (local.get $s))
+    (local.set $end (i32.add (local.get $s) (i32.const 2492)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $a) (local.get $end)))
+        (local.set $y
+          (i32.or (i32.and (i32.load (local.get $a)) (i32.const 0x80000000)) (i32.and (i32.load offset=4 (local.get $a)) (i32.const 0x7fffffff))))
+        (i32.store (local.get $a)
+          (i32.xor
+            (i32.xor
+              (i32.load
+                (select
+                  (i32.add (local.get $a) (i32.const 1588))
+                  (i32.sub (local.get $a) (i32.const 908))
+                  (i32.lt_u (local.get $a) (i32.add (local.get $s) (i32.const 908)))))
+              (i32.shr_u (local.get $y) (i32.const 1)))
+            (i32.and (i32.sub (i32.const 0) (i32.and (local.get $y) (i32.const 1))) (i32.const 0x9908b0df))))
+        (local.set $a (i32.add (local.get $a) (i32.const 4)))
+        (br $next)))
+    ;; Word 623 takes word 0 and word 396.
+    (local.set $y
+      (i32.or (i32.and (i32.load offset=2492 (local.get $s)) (i32.const 0x80000000)) (i32.and (i32.load (local.get $s)) (i32.const 0x7fffffff))))
+    (i32.store offset=2492 (local.get $s)
+      (i32.xor
+        (i32.xor (i32.load offset=1584 (local.get $s)) (i32.shr_u (local.get $y) (i32.const 1)))
+        (i32.and (i32.sub (i32.const 0) (i32.and (local.get $y) (i32.const 1))) (i32.const 0x9908b0df)))))
+
+  ;; Mt19937.fillBelow: count uniform integers in [0, n), n from 1 to 2^31, into float64 out[0..count) from the
+  ;; state at s whose next word to temper is `next` (624: used up); an output at or above `limit` (the largest
+  ;; multiple of n below 2^32; 0 for none, when n divides 2^32) is skipped. Returns the new `next`.
+  (func (export "fillBelow") (param $s i32) (param $next i32) (param $out i32) (param $count i32) (param $n i32) (param $limit i32) (result i32)
+    (local $o i32) (local $end i32) (local $y i32)
+    (local.set $o (local.get $out))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $count) (i32.const 3))))
+    (block $done
+      (loop $draw
+        (br_if $done (i32.ge_u (local.get $o) (local.get $end)))
+        (if (i32.ge_u (local.get $next) (i32.const 624))
+          (then (call $twist (local.get $s)) (local.set $next (i32.const 0))))
+        (local.set $y (i32.load (i32.add (local.get $s) (i32.shl (local.get $next) (i32.const 2)))))
+        (local.set $next (i32.add (local.get $next) (i32.const 1)))
+        (local.set $y (i32.xor (local.get $y) (i32.shr_u (local.get $y) (i32.const 11))))
+        (local.set $y (i32.xor (local.get $y) (i32.and (i32.shl (local.get $y) (i32.const 7)) (i32.const 0x9d2c5680))))
+        (local.set $y (i32.xor (local.get $y) (i32.and (i32.shl (local.get $y) (i32.const 15)) (i32.const 0xefc60000))))
+        (local.set $y (i32.xor (local.get $y) (i32.shr_u (local.get $y) (i32.const 18))))
+        (if (i32.or (i32.eqz (local.get $limit)) (i32.lt_u (local.get $y) (local.get $limit)))
+          (then
+            (f64.store (local.get $o) (f64.convert_i32_u (i32.rem_u (local.get $y) (local.get $n))))
+            (local.set $o (i32.add (local.get $o) (i32.const 8)))))
+        (br $draw)))
+    (local.get $next))
+
   ;; Pixel interaction's shuffle from a latent (src/core/methods/pixel-interaction.ts shuffleToUnits with a layout):
   ;; unit j's element e, for j in [0, n) and e in [0, size), is lat[base[owner] + offset[e]] scale (in float64, as
   ;; the TypeScript multiplies), owner = perm[e n + j] (j when permBytes is 0); units are written one after another.

@@ -15,6 +15,7 @@ export interface KernelExports {
     out: number, lat: number, eps: number, nxt: number, key: number, wts: number, base: number, off: number, perm: number, j: number, n: number, from: number, to: number, mode: number, alpha: number, gs: number,
     kind: number, sigma: number, dt: number, cOut: number, s2p1: number,
   ): void;
+  fillBelow(s: number, next: number, out: number, count: number, n: number, limit: number): number;
   gatherPatch(src: number, dst: number, base: number, off: number, size: number): void;
   shuffleUnits(lat: number, units: number, base: number, off: number, perm: number, permBytes: number, n: number, size: number, scale: number): void;
 }
@@ -120,6 +121,10 @@ export class KernelMemory {
 
   i32(offset: number, length: number): Int32Array {
     return new Int32Array(this.memory.buffer, offset, length);
+  }
+
+  u32(offset: number, length: number): Uint32Array {
+    return new Uint32Array(this.memory.buffer, offset, length);
   }
 
   u8(offset: number, length: number): Uint8Array {
