@@ -14,7 +14,8 @@ export async function assembleKernels() {
   const mod = wabt.parseWat('kernels.wat', readFileSync(watPath, 'utf8'));
   try {
     mod.validate();
-    const { buffer } = mod.toBinary({});
+    // With the functions' names, so that profiles name them.
+    const { buffer } = mod.toBinary({ write_debug_names: true });
     return Buffer.from(buffer);
   } finally {
     mod.destroy();

@@ -8,7 +8,7 @@
 
   ;; An Euler step (src/core/schedulers/euler.ts eulerElement) on len contiguous elements: into = s + (s - x0) /
   ;; sigma * dt, with x0 by prediction kind (0 epsilon: s - sigma m; 1 v: m cOut + s / s2p1; 2 sample: m).
-  (func (export "eulerRange")
+  (func $eulerRange (export "eulerRange")
     (param $into i32) (param $m i32) (param $s i32) (param $len i32)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
     (local $e i32) (local $end i32) (local $sv f32) (local $mv f32) (local $x0 f32)
@@ -38,7 +38,7 @@
   ;; the key patch (owner 0), whose output is kept; next[i] is eps[i] stepped as eulerRange steps it. The loop tests
   ;; as little as it can (WebAssembly compilers keep loop-invariant tests inside it): weights come per element, not
   ;; per position of a plane, and perm holds bytes only.
-  (func (export "unitStep")
+  (func $unitStep (export "unitStep")
     (param $out i32) (param $lat i32) (param $eps i32) (param $nxt i32)
     (param $key i32) (param $wts i32) (param $base i32) (param $off i32) (param $perm i32)
     (param $j i32) (param $n i32) (param $from i32) (param $to i32)
@@ -99,7 +99,7 @@
         (br $next))))
 
   ;; A patch gathered from a latent: dst[e] = src[base + offset[e]] for e in [0, size) (base in elements).
-  (func (export "gatherPatch") (param $src i32) (param $dst i32) (param $base i32) (param $off i32) (param $size i32)
+  (func $gatherPatch (export "gatherPatch") (param $src i32) (param $dst i32) (param $base i32) (param $off i32) (param $size i32)
     (local $e i32) (local $end i32)
     (local.set $end (i32.shl (local.get $size) (i32.const 2)))
     (block $done
@@ -147,7 +147,7 @@
   ;; Mt19937.fillBelow: count uniform integers in [0, n), n from 1 to 2^31, into float64 out[0..count) from the
   ;; state at s whose next word to temper is `next` (624: used up); an output at or above `limit` (the largest
   ;; multiple of n below 2^32; 0 for none, when n divides 2^32) is skipped. Returns the new `next`.
-  (func (export "fillBelow") (param $s i32) (param $next i32) (param $out i32) (param $count i32) (param $n i32) (param $limit i32) (result i32)
+  (func $fillBelow (export "fillBelow") (param $s i32) (param $next i32) (param $out i32) (param $count i32) (param $n i32) (param $limit i32) (result i32)
     (local $o i32) (local $end i32) (local $y i32)
     (local.set $o (local.get $out))
     (local.set $end (i32.add (local.get $out) (i32.shl (local.get $count) (i32.const 3))))
@@ -172,7 +172,7 @@
   ;; Pixel interaction's shuffle from a latent (src/core/methods/pixel-interaction.ts shuffleToUnits with a layout):
   ;; unit j's element e, for j in [0, n) and e in [0, size), is lat[base[owner] + offset[e]] scale (in float64, as
   ;; the TypeScript multiplies), owner = perm[e n + j] (j when permBytes is 0); units are written one after another.
-  (func (export "shuffleUnits")
+  (func $shuffleUnits (export "shuffleUnits")
     (param $lat i32) (param $units i32) (param $base i32) (param $off i32) (param $perm i32) (param $permBytes i32)
     (param $n i32) (param $size i32) (param $scale f64)
     (local $j i32) (local $e i32) (local $p i32) (local $owner i32) (local $dst i32)
