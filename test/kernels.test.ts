@@ -12,6 +12,10 @@ import { createRandom } from '../src/core/random/index.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
 import type { EulerScheduler } from '../src/core/schedulers/euler.ts';
 import { SD_SCHEDULER_CONFIG } from './helpers/fake-unet.ts';
+import { BarrierStep } from '../src/core/methods/barrier-step.ts';
+import { patchLayout } from '../src/core/methods/polyphase.ts';
+import { drawPermutations } from '../src/core/methods/pixel-interaction.ts';
+import { weightedMask } from '../src/core/methods/guidance.ts';
 
 const sameBits = (a: Float32Array, b: Float32Array) =>
   a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -69,5 +73,40 @@ describe('the WebAssembly kernels', () => {
     assert.equal(without.webassembly, false, 'the second run had none');
     assert.equal(new Set(withKernels.hashes).size, withKernels.hashes.length, 'the generations differ from each other');
     assert.deepEqual(without.hashes, withKernels.hashes);
+  });
+
+  it('a step the kernel memory cannot hold is taken by the TypeScript loops, with the same bits', () => {
+    // The step needs about 11 pages (three latents of 120 KiB and more); this memory may have 2.
+    const capped = KernelMemory.create(2 * 65536)!;
+    assert.equal(capped.layout([65536, 65536]) !== null, true, 'two pages fit');
+    assert.equal(capped.layout([65536, 65537]), null, 'a third page does not');
+    const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, 12) as EulerScheduler;
+    const rng = createRandom(4, 'test');
+    const n = 4;
+    const plane = 48 * 40;
+    const size = 4 * plane;
+    const patches = Float32Array.from(rng.randn([n * size]));
+    const outputs = Array.from({ length: n }, () => Float32Array.from(rng.randn([size])));
+    const perm = drawPermutations(rng, size, n);
+    const key = Float32Array.from(rng.randn([size]));
+    const step = 3;
+    const { alpha, sigma } = sched.noiseLevel(step);
+    const take = (memory: KernelMemory | null) => {
+      const b = new BarrierStep({
+        step, patches, layout: patchLayout(n, size), perm, n, size,
+        advance: (k, m, x, into = new Float32Array(x.length), at) => (sched.stepPositions(k, m, x, into, at ?? null), into),
+        eps: new Float32Array(n * size), next: new Float32Array(n * size),
+        guidance: () => ({ space: 'eps', key, alpha, sigma, weights: weightedMask(null, 0.5, plane) }),
+        ...(memory ? { kernel: { memory, euler: sched.eulerCoefficients(step)! } } : {}),
+      });
+      outputs.forEach((o, j) => b.take(j, { output: o }));
+      return b;
+    };
+    const loops = take(null);
+    for (const memory of [capped, KernelMemory.create()!]) {
+      const b = take(memory);
+      assert.ok(sameBits(b.eps, loops.eps) && sameBits(b.next, loops.next), 'guided outputs and stepped patches');
+      assert.ok(sameBits(b.keyLatent, loops.keyLatent) && sameBits(b.keyOutput, loops.keyOutput), 'the key patch');
+    }
   });
 });

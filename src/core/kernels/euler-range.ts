@@ -22,12 +22,14 @@ export interface EulerCoefficients {
   s2p1: number;
 }
 
-/** into[e] = the Euler step of (modelOutput[e], sample[e]) for every e; false (nothing written) where WebAssembly is unavailable. */
+/** into[e] = the Euler step of (modelOutput[e], sample[e]) for every e; false (nothing written) where WebAssembly is unavailable or its memory cannot grow. */
 export function eulerRangeKernel(c: EulerCoefficients, modelOutput: Float32Array, sample: Float32Array, into: Float32Array): boolean {
   const km = scratchKernels();
   if (km === null) return false;
   const len = sample.length;
-  const [m, s, out] = km.layout([len * 4, len * 4, len * 4]) as [number, number, number];
+  const at = km.layout([len * 4, len * 4, len * 4]);
+  if (at === null) return false;
+  const [m, s, out] = at;
   km.f32(m, len).set(modelOutput.subarray(0, len));
   km.f32(s, len).set(sample);
   km.kernels.eulerRange(out, m, s, len, c.kind, c.sigma, c.dt, c.cOut, c.s2p1);

@@ -28,7 +28,7 @@ interface WasmMemory {
 interface WasmApi {
   Module: new (bytes: Uint8Array) => object;
   Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { readonly exports: object };
-  Memory: new (descriptor: { initial: number }) => WasmMemory;
+  Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory;
 }
 
 const PAGE_BYTES = 65536;
@@ -86,20 +86,23 @@ export class KernelMemory {
   owner: object | null = null;
   private readonly memory: WasmMemory;
 
-  private constructor(api: WasmApi, module: object) {
-    this.memory = new api.Memory({ initial: 1 });
+  private constructor(api: WasmApi, module: object, maximumPages?: number) {
+    this.memory = new api.Memory({ initial: 1, ...(maximumPages === undefined ? {} : { maximum: maximumPages }) });
     this.kernels = new api.Instance(module, { env: { memory: this.memory } }).exports as KernelExports;
   }
 
-  /** A new instance, or null where WebAssembly is unavailable. */
-  static create(): KernelMemory | null {
+  /** A new instance, or null where WebAssembly is unavailable; `maximumBytes` caps its memory (tests). */
+  static create(maximumBytes?: number): KernelMemory | null {
     const module = kernelModule();
     const api = wasmApi();
-    return module && api ? new KernelMemory(api, module) : null;
+    return module && api ? new KernelMemory(api, module, maximumBytes === undefined ? undefined : Math.max(1, Math.floor(maximumBytes / PAGE_BYTES))) : null;
   }
 
-  /** Lays out regions of the given byte lengths one after another (aligned) and makes room for them: their offsets. */
-  layout(byteLengths: readonly number[]): number[] {
+  /**
+   * Lays out regions of the given byte lengths one after another (aligned) and makes room for them: their offsets,
+   * or null where the memory cannot grow that far (the caller then keeps its TypeScript loop).
+   */
+  layout<const T extends readonly number[]>(byteLengths: T): { [K in keyof T]: number } | null {
     const offsets: number[] = [];
     let top = 0;
     for (const len of byteLengths) {
@@ -107,8 +110,14 @@ export class KernelMemory {
       top += Math.ceil(len / ALIGN) * ALIGN;
     }
     const have = this.memory.buffer.byteLength;
-    if (top > have) this.memory.grow(Math.ceil((top - have) / PAGE_BYTES));
-    return offsets;
+    if (top > have) {
+      try {
+        this.memory.grow(Math.ceil((top - have) / PAGE_BYTES));
+      } catch {
+        return null; // past the memory's maximum, or the address space (4 GiB) or the machine's memory
+      }
+    }
+    return offsets as { [K in keyof T]: number };
   }
 
   f32(offset: number, length: number): Float32Array {

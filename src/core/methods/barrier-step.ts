@@ -64,7 +64,8 @@ export class BarrierStep {
     this.left = s.n;
     // The kernel reads byte permutations (16-bit ones, for more than 255 patches, keep the TypeScript loops).
     const bytes = s.perm === null || s.perm instanceof Uint8Array;
-    this.kernel = s.kernel && bytes ? new UnitKernel(s.kernel.memory, { latent: s.patches, layout: s.layout, perm: s.perm as Uint8Array | null, n: s.n, size: s.size, euler: s.kernel.euler }) : null;
+    // Where the kernel memory cannot grow to hold the step, the TypeScript loops take it.
+    this.kernel = s.kernel && bytes ? UnitKernel.create(s.kernel.memory, { latent: s.patches, layout: s.layout, perm: s.perm as Uint8Array | null, n: s.n, size: s.size, euler: s.kernel.euler }) : null;
     this.at = new Int32Array(this.kernel ? 0 : s.size);
     this.target = {
       latent: s.patches, layout: s.layout, perm: s.perm, n: s.n, eps: s.eps,

@@ -250,7 +250,7 @@ export function shuffleToUnits(
 /**
  * shuffleToUnits from a layout through the WebAssembly kernel (kernels.wat shuffleUnits) on the thread's scratch
  * memory: the latent, layout and permutations copied in, the units out. Same bits; null where WebAssembly is
- * unavailable.
+ * unavailable or its memory cannot grow.
  */
 function shuffleKernel(
   latent: Float32Array,
@@ -263,7 +263,9 @@ function shuffleKernel(
 ): Float32Array[] | null {
   const km = scratchKernels();
   if (km === null) return null;
-  const [lat, units, base, off, permAt] = km.layout([latent.length * 4, n * elements * 4, n * 4, elements * 4, perm?.byteLength ?? 0]) as [number, number, number, number, number];
+  const at = km.layout([latent.length * 4, n * elements * 4, n * 4, elements * 4, perm?.byteLength ?? 0]);
+  if (at === null) return null;
+  const [lat, units, base, off, permAt] = at;
   km.f32(lat, latent.length).set(latent);
   km.i32(base, n).set(layout.base);
   km.i32(off, elements).set(layout.offset);

@@ -29,26 +29,32 @@ export interface UnitKernelSetup {
 const MODE = { none: 0, eps: 1, x0: 2 } as const;
 
 export class UnitKernel {
-  private readonly at: {
-    out: number; lat: number; eps: number; nxt: number; key: number; wts: number; base: number; off: number; perm: number; kLat: number; kOut: number;
-  };
   private guidance: { mode: number; alpha: number; sigma: number } = { mode: MODE.none, alpha: 1, sigma: 0 };
 
-  constructor(private readonly km: KernelMemory, private readonly s: UnitKernelSetup) {
+  private constructor(
+    private readonly km: KernelMemory,
+    private readonly s: UnitKernelSetup,
+    private readonly at: Record<'out' | 'lat' | 'eps' | 'nxt' | 'key' | 'wts' | 'base' | 'off' | 'perm' | 'kLat' | 'kOut', number>,
+  ) {
     const { latent, layout, perm, n, size } = s;
-    const L = latent.length;
-    // Weights: one float64 per element of a unit (a plane's repeated over the channels).
-    const [out, lat, eps, nxt, key, wts, base, off, permAt, kLat, kOut] = km.layout([
-      size * 4, L * 4, L * 4, L * 4, size * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4,
-    ]) as [number, number, number, number, number, number, number, number, number, number, number];
-    this.at = { out, lat, eps, nxt, key, wts, base, off, perm: permAt, kLat, kOut };
     km.owner = this;
-    km.f32(lat, L).set(latent);
-    km.i32(base, n).set(layout.base);
-    km.i32(off, size).set(layout.offset);
-    const table = km.u8(permAt, size * n);
+    km.f32(at.lat, latent.length).set(latent);
+    km.i32(at.base, n).set(layout.base);
+    km.i32(at.off, size).set(layout.offset);
+    const table = km.u8(at.perm, size * n);
     if (perm !== null) table.set(perm);
     else for (let p = 0; p < table.length; p++) table[p] = p % n; // no interaction: unit j is patch j
+  }
+
+  /** The step laid out in `km` (which it then holds), or null where the memory cannot grow to hold it. */
+  static create(km: KernelMemory, s: UnitKernelSetup): UnitKernel | null {
+    const { n, size } = s;
+    const L = s.latent.length;
+    // Weights: one float64 per element of a unit (a plane's repeated over the channels).
+    const at = km.layout([size * 4, L * 4, L * 4, L * 4, size * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4]);
+    if (at === null) return null;
+    const [out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut] = at;
+    return new UnitKernel(km, s, { out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut });
   }
 
   private claimed(): void {

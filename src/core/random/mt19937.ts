@@ -113,10 +113,11 @@ export class Mt19937 {
     const limit = 4294967296 - (4294967296 % n);
     const s = this.state;
     const km = n <= 2147483648 && end > start ? scratchKernels() : null;
-    if (km !== null) {
+    const count = end - start;
+    const at = km?.layout([N * 4, count * 8]);
+    if (km && at) {
       // The WebAssembly kernel (kernels.wat fillBelow; about 3x faster, same stream): the state copied in and back.
-      const count = end - start;
-      const [st, o] = km.layout([N * 4, count * 8]) as [number, number];
+      const [st, o] = at;
       km.u32(st, N).set(s);
       this.next = km.kernels.fillBelow(st, this.next, o, count, n, limit === 4294967296 ? 0 : limit);
       s.set(km.u32(st, N));
