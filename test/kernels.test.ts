@@ -16,6 +16,9 @@ import { BarrierStep } from '../src/core/methods/barrier-step.ts';
 import { patchLayout } from '../src/core/methods/polyphase.ts';
 import { drawPermutations } from '../src/core/methods/pixel-interaction.ts';
 import { weightedMask } from '../src/core/methods/guidance.ts';
+import { planMethod, resolveMethodOptions } from '../src/core/methods/index.ts';
+import { WindowFlow } from '../src/core/methods/window-flow.ts';
+import type { UnetUnit } from '../src/core/methods/types.ts';
 
 const sameBits = (a: Float32Array, b: Float32Array) =>
   a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -107,6 +110,42 @@ describe('the WebAssembly kernels', () => {
       const b = take(memory);
       assert.ok(sameBits(b.eps, loops.eps) && sameBits(b.next, loops.next), 'guided outputs and stepped patches');
       assert.ok(sameBits(b.keyLatent, loops.keyLatent) && sameBits(b.keyOutput, loops.keyOutput), 'the key patch');
+    }
+  });
+
+  it('stage-2 windows fused by the kernel, by the TypeScript loops, or by the loops reading the windows that fit from a memory too small for all, give the same bits', async () => {
+    const steps = 6;
+    const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, steps) as EulerScheduler;
+    // A padded 72 x 76 latent in windows of 32 (16 KiB of output each), every step in stage 2.
+    const plan = planMethod('multidiffusion', resolveMethodOptions({}), { height: 72 * 8, width: 76 * 8, nativeHeight: 32 * 8, nativeWidth: 32 * 8, latentMultiple: 8, channels: 4, numSteps: steps });
+    const latent = Float32Array.from(createRandom(2, 'test').randn([4 * 72 * 76]));
+    const flow = async (memory: KernelMemory | null | undefined) => {
+      const rng = createRandom(8, 'test');
+      const outputs: Float32Array[] = [];
+      const f = new WindowFlow(plan, latent, 0, createRandom(3, 'jitter'), {
+        scheduler: sched,
+        advance: (k, m, x) => sched.step({ stepIndex: k, history: [] }, m, x).prevSample,
+        // The window's output: its input, scaled and shifted by the step; windows finish in a random order.
+        evaluate: async (unit: UnetUnit) => {
+          await new Promise((r) => setTimeout(r, rng.randint(3)));
+          return Float32Array.from(unit.sample, (v, i) => v * 0.9 + ((i % 7) - 3) * 0.01 * (unit.step + 1));
+        },
+        ...(memory === undefined ? {} : { memory }),
+      });
+      for (let k = 0; k < steps; k++) {
+        const r = await f.result(k);
+        outputs.push(r.fused, ...(r.after ? [r.after] : []));
+      }
+      return outputs;
+    };
+    // One page (64 KiB): room for a few windows' outputs only, the rest kept in JavaScript arrays.
+    const small = KernelMemory.create(65536)!;
+    assert.ok(plan.windows.count * 4 * 32 * 32 * 4 > 2 * 65536, `${plan.windows.count} windows a step need more than the small memory holds`);
+    const loops = await flow(null);
+    for (const memory of [undefined, small]) {
+      const got = await flow(memory);
+      assert.equal(got.length, loops.length);
+      got.forEach((a, i) => assert.ok(sameBits(a, loops[i]!), `array ${i} (${memory === small ? 'mixed' : 'kernel'})`));
     }
   });
 });

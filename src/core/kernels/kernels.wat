@@ -169,6 +169,93 @@
         (br $draw)))
     (local.get $next))
 
+  ;; A stage-2 tile's fused output (src/core/methods/window-flow.ts fuse): part [channels, th, tw] is the sum, from
+  ;; zero and in window order, of the windows over each position, times the float32 reciprocal of their number (cov
+  ;; [th, tw] counts them). desc holds per window seven i32: the byte address its output would have at the tile's
+  ;; (0, 0) in channel 0, its channel and row strides in bytes, and the rows ry0..ry1 and columns rx0..rx1 of the tile
+  ;; it covers. Returns 0 where a position is covered by no window, else 1.
+  (func $fuseTile (export "fuseTile")
+    (param $part i32) (param $cov i32) (param $desc i32) (param $count i32) (param $channels i32) (param $th i32) (param $tw i32)
+    (result i32)
+    (local $w i32) (local $d i32) (local $src i32) (local $cs i32) (local $rs i32)
+    (local $y0 i32) (local $y1 i32) (local $x0 i32) (local $x1 i32)
+    (local $c i32) (local $y i32) (local $x i32) (local $plane i32) (local $k i32) (local $a i32) (local $row i32) (local $inv f32)
+    (local.set $plane (i32.mul (local.get $th) (local.get $tw)))
+    (memory.fill (local.get $part) (i32.const 0) (i32.shl (i32.mul (local.get $plane) (local.get $channels)) (i32.const 2)))
+    (memory.fill (local.get $cov) (i32.const 0) (i32.shl (local.get $plane) (i32.const 2)))
+    (block $windows_done
+      (loop $window
+        (br_if $windows_done (i32.ge_u (local.get $w) (local.get $count)))
+        (local.set $d (i32.add (local.get $desc) (i32.mul (local.get $w) (i32.const 28))))
+        (local.set $src (i32.load (local.get $d)))
+        (local.set $cs (i32.load offset=4 (local.get $d)))
+        (local.set $rs (i32.load offset=8 (local.get $d)))
+        (local.set $y0 (i32.load offset=12 (local.get $d)))
+        (local.set $y1 (i32.load offset=16 (local.get $d)))
+        (local.set $x0 (i32.load offset=20 (local.get $d)))
+        (local.set $x1 (i32.load offset=24 (local.get $d)))
+        ;; Coverage.
+        (local.set $y (local.get $y0))
+        (block $cy_done
+          (loop $cy
+            (br_if $cy_done (i32.ge_s (local.get $y) (local.get $y1)))
+            (local.set $x (local.get $x0))
+            (block $cx_done
+              (loop $cx
+                (br_if $cx_done (i32.ge_s (local.get $x) (local.get $x1)))
+                (local.set $a (i32.add (local.get $cov) (i32.shl (i32.add (i32.mul (local.get $y) (local.get $tw)) (local.get $x)) (i32.const 2))))
+                (i32.store (local.get $a) (i32.add (i32.load (local.get $a)) (i32.const 1)))
+                (local.set $x (i32.add (local.get $x) (i32.const 1)))
+                (br $cx)))
+            (local.set $y (i32.add (local.get $y) (i32.const 1)))
+            (br $cy)))
+        ;; Sums.
+        (local.set $c (i32.const 0))
+        (block $c_done
+          (loop $channel
+            (br_if $c_done (i32.ge_u (local.get $c) (local.get $channels)))
+            (local.set $y (local.get $y0))
+            (block $y_done
+              (loop $rowloop
+                (br_if $y_done (i32.ge_s (local.get $y) (local.get $y1)))
+                (local.set $row (i32.add (i32.add (local.get $src) (i32.mul (local.get $c) (local.get $cs))) (i32.mul (local.get $y) (local.get $rs))))
+                (local.set $a
+                  (i32.add (local.get $part)
+                    (i32.shl (i32.add (i32.mul (i32.add (i32.mul (local.get $c) (local.get $th)) (local.get $y)) (local.get $tw)) (local.get $x0)) (i32.const 2))))
+                (local.set $x (local.get $x0))
+                (block $x_done
+                  (loop $col
+                    (br_if $x_done (i32.ge_s (local.get $x) (local.get $x1)))
+                    (f32.store (local.get $a)
+                      (f32.add (f32.load (local.get $a)) (f32.load (i32.add (local.get $row) (i32.shl (local.get $x) (i32.const 2))))))
+                    (local.set $a (i32.add (local.get $a) (i32.const 4)))
+                    (local.set $x (i32.add (local.get $x) (i32.const 1)))
+                    (br $col)))
+                (local.set $y (i32.add (local.get $y) (i32.const 1)))
+                (br $rowloop)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $channel)))
+        (local.set $w (i32.add (local.get $w) (i32.const 1)))
+        (br $window)))
+    ;; Times the reciprocal of the coverage.
+    (block $k_done
+      (loop $pos
+        (br_if $k_done (i32.ge_u (local.get $k) (local.get $plane)))
+        (local.set $a (i32.load (i32.add (local.get $cov) (i32.shl (local.get $k) (i32.const 2)))))
+        (if (i32.eqz (local.get $a)) (then (return (i32.const 0))))
+        (local.set $inv (f32.div (f32.const 1) (f32.convert_i32_u (local.get $a))))
+        (local.set $c (i32.const 0))
+        (block $ch_done
+          (loop $ch
+            (br_if $ch_done (i32.ge_u (local.get $c) (local.get $channels)))
+            (local.set $a (i32.add (local.get $part) (i32.shl (i32.add (i32.mul (local.get $c) (local.get $plane)) (local.get $k)) (i32.const 2))))
+            (f32.store (local.get $a) (f32.mul (f32.load (local.get $a)) (local.get $inv)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $ch)))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br $pos)))
+    (i32.const 1))
+
   ;; Pixel interaction's shuffle from a latent (src/core/methods/pixel-interaction.ts shuffleToUnits with a layout):
   ;; unit j's element e, for j in [0, n) and e in [0, size), is lat[base[owner] + offset[e]] scale (in float64, as
   ;; the TypeScript multiplies), owner = perm[e n + j] (j when permBytes is 0); units are written one after another.

@@ -16,6 +16,7 @@ export interface KernelExports {
     kind: number, sigma: number, dt: number, cOut: number, s2p1: number,
   ): void;
   fillBelow(s: number, next: number, out: number, count: number, n: number, limit: number): number;
+  fuseTile(part: number, cov: number, desc: number, count: number, channels: number, th: number, tw: number): number;
   gatherPatch(src: number, dst: number, base: number, off: number, size: number): void;
   shuffleUnits(lat: number, units: number, base: number, off: number, perm: number, permBytes: number, n: number, size: number, scale: number): void;
 }
@@ -34,6 +35,11 @@ interface WasmApi {
 const PAGE_BYTES = 65536;
 /** Region starts are multiples of this (float64 weights among float32 and int32 arrays). */
 const ALIGN = 16;
+
+/** `bytes` rounded up to a region boundary. */
+export function alignUp(bytes: number): number {
+  return Math.ceil(bytes / ALIGN) * ALIGN;
+}
 
 /** The compiled module: undefined until first asked for, null where WebAssembly is unavailable. */
 let compiled: object | null | undefined;
@@ -107,17 +113,21 @@ export class KernelMemory {
     let top = 0;
     for (const len of byteLengths) {
       offsets.push(top);
-      top += Math.ceil(len / ALIGN) * ALIGN;
+      top += alignUp(len);
     }
+    return this.reserve(top) ? (offsets as { [K in keyof T]: number }) : null;
+  }
+
+  /** Makes the memory at least `bytes` long; false where it cannot grow that far. */
+  reserve(bytes: number): boolean {
     const have = this.memory.buffer.byteLength;
-    if (top > have) {
-      try {
-        this.memory.grow(Math.ceil((top - have) / PAGE_BYTES));
-      } catch {
-        return null; // past the memory's maximum, or the address space (4 GiB) or the machine's memory
-      }
+    if (bytes <= have) return true;
+    try {
+      this.memory.grow(Math.ceil((bytes - have) / PAGE_BYTES));
+      return true;
+    } catch {
+      return false; // past the memory's maximum, or the address space (4 GiB) or the machine's memory
     }
-    return offsets as { [K in keyof T]: number };
   }
 
   f32(offset: number, length: number): Float32Array {

@@ -10,6 +10,8 @@
  * bit for bit those of the barrier. Portable: no Node APIs.
  */
 import { AsgdError } from '../errors.ts';
+import { KernelHeap } from '../kernels/heap.ts';
+import { KernelMemory } from '../kernels/memory.ts';
 import type { RandomSource } from '../random/types.ts';
 import type { Scheduler } from '../schedulers/types.ts';
 import { BufferStack } from './buffers.ts';
@@ -73,8 +75,9 @@ interface FlowStep {
   covers: Tile[][];
   /** Per window: tiles of the previous step it still waits for. */
   waits: number[];
-  /** Per window: a copy of its output once done. */
+  /** Per window: a copy of its output once done, in the kernels' memory (its offset) or, where that cannot hold it, here. */
   outputs: (Float32Array | undefined)[];
+  slots: (number | undefined)[];
   /** The padded latent at this step, written tile by tile by the previous step (null once no longer read). */
   latent: Float32Array | null;
   /** Once the step is done: the next step's padded latent, complete (null after the last step). */
@@ -89,6 +92,8 @@ export interface FlowHooks {
   advance(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
   /** Evaluates one window; the output is read before the next await. `stream`: more windows follow (EvaluateHint). */
   evaluate(unit: UnetUnit, priority: number, stream: boolean): Promise<Float32Array>;
+  /** The memory for the windows' outputs and the fuse kernel (default: a new one; null: the TypeScript loops only). */
+  memory?: KernelMemory | null;
 }
 
 /** The part of the latent a window writes (its rectangle clipped to the latent; empty if it lies outside). */
@@ -157,6 +162,8 @@ export class WindowFlow {
   private tileOutput = new Float32Array(0);
   private tileLatent = new Float32Array(0);
   private stopped = false;
+  /** The windows' outputs and the fuse's work in WebAssembly (kernels.wat fuseTile); null where unavailable. */
+  private readonly heap: KernelHeap | null;
 
   constructor(
     private readonly plan: MethodPlan,
@@ -166,6 +173,8 @@ export class WindowFlow {
     private readonly hooks: FlowHooks,
   ) {
     const geo = plan.geometry;
+    const memory = hooks.memory === undefined ? KernelMemory.create() : hooks.memory;
+    this.heap = memory ? new KernelHeap(memory) : null;
     let prev: FlowStep | undefined;
     for (let t = start; t < plan.numSteps; t++) {
       // All steps' placements now, in step order: the jitter stream's draws are those of the barrier.
@@ -176,7 +185,7 @@ export class WindowFlow {
       const waits = placements.map(() => 0);
       if (prev) this.link(prev, grid, placements, waits);
       const s: FlowStep = {
-        step: t, grid, placements, rects, tiles, covers, waits, outputs: [], latent: null, after: null,
+        step: t, grid, placements, rects, tiles, covers, waits, outputs: [], slots: [], latent: null, after: null,
         fused: new Float32Array(0), tilesLeft: tiles.length, done: deferred(),
       };
       this.steps.set(t, s);
@@ -236,9 +245,15 @@ export class WindowFlow {
   }
 
   private windowDone(s: FlowStep, i: number, output: Float32Array): void {
-    const copy = this.buffers.take(output.length);
-    copy.set(output);
-    s.outputs[i] = copy;
+    const slot = this.heap?.alloc(output.length * 4) ?? null;
+    if (slot !== null) {
+      this.heap!.memory.f32(slot, output.length).set(output);
+      s.slots[i] = slot;
+    } else {
+      const copy = this.buffers.take(output.length);
+      copy.set(output);
+      s.outputs[i] = copy;
+    }
     for (const tile of s.covers[i]) if (--tile.left === 0) this.tileDone(s, tile);
   }
 
@@ -254,7 +269,10 @@ export class WindowFlow {
     }
     if (--s.tilesLeft > 0) return;
     for (const out of s.outputs) if (out) this.buffers.give(out);
+    const bytes = 4 * geo.channels * s.grid.vertical.window * s.grid.horizontal.window;
+    for (const slot of s.slots) if (slot !== undefined) this.heap!.release(slot, bytes);
     s.outputs = [];
+    s.slots = [];
     s.latent = null;
     s.after = next?.latent ?? null;
     s.done.resolve(s.fused);
@@ -277,11 +295,14 @@ export class WindowFlow {
       this.tileLatent = new Float32Array(channels * plane);
     }
     const part = this.tileOutput.subarray(0, channels * plane);
+    if (this.fuseKernel(s, tile, part)) return part;
     part.fill(0);
     const cov = this.coverage;
     cov.fill(0, 0, plane);
+    const windowSize = channels * winH * winW;
     for (const i of tile.windows) {
-      const out = s.outputs[i]!;
+      const slot = s.slots[i];
+      const out = slot === undefined ? s.outputs[i]! : this.heap!.memory.f32(slot, windowSize);
       const { top, left } = s.placements[i];
       const r = s.rects[i];
       const y0 = Math.max(r.y0, tile.y0);
@@ -310,6 +331,46 @@ export class WindowFlow {
       for (let k = 0; k < plane; k++) part[base + k] *= inv[k];
     }
     return part;
+  }
+
+  /**
+   * fuse through the WebAssembly kernel (kernels.wat fuseTile), where every window over the tile is in the kernels'
+   * memory and the memory holds the work: the same arithmetic in the same order, so the same bits. False: not taken.
+   */
+  private fuseKernel(s: FlowStep, tile: Tile, part: Float32Array): boolean {
+    const heap = this.heap;
+    if (heap === null || !tile.windows.every((i) => s.slots[i] !== undefined)) return false;
+    const channels = this.plan.geometry.channels;
+    const winH = s.grid.vertical.window;
+    const winW = s.grid.horizontal.window;
+    const th = tile.y1 - tile.y0;
+    const tw = tile.x1 - tile.x0;
+    const count = tile.windows.length;
+    const bytes = [part.length * 4, th * tw * 4, count * 28];
+    const at = bytes.map((b) => heap.alloc(b));
+    try {
+      if (at.some((o) => o === null)) return false;
+      const [partAt, covAt, descAt] = at as [number, number, number];
+      const desc = heap.memory.i32(descAt, count * 7);
+      tile.windows.forEach((i, w) => {
+        const { top, left } = s.placements[i];
+        const r = s.rects[i];
+        // Where the window's output would hold the tile's (0, 0) in channel 0 (outside it where the window starts
+        // inside the tile; only its rows ry0..ry1 and columns rx0..rx1 are read).
+        desc[w * 7] = s.slots[i]! + 4 * ((tile.y0 - top) * winW + (tile.x0 - left));
+        desc[w * 7 + 1] = 4 * winH * winW;
+        desc[w * 7 + 2] = 4 * winW;
+        desc[w * 7 + 3] = Math.max(r.y0, tile.y0) - tile.y0;
+        desc[w * 7 + 4] = Math.min(r.y1, tile.y1) - tile.y0;
+        desc[w * 7 + 5] = Math.max(r.x0, tile.x0) - tile.x0;
+        desc[w * 7 + 6] = Math.min(r.x1, tile.x1) - tile.x0;
+      });
+      if (!heap.memory.kernels.fuseTile(partAt, covAt, descAt, count, channels, th, tw)) throw uncovered();
+      part.set(heap.memory.f32(partAt, part.length));
+      return true;
+    } finally {
+      at.forEach((o, k) => o !== null && heap.release(o, bytes[k]!));
+    }
   }
 
   /** The next step's latent over the tile (ctx.advance), with the padding's copies of the last row and column. */
