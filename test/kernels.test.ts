@@ -113,13 +113,14 @@ describe('the WebAssembly kernels', () => {
     }
   });
 
-  it('stage-2 windows fused by the kernel, by the TypeScript loops, or by the loops reading the windows that fit from a memory too small for all, give the same bits', async () => {
+  it('stage-2 tiles fused by the kernel, fused and stepped by the kernels, by the TypeScript loops, or by the loops reading the windows that fit from a memory too small for all, give the same bits', async () => {
     const steps = 6;
     const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, steps) as EulerScheduler;
-    // A padded 72 x 76 latent in windows of 32 (16 KiB of output each), every step in stage 2.
-    const plan = planMethod('multidiffusion', resolveMethodOptions({}), { height: 72 * 8, width: 76 * 8, nativeHeight: 32 * 8, nativeWidth: 32 * 8, latentMultiple: 8, channels: 4, numSteps: steps });
+    // A 72 x 76 latent, padded to 80 x 80, in windows of 32 (16 KiB of output each), every step in stage 2.
+    const plan = planMethod('multidiffusion', resolveMethodOptions({}), { height: 72, width: 76, nativeHeight: 32, nativeWidth: 32, latentMultiple: 8, channels: 4, numSteps: steps });
+    assert.deepEqual([plan.geometry.paddedHeight, plan.geometry.paddedWidth], [80, 80], 'edge-padded on both axes');
     const latent = Float32Array.from(createRandom(2, 'test').randn([4 * 72 * 76]));
-    const flow = async (memory: KernelMemory | null | undefined) => {
+    const flow = async (memory: KernelMemory | null | undefined, euler = false) => {
       const rng = createRandom(8, 'test');
       const outputs: Float32Array[] = [];
       const f = new WindowFlow(plan, latent, 0, createRandom(3, 'jitter'), {
@@ -131,6 +132,8 @@ describe('the WebAssembly kernels', () => {
           return Float32Array.from(unit.sample, (v, i) => v * 0.9 + ((i % 7) - 3) * 0.01 * (unit.step + 1));
         },
         ...(memory === undefined ? {} : { memory }),
+        // With the Euler step's scalars, whole tiles are fused, placed and stepped in the kernels' memory.
+        ...(euler ? { eulerStep: (k: number) => sched.eulerCoefficients(k) } : {}),
       });
       for (let k = 0; k < steps; k++) {
         const r = await f.result(k);
@@ -142,10 +145,10 @@ describe('the WebAssembly kernels', () => {
     const small = KernelMemory.create(65536)!;
     assert.ok(plan.windows.count * 4 * 32 * 32 * 4 > 2 * 65536, `${plan.windows.count} windows a step need more than the small memory holds`);
     const loops = await flow(null);
-    for (const memory of [undefined, small]) {
-      const got = await flow(memory);
+    for (const [memory, euler, label] of [[undefined, false, 'fuse kernel'], [undefined, true, 'tile kernels'], [small, true, 'small memory']] as const) {
+      const got = await flow(memory, euler);
       assert.equal(got.length, loops.length);
-      got.forEach((a, i) => assert.ok(sameBits(a, loops[i]!), `array ${i} (${memory === small ? 'mixed' : 'kernel'})`));
+      got.forEach((a, i) => assert.ok(sameBits(a, loops[i]!), `array ${i} (${label})`));
     }
   });
 });

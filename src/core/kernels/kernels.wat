@@ -256,6 +256,63 @@
         (br $pos)))
     (i32.const 1))
 
+  ;; A stage-2 tile placed and stepped (src/core/methods/window-flow.ts tileDone): for each channel c and tile position
+  ;; (ty, tx), at (y, x) = (y0 + ty, x0 + tx) of the latent, fused[c, y, x] ([channels, h, w]) = part[c, ty, tx]
+  ;; ([channels, th, tw]), and where `step` is not 0, nxt[c, y, x] ([channels, H, W], the padded latent) = the Euler
+  ;; step (eulerRange) of part[c, ty, tx] and lat[c, y, x].
+  (func $placeTile (export "placeTile")
+    (param $part i32) (param $fused i32) (param $lat i32) (param $nxt i32) (param $step i32)
+    (param $channels i32) (param $y0 i32) (param $x0 i32) (param $th i32) (param $tw i32)
+    (param $h i32) (param $w i32) (param $H i32) (param $W i32)
+    (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
+    (local $c i32) (local $ty i32) (local $tx i32) (local $pa i32) (local $fa i32) (local $la i32)
+    (local $m f32) (local $sv f32) (local $x0v f32)
+    (local.set $pa (local.get $part))
+    (block $c_done
+      (loop $channel
+        (br_if $c_done (i32.ge_u (local.get $c) (local.get $channels)))
+        (local.set $ty (i32.const 0))
+        (block $y_done
+          (loop $row
+            (br_if $y_done (i32.ge_u (local.get $ty) (local.get $th)))
+            (local.set $fa
+              (i32.add (local.get $fused)
+                (i32.shl
+                  (i32.add (i32.mul (i32.add (i32.mul (local.get $c) (local.get $h)) (i32.add (local.get $y0) (local.get $ty))) (local.get $w)) (local.get $x0))
+                  (i32.const 2))))
+            (local.set $la
+              (i32.shl
+                (i32.add (i32.mul (i32.add (i32.mul (local.get $c) (local.get $H)) (i32.add (local.get $y0) (local.get $ty))) (local.get $W)) (local.get $x0))
+                (i32.const 2)))
+            (local.set $tx (i32.const 0))
+            (block $x_done
+              (loop $col
+                (br_if $x_done (i32.ge_u (local.get $tx) (local.get $tw)))
+                (local.set $m (f32.load (local.get $pa)))
+                (f32.store (local.get $fa) (local.get $m))
+                (if (local.get $step)
+                  (then
+                    (local.set $sv (f32.load (i32.add (local.get $lat) (local.get $la))))
+                    (local.set $x0v
+                      (if (result f32) (i32.eqz (local.get $kind))
+                        (then (f32.sub (local.get $sv) (f32.mul (local.get $sigma) (local.get $m))))
+                        (else
+                          (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
+                            (then (f32.add (f32.mul (local.get $m) (local.get $cOut)) (f32.div (local.get $sv) (local.get $s2p1))))
+                            (else (local.get $m))))))
+                    (f32.store (i32.add (local.get $nxt) (local.get $la))
+                      (f32.add (local.get $sv)
+                        (f32.mul (f32.div (f32.sub (local.get $sv) (local.get $x0v)) (local.get $sigma)) (local.get $dt))))))
+                (local.set $pa (i32.add (local.get $pa) (i32.const 4)))
+                (local.set $fa (i32.add (local.get $fa) (i32.const 4)))
+                (local.set $la (i32.add (local.get $la) (i32.const 4)))
+                (local.set $tx (i32.add (local.get $tx) (i32.const 1)))
+                (br $col)))
+            (local.set $ty (i32.add (local.get $ty) (i32.const 1)))
+            (br $row)))
+        (local.set $c (i32.add (local.get $c) (i32.const 1)))
+        (br $channel))))
+
   ;; Pixel interaction's shuffle from a latent (src/core/methods/pixel-interaction.ts shuffleToUnits with a layout):
   ;; unit j's element e, for j in [0, n) and e in [0, size), is lat[base[owner] + offset[e]] scale (in float64, as
   ;; the TypeScript multiplies), owner = perm[e n + j] (j when permBytes is 0); units are written one after another.

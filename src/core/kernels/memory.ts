@@ -17,6 +17,10 @@ export interface KernelExports {
   ): void;
   fillBelow(s: number, next: number, out: number, count: number, n: number, limit: number): number;
   fuseTile(part: number, cov: number, desc: number, count: number, channels: number, th: number, tw: number): number;
+  placeTile(
+    part: number, fused: number, lat: number, nxt: number, step: number, channels: number, y0: number, x0: number, th: number, tw: number,
+    h: number, w: number, H: number, W: number, kind: number, sigma: number, dt: number, cOut: number, s2p1: number,
+  ): void;
   gatherPatch(src: number, dst: number, base: number, off: number, size: number): void;
   shuffleUnits(lat: number, units: number, base: number, off: number, perm: number, permBytes: number, n: number, size: number, scale: number): void;
 }

@@ -738,6 +738,7 @@ export class StagedMethod extends MethodBase {
     return new WindowFlow(this.plan, latent, start, this.options.windowJitter ? ctx.random.jitter : undefined, {
       scheduler: ctx.scheduler,
       advance,
+      ...(ctx.eulerStep ? { eulerStep: ctx.eulerStep } : {}),
       evaluate: async (unit, priority, stream) => {
         const [result] = await this.evaluate(ctx, [unit], unit.step, 0, undefined, { priority, stream, quiet: true });
         return result.output;

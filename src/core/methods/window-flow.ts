@@ -12,6 +12,7 @@
 import { AsgdError } from '../errors.ts';
 import { KernelHeap } from '../kernels/heap.ts';
 import { KernelMemory } from '../kernels/memory.ts';
+import type { EulerCoefficients } from '../kernels/euler-range.ts';
 import type { RandomSource } from '../random/types.ts';
 import type { Scheduler } from '../schedulers/types.ts';
 import { BufferStack } from './buffers.ts';
@@ -64,6 +65,9 @@ interface Tile extends Rect {
   readers: number[];
 }
 
+/** A latent-sized array of the flow: in the kernel heap (its offset) or, where the heap cannot hold it, a plain array. */
+type FlowArray = Float32Array | { readonly at: number; readonly length: number };
+
 interface FlowStep {
   step: number;
   grid: WindowGrid;
@@ -79,10 +83,11 @@ interface FlowStep {
   outputs: (Float32Array | undefined)[];
   slots: (number | undefined)[];
   /** The padded latent at this step, written tile by tile by the previous step (null once no longer read). */
-  latent: Float32Array | null;
-  /** Once the step is done: the next step's padded latent, complete (null after the last step). */
+  latent: FlowArray | null;
+  /** Once the step is done: the next step's latent [C, h, w], complete (null after the last step). */
   after: Float32Array | null;
-  fused: Float32Array;
+  /** The fused output [C, h, w], written tile by tile (null until the first tile is done). */
+  fused: FlowArray | null;
   tilesLeft: number;
   done: Deferred<Float32Array>;
 }
@@ -92,7 +97,12 @@ export interface FlowHooks {
   advance(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
   /** Evaluates one window; the output is read before the next await. `stream`: more windows follow (EvaluateHint). */
   evaluate(unit: UnetUnit, priority: number, stream: boolean): Promise<Float32Array>;
-  /** The memory for the windows' outputs and the fuse kernel (default: a new one; null: the TypeScript loops only). */
+  /** Where advance is an Euler step: its scalars at `step` (MethodContext.eulerStep), for the tile kernel. */
+  eulerStep?(step: number): EulerCoefficients | null;
+  /**
+   * The memory for the windows' outputs, the latents, the fused outputs and the kernels' work (default: a new one;
+   * null: the TypeScript loops only).
+   */
   memory?: KernelMemory | null;
 }
 
@@ -186,13 +196,13 @@ export class WindowFlow {
       if (prev) this.link(prev, grid, placements, waits);
       const s: FlowStep = {
         step: t, grid, placements, rects, tiles, covers, waits, outputs: [], slots: [], latent: null, after: null,
-        fused: new Float32Array(0), tilesLeft: tiles.length, done: deferred(),
+        fused: null, tilesLeft: tiles.length, done: deferred(),
       };
       this.steps.set(t, s);
       prev = s;
     }
     const first = this.steps.get(start)!;
-    first.latent = padLatent(latent, geo);
+    first.latent = this.adopt(padLatent(latent, geo));
     for (let i = 0; i < first.placements.length; i++) this.dispatch(first, i);
   }
 
@@ -204,10 +214,7 @@ export class WindowFlow {
     const s = this.steps.get(step)!;
     const fused = await s.done.promise;
     this.steps.delete(step);
-    if (!s.after) return { fused };
-    const { channels, height, width, paddedHeight, paddedWidth } = this.plan.geometry;
-    // Not padded: the array itself, which the flow no longer writes (later tiles go to later steps' latents).
-    return { fused, after: cropLatent(s.after, channels, paddedHeight, paddedWidth, height, width) };
+    return s.after ? { fused, after: s.after } : { fused };
   }
 
   /** Hands nothing more over (after a failure, or when the method starts a new run). */
@@ -232,7 +239,7 @@ export class WindowFlow {
     if (this.stopped) return;
     const geo = this.plan.geometry;
     const sample = this.buffers.take(geo.channels * s.grid.vertical.window * s.grid.horizontal.window);
-    const unit = windowUnit(this.plan, this.hooks.scheduler, s.step, s.grid, s.placements[i], s.latent!, sample);
+    const unit = windowUnit(this.plan, this.hooks.scheduler, s.step, s.grid, s.placements[i], this.view(s.latent!), sample);
     // Earlier steps first: their tiles unblock the most.
     this.hooks
       // The last step's windows end the stream: splitting one of them may shorten the tail.
@@ -259,12 +266,16 @@ export class WindowFlow {
 
   private tileDone(s: FlowStep, tile: Tile): void {
     const geo = this.plan.geometry;
-    if (s.fused.length === 0) s.fused = new Float32Array(geo.channels * geo.height * geo.width);
-    const part = this.fuse(s, tile);
-    copyRect(part, s.fused, tile, geo.height, geo.width, geo.channels, true);
     const next = this.steps.get(s.step + 1);
+    s.fused ??= this.place(geo.channels * geo.height * geo.width);
+    if (next) next.latent ??= this.place(geo.channels * geo.paddedHeight * geo.paddedWidth);
+    if (!this.tileKernel(s, next, tile)) {
+      const part = this.fuse(s, tile);
+      copyRect(part, this.view(s.fused), tile, geo.height, geo.width, geo.channels, true);
+      if (next) this.stepTile(s, next, tile, part);
+    }
     if (next) {
-      this.stepTile(s, next, tile, part);
+      this.padTile(next, tile);
       for (const j of tile.readers) if (--next.waits[j] === 0) this.dispatch(next, j);
     }
     if (--s.tilesLeft > 0) return;
@@ -273,9 +284,50 @@ export class WindowFlow {
     for (const slot of s.slots) if (slot !== undefined) this.heap!.release(slot, bytes);
     s.outputs = [];
     s.slots = [];
+    // What the loop keeps leaves the heap as plain arrays. The next latent is complete and no longer written (later
+    // tiles go to later steps' latents); a plain one unpadded is handed over itself.
+    const fused = this.takeOut(s.fused);
+    if (next) {
+      const { channels, height, width, paddedHeight, paddedWidth } = geo;
+      const after = this.view(next.latent!);
+      const cropped = cropLatent(after, channels, paddedHeight, paddedWidth, height, width);
+      s.after = cropped === after && !(next.latent instanceof Float32Array) ? after.slice() : cropped;
+    }
+    this.drop(s.latent);
     s.latent = null;
-    s.after = next?.latent ?? null;
-    s.done.resolve(s.fused);
+    s.fused = null;
+    s.done.resolve(fused);
+  }
+
+  /** A new array of `length` values, in the heap where it has room. */
+  private place(length: number): FlowArray {
+    const at = this.heap?.alloc(length * 4) ?? null;
+    return at === null ? new Float32Array(length) : { at, length };
+  }
+
+  /** `a` copied into the heap where it has room, else `a` itself. */
+  private adopt(a: Float32Array): FlowArray {
+    const placed = this.place(a.length);
+    if (placed instanceof Float32Array) return a;
+    this.view(placed).set(a);
+    return placed;
+  }
+
+  /** The values of `a` (a view into the heap: valid until the heap next grows). */
+  private view(a: FlowArray): Float32Array {
+    return a instanceof Float32Array ? a : this.heap!.memory.f32(a.at, a.length);
+  }
+
+  private drop(a: FlowArray | null): void {
+    if (a !== null && !(a instanceof Float32Array)) this.heap!.release(a.at, a.length * 4);
+  }
+
+  /** `a` as a plain array (copied out of the heap, which then takes it back). */
+  private takeOut(a: FlowArray): Float32Array {
+    if (a instanceof Float32Array) return a;
+    const out = this.view(a).slice();
+    this.drop(a);
+    return out;
   }
 
   /**
@@ -295,7 +347,7 @@ export class WindowFlow {
       this.tileLatent = new Float32Array(channels * plane);
     }
     const part = this.tileOutput.subarray(0, channels * plane);
-    if (this.fuseKernel(s, tile, part)) return part;
+    if (this.fuseInHeap(s, tile, (partAt) => part.set(this.heap!.memory.f32(partAt, part.length)))) return part;
     part.fill(0);
     const cov = this.coverage;
     cov.fill(0, 0, plane);
@@ -334,10 +386,11 @@ export class WindowFlow {
   }
 
   /**
-   * fuse through the WebAssembly kernel (kernels.wat fuseTile), where every window over the tile is in the kernels'
-   * memory and the memory holds the work: the same arithmetic in the same order, so the same bits. False: not taken.
+   * The tile's fused output computed in the heap by the WebAssembly kernel (kernels.wat fuseTile): the same arithmetic
+   * in the same order as fuse, so the same bits. Where every window over the tile is in the heap and the heap holds
+   * the work: `use` is called with the output's offset, then the work's memory is given back; false: not taken.
    */
-  private fuseKernel(s: FlowStep, tile: Tile, part: Float32Array): boolean {
+  private fuseInHeap(s: FlowStep, tile: Tile, use: (partAt: number) => void): boolean {
     const heap = this.heap;
     if (heap === null || !tile.windows.every((i) => s.slots[i] !== undefined)) return false;
     const channels = this.plan.geometry.channels;
@@ -346,7 +399,7 @@ export class WindowFlow {
     const th = tile.y1 - tile.y0;
     const tw = tile.x1 - tile.x0;
     const count = tile.windows.length;
-    const bytes = [part.length * 4, th * tw * 4, count * 28];
+    const bytes = [channels * th * tw * 4, th * tw * 4, count * 28];
     const at = bytes.map((b) => heap.alloc(b));
     try {
       if (at.some((o) => o === null)) return false;
@@ -366,22 +419,48 @@ export class WindowFlow {
         desc[w * 7 + 6] = Math.min(r.x1, tile.x1) - tile.x0;
       });
       if (!heap.memory.kernels.fuseTile(partAt, covAt, descAt, count, channels, th, tw)) throw uncovered();
-      part.set(heap.memory.f32(partAt, part.length));
+      use(partAt);
       return true;
     } finally {
       at.forEach((o, k) => o !== null && heap.release(o, bytes[k]!));
     }
   }
 
-  /** The next step's latent over the tile (ctx.advance), with the padding's copies of the last row and column. */
-  private stepTile(s: FlowStep, next: FlowStep, tile: Tile, fused: Float32Array): void {
+  /**
+   * The whole of tileDone's arithmetic in the heap (fuseTile, then placeTile: the fused output written to the step's
+   * and the tile stepped into the next latent by the Euler step advance takes), where the latents, the fused output
+   * and the windows are all there and the step is an Euler step; false: not taken.
+   */
+  private tileKernel(s: FlowStep, next: FlowStep | undefined, tile: Tile): boolean {
+    const inHeap = (a: FlowArray | null) => a !== null && !(a instanceof Float32Array);
+    if (!inHeap(s.fused) || (next && !(inHeap(s.latent) && inHeap(next.latent)))) return false;
+    const euler = next ? (this.hooks.eulerStep?.(s.step) ?? null) : null;
+    if (next && euler === null) return false;
     const { channels, height: h, width: w, paddedHeight: H, paddedWidth: W } = this.plan.geometry;
+    const at = (a: FlowArray | null) => (a === null || a instanceof Float32Array ? 0 : a.at);
+    const c = euler ?? { kind: 0, sigma: 1, dt: 0, cOut: 0, s2p1: 1 };
+    return this.fuseInHeap(s, tile, (partAt) => {
+      this.heap!.memory.kernels.placeTile(
+        partAt, at(s.fused), at(s.latent), at(next?.latent ?? null), next ? 1 : 0,
+        channels, tile.y0, tile.x0, tile.y1 - tile.y0, tile.x1 - tile.x0, h, w, H, W, c.kind, c.sigma, c.dt, c.cOut, c.s2p1,
+      );
+    });
+  }
+
+  /** The next step's latent over the tile (ctx.advance). */
+  private stepTile(s: FlowStep, next: FlowStep, tile: Tile, fused: Float32Array): void {
+    const { channels, paddedHeight: H, paddedWidth: W } = this.plan.geometry;
     const sample = this.tileLatent.subarray(0, fused.length);
-    copyRect(sample, s.latent!, tile, H, W, channels, false);
+    copyRect(sample, this.view(s.latent!), tile, H, W, channels, false);
     const stepped = this.hooks.advance(s.step, fused, sample);
-    next.latent ??= new Float32Array(channels * H * W);
-    const out = next.latent;
-    copyRect(stepped, out, tile, H, W, channels, true);
+    copyRect(stepped, this.view(next.latent!), tile, H, W, channels, true);
+  }
+
+  /** The padding's copies of the last row and column of the next step's latent, over the tile. */
+  private padTile(next: FlowStep, tile: Tile): void {
+    const { channels, height: h, width: w, paddedHeight: H, paddedWidth: W } = this.plan.geometry;
+    if (H === h && W === w) return;
+    const out = this.view(next.latent!);
     const right = tile.x1 === w ? W : tile.x1;
     for (let c = 0; c < channels; c++) {
       if (right > tile.x1) {
