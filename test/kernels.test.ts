@@ -18,6 +18,7 @@ import { drawPermutations } from '../src/core/methods/pixel-interaction.ts';
 import { weightedMask } from '../src/core/methods/guidance.ts';
 import { planMethod, resolveMethodOptions } from '../src/core/methods/index.ts';
 import { WindowFlow } from '../src/core/methods/window-flow.ts';
+import { extractWindow } from '../src/core/methods/windows.ts';
 import type { UnetUnit } from '../src/core/methods/types.ts';
 
 const sameBits = (a: Float32Array, b: Float32Array) =>
@@ -149,6 +150,23 @@ describe('the WebAssembly kernels', () => {
       const got = await flow(memory, euler);
       assert.equal(got.length, loops.length);
       got.forEach((a, i) => assert.ok(sameBits(a, loops[i]!), `array ${i} (${label})`));
+    }
+  });
+
+  it('the window kernel cuts what extractWindow cuts, zeros outside the latent included, whatever the memory held before', () => {
+    const km = KernelMemory.create()!;
+    const [C, H, W, wh, ww] = [3, 20, 24, 8, 10];
+    const [src, dst] = km.layout([C * H * W * 4, C * wh * ww * 4]);
+    const latent = Float32Array.from(createRandom(6, 'test').randn([C * H * W]));
+    km.f32(src, latent.length).set(latent);
+    // Windows inside, across every edge, wholly outside (rows or columns), scaled and not.
+    for (const [top, left] of [[0, 0], [5, 7], [-3, -4], [15, 18], [-8, 2], [20, 3], [4, -10], [6, 24], [-20, -20]] as const) {
+      for (const scale of [1, 0.3712]) {
+        km.f32(dst, C * wh * ww).fill(Number.NaN); // what an earlier window left there
+        km.kernels.extractWindow(src, dst, C, H, W, top, left, wh, ww, scale);
+        const expected = extractWindow(latent, C, H, W, top, left, wh, ww, scale);
+        assert.ok(sameBits(km.f32(dst, C * wh * ww), expected), `window at (${top}, ${left}), scale ${scale}`);
+      }
     }
   });
 });

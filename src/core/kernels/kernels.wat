@@ -313,6 +313,67 @@
         (local.set $c (i32.add (local.get $c) (i32.const 1)))
         (br $channel))))
 
+  ;; A stage-2 window cut out of the padded latent (src/core/methods/windows.ts extractWindow): dst [channels, winH,
+  ;; winW] = src [channels, srcH, srcW] from row `top` and column `left` on, times `scale` (in float64, as the
+  ;; TypeScript multiplies; scale 1 copies the bits), zero outside the latent.
+  (func $extractWindow (export "extractWindow")
+    (param $src i32) (param $dst i32) (param $channels i32) (param $srcH i32) (param $srcW i32)
+    (param $top i32) (param $left i32) (param $winH i32) (param $winW i32) (param $scale f64)
+    (local $x0 i32) (local $x1 i32) (local $c i32) (local $y i32) (local $sy i32) (local $d i32) (local $sa i32) (local $x i32)
+    (local $plain i32)
+    (local.set $plain (f64.eq (local.get $scale) (f64.const 1)))
+    ;; x0 = max(0, min(winW, -left)), x1 = max(x0, min(winW, srcW - left))
+    (local.set $x0 (i32.sub (i32.const 0) (local.get $left)))
+    (if (i32.gt_s (local.get $x0) (local.get $winW)) (then (local.set $x0 (local.get $winW))))
+    (if (i32.lt_s (local.get $x0) (i32.const 0)) (then (local.set $x0 (i32.const 0))))
+    (local.set $x1 (i32.sub (local.get $srcW) (local.get $left)))
+    (if (i32.gt_s (local.get $x1) (local.get $winW)) (then (local.set $x1 (local.get $winW))))
+    (if (i32.lt_s (local.get $x1) (local.get $x0)) (then (local.set $x1 (local.get $x0))))
+    (block $c_done
+      (loop $channel
+        (br_if $c_done (i32.ge_u (local.get $c) (local.get $channels)))
+        (local.set $y (i32.const 0))
+        (block $y_done
+          (loop $row
+            (br_if $y_done (i32.ge_u (local.get $y) (local.get $winH)))
+            (local.set $sy (i32.add (local.get $top) (local.get $y)))
+            (local.set $d
+              (i32.add (local.get $dst) (i32.shl (i32.mul (i32.add (i32.mul (local.get $c) (local.get $winH)) (local.get $y)) (local.get $winW)) (i32.const 2))))
+            (if (i32.or (i32.or (i32.lt_s (local.get $sy) (i32.const 0)) (i32.ge_s (local.get $sy) (local.get $srcH))) (i32.eq (local.get $x1) (local.get $x0)))
+              (then (memory.fill (local.get $d) (i32.const 0) (i32.shl (local.get $winW) (i32.const 2))))
+              (else
+                (memory.fill (local.get $d) (i32.const 0) (i32.shl (local.get $x0) (i32.const 2)))
+                (memory.fill
+                  (i32.add (local.get $d) (i32.shl (local.get $x1) (i32.const 2)))
+                  (i32.const 0)
+                  (i32.shl (i32.sub (local.get $winW) (local.get $x1)) (i32.const 2)))
+                ;; sa: the source address of column 0 of the window's row (the window may start left of the latent).
+                (local.set $sa
+                  (i32.add (local.get $src)
+                    (i32.shl (i32.add (i32.mul (i32.add (i32.mul (local.get $c) (local.get $srcH)) (local.get $sy)) (local.get $srcW)) (local.get $left)) (i32.const 2))))
+                (if (local.get $plain)
+                  (then
+                    (memory.copy
+                      (i32.add (local.get $d) (i32.shl (local.get $x0) (i32.const 2)))
+                      (i32.add (local.get $sa) (i32.shl (local.get $x0) (i32.const 2)))
+                      (i32.shl (i32.sub (local.get $x1) (local.get $x0)) (i32.const 2))))
+                  (else
+                    (local.set $x (local.get $x0))
+                    (block $x_done
+                      (loop $col
+                        (br_if $x_done (i32.ge_s (local.get $x) (local.get $x1)))
+                        (f32.store (i32.add (local.get $d) (i32.shl (local.get $x) (i32.const 2)))
+                          (f32.demote_f64
+                            (f64.mul
+                              (f64.promote_f32 (f32.load (i32.add (local.get $sa) (i32.shl (local.get $x) (i32.const 2)))))
+                              (local.get $scale))))
+                        (local.set $x (i32.add (local.get $x) (i32.const 1)))
+                        (br $col)))))))
+            (local.set $y (i32.add (local.get $y) (i32.const 1)))
+            (br $row)))
+        (local.set $c (i32.add (local.get $c) (i32.const 1)))
+        (br $channel))))
+
   ;; Pixel interaction's shuffle from a latent (src/core/methods/pixel-interaction.ts shuffleToUnits with a layout):
   ;; unit j's element e, for j in [0, n) and e in [0, size), is lat[base[owner] + offset[e]] scale (in float64, as
   ;; the TypeScript multiplies), owner = perm[e n + j] (j when permBytes is 0); units are written one after another.

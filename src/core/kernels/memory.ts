@@ -21,6 +21,7 @@ export interface KernelExports {
     part: number, fused: number, lat: number, nxt: number, step: number, channels: number, y0: number, x0: number, th: number, tw: number,
     h: number, w: number, H: number, W: number, kind: number, sigma: number, dt: number, cOut: number, s2p1: number,
   ): void;
+  extractWindow(src: number, dst: number, channels: number, srcH: number, srcW: number, top: number, left: number, winH: number, winW: number, scale: number): void;
   gatherPatch(src: number, dst: number, base: number, off: number, size: number): void;
   shuffleUnits(lat: number, units: number, base: number, off: number, perm: number, permBytes: number, n: number, size: number, scale: number): void;
 }

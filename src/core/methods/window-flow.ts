@@ -25,9 +25,9 @@ import type { UnetUnit } from './types.ts';
 import type { WindowGrid, WindowPlacement } from './windows.ts';
 import { extractWindow, placeWindows } from './windows.ts';
 
-/** The unit of the window at `p` of step `step`, cut out of the padded latent into `into`. */
+/** The unit of the window at `p` of step `step`, cut out of the padded latent into `into` (null: `into` holds it). */
 export function windowUnit(
-  plan: MethodPlan, scheduler: Scheduler, step: number, grid: WindowGrid, p: WindowPlacement, padded: Float32Array, into: Float32Array,
+  plan: MethodPlan, scheduler: Scheduler, step: number, grid: WindowGrid, p: WindowPlacement, padded: Float32Array | null, into: Float32Array,
 ): UnetUnit {
   const geo = plan.geometry;
   const winH = grid.vertical.window;
@@ -37,7 +37,7 @@ export function windowUnit(
     kind: 'window',
     step,
     index: p.index,
-    sample: extractWindow(padded, geo.channels, geo.paddedHeight, geo.paddedWidth, p.top, p.left, winH, winW, scheduler.inputScale(step), into),
+    sample: padded === null ? into : extractWindow(padded, geo.channels, geo.paddedHeight, geo.paddedWidth, p.top, p.left, winH, winW, scheduler.inputScale(step), into),
     height: winH,
     width: winW,
     timestep: scheduler.timesteps[step],
@@ -239,7 +239,8 @@ export class WindowFlow {
     if (this.stopped) return;
     const geo = this.plan.geometry;
     const sample = this.buffers.take(geo.channels * s.grid.vertical.window * s.grid.horizontal.window);
-    const unit = windowUnit(this.plan, this.hooks.scheduler, s.step, s.grid, s.placements[i], this.view(s.latent!), sample);
+    const cut = this.extractInHeap(s, i, sample);
+    const unit = windowUnit(this.plan, this.hooks.scheduler, s.step, s.grid, s.placements[i], cut ? null : this.view(s.latent!), sample);
     // Earlier steps first: their tiles unblock the most.
     this.hooks
       // The last step's windows end the stream: splitting one of them may shorten the tail.
@@ -249,6 +250,24 @@ export class WindowFlow {
         if (!this.stopped) this.windowDone(s, i, output);
       })
       .catch((error: unknown) => this.stop(error));
+  }
+
+  /** Window i's input cut out of the step's latent in the heap by the kernel (kernels.wat extractWindow) into `into`; false: not taken. */
+  private extractInHeap(s: FlowStep, i: number, into: Float32Array): boolean {
+    const heap = this.heap;
+    const latent = s.latent!;
+    if (heap === null || latent instanceof Float32Array) return false;
+    const dst = heap.alloc(into.length * 4);
+    if (dst === null) return false;
+    const geo = this.plan.geometry;
+    const p = s.placements[i];
+    heap.memory.kernels.extractWindow(
+      latent.at, dst, geo.channels, geo.paddedHeight, geo.paddedWidth, p.top, p.left, s.grid.vertical.window, s.grid.horizontal.window,
+      this.hooks.scheduler.inputScale(s.step),
+    );
+    into.set(heap.memory.f32(dst, into.length));
+    heap.release(dst, into.length * 4);
+    return true;
   }
 
   private windowDone(s: FlowStep, i: number, output: Float32Array): void {
