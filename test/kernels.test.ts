@@ -156,7 +156,7 @@ describe('the WebAssembly kernels', () => {
   it('the window kernel cuts what extractWindow cuts, zeros outside the latent included, whatever the memory held before', () => {
     const km = KernelMemory.create()!;
     const [C, H, W, wh, ww] = [3, 20, 24, 8, 10];
-    const [src, dst] = km.layout([C * H * W * 4, C * wh * ww * 4]);
+    const [src, dst] = km.layout([C * H * W * 4, C * wh * ww * 4])!;
     const latent = Float32Array.from(createRandom(6, 'test').randn([C * H * W]));
     km.f32(src, latent.length).set(latent);
     // Windows inside, across every edge, wholly outside (rows or columns), scaled and not.
