@@ -62,7 +62,7 @@ export class BarrierStep {
   constructor(private readonly s: BarrierStepSetup) {
     this.taken = new Uint8Array(s.n);
     this.left = s.n;
-    // The kernel reads byte permutations (16-bit ones, for more than 255 patches, keep the TypeScript loops).
+    // The kernel reads byte permutations (16-bit ones, for more than 256 patches, keep the TypeScript loops).
     const bytes = s.perm === null || s.perm instanceof Uint8Array;
     // Where the kernel memory cannot grow to hold the step, the TypeScript loops take it.
     this.kernel = s.kernel && bytes ? UnitKernel.create(s.kernel.memory, { latent: s.patches, layout: s.layout, perm: s.perm as Uint8Array | null, n: s.n, size: s.size, euler: s.kernel.euler }) : null;

@@ -7,7 +7,10 @@
  * windows. Each step's latent is cut into square tiles; a tile is fused and stepped once every window over it is
  * done, and a window of the next step is handed over once every tile it reads is. The sums run in window order from
  * zero and are multiplied by the same float32 reciprocal as in WindowCanvas, so the fused outputs and the latent are
- * bit for bit those of the barrier. Portable: no Node APIs.
+ * bit for bit those of the barrier. Where WebAssembly is there, the windows' outputs, the latents and the fused outputs
+ * live in a kernel heap and a tile is fused, placed and (Euler) stepped there by the kernels (src/core/kernels), with
+ * the same arithmetic in the same order; the fused output and the next latent leave it as plain arrays once a step is
+ * done. Portable: no Node APIs.
  */
 import { AsgdError } from '../errors.ts';
 import { KernelHeap } from '../kernels/heap.ts';
@@ -79,8 +82,9 @@ interface FlowStep {
   covers: Tile[][];
   /** Per window: tiles of the previous step it still waits for. */
   waits: number[];
-  /** Per window: a copy of its output once done, in the kernels' memory (its offset) or, where that cannot hold it, here. */
+  /** Per window: a copy of its output once done, where the heap cannot hold it (else in `slots`). */
   outputs: (Float32Array | undefined)[];
+  /** Per window: where the heap holds a copy of its output once done. */
   slots: (number | undefined)[];
   /** The padded latent at this step, written tile by tile by the previous step (null once no longer read). */
   latent: FlowArray | null;
@@ -172,7 +176,7 @@ export class WindowFlow {
   private tileOutput = new Float32Array(0);
   private tileLatent = new Float32Array(0);
   private stopped = false;
-  /** The windows' outputs and the fuse's work in WebAssembly (kernels.wat fuseTile); null where unavailable. */
+  /** The windows' outputs, the latents, the fused outputs and the kernels' work (src/core/kernels); null where unavailable. */
   private readonly heap: KernelHeap | null;
 
   constructor(
