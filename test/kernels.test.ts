@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { decodeBase64, KernelMemory, scratchKernels } from '../src/core/kernels/memory.ts';
 import { KERNEL_BYTES_BASE64 } from '../src/core/kernels/kernel-bytes.ts';
+import { KernelHeap } from '../src/core/kernels/heap.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
 import type { EulerScheduler } from '../src/core/schedulers/euler.ts';
@@ -168,5 +169,17 @@ describe('the WebAssembly kernels', () => {
         assert.ok(sameBits(km.f32(dst, C * wh * ww), expected), `window at (${top}, ${left}), scale ${scale}`);
       }
     }
+  });
+
+  it('a kernel heap hands out aligned regions, gives a returned one to the next request of its size, and says when it is full', () => {
+    const heap = new KernelHeap(KernelMemory.create(2 * 65536)!);
+    const a = heap.alloc(100);
+    const b = heap.alloc(100);
+    assert.deepEqual([a, b], [0, 112], 'one after another, 16-byte aligned');
+    heap.release(a!, 100);
+    assert.equal(heap.alloc(50), 112 + 112, 'a returned region goes to requests of its size only');
+    assert.equal(heap.alloc(100), 0, 'the returned region, again');
+    assert.equal(heap.alloc(2 * 65536), null, 'past the memory\'s maximum');
+    assert.equal(heap.alloc(65536), 224 + 64, 'and the heap still works after a refusal (after the 64-byte region)');
   });
 });
