@@ -35,9 +35,9 @@
   ;; positions): unit j's element e, e in [from, to), belongs to patch owner = perm[e n + j] (perm: one byte per
   ;; entry) and lies at i = base[owner] + offset[e] of lat, eps and next. eps[i] is the output guided (mode 0 none; 1
   ;; eps space: v + w (key - v); 2 x0 space: v - w (key - (x - gs v) / alpha), w = weights[e], in float64), except for
-  ;; the key patch (owner 0), whose output is kept; next[i] is eps[i] stepped as eulerRange steps it. The loop tests
-  ;; as little as it can (WebAssembly compilers keep loop-invariant tests inside it): weights come per element, not
-  ;; per position of a plane, and perm holds bytes only.
+  ;; the key patch (owner 0), whose output is kept; next[i] is eps[i] stepped as eulerRange steps it. V8 leaves
+  ;; loop-invariant tests inside the loop, so the loop keeps its tests few: weights come per element, not per
+  ;; position of a plane, and perm holds bytes only.
   (func $unitStep (export "unitStep")
     (param $out i32) (param $lat i32) (param $eps i32) (param $nxt i32)
     (param $key i32) (param $wts i32) (param $base i32) (param $off i32) (param $perm i32)
@@ -116,7 +116,7 @@
   ;; next_state step), as Mt19937.twist does.
   (func $twist (param $s i32)
     (local $a i32) (local $end i32) (local $y i32)
-    ;; Words 0 to 622 take word k + 397, wrapping past the end (1588 = 397 words, 2496 = 624 words, in bytes).
+    ;; Words 0 to 622 take word k + 397, wrapping past the end (in bytes: 1588 = 397 words, 908 = 227 words, 2492 = 623).
     (local.set $a (local.get $s))
     (local.set $end (i32.add (local.get $s) (i32.const 2492)))
     (block $done
