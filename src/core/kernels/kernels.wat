@@ -374,6 +374,40 @@
         (local.set $c (i32.add (local.get $c) (i32.const 1)))
         (br $channel))))
 
+  ;; Permutations of 8 to 11 patches from their draws (src/core/methods/pixel-interaction.ts drawPermutations, two
+  ;; tables composed): for each of `count` draws r (float64 integers below 11!), q = r / headRange, h = (r - q
+  ;; headRange) n, t = 7 q; row c of out (n bytes) is head[h + tail[t + i]] for i < 7, then head[h + i].
+  (func $composePermutations (export "composePermutations")
+    (param $draws i32) (param $out i32) (param $head i32) (param $tail i32) (param $count i32) (param $n i32) (param $headRange i32)
+    (local $c i32) (local $r i32) (local $q i32) (local $h i32) (local $t i32) (local $i i32) (local $o i32)
+    (local.set $o (local.get $out))
+    (block $done
+      (loop $draw
+        (br_if $done (i32.ge_u (local.get $c) (local.get $count)))
+        (local.set $r (i32.trunc_f64_u (f64.load (i32.add (local.get $draws) (i32.shl (local.get $c) (i32.const 3))))))
+        (local.set $q (i32.div_u (local.get $r) (local.get $headRange)))
+        (local.set $h
+          (i32.add (local.get $head)
+            (i32.mul (i32.sub (local.get $r) (i32.mul (local.get $q) (local.get $headRange))) (local.get $n))))
+        (local.set $t (i32.add (local.get $tail) (i32.mul (local.get $q) (i32.const 7))))
+        (local.set $i (i32.const 0))
+        (block $tail_done
+          (loop $tail_byte
+            (br_if $tail_done (i32.ge_u (local.get $i) (i32.const 7)))
+            (i32.store8 (i32.add (local.get $o) (local.get $i))
+              (i32.load8_u (i32.add (local.get $h) (i32.load8_u (i32.add (local.get $t) (local.get $i))))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $tail_byte)))
+        (block $head_done
+          (loop $head_byte
+            (br_if $head_done (i32.ge_u (local.get $i) (local.get $n)))
+            (i32.store8 (i32.add (local.get $o) (local.get $i)) (i32.load8_u (i32.add (local.get $h) (local.get $i))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $head_byte)))
+        (local.set $o (i32.add (local.get $o) (local.get $n)))
+        (local.set $c (i32.add (local.get $c) (i32.const 1)))
+        (br $draw))))
+
   ;; Pixel interaction's shuffle from a latent (src/core/methods/pixel-interaction.ts shuffleToUnits with a layout):
   ;; unit j's element e, for j in [0, n) and e in [0, size), is lat[base[owner] + offset[e]] scale (in float64, as
   ;; the TypeScript multiplies), owner = perm[e n + j] (j when permBytes is 0); units are written one after another.

@@ -22,6 +22,7 @@ export interface KernelExports {
     h: number, w: number, H: number, W: number, kind: number, sigma: number, dt: number, cOut: number, s2p1: number,
   ): void;
   extractWindow(src: number, dst: number, channels: number, srcH: number, srcW: number, top: number, left: number, winH: number, winW: number, scale: number): void;
+  composePermutations(draws: number, out: number, head: number, tail: number, count: number, n: number, headRange: number): void;
   gatherPatch(src: number, dst: number, base: number, off: number, size: number): void;
   shuffleUnits(lat: number, units: number, base: number, off: number, perm: number, permBytes: number, n: number, size: number, scale: number): void;
 }

@@ -150,6 +150,7 @@ export function drawPermutations(rng: RandomSource, elements: number, n: number,
       continue;
     }
     if (head !== null && tail !== null) {
+      if (composeKernel(batch, head, tail, n, headRange, perm.subarray(e0 * n, (e0 + count) * n))) continue;
       for (let c = 0, base = e0 * n; c < count; c++, base += n) {
         const r = batch[c]! | 0; // below 11! < 2^31: integer arithmetic
         const q = (r / headRange) | 0;
@@ -170,6 +171,24 @@ export function drawPermutations(rng: RandomSource, elements: number, n: number,
     }
   }
   return perm;
+}
+
+/**
+ * drawPermutations' composition of two tables (8 to 11 patches) through the WebAssembly kernel (kernels.wat
+ * composePermutations) on the thread's scratch memory: the draws and tables copied in, the rows out. The same bytes;
+ * false where WebAssembly is unavailable or its memory cannot grow.
+ */
+function composeKernel(draws: Float64Array, head: Uint8Array, tail: Uint8Array, n: number, headRange: number, out: Permutations): boolean {
+  const km = scratchKernels();
+  const at = out instanceof Uint8Array ? km?.layout([draws.byteLength, out.length, head.length, tail.length]) : null;
+  if (!km || !at) return false;
+  const [d, o, h, t] = at;
+  km.f64(d, draws.length).set(draws);
+  km.u8(h, head.length).set(head);
+  km.u8(t, tail.length).set(tail);
+  km.kernels.composePermutations(d, o, h, t, draws.length, n, headRange);
+  out.set(km.u8(o, out.length));
+  return true;
 }
 
 /**
