@@ -4,7 +4,7 @@
  * in; SDXL patches of 4 x 128 x 128, x0-space guidance with a mask, Euler; in WebAssembly where the checkout has the
  * kernels, src/core/kernels), the stateless schedulers' whole-latent steps on a 1 x 4 x 256 x 256 latent, and the
  * coordinator's host work per step in the latency-model generation at the shipped defaults and with every step in
- * stage 1 or in stage 2 (bench/latency-model.ts, SDXL at 2048 and 3072 px, each checkout's own: the wall time of all
+ * stage 1 or in stage 2 (bench/latency-model.ts, SDXL at 2048 and 3072 px and SD3 at 2048 px, each checkout's own: the wall time of all
  * its host work on the discrete-event clock, SimResult.hostMsPerStep). On this project's shared machine separate
  * processes of the same code differ by up to 1.5x (V8's compiled code and the machine's state vary from process to
  * process), which hides changes of a few tens of percent; alternating in one process does not. Each case also checks
@@ -134,8 +134,8 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
   // coordinator's host CPU per step (process CPU time over the run, over 50 steps), one run per call.
   const { simulateGeneration } = await import(path.join(root, 'bench', 'latency-model.ts'));
   // Also with every step in one stage (stage split 1: stage 1 only; 0: stage 2 only), which the shipped split mixes.
-  for (const [size, stage] of [[2048, null], [3072, null], [2048, 1], [2048, 2], [3072, 1], [3072, 2]] as const) {
-    const shipped = shippedDefaultsSettings(size);
+  for (const [size, stage, model] of [[2048, null, 'sdxl'], [3072, null, 'sdxl'], [2048, 1, 'sdxl'], [2048, 2, 'sdxl'], [3072, 1, 'sdxl'], [3072, 2, 'sdxl'], [2048, null, 'sd3']] as const) {
+    const shipped = shippedDefaultsSettings(size, model);
     const settings = stage === null ? shipped : { ...shipped, stageSplit: stage === 1 ? 1 : 0 };
     const only = stage === null ? '' : `, every step in stage ${stage}`;
     let latent: Float32Array | undefined;

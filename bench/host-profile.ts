@@ -4,9 +4,9 @@
  * Per function, where wall-time differences cannot say which part moved; on a shared machine the totals still vary
  * from run to run (10.7 to 14.8 ms/step for the same code here), so compare versions in alternating runs.
  *
- *   node --import tsx bench/host-profile.ts [--size 2048|3072] [--model sdxl|sd15] [--stage stage1|stage2] [--runs 4] [--top 15]
+ *   node --import tsx bench/host-profile.ts [--size 2048|3072] [--model sdxl|sd15|sd3] [--stage stage1|stage2] [--runs 4] [--top 15]
  *
- * Prints a table; writes bench/results/host-profile-<size>.json (host-profile-sd15-<size>.json for SD 1.5; with
+ * Prints a table; writes bench/results/host-profile-<size>.json (host-profile-sd15-<size>.json for SD 1.5, -sd3- for SD3; with
  * --stage, -stage1 or -stage2 before .json).
  */
 import fs from 'node:fs';
@@ -19,10 +19,11 @@ import { shippedDefaultsSettings, simulateGeneration } from './latency-model.ts'
 
 const USAGE = `
 npm run bench:host-profile [-- options]: the latency-model generation at the shipped defaults under the V8 profiler;
-self time per function per step. Prints a table and writes bench/results/host-profile[-sd15]-<size>.json.
+self time per function per step. Prints a table and writes bench/results/host-profile[-sd15|-sd3]-<size>.json.
 
   --size N     2048 (4 devices) or 3072 (8 devices) (default 2048)
-  --model M    sdxl (native 1024 px: 4 or 9 patches) or sd15 (native 512 px: 16 or 36 patches) (default sdxl)
+  --model M    sdxl (native 1024 px: 4 or 9 patches), sd15 (native 512 px: 16 or 36 patches) or sd3 (as sdxl with
+               16 latent channels and flow-matching Euler) (default sdxl)
   --stage S    stage1 or stage2: every step in that stage (stage split 1 or 0) instead of the shipped split
   --runs N     profiled runs after a warm-up (default 4)
   --top N      functions listed (default 15)
@@ -33,7 +34,7 @@ const { values, size, model, runs, stage } = benchCli(USAGE, {
 }, ({ values: v }) => ({
   values: { ...v, top: String(intArg('--top', v.top!, 1)) },
   size: Number(choiceArg('--size', v.size!, ['2048', '3072'] as const)) as 2048 | 3072,
-  model: choiceArg('--model', v.model!, ['sdxl', 'sd15'] as const),
+  model: choiceArg('--model', v.model!, ['sdxl', 'sd15', 'sd3'] as const),
   runs: intArg('--runs', v.runs!, 1),
   stage: v.stage === undefined ? null : choiceArg('--stage', v.stage, ['stage1', 'stage2'] as const),
 }));
@@ -68,7 +69,7 @@ console.log('| function | ms/step | share |');
 console.log('|---|---|---|');
 for (const [k, v] of rows.slice(0, Number(values.top))) console.log(`| ${k} | ${perStep(v).toFixed(2)} | ${((100 * v) / total).toFixed(1)}% |`);
 console.log(`| all | ${perStep(total).toFixed(2)} | |`);
-const out = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', `host-profile${model === 'sd15' ? '-sd15' : ''}-${size}${stage ? `-${stage}` : ''}.json`);
+const out = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', `host-profile${model === 'sdxl' ? '' : `-${model}`}-${size}${stage ? `-${stage}` : ''}.json`);
 fs.mkdirSync(path.dirname(out), { recursive: true });
 fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model, model, size, stage, runs, msPerStep: Object.fromEntries(rows.map(([k, v]) => [k, perStep(v)])) }, null, 2) + '\n');
 console.log(`\nWrote ${path.relative(process.cwd(), out)}`);

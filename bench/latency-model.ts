@@ -9,6 +9,7 @@
  * `chargeHost` is set, in which case the coordinator's measured wall time is added (one coordinator thread).
  */
 import { SD15_SCHEDULER_CONFIG } from '../src/core/schedulers/presets.ts';
+import { SD3_SCHEDULER_CONFIG } from '../src/node/model/folder.ts';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { AttentionMap, EvaluateHint, UnetUnit } from '../src/core/methods/types.ts';
 import { resolveParams } from '../src/core/params.ts';
@@ -134,6 +135,8 @@ export interface Geometry {
   /** HR latent size (square) and native latent size. */
   latent: number;
   native: number;
+  /** SD3's: 16 latent channels, latent sides in multiples of 2, flow-matching Euler, no time ids (default SDXL's). */
+  sd3?: boolean;
 }
 
 /** The paper's SDXL geometries: 4 patches and 9 windows at 2048 px, 9 and 25 at 3072 px (native 1024 px). */
@@ -164,13 +167,15 @@ export interface SimSettings {
 /**
  * The latency-model generation at the shipped defaults (stage split 0.8, async guidance, pixel interaction, split
  * 'balance', a CFG half 1.04 of a whole call, host time charged) whose host work bench/host-profile.ts and
- * bench/host-ab.ts measure: SDXL at 2048 px on 4 devices or 3072 px on 8 (native 1024 px), or SD 1.5 (native 512 px).
+ * bench/host-ab.ts measure: SDXL at 2048 px on 4 devices or 3072 px on 8 (native 1024 px), SD 1.5 (native 512 px), or
+ * SD3 (native 1024 px; 16 latent channels, so four times SDXL's host work per element count, and flow-matching Euler).
  */
-export function shippedDefaultsSettings(size: 2048 | 3072, model: 'sdxl' | 'sd15' = 'sdxl'): SimSettings {
+export function shippedDefaultsSettings(size: 2048 | 3072, model: 'sdxl' | 'sd15' | 'sd3' = 'sdxl'): SimSettings {
   const latent = size === 2048 ? 256 : 384;
   const native = model === 'sd15' ? 64 : 128;
+  const name = { sdxl: 'SDXL', sd15: 'SD 1.5', sd3: 'SD3' }[model];
   return {
-    geometry: { name: `${model === 'sd15' ? 'SD 1.5' : 'SDXL'} ${size}x${size}`, latent, native },
+    geometry: { name: `${name} ${size}x${size}`, latent, native, ...(model === 'sd3' ? { sd3: true } : {}) },
     devices: size === 2048 ? 4 : 8,
     steps: 50,
     pixelInteraction: true,
@@ -204,8 +209,9 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
     { prompt: 'a photo', width: px, height: px, steps: s.steps, seed: 1, method: 'asg', methodOptions: { stageSplit: s.stageSplit ?? 0.5, pixelInteraction: s.pixelInteraction, guidanceSync: s.guidanceSync, ...s.methodOptions } },
     { width: s.geometry.native * 8, height: s.geometry.native * 8 },
   );
+  const sd3 = s.geometry.sd3 === true;
   const scheduler = createScheduler(
-    { ...SD15_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' },
+    sd3 ? { ...SD3_SCHEDULER_CONFIG, num_train_timesteps: 1000 } : { ...SD15_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' },
     s.steps,
   );
   let units = 0;
@@ -217,9 +223,9 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
       latentWidth: s.geometry.latent,
       nativeHeight: s.geometry.native,
       nativeWidth: s.geometry.native,
-      channels: 4,
-      latentMultiple: 8,
-      timeIds: true,
+      channels: sd3 ? 16 : 4,
+      latentMultiple: sd3 ? 2 : 8,
+      timeIds: !sd3,
       evaluate: (batch: UnetUnit[], hint?: EvaluateHint) => {
         units += batch.length;
         return dispatcher.evaluate(batch, 5, { priority: hint?.priority, stream: hint?.stream, onResult: hint?.onResult });
