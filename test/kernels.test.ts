@@ -12,6 +12,7 @@ import { KernelHeap } from '../src/core/kernels/heap.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
 import type { EulerScheduler } from '../src/core/schedulers/euler.ts';
+import type { FlowMatchEulerScheduler } from '../src/core/schedulers/flow-match.ts';
 import { SD_SCHEDULER_CONFIG } from './helpers/fake-unet.ts';
 import { BarrierStep } from '../src/core/methods/barrier-step.ts';
 import { patchLayout } from '../src/core/methods/polyphase.ts';
@@ -67,6 +68,33 @@ describe('the WebAssembly kernels', () => {
     }
   });
 
+  it('the flow-matching Euler kernel (kind 3) steps every position as the TypeScript loop does, bit for bit (static and dynamic shifts, every step)', () => {
+    const rng = createRandom(10, 'test');
+    const configs = [
+      { _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3 },
+      { _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 1 },
+      { _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 1, use_dynamic_shifting: true, base_image_seq_len: 256, max_image_seq_len: 4096, base_shift: 0.5, max_shift: 1.15 },
+    ];
+    for (const config of configs) {
+      const sched = createScheduler(config, 28, undefined, { imageSeqLen: 1024 }) as FlowMatchEulerScheduler;
+      for (const len of [1, 7, 4099, 70001]) {
+        const m = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 9) - 4));
+        const s = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 7) - 2));
+        const every = Int32Array.from({ length: len }, (_, i) => i);
+        for (let k = 0; k < sched.numSteps; k++) {
+          const kernel = new Float32Array(len);
+          const loop = new Float32Array(len);
+          sched.stepPositions(k, m, s, kernel, null); // every position: the kernel
+          sched.stepPositions(k, m, s, loop, every); // listed positions: the TypeScript loop
+          assert.ok(sameBits(kernel, loop), `${JSON.stringify(config)}, length ${len}, step ${k}`);
+          // And against the formula written out here: s + (sigma_{k+1} - sigma_k) m in float32.
+          const dt = Math.fround(sched.sigmas[k + 1]! - sched.sigmas[k]!);
+          for (const i of [0, len >> 1, len - 1]) assert.equal(kernel[i], Math.fround(s[i]! + Math.fround(dt * m[i]!)), `element ${i}`);
+        }
+      }
+    }
+  });
+
   it('whole asg generations give the same bits with and without WebAssembly', () => {
     const run = (...args: string[]) =>
       JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', 'test/helpers/kernel-free-run.ts', ...args], { encoding: 'utf8' })) as { webassembly: boolean; hashes: string[] };
@@ -113,14 +141,17 @@ describe('the WebAssembly kernels', () => {
     }
   });
 
-  it('stage-2 tiles fused by the kernel, fused and stepped by the kernels, by the TypeScript loops, or by the loops reading the windows that fit from a memory too small for all, give the same bits', async () => {
+  it('stage-2 tiles (Euler and flow-matching Euler) fused by the kernel, fused and stepped by the kernels, by the TypeScript loops, or by the loops reading the windows that fit from a memory too small for all, give the same bits', async () => {
     const steps = 6;
-    const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, steps) as EulerScheduler;
+    const schedulers = [
+      createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, steps) as EulerScheduler,
+      createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3 }, steps) as FlowMatchEulerScheduler,
+    ];
     // A 72 x 76 latent, padded to 80 x 80, in windows of 32 (16 KiB of output each), every step in stage 2.
     const plan = planMethod('multidiffusion', resolveMethodOptions({}), { height: 72, width: 76, nativeHeight: 32, nativeWidth: 32, latentMultiple: 8, channels: 4, numSteps: steps });
     assert.deepEqual([plan.geometry.paddedHeight, plan.geometry.paddedWidth], [80, 80], 'edge-padded on both axes');
     const latent = Float32Array.from(createRandom(2, 'test').randn([4 * 72 * 76]));
-    const flow = async (memory: KernelMemory | null | undefined, euler = false) => {
+    const flow = async (sched: EulerScheduler | FlowMatchEulerScheduler, memory: KernelMemory | null | undefined, euler = false) => {
       const rng = createRandom(8, 'test');
       const outputs: Float32Array[] = [];
       const f = new WindowFlow(plan, latent, 0, createRandom(3, 'jitter'), {
@@ -144,11 +175,13 @@ describe('the WebAssembly kernels', () => {
     // One page (64 KiB): room for a few windows' outputs only, the rest kept in JavaScript arrays.
     const small = KernelMemory.create(65536)!;
     assert.ok(plan.windows.count * 4 * 32 * 32 * 4 > 2 * 65536, `${plan.windows.count} windows a step need more than the small memory holds`);
-    const loops = await flow(null);
-    for (const [memory, euler, label] of [[undefined, false, 'fuse kernel'], [undefined, true, 'tile kernels'], [small, true, 'small memory']] as const) {
-      const got = await flow(memory, euler);
-      assert.equal(got.length, loops.length);
-      got.forEach((a, i) => assert.ok(sameBits(a, loops[i]!), `array ${i} (${label})`));
+    for (const sched of schedulers) {
+      const loops = await flow(sched, null);
+      for (const [memory, euler, label] of [[undefined, false, 'fuse kernel'], [undefined, true, 'tile kernels'], [small, true, 'small memory']] as const) {
+        const got = await flow(sched, memory, euler);
+        assert.equal(got.length, loops.length);
+        got.forEach((a, i) => assert.ok(sameBits(a, loops[i]!), `array ${i} (${sched.name}, ${label})`));
+      }
     }
   });
 

@@ -18,7 +18,7 @@ import { latentLayout, patchLayout, relocatePatches } from '../src/core/methods/
 import { resolveParams } from '../src/core/params.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
-import { EulerScheduler } from '../src/core/schedulers/euler.ts';
+import type { EulerScheduler } from '../src/core/schedulers/euler.ts';
 import { KernelMemory } from '../src/core/kernels/memory.ts';
 import { fakeUnet, SD_SCHEDULER_CONFIG } from './helpers/fake-unet.ts';
 
@@ -438,9 +438,10 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
           if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
           else if (space === 'eps') applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
           const next = sched.step({ stepIndex: step, history: [] }, eps, patches).prevSample;
-          // Euler steps also through the WebAssembly kernel (unit-kernel.ts), in one memory reused step after step.
-          const euler = sched instanceof EulerScheduler ? sched.eulerCoefficients(step) : null;
-          if (sched instanceof EulerScheduler) assert.ok(euler !== null && memory !== null, 'the kernel takes the Euler steps');
+          // Euler and flow Euler steps also through the WebAssembly kernel (unit-kernel.ts), in one memory reused step
+          // after step.
+          const euler = sched.eulerCoefficients?.(step) ?? null;
+          if (sched.name === 'euler' || sched.name === 'flow-euler') assert.ok(euler !== null && memory !== null, 'the kernel takes the Euler steps');
           for (const [order, kernel] of [[[0, 1, 2, 3, 4, 5], false], [[4, 2, 0, 5, 3, 1], false], [[3, 5, 4, 1, 0, 2], false], [[0, 1, 2, 3, 4, 5], true], [[4, 2, 0, 5, 3, 1], true]] as const) {
             if (kernel && euler === null) continue;
             const b = new BarrierStep({

@@ -1,7 +1,7 @@
 /**
- * Runs small asg generations on the fake UNet (Euler, epsilon and v prediction, units handed over one by one as a
- * dispatcher does) and prints one JSON line: whether the WebAssembly kernels were there and the SHA-256 of each final
- * latent's bytes. With --no-webassembly the WebAssembly global is removed before the project's modules load, so the
+ * Runs small asg generations on the fake UNet (Euler, epsilon and v prediction; flow-matching Euler on SD3's 16
+ * channels; units handed over one by one as a dispatcher does) and prints one JSON line: whether the WebAssembly
+ * kernels were there and the SHA-256 of each final latent's bytes. With --no-webassembly the WebAssembly global is removed before the project's modules load, so the
  * generations run the TypeScript loops (test/kernels.test.ts compares the two).
  */
 import { createHash } from 'node:crypto';
@@ -18,12 +18,14 @@ type Hint = import('../../src/core/methods/types.ts').EvaluateHint;
 type Options = Partial<import('../../src/core/methods/options.ts').MethodOptions>;
 
 const hashes: string[] = [];
-for (const prediction of ['epsilon', 'v_prediction']) {
-  // x0-space guidance is for epsilon models only.
-  const variants: Options[] = prediction === 'epsilon' ? [{ structureSpace: 'eps' }, { structureSpace: 'x0' }, { interactionEvery: 2 }] : [{ structureSpace: 'eps' }, { structureSpace: 'eps', interactionEvery: 2 }];
+for (const prediction of ['epsilon', 'v_prediction', 'flow']) {
+  // x0-space guidance is for epsilon and flow models only.
+  const variants: Options[] = prediction !== 'v_prediction' ? [{ structureSpace: 'eps' }, { structureSpace: 'x0' }, { interactionEvery: 2 }] : [{ structureSpace: 'eps' }, { structureSpace: 'eps', interactionEvery: 2 }];
+  // flow: SD3's latent (16 channels, sides in multiples of 2) and scheduler.
+  const flow = prediction === 'flow';
   for (const methodOptions of variants) {
     const params = resolveParams({ prompt: 'x', width: 48 * 8, height: 32 * 8, steps: 10, seed: 11, method: 'asg', methodOptions }, { width: 128, height: 128 });
-    const scheduler = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: prediction }, 10);
+    const scheduler = createScheduler(flow ? { _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3 } : { ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: prediction }, 10);
     const evaluate = async (batch: Unit[], hint?: Hint) => {
       const results = batch.map((u) => fakeUnet({ ...u, sample: Float32Array.from(u.sample) }));
       // Every other result handed over one by one, last first, before the batch resolves.
@@ -32,7 +34,7 @@ for (const prediction of ['epsilon', 'v_prediction']) {
       return results;
     };
     const r = await denoise({
-      params, scheduler, latentHeight: 32, latentWidth: 48, nativeHeight: 16, nativeWidth: 16, channels: 4, latentMultiple: 8,
+      params, scheduler, latentHeight: 32, latentWidth: 48, nativeHeight: 16, nativeWidth: 16, channels: flow ? 16 : 4, latentMultiple: flow ? 2 : 8,
       evaluate, maskTokens: [1, 2, 3], previewEvery: 0,
     });
     hashes.push(createHash('sha256').update(new Uint8Array(r.latent.buffer, r.latent.byteOffset, r.latent.byteLength)).digest('hex'));

@@ -13,7 +13,6 @@ import type { AbortSignalLike } from '../platform.ts';
 import { createRandom } from '../random/index.ts';
 import { nonFinite } from '../tensor.ts';
 import { applySkipResidual, noiseTo, skipWeight, type Img2ImgInit } from './img2img.ts';
-import { EulerScheduler } from '../schedulers/euler.ts';
 import type { Scheduler, SchedulerState } from '../schedulers/types.ts';
 import type { GenerationPlan } from './check.ts';
 import type { GenerationProgress } from './progress.ts';
@@ -154,9 +153,10 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
           return into;
         }
       : undefined;
+  const eulerCoefficients = scheduler.eulerCoefficients;
   const ctx: MethodContext = {
     ...(advance ? { advance } : {}),
-    ...(advance && scheduler instanceof EulerScheduler ? { eulerStep: (k: number) => scheduler.eulerCoefficients(k) } : {}),
+    ...(advance && eulerCoefficients ? { eulerStep: (k: number) => eulerCoefficients.call(scheduler, k) } : {}),
     scheduler,
     evaluate: input.evaluate,
     structureTarget: init?.structureTarget,

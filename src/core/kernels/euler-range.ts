@@ -7,10 +7,11 @@ import { scratchKernels } from './memory.ts';
 
 /**
  * An Euler step's scalars as the kernels take them (src/core/schedulers/euler.ts): x0 by prediction `kind` (0
- * epsilon, 1 v, 2 sample), then s + (s - x0) / sigma * dt; every value a float32 value.
+ * epsilon, 1 v, 2 sample), then s + (s - x0) / sigma * dt; or flow matching's (kind 3, src/core/schedulers/flow-match.ts),
+ * s + m dt; every value a float32 value.
  */
 export interface EulerCoefficients {
-  /** The prediction type: 0 epsilon, 1 v, 2 sample. */
+  /** The prediction type: 0 epsilon, 1 v, 2 sample, 3 flow (the velocity: sigma, cOut and s2p1 unused). */
   kind: number;
   /** sigma at the step (positive). */
   sigma: number;

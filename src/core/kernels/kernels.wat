@@ -7,27 +7,35 @@
   (import "env" "memory" (memory 1))
 
   ;; An Euler step (src/core/schedulers/euler.ts eulerElement) on len contiguous elements: into = s + (s - x0) /
-  ;; sigma * dt, with x0 by prediction kind (0 epsilon: s - sigma m; 1 v: m cOut + s / s2p1; 2 sample: m).
+  ;; sigma * dt, with x0 by prediction kind (0 epsilon: s - sigma m; 1 v: m cOut + s / s2p1; 2 sample: m); kind 3,
+  ;; flow matching (src/core/schedulers/flow-match.ts): into = s + m dt.
   (func $eulerRange (export "eulerRange")
     (param $into i32) (param $m i32) (param $s i32) (param $len i32)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
-    (local $e i32) (local $end i32) (local $sv f32) (local $mv f32) (local $x0 f32)
+    (local $e i32) (local $end i32) (local $sv f32) (local $mv f32) (local $d f32)
     (local.set $end (i32.shl (local.get $len) (i32.const 2)))
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $e) (local.get $end)))
         (local.set $sv (f32.load (i32.add (local.get $s) (local.get $e))))
         (local.set $mv (f32.load (i32.add (local.get $m) (local.get $e))))
-        (local.set $x0
+        ;; d = (s - x0) / sigma by prediction kind; flow matching's velocity (kind 3) is d itself.
+        (local.set $d
           (if (result f32) (i32.eqz (local.get $kind))
-            (then (f32.sub (local.get $sv) (f32.mul (local.get $sigma) (local.get $mv))))
+            (then (f32.div (f32.sub (local.get $sv) (f32.sub (local.get $sv) (f32.mul (local.get $sigma) (local.get $mv)))) (local.get $sigma)))
             (else
-              (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
-                (then (f32.add (f32.mul (local.get $mv) (local.get $cOut)) (f32.div (local.get $sv) (local.get $s2p1))))
-                (else (local.get $mv))))))
+              (if (result f32) (i32.eq (local.get $kind) (i32.const 3))
+                (then (local.get $mv))
+                (else
+                  (f32.div
+                    (f32.sub (local.get $sv)
+                      (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
+                        (then (f32.add (f32.mul (local.get $mv) (local.get $cOut)) (f32.div (local.get $sv) (local.get $s2p1))))
+                        (else (local.get $mv))))
+                    (local.get $sigma)))))))
         (f32.store (i32.add (local.get $into) (local.get $e))
           (f32.add (local.get $sv)
-            (f32.mul (f32.div (f32.sub (local.get $sv) (local.get $x0)) (local.get $sigma)) (local.get $dt))))
+            (f32.mul (local.get $d) (local.get $dt))))
         (local.set $e (i32.add (local.get $e) (i32.const 4)))
         (br $next))))
 
@@ -45,7 +53,7 @@
     (param $mode i32) (param $alpha f64) (param $gs f64)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
     (local $e i32) (local $p i32) (local $owner i32) (local $i i32) (local $e4 i32)
-    (local $v f32) (local $x f32) (local $g f32) (local $x0 f32) (local $vd f64) (local $w f64) (local $k f64)
+    (local $v f32) (local $x f32) (local $g f32) (local $d f32) (local $vd f64) (local $w f64) (local $k f64)
     (local.set $e (local.get $from))
     (local.set $p (i32.add (i32.mul (local.get $from) (local.get $n)) (local.get $j)))
     (block $done
@@ -84,16 +92,23 @@
                               (local.get $alpha))))))))
                 (i32.eqz (local.get $owner))))))
         (f32.store (i32.add (local.get $eps) (local.get $i)) (local.get $g))
-        (local.set $x0
+        ;; d = (s - x0) / sigma by prediction kind; flow matching's velocity (kind 3) is d itself.
+        (local.set $d
           (if (result f32) (i32.eqz (local.get $kind))
-            (then (f32.sub (local.get $x) (f32.mul (local.get $sigma) (local.get $g))))
+            (then (f32.div (f32.sub (local.get $x) (f32.sub (local.get $x) (f32.mul (local.get $sigma) (local.get $g)))) (local.get $sigma)))
             (else
-              (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
-                (then (f32.add (f32.mul (local.get $g) (local.get $cOut)) (f32.div (local.get $x) (local.get $s2p1))))
-                (else (local.get $g))))))
+              (if (result f32) (i32.eq (local.get $kind) (i32.const 3))
+                (then (local.get $g))
+                (else
+                  (f32.div
+                    (f32.sub (local.get $x)
+                      (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
+                        (then (f32.add (f32.mul (local.get $g) (local.get $cOut)) (f32.div (local.get $x) (local.get $s2p1))))
+                        (else (local.get $g))))
+                    (local.get $sigma)))))))
         (f32.store (i32.add (local.get $nxt) (local.get $i))
           (f32.add (local.get $x)
-            (f32.mul (f32.div (f32.sub (local.get $x) (local.get $x0)) (local.get $sigma)) (local.get $dt))))
+            (f32.mul (local.get $d) (local.get $dt))))
         (local.set $e (i32.add (local.get $e) (i32.const 1)))
         (local.set $p (i32.add (local.get $p) (local.get $n)))
         (br $next))))
@@ -266,7 +281,7 @@
     (param $h i32) (param $w i32) (param $H i32) (param $W i32)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
     (local $c i32) (local $ty i32) (local $tx i32) (local $pa i32) (local $fa i32) (local $la i32)
-    (local $m f32) (local $sv f32) (local $x0v f32)
+    (local $m f32) (local $sv f32) (local $d f32)
     (local.set $pa (local.get $part))
     (block $c_done
       (loop $channel
@@ -293,16 +308,23 @@
                 (if (local.get $step)
                   (then
                     (local.set $sv (f32.load (i32.add (local.get $lat) (local.get $la))))
-                    (local.set $x0v
+                    ;; d = (s - x0) / sigma by prediction kind; flow matching's velocity (kind 3) is d itself.
+                    (local.set $d
                       (if (result f32) (i32.eqz (local.get $kind))
-                        (then (f32.sub (local.get $sv) (f32.mul (local.get $sigma) (local.get $m))))
+                        (then (f32.div (f32.sub (local.get $sv) (f32.sub (local.get $sv) (f32.mul (local.get $sigma) (local.get $m)))) (local.get $sigma)))
                         (else
-                          (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
-                            (then (f32.add (f32.mul (local.get $m) (local.get $cOut)) (f32.div (local.get $sv) (local.get $s2p1))))
-                            (else (local.get $m))))))
+                          (if (result f32) (i32.eq (local.get $kind) (i32.const 3))
+                            (then (local.get $m))
+                            (else
+                              (f32.div
+                                (f32.sub (local.get $sv)
+                                  (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
+                                    (then (f32.add (f32.mul (local.get $m) (local.get $cOut)) (f32.div (local.get $sv) (local.get $s2p1))))
+                                    (else (local.get $m))))
+                                (local.get $sigma)))))))
                     (f32.store (i32.add (local.get $nxt) (local.get $la))
                       (f32.add (local.get $sv)
-                        (f32.mul (f32.div (f32.sub (local.get $sv) (local.get $x0v)) (local.get $sigma)) (local.get $dt))))))
+                        (f32.mul (local.get $d) (local.get $dt))))))
                 (local.set $pa (i32.add (local.get $pa) (i32.const 4)))
                 (local.set $fa (i32.add (local.get $fa) (i32.const 4)))
                 (local.set $la (i32.add (local.get $la) (i32.const 4)))

@@ -16,6 +16,7 @@
  * Portable: no Node APIs.
  */
 import { invalidArgument } from '../errors.ts';
+import { eulerRangeKernel, type EulerCoefficients } from '../kernels/euler-range.ts';
 import { checkIndex, checkStep, initialState, stepAll } from './common.ts';
 import type { ConfigReader } from './config.ts';
 import { f32, linspace } from './numeric.ts';
@@ -134,7 +135,15 @@ export class FlowMatchEulerScheduler implements Scheduler {
     return { prevSample: stepAll(this, k, modelOutput, sample), state: { stepIndex: k + 1, history: [] } };
   }
 
+  /** The step at `stepIndex` as the WebAssembly kernels take it (kind 3: s + m dt). */
+  eulerCoefficients(stepIndex: number): EulerCoefficients {
+    const sigma = this.sigmas[stepIndex]!;
+    return { kind: 3, sigma, dt: f32(this.sigmas[stepIndex + 1]! - sigma), cOut: 0, s2p1: 0 };
+  }
+
   stepPositions(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void {
+    // Every position: the WebAssembly kernel where there is one (same bits).
+    if (at === null && eulerRangeKernel(this.eulerCoefficients(stepIndex), modelOutput, sample, into)) return;
     const dt = f32(this.sigmas[stepIndex + 1]! - this.sigmas[stepIndex]!);
     if (at === null) for (let e = 0; e < sample.length; e++) into[e] = sample[e]! + f32(dt * modelOutput[e]!);
     else {

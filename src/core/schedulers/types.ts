@@ -4,6 +4,7 @@
  * steps; a SchedulerState carries the step index and the multistep history. Patches that advance at
  * different times each carry their own state. Portable: no Node APIs.
  */
+import type { EulerCoefficients } from '../kernels/euler-range.ts';
 import type { RandomSource } from '../random/types.ts';
 
 /** 'flow': the velocity n - x0 of flow matching (x_t = (1 - sigma) x0 + sigma n; SD3). */
@@ -72,4 +73,9 @@ export interface Scheduler {
    * with it: a stage-1 unit's scattered elements as it comes in, a run-ahead patch, a stage-2 tile.
    */
   stepPositions?(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void;
+  /**
+   * Where `stepPositions` is an Euler step (Euler, flow Euler): its scalars at `stepIndex` as the WebAssembly kernels
+   * take them, or null where a kernel would not give the bits of `stepPositions` (then methods use `stepPositions`).
+   */
+  eulerCoefficients?(stepIndex: number): EulerCoefficients | null;
 }
