@@ -145,6 +145,9 @@ export const SDXL_GEOMETRIES: readonly Geometry[] = [
   { name: 'SDXL 3072x3072 (9 patches, 25 windows)', latent: 384, native: 128 },
 ];
 
+/** SD3 at 2048 px (native 1024 px): SDXL's 2048 geometry with 16 latent channels and flow-matching Euler. */
+export const SD3_GEOMETRY: Geometry = { name: 'SD3 2048x2048 (4 patches, 9 windows, 16 channels)', latent: 256, native: 128, sd3: true };
+
 export interface SimSettings {
   geometry: Geometry;
   devices: number;

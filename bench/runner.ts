@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import type { SplitMode } from '../src/core/dispatch/tasks.ts';
 import { writeTinySdModel } from '../test/fixtures/index.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
-import { SDXL_GEOMETRIES, simulateGeneration, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';
+import { SD3_GEOMETRY, SDXL_GEOMETRIES, simulateGeneration, type Geometry, type LatencyParams, type SimResult } from './latency-model.ts';
 import { BenchUsageError, benchCli, intArg } from './args.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -242,7 +242,7 @@ async function hostPart(runs: number): Promise<HostRow[]> {
   const hostRows: HostRow[] = [];
   const shipped = { ...LATENCY, halfCost: 1.04 };
   // One device too: every unit of a step queues on it, so host work on a result can delay the next unit.
-  for (const [g, k, lockstep] of [[GEOMETRIES[0]!, 1, false], [GEOMETRIES[0]!, 4, true], [GEOMETRIES[0]!, 4, false], [GEOMETRIES[1]!, 8, true], [GEOMETRIES[1]!, 8, false]] as const) {
+  for (const [g, k, lockstep] of [[GEOMETRIES[0]!, 1, false], [GEOMETRIES[0]!, 4, true], [GEOMETRIES[0]!, 4, false], [GEOMETRIES[1]!, 8, true], [GEOMETRIES[1]!, 8, false], [SD3_GEOMETRY, 4, false]] as const) {
     const settings = { geometry: g, devices: k, steps: STEPS, pixelInteraction: true, guidanceSync: false, split: 'balance' as SplitMode, latency: shipped, stageSplit: 0.8, lockstep };
     const free = await simulateGeneration(settings);
     const host: number[] = [];
