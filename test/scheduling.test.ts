@@ -13,7 +13,7 @@ import type { EvaluateHint, MethodName, UnetUnit, UnitResult } from '../src/core
 import { WindowCanvas, placeWindows, planWindowsFor } from '../src/core/methods/windows.ts';
 import { BarrierStep, UNIT_BLOCK } from '../src/core/methods/barrier-step.ts';
 import { applyEpsGuidance, applyX0Guidance, weightedMask } from '../src/core/methods/guidance.ts';
-import { drawPermutations, unshuffleFromUnits } from '../src/core/methods/pixel-interaction.ts';
+import { drawPermutations, shuffleToUnits, unshuffleFromUnits } from '../src/core/methods/pixel-interaction.ts';
 import { latentLayout, patchLayout, relocatePatches } from '../src/core/methods/polyphase.ts';
 import { resolveParams } from '../src/core/params.ts';
 import { createRandom } from '../src/core/random/index.ts';
@@ -456,10 +456,21 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
             b.take(order[0]!, { output: noise(size) }); // a second result for a unit is ignored
             assert.ok(b.complete, 'complete');
             const label = `${sched.name} (${sched.predictionType}), ${space}, shuffled ${shuffled}, mask ${masked}, order ${order}, kernel ${kernel}`;
+            // With the kernel, the next step's units come from the stepped patches in its memory before anything is
+            // read: what shuffleToUnits cuts from them (the reference: the lockstep step's patches).
+            const nextPerm = shuffled ? drawPermutations(rng, size, n) : null;
+            const units = Array.from({ length: n }, () => new Float32Array(size));
+            assert.equal(b.shuffleNext(nextPerm, 0.37, units, patchLayout(n, size)), false, `${label}: not with another layout`);
+            assert.equal(b.shuffleNext(nextPerm, 0.37, units, layout), kernel, `${label}: shuffled from the kernel's memory`);
+            if (kernel) {
+              const expected = shuffleToUnits(laid(next), nextPerm, n, size, 0.37, undefined, layout);
+              units.forEach((u, j) => assert.ok(sameBits(u, expected[j]!), `${label}: next step's unit ${j}`));
+            }
             assert.ok(sameBits(b.eps, laid(eps)), `${label}: guided outputs`);
             assert.ok(sameBits(b.next, laid(next)), `${label}: stepped patches`);
             assert.ok(sameBits(b.keyLatent, patches.subarray(0, size)), `${label}: the key patch's latent`);
             assert.ok(sameBits(b.keyOutput, eps.subarray(0, size)), `${label}: the key patch's output`);
+            assert.equal(b.shuffleNext(nextPerm, 0.37, units, layout), false, `${label}: not once the results were read`);
           }
           assert.ok(outputs.every((o, j) => sameBits(o, given[j]!)), 'the results are not changed in place');
         }

@@ -58,12 +58,14 @@ export class BarrierStep {
   private readonly at: Int32Array;
   private readonly target: UnitTarget;
   private readonly kernel: UnitKernel | null;
+  /** Every unit is in and the kernel's results are not yet copied out (settle). */
+  private unsettled = false;
 
   constructor(private readonly s: BarrierStepSetup) {
     this.taken = new Uint8Array(s.n);
     this.left = s.n;
-    // The kernel reads byte permutations (16-bit ones, for more than 256 patches, keep the TypeScript loops).
-    const bytes = s.perm === null || s.perm instanceof Uint8Array;
+    // The kernel reads byte permutations and patch numbers (more than 256 patches keep the TypeScript loops).
+    const bytes = s.n <= 256 && (s.perm === null || s.perm instanceof Uint8Array);
     // Where the kernel memory cannot grow to hold the step, the TypeScript loops take it.
     this.kernel = s.kernel && bytes ? UnitKernel.create(s.kernel.memory, { latent: s.patches, layout: s.layout, perm: s.perm as Uint8Array | null, n: s.n, size: s.size, euler: s.kernel.euler }) : null;
     this.at = new Int32Array(this.kernel ? 0 : s.size);
@@ -73,22 +75,48 @@ export class BarrierStep {
     };
   }
 
+  /** The guided outputs, once every unit is in. */
   get eps(): Float32Array {
+    this.settle();
     return this.s.eps;
   }
 
+  /** The patches after the step, once every unit is in. */
   get next(): Float32Array {
+    this.settle();
     return this.s.next;
   }
 
   /** The key patch's latent at this step [C, p_h, p_w], once every unit is in. */
   get keyLatent(): Float32Array {
+    this.settle();
     return this.target.keyLatent;
   }
 
   /** The key patch's output at this step [C, p_h, p_w] (never guided), once every unit is in. */
   get keyOutput(): Float32Array {
+    this.settle();
     return this.target.keyOutput;
+  }
+
+  /**
+   * Once every unit is in and before the results are read: the next step's units shuffled from the patches after the
+   * step where the kernel holds them (unit-kernel.ts shuffleNext; what pixel-interaction.ts shuffleToUnits gives on
+   * `next` with `layout`, which must be this step's), written into `into`; false (nothing written) where the step has no kernel or its
+   * results were read already. Reading the results copies them out of the kernel's memory: done after the units are
+   * on the devices, that copy is not in the devices' way.
+   */
+  shuffleNext(perm: Permutations | null, scale: number, into: readonly Float32Array[], layout: PatchLayout): boolean {
+    if (!this.unsettled || this.kernel === null || layout !== this.s.layout || perm instanceof Uint16Array) return false;
+    this.kernel.shuffleNext(perm, scale, into);
+    return true;
+  }
+
+  /** The kernel's results copied out, once, after the last unit. */
+  private settle(): void {
+    if (!this.unsettled) return;
+    this.unsettled = false;
+    this.kernel!.finish(this.s.eps, this.s.next, this.target.keyLatent, this.target.keyOutput);
   }
 
   /** Every unit is in. */
@@ -112,7 +140,7 @@ export class BarrierStep {
     const { eps, next } = this.s;
     if (this.kernel) {
       this.kernel.take(result.output, j);
-      if (this.left === 0) this.kernel.finish(eps, next, this.target.keyLatent, this.target.keyOutput);
+      if (this.left === 0) this.unsettled = true;
       return;
     }
     const at = this.at;

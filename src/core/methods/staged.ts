@@ -338,7 +338,8 @@ export class StagedMethod extends MethodBase {
     };
     const blockNext = step + 1 < plan.stage1Steps && this.canRunAhead(step + 1, ctx);
     if (blockNext) updateReference();
-    this.launchAfter(step, barrier.next, ctx);
+    // The barrier itself: the next step's units may be shuffled from where the kernel stepped the latent.
+    this.launchAfter(step, barrier, ctx);
     if (!blockNext) updateReference();
     this.handoff = { step, latent: barrier.next };
     this.keyPatchPreview(ctx, step, barrier.keyLatent, barrier.keyOutput);
@@ -357,14 +358,20 @@ export class StagedMethod extends MethodBase {
    * asynchronous (or off), each unit's output is guided and stepped as it comes in (BarrierStep), on the latent
    * itself (latentLayout: the geometry is not padded there); otherwise the patches are extracted first.
    */
-  private launchStep(latent: Float32Array, step: number, ctx: MethodContext): Launched {
+  private launchStep(source: Float32Array | BarrierStep, step: number, ctx: MethodContext): Launched {
     const { plan, options } = this;
     const geo = plan.geometry;
     const n = geo.count;
     const size = patchSize(geo);
     const sched = ctx.scheduler;
     const layout = this.unitByUnit(ctx) ? (this.inLatent ??= latentLayout(geo)) : null;
-    const patches = layout ? latent : extractPatches(padLatent(latent, geo), geo, (this.patchBuffer ??= new Float32Array(n * size)));
+    // Asked for only when needed: where the step before holds its stepped latent in kernel memory, the units are
+    // shuffled from there and the latent is copied out after they are on the devices.
+    let patchesMemo: Float32Array | undefined;
+    const patchesOf = () => {
+      const latent = source instanceof BarrierStep ? source.next : source;
+      return (patchesMemo ??= layout ? latent : extractPatches(padLatent(latent, geo), geo, (this.patchBuffer ??= new Float32Array(n * size))));
+    };
     const interacting = this.interactsAt(step);
     let perm: Permutations | null = null;
     if (interacting && this.aheadPerm?.step === step) {
@@ -378,7 +385,9 @@ export class StagedMethod extends MethodBase {
     if (perm) this.permBuffer = perm;
     const drawAhead = this.interactsAt(step + 1) ? () => this.drawAhead(step + 1, ctx) : undefined;
     const into = Array.from({ length: n }, (_, j) => this.samples.take(j, size));
-    const samples = shuffleToUnits(patches, perm, n, size, sched.inputScale(step), into, layout ?? undefined);
+    const scale = sched.inputScale(step);
+    const fromKernel = layout !== null && source instanceof BarrierStep && source.shuffleNext(perm, scale, into, layout);
+    const samples = fromKernel ? into : shuffleToUnits(patchesOf(), perm, n, size, scale, into, layout ?? undefined);
     const wantMask = this.maskComputedAt(step);
     const timestep = sched.timesteps[step];
     const timeIds = unitTimeIds(plan, 0, 0);
@@ -416,13 +425,13 @@ export class StagedMethod extends MethodBase {
       results = this.evaluate(ctx, units, step, 0, drawAhead, { quiet: true, ...(onResult ? { onResult } : {}) });
       if (layout) {
         // Its arrays (the step's fused output and next latent, new each step) are made after the hand-over.
-        barrier = this.barrierStep(patches, layout, perm, step, ctx);
+        barrier = this.barrierStep(patchesOf(), layout, perm, step, ctx);
         void Promise.resolve().then(() => (armed = true));
       }
     }
     // A launched step the generation never takes up (it failed or was cancelled) must not reject unobserved.
     results.catch(() => undefined);
-    return { step, patches, perm, wantMask, results, barrier };
+    return { step, patches: patchesOf(), perm, wantMask, results, barrier };
   }
 
   /**
@@ -487,15 +496,16 @@ export class StagedMethod extends MethodBase {
    * step is a lockstep step (asynchronous guidance or none), a run-ahead block, or the stage-2 dataflow. Same
    * arithmetic, same random streams in the same order: the images do not change.
    */
-  private launchAfter(step: number, latent: Float32Array, ctx: MethodContext, patches?: Float32Array): void {
+  private launchAfter(step: number, source: Float32Array | BarrierStep, ctx: MethodContext, patches?: Float32Array): void {
     const { plan } = this;
     const geo = plan.geometry;
     const t = step + 1;
+    const latent = () => (source instanceof BarrierStep ? source.next : source);
     if (t < plan.stage1Steps) {
-      if (this.canRunAhead(t, ctx)) this.block = this.startBlock(patches ?? extractPatches(padLatent(latent, geo), geo), t, ctx);
-      else if (this.unitByUnit(ctx)) this.launched = this.launchStep(latent, t, ctx);
+      if (this.canRunAhead(t, ctx)) this.block = this.startBlock(patches ?? extractPatches(padLatent(latent(), geo), geo), t, ctx);
+      else if (this.unitByUnit(ctx)) this.launched = this.launchStep(source, t, ctx);
     } else if (t + 1 < plan.numSteps) {
-      this.flow = this.startFlow(latent, t, ctx, ctx.advance!);
+      this.flow = this.startFlow(latent(), t, ctx, ctx.advance!);
     }
   }
 

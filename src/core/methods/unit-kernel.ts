@@ -4,7 +4,9 @@
  * guided and stepped in one pass by kernels.wat unitStep, with the arithmetic of guideUnit followed by the Euler
  * step (same bits; with its copies about 2.5x faster than those two TypeScript loops, docs/benchmarks.md). Copies: the latent,
  * layout and permutations when the step is set up (while the devices work), each unit's output as it comes in, and
- * the results out once the last unit is in.
+ * the results out once the last unit is in. The next step's units can be shuffled from the stepped latent where it
+ * lies (shuffleNext), so that after the last unit only that unit's pass and the shuffle stand between the devices and
+ * their next work; the results are copied out after the hand-over.
  * Portable: no Node APIs.
  */
 import { AsgdError } from '../errors.ts';
@@ -17,7 +19,7 @@ export interface UnitKernelSetup {
   /** The patches at the step, where `layout` puts them. */
   latent: Float32Array;
   layout: PatchLayout;
-  /** Byte permutations (pixel-interaction.ts draws bytes for up to 256 patches), or null for none. */
+  /** Byte permutations (pixel-interaction.ts draws bytes for up to 256 patches), or null for none; at most 256 patches. */
   perm: Uint8Array | null;
   n: number;
   /** Values per patch (and per unit). */
@@ -34,7 +36,7 @@ export class UnitKernel {
   private constructor(
     private readonly km: KernelMemory,
     private readonly s: UnitKernelSetup,
-    private readonly at: Record<'out' | 'lat' | 'eps' | 'nxt' | 'key' | 'wts' | 'base' | 'off' | 'perm' | 'kLat' | 'kOut', number>,
+    private readonly at: Record<'out' | 'lat' | 'eps' | 'nxt' | 'key' | 'wts' | 'base' | 'off' | 'perm' | 'kLat' | 'kOut' | 'units' | 'nextPerm', number>,
   ) {
     const { latent, layout, perm, n, size } = s;
     km.owner = this;
@@ -50,11 +52,12 @@ export class UnitKernel {
   static create(km: KernelMemory, s: UnitKernelSetup): UnitKernel | null {
     const { n, size } = s;
     const L = s.latent.length;
-    // Weights: one float64 per element of a unit (a plane's repeated over the channels).
-    const at = km.layout([size * 4, L * 4, L * 4, L * 4, size * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4]);
+    // Weights: one float64 per element of a unit (a plane's repeated over the channels). The next step's units and
+    // permutations for shuffleNext.
+    const at = km.layout([size * 4, L * 4, L * 4, L * 4, size * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4, L * 4, size * n]);
     if (at === null) return null;
-    const [out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut] = at;
-    return new UnitKernel(km, s, { out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut });
+    const [out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm] = at;
+    return new UnitKernel(km, s, { out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm });
   }
 
   private claimed(): void {
@@ -87,6 +90,20 @@ export class UnitKernel {
       a.out, a.lat, a.eps, a.nxt, a.key, a.wts, a.base, a.off, a.perm,
       j, n, 0, size, g.mode, g.alpha, g.sigma, c.kind, c.sigma, c.dt, c.cOut, c.s2p1,
     );
+  }
+
+  /**
+   * Once every unit is in, before finish: the next step's units from the stepped latent, laid out as this step's
+   * patches (the same layout), as pixel-interaction.ts shuffleToUnits takes them from it (kernels.wat shuffleUnits:
+   * same bits), written into `into`.
+   */
+  shuffleNext(perm: Uint8Array | null, scale: number, into: readonly Float32Array[]): void {
+    this.claimed();
+    const { n, size } = this.s;
+    const a = this.at;
+    if (perm !== null) this.km.u8(a.nextPerm, perm.length).set(perm);
+    this.km.kernels.shuffleUnits(a.nxt, a.units, a.base, a.off, a.nextPerm, perm === null ? 0 : 1, n, size, scale);
+    into.forEach((dst, j) => dst.set(this.km.f32(a.units + j * size * 4, size)));
   }
 
   /** Once every unit is in: the guided outputs, the stepped latent and the key patch's latent and output, copied out. */
