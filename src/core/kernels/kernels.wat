@@ -12,8 +12,43 @@
   (func $eulerRange (export "eulerRange")
     (param $into i32) (param $m i32) (param $s i32) (param $len i32)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
-    (local $e i32) (local $end i32) (local $sv f32) (local $mv f32) (local $d f32)
+    (call $eulerSpan (local.get $into) (local.get $m) (local.get $s) (local.get $len)
+      (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1)))
+
+  ;; eulerRange's work: four elements at a time (each lane the scalar operations: the same bits), then the rest one
+  ;; by one.
+  (func $eulerSpan
+    (param $into i32) (param $m i32) (param $s i32) (param $len i32)
+    (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
+    (local $e i32) (local $end i32) (local $vend i32) (local $sv f32) (local $mv f32) (local $d f32)
+    (local $S v128) (local $M v128) (local $D v128) (local $sig v128) (local $dtv v128) (local $co v128) (local $sp v128)
     (local.set $end (i32.shl (local.get $len) (i32.const 2)))
+    (local.set $vend (i32.and (local.get $end) (i32.const -16)))
+    (local.set $sig (f32x4.splat (local.get $sigma)))
+    (local.set $dtv (f32x4.splat (local.get $dt)))
+    (local.set $co (f32x4.splat (local.get $cOut)))
+    (local.set $sp (f32x4.splat (local.get $s2p1)))
+    (block $vdone
+      (loop $vnext
+        (br_if $vdone (i32.ge_u (local.get $e) (local.get $vend)))
+        (local.set $S (v128.load (i32.add (local.get $s) (local.get $e))))
+        (local.set $M (v128.load (i32.add (local.get $m) (local.get $e))))
+        (local.set $D
+          (if (result v128) (i32.eqz (local.get $kind))
+            (then (f32x4.div (f32x4.sub (local.get $S) (f32x4.sub (local.get $S) (f32x4.mul (local.get $sig) (local.get $M)))) (local.get $sig)))
+            (else
+              (if (result v128) (i32.eq (local.get $kind) (i32.const 3))
+                (then (local.get $M))
+                (else
+                  (f32x4.div
+                    (f32x4.sub (local.get $S)
+                      (if (result v128) (i32.eq (local.get $kind) (i32.const 1))
+                        (then (f32x4.add (f32x4.mul (local.get $M) (local.get $co)) (f32x4.div (local.get $S) (local.get $sp))))
+                        (else (local.get $M))))
+                    (local.get $sig)))))))
+        (v128.store (i32.add (local.get $into) (local.get $e)) (f32x4.add (local.get $S) (f32x4.mul (local.get $D) (local.get $dtv))))
+        (local.set $e (i32.add (local.get $e) (i32.const 16)))
+        (br $vnext)))
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $e) (local.get $end)))
@@ -34,8 +69,7 @@
                         (else (local.get $mv))))
                     (local.get $sigma)))))))
         (f32.store (i32.add (local.get $into) (local.get $e))
-          (f32.add (local.get $sv)
-            (f32.mul (local.get $d) (local.get $dt))))
+          (f32.add (local.get $sv) (f32.mul (local.get $d) (local.get $dt))))
         (local.set $e (i32.add (local.get $e) (i32.const 4)))
         (br $next))))
 
@@ -237,7 +271,16 @@
                 (local.set $a
                   (i32.add (local.get $part)
                     (i32.shl (i32.add (i32.mul (i32.add (i32.mul (local.get $c) (local.get $th)) (local.get $y)) (local.get $tw)) (local.get $x0)) (i32.const 2))))
+                ;; Four columns at a time (lane by lane the scalar sums), then the rest.
                 (local.set $x (local.get $x0))
+                (block $v_done
+                  (loop $vcol
+                    (br_if $v_done (i32.gt_s (i32.add (local.get $x) (i32.const 4)) (local.get $x1)))
+                    (v128.store (local.get $a)
+                      (f32x4.add (v128.load (local.get $a)) (v128.load (i32.add (local.get $row) (i32.shl (local.get $x) (i32.const 2))))))
+                    (local.set $a (i32.add (local.get $a) (i32.const 16)))
+                    (local.set $x (i32.add (local.get $x) (i32.const 4)))
+                    (br $vcol)))
                 (block $x_done
                   (loop $col
                     (br_if $x_done (i32.ge_s (local.get $x) (local.get $x1)))
@@ -270,6 +313,14 @@
       (loop $ch
         (br_if $ch_done (i32.ge_u (local.get $c) (local.get $channels)))
         (local.set $k (i32.const 0))
+        (block $vp_done
+          (loop $vp
+            (br_if $vp_done (i32.gt_u (i32.add (local.get $k) (i32.const 4)) (local.get $plane)))
+            (v128.store (local.get $a)
+              (f32x4.mul (v128.load (local.get $a)) (v128.load (i32.add (local.get $cov) (i32.shl (local.get $k) (i32.const 2))))))
+            (local.set $a (i32.add (local.get $a) (i32.const 16)))
+            (local.set $k (i32.add (local.get $k) (i32.const 4)))
+            (br $vp)))
         (block $p_done
           (loop $p
             (br_if $p_done (i32.ge_u (local.get $k) (local.get $plane)))
@@ -291,9 +342,9 @@
     (param $channels i32) (param $y0 i32) (param $x0 i32) (param $th i32) (param $tw i32)
     (param $h i32) (param $w i32) (param $H i32) (param $W i32)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
-    (local $c i32) (local $ty i32) (local $tx i32) (local $pa i32) (local $fa i32) (local $la i32)
-    (local $m f32) (local $sv f32) (local $d f32)
+    (local $c i32) (local $ty i32) (local $pa i32) (local $fa i32) (local $la i32) (local $rowBytes i32)
     (local.set $pa (local.get $part))
+    (local.set $rowBytes (i32.shl (local.get $tw) (i32.const 2)))
     (block $c_done
       (loop $channel
         (br_if $c_done (i32.ge_u (local.get $c) (local.get $channels)))
@@ -310,37 +361,13 @@
               (i32.shl
                 (i32.add (i32.mul (i32.add (i32.mul (local.get $c) (local.get $H)) (i32.add (local.get $y0) (local.get $ty))) (local.get $W)) (local.get $x0))
                 (i32.const 2)))
-            (local.set $tx (i32.const 0))
-            (block $x_done
-              (loop $col
-                (br_if $x_done (i32.ge_u (local.get $tx) (local.get $tw)))
-                (local.set $m (f32.load (local.get $pa)))
-                (f32.store (local.get $fa) (local.get $m))
-                (if (local.get $step)
-                  (then
-                    (local.set $sv (f32.load (i32.add (local.get $lat) (local.get $la))))
-                    ;; d = (s - x0) / sigma by prediction kind; flow matching's velocity (kind 3) is d itself.
-                    (local.set $d
-                      (if (result f32) (i32.eqz (local.get $kind))
-                        (then (f32.div (f32.sub (local.get $sv) (f32.sub (local.get $sv) (f32.mul (local.get $sigma) (local.get $m)))) (local.get $sigma)))
-                        (else
-                          (if (result f32) (i32.eq (local.get $kind) (i32.const 3))
-                            (then (local.get $m))
-                            (else
-                              (f32.div
-                                (f32.sub (local.get $sv)
-                                  (if (result f32) (i32.eq (local.get $kind) (i32.const 1))
-                                    (then (f32.add (f32.mul (local.get $m) (local.get $cOut)) (f32.div (local.get $sv) (local.get $s2p1))))
-                                    (else (local.get $m))))
-                                (local.get $sigma)))))))
-                    (f32.store (i32.add (local.get $nxt) (local.get $la))
-                      (f32.add (local.get $sv)
-                        (f32.mul (local.get $d) (local.get $dt))))))
-                (local.set $pa (i32.add (local.get $pa) (i32.const 4)))
-                (local.set $fa (i32.add (local.get $fa) (i32.const 4)))
-                (local.set $la (i32.add (local.get $la) (i32.const 4)))
-                (local.set $tx (i32.add (local.get $tx) (i32.const 1)))
-                (br $col)))
+            (memory.copy (local.get $fa) (local.get $pa) (local.get $rowBytes))
+            (if (local.get $step)
+              (then
+                (call $eulerSpan
+                  (i32.add (local.get $nxt) (local.get $la)) (local.get $pa) (i32.add (local.get $lat) (local.get $la)) (local.get $tw)
+                  (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1))))
+            (local.set $pa (i32.add (local.get $pa) (local.get $rowBytes)))
             (local.set $ty (i32.add (local.get $ty) (i32.const 1)))
             (br $row)))
         (local.set $c (i32.add (local.get $c) (i32.const 1)))
@@ -353,8 +380,9 @@
     (param $src i32) (param $dst i32) (param $channels i32) (param $srcH i32) (param $srcW i32)
     (param $top i32) (param $left i32) (param $winH i32) (param $winW i32) (param $scale f64)
     (local $x0 i32) (local $x1 i32) (local $c i32) (local $y i32) (local $sy i32) (local $d i32) (local $sa i32) (local $x i32)
-    (local $plain i32)
+    (local $plain i32) (local $v v128) (local $sv v128)
     (local.set $plain (f64.eq (local.get $scale) (f64.const 1)))
+    (local.set $sv (f64x2.splat (local.get $scale)))
     ;; x0 = max(0, min(winW, -left)), x1 = max(x0, min(winW, srcW - left))
     (local.set $x0 (i32.sub (i32.const 0) (local.get $left)))
     (if (i32.gt_s (local.get $x0) (local.get $winW)) (then (local.set $x0 (local.get $winW))))
@@ -391,7 +419,22 @@
                       (i32.add (local.get $sa) (i32.shl (local.get $x0) (i32.const 2)))
                       (i32.shl (i32.sub (local.get $x1) (local.get $x0)) (i32.const 2))))
                   (else
+                    ;; Four at a time: each lane widened, multiplied in float64 and narrowed (the scalar operations),
+                    ;; two lanes per float64 vector; then the rest one by one.
                     (local.set $x (local.get $x0))
+                    (block $v_done
+                      (loop $vcol
+                        (br_if $v_done (i32.gt_s (i32.add (local.get $x) (i32.const 4)) (local.get $x1)))
+                        (local.set $v (v128.load (i32.add (local.get $sa) (i32.shl (local.get $x) (i32.const 2)))))
+                        (v128.store (i32.add (local.get $d) (i32.shl (local.get $x) (i32.const 2)))
+                          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+                            (f32x4.demote_f64x2_zero (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (local.get $sv)))
+                            (f32x4.demote_f64x2_zero
+                              (f64x2.mul
+                                (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))
+                                (local.get $sv)))))
+                        (local.set $x (i32.add (local.get $x) (i32.const 4)))
+                        (br $vcol)))
                     (block $x_done
                       (loop $col
                         (br_if $x_done (i32.ge_s (local.get $x) (local.get $x1)))
