@@ -21,6 +21,9 @@ import { readPngTextChunks } from '../src/core/png-chunks.ts';
 import { JSON_KEY, TEXT_KEY, formatParametersText } from '../src/core/metadata.ts';
 import { ROOT, buildDemoSite, compareRgb, generateOnDemo, generateOnPipeline, openDemo, rgbOfPng, serveSite, type DemoResult, type OpenedDemo, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
+import { KERNEL_BYTES_BASE64 } from '../src/core/kernels/kernel-bytes.ts';
+import { eulerRangeKernel } from '../src/core/kernels/euler-range.ts';
+import { createRandom } from '../src/core/random/index.ts';
 import { SMALL_VAE_DECODER, buildGroupNormVaeDecoder } from './fixtures/groupnorm-vae.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -104,6 +107,43 @@ let single: OpenedDemo;
 /** The last page opened, reused by later tests (a page load costs about 20 s here); they open their own when run alone. */
 let loaded: OpenedDemo | undefined;
 const images: Record<string, DemoResult> = {};
+
+test("the sampler's WebAssembly kernels (SIMD included) compile in Chromium and step as in Node, bit for bit", async () => {
+  const context = await newContext();
+  const page = await context.newPage();
+  const len = 1027; // vectors of four and a tail
+  const rng = createRandom(3, 'test');
+  const m = Float32Array.from(rng.randn([len]));
+  const s = Float32Array.from(rng.randn([len]), (v) => v * 7);
+  const cases = [
+    { kind: 0, sigma: 3.5, dt: -0.25, cOut: 0, s2p1: 0 },
+    { kind: 1, sigma: 1.25, dt: -0.125, cOut: Math.fround(-1.25 / Math.sqrt(1.25 * 1.25 + 1)), s2p1: Math.fround(1.25 * 1.25 + 1) },
+    { kind: 3, sigma: 0.75, dt: Math.fround(-0.0375), cOut: 0, s2p1: 0 },
+  ];
+  const inPage = await page.evaluate(
+    ({ b64, m, s, cases }) => {
+      // The page's WebAssembly (the tests' TypeScript library has no WebAssembly types).
+      const wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer }; Module: new (b: Uint8Array) => object; Instance: new (m: object, i: object) => { exports: unknown } } }).WebAssembly;
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const memory = new wasm.Memory({ initial: 1 });
+      const k = new wasm.Instance(new wasm.Module(bytes), { env: { memory } }).exports as { eulerRange: (...a: number[]) => void };
+      const n = m.length;
+      const f = new Float32Array(memory.buffer);
+      f.set(m, 0);
+      f.set(s, n);
+      return cases.map((c) => {
+        k.eulerRange(8 * n, 0, 4 * n, n, c.kind, c.sigma, c.dt, c.cOut, c.s2p1);
+        return Array.from(new Uint32Array(memory.buffer, 8 * n, n));
+      });
+    },
+    { b64: KERNEL_BYTES_BASE64, m: Array.from(m), s: Array.from(s), cases },
+  );
+  cases.forEach((c, i) => {
+    const here = new Float32Array(len);
+    assert.ok(eulerRangeKernel(c, m, s, here), 'the kernel runs in Node');
+    assert.deepEqual(inPage[i], Array.from(new Uint32Array(here.buffer)), `kind ${c.kind}: the same bits`);
+  });
+});
 
 test('WASM: the page loads with no console error and makes the 128 px and 256 px asg images as Node does', async () => {
   context = await newContext();
