@@ -1,6 +1,6 @@
 /**
  * The WebAssembly kernels (kernels.wat) and a memory for them to work in. The module is compiled once per thread
- * (about 3 KB: Chromium compiles modules up to 8 MB synchronously on a page's main thread too); each KernelMemory
+ * (about 4 KB: Chromium compiles modules up to 8 MB synchronously on a page's main thread too); each KernelMemory
  * is an instance with its own memory, which its owner lays out for a task and reuses. Where WebAssembly is missing
  * or refused (a page whose Content-Security-Policy lacks 'wasm-unsafe-eval'), create() gives null and callers keep
  * their TypeScript loops, which compute the same bits.
