@@ -102,9 +102,9 @@ export class BarrierStep {
   /**
    * Once every unit is in and before the results are read: the next step's units shuffled from the patches after the
    * step where the kernel holds them (unit-kernel.ts shuffleNext; what pixel-interaction.ts shuffleToUnits gives on
-   * `next` with `layout`, which must be this step's), written into `into`; false (nothing written) where the step has no kernel or its
-   * results were read already. Reading the results copies them out of the kernel's memory: done after the units are
-   * on the devices, that copy is not in the devices' way.
+   * `next` with `layout`, which must be this step's), written into `into`; false (nothing written) where the step
+   * has no kernel, its results were read already, or `perm` has 16-bit entries. Reading the results copies them out
+   * of the kernel's memory: done after the units are on the devices, that copy is not in the devices' way.
    */
   shuffleNext(perm: Permutations | null, scale: number, into: readonly Float32Array[], layout: PatchLayout): boolean {
     if (!this.unsettled || this.kernel === null || layout !== this.s.layout || perm instanceof Uint16Array) return false;
