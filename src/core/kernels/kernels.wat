@@ -84,10 +84,10 @@
     (param $out i32) (param $lat i32) (param $eps i32) (param $nxt i32)
     (param $key i32) (param $wts i32) (param $base i32) (param $off i32) (param $perm i32)
     (param $j i32) (param $n i32) (param $from i32) (param $to i32)
-    (param $mode i32) (param $alpha f64) (param $gs f64)
+    (param $mode i32) (param $alpha f64) (param $gs f64) (param $maskKey i32)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
     (local $e i32) (local $p i32) (local $owner i32) (local $i i32) (local $e4 i32)
-    (local $v f32) (local $x f32) (local $g f32) (local $d f32) (local $vd f64) (local $w f64) (local $k f64) (local $keyMask i32)
+    (local $v f32) (local $x f32) (local $g f32) (local $gd f32) (local $d f32) (local $vd f64) (local $w f64) (local $k f64) (local $keyMask i32)
     (local.set $e (local.get $from))
     (local.set $p (i32.add (i32.mul (local.get $from) (local.get $n)) (local.get $j)))
     (block $done
@@ -104,10 +104,9 @@
             (i32.const 2)))
         (local.set $v (f32.load (i32.add (local.get $out) (local.get $e4))))
         (local.set $x (f32.load (i32.add (local.get $lat) (local.get $i))))
-        ;; The key patch keeps its output: chosen by a bit mask, not branched to (its elements come in a random
-        ;; order, and a mispredicted branch on every fourth element cost more than guiding them all). A `select` ran
-        ;; as such a branch would: at 16 channels 5.1 ns per element in random order against 3.1 with one owner per
-        ;; unit; the mask 4.4 in both (a `.scratch` timing).
+        ;; The key patch keeps its output: every element is guided, then the output chosen by a bit mask where
+        ;; maskKey is set, else by a `select`, which V8 runs as a branch on the randomly placed key elements (cheaper
+        ;; than the mask where one in nine or fewer is the key's, dearer where one in four is: unit-kernel.ts).
         (local.set $g
           (if (result f32) (i32.eqz (local.get $mode))
             (then (local.get $v))
@@ -115,19 +114,24 @@
               (local.set $vd (f64.promote_f32 (local.get $v)))
               (local.set $w (f64.load (i32.add (local.get $wts) (i32.shl (local.get $e) (i32.const 3)))))
               (local.set $k (f64.promote_f32 (f32.load (i32.add (local.get $key) (local.get $e4)))))
-              (f32.reinterpret_i32
-                (i32.or
-                  (i32.and (i32.reinterpret_f32 (local.get $v)) (local.get $keyMask))
-                  (i32.and (i32.reinterpret_f32 (f32.demote_f64
-                        (if (result f64) (i32.eq (local.get $mode) (i32.const 1))
-                          (then (f64.add (local.get $vd) (f64.mul (local.get $w) (f64.sub (local.get $k) (local.get $vd)))))
-                          (else
-                            (f64.sub (local.get $vd)
-                              (f64.mul (local.get $w)
-                                (f64.sub (local.get $k)
-                                  (f64.div
-                                    (f64.sub (f64.promote_f32 (local.get $x)) (f64.mul (local.get $gs) (local.get $vd)))
-                                    (local.get $alpha))))))))) (i32.xor (local.get $keyMask) (i32.const -1))))))))
+              (local.set $gd
+                (f32.demote_f64
+                  (if (result f64) (i32.eq (local.get $mode) (i32.const 1))
+                    (then (f64.add (local.get $vd) (f64.mul (local.get $w) (f64.sub (local.get $k) (local.get $vd)))))
+                    (else
+                      (f64.sub (local.get $vd)
+                        (f64.mul (local.get $w)
+                          (f64.sub (local.get $k)
+                            (f64.div
+                              (f64.sub (f64.promote_f32 (local.get $x)) (f64.mul (local.get $gs) (local.get $vd)))
+                              (local.get $alpha)))))))))
+              (if (result f32) (local.get $maskKey)
+                (then
+                  (f32.reinterpret_i32
+                    (i32.or
+                      (i32.and (i32.reinterpret_f32 (local.get $v)) (local.get $keyMask))
+                      (i32.and (i32.reinterpret_f32 (local.get $gd)) (i32.xor (local.get $keyMask) (i32.const -1))))))
+                (else (select (local.get $v) (local.get $gd) (i32.eqz (local.get $owner))))))))
         (f32.store (i32.add (local.get $eps) (local.get $i)) (local.get $g))
         ;; d = (s - x0) / sigma by prediction kind; flow matching's velocity (kind 3) is d itself.
         (local.set $d
