@@ -214,7 +214,7 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
   );
   const sd3 = s.geometry.sd3 === true;
   const scheduler = createScheduler(
-    sd3 ? { ...SD3_SCHEDULER_CONFIG, num_train_timesteps: 1000 } : { ...SD15_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' },
+    sd3 ? SD3_SCHEDULER_CONFIG : { ...SD15_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' },
     s.steps,
   );
   let units = 0;

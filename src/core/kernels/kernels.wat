@@ -235,7 +235,7 @@
     (result i32)
     (local $w i32) (local $d i32) (local $src i32) (local $cs i32) (local $rs i32)
     (local $y0 i32) (local $y1 i32) (local $x0 i32) (local $x1 i32)
-    (local $c i32) (local $y i32) (local $x i32) (local $plane i32) (local $k i32) (local $a i32) (local $row i32)
+    (local $c i32) (local $y i32) (local $x i32) (local $plane i32) (local $k i32) (local $a i32) (local $row i32) (local $covered i32)
     (local.set $plane (i32.mul (local.get $th) (local.get $tw)))
     (memory.fill (local.get $part) (i32.const 0) (i32.shl (i32.mul (local.get $plane) (local.get $channels)) (i32.const 2)))
     (memory.fill (local.get $cov) (i32.const 0) (i32.shl (local.get $plane) (i32.const 2)))
@@ -307,9 +307,9 @@
       (loop $pos
         (br_if $k_done (i32.ge_u (local.get $k) (local.get $plane)))
         (local.set $a (i32.add (local.get $cov) (i32.shl (local.get $k) (i32.const 2))))
-        (local.set $row (i32.load (local.get $a)))
-        (if (i32.eqz (local.get $row)) (then (return (i32.const 0))))
-        (f32.store (local.get $a) (f32.div (f32.const 1) (f32.convert_i32_u (local.get $row))))
+        (local.set $covered (i32.load (local.get $a)))
+        (if (i32.eqz (local.get $covered)) (then (return (i32.const 0))))
+        (f32.store (local.get $a) (f32.div (f32.const 1) (f32.convert_i32_u (local.get $covered))))
         (local.set $k (i32.add (local.get $k) (i32.const 1)))
         (br $pos)))
     ;; Times them, plane by plane (position by position with the channels inside read a plane apart, several times
