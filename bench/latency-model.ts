@@ -165,6 +165,8 @@ export interface SimSettings {
   methodOptions?: Record<string, unknown>;
   /** Every stage-1 step a barrier (no run-ahead), as before run-ahead existed. */
   lockstep?: boolean;
+  /** A scheduler other than the geometry's Euler (--scheduler's names, e.g. dpmpp-2m), with the same config. */
+  scheduler?: string;
 }
 
 /**
@@ -216,6 +218,7 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
   const scheduler = createScheduler(
     sd3 ? SD3_SCHEDULER_CONFIG : { ...SD15_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' },
     s.steps,
+    s.scheduler,
   );
   let units = 0;
   const result = await clock.run(() =>

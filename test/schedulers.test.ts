@@ -21,6 +21,7 @@ import { AsgdError } from '../src/core/errors.ts';
 import type { RandomSource } from '../src/core/random/types.ts';
 import { benchSchedulerStep } from '../bench/host/scheduler-step.ts';
 import { SCHEDULER_NAMES, createScheduler } from '../src/core/schedulers/index.ts';
+import { PartStepper } from '../src/core/schedulers/part-stepper.ts';
 import type { Scheduler, SchedulerConfig, SchedulerState } from '../src/core/schedulers/types.ts';
 
 interface RefCase {
@@ -193,6 +194,85 @@ test('stepPositions: offered by the stateless schedulers only; on listed positio
       }
     }
   }
+});
+
+test('PartStepper: the multistep solvers (elementwise) stepped in parts, parts running steps ahead of each other, give the whole steps bit for bit', () => {
+  const offering = SCHEDULER_NAMES.filter((name) => createScheduler(SD15, 20, name).elementwise === true);
+  assert.deepEqual(offering, ['pndm', 'dpmpp-2m', 'lms']);
+  const n = 600;
+  // The model output at a position depends on that position's sample and the step only (as a UNet's does not, but a
+  // part's output reaching the scheduler is all the stepper sees).
+  const model = (k: number, x: number, e: number) => Math.fround(Math.sin(x * 1.7 + k * 0.31 + e * 0.013) * 0.9);
+  const configs: [string, SchedulerConfig][] = [
+    ['pndm', SD15], ['pndm', { ...SD15, skip_prk_steps: false }], ['pndm', { ...SD15, prediction_type: 'v_prediction' }],
+    ['dpmpp-2m', SD15], ['dpmpp-2m', { ...SD15, solver_type: 'heun', lower_order_final: false }], ['dpmpp-2m', { ...SD15, solver_order: 1, prediction_type: 'sample' }],
+    ['lms', SD15], ['lms', { ...SD15, prediction_type: 'v_prediction' }],
+  ];
+  for (const [name, config] of configs) {
+    const s = createScheduler(config, 9, name);
+    const label = `${name} ${JSON.stringify(config).length}`;
+    const start = Float32Array.from({ length: n }, (_, e) => Math.fround(Math.cos(e * 0.37) * 1.3));
+    // The whole-latent reference and its states.
+    const states: SchedulerState[] = [s.initialState()];
+    let whole: Float32Array = start;
+    for (let k = 0; k < s.numSteps; k++) {
+      const out = whole.map((x, e) => model(k, x, e));
+      const r = s.step(states[k]!, out, whole);
+      states.push(r.state);
+      whole = r.prevSample;
+    }
+    for (const seed of [1, 2, 3]) {
+      let rand = seed * 7919;
+      const next = (m: number) => (rand = (rand * 48271) % 2147483647) % m;
+      // Three parts of random positions; each part is stepped as one list (`at`, whole arrays) or compactly (`positions`).
+      const group = Int32Array.from({ length: n }, () => next(3));
+      const parts = [0, 1, 2].map((g) => Int32Array.from([...group.keys()].filter((e) => group[e] === g)));
+      const stepper = new PartStepper(s, n, states[0]!);
+      const latent = Float32Array.from(start);
+      const at = [0, 0, 0];
+      let released = 0;
+      while (at.some((k) => k < s.numSteps)) {
+        // A part at most two steps ahead of the slowest (stage-1 run-ahead, tiles of two steps).
+        const g = next(3);
+        const k = at[g]!;
+        if (k >= s.numSteps || k > Math.min(...at) + 2) continue;
+        const where = parts[g]!;
+        if (next(2) === 0) {
+          const out = latent.map((x, e) => model(k, x, e));
+          stepper.step(k, out, Float32Array.from(latent), latent, where, null);
+        } else {
+          const sample = Float32Array.from(where, (e) => latent[e]!);
+          const out = sample.map((x, i) => model(k, x, where[i]!));
+          const into = new Float32Array(where.length);
+          stepper.step(k, out, sample, into, null, where);
+          where.forEach((e, i) => (latent[e] = into[i]!));
+        }
+        at[g] = k + 1;
+        while (released < Math.min(...at)) {
+          const state = stepper.stateAfter(released);
+          const expected = states[released + 1]!;
+          assert.deepEqual(state.extra, expected.extra, `${label}: extra after step ${released}`);
+          assert.equal(state.history.length, expected.history.length, `${label}: history after step ${released}`);
+          state.history.forEach((h, j) => assert.ok(h.every((v, e) => Object.is(v, expected.history[j]![e])), `${label}: history ${j} after step ${released}`));
+          stepper.release(released++);
+        }
+      }
+      assert.ok(latent.every((v, e) => Object.is(v, whole[e])), `${label}, order ${seed}: the latent`);
+    }
+  }
+  // Taking a state some positions have not stepped to, or stepping a part past a step no part has begun, is a bug.
+  const s = createScheduler(SD15, 9, 'dpmpp-2m');
+  const stepper = new PartStepper(s, 4, s.initialState());
+  const four = new Float32Array(4);
+  const two = new Float32Array(2);
+  stepper.step(0, two, two, new Float32Array(2), null, Int32Array.from([0, 1]));
+  assert.throws(() => stepper.stateAfter(0), /after step 0 .*2 of 4 positions/);
+  assert.throws(() => stepper.step(2, four, four, new Float32Array(4), Int32Array.from([0]), null), /step 2 before/);
+  // A scheduler whose state depends on the part it was given is not elementwise: the second part says so.
+  const bad: Scheduler = { ...s, name: 'bad', step: (state, out) => ({ prevSample: Float32Array.from(out), state: { stepIndex: state.stepIndex + 1, history: [], extra: { n: out.length } } }) };
+  const badStepper = new PartStepper(bad, 4, s.initialState());
+  badStepper.step(0, four, four, four, Int32Array.from([0]), null);
+  assert.throws(() => badStepper.step(0, four, four, four, Int32Array.from([1, 2, 3]), null), /bad scheduler's state after step 0 differs .* not elementwise/);
 });
 
 test('step is pure: inputs untouched, same state gives the same result, interleaved states do not interfere', () => {

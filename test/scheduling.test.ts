@@ -76,7 +76,8 @@ interface RunOptions {
   lockstep?: boolean;
   seed?: number;
   method?: MethodName;
-  scheduler?: string;
+  /** A scheduler class, or a class with config fields beside SD 1.5's. */
+  scheduler?: string | { _class_name: string; [field: string]: unknown };
   /** Latent size (width too unless `width`). */
   size?: number;
   width?: number;
@@ -114,7 +115,8 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     { prompt: 'x', width: width * 8, height: size * 8, steps: 12, seed: 7, method: opts.method ?? 'asg', methodOptions },
     { width: 128, height: 128 },
   );
-  const base = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: opts.scheduler ?? 'EulerDiscreteScheduler' }, 12);
+  const sched = typeof opts.scheduler === 'string' ? { _class_name: opts.scheduler } : (opts.scheduler ?? { _class_name: 'EulerDiscreteScheduler' });
+  const base = createScheduler({ ...SD_SCHEDULER_CONFIG, ...sched }, 12);
   let wholeSteps = 0;
   const scheduler: typeof base = Object.create(base);
   scheduler.step = (state, output, sample, rng) => {
@@ -232,17 +234,29 @@ describe('interactionEvery: stage-1 patches run ahead between pixel-interaction 
     }
   });
 
-  it('DDIM runs ahead too; multistep and stochastic schedulers keep every step a barrier with the same result', async () => {
-    const ddimLock = await run({ interactionEvery: 4 }, { devices: 1, lockstep: true, scheduler: 'DDIMScheduler' });
-    const ddim = await run({ interactionEvery: 4 }, { devices: 4, scheduler: 'DDIMScheduler' });
-    assert.ok(ddim.aheadDispatches > 0, 'DDIM: patches ran ahead');
-    assert.ok(sameBits(ddim.latent, ddimLock.latent), 'DDIM: same latent');
-    for (const s of ['DPMSolverMultistepScheduler', 'EulerAncestralDiscreteScheduler']) {
-      const lock = await run({ interactionEvery: 4 }, { devices: 1, lockstep: true, scheduler: s });
-      const many = await run({ interactionEvery: 4 }, { devices: 4, scheduler: s });
-      assert.equal(many.aheadDispatches, 0, s);
-      assert.ok(sameBits(many.latent, lock.latent), s);
+  it('DDIM and the multistep solvers (each position its own history) run ahead too; a stochastic scheduler keeps every step a barrier, with the same result', async () => {
+    const m4 = { interactionEvery: 4 };
+    const ahead: [RunOptions['scheduler'], Record<string, unknown>][] = [
+      ['DDIMScheduler', m4], ['DPMSolverMultistepScheduler', m4], ['LMSDiscreteScheduler', m4], ['PNDMScheduler', m4],
+      [{ _class_name: 'DPMSolverMultistepScheduler', solver_type: 'heun', lower_order_final: false }, m4],
+      [{ _class_name: 'PNDMScheduler', skip_prk_steps: false }, m4],
+      // Synchronous guidance steps all patches at once where it guides them (staged.ts), then runs ahead.
+      ['DPMSolverMultistepScheduler', { ...m4, guidanceSync: true }],
+      ['PNDMScheduler', { ...m4, guidanceSync: true }],
+    ];
+    for (const [s, options] of ahead) {
+      const label = `${JSON.stringify(s)} ${JSON.stringify(options)}`;
+      const lock = await run(options, { devices: 1, lockstep: true, scheduler: s });
+      for (const [devices, seed] of [[1, 1], [4, 1], [4, 2]] as const) {
+        const r = await run(options, { devices, seed, scheduler: s });
+        if (devices > 1) assert.ok(r.aheadDispatches > 0, `${label}: patches ran ahead`);
+        assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), order ${seed}: same latent`);
+      }
     }
+    const lock = await run({ interactionEvery: 4 }, { devices: 1, lockstep: true, scheduler: 'EulerAncestralDiscreteScheduler' });
+    const many = await run({ interactionEvery: 4 }, { devices: 4, scheduler: 'EulerAncestralDiscreteScheduler' });
+    assert.equal(many.aheadDispatches, 0, 'Euler ancestral');
+    assert.ok(sameBits(many.latent, lock.latent), 'Euler ancestral');
   });
 
   it('interactionTail: the last fraction of stage 1 shuffles at every step', () => {
@@ -283,7 +297,10 @@ describe('the denoise loop takes the latent the method already stepped', () => {
       ['cutdiffusion, split 1 (stage 1 only, a shuffle every step)', { stageSplit: 1 }, 'cutdiffusion', 0],
       ['multidiffusion', {}, 'multidiffusion', 1],
       ['multidiffusion, DDIM', {}, 'multidiffusion', 1, 'DDIMScheduler'],
-      ['asg, split 0.5, dpmpp-2m (no part-of-the-latent step)', { stageSplit: 0.5 }, 'asg', 12, 'DPMSolverMultistepScheduler'],
+      ['asg, split 0.5, dpmpp-2m (a history per position)', { stageSplit: 0.5 }, 'asg', 1, 'DPMSolverMultistepScheduler'],
+      ['asg, split 0.5, padded, lms', { stageSplit: 0.5 }, 'asg', 7, 'LMSDiscreteScheduler', 40, 44],
+      ['multidiffusion, lms', {}, 'multidiffusion', 1, 'LMSDiscreteScheduler'],
+      ['asg, split 0.5, Euler ancestral (draws noise: no part-of-the-latent step)', { stageSplit: 0.5 }, 'asg', 12, 'EulerAncestralDiscreteScheduler'],
     ];
     for (const [label, options, method, expected, scheduler, size, width] of cases) {
       const lock = await run(options, { devices: 1, lockstep: true, method, scheduler, size, width });
@@ -539,17 +556,29 @@ describe('stage 2 as a dataflow: windows of step t+1 start before step t is done
     }
   });
 
-  it('DDIM flows too; a multistep scheduler (dpmpp-2m, pndm) or a stochastic one keeps every step a barrier', async () => {
-    const ddimLock = await run({}, { devices: 1, lockstep: true, method: 'multidiffusion', scheduler: 'DDIMScheduler' });
-    const ddim = await run({}, { devices: 4, method: 'multidiffusion', scheduler: 'DDIMScheduler' });
-    assert.ok(ddim.aheadWindows > 0, 'DDIM: windows ran ahead');
-    assert.ok(sameBits(ddim.latent, ddimLock.latent), 'DDIM: same latent');
-    for (const s of ['DPMSolverMultistepScheduler', 'PNDMScheduler', 'EulerAncestralDiscreteScheduler']) {
-      const lock = await run({ stageSplit: 0.5 }, { devices: 1, lockstep: true, scheduler: s, size: 40, width: 44 });
-      const many = await run({ stageSplit: 0.5 }, { devices: 4, scheduler: s, size: 40, width: 44 });
-      assert.equal(many.aheadWindows, 0, s);
-      assert.ok(sameBits(many.latent, lock.latent), s);
+  it('DDIM and the multistep solvers (dpmpp-2m, lms, pndm) flow too, padded or not; a stochastic scheduler keeps every step a barrier', async () => {
+    const flows: [RunOptions['scheduler'], MethodName, number, number][] = [
+      ['DDIMScheduler', 'multidiffusion', 32, 32],
+      ['DPMSolverMultistepScheduler', 'multidiffusion', 32, 32],
+      ['DPMSolverMultistepScheduler', 'asg', 40, 44],
+      [{ _class_name: 'DPMSolverMultistepScheduler', solver_order: 1 }, 'asg', 40, 44],
+      ['LMSDiscreteScheduler', 'asg', 40, 44],
+      ['PNDMScheduler', 'asg', 40, 44],
+      [{ _class_name: 'PNDMScheduler', skip_prk_steps: false }, 'multidiffusion', 40, 44],
+    ];
+    for (const [s, method, size, width] of flows) {
+      const label = `${JSON.stringify(s)} ${method} ${size} x ${width}`;
+      const lock = await run({ stageSplit: 0.5 }, { devices: 1, lockstep: true, method, scheduler: s, size, width });
+      for (const seed of [1, 2]) {
+        const many = await run({ stageSplit: 0.5 }, { devices: 4, seed, method, scheduler: s, size, width });
+        assert.ok(many.aheadWindows > 0, `${label}: windows ran ahead`);
+        assert.ok(sameBits(many.latent, lock.latent), `${label}, order ${seed}: same latent`);
+      }
     }
+    const lock = await run({ stageSplit: 0.5 }, { devices: 1, lockstep: true, scheduler: 'EulerAncestralDiscreteScheduler', size: 40, width: 44 });
+    const many = await run({ stageSplit: 0.5 }, { devices: 4, scheduler: 'EulerAncestralDiscreteScheduler', size: 40, width: 44 });
+    assert.equal(many.aheadWindows, 0, 'Euler ancestral');
+    assert.ok(sameBits(many.latent, lock.latent), 'Euler ancestral');
   });
 
   it('cancellation and a failed device end the dataflow: the error comes out and nothing more is handed over', async () => {

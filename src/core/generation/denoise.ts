@@ -13,6 +13,7 @@ import type { AbortSignalLike } from '../platform.ts';
 import { createRandom } from '../random/index.ts';
 import { nonFinite } from '../tensor.ts';
 import { applySkipResidual, noiseTo, skipWeight, type Img2ImgInit } from './img2img.ts';
+import { PartStepper } from '../schedulers/part-stepper.ts';
 import type { Scheduler, SchedulerState } from '../schedulers/types.ts';
 import type { GenerationPlan } from './check.ts';
 import type { GenerationProgress } from './progress.ts';
@@ -142,17 +143,25 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
     latent = noiseTo(init.latent, startNoise, alpha, sigma);
   }
   let state = scheduler.initialState();
-  // Part-of-the-latent steps (stage-1 run-ahead, the stage-2 dataflow): only where a step is stateless, elementwise
-  // and noise-free (the scheduler offers stepPositions), and nothing changes the latent between steps (an upscale's
-  // skip residual does).
+  // Part-of-the-latent steps (stage-1 run-ahead, the stage-2 dataflow): only where a step is elementwise and
+  // noise-free (stateless: the scheduler offers stepPositions; with a history per position: `elementwise`, stepped
+  // in parts by PartStepper), and nothing changes the latent between steps (an upscale's skip residual does).
   const stepPositions = scheduler.stepPositions?.bind(scheduler);
-  const advance =
-    stepPositions !== undefined && !init?.skipResidual && !input.lockstep
+  const partSteps = !init?.skipResidual && !input.lockstep;
+  const parts = partSteps && stepPositions === undefined && scheduler.elementwise ? new PartStepper(scheduler, latent.length, state) : undefined;
+  const advance = !partSteps
+    ? undefined
+    : stepPositions !== undefined
       ? (step: number, output: Float32Array, sample: Float32Array, into = new Float32Array(sample.length), at?: Int32Array) => {
           stepPositions(step, output, sample, into, at ?? null);
           return into;
         }
-      : undefined;
+      : parts
+        ? (step: number, output: Float32Array, sample: Float32Array, into = new Float32Array(sample.length), at?: Int32Array, positions?: Int32Array) => {
+            parts.step(step, output, sample, into, at ?? null, positions ?? null);
+            return into;
+          }
+        : undefined;
   const eulerCoefficients = scheduler.eulerCoefficients;
   const ctx: MethodContext = {
     ...(advance ? { advance } : {}),
@@ -181,9 +190,14 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
       applySkipResidual(latent, init.latent, startNoise!, alpha, sigma, skipWeight(scheduler.timesteps[k]!));
     }
     const fused = await method.predict(latent, k, ctx);
-    // Where the method stepped the whole latent already (with advance, so a stateless step), take that latent.
+    // Where the method stepped the whole latent already (with advance), take that latent (and a history kept in parts).
     const stepped = advance ? method.steppedLatent?.(k) : undefined;
-    const r = stepped ? { prevSample: stepped, state: { stepIndex: state.stepIndex + 1, history: [] } } : scheduler.step(state, fused, latent, noiseGen);
+    const r = stepped
+      ? { prevSample: stepped, state: parts ? parts.stateAfter(k) : { stepIndex: state.stepIndex + 1, history: [] } }
+      : parts
+        ? parts.stepAll(state, fused, latent, noiseGen)
+        : scheduler.step(state, fused, latent, noiseGen);
+    parts?.release(k);
     input.onStep?.(k, fused, r.prevSample, r.state);
     latent = r.prevSample;
     state = r.state;

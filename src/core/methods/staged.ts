@@ -102,6 +102,8 @@ export class StagedMethod extends MethodBase {
   private patchBuffer: Float32Array | null = null;
   /** Where the patches lie in the latent (built once: the geometry is fixed). */
   private inLatent: PatchLayout | null = null;
+  /** The same per element of the patches [N, C, p_h, p_w], for ctx.advance (built at the first use). */
+  private inLatentPositions: Int32Array | null = null;
   /** The WebAssembly memory the unit-by-unit steps are taken in (null where WebAssembly is unavailable), made at the first. */
   private kernelMemory: KernelMemory | null | undefined;
   private epsBuffer: Float32Array | null = null;
@@ -203,6 +205,18 @@ export class StagedMethod extends MethodBase {
     return ctx.advance !== undefined && geo.count > 1 && !isPadded(geo) && !(this.guided && ctx.structureTarget);
   }
 
+  /** The latent position of each element of the patches [N, C, p_h, p_w] (an unpadded geometry: canStepPatches). */
+  private patchPositions(): Int32Array {
+    if (this.inLatentPositions === null) {
+      const { base, offset } = (this.inLatent ??= latentLayout(this.plan.geometry));
+      const size = offset.length;
+      const positions = new Int32Array(base.length * size);
+      for (let o = 0; o < base.length; o++) for (let e = 0; e < size; e++) positions[o * size + e] = base[o]! + offset[e]!;
+      this.inLatentPositions = positions;
+    }
+    return this.inLatentPositions;
+  }
+
   /** Whether stage-1 step `step` may start a run-ahead block: patches can be stepped apart and the step does not shuffle. */
   private canRunAhead(step: number, ctx: MethodContext): boolean {
     return this.canStepPatches(ctx) && (this.linesFlow() || !this.interactsAt(step));
@@ -284,7 +298,7 @@ export class StagedMethod extends MethodBase {
 
     if (this.canStepPatches(ctx)) {
       // Synchronous guidance: step the patches here too, and start a run-ahead block or the dataflow from them.
-      const next = ctx.advance!(step, eps, patches);
+      const next = ctx.advance!(step, eps, patches, undefined, undefined, this.patchPositions());
       const after = relocatePatches(next, geo, geo.height, geo.width);
       this.launchAfter(step, after, ctx, next);
       this.handoff = { step, latent: after };
@@ -669,8 +683,9 @@ export class StagedMethod extends MethodBase {
       }
     }
     const after = block.patchAfter.get(t)!;
+    const positions = this.patchPositions();
     for (const p of g) {
-      const x = ctx.advance!(t, epsOf(p), xs[p]!);
+      const x = ctx.advance!(t, epsOf(p), xs[p]!, undefined, undefined, positions.subarray(p * size, (p + 1) * size));
       slot.next.set(x, p * size);
       after[p]!.resolve(x);
     }
@@ -747,7 +762,7 @@ export class StagedMethod extends MethodBase {
   private startFlow(latent: Float32Array, start: number, ctx: MethodContext, advance: NonNullable<MethodContext['advance']>): WindowFlow {
     return new WindowFlow(this.plan, latent, start, this.options.windowJitter ? ctx.random.jitter : undefined, {
       scheduler: ctx.scheduler,
-      advance,
+      advance: (step, output, sample, positions) => advance(step, output, sample, undefined, undefined, positions),
       ...(ctx.eulerStep ? { eulerStep: ctx.eulerStep } : {}),
       evaluate: async (unit, priority, stream) => {
         const [result] = await this.evaluate(ctx, [unit], unit.step, 0, undefined, { priority, stream, quiet: true });

@@ -123,13 +123,16 @@ export interface MethodContext {
   /**
    * One scheduler step of part of the latent: `sample` and `modelOutput` hold the same positions of the latent and
    * of the fused output at `step`, and the result (`into`, or a new array) equals those positions of the whole-latent
-   * step bit for bit; with `at`, only the positions it lists are stepped (Scheduler.stepPositions). Present only where
-   * that holds (a stateless, elementwise, noise-free step: Euler, DDIM, flow Euler) and the latent is not changed
-   * between steps; with it, stage-1 patches run ahead of each other between pixel-interaction steps (staged.ts) and
-   * stage-2 windows start before the previous step is done (window-flow.ts). The loop takes the latent the method
-   * stepped this way (HighResMethod.steppedLatent) instead of stepping it again.
+   * step bit for bit; with `at`, only the positions it lists are stepped (Scheduler.stepPositions). Arrays that
+   * hold a part of the latent compactly (a patch, a tile) come with `positions`, the latent position of each element:
+   * a scheduler with a history per position (DPM-Solver++, LMS, PNDM) steps each position from its own. Every
+   * position is stepped once per step, in step order. Present only where that holds (an elementwise, noise-free step:
+   * Euler, DDIM, flow Euler, and those multistep solvers; not Euler ancestral) and the latent is not changed between
+   * steps; with it, stage-1 patches run ahead of each other between pixel-interaction steps (staged.ts) and stage-2
+   * windows start before the previous step is done (window-flow.ts). The loop takes the latent the method stepped this
+   * way (HighResMethod.steppedLatent) instead of stepping it again.
    */
-  advance?(step: number, modelOutput: Float32Array, sample: Float32Array, into?: Float32Array, at?: Int32Array): Float32Array;
+  advance?(step: number, modelOutput: Float32Array, sample: Float32Array, into?: Float32Array, at?: Int32Array, positions?: Int32Array): Float32Array;
   /**
    * Where `advance` is an Euler step: its scalars at `step` (null where the kernels cannot take that step), so that a
    * method may take it fused with its own elementwise work in WebAssembly (barrier-step.ts), with the same bits.

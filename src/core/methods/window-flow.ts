@@ -98,7 +98,8 @@ interface FlowStep {
 
 export interface FlowHooks {
   scheduler: Scheduler;
-  advance(step: number, modelOutput: Float32Array, sample: Float32Array): Float32Array;
+  /** MethodContext.advance on one tile: `positions` gives each element's place in the latent [C, h, w]. */
+  advance(step: number, modelOutput: Float32Array, sample: Float32Array, positions: Int32Array): Float32Array;
   /** Evaluates one window; the output is read before the next await. `stream`: more windows follow (EvaluateHint). */
   evaluate(unit: UnetUnit, priority: number, stream: boolean): Promise<Float32Array>;
   /** Where advance is an Euler step: its scalars at `step` (MethodContext.eulerStep), for the tile kernel. */
@@ -175,6 +176,8 @@ export class WindowFlow {
   /** A tile's fused output and its latent, handed to advance (which keeps neither). */
   private tileOutput = new Float32Array(0);
   private tileLatent = new Float32Array(0);
+  /** A tile's positions in the latent (tilePositions). */
+  private tileAt = new Int32Array(0);
   private stopped = false;
   /** The windows' outputs, the latents, the fused outputs and the kernels' work (src/core/kernels); null where unavailable. */
   private readonly heap: KernelHeap | null;
@@ -475,8 +478,19 @@ export class WindowFlow {
     const { channels, paddedHeight: H, paddedWidth: W } = this.plan.geometry;
     const sample = this.tileLatent.subarray(0, fused.length);
     copyRect(sample, this.view(s.latent!), tile, H, W, channels, false);
-    const stepped = this.hooks.advance(s.step, fused, sample);
+    const stepped = this.hooks.advance(s.step, fused, sample, this.tilePositions(tile, fused.length));
     copyRect(stepped, this.view(next.latent!), tile, H, W, channels, true);
+  }
+
+  /** Where each element of a tile's compact arrays (copyRect's order) lies in the latent [C, h, w]. */
+  private tilePositions(tile: Tile, length: number): Int32Array {
+    if (this.tileAt.length < length) this.tileAt = new Int32Array(length);
+    const { height: h, width: w, channels } = this.plan.geometry;
+    const at = this.tileAt.subarray(0, length);
+    for (let c = 0, k = 0; c < channels; c++) {
+      for (let y = tile.y0; y < tile.y1; y++) for (let x = tile.x0; x < tile.x1; x++) at[k++] = (c * h + y) * w + x;
+    }
+    return at;
   }
 
   /** The padding's copies of the last row and column of the next step's latent, over the tile. */

@@ -4,7 +4,7 @@
  * DDPM space (sample = alpha_t x0 + sigma_t eps, init noise sigma 1, no input scaling); the solver
  * works on x0 predictions and log-SNR lambda = log(alpha_t / sigma_t).
  *
- * State: history = the previous x0 predictions (newest last, at most solver_order), extra.lowerOrderNums
+ * State: history = the previous x0 predictions the next step reads (the newest, at most solver_order - 1), extra.lowerOrderNums
  * = how many steps have been taken, capped at solver_order (diffusers' lower_order_nums).
  */
 import { invalidArgument } from '../errors.ts';
@@ -36,6 +36,8 @@ function lambdaOf(p: { alpha: number; sigma: number }): number {
 
 export class DpmSolverMultistepScheduler implements Scheduler {
   readonly name = 'dpmpp-2m';
+  /** Each position's history is its own (Scheduler.elementwise). */
+  readonly elementwise = true;
   readonly predictionType: PredictionType;
   readonly timesteps: readonly number[];
   readonly numSteps: number;
@@ -185,7 +187,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
       prevSample: prev,
       state: {
         stepIndex: k + 1,
-        history: outputs,
+        history: outputs.slice(outputs.length - (this.solverOrder - 1)),
         extra: { lowerOrderNums: Math.min(lowerOrderNums + 1, this.solverOrder) },
       },
     };

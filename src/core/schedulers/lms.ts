@@ -5,7 +5,7 @@
  * (epsrel 1e-4), which is exact for these polynomials of degree <= 3; we use 4-point Gauss-Legendre,
  * also exact for them.
  *
- * State: history = the previous derivatives, newest last, at most 4.
+ * State: history = the previous derivatives the next step reads, newest last, at most 3.
  */
 import type { ConfigReader } from './config.ts';
 import { checkStep } from './common.ts';
@@ -23,6 +23,8 @@ const GL_WEIGHTS = [0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 
 
 export class LmsScheduler extends SigmaScheduler {
   readonly name = 'lms';
+  /** Each position's history is its own (Scheduler.elementwise). */
+  readonly elementwise = true;
 
   constructor(reader: ConfigReader, numSteps: number) {
     const prediction = reader.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample']);
@@ -72,6 +74,6 @@ export class LmsScheduler extends SigmaScheduler {
     }
     const prev = new Float32Array(sample.length);
     for (let i = 0; i < prev.length; i++) prev[i] = sample[i]! + total[i]!;
-    return { prevSample: prev, state: { stepIndex: k + 1, history: derivatives } };
+    return { prevSample: prev, state: { stepIndex: k + 1, history: derivatives.slice(-(LMS_ORDER - 1)) } };
   }
 }

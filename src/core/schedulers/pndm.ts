@@ -47,6 +47,8 @@ function pack(stepIndex: number, m: PndmMemory): SchedulerState {
 
 export class PndmScheduler implements Scheduler {
   readonly name = 'pndm';
+  /** Each position's history is its own (Scheduler.elementwise). */
+  readonly elementwise = true;
   readonly predictionType: PredictionType;
   readonly timesteps: readonly number[];
   readonly numSteps: number;

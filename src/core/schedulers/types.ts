@@ -78,4 +78,11 @@ export interface Scheduler {
    * take them, or null where a kernel would not give the bits of `stepPositions` (then methods use `stepPositions`).
    */
   eulerCoefficients?(stepIndex: number): EulerCoefficients | null;
+  /**
+   * True where `step` treats every position by itself and draws no noise, its history included (the multistep
+   * solvers DPM-Solver++, LMS and PNDM keep one history value per position): `step` on some positions, with the
+   * state's history cut to them, gives those positions of the whole step bit for bit. Methods then step parts of the
+   * latent with it (PartStepper) as they do with `stepPositions`.
+   */
+  readonly elementwise?: boolean;
 }

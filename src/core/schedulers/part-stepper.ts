@@ -1,0 +1,115 @@
+/**
+ * Part-of-the-latent steps for a scheduler that keeps a history (`Scheduler.elementwise`: DPM-Solver++, LMS, PNDM).
+ * A part is stepped by the scheduler's own `step`, given the state's history cut to the part's positions, and the
+ * history it returns is written back at those positions. Every position's history is its own, so positions may be at
+ * different steps (stage-1 patches running ahead of each other, stage-2 tiles of two steps), and the latent stepped
+ * in parts is bit for bit the whole step's. The state before each step is kept as whole-latent arrays, filled in as
+ * the parts of the step before come in, until the denoise loop has taken that step. Portable: no Node APIs.
+ */
+import { AsgdError } from '../errors.ts';
+import type { RandomSource } from '../random/types.ts';
+import type { Scheduler, SchedulerState, StepResult } from './types.ts';
+
+interface StepState {
+  state: SchedulerState;
+  /** Positions whose history is not written yet (0 for a state a whole step made). */
+  left: number;
+}
+
+const internal = (message: string) => new AsgdError(message, { kind: 'internal' });
+
+/** whole[where[i]] for every i, into `part` (at least where.length long) from its start. */
+function gather(whole: Float32Array, where: Int32Array, part: Float32Array): Float32Array {
+  for (let i = 0, n = where.length; i < n; i++) part[i] = whole[where[i]!]!;
+  return part.length === where.length ? part : part.subarray(0, where.length);
+}
+
+function scatter(part: Float32Array, where: Int32Array, whole: Float32Array): void {
+  for (let i = 0, n = where.length; i < n; i++) whole[where[i]!] = part[i]!;
+}
+
+function sameExtra(a: SchedulerState['extra'], b: SchedulerState['extra']): boolean {
+  const ka = Object.keys(a ?? {});
+  return ka.length === Object.keys(b ?? {}).length && ka.every((k) => Object.is(a![k], b?.[k]));
+}
+
+export class PartStepper {
+  /** The state before step k, by k. */
+  private readonly states = new Map<number, StepState>();
+  /** Gathered parts: the model output, the sample, then the history arrays. */
+  private readonly buffers: Float32Array[] = [];
+
+  constructor(
+    private readonly scheduler: Scheduler,
+    private readonly length: number,
+    initial: SchedulerState,
+  ) {
+    this.states.set(initial.stepIndex, { state: initial, left: 0 });
+  }
+
+  /**
+   * Step `step` of some positions into `into`: those `at` lists, where the arrays are the whole latent; or, with
+   * `positions`, every element of `modelOutput`, `sample` and `into` (one part, compact), element i lying at
+   * position positions[i] of the latent; with neither, the whole latent. Each position once per step, in step order.
+   */
+  step(step: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null, positions: Int32Array | null): void {
+    const before = this.states.get(step);
+    if (before === undefined) throw internal(`A part of the latent was stepped at step ${step} before the step ahead of it had begun`);
+    const where = positions ?? at;
+    if (where === null) {
+      const r = this.scheduler.step(before.state, modelOutput, sample);
+      into.set(r.prevSample);
+      this.states.set(step + 1, { state: r.state, left: 0 });
+      return;
+    }
+    // The gathered arrays are scratch, reused from call to call: the step's result is scattered before the next.
+    const history = before.state.history;
+    const cut: Float32Array[] = [];
+    for (let j = 0; j < history.length; j++) cut.push(gather(history[j]!, where, this.scratch(j + 2, where.length)));
+    const part: SchedulerState = { ...before.state, history: cut };
+    const r = positions
+      ? this.scheduler.step(part, modelOutput, sample)
+      : this.scheduler.step(part, gather(modelOutput, where, this.scratch(0, where.length)), gather(sample, where, this.scratch(1, where.length)));
+    if (positions) into.set(r.prevSample);
+    else scatter(r.prevSample, where, into);
+    let after = this.states.get(step + 1);
+    if (after === undefined) {
+      const made: Float32Array[] = [];
+      for (let j = 0; j < r.state.history.length; j++) made.push(new Float32Array(this.length));
+      after = { state: { ...r.state, history: made }, left: this.length };
+      this.states.set(step + 1, after);
+    } else if (after.state.history.length !== r.state.history.length || !sameExtra(after.state.extra, r.state.extra)) {
+      throw internal(`The ${this.scheduler.name} scheduler's state after step ${step} differs between parts of the latent: its step is not elementwise`);
+    }
+    for (let j = 0; j < r.state.history.length; j++) scatter(r.state.history[j]!, where, after.state.history[j] as Float32Array);
+    after.left -= where.length;
+  }
+
+  private scratch(slot: number, length: number): Float32Array {
+    const b = this.buffers[slot];
+    if (b !== undefined && b.length >= length) return b;
+    return (this.buffers[slot] = new Float32Array(Math.max(length, 2 * (b?.length ?? 0))));
+  }
+
+  /** The loop's own whole-latent step (where no method stepped `step`): the scheduler's, whose state the parts go on from. */
+  stepAll(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array, rng?: RandomSource): StepResult {
+    const r = this.scheduler.step(state, modelOutput, sample, rng);
+    this.states.set(state.stepIndex + 1, { state: r.state, left: 0 });
+    return r;
+  }
+
+  /** The state after `step` once every position has taken it in parts. */
+  stateAfter(step: number): SchedulerState {
+    const after = this.states.get(step + 1);
+    if (after === undefined || after.left !== 0) {
+      const left = after === undefined ? this.length : after.left;
+      throw internal(`The latent after step ${step} was taken with ${left} of ${this.length} positions not stepped once`);
+    }
+    return after.state;
+  }
+
+  /** Drops the state before `step`: the loop has taken that step. */
+  release(step: number): void {
+    this.states.delete(step);
+  }
+}
