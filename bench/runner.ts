@@ -228,7 +228,7 @@ async function modelPart(): Promise<ModelRow[]> {
   return all;
 }
 
-interface HostRow { geometry: string; devices: number; stage2: string; runs: number; hostMsPerStep: number; exposedMsPerStep: number; exposedMin: number; exposedAll: number[] }
+interface HostRow { geometry: string; devices: number; scheduler: string; stage2: string; runs: number; hostMsPerStep: number; exposedMsPerStep: number; exposedMin: number; exposedAll: number[] }
 
 /**
  * The coordinator's host work at the shipped defaults (stage split 0.8, a CFG half as dear as a whole call): all of it
@@ -242,8 +242,13 @@ async function hostPart(runs: number): Promise<HostRow[]> {
   const hostRows: HostRow[] = [];
   const shipped = { ...LATENCY, halfCost: 1.04 };
   // One device too: every unit of a step queues on it, so host work on a result can delay the next unit.
-  for (const [g, k, lockstep] of [[GEOMETRIES[0]!, 1, false], [GEOMETRIES[0]!, 4, true], [GEOMETRIES[0]!, 4, false], [GEOMETRIES[1]!, 8, true], [GEOMETRIES[1]!, 8, false], [SD3_GEOMETRY, 4, false]] as const) {
-    const settings = { geometry: g, devices: k, steps: STEPS, pixelInteraction: true, guidanceSync: false, split: 'balance' as SplitMode, latency: shipped, stageSplit: 0.8, lockstep };
+  // And DPM-Solver++ (a multistep solver: its history kept per position, stepped in parts; lockstep is how it ran before).
+  const cases: [Geometry, number, boolean, string?][] = [
+    [GEOMETRIES[0]!, 1, false], [GEOMETRIES[0]!, 4, true], [GEOMETRIES[0]!, 4, false], [GEOMETRIES[1]!, 8, true], [GEOMETRIES[1]!, 8, false], [SD3_GEOMETRY, 4, false],
+    [GEOMETRIES[0]!, 4, true, 'dpmpp-2m'], [GEOMETRIES[0]!, 4, false, 'dpmpp-2m'], [GEOMETRIES[1]!, 8, true, 'dpmpp-2m'], [GEOMETRIES[1]!, 8, false, 'dpmpp-2m'],
+  ];
+  for (const [g, k, lockstep, scheduler] of cases) {
+    const settings = { geometry: g, devices: k, steps: STEPS, pixelInteraction: true, guidanceSync: false, split: 'balance' as SplitMode, latency: shipped, stageSplit: 0.8, lockstep, ...(scheduler ? { scheduler } : {}) };
     const free = await simulateGeneration(settings);
     const host: number[] = [];
     const exposed: number[] = [];
@@ -253,12 +258,12 @@ async function hostPart(runs: number): Promise<HostRow[]> {
       exposed.push((r.makespanMs - free.makespanMs) / STEPS);
     }
     const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
-    hostRows.push({ geometry: g.name, devices: k, stage2: lockstep ? 'barrier' : 'dataflow', runs, hostMsPerStep: median(host), exposedMsPerStep: median(exposed), exposedMin: Math.min(...exposed), exposedAll: exposed });
+    hostRows.push({ geometry: g.name, devices: k, scheduler: scheduler ?? (g.sd3 ? 'flow-euler' : 'euler'), stage2: lockstep ? 'barrier' : 'dataflow', runs, hostMsPerStep: median(host), exposedMsPerStep: median(exposed), exposedMin: Math.min(...exposed), exposedAll: exposed });
   }
   console.log(`\n### Coordinator host work per step at the shipped defaults (median of ${runs}; min)\n`);
-  console.log('| geometry | K | stage 2 | host ms/step | exposed ms/step (devices wait) | exposed min |');
-  console.log('|---|---|---|---|---|---|');
-  for (const r of hostRows) console.log(`| ${r.geometry} | ${r.devices} | ${r.stage2} | ${r.hostMsPerStep.toFixed(1)} | ${r.exposedMsPerStep.toFixed(1)} | ${r.exposedMin.toFixed(1)} |`);
+  console.log('| geometry | K | scheduler | stage 2 | host ms/step | exposed ms/step (devices wait) | exposed min |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const r of hostRows) console.log(`| ${r.geometry} | ${r.devices} | ${r.scheduler} | ${r.stage2} | ${r.hostMsPerStep.toFixed(1)} | ${r.exposedMsPerStep.toFixed(1)} | ${r.exposedMin.toFixed(1)} |`);
   return hostRows;
 }
 
@@ -333,6 +338,25 @@ async function schedulingPart(): Promise<ModelRow[]> {
       splitRows.push({ geometry: g.name, devices: k, halfCost, balance: one / b.makespanMs, never: one / n.makespanMs, unitsSplit: b.unitsSplit });
     }
   }
+  // Every scheduler: with a barrier every step (lockstep: how the multistep solvers ran before their history was kept
+  // per position) and at the defaults (run-ahead where pixel interaction allows it, the stage-2 dataflow).
+  const schedulerRows: { geometry: string; devices: number; scheduler: string; units: number; barrier: number; defaults: number }[] = [];
+  for (const [g, k] of [[GEOMETRIES[0]!, 4], [GEOMETRIES[1]!, 8]] as const) {
+    for (const scheduler of ['euler', 'ddim', 'dpmpp-2m', 'lms', 'pndm', 'euler-ancestral']) {
+      const sim = (devices: number, lockstep: boolean) =>
+        simulateGeneration({ geometry: g, devices, steps: STEPS, pixelInteraction: true, guidanceSync: false, split: 'balance', latency: shipped, stageSplit: 0.8, lockstep, scheduler });
+      const one = (await sim(1, false)).makespanMs;
+      const barrier = await sim(k, true);
+      const now = await sim(k, false);
+      schedulerRows.push({ geometry: g.name, devices: k, scheduler, units: now.units, barrier: one / barrier.makespanMs, defaults: one / now.makespanMs });
+    }
+  }
+  console.log('\n### Schedulers at the shipped defaults: speed-up over 1 device, every step a barrier and as run today\n');
+  console.log('| geometry | K | scheduler | units | every step a barrier | defaults |');
+  console.log('|---|---|---|---|---|---|');
+  for (const r of schedulerRows) console.log(`| ${r.geometry.split(' (')[0]} | ${r.devices} | ${r.scheduler} | ${r.units} | ${r.barrier.toFixed(2)}x | ${r.defaults.toFixed(2)}x |`);
+  schedulers = schedulerRows;
+
   console.log('\n### CFG splitting at the shipped defaults: speed-up over 1 device with split balance and never\n');
   console.log('| geometry | K | CFG half / whole | balance | never | units split (balance) |');
   console.log('|---|---|---|---|---|---|');
@@ -342,6 +366,8 @@ async function schedulingPart(): Promise<ModelRow[]> {
 }
 
 let splitting: unknown;
+
+let schedulers: unknown;
 
 let scheduling: SchedulingRow[] | undefined;
 
@@ -362,8 +388,8 @@ async function main(): Promise<void> {
   } else if (flag('--scheduling-only')) {
     await schedulingPart();
     const lm = (out['latencyModel'] ?? {}) as Record<string, unknown>;
-    out['latencyModel'] = { ...lm, scheduling, splitting };
-  } else if (!flag('--real-only')) out['latencyModel'] = { params: LATENCY, steps: STEPS, rows: await modelPart(), hostWork, scheduling, splitting };
+    out['latencyModel'] = { ...lm, scheduling, schedulers, splitting };
+  } else if (!flag('--real-only')) out['latencyModel'] = { params: LATENCY, steps: STEPS, rows: await modelPart(), hostWork, scheduling, schedulers, splitting };
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   console.log(`\nWrote ${path.relative(process.cwd(), file)}`);

@@ -524,16 +524,18 @@ test('stage 2 as a dataflow: 1 and 2 CPU workers give bit-identical latents, win
   await assertNoWorkers();
 });
 
-test('a multistep scheduler (dpmpp-2m: a history per position) runs ahead and flows too: 1 and 2 CPU workers give bit-identical latents', async () => {
-  const over = { steps: 6, scheduler: 'dpmpp-2m', methodOptions: { stageSplit: 0.5, interactionEvery: 3 } };
-  const calls: (readonly UnetUnit[])[] = [];
-  const one = await generate({ devices: 'cpu' }, undefined, over);
-  const two = await generate({ devices: 'cpu,cpu', completionJitter: { seed: 11, maxMs: 10 } }, undefined, over, (u) => calls.push(u));
-  assert.ok(sameBits(two.latent, one.latent), '2 workers: the same latent');
-  const euler = await generate({ devices: 'cpu' }, undefined, { ...over, scheduler: 'euler' });
-  assert.ok(!sameBits(one.latent, euler.latent), 'dpmpp-2m, not the euler default above the native size');
-  assert.ok(calls.some((c) => c.length === 1 && c[0]!.kind === 'patch'), 'stage-1 patches were handed over one by one');
-  assert.ok(calls.filter((c) => c[0]!.kind === 'window').every((c) => c.length === 1), 'stage-2 windows one by one');
+test('a multistep scheduler (dpmpp-2m: a history per position) and Euler ancestral (noise per position) run ahead and flow too: 1 and 2 CPU workers give bit-identical latents', async () => {
+  const euler = await generate({ devices: 'cpu' }, undefined, { steps: 6, scheduler: 'euler', methodOptions: { stageSplit: 0.5, interactionEvery: 3 } });
+  for (const scheduler of ['dpmpp-2m', 'euler-ancestral']) {
+    const over = { steps: 6, scheduler, methodOptions: { stageSplit: 0.5, interactionEvery: 3 } };
+    const calls: (readonly UnetUnit[])[] = [];
+    const one = await generate({ devices: 'cpu' }, undefined, over);
+    const two = await generate({ devices: 'cpu,cpu', completionJitter: { seed: 11, maxMs: 10 } }, undefined, over, (u) => calls.push(u));
+    assert.ok(sameBits(two.latent, one.latent), `${scheduler}, 2 workers: the same latent`);
+    assert.ok(!sameBits(one.latent, euler.latent), `${scheduler}, not the euler default above the native size`);
+    assert.ok(calls.some((c) => c.length === 1 && c[0]!.kind === 'patch'), `${scheduler}: stage-1 patches were handed over one by one`);
+    assert.ok(calls.filter((c) => c[0]!.kind === 'window').every((c) => c.length === 1), `${scheduler}: stage-2 windows one by one`);
+  }
   await assertNoWorkers();
 });
 

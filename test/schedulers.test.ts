@@ -21,6 +21,7 @@ import { AsgdError } from '../src/core/errors.ts';
 import type { RandomSource } from '../src/core/random/types.ts';
 import { benchSchedulerStep } from '../bench/host/scheduler-step.ts';
 import { SCHEDULER_NAMES, createScheduler } from '../src/core/schedulers/index.ts';
+import { createRandom } from '../src/core/random/index.ts';
 import { PartStepper } from '../src/core/schedulers/part-stepper.ts';
 import type { Scheduler, SchedulerConfig, SchedulerState } from '../src/core/schedulers/types.ts';
 
@@ -196,9 +197,9 @@ test('stepPositions: offered by the stateless schedulers only; on listed positio
   }
 });
 
-test('PartStepper: the multistep solvers (elementwise) stepped in parts, parts running steps ahead of each other, give the whole steps bit for bit', () => {
+test('PartStepper: the multistep solvers and Euler ancestral (elementwise) stepped in parts, parts running steps ahead of each other, give the whole steps bit for bit', () => {
   const offering = SCHEDULER_NAMES.filter((name) => createScheduler(SD15, 20, name).elementwise === true);
-  assert.deepEqual(offering, ['pndm', 'dpmpp-2m', 'lms']);
+  assert.deepEqual(offering, ['euler-ancestral', 'pndm', 'dpmpp-2m', 'lms']);
   const n = 600;
   // The model output at a position depends on that position's sample and the step only (as a UNet's does not, but a
   // part's output reaching the scheduler is all the stepper sees).
@@ -207,6 +208,7 @@ test('PartStepper: the multistep solvers (elementwise) stepped in parts, parts r
     ['pndm', SD15], ['pndm', { ...SD15, skip_prk_steps: false }], ['pndm', { ...SD15, prediction_type: 'v_prediction' }],
     ['dpmpp-2m', SD15], ['dpmpp-2m', { ...SD15, solver_type: 'heun', lower_order_final: false }], ['dpmpp-2m', { ...SD15, solver_order: 1, prediction_type: 'sample' }],
     ['lms', SD15], ['lms', { ...SD15, prediction_type: 'v_prediction' }],
+    ['euler-ancestral', SD15], ['euler-ancestral', { ...SD15, prediction_type: 'v_prediction' }],
   ];
   for (const [name, config] of configs) {
     const s = createScheduler(config, 9, name);
@@ -215,9 +217,10 @@ test('PartStepper: the multistep solvers (elementwise) stepped in parts, parts r
     // The whole-latent reference and its states.
     const states: SchedulerState[] = [s.initialState()];
     let whole: Float32Array = start;
+    const noise = createRandom(5, 'noise');
     for (let k = 0; k < s.numSteps; k++) {
       const out = whole.map((x, e) => model(k, x, e));
-      const r = s.step(states[k]!, out, whole);
+      const r = s.step(states[k]!, out, whole, noise);
       states.push(r.state);
       whole = r.prevSample;
     }
@@ -227,7 +230,8 @@ test('PartStepper: the multistep solvers (elementwise) stepped in parts, parts r
       // Three parts of random positions; each part is stepped as one list (`at`, whole arrays) or compactly (`positions`).
       const group = Int32Array.from({ length: n }, () => next(3));
       const parts = [0, 1, 2].map((g) => Int32Array.from([...group.keys()].filter((e) => group[e] === g)));
-      const stepper = new PartStepper(s, n, states[0]!);
+      // The same stream as the whole steps': each step's noise drawn whole when its first part comes.
+      const stepper = new PartStepper(s, n, states[0]!, createRandom(5, 'noise'));
       const latent = Float32Array.from(start);
       const at = [0, 0, 0];
       let released = 0;
@@ -273,6 +277,11 @@ test('PartStepper: the multistep solvers (elementwise) stepped in parts, parts r
   const badStepper = new PartStepper(bad, 4, s.initialState());
   badStepper.step(0, four, four, four, Int32Array.from([0]), null);
   assert.throws(() => badStepper.step(0, four, four, four, Int32Array.from([1, 2, 3]), null), /bad scheduler's state after step 0 differs .* not elementwise/);
+  // Noise: one normal value per position of the part, from a stream the stepper was given.
+  const ancestral = createScheduler(SD15, 9, 'euler-ancestral');
+  assert.throws(() => new PartStepper(ancestral, 4, ancestral.initialState()).step(0, four, four, four, Int32Array.from([0]), null), /draws noise but the part stepper was given no random source/);
+  const dice: Scheduler = { ...s, name: 'dice', step: (state, out, _x, rng) => ({ prevSample: out.map(() => rng!.randint(3)), state: { stepIndex: state.stepIndex + 1, history: [] } }) };
+  assert.throws(() => new PartStepper(dice, 4, s.initialState(), createRandom(1, 'noise')).step(0, four, four, four, Int32Array.from([0]), null), /dice scheduler drew other than one normal value per position/);
 });
 
 test('step is pure: inputs untouched, same state gives the same result, interleaved states do not interfere', () => {

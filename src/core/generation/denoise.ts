@@ -144,11 +144,12 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
   }
   let state = scheduler.initialState();
   // Part-of-the-latent steps (stage-1 run-ahead, the stage-2 dataflow): only where a step is elementwise and
-  // noise-free (stateless: the scheduler offers stepPositions; with a history per position: `elementwise`, stepped
-  // in parts by PartStepper), and nothing changes the latent between steps (an upscale's skip residual does).
+  // noise-free (stateless: the scheduler offers stepPositions), or elementwise with a history per position or noise
+  // drawn for the whole latent each step (`elementwise`: stepped in parts by PartStepper), and nothing changes the
+  // latent between steps (an upscale's skip residual does).
   const stepPositions = scheduler.stepPositions?.bind(scheduler);
   const partSteps = !init?.skipResidual && !input.lockstep;
-  const parts = partSteps && stepPositions === undefined && scheduler.elementwise ? new PartStepper(scheduler, latent.length, state) : undefined;
+  const parts = partSteps && stepPositions === undefined && scheduler.elementwise ? new PartStepper(scheduler, latent.length, state, noiseGen) : undefined;
   const advance = !partSteps
     ? undefined
     : stepPositions !== undefined
@@ -195,7 +196,7 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
     const r = stepped
       ? { prevSample: stepped, state: parts ? parts.stateAfter(k) : { stepIndex: state.stepIndex + 1, history: [] } }
       : parts
-        ? parts.stepAll(state, fused, latent, noiseGen)
+        ? parts.stepAll(state, fused, latent)
         : scheduler.step(state, fused, latent, noiseGen);
     parts?.release(k);
     input.onStep?.(k, fused, r.prevSample, r.state);

@@ -14,6 +14,8 @@ import type { SchedulerState, StepResult } from './types.ts';
 
 export class EulerAncestralScheduler extends SigmaScheduler {
   readonly name = 'euler-ancestral';
+  /** Each position by itself, its noise the step's at that position (Scheduler.elementwise). */
+  readonly elementwise = true;
 
   constructor(reader: ConfigReader, numSteps: number) {
     const prediction = reader.oneOf('prediction_type', ['epsilon', 'v_prediction']);

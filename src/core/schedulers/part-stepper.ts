@@ -4,7 +4,10 @@
  * history it returns is written back at those positions. Every position's history is its own, so positions may be at
  * different steps (stage-1 patches running ahead of each other, stage-2 tiles of two steps), and the latent stepped
  * in parts is bit for bit the whole step's. The state before each step is kept as whole-latent arrays, filled in as
- * the parts of the step before come in, until the denoise loop has taken that step. Portable: no Node APIs.
+ * the parts of the step before come in, until the denoise loop has taken that step. A scheduler that draws noise
+ * (Euler ancestral: rng.randn of the whole sample each step) gets the whole step's noise, drawn from the generation's
+ * stream when the step's first part comes (steps begin in order, so the stream is read as the whole steps read it),
+ * at its part's positions. Portable: no Node APIs.
  */
 import { AsgdError } from '../errors.ts';
 import type { RandomSource } from '../random/types.ts';
@@ -38,13 +41,38 @@ export class PartStepper {
   private readonly states = new Map<number, StepState>();
   /** Gathered parts: the model output, the sample, then the history arrays. */
   private readonly buffers: Float32Array[] = [];
+  /** The whole latent's noise of each step begun, for a scheduler that draws it. */
+  private readonly noise = new Map<number, Float32Array>();
 
   constructor(
     private readonly scheduler: Scheduler,
     private readonly length: number,
     initial: SchedulerState,
+    private readonly rng?: RandomSource,
   ) {
     this.states.set(initial.stepIndex, { state: initial, left: 0 });
+  }
+
+  /** What `step` draws its noise from at `step` for the positions `where` (null: all): that step's noise there. */
+  private noiseSource(step: number, where: Int32Array | null): RandomSource {
+    const refuse = () => {
+      throw internal(`The ${this.scheduler.name} scheduler drew other than one normal value per position in a part of the latent`);
+    };
+    return {
+      randn: (shape) => {
+        const count = shape.reduce((a, b) => a * b, 1);
+        if (count !== (where?.length ?? this.length)) refuse();
+        let whole = this.noise.get(step);
+        if (whole === undefined) {
+          if (this.rng === undefined) throw internal(`The ${this.scheduler.name} scheduler draws noise but the part stepper was given no random source`);
+          whole = this.rng.randn([this.length]);
+          this.noise.set(step, whole);
+        }
+        return where === null ? Float32Array.from(whole) : gather(whole, where, new Float32Array(where.length));
+      },
+      randint: refuse,
+      uniform: refuse,
+    };
   }
 
   /**
@@ -57,7 +85,7 @@ export class PartStepper {
     if (before === undefined) throw internal(`A part of the latent was stepped at step ${step} before the step ahead of it had begun`);
     const where = positions ?? at;
     if (where === null) {
-      const r = this.scheduler.step(before.state, modelOutput, sample);
+      const r = this.scheduler.step(before.state, modelOutput, sample, this.noiseSource(step, null));
       into.set(r.prevSample);
       this.states.set(step + 1, { state: r.state, left: 0 });
       return;
@@ -67,9 +95,10 @@ export class PartStepper {
     const cut: Float32Array[] = [];
     for (let j = 0; j < history.length; j++) cut.push(gather(history[j]!, where, this.scratch(j + 2, where.length)));
     const part: SchedulerState = { ...before.state, history: cut };
+    const noise = this.noiseSource(step, where);
     const r = positions
-      ? this.scheduler.step(part, modelOutput, sample)
-      : this.scheduler.step(part, gather(modelOutput, where, this.scratch(0, where.length)), gather(sample, where, this.scratch(1, where.length)));
+      ? this.scheduler.step(part, modelOutput, sample, noise)
+      : this.scheduler.step(part, gather(modelOutput, where, this.scratch(0, where.length)), gather(sample, where, this.scratch(1, where.length)), noise);
     if (positions) into.set(r.prevSample);
     else scatter(r.prevSample, where, into);
     let after = this.states.get(step + 1);
@@ -91,9 +120,12 @@ export class PartStepper {
     return (this.buffers[slot] = new Float32Array(Math.max(length, 2 * (b?.length ?? 0))));
   }
 
-  /** The loop's own whole-latent step (where no method stepped `step`): the scheduler's, whose state the parts go on from. */
-  stepAll(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array, rng?: RandomSource): StepResult {
-    const r = this.scheduler.step(state, modelOutput, sample, rng);
+  /**
+   * The loop's own whole-latent step (where no method stepped `step`): the scheduler's, whose state the parts go on
+   * from (its noise the step's, drawn now unless a part drew it).
+   */
+  stepAll(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
+    const r = this.scheduler.step(state, modelOutput, sample, this.noiseSource(state.stepIndex, null));
     this.states.set(state.stepIndex + 1, { state: r.state, left: 0 });
     return r;
   }
@@ -111,5 +143,6 @@ export class PartStepper {
   /** Drops the state before `step`: the loop has taken that step. */
   release(step: number): void {
     this.states.delete(step);
+    this.noise.delete(step);
   }
 }

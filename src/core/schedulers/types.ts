@@ -79,10 +79,11 @@ export interface Scheduler {
    */
   eulerCoefficients?(stepIndex: number): EulerCoefficients | null;
   /**
-   * True where `step` treats every position by itself and draws no noise, its history included (the multistep
-   * solvers DPM-Solver++, LMS and PNDM keep one history value per position): `step` on some positions, with the
-   * state's history cut to them, gives those positions of the whole step bit for bit. Methods then step parts of the
-   * latent with it (PartStepper) as they do with `stepPositions`.
+   * True where `step` treats every position by itself, its history included (the multistep solvers DPM-Solver++, LMS
+   * and PNDM keep one history value per position), and draws its noise, if any, as one rng.randn of the sample's
+   * length (Euler ancestral): `step` on some positions, with the state's history and the step's noise cut to them,
+   * gives those positions of the whole step bit for bit. Methods then step parts of the latent with it (PartStepper)
+   * as they do with `stepPositions`.
    */
   readonly elementwise?: boolean;
 }
