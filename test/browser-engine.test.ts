@@ -108,7 +108,7 @@ let single: OpenedDemo;
 let loaded: OpenedDemo | undefined;
 const images: Record<string, DemoResult> = {};
 
-test("the sampler's WebAssembly kernels (SIMD included) compile in Chromium and step as in Node, bit for bit", async () => {
+test("the sampler's WebAssembly kernels (SIMD included) compile in Chromium and step as in Node, bit for bit (Euler, flow Euler, DDIM)", async () => {
   const context = await newContext();
   const page = await context.newPage();
   const len = 1027; // vectors of four and a tail
@@ -119,6 +119,8 @@ test("the sampler's WebAssembly kernels (SIMD included) compile in Chromium and 
     { kind: 0, sigma: 3.5, dt: -0.25, cOut: 0, s2p1: 0 },
     { kind: 1, sigma: 1.25, dt: -0.125, cOut: Math.fround(-1.25 / Math.sqrt(1.25 * 1.25 + 1)), s2p1: Math.fround(1.25 * 1.25 + 1) },
     { kind: 3, sigma: 0.75, dt: Math.fround(-0.0375), cOut: 0, s2p1: 0 },
+    // DDIM: epsilon, sample, v (sqrt(abar) 0.6, sqrt(1 - abar) 0.8, the previous timestep's 0.8 and 0.6).
+    ...[4, 5, 6].map((kind) => ({ kind, sigma: Math.fround(0.6), dt: Math.fround(0.8), cOut: Math.fround(0.8), s2p1: Math.fround(0.6) })),
   ];
   const inPage = await page.evaluate(
     ({ b64, m, s, cases }) => {

@@ -12,6 +12,7 @@ import { KernelHeap } from '../src/core/kernels/heap.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
 import type { EulerScheduler } from '../src/core/schedulers/euler.ts';
+import type { DdimScheduler } from '../src/core/schedulers/ddim.ts';
 import type { FlowMatchEulerScheduler } from '../src/core/schedulers/flow-match.ts';
 import { SD_SCHEDULER_CONFIG } from './helpers/fake-unet.ts';
 import { BarrierStep } from '../src/core/methods/barrier-step.ts';
@@ -95,6 +96,44 @@ describe('the WebAssembly kernels', () => {
     }
   });
 
+  it('the DDIM kernel (kinds 4 to 6) steps every position as the TypeScript loop does, bit for bit (each prediction type, every step); with clipping it declines', () => {
+    const rng = createRandom(12, 'test');
+    for (const prediction of ['epsilon', 'v_prediction', 'sample']) {
+      for (const setAlphaToOne of [false, true]) {
+        const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler', prediction_type: prediction, set_alpha_to_one: setAlphaToOne }, 25) as DdimScheduler;
+        for (const len of [1, 7, 4099, 70001]) {
+          const m = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 9) - 4));
+          const s = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 7) - 2));
+          const every = Int32Array.from({ length: len }, (_, i) => i);
+          for (let k = 0; k < sched.numSteps; k++) {
+            const c = sched.eulerCoefficients(k);
+            assert.equal(c?.kind, 4 + ['epsilon', 'sample', 'v_prediction'].indexOf(prediction), `${prediction} step ${k}: the kernel takes it`);
+            const kernel = new Float32Array(len);
+            const loop = new Float32Array(len);
+            sched.stepPositions(k, m, s, kernel, null); // every position: the kernel
+            sched.stepPositions(k, m, s, loop, every); // listed positions: the TypeScript loop
+            assert.ok(sameBits(kernel, loop), `${prediction}, set_alpha_to_one ${setAlphaToOne}, length ${len}, step ${k}`);
+          }
+        }
+      }
+    }
+    // Against the formula written out here (epsilon): sqrt(abar') (s - sqrt(1 - abar) m) / sqrt(abar) + sqrt(1 - abar') m.
+    const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler' }, 10) as DdimScheduler;
+    const m = Float32Array.from(rng.randn([9]));
+    const s = Float32Array.from(rng.randn([9]));
+    const out = new Float32Array(9);
+    sched.stepPositions(3, m, s, out, null);
+    const f = Math.fround;
+    const a = sched.alphasCumprod[sched.timesteps[3]!]!;
+    const ap = sched.alphasCumprod[sched.timesteps[3]! - 100]!;
+    for (let i = 0; i < 9; i++) {
+      const x0 = f(f(s[i]! - f(f(Math.sqrt(f(1 - a))) * m[i]!)) / f(Math.sqrt(a)));
+      assert.equal(out[i], f(f(f(Math.sqrt(ap)) * x0) + f(f(Math.sqrt(f(1 - ap))) * m[i]!)), `element ${i}`);
+    }
+    const clipping = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler', clip_sample: true }, 10) as DdimScheduler;
+    assert.equal(clipping.eulerCoefficients(0), null, 'clip_sample: the TypeScript loop');
+  });
+
   it('whole asg generations give the same bits with and without WebAssembly', () => {
     const run = (...args: string[]) =>
       JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', 'test/helpers/kernel-free-run.ts', ...args], { encoding: 'utf8' })) as { webassembly: boolean; hashes: string[] };
@@ -141,17 +180,18 @@ describe('the WebAssembly kernels', () => {
     }
   });
 
-  it('stage-2 tiles (Euler and flow-matching Euler) fused by the kernel, fused and stepped by the kernels, by the TypeScript loops, or by the loops reading the windows that fit from a memory too small for all, give the same bits', async () => {
+  it('stage-2 tiles (Euler, flow-matching Euler, DDIM) fused by the kernel, fused and stepped by the kernels, by the TypeScript loops, or by the loops reading the windows that fit from a memory too small for all, give the same bits', async () => {
     const steps = 6;
     const schedulers = [
       createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, steps) as EulerScheduler,
       createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3 }, steps) as FlowMatchEulerScheduler,
+      createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler', prediction_type: 'v_prediction' }, steps) as DdimScheduler,
     ];
     // A 72 x 76 latent, padded to 80 x 80, in windows of 32 (16 KiB of output each), every step in stage 2.
     const plan = planMethod('multidiffusion', resolveMethodOptions({}), { height: 72, width: 76, nativeHeight: 32, nativeWidth: 32, latentMultiple: 8, channels: 4, numSteps: steps });
     assert.deepEqual([plan.geometry.paddedHeight, plan.geometry.paddedWidth], [80, 80], 'edge-padded on both axes');
     const latent = Float32Array.from(createRandom(2, 'test').randn([4 * 72 * 76]));
-    const flow = async (sched: EulerScheduler | FlowMatchEulerScheduler, memory: KernelMemory | null | undefined, euler = false) => {
+    const flow = async (sched: EulerScheduler | FlowMatchEulerScheduler | DdimScheduler, memory: KernelMemory | null | undefined, euler = false) => {
       const rng = createRandom(8, 'test');
       const outputs: Float32Array[] = [];
       const f = new WindowFlow(plan, latent, 0, createRandom(3, 'jitter'), {

@@ -425,16 +425,20 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
     const laid = (a: Float32Array) => (inLatent ? relocatePatches(a, g) : a);
     const rng = createRandom(3, 'test');
     const noise = (k: number) => Float32Array.from(rng.randn([k]));
-    // Every scheduler that steps elements (Euler with each prediction type, DDIM with clipping, flow Euler); pixel
-    // interaction on and off (perm null: each unit is its own patch); guidance in either space or none.
+    // Every scheduler that steps elements (Euler with each prediction type, DDIM with each and with clipping, flow
+    // Euler); pixel interaction on and off (perm null: each unit is its own patch); guidance in either space or none.
     const schedulers = [
       createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' }, 12),
       createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: 'v_prediction' }, 12),
       createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: 'sample' }, 12),
       createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler', clip_sample: true, clip_sample_range: 1.5 }, 12),
+      createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler' }, 12),
+      createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler', prediction_type: 'v_prediction' }, 12),
+      createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler', prediction_type: 'sample' }, 12),
       createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', num_train_timesteps: 1000, shift: 3 }, 12),
     ];
     const memory = KernelMemory.create();
+    assert.ok(memory !== null, 'WebAssembly is there');
     for (const sched of schedulers) {
       const advance = (step: number, out: Float32Array, x: Float32Array, into = new Float32Array(x.length), at?: Int32Array) => {
         sched.stepPositions!(step, out, x, into, at ?? null);
@@ -456,13 +460,14 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
           if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
           else if (space === 'eps') applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
           const next = sched.step({ stepIndex: step, history: [] }, eps, patches).prevSample;
-          // Euler and flow Euler steps also through the WebAssembly kernel (unit-kernel.ts), in one memory reused step
-          // after step.
+          // Euler, flow Euler and DDIM (without clipping) steps also through the WebAssembly kernel (unit-kernel.ts),
+          // in one memory reused step after step.
           const euler = sched.eulerCoefficients?.(step) ?? null;
-          if (sched.name === 'euler' || sched.name === 'flow-euler') assert.ok(euler !== null && memory !== null, 'the kernel takes the Euler steps');
+          const clips = (sched as { clipRange?: number | null }).clipRange != null;
+          assert.equal(euler !== null, !clips, `${sched.name}: the kernel takes the step unless it clips`);
           for (const [order, kernel] of [[[0, 1, 2, 3, 4, 5], false], [[4, 2, 0, 5, 3, 1], false], [[3, 5, 4, 1, 0, 2], false], [[0, 1, 2, 3, 4, 5], true], [[4, 2, 0, 5, 3, 1], true]] as const) {
             if (kernel && euler === null) continue;
-            const b = new BarrierStep({
+            const b: BarrierStep = new BarrierStep({
               step, patches: laid(patches), layout, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
               guidance: () => (space === 'none' ? null : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) }),
               ...(kernel ? { kernel: { memory: memory!, euler: euler! } } : {}),

@@ -1,6 +1,6 @@
 /**
  * Runs small asg generations on the fake UNet (Euler, epsilon and v prediction; flow-matching Euler on SD3's 16
- * channels; units handed over one by one as a dispatcher does) and prints one JSON line: whether the WebAssembly
+ * channels; DDIM (epsilon); units handed over one by one as a dispatcher does) and prints one JSON line: whether the WebAssembly
  * kernels were there and the SHA-256 of each final latent's bytes. With --no-webassembly the WebAssembly global is removed before the project's modules load, so the
  * generations run the TypeScript loops (test/kernels.test.ts compares the two).
  */
@@ -18,14 +18,19 @@ type Hint = import('../../src/core/methods/types.ts').EvaluateHint;
 type Options = Partial<import('../../src/core/methods/options.ts').MethodOptions>;
 
 const hashes: string[] = [];
-for (const prediction of ['epsilon', 'v_prediction', 'flow']) {
+for (const prediction of ['epsilon', 'v_prediction', 'flow', 'ddim']) {
   // x0-space guidance is for epsilon and flow models only.
   const variants: Options[] = prediction !== 'v_prediction' ? [{ structureSpace: 'eps' }, { structureSpace: 'x0' }, { interactionEvery: 2 }] : [{ structureSpace: 'eps' }, { structureSpace: 'eps', interactionEvery: 2 }];
   // flow: SD3's latent (16 channels, sides in multiples of 2) and scheduler.
   const flow = prediction === 'flow';
   for (const methodOptions of variants) {
     const params = resolveParams({ prompt: 'x', width: 48 * 8, height: 32 * 8, steps: 10, seed: 11, method: 'asg', methodOptions }, { width: 128, height: 128 });
-    const scheduler = createScheduler(flow ? { _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3 } : { ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: prediction }, 10);
+    const scheduler = createScheduler(
+      flow ? { _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3 }
+        : prediction === 'ddim' ? { ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler' }
+        : { ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: prediction },
+      10,
+    );
     const evaluate = async (batch: Unit[], hint?: Hint) => {
       const results = batch.map((u) => fakeUnet({ ...u, sample: Float32Array.from(u.sample) }));
       // Every other result handed over one by one, last first, before the batch resolves.

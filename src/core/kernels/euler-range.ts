@@ -8,18 +8,19 @@ import { scratchKernels } from './memory.ts';
 /**
  * An Euler step's scalars as the kernels take them (src/core/schedulers/euler.ts): x0 by prediction `kind` (0
  * epsilon, 1 v, 2 sample), then s + (s - x0) / sigma * dt; or flow matching's (kind 3, src/core/schedulers/flow-match.ts),
- * s + m dt; every value a float32 value.
+ * s + m dt; or DDIM's with eta 0 (kinds 4 to 6, src/core/schedulers/ddim.ts, no clipping), sqrt(abar_prev) x0 +
+ * sqrt(1 - abar_prev) eps, its four scalars in the same four fields; every value a float32 value.
  */
 export interface EulerCoefficients {
-  /** The prediction type: 0 epsilon, 1 v, 2 sample, 3 flow (the velocity: sigma, cOut and s2p1 unused). */
+  /** 0 epsilon, 1 v, 2 sample, 3 flow (the velocity: sigma, cOut and s2p1 unused); DDIM: 4 epsilon, 5 sample, 6 v. */
   kind: number;
-  /** sigma at the step (positive). */
+  /** sigma at the step (positive); DDIM: sqrt(abar) at the step. */
   sigma: number;
-  /** sigma at the next step minus sigma. */
+  /** sigma at the next step minus sigma; DDIM: sqrt(1 - abar) at the step. */
   dt: number;
-  /** -sigma / sqrt(sigma^2 + 1), for v prediction. */
+  /** -sigma / sqrt(sigma^2 + 1), for v prediction; DDIM: sqrt(abar) at the previous timestep. */
   cOut: number;
-  /** sigma^2 + 1, for v prediction. */
+  /** sigma^2 + 1, for v prediction; DDIM: sqrt(1 - abar) at the previous timestep. */
   s2p1: number;
 }
 

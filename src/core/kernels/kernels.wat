@@ -8,7 +8,11 @@
 
   ;; An Euler step (src/core/schedulers/euler.ts eulerElement) on len contiguous elements: into = s + (s - x0) /
   ;; sigma * dt, with x0 by prediction kind (0 epsilon: s - sigma m; 1 v: m cOut + s / s2p1; 2 sample: m); kind 3,
-  ;; flow matching (src/core/schedulers/flow-match.ts): into = s + m dt.
+  ;; flow matching (src/core/schedulers/flow-match.ts): into = s + m dt; kinds 4 to 6, DDIM with eta 0
+  ;; (src/core/schedulers/ddim.ts ddimElement, no clipping), whose scalars come in the same four slots: into = cOut
+  ;; x0 + s2p1 eps, with sigma = sqrt(abar), dt = sqrt(1 - abar), cOut = sqrt(abar_prev), s2p1 = sqrt(1 - abar_prev),
+  ;; x0 and eps by kind (4 epsilon: (s - dt m) / sigma and m; 5 sample: m and (s - sigma m) / dt; 6 v: sigma s - dt m
+  ;; and sigma m + dt s).
   (func $eulerRange (export "eulerRange")
     (param $into i32) (param $m i32) (param $s i32) (param $len i32)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
@@ -33,6 +37,26 @@
         (br_if $vdone (i32.ge_u (local.get $e) (local.get $vend)))
         (local.set $S (v128.load (i32.add (local.get $s) (local.get $e))))
         (local.set $M (v128.load (i32.add (local.get $m) (local.get $e))))
+        (if (i32.ge_u (local.get $kind) (i32.const 4))
+          (then
+            (v128.store (i32.add (local.get $into) (local.get $e))
+              (f32x4.add
+                (f32x4.mul (local.get $co)
+                  (if (result v128) (i32.eq (local.get $kind) (i32.const 4))
+                    (then (f32x4.div (f32x4.sub (local.get $S) (f32x4.mul (local.get $dtv) (local.get $M))) (local.get $sig)))
+                    (else
+                      (if (result v128) (i32.eq (local.get $kind) (i32.const 5))
+                        (then (local.get $M))
+                        (else (f32x4.sub (f32x4.mul (local.get $sig) (local.get $S)) (f32x4.mul (local.get $dtv) (local.get $M))))))))
+                (f32x4.mul (local.get $sp)
+                  (if (result v128) (i32.eq (local.get $kind) (i32.const 4))
+                    (then (local.get $M))
+                    (else
+                      (if (result v128) (i32.eq (local.get $kind) (i32.const 5))
+                        (then (f32x4.div (f32x4.sub (local.get $S) (f32x4.mul (local.get $sig) (local.get $M))) (local.get $dtv)))
+                        (else (f32x4.add (f32x4.mul (local.get $sig) (local.get $M)) (f32x4.mul (local.get $dtv) (local.get $S))))))))))
+            (local.set $e (i32.add (local.get $e) (i32.const 16)))
+            (br $vnext)))
         (local.set $D
           (if (result v128) (i32.eqz (local.get $kind))
             (then (f32x4.div (f32x4.sub (local.get $S) (f32x4.sub (local.get $S) (f32x4.mul (local.get $sig) (local.get $M)))) (local.get $sig)))
@@ -54,6 +78,12 @@
         (br_if $done (i32.ge_u (local.get $e) (local.get $end)))
         (local.set $sv (f32.load (i32.add (local.get $s) (local.get $e))))
         (local.set $mv (f32.load (i32.add (local.get $m) (local.get $e))))
+        (if (i32.ge_u (local.get $kind) (i32.const 4))
+          (then
+            (f32.store (i32.add (local.get $into) (local.get $e))
+              (call $ddimOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1) (local.get $sv) (local.get $mv)))
+            (local.set $e (i32.add (local.get $e) (i32.const 4)))
+            (br $next)))
         ;; d = (s - x0) / sigma by prediction kind; flow matching's velocity (kind 3) is d itself.
         (local.set $d
           (if (result f32) (i32.eqz (local.get $kind))
@@ -72,6 +102,27 @@
           (f32.add (local.get $sv) (f32.mul (local.get $d) (local.get $dt))))
         (local.set $e (i32.add (local.get $e) (i32.const 4)))
         (br $next))))
+
+  ;; One element of a DDIM step (kinds 4 to 6 of eulerRange): a call, for the scalar tail of a span and for unitStep,
+  ;; whose loop would otherwise grow a third copy of the arithmetic.
+  (func $ddimOne
+    (param $kind i32) (param $sa f32) (param $sb f32) (param $saPrev f32) (param $dir f32) (param $s f32) (param $m f32)
+    (result f32)
+    (f32.add
+      (f32.mul (local.get $saPrev)
+        (if (result f32) (i32.eq (local.get $kind) (i32.const 4))
+          (then (f32.div (f32.sub (local.get $s) (f32.mul (local.get $sb) (local.get $m))) (local.get $sa)))
+          (else
+            (if (result f32) (i32.eq (local.get $kind) (i32.const 5))
+              (then (local.get $m))
+              (else (f32.sub (f32.mul (local.get $sa) (local.get $s)) (f32.mul (local.get $sb) (local.get $m))))))))
+      (f32.mul (local.get $dir)
+        (if (result f32) (i32.eq (local.get $kind) (i32.const 4))
+          (then (local.get $m))
+          (else
+            (if (result f32) (i32.eq (local.get $kind) (i32.const 5))
+              (then (f32.div (f32.sub (local.get $s) (f32.mul (local.get $sa) (local.get $m))) (local.get $sb)))
+              (else (f32.add (f32.mul (local.get $sa) (local.get $m)) (f32.mul (local.get $sb) (local.get $s))))))))))
 
   ;; A stage-1 unit taken on the latent (src/core/methods/guidance.ts guideUnit, then the Euler step of its
   ;; positions): unit j's element e, e in [from, to), belongs to patch owner = perm[e n + j] (perm: one byte per
@@ -133,6 +184,13 @@
                       (i32.and (i32.reinterpret_f32 (local.get $gd)) (i32.xor (local.get $keyMask) (i32.const -1))))))
                 (else (select (local.get $v) (local.get $gd) (i32.eqz (local.get $owner))))))))
         (f32.store (i32.add (local.get $eps) (local.get $i)) (local.get $g))
+        (if (i32.ge_u (local.get $kind) (i32.const 4))
+          (then
+            (f32.store (i32.add (local.get $nxt) (local.get $i))
+              (call $ddimOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1) (local.get $x) (local.get $g)))
+            (local.set $e (i32.add (local.get $e) (i32.const 1)))
+            (local.set $p (i32.add (local.get $p) (local.get $n)))
+            (br $next)))
         ;; d = (s - x0) / sigma by prediction kind; flow matching's velocity (kind 3) is d itself.
         (local.set $d
           (if (result f32) (i32.eqz (local.get $kind))

@@ -125,10 +125,10 @@ export interface MethodContext {
    * of the fused output at `step`, and the result (`into`, or a new array) equals those positions of the whole-latent
    * step bit for bit; with `at`, only the positions it lists are stepped (Scheduler.stepPositions). Arrays that
    * hold a part of the latent compactly (a patch, a tile) come with `positions`, the latent position of each element:
-   * a scheduler with a history per position (DPM-Solver++, LMS, PNDM) steps each position from its own. Every
-   * position is stepped once per step, in step order. Present only where that holds (an elementwise, noise-free step:
-   * Euler, DDIM, flow Euler, and those multistep solvers; not Euler ancestral) and the latent is not changed between
-   * steps; with it, stage-1 patches run ahead of each other between pixel-interaction steps (staged.ts) and stage-2
+   * a scheduler with a history per position (DPM-Solver++, LMS, PNDM) steps each position from its own, and Euler
+   * ancestral takes its positions' share of the step's noise. Every position is stepped once per step, in step order.
+   * Present only where that holds (a step that treats each position by itself: every built-in scheduler's,
+   * Scheduler.stepPositions or Scheduler.elementwise) and the latent is not changed between steps; with it, stage-1 patches run ahead of each other between pixel-interaction steps (staged.ts) and stage-2
    * windows start before the previous step is done (window-flow.ts). The loop takes the latent the method stepped this
    * way (HighResMethod.steppedLatent) instead of stepping it again.
    */

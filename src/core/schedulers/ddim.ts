@@ -3,6 +3,7 @@
  * As in diffusers, the previous timestep is always t - num_train_timesteps // numSteps, whatever the
  * spacing, and a negative one uses final_alpha_cumprod (1 with set_alpha_to_one, else abar_0).
  */
+import { eulerRangeKernel, type EulerCoefficients } from '../kernels/euler-range.ts';
 import type { ConfigReader } from './config.ts';
 import { checkIndex, checkStep, initialState, stepAll } from './common.ts';
 import { CumulativeAlphas, integerTimesteps } from './ddpm-schedule.ts';
@@ -88,14 +89,33 @@ export class DdimScheduler implements Scheduler {
     return { prevSample: stepAll(this, k, modelOutput, sample), state: { stepIndex: k + 1, history: [] } };
   }
 
-  stepPositions(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void {
+  private coefficients(stepIndex: number): DdimCoefficients {
     const t = this.timesteps[stepIndex]!;
     const a = this.alphas.at(t);
     const aPrev = this.alphas.at(t - this.stride);
-    const c: DdimCoefficients = {
+    return {
       kind: this.predictionType === 'epsilon' ? 0 : this.predictionType === 'sample' ? 1 : 2,
       sa: sqrt32(a), sb: sqrt32(f32(1 - a)), saPrev: sqrt32(aPrev), direction: sqrt32(f32(1 - aPrev)), clip: this.clipRange,
     };
+  }
+
+  /**
+   * The step at `stepIndex` as the WebAssembly kernels take it (kinds 4 to 6 of EulerCoefficients: DDIM is an Euler
+   * step of the probability-flow ODE in the scaled sample's space), or null with clip_sample, which they do not take.
+   */
+  eulerCoefficients(stepIndex: number): EulerCoefficients | null {
+    const c = this.coefficients(stepIndex);
+    if (c.clip !== null) return null;
+    return { kind: 4 + c.kind, sigma: c.sa, dt: c.sb, cOut: c.saPrev, s2p1: c.direction };
+  }
+
+  stepPositions(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void {
+    if (at === null) {
+      // Every position: the WebAssembly kernel where there is one (same bits).
+      const k = this.eulerCoefficients(stepIndex);
+      if (k !== null && eulerRangeKernel(k, modelOutput, sample, into)) return;
+    }
+    const c = this.coefficients(stepIndex);
     // Two loops (every position, or those listed) rather than a choice per element: V8 compiles each tighter.
     if (at === null) {
       for (let e = 0; e < sample.length; e++) into[e] = ddimElement(c, modelOutput[e]!, sample[e]!);

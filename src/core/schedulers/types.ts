@@ -74,7 +74,7 @@ export interface Scheduler {
    */
   stepPositions?(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void;
   /**
-   * Where `stepPositions` is an Euler step (Euler, flow Euler): its scalars at `stepIndex` as the WebAssembly kernels
+   * Where `stepPositions` is an Euler step (Euler, flow Euler, DDIM): its scalars at `stepIndex` as the WebAssembly kernels
    * take them, or null where a kernel would not give the bits of `stepPositions` (then methods use `stepPositions`).
    */
   eulerCoefficients?(stepIndex: number): EulerCoefficients | null;
