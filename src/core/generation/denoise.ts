@@ -143,10 +143,10 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
     latent = noiseTo(init.latent, startNoise, alpha, sigma);
   }
   let state = scheduler.initialState();
-  // Part-of-the-latent steps (stage-1 run-ahead, the stage-2 dataflow): only where a step is elementwise and
-  // noise-free (stateless: the scheduler offers stepPositions), or elementwise with a history per position or noise
-  // drawn for the whole latent each step (`elementwise`: stepped in parts by PartStepper), and nothing changes the
-  // latent between steps (an upscale's skip residual does).
+  // Part-of-the-latent steps (stage-1 run-ahead, the stage-2 dataflow): where the step treats each position by itself
+  // (stateless: the scheduler offers stepPositions; with a history per position, or noise drawn for the whole latent
+  // each step: `elementwise`, stepped in parts by PartStepper) and nothing changes the latent between steps (an
+  // upscale's skip residual does).
   const stepPositions = scheduler.stepPositions?.bind(scheduler);
   const partSteps = !init?.skipResidual && !input.lockstep;
   const parts = partSteps && stepPositions === undefined && scheduler.elementwise ? new PartStepper(scheduler, latent.length, state, noiseGen) : undefined;
