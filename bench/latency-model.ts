@@ -17,6 +17,7 @@ import { Dispatcher } from '../src/core/dispatch/dispatcher.ts';
 import type { ExecDevice, SplitMode, TaskOutput, UnitTask } from '../src/core/dispatch/tasks.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
 import { denoise as runMethod } from '../src/core/generation/denoise.ts';
+import { schedulerFrom, startStep } from '../src/core/generation/img2img.ts';
 
 /**
  * Discrete-event clock: `run` advances time to the next timer whenever the program waits only on timers. With
@@ -167,6 +168,11 @@ export interface SimSettings {
   lockstep?: boolean;
   /** A scheduler other than the geometry's Euler (--scheduler's names, e.g. dpmpp-2m), with the same config. */
   scheduler?: string;
+  /**
+   * An upscale at this strength instead of a generation: the last steps from an encoded input (zeros here: the
+   * devices' time does not depend on it), asg's stage 1 guided toward a structure target as the default source is.
+   */
+  upscaleStrength?: number;
 }
 
 /**
@@ -215,11 +221,18 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
     { width: s.geometry.native * 8, height: s.geometry.native * 8 },
   );
   const sd3 = s.geometry.sd3 === true;
-  const scheduler = createScheduler(
+  const full = createScheduler(
     sd3 ? SD3_SCHEDULER_CONFIG : { ...SD15_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler' },
     s.steps,
     s.scheduler,
   );
+  const channels = sd3 ? 16 : 4;
+  const start = s.upscaleStrength === undefined ? 0 : startStep(s.steps, s.upscaleStrength);
+  const scheduler = schedulerFrom(full, start);
+  const init = s.upscaleStrength === undefined ? undefined : {
+    latent: new Float32Array(channels * s.geometry.latent * s.geometry.latent),
+    structureTarget: new Float32Array(channels * s.geometry.native * s.geometry.native),
+  };
   let units = 0;
   const result = await clock.run(() =>
     runMethod({
@@ -229,8 +242,9 @@ export async function simulateGeneration(s: SimSettings): Promise<SimResult> {
       latentWidth: s.geometry.latent,
       nativeHeight: s.geometry.native,
       nativeWidth: s.geometry.native,
-      channels: sd3 ? 16 : 4,
+      channels,
       latentMultiple: sd3 ? 2 : 8,
+      ...(init ? { init } : {}),
       timeIds: !sd3,
       evaluate: (batch: UnetUnit[], hint?: EvaluateHint) => {
         units += batch.length;

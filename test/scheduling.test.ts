@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { denoise } from '../src/core/generation/denoise.ts';
+import { schedulerFrom } from '../src/core/generation/img2img.ts';
 import { planGeometry, type PatchGeometry } from '../src/core/methods/geometry.ts';
 import { createMethod } from '../src/core/methods/index.ts';
 import type { StagedMethod } from '../src/core/methods/staged.ts';
@@ -89,6 +90,8 @@ interface RunOptions {
   onUnit?(unit: UnetUnit, hint?: EvaluateHint): void;
   /** Hand every result over one by one (EvaluateHint.onResult) before evaluate returns, in reverse order. */
   resultsAtOnce?: boolean;
+  /** An upscale's steps: the scheduler from this step on (schedulerFrom), from a fixed encoded input. */
+  upscale?: { start: number; skipResidual?: boolean; sharedTarget?: boolean };
 }
 
 interface RunResult {
@@ -116,7 +119,11 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     { width: 128, height: 128 },
   );
   const sched = typeof opts.scheduler === 'string' ? { _class_name: opts.scheduler } : (opts.scheduler ?? { _class_name: 'EulerDiscreteScheduler' });
-  const base = createScheduler({ ...SD_SCHEDULER_CONFIG, ...sched }, 12);
+  const full = createScheduler({ ...SD_SCHEDULER_CONFIG, ...sched }, 12);
+  const up = opts.upscale;
+  const base = up ? schedulerFrom(full, up.start) : full;
+  const inputLatent = () => Float32Array.from(createRandom(5, 'test').randn([4 * size * width]), (v) => v * 0.5);
+  const init = up ? { latent: inputLatent(), ...(up.skipResidual ? { skipResidual: true } : {}), ...(up.sharedTarget ? { structureTarget: inputLatent().subarray(0, 4 * 16 * 16) } : {}) } : undefined;
   let wholeSteps = 0;
   const scheduler: typeof base = Object.create(base);
   scheduler.step = (state, output, sample, rng) => {
@@ -169,7 +176,7 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
   };
   const r = await denoise({
     params, scheduler, latentHeight: size, latentWidth: width, nativeHeight: 16, nativeWidth: 16, channels: 4, latentMultiple: 8,
-    evaluate, maskTokens: [1, 2, 3], lockstep: opts.lockstep, signal: opts.signal,
+    evaluate, maskTokens: [1, 2, 3], lockstep: opts.lockstep, signal: opts.signal, ...(init ? { init } : {}),
     onProgress: (e) => progress.push(`${e.stage}/${e.step}/${e.unitsDone}/${e.unitId}`),
     previewEvery: opts.previewEvery ?? 0,
     onPreviewLatent: (latent) => previews.push(Float32Array.from(latent)),
@@ -583,6 +590,30 @@ describe('stage 2 as a dataflow: windows of step t+1 start before step t is done
         assert.ok(sameBits(many.latent, lock.latent), `${label}, order ${seed}: same latent`);
       }
     }
+  });
+
+  it("an upscale's steps (the schedule from a later step) flow too, with the same bits; a skip residual keeps every step a barrier", async () => {
+    const cases: [RunOptions['scheduler'], MethodName, RunOptions['upscale']][] = [
+      ['EulerDiscreteScheduler', 'asg', { start: 4, sharedTarget: true }],
+      ['EulerDiscreteScheduler', 'multidiffusion', { start: 6 }],
+      ['DDIMScheduler', 'asg', { start: 4 }],
+      ['DPMSolverMultistepScheduler', 'asg', { start: 4, sharedTarget: true }],
+      ['EulerAncestralDiscreteScheduler', 'multidiffusion', { start: 5 }],
+    ];
+    for (const [s, method, upscale] of cases) {
+      const label = `${JSON.stringify(s)} ${method} ${JSON.stringify(upscale)}`;
+      const lock = await run({ stageSplit: 0.5 }, { devices: 1, lockstep: true, method, scheduler: s, upscale });
+      for (const seed of [1, 2]) {
+        const many = await run({ stageSplit: 0.5 }, { devices: 4, seed, method, scheduler: s, upscale });
+        assert.ok(many.aheadWindows > 0, `${label}: windows ran ahead`);
+        assert.ok(sameBits(many.latent, lock.latent), `${label}, order ${seed}: same latent`);
+      }
+    }
+    const skip = { start: 4, skipResidual: true };
+    const lock = await run({ stageSplit: 0.5 }, { devices: 1, lockstep: true, upscale: skip });
+    const many = await run({ stageSplit: 0.5 }, { devices: 4, upscale: skip });
+    assert.equal(many.aheadWindows, 0, 'skip residual: a barrier every step');
+    assert.ok(sameBits(many.latent, lock.latent), 'skip residual: same latent');
   });
 
   it('cancellation and a failed device end the dataflow: the error comes out and nothing more is handed over', async () => {

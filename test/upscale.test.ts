@@ -82,6 +82,24 @@ test('schedulerFrom runs the last steps of the full schedule, bit for bit', () =
   const b = full.step({ ...full.initialState(), stepIndex: 6 }, eps, x);
   assert.deepEqual(a.prevSample, b.prevSample);
   assert.equal(a.state.stepIndex, 1);
+  // The part-of-the-latent steps come along, shifted: stepPositions and the kernels' scalars (Euler, DDIM), and the
+  // multistep solvers' and Euler ancestral's elementwise mark.
+  for (const name of ['euler', 'ddim']) {
+    const f = createScheduler(config, 10, name);
+    const t = schedulerFrom(f, 6);
+    const at = Int32Array.of(0, 5, 63);
+    const mine = new Float32Array(64);
+    const theirs = new Float32Array(64);
+    t.stepPositions!(2, eps, x, mine, at);
+    f.stepPositions!(8, eps, x, theirs, at);
+    assert.deepEqual(mine, theirs, `${name}: stepPositions at step 2 is full's step 8`);
+    assert.deepEqual(t.eulerCoefficients!(2), f.eulerCoefficients!(8), `${name}: the kernels' scalars`);
+  }
+  for (const name of ['dpmpp-2m', 'euler-ancestral']) {
+    const t = schedulerFrom(createScheduler(config, 10, name), 6);
+    assert.equal(t.elementwise, true, name);
+    assert.equal(t.stepPositions, undefined, name);
+  }
   // Noising: alpha * x0 + sigma * n.
   assert.deepEqual(noiseTo(Float32Array.of(1, 2), Float32Array.of(0.5, -1), 1, 2), Float32Array.of(2, 0));
 });

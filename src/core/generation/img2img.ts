@@ -149,7 +149,9 @@ export function startStep(steps: number, strength: number): number {
 
 /**
  * The steps start..T-1 of `full` as a scheduler of their own (indices shifted so that its step 0 is full's step
- * `start`), starting from a fresh state as diffusers' img2img does. Methods plan their stages over these steps.
+ * `start`), starting from a fresh state as diffusers' img2img does. Methods plan their stages over these steps. What
+ * lets a method step parts of the latent (stepPositions, eulerCoefficients, elementwise) comes along, shifted, so an
+ * upscale's stage 2 flows and its units are stepped in the kernels as a generation's are.
  */
 export function schedulerFrom(full: Scheduler, start: number): Scheduler {
   if (!Number.isInteger(start) || start < 0 || start >= full.numSteps) {
@@ -157,7 +159,12 @@ export function schedulerFrom(full: Scheduler, start: number): Scheduler {
   }
   if (start === 0) return full;
   const shift = (s: SchedulerState): SchedulerState => ({ ...s, stepIndex: s.stepIndex + start });
+  const stepPositions = full.stepPositions?.bind(full);
+  const eulerCoefficients = full.eulerCoefficients?.bind(full);
   return {
+    ...(stepPositions ? { stepPositions: (k: number, out: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null) => stepPositions(k + start, out, sample, into, at) } : {}),
+    ...(eulerCoefficients ? { eulerCoefficients: (k: number) => eulerCoefficients(k + start) } : {}),
+    ...(full.elementwise ? { elementwise: true } : {}),
     name: full.name,
     predictionType: full.predictionType,
     timesteps: full.timesteps.slice(start),
