@@ -359,7 +359,7 @@ async function schedulingPart(): Promise<ModelRow[]> {
     const one = (await sim(1, false)).makespanMs;
     const barrier = await sim(k, true);
     const now = await sim(k, false);
-    schedulerRows.push({ geometry: g.name, devices: k, scheduler: 'euler, upscale x2 at strength 0.5', units: now.units, barrier: one / barrier.makespanMs, defaults: one / now.makespanMs });
+    schedulerRows.push({ geometry: g.name, devices: k, scheduler: 'euler, an upscale to this size at strength 0.5', units: now.units, barrier: one / barrier.makespanMs, defaults: one / now.makespanMs });
   }
   console.log('\n### Schedulers at the shipped defaults: speed-up over 1 device, every step a barrier and as run today\n');
   console.log('| geometry | K | scheduler | units | every step a barrier | defaults |');
