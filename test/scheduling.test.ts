@@ -91,7 +91,7 @@ interface RunOptions {
   /** Hand every result over one by one (EvaluateHint.onResult) before evaluate returns, in reverse order. */
   resultsAtOnce?: boolean;
   /** An upscale's steps: the scheduler from this step on (schedulerFrom), from a fixed encoded input. */
-  upscale?: { start: number; skipResidual?: boolean; sharedTarget?: boolean };
+  upscale?: { start: number; skipResidual?: boolean; target?: 'shared' | 'per-patch' };
 }
 
 interface RunResult {
@@ -123,7 +123,7 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
   const up = opts.upscale;
   const base = up ? schedulerFrom(full, up.start) : full;
   const inputLatent = () => Float32Array.from(createRandom(5, 'test').randn([4 * size * width]), (v) => v * 0.5);
-  const init = up ? { latent: inputLatent(), ...(up.skipResidual ? { skipResidual: true } : {}), ...(up.sharedTarget ? { structureTarget: inputLatent().subarray(0, 4 * 16 * 16) } : {}) } : undefined;
+  const init = up ? { latent: inputLatent(), ...(up.skipResidual ? { skipResidual: true } : {}), ...(up.target ? { structureTarget: inputLatent().subarray(0, (up.target === 'shared' ? 1 : (size / 16) * (width / 16)) * 4 * 16 * 16) } : {}) } : undefined;
   let wholeSteps = 0;
   const scheduler: typeof base = Object.create(base);
   scheduler.step = (state, output, sample, rng) => {
@@ -451,7 +451,8 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
         sched.stepPositions!(step, out, x, into, at ?? null);
         return into;
       };
-      for (const [space, shuffled] of [['x0', true], ['eps', true], ['none', true], ['x0', false], ['eps', false], ['none', false]] as const) {
+      // 'shared' and 'per-patch': toward structure targets (an upscale's input), every patch guided, the key too.
+      for (const [space, shuffled] of [['x0', true], ['eps', true], ['none', true], ['x0', false], ['eps', false], ['none', false], ['shared', true], ['per-patch', true], ['per-patch', false]] as const) {
         for (const masked of [false, true]) {
           const step = 4;
           const patches = noise(n * size);
@@ -464,8 +465,17 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
           const weight = 0.7;
           // The reference: the lockstep path's functions over all patches at once.
           const eps = unshuffleFromUnits(outputs, perm, n, size);
+          const targets = space === 'per-patch' ? noise(n * size) : key;
           if (space === 'x0') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane);
           else if (space === 'eps') applyEpsGuidance(eps, key, mask, weight, n, channels, plane);
+          else if (space === 'shared') applyX0Guidance(eps, patches, key, mask, weight, alpha, sigma, n, channels, plane, 0);
+          else if (space === 'per-patch') {
+            for (let i = 0; i < n; i++) {
+              const part = (a: Float32Array) => a.subarray(i * size, (i + 1) * size);
+              applyX0Guidance(part(eps), part(patches), part(targets), mask, weight, alpha, sigma, 1, channels, plane, 0);
+            }
+          }
+          const toward = space === 'shared' || space === 'per-patch';
           const next = sched.step({ stepIndex: step, history: [] }, eps, patches).prevSample;
           // Euler, flow Euler and DDIM (without clipping) steps also through the WebAssembly kernel (unit-kernel.ts),
           // in one memory reused step after step.
@@ -473,10 +483,13 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
           const clips = (sched as { clipRange?: number | null }).clipRange != null;
           assert.equal(euler !== null, !clips, `${sched.name}: the kernel takes the step unless it clips`);
           for (const [order, kernel] of [[[0, 1, 2, 3, 4, 5], false], [[4, 2, 0, 5, 3, 1], false], [[3, 5, 4, 1, 0, 2], false], [[0, 1, 2, 3, 4, 5], true], [[4, 2, 0, 5, 3, 1], true]] as const) {
-            if (kernel && euler === null) continue;
+            if (kernel && (euler === null || toward)) continue;
             const b: BarrierStep = new BarrierStep({
               step, patches: laid(patches), layout, perm, n, size, advance, eps: new Float32Array(n * size), next: new Float32Array(n * size),
-              guidance: () => (space === 'none' ? null : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) }),
+              guidance: () =>
+                space === 'none' ? null
+                  : toward ? { space: 'x0', key: targets, targets: space, alpha, sigma, weights: weightedMask(mask, (weight * alpha) / sigma, plane) }
+                  : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) },
               ...(kernel ? { kernel: { memory: memory!, euler: euler! } } : {}),
             });
             for (const j of order) {
@@ -592,12 +605,14 @@ describe('stage 2 as a dataflow: windows of step t+1 start before step t is done
     }
   });
 
-  it("an upscale's steps (the schedule from a later step) flow too, with the same bits; a skip residual keeps every step a barrier", async () => {
+  it("an upscale's steps (the schedule from a later step) flow too, and asg's stage-1 units toward a structure target are taken one by one, with the same bits; a skip residual keeps every step a barrier", async () => {
     const cases: [RunOptions['scheduler'], MethodName, RunOptions['upscale']][] = [
-      ['EulerDiscreteScheduler', 'asg', { start: 4, sharedTarget: true }],
+      ['EulerDiscreteScheduler', 'asg', { start: 4, target: 'shared' }],
+      ['EulerDiscreteScheduler', 'asg', { start: 2, target: 'per-patch' }],
       ['EulerDiscreteScheduler', 'multidiffusion', { start: 6 }],
       ['DDIMScheduler', 'asg', { start: 4 }],
-      ['DPMSolverMultistepScheduler', 'asg', { start: 4, sharedTarget: true }],
+      ['DPMSolverMultistepScheduler', 'asg', { start: 4, target: 'shared' }],
+      ['EulerAncestralDiscreteScheduler', 'asg', { start: 2, target: 'per-patch' }],
       ['EulerAncestralDiscreteScheduler', 'multidiffusion', { start: 5 }],
     ];
     for (const [s, method, upscale] of cases) {
@@ -606,6 +621,8 @@ describe('stage 2 as a dataflow: windows of step t+1 start before step t is done
       for (const seed of [1, 2]) {
         const many = await run({ stageSplit: 0.5 }, { devices: 4, seed, method, scheduler: s, upscale });
         assert.ok(many.aheadWindows > 0, `${label}: windows ran ahead`);
+        // Toward a structure target too, asg's stage-1 units are guided and stepped as they come in.
+        if (method === 'asg') assert.ok(many.oneByOne > 0, `${label}: stage-1 units taken one by one`);
         assert.ok(sameBits(many.latent, lock.latent), `${label}, order ${seed}: same latent`);
       }
     }

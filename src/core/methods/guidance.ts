@@ -111,8 +111,13 @@ export function applyX0Guidance(
 /** Structure guidance at a step, as guideUnit takes it. */
 export interface StepGuidance {
   space: StructureSpace;
-  /** The key patch's reference (its eps or its denoised estimate) [C, p_h, p_w]. */
+  /**
+   * The key patch's reference (its eps or its denoised estimate) [C, p_h, p_w]; with `targets`, a fixed x0 target for
+   * every patch ('shared', [C, p_h, p_w]) or one per patch ('per-patch', [N, C, p_h, p_w]).
+   */
   key: Float32Array;
+  /** Every patch, the key patch too, guided toward `key` (x0 space): an upscale's structure target. */
+  targets?: 'shared' | 'per-patch';
   /** weightedMask for `space`: of w in eps space, of w alpha / sigma in x0 space. */
   weights: Float64Array;
   alpha: number;
@@ -166,6 +171,23 @@ export function guideUnit(output: Float32Array, j: number, t: UnitTarget, g: Ste
   const { key, weights: wm, alpha, sigma } = g;
   const plane = wm.length | 0;
   const x0Space = g.space === 'x0';
+  if (g.targets !== undefined) {
+    // Toward a structure target: every owner guided (x0 space), the key patch's guided output kept as its output.
+    const stride = g.targets === 'per-patch' ? output.length | 0 : 0;
+    for (let e = from, p = from * n + j, q = from % plane; e < to; e++, p += n, q++) {
+      if (q === plane) q = 0;
+      const owner = perm === null ? j : perm[p]!;
+      const i = base[owner]! + offset[e]!;
+      const v = output[e]!;
+      at[e] = i;
+      eps[i] = v - wm[q]! * (key[owner * stride + e]! - (latent[i]! - sigma * v) / alpha);
+      if (owner === 0) {
+        keyOutput[e] = eps[i]!;
+        keyLatent[e] = latent[i]!;
+      }
+    }
+    return;
+  }
   // The key patch's elements keep the output (a branch: measured faster than selecting bits, docs/benchmarks.md).
   for (let e = from, p = from * n + j, q = from % plane; e < to; e++, p += n, q++) {
     if (q === plane) q = 0;

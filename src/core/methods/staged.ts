@@ -196,13 +196,20 @@ export class StagedMethod extends MethodBase {
   }
 
   /**
-   * Whether the method may step stage-1 patches itself: the context can step part of the latent, and nothing else
-   * couples the patches (no structure target, no geometry padding, whose replicated edge would be stepped apart from
-   * its source).
+   * Whether the method may step stage-1 patches itself: the context can step part of the latent, and no geometry
+   * padding couples the patches (its replicated edge would be stepped apart from its source).
    */
   private canStepPatches(ctx: MethodContext): boolean {
     const geo = this.plan.geometry;
-    return ctx.advance !== undefined && geo.count > 1 && !isPadded(geo) && !(this.guided && ctx.structureTarget);
+    return ctx.advance !== undefined && geo.count > 1 && !isPadded(geo);
+  }
+
+  /**
+   * Whether the patches may also be guided and stepped apart from each other (run-ahead, the synchronous path's own
+   * step): not toward a structure target, which only the lockstep functions and the unit-by-unit step guide by.
+   */
+  private canRunPatchesApart(ctx: MethodContext): boolean {
+    return this.canStepPatches(ctx) && !(this.guided && ctx.structureTarget);
   }
 
   /** The latent position of each element of the patches [N, C, p_h, p_w] (an unpadded geometry: canStepPatches). */
@@ -219,7 +226,7 @@ export class StagedMethod extends MethodBase {
 
   /** Whether stage-1 step `step` may start a run-ahead block: patches can be stepped apart and the step does not shuffle. */
   private canRunAhead(step: number, ctx: MethodContext): boolean {
-    return this.canStepPatches(ctx) && (this.linesFlow() || !this.interactsAt(step));
+    return this.canRunPatchesApart(ctx) && (this.linesFlow() || !this.interactsAt(step));
   }
 
   /** 'lines' interaction: no step is a barrier, so one block runs the whole of stage 1 as a dataflow (startBlock). */
@@ -296,7 +303,7 @@ export class StagedMethod extends MethodBase {
       this.staleKeyStep = step;
     }
 
-    if (this.canStepPatches(ctx)) {
+    if (this.canRunPatchesApart(ctx)) {
       // Synchronous guidance: step the patches here too, and start a run-ahead block or the dataflow from them.
       const next = ctx.advance!(step, eps, patches, undefined, undefined, this.patchPositions());
       const after = relocatePatches(next, geo, geo.height, geo.width);
@@ -360,7 +367,10 @@ export class StagedMethod extends MethodBase {
     return barrier.eps;
   }
 
-  /** Whether lockstep stage-1 steps are taken unit by unit (BarrierStep): the method steps the patches, guidance is not synchronous. */
+  /**
+   * Whether lockstep stage-1 steps are taken unit by unit (BarrierStep): the method steps the patches, guidance is not
+   * synchronous (a structure target, which needs no key unit first, included).
+   */
   private unitByUnit(ctx: MethodContext): boolean {
     return this.canStepPatches(ctx) && !(this.guided && this.options.guidanceSync);
   }
@@ -460,7 +470,9 @@ export class StagedMethod extends MethodBase {
     const size = patchSize(geo);
     const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
-    const euler = ctx.eulerStep?.(step) ?? null;
+    // The kernel guides by the key patch's reference only; toward a structure target the TypeScript loops guide.
+    const target = this.guided ? ctx.structureTarget : undefined;
+    const euler = target ? null : (ctx.eulerStep?.(step) ?? null);
     // The generation's kernel memory (one step at a time holds it: a step is complete before the next is set up).
     if (euler && this.kernelMemory === undefined) this.kernelMemory = KernelMemory.create();
     const memory = euler ? this.kernelMemory : null;
@@ -470,6 +482,15 @@ export class StagedMethod extends MethodBase {
       eps: new Float32Array(latent.length),
       next: new Float32Array(latent.length),
       guidance: () => {
+        if (target) {
+          // A fixed x0 target (an upscale's input): every patch, the key too, from the first step on (the lockstep
+          // path's weights and mask).
+          const w = this.guidanceWeight(step, sched, 0);
+          const { alpha, sigma } = outputToX0(sched, step) ?? sched.noiseLevel(step);
+          if (!(w > 0) || !(sigma > 0)) return null;
+          const mask = options.mask ? this.mask : null;
+          return { space: 'x0', key: target, targets: target.length === size ? 'shared' : 'per-patch', weights: weightedMask(mask, (w * alpha) / sigma, plane), alpha, sigma };
+        }
         // Asynchronous: the key patch's reference from the step before (lockstep path: the same weights and mask).
         const key = this.staleKey;
         // Read when the first unit is in: the step before must have set its reference by then (it does so in the

@@ -78,6 +78,7 @@ export class UnitKernel {
   guide(g: StepGuidance | null): void {
     this.claimed();
     if (g === null) return;
+    if (g.targets !== undefined) throw new AsgdError('The unit kernel was given structure targets, which it does not guide by', { kind: 'internal' });
     const { size } = this.s;
     const plane = g.weights.length;
     if (size % plane !== 0) throw new AsgdError('Guidance weights that do not tile a patch', { kind: 'internal', expected: `a divisor of ${size}`, received: String(plane) });
