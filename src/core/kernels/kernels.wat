@@ -127,15 +127,17 @@
   ;; A stage-1 unit taken on the latent (src/core/methods/guidance.ts guideUnit, then the Euler step of its
   ;; positions): unit j's element e, e in [from, to), belongs to patch owner = perm[e n + j] (perm: one byte per
   ;; entry) and lies at i = base[owner] + offset[e] of lat, eps and next. eps[i] is the output guided (mode 0 none; 1
-  ;; eps space: v + w (key - v); 2 x0 space: v - w (key - (x - gs v) / alpha), w = weights[e], in float64), except for
-  ;; the key patch (owner 0), whose output is kept; next[i] is eps[i] stepped as eulerRange steps it. V8 leaves
+  ;; eps space: v + w (key - v); 2 x0 space: v - w (key - (x - gs v) / alpha), w = weights[e], in float64; key the
+  ;; value at byte key + owner keyStride + 4 e: keyStride 0 for the key patch's reference or a shared target, a patch's
+  ;; bytes for one target per patch), except for the patch `keep` (0: the key patch, whose output is kept; 256, no
+  ;; patch, toward structure targets); next[i] is eps[i] stepped as eulerRange steps it. V8 leaves
   ;; loop-invariant tests inside the loop, so the loop keeps its tests few: weights come per element, not per
   ;; position of a plane, and perm holds bytes only.
   (func $unitStep (export "unitStep")
     (param $out i32) (param $lat i32) (param $eps i32) (param $nxt i32)
     (param $key i32) (param $wts i32) (param $base i32) (param $off i32) (param $perm i32)
     (param $j i32) (param $n i32) (param $from i32) (param $to i32)
-    (param $mode i32) (param $alpha f64) (param $gs f64) (param $maskKey i32)
+    (param $mode i32) (param $alpha f64) (param $gs f64) (param $maskKey i32) (param $keep i32) (param $keyStride i32)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
     (local $e i32) (local $p i32) (local $owner i32) (local $i i32) (local $e4 i32)
     (local $v f32) (local $x f32) (local $g f32) (local $gd f32) (local $d f32) (local $vd f64) (local $w f64) (local $k f64) (local $keyMask i32)
@@ -145,7 +147,7 @@
       (loop $next
         (br_if $done (i32.ge_u (local.get $e) (local.get $to)))
         (local.set $owner (i32.load8_u (i32.add (local.get $perm) (local.get $p))))
-        (local.set $keyMask (i32.sub (i32.const 0) (i32.eqz (local.get $owner))))
+        (local.set $keyMask (i32.sub (i32.const 0) (i32.eq (local.get $owner) (local.get $keep))))
         (local.set $e4 (i32.shl (local.get $e) (i32.const 2)))
         (local.set $i
           (i32.shl
@@ -164,7 +166,7 @@
             (else
               (local.set $vd (f64.promote_f32 (local.get $v)))
               (local.set $w (f64.load (i32.add (local.get $wts) (i32.shl (local.get $e) (i32.const 3)))))
-              (local.set $k (f64.promote_f32 (f32.load (i32.add (local.get $key) (local.get $e4)))))
+              (local.set $k (f64.promote_f32 (f32.load (i32.add (i32.add (local.get $key) (i32.mul (local.get $owner) (local.get $keyStride))) (local.get $e4)))))
               (local.set $gd
                 (f32.demote_f64
                   (if (result f64) (i32.eq (local.get $mode) (i32.const 1))
@@ -182,7 +184,7 @@
                     (i32.or
                       (i32.and (i32.reinterpret_f32 (local.get $v)) (local.get $keyMask))
                       (i32.and (i32.reinterpret_f32 (local.get $gd)) (i32.xor (local.get $keyMask) (i32.const -1))))))
-                (else (select (local.get $v) (local.get $gd) (i32.eqz (local.get $owner))))))))
+                (else (select (local.get $v) (local.get $gd) (i32.eq (local.get $owner) (local.get $keep))))))))
         (f32.store (i32.add (local.get $eps) (local.get $i)) (local.get $g))
         (if (i32.ge_u (local.get $kind) (i32.const 4))
           (then

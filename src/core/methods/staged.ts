@@ -470,9 +470,8 @@ export class StagedMethod extends MethodBase {
     const size = patchSize(geo);
     const plane = geo.patchHeight * geo.patchWidth;
     const sched = ctx.scheduler;
-    // The kernel guides by the key patch's reference only; toward a structure target the TypeScript loops guide.
     const target = this.guided ? ctx.structureTarget : undefined;
-    const euler = target ? null : (ctx.eulerStep?.(step) ?? null);
+    const euler = ctx.eulerStep?.(step) ?? null;
     // The generation's kernel memory (one step at a time holds it: a step is complete before the next is set up).
     if (euler && this.kernelMemory === undefined) this.kernelMemory = KernelMemory.create();
     const memory = euler ? this.kernelMemory : null;

@@ -38,8 +38,11 @@ const MASK_KEY_PATCHES = 4;
 /** Guidance modes of unitStep. */
 const MODE = { none: 0, eps: 1, x0: 2 } as const;
 
+/** unitStep's `keep` toward structure targets: no patch keeps its output (patch numbers are bytes, below 256). */
+const KEEP_NONE = 256;
+
 export class UnitKernel {
-  private guidance: { mode: number; alpha: number; sigma: number } = { mode: MODE.none, alpha: 1, sigma: 0 };
+  private guidance: { mode: number; alpha: number; sigma: number; keep: number; keyStride: number } = { mode: MODE.none, alpha: 1, sigma: 0, keep: 0, keyStride: 0 };
 
   private constructor(
     private readonly km: KernelMemory,
@@ -60,9 +63,9 @@ export class UnitKernel {
   static create(km: KernelMemory, s: UnitKernelSetup): UnitKernel | null {
     const { n, size } = s;
     const L = s.latent.length;
-    // Weights: one float64 per element of a unit (a plane's repeated over the channels). The next step's units and
-    // permutations for shuffleNext.
-    const at = km.layout([size * 4, L * 4, L * 4, L * 4, size * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4, L * 4, size * n]);
+    // The key: the key patch's reference, or structure targets, one per patch at most. Weights: one float64 per
+    // element of a unit (a plane's repeated over the channels). The next step's units and permutations for shuffleNext.
+    const at = km.layout([size * 4, L * 4, L * 4, L * 4, n * size * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4, L * 4, size * n]);
     if (at === null) return null;
     const [out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm] = at;
     return new UnitKernel(km, s, { out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm });
@@ -78,14 +81,21 @@ export class UnitKernel {
   guide(g: StepGuidance | null): void {
     this.claimed();
     if (g === null) return;
-    if (g.targets !== undefined) throw new AsgdError('The unit kernel was given structure targets, which it does not guide by', { kind: 'internal' });
-    const { size } = this.s;
+    const { n, size } = this.s;
     const plane = g.weights.length;
     if (size % plane !== 0) throw new AsgdError('Guidance weights that do not tile a patch', { kind: 'internal', expected: `a divisor of ${size}`, received: String(plane) });
-    this.km.f32(this.at.key, size).set(g.key);
+    const perPatch = g.targets === 'per-patch';
+    if (g.key.length !== (perPatch ? n * size : size)) {
+      throw new AsgdError('A guidance key of the wrong size', { kind: 'internal', expected: String(perPatch ? n * size : size), received: String(g.key.length) });
+    }
+    this.km.f32(this.at.key, g.key.length).set(g.key);
     const weights = this.km.f64(this.at.wts, size);
     for (let c = 0; c < size; c += plane) weights.set(g.weights, c);
-    this.guidance = { mode: g.space === 'x0' ? MODE.x0 : MODE.eps, alpha: g.alpha, sigma: g.sigma };
+    this.guidance = {
+      mode: g.space === 'x0' ? MODE.x0 : MODE.eps, alpha: g.alpha, sigma: g.sigma,
+      // Toward structure targets every patch is guided, the key patch too.
+      keep: g.targets === undefined ? 0 : KEEP_NONE, keyStride: perPatch ? size * 4 : 0,
+    };
   }
 
   /** Unit j's output guided and stepped where its elements lie. */
@@ -97,7 +107,7 @@ export class UnitKernel {
     this.km.f32(a.out, size).set(output);
     this.km.kernels.unitStep(
       a.out, a.lat, a.eps, a.nxt, a.key, a.wts, a.base, a.off, a.perm,
-      j, n, 0, size, g.mode, g.alpha, g.sigma, n <= MASK_KEY_PATCHES ? 1 : 0, c.kind, c.sigma, c.dt, c.cOut, c.s2p1,
+      j, n, 0, size, g.mode, g.alpha, g.sigma, n <= MASK_KEY_PATCHES ? 1 : 0, g.keep, g.keyStride, c.kind, c.sigma, c.dt, c.cOut, c.s2p1,
     );
   }
 
