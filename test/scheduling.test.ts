@@ -490,7 +490,7 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
                 space === 'none' ? null
                   : toward ? { space: 'x0', key: targets, targets: space, alpha, sigma, weights: weightedMask(mask, (weight * alpha) / sigma, plane) }
                   : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) },
-              ...(kernel ? { kernel: { memory: memory!, euler: euler! } } : {}),
+              ...(kernel ? { kernel: { memory: memory!, euler: euler!, ...(toward ? { keyLength: targets.length } : {}) } } : {}),
             });
             for (const j of order) {
               assert.ok(!b.complete, 'not complete before the last unit');

@@ -166,7 +166,14 @@
             (else
               (local.set $vd (f64.promote_f32 (local.get $v)))
               (local.set $w (f64.load (i32.add (local.get $wts) (i32.shl (local.get $e) (i32.const 3)))))
-              (local.set $k (f64.promote_f32 (f32.load (i32.add (i32.add (local.get $key) (i32.mul (local.get $owner) (local.get $keyStride))) (local.get $e4)))))
+              ;; A branch the loop always takes the same way, so that the key patch's reference (keyStride 0) is read
+              ;; without waiting for the owner.
+              (local.set $k
+                (f64.promote_f32
+                  (f32.load
+                    (if (result i32) (local.get $keyStride)
+                      (then (i32.add (i32.add (local.get $key) (i32.mul (local.get $owner) (local.get $keyStride))) (local.get $e4)))
+                      (else (i32.add (local.get $key) (local.get $e4)))))))
               (local.set $gd
                 (f32.demote_f64
                   (if (result f64) (i32.eq (local.get $mode) (i32.const 1))

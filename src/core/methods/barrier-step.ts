@@ -40,7 +40,7 @@ export interface BarrierStepSetup {
    * Where `advance` is an Euler step (MethodContext.eulerStep) and WebAssembly is there: the memory to take the step
    * in with the kernels (unit-kernel.ts), which the step holds until its last unit is in.
    */
-  kernel?: { memory: KernelMemory; euler: EulerCoefficients };
+  kernel?: { memory: KernelMemory; euler: EulerCoefficients; keyLength?: number };
 }
 
 /**
@@ -67,7 +67,7 @@ export class BarrierStep {
     // The kernel reads byte permutations and patch numbers (more than 256 patches keep the TypeScript loops).
     const bytes = s.n <= 256 && (s.perm === null || s.perm instanceof Uint8Array);
     // Where the kernel memory cannot grow to hold the step, the TypeScript loops take it.
-    this.kernel = s.kernel && bytes ? UnitKernel.create(s.kernel.memory, { latent: s.patches, layout: s.layout, perm: s.perm as Uint8Array | null, n: s.n, size: s.size, euler: s.kernel.euler }) : null;
+    this.kernel = s.kernel && bytes ? UnitKernel.create(s.kernel.memory, { latent: s.patches, layout: s.layout, perm: s.perm as Uint8Array | null, n: s.n, size: s.size, euler: s.kernel.euler, ...(s.kernel.keyLength === undefined ? {} : { keyLength: s.kernel.keyLength }) }) : null;
     this.at = new Int32Array(this.kernel ? 0 : s.size);
     this.target = {
       latent: s.patches, layout: s.layout, perm: s.perm, n: s.n, eps: s.eps,

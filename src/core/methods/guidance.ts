@@ -171,35 +171,26 @@ export function guideUnit(output: Float32Array, j: number, t: UnitTarget, g: Ste
   const { key, weights: wm, alpha, sigma } = g;
   const plane = wm.length | 0;
   const x0Space = g.space === 'x0';
-  if (g.targets !== undefined) {
-    // Toward a structure target: every owner guided (x0 space), the key patch's guided output kept as its output.
-    const stride = g.targets === 'per-patch' ? output.length | 0 : 0;
-    for (let e = from, p = from * n + j, q = from % plane; e < to; e++, p += n, q++) {
-      if (q === plane) q = 0;
-      const owner = perm === null ? j : perm[p]!;
-      const i = base[owner]! + offset[e]!;
-      const v = output[e]!;
-      at[e] = i;
-      eps[i] = v - wm[q]! * (key[owner * stride + e]! - (latent[i]! - sigma * v) / alpha);
-      if (owner === 0) {
-        keyOutput[e] = eps[i]!;
-        keyLatent[e] = latent[i]!;
-      }
-    }
-    return;
-  }
-  // The key patch's elements keep the output (a branch: measured faster than selecting bits, docs/benchmarks.md).
+  // The key patch's elements keep the output (a branch: measured faster than selecting bits, docs/benchmarks.md);
+  // toward structure targets no patch keeps it (keep -1) and the key is read per owner (stride: a patch's values).
+  const keep = g.targets === undefined ? 0 : -1;
+  const stride = g.targets === 'per-patch' ? output.length | 0 : 0;
   for (let e = from, p = from * n + j, q = from % plane; e < to; e++, p += n, q++) {
     if (q === plane) q = 0;
     const owner = perm === null ? j : perm[p]!;
     const i = base[owner]! + offset[e]!;
     const v = output[e]!;
     at[e] = i;
-    if (owner === 0) {
+    if (owner === keep) {
       eps[i] = keyOutput[e] = v;
       keyLatent[e] = latent[i]!;
     } else {
-      eps[i] = x0Space ? v - wm[q]! * (key[e]! - (latent[i]! - sigma * v) / alpha) : v + wm[q]! * (key[e]! - v);
+      const k = key[owner * stride + e]!;
+      eps[i] = x0Space ? v - wm[q]! * (k - (latent[i]! - sigma * v) / alpha) : v + wm[q]! * (k - v);
+      if (owner === 0) {
+        keyOutput[e] = eps[i]!;
+        keyLatent[e] = latent[i]!;
+      }
     }
   }
 }

@@ -477,7 +477,7 @@ export class StagedMethod extends MethodBase {
     const memory = euler ? this.kernelMemory : null;
     return new BarrierStep({
       step, patches: latent, layout, perm, n, size, advance: ctx.advance!,
-      ...(euler && memory ? { kernel: { memory, euler } } : {}),
+      ...(euler && memory ? { kernel: { memory, euler, ...(target ? { keyLength: target.length } : {}) } } : {}),
       eps: new Float32Array(latent.length),
       next: new Float32Array(latent.length),
       guidance: () => {

@@ -25,6 +25,8 @@ export interface UnitKernelSetup {
   /** Values per patch (and per unit). */
   size: number;
   euler: EulerCoefficients;
+  /** Values the guidance key may hold: `size` (default), or n * size for one structure target per patch. */
+  keyLength?: number;
 }
 
 /**
@@ -63,9 +65,9 @@ export class UnitKernel {
   static create(km: KernelMemory, s: UnitKernelSetup): UnitKernel | null {
     const { n, size } = s;
     const L = s.latent.length;
-    // The key: the key patch's reference, or structure targets, one per patch at most. Weights: one float64 per
+    // The key: the key patch's reference, or structure targets (keyLength). Weights: one float64 per
     // element of a unit (a plane's repeated over the channels). The next step's units and permutations for shuffleNext.
-    const at = km.layout([size * 4, L * 4, L * 4, L * 4, n * size * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4, L * 4, size * n]);
+    const at = km.layout([size * 4, L * 4, L * 4, L * 4, (s.keyLength ?? size) * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4, L * 4, size * n]);
     if (at === null) return null;
     const [out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm] = at;
     return new UnitKernel(km, s, { out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm });
@@ -85,7 +87,7 @@ export class UnitKernel {
     const plane = g.weights.length;
     if (size % plane !== 0) throw new AsgdError('Guidance weights that do not tile a patch', { kind: 'internal', expected: `a divisor of ${size}`, received: String(plane) });
     const perPatch = g.targets === 'per-patch';
-    if (g.key.length !== (perPatch ? n * size : size)) {
+    if (g.key.length !== (perPatch ? n * size : size) || g.key.length > (this.s.keyLength ?? size)) {
       throw new AsgdError('A guidance key of the wrong size', { kind: 'internal', expected: String(perPatch ? n * size : size), received: String(g.key.length) });
     }
     this.km.f32(this.at.key, g.key.length).set(g.key);
