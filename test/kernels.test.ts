@@ -27,6 +27,31 @@ import type { UnetUnit } from '../src/core/methods/types.ts';
 const sameBits = (a: Float32Array, b: Float32Array) =>
   a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
+/**
+ * stepPositions on every position (the WebAssembly kernel) against stepPositions on every position listed (the
+ * TypeScript loop), at every step: odd lengths (no multiple of anything), values over many magnitudes.
+ */
+function kernelMatchesLoop(
+  sched: { numSteps: number; stepPositions(k: number, m: Float32Array, s: Float32Array, into: Float32Array, at: Int32Array | null): void },
+  rng: ReturnType<typeof createRandom>,
+  label: string,
+  also?: (k: number, m: Float32Array, s: Float32Array, kernel: Float32Array) => void,
+): void {
+  for (const len of [1, 7, 4099, 70001]) {
+    const m = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 9) - 4));
+    const s = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 7) - 2));
+    const every = Int32Array.from({ length: len }, (_, i) => i);
+    for (let k = 0; k < sched.numSteps; k++) {
+      const kernel = new Float32Array(len);
+      const loop = new Float32Array(len);
+      sched.stepPositions(k, m, s, kernel, null);
+      sched.stepPositions(k, m, s, loop, every);
+      assert.ok(sameBits(kernel, loop), `${label}, length ${len}, step ${k}`);
+      also?.(k, m, s, kernel);
+    }
+  }
+}
+
 describe('the WebAssembly kernels', () => {
   it('kernel-bytes.ts is the assembly of kernels.wat (node scripts/build-kernels.mjs --check)', () => {
     execFileSync(process.execPath, ['scripts/build-kernels.mjs', '--check'], { stdio: 'pipe' });
@@ -51,20 +76,8 @@ describe('the WebAssembly kernels', () => {
     for (const prediction of ['epsilon', 'v_prediction', 'sample']) {
       for (const karras of [false, true]) {
         const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: prediction, use_karras_sigmas: karras }, 30) as EulerScheduler;
-        // Odd lengths (no multiple of anything), values over many magnitudes.
-        for (const len of [1, 7, 4099, 70001]) {
-          const m = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 9) - 4));
-          const s = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 7) - 2));
-          const every = Int32Array.from({ length: len }, (_, i) => i);
-          for (let k = 0; k < sched.numSteps; k++) {
-            assert.ok(sched.eulerCoefficients(k) !== null, `${prediction} step ${k}: the kernel takes it`);
-            const kernel = new Float32Array(len);
-            const loop = new Float32Array(len);
-            sched.stepPositions(k, m, s, kernel, null); // every position: the kernel
-            sched.stepPositions(k, m, s, loop, every); // listed positions: the TypeScript loop
-            assert.ok(sameBits(kernel, loop), `${prediction}, karras ${karras}, length ${len}, step ${k}`);
-          }
-        }
+        for (let k = 0; k < sched.numSteps; k++) assert.ok(sched.eulerCoefficients(k) !== null, `${prediction} step ${k}: the kernel takes it`);
+        kernelMatchesLoop(sched, rng, `${prediction}, karras ${karras}`);
       }
     }
   });
@@ -78,21 +91,11 @@ describe('the WebAssembly kernels', () => {
     ];
     for (const config of configs) {
       const sched = createScheduler(config, 28, undefined, { imageSeqLen: 1024 }) as FlowMatchEulerScheduler;
-      for (const len of [1, 7, 4099, 70001]) {
-        const m = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 9) - 4));
-        const s = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 7) - 2));
-        const every = Int32Array.from({ length: len }, (_, i) => i);
-        for (let k = 0; k < sched.numSteps; k++) {
-          const kernel = new Float32Array(len);
-          const loop = new Float32Array(len);
-          sched.stepPositions(k, m, s, kernel, null); // every position: the kernel
-          sched.stepPositions(k, m, s, loop, every); // listed positions: the TypeScript loop
-          assert.ok(sameBits(kernel, loop), `${JSON.stringify(config)}, length ${len}, step ${k}`);
-          // And against the formula written out here: s + (sigma_{k+1} - sigma_k) m in float32.
-          const dt = Math.fround(sched.sigmas[k + 1]! - sched.sigmas[k]!);
-          for (const i of [0, len >> 1, len - 1]) assert.equal(kernel[i], Math.fround(s[i]! + Math.fround(dt * m[i]!)), `element ${i}`);
-        }
-      }
+      kernelMatchesLoop(sched, rng, JSON.stringify(config), (k, m, s, kernel) => {
+        // And against the formula written out here: s + (sigma_{k+1} - sigma_k) m in float32.
+        const dt = Math.fround(sched.sigmas[k + 1]! - sched.sigmas[k]!);
+        for (const i of [0, kernel.length >> 1, kernel.length - 1]) assert.equal(kernel[i], Math.fround(s[i]! + Math.fround(dt * m[i]!)), `element ${i}`);
+      });
     }
   });
 
@@ -101,20 +104,9 @@ describe('the WebAssembly kernels', () => {
     for (const prediction of ['epsilon', 'v_prediction', 'sample']) {
       for (const setAlphaToOne of [false, true]) {
         const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DDIMScheduler', prediction_type: prediction, set_alpha_to_one: setAlphaToOne }, 25) as DdimScheduler;
-        for (const len of [1, 7, 4099, 70001]) {
-          const m = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 9) - 4));
-          const s = Float32Array.from(rng.randn([len]), (v, i) => v * 10 ** ((i % 7) - 2));
-          const every = Int32Array.from({ length: len }, (_, i) => i);
-          for (let k = 0; k < sched.numSteps; k++) {
-            const c = sched.eulerCoefficients(k);
-            assert.equal(c?.kind, 4 + ['epsilon', 'sample', 'v_prediction'].indexOf(prediction), `${prediction} step ${k}: the kernel takes it`);
-            const kernel = new Float32Array(len);
-            const loop = new Float32Array(len);
-            sched.stepPositions(k, m, s, kernel, null); // every position: the kernel
-            sched.stepPositions(k, m, s, loop, every); // listed positions: the TypeScript loop
-            assert.ok(sameBits(kernel, loop), `${prediction}, set_alpha_to_one ${setAlphaToOne}, length ${len}, step ${k}`);
-          }
-        }
+        const kind = 4 + ['epsilon', 'sample', 'v_prediction'].indexOf(prediction);
+        for (let k = 0; k < sched.numSteps; k++) assert.equal(sched.eulerCoefficients(k)?.kind, kind, `${prediction} step ${k}: the kernel takes it`);
+        kernelMatchesLoop(sched, rng, `${prediction}, set_alpha_to_one ${setAlphaToOne}`);
       }
     }
     // Against the formula written out here (epsilon): sqrt(abar') (s - sqrt(1 - abar) m) / sqrt(abar) + sqrt(1 - abar') m.
