@@ -2,9 +2,10 @@
  * The coordinator's hottest host kernels in two checkouts of this project, timed in one process, rounds alternating:
  * a stage-1 pixel-interaction step taken unit by unit (BarrierStep: each unit's output guided and stepped as it comes
  * in; SDXL patches of 4 x 128 x 128, x0-space guidance with a mask, Euler; in WebAssembly where the checkout has the
- * kernels, src/core/kernels), the stateless schedulers' whole-latent steps on a 1 x 4 x 256 x 256 latent, and the
+ * kernels, src/core/kernels), the stateless schedulers' whole-latent steps on a 1 x 4 x 256 x 256 latent, DPM-Solver++'s
+ * and LMS's with a history, whole and in parts (PartStepper), and the
  * coordinator's host work per step in the latency-model generation at the shipped defaults and with every step in
- * stage 1 or in stage 2 (bench/latency-model.ts, SDXL at 2048 and 3072 px and SD3 at 2048 px, each checkout's own: the wall time of all
+ * stage 1 or in stage 2, and with DPM-Solver++ (bench/latency-model.ts, SDXL at 2048 and 3072 px and SD3 at 2048 px, each checkout's own: the wall time of all
  * its host work on the discrete-event clock, SimResult.hostMsPerStep). On this project's shared machine separate
  * processes of the same code differ by up to 1.5x (V8's compiled code and the machine's state vary from process to
  * process), which hides changes of a few tens of percent; alternating in one process does not. Each case also checks
@@ -55,8 +56,10 @@ interface Case {
   /** Calls per timed round (default 5). */
   runs?: number;
 }
+/** A scheduler state as both checkouts take it. */
+type SchedulerState = { stepIndex: number; history: Float32Array[]; extra?: Record<string, number> };
 type Scheduler = {
-  step(state: { stepIndex: number; history: [] }, m: Float32Array, s: Float32Array): { prevSample: Float32Array };
+  step(state: SchedulerState, m: Float32Array, s: Float32Array): { prevSample: Float32Array };
   stepPositions?(k: number, m: Float32Array, s: Float32Array, into: Float32Array, at: Int32Array | null): void;
   eulerCoefficients?(k: number): unknown;
   noiseLevel(k: number): { alpha: number; sigma: number };
@@ -133,14 +136,38 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
   const flow = createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', num_train_timesteps: 1000, shift: 3 }, 50) as Scheduler;
   for (const [label, config] of schedulers) addStep(`${label} step, 1x4x256x256`, createScheduler({ ...SD15_SCHEDULER_CONFIG, ...config }, 50) as Scheduler);
   addStep('flow-euler step, 1x4x256x256', flow);
+  // The multistep solvers with a history (DPM-Solver++ at second order, LMS at fourth), whole and in parts
+  // (PartStepper, as a stage-1 unit's positions come: blocks of 4096 of a list spread over the latent).
+  const history = [noise(latent), noise(latent), noise(latent)];
+  const dpm = createScheduler(SD15_SCHEDULER_CONFIG, 50, 'dpmpp-2m') as Scheduler;
+  const lms = createScheduler(SD15_SCHEDULER_CONFIG, 50, 'lms') as Scheduler;
+  const dpmState = (k: number) => ({ stepIndex: k, history: history.slice(0, 1), extra: { lowerOrderNums: 2 } });
+  const lmsState = (k: number) => ({ stepIndex: k, history });
+  addStep('dpmpp-2m step (second order), 1x4x256x256', dpm, dpmState);
+  addStep('lms step (fourth order), 1x4x256x256', lms, lmsState);
+  const { PartStepper } = await load('schedulers/part-stepper.ts');
+  const spread = Int32Array.from({ length: latent }, (_, i) => ((i % 4) * (latent / 4)) + (i >> 2));
+  for (const [label, s, state] of [['dpmpp-2m', dpm, dpmState], ['lms', lms, lmsState]] as const) {
+    let k = 0;
+    const into = new Float32Array(latent);
+    cases[`${label} in parts (PartStepper, blocks of 4096 positions), 1x4x256x256`] = {
+      run: () => {
+        const step = (k++ % 40) + 4;
+        const parts = new PartStepper(s, latent, state(step));
+        for (let from = 0; from < latent; from += 4096) parts.step(step, output, sample, into, spread.subarray(from, from + 4096), null);
+      },
+      digest: () => digest(into),
+    };
+  }
   // The whole latency-model generation at the shipped defaults (bench/latency-model.ts of the checkout): all the
   // coordinator's host CPU per step (process CPU time over the run, over 50 steps), one run per call.
   const { simulateGeneration } = await import(path.join(root, 'bench', 'latency-model.ts'));
   // Also with every step in one stage (stage split 1: stage 1 only; 0: stage 2 only), which the shipped split mixes.
-  for (const [size, stage, model] of [[2048, null, 'sdxl'], [3072, null, 'sdxl'], [2048, 1, 'sdxl'], [2048, 2, 'sdxl'], [3072, 1, 'sdxl'], [3072, 2, 'sdxl'], [2048, null, 'sd3'], [2048, 1, 'sd3'], [2048, 2, 'sd3']] as const) {
+  // And with DPM-Solver++ (`scheduler`, since 2026-12-07).
+  for (const [size, stage, model, scheduler] of [[2048, null, 'sdxl'], [3072, null, 'sdxl'], [2048, 1, 'sdxl'], [2048, 2, 'sdxl'], [3072, 1, 'sdxl'], [3072, 2, 'sdxl'], [2048, null, 'sd3'], [2048, 1, 'sd3'], [2048, 2, 'sd3'], [2048, null, 'sdxl', 'dpmpp-2m'], [3072, null, 'sdxl', 'dpmpp-2m']] as const) {
     const shipped = shippedDefaultsSettings(size, model);
-    const settings = stage === null ? shipped : { ...shipped, stageSplit: stage === 1 ? 1 : 0 };
-    const only = stage === null ? '' : `, every step in stage ${stage}`;
+    const settings = { ...(stage === null ? shipped : { ...shipped, stageSplit: stage === 1 ? 1 : 0 }), ...(scheduler === undefined ? {} : { scheduler }) };
+    const only = (stage === null ? '' : `, every step in stage ${stage}`) + (scheduler === undefined ? '' : `, ${scheduler}`);
     let latent: Float32Array | undefined;
     let hostMs = 0;
     cases[`whole generation ${settings.geometry.name}, ${settings.devices} latency-model devices${only}: host ms per step`] = {
@@ -155,10 +182,10 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
       digest: () => (latent ? digest(latent) : Number.NaN),
     };
   }
-  function addStep(label: string, s: Scheduler) {
+  function addStep(label: string, s: Scheduler, state = (k: number): SchedulerState => ({ stepIndex: k, history: [] })) {
     let k = 0;
     let last: Float32Array = sample;
-    cases[label] = { run: () => { last = s.step({ stepIndex: (k++ % 40) + 1, history: [] }, output, sample).prevSample; }, digest: () => digest(last) };
+    cases[label] = { run: () => { last = s.step(state((k++ % 40) + 4), output, sample).prevSample; }, digest: () => digest(last) };
   }
   return cases;
 }

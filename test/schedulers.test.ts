@@ -284,6 +284,79 @@ test('PartStepper: the multistep solvers and Euler ancestral (elementwise) stepp
   assert.throws(() => new PartStepper(dice, 4, s.initialState(), createRandom(1, 'noise')).step(0, four, four, four, Int32Array.from([0]), null), /dice scheduler drew other than one normal value per position/);
 });
 
+test('stepPart: DPM-Solver++, LMS and Euler ancestral step listed positions and compact parts in place, bit for bit the whole step, history and noise read and written at the positions', () => {
+  const offering = SCHEDULER_NAMES.filter((name) => createScheduler(SD15, 20, name).stepPart !== undefined);
+  assert.deepEqual(offering, ['euler-ancestral', 'dpmpp-2m', 'lms']);
+  const n = 257;
+  const configs: [string, SchedulerConfig][] = [
+    ['dpmpp-2m', SD15], ['dpmpp-2m', { ...SD15, solver_type: 'heun', prediction_type: 'v_prediction' }], ['dpmpp-2m', { ...SD15, solver_order: 1, prediction_type: 'sample' }],
+    ['dpmpp-2m', { ...SD15, use_karras_sigmas: true, euler_at_final: true }],
+    ['lms', SD15], ['lms', { ...SD15, prediction_type: 'v_prediction' }], ['lms', { ...SD15, prediction_type: 'sample' }],
+    ['euler-ancestral', SD15], ['euler-ancestral', { ...SD15, prediction_type: 'v_prediction' }],
+  ];
+  const values = (seed: number) => Float32Array.from({ length: n }, (_, e) => Math.fround(Math.sin(e * 0.61 + seed) * 1.7));
+  for (const [name, config] of configs) {
+    const s = createScheduler(config, 7, name);
+    const label = `${name} ${JSON.stringify(config).length}`;
+    let state = s.initialState();
+    let sample = values(0);
+    for (let k = 0; k < s.numSteps; k++) {
+      const out = values(k + 1);
+      // The whole step, its noise scripted so that the parts can be given the same.
+      const noise = values(100 + k);
+      const rng: RandomSource = { randn: () => Float32Array.from(noise), randint: () => 0, uniform: () => 0 };
+      const whole = s.step(state, out, sample, rng);
+      // Listed positions of whole-latent arrays, then the rest as one compact part (positions), into the same arrays.
+      const at = Int32Array.from({ length: n }, (_, e) => e).filter((e) => (e * 7919) % 3 === 0);
+      const rest = Int32Array.from({ length: n }, (_, e) => e).filter((e) => (e * 7919) % 3 !== 0).reverse();
+      const into = new Float32Array(n).fill(Number.NaN);
+      let arrays: Float32Array[] | undefined;
+      const after = (count: number) => (arrays ??= Array.from({ length: count }, () => new Float32Array(n).fill(Number.NaN)));
+      const first = s.stepPart!(state, { modelOutput: out, sample, into, at, positions: null, after, noise: () => noise });
+      assert.ok(into.every((v, e) => Number.isNaN(v) === !at.includes(e)), `${label}: step ${k}: only the listed positions written`);
+      const part = new Float32Array(rest.length);
+      const second = s.stepPart!(state, {
+        modelOutput: Float32Array.from(rest, (e) => out[e]!), sample: Float32Array.from(rest, (e) => sample[e]!), into: part,
+        at: Int32Array.of(0), positions: rest, after, noise: () => noise,
+      });
+      rest.forEach((e, i) => (into[e] = part[i]!));
+      assert.ok(into.every((v, e) => Object.is(v, whole.prevSample[e])), `${label}: step ${k}: the latent`);
+      for (const next of [first, second]) {
+        assert.equal(next.stepIndex, whole.state.stepIndex);
+        assert.deepEqual(next.extra, whole.state.extra, `${label}: step ${k}: extra`);
+        assert.equal(next.history, arrays ?? next.history, `${label}: step ${k}: the history is the arrays given`);
+        assert.equal(next.history.length, whole.state.history.length, `${label}: step ${k}: history length`);
+        next.history.forEach((h, j) => assert.ok(h.every((v, e) => Object.is(v, whole.state.history[j]![e])), `${label}: step ${k}: history ${j}`));
+      }
+      state = whole.state;
+      sample = Float32Array.from(whole.prevSample);
+    }
+  }
+});
+
+test('PartStepper with stepPart: a history not the arrays given, or a state after that differs between parts, is a bug it names', () => {
+  const s = createScheduler(SD15, 9, 'dpmpp-2m');
+  const four = new Float32Array(4);
+  const own: Scheduler = { ...s, name: 'own', stepPart: (state) => ({ stepIndex: state.stepIndex + 1, history: [new Float32Array(4)] }) };
+  assert.throws(() => new PartStepper(own, 4, s.initialState()).step(0, four, four, four, Int32Array.from([0]), null), /own scheduler's stepPart returned a history other than the arrays it was given/);
+  // The count of history arrays, or the scalars, differing between two parts of one step.
+  let calls = 0;
+  const fickle: Scheduler = { ...s, name: 'fickle', stepPart: (state, part) => ({ stepIndex: state.stepIndex + 1, history: part.after(calls++ === 0 ? 1 : 2) }) };
+  const a = new PartStepper(fickle, 4, s.initialState());
+  a.step(0, four, four, four, Int32Array.from([0]), null);
+  assert.throws(() => a.step(0, four, four, four, Int32Array.from([1]), null), /fickle scheduler's state after step 0 differs between parts of the latent/);
+  const moody: Scheduler = { ...s, name: 'moody', stepPart: (state, part) => ({ stepIndex: state.stepIndex + 1, history: part.after(1), extra: { n: calls++ } }) };
+  const b = new PartStepper(moody, 4, s.initialState());
+  b.step(0, four, four, four, Int32Array.from([0]), null);
+  assert.throws(() => b.step(0, four, four, four, Int32Array.from([1, 2]), null), /moody scheduler's state after step 0 differs between parts of the latent/);
+  // Positions counted: two of four stepped leave the state after unfinished.
+  const c = new PartStepper(s, 4, s.initialState());
+  c.step(0, four, four, new Float32Array(4), Int32Array.from([0, 3]), null);
+  assert.throws(() => c.stateAfter(0), /2 of 4 positions not stepped once/);
+  c.step(0, new Float32Array(2), new Float32Array(2), new Float32Array(2), null, Int32Array.from([1, 2]));
+  assert.equal(c.stateAfter(0).history.length, 1);
+});
+
 test('step is pure: inputs untouched, same state gives the same result, interleaved states do not interfere', () => {
   for (const name of ['pndm', 'dpmpp-2m', 'lms'] as const) {
     const s = createScheduler(SD15, 12, name);

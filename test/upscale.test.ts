@@ -96,9 +96,26 @@ test('schedulerFrom runs the last steps of the full schedule, bit for bit', () =
     assert.deepEqual(t.eulerCoefficients!(2), f.eulerCoefficients!(8), `${name}: the kernels' scalars`);
   }
   for (const name of ['dpmpp-2m', 'euler-ancestral']) {
-    const t = schedulerFrom(createScheduler(config, 10, name), 6);
+    const f = createScheduler(config, 10, name);
+    const t = schedulerFrom(f, 6);
     assert.equal(t.elementwise, true, name);
     assert.equal(t.stepPositions, undefined, name);
+    // stepPart, shifted: the tail's step 1 (order 2 for DPM-Solver++, with a history) is the full schedule's step 7.
+    const at = Int32Array.of(0, 5, 63);
+    const history = [createRandom(3n, 'noise').randn([64])];
+    const noise = createRandom(4n, 'noise').randn([64]);
+    const run = (s: typeof f, stepIndex: number) => {
+      const into = new Float32Array(64);
+      const after = [new Float32Array(64)];
+      const next = s.stepPart!({ stepIndex, history, extra: { lowerOrderNums: 1 } }, { modelOutput: eps, sample: x, into, at, positions: null, after: (n) => after.slice(0, n), noise: () => noise });
+      return { into, after, next };
+    };
+    const mine = run(t, 1);
+    const theirs = run(f, 7);
+    assert.deepEqual(mine.into, theirs.into, `${name}: stepPart at step 1 is full's step 7`);
+    assert.deepEqual(mine.after, theirs.after, `${name}: the history after`);
+    assert.deepEqual(mine.next, { ...theirs.next, stepIndex: 2 }, `${name}: the state after, shifted`);
+    assert.ok(mine.into.some((v, i) => v !== 0 && at.includes(i)) && mine.into.every((v, i) => v === 0 || at.includes(i)), `${name}: only the listed positions`);
   }
   // Noising: alpha * x0 + sigma * n.
   assert.deepEqual(noiseTo(Float32Array.of(1, 2), Float32Array.of(0.5, -1), 1, 2), Float32Array.of(2, 0));

@@ -24,7 +24,7 @@ export { sizeOf, tensor, zeros, type Tensor } from './tensor.ts';
 export { createRandom, randn, Mt19937, TorchGenerator, type RandomSource, type RandomStream } from './random/index.ts';
 export {
   createScheduler, CLASS_NAMES, SCHEDULER_NAMES, type FlowMatchOptions,
-  type PredictionType, type Scheduler, type SchedulerConfig, type SchedulerName, type SchedulerState, type StepResult,
+  type LatentPart, type PredictionType, type Scheduler, type SchedulerConfig, type SchedulerName, type SchedulerState, type StepResult,
 } from './schedulers/index.ts';
 export {
   createMethod, DEFAULT_METHOD, DEFAULT_METHOD_OPTIONS, METHOD_NAMES, planGeometry, planMethod, planWindows,

@@ -16,7 +16,7 @@ import type { PatchGeometry } from '../methods/geometry.ts';
 import { extractPatches, padLatent } from '../methods/polyphase.ts';
 import type { RandomSource } from '../random/types.ts';
 import { nameForClass } from '../schedulers/config.ts';
-import type { Scheduler, SchedulerState, StepResult } from '../schedulers/types.ts';
+import type { LatentPart, Scheduler, SchedulerState, StepResult } from '../schedulers/types.ts';
 
 export type { StructureSource };
 
@@ -150,7 +150,7 @@ export function startStep(steps: number, strength: number): number {
 /**
  * The steps start..T-1 of `full` as a scheduler of their own (indices shifted so that its step 0 is full's step
  * `start`), starting from a fresh state as diffusers' img2img does. Methods plan their stages over these steps. What
- * lets a method step parts of the latent (stepPositions, eulerCoefficients, elementwise) comes along, shifted, so an
+ * lets a method step parts of the latent (stepPositions, eulerCoefficients, elementwise, stepPart) comes along, shifted, so an
  * upscale's stage 2 flows and its units are stepped in the kernels as a generation's are.
  */
 export function schedulerFrom(full: Scheduler, start: number): Scheduler {
@@ -161,10 +161,19 @@ export function schedulerFrom(full: Scheduler, start: number): Scheduler {
   const shift = (s: SchedulerState): SchedulerState => ({ ...s, stepIndex: s.stepIndex + start });
   const stepPositions = full.stepPositions?.bind(full);
   const eulerCoefficients = full.eulerCoefficients?.bind(full);
+  const stepPart = full.stepPart?.bind(full);
   return {
     ...(stepPositions ? { stepPositions: (k: number, out: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null) => stepPositions(k + start, out, sample, into, at) } : {}),
     ...(eulerCoefficients ? { eulerCoefficients: (k: number) => eulerCoefficients(k + start) } : {}),
     ...(full.elementwise ? { elementwise: true } : {}),
+    ...(stepPart
+      ? {
+          stepPart: (state: SchedulerState, part: LatentPart) => {
+            const next = stepPart(shift(state), part);
+            return { ...next, stepIndex: next.stepIndex - start };
+          },
+        }
+      : {}),
     name: full.name,
     predictionType: full.predictionType,
     timesteps: full.timesteps.slice(start),

@@ -1,7 +1,7 @@
 /** Checks and small pieces shared by every scheduler implementation. */
 import { AsgdError, invalidArgument } from '../errors.ts';
 import type { RandomSource } from '../random/types.ts';
-import type { Scheduler, SchedulerState } from './types.ts';
+import type { LatentPart, Scheduler, SchedulerState, StepResult } from './types.ts';
 
 export function initialState(): SchedulerState {
   return { stepIndex: 0, history: [] };
@@ -69,4 +69,35 @@ export function stepAll(s: Required<Pick<Scheduler, 'stepPositions'>>, stepIndex
   const prev = new Float32Array(sample.length);
   s.stepPositions(stepIndex, modelOutput, sample, prev, null);
   return prev;
+}
+
+/**
+ * A scheduler's whole-latent step (`step`) where it offers `stepPart`: that on every position, into new arrays (the
+ * noise, where it draws some, rng.randn of the sample's length).
+ */
+export function stepWhole(
+  s: Pick<Scheduler, 'name'> & Required<Pick<Scheduler, 'stepPart'>>,
+  state: SchedulerState,
+  modelOutput: Float32Array,
+  sample: Float32Array,
+  rng?: RandomSource,
+): StepResult {
+  const n = sample.length;
+  const part: LatentPart = {
+    modelOutput, sample, into: new Float32Array(n), at: null, positions: null,
+    after: (count) => Array.from({ length: count }, () => new Float32Array(n)),
+    noise: () => drawNoise(s.name, rng, n),
+  };
+  const next = s.stepPart(state, part);
+  return { prevSample: part.into, state: next };
+}
+
+/**
+ * How stepPart finds element i of a part: `io` indexes the model output, the sample and `into` (null: i itself), `hx`
+ * the history and the noise (null: i itself); `count` elements.
+ */
+export function partIndex(part: LatentPart): { io: Int32Array | null; hx: Int32Array | null; count: number } {
+  const io = part.positions === null ? part.at : null;
+  const hx = part.positions ?? part.at;
+  return { io, hx, count: hx === null ? part.sample.length : hx.length };
 }

@@ -9,7 +9,7 @@
  */
 import { invalidArgument } from '../errors.ts';
 import type { ConfigReader } from './config.ts';
-import { checkIndex, checkStep, initialState } from './common.ts';
+import { checkIndex, checkStep, initialState, partIndex, stepWhole } from './common.ts';
 import { alphasCumprod, readNoiseSchedule, trainingSigmas } from './noise-schedule.ts';
 import { exp32, f32, log32, roundHalfEven, sqrt32 } from './numeric.ts';
 import { optionalPositive } from './sigma-schedule.ts';
@@ -22,7 +22,7 @@ import {
   linspaceDescending,
   trailingDescending,
 } from './spacing.ts';
-import type { PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
+import type { LatentPart, PredictionType, Scheduler, SchedulerState, StepResult } from './types.ts';
 
 /** diffusers' _sigma_to_alpha_sigma_t in float32: alpha = 1 / sqrt(sigma^2 + 1), sigma_t = sigma alpha. */
 export function alphaSigma(sigma: number): { alpha: number; sigma: number } {
@@ -135,29 +135,21 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     return alphaSigma(this.sigmas[stepIndex]!);
   }
 
-  /** diffusers' convert_model_output for dpmsolver++: the x0 prediction, stored as float32. */
-  private x0(k: number, modelOutput: Float32Array, sample: Float32Array): Float32Array {
-    const { alpha, sigma } = alphaSigma(this.sigmas[k]!);
-    const out = new Float32Array(sample.length);
-    if (this.predictionType === 'epsilon') {
-      for (let i = 0; i < out.length; i++) out[i] = f32(sample[i]! - f32(sigma * modelOutput[i]!)) / alpha;
-    } else if (this.predictionType === 'v_prediction') {
-      for (let i = 0; i < out.length; i++) out[i] = f32(alpha * sample[i]!) - f32(sigma * modelOutput[i]!);
-    } else {
-      out.set(modelOutput);
-    }
-    return out;
+  step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
+    return stepWhole(this, state, modelOutput, sample);
   }
 
-  step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
+  /**
+   * The step on a part of the latent (Scheduler.stepPart); `step` is this on every position. Per element: diffusers'
+   * convert_model_output for dpmsolver++ (the x0 prediction, stored as float32), then the first- or second-order update.
+   */
+  stepPart(state: SchedulerState, part: LatentPart): SchedulerState {
+    const { modelOutput, sample, into } = part;
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
     const lowerOrderNums = state.extra?.lowerOrderNums ?? 0;
     const n = this.numSteps;
     const lowerOrderFinal =
       k === n - 1 && (this.eulerAtFinal || (this.lowerOrderFinal && n < 15) || this.finalSigmaZero);
-    const x0 = this.x0(k, modelOutput, sample);
-    const outputs = [...state.history, x0].slice(-this.solverOrder) as Float32Array[];
-
     const t = alphaSigma(this.sigmas[k + 1]!);
     const s0 = alphaSigma(this.sigmas[k]!);
     const lambdaT = lambdaOf(t);
@@ -166,31 +158,39 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const ratio = f32(t.sigma / s0.sigma);
     const expm1 = f32(exp32(-h) - 1);
     const c0 = f32(t.alpha * expm1);
-    const prev = new Float32Array(sample.length);
-
-    if (this.solverOrder === 1 || lowerOrderNums < 1 || lowerOrderFinal) {
-      for (let i = 0; i < prev.length; i++) prev[i] = f32(ratio * sample[i]!) - f32(c0 * x0[i]!);
-    } else {
+    const firstOrder = this.solverOrder === 1 || lowerOrderNums < 1 || lowerOrderFinal;
+    // The second-order terms: D1 = (m0 - m1) / r0 with m1 the x0 prediction of the step before; midpoint adds
+    // -0.5 * c0 * D1, heun alpha_t * ((exp(-h) - 1) / h + 1) * D1.
+    let invR0 = 0;
+    let c1 = 0;
+    if (!firstOrder) {
       const s1 = alphaSigma(this.sigmas[k - 1]!);
       const h0 = f32(lambdaS0 - lambdaOf(s1));
-      const invR0 = f32(1 / f32(h0 / h));
-      const m0 = outputs[outputs.length - 1]!;
-      const m1 = outputs[outputs.length - 2]!;
-      // midpoint: ... - 0.5 * c0 * D1; heun: ... + alpha_t * ((exp(-h) - 1) / h + 1) * D1.
-      const c1 = this.solverType === 'midpoint' ? -f32(0.5 * c0) : f32(t.alpha * f32(f32(expm1 / h) + 1));
-      for (let i = 0; i < prev.length; i++) {
-        const d1 = f32(invR0 * f32(m0[i]! - m1[i]!));
-        prev[i] = f32(f32(ratio * sample[i]!) - f32(c0 * m0[i]!)) + f32(c1 * d1);
-      }
+      invR0 = f32(1 / f32(h0 / h));
+      c1 = this.solverType === 'midpoint' ? -f32(0.5 * c0) : f32(t.alpha * f32(f32(expm1 / h) + 1));
     }
-    return {
-      prevSample: prev,
-      state: {
-        stepIndex: k + 1,
-        history: outputs.slice(outputs.length - (this.solverOrder - 1)),
-        extra: { lowerOrderNums: Math.min(lowerOrderNums + 1, this.solverOrder) },
-      },
-    };
+    const m1 = firstOrder ? null : state.history[state.history.length - 1]!;
+    // The history after: the newest x0 prediction where the solver is of order 2.
+    const after = part.after(this.solverOrder - 1);
+    const kept = after.length > 0 ? after[0]! : null;
+    const kind = this.predictionType === 'epsilon' ? 0 : this.predictionType === 'v_prediction' ? 1 : 2;
+    const { alpha, sigma } = s0;
+    const { io, hx, count } = partIndex(part);
+    for (let i = 0; i < count; i++) {
+      const a = io === null ? i : io[i]!;
+      const p = hx === null ? i : hx[i]!;
+      const m = modelOutput[a]!;
+      const x = sample[a]!;
+      const x0 = kind === 0 ? f32(f32(x - f32(sigma * m)) / alpha) : kind === 1 ? f32(f32(alpha * x) - f32(sigma * m)) : m;
+      if (m1 === null) {
+        into[a] = f32(ratio * x) - f32(c0 * x0);
+      } else {
+        const d1 = f32(invR0 * f32(x0 - m1[p]!));
+        into[a] = f32(f32(ratio * x) - f32(c0 * x0)) + f32(c1 * d1);
+      }
+      if (kept !== null) kept[p] = x0;
+    }
+    return { stepIndex: k + 1, history: after, extra: { lowerOrderNums: Math.min(lowerOrderNums + 1, this.solverOrder) } };
   }
 }
 

@@ -5,12 +5,12 @@
  */
 import type { RandomSource } from '../random/types.ts';
 import type { ConfigReader } from './config.ts';
-import { checkStep, drawNoise } from './common.ts';
-import { sigmaSpaceX0 } from './euler.ts';
+import { checkStep, partIndex, stepWhole } from './common.ts';
+import { predictionKind, x0Element } from './euler.ts';
 import { f32, sqrt32 } from './numeric.ts';
 import { buildSigmaSchedule } from './sigma-schedule.ts';
 import { SigmaScheduler } from './sigma-scheduler.ts';
-import type { SchedulerState, StepResult } from './types.ts';
+import type { LatentPart, SchedulerState, StepResult } from './types.ts';
 
 export class EulerAncestralScheduler extends SigmaScheduler {
   readonly name = 'euler-ancestral';
@@ -44,17 +44,27 @@ export class EulerAncestralScheduler extends SigmaScheduler {
   }
 
   step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array, rng?: RandomSource): StepResult {
+    return stepWhole(this, state, modelOutput, sample, rng);
+  }
+
+  /** The step on a part of the latent (Scheduler.stepPart), the step's noise at the part's positions; `step` is this on every position. */
+  stepPart(state: SchedulerState, part: LatentPart): SchedulerState {
+    const { modelOutput, sample, into } = part;
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
     const sigma = this.sigmas[k]!;
     const { up, down } = this.ancestralSigmas(k);
     const dt = f32(down - sigma);
-    const x0 = sigmaSpaceX0(this.predictionType, sigma, modelOutput, sample);
-    const noise = drawNoise(this.name, rng, sample.length);
-    const prev = new Float32Array(sample.length);
-    for (let i = 0; i < prev.length; i++) {
-      const s = sample[i]!;
-      prev[i] = f32(s + f32(f32(f32(s - x0[i]!) / sigma) * dt)) + f32(noise[i]! * up);
+    const kind = predictionKind(this.predictionType);
+    const s2p1 = f32(f32(sigma * sigma) + 1);
+    const cOut = f32(-sigma / sqrt32(s2p1));
+    const noise = part.noise();
+    const { io, hx, count } = partIndex(part);
+    for (let i = 0; i < count; i++) {
+      const a = io === null ? i : io[i]!;
+      const s = sample[a]!;
+      const x0 = x0Element(kind, modelOutput[a]!, s, sigma, cOut, s2p1);
+      into[a] = f32(s + f32(f32(f32(s - x0) / sigma) * dt)) + f32(noise[hx === null ? i : hx[i]!]! * up);
     }
-    return { prevSample: prev, state: { stepIndex: k + 1, history: [] } };
+    return { stepIndex: k + 1, history: part.after(0) };
   }
 }

@@ -11,7 +11,7 @@ import { SigmaScheduler } from './sigma-scheduler.ts';
 import type { PredictionType, SchedulerState, StepResult } from './types.ts';
 
 /** The prediction type as x0Element takes it: 0 epsilon, 1 v, 2 sample. */
-function predictionKind(prediction: PredictionType): number {
+export function predictionKind(prediction: PredictionType): number {
   return prediction === 'epsilon' ? 0 : prediction === 'v_prediction' ? 1 : 2;
 }
 
@@ -20,7 +20,7 @@ function predictionKind(prediction: PredictionType): number {
  * x0 = cOut * v + x / s2p1 with s2p1 = sigma^2 + 1 and cOut = -sigma / sqrt(s2p1). Plain numbers, not an object of
  * them: V8 then keeps them in registers through the loops that call it.
  */
-function x0Element(kind: number, m: number, s: number, sigma: number, cOut: number, s2p1: number): number {
+export function x0Element(kind: number, m: number, s: number, sigma: number, cOut: number, s2p1: number): number {
   return kind === 0 ? f32(s - f32(sigma * m)) : kind === 1 ? f32(f32(m * cOut) + f32(s / s2p1)) : m;
 }
 

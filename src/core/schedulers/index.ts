@@ -16,7 +16,7 @@ import type { Scheduler, SchedulerConfig } from './types.ts';
 
 export { SCHEDULER_NAMES, CLASS_NAMES, type SchedulerName } from './config.ts';
 export { FlowMatchEulerScheduler, type FlowMatchOptions } from './flow-match.ts';
-export type { Scheduler, SchedulerConfig, SchedulerState, StepResult, PredictionType } from './types.ts';
+export type { LatentPart, Scheduler, SchedulerConfig, SchedulerState, StepResult, PredictionType } from './types.ts';
 
 function pickName(config: SchedulerConfig, override: string | undefined): SchedulerName {
   if (override !== undefined) {

@@ -8,12 +8,12 @@
  * State: history = the previous derivatives the next step reads, newest last, at most 3.
  */
 import type { ConfigReader } from './config.ts';
-import { checkStep } from './common.ts';
-import { sigmaSpaceX0 } from './euler.ts';
-import { f32 } from './numeric.ts';
+import { checkStep, partIndex, stepWhole } from './common.ts';
+import { predictionKind, x0Element } from './euler.ts';
+import { f32, sqrt32 } from './numeric.ts';
 import { buildSigmaSchedule } from './sigma-schedule.ts';
 import { SigmaScheduler } from './sigma-scheduler.ts';
-import type { SchedulerState, StepResult } from './types.ts';
+import type { LatentPart, SchedulerState, StepResult } from './types.ts';
 
 const LMS_ORDER = 4;
 
@@ -58,22 +58,42 @@ export class LmsScheduler extends SigmaScheduler {
   }
 
   step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array): StepResult {
+    return stepWhole(this, state, modelOutput, sample);
+  }
+
+  /**
+   * The step on a part of the latent (Scheduler.stepPart); `step` is this on every position. Per element: the
+   * derivative (x - x0) / sigma, then sample + sum(coeff * derivative) over the newest `order` derivatives, each
+   * product and partial sum rounded to float32 as diffusers' float32 tensors are.
+   */
+  stepPart(state: SchedulerState, part: LatentPart): SchedulerState {
+    const { modelOutput, sample, into } = part;
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
     const sigma = this.sigmas[k]!;
-    const x0 = sigmaSpaceX0(this.predictionType, sigma, modelOutput, sample);
-    const derivative = new Float32Array(sample.length);
-    for (let i = 0; i < derivative.length; i++) derivative[i] = f32(sample[i]! - x0[i]!) / sigma;
-    const derivatives = [...state.history, derivative].slice(-LMS_ORDER) as Float32Array[];
+    const kind = predictionKind(this.predictionType);
+    const s2p1 = f32(f32(sigma * sigma) + 1);
+    const cOut = f32(-sigma / sqrt32(s2p1));
     const order = Math.min(k + 1, LMS_ORDER);
-    // sample + sum(coeff * derivative): each product and partial sum is a float32 tensor in diffusers.
-    const total = new Float32Array(sample.length);
-    for (let c = 0; c < order; c++) {
-      const coeff = f32(this.coefficient(order, k, c));
-      const d = derivatives[derivatives.length - 1 - c]!;
-      for (let i = 0; i < total.length; i++) total[i] = total[i]! + f32(coeff * d[i]!);
+    const before = state.history;
+    // Coefficients newest first: coeffs[0] for this step's derivative, coeffs[c] for before[before.length - c].
+    const coeffs = Float64Array.from({ length: order }, (_, c) => f32(this.coefficient(order, k, c)));
+    // The history after: the newest LMS_ORDER - 1 derivatives, this step's last.
+    const after = part.after(Math.min(before.length + 1, LMS_ORDER - 1));
+    const shift = before.length + 1 - after.length;
+    const last = after.length - 1;
+    const { io, hx, count } = partIndex(part);
+    for (let i = 0; i < count; i++) {
+      const a = io === null ? i : io[i]!;
+      const p = hx === null ? i : hx[i]!;
+      const x = sample[a]!;
+      const d = f32(f32(x - x0Element(kind, modelOutput[a]!, x, sigma, cOut, s2p1)) / sigma);
+      // 0 + first product, as the float32 tensor of zeros it is added to (a -0 product gives +0).
+      let total = 0 + f32(coeffs[0]! * d);
+      for (let c = 1; c < order; c++) total = f32(total + f32(coeffs[c]! * before[before.length - c]![p]!));
+      for (let j = 0; j < last; j++) after[j]![p] = before[j + shift]![p]!;
+      after[last]![p] = d;
+      into[a] = x + total;
     }
-    const prev = new Float32Array(sample.length);
-    for (let i = 0; i < prev.length; i++) prev[i] = sample[i]! + total[i]!;
-    return { prevSample: prev, state: { stepIndex: k + 1, history: derivatives.slice(-(LMS_ORDER - 1)) } };
+    return { stepIndex: k + 1, history: after };
   }
 }

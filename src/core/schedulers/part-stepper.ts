@@ -1,17 +1,17 @@
 /**
- * Part-of-the-latent steps for a scheduler that keeps a history (`Scheduler.elementwise`: DPM-Solver++, LMS, PNDM).
- * A part is stepped by the scheduler's own `step`, given the state's history cut to the part's positions, and the
- * history it returns is written back at those positions. Every position's history is its own, so positions may be at
- * different steps (stage-1 patches running ahead of each other, stage-2 tiles of two steps), and the latent stepped
- * in parts is bit for bit the whole step's. The state before each step is kept as whole-latent arrays, filled in as
- * the parts of the step before come in, until the denoise loop has taken that step. A scheduler that draws noise
- * (Euler ancestral: rng.randn of the whole sample each step) gets the whole step's noise, drawn from the generation's
- * stream when the step's first part comes (steps begin in order, so the stream is read as the whole steps read it),
- * at its part's positions. Portable: no Node APIs.
+ * Part-of-the-latent steps for a scheduler that keeps a history (`Scheduler.elementwise`: DPM-Solver++, LMS, PNDM) or
+ * draws noise for the whole latent each step (Euler ancestral). Every position's history is its own, so positions may
+ * be at different steps (stage-1 patches running ahead of each other, stage-2 tiles of two steps), and the latent
+ * stepped in parts is bit for bit the whole step's. The state before each step is kept as whole-latent arrays, filled
+ * in as the parts of the step before come in, until the denoise loop has taken that step. A scheduler that offers
+ * `stepPart` reads and writes those arrays in place; another (PNDM) is given the history cut to the part's positions
+ * by its own `step`, and the history it returns is written back there. Noise (Euler ancestral: rng.randn of the whole
+ * sample each step) is the whole step's, drawn from the generation's stream when the step's first part comes (steps
+ * begin in order, so the stream is read as the whole steps read it), at the part's positions. Portable: no Node APIs.
  */
 import { AsgdError } from '../errors.ts';
 import type { RandomSource } from '../random/types.ts';
-import type { Scheduler, SchedulerState, StepResult } from './types.ts';
+import type { LatentPart, Scheduler, SchedulerState, StepResult } from './types.ts';
 
 interface StepState {
   state: SchedulerState;
@@ -53,6 +53,17 @@ export class PartStepper {
     this.states.set(initial.stepIndex, { state: initial, left: 0 });
   }
 
+  /** The whole latent's noise at `step`, drawn when first asked for. */
+  private wholeNoise(step: number): Float32Array {
+    let whole = this.noise.get(step);
+    if (whole === undefined) {
+      if (this.rng === undefined) throw internal(`The ${this.scheduler.name} scheduler draws noise but the part stepper was given no random source`);
+      whole = this.rng.randn([this.length]);
+      this.noise.set(step, whole);
+    }
+    return whole;
+  }
+
   /** What `step` draws its noise from at `step` for the positions `where` (null: all): that step's noise there. */
   private noiseSource(step: number, where: Int32Array | null): RandomSource {
     const refuse = () => {
@@ -62,12 +73,7 @@ export class PartStepper {
       randn: (shape) => {
         const count = shape.reduce((a, b) => a * b, 1);
         if (count !== (where?.length ?? this.length)) refuse();
-        let whole = this.noise.get(step);
-        if (whole === undefined) {
-          if (this.rng === undefined) throw internal(`The ${this.scheduler.name} scheduler draws noise but the part stepper was given no random source`);
-          whole = this.rng.randn([this.length]);
-          this.noise.set(step, whole);
-        }
+        const whole = this.wholeNoise(step);
         return where === null ? Float32Array.from(whole) : gather(whole, where, new Float32Array(where.length));
       },
       randint: refuse,
@@ -88,6 +94,10 @@ export class PartStepper {
       const r = this.scheduler.step(before.state, modelOutput, sample, this.noiseSource(step, null));
       into.set(r.prevSample);
       this.states.set(step + 1, { state: r.state, left: 0 });
+      return;
+    }
+    if (this.scheduler.stepPart !== undefined) {
+      this.stepInPlace(step, before.state, { modelOutput, sample, into, at, positions }, where.length);
       return;
     }
     // The gathered arrays are scratch, reused from call to call: the step's result is scattered before the next.
@@ -112,6 +122,30 @@ export class PartStepper {
     }
     for (let j = 0; j < r.state.history.length; j++) scatter(r.state.history[j]!, where, after.state.history[j] as Float32Array);
     after.left -= where.length;
+  }
+
+  /** A part stepped by the scheduler's stepPart, the history read from the state before and written to the state after. */
+  private stepInPlace(step: number, before: SchedulerState, part: Omit<LatentPart, 'after' | 'noise'>, count: number): void {
+    let after = this.states.get(step + 1);
+    const differs = () => internal(`The ${this.scheduler.name} scheduler's state after step ${step} differs between parts of the latent: its step is not elementwise`);
+    let made: Float32Array[] | undefined;
+    const next = this.scheduler.stepPart!(before, {
+      ...part,
+      noise: () => this.wholeNoise(step),
+      after: (n) => {
+        if (after === undefined) return (made = Array.from({ length: n }, () => new Float32Array(this.length)));
+        if (after.state.history.length !== n) throw differs();
+        return after.state.history as Float32Array[];
+      },
+    });
+    if (after === undefined) {
+      if (made === undefined || next.history !== made) throw internal(`The ${this.scheduler.name} scheduler's stepPart returned a history other than the arrays it was given`);
+      after = { state: next, left: this.length };
+      this.states.set(step + 1, after);
+    } else if (next.history !== after.state.history || !sameExtra(after.state.extra, next.extra)) {
+      throw differs();
+    }
+    after.left -= count;
   }
 
   private scratch(slot: number, length: number): Float32Array {

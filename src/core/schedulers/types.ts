@@ -43,6 +43,27 @@ export interface StepResult {
   state: SchedulerState;
 }
 
+/**
+ * A part of the latent for Scheduler.stepPart. With `at`, the model output, the sample and `into` are whole-latent
+ * arrays, read and written at the positions `at` lists; with `positions`, they are compact (element i lies at position
+ * positions[i] of the latent; `at` is then ignored); with neither, the whole latent. The state's history and `after`'s
+ * arrays are whole-latent arrays in every case.
+ */
+export interface LatentPart {
+  readonly modelOutput: Float32Array;
+  readonly sample: Float32Array;
+  readonly into: Float32Array;
+  readonly at: Int32Array | null;
+  readonly positions: Int32Array | null;
+  /**
+   * The history arrays of the state after the step, `count` of them, whole-latent and not the state's own: new ones
+   * for a whole step; for the parts of one step, the same ones each time.
+   */
+  after(count: number): readonly Float32Array[];
+  /** The step's noise over the whole latent, for a scheduler that draws it (the same array for every part of a step). */
+  noise(): Float32Array;
+}
+
 export interface Scheduler {
   /** Canonical name, e.g. "euler", "euler-ancestral", "ddim", "pndm", "dpmpp-2m", "lms". */
   readonly name: string;
@@ -86,4 +107,11 @@ export interface Scheduler {
    * as they do with `stepPositions`.
    */
   readonly elementwise?: boolean;
+  /**
+   * Where `elementwise` (DPM-Solver++, LMS, Euler ancestral): the step of `state` on a part of the latent, reading the
+   * history at the part's positions and writing the history after the step at the same positions of `part.after`'s
+   * arrays, with no copies of the part; returns the state after the step (its history those arrays). `step` is this on
+   * the whole latent, so a part gets the whole step's bits.
+   */
+  stepPart?(state: SchedulerState, part: LatentPart): SchedulerState;
 }
