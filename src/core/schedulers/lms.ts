@@ -75,12 +75,22 @@ export class LmsScheduler extends SigmaScheduler {
     const cOut = f32(-sigma / sqrt32(s2p1));
     const order = Math.min(k + 1, LMS_ORDER);
     const before = state.history;
-    // Coefficients newest first: coeffs[0] for this step's derivative, coeffs[c] for before[before.length - c].
-    const coeffs = Float64Array.from({ length: order }, (_, c) => f32(this.coefficient(order, k, c)));
-    // The history after: the newest LMS_ORDER - 1 derivatives, this step's last.
+    // Coefficients newest first: c0 for this step's derivative, c1 to c3 for the derivatives before, newest first
+    // (d1 to d3; the arrays and tests written out: V8 keeps them in registers, where a loop over an array of arrays
+    // cost LMS's whole step about a third more).
+    const coeff = (c: number) => (c < order ? f32(this.coefficient(order, k, c)) : 0);
+    const [c0, c1, c2, c3] = [coeff(0), coeff(1), coeff(2), coeff(3)];
+    const none = new Float32Array(0);
+    const d1 = order > 1 ? before[before.length - 1]! : none;
+    const d2 = order > 2 ? before[before.length - 2]! : none;
+    const d3 = order > 3 ? before[before.length - 3]! : none;
+    // The history after: the newest LMS_ORDER - 1 derivatives, this step's last; the ones kept move down.
     const after = part.after(Math.min(before.length + 1, LMS_ORDER - 1));
     const shift = before.length + 1 - after.length;
-    const last = after.length - 1;
+    const kept = after.length - 1;
+    const newest = after[kept]!;
+    const [to0, to1] = [kept > 0 ? after[0]! : none, kept > 1 ? after[1]! : none];
+    const [from0, from1] = [kept > 0 ? before[shift]! : none, kept > 1 ? before[shift + 1]! : none];
     const { io, hx, count } = partIndex(part);
     for (let i = 0; i < count; i++) {
       const a = io === null ? i : io[i]!;
@@ -88,10 +98,19 @@ export class LmsScheduler extends SigmaScheduler {
       const x = sample[a]!;
       const d = f32(f32(x - x0Element(kind, modelOutput[a]!, x, sigma, cOut, s2p1)) / sigma);
       // 0 + first product, as the float32 tensor of zeros it is added to (a -0 product gives +0).
-      let total = 0 + f32(coeffs[0]! * d);
-      for (let c = 1; c < order; c++) total = f32(total + f32(coeffs[c]! * before[before.length - c]![p]!));
-      for (let j = 0; j < last; j++) after[j]![p] = before[j + shift]![p]!;
-      after[last]![p] = d;
+      let total = 0 + f32(c0 * d);
+      if (order > 1) {
+        total = f32(total + f32(c1 * d1[p]!));
+        if (order > 2) {
+          total = f32(total + f32(c2 * d2[p]!));
+          if (order > 3) total = f32(total + f32(c3 * d3[p]!));
+        }
+      }
+      if (kept > 0) {
+        to0[p] = from0[p]!;
+        if (kept > 1) to1[p] = from1[p]!;
+      }
+      newest[p] = d;
       into[a] = x + total;
     }
     return { stepIndex: k + 1, history: after };
