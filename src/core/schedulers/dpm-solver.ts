@@ -96,6 +96,8 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   private readonly lowerOrderFinal: boolean;
   private readonly eulerAtFinal: boolean;
   private readonly finalSigmaZero: boolean;
+  /** A part's x0 predictions, reused from call to call (a call uses it only until it returns; no state is kept in it). */
+  private scratch = new Float32Array(0);
 
   constructor(reader: ConfigReader, numSteps: number) {
     this.predictionType = reader.oneOf('prediction_type', ['epsilon', 'sample', 'v_prediction']);
@@ -225,7 +227,8 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const { io, hx, count } = partIndex(part);
     // The x0 predictions first (straight into the history after where the part is the whole latent), then the update.
     const whole = io === null && hx === null;
-    const x0s = whole && kept !== null ? kept : new Float32Array(count);
+    if (this.scratch.length < count && !(whole && kept !== null)) this.scratch = new Float32Array(count);
+    const x0s = whole && kept !== null ? kept : this.scratch.subarray(0, count);
     x0Pass(kind, modelOutput, sample, io, x0s, alpha, sigma);
     updatePass(sample, x0s, m1, io, hx, into, whole ? null : kept, ratio, c0, c1, invR0);
     return { stepIndex: k + 1, history: after, extra: { lowerOrderNums: Math.min(lowerOrderNums + 1, this.solverOrder) } };
