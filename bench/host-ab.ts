@@ -116,7 +116,8 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
         const { alpha, sigma } = sched.noiseLevel(step);
         const g = { space: 'x0', key, weights: weightedMask(mask, (0.7 * alpha) / sigma, plane), alpha, sigma };
         const euler = memory ? sched.eulerCoefficients!(step) : null;
-        const kernel = memory && euler ? { kernel: { memory, euler } } : {};
+        // Both forms of the kernel's step: `euler` before 2026-12-07 (sixth session), `step` since.
+        const kernel = memory && euler ? { kernel: { memory, euler, step: { euler } } } : {};
         const b = new BarrierStep({ step, patches, layout, perm, n, size, advance, guidance: () => g, eps, next, ...kernel });
         for (let j = 0; j < n; j++) b.take(j, { output: outputs[j]! });
         // Read through the step: since 2026-12-07 (later) the kernel's results are copied out when first read.

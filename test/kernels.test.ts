@@ -159,7 +159,7 @@ describe('the WebAssembly kernels', () => {
         advance: (k, m, x, into = new Float32Array(x.length), at) => (sched.stepPositions(k, m, x, into, at ?? null), into),
         eps: new Float32Array(n * size), next: new Float32Array(n * size),
         guidance: () => ({ space: 'eps', key, alpha, sigma, weights: weightedMask(null, 0.5, plane) }),
-        ...(memory ? { kernel: { memory, euler: sched.eulerCoefficients(step)! } } : {}),
+        ...(memory ? { kernel: { memory, step: { euler: sched.eulerCoefficients(step)! } } } : {}),
       });
       outputs.forEach((o, j) => b.take(j, { output: o }));
       return b;

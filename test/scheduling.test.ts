@@ -490,7 +490,7 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
                 space === 'none' ? null
                   : toward ? { space: 'x0', key: targets, targets: space, alpha, sigma, weights: weightedMask(mask, (weight * alpha) / sigma, plane) }
                   : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (weight * alpha) / sigma : weight, plane) },
-              ...(kernel ? { kernel: { memory: memory!, euler: euler!, ...(toward ? { keyLength: targets.length } : {}) } } : {}),
+              ...(kernel ? { kernel: { memory: memory!, step: { euler: euler! }, ...(toward ? { keyLength: targets.length } : {}) } } : {}),
             });
             for (const j of order) {
               assert.ok(!b.complete, 'not complete before the last unit');
@@ -523,7 +523,7 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
     assert.throws(() => b.take(2, { output: noise(size - 1) }), /Unit s1\/k1\/p2 returned an output of the wrong size/);
     // Two steps in one kernel memory: the one set up first lost it and says so instead of reading the other's data.
     const euler = (schedulers[0] as EulerScheduler).eulerCoefficients(1)!;
-    const setup = (p: Float32Array) => ({ step: 1, patches: p, layout, perm: null, n, size, advance: () => new Float32Array(0), eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null, kernel: { memory: memory!, euler } });
+    const setup = (p: Float32Array) => ({ step: 1, patches: p, layout, perm: null, n, size, advance: () => new Float32Array(0), eps: new Float32Array(n * size), next: new Float32Array(n * size), guidance: () => null, kernel: { memory: memory!, step: { euler } } });
     const first = new BarrierStep(setup(noise(n * size)));
     new BarrierStep(setup(noise(n * size)));
     assert.throws(() => first.take(0, { output: noise(size) }), /lost its kernel memory to another step/);

@@ -124,13 +124,38 @@
               (then (f32.div (f32.sub (local.get $s) (f32.mul (local.get $sa) (local.get $m))) (local.get $sb)))
               (else (f32.add (f32.mul (local.get $sa) (local.get $m)) (f32.mul (local.get $sb) (local.get $s))))))))))
 
+  ;; One element of a DPM-Solver++ step (kinds 7 to 12 of unitStep; src/core/schedulers/dpm-solver.ts x0Pass, then
+  ;; updatePass): x0 by prediction (kind - 7) mod 3 (0 epsilon: (x - sigma m) / alpha; 1 v: alpha x - sigma m; 2
+  ;; sample: m), stored at byte hout; the result ratio x - c0 x0, to which kinds 10 to 12 (second order) add
+  ;; c1 (invR0 (x0 - m1)), m1 the x0 prediction of the step before at byte hin.
+  (func $dpmOne
+    (param $kind i32) (param $sigma f32) (param $alpha f32) (param $ratio f32) (param $c0 f32) (param $c1 f32) (param $invR0 f32)
+    (param $x f32) (param $m f32) (param $hin i32) (param $hout i32)
+    (result f32)
+    (local $p i32) (local $x0 f32) (local $a f32)
+    (local.set $p (i32.rem_u (i32.sub (local.get $kind) (i32.const 7)) (i32.const 3)))
+    (local.set $x0
+      (if (result f32) (i32.eqz (local.get $p))
+        (then (f32.div (f32.sub (local.get $x) (f32.mul (local.get $sigma) (local.get $m))) (local.get $alpha)))
+        (else
+          (if (result f32) (i32.eq (local.get $p) (i32.const 1))
+            (then (f32.sub (f32.mul (local.get $alpha) (local.get $x)) (f32.mul (local.get $sigma) (local.get $m))))
+            (else (local.get $m))))))
+    (f32.store (local.get $hout) (local.get $x0))
+    (local.set $a (f32.sub (f32.mul (local.get $ratio) (local.get $x)) (f32.mul (local.get $c0) (local.get $x0))))
+    (if (result f32) (i32.ge_u (local.get $kind) (i32.const 10))
+      (then (f32.add (local.get $a) (f32.mul (local.get $c1) (f32.mul (local.get $invR0) (f32.sub (local.get $x0) (f32.load (local.get $hin)))))))
+      (else (local.get $a))))
+
   ;; A stage-1 unit taken on the latent (src/core/methods/guidance.ts guideUnit, then the Euler step of its
   ;; positions): unit j's element e, e in [from, to), belongs to patch owner = perm[e n + j] (perm: one byte per
   ;; entry) and lies at i = base[owner] + offset[e] of lat, eps and next. eps[i] is the output guided (mode 0 none; 1
   ;; eps space: v + w (key - v); 2 x0 space: v - w (key - (x - gs v) / alpha), w = weights[e], in float64; key the
   ;; value at byte key + owner keyStride + 4 e: keyStride 0 for the key patch's reference or a shared target, a patch's
   ;; bytes for one target per patch), except for the patch `keep` (0: the key patch, whose output is kept; 256, no
-  ;; patch, toward structure targets); next[i] is eps[i] stepped as eulerRange steps it. V8 leaves
+  ;; patch, toward structure targets); next[i] is eps[i] stepped as eulerRange steps it, or for kinds 7 to 12 as dpmOne
+  ;; does (DPM-Solver++: sigma, dt, cOut and s2p1 hold sigma, alpha, ratio and c0; the history before at hin + i, the
+  ;; x0 prediction stored at hout + i; hin, hout, c1 and invR0 unused by the other kinds). V8 leaves
   ;; loop-invariant tests inside the loop, so the loop keeps its tests few: weights come per element, not per
   ;; position of a plane, and perm holds bytes only.
   (func $unitStep (export "unitStep")
@@ -139,6 +164,7 @@
     (param $j i32) (param $n i32) (param $from i32) (param $to i32)
     (param $mode i32) (param $alpha f64) (param $gs f64) (param $maskKey i32) (param $keep i32) (param $keyStride i32)
     (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32)
+    (param $hin i32) (param $hout i32) (param $c1 f32) (param $invR0 f32)
     (local $e i32) (local $p i32) (local $owner i32) (local $i i32) (local $e4 i32)
     (local $v f32) (local $x f32) (local $g f32) (local $gd f32) (local $d f32) (local $vd f64) (local $w f64) (local $k f64) (local $keyMask i32)
     (local.set $e (local.get $from))
@@ -196,7 +222,13 @@
         (if (i32.ge_u (local.get $kind) (i32.const 4))
           (then
             (f32.store (i32.add (local.get $nxt) (local.get $i))
-              (call $ddimOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1) (local.get $x) (local.get $g)))
+              (if (result f32) (i32.ge_u (local.get $kind) (i32.const 7))
+                (then
+                  (call $dpmOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1)
+                    (local.get $c1) (local.get $invR0) (local.get $x) (local.get $g)
+                    (i32.add (local.get $hin) (local.get $i)) (i32.add (local.get $hout) (local.get $i))))
+                (else
+                  (call $ddimOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1) (local.get $x) (local.get $g)))))
             (local.set $e (i32.add (local.get $e) (i32.const 1)))
             (local.set $p (i32.add (local.get $p) (local.get $n)))
             (br $next)))

@@ -13,7 +13,7 @@ export interface KernelExports {
   eulerRange(into: number, m: number, s: number, len: number, kind: number, sigma: number, dt: number, cOut: number, s2p1: number): void;
   unitStep(
     out: number, lat: number, eps: number, nxt: number, key: number, wts: number, base: number, off: number, perm: number, j: number, n: number, from: number, to: number, mode: number, alpha: number, gs: number, maskKey: number,
-    keep: number, keyStride: number, kind: number, sigma: number, dt: number, cOut: number, s2p1: number,
+    keep: number, keyStride: number, kind: number, sigma: number, dt: number, cOut: number, s2p1: number, hin: number, hout: number, c1: number, invR0: number,
   ): void;
   fillBelow(s: number, next: number, out: number, count: number, n: number, limit: number): number;
   fuseTile(part: number, cov: number, desc: number, count: number, channels: number, th: number, tw: number): number;

@@ -11,6 +11,7 @@ import { AsgdError } from '../errors.ts';
 import { guideUnit, type StepGuidance, type UnitTarget } from './guidance.ts';
 import type { Permutations } from './pixel-interaction.ts';
 import type { PatchLayout } from './polyphase.ts';
+import type { HistoryKernelStep } from '../kernels/dpm-coefficients.ts';
 import type { MethodContext, UnitResult } from './types.ts';
 import { UnitKernel } from './unit-kernel.ts';
 import type { EulerCoefficients } from '../kernels/euler-range.ts';
@@ -37,10 +38,11 @@ export interface BarrierStepSetup {
   /** The patches after the step go here, laid out as before it. */
   next: Float32Array;
   /**
-   * Where `advance` is an Euler step (MethodContext.eulerStep) and WebAssembly is there: the memory to take the step
-   * in with the kernels (unit-kernel.ts), which the step holds until its last unit is in.
+   * Where `advance` is an Euler step (MethodContext.eulerStep) or DPM-Solver++'s (MethodContext.historyStep) and
+   * WebAssembly is there: the memory to take the step in with the kernels (unit-kernel.ts), which the step holds until
+   * its last unit is in.
    */
-  kernel?: { memory: KernelMemory; euler: EulerCoefficients; keyLength?: number };
+  kernel?: { memory: KernelMemory; step: { euler: EulerCoefficients } | { history: HistoryKernelStep }; keyLength?: number };
 }
 
 /**
@@ -67,7 +69,7 @@ export class BarrierStep {
     // The kernel reads byte permutations and patch numbers (more than 256 patches keep the TypeScript loops).
     const bytes = s.n <= 256 && (s.perm === null || s.perm instanceof Uint8Array);
     // Where the kernel memory cannot grow to hold the step, the TypeScript loops take it.
-    this.kernel = s.kernel && bytes ? UnitKernel.create(s.kernel.memory, { latent: s.patches, layout: s.layout, perm: s.perm as Uint8Array | null, n: s.n, size: s.size, euler: s.kernel.euler, ...(s.kernel.keyLength === undefined ? {} : { keyLength: s.kernel.keyLength }) }) : null;
+    this.kernel = s.kernel && bytes ? UnitKernel.create(s.kernel.memory, { latent: s.patches, layout: s.layout, perm: s.perm as Uint8Array | null, n: s.n, size: s.size, step: s.kernel.step, ...(s.kernel.keyLength === undefined ? {} : { keyLength: s.kernel.keyLength }) }) : null;
     this.at = new Int32Array(this.kernel ? 0 : s.size);
     this.target = {
       latent: s.patches, layout: s.layout, perm: s.perm, n: s.n, eps: s.eps,

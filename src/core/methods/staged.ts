@@ -472,12 +472,14 @@ export class StagedMethod extends MethodBase {
     const sched = ctx.scheduler;
     const target = this.guided ? ctx.structureTarget : undefined;
     const euler = ctx.eulerStep?.(step) ?? null;
+    const history = euler === null ? ctx.historyStep?.(step) ?? null : null;
+    const kernelStep = euler !== null ? { euler } : history !== null ? { history } : null;
     // The generation's kernel memory (one step at a time holds it: a step is complete before the next is set up).
-    if (euler && this.kernelMemory === undefined) this.kernelMemory = KernelMemory.create();
-    const memory = euler ? this.kernelMemory : null;
+    if (kernelStep && this.kernelMemory === undefined) this.kernelMemory = KernelMemory.create();
+    const memory = kernelStep ? this.kernelMemory : null;
     return new BarrierStep({
       step, patches: latent, layout, perm, n, size, advance: ctx.advance!,
-      ...(euler && memory ? { kernel: { memory, euler, ...(target ? { keyLength: target.length } : {}) } } : {}),
+      ...(kernelStep && memory ? { kernel: { memory, step: kernelStep, ...(target ? { keyLength: target.length } : {}) } } : {}),
       eps: new Float32Array(latent.length),
       next: new Float32Array(latent.length),
       guidance: () => {

@@ -11,6 +11,7 @@
  */
 import { AsgdError } from '../errors.ts';
 import type { EulerCoefficients } from '../kernels/euler-range.ts';
+import type { HistoryKernelStep } from '../kernels/dpm-coefficients.ts';
 import type { KernelMemory } from '../kernels/memory.ts';
 import type { StepGuidance } from './guidance.ts';
 import type { PatchLayout } from './polyphase.ts';
@@ -24,7 +25,8 @@ export interface UnitKernelSetup {
   n: number;
   /** Values per patch (and per unit). */
   size: number;
-  euler: EulerCoefficients;
+  /** The scheduler's step: an Euler-type one (EulerCoefficients), or DPM-Solver++'s with its history (HistoryKernelStep). */
+  step: { euler: EulerCoefficients } | { history: HistoryKernelStep };
   /** Values the guidance key may hold: `size` (default), or n * size for one structure target per patch. */
   keyLength?: number;
 }
@@ -44,16 +46,24 @@ const MODE = { none: 0, eps: 1, x0: 2 } as const;
 const KEEP_NONE = 256;
 
 export class UnitKernel {
+  /** unitStep's kind, sigma, dt, cOut, s2p1, c1 and invR0. */
+  private readonly stepArgs: [number, number, number, number, number, number, number];
   private guidance: { mode: number; alpha: number; sigma: number; keep: number; keyStride: number } = { mode: MODE.none, alpha: 1, sigma: 0, keep: 0, keyStride: 0 };
 
   private constructor(
     private readonly km: KernelMemory,
     private readonly s: UnitKernelSetup,
-    private readonly at: Record<'out' | 'lat' | 'eps' | 'nxt' | 'key' | 'wts' | 'base' | 'off' | 'perm' | 'kLat' | 'kOut' | 'units' | 'nextPerm', number>,
+    private readonly at: Record<'out' | 'lat' | 'eps' | 'nxt' | 'key' | 'wts' | 'base' | 'off' | 'perm' | 'kLat' | 'kOut' | 'units' | 'nextPerm' | 'hin' | 'hout', number>,
   ) {
     const { latent, layout, perm, n, size } = s;
     km.owner = this;
     km.f32(at.lat, latent.length).set(latent);
+    const before = 'history' in s.step ? s.step.history.before : null;
+    if (before !== null) km.f32(at.hin, latent.length).set(before);
+    const c = 'euler' in s.step ? s.step.euler : null;
+    const d = 'history' in s.step ? s.step.history.coefficients : null;
+    // unitStep's step arguments: DPM-Solver++'s sigma, alpha, ratio and c0 in the Euler kinds' four slots.
+    this.stepArgs = c !== null ? [c.kind, c.sigma, c.dt, c.cOut, c.s2p1, 0, 0] : [d!.kind, d!.sigma, d!.alpha, d!.ratio, d!.c0, d!.c1, d!.invR0];
     km.i32(at.base, n).set(layout.base);
     km.i32(at.off, size).set(layout.offset);
     const table = km.u8(at.perm, size * n);
@@ -67,10 +77,12 @@ export class UnitKernel {
     const L = s.latent.length;
     // The key: the key patch's reference, or structure targets (keyLength). Weights: one float64 per
     // element of a unit (a plane's repeated over the channels). The next step's units and permutations for shuffleNext.
-    const at = km.layout([size * 4, L * 4, L * 4, L * 4, (s.keyLength ?? size) * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4, L * 4, size * n]);
+    // DPM-Solver++: the history before (the x0 predictions of the step before) and after, laid out as the latent.
+    const history = 'history' in s.step ? L * 4 : 0;
+    const at = km.layout([size * 4, L * 4, L * 4, L * 4, (s.keyLength ?? size) * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4, L * 4, size * n, history, history]);
     if (at === null) return null;
-    const [out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm] = at;
-    return new UnitKernel(km, s, { out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm });
+    const [out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm, hin, hout] = at;
+    return new UnitKernel(km, s, { out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm, hin, hout });
   }
 
   private claimed(): void {
@@ -103,13 +115,14 @@ export class UnitKernel {
   /** Unit j's output guided and stepped where its elements lie. */
   take(output: Float32Array, j: number): void {
     this.claimed();
-    const { n, size, euler: c } = this.s;
+    const { n, size } = this.s;
     const a = this.at;
     const g = this.guidance;
+    const [kind, sigma, dt, cOut, s2p1, c1, invR0] = this.stepArgs;
     this.km.f32(a.out, size).set(output);
     this.km.kernels.unitStep(
       a.out, a.lat, a.eps, a.nxt, a.key, a.wts, a.base, a.off, a.perm,
-      j, n, 0, size, g.mode, g.alpha, g.sigma, n <= MASK_KEY_PATCHES ? 1 : 0, g.keep, g.keyStride, c.kind, c.sigma, c.dt, c.cOut, c.s2p1,
+      j, n, 0, size, g.mode, g.alpha, g.sigma, n <= MASK_KEY_PATCHES ? 1 : 0, g.keep, g.keyStride, kind, sigma, dt, cOut, s2p1, a.hin, a.hout, c1, invR0,
     );
   }
 
@@ -141,6 +154,11 @@ export class UnitKernel {
     next.set(this.km.f32(this.at.nxt, L));
     keyLatent.set(this.km.f32(this.at.kLat, size));
     keyOutput.set(this.km.f32(this.at.kOut, size));
+    // DPM-Solver++: the history after the step goes to the scheduler's state (every position was stepped here).
+    if ('history' in this.s.step) {
+      const { history } = this.s.step;
+      history.commit(history.coefficients.keeps ? Float32Array.from(this.km.f32(a.hout, L)) : null);
+    }
     this.km.owner = null;
   }
 }

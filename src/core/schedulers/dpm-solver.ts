@@ -11,6 +11,7 @@ import { invalidArgument } from '../errors.ts';
 import type { ConfigReader } from './config.ts';
 import { checkIndex, checkStep, initialState, partIndex, stepWhole } from './common.ts';
 import { alphasCumprod, readNoiseSchedule, trainingSigmas } from './noise-schedule.ts';
+import type { DpmCoefficients } from '../kernels/dpm-coefficients.ts';
 import { exp32, f32, log32, roundHalfEven, sqrt32 } from './numeric.ts';
 import { optionalPositive } from './sigma-schedule.ts';
 import { karrasSigmas, sigmaToT } from './sigmas.ts';
@@ -192,9 +193,13 @@ export class DpmSolverMultistepScheduler implements Scheduler {
    * The step on a part of the latent (Scheduler.stepPart); `step` is this on every position. Per element: diffusers'
    * convert_model_output for dpmsolver++ (the x0 prediction, stored as float32), then the first- or second-order update.
    */
-  stepPart(state: SchedulerState, part: LatentPart): SchedulerState {
-    const { modelOutput, sample, into } = part;
-    const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
+  /**
+   * The scalars of the step from `state` (diffusers' multistep_dpm_solver_first/second_order_update in float32): the
+   * update is ratio x - c0 x0, plus c1 D1 at second order, D1 = invR0 (x0 - x0 of the step before); midpoint's c1 is
+   * -0.5 c0, heun's alpha_t ((exp(-h) - 1) / h + 1).
+   */
+  private scalars(state: SchedulerState): { k: number; second: boolean; alpha: number; sigma: number; ratio: number; c0: number; c1: number; invR0: number; extra: Record<string, number> } {
+    const k = state.stepIndex;
     const lowerOrderNums = state.extra?.lowerOrderNums ?? 0;
     const n = this.numSteps;
     const lowerOrderFinal =
@@ -207,31 +212,46 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const ratio = f32(t.sigma / s0.sigma);
     const expm1 = f32(exp32(-h) - 1);
     const c0 = f32(t.alpha * expm1);
-    const firstOrder = this.solverOrder === 1 || lowerOrderNums < 1 || lowerOrderFinal;
-    // The second-order terms: D1 = (m0 - m1) / r0 with m1 the x0 prediction of the step before; midpoint adds
-    // -0.5 * c0 * D1, heun alpha_t * ((exp(-h) - 1) / h + 1) * D1.
+    const second = !(this.solverOrder === 1 || lowerOrderNums < 1 || lowerOrderFinal);
     let invR0 = 0;
     let c1 = 0;
-    if (!firstOrder) {
+    if (second) {
       const s1 = alphaSigma(this.sigmas[k - 1]!);
       const h0 = f32(lambdaS0 - lambdaOf(s1));
       invR0 = f32(1 / f32(h0 / h));
       c1 = this.solverType === 'midpoint' ? -f32(0.5 * c0) : f32(t.alpha * f32(f32(expm1 / h) + 1));
     }
-    const m1 = firstOrder ? null : state.history[state.history.length - 1]!;
+    const extra = { lowerOrderNums: Math.min(lowerOrderNums + 1, this.solverOrder) };
+    return { k, second, alpha: s0.alpha, sigma: s0.sigma, ratio, c0, c1, invR0, extra };
+  }
+
+  /** The prediction type as the kernels and x0Pass take it: 0 epsilon, 1 v, 2 sample. */
+  private get kind(): number {
+    return this.predictionType === 'epsilon' ? 0 : this.predictionType === 'v_prediction' ? 1 : 2;
+  }
+
+  dpmCoefficients(state: SchedulerState): DpmCoefficients {
+    checkIndex(this.name, state.stepIndex, this.numSteps - 1);
+    const { second, alpha, sigma, ratio, c0, c1, invR0, extra } = this.scalars(state);
+    return { kind: 7 + this.kind + (second ? 3 : 0), alpha, sigma, ratio, c0, c1, invR0, keeps: this.solverOrder === 2, extra };
+  }
+
+  stepPart(state: SchedulerState, part: LatentPart): SchedulerState {
+    const { modelOutput, sample, into } = part;
+    checkStep(this.name, this.numSteps, state, modelOutput, sample);
+    const { k, second, alpha, sigma, ratio, c0, c1, invR0, extra } = this.scalars(state);
+    const m1 = second ? state.history[state.history.length - 1]! : null;
     // The history after: the newest x0 prediction where the solver is of order 2.
     const after = part.after(this.solverOrder - 1);
     const kept = after.length > 0 ? after[0]! : null;
-    const kind = this.predictionType === 'epsilon' ? 0 : this.predictionType === 'v_prediction' ? 1 : 2;
-    const { alpha, sigma } = s0;
     const { io, hx, count } = partIndex(part);
     // The x0 predictions first (straight into the history after where the part is the whole latent), then the update.
     const whole = io === null && hx === null;
     if (this.scratch.length < count && !(whole && kept !== null)) this.scratch = new Float32Array(count);
     const x0s = whole && kept !== null ? kept : this.scratch.subarray(0, count);
-    x0Pass(kind, modelOutput, sample, io, x0s, alpha, sigma);
+    x0Pass(this.kind, modelOutput, sample, io, x0s, alpha, sigma);
     updatePass(sample, x0s, m1, io, hx, into, whole ? null : kept, ratio, c0, c1, invR0);
-    return { stepIndex: k + 1, history: after, extra: { lowerOrderNums: Math.min(lowerOrderNums + 1, this.solverOrder) } };
+    return { stepIndex: k + 1, history: after, extra };
   }
 }
 

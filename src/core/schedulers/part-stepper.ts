@@ -11,6 +11,7 @@
  */
 import { AsgdError } from '../errors.ts';
 import type { RandomSource } from '../random/types.ts';
+import type { HistoryKernelStep } from '../kernels/dpm-coefficients.ts';
 import type { LatentPart, Scheduler, SchedulerState, StepResult } from './types.ts';
 
 interface StepState {
@@ -162,6 +163,31 @@ export class PartStepper {
     const r = this.scheduler.step(state, modelOutput, sample, this.noiseSource(state.stepIndex, null));
     this.states.set(state.stepIndex + 1, { state: r.state, left: 0 });
     return r;
+  }
+
+  /**
+   * For the kernels (Scheduler.dpmCoefficients): step `step` of every position taken in one go elsewhere, from the
+   * state before it; `commit` records the history after it as the state after (no position may have stepped it in
+   * parts). Null where the scheduler has no kernel form of that step.
+   */
+  historyStep(step: number): HistoryKernelStep | null {
+    const before = this.states.get(step);
+    if (before === undefined) throw internal(`The latent was stepped at step ${step} before the step ahead of it had begun`);
+    const coefficients = this.scheduler.dpmCoefficients?.(before.state) ?? null;
+    if (coefficients === null) return null;
+    const history = before.state.history;
+    return {
+      coefficients,
+      before: coefficients.kind >= 10 ? (history[history.length - 1] as Float32Array) : null,
+      commit: (after) => {
+        if (this.states.has(step + 1)) throw internal(`Step ${step} of the latent was taken in the kernels after parts of it had been taken, or twice`);
+        if ((after === null) === coefficients.keeps || (after !== null && after.length !== this.length)) {
+          throw internal(`The history after step ${step} from the kernels is not what the ${this.scheduler.name} scheduler keeps`);
+        }
+        const state: SchedulerState = { stepIndex: step + 1, history: after === null ? [] : [after], extra: coefficients.extra };
+        this.states.set(step + 1, { state, left: 0 });
+      },
+    };
   }
 
   /** The state after `step` once every position has taken it in parts. */

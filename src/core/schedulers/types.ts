@@ -4,6 +4,7 @@
  * steps; a SchedulerState carries the step index and the multistep history. Patches that advance at
  * different times each carry their own state. Portable: no Node APIs.
  */
+import type { DpmCoefficients } from '../kernels/dpm-coefficients.ts';
 import type { EulerCoefficients } from '../kernels/euler-range.ts';
 import type { RandomSource } from '../random/types.ts';
 
@@ -114,4 +115,10 @@ export interface Scheduler {
    * the whole latent, so a part gets the whole step's bits.
    */
   stepPart?(state: SchedulerState, part: LatentPart): SchedulerState;
+  /**
+   * Where `stepPart` is a DPM-Solver++ step: its scalars for the step from `state` as the WebAssembly kernels take
+   * them (null where a kernel would not give stepPart's bits), so that a method may take it fused with its own
+   * elementwise work, the history read and written in the kernels' memory.
+   */
+  dpmCoefficients?(state: SchedulerState): DpmCoefficients | null;
 }
