@@ -19,6 +19,7 @@ import { latentLayout, patchLayout, relocatePatches } from '../src/core/methods/
 import { resolveParams } from '../src/core/params.ts';
 import { createRandom } from '../src/core/random/index.ts';
 import { createScheduler } from '../src/core/schedulers/index.ts';
+import { PartStepper } from '../src/core/schedulers/part-stepper.ts';
 import type { EulerScheduler } from '../src/core/schedulers/euler.ts';
 import { KernelMemory } from '../src/core/kernels/memory.ts';
 import { fakeUnet, SD_SCHEDULER_CONFIG } from './helpers/fake-unet.ts';
@@ -108,6 +109,8 @@ interface RunResult {
   handedEarly: number[];
   /** Units whose results the method asked for one by one (EvaluateHint.onResult). */
   oneByOne: number;
+  /** Steps of the whole latent taken in the kernels with a history (Scheduler.dpmCoefficients asked). */
+  historyKernelSteps: number;
 }
 
 /** Runs the denoise stage on the fake UNet; `devices` > 1 completes units out of order with random delays. */
@@ -133,6 +136,13 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     if (rng !== undefined && output.length === 4 * size * width) wholeSteps++;
     return base.step(state, output, sample, rng);
   };
+  let historyKernelSteps = 0;
+  if (base.dpmCoefficients) {
+    scheduler.dpmCoefficients = (state) => {
+      historyKernelSteps++;
+      return base.dpmCoefficients!(state);
+    };
+  }
   const jitter = createRandom(opts.seed ?? 1, 'test');
   const done = new Set<string>();
   const units: UnetUnit[] = [];
@@ -182,7 +192,7 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     onPreviewLatent: (latent) => previews.push(Float32Array.from(latent)),
     onStep: (k) => handedEarly.push(units.filter((u) => u.step === k + 1).length),
   });
-  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews, wholeSteps, handedEarly, oneByOne };
+  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews, wholeSteps, handedEarly, oneByOne, historyKernelSteps };
 }
 
 const sameBits = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
@@ -316,6 +326,8 @@ describe('the denoise loop takes the latent the method already stepped', () => {
       for (const devices of [1, 4]) {
         const r = await run(options, { devices, method, scheduler, size, width });
         assert.equal(r.wholeSteps, expected, `${label}: whole-latent steps on ${devices} device(s)`);
+        // DPM-Solver++: each of the 6 stage-1 steps (pixel interaction, a barrier) taken unit by unit in the kernels.
+        assert.equal(r.historyKernelSteps, scheduler === 'DPMSolverMultistepScheduler' ? 6 : 0, `${label}: stage-1 steps in the kernels`);
         assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), same latent`);
       }
     }
@@ -516,6 +528,48 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
             assert.equal(b.shuffleNext(nextPerm, 0.37, units, layout), false, `${label}: not once the results were read`);
           }
           assert.ok(outputs.every((o, j) => sameBits(o, given[j]!)), 'the results are not changed in place');
+        }
+      }
+    }
+    // DPM-Solver++ (a history per position): the TypeScript loops step each unit's positions through PartStepper;
+    // the kernel reads the x0 predictions of the step before and writes this step's (MethodContext.historyStep). The
+    // reference: the whole-latent step on the lockstep functions' guided outputs, its history after included.
+    for (const config of [{}, { prediction_type: 'v_prediction', solver_type: 'heun' }, { prediction_type: 'sample', solver_order: 1 }, { lower_order_final: true }]) {
+      const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DPMSolverMultistepScheduler', ...config }, 12);
+      // lower_order_final at 12 steps: the last step is first order (its kind reads no history).
+      const step = 'lower_order_final' in config ? 11 : 4;
+      const order = (sched as { solverOrder?: number }).solverOrder!;
+      for (const [space, shuffled] of [['x0', true], ['eps', true], ['none', false]] as const) {
+        const patches = noise(n * size);
+        const outputs = Array.from({ length: n }, () => noise(size));
+        const perm = shuffled ? drawPermutations(rng, size, n) : null;
+        const key = noise(size);
+        const mask = Float32Array.from(rng.randn([plane]), (v) => Math.abs(v) / 3);
+        const { alpha, sigma } = sched.noiseLevel(step);
+        const eps = unshuffleFromUnits(outputs, perm, n, size);
+        if (space === 'x0') applyX0Guidance(eps, patches, key, mask, 0.7, alpha, sigma, n, channels, plane);
+        else if (space === 'eps') applyEpsGuidance(eps, key, mask, 0.7, n, channels, plane);
+        const state = { stepIndex: step, history: order === 2 ? [noise(n * size)] : [], extra: { lowerOrderNums: 2 } };
+        const ref = sched.step(state, eps, patches);
+        for (const kernel of [false, true]) {
+          const label = `dpmpp-2m ${JSON.stringify(config)}, ${space}, shuffled ${shuffled}, kernel ${kernel}, ${where}`;
+          const parts = new PartStepper(sched, n * size, { ...state, history: state.history.map(laid) });
+          const history = kernel ? parts.historyStep(step) : null;
+          if (kernel) assert.ok(history !== null && history.coefficients.kind === 7 + ['epsilon', 'v_prediction', 'sample'].indexOf(sched.predictionType) + (order === 2 && step !== 11 ? 3 : 0), `${label}: the kernel's kind`);
+          const b = new BarrierStep({
+            step, patches: laid(patches), layout, perm, n, size,
+            advance: (k, out, x, into = new Float32Array(x.length), at, positions) => (parts.step(k, out, x, into, at ?? null, positions ?? null), into),
+            eps: new Float32Array(n * size), next: new Float32Array(n * size),
+            guidance: () => (space === 'none' ? null : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (0.7 * alpha) / sigma : 0.7, plane) }),
+            ...(history ? { kernel: { memory: memory!, step: { history } } } : {}),
+          });
+          for (const j of [3, 0, 5, 1, 4, 2]) b.take(j, { output: outputs[j]! });
+          assert.ok(sameBits(b.next, laid(ref.prevSample)), `${label}: stepped patches`);
+          assert.ok(sameBits(b.eps, laid(eps)), `${label}: guided outputs`);
+          const after = parts.stateAfter(step);
+          assert.deepEqual(after.extra, ref.state.extra, `${label}: the state after`);
+          assert.equal(after.history.length, ref.state.history.length, `${label}: history kept`);
+          after.history.forEach((h, j) => assert.ok(sameBits(h as Float32Array, laid(ref.state.history[j] as Float32Array)), `${label}: history ${j} after`));
         }
       }
     }
