@@ -1,7 +1,7 @@
 /**
  * The coordinator's hottest host kernels in two checkouts of this project, timed in one process, rounds alternating:
  * a stage-1 pixel-interaction step taken unit by unit (BarrierStep: each unit's output guided and stepped as it comes
- * in; SDXL patches of 4 x 128 x 128, x0-space guidance with a mask, Euler; in WebAssembly where the checkout has the
+ * in; SDXL patches of 4 x 128 x 128, x0-space guidance with a mask, Euler and DPM-Solver++; in WebAssembly where the checkout has the
  * kernels, src/core/kernels), the stateless schedulers' whole-latent steps on a 1 x 4 x 256 x 256 latent, DPM-Solver++'s
  * and LMS's with a history, whole and in parts (PartStepper), and the
  * coordinator's host work per step in the latency-model generation at the shipped defaults and with every step in
@@ -124,6 +124,28 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
         results = [b.eps, b.next];
       },
       digest: () => digest(results[1]!) ^ digest(results[0]!),
+    };
+    // DPM-Solver++ at second order: each checkout's path (PartStepper's part steps in TypeScript; since 2026-12-07,
+    // sixth session, the unit kernel with the history in its memory, PartStepper.historyStep).
+    const { PartStepper } = await load('schedulers/part-stepper.ts');
+    const dpm = createScheduler(SD15_SCHEDULER_CONFIG, 50, 'dpmpp-2m') as Scheduler;
+    const before = noise(n * size);
+    let d = 0;
+    let dpmResults: Float32Array[] = [];
+    cases[`stage-1 step unit by unit, ${n} patches of 4x128x128 (x0 guidance, DPM-Solver++ 2M)`] = {
+      run: () => {
+        const step = (d++ % 40) + 4;
+        const { alpha, sigma } = dpm.noiseLevel(step);
+        const g = { space: 'x0', key, weights: weightedMask(mask, (0.7 * alpha) / sigma, plane), alpha, sigma };
+        const parts = new PartStepper(dpm, n * size, { stepIndex: step, history: [before], extra: { lowerOrderNums: 2 } });
+        const history = memory && parts.historyStep ? parts.historyStep(step) : null;
+        const stepParts = (k: number, m: Float32Array, x: Float32Array, into = new Float32Array(x.length), at?: Int32Array) => (parts.step(k, m, x, into, at ?? null, null), into);
+        const kernel = history ? { kernel: { memory, step: { history } } } : {};
+        const b = new BarrierStep({ step, patches, layout, perm, n, size, advance: stepParts, guidance: () => g, eps, next, ...kernel });
+        for (let j = 0; j < n; j++) b.take(j, { output: outputs[j]! });
+        dpmResults = [b.eps, b.next, parts.stateAfter(step).history[0]];
+      },
+      digest: () => digest(dpmResults[1]!) ^ digest(dpmResults[0]!) ^ digest(dpmResults[2]!),
     };
   }
   const latent = 4 * 256 * 256;

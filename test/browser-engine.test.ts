@@ -108,7 +108,7 @@ let single: OpenedDemo;
 let loaded: OpenedDemo | undefined;
 const images: Record<string, DemoResult> = {};
 
-test("the sampler's WebAssembly kernels (SIMD included) compile in Chromium and step as in Node, bit for bit (Euler, flow Euler, DDIM)", async () => {
+test("the sampler's WebAssembly kernels (SIMD included) compile in Chromium and step as in Node, bit for bit (Euler, flow Euler, DDIM, DPM-Solver++)", async () => {
   const context = await newContext();
   const page = await context.newPage();
   const len = 1027; // vectors of four and a tail
@@ -145,7 +145,43 @@ test("the sampler's WebAssembly kernels (SIMD included) compile in Chromium and 
     assert.ok(eulerRangeKernel(c, m, s, here), 'the kernel runs in Node');
     assert.deepEqual(inPage[i], Array.from(new Uint32Array(here.buffer)), `kind ${c.kind}: the same bits`);
   });
+  // DPM-Solver++'s kinds of the unit kernel (7 to 12: first and second order, epsilon, v, sample), its history read
+  // and written in the kernel's memory: the stepped values and the x0 predictions kept.
+  const dpm = { b64: KERNEL_BYTES_BASE64, m: Array.from(m), s: Array.from(s), h: Array.from(rng.randn([len])), kinds: [7, 8, 9, 10, 11, 12] };
+  const dpmInPage = await page.evaluate(dpmUnitSteps, dpm);
+  const dpmHere = dpmUnitSteps(dpm);
+  assert.equal(dpmHere.length, 12);
+  assert.ok(dpmHere[6]!.some((v, i) => v !== dpmHere[0]![i]), 'second order differs from first');
+  dpmHere.forEach((bits, i) => assert.deepEqual(dpmInPage[i], bits, `DPM-Solver++ kind ${dpm.kinds[i >> 1]}, ${i % 2 ? 'x0 kept' : 'stepped'}: the same bits`));
 });
+
+/**
+ * unitStep's DPM-Solver++ kinds on one patch of m.length elements, unguided, in a memory of its own: per kind, the
+ * stepped values' bits, then the bits of the x0 predictions it kept. Self-contained, so that it runs in the page
+ * (page.evaluate) and in Node alike.
+ */
+function dpmUnitSteps(a: { b64: string; m: number[]; s: number[]; h: number[]; kinds: number[] }): number[][] {
+  const wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer }; Module: new (b: Uint8Array) => object; Instance: new (m: object, i: object) => { exports: unknown } } }).WebAssembly;
+  const bytes = Uint8Array.from(atob(a.b64), (c) => c.charCodeAt(0));
+  const memory = new wasm.Memory({ initial: 4 });
+  const k = new wasm.Instance(new wasm.Module(bytes), { env: { memory } }).exports as { unitStep: (...args: number[]) => void };
+  const n = a.m.length;
+  // Byte offsets: the output, the latent, the guided output, the next latent, the history before and after, the
+  // key and weights (unread: no guidance), the patch's base, the element offsets, the permutation (one patch: 0).
+  const [out, lat, eps, nxt, hin, hout, key, wts, base, off, perm] = [0, 4, 8, 12, 16, 20, 24, 28, 36, 37, 41].map((q) => q * n * 4);
+  new Float32Array(memory.buffer, out, n).set(a.m);
+  new Float32Array(memory.buffer, lat, n).set(a.s);
+  new Float32Array(memory.buffer, hin, n).set(a.h);
+  new Int32Array(memory.buffer, base, 1)[0] = 0;
+  new Int32Array(memory.buffer, off, n).set(Array.from({ length: n }, (_, e) => e));
+  new Uint8Array(memory.buffer, perm, n).fill(0);
+  const f = Math.fround;
+  return a.kinds.flatMap((kind) => {
+    // sigma, alpha, ratio, c0 in the four step slots; then the histories' addresses, c1 and invR0.
+    k.unitStep(out, lat, eps, nxt, key, wts, base, off, perm, 0, 1, 0, n, 0, 1, 0, 0, 0, 0, kind, f(0.8), f(0.6), f(0.93), f(-0.31), hin, hout, f(0.17), f(1.7));
+    return [Array.from(new Uint32Array(memory.buffer, nxt, n)), Array.from(new Uint32Array(memory.buffer, hout, n))];
+  });
+}
 
 test('WASM: the page loads with no console error and makes the 128 px and 256 px asg images as Node does', async () => {
   context = await newContext();
