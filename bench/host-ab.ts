@@ -126,7 +126,7 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
       digest: () => digest(results[1]!) ^ digest(results[0]!),
     };
     // DPM-Solver++ at second order: each checkout's path (PartStepper's part steps in TypeScript; since 2026-12-07,
-    // sixth session, the unit kernel with the history in its memory, PartStepper.historyStep).
+    // sixth session, the unit kernel with the history in its memory, PartStepper.statefulStep).
     const { PartStepper } = await load('schedulers/part-stepper.ts');
     const dpm = createScheduler(SD15_SCHEDULER_CONFIG, 50, 'dpmpp-2m') as Scheduler;
     const before = noise(n * size);
@@ -138,7 +138,7 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
         const { alpha, sigma } = dpm.noiseLevel(step);
         const g = { space: 'x0', key, weights: weightedMask(mask, (0.7 * alpha) / sigma, plane), alpha, sigma };
         const parts = new PartStepper(dpm, n * size, { stepIndex: step, history: [before], extra: { lowerOrderNums: 2 } });
-        const history = memory && parts.historyStep ? parts.historyStep(step) : null;
+        const history = memory && parts.statefulStep ? parts.statefulStep(step) : null;
         const stepParts = (k: number, m: Float32Array, x: Float32Array, into = new Float32Array(x.length), at?: Int32Array) => (parts.step(k, m, x, into, at ?? null, null), into);
         const kernel = history ? { kernel: { memory, step: { history } } } : {};
         const b = new BarrierStep({ step, patches, layout, perm, n, size, advance: stepParts, guidance: () => g, eps, next, ...kernel });

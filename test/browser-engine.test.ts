@@ -146,18 +146,21 @@ test("the sampler's WebAssembly kernels (SIMD included) compile in Chromium and 
     assert.deepEqual(inPage[i], Array.from(new Uint32Array(here.buffer)), `kind ${c.kind}: the same bits`);
   });
   // DPM-Solver++'s kinds of the unit kernel (7 to 12: first and second order, epsilon, v, sample), its history read
-  // and written in the kernel's memory: the stepped values and the x0 predictions kept.
-  const dpm = { b64: KERNEL_BYTES_BASE64, m: Array.from(m), s: Array.from(s), h: Array.from(rng.randn([len])), kinds: [7, 8, 9, 10, 11, 12] };
+  // and written in the kernel's memory (the stepped values and the x0 predictions kept), and Euler ancestral's (13
+  // and 14: epsilon, v), the step's noise read there.
+  const dpm = { b64: KERNEL_BYTES_BASE64, m: Array.from(m), s: Array.from(s), h: Array.from(rng.randn([len])), kinds: [7, 8, 9, 10, 11, 12, 13, 14] };
   const dpmInPage = await page.evaluate(dpmUnitSteps, dpm);
   const dpmHere = dpmUnitSteps(dpm);
-  assert.equal(dpmHere.length, 12);
+  assert.equal(dpmHere.length, 16);
   assert.ok(dpmHere[6]!.some((v, i) => v !== dpmHere[0]![i]), 'second order differs from first');
-  dpmHere.forEach((bits, i) => assert.deepEqual(dpmInPage[i], bits, `DPM-Solver++ kind ${dpm.kinds[i >> 1]}, ${i % 2 ? 'x0 kept' : 'stepped'}: the same bits`));
+  assert.ok(dpmHere[12]!.some((v, i) => v !== dpmHere[14]![i]), 'Euler ancestral: epsilon and v differ');
+  dpmHere.forEach((bits, i) => assert.deepEqual(dpmInPage[i], bits, `kind ${dpm.kinds[i >> 1]}, ${i % 2 ? 'x0 kept' : 'stepped'}: the same bits`));
 });
 
 /**
- * unitStep's DPM-Solver++ kinds on one patch of m.length elements, unguided, in a memory of its own: per kind, the
- * stepped values' bits, then the bits of the x0 predictions it kept. Self-contained, so that it runs in the page
+ * unitStep's DPM-Solver++ and Euler ancestral kinds on one patch of m.length elements, unguided, in a memory of its
+ * own (h: the history or noise read): per kind, the stepped values' bits, then the bits of what it kept (DPM-Solver++'s
+ * x0 predictions; unwritten for Euler ancestral). Self-contained, so that it runs in the page
  * (page.evaluate) and in Node alike.
  */
 function dpmUnitSteps(a: { b64: string; m: number[]; s: number[]; h: number[]; kinds: number[] }): number[][] {
@@ -177,7 +180,8 @@ function dpmUnitSteps(a: { b64: string; m: number[]; s: number[]; h: number[]; k
   new Uint8Array(memory.buffer, perm, n).fill(0);
   const f = Math.fround;
   return a.kinds.flatMap((kind) => {
-    // sigma, alpha, ratio, c0 in the four step slots; then the histories' addresses, c1 and invR0.
+    // DPM-Solver++'s sigma, alpha, ratio, c0 in the four step slots, then the histories' addresses, c1 and invR0;
+    // Euler ancestral's sigma, dt, cOut and s2p1, sigma_up in c1's slot.
     k.unitStep(out, lat, eps, nxt, key, wts, base, off, perm, 0, 1, 0, n, 0, 1, 0, 0, 0, 0, kind, f(0.8), f(0.6), f(0.93), f(-0.31), hin, hout, f(0.17), f(1.7));
     return [Array.from(new Uint32Array(memory.buffer, nxt, n)), Array.from(new Uint32Array(memory.buffer, hout, n))];
   });

@@ -355,25 +355,34 @@ test('PartStepper with stepPart: a history not the arrays given, or a state afte
   assert.throws(() => c.stateAfter(0), /2 of 4 positions not stepped once/);
   c.step(0, new Float32Array(2), new Float32Array(2), new Float32Array(2), null, Int32Array.from([1, 2]));
   assert.equal(c.stateAfter(0).history.length, 1);
-  // A step taken in the kernels (historyStep): its history committed once, for a step no part has taken.
+  // A step taken in the kernels (statefulStep): its history committed once, for a step no part has taken.
   const k = new PartStepper(s, 4, s.initialState());
-  const first = k.historyStep(0)!;
-  assert.equal(first.before, null, 'the first step reads no history');
-  assert.deepEqual(first.coefficients.extra, { lowerOrderNums: 1 });
+  const first = k.statefulStep(0)!;
+  assert.equal(first.input, null, 'the first step reads no history');
+  assert.deepEqual((first.coefficients as { extra?: unknown }).extra, { lowerOrderNums: 1 });
   assert.throws(() => first.commit(null), /history after step 0 from the kernels is not what the dpmpp-2m scheduler keeps/);
   assert.throws(() => first.commit(new Float32Array(3)), /not what the dpmpp-2m scheduler keeps/);
   const after = Float32Array.of(1, 2, 3, 4);
   first.commit(after);
   assert.throws(() => first.commit(after), /Step 0 of the latent was taken in the kernels after parts of it had been taken, or twice/);
   assert.deepEqual(k.stateAfter(0), { stepIndex: 1, history: [after], extra: { lowerOrderNums: 1 } });
-  assert.equal(k.historyStep(1)!.before, after, 'the next step reads it');
-  assert.throws(() => k.historyStep(3), /stepped at step 3 before the step ahead of it had begun/);
+  assert.equal(k.statefulStep(1)!.input, after, 'the next step reads it');
+  assert.throws(() => k.statefulStep(3), /stepped at step 3 before the step ahead of it had begun/);
   const p = new PartStepper(s, 4, s.initialState());
   p.step(0, new Float32Array(2), new Float32Array(2), new Float32Array(2), null, Int32Array.from([0, 1]));
-  assert.throws(() => p.historyStep(0)!.commit(after), /after parts of it had been taken/);
+  assert.throws(() => p.statefulStep(0)!.commit(after), /after parts of it had been taken/);
+  // Euler ancestral: the step's noise, drawn from the stream when asked for (as its first part would draw it), the
+  // same array a part then reads; nothing kept after.
+  const ancestral = createScheduler(SD15, 9, 'euler-ancestral');
+  const drawn = new PartStepper(ancestral, 4, ancestral.initialState(), createRandom(8, 'noise'));
+  const noiseStep = drawn.statefulStep(0)!;
+  assert.deepEqual(noiseStep.input, createRandom(8, 'noise').randn([4]), 'the stream\'s first four values');
+  assert.throws(() => noiseStep.commit(after), /not what the euler-ancestral scheduler keeps/);
+  noiseStep.commit(null);
+  assert.deepEqual(drawn.stateAfter(0), { stepIndex: 1, history: [] });
   // Schedulers without a kernel form: none.
   const lms = createScheduler(SD15, 9, 'lms');
-  assert.equal(new PartStepper(lms, 4, lms.initialState()).historyStep(0), null);
+  assert.equal(new PartStepper(lms, 4, lms.initialState()).statefulStep(0), null);
 });
 
 test('step is pure: inputs untouched, same state gives the same result, interleaved states do not interfere', () => {

@@ -109,8 +109,8 @@ interface RunResult {
   handedEarly: number[];
   /** Units whose results the method asked for one by one (EvaluateHint.onResult). */
   oneByOne: number;
-  /** Steps of the whole latent taken in the kernels with a history (Scheduler.dpmCoefficients asked). */
-  historyKernelSteps: number;
+  /** Steps of the whole latent taken in the kernels with a history (Scheduler.statefulCoefficients asked). */
+  statefulKernelSteps: number;
 }
 
 /** Runs the denoise stage on the fake UNet; `devices` > 1 completes units out of order with random delays. */
@@ -136,11 +136,11 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     if (rng !== undefined && output.length === 4 * size * width) wholeSteps++;
     return base.step(state, output, sample, rng);
   };
-  let historyKernelSteps = 0;
-  if (base.dpmCoefficients) {
-    scheduler.dpmCoefficients = (state) => {
-      historyKernelSteps++;
-      return base.dpmCoefficients!(state);
+  let statefulKernelSteps = 0;
+  if (base.statefulCoefficients) {
+    scheduler.statefulCoefficients = (state) => {
+      statefulKernelSteps++;
+      return base.statefulCoefficients!(state);
     };
   }
   const jitter = createRandom(opts.seed ?? 1, 'test');
@@ -192,7 +192,7 @@ async function run(methodOptions: Record<string, unknown>, opts: RunOptions = { 
     onPreviewLatent: (latent) => previews.push(Float32Array.from(latent)),
     onStep: (k) => handedEarly.push(units.filter((u) => u.step === k + 1).length),
   });
-  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews, wholeSteps, handedEarly, oneByOne, historyKernelSteps };
+  return { latent: r.latent, aheadDispatches, aheadWindows, units, progress, previews, wholeSteps, handedEarly, oneByOne, statefulKernelSteps };
 }
 
 const sameBits = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
@@ -326,8 +326,10 @@ describe('the denoise loop takes the latent the method already stepped', () => {
       for (const devices of [1, 4]) {
         const r = await run(options, { devices, method, scheduler, size, width });
         assert.equal(r.wholeSteps, expected, `${label}: whole-latent steps on ${devices} device(s)`);
-        // DPM-Solver++: each of the 6 stage-1 steps (pixel interaction, a barrier) taken unit by unit in the kernels.
-        assert.equal(r.historyKernelSteps, scheduler === 'DPMSolverMultistepScheduler' ? 6 : 0, `${label}: stage-1 steps in the kernels`);
+        // DPM-Solver++ and Euler ancestral: each of the 6 stage-1 steps (pixel interaction, a barrier) taken unit by
+        // unit in the kernels.
+        const stateful = scheduler === 'DPMSolverMultistepScheduler' || scheduler === 'EulerAncestralDiscreteScheduler';
+        assert.equal(r.statefulKernelSteps, stateful && method === 'asg' ? 6 : 0, `${label}: stage-1 steps in the kernels`);
         assert.ok(sameBits(r.latent, lock.latent), `${label}: ${devices} device(s), same latent`);
       }
     }
@@ -531,14 +533,24 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
         }
       }
     }
-    // DPM-Solver++ (a history per position): the TypeScript loops step each unit's positions through PartStepper;
-    // the kernel reads the x0 predictions of the step before and writes this step's (MethodContext.historyStep). The
-    // reference: the whole-latent step on the lockstep functions' guided outputs, its history after included.
-    for (const config of [{}, { prediction_type: 'v_prediction', solver_type: 'heun' }, { prediction_type: 'sample', solver_order: 1 }, { lower_order_final: true }]) {
-      const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: 'DPMSolverMultistepScheduler', ...config }, 12);
+    // DPM-Solver++ (a history per position) and Euler ancestral (the step's noise): the TypeScript loops step each
+    // unit's positions through PartStepper; the kernel reads the x0 predictions of the step before and writes this
+    // step's, or reads the noise (MethodContext.statefulStep). The reference: the whole-latent step on the lockstep
+    // functions' guided outputs (its noise the same values at the same places of the latent), its history after.
+    const statefulCases: [string, Record<string, unknown>, number][] = [
+      ['DPMSolverMultistepScheduler', {}, 4], ['DPMSolverMultistepScheduler', { prediction_type: 'v_prediction', solver_type: 'heun' }, 4],
+      ['DPMSolverMultistepScheduler', { prediction_type: 'sample', solver_order: 1 }, 4],
       // lower_order_final at 12 steps: the last step is first order (its kind reads no history).
-      const step = 'lower_order_final' in config ? 11 : 4;
-      const order = (sched as { solverOrder?: number }).solverOrder!;
+      ['DPMSolverMultistepScheduler', { lower_order_final: true }, 11],
+      ['EulerAncestralDiscreteScheduler', {}, 4], ['EulerAncestralDiscreteScheduler', { prediction_type: 'v_prediction' }, 6],
+    ];
+    // Where each latent position's value comes from in the patch-major arrays (laid is a permutation).
+    const from = laid(Float32Array.from({ length: n * size }, (_, i) => i));
+    for (const [className, config, step] of statefulCases) {
+      const sched = createScheduler({ ...SD_SCHEDULER_CONFIG, _class_name: className, ...config }, 12);
+      const ancestral = className === 'EulerAncestralDiscreteScheduler';
+      const order = ancestral ? 0 : (sched as { solverOrder?: number }).solverOrder!;
+      const kind = ancestral ? 13 + ['epsilon', 'v_prediction'].indexOf(sched.predictionType) : 7 + ['epsilon', 'v_prediction', 'sample'].indexOf(sched.predictionType) + (order === 2 && step !== 11 ? 3 : 0);
       for (const [space, shuffled] of [['x0', true], ['eps', true], ['none', false]] as const) {
         const patches = noise(n * size);
         const outputs = Array.from({ length: n }, () => noise(size));
@@ -549,19 +561,23 @@ describe('a pixel-interaction step taken unit by unit (BarrierStep)', () => {
         const eps = unshuffleFromUnits(outputs, perm, n, size);
         if (space === 'x0') applyX0Guidance(eps, patches, key, mask, 0.7, alpha, sigma, n, channels, plane);
         else if (space === 'eps') applyEpsGuidance(eps, key, mask, 0.7, n, channels, plane);
-        const state = { stepIndex: step, history: order === 2 ? [noise(n * size)] : [], extra: { lowerOrderNums: 2 } };
-        const ref = sched.step(state, eps, patches);
+        const state = { stepIndex: step, history: order === 2 ? [noise(n * size)] : [], ...(ancestral ? {} : { extra: { lowerOrderNums: 2 } }) };
+        // The step's noise as PartStepper draws it (in the latent's layout), and where the patch-major step reads it.
+        const drawn = createRandom(9, 'noise').randn([n * size]);
+        const moved = new Float32Array(n * size);
+        from.forEach((p, q) => (moved[p] = drawn[q]!));
+        const ref = sched.step(state, eps, patches, { randn: () => moved, randint: () => 0, uniform: () => 0 });
         for (const kernel of [false, true]) {
-          const label = `dpmpp-2m ${JSON.stringify(config)}, ${space}, shuffled ${shuffled}, kernel ${kernel}, ${where}`;
-          const parts = new PartStepper(sched, n * size, { ...state, history: state.history.map(laid) });
-          const history = kernel ? parts.historyStep(step) : null;
-          if (kernel) assert.ok(history !== null && history.coefficients.kind === 7 + ['epsilon', 'v_prediction', 'sample'].indexOf(sched.predictionType) + (order === 2 && step !== 11 ? 3 : 0), `${label}: the kernel's kind`);
+          const label = `${className} ${JSON.stringify(config)}, ${space}, shuffled ${shuffled}, kernel ${kernel}, ${where}`;
+          const parts = new PartStepper(sched, n * size, { ...state, history: state.history.map(laid) }, createRandom(9, 'noise'));
+          const stateful = kernel ? parts.statefulStep(step) : null;
+          if (kernel) assert.ok(stateful !== null && stateful.coefficients.kind === kind, `${label}: the kernel's kind`);
           const b = new BarrierStep({
             step, patches: laid(patches), layout, perm, n, size,
             advance: (k, out, x, into = new Float32Array(x.length), at, positions) => (parts.step(k, out, x, into, at ?? null, positions ?? null), into),
             eps: new Float32Array(n * size), next: new Float32Array(n * size),
             guidance: () => (space === 'none' ? null : { space, key, alpha, sigma, weights: weightedMask(mask, space === 'x0' ? (0.7 * alpha) / sigma : 0.7, plane) }),
-            ...(history ? { kernel: { memory: memory!, step: { history } } } : {}),
+            ...(stateful ? { kernel: { memory: memory!, step: { stateful } } } : {}),
           });
           for (const j of [3, 0, 5, 1, 4, 2]) b.take(j, { output: outputs[j]! });
           assert.ok(sameBits(b.next, laid(ref.prevSample)), `${label}: stepped patches`);

@@ -116,9 +116,8 @@ test('schedulerFrom runs the last steps of the full schedule, bit for bit', () =
     assert.deepEqual(mine.after, theirs.after, `${name}: the history after`);
     assert.deepEqual(mine.next, { ...theirs.next, stepIndex: 2 }, `${name}: the state after, shifted`);
     assert.ok(mine.into.some((v, i) => v !== 0 && at.includes(i)) && mine.into.every((v, i) => v === 0 || at.includes(i)), `${name}: only the listed positions`);
-    // The kernels' form of DPM-Solver++'s step, shifted too.
-    if (name === 'dpmpp-2m') assert.deepEqual(t.dpmCoefficients!({ stepIndex: 1, history, extra: { lowerOrderNums: 1 } }), f.dpmCoefficients!({ stepIndex: 7, history, extra: { lowerOrderNums: 1 } }));
-    else assert.equal(t.dpmCoefficients, undefined);
+    // The kernels' form of the step (DPM-Solver++'s, Euler ancestral's), shifted too.
+    assert.deepEqual(t.statefulCoefficients!({ stepIndex: 1, history, extra: { lowerOrderNums: 1 } }), f.statefulCoefficients!({ stepIndex: 7, history, extra: { lowerOrderNums: 1 } }), `${name}: the kernels' scalars`);
   }
   // Noising: alpha * x0 + sigma * n.
   assert.deepEqual(noiseTo(Float32Array.of(1, 2), Float32Array.of(0.5, -1), 1, 2), Float32Array.of(2, 0));

@@ -37,7 +37,7 @@ export type {
 } from './methods/types.ts';
 export type { StructureSchedule, StructureSpace } from './methods/guidance.ts';
 export type { EulerCoefficients } from './kernels/euler-range.ts';
-export type { DpmCoefficients, HistoryKernelStep } from './kernels/dpm-coefficients.ts';
+export type { AncestralCoefficients, DpmCoefficients, StatefulCoefficients, StatefulKernelStep } from './kernels/stateful-coefficients.ts';
 export type { WindowAxis } from './methods/windows.ts';
 export { ClipTokenizer, CLIP_MAX_LENGTH, type TokenizedPrompt, type TokenizerFiles } from './text/clip-tokenizer.ts';
 export { axisWeights, blendTile, planAxis, planTiles, type AxisTile, type Tile, type TileOptions } from './vae/tiling.ts';

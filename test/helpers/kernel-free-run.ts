@@ -1,6 +1,6 @@
 /**
  * Runs small asg generations on the fake UNet (Euler, epsilon and v prediction; flow-matching Euler on SD3's 16
- * channels; DDIM (epsilon); DPM-Solver++ (epsilon; v with heun's term; order 1); units handed over one by one as a dispatcher does) and prints one JSON line: whether the WebAssembly
+ * channels; DDIM (epsilon); DPM-Solver++ (epsilon; v with heun's term; order 1); Euler ancestral (epsilon, v); units handed over one by one as a dispatcher does) and prints one JSON line: whether the WebAssembly
  * kernels were there and the SHA-256 of each final latent's bytes. With --no-webassembly the WebAssembly global is removed before the project's modules load, so the
  * generations run the TypeScript loops (test/kernels.test.ts compares the two).
  */
@@ -19,10 +19,11 @@ type Options = Partial<import('../../src/core/methods/options.ts').MethodOptions
 
 const hashes: string[] = [];
 // dpm: DPM-Solver++ 2M (its history in the unit kernel; the stage-2 tiles and run-ahead patches by stepPart);
-// dpm-v: with v prediction and heun's second-order term; dpm-1: of order 1 (no history kept).
-for (const prediction of ['epsilon', 'v_prediction', 'flow', 'ddim', 'dpm', 'dpm-v', 'dpm-1']) {
+// dpm-v: with v prediction and heun's second-order term; dpm-1: of order 1 (no history kept); ancestral, ancestral-v:
+// Euler ancestral (the step's noise in the unit kernel).
+for (const prediction of ['epsilon', 'v_prediction', 'flow', 'ddim', 'dpm', 'dpm-v', 'dpm-1', 'ancestral', 'ancestral-v']) {
   // x0-space guidance is for epsilon and flow models only.
-  const variants: Options[] = prediction !== 'v_prediction' && prediction !== 'dpm-v' ? [{ structureSpace: 'eps' }, { structureSpace: 'x0' }, { interactionEvery: 2 }] : [{ structureSpace: 'eps' }, { structureSpace: 'eps', interactionEvery: 2 }];
+  const variants: Options[] = !['v_prediction', 'dpm-v', 'ancestral-v'].includes(prediction) ? [{ structureSpace: 'eps' }, { structureSpace: 'x0' }, { interactionEvery: 2 }] : [{ structureSpace: 'eps' }, { structureSpace: 'eps', interactionEvery: 2 }];
   // flow: SD3's latent (16 channels, sides in multiples of 2) and scheduler.
   const flow = prediction === 'flow';
   for (const methodOptions of variants) {
@@ -33,6 +34,8 @@ for (const prediction of ['epsilon', 'v_prediction', 'flow', 'ddim', 'dpm', 'dpm
         : prediction === 'dpm' ? { ...SD_SCHEDULER_CONFIG, _class_name: 'DPMSolverMultistepScheduler' }
         : prediction === 'dpm-v' ? { ...SD_SCHEDULER_CONFIG, _class_name: 'DPMSolverMultistepScheduler', prediction_type: 'v_prediction', solver_type: 'heun' }
         : prediction === 'dpm-1' ? { ...SD_SCHEDULER_CONFIG, _class_name: 'DPMSolverMultistepScheduler', solver_order: 1 }
+        : prediction === 'ancestral' ? { ...SD_SCHEDULER_CONFIG, _class_name: 'EulerAncestralDiscreteScheduler' }
+        : prediction === 'ancestral-v' ? { ...SD_SCHEDULER_CONFIG, _class_name: 'EulerAncestralDiscreteScheduler', prediction_type: 'v_prediction' }
         : { ...SD_SCHEDULER_CONFIG, _class_name: 'EulerDiscreteScheduler', prediction_type: prediction },
       10,
     );

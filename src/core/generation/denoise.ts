@@ -167,7 +167,7 @@ export async function denoise(input: DenoiseInput): Promise<DenoiseResult> {
   const ctx: MethodContext = {
     ...(advance ? { advance } : {}),
     ...(advance && eulerCoefficients ? { eulerStep: (k: number) => eulerCoefficients.call(scheduler, k) } : {}),
-    ...(parts && scheduler.dpmCoefficients ? { historyStep: (k: number) => parts.historyStep(k) } : {}),
+    ...(parts && scheduler.statefulCoefficients ? { statefulStep: (k: number) => parts.statefulStep(k) } : {}),
     scheduler,
     evaluate: input.evaluate,
     structureTarget: init?.structureTarget,

@@ -150,7 +150,7 @@ export function startStep(steps: number, strength: number): number {
 /**
  * The steps start..T-1 of `full` as a scheduler of their own (indices shifted so that its step 0 is full's step
  * `start`), starting from a fresh state as diffusers' img2img does. Methods plan their stages over these steps. What
- * lets a method step parts of the latent (stepPositions, eulerCoefficients, elementwise, stepPart, dpmCoefficients) comes along, shifted, so an
+ * lets a method step parts of the latent (stepPositions, eulerCoefficients, elementwise, stepPart, statefulCoefficients) comes along, shifted, so an
  * upscale's stage 2 flows and its units are stepped in the kernels as a generation's are.
  */
 export function schedulerFrom(full: Scheduler, start: number): Scheduler {
@@ -162,7 +162,7 @@ export function schedulerFrom(full: Scheduler, start: number): Scheduler {
   const stepPositions = full.stepPositions?.bind(full);
   const eulerCoefficients = full.eulerCoefficients?.bind(full);
   const stepPart = full.stepPart?.bind(full);
-  const dpmCoefficients = full.dpmCoefficients?.bind(full);
+  const statefulCoefficients = full.statefulCoefficients?.bind(full);
   return {
     ...(stepPositions ? { stepPositions: (k: number, out: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null) => stepPositions(k + start, out, sample, into, at) } : {}),
     ...(eulerCoefficients ? { eulerCoefficients: (k: number) => eulerCoefficients(k + start) } : {}),
@@ -175,7 +175,7 @@ export function schedulerFrom(full: Scheduler, start: number): Scheduler {
           },
         }
       : {}),
-    ...(dpmCoefficients ? { dpmCoefficients: (state: SchedulerState) => dpmCoefficients(shift(state)) } : {}),
+    ...(statefulCoefficients ? { statefulCoefficients: (state: SchedulerState) => statefulCoefficients(shift(state)) } : {}),
     name: full.name,
     predictionType: full.predictionType,
     timesteps: full.timesteps.slice(start),

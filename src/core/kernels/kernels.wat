@@ -147,15 +147,35 @@
       (then (f32.add (local.get $a) (f32.mul (local.get $c1) (f32.mul (local.get $invR0) (f32.sub (local.get $x0) (f32.load (local.get $hin)))))))
       (else (local.get $a))))
 
+  ;; One element of an Euler ancestral step (kinds 13 epsilon and 14 v of unitStep; src/core/schedulers/
+  ;; euler-ancestral.ts stepPart): x0 as the Euler kinds 0 and 1 take it, then x + (x - x0) / sigma dt, plus the
+  ;; step's noise at byte noise times up.
+  (func $ancestralOne
+    (param $kind i32) (param $sigma f32) (param $dt f32) (param $cOut f32) (param $s2p1 f32) (param $up f32)
+    (param $x f32) (param $m f32) (param $noise i32)
+    (result f32)
+    (f32.add
+      (f32.add (local.get $x)
+        (f32.mul
+          (f32.div
+            (f32.sub (local.get $x)
+              (if (result f32) (i32.eq (local.get $kind) (i32.const 13))
+                (then (f32.sub (local.get $x) (f32.mul (local.get $sigma) (local.get $m))))
+                (else (f32.add (f32.mul (local.get $m) (local.get $cOut)) (f32.div (local.get $x) (local.get $s2p1))))))
+            (local.get $sigma))
+          (local.get $dt)))
+      (f32.mul (f32.load (local.get $noise)) (local.get $up))))
+
   ;; A stage-1 unit taken on the latent (src/core/methods/guidance.ts guideUnit, then the Euler step of its
   ;; positions): unit j's element e, e in [from, to), belongs to patch owner = perm[e n + j] (perm: one byte per
   ;; entry) and lies at i = base[owner] + offset[e] of lat, eps and next. eps[i] is the output guided (mode 0 none; 1
   ;; eps space: v + w (key - v); 2 x0 space: v - w (key - (x - gs v) / alpha), w = weights[e], in float64; key the
   ;; value at byte key + owner keyStride + 4 e: keyStride 0 for the key patch's reference or a shared target, a patch's
   ;; bytes for one target per patch), except for the patch `keep` (0: the key patch, whose output is kept; 256, no
-  ;; patch, toward structure targets); next[i] is eps[i] stepped as eulerRange steps it, or for kinds 7 to 12 as dpmOne
+  ;; patch, toward structure targets); next[i] is eps[i] stepped as eulerRange steps it, for kinds 7 to 12 as dpmOne
   ;; does (DPM-Solver++: sigma, dt, cOut and s2p1 hold sigma, alpha, ratio and c0; the history before at hin + i, the
-  ;; x0 prediction stored at hout + i; hin, hout, c1 and invR0 unused by the other kinds). V8 leaves
+  ;; x0 prediction stored at hout + i), for kinds 13 and 14 as ancestralOne does (Euler ancestral: c1 holds sigma_up,
+  ;; the step's noise at hin + i); hin, hout, c1 and invR0 are unused by the other kinds. V8 leaves
   ;; loop-invariant tests inside the loop, so the loop keeps its tests few: weights come per element, not per
   ;; position of a plane, and perm holds bytes only.
   (func $unitStep (export "unitStep")
@@ -222,13 +242,18 @@
         (if (i32.ge_u (local.get $kind) (i32.const 4))
           (then
             (f32.store (i32.add (local.get $nxt) (local.get $i))
-              (if (result f32) (i32.ge_u (local.get $kind) (i32.const 7))
+              (if (result f32) (i32.ge_u (local.get $kind) (i32.const 13))
                 (then
-                  (call $dpmOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1)
-                    (local.get $c1) (local.get $invR0) (local.get $x) (local.get $g)
-                    (i32.add (local.get $hin) (local.get $i)) (i32.add (local.get $hout) (local.get $i))))
+                  (call $ancestralOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1)
+                    (local.get $c1) (local.get $x) (local.get $g) (i32.add (local.get $hin) (local.get $i))))
                 (else
-                  (call $ddimOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1) (local.get $x) (local.get $g)))))
+                  (if (result f32) (i32.ge_u (local.get $kind) (i32.const 7))
+                    (then
+                      (call $dpmOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1)
+                        (local.get $c1) (local.get $invR0) (local.get $x) (local.get $g)
+                        (i32.add (local.get $hin) (local.get $i)) (i32.add (local.get $hout) (local.get $i))))
+                    (else
+                      (call $ddimOne (local.get $kind) (local.get $sigma) (local.get $dt) (local.get $cOut) (local.get $s2p1) (local.get $x) (local.get $g)))))))
             (local.set $e (i32.add (local.get $e) (i32.const 1)))
             (local.set $p (i32.add (local.get $p) (local.get $n)))
             (br $next)))

@@ -11,7 +11,7 @@ import { AsgdError } from '../errors.ts';
 import { guideUnit, type StepGuidance, type UnitTarget } from './guidance.ts';
 import type { Permutations } from './pixel-interaction.ts';
 import type { PatchLayout } from './polyphase.ts';
-import type { HistoryKernelStep } from '../kernels/dpm-coefficients.ts';
+import type { StatefulKernelStep } from '../kernels/stateful-coefficients.ts';
 import type { MethodContext, UnitResult } from './types.ts';
 import { UnitKernel } from './unit-kernel.ts';
 import type { EulerCoefficients } from '../kernels/euler-range.ts';
@@ -38,11 +38,11 @@ export interface BarrierStepSetup {
   /** The patches after the step go here, laid out as before it. */
   next: Float32Array;
   /**
-   * Where `advance` is an Euler step (MethodContext.eulerStep) or DPM-Solver++'s (MethodContext.historyStep) and
+   * Where `advance` is an Euler step (MethodContext.eulerStep) or DPM-Solver++'s (MethodContext.statefulStep) and
    * WebAssembly is there: the memory to take the step in with the kernels (unit-kernel.ts), which the step holds until
    * its last unit is in.
    */
-  kernel?: { memory: KernelMemory; step: { euler: EulerCoefficients } | { history: HistoryKernelStep }; keyLength?: number };
+  kernel?: { memory: KernelMemory; step: { euler: EulerCoefficients } | { stateful: StatefulKernelStep }; keyLength?: number };
 }
 
 /**

@@ -472,8 +472,8 @@ export class StagedMethod extends MethodBase {
     const sched = ctx.scheduler;
     const target = this.guided ? ctx.structureTarget : undefined;
     const euler = ctx.eulerStep?.(step) ?? null;
-    const history = euler === null ? ctx.historyStep?.(step) ?? null : null;
-    const kernelStep = euler !== null ? { euler } : history !== null ? { history } : null;
+    const stateful = euler === null ? ctx.statefulStep?.(step) ?? null : null;
+    const kernelStep = euler !== null ? { euler } : stateful !== null ? { stateful } : null;
     // The generation's kernel memory (one step at a time holds it: a step is complete before the next is set up).
     if (kernelStep && this.kernelMemory === undefined) this.kernelMemory = KernelMemory.create();
     const memory = kernelStep ? this.kernelMemory : null;

@@ -7,7 +7,7 @@
  * may run on different devices in any order; a unit that depends on another unit's result is handed over
  * in a later call. Portable: no Node APIs.
  */
-import type { HistoryKernelStep } from '../kernels/dpm-coefficients.ts';
+import type { StatefulKernelStep } from '../kernels/stateful-coefficients.ts';
 import type { EulerCoefficients } from '../kernels/euler-range.ts';
 import type { RandomSource } from '../random/types.ts';
 import type { Scheduler } from '../schedulers/types.ts';
@@ -140,11 +140,12 @@ export interface MethodContext {
    */
   eulerStep?(step: number): EulerCoefficients | null;
   /**
-   * Where `advance` is a DPM-Solver++ step (Scheduler.dpmCoefficients): step `step` of every position in the kernels,
-   * with its history (null where the kernels cannot take it), so that a method may take it fused with its own
-   * elementwise work in WebAssembly (barrier-step.ts), with the same bits. Asking changes nothing; `commit` does.
+   * Where `advance` is a DPM-Solver++ or Euler ancestral step (Scheduler.statefulCoefficients): step `step` of every
+   * position in the kernels, with the history or noise it reads (null where the kernels cannot take it), so that a
+   * method may take it fused with its own elementwise work in WebAssembly (barrier-step.ts), with the same bits. Asking
+   * changes no state (Euler ancestral's noise for the step is drawn, as its first part would draw it); `commit` does.
    */
-  historyStep?(step: number): HistoryKernelStep | null;
+  statefulStep?(step: number): StatefulKernelStep | null;
   /** Seeded streams owned by the coordinator. */
   random: { permutation: RandomSource; jitter: RandomSource };
   /** Token indices (into the 77 tokens) whose attention forms the mask. */

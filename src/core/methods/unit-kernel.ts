@@ -11,7 +11,7 @@
  */
 import { AsgdError } from '../errors.ts';
 import type { EulerCoefficients } from '../kernels/euler-range.ts';
-import type { HistoryKernelStep } from '../kernels/dpm-coefficients.ts';
+import type { StatefulKernelStep } from '../kernels/stateful-coefficients.ts';
 import type { KernelMemory } from '../kernels/memory.ts';
 import type { StepGuidance } from './guidance.ts';
 import type { PatchLayout } from './polyphase.ts';
@@ -25,8 +25,8 @@ export interface UnitKernelSetup {
   n: number;
   /** Values per patch (and per unit). */
   size: number;
-  /** The scheduler's step: an Euler-type one (EulerCoefficients), or DPM-Solver++'s with its history (HistoryKernelStep). */
-  step: { euler: EulerCoefficients } | { history: HistoryKernelStep };
+  /** The scheduler's step: an Euler-type one (EulerCoefficients), or DPM-Solver++'s with its history (StatefulKernelStep). */
+  step: { euler: EulerCoefficients } | { stateful: StatefulKernelStep };
   /** Values the guidance key may hold: `size` (default), or n * size for one structure target per patch. */
   keyLength?: number;
 }
@@ -45,6 +45,19 @@ const MODE = { none: 0, eps: 1, x0: 2 } as const;
 /** unitStep's `keep` toward structure targets: no patch keeps its output (patch numbers are bytes, below 256). */
 const KEEP_NONE = 256;
 
+/**
+ * unitStep's step arguments (kind, sigma, dt, cOut, s2p1, c1, invR0): DPM-Solver++'s sigma, alpha, ratio and c0 in the
+ * Euler kinds' four slots, c1 and invR0 in their own; Euler ancestral's as the Euler kinds', sigma_up in c1's.
+ */
+function unitStepArgs(step: UnitKernelSetup['step']): [number, number, number, number, number, number, number] {
+  if ('euler' in step) {
+    const c = step.euler;
+    return [c.kind, c.sigma, c.dt, c.cOut, c.s2p1, 0, 0];
+  }
+  const c = step.stateful.coefficients;
+  return 'up' in c ? [c.kind, c.sigma, c.dt, c.cOut, c.s2p1, c.up, 0] : [c.kind, c.sigma, c.alpha, c.ratio, c.c0, c.c1, c.invR0];
+}
+
 export class UnitKernel {
   /** unitStep's kind, sigma, dt, cOut, s2p1, c1 and invR0. */
   private readonly stepArgs: [number, number, number, number, number, number, number];
@@ -58,12 +71,9 @@ export class UnitKernel {
     const { latent, layout, perm, n, size } = s;
     km.owner = this;
     km.f32(at.lat, latent.length).set(latent);
-    const before = 'history' in s.step ? s.step.history.before : null;
-    if (before !== null) km.f32(at.hin, latent.length).set(before);
-    const c = 'euler' in s.step ? s.step.euler : null;
-    const d = 'history' in s.step ? s.step.history.coefficients : null;
-    // unitStep's step arguments: DPM-Solver++'s sigma, alpha, ratio and c0 in the Euler kinds' four slots.
-    this.stepArgs = c !== null ? [c.kind, c.sigma, c.dt, c.cOut, c.s2p1, 0, 0] : [d!.kind, d!.sigma, d!.alpha, d!.ratio, d!.c0, d!.c1, d!.invR0];
+    const input = 'stateful' in s.step ? s.step.stateful.input : null;
+    if (input !== null) km.f32(at.hin, latent.length).set(input);
+    this.stepArgs = unitStepArgs(s.step);
     km.i32(at.base, n).set(layout.base);
     km.i32(at.off, size).set(layout.offset);
     const table = km.u8(at.perm, size * n);
@@ -77,8 +87,9 @@ export class UnitKernel {
     const L = s.latent.length;
     // The key: the key patch's reference, or structure targets (keyLength). Weights: one float64 per
     // element of a unit (a plane's repeated over the channels). The next step's units and permutations for shuffleNext.
-    // DPM-Solver++: the history before (the x0 predictions of the step before) and after, laid out as the latent.
-    const history = 'history' in s.step ? L * 4 : 0;
+    // DPM-Solver++'s history before (the x0 predictions of the step before) and after, or Euler ancestral's noise
+    // (and an unused region), laid out as the latent.
+    const history = 'stateful' in s.step ? L * 4 : 0;
     const at = km.layout([size * 4, L * 4, L * 4, L * 4, (s.keyLength ?? size) * 4, size * 8, n * 4, size * 4, size * n, size * 4, size * 4, L * 4, size * n, history, history]);
     if (at === null) return null;
     const [out, lat, eps, nxt, key, wts, base, off, perm, kLat, kOut, units, nextPerm, hin, hout] = at;
@@ -155,9 +166,9 @@ export class UnitKernel {
     keyLatent.set(this.km.f32(this.at.kLat, size));
     keyOutput.set(this.km.f32(this.at.kOut, size));
     // DPM-Solver++: the history after the step goes to the scheduler's state (every position was stepped here).
-    if ('history' in this.s.step) {
-      const { history } = this.s.step;
-      history.commit(history.coefficients.keeps ? Float32Array.from(this.km.f32(a.hout, L)) : null);
+    if ('stateful' in this.s.step) {
+      const { stateful } = this.s.step;
+      stateful.commit(stateful.coefficients.keeps ? Float32Array.from(this.km.f32(a.hout, L)) : null);
     }
     this.km.owner = null;
   }

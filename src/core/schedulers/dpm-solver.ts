@@ -11,7 +11,7 @@ import { invalidArgument } from '../errors.ts';
 import type { ConfigReader } from './config.ts';
 import { checkIndex, checkStep, initialState, partIndex, stepWhole } from './common.ts';
 import { alphasCumprod, readNoiseSchedule, trainingSigmas } from './noise-schedule.ts';
-import type { DpmCoefficients } from '../kernels/dpm-coefficients.ts';
+import type { DpmCoefficients } from '../kernels/stateful-coefficients.ts';
 import { exp32, f32, log32, roundHalfEven, sqrt32 } from './numeric.ts';
 import { optionalPositive } from './sigma-schedule.ts';
 import { karrasSigmas, sigmaToT } from './sigmas.ts';
@@ -230,7 +230,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     return this.predictionType === 'epsilon' ? 0 : this.predictionType === 'v_prediction' ? 1 : 2;
   }
 
-  dpmCoefficients(state: SchedulerState): DpmCoefficients {
+  statefulCoefficients(state: SchedulerState): DpmCoefficients {
     checkIndex(this.name, state.stepIndex, this.numSteps - 1);
     const { second, alpha, sigma, ratio, c0, c1, invR0, extra } = this.scalars(state);
     return { kind: 7 + this.kind + (second ? 3 : 0), alpha, sigma, ratio, c0, c1, invR0, keeps: this.solverOrder === 2, extra };

@@ -5,7 +5,8 @@
  */
 import type { RandomSource } from '../random/types.ts';
 import type { ConfigReader } from './config.ts';
-import { checkStep, partIndex, stepWhole } from './common.ts';
+import type { AncestralCoefficients } from '../kernels/stateful-coefficients.ts';
+import { checkIndex, checkStep, partIndex, stepWhole } from './common.ts';
 import { predictionKind, x0Element } from './euler.ts';
 import { f32, sqrt32 } from './numeric.ts';
 import { buildSigmaSchedule } from './sigma-schedule.ts';
@@ -45,6 +46,20 @@ export class EulerAncestralScheduler extends SigmaScheduler {
 
   step(state: SchedulerState, modelOutput: Float32Array, sample: Float32Array, rng?: RandomSource): StepResult {
     return stepWhole(this, state, modelOutput, sample, rng);
+  }
+
+  /**
+   * The step from `state` as the unit kernel takes it (kinds 13 epsilon, 14 v; Scheduler.statefulCoefficients), or null
+   * where the kernel would not give stepPart's bits (a sigma that is not a float32 value, or not positive).
+   */
+  statefulCoefficients(state: SchedulerState): AncestralCoefficients | null {
+    const k = state.stepIndex;
+    checkIndex(this.name, k, this.numSteps - 1);
+    const sigma = this.sigmas[k]!;
+    if (!(sigma > 0) || f32(sigma) !== sigma) return null;
+    const { up, down } = this.ancestralSigmas(k);
+    const s2p1 = f32(f32(sigma * sigma) + 1);
+    return { kind: 13 + predictionKind(this.predictionType), sigma, dt: f32(down - sigma), cOut: f32(-sigma / sqrt32(s2p1)), s2p1, up, keeps: false };
   }
 
   /** The step on a part of the latent (Scheduler.stepPart), the step's noise at the part's positions; `step` is this on every position. */

@@ -11,7 +11,7 @@
  */
 import { AsgdError } from '../errors.ts';
 import type { RandomSource } from '../random/types.ts';
-import type { HistoryKernelStep } from '../kernels/dpm-coefficients.ts';
+import type { StatefulKernelStep } from '../kernels/stateful-coefficients.ts';
 import type { LatentPart, Scheduler, SchedulerState, StepResult } from './types.ts';
 
 interface StepState {
@@ -166,25 +166,28 @@ export class PartStepper {
   }
 
   /**
-   * For the kernels (Scheduler.dpmCoefficients): step `step` of every position taken in one go elsewhere, from the
-   * state before it; `commit` records the history after it as the state after (no position may have stepped it in
-   * parts). Null where the scheduler has no kernel form of that step.
+   * For the kernels (Scheduler.statefulCoefficients): step `step` of every position taken in one go elsewhere, from the
+   * state before it, reading the history it reads (DPM-Solver++) or the step's noise (Euler ancestral: drawn now, in
+   * the stream's order, unless a part drew it); `commit` records the history after it as the state after (no
+   * position may have stepped it in parts). Null where the scheduler has no kernel form of that step.
    */
-  historyStep(step: number): HistoryKernelStep | null {
+  statefulStep(step: number): StatefulKernelStep | null {
     const before = this.states.get(step);
     if (before === undefined) throw internal(`The latent was stepped at step ${step} before the step ahead of it had begun`);
-    const coefficients = this.scheduler.dpmCoefficients?.(before.state) ?? null;
+    const coefficients = this.scheduler.statefulCoefficients?.(before.state) ?? null;
     if (coefficients === null) return null;
     const history = before.state.history;
+    const ancestral = 'up' in coefficients;
+    const input = ancestral ? this.wholeNoise(step) : coefficients.kind >= 10 ? (history[history.length - 1] as Float32Array) : null;
     return {
       coefficients,
-      before: coefficients.kind >= 10 ? (history[history.length - 1] as Float32Array) : null,
+      input,
       commit: (after) => {
         if (this.states.has(step + 1)) throw internal(`Step ${step} of the latent was taken in the kernels after parts of it had been taken, or twice`);
         if ((after === null) === coefficients.keeps || (after !== null && after.length !== this.length)) {
           throw internal(`The history after step ${step} from the kernels is not what the ${this.scheduler.name} scheduler keeps`);
         }
-        const state: SchedulerState = { stepIndex: step + 1, history: after === null ? [] : [after], extra: coefficients.extra };
+        const state: SchedulerState = { stepIndex: step + 1, history: after === null ? [] : [after], ...(ancestral ? {} : { extra: coefficients.extra }) };
         this.states.set(step + 1, { state, left: 0 });
       },
     };

@@ -4,7 +4,7 @@
  * steps; a SchedulerState carries the step index and the multistep history. Patches that advance at
  * different times each carry their own state. Portable: no Node APIs.
  */
-import type { DpmCoefficients } from '../kernels/dpm-coefficients.ts';
+import type { StatefulCoefficients } from '../kernels/stateful-coefficients.ts';
 import type { EulerCoefficients } from '../kernels/euler-range.ts';
 import type { RandomSource } from '../random/types.ts';
 
@@ -116,9 +116,10 @@ export interface Scheduler {
    */
   stepPart?(state: SchedulerState, part: LatentPart): SchedulerState;
   /**
-   * Where `stepPart` is a DPM-Solver++ step: its scalars for the step from `state` as the WebAssembly kernels take
-   * them (null where a kernel would not give stepPart's bits), so that a method may take it fused with its own
-   * elementwise work, the history read and written in the kernels' memory.
+   * Where `stepPart` reads a whole-latent array at each position (DPM-Solver++: its history; Euler ancestral: the
+   * step's noise): its scalars for the step from `state` as the WebAssembly kernels take them (null where a kernel
+   * would not give stepPart's bits), so that a method may take it fused with its own elementwise work, that array
+   * read (and DPM-Solver++'s history after written) in the kernels' memory.
    */
-  dpmCoefficients?(state: SchedulerState): DpmCoefficients | null;
+  statefulCoefficients?(state: SchedulerState): StatefulCoefficients | null;
 }
