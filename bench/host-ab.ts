@@ -186,8 +186,8 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
   // coordinator's host CPU per step (process CPU time over the run, over 50 steps), one run per call.
   const { simulateGeneration } = await import(path.join(root, 'bench', 'latency-model.ts'));
   // Also with every step in one stage (stage split 1: stage 1 only; 0: stage 2 only), which the shipped split mixes.
-  // And with DPM-Solver++ (`scheduler`, since 2026-12-07).
-  for (const [size, stage, model, scheduler] of [[2048, null, 'sdxl'], [3072, null, 'sdxl'], [2048, 1, 'sdxl'], [2048, 2, 'sdxl'], [3072, 1, 'sdxl'], [3072, 2, 'sdxl'], [2048, null, 'sd3'], [2048, 1, 'sd3'], [2048, 2, 'sd3'], [2048, null, 'sdxl', 'dpmpp-2m'], [3072, null, 'sdxl', 'dpmpp-2m']] as const) {
+  // And with DPM-Solver++ and Euler ancestral (`scheduler`, since 2026-12-07).
+  for (const [size, stage, model, scheduler] of [[2048, null, 'sdxl'], [3072, null, 'sdxl'], [2048, 1, 'sdxl'], [2048, 2, 'sdxl'], [3072, 1, 'sdxl'], [3072, 2, 'sdxl'], [2048, null, 'sd3'], [2048, 1, 'sd3'], [2048, 2, 'sd3'], [2048, null, 'sdxl', 'dpmpp-2m'], [3072, null, 'sdxl', 'dpmpp-2m'], [2048, null, 'sdxl', 'euler-ancestral']] as const) {
     const shipped = shippedDefaultsSettings(size, model);
     const settings = { ...(stage === null ? shipped : { ...shipped, stageSplit: stage === 1 ? 1 : 0 }), ...(scheduler === undefined ? {} : { scheduler }) };
     const only = (stage === null ? '' : `, every step in stage ${stage}`) + (scheduler === undefined ? '' : `, ${scheduler}`);

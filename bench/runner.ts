@@ -242,10 +242,12 @@ async function hostPart(runs: number): Promise<HostRow[]> {
   const hostRows: HostRow[] = [];
   const shipped = { ...LATENCY, halfCost: 1.04 };
   // One device too: every unit of a step queues on it, so host work on a result can delay the next unit.
-  // And DPM-Solver++ (a multistep solver: its history kept per position, stepped in parts; lockstep is how it ran before).
+  // And DPM-Solver++ (a multistep solver: its history kept per position, stepped in parts; lockstep is how it ran before)
+  // and Euler ancestral (the step's noise drawn for the whole latent), dataflow only.
   const cases: [Geometry, number, boolean, string?][] = [
     [GEOMETRIES[0]!, 1, false], [GEOMETRIES[0]!, 4, true], [GEOMETRIES[0]!, 4, false], [GEOMETRIES[1]!, 8, true], [GEOMETRIES[1]!, 8, false], [SD3_GEOMETRY, 4, false],
     [GEOMETRIES[0]!, 4, true, 'dpmpp-2m'], [GEOMETRIES[0]!, 4, false, 'dpmpp-2m'], [GEOMETRIES[1]!, 8, true, 'dpmpp-2m'], [GEOMETRIES[1]!, 8, false, 'dpmpp-2m'],
+    [GEOMETRIES[0]!, 4, false, 'euler-ancestral'], [GEOMETRIES[1]!, 8, false, 'euler-ancestral'],
   ];
   for (const [g, k, lockstep, scheduler] of cases) {
     const settings = { geometry: g, devices: k, steps: STEPS, pixelInteraction: true, guidanceSync: false, split: 'balance' as SplitMode, latency: shipped, stageSplit: 0.8, lockstep, ...(scheduler ? { scheduler } : {}) };
