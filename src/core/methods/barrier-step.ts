@@ -38,9 +38,9 @@ export interface BarrierStepSetup {
   /** The patches after the step go here, laid out as before it. */
   next: Float32Array;
   /**
-   * Where `advance` is an Euler step (MethodContext.eulerStep) or DPM-Solver++'s (MethodContext.statefulStep) and
-   * WebAssembly is there: the memory to take the step in with the kernels (unit-kernel.ts), which the step holds until
-   * its last unit is in.
+   * Where `advance` is an Euler step (MethodContext.eulerStep) or DPM-Solver++'s or Euler ancestral's
+   * (MethodContext.statefulStep) and WebAssembly is there: the memory to take the step in with the kernels
+   * (unit-kernel.ts), which the step holds until its last unit is in.
    */
   kernel?: { memory: KernelMemory; step: { euler: EulerCoefficients } | { stateful: StatefulKernelStep }; keyLength?: number };
 }

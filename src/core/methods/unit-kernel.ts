@@ -25,7 +25,7 @@ export interface UnitKernelSetup {
   n: number;
   /** Values per patch (and per unit). */
   size: number;
-  /** The scheduler's step: an Euler-type one (EulerCoefficients), or DPM-Solver++'s with its history (StatefulKernelStep). */
+  /** The scheduler's step: an Euler-type one (EulerCoefficients), or one that reads a whole-latent array (StatefulKernelStep: DPM-Solver++'s history, Euler ancestral's noise). */
   step: { euler: EulerCoefficients } | { stateful: StatefulKernelStep };
   /** Values the guidance key may hold: `size` (default), or n * size for one structure target per patch. */
   keyLength?: number;
@@ -165,7 +165,7 @@ export class UnitKernel {
     next.set(this.km.f32(this.at.nxt, L));
     keyLatent.set(this.km.f32(this.at.kLat, size));
     keyOutput.set(this.km.f32(this.at.kOut, size));
-    // DPM-Solver++: the history after the step goes to the scheduler's state (every position was stepped here).
+    // The state after the step (every position was stepped here), with DPM-Solver++'s history after it.
     if ('stateful' in this.s.step) {
       const { stateful } = this.s.step;
       stateful.commit(stateful.coefficients.keeps ? Float32Array.from(this.km.f32(a.hout, L)) : null);
