@@ -143,7 +143,8 @@ export interface MethodContext {
    * Where `advance` is a DPM-Solver++ or Euler ancestral step (Scheduler.statefulCoefficients): step `step` of every
    * position in the kernels, with the history or noise it reads (null where the kernels cannot take it), so that a
    * method may take it fused with its own elementwise work in WebAssembly (barrier-step.ts), with the same bits. Asking
-   * changes no state (Euler ancestral's noise for the step is drawn, as its first part would draw it); `commit` does.
+   * records nothing (for Euler ancestral it draws the step's noise, as the step's first part would); `commit` records
+   * the step.
    */
   statefulStep?(step: number): StatefulKernelStep | null;
   /** Seeded streams owned by the coordinator. */
