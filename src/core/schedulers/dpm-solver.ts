@@ -11,6 +11,7 @@ import { invalidArgument } from '../errors.ts';
 import type { ConfigReader } from './config.ts';
 import { checkIndex, checkStep, initialState, partIndex, stepWhole } from './common.ts';
 import { alphasCumprod, readNoiseSchedule, trainingSigmas } from './noise-schedule.ts';
+import { predictionKind } from './euler.ts';
 import type { DpmCoefficients } from '../kernels/stateful-coefficients.ts';
 import { exp32, f32, log32, roundHalfEven, sqrt32 } from './numeric.ts';
 import { optionalPositive } from './sigma-schedule.ts';
@@ -225,15 +226,10 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     return { k, second, alpha: s0.alpha, sigma: s0.sigma, ratio, c0, c1, invR0, extra };
   }
 
-  /** The prediction type as the kernels and x0Pass take it: 0 epsilon, 1 v, 2 sample. */
-  private get kind(): number {
-    return this.predictionType === 'epsilon' ? 0 : this.predictionType === 'v_prediction' ? 1 : 2;
-  }
-
   statefulCoefficients(state: SchedulerState): DpmCoefficients {
     checkIndex(this.name, state.stepIndex, this.numSteps - 1);
     const { second, alpha, sigma, ratio, c0, c1, invR0, extra } = this.scalars(state);
-    return { kind: 7 + this.kind + (second ? 3 : 0), alpha, sigma, ratio, c0, c1, invR0, keeps: this.solverOrder === 2, extra };
+    return { kind: 7 + predictionKind(this.predictionType) + (second ? 3 : 0), alpha, sigma, ratio, c0, c1, invR0, keeps: this.solverOrder === 2, extra };
   }
 
   stepPart(state: SchedulerState, part: LatentPart): SchedulerState {
@@ -249,7 +245,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const whole = io === null && hx === null;
     if (this.scratch.length < count && !(whole && kept !== null)) this.scratch = new Float32Array(count);
     const x0s = whole && kept !== null ? kept : this.scratch.subarray(0, count);
-    x0Pass(this.kind, modelOutput, sample, io, x0s, alpha, sigma);
+    x0Pass(predictionKind(this.predictionType), modelOutput, sample, io, x0s, alpha, sigma);
     updatePass(sample, x0s, m1, io, hx, into, whole ? null : kept, ratio, c0, c1, invR0);
     return { stepIndex: k + 1, history: after, extra };
   }

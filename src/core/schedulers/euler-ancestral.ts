@@ -7,7 +7,7 @@ import type { RandomSource } from '../random/types.ts';
 import type { ConfigReader } from './config.ts';
 import type { AncestralCoefficients } from '../kernels/stateful-coefficients.ts';
 import { checkIndex, checkStep, partIndex, stepWhole } from './common.ts';
-import { predictionKind, x0Element } from './euler.ts';
+import { predictionKind, vScalars, x0Element } from './euler.ts';
 import { f32, sqrt32 } from './numeric.ts';
 import { buildSigmaSchedule } from './sigma-schedule.ts';
 import { SigmaScheduler } from './sigma-scheduler.ts';
@@ -53,25 +53,24 @@ export class EulerAncestralScheduler extends SigmaScheduler {
    * where the kernel would not give stepPart's bits (a sigma that is not a float32 value, or not positive).
    */
   statefulCoefficients(state: SchedulerState): AncestralCoefficients | null {
-    const k = state.stepIndex;
-    checkIndex(this.name, k, this.numSteps - 1);
+    checkIndex(this.name, state.stepIndex, this.numSteps - 1);
+    const c = this.scalars(state.stepIndex);
+    if (!(c.sigma > 0) || f32(c.sigma) !== c.sigma) return null;
+    return { ...c, kind: 13 + c.kind, keeps: false };
+  }
+
+  /** Step k's scalars: x0Element's (kind 0 epsilon, 1 v; cOut, s2p1), dt = sigma_down - sigma, and sigma_up. */
+  private scalars(k: number): { kind: number; sigma: number; dt: number; up: number; cOut: number; s2p1: number } {
     const sigma = this.sigmas[k]!;
-    if (!(sigma > 0) || f32(sigma) !== sigma) return null;
     const { up, down } = this.ancestralSigmas(k);
-    const s2p1 = f32(f32(sigma * sigma) + 1);
-    return { kind: 13 + predictionKind(this.predictionType), sigma, dt: f32(down - sigma), cOut: f32(-sigma / sqrt32(s2p1)), s2p1, up, keeps: false };
+    return { kind: predictionKind(this.predictionType), sigma, dt: f32(down - sigma), up, ...vScalars(sigma) };
   }
 
   /** The step on a part of the latent (Scheduler.stepPart), the step's noise at the part's positions; `step` is this on every position. */
   stepPart(state: SchedulerState, part: LatentPart): SchedulerState {
     const { modelOutput, sample, into } = part;
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
-    const sigma = this.sigmas[k]!;
-    const { up, down } = this.ancestralSigmas(k);
-    const dt = f32(down - sigma);
-    const kind = predictionKind(this.predictionType);
-    const s2p1 = f32(f32(sigma * sigma) + 1);
-    const cOut = f32(-sigma / sqrt32(s2p1));
+    const { kind, sigma, dt, up, cOut, s2p1 } = this.scalars(k);
     const noise = part.noise();
     const { io, hx, count } = partIndex(part);
     for (let i = 0; i < count; i++) {

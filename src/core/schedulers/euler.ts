@@ -24,23 +24,10 @@ export function x0Element(kind: number, m: number, s: number, sigma: number, cOu
   return kind === 0 ? f32(s - f32(sigma * m)) : kind === 1 ? f32(f32(m * cOut) + f32(s / s2p1)) : m;
 }
 
-/**
- * x0 prediction in sigma space for a step at `sigma`, per prediction type. Element arithmetic is
- * rounded to float32 after every operation, in diffusers' order, so results follow torch's float32
- * tensors (see numeric.ts).
- */
-export function sigmaSpaceX0(
-  prediction: PredictionType,
-  sigma: number,
-  modelOutput: Float32Array,
-  sample: Float32Array,
-): Float32Array {
-  const kind = predictionKind(prediction);
+/** x0Element's scalars for v prediction at `sigma`: cOut = -sigma / sqrt(s2p1), s2p1 = sigma^2 + 1, in float32. */
+export function vScalars(sigma: number): { cOut: number; s2p1: number } {
   const s2p1 = f32(f32(sigma * sigma) + 1);
-  const cOut = f32(-sigma / sqrt32(s2p1));
-  const x0 = new Float32Array(sample.length);
-  for (let i = 0; i < x0.length; i++) x0[i] = x0Element(kind, modelOutput[i]!, sample[i]!, sigma, cOut, s2p1);
-  return x0;
+  return { cOut: f32(-sigma / sqrt32(s2p1)), s2p1 };
 }
 
 /** One element of an Euler step: x + (x - x0) / sigma * dt. */
@@ -76,8 +63,7 @@ export class EulerScheduler extends SigmaScheduler {
   eulerCoefficients(stepIndex: number): EulerCoefficients | null {
     const sigma = this.sigmas[stepIndex]!;
     if (!(sigma > 0) || f32(sigma) !== sigma) return null;
-    const s2p1 = f32(f32(sigma * sigma) + 1);
-    return { kind: predictionKind(this.predictionType), sigma, dt: f32(this.sigmas[stepIndex + 1]! - sigma), cOut: f32(-sigma / sqrt32(s2p1)), s2p1 };
+    return { kind: predictionKind(this.predictionType), sigma, dt: f32(this.sigmas[stepIndex + 1]! - sigma), ...vScalars(sigma) };
   }
 
   stepPositions(stepIndex: number, modelOutput: Float32Array, sample: Float32Array, into: Float32Array, at: Int32Array | null): void {
@@ -89,8 +75,7 @@ export class EulerScheduler extends SigmaScheduler {
     const sigma = this.sigmas[stepIndex]!;
     const dt = f32(this.sigmas[stepIndex + 1]! - sigma);
     const kind = predictionKind(this.predictionType);
-    const s2p1 = f32(f32(sigma * sigma) + 1);
-    const cOut = f32(-sigma / sqrt32(s2p1));
+    const { cOut, s2p1 } = vScalars(sigma);
     // Two loops (every position, or those listed) rather than a choice per element: V8 compiles each tighter; an
     // index loop over the list, not for-of (12 % faster here).
     if (at === null) {

@@ -9,8 +9,8 @@
  */
 import type { ConfigReader } from './config.ts';
 import { checkStep, partIndex, stepWhole } from './common.ts';
-import { predictionKind, x0Element } from './euler.ts';
-import { f32, sqrt32 } from './numeric.ts';
+import { predictionKind, vScalars, x0Element } from './euler.ts';
+import { f32 } from './numeric.ts';
 import { buildSigmaSchedule } from './sigma-schedule.ts';
 import { SigmaScheduler } from './sigma-scheduler.ts';
 import type { LatentPart, SchedulerState, StepResult } from './types.ts';
@@ -71,8 +71,7 @@ export class LmsScheduler extends SigmaScheduler {
     const k = checkStep(this.name, this.numSteps, state, modelOutput, sample);
     const sigma = this.sigmas[k]!;
     const kind = predictionKind(this.predictionType);
-    const s2p1 = f32(f32(sigma * sigma) + 1);
-    const cOut = f32(-sigma / sqrt32(s2p1));
+    const { cOut, s2p1 } = vScalars(sigma);
     const order = Math.min(k + 1, LMS_ORDER);
     const before = state.history;
     // Coefficients newest first: c0 for this step's derivative, c1 to c3 for the derivatives before, newest first
