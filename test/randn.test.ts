@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { AsgdError } from '../src/core/errors.ts';
 import { Mt19937, TorchGenerator, createRandom, randn } from '../src/core/random/index.ts';
-import { logAvx2, sinCosAvx2 } from '../src/core/random/torch-randn.ts';
+import { KernelMemory } from '../src/core/kernels/memory.ts';
+import { boxMullerBlocks, logAvx2, sinCosAvx2 } from '../src/core/random/torch-randn.ts';
 
 type Seed = number | string;
 const load = (name: string): any => JSON.parse(readFileSync(new URL(`./reference/${name}`, import.meta.url), 'utf8'));
@@ -256,6 +257,31 @@ describe('float32 Cephes math of the AVX2 kernel', () => {
     return [sin, cos];
   }
   const stride = process.env.RANDN_EXHAUSTIVE === '1' ? 1 : 53;
+
+  it('the WebAssembly Box-Muller (kernels.wat boxMuller, two lanes at a time) gives the TypeScript bits', () => {
+    // Every u1 = k / 2^24 sampled above (all with RANDN_EXHAUSTIVE=1), each paired with a u2 that walks the octants;
+    // then the edges: u1 = 0 (log of 1) and 1 - 2^-24 (m = 1), u2 at octant boundaries.
+    const ks = [0, 1, 2 ** 23, 2 ** 24 - 1, 11863283, 11863284];
+    for (let k = 0; k < 2 ** 24; k += stride) ks.push(k);
+    while (ks.length % 8 !== 0) ks.push(ks.length);
+    const blocks = ks.length / 8;
+    const data = new Float32Array(blocks * 16);
+    for (let i = 0; i < ks.length; i++) {
+      const b = Math.floor(i / 8), j = i % 8;
+      data[b * 16 + j] = ks[i]! / 2 ** 24;
+      data[b * 16 + 8 + j] = ((ks[i]! * 2654435761) % 2 ** 24) / 2 ** 24;
+    }
+    for (const u2 of [0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875]) data[u2 * 8 + 8] = u2;
+    const km = KernelMemory.create()!;
+    const [at] = km.layout([data.byteLength])!;
+    km.f32(at, data.length).set(data);
+    km.kernels.boxMuller(at, blocks);
+    const got = km.f32(at, data.length);
+    boxMullerBlocks(data);
+    for (let i = 0; i < data.length; i++) {
+      if (!Object.is(got[i], data[i])) assert.fail(`element ${i} (block ${Math.floor(i / 16)}): kernel ${got[i]}, TypeScript ${data[i]}`);
+    }
+  });
 
   it('log256_ps: fast path equals the exact-FMA model', () => {
     assert.equal(logAvx2(2 ** 24), 0);

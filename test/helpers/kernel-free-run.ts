@@ -1,7 +1,7 @@
 /**
  * Runs small asg generations on the fake UNet (Euler, epsilon and v prediction; flow-matching Euler on SD3's 16
  * channels; DDIM (epsilon); DPM-Solver++ (epsilon; v with heun's term; order 1); Euler ancestral (epsilon, v); units handed over one by one as a dispatcher does) and prints one JSON line: whether the WebAssembly
- * kernels were there and the SHA-256 of each final latent's bytes. With --no-webassembly the WebAssembly global is removed before the project's modules load, so the
+ * kernels were there and the SHA-256 of each final latent's bytes, then of torch.randn's draws on three generators. With --no-webassembly the WebAssembly global is removed before the project's modules load, so the
  * generations run the TypeScript loops (test/kernels.test.ts compares the two).
  */
 import { createHash } from 'node:crypto';
@@ -52,5 +52,13 @@ for (const prediction of ['epsilon', 'v_prediction', 'flow', 'ddim', 'dpm', 'dpm
     });
     hashes.push(createHash('sha256').update(new Uint8Array(r.latent.buffer, r.latent.byteOffset, r.latent.byteLength)).digest('hex'));
   }
+}
+// torch.randn's stream (kernels.wat fillNormal where WebAssembly is there): successive draws on one generator, sizes
+// with and without a tail of under 16 and below 16 (the double path, whose cached value sits between kernel draws).
+const { TorchGenerator, createRandom } = await import('../../src/core/random/index.ts');
+for (const g of [new TorchGenerator(0), new TorchGenerator(2n ** 63n - 1n), createRandom(11, 'ancestral')]) {
+  const hash = createHash('sha256');
+  for (const shape of [[16], [17], [5], [31], [33], [3], [3, 5, 7], [1, 3, 99, 101], [1, 4, 64, 64], [16]]) hash.update(g.randn(shape));
+  hashes.push(hash.digest('hex'));
 }
 console.log(JSON.stringify({ webassembly: KernelMemory.create() !== null, hashes }));

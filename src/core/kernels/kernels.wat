@@ -349,6 +349,155 @@
         (br $draw)))
     (local.get $next))
 
+  ;; torch.randn's AVX2 path (src/core/random/torch-randn.ts fillNormalVectorized): count (at least 16) float32
+  ;; normals at out, drawn from the MT19937 state at s whose next word to temper is `next`; returns the new `next`.
+  ;; Uniforms first (24 bits each), Box-Muller on every block of 16; a count that is not a multiple of 16 draws 16
+  ;; fresh uniforms into the last 16 slots and transforms those again, as torch does.
+  (func $fillNormal (export "fillNormal") (param $s i32) (param $next i32) (param $out i32) (param $count i32) (result i32)
+    (local $tail i32)
+    (local.set $next (call $fillUniform24 (local.get $s) (local.get $next) (local.get $out) (local.get $count)))
+    (call $boxMuller (local.get $out) (i32.shr_u (local.get $count) (i32.const 4)))
+    (if (i32.and (local.get $count) (i32.const 15))
+      (then
+        (local.set $tail (i32.add (local.get $out) (i32.shl (i32.sub (local.get $count) (i32.const 16)) (i32.const 2))))
+        (local.set $next (call $fillUniform24 (local.get $s) (local.get $next) (local.get $tail) (i32.const 16)))
+        (call $boxMuller (local.get $tail) (i32.const 1))))
+    (local.get $next))
+
+  ;; Mt19937.fillMapped with torch's float uniform (mask 0xffffff, scale 2^-24): count float32 at out; returns `next`.
+  (func $fillUniform24 (param $s i32) (param $next i32) (param $out i32) (param $count i32) (result i32)
+    (local $o i32) (local $end i32) (local $y i32)
+    (local.set $o (local.get $out))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $count) (i32.const 2))))
+    (block $done
+      (loop $draw
+        (br_if $done (i32.ge_u (local.get $o) (local.get $end)))
+        (if (i32.ge_u (local.get $next) (i32.const 624))
+          (then (call $twist (local.get $s)) (local.set $next (i32.const 0))))
+        (local.set $y (i32.load (i32.add (local.get $s) (i32.shl (local.get $next) (i32.const 2)))))
+        (local.set $next (i32.add (local.get $next) (i32.const 1)))
+        (local.set $y (i32.xor (local.get $y) (i32.shr_u (local.get $y) (i32.const 11))))
+        (local.set $y (i32.xor (local.get $y) (i32.and (i32.shl (local.get $y) (i32.const 7)) (i32.const 0x9d2c5680))))
+        (local.set $y (i32.xor (local.get $y) (i32.and (i32.shl (local.get $y) (i32.const 15)) (i32.const 0xefc60000))))
+        (local.set $y (i32.xor (local.get $y) (i32.shr_u (local.get $y) (i32.const 18))))
+        (f32.store (local.get $o) (f32.mul (f32.convert_i32_u (i32.and (local.get $y) (i32.const 0xffffff))) (f32.const 0x1p-24)))
+        (local.set $o (i32.add (local.get $o) (i32.const 4)))
+        (br $draw)))
+    (local.get $next))
+
+  ;; torch-randn.ts boxMuller16 on `blocks` blocks of 16 uniforms at data, in place, two lanes at a time (each lane
+  ;; the scalar code's operations: every f(a * b + c) there is a float64 multiply and add rounded once to float32
+  ;; here, its Math.fround a demotion and promotion). Lanes j and j + 1 of a block take u1 at j and u2 at j + 8.
+  (func $boxMuller (export "boxMuller") (param $data i32) (param $blocks i32)
+    (local $a i32) (local $end i32)
+    (local $m v128) (local $x v128) (local $e v128) (local $lt v128) (local $z v128) (local $y v128) (local $rad v128)
+    (local $th v128) (local $oct v128) (local $o v128) (local $r v128) (local $rr v128) (local $c v128) (local $sn v128)
+    (local $swap v128) (local $sin v128) (local $cos v128)
+    (local.set $a (local.get $data))
+    (local.set $end (i32.add (local.get $data) (i32.shl (local.get $blocks) (i32.const 6))))
+    (block $done
+      (loop $pair
+        (br_if $done (i32.ge_u (local.get $a) (local.get $end)))
+        ;; logAvx2(m), m = 2^24 (1 - u1), an integer in [1, 2^24]; frexp through the float64 bits: the mantissa with
+        ;; the exponent of 0.5, and e = (biased exponent) - 1046 = bits - 24, as (2^52 + field) - (2^52 + 1046).
+        (local.set $m
+          (f64x2.sub (f64x2.splat (f64.const 0x1p24))
+            (f64x2.mul (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $a))) (f64x2.splat (f64.const 0x1p24)))))
+        (local.set $x (v128.or (v128.and (local.get $m) (v128.const i64x2 0x000fffffffffffff 0x000fffffffffffff)) (f64x2.splat (f64.const 0.5))))
+        (local.set $e
+          (f64x2.sub (v128.or (i64x2.shr_u (local.get $m) (i32.const 52)) (f64x2.splat (f64.const 0x1p52)))
+            (f64x2.splat (f64.const 4503599627371542))))
+        (local.set $lt (f64x2.lt (local.get $x) (f64x2.splat (f64.promote_f32 (f32.const 0.707106781186547524)))))
+        (local.set $x
+          (v128.bitselect
+            (f64x2.sub (f64x2.add (local.get $x) (local.get $x)) (f64x2.splat (f64.const 1)))
+            (f64x2.sub (local.get $x) (f64x2.splat (f64.const 1)))
+            (local.get $lt)))
+        (local.set $e (v128.bitselect (f64x2.sub (local.get $e) (f64x2.splat (f64.const 1))) (local.get $e) (local.get $lt)))
+        (local.set $z (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.mul (local.get $x) (local.get $x)))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (f64x2.splat (f64.promote_f32 (f32.const 7.0376836292e-2))) (local.get $x)) (f64x2.splat (f64.promote_f32 (f32.const -1.151461031e-1)))))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $y) (local.get $x)) (f64x2.splat (f64.promote_f32 (f32.const 1.167699874e-1)))))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $y) (local.get $x)) (f64x2.splat (f64.promote_f32 (f32.const -1.2420140846e-1)))))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $y) (local.get $x)) (f64x2.splat (f64.promote_f32 (f32.const 1.4249322787e-1)))))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $y) (local.get $x)) (f64x2.splat (f64.promote_f32 (f32.const -1.6668057665e-1)))))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $y) (local.get $x)) (f64x2.splat (f64.promote_f32 (f32.const 2.0000714765e-1)))))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $y) (local.get $x)) (f64x2.splat (f64.promote_f32 (f32.const -2.4999993993e-1)))))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $y) (local.get $x)) (f64x2.splat (f64.promote_f32 (f32.const 3.3333331174e-1)))))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.mul (local.get $y) (local.get $x)))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $y) (local.get $z))
+            (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.mul (local.get $e) (f64x2.splat (f64.promote_f32 (f32.const -2.1219444e-4))))))))))
+        (local.set $y (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.sub (local.get $y) (f64x2.mul (local.get $z) (f64x2.splat (f64.const 0.5)))))))
+        ;; log = f(e Q2 + f(x + y)); radius = f(sqrt(-2 log)).
+        (local.set $rad (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.sqrt (f64x2.mul (f64x2.splat (f64.const -2))
+            (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+              (f64x2.add (f64x2.mul (local.get $e) (f64x2.splat (f64.promote_f32 (f32.const 0.693359375))))
+                (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $x) (local.get $y))))))))))))
+        ;; sinCosAvx2(theta = f(2 pi u2)): the octant ((trunc f(theta 4/pi)) + 1) & ~1 in i32 lanes 0 and 1.
+        (local.set $th (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.mul (f64x2.splat (f64.promote_f32 (f32.const 6.283185307179586))) (f64x2.promote_low_f32x4 (v128.load64_zero offset=32 (local.get $a)))))))
+        (local.set $oct
+          (v128.and
+            (i32x4.add
+              (i32x4.trunc_sat_f64x2_s_zero (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+                (f64x2.mul (local.get $th) (f64x2.splat (f64.promote_f32 (f32.const 1.27323954473516)))))))
+              (i32x4.splat (i32.const 1)))
+            (i32x4.splat (i32.const -2))))
+        (local.set $o (f64x2.convert_low_i32x4_s (local.get $oct)))
+        (local.set $r (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $o) (f64x2.splat (f64.promote_f32 (f32.const -0.78515625)))) (local.get $th)))))
+        (local.set $r (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $o) (f64x2.splat (f64.promote_f32 (f32.const -2.4187564849853515625e-4)))) (local.get $r)))))
+        (local.set $r (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $o) (f64x2.splat (f64.promote_f32 (f32.const -3.77489497744594108e-8)))) (local.get $r)))))
+        (local.set $rr (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.mul (local.get $r) (local.get $r)))))
+        (local.set $c (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (f64x2.splat (f64.promote_f32 (f32.const 2.443315711809948e-5))) (local.get $rr)) (f64x2.splat (f64.promote_f32 (f32.const -1.388731625493765e-3)))))))
+        (local.set $c (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $c) (local.get $rr)) (f64x2.splat (f64.promote_f32 (f32.const 4.166664568298827e-2)))))))
+        (local.set $c (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.mul (local.get $c) (local.get $rr)))))
+        (local.set $c (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.sub (f64x2.mul (local.get $c) (local.get $rr)) (f64x2.mul (local.get $rr) (f64x2.splat (f64.const 0.5)))))))
+        (local.set $c (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $c) (f64x2.splat (f64.const 1))))))
+        (local.set $sn (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (f64x2.splat (f64.promote_f32 (f32.const -1.9515295891e-4))) (local.get $rr)) (f64x2.splat (f64.promote_f32 (f32.const 8.3321608736e-3)))))))
+        (local.set $sn (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $sn) (local.get $rr)) (f64x2.splat (f64.promote_f32 (f32.const -1.6666654611e-1)))))))
+        (local.set $sn (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.mul (local.get $sn) (local.get $rr)))))
+        (local.set $sn (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (f64x2.mul (local.get $sn) (local.get $r)) (local.get $r)))))
+        ;; Octants 2 mod 4 swap the polynomials; sin is negated in octants with bit 4, cos where (octant - 2) lacks it.
+        (local.set $swap (i64x2.extend_low_i32x4_s (i32x4.ne (v128.and (local.get $oct) (i32x4.splat (i32.const 2))) (v128.const i32x4 0 0 0 0))))
+        (local.set $sin (v128.bitselect (local.get $c) (local.get $sn) (local.get $swap)))
+        (local.set $cos (v128.bitselect (local.get $sn) (local.get $c) (local.get $swap)))
+        (local.set $sin
+          (v128.bitselect (f64x2.neg (local.get $sin)) (local.get $sin)
+            (i64x2.extend_low_i32x4_s (i32x4.ne (v128.and (local.get $oct) (i32x4.splat (i32.const 4))) (v128.const i32x4 0 0 0 0)))))
+        (local.set $cos
+          (v128.bitselect (f64x2.neg (local.get $cos)) (local.get $cos)
+            (i64x2.extend_low_i32x4_s
+              (i32x4.eq (v128.and (i32x4.sub (local.get $oct) (i32x4.splat (i32.const 2))) (i32x4.splat (i32.const 4))) (v128.const i32x4 0 0 0 0)))))
+        ;; f(radius cos) at j, f(radius sin) at j + 8; adding +0 turns -0 into +0 as torch's fma(n, 1, 0) does.
+        (v128.store64_lane 0 (local.get $a)
+          (f32x4.add (f32x4.demote_f64x2_zero (f64x2.mul (local.get $rad) (local.get $cos))) (v128.const i32x4 0 0 0 0)))
+        (v128.store64_lane offset=32 0 (local.get $a)
+          (f32x4.add (f32x4.demote_f64x2_zero (f64x2.mul (local.get $rad) (local.get $sin))) (v128.const i32x4 0 0 0 0)))
+        ;; The next pair; past lane 7 of a block, the next block.
+        (local.set $a (i32.add (local.get $a) (i32.const 8)))
+        (if (i32.eq (i32.and (i32.sub (local.get $a) (local.get $data)) (i32.const 63)) (i32.const 32))
+          (then (local.set $a (i32.add (local.get $a) (i32.const 32)))))
+        (br $pair))))
+
   ;; A stage-2 tile's fused output (src/core/methods/window-flow.ts fuse): part [channels, th, tw] is the sum, from
   ;; zero and in window order, of the windows over each position, times the float32 reciprocal of their number (cov
   ;; [th, tw] counts them). desc holds per window seven i32: the byte address its output would have at the tile's

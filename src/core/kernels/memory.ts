@@ -16,6 +16,8 @@ export interface KernelExports {
     keep: number, keyStride: number, kind: number, sigma: number, dt: number, cOut: number, s2p1: number, hin: number, hout: number, c1: number, invR0: number,
   ): void;
   fillBelow(s: number, next: number, out: number, count: number, n: number, limit: number): number;
+  fillNormal(s: number, next: number, out: number, count: number): number;
+  boxMuller(data: number, blocks: number): void;
   fuseTile(part: number, cov: number, desc: number, count: number, channels: number, th: number, tw: number): number;
   placeTile(
     part: number, fused: number, lat: number, nxt: number, step: number, channels: number, y0: number, x0: number, th: number, tw: number,

@@ -116,11 +116,9 @@ export class Mt19937 {
     const count = end - start;
     const at = km?.layout([N * 4, count * 8]);
     if (km && at) {
-      // The WebAssembly kernel (kernels.wat fillBelow; about 3x faster, same stream): the state copied in and back.
+      // The WebAssembly kernel (kernels.wat fillBelow; about 3x faster, same stream).
       const [st, o] = at;
-      km.u32(st, N).set(s);
-      this.next = km.kernels.fillBelow(st, this.next, o, count, n, limit === 4294967296 ? 0 : limit);
-      s.set(km.u32(st, N));
+      this.inKernel(km.u32(st, N), (next) => km.kernels.fillBelow(st, next, o, count, n, limit === 4294967296 ? 0 : limit));
       out.set(km.f64(o, count), start);
       return;
     }
@@ -140,6 +138,16 @@ export class Mt19937 {
       }
       this.next = k;
     }
+  }
+
+  /**
+   * Continues this stream in a WebAssembly kernel: the state copied into `words` (624 words of the kernels' memory),
+   * `draw` given the index of the next word to temper (624: used up) and returning it after, the state copied back.
+   */
+  inKernel(words: Uint32Array, draw: (next: number) => number): void {
+    words.set(this.state);
+    this.next = draw(this.next);
+    this.state.set(words);
   }
 
   /** An independent copy with the same position in the stream. */

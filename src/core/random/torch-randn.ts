@@ -12,6 +12,7 @@
  *    draws); the unused second value is cached in the generator and returned by the next such draw.
  */
 import { invalidArgument } from '../errors.ts';
+import { scratchKernels } from '../kernels/memory.ts';
 import type { Mt19937 } from './mt19937.ts';
 
 /** The generator state torch keeps besides MT19937: the cached second value of a double Box-Muller pair. */
@@ -75,6 +76,15 @@ export function torchRandnInto(mt: Mt19937, cache: NormalCache, out: Float32Arra
 
 function fillNormalVectorized(mt: Mt19937, data: Float32Array): void {
   const n = data.length;
+  const km = scratchKernels();
+  const at = km?.layout([624 * 4, n * 4]);
+  if (km && at) {
+    // The WebAssembly kernel (kernels.wat fillNormal, the same operations two lanes at a time): same bits.
+    const [st, o] = at;
+    mt.inKernel(km.u32(st, 624), (next) => km.kernels.fillNormal(st, next, o, n));
+    data.set(km.f32(o, n));
+    return;
+  }
   mt.fillMapped(data, 0, n, 0xffffff, TWO_POW_MINUS_24);
   for (let i = 0; i + 16 <= n; i += 16) boxMuller16(data, i);
   if (n % 16 !== 0) {
@@ -119,6 +129,11 @@ const TWO_PI_F = f(2 * Math.PI);
 
 /** 2^-k for k = 0..25, to normalise a 24-bit integer mantissa without touching float bits. */
 const POW2_NEG = Float64Array.from({ length: 26 }, (_, k) => 2 ** -k);
+
+/** boxMuller16 on every block of 16 of `data` in TypeScript (the kernel's `boxMuller` is checked against it). */
+export function boxMullerBlocks(data: Float32Array): void {
+  for (let i = 0; i + 16 <= data.length; i += 16) boxMuller16(data, i);
+}
 
 /** Turns 16 uniforms at data[base..base+16) into 16 normals (normal_fill_16_AVX2). */
 function boxMuller16(data: Float32Array, base: number): void {
