@@ -784,7 +784,7 @@ export class StagedMethod extends MethodBase {
   private startFlow(latent: Float32Array, start: number, ctx: MethodContext, advance: NonNullable<MethodContext['advance']>): WindowFlow {
     return new WindowFlow(this.plan, latent, start, this.options.windowJitter ? ctx.random.jitter : undefined, {
       scheduler: ctx.scheduler,
-      advance: (step, output, sample, positions) => advance(step, output, sample, undefined, undefined, positions),
+      advance: (step, output, sample, positions, into) => advance(step, output, sample, into, undefined, positions),
       ...(ctx.eulerStep ? { eulerStep: ctx.eulerStep } : {}),
       evaluate: async (unit, priority, stream) => {
         const [result] = await this.evaluate(ctx, [unit], unit.step, 0, undefined, { priority, stream, quiet: true });

@@ -98,8 +98,11 @@ interface FlowStep {
 
 export interface FlowHooks {
   scheduler: Scheduler;
-  /** MethodContext.advance on one tile: `positions` gives each element's place in the latent [C, h, w]. */
-  advance(step: number, modelOutput: Float32Array, sample: Float32Array, positions: Int32Array): Float32Array;
+  /**
+   * MethodContext.advance on one tile: `positions` gives each element's place in the latent [C, h, w]; the stepped
+   * tile goes to `into` (the flow's, reused from tile to tile), which it returns.
+   */
+  advance(step: number, modelOutput: Float32Array, sample: Float32Array, positions: Int32Array, into: Float32Array): Float32Array;
   /** Evaluates one window; the output is read before the next await. `stream`: more windows follow (EvaluateHint). */
   evaluate(unit: UnetUnit, priority: number, stream: boolean): Promise<Float32Array>;
   /** Where advance is an Euler step: its scalars at `step` (MethodContext.eulerStep), for the tile kernel. */
@@ -173,9 +176,10 @@ export class WindowFlow {
   /** Per position of a tile: the number of windows over it, and its float32 reciprocal (as WindowCanvas). */
   private coverage = new Int32Array(0);
   private inverse = new Float32Array(0);
-  /** A tile's fused output and its latent, handed to advance (which keeps neither). */
+  /** A tile's fused output and its latent, handed to advance (which keeps neither), and the tile it steps into. */
   private tileOutput = new Float32Array(0);
   private tileLatent = new Float32Array(0);
+  private tileStepped = new Float32Array(0);
   /** A tile's positions in the latent (tilePositions). */
   private tileAt = new Int32Array(0);
   private stopped = false;
@@ -371,6 +375,7 @@ export class WindowFlow {
       this.inverse = new Float32Array(plane);
       this.tileOutput = new Float32Array(channels * plane);
       this.tileLatent = new Float32Array(channels * plane);
+      this.tileStepped = new Float32Array(channels * plane);
     }
     const part = this.tileOutput.subarray(0, channels * plane);
     if (this.fuseInHeap(s, tile, (partAt) => part.set(this.heap!.memory.f32(partAt, part.length)))) return part;
@@ -478,7 +483,7 @@ export class WindowFlow {
     const { channels, paddedHeight: H, paddedWidth: W } = this.plan.geometry;
     const sample = this.tileLatent.subarray(0, fused.length);
     copyRect(sample, this.view(s.latent!), tile, H, W, channels, false);
-    const stepped = this.hooks.advance(s.step, fused, sample, this.tilePositions(tile, fused.length));
+    const stepped = this.hooks.advance(s.step, fused, sample, this.tilePositions(tile, fused.length), this.tileStepped.subarray(0, fused.length));
     copyRect(stepped, this.view(next.latent!), tile, H, W, channels, true);
   }
 
