@@ -138,9 +138,9 @@ async function casesOf(root: string): Promise<Record<string, Case>> {
         const { alpha, sigma } = dpm.noiseLevel(step);
         const g = { space: 'x0', key, weights: weightedMask(mask, (0.7 * alpha) / sigma, plane), alpha, sigma };
         const parts = new PartStepper(dpm, n * size, { stepIndex: step, history: [before], extra: { lowerOrderNums: 2 } });
-        const history = memory && parts.statefulStep ? parts.statefulStep(step) : null;
+        const stateful = memory && parts.statefulStep ? parts.statefulStep(step) : null;
         const stepParts = (k: number, m: Float32Array, x: Float32Array, into = new Float32Array(x.length), at?: Int32Array) => (parts.step(k, m, x, into, at ?? null, null), into);
-        const kernel = history ? { kernel: { memory, step: { history } } } : {};
+        const kernel = stateful ? { kernel: { memory, step: { stateful } } } : {};
         const b = new BarrierStep({ step, patches, layout, perm, n, size, advance: stepParts, guidance: () => g, eps, next, ...kernel });
         for (let j = 0; j < n; j++) b.take(j, { output: outputs[j]! });
         dpmResults = [b.eps, b.next, parts.stateAfter(step).history[0]];

@@ -9,9 +9,9 @@ import sharp from 'sharp';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { METHOD_NAMES } from '../src/core/options/registry.ts';
 import { createServer } from '../src/server/app.ts';
@@ -36,6 +36,15 @@ let browser: Browser;
 /** The server with the fake engine most tests share (its gallery grows from test to test). */
 let fake: { url: string; outputsDir: string };
 const closers: (() => Promise<void>)[] = [];
+/**
+ * The browser contexts a test opened, closed when it ends: a page left open keeps polling the server and running its
+ * timers, so by the later tests a dozen pages would compete for the machine's two cores.
+ */
+const contexts: BrowserContext[] = [];
+
+afterEach(async () => {
+  for (const c of contexts.splice(0)) await c.close().catch(() => undefined);
+});
 
 before(async () => {
   assert.ok(fs.existsSync(CHROMIUM), `The browser tests need Debian's Chromium at ${CHROMIUM}: run \`npm run setup:browser\` as root, or \`sudo apt-get install -y chromium\``);
@@ -85,7 +94,7 @@ async function portFree(port: number): Promise<void> {
 /** A page that records console errors and uncaught exceptions. */
 async function openPage(url: string): Promise<{ page: Page; errors: string[] }> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  closers.push(() => context.close());
+  contexts.push(context);
   const page = await context.newPage();
   const errors: string[] = [];
   page.on('console', (m) => {
@@ -135,7 +144,7 @@ test('the size placeholders and the native preset follow the selected model; its
 test('narrow windows: no sideways scrolling; two columns, then one as the window narrows, where queueing scrolls to the progress', async () => {
   for (const [width, columns] of [[390, 1], [900, 2], [1280, 3]] as const) {
     const context = await browser.newContext({ viewport: { width, height: 800 } });
-    closers.push(() => context.close());
+    contexts.push(context);
     const page = await context.newPage();
     await page.goto(fake.url);
     await page.waitForSelector('body[data-ready="true"]');
