@@ -6,7 +6,9 @@
 import { invalidArgument } from '../errors.ts';
 import { scratchKernels } from '../kernels/memory.ts';
 
-const N = 624;
+/** The state's length in 32-bit words (a kernel's copy of the state needs this much of its memory). */
+export const STATE_WORDS = 624;
+const N = STATE_WORDS;
 const M = 397;
 const MATRIX_A = 0x9908b0df;
 const UPPER_MASK = 0x80000000;

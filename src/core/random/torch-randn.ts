@@ -15,7 +15,7 @@
  */
 import { invalidArgument } from '../errors.ts';
 import { scratchKernels } from '../kernels/memory.ts';
-import type { Mt19937 } from './mt19937.ts';
+import { STATE_WORDS, type Mt19937 } from './mt19937.ts';
 
 /** The generator state torch keeps besides MT19937: the cached second value of a double Box-Muller pair. */
 export interface NormalCache {
@@ -79,11 +79,11 @@ export function torchRandnInto(mt: Mt19937, cache: NormalCache, out: Float32Arra
 function fillNormalVectorized(mt: Mt19937, data: Float32Array): void {
   const n = data.length;
   const km = scratchKernels();
-  const at = km?.layout([624 * 4, n * 4]);
+  const at = km?.layout([STATE_WORDS * 4, n * 4]);
   if (km && at) {
     // The WebAssembly kernel (kernels.wat fillNormal, the same operations two lanes at a time): same bits.
     const [st, o] = at;
-    mt.inKernel(km.u32(st, 624), (next) => km.kernels.fillNormal(st, next, o, n));
+    mt.inKernel(km.u32(st, STATE_WORDS), (next) => km.kernels.fillNormal(st, next, o, n));
     data.set(km.f32(o, n));
     return;
   }
