@@ -1,6 +1,6 @@
 /**
  * The check of ONNX Runtime's WebGPU flash-attention kernel (src/node/runner/flash-check.ts) and what follows from
- * it: the fused attention's form (pipeline.ts attentionForm, fused-attention.ts flashForm).
+ * it: the fused attention's form (attention-files.ts attentionForm, fused-attention.ts flashForm).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -11,7 +11,8 @@ import { fromBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { float32Tensor, makeTensor, openSession, readFloat, releaseSession } from '../src/onnx/session.ts';
 import { fusedLoadOptions, isFusedAttentionFile, prepareFusedAttention } from '../src/node/fused-attention.ts';
-import { attentionForm, loadPipeline } from '../src/node/pipeline.ts';
+import { attentionForm } from '../src/node/attention-files.ts';
+import { loadPipeline } from '../src/node/pipeline.ts';
 import { checkFlashAttention, parseDevices } from '../src/node/runner/devices.ts';
 import { FLASH_CASES, FLASH_TOLERANCE, attentionFormFor, referenceAttention, runFlashCheck, type FlashCheck } from '../src/graph/attention-check.ts';
 import { checkMultiHeadAttention } from '../src/node/runner/flash-check.ts';

@@ -433,7 +433,7 @@ async function runDevices(opts: { json?: boolean }): Promise<number> {
   const list = await checkAvailableDevices();
   const webgpu = list.find((d) => d.name === 'webgpu');
   if (webgpu?.available) {
-    // What --fuse-attention does on this adapter (pipeline.ts attentionForm).
+    // What --fuse-attention does on this adapter (attention-files.ts attentionForm).
     const f = await checkFlashAttention();
     const worst = 'cases' in f ? Math.max(...f.cases.filter((c) => c.unsupported === undefined).map((c) => c.maxError)).toExponential(1) : '';
     webgpu.note += 'reason' in f

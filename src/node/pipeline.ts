@@ -16,9 +16,7 @@ import { readSourceImage, type ImageInput, type SourceImage } from './image/read
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import { PARAM_KEYS, resolveVaeOptions, type GenerateParams, type ResolvedParams, type VaeDecodeOptions } from '../core/params.ts';
 import { checkInputLength } from '../core/vae/tiled.ts';
-import { createRandom } from '../core/random/index.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
-import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { fusionChangesNothing } from '../core/fusion-note.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
@@ -29,20 +27,18 @@ import { encodeSd3Prompt, sd3MaskTokens } from '../core/generation/sd3-prompt.ts
 import { T5Tokenizer, T5_MAX_LENGTH } from '../core/text/t5-tokenizer.ts';
 import { TOOL_VERSION } from './version.ts';
 import { decodeLatentImage, encodeImageLatent, type DecoderRequest } from './vae-decode.ts';
-import { DEFAULT_NATIVE_SIZE, denoiserConfigFile, readModelFolder, withVaeFolder, type ModelFamily, type ModelSpec } from './model/folder.ts';
-import { checkVaeDecoder } from './model/vae-contract.ts';
-import { checkSd3Components } from './model/sd3-contract.ts';
-import { DeviceWorker, liveWebgpuThreads } from './runner/device-worker.ts';
+import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
+import { describeModel, type ModelInfo } from './model/describe.ts';
+import { attentionForm, attentionOnCpuWarnings, fuseAttentionFiles } from './attention-files.ts';
+import type { DeviceWorker } from './runner/device-worker.ts';
+import { startDevices, type DeviceFiles, type DeviceTestHooks, type StartedDevices } from './runner/start-devices.ts';
 import { autoDevices, autoDevicesNote, checkFlashAttention, checkProvidersAvailable, isAutoDevices, parseDevices, threadsWarning, workerIsolations, type DeviceSpec, type WorkerIsolation } from './runner/devices.ts';
-import { attentionFormFor, NO_WEBGPU_FORM, type AttentionForm, type FlashCheck } from '../graph/attention-check.ts';
-import { DevicePool } from './runner/pool.ts';
-import type { ComponentName, FailMode, WorkerResult } from './runner/protocol.ts';
-import { resolveSplitMode, type SplitMode } from '../core/dispatch/tasks.ts';
+import type { DevicePool } from './runner/pool.ts';
+import type { WorkerResult } from './runner/protocol.ts';
+import type { SplitMode } from '../core/dispatch/tasks.ts';
 import type { TextConditioning } from '../core/conditioning.ts';
-import type { IoInfo } from '../onnx/io.ts';
-import type { UnetFloat16Info } from '../core/unet-precision.ts';
 
-export type { GenerateUpscaleSettings };
+export type { GenerateUpscaleSettings, ModelInfo };
 
 export interface PipelineOptions {
   /** Comma-separated device list ("cpu", "cpu,cpu", "webgpu:0", "cuda:0,cuda:1"), "auto" (autoDevices) or parsed specs. Default "cpu". */
@@ -108,11 +104,7 @@ export interface PipelineOptions {
  * `src/index.ts` does not export).
  * @internal
  */
-export interface PipelineTestHooks {
-  /** Make device `device` fail after `after` UNet calls, by throwing (default) or by ending its thread. */
-  injectFailure?: { device: number; after: number; mode?: FailMode };
-  /** Hold each UNet result back by a random delay (seeded) of up to maxMs, shuffling completion order. */
-  completionJitter?: { seed: number; maxMs: number };
+export interface PipelineTestHooks extends DeviceTestHooks {
   /** Receives a function that asks every device worker for its description (the device-conditioning counts). */
   inspectWorkers?: (ask: () => Promise<Extract<WorkerResult, { type: 'describe' }>[]>) => void;
 }
@@ -143,53 +135,6 @@ export interface GenerateResult {
   warnings: string[];
 }
 
-export interface ModelInfo {
-  dir: string;
-  name: string;
-  family: ModelFamily;
-  layout: string;
-  className: string;
-  nativeWidth: number;
-  nativeHeight: number;
-  latentChannels: number;
-  scheduler: { className: string; config: Record<string, unknown> };
-  vae: { scalingFactor: number; forceUpcast: boolean; shiftFactor?: number };
-  /** The VAE encoder upscaling needs (opened when an upscale first runs), relative to `dir`; absent when there is none. */
-  vaeEncoder?: string;
-  /** Width of the denoiser's encoder_hidden_states (SD3: joint_attention_dim). */
-  textWidth?: number;
-  /** SD3: the transformer's patch size, and which text encoders the folder has. */
-  patchSize?: number;
-  textEncoders?: string[];
-  components: Partial<Record<ComponentName, { file: string; inputs: IoInfo[]; outputs: IoInfo[] }>>;
-  attentionProbe: { available: boolean; layers: string[]; reason?: string };
-  /** Whether the UNet runs with its attention fused (PipelineOptions.fuseAttention), how many layers, or why not. */
-  attentionFusion: {
-    applied: boolean;
-    layers: number;
-    reason?: string;
-    /**
-     * How the fused attention is written, when applied: 'padded' (q and k padded per head, which keeps ONNX Runtime's
-     * WebGPU provider off its flash-attention kernel) or 'flash' (as they are: that kernel, where a check on this
-     * machine's WebGPU adapter found it right); `formReason` says why.
-     */
-    form?: 'padded' | 'flash';
-    formReason?: string;
-    /** GEGLUs run as one BiasSplitGelu node each: only where every device is a WebGPU one (no CPU kernel for it). */
-    biasSplitGelus?: number;
-    /** Group norms (with their SiLU) run as one GroupNorm node each: only where every device is a WebGPU one. */
-    groupNorms?: number;
-  };
-  /**
-   * Present when PipelineOptions.unetPrecision is 'float16': whether the UNet was converted (counts of what changed)
-   * or why not (an export in float16 already needs nothing).
-   */
-  unetFloat16?: UnetFloat16Info;
-  /** Set when the UNet export fixed its spatial input size (static-shape exports). */
-  staticLatentSize?: { height: number; width: number };
-  notes: string[];
-}
-
 /** `pipe.upscale`: the source image, the upscale settings, and generate's settings (the prompt is optional). */
 export interface UpscaleParams extends Omit<GenerateParams, 'prompt' | 'width' | 'height'>, UpscaleSettings {
   /** A file path, the file's bytes (PNG, JPEG, WebP), or decoded RGB pixels. */
@@ -198,10 +143,6 @@ export interface UpscaleParams extends Omit<GenerateParams, 'prompt' | 'width' |
   prompt?: string;
 }
 
-
-function contractError(message: string, parameter: string, expected: string, received: string): AsgdError {
-  return new AsgdError(message, { kind: 'model', parameter, expected, received, hint: 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli' });
-}
 
 export class Pipeline implements AsyncDisposable {
   private closed = false;
@@ -705,125 +646,7 @@ export class Pipeline implements AsyncDisposable {
   }
 }
 
-/**
- * How the fused attention is written for these devices: the flash form where a WebGPU device is present and the
- * check of ONNX Runtime's flash-attention kernel on its adapter passes (`check`: runner/devices.ts, a process of its
- * own, once per process); else padded, as on every other provider (the CPU provider computes either form right).
- */
-export async function attentionForm(devices: readonly DeviceSpec[], check: () => Promise<FlashCheck>): Promise<AttentionForm> {
-  return devices.some((d) => d.provider === 'webgpu') ? attentionFormFor(await check()) : NO_WEBGPU_FORM;
-}
 
-/**
- * The fused-attention UNet and probe (fused-attention.ts) in `form` when asked for (a form given); the plain files
- * otherwise, or when the model has no attention the fusion recognises (the reason is reported in ModelInfo).
- * `webgpuOnly`: every device is a WebGPU one, so the GEGLUs and group norms are fused too (BiasSplitGelu and GroupNorm
- * have no CPU kernel).
- */
-export async function fuseAttentionFiles(
-  unet: string, probe: { file: string } | { reason: string }, form: (AttentionForm & { webgpuOnly: boolean }) | undefined,
-): Promise<{ unet?: string; probe?: string; probeServesUnet?: boolean; info: ModelInfo['attentionFusion'] }> {
-  if (!form) return { info: { applied: false, layers: 0, reason: 'fuseAttention is off; --fuse-attention turns it on' } };
-  const { prepareFusedAttention } = await import('./fused-attention.ts');
-  const { probeLoadOptions } = await import('./probe.ts');
-  const { webgpuOnly, ...shape } = form;
-  const how = { flashForm: form.form === 'flash', biasSplitGelu: webgpuOnly };
-  const main = await prepareFusedAttention(unet, how);
-  if ('reason' in main) return { info: { applied: false, layers: 0, reason: main.reason } };
-  const fusedProbe = 'file' in probe ? await prepareFusedAttention(probe.file, { weightsFolder: probeLoadOptions(probe.file).externalDataFolder, ...how }) : undefined;
-  const info = {
-    applied: true, layers: main.fused, ...shape,
-    ...(main.biasSplitGelus ? { biasSplitGelus: main.biasSplitGelus } : {}), ...(main.groupNorms ? { groupNorms: main.groupNorms } : {}),
-  };
-  if (!fusedProbe || !('file' in fusedProbe)) return { unet: main.file, info };
-  // Every attention fused in both, the probed layers' too (attention-fusion.ts): the probe's noise prediction is then
-  // the fused UNet's. An ONNX Attention node whose probabilities the probe reads stays unfused: two graphs then.
-  const same = fusedProbe.fused === main.fused && fusedProbe.groupNorms === main.groupNorms && fusedProbe.biasSplitGelus === main.biasSplitGelus && fusedProbe.skipLayerNorms === main.skipLayerNorms;
-  return { unet: main.file, probe: fusedProbe.file, probeServesUnet: same, info };
-}
-
-/**
- * On WebGPU devices: a warning when the UNet as loaded has ONNX Attention nodes, which ONNX Runtime runs on the CPU
- * there (fused-attention.ts counts them, once per file).
- */
-async function attentionOnCpuWarnings(unetFile: string, devices: DeviceSpec[]): Promise<string[]> {
-  if (!devices.some((d) => d.provider === 'webgpu')) return [];
-  const { countOnnxAttentionIn } = await import('./fused-attention.ts');
-  const n = await countOnnxAttentionIn(unetFile);
-  return typeof n === 'number' && n > 0 ? [webgpuAttentionNote(n)] : [];
-}
-
-function describeModel(
-  spec: ModelSpec,
-  components: Partial<Record<ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }>>,
-  probe: { file: string; layers: string[] } | { reason: string },
-  attentionFusion: ModelInfo['attentionFusion'],
-  deviceNotes: string[],
-): ModelInfo {
-  const unet = components.unet;
-  const te = components.textEncoder;
-  if (!unet || !te) throw new Error('describeModel: components missing');
-  const sd3 = spec.family === 'sd3' ? checkSd3Components(spec, components) : undefined;
-  const sample = unet.inputs.find((i) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
-  const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
-  if (!sd3) checkVaeDecoder(spec, components.vaeDecoder, channels, 'UNet');
-  const hidden = unet.inputs.find((i) => i.name === 'encoder_hidden_states');
-  const width = (c: { outputs: IoInfo[] } | undefined) => (c?.outputs.find((o) => o.name === 'last_hidden_state') ?? c?.outputs[0])?.shape[2];
-  const unetDim = hidden?.shape[2];
-  // SDXL concatenates both encoders' hidden states on the feature axis.
-  const w1 = width(te);
-  const w2 = spec.family === 'sdxl' ? width(components.textEncoder2) : 0;
-  const teDim = typeof w1 === 'number' && typeof w2 === 'number' ? w1 + w2 : undefined;
-  if (!sd3 && typeof unetDim === 'number' && teDim !== undefined && unetDim !== teDim) {
-    const what = spec.family === 'sdxl' ? 'the two text encoders\' widths added' : 'the text encoder\'s';
-    throw contractError('The text encoder and the UNet disagree on the text embedding width', 'unet', `encoder_hidden_states width ${teDim} (${what})`, String(unetDim));
-  }
-  const timeIds = unet.inputs.find((i) => i.name === 'time_ids');
-  if (timeIds && timeIds.shape[1] === 5) {
-    throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'unet', expected: 'time_ids with 6 values (SDXL base)', received: '5 values (refiner: aesthetic score)', hint: 'Use an SDXL base export' });
-  }
-  const staticH = sample.shape[2];
-  const fallback = DEFAULT_NATIVE_SIZE[spec.family];
-  let native = spec.unetSampleSize ? spec.unetSampleSize * 8 : typeof staticH === 'number' && staticH > 0 ? staticH * 8 : fallback;
-  if (!spec.unetSampleSize && typeof staticH !== 'number') spec.notes.push(`no ${denoiserConfigFile(spec.family)} sample_size: assuming a native size of ${fallback} px`);
-  native = Math.max(64, native);
-  const files: Record<string, string> = {
-    textEncoder: spec.paths.textEncoder, unet: spec.paths.unet, vaeDecoder: spec.paths.vaeDecoder,
-    ...(spec.paths.textEncoder2 ? { textEncoder2: spec.paths.textEncoder2 } : {}),
-    ...(spec.paths.textEncoder3 ? { textEncoder3: spec.paths.textEncoder3 } : {}),
-  };
-  const out: ModelInfo['components'] = {};
-  for (const [k, v] of Object.entries(components) as [ComponentName, { inputs: IoInfo[]; outputs: IoInfo[] }][]) {
-    if (k === 'unetProbe') continue;
-    out[k] = { file: path.relative(spec.dir, files[k] ?? ''), ...v };
-  }
-  const sc = spec.schedulerConfig as Record<string, unknown>;
-  return {
-    dir: spec.dir,
-    name: path.basename(spec.dir),
-    family: spec.family,
-    layout: spec.layout,
-    className: spec.className,
-    nativeWidth: native,
-    nativeHeight: native,
-    latentChannels: channels,
-    scheduler: { className: typeof sc['_class_name'] === 'string' ? (sc['_class_name'] as string) : 'EulerDiscreteScheduler', config: sc },
-    vae: spec.vae,
-    ...(spec.paths.vaeEncoder ? { vaeEncoder: path.relative(spec.dir, spec.paths.vaeEncoder) } : {}),
-    ...(sd3
-      ? {
-          textWidth: sd3.textWidth,
-          patchSize: spec.patchSize ?? 2,
-          textEncoders: ['text_encoder (CLIP-L)', 'text_encoder_2 (CLIP-G)', ...(spec.paths.textEncoder3 ? ['text_encoder_3 (T5)'] : [])],
-        }
-      : typeof unetDim === 'number' ? { textWidth: unetDim } : {}),
-    components: out,
-    staticLatentSize: typeof staticH === 'number' && typeof sample.shape[3] === 'number' ? { height: staticH, width: sample.shape[3] } : undefined,
-    attentionProbe: 'file' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },
-    attentionFusion,
-    notes: [...spec.notes, ...deviceNotes],
-  };
-}
 
 /** loadPipeline's arguments, checked as the registry describes the options (JavaScript callers pass anything). */
 function checkLoadArguments(dir: unknown, options: unknown): PipelineOptions {
@@ -860,106 +683,6 @@ function checkRunOptions(run: unknown): void {
 /** An AbortSignal, or nothing. */
 function checkSignal(signal: unknown, parameter: string): void {
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument(parameter, 'an AbortSignal (e.g. new AbortController().signal), or nothing', signal);
-}
-
-/** The model files the device workers load. */
-interface DeviceFiles {
-  spec: ModelSpec;
-  /** The UNet each worker runs (the fused-attention one when asked for) and the attention-probe graph, if any. */
-  unet: string;
-  probe?: string;
-  /** Every component by file, for loading one on another worker later. */
-  pool: Partial<Record<ComponentName, string>>;
-  /**
-   * The probe graph is the UNet (fused or not) plus its small map outputs, so its noise prediction is the UNet's bit
-   * for bit (test/attention-probe.test.ts and test/attention-fusion.test.ts on the CPU; test/webgpu.test.ts on
-   * WebGPU). Every worker then runs every unit on the probe graph: the worker holding the probe opens one UNet
-   * session instead of two (the whole UNet's weights less: on a GPU, its memory), and every worker runs the same
-   * graph, so the bits do not depend on which worker ran a unit. A unit that is not probed fetches the noise
-   * prediction alone (UnetCall.maps): its maps are computed (ONNX Runtime runs every node whatever is fetched) but
-   * never read. False where `probeSession` is 'separate'.
-   */
-  probeServesUnet: boolean;
-}
-
-interface StartedDevices {
-  workers: DeviceWorker[];
-  pool: DevicePool;
-  desc: Extract<WorkerResult, { type: 'describe' }>;
-}
-
-/**
- * Starts a worker per device and loads the model into them (the UNet everywhere; the text encoders, VAE decoder
- * and probe on the first), then the pool over them. `split`: the CFG split mode decided before (a restart), else
- * decided now. An abort of `signal` ends the workers and rejects with `cancelled()`; any failure ends them too.
- */
-async function startDevices(
-  files: DeviceFiles, devices: DeviceSpec[], options: PipelineOptions, hooks: PipelineTestHooks,
-  signal: AbortSignal | undefined, cancelled: () => AsgdError, split?: SplitMode,
-): Promise<StartedDevices> {
-  const { spec } = files;
-  const workers: DeviceWorker[] = [];
-  // Terminating rejects the request a worker is answering at once (its session creation cannot be interrupted).
-  const onAbort = () => workers.forEach((w) => void w.terminate());
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    for (const [i, d] of devices.entries()) {
-      if (signal?.aborted) throw cancelled();
-      // Decided as the worker starts, with the WebGPU worker threads running now (other pipelines load meanwhile).
-      const w = new DeviceWorker(d, workerIsolations(options.workerIsolation ?? 'auto', devices, liveWebgpuThreads())[i]);
-      workers.push(w);
-      const paths: Partial<Record<ComponentName, string>> = { unet: files.probeServesUnet ? files.probe! : files.unet };
-      if (i === 0) {
-        paths.textEncoder = spec.paths.textEncoder;
-        if (spec.paths.textEncoder2) paths.textEncoder2 = spec.paths.textEncoder2;
-        if (spec.paths.textEncoder3) paths.textEncoder3 = spec.paths.textEncoder3;
-        paths.vaeDecoder = spec.paths.vaeDecoder;
-        if (files.probe) paths.unetProbe = files.probe;
-      }
-      await w.request<'ok'>(
-        {
-          type: 'init', paths, session: { provider: d.provider, deviceId: d.deviceId, threads: d.threads },
-          failAfterUnetCalls: hooks.injectFailure?.device === i ? hooks.injectFailure.after : undefined,
-          failMode: hooks.injectFailure?.device === i ? hooks.injectFailure.mode : undefined,
-        },
-        'loading the model',
-      );
-    }
-    const desc = await workers[0]!.request<'describe'>({ type: 'describe' }, 'describing the model');
-    const holdings = workers.map((_, i): ComponentName[] =>
-      i > 0 ? ['unet'] : ['unet', 'textEncoder', 'vaeDecoder', ...(spec.paths.textEncoder2 ? ['textEncoder2' as const] : []), ...(spec.paths.textEncoder3 ? ['textEncoder3' as const] : []), ...(files.probe ? ['unetProbe' as const] : [])],
-    );
-    const pool = new DevicePool(workers, holdings, {
-      split: split ?? await splitModeFor(options.splitCfg ?? 'auto', devices, desc.components.unet?.inputs, () =>
-        workers[0]!.request<'checkCfgSplit'>({ type: 'checkCfgSplit', height: 16, width: 16 }, 'checking CFG splitting').then((r) => r.identical),
-      ),
-      retry: options.retryOnOtherDevice ?? false,
-      paths: files.pool,
-      completionJitter: hooks.completionJitter
-        ? { random: createRandom(BigInt(hooks.completionJitter.seed), 'jitter'), maxMs: hooks.completionJitter.maxMs }
-        : undefined,
-    });
-    if (signal?.aborted) throw cancelled();
-    return { workers, pool, desc };
-  } catch (err) {
-    const ended = Promise.all(workers.map((w) => w.terminate()));
-    if (signal?.aborted) {
-      // Not waited for: a thread still creating a session ends when it is done (the caller need not wait).
-      void ended.catch(() => undefined);
-      throw cancelled();
-    }
-    await ended;
-    throw err;
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
-}
-
-/** resolveSplitMode for a device list: ONNX Runtime's CPU kernels where every device is a cpu one. */
-function splitModeFor(
-  mode: 'auto' | SplitMode, devices: DeviceSpec[], unetInputs: IoInfo[] | undefined, splitIsExact: () => Promise<boolean>,
-): Promise<SplitMode> {
-  return resolveSplitMode(mode, { devices: devices.length, cpuKernels: devices.every((d) => d.provider === 'cpu'), unetInputs }, splitIsExact);
 }
 
 /** Loads a model folder onto the devices: reads the folder, starts one worker per device, opens the sessions. */

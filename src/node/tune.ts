@@ -21,7 +21,7 @@ import type { UnetAdapter, UnetCall } from '../onnx/unet.ts';
 import { prepareFloat16Unet, upcastsAttention } from './float16-unet.ts';
 import { fusedLoadOptions } from './fused-attention.ts';
 import { readModelFolder } from './model/folder.ts';
-import { attentionForm, fuseAttentionFiles } from './pipeline.ts';
+import { attentionForm, fuseAttentionFiles } from './attention-files.ts';
 import { prepareAttentionProbe, probeLoadOptions } from './probe.ts';
 import { layoutCandidates, timeLayouts } from './tune-layouts.ts';
 import { autoDevices, checkFlashAttention, checkProvidersAvailable, isAutoDevices, parseDevices, type DeviceSpec } from './runner/devices.ts';
