@@ -14,7 +14,8 @@ import { METHOD_OPTIONS, PARAM_OPTIONS, VAE_OPTIONS } from '../src/core/options/
 import sharp from 'sharp';
 import { encodeImage, readImageMetadata } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
-import { createServer, outputNameFor } from '../src/server/app.ts';
+import { createServer } from '../src/server/app.ts';
+import { outputNameFor } from '../src/server/output-names.ts';
 import { LibraryEngine } from '../src/server/library-engine.ts';
 import { readModelFolderFacts } from '../src/server/model-facts.ts';
 import { LocalJobQueue } from '../src/server/local-queue.ts';

@@ -7,33 +7,25 @@
  * a socket. The server stays thin: jobs go to a JobQueue, the queue runs them through an Engine.
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { createHash, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import sharp from 'sharp';
 import { AsgdError } from '../core/errors.ts';
-import type { GenerationMetadata } from '../core/metadata.ts';
 import { checkSettings, generationScheduler, type ModelFacts } from '../core/generation/check.ts';
 import { denoiserGrid } from '../core/model-family.ts';
 import { planMethod } from '../core/methods/plan.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { resolveParams, validateParams, type GenerateParams, type ResolvedParams } from '../core/params.ts';
-import { inspectSourceImage } from '../node/image/read.ts';
-import { readImageMetadata } from '../node/image/write.ts';
-import type { UpscaleParams } from '../node/pipeline.ts';
-import { PACKAGE_VERSION } from '../node/version.ts';
 import type { Engine, EngineResult, ModelEntry } from './engine.ts';
 import { QueueError } from './local-queue.ts';
-import type { JobEvent, JobQueue, JobRecord } from './queue.ts';
-import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, upscaleRequestSchema, type JsonSchema } from './schema.ts';
+import type { JobEvent, JobQueue } from './queue.ts';
+import { errorSchema, generateRequestSchema, jobEventSchema, jobSchema, moveRequestSchema, outputSchema, uploadSchema, upscaleRequestSchema } from './schema.ts';
 import { checkUpscale, img2imgScheduler, startStep, upscaleMethodOptions } from '../core/generation/img2img.ts';
 import { saveUpload, UPLOAD_MAX_BYTES, UPLOAD_TYPES } from './uploads.ts';
 import { ApiError, apiWording, bodyField, fastifyErrorBody, jobErrorOf, jsonBodyError, schemaErrorBody, type SchemaError } from './errors.ts';
-
-const uploadSchema: JsonSchema = {
-  type: 'object',
-  properties: { name: { type: 'string' }, width: { type: 'integer' }, height: { type: 'integer' }, created: { type: 'boolean' } },
-};
+import { OutputGallery, THUMB_SIZE } from './gallery.ts';
+import { contentType, mediaType, normalHost, sameSecret, unsupportedType } from './http.ts';
+import { jobIdOfOutput, OUTPUT_NAME_MAX, outputNameFor, toGenerateParams, upscaleParams } from './output-names.ts';
+import { openApiDocument, routePattern, type Route } from './routes.ts';
 
 export interface ServerOptions {
   queue: JobQueue;
@@ -58,11 +50,6 @@ export interface ServerOptions {
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 const FINAL = new Set(['completed', 'failed', 'cancelled']);
-/** Output file names: no folders, no leading dot, an image extension. */
-const OUTPUT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(png|jpe?g|webp)$/i;
-/** The longest name OUTPUT_NAME takes (1 + 200 + '.jpeg'): the router's limit on a path parameter covers it. */
-const OUTPUT_NAME_MAX = 1 + 200 + '.jpeg'.length;
-const THUMB_SIZE = 256;
 /**
  * Outputs and their thumbnails may be kept by the browser: an output's name is its job's (or an upload's content
  * hash), so the bytes behind a name do not change. A page reload then does not fetch the whole gallery again.
@@ -71,47 +58,6 @@ const OUTPUT_CACHE = 'private, max-age=86400';
 
 /** Jobs whose last preview is kept after they end. */
 const PREVIEWS_KEPT = 8;
-
-/** The output file of a job: named after the job, so a job re-run after a crash finds its finished output. */
-export function outputNameFor(job: Pick<JobRecord, 'id' | 'createdAt'>): string {
-  const stamp = job.createdAt.replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-  return `asgd-${stamp}-${job.id}.png`;
-}
-
-/** The id of the job whose output `name` is (outputNameFor's inverse); undefined for other names. */
-export function jobIdOfOutput(name: string): string | undefined {
-  return /^asgd-\d{8}-\d{6}-(.+)\.png$/.exec(name)?.[1];
-}
-
-/** A validated request body as the library's GenerateParams. */
-export function toGenerateParams(body: Record<string, unknown>): GenerateParams {
-  const { model: _model, originalSize, ...rest } = body;
-  const params = { ...rest } as unknown as GenerateParams;
-  if (typeof originalSize === 'string') {
-    const [w, h] = originalSize.split('x').map(Number);
-    params.originalSize = { width: w!, height: h! };
-  }
-  return params;
-}
-
-/** A validated upscale request body (less its source) as the library's upscale settings: originalSize as an object. */
-export function upscaleParams(body: Record<string, unknown>): Omit<UpscaleParams, 'image'> {
-  return toGenerateParams(body) as unknown as Omit<UpscaleParams, 'image'>;
-}
-
-interface Route {
-  method: 'GET' | 'POST' | 'PATCH' | 'DELETE';
-  url: string;
-  summary: string;
-  body?: JsonSchema;
-  /** Query parameters by name (strings: the query is validated as sent, without type coercion). */
-  query?: Record<string, JsonSchema>;
-  /** A body that is not JSON: the content types taken (the route's own parser is registered), and a size limit. */
-  rawBody?: { types: readonly string[]; limit: number };
-  /** `type`: the content type when not JSON; `schema` describes the body (for an event stream: each event's data). */
-  responses: Record<string, { description: string; schema?: JsonSchema; type?: string }>;
-  handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
-}
 
 export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -132,8 +78,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       done(err, value);
     });
   });
-  const outputsDir = path.resolve(o.outputsDir);
-  fs.mkdirSync(outputsDir, { recursive: true });
+  const gallery = new OutputGallery(o.outputsDir);
+  const outputsDir = gallery.dir;
   const previews = new Map<string, Uint8Array>();
   const allowedHosts = new Set([...LOOPBACK_HOSTS, ...(o.allowedHosts ?? [])]);
   const sse = new Set<FastifyReply>();
@@ -312,10 +258,8 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     const entry = await requestModel(model, reply);
     if (!entry) return undefined;
     const { scale, strength, structureSource, maxPixels, width, height } = body as Record<string, number & string & undefined>;
-    let source: Awaited<ReturnType<typeof inspectSource>>;
-    try {
-      source = await inspectSource(name, file);
-    } catch {
+    const source = await gallery.source(name, file);
+    if (!source) {
       void unreadableImage(reply, name);
       return undefined;
     }
@@ -374,54 +318,13 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   const jobId = (req: FastifyRequest) => (req.params as { id: string }).id;
   const notFound = (reply: FastifyReply, what = 'No such job') => reply.code(404).send({ error: 'not-found', message: what });
 
+  /** The file of output `name`; undefined when it replied 400 (not an output's name) or 404 (none). */
   function outputFile(name: string, reply: FastifyReply): string | undefined {
-    if (!OUTPUT_NAME.test(name)) {
-      void reply.code(400).send({ error: 'invalid-argument', field: 'name', message: 'Invalid output name' });
-      return undefined;
-    }
-    const file = path.resolve(outputsDir, name);
-    if (path.dirname(file) !== outputsDir || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
-      void notFound(reply, 'No such output');
-      return undefined;
-    }
-    return file;
-  }
-
-  /** An output as an upscale sees it (oriented size, embedded prompts; undefined: not a readable image), by name. */
-  const sourceCache = new Map<string, { mtimeMs: number; bytes: number; seen?: Awaited<ReturnType<typeof inspectSourceImage>> }>();
-  async function inspectSource(name: string, file: string): Promise<Awaited<ReturnType<typeof inspectSourceImage>>> {
-    const st = fs.statSync(file);
-    let cached = sourceCache.get(name);
-    if (!cached || cached.mtimeMs !== st.mtimeMs || cached.bytes !== st.size) {
-      let seen;
-      try {
-        seen = await inspectSourceImage(file);
-      } catch {
-        seen = undefined;
-      }
-      cached = { mtimeMs: st.mtimeMs, bytes: st.size, ...(seen ? { seen } : {}) };
-      sourceCache.set(name, cached);
-    }
-    if (!cached.seen) throw new Error(`${name} is not a readable image`);
-    return cached.seen;
-  }
-
-  const metaCache = new Map<string, { mtimeMs: number; metadata?: GenerationMetadata }>();
-  async function describeOutput(name: string): Promise<{ name: string; size: number; modified: string; metadata?: GenerationMetadata }> {
-    const file = path.join(outputsDir, name);
-    const st = fs.statSync(file);
-    let cached = metaCache.get(name);
-    if (!cached || cached.mtimeMs !== st.mtimeMs) {
-      let metadata: GenerationMetadata | undefined;
-      try {
-        metadata = (await readImageMetadata(file)).metadata;
-      } catch {
-        metadata = undefined;
-      }
-      cached = { mtimeMs: st.mtimeMs, metadata };
-      metaCache.set(name, cached);
-    }
-    return { name, size: st.size, modified: st.mtime.toISOString(), ...(cached.metadata ? { metadata: cached.metadata } : {}) };
+    const file = gallery.file(name);
+    if (file === 'invalid') void reply.code(400).send({ error: 'invalid-argument', field: 'name', message: 'Invalid output name' });
+    else if (file === 'missing') void notFound(reply, 'No such output');
+    else return file;
+    return undefined;
   }
 
   const idParams = { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] };
@@ -574,11 +477,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
     {
       method: 'GET', url: '/api/v1/outputs', summary: 'The gallery: output files with their metadata, newest first',
       responses: { 200: { description: 'outputs', schema: { type: 'object', properties: { outputs: { type: 'array', items: outputSchema } } } } },
-      handler: async () => {
-        const names = fs.readdirSync(outputsDir).filter((n) => OUTPUT_NAME.test(n) && fs.statSync(path.join(outputsDir, n)).isFile());
-        const outputs = await Promise.all(names.map(describeOutput));
-        return { outputs: outputs.sort((a, b) => b.modified.localeCompare(a.modified) || b.name.localeCompare(a.name)) };
-      },
+      handler: async () => ({ outputs: await gallery.list() }),
     },
     {
       method: 'GET', url: '/api/v1/outputs/:name', summary: 'An output file',
@@ -596,7 +495,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
       handler: async (req, reply) => {
         const name = (req.params as { name: string }).name;
         if (!outputFile(name, reply)) return reply;
-        return describeOutput(name);
+        return gallery.describe(name);
       },
     },
     {
@@ -606,22 +505,9 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
         const name = (req.params as { name: string }).name;
         const file = outputFile(name, reply);
         if (!file) return reply;
-        const thumbs = path.join(outputsDir, '.thumbnails');
-        const thumb = path.join(thumbs, `${name}.webp`);
-        if (!fs.existsSync(thumb) || fs.statSync(thumb).mtimeMs < fs.statSync(file).mtimeMs) {
-          fs.mkdirSync(thumbs, { recursive: true });
-          let bytes: Buffer;
-          try {
-            // Turned as its EXIF orientation says, as the upscale reads it.
-            bytes = await sharp(file).autoOrient().resize(THUMB_SIZE, THUMB_SIZE, { fit: 'inside', withoutEnlargement: true }).webp().toBuffer();
-          } catch {
-            return unreadableImage(reply, name);
-          }
-          const tmp = `${thumb}.${process.pid}.tmp`;
-          fs.writeFileSync(tmp, bytes);
-          fs.renameSync(tmp, thumb);
-        }
-        return reply.type('image/webp').header('cache-control', OUTPUT_CACHE).send(fs.readFileSync(thumb));
+        const thumb = await gallery.thumbnail(name, file);
+        if (!thumb) return unreadableImage(reply, name);
+        return reply.type('image/webp').header('cache-control', OUTPUT_CACHE).send(thumb);
       },
     },
     {
@@ -639,9 +525,7 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
             message: `Output ${name} is the source of ${users.length === 1 ? 'job' : 'jobs'} ${users.map((j) => `${j.id} (${j.state})`).join(', ')}; cancel ${users.length === 1 ? 'it' : 'them'} or wait until ${users.length === 1 ? 'it ends' : 'they end'}, then delete it`,
           });
         }
-        fs.rmSync(file);
-        fs.rmSync(path.join(outputsDir, '.thumbnails', `${name}.webp`), { force: true });
-        metaCache.delete(name);
+        gallery.remove(name, file);
         // The job that wrote it goes too: the fleet names jobs by their settings, and would answer the same
         // settings again with that finished job, whose output is gone, instead of running them.
         const id = jobIdOfOutput(name);
@@ -727,75 +611,3 @@ export async function createServer(o: ServerOptions): Promise<FastifyInstance> {
   return app;
 }
 
-/** A route's URL as a pattern of paths (each :param one segment). */
-function routePattern(url: string): RegExp {
-  return new RegExp(`^${url.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}/?$`);
-}
-
-/** The media type of a request's body (its content-type without parameters), lower case; '' when none. */
-function mediaType(req: FastifyRequest): string {
-  return String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-}
-
-/** 415 naming the content-type header, what the route takes and what was sent. */
-function unsupportedType(req: FastifyRequest, reply: FastifyReply, types: readonly string[]): FastifyReply {
-  return reply.code(415).send({ error: 'unsupported-media-type', field: 'content-type', message: `Invalid content-type; expected ${types.join(', ')}; received ${mediaType(req) || 'none'}` });
-}
-
-/** A Host header as URL.host writes it (no default port). */
-function normalHost(host: string): string {
-  try {
-    return new URL(`http://${host}`).host;
-  } catch {
-    return host;
-  }
-}
-
-function contentType(file: string): string {
-  const ext = path.extname(file).toLowerCase();
-  const types: Record<string, string> = {
-    '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8',
-    '.svg': 'image/svg+xml', '.png': 'image/png', '.json': 'application/json', '.ico': 'image/x-icon', '.webp': 'image/webp',
-  };
-  return types[ext] ?? 'application/octet-stream';
-}
-
-/** What any route with a JSON body can answer besides its own responses. */
-const jsonBodyResponses: Route['responses'] = {
-  400: { description: 'the body is not JSON, or holds a prototype-poisoning key', schema: errorSchema },
-  413: { description: 'the body is larger than the limit (1 MiB unless the server sets another)', schema: errorSchema },
-  415: { description: 'a content type other than application/json', schema: errorSchema },
-};
-
-function openApiDocument(routes: Route[]): Record<string, unknown> {
-  const paths: Record<string, Record<string, unknown>> = {};
-  for (const r of routes) {
-    const p = r.url.replace(/:(\w+)/g, '{$1}');
-    const names = [...r.url.matchAll(/:(\w+)/g)].map((m) => m[1]!);
-    paths[p] ??= {};
-    paths[p][r.method.toLowerCase()] = {
-      summary: r.summary,
-      ...(names.length || r.query
-        ? { parameters: [...names.map((n) => ({ name: n, in: 'path', required: true, schema: { type: 'string' } })), ...Object.entries(r.query ?? {}).map(([n, schema]) => ({ name: n, in: 'query', required: false, schema }))] }
-        : {}),
-      ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: r.body } } } } : {}),
-      ...(r.rawBody ? { requestBody: { required: true, content: Object.fromEntries(r.rawBody.types.map((t) => [t, { schema: { type: 'string', format: 'binary' } }])) } } : {}),
-      responses: Object.fromEntries(Object.entries({ ...(r.body ? jsonBodyResponses : {}), ...r.responses }).map(([code, v]) => [code, {
-        description: v.description,
-        ...(v.schema || v.type ? { content: { [v.type ?? 'application/json']: v.schema ? { schema: v.schema } : {} } } : {}),
-      }])),
-    };
-  }
-  return {
-    openapi: '3.1.0',
-    info: { title: 'asgdiffusion', version: PACKAGE_VERSION, description: 'Queue high-resolution Stable Diffusion generations and browse the outputs. Seeds are decimal strings.' },
-    paths,
-  };
-}
-
-/** Compares a presented token with the server's in time that does not depend on where they differ. */
-function sameSecret(presented: string | null | undefined, expected: string): boolean {
-  if (typeof presented !== 'string') return false;
-  // Hashing first gives both sides one length, so the length of the token leaks no more than its content.
-  return timingSafeEqual(createHash('sha256').update(presented).digest(), createHash('sha256').update(expected).digest());
-}

@@ -156,6 +156,12 @@ export const errorSchema: JsonSchema = {
   properties: { error: { type: 'string' }, message: { type: 'string' }, field: { type: 'string' } },
 };
 
+/** An uploaded picture as the gallery holds it (`created` false: the same bytes were uploaded before). */
+export const uploadSchema: JsonSchema = {
+  type: 'object',
+  properties: { name: { type: 'string' }, width: { type: 'integer' }, height: { type: 'integer' }, created: { type: 'boolean' } },
+};
+
 export const outputSchema: JsonSchema = {
   type: 'object',
   properties: {

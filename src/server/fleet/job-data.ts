@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { Job } from 'bullmq';
 import { resolveParams } from '../../core/params.ts';
-import { toGenerateParams } from '../app.ts';
+import { toGenerateParams } from '../output-names.ts';
 import type { JobProgress, JobRecord, JobSpec, JobState } from '../queue.ts';
 import { CANCELLED_REASON } from './settings.ts';
 

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { PipelineOptions } from '../../node/pipeline.ts';
-import { outputNameFor, toGenerateParams, upscaleParams } from '../app.ts';
+import { outputNameFor, toGenerateParams, upscaleParams } from '../output-names.ts';
 import type { EngineProgress } from '../engine.ts';
 import { apiWording, jobErrorOf } from '../errors.ts';
 import { checkModelFolders, readModelFolderFacts } from '../model-facts.ts';
