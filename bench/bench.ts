@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randn } from '../src/core/random/index.ts';
 import { benchSchedulerStep } from './host/scheduler-step.ts';
-import { defaultModelDir } from '../src/cli/main.ts';
+import { defaultModelDir } from '../src/cli/model-dir.ts';
 import { saveImage } from '../src/node/image/write.ts';
 import { loadPipeline } from '../src/node/pipeline.ts';
 import { writeTinySdModel } from '../test/fixtures/index.ts';

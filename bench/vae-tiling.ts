@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { chwToRgb8, type RgbImage } from '../src/core/image.ts';
 import { decodeTiled, encodeTiled, type TileStatsMode } from '../src/core/vae/tiled.ts';
 import { planAxis } from '../src/core/vae/tiling.ts';
-import { defaultModelDir } from '../src/cli/main.ts';
+import { defaultModelDir } from '../src/cli/model-dir.ts';
 import { readModelFolder } from '../src/node/model/folder.ts';
 import { localBackend } from '../src/node/vae-local.ts';
 import { absDifference } from './analysis/difference.ts';

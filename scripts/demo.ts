@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { defaultModelDir } from '../src/cli/main.ts';
+import { defaultModelDir } from '../src/cli/model-dir.ts';
 import { exitCodeFor } from '../src/cli/exit-codes.ts';
 import { createProgressView } from '../src/cli/progress.ts';
 import type { GenerateParams } from '../src/core/params.ts';
