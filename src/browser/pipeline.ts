@@ -12,7 +12,7 @@ import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { fusionChangesNothing } from '../core/fusion-note.ts';
 import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/denoise.ts';
-import { finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
+import { collectWarnings, finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, cropRgb, type RgbImage } from '../core/image.ts';
 import { schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
@@ -453,15 +453,9 @@ export class WebPipeline {
     };
   }
 
-  /** A run's warnings, each told to its onWarning as it comes; the model's device warnings first (unless `repeated`). */
+  /** A run's warnings; the model's device warnings first (unless `repeated`). */
   private warningsFor(run: WebGenerateRunOptions, repeated = false): { warnings: string[]; warn: (m: string) => void } {
-    const warnings: string[] = [];
-    const warn = (m: string) => {
-      warnings.push(m);
-      run.onWarning?.(m);
-    };
-    if (!repeated) this.deviceWarnings.forEach(warn);
-    return { warnings, warn };
+    return collectWarnings(run.onWarning, repeated ? [] : this.deviceWarnings);
   }
 
   /** Encodes the prompt on the first device and hands the conditioning to every device. */

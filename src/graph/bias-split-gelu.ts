@@ -28,7 +28,8 @@
  */
 import { create } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
-import { MS_DOMAIN, tensorScalar } from './attention-fusion.ts';
+import { MS_DOMAIN } from './attention-fusion.ts';
+import { tensorScalar } from './tensor-values.ts';
 import { importMsDomain } from './rewrite-index.ts';
 import { declaredDims, initializerThroughIdentity, int64Constant, intAttr, isDefaultDomain as isDefault } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';

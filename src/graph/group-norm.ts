@@ -17,7 +17,7 @@
  */
 import { create } from '@bufbuild/protobuf';
 import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, TensorProtoSchema, type ModelProto, type NodeProto, type TensorProto } from 'onnx-buf';
-import { floatValues } from './attention-fusion.ts';
+import { floatValues } from './tensor-values.ts';
 import { declaredDims, initializerThroughIdentity, int64Constant, isDefaultDomain as isDefault } from './attention-probe.ts';
 import { pruneGraph } from './prune.ts';
 import { MS_DOMAIN, importMsDomain, rewriteIndex } from './rewrite-index.ts';

@@ -110,7 +110,7 @@ export interface PipelineTestHooks extends DeviceTestHooks {
 }
 
 export type { DeviceActivity, GenerationCallbacks, GenerationPhase, GenerationProgress, GenerationTimings } from '../core/generation/progress.ts';
-import { finalStage, type DeviceActivity, type GenerationCallbacks, type GenerationProgress, type GenerationTimings } from '../core/generation/progress.ts';
+import { collectWarnings, finalStage, type DeviceActivity, type GenerationCallbacks, type GenerationProgress, type GenerationTimings } from '../core/generation/progress.ts';
 
 export interface GenerateRunOptions extends GenerationCallbacks {
   signal?: AbortSignal;
@@ -539,18 +539,9 @@ export class Pipeline implements AsyncDisposable {
     };
   }
 
-  /**
-   * A run's warnings, collected and passed on as they come; the pipeline's own (deviceWarnings) first, unless the
-   * run is the second stage of one that gave them already.
-   */
+  /** A run's warnings; the pipeline's own first, unless the run is the second stage of one that gave them already. */
   private warningsFor(run: GenerateRunOptions, secondStage = false): { warnings: string[]; warn: (message: string) => void } {
-    const warnings: string[] = [];
-    const warn = (m: string) => {
-      warnings.push(m);
-      run.onWarning?.(m);
-    };
-    if (!secondStage) this.deviceWarnings.forEach(warn);
-    return { warnings, warn };
+    return collectWarnings(run.onWarning, secondStage ? [] : this.deviceWarnings);
   }
 
   /** What the check stage needs of the model. */

@@ -49,6 +49,20 @@ export function finalStage(method: { name: string; numSteps: number; stage1Steps
   return method.name === 'direct' || method.numSteps <= method.stage1Steps ? 1 : 2;
 }
 
+/**
+ * A run's warnings, collected and told to `onWarning` as each comes; `first` (the pipeline's own, about how the model
+ * meets the devices) are told at once.
+ */
+export function collectWarnings(onWarning: ((message: string) => void) | undefined, first: readonly string[] = []): { warnings: string[]; warn: (message: string) => void } {
+  const warnings: string[] = [];
+  const warn = (m: string) => {
+    warnings.push(m);
+    onWarning?.(m);
+  };
+  first.forEach(warn);
+  return { warnings, warn };
+}
+
 /** What a caller of the Node or browser pipeline's generate may watch (each adds its own cancellation signal). */
 export interface GenerationCallbacks {
   onProgress?: (p: GenerationProgress) => void;
