@@ -1,4 +1,7 @@
-/** The browser pipeline's load options and what its events carry. */
+/** The browser pipeline's load options, their checks, and what its events carry. */
+import { invalidArgument } from '../core/errors.ts';
+import { PIPELINE_OPTIONS, optionSpec } from '../core/options/registry.ts';
+import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
 import type { FileProgress } from './model/model-files.ts';
 import type { WebComponent, WebProvider } from './device/protocol.ts';
 import type { SplitMode } from '../core/dispatch/tasks.ts';
@@ -61,3 +64,40 @@ export interface WebPipelineOptions {
 export type LoadProgress =
   | ({ phase: 'download' } & FileProgress)
   | { phase: 'session'; component: WebComponent; device: string };
+
+/** loadWebPipeline's options, known by name. */
+const LOAD_OPTIONS = ['provider', 'workers', 'threads', 'attentionProbe', 'probeSession', 'fuseAttention', 'unetPrecision', 'splitCfg', 'store', 'wasmPaths', 'createWorker', 'onProgress', 'signal', 'fetch'] as const;
+
+/**
+ * loadWebPipeline's options, checked before any request as Node's loadPipeline checks its own (JavaScript callers
+ * pass anything): an unknown option is named, every value is checked against what it should be.
+ */
+export function checkLoadOptions(options: unknown): WebPipelineOptions {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalidArgument('options', 'an object of WebPipelineOptions, or nothing', options);
+  const o = options as Record<string, unknown>;
+  refuseUnknownKeys(o, LOAD_OPTIONS, 'a loadWebPipeline option', 'Check the spelling; generation settings go to generate()');
+  const provider = o['provider'];
+  if (provider !== undefined && provider !== 'auto' && provider !== 'webgpu' && provider !== 'wasm') throw invalidArgument('provider', '"auto", "webgpu" or "wasm"', provider);
+  const workers = o['workers'];
+  if (workers !== undefined && !(typeof workers === 'number' && Number.isInteger(workers) && workers >= 1)) throw invalidArgument('workers', 'an integer >= 1', workers);
+  if (o['threads'] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, 'threads'), o['threads']);
+  for (const key of ['fuseAttention', 'probeSession', 'unetPrecision', 'splitCfg'] as const) {
+    if (o[key] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, key), o[key]);
+  }
+  for (const key of ['attentionProbe', 'store']) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalidArgument(key, 'true or false', o[key]);
+  }
+  const wasmPaths = o['wasmPaths'];
+  if (wasmPaths !== undefined && !(typeof wasmPaths === 'string' && wasmPaths.endsWith('/'))) {
+    throw invalidArgument('wasmPaths', 'the URL of the folder with ONNX Runtime Web\'s .wasm and .mjs files, ending in "/"', wasmPaths);
+  }
+  for (const key of ['createWorker', 'onProgress', 'fetch']) {
+    if (o[key] !== undefined && typeof o[key] !== 'function') throw invalidArgument(key, 'a function, or nothing', o[key]);
+  }
+  const signal = o['signal'];
+  if (signal !== undefined && !(typeof AbortSignal !== 'undefined' && signal instanceof AbortSignal)) {
+    throw invalidArgument('signal', 'an AbortSignal (e.g. new AbortController().signal), or nothing', signal);
+  }
+  return o as WebPipelineOptions;
+}

@@ -7,7 +7,7 @@
 import type { TextConditioning } from '../core/conditioning.ts';
 import { Dispatcher, type DeviceStats } from '../core/dispatch/dispatcher.ts';
 import { resolveSplitMode, type SplitMode } from '../core/dispatch/tasks.ts';
-import { AsgdError, invalidArgument, throwIfAborted } from '../core/errors.ts';
+import { AsgdError, throwIfAborted } from '../core/errors.ts';
 import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { fusionChangesNothing } from '../core/fusion-note.ts';
 import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
@@ -19,7 +19,6 @@ import { schedulerFrom, startStep, type UpscaleSettings } from '../core/generati
 import {
   bothStages, checkGenerateUpscale, checkUpscaleRun, encodeLatent, noVaeEncoderError, upscaleInit, upscaleRecord, upscaleStageParams, type GenerateUpscaleSettings,
 } from '../core/generation/upscale.ts';
-import { float32VaeFailedNote, float32VaeNote } from '../core/vae/upcast-note.ts';
 import { float16AlreadyNote, float16FailedWarning, float16UnetInfo, float16UnetNote, type UnetFloat16Info } from '../core/unet-precision.ts';
 import { folderOf, readExternalFiles, readModelFile, type PageExternalFile } from './model/external-data.ts';
 import { buildMetadata, unetRecord, type GenerationMetadata } from '../core/metadata.ts';
@@ -27,18 +26,20 @@ import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.t
 import { PARAM_KEYS, type GenerateParams, type VaeDecodeOptions } from '../core/params.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import type { Scheduler } from '../core/schedulers/types.ts';
-import { PIPELINE_OPTIONS, UPSCALE_OPTIONS, optionSpec } from '../core/options/registry.ts';
-import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
+import { UPSCALE_OPTIONS } from '../core/options/registry.ts';
+import { refuseUnknownKeys } from '../core/options/spec.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { decodeLatentWith, encodeImageWith } from '../core/vae/pipeline-decode.ts';
 import type { DenoiseInput } from '../core/generation/denoise.ts';
-import { DEFAULT_NATIVE_SIZE, denoiserConfigFile } from '../core/model-family.ts';
+import { nativeSize } from '../core/model-family.ts';
 import type { IoInfo } from '../onnx/io.ts';
-import type { ComponentIo, DeviceInit, DeviceResult, WebComponent, WebProvider } from './device/protocol.ts';
+import type { ComponentIo, DeviceInit, WebComponent, WebProvider } from './device/protocol.ts';
 import { WebDevice } from './device/web-device.ts';
 import { folderUrl, modelFileSource, storedCopyRetry, type CompanionFiles, type FileSource } from './model/model-files.ts';
 import { readWebModel, type WebModelSpec } from './model/web-model.ts';
-import type { LoadProgress, WebPipelineOptions } from './options.ts';
+import { checkLoadOptions, type LoadProgress, type WebPipelineOptions } from './options.ts';
+import { pickProvider } from './provider.ts';
+import { noteLoad } from './load-notes.ts';
 import { encodePng } from './png.ts';
 import { webVaeRunner } from './vae-runner.ts';
 import { readWebSourceImage, type WebImageInput } from './source-image.ts';
@@ -105,91 +106,6 @@ export interface WebModelInfo {
 
 function defaultWorker(index: number): Worker {
   return new Worker(new URL('./device/worker.js', import.meta.url), { type: 'module', name: `asgdiffusion-device-${index}` });
-}
-
-/** loadWebPipeline's options, known by name. */
-const LOAD_OPTIONS = ['provider', 'workers', 'threads', 'attentionProbe', 'probeSession', 'fuseAttention', 'unetPrecision', 'splitCfg', 'store', 'wasmPaths', 'createWorker', 'onProgress', 'signal', 'fetch'] as const;
-
-/**
- * loadWebPipeline's options, checked before any request as Node's loadPipeline checks its own (JavaScript callers
- * pass anything): an unknown option is named, every value is checked against what it should be.
- */
-function checkLoadOptions(options: unknown): WebPipelineOptions {
-  if (options === undefined) return {};
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalidArgument('options', 'an object of WebPipelineOptions, or nothing', options);
-  const o = options as Record<string, unknown>;
-  refuseUnknownKeys(o, LOAD_OPTIONS, 'a loadWebPipeline option', 'Check the spelling; generation settings go to generate()');
-  const provider = o['provider'];
-  if (provider !== undefined && provider !== 'auto' && provider !== 'webgpu' && provider !== 'wasm') throw invalidArgument('provider', '"auto", "webgpu" or "wasm"', provider);
-  const workers = o['workers'];
-  if (workers !== undefined && !(typeof workers === 'number' && Number.isInteger(workers) && workers >= 1)) throw invalidArgument('workers', 'an integer >= 1', workers);
-  if (o['threads'] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, 'threads'), o['threads']);
-  for (const key of ['fuseAttention', 'probeSession', 'unetPrecision', 'splitCfg'] as const) {
-    if (o[key] !== undefined) checkOption(optionSpec(PIPELINE_OPTIONS, key), o[key]);
-  }
-  for (const key of ['attentionProbe', 'store']) {
-    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalidArgument(key, 'true or false', o[key]);
-  }
-  const wasmPaths = o['wasmPaths'];
-  if (wasmPaths !== undefined && !(typeof wasmPaths === 'string' && wasmPaths.endsWith('/'))) {
-    throw invalidArgument('wasmPaths', 'the URL of the folder with ONNX Runtime Web\'s .wasm and .mjs files, ending in "/"', wasmPaths);
-  }
-  for (const key of ['createWorker', 'onProgress', 'fetch']) {
-    if (o[key] !== undefined && typeof o[key] !== 'function') throw invalidArgument(key, 'a function, or nothing', o[key]);
-  }
-  const signal = o['signal'];
-  if (signal !== undefined && !(typeof AbortSignal !== 'undefined' && signal instanceof AbortSignal)) {
-    throw invalidArgument('signal', 'an AbortSignal (e.g. new AbortController().signal), or nothing', signal);
-  }
-  return o as WebPipelineOptions;
-}
-
-interface GpuAdapterLike {
-  info?: { isFallbackAdapter?: boolean };
-  isFallbackAdapter?: boolean;
-}
-
-/**
- * The provider to run: 'auto' takes WebGPU when the browser offers a hardware adapter, and WebAssembly where the
- * only adapter is a fallback one (a CPU emulation such as SwiftShader, far slower than WebAssembly); an explicit
- * 'webgpu' takes any adapter.
- */
-async function pickProvider(asked: WebPipelineOptions['provider']): Promise<{ provider: WebProvider; note?: string }> {
-  if (asked === 'wasm') return { provider: 'wasm' };
-  const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<GpuAdapterLike | null> } } | undefined)?.gpu;
-  const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
-  if (asked === 'webgpu') {
-    if (!adapter) {
-      throw new AsgdError('WebGPU is not available in this browser', { kind: 'device', parameter: 'provider', expected: 'a browser with a WebGPU adapter', received: gpu ? 'no adapter' : 'no navigator.gpu', hint: 'Use provider "wasm" or "auto"' });
-    }
-    return { provider: 'webgpu' };
-  }
-  if (adapter && (adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter)) {
-    return { provider: 'wasm', note: 'provider auto: the only WebGPU adapter is a fallback (software) one, so WebAssembly runs; provider "webgpu" would use it' };
-  }
-  return { provider: adapter ? 'webgpu' : 'wasm' };
-}
-
-/** Where a weights file went to ONNX Runtime Web in pieces (src/graph/external-pieces.ts). */
-function externalPiecesNote(file: string, bytes: number, pieces: number): string {
-  return `${file} (${(bytes / 1e9).toFixed(2)} GB) handed to ONNX Runtime Web in ${pieces} piece${pieces === 1 ? '' : 's'}: it reads no offset past 4 GiB of one file`;
-}
-
-/** Where a model file's inline weights were read in place as external data (src/graph/inline-weights.ts). */
-function inlineWeightsNote(file: string, tensors: number, bytes: number): string {
-  return `${file}: its ${tensors} inline weights (${(bytes / 1e9).toFixed(2)} GB) handed to ONNX Runtime Web as external data read in place, so its memory holds them once`;
-}
-
-type Loaded = Extract<DeviceResult, { type: 'loaded' }>;
-
-/** What a model file's load tells the page's notes, each once: its VAE run in float32, its weights read in place or cut. */
-function noteLoad(notes: string[], file: string, r: Loaded): void {
-  const vae = file.startsWith('vae_encoder') ? 'vae_encoder' : 'vae_decoder';
-  const add = (note: string) => void (notes.includes(note) || notes.push(note));
-  if (r.float32Tensors !== undefined) add(float32VaeNote(vae, r.float32Tensors));
-  if (r.inlineWeights) add(inlineWeightsNote(file, r.inlineWeights.tensors, r.inlineWeights.bytes));
-  for (const p of r.externalPieces ?? []) add(externalPiecesNote(folderOf(file) + p.path, p.bytes, p.pieces));
-  if (r.float32Reason !== undefined) add(float32VaeFailedNote(vae, r.float32Reason));
 }
 
 const NO_ENCODER_HINT = 'Serve the whole export folder with its vae_encoder (optimum-cli exports it by default)';
@@ -679,10 +595,7 @@ function describe(
   const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
   const staticH = sample.shape[2];
   const staticW = sample.shape[3];
-  const fallback = DEFAULT_NATIVE_SIZE[spec.family];
-  let native = spec.unetSampleSize ? spec.unetSampleSize * 8 : typeof staticH === 'number' && staticH > 0 ? staticH * 8 : fallback;
-  if (!spec.unetSampleSize && typeof staticH !== 'number') spec.notes.push(`no ${denoiserConfigFile(spec.family)} sample_size: assuming a native size of ${fallback} px`);
-  native = Math.max(64, native);
+  const native = nativeSize(spec.family, spec.unetSampleSize, staticH, spec.notes);
   return {
     url: spec.url,
     name: spec.name,

@@ -12,6 +12,17 @@ export const DEFAULT_NATIVE_SIZE: Readonly<Record<ModelFamily, number>> = Object
 /** The denoiser's config file, whose sample_size gives the native size. */
 export const denoiserConfigFile = (family: ModelFamily): string => (family === 'sd3' ? 'transformer/config.json' : 'unet/config.json');
 
+/**
+ * A loaded model's native size in pixels: its denoiser config's sample_size, else the size its export fixes
+ * (`staticLatentHeight`), else the family's default, which `notes` then says is assumed; at least 64.
+ */
+export function nativeSize(family: ModelFamily, sampleSize: number | undefined, staticLatentHeight: unknown, notes: string[]): number {
+  const fallback = DEFAULT_NATIVE_SIZE[family];
+  if (!sampleSize && typeof staticLatentHeight !== 'number') notes.push(`no ${denoiserConfigFile(family)} sample_size: assuming a native size of ${fallback} px`);
+  const px = sampleSize ? sampleSize * 8 : typeof staticLatentHeight === 'number' && staticLatentHeight > 0 ? staticLatentHeight * 8 : fallback;
+  return Math.max(64, px);
+}
+
 /** The family's name with its article, as a sentence says it ("an SDXL model"). */
 export const aFamily = (family: ModelFamily): string => `${family === 'sdxl' ? 'an' : 'a'} ${FAMILY_NAMES[family]}`;
 

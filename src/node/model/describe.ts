@@ -7,7 +7,8 @@ import { AsgdError } from '../../core/errors.ts';
 import type { UnetFloat16Info } from '../../core/unet-precision.ts';
 import type { IoInfo } from '../../onnx/io.ts';
 import type { ComponentName } from '../runner/protocol.ts';
-import { DEFAULT_NATIVE_SIZE, denoiserConfigFile, type ModelFamily, type ModelSpec } from './folder.ts';
+import type { ModelFamily, ModelSpec } from './folder.ts';
+import { nativeSize } from '../../core/model-family.ts';
 import { checkSd3Components } from './sd3-contract.ts';
 import { checkVaeDecoder } from './vae-contract.ts';
 
@@ -93,10 +94,7 @@ export function describeModel(
     throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'unet', expected: 'time_ids with 6 values (SDXL base)', received: '5 values (refiner: aesthetic score)', hint: 'Use an SDXL base export' });
   }
   const staticH = sample.shape[2];
-  const fallback = DEFAULT_NATIVE_SIZE[spec.family];
-  let native = spec.unetSampleSize ? spec.unetSampleSize * 8 : typeof staticH === 'number' && staticH > 0 ? staticH * 8 : fallback;
-  if (!spec.unetSampleSize && typeof staticH !== 'number') spec.notes.push(`no ${denoiserConfigFile(spec.family)} sample_size: assuming a native size of ${fallback} px`);
-  native = Math.max(64, native);
+  const native = nativeSize(spec.family, spec.unetSampleSize, staticH, spec.notes);
   const files: Record<string, string> = {
     textEncoder: spec.paths.textEncoder, unet: spec.paths.unet, vaeDecoder: spec.paths.vaeDecoder,
     ...(spec.paths.textEncoder2 ? { textEncoder2: spec.paths.textEncoder2 } : {}),
