@@ -123,6 +123,66 @@ test('the page loads with no console error and builds its form from the API sche
   assert.deepEqual(errors, []);
 });
 
+test('before the form: a server that needs its token asks for it, a wrong one is said, the right one opens the page', async () => {
+  const outputsDir = tempDir('web-token');
+  const queue = new LocalJobQueue({ dir: path.join(outputsDir, '.queue') });
+  const engine = new FakeEngine({ stepMs: 40 });
+  const app = await createServer({ queue, engine, outputsDir, webDir, token: 'sesame' });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  closers.push(async () => {
+    await queue.close();
+    await app.close();
+    await engine.close();
+  });
+  const a = app.server.address();
+  const url = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}/`;
+  const context = await browser.newContext();
+  contexts.push(context);
+  const page = await context.newPage();
+  await page.goto(url);
+  await page.waitForSelector('#token-entry:not([hidden])');
+  assert.match(await page.textContent('#start-message') ?? '', /needs its token: open the address `asgd serve` printed/);
+  assert.equal(await page.isDisabled('#queue-button'), true, 'nothing to queue before the form');
+  assert.equal(await page.$('#fields [name="prompt"]'), null, 'no form yet');
+  assert.equal(await page.isVisible('#advanced'), false, 'nor its advanced section');
+  await page.fill('#token-input', 'wrong');
+  await page.press('#token-input', 'Enter');
+  await page.waitForURL(/\?token=wrong$/);
+  await page.waitForSelector('#token-entry:not([hidden])');
+  assert.match(await page.textContent('#start-message') ?? '', /This token is not the server's/);
+  await page.fill('#token-input', 'sesame');
+  await page.click('#token-open');
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(new URL(page.url()).searchParams.get('token'), 'sesame');
+  assert.ok(await page.$('#fields [name="prompt"]'), 'the form is built');
+  assert.equal(await page.$('#start-status'), null, 'the status line is gone');
+  assert.equal(await page.isVisible('#advanced'), true);
+  assert.equal(await page.isDisabled('#queue-button'), false);
+});
+
+test('before the form: while the API cannot be reached the page says so and tries again; then the form is built', async () => {
+  const context = await browser.newContext();
+  contexts.push(context);
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  let refused = 0;
+  await page.route('**/api/v1/openapi.json', (route) => {
+    refused++;
+    return route.abort('connectionrefused');
+  });
+  await page.goto(fake.url);
+  await page.waitForFunction("/cannot be reached .*Trying again/.test(document.querySelector('#start-message').textContent)", undefined, { polling: 100 });
+  assert.equal(await page.isDisabled('#queue-button'), true);
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.ok(refused >= 2, `tried again: ${refused} requests`);
+  await page.unroute('**/api/v1/openapi.json');
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 10_000 });
+  assert.ok(await page.$('#fields [name="prompt"]'));
+  assert.equal(await page.isDisabled('#queue-button'), false);
+  assert.deepEqual(errors, []);
+});
+
 test('the size placeholders and the native preset follow the selected model; its native size is what an empty size gives', async () => {
   const { page, errors } = await openPage(fake.url);
   const sizes = async () => ({

@@ -59,6 +59,10 @@ export function quietly(p: Promise<unknown>): void {
 }
 
 const token = new URLSearchParams(location.search).get('token');
+/** Whether the page's address carries a token. */
+export function apiTokenGiven(): boolean {
+  return token !== null;
+}
 export function apiUrl(path: string): string {
   const url = `/api/v1${path}`;
   return token ? `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}` : url;
