@@ -196,6 +196,13 @@ test('WASM: the page loads with no console error and makes the 128 px and 256 px
   await matchesNode(images.r128, { width: 128, height: 128, seed: 7 });
   images.r256 = await generateOnDemo(single.page, settings(256, 256, 11));
   await matchesNode(images.r256, { width: 256, height: 256, seed: 11 });
+  // Above the native size asg steps with Euler instead of the model's PNDM, and says how to keep it in the words a
+  // page sets it with (Node's warning names the CLI flag).
+  const warnings = (await single.page.evaluate('window.asgdDemo.result.warnings')) as string[];
+  const scheduler = warnings.find((w) => w.startsWith("Using the euler scheduler instead of the model's pndm"));
+  assert.ok(scheduler, warnings.join('\n'));
+  assert.match(scheduler, /set the scheduler to pndm \(scheduler pndm\) to keep it$/);
+  assert.ok(warnings.every((w) => !/--[a-z]/.test(w)), `no CLI flag in the page's warnings: ${warnings.join('\n')}`);
   assert.deepEqual(single.errors, []);
 });
 

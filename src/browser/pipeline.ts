@@ -12,6 +12,7 @@ import { webgpuAttentionNote } from '../core/webgpu-attention-note.ts';
 import { fusionChangesNothing } from '../core/fusion-note.ts';
 import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/denoise.ts';
+import { apiWording } from '../core/options/api-wording.ts';
 import { collectWarnings, finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
 import { chwToRgb8, cropRgb, type RgbImage } from '../core/image.ts';
@@ -369,9 +370,12 @@ export class WebPipeline {
     };
   }
 
-  /** A run's warnings; the model's device warnings first (unless `repeated`). */
+  /**
+   * A run's warnings, in the settings' names where they name a CLI flag (a page sets `scheduler`, not `--scheduler`);
+   * the model's device warnings first (unless `repeated`).
+   */
   private warningsFor(run: WebGenerateRunOptions, repeated = false): { warnings: string[]; warn: (m: string) => void } {
-    return collectWarnings(run.onWarning, repeated ? [] : this.deviceWarnings);
+    return collectWarnings(run.onWarning, repeated ? [] : this.deviceWarnings, apiWording);
   }
 
   /** Encodes the prompt on the first device and hands the conditioning to every device. */

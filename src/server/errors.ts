@@ -4,9 +4,11 @@
  * built-in ones (a body that is not JSON, too large, of another content type) all answer in this shape.
  */
 import { describe } from '../core/errors.ts';
-import { METHOD_OPTIONS, PARAM_OPTIONS, UPSCALE_OPTIONS, VAE_OPTIONS } from '../core/options/registry.ts';
-import type { OptionSpec } from '../core/options/spec.ts';
+import { METHOD_OPTIONS } from '../core/options/registry.ts';
+import { apiWording } from '../core/options/api-wording.ts';
 import type { JsonSchema } from './schema.ts';
+
+export { apiWording };
 
 export interface ApiErrorBody {
   error: string;
@@ -97,28 +99,6 @@ export function schemaErrorBody(v: SchemaError, part: string | undefined): ApiEr
 export function bodyField(parameter: string | undefined): string | undefined {
   if (parameter === undefined) return undefined;
   return METHOD_OPTIONS.some((s) => s.key === parameter) ? `methodOptions.${parameter}` : parameter;
-}
-
-/** Each CLI flag of a setting the API takes (long and short), and the request field it is there. */
-const FLAG_FIELDS: [RegExp, string][] = (() => {
-  const fields: [OptionSpec, string][] = [
-    ...[...PARAM_OPTIONS, ...UPSCALE_OPTIONS].map((s): [OptionSpec, string] => [s, s.key]),
-    ...METHOD_OPTIONS.map((s): [OptionSpec, string] => [s, `methodOptions.${s.key}`]),
-    ...VAE_OPTIONS.map((s): [OptionSpec, string] => [s, `vae.${s.key}`]),
-  ];
-  return fields.flatMap(([s, field]) => [s.cli?.flag, s.cli?.short].filter((f): f is string => f !== undefined)
-    .map((flag): [RegExp, string] => [new RegExp(`(?<=^|[\\s(/'"\`])${flag}(?=$|[\\s)/,.;:'"\`])`, 'g'), field]));
-})();
-
-/**
- * A library message in the API's words: the CLI flags it names (`--scheduler`, `-W/-H`) become the request's
- * fields (`scheduler`, `width/height`). Flags of what a request cannot set (`--devices`) stay: they speak to
- * whoever runs the server.
- */
-export function apiWording(message: string): string {
-  let out = message;
-  for (const [flag, field] of FLAG_FIELDS) out = out.replace(flag, field);
-  return out;
 }
 
 function bytes(n: number): string {

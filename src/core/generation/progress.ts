@@ -51,11 +51,14 @@ export function finalStage(method: { name: string; numSteps: number; stage1Steps
 
 /**
  * A run's warnings, collected and told to `onWarning` as each comes; `first` (the pipeline's own, about how the model
- * meets the devices) are told at once.
+ * meets the devices) are told at once. `wording` rewrites each first (the browser pipeline: settings' names for flags).
  */
-export function collectWarnings(onWarning: ((message: string) => void) | undefined, first: readonly string[] = []): { warnings: string[]; warn: (message: string) => void } {
+export function collectWarnings(
+  onWarning: ((message: string) => void) | undefined, first: readonly string[] = [], wording: (message: string) => string = (m) => m,
+): { warnings: string[]; warn: (message: string) => void } {
   const warnings: string[] = [];
-  const warn = (m: string) => {
+  const warn = (message: string) => {
+    const m = wording(message);
     warnings.push(m);
     onWarning?.(m);
   };
