@@ -1,5 +1,5 @@
 /** `asgd generate` and `asgd upscale`: the flags (and a recorded image's settings) as the library's settings. */
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AsgdError, invalidArgument } from '../core/errors.ts';

@@ -1,5 +1,5 @@
 /** `asgd serve` and `asgd worker`: the web app's server and a fleet worker, each until Ctrl-C. */
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import path from 'node:path';
 import { invalidArgument } from '../core/errors.ts';
 import { EXIT } from './exit-codes.ts';

@@ -8,7 +8,7 @@ import { int64Constant, intAttr } from './attention-probe.ts';
 import { tensorScalar } from './tensor-values.ts';
 
 /** One dimension of a tensor: `axis` counted from the end (negative) where the tensor's rank is not known. */
-export interface Dim {
+interface Dim {
   of: string;
   axis: number;
 }
@@ -21,15 +21,15 @@ export interface Entry {
 }
 
 /** No tensor of these graphs has more axes; a larger count read from a Shape slice is not a list of dimensions. */
-export const MAX_RANK = 64;
+const MAX_RANK = 64;
 
-export const normalAxis = (axis: number, rank: number | undefined): number => (axis < 0 && rank !== undefined ? axis + rank : axis);
+const normalAxis = (axis: number, rank: number | undefined): number => (axis < 0 && rank !== undefined ? axis + rank : axis);
 
 /**
  * The dimensions [start, end) of `of` as entries (end undefined: to the last), as Shape's start / end count them;
  * undefined where their count is not known (one bound from each end of a tensor of unknown rank).
  */
-export function dimRange(of: string, start: number, end: number | undefined, rank: number | undefined): Entry[] | undefined {
+function dimRange(of: string, start: number, end: number | undefined, rank: number | undefined): Entry[] | undefined {
   let a: number;
   let b: number;
   if (rank !== undefined) {
