@@ -23,6 +23,7 @@ import type { GenerateParams } from '../src/core/params.ts';
 import { moveToExternalData } from './fixtures/onnx-graph.ts';
 import { ISOLATION, ROOT, buildDemoSite, compareRgb, rgbOfPng, serveSite, type PageError, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
+import { apiWording } from '../src/core/options/api-wording.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -246,7 +247,8 @@ test("a UNet with its weights in model.onnx_data loads as exported: the data fil
   assert.equal(r.probe?.available, true);
   assert.equal(r.unetFloat16, undefined);
   const node = await nodeImage({});
-  assert.deepEqual(r.warnings, node.warnings);
+  // Node's warnings, in the settings' words where Node's name a CLI flag (docs/browser.md).
+  assert.deepEqual(r.warnings, node.warnings.map(apiWording));
   assert.deepEqual({ ...r.metadata, model: node.metadata.model }, node.metadata);
   await matches(r.png!, node, WASM_TOLERANCE, 'external data, as exported, against Node');
   // The probe in a session of its own: derived from the UNet's graph, it names the UNet's weights file too.
@@ -332,7 +334,7 @@ test("unetPrecision 'float16': the float32 weights are converted as they stream 
   assert.ok(!allocs.includes(convertedBytes), `allocations of 1 MiB or more: ${allocs.join(', ')}; the converted weights ${convertedBytes}`);
   // The same metadata as Node's, unetPrecision included (the model's name is its folder's).
   assert.deepEqual({ ...first.metadata, model: node.metadata.model }, node.metadata);
-  assert.deepEqual(first.warnings, node.warnings);
+  assert.deepEqual(first.warnings, node.warnings.map(apiWording));
   assert.equal(first.metadata?.unetPrecision, 'float16');
   // The page's conversion is Node's, byte for byte: the graph and its weights file as stored in Cache Storage.
   const stored = (await page.evaluate(`(async () => {

@@ -22,6 +22,7 @@ import { A1111_TEXT, jpegWithUserComment } from './helpers/image-texts.ts';
 import { ROOT, buildDemoSite, compareRgb, openDemo, serveSite, type PageError, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir } from './helpers/models.ts';
 import { SMALL_VAE_ENCODER, buildGroupNormVaeEncoder } from './fixtures/groupnorm-vae.ts';
+import { apiWording } from '../src/core/options/api-wording.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -133,7 +134,7 @@ test("WASM: a PNG upscaled 2x in the page is Node's upscale of the same file, th
   assert.deepEqual(r.metadata, ref.metadata);
   assert.equal(r.metadata.prompt, PROMPT);
   assert.equal(r.metadata.upscale?.source.width, 128);
-  assert.deepEqual(r.warnings, ref.warnings);
+  assert.deepEqual(r.warnings, ref.warnings.map(apiWording), "Node's, in the settings' words");
   assert.ok(r.canUpscale);
   // The encoder was opened by this first upscale (not at load).
   assert.ok(r.components.includes('vaeEncoder'), r.components.join(', '));
@@ -342,7 +343,7 @@ test("WASM: generateUpscaled in the page is Node's: one result whose metadata ho
   assert.deepEqual(withoutHash(r.metadata), withoutHash(ref.metadata));
   assert.deepEqual(r.metadata.upscale?.source.generation?.seed, '9');
   assert.equal(r.unetEvaluations, ref.unetEvaluations);
-  assert.deepEqual(r.warnings, ref.warnings);
+  assert.deepEqual(r.warnings, ref.warnings.map(apiWording), "Node's, in the settings' words");
   assert.deepEqual(r.refused, { kind: 'invalid-argument', parameter: 'sclae' });
 });
 
