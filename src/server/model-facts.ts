@@ -11,8 +11,9 @@ import path from 'node:path';
 import { AsgdError } from '../core/errors.ts';
 import { MISSING_SCHEDULER_CONFIG } from '../core/schedulers/config.ts';
 import type { SchedulerConfig } from '../core/schedulers/types.ts';
-import { DEFAULT_NATIVE_SIZE, folderFamily, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
+import { folderFamily, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
 import { readOnnxInputs } from '../node/model/onnx-inputs.ts';
+import { nativeSize } from '../core/model-family.ts';
 
 export interface ModelFolderFacts {
   nativeWidth?: number;
@@ -58,10 +59,7 @@ function staticSampleSize(dir: string, sd3: boolean): number | undefined {
   }
 }
 
-function nativeSize(latentSize: number | undefined, family: ModelFamily): { nativeWidth: number; nativeHeight: number } {
-  const px = latentSize ? Math.max(64, latentSize * 8) : DEFAULT_NATIVE_SIZE[family];
-  return { nativeWidth: px, nativeHeight: px };
-}
+const square = (px: number) => ({ nativeWidth: px, nativeHeight: px });
 
 /** The facts that can be read; a missing or damaged file leaves its fact out (loading the model names the problem). */
 export function readModelFolderFacts(dir: string): ModelFolderFacts {
@@ -75,7 +73,8 @@ export function readModelFolderFacts(dir: string): ModelFolderFacts {
   const schedulerConfig = schedFile ? readJson(schedFile) : sd3 ? SD3_SCHEDULER_CONFIG : MISSING_SCHEDULER_CONFIG;
   return {
     // Without a sample_size, the size the pipeline takes: a static-shape export's, else the family's default.
-    ...nativeSize(sampleSize ?? staticSampleSize(dir, sd3), family),
+    // As the pipelines describe a loaded model (the export read only where the config gives no size).
+    ...square(nativeSize(family, sampleSize, sampleSize ? undefined : staticSampleSize(dir, sd3), [])),
     ...(schedulerConfig ? { schedulerConfig: schedulerConfig as SchedulerConfig } : {}),
     family,
     latentChannels: positive(denoiser?.['in_channels']) ?? (sd3 ? 16 : 4),

@@ -111,8 +111,6 @@ export function readTokenizerFiles(dir: string, label: string): TokenizerFiles {
   return files;
 }
 
-export { DEFAULT_NATIVE_SIZE, denoiserConfigFile } from '../../core/model-family.ts';
-
 /** An SD3 folder's scheduler config when it has none: SD3's flow-matching Euler with shift 3. */
 export const SD3_SCHEDULER_CONFIG: Readonly<SchedulerConfig> = Object.freeze({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3.0 });
 

@@ -7,17 +7,14 @@ import { resolveSplitMode, type SplitMode } from '../../core/dispatch/tasks.ts';
 import { createRandom } from '../../core/random/index.ts';
 import type { IoInfo } from '../../onnx/io.ts';
 import type { ModelSpec } from '../model/folder.ts';
+import type { PipelineOptions } from '../pipeline.ts';
 import { DeviceWorker, liveWebgpuThreads } from './device-worker.ts';
-import { workerIsolations, type DeviceSpec, type WorkerIsolation } from './devices.ts';
+import { workerIsolations, type DeviceSpec } from './devices.ts';
 import { DevicePool } from './pool.ts';
 import type { ComponentName, FailMode, WorkerResult } from './protocol.ts';
 
-/** The pipeline options that decide how the workers start (PipelineOptions has them documented). */
-export interface StartOptions {
-  splitCfg?: 'auto' | SplitMode;
-  retryOnOtherDevice?: boolean;
-  workerIsolation?: 'auto' | WorkerIsolation;
-}
+/** The pipeline options that decide how the workers start. */
+export type StartOptions = Pick<PipelineOptions, 'splitCfg' | 'retryOnOtherDevice' | 'workerIsolation'>;
 
 /** Fault and timing injection for the runner's tests (PipelineTestHooks). */
 export interface DeviceTestHooks {
