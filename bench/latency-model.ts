@@ -9,7 +9,7 @@
  * `chargeHost` is set, in which case the coordinator's measured wall time is added (one coordinator thread).
  */
 import { SD15_SCHEDULER_CONFIG } from '../src/core/schedulers/presets.ts';
-import { SD3_SCHEDULER_CONFIG } from '../src/node/model/folder.ts';
+import { SD3_SCHEDULER_CONFIG } from '../src/core/sd3-config.ts';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { AttentionMap, EvaluateHint, UnetUnit } from '../src/core/methods/types.ts';
 import { resolveParams } from '../src/core/params.ts';

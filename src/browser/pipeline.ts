@@ -15,6 +15,8 @@ import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/deno
 import { apiWording } from '../core/options/api-wording.ts';
 import { collectWarnings, finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
 import { encodePrompt } from '../core/generation/prompt.ts';
+import { encodeSd3Prompt, sd3MaskTokens } from '../core/generation/sd3-prompt.ts';
+import { checkSd3Components, checkVaeDecoder } from '../core/model-contract.ts';
 import { chwToRgb8, cropRgb, type RgbImage } from '../core/image.ts';
 import { schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
 import {
@@ -30,9 +32,10 @@ import type { Scheduler } from '../core/schedulers/types.ts';
 import { UPSCALE_OPTIONS } from '../core/options/registry.ts';
 import { refuseUnknownKeys } from '../core/options/spec.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
-import { decodeLatentWith, encodeImageWith } from '../core/vae/pipeline-decode.ts';
+import { T5Tokenizer, T5_MAX_LENGTH } from '../core/text/t5-tokenizer.ts';
+import { decodeLatentWith, decoderInput, encodeImageWith } from '../core/vae/pipeline-decode.ts';
 import type { DenoiseInput } from '../core/generation/denoise.ts';
-import { nativeSize } from '../core/model-family.ts';
+import { nativeSize, type ModelFamily } from '../core/model-family.ts';
 import type { IoInfo } from '../onnx/io.ts';
 import type { ComponentIo, DeviceInit, WebComponent, WebProvider } from './device/protocol.ts';
 import { WebDevice } from './device/web-device.ts';
@@ -81,10 +84,16 @@ export interface WebGenerateResult {
 export interface WebModelInfo {
   url: string;
   name: string;
-  family: 'sd' | 'sdxl';
+  family: ModelFamily;
   nativeWidth: number;
   nativeHeight: number;
   latentChannels: number;
+  /** Width of the denoiser's encoder_hidden_states (SD3: joint_attention_dim). */
+  textWidth?: number;
+  /** SD3: the transformer's patch size (as Node's ModelInfo). */
+  patchSize?: number;
+  /** SD3: which text encoders the folder has, e.g. "text_encoder_3 (T5)" (as Node's ModelInfo). */
+  textEncoders?: string[];
   provider: WebProvider;
   workers: number;
   attentionProbe: { available: boolean; layers: string[]; reason?: string };
@@ -127,6 +136,8 @@ export class WebPipeline {
     private readonly dispatcher: Dispatcher,
     private readonly tokenizer: ClipTokenizer,
     private readonly tokenizer2: ClipTokenizer | undefined,
+    /** SD3's T5 tokenizer, where the folder has T5. */
+    private readonly tokenizer3: T5Tokenizer | undefined,
     /** What every generation warns of because of how the model meets the provider (info.notes has them too). */
     private readonly deviceWarnings: string[],
     /** The model's files, for the VAE encoder an upscale opens on first use. */
@@ -149,6 +160,7 @@ export class WebPipeline {
     const spec = await readWebModel(base, src);
     const tokenizer = new ClipTokenizer(spec.tokenizer, 'tokenizer');
     const tokenizer2 = spec.tokenizer2 ? new ClipTokenizer(spec.tokenizer2, 'tokenizer_2') : undefined;
+    const tokenizer3 = spec.tokenizer3 ? new T5Tokenizer(spec.tokenizer3, 'tokenizer_3') : undefined;
     const picked = await pickProvider(options.provider);
     const provider = picked.provider;
     if (picked.note) spec.notes.push(picked.note);
@@ -268,6 +280,7 @@ export class WebPipeline {
         if (i > 0) return;
         await open(d, 'textEncoder');
         if (bytes.textEncoder2) await open(d, 'textEncoder2');
+        if (bytes.textEncoder3) await open(d, 'textEncoder3');
         await open(d, 'vaeDecoder');
         if (unet.servesProbe) {
           probe = { layers: unet.layers ?? [] };
@@ -292,7 +305,7 @@ export class WebPipeline {
       if (signal?.aborted) throw loadCancelled();
       const info = { ...describe(spec, components, probe, fusion, provider, workers, deviceWarnings, split), ...(unetFloat16 ? { unetFloat16 } : {}) };
       const dispatcher = new Dispatcher(devices, { now: () => performance.now(), split });
-      return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2, deviceWarnings, src);
+      return new WebPipeline(spec, info, devices, dispatcher, tokenizer, tokenizer2, tokenizer3, deviceWarnings, src);
     } catch (err) {
       stop();
       throw signal?.aborted ? loadCancelled() : err;
@@ -349,7 +362,7 @@ export class WebPipeline {
     throwIfAborted(signal);
     const t0 = performance.now();
     const scheduler = createScheduler(this.spec.schedulerConfig, p.steps, plan.scheduler);
-    await this.encodeText(plan, scheduler.numSteps, run);
+    await this.encodeText(plan, scheduler.numSteps, run, warn);
     const tText = performance.now();
     throwIfAborted(signal);
     const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, run, warn);
@@ -379,19 +392,26 @@ export class WebPipeline {
   }
 
   /** Encodes the prompt on the first device and hands the conditioning to every device. */
-  private async encodeText(plan: GenerationPlan, totalSteps: number, run: WebGenerateRunOptions): Promise<void> {
+  private async encodeText(plan: GenerationPlan, totalSteps: number, run: WebGenerateRunOptions, warn: (m: string) => void): Promise<void> {
     const p = plan.params;
     run.onProgress?.({ phase: 'text', stage: 1, step: 0, totalSteps, unitsDone: 0, unitsTotal: 0 });
     const head = this.devices[0]!;
-    const cond: TextConditioning = await encodePrompt(
-      { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative },
-      { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt },
-      (which, rows, layer) => {
-        // encodePrompt asks for the SD1/2/XL encoders only (SD3's T5 goes through encodeSd3Prompt, Node only).
-        if (which === 'textEncoder3') throw new AsgdError('SD3 models do not run in the browser yet', { kind: 'model', parameter: 'model', hint: 'Use an SD 1.x, 2.x or SDXL export, or the Node API' });
-        return head.request<'encodeText'>({ type: 'encodeText', which, rows, layer }, 'encoding the prompt');
-      },
-    );
+    const input = { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative };
+    const encode = (which: 'textEncoder' | 'textEncoder2' | 'textEncoder3', rows: Int32Array[], layer: 'last' | 'penultimate') =>
+      head.request<'encodeText'>({ type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : `encoding the prompt (${which})`);
+    const cond: TextConditioning =
+      this.spec.family === 'sd3'
+        ? await encodeSd3Prompt(
+            input,
+            {
+              tokenizer2: this.tokenizer2!,
+              t5: this.tokenizer3 ? { tokenizer: this.tokenizer3, maxLength: T5_MAX_LENGTH } : undefined,
+              jointDim: this.info.textWidth!,
+              onWarning: warn,
+            },
+            encode,
+          )
+        : await encodePrompt(input, { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt }, encode);
     await Promise.all(this.devices.map((d) => d.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
   }
 
@@ -417,6 +437,11 @@ export class WebPipeline {
     const sampled = await denoise(planDenoiseInput(plan, scheduler, model, {
       noMapsReason: noMapsReason(this.info.attentionProbe),
       evaluate,
+      // SD3: the mask reads the CLIP tokens and T5's (src/core/generation/sd3-prompt.ts), as in Node.
+      maskTokens:
+        this.spec.family === 'sd3'
+          ? sd3MaskTokens(plan.maskTokens, this.tokenizer.maxLength, this.tokenizer3?.encode(p.prompt, T5_MAX_LENGTH).eosIndex, p.maskWords !== undefined)
+          : undefined,
       signal,
       onWarning: warn,
       init,
@@ -505,12 +530,12 @@ export class WebPipeline {
       run.onProgress?.({ phase: 'encode', stage: 1, step: 0, totalSteps: scheduler.numSteps, unitsDone: 0, unitsTotal: 0, tilesDone, tilesTotal });
     };
     const runner = webVaeRunner(this.devices[0]!, 'encoder');
-    const vae = { latentChannels: this.info.latentChannels, scalingFactor: this.spec.vae.scalingFactor };
+    const vae = { latentChannels: this.info.latentChannels, scalingFactor: this.spec.vae.scalingFactor, shiftFactor: this.spec.vae.shiftFactor };
     const { init, resized } = await upscaleInit(source.image, check, (img) =>
       encodeLatent(img, (chw, h, w) => encodeImageWith(runner, chw, h, w, p.vae, { onTile, onWarning: warn }), vae));
     throwIfAborted(signal);
     const tEncode = performance.now();
-    await this.encodeText(plan, scheduler.numSteps, run);
+    await this.encodeText(plan, scheduler.numSteps, run, warn);
     const tText = performance.now();
     throwIfAborted(signal);
     const { sampled, unetMs } = await this.denoiseStage(plan, scheduler, run, warn, init);
@@ -569,9 +594,7 @@ export class WebPipeline {
   private async decodeLatent(
     latent: Float32Array, h: number, w: number, opts: VaeDecodeOptions, onTile?: (done: number, total: number) => void, onWarning?: (m: string) => void,
   ): Promise<RgbImage> {
-    const inv = 1 / this.spec.vae.scalingFactor;
-    const scaled = new Float32Array(latent.length);
-    for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
+    const scaled = decoderInput(latent, this.spec.vae);
     const r = await decodeLatentWith(webVaeRunner(this.devices[0]!, 'decoder'), scaled, this.info.latentChannels, h, w, opts, { onTile, onWarning });
     return chwToRgb8(r.data, r.height, r.width);
   }
@@ -595,8 +618,14 @@ function describe(
   attentionFusion: WebModelInfo['attentionFusion'], provider: WebProvider, workers: number, deviceNotes: string[], splitCfg: SplitMode,
 ): WebModelInfo {
   const unet = components.unet!;
-  const sample = unet.inputs.find((i: IoInfo) => i.name === 'sample') ?? unet.inputs[0]!;
+  // The components checked against each other as in Node (src/core/model-contract.ts): a VAE of another family, or
+  // SD3 parts that do not fit, are named at load rather than failing at the first decode.
+  const source = { where: spec.url, vaeDecoder: spec.files.vaeDecoder! };
+  const sd3 = spec.family === 'sd3' ? checkSd3Components(source, components) : undefined;
+  const sample = unet.inputs.find((i: IoInfo) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
   const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
+  if (!sd3) checkVaeDecoder(source, components.vaeDecoder, channels, 'UNet');
+  const unetDim = unet.inputs.find((i: IoInfo) => i.name === 'encoder_hidden_states')?.shape[2];
   const staticH = sample.shape[2];
   const staticW = sample.shape[3];
   const native = nativeSize(spec.family, spec.unetSampleSize, staticH, spec.notes);
@@ -607,6 +636,13 @@ function describe(
     nativeWidth: native,
     nativeHeight: native,
     latentChannels: channels,
+    ...(sd3
+      ? {
+          textWidth: sd3.textWidth,
+          patchSize: spec.patchSize ?? 2,
+          textEncoders: ['text_encoder (CLIP-L)', 'text_encoder_2 (CLIP-G)', ...(spec.files.textEncoder3 ? ['text_encoder_3 (T5)'] : [])],
+        }
+      : typeof unetDim === 'number' ? { textWidth: unetDim } : {}),
     provider,
     workers,
     splitCfg,

@@ -16,6 +16,7 @@ import { readSourceImage, type ImageInput, type SourceImage } from './image/read
 import type { EvaluateHint, UnetUnit, UnitResult } from '../core/methods/types.ts';
 import { PARAM_KEYS, resolveVaeOptions, type GenerateParams, type ResolvedParams, type VaeDecodeOptions } from '../core/params.ts';
 import { checkInputLength } from '../core/vae/tiled.ts';
+import { decoderInput } from '../core/vae/pipeline-decode.ts';
 import { createScheduler } from '../core/schedulers/index.ts';
 import { fusionChangesNothing } from '../core/fusion-note.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
@@ -568,16 +569,7 @@ export class Pipeline implements AsyncDisposable {
     const opts = resolveVaeOptions(vae);
     const c = this.info.latentChannels;
     checkInputLength('latent', latent, c, h, w);
-    // diffusers: latent / scaling_factor + shift_factor (the shift is 0 except for SD3's VAE).
-    const sf = this.spec.vae.scalingFactor;
-    const shift = this.spec.vae.shiftFactor ?? 0;
-    const scaled = new Float32Array(latent.length);
-    if (shift === 0) {
-      const inv = 1 / sf;
-      for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! * inv;
-    } else {
-      for (let i = 0; i < latent.length; i++) scaled[i] = latent[i]! / sf + shift;
-    }
+    const scaled = decoderInput(latent, this.spec.vae);
     const request: DecoderRequest = (req, what, transfer) => this.pool.request('vaeDecoder', req, what, transfer);
     // One decode at a time: the tiled path and the whole-image one release each other's sessions on the device.
     const result = this.decodes.then(() => decodeLatentImage({ scaled, channels: c, height: h, width: w, opts, decoderPath: this.spec.paths.vaeDecoder, request, onTile, onWarning }));

@@ -5,7 +5,7 @@
  * [B, pooled_projection_dim] -> out_hidden_states [B, 16, h, w].
  */
 import type { DeviceConditioning } from './device-conditioning.ts';
-import type { OpenSession } from './session.ts';
+import type { OpenSession } from './tensors.ts';
 import { UNET_NAMES, UnetAdapter, type DenoiserNames } from './unet.ts';
 
 export const TRANSFORMER_NAMES: DenoiserNames = {

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { AsgdError } from '../core/errors.ts';
 import { MISSING_SCHEDULER_CONFIG } from '../core/schedulers/config.ts';
 import type { SchedulerConfig } from '../core/schedulers/types.ts';
-import { folderFamily, readModelFolder, SD3_SCHEDULER_CONFIG, type ModelFamily } from '../node/model/folder.ts';
+import { folderFamily, readModelFolder, type ModelFamily } from '../node/model/folder.ts';
+import { SD3_SCHEDULER_CONFIG } from '../core/sd3-config.ts';
 import { readOnnxInputs } from '../node/model/onnx-inputs.ts';
 import { nativeSize } from '../core/model-family.ts';
 

@@ -10,6 +10,7 @@ import { modelBytes } from '../../graph/model-bytes.ts';
 import { countOnnxAttention } from '../../graph/attention-fusion.ts';
 import { fuseUnet } from '../../graph/unet-fusion.ts';
 import { addAttentionProbe } from '../../graph/attention-probe.ts';
+import { addJointAttentionProbe, isJointTransformer } from '../../graph/joint-attention-probe.ts';
 
 export interface DerivedUnet {
   bytes: Uint8Array;
@@ -42,7 +43,8 @@ export function derivedUnetBytes(unet: Uint8Array, opts: { probe: boolean; fuse:
   }
   const out: Omit<DerivedUnet, 'bytes' | 'onnxAttention'> = {};
   if (opts.probe) {
-    const surgery = addAttentionProbe(model);
+    // An SD3 transformer's joint attention holds the text tokens' scores beside the image's (as Node's src/node/probe.ts).
+    const surgery = isJointTransformer(model) ? addJointAttentionProbe(model) : addAttentionProbe(model);
     if ('reason' in surgery) return surgery;
     out.layers = surgery.layers;
   }

@@ -19,7 +19,7 @@ export type { VaeHalf };
 export type WebProvider = 'wasm' | 'webgpu';
 
 /** The model parts a device worker may hold. */
-export type WebComponent = 'textEncoder' | 'textEncoder2' | 'unet' | 'unetProbe' | 'vaeDecoder' | 'vaeEncoder';
+export type WebComponent = 'textEncoder' | 'textEncoder2' | 'textEncoder3' | 'unet' | 'unetProbe' | 'vaeDecoder' | 'vaeEncoder';
 
 export interface DeviceInit {
   provider: WebProvider;
@@ -76,7 +76,7 @@ export type DeviceRequest =
   /** One piece of a staged buffer (WireBytes): `length` bytes in all, this piece at `offset`; the next load takes it. */
   | { type: 'stage'; key: number; length: number; offset: number; piece: Uint8Array }
   | { type: 'describe' }
-  | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
+  | { type: 'encodeText'; which: 'textEncoder' | 'textEncoder2' | 'textEncoder3'; rows: Int32Array[]; layer: 'last' | 'penultimate' }
   | { type: 'setConditioning'; cond: TextConditioning }
   | {
       type: 'unet'; sample: Float32Array; part: CfgPart; channels: number; height: number; width: number; timestep: number;

@@ -10,7 +10,8 @@ import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import type { AttentionForm, FlashCheck } from '../../graph/attention-check.ts';
 import { bindOrt, floatTensor, ioList, readFloat, type OpenSession } from '../../onnx/tensors.ts';
 import { MASK_WEIGHTS_INPUT, PROBE_OUTPUT_PREFIX } from '../../graph/attention-probe.ts';
-import { UnetAdapter, UNET_NAMES } from '../../onnx/unet.ts';
+import type { UnetAdapter } from '../../onnx/unet.ts';
+import { denoiserAdapter } from '../../onnx/transformer.ts';
 import { DeviceConditioning, IdentityUploader } from '../../onnx/device-conditioning.ts';
 import type { DeviceConditioningCounts } from '../../onnx/io.ts';
 import { VaeDecoderAdapter, VaeEncoderAdapter } from '../../onnx/vae.ts';
@@ -24,6 +25,7 @@ import type { ExternalPieces } from '../../graph/external-pieces.ts';
 const LABELS: Record<WebComponent, string> = {
   textEncoder: 'text_encoder',
   textEncoder2: 'text_encoder_2',
+  textEncoder3: 'text_encoder_3',
   unet: 'unet',
   unetProbe: 'unet (attention probe)',
   vaeDecoder: 'vae_decoder',
@@ -46,6 +48,8 @@ interface State {
   sessions: Partial<Record<WebComponent, OpenSession>>;
   text?: TextEncoderAdapter;
   text2?: TextEncoderAdapter;
+  /** SD3's T5. */
+  text3?: TextEncoderAdapter;
   unet?: UnetAdapter;
   probe?: UnetAdapter;
   decoder?: VaeDecoderAdapter;
@@ -241,6 +245,7 @@ async function load(component: WebComponent, bytes: Uint8Array, external: Extern
   if (old && !Object.values(state.sessions).includes(old)) await old.session.release();
   if (component === 'textEncoder') state.text = new TextEncoderAdapter(s, 'text_encoder');
   if (component === 'textEncoder2') state.text2 = new TextEncoderAdapter(s, 'text_encoder_2');
+  if (component === 'textEncoder3') state.text3 = new TextEncoderAdapter(s, 'text_encoder_3');
   // A replaced adapter's conditioning leaves the device with it.
   if (component === 'unet') {
     state.unet?.device?.clear();
@@ -286,13 +291,14 @@ async function loadUnetAsProbe(bytes: Uint8Array, external: ExternalFile[], fuse
 }
 
 /**
- * A UNet adapter; on WebGPU its text conditioning is uploaded once per generation and fed from the device on every
- * call (as Node's WebGPU workers do: src/onnx/device-conditioning.ts), the same bits as fed from the host.
+ * The denoiser's adapter (a UNet's, or an SD3 transformer's tensor names: src/onnx/transformer.ts); on WebGPU its text
+ * conditioning is uploaded once per generation and fed from the device on every call (as Node's WebGPU workers do:
+ * src/onnx/device-conditioning.ts), the same bits as fed from the host.
  */
 function unetAdapter(s: OpenSession): UnetAdapter {
-  if (state.init?.provider !== 'webgpu') return new UnetAdapter(s);
+  if (state.init?.provider !== 'webgpu') return denoiserAdapter(s);
   state.uploader ??= new IdentityUploader((model, label) => open(model, label, { y: 'gpu-buffer' }));
-  return new UnetAdapter(s, UNET_NAMES, { device: new DeviceConditioning(state.uploader) });
+  return denoiserAdapter(s, { device: new DeviceConditioning(state.uploader) });
 }
 
 /**
@@ -360,7 +366,7 @@ async function handle(req: DeviceRequest): Promise<{ result: DeviceResult; trans
       };
     }
     case 'encodeText': {
-      const enc = req.which === 'textEncoder2' ? state.text2 : state.text;
+      const enc = req.which === 'textEncoder3' ? state.text3 : req.which === 'textEncoder2' ? state.text2 : state.text;
       if (!enc) throw new Error(`device worker: ${req.which} not loaded`);
       const r = await enc.encode(req.rows, req.layer);
       return { result: { type: 'encodeText', hidden: r.hidden.slice(), tokens: r.tokens, dim: r.dim, pooled: r.pooled?.slice(), pooledDim: r.pooledDim }, transfer: [] };

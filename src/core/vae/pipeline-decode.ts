@@ -24,6 +24,22 @@ export interface VaeRunCallbacks {
   onWarning?: (message: string) => void;
 }
 
+/**
+ * What the VAE decoder takes for a denoised latent, as diffusers computes it: latent / scaling_factor + shift_factor
+ * (the shift is 0 except for SD3's VAE).
+ */
+export function decoderInput(latent: Float32Array, vae: { scalingFactor: number; shiftFactor?: number }): Float32Array {
+  const shift = vae.shiftFactor ?? 0;
+  const out = new Float32Array(latent.length);
+  if (shift === 0) {
+    const inv = 1 / vae.scalingFactor;
+    for (let i = 0; i < latent.length; i++) out[i] = latent[i]! * inv;
+  } else {
+    for (let i = 0; i < latent.length; i++) out[i] = latent[i]! / vae.scalingFactor + shift;
+  }
+  return out;
+}
+
 /** Whether an h x w latent is decoded in tiles: larger than a tile (tiling 'auto'), or asked ('on'). */
 export function tilingWanted(opts: Pick<VaeDecodeOptions, 'tiling' | 'tileSize'>, h: number, w: number): boolean {
   return opts.tiling === 'on' || (opts.tiling === 'auto' && (h > opts.tileSize || w > opts.tileSize));

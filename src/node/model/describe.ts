@@ -9,8 +9,7 @@ import type { IoInfo } from '../../onnx/io.ts';
 import type { ComponentName } from '../runner/protocol.ts';
 import type { ModelFamily, ModelSpec } from './folder.ts';
 import { nativeSize } from '../../core/model-family.ts';
-import { checkSd3Components } from './sd3-contract.ts';
-import { checkVaeDecoder } from './vae-contract.ts';
+import { checkSd3Components, checkVaeDecoder, type ContractSource } from '../../core/model-contract.ts';
 
 export interface ModelInfo {
   dir: string;
@@ -74,10 +73,11 @@ export function describeModel(
   const unet = components.unet;
   const te = components.textEncoder;
   if (!unet || !te) throw new Error('describeModel: components missing');
-  const sd3 = spec.family === 'sd3' ? checkSd3Components(spec, components) : undefined;
+  const source: ContractSource = { where: spec.dir, vaeDecoder: spec.paths.vaeDecoder, vaeGiven: spec.vaeDir !== undefined };
+  const sd3 = spec.family === 'sd3' ? checkSd3Components(source, components) : undefined;
   const sample = unet.inputs.find((i) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
   const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
-  if (!sd3) checkVaeDecoder(spec, components.vaeDecoder, channels, 'UNet');
+  if (!sd3) checkVaeDecoder(source, components.vaeDecoder, channels, 'UNet');
   const hidden = unet.inputs.find((i) => i.name === 'encoder_hidden_states');
   const width = (c: { outputs: IoInfo[] } | undefined) => (c?.outputs.find((o) => o.name === 'last_hidden_state') ?? c?.outputs[0])?.shape[2];
   const unetDim = hidden?.shape[2];

@@ -9,6 +9,7 @@ import { AsgdError } from '../../core/errors.ts';
 import type { SchedulerConfig } from '../../core/schedulers/types.ts';
 import { MISSING_SCHEDULER_CONFIG, MISSING_SCHEDULER_NOTE } from '../../core/schedulers/config.ts';
 import type { TokenizerFiles } from '../../core/text/clip-tokenizer.ts';
+import { refuseOtherTransformers, sd3ConfigFacts } from '../../core/sd3-config.ts';
 
 export type { ModelFamily } from '../../core/model-family.ts';
 import type { ModelFamily } from '../../core/model-family.ts';
@@ -110,9 +111,6 @@ export function readTokenizerFiles(dir: string, label: string): TokenizerFiles {
   files.specialTokensMap = readJsonIfExists(path.join(dir, 'special_tokens_map.json'), `${label}/special_tokens_map.json`);
   return files;
 }
-
-/** An SD3 folder's scheduler config when it has none: SD3's flow-matching Euler with shift 3. */
-export const SD3_SCHEDULER_CONFIG: Readonly<SchedulerConfig> = Object.freeze({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3.0 });
 
 /**
  * A model folder's family, from model_index.json's class name and which files are there (none is parsed): SD3 has
@@ -304,21 +302,7 @@ function checkClassAgainstFiles(abs: string, className: string, family: ModelFam
  */
 function readSd3Folder(abs: string, className: string, modelIndex: Record<string, unknown> | undefined, notes: string[]): ModelSpec {
   const transformerConfig = readJsonIfExists(path.join(abs, 'transformer', 'config.json'), 'transformer/config.json');
-  const transformerClass = typeof transformerConfig?.['_class_name'] === 'string' ? (transformerConfig['_class_name'] as string) : '';
-  if (/Flux/i.test(className) || /Flux/i.test(transformerClass)) {
-    throw modelError(
-      `FLUX exports are not supported (${abs})`,
-      'model',
-      'FLUX has a different contract (packed latents, img_ids/txt_ids, distilled guidance); use a Stable Diffusion 1.x/2.x, SDXL or SD3 export',
-    );
-  }
-  if (transformerClass && transformerClass !== 'SD3Transformer2DModel') {
-    throw modelError(
-      `Unsupported transformer class ${transformerClass} (${abs})`,
-      'transformer',
-      'Only SD3Transformer2DModel (Stable Diffusion 3 / 3.5) transformers are supported',
-    );
-  }
+  refuseOtherTransformers(className, transformerConfig, abs);
   const need = (rel: string, label: string, why: string): string => {
     const p = findFile(abs, [rel]);
     if (!p) throw modelError(`The SD3 model folder has no ${label} (${abs})`, label, `Expected ${rel} (${why}); re-export the model with optimum-cli`);
@@ -332,32 +316,13 @@ function readSd3Folder(abs: string, className: string, modelIndex: Record<string
     vaeDecoder: need('vae_decoder/model.onnx', 'vae_decoder', 'the 16-channel VAE decoder'),
     vaeEncoder: findFile(abs, ['vae_encoder/model.onnx']),
   };
-  if (!paths.textEncoder3) {
-    notes.push('no text_encoder_3 (T5): its part of the text conditioning is zeros, as diffusers does without it (prompt adherence is weaker)');
-  }
   const schedFile = findFile(abs, ['scheduler/scheduler_config.json']);
-  const schedulerConfig = (schedFile
-    ? readJson(schedFile, 'scheduler/scheduler_config.json')
-    : SD3_SCHEDULER_CONFIG) as SchedulerConfig;
-  if (!schedFile) notes.push('no scheduler config: FlowMatchEulerDiscreteScheduler with shift 3 (SD3\'s)');
-
-  const vaeConfig = readJsonIfExists(path.join(abs, 'vae_decoder', 'config.json'), 'vae_decoder/config.json');
-  let scalingFactor = Number(vaeConfig?.['scaling_factor']);
-  if (!Number.isFinite(scalingFactor) || scalingFactor <= 0) {
-    scalingFactor = 1.5305;
-    notes.push(`no VAE scaling_factor: using SD3's ${scalingFactor}`);
-  }
-  let shiftFactor = Number(vaeConfig?.['shift_factor']);
-  if (!Number.isFinite(shiftFactor)) {
-    shiftFactor = 0.0609;
-    notes.push(`no VAE shift_factor: using SD3's ${shiftFactor}`);
-  }
-  const sampleSize = Number(transformerConfig?.['sample_size']);
-  const patch = Number(transformerConfig?.['patch_size'] ?? 2);
-  if (!Number.isInteger(patch) || patch < 1) {
-    throw modelError(`transformer/config.json has an invalid patch_size (${String(transformerConfig?.['patch_size'])})`, 'transformer', 'Expected a positive integer (2 for SD3)');
-  }
-  const posEmbed = Number(transformerConfig?.['pos_embed_max_size']);
+  const facts = sd3ConfigFacts({
+    transformer: transformerConfig,
+    vae: readJsonIfExists(path.join(abs, 'vae_decoder', 'config.json'), 'vae_decoder/config.json'),
+    scheduler: schedFile ? readJson(schedFile, 'scheduler/scheduler_config.json') : undefined,
+    hasT5: paths.textEncoder3 !== undefined,
+  }, notes);
   const tokenizer3 = paths.textEncoder3 ? readTokenizerFiles(path.join(abs, 'tokenizer_3'), 'tokenizer_3') : undefined;
   if (tokenizer3 && !tokenizer3.tokenizerJson) {
     throw modelError(`The tokenizer_3 folder has no tokenizer.json (${abs})`, 'tokenizer_3', 'The T5 tokenizer is read from tokenizer.json; re-export the model with optimum-cli');
@@ -368,15 +333,11 @@ function readSd3Folder(abs: string, className: string, modelIndex: Record<string
     family: 'sd3',
     className: className || 'ORTStableDiffusion3Pipeline',
     paths,
-    schedulerConfig,
-    vae: { scalingFactor, forceUpcast: vaeConfig?.['force_upcast'] === true, shiftFactor },
+    ...facts,
     forceZerosForEmptyPrompt: modelIndex?.['force_zeros_for_empty_prompt'] === true,
-    unetSampleSize: Number.isInteger(sampleSize) && sampleSize > 0 ? sampleSize : undefined,
     tokenizer: readTokenizerFiles(path.join(abs, 'tokenizer'), 'tokenizer'),
     tokenizer2: readTokenizerFiles(path.join(abs, 'tokenizer_2'), 'tokenizer_2'),
     tokenizer3,
-    patchSize: patch,
-    ...(Number.isInteger(posEmbed) && posEmbed > 0 ? { posEmbedMaxSize: posEmbed } : {}),
     notes,
   };
 }
