@@ -22,6 +22,8 @@ import { writeTinySd3Model } from './fixtures/tiny-sd3.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+/** WebGPU on: headless Chromium then offers SwiftShader, a fallback adapter (docs/browser.md). */
+const WEBGPU_FLAGS = ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 /**
  * Against the Node CPU image (8-bit levels), as test/browser-engine.test.ts's: ONNX Runtime's WebAssembly kernels round
  * differently from the native CPU kernels, and the denoising carries that through its steps.
@@ -183,6 +185,34 @@ test('WASM: an SD3 export without T5 runs with zeros in its place and says so, a
   await matchesNode('SD3 without T5, 128 px direct', await runInPage(page, 'generate', params), await node.generate(params));
   assert.deepEqual(errors, []);
   await page.close();
+});
+
+test("WebGPU (SwiftShader): SD3's transformer with its text conditioning on the device and the joint-attention probe on the adapter: the 256 px asg image is Node's CPU one", async () => {
+  const gpuBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: WEBGPU_FLAGS });
+  try {
+    const gpuContext = await gpuBrowser.newContext();
+    const { page, errors } = await openDemo(gpuContext, site.url, `provider=wasm&workers=1&model=${encodeURIComponent(`${site.url}models/tiny-sd3/`)}`);
+    const params = { ...asg(8), steps: 2 };
+    const r = (await page.evaluate(`(async () => {
+      const pipe = await window.asgdDemo.web.loadWebPipeline(${JSON.stringify(`${site.url}models/tiny-sd3/`)}, { provider: 'webgpu' });
+      try {
+        const g = await pipe.generate(${JSON.stringify(params)});
+        const d = await pipe.devices[0].request({ type: 'describe' }, 'describing');
+        return { png: Array.from(g.png), warnings: g.warnings, provider: pipe.info.provider, probe: pipe.info.attentionProbe.available, counts: d.deviceConditioning };
+      } finally { await pipe.close(); }
+    })()`)) as { png: number[]; warnings: string[]; provider: string; probe: boolean; counts: { unet?: { uploads: number } } };
+    assert.equal(r.provider, 'webgpu');
+    assert.equal(r.probe, true);
+    assert.ok((r.counts.unet?.uploads ?? 0) > 0, `the conditioning went to the device: ${JSON.stringify(r.counts)}`);
+    const ref = await (await nodePipe('tiny-sd3')).generate(params);
+    assert.equal(r.warnings.some((w) => /mask/i.test(w)), false, r.warnings.join(' | '));
+    const d = compareRgb(await rgbOfPng(Uint8Array.from(r.png)), ref.image);
+    console.log(`# SD3 256 px asg on Chromium's WebGPU adapter (SwiftShader) vs Node cpu: mean ${d.meanAbs.toFixed(4)}, max ${d.maxAbs}`);
+    assert.ok(d.maxAbs <= 2 && d.meanAbs < 0.1, JSON.stringify(d));
+    assert.deepEqual(errors, []);
+  } finally {
+    await gpuBrowser.close();
+  }
 });
 
 test('a FLUX folder is refused by name when the page loads it, before any model file is downloaded', async () => {

@@ -4,7 +4,8 @@
  *
  * Measured on lavapipe (max |webgpu - cpu|): direct 128 px latent 2.3e-4, image 1 level; asg 256 px with the probe
  * mask 1.3e-3 and 1 level (4.0e-4 on cpu,webgpu:0); the float16 fixture latent 5.7e-3, image 1 level (GPU kernels
- * sum in another order, float16 rounds). Tolerances: latents 3e-3 (float32), images 2 levels (3 for float16).
+ * sum in another order, float16 rounds); asg 256 px on the SDXL fixture 1.1e-4 and 1 level, on the SD3 fixture 1.7e-5
+ * and 1 level. Tolerances: latents 3e-3 (float32), images 2 levels (3 for float16).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -22,6 +23,7 @@ import { fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-atten
 import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { tempDir, tinyModel } from './helpers/models.ts';
+import { writeTinySd3Model } from './fixtures/tiny-sd3.ts';
 import { recommendSettings } from '../src/core/tune-advice.ts';
 import { tuneDevice } from '../src/node/tune.ts';
 
@@ -175,6 +177,27 @@ test('asg with the attention-probe mask on webgpu, and on cpu,webgpu:0 together,
     assert.equal(r.unetEvaluations, cpuAsg.unetEvaluations);
     assert.ok(maxDiff(r.latent, cpuAsg.latent) <= LATENT, `${devices}: latent max diff ${maxDiff(r.latent, cpuAsg.latent)}`);
     assert.ok(maxDiff(r.image.data, cpuAsg.image.data) <= LEVELS, `${devices}: image max diff ${maxDiff(r.image.data, cpuAsg.image.data)}`);
+  }
+});
+
+test('SDXL (time ids, two text encoders) and SD3 (the transformer, T5, the 16-channel VAE) run asg on webgpu within the tolerance of cpu, the mask from the probe', async (t) => {
+  const sd3 = path.join(tempDir('webgpu-sd3'), 'tiny-sd3');
+  await writeTinySd3Model(sd3, { variant: 'sd3' });
+  // The SDXL fixture's config says 1024 px; 128 px native here, so that 256 px is twice it with patches and the mask.
+  const sdxl = tempDir('webgpu-sdxl');
+  fs.cpSync(await tinyModel('sdxl'), sdxl, { recursive: true });
+  const unetConfig = path.join(sdxl, 'unet', 'config.json');
+  fs.writeFileSync(unetConfig, JSON.stringify({ ...JSON.parse(fs.readFileSync(unetConfig, 'utf8')), sample_size: 16 }));
+  for (const [name, model] of [['sdxl', sdxl], ['sd3', sd3]] as const) {
+    const cpu = await run('cpu', asg, model);
+    const gpu = await run('webgpu:0', asg, model);
+    t.diagnostic(`${name} asg 256 px: latent ${maxDiff(gpu.latent, cpu.latent)}, image ${maxDiff(gpu.image.data, cpu.image.data)} levels`);
+    assert.equal(gpu.metadata.model.family, name);
+    assert.equal(gpu.unetEvaluations, cpu.unetEvaluations);
+    assert.deepEqual(gpu.warnings, cpu.warnings, `${name}: the same warnings (no mask fallback on webgpu)`);
+    assert.equal(cpu.warnings.some((w) => /mask/i.test(w)), false, `${name}: the mask came from the probe`);
+    assert.ok(maxDiff(gpu.latent, cpu.latent) <= LATENT, `${name}: latent max diff ${maxDiff(gpu.latent, cpu.latent)}`);
+    assert.ok(maxDiff(gpu.image.data, cpu.image.data) <= LEVELS, `${name}: image max diff ${maxDiff(gpu.image.data, cpu.image.data)}`);
   }
 });
 
