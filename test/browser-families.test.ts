@@ -16,7 +16,7 @@ import type { GenerationMetadata } from '../src/core/metadata.ts';
 import type { GenerateParams } from '../src/core/params.ts';
 import { NO_T5_NOTE } from '../src/core/sd3-config.ts';
 import { apiWording } from '../src/core/options/api-wording.ts';
-import { buildDemoSite, compareRgb, openDemo, rgbOfPng, serveSite, type StaticSite } from './helpers/demo-site.ts';
+import { buildDemoSite, compareRgb, generateOnDemo, openDemo, rgbOfPng, serveSite, type StaticSite } from './helpers/demo-site.ts';
 import { tempDir, tinyModel } from './helpers/models.ts';
 import { writeTinySd3Model } from './fixtures/tiny-sd3.ts';
 
@@ -213,6 +213,27 @@ test("WebGPU (SwiftShader): SD3's transformer with its text conditioning on the 
   } finally {
     await gpuBrowser.close();
   }
+});
+
+test("the demo's Model folder field loads another export (SD3 here) in place of the shipped model, and names a folder it cannot load", async () => {
+  const { page, errors } = await openDemo(context, site.url, 'provider=wasm&workers=1');
+  assert.match((await page.textContent('#status')) ?? '', /^Ready: shapes-128 \(Stable Diffusion 1\.x\/2\.x, 128 px native\)/);
+  await page.fill('[name="model"]', 'models/tiny-sd3/');
+  await page.click('#load-model');
+  await page.waitForFunction(`/^Ready: tiny-sd3/.test(document.querySelector('#status').textContent)`, undefined, { timeout: 120_000 });
+  assert.match((await page.textContent('#status')) ?? '', /^Ready: tiny-sd3 \(Stable Diffusion 3, 128 px native\) on wasm × 1/);
+  // The form's sizes are the new model's, and Generate runs it.
+  const r = await generateOnDemo(page, { prompt: PROMPT, width: 256, height: 256, seed: 2, steps: 2, method: 'asg' });
+  assert.equal(r.metadata.model.name, 'tiny-sd3');
+  assert.equal(r.metadata.scheduler, 'flow-euler');
+  // A folder that is not there: the status names the file that could not be had; the form stays usable.
+  await page.fill('[name="model"]', 'models/no-such-model/');
+  await page.press('[name="model"]', 'Enter');
+  await page.waitForSelector('body[data-state="error"]', { timeout: 60_000 });
+  assert.match((await page.textContent('#status')) ?? '', /^The model could not be loaded: Cannot download model_index\.json/);
+  assert.equal(await page.isDisabled('#load-model'), false);
+  assert.deepEqual(errors.filter((e) => !/404/.test(e)), []);
+  await page.close();
 });
 
 test('a FLUX folder is refused by name when the page loads it, before any model file is downloaded', async () => {

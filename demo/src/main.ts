@@ -1,13 +1,13 @@
 /**
- * The demo page: the shipped model in the visitor's browser through asgdiffusion/web. Query parameters (for
- * links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, threads (per worker), steps, size
+ * The demo page: the shipped model, or any export folder the visitor names (the Model folder field), in the visitor's
+ * browser through asgdiffusion/web. Query parameters (for links and tests): model (folder URL), provider (auto | webgpu | wasm), workers, threads (per worker), steps, size
  * (WxH), store=0 (no Cache Storage), probe=0 (no attention-probe UNet: asg runs without its mask), split (auto | balance
  * | always | never: CFG halves across the workers). Upscaling takes an image file from the form, or the last result.
  */
-import { AsgdError, METHOD_NAMES, MODEL_CACHE, clearStoredModel, loadWebPipeline, optionSpec, UPSCALE_OPTIONS, type GenerationProgress, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
+import { AsgdError, FAMILY_NAMES, METHOD_NAMES, MODEL_CACHE, clearStoredModel, loadWebPipeline, optionSpec, UPSCALE_OPTIONS, type GenerationProgress, type LoadProgress, type WebGenerateResult, type WebPipeline } from 'asgdiffusion/web';
 
 const query = new URLSearchParams(location.search);
-const MODEL_URL = query.get('model') ?? new URL('models/shapes-128/', location.href).href;
+const SHIPPED_MODEL = new URL('models/shapes-128/', location.href).href;
 
 /** The split query parameter as loadWebPipeline's splitCfg (absent: its default); a wrong value is its to refuse. */
 function splitOption(): { splitCfg?: 'auto' | 'balance' | 'always' | 'never' } {
@@ -26,6 +26,7 @@ const download = $<HTMLAnchorElement>('#download');
 const timing = $<HTMLSpanElement>('#timing');
 const generateButton = $<HTMLButtonElement>('#generate');
 const cancelButton = $<HTMLButtonElement>('#cancel');
+const loadButton = $<HTMLButtonElement>('#load-model');
 const upscaleButton = $<HTMLButtonElement>('#upscale');
 const upscaleResultButton = $<HTMLButtonElement>('#upscale-result');
 const formError = $<HTMLParagraphElement>('#form-error');
@@ -39,6 +40,7 @@ function setState(s: State, text?: string): void {
   upscaleButton.disabled = generateButton.disabled || !pipe?.info.canUpscale;
   upscaleResultButton.disabled = upscaleButton.disabled || !exposed.result;
   cancelButton.disabled = s !== 'running';
+  loadButton.disabled = generateButton.disabled;
 }
 
 /** What tests and curious visitors can read: the pipeline, the last result, and the library's entry points. */
@@ -49,6 +51,7 @@ const exposed: {
 (window as unknown as { asgdDemo: typeof exposed }).asgdDemo = exposed;
 
 for (const m of METHOD_NAMES) field<HTMLSelectElement>('method').add(new Option(m, m));
+field<HTMLInputElement>('model').value = query.get('model') ?? SHIPPED_MODEL;
 if (query.get('provider')) field<HTMLSelectElement>('provider').value = query.get('provider')!;
 if (query.get('workers')) field<HTMLInputElement>('workers').value = query.get('workers')!;
 if (query.get('steps')) field<HTMLInputElement>('steps').value = query.get('steps')!;
@@ -65,7 +68,8 @@ let pipeKey = '';
 async function ensurePipeline(): Promise<WebPipeline> {
   const provider = field<HTMLSelectElement>('provider').value as 'auto' | 'webgpu' | 'wasm';
   const workers = Number(field<HTMLInputElement>('workers').value);
-  const key = `${provider}/${workers}`;
+  const model = modelUrl();
+  const key = `${model} ${provider}/${workers}`;
   if (pipe && key === pipeKey) return pipe;
   setState('loading', 'Loading the model…');
   await pipe?.close();
@@ -80,11 +84,28 @@ async function ensurePipeline(): Promise<WebPipeline> {
     }
   };
   const threads = query.get('threads') ? Number(query.get('threads')) : undefined;
-  pipe = await loadWebPipeline(MODEL_URL, { provider, workers, threads, store: query.get('store') !== '0', attentionProbe: query.get('probe') !== '0', probeSession: query.get('probeSession') === 'separate' ? 'separate' : 'shared', fuseAttention: query.get('fuse') === '1', unetPrecision: query.get('precision') === 'float16' ? 'float16' : 'native', ...splitOption(), onProgress });
+  pipe = await loadWebPipeline(model, { provider, workers, threads, store: query.get('store') !== '0', attentionProbe: query.get('probe') !== '0', probeSession: query.get('probeSession') === 'separate' ? 'separate' : 'shared', fuseAttention: query.get('fuse') === '1', unetPrecision: query.get('precision') === 'float16' ? 'float16' : 'native', ...splitOption(), onProgress });
   pipeKey = key;
   exposed.pipeline = pipe;
   fillSizes(pipe.nativeSize.width, pipe.nativeSize.height);
   return pipe;
+}
+
+/** The Model folder field as an absolute URL (a relative one is read against the page's address). */
+function modelUrl(): string {
+  const given = field<HTMLInputElement>('model').value.trim();
+  if (!given) throw new AsgdError('No model folder', { kind: 'invalid-argument', parameter: 'model', expected: 'the URL of an optimum ONNX export folder', received: 'nothing', hint: `The shipped model is at ${SHIPPED_MODEL}` });
+  try {
+    return new URL(given, location.href).href;
+  } catch {
+    throw new AsgdError('The model folder is not a URL', { kind: 'invalid-argument', parameter: 'model', expected: 'the URL of an optimum ONNX export folder', received: given });
+  }
+}
+
+/** Says which model is loaded, its family and native size, on which runtime. */
+function readyText(p: WebPipeline): string {
+  const i = p.info;
+  return `Ready: ${i.name} (${FAMILY_NAMES[i.family]}, ${i.nativeWidth} px native) on ${i.provider} × ${i.workers}${crossOriginIsolated ? '' : ' (single-threaded: the page is not cross-origin isolated)'}`;
 }
 
 let sizeNoticeShown = false;
@@ -242,10 +263,23 @@ form.addEventListener('keydown', (e) => {
 });
 cancelButton.addEventListener('click', () => controller?.abort());
 
-ensurePipeline().then(
-  (p) => setState('ready', `Ready: ${p.info.name} (${p.info.nativeWidth} px native) on ${p.info.provider} × ${p.info.workers}${crossOriginIsolated ? '' : ' (single-threaded: the page is not cross-origin isolated)'}`),
-  (err: unknown) => {
-    exposed.error = err instanceof Error ? err.message : String(err);
-    setState('error', `The model could not be loaded: ${exposed.error}`);
-  },
-);
+/** Loads the pipeline the form names (the first visit's, or another folder, runtime or worker count). */
+function loadNamed(): void {
+  formError.textContent = '';
+  ensurePipeline().then(
+    (p) => setState('ready', readyText(p)),
+    (err: unknown) => {
+      exposed.error = err instanceof Error ? err.message : String(err);
+      if (err instanceof AsgdError && err.kind === 'invalid-argument') formError.textContent = exposed.error;
+      setState('error', `The model could not be loaded: ${exposed.error}`);
+    },
+  );
+}
+loadButton.addEventListener('click', loadNamed);
+field<HTMLInputElement>('model').addEventListener('keydown', (e) => {
+  if (e.key === 'Enter') {
+    e.preventDefault();
+    loadNamed();
+  }
+});
+loadNamed();

@@ -39,6 +39,7 @@ export type { StructureSchedule, StructureSpace } from './methods/guidance.ts';
 export type { EulerCoefficients } from './kernels/euler-range.ts';
 export type { AncestralCoefficients, DpmCoefficients, StatefulCoefficients, StatefulKernelStep } from './kernels/stateful-coefficients.ts';
 export type { WindowAxis } from './methods/windows.ts';
+export { FAMILY_NAMES, type ModelFamily } from './model-family.ts';
 export { ClipTokenizer, CLIP_MAX_LENGTH, type TokenizedPrompt, type TokenizerFiles } from './text/clip-tokenizer.ts';
 export { axisWeights, blendTile, planAxis, planTiles, type AxisTile, type Tile, type TileOptions } from './vae/tiling.ts';
 export {
