@@ -14,9 +14,8 @@ import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts
 import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/denoise.ts';
 import { apiWording } from '../core/options/api-wording.ts';
 import { collectWarnings, finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
-import { encodePrompt } from '../core/generation/prompt.ts';
-import { encodeSd3Prompt, sd3MaskTokens } from '../core/generation/sd3-prompt.ts';
-import { checkSd3Components, checkVaeDecoder } from '../core/model-contract.ts';
+import { encodeFamilyPrompt, familyMaskTokens } from '../core/generation/sd3-prompt.ts';
+import { checkSd3Components, checkVaeDecoder, textFacts } from '../core/model-contract.ts';
 import { chwToRgb8, cropRgb, type RgbImage } from '../core/image.ts';
 import { schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
 import {
@@ -32,7 +31,7 @@ import type { Scheduler } from '../core/schedulers/types.ts';
 import { UPSCALE_OPTIONS } from '../core/options/registry.ts';
 import { refuseUnknownKeys } from '../core/options/spec.ts';
 import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
-import { T5Tokenizer, T5_MAX_LENGTH } from '../core/text/t5-tokenizer.ts';
+import { T5Tokenizer } from '../core/text/t5-tokenizer.ts';
 import { decodeLatentWith, decoderInput, encodeImageWith } from '../core/vae/pipeline-decode.ts';
 import type { DenoiseInput } from '../core/generation/denoise.ts';
 import { nativeSize, type ModelFamily } from '../core/model-family.ts';
@@ -399,19 +398,9 @@ export class WebPipeline {
     const input = { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative };
     const encode = (which: 'textEncoder' | 'textEncoder2' | 'textEncoder3', rows: Int32Array[], layer: 'last' | 'penultimate') =>
       head.request<'encodeText'>({ type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : `encoding the prompt (${which})`);
-    const cond: TextConditioning =
-      this.spec.family === 'sd3'
-        ? await encodeSd3Prompt(
-            input,
-            {
-              tokenizer2: this.tokenizer2!,
-              t5: this.tokenizer3 ? { tokenizer: this.tokenizer3, maxLength: T5_MAX_LENGTH } : undefined,
-              jointDim: this.info.textWidth!,
-              onWarning: warn,
-            },
-            encode,
-          )
-        : await encodePrompt(input, { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt }, encode);
+    const cond: TextConditioning = await encodeFamilyPrompt(this.spec.family, input, {
+      tokenizer2: this.tokenizer2, tokenizer3: this.tokenizer3, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt, jointDim: this.info.textWidth, onWarning: warn,
+    }, encode);
     await Promise.all(this.devices.map((d) => d.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
   }
 
@@ -437,11 +426,7 @@ export class WebPipeline {
     const sampled = await denoise(planDenoiseInput(plan, scheduler, model, {
       noMapsReason: noMapsReason(this.info.attentionProbe),
       evaluate,
-      // SD3: the mask reads the CLIP tokens and T5's (src/core/generation/sd3-prompt.ts), as in Node.
-      maskTokens:
-        this.spec.family === 'sd3'
-          ? sd3MaskTokens(plan.maskTokens, this.tokenizer.maxLength, this.tokenizer3?.encode(p.prompt, T5_MAX_LENGTH).eosIndex, p.maskWords !== undefined)
-          : undefined,
+      maskTokens: familyMaskTokens(this.spec.family, plan, this.tokenizer.maxLength, this.tokenizer3),
       signal,
       onWarning: warn,
       init,
@@ -636,13 +621,7 @@ function describe(
     nativeWidth: native,
     nativeHeight: native,
     latentChannels: channels,
-    ...(sd3
-      ? {
-          textWidth: sd3.textWidth,
-          patchSize: spec.patchSize ?? 2,
-          textEncoders: ['text_encoder (CLIP-L)', 'text_encoder_2 (CLIP-G)', ...(spec.files.textEncoder3 ? ['text_encoder_3 (T5)'] : [])],
-        }
-      : typeof unetDim === 'number' ? { textWidth: unetDim } : {}),
+    ...textFacts(sd3, unetDim, spec.patchSize, spec.files.textEncoder3 !== undefined),
     provider,
     workers,
     splitCfg,

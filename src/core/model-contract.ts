@@ -107,3 +107,17 @@ export function checkSd3Components(source: ContractSource, components: Component
   checkVaeDecoder(source, components['vaeDecoder'], channels, 'transformer');
   return { channels, textWidth, pooledWidth };
 }
+
+/**
+ * What a model's description says of its text conditioning: the denoiser's text width (SD3: joint_attention_dim, from
+ * the checked components; else the UNet's encoder_hidden_states width where the export fixes it), and for SD3 the
+ * transformer's patch size and which text encoders the folder has.
+ */
+export function textFacts(sd3: Sd3Facts | undefined, unetTextWidth: unknown, patchSize: number | undefined, hasT5: boolean): { textWidth?: number; patchSize?: number; textEncoders?: string[] } {
+  if (!sd3) return typeof unetTextWidth === 'number' ? { textWidth: unetTextWidth } : {};
+  return {
+    textWidth: sd3.textWidth,
+    patchSize: patchSize ?? 2,
+    textEncoders: ['text_encoder (CLIP-L)', 'text_encoder_2 (CLIP-G)', ...(hasT5 ? ['text_encoder_3 (T5)'] : [])],
+  };
+}

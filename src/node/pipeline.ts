@@ -23,9 +23,8 @@ import { ClipTokenizer } from '../core/text/clip-tokenizer.ts';
 import { checkGeneration, loadedModelFacts, type GenerationPlan, type ModelFacts } from '../core/generation/check.ts';
 import { denoise, noMapsReason, planDenoiseInput, type DenoiseInput, type DenoiseResult } from '../core/generation/denoise.ts';
 import type { Scheduler } from '../core/schedulers/types.ts';
-import { encodePrompt } from '../core/generation/prompt.ts';
-import { encodeSd3Prompt, sd3MaskTokens } from '../core/generation/sd3-prompt.ts';
-import { T5Tokenizer, T5_MAX_LENGTH } from '../core/text/t5-tokenizer.ts';
+import { encodeFamilyPrompt, familyMaskTokens } from '../core/generation/sd3-prompt.ts';
+import { T5Tokenizer } from '../core/text/t5-tokenizer.ts';
 import { TOOL_VERSION } from './version.ts';
 import { decodeLatentImage, encodeImageLatent, type DecoderRequest } from './vae-decode.ts';
 import { readModelFolder, withVaeFolder, type ModelSpec } from './model/folder.ts';
@@ -453,19 +452,9 @@ export class Pipeline implements AsyncDisposable {
     const input = { prompt: p.prompt, negativePrompt: p.negativePrompt, tokens: plan.prompt, negativeTokens: plan.negative };
     const encode = (which: 'textEncoder' | 'textEncoder2' | 'textEncoder3', rows: Int32Array[], layer: 'last' | 'penultimate') =>
       this.pool.request<'encodeText'>(which, { type: 'encodeText', which, rows, layer }, which === 'textEncoder' ? 'encoding the prompt' : `encoding the prompt (${which})`);
-    const cond =
-      this.spec.family === 'sd3'
-        ? await encodeSd3Prompt(
-            input,
-            {
-              tokenizer2: this.tokenizer2!,
-              t5: this.tokenizer3 ? { tokenizer: this.tokenizer3, maxLength: T5_MAX_LENGTH } : undefined,
-              jointDim: this.info.textWidth!,
-              onWarning: warn,
-            },
-            encode,
-          )
-        : await encodePrompt(input, { tokenizer2: this.tokenizer2, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt }, encode);
+    const cond = await encodeFamilyPrompt(this.spec.family, input, {
+      tokenizer2: this.tokenizer2, tokenizer3: this.tokenizer3, forceZerosForEmptyPrompt: this.spec.forceZerosForEmptyPrompt, jointDim: this.info.textWidth, onWarning: warn,
+    }, encode);
     run.onConditioning?.(cond);
     await Promise.all(this.workers.filter((w) => w.alive).map((w) => w.request<'ok'>({ type: 'setConditioning', cond }, 'receiving the text embeddings')));
   }
@@ -496,10 +485,7 @@ export class Pipeline implements AsyncDisposable {
     const sampled = await denoise(planDenoiseInput(plan, scheduler, model, {
       evaluate,
       noMapsReason: noMapsReason(this.info.attentionProbe),
-      maskTokens:
-        this.spec.family === 'sd3'
-          ? sd3MaskTokens(plan.maskTokens, this.tokenizer.maxLength, this.tokenizer3?.encode(p.prompt, T5_MAX_LENGTH).eosIndex, p.maskWords !== undefined)
-          : undefined,
+      maskTokens: familyMaskTokens(this.spec.family, plan, this.tokenizer.maxLength, this.tokenizer3),
       signal,
       onWarning: warn,
       init,

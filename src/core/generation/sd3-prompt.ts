@@ -11,8 +11,9 @@
 import { AsgdError } from '../errors.ts';
 import type { TextConditioning } from '../conditioning.ts';
 import type { ClipTokenizer } from '../text/clip-tokenizer.ts';
-import type { T5Tokenizer } from '../text/t5-tokenizer.ts';
-import type { EncodeText, EncodedText, PromptInput } from './prompt.ts';
+import { encodePrompt, type EncodeText, type EncodedText, type PromptEncoders, type PromptInput } from './prompt.ts';
+import type { ModelFamily } from '../model-family.ts';
+import { T5_MAX_LENGTH, type T5Tokenizer } from '../text/t5-tokenizer.ts';
 
 export interface Sd3Encoders {
   tokenizer2: ClipTokenizer;
@@ -95,4 +96,30 @@ export async function encodeSd3Prompt(input: PromptInput, enc: Sd3Encoders, enco
 export function sd3MaskTokens(clipTokens: readonly number[], clipLength: number, t5Eos: number | undefined, maskWords: boolean): number[] {
   if (t5Eos === undefined || maskWords) return [...clipTokens];
   return [...clipTokens, ...Array.from({ length: t5Eos }, (_, i) => clipLength + i)];
+}
+
+/**
+ * A model's prompt encoding by its family, as both pipelines run it: SD3's (CLIP-L, CLIP-G, T5 where the model has its
+ * tokenizer; `jointDim` the transformer's text width) or encodePrompt's (SD 1.x/2.x, SDXL).
+ */
+export function encodeFamilyPrompt(
+  family: ModelFamily,
+  input: PromptInput,
+  encoders: PromptEncoders & { tokenizer3?: T5Tokenizer; jointDim?: number; onWarning?(message: string): void },
+  encode: EncodeText,
+): Promise<TextConditioning> {
+  if (family !== 'sd3') return encodePrompt(input, encoders, encode);
+  const t5 = encoders.tokenizer3 ? { tokenizer: encoders.tokenizer3, maxLength: T5_MAX_LENGTH } : undefined;
+  return encodeSd3Prompt(input, { tokenizer2: encoders.tokenizer2!, t5, jointDim: encoders.jointDim!, onWarning: encoders.onWarning }, encode);
+}
+
+/**
+ * The token columns the mask reads, where the family's differ from the plan's: SD3's add T5's (sd3MaskTokens);
+ * undefined for the other families (the plan's CLIP columns).
+ */
+export function familyMaskTokens(
+  family: ModelFamily, plan: { maskTokens: readonly number[]; params: { prompt: string; maskWords?: readonly string[] } }, clipLength: number, tokenizer3?: T5Tokenizer,
+): number[] | undefined {
+  if (family !== 'sd3') return undefined;
+  return sd3MaskTokens(plan.maskTokens, clipLength, tokenizer3?.encode(plan.params.prompt, T5_MAX_LENGTH).eosIndex, plan.params.maskWords !== undefined);
 }

@@ -9,7 +9,7 @@ import type { IoInfo } from '../../onnx/io.ts';
 import type { ComponentName } from '../runner/protocol.ts';
 import type { ModelFamily, ModelSpec } from './folder.ts';
 import { nativeSize } from '../../core/model-family.ts';
-import { checkSd3Components, checkVaeDecoder, type ContractSource } from '../../core/model-contract.ts';
+import { checkSd3Components, checkVaeDecoder, textFacts, type ContractSource } from '../../core/model-contract.ts';
 
 export interface ModelInfo {
   dir: string;
@@ -118,13 +118,7 @@ export function describeModel(
     scheduler: { className: typeof sc['_class_name'] === 'string' ? (sc['_class_name'] as string) : 'EulerDiscreteScheduler', config: sc },
     vae: spec.vae,
     ...(spec.paths.vaeEncoder ? { vaeEncoder: path.relative(spec.dir, spec.paths.vaeEncoder) } : {}),
-    ...(sd3
-      ? {
-          textWidth: sd3.textWidth,
-          patchSize: spec.patchSize ?? 2,
-          textEncoders: ['text_encoder (CLIP-L)', 'text_encoder_2 (CLIP-G)', ...(spec.paths.textEncoder3 ? ['text_encoder_3 (T5)'] : [])],
-        }
-      : typeof unetDim === 'number' ? { textWidth: unetDim } : {}),
+    ...textFacts(sd3, unetDim, spec.patchSize, spec.paths.textEncoder3 !== undefined),
     components: out,
     staticLatentSize: typeof staticH === 'number' && typeof sample.shape[3] === 'number' ? { height: staticH, width: sample.shape[3] } : undefined,
     attentionProbe: 'file' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parentPort } from 'node:worker_threads';
-import { AsgdError, errorToWire } from '../../core/errors.ts';
+import { errorToWire } from '../../core/errors.ts';
 import { openSession, releaseSession, type OpenSession, type SessionOptions } from '../../onnx/session.ts';
 import { TextEncoderAdapter } from '../../onnx/text-encoder.ts';
 import type { UnetAdapter, TextConditioning } from '../../onnx/unet.ts';
