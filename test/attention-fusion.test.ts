@@ -24,6 +24,7 @@ import { prepareAttentionProbe, probeLoadOptions } from '../src/node/probe.ts';
 import { countOnnxAttentionIn, fusedLoadOptions, prepareFusedAttention } from '../src/node/fused-attention.ts';
 import { openSession, releaseSession } from '../src/onnx/session.ts';
 import { writeTinySdModel } from './fixtures/index.ts';
+import { TINY_SD3_TEXT, buildTinySd3Files, writeTinySd3Model, type Sd3VariantName } from './fixtures/tiny-sd3.ts';
 import { tinyModel } from './helpers/models.ts';
 import { linear } from './fixtures/layers.ts';
 import { GraphBuilder } from './fixtures/onnx-graph.ts';
@@ -693,6 +694,83 @@ describe('the fusion on whole UNets', () => {
     } finally {
       await releaseSession(s);
     }
+  });
+});
+
+describe("SD3's joint attention (diffusers' JointAttnProcessor2_0: the image's heads and the text's concatenated on the sequence axis)", () => {
+  /** The transformer's inputs at a 16 x 12 latent, 77 + 20 text tokens, batch 2. */
+  const feeds = () => ({
+    hidden_states: new ort.Tensor('float32', randoms(2 * 16 * 16 * 12, 21), [2, 16, 16, 12]),
+    timestep: new ort.Tensor('float32', new Float32Array([700, 300]), [2]),
+    encoder_hidden_states: new ort.Tensor('float32', randoms(2 * 97 * TINY_SD3_TEXT.t5, 22), [2, 97, TINY_SD3_TEXT.t5]),
+    pooled_projections: new ort.Tensor('float32', randoms(2 * (TINY_SD3_TEXT.clipL + TINY_SD3_TEXT.clipG), 23), [2, TINY_SD3_TEXT.clipL + TINY_SD3_TEXT.clipG]),
+  });
+  const transformer = (variant: Sd3VariantName) => fromBinary(ModelProtoSchema, buildTinySd3Files({ variant }).get('transformer/model.onnx') as Uint8Array);
+
+  for (const [variant, what] of [['sd3', 'SD3'], ['sd3.5', "SD3.5 (q and k RMS-normalised per head after the split)"], ['sd3.5-medium', "SD3.5 medium (and its image-only second attention)"]] as const) {
+    test(`${what}: every attention one MultiHeadAttention on the flattened joined heads; out_hidden_states within 1e-5, in both forms`, async (t) => {
+      const plain = transformer(variant);
+      const softmaxes = count(plain, 'Softmax');
+      for (const flashForm of [false, true]) {
+        const fused = clone(plain);
+        assert.deepEqual(fuseAttention(fused, { flashForm }), { fused: softmaxes, left: 0 });
+        assert.equal(count(fused, 'MultiHeadAttention'), softmaxes);
+        const diff = maxAbsDiff((await run(plain, feeds()))['out_hidden_states']!, (await run(fused, feeds()))['out_hidden_states']!);
+        t.diagnostic(`${variant}${flashForm ? ' (flash form)' : ''}: ${softmaxes} attentions fused, out_hidden_states max abs diff ${diff.toExponential(2)}`);
+        assert.ok(diff < 1e-5, `${variant}: max abs diff ${diff}`);
+      }
+    });
+  }
+
+  test('left written out where a joined part is not heads of the same count, or a norm reads across the heads', () => {
+    // The text's q split into 1 head of 2·d instead of 2 of d: the parts disagree, nothing is fused.
+    const wrongHeads = transformer('sd3');
+    const splits = wrongHeads.graph!.node.filter((n) => n.opType === 'Reshape' && /add_q_proj/.test(n.input[0] ?? '') );
+    assert.ok(splits.length > 0, 'the fixture splits the text q from add_q_proj');
+    for (const r of splits) {
+      const target = wrongHeads.graph!.initializer.find((i) => i.name === r.input[1]) ?? wrongHeads.graph!.node.find((n) => n.output[0] === r.input[1])?.attribute[0]?.t;
+      assert.ok(target, 'a constant target');
+      const dims = new BigInt64Array(new Uint8Array(target.rawData).slice().buffer);
+      assert.equal(dims.length, 4);
+      dims[2] = 1n;
+      dims[3] = -1n;
+      target.rawData = new Uint8Array(dims.buffer);
+    }
+    const r1 = fuseAttention(wrongHeads);
+    assert.ok('fused' in r1 && r1.fused === 0, JSON.stringify(r1));
+    // SD3.5's q norm reducing over the heads' axis (axis 1) instead of each head's channels: not a per-head norm.
+    const acrossHeads = transformer('sd3.5');
+    let changed = 0;
+    for (const n of acrossHeads.graph!.node) {
+      if (n.opType !== 'ReduceMean' || !/norm_q/.test(n.name)) continue;
+      const axes = n.attribute.find((a) => a.name === 'axes')!;
+      axes.ints = [1n];
+      changed++;
+    }
+    assert.ok(changed > 0, 'the fixture writes its q norms with ReduceMean');
+    const r2 = fuseAttention(acrossHeads);
+    assert.ok('fused' in r2 && r2.fused < count(acrossHeads, 'Softmax'), `the attentions with the changed norm stay written out: ${JSON.stringify(r2)}`);
+  });
+
+  test('the pipeline with fuseAttention on the SD3 fixture: the transformer and its joint-attention probe fused; the asg image within 1 level of the unfused one, the mask from the fused probe', async (t) => {
+    const dir = path.join(root, 'tiny-sd3-fuse');
+    await writeTinySd3Model(dir, { variant: 'sd3' });
+    const params = { prompt: 'a red circle on a blue background', width: 256, height: 256, steps: 3, seed: 4, method: 'asg' as const };
+    const images = [];
+    for (const fuse of [false, true]) {
+      const p = await loadPipeline(dir, { devices: 'cpu', threads: 1, fuseAttention: fuse });
+      try {
+        if (fuse) assert.deepEqual([p.info.attentionFusion.applied, p.info.attentionFusion.layers], [true, 2], JSON.stringify(p.info.attentionFusion));
+        const r = await p.generate(params);
+        assert.deepEqual(r.warnings, [], 'no mask fallback, nothing unfused');
+        images.push(r.image);
+      } finally {
+        await p.close();
+      }
+    }
+    const diff = maxAbsDiff(images[0]!.data, images[1]!.data);
+    t.diagnostic(`SD3 asg 256 px, fused vs written out: max ${diff} levels`);
+    assert.ok(diff <= 1, `max ${diff} levels`);
   });
 });
 

@@ -15,7 +15,12 @@
  * - heads as their own axis (scaled-dot-product attention written out): Reshape [B, S, H, d] → Transpose (0 2 1 3),
  *   kᵀ as Transpose (0 1 3 2) of that or Transpose (0 2 3 1) of the Reshape, or (torch's dynamo exporter) as
  *   Reshape [-1, S, d] → Transpose (0 2 1) → Reshape [B, H, d, S] of it, with an inference Dropout after the Softmax;
- *   output Transpose (0 2 1 3) → Reshape. Target sizes may be constants or read from shapes at run time.
+ *   output Transpose (0 2 1 3) → Reshape. Target sizes may be constants or read from shapes at run time;
+ * - heads computed after their split (SD3's joint attention, diffusers' JointAttnProcessor2_0): q, k and v each the
+ *   image's heads and the text's concatenated on the sequence axis, each part split as above and perhaps normalised over
+ *   each head's channels (SD3.5's RMS norms of q and k: a keepdims mean over the last axis, scalars, a per-channel
+ *   weight); also one attention's normalised heads alone (SD3.5 medium's second attention). The fused node reads them
+ *   flattened (Transpose 0 2 1 3, Reshape [0, 0, -1]), so the parts must agree on the head count and size.
  * torch's dynamo exporter (checked on real torch 2.13 exports, test/fixtures/dynamo-attention) writes both with its own
  * size arithmetic: targets as Concats of Shape slices (Shape's start / end, or Slice of `Shape(start=0)`) and of
  * symbolic sizes Reshaped to one entry; baddbmm's `empty` as Expand(0, shape); the default scale of
@@ -56,13 +61,22 @@ export const FUSED_SCOPE = '/asgd_fused_attention';
 export type AttentionFusion = { fused: number; left: number } | { reason: string };
 
 interface Heads {
-  /** The flat [B, S, H·d] tensor the heads were split from. */
-  flat: string;
+  /** Where the fused node reads them: the flat [B, S, H·d] tensor they were split from, or heads joined (below). */
+  source: HeadsSource;
   heads: number;
   folded: boolean;
-  /** The split Reshape's target [B, S, H, d]. */
+  /** The split Reshape's target [B, S, H, d] (joined heads: the first part's, its S unknown). */
   split: Entry[];
 }
+
+/**
+ * The fused node's q, k or v: `flat`, the [B, S, H·d] tensor the heads were split from; or `joined`, [B, H, S, d]
+ * heads computed after the split (SD3's joint attention: the image's and the text's heads concatenated on the
+ * sequence axis; SD3.5's q and k normalised per head), which the fusion flattens (Transpose 0 2 1 3, Reshape [0, 0, -1]).
+ */
+type HeadsSource = { flat: string } | { joined: string };
+
+const splitHeads = (split: { flat: string; heads: number; split: Entry[] }, folded: boolean): Heads => ({ source: { flat: split.flat }, heads: split.heads, split: split.split, folded });
 
 
 /** Reshape [B, S, H, d] of a flat tensor, H constant: the flat tensor, H and the target. */
@@ -82,11 +96,96 @@ function headsOf(g: Graph, name: string): Heads | undefined {
     const t = g.op(fold.input[0], 'Transpose');
     const split = t && g.perm(t) === '0 2 1 3' ? headSplit(g, t.input[0]!) : undefined;
     if (!split || target?.length !== 3 || !foldsHeads(g, target[0]!, split.heads)) return undefined;
-    return { ...split, folded: true };
+    return splitHeads(split, true);
   }
   const t = g.op(name, 'Transpose');
   const split = t && g.perm(t) === '0 2 1 3' ? headSplit(g, t.input[0]!) : undefined;
-  return split ? { ...split, folded: false } : undefined;
+  if (split) return splitHeads(split, false);
+  // Normalised per head after the split (SD3.5's q and k norms), or joined on the sequence axis (SD3).
+  const normed = perHead(g, name);
+  return normed ? { source: { joined: name }, heads: normed.heads, split: normed.split, folded: false } : joinedHeads(g, name);
+}
+
+/**
+ * Heads [B, H, S, d] concatenated on the sequence axis from parts that are each split from a flat tensor, as they are
+ * or normalised over each head's channels (perHead): SD3's joint attention (diffusers' JointAttnProcessor2_0), whose
+ * q, k and v are the image's heads followed by the text's. The parts must agree on the head count and size.
+ */
+function joinedHeads(g: Graph, name: string): Heads | undefined {
+  const c = g.op(name, 'Concat');
+  const axis = c ? intAttr(c, 'axis') : undefined;
+  if (!c || (axis !== 2n && axis !== -2n) || c.input.length < 2) return undefined;
+  const parts = c.input.map((i) => perHead(g, i));
+  const first = parts[0];
+  if (!first || parts.some((p) => !p || p.heads !== first.heads || constantSize(p.split) !== constantSize(first.split))) return undefined;
+  return { source: { joined: name }, heads: first.heads, folded: false, split: [first.split[0]!, { value: null }, first.split[2]!, first.split[3]!] };
+}
+
+/** Heads [B, H, S, d] split from a flat tensor (Reshape, Transpose 0 2 1 3), as they are or normalised per head. */
+function perHead(g: Graph, name: string, depth = 0): { heads: number; split: Entry[] } | undefined {
+  const t = g.op(name, 'Transpose');
+  const split = t && g.perm(t) === '0 2 1 3' ? headSplit(g, t.input[0]!) : undefined;
+  if (split) return split;
+  const x = depth < 6 ? normalisedFrom(g, name) : undefined;
+  return x ? perHead(g, x, depth + 1) : undefined;
+}
+
+/** A constant of at most one axis (a per-channel weight or a scalar), as it is or cast. */
+function smallConstant(g: Graph, name: string): boolean {
+  const cast = g.op(name, 'Cast') ?? g.op(name, 'CastLike');
+  if (cast) return smallConstant(g, cast.input[0]!);
+  const t = g.constantTensor(name);
+  return t !== undefined && t.dims.length <= 1;
+}
+
+/** The last axis as a reduction names it: [-1], or [3] of a rank-4 tensor; kept as an axis of 1. */
+function reducesLastAxis(g: Graph, node: NodeProto): boolean {
+  if ((intAttr(node, 'keepdims') ?? 1n) !== 1n) return false;
+  const attr = node.attribute.find((a) => a.name === 'axes')?.ints.map(Number);
+  const axes = attr ?? (node.input[1] ? g.ints(node.input[1]) : undefined);
+  return axes?.length === 1 && (axes[0] === -1 || axes[0] === 3);
+}
+
+/**
+ * A statistic of each row of `x` over its last axis, kept as an axis of 1 (so it broadcasts over x's shape): a
+ * ReduceMean over the last axis with keepdims of x, x squared or x cast, then Add, Mul or Div with a scalar, Sqrt,
+ * Reciprocal or Cast (an RMS or variance denominator).
+ */
+function rowStatistic(g: Graph, name: string, x: string, depth = 0): boolean {
+  const p = g.producer.get(name);
+  if (!p || depth > 6 || !isDefaultDomain(p)) return false;
+  if (p.opType === 'ReduceMean') {
+    if (!reducesLastAxis(g, p)) return false;
+    const ofX = (t: string | undefined) => t === x || g.op(t, 'Cast')?.input[0] === x;
+    if (ofX(p.input[0])) return true;
+    const inner = g.producer.get(p.input[0]!);
+    if (inner?.opType === 'Pow') return ofX(inner.input[0]) && g.scalar(inner.input[1]!) === 2;
+    return inner?.opType === 'Mul' && ofX(inner.input[0]) && ofX(inner.input[1]);
+  }
+  if (p.opType === 'Sqrt' || p.opType === 'Reciprocal' || p.opType === 'Cast') return rowStatistic(g, p.input[0]!, x, depth + 1);
+  if (p.opType === 'Add' || p.opType === 'Mul' || p.opType === 'Div') {
+    const [a, b] = p.input as [string, string];
+    if (g.scalar(b) !== undefined) return rowStatistic(g, a, x, depth + 1);
+    return p.opType !== 'Div' && g.scalar(a) !== undefined && rowStatistic(g, b, x, depth + 1);
+  }
+  return false;
+}
+
+/**
+ * The tensor `name` normalises without changing its shape (RMS or layer norms over each head's channels, as SD3.5
+ * writes its q and k norms): a Cast of it, it times a small constant (the norm's weight), it times or over a row
+ * statistic of itself (rowStatistic), or a LayerNormalization of its last axis. Undefined for anything else.
+ */
+function normalisedFrom(g: Graph, name: string): string | undefined {
+  const p = g.producer.get(name);
+  if (!p || !isDefaultDomain(p)) return undefined;
+  if (p.opType === 'Cast') return p.input[0];
+  if (p.opType === 'LayerNormalization') return (intAttr(p, 'axis') ?? -1n) === -1n && p.output.length === 1 ? p.input[0] : undefined;
+  if (p.opType !== 'Mul' && p.opType !== 'Div' && p.opType !== 'Add') return undefined;
+  const [a, b] = p.input as [string, string];
+  const keeps = (x: string, other: string) => smallConstant(g, other) || (p.opType !== 'Add' && rowStatistic(g, other, x));
+  if (keeps(a, b)) return a;
+  return p.opType !== 'Div' && keeps(b, a) ? b : undefined;
 }
 
 /** The first entry of a fold's target is B·H: a constant, or B times the constant H. */
@@ -116,7 +215,7 @@ function keysTransposed(g: Graph, name: string): Heads | undefined {
   }
   if (perm === '0 2 3 1') {
     const split = headSplit(g, t.input[0]!);
-    return split ? { ...split, folded: false } : undefined;
+    return split ? splitHeads(split, false) : undefined;
   }
   return undefined;
 }
@@ -189,9 +288,9 @@ function headMerge(g: Graph, pv: NodeProto, heads: number, folded: boolean): Nod
 
 interface Site {
   merge: NodeProto;
-  q: string;
-  k: string;
-  v: string;
+  q: HeadsSource;
+  k: HeadsSource;
+  v: HeadsSource;
   heads: number;
   /** undefined: the head size's 1 / sqrt (the node's default). */
   scale: number | undefined;
@@ -300,7 +399,7 @@ function matchSite(g: Graph, softmax: NodeProto, opset: number): Site | undefine
     const heads = new Set([qs.name, g.producer.get(ks.name)?.input[0]]);
     if (total.p !== -0.5 || Math.abs(total.c - 1) > 1e-6 || !total.shapes.every((t) => heads.has(t))) return undefined;
   }
-  return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale, headSize: constantSize(q.split) };
+  return { merge, q: q.source, k: k.source, v: v.source, heads: q.heads, scale, headSize: constantSize(q.split) };
 }
 
 /**
@@ -320,7 +419,7 @@ function matchOnnxAttention(g: Graph, node: NodeProto): Site | undefined {
   const merge = headMerge(g, node, q.heads, false);
   if (!merge) return undefined;
   const scale = attribute('scale');
-  return { merge, q: q.flat, k: k.flat, v: v.flat, heads: q.heads, scale: scale ? scale.f : undefined, headSize: constantSize(q.split) };
+  return { merge, q: q.source, k: k.source, v: v.source, heads: q.heads, scale: scale ? scale.f : undefined, headSize: constantSize(q.split) };
 }
 
 /** The model's ONNX `Attention` nodes (the standard operator exists from opset 23; torch's dynamo exporter writes it there). */
@@ -385,12 +484,14 @@ export function fuseAttention(model: ModelProto, options: FuseAttentionOptions =
     const name = `${FUSED_SCOPE}/MultiHeadAttention_${i}`;
     const pad = !options.flashForm && (site.scale !== undefined || site.headSize !== undefined);
     const scale = site.scale ?? (pad ? 1 / Math.sqrt(site.headSize!) : undefined);
-    const [q, k, padding] = pad ? padQueryKey(graph, name, site) : [site.q, site.k, []];
-    replace.set(site.merge, [...padding, create(NodeProtoSchema, {
+    const joins: NodeProto[] = [];
+    const [fq, fk, fv] = (['q', 'k', 'v'] as const).map((side) => flatInput(graph, name, side, site[side], joins)) as [string, string, string];
+    const [q, k, padding] = pad ? padQueryKey(graph, name, fq, fk, site.heads) : [fq, fk, []];
+    replace.set(site.merge, [...joins, ...padding, create(NodeProtoSchema, {
       name,
       opType: 'MultiHeadAttention',
       domain: MS_DOMAIN,
-      input: [q, k, site.v],
+      input: [q, k, fv],
       output: [site.merge.output[0]!],
       attribute: [
         create(AttributeProtoSchema, { name: 'num_heads', type: AttributeProto_AttributeType.INT, i: BigInt(site.heads) }),
@@ -414,11 +515,27 @@ function int64Initializer(graph: GraphProto, name: string, values: number[]): st
 }
 
 /**
+ * The fused node's input for q, k or v: the flat tensor, or joined heads [B, H, S, d] flattened to [B, S, H·d]
+ * (Transpose 0 2 1 3, Reshape [0, 0, -1]; the nodes go to `nodes`).
+ */
+function flatInput(graph: GraphProto, name: string, side: string, source: HeadsSource, nodes: NodeProto[]): string {
+  if ('flat' in source) return source.flat;
+  const step = (opType: string, inputs: string[], what: string, attribute: ReturnType<typeof create<typeof AttributeProtoSchema>>[] = []) => {
+    const output = `${name}/${side}_${what}_output`;
+    nodes.push(create(NodeProtoSchema, { name: `${name}/${side}_${what}`, opType, input: inputs, output: [output], attribute }));
+    return output;
+  };
+  const perm = create(AttributeProtoSchema, { name: 'perm', type: AttributeProto_AttributeType.INTS, ints: [0n, 2n, 1n, 3n] });
+  const target = int64Initializer(graph, `${name}/${side}_flat_shape`, [0, 0, -1]);
+  return step('Reshape', [step('Transpose', [source.joined], 'unjoin', [perm]), target], 'flat');
+}
+
+/**
  * q and k, flat [B, S, H·d], as [B, S, H·(d + PAD_CHANNELS)]: each head followed by PAD_CHANNELS zeros (Reshape to
  * [B, S, H, d], Pad of the last axis, Reshape back). Returns the padded names and the nodes that compute them.
  */
-function padQueryKey(graph: GraphProto, name: string, site: Site): [string, string, NodeProto[]] {
-  const split = int64Initializer(graph, `${name}/split_heads`, [0, 0, site.heads, -1]);
+function padQueryKey(graph: GraphProto, name: string, q: string, k: string, heads: number): [string, string, NodeProto[]] {
+  const split = int64Initializer(graph, `${name}/split_heads`, [0, 0, heads, -1]);
   const pads = int64Initializer(graph, `${name}/pads`, [0, 0, 0, 0, 0, 0, 0, PAD_CHANNELS]);
   const merge = int64Initializer(graph, `${name}/merge_heads`, [0, 0, -1]);
   const nodes: NodeProto[] = [];
@@ -429,5 +546,5 @@ function padQueryKey(graph: GraphProto, name: string, site: Site): [string, stri
     };
     return node('Reshape', [node('Pad', [node('Reshape', [input, split], 'split'), pads], 'pad'), merge], 'merge');
   };
-  return [padded(site.q, 'q'), padded(site.k, 'k'), nodes];
+  return [padded(q, 'q'), padded(k, 'k'), nodes];
 }
