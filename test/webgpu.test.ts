@@ -180,7 +180,7 @@ test('asg with the attention-probe mask on webgpu, and on cpu,webgpu:0 together,
   }
 });
 
-test('SDXL (time ids, two text encoders) and SD3 (the transformer, T5, the 16-channel VAE) run asg on webgpu within the tolerance of cpu, the mask from the probe', async (t) => {
+test('SDXL (time ids, two text encoders) and SD3 (the transformer, T5, the 16-channel VAE; its joint attention also fused) run asg on webgpu within the tolerance of cpu, the mask from the probe', async (t) => {
   const sd3 = path.join(tempDir('webgpu-sd3'), 'tiny-sd3');
   await writeTinySd3Model(sd3, { variant: 'sd3' });
   // The SDXL fixture's config says 1024 px; 128 px native here, so that 256 px is twice it with patches and the mask.
@@ -198,6 +198,13 @@ test('SDXL (time ids, two text encoders) and SD3 (the transformer, T5, the 16-ch
     assert.equal(cpu.warnings.some((w) => /mask/i.test(w)), false, `${name}: the mask came from the probe`);
     assert.ok(maxDiff(gpu.latent, cpu.latent) <= LATENT, `${name}: latent max diff ${maxDiff(gpu.latent, cpu.latent)}`);
     assert.ok(maxDiff(gpu.image.data, cpu.image.data) <= LEVELS, `${name}: image max diff ${maxDiff(gpu.image.data, cpu.image.data)}`);
+    if (name !== 'sd3') continue;
+    // SD3's joint attention fused (MultiHeadAttention on the flattened joined heads, the padded form on lavapipe).
+    const fused = await run('webgpu:0', asg, model, { fuseAttention: true });
+    t.diagnostic(`sd3 asg 256 px fused on webgpu: latent ${maxDiff(fused.latent, cpu.latent)}, image ${maxDiff(fused.image.data, cpu.image.data)} levels`);
+    assert.deepEqual(fused.warnings, cpu.warnings, 'fused: nothing left unfused, the mask from the fused probe');
+    assert.ok(maxDiff(fused.latent, cpu.latent) <= LATENT, `fused: latent max diff ${maxDiff(fused.latent, cpu.latent)}`);
+    assert.ok(maxDiff(fused.image.data, cpu.image.data) <= LEVELS, `fused: image max diff ${maxDiff(fused.image.data, cpu.image.data)}`);
   }
 });
 
