@@ -2,7 +2,7 @@
 import { invalidArgument } from '../core/errors.ts';
 import { PIPELINE_OPTIONS, optionSpec } from '../core/options/registry.ts';
 import { checkOption, refuseUnknownKeys } from '../core/options/spec.ts';
-import type { FileProgress } from './model/model-files.ts';
+import type { FileProgress } from './model/file-source.ts';
 import type { WebComponent, WebProvider } from './device/protocol.ts';
 import type { SplitMode } from '../core/dispatch/tasks.ts';
 

@@ -5,7 +5,7 @@
  */
 import { AsgdError } from '../../core/errors.ts';
 import { externalDataFiles, externalDataFilesFrom, unsafeLocation, type ByteSource } from '../../graph/external-data.ts';
-import type { FileSource } from './model-files.ts';
+import type { FileSource } from './file-source.ts';
 import type { PageExternalFile } from '../device/protocol.ts';
 
 export type { PageExternalFile };

@@ -16,7 +16,8 @@ import { Float16FileWriter, Float16WeightStream, streamedWeights, type StreamedW
 import { pageTurns } from '../page-turns.ts';
 import { modelBytes } from '../../graph/model-bytes.ts';
 import { externalLocations, folderOf, handOver, type PageExternalFile } from './external-data.ts';
-import { tooLargeError, type FileSource, type StoreStream } from './model-files.ts';
+import { tooLargeError } from './model-files.ts';
+import type { FileSource, StoreStream } from './file-source.ts';
 
 /** Bump when the conversion's output changes, so that stored conversions are made again. */
 const FORMAT = 1;

@@ -10,7 +10,7 @@ import { MISSING_SCHEDULER_CONFIG, MISSING_SCHEDULER_NOTE } from '../../core/sch
 import type { TokenizerFiles } from '../../core/text/clip-tokenizer.ts';
 import type { ModelFamily } from '../../core/model-family.ts';
 import { refuseOtherTransformers, sd3ConfigFacts } from '../../core/sd3-config.ts';
-import { readFileWith, type FileSource } from './model-files.ts';
+import { readFileWith, type FileSource } from './file-source.ts';
 import type { WebComponent } from '../device/protocol.ts';
 
 export interface WebModelSpec {
