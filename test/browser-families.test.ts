@@ -173,6 +173,22 @@ test('WASM: an SD3 export (transformer, CLIP-L, CLIP-G, T5, 16-channel VAE) make
   await page.close();
 });
 
+test("WASM: fuseAttention fuses SD3's joint attention in the device worker (the transformer and its probe graph); the image is Node's fused one", async () => {
+  const { page: demo, errors } = await openDemo(context, site.url, `provider=wasm&workers=1&fuse=1&model=${encodeURIComponent(`${site.url}models/tiny-sd3/`)}`);
+  const fusion = JSON.parse((await demo.evaluate('JSON.stringify(window.asgdDemo.pipeline.info.attentionFusion)')) as string) as { applied: boolean; layers: number; form?: string };
+  assert.deepEqual([fusion.applied, fusion.layers, fusion.form], [true, 2, 'padded'], JSON.stringify(fusion));
+  const node = await loadPipeline(folders.get('tiny-sd3')!, { devices: 'cpu', fuseAttention: true });
+  try {
+    assert.deepEqual([node.info.attentionFusion.applied, node.info.attentionFusion.layers], [true, 2]);
+    const params = asg(12);
+    await matchesNode('SD3 256 px asg, joint attention fused', await runInPage(demo, 'generate', params), await node.generate(params));
+  } finally {
+    await node.close();
+  }
+  assert.deepEqual(errors, []);
+  await demo.close();
+});
+
 test('WASM: an SD3 export without T5 runs with zeros in its place and says so, as Node does', async () => {
   const { page, errors, modelRequests } = await openDemo(context, site.url, `provider=wasm&workers=1&model=${encodeURIComponent(`${site.url}models/tiny-sd3-no-t5/`)}`);
   assert.equal(modelRequests.some((u) => /\/(text_encoder_3|tokenizer_3)\//.test(u)), false, 'nothing of T5 is asked for');
