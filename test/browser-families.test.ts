@@ -55,6 +55,10 @@ before(async () => {
   await writeTinySd3Model(flux, { variant: 'sd3' });
   const index = JSON.parse(fs.readFileSync(path.join(flux, 'model_index.json'), 'utf8')) as Record<string, unknown>;
   fs.writeFileSync(path.join(flux, 'model_index.json'), JSON.stringify({ ...index, _class_name: 'FluxPipeline' }));
+  // T5 listed in model_index.json, its tokenizer served, its model not (deleted to save its size).
+  const t5Gone = path.join(models, 'tiny-sd3-t5-gone');
+  await writeTinySd3Model(t5Gone, { variant: 'sd3' });
+  fs.rmSync(path.join(t5Gone, 'text_encoder_3'), { recursive: true });
   for (const name of ['tiny-sdxl', 'tiny-sd3', 'tiny-sd3-no-t5', 'tiny-flux']) folders.set(name, path.join(models, name));
   site = await serveSite(siteDir);
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
@@ -249,6 +253,17 @@ test("the demo's Model folder field loads another export (SD3 here) in place of 
   assert.match((await page.textContent('#status')) ?? '', /^The model could not be loaded: Cannot download model_index\.json/);
   assert.equal(await page.isDisabled('#load-model'), false);
   assert.deepEqual(errors.filter((e) => !/404/.test(e)), []);
+  await page.close();
+});
+
+test('an SD3 folder that lists T5 but does not serve it: the load fails naming text_encoder_3 and how to load without T5', async () => {
+  const page = await context.newPage();
+  await page.goto(`${site.url}?provider=wasm&workers=1&model=${encodeURIComponent(`${site.url}models/tiny-sd3-t5-gone/`)}`);
+  await page.waitForSelector('body[data-state="error"]', { timeout: 60_000 });
+  const status = (await page.textContent('#status')) ?? '';
+  assert.match(status, /Cannot download text_encoder_3\/model\.onnx/);
+  assert.match(status, /HTTP 404/);
+  assert.match(status, /set text_encoder_3 \(and tokenizer_3\) to \[null, null\] in model_index\.json/);
   await page.close();
 });
 

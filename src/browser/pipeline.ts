@@ -120,6 +120,18 @@ function defaultWorker(index: number): Worker {
 
 const NO_ENCODER_HINT = 'Serve the whole export folder with its vae_encoder (optimum-cli exports it by default)';
 
+/**
+ * SD3's T5 (text_encoder_3) that the folder lists but does not serve: a folder without T5 is a choice users make (it
+ * holds about 9 GB), so the error says how to load without it.
+ */
+function withoutT5Hint(err: unknown): unknown {
+  if (!(err instanceof AsgdError) || err.kind !== 'model' || !err.summary.startsWith('Cannot download')) return err;
+  return new AsgdError(err.summary, {
+    kind: 'model', parameter: 'text_encoder_3', expected: err.expected, received: err.received, cause: err,
+    hint: 'Serve the whole export folder, or load without T5: set text_encoder_3 (and tokenizer_3) to [null, null] in model_index.json',
+  });
+}
+
 function loadCancelled(): AsgdError {
   return new AsgdError('Model loading cancelled', { kind: 'cancelled' });
 }
@@ -169,7 +181,9 @@ export class WebPipeline {
     const bytes: Partial<Record<WebComponent, Uint8Array | Blob>> = {};
     for (const [c, file] of Object.entries(spec.files) as [WebComponent, string][]) {
       if (signal?.aborted) throw loadCancelled();
-      bytes[c] = c === 'unet' && options.unetPrecision === 'float16' ? (await src.get(file))! : await readModelFile(src, file);
+      bytes[c] = c === 'unet' && options.unetPrecision === 'float16' ? (await src.get(file))! : await readModelFile(src, file).catch((err: unknown) => {
+        throw c === 'textEncoder3' ? withoutT5Hint(err) : err;
+      });
     }
     if (signal?.aborted) throw loadCancelled();
     // Weights kept outside a model file (ONNX external data) are fetched beside it; a float32 UNet converted to float16

@@ -147,7 +147,7 @@ export async function readWebModel(url: string, src: FileSource): Promise<WebMod
   if (/StableDiffusion3|Flux/i.test(className) || (index && 'transformer' in index)) return readWebSd3(url, src, index, className, notes);
   const family = /XL/i.test(className) || (index && 'text_encoder_2' in index) ? 'sdxl' : 'sd';
   if (/Refiner/i.test(className)) {
-    throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'model', expected: 'an SD 1.x/2.x or SDXL base export', received: className });
+    throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'model', expected: 'an SD 1.x/2.x, SDXL base or SD3 export', received: className });
   }
   const [sched, vaeConfig, encoderConfig, unetConfig, tokenizer, tokenizer2] = await Promise.all([
     json(src, 'scheduler/scheduler_config.json', true),
