@@ -15,7 +15,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import sharp from 'sharp';
 import { COLOURS, OBJECT_COLOURS, SHAPES, analyseImage, cleanMask, connectedComponents, labelColours, minObjectArea, parsePrompt } from './analysis/shapes.ts';
 import type { RgbImage } from '../src/core/image.ts';
 import type { MethodName } from '../src/core/methods/types.ts';

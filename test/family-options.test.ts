@@ -198,14 +198,25 @@ test('an SD3 scheduler config this project cannot run is not answered with "pick
   assert.throws(() => createScheduler({ _class_name: 'DDIMScheduler', thresholding: true }, 4), /pick another --scheduler/);
 });
 
-test('--fuse-attention on a transformer whose attention the fusion does not recognise (SD3) warns at every run, not only in asgd info', async () => {
+test('--fuse-attention on an SD3 transformer: fused and recorded; on one whose attention is fused already it warns at every run, not only in asgd info', async () => {
   const dir = path.join(tempDir('sd3-fuse'), 'sd3');
   await writeTinySd3Model(dir, { variant: 'sd3' });
-  const pipe = await loadPipeline(dir, { threads: 1, fuseAttention: true, attentionProbe: false });
+  const fused = await loadPipeline(dir, { threads: 1, fuseAttention: true, attentionProbe: false });
+  try {
+    assert.deepEqual([fused.info.attentionFusion.applied, fused.info.attentionFusion.layers], [true, 2]);
+    const r = await fused.generate({ prompt: 'a cat', steps: 1, seed: 1 });
+    assert.deepEqual(r.warnings, []);
+    assert.ok(r.metadata.fusedAttention, 'the record says the attention ran fused');
+  } finally {
+    await fused.close();
+  }
+  const already = path.join(tempDir('sd3-fuse'), 'sd3-fused-attention');
+  await writeTinySd3Model(already, { variant: 'sd3-fused-attention' });
+  const pipe = await loadPipeline(already, { threads: 1, fuseAttention: true, attentionProbe: false });
   try {
     assert.equal(pipe.info.attentionFusion.applied, false);
     const r = await pipe.generate({ prompt: 'a cat', steps: 1, seed: 1 });
-    assert.ok(r.warnings.some((w) => /^fuseAttention \(--fuse-attention\) changes nothing for this model: no attention written out in a layout the fusion recognises$/.test(w)), r.warnings.join('; '));
+    assert.ok(r.warnings.some((w) => /^fuseAttention \(--fuse-attention\) changes nothing for this model: the export runs its attention fused already \(2 MultiHeadAttention nodes\)$/.test(w)), r.warnings.join('; '));
     assert.equal(r.metadata.fusedAttention, undefined);
   } finally {
     await pipe.close();

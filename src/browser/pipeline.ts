@@ -15,7 +15,7 @@ import { denoise, noMapsReason, planDenoiseInput } from '../core/generation/deno
 import { apiWording } from '../core/options/api-wording.ts';
 import { collectWarnings, finalStage, type GenerationCallbacks, type GenerationTimings } from '../core/generation/progress.ts';
 import { encodeFamilyPrompt, familyMaskTokens } from '../core/generation/sd3-prompt.ts';
-import { checkSd3Components, checkVaeDecoder, textFacts } from '../core/model-contract.ts';
+import { checkComponents, textFacts } from '../core/model-contract.ts';
 import { chwToRgb8, cropRgb, type RgbImage } from '../core/image.ts';
 import { schedulerFrom, startStep, type UpscaleSettings } from '../core/generation/img2img.ts';
 import {
@@ -618,14 +618,10 @@ function describe(
   attentionFusion: WebModelInfo['attentionFusion'], provider: WebProvider, workers: number, deviceNotes: string[], splitCfg: SplitMode,
 ): WebModelInfo {
   const unet = components.unet!;
-  // The components checked against each other as in Node (src/core/model-contract.ts): a VAE of another family, or
-  // SD3 parts that do not fit, are named at load rather than failing at the first decode.
-  const source = { where: spec.url, vaeDecoder: spec.files.vaeDecoder! };
-  const sd3 = spec.family === 'sd3' ? checkSd3Components(source, components) : undefined;
+  // The components checked against each other as in Node (src/core/model-contract.ts): a VAE of another family,
+  // SD3 parts that do not fit or an SDXL refiner are named at load rather than failing at the first call.
+  const { channels, sd3, unetTextWidth } = checkComponents({ where: spec.url, vaeDecoder: spec.files.vaeDecoder! }, spec.family, components);
   const sample = unet.inputs.find((i: IoInfo) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
-  const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
-  if (!sd3) checkVaeDecoder(source, components.vaeDecoder, channels, 'UNet');
-  const unetDim = unet.inputs.find((i: IoInfo) => i.name === 'encoder_hidden_states')?.shape[2];
   const staticH = sample.shape[2];
   const staticW = sample.shape[3];
   const native = nativeSize(spec.family, spec.unetSampleSize, staticH, spec.notes);
@@ -636,7 +632,7 @@ function describe(
     nativeWidth: native,
     nativeHeight: native,
     latentChannels: channels,
-    ...textFacts(sd3, unetDim, spec.patchSize, spec.files.textEncoder3 !== undefined),
+    ...textFacts(sd3, unetTextWidth, spec.patchSize, spec.files.textEncoder3 !== undefined),
     provider,
     workers,
     splitCfg,

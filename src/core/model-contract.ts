@@ -7,6 +7,7 @@
  * was found. Portable.
  */
 import { AsgdError } from './errors.ts';
+import type { ModelFamily } from './model-family.ts';
 
 /** One input or output of a session, as ONNX Runtime describes it (src/onnx/io.ts's IoInfo). */
 export interface IoShape {
@@ -120,4 +121,44 @@ export function textFacts(sd3: Sd3Facts | undefined, unetTextWidth: unknown, pat
     patchSize: patchSize ?? 2,
     textEncoders: ['text_encoder (CLIP-L)', 'text_encoder_2 (CLIP-G)', ...(hasT5 ? ['text_encoder_3 (T5)'] : [])],
   };
+}
+
+/** What checkComponents found: the denoiser's latent channels, SD3's widths, the UNet's text width where fixed. */
+export interface ComponentFacts {
+  channels: number;
+  sd3?: Sd3Facts;
+  unetTextWidth?: number;
+}
+
+/**
+ * A loaded model's components checked against each other, in Node and in the browser: SD3's (checkSd3Components), or
+ * a UNet's: its VAE decoder's channels, its text width against the text encoders' (SDXL: both added), and an SDXL
+ * refiner (time_ids of 5 values) refused.
+ */
+export function checkComponents(source: ContractSource, family: ModelFamily, components: Components): ComponentFacts {
+  const unet = components['unet'];
+  if (!unet) throw new Error('checkComponents: no denoiser');
+  const sd3 = family === 'sd3' ? checkSd3Components(source, components) : undefined;
+  const sample = unet.inputs.find((i) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
+  const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
+  if (sd3) return { channels, sd3 };
+  checkVaeDecoder(source, components['vaeDecoder'], channels, 'UNet');
+  const unetDim = unet.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape[2];
+  const width = (c: { outputs: readonly IoShape[] } | undefined) => (c?.outputs.find((o) => o.name === 'last_hidden_state') ?? c?.outputs[0])?.shape[2];
+  // SDXL concatenates both encoders' hidden states on the feature axis.
+  const w1 = width(components['textEncoder']);
+  const w2 = family === 'sdxl' ? width(components['textEncoder2']) : 0;
+  const teDim = typeof w1 === 'number' && typeof w2 === 'number' ? w1 + w2 : undefined;
+  const contractHint = 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli';
+  if (typeof unetDim === 'number' && teDim !== undefined && unetDim !== teDim) {
+    const what = family === 'sdxl' ? 'the two text encoders\' widths added' : 'the text encoder\'s';
+    throw new AsgdError('The text encoder and the UNet disagree on the text embedding width', {
+      kind: 'model', parameter: 'unet', expected: `encoder_hidden_states width ${teDim} (${what})`, received: String(unetDim), hint: contractHint,
+    });
+  }
+  const timeIds = unet.inputs.find((i) => i.name === 'time_ids');
+  if (timeIds && timeIds.shape[1] === 5) {
+    throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'unet', expected: 'time_ids with 6 values (SDXL base)', received: '5 values (refiner: aesthetic score)', hint: 'Use an SDXL base export' });
+  }
+  return { channels, ...(typeof unetDim === 'number' ? { unetTextWidth: unetDim } : {}) };
 }

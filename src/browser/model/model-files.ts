@@ -4,7 +4,7 @@
  * stored, and a stored file that turns out unusable is downloaded again (readFileWith, file-source.ts).
  */
 import { AsgdError } from '../../core/errors.ts';
-import type { FileProgress, FileSource, StoreStream } from './file-source.ts';
+import type { FileProgress, FileSource } from './file-source.ts';
 
 /** The Cache Storage cache the model files are kept in (bump the suffix to drop every stored file). */
 export const MODEL_CACHE = 'asgdiffusion-models-v1';

@@ -519,7 +519,6 @@ export class StagedMethod extends MethodBase {
 
   /** Draws stage-1 step `step`'s permutations now, while the devices work (the stream's order is unchanged). */
   private drawAhead(step: number, ctx: MethodContext): void {
-    const geo = this.plan.geometry;
     const next = this.drawPermutationsFor(step, ctx, this.spareBuffer);
     this.spareBuffer = undefined;
     this.aheadPerm = { step, perm: next };

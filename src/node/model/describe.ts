@@ -3,13 +3,12 @@
  * inputs and outputs, with the contract between the text encoders, the UNet and the VAE checked on the way.
  */
 import path from 'node:path';
-import { AsgdError } from '../../core/errors.ts';
 import type { UnetFloat16Info } from '../../core/unet-precision.ts';
 import type { IoInfo } from '../../onnx/io.ts';
 import type { ComponentName } from '../runner/protocol.ts';
 import type { ModelFamily, ModelSpec } from './folder.ts';
 import { nativeSize } from '../../core/model-family.ts';
-import { checkSd3Components, checkVaeDecoder, textFacts, type ContractSource } from '../../core/model-contract.ts';
+import { checkComponents, textFacts, type ContractSource } from '../../core/model-contract.ts';
 
 export interface ModelInfo {
   dir: string;
@@ -58,10 +57,6 @@ export interface ModelInfo {
   notes: string[];
 }
 
-function contractError(message: string, parameter: string, expected: string, received: string): AsgdError {
-  return new AsgdError(message, { kind: 'model', parameter, expected, received, hint: 'The model does not match the Stable Diffusion ONNX contract; re-export it with optimum-cli' });
-}
-
 /** ModelInfo from the folder's spec and the sessions' inputs and outputs (the first worker's description). */
 export function describeModel(
   spec: ModelSpec,
@@ -74,25 +69,8 @@ export function describeModel(
   const te = components.textEncoder;
   if (!unet || !te) throw new Error('describeModel: components missing');
   const source: ContractSource = { where: spec.dir, vaeDecoder: spec.paths.vaeDecoder, vaeGiven: spec.vaeDir !== undefined };
-  const sd3 = spec.family === 'sd3' ? checkSd3Components(source, components) : undefined;
+  const { channels, sd3, unetTextWidth } = checkComponents(source, spec.family, components);
   const sample = unet.inputs.find((i) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
-  const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
-  if (!sd3) checkVaeDecoder(source, components.vaeDecoder, channels, 'UNet');
-  const hidden = unet.inputs.find((i) => i.name === 'encoder_hidden_states');
-  const width = (c: { outputs: IoInfo[] } | undefined) => (c?.outputs.find((o) => o.name === 'last_hidden_state') ?? c?.outputs[0])?.shape[2];
-  const unetDim = hidden?.shape[2];
-  // SDXL concatenates both encoders' hidden states on the feature axis.
-  const w1 = width(te);
-  const w2 = spec.family === 'sdxl' ? width(components.textEncoder2) : 0;
-  const teDim = typeof w1 === 'number' && typeof w2 === 'number' ? w1 + w2 : undefined;
-  if (!sd3 && typeof unetDim === 'number' && teDim !== undefined && unetDim !== teDim) {
-    const what = spec.family === 'sdxl' ? 'the two text encoders\' widths added' : 'the text encoder\'s';
-    throw contractError('The text encoder and the UNet disagree on the text embedding width', 'unet', `encoder_hidden_states width ${teDim} (${what})`, String(unetDim));
-  }
-  const timeIds = unet.inputs.find((i) => i.name === 'time_ids');
-  if (timeIds && timeIds.shape[1] === 5) {
-    throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'unet', expected: 'time_ids with 6 values (SDXL base)', received: '5 values (refiner: aesthetic score)', hint: 'Use an SDXL base export' });
-  }
   const staticH = sample.shape[2];
   const native = nativeSize(spec.family, spec.unetSampleSize, staticH, spec.notes);
   const files: Record<string, string> = {
@@ -118,7 +96,7 @@ export function describeModel(
     scheduler: { className: typeof sc['_class_name'] === 'string' ? (sc['_class_name'] as string) : 'EulerDiscreteScheduler', config: sc },
     vae: spec.vae,
     ...(spec.paths.vaeEncoder ? { vaeEncoder: path.relative(spec.dir, spec.paths.vaeEncoder) } : {}),
-    ...textFacts(sd3, unetDim, spec.patchSize, spec.paths.textEncoder3 !== undefined),
+    ...textFacts(sd3, unetTextWidth, spec.patchSize, spec.paths.textEncoder3 !== undefined),
     components: out,
     staticLatentSize: typeof staticH === 'number' && typeof sample.shape[3] === 'number' ? { height: staticH, width: sample.shape[3] } : undefined,
     attentionProbe: 'file' in probe ? { available: true, layers: probe.layers } : { available: false, layers: [], reason: probe.reason },
