@@ -19,7 +19,7 @@ function modelError(message: string, parameter: string, hint: string): AsgdError
 }
 
 /** The class transformer/config.json names ('' where it names none). */
-export const transformerClassOf = (config: Json): string => (typeof config?.['_class_name'] === 'string' ? (config['_class_name'] as string) : '');
+const transformerClassOf = (config: Json): string => (typeof config?.['_class_name'] === 'string' ? (config['_class_name'] as string) : '');
 
 /**
  * Refuses a transformer folder that is not SD3's: FLUX shares the transformer/ layout but not the contract (packed
