@@ -31,8 +31,8 @@ function refused(fn: () => unknown): AsgdError {
   assert.fail('not refused');
 }
 
-test('an SD UNet whose text width is its text encoder\'s passes; the facts are its channels and text width', () => {
-  assert.deepEqual(checkComponents(source, 'sd', unetModel()), { channels: 4, unetTextWidth: 64 });
+test('an SD UNet whose text width is its text encoder\'s passes; the facts are its latent input, channels and text width', () => {
+  assert.deepEqual(checkComponents(source, 'sd', unetModel()), { sample: io('sample', 'B', 4, 'h', 'w'), channels: 4, unetTextWidth: 64 });
   assert.deepEqual(textFacts(undefined, 64, undefined, false), { textWidth: 64 });
 });
 
@@ -40,7 +40,7 @@ test('a text width that is not the text encoder\'s (SDXL: the two added) is refu
   const e = refused(() => checkComponents(source, 'sd', unetModel({ textWidth: 64, te1: 48 })));
   assert.equal(e.summary, 'The text encoder and the UNet disagree on the text embedding width');
   assert.deepEqual([e.parameter, e.expected, e.received], ['unet', "encoder_hidden_states width 48 (the text encoder's)", '64']);
-  assert.deepEqual(checkComponents(source, 'sdxl', unetModel({ textWidth: 80, te1: 32, te2: 48, timeIds: 6 })), { channels: 4, unetTextWidth: 80 });
+  assert.deepEqual(checkComponents(source, 'sdxl', unetModel({ textWidth: 80, te1: 32, te2: 48, timeIds: 6 })), { sample: io('sample', 'B', 4, 'h', 'w'), channels: 4, unetTextWidth: 80 });
   const x = refused(() => checkComponents(source, 'sdxl', unetModel({ textWidth: 80, te1: 32, te2: 32, timeIds: 6 })));
   assert.equal(x.expected, "encoder_hidden_states width 64 (the two text encoders' widths added)");
 });

@@ -35,7 +35,6 @@ import { T5Tokenizer } from '../core/text/t5-tokenizer.ts';
 import { decodeLatentWith, decoderInput, encodeImageWith } from '../core/vae/pipeline-decode.ts';
 import type { DenoiseInput } from '../core/generation/denoise.ts';
 import { nativeSize, type ModelFamily } from '../core/model-family.ts';
-import type { IoInfo } from '../onnx/io.ts';
 import type { ComponentIo, DeviceInit, WebComponent, WebProvider } from './device/protocol.ts';
 import { WebDevice } from './device/web-device.ts';
 import { folderUrl, modelFileSource } from './model/model-files.ts';
@@ -617,11 +616,9 @@ function describe(
   spec: WebModelSpec, components: Partial<Record<WebComponent, ComponentIo>>, probe: { layers: string[] } | { reason: string },
   attentionFusion: WebModelInfo['attentionFusion'], provider: WebProvider, workers: number, deviceNotes: string[], splitCfg: SplitMode,
 ): WebModelInfo {
-  const unet = components.unet!;
   // The components checked against each other as in Node (src/core/model-contract.ts): a VAE of another family,
   // SD3 parts that do not fit or an SDXL refiner are named at load rather than failing at the first call.
-  const { channels, sd3, unetTextWidth } = checkComponents({ where: spec.url, vaeDecoder: spec.files.vaeDecoder! }, spec.family, components);
-  const sample = unet.inputs.find((i: IoInfo) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
+  const { sample, channels, sd3, unetTextWidth } = checkComponents({ where: spec.url, vaeDecoder: spec.files.vaeDecoder! }, spec.family, components);
   const staticH = sample.shape[2];
   const staticW = sample.shape[3];
   const native = nativeSize(spec.family, spec.unetSampleSize, staticH, spec.notes);

@@ -125,6 +125,8 @@ export function textFacts(sd3: Sd3Facts | undefined, unetTextWidth: unknown, pat
 
 /** What checkComponents found: the denoiser's latent channels, SD3's widths, the UNet's text width where fixed. */
 export interface ComponentFacts {
+  /** The denoiser's latent input (sample, or SD3's hidden_states): its shape gives a static export's size. */
+  sample: IoShape;
   channels: number;
   sd3?: Sd3Facts;
   unetTextWidth?: number;
@@ -141,7 +143,7 @@ export function checkComponents(source: ContractSource, family: ModelFamily, com
   const sd3 = family === 'sd3' ? checkSd3Components(source, components) : undefined;
   const sample = unet.inputs.find((i) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
   const channels = typeof sample.shape[1] === 'number' ? sample.shape[1] : 4;
-  if (sd3) return { channels, sd3 };
+  if (sd3) return { sample, channels, sd3 };
   checkVaeDecoder(source, components['vaeDecoder'], channels, 'UNet');
   const unetDim = unet.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape[2];
   const width = (c: { outputs: readonly IoShape[] } | undefined) => (c?.outputs.find((o) => o.name === 'last_hidden_state') ?? c?.outputs[0])?.shape[2];
@@ -160,5 +162,5 @@ export function checkComponents(source: ContractSource, family: ModelFamily, com
   if (timeIds && timeIds.shape[1] === 5) {
     throw new AsgdError('SDXL refiner exports are not supported', { kind: 'model', parameter: 'unet', expected: 'time_ids with 6 values (SDXL base)', received: '5 values (refiner: aesthetic score)', hint: 'Use an SDXL base export' });
   }
-  return { channels, ...(typeof unetDim === 'number' ? { unetTextWidth: unetDim } : {}) };
+  return { sample, channels, ...(typeof unetDim === 'number' ? { unetTextWidth: unetDim } : {}) };
 }

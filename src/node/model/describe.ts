@@ -69,8 +69,7 @@ export function describeModel(
   const te = components.textEncoder;
   if (!unet || !te) throw new Error('describeModel: components missing');
   const source: ContractSource = { where: spec.dir, vaeDecoder: spec.paths.vaeDecoder, vaeGiven: spec.vaeDir !== undefined };
-  const { channels, sd3, unetTextWidth } = checkComponents(source, spec.family, components);
-  const sample = unet.inputs.find((i) => i.name === 'sample' || i.name === 'hidden_states') ?? unet.inputs[0]!;
+  const { sample, channels, sd3, unetTextWidth } = checkComponents(source, spec.family, components);
   const staticH = sample.shape[2];
   const native = nativeSize(spec.family, spec.unetSampleSize, staticH, spec.notes);
   const files: Record<string, string> = {
